@@ -1,0 +1,20 @@
+// DType: element types of tilegraph tensors. f32 is the working type, f64 exists for
+// gradient checks, f16/bf16 for storage and casts, i64/i32 for indices, bool for masks.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace tg {
+
+enum class DType : uint8_t { kF32, kF64, kF16, kBF16, kI64, kI32, kBool };
+
+size_t SizeOf(DType dtype);
+std::string_view DTypeName(DType dtype);  // "f32", "i64", ...
+std::optional<DType> ParseDType(std::string_view name);
+bool IsFloating(DType dtype);
+bool IsInteger(DType dtype);  // i32, i64 (not bool)
+
+}  // namespace tg

@@ -1,0 +1,38 @@
+// Intra-op parallelism for hand-written CPU kernels: OpenMP underneath (the same runtime
+// oneDNN uses here, so the two share one thread pool). Work below `grain` elements runs
+// inline on the calling thread.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace tg::cpu {
+
+int MaxThreads();
+void SetNumThreads(int n);
+
+// Calls fn(begin, end) over disjoint chunks covering [0, n).
+template <typename Fn>
+void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
+  if (n <= 0) return;
+#ifdef _OPENMP
+  int threads = static_cast<int>(std::min<int64_t>(MaxThreads(), (n + grain - 1) / grain));
+  if (threads > 1 && !omp_in_parallel()) {
+#pragma omp parallel num_threads(threads)
+    {
+      int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      int64_t chunk = (n + nt - 1) / nt;
+      int64_t b = std::min<int64_t>(n, t * chunk), e = std::min<int64_t>(n, b + chunk);
+      if (b < e) fn(b, e);
+    }
+    return;
+  }
+#endif
+  fn(int64_t{0}, n);
+}
+
+}  // namespace tg::cpu

@@ -1,0 +1,21 @@
+// RegisterAllOps: the one place that lists the op families.
+#include "ops/families.h"
+
+namespace tg {
+
+void RegisterAllOps(OpRegistry& registry) {
+  RegisterElementwiseOps(registry);
+  RegisterRandomOps(registry);
+  RegisterFusedOps(registry);
+  RegisterMatmulOps(registry);
+  RegisterConvOps(registry);
+  RegisterPoolOps(registry);
+  RegisterNormOps(registry);
+  RegisterReduceOps(registry);
+  RegisterSoftmaxOps(registry);
+  RegisterShapeOps(registry);
+  RegisterIndexOps(registry);
+  RegisterLossOps(registry);
+}
+
+}  // namespace tg

@@ -1,0 +1,21 @@
+// One registration function per op family (each defined in the family's own file).
+#pragma once
+
+#include "ops/registry.h"
+
+namespace tg {
+
+void RegisterElementwiseOps(OpRegistry& r);  // elementwise.cc: unary, binary, compare, where, cast
+void RegisterRandomOps(OpRegistry& r);       // random.cc: dropout, uniform, normal (Philox)
+void RegisterFusedOps(OpRegistry& r);        // fused.cc: fused_elementwise
+void RegisterMatmulOps(OpRegistry& r);       // matmul.cc
+void RegisterConvOps(OpRegistry& r);         // conv.cc: conv2d and its backward ops
+void RegisterPoolOps(OpRegistry& r);         // pool.cc: max, avg, adaptive avg pooling
+void RegisterNormOps(OpRegistry& r);         // norm.cc: batch norm, layer norm
+void RegisterReduceOps(OpRegistry& r);       // reduce.cc: sum, mean, amax, var
+void RegisterSoftmaxOps(OpRegistry& r);      // softmax.cc: softmax, log_softmax
+void RegisterShapeOps(OpRegistry& r);        // shape.cc: reshape, permute, expand, slice, cat, full
+void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, embedding
+void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
+
+}  // namespace tg

@@ -1,0 +1,8 @@
+// TODO(owner): ops of this family.
+#include "ops/families.h"
+
+namespace tg {
+
+void RegisterIndexOps(OpRegistry& r) { (void)r; }
+
+}  // namespace tg

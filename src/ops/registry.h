@@ -1,0 +1,166 @@
+// OpRegistry: the one bridge between the compiler and the kernels. Each op is defined once,
+// in its family file (elementwise.cc, matmul.cc, ...), by an OpDef that holds:
+//   - schema: input count, output count, attributes with defaults;
+//   - infer: output types from input types and attributes (throws a Shape error);
+//   - grad: the gradient of each input built from ordinary registered ops (or an explicit
+//     "not differentiable"), so the backward graph is plain IR;
+//   - traits: elementwise, may-run-in-place, random, side effects;
+//   - kernels: a CPU kernel factory and a naive reference kernel factory (used by tests);
+//   - samples: example inputs/attributes from which the op tests are generated.
+//
+// Family files expose `void RegisterXxxOps(OpRegistry&)`, called from RegisterAllOps().
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace tg {
+
+class Builder;
+
+// ---- kernels ----------------------------------------------------------------------------
+// Everything a kernel needs at run time besides its buffers.
+struct RunContext {
+  uint64_t seed = 0;  // the session's random seed
+  uint64_t step = 0;  // global step counter (advances once per executed step)
+};
+
+// A compiled kernel: reads its inputs, writes its outputs. Buffers are contiguous row-major.
+struct KernelArgs {
+  const void* const* inputs;
+  void* const* outputs;
+  const RunContext* ctx;
+};
+using Kernel = std::function<void(const KernelArgs&)>;
+// Builds the kernel for one node (its types and attributes are fixed at compile time, so
+// factories can prepare oneDNN primitives, strides, etc. once).
+using KernelFactory = std::function<Kernel(const Node&)>;
+
+// ---- grad -------------------------------------------------------------------------------
+// What a gradient rule sees: I(i) input i, O(i) output i, GO(i) gradient flowing into
+// output i (null when no gradient reaches that output; never null for a single-output op,
+// which is only visited when its output has a gradient), and a Builder that
+// appends ordinary ops to the graph. The rule returns one Value* per input: the gradient
+// of that input, or nullptr for "no gradient" (integer inputs, indices, masks).
+class GradContext {
+ public:
+  GradContext(Builder& b, const Node& node, std::vector<Value*> output_grads)
+      : b_(b), node_(node), output_grads_(std::move(output_grads)) {}
+  Builder& b() const { return b_; }
+  const Node& node() const { return node_; }
+  Value* I(size_t i) const { return node_.input(i); }
+  Value* O(size_t i) const { return node_.output(i); }
+  Value* GO(size_t i) const { return output_grads_.at(i); }
+  const AttrMap& attrs() const { return node_.attrs(); }
+
+ private:
+  Builder& b_;
+  const Node& node_;
+  std::vector<Value*> output_grads_;
+};
+using GradFn = std::function<std::vector<Value*>(const GradContext&)>;
+
+// ---- infer ------------------------------------------------------------------------------
+struct InferContext {
+  const std::vector<TensorType>& inputs;
+  const AttrMap& attrs;
+  const TensorType& in(size_t i) const { return inputs.at(i); }
+};
+using InferFn = std::function<std::vector<TensorType>(const InferContext&)>;
+
+// ---- elementwise ------------------------------------------------------------------------
+// Elementwise ops also expose a block function so that fused kernels can evaluate a chain
+// of them block by block (one pass over memory). All operands of a block are of the
+// compute type T (f32 or f64); bool operands are 0/1 in T. `params` holds the op's numeric
+// parameters as produced by ElementwiseDef::params from the node's attributes.
+template <typename T>
+using BlockFn = void (*)(const T* const* in, T* out, int64_t n, const double* params);
+struct ElementwiseDef {
+  BlockFn<float> f32 = nullptr;
+  BlockFn<double> f64 = nullptr;
+  // Numeric parameters from attributes (e.g. gelu's approximate -> {0 or 1}); may be empty.
+  std::function<std::vector<double>(const AttrMap&)> params;
+};
+
+// ---- test samples -----------------------------------------------------------------------
+// How a test fills an input: normal(0,1) floats, positive floats in [lo, hi], integers in
+// [lo, hi), or random bools.
+struct InputInit {
+  enum Kind { kNormal, kUniform, kIntRange, kBool } kind = kNormal;
+  double lo = 0, hi = 1;
+  static InputInit Normal() { return {}; }
+  static InputInit Uniform(double lo, double hi) { return {kUniform, lo, hi}; }
+  static InputInit Ints(double lo, double hi) { return {kIntRange, lo, hi}; }
+  static InputInit Bools() { return {kBool, 0, 1}; }
+};
+struct OpSample {
+  std::vector<TensorType> inputs;  // f32 types; the gradient check converts floats to f64
+  AttrMap attrs;
+  std::vector<InputInit> init;     // per input; missing entries mean Normal
+  // Gradient check skips this sample (e.g. max at ties); the kernel check still runs.
+  bool skip_grad_check = false;
+  // Relative tolerance of the f32 CPU kernel against the reference (f64 ref for accuracy).
+  double tolerance = 1e-5;
+};
+
+// ---- the definition ---------------------------------------------------------------------
+struct AttrSpec {
+  std::string name;
+  std::optional<Attr> default_value;  // nullopt: required
+};
+
+struct OpTraits {
+  bool elementwise = false;   // out[i] depends on in[i] only (after broadcasting)
+  int inplace_input = -1;     // output 0 may reuse this input's buffer when it dies here
+  bool random = false;        // reads the RNG (keyed by its int attribute "rng_key", which the
+                              // Builder assigns); never CSE'd or constant-folded
+  bool side_effects = false;  // never removed by DCE
+  bool view = false;          // output 0 is input 0's buffer reinterpreted (reshape)
+};
+
+struct OpDef {
+  std::string name;
+  int num_inputs = 1;  // -1: variadic (at least min_inputs)
+  int min_inputs = 0;
+  int num_outputs = 1;
+  std::vector<AttrSpec> attrs;
+  InferFn infer;
+  GradFn grad;                 // required unless not_differentiable
+  bool not_differentiable = false;
+  OpTraits traits;
+  std::optional<ElementwiseDef> elementwise;
+  KernelFactory cpu_kernel;
+  KernelFactory reference_kernel;
+  std::vector<OpSample> samples;
+  std::string doc;  // one line: what the op computes
+};
+
+class OpRegistry {
+ public:
+  // The process-wide registry with every op (built on first use by RegisterAllOps).
+  static const OpRegistry& Global();
+
+  void Register(OpDef def);  // throws Internal on duplicates or missing parts
+  const OpDef* Find(const std::string& name) const;
+  const OpDef& Get(const std::string& name) const;  // throws Unsupported when absent
+  std::vector<const OpDef*> All() const;             // sorted by name
+
+ private:
+  std::map<std::string, std::unique_ptr<OpDef>> ops_;
+};
+
+void RegisterAllOps(OpRegistry& registry);
+
+// Fills defaults for missing attributes and checks that required ones are present.
+AttrMap CompleteAttrs(const OpDef& def, const AttrMap& attrs);
+// Runs the op's infer function with node context on errors.
+std::vector<TensorType> InferTypes(const OpDef& def, const std::vector<TensorType>& inputs,
+                                   const AttrMap& attrs);
+
+}  // namespace tg

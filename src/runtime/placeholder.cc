@@ -1,0 +1,2 @@
+// placeholder so the folder builds; replaced as the module lands
+namespace tg {}
