@@ -1,0 +1,15 @@
+// Factories for every pass (each defined in its own file, named as in CreatePass()).
+#pragma once
+
+#include <memory>
+
+#include "passes/pass.h"
+
+namespace tg {
+
+std::unique_ptr<Pass> CreateDcePass();               // "dce"            dce.cc
+std::unique_ptr<Pass> CreateCsePass();               // "cse"            cse.cc
+std::unique_ptr<Pass> CreateConstantFoldPass();      // "constant-fold"  constant_fold.cc
+std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
+
+}  // namespace tg
