@@ -1,8 +1,230 @@
-// TODO(owner): ops of this family.
+// conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32),
+// the reference loops for f64.
+#include <string>
+
+#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/reference_dense.h"
+#include "ops/builder.h"
+#include "ops/dense_common.h"
 #include "ops/families.h"
 
 namespace tg {
+namespace {
 
-void RegisterConvOps(OpRegistry& r) { (void)r; }
+using dense::F32;
+
+// Validates x [N,C,H,W] against w [O,C/groups,kh,kw] and the attributes; the output size is
+// PyTorch's floor((H + 2p - d(k-1) - 1) / s) + 1.
+cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attrs,
+                             const std::string& op) {
+  TG_CHECK(x.size() == 4, kShape, op, ": expected input of rank 4 [N,C,H,W], got ",
+           ShapeToString(x));
+  TG_CHECK(w.size() == 4, kShape, op, ": expected weight of rank 4 [O,C/groups,kh,kw], got ",
+           ShapeToString(w));
+  auto stride = dense::GetPair(attrs, "stride", op);
+  auto pad = dense::GetPair(attrs, "padding", op);
+  auto dil = dense::GetPair(attrs, "dilation", op);
+  int64_t groups = GetInt(attrs, "groups");
+  TG_CHECK(stride[0] > 0 && stride[1] > 0 && dil[0] > 0 && dil[1] > 0 && pad[0] >= 0 &&
+               pad[1] >= 0,
+           kShape, op, ": expected positive stride and dilation and non-negative padding");
+  TG_CHECK(groups > 0 && x[1] % groups == 0 && w[0] % groups == 0, kShape, op,
+           ": expected channels ", x[1], " and out channels ", w[0], " divisible by groups ",
+           groups);
+  TG_CHECK(w[1] * groups == x[1], kShape, op, ": expected weight ", ShapeToString(w),
+           " with ", x[1] / groups, " input channels per group for input ", ShapeToString(x),
+           " and groups=", groups);
+  cpu::Conv2dParams p;
+  p.n = x[0], p.c = x[1], p.h = x[2], p.w = x[3];
+  p.o = w[0], p.kh = w[2], p.kw = w[3];
+  p.stride_h = stride[0], p.stride_w = stride[1];
+  p.pad_h = pad[0], p.pad_w = pad[1];
+  p.dil_h = dil[0], p.dil_w = dil[1];
+  p.groups = groups;
+  int64_t ext_h = p.dil_h * (p.kh - 1) + 1, ext_w = p.dil_w * (p.kw - 1) + 1;
+  TG_CHECK(p.h + 2 * p.pad_h >= ext_h && p.w + 2 * p.pad_w >= ext_w, kShape, op,
+           ": expected the padded input ", ShapeToString(x), " to hold the dilated kernel ",
+           ShapeToString(w), ", got padded size [", p.h + 2 * p.pad_h, ",", p.w + 2 * p.pad_w,
+           "] < [", ext_h, ",", ext_w, "]");
+  p.oh = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
+  p.ow = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
+  return p;
+}
+
+Shape OutShape(const cpu::Conv2dParams& p) { return {p.n, p.o, p.oh, p.ow}; }
+
+// Checks that the incoming gradient has the forward output's shape.
+void CheckGradShape(const TensorType& go, const cpu::Conv2dParams& p, const std::string& op) {
+  TG_CHECK(go.shape == OutShape(p), kShape, op, ": expected output gradient of shape ",
+           ShapeToString(OutShape(p)), ", got ", go.ToString());
+}
+
+cpu::Conv2dParams ParamsOfNode(const Node& n) {
+  if (n.op() == "conv2d") {
+    return ConvParams(n.input(0)->type().shape, n.input(1)->type().shape, n.attrs(), n.op());
+  }
+  if (n.op() == "conv2d_backward_input") {
+    return ConvParams(GetInts(n.attrs(), "input_shape"), n.input(1)->type().shape, n.attrs(),
+                      n.op());
+  }
+  return ConvParams(n.input(1)->type().shape, GetInts(n.attrs(), "weight_shape"), n.attrs(),
+                    n.op());
+}
+
+cpu::ConvPass PassOf(const Node& n) {
+  if (n.op() == "conv2d") return cpu::ConvPass::kForward;
+  if (n.op() == "conv2d_backward_input") return cpu::ConvPass::kBackwardInput;
+  return cpu::ConvPass::kBackwardWeight;
+}
+
+template <typename T>
+void RunRef(cpu::ConvPass pass, const cpu::Conv2dParams& p, const KernelArgs& a) {
+  const T *in0 = dense::In<T>(a, 0), *in1 = dense::In<T>(a, 1);
+  T* out = dense::Out<T>(a, 0);
+  switch (pass) {
+    case cpu::ConvPass::kForward: cpu::Conv2dForwardRef<T>(p, in0, in1, out); break;
+    case cpu::ConvPass::kBackwardInput: cpu::Conv2dBackwardInputRef<T>(p, in0, in1, out); break;
+    case cpu::ConvPass::kBackwardWeight: cpu::Conv2dBackwardWeightRef<T>(p, in0, in1, out); break;
+  }
+}
+
+Kernel MakeRef(auto t, const Node& n) {
+  using T = decltype(t);
+  cpu::Conv2dParams p = ParamsOfNode(n);
+  cpu::ConvPass pass = PassOf(n);
+  return [p, pass](const KernelArgs& a) { RunRef<T>(pass, p, a); };
+}
+
+Kernel MakeCpu(auto t, const Node& n) {
+  using T = decltype(t);
+  if constexpr (std::is_same_v<T, float>) {
+    cpu::OnednnConv2d conv(ParamsOfNode(n), PassOf(n));
+    return [conv](const KernelArgs& a) {
+      conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+    };
+  } else {
+    return MakeRef(t, n);
+  }
+}
+
+std::vector<AttrSpec> ConvAttrs() {
+  return {{"stride", std::vector<int64_t>{1, 1}},
+          {"padding", std::vector<int64_t>{0, 0}},
+          {"dilation", std::vector<int64_t>{1, 1}},
+          {"groups", int64_t{1}}};
+}
+
+AttrMap ConvAttrsOf(const AttrMap& attrs) {
+  AttrMap out;
+  for (const char* k : {"stride", "padding", "dilation", "groups"}) out[k] = attrs.at(k);
+  return out;
+}
+
+std::vector<Value*> GradConv(const GradContext& c) {
+  AttrMap in_attrs = ConvAttrsOf(c.attrs()), w_attrs = in_attrs;
+  in_attrs["input_shape"] = c.I(0)->type().shape;
+  w_attrs["weight_shape"] = c.I(1)->type().shape;
+  Value* dx = c.b().Op1("conv2d_backward_input", {c.GO(0), c.I(1)}, in_attrs);
+  Value* dw = c.b().Op1("conv2d_backward_weight", {c.GO(0), c.I(0)}, w_attrs);
+  return {dx, dw};
+}
+
+struct ConvCase {
+  Shape x, w;
+  std::vector<int64_t> stride{1, 1}, padding{0, 0}, dilation{1, 1};
+  int64_t groups = 1;
+};
+
+std::vector<ConvCase> ConvCases() {
+  return {{{2, 3, 5, 5}, {4, 3, 3, 3}},
+          {{1, 2, 7, 6}, {3, 2, 3, 3}, {2, 2}, {1, 1}},
+          {{1, 2, 7, 7}, {2, 2, 3, 3}, {1, 1}, {2, 1}, {2, 2}},
+          {{2, 4, 5, 5}, {6, 2, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 2},
+          {{1, 3, 6, 6}, {3, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 3},
+          {{2, 3, 4, 4}, {5, 3, 1, 1}},
+          {{1, 2, 6, 7}, {2, 2, 2, 3}, {2, 1}, {1, 0}, {1, 2}}};
+}
+
+AttrMap AttrsOf(const ConvCase& cc) {
+  return {{"stride", cc.stride}, {"padding", cc.padding}, {"dilation", cc.dilation},
+          {"groups", cc.groups}};
+}
+
+// Samples of op `which` (0: conv2d, 1: backward input, 2: backward weight).
+std::vector<OpSample> ConvSamples(int which) {
+  std::vector<OpSample> out;
+  for (const ConvCase& cc : ConvCases()) {
+    OpSample s;
+    s.attrs = AttrsOf(cc);
+    s.tolerance = 1e-4;
+    cpu::Conv2dParams p = ConvParams(cc.x, cc.w, s.attrs, "conv2d");
+    if (which == 0) {
+      s.inputs = {F32(cc.x), F32(cc.w)};
+    } else if (which == 1) {
+      s.inputs = {F32(OutShape(p)), F32(cc.w)};
+      s.attrs["input_shape"] = cc.x;
+    } else {
+      s.inputs = {F32(OutShape(p)), F32(cc.x)};
+      s.attrs["weight_shape"] = cc.w;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+OpDef ConvDef(const std::string& name) {
+  OpDef d;
+  d.name = name;
+  d.num_inputs = 2;
+  d.attrs = ConvAttrs();
+  d.cpu_kernel = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.reference_kernel =
+      dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
+  return d;
+}
+
+}  // namespace
+
+void RegisterConvOps(OpRegistry& r) {
+  OpDef fwd = ConvDef("conv2d");
+  fwd.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
+    dense::CheckSameFloat(ctx, "conv2d");
+    auto p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, "conv2d");
+    return {TensorType{ctx.in(0).dtype, OutShape(p)}};
+  };
+  fwd.grad = GradConv;
+  fwd.samples = ConvSamples(0);
+  fwd.doc = "y[N,O,oh,ow] = cross-correlation of x[N,C,H,W] with w[O,C/groups,kh,kw] "
+            "(stride, zero padding, dilation, groups; no bias)";
+  r.Register(std::move(fwd));
+
+  OpDef bi = ConvDef("conv2d_backward_input");
+  bi.attrs.push_back({"input_shape", std::nullopt});
+  bi.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
+    const std::string op = "conv2d_backward_input";
+    dense::CheckSameFloat(ctx, op);
+    Shape xs = GetInts(ctx.attrs, "input_shape");
+    CheckGradShape(ctx.in(0), ConvParams(xs, ctx.in(1).shape, ctx.attrs, op), op);
+    return {TensorType{ctx.in(0).dtype, xs}};
+  };
+  bi.not_differentiable = true;
+  bi.samples = ConvSamples(1);
+  bi.doc = "dx of conv2d from (dy, w); input_shape gives x's shape";
+  r.Register(std::move(bi));
+
+  OpDef bw = ConvDef("conv2d_backward_weight");
+  bw.attrs.push_back({"weight_shape", std::nullopt});
+  bw.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
+    const std::string op = "conv2d_backward_weight";
+    dense::CheckSameFloat(ctx, op);
+    Shape ws = GetInts(ctx.attrs, "weight_shape");
+    CheckGradShape(ctx.in(0), ConvParams(ctx.in(1).shape, ws, ctx.attrs, op), op);
+    return {TensorType{ctx.in(0).dtype, ws}};
+  };
+  bw.not_differentiable = true;
+  bw.samples = ConvSamples(2);
+  bw.doc = "dw of conv2d from (dy, x); weight_shape gives w's shape";
+  r.Register(std::move(bw));
+}
 
 }  // namespace tg

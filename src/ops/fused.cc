@@ -1,8 +1,184 @@
-// TODO(owner): ops of this family.
+// fused_elementwise(inputs...){body: graph}: a group of elementwise ops run as one kernel.
+// The body graph's inputs are the node's inputs in order and its outputs the node's outputs.
+// Every body node is an elementwise op with block functions and every body node output has
+// the same shape (the iteration space); inputs broadcast into it. Values are f32 or f64 (the
+// compute type) or bool (0/1 of the compute type inside, stored as bool). Built by the
+// fuse-elementwise pass after autodiff, so not differentiable.
+#include <map>
+
+#include "kernels/cpu/fused_kernel.h"
+#include "ops/elementwise_common.h"
+#include "ops/evaluate.h"
 #include "ops/families.h"
 
 namespace tg {
+namespace {
 
-void RegisterFusedOps(OpRegistry& r) { (void)r; }
+std::shared_ptr<const Graph> BodyOf(const Node& node) {
+  const Attr& a = node.attrs().at("body");
+  auto* g = std::get_if<std::shared_ptr<const Graph>>(&a);
+  TG_CHECK(g != nullptr && *g, kInvalidInput, "fused_elementwise: attribute 'body' must be a graph");
+  return *g;
+}
+
+// The compute type: the floating dtype used in the body (f32 when all values are bool).
+DType ComputeType(const Graph& body, const std::string& where) {
+  std::optional<DType> t;
+  auto visit = [&](const Value* v) {
+    DType d = v->type().dtype;
+    if (d == DType::kBool) return;
+    TG_CHECK(d == DType::kF32 || d == DType::kF64, kShape, where,
+             ": expected f32, f64 or bool values, got %", v->name(), " : ", v->type().ToString());
+    TG_CHECK(!t || *t == d, kShape, where, ": expected one floating dtype, got ", DTypeName(*t),
+             " and ", DTypeName(d));
+    t = d;
+  };
+  for (Value* v : body.inputs()) visit(v);
+  for (Value* v : body.constants()) visit(v);
+  for (const auto& n : body.nodes()) {
+    for (Value* v : n->outputs()) visit(v);
+  }
+  return t.value_or(DType::kF32);
+}
+
+std::vector<TensorType> InferFused(const InferContext& c) {
+  const Graph& body = GetGraph(c.attrs, "body");
+  TG_CHECK(c.inputs.size() == body.inputs().size(), kInvalidInput,
+           "fused_elementwise: expected ", body.inputs().size(), " inputs (the body's), got ",
+           c.inputs.size());
+  for (size_t i = 0; i < c.inputs.size(); ++i) {
+    TG_CHECK(c.in(i) == body.inputs()[i]->type(), kShape, "fused_elementwise: input ", i,
+             ": expected ", body.inputs()[i]->type().ToString(), ", got ", c.in(i).ToString());
+  }
+  TG_CHECK(!body.outputs().empty(), kInvalidInput, "fused_elementwise: body has no outputs");
+  ComputeType(body, "fused_elementwise");
+  const Shape& space = body.outputs()[0]->type().shape;
+  std::vector<TensorType> out;
+  for (Value* v : body.outputs()) {
+    TG_CHECK(v->type().shape == space, kShape,
+             "fused_elementwise: expected every output of shape ", ShapeToString(space), ", got ",
+             v->type().ToString());
+    out.push_back(v->type());
+  }
+  return out;
+}
+
+template <typename T>
+cpu::FusedProgram<T> Compile(const Graph& body, const Shape& space) {
+  const OpRegistry& registry = OpRegistry::Global();
+  cpu::FusedProgram<T> p;
+  p.shape = space;
+  std::map<int, int> slot_of;  // body value id -> slot
+  auto load = [&](Value* v, int arg, const void* constant) {
+    TG_CHECK(BroadcastShapes(v->type().shape, space) == space, kShape,
+             "fused_elementwise: %", v->name(), " : ", v->type().ToString(),
+             " does not broadcast to ", ShapeToString(space));
+    int s = p.num_slots++;
+    slot_of[v->id()] = s;
+    p.loads.push_back({s, arg, constant, v->type().dtype == DType::kBool, v->type().shape});
+  };
+  for (size_t i = 0; i < body.inputs().size(); ++i) load(body.inputs()[i], int(i), nullptr);
+  for (Value* c : body.constants()) load(c, -1, c->constant().data());
+  for (const auto& n : body.nodes()) {
+    const OpDef& def = registry.Get(n->op());
+    TG_CHECK(def.elementwise && n->outputs().size() == 1, kUnsupported,
+             "fused_elementwise: body node ", n->Describe(), " is not an elementwise op");
+    TG_CHECK(n->output(0)->type().shape == space, kShape, "fused_elementwise: body node ",
+             n->Describe(), ": expected shape ", ShapeToString(space), ", got ",
+             n->output(0)->type().ToString());
+    typename cpu::FusedProgram<T>::Step step;
+    if constexpr (std::is_same_v<T, float>) step.fn = def.elementwise->f32;
+    else step.fn = def.elementwise->f64;
+    TG_CHECK(step.fn != nullptr, kUnsupported, "fused_elementwise: ", n->op(),
+             " has no block function");
+    if (def.elementwise->params) step.params = def.elementwise->params(n->attrs());
+    for (Value* in : n->inputs()) step.in_slots.push_back(slot_of.at(in->id()));
+    step.out_slot = p.num_slots++;
+    slot_of[n->output(0)->id()] = step.out_slot;
+    p.steps.push_back(std::move(step));
+  }
+  for (size_t i = 0; i < body.outputs().size(); ++i) {
+    Value* v = body.outputs()[i];
+    p.stores.push_back({slot_of.at(v->id()), int(i), v->type().dtype == DType::kBool});
+  }
+  return p;
+}
+
+Kernel FusedCpuKernel(const Node& node) {
+  std::shared_ptr<const Graph> body = BodyOf(node);
+  Shape space = node.output(0)->type().shape;
+  return DispatchFloat(ComputeType(*body, "fused_elementwise"), node.op(), [&](auto tag) -> Kernel {
+    using T = decltype(tag);
+    auto program = std::make_shared<cpu::FusedProgram<T>>(Compile<T>(*body, space));
+    // `body` stays alive with the kernel: constants are read from it.
+    return [program, body](const KernelArgs& a) { cpu::RunFused(*program, a.inputs, a.outputs); };
+  });
+}
+
+Kernel FusedReferenceKernel(const Node& node) {
+  std::shared_ptr<const Graph> body = BodyOf(node);
+  std::vector<TensorType> in_types, out_types;
+  for (Value* v : node.inputs()) in_types.push_back(v->type());
+  for (Value* v : node.outputs()) out_types.push_back(v->type());
+  return [body, in_types, out_types](const KernelArgs& a) {
+    std::map<std::string, HostTensor> feeds;
+    for (size_t i = 0; i < in_types.size(); ++i) {
+      feeds[body->inputs()[i]->name()] = HostTensor(in_types[i], a.inputs[i]);
+    }
+    EvalResult r = EvaluateGraph(*body, feeds, KernelChoice::kReference, *a.ctx);
+    for (size_t i = 0; i < out_types.size(); ++i) {
+      std::memcpy(a.outputs[i], r.outputs[i].data(), out_types[i].bytes());
+    }
+  };
+}
+
+// Sample bodies (built with the registry being filled: the elementwise ops come first).
+std::shared_ptr<const Graph> SampleBody(OpRegistry& r, int which) {
+  auto g = std::make_shared<Graph>("fused");
+  Builder b(*g, r);
+  if (which == 0) {  // broadcast inputs, a mask output and a value output
+    Value* x = g->AddInput("x", {DType::kF32, {3, 4}});
+    Value* y = g->AddInput("y", {DType::kF32, {4}});
+    Value* t = b.Mul(x, y);
+    Value* u = b.Op1("tanh", {b.Add(t, x)});
+    g->AddOutput(u);
+    g->AddOutput(b.Op1("gt", {u, y}));
+  } else {  // a bool input, a scalar input, where, a constant
+    Value* c = g->AddInput("c", {DType::kBool, {300, 256}});
+    Value* x = g->AddInput("x", {DType::kF32, {300, 256}});
+    Value* s = g->AddInput("s", {DType::kF32, {}});
+    Value* e = b.Exp(b.Mul(x, s));
+    g->AddOutput(b.Where(c, e, b.AddScalar(x, 1.0)));
+  }
+  return g;
+}
+
+}  // namespace
+
+void RegisterFusedOps(OpRegistry& r) {
+  OpDef def;
+  def.name = "fused_elementwise";
+  def.num_inputs = -1;
+  def.min_inputs = 0;
+  def.num_outputs = -1;
+  def.attrs = {{"body", std::nullopt}};
+  def.infer = InferFused;
+  def.not_differentiable = true;
+  def.traits.elementwise = true;
+  def.cpu_kernel = FusedCpuKernel;
+  def.reference_kernel = FusedReferenceKernel;
+  for (int which : {0, 1}) {
+    std::shared_ptr<const Graph> body = SampleBody(r, which);
+    OpSample s;
+    for (Value* v : body->inputs()) {
+      s.inputs.push_back(v->type());
+      s.init.push_back(v->type().dtype == DType::kBool ? InputInit::Bools() : InputInit::Normal());
+    }
+    s.attrs = {{"body", body}};
+    def.samples.push_back(s);
+  }
+  def.doc = "a group of elementwise ops (the body graph) run as one blocked kernel";
+  r.Register(std::move(def));
+}
 
 }  // namespace tg

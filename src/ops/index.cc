@@ -1,8 +1,383 @@
-// TODO(owner): ops of this family.
+// Index op family: gather / scatter_add (torch.gather semantics), index_select / index_add
+// (1-D index along one axis), embedding and embedding_backward. Indices are i32 or i64;
+// out-of-range indices raise a Runtime error at run time. Kernels:
+// kernels/cpu/index_kernels.h.
+#include "kernels/cpu/index_kernels.h"
+#include "ops/axes_util.h"
+#include "ops/builder.h"
+#include "ops/dispatch.h"
 #include "ops/families.h"
+#include "support/error.h"
 
 namespace tg {
+namespace {
 
-void RegisterIndexOps(OpRegistry& r) { (void)r; }
+const TensorType& InType(const Node& n, size_t i) { return n.input(i)->type(); }
+
+void CheckIndexType(const TensorType& t, const std::string& op, const char* what) {
+  TG_CHECK(t.dtype == DType::kI64 || t.dtype == DType::kI32, kShape, op, ": expected ", what,
+           " of dtype i64 or i32, got ", t.ToString());
+}
+
+void CheckArithType(const TensorType& t, const std::string& op, const char* what) {
+  TG_CHECK(t.dtype == DType::kF32 || t.dtype == DType::kF64 || t.dtype == DType::kI64 ||
+               t.dtype == DType::kI32,
+           kShape, op, ": expected ", what, " of dtype f32, f64, i64 or i32, got ", t.ToString());
+}
+
+template <typename Fn>
+void DispatchIndex(DType dtype, Fn&& fn) {
+  if (dtype == DType::kI32) fn(int32_t{});
+  else fn(int64_t{});
+}
+
+template <typename Fn>
+void DispatchArith(DType dtype, const std::string& op, Fn&& fn) {
+  switch (dtype) {
+    case DType::kI32: fn(int32_t{}); break;
+    case DType::kI64: fn(int64_t{}); break;
+    default: DispatchFloat(dtype, op, fn);
+  }
+}
+
+int64_t Axis(const AttrMap& attrs, int64_t rank, const std::string& op) {
+  return rank == 0 ? 0 : AxisAttr(GetInt(attrs, "axis"), rank, op);
+}
+
+// ---- gather / scatter_add -----------------------------------------------------------------
+
+// Checks index against x (same rank, index dims <= x dims off the axis); returns the axis.
+int64_t CheckGather(const TensorType& x, const TensorType& index, const AttrMap& attrs,
+                    const std::string& op) {
+  CheckIndexType(index, op, "index");
+  int64_t axis = Axis(attrs, x.rank(), op);
+  bool ok = index.rank() == x.rank();
+  for (int64_t d = 0; ok && d < x.rank(); ++d) ok = d == axis || index.shape[d] <= x.shape[d];
+  TG_CHECK(ok, kShape, op, ": expected an index of rank ", x.rank(), " no larger than ",
+           x.ToString(), " off axis ", axis, ", got ", index.ToString());
+  return axis;
+}
+
+cpu::GatherParams GatherParamsOf(const TensorType& x, const TensorType& index, int64_t axis) {
+  return {x.shape, index.shape, axis, SizeOf(x.dtype)};
+}
+
+KernelFactory GatherFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    int64_t axis = Axis(n.attrs(), InType(n, 0).rank(), "gather");
+    cpu::GatherParams p = GatherParamsOf(InType(n, 0), InType(n, 1), axis);
+    DType idx = InType(n, 1).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchIndex(idx, [&](auto i) {
+        auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
+        if (reference) cpu::GatherRef(a.inputs[0], index, a.outputs[0], p);
+        else cpu::Gather(a.inputs[0], index, a.outputs[0], p);
+      });
+    };
+  };
+}
+
+KernelFactory ScatterAddFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    int64_t axis = Axis(n.attrs(), InType(n, 0).rank(), "scatter_add");
+    cpu::GatherParams p = GatherParamsOf(InType(n, 0), InType(n, 1), axis);
+    DType dtype = InType(n, 0).dtype, idx = InType(n, 1).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchArith(dtype, "scatter_add", [&](auto t) {
+        using T = decltype(t);
+        DispatchIndex(idx, [&](auto i) {
+          auto* base = static_cast<const T*>(a.inputs[0]);
+          auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
+          auto* src = static_cast<const T*>(a.inputs[2]);
+          auto* out = static_cast<T*>(a.outputs[0]);
+          if (reference) cpu::ScatterAddRef(base, index, src, out, p);
+          else cpu::ScatterAdd(base, index, src, out, p);
+        });
+      });
+    };
+  };
+}
+
+// ---- index_select / index_add / embedding -------------------------------------------------
+
+cpu::IndexSelectParams SelectParamsOf(const TensorType& x, const TensorType& index,
+                                      int64_t axis) {
+  AxisSplit s = x.rank() == 0 ? AxisSplit{} : SplitAt(x.shape, axis);
+  return {s.outer, s.dim, s.inner, index.numel(), SizeOf(x.dtype)};
+}
+
+// x with its axis dimension replaced by the index length.
+Shape SelectShape(const TensorType& x, const TensorType& index, int64_t axis) {
+  Shape out = x.shape;
+  if (x.rank() > 0) out[axis] = index.numel();
+  return out;
+}
+
+int64_t CheckSelect(const TensorType& x, const TensorType& index, const AttrMap& attrs,
+                    const std::string& op) {
+  CheckIndexType(index, op, "index");
+  TG_CHECK(index.rank() <= 1, kShape, op, ": expected a 1-D index, got ", index.ToString());
+  return Axis(attrs, x.rank(), op);
+}
+
+KernelFactory SelectFactory(bool reference, bool embedding) {
+  return [reference, embedding](const Node& n) -> Kernel {
+    const TensorType& x = InType(n, 0);
+    cpu::IndexSelectParams p;
+    if (embedding) {
+      p = {1, x.shape[0], x.shape[1], InType(n, 1).numel(), SizeOf(x.dtype)};
+    } else {
+      p = SelectParamsOf(x, InType(n, 1), Axis(n.attrs(), x.rank(), n.op()));
+    }
+    DType idx = InType(n, 1).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchIndex(idx, [&](auto i) {
+        auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
+        if (reference) cpu::IndexSelectRef(a.inputs[0], index, a.outputs[0], p);
+        else cpu::IndexSelect(a.inputs[0], index, a.outputs[0], p);
+      });
+    };
+  };
+}
+
+KernelFactory IndexAddFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    const TensorType& base = InType(n, 0);
+    cpu::IndexSelectParams p =
+        SelectParamsOf(base, InType(n, 1), Axis(n.attrs(), base.rank(), "index_add"));
+    DType dtype = base.dtype, idx = InType(n, 1).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchArith(dtype, "index_add", [&](auto t) {
+        using T = decltype(t);
+        DispatchIndex(idx, [&](auto i) {
+          auto* b = static_cast<const T*>(a.inputs[0]);
+          auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
+          auto* src = static_cast<const T*>(a.inputs[2]);
+          auto* out = static_cast<T*>(a.outputs[0]);
+          if (reference) cpu::IndexAddRef(b, index, src, out, p);
+          else cpu::IndexAdd(b, index, src, out, p);
+        });
+      });
+    };
+  };
+}
+
+KernelFactory EmbeddingBackwardFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    const TensorType& out = n.output(0)->type();
+    cpu::EmbeddingBackwardParams p{InType(n, 1).numel(), out.shape[0], out.shape[1],
+                                   GetInt(n.attrs(), "padding_idx")};
+    DType dtype = out.dtype, idx = InType(n, 1).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchArith(dtype, "embedding_backward", [&](auto t) {
+        using T = decltype(t);
+        DispatchIndex(idx, [&](auto i) {
+          auto* go = static_cast<const T*>(a.inputs[0]);
+          auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
+          auto* gw = static_cast<T*>(a.outputs[0]);
+          if (reference) cpu::EmbeddingBackwardRef(go, index, gw, p);
+          else cpu::EmbeddingBackward(go, index, gw, p);
+        });
+      });
+    };
+  };
+}
+
+// ---- samples ------------------------------------------------------------------------------
+
+TensorType F32(Shape s) { return {DType::kF32, std::move(s)}; }
+TensorType I64(Shape s) { return {DType::kI64, std::move(s)}; }
+TensorType I32(Shape s) { return {DType::kI32, std::move(s)}; }
+
+OpSample Sample(std::vector<TensorType> inputs, std::vector<InputInit> init, AttrMap attrs,
+                bool skip_grad = false) {
+  OpSample s;
+  s.inputs = std::move(inputs);
+  s.init = std::move(init);
+  s.attrs = std::move(attrs);
+  s.skip_grad_check = skip_grad;
+  return s;
+}
+InputInit N() { return InputInit::Normal(); }
+InputInit Ints(int64_t hi) { return InputInit::Ints(0, static_cast<double>(hi)); }
+AttrMap AxisIs(int64_t axis) { return {{"axis", axis}}; }
+
+// ---- the ops ------------------------------------------------------------------------------
+
+void RegisterGather(OpRegistry& r) {
+  OpDef d;
+  d.name = "gather";
+  d.num_inputs = 2;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "out[m] = x[m with m[axis] = index[m]] (torch.gather); out is shaped like index.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    CheckGather(c.in(0), c.in(1), c.attrs, "gather");
+    return {{c.in(0).dtype, c.in(1).shape}};
+  };
+  d.grad = [](const GradContext& g) -> std::vector<Value*> {
+    Builder& b = g.b();
+    Value* zeros = b.ZerosLike(g.I(0));
+    return {b.Op1("scatter_add", {zeros, g.I(1), g.GO(0)}, g.attrs()), nullptr};
+  };
+  d.cpu_kernel = GatherFactory(false);
+  d.reference_kernel = GatherFactory(true);
+  d.samples = {Sample({F32({3, 4}), I64({3, 5})}, {N(), Ints(4)}, AxisIs(1)),
+               Sample({F32({3, 4}), I64({5, 4})}, {N(), Ints(3)}, AxisIs(0)),
+               Sample({F32({3, 4, 5}), I64({2, 3, 2})}, {N(), Ints(5)}, AxisIs(-1)),
+               Sample({F32({4, 3}), I32({2, 3})}, {N(), Ints(4)}, AxisIs(0)),
+               Sample({F32({64, 300}), I64({64, 300})}, {N(), Ints(300)}, AxisIs(1), true)};
+  r.Register(std::move(d));
+}
+
+void RegisterScatterAdd(OpRegistry& r) {
+  OpDef d;
+  d.name = "scatter_add";
+  d.num_inputs = 3;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "base with src[m] added at (m with m[axis] = index[m]); duplicates accumulate.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    CheckArithType(c.in(0), "scatter_add", "base");
+    CheckGather(c.in(0), c.in(1), c.attrs, "scatter_add");
+    TG_CHECK(c.in(2).shape == c.in(1).shape && c.in(2).dtype == c.in(0).dtype, kShape,
+             "scatter_add: expected src of type ", DTypeName(c.in(0).dtype),
+             ShapeToString(c.in(1).shape), ", got ", c.in(2).ToString());
+    return {c.in(0)};
+  };
+  d.grad = [](const GradContext& g) -> std::vector<Value*> {
+    return {g.GO(0), nullptr, g.b().Op1("gather", {g.GO(0), g.I(1)}, g.attrs())};
+  };
+  d.cpu_kernel = ScatterAddFactory(false);
+  d.reference_kernel = ScatterAddFactory(true);
+  d.samples = {
+      Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
+      Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
+      Sample({F32({3, 4, 5}), I64({2, 3, 2}), F32({2, 3, 2})}, {N(), Ints(5), N()}, AxisIs(-1)),
+      Sample({F32({64, 300}), I64({64, 300}), F32({64, 300})}, {N(), Ints(300), N()}, AxisIs(1),
+             true)};
+  r.Register(std::move(d));
+}
+
+void RegisterIndexSelect(OpRegistry& r) {
+  OpDef d;
+  d.name = "index_select";
+  d.num_inputs = 2;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "The slices of x along `axis` picked by the 1-D index, in index order.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    int64_t axis = CheckSelect(c.in(0), c.in(1), c.attrs, "index_select");
+    return {{c.in(0).dtype, SelectShape(c.in(0), c.in(1), axis)}};
+  };
+  d.grad = [](const GradContext& g) -> std::vector<Value*> {
+    Builder& b = g.b();
+    return {b.Op1("index_add", {b.ZerosLike(g.I(0)), g.I(1), g.GO(0)}, g.attrs()), nullptr};
+  };
+  d.cpu_kernel = SelectFactory(false, false);
+  d.reference_kernel = SelectFactory(true, false);
+  d.samples = {Sample({F32({5, 3}), I64({7})}, {N(), Ints(5)}, AxisIs(0)),
+               Sample({F32({2, 6, 3}), I64({4})}, {N(), Ints(6)}, AxisIs(1)),
+               Sample({F32({2, 3, 4}), I32({5})}, {N(), Ints(4)}, AxisIs(-1)),
+               Sample({F32({1000, 64}), I64({500})}, {N(), Ints(1000)}, AxisIs(0), true)};
+  r.Register(std::move(d));
+}
+
+void RegisterIndexAdd(OpRegistry& r) {
+  OpDef d;
+  d.name = "index_add";
+  d.num_inputs = 3;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "base with slice j of src added to slice index[j] along `axis` (accumulating).";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    CheckArithType(c.in(0), "index_add", "base");
+    int64_t axis = CheckSelect(c.in(0), c.in(1), c.attrs, "index_add");
+    TensorType want{c.in(0).dtype, SelectShape(c.in(0), c.in(1), axis)};
+    TG_CHECK(c.in(2) == want, kShape, "index_add: expected src of type ", want.ToString(),
+             ", got ", c.in(2).ToString());
+    return {c.in(0)};
+  };
+  d.grad = [](const GradContext& g) -> std::vector<Value*> {
+    return {g.GO(0), nullptr, g.b().Op1("index_select", {g.GO(0), g.I(1)}, g.attrs())};
+  };
+  d.cpu_kernel = IndexAddFactory(false);
+  d.reference_kernel = IndexAddFactory(true);
+  d.samples = {
+      Sample({F32({5, 3}), I64({7}), F32({7, 3})}, {N(), Ints(5), N()}, AxisIs(0)),
+      Sample({F32({2, 6, 3}), I64({4}), F32({2, 4, 3})}, {N(), Ints(6), N()}, AxisIs(1)),
+      Sample({F32({1000, 64}), I64({500}), F32({500, 64})}, {N(), Ints(1000), N()}, AxisIs(0),
+             true)};
+  r.Register(std::move(d));
+}
+
+void RegisterEmbedding(OpRegistry& r) {
+  OpDef d;
+  d.name = "embedding";
+  d.num_inputs = 2;
+  d.attrs = {{"padding_idx", Attr(int64_t{-1})}};
+  d.doc = "Rows of weight [V, D] picked by integer indices of any shape -> [..., D]; rows "
+          "equal to padding_idx (>= 0; negative: none) get no gradient.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    TG_CHECK(c.in(0).rank() == 2, kShape, "embedding: expected a weight of rank 2, got ",
+             c.in(0).ToString());
+    CheckIndexType(c.in(1), "embedding", "indices");
+    Shape out = c.in(1).shape;
+    out.push_back(c.in(0).shape[1]);
+    return {{c.in(0).dtype, out}};
+  };
+  d.grad = [](const GradContext& g) -> std::vector<Value*> {
+    AttrMap a = {{"num_weights", g.I(0)->type().shape[0]},
+                 {"padding_idx", GetInt(g.attrs(), "padding_idx")}};
+    return {g.b().Op1("embedding_backward", {g.GO(0), g.I(1)}, a), nullptr};
+  };
+  d.cpu_kernel = SelectFactory(false, true);
+  d.reference_kernel = SelectFactory(true, true);
+  AttrMap none = {{"padding_idx", int64_t{-1}}}, pad0 = {{"padding_idx", int64_t{0}}};
+  d.samples = {Sample({F32({10, 4}), I64({2, 6})}, {N(), Ints(10)}, none),
+               Sample({F32({5, 3}), I64({9})}, {N(), Ints(5)}, none),
+               Sample({F32({6, 2}), I32({})}, {N(), Ints(6)}, none),
+               // The padding row is used forward but gets no gradient (PyTorch semantics):
+               // finite differences disagree by design, so kernel check only.
+               Sample({F32({5, 3}), I64({4, 3})}, {N(), Ints(5)}, pad0, true),
+               Sample({F32({1000, 64}), I64({32, 20})}, {N(), Ints(1000)}, none, true)};
+  r.Register(std::move(d));
+}
+
+void RegisterEmbeddingBackward(OpRegistry& r) {
+  OpDef d;
+  d.name = "embedding_backward";
+  d.num_inputs = 2;
+  d.attrs = {{"num_weights", std::nullopt}, {"padding_idx", Attr(int64_t{-1})}};
+  d.doc = "Gradient of embedding's weight: GO rows summed into [num_weights, D] by index, "
+          "skipping padding_idx.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    CheckIndexType(c.in(1), "embedding_backward", "indices");
+    const TensorType& go = c.in(0);
+    CheckArithType(go, "embedding_backward", "the gradient");
+    Shape want = c.in(1).shape;
+    want.push_back(go.rank() > 0 ? go.shape.back() : 1);
+    TG_CHECK(go.shape == want, kShape, "embedding_backward: expected a gradient of shape ",
+             ShapeToString(c.in(1).shape), "+[D], got ", go.ToString());
+    return {{go.dtype, {GetInt(c.attrs, "num_weights"), go.shape.back()}}};
+  };
+  d.not_differentiable = true;
+  d.cpu_kernel = EmbeddingBackwardFactory(false);
+  d.reference_kernel = EmbeddingBackwardFactory(true);
+  auto attrs = [](int64_t v, int64_t pad) {
+    return AttrMap{{"num_weights", v}, {"padding_idx", pad}};
+  };
+  d.samples = {Sample({F32({2, 6, 4}), I64({2, 6})}, {N(), Ints(10)}, attrs(10, -1)),
+               Sample({F32({9, 3}), I32({9})}, {N(), Ints(5)}, attrs(5, 2)),
+               Sample({F32({32, 20, 64}), I64({32, 20})}, {N(), Ints(1000)}, attrs(1000, 7))};
+  r.Register(std::move(d));
+}
+
+}  // namespace
+
+void RegisterIndexOps(OpRegistry& r) {
+  RegisterGather(r);
+  RegisterScatterAdd(r);
+  RegisterIndexSelect(r);
+  RegisterIndexAdd(r);
+  RegisterEmbedding(r);
+  RegisterEmbeddingBackward(r);
+}
 
 }  // namespace tg

@@ -1,8 +1,143 @@
-// TODO(owner): ops of this family.
+// matmul: batched matrix product with optional transposes and numpy batch broadcasting.
+// CPU kernel: oneDNN (f32), the reference loops for f64.
+#include <string>
+
+#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/reference_dense.h"
+#include "ops/builder.h"
+#include "ops/dense_common.h"
 #include "ops/families.h"
 
 namespace tg {
+namespace {
 
-void RegisterMatmulOps(OpRegistry& r) { (void)r; }
+using dense::F32;
+
+Shape BatchOf(const Shape& s) { return Shape(s.begin(), s.end() - 2); }
+
+Shape PadLeft(const Shape& s, size_t rank) {
+  Shape out(rank - s.size(), 1);
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+cpu::MatmulParams ParamsOf(const TensorType& a, const TensorType& b, bool ta, bool tb) {
+  cpu::MatmulParams p;
+  p.trans_a = ta;
+  p.trans_b = tb;
+  p.m = ta ? a.shape[a.rank() - 1] : a.shape[a.rank() - 2];
+  p.k = ta ? a.shape[a.rank() - 2] : a.shape[a.rank() - 1];
+  p.n = tb ? b.shape[b.rank() - 2] : b.shape[b.rank() - 1];
+  int64_t kb = tb ? b.shape[b.rank() - 1] : b.shape[b.rank() - 2];
+  TG_CHECK(p.k == kb, kShape, "matmul: expected matching contraction dims, got a ", a.ToString(),
+           (ta ? " (transposed)" : ""), " with K=", p.k, " and b ", b.ToString(),
+           (tb ? " (transposed)" : ""), " with K=", kb);
+  Shape ab = BatchOf(a.shape), bb = BatchOf(b.shape);
+  size_t rank = std::max(ab.size(), bb.size());
+  p.a_batch = PadLeft(ab, rank);
+  p.b_batch = PadLeft(bb, rank);
+  p.batch.resize(rank);
+  for (size_t i = 0; i < rank; ++i) {
+    int64_t x = p.a_batch[i], y = p.b_batch[i];
+    TG_CHECK(x == y || x == 1 || y == 1, kShape, "matmul: batch dims of a ", a.ToString(),
+             " and b ", b.ToString(), " do not broadcast");
+    p.batch[i] = x == 1 ? y : x;
+  }
+  return p;
+}
+
+cpu::MatmulParams ParamsOf(const Node& n) {
+  return ParamsOf(n.input(0)->type(), n.input(1)->type(), GetBool(n.attrs(), "transpose_a"),
+                  GetBool(n.attrs(), "transpose_b"));
+}
+
+std::vector<TensorType> InferMatmul(const InferContext& ctx) {
+  const TensorType &a = ctx.in(0), &b = ctx.in(1);
+  dense::CheckSameFloat(ctx, "matmul");
+  TG_CHECK(a.rank() >= 2 && b.rank() >= 2, kShape,
+           "matmul: expected operands of rank >= 2, got a ", a.ToString(), " and b ",
+           b.ToString());
+  cpu::MatmulParams p = ParamsOf(a, b, GetBool(ctx.attrs, "transpose_a"),
+                                 GetBool(ctx.attrs, "transpose_b"));
+  Shape out = p.batch;
+  out.push_back(p.m);
+  out.push_back(p.n);
+  return {TensorType{a.dtype, out}};
+}
+
+// dA and dB for C = op(A) op(B), before reduction over broadcast batch dims.
+std::vector<Value*> GradMatmul(const GradContext& c) {
+  Builder& b = c.b();
+  Value *a = c.I(0), *w = c.I(1), *go = c.GO(0);
+  bool ta = GetBool(c.attrs(), "transpose_a"), tb = GetBool(c.attrs(), "transpose_b");
+  const Shape &as = a->type().shape, &ws = w->type().shape;
+  Value* da = !ta ? b.MatMul(go, w, false, !tb)   // GO op(B)^T
+                  : b.MatMul(w, go, tb, true);    // (GO op(B)^T)^T = op(B) GO^T
+  Value* dw = nullptr;
+  if (ws.size() == 2 && as.size() > 2 && !ta) {
+    // One GEMM over the folded batch: A2 [B*M, K], GO2 [B*M, N].
+    int64_t rows = NumElements(as) / as.back();
+    Value* a2 = b.Reshape(a, {rows, as.back()});
+    Value* go2 = b.Reshape(go, {rows, go->type().shape.back()});
+    dw = !tb ? b.MatMul(a2, go2, true, false) : b.MatMul(go2, a2, true, false);
+  } else {
+    dw = !tb ? b.MatMul(a, go, !ta, false)  // op(A)^T GO
+             : b.MatMul(go, a, true, ta);   // (op(A)^T GO)^T = GO^T op(A)
+  }
+  return {b.SumToShape(da, as), b.SumToShape(dw, ws)};
+}
+
+std::vector<OpSample> MatmulSamples() {
+  auto s = [](Shape a, Shape b, bool ta, bool tb) {
+    OpSample x;
+    x.inputs = {F32(std::move(a)), F32(std::move(b))};
+    x.attrs = {{"transpose_a", ta}, {"transpose_b", tb}};
+    x.tolerance = 1e-4;
+    return x;
+  };
+  return {s({3, 4}, {4, 5}, false, false),       s({4, 3}, {4, 5}, true, false),
+          s({3, 4}, {5, 4}, false, true),        s({4, 3}, {5, 4}, true, true),
+          s({2, 3, 4}, {2, 4, 5}, false, false), s({2, 4, 3}, {2, 5, 4}, true, true),
+          s({2, 3, 4}, {4, 5}, false, false),    s({2, 3, 4}, {5, 4}, false, true),
+          s({2, 4, 3}, {4, 5}, true, false),     s({3, 4}, {2, 4, 5}, false, false),
+          s({4, 3}, {2, 5, 4}, true, true),      s({2, 1, 3, 4}, {3, 4, 2}, false, false),
+          s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false)};
+}
+
+}  // namespace
+
+void RegisterMatmulOps(OpRegistry& r) {
+  OpDef d;
+  d.name = "matmul";
+  d.num_inputs = 2;
+  d.attrs = {{"transpose_a", false}, {"transpose_b", false}};
+  d.infer = InferMatmul;
+  d.grad = GradMatmul;
+  d.cpu_kernel = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
+    using T = decltype(t);
+    cpu::MatmulParams p = ParamsOf(n);
+    if constexpr (std::is_same_v<T, float>) {
+      cpu::OnednnMatmul mm(p);
+      return [mm](const KernelArgs& a) {
+        mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+      };
+    } else {
+      return [p](const KernelArgs& a) {
+        cpu::MatmulRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), dense::Out<T>(a, 0));
+      };
+    }
+  });
+  d.reference_kernel = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
+    using T = decltype(t);
+    cpu::MatmulParams p = ParamsOf(n);
+    return [p](const KernelArgs& a) {
+      cpu::MatmulRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), dense::Out<T>(a, 0));
+    };
+  });
+  d.samples = MatmulSamples();
+  d.doc = "out[..., M, N] = op(a) @ op(b), op = optional transpose of the last two dims; "
+          "batch dims broadcast";
+  r.Register(std::move(d));
+}
 
 }  // namespace tg

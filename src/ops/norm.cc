@@ -1,8 +1,402 @@
-// TODO(owner): ops of this family.
+// Normalization ops: batch_norm_train (batch statistics), batch_norm_inference (running
+// statistics), layer_norm, and the dedicated backward ops batch_norm_backward and
+// layer_norm_backward. Statistics are computed in double by the kernels.
+#include <string>
+
+#include "kernels/cpu/norm_kernels.h"
+#include "ops/builder.h"
+#include "ops/dense_common.h"
 #include "ops/families.h"
 
 namespace tg {
+namespace {
 
-void RegisterNormOps(OpRegistry& r) { (void)r; }
+using dense::F32;
+using dense::In;
+using dense::Out;
+
+// ---- shapes ------------------------------------------------------------------------------
+
+// Batch norm views x as [N, C, S]; x needs rank >= 2.
+cpu::BatchNormParams BatchNormParamsOf(const Shape& x, const std::string& op) {
+  TG_CHECK(x.size() >= 2, kShape, op, ": expected input of rank >= 2 [N,C,...], got ",
+           ShapeToString(x));
+  cpu::BatchNormParams p;
+  p.n = x[0];
+  p.c = x[1];
+  p.s = NumElements(Shape(x.begin() + 2, x.end()));
+  return p;
+}
+
+void CheckChannelVector(const TensorType& t, int64_t c, const std::string& op, const char* what) {
+  TG_CHECK(t.shape == Shape{c}, kShape, op, ": expected ", what, " of shape [", c, "], got ",
+           t.ToString());
+}
+
+// Shape [1, C, 1, ...] of x's rank: per-channel values broadcast against x.
+Shape ChannelBroadcastShape(const Shape& x) {
+  Shape s(x.size(), 1);
+  s[1] = x[1];
+  return s;
+}
+
+int64_t NormalizedNdim(const AttrMap& attrs, const Shape& x, const std::string& op) {
+  int64_t nd = GetInt(attrs, "normalized_ndim");
+  TG_CHECK(nd >= 1 && nd <= static_cast<int64_t>(x.size()), kShape, op,
+           ": expected normalized_ndim in [1, ", x.size(), "] for input ", ShapeToString(x),
+           ", got ", nd);
+  return nd;
+}
+
+// Layer norm views x as [rows, d] with d = product of the last normalized_ndim dims.
+cpu::LayerNormParams LayerNormParamsOf(const Shape& x, int64_t nd) {
+  cpu::LayerNormParams p;
+  p.d = NumElements(Shape(x.end() - nd, x.end()));
+  p.rows = NumElements(Shape(x.begin(), x.end() - nd));
+  return p;
+}
+
+Shape RowShape(const Shape& x, int64_t nd) { return Shape(x.begin(), x.end() - nd); }
+Shape NormShape(const Shape& x, int64_t nd) { return Shape(x.end() - nd, x.end()); }
+
+// Shape x.shape[:-nd] + [1]*nd: per-row values broadcast against x.
+Shape RowBroadcastShape(const Shape& x, int64_t nd) {
+  Shape s = RowShape(x, nd);
+  s.resize(x.size(), 1);
+  return s;
+}
+
+// ---- grads -------------------------------------------------------------------------------
+
+// Gradient reaching x through the statistics outputs (mean, and a 1/sqrt(var+eps) output
+// `rstd` and / or the variance itself): d mean/dx = 1/M, d var/dx = 2 (x - mean) / M,
+// d rstd/d var = -rstd^3 / 2. Returns null when none of the statistics has a gradient.
+Value* StatisticsGrad(Builder& b, Value* x, Value* mean, Value* rstd, Value* g_mean,
+                      Value* g_rstd, Value* g_var, const Shape& bshape, double count) {
+  Value* g_v = g_var;
+  if (g_rstd != nullptr) {
+    Value* r3 = b.Mul(b.Mul(rstd, rstd), rstd);
+    Value* t = b.MulScalar(b.Mul(g_rstd, r3), -0.5);
+    g_v = g_v ? b.Add(g_v, t) : t;
+  }
+  Value* dx = nullptr;
+  if (g_mean != nullptr) {
+    dx = b.Expand(b.MulScalar(b.Reshape(g_mean, bshape), 1.0 / count), x->type().shape);
+  }
+  if (g_v != nullptr) {
+    Value* centered = b.Sub(x, b.Reshape(mean, bshape));
+    Value* t = b.Mul(centered, b.MulScalar(b.Reshape(g_v, bshape), 2.0 / count));
+    dx = dx ? b.Add(dx, t) : t;
+  }
+  return dx;
+}
+
+Value* AddMaybe(Builder& b, Value* a, Value* c) {
+  if (a == nullptr) return c;
+  if (c == nullptr) return a;
+  return b.Add(a, c);
+}
+
+std::vector<Value*> GradBatchNormTrain(const GradContext& c) {
+  Builder& b = c.b();
+  Value *x = c.I(0), *w = c.I(1);
+  Value *dx = nullptr, *dw = nullptr, *db = nullptr;
+  if (c.GO(0) != nullptr) {
+    auto g = b.Op("batch_norm_backward", {c.GO(0), x, w, c.O(1), c.O(2)});
+    dx = g[0], dw = g[1], db = g[2];
+  }
+  const Shape& xs = x->type().shape;
+  double count = static_cast<double>(NumElements(xs) / xs[1]);
+  Value* stats = StatisticsGrad(b, x, c.O(1), c.O(2), c.GO(1), c.GO(2), c.GO(3),
+                                ChannelBroadcastShape(xs), count);
+  return {AddMaybe(b, dx, stats), dw, db};
+}
+
+std::vector<Value*> GradBatchNormInference(const GradContext& c) {
+  Builder& b = c.b();
+  Value *x = c.I(0), *w = c.I(1), *rm = c.I(3), *rv = c.I(4), *go = c.GO(0);
+  const Shape& xs = x->type().shape;
+  Shape bshape = ChannelBroadcastShape(xs), cshape{xs[1]};
+  Value* rs = b.Rsqrt(b.AddScalar(rv, GetFloat(c.attrs(), "eps")));
+  Value* dx = b.Mul(go, b.Reshape(b.Mul(w, rs), bshape));
+  Value* xhat = b.Mul(b.Sub(x, b.Reshape(rm, bshape)), b.Reshape(rs, bshape));
+  Value* dw = b.Reshape(b.SumToShape(b.Mul(go, xhat), bshape), cshape);
+  Value* db = b.Reshape(b.SumToShape(go, bshape), cshape);
+  // Running statistics are normally non-trainable (then these nodes are dead code), but the
+  // rule stays exact for them: dy/drm = -w*rs, dy/drv = -(x-rm) * w * rs^3 / 2.
+  Value* scale = b.Mul(w, rs);
+  Value* drm = b.Neg(b.Mul(db, scale));
+  Value* drv = b.MulScalar(b.Mul(dw, b.Mul(scale, rs)), -0.5);
+  return {dx, dw, db, drm, drv};
+}
+
+std::vector<Value*> GradLayerNorm(const GradContext& c) {
+  Builder& b = c.b();
+  Value *x = c.I(0), *w = c.I(1);
+  int64_t nd = GetInt(c.attrs(), "normalized_ndim");
+  Value *dx = nullptr, *dw = nullptr, *db = nullptr;
+  if (c.GO(0) != nullptr) {
+    auto g = b.Op("layer_norm_backward", {c.GO(0), x, w, c.O(1), c.O(2)},
+                  {{"normalized_ndim", nd}});
+    dx = g[0], dw = g[1], db = g[2];
+  }
+  const Shape& xs = x->type().shape;
+  double count = static_cast<double>(NumElements(NormShape(xs, nd)));
+  Value* stats = StatisticsGrad(b, x, c.O(1), c.O(2), c.GO(1), c.GO(2), nullptr,
+                                RowBroadcastShape(xs, nd), count);
+  return {AddMaybe(b, dx, stats), dw, db};
+}
+
+// ---- infer -------------------------------------------------------------------------------
+
+std::vector<TensorType> InferBatchNormTrain(const InferContext& ctx) {
+  const std::string op = "batch_norm_train";
+  dense::CheckSameFloat(ctx, op);
+  auto p = BatchNormParamsOf(ctx.in(0).shape, op);
+  CheckChannelVector(ctx.in(1), p.c, op, "weight");
+  CheckChannelVector(ctx.in(2), p.c, op, "bias");
+  TensorType stat{ctx.in(0).dtype, {p.c}};
+  return {ctx.in(0), stat, stat, stat};
+}
+
+std::vector<TensorType> InferBatchNormInference(const InferContext& ctx) {
+  const std::string op = "batch_norm_inference";
+  dense::CheckSameFloat(ctx, op);
+  auto p = BatchNormParamsOf(ctx.in(0).shape, op);
+  CheckChannelVector(ctx.in(1), p.c, op, "weight");
+  CheckChannelVector(ctx.in(2), p.c, op, "bias");
+  CheckChannelVector(ctx.in(3), p.c, op, "running_mean");
+  CheckChannelVector(ctx.in(4), p.c, op, "running_var");
+  return {ctx.in(0)};
+}
+
+std::vector<TensorType> InferBatchNormBackward(const InferContext& ctx) {
+  const std::string op = "batch_norm_backward";
+  dense::CheckSameFloat(ctx, op);
+  auto p = BatchNormParamsOf(ctx.in(1).shape, op);
+  TG_CHECK(ctx.in(0).shape == ctx.in(1).shape, kShape, op,
+           ": expected output gradient of x's shape ", ShapeToString(ctx.in(1).shape), ", got ",
+           ctx.in(0).ToString());
+  CheckChannelVector(ctx.in(2), p.c, op, "weight");
+  CheckChannelVector(ctx.in(3), p.c, op, "mean");
+  CheckChannelVector(ctx.in(4), p.c, op, "invstd");
+  TensorType stat{ctx.in(0).dtype, {p.c}};
+  return {ctx.in(1), stat, stat};
+}
+
+void CheckLayerNormParams(const InferContext& ctx, size_t w_index, const Shape& x, int64_t nd,
+                          const std::string& op) {
+  Shape ns = NormShape(x, nd);
+  TG_CHECK(ctx.in(w_index).shape == ns, kShape, op, ": expected weight of shape ",
+           ShapeToString(ns), " (the last ", nd, " dims of ", ShapeToString(x), "), got ",
+           ctx.in(w_index).ToString());
+}
+
+std::vector<TensorType> InferLayerNorm(const InferContext& ctx) {
+  const std::string op = "layer_norm";
+  dense::CheckSameFloat(ctx, op);
+  const Shape& x = ctx.in(0).shape;
+  int64_t nd = NormalizedNdim(ctx.attrs, x, op);
+  CheckLayerNormParams(ctx, 1, x, nd, op);
+  TG_CHECK(ctx.in(2).shape == NormShape(x, nd), kShape, op, ": expected bias of shape ",
+           ShapeToString(NormShape(x, nd)), ", got ", ctx.in(2).ToString());
+  TensorType stat{ctx.in(0).dtype, RowShape(x, nd)};
+  return {ctx.in(0), stat, stat};
+}
+
+std::vector<TensorType> InferLayerNormBackward(const InferContext& ctx) {
+  const std::string op = "layer_norm_backward";
+  dense::CheckSameFloat(ctx, op);
+  const Shape& x = ctx.in(1).shape;
+  int64_t nd = NormalizedNdim(ctx.attrs, x, op);
+  TG_CHECK(ctx.in(0).shape == x, kShape, op, ": expected output gradient of x's shape ",
+           ShapeToString(x), ", got ", ctx.in(0).ToString());
+  CheckLayerNormParams(ctx, 2, x, nd, op);
+  for (size_t i : {size_t{3}, size_t{4}}) {
+    TG_CHECK(ctx.in(i).shape == RowShape(x, nd), kShape, op, ": expected ",
+             i == 3 ? "mean" : "rstd", " of shape ", ShapeToString(RowShape(x, nd)), ", got ",
+             ctx.in(i).ToString());
+  }
+  TensorType w{ctx.in(0).dtype, NormShape(x, nd)};
+  return {ctx.in(1), w, w};
+}
+
+// ---- kernels -----------------------------------------------------------------------------
+
+// Kernel factories for the CPU (parallel) and reference (serial) variants of one op:
+// run(T{}, params, args, parallel).
+template <typename Params, typename MakeParams, typename Run>
+void SetKernels(OpDef& d, MakeParams make_params, Run run) {
+  auto factory = [make_params, run](bool parallel) {
+    return [make_params, run, parallel](auto t, const Node& n) -> Kernel {
+      using T = decltype(t);
+      Params p = make_params(n);
+      return [p, run, parallel](const KernelArgs& a) { run(T{}, p, a, parallel); };
+    };
+  };
+  d.cpu_kernel = dense::FloatKernel(d.name, factory(true));
+  d.reference_kernel = dense::FloatKernel(d.name, factory(false));
+}
+
+cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
+  auto p = BatchNormParamsOf(n.input(x_index)->type().shape, n.op());
+  if (HasAttr(n.attrs(), "eps")) p.eps = GetFloat(n.attrs(), "eps");
+  return p;
+}
+
+cpu::LayerNormParams LayerNormParamsOfNode(const Node& n, size_t x_index) {
+  auto p = LayerNormParamsOf(n.input(x_index)->type().shape, GetInt(n.attrs(), "normalized_ndim"));
+  if (HasAttr(n.attrs(), "eps")) p.eps = GetFloat(n.attrs(), "eps");
+  return p;
+}
+
+// ---- samples -----------------------------------------------------------------------------
+
+OpSample Sample(std::vector<Shape> shapes, AttrMap attrs, std::vector<InputInit> init = {}) {
+  OpSample s;
+  for (Shape& sh : shapes) s.inputs.push_back(F32(std::move(sh)));
+  s.attrs = std::move(attrs);
+  s.init = std::move(init);
+  return s;
+}
+
+std::vector<OpSample> BatchNormTrainSamples() {
+  return {Sample({{4, 3}, {3}, {3}}, {}), Sample({{2, 3, 4, 4}, {3}, {3}}, {}),
+          Sample({{3, 2, 5}, {2}, {2}}, {{"eps", 1e-3}})};
+}
+
+std::vector<OpSample> BatchNormInferenceSamples() {
+  auto init = std::vector<InputInit>(4, InputInit::Normal());
+  init.push_back(InputInit::Uniform(0.5, 2.0));
+  return {Sample({{4, 3}, {3}, {3}, {3}, {3}}, {}, init),
+          Sample({{2, 3, 4, 4}, {3}, {3}, {3}, {3}}, {}, init),
+          Sample({{3, 2, 5}, {2}, {2}, {2}, {2}}, {{"eps", 1e-3}}, init)};
+}
+
+std::vector<OpSample> BatchNormBackwardSamples() {
+  auto init = std::vector<InputInit>(4, InputInit::Normal());
+  init.push_back(InputInit::Uniform(0.5, 2.0));
+  return {Sample({{4, 3}, {4, 3}, {3}, {3}, {3}}, {}, init),
+          Sample({{2, 3, 4, 4}, {2, 3, 4, 4}, {3}, {3}, {3}}, {}, init)};
+}
+
+std::vector<OpSample> LayerNormSamples() {
+  return {Sample({{2, 3, 4}, {4}, {4}}, {{"normalized_ndim", int64_t{1}}}),
+          Sample({{2, 3, 4}, {3, 4}, {3, 4}}, {{"normalized_ndim", int64_t{2}}}),
+          Sample({{5, 6}, {6}, {6}}, {{"normalized_ndim", int64_t{1}}, {"eps", 1e-3}}),
+          Sample({{7}, {7}, {7}}, {{"normalized_ndim", int64_t{1}}})};
+}
+
+std::vector<OpSample> LayerNormBackwardSamples() {
+  auto init = std::vector<InputInit>(4, InputInit::Normal());
+  init.push_back(InputInit::Uniform(0.5, 2.0));
+  return {Sample({{2, 3, 4}, {2, 3, 4}, {4}, {2, 3}, {2, 3}}, {{"normalized_ndim", int64_t{1}}},
+                 init),
+          Sample({{2, 3, 4}, {2, 3, 4}, {3, 4}, {2}, {2}}, {{"normalized_ndim", int64_t{2}}},
+                 init)};
+}
+
+// ---- registration ------------------------------------------------------------------------
+
+void RegisterBatchNorm(OpRegistry& r) {
+  OpDef t;
+  t.name = "batch_norm_train";
+  t.num_inputs = 3;
+  t.num_outputs = 4;
+  t.attrs = {{"eps", 1e-5}};
+  t.infer = InferBatchNormTrain;
+  t.grad = GradBatchNormTrain;
+  SetKernels<cpu::BatchNormParams>(
+      t, [](const Node& n) { return BatchNormParamsOfNode(n, 0); },
+      [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
+        using T = decltype(v);
+        cpu::BatchNormTrain<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), Out<T>(a, 0),
+                               Out<T>(a, 1), Out<T>(a, 2), Out<T>(a, 3), par);
+      });
+  t.samples = BatchNormTrainSamples();
+  t.doc = "(y, mean, invstd, var): x normalized per channel (dim 1) with batch statistics, "
+          "scaled by weight, shifted by bias; var is biased";
+  r.Register(std::move(t));
+
+  OpDef i;
+  i.name = "batch_norm_inference";
+  i.num_inputs = 5;
+  i.attrs = {{"eps", 1e-5}};
+  i.infer = InferBatchNormInference;
+  i.grad = GradBatchNormInference;
+  SetKernels<cpu::BatchNormParams>(
+      i, [](const Node& n) { return BatchNormParamsOfNode(n, 0); },
+      [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
+        using T = decltype(v);
+        cpu::BatchNormInference<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), In<T>(a, 3),
+                                   In<T>(a, 4), Out<T>(a, 0), par);
+      });
+  i.samples = BatchNormInferenceSamples();
+  i.doc = "y = (x - running_mean) / sqrt(running_var + eps) * weight + bias, per channel";
+  r.Register(std::move(i));
+
+  OpDef b;
+  b.name = "batch_norm_backward";
+  b.num_inputs = 5;
+  b.num_outputs = 3;
+  b.infer = InferBatchNormBackward;
+  b.not_differentiable = true;
+  SetKernels<cpu::BatchNormParams>(
+      b, [](const Node& n) { return BatchNormParamsOfNode(n, 1); },
+      [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
+        using T = decltype(v);
+        cpu::BatchNormBackward<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), In<T>(a, 3),
+                                  In<T>(a, 4), Out<T>(a, 0), Out<T>(a, 1), Out<T>(a, 2), par);
+      });
+  b.samples = BatchNormBackwardSamples();
+  b.doc = "(dx, dweight, dbias) of batch_norm_train's y from (dy, x, weight, mean, invstd)";
+  r.Register(std::move(b));
+}
+
+void RegisterLayerNorm(OpRegistry& r) {
+  OpDef f;
+  f.name = "layer_norm";
+  f.num_inputs = 3;
+  f.num_outputs = 3;
+  f.attrs = {{"normalized_ndim", int64_t{1}}, {"eps", 1e-5}};
+  f.infer = InferLayerNorm;
+  f.grad = GradLayerNorm;
+  SetKernels<cpu::LayerNormParams>(
+      f, [](const Node& n) { return LayerNormParamsOfNode(n, 0); },
+      [](auto v, const cpu::LayerNormParams& p, const KernelArgs& a, bool par) {
+        using T = decltype(v);
+        cpu::LayerNormForward<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), Out<T>(a, 0),
+                                 Out<T>(a, 1), Out<T>(a, 2), par);
+      });
+  f.samples = LayerNormSamples();
+  f.doc = "(y, mean, rstd): x normalized over its last normalized_ndim dims, scaled by "
+          "weight, shifted by bias";
+  r.Register(std::move(f));
+
+  OpDef b;
+  b.name = "layer_norm_backward";
+  b.num_inputs = 5;
+  b.num_outputs = 3;
+  b.attrs = {{"normalized_ndim", int64_t{1}}};
+  b.infer = InferLayerNormBackward;
+  b.not_differentiable = true;
+  SetKernels<cpu::LayerNormParams>(
+      b, [](const Node& n) { return LayerNormParamsOfNode(n, 1); },
+      [](auto v, const cpu::LayerNormParams& p, const KernelArgs& a, bool par) {
+        using T = decltype(v);
+        cpu::LayerNormBackward<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), In<T>(a, 3),
+                                  In<T>(a, 4), Out<T>(a, 0), Out<T>(a, 1), Out<T>(a, 2), par);
+      });
+  b.samples = LayerNormBackwardSamples();
+  b.doc = "(dx, dweight, dbias) of layer_norm's y from (dy, x, weight, mean, rstd)";
+  r.Register(std::move(b));
+}
+
+}  // namespace
+
+void RegisterNormOps(OpRegistry& r) {
+  RegisterBatchNorm(r);
+  RegisterLayerNorm(r);
+}
 
 }  // namespace tg

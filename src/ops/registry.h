@@ -128,7 +128,7 @@ struct OpDef {
   std::string name;
   int num_inputs = 1;  // -1: variadic (at least min_inputs)
   int min_inputs = 0;
-  int num_outputs = 1;
+  int num_outputs = 1;  // -1: variable (the infer function decides)
   std::vector<AttrSpec> attrs;
   InferFn infer;
   GradFn grad;                 // required unless not_differentiable

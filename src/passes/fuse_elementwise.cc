@@ -1,13 +1,189 @@
-// TODO(owner): elementwise fusion. Placeholder: a pass that changes nothing.
+// fuse-elementwise: groups connected elementwise nodes (ops with block functions, not random)
+// whose outputs share one shape, one compute dtype (f32 or f64; bool values allowed inside)
+// and one placement into fused_elementwise nodes, so a chain of them becomes one pass over
+// memory. Values used outside a group become outputs of its fused node.
+//
+// Schedule safety: groups grow along the schedule and the fused node takes the place of the
+// group's first member. A node joins a group only when each of its producers is in the group
+// or scheduled before the group's first member, so every fused node's inputs are computed
+// before it and every outside user of its outputs comes after it. Groups of one stay unfused.
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "ops/builder.h"
 #include "passes/passes.h"
+#include "support/error.h"
 
 namespace tg {
 namespace {
+
+struct Key {
+  Shape shape;
+  std::optional<DType> dtype;  // unset: only bool values (fits any compute dtype)
+  int placement = 0;
+};
+
+// The node's fusion key, or nullopt when the node cannot be fused.
+std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry) {
+  if (n.op() == "fused_elementwise" || n.outputs().size() != 1) return std::nullopt;
+  const OpDef* def = registry.Find(n.op());
+  if (def == nullptr || !def->elementwise || def->traits.random) return std::nullopt;
+  if (!def->elementwise->f32 || !def->elementwise->f64) return std::nullopt;
+  Key key{n.output(0)->type().shape, std::nullopt, n.placement()};
+  auto visit = [&](const TensorType& t) {
+    if (t.dtype == DType::kBool) return true;
+    if (t.dtype != DType::kF32 && t.dtype != DType::kF64) return false;
+    if (key.dtype && *key.dtype != t.dtype) return false;
+    key.dtype = t.dtype;
+    return true;
+  };
+  if (!visit(n.output(0)->type())) return std::nullopt;
+  for (Value* in : n.inputs()) {
+    if (!visit(in->type())) return std::nullopt;
+    if (in->type().shape.size() > key.shape.size()) return std::nullopt;
+    for (size_t i = 0, lead = key.shape.size() - in->type().shape.size(); i < in->type().rank(); ++i) {
+      int64_t d = in->type().shape[i];
+      if (d != 1 && d != key.shape[lead + i]) return std::nullopt;
+    }
+  }
+  return key;
+}
+
+struct Group {
+  Key key;
+  int start = 0;  // schedule position of the first member
+  std::vector<Node*> members;
+};
+
+bool Compatible(const Key& g, const Key& n) {
+  return g.shape == n.shape && g.placement == n.placement &&
+         (!g.dtype || !n.dtype || *g.dtype == *n.dtype);
+}
+
 class FuseElementwisePass : public Pass {
  public:
   std::string name() const override { return "fuse-elementwise"; }
-  bool Run(Graph&, PassContext&) override { return false; }
+
+  bool Run(Graph& graph, PassContext& ctx) override {
+    std::vector<Group> groups = FormGroups(graph, *ctx.registry);
+    bool changed = false;
+    for (Group& g : groups) {
+      if (g.members.size() >= 2) changed |= Fuse(graph, g);
+    }
+    return changed;
+  }
+
+ private:
+  static std::vector<Group> FormGroups(const Graph& graph, const OpRegistry& registry) {
+    std::vector<Group> groups;
+    std::unordered_map<const Node*, int> pos, group_of;
+    std::unordered_map<int, std::vector<int>> consumer_groups;  // value id -> groups using it
+    int i = 0;
+    for (const auto& up : graph.nodes()) {
+      Node* n = up.get();
+      pos[n] = i++;
+      std::optional<Key> key = FusionKey(*n, registry);
+      if (!key) continue;
+      // Candidates: groups producing an input first, then groups sharing a (non-constant) input.
+      std::vector<int> candidates;
+      for (Value* in : n->inputs()) {
+        auto it = in->producer() ? group_of.find(in->producer()) : group_of.end();
+        if (it != group_of.end()) candidates.push_back(it->second);
+      }
+      for (Value* in : n->inputs()) {
+        if (in->kind() == ValueKind::kConstant) continue;
+        auto it = consumer_groups.find(in->id());
+        if (it != consumer_groups.end()) candidates.insert(candidates.end(), it->second.begin(),
+                                                          it->second.end());
+      }
+      int chosen = -1;
+      for (int c : candidates) {
+        Group& g = groups[c];
+        if (!Compatible(g.key, *key)) continue;
+        bool ok = true;
+        for (Value* in : n->inputs()) {
+          Node* p = in->producer();
+          if (p == nullptr) continue;
+          auto it = group_of.find(p);
+          if (it != group_of.end() && it->second == c) continue;
+          if (pos.at(p) >= g.start) ok = false;
+        }
+        if (ok) {
+          chosen = c;
+          break;
+        }
+      }
+      if (chosen < 0) {
+        chosen = static_cast<int>(groups.size());
+        groups.push_back(Group{*key, pos[n], {}});
+      }
+      Group& g = groups[chosen];
+      if (!g.key.dtype) g.key.dtype = key->dtype;
+      g.members.push_back(n);
+      group_of[n] = chosen;
+      for (Value* in : n->inputs()) {
+        std::vector<int>& cg = consumer_groups[in->id()];
+        if (cg.empty() || cg.back() != chosen) cg.push_back(chosen);
+      }
+    }
+    return groups;
+  }
+
+  // Replaces the group's members by one fused_elementwise node placed at the first member.
+  static bool Fuse(Graph& graph, const Group& group) {
+    std::unordered_set<const Node*> members(group.members.begin(), group.members.end());
+    std::vector<int> uses = graph.CountUses();
+    std::unordered_map<int, int> internal_uses;
+    std::vector<Value*> ext_inputs;
+    std::unordered_set<int> seen;
+    for (Node* n : group.members) {
+      for (Value* in : n->inputs()) {
+        ++internal_uses[in->id()];
+        bool internal = in->producer() != nullptr && members.count(in->producer());
+        if (!internal && seen.insert(in->id()).second) ext_inputs.push_back(in);
+      }
+    }
+    std::vector<Value*> escaping;
+    for (Node* n : group.members) {
+      Value* v = n->output(0);
+      if (uses[v->id()] > internal_uses[v->id()]) escaping.push_back(v);
+    }
+    if (escaping.empty()) return false;  // dead group: leave it to DCE
+
+    auto body = std::make_shared<Graph>("fused");
+    std::unordered_map<const Value*, Value*> map;
+    for (Value* v : ext_inputs) map[v] = body->AddInput(v->name(), v->type());
+    for (Node* n : group.members) {
+      std::vector<Value*> ins;
+      for (Value* in : n->inputs()) ins.push_back(map.at(in));
+      Node* bn = body->AddNode(n->op(), std::move(ins), {n->output(0)->type()}, n->attrs());
+      body->RenameValue(bn->output(0), n->output(0)->name());
+      map[n->output(0)] = bn->output(0);
+    }
+    std::vector<TensorType> out_types;
+    for (Value* v : escaping) {
+      body->AddOutput(map.at(v));
+      out_types.push_back(v->type());
+    }
+    Node* first = group.members.front();
+    Node* fused = graph.AddNode("fused_elementwise", ext_inputs, out_types,
+                                {{"body", std::shared_ptr<const Graph>(body)}}, first);
+    fused->set_placement(first->placement());
+    fused->set_source(first->source());
+    for (size_t i = 0; i < escaping.size(); ++i) {
+      Value* old = escaping[i];
+      graph.ReplaceAllUsesWith(old, fused->output(i));
+      std::string name = old->name();
+      graph.RenameValue(old, name + ".unfused");
+      graph.RenameValue(fused->output(i), name);
+    }
+    graph.RemoveNodesIf([&](const Node& n) { return members.count(&n) != 0; });
+    return true;
+  }
 };
+
 }  // namespace
 
 std::unique_ptr<Pass> CreateFuseElementwisePass() { return std::make_unique<FuseElementwisePass>(); }

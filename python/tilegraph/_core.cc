@@ -1,0 +1,310 @@
+// The nanobind module tilegraph._core: a thin binding of the C++ core. Graph building (any
+// registered op by name), autodiff + optimizer generation, compilation and execution. No
+// compiler logic lives here or in Python; errors map to Python exceptions by kind.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/map.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+
+#include "autodiff/optimizer.h"
+#include "ir/printer.h"
+#include "ops/builder.h"
+#include "runtime/executable.h"
+
+namespace nb = nanobind;
+using namespace tg;
+
+namespace {
+
+DType DTypeFromNumpy(const nb::dlpack::dtype& dt) {
+  using nb::dlpack::dtype_code;
+  auto code = static_cast<dtype_code>(dt.code);
+  if (code == dtype_code::Float && dt.bits == 32) return DType::kF32;
+  if (code == dtype_code::Float && dt.bits == 64) return DType::kF64;
+  if (code == dtype_code::Float && dt.bits == 16) return DType::kF16;
+  if (code == dtype_code::Bfloat && dt.bits == 16) return DType::kBF16;
+  if (code == dtype_code::Int && dt.bits == 64) return DType::kI64;
+  if (code == dtype_code::Int && dt.bits == 32) return DType::kI32;
+  if (code == dtype_code::Bool) return DType::kBool;
+  throw nb::type_error("unsupported array dtype");
+}
+
+using Array = nb::ndarray<nb::c_contig, nb::device::cpu>;
+
+TensorView ViewOf(const Array& a) {
+  TensorView v;
+  v.data = a.data();
+  v.type.dtype = DTypeFromNumpy(a.dtype());
+  for (size_t i = 0; i < a.ndim(); ++i) v.type.shape.push_back(static_cast<int64_t>(a.shape(i)));
+  return v;
+}
+
+HostTensor TensorOf(const Array& a) {
+  TensorView v = ViewOf(a);
+  return HostTensor(v.type, v.data);
+}
+
+// Hands a HostTensor to numpy without copying.
+nb::object ToNumpy(HostTensor t) {
+  auto* owned = new HostTensor(std::move(t));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<HostTensor*>(p); });
+  std::vector<size_t> shape(owned->type().shape.begin(), owned->type().shape.end());
+  nb::dlpack::dtype dt;
+  switch (owned->type().dtype) {
+    case DType::kF32: dt = nb::dtype<float>(); break;
+    case DType::kF64: dt = nb::dtype<double>(); break;
+    case DType::kI64: dt = nb::dtype<int64_t>(); break;
+    case DType::kI32: dt = nb::dtype<int32_t>(); break;
+    case DType::kBool: dt = nb::dtype<bool>(); break;
+    case DType::kF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}; break;
+    case DType::kBF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1}; break;
+  }
+  nb::ndarray<nb::numpy> arr(owned->data(), shape.size(), shape.data(), owner, nullptr, dt);
+  return nb::cast(arr);
+}
+
+TensorType MakeType(const std::string& dtype, const std::vector<int64_t>& shape) {
+  auto d = ParseDType(dtype);
+  if (!d) throw nb::value_error(("unknown dtype '" + dtype + "'").c_str());
+  return TensorType{*d, shape};
+}
+
+// Python attribute values -> Attr (int, float, bool, str, list of int/float, dtype name "dtype:f32").
+Attr AttrFromPython(nb::handle h) {
+  if (nb::isinstance<nb::bool_>(h)) return nb::cast<bool>(h);
+  if (nb::isinstance<nb::int_>(h)) return nb::cast<int64_t>(h);
+  if (nb::isinstance<nb::float_>(h)) return nb::cast<double>(h);
+  if (nb::isinstance<nb::str>(h)) {
+    std::string s = nb::cast<std::string>(h);
+    if (s.rfind("dtype:", 0) == 0) {
+      auto d = ParseDType(s.substr(6));
+      if (!d) throw nb::value_error(("unknown dtype in '" + s + "'").c_str());
+      return *d;
+    }
+    return s;
+  }
+  if (nb::isinstance<nb::list>(h) || nb::isinstance<nb::tuple>(h)) {
+    bool any_float = false;
+    for (nb::handle e : h) any_float |= nb::isinstance<nb::float_>(e);
+    if (any_float) {
+      std::vector<double> v;
+      for (nb::handle e : h) v.push_back(nb::cast<double>(e));
+      return v;
+    }
+    std::vector<int64_t> v;
+    for (nb::handle e : h) v.push_back(nb::cast<int64_t>(e));
+    return v;
+  }
+  throw nb::type_error("unsupported attribute value");
+}
+
+// A Graph plus a Builder over it, owned together on the Python side.
+struct PyGraph {
+  std::unique_ptr<Graph> graph;
+  std::unique_ptr<Builder> builder;
+  explicit PyGraph(std::unique_ptr<Graph> g) : graph(std::move(g)), builder(new Builder(*graph)) {}
+};
+
+std::vector<std::string> Names(const std::vector<Value*>& values) {
+  std::vector<std::string> names;
+  for (Value* v : values) names.push_back(v->name());
+  return names;
+}
+
+Value* Find(PyGraph& g, const std::string& name) {
+  Value* v = g.graph->FindValue(name);
+  if (v == nullptr) throw nb::value_error(("no value named '" + name + "'").c_str());
+  return v;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "tilegraph C++ core";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const Error& e) {
+      switch (e.kind()) {
+        case ErrorKind::kInvalidInput:
+        case ErrorKind::kShape:
+        case ErrorKind::kParse: PyErr_SetString(PyExc_ValueError, e.what()); break;
+        case ErrorKind::kUnsupported: PyErr_SetString(PyExc_NotImplementedError, e.what()); break;
+        default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
+      }
+    }
+  });
+
+  // Values are referred to by name on the Python side (names are unique per graph).
+  nb::class_<PyGraph>(m, "Graph")
+      .def("__init__", [](PyGraph* self, const std::string& name) {
+        new (self) PyGraph(std::make_unique<Graph>(name));
+      }, nb::arg("name") = "main")
+      .def_static("parse", [](const std::string& text) { return new PyGraph(ParseGraph(text)); })
+      .def("__str__", [](PyGraph& g) { return PrintGraph(*g.graph); })
+      .def("add_input", [](PyGraph& g, const std::string& name, const std::string& dtype,
+                           const std::vector<int64_t>& shape) {
+        return g.graph->AddInput(name, MakeType(dtype, shape))->name();
+      })
+      .def("add_hyperparam", [](PyGraph& g, const std::string& name, const std::string& dtype,
+                                const std::vector<int64_t>& shape) {
+        return g.graph->AddHyperParam(name, MakeType(dtype, shape))->name();
+      })
+      .def("add_variable", [](PyGraph& g, const std::string& name, const std::string& dtype,
+                              const std::vector<int64_t>& shape, bool trainable) {
+        return g.graph->AddVariable(name, MakeType(dtype, shape), trainable)->name();
+      }, nb::arg("name"), nb::arg("dtype"), nb::arg("shape"), nb::arg("trainable") = true)
+      .def("add_constant", [](PyGraph& g, const Array& data, const std::string& name) {
+        return g.graph->AddConstant(TensorOf(data), name)->name();
+      }, nb::arg("data"), nb::arg("name") = "")
+      .def("op", [](PyGraph& g, const std::string& op, const std::vector<std::string>& inputs,
+                    nb::dict attrs, const std::string& source) {
+        std::vector<Value*> ins;
+        for (const std::string& n : inputs) ins.push_back(Find(g, n));
+        AttrMap am;
+        for (auto [k, v] : attrs) am[nb::cast<std::string>(k)] = AttrFromPython(v);
+        g.builder->set_source(source);
+        std::vector<Value*> outs = g.builder->Op(op, ins, am);
+        g.builder->set_source("");
+        return Names(outs);
+      }, nb::arg("op"), nb::arg("inputs"), nb::arg("attrs") = nb::dict(), nb::arg("source") = "")
+      .def("type_of", [](PyGraph& g, const std::string& name) {
+        const TensorType& t = Find(g, name)->type();
+        return nb::make_tuple(std::string(DTypeName(t.dtype)), t.shape);
+      })
+      .def("add_output", [](PyGraph& g, const std::string& name) { g.graph->AddOutput(Find(g, name)); })
+      .def("set_update", [](PyGraph& g, const std::string& var, const std::string& value) {
+        g.graph->SetUpdate(Find(g, var), Find(g, value));
+      })
+      .def("rename", [](PyGraph& g, const std::string& name, const std::string& new_name) {
+        return g.graph->RenameValue(Find(g, name), new_name);
+      })
+      .def_prop_ro("inputs", [](PyGraph& g) { return Names(g.graph->inputs()); })
+      .def_prop_ro("outputs", [](PyGraph& g) { return Names(g.graph->outputs()); })
+      .def_prop_ro("variables", [](PyGraph& g) { return Names(g.graph->variables()); })
+      .def_prop_ro("hyperparams", [](PyGraph& g) { return Names(g.graph->hyperparams()); })
+      .def_prop_ro("num_nodes", [](PyGraph& g) { return g.graph->nodes().size(); })
+      .def("gradients", [](PyGraph& g, const std::string& loss, const std::vector<std::string>& wrt) {
+        std::vector<Value*> ws;
+        for (const std::string& n : wrt) ws.push_back(Find(g, n));
+        return Names(BuildGradients(*g.builder, Find(g, loss), ws));
+      })
+      .def("add_training_step", [](PyGraph& g, const std::string& loss, const std::string& kind,
+                                   nb::list groups, bool use_momentum, bool nesterov,
+                                   bool centered, bool loss_scaling) {
+        OptimizerConfig config;
+        if (kind == "sgd") config.kind = OptimizerKind::kSGD;
+        else if (kind == "adam") config.kind = OptimizerKind::kAdam;
+        else if (kind == "adamw") config.kind = OptimizerKind::kAdamW;
+        else if (kind == "rmsprop") config.kind = OptimizerKind::kRMSprop;
+        else throw nb::value_error(("unknown optimizer '" + kind + "'").c_str());
+        config.use_momentum = use_momentum;
+        config.nesterov = nesterov;
+        config.centered = centered;
+        config.loss_scaling = loss_scaling;
+        std::vector<ParamGroup> pgs;
+        for (nb::handle h : groups) {
+          nb::dict d = nb::cast<nb::dict>(h);
+          ParamGroup pg;
+          for (nb::handle p : nb::cast<nb::list>(d["params"])) {
+            pg.params.push_back(Find(g, nb::cast<std::string>(p)));
+          }
+          auto get = [&](const char* k, double def) {
+            return d.contains(k) ? nb::cast<double>(d[k]) : def;
+          };
+          pg.hyper.lr = get("lr", pg.hyper.lr);
+          pg.hyper.momentum = get("momentum", pg.hyper.momentum);
+          pg.hyper.dampening = get("dampening", pg.hyper.dampening);
+          pg.hyper.weight_decay = get("weight_decay", pg.hyper.weight_decay);
+          pg.hyper.beta1 = get("beta1", pg.hyper.beta1);
+          pg.hyper.beta2 = get("beta2", pg.hyper.beta2);
+          pg.hyper.eps = get("eps", pg.hyper.eps);
+          pg.hyper.alpha = get("alpha", pg.hyper.alpha);
+          pgs.push_back(std::move(pg));
+        }
+        TrainingStepInfo info = AddTrainingStep(*g.builder, Find(g, loss), pgs, config);
+        nb::dict out;
+        out["hyperparams"] = info.hyperparams;
+        out["state_variables"] = info.state_variables;
+        out["grad_of"] = info.grad_of;
+        return out;
+      }, nb::arg("loss"), nb::arg("kind"), nb::arg("groups"), nb::arg("use_momentum") = false,
+         nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false);
+
+  nb::class_<Executable>(m, "Executable")
+      .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,
+                                const std::string& dump_after, int num_threads, uint64_t seed,
+                                bool profile, bool inplace) {
+        CompileOptions o;
+        o.pipeline = training ? PipelineKind::kTraining : PipelineKind::kInference;
+        o.optimize = optimize;
+        o.verify_each = verify_each;
+        o.dump_after = dump_after;
+        o.num_threads = num_threads;
+        o.seed = seed;
+        o.profile = profile;
+        o.inplace = inplace;
+        nb::gil_scoped_release release;
+        return Executable::Compile(*g.graph, o).release();
+      }, nb::arg("graph"), nb::arg("training") = true, nb::arg("optimize") = true,
+         nb::arg("verify_each") = false, nb::arg("dump_after") = "", nb::arg("num_threads") = 0,
+         nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
+         nb::rv_policy::take_ownership)
+      .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
+                     const std::string& mode, int64_t every_n) {
+        OutputMode om;
+        if (mode == "all") om = OutputMode::kAll;
+        else if (mode == "final") om = OutputMode::kFinal;
+        else if (mode == "sum") om = OutputMode::kSum;
+        else if (mode == "every_n") om = OutputMode::kEveryN;
+        else throw nb::value_error(("unknown output mode '" + mode + "'").c_str());
+        std::vector<TensorView> views;
+        for (const Array& a : inputs) views.push_back(ViewOf(a));
+        std::vector<HostTensor> outs;
+        {
+          nb::gil_scoped_release release;
+          outs = exe.Run(views, steps, om, every_n);
+        }
+        nb::list result;
+        for (HostTensor& t : outs) result.append(ToNumpy(std::move(t)));
+        return result;
+      }, nb::arg("inputs"), nb::arg("steps") = 1, nb::arg("mode") = "final", nb::arg("every_n") = 1)
+      .def("read_variable", [](Executable& exe, const std::string& name) {
+        return ToNumpy(exe.ReadVariable(name));
+      })
+      .def("write_variable", [](Executable& exe, const std::string& name, const Array& a) {
+        exe.WriteVariable(name, ViewOf(a));
+      })
+      .def("set_hyperparam", [](Executable& exe, const std::string& name, double v) {
+        exe.SetHyperParam(name, v);
+      })
+      .def("set_seed", &Executable::SetSeed)
+      .def_prop_ro("step", &Executable::step)
+      .def_prop_ro("variables", &Executable::VariableNames)
+      .def_prop_ro("hyperparams", &Executable::HyperParamNames)
+      .def_prop_ro("compile_seconds", &Executable::compile_seconds)
+      .def_prop_ro("num_instructions", &Executable::num_instructions)
+      .def_prop_ro("optimized_ir", [](Executable& exe) { return PrintGraph(exe.optimized_graph()); })
+      .def_prop_ro("memory_stats", [](Executable& exe) {
+        const MemoryStats& s = exe.memory_stats();
+        nb::dict d;
+        d["arena_bytes"] = s.arena_bytes;
+        d["naive_bytes"] = s.naive_bytes;
+        d["variable_bytes"] = s.variable_bytes;
+        d["num_buffers"] = s.num_buffers;
+        d["inplace_reuses"] = s.inplace_reuses;
+        d["views"] = s.views;
+        d["inplace_variable_updates"] = s.inplace_variable_updates;
+        return d;
+      })
+      .def("profile_report", &Executable::ProfileReport);
+
+  m.def("registered_ops", [] {
+    std::vector<std::string> names;
+    for (const OpDef* d : OpRegistry::Global().All()) names.push_back(d->name);
+    return names;
+  });
+}

@@ -1,0 +1,191 @@
+#include "autodiff/optimizer.h"
+
+#include "autodiff/autodiff.h"
+#include "support/error.h"
+
+namespace tg {
+
+const char* OptimizerKindName(OptimizerKind kind) {
+  switch (kind) {
+    case OptimizerKind::kSGD: return "SGD";
+    case OptimizerKind::kAdam: return "Adam";
+    case OptimizerKind::kAdamW: return "AdamW";
+    case OptimizerKind::kRMSprop: return "RMSprop";
+  }
+  return "?";
+}
+
+std::string HyperParamName(size_t group, const std::string& field) {
+  return "group" + std::to_string(group) + "." + field;
+}
+
+namespace {
+
+// Builds one parameter's update. `h(field)` returns the group's f64 scalar hyperparam,
+// `t(x)` casts an f64 scalar to the parameter dtype.
+class UpdateBuilder {
+ public:
+  UpdateBuilder(Builder& b, const OptimizerConfig& config, TrainingStepInfo& info)
+      : b_(b), config_(config), info_(info) {}
+
+  Value* Hyper(size_t group, const std::string& field, double initial) {
+    std::string name = HyperParamName(group, field);
+    if (Value* v = b_.graph().FindValue(name)) return v;
+    info_.hyperparams[name] = initial;
+    return b_.graph().AddHyperParam(name, TensorType{DType::kF64, {}});
+  }
+
+  Value* State(Value* p, const std::string& what) {
+    Value* v = b_.graph().AddVariable(p->name() + "." + what, p->type(), /*trainable=*/false);
+    info_.state_variables.push_back(v->name());
+    return v;
+  }
+
+  void Update(Value* p, Value* grad, size_t group, const OptimizerHyperParams& hp, Value* step,
+              Value* loss_scale);
+
+ private:
+  Value* T(Value* scalar, Value* p) { return b_.Cast(scalar, p->type().dtype); }
+  Value* One() { return b_.Scalar(1.0, DType::kF64); }
+  void Sgd(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step);
+  void Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step,
+            bool decoupled);
+  void RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp);
+
+  Builder& b_;
+  const OptimizerConfig& config_;
+  TrainingStepInfo& info_;
+};
+
+void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerHyperParams& hp,
+                           Value* step, Value* loss_scale) {
+  Value* g = grad;
+  if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
+  switch (config_.kind) {
+    case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
+    case OptimizerKind::kAdam: Adam(p, g, group, hp, step, false); break;
+    case OptimizerKind::kAdamW: Adam(p, g, group, hp, step, true); break;
+    case OptimizerKind::kRMSprop: RmsProp(p, g, group, hp); break;
+  }
+}
+
+// torch.optim.SGD: g += wd*p; buf = g (first step) | momentum*buf + (1-dampening)*g;
+// g = g + momentum*buf (nesterov) | buf; p += -lr*g.
+void UpdateBuilder::Sgd(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
+                        Value* step) {
+  Value* lr = Hyper(group, "lr", hp.lr);
+  Value* wd = Hyper(group, "weight_decay", hp.weight_decay);
+  g = b_.Add(g, b_.Mul(p, T(wd, p)));
+  if (config_.use_momentum) {
+    Value* momentum = Hyper(group, "momentum", hp.momentum);
+    Value* dampening = Hyper(group, "dampening", hp.dampening);
+    Value* buf = State(p, "momentum_buffer");
+    Value* later = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Mul(g, T(b_.Sub(One(), dampening), p)));
+    Value* first = b_.Op1("eq", {step, b_.Scalar(0.0, step->type().dtype)});
+    Value* buf_new = b_.Where(first, g, later);
+    b_.graph().SetUpdate(buf, buf_new);
+    g = config_.nesterov ? b_.Add(g, b_.Mul(buf_new, T(momentum, p))) : buf_new;
+  }
+  b_.graph().SetUpdate(p, b_.Add(p, b_.Mul(g, T(b_.Neg(lr), p))));
+}
+
+// torch.optim.Adam/AdamW (single tensor): t = step+1; (AdamW: p *= 1-lr*wd | Adam: g += wd*p);
+// m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; denom = sqrt(v)/sqrt(1-b2^t) + eps;
+// p += -(lr/(1-b1^t)) * m/denom.
+void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
+                         Value* step, bool decoupled) {
+  Value* lr = Hyper(group, "lr", hp.lr);
+  Value* wd = Hyper(group, "weight_decay", hp.weight_decay);
+  Value* beta1 = Hyper(group, "beta1", hp.beta1);
+  Value* beta2 = Hyper(group, "beta2", hp.beta2);
+  Value* eps = Hyper(group, "eps", hp.eps);
+  Value* m = State(p, "exp_avg");
+  Value* v = State(p, "exp_avg_sq");
+  Value* t = b_.Add(b_.Cast(step, DType::kF64), One());
+  Value* param = p;
+  if (decoupled) {
+    param = b_.Mul(p, T(b_.Sub(One(), b_.Mul(lr, wd)), p));
+  } else {
+    g = b_.Add(g, b_.Mul(p, T(wd, p)));
+  }
+  // lerp(m, g, w) = m + w*(g-m) for w < 0.5, as torch computes it.
+  Value* m_new = b_.Add(m, b_.Mul(T(b_.Sub(One(), beta1), p), b_.Sub(g, m)));
+  // addcmul/addcdiv evaluate left to right: self + (value*t1)*t2, self + (value*t1)/t2.
+  Value* v_new = b_.Add(b_.Mul(v, T(beta2, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), beta2), p), g), g));
+  Value* bc1 = b_.Sub(One(), b_.Op1("pow", {beta1, t}));
+  Value* bc2_sqrt = b_.Sqrt(b_.Sub(One(), b_.Op1("pow", {beta2, t})));
+  Value* neg_step_size = b_.Neg(b_.Div(lr, bc1));
+  Value* denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
+  b_.graph().SetUpdate(m, m_new);
+  b_.graph().SetUpdate(v, v_new);
+  b_.graph().SetUpdate(p, b_.Add(param, b_.Div(b_.Mul(T(neg_step_size, p), m_new), denom)));
+}
+
+// torch.optim.RMSprop (single tensor): g += wd*p; sq = sq*alpha + (1-alpha)*g*g;
+// centered: ga = lerp(ga, g, 1-alpha), avg = sqrt(sq - ga*ga) + eps | avg = sqrt(sq) + eps;
+// momentum: buf = buf*momentum + g/avg, p += -lr*buf | p += -lr * g/avg.
+void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp) {
+  Value* lr = Hyper(group, "lr", hp.lr);
+  Value* wd = Hyper(group, "weight_decay", hp.weight_decay);
+  Value* alpha = Hyper(group, "alpha", hp.alpha);
+  Value* eps = Hyper(group, "eps", hp.eps);
+  g = b_.Add(g, b_.Mul(p, T(wd, p)));
+  Value* sq = State(p, "square_avg");
+  Value* sq_new = b_.Add(b_.Mul(sq, T(alpha, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), alpha), p), g), g));
+  b_.graph().SetUpdate(sq, sq_new);
+  Value* avg_sq = sq_new;
+  if (config_.centered) {
+    Value* ga = State(p, "grad_avg");
+    Value* ga_new = b_.Add(ga, b_.Mul(T(b_.Sub(One(), alpha), p), b_.Sub(g, ga)));
+    b_.graph().SetUpdate(ga, ga_new);
+    avg_sq = b_.Sub(sq_new, b_.Mul(ga_new, ga_new));
+  }
+  Value* avg = b_.Add(b_.Sqrt(avg_sq), T(eps, p));
+  Value* neg_lr = T(b_.Neg(lr), p);
+  if (config_.use_momentum) {
+    Value* momentum = Hyper(group, "momentum", hp.momentum);
+    Value* buf = State(p, "momentum_buffer");
+    Value* buf_new = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Div(g, avg));
+    b_.graph().SetUpdate(buf, buf_new);
+    b_.graph().SetUpdate(p, b_.Add(p, b_.Mul(buf_new, neg_lr)));
+  } else {
+    b_.graph().SetUpdate(p, b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
+  }
+}
+
+}  // namespace
+
+TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<ParamGroup>& groups,
+                                 const OptimizerConfig& config) {
+  TrainingStepInfo info;
+  Graph& g = b.graph();
+  std::vector<Value*> params;
+  for (const ParamGroup& group : groups) {
+    for (Value* p : group.params) {
+      TG_CHECK(p->kind() == ValueKind::kVariable && p->trainable(), kInvalidInput, "%",
+               p->name(), " is not a trainable variable");
+      params.push_back(p);
+    }
+  }
+  Value* loss_scale = nullptr;
+  if (config.loss_scaling) {
+    loss_scale = g.AddHyperParam("loss_scale", TensorType{DType::kF64, {}});
+    info.hyperparams["loss_scale"] = 1.0;
+  }
+  Value* seed = loss_scale ? b.Cast(loss_scale, loss->type().dtype) : nullptr;
+  std::vector<Value*> grads = BuildGradients(b, loss, params, seed);
+  Value* step = g.AddVariable("optimizer.step", TensorType{DType::kF32, {}}, false);
+  info.state_variables.push_back(step->name());
+  UpdateBuilder ub(b, config, info);
+  size_t k = 0;
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    for (Value* p : groups[gi].params) {
+      info.grad_of[p->name()] = grads[k]->name();
+      ub.Update(p, grads[k++], gi, groups[gi].hyper, step, loss_scale);
+    }
+  }
+  g.SetUpdate(step, b.AddScalar(step, 1.0));
+  return info;
+}
+
+}  // namespace tg

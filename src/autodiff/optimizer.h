@@ -1,0 +1,59 @@
+// Optimizer updates as IR. Given a loss and parameter groups, appends the backward graph
+// (BuildGradients) and each parameter's update, written with the exact operation order of
+// torch.optim's single-tensor implementations (SGD, Adam, AdamW, RMSprop) so that numbers
+// match eager PyTorch. Hyperparameters (lr, momentum, betas, weight decay, loss scale, ...)
+// become f64 scalar hyperparam values: changing them never recompiles. Scalar arithmetic
+// runs in f64 and is cast to the parameter dtype where torch casts its Python scalars.
+// Structural choices (momentum on/off, nesterov, centered) are fixed at compile time.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "ops/builder.h"
+
+namespace tg {
+
+enum class OptimizerKind { kSGD, kAdam, kAdamW, kRMSprop };
+
+struct OptimizerHyperParams {
+  double lr = 0.01;
+  double momentum = 0.0;      // SGD, RMSprop
+  double dampening = 0.0;     // SGD
+  double weight_decay = 0.0;
+  double beta1 = 0.9, beta2 = 0.999;  // Adam, AdamW
+  double eps = 1e-8;          // Adam, AdamW, RMSprop
+  double alpha = 0.99;        // RMSprop
+};
+
+struct OptimizerConfig {
+  OptimizerKind kind = OptimizerKind::kSGD;
+  bool use_momentum = false;  // SGD/RMSprop: momentum buffers exist (momentum != 0)
+  bool nesterov = false;      // SGD
+  bool centered = false;      // RMSprop
+  bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
+};
+
+struct ParamGroup {
+  std::vector<Value*> params;  // trainable variables
+  OptimizerHyperParams hyper;  // initial values of this group's hyperparams
+};
+
+struct TrainingStepInfo {
+  // Hyperparam name -> initial value (to SetHyperParam after compiling).
+  std::map<std::string, double> hyperparams;
+  std::vector<std::string> state_variables;  // created optimizer state (zero-initialized)
+  std::map<std::string, std::string> grad_of;  // param name -> gradient value name
+};
+
+// Names of one group's hyperparam: "group0.lr", "group1.weight_decay", ...
+std::string HyperParamName(size_t group, const std::string& field);
+
+TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<ParamGroup>& groups,
+                                 const OptimizerConfig& config);
+
+const char* OptimizerKindName(OptimizerKind kind);
+
+}  // namespace tg

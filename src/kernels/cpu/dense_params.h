@@ -1,0 +1,48 @@
+// Plain parameter structs of the dense kernels (matmul, conv, pooling, norms). Kernels take
+// raw pointers plus one of these; the op files fill them from node types and attributes.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace tg::cpu {
+
+// out[batch..., m, n] = op(a)[batch..., m, k] * op(b)[batch..., k, n]. a_batch / b_batch are
+// the operands' batch dims left-padded with 1 to batch.size(); a 1 broadcasts.
+// a is stored [..., m, k] ([..., k, m] when trans_a); b is [..., k, n] ([..., n, k] if trans_b).
+struct MatmulParams {
+  std::vector<int64_t> batch, a_batch, b_batch;
+  int64_t m = 0, n = 0, k = 0;
+  bool trans_a = false, trans_b = false;
+};
+
+// conv2d: x [n, c, h, w], w [o, c / groups, kh, kw], y [n, o, oh, ow] (no bias).
+struct Conv2dParams {
+  int64_t n = 0, c = 0, h = 0, w = 0;
+  int64_t o = 0, kh = 0, kw = 0, oh = 0, ow = 0;
+  int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dil_h = 1, dil_w = 1;
+  int64_t groups = 1;
+};
+
+// 2-d pooling over planes: x [planes, h, w] -> y [planes, oh, ow] (planes = n * c).
+struct Pool2dParams {
+  int64_t planes = 0, h = 0, w = 0, oh = 0, ow = 0;
+  int64_t kh = 1, kw = 1, stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0;
+  int64_t dil_h = 1, dil_w = 1;
+  bool count_include_pad = true;
+  int64_t divisor_override = 0;
+};
+
+// batch norm: x viewed as [n, c, s] (s = product of the dims after 1), statistics per c.
+struct BatchNormParams {
+  int64_t n = 0, c = 0, s = 0;
+  double eps = 1e-5;
+};
+
+// layer norm: x viewed as [rows, d], statistics per row, weight / bias of size d.
+struct LayerNormParams {
+  int64_t rows = 0, d = 0;
+  double eps = 1e-5;
+};
+
+}  // namespace tg::cpu

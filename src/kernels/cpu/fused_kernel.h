@@ -1,0 +1,51 @@
+// The fused elementwise kernel: runs a straight-line program of block functions over the
+// iteration space in blocks (one pass over memory). Inputs are loaded into block-local
+// buffers of the compute type T (zero-copy for contiguous same-shape inputs of type T,
+// converted for bool inputs, broadcast by strided gathers otherwise); outputs are stored as T
+// or as bool. Blocks run in parallel.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu/broadcast.h"
+
+namespace tg::cpu {
+
+template <typename T>
+using BlockFunction = void (*)(const T* const* in, T* out, int64_t n, const double* params);
+
+template <typename T>
+struct FusedProgram {
+  struct Load {
+    int slot = 0;
+    int arg = -1;                     // kernel input index, or -1 for `constant`
+    const void* constant = nullptr;   // data of a constant (arg == -1)
+    bool is_bool = false;             // stored as bool (else as T)
+    Dims shape;                       // the operand's shape (broadcasts to the iteration space)
+  };
+  struct Step {
+    BlockFunction<T> fn = nullptr;
+    std::vector<int> in_slots;
+    int out_slot = 0;
+    std::vector<double> params;
+  };
+  struct Store {
+    int slot = 0;
+    int arg = 0;  // kernel output index
+    bool is_bool = false;
+  };
+  Dims shape;  // the iteration space
+  int num_slots = 0;
+  std::vector<Load> loads;
+  std::vector<Step> steps;
+  std::vector<Store> stores;
+};
+
+// Elements per block.
+inline constexpr int64_t kFusedBlock = 1024;
+
+template <typename T>
+void RunFused(const FusedProgram<T>& program, const void* const* inputs, void* const* outputs);
+
+}  // namespace tg::cpu

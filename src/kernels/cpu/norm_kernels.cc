@@ -1,0 +1,153 @@
+// Batch norm / layer norm loops; see norm_kernels.h.
+#include "kernels/cpu/norm_kernels.h"
+
+#include <cmath>
+
+#include "kernels/cpu/parallel.h"
+
+namespace tg::cpu {
+namespace {
+
+template <typename Fn>
+void ForRange(int64_t n, bool parallel, Fn&& fn) {
+  if (!parallel) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  ParallelFor(n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) fn(i);
+  });
+}
+
+// Calls fn(ptr_offset) for the start of every contiguous run of channel c (length p.s).
+template <typename Fn>
+void ForChannelRuns(const BatchNormParams& p, int64_t c, Fn&& fn) {
+  for (int64_t n = 0; n < p.n; ++n) fn((n * p.c + c) * p.s);
+}
+
+}  // namespace
+
+template <typename T>
+void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
+                    T* invstd, T* var, bool parallel) {
+  const double count = static_cast<double>(p.n * p.s);
+  ForRange(p.c, parallel, [&](int64_t c) {
+    double sum = 0;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) sum += x[o + i];
+    });
+    double m = sum / count, sq = 0;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) sq += (x[o + i] - m) * (x[o + i] - m);
+    });
+    double v = sq / count, is = 1.0 / std::sqrt(v + p.eps);
+    mean[c] = static_cast<T>(m);
+    var[c] = static_cast<T>(v);
+    invstd[c] = static_cast<T>(is);
+    double scale = is * w[c], shift = b[c] - m * scale;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>(x[o + i] * scale + shift);
+    });
+  });
+}
+
+template <typename T>
+void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const T* b,
+                        const T* running_mean, const T* running_var, T* y, bool parallel) {
+  ForRange(p.c, parallel, [&](int64_t c) {
+    double scale = w[c] / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
+    double shift = b[c] - running_mean[c] * scale;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>(x[o + i] * scale + shift);
+    });
+  });
+}
+
+template <typename T>
+void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
+                       const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
+  const double count = static_cast<double>(p.n * p.s);
+  ForRange(p.c, parallel, [&](int64_t c) {
+    double m = mean[c], is = invstd[c], sum_dy = 0, sum_dy_xhat = 0;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) {
+        sum_dy += dy[o + i];
+        sum_dy_xhat += dy[o + i] * (x[o + i] - m) * is;
+      }
+    });
+    db[c] = static_cast<T>(sum_dy);
+    dw[c] = static_cast<T>(sum_dy_xhat);
+    double k = w[c] * is, mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
+    ForChannelRuns(p, c, [&](int64_t o) {
+      for (int64_t i = 0; i < p.s; ++i) {
+        double xhat = (x[o + i] - m) * is;
+        dx[o + i] = static_cast<T>(k * (dy[o + i] - mean_dy - xhat * mean_dy_xhat));
+      }
+    });
+  });
+}
+
+template <typename T>
+void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T* b, T* y,
+                      T* mean, T* rstd, bool parallel) {
+  ForRange(p.rows, parallel, [&](int64_t r) {
+    const T* xr = x + r * p.d;
+    T* yr = y + r * p.d;
+    double sum = 0, sq = 0;
+    for (int64_t i = 0; i < p.d; ++i) sum += xr[i];
+    double m = sum / p.d;
+    for (int64_t i = 0; i < p.d; ++i) sq += (xr[i] - m) * (xr[i] - m);
+    double rs = 1.0 / std::sqrt(sq / p.d + p.eps);
+    mean[r] = static_cast<T>(m);
+    rstd[r] = static_cast<T>(rs);
+    for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>((xr[i] - m) * rs * w[i] + b[i]);
+  });
+}
+
+template <typename T>
+void LayerNormBackward(const LayerNormParams& p, const T* dy, const T* x, const T* w,
+                       const T* mean, const T* rstd, T* dx, T* dw, T* db, bool parallel) {
+  ForRange(p.rows, parallel, [&](int64_t r) {
+    const T* xr = x + r * p.d;
+    const T* dyr = dy + r * p.d;
+    double m = mean[r], rs = rstd[r], sum_g = 0, sum_g_xhat = 0;
+    for (int64_t i = 0; i < p.d; ++i) {
+      double g = static_cast<double>(dyr[i]) * w[i];
+      sum_g += g;
+      sum_g_xhat += g * (xr[i] - m) * rs;
+    }
+    double mean_g = sum_g / p.d, mean_g_xhat = sum_g_xhat / p.d;
+    for (int64_t i = 0; i < p.d; ++i) {
+      double xhat = (xr[i] - m) * rs;
+      double g = static_cast<double>(dyr[i]) * w[i];
+      dx[r * p.d + i] = static_cast<T>(rs * (g - mean_g - xhat * mean_g_xhat));
+    }
+  });
+  ForRange(p.d, parallel, [&](int64_t i) {
+    double sw = 0, sb = 0;
+    for (int64_t r = 0; r < p.rows; ++r) {
+      double g = dy[r * p.d + i];
+      sw += g * (x[r * p.d + i] - mean[r]) * rstd[r];
+      sb += g;
+    }
+    dw[i] = static_cast<T>(sw);
+    db[i] = static_cast<T>(sb);
+  });
+}
+
+#define TG_INSTANTIATE(T)                                                                    \
+  template void BatchNormTrain<T>(const BatchNormParams&, const T*, const T*, const T*, T*,  \
+                                  T*, T*, T*, bool);                                         \
+  template void BatchNormInference<T>(const BatchNormParams&, const T*, const T*, const T*,  \
+                                      const T*, const T*, T*, bool);                         \
+  template void BatchNormBackward<T>(const BatchNormParams&, const T*, const T*, const T*,   \
+                                     const T*, const T*, T*, T*, T*, bool);                  \
+  template void LayerNormForward<T>(const LayerNormParams&, const T*, const T*, const T*, T*, \
+                                    T*, T*, bool);                                           \
+  template void LayerNormBackward<T>(const LayerNormParams&, const T*, const T*, const T*,   \
+                                     const T*, const T*, T*, T*, T*, bool);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

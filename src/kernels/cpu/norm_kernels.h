@@ -1,0 +1,32 @@
+// Batch norm and layer norm kernels (forward and backward), f32 and f64, statistics in
+// double. `parallel` splits channels / rows over threads (the CPU kernel); the reference
+// kernel runs the same loops on one thread.
+#pragma once
+
+#include "kernels/cpu/dense_params.h"
+
+namespace tg::cpu {
+
+// Batch statistics per channel: mean, biased var, invstd = 1/sqrt(var+eps);
+// y = (x - mean) * invstd * w + b.
+template <typename T>
+void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
+                    T* invstd, T* var, bool parallel);
+// y = (x - running_mean) / sqrt(running_var + eps) * w + b.
+template <typename T>
+void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const T* b,
+                        const T* running_mean, const T* running_var, T* y, bool parallel);
+// Gradients of BatchNormTrain's y with batch statistics (mean, invstd as saved).
+template <typename T>
+void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
+                       const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel);
+
+// Per row: mean, rstd = 1/sqrt(biased var + eps); y = (x - mean) * rstd * w + b.
+template <typename T>
+void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T* b, T* y,
+                      T* mean, T* rstd, bool parallel);
+template <typename T>
+void LayerNormBackward(const LayerNormParams& p, const T* dy, const T* x, const T* w,
+                       const T* mean, const T* rstd, T* dx, T* dw, T* db, bool parallel);
+
+}  // namespace tg::cpu

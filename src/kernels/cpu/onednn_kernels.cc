@@ -1,0 +1,152 @@
+// oneDNN matmul / conv2d wrappers; see onednn_kernels.h.
+#include "kernels/cpu/onednn_kernels.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace tg::cpu {
+namespace {
+
+using dnnl::memory;
+using Dims = memory::dims;
+
+// Strides of a [batch..., rows, cols] operand whose matrix is stored transposed or not.
+Dims MatrixStrides(const std::vector<int64_t>& batch, int64_t rows, int64_t cols,
+                   bool transposed) {
+  Dims strides(batch.size() + 2);
+  strides[batch.size()] = transposed ? 1 : cols;
+  strides[batch.size() + 1] = transposed ? rows : 1;
+  int64_t s = rows * cols;
+  for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= batch[d];
+  }
+  return strides;
+}
+
+Dims Concat(const std::vector<int64_t>& batch, int64_t r, int64_t c) {
+  Dims dims(batch.begin(), batch.end());
+  dims.push_back(r);
+  dims.push_back(c);
+  return dims;
+}
+
+memory Bind(const memory::desc& md, const void* p) {
+  return memory(md, CpuEngine(), const_cast<void*>(p));
+}
+
+}  // namespace
+
+const dnnl::engine& CpuEngine() {
+  static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
+  return *engine;
+}
+
+OnednnMatmul::OnednnMatmul(const MatmulParams& p) {
+  int64_t batches = 1;
+  for (int64_t d : p.batch) batches *= d;
+  if (batches == 0 || p.m == 0 || p.n == 0) {
+    empty_ = true;
+    return;
+  }
+  if (p.k == 0) {
+    zero_fill_ = batches * p.m * p.n;
+    return;
+  }
+  auto f32 = memory::data_type::f32;
+  a_md_ = memory::desc(Concat(p.a_batch, p.m, p.k), f32,
+                       MatrixStrides(p.a_batch, p.m, p.k, p.trans_a));
+  b_md_ = memory::desc(Concat(p.b_batch, p.k, p.n), f32,
+                       MatrixStrides(p.b_batch, p.k, p.n, p.trans_b));
+  out_md_ = memory::desc(Concat(p.batch, p.m, p.n), f32, MatrixStrides(p.batch, p.m, p.n, false));
+  dnnl::matmul::desc desc(a_md_, b_md_, out_md_);
+  prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, CpuEngine()));
+  stream_ = dnnl::stream(CpuEngine());
+}
+
+void OnednnMatmul::Run(const float* a, const float* b, float* out) const {
+  if (empty_) return;
+  if (zero_fill_ > 0) {
+    std::fill(out, out + zero_fill_, 0.0f);
+    return;
+  }
+  prim_.execute(stream_, {{DNNL_ARG_SRC, Bind(a_md_, a)},
+                          {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
+                          {DNNL_ARG_DST, Bind(out_md_, out)}});
+  stream_.wait();
+}
+
+OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) : pass_(pass) {
+  if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
+    empty_ = true;
+    out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
+                 : pass == ConvPass::kBackwardInput ? p.n * p.c * p.h * p.w
+                                                    : p.o * (p.c / p.groups) * p.kh * p.kw;
+    return;
+  }
+  auto f32 = memory::data_type::f32;
+  x_md_ = memory::desc({p.n, p.c, p.h, p.w}, f32, memory::format_tag::nchw);
+  y_md_ = memory::desc({p.n, p.o, p.oh, p.ow}, f32, memory::format_tag::nchw);
+  if (p.groups == 1) {
+    w_md_ = memory::desc({p.o, p.c, p.kh, p.kw}, f32, memory::format_tag::oihw);
+  } else {
+    w_md_ = memory::desc({p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw}, f32,
+                         memory::format_tag::goihw);
+  }
+  Dims strides = {p.stride_h, p.stride_w};
+  Dims dilates = {p.dil_h - 1, p.dil_w - 1};  // oneDNN counts extra gaps: 0 is dense
+  Dims pad = {p.pad_h, p.pad_w};
+  // PyTorch pads symmetrically; oneDNN's floor formula then gives the same oh / ow.
+  Dims pad_r = pad;
+  auto alg = dnnl::algorithm::convolution_direct;
+  dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training, alg, x_md_, w_md_,
+                                           y_md_, strides, dilates, pad, pad_r);
+  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, CpuEngine());
+  switch (pass) {
+    case ConvPass::kForward: prim_ = dnnl::convolution_forward(fwd_pd); break;
+    case ConvPass::kBackwardInput: {
+      dnnl::convolution_backward_data::desc d(alg, x_md_, w_md_, y_md_, strides, dilates, pad,
+                                              pad_r);
+      prim_ = dnnl::convolution_backward_data(
+          dnnl::convolution_backward_data::primitive_desc(d, CpuEngine(), fwd_pd));
+      break;
+    }
+    case ConvPass::kBackwardWeight: {
+      dnnl::convolution_backward_weights::desc d(alg, x_md_, w_md_, y_md_, strides, dilates,
+                                                 pad, pad_r);
+      prim_ = dnnl::convolution_backward_weights(
+          dnnl::convolution_backward_weights::primitive_desc(d, CpuEngine(), fwd_pd));
+      break;
+    }
+  }
+  stream_ = dnnl::stream(CpuEngine());
+}
+
+void OnednnConv2d::Run(const float* in0, const float* in1, float* out) const {
+  if (empty_) {
+    std::fill(out, out + out_numel_, 0.0f);
+    return;
+  }
+  std::unordered_map<int, memory> args;
+  switch (pass_) {
+    case ConvPass::kForward:
+      args = {{DNNL_ARG_SRC, Bind(x_md_, in0)},
+              {DNNL_ARG_WEIGHTS, Bind(w_md_, in1)},
+              {DNNL_ARG_DST, Bind(y_md_, out)}};
+      break;
+    case ConvPass::kBackwardInput:
+      args = {{DNNL_ARG_DIFF_DST, Bind(y_md_, in0)},
+              {DNNL_ARG_WEIGHTS, Bind(w_md_, in1)},
+              {DNNL_ARG_DIFF_SRC, Bind(x_md_, out)}};
+      break;
+    case ConvPass::kBackwardWeight:
+      args = {{DNNL_ARG_DIFF_DST, Bind(y_md_, in0)},
+              {DNNL_ARG_SRC, Bind(x_md_, in1)},
+              {DNNL_ARG_DIFF_WEIGHTS, Bind(w_md_, out)}};
+      break;
+  }
+  prim_.execute(stream_, args);
+  stream_.wait();
+}
+
+}  // namespace tg::cpu

@@ -1,0 +1,180 @@
+// Pooling loops; see pool_kernels.h.
+#include "kernels/cpu/pool_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/parallel.h"
+
+namespace tg::cpu {
+namespace {
+
+// Runs fn(plane) for every plane, on threads when `parallel`.
+template <typename Fn>
+void ForPlanes(int64_t planes, bool parallel, Fn&& fn) {
+  if (!parallel) {
+    for (int64_t i = 0; i < planes; ++i) fn(i);
+    return;
+  }
+  ParallelFor(planes, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) fn(i);
+  });
+}
+
+// Index (within the plane) of the window's first maximal element; -1 if it has no taps.
+template <typename T>
+int64_t WindowArgmax(const Pool2dParams& p, const T* x, int64_t oy, int64_t ox) {
+  int64_t best = -1;
+  T best_val = -std::numeric_limits<T>::infinity();
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
+    if (iy < 0 || iy >= p.h) continue;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      int64_t ix = ox * p.stride_w - p.pad_w + kx * p.dil_w;
+      if (ix < 0 || ix >= p.w) continue;
+      T v = x[iy * p.w + ix];
+      if (best < 0 || v > best_val || std::isnan(v)) {
+        best = iy * p.w + ix;
+        best_val = v;
+        if (std::isnan(v)) return best;
+      }
+    }
+  }
+  return best;
+}
+
+struct AvgWindow {
+  int64_t y0, y1, x0, x1;
+  double divisor;
+};
+
+AvgWindow AvgWindowAt(const Pool2dParams& p, int64_t oy, int64_t ox) {
+  int64_t y0 = oy * p.stride_h - p.pad_h, x0 = ox * p.stride_w - p.pad_w;
+  int64_t y1 = std::min(y0 + p.kh, p.h + p.pad_h), x1 = std::min(x0 + p.kw, p.w + p.pad_w);
+  int64_t pool_size = (y1 - y0) * (x1 - x0);
+  y0 = std::max<int64_t>(y0, 0);
+  x0 = std::max<int64_t>(x0, 0);
+  y1 = std::min(y1, p.h);
+  x1 = std::min(x1, p.w);
+  double divisor = p.divisor_override != 0 ? p.divisor_override
+                   : p.count_include_pad   ? pool_size
+                                           : (y1 - y0) * (x1 - x0);
+  return {y0, y1, x0, x1, divisor};
+}
+
+int64_t AdaptiveStart(int64_t i, int64_t in, int64_t out) { return (i * in) / out; }
+int64_t AdaptiveEnd(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in + out - 1) / out; }
+
+}  // namespace
+
+template <typename T>
+void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* xp = x + pl * p.h * p.w;
+    T* yp = y + pl * p.oh * p.ow;
+    for (int64_t oy = 0; oy < p.oh; ++oy)
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        int64_t idx = WindowArgmax(p, xp, oy, ox);
+        yp[oy * p.ow + ox] = idx < 0 ? -std::numeric_limits<T>::infinity() : xp[idx];
+      }
+  });
+}
+
+template <typename T>
+void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* xp = x + pl * p.h * p.w;
+    const T* dyp = dy + pl * p.oh * p.ow;
+    T* dxp = dx + pl * p.h * p.w;
+    std::fill(dxp, dxp + p.h * p.w, T(0));
+    for (int64_t oy = 0; oy < p.oh; ++oy)
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        int64_t idx = WindowArgmax(p, xp, oy, ox);
+        if (idx >= 0) dxp[idx] += dyp[oy * p.ow + ox];
+      }
+  });
+}
+
+template <typename T>
+void AvgPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* xp = x + pl * p.h * p.w;
+    T* yp = y + pl * p.oh * p.ow;
+    for (int64_t oy = 0; oy < p.oh; ++oy)
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        AvgWindow win = AvgWindowAt(p, oy, ox);
+        double sum = 0;
+        for (int64_t iy = win.y0; iy < win.y1; ++iy)
+          for (int64_t ix = win.x0; ix < win.x1; ++ix) sum += xp[iy * p.w + ix];
+        bool empty = win.y0 >= win.y1 || win.x0 >= win.x1;
+        yp[oy * p.ow + ox] = empty ? T(0) : static_cast<T>(sum / win.divisor);
+      }
+  });
+}
+
+template <typename T>
+void AvgPool2dBackward(const Pool2dParams& p, const T* dy, T* dx, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* dyp = dy + pl * p.oh * p.ow;
+    T* dxp = dx + pl * p.h * p.w;
+    std::fill(dxp, dxp + p.h * p.w, T(0));
+    for (int64_t oy = 0; oy < p.oh; ++oy)
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        AvgWindow win = AvgWindowAt(p, oy, ox);
+        if (win.y0 >= win.y1 || win.x0 >= win.x1) continue;
+        T g = static_cast<T>(dyp[oy * p.ow + ox] / win.divisor);
+        for (int64_t iy = win.y0; iy < win.y1; ++iy)
+          for (int64_t ix = win.x0; ix < win.x1; ++ix) dxp[iy * p.w + ix] += g;
+      }
+  });
+}
+
+template <typename T>
+void AdaptiveAvgPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* xp = x + pl * p.h * p.w;
+    T* yp = y + pl * p.oh * p.ow;
+    for (int64_t oy = 0; oy < p.oh; ++oy) {
+      int64_t y0 = AdaptiveStart(oy, p.h, p.oh), y1 = AdaptiveEnd(oy, p.h, p.oh);
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        int64_t x0 = AdaptiveStart(ox, p.w, p.ow), x1 = AdaptiveEnd(ox, p.w, p.ow);
+        double sum = 0;
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = x0; ix < x1; ++ix) sum += xp[iy * p.w + ix];
+        yp[oy * p.ow + ox] = static_cast<T>(sum / static_cast<double>((y1 - y0) * (x1 - x0)));
+      }
+    }
+  });
+}
+
+template <typename T>
+void AdaptiveAvgPool2dBackward(const Pool2dParams& p, const T* dy, T* dx, bool parallel) {
+  ForPlanes(p.planes, parallel, [&](int64_t pl) {
+    const T* dyp = dy + pl * p.oh * p.ow;
+    T* dxp = dx + pl * p.h * p.w;
+    std::fill(dxp, dxp + p.h * p.w, T(0));
+    for (int64_t oy = 0; oy < p.oh; ++oy) {
+      int64_t y0 = AdaptiveStart(oy, p.h, p.oh), y1 = AdaptiveEnd(oy, p.h, p.oh);
+      for (int64_t ox = 0; ox < p.ow; ++ox) {
+        int64_t x0 = AdaptiveStart(ox, p.w, p.ow), x1 = AdaptiveEnd(ox, p.w, p.ow);
+        T g = static_cast<T>(dyp[oy * p.ow + ox] / static_cast<double>((y1 - y0) * (x1 - x0)));
+        for (int64_t iy = y0; iy < y1; ++iy)
+          for (int64_t ix = x0; ix < x1; ++ix) dxp[iy * p.w + ix] += g;
+      }
+    }
+  });
+}
+
+#define TG_INSTANTIATE(T)                                                                      \
+  template void MaxPool2dForward<T>(const Pool2dParams&, const T*, T*, bool);                  \
+  template void MaxPool2dBackward<T>(const Pool2dParams&, const T*, const T*, T*, bool);       \
+  template void AvgPool2dForward<T>(const Pool2dParams&, const T*, T*, bool);                  \
+  template void AvgPool2dBackward<T>(const Pool2dParams&, const T*, T*, bool);                 \
+  template void AdaptiveAvgPool2dForward<T>(const Pool2dParams&, const T*, T*, bool);          \
+  template void AdaptiveAvgPool2dBackward<T>(const Pool2dParams&, const T*, T*, bool);
+TG_INSTANTIATE(float)
+TG_INSTANTIATE(double)
+#undef TG_INSTANTIATE
+
+}  // namespace tg::cpu

@@ -1,0 +1,70 @@
+#include "lowering/check_memory.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+namespace tg {
+namespace {
+
+struct Live {
+  const Value* value;
+  size_t offset, bytes;
+  int64_t def, last;
+  bool def_elementwise;
+};
+
+}  // namespace
+
+std::string CheckProgramMemory(const Program& program) {
+  const OpRegistry& reg = OpRegistry::Global();
+  const Graph& g = *program.graph;
+  // View outputs alias their input: map each value to the value that owns its bytes.
+  std::unordered_map<const Value*, const Value*> root;
+  for (const auto& n : g.nodes()) {
+    if (reg.Get(n->op()).traits.view) {
+      const Value* in = n->input(0);
+      root[n->output(0)] = root.count(in) ? root[in] : in;
+    }
+  }
+  auto owner = [&](const Value* v) { return root.count(v) ? root.at(v) : v; };
+  std::unordered_map<const Value*, Live> live;
+  const int64_t end = static_cast<int64_t>(program.instructions.size());
+  for (int64_t i = 0; i < end; ++i) {
+    const Instruction& inst = program.instructions[i];
+    bool elementwise = reg.Get(inst.node->op()).traits.elementwise;
+    for (size_t k = 0; k < inst.outputs.size(); ++k) {
+      if (inst.outputs[k].space != BufferSpace::kArena) continue;
+      const Value* v = inst.node->output(k);
+      live[v] = {v, inst.outputs[k].offset, v->type().bytes(), i, i, elementwise};
+    }
+    for (const Value* in : inst.node->inputs()) {
+      auto it = live.find(owner(in));
+      if (it != live.end()) it->second.last = std::max(it->second.last, i);
+    }
+  }
+  for (const Value* out : g.outputs()) {
+    auto it = live.find(owner(out));
+    if (it != live.end()) it->second.last = end;
+  }
+  for (const VariableUpdate& u : g.updates()) {
+    auto it = live.find(owner(u.value));
+    if (it != live.end()) it->second.last = end;
+  }
+  std::vector<Live> all;
+  for (auto& [v, l] : live) all.push_back(l);
+  for (size_t a = 0; a < all.size(); ++a) {
+    for (size_t b = a + 1; b < all.size(); ++b) {
+      const Live& x = all[a].def <= all[b].def ? all[a] : all[b];
+      const Live& y = all[a].def <= all[b].def ? all[b] : all[a];
+      bool bytes_overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+      if (!bytes_overlap || x.last < y.def) continue;
+      if (x.last == y.def && y.def_elementwise && x.offset == y.offset) continue;  // in place
+      return "%" + x.value->name() + " (live " + std::to_string(x.def) + ".." +
+             std::to_string(x.last) + ") and %" + y.value->name() + " (live " +
+             std::to_string(y.def) + ".." + std::to_string(y.last) + ") share arena bytes";
+    }
+  }
+  return "";
+}
+
+}  // namespace tg

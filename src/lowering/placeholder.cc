@@ -1,2 +1,0 @@
-// placeholder so the folder builds; replaced as the module lands
-namespace tg {}

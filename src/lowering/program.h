@@ -1,0 +1,63 @@
+// Program: the lowered form of a graph for one device. A straight-line list of kernel
+// launches over statically planned buffers. Every buffer lives in one of five spaces:
+// the arena (planned, reused), the host-input staging area, hyperparameters, variables
+// (persistent across steps and calls) and constants. Nothing is allocated while it runs.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "ops/registry.h"
+
+namespace tg {
+
+enum class BufferSpace { kArena, kInput, kHyperParam, kVariable, kConstant };
+
+struct BufferRef {
+  BufferSpace space = BufferSpace::kArena;
+  size_t offset = 0;  // kArena: byte offset; other spaces: index into that space's list
+};
+
+struct Instruction {
+  const Node* node = nullptr;  // owned by Program::graph
+  Kernel kernel;
+  std::vector<BufferRef> inputs;
+  std::vector<BufferRef> outputs;
+};
+
+// Copies `from` into variable `variable` at the end of each step (updates not done in place).
+struct UpdateCopy {
+  size_t variable;
+  BufferRef from;
+  size_t bytes;
+};
+
+struct MemoryStats {
+  size_t arena_bytes = 0;        // planned peak of the arena
+  size_t naive_bytes = 0;        // sum of all arena buffers without reuse
+  size_t variable_bytes = 0;     // weights, optimizer state, running statistics
+  int num_buffers = 0;           // arena buffers planned
+  int inplace_reuses = 0;        // outputs written over a dying input
+  int views = 0;                 // outputs that alias their input (no kernel)
+  int inplace_variable_updates = 0;  // updates written straight into the variable
+};
+
+struct Program {
+  std::unique_ptr<Graph> graph;  // the optimized graph the instructions point into
+  std::vector<Instruction> instructions;
+  std::vector<BufferRef> outputs;  // one per graph output
+  std::vector<UpdateCopy> update_copies;
+  MemoryStats stats;
+};
+
+struct LoweringOptions {
+  bool inplace = true;  // allow in-place reuse of dying inputs and in-place variable updates
+};
+
+// Lowers an (optimized, verified) graph: picks each node's CPU kernel, plans memory.
+Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options = {});
+
+}  // namespace tg

@@ -1,0 +1,118 @@
+// Binary arithmetic with numpy broadcasting: add, sub, mul, div, maximum, minimum, pow.
+// add/sub/mul/maximum/minimum also run on i64 and i32. Gradients are summed back to each
+// operand's shape with Builder::SumToShape.
+#include <cmath>
+
+#include "ops/elementwise_common.h"
+
+namespace tg::ew {
+namespace {
+
+struct Add { template <typename T> static T Apply(T a, T b, const double*) { return a + b; } };
+struct Sub { template <typename T> static T Apply(T a, T b, const double*) { return a - b; } };
+struct Mul { template <typename T> static T Apply(T a, T b, const double*) { return a * b; } };
+struct Div { template <typename T> static T Apply(T a, T b, const double*) { return a / b; } };
+// NaN-propagating maximum / minimum, as torch.maximum / torch.minimum.
+struct Maximum {
+  template <typename T> static T Apply(T a, T b, const double*) {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (std::isnan(a) || std::isnan(b)) return a + b;
+    }
+    return a > b ? a : b;
+  }
+};
+struct Minimum {
+  template <typename T> static T Apply(T a, T b, const double*) {
+    if constexpr (std::is_floating_point_v<T>) {
+      if (std::isnan(a) || std::isnan(b)) return a + b;
+    }
+    return a < b ? a : b;
+  }
+};
+struct Pow { template <typename T> static T Apply(T a, T b, const double*) { return std::pow(a, b); } };
+
+using GradPair = std::function<std::pair<Value*, Value*>(const GradContext&)>;
+
+// Wraps a rule giving full-shape gradients of (a, b) into one that sums them to shape.
+GradFn Reduced(GradPair rule) {
+  return [rule](const GradContext& g) {
+    auto [ga, gb] = rule(g);
+    Builder& b = g.b();
+    return std::vector<Value*>{ga ? b.SumToShape(ga, g.I(0)->type().shape) : nullptr,
+                               gb ? b.SumToShape(gb, g.I(1)->type().shape) : nullptr};
+  };
+}
+
+// Gradient of maximum (gt = "gt") or minimum (gt = "lt"): go to the winner, split at ties.
+GradPair MaxMinGrad(const char* win) {
+  return [win](const GradContext& g) {
+    Builder& b = g.b();
+    Value *x = g.I(0), *y = g.I(1), *go = g.GO(0);
+    Value* zero = ScalarLike(b, go, 0);
+    Value* half = b.MulScalar(go, 0.5);
+    Value* tie = b.Op1("eq", {x, y});
+    Value* ga = b.Where(b.Op1(win, {x, y}), go, b.Where(tie, half, zero));
+    Value* gb = b.Where(b.Op1(win, {y, x}), go, b.Where(tie, half, zero));
+    return std::pair{ga, gb};
+  };
+}
+
+template <typename Op, unsigned types>
+OpDef BinaryOp(std::string name, std::string doc, GradPair grad,
+               InputInit ia = InputInit::Normal(), InputInit ib = InputInit::Normal()) {
+  OpDef def;
+  def.name = name;
+  def.num_inputs = 2;
+  def.infer = BroadcastInfer(name, types);
+  def.grad = Reduced(std::move(grad));
+  def.traits.elementwise = true;
+  def.traits.inplace_input = 0;  // legal when input 0 has the output's shape and dtype
+  def.elementwise = BinaryElementwise<Op>();
+  def.cpu_kernel = BinaryCpuKernel<Op, types>({});
+  def.reference_kernel = BinaryReferenceKernel<Op, types>({});
+  def.samples = BinarySamples(ia, ib);
+  if (types & kInts) {
+    for (DType d : {DType::kI64, DType::kI32}) {
+      for (OpSample s : BinarySamples(InputInit::Ints(-20, 20), InputInit::Ints(-20, 20), {}, d)) {
+        s.skip_grad_check = true;
+        def.samples.push_back(s);
+      }
+    }
+  }
+  def.doc = doc;
+  return def;
+}
+
+}  // namespace
+
+void RegisterBinaryOps(OpRegistry& r) {
+  constexpr unsigned numeric = kFloats | kInts;
+  r.Register(BinaryOp<Add, numeric>("add", "a + b (broadcasting)", [](const GradContext& g) {
+    return std::pair{g.GO(0), g.GO(0)};
+  }));
+  r.Register(BinaryOp<Sub, numeric>("sub", "a - b (broadcasting)", [](const GradContext& g) {
+    return std::pair{g.GO(0), g.b().Neg(g.GO(0))};
+  }));
+  r.Register(BinaryOp<Mul, numeric>("mul", "a * b (broadcasting)", [](const GradContext& g) {
+    Builder& b = g.b();
+    return std::pair{b.Mul(g.GO(0), g.I(1)), b.Mul(g.GO(0), g.I(0))};
+  }));
+  r.Register(BinaryOp<Div, kFloats>("div", "a / b (broadcasting, true division)", [](const GradContext& g) {
+    Builder& b = g.b();  // d/db = -go * a / b^2
+    Value *x = g.I(0), *y = g.I(1);
+    return std::pair{b.Div(g.GO(0), y), b.Div(b.Neg(b.Mul(g.GO(0), x)), b.Mul(y, y))};
+  }, InputInit::Normal(), InputInit::Uniform(0.5, 2)));
+  r.Register(BinaryOp<Maximum, numeric>("maximum", "elementwise max(a, b) (broadcasting)",
+                               MaxMinGrad("gt")));
+  r.Register(BinaryOp<Minimum, numeric>("minimum", "elementwise min(a, b) (broadcasting)",
+                               MaxMinGrad("lt")));
+  r.Register(BinaryOp<Pow, kFloats>("pow", "a ^ b (broadcasting)", [](const GradContext& g) {
+    Builder& b = g.b();  // d/da = go * b * a^(b-1); d/db = go * a^b * log(a)
+    Value *x = g.I(0), *y = g.I(1);
+    Value* ga = b.Mul(g.GO(0), b.Mul(y, b.Op1("pow", {x, b.AddScalar(y, -1.0)})));
+    Value* gb = b.Mul(g.GO(0), b.Mul(g.O(0), b.Log(x)));
+    return std::pair{ga, gb};
+  }, InputInit::Uniform(0.5, 2), InputInit::Uniform(-1.5, 1.5)));
+}
+
+}  // namespace tg::ew

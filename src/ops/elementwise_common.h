@@ -1,0 +1,188 @@
+// Building blocks shared by the elementwise op files (elementwise_*.cc, random.cc, fused.cc):
+// each op writes its math once as a functor `Op` with
+//   template <typename T> static auto Apply(T x..., const double* params);
+// and these templates turn it into the op's block functions (for fused kernels), its CPU
+// kernel (vectorizable, parallel, broadcasting) and its reference kernel (naive per-element
+// loop computing floats in double), plus the usual infer helpers and test samples.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/broadcast.h"
+#include "kernels/cpu/cast_kernels.h"
+#include "kernels/cpu/elementwise_kernels.h"
+#include "ops/builder.h"
+#include "ops/dispatch.h"
+#include "ops/registry.h"
+#include "support/error.h"
+
+namespace tg::ew {
+
+using ParamsFn = std::function<std::vector<double>(const AttrMap&)>;
+
+inline cpu::ElemType ToElem(DType d) { return static_cast<cpu::ElemType>(d); }
+inline std::vector<double> ParamsOf(const ParamsFn& fn, const AttrMap& attrs) {
+  return fn ? fn(attrs) : std::vector<double>{};
+}
+
+// Which dtypes a kernel accepts.
+enum TypeSet : unsigned { kFloats = 1, kInts = 2, kBool = 4, kAllTypes = 7 };
+
+// Calls fn(T{}) for the dtype (float, double, int64_t, int32_t, bool) if it is in `kAllowed`
+// (only the allowed instantiations are compiled).
+template <unsigned kAllowed, typename Fn>
+auto DispatchTypes(DType dtype, const std::string& op, Fn&& fn) {
+  if constexpr ((kAllowed & kFloats) != 0) {
+    if (dtype == DType::kF32) return fn(float{});
+    if (dtype == DType::kF64) return fn(double{});
+  }
+  if constexpr ((kAllowed & kInts) != 0) {
+    if (dtype == DType::kI64) return fn(int64_t{});
+    if (dtype == DType::kI32) return fn(int32_t{});
+  }
+  if constexpr ((kAllowed & kBool) != 0) {
+    if (dtype == DType::kBool) return fn(bool{});
+  }
+  Fail(ErrorKind::kUnsupported, op, ": dtype ", DTypeName(dtype), " is not supported");
+}
+bool DTypeAllowed(DType dtype, unsigned allowed);
+std::string AllowedNames(unsigned allowed);
+
+// Computation type of a reference kernel: double for floats, the type itself otherwise.
+template <typename T>
+using RefT = std::conditional_t<std::is_floating_point_v<T>, double, T>;
+
+// ---- unary ------------------------------------------------------------------------------
+template <typename Op, typename T>
+void UnaryBlock(const T* const* in, T* out, int64_t n, const double* p) {
+  const T* x = in[0];
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Op::Apply(x[i], p));
+}
+
+template <typename Op, unsigned kTypes = kFloats>
+KernelFactory UnaryCpuKernel(ParamsFn params) {
+  return [params](const Node& node) -> Kernel {
+    std::vector<double> p = ParamsOf(params, node.attrs());
+    int64_t n = node.output(0)->type().numel();
+    return DispatchTypes<kTypes>(node.input(0)->type().dtype, node.op(), [&](auto tag) -> Kernel {
+      using T = decltype(tag);
+      using R = decltype(Op::Apply(T{}, nullptr));
+      return [p, n](const KernelArgs& a) {
+        const double* pp = p.data();
+        cpu::MapUnary(static_cast<const T*>(a.inputs[0]), static_cast<R*>(a.outputs[0]), n,
+                      [pp](T x) { return Op::Apply(x, pp); });
+      };
+    });
+  };
+}
+
+template <typename Op, unsigned kTypes = kFloats>
+KernelFactory UnaryReferenceKernel(ParamsFn params) {
+  return [params](const Node& node) -> Kernel {
+    std::vector<double> p = ParamsOf(params, node.attrs());
+    int64_t n = node.output(0)->type().numel();
+    return DispatchTypes<kTypes>(node.input(0)->type().dtype, node.op(), [&](auto tag) -> Kernel {
+      using T = decltype(tag);
+      using R = decltype(Op::Apply(T{}, nullptr));
+      return [p, n](const KernelArgs& a) {
+        const T* x = static_cast<const T*>(a.inputs[0]);
+        R* y = static_cast<R*>(a.outputs[0]);
+        for (int64_t i = 0; i < n; ++i) {
+          y[i] = static_cast<R>(Op::Apply(static_cast<RefT<T>>(x[i]), p.data()));
+        }
+      };
+    });
+  };
+}
+
+// ---- binary (numpy broadcasting) ----------------------------------------------------------
+template <typename Op, typename T>
+void BinaryBlock(const T* const* in, T* out, int64_t n, const double* p) {
+  const T* a = in[0];
+  const T* b = in[1];
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Op::Apply(a[i], b[i], p));
+}
+
+template <typename Op, unsigned kTypes>
+KernelFactory BinaryCpuKernel(ParamsFn params) {
+  return [params](const Node& node) -> Kernel {
+    std::vector<double> p = ParamsOf(params, node.attrs());
+    Shape as = node.input(0)->type().shape, bs = node.input(1)->type().shape;
+    Shape os = node.output(0)->type().shape;
+    return DispatchTypes<kTypes>(node.input(0)->type().dtype, node.op(), [&](auto tag) -> Kernel {
+      using T = decltype(tag);
+      using R = decltype(Op::Apply(T{}, T{}, nullptr));
+      return [p, as, bs, os](const KernelArgs& a) {
+        const double* pp = p.data();
+        cpu::MapBinary(static_cast<const T*>(a.inputs[0]), as, static_cast<const T*>(a.inputs[1]),
+                       bs, static_cast<R*>(a.outputs[0]), os,
+                       [pp](T x, T y) { return Op::Apply(x, y, pp); });
+      };
+    });
+  };
+}
+
+// Flat offset into a contiguous operand of shape `in` for flat output index i (naive).
+int64_t BroadcastOffset(const Shape& out, const Shape& in, int64_t i);
+
+template <typename Op, unsigned kTypes>
+KernelFactory BinaryReferenceKernel(ParamsFn params) {
+  return [params](const Node& node) -> Kernel {
+    std::vector<double> p = ParamsOf(params, node.attrs());
+    Shape as = node.input(0)->type().shape, bs = node.input(1)->type().shape;
+    Shape os = node.output(0)->type().shape;
+    return DispatchTypes<kTypes>(node.input(0)->type().dtype, node.op(), [&](auto tag) -> Kernel {
+      using T = decltype(tag);
+      using R = decltype(Op::Apply(T{}, T{}, nullptr));
+      return [p, as, bs, os](const KernelArgs& a) {
+        const T* x = static_cast<const T*>(a.inputs[0]);
+        const T* y = static_cast<const T*>(a.inputs[1]);
+        R* out = static_cast<R*>(a.outputs[0]);
+        for (int64_t i = 0, n = NumElements(os); i < n; ++i) {
+          out[i] = static_cast<R>(Op::Apply(static_cast<RefT<T>>(x[BroadcastOffset(os, as, i)]),
+                                            static_cast<RefT<T>>(y[BroadcastOffset(os, bs, i)]),
+                                            p.data()));
+        }
+      };
+    });
+  };
+}
+
+template <typename Op>
+ElementwiseDef UnaryElementwise(ParamsFn params = {}) {
+  return ElementwiseDef{&UnaryBlock<Op, float>, &UnaryBlock<Op, double>, std::move(params)};
+}
+template <typename Op>
+ElementwiseDef BinaryElementwise(ParamsFn params = {}) {
+  return ElementwiseDef{&BinaryBlock<Op, float>, &BinaryBlock<Op, double>, std::move(params)};
+}
+
+// ---- infer --------------------------------------------------------------------------------
+// Same type as input 0, which must be one of `allowed`.
+InferFn UnaryInfer(const std::string& op, unsigned allowed, std::optional<DType> out = {});
+// Broadcast of inputs whose dtypes must all match and be in `allowed` (first `skip` inputs
+// excluded from the dtype rule); output dtype `out` or the operands' dtype.
+InferFn BroadcastInfer(const std::string& op, unsigned allowed, std::optional<DType> out = {});
+
+// ---- samples ------------------------------------------------------------------------------
+// Shapes every unary op is tested on (same-shape, rank-0, a large one for the parallel path).
+std::vector<OpSample> UnarySamples(InputInit init, AttrMap attrs = {}, DType dtype = DType::kF32);
+// Pairs of shapes for binary ops: same, broadcast both ways, scalar operands, rank-0, large.
+std::vector<OpSample> BinarySamples(InputInit a, InputInit b, AttrMap attrs = {},
+                                    DType dtype = DType::kF32);
+
+// ---- grad helpers ---------------------------------------------------------------------------
+// A scalar constant of v's dtype.
+inline Value* ScalarLike(Builder& b, Value* v, double s) { return b.Scalar(s, v->type().dtype); }
+
+// Registration of each sub-family (elementwise_*.cc).
+void RegisterUnaryOps(OpRegistry& r);
+void RegisterActivationBackwardOps(OpRegistry& r);
+void RegisterBinaryOps(OpRegistry& r);
+void RegisterCompareOps(OpRegistry& r);
+void RegisterWhereCastOps(OpRegistry& r);
+
+}  // namespace tg::ew

@@ -1,0 +1,75 @@
+// Comparisons (eq, ne, lt, le, gt, ge: any matching dtypes, broadcasting, bool result) and
+// logical ops on bools (logical_and, logical_or, logical_not). None is differentiable; all
+// have block functions (results as 0/1 of the compute type) so masks fuse with arithmetic.
+#include "ops/elementwise_common.h"
+
+namespace tg::ew {
+namespace {
+
+struct Eq { template <typename T> static bool Apply(T a, T b, const double*) { return a == b; } };
+struct Ne { template <typename T> static bool Apply(T a, T b, const double*) { return a != b; } };
+struct Lt { template <typename T> static bool Apply(T a, T b, const double*) { return a < b; } };
+struct Le { template <typename T> static bool Apply(T a, T b, const double*) { return a <= b; } };
+struct Gt { template <typename T> static bool Apply(T a, T b, const double*) { return a > b; } };
+struct Ge { template <typename T> static bool Apply(T a, T b, const double*) { return a >= b; } };
+struct And {
+  template <typename T> static bool Apply(T a, T b, const double*) { return a != T(0) && b != T(0); }
+};
+struct Or {
+  template <typename T> static bool Apply(T a, T b, const double*) { return a != T(0) || b != T(0); }
+};
+struct Not { template <typename T> static bool Apply(T a, const double*) { return a == T(0); } };
+
+template <typename Op, unsigned types>
+OpDef CompareOp(std::string name, std::string doc) {
+  OpDef def;
+  def.name = name;
+  def.num_inputs = 2;
+  def.infer = BroadcastInfer(name, types, DType::kBool);
+  def.not_differentiable = true;
+  def.traits.elementwise = true;
+  def.elementwise = BinaryElementwise<Op>();
+  def.cpu_kernel = BinaryCpuKernel<Op, types>({});
+  def.reference_kernel = BinaryReferenceKernel<Op, types>({});
+  if (types & kFloats) {
+    def.samples = BinarySamples(InputInit::Normal(), InputInit::Normal());
+    for (OpSample s : BinarySamples(InputInit::Ints(-3, 3), InputInit::Ints(-3, 3), {},
+                                    DType::kI64)) {
+      def.samples.push_back(s);
+    }
+  }
+  for (OpSample s : BinarySamples(InputInit::Bools(), InputInit::Bools(), {}, DType::kBool)) {
+    def.samples.push_back(s);
+  }
+  def.doc = doc;
+  return def;
+}
+
+}  // namespace
+
+void RegisterCompareOps(OpRegistry& r) {
+  r.Register(CompareOp<Eq, kAllTypes>("eq", "a == b (broadcasting, bool result)"));
+  r.Register(CompareOp<Ne, kAllTypes>("ne", "a != b (broadcasting, bool result)"));
+  r.Register(CompareOp<Lt, kAllTypes>("lt", "a < b (broadcasting, bool result)"));
+  r.Register(CompareOp<Le, kAllTypes>("le", "a <= b (broadcasting, bool result)"));
+  r.Register(CompareOp<Gt, kAllTypes>("gt", "a > b (broadcasting, bool result)"));
+  r.Register(CompareOp<Ge, kAllTypes>("ge", "a >= b (broadcasting, bool result)"));
+  r.Register(CompareOp<And, kBool>("logical_and", "a and b on bools (broadcasting)"));
+  r.Register(CompareOp<Or, kBool>("logical_or", "a or b on bools (broadcasting)"));
+
+  OpDef def;
+  def.name = "logical_not";
+  def.num_inputs = 1;
+  def.infer = UnaryInfer("logical_not", kBool);
+  def.not_differentiable = true;
+  def.traits.elementwise = true;
+  def.traits.inplace_input = 0;
+  def.elementwise = UnaryElementwise<Not>();
+  def.cpu_kernel = UnaryCpuKernel<Not, kBool>({});
+  def.reference_kernel = UnaryReferenceKernel<Not, kBool>({});
+  def.samples = UnarySamples(InputInit::Bools(), {}, DType::kBool);
+  def.doc = "not a, on bools";
+  r.Register(std::move(def));
+}
+
+}  // namespace tg::ew

@@ -1,0 +1,63 @@
+// PassManager: runs passes in order, logs whether each changed the graph, optionally runs the
+// verifier after each pass (errors get "after pass X" context) and dumps the IR after a named
+// pass (or all passes with "*") as parseable IR text preceded by a `//` header line.
+#include <iostream>
+
+#include "ir/printer.h"
+#include "passes/pass.h"
+#include "passes/verifier.h"
+#include "support/error.h"
+
+namespace tg {
+
+void PassManager::Add(std::unique_ptr<Pass> pass, std::string why) {
+  TG_ASSERT(pass != nullptr, "null pass");
+  entries_.push_back({std::move(pass), std::move(why)});
+}
+
+std::vector<std::string> PassManager::PassNames() const {
+  std::vector<std::string> names;
+  for (const Entry& e : entries_) names.push_back(e.pass->name());
+  return names;
+}
+
+bool PassManager::Run(Graph& graph, PassContext& ctx) const {
+  if (ctx.verify_each) {
+    try {
+      Verify(graph, ctx.registry);
+    } catch (Error& e) {
+      e.AddContext("before the first pass (the input graph is invalid)");
+      throw;
+    }
+  }
+  bool any = false;
+  for (const Entry& entry : entries_) {
+    const std::string name = entry.pass->name();
+    bool changed = false;
+    try {
+      changed = entry.pass->Run(graph, ctx);
+    } catch (Error& e) {
+      e.AddContext("in pass " + name);
+      throw;
+    }
+    any = any || changed;
+    ctx.log.push_back(name + (changed ? ": changed" : ": unchanged"));
+    if (ctx.dump_after == "*" || ctx.dump_after == name) {
+      std::ostream& os = ctx.dump != nullptr ? *ctx.dump : std::cerr;
+      os << "// IR after pass " << name << (changed ? " (changed)" : " (unchanged)") << "\n"
+         << PrintGraph(graph);
+      os.flush();
+    }
+    if (ctx.verify_each) {
+      try {
+        Verify(graph, ctx.registry);
+      } catch (Error& e) {
+        e.AddContext("after pass " + name);
+        throw;
+      }
+    }
+  }
+  return any;
+}
+
+}  // namespace tg

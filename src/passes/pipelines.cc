@@ -1,0 +1,73 @@
+// The declarative pipelines and the pass-by-name factory. A pipeline is a list of
+// {pass, reason} entries: edit the lists below, not driver code, to change what runs.
+#include <string>
+
+#include "passes/passes.h"
+#include "support/error.h"
+
+namespace tg {
+namespace {
+
+struct PassInfo {
+  const char* name;
+  std::unique_ptr<Pass> (*create)();
+};
+
+// Every pass known by name, sorted.
+constexpr PassInfo kPasses[] = {
+    {"constant-fold", CreateConstantFoldPass},
+    {"cse", CreateCsePass},
+    {"dce", CreateDcePass},
+    {"fuse-elementwise", CreateFuseElementwisePass},
+};
+
+struct PipelineEntry {
+  const char* pass;
+  const char* why;
+};
+
+constexpr PipelineEntry kInferencePipeline[] = {
+    {"dce", "drop what the outputs do not need before spending time on it"},
+    {"constant-fold", "weights are variables, so only true compile-time arithmetic folds"},
+    {"cse", "merge repeated subexpressions, e.g. shared casts and broadcasts from capture"},
+    {"dce", "remove nodes orphaned by folding and merging"},
+    {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
+    {"dce", "remove anything fusion left unused"},
+};
+
+constexpr PipelineEntry kTrainingPipeline[] = {
+    {"dce", "forward values the backward graph never reads are dead"},
+    {"constant-fold", "fold scalar arithmetic the grad rules and optimizer emit"},
+    {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
+    {"dce", "remove nodes orphaned by folding and merging"},
+    {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
+    {"dce", "remove anything fusion left unused"},
+};
+
+template <size_t N>
+PassManager Build(const PipelineEntry (&entries)[N]) {
+  PassManager pm;
+  for (const PipelineEntry& e : entries) pm.Add(CreatePass(e.pass), e.why);
+  return pm;
+}
+
+}  // namespace
+
+PassManager BuildPipeline(PipelineKind kind) {
+  switch (kind) {
+    case PipelineKind::kInference: return Build(kInferencePipeline);
+    case PipelineKind::kTraining: return Build(kTrainingPipeline);
+  }
+  Fail(ErrorKind::kInternal, "unknown pipeline kind");
+}
+
+std::unique_ptr<Pass> CreatePass(const std::string& name) {
+  std::string known;
+  for (const PassInfo& p : kPasses) {
+    if (name == p.name) return p.create();
+    known += known.empty() ? p.name : std::string(", ") + p.name;
+  }
+  Fail(ErrorKind::kInvalidInput, "unknown pass '", name, "'; known passes: ", known);
+}
+
+}  // namespace tg

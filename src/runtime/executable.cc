@@ -1,0 +1,255 @@
+#include "runtime/executable.h"
+
+#include <algorithm>
+#include <cstring>
+#include <sstream>
+
+#include "kernels/cpu/parallel.h"
+#include "passes/verifier.h"
+#include "support/error.h"
+
+namespace tg {
+
+const char* OutputModeName(OutputMode mode) {
+  switch (mode) {
+    case OutputMode::kAll: return "all";
+    case OutputMode::kFinal: return "final";
+    case OutputMode::kSum: return "sum";
+    case OutputMode::kEveryN: return "every-n";
+  }
+  return "?";
+}
+
+std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const CompileOptions& options) {
+  auto start = std::chrono::steady_clock::now();
+  std::unique_ptr<Executable> exe(new Executable());
+  exe->options_ = options;
+  exe->seed_ = options.seed;
+  cpu::SetNumThreads(options.num_threads);
+  std::unique_ptr<Graph> g = graph.Clone();
+  Verify(*g, &OpRegistry::Global());
+  if (options.optimize) {
+    PassContext ctx;
+    ctx.verify_each = options.verify_each;
+    ctx.dump_after = options.dump_after;
+    BuildPipeline(options.pipeline).Run(*g, ctx);
+    Verify(*g, &OpRegistry::Global());
+  }
+  LoweringOptions lowering;
+  lowering.inplace = options.inplace;
+  exe->program_ = Lower(std::move(g), lowering);
+  const Graph& pg = *exe->program_.graph;
+  for (Value* v : pg.inputs()) exe->input_staging_.emplace_back(v->type());
+  for (Value* v : pg.hyperparams()) exe->hyperparams_.emplace_back(v->type());
+  for (Value* v : pg.variables()) exe->variables_.emplace_back(v->type());
+  // One 64-byte aligned arena for the whole step.
+  exe->arena_storage_.resize(exe->program_.stats.arena_bytes + 64);
+  uintptr_t base = reinterpret_cast<uintptr_t>(exe->arena_storage_.data());
+  exe->arena_ = reinterpret_cast<uint8_t*>((base + 63) / 64 * 64);
+  exe->Bind();
+  exe->compile_seconds_ =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return exe;
+}
+
+void* Executable::Resolve(const BufferRef& ref) const {
+  switch (ref.space) {
+    case BufferSpace::kArena: return arena_ + ref.offset;
+    case BufferSpace::kInput: return const_cast<void*>(input_staging_[ref.offset].data());
+    case BufferSpace::kHyperParam: return const_cast<void*>(hyperparams_[ref.offset].data());
+    case BufferSpace::kVariable: return const_cast<void*>(variables_[ref.offset].data());
+    case BufferSpace::kConstant:
+      return const_cast<void*>(program_.graph->constants()[ref.offset]->constant().data());
+  }
+  return nullptr;
+}
+
+void Executable::Bind() {
+  in_ptrs_.clear();
+  out_ptrs_.clear();
+  for (const Instruction& inst : program_.instructions) {
+    std::vector<const void*> ins;
+    for (const BufferRef& r : inst.inputs) ins.push_back(Resolve(r));
+    std::vector<void*> outs;
+    for (const BufferRef& r : inst.outputs) outs.push_back(Resolve(r));
+    in_ptrs_.push_back(std::move(ins));
+    out_ptrs_.push_back(std::move(outs));
+  }
+  instr_seconds_.assign(program_.instructions.size(), 0.0);
+  instr_calls_.assign(program_.instructions.size(), 0);
+}
+
+std::vector<std::string> Executable::VariableNames() const {
+  std::vector<std::string> names;
+  for (Value* v : program_.graph->variables()) names.push_back(v->name());
+  return names;
+}
+
+namespace {
+size_t IndexOf(const std::vector<Value*>& values, const std::string& name, const char* what) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i]->name() == name) return i;
+  }
+  Fail(ErrorKind::kInvalidInput, "no ", what, " named '", name, "'");
+}
+}  // namespace
+
+TensorType Executable::VariableType(const std::string& name) const {
+  return variables_[IndexOf(program_.graph->variables(), name, "variable")].type();
+}
+
+void Executable::WriteVariable(const std::string& name, const TensorView& value) {
+  HostTensor& var = variables_[IndexOf(program_.graph->variables(), name, "variable")];
+  TG_CHECK(value.type == var.type(), kInvalidInput, "variable '", name, "': expected ",
+           var.type().ToString(), ", got ", value.type.ToString());
+  std::memcpy(var.data(), value.data, var.bytes());
+}
+
+HostTensor Executable::ReadVariable(const std::string& name) const {
+  return variables_[IndexOf(program_.graph->variables(), name, "variable")];
+}
+
+std::vector<std::string> Executable::HyperParamNames() const {
+  std::vector<std::string> names;
+  for (Value* v : program_.graph->hyperparams()) names.push_back(v->name());
+  return names;
+}
+
+void Executable::SetHyperParam(const std::string& name, const TensorView& value) {
+  HostTensor& h = hyperparams_[IndexOf(program_.graph->hyperparams(), name, "hyperparameter")];
+  TG_CHECK(value.type == h.type(), kInvalidInput, "hyperparameter '", name, "': expected ",
+           h.type().ToString(), ", got ", value.type.ToString());
+  std::memcpy(h.data(), value.data, h.bytes());
+}
+
+void Executable::SetHyperParam(const std::string& name, double value) {
+  HostTensor& h = hyperparams_[IndexOf(program_.graph->hyperparams(), name, "hyperparameter")];
+  TG_CHECK(h.type().numel() == 1, kInvalidInput, "hyperparameter '", name, "' is ",
+           h.type().ToString(), ", not a scalar");
+  h.SetFromDouble(0, value);
+}
+
+void Executable::ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
+                               OutputMode mode, int64_t every_n) const {
+  TG_CHECK(steps >= 1, kInvalidInput, "steps must be >= 1, got ", steps);
+  if (mode == OutputMode::kEveryN) {
+    TG_CHECK(every_n >= 1 && steps % every_n == 0, kInvalidInput,
+             "output mode every-n: steps (", steps, ") must be a multiple of n (", every_n, ")");
+  }
+  const auto& expected = program_.graph->inputs();
+  TG_CHECK(inputs.size() == expected.size(), kInvalidInput, "expected ", expected.size(),
+           " inputs, got ", inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    TensorType want = expected[i]->type();
+    want.shape.insert(want.shape.begin(), steps);
+    TG_CHECK(inputs[i].type.dtype == want.dtype, kInvalidInput, "input '", expected[i]->name(),
+             "': expected dtype ", DTypeName(want.dtype), ", got ", DTypeName(inputs[i].type.dtype));
+    TG_CHECK(inputs[i].type.shape == want.shape, kInvalidInput, "input '", expected[i]->name(),
+             "': expected shape ", ShapeToString(want.shape), " (steps=", steps, " x ",
+             ShapeToString(expected[i]->type().shape), "), got ", ShapeToString(inputs[i].type.shape));
+  }
+}
+
+void Executable::RunOneStep() {
+  RunContext ctx{seed_, step_};
+  const auto& instrs = program_.instructions;
+  for (size_t i = 0; i < instrs.size(); ++i) {
+    KernelArgs args{in_ptrs_[i].data(), out_ptrs_[i].data(), &ctx};
+    if (options_.profile) {
+      auto t0 = std::chrono::steady_clock::now();
+      instrs[i].kernel(args);
+      instr_seconds_[i] +=
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      ++instr_calls_[i];
+    } else {
+      instrs[i].kernel(args);
+    }
+  }
+  for (const UpdateCopy& u : program_.update_copies) {
+    std::memmove(variables_[u.variable].data(), Resolve(u.from), u.bytes);
+  }
+  ++step_;
+}
+
+std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, int64_t steps,
+                                        OutputMode mode, int64_t every_n) {
+  ValidateFeeds(inputs, steps, mode, every_n);
+  const auto& outs = program_.graph->outputs();
+  std::vector<HostTensor> results;
+  int64_t rows = mode == OutputMode::kAll ? steps : mode == OutputMode::kEveryN ? steps / every_n : 0;
+  for (Value* v : outs) {
+    TensorType t = v->type();
+    if (rows > 0) t.shape.insert(t.shape.begin(), rows);
+    results.emplace_back(t);
+  }
+  for (int64_t s = 0; s < steps; ++s) {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      size_t bytes = input_staging_[i].bytes();
+      std::memcpy(input_staging_[i].data(), static_cast<const uint8_t*>(inputs[i].data) + s * bytes,
+                  bytes);
+    }
+    try {
+      RunOneStep();
+    } catch (Error& e) {
+      e.AddContext("in step " + std::to_string(s) + " of " + std::to_string(steps));
+      throw;
+    }
+    for (size_t o = 0; o < outs.size(); ++o) {
+      const void* src = Resolve(program_.outputs[o]);
+      size_t bytes = outs[o]->type().bytes();
+      uint8_t* dst = static_cast<uint8_t*>(results[o].data());
+      switch (mode) {
+        case OutputMode::kAll: std::memcpy(dst + s * bytes, src, bytes); break;
+        case OutputMode::kFinal:
+          if (s == steps - 1) std::memcpy(dst, src, bytes);
+          break;
+        case OutputMode::kEveryN:
+          if ((s + 1) % every_n == 0) std::memcpy(dst + ((s + 1) / every_n - 1) * bytes, src, bytes);
+          break;
+        case OutputMode::kSum: {
+          HostTensor step_value(outs[o]->type(), src);
+          for (int64_t k = 0; k < step_value.type().numel(); ++k) {
+            results[o].SetFromDouble(k, results[o].GetAsDouble(k) + step_value.GetAsDouble(k));
+          }
+          break;
+        }
+      }
+    }
+  }
+  return results;
+}
+
+std::vector<OpProfile> Executable::Profile() const {
+  std::map<std::string, OpProfile> by_op;
+  for (size_t i = 0; i < program_.instructions.size(); ++i) {
+    const Node* n = program_.instructions[i].node;
+    OpProfile& p = by_op[n->op()];
+    p.op = n->op();
+    p.calls += instr_calls_[i];
+    p.seconds += instr_seconds_[i];
+    double bytes = 0;
+    for (Value* v : n->inputs()) bytes += static_cast<double>(v->type().bytes());
+    for (Value* v : n->outputs()) bytes += static_cast<double>(v->type().bytes());
+    p.bytes += bytes * static_cast<double>(instr_calls_[i]);
+  }
+  std::vector<OpProfile> result;
+  for (auto& [op, p] : by_op) result.push_back(p);
+  std::sort(result.begin(), result.end(),
+            [](const OpProfile& a, const OpProfile& b) { return a.seconds > b.seconds; });
+  return result;
+}
+
+std::string Executable::ProfileReport() const {
+  std::ostringstream os;
+  os << "op                      calls     seconds      GB/s\n";
+  for (const OpProfile& p : Profile()) {
+    char line[160];
+    std::snprintf(line, sizeof(line), "%-22s %7lld %11.6f %9.2f\n", p.op.c_str(),
+                  static_cast<long long>(p.calls), p.seconds,
+                  p.seconds > 0 ? p.bytes / p.seconds / 1e9 : 0.0);
+    os << line;
+  }
+  return os.str();
+}
+
+}  // namespace tg

@@ -1,0 +1,105 @@
+// Executable: a compiled training or inference step, the C++ Session API.
+//
+// It owns the weights and optimizer state ("on device"), a static buffer plan (one arena
+// allocated at compile time: no allocation while steps run) and runs `steps` steps per
+// call, streaming one slice of each input in per step and returning outputs according to
+// the output mode. Hyperparameters are runtime values: changing them never recompiles.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ir/graph.h"
+#include "lowering/program.h"
+#include "passes/pass.h"
+
+namespace tg {
+
+// A non-owning view of host data with its type.
+struct TensorView {
+  const void* data = nullptr;
+  TensorType type;
+};
+
+enum class OutputMode { kAll, kFinal, kSum, kEveryN };
+const char* OutputModeName(OutputMode mode);
+
+struct CompileOptions {
+  PipelineKind pipeline = PipelineKind::kTraining;
+  bool optimize = true;        // run the pass pipeline
+  bool verify_each = false;    // verifier after every pass
+  std::string dump_after;      // dump IR after this pass ("*" for all)
+  bool inplace = true;         // in-place buffer reuse and variable updates
+  int num_threads = 0;         // 0: leave OpenMP's default
+  uint64_t seed = 0;
+  bool profile = false;        // time every instruction
+};
+
+struct OpProfile {
+  std::string op;
+  int64_t calls = 0;
+  double seconds = 0;
+  double bytes = 0;  // bytes read + written
+};
+
+class Executable {
+ public:
+  // Verifies, optimizes, lowers and prepares kernels. The graph is copied.
+  static std::unique_ptr<Executable> Compile(const Graph& graph, const CompileOptions& options);
+
+  // --- state ---
+  std::vector<std::string> VariableNames() const;
+  TensorType VariableType(const std::string& name) const;
+  void WriteVariable(const std::string& name, const TensorView& value);
+  HostTensor ReadVariable(const std::string& name) const;
+  std::vector<std::string> HyperParamNames() const;
+  void SetHyperParam(const std::string& name, const TensorView& value);
+  void SetHyperParam(const std::string& name, double value);  // scalars
+  void SetSeed(uint64_t seed) { seed_ = seed; }
+  uint64_t step() const { return step_; }
+
+  // --- running ---
+  // Names/types of the per-step inputs (a call passes [steps, ...type] for each) and outputs.
+  const std::vector<Value*>& inputs() const { return program_.graph->inputs(); }
+  const std::vector<Value*>& outputs() const { return program_.graph->outputs(); }
+  // Runs `steps` steps. `inputs` in graph input order, each of shape [steps, ...]. Throws
+  // InvalidInput ("expected ..., got ...") before running anything when a feed is wrong.
+  // Output shapes: All -> [steps, ...], Final -> [...], Sum -> [...], EveryN -> [steps/n, ...].
+  std::vector<HostTensor> Run(const std::vector<TensorView>& inputs, int64_t steps,
+                              OutputMode mode = OutputMode::kFinal, int64_t every_n = 1);
+
+  // --- introspection ---
+  const MemoryStats& memory_stats() const { return program_.stats; }
+  const Graph& optimized_graph() const { return *program_.graph; }
+  size_t num_instructions() const { return program_.instructions.size(); }
+  double compile_seconds() const { return compile_seconds_; }
+  std::vector<OpProfile> Profile() const;  // aggregated by op, slowest first
+  std::string ProfileReport() const;       // a table of Profile()
+
+ private:
+  Executable() = default;
+  void Bind();                                   // resolves buffer pointers (once)
+  void* Resolve(const BufferRef& ref) const;
+  void ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
+                     OutputMode mode, int64_t every_n) const;
+  void RunOneStep();
+
+  CompileOptions options_;
+  Program program_;
+  std::vector<uint8_t, std::allocator<uint8_t>> arena_storage_;
+  uint8_t* arena_ = nullptr;
+  std::vector<HostTensor> input_staging_, hyperparams_, variables_;
+  std::vector<std::vector<const void*>> in_ptrs_;
+  std::vector<std::vector<void*>> out_ptrs_;
+  std::vector<double> instr_seconds_;
+  std::vector<int64_t> instr_calls_;
+  uint64_t seed_ = 0;
+  uint64_t step_ = 0;
+  double compile_seconds_ = 0;
+};
+
+}  // namespace tg
