@@ -194,7 +194,8 @@ NB_MODULE(_core, m) {
       })
       .def("add_training_step", [](PyGraph& g, const std::string& loss, const std::string& kind,
                                    nb::list groups, bool use_momentum, bool nesterov,
-                                   bool centered, bool loss_scaling) {
+                                   bool centered, bool loss_scaling, int accumulation_steps,
+                                   bool accumulation_mean) {
         OptimizerConfig config;
         if (kind == "sgd") config.kind = OptimizerKind::kSGD;
         else if (kind == "adam") config.kind = OptimizerKind::kAdam;
@@ -205,6 +206,8 @@ NB_MODULE(_core, m) {
         config.nesterov = nesterov;
         config.centered = centered;
         config.loss_scaling = loss_scaling;
+        config.accumulation_steps = accumulation_steps;
+        config.accumulation_mean = accumulation_mean;
         std::vector<ParamGroup> pgs;
         for (nb::handle h : groups) {
           nb::dict d = nb::cast<nb::dict>(h);
@@ -232,7 +235,8 @@ NB_MODULE(_core, m) {
         out["grad_of"] = info.grad_of;
         return out;
       }, nb::arg("loss"), nb::arg("kind"), nb::arg("groups"), nb::arg("use_momentum") = false,
-         nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false);
+         nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false,
+         nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,

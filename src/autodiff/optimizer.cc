@@ -176,6 +176,24 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   std::vector<Value*> grads = BuildGradients(b, loss, params, seed);
   Value* step = g.AddVariable("optimizer.step", TensorType{DType::kF32, {}}, false);
   info.state_variables.push_back(step->name());
+  TG_CHECK(config.accumulation_steps >= 1, kInvalidInput, "accumulation_steps must be >= 1, got ",
+           config.accumulation_steps);
+  Value* apply = nullptr;  // bool scalar: this step applies the optimizer
+  if (config.accumulation_steps > 1) {
+    Value* micro = g.AddVariable("optimizer.micro_step", TensorType{DType::kF32, {}}, false);
+    info.state_variables.push_back(micro->name());
+    apply = b.Op1("eq", {micro, b.Scalar(config.accumulation_steps - 1.0)});
+    g.SetUpdate(micro, b.Where(apply, b.Scalar(0.0), b.AddScalar(micro, 1.0)));
+    for (size_t i = 0; i < grads.size(); ++i) {
+      Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", params[i]->type(), false);
+      info.state_variables.push_back(acc->name());
+      Value* total = b.Add(acc, grads[i]);
+      g.SetUpdate(acc, b.Where(apply, b.ZerosLike(acc), total));
+      grads[i] = config.accumulation_mean ? b.MulScalar(total, 1.0 / config.accumulation_steps)
+                                          : total;
+    }
+  }
+  size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
   size_t k = 0;
   for (size_t gi = 0; gi < groups.size(); ++gi) {
@@ -185,6 +203,13 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
     }
   }
   g.SetUpdate(step, b.AddScalar(step, 1.0));
+  if (apply != nullptr) {
+    // Between optimizer steps, parameters and optimizer state keep their values.
+    for (size_t i = first_update; i < g.updates().size(); ++i) {
+      VariableUpdate u = g.updates()[i];
+      g.SetUpdate(u.variable, b.Where(apply, u.value, u.variable));
+    }
+  }
   return info;
 }
 

@@ -34,6 +34,11 @@ struct OptimizerConfig {
   bool nesterov = false;      // SGD
   bool centered = false;      // RMSprop
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
+  // Gradient accumulation: gradients of `accumulation_steps` consecutive steps (micro-batches)
+  // are summed (divided by the count when accumulation_mean) and the optimizer applies them
+  // on the last one; on the other steps every parameter and optimizer state keeps its value.
+  int accumulation_steps = 1;
+  bool accumulation_mean = true;
 };
 
 struct ParamGroup {

@@ -204,7 +204,9 @@ class Parser {
     Take();
   }
   void ExpectWord(const char* word) {
-    if (!IsIdent(word)) Error(Peek(), std::string("expected '") + word + "', got " + Describe(Peek()));
+    if (!IsIdent(word)) {
+      Error(Peek(), std::string("expected '") + word + "', got " + Describe(Peek()));
+    }
     Take();
   }
   // An identifier or a quoted string (graph, op and attribute names).
@@ -301,8 +303,8 @@ class Parser {
     Take();
     int64_t count = 0;
     while (!IsPunct(']')) {
-      if (count > 0) Expect(',');
       if (Peek().kind == Tok::kEnd) Error(Peek(), "unterminated list");
+      if (count > 0) Expect(',');
       const Token& tok = Take();
       if (count >= n) Error(tok, "too many elements: " + type.ToString() + " holds " +
                                      std::to_string(n));
@@ -320,8 +322,8 @@ class Parser {
     Take();  // '['
     std::vector<Token> items;
     while (!IsPunct(']')) {
-      if (!items.empty()) Expect(',');
       if (Peek().kind == Tok::kEnd) Error(Peek(), "unterminated list");
+      if (!items.empty()) Expect(',');
       items.push_back(Take());
     }
     Take();
@@ -436,9 +438,9 @@ class Parser {
         Take();
         const Token& var_tok = Peek();
         Value* var = Use(scope);
-        if (var->kind() != ValueKind::kVariable) Error(var_tok, "update target %" +
-                                                                    var->name() +
-                                                                    " is not a variable");
+        if (var->kind() != ValueKind::kVariable) {
+          Error(var_tok, "update target %" + var->name() + " is not a variable");
+        }
         for (const VariableUpdate& u : g.updates()) {
           if (u.variable == var) Error(var_tok, "variable %" + var->name() + " updated twice");
         }
@@ -531,7 +533,9 @@ class Parser {
     n->set_source(std::move(source));
     // Move auto-names out of the way first so that sibling outputs cannot collide.
     for (Value* v : n->outputs()) g.RenameValue(v, "\x01tmp" + std::to_string(v->id()));
-    for (size_t i = 0; i < outs.size(); ++i) Define(g, scope, outs[i].first, n->output(i), outs[i].second);
+    for (size_t i = 0; i < outs.size(); ++i) {
+      Define(g, scope, outs[i].first, n->output(i), outs[i].second);
+    }
   }
 
   std::vector<Token> tokens_;

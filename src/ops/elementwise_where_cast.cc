@@ -139,9 +139,8 @@ OpDef CastOp() {
                                             : InputInit::Uniform(-100, 100);
       for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 256}}) {
         OpSample s{{{from, shape}}, {{"dtype", to}}, {init}};
-        s.skip_grad_check = !(IsFloating(from) && IsFloating(to)) || from == DType::kF16 ||
-                            from == DType::kBF16 || to == DType::kF16 || to == DType::kBF16 ||
-                            NumElements(shape) > 1000;
+        // The gradient check runs in f64: only casts to f64 keep its precision.
+        s.skip_grad_check = to != DType::kF64 || NumElements(shape) > 1000;
         def.samples.push_back(s);
       }
     }

@@ -25,8 +25,10 @@ void VerifyNode(const Node& n, const OpRegistry& registry) {
     TG_CHECK(num_inputs >= def->min_inputs, kInternal, "op ", n.op(), " takes at least ",
              def->min_inputs, " inputs, the node has ", num_inputs);
   }
-  TG_CHECK(static_cast<int>(n.outputs().size()) == def->num_outputs, kInternal, "op ", n.op(),
-           " has ", def->num_outputs, " outputs, the node has ", n.outputs().size());
+  // num_outputs < 0: the infer function decides (checked below against the inferred types).
+  TG_CHECK(def->num_outputs < 0 || static_cast<int>(n.outputs().size()) == def->num_outputs,
+           kInternal, "op ", n.op(), " has ", def->num_outputs, " outputs, the node has ",
+           n.outputs().size());
   for (const auto& [name, attr] : n.attrs()) {
     bool known = def->traits.random && name == "rng_key";
     for (const AttrSpec& spec : def->attrs) known = known || spec.name == name;

@@ -18,6 +18,11 @@ TEST(Registry, EveryOpIsComplete) {
     EXPECT_TRUE(def->reference_kernel != nullptr);
     EXPECT_FALSE(def->doc.empty());
     EXPECT_FALSE(def->samples.empty()) << "no test samples: the op would go untested";
+    if (!def->not_differentiable) {
+      bool checked = false;
+      for (const OpSample& s : def->samples) checked |= !s.skip_grad_check;
+      EXPECT_TRUE(checked) << "differentiable op whose gradient no sample checks";
+    }
     if (def->traits.elementwise && def->name != "fused_elementwise") {
       EXPECT_TRUE(def->elementwise.has_value()) << "elementwise op without block functions";
     }

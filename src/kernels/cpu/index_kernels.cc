@@ -108,7 +108,8 @@ void Gather(const void* x, const I* index, void* out, const GatherParams& p) {
     using W = decltype(w);
     const W* src = static_cast<const W*>(x);
     W* dst = static_cast<W*>(out);
-    ParallelFor(l.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B)), [&](int64_t b, int64_t e) {
+    int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B));
+    ParallelFor(l.A, grain, [&](int64_t b, int64_t e) {
       for (int64_t a = b; a < e; ++a) {
         for (int64_t k = 0; k < l.K; ++k) {
           int64_t row = (a * l.K + k) * l.B;
@@ -138,7 +139,8 @@ void ScatterAdd(const T* base, const I* index, const T* src, T* out, const Gathe
   if (out != base) std::memcpy(out, base, Numel(p.x_shape) * sizeof(T));
   GatherLayout l = LayoutOf(p);
   // Different prefix positions a write disjoint parts of out: safe to run in parallel.
-  ParallelFor(l.A, std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B)), [&](int64_t b, int64_t e) {
+  int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B));
+  ParallelFor(l.A, grain, [&](int64_t b, int64_t e) {
     for (int64_t a = b; a < e; ++a) {
       for (int64_t k = 0; k < l.K; ++k) {
         int64_t row = (a * l.K + k) * l.B;

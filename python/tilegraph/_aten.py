@@ -1,0 +1,387 @@
+"""The translation table: Core ATen ops -> tilegraph IR.
+
+One entry per ATen overload. Each handler receives the translation context and the FX
+node's arguments and returns the tilegraph value name(s) for the node's result(s). All
+compiler logic (types, gradients, fusion, planning) lives in C++; a handler only maps
+arguments and attributes, using the node's recorded shapes where ATen leaves them implicit.
+"""
+import operator
+
+import torch
+
+aten = torch.ops.aten
+TABLE = {}
+
+
+def handles(*overloads):
+    def register(fn):
+        for o in overloads:
+            TABLE[o] = fn
+        return fn
+    return register
+
+
+# ---- elementwise -------------------------------------------------------------------------
+def _unary(tg_op):
+    return lambda cx, n, x, *rest, **kw: cx.op(tg_op, [cx.v(x)])
+
+
+for _aten_op, _tg_op in [
+        (aten.relu, "relu"), (aten.sigmoid, "sigmoid"), (aten.tanh, "tanh"), (aten.exp, "exp"),
+        (aten.log, "log"), (aten.sqrt, "sqrt"), (aten.rsqrt, "rsqrt"), (aten.neg, "neg"),
+        (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
+        (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
+        (aten.sign, "sign"), (aten.logical_not, "logical_not"), (aten.bitwise_not, "logical_not")]:
+    TABLE[_aten_op.default] = _unary(_tg_op)
+
+
+@handles(aten.gelu.default)
+def _gelu(cx, n, x, approximate="none"):
+    return cx.op("gelu", [cx.v(x)], {"approximate": approximate})
+
+
+def _binary(tg_op):
+    def handler(cx, n, a, b, alpha=1):
+        a_, b_ = cx.operands(n, a, b)
+        if alpha != 1:
+            b_ = cx.op("mul", [b_, cx.scalar(alpha, n)])
+        return cx.op(tg_op, [a_, b_])
+    return handler
+
+
+for _name, _tg_op in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("maximum", "maximum"),
+                      ("minimum", "minimum"), ("eq", "eq"), ("ne", "ne"), ("lt", "lt"),
+                      ("le", "le"), ("gt", "gt"), ("ge", "ge"), ("logical_and", "logical_and"),
+                      ("logical_or", "logical_or"), ("bitwise_and", "logical_and"),
+                      ("bitwise_or", "logical_or")]:
+    for _ov in ("Tensor", "Scalar", "default"):
+        if hasattr(getattr(aten, _name), _ov):
+            TABLE[getattr(getattr(aten, _name), _ov)] = _binary(_tg_op)
+
+
+@handles(aten.div.Tensor, aten.div.Scalar)
+def _div(cx, n, a, b):
+    a_, b_ = cx.operands(n, a, b)
+    return cx.op("div", [a_, b_])
+
+
+@handles(aten.rsub.Scalar, aten.rsub.Tensor)
+def _rsub(cx, n, a, b, alpha=1):
+    a_, b_ = cx.operands(n, a, b)
+    if alpha != 1:
+        a_ = cx.op("mul", [a_, cx.scalar(alpha, n)])
+    return cx.op("sub", [b_, a_])
+
+
+@handles(aten.pow.Tensor_Scalar)
+def _pow_scalar(cx, n, x, exponent):
+    return cx.op("pow_scalar", [cx.v(x)], {"exponent": float(exponent)})
+
+
+@handles(aten.pow.Tensor_Tensor)
+def _pow(cx, n, a, b):
+    return cx.op("pow", list(cx.operands(n, a, b)))
+
+
+@handles(aten.clamp.default)
+def _clamp(cx, n, x, min=None, max=None):
+    attrs = {}
+    if min is not None:
+        attrs["min"] = float(min)
+    if max is not None:
+        attrs["max"] = float(max)
+    return cx.op("clamp", [cx.v(x)], attrs)
+
+
+@handles(aten.where.self)
+def _where(cx, n, c, a, b):
+    a_, b_ = cx.operands(n, a, b)
+    return cx.op("where", [cx.v(c), a_, b_])
+
+
+@handles(aten._to_copy.default, aten.to.dtype)
+def _to_copy(cx, n, x, *args, **kw):
+    return cx.cast(cx.v(x), cx.dtype_of(n))
+
+
+@handles(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
+         aten.detach.default, aten.contiguous.default)
+def _identity(cx, n, x, *args, **kw):
+    return cx.v(x)
+
+
+# ---- shapes ------------------------------------------------------------------------------
+@handles(aten.view.default, aten._unsafe_view.default, aten.reshape.default,
+         aten.squeeze.dims, aten.squeeze.dim, aten.squeeze.default, aten.unsqueeze.default,
+         aten.flatten.using_ints)
+def _reshape(cx, n, x, *args, **kw):
+    return cx.op("reshape", [cx.v(x)], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.permute.default)
+def _permute(cx, n, x, dims):
+    return cx.op("permute", [cx.v(x)], {"perm": list(dims)})
+
+
+@handles(aten.t.default)
+def _t(cx, n, x):
+    return cx.op("permute", [cx.v(x)], {"perm": [1, 0]})
+
+
+@handles(aten.transpose.int)
+def _transpose(cx, n, x, d0, d1):
+    rank = len(cx.shape_of(n))
+    perm = list(range(rank))
+    perm[d0], perm[d1] = perm[d1], perm[d0]
+    return cx.op("permute", [cx.v(x)], {"perm": perm})
+
+
+@handles(aten.expand.default)
+def _expand(cx, n, x, *args, **kw):
+    return cx.op("expand", [cx.v(x)], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.slice.Tensor)
+def _slice(cx, n, x, dim=0, start=None, end=None, step=1):
+    big = 2 ** 62
+    return cx.op("slice", [cx.v(x)], {"axis": dim, "start": 0 if start is None else start,
+                                       "end": big if end is None else min(end, big),
+                                       "step": step})
+
+
+@handles(aten.select.int)
+def _select(cx, n, x, dim, index):
+    size = cx.shape_of(n.args[0])[dim]
+    index = index + size if index < 0 else index
+    s = cx.op("slice", [cx.v(x)], {"axis": dim, "start": index, "end": index + 1, "step": 1})
+    return cx.op("reshape", [s], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.cat.default)
+def _cat(cx, n, xs, dim=0):
+    return cx.op("cat", [cx.v(x) for x in xs], {"axis": dim})
+
+
+@handles(aten.split_with_sizes.default, aten.split.Tensor)
+def _split(cx, n, x, sizes, dim=0):
+    total = cx.shape_of(n.args[0])[dim]
+    if isinstance(sizes, int):
+        sizes = [min(sizes, total - s) for s in range(0, total, sizes)]
+    outs, start = [], 0
+    for size in sizes:
+        outs.append(cx.op("slice", [cx.v(x)], {"axis": dim, "start": start,
+                                                "end": start + size, "step": 1}))
+        start += size
+    return outs
+
+
+# ---- matmul, conv, pooling ---------------------------------------------------------------
+@handles(aten.mm.default, aten.bmm.default, aten.matmul.default)
+def _mm(cx, n, a, b):
+    return cx.op("matmul", [cx.v(a), cx.v(b)])
+
+
+@handles(aten.addmm.default)
+def _addmm(cx, n, bias, a, b, beta=1, alpha=1):
+    y = cx.op("matmul", [cx.v(a), cx.v(b)])
+    if alpha != 1:
+        y = cx.op("mul", [y, cx.scalar(alpha, n)])
+    bias_ = cx.v(bias)
+    if beta != 1:
+        bias_ = cx.op("mul", [bias_, cx.scalar(beta, n)])
+    return cx.op("add", [y, bias_])
+
+
+@handles(aten.convolution.default)
+def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
+    if transposed:
+        cx.unsupported(n, "transposed convolution")
+    if len(cx.shape_of(n)) != 4:
+        cx.unsupported(n, "convolution of rank other than 2-D")
+    y = cx.op("conv2d", [cx.v(x), cx.v(w)], {"stride": list(stride), "padding": list(padding),
+                                             "dilation": list(dilation), "groups": groups})
+    if b is None:
+        return y
+    bias = cx.op("reshape", [cx.v(b)], {"shape": [1, cx.shape_of(b)[0], 1, 1]})
+    return cx.op("add", [y, bias])
+
+
+@handles(aten.max_pool2d_with_indices.default)
+def _max_pool(cx, n, x, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1),
+              ceil_mode=False):
+    y = cx.op("max_pool2d", [cx.v(x)], {
+        "kernel_size": _pair(kernel_size), "stride": _pair(stride) if stride else [],
+        "padding": _pair(padding), "dilation": _pair(dilation), "ceil_mode": ceil_mode})
+    return [y, cx.unavailable(n, "max_pool2d indices")]
+
+
+@handles(aten.avg_pool2d.default)
+def _avg_pool(cx, n, x, kernel_size, stride=(), padding=(0, 0), ceil_mode=False,
+              count_include_pad=True, divisor_override=None):
+    return cx.op("avg_pool2d", [cx.v(x)], {
+        "kernel_size": _pair(kernel_size), "stride": _pair(stride) if stride else [],
+        "padding": _pair(padding), "ceil_mode": ceil_mode,
+        "count_include_pad": count_include_pad, "divisor_override": divisor_override or 0})
+
+
+@handles(aten._adaptive_avg_pool2d.default, aten.adaptive_avg_pool2d.default)
+def _adaptive_avg_pool(cx, n, x, output_size):
+    return cx.op("adaptive_avg_pool2d", [cx.v(x)], {"output_size": _pair(output_size)})
+
+
+def _pair(v):
+    return list(v) * 2 if len(v) == 1 else list(v) if not isinstance(v, int) else [v, v]
+
+
+# ---- normalization, softmax, dropout -----------------------------------------------------
+@handles(aten._native_batch_norm_legit_functional.default)
+def _batch_norm_train(cx, n, x, w, b, running_mean, running_var, training, momentum, eps):
+    c = cx.shape_of(n.args[0])[1]
+    w_, b_ = cx.affine(w, b, c, n)
+    if not training:
+        y = cx.op("batch_norm_inference", [cx.v(x), w_, b_, cx.v(running_mean),
+                                           cx.v(running_var)], {"eps": eps})
+        return [y, None, None, cx.v(running_mean), cx.v(running_var)]
+    y, mean, invstd, var = cx.ops("batch_norm_train", [cx.v(x), w_, b_], {"eps": eps}, 4)
+    shape = cx.shape_of(n.args[0])
+    count = 1
+    for i, d in enumerate(shape):
+        if i != 1:
+            count *= d
+    # torch: running = momentum * batch_stat + (1 - momentum) * running (variance unbiased).
+    m = cx.scalar(momentum, n)
+    keep = cx.scalar(1.0 - momentum, n)
+    new_mean = cx.op("add", [cx.op("mul", [mean, m]), cx.op("mul", [cx.v(running_mean), keep])])
+    unbiased = cx.op("mul", [var, cx.scalar(count / max(count - 1, 1), n)])
+    new_var = cx.op("add", [cx.op("mul", [unbiased, m]), cx.op("mul", [cx.v(running_var), keep])])
+    return [y, mean, invstd, new_mean, new_var]
+
+
+@handles(aten._native_batch_norm_legit_no_training.default)
+def _batch_norm_eval(cx, n, x, w, b, running_mean, running_var, momentum, eps):
+    c = cx.shape_of(n.args[0])[1]
+    w_, b_ = cx.affine(w, b, c, n)
+    y = cx.op("batch_norm_inference", [cx.v(x), w_, b_, cx.v(running_mean), cx.v(running_var)],
+              {"eps": eps})
+    return [y, cx.unavailable(n, "saved mean"), cx.unavailable(n, "saved invstd")]
+
+
+@handles(aten.native_layer_norm.default)
+def _layer_norm(cx, n, x, normalized_shape, w, b, eps):
+    k = len(normalized_shape)
+    w_, b_ = cx.affine(w, b, list(normalized_shape), n)
+    y, mean, rstd = cx.ops("layer_norm", [cx.v(x), w_, b_],
+                           {"normalized_ndim": k, "eps": eps}, 3)
+    stat_shape = list(cx.shape_of(n.args[0])[:-k]) + [1] * k
+    return [y, cx.op("reshape", [mean], {"shape": stat_shape}),
+            cx.op("reshape", [rstd], {"shape": stat_shape})]
+
+
+@handles(aten._softmax.default)
+def _softmax(cx, n, x, dim, half_to_float=False):
+    return cx.op("softmax", [cx.v(x)], {"axis": dim})
+
+
+@handles(aten._log_softmax.default)
+def _log_softmax(cx, n, x, dim, half_to_float=False):
+    return cx.op("log_softmax", [cx.v(x)], {"axis": dim})
+
+
+@handles(aten.native_dropout.default)
+def _dropout(cx, n, x, p, train):
+    if not train or p == 0:
+        return [cx.v(x), cx.unavailable(n, "dropout mask")]
+    y, mask = cx.ops("dropout", [cx.v(x)], {"p": float(p)}, 2)
+    return [y, cx.op("ne", [mask, cx.scalar(0.0, n.args[0])])]
+
+
+# ---- reductions --------------------------------------------------------------------------
+def _axes(dims):
+    return [] if dims is None else [dims] if isinstance(dims, int) else list(dims)
+
+
+@handles(aten.sum.dim_IntList, aten.sum.default)
+def _sum(cx, n, x, dims=None, keepdim=False, dtype=None):
+    x_ = cx.v(x)
+    if dtype is not None or cx.dtype_of(n) != cx.dtype_of(n.args[0]):
+        x_ = cx.cast(x_, cx.dtype_of(n))
+    return cx.op("sum", [x_], {"axes": _axes(dims), "keepdim": keepdim})
+
+
+@handles(aten.mean.dim, aten.mean.default)
+def _mean(cx, n, x, dims=None, keepdim=False, dtype=None):
+    return cx.op("mean", [cx.v(x)], {"axes": _axes(dims), "keepdim": keepdim})
+
+
+@handles(aten.amax.default)
+def _amax(cx, n, x, dims=(), keepdim=False):
+    return cx.op("amax", [cx.v(x)], {"axes": _axes(dims), "keepdim": keepdim})
+
+
+@handles(aten.var.correction)
+def _var(cx, n, x, dims=None, correction=None, keepdim=False):
+    return cx.op("var", [cx.v(x)], {"axes": _axes(dims),
+                                     "correction": 1 if correction is None else int(correction),
+                                     "keepdim": keepdim})
+
+
+@handles(aten.argmax.default)
+def _argmax(cx, n, x, dim=None, keepdim=False):
+    if dim is None:
+        flat = cx.op("reshape", [cx.v(x)], {"shape": [-1 if False else _numel(cx.shape_of(n.args[0]))]})
+        return cx.op("argmax", [flat], {"axis": 0})
+    return cx.op("argmax", [cx.v(x)], {"axis": dim, "keepdim": keepdim})
+
+
+def _numel(shape):
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+
+
+@handles(aten.any.dim, aten.any.dims, aten.any.default)
+def _any(cx, n, x, dims=None, keepdim=False):
+    as_float = cx.cast(cx.v(x), "f32")
+    s = cx.op("sum", [as_float], {"axes": _axes(dims), "keepdim": keepdim})
+    return cx.op("gt", [s, cx.scalar(0.0, None, "f32")])
+
+
+# ---- indexing, embedding, constants ------------------------------------------------------
+@handles(aten.gather.default)
+def _gather(cx, n, x, dim, index, sparse_grad=False):
+    return cx.op("gather", [cx.v(x), cx.v(index)], {"axis": dim})
+
+
+@handles(aten.index_select.default)
+def _index_select(cx, n, x, dim, index):
+    return cx.op("index_select", [cx.v(x), cx.v(index)], {"axis": dim})
+
+
+@handles(aten.embedding.default)
+def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
+    return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})
+
+
+@handles(aten.nll_loss_forward.default)
+def _nll_loss(cx, n, logp, target, weight, reduction, ignore_index):
+    if weight is not None:
+        cx.unsupported(n, "nll_loss with class weights")
+    red = {0: "none", 1: "mean", 2: "sum"}[reduction]
+    loss = cx.op("nll_loss", [cx.v(logp), cx.v(target)],
+                 {"reduction": red, "ignore_index": ignore_index})
+    return [loss, cx.unavailable(n, "nll_loss total weight")]
+
+
+@handles(aten.full.default, aten.full_like.default, aten.scalar_tensor.default,
+         aten.zeros.default, aten.ones.default, aten.zeros_like.default, aten.ones_like.default,
+         aten.arange.default, aten.arange.start, aten.arange.start_step, aten.empty.memory_format,
+         aten.new_zeros.default, aten.new_ones.default, aten.new_full.default)
+def _constant_like(cx, n, *args, **kw):
+    """Tensors that depend on nothing but shapes: evaluated once by torch, kept as constants."""
+    return cx.constant_from_torch(n)
+
+
+@handles(operator.getitem)
+def _getitem(cx, n, seq, index):
+    return cx.results(seq)[index]

@@ -1,0 +1,257 @@
+"""Capture: an nn.Module -> torch.export -> Core ATen -> a tilegraph Graph.
+
+The exported program's parameters become trainable variables, buffers become frozen
+variables (buffer mutations, such as batch-norm running statistics, become variable
+updates), user inputs become per-step inputs. Each node is translated by the table in
+_aten.py and keeps the user's file:line. Every op the table lacks is collected first and
+reported in one NotImplementedError before anything is built.
+"""
+import os
+import traceback
+
+import numpy as np
+import torch
+
+from . import _core
+from ._aten import TABLE
+
+_TORCH_DIR = os.path.dirname(torch.__file__)
+_TILEGRAPH_DIR = os.path.dirname(__file__)
+
+_DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
+           torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool"}
+_NUMPY = {"f32": np.float32, "f64": np.float64, "i64": np.int64, "i32": np.int32,
+          "bool": np.bool_}
+
+
+def tg_dtype(torch_dtype):
+    if torch_dtype not in _DTYPES:
+        raise TypeError(f"tilegraph does not support dtype {torch_dtype}")
+    return _DTYPES[torch_dtype]
+
+
+def user_location(node):
+    """The innermost frame of the node's stack trace that is the user's code."""
+    trace = node.meta.get("stack_trace") or ""
+    frames = [f for f in traceback.StackSummary.from_list([]) if False]
+    best = ""
+    for line in trace.splitlines():
+        line = line.strip()
+        if not line.startswith("File "):
+            continue
+        try:
+            path = line.split('"')[1]
+            lineno = line.split("line ")[1].split(",")[0]
+        except IndexError:
+            continue
+        if path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR):
+            continue
+        best = f"{path}:{lineno}"
+    del frames
+    return best
+
+
+class _Unavailable:
+    """A result the engine does not produce (e.g. max-pool indices); an error if used."""
+
+    def __init__(self, node, what):
+        self.node, self.what = node, what
+
+
+class Captured:
+    def __init__(self):
+        self.graph = None
+        self.user_inputs = []      # tilegraph input names, in call order
+        self.params = {}           # module FQN -> variable name (trainable)
+        self.buffers = {}          # module FQN -> variable name (frozen)
+        self.outputs = []          # tilegraph value names of the user outputs
+        self.output_meta = []      # (shape, torch dtype) per user output
+        self.mutated_buffers = {}  # buffer FQN -> value name of its new value
+
+
+class _Context:
+    """What handlers in _aten.py use to emit IR for one FX node."""
+
+    def __init__(self, graph):
+        self.g = graph
+        self.values = {}  # fx node -> value name, list of names, or _Unavailable
+        self.source = ""
+        self.node = None
+        self._constants = {}
+
+    # ---- access to FX values -------------------------------------------------------------
+    def results(self, fx_node):
+        return self.values[fx_node]
+
+    def v(self, arg):
+        if isinstance(arg, torch.fx.Node):
+            value = self.values[arg]
+            if isinstance(value, _Unavailable):
+                raise NotImplementedError(
+                    f"{self.source or '<unknown>'}: uses {value.what} of {value.node.target}, "
+                    "which tilegraph does not produce")
+            return value
+        return self.scalar(arg, None)
+
+    def meta(self, x):
+        return x.meta["val"] if isinstance(x, torch.fx.Node) else None
+
+    def shape_of(self, x):
+        return [int(d) for d in self.meta(x).shape]
+
+    def dtype_of(self, x):
+        return tg_dtype(self.meta(x).dtype)
+
+    # ---- emitting ------------------------------------------------------------------------
+    def op(self, name, inputs, attrs=None):
+        return self.g.op(name, inputs, attrs or {}, self.source)[0]
+
+    def ops(self, name, inputs, attrs, count):
+        outs = self.g.op(name, inputs, attrs or {}, self.source)
+        assert len(outs) == count
+        return outs
+
+    def cast(self, value, dtype):
+        if self.g.type_of(value)[0] == dtype:
+            return value
+        return self.op("cast", [value], {"dtype": "dtype:" + dtype})
+
+    def scalar(self, v, like, dtype=None):
+        """A rank-0 constant of `like`'s dtype (an FX node), or of `dtype`."""
+        if dtype is None:
+            dtype = self.dtype_of(like) if isinstance(like, torch.fx.Node) else (
+                "bool" if isinstance(v, bool) else "i64" if isinstance(v, int) else "f32")
+        key = (dtype, float(v))
+        if key not in self._constants:
+            self._constants[key] = self.g.add_constant(np.array(v, dtype=_NUMPY[dtype]))
+        return self._constants[key]
+
+    def operands(self, n, a, b):
+        """Binary operands: Python scalars take the tensor operand's dtype (torch's rule for
+        a 0-dim/scalar operand), tensors are cast to the result dtype if they differ."""
+        out = self.dtype_of(n)
+        compare = out == "bool"
+
+        def one(x, other):
+            if isinstance(x, torch.fx.Node):
+                value = self.v(x)
+                want = self.dtype_of(x) if compare else out
+                if compare and isinstance(other, torch.fx.Node):
+                    want = _promote(self.dtype_of(x), self.dtype_of(other))
+                return self.cast(value, want)
+            ref = self.dtype_of(other) if isinstance(other, torch.fx.Node) else out
+            return self.scalar(x, None, ref if compare else out)
+        return one(a, b), one(b, a)
+
+    def affine(self, w, b, shape, n):
+        shape = [shape] if isinstance(shape, int) else shape
+        dtype = self.dtype_of(n.args[0])
+        w_ = self.v(w) if w is not None else self.g.add_constant(
+            np.ones(shape, dtype=_NUMPY[dtype]))
+        b_ = self.v(b) if b is not None else self.g.add_constant(
+            np.zeros(shape, dtype=_NUMPY[dtype]))
+        return w_, b_
+
+    def unavailable(self, n, what):
+        return _Unavailable(n, what)
+
+    def unsupported(self, n, what):
+        raise NotImplementedError(f"{self.source or '<unknown>'}: {what} ({n.target}) is not "
+                                  "supported by tilegraph")
+
+    def constant_from_torch(self, n):
+        def fake(a):
+            if isinstance(a, torch.fx.Node):
+                val = a.meta["val"]
+                return torch.zeros(val.shape, dtype=val.dtype)
+            return a
+        args = torch.fx.node.map_aggregate(n.args, fake)
+        kwargs = torch.fx.node.map_aggregate(n.kwargs, fake)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "pin_memory", "layout")}
+        if n.target is torch.ops.aten.empty.memory_format:
+            value = torch.zeros(n.meta["val"].shape, dtype=n.meta["val"].dtype)
+        else:
+            value = n.target(*args, **kwargs)
+        dtype = tg_dtype(value.dtype)
+        return self.g.add_constant(np.ascontiguousarray(value.numpy().astype(_NUMPY[dtype])))
+
+
+def _promote(a, b):
+    order = ["bool", "i32", "i64", "bf16", "f16", "f32", "f64"]
+    return a if order.index(a) >= order.index(b) else b
+
+
+def _unsupported_report(gm):
+    missing = []
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target not in TABLE:
+            missing.append(f"  {node.target} at {user_location(node) or '<unknown location>'}")
+    return missing
+
+
+def export(model, example_args):
+    """torch.export + Core ATen decompositions of `model` called on `example_args`."""
+    with torch.no_grad() if not model.training else torch.enable_grad():
+        ep = torch.export.export(model, tuple(example_args), strict=False)
+    return ep.run_decompositions()
+
+
+def capture(model, example_args, name="model"):
+    """Translates `model(*example_args)` into a Captured graph (raises NotImplementedError
+    listing every unsupported op with its location, before building anything)."""
+    ep = export(model, example_args)
+    gm = ep.graph_module
+    missing = _unsupported_report(gm)
+    if missing:
+        raise NotImplementedError(
+            f"tilegraph does not support {len(missing)} op(s) used by {type(model).__name__}:\n"
+            + "\n".join(missing))
+    sig = ep.graph_signature
+    kinds = torch.export.graph_signature.InputKind
+    out_kinds = torch.export.graph_signature.OutputKind
+    g = _core.Graph(name)
+    cx = _Context(g)
+    cap = Captured()
+    cap.graph = g
+    state = dict(model.state_dict(keep_vars=True))
+    constants = getattr(ep, "constants", {})
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    for node, spec in zip(placeholders, sig.input_specs):
+        meta = node.meta["val"]
+        dtype, shape = tg_dtype(meta.dtype), [int(d) for d in meta.shape]
+        if spec.kind == kinds.PARAMETER:
+            param = state[spec.target]
+            cx.values[node] = g.add_variable(spec.target, dtype, shape, param.requires_grad)
+            cap.params[spec.target] = cx.values[node]
+        elif spec.kind == kinds.BUFFER:
+            cx.values[node] = g.add_variable(spec.target, dtype, shape, False)
+            cap.buffers[spec.target] = cx.values[node]
+        elif spec.kind == kinds.CONSTANT_TENSOR:
+            value = constants[spec.target]
+            cx.values[node] = g.add_constant(np.ascontiguousarray(value.detach().numpy()))
+        elif spec.kind == kinds.USER_INPUT:
+            cx.values[node] = g.add_input(f"input{len(cap.user_inputs)}", dtype, shape)
+            cap.user_inputs.append(cx.values[node])
+        else:
+            raise NotImplementedError(f"exported input kind {spec.kind} is not supported")
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        cx.node, cx.source = node, user_location(node)
+        result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
+        cx.values[node] = result
+    output_node = next(n for n in gm.graph.nodes if n.op == "output")
+    results = output_node.args[0]
+    for value, spec in zip(results, sig.output_specs):
+        if spec.kind == out_kinds.BUFFER_MUTATION:
+            cap.mutated_buffers[spec.target] = cx.v(value)
+            g.set_update(cap.buffers[spec.target], cx.cast(cx.v(value), cx.dtype_of(value)))
+        elif spec.kind in (out_kinds.USER_OUTPUT, out_kinds.LOSS_OUTPUT):
+            if value is None or not isinstance(value, torch.fx.Node):
+                raise NotImplementedError("model outputs must be tensors")
+            cap.outputs.append(cx.v(value))
+            meta = value.meta["val"]
+            cap.output_meta.append((tuple(meta.shape), meta.dtype))
+        else:
+            raise NotImplementedError(f"exported output kind {spec.kind} is not supported")
+    return cap

@@ -1,0 +1,160 @@
+"""tilegraph.Options: PopTorch's option names, with chainable setters.
+
+Options that have no effect on tilegraph's devices yet are accepted and warn once.
+"""
+import enum
+import warnings
+
+
+class OutputMode(enum.Enum):
+    All = "all"
+    Final = "final"
+    Sum = "sum"
+    EveryN = "every_n"
+    Default = "default"
+
+
+AnchorMode = OutputMode  # PopTorch's older name
+
+
+class ReductionType(enum.Enum):
+    Sum = "sum"
+    Mean = "mean"
+    NoReduction = "none"
+
+
+_warned = set()
+
+
+def _no_effect(option):
+    if option not in _warned:
+        _warned.add(option)
+        warnings.warn(f"tilegraph: option {option} is accepted but has no effect yet",
+                      stacklevel=3)
+
+
+class _TrainingOptions:
+    def __init__(self, parent):
+        self._parent = parent
+        self.gradient_accumulation = 1
+        self.reduction = ReductionType.Mean
+
+    def gradientAccumulation(self, n):
+        if int(n) < 1:
+            raise ValueError(f"gradientAccumulation must be >= 1, got {n}")
+        self.gradient_accumulation = int(n)
+        return self._parent
+
+    def accumulationAndReplicationReductionType(self, reduction):
+        if reduction not in (ReductionType.Sum, ReductionType.Mean):
+            raise ValueError(f"expected ReductionType.Sum or ReductionType.Mean, got {reduction}")
+        self.reduction = reduction
+        return self._parent
+
+    def setAutomaticLossScaling(self, enabled):
+        if enabled:
+            _no_effect("Training.setAutomaticLossScaling")
+        return self._parent
+
+
+class _PrecisionOptions:
+    def __init__(self, parent):
+        self._parent = parent
+
+    def setPartialsType(self, dtype):
+        _no_effect("Precision.setPartialsType")
+        return self._parent
+
+    def enableStochasticRounding(self, enabled):
+        if enabled:
+            _no_effect("Precision.enableStochasticRounding")
+        return self._parent
+
+    def enableFloatingPointExceptions(self, enabled):
+        if enabled:
+            _no_effect("Precision.enableFloatingPointExceptions")
+        return self._parent
+
+
+class _JitOptions:
+    def __init__(self, parent):
+        self._parent = parent
+
+    def traceModel(self, trace):
+        return self._parent
+
+
+class Options:
+    """Execution options, mirroring poptorch.Options."""
+
+    def __init__(self):
+        self.device_iterations = 1
+        self.replication_factor = 1
+        self.output_mode = OutputMode.Default
+        self.output_return_period = 1
+        self.random_seed = None
+        self.cache_dir = None
+        self.num_threads = 0
+        self.profiling_dir = None
+        self.Training = _TrainingOptions(self)
+        self.Precision = _PrecisionOptions(self)
+        self.Jit = _JitOptions(self)
+
+    def deviceIterations(self, n):
+        if int(n) < 1:
+            raise ValueError(f"deviceIterations must be >= 1, got {n}")
+        self.device_iterations = int(n)
+        return self
+
+    def replicationFactor(self, n):
+        if int(n) != 1:
+            _no_effect("replicationFactor (> 1)")
+        self.replication_factor = int(n)
+        return self
+
+    def outputMode(self, mode, output_return_period=None):
+        if not isinstance(mode, OutputMode):
+            raise ValueError(f"expected a tilegraph.OutputMode, got {mode!r}")
+        if mode == OutputMode.EveryN:
+            if not output_return_period or output_return_period < 1:
+                raise ValueError("OutputMode.EveryN needs output_return_period >= 1")
+            self.output_return_period = int(output_return_period)
+        self.output_mode = mode
+        return self
+
+    anchorMode = outputMode
+
+    def randomSeed(self, seed):
+        self.random_seed = int(seed)
+        return self
+
+    def enableExecutableCaching(self, path):
+        self.cache_dir = path
+        return self
+
+    def setThreads(self, n):
+        """tilegraph-specific: intra-op threads (0: OpenMP's default)."""
+        self.num_threads = int(n)
+        return self
+
+    def enableProfiling(self, directory):
+        self.profiling_dir = directory
+        return self
+
+    def useIpuModel(self, enabled):
+        if enabled:
+            _no_effect("useIpuModel")
+        return self
+
+    def setExecutionStrategy(self, strategy):
+        _no_effect("setExecutionStrategy")
+        return self
+
+    def logCycleCount(self, enabled):
+        return self
+
+    def connectionType(self, kind):
+        return self
+
+    def autoRoundNumIPUs(self, enabled):
+        return self

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything tilegraph needs on a fresh Debian 12 machine (run as root) and builds
+# it: the C++ core with its googletest suites (build/) and the Python package (pip install).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! dpkg -s libdnnl-dev libgtest-dev >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build >/dev/null
+fi
+python3 -m pip install -q --disable-pip-version-check "torch==2.13.0" nanobind \
+  "scikit-build-core>=0.10" numpy pytest cmake ninja
+
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j "$(nproc)"
+python3 -m pip install -q --disable-pip-version-check --no-build-isolation .

@@ -1,0 +1,130 @@
+"""The executor's contract: errors users must get, weights shared with the module,
+setOptimizer without recompiling, device attach/detach, DataLoader batch arithmetic."""
+import copy
+
+import pytest
+import torch
+
+import tilegraph
+from models import MLP, batches
+
+
+def test_unsupported_ops_are_listed_with_user_locations():
+    class Odd(torch.nn.Module):
+        def forward(self, x):
+            a = torch.special.bessel_j0(x)  # line A
+            b = torch.fft.fft(x).real       # line B
+            return (a + b).sum()
+
+    with pytest.raises(NotImplementedError) as info:
+        tilegraph.inferenceModel(Odd())(torch.randn(2, 4))
+    message = str(info.value)
+    assert "bessel_j0" in message and "fft" in message
+    assert message.count("test_frontend_api.py:") >= 2, message
+
+
+def test_call_time_errors_leave_the_executor_usable():
+    model = MLP()
+    infer = tilegraph.inferenceModel(model.eval())
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
+    out, _ = infer(x, t)
+    with pytest.raises(ValueError, match=r"expected shape \[4, 20\], got \[4, 21\]"):
+        infer(torch.randn(4, 21), t)
+    with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.float64"):
+        infer(x.double(), t)
+    with pytest.raises(ValueError, match="expected 2 inputs"):
+        infer(x)
+    out2, _ = infer(x, t)
+    torch.testing.assert_close(out, out2)
+
+
+def test_training_model_without_a_loss_says_what_to_return():
+    class NoLoss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 4)
+
+        def forward(self, x):
+            return self.fc(x)
+
+    with pytest.raises(RuntimeError, match="must return the loss"):
+        tilegraph.trainingModel(NoLoss())(torch.randn(2, 3))
+
+
+def test_identity_loss_marks_a_custom_loss():
+    torch.manual_seed(0)
+
+    class Custom(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 1)
+
+        def forward(self, x):
+            return tilegraph.identity_loss((self.fc(x) ** 2), reduction="mean")
+
+    model = Custom()
+    reference = copy.deepcopy(model)
+    x = torch.randn(4, 3)
+    tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))(x)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    (reference.fc(x) ** 2).mean().backward()
+    opt.step()
+    torch.testing.assert_close(model.fc.weight, reference.fc.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_set_optimizer_does_not_recompile_and_changes_lr():
+    torch.manual_seed(0)
+    model = MLP()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    trainer = tilegraph.trainingModel(model, optimizer=opt)
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
+    trainer(x, t)
+    before = tilegraph.compilation_count()
+    trainer.setOptimizer(torch.optim.SGD(model.parameters(), lr=0.0))
+    w = model.fc1.weight.detach().clone()
+    trainer(x, t)
+    assert tilegraph.compilation_count() == before
+    torch.testing.assert_close(model.fc1.weight, w)  # lr 0: no change
+    with pytest.raises(ValueError, match="expected a sgd optimizer"):
+        trainer.setOptimizer(torch.optim.Adam(model.parameters()))
+
+
+def test_weights_flow_both_ways():
+    torch.manual_seed(0)
+    model = MLP()
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
+    w0 = model.fc2.bias.detach().clone()
+    trainer(x, t)
+    assert not torch.equal(model.fc2.bias, w0), "module parameters must hold trained values"
+    with torch.no_grad():
+        model.fc2.bias.fill_(3.0)
+    trainer.copyWeightsToDevice()
+    trainer.detachFromDevice()
+    assert not trainer.isAttachedToDevice()
+    with torch.no_grad():
+        model.fc2.bias.fill_(5.0)
+    trainer.attachToDevice()  # pushes the host value (5.0) back in
+    trainer.setOptimizer(torch.optim.SGD(model.parameters(), lr=0.0))
+    trainer(x, t)
+    torch.testing.assert_close(model.fc2.bias, torch.full_like(model.fc2.bias, 5.0))
+
+
+def test_dataloader_yields_the_combined_batch():
+    opts = tilegraph.Options().deviceIterations(3).Training.gradientAccumulation(2)
+    data = torch.utils.data.TensorDataset(torch.randn(100, 2), torch.arange(100))
+    loader = tilegraph.DataLoader(opts, data, batch_size=4)
+    x, y = next(iter(loader))
+    assert x.shape == (24, 2)
+    assert len(loader) == 100 // 24
+    async_loader = tilegraph.DataLoader(opts, data, batch_size=4,
+                                        mode=tilegraph.DataLoaderMode.Async)
+    assert sum(b[0].shape[0] for b in async_loader) == 24 * (100 // 24)
+
+
+def test_poptorch_style_import():
+    import tilegraph as poptorch
+    opts = poptorch.Options().deviceIterations(2)
+    opts.Training.gradientAccumulation(1)
+    assert poptorch.trainingModel and poptorch.inferenceModel and poptorch.optim.SGD
+    assert opts.device_iterations == 2

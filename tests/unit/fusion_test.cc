@@ -1,0 +1,221 @@
+// fuse-elementwise: before/after IR text for a chain, a diamond, a value escaping the group,
+// a broadcast input and a non-elementwise node in the middle; numeric equivalence of the
+// graph before and after fusion (f32 and f64), with both the CPU and reference kernels.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ir/printer.h"
+#include "ops/evaluate.h"
+#include "passes/passes.h"
+#include "passes/verifier.h"
+
+namespace tg {
+namespace {
+
+std::unique_ptr<Graph> Fused(const std::string& text, bool* changed = nullptr) {
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  PassContext ctx;
+  bool c = CreateFuseElementwisePass()->Run(*g, ctx);
+  if (changed) *changed = c;
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+// Number of nodes of each kind after fusion.
+int Count(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const auto& node : g.nodes()) n += node->op() == op;
+  return n;
+}
+
+const Graph& BodyOf(const Node& n) { return GetGraph(n.attrs(), "body"); }
+
+HostTensor Random(const TensorType& t, std::mt19937& rng) {
+  HostTensor h(t);
+  std::normal_distribution<double> normal;
+  std::bernoulli_distribution coin;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    h.SetFromDouble(i, t.dtype == DType::kBool ? coin(rng) : normal(rng));
+  }
+  return h;
+}
+
+// Evaluates the graph before and after fusion on random inputs; outputs must agree.
+void ExpectEquivalent(const std::string& text) {
+  std::unique_ptr<Graph> before = ParseGraph(text);
+  std::unique_ptr<Graph> after = Fused(text);
+  std::mt19937 rng(42);
+  std::map<std::string, HostTensor> feeds;
+  for (Value* v : before->inputs()) feeds[v->name()] = Random(v->type(), rng);
+  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+    EvalResult a = EvaluateGraph(*before, feeds, choice);
+    EvalResult b = EvaluateGraph(*after, feeds, choice);
+    ASSERT_EQ(a.outputs.size(), b.outputs.size());
+    for (size_t i = 0; i < a.outputs.size(); ++i) {
+      ASSERT_EQ(a.outputs[i].type(), b.outputs[i].type());
+      double tol = a.outputs[i].type().dtype == DType::kF64 ? 1e-12 : 1e-5;
+      for (int64_t j = 0; j < a.outputs[i].type().numel(); ++j) {
+        double x = a.outputs[i].GetAsDouble(j), y = b.outputs[i].GetAsDouble(j);
+        ASSERT_NEAR(x, y, tol * (1 + std::abs(x))) << "output " << i << " element " << j;
+      }
+    }
+  }
+}
+
+TEST(FuseElementwise, ChainBecomesOneNode) {
+  std::string text = R"(graph g {
+  input %x : f32[4,8]
+  %a = exp(%x) : f32[4,8]
+  %b = neg(%a) : f32[4,8]
+  %c = tanh(%b) : f32[4,8]
+  output %c
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(PrintGraph(*g), R"(graph g {
+  input %x : f32[4,8]
+  %c = fused_elementwise(%x) {body = graph fused {
+    input %x : f32[4,8]
+    %a = exp(%x) : f32[4,8]
+    %b = neg(%a) : f32[4,8]
+    %c = tanh(%b) : f32[4,8]
+    output %c
+  }} : f32[4,8]
+  output %c
+}
+)");
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, Diamond) {
+  std::string text = R"(graph g {
+  input %x : f64[3,5]
+  %a = sigmoid(%x) : f64[3,5]
+  %b = exp(%a) : f64[3,5]
+  %c = sqrt(%a) : f64[3,5]
+  %d = mul(%b, %c) : f64[3,5]
+  output %d
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  ASSERT_EQ(g->nodes().size(), 1u);
+  EXPECT_EQ(BodyOf(*g->nodes()[0]).nodes().size(), 4u);
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, EscapingValueBecomesAnOutput) {
+  std::string text = R"(graph g {
+  input %x : f32[2,3]
+  %a = exp(%x) : f32[2,3]
+  %b = relu(%a) : f32[2,3]
+  %s = sum(%a) {axes = [1], keepdim = false} : f32[2]
+  output %b
+  output %s
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(PrintGraph(*g), R"(graph g {
+  input %x : f32[2,3]
+  %a, %b = fused_elementwise(%x) {body = graph fused {
+    input %x : f32[2,3]
+    %a = exp(%x) : f32[2,3]
+    %b = relu(%a) : f32[2,3]
+    output %a
+    output %b
+  }} : f32[2,3], f32[2,3]
+  %s = sum(%a) {axes = [1], keepdim = false} : f32[2]
+  output %b
+  output %s
+}
+)");
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, BroadcastAndBoolInputs) {
+  std::string text = R"(graph g {
+  input %x : f32[4,6]
+  input %bias : f32[6]
+  input %m : bool[4,1]
+  const %s : f32[] = 0.5
+  %a = add(%x, %bias) : f32[4,6]
+  %b = mul(%a, %s) : f32[4,6]
+  %c = gt(%b, %bias) : bool[4,6]
+  %d = logical_and(%c, %m) : bool[4,6]
+  %e = where(%d, %b, %x) : f32[4,6]
+  output %e
+  output %d
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  ASSERT_EQ(Count(*g, "fused_elementwise"), 1);
+  EXPECT_EQ(g->nodes().size(), 1u);
+  EXPECT_EQ(g->nodes()[0]->outputs().size(), 2u);
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, NonElementwiseNodeInTheMiddle) {
+  // %m (a matmul) separates the two chains: %c needs %m, which runs after the first group
+  // started, so it forms a second group after %m.
+  std::string text = R"(graph g {
+  input %x : f32[4,4]
+  %a = exp(%x) : f32[4,4]
+  %b = neg(%a) : f32[4,4]
+  %m = matmul(%b, %x) {transpose_a = false, transpose_b = false} : f32[4,4]
+  %c = add(%m, %a) : f32[4,4]
+  %d = relu(%c) : f32[4,4]
+  output %d
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  ASSERT_EQ(g->nodes().size(), 3u);
+  EXPECT_EQ(g->nodes()[0]->op(), "fused_elementwise");
+  EXPECT_EQ(g->nodes()[1]->op(), "matmul");
+  EXPECT_EQ(g->nodes()[2]->op(), "fused_elementwise");
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, UserBetweenMembersStaysAfterTheFusedNode) {
+  // %s uses %a before %c joins the group; the fused node is placed at %a, before %s.
+  std::string text = R"(graph g {
+  input %x : f32[8,3]
+  %a = exp(%x) : f32[8,3]
+  %s = sum(%a) {axes = [0], keepdim = true} : f32[1,3]
+  %b = log(%a) : f32[8,3]
+  %c = add(%b, %s) : f32[8,3]
+  output %c
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  ASSERT_EQ(g->nodes().size(), 3u);
+  EXPECT_EQ(g->nodes()[0]->op(), "fused_elementwise");
+  EXPECT_EQ(g->nodes()[1]->op(), "sum");
+  EXPECT_EQ(g->nodes()[2]->op(), "add");  // %s comes after the group started: not fused in
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, SingletonsAndOtherShapesStayUnfused) {
+  std::string text = R"(graph g {
+  input %x : f32[4,4]
+  input %y : f32[4]
+  %a = exp(%y) : f32[4]
+  %b = add(%x, %a) : f32[4,4]
+  %i = cast(%b) {dtype = i64} : i64[4,4]
+  output %i
+})";
+  bool changed = true;
+  std::unique_ptr<Graph> g = Fused(text, &changed);
+  EXPECT_FALSE(changed);
+  EXPECT_EQ(Count(*g, "fused_elementwise"), 0);
+}
+
+TEST(FuseElementwise, LargeF32AndF64Equivalence) {
+  for (const char* dt : {"f32", "f64"}) {
+    std::string t = std::string(dt) + "[64,1000]";
+    std::string b = std::string(dt) + "[1000]";
+    std::string text = "graph g {\n  input %x : " + t + "\n  input %y : " + b +
+                       "\n  %a = mul(%x, %y) : " + t + "\n  %b = gelu(%a) {approximate = \"tanh\"} : " +
+                       t + "\n  %c = silu(%b) : " + t + "\n  %d = sub(%c, %x) : " + t +
+                       "\n  output %d\n}";
+    std::unique_ptr<Graph> g = Fused(text);
+    EXPECT_EQ(g->nodes().size(), 1u) << dt;
+    ExpectEquivalent(text);
+  }
+}
+
+}  // namespace
+}  // namespace tg
