@@ -197,17 +197,22 @@ TEST(IrText, FloatsRoundTripBitExactly) {
   std::vector<double> values = {0.1, 1.0 / 3, 1e-310, 5e-324, 1.7976931348623157e308, -0.0,
                                 123456789.0, 2.5e-8};
   Node* n = g.AddNode("f", {}, {{DType::kF32, {}}}, {{"v", values}});
+  auto key = [](size_t i) {
+    std::string k = "s";
+    k += std::to_string(i);
+    return k;
+  };
   for (size_t i = 0; i < values.size(); ++i) {
-    n->mutable_attrs()["s" + std::to_string(i)] = values[i];
+    n->mutable_attrs()[key(i)] = values[i];
   }
   auto parsed = ParseGraph(PrintGraph(g));
   std::vector<double> back = GetFloats(parsed->nodes()[0]->attrs(), "v");
   ASSERT_EQ(back.size(), values.size());
   for (size_t i = 0; i < values.size(); ++i) {
     EXPECT_EQ(std::memcmp(&back[i], &values[i], sizeof(double)), 0) << values[i];
-    double s = GetFloat(parsed->nodes()[0]->attrs(), "s" + std::to_string(i));
+    double s = GetFloat(parsed->nodes()[0]->attrs(), key(i));
     EXPECT_EQ(std::memcmp(&s, &values[i], sizeof(double)), 0) << values[i];
-    EXPECT_EQ(KindOf(parsed->nodes()[0]->attrs().at("s" + std::to_string(i))), AttrKind::kFloat);
+    EXPECT_EQ(KindOf(parsed->nodes()[0]->attrs().at(key(i))), AttrKind::kFloat);
   }
 }
 
