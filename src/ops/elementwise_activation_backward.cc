@@ -99,7 +99,8 @@ void RegisterActivationBackwardOps(OpRegistry& r) {
       },
       {{"approximate", std::string("none")}},
       {{{"approximate", std::string("none")}}, {{"approximate", std::string("tanh")}}}));
-  r.Register(BackwardOp<SiluBackward>("silu_backward", "silu backward: grad_output * d silu(x) / dx"));
+  r.Register(BackwardOp<SiluBackward>("silu_backward",
+                                      "silu backward: grad_output * d silu(x) / dx"));
   r.Register(BackwardOp<HardswishBackward>(
       "hardswish_backward", "hardswish backward: grad_output * d hardswish(x) / dx", {}, {}, {{}},
       InputInit::Uniform(-5, 5)));

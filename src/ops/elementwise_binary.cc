@@ -29,7 +29,9 @@ struct Minimum {
     return a < b ? a : b;
   }
 };
-struct Pow { template <typename T> static T Apply(T a, T b, const double*) { return std::pow(a, b); } };
+struct Pow {
+  template <typename T> static T Apply(T a, T b, const double*) { return std::pow(a, b); }
+};
 
 using GradPair = std::function<std::pair<Value*, Value*>(const GradContext&)>;
 
@@ -97,7 +99,8 @@ void RegisterBinaryOps(OpRegistry& r) {
     Builder& b = g.b();
     return std::pair{b.Mul(g.GO(0), g.I(1)), b.Mul(g.GO(0), g.I(0))};
   }));
-  r.Register(BinaryOp<Div, kFloats>("div", "a / b (broadcasting, true division)", [](const GradContext& g) {
+  r.Register(BinaryOp<Div, kFloats>("div", "a / b (broadcasting, true division)",
+                                    [](const GradContext& g) {
     Builder& b = g.b();  // d/db = -go * a / b^2
     Value *x = g.I(0), *y = g.I(1);
     return std::pair{b.Div(g.GO(0), y), b.Div(b.Neg(b.Mul(g.GO(0), x)), b.Mul(y, y))};

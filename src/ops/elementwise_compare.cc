@@ -13,10 +13,14 @@ struct Le { template <typename T> static bool Apply(T a, T b, const double*) { r
 struct Gt { template <typename T> static bool Apply(T a, T b, const double*) { return a > b; } };
 struct Ge { template <typename T> static bool Apply(T a, T b, const double*) { return a >= b; } };
 struct And {
-  template <typename T> static bool Apply(T a, T b, const double*) { return a != T(0) && b != T(0); }
+  template <typename T> static bool Apply(T a, T b, const double*) {
+    return a != T(0) && b != T(0);
+  }
 };
 struct Or {
-  template <typename T> static bool Apply(T a, T b, const double*) { return a != T(0) || b != T(0); }
+  template <typename T> static bool Apply(T a, T b, const double*) {
+    return a != T(0) || b != T(0);
+  }
 };
 struct Not { template <typename T> static bool Apply(T a, const double*) { return a == T(0); } };
 

@@ -96,8 +96,8 @@ struct UnarySpec {
   std::string doc;
   GradFn grad;  // null: not differentiable
   InputInit init = InputInit::Normal();
-  ParamsFn params;
-  std::vector<AttrSpec> attrs;
+  ParamsFn params = {};
+  std::vector<AttrSpec> attrs = {};
   std::vector<AttrMap> sample_attrs = {{}};
 };
 
@@ -145,7 +145,8 @@ void RegisterUnaryOps(OpRegistry& r) {
   r.Register(UnaryFloatOp<Neg>({"neg", "-x", [](const GradContext& g) {
     return std::vector<Value*>{g.b().Neg(g.GO(0))};
   }}));
-  r.Register(UnaryFloatOp<Exp>({"exp", "e^x", Scaled([](const GradContext& g) { return g.O(0); })}));
+  r.Register(
+      UnaryFloatOp<Exp>({"exp", "e^x", Scaled([](const GradContext& g) { return g.O(0); })}));
   r.Register(UnaryFloatOp<Log>({"log", "natural logarithm", [](const GradContext& g) {
     return std::vector<Value*>{g.b().Div(g.GO(0), g.I(0))};
   }, positive}));
@@ -166,7 +167,8 @@ void RegisterUnaryOps(OpRegistry& r) {
     return std::vector<Value*>{b.Mul(b.Neg(g.GO(0)), b.Mul(g.O(0), g.O(0)))};
   }, positive}));
   r.Register(UnaryFloatOp<Relu>({"relu", "max(x, 0)", Helper("threshold_backward", true)}));
-  r.Register(UnaryFloatOp<Sigmoid>({"sigmoid", "1 / (1 + e^-x)", Helper("sigmoid_backward", true)}));
+  r.Register(
+      UnaryFloatOp<Sigmoid>({"sigmoid", "1 / (1 + e^-x)", Helper("sigmoid_backward", true)}));
   r.Register(UnaryFloatOp<Tanh>({"tanh", "hyperbolic tangent", Helper("tanh_backward", true)}));
   r.Register(UnaryFloatOp<Silu>({"silu", "x * sigmoid(x)", Helper("silu_backward", false)}));
   r.Register(UnaryFloatOp<Hardswish>(
@@ -221,7 +223,9 @@ void RegisterUnaryOps(OpRegistry& r) {
          return std::vector<double>{GetFloat(a, "min"), GetFloat(a, "max")};
        },
        {{"min", -kInf}, {"max", kInf}},
-       {{{"min", -0.5}, {"max", 0.5}}, {{"min", -0.3}, {"max", kInf}}, {{"min", -kInf}, {"max", 0.2}}}}));
+       {{{"min", -0.5}, {"max", 0.5}},
+        {{"min", -0.3}, {"max", kInf}},
+        {{"min", -kInf}, {"max", 0.2}}}}));
   r.Register(UnaryFloatOp<Copy>({"copy", "x (a new buffer)", [](const GradContext& g) {
     return std::vector<Value*>{g.GO(0)};
   }}));

@@ -78,7 +78,8 @@ OpDef WhereOp() {
     sample.skip_grad_check = NumElements(s[0]) > 1000;
     def.samples.push_back(sample);
   }
-  def.samples.push_back(OpSample{{{DType::kBool, {3, 4}}, {DType::kI64, {3, 4}}, {DType::kI64, {4}}},
+  def.samples.push_back(OpSample{
+      {{DType::kBool, {3, 4}}, {DType::kI64, {3, 4}}, {DType::kI64, {4}}},
                                  {}, {InputInit::Bools(), InputInit::Ints(-5, 5),
                                       InputInit::Ints(-5, 5)}, true});
   def.doc = "a where cond else b (broadcasting)";
@@ -117,7 +118,9 @@ OpDef CastOp() {
   def.cpu_kernel = [](const Node& n) -> Kernel {
     cpu::ElemType from = ToElem(n.input(0)->type().dtype), to = ToElem(n.output(0)->type().dtype);
     int64_t count = n.output(0)->type().numel();
-    return [=](const KernelArgs& a) { cpu::CastBuffer(a.inputs[0], from, a.outputs[0], to, count); };
+    return [=](const KernelArgs& a) {
+      cpu::CastBuffer(a.inputs[0], from, a.outputs[0], to, count);
+    };
   };
   def.reference_kernel = [](const Node& n) -> Kernel {
     cpu::ElemType from = ToElem(n.input(0)->type().dtype), to = ToElem(n.output(0)->type().dtype);

@@ -17,7 +17,8 @@ namespace {
 std::shared_ptr<const Graph> BodyOf(const Node& node) {
   const Attr& a = node.attrs().at("body");
   auto* g = std::get_if<std::shared_ptr<const Graph>>(&a);
-  TG_CHECK(g != nullptr && *g, kInvalidInput, "fused_elementwise: attribute 'body' must be a graph");
+  TG_CHECK(g != nullptr && *g, kInvalidInput,
+           "fused_elementwise: attribute 'body' must be a graph");
   return *g;
 }
 

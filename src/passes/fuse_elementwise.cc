@@ -43,7 +43,8 @@ std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry) {
   for (Value* in : n.inputs()) {
     if (!visit(in->type())) return std::nullopt;
     if (in->type().shape.size() > key.shape.size()) return std::nullopt;
-    for (size_t i = 0, lead = key.shape.size() - in->type().shape.size(); i < in->type().rank(); ++i) {
+    const size_t rank = in->type().shape.size(), lead = key.shape.size() - rank;
+    for (size_t i = 0; i < rank; ++i) {
       int64_t d = in->type().shape[i];
       if (d != 1 && d != key.shape[lead + i]) return std::nullopt;
     }
@@ -186,6 +187,8 @@ class FuseElementwisePass : public Pass {
 
 }  // namespace
 
-std::unique_ptr<Pass> CreateFuseElementwisePass() { return std::make_unique<FuseElementwisePass>(); }
+std::unique_ptr<Pass> CreateFuseElementwisePass() {
+  return std::make_unique<FuseElementwisePass>();
+}
 
 }  // namespace tg

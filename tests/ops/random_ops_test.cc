@@ -14,7 +14,8 @@ namespace {
 
 
 std::vector<HostTensor> RunRandom(const std::string& op, AttrMap attrs, const HostTensor* x,
-                            uint64_t seed, uint64_t step, KernelChoice choice = KernelChoice::kCpu) {
+                                  uint64_t seed, uint64_t step,
+                                  KernelChoice choice = KernelChoice::kCpu) {
   Graph g;
   Builder b(g);
   std::vector<Value*> ins;

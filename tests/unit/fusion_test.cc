@@ -208,7 +208,8 @@ TEST(FuseElementwise, LargeF32AndF64Equivalence) {
     std::string t = std::string(dt) + "[64,1000]";
     std::string b = std::string(dt) + "[1000]";
     std::string text = "graph g {\n  input %x : " + t + "\n  input %y : " + b +
-                       "\n  %a = mul(%x, %y) : " + t + "\n  %b = gelu(%a) {approximate = \"tanh\"} : " +
+                       "\n  %a = mul(%x, %y) : " + t +
+                       "\n  %b = gelu(%a) {approximate = \"tanh\"} : " +
                        t + "\n  %c = silu(%b) : " + t + "\n  %d = sub(%c, %x) : " + t +
                        "\n  output %d\n}";
     std::unique_ptr<Graph> g = Fused(text);

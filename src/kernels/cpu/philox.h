@@ -48,14 +48,18 @@ class Philox4x32 {
 };
 
 // A uniform float in [0, 1) from 24 random bits.
-inline float UniformFloat(uint32_t u) { return static_cast<float>(u >> 8) * 5.9604644775390625e-8f; }
+inline float UniformFloat(uint32_t u) {
+  return static_cast<float>(u >> 8) * 5.9604644775390625e-8f;
+}
 // A uniform double in [0, 1) from 53 random bits.
 inline double UniformDouble(uint32_t a, uint32_t b) {
   uint64_t bits = (static_cast<uint64_t>(a) << 21) ^ (b >> 11);
   return static_cast<double>(bits & ((1ull << 53) - 1)) * 1.1102230246251565e-16;
 }
 // A uniform double in (0, 1] (for logarithms).
-inline double UniformOpenZero(uint32_t u) { return (static_cast<double>(u) + 1.0) * 2.3283064365386963e-10; }
+inline double UniformOpenZero(uint32_t u) {
+  return (static_cast<double>(u) + 1.0) * 2.3283064365386963e-10;
+}
 
 // Two standard normals from two uniforms (Box-Muller); u1 in (0, 1].
 inline void BoxMuller(double u1, double u2, double* z0, double* z1) {
