@@ -249,10 +249,10 @@ def _batch_norm_train(cx, n, x, w, b, running_mean, running_var, training, momen
         if i != 1:
             count *= d
     # torch: running = momentum * batch_stat + (1 - momentum) * running (variance unbiased).
-    m = cx.scalar(momentum, n)
-    keep = cx.scalar(1.0 - momentum, n)
+    m = cx.scalar(momentum, n.args[0])
+    keep = cx.scalar(1.0 - momentum, n.args[0])
     new_mean = cx.op("add", [cx.op("mul", [mean, m]), cx.op("mul", [cx.v(running_mean), keep])])
-    unbiased = cx.op("mul", [var, cx.scalar(count / max(count - 1, 1), n)])
+    unbiased = cx.op("mul", [var, cx.scalar(count / max(count - 1, 1), n.args[0])])
     new_var = cx.op("add", [cx.op("mul", [unbiased, m]), cx.op("mul", [cx.v(running_var), keep])])
     return [y, mean, invstd, new_mean, new_var]
 

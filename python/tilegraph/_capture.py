@@ -173,7 +173,7 @@ class _Context:
         else:
             value = n.target(*args, **kwargs)
         dtype = tg_dtype(value.dtype)
-        return self.g.add_constant(np.ascontiguousarray(value.numpy().astype(_NUMPY[dtype])))
+        return self.g.add_constant(np.asarray(value.numpy().astype(_NUMPY[dtype]), order="C"))
 
 
 def _promote(a, b):
@@ -228,7 +228,7 @@ def capture(model, example_args, name="model"):
             cap.buffers[spec.target] = cx.values[node]
         elif spec.kind == kinds.CONSTANT_TENSOR:
             value = constants[spec.target]
-            cx.values[node] = g.add_constant(np.ascontiguousarray(value.detach().numpy()))
+            cx.values[node] = g.add_constant(np.asarray(value.detach().numpy(), order="C"))
         elif spec.kind == kinds.USER_INPUT:
             cx.values[node] = g.add_input(f"input{len(cap.user_inputs)}", dtype, shape)
             cap.user_inputs.append(cx.values[node])

@@ -9,10 +9,12 @@
 
 #include <cstring>
 
+#include "autodiff/autodiff.h"
 #include "autodiff/optimizer.h"
 #include "ir/printer.h"
 #include "ops/builder.h"
 #include "runtime/executable.h"
+#include "support/error.h"
 
 namespace nb = nanobind;
 using namespace tg;

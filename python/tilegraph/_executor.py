@@ -145,8 +145,8 @@ class PoplarExecutor:
             self.attachToDevice()
         self._check_args(args)
         steps = self._steps
-        feeds = [np.ascontiguousarray(a.detach().reshape(steps, a.shape[0] // steps,
-                                                          *a.shape[1:]).numpy())
+        feeds = [np.asarray(a.detach().reshape(steps, a.shape[0] // steps,
+                                                          *a.shape[1:]).numpy(), order="C")
                  for a in args]
         mode = self._output_mode()
         outs = self._exe.run(feeds, steps=steps, mode=mode.value,
@@ -198,7 +198,7 @@ class PoplarExecutor:
         state = self._named_state()
         for fqn in list(self._cap.params) + list(self._cap.buffers):
             t = state[fqn].detach().contiguous()
-            self._exe.write_variable(fqn, np.ascontiguousarray(t.numpy()))
+            self._exe.write_variable(fqn, np.asarray(t.numpy(), order="C"))
 
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""

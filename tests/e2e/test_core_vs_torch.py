@@ -123,5 +123,5 @@ def test_errors_map_to_python_exceptions():
         g.op("no_such_op", [loss])
     with pytest.raises(ValueError):
         g.op("matmul", ["fc1.weight", "fc1.weight"])  # [5,3] @ [5,3]
-    with pytest.raises(ValueError, match="line"):
+    with pytest.raises(ValueError, match="2:14: unknown dtype"):
         tg.Graph.parse("graph g {\n  input %x : f99[2]\n}")

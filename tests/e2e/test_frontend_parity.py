@@ -34,10 +34,21 @@ def eager_train(model, opt, x, t, micro, accumulation=1):
     return torch.tensor(losses)
 
 
+def _without_key_bias(name, value):
+    # Attention's key bias adds the same score to every key, so softmax cancels it: its true
+    # gradient is 0 and what both engines compute is rounding noise, which Adam turns into
+    # lr-sized steps. Those entries are compared by neither side's noise.
+    if name.endswith("in_proj_bias"):
+        d = value.shape[0] // 3
+        return torch.cat([value[:d], value[2 * d:]])
+    return value
+
+
 def assert_same_state(a, b, rtol, atol):
     sa, sb = a.state_dict(), b.state_dict()
     for k in sa:
-        torch.testing.assert_close(sa[k].float(), sb[k].float(), rtol=rtol, atol=atol,
+        torch.testing.assert_close(_without_key_bias(k, sa[k].float()),
+                                   _without_key_bias(k, sb[k].float()), rtol=rtol, atol=atol,
                                    msg=lambda m, k=k: f"{k}: {m}")
 
 
