@@ -14,10 +14,11 @@ from ._executor import (PoplarExecutor, compilation_count, identity_loss, infere
                         trainingModel)
 from ._options import AnchorMode, Options, OutputMode, ReductionType
 from ._dataloader import DataLoader, DataLoaderMode
+from ._cache import load_exported as load
 
 __all__ = ["AnchorMode", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
-           "identity_loss", "inferenceModel", "optim", "registered_ops", "trainingModel"]
+           "identity_loss", "inferenceModel", "load", "optim", "registered_ops", "trainingModel"]
 __version__ = "0.1.0"
 
 

@@ -8,6 +8,7 @@ reported in one NotImplementedError before anything is built.
 """
 import os
 import traceback
+import warnings
 
 import numpy as np
 import torch
@@ -191,9 +192,12 @@ def _unsupported_report(gm):
 
 def export(model, example_args):
     """torch.export + Core ATen decompositions of `model` called on `example_args`."""
-    with torch.no_grad() if not model.training else torch.enable_grad():
-        ep = torch.export.export(model, tuple(example_args), strict=False)
-    return ep.run_decompositions()
+    with warnings.catch_warnings():
+        # torch.export's own deprecation chatter (pytree internals), not the user's concern.
+        warnings.simplefilter("ignore", FutureWarning)
+        with torch.no_grad() if not model.training else torch.enable_grad():
+            ep = torch.export.export(model, tuple(example_args), strict=False)
+        return ep.run_decompositions()
 
 
 def capture(model, example_args, name="model"):

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _core
+from . import _cache, _core
 from ._capture import capture, tg_dtype
 from ._options import Options, OutputMode, ReductionType
 from .optim import describe
@@ -53,7 +53,9 @@ class PoplarExecutor:
         self._attached = False
         self._returns_tuple = False
         self._opt_flags = None
+        self._hyper = {}
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
+        self.loaded_from_cache = False
 
     # ---- batch arithmetic ----------------------------------------------------------------
     @property
@@ -83,11 +85,19 @@ class PoplarExecutor:
 
     # ---- compilation ---------------------------------------------------------------------
     def compile(self, *args):
-        global _compilations
+        """Captures and compiles for these inputs without running (PopTorch's compile)."""
         if self.training:
             self.model.train()
         micro = self._split(args)
         self._input_specs = [(tuple(a.shape), a.dtype) for a in args]
+        key = None
+        if self.options.cache_dir:
+            key = _cache.cache_key(self, micro)
+            hit = _cache.load(self.options.cache_dir, key)
+            if hit is not None:
+                self.loaded_from_cache = True
+                self._compile_from(*hit)
+                return self
         marks = []
         token = _identity_loss_reduction.set(marks)
         try:
@@ -95,22 +105,45 @@ class PoplarExecutor:
         finally:
             _identity_loss_reduction.reset(token)
         self._returns_tuple = len(cap.outputs) > 1
-        g = cap.graph
         for out in cap.outputs:
-            g.add_output(out)
-        hyper = {}
-        if self.training:
-            hyper = self._add_training(cap, marks)
-        exe = _core.Executable.compile(g, training=self.training,
+            cap.graph.add_output(out)
+        self._hyper = self._add_training(cap, marks) if self.training else {}
+        self._cap = cap
+        if key is not None:
+            _cache.store(self.options.cache_dir, key, cap, self._cache_extra())
+        self._compile_from(cap, self._cache_extra())
+        return self
+
+    def _cache_extra(self):
+        return dict(returns_tuple=self._returns_tuple, hyperparams=self._hyper,
+                    opt_flags=list(self._opt_flags) if self._opt_flags else None,
+                    input_specs=[[list(s), str(d).replace("torch.", "")]
+                                 for s, d in self._input_specs])
+
+    def _compile_from(self, cap, meta):
+        """Compiles a captured (or cache-loaded) step graph and pushes the weights in."""
+        global _compilations
+        self._returns_tuple = meta["returns_tuple"]
+        self._hyper = meta["hyperparams"]
+        self._opt_flags = tuple(meta["opt_flags"]) if meta["opt_flags"] else None
+        self._input_specs = [(tuple(s), getattr(torch, d)) for s, d in meta["input_specs"]]
+        exe = _core.Executable.compile(cap.graph, training=self.training,
                                        num_threads=self.options.num_threads,
                                        seed=self.options.random_seed or 0,
                                        profile=self.options.profiling_dir is not None)
         _compilations += 1
-        for name, value in hyper.items():
+        for name, value in self._hyper.items():
             exe.set_hyperparam(name, value)
         self._cap, self._exe, self._attached = cap, exe, True
+        if self.training:
+            self.setOptimizer(self.optimizer)  # the optimizer's current hyperparameters
         self.copyWeightsToDevice()
-        return self
+
+    def compileAndExport(self, filename, *args):
+        """Compiles for `args` and saves everything tilegraph.load needs to `filename`."""
+        if self._exe is None:
+            self.compile(*args)
+        _cache.export(filename, self)
 
     def _add_training(self, cap, marks):
         if not cap.outputs:

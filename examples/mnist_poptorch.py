@@ -1,0 +1,214 @@
+"""PopTorch's MNIST tutorial, unchanged except for the import line, on synthetic MNIST.
+
+The shape follows Graphcore's PopTorch MNIST example: a conv net (Block = conv, max-pool,
+ReLU; then Linear layers) whose forward returns (output, loss) when labels are given,
+poptorch.Options with deviceIterations, poptorch.DataLoader, poptorch.optim.SGD,
+trainingModel for the epochs, detachFromDevice, then inferenceModel for test accuracy.
+The only tilegraph-specific line is `import tilegraph as poptorch`. (The tutorial's
+Dropout(0.5) is left out so that the weights can be compared with eager PyTorch's.)
+
+MNIST cannot be downloaded here, so the data is synthetic and MNIST-shaped (1x28x28, 10
+classes): ten fixed random stroke templates, each sample shifted, scaled and noised.
+The same model, data order and optimizer also train in eager PyTorch (a deepcopy of the
+initial model) for the side-by-side throughput, accuracy and weight difference.
+
+    python examples/mnist_poptorch.py [--epochs 2] [--train-samples 4096] [--check]
+"""
+import argparse
+import copy
+import sys
+import time
+
+import torch
+import torch.nn as nn
+
+import tilegraph as poptorch
+
+ACCURACY_THRESHOLD = 0.90   # --check: tilegraph's test accuracy must reach this
+WEIGHT_TOLERANCE = 1e-3     # --check: max |tilegraph weight - eager weight| after training
+
+
+class SyntheticMNIST(torch.utils.data.Dataset):
+    """MNIST-shaped images: one of 10 fixed stroke templates, shifted by up to 3 pixels,
+    scaled, plus Gaussian noise. Deterministic in (seed, train)."""
+
+    def __init__(self, size, train=True, seed=0):
+        templates = self.templates(seed)
+        g = torch.Generator().manual_seed(seed * 1000 + (1 if train else 2))
+        self.labels = torch.randint(0, 10, (size,), generator=g)
+        images = templates[self.labels]
+        shifts = torch.randint(-3, 4, (size, 2), generator=g)
+        for i in range(size):
+            images[i] = torch.roll(images[i], (int(shifts[i, 0]), int(shifts[i, 1])), (1, 2))
+        scale = 0.7 + 0.6 * torch.rand(size, 1, 1, 1, generator=g)
+        noise = 0.5 * torch.randn(size, 1, 28, 28, generator=g)
+        self.images = ((images * scale + noise) - 0.1307) / 0.3081  # MNIST's normalisation
+
+    @staticmethod
+    def templates(seed):
+        g = torch.Generator().manual_seed(seed)
+        yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+        out = torch.zeros(10, 1, 28, 28)
+        for c in range(10):  # 3 strokes of 12 soft dots along a random line segment
+            for _ in range(3):
+                p0, p1 = 6 + 16 * torch.rand(2, 2, generator=g)
+                for s in torch.linspace(0, 1, 12):
+                    cy, cx = p0 + s * (p1 - p0)
+                    out[c, 0] += torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 3.0)
+        return out.clamp(max=1.0)
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.images[index], self.labels[index]
+
+
+class Block(nn.Module):
+    def __init__(self, in_channels, num_filters, kernel_size, pool_size):
+        super(Block, self).__init__()
+        self.conv = nn.Conv2d(in_channels, num_filters, kernel_size=kernel_size)
+        self.pool = nn.MaxPool2d(kernel_size=pool_size)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x = self.conv(x)
+        x = self.pool(x)
+        x = self.relu(x)
+        return x
+
+
+class Network(nn.Module):
+    def __init__(self):
+        super(Network, self).__init__()
+        self.layer1 = Block(1, 32, 3, 2)
+        self.layer2 = Block(32, 64, 3, 2)
+        self.layer3 = nn.Linear(1600, 128)
+        self.layer3_act = nn.ReLU()
+        self.layer4 = nn.Linear(128, 10)
+        self.log_softmax = nn.LogSoftmax(dim=1)
+        self.loss = nn.NLLLoss()
+
+    def forward(self, x, labels=None):
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = x.view(-1, 1600)
+        x = self.layer3_act(self.layer3(x))
+        x = self.log_softmax(self.layer4(x))
+        if labels is not None:
+            return x, self.loss(x, labels)
+        return x
+
+
+def accuracy(predictions, labels):
+    _, ind = torch.max(predictions, 1)
+    return torch.sum(torch.eq(ind, labels)).item() / labels.size()[0]
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batches-per-step", type=int, default=32)
+    ap.add_argument("--test-batch-size", type=int, default=64)
+    ap.add_argument("--train-samples", type=int, default=4096)
+    ap.add_argument("--test-samples", type=int, default=1024)
+    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--momentum", type=float, default=0.9)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--check", action="store_true",
+                    help=f"exit 1 unless test accuracy >= {ACCURACY_THRESHOLD} and the weights "
+                         f"match eager PyTorch's within {WEIGHT_TOLERANCE}")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(42)
+    train_dataset = SyntheticMNIST(args.train_samples, train=True)
+    test_dataset = SyntheticMNIST(args.test_samples, train=False)
+
+    opts = poptorch.Options()
+    opts.deviceIterations(args.batches_per_step)
+    training_data = poptorch.DataLoader(opts, train_dataset, batch_size=args.batch_size,
+                                        shuffle=True, drop_last=True)
+
+    model = Network()
+    eager_model = copy.deepcopy(model)  # same initial weights for the eager comparison
+    optimizer = poptorch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    poptorch_model = poptorch.trainingModel(model, options=opts, optimizer=optimizer)
+
+    # ---- training through tilegraph --------------------------------------------------
+    torch.manual_seed(0)  # the shuffle order, replayed for eager below
+    call_times, first_call = [], None
+    for epoch in range(1, args.epochs + 1):
+        total_loss, steps = 0.0, 0
+        for data, labels in training_data:
+            t0 = time.perf_counter()
+            output, loss = poptorch_model(data, labels)
+            call_times.append(time.perf_counter() - t0)
+            total_loss += float(loss)
+            steps += 1
+        print(f"tilegraph  epoch {epoch}: loss {total_loss / steps:.4f}")
+    poptorch_model.detachFromDevice()
+    samples_per_call = data.shape[0]
+    first_call, steady = call_times[0], call_times[1:] or call_times
+    tg_rate = samples_per_call * len(steady) / sum(steady)
+
+    # ---- the same loop in eager PyTorch ----------------------------------------------
+    eager_opt = torch.optim.SGD(eager_model.parameters(), lr=args.lr, momentum=args.momentum)
+    eager_model.train()
+    torch.manual_seed(0)
+    eager_times = []
+    for epoch in range(1, args.epochs + 1):
+        total_loss, steps = 0.0, 0
+        for data, labels in training_data:
+            t0 = time.perf_counter()
+            for x, y in zip(data.split(args.batch_size), labels.split(args.batch_size)):
+                eager_opt.zero_grad()
+                _, loss = eager_model(x, y)
+                loss.backward()
+                eager_opt.step()
+            eager_times.append(time.perf_counter() - t0)
+            total_loss += float(loss)
+            steps += 1
+        print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
+    eager_rate = samples_per_call * len(eager_times[1:] or eager_times) / sum(
+        eager_times[1:] or eager_times)
+
+    # ---- inference: test accuracy --------------------------------------------------
+    model.eval()
+    eager_model.eval()
+    test_opts = poptorch.Options()
+    test_opts.deviceIterations(4)
+    test_data = poptorch.DataLoader(test_opts, test_dataset, batch_size=args.test_batch_size)
+    inference_model = poptorch.inferenceModel(model, options=test_opts)
+    correct = eager_correct = total = 0
+    with torch.no_grad():
+        for data, labels in test_data:
+            output = inference_model(data)
+            correct += accuracy(output, labels) * labels.size()[0]
+            eager_correct += accuracy(eager_model(data), labels) * labels.size()[0]
+            total += labels.size()[0]
+    inference_model.detachFromDevice()
+    tg_acc, eager_acc = correct / total, eager_correct / total
+
+    diff = max(float((p - q).abs().max()) for p, q in
+               zip(model.parameters(), eager_model.parameters()))
+    print(f"training throughput (samples/s, calls after the first): tilegraph {tg_rate:.0f}, "
+          f"eager PyTorch {eager_rate:.0f}  [{args.threads} threads; tilegraph's first call "
+          f"incl. compile {first_call:.2f} s]")
+    print(f"test accuracy on {total} samples: tilegraph {tg_acc:.4f}, eager PyTorch "
+          f"{eager_acc:.4f}")
+    print(f"max |weight difference| tilegraph vs eager: {diff:.2e}")
+    if args.check:
+        ok = tg_acc >= ACCURACY_THRESHOLD and diff <= WEIGHT_TOLERANCE
+        print(f"check: accuracy >= {ACCURACY_THRESHOLD} and weight difference <= "
+              f"{WEIGHT_TOLERANCE}: {'PASS' if ok else 'FAIL'}")
+        return 0 if ok else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

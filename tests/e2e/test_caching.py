@@ -1,0 +1,51 @@
+"""Executable caching across processes and compileAndExport / tilegraph.load."""
+import json
+import os
+import subprocess
+import sys
+
+import torch
+
+import tilegraph
+from models import MLP, batches
+
+HERE = os.path.dirname(__file__)
+
+
+def run_child(cache_dir):
+    env = dict(os.environ)
+    out = subprocess.run([sys.executable, os.path.join(HERE, "cache_child.py"), cache_dir],
+                         check=True, capture_output=True, text=True, env=env, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_loads_the_compiled_step_from_the_cache(tmp_path):
+    first = run_child(str(tmp_path))
+    second = run_child(str(tmp_path))
+    assert not first["from_cache"] and second["from_cache"]
+    assert len(list(tmp_path.glob("*.tgcache"))) == 1
+    assert second["loss"] == first["loss"]
+    assert second["bias"] == first["bias"]
+    print(f"compile: {first['compile_s']:.3f} s cold, {second['compile_s']:.3f} s from cache")
+
+
+def test_a_different_model_misses_the_cache(tmp_path):
+    opts = tilegraph.Options().enableExecutableCaching(str(tmp_path))
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
+    a = tilegraph.inferenceModel(MLP(dh=8).eval(), opts)
+    a.compile(x, t)
+    b = tilegraph.inferenceModel(MLP(dh=16).eval(), opts)
+    b.compile(x, t)
+    assert not b.loaded_from_cache
+    assert len(list(tmp_path.glob("*.tgcache"))) == 2
+
+
+def test_compile_and_export_then_load(tmp_path):
+    torch.manual_seed(0)
+    model = MLP().eval()
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
+    infer = tilegraph.inferenceModel(model)
+    path = str(tmp_path / "mlp.tg")
+    infer.compileAndExport(path, x, t)
+    loaded = tilegraph.load(path)
+    torch.testing.assert_close(loaded(x, t)[0], infer(x, t)[0])
