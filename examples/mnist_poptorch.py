@@ -12,7 +12,7 @@ classes): ten fixed random stroke templates, each sample shifted, scaled and noi
 The same model, data order and optimizer also train in eager PyTorch (a deepcopy of the
 initial model) for the side-by-side throughput, accuracy and weight difference.
 
-    python examples/mnist_poptorch.py [--epochs 2] [--train-samples 4096] [--check]
+    python examples/mnist_poptorch.py [--epochs 2] [--train-samples 3072] [--check]
 """
 import argparse
 import copy
@@ -24,8 +24,14 @@ import torch.nn as nn
 
 import tilegraph as poptorch
 
-ACCURACY_THRESHOLD = 0.90   # --check: tilegraph's test accuracy must reach this
-WEIGHT_TOLERANCE = 1e-3     # --check: max |tilegraph weight - eager weight| after training
+ACCURACY_THRESHOLD = 0.95   # --check: tilegraph's test accuracy must reach this
+# --check: max |tilegraph weight - eager weight| after the first epoch, and after training
+# relative to the largest weight. The engine matches eager to ~1e-7 per step, but this
+# training is chaotic: eager itself, with its initial weights perturbed by 1e-7, drifts by
+# 1e-3..1e-2 over a few hundred steps (a max-pool or ReLU decision flips), so the final
+# comparison has a looser bound than the first epoch's.
+FIRST_EPOCH_TOLERANCE = 1e-4
+FINAL_RELATIVE_TOLERANCE = 5e-2
 
 
 class SyntheticMNIST(torch.utils.data.Dataset):
@@ -41,7 +47,7 @@ class SyntheticMNIST(torch.utils.data.Dataset):
         for i in range(size):
             images[i] = torch.roll(images[i], (int(shifts[i, 0]), int(shifts[i, 1])), (1, 2))
         scale = 0.7 + 0.6 * torch.rand(size, 1, 1, 1, generator=g)
-        noise = 0.5 * torch.randn(size, 1, 28, 28, generator=g)
+        noise = 0.2 * torch.randn(size, 1, 28, 28, generator=g)
         self.images = ((images * scale + noise) - 0.1307) / 0.3081  # MNIST's normalisation
 
     @staticmethod
@@ -111,14 +117,14 @@ def parse_args(argv):
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--batches-per-step", type=int, default=32)
     ap.add_argument("--test-batch-size", type=int, default=64)
-    ap.add_argument("--train-samples", type=int, default=4096)
+    ap.add_argument("--train-samples", type=int, default=3072)
     ap.add_argument("--test-samples", type=int, default=1024)
-    ap.add_argument("--lr", type=float, default=0.01)
+    ap.add_argument("--lr", type=float, default=0.005)
     ap.add_argument("--momentum", type=float, default=0.9)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--check", action="store_true",
                     help=f"exit 1 unless test accuracy >= {ACCURACY_THRESHOLD} and the weights "
-                         f"match eager PyTorch's within {WEIGHT_TOLERANCE}")
+                         "match eager PyTorch's (see the tolerances above)")
     return ap.parse_args(argv)
 
 
@@ -141,16 +147,17 @@ def main(argv=None):
 
     # ---- training through tilegraph --------------------------------------------------
     torch.manual_seed(0)  # the shuffle order, replayed for eager below
-    call_times, first_call = [], None
+    call_times, tg_epochs = [], []
     for epoch in range(1, args.epochs + 1):
         total_loss, steps = 0.0, 0
         for data, labels in training_data:
             t0 = time.perf_counter()
             output, loss = poptorch_model(data, labels)
             call_times.append(time.perf_counter() - t0)
-            total_loss += float(loss)
+            total_loss += loss.item()
             steps += 1
         print(f"tilegraph  epoch {epoch}: loss {total_loss / steps:.4f}")
+        tg_epochs.append(copy.deepcopy(list(model.parameters())))
     poptorch_model.detachFromDevice()
     samples_per_call = data.shape[0]
     first_call, steady = call_times[0], call_times[1:] or call_times
@@ -160,7 +167,7 @@ def main(argv=None):
     eager_opt = torch.optim.SGD(eager_model.parameters(), lr=args.lr, momentum=args.momentum)
     eager_model.train()
     torch.manual_seed(0)
-    eager_times = []
+    eager_times, eager_epochs = [], []
     for epoch in range(1, args.epochs + 1):
         total_loss, steps = 0.0, 0
         for data, labels in training_data:
@@ -171,9 +178,10 @@ def main(argv=None):
                 loss.backward()
                 eager_opt.step()
             eager_times.append(time.perf_counter() - t0)
-            total_loss += float(loss)
+            total_loss += loss.item()
             steps += 1
         print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
+        eager_epochs.append(copy.deepcopy(list(eager_model.parameters())))
     eager_rate = samples_per_call * len(eager_times[1:] or eager_times) / sum(
         eager_times[1:] or eager_times)
 
@@ -194,18 +202,23 @@ def main(argv=None):
     inference_model.detachFromDevice()
     tg_acc, eager_acc = correct / total, eager_correct / total
 
-    diff = max(float((p - q).abs().max()) for p, q in
-               zip(model.parameters(), eager_model.parameters()))
+    with torch.no_grad():
+        diffs = [max(float((p - q).abs().max()) for p, q in zip(a, b))
+                 for a, b in zip(tg_epochs, eager_epochs)]
+        scale = max(float(q.abs().max()) for q in eager_epochs[-1])
     print(f"training throughput (samples/s, calls after the first): tilegraph {tg_rate:.0f}, "
           f"eager PyTorch {eager_rate:.0f}  [{args.threads} threads; tilegraph's first call "
           f"incl. compile {first_call:.2f} s]")
     print(f"test accuracy on {total} samples: tilegraph {tg_acc:.4f}, eager PyTorch "
           f"{eager_acc:.4f}")
-    print(f"max |weight difference| tilegraph vs eager: {diff:.2e}")
+    print("max |weight difference| tilegraph vs eager after each epoch: "
+          + ", ".join(f"{d:.2e}" for d in diffs) + f" (largest weight {scale:.2f})")
     if args.check:
-        ok = tg_acc >= ACCURACY_THRESHOLD and diff <= WEIGHT_TOLERANCE
-        print(f"check: accuracy >= {ACCURACY_THRESHOLD} and weight difference <= "
-              f"{WEIGHT_TOLERANCE}: {'PASS' if ok else 'FAIL'}")
+        ok = (tg_acc >= ACCURACY_THRESHOLD and diffs[0] <= FIRST_EPOCH_TOLERANCE
+              and diffs[-1] <= FINAL_RELATIVE_TOLERANCE * scale)
+        print(f"check: accuracy >= {ACCURACY_THRESHOLD}, weight difference <= "
+              f"{FIRST_EPOCH_TOLERANCE} after epoch 1 and <= {FINAL_RELATIVE_TOLERANCE} x "
+              f"largest weight at the end: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     return 0
 

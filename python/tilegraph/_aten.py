@@ -23,7 +23,8 @@ def handles(*overloads):
 
 # ---- elementwise -------------------------------------------------------------------------
 def _unary(tg_op):
-    return lambda cx, n, x, *rest, **kw: cx.op(tg_op, [cx.v(x)])
+    # torch computes in the result dtype: exp/sqrt/sigmoid/... of an integer tensor are float.
+    return lambda cx, n, x, *rest, **kw: cx.op(tg_op, [cx.cast(cx.v(x), cx.dtype_of(n))])
 
 
 for _aten_op, _tg_op in [
@@ -31,8 +32,33 @@ for _aten_op, _tg_op in [
         (aten.log, "log"), (aten.sqrt, "sqrt"), (aten.rsqrt, "rsqrt"), (aten.neg, "neg"),
         (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
         (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
-        (aten.sign, "sign"), (aten.logical_not, "logical_not"), (aten.bitwise_not, "logical_not")]:
+        (aten.sign, "sign")]:
     TABLE[_aten_op.default] = _unary(_tg_op)
+
+
+def _as_bool(cx, n, x):
+    """x != 0 for a non-bool tensor (torch's logical ops accept any dtype)."""
+    value = cx.v(x)
+    if cx.dtype_of(x) == "bool":
+        return value
+    return cx.op("ne", [value, cx.scalar(0, x)])
+
+
+def _require_bool(cx, n, *xs):
+    for x in xs:
+        if isinstance(x, torch.fx.Node) and cx.dtype_of(x) != "bool":
+            cx.unsupported(n, f"bitwise op on {cx.dtype_of(x)} tensors (only bool)")
+
+
+@handles(aten.logical_not.default)
+def _logical_not(cx, n, x):
+    return cx.op("logical_not", [_as_bool(cx, n, x)])
+
+
+@handles(aten.bitwise_not.default)
+def _bitwise_not(cx, n, x):
+    _require_bool(cx, n, x)
+    return cx.op("logical_not", [cx.v(x)])
 
 
 @handles(aten.gelu.default)
@@ -51,12 +77,30 @@ def _binary(tg_op):
 
 for _name, _tg_op in [("add", "add"), ("sub", "sub"), ("mul", "mul"), ("maximum", "maximum"),
                       ("minimum", "minimum"), ("eq", "eq"), ("ne", "ne"), ("lt", "lt"),
-                      ("le", "le"), ("gt", "gt"), ("ge", "ge"), ("logical_and", "logical_and"),
-                      ("logical_or", "logical_or"), ("bitwise_and", "logical_and"),
-                      ("bitwise_or", "logical_or")]:
+                      ("le", "le"), ("gt", "gt"), ("ge", "ge")]:
     for _ov in ("Tensor", "Scalar", "default"):
         if hasattr(getattr(aten, _name), _ov):
             TABLE[getattr(getattr(aten, _name), _ov)] = _binary(_tg_op)
+
+
+def _logical(tg_op):
+    def handler(cx, n, a, b):
+        return cx.op(tg_op, [_as_bool(cx, n, a), _as_bool(cx, n, b)])
+    return handler
+
+
+def _bitwise(tg_op):
+    def handler(cx, n, a, b):
+        _require_bool(cx, n, a, b)
+        return cx.op(tg_op, [cx.v(a), cx.v(b)])
+    return handler
+
+
+for _name, _tg_op in [("logical_and", "logical_and"), ("logical_or", "logical_or")]:
+    TABLE[getattr(aten, _name).default] = _logical(_tg_op)
+for _name, _tg_op in [("bitwise_and", "logical_and"), ("bitwise_or", "logical_or")]:
+    for _ov in ("Tensor", "Scalar"):
+        TABLE[getattr(getattr(aten, _name), _ov)] = _bitwise(_tg_op)
 
 
 @handles(aten.div.Tensor, aten.div.Scalar)
@@ -75,10 +119,10 @@ def _rsub(cx, n, a, b, alpha=1):
 
 @handles(aten.pow.Tensor_Scalar)
 def _pow_scalar(cx, n, x, exponent):
-    return cx.op("pow_scalar", [cx.v(x)], {"exponent": float(exponent)})
+    return cx.op("pow_scalar", [cx.cast(cx.v(x), cx.dtype_of(n))], {"exponent": float(exponent)})
 
 
-@handles(aten.pow.Tensor_Tensor)
+@handles(aten.pow.Tensor_Tensor, aten.pow.Scalar)
 def _pow(cx, n, a, b):
     return cx.op("pow", list(cx.operands(n, a, b)))
 
@@ -90,7 +134,24 @@ def _clamp(cx, n, x, min=None, max=None):
         attrs["min"] = float(min)
     if max is not None:
         attrs["max"] = float(max)
-    return cx.op("clamp", [cx.v(x)], attrs)
+    # clamp promotes with its bounds: an integer tensor clamped to 0.5 is float.
+    return cx.op("clamp", [cx.cast(cx.v(x), cx.dtype_of(n))], attrs)
+
+
+@handles(aten.clamp.Tensor)
+def _clamp_tensor(cx, n, x, min=None, max=None):
+    out = cx.dtype_of(n)
+    y = cx.cast(cx.v(x), out)
+    if min is not None:
+        y = cx.op("maximum", [y, cx.cast(cx.v(min), out)])
+    if max is not None:
+        y = cx.op("minimum", [y, cx.cast(cx.v(max), out)])
+    return y
+
+
+@handles(aten.hardtanh.default)
+def _hardtanh(cx, n, x, min_val=-1.0, max_val=1.0):
+    return cx.op("clamp", [cx.v(x)], {"min": float(min_val), "max": float(max_val)})
 
 
 @handles(aten.where.self)
@@ -102,6 +163,12 @@ def _where(cx, n, c, a, b):
 @handles(aten._to_copy.default, aten.to.dtype)
 def _to_copy(cx, n, x, *args, **kw):
     return cx.cast(cx.v(x), cx.dtype_of(n))
+
+
+@handles(aten._assert_tensor_metadata.default)
+def _assert_metadata(cx, n, *args, **kw):
+    """A shape/dtype assertion torch.export leaves behind (e.g. for .float()): no value."""
+    return None
 
 
 @handles(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
@@ -159,7 +226,8 @@ def _select(cx, n, x, dim, index):
 
 @handles(aten.cat.default)
 def _cat(cx, n, xs, dim=0):
-    return cx.op("cat", [cx.v(x) for x in xs], {"axis": dim})
+    # cat promotes: cat([f32, i64]) is f32.
+    return cx.op("cat", [cx.cast(cx.v(x), cx.dtype_of(n)) for x in xs], {"axis": dim})
 
 
 @handles(aten.split_with_sizes.default, aten.split.Tensor)
@@ -257,6 +325,15 @@ def _batch_norm_train(cx, n, x, w, b, running_mean, running_var, training, momen
     return [y, mean, invstd, new_mean, new_var]
 
 
+@handles(aten._native_batch_norm_legit.no_stats)
+def _batch_norm_no_stats(cx, n, x, w, b, training, momentum, eps):
+    """track_running_stats=False: batch statistics in training and in eval alike."""
+    c = cx.shape_of(n.args[0])[1]
+    w_, b_ = cx.affine(w, b, c, n)
+    y, mean, invstd, _ = cx.ops("batch_norm_train", [cx.v(x), w_, b_], {"eps": eps}, 4)
+    return [y, mean, invstd]
+
+
 @handles(aten._native_batch_norm_legit_no_training.default)
 def _batch_norm_eval(cx, n, x, w, b, running_mean, running_var, momentum, eps):
     c = cx.shape_of(n.args[0])[1]
@@ -310,7 +387,8 @@ def _sum(cx, n, x, dims=None, keepdim=False, dtype=None):
 
 @handles(aten.mean.dim, aten.mean.default)
 def _mean(cx, n, x, dims=None, keepdim=False, dtype=None):
-    return cx.op("mean", [cx.v(x)], {"axes": _axes(dims), "keepdim": keepdim})
+    return cx.op("mean", [cx.cast(cx.v(x), cx.dtype_of(n))],
+                 {"axes": _axes(dims), "keepdim": keepdim})
 
 
 @handles(aten.amax.default)
@@ -318,18 +396,31 @@ def _amax(cx, n, x, dims=(), keepdim=False):
     return cx.op("amax", [cx.v(x)], {"axes": _axes(dims), "keepdim": keepdim})
 
 
+@handles(aten.max.default)
+def _max_all(cx, n, x):
+    return cx.op("amax", [cx.v(x)], {"axes": [], "keepdim": False})
+
+
 @handles(aten.var.correction)
 def _var(cx, n, x, dims=None, correction=None, keepdim=False):
-    return cx.op("var", [cx.v(x)], {"axes": _axes(dims),
-                                     "correction": 1 if correction is None else int(correction),
-                                     "keepdim": keepdim})
+    correction = 1 if correction is None else correction
+    if correction == int(correction):
+        return cx.op("var", [cx.v(x)], {"axes": _axes(dims), "correction": int(correction),
+                                         "keepdim": keepdim})
+    # A fractional correction: the biased variance times count / (count - correction).
+    shape = cx.shape_of(n.args[0])
+    count = _numel([shape[d] for d in _axes(dims)] if _axes(dims) else shape)
+    biased = cx.op("var", [cx.v(x)], {"axes": _axes(dims), "correction": 0,
+                                       "keepdim": keepdim})
+    return cx.op("mul", [biased, cx.scalar(count / (count - correction), n)])
 
 
 @handles(aten.argmax.default)
 def _argmax(cx, n, x, dim=None, keepdim=False):
-    if dim is None:
-        flat = cx.op("reshape", [cx.v(x)], {"shape": [-1 if False else _numel(cx.shape_of(n.args[0]))]})
-        return cx.op("argmax", [flat], {"axis": 0})
+    if dim is None:  # over the flattened tensor; keepdim gives all-ones dims
+        flat = cx.op("reshape", [cx.v(x)], {"shape": [_numel(cx.shape_of(n.args[0]))]})
+        index = cx.op("argmax", [flat], {"axis": 0})
+        return cx.op("reshape", [index], {"shape": cx.shape_of(n)}) if keepdim else index
     return cx.op("argmax", [cx.v(x)], {"axis": dim, "keepdim": keepdim})
 
 

@@ -7,7 +7,6 @@ _aten.py and keeps the user's file:line. Every op the table lacks is collected f
 reported in one NotImplementedError before anything is built.
 """
 import os
-import traceback
 import warnings
 
 import numpy as np
@@ -21,8 +20,8 @@ _TILEGRAPH_DIR = os.path.dirname(__file__)
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
            torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool"}
-_NUMPY = {"f32": np.float32, "f64": np.float64, "i64": np.int64, "i32": np.int32,
-          "bool": np.bool_}
+_NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
+          "i32": np.int32, "bool": np.bool_}
 
 
 def tg_dtype(torch_dtype):
@@ -32,11 +31,10 @@ def tg_dtype(torch_dtype):
 
 
 def user_location(node):
-    """The innermost frame of the node's stack trace that is the user's code."""
-    trace = node.meta.get("stack_trace") or ""
-    frames = [f for f in traceback.StackSummary.from_list([]) if False]
+    """"path:line" of the innermost frame of the node's stack trace that is not inside torch
+    or tilegraph (the user's code), or "" if there is none."""
     best = ""
-    for line in trace.splitlines():
+    for line in (node.meta.get("stack_trace") or "").splitlines():
         line = line.strip()
         if not line.startswith("File "):
             continue
@@ -45,10 +43,8 @@ def user_location(node):
             lineno = line.split("line ")[1].split(",")[0]
         except IndexError:
             continue
-        if path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR):
-            continue
-        best = f"{path}:{lineno}"
-    del frames
+        if not (path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR)):
+            best = f"{path}:{lineno}"  # frames run outermost first: keep the last
     return best
 
 
@@ -128,21 +124,29 @@ class _Context:
         return self._constants[key]
 
     def operands(self, n, a, b):
-        """Binary operands: Python scalars take the tensor operand's dtype (torch's rule for
-        a 0-dim/scalar operand), tensors are cast to the result dtype if they differ."""
+        """Binary operands in the op's computation dtype: the result dtype, or for a
+        comparison (a bool result) the operands' common dtype by torch's promotion rules
+        (a Python scalar or 0-dim tensor only promotes across categories: int < 2.5 compares
+        as float, i64 == 1.0 as well, f16 > 0.5 as f16)."""
         out = self.dtype_of(n)
-        compare = out == "bool"
+        if out == "bool":
+            out = self.common_dtype(a, b)
 
-        def one(x, other):
+        def one(x):
             if isinstance(x, torch.fx.Node):
-                value = self.v(x)
-                want = self.dtype_of(x) if compare else out
-                if compare and isinstance(other, torch.fx.Node):
-                    want = _promote(self.dtype_of(x), self.dtype_of(other))
-                return self.cast(value, want)
-            ref = self.dtype_of(other) if isinstance(other, torch.fx.Node) else out
-            return self.scalar(x, None, ref if compare else out)
-        return one(a, b), one(b, a)
+                return self.cast(self.v(x), out)
+            return self.scalar(x, None, out)
+        return one(a), one(b)
+
+    def common_dtype(self, *args):
+        """torch.result_type of the arguments (FX nodes or Python scalars)."""
+        def proxy(x):
+            if isinstance(x, torch.fx.Node):
+                val = self.meta(x)
+                return torch.empty(val.shape, dtype=val.dtype, device="meta")
+            return x
+        a, b = (proxy(x) for x in args)
+        return tg_dtype(torch.result_type(a, b))
 
     def affine(self, w, b, shape, n):
         shape = [shape] if isinstance(shape, int) else shape
@@ -175,11 +179,6 @@ class _Context:
             value = n.target(*args, **kwargs)
         dtype = tg_dtype(value.dtype)
         return self.g.add_constant(np.asarray(value.numpy().astype(_NUMPY[dtype]), order="C"))
-
-
-def _promote(a, b):
-    order = ["bool", "i32", "i64", "bf16", "f16", "f32", "f64"]
-    return a if order.index(a) >= order.index(b) else b
 
 
 def _unsupported_report(gm):

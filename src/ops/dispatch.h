@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "ir/tensor_type.h"
 #include "support/error.h"
@@ -10,7 +11,7 @@ namespace tg {
 
 // Calls fn(T{}) with T = float or double for f32 / f64; other dtypes are Unsupported.
 template <typename Fn>
-auto DispatchFloat(DType dtype, const std::string& op, Fn&& fn) {
+auto DispatchFloat(DType dtype, std::string_view op, Fn&& fn) {
   switch (dtype) {
     case DType::kF32: return fn(float{});
     case DType::kF64: return fn(double{});

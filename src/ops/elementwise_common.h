@@ -115,10 +115,11 @@ KernelFactory BinaryCpuKernel(ParamsFn params) {
     return DispatchTypes<kTypes>(node.input(0)->type().dtype, node.op(), [&](auto tag) -> Kernel {
       using T = decltype(tag);
       using R = decltype(Op::Apply(T{}, T{}, nullptr));
-      return [p, as, bs, os](const KernelArgs& a) {
+      cpu::BroadcastPlan plan = cpu::MakeBroadcastPlan(os, {as, bs});
+      return [p, plan](const KernelArgs& a) {
         const double* pp = p.data();
-        cpu::MapBinary(static_cast<const T*>(a.inputs[0]), as, static_cast<const T*>(a.inputs[1]),
-                       bs, static_cast<R*>(a.outputs[0]), os,
+        cpu::MapBinary(static_cast<const T*>(a.inputs[0]), static_cast<const T*>(a.inputs[1]),
+                       static_cast<R*>(a.outputs[0]), plan,
                        [pp](T x, T y) { return Op::Apply(x, y, pp); });
       };
     });

@@ -33,6 +33,7 @@ InferFn WhereInfer() {
 Kernel WhereKernel(const Node& node, bool reference) {
   Shape cs = node.input(0)->type().shape, as = node.input(1)->type().shape;
   Shape bs = node.input(2)->type().shape, os = node.output(0)->type().shape;
+  cpu::BroadcastPlan plan = cpu::MakeBroadcastPlan(os, {cs, as, bs});
   return DispatchTypes<kAllTypes>(node.input(1)->type().dtype, "where", [&](auto tag) -> Kernel {
     using T = decltype(tag);
     return [=](const KernelArgs& args) {
@@ -47,8 +48,7 @@ Kernel WhereKernel(const Node& node, bool reference) {
         }
         return;
       }
-      cpu::MapTernary(c, cs, a, as, b, bs, out, os,
-                      [](bool cv, T av, T bv) { return cv ? av : bv; });
+      cpu::MapTernary(c, a, b, out, plan, [](bool cv, T av, T bv) { return cv ? av : bv; });
     };
   });
 }

@@ -32,7 +32,7 @@ Shape LossShape(cpu::LossReduction r, int64_t n) {
 }
 
 template <typename Fn>
-void DispatchTyped(DType dtype, DType idx, const std::string& op, Fn&& fn) {
+void DispatchTyped(DType dtype, DType idx, std::string_view op, Fn&& fn) {
   DispatchFloat(dtype, op, [&](auto t) {
     if (idx == DType::kI32) fn(t, int32_t{});
     else fn(t, int64_t{});

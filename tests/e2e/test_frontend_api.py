@@ -128,3 +128,55 @@ def test_poptorch_style_import():
     opts.Training.gradientAccumulation(1)
     assert poptorch.trainingModel and poptorch.inferenceModel and poptorch.optim.SGD
     assert opts.device_iterations == 2
+
+
+def _eager_steps(model, opt, x, t, steps, micro):
+    for s in range(steps):
+        opt.zero_grad()
+        model(x[s * micro:(s + 1) * micro], t[s * micro:(s + 1) * micro])[1].backward()
+        opt.step()
+
+
+def test_parameter_groups_keep_their_own_hyperparameters():
+    torch.manual_seed(0)
+    model = MLP()
+    reference = copy.deepcopy(model)
+
+    def groups(m):
+        return [{"params": m.fc1.parameters(), "lr": 0.2, "weight_decay": 0.01},
+                {"params": m.fc2.parameters()}]
+    x, t = batches("mlp", 5, 4, torch.Generator().manual_seed(0))
+    opts = tilegraph.Options().deviceIterations(5)
+    tilegraph.trainingModel(model, opts, torch.optim.SGD(groups(model), lr=0.05, momentum=0.5))(x, t)
+    _eager_steps(reference, torch.optim.SGD(groups(reference), lr=0.05, momentum=0.5), x, t, 5, 4)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_loss_scaling_leaves_the_trained_weights_unchanged():
+    torch.manual_seed(0)
+    model = MLP()
+    reference = copy.deepcopy(model)
+    x, t = batches("mlp", 4, 4, torch.Generator().manual_seed(0))
+    opts = tilegraph.Options().deviceIterations(4)
+    opt = tilegraph.optim.SGD(model.parameters(), lr=0.1, loss_scaling=1024.0)
+    tilegraph.trainingModel(model, opts, opt)(x, t)
+    _eager_steps(reference, torch.optim.SGD(reference.parameters(), lr=0.1), x, t, 4, 4)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_sum_reduction_accumulates_unscaled_gradients():
+    torch.manual_seed(0)
+    model = MLP()
+    reference = copy.deepcopy(model)
+    x, t = batches("mlp", 3, 4, torch.Generator().manual_seed(0))
+    opts = (tilegraph.Options().Training.gradientAccumulation(3)
+            .Training.accumulationAndReplicationReductionType(tilegraph.ReductionType.Sum))
+    tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.05))(x, t)
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05)
+    for s in range(3):
+        reference(x[s * 4:(s + 1) * 4], t[s * 4:(s + 1) * 4])[1].backward()
+    opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -22,11 +22,10 @@ void MapUnary(const In* x, Out* y, int64_t n, F f) {
   });
 }
 
-// out[i] = f(a[...], b[...]) with numpy broadcasting of a and b to out_shape.
+// out[i] = f(a[...], b[...]) with numpy broadcasting of a and b, as planned by
+// MakeBroadcastPlan(out_shape, {a_shape, b_shape}) (kernels plan once, at build time).
 template <typename A, typename B, typename Out, typename F>
-void MapBinary(const A* a, const Dims& a_shape, const B* b, const Dims& b_shape, Out* out,
-               const Dims& out_shape, F f) {
-  BroadcastPlan plan = MakeBroadcastPlan(out_shape, {a_shape, b_shape});
+void MapBinary(const A* a, const B* b, Out* out, const BroadcastPlan& plan, F f) {
   const int64_t n = plan.numel;
   ParallelFor(n, kElementwiseGrain, [&](int64_t begin, int64_t end) {
     int64_t pos = begin;
@@ -50,11 +49,10 @@ void MapBinary(const A* a, const Dims& a_shape, const B* b, const Dims& b_shape,
   });
 }
 
-// out[i] = f(a[...], b[...], c[...]) with numpy broadcasting of three operands.
+// out[i] = f(a[...], b[...], c[...]) with numpy broadcasting of three operands, as planned by
+// MakeBroadcastPlan(out_shape, {a_shape, b_shape, c_shape}).
 template <typename A, typename B, typename C, typename Out, typename F>
-void MapTernary(const A* a, const Dims& a_shape, const B* b, const Dims& b_shape, const C* c,
-                const Dims& c_shape, Out* out, const Dims& out_shape, F f) {
-  BroadcastPlan plan = MakeBroadcastPlan(out_shape, {a_shape, b_shape, c_shape});
+void MapTernary(const A* a, const B* b, const C* c, Out* out, const BroadcastPlan& plan, F f) {
   ParallelFor(plan.numel, kElementwiseGrain, [&](int64_t begin, int64_t end) {
     int64_t pos = begin;
     ForEachRun(plan, begin, end, [&](const int64_t* off, const int64_t* inner, int64_t count) {

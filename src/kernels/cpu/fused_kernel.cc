@@ -12,11 +12,18 @@ namespace {
 
 enum class LoadKind { kDirect, kScalar, kContiguous, kBroadcast };
 
-struct PreparedLoad {
-  LoadKind kind;
-  const void* src;
-  BroadcastPlan plan;
+// Per-thread block buffers, grown on first use and reused by every later run.
+template <typename T>
+struct BlockScratch {
+  std::vector<T> buf;
+  std::vector<const T*> slot, args;
 };
+
+template <typename T>
+BlockScratch<T>& ThreadScratch() {
+  static thread_local BlockScratch<T> scratch;
+  return scratch;
+}
 
 }  // namespace
 
@@ -25,33 +32,50 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
   int64_t numel = 1;
   for (int64_t d : p.shape) numel *= d;
   if (numel == 0) return;
-  // Classify each load once.
-  std::vector<PreparedLoad> loads;
-  for (const auto& l : p.loads) {
-    PreparedLoad pl{LoadKind::kBroadcast, l.arg >= 0 ? inputs[l.arg] : l.constant, {}};
-    int64_t n = 1;
-    for (int64_t d : l.shape) n *= d;
-    if (n == 1) {
-      pl.kind = LoadKind::kScalar;
-    } else if (n == numel) {
-      pl.kind = l.is_bool ? LoadKind::kContiguous : LoadKind::kDirect;
-    } else {
-      pl.plan = MakeBroadcastPlan(p.shape, {l.shape});
+  // Classify each load once per program (shapes are fixed at compile time).
+  if (p.prepared.size() != p.loads.size()) {
+    p.prepared.clear();
+    for (const auto& l : p.loads) {
+      typename FusedProgram<T>::PreparedLoad pl{static_cast<int>(LoadKind::kBroadcast), {}};
+      int64_t n = 1;
+      for (int64_t d : l.shape) n *= d;
+      if (n == 1) {
+        pl.kind = static_cast<int>(LoadKind::kScalar);
+      } else if (n == numel) {
+        pl.kind = static_cast<int>(l.is_bool ? LoadKind::kContiguous : LoadKind::kDirect);
+      } else {
+        pl.plan = MakeBroadcastPlan(p.shape, {l.shape});
+      }
+      p.prepared.push_back(std::move(pl));
     }
-    loads.push_back(std::move(pl));
   }
+  struct Resolved {
+    LoadKind kind;
+    const void* src;
+    const BroadcastPlan* plan;
+  };
+  const auto resolve = [&](size_t i) {
+    const auto& l = p.loads[i];
+    return Resolved{static_cast<LoadKind>(p.prepared[i].kind),
+                    l.arg >= 0 ? inputs[l.arg] : l.constant, &p.prepared[i].plan};
+  };
   const int64_t blocks = (numel + kFusedBlock - 1) / kFusedBlock;
   ParallelFor(blocks, 32, [&](int64_t b0, int64_t b1) {
-    std::vector<T> buf(static_cast<size_t>(p.num_slots) * kFusedBlock);
-    std::vector<const T*> slot(p.num_slots, nullptr);
-    std::vector<const T*> args;
-    auto slot_buf = [&](int s) { return buf.data() + static_cast<int64_t>(s) * kFusedBlock; };
+    BlockScratch<T>& scratch = ThreadScratch<T>();
+    const size_t need = static_cast<size_t>(p.num_slots) * kFusedBlock;
+    if (scratch.buf.size() < need) scratch.buf.resize(need);
+    if (scratch.slot.size() < static_cast<size_t>(p.num_slots)) scratch.slot.resize(p.num_slots);
+    T* buf_base = scratch.buf.data();
+    const T** slot = scratch.slot.data();
+    std::vector<const T*>& args = scratch.args;
+    auto slot_buf = [&](int s) { return buf_base + static_cast<int64_t>(s) * kFusedBlock; };
+    const size_t num_loads = p.loads.size();
     // Scalars are the same for every block: fill them once.
-    for (size_t i = 0; i < loads.size(); ++i) {
-      if (loads[i].kind != LoadKind::kScalar) continue;
+    for (size_t i = 0; i < num_loads; ++i) {
+      const Resolved r = resolve(i);
+      if (r.kind != LoadKind::kScalar) continue;
       const auto& l = p.loads[i];
-      T v = l.is_bool ? T(*static_cast<const bool*>(loads[i].src) ? 1 : 0)
-                      : *static_cast<const T*>(loads[i].src);
+      T v = l.is_bool ? T(*static_cast<const bool*>(r.src) ? 1 : 0) : *static_cast<const T*>(r.src);
       T* dst = slot_buf(l.slot);
       for (int64_t j = 0; j < kFusedBlock; ++j) dst[j] = v;
       slot[l.slot] = dst;
@@ -59,9 +83,9 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t start = blk * kFusedBlock;
       const int64_t n = std::min(kFusedBlock, numel - start);
-      for (size_t i = 0; i < loads.size(); ++i) {
+      for (size_t i = 0; i < num_loads; ++i) {
         const auto& l = p.loads[i];
-        const PreparedLoad& pl = loads[i];
+        const Resolved pl = resolve(i);
         T* dst = slot_buf(l.slot);
         switch (pl.kind) {
           case LoadKind::kScalar: break;
@@ -74,9 +98,9 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
           }
           case LoadKind::kBroadcast:
             if (l.is_bool) {
-              GatherRun(static_cast<const bool*>(pl.src), pl.plan, start, n, dst);
+              GatherRun(static_cast<const bool*>(pl.src), *pl.plan, start, n, dst);
             } else {
-              GatherRun(static_cast<const T*>(pl.src), pl.plan, start, n, dst);
+              GatherRun(static_cast<const T*>(pl.src), *pl.plan, start, n, dst);
             }
             slot[l.slot] = dst;
             break;

@@ -24,6 +24,12 @@ struct FusedProgram {
     bool is_bool = false;             // stored as bool (else as T)
     Dims shape;                       // the operand's shape (broadcasts to the iteration space)
   };
+  // How each load runs (direct, scalar, bool conversion, broadcast gather), derived from the
+  // shapes on the first run and kept: later runs allocate nothing.
+  struct PreparedLoad {
+    int kind = 0;
+    BroadcastPlan plan;
+  };
   struct Step {
     BlockFunction<T> fn = nullptr;
     std::vector<int> in_slots;
@@ -40,6 +46,7 @@ struct FusedProgram {
   std::vector<Load> loads;
   std::vector<Step> steps;
   std::vector<Store> stores;
+  mutable std::vector<PreparedLoad> prepared;  // filled by the first RunFused
 };
 
 // Elements per block.
