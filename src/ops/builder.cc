@@ -124,4 +124,35 @@ Value* Builder::MatMul(Value* a, Value* b, bool transpose_a, bool transpose_b) {
   return Op1("matmul", {a, b}, {{"transpose_a", transpose_a}, {"transpose_b", transpose_b}});
 }
 
+Value* Builder::CrossEntropy(Value* logits, Value* target, const std::string& reduction,
+                             int64_t ignore_index, double label_smoothing) {
+  TG_CHECK(logits->type().rank() == 2, kShape, "cross entropy: expected logits [N, C], got ",
+           logits->type().ToString());
+  Value* logp = Op1("log_softmax", {logits}, {{"axis", int64_t{1}}});
+  Value* nll = Op1("nll_loss", {logp, target},
+                   {{"reduction", reduction}, {"ignore_index", ignore_index}});
+  if (label_smoothing == 0.0) return nll;
+  // torch: (1-e) * nll + e/C * smooth, smooth_i = -sum_c logp[i,c] (0 where ignored), reduced
+  // like nll (mean: over the targets that are not ignored).
+  DType dtype = logits->type().dtype;
+  double classes = static_cast<double>(logits->type().shape[1]);
+  Value* valid = Cast(Op1("ne", {target, Scalar(static_cast<double>(ignore_index),
+                                                target->type().dtype)}),
+                      dtype);
+  Value* smooth = Mul(Neg(Sum(logp, {1})), valid);
+  if (reduction == "mean") smooth = Div(Sum(smooth, {}), Sum(valid, {}));
+  else if (reduction == "sum") smooth = Sum(smooth, {});
+  return Add(MulScalar(nll, 1.0 - label_smoothing), MulScalar(smooth, label_smoothing / classes));
+}
+
+Value* Builder::MseLoss(Value* input, Value* target, const std::string& reduction) {
+  Value* diff = Sub(input, target);
+  Value* sq = Mul(diff, diff);
+  if (reduction == "mean") return Mean(sq, {});
+  if (reduction == "sum") return Sum(sq, {});
+  TG_CHECK(reduction == "none", kInvalidInput, "expected reduction mean, sum or none, got '",
+           reduction, "'");
+  return sq;
+}
+
 }  // namespace tg

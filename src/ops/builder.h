@@ -63,6 +63,12 @@ class Builder {
   Value* Mean(Value* a, const std::vector<int64_t>& axes, bool keepdim = false);
   Value* MatMul(Value* a, Value* b, bool transpose_a = false, bool transpose_b = false);
 
+  // Losses composed from registered ops, with torch.nn.functional's semantics.
+  // reduction: "mean", "sum" or "none". logits [N, C], target integer [N].
+  Value* CrossEntropy(Value* logits, Value* target, const std::string& reduction = "mean",
+                      int64_t ignore_index = -100, double label_smoothing = 0.0);
+  Value* MseLoss(Value* input, Value* target, const std::string& reduction = "mean");
+
  private:
   Graph& graph_;
   const OpRegistry& registry_;

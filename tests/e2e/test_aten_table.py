@@ -24,8 +24,8 @@ class Wrap(nn.Module):
     """fn(*inputs) (a callable or a submodule) -> (outputs..., loss).
 
     With `param`, the first input is multiplied by a trainable parameter of that shape
-    first, so that the op under test sits on a gradient path. The loss (the mean square of
-    every float output) is returned only when some output is floating point.
+    first, so that the op under test sits on a gradient path. With `with_loss` (training),
+    the mean square of every float output is returned last as the loss.
     """
 
     def __init__(self, fn, param=None, positive=False):
@@ -40,17 +40,18 @@ class Wrap(nn.Module):
             self.w = nn.Parameter(w)
         else:
             self.w = None
+        self.with_loss = False
 
     def forward(self, *xs):
         if self.w is not None:
             xs = (xs[0] * self.w,) + xs[1:]
         out = self.m(*xs) if self.fn is None else self.fn(*xs)
         outs = tuple(out) if isinstance(out, (tuple, list)) else (out,)
-        floats = [o for o in outs if o.is_floating_point()]
-        if not floats:
-            return outs if len(outs) > 1 else outs[0]
-        loss = sum(o.float().square().mean() for o in floats)
-        return (*outs, loss)
+        if not self.with_loss:
+            return outs
+        floats = [o if o.dtype == torch.float32 else o.float() for o in outs
+                  if o.is_floating_point()]
+        return (*outs, sum(o.square().mean() for o in floats))
 
 
 Case = collections.namedtuple("Case", "id make inputs train eval_mode tol marks train_marks")
@@ -570,49 +571,46 @@ ALL = UNARY + BINARY + COMPARE + CAST + SHAPE + MATMUL + CONV + POOL + NORM + RE
 
 
 
-FAMILIES = {"unary": UNARY, "binary": BINARY, "compare": COMPARE, "cast": CAST, "shape": SHAPE,
-            "matmul": MATMUL, "conv": CONV, "pool": POOL, "norm": NORM, "reduce": REDUCE,
-            "index": INDEX, "loss": LOSS, "const": CONST}
+# Families batched per test (each test costs one torch.export, about a second of fixed cost).
+GROUPS = {"elementwise": UNARY + BINARY + COMPARE + CAST,
+          "tensor": SHAPE + MATMUL + REDUCE + INDEX + CONST,
+          "nn": CONV + POOL + NORM + LOSS}
 
 
 class Batch(nn.Module):
-    """Several cases in one module (one export and one compilation for all of them: capture
-    costs about a second per model, whatever its size). Inputs are the cases' inputs in
-    order; outputs are the cases' outputs in order; for training (`sum_losses`), each case's
-    loss is left out of them and their sum is the last output."""
+    """Several cases in one module: one export and one compilation for all of them (capture
+    costs about a second per model whatever its size, nearly all of it in torch.export).
+    Inputs are the cases' inputs in order; outputs are the cases' outputs in order, then for
+    training the sum of their losses."""
 
-    def __init__(self, modules, arities, sum_losses):
+    def __init__(self, modules, arities, training):
         super().__init__()
         self.cases = nn.ModuleList(modules)
         self.arities = arities
-        self.sum_losses = sum_losses
+        self.sum_losses = training
 
     def forward(self, *xs):
         outs, losses, k = [], [], 0
         for m, n in zip(self.cases, self.arities):
-            o = _as_tuple(m(*xs[k:k + n]))
+            o = m(*xs[k:k + n])
             k += n
-            if self.sum_losses and o[-1].is_floating_point() and o[-1].dim() == 0:
+            if self.sum_losses:
                 outs.extend(o[:-1])
                 losses.append(o[-1])
             else:
                 outs.extend(o)
         if losses:
-            outs.append(torch.stack(losses).sum())
+            outs.append(sum(losses))
         return tuple(outs)
 
 
-def _as_tuple(x):
-    return x if isinstance(x, tuple) else (x,)
-
-
 def _params(training):
-    """One test per family (its cases batched), plus one per case with a mark (a known
-    engine bug), so that such a case neither hides nor breaks the rest of its family. With
-    TILEGRAPH_ATEN_SPLIT=1, one test per case (slower; for diagnosis)."""
+    """One test per group of families (their cases batched; a failure names the case), plus
+    one per case with a mark (a known engine bug), so that such a case neither hides nor
+    breaks the rest. With TILEGRAPH_ATEN_SPLIT=1, one test per case (slower; to diagnose)."""
     split = os.environ.get("TILEGRAPH_ATEN_SPLIT") == "1"
     params = []
-    for family, cases in FAMILIES.items():
+    for family, cases in GROUPS.items():
         cases = [c for c in cases if c.train or not training]
         marks = {c.id: c.train_marks if training else c.marks for c in cases}
         batched = [c for c in cases if not marks[c.id] and not split]
@@ -629,6 +627,7 @@ def _build(cases, training):
     for c in cases:
         torch.manual_seed(len(modules))
         m = c.make()
+        m.with_loss = training
         m.train(not c.eval_mode)
         modules.append(m)
         inputs.append(c.inputs())
@@ -656,10 +655,10 @@ def test_inference(cases):
     for m, b in zip(modules, batch.cases):
         b.train(m.training)
     got = tilegraph.inferenceModel(batch)(*[x for xs in inputs for x in xs])
-    got = list(_as_tuple(got))
+    got = list(got) if isinstance(got, tuple) else [got]
     for c, m, xs in zip(cases, modules, inputs):
         with torch.no_grad():
-            want = _as_tuple(m(*xs))
+            want = m(*xs)
         _check(got[:len(want)], want, c.tol, c.id)
         got = got[len(want):]
     assert not got
@@ -670,12 +669,12 @@ def test_training_step(cases):
     modules, inputs, batch = _build(cases, training=True)
     trainer = tilegraph.trainingModel(batch, optimizer=torch.optim.SGD(batch.parameters(),
                                                                        lr=0.1))
-    got = list(_as_tuple(trainer(*[x for xs in inputs for x in xs])))
+    got = list(trainer(*[x for xs in inputs for x in xs]))
     total = 0.0
     for c, m, xs, b in zip(cases, modules, inputs, batch.cases):
         name = c.id
         opt = torch.optim.SGD(m.parameters(), lr=0.1)
-        want = _as_tuple(m(*xs))
+        want = m(*xs)
         want[-1].backward()
         opt.step()
         total = total + want[-1].detach()
