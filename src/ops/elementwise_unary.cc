@@ -61,18 +61,26 @@ struct PowScalar {
     const double e = p[0];
     if (e == 2) return x * x;
     if (e == 3) return x * x * x;
-    if (e == 0.5) return std::sqrt(x);
-    if (e == -0.5) return T(1) / std::sqrt(x);
-    if (e == -1) return T(1) / x;
-    if (e == -2) return T(1) / (x * x);
-    return std::pow(x, static_cast<T>(e));
+    if constexpr (std::is_integral_v<T>) {  // torch: integer tensor ** integer exponent
+      return static_cast<T>(std::pow(static_cast<double>(x), e));
+    } else {
+      if (e == 0.5) return std::sqrt(x);
+      if (e == -0.5) return T(1) / std::sqrt(x);
+      if (e == -1) return T(1) / x;
+      if (e == -2) return T(1) / (x * x);
+      return std::pow(x, static_cast<T>(e));
+    }
   }
 };
-// params: {min, max}; NaN propagates.
+// params: {min, max}; NaN propagates. Integer inputs clamp in double (bounds may be inf).
 struct Clamp {
   template <typename T> static T Apply(T x, const double* p) {
-    if (std::isnan(x)) return x;
-    return std::min(std::max(x, static_cast<T>(p[0])), static_cast<T>(p[1]));
+    if constexpr (std::is_integral_v<T>) {
+      return static_cast<T>(std::min(std::max(static_cast<double>(x), p[0]), p[1]));
+    } else {
+      if (std::isnan(x)) return x;
+      return std::min(std::max(x, static_cast<T>(p[0])), static_cast<T>(p[1]));
+    }
   }
 };
 struct Copy { template <typename T> static T Apply(T x, const double*) { return x; } };
@@ -101,22 +109,32 @@ struct UnarySpec {
   std::vector<AttrMap> sample_attrs = {{}};
 };
 
-template <typename Op>
+// A unary op over floats (and, with kTypes = kFloats | kInts, over i64/i32 as well: the
+// integer kernels are not fused and carry no gradient).
+template <typename Op, unsigned kTypes = kFloats>
 OpDef UnaryFloatOp(UnarySpec s) {
   OpDef def;
   def.name = s.name;
   def.num_inputs = 1;
   def.attrs = s.attrs;
-  def.infer = UnaryInfer(s.name, kFloats);
+  def.infer = UnaryInfer(s.name, kTypes);
   def.grad = s.grad;
   def.not_differentiable = s.grad == nullptr;
   def.traits.elementwise = true;
   def.traits.inplace_input = 0;
   def.elementwise = UnaryElementwise<Op>(s.params);
-  def.cpu_kernel = UnaryCpuKernel<Op>(s.params);
-  def.reference_kernel = UnaryReferenceKernel<Op>(s.params);
+  def.cpu_kernel = UnaryCpuKernel<Op, kTypes>(s.params);
+  def.reference_kernel = UnaryReferenceKernel<Op, kTypes>(s.params);
   for (const AttrMap& attrs : s.sample_attrs) {
     for (OpSample& sample : UnarySamples(s.init, attrs)) def.samples.push_back(sample);
+    if constexpr ((kTypes & kInts) != 0) {
+      OpSample ints;
+      ints.inputs = {{DType::kI64, {2, 3}}};
+      ints.init = {InputInit::Ints(-5, 5)};
+      ints.attrs = attrs;
+      ints.skip_grad_check = true;  // integer tensors carry no gradient
+      def.samples.push_back(ints);
+    }
   }
   def.doc = s.doc;
   return def;
@@ -142,7 +160,7 @@ GradFn Helper(const char* op, bool use_output, AttrMap attrs = {}) {
 
 void RegisterUnaryOps(OpRegistry& r) {
   const InputInit positive = InputInit::Uniform(0.5, 2);
-  r.Register(UnaryFloatOp<Neg>({"neg", "-x", [](const GradContext& g) {
+  r.Register(UnaryFloatOp<Neg, kFloats | kInts>({"neg", "-x", [](const GradContext& g) {
     return std::vector<Value*>{g.b().Neg(g.GO(0))};
   }}));
   r.Register(
@@ -159,14 +177,15 @@ void RegisterUnaryOps(OpRegistry& r) {
     Value* y = g.O(0);
     return std::vector<Value*>{b.Mul(b.MulScalar(g.GO(0), -0.5), b.Mul(y, b.Mul(y, y)))};
   }, positive}));
-  r.Register(UnaryFloatOp<Abs>({"abs", "|x|", Scaled([](const GradContext& g) {
+  r.Register(UnaryFloatOp<Abs, kFloats | kInts>({"abs", "|x|", Scaled([](const GradContext& g) {
     return g.b().Op1("sign", {g.I(0)});
   })}));
   r.Register(UnaryFloatOp<Reciprocal>({"reciprocal", "1 / x", [](const GradContext& g) {
     Builder& b = g.b();
     return std::vector<Value*>{b.Mul(b.Neg(g.GO(0)), b.Mul(g.O(0), g.O(0)))};
   }, positive}));
-  r.Register(UnaryFloatOp<Relu>({"relu", "max(x, 0)", Helper("threshold_backward", true)}));
+  r.Register(UnaryFloatOp<Relu, kFloats | kInts>(
+      {"relu", "max(x, 0)", Helper("threshold_backward", true)}));
   r.Register(
       UnaryFloatOp<Sigmoid>({"sigmoid", "1 / (1 + e^-x)", Helper("sigmoid_backward", true)}));
   r.Register(UnaryFloatOp<Tanh>({"tanh", "hyperbolic tangent", Helper("tanh_backward", true)}));
@@ -195,7 +214,7 @@ void RegisterUnaryOps(OpRegistry& r) {
        Helper("gelu_backward", false), InputInit::Normal(), GeluParams(),
        {{"approximate", std::string("none")}},
        {{{"approximate", std::string("none")}}, {{"approximate", std::string("tanh")}}}}));
-  r.Register(UnaryFloatOp<PowScalar>(
+  r.Register(UnaryFloatOp<PowScalar, kFloats | kInts>(
       {"pow_scalar", "x ^ exponent",
        [](const GradContext& g) {
          Builder& b = g.b();
@@ -208,7 +227,7 @@ void RegisterUnaryOps(OpRegistry& r) {
        {{"exponent", std::nullopt}},
        {{{"exponent", 2.5}}, {{"exponent", 2.0}}, {{"exponent", -0.5}}, {{"exponent", -1.7}}}}));
   constexpr double kInf = std::numeric_limits<double>::infinity();
-  r.Register(UnaryFloatOp<Clamp>(
+  r.Register(UnaryFloatOp<Clamp, kFloats | kInts>(
       {"clamp", "min(max(x, min), max)",
        [](const GradContext& g) {
          Builder& b = g.b();  // go where min <= x <= max, as PyTorch
@@ -229,7 +248,8 @@ void RegisterUnaryOps(OpRegistry& r) {
   r.Register(UnaryFloatOp<Copy>({"copy", "x (a new buffer)", [](const GradContext& g) {
     return std::vector<Value*>{g.GO(0)};
   }}));
-  r.Register(UnaryFloatOp<Sign>({"sign", "-1, 0 or 1 by the sign of x", nullptr}));
+  r.Register(
+      UnaryFloatOp<Sign, kFloats | kInts>({"sign", "-1, 0 or 1 by the sign of x", nullptr}));
 }
 
 }  // namespace tg::ew

@@ -86,12 +86,7 @@ def ints(high, *shape):
 
 
 
-# Known engine limitations (C++), one xfail per case.
-INT_UNARY = ("engine: {op} is registered for f32/f64 only (src/ops/elementwise_unary.cc, "
-             "UnaryInfer(kFloats)); torch computes {op} of an i64 tensor in i64, so the build "
-             "fails with 'expected an input of dtype f32, f64, got i64[6]'")
-
-
+# Known engine limitations (C++) are marked with engine_bug(reason): a strict xfail.
 def engine_bug(reason):
     return [pytest.mark.xfail(strict=True, reason=reason)]
 
@@ -120,18 +115,14 @@ UNARY = [
     case("unary", "logical_not", fn(torch.logical_not), lambda: (torch.randn(6) > 0,)),
     case("unary", "bitwise_not_bool", fn(torch.bitwise_not), lambda: (torch.randn(6) > 0,)),
     # int inputs: abs/neg keep the dtype, the others compute in float
-    case("unary", "abs_int", fn(torch.abs), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="abs"))),
-    case("unary", "neg_int", fn(torch.neg), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="neg"))),
-    case("unary", "sign_int", fn(torch.sign), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="sign"))),
+    case("unary", "abs_int", fn(torch.abs), lambda: (torch.arange(6) - 3,)),
+    case("unary", "neg_int", fn(torch.neg), lambda: (torch.arange(6) - 3,)),
+    case("unary", "sign_int", fn(torch.sign), lambda: (torch.arange(6) - 3,)),
     case("unary", "exp_int", fn(torch.exp), lambda: (torch.arange(6) - 3,)),
     case("unary", "sqrt_int", fn(torch.sqrt), lambda: (torch.arange(6),)),
     case("unary", "sigmoid_int", fn(torch.sigmoid), lambda: (torch.arange(6) - 3,)),
     case("unary", "reciprocal_int", fn(torch.reciprocal), lambda: (torch.arange(6) + 1,)),
-    case("unary", "relu_int", fn(torch.relu), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="relu"))),
+    case("unary", "relu_int", fn(torch.relu), lambda: (torch.arange(6) - 3,)),
     case("unary", "logical_not_float", fn(torch.logical_not),
          lambda: (torch.tensor([0.0, 1.5, -2.0, 0.0]),)),
 ]
@@ -176,11 +167,9 @@ BINARY = [
          lambda: (torch.randn(6), torch.randn(6)), train=True),
     case("binary", "relu6", fn(F.relu6, 6), lambda: (torch.randn(6) * 5,), train=True),
     # dtype promotion
-    case("binary", "pow_int", fn(lambda i: i ** 2), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="pow_scalar"))),
+    case("binary", "pow_int", fn(lambda i: i ** 2), lambda: (torch.arange(6) - 3,)),
     case("binary", "pow_int_frac", fn(lambda i: i ** 0.5), lambda: (torch.arange(6),)),
-    case("binary", "clamp_int", fn(lambda i: i.clamp(-1, 2)), lambda: (torch.arange(6) - 3,),
-         marks=engine_bug(INT_UNARY.format(op="clamp"))),
+    case("binary", "clamp_int", fn(lambda i: i.clamp(-1, 2)), lambda: (torch.arange(6) - 3,)),
     case("binary", "clamp_int_float_bound", fn(lambda i: i.clamp(min=0.5)),
          lambda: (torch.arange(6) - 3,)),
     case("binary", "int_plus_float_scalar", fn(lambda i: i + 0.5), lambda: (ints(5, 4),)),
