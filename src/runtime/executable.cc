@@ -155,14 +155,19 @@ void Executable::RunOneStep() {
   const auto& instrs = program_.instructions;
   for (size_t i = 0; i < instrs.size(); ++i) {
     KernelArgs args{in_ptrs_[i].data(), out_ptrs_[i].data(), &ctx};
-    if (options_.profile) {
-      auto t0 = std::chrono::steady_clock::now();
-      instrs[i].kernel(args);
-      instr_seconds_[i] +=
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      ++instr_calls_[i];
-    } else {
-      instrs[i].kernel(args);
+    try {
+      if (options_.profile) {
+        auto t0 = std::chrono::steady_clock::now();
+        instrs[i].kernel(args);
+        instr_seconds_[i] +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++instr_calls_[i];
+      } else {
+        instrs[i].kernel(args);
+      }
+    } catch (Error& e) {
+      e.AddContext("in node " + instrs[i].node->Describe());  // names the user's file:line
+      throw;
     }
   }
   for (const UpdateCopy& u : program_.update_copies) {

@@ -180,3 +180,20 @@ def test_sum_reduction_accumulates_unscaled_gradients():
     opt.step()
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_runtime_errors_name_the_node_and_the_users_line():
+    class Lookup(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+
+        def forward(self, i):
+            return self.emb(i)  # the line the error must name
+
+    infer = tilegraph.inferenceModel(Lookup().eval())
+    infer(torch.tensor([[1, 2]]))
+    with pytest.raises(RuntimeError, match=r"index 12 out of range \[0, 10\)") as info:
+        infer(torch.tensor([[1, 12]]))
+    assert "embedding" in str(info.value) and "test_frontend_api.py:" in str(info.value)
+    assert infer(torch.tensor([[3, 4]])).shape == (1, 2, 4)
