@@ -5,6 +5,7 @@ node's arguments and returns the tilegraph value name(s) for the node's result(s
 compiler logic (types, gradients, fusion, planning) lives in C++; a handler only maps
 arguments and attributes, using the node's recorded shapes where ATen leaves them implicit.
 """
+import math
 import operator
 
 import torch
@@ -425,10 +426,7 @@ def _argmax(cx, n, x, dim=None, keepdim=False):
 
 
 def _numel(shape):
-    total = 1
-    for d in shape:
-        total *= d
-    return total
+    return math.prod(shape)
 
 
 @handles(aten.any.dim, aten.any.dims, aten.any.default)

@@ -86,6 +86,34 @@ std::vector<std::string> Executable::VariableNames() const {
 }
 
 namespace {
+
+template <typename T>
+void AddInto(HostTensor& acc, const void* src) {
+  T* a = acc.as<T>();
+  const T* s = static_cast<const T*>(src);
+  for (int64_t k = 0, n = acc.type().numel(); k < n; ++k) a[k] += s[k];
+}
+
+}  // namespace
+
+// acc += the step's value, in the output's dtype (output mode Sum). The common dtypes add in
+// place; the 16-bit floats and bool go through a converted copy.
+void Executable::AccumulateInto(HostTensor& acc, const void* src) {
+  switch (acc.type().dtype) {
+    case DType::kF32: return AddInto<float>(acc, src);
+    case DType::kF64: return AddInto<double>(acc, src);
+    case DType::kI64: return AddInto<int64_t>(acc, src);
+    case DType::kI32: return AddInto<int32_t>(acc, src);
+    default: {
+      HostTensor step_value(acc.type(), src);
+      for (int64_t k = 0; k < acc.type().numel(); ++k) {
+        acc.SetFromDouble(k, acc.GetAsDouble(k) + step_value.GetAsDouble(k));
+      }
+    }
+  }
+}
+
+namespace {
 size_t IndexOf(const std::vector<Value*>& values, const std::string& name, const char* what) {
   for (size_t i = 0; i < values.size(); ++i) {
     if (values[i]->name() == name) return i;
@@ -211,13 +239,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
         case OutputMode::kEveryN:
           if ((s + 1) % every_n == 0) std::memcpy(dst + ((s + 1) / every_n - 1) * bytes, src, bytes);
           break;
-        case OutputMode::kSum: {
-          HostTensor step_value(outs[o]->type(), src);
-          for (int64_t k = 0; k < step_value.type().numel(); ++k) {
-            results[o].SetFromDouble(k, results[o].GetAsDouble(k) + step_value.GetAsDouble(k));
-          }
-          break;
-        }
+        case OutputMode::kSum: AccumulateInto(results[o], src); break;
       }
     }
   }

@@ -87,6 +87,7 @@ class Executable {
   void ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
                      OutputMode mode, int64_t every_n) const;
   void RunOneStep();
+  static void AccumulateInto(HostTensor& acc, const void* src);
 
   CompileOptions options_;
   Program program_;

@@ -46,17 +46,18 @@ TEST(SteadyState, StepsDoNotAllocate) {
   OptimizerHyperParams hp;
   AddTrainingStep(b, loss, {{{w, bias, gamma}, hp}}, {OptimizerKind::kAdamW});
   auto exe = Executable::Compile(g, {});
-  auto run = [&](int64_t steps) {
+  auto run = [&](int64_t steps, OutputMode mode = OutputMode::kFinal) {
     HostTensor xs({DType::kF32, {steps, 16, 32}});
     HostTensor ts({DType::kI64, {steps, 16}});
     long before = g_allocations.load();
-    exe->Run({{xs.data(), xs.type()}, {ts.data(), ts.type()}}, steps, OutputMode::kFinal);
+    exe->Run({{xs.data(), xs.type()}, {ts.data(), ts.type()}}, steps, mode);
     return g_allocations.load() - before;
   };
   run(2);  // warm-up: lazily created kernel state
   long one = run(1);
   long twenty = run(20);
   EXPECT_EQ(twenty, one) << "steps allocate: " << (twenty - one) / 19.0 << " allocations per step";
+  EXPECT_EQ(run(20, OutputMode::kSum), run(1, OutputMode::kSum)) << "output mode Sum allocates";
 }
 
 }  // namespace
