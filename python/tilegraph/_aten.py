@@ -373,6 +373,16 @@ def _dropout(cx, n, x, p, train):
     return [y, cx.op("ne", [mask, cx.scalar(0.0, n.args[0])])]
 
 
+@handles(aten.bernoulli.p)
+def _bernoulli(cx, n, x, p=0.5, generator=None):
+    """Bernoulli(p) draws of x's shape (x's values are ignored, as in torch): uniform < p.
+    The draws come from tilegraph's Philox stream, so they are not torch's bits."""
+    if generator is not None:
+        cx.unsupported(n, "bernoulli with an explicit generator")
+    u = cx.op("uniform", [], {"shape": cx.shape_of(n), "dtype": "dtype:f32"})
+    return cx.cast(cx.op("lt", [u, cx.scalar(float(p), None, "f32")]), cx.dtype_of(n))
+
+
 # ---- reductions --------------------------------------------------------------------------
 def _axes(dims):
     return [] if dims is None else [dims] if isinstance(dims, int) else list(dims)
@@ -447,6 +457,47 @@ def _index_select(cx, n, x, dim, index):
     return cx.op("index_select", [cx.v(x), cx.v(index)], {"axis": dim})
 
 
+@handles(aten.index.Tensor)
+def _index(cx, n, x, indices):
+    """Advanced indexing x[i0, i1, ...] with integer index tensors (None skips a dim): the
+    indexed dims are moved to the front and flattened, the broadcast indices become one
+    linear index, and index_select gathers rows. As in torch, the result's indexed block sits
+    where the indexed dims were if they are adjacent, else in front. Boolean masks have a
+    data-dependent shape and are not supported."""
+    shape = cx.shape_of(n.args[0])
+    dims = [d for d, i in enumerate(indices) if i is not None]
+    for d in dims:
+        if cx.dtype_of(indices[d]) in ("bool",):
+            cx.unsupported(n, "indexing with a boolean mask")
+    rest = [d for d in range(len(shape)) if d not in dims]
+    x_ = cx.v(x)
+    if dims + rest != list(range(len(shape))):
+        x_ = cx.op("permute", [x_], {"perm": dims + rest})
+    rows = _numel([shape[d] for d in dims])
+    x_ = cx.op("reshape", [x_], {"shape": [rows] + [shape[d] for d in rest]})
+    bshape = list(torch.broadcast_shapes(*(tuple(cx.shape_of(indices[d])) for d in dims)))
+    linear, stride = None, 1
+    for d in reversed(dims):
+        i = cx.cast(cx.v(indices[d]), "i64")
+        size = cx.scalar(shape[d], None, "i64")
+        negative = cx.cast(cx.op("lt", [i, cx.scalar(0, None, "i64")]), "i64")
+        i = cx.op("add", [i, cx.op("mul", [negative, size])])  # torch wraps negative indices
+        term = i if stride == 1 else cx.op("mul", [i, cx.scalar(stride, None, "i64")])
+        linear = term if linear is None else cx.op("add", [linear, term])
+        stride *= shape[d]
+    linear = cx.op("expand", [linear], {"shape": bshape})
+    flat = cx.op("reshape", [linear], {"shape": [_numel(bshape)]})
+    picked = cx.op("index_select", [x_, flat], {"axis": 0})
+    result_front = bshape + [shape[d] for d in rest]
+    picked = cx.op("reshape", [picked], {"shape": result_front})
+    adjacent = dims == list(range(dims[0], dims[-1] + 1))
+    if adjacent and dims[0] > 0:  # move the indexed block back to where the dims were
+        k, lead = len(bshape), dims[0]
+        perm = list(range(k, k + lead)) + list(range(k)) + list(range(k + lead, len(result_front)))
+        picked = cx.op("permute", [picked], {"perm": perm})
+    return picked
+
+
 @handles(aten.embedding.default)
 def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
     return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})
@@ -465,6 +516,7 @@ def _nll_loss(cx, n, logp, target, weight, reduction, ignore_index):
 @handles(aten.full.default, aten.full_like.default, aten.scalar_tensor.default,
          aten.zeros.default, aten.ones.default, aten.zeros_like.default, aten.ones_like.default,
          aten.arange.default, aten.arange.start, aten.arange.start_step, aten.empty.memory_format,
+         aten.empty_permuted.default, aten.empty_strided.default,
          aten.new_zeros.default, aten.new_ones.default, aten.new_full.default)
 def _constant_like(cx, n, *args, **kw):
     """Tensors that depend on nothing but shapes: evaluated once by torch, kept as constants."""

@@ -173,7 +173,8 @@ class _Context:
         args = torch.fx.node.map_aggregate(n.args, fake)
         kwargs = torch.fx.node.map_aggregate(n.kwargs, fake)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("device", "pin_memory", "layout")}
-        if n.target is torch.ops.aten.empty.memory_format:
+        if n.target in (torch.ops.aten.empty.memory_format, torch.ops.aten.empty_permuted.default,
+                        torch.ops.aten.empty_strided.default):
             value = torch.zeros(n.meta["val"].shape, dtype=n.meta["val"].dtype)
         else:
             value = n.target(*args, **kwargs)
