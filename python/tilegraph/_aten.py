@@ -8,6 +8,8 @@ arguments and attributes, using the node's recorded shapes where ATen leaves the
 import math
 import operator
 
+import numpy as np
+
 import torch
 
 aten = torch.ops.aten
@@ -265,13 +267,23 @@ def _addmm(cx, n, bias, a, b, beta=1, alpha=1):
 def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
     if transposed:
         cx.unsupported(n, "transposed convolution")
-    if len(cx.shape_of(n)) != 4:
-        cx.unsupported(n, "convolution of rank other than 2-D")
-    y = cx.op("conv2d", [cx.v(x), cx.v(w)], {"stride": list(stride), "padding": list(padding),
-                                             "dilation": list(dilation), "groups": groups})
+    rank = len(cx.shape_of(n))
+    if rank not in (3, 4):
+        cx.unsupported(n, "convolution of rank other than 1-D or 2-D")
+    x_, w_ = cx.v(x), cx.v(w)
+    stride, padding, dilation = list(stride), list(padding), list(dilation)
+    if rank == 3:  # conv1d [N, C, L] as conv2d over [N, C, 1, L]
+        xs, ws = cx.shape_of(x), cx.shape_of(w)
+        x_ = cx.op("reshape", [x_], {"shape": [xs[0], xs[1], 1, xs[2]]})
+        w_ = cx.op("reshape", [w_], {"shape": [ws[0], ws[1], 1, ws[2]]})
+        stride, padding, dilation = [1] + stride, [0] + padding, [1] + dilation
+    y = cx.op("conv2d", [x_, w_], {"stride": stride, "padding": padding,
+                                   "dilation": dilation, "groups": groups})
+    if rank == 3:
+        y = cx.op("reshape", [y], {"shape": cx.shape_of(n)})
     if b is None:
         return y
-    bias = cx.op("reshape", [cx.v(b)], {"shape": [1, cx.shape_of(b)[0], 1, 1]})
+    bias = cx.op("reshape", [cx.v(b)], {"shape": [1, cx.shape_of(b)[0]] + [1] * (rank - 2)})
     return cx.op("add", [y, bias])
 
 
@@ -353,6 +365,32 @@ def _layer_norm(cx, n, x, normalized_shape, w, b, eps):
     stat_shape = list(cx.shape_of(n.args[0])[:-k]) + [1] * k
     return [y, cx.op("reshape", [mean], {"shape": stat_shape}),
             cx.op("reshape", [rstd], {"shape": stat_shape})]
+
+
+@handles(aten.native_group_norm.default)
+def _group_norm(cx, n, x, w, b, batch, channels, spatial, groups, eps):
+    """Group norm as a layer norm over [N, G, C/G * spatial] (unit scale), then the
+    per-channel affine: the existing layer_norm kernel and its gradient do the work."""
+    shape = cx.shape_of(n.args[0])
+    inner = channels // groups * spatial
+    dtype = cx.dtype_of(n.args[0])
+    grouped = cx.op("reshape", [cx.v(x)], {"shape": [batch, groups, inner]})
+    ones = cx.g.add_constant(np.ones([inner], dtype=np.dtype(_np_dtype(dtype))))
+    zeros = cx.g.add_constant(np.zeros([inner], dtype=np.dtype(_np_dtype(dtype))))
+    y, mean, rstd = cx.ops("layer_norm", [grouped, ones, zeros],
+                           {"normalized_ndim": 1, "eps": eps}, 3)
+    y = cx.op("reshape", [y], {"shape": shape})
+    per_channel = [channels] + [1] * (len(shape) - 2)
+    if w is not None:
+        y = cx.op("mul", [y, cx.op("reshape", [cx.v(w)], {"shape": per_channel})])
+    if b is not None:
+        y = cx.op("add", [y, cx.op("reshape", [cx.v(b)], {"shape": per_channel})])
+    return [y, cx.op("reshape", [mean], {"shape": [batch, groups]}),
+            cx.op("reshape", [rstd], {"shape": [batch, groups]})]
+
+
+def _np_dtype(tg):
+    return {"f32": "float32", "f64": "float64", "f16": "float16"}[tg]
 
 
 @handles(aten._softmax.default)
@@ -511,6 +549,20 @@ def _nll_loss(cx, n, logp, target, weight, reduction, ignore_index):
     loss = cx.op("nll_loss", [cx.v(logp), cx.v(target)],
                  {"reduction": red, "ignore_index": ignore_index})
     return [loss, cx.unavailable(n, "nll_loss total weight")]
+
+
+@handles(aten._ctc_loss.Tensor)
+def _ctc_loss(cx, n, log_probs, targets, input_lengths, target_lengths, blank=0,
+              zero_infinity=False):
+    """Per-sample CTC negative log-likelihood from padded targets [B, S]; torch's composite
+    ctc_loss applies the reduction around it. The op's gradient recomputes the alpha/beta
+    recursion, so log_alpha is never produced."""
+    if len(cx.shape_of(targets)) != 2:
+        cx.unsupported(n, "ctc_loss with concatenated 1-D targets (pass padded [B, S])")
+    loss = cx.op("ctc_loss", [cx.v(log_probs), cx.v(targets), cx.v(input_lengths),
+                              cx.v(target_lengths)],
+                 {"blank": blank, "zero_infinity": bool(zero_infinity)})
+    return [loss, cx.unavailable(n, "ctc log_alpha")]
 
 
 @handles(aten.full.default, aten.full_like.default, aten.scalar_tensor.default,

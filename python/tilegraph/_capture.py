@@ -6,6 +6,7 @@ updates), user inputs become per-step inputs. Each node is translated by the tab
 _aten.py and keeps the user's file:line. Every op the table lacks is collected first and
 reported in one NotImplementedError before anything is built.
 """
+import contextlib
 import os
 import warnings
 
@@ -190,9 +191,35 @@ def _unsupported_report(gm):
     return missing
 
 
+@contextlib.contextmanager
+def _static_ctc_shapes():
+    """F.ctc_loss with tensor lengths: torch's fake kernel for aten._ctc_loss.Tensor refuses
+    to trace (its second result, log_alpha [B, T, 2*max(target_lengths)+1], has a
+    data-dependent shape). tilegraph never uses log_alpha (its ctc_loss op recomputes the
+    recursion in the backward), so while exporting, the fake kernel sizes it from the padded
+    targets [B, S] instead."""
+    from torch._subclasses import fake_impls
+    op = torch.ops.aten._ctc_loss.Tensor
+    if fake_impls._is_op_registered_to_fake_rule(op):  # someone else's rule: leave it
+        yield
+        return
+
+    def fake(fake_mode, func, log_probs, targets, input_lengths, target_lengths, blank=0,
+             zero_infinity=False):
+        frames, batch = log_probs.shape[0], log_probs.shape[1]
+        width = 2 * (targets.shape[-1] if targets.dim() == 2 else targets.shape[0]) + 1
+        return log_probs.new_empty((batch,)), log_probs.new_empty((batch, frames, width))
+
+    fake_impls.register_op_impl(op)(fake)
+    try:
+        yield
+    finally:
+        fake_impls._deregister_op_impl(op)
+
+
 def export(model, example_args):
     """torch.export + Core ATen decompositions of `model` called on `example_args`."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _static_ctc_shapes():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         with torch.no_grad() if not model.training else torch.enable_grad():

@@ -153,7 +153,10 @@ class PoplarExecutor:
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
             raise RuntimeError(_NO_LOSS + f" (the last output is {dtype}{list(shape)})")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
-        names = {id(p): n for n, p in self.model.named_parameters()}
+        # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
+        # the export keeps one of them.
+        names = {id(p): n for n, p in self.model.named_parameters(remove_duplicate=False)
+                 if n in cap.params}
         tg_groups = []
         for params, h in groups:
             members = [cap.params[names[id(p)]] for p in params
@@ -212,8 +215,8 @@ class PoplarExecutor:
 
     # ---- weights and device state --------------------------------------------------------
     def _named_state(self):
-        state = dict(self.model.named_parameters())
-        state.update(dict(self.model.named_buffers()))
+        state = dict(self.model.named_parameters(remove_duplicate=False))
+        state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
     def copyWeightsToHost(self):

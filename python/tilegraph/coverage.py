@@ -24,12 +24,15 @@ from ._capture import export, user_location
 
 
 def load_case(spec, *call_args):
-    """Resolves "module:callable" and calls it -> (name, model, inputs, train_model,
-    train_inputs)."""
-    if ":" not in spec:
-        raise SystemExit(f"expected module:callable, got {spec!r}")
-    module_name, attr = spec.split(":", 1)
-    result = getattr(importlib.import_module(module_name), attr)(*call_args)
+    """Resolves "module:callable" (or takes a callable) and calls it -> (name, model, inputs,
+    train_model, train_inputs)."""
+    if callable(spec):
+        result, attr = spec(*call_args), getattr(spec, "__name__", "model")
+    else:
+        if ":" not in spec:
+            raise SystemExit(f"expected module:callable, got {spec!r}")
+        module_name, attr = spec.split(":", 1)
+        result = getattr(importlib.import_module(module_name), attr)(*call_args)
     if isinstance(result, tuple):
         model, inputs = result
         return attr, model, tuple(inputs), None, None
@@ -72,7 +75,11 @@ def compare_inference(model, inputs):
 
 
 def report(spec, train=False, run=False):
-    name, model, inputs, train_model, train_inputs = load_case(spec)
+    try:
+        name, model, inputs, train_model, train_inputs = load_case(spec)
+    except Exception as e:  # noqa: BLE001 - a model that cannot be built is a result too
+        return {"model": str(spec), "mode": "train" if train else "inference",
+                "status": "build failed", "error": f"{type(e).__name__}: {e}".splitlines()[0]}
     if train:
         if train_model is None:
             raise SystemExit(f"{spec} has no training wrapper")

@@ -196,3 +196,78 @@ FAMILIES = {
     "bert": bert_pretraining,
     "wav2vec2": wav2vec2_ctc,
 }
+
+
+# ---- the wider coverage sweep (docs/COVERAGE.md) -----------------------------------------
+def torchvision_classifier(name, batch=2, resolution=64):
+    """Any torchvision classification model by name, 10 classes, random weights."""
+    import torchvision.models as tvm
+    _seeded(0)
+    kwargs = {"num_classes": 10}
+    if name.startswith(("vit_", "swin_", "maxvit")) or name in ("inception_v3",):
+        resolution = {"inception_v3": 299, "maxvit_t": 224}.get(name, 224)
+    if name == "inception_v3" or name == "googlenet":
+        kwargs["aux_logits"] = False
+        kwargs["init_weights"] = False
+    model = tvm.get_model(name, **kwargs)
+    x = torch.randn(batch, 3, resolution, resolution)
+    y = torch.randint(0, 10, (batch,))
+    return ModelCase(name, model, (x,), WithLoss(model, F.cross_entropy), (x, y))
+
+
+def timm_classifier(name, batch=2, resolution=64):
+    import timm
+    _seeded(0)
+    model = timm.create_model(name, pretrained=False, num_classes=10)
+    size = model.default_cfg.get("input_size", (3, resolution, resolution))
+    if "vit" in name or "deit" in name:
+        resolution = size[-1]
+    x = torch.randn(batch, 3, resolution, resolution)
+    y = torch.randint(0, 10, (batch,))
+    return ModelCase(f"timm/{name}", model, (x,), WithLoss(model, F.cross_entropy), (x, y))
+
+
+class _LogitsOf(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids):
+        return self.model(input_ids=input_ids).logits
+
+
+def hf_text_model(family, batch=2, seq=16):
+    """A 2-layer Hugging Face model of `family` with an LM or classification head."""
+    import transformers as tf
+    _seeded(0)
+    small = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                 intermediate_size=128, vocab_size=512)
+    configs = {
+        "gpt2": lambda: tf.GPT2LMHeadModel(tf.GPT2Config(n_embd=64, n_layer=2, n_head=2,
+                                                          vocab_size=512, n_positions=64)),
+        "distilbert": lambda: tf.DistilBertForMaskedLM(tf.DistilBertConfig(
+            dim=64, n_layers=2, n_heads=2, hidden_dim=128, vocab_size=512)),
+        "roberta": lambda: tf.RobertaForMaskedLM(tf.RobertaConfig(
+            **small, max_position_embeddings=64)),
+        "albert": lambda: tf.AlbertForMaskedLM(tf.AlbertConfig(
+            **small, embedding_size=32, max_position_embeddings=64)),
+        "t5": lambda: tf.T5EncoderModel(tf.T5Config(d_model=64, d_kv=32, d_ff=128, num_layers=2,
+                                                    num_heads=2, vocab_size=512)),
+        "llama": lambda: tf.LlamaForCausalLM(tf.LlamaConfig(
+            **small, num_key_value_heads=2, max_position_embeddings=64)),
+    }
+    model = configs[family]()
+    model.config._attn_implementation = "eager"
+    ids = torch.randint(0, 512, (batch, seq))
+    if family == "t5":
+        class _Hidden(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.model = m
+
+            def forward(self, input_ids):
+                return self.model(input_ids=input_ids).last_hidden_state
+        wrapped = _Hidden(model)
+    else:
+        wrapped = _LogitsOf(model)
+    return ModelCase(f"hf/{family}", wrapped, (ids,))

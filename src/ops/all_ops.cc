@@ -16,6 +16,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterShapeOps(registry);
   RegisterIndexOps(registry);
   RegisterLossOps(registry);
+  RegisterCtcOps(registry);
 }
 
 }  // namespace tg

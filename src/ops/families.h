@@ -17,5 +17,6 @@ void RegisterSoftmaxOps(OpRegistry& r);      // softmax.cc: softmax, log_softmax
 void RegisterShapeOps(OpRegistry& r);        // shape.cc: reshape, permute, expand, slice, cat, full
 void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, embedding
 void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
+void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backward
 
 }  // namespace tg

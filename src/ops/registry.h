@@ -90,14 +90,17 @@ struct ElementwiseDef {
 
 // ---- test samples -----------------------------------------------------------------------
 // How a test fills an input: normal(0,1) floats, positive floats in [lo, hi], integers in
-// [lo, hi), or random bools.
+// [lo, hi), random bools, or explicit values (row-major, one per element; e.g. the lengths
+// of ctc_loss, which must be mutually consistent).
 struct InputInit {
-  enum Kind { kNormal, kUniform, kIntRange, kBool } kind = kNormal;
+  enum Kind { kNormal, kUniform, kIntRange, kBool, kValues } kind = kNormal;
   double lo = 0, hi = 1;
+  std::vector<double> values;  // kValues only
   static InputInit Normal() { return {}; }
-  static InputInit Uniform(double lo, double hi) { return {kUniform, lo, hi}; }
-  static InputInit Ints(double lo, double hi) { return {kIntRange, lo, hi}; }
-  static InputInit Bools() { return {kBool, 0, 1}; }
+  static InputInit Uniform(double lo, double hi) { return {kUniform, lo, hi, {}}; }
+  static InputInit Ints(double lo, double hi) { return {kIntRange, lo, hi, {}}; }
+  static InputInit Bools() { return {kBool, 0, 1, {}}; }
+  static InputInit Values(std::vector<double> v) { return {kValues, 0, 0, std::move(v)}; }
 };
 struct OpSample {
   std::vector<TensorType> inputs;  // f32 types; the gradient check converts floats to f64

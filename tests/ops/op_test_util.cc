@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "ops/builder.h"
+#include "support/error.h"
 
 namespace tg::testing {
 
@@ -14,6 +15,10 @@ std::vector<HostTensor> MakeSampleInputs(const OpSample& sample, DType float_dty
     TensorType type = sample.inputs[i];
     if (IsFloating(type.dtype)) type.dtype = float_dtype;
     InputInit init = i < sample.init.size() ? sample.init[i] : InputInit::Normal();
+    TG_CHECK(init.kind != InputInit::kValues ||
+                 static_cast<int64_t>(init.values.size()) == type.numel(),
+             kInternal, "sample input ", i, ": ", init.values.size(), " values for ",
+             type.ToString());
     HostTensor t(type);
     std::normal_distribution<double> normal(0.0, 1.0);
     std::uniform_real_distribution<double> uniform(init.lo, init.hi);
@@ -27,6 +32,7 @@ std::vector<HostTensor> MakeSampleInputs(const OpSample& sample, DType float_dty
           if (v >= init.hi) v = init.hi - 1;
           break;
         case InputInit::kBool: v = (rng() & 1) ? 1.0 : 0.0; break;
+        case InputInit::kValues: v = init.values[k]; break;
       }
       t.SetFromDouble(k, v);
     }
