@@ -8,7 +8,11 @@ if ! dpkg -s libdnnl-dev libgtest-dev >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check "torch==2.13.0" nanobind \
+# torch 2.14.1 is the build torchvision 0.29.1 needs (a CUDA build; it runs on the CPU).
+# torchvision / transformers / timm provide the model families (random weights, nothing is
+# downloaded); onnxruntime is bench/'s inference baseline.
+python3 -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
+  "transformers==5.24.0" "timm==1.0.31" "onnxruntime==1.32.0" "onnx==1.23.2" nanobind \
   "scikit-build-core>=0.10" numpy pytest cmake ninja
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

@@ -230,11 +230,13 @@ void RegisterUnaryOps(OpRegistry& r) {
   r.Register(UnaryFloatOp<Clamp, kFloats | kInts>(
       {"clamp", "min(max(x, min), max)",
        [](const GradContext& g) {
-         Builder& b = g.b();  // go where min <= x <= max, as PyTorch
+         // go where min < x < max: PyTorch's measured behaviour (2.14: clamp(0., min=0.)
+         // and clamp(1., min=-1., max=1.) both have gradient 0 at the bound).
+         Builder& b = g.b();
          Value* x = g.I(0);
          Value* inside = b.Op1(
-             "logical_and", {b.Op1("ge", {x, ScalarLike(b, x, GetFloat(g.attrs(), "min"))}),
-                             b.Op1("le", {x, ScalarLike(b, x, GetFloat(g.attrs(), "max"))})});
+             "logical_and", {b.Op1("gt", {x, ScalarLike(b, x, GetFloat(g.attrs(), "min"))}),
+                             b.Op1("lt", {x, ScalarLike(b, x, GetFloat(g.attrs(), "max"))})});
          return std::vector<Value*>{b.Where(inside, g.GO(0), ScalarLike(b, x, 0))};
        },
        InputInit::Normal(),

@@ -697,3 +697,24 @@ def test_training_step(cases):
     assert len(got) == 1
     torch.testing.assert_close(got[0].reshape(()), total, rtol=1e-5, atol=1e-6,
                                msg=lambda m: f"training loss (sum over the cases): {m}")
+
+
+def test_clamp_gradient_at_the_bounds_is_torchs():
+    """Inputs exactly on a clamp bound: PyTorch's gradient there is 0 (strict inequalities);
+    the random inputs of the cases above never hit a bound."""
+    class Clamped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.tensor([0.0, 1.0, 0.5, -1.0, 2.0]))
+
+        def forward(self, x):
+            return ((self.w.clamp(min=0.0, max=1.0) + self.w.clamp(min=0.0)) * x).sum()
+
+    model = Clamped()
+    reference = copy.deepcopy(model)
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0])
+    reference(x).backward()
+    torch.optim.SGD(reference.parameters(), lr=1.0).step()
+    tilegraph.trainingModel(model, tilegraph.Options(),
+                            torch.optim.SGD(model.parameters(), lr=1.0))(x)
+    torch.testing.assert_close(model.w, reference.w, rtol=0, atol=0)
