@@ -44,3 +44,19 @@ def test_full_vision_inference(name):
         expected = model(*case.inputs)
     got = tilegraph.inferenceModel(model)(*case.inputs)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_wav2vec2_base_inference_and_ctc_training_step():
+    case = zoo.wav2vec2_ctc("full", batch=1)
+    model = case.model.eval()
+    with torch.no_grad():
+        expected = model(*case.inputs)
+    got = tilegraph.inferenceModel(model)(*case.inputs)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-4 * float(expected.abs().max()))
+    train = case.train_model.train()
+    eager = copy.deepcopy(train)
+    eager_loss = float(eager(*case.train_inputs)[-1])
+    trainer = tilegraph.trainingModel(train, tilegraph.Options(),
+                                      torch.optim.SGD(train.parameters(), lr=1e-4))
+    loss = float(trainer(*case.train_inputs)[-1])
+    assert abs(loss - eager_loss) <= 1e-4 * abs(eager_loss)  # the forward of step 1
