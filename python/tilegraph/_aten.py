@@ -229,7 +229,12 @@ def _select(cx, n, x, dim, index):
 
 @handles(aten.cat.default)
 def _cat(cx, n, xs, dim=0):
-    # cat promotes: cat([f32, i64]) is f32.
+    # cat promotes: cat([f32, i64]) is f32. torch skips 1-D empty tensors whatever the rank
+    # of the others (a legacy rule; HF's KV caches start as torch.tensor([])).
+    rank = len(cx.shape_of(n))
+    xs = [x for x in xs if not (rank != 1 and cx.shape_of(x) == [0])]
+    if len(xs) == 1:
+        return cx.cast(cx.v(xs[0]), cx.dtype_of(n))
     return cx.op("cat", [cx.cast(cx.v(x), cx.dtype_of(n)) for x in xs], {"axis": dim})
 
 

@@ -496,6 +496,8 @@ INDEX = [
          lambda: (torch.randn(2, 4), torch.tensor([2, 2, 0])), train=True),
     case("index", "index_select_neg_dim", fn(lambda x, i: x.index_select(-1, i), (2, 4)),
          lambda: (torch.randn(2, 4), torch.tensor([3, 1])), train=True),
+    case("index", "cat_skips_legacy_empty", fn(lambda x: torch.cat([torch.tensor([]), x], -2),
+                                                (2, 3)), randn(2, 3), train=True),
     case("index", "index_tensor_leading", fn(lambda x, i, j: x[i, j], (3, 4, 2)),
          lambda: (torch.randn(3, 4, 2), torch.tensor([[0], [2]]), torch.tensor([1, 3, -1])),
          train=True),
