@@ -519,6 +519,11 @@ INDEX = [
 
 # ---- losses ------------------------------------------------------------------------------
 LOSS = [
+    case("loss", "ctc_loss_padded_targets",
+         fn(lambda x, t, il, tl: F.ctc_loss(F.log_softmax(x, -1), t, il, tl, blank=0,
+                                            reduction="mean"), (12, 3, 6)),
+         lambda: (torch.randn(12, 3, 6), torch.randint(1, 6, (3, 4)),
+                  torch.tensor([12, 10, 7]), torch.tensor([4, 2, 3])), train=True),
     *[case("loss", f"nll_{red}", fn(lambda x, t, red=red: F.nll_loss(F.log_softmax(x, 1), t,
                                                                      reduction=red), (4, 5)),
            lambda: (torch.randn(4, 5), ints(5, 4)), train=True)
