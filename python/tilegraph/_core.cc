@@ -12,6 +12,7 @@
 #include "autodiff/autodiff.h"
 #include "autodiff/optimizer.h"
 #include "ir/printer.h"
+#include "kernels/cpu/machine_limits.h"
 #include "ops/builder.h"
 #include "runtime/executable.h"
 #include "support/error.h"
@@ -306,7 +307,38 @@ NB_MODULE(_core, m) {
         d["inplace_variable_updates"] = s.inplace_variable_updates;
         return d;
       })
-      .def("profile_report", &Executable::ProfileReport);
+      .def("profile_report", &Executable::ProfileReport, nb::arg("top_instructions") = 15)
+      .def("profile", [](Executable& exe, bool per_instruction) {
+        nb::list rows;
+        for (const OpProfile& p : per_instruction ? exe.InstructionProfile() : exe.Profile()) {
+          nb::dict d;
+          d["op"] = p.op;
+          if (per_instruction) d["source"] = p.source;
+          d["calls"] = p.calls;
+          d["seconds"] = p.seconds;
+          d["bytes"] = p.bytes;
+          d["flops"] = p.flops;
+          rows.append(d);
+        }
+        return rows;
+      }, nb::arg("per_instruction") = false)
+      .def("reset_profile", &Executable::ResetProfile);
+
+  m.def("measure_fma_peak", [](int threads) {
+    cpu::FmaPeak p;
+    {
+      nb::gil_scoped_release release;
+      p = cpu::MeasureFmaPeak(threads);
+    }
+    nb::dict d;
+    d["gflops"] = p.gflops;
+    d["isa"] = p.isa;
+    return d;
+  }, nb::arg("threads"), "FP32 FMA peak of this CPU on `threads` threads (GFLOP/s, isa).");
+  m.def("measure_triad_bandwidth", [](int threads) {
+    nb::gil_scoped_release release;
+    return cpu::MeasureTriadBandwidthGbs(threads);
+  }, nb::arg("threads"), "DRAM bandwidth of a STREAM-style triad on `threads` threads (GB/s).");
 
   m.def("registered_ops", [] {
     std::vector<std::string> names;

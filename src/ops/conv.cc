@@ -180,6 +180,11 @@ OpDef ConvDef(const std::string& name) {
   d.cpu_kernel = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
   d.reference_kernel =
       dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
+  d.flops = [](const Node& n) {  // the same multiply-adds in all three passes
+    cpu::Conv2dParams p = ParamsOfNode(n);
+    return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
+           static_cast<double>(p.c / p.groups * p.kh * p.kw);
+  };
   return d;
 }
 

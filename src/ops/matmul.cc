@@ -134,6 +134,13 @@ void RegisterMatmulOps(OpRegistry& r) {
       cpu::MatmulRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), dense::Out<T>(a, 0));
     };
   });
+  d.flops = [](const Node& n) {
+    cpu::MatmulParams p = ParamsOf(n);
+    double batches = 1;
+    for (int64_t b : p.batch) batches *= static_cast<double>(b);
+    return 2.0 * batches * static_cast<double>(p.m) * static_cast<double>(p.n) *
+           static_cast<double>(p.k);
+  };
   d.samples = MatmulSamples();
   d.doc = "out[..., M, N] = op(a) @ op(b), op = optional transpose of the last two dims; "
           "batch dims broadcast";

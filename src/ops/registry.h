@@ -73,6 +73,8 @@ struct InferContext {
   const TensorType& in(size_t i) const { return inputs.at(i); }
 };
 using InferFn = std::function<std::vector<TensorType>(const InferContext&)>;
+// Floating-point operations one execution of a node performs (profiling only; dense ops).
+using FlopsFn = std::function<double(const Node&)>;
 
 // ---- elementwise ------------------------------------------------------------------------
 // Elementwise ops also expose a block function so that fused kernels can evaluate a chain
@@ -140,6 +142,7 @@ struct OpDef {
   std::optional<ElementwiseDef> elementwise;
   KernelFactory cpu_kernel;
   KernelFactory reference_kernel;
+  FlopsFn flops;               // optional: lets the profile report GFLOP/s
   std::vector<OpSample> samples;
   std::string doc;  // one line: what the op computes
 };

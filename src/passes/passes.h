@@ -10,6 +10,7 @@ namespace tg {
 std::unique_ptr<Pass> CreateDcePass();               // "dce"            dce.cc
 std::unique_ptr<Pass> CreateCsePass();               // "cse"            cse.cc
 std::unique_ptr<Pass> CreateConstantFoldPass();      // "constant-fold"  constant_fold.cc
+std::unique_ptr<Pass> CreateFoldTransposePass();     // "fold-transpose"  fold_transpose.cc
 std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
 
 }  // namespace tg

@@ -18,6 +18,7 @@ constexpr PassInfo kPasses[] = {
     {"constant-fold", CreateConstantFoldPass},
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
+    {"fold-transpose", CreateFoldTransposePass},
     {"fuse-elementwise", CreateFuseElementwisePass},
 };
 
@@ -30,6 +31,7 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"dce", "drop what the outputs do not need before spending time on it"},
     {"constant-fold", "weights are variables, so only true compile-time arithmetic folds"},
     {"cse", "merge repeated subexpressions, e.g. shared casts and broadcasts from capture"},
+    {"fold-transpose", "x @ w.t(): matmul reads the weight transposed instead of a copy"},
     {"dce", "remove nodes orphaned by folding and merging"},
     {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
     {"dce", "remove anything fusion left unused"},
@@ -39,6 +41,7 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"dce", "forward values the backward graph never reads are dead"},
     {"constant-fold", "fold scalar arithmetic the grad rules and optimizer emit"},
     {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
+    {"fold-transpose", "linear layers and their grad rules transpose weights and results"},
     {"dce", "remove nodes orphaned by folding and merging"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},

@@ -40,10 +40,12 @@ struct CompileOptions {
 };
 
 struct OpProfile {
-  std::string op;
+  std::string op;     // for an instruction profile: the node, "%y = matmul(%a, %b)"
+  std::string source; // the user's file:line (instruction profile only)
   int64_t calls = 0;
   double seconds = 0;
-  double bytes = 0;  // bytes read + written
+  double bytes = 0;   // bytes read + written (tensor sizes; a lower bound on traffic)
+  double flops = 0;   // floating-point operations, for ops that declare them (matmul, conv)
 };
 
 class Executable {
@@ -77,8 +79,12 @@ class Executable {
   const Graph& optimized_graph() const { return *program_.graph; }
   size_t num_instructions() const { return program_.instructions.size(); }
   double compile_seconds() const { return compile_seconds_; }
-  std::vector<OpProfile> Profile() const;  // aggregated by op, slowest first
-  std::string ProfileReport() const;       // a table of Profile()
+  // Needs CompileOptions::profile. Aggregated by op kind, slowest first:
+  std::vector<OpProfile> Profile() const;
+  // One entry per instruction (node), slowest first.
+  std::vector<OpProfile> InstructionProfile() const;
+  std::string ProfileReport(int top_instructions = 15) const;  // both, as tables
+  void ResetProfile();
 
  private:
   Executable() = default;
@@ -87,6 +93,7 @@ class Executable {
   void ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
                      OutputMode mode, int64_t every_n) const;
   void RunOneStep();
+  std::vector<OpProfile> InstructionEntries() const;  // instruction order
   static void AccumulateInto(HostTensor& acc, const void* src);
 
   CompileOptions options_;

@@ -76,7 +76,7 @@ void OnednnMatmul::Run(const float* a, const float* b, float* out) const {
   stream_.wait();
 }
 
-OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) : pass_(pass) {
+OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) {
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -84,42 +84,67 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) : pass_(pass) {
                                                     : p.o * (p.c / p.groups) * p.kh * p.kw;
     return;
   }
+  using tag = memory::format_tag;
   auto f32 = memory::data_type::f32;
-  x_md_ = memory::desc({p.n, p.c, p.h, p.w}, f32, memory::format_tag::nchw);
-  y_md_ = memory::desc({p.n, p.o, p.oh, p.ow}, f32, memory::format_tag::nchw);
-  if (p.groups == 1) {
-    w_md_ = memory::desc({p.o, p.c, p.kh, p.kw}, f32, memory::format_tag::oihw);
-  } else {
-    w_md_ = memory::desc({p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw}, f32,
-                         memory::format_tag::goihw);
-  }
+  memory::desc x_md({p.n, p.c, p.h, p.w}, f32, tag::nchw);
+  memory::desc y_md({p.n, p.o, p.oh, p.ow}, f32, tag::nchw);
+  Dims w_dims = p.groups == 1 ? Dims{p.o, p.c, p.kh, p.kw}
+                              : Dims{p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw};
+  memory::desc w_md(w_dims, f32, p.groups == 1 ? tag::oihw : tag::goihw);
+  // "any": the primitive picks its layouts.
+  memory::desc x_any(x_md.dims(), f32, tag::any), y_any(y_md.dims(), f32, tag::any);
+  memory::desc w_any(w_dims, f32, tag::any);
   Dims strides = {p.stride_h, p.stride_w};
   Dims dilates = {p.dil_h - 1, p.dil_w - 1};  // oneDNN counts extra gaps: 0 is dense
   Dims pad = {p.pad_h, p.pad_w};
   // PyTorch pads symmetrically; oneDNN's floor formula then gives the same oh / ow.
   Dims pad_r = pad;
   auto alg = dnnl::algorithm::convolution_direct;
-  dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training, alg, x_md_, w_md_,
-                                           y_md_, strides, dilates, pad, pad_r);
+  dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training, alg, x_any, w_any,
+                                           y_any, strides, dilates, pad, pad_r);
   dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, CpuEngine());
   switch (pass) {
-    case ConvPass::kForward: prim_ = dnnl::convolution_forward(fwd_pd); break;
+    case ConvPass::kForward:
+      prim_ = dnnl::convolution_forward(fwd_pd);
+      SetOperand(0, DNNL_ARG_SRC, x_md, fwd_pd.src_desc(), false);
+      SetOperand(1, DNNL_ARG_WEIGHTS, w_md, fwd_pd.weights_desc(), false);
+      SetOperand(2, DNNL_ARG_DST, y_md, fwd_pd.dst_desc(), true);
+      break;
     case ConvPass::kBackwardInput: {
-      dnnl::convolution_backward_data::desc d(alg, x_md_, w_md_, y_md_, strides, dilates, pad,
+      dnnl::convolution_backward_data::desc d(alg, x_any, w_any, y_any, strides, dilates, pad,
                                               pad_r);
-      prim_ = dnnl::convolution_backward_data(
-          dnnl::convolution_backward_data::primitive_desc(d, CpuEngine(), fwd_pd));
+      dnnl::convolution_backward_data::primitive_desc pd(d, CpuEngine(), fwd_pd);
+      prim_ = dnnl::convolution_backward_data(pd);
+      SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
+      SetOperand(1, DNNL_ARG_WEIGHTS, w_md, pd.weights_desc(), false);
+      SetOperand(2, DNNL_ARG_DIFF_SRC, x_md, pd.diff_src_desc(), true);
       break;
     }
     case ConvPass::kBackwardWeight: {
-      dnnl::convolution_backward_weights::desc d(alg, x_md_, w_md_, y_md_, strides, dilates,
+      dnnl::convolution_backward_weights::desc d(alg, x_any, w_any, y_any, strides, dilates,
                                                  pad, pad_r);
-      prim_ = dnnl::convolution_backward_weights(
-          dnnl::convolution_backward_weights::primitive_desc(d, CpuEngine(), fwd_pd));
+      dnnl::convolution_backward_weights::primitive_desc pd(d, CpuEngine(), fwd_pd);
+      prim_ = dnnl::convolution_backward_weights(pd);
+      SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
+      SetOperand(1, DNNL_ARG_SRC, x_md, pd.src_desc(), false);
+      SetOperand(2, DNNL_ARG_DIFF_WEIGHTS, w_md, pd.diff_weights_desc(), true);
       break;
     }
   }
   stream_ = dnnl::stream(CpuEngine());
+}
+
+void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
+                              const memory::desc& chosen, bool is_output) {
+  Operand& o = operands_[i];
+  o.arg = arg;
+  o.plain = plain;
+  if (chosen == plain) return;
+  o.blocked = memory(chosen, CpuEngine());  // owned by the kernel, allocated once
+  o.reorder = is_output ? dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), chosen,
+                                                                      CpuEngine(), plain))
+                        : dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), plain,
+                                                                      CpuEngine(), chosen));
 }
 
 void OnednnConv2d::Run(const float* in0, const float* in1, float* out) const {
@@ -127,25 +152,24 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out) const {
     std::fill(out, out + out_numel_, 0.0f);
     return;
   }
+  const void* ptrs[3] = {in0, in1, out};
   std::unordered_map<int, memory> args;
-  switch (pass_) {
-    case ConvPass::kForward:
-      args = {{DNNL_ARG_SRC, Bind(x_md_, in0)},
-              {DNNL_ARG_WEIGHTS, Bind(w_md_, in1)},
-              {DNNL_ARG_DST, Bind(y_md_, out)}};
-      break;
-    case ConvPass::kBackwardInput:
-      args = {{DNNL_ARG_DIFF_DST, Bind(y_md_, in0)},
-              {DNNL_ARG_WEIGHTS, Bind(w_md_, in1)},
-              {DNNL_ARG_DIFF_SRC, Bind(x_md_, out)}};
-      break;
-    case ConvPass::kBackwardWeight:
-      args = {{DNNL_ARG_DIFF_DST, Bind(y_md_, in0)},
-              {DNNL_ARG_SRC, Bind(x_md_, in1)},
-              {DNNL_ARG_DIFF_WEIGHTS, Bind(w_md_, out)}};
-      break;
+  for (int i = 0; i < 3; ++i) {
+    const Operand& o = operands_[i];
+    memory user = Bind(o.plain, ptrs[i]);
+    if (o.blocked.get(true) == nullptr) {
+      args[o.arg] = user;
+      continue;
+    }
+    if (i < 2) o.reorder.execute(stream_, user, o.blocked);
+    args[o.arg] = o.blocked;
   }
   prim_.execute(stream_, args);
+  const Operand& result = operands_[2];
+  if (result.blocked.get(true) != nullptr) {
+    memory user = Bind(result.plain, out);
+    result.reorder.execute(stream_, result.blocked, user);
+  }
   stream_.wait();
 }
 

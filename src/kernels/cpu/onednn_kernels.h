@@ -1,5 +1,8 @@
 // oneDNN (f32) matmul and conv2d kernels on plain row-major memory. Each object creates its
 // primitive once (at kernel-build time) and binds the caller's buffers on every Run.
+// Convolutions let oneDNN pick its blocked layouts (nChw8c / nChw16c and blocked weights,
+// which its direct JIT kernels need; on plain nchw it falls back to im2col + GEMM) and
+// reorder plain operands into kernel-owned buffers around the primitive.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -33,13 +36,25 @@ class OnednnConv2d {
  public:
   OnednnConv2d(const Conv2dParams& p, ConvPass pass);
   void Run(const float* in0, const float* in1, float* out) const;
+  // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
+  bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
 
  private:
-  ConvPass pass_;
+  // One primitive argument: the caller's plain layout and, when the primitive chose a
+  // different one, a reorder and a buffer in the chosen layout (allocated at build time).
+  struct Operand {
+    int arg = 0;
+    dnnl::memory::desc plain;
+    mutable dnnl::memory blocked;  // scratch contents, rewritten by every Run
+    dnnl::reorder reorder;  // plain -> blocked for inputs, blocked -> plain for the output
+  };
+  void SetOperand(int i, int arg, const dnnl::memory::desc& plain,
+                  const dnnl::memory::desc& chosen, bool is_output);
+
   bool empty_ = false;
   int64_t out_numel_ = 0;
   dnnl::primitive prim_;
-  dnnl::memory::desc x_md_, w_md_, y_md_;
+  Operand operands_[3];  // in0, in1, out
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
 };
 

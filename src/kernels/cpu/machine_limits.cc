@@ -1,0 +1,116 @@
+// FMA-peak and triad-bandwidth probes; see machine_limits.h.
+#include "kernels/cpu/machine_limits.h"
+
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+
+namespace tg::cpu {
+namespace {
+
+constexpr int kChains = 12;            // enough independent chains to cover FMA latency x ports
+constexpr int64_t kIterations = 4000000;
+
+double Seconds(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// One thread's chains; returns a value that depends on every chain (so nothing is elided).
+float FmaChains(int64_t iterations) {
+#if defined(__AVX512F__)
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], mul, add);
+  }
+  float sum = 0;
+  for (int c = 0; c < kChains; ++c) sum += _mm512_reduce_add_ps(acc[c]);
+  return sum;
+#elif defined(__AVX2__) && defined(__FMA__)
+  __m256 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
+  const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm256_fmadd_ps(acc[c], mul, add);
+  }
+  alignas(32) float lanes[8];
+  float sum = 0;
+  for (int c = 0; c < kChains; ++c) {
+    _mm256_store_ps(lanes, acc[c]);
+    for (float l : lanes) sum += l;
+  }
+  return sum;
+#else
+  float acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = static_cast<float>(c);
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = acc[c] * 0.999999f + 1e-7f;
+  }
+  float sum = 0;
+  for (float a : acc) sum += a;
+  return sum;
+#endif
+}
+
+int LanesPerChain() {
+#if defined(__AVX512F__)
+  return 16;
+#elif defined(__AVX2__) && defined(__FMA__)
+  return 8;
+#else
+  return 1;
+#endif
+}
+
+const char* IsaName() {
+#if defined(__AVX512F__)
+  return "avx512f";
+#elif defined(__AVX2__) && defined(__FMA__)
+  return "avx2+fma";
+#else
+  return "scalar";
+#endif
+}
+
+volatile float g_sink;  // keeps the chains' results alive
+
+}  // namespace
+
+FmaPeak MeasureFmaPeak(int threads, int repeats) {
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads)
+    { g_sink = FmaChains(kIterations); }
+    double flops = 2.0 * kChains * LanesPerChain() * static_cast<double>(kIterations) * threads;
+    best = std::max(best, flops / Seconds(t0) / 1e9);
+  }
+  return {best, IsaName()};
+}
+
+double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array, int repeats) {
+  const int64_t n = megabytes_per_array * (1 << 20) / static_cast<int64_t>(sizeof(float));
+  std::unique_ptr<float[]> a(new float[n]), b(new float[n]), c(new float[n]);
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {  // first touch on the threads that will use the pages
+    a[i] = 1.0f;
+    b[i] = 2.0f;
+    c[i] = 0.0f;
+  }
+  double best = 0;
+  const float s = 3.0f;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < n; ++i) c[i] = a[i] + s * b[i];
+    best = std::max(best, 3.0 * static_cast<double>(n) * sizeof(float) / Seconds(t0) / 1e9);
+  }
+  g_sink = c[n / 2];
+  return best;
+}
+
+}  // namespace tg::cpu

@@ -1,0 +1,24 @@
+// Measured limits of this CPU, for the benchmark suite's efficiency figures: the FP32 FMA
+// peak (independent fused multiply-add chains in the widest vector unit the build targets)
+// and the DRAM bandwidth (a STREAM-style triad). Both run on `threads` OpenMP threads and
+// return the best of `repeats` timed runs; they exist so that GEMM GFLOP/s and memory-bound
+// GB/s are quoted as fractions of limits measured in the same run, not of datasheet numbers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace tg::cpu {
+
+struct FmaPeak {
+  double gflops = 0;   // FP32, all threads together
+  std::string isa;     // "avx512f", "avx2+fma" or "scalar"
+};
+
+FmaPeak MeasureFmaPeak(int threads, int repeats = 5);
+
+// c[i] = a[i] + s * b[i] over three arrays of `megabytes_per_array` MiB; bytes counted as
+// 3 x array size per run (two reads, one write), as STREAM does.
+double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array = 128, int repeats = 5);
+
+}  // namespace tg::cpu

@@ -1,0 +1,74 @@
+// Fold transposes into matmul: a matmul reads either operand transposed for free (it only
+// changes the strides oneDNN is given), so a `permute` that swaps the last two axes and
+// feeds a matmul is folded into the matmul's transpose_a / transpose_b flag, and a permute
+// of a matmul's result is folded by (A B)^T = B^T A^T. Linear layers (x @ w.t()) and their
+// grad rules (g @ w, x^T @ g then ^T) produce these in every model; unfolded, each one is a
+// full strided copy of a weight or an activation per step. DCE removes the orphaned permutes.
+#include "passes/passes.h"
+
+namespace tg {
+namespace {
+
+// True when `n` is a permute that swaps the last two axes and keeps the others in place.
+bool IsLastTwoSwap(const Node* n) {
+  if (n == nullptr || n->op() != "permute") return false;
+  std::vector<int64_t> perm = GetInts(n->attrs(), "perm");
+  int64_t rank = static_cast<int64_t>(perm.size());
+  if (rank < 2) return false;
+  for (int64_t i = 0; i < rank - 2; ++i) {
+    if (perm[i] != i && perm[i] != i - rank) return false;
+  }
+  auto axis = [rank](int64_t a) { return a < 0 ? a + rank : a; };
+  return axis(perm[rank - 2]) == rank - 1 && axis(perm[rank - 1]) == rank - 2;
+}
+
+bool Flag(const Node& n, const char* name) { return GetBool(n.attrs(), name); }
+
+class FoldTransposePass : public Pass {
+ public:
+  std::string name() const override { return "fold-transpose"; }
+
+  bool Run(Graph& graph, PassContext&) override {
+    bool changed = false;
+    // Operands: matmul(permute(x)) -> matmul(x) with the operand's flag toggled.
+    for (const auto& node : graph.nodes()) {
+      Node& n = *node;
+      if (n.op() != "matmul") continue;
+      const char* flags[2] = {"transpose_a", "transpose_b"};
+      for (size_t i = 0; i < 2; ++i) {
+        Node* p = n.input(i)->producer();
+        if (!IsLastTwoSwap(p)) continue;
+        n.set_input(i, p->input(0));
+        n.mutable_attrs()[flags[i]] = !Flag(n, flags[i]);
+        changed = true;
+      }
+    }
+    // Results: permute(matmul(a, b, ta, tb)) -> matmul(b, a, !tb, !ta) when the permute is
+    // the matmul's only user. Batch dims are kept in place by the swap, so broadcasting holds.
+    std::vector<int> uses = graph.CountUses();
+    std::vector<Node*> permutes;  // collected first: AddNode below reorders nodes()
+    for (const auto& node : graph.nodes()) {
+      if (IsLastTwoSwap(node.get())) permutes.push_back(node.get());
+    }
+    for (Node* p : permutes) {
+      Node& perm = *p;
+      Node* mm = perm.input(0)->producer();
+      if (mm == nullptr || mm->op() != "matmul" || uses[perm.input(0)->id()] != 1) continue;
+      bool ta = Flag(*mm, "transpose_a"), tb = Flag(*mm, "transpose_b");
+      Node* swapped = graph.AddNode("matmul", {mm->input(1), mm->input(0)},
+                                    {perm.output()->type()},
+                                    {{"transpose_a", !tb}, {"transpose_b", !ta}}, &perm);
+      swapped->set_source(mm->source());
+      swapped->set_placement(mm->placement());
+      graph.ReplaceAllUsesWith(perm.output(), swapped->output());
+      changed = true;
+    }
+    return changed;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> CreateFoldTransposePass() { return std::make_unique<FoldTransposePass>(); }
+
+}  // namespace tg

@@ -1,0 +1,123 @@
+// fold-transpose: permutes that swap the last two axes disappear into matmul's transpose
+// flags (operands, and results via (A B)^T = B^T A^T); other permutes and shared results stay.
+// Each case is also evaluated before and after the pass on random inputs (f64).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "ir/printer.h"
+#include "ops/evaluate.h"
+#include "passes/passes.h"
+#include "passes/verifier.h"
+
+namespace tg {
+namespace {
+
+std::unique_ptr<Graph> Folded(const std::string& text) {
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  PassContext ctx;
+  CreateFoldTransposePass()->Run(*g, ctx);
+  CreateDcePass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+int Count(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const auto& node : g.nodes()) n += node->op() == op;
+  return n;
+}
+
+void ExpectSameOutputs(const std::string& text, const Graph& after) {
+  std::unique_ptr<Graph> before = ParseGraph(text);
+  Verify(*before, &OpRegistry::Global());
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal;
+  std::map<std::string, HostTensor> feeds;
+  for (Value* v : before->inputs()) {
+    HostTensor h(v->type());
+    for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
+    feeds[v->name()] = h;
+  }
+  EvalResult a = EvaluateGraph(*before, feeds, KernelChoice::kCpu);
+  EvalResult b = EvaluateGraph(after, feeds, KernelChoice::kCpu);
+  ASSERT_EQ(a.outputs.size(), b.outputs.size());
+  for (size_t o = 0; o < a.outputs.size(); ++o) {
+    ASSERT_EQ(a.outputs[o].type(), b.outputs[o].type());
+    for (int64_t i = 0; i < a.outputs[o].type().numel(); ++i) {
+      ASSERT_NEAR(a.outputs[o].GetAsDouble(i), b.outputs[o].GetAsDouble(i), 1e-12)
+          << "output " << o << " element " << i;
+    }
+  }
+}
+
+TEST(FoldTranspose, LinearWeightTransposeBecomesFlag) {
+  std::string text = R"(graph g {
+  input %x : f64[4,3]
+  input %w : f64[5,3]
+  %wt = permute(%w) {perm = [1, 0]} : f64[3,5]
+  %y = matmul(%x, %wt) {transpose_a = false, transpose_b = false} : f64[4,5]
+  output %y
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 0);
+  ASSERT_EQ(Count(*g, "matmul"), 1);
+  EXPECT_TRUE(GetBool(g->nodes()[0]->attrs(), "transpose_b"));
+  ExpectSameOutputs(text, *g);
+}
+
+TEST(FoldTranspose, BatchedOperandAndDoubleTranspose) {
+  // a is permuted [0, 2, 1] (batch axis kept); b's permute undoes a transpose flag.
+  std::string text = R"(graph g {
+  input %a : f64[2,3,4]
+  input %b : f64[2,3,5]
+  %at = permute(%a) {perm = [0, 2, 1]} : f64[2,4,3]
+  %bt = permute(%b) {perm = [0, 2, 1]} : f64[2,5,3]
+  %y = matmul(%at, %bt) {transpose_a = false, transpose_b = true} : f64[2,4,5]
+  output %y
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 0);
+  const Node& mm = *g->nodes()[0];
+  EXPECT_TRUE(GetBool(mm.attrs(), "transpose_a"));
+  EXPECT_FALSE(GetBool(mm.attrs(), "transpose_b"));
+  ExpectSameOutputs(text, *g);
+}
+
+TEST(FoldTranspose, TransposedResultSwapsOperands) {
+  // The weight gradient of a linear layer: (x^T @ g)^T becomes g^T @ x.
+  std::string text = R"(graph g {
+  input %x : f64[4,3]
+  input %gy : f64[4,5]
+  %gw = matmul(%x, %gy) {transpose_a = true, transpose_b = false} : f64[3,5]
+  %gwt = permute(%gw) {perm = [1, 0]} : f64[5,3]
+  output %gwt
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 0);
+  ASSERT_EQ(Count(*g, "matmul"), 1);
+  const Node& mm = *g->nodes()[0];
+  EXPECT_EQ(mm.input(0)->name(), "gy");
+  EXPECT_TRUE(GetBool(mm.attrs(), "transpose_a"));
+  EXPECT_FALSE(GetBool(mm.attrs(), "transpose_b"));
+  ExpectSameOutputs(text, *g);
+}
+
+TEST(FoldTranspose, KeepsOtherPermutesAndSharedResults) {
+  // perm [1, 0, 2] is not a last-two swap; %m has a second user, so its transpose stays.
+  std::string text = R"(graph g {
+  input %a : f64[2,3,4]
+  input %b : f64[3,4,4]
+  %ap = permute(%a) {perm = [1, 0, 2]} : f64[3,2,4]
+  %m = matmul(%ap, %b) {transpose_a = false, transpose_b = false} : f64[3,2,4]
+  %mt = permute(%m) {perm = [0, 2, 1]} : f64[3,4,2]
+  output %m
+  output %mt
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 2);
+  ExpectSameOutputs(text, *g);
+}
+
+}  // namespace
+}  // namespace tg
