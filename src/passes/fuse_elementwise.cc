@@ -7,6 +7,7 @@
 // group's first member. A node joins a group only when each of its producers is in the group
 // or scheduled before the group's first member, so every fused node's inputs are computed
 // before it and every outside user of its outputs comes after it. Groups of one stay unfused.
+#include <algorithm>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -63,6 +64,42 @@ bool Compatible(const Key& g, const Key& n) {
          (!g.dtype || !n.dtype || *g.dtype == *n.dtype);
 }
 
+using Positions = std::unordered_map<const Node*, int>;
+using GroupOf = std::unordered_map<const Node*, int>;
+
+// Whether `n` may join group `c`: each producer of its inputs is in the group or is
+// scheduled before the group's first member.
+bool CanJoin(const Node& n, int c, const std::vector<Group>& groups, const GroupOf& group_of,
+             const Positions& pos) {
+  for (Value* in : n.inputs()) {
+    Node* p = in->producer();
+    if (p == nullptr) continue;
+    auto it = group_of.find(p);
+    if (it != group_of.end() && it->second == c) continue;
+    if (pos.at(p) >= groups[c].start) return false;
+  }
+  return true;
+}
+
+// Whether groups ia and ib may become one group starting at the earlier of their starts:
+// every producer outside both groups must come before that start.
+bool CanMerge(int ia, int ib, const std::vector<Group>& groups, const GroupOf& group_of,
+              const Positions& pos) {
+  int start = std::min(groups[ia].start, groups[ib].start);
+  for (int id : {ia, ib}) {
+    for (const Node* m : groups[id].members) {
+      for (Value* in : m->inputs()) {
+        Node* p = in->producer();
+        if (p == nullptr) continue;
+        auto it = group_of.find(p);
+        bool inside = it != group_of.end() && (it->second == ia || it->second == ib);
+        if (!inside && pos.at(p) >= start) return false;
+      }
+    }
+  }
+  return true;
+}
+
 class FuseElementwisePass : public Pass {
  public:
   std::string name() const override { return "fuse-elementwise"; }
@@ -79,8 +116,10 @@ class FuseElementwisePass : public Pass {
  private:
   static std::vector<Group> FormGroups(const Graph& graph, const OpRegistry& registry) {
     std::vector<Group> groups;
-    std::unordered_map<const Node*, int> pos, group_of;
+    Positions pos;
+    GroupOf group_of;
     std::unordered_map<int, std::vector<int>> consumer_groups;  // value id -> groups using it
+    std::vector<int> merged_into;  // per group: the group it was merged into, or -1
     int i = 0;
     for (const auto& up : graph.nodes()) {
       Node* n = up.get();
@@ -99,19 +138,15 @@ class FuseElementwisePass : public Pass {
         if (it != consumer_groups.end()) candidates.insert(candidates.end(), it->second.begin(),
                                                           it->second.end());
       }
+      // A group id may have been merged into another; resolve to the live one.
+      auto live = [&](int c) {
+        while (merged_into[c] >= 0) c = merged_into[c];
+        return c;
+      };
+      for (int& c : candidates) c = live(c);
       int chosen = -1;
       for (int c : candidates) {
-        Group& g = groups[c];
-        if (!Compatible(g.key, *key)) continue;
-        bool ok = true;
-        for (Value* in : n->inputs()) {
-          Node* p = in->producer();
-          if (p == nullptr) continue;
-          auto it = group_of.find(p);
-          if (it != group_of.end() && it->second == c) continue;
-          if (pos.at(p) >= g.start) ok = false;
-        }
-        if (ok) {
+        if (Compatible(groups[c].key, *key) && CanJoin(*n, c, groups, group_of, pos)) {
           chosen = c;
           break;
         }
@@ -119,6 +154,7 @@ class FuseElementwisePass : public Pass {
       if (chosen < 0) {
         chosen = static_cast<int>(groups.size());
         groups.push_back(Group{*key, pos[n], {}});
+        merged_into.push_back(-1);
       }
       Group& g = groups[chosen];
       if (!g.key.dtype) g.key.dtype = key->dtype;
@@ -127,6 +163,25 @@ class FuseElementwisePass : public Pass {
       for (Value* in : n->inputs()) {
         std::vector<int>& cg = consumer_groups[in->id()];
         if (cg.empty() || cg.back() != chosen) cg.push_back(chosen);
+      }
+      // The node may connect its group with other candidate groups (e.g. an optimizer update
+      // that reads both the decayed gradient and the momentum buffer's chain): merge them
+      // when the union is still schedule-safe, so the whole update is one pass.
+      for (int c : candidates) {
+        c = live(c);
+        chosen = live(chosen);
+        if (c == chosen || !Compatible(groups[c].key, groups[chosen].key)) continue;
+        if (!CanMerge(chosen, c, groups, group_of, pos)) continue;
+        Group& into = groups[chosen];
+        Group& from = groups[c];
+        for (Node* m : from.members) group_of[m] = chosen;
+        into.members.insert(into.members.end(), from.members.begin(), from.members.end());
+        std::sort(into.members.begin(), into.members.end(),
+                  [&](Node* a, Node* b) { return pos.at(a) < pos.at(b); });
+        into.start = std::min(into.start, from.start);
+        if (!into.key.dtype) into.key.dtype = from.key.dtype;
+        from.members.clear();
+        merged_into[c] = chosen;
       }
     }
     return groups;

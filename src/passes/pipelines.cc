@@ -19,6 +19,7 @@ constexpr PassInfo kPasses[] = {
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
     {"fold-transpose", CreateFoldTransposePass},
+    {"hoist-scalars", CreateHoistScalarsPass},
     {"fuse-elementwise", CreateFuseElementwisePass},
 };
 
@@ -43,6 +44,7 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
     {"fold-transpose", "linear layers and their grad rules transpose weights and results"},
     {"dce", "remove nodes orphaned by folding and merging"},
+    {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},
 };

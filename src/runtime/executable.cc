@@ -300,16 +300,15 @@ void Executable::ResetProfile() {
 
 namespace {
 
-void AppendRow(std::ostream& os, const OpProfile& p, double total, bool with_source) {
+void AppendRow(std::ostream& os, const OpProfile& p, double total) {
   char line[256];
   std::snprintf(line, sizeof(line), "%7lld %10.4f %5.1f%% %8.2f %8.2f  ",
                 static_cast<long long>(p.calls), p.seconds,
                 total > 0 ? 100.0 * p.seconds / total : 0.0,
                 p.seconds > 0 ? p.bytes / p.seconds / 1e9 : 0.0,
                 p.seconds > 0 && p.flops > 0 ? p.flops / p.seconds / 1e9 : 0.0);
-  std::string name = p.op.size() > 70 ? p.op.substr(0, 67) + "..." : p.op;
+  std::string name = p.op.size() > 110 ? p.op.substr(0, 107) + "..." : p.op;
   os << line << name;
-  if (with_source && !p.source.empty()) os << "  [" << p.source << "]";
   os << "\n";
 }
 
@@ -321,12 +320,12 @@ std::string Executable::ProfileReport(int top_instructions) const {
   for (const OpProfile& p : ops) total += p.seconds;
   std::ostringstream os;
   os << "  calls    seconds  share     GB/s  GFLOP/s  op\n";
-  for (const OpProfile& p : ops) AppendRow(os, p, total, false);
+  for (const OpProfile& p : ops) AppendRow(os, p, total);
   if (top_instructions > 0) {
     os << "slowest instructions:\n";
     std::vector<OpProfile> instrs = InstructionProfile();
     for (int i = 0; i < top_instructions && i < static_cast<int>(instrs.size()); ++i) {
-      AppendRow(os, instrs[i], total, true);
+      AppendRow(os, instrs[i], total);
     }
   }
   return os.str();

@@ -218,5 +218,47 @@ TEST(FuseElementwise, LargeF32AndF64Equivalence) {
   }
 }
 
+TEST(FuseElementwise, ChainsJoinedByALaterNodeMerge) {
+  // SGD with momentum: the decayed gradient and the momentum chain start as separate groups
+  // (neither reads the other); `where` reads both, and the two groups become one pass.
+  std::string text = R"(graph g {
+  input %g : f32[64]
+  input %w : f32[64]
+  input %buf : f32[64]
+  input %first : bool[]
+  input %wd : f32[]
+  input %mom : f32[]
+  %decay = mul(%w, %wd) : f32[64]
+  %d = add(%g, %decay) : f32[64]
+  %m = mul(%buf, %mom) : f32[64]
+  %nb = add(%m, %d) : f32[64]
+  %sel = where(%first, %d, %nb) : f32[64]
+  %nw = sub(%w, %sel) : f32[64]
+  output %sel
+  output %nw
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(g->nodes().size(), 1u) << PrintGraph(*g);
+  ExpectEquivalent(text);
+}
+
+TEST(FuseElementwise, NoMergeAcrossANonElementwiseNode) {
+  // %s (a reduction of group A's value) feeds group B; merging A and B would make the
+  // fused node read %s before it is computed, so they stay two nodes.
+  std::string text = R"(graph g {
+  input %x : f32[8]
+  %a = exp(%x) : f32[8]
+  %b = neg(%a) : f32[8]
+  %s = sum(%b) {axes = [0], keepdim = true} : f32[1]
+  %c = mul(%x, %s) : f32[8]
+  %d = tanh(%c) : f32[8]
+  %e = add(%d, %b) : f32[8]
+  output %e
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(Count(*g, "fused_elementwise"), 2) << PrintGraph(*g);
+  ExpectEquivalent(text);
+}
+
 }  // namespace
 }  // namespace tg

@@ -416,7 +416,7 @@ TEST(PassManager, ErrorsInsideAPassNameThePass) {
 }
 
 TEST(Pipelines, CreatePassByNameAndUnknownNames) {
-  for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "fuse-elementwise"}) {
+  for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars", "fuse-elementwise"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -425,7 +425,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
     EXPECT_NE(e.message().find("unknown pass 'dse'"), std::string::npos);
-    EXPECT_NE(e.message().find("constant-fold, cse, dce, fold-transpose, fuse-elementwise"), std::string::npos)
+    EXPECT_NE(e.message().find("constant-fold, cse, dce, fold-transpose, hoist-scalars, fuse-elementwise"), std::string::npos)
         << e.message();
   }
 }

@@ -1,0 +1,100 @@
+"""Machine limits and microbenchmarks, measured in the same run as the models.
+
+- limits: FP32 FMA peak (independent FMA chains in the widest vector ISA tilegraph was built
+  for) and triad DRAM bandwidth, both on the suite's thread count (tilegraph._core probes).
+- gemm: one large fp32 matrix product, GFLOP/s and fraction of the measured peak.
+- layernorm_gelu: a memory-bound chain (layer norm then GELU over 32 MiB), GB/s counting one
+  read of x and one write of y, and fraction of the measured bandwidth.
+Each runs through tilegraph.inferenceModel like any model, next to eager and torch.compile.
+"""
+import time
+
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+from tilegraph import _core
+
+from bench import common
+
+
+def limits(threads):
+    peak = _core.measure_fma_peak(threads)
+    return {"fma_peak_gflops": peak["gflops"], "fma_isa": peak["isa"],
+            "triad_gbs": _core.measure_triad_bandwidth(threads)}
+
+
+class MatMul(torch.nn.Module):
+    def __init__(self, k, n):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(k, n) / k ** 0.5)
+
+    def forward(self, x):
+        return x @ self.w
+
+
+class LayerNormGelu(torch.nn.Module):
+    def __init__(self, d):
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(d)
+
+    def forward(self, x):
+        return F.gelu(self.norm(x))
+
+
+def _engines(model, x, threads):
+    """{engine: (call, first_call_seconds)} for eager, torch.compile and tilegraph."""
+    out = {}
+    builders = {
+        "eager": lambda: model,
+        "torch.compile": lambda: torch.compile(model),
+        "tilegraph": lambda: tilegraph.inferenceModel(
+            model, tilegraph.Options().setThreads(threads)),
+    }
+    for name, build in builders.items():
+        t0 = time.perf_counter()
+        fn = build()
+
+        def call(fn=fn):
+            with torch.no_grad():
+                fn(x)
+        call()
+        out[name] = (call, time.perf_counter() - t0)
+    return out
+
+
+def _measure(name, model, x, threads, rounds, work, unit, limit, limit_name):
+    torch.manual_seed(0)
+    built = _engines(model.eval(), x, threads)
+    times = common.interleaved({n: c for n, (c, _) in built.items()}, rounds)
+    result = {"name": name, "engines": {}}
+    for engine, t in times.items():
+        rate = work / t["median"] / 1e9
+        result["engines"][engine] = dict(t, first_call_seconds=built[engine][1],
+                                         rate=rate, fraction_of_limit=rate / limit)
+    result.update(unit=unit, limit=limit, limit_name=limit_name)
+    return result
+
+
+def gemm(threads, rounds=5, n=4096):
+    torch.manual_seed(0)
+    lim = limits(threads)
+    x = torch.randn(n, n)
+    r = _measure(f"gemm_{n}", MatMul(n, n), x, threads, rounds, 2.0 * n ** 3, "GFLOP/s",
+                 lim["fma_peak_gflops"], "FMA peak")
+    r["config"] = f"fp32 [{n},{n}] @ [{n},{n}]"
+    return r
+
+
+def layernorm_gelu(threads, rounds=5, rows=8192, d=1024):
+    torch.manual_seed(0)
+    lim = limits(threads)
+    x = torch.randn(rows, d)
+    bytes_moved = 2.0 * x.numel() * 4
+    r = _measure("layernorm_gelu", LayerNormGelu(d), x, threads, rounds, bytes_moved, "GB/s",
+                 lim["triad_gbs"], "triad bandwidth")
+    r["config"] = f"fp32 [{rows},{d}] layer_norm -> gelu (erf); bytes = read x + write y"
+    return r
+
+
+RUN = {"gemm": gemm, "layernorm_gelu": layernorm_gelu}
