@@ -32,8 +32,10 @@ ACCURACY_THRESHOLD = 0.90   # --check: tilegraph's test accuracy must reach this
 # traced on one data order: at step 19 a max-pool window's two largest conv outputs differ by
 # 3e-8 (~1 ulp); oneDNN's and torch's convolutions round differently, the argmax flips, the
 # gradient goes to the other element and momentum carries the difference. Measured here
-# with the defaults: 3.1e-4 after epoch 1, 3.8e-3 at the end (largest weight 0.49).
-FIRST_EPOCH_TOLERANCE = 1e-3
+# with the defaults: 3.1e-4 to 1.8e-3 after epoch 1 (it moves with any change of rounding in
+# the conv kernels), 3.8e-3 at the end (largest weight 0.49). So the tight check is on the
+# first call, before any near-tie can flip, and the long run gets a loose relative bound.
+FIRST_CALL_TOLERANCE = 1e-5
 FINAL_RELATIVE_TOLERANCE = 5e-2
 
 
@@ -157,6 +159,8 @@ def main(argv=None):
             t0 = time.perf_counter()
             output, loss = poptorch_model(data, labels)
             call_times.append(time.perf_counter() - t0)
+            if len(call_times) == 1:
+                tg_first_call = copy.deepcopy(list(model.parameters()))
             total_loss += loss.item()
             steps += 1
         print(f"tilegraph  epoch {epoch}: loss {total_loss / steps:.4f}")
@@ -181,6 +185,8 @@ def main(argv=None):
                 loss.backward()
                 eager_opt.step()
             eager_times.append(time.perf_counter() - t0)
+            if len(eager_times) == 1:
+                eager_first_call = copy.deepcopy(list(eager_model.parameters()))
             total_loss += loss.item()
             steps += 1
         print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
@@ -205,22 +211,26 @@ def main(argv=None):
     inference_model.detachFromDevice()
     tg_acc, eager_acc = correct / total, eager_correct / total
 
+    def max_difference(a, b):
+        return max(float((p - q).abs().max()) for p, q in zip(a, b))
+
     with torch.no_grad():
-        diffs = [max(float((p - q).abs().max()) for p, q in zip(a, b))
-                 for a, b in zip(tg_epochs, eager_epochs)]
+        first_call_diff = max_difference(tg_first_call, eager_first_call)
+        diffs = [max_difference(a, b) for a, b in zip(tg_epochs, eager_epochs)]
         scale = max(float(q.abs().max()) for q in eager_epochs[-1])
     print(f"training throughput (samples/s, calls after the first): tilegraph {tg_rate:.0f}, "
           f"eager PyTorch {eager_rate:.0f}  [{args.threads} threads; tilegraph's first call "
           f"incl. compile {first_call:.2f} s]")
     print(f"test accuracy on {total} samples: tilegraph {tg_acc:.4f}, eager PyTorch "
           f"{eager_acc:.4f}")
-    print("max |weight difference| tilegraph vs eager after each epoch: "
+    print(f"max |weight difference| tilegraph vs eager after the first call "
+          f"({args.batches_per_step} steps): {first_call_diff:.2e}; after each epoch: "
           + ", ".join(f"{d:.2e}" for d in diffs) + f" (largest weight {scale:.2f})")
     if args.check:
-        ok = (tg_acc >= ACCURACY_THRESHOLD and diffs[0] <= FIRST_EPOCH_TOLERANCE
+        ok = (tg_acc >= ACCURACY_THRESHOLD and first_call_diff <= FIRST_CALL_TOLERANCE
               and diffs[-1] <= FINAL_RELATIVE_TOLERANCE * scale)
         print(f"check: accuracy >= {ACCURACY_THRESHOLD}, weight difference <= "
-              f"{FIRST_EPOCH_TOLERANCE} after epoch 1 and <= {FINAL_RELATIVE_TOLERANCE} x "
+              f"{FIRST_CALL_TOLERANCE} after the first call and <= {FINAL_RELATIVE_TOLERANCE} x "
               f"largest weight at the end: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     return 0

@@ -189,6 +189,8 @@ class PoplarExecutor:
                              every_n=self.options.output_return_period)
         if self.training:
             self.copyWeightsToHost()
+        if self.options.profiling_dir is not None:
+            self._write_profile()
         results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
         return tuple(results) if self._returns_tuple else results[0]
 
@@ -285,8 +287,25 @@ class PoplarExecutor:
     def executable(self):
         return self._exe
 
-    def profileReport(self):
-        return self._exe.profile_report() if self._exe is not None else ""
+    def profileReport(self, top_instructions=15):
+        """Time, share, GB/s and GFLOP/s per op kind, then the slowest instructions (needs
+        Options().enableProfiling(dir); counts accumulate over calls)."""
+        return self._exe.profile_report(top_instructions) if self._exe is not None else ""
+
+    def profile(self, per_instruction=False):
+        """The profile as a list of dicts (op, calls, seconds, bytes, flops[, source])."""
+        return self._exe.profile(per_instruction) if self._exe is not None else []
+
+    def _write_profile(self):
+        import json
+        import os
+        os.makedirs(self.options.profiling_dir, exist_ok=True)
+        data = {"model": type(self.model).__name__, "training": self.training,
+                "steps": self._exe.step, "by_op": self._exe.profile(False),
+                "instructions": self._exe.profile(True)}
+        path = os.path.join(self.options.profiling_dir, "profile.json")
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
 
 
 _NO_LOSS = ("a training model's forward must return the loss, or (outputs..., loss) with the "

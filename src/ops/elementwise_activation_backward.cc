@@ -26,7 +26,7 @@ struct GeluBackward {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T x_sq = x * x;
       T inner = beta * (x + kappa * x_sq * x);
-      T t = std::tanh(inner);
+      T t = vmath::Tanh(inner);
       T left = T(0.5) * x;
       T right = T(1) + t;
       T left_derivative = T(0.5) * right;
@@ -35,14 +35,14 @@ struct GeluBackward {
       return go * (left_derivative + right_derivative);
     }
     const T alpha = T(kSqrt1_2), beta = T(k2_SqrtPi * kSqrt1_2 * 0.5);
-    T cdf = T(0.5) * (T(1) + std::erf(x * alpha));
-    T pdf = beta * std::exp(x * x * T(-0.5));
+    T cdf = T(0.5) * (T(1) + vmath::Erf(x * alpha));
+    T pdf = beta * vmath::Exp(x * x * T(-0.5));
     return go * (cdf + x * pdf);
   }
 };
 struct SiluBackward {
   template <typename T> static T Apply(T go, T x, const double*) {
-    T s = T(1) / (T(1) + std::exp(-x));
+    T s = T(1) / (T(1) + vmath::Exp(-x));
     return go * s * (T(1) + x * (T(1) - s));
   }
 };

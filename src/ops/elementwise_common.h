@@ -14,6 +14,7 @@
 #include "kernels/cpu/broadcast.h"
 #include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/elementwise_kernels.h"
+#include "kernels/cpu/vector_math.h"
 #include "ops/builder.h"
 #include "ops/dispatch.h"
 #include "ops/registry.h"

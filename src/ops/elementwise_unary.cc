@@ -15,7 +15,7 @@ constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
 struct Neg { template <typename T> static T Apply(T x, const double*) { return -x; } };
-struct Exp { template <typename T> static T Apply(T x, const double*) { return std::exp(x); } };
+struct Exp { template <typename T> static T Apply(T x, const double*) { return vmath::Exp(x); } };
 struct Log { template <typename T> static T Apply(T x, const double*) { return std::log(x); } };
 struct Sqrt { template <typename T> static T Apply(T x, const double*) { return std::sqrt(x); } };
 struct Rsqrt {
@@ -27,11 +27,11 @@ struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
   template <typename T> static T Apply(T x, const double*) { return x < T(0) ? T(0) : x; }
 };
 struct Sigmoid {
-  template <typename T> static T Apply(T x, const double*) { return T(1) / (T(1) + std::exp(-x)); }
+  template <typename T> static T Apply(T x, const double*) { return T(1) / (T(1) + vmath::Exp(-x)); }
 };
-struct Tanh { template <typename T> static T Apply(T x, const double*) { return std::tanh(x); } };
+struct Tanh { template <typename T> static T Apply(T x, const double*) { return vmath::Tanh(x); } };
 struct Silu {
-  template <typename T> static T Apply(T x, const double*) { return x / (T(1) + std::exp(-x)); }
+  template <typename T> static T Apply(T x, const double*) { return x / (T(1) + vmath::Exp(-x)); }
 };
 struct Hardswish {
   template <typename T> static T Apply(T x, const double*) {
@@ -43,16 +43,16 @@ struct Hardsigmoid {
     return std::min(std::max(x + T(3), T(0)), T(6)) / T(6);
   }
 };
-struct Erf { template <typename T> static T Apply(T x, const double*) { return std::erf(x); } };
+struct Erf { template <typename T> static T Apply(T x, const double*) { return vmath::Erf(x); } };
 // params[0]: 0 = exact (erf), 1 = tanh approximation.
 struct Gelu {
   template <typename T> static T Apply(T x, const double* p) {
     if (p[0] != 0) {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T inner = beta * (x + kappa * x * x * x);
-      return T(0.5) * x * (T(1) + std::tanh(inner));
+      return T(0.5) * x * (T(1) + vmath::Tanh(inner));
     }
-    return x * T(0.5) * (T(1) + std::erf(x * T(kSqrt1_2)));
+    return x * T(0.5) * (T(1) + vmath::Erf(x * T(kSqrt1_2)));
   }
 };
 // params[0]: the exponent; the special cases follow PyTorch's pow(Tensor, Scalar).

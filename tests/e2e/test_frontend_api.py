@@ -197,3 +197,33 @@ def test_runtime_errors_name_the_node_and_the_users_line():
         infer(torch.tensor([[1, 12]]))
     assert "embedding" in str(info.value) and "test_frontend_api.py:" in str(info.value)
     assert infer(torch.tensor([[3, 4]])).shape == (1, 2, 4)
+
+
+def test_profile_counts_every_instruction_and_writes_json(tmp_path):
+    """enableProfiling: per-op and per-instruction rows (calls = steps run, FLOPs of each
+    matmul from its shapes), a printable report, and dir/profile.json after each call."""
+    import json
+    torch.manual_seed(0)
+    class TwoLayers(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(12, 16), torch.nn.Linear(16, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))  # each instruction names this line
+
+    model = TwoLayers()
+    opts = tilegraph.Options().deviceIterations(4).enableProfiling(str(tmp_path))
+    engine = tilegraph.inferenceModel(model, opts)
+    engine(torch.randn(4 * 5, 12))
+    rows = {r["op"]: r for r in engine.profile()}
+    assert rows["matmul"]["calls"] == 2 * 4  # two linear layers x 4 steps
+    assert rows["matmul"]["flops"] == 4 * 2 * 5 * (12 * 16 + 16 * 3)
+    assert all(r["seconds"] >= 0 for r in rows.values())
+    instrs = engine.profile(per_instruction=True)
+    assert sum(r["calls"] for r in instrs) == sum(r["calls"] for r in rows.values())
+    assert any("test_frontend_api.py" in r["source"] for r in instrs)
+    report = engine.profileReport()
+    assert "matmul" in report and "slowest instructions" in report
+    saved = json.loads((tmp_path / "profile.json").read_text())
+    assert saved["steps"] == 4 and saved["by_op"] == engine.profile()

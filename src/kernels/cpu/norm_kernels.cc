@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace tg::cpu {
 namespace {
@@ -33,13 +34,9 @@ void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b
   const double count = static_cast<double>(p.n * p.s);
   ForRange(p.c, parallel, [&](int64_t c) {
     double sum = 0;
-    ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) sum += x[o + i];
-    });
+    ForChannelRuns(p, c, [&](int64_t o) { sum += vmath::SumLanes(x + o, p.s); });
     double m = sum / count, sq = 0;
-    ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) sq += (x[o + i] - m) * (x[o + i] - m);
-    });
+    ForChannelRuns(p, c, [&](int64_t o) { sq += vmath::SumSquaredDeviation(x + o, p.s, m); });
     double v = sq / count, is = 1.0 / std::sqrt(v + p.eps);
     mean[c] = static_cast<T>(m);
     var[c] = static_cast<T>(v);
@@ -68,13 +65,12 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
   const double count = static_cast<double>(p.n * p.s);
   ForRange(p.c, parallel, [&](int64_t c) {
-    double m = mean[c], is = invstd[c], sum_dy = 0, sum_dy_xhat = 0;
+    double m = mean[c], is = invstd[c], sum_dy = 0, sum_dy_xc = 0;
     ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) {
-        sum_dy += dy[o + i];
-        sum_dy_xhat += dy[o + i] * (x[o + i] - m) * is;
-      }
+      sum_dy += vmath::SumLanes(dy + o, p.s);
+      sum_dy_xc += vmath::SumProductDeviation(dy + o, x + o, p.s, m);
     });
+    double sum_dy_xhat = sum_dy_xc * is;
     db[c] = static_cast<T>(sum_dy);
     dw[c] = static_cast<T>(sum_dy_xhat);
     double k = w[c] * is, mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
@@ -93,10 +89,8 @@ void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T*
   ForRange(p.rows, parallel, [&](int64_t r) {
     const T* xr = x + r * p.d;
     T* yr = y + r * p.d;
-    double sum = 0, sq = 0;
-    for (int64_t i = 0; i < p.d; ++i) sum += xr[i];
-    double m = sum / p.d;
-    for (int64_t i = 0; i < p.d; ++i) sq += (xr[i] - m) * (xr[i] - m);
+    double m = vmath::SumLanes(xr, p.d) / p.d;
+    double sq = vmath::SumSquaredDeviation(xr, p.d, m);
     double rs = 1.0 / std::sqrt(sq / p.d + p.eps);
     mean[r] = static_cast<T>(m);
     rstd[r] = static_cast<T>(rs);

@@ -1,0 +1,66 @@
+// The vectorizable float exp / erf / tanh against the C library in double, over dense grids
+// across each function's whole range, plus the special values (inf, NaN, signed zero).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+
+#include "kernels/cpu/vector_math.h"
+
+namespace tg {
+namespace {
+
+// Max relative error of f (float) vs ref (double) over n points in [lo, hi]; relative to
+// max(|ref|, floor) so that values near zero are judged on an absolute scale.
+template <typename F, typename R>
+double MaxError(F f, R ref, double lo, double hi, double floor, int n = 200001) {
+  double worst = 0;
+  for (int i = 0; i < n; ++i) {
+    float x = static_cast<float>(lo + (hi - lo) * i / (n - 1));
+    double want = ref(static_cast<double>(x));
+    double got = f(x);
+    worst = std::max(worst, std::abs(got - want) / std::max(std::abs(want), floor));
+  }
+  return worst;
+}
+
+TEST(VectorMath, ExpIsWithinTwoUlp) {
+  auto f = [](float x) { return vmath::Exp(x); };
+  auto ref = [](double x) { return std::exp(x); };
+  EXPECT_LT(MaxError(f, ref, -87.0, 88.5, 0.0), 2.5e-7);
+  EXPECT_LT(MaxError(f, ref, -1.0, 1.0, 0.0), 2.5e-7);
+  EXPECT_EQ(vmath::Exp(0.0f), 1.0f);
+  EXPECT_EQ(vmath::Exp(100.0f), std::numeric_limits<float>::infinity());
+  EXPECT_EQ(vmath::Exp(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(vmath::Exp(-120.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(vmath::Exp(std::nanf(""))));
+}
+
+TEST(VectorMath, ErfMatchesTheLibrary) {
+  auto f = [](float x) { return vmath::Erf(x); };
+  auto ref = [](double x) { return std::erf(x); };
+  EXPECT_LT(MaxError(f, ref, -6.0, 6.0, 0.0), 3e-7);
+  EXPECT_LT(MaxError(f, ref, -1e-3, 1e-3, 0.0), 3e-7);  // relative, near zero too
+  EXPECT_EQ(vmath::Erf(10.0f), 1.0f);
+  EXPECT_EQ(vmath::Erf(-std::numeric_limits<float>::infinity()), -1.0f);
+  EXPECT_TRUE(std::signbit(vmath::Erf(-0.0f)));
+  EXPECT_TRUE(std::isnan(vmath::Erf(std::nanf(""))));
+  // 1 + erf(x) for negative x (GELU's left tail) is erfc(|x|) up to the float cancellation
+  // in the sum, as with the C library's erff: within about an ulp of 1, absolute.
+  auto tail = [](float x) { return 1.0f + vmath::Erf(x); };
+  auto tail_ref = [](double x) { return std::erfc(-x); };
+  EXPECT_LT(MaxError(tail, tail_ref, -6.0, -1.0, 1.0), 1.5e-7);
+}
+
+TEST(VectorMath, TanhMatchesTheLibrary) {
+  auto f = [](float x) { return vmath::Tanh(x); };
+  auto ref = [](double x) { return std::tanh(x); };
+  EXPECT_LT(MaxError(f, ref, -12.0, 12.0, 0.0), 3e-7);
+  EXPECT_LT(MaxError(f, ref, -1e-3, 1e-3, 0.0), 3e-7);
+  EXPECT_EQ(vmath::Tanh(50.0f), 1.0f);
+  EXPECT_EQ(vmath::Tanh(-std::numeric_limits<float>::infinity()), -1.0f);
+  EXPECT_TRUE(std::isnan(vmath::Tanh(std::nanf(""))));
+}
+
+}  // namespace
+}  // namespace tg
