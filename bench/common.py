@@ -86,6 +86,12 @@ def machine(threads):
     }
 
 
+# Pause between two engines' timed calls: the previous engine's worker threads (ONNX
+# Runtime's pool spins after a run, OpenMP's briefly) must go idle before the next engine
+# starts, or on 2 cores the next engine is timed against spinning threads.
+SETTLE_SECONDS = 0.05
+
+
 def interleaved(fns, rounds, warmup=1):
     """fns: {engine: callable}. Returns {engine: {"median", "min", "max", "samples"}} (s)."""
     for _ in range(warmup):
@@ -94,6 +100,7 @@ def interleaved(fns, rounds, warmup=1):
     samples = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(SETTLE_SECONDS)
             t0 = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - t0)

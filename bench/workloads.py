@@ -49,16 +49,16 @@ def model_workloads(quick=True):
     """The suite's models; `quick` keeps the whole suite under 15 minutes on 2 cores."""
     return [
         ModelWorkload("mlp", "784-256-256-10 ReLU, batch 32, SGD momentum",
-                      lambda: mlp_case(32), steps=100, rounds=7, lr=0.01),
+                      lambda: mlp_case(32), steps=100, rounds=5 if quick else 9, lr=0.01),
         ModelWorkload("resnet50", "torchvision ResNet-50, 10 classes, 64x64, batch 8",
                       lambda: zoo.resnet50("small", batch=8, resolution=64,
                                            zero_init_residual=True),
-                      steps=2, rounds=5 if quick else 9),
+                      steps=2, rounds=3 if quick else 9),
         ModelWorkload("efficientnet_b0", "torchvision EfficientNet-B0, 10 classes, 64x64, "
                       "batch 8, dropout/stochastic depth 0",
                       lambda: zoo.efficientnet_b0("small", batch=8, resolution=64, dropout=0.0,
                                                   stochastic_depth_prob=0.0),
-                      steps=2, rounds=5 if quick else 9),
+                      steps=2, rounds=3 if quick else 9),
         ModelWorkload("bert_base", "HF BertForPreTraining, BERT-Base config, seq 128, batch 2, "
                       "MLM+NSP loss; dropout 0",
                       lambda: zoo.bert_pretraining("base", batch=2, seq=128),
@@ -66,5 +66,5 @@ def model_workloads(quick=True):
         ModelWorkload("wav2vec2_small", "HF Wav2Vec2ForCTC, small config, 4000 samples, "
                       "batch 2, CTC loss",
                       lambda: zoo.wav2vec2_ctc("small", batch=2),
-                      steps=4, rounds=5 if quick else 9, onnx=True),
+                      steps=4, rounds=3 if quick else 9, onnx=True),
     ]

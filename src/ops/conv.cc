@@ -99,8 +99,14 @@ Kernel MakeCpu(auto t, const Node& n) {
   using T = decltype(t);
   if constexpr (std::is_same_v<T, float>) {
     cpu::OnednnConv2d conv(ParamsOfNode(n), PassOf(n));
-    return [conv](const KernelArgs& a) {
-      conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+    // A weight that is a variable or constant keeps its blocked copy across steps while
+    // the variables do not change (RunContext::variables_version).
+    const ValueKind k1 = n.input(1)->kind();
+    const bool prepack = PassOf(n) != cpu::ConvPass::kBackwardWeight &&
+                         (k1 == ValueKind::kVariable || k1 == ValueKind::kConstant);
+    return [conv, prepack](const KernelArgs& a) {
+      conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
+               prepack ? &a.ctx->variables_version : nullptr);
     };
   } else {
     return MakeRef(t, n);

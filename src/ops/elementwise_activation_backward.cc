@@ -19,10 +19,14 @@ struct ThresholdBackward {
     return x <= static_cast<T>(p[0]) ? T(0) : go;
   }
 };
-// params[0]: 0 = exact, 1 = tanh approximation.
+// params[0]: 0 = exact, 1 = tanh approximation (a modal op: see WithMode).
 struct GeluBackward {
+  static constexpr bool kModal = true;
   template <typename T> static T Apply(T go, T x, const double* p) {
-    if (p[0] != 0) {
+    return p[0] != 0 ? Eval<true>(go, x, p) : Eval<false>(go, x, p);
+  }
+  template <bool kTanh, typename T> static T Eval(T go, T x, const double*) {
+    if constexpr (kTanh) {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T x_sq = x * x;
       T inner = beta * (x + kappa * x_sq * x);
@@ -33,11 +37,12 @@ struct GeluBackward {
       T inner_derivative = beta * (T(1) + T(3) * kappa * x_sq);
       T right_derivative = left * (T(1) - t * t) * inner_derivative;
       return go * (left_derivative + right_derivative);
+    } else {
+      const T alpha = T(kSqrt1_2), beta = T(k2_SqrtPi * kSqrt1_2 * 0.5);
+      T cdf = T(0.5) * (T(1) + vmath::Erf(x * alpha));
+      T pdf = beta * vmath::Exp(x * x * T(-0.5));
+      return go * (cdf + x * pdf);
     }
-    const T alpha = T(kSqrt1_2), beta = T(k2_SqrtPi * kSqrt1_2 * 0.5);
-    T cdf = T(0.5) * (T(1) + vmath::Erf(x * alpha));
-    T pdf = beta * vmath::Exp(x * x * T(-0.5));
-    return go * (cdf + x * pdf);
   }
 };
 struct SiluBackward {

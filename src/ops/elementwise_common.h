@@ -56,11 +56,39 @@ std::string AllowedNames(unsigned allowed);
 template <typename T>
 using RefT = std::conditional_t<std::is_floating_point_v<T>, double, T>;
 
+// ---- modal ops ------------------------------------------------------------------------------
+// An op whose params[0] chooses between two formulas (gelu: exact or tanh) declares
+// `static constexpr bool kModal = true` and writes `template <bool kMode, typename T> static
+// T Eval(T x..., const double* p)`, with Apply(x..., p) choosing per element (the reference
+// kernels). The fast kernels call WithMode, which branches once per call, outside the loop,
+// so the vectorized body holds one formula instead of computing both and selecting.
+template <typename Op, bool kMode>
+struct ModeOf {
+  template <typename... A>
+  static auto Apply(A... args) { return Op::template Eval<kMode>(args...); }
+};
+
+template <typename Op, typename F>
+void WithMode(const double* p, F&& f) {
+  if constexpr (requires { Op::kModal; }) {
+    if (p[0] != 0) {
+      f(ModeOf<Op, true>{});
+    } else {
+      f(ModeOf<Op, false>{});
+    }
+  } else {
+    f(Op{});
+  }
+}
+
 // ---- unary ------------------------------------------------------------------------------
 template <typename Op, typename T>
 void UnaryBlock(const T* const* in, T* out, int64_t n, const double* p) {
   const T* x = in[0];
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Op::Apply(x[i], p));
+  WithMode<Op>(p, [&](auto op) {
+    using O = decltype(op);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(O::Apply(x[i], p));
+  });
 }
 
 template <typename Op, unsigned kTypes = kFloats>
@@ -73,8 +101,11 @@ KernelFactory UnaryCpuKernel(ParamsFn params) {
       using R = decltype(Op::Apply(T{}, nullptr));
       return [p, n](const KernelArgs& a) {
         const double* pp = p.data();
-        cpu::MapUnary(static_cast<const T*>(a.inputs[0]), static_cast<R*>(a.outputs[0]), n,
-                      [pp](T x) { return Op::Apply(x, pp); });
+        WithMode<Op>(pp, [&](auto op) {
+          using O = decltype(op);
+          cpu::MapUnary(static_cast<const T*>(a.inputs[0]), static_cast<R*>(a.outputs[0]), n,
+                        [pp](T x) { return O::Apply(x, pp); });
+        });
       };
     });
   };
@@ -104,7 +135,10 @@ template <typename Op, typename T>
 void BinaryBlock(const T* const* in, T* out, int64_t n, const double* p) {
   const T* a = in[0];
   const T* b = in[1];
-  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(Op::Apply(a[i], b[i], p));
+  WithMode<Op>(p, [&](auto op) {
+    using O = decltype(op);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<T>(O::Apply(a[i], b[i], p));
+  });
 }
 
 template <typename Op, unsigned kTypes>
@@ -119,9 +153,12 @@ KernelFactory BinaryCpuKernel(ParamsFn params) {
       cpu::BroadcastPlan plan = cpu::MakeBroadcastPlan(os, {as, bs});
       return [p, plan](const KernelArgs& a) {
         const double* pp = p.data();
-        cpu::MapBinary(static_cast<const T*>(a.inputs[0]), static_cast<const T*>(a.inputs[1]),
-                       static_cast<R*>(a.outputs[0]), plan,
-                       [pp](T x, T y) { return Op::Apply(x, y, pp); });
+        WithMode<Op>(pp, [&](auto op) {
+          using O = decltype(op);
+          cpu::MapBinary(static_cast<const T*>(a.inputs[0]), static_cast<const T*>(a.inputs[1]),
+                         static_cast<R*>(a.outputs[0]), plan,
+                         [pp](T x, T y) { return O::Apply(x, y, pp); });
+        });
       };
     });
   };

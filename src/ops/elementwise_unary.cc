@@ -44,15 +44,20 @@ struct Hardsigmoid {
   }
 };
 struct Erf { template <typename T> static T Apply(T x, const double*) { return vmath::Erf(x); } };
-// params[0]: 0 = exact (erf), 1 = tanh approximation.
+// params[0]: 0 = exact (erf), 1 = tanh approximation (a modal op: see WithMode).
 struct Gelu {
-  template <typename T> static T Apply(T x, const double* p) {
-    if (p[0] != 0) {
+  static constexpr bool kModal = true;
+  template <bool kTanh, typename T> static T Eval(T x, const double*) {
+    if constexpr (kTanh) {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T inner = beta * (x + kappa * x * x * x);
       return T(0.5) * x * (T(1) + vmath::Tanh(inner));
+    } else {
+      return x * T(0.5) * (T(1) + vmath::Erf(x * T(kSqrt1_2)));
     }
-    return x * T(0.5) * (T(1) + vmath::Erf(x * T(kSqrt1_2)));
+  }
+  template <typename T> static T Apply(T x, const double* p) {
+    return p[0] != 0 ? Eval<true>(x, p) : Eval<false>(x, p);
   }
 };
 // params[0]: the exponent; the special cases follow PyTorch's pow(Tensor, Scalar).

@@ -29,6 +29,10 @@ class Builder;
 struct RunContext {
   uint64_t seed = 0;  // the session's random seed
   uint64_t step = 0;  // global step counter (advances once per executed step)
+  // Changes whenever a variable may have changed: a write from the host, and the end of
+  // every step of a program that updates variables. While it holds, a kernel may reuse
+  // data it derived from a variable or constant input (a weight in a blocked layout).
+  uint64_t variables_version = 0;
 };
 
 // A compiled kernel: reads its inputs, writes its outputs. Buffers are contiguous row-major.

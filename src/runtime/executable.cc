@@ -131,6 +131,7 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
   TG_CHECK(value.type == var.type(), kInvalidInput, "variable '", name, "': expected ",
            var.type().ToString(), ", got ", value.type.ToString());
   std::memcpy(var.data(), value.data, var.bytes());
+  ++variables_version_;
 }
 
 HostTensor Executable::ReadVariable(const std::string& name) const {
@@ -179,7 +180,7 @@ void Executable::ValidateFeeds(const std::vector<TensorView>& inputs, int64_t st
 }
 
 void Executable::RunOneStep() {
-  RunContext ctx{seed_, step_};
+  RunContext ctx{seed_, step_, variables_version_};
   const auto& instrs = program_.instructions;
   for (size_t i = 0; i < instrs.size(); ++i) {
     KernelArgs args{in_ptrs_[i].data(), out_ptrs_[i].data(), &ctx};
@@ -201,6 +202,7 @@ void Executable::RunOneStep() {
   for (const UpdateCopy& u : program_.update_copies) {
     std::memmove(variables_[u.variable].data(), Resolve(u.from), u.bytes);
   }
+  if (!program_.graph->updates().empty()) ++variables_version_;  // updated in place or copied
   ++step_;
 }
 

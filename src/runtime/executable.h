@@ -107,6 +107,7 @@ class Executable {
   std::vector<int64_t> instr_calls_;
   uint64_t seed_ = 0;
   uint64_t step_ = 0;
+  uint64_t variables_version_ = 0;  // see RunContext::variables_version
   double compile_seconds_ = 0;
 };
 

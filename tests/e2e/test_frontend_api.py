@@ -227,3 +227,7 @@ def test_profile_counts_every_instruction_and_writes_json(tmp_path):
     assert "matmul" in report and "slowest instructions" in report
     saved = json.loads((tmp_path / "profile.json").read_text())
     assert saved["steps"] == 4 and saved["by_op"] == engine.profile()
+    engine.resetProfile()  # e.g. to leave out the first call's one-time work
+    assert all(r["calls"] == 0 and r["seconds"] == 0 for r in engine.profile())
+    engine(torch.randn(4 * 5, 12))
+    assert {r["op"]: r["calls"] for r in engine.profile()}["matmul"] == 2 * 4

@@ -102,5 +102,71 @@ TEST(Executable, BadFeedsAreRejectedBeforeRunning) {
   EXPECT_THROW(exe->ReadVariable("nope"), Error);
 }
 
+// x [1, 8, 4, 4] -> conv2d 1x1 with the variable w [8, 8, 1, 1]; w + 1 each step when
+// `updating`. oneDNN runs it in a blocked layout, so the kernel holds a reordered copy of w.
+std::unique_ptr<Executable> Conv1x1(bool updating) {
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF32, {1, 8, 4, 4}});
+  Value* w = g.AddVariable("w", {DType::kF32, {8, 8, 1, 1}});
+  g.AddOutput(b.Op1("conv2d", {x, w}));
+  if (updating) {
+    HostTensor one({DType::kF32, {}});
+    one.as<float>()[0] = 1;
+    g.SetUpdate(w, b.Add(w, g.AddConstant(one)));
+  }
+  return Executable::Compile(g, {});
+}
+
+HostTensor Filled(TensorType t, float scale) {
+  HostTensor h(t);
+  for (int64_t i = 0; i < t.numel(); ++i) h.as<float>()[i] = scale * static_cast<float>(i % 7 - 3);
+  return h;
+}
+
+// y[o, p] = sum_c w[o, c] x[c, p] for the 1x1 convolution.
+float Expected(const HostTensor& x, const HostTensor& w, int64_t o, int64_t p) {
+  double sum = 0;
+  for (int64_t c = 0; c < 8; ++c) sum += w.as<float>()[o * 8 + c] * x.as<float>()[c * 16 + p];
+  return static_cast<float>(sum);
+}
+
+// The prepacked (reordered once) weight must follow every change of the variable: writes
+// from the host between calls, and the program's own updates between steps.
+TEST(Executable, PrepackedConvWeightFollowsWrites) {
+  HostTensor x = Filled({DType::kF32, {1, 1, 8, 4, 4}}, 0.5f);  // one step
+  TensorView xv{x.data(), x.type()};
+  HostTensor x1 = Filled({DType::kF32, {1, 8, 4, 4}}, 0.5f);
+  auto exe = Conv1x1(false);
+  for (float scale : {1.0f, -2.0f}) {
+    HostTensor w = Filled({DType::kF32, {8, 8, 1, 1}}, scale);
+    exe->WriteVariable("w", {w.data(), w.type()});
+    for (int call = 0; call < 2; ++call) {
+      HostTensor y = exe->Run({xv}, 1)[0];
+      for (int64_t o = 0; o < 8; ++o) {
+        for (int64_t p = 0; p < 16; ++p) {
+          ASSERT_FLOAT_EQ(y.as<float>()[o * 16 + p], Expected(x1, w, o, p)) << scale;
+        }
+      }
+    }
+  }
+}
+
+TEST(Executable, PrepackedConvWeightFollowsTheProgramsUpdates) {
+  HostTensor x1 = Filled({DType::kF32, {1, 8, 4, 4}}, 0.5f);
+  HostTensor x({DType::kF32, {3, 1, 8, 4, 4}});  // the same input in each of 3 steps
+  for (int64_t i = 0; i < 3 * 128; ++i) x.as<float>()[i] = x1.as<float>()[i % 128];
+  auto exe = Conv1x1(true);
+  HostTensor w = Filled({DType::kF32, {8, 8, 1, 1}}, 1.0f);
+  exe->WriteVariable("w", {w.data(), w.type()});
+  HostTensor y = exe->Run({{x.data(), x.type()}}, 3, OutputMode::kAll)[0];
+  for (int64_t step = 0; step < 3; ++step) {
+    for (int64_t o = 0; o < 8; ++o) {
+      ASSERT_FLOAT_EQ(y.as<float>()[step * 128 + o * 16 + 5], Expected(x1, w, o, 5)) << step;
+    }
+    for (int64_t i = 0; i < 64; ++i) w.as<float>()[i] += 1;  // the program's update
+  }
+}
+
 }  // namespace
 }  // namespace tg

@@ -147,7 +147,8 @@ void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
                                                                       CpuEngine(), chosen));
 }
 
-void OnednnConv2d::Run(const float* in0, const float* in1, float* out) const {
+void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
+                       const uint64_t* in1_version) const {
   if (empty_) {
     std::fill(out, out + out_numel_, 0.0f);
     return;
@@ -161,8 +162,16 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out) const {
       args[o.arg] = user;
       continue;
     }
-    if (i < 2) o.reorder.execute(stream_, user, o.blocked);
     args[o.arg] = o.blocked;
+    if (i == 1) {
+      In1Cache& c = *cache_;
+      const bool current = in1_version != nullptr && c.data == in1 && c.version == *in1_version;
+      if (current) continue;
+      c.data = in1_version != nullptr ? in1 : nullptr;
+      c.version = in1_version != nullptr ? *in1_version : 0;
+      ++c.in1_reorders;
+    }
+    if (i < 2) o.reorder.execute(stream_, user, o.blocked);
   }
   prim_.execute(stream_, args);
   const Operand& result = operands_[2];

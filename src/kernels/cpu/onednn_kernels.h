@@ -5,6 +5,9 @@
 // reorder plain operands into kernel-owned buffers around the primitive.
 #pragma once
 
+#include <cstdint>
+#include <memory>
+
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "kernels/cpu/dense_params.h"
@@ -35,9 +38,15 @@ enum class ConvPass { kForward, kBackwardInput, kBackwardWeight };
 class OnednnConv2d {
  public:
   OnednnConv2d(const Conv2dParams& p, ConvPass pass);
-  void Run(const float* in0, const float* in1, float* out) const;
+  // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable
+  // or constant, and its blocked copy is reused while in1 and *in1_version are unchanged
+  // (weight prepacking: an inference program reorders each weight once, not every step).
+  void Run(const float* in0, const float* in1, float* out,
+           const uint64_t* in1_version = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
+  // How many times operand 1 was reordered (tests of the prepacking).
+  int64_t in1_reorders() const { return cache_->in1_reorders; }
 
  private:
   // One primitive argument: the caller's plain layout and, when the primitive chose a
@@ -55,6 +64,14 @@ class OnednnConv2d {
   int64_t out_numel_ = 0;
   dnnl::primitive prim_;
   Operand operands_[3];  // in0, in1, out
+  // Which in1 the blocked copy of operand 1 holds; shared by copies of the kernel, as the
+  // blocked buffer is.
+  struct In1Cache {
+    const void* data = nullptr;
+    uint64_t version = 0;
+    int64_t in1_reorders = 0;
+  };
+  std::shared_ptr<In1Cache> cache_ = std::make_shared<In1Cache>();
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
 };
 

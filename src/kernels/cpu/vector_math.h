@@ -13,11 +13,22 @@
 
 namespace tg::vmath {
 
+// Branch-free building blocks GCC vectorizes under the default (trapping, errno-free) float
+// semantics: std::fmin/fmax/floor and x != x block the vectorizer, selects over already
+// computed values and integer compares do not.
+inline float Lesser(float a, float b) { return a < b ? a : b; }   // NaN in a passes through
+inline float Greater(float a, float b) { return a > b ? a : b; }
+inline bool IsNan(float x) { return (std::bit_cast<uint32_t>(x) & 0x7fffffffu) > 0x7f800000u; }
+// Round to nearest (ties to even) for |x| < 2^22: the add pushes the fraction out of the
+// mantissa. Without -ffast-math the compiler keeps (x + c) - c as written.
+inline float RoundNearest(float x) { return (x + 12582912.0f) - 12582912.0f; }
+
 // e^x: x = n ln2 + r (Cody-Waite), |r| <= ln2 / 2, Taylor to r^7, scale by 2^n via exponent
 // bits. Overflow gives inf, underflow 0 (no denormals), NaN propagates.
 inline float Exp(float x) {
-  const float xc = std::fmin(std::fmax(x, -87.33654f), 88.72283f);
-  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const bool nan = IsNan(x);
+  const float xc = nan ? 0.0f : Lesser(Greater(x, -87.33654f), 88.72283f);
+  const float n = RoundNearest(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;  // ln2 split: hi is exact in float
   r = r - n * -2.12194440e-4f;
   float p = 1.0f / 5040;
@@ -37,7 +48,7 @@ inline float Exp(float x) {
   float y = p * scale_a * scale_b;
   y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
   y = x < -87.33654f ? 0.0f : y;
-  return x != x ? x : y;
+  return nan ? x : y;
 }
 
 // erf: x * P(x^2) for |x| < 1; 1 - exp(-x^2) * Q(1/x) for 1 <= |x| < 4; +-1 beyond (erfc(4)
@@ -53,7 +64,7 @@ inline float Erf(float x) {
   p = p * s + -3.7612628736e-01f;
   p = p * s + 1.1283791661e+00f;
   const float small = a * p;
-  const float t = 1.0f / std::fmax(a, 1.0f);
+  const float t = 1.0f / Greater(a, 1.0f);
   float q = -3.9965329982e-02f;
   q = q * t + 2.7474841525e-01f;
   q = q * t + -8.3613424971e-01f;
@@ -68,7 +79,7 @@ inline float Erf(float x) {
   const float large = 1.0f - Exp(-s) * q;
   float y = a < 1.0f ? small : (a < 4.0f ? large : 1.0f);
   y = std::copysign(y, x);
-  return x != x ? x : y;
+  return IsNan(x) ? x : y;
 }
 
 // tanh: x * P(x^2) for |x| < 0.625; 1 - 2 / (e^(2|x|) + 1) beyond, with the sign of x.
@@ -83,10 +94,10 @@ inline float Tanh(float x) {
   p = p * s + -3.3333330478e-01f;
   p = p * s + 9.9999999989e-01f;
   const float small = a * p;
-  const float large = 1.0f - 2.0f / (Exp(2.0f * std::fmin(a, 20.0f)) + 1.0f);
+  const float large = 1.0f - 2.0f / (Exp(2.0f * Lesser(a, 20.0f)) + 1.0f);
   float y = a < 0.625f ? small : large;
   y = std::copysign(y, x);
-  return x != x ? x : y;
+  return IsNan(x) ? x : y;
 }
 
 // Sums in double over 8 independent lanes: vectorizable, where one serial chain of adds is
