@@ -15,17 +15,17 @@ constexpr double k2_SqrtPi = 1.12837916709551257390;
 
 // params[0]: threshold. go where x > threshold, else 0.
 struct ThresholdBackward {
-  template <typename T> static T Apply(T go, T x, const double* p) {
+  template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double* p) {
     return x <= static_cast<T>(p[0]) ? T(0) : go;
   }
 };
 // params[0]: 0 = exact, 1 = tanh approximation (a modal op: see WithMode).
 struct GeluBackward {
   static constexpr bool kModal = true;
-  template <typename T> static T Apply(T go, T x, const double* p) {
+  template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double* p) {
     return p[0] != 0 ? Eval<true>(go, x, p) : Eval<false>(go, x, p);
   }
-  template <bool kTanh, typename T> static T Eval(T go, T x, const double*) {
+  template <bool kTanh, typename T> TG_EW_INLINE static T Eval(T go, T x, const double*) {
     if constexpr (kTanh) {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T x_sq = x * x;
@@ -46,23 +46,27 @@ struct GeluBackward {
   }
 };
 struct SiluBackward {
-  template <typename T> static T Apply(T go, T x, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double*) {
     T s = T(1) / (T(1) + vmath::Exp(-x));
     return go * s * (T(1) + x * (T(1) - s));
   }
 };
 struct HardswishBackward {
-  template <typename T> static T Apply(T go, T x, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double*) {
     if (x < T(-3)) return T(0);
     if (x <= T(3)) return go * (x / T(3) + T(0.5));
     return go;
   }
 };
 struct SigmoidBackward {  // (go, y)
-  template <typename T> static T Apply(T go, T y, const double*) { return go * (T(1) - y) * y; }
+  template <typename T> TG_EW_INLINE static T Apply(T go, T y, const double*) {
+    return go * (T(1) - y) * y;
+  }
 };
 struct TanhBackward {  // (go, y)
-  template <typename T> static T Apply(T go, T y, const double*) { return go * (T(1) - y * y); }
+  template <typename T> TG_EW_INLINE static T Apply(T go, T y, const double*) {
+    return go * (T(1) - y * y);
+  }
 };
 
 template <typename Op>

@@ -8,13 +8,21 @@
 namespace tg::ew {
 namespace {
 
-struct Add { template <typename T> static T Apply(T a, T b, const double*) { return a + b; } };
-struct Sub { template <typename T> static T Apply(T a, T b, const double*) { return a - b; } };
-struct Mul { template <typename T> static T Apply(T a, T b, const double*) { return a * b; } };
-struct Div { template <typename T> static T Apply(T a, T b, const double*) { return a / b; } };
+struct Add {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a + b; }
+};
+struct Sub {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a - b; }
+};
+struct Mul {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a * b; }
+};
+struct Div {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a / b; }
+};
 // NaN-propagating maximum / minimum, as torch.maximum / torch.minimum.
 struct Maximum {
-  template <typename T> static T Apply(T a, T b, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     if constexpr (std::is_floating_point_v<T>) {
       if (std::isnan(a) || std::isnan(b)) return a + b;
     }
@@ -22,7 +30,7 @@ struct Maximum {
   }
 };
 struct Minimum {
-  template <typename T> static T Apply(T a, T b, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     if constexpr (std::is_floating_point_v<T>) {
       if (std::isnan(a) || std::isnan(b)) return a + b;
     }
@@ -30,7 +38,9 @@ struct Minimum {
   }
 };
 struct Pow {
-  template <typename T> static T Apply(T a, T b, const double*) { return std::pow(a, b); }
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    return std::pow(a, b);
+  }
 };
 
 using GradPair = std::function<std::pair<Value*, Value*>(const GradContext&)>;

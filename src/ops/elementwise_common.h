@@ -1,6 +1,6 @@
 // Building blocks shared by the elementwise op files (elementwise_*.cc, random.cc, fused.cc):
 // each op writes its math once as a functor `Op` with
-//   template <typename T> static auto Apply(T x..., const double* params);
+//   template <typename T> TG_EW_INLINE static auto Apply(T x..., const double* params);
 // and these templates turn it into the op's block functions (for fused kernels), its CPU
 // kernel (vectorizable, parallel, broadcasting) and its reference kernel (naive per-element
 // loop computing floats in double), plus the usual infer helpers and test samples.
@@ -19,6 +19,11 @@
 #include "ops/dispatch.h"
 #include "ops/registry.h"
 #include "support/error.h"
+
+// On every op functor's Apply / Eval: the elementwise loops vectorize only when the math is
+// inlined into them, and GCC's inliner gives up on the larger ones (gelu_backward: erf and
+// exp) inside the fused block functions, leaving one call per element (~10x slower).
+#define TG_EW_INLINE [[gnu::always_inline]]
 
 namespace tg::ew {
 
@@ -65,7 +70,7 @@ using RefT = std::conditional_t<std::is_floating_point_v<T>, double, T>;
 template <typename Op, bool kMode>
 struct ModeOf {
   template <typename... A>
-  static auto Apply(A... args) { return Op::template Eval<kMode>(args...); }
+  TG_EW_INLINE static auto Apply(A... args) { return Op::template Eval<kMode>(args...); }
 };
 
 template <typename Op, typename F>

@@ -6,23 +6,37 @@
 namespace tg::ew {
 namespace {
 
-struct Eq { template <typename T> static bool Apply(T a, T b, const double*) { return a == b; } };
-struct Ne { template <typename T> static bool Apply(T a, T b, const double*) { return a != b; } };
-struct Lt { template <typename T> static bool Apply(T a, T b, const double*) { return a < b; } };
-struct Le { template <typename T> static bool Apply(T a, T b, const double*) { return a <= b; } };
-struct Gt { template <typename T> static bool Apply(T a, T b, const double*) { return a > b; } };
-struct Ge { template <typename T> static bool Apply(T a, T b, const double*) { return a >= b; } };
+struct Eq {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a == b; }
+};
+struct Ne {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a != b; }
+};
+struct Lt {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a < b; }
+};
+struct Le {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a <= b; }
+};
+struct Gt {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a > b; }
+};
+struct Ge {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a >= b; }
+};
 struct And {
-  template <typename T> static bool Apply(T a, T b, const double*) {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) {
     return a != T(0) && b != T(0);
   }
 };
 struct Or {
-  template <typename T> static bool Apply(T a, T b, const double*) {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) {
     return a != T(0) || b != T(0);
   }
 };
-struct Not { template <typename T> static bool Apply(T a, const double*) { return a == T(0); } };
+struct Not {
+  template <typename T> TG_EW_INLINE static bool Apply(T a, const double*) { return a == T(0); }
+};
 
 template <typename Op, unsigned types>
 OpDef CompareOp(std::string name, std::string doc) {

@@ -14,40 +14,62 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
-struct Neg { template <typename T> static T Apply(T x, const double*) { return -x; } };
-struct Exp { template <typename T> static T Apply(T x, const double*) { return vmath::Exp(x); } };
-struct Log { template <typename T> static T Apply(T x, const double*) { return std::log(x); } };
-struct Sqrt { template <typename T> static T Apply(T x, const double*) { return std::sqrt(x); } };
-struct Rsqrt {
-  template <typename T> static T Apply(T x, const double*) { return T(1) / std::sqrt(x); }
+struct Neg { template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; } };
+struct Exp {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Exp(x); }
 };
-struct Abs { template <typename T> static T Apply(T x, const double*) { return std::abs(x); } };
-struct Reciprocal { template <typename T> static T Apply(T x, const double*) { return T(1) / x; } };
+struct Log {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::log(x); }
+};
+struct Sqrt {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::sqrt(x); }
+};
+struct Rsqrt {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    return T(1) / std::sqrt(x);
+  }
+};
+struct Abs {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::abs(x); }
+};
+struct Reciprocal {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return T(1) / x; }
+};
 struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
-  template <typename T> static T Apply(T x, const double*) { return x < T(0) ? T(0) : x; }
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    return x < T(0) ? T(0) : x;
+  }
 };
 struct Sigmoid {
-  template <typename T> static T Apply(T x, const double*) { return T(1) / (T(1) + vmath::Exp(-x)); }
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    return T(1) / (T(1) + vmath::Exp(-x));
+  }
 };
-struct Tanh { template <typename T> static T Apply(T x, const double*) { return vmath::Tanh(x); } };
+struct Tanh {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Tanh(x); }
+};
 struct Silu {
-  template <typename T> static T Apply(T x, const double*) { return x / (T(1) + vmath::Exp(-x)); }
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    return x / (T(1) + vmath::Exp(-x));
+  }
 };
 struct Hardswish {
-  template <typename T> static T Apply(T x, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return x * std::min(std::max(x + T(3), T(0)), T(6)) / T(6);
   }
 };
 struct Hardsigmoid {
-  template <typename T> static T Apply(T x, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return std::min(std::max(x + T(3), T(0)), T(6)) / T(6);
   }
 };
-struct Erf { template <typename T> static T Apply(T x, const double*) { return vmath::Erf(x); } };
+struct Erf {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Erf(x); }
+};
 // params[0]: 0 = exact (erf), 1 = tanh approximation (a modal op: see WithMode).
 struct Gelu {
   static constexpr bool kModal = true;
-  template <bool kTanh, typename T> static T Eval(T x, const double*) {
+  template <bool kTanh, typename T> TG_EW_INLINE static T Eval(T x, const double*) {
     if constexpr (kTanh) {
       const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
       T inner = beta * (x + kappa * x * x * x);
@@ -56,13 +78,13 @@ struct Gelu {
       return x * T(0.5) * (T(1) + vmath::Erf(x * T(kSqrt1_2)));
     }
   }
-  template <typename T> static T Apply(T x, const double* p) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
     return p[0] != 0 ? Eval<true>(x, p) : Eval<false>(x, p);
   }
 };
 // params[0]: the exponent; the special cases follow PyTorch's pow(Tensor, Scalar).
 struct PowScalar {
-  template <typename T> static T Apply(T x, const double* p) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
     const double e = p[0];
     if (e == 2) return x * x;
     if (e == 3) return x * x * x;
@@ -79,7 +101,7 @@ struct PowScalar {
 };
 // params: {min, max}; NaN propagates. Integer inputs clamp in double (bounds may be inf).
 struct Clamp {
-  template <typename T> static T Apply(T x, const double* p) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
     if constexpr (std::is_integral_v<T>) {
       return static_cast<T>(std::min(std::max(static_cast<double>(x), p[0]), p[1]));
     } else {
@@ -88,9 +110,9 @@ struct Clamp {
     }
   }
 };
-struct Copy { template <typename T> static T Apply(T x, const double*) { return x; } };
+struct Copy { template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return x; } };
 struct Sign {
-  template <typename T> static T Apply(T x, const double*) {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return static_cast<T>((T(0) < x) - (x < T(0)));
   }
 };

@@ -7,7 +7,7 @@ namespace tg::ew {
 namespace {
 
 struct Select {
-  template <typename T> static T Apply(T c, T a, T b) { return c != T(0) ? a : b; }
+  template <typename T> TG_EW_INLINE static T Apply(T c, T a, T b) { return c != T(0) ? a : b; }
 };
 
 template <typename T>
