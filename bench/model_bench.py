@@ -75,7 +75,8 @@ def run(name, threads, full):
     case = wl.build()
     batch = int(case.inputs[0].shape[0])
     result = {"name": name, "config": wl.config, "steps_per_call": wl.steps,
-              "rounds": wl.rounds, "batch": batch}
+              "rounds": wl.rounds, "batch": batch, "notes": wl.notes}
+    skip = set(wl.quick_skip)
 
     # Every engine gets its own copy of one built case: same weights, and BERT-Base is built
     # (randomly initialized) once instead of eight times (8 s each on 2 cores).
@@ -87,10 +88,11 @@ def run(name, threads, full):
         c = copy.deepcopy(case)
         return c.model, c.inputs, wl.steps, threads
 
-    calls, info = build_engines(engines.TRAIN, train_args)
+    calls, info = build_engines(
+        {k: v for k, v in engines.TRAIN.items() if ("train", k) not in skip}, train_args)
     result["train"] = timed(calls, info, wl.rounds, batch * wl.steps)
     del calls
-    infer = dict(engines.INFER)
+    infer = {k: v for k, v in engines.INFER.items() if ("infer", k) not in skip}
     if not wl.onnx:
         infer.pop("onnxruntime")
     calls, info = build_engines(infer, infer_args)

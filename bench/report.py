@@ -138,6 +138,7 @@ def markdown(r):
                        f"({mb['limit']:.0f}) | {e['first_call_seconds']:.2f} |")
     out += ["", "## Configs", ""]
     for m in r["models"]:
+        notes = f"; {m['notes']}" if m.get("notes") else ""
         out.append(f"- {m['name']}: {m.get('config', '')}; {m.get('steps_per_call', '?')} steps "
-                   f"per call, {m.get('rounds', '?')} rounds")
+                   f"per call, {m.get('rounds', '?')} rounds{notes}")
     return "\n".join(out) + "\n"

@@ -22,6 +22,8 @@ class ModelWorkload:
     onnx: bool = True                # ONNX Runtime baseline for inference
     notes: str = ""
     extra: dict = field(default_factory=dict)
+    # (section, engine) pairs the quick suite leaves out, with the reason in `notes`
+    quick_skip: tuple = ()
 
 
 class MnistMLP(torch.nn.Module):
@@ -58,7 +60,11 @@ def model_workloads(quick=True):
                       "batch 8, dropout/stochastic depth 0",
                       lambda: zoo.efficientnet_b0("small", batch=8, resolution=64, dropout=0.0,
                                                   stochastic_depth_prob=0.0),
-                      steps=2, rounds=3 if quick else 9),
+                      steps=2, rounds=3 if quick else 9,
+                      quick_skip=(("infer", "torch.compile"),) if quick else (),
+                      notes="quick suite: no torch.compile inference (its compile alone takes "
+                            "~70 s and the suite would pass 15 minutes; --full runs it)"
+                            if quick else ""),
         ModelWorkload("bert_base", "HF BertForPreTraining, BERT-Base config, seq 128, batch 2, "
                       "MLM+NSP loss; dropout 0",
                       lambda: zoo.bert_pretraining("base", batch=2, seq=128),
