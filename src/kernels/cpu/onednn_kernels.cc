@@ -169,7 +169,6 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
       if (current) continue;
       c.data = in1_version != nullptr ? in1 : nullptr;
       c.version = in1_version != nullptr ? *in1_version : 0;
-      ++c.in1_reorders;
     }
     if (i < 2) o.reorder.execute(stream_, user, o.blocked);
   }

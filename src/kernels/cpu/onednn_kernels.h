@@ -45,8 +45,6 @@ class OnednnConv2d {
            const uint64_t* in1_version = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
-  // How many times operand 1 was reordered (tests of the prepacking).
-  int64_t in1_reorders() const { return cache_->in1_reorders; }
 
  private:
   // One primitive argument: the caller's plain layout and, when the primitive chose a
@@ -69,7 +67,6 @@ class OnednnConv2d {
   struct In1Cache {
     const void* data = nullptr;
     uint64_t version = 0;
-    int64_t in1_reorders = 0;
   };
   std::shared_ptr<In1Cache> cache_ = std::make_shared<In1Cache>();
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
