@@ -25,18 +25,20 @@ import torch.nn as nn
 import tilegraph as poptorch
 
 ACCURACY_THRESHOLD = 0.90   # --check: tilegraph's test accuracy must reach this
-# --check: max |tilegraph weight - eager weight| after the first epoch, and at the end
-# relative to the largest weight. One call (32 steps) matches eager to ~1e-7, but the
+# --check: max |tilegraph weight - eager weight| after the first call, and at the end
+# against eager's own sensitivity. One call (32 steps) matches eager to ~1e-7, but the
 # trajectories drift apart over hundreds of steps: conv-net SGD is chaotic (eager against
 # itself with 1e-7-perturbed initial weights, lr 0.01: 4e-2 after 256 steps). The mechanism,
 # traced on one data order: at step 19 a max-pool window's two largest conv outputs differ by
 # 3e-8 (~1 ulp); oneDNN's and torch's convolutions round differently, the argmax flips, the
 # gradient goes to the other element and momentum carries the difference. Measured here
-# with the defaults: 3.1e-4 to 1.8e-3 after epoch 1 (it moves with any change of rounding in
-# the conv kernels), 3.8e-3 at the end (largest weight 0.49). So the tight check is on the
-# first call, before any near-tie can flip, and the long run gets a loose relative bound.
+# with the defaults: 3.1e-4 to 1.8e-3 after epoch 1 and 3.8e-3 to 5.4e-2 at the end (it moves
+# with any change of rounding in the conv kernels). So the tight check is on the first call,
+# before any near-tie can flip, and the end of the run is judged against chaos measured in
+# the same run: eager retrained from initial weights scaled by 1 +- 1e-7 (about an ulp).
+# tilegraph's drift from eager must stay within CHAOS_FACTOR times the larger of those two.
 FIRST_CALL_TOLERANCE = 1e-5
-FINAL_RELATIVE_TOLERANCE = 5e-2
+CHAOS_FACTOR = 4.0
 
 
 class SyntheticMNIST(torch.utils.data.Dataset):
@@ -116,6 +118,39 @@ def accuracy(predictions, labels):
     return torch.sum(torch.eq(ind, labels)).item() / labels.size()[0]
 
 
+def max_difference(a, b):
+    """Largest |p - q| over two lists of parameter tensors."""
+    return max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(a, b))
+
+
+def train_eager(model, training_data, args, quiet=False):
+    """The training loop in eager PyTorch, on the same data order (the shuffle is replayed
+    from seed 0). Returns the per-call times and the weights after the first call and after
+    each epoch."""
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
+    model.train()
+    torch.manual_seed(0)
+    times, first_call, epochs = [], None, []
+    for epoch in range(1, args.epochs + 1):
+        total_loss, steps = 0.0, 0
+        for data, labels in training_data:
+            t0 = time.perf_counter()
+            for x, y in zip(data.split(args.batch_size), labels.split(args.batch_size)):
+                opt.zero_grad()
+                _, loss = model(x, y)
+                loss.backward()
+                opt.step()
+            times.append(time.perf_counter() - t0)
+            if len(times) == 1:
+                first_call = copy.deepcopy(list(model.parameters()))
+            total_loss += loss.item()
+            steps += 1
+        if not quiet:
+            print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
+        epochs.append(copy.deepcopy(list(model.parameters())))
+    return times, first_call, epochs
+
+
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=2)
@@ -147,6 +182,7 @@ def main(argv=None):
 
     model = Network()
     eager_model = copy.deepcopy(model)  # same initial weights for the eager comparison
+    initial_model = copy.deepcopy(model)
     optimizer = poptorch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     poptorch_model = poptorch.trainingModel(model, options=opts, optimizer=optimizer)
 
@@ -171,28 +207,18 @@ def main(argv=None):
     tg_rate = samples_per_call * len(steady) / sum(steady)
 
     # ---- the same loop in eager PyTorch ----------------------------------------------
-    eager_opt = torch.optim.SGD(eager_model.parameters(), lr=args.lr, momentum=args.momentum)
-    eager_model.train()
-    torch.manual_seed(0)
-    eager_times, eager_epochs = [], []
-    for epoch in range(1, args.epochs + 1):
-        total_loss, steps = 0.0, 0
-        for data, labels in training_data:
-            t0 = time.perf_counter()
-            for x, y in zip(data.split(args.batch_size), labels.split(args.batch_size)):
-                eager_opt.zero_grad()
-                _, loss = eager_model(x, y)
-                loss.backward()
-                eager_opt.step()
-            eager_times.append(time.perf_counter() - t0)
-            if len(eager_times) == 1:
-                eager_first_call = copy.deepcopy(list(eager_model.parameters()))
-            total_loss += loss.item()
-            steps += 1
-        print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
-        eager_epochs.append(copy.deepcopy(list(eager_model.parameters())))
+    eager_times, eager_first_call, eager_epochs = train_eager(eager_model, training_data, args)
     eager_rate = samples_per_call * len(eager_times[1:] or eager_times) / sum(
         eager_times[1:] or eager_times)
+    chaos = 0.0
+    if args.check:  # eager against itself from initial weights perturbed by about an ulp
+        for sign in (1, -1):
+            perturbed = copy.deepcopy(initial_model)
+            with torch.no_grad():
+                for p in perturbed.parameters():
+                    p.mul_(1 + sign * 1e-7)
+            _, _, runs = train_eager(perturbed, training_data, args, quiet=True)
+            chaos = max(chaos, max_difference(runs[-1], eager_epochs[-1]))
 
     # ---- inference: test accuracy --------------------------------------------------
     model.eval()
@@ -211,9 +237,6 @@ def main(argv=None):
     inference_model.detachFromDevice()
     tg_acc, eager_acc = correct / total, eager_correct / total
 
-    def max_difference(a, b):
-        return max(float((p - q).abs().max()) for p, q in zip(a, b))
-
     with torch.no_grad():
         first_call_diff = max_difference(tg_first_call, eager_first_call)
         diffs = [max_difference(a, b) for a, b in zip(tg_epochs, eager_epochs)]
@@ -227,11 +250,12 @@ def main(argv=None):
           f"({args.batches_per_step} steps): {first_call_diff:.2e}; after each epoch: "
           + ", ".join(f"{d:.2e}" for d in diffs) + f" (largest weight {scale:.2f})")
     if args.check:
+        print(f"eager vs eager from ulp-perturbed initial weights, at the end: {chaos:.2e}")
         ok = (tg_acc >= ACCURACY_THRESHOLD and first_call_diff <= FIRST_CALL_TOLERANCE
-              and diffs[-1] <= FINAL_RELATIVE_TOLERANCE * scale)
+              and diffs[-1] <= CHAOS_FACTOR * chaos)
         print(f"check: accuracy >= {ACCURACY_THRESHOLD}, weight difference <= "
-              f"{FIRST_CALL_TOLERANCE} after the first call and <= {FINAL_RELATIVE_TOLERANCE} x "
-              f"largest weight at the end: {'PASS' if ok else 'FAIL'}")
+              f"{FIRST_CALL_TOLERANCE} after the first call and <= {CHAOS_FACTOR} x eager's own "
+              f"drift at the end: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     return 0
 
