@@ -11,8 +11,6 @@
 namespace tg::cpu {
 namespace {
 
-using vmath::SumLanes;
-
 constexpr int64_t kGrain = 1 << 13;
 
 // Calls fn(o, i) for every (outer, inner) line, in parallel.
@@ -37,7 +35,7 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
       for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k]);
       if (std::isinf(m) && m < 0) m = 0;  // an all -inf line gives NaN like PyTorch
       for (int64_t k = 0; k < D; ++k) yr[k] = vmath::Exp(xr[k] - m);  // vectorized
-      const double s = SumLanes(yr, D);
+      const double s = vmath::SumLanes(yr, D);
       if (log) {
         T ls = static_cast<T>(std::log(s)) + m;
         for (int64_t k = 0; k < D; ++k) yr[k] = xr[k] - ls;
@@ -55,7 +53,7 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
     for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k * I]);
     if (std::isinf(m) && m < 0) m = 0;
     double s = 0;
-    for (int64_t k = 0; k < D; ++k) s += vmath::Exp(static_cast<double>(xr[k * I] - m));
+    for (int64_t k = 0; k < D; ++k) s += std::exp(static_cast<double>(xr[k * I] - m));
     T ls = static_cast<T>(std::log(s)) + m;
     for (int64_t k = 0; k < D; ++k) {
       yr[k * I] = log ? xr[k * I] - ls : static_cast<T>(vmath::Exp(xr[k * I] - m) / s);
@@ -72,10 +70,10 @@ void SoftmaxRef(const T* x, T* y, const SoftmaxDims& d, bool log) {
       for (int64_t k = 0; k < d.dim; ++k) m = std::max(m, static_cast<double>(x[at(k)]));
       if (std::isinf(m) && m < 0) m = 0;
       double s = 0;
-      for (int64_t k = 0; k < d.dim; ++k) s += vmath::Exp(x[at(k)] - m);
+      for (int64_t k = 0; k < d.dim; ++k) s += std::exp(x[at(k)] - m);
       for (int64_t k = 0; k < d.dim; ++k) {
         double v = x[at(k)] - m;
-        y[at(k)] = static_cast<T>(log ? v - std::log(s) : vmath::Exp(v) / s);
+        y[at(k)] = static_cast<T>(log ? v - std::log(s) : std::exp(v) / s);
       }
     }
   }
@@ -110,7 +108,7 @@ void SoftmaxBackwardRef(const T* go, const T* y, T* gx, const SoftmaxDims& d, bo
       }
       for (int64_t k = 0; k < d.dim; ++k) {
         double g = go[at(k)], v = y[at(k)];
-        gx[at(k)] = static_cast<T>(log ? g - vmath::Exp(v) * s : v * (g - s));
+        gx[at(k)] = static_cast<T>(log ? g - std::exp(v) * s : v * (g - s));
       }
     }
   }

@@ -8,8 +8,10 @@
 
 #include <bit>
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 #include <limits>
+#include <utility>
 
 // Always inlined: a call per element (GCC's inliner gives up inside large fused block
 // functions, where erf calls exp) stops the loop from vectorizing, which costs ~10x.
@@ -30,6 +32,35 @@ TG_VMATH_INLINE bool IsNan(float x) {
 // mantissa. Without -ffast-math the compiler keeps (x + c) - c as written.
 TG_VMATH_INLINE float RoundNearest(float x) { return (x + 12582912.0f) - 12582912.0f; }
 
+// c[0] t^(N-1) + ... + c[N-1] by Horner's rule, unrolled at compile time (straight-line code
+// for the vectorizer, whatever the unroller decides).
+template <size_t N, size_t... I>
+TG_VMATH_INLINE float HornerSteps(float t, const float (&c)[N], std::index_sequence<I...>) {
+  float p = c[0];
+  ((p = p * t + c[I + 1]), ...);
+  return p;
+}
+template <size_t N>
+TG_VMATH_INLINE float Horner(float t, const float (&c)[N]) {
+  return HornerSteps(t, c, std::make_index_sequence<N - 1>{});
+}
+
+// Coefficients, highest power first: exp's Taylor terms to r^7; erf(x)/x in x^2 on [0, 1],
+// erfc(x) e^(x^2) in 1/x on [1, 4], tanh(x)/x in x^2 on [0, 0.625] (fits:
+// tools/fit_vector_math.py).
+inline constexpr float kExpTaylor[] = {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24,
+                                       1.0f / 6,    0.5f,       1.0f,       1.0f};
+inline constexpr float kErfSmall[] = {7.9710484321e-05f, -8.0433740164e-04f, 5.1918332987e-03f,
+                                      -2.6855509263e-02f, 1.1283622048e-01f, -3.7612628736e-01f,
+                                      1.1283791661e+00f};
+inline constexpr float kErfcLarge[] = {
+    -3.9965329982e-02f, 2.7474841525e-01f, -8.3613424971e-01f, 1.4612675459e+00f,
+    -1.5587186565e+00f, 9.2092193035e-01f, -7.8174774707e-02f, -2.8273612739e-01f,
+    2.5891771962e-03f,  5.6376148807e-01f, 2.4153163203e-05f};
+inline constexpr float kTanhSmall[] = {2.1656799384e-03f, -8.1998555827e-03f, 2.1708451542e-02f,
+                                       -5.3947800438e-02f, 1.3333208684e-01f, -3.3333330478e-01f,
+                                       9.9999999989e-01f};
+
 // e^x: x = n ln2 + r (Cody-Waite), |r| <= ln2 / 2, Taylor to r^7, scale by 2^n via exponent
 // bits. Overflow gives inf, underflow 0 (no denormals), NaN propagates.
 TG_VMATH_INLINE float Exp(float x) {
@@ -38,14 +69,7 @@ TG_VMATH_INLINE float Exp(float x) {
   const float n = RoundNearest(xc * 1.44269504088896341f);
   float r = xc - n * 0.693359375f;  // ln2 split: hi is exact in float
   r = r - n * -2.12194440e-4f;
-  float p = 1.0f / 5040;
-  p = p * r + 1.0f / 720;
-  p = p * r + 1.0f / 120;
-  p = p * r + 1.0f / 24;
-  p = p * r + 1.0f / 6;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
+  const float p = Horner(r, kExpTaylor);
   // 2^n in two factors: n reaches 128 at the top of the range and -126 at the bottom, where
   // one biased exponent would be inf or denormal.
   const int32_t ni = static_cast<int32_t>(n);
@@ -63,27 +87,8 @@ TG_VMATH_INLINE float Exp(float x) {
 TG_VMATH_INLINE float Erf(float x) {
   const float a = std::fabs(x);
   const float s = a * a;
-  float p = 7.9710484321e-05f;
-  p = p * s + -8.0433740164e-04f;
-  p = p * s + 5.1918332987e-03f;
-  p = p * s + -2.6855509263e-02f;
-  p = p * s + 1.1283622048e-01f;
-  p = p * s + -3.7612628736e-01f;
-  p = p * s + 1.1283791661e+00f;
-  const float small = a * p;
-  const float t = 1.0f / Greater(a, 1.0f);
-  float q = -3.9965329982e-02f;
-  q = q * t + 2.7474841525e-01f;
-  q = q * t + -8.3613424971e-01f;
-  q = q * t + 1.4612675459e+00f;
-  q = q * t + -1.5587186565e+00f;
-  q = q * t + 9.2092193035e-01f;
-  q = q * t + -7.8174774707e-02f;
-  q = q * t + -2.8273612739e-01f;
-  q = q * t + 2.5891771962e-03f;
-  q = q * t + 5.6376148807e-01f;
-  q = q * t + 2.4153163203e-05f;
-  const float large = 1.0f - Exp(-s) * q;
+  const float small = a * Horner(s, kErfSmall);
+  const float large = 1.0f - Exp(-s) * Horner(1.0f / Greater(a, 1.0f), kErfcLarge);
   float y = a < 1.0f ? small : (a < 4.0f ? large : 1.0f);
   y = std::copysign(y, x);
   return IsNan(x) ? x : y;
@@ -93,61 +98,41 @@ TG_VMATH_INLINE float Erf(float x) {
 TG_VMATH_INLINE float Tanh(float x) {
   const float a = std::fabs(x);
   const float s = a * a;
-  float p = 2.1656799384e-03f;
-  p = p * s + -8.1998555827e-03f;
-  p = p * s + 2.1708451542e-02f;
-  p = p * s + -5.3947800438e-02f;
-  p = p * s + 1.3333208684e-01f;
-  p = p * s + -3.3333330478e-01f;
-  p = p * s + 9.9999999989e-01f;
-  const float small = a * p;
+  const float small = a * Horner(s, kTanhSmall);
   const float large = 1.0f - 2.0f / (Exp(2.0f * Lesser(a, 20.0f)) + 1.0f);
   float y = a < 0.625f ? small : large;
   y = std::copysign(y, x);
   return IsNan(x) ? x : y;
 }
 
-// Sums in double over 8 independent lanes: vectorizable, where one serial chain of adds is
-// bound by the add latency. SumLanes: sum of v; SumSquaredDeviation: sum of (v - mean)^2.
-// The lane order changes the rounding of the double sum only (far below float precision).
+// Sum over k < n of term(k), in double over 8 independent lanes: vectorizable, where one
+// serial chain of adds is bound by the add latency. The lane order changes the rounding of
+// the double sum only (far below float precision).
+template <typename F>
+TG_VMATH_INLINE double LaneSum(int64_t n, F term) {
+  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    for (int j = 0; j < 8; ++j) lanes[j] += term(k + j);
+  }
+  double s = 0;
+  for (; k < n; ++k) s += term(k);
+  for (double l : lanes) s += l;
+  return s;
+}
+
+// Sum of v; of (v - mean)^2; of a * (b - mean).
 template <typename T>
 double SumLanes(const T* v, int64_t n) {
-  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int j = 0; j < 8; ++j) lanes[j] += v[k + j];
-  }
-  double s = 0;
-  for (; k < n; ++k) s += v[k];
-  for (double l : lanes) s += l;
-  return s;
+  return LaneSum(n, [v](int64_t k) { return static_cast<double>(v[k]); });
 }
-
 template <typename T>
 double SumSquaredDeviation(const T* v, int64_t n, double mean) {
-  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int j = 0; j < 8; ++j) lanes[j] += (v[k + j] - mean) * (v[k + j] - mean);
-  }
-  double s = 0;
-  for (; k < n; ++k) s += (v[k] - mean) * (v[k] - mean);
-  for (double l : lanes) s += l;
-  return s;
+  return LaneSum(n, [v, mean](int64_t k) { return (v[k] - mean) * (v[k] - mean); });
 }
-
-// Sum of a[k] * (b[k] - mean), in lanes as above.
 template <typename T>
 double SumProductDeviation(const T* a, const T* b, int64_t n, double mean) {
-  double lanes[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t k = 0;
-  for (; k + 8 <= n; k += 8) {
-    for (int j = 0; j < 8; ++j) lanes[j] += a[k + j] * (b[k + j] - mean);
-  }
-  double s = 0;
-  for (; k < n; ++k) s += a[k] * (b[k] - mean);
-  for (double l : lanes) s += l;
-  return s;
+  return LaneSum(n, [a, b, mean](int64_t k) { return a[k] * (b[k] - mean); });
 }
 
 inline double Exp(double x) { return std::exp(x); }
