@@ -14,9 +14,9 @@ from ._executor import (PoplarExecutor, compilation_count, identity_loss, infere
                         trainingModel)
 from ._options import AnchorMode, Options, OutputMode, ReductionType
 from ._dataloader import DataLoader, DataLoaderMode
-from ._cache import load_exported as load
+from ._cache import ArchiveError, ExportedModule, load_exported as load
 
-__all__ = ["AnchorMode", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
+__all__ = ["AnchorMode", "ArchiveError", "ExportedModule", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
            "identity_loss", "inferenceModel", "load", "optim", "registered_ops", "trainingModel"]
 __version__ = "0.1.0"

@@ -521,10 +521,9 @@ def _index(cx, n, x, indices):
     bshape = list(torch.broadcast_shapes(*(tuple(cx.shape_of(indices[d])) for d in dims)))
     linear, stride = None, 1
     for d in reversed(dims):
-        i = cx.cast(cx.v(indices[d]), "i64")
-        size = cx.scalar(shape[d], None, "i64")
-        negative = cx.cast(cx.op("lt", [i, cx.scalar(0, None, "i64")]), "i64")
-        i = cx.op("add", [i, cx.op("mul", [negative, size])])  # torch wraps negative indices
+        # torch's negative indices, each dimension checked on its own (as eager does: a
+        # folded linear index could be in range while one of its parts is not)
+        i = cx.op("index_wrap", [cx.v(indices[d])], {"size": shape[d], "dim": d})
         term = i if stride == 1 else cx.op("mul", [i, cx.scalar(stride, None, "i64")])
         linear = term if linear is None else cx.op("add", [linear, term])
         stride *= shape[d]

@@ -1,60 +1,60 @@
-"""Executable caching and export: a compiled step saved as tilegraph IR text plus the
-metadata the executor needs, keyed by everything that determines it.
+"""Executable caching and compileAndExport / load, on the pickle-free container of
+_archive.py.
 
-What is cached is the step's graph after capture, autodiff and optimizer generation (before
-the pass pipeline): a cache hit skips torch.export, the ATen translation and autodiff — the
-expensive part of compiling — and re-runs only the C++ passes and lowering. The key hashes
-tilegraph's version, the model's class source and structure, parameter/buffer names,
-shapes and dtypes, the micro-batch input types, the training flag, the batch options and the
-optimizer's kind, flags and parameter grouping.
+The cache key is the captured forward graph itself (its canonical IR text, constants
+included) plus the options and optimizer structure that shape the compiled step. Anything
+the exported graph depends on — a helper function the forward calls, a constructor argument,
+a plain attribute, a global — changes the key when it changes the graph, and nothing that
+leaves the graph unchanged does. The price: torch.export runs on every compile, cached or
+not; a hit skips autodiff, optimizer generation and whatever the passes and lowering do not
+redo (`tests/e2e/test_caching.py` prints both compile times).
+
+An entry is an archive whose meta repeats its key: a corrupted, truncated or foreign entry
+is reported once (naming the file), discarded and recompiled. A cache directory that cannot
+be created or written turns caching off with one warning; compiling goes on.
 """
 import hashlib
-import inspect
 import json
 import os
+import warnings
 
 import torch
 
-from . import _core
+from . import _archive, _core, _guards
+from ._archive import ArchiveError  # noqa: F401 (re-exported as tilegraph.ArchiveError)
 from ._capture import Captured
 
-_FORMAT = 1
+_KEY_FORMAT = 2
+_warned = set()
 
 
-def cache_key(executor, micro_args):
-    model = executor.model
-    h = hashlib.sha256()
+def _warn_once(what, message):
+    if what not in _warned:
+        _warned.add(what)
+        warnings.warn(f"tilegraph: {message}", stacklevel=4)
 
-    def add(*items):
-        for item in items:
-            h.update(repr(item).encode())
-            h.update(b"\0")
 
+def graph_key(executor, cap, input_specs):
+    """The cache key of a compile: the forward graph, inputs, options, optimizer structure."""
     from . import __version__
-    add(_FORMAT, __version__, torch.__version__, executor.training)
-    for cls in type(model).__mro__:
-        if cls in (torch.nn.Module, object):
-            break
-        try:
-            add(inspect.getsource(cls))
-        except (OSError, TypeError):
-            add(cls.__qualname__)
-    add(repr(model))
-    for name, t in model.state_dict(keep_vars=True).items():
-        add(name, tuple(t.shape), str(t.dtype), getattr(t, "requires_grad", False))
-    add([(tuple(a.shape), str(a.dtype)) for a in micro_args])
     o = executor.options
-    add(o.device_iterations, o.Training.gradient_accumulation, o.Training.reduction.value)
+    parts = dict(format=_KEY_FORMAT, tilegraph=__version__, torch=torch.__version__,
+                 training=executor.training, ir=str(cap.graph), params=cap.params,
+                 buffers=cap.buffers, inputs=[[list(s), str(d)] for s, d in input_specs],
+                 device_iterations=o.device_iterations,
+                 accumulation=o.Training.gradient_accumulation,
+                 reduction=o.Training.reduction.value)
     if executor.training:
         from .optim import describe
         kind, flags, groups, loss_scaling = describe(executor.optimizer)
-        names = {id(p): n for n, p in model.named_parameters()}
-        add(kind, sorted(flags.items()), loss_scaling != 1.0,
-            [[names.get(id(p), "?") for p in params] for params, _ in groups])
-    return h.hexdigest()
+        names = {id(p): n for n, p in executor.model.named_parameters()}
+        parts["optimizer"] = [kind, sorted(flags.items()), loss_scaling != 1.0,
+                              [[names.get(id(p), "?") for p in ps] for ps, _ in groups]]
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
 
 
-def _meta_of(cap, extra):
+def capture_meta(cap, extra):
     meta = dict(user_inputs=cap.user_inputs, params=cap.params, buffers=cap.buffers,
                 outputs=cap.outputs,
                 output_meta=[[list(s), str(d).replace("torch.", "")] for s, d in cap.output_meta])
@@ -62,52 +62,188 @@ def _meta_of(cap, extra):
     return meta
 
 
-def _captured_from(text, meta):
+_TORCH_DTYPES = {str(d).replace("torch.", ""): d for d in
+                 (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
+                  torch.int32, torch.bool)}
+
+
+def torch_dtype(name):
+    """A dtype named in a file, from a fixed list (never getattr on a file's string)."""
+    if name not in _TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {name!r}")
+    return _TORCH_DTYPES[name]
+
+
+def captured_from(text, meta):
     cap = Captured()
     cap.graph = _core.Graph.parse(text)
-    cap.user_inputs = meta["user_inputs"]
-    cap.params = meta["params"]
-    cap.buffers = meta["buffers"]
-    cap.outputs = meta["outputs"]
-    cap.output_meta = [(tuple(s), getattr(torch, d)) for s, d in meta["output_meta"]]
+    cap.user_inputs = list(meta["user_inputs"])
+    cap.params = dict(meta["params"])
+    cap.buffers = dict(meta["buffers"])
+    cap.outputs = list(meta["outputs"])
+    cap.output_meta = [(tuple(int(d) for d in s), torch_dtype(d)) for s, d in meta["output_meta"]]
     return cap
 
 
-def store(directory, key, cap, extra):
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{key}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump({"meta": _meta_of(cap, extra), "ir": str(cap.graph)}, f)
-    os.replace(tmp, os.path.join(directory, key + ".tgcache"))  # atomic for concurrent runs
+class ExecutableCache:
+    """The on-disk cache in one directory (see the module comment)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self.enabled = True
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as e:
+            self._disable(f"cannot create it ({e.strerror or e})")
+
+    def _disable(self, why):
+        self.enabled = False
+        _warn_once(("disabled", self.directory),
+                   f"executable cache at {self.directory!r} disabled: {why}; compiling without "
+                   "a cache")
+
+    def _path(self, key):
+        return os.path.join(self.directory, key + ".tgcache")
+
+    def load(self, key):
+        """(Captured, meta) for `key`, or None. A bad entry is reported and removed."""
+        if not self.enabled:
+            return None
+        path = self._path(key)
+        if not os.path.lexists(path):
+            return None
+        try:
+            entry = _archive.read(path, "cache")
+            if entry.meta.get("key") != key:
+                raise _archive.ArchiveError(f"{path}: belongs to a different model")
+            return captured_from(entry.texts["ir"], entry.meta), entry.meta
+        except (_archive.ArchiveError, ValueError, KeyError, TypeError) as e:
+            try:
+                seen = os.lstat(path)
+                what = ("bad", path, seen.st_size, seen.st_mtime_ns)  # once per bad entry
+            except OSError:
+                what = ("bad", path)
+            _warn_once(what, f"discarding executable-cache entry {path}: {e}; recompiling")
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            return None
+
+    def store(self, key, cap, extra):
+        if not self.enabled:
+            return
+        meta = capture_meta(cap, extra)
+        meta["key"] = key
+        try:
+            _archive.write(self._path(key), "cache", meta, texts={"ir": str(cap.graph)})
+        except OSError as e:
+            self._disable(f"cannot write to it ({e.strerror or e})")
 
 
-def load(directory, key):
-    path = os.path.join(directory, key + ".tgcache")
-    if not os.path.exists(path):
-        return None
-    try:
-        with open(path) as f:
-            entry = json.load(f)
-        return _captured_from(entry["ir"], entry["meta"]), entry["meta"]
-    except (ValueError, KeyError, OSError):
-        return None  # a corrupt entry is a miss; it is rewritten after compiling
-
+# ---- compileAndExport / load -------------------------------------------------------------
 
 def export(path, executor):
-    """compileAndExport: the step graph, metadata, options, optimizer and the module."""
-    cap = executor._cap
-    torch.save({"format": _FORMAT, "ir": str(cap.graph),
-                "meta": _meta_of(cap, executor._cache_extra()), "model": executor.model,
-                "options": executor.options, "optimizer": executor.optimizer,
-                "training": executor.training}, path)
+    """Everything tilegraph.load needs, without pickle: the step graph, metadata, options,
+    the optimizer's description, and every engine variable (weights, buffers, optimizer
+    state). The model's Python code is not in the file."""
+    from . import __version__
+    from .optim import spec_of
+    cap, model = executor._cap, executor.model
+    params = dict(model.named_parameters(remove_duplicate=False))
+    meta = dict(tilegraph=__version__, torch=torch.__version__, training=executor.training,
+                model_class=type(model).__qualname__,
+                requires_grad={fqn: bool(params[fqn].requires_grad) for fqn in cap.params},
+                options=executor.options.to_dict(),
+                optimizer=spec_of(executor.optimizer, model) if executor.training else None,
+                capture=capture_meta(cap, executor._cache_extra()))
+    exe = executor._exe
+    tensors = {name: exe_variable(exe, name) for name in exe.variables}
+    _archive.write(path, "export", meta, texts={"ir": str(cap.graph)}, tensors=tensors)
 
 
-def load_exported(path):
+def exe_variable(exe, name):
+    import numpy as np
+    return torch.from_numpy(np.array(exe.read_variable(name)))
+
+
+def load_exported(path, model=None, edit_opts_fn=None):
+    """tilegraph.load: an executor from a compileAndExport file. Its `model` is `model` if
+    given (its parameters and buffers receive the file's values; names and shapes must
+    match) or an ExportedModule holding the file's parameters and buffers."""
     from ._executor import PoplarExecutor
-    entry = torch.load(path, weights_only=False)
-    if entry.get("format") != _FORMAT:
-        raise ValueError(f"{path}: not a tilegraph export of format {_FORMAT}")
-    executor = PoplarExecutor(entry["model"], entry["options"], entry["optimizer"],
-                              entry["training"])
-    executor._compile_from(_captured_from(entry["ir"], entry["meta"]), entry["meta"])
+    from ._options import Options
+    from .optim import from_spec
+    entry = _archive.read(path, "export")
+    try:
+        meta, cmeta = entry.meta, entry.meta["capture"]
+        cap = captured_from(entry.texts["ir"], cmeta)
+        options = Options.from_dict(meta["options"])
+        training = bool(meta["training"])
+        variables = entry.tensors
+        host = {fqn: variables[var] for fqn, var in {**cap.params, **cap.buffers}.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise _archive.ArchiveError(f"{path}: corrupt metadata or IR ({e})") from None
+    if model is None:
+        try:
+            model = ExportedModule(meta.get("model_class", "model"), cap.params, cap.buffers,
+                                   host, meta.get("requires_grad", {}))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise _archive.ArchiveError(f"{path}: corrupt parameter names ({e})") from None
+    else:
+        _fill(model, host, path)
+    if edit_opts_fn is not None:
+        edit_opts_fn(options)
+    optimizer = from_spec(meta["optimizer"], model) if training else None
+    executor = PoplarExecutor(model, options, optimizer, training)
+    executor._compile_from(cap, cmeta)
+    executor._guard = _guards.fingerprint(model, with_modes=training)
+    own = set(cap.params.values()) | set(cap.buffers.values())
+    for name, value in variables.items():  # optimizer state: the engine's own variables
+        if name not in own and name in executor._exe.variables:
+            executor._exe.write_variable(name, value.contiguous().numpy())
     return executor
+
+
+def _fill(model, host, path):
+    state = dict(model.named_parameters(remove_duplicate=False))
+    state.update(model.named_buffers(remove_duplicate=False))
+    for fqn, value in host.items():
+        if fqn not in state or tuple(state[fqn].shape) != tuple(value.shape):
+            have = tuple(state[fqn].shape) if fqn in state else "absent"
+            raise ValueError(f"{path}: the model given to tilegraph.load does not match the "
+                             f"file: {fqn} is {tuple(value.shape)} in the file, {have} in the "
+                             "model")
+    with torch.no_grad():
+        for fqn, value in host.items():
+            state[fqn].copy_(value)
+
+
+class ExportedModule(torch.nn.Module):
+    """The parameters and buffers of an exported model under their original names (so
+    state_dict() loads into the original class). Its forward cannot run: the model's Python
+    code is not in the file; the executor returned by tilegraph.load runs the compiled step."""
+
+    def __init__(self, class_name, params, buffers, host, requires_grad):
+        super().__init__()
+        self.exported_class = str(class_name)
+        for fqn in params:
+            t = torch.nn.Parameter(host[fqn].clone(), requires_grad=requires_grad.get(fqn, True))
+            _owner(self, fqn).register_parameter(fqn.rsplit(".", 1)[-1], t)
+        for fqn in buffers:
+            _owner(self, fqn).register_buffer(fqn.rsplit(".", 1)[-1], host[fqn].clone())
+
+    def forward(self, *args, **kwargs):
+        raise RuntimeError(f"this {self.exported_class} was loaded from a tilegraph export and "
+                           "has no Python code; call the executor tilegraph.load returned")
+
+
+def _owner(root, fqn):
+    module = root
+    for part in fqn.split(".")[:-1]:
+        child = module._modules.get(part)
+        if child is None:
+            child = torch.nn.Module()
+            module.add_module(part, child)
+        module = child
+    return module

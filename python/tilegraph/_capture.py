@@ -183,12 +183,67 @@ class _Context:
         return self.g.add_constant(np.asarray(value.numpy().astype(_NUMPY[dtype]), order="C"))
 
 
+# Ops whose result's size (or value, for .item()) depends on the data, and what to write.
+_DATA_DEPENDENT_ADVICE = {
+    "index": ("boolean-mask indexing x[mask]",
+              "keep the shape with torch.where(mask, x, 0), or weight by the mask "
+              "((x * mask).sum() / mask.sum() for a masked mean)"),
+    "nonzero": ("torch.nonzero / argwhere / where(mask) with one argument",
+                "use the mask itself (torch.where(mask, a, b), x * mask)"),
+    "masked_select": ("masked_select", "use torch.where(mask, x, 0) and reduce"),
+    "_local_scalar_dense": (".item(), float(t), int(t) or bool(t) of a tensor",
+                            "keep the value a tensor (x * s rather than x * s.item()); a "
+                            "Python branch on it cannot be compiled, torch.where can"),
+}
+
+
+def _data_dependent(node):
+    """The unbacked symbols (sizes or values known only at run time) of a node's result."""
+    from torch.fx.experimental.symbolic_shapes import free_unbacked_symbols
+    val = node.meta.get("val")
+    try:
+        return free_unbacked_symbols(val) if val is not None else set()
+    except (TypeError, AttributeError):
+        return set()
+
+
 def _unsupported_report(gm):
-    missing = []
+    """Lines naming every op the engine cannot compile, with the user's file:line. An op
+    whose output size depends on the data is named once, with what to write instead; the
+    size bookkeeping torch.export adds after it (sym_size, _assert_scalar, ...) is not."""
+    missing, origins, tainted = [], [], set()
     for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target not in TABLE:
-            missing.append(f"  {node.target} at {user_location(node) or '<unknown location>'}")
-    return missing
+        if node.op != "call_function":
+            continue
+        symbols = _data_dependent(node)
+        inherited = set()
+        for arg in node.all_input_nodes:
+            inherited |= _data_dependent(arg)
+        where = user_location(node) or "<unknown location>"
+        if symbols - inherited:
+            name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
+            what, advice = _DATA_DEPENDENT_ADVICE.get(name, (str(node.target), ""))
+            origins.append(f"  {what} ({node.target}) at {where}" + (f": {advice}" if advice
+                                                                      else ""))
+            tainted.add(node)
+        elif symbols or any(a in tainted for a in node.all_input_nodes):
+            tainted.add(node)
+        elif node.target not in TABLE:
+            missing.append(f"  {node.target} at {where}")
+    return origins, missing
+
+
+def raise_if_unsupported(gm, what):
+    """One NotImplementedError listing everything in `gm` the engine cannot compile."""
+    origins, missing = _unsupported_report(gm)
+    lines = []
+    if origins:
+        lines += [f"{len(origins)} op(s) produce a result whose size or value depends on the "
+                  "data, which an ahead-of-time compiled program cannot hold:"] + origins
+    if missing:
+        lines += [f"{len(missing)} op(s) are not supported by tilegraph:"] + missing
+    if lines:
+        raise NotImplementedError(f"tilegraph cannot compile {what}:\n" + "\n".join(lines))
 
 
 @contextlib.contextmanager
@@ -232,11 +287,7 @@ def capture(model, example_args, name="model"):
     listing every unsupported op with its location, before building anything)."""
     ep = export(model, example_args)
     gm = ep.graph_module
-    missing = _unsupported_report(gm)
-    if missing:
-        raise NotImplementedError(
-            f"tilegraph does not support {len(missing)} op(s) used by {type(model).__name__}:\n"
-            + "\n".join(missing))
+    raise_if_unsupported(gm, type(model).__name__)
     sig = ep.graph_signature
     kinds = torch.export.graph_signature.InputKind
     out_kinds = torch.export.graph_signature.OutputKind

@@ -136,6 +136,7 @@ NB_MODULE(_core, m) {
         case ErrorKind::kShape:
         case ErrorKind::kParse: PyErr_SetString(PyExc_ValueError, e.what()); break;
         case ErrorKind::kUnsupported: PyErr_SetString(PyExc_NotImplementedError, e.what()); break;
+        case ErrorKind::kInterrupted: PyErr_SetString(PyExc_KeyboardInterrupt, e.what()); break;
         default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
       }
     }
@@ -271,23 +272,45 @@ NB_MODULE(_core, m) {
         std::vector<TensorView> views;
         for (const Array& a : inputs) views.push_back(ViewOf(a));
         std::vector<HostTensor> outs;
-        {
+        // Between steps: a pending signal (Ctrl-C) stops the run at that step boundary and
+        // its own exception (KeyboardInterrupt, or what the handler raised) propagates.
+        bool signalled = false;
+        auto interrupted = [&signalled] {
+          nb::gil_scoped_acquire acquire;
+          signalled = PyErr_CheckSignals() != 0;
+          return signalled;
+        };
+        try {
           nb::gil_scoped_release release;
-          outs = exe.Run(views, steps, om, every_n);
+          outs = exe.Run(views, steps, om, every_n, interrupted);
+        } catch (const Error& e) {
+          if (signalled && e.kind() == ErrorKind::kInterrupted) throw nb::python_error();
+          throw;
         }
         nb::list result;
         for (HostTensor& t : outs) result.append(ToNumpy(std::move(t)));
         return result;
       }, nb::arg("inputs"), nb::arg("steps") = 1, nb::arg("mode") = "final", nb::arg("every_n") = 1)
+      // The GIL is released while waiting for the executable's mutex (a run in another
+      // thread holds it and needs the GIL between steps).
       .def("read_variable", [](Executable& exe, const std::string& name) {
-        return ToNumpy(exe.ReadVariable(name));
+        HostTensor t;
+        {
+          nb::gil_scoped_release release;
+          t = exe.ReadVariable(name);
+        }
+        return ToNumpy(std::move(t));
       })
       .def("write_variable", [](Executable& exe, const std::string& name, const Array& a) {
-        exe.WriteVariable(name, ViewOf(a));
+        TensorView v = ViewOf(a);
+        nb::gil_scoped_release release;
+        exe.WriteVariable(name, v);
       })
+      .def_prop_ro("steps_completed_in_last_run", &Executable::steps_completed_in_last_run,
+                   nb::call_guard<nb::gil_scoped_release>())
       .def("set_hyperparam", [](Executable& exe, const std::string& name, double v) {
         exe.SetHyperParam(name, v);
-      })
+      }, nb::call_guard<nb::gil_scoped_release>())
       .def("set_seed", &Executable::SetSeed)
       .def_prop_ro("step", &Executable::step)
       .def_prop_ro("variables", &Executable::VariableNames)
@@ -307,10 +330,16 @@ NB_MODULE(_core, m) {
         d["inplace_variable_updates"] = s.inplace_variable_updates;
         return d;
       })
-      .def("profile_report", &Executable::ProfileReport, nb::arg("top_instructions") = 15)
+      .def("profile_report", &Executable::ProfileReport, nb::arg("top_instructions") = 15,
+           nb::call_guard<nb::gil_scoped_release>())
       .def("profile", [](Executable& exe, bool per_instruction) {
+        std::vector<OpProfile> entries;
+        {
+          nb::gil_scoped_release release;
+          entries = per_instruction ? exe.InstructionProfile() : exe.Profile();
+        }
         nb::list rows;
-        for (const OpProfile& p : per_instruction ? exe.InstructionProfile() : exe.Profile()) {
+        for (const OpProfile& p : entries) {
           nb::dict d;
           d["op"] = p.op;
           if (per_instruction) d["source"] = p.source;
@@ -322,7 +351,7 @@ NB_MODULE(_core, m) {
         }
         return rows;
       }, nb::arg("per_instruction") = false)
-      .def("reset_profile", &Executable::ResetProfile);
+      .def("reset_profile", &Executable::ResetProfile, nb::call_guard<nb::gil_scoped_release>());
 
   m.def("measure_fma_peak", [](int threads) {
     cpu::FmaPeak p;

@@ -6,17 +6,30 @@ module's weights in. Each call then feeds the combined batch (micro-batch x
 deviceIterations x gradientAccumulation) as that many steps of one engine run.
 """
 import contextvars
+import threading
 import warnings
 
 import numpy as np
 import torch
 
-from . import _cache, _core
+from . import _cache, _core, _guards
 from ._capture import capture, tg_dtype
 from ._options import Options, OutputMode, ReductionType
 from .optim import describe
 
 _compilations = 0  # process-wide count of engine compilations (tests read it)
+# Held while any executor reads or writes a module: its capture (torch.export is not thread-
+# safe, swaps the module's parameters for fake tensors while tracing, and an inference capture
+# flips the module to eval mode), guard checks and host <-> engine weight copies. Engine runs
+# do not hold it. Lock order: an executor's own lock first, then this one.
+_MODULE_LOCK = threading.RLock()
+_warned = set()
+
+
+def _warn_once(what, message):
+    if what not in _warned:
+        _warned.add(what)
+        warnings.warn(f"tilegraph: {message}", stacklevel=3)
 _identity_loss_reduction = contextvars.ContextVar("tilegraph_identity_loss", default=None)
 
 
@@ -39,6 +52,14 @@ def identity_loss(x, reduction="sum"):
 
 
 class PoplarExecutor:
+    """Runs a module's step on the engine (see the module comment).
+
+    Guarantees (docs/RELIABILITY.md): calls are serialized per executor, and host <-> engine
+    weight copies across executors; the program is re-captured when a guard on the module
+    changes (_guards.py); weights edited on the host (by hand, load_state_dict, another
+    executor's training) are pushed in before a call; after any failure, including Ctrl-C
+    between steps, the module holds exactly what the engine applied."""
+
     def __init__(self, model, options=None, optimizer=None, training=False):
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -50,11 +71,19 @@ class PoplarExecutor:
         self.optimizer = optimizer
         self._exe = None
         self._cap = None
+        self._key = None            # cache key of the compiled graph (_cache.graph_key)
+        self._guard = None          # _guards.fingerprint of the module at capture
+        self._host_version = None   # _guards.host_versions at the last host <-> engine sync
         self._attached = False
         self._returns_tuple = False
         self._opt_flags = None
         self._hyper = {}
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
+        self._lock = threading.RLock()
+        # An inference executor keeps the train/eval modes its module had when it was made
+        # (PopTorch's inferenceModel works on its own copy): model.train() later, to go on
+        # training, does not change what it serves.
+        self._modes = None if training else [(m, m.training) for m in model.modules()]
         self.loaded_from_cache = False
 
     # ---- batch arithmetic ----------------------------------------------------------------
@@ -86,33 +115,75 @@ class PoplarExecutor:
     # ---- compilation ---------------------------------------------------------------------
     def compile(self, *args):
         """Captures and compiles for these inputs without running (PopTorch's compile)."""
-        if self.training:
-            self.model.train()
+        with self._lock:
+            if self.training and self._exe is None:
+                self.model.train()
+            self._compile(args)
+        return self
+
+    def _compile(self, args):
+        """Captures the model for `args` and compiles it, unless the captured graph is the
+        one already compiled. An executable replaced here hands its engine state (optimizer
+        state, weights) to the new one where names and shapes agree."""
         micro = self._split(args)
-        self._input_specs = [(tuple(a.shape), a.dtype) for a in args]
-        key = None
-        if self.options.cache_dir:
-            key = _cache.cache_key(self, micro)
-            hit = _cache.load(self.options.cache_dir, key)
-            if hit is not None:
-                self.loaded_from_cache = True
-                self._compile_from(*hit)
-                return self
-        marks = []
-        token = _identity_loss_reduction.set(marks)
-        try:
-            cap = capture(self.model, micro, name=type(self.model).__name__)
-        finally:
-            _identity_loss_reduction.reset(token)
-        self._returns_tuple = len(cap.outputs) > 1
+        input_specs = [(tuple(a.shape), a.dtype) for a in args]
+        cap, marks = self._capture(micro)
+        self._guard = _guards.fingerprint(self.model, with_modes=self.training)
         for out in cap.outputs:
             cap.graph.add_output(out)
-        self._hyper = self._add_training(cap, marks) if self.training else {}
-        self._cap = cap
-        if key is not None:
-            _cache.store(self.options.cache_dir, key, cap, self._cache_extra())
-        self._compile_from(cap, self._cache_extra())
-        return self
+        key = _cache.graph_key(self, cap, input_specs)
+        if self._exe is not None and key == self._key:
+            return  # a guard changed, the graph did not
+        self._input_specs = input_specs
+        old = self._exe  # the host already holds its weights (copied after every training call)
+        hit = None
+        disk = _cache.ExecutableCache(self.options.cache_dir) if self.options.cache_dir else None
+        if disk is not None:
+            hit = disk.load(key)
+        self.loaded_from_cache = hit is not None
+        if hit is not None:
+            cap, meta = hit
+        else:
+            self._returns_tuple = len(cap.outputs) > 1
+            self._hyper = self._add_training(cap, marks) if self.training else {}
+            meta = _cache.capture_meta(cap, self._cache_extra())
+            if disk is not None:
+                disk.store(key, cap, self._cache_extra())
+        self._compile_from(cap, meta)
+        self._key = key
+        if old is not None:
+            self._adopt_state(old)
+
+    def _capture(self, micro):
+        """torch.export of the model, under the module lock. An inference executor captures
+        with the modes of its creation (self._modes) and restores the module's own after."""
+        marks = []
+        token = _identity_loss_reduction.set(marks)
+        current = None if self._modes is None else [(m, m.training) for m in self.model.modules()]
+        try:
+            with _MODULE_LOCK:
+                for m, mode in self._modes or ():
+                    m.training = mode
+                try:
+                    cap = capture(self.model, micro, name=type(self.model).__name__)
+                finally:
+                    for m, mode in current or ():
+                        m.training = mode
+        finally:
+            _identity_loss_reduction.reset(token)
+        return cap, marks
+
+    def _adopt_state(self, old):
+        """Optimizer state of a replaced executable carries over (same names and shapes)."""
+        own = set(self._cap.params.values()) | set(self._cap.buffers.values())
+        for name in self._exe.variables:
+            if name in own or name not in old.variables:
+                continue
+            value = np.array(old.read_variable(name))
+            try:
+                self._exe.write_variable(name, value)
+            except ValueError:
+                pass  # its shape changed with the parameter's: it starts from zero
 
     def _cache_extra(self):
         return dict(returns_tuple=self._returns_tuple, hyperparams=self._hyper,
@@ -123,10 +194,11 @@ class PoplarExecutor:
     def _compile_from(self, cap, meta):
         """Compiles a captured (or cache-loaded) step graph and pushes the weights in."""
         global _compilations
-        self._returns_tuple = meta["returns_tuple"]
-        self._hyper = meta["hyperparams"]
+        self._returns_tuple = bool(meta["returns_tuple"])
+        self._hyper = {str(k): float(v) for k, v in meta["hyperparams"].items()}
         self._opt_flags = tuple(meta["opt_flags"]) if meta["opt_flags"] else None
-        self._input_specs = [(tuple(s), getattr(torch, d)) for s, d in meta["input_specs"]]
+        self._input_specs = [(tuple(int(d) for d in s), _cache.torch_dtype(d))
+                             for s, d in meta["input_specs"]]
         exe = _core.Executable.compile(cap.graph, training=self.training,
                                        num_threads=self.options.num_threads,
                                        seed=self.options.random_seed or 0,
@@ -140,10 +212,13 @@ class PoplarExecutor:
         self.copyWeightsToDevice()
 
     def compileAndExport(self, filename, *args):
-        """Compiles for `args` and saves everything tilegraph.load needs to `filename`."""
-        if self._exe is None:
-            self.compile(*args)
-        _cache.export(filename, self)
+        """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
+        pickle-free, checksummed file: see _archive.py)."""
+        with self._lock:
+            if self._exe is None:
+                self.compile(*args)
+            self._sync_host_edits()
+            _cache.export(filename, self)
 
     def _add_training(self, cap, marks):
         if not cap.outputs:
@@ -175,24 +250,62 @@ class PoplarExecutor:
 
     # ---- calls ---------------------------------------------------------------------------
     def __call__(self, *args):
+        with self._lock:
+            with _MODULE_LOCK:
+                self._prepare(args)
+            outs = self._run(args)
+            if self.options.profiling_dir is not None:
+                self._write_profile()
+            mode = self._output_mode()
+            results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
+            return tuple(results) if self._returns_tuple else results[0]
+
+    def _prepare(self, args):
+        """Before a run: compile, or re-capture when a guard changed; check the arguments;
+        push weights edited on the host."""
         if self._exe is None:
             self.compile(*args)
+        elif _guards.fingerprint(self.model, with_modes=self.training) != self._guard:
+            if isinstance(self.model, _cache.ExportedModule):
+                raise RuntimeError(
+                    "the module of an executor loaded by tilegraph.load changed ("
+                    + _guards.describe_change(self._guard, _guards.fingerprint(
+                        self.model, self.training))
+                    + "); it has no Python code to capture again. Pass the model to "
+                    "tilegraph.load(path, model=...) to allow that")
+            self._compile(args)  # re-capture; recompiles only if the graph changed
         if not self._attached:
             self.attachToDevice()
         self._check_args(args)
+        self._sync_host_edits()
+        if self.training and not self.model.training:
+            _warn_once("eval-training", "a trainingModel was called while its module is in "
+                       "eval mode (model.eval()); it runs in eval mode, as eager PyTorch "
+                       "would. Call model.train() to train with training-mode layers.")
+
+    def _run(self, args):
+        """One engine call. On any failure (bad data found in step k, Ctrl-C between steps)
+        the weights the engine holds, which include the steps it completed, are copied into
+        the module, and the error says so."""
         steps = self._steps
         feeds = [np.asarray(a.detach().reshape(steps, a.shape[0] // steps,
                                                           *a.shape[1:]).numpy(), order="C")
                  for a in args]
         mode = self._output_mode()
-        outs = self._exe.run(feeds, steps=steps, mode=mode.value,
-                             every_n=self.options.output_return_period)
+        try:
+            outs = self._exe.run(feeds, steps=steps, mode=mode.value,
+                                 every_n=self.options.output_return_period)
+        except BaseException as e:
+            if self.training:
+                done = self._exe.steps_completed_in_last_run
+                self.copyWeightsToHost()
+                if hasattr(e, "add_note"):
+                    e.add_note(f"tilegraph: {done} of the {steps} steps of this call were "
+                               "applied; the module now holds the engine's weights after them")
+            raise
         if self.training:
             self.copyWeightsToHost()
-        if self.options.profiling_dir is not None:
-            self._write_profile()
-        results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
-        return tuple(results) if self._returns_tuple else results[0]
+        return outs
 
     def _check_args(self, args):
         if len(args) != len(self._input_specs):
@@ -221,54 +334,74 @@ class PoplarExecutor:
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
-    def copyWeightsToHost(self):
-        if self._exe is None:
-            return
+    def _synced_tensors(self):
         state = self._named_state()
-        with torch.no_grad():
-            for fqn in list(self._cap.params) + list(self._cap.buffers):
-                value = torch.from_numpy(np.asarray(self._exe.read_variable(fqn)))
-                state[fqn].copy_(value.reshape(state[fqn].shape))
+        return [(fqn, state[fqn]) for fqn in list(self._cap.params) + list(self._cap.buffers)]
+
+    def _sync_host_edits(self):
+        """Pushes the module's weights in when they changed on the host since the last sync
+        (PopTorch does this for an inference model after its training model ran)."""
+        with _MODULE_LOCK:
+            if _guards.host_versions(self._synced_tensors()) != self._host_version:
+                self.copyWeightsToDevice()
+
+    def copyWeightsToHost(self):
+        with self._lock, _MODULE_LOCK:
+            if self._exe is None:
+                return
+            tensors = self._synced_tensors()
+            with torch.no_grad():
+                for fqn, t in tensors:
+                    value = torch.from_numpy(np.asarray(self._exe.read_variable(
+                        self._cap.params.get(fqn) or self._cap.buffers[fqn])))
+                    t.copy_(value.reshape(t.shape))
+            self._host_version = _guards.host_versions(tensors)
 
     def copyWeightsToDevice(self):
-        if self._exe is None:
-            return
-        state = self._named_state()
-        for fqn in list(self._cap.params) + list(self._cap.buffers):
-            t = state[fqn].detach().contiguous()
-            self._exe.write_variable(fqn, np.asarray(t.numpy(), order="C"))
+        with self._lock, _MODULE_LOCK:
+            if self._exe is None:
+                return
+            tensors = self._synced_tensors()
+            for fqn, t in tensors:
+                value = np.asarray(t.detach().contiguous().numpy(), order="C")
+                self._exe.write_variable(self._cap.params.get(fqn) or self._cap.buffers[fqn],
+                                         value)
+            self._host_version = _guards.host_versions(tensors)
 
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
         if not self.training:
             raise RuntimeError("setOptimizer is only valid on a training model")
-        kind, flags, groups, loss_scaling = describe(optimizer)
-        if self._exe is not None and (kind, flags) != self._opt_flags:
-            raise ValueError(f"setOptimizer: expected a {self._opt_flags[0]} optimizer with "
-                             f"{self._opt_flags[1]}, got {kind} with {flags}; these change the "
-                             "compiled program (wrap the model again)")
-        self.optimizer = optimizer
-        if self._exe is None:
-            return
-        for i, (_, h) in enumerate(groups):
-            for field, value in h.items():
-                name = f"group{i}.{field}"
-                if name in self._exe.hyperparams:
-                    self._exe.set_hyperparam(name, value)
-        if "loss_scale" in self._exe.hyperparams:
-            self._exe.set_hyperparam("loss_scale", loss_scaling)
+        with self._lock:
+            kind, flags, groups, loss_scaling = describe(optimizer)
+            if self._exe is not None and (kind, flags) != self._opt_flags:
+                raise ValueError(f"setOptimizer: expected a {self._opt_flags[0]} optimizer with "
+                                 f"{self._opt_flags[1]}, got {kind} with {flags}; these change "
+                                 "the compiled program (wrap the model again)")
+            self.optimizer = optimizer
+            if self._exe is None:
+                return
+            for i, (_, h) in enumerate(groups):
+                for field, value in h.items():
+                    name = f"group{i}.{field}"
+                    if name in self._exe.hyperparams:
+                        self._exe.set_hyperparam(name, value)
+            if "loss_scale" in self._exe.hyperparams:
+                self._exe.set_hyperparam("loss_scale", loss_scaling)
 
     def detachFromDevice(self):
-        if self._exe is None:
-            raise RuntimeError("the model has not been compiled yet")
-        self.copyWeightsToHost()
-        self._attached = False
+        with self._lock:
+            if self._exe is None:
+                raise RuntimeError("the model has not been compiled yet")
+            self.copyWeightsToHost()
+            self._attached = False
 
     def attachToDevice(self):
-        if self._exe is None:
-            raise RuntimeError("the model has not been compiled yet")
-        self.copyWeightsToDevice()
-        self._attached = True
+        with self._lock:
+            if self._exe is None:
+                raise RuntimeError("the model has not been compiled yet")
+            self.copyWeightsToDevice()
+            self._attached = True
 
     def isAttachedToDevice(self):
         return self._attached
@@ -277,10 +410,11 @@ class PoplarExecutor:
         return self._exe is not None
 
     def destroy(self):
-        if self._exe is not None and self.training:
-            self.copyWeightsToHost()
-        self._exe = None
-        self._attached = False
+        with self._lock:
+            if self._exe is not None and self.training:
+                self.copyWeightsToHost()
+            self._exe = None
+            self._attached = False
 
     # ---- introspection -------------------------------------------------------------------
     @property

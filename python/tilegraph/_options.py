@@ -100,6 +100,29 @@ class Options:
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
 
+    # ---- serialization (export files): the options that shape a compiled program ----
+    def to_dict(self):
+        return dict(device_iterations=self.device_iterations,
+                    replication_factor=self.replication_factor,
+                    output_mode=self.output_mode.value,
+                    output_return_period=self.output_return_period,
+                    random_seed=self.random_seed, num_threads=self.num_threads,
+                    gradient_accumulation=self.Training.gradient_accumulation,
+                    reduction=self.Training.reduction.value)
+
+    @classmethod
+    def from_dict(cls, d):
+        o = cls()
+        o.device_iterations = int(d["device_iterations"])
+        o.replication_factor = int(d["replication_factor"])
+        o.output_mode = OutputMode(d["output_mode"])
+        o.output_return_period = int(d["output_return_period"])
+        o.random_seed = None if d["random_seed"] is None else int(d["random_seed"])
+        o.num_threads = int(d["num_threads"])
+        o.Training.gradient_accumulation = int(d["gradient_accumulation"])
+        o.Training.reduction = ReductionType(d["reduction"])
+        return o
+
     def deviceIterations(self, n):
         if int(n) < 1:
             raise ValueError(f"deviceIterations must be >= 1, got {n}")

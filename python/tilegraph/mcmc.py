@@ -26,7 +26,7 @@ import torch
 
 from . import _core
 from ._aten import TABLE
-from ._capture import _Context, _unsupported_report, export, tg_dtype
+from ._capture import _Context, export, raise_if_unsupported, tg_dtype
 
 
 class _Density(torch.nn.Module):
@@ -52,10 +52,7 @@ class _Inliner:
 
     def __init__(self, fn, example, graph):
         self.ep = export(_Density(fn).eval(), (example,))
-        missing = _unsupported_report(self.ep.graph_module)
-        if missing:
-            raise NotImplementedError("tilegraph does not support op(s) used by the "
-                                      "log-density:\n" + "\n".join(missing))
+        raise_if_unsupported(self.ep.graph_module, "the log-density")
         self.cx = _Context(graph)
         self.constants = {}
         state = dict(self.ep.state_dict)

@@ -82,3 +82,47 @@ def describe(optimizer):
         groups.append((list(g["params"]), h))
     loss_scaling = getattr(optimizer, "loss_scaling", 1.0)
     return kind, flags, groups, loss_scaling
+
+
+# ---- descriptions for export files (JSON, no pickle) --------------------------------------
+_CLASSES = {"tilegraph.SGD": SGD, "tilegraph.Adam": Adam, "tilegraph.AdamW": AdamW,
+            "tilegraph.RMSprop": RMSprop, "torch.SGD": torch.optim.SGD,
+            "torch.Adam": torch.optim.Adam, "torch.AdamW": torch.optim.AdamW,
+            "torch.RMSprop": torch.optim.RMSprop}
+
+
+def spec_of(optimizer, model):
+    """A JSON description of `optimizer` over `model`'s parameters (by name)."""
+    cls = next(name for name, c in _CLASSES.items() if type(optimizer) is c) \
+        if type(optimizer) in _CLASSES.values() else None
+    if cls is None:
+        describe(optimizer)  # raises for unsupported kinds
+        base = next(c for c in (torch.optim.AdamW, torch.optim.Adam, torch.optim.RMSprop,
+                                torch.optim.SGD) if isinstance(optimizer, c))
+        cls = "torch." + base.__name__
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = []
+    for g in optimizer.param_groups:
+        group = {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()
+                 if k != "params" and (v is None or isinstance(v, (bool, int, float, tuple)))}
+        group["params"] = [names[id(p)] for p in g["params"] if id(p) in names]
+        groups.append(group)
+    return dict(cls=cls, groups=groups, loss_scaling=getattr(optimizer, "loss_scaling", 1.0))
+
+
+def from_spec(spec, model):
+    """The optimizer a spec_of() description names, over `model`'s parameters."""
+    try:
+        cls = _CLASSES[spec["cls"]]
+        params = dict(model.named_parameters())
+        groups = []
+        for g in spec["groups"]:
+            group = {k: (tuple(v) if k == "betas" else v) for k, v in g.items() if k != "params"}
+            group["params"] = [params[n] for n in g["params"]]
+            groups.append(group)
+        opt = cls(groups, lr=groups[0].get("lr", 0.01))
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"corrupt optimizer description ({e})") from None
+    if isinstance(opt, _PopTorchArgs):
+        opt.loss_scaling = float(spec.get("loss_scaling", 1.0))
+    return opt

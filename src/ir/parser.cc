@@ -262,6 +262,11 @@ class Parser {
       type.shape.push_back(dim);
     }
     Take();
+    try {
+      type.CheckSize();
+    } catch (const tg::Error& e) {
+      Error(t, e.message());
+    }
     return type;
   }
 
@@ -292,9 +297,15 @@ class Parser {
   }
 
   HostTensor ConstantData(const TensorType& type) {
-    HostTensor t(type);
     int64_t n = type.numel();
     const Token& start = Peek();
+    // Every element is a token of the text: a type claiming more than the text holds is
+    // refused before its buffer is allocated.
+    if (n > static_cast<int64_t>(tokens_.size() - pos_)) {
+      Error(start, "expected " + std::to_string(n) + " elements for " + type.ToString() +
+                       ", the text holds fewer");
+    }
+    HostTensor t(type);
     if (!IsPunct('[')) {
       if (n != 1) Error(start, "expected " + std::to_string(n) + " elements in a [...] list");
       Element(Take(), t, 0);

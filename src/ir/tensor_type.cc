@@ -6,8 +6,25 @@ namespace tg {
 
 int64_t NumElements(const Shape& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape) {
+    TG_CHECK(d >= 0, kShape, "negative dimension ", d, " in shape ", ShapeToString(shape));
+    TG_CHECK(!__builtin_mul_overflow(n, d, &n), kShape, "shape ", ShapeToString(shape),
+             " has more elements than an int64 can count");
+  }
   return n;
+}
+
+size_t TensorType::bytes() const {
+  int64_t b = 0;
+  TG_CHECK(!__builtin_mul_overflow(numel(), static_cast<int64_t>(SizeOf(dtype)), &b), kShape,
+           ToString(), " has more bytes than an int64 can count");
+  return static_cast<size_t>(b);
+}
+
+void TensorType::CheckSize() const {
+  TG_CHECK(static_cast<int64_t>(bytes()) <= kMaxTensorBytes, kShape, ToString(), " needs ",
+           bytes(), " bytes, more than tilegraph's per-tensor limit of ", kMaxTensorBytes,
+           " (64 TiB)");
 }
 
 std::string ShapeToString(const Shape& shape) {

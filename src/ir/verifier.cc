@@ -51,6 +51,7 @@ class StructureVerifier {
         }
         if (!all_.insert(v).second) NodeFail(*n, "value %" + v->name() + " is defined twice");
         CheckName(v);
+        CheckSize(v, n.get());
       }
     }
     for (const auto& n : g_.nodes()) CheckNode(*n);
@@ -83,6 +84,17 @@ class StructureVerifier {
              " is not registered under its name");
   }
 
+  // Shapes come from text and files: no negative dims, no overflowing or absurd sizes.
+  void CheckSize(const Value* v, const Node* producer) {
+    try {
+      v->type().CheckSize();
+    } catch (Error& e) {
+      e.AddContext("in the type of %" + v->name());
+      if (producer != nullptr) e.AddContext("in node " + SafeDescribe(*producer));
+      throw;
+    }
+  }
+
   void DefineAll(const std::vector<Value*>& values, ValueKind kind) {
     for (Value* v : values) {
       TG_CHECK(v != nullptr, kInternal, "null ", ValueKindName(kind));
@@ -91,6 +103,7 @@ class StructureVerifier {
       TG_CHECK(all_.insert(v).second, kInternal, "value %", v->name(), " is defined twice");
       defined_.insert(v);
       CheckName(v);
+      CheckSize(v, nullptr);
     }
   }
 

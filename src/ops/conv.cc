@@ -6,6 +6,7 @@
 #include "kernels/cpu/reference_dense.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
+#include "support/checked_math.h"
 #include "ops/families.h"
 
 namespace tg {
@@ -31,7 +32,7 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
   TG_CHECK(groups > 0 && x[1] % groups == 0 && w[0] % groups == 0, kShape, op,
            ": expected channels ", x[1], " and out channels ", w[0], " divisible by groups ",
            groups);
-  TG_CHECK(w[1] * groups == x[1], kShape, op, ": expected weight ", ShapeToString(w),
+  TG_CHECK(MulChecked(w[1], groups) == x[1], kShape, op, ": expected weight ", ShapeToString(w),
            " with ", x[1] / groups, " input channels per group for input ", ShapeToString(x),
            " and groups=", groups);
   cpu::Conv2dParams p;
@@ -41,13 +42,16 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
   p.pad_h = pad[0], p.pad_w = pad[1];
   p.dil_h = dil[0], p.dil_w = dil[1];
   p.groups = groups;
-  int64_t ext_h = p.dil_h * (p.kh - 1) + 1, ext_w = p.dil_w * (p.kw - 1) + 1;
-  TG_CHECK(p.h + 2 * p.pad_h >= ext_h && p.w + 2 * p.pad_w >= ext_w, kShape, op,
+  int64_t ext_h = AddChecked(MulChecked(p.dil_h, p.kh - 1), 1);
+  int64_t ext_w = AddChecked(MulChecked(p.dil_w, p.kw - 1), 1);
+  int64_t padded_h = AddChecked(p.h, MulChecked(2, p.pad_h));
+  int64_t padded_w = AddChecked(p.w, MulChecked(2, p.pad_w));
+  TG_CHECK(padded_h >= ext_h && padded_w >= ext_w, kShape, op,
            ": expected the padded input ", ShapeToString(x), " to hold the dilated kernel ",
-           ShapeToString(w), ", got padded size [", p.h + 2 * p.pad_h, ",", p.w + 2 * p.pad_w,
+           ShapeToString(w), ", got padded size [", padded_h, ",", padded_w,
            "] < [", ext_h, ",", ext_w, "]");
-  p.oh = (p.h + 2 * p.pad_h - ext_h) / p.stride_h + 1;
-  p.ow = (p.w + 2 * p.pad_w - ext_w) / p.stride_w + 1;
+  p.oh = (padded_h - ext_h) / p.stride_h + 1;
+  p.ow = (padded_w - ext_w) / p.stride_w + 1;
   return p;
 }
 

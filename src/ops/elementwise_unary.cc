@@ -14,7 +14,12 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
-struct Neg { template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; } };
+struct Neg {  // integers wrap (-INT64_MIN is INT64_MIN, as in PyTorch); floats keep -0.0
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    if constexpr (std::is_integral_v<T>) return WrapSub(T{0}, x);
+    else return -x;
+  }
+};
 struct Exp {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Exp(x); }
 };
@@ -30,7 +35,10 @@ struct Rsqrt {
   }
 };
 struct Abs {
-  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::abs(x); }
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
+    if constexpr (std::is_integral_v<T>) return x < T{0} ? WrapSub(T{0}, x) : x;
+    else return std::abs(x);
+  }
 };
 struct Reciprocal {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return T(1) / x; }
@@ -86,11 +94,18 @@ struct Gelu {
 struct PowScalar {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
     const double e = p[0];
-    if (e == 2) return x * x;
-    if (e == 3) return x * x * x;
-    if constexpr (std::is_integral_v<T>) {  // torch: integer tensor ** integer exponent
-      return static_cast<T>(std::pow(static_cast<double>(x), e));
+    if constexpr (std::is_integral_v<T>) {  // torch: integer ** integer, exact and wrapping
+      // (a negative or fractional exponent is refused by torch; it gives 0 here, not UB)
+      bool valid = e >= 0 && e < 9.2e18 && e == std::floor(e);
+      T result = valid ? T{1} : T{0}, base = x;
+      for (uint64_t n = valid ? static_cast<uint64_t>(e) : 0; n; n >>= 1) {
+        if (n & 1) result = WrapMul(result, base);
+        base = WrapMul(base, base);
+      }
+      return result;
     } else {
+      if (e == 2) return x * x;
+      if (e == 3) return x * x * x;
       if (e == 0.5) return std::sqrt(x);
       if (e == -0.5) return T(1) / std::sqrt(x);
       if (e == -1) return T(1) / x;

@@ -1,5 +1,6 @@
 // Index op family: gather / scatter_add (torch.gather semantics), index_select / index_add
-// (1-D index along one axis), embedding and embedding_backward. Indices are i32 or i64;
+// (1-D index along one axis), index_wrap (torch's negative indices, checked per dimension),
+// embedding and embedding_backward. Indices are i32 or i64;
 // out-of-range indices raise a Runtime error at run time. Kernels:
 // kernels/cpu/index_kernels.h.
 #include "kernels/cpu/index_kernels.h"
@@ -183,6 +184,22 @@ KernelFactory EmbeddingBackwardFactory(bool reference) {
   };
 }
 
+KernelFactory WrapFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    int64_t count = InType(n, 0).numel(), size = GetInt(n.attrs(), "size");
+    int64_t dim = GetInt(n.attrs(), "dim");
+    DType idx = InType(n, 0).dtype;
+    return [=](const KernelArgs& a) {
+      DispatchIndex(idx, [&](auto i) {
+        auto* index = static_cast<const decltype(i)*>(a.inputs[0]);
+        auto* out = static_cast<int64_t*>(a.outputs[0]);
+        if (reference) cpu::WrapIndicesRef(index, out, count, size, dim);
+        else cpu::WrapIndices(index, out, count, size, dim);
+      });
+    };
+  };
+}
+
 // ---- samples ------------------------------------------------------------------------------
 
 TensorType F32(Shape s) { return {DType::kF32, std::move(s)}; }
@@ -307,6 +324,30 @@ void RegisterIndexAdd(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+void RegisterIndexWrap(OpRegistry& r) {
+  OpDef d;
+  d.name = "index_wrap";
+  d.num_inputs = 1;
+  d.attrs = {{"size", std::nullopt}, {"dim", Attr(int64_t{0})}};
+  d.doc = "An index into a dimension of `size` (dimension `dim`, for messages) made "
+          "non-negative as torch does (i < 0 -> i + size) and checked to lie in [-size, size); "
+          "i64 out.";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    CheckIndexType(c.in(0), "index_wrap", "an index");
+    TG_CHECK(GetInt(c.attrs, "size") >= 0, kShape, "index_wrap: expected size >= 0, got ",
+             GetInt(c.attrs, "size"));
+    return {{DType::kI64, c.in(0).shape}};
+  };
+  d.not_differentiable = true;
+  d.cpu_kernel = WrapFactory(false);
+  d.reference_kernel = WrapFactory(true);
+  auto attrs = [](int64_t size, int64_t dim) { return AttrMap{{"size", size}, {"dim", dim}}; };
+  d.samples = {Sample({I64({7})}, {InputInit::Ints(-5, 5)}, attrs(5, 0)),
+               Sample({I32({2, 3})}, {InputInit::Ints(-3, 3)}, attrs(3, 1)),
+               Sample({I64({})}, {InputInit::Ints(-4, 4)}, attrs(4, 2))};
+  r.Register(std::move(d));
+}
+
 void RegisterEmbedding(OpRegistry& r) {
   OpDef d;
   d.name = "embedding";
@@ -376,6 +417,7 @@ void RegisterIndexOps(OpRegistry& r) {
   RegisterScatterAdd(r);
   RegisterIndexSelect(r);
   RegisterIndexAdd(r);
+  RegisterIndexWrap(r);
   RegisterEmbedding(r);
   RegisterEmbeddingBackward(r);
 }

@@ -5,6 +5,7 @@
 #include "kernels/cpu/pool_kernels.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
+#include "support/checked_math.h"
 #include "ops/families.h"
 
 namespace tg {
@@ -22,9 +23,11 @@ void CheckPoolInput(const Shape& x, const std::string& op) {
 // PyTorch's pooling_output_shape: with ceil_mode the last window must start inside the input
 // or the left padding.
 int64_t PoolOutSize(int64_t in, int64_t k, int64_t pad, int64_t stride, int64_t dil, bool ceil) {
-  int64_t num = in + 2 * pad - dil * (k - 1) - 1 + (ceil ? stride - 1 : 0);
-  int64_t out = (num >= 0 ? num / stride : -((-num + stride - 1) / stride)) + 1;
-  if (ceil && (out - 1) * stride >= in + pad) --out;
+  int64_t num = SubChecked(AddChecked(in, MulChecked(2, pad)),
+                           AddChecked(MulChecked(dil, SubChecked(k, 1)), 1));
+  if (ceil) num = AddChecked(num, stride - 1);
+  int64_t out = (num >= 0 ? num / stride : -(AddChecked(SubChecked(0, num), stride - 1) / stride)) + 1;
+  if (ceil && MulChecked(out - 1, stride) >= AddChecked(in, pad)) --out;
   return out;
 }
 

@@ -1,6 +1,7 @@
 // PassManager: runs passes in order, logs whether each changed the graph, optionally runs the
 // verifier after each pass (errors get "after pass X" context) and dumps the IR after a named
-// pass (or all passes with "*") as parseable IR text preceded by a `//` header line.
+// pass (or all passes with "*") as parseable IR text preceded by a `//` header line. The
+// input graph is always verified first.
 #include <iostream>
 
 #include "ir/printer.h"
@@ -22,13 +23,13 @@ std::vector<std::string> PassManager::PassNames() const {
 }
 
 bool PassManager::Run(Graph& graph, PassContext& ctx) const {
-  if (ctx.verify_each) {
-    try {
-      Verify(graph, ctx.registry);
-    } catch (Error& e) {
-      e.AddContext("before the first pass (the input graph is invalid)");
-      throw;
-    }
+  // Always, not only under verify_each: passes assume a well-typed graph (constant folding
+  // evaluates nodes), so ill-typed input must stop here with an error, not crash a pass.
+  try {
+    Verify(graph, ctx.registry);
+  } catch (Error& e) {
+    e.AddContext("before the first pass (the input graph is invalid)");
+    throw;
   }
   bool any = false;
   for (const Entry& entry : entries_) {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "kernels/cpu/machine_limits.h"
 #include "kernels/cpu/parallel.h"
 #include "passes/verifier.h"
 #include "support/error.h"
@@ -41,6 +42,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   const Graph& pg = *exe->program_.graph;
   for (Value* v : pg.inputs()) exe->input_staging_.emplace_back(v->type());
   for (Value* v : pg.hyperparams()) exe->hyperparams_.emplace_back(v->type());
+  exe->CheckFitsInMemory();
   for (Value* v : pg.variables()) exe->variables_.emplace_back(v->type());
   // One 64-byte aligned arena for the whole step.
   exe->arena_storage_.resize(exe->program_.stats.arena_bytes + 64);
@@ -50,6 +52,23 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   exe->compile_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return exe;
+}
+
+// Refuses, before allocating, a program larger than this machine's memory (a shape from a
+// crafted file could otherwise be zero-filled until the OOM killer ends the process).
+void Executable::CheckFitsInMemory() const {
+  const Graph& g = *program_.graph;
+  size_t io = 0, vars = 0;
+  for (Value* v : g.inputs()) io += v->type().bytes();
+  for (Value* v : g.hyperparams()) io += v->type().bytes();
+  for (Value* v : g.variables()) vars += v->type().bytes();
+  size_t total = program_.stats.arena_bytes + io + vars;
+  uint64_t machine = cpu::PhysicalMemoryBytes();
+  auto gib = [](double b) { return b / double(1 << 30); };
+  TG_CHECK(machine == 0 || total <= machine, kRuntime, "the compiled program needs ",
+           gib(total), " GiB (arena ", gib(program_.stats.arena_bytes), " GiB, variables ",
+           gib(vars), " GiB, inputs ", gib(io), " GiB), more than this machine's ",
+           gib(machine), " GiB of memory");
 }
 
 void* Executable::Resolve(const BufferRef& ref) const {
@@ -77,6 +96,12 @@ void Executable::Bind() {
   }
   instr_seconds_.assign(program_.instructions.size(), 0.0);
   instr_calls_.assign(program_.instructions.size(), 0);
+  first_variable_write_ = SIZE_MAX;
+  for (size_t i = 0; i < program_.instructions.size() && first_variable_write_ == SIZE_MAX; ++i) {
+    for (const BufferRef& r : program_.instructions[i].outputs) {
+      if (r.space == BufferSpace::kVariable) first_variable_write_ = i;
+    }
+  }
 }
 
 std::vector<std::string> Executable::VariableNames() const {
@@ -127,6 +152,7 @@ TensorType Executable::VariableType(const std::string& name) const {
 }
 
 void Executable::WriteVariable(const std::string& name, const TensorView& value) {
+  std::lock_guard<std::mutex> lock(mutex_);
   HostTensor& var = variables_[IndexOf(program_.graph->variables(), name, "variable")];
   TG_CHECK(value.type == var.type(), kInvalidInput, "variable '", name, "': expected ",
            var.type().ToString(), ", got ", value.type.ToString());
@@ -135,6 +161,7 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
 }
 
 HostTensor Executable::ReadVariable(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mutex_);
   return variables_[IndexOf(program_.graph->variables(), name, "variable")];
 }
 
@@ -145,6 +172,7 @@ std::vector<std::string> Executable::HyperParamNames() const {
 }
 
 void Executable::SetHyperParam(const std::string& name, const TensorView& value) {
+  std::lock_guard<std::mutex> lock(mutex_);
   HostTensor& h = hyperparams_[IndexOf(program_.graph->hyperparams(), name, "hyperparameter")];
   TG_CHECK(value.type == h.type(), kInvalidInput, "hyperparameter '", name, "': expected ",
            h.type().ToString(), ", got ", value.type.ToString());
@@ -152,6 +180,7 @@ void Executable::SetHyperParam(const std::string& name, const TensorView& value)
 }
 
 void Executable::SetHyperParam(const std::string& name, double value) {
+  std::lock_guard<std::mutex> lock(mutex_);
   HostTensor& h = hyperparams_[IndexOf(program_.graph->hyperparams(), name, "hyperparameter")];
   TG_CHECK(h.type().numel() == 1, kInvalidInput, "hyperparameter '", name, "' is ",
            h.type().ToString(), ", not a scalar");
@@ -196,6 +225,10 @@ void Executable::RunOneStep() {
       }
     } catch (Error& e) {
       e.AddContext("in node " + instrs[i].node->Describe());  // names the user's file:line
+      if (i > first_variable_write_) {
+        ++variables_version_;  // kernels must not reuse data derived from the old values
+        e.AddContext("this step had already updated some variables in place before it failed");
+      }
       throw;
     }
   }
@@ -206,8 +239,16 @@ void Executable::RunOneStep() {
   ++step_;
 }
 
+int64_t Executable::steps_completed_in_last_run() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return steps_completed_;
+}
+
 std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, int64_t steps,
-                                        OutputMode mode, int64_t every_n) {
+                                        OutputMode mode, int64_t every_n,
+                                        const std::function<bool()>& interrupted) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  steps_completed_ = 0;
   ValidateFeeds(inputs, steps, mode, every_n);
   const auto& outs = program_.graph->outputs();
   std::vector<HostTensor> results;
@@ -218,6 +259,10 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
     results.emplace_back(t);
   }
   for (int64_t s = 0; s < steps; ++s) {
+    if (s > 0 && interrupted && interrupted()) {
+      Fail(ErrorKind::kInterrupted, "interrupted after ", s, " of ", steps,
+           " steps (a step boundary: those steps were applied in full)");
+    }
     for (size_t i = 0; i < inputs.size(); ++i) {
       size_t bytes = input_staging_[i].bytes();
       std::memcpy(input_staging_[i].data(), static_cast<const uint8_t*>(inputs[i].data) + s * bytes,
@@ -226,12 +271,15 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
     try {
       RunOneStep();
     } catch (Error& e) {
-      e.AddContext("in step " + std::to_string(s) + " of " + std::to_string(steps));
+      e.AddContext("in step " + std::to_string(s) + " of " + std::to_string(steps) + " (" +
+                   std::to_string(s) + " earlier steps of this call were applied)");
       throw;
     }
+    steps_completed_ = s + 1;
     for (size_t o = 0; o < outs.size(); ++o) {
       const void* src = Resolve(program_.outputs[o]);
       size_t bytes = outs[o]->type().bytes();
+      if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
       uint8_t* dst = static_cast<uint8_t*>(results[o].data());
       switch (mode) {
         case OutputMode::kAll: std::memcpy(dst + s * bytes, src, bytes); break;
@@ -249,6 +297,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
 }
 
 std::vector<OpProfile> Executable::InstructionProfile() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::vector<OpProfile> result = InstructionEntries();
   std::stable_sort(result.begin(), result.end(),
                    [](const OpProfile& a, const OpProfile& b) { return a.seconds > b.seconds; });
@@ -277,6 +326,7 @@ std::vector<OpProfile> Executable::InstructionEntries() const {
 }
 
 std::vector<OpProfile> Executable::Profile() const {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::map<std::string, OpProfile> by_op;
   std::vector<OpProfile> entries = InstructionEntries();  // in instruction order
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -296,6 +346,7 @@ std::vector<OpProfile> Executable::Profile() const {
 }
 
 void Executable::ResetProfile() {
+  std::lock_guard<std::mutex> lock(mutex_);
   std::fill(instr_seconds_.begin(), instr_seconds_.end(), 0.0);
   std::fill(instr_calls_.begin(), instr_calls_.end(), 0);
 }

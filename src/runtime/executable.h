@@ -4,12 +4,20 @@
 // allocated at compile time: no allocation while steps run) and runs `steps` steps per
 // call, streaming one slice of each input in per step and returning outputs according to
 // the output mode. Hyperparameters are runtime values: changing them never recompiles.
+//
+// Thread safety: every public method may be called from any thread; calls on one
+// Executable are serialized by an internal mutex (a second caller waits).
+// Failure: a Run that throws (bad data found by a kernel, an interrupt) has applied the
+// steps before the failing one; steps_completed_in_last_run() says how many, and the error
+// says whether the failing step had already written some variables in place.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -71,8 +79,13 @@ class Executable {
   // Runs `steps` steps. `inputs` in graph input order, each of shape [steps, ...]. Throws
   // InvalidInput ("expected ..., got ...") before running anything when a feed is wrong.
   // Output shapes: All -> [steps, ...], Final -> [...], Sum -> [...], EveryN -> [steps/n, ...].
+  // `interrupted`, when set, is asked between steps; when it returns true the call stops at
+  // that step boundary and throws Error(kInterrupted).
   std::vector<HostTensor> Run(const std::vector<TensorView>& inputs, int64_t steps,
-                              OutputMode mode = OutputMode::kFinal, int64_t every_n = 1);
+                              OutputMode mode = OutputMode::kFinal, int64_t every_n = 1,
+                              const std::function<bool()>& interrupted = nullptr);
+  // Steps the last Run completed (all of them, unless it threw).
+  int64_t steps_completed_in_last_run() const;
 
   // --- introspection ---
   const MemoryStats& memory_stats() const { return program_.stats; }
@@ -95,6 +108,11 @@ class Executable {
   void RunOneStep();
   std::vector<OpProfile> InstructionEntries() const;  // instruction order
   static void AccumulateInto(HostTensor& acc, const void* src);
+  void CheckFitsInMemory() const;
+
+  mutable std::mutex mutex_;  // serializes calls (see the class comment)
+  int64_t steps_completed_ = 0;
+  size_t first_variable_write_ = SIZE_MAX;  // first instruction writing a variable in place
 
   CompileOptions options_;
   Program program_;

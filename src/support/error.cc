@@ -10,6 +10,7 @@ const char* ErrorKindName(ErrorKind kind) {
     case ErrorKind::kInternal: return "Internal";
     case ErrorKind::kRuntime: return "Runtime";
     case ErrorKind::kParse: return "Parse";
+    case ErrorKind::kInterrupted: return "Interrupted";
   }
   return "?";
 }

@@ -10,7 +10,10 @@
 
 namespace tg {
 
-enum class ErrorKind { kInvalidInput, kShape, kUnsupported, kInternal, kRuntime, kParse };
+// kInterrupted: a run stopped at a step boundary because its caller asked (Ctrl-C).
+enum class ErrorKind {
+  kInvalidInput, kShape, kUnsupported, kInternal, kRuntime, kParse, kInterrupted
+};
 
 const char* ErrorKindName(ErrorKind kind);
 

@@ -49,3 +49,24 @@ def test_compile_and_export_then_load(tmp_path):
     infer.compileAndExport(path, x, t)
     loaded = tilegraph.load(path)
     torch.testing.assert_close(loaded(x, t)[0], infer(x, t)[0])
+
+
+def _stale_child(cache_dir, helper, temp):
+    out = subprocess.run([sys.executable, os.path.join(HERE, "cache_stale_child.py"),
+                          str(cache_dir), str(helper), str(temp)], check=True,
+                         capture_output=True, text=True, timeout=300)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_editing_a_helper_or_a_constructor_argument_misses_the_cache(tmp_path):
+    helper = tmp_path / "stale_helper.py"
+    helper.write_text("def scale(x):\n    return x * 2.0\n")
+    first = _stale_child(tmp_path / "cache", helper, 4.0)
+    again = _stale_child(tmp_path / "cache", helper, 4.0)
+    assert not first["from_cache"] and again["from_cache"]
+    helper.write_text("def scale(x):\n    return x * 3.0\n")  # the model's class is unchanged
+    edited = _stale_child(tmp_path / "cache", helper, 4.0)
+    assert not edited["from_cache"] and edited["max_error"] < 1e-6
+    other_temp = _stale_child(tmp_path / "cache", helper, 2.0)
+    assert not other_temp["from_cache"] and other_temp["max_error"] < 1e-6
+    assert first["max_error"] < 1e-6 and again["max_error"] < 1e-6

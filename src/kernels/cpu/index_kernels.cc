@@ -100,6 +100,37 @@ void CheckIndices(const I* index, int64_t n, int64_t limit) {
   }
 }
 
+namespace {
+[[noreturn]] void IndexOutOfBounds(int64_t v, int64_t size, int64_t dim) {
+  Fail(ErrorKind::kRuntime, "index ", v, " is out of bounds for dimension ", dim, " with size ",
+       size);
+}
+}  // namespace
+
+template <typename I>
+void WrapIndices(const I* index, int64_t* out, int64_t n, int64_t size, int64_t dim) {
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i) {  // branch-free wrap; one check after the loop
+    int64_t v = static_cast<int64_t>(index[i]);
+    ok &= (v >= -size) & (v < size);
+    out[i] = v + (v < 0 ? size : 0);
+  }
+  if (ok) return;
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t v = static_cast<int64_t>(index[i]);
+    if (v < -size || v >= size) IndexOutOfBounds(v, size, dim);
+  }
+}
+
+template <typename I>
+void WrapIndicesRef(const I* index, int64_t* out, int64_t n, int64_t size, int64_t dim) {
+  for (int64_t i = 0; i < n; ++i) {
+    int64_t v = static_cast<int64_t>(index[i]);
+    if (v < -size || v >= size) IndexOutOfBounds(v, size, dim);
+    out[i] = v < 0 ? v + size : v;
+  }
+}
+
 template <typename I>
 void Gather(const void* x, const I* index, void* out, const GatherParams& p) {
   CheckIndices(index, Numel(p.index_shape), AxisSize(p));
@@ -255,6 +286,8 @@ void EmbeddingBackwardRef(const T* go, const I* index, T* gw, const EmbeddingBac
 
 #define TG_INSTANTIATE_I(I)                                                                \
   template void CheckIndices<I>(const I*, int64_t, int64_t);                               \
+  template void WrapIndices<I>(const I*, int64_t*, int64_t, int64_t, int64_t);             \
+  template void WrapIndicesRef<I>(const I*, int64_t*, int64_t, int64_t, int64_t);          \
   template void Gather<I>(const void*, const I*, void*, const GatherParams&);              \
   template void GatherRef<I>(const void*, const I*, void*, const GatherParams&);           \
   template void IndexSelect<I>(const void*, const I*, void*, const IndexSelectParams&);    \

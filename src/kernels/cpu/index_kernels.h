@@ -14,6 +14,14 @@ namespace tg::cpu {
 
 template <typename I> void CheckIndices(const I* index, int64_t n, int64_t limit);
 
+// index_wrap: out[i] = index[i] + size when index[i] < 0, else index[i] (torch's negative
+// indices); an index outside [-size, size) throws "index 7 is out of bounds for dimension 1
+// with size 5", torch's message. Checks each dimension of an advanced index on its own.
+template <typename I>
+void WrapIndices(const I* index, int64_t* out, int64_t n, int64_t size, int64_t dim);
+template <typename I>
+void WrapIndicesRef(const I* index, int64_t* out, int64_t n, int64_t size, int64_t dim);
+
 // gather: out[m] = x[m with m[axis] replaced by index[m]], out shaped like index;
 // index_shape[d] <= x_shape[d] for d != axis. scatter_add is its adjoint onto `base`.
 struct GatherParams {

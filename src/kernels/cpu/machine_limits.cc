@@ -1,6 +1,8 @@
 // FMA-peak and triad-bandwidth probes; see machine_limits.h.
 #include "kernels/cpu/machine_limits.h"
 
+#include <unistd.h>
+
 #include <immintrin.h>
 #include <omp.h>
 
@@ -111,6 +113,11 @@ double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array, int re
   }
   g_sink = c[n / 2];
   return best;
+}
+
+uint64_t PhysicalMemoryBytes() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
 }
 
 }  // namespace tg::cpu

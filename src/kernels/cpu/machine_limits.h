@@ -21,4 +21,7 @@ FmaPeak MeasureFmaPeak(int threads, int repeats = 5);
 // 3 x array size per run (two reads, one write), as STREAM does.
 double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array = 128, int repeats = 5);
 
+// Physical memory of this machine in bytes (0 if unknown).
+uint64_t PhysicalMemoryBytes();
+
 }  // namespace tg::cpu

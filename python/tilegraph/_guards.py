@@ -1,0 +1,92 @@
+"""Guards: what a compiled program assumed about the module, checked before every call.
+
+A program is captured from the module as it was: its submodules' train/eval modes, the
+plain Python attributes its forward may read (numbers, strings, flags, tensors kept as
+attributes, config objects one level deep), its hooks, and each parameter's and buffer's
+shape, dtype and requires_grad. `fingerprint()` records all of that; when it differs at a
+call, the executor captures the model again. Re-capturing is the sound answer (the
+executor cannot know which attributes the forward reads); if the new graph is the same as
+the old one (its cache key, see _cache.graph_key) nothing is recompiled.
+
+`host_versions()` is separate: the identity and in-place version counter of every
+parameter and buffer, so that an executor sees that the module's weights changed on the
+host (trained by another executor, edited by hand, load_state_dict) and pushes them in.
+"""
+import enum
+
+import torch
+
+_MODULE_INTERNALS = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
+                     "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
+                     "_load_state_dict_post_hooks", "_backward_pre_hooks", "_backward_hooks",
+                     "_is_full_backward_hook", "_forward_hooks_with_kwargs",
+                     "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"}
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks")
+_PLAIN = (bool, int, float, complex, str, bytes, enum.Enum, torch.dtype, torch.device,
+          torch.Size, type(None))
+_MAX_ITEMS = 64   # longer containers are compared by identity
+_MAX_DEPTH = 2    # objects (e.g. a Hugging Face config) are looked into this deep
+
+
+def fingerprint(model, with_modes):
+    """A comparable record of everything a capture of `model` depended on (see above).
+    `with_modes`: include train/eval modes and requires_grad (training executors)."""
+    memo = {}
+    modules = []
+    for name, m in model.named_modules(remove_duplicate=False):
+        hooks = tuple(tuple(id(h) for h in getattr(m, k, {}).values()) for k in _HOOKS)
+        attrs = _attrs(m.__dict__, memo, 0, skip=() if with_modes else ("training",))
+        modules.append((name, type(m), hooks, attrs))
+    params = tuple((n, tuple(p.shape), p.dtype, p.requires_grad if with_modes else None)
+                   for n, p in model.named_parameters(remove_duplicate=False))
+    buffers = tuple((n, tuple(b.shape), b.dtype)
+                    for n, b in model.named_buffers(remove_duplicate=False))
+    return tuple(modules), params, buffers
+
+
+def describe_change(old, new):
+    """A short phrase saying what differs between two fingerprints (for the log)."""
+    for part, what in ((0, "a module attribute, hook or mode"), (1, "a parameter"),
+                       (2, "a buffer")):
+        if old[part] != new[part]:
+            names = [a[0] for a, b in zip(old[part], new[part]) if a != b]
+            where = f" ({names[0] or 'the root module'})" if names else ""
+            return what + where
+    return "nothing"
+
+
+def _attrs(d, memo, depth, skip=()):
+    return tuple((k, _value(v, memo, depth)) for k, v in d.items()
+                 if k not in _MODULE_INTERNALS and k not in skip)
+
+
+def _value(v, memo, depth):
+    if isinstance(v, _PLAIN):
+        return v
+    if isinstance(v, torch.Tensor):
+        return ("tensor", id(v), _version(v), tuple(v.shape), v.dtype)
+    if isinstance(v, torch.nn.Module):
+        return ("module", id(v))  # its own entry covers its contents
+    if isinstance(v, (tuple, list)) and len(v) <= _MAX_ITEMS:
+        return (type(v), tuple(_value(x, memo, depth) for x in v))
+    if isinstance(v, dict) and len(v) <= _MAX_ITEMS:
+        return ("dict", tuple((repr(k), _value(x, memo, depth)) for k, x in v.items()))
+    if callable(v) or depth >= _MAX_DEPTH or not hasattr(v, "__dict__"):
+        return ("id", id(v))
+    key = id(v)
+    if key not in memo:
+        memo[key] = None  # cycles
+        memo[key] = ("object", type(v), _attrs(vars(v), memo, depth + 1))
+    return memo[key]
+
+
+def _version(t):
+    try:
+        return t._version
+    except RuntimeError:  # inference tensors have no version counter
+        return None
+
+
+def host_versions(named_tensors):
+    """(name, identity, in-place version) of every tensor: changes when a weight changes."""
+    return tuple((n, t.data_ptr(), _version(t)) for n, t in named_tensors)

@@ -1,0 +1,166 @@
+"""Failures keep the module and the engine in agreement and leave the executor usable; bad
+indices are caught as eager catches them; Ctrl-C stops a long call at a step boundary;
+threads get the sequential result; data-dependent shapes are explained at the user's line."""
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+from models import MLP, batches
+
+HERE = os.path.dirname(__file__)
+
+
+def _eager_sgd(model, x, t, steps, batch, lr=0.1):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for s in range(steps):
+        opt.zero_grad()
+        model(x[s * batch:(s + 1) * batch], t[s * batch:(s + 1) * batch])[1].backward()
+        opt.step()
+
+
+def test_a_bad_label_in_step_three_keeps_the_first_two_steps_and_the_executor_usable():
+    torch.manual_seed(0)
+    model = MLP()
+    reference = copy.deepcopy(model)
+    x, t = batches("mlp", 4, 4, torch.Generator().manual_seed(0))
+    bad = t.clone()
+    bad[9] = 7  # step 2 (of 0..3) holds a label >= 5 classes
+    trainer = tilegraph.trainingModel(model, tilegraph.Options().deviceIterations(4),
+                                      torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError) as info:
+        trainer(x, bad)
+    message = str(info.value) + "".join(getattr(info.value, "__notes__", []))
+    assert "out of range" in message and "models.py" in message, message
+    assert "2 of the 4 steps of this call were applied" in message, message
+    _eager_sgd(reference, x, t, 2, 4)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    trainer(x, t)  # the executor goes on from the weights the module holds
+    _eager_sgd(reference, x, t, 4, 4)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+class Picker(torch.nn.Module):
+    def forward(self, x, i, j):
+        return x[i, j] * 2
+
+
+def test_advanced_indexing_checks_every_index_dimension():
+    x = torch.randn(4, 5)
+    infer = tilegraph.inferenceModel(Picker())
+    i, j = torch.tensor([0, 1, -1]), torch.tensor([4, -5, 2])
+    torch.testing.assert_close(infer(x, i, j), Picker()(x, i, j))
+    # The folded index 0 * 5 + 7 = 7 is inside x, but 7 is not a valid column: eager raises.
+    for i, j in ((torch.tensor([0, 1, 2]), torch.tensor([7, 1, 1])),
+                 (torch.tensor([4, 0, 0]), torch.tensor([0, 0, 0])),
+                 (torch.tensor([0, 0, -5]), torch.tensor([0, 0, 0]))):
+        with pytest.raises(IndexError):
+            Picker()(x, i, j)
+        with pytest.raises(RuntimeError, match="out of bounds for dimension") as info:
+            infer(x, i, j)
+        assert "test_failures.py" in str(info.value)
+    torch.testing.assert_close(infer(x, i * 0, j * 0), Picker()(x, i * 0, j * 0))
+
+
+def test_boolean_mask_indexing_names_the_users_line_and_what_to_write():
+    class Masked(torch.nn.Module):
+        def forward(self, x):
+            return x[x > 0].sum()  # the line the message names
+
+    with pytest.raises(NotImplementedError) as info:
+        tilegraph.inferenceModel(Masked())(torch.randn(4, 3))
+    message = str(info.value)
+    assert "boolean-mask indexing" in message and "torch.where" in message, message
+    assert "test_failures.py:" in message
+    assert "sym_size" not in message and "_assert_scalar" not in message, message
+
+
+def test_two_threads_calling_one_training_model_give_the_sequential_result():
+    x, t = batches("mlp", 1, 8, torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    sequential, threaded = MLP(), MLP()
+    threaded.load_state_dict(sequential.state_dict())
+    opts = tilegraph.Options()
+    seq = tilegraph.trainingModel(sequential, opts, torch.optim.SGD(sequential.parameters(), lr=0.05))
+    for _ in range(20):
+        seq(x, t)
+    par = tilegraph.trainingModel(threaded, opts, torch.optim.SGD(threaded.parameters(), lr=0.05))
+    count = tilegraph.compilation_count()
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(10):  # the first calls of both threads race to compile
+                par(x, t)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert tilegraph.compilation_count() == count + 1
+    # The same batch every call: 20 SGD steps in any order are the same 20 steps.
+    for p, q in zip(threaded.parameters(), sequential.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_a_training_and_an_inference_model_in_two_threads():
+    torch.manual_seed(0)
+    model = MLP()
+    x, t = batches("mlp", 1, 8, torch.Generator().manual_seed(0))
+    trainer = tilegraph.trainingModel(model, None, torch.optim.SGD(model.parameters(), lr=0.05))
+    infer = tilegraph.inferenceModel(model)
+    outputs, errors = [], []
+
+    def train():
+        try:
+            for _ in range(15):
+                trainer(x, t)
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    def serve():
+        try:
+            for _ in range(15):
+                outputs.append(infer(x, t)[0])
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=train), threading.Thread(target=serve)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert all(torch.isfinite(o).all() for o in outputs)
+    torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])  # after both: the trained weights
+
+
+def test_ctrl_c_stops_a_long_call_at_a_step_boundary_with_the_module_in_sync():
+    child = subprocess.Popen([sys.executable, os.path.join(HERE, "interrupt_child.py")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = child.stdout.readline()  # "running": compiled, the long call has started
+    assert line.strip() == "running", line + child.stderr.read()
+    time.sleep(1.0)
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert child.returncode == 0, err
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["interrupted"], report
+    assert 0 < report["steps_done"] < report["steps"], report
+    assert report["module_matches_engine"], report
+    assert report["note"].startswith(f"tilegraph: {report['steps_done']} of the"), report
