@@ -20,7 +20,8 @@ _MODULE_INTERNALS = {"_parameters", "_buffers", "_modules", "_non_persistent_buf
                      "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
                      "_load_state_dict_post_hooks", "_backward_pre_hooks", "_backward_hooks",
                      "_is_full_backward_hook", "_forward_hooks_with_kwargs",
-                     "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs"}
+                     "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
+                     "_forward_hooks", "_forward_pre_hooks"}  # the last two: see _HOOKS
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks")
 _PLAIN = (bool, int, float, complex, str, bytes, enum.Enum, torch.dtype, torch.device,
           torch.Size, type(None))
@@ -32,16 +33,31 @@ def fingerprint(model, with_modes):
     """A comparable record of everything a capture of `model` depended on (see above).
     `with_modes`: include train/eval modes and requires_grad (training executors)."""
     memo = {}
-    modules = []
-    for name, m in model.named_modules(remove_duplicate=False):
+    modules, params, buffers = [], [], []
+    skip = () if with_modes else ("training",)
+    for name, m in _named_modules(model):
         hooks = tuple(tuple(id(h) for h in getattr(m, k, {}).values()) for k in _HOOKS)
-        attrs = _attrs(m.__dict__, memo, 0, skip=() if with_modes else ("training",))
-        modules.append((name, type(m), hooks, attrs))
-    params = tuple((n, tuple(p.shape), p.dtype, p.requires_grad if with_modes else None)
-                   for n, p in model.named_parameters(remove_duplicate=False))
-    buffers = tuple((n, tuple(b.shape), b.dtype)
-                    for n, b in model.named_buffers(remove_duplicate=False))
-    return tuple(modules), params, buffers
+        modules.append((name, type(m), hooks, _attrs(m.__dict__, memo, 0, skip)))
+        dot = name + "." if name else ""
+        for n, p in m._parameters.items():
+            if p is not None:
+                params.append((dot + n, p.shape, p.dtype, p.requires_grad if with_modes else None))
+        for n, b in m._buffers.items():
+            if b is not None:
+                buffers.append((dot + n, b.shape, b.dtype))
+    return tuple(modules), tuple(params), tuple(buffers)
+
+
+def _named_modules(root):
+    """(name, module) for every submodule, shared ones under each of their names (one walk;
+    torch's named_modules / named_parameters would walk the tree three times)."""
+    out, stack = [], [("", root)]
+    while stack:
+        name, m = stack.pop()
+        out.append((name, m))
+        dot = name + "." if name else ""
+        stack.extend((dot + n, c) for n, c in reversed(m._modules.items()) if c is not None)
+    return out
 
 
 def describe_change(old, new):

@@ -171,7 +171,8 @@ Program Lowerer::Run(std::unique_ptr<Graph> owned) {
     Instruction inst;
     inst.node = np.get();
     try {
-      inst.kernel = def.cpu_kernel(*np);
+      inst.kernel = AsTgError(ErrorKind::kUnsupported, "the kernel library refused this node",
+                              [&] { return def.cpu_kernel(*np); });
     } catch (Error& e) {
       e.AddContext("lowering " + np->Describe());
       throw;

@@ -9,14 +9,16 @@ std::vector<HostTensor> EvaluateNode(const Node& node, const std::vector<const H
   const OpDef& def = OpRegistry::Global().Get(node.op());
   const KernelFactory& factory =
       choice == KernelChoice::kCpu ? def.cpu_kernel : def.reference_kernel;
-  Kernel kernel = factory(node);
+  Kernel kernel = AsTgError(ErrorKind::kUnsupported, "the kernel library refused this node",
+                            [&] { return factory(node); });
   std::vector<HostTensor> outputs;
   for (Value* out : node.outputs()) outputs.emplace_back(out->type());
   std::vector<const void*> in_ptrs;
   for (const HostTensor* t : inputs) in_ptrs.push_back(t->data());
   std::vector<void*> out_ptrs;
   for (HostTensor& t : outputs) out_ptrs.push_back(t.data());
-  kernel(KernelArgs{in_ptrs.data(), out_ptrs.data(), &ctx});
+  AsTgError(ErrorKind::kRuntime, "kernel failed",
+            [&] { kernel(KernelArgs{in_ptrs.data(), out_ptrs.data(), &ctx}); });
   return outputs;
 }
 

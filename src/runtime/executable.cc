@@ -156,7 +156,7 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
   HostTensor& var = variables_[IndexOf(program_.graph->variables(), name, "variable")];
   TG_CHECK(value.type == var.type(), kInvalidInput, "variable '", name, "': expected ",
            var.type().ToString(), ", got ", value.type.ToString());
-  std::memcpy(var.data(), value.data, var.bytes());
+  if (var.bytes() > 0) std::memcpy(var.data(), value.data, var.bytes());
   ++variables_version_;
 }
 
@@ -176,7 +176,7 @@ void Executable::SetHyperParam(const std::string& name, const TensorView& value)
   HostTensor& h = hyperparams_[IndexOf(program_.graph->hyperparams(), name, "hyperparameter")];
   TG_CHECK(value.type == h.type(), kInvalidInput, "hyperparameter '", name, "': expected ",
            h.type().ToString(), ", got ", value.type.ToString());
-  std::memcpy(h.data(), value.data, h.bytes());
+  if (h.bytes() > 0) std::memcpy(h.data(), value.data, h.bytes());
 }
 
 void Executable::SetHyperParam(const std::string& name, double value) {
@@ -230,10 +230,14 @@ void Executable::RunOneStep() {
         e.AddContext("this step had already updated some variables in place before it failed");
       }
       throw;
+    } catch (const std::exception& library) {  // not a tg::Error: e.g. oneDNN's dnnl::error
+      Error e(ErrorKind::kRuntime, std::string("kernel failed: ") + library.what());
+      e.AddContext("in node " + instrs[i].node->Describe());
+      throw e;
     }
   }
   for (const UpdateCopy& u : program_.update_copies) {
-    std::memmove(variables_[u.variable].data(), Resolve(u.from), u.bytes);
+    if (u.bytes > 0) std::memmove(variables_[u.variable].data(), Resolve(u.from), u.bytes);
   }
   if (!program_.graph->updates().empty()) ++variables_version_;  // updated in place or copied
   ++step_;
@@ -265,6 +269,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
     }
     for (size_t i = 0; i < inputs.size(); ++i) {
       size_t bytes = input_staging_[i].bytes();
+      if (bytes == 0) continue;  // an empty input (null data pointers)
       std::memcpy(input_staging_[i].data(), static_cast<const uint8_t*>(inputs[i].data) + s * bytes,
                   bytes);
     }

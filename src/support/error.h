@@ -52,6 +52,20 @@ template <typename... Args>
   throw Error(kind, detail::StrCat(args...));
 }
 
+// Runs fn(); an exception from a library (oneDNN's dnnl::error, std::bad_alloc, ...) is
+// rethrown as Error(kind, what + ": " + its message), so that only tg::Error crosses
+// tilegraph's API. tg::Error passes through unchanged.
+template <typename Fn>
+decltype(auto) AsTgError(ErrorKind kind, const char* what, Fn&& fn) {
+  try {
+    return fn();
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(kind, std::string(what) + ": " + e.what());
+  }
+}
+
 }  // namespace tg
 
 // TG_CHECK(cond, kind, message parts...): throws tg::Error when cond is false.

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <exception>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -15,20 +16,29 @@ namespace tg::cpu {
 int MaxThreads();
 void SetNumThreads(int n);
 
-// Calls fn(begin, end) over disjoint chunks covering [0, n).
+// Calls fn(begin, end) over disjoint chunks covering [0, n). An exception thrown by fn (a
+// kernel's bad-index check) is rethrown on the calling thread after the parallel region
+// (one escaping an OpenMP region would terminate the process).
 template <typename Fn>
 void ParallelFor(int64_t n, int64_t grain, Fn&& fn) {
   if (n <= 0) return;
 #ifdef _OPENMP
   int threads = static_cast<int>(std::min<int64_t>(MaxThreads(), (n + grain - 1) / grain));
   if (threads > 1 && !omp_in_parallel()) {
+    std::exception_ptr error;
 #pragma omp parallel num_threads(threads)
     {
       int t = omp_get_thread_num(), nt = omp_get_num_threads();
       int64_t chunk = (n + nt - 1) / nt;
       int64_t b = std::min<int64_t>(n, t * chunk), e = std::min<int64_t>(n, b + chunk);
-      if (b < e) fn(b, e);
+      try {
+        if (b < e) fn(b, e);
+      } catch (...) {
+#pragma omp critical(tg_parallel_for_error)
+        if (!error) error = std::current_exception();
+      }
     }
+    if (error) std::rethrow_exception(error);
     return;
   }
 #endif
