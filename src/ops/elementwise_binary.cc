@@ -9,13 +9,13 @@ namespace tg::ew {
 namespace {
 
 struct Add {
-  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return WrapAdd(a, b); }
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a + b; }
 };
 struct Sub {
-  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return WrapSub(a, b); }
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a - b; }
 };
 struct Mul {
-  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return WrapMul(a, b); }
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a * b; }
 };
 struct Div {
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a / b; }

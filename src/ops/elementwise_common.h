@@ -15,7 +15,6 @@
 #include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/elementwise_kernels.h"
 #include "kernels/cpu/vector_math.h"
-#include "kernels/cpu/wrapping_int.h"
 #include "ops/builder.h"
 #include "ops/dispatch.h"
 #include "ops/registry.h"
@@ -27,10 +26,6 @@
 #define TG_EW_INLINE [[gnu::always_inline]]
 
 namespace tg::ew {
-
-using cpu::WrapAdd;
-using cpu::WrapMul;
-using cpu::WrapSub;
 
 using ParamsFn = std::function<std::vector<double>(const AttrMap&)>;
 

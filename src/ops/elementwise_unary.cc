@@ -14,12 +14,7 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
-struct Neg {  // integers wrap (-INT64_MIN is INT64_MIN, as in PyTorch); floats keep -0.0
-  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
-    if constexpr (std::is_integral_v<T>) return WrapSub(T{0}, x);
-    else return -x;
-  }
-};
+struct Neg { template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; } };
 struct Exp {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Exp(x); }
 };
@@ -36,7 +31,7 @@ struct Rsqrt {
 };
 struct Abs {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
-    if constexpr (std::is_integral_v<T>) return x < T{0} ? WrapSub(T{0}, x) : x;
+    if constexpr (std::is_integral_v<T>) return x < T{0} ? -x : x;  // std::abs(INT_MIN) is UB
     else return std::abs(x);
   }
 };
@@ -99,8 +94,8 @@ struct PowScalar {
       bool valid = e >= 0 && e < 9.2e18 && e == std::floor(e);
       T result = valid ? T{1} : T{0}, base = x;
       for (uint64_t n = valid ? static_cast<uint64_t>(e) : 0; n; n >>= 1) {
-        if (n & 1) result = WrapMul(result, base);
-        base = WrapMul(base, base);
+        if (n & 1) result *= base;
+        base *= base;
       }
       return result;
     } else {

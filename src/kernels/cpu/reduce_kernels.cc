@@ -6,7 +6,6 @@
 #include <type_traits>
 
 #include "kernels/cpu/parallel.h"
-#include "kernels/cpu/wrapping_int.h"
 
 namespace tg::cpu {
 namespace {
@@ -99,7 +98,7 @@ int64_t OutNumel(const ReduceShape& s, int64_t* count) {
 
 template <typename T>
 void Sum(const T* in, T* out, const ReduceDims& d) {
-  Reduce(in, out, d, Acc<T>{0}, [](auto a, auto x) { return WrapAdd(a, x); },
+  Reduce(in, out, d, Acc<T>{0}, [](auto a, auto x) { return a + x; },
          [](Acc<T> a) { return static_cast<T>(a); });
 }
 
@@ -158,9 +157,7 @@ void Argmax(const T* in, int64_t* out, const ReduceDims& d) {
 template <typename T>
 void SumRef(const T* in, T* out, const ReduceShape& s) {
   std::vector<Acc<T>> acc(OutNumel(s, nullptr), 0);
-  ForEachRef(s, [&](int64_t i, int64_t o) {
-    acc[o] = WrapAdd(acc[o], static_cast<Acc<T>>(in[i]));
-  });
+  ForEachRef(s, [&](int64_t i, int64_t o) { acc[o] += in[i]; });
   for (size_t o = 0; o < acc.size(); ++o) out[o] = static_cast<T>(acc[o]);
 }
 
