@@ -8,6 +8,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <cstring>
+#include <optional>
 
 #include "autodiff/autodiff.h"
 #include "autodiff/optimizer.h"
@@ -245,8 +246,11 @@ NB_MODULE(_core, m) {
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,
                                 const std::string& dump_after, int num_threads, uint64_t seed,
-                                bool profile, bool inplace) {
+                                bool profile, bool inplace, const std::string& device) {
         CompileOptions o;
+        std::optional<DeviceKind> kind = ParseDeviceKind(device);
+        if (!kind) throw nb::value_error(("unknown device '" + device + "'").c_str());
+        o.device = *kind;
         o.pipeline = training ? PipelineKind::kTraining : PipelineKind::kInference;
         o.optimize = optimize;
         o.verify_each = verify_each;
@@ -260,7 +264,7 @@ NB_MODULE(_core, m) {
       }, nb::arg("graph"), nb::arg("training") = true, nb::arg("optimize") = true,
          nb::arg("verify_each") = false, nb::arg("dump_after") = "", nb::arg("num_threads") = 0,
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
-         nb::rv_policy::take_ownership)
+         nb::arg("device") = "cpu", nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {
         OutputMode om;
@@ -316,6 +320,7 @@ NB_MODULE(_core, m) {
       .def_prop_ro("variables", &Executable::VariableNames)
       .def_prop_ro("hyperparams", &Executable::HyperParamNames)
       .def_prop_ro("compile_seconds", &Executable::compile_seconds)
+      .def_prop_ro("device", [](Executable& exe) { return exe.device().name(); })
       .def_prop_ro("num_instructions", &Executable::num_instructions)
       .def_prop_ro("optimized_ir", [](Executable& exe) { return PrintGraph(exe.optimized_graph()); })
       .def_prop_ro("memory_stats", [](Executable& exe) {

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <unordered_map>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@ struct BufferRef {
 
 struct Instruction {
   const Node* node = nullptr;  // owned by Program::graph
+  int device = 0;              // index into the program's devices (the node's placement)
   Kernel kernel;
   std::vector<BufferRef> inputs;
   std::vector<BufferRef> outputs;
@@ -55,9 +57,12 @@ struct Program {
 
 struct LoweringOptions {
   bool inplace = true;  // allow in-place reuse of dying inputs and in-place variable updates
+  // The kind of each device of the program, indexed by node placement.
+  std::vector<DeviceKind> device_kinds = {DeviceKind::kCpu};
 };
 
-// Lowers an (optimized, verified) graph: picks each node's CPU kernel, plans memory.
+// Lowers an (optimized, verified) graph: plans memory, picks each node's kernel for the kind
+// of the device it is placed on.
 Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options = {});
 
 }  // namespace tg

@@ -187,8 +187,8 @@ OpDef ConvDef(const std::string& name) {
   d.name = name;
   d.num_inputs = 2;
   d.attrs = ConvAttrs();
-  d.cpu_kernel = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
-  d.reference_kernel =
+  d.kernels[DeviceKind::kCpu] = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.kernels[DeviceKind::kReference] =
       dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
   d.flops = [](const Node& n) {  // the same multiply-adds in all three passes
     cpu::Conv2dParams p = ParamsOfNode(n);

@@ -183,8 +183,8 @@ void RegisterCtcLoss(OpRegistry& r) {
                             g.attrs());
     return {grad, nullptr, nullptr, nullptr};
   };
-  d.cpu_kernel = ForwardFactory(false);
-  d.reference_kernel = ForwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = ForwardFactory(false);
+  d.kernels[DeviceKind::kReference] = ForwardFactory(true);
   d.samples = Samples(false);
   r.Register(std::move(d));
 }
@@ -205,8 +205,8 @@ void RegisterCtcLossBackward(OpRegistry& r) {
     return {lp};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = BackwardFactory(false);
-  d.reference_kernel = BackwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = BackwardFactory(false);
+  d.kernels[DeviceKind::kReference] = BackwardFactory(true);
   d.samples = Samples(true);
   r.Register(std::move(d));
 }

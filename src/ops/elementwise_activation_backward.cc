@@ -82,8 +82,8 @@ OpDef BackwardOp(std::string name, std::string doc, ParamsFn params = {},
   def.traits.elementwise = true;
   def.traits.inplace_input = 0;
   def.elementwise = BinaryElementwise<Op>(params);
-  def.cpu_kernel = BinaryCpuKernel<Op, kFloats>(params);
-  def.reference_kernel = BinaryReferenceKernel<Op, kFloats>(params);
+  def.kernels[DeviceKind::kCpu] = BinaryCpuKernel<Op, kFloats>(params);
+  def.kernels[DeviceKind::kReference] = BinaryReferenceKernel<Op, kFloats>(params);
   for (const AttrMap& a : sample_attrs) {
     for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 256}}) {
       def.samples.push_back(OpSample{{{DType::kF32, shape}, {DType::kF32, shape}}, a,

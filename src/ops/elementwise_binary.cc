@@ -80,8 +80,8 @@ OpDef BinaryOp(std::string name, std::string doc, GradPair grad,
   def.traits.elementwise = true;
   def.traits.inplace_input = 0;  // legal when input 0 has the output's shape and dtype
   def.elementwise = BinaryElementwise<Op>();
-  def.cpu_kernel = BinaryCpuKernel<Op, types>({});
-  def.reference_kernel = BinaryReferenceKernel<Op, types>({});
+  def.kernels[DeviceKind::kCpu] = BinaryCpuKernel<Op, types>({});
+  def.kernels[DeviceKind::kReference] = BinaryReferenceKernel<Op, types>({});
   def.samples = BinarySamples(ia, ib);
   if (types & kInts) {
     for (DType d : {DType::kI64, DType::kI32}) {

@@ -47,8 +47,8 @@ OpDef CompareOp(std::string name, std::string doc) {
   def.not_differentiable = true;
   def.traits.elementwise = true;
   def.elementwise = BinaryElementwise<Op>();
-  def.cpu_kernel = BinaryCpuKernel<Op, types>({});
-  def.reference_kernel = BinaryReferenceKernel<Op, types>({});
+  def.kernels[DeviceKind::kCpu] = BinaryCpuKernel<Op, types>({});
+  def.kernels[DeviceKind::kReference] = BinaryReferenceKernel<Op, types>({});
   if (types & kFloats) {
     def.samples = BinarySamples(InputInit::Normal(), InputInit::Normal());
     for (OpSample s : BinarySamples(InputInit::Ints(-3, 3), InputInit::Ints(-3, 3), {},
@@ -83,8 +83,8 @@ void RegisterCompareOps(OpRegistry& r) {
   def.traits.elementwise = true;
   def.traits.inplace_input = 0;
   def.elementwise = UnaryElementwise<Not>();
-  def.cpu_kernel = UnaryCpuKernel<Not, kBool>({});
-  def.reference_kernel = UnaryReferenceKernel<Not, kBool>({});
+  def.kernels[DeviceKind::kCpu] = UnaryCpuKernel<Not, kBool>({});
+  def.kernels[DeviceKind::kReference] = UnaryReferenceKernel<Not, kBool>({});
   def.samples = UnarySamples(InputInit::Bools(), {}, DType::kBool);
   def.doc = "not a, on bools";
   r.Register(std::move(def));

@@ -160,8 +160,8 @@ OpDef UnaryFloatOp(UnarySpec s) {
   def.traits.elementwise = true;
   def.traits.inplace_input = 0;
   def.elementwise = UnaryElementwise<Op>(s.params);
-  def.cpu_kernel = UnaryCpuKernel<Op, kTypes>(s.params);
-  def.reference_kernel = UnaryReferenceKernel<Op, kTypes>(s.params);
+  def.kernels[DeviceKind::kCpu] = UnaryCpuKernel<Op, kTypes>(s.params);
+  def.kernels[DeviceKind::kReference] = UnaryReferenceKernel<Op, kTypes>(s.params);
   for (const AttrMap& attrs : s.sample_attrs) {
     for (OpSample& sample : UnarySamples(s.init, attrs)) def.samples.push_back(sample);
     if constexpr ((kTypes & kInts) != 0) {

@@ -67,8 +67,8 @@ OpDef WhereOp() {
   };
   def.traits.elementwise = true;
   def.elementwise = ElementwiseDef{&WhereBlock<float>, &WhereBlock<double>, {}};
-  def.cpu_kernel = [](const Node& n) { return WhereKernel(n, false); };
-  def.reference_kernel = [](const Node& n) { return WhereKernel(n, true); };
+  def.kernels[DeviceKind::kCpu] = [](const Node& n) { return WhereKernel(n, false); };
+  def.kernels[DeviceKind::kReference] = [](const Node& n) { return WhereKernel(n, true); };
   const std::vector<Shape> shapes[] = {{{3, 4}, {3, 4}, {3, 4}}, {{3, 4}, {4}, {}},
                                        {{3, 1}, {1, 4}, {3, 4}}, {{}, {2, 3}, {3}},
                                        {{}, {}, {}},             {{300, 256}, {256}, {300, 1}}};
@@ -115,14 +115,14 @@ OpDef CastOp() {
       &CastBlock<float>, &CastBlock<double>, [](const AttrMap& a) {
         return std::vector<double>{GetDType(a, "dtype") == DType::kBool ? 1.0 : 0.0};
       }};
-  def.cpu_kernel = [](const Node& n) -> Kernel {
+  def.kernels[DeviceKind::kCpu] = [](const Node& n) -> Kernel {
     cpu::ElemType from = ToElem(n.input(0)->type().dtype), to = ToElem(n.output(0)->type().dtype);
     int64_t count = n.output(0)->type().numel();
     return [=](const KernelArgs& a) {
       cpu::CastBuffer(a.inputs[0], from, a.outputs[0], to, count);
     };
   };
-  def.reference_kernel = [](const Node& n) -> Kernel {
+  def.kernels[DeviceKind::kReference] = [](const Node& n) -> Kernel {
     cpu::ElemType from = ToElem(n.input(0)->type().dtype), to = ToElem(n.output(0)->type().dtype);
     int64_t count = n.output(0)->type().numel();
     return [=](const KernelArgs& a) {

@@ -5,10 +5,9 @@
 namespace tg {
 
 std::vector<HostTensor> EvaluateNode(const Node& node, const std::vector<const HostTensor*>& inputs,
-                                     KernelChoice choice, const RunContext& ctx) {
+                                     DeviceKind choice, const RunContext& ctx) {
   const OpDef& def = OpRegistry::Global().Get(node.op());
-  const KernelFactory& factory =
-      choice == KernelChoice::kCpu ? def.cpu_kernel : def.reference_kernel;
+  const KernelFactory& factory = def.KernelFor(choice);
   Kernel kernel = AsTgError(ErrorKind::kUnsupported, "the kernel library refused this node",
                             [&] { return factory(node); });
   std::vector<HostTensor> outputs;
@@ -23,7 +22,7 @@ std::vector<HostTensor> EvaluateNode(const Node& node, const std::vector<const H
 }
 
 EvalResult EvaluateGraph(const Graph& graph, const std::map<std::string, HostTensor>& feeds,
-                         KernelChoice choice, const RunContext& ctx) {
+                         DeviceKind choice, const RunContext& ctx) {
   std::vector<HostTensor> values(graph.num_values());
   auto feed = [&](Value* v, bool required) {
     auto it = feeds.find(v->name());

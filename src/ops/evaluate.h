@@ -12,10 +12,10 @@
 
 namespace tg {
 
-enum class KernelChoice { kCpu, kReference };
-
+// Runs one node with the kernel of device kind `choice` (a node-at-a-time interpreter for
+// constant folding and tests).
 std::vector<HostTensor> EvaluateNode(const Node& node, const std::vector<const HostTensor*>& inputs,
-                                     KernelChoice choice, const RunContext& ctx = {});
+                                     DeviceKind choice, const RunContext& ctx = {});
 
 struct EvalResult {
   std::vector<HostTensor> outputs;
@@ -24,6 +24,6 @@ struct EvalResult {
 
 // `feeds` maps input, hyperparam and variable names to values (variables not given are zero).
 EvalResult EvaluateGraph(const Graph& graph, const std::map<std::string, HostTensor>& feeds,
-                         KernelChoice choice, const RunContext& ctx = {});
+                         DeviceKind choice, const RunContext& ctx = {});
 
 }  // namespace tg

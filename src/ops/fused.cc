@@ -126,7 +126,7 @@ Kernel FusedReferenceKernel(const Node& node) {
     for (size_t i = 0; i < in_types.size(); ++i) {
       feeds[body->inputs()[i]->name()] = HostTensor(in_types[i], a.inputs[i]);
     }
-    EvalResult r = EvaluateGraph(*body, feeds, KernelChoice::kReference, *a.ctx);
+    EvalResult r = EvaluateGraph(*body, feeds, DeviceKind::kReference, *a.ctx);
     for (size_t i = 0; i < out_types.size(); ++i) {
       std::memcpy(a.outputs[i], r.outputs[i].data(), out_types[i].bytes());
     }
@@ -166,8 +166,8 @@ void RegisterFusedOps(OpRegistry& r) {
   def.infer = InferFused;
   def.not_differentiable = true;
   def.traits.elementwise = true;
-  def.cpu_kernel = FusedCpuKernel;
-  def.reference_kernel = FusedReferenceKernel;
+  def.kernels[DeviceKind::kCpu] = FusedCpuKernel;
+  def.kernels[DeviceKind::kReference] = FusedReferenceKernel;
   for (int which : {0, 1}) {
     std::shared_ptr<const Graph> body = SampleBody(r, which);
     OpSample s;

@@ -236,8 +236,8 @@ void RegisterGather(OpRegistry& r) {
     Value* zeros = b.ZerosLike(g.I(0));
     return {b.Op1("scatter_add", {zeros, g.I(1), g.GO(0)}, g.attrs()), nullptr};
   };
-  d.cpu_kernel = GatherFactory(false);
-  d.reference_kernel = GatherFactory(true);
+  d.kernels[DeviceKind::kCpu] = GatherFactory(false);
+  d.kernels[DeviceKind::kReference] = GatherFactory(true);
   d.samples = {Sample({F32({3, 4}), I64({3, 5})}, {N(), Ints(4)}, AxisIs(1)),
                Sample({F32({3, 4}), I64({5, 4})}, {N(), Ints(3)}, AxisIs(0)),
                Sample({F32({3, 4, 5}), I64({2, 3, 2})}, {N(), Ints(5)}, AxisIs(-1)),
@@ -263,8 +263,8 @@ void RegisterScatterAdd(OpRegistry& r) {
   d.grad = [](const GradContext& g) -> std::vector<Value*> {
     return {g.GO(0), nullptr, g.b().Op1("gather", {g.GO(0), g.I(1)}, g.attrs())};
   };
-  d.cpu_kernel = ScatterAddFactory(false);
-  d.reference_kernel = ScatterAddFactory(true);
+  d.kernels[DeviceKind::kCpu] = ScatterAddFactory(false);
+  d.kernels[DeviceKind::kReference] = ScatterAddFactory(true);
   d.samples = {
       Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
       Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
@@ -288,8 +288,8 @@ void RegisterIndexSelect(OpRegistry& r) {
     Builder& b = g.b();
     return {b.Op1("index_add", {b.ZerosLike(g.I(0)), g.I(1), g.GO(0)}, g.attrs()), nullptr};
   };
-  d.cpu_kernel = SelectFactory(false, false);
-  d.reference_kernel = SelectFactory(true, false);
+  d.kernels[DeviceKind::kCpu] = SelectFactory(false, false);
+  d.kernels[DeviceKind::kReference] = SelectFactory(true, false);
   d.samples = {Sample({F32({5, 3}), I64({7})}, {N(), Ints(5)}, AxisIs(0)),
                Sample({F32({2, 6, 3}), I64({4})}, {N(), Ints(6)}, AxisIs(1)),
                Sample({F32({2, 3, 4}), I32({5})}, {N(), Ints(4)}, AxisIs(-1)),
@@ -314,8 +314,8 @@ void RegisterIndexAdd(OpRegistry& r) {
   d.grad = [](const GradContext& g) -> std::vector<Value*> {
     return {g.GO(0), nullptr, g.b().Op1("index_select", {g.GO(0), g.I(1)}, g.attrs())};
   };
-  d.cpu_kernel = IndexAddFactory(false);
-  d.reference_kernel = IndexAddFactory(true);
+  d.kernels[DeviceKind::kCpu] = IndexAddFactory(false);
+  d.kernels[DeviceKind::kReference] = IndexAddFactory(true);
   d.samples = {
       Sample({F32({5, 3}), I64({7}), F32({7, 3})}, {N(), Ints(5), N()}, AxisIs(0)),
       Sample({F32({2, 6, 3}), I64({4}), F32({2, 4, 3})}, {N(), Ints(6), N()}, AxisIs(1)),
@@ -339,8 +339,8 @@ void RegisterIndexWrap(OpRegistry& r) {
     return {{DType::kI64, c.in(0).shape}};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = WrapFactory(false);
-  d.reference_kernel = WrapFactory(true);
+  d.kernels[DeviceKind::kCpu] = WrapFactory(false);
+  d.kernels[DeviceKind::kReference] = WrapFactory(true);
   auto attrs = [](int64_t size, int64_t dim) { return AttrMap{{"size", size}, {"dim", dim}}; };
   d.samples = {Sample({I64({7})}, {InputInit::Ints(-5, 5)}, attrs(5, 0)),
                Sample({I32({2, 3})}, {InputInit::Ints(-3, 3)}, attrs(3, 1)),
@@ -368,8 +368,8 @@ void RegisterEmbedding(OpRegistry& r) {
                  {"padding_idx", GetInt(g.attrs(), "padding_idx")}};
     return {g.b().Op1("embedding_backward", {g.GO(0), g.I(1)}, a), nullptr};
   };
-  d.cpu_kernel = SelectFactory(false, true);
-  d.reference_kernel = SelectFactory(true, true);
+  d.kernels[DeviceKind::kCpu] = SelectFactory(false, true);
+  d.kernels[DeviceKind::kReference] = SelectFactory(true, true);
   AttrMap none = {{"padding_idx", int64_t{-1}}}, pad0 = {{"padding_idx", int64_t{0}}};
   d.samples = {Sample({F32({10, 4}), I64({2, 6})}, {N(), Ints(10)}, none),
                Sample({F32({5, 3}), I64({9})}, {N(), Ints(5)}, none),
@@ -399,8 +399,8 @@ void RegisterEmbeddingBackward(OpRegistry& r) {
     return {{go.dtype, {GetInt(c.attrs, "num_weights"), go.shape.back()}}};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = EmbeddingBackwardFactory(false);
-  d.reference_kernel = EmbeddingBackwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = EmbeddingBackwardFactory(false);
+  d.kernels[DeviceKind::kReference] = EmbeddingBackwardFactory(true);
   auto attrs = [](int64_t v, int64_t pad) {
     return AttrMap{{"num_weights", v}, {"padding_idx", pad}};
   };

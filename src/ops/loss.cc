@@ -111,8 +111,8 @@ void RegisterNllLoss(OpRegistry& r) {
     a["num_classes"] = g.I(0)->type().shape[1];
     return {g.b().Op1("nll_loss_backward", {g.GO(0), g.I(1)}, a), nullptr};
   };
-  d.cpu_kernel = ForwardFactory(false);
-  d.reference_kernel = ForwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = ForwardFactory(false);
+  d.kernels[DeviceKind::kReference] = ForwardFactory(true);
   auto f32 = [](Shape s) { return TensorType{DType::kF32, std::move(s)}; };
   auto i64 = [](Shape s) { return TensorType{DType::kI64, std::move(s)}; };
   auto i32 = [](Shape s) { return TensorType{DType::kI32, std::move(s)}; };
@@ -150,8 +150,8 @@ void RegisterNllLossBackward(OpRegistry& r) {
     return {{go.dtype, {n, GetInt(c.attrs, "num_classes")}}};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = BackwardFactory(false);
-  d.reference_kernel = BackwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = BackwardFactory(false);
+  d.kernels[DeviceKind::kReference] = BackwardFactory(true);
   auto sample = [](Shape go, int64_t n, int64_t c, const char* red, int64_t ignore) {
     AttrMap a = LossAttrs(red, ignore);
     a["num_classes"] = c;

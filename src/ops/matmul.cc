@@ -113,7 +113,7 @@ void RegisterMatmulOps(OpRegistry& r) {
   d.attrs = {{"transpose_a", false}, {"transpose_b", false}};
   d.infer = InferMatmul;
   d.grad = GradMatmul;
-  d.cpu_kernel = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
+  d.kernels[DeviceKind::kCpu] = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
     if constexpr (std::is_same_v<T, float>) {
@@ -127,7 +127,7 @@ void RegisterMatmulOps(OpRegistry& r) {
       };
     }
   });
-  d.reference_kernel = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
+  d.kernels[DeviceKind::kReference] = dense::FloatKernel("matmul", [](auto t, const Node& n) -> Kernel {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
     return [p](const KernelArgs& a) {

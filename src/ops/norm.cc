@@ -234,8 +234,8 @@ void SetKernels(OpDef& d, MakeParams make_params, Run run) {
       return [p, run, parallel](const KernelArgs& a) { run(T{}, p, a, parallel); };
     };
   };
-  d.cpu_kernel = dense::FloatKernel(d.name, factory(true));
-  d.reference_kernel = dense::FloatKernel(d.name, factory(false));
+  d.kernels[DeviceKind::kCpu] = dense::FloatKernel(d.name, factory(true));
+  d.kernels[DeviceKind::kReference] = dense::FloatKernel(d.name, factory(false));
 }
 
 cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {

@@ -131,8 +131,8 @@ OpDef PoolDef(const std::string& name, PoolKind kind, int num_inputs) {
       return [p, parallel](const KernelArgs& a) { Run<T>{}(p, a, parallel); };
     };
   };
-  d.cpu_kernel = dense::FloatKernel(name, make(true));
-  d.reference_kernel = dense::FloatKernel(name, make(false));
+  d.kernels[DeviceKind::kCpu] = dense::FloatKernel(name, make(true));
+  d.kernels[DeviceKind::kReference] = dense::FloatKernel(name, make(false));
   return d;
 }
 

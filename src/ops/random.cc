@@ -40,8 +40,8 @@ OpDef DropoutOp() {
     return std::vector<Value*>{g.b().Mul(g.GO(0), g.O(1))};
   };
   def.traits.random = true;
-  def.cpu_kernel = DropoutKernel(true);
-  def.reference_kernel = DropoutKernel(false);
+  def.kernels[DeviceKind::kCpu] = DropoutKernel(true);
+  def.kernels[DeviceKind::kReference] = DropoutKernel(false);
   for (double p : {0.5, 0.1}) {
     for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 256}}) {
       OpSample s{{{DType::kF32, shape}}, {{"p", p}, {"rng_key", int64_t{3}}}};
@@ -92,8 +92,8 @@ OpDef FillOp(const std::string& name, const std::string& a, double a_default,
       });
     };
   };
-  def.cpu_kernel = factory(true);
-  def.reference_kernel = factory(false);
+  def.kernels[DeviceKind::kCpu] = factory(true);
+  def.kernels[DeviceKind::kReference] = factory(false);
   for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 257}}) {
     def.samples.push_back(OpSample{{}, {{"shape", shape}, {"rng_key", int64_t{1}}}});
     def.samples.push_back(OpSample{

@@ -196,8 +196,8 @@ OpDef ReduceDef(const std::string& name, ReduceKind kind, bool float_only) {
   d.name = name;
   d.attrs = {{"axes", Attr(std::vector<int64_t>{})}, {"keepdim", Attr(false)}};
   d.infer = [name, float_only](const InferContext& c) { return InferReduce(c, name, float_only); };
-  d.cpu_kernel = ReduceFactory(kind, false);
-  d.reference_kernel = ReduceFactory(kind, true);
+  d.kernels[DeviceKind::kCpu] = ReduceFactory(kind, false);
+  d.kernels[DeviceKind::kReference] = ReduceFactory(kind, true);
   d.samples = ReduceSamples();
   return d;
 }
@@ -235,8 +235,8 @@ void RegisterArgmax(OpRegistry& r) {
       };
     };
   };
-  d.cpu_kernel = factory(false);
-  d.reference_kernel = factory(true);
+  d.kernels[DeviceKind::kCpu] = factory(false);
+  d.kernels[DeviceKind::kReference] = factory(true);
   auto sample = [](Shape shape, int64_t axis, bool keepdim) {
     OpSample s;
     s.inputs = {{DType::kF32, std::move(shape)}};

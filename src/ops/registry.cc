@@ -21,10 +21,20 @@ void OpRegistry::Register(OpDef def) {
   TG_ASSERT(def.infer != nullptr, "op ", def.name, " has no infer function");
   TG_ASSERT(def.grad != nullptr || def.not_differentiable, "op ", def.name,
             " has neither a gradient nor not_differentiable");
-  TG_ASSERT(def.cpu_kernel != nullptr && def.reference_kernel != nullptr, "op ", def.name,
-            " lacks a CPU or reference kernel");
+  for (DeviceKind kind : {DeviceKind::kCpu, DeviceKind::kReference}) {
+    auto it = def.kernels.find(kind);
+    TG_ASSERT(it != def.kernels.end() && it->second != nullptr, "op ", def.name, " lacks a ",
+              DeviceKindName(kind), " kernel");
+  }
   std::string name = def.name;
   ops_[name] = std::make_unique<OpDef>(std::move(def));
+}
+
+const KernelFactory& OpDef::KernelFor(DeviceKind kind) const {
+  auto it = kernels.find(kind);
+  TG_CHECK(it != kernels.end() && it->second != nullptr, kUnsupported, "op '", name,
+           "' has no kernel for ", DeviceKindName(kind), " devices");
+  return it->second;
 }
 
 const OpDef* OpRegistry::Find(const std::string& name) const {

@@ -5,7 +5,8 @@
 //   - grad: the gradient of each input built from ordinary registered ops (or an explicit
 //     "not differentiable"), so the backward graph is plain IR;
 //   - traits: elementwise, may-run-in-place, random, side effects;
-//   - kernels: a CPU kernel factory and a naive reference kernel factory (used by tests);
+//   - kernels: one factory per device kind (support/device_kind.h): the CPU kernel and the
+//     naive reference kernel every other kind is tested against;
 //   - samples: example inputs/attributes from which the op tests are generated.
 //
 // Family files expose `void RegisterXxxOps(OpRegistry&)`, called from RegisterAllOps().
@@ -19,6 +20,7 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "support/device_kind.h"
 
 namespace tg {
 
@@ -144,11 +146,13 @@ struct OpDef {
   bool not_differentiable = false;
   OpTraits traits;
   std::optional<ElementwiseDef> elementwise;
-  KernelFactory cpu_kernel;
-  KernelFactory reference_kernel;
+  std::map<DeviceKind, KernelFactory> kernels;  // at least kCpu and kReference
   FlopsFn flops;               // optional: lets the profile report GFLOP/s
   std::vector<OpSample> samples;
   std::string doc;  // one line: what the op computes
+
+  // The kernel factory for `kind`; throws Unsupported naming the op and the device kind.
+  const KernelFactory& KernelFor(DeviceKind kind) const;
 };
 
 class OpRegistry {

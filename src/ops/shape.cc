@@ -226,8 +226,8 @@ void RegisterReshape(OpRegistry& r) {
     return {g.b().Reshape(g.GO(0), g.I(0)->type().shape)};
   };
   d.traits.view = true;
-  d.cpu_kernel = CopyFactory();
-  d.reference_kernel = CopyFactory();
+  d.kernels[DeviceKind::kCpu] = CopyFactory();
+  d.kernels[DeviceKind::kReference] = CopyFactory();
   d.samples = {Sample({F32({2, 3, 4})}, {{"shape", Shape{6, 4}}}),
                Sample({F32({2, 3, 4})}, {{"shape", Shape{4, -1}}}),
                Sample({F32({1})}, {{"shape", Shape{}}}),
@@ -252,8 +252,8 @@ void RegisterPermute(OpRegistry& r) {
     for (size_t i = 0; i < perm.size(); ++i) inverse[perm[i]] = static_cast<int64_t>(i);
     return {g.b().Permute(g.GO(0), inverse)};
   };
-  d.cpu_kernel = GatherFactory<PermuteView>(false);
-  d.reference_kernel = GatherFactory<PermuteView>(true);
+  d.kernels[DeviceKind::kCpu] = GatherFactory<PermuteView>(false);
+  d.kernels[DeviceKind::kReference] = GatherFactory<PermuteView>(true);
   d.samples = {Sample({F32({2, 3})}, {{"perm", std::vector<int64_t>{1, 0}}}),
                Sample({F32({2, 3, 4})}, {{"perm", std::vector<int64_t>{2, 0, 1}}}),
                Sample({F32({2, 3, 4, 5})}, {{"perm", std::vector<int64_t>{0, 2, -1, 1}}}),
@@ -272,8 +272,8 @@ void RegisterExpand(OpRegistry& r) {
   d.grad = [](const GradContext& g) -> std::vector<Value*> {
     return {g.b().SumToShape(g.GO(0), g.I(0)->type().shape)};
   };
-  d.cpu_kernel = GatherFactory<ExpandView>(false);
-  d.reference_kernel = GatherFactory<ExpandView>(true);
+  d.kernels[DeviceKind::kCpu] = GatherFactory<ExpandView>(false);
+  d.kernels[DeviceKind::kReference] = GatherFactory<ExpandView>(true);
   d.samples = {Sample({F32({3, 1})}, {{"shape", Shape{3, 4}}}),
                Sample({F32({4})}, {{"shape", Shape{2, 3, 4}}}),
                Sample({F32({1, 3, 1})}, {{"shape", Shape{2, -1, 5}}}),
@@ -308,8 +308,8 @@ void RegisterSlice(OpRegistry& r) {
     a["input_shape"] = g.I(0)->type().shape;
     return {g.b().Op1("slice_backward", {g.GO(0)}, a)};
   };
-  d.cpu_kernel = GatherFactory<SliceViewOf>(false);
-  d.reference_kernel = GatherFactory<SliceViewOf>(true);
+  d.kernels[DeviceKind::kCpu] = GatherFactory<SliceViewOf>(false);
+  d.kernels[DeviceKind::kReference] = GatherFactory<SliceViewOf>(true);
   int64_t big = std::numeric_limits<int64_t>::max();
   d.samples = {Sample({F32({5, 4})}, SliceAttrMap(0, 1, 4, 1)),
                Sample({F32({3, 10})}, SliceAttrMap(1, 1, big, 3)),
@@ -339,8 +339,8 @@ void RegisterSliceBackward(OpRegistry& r) {
     a.erase("input_shape");
     return {g.b().Op1("slice", {g.GO(0)}, a)};
   };
-  d.cpu_kernel = SliceBackwardFactory(false);
-  d.reference_kernel = SliceBackwardFactory(true);
+  d.kernels[DeviceKind::kCpu] = SliceBackwardFactory(false);
+  d.kernels[DeviceKind::kReference] = SliceBackwardFactory(true);
   auto with_shape = [](AttrMap a, Shape s) {
     a["input_shape"] = std::move(s);
     return a;
@@ -386,8 +386,8 @@ void RegisterCat(OpRegistry& r) {
     }
     return grads;
   };
-  d.cpu_kernel = ConcatFactory(false);
-  d.reference_kernel = ConcatFactory(true);
+  d.kernels[DeviceKind::kCpu] = ConcatFactory(false);
+  d.kernels[DeviceKind::kReference] = ConcatFactory(true);
   d.samples = {Sample({F32({2, 3}), F32({1, 3}), F32({4, 3})}, {{"axis", int64_t{0}}}),
                Sample({F32({2, 3, 2}), F32({2, 1, 2}), F32({2, 2, 2})}, {{"axis", int64_t{-2}}}),
                Sample({F32({3})}, {{"axis", int64_t{0}}})};
@@ -408,8 +408,8 @@ void RegisterFull(OpRegistry& r) {
     return {{GetDType(c.attrs, "dtype"), shape}};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = FullFactory();
-  d.reference_kernel = FullFactory();
+  d.kernels[DeviceKind::kCpu] = FullFactory();
+  d.kernels[DeviceKind::kReference] = FullFactory();
   d.samples = {Sample({}, {{"shape", Shape{2, 3}}, {"value", 1.5}}),
                Sample({}, {{"shape", Shape{}}, {"value", -2.0}}),
                Sample({}, {{"shape", Shape{4}}, {"value", 3.0}, {"dtype", DType::kI64}})};

@@ -77,8 +77,8 @@ void RegisterForward(OpRegistry& r, bool log) {
   d.grad = [backward](const GradContext& g) -> std::vector<Value*> {
     return {g.b().Op1(backward, {g.GO(0), g.O(0)}, {{"axis", GetInt(g.attrs(), "axis")}})};
   };
-  d.cpu_kernel = ForwardFactory(log, false);
-  d.reference_kernel = ForwardFactory(log, true);
+  d.kernels[DeviceKind::kCpu] = ForwardFactory(log, false);
+  d.kernels[DeviceKind::kReference] = ForwardFactory(log, true);
   d.samples = {Sample({{3, 5}}, -1), Sample({{2, 4, 3}}, 1), Sample({{2, 3, 4}}, 0),
                Sample({{6}}, 0), Sample({{16, 1000}}, -1, true), Sample({{8, 100, 9}}, 1, true)};
   r.Register(std::move(d));
@@ -100,8 +100,8 @@ void RegisterBackward(OpRegistry& r, bool log) {
     return {c.in(1)};
   };
   d.not_differentiable = true;
-  d.cpu_kernel = BackwardFactory(log, false);
-  d.reference_kernel = BackwardFactory(log, true);
+  d.kernels[DeviceKind::kCpu] = BackwardFactory(log, false);
+  d.kernels[DeviceKind::kReference] = BackwardFactory(log, true);
   d.samples = {Sample({{3, 5}, {3, 5}}, -1), Sample({{2, 4, 3}, {2, 4, 3}}, 1),
                Sample({{16, 1000}, {16, 1000}}, 1)};
   r.Register(std::move(d));

@@ -67,8 +67,8 @@ class ConstantFoldPass : public Pass {
   static std::vector<HostTensor> Evaluate(const Node& n,
                                           const std::vector<const HostTensor*>& inputs,
                                           const OpRegistry& registry) {
-    if (&registry == &OpRegistry::Global()) return EvaluateNode(n, inputs, KernelChoice::kCpu);
-    Kernel kernel = registry.Get(n.op()).cpu_kernel(n);
+    if (&registry == &OpRegistry::Global()) return EvaluateNode(n, inputs, DeviceKind::kCpu);
+    Kernel kernel = registry.Get(n.op()).KernelFor(DeviceKind::kCpu)(n);
     std::vector<HostTensor> outputs;
     for (Value* out : n.outputs()) outputs.emplace_back(out->type());
     std::vector<const void*> in_ptrs;

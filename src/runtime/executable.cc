@@ -4,8 +4,6 @@
 #include <cstring>
 #include <sstream>
 
-#include "kernels/cpu/machine_limits.h"
-#include "kernels/cpu/parallel.h"
 #include "passes/verifier.h"
 #include "support/error.h"
 
@@ -26,7 +24,8 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   std::unique_ptr<Executable> exe(new Executable());
   exe->options_ = options;
   exe->seed_ = options.seed;
-  cpu::SetNumThreads(options.num_threads);
+  exe->device_ = CreateDevice(options.device, DeviceOptions{options.num_threads});
+  exe->device_->Activate();
   std::unique_ptr<Graph> g = graph.Clone();
   Verify(*g, &OpRegistry::Global());
   if (options.optimize) {
@@ -38,16 +37,16 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   }
   LoweringOptions lowering;
   lowering.inplace = options.inplace;
+  lowering.device_kinds = {options.device};
   exe->program_ = Lower(std::move(g), lowering);
   const Graph& pg = *exe->program_.graph;
   for (Value* v : pg.inputs()) exe->input_staging_.emplace_back(v->type());
   for (Value* v : pg.hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
   for (Value* v : pg.variables()) exe->variables_.emplace_back(v->type());
-  // One 64-byte aligned arena for the whole step.
-  exe->arena_storage_.resize(exe->program_.stats.arena_bytes + 64);
-  uintptr_t base = reinterpret_cast<uintptr_t>(exe->arena_storage_.data());
-  exe->arena_ = reinterpret_cast<uint8_t*>((base + 63) / 64 * 64);
+  // One aligned arena for the whole step, in the device's memory.
+  exe->arena_memory_ = exe->device_->Allocate(exe->program_.stats.arena_bytes);
+  exe->arena_ = static_cast<uint8_t*>(exe->arena_memory_.data());
   exe->Bind();
   exe->compile_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -63,12 +62,12 @@ void Executable::CheckFitsInMemory() const {
   for (Value* v : g.hyperparams()) io += v->type().bytes();
   for (Value* v : g.variables()) vars += v->type().bytes();
   size_t total = program_.stats.arena_bytes + io + vars;
-  uint64_t machine = cpu::PhysicalMemoryBytes();
+  uint64_t capacity = device_->memory_bytes();
   auto gib = [](double b) { return b / double(1 << 30); };
-  TG_CHECK(machine == 0 || total <= machine, kRuntime, "the compiled program needs ",
+  TG_CHECK(capacity == 0 || total <= capacity, kRuntime, "the compiled program needs ",
            gib(total), " GiB (arena ", gib(program_.stats.arena_bytes), " GiB, variables ",
-           gib(vars), " GiB, inputs ", gib(io), " GiB), more than this machine's ",
-           gib(machine), " GiB of memory");
+           gib(vars), " GiB, inputs ", gib(io), " GiB), more than the ", gib(capacity),
+           " GiB of ", device_->name());
 }
 
 void* Executable::Resolve(const BufferRef& ref) const {
@@ -254,6 +253,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
   std::lock_guard<std::mutex> lock(mutex_);
   steps_completed_ = 0;
   ValidateFeeds(inputs, steps, mode, every_n);
+  device_->Activate();
   const auto& outs = program_.graph->outputs();
   std::vector<HostTensor> results;
   int64_t rows = mode == OutputMode::kAll ? steps : mode == OutputMode::kEveryN ? steps / every_n : 0;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "devices/device.h"
 #include "ir/graph.h"
 #include "lowering/program.h"
 #include "passes/pass.h"
@@ -42,7 +43,8 @@ struct CompileOptions {
   bool verify_each = false;    // verifier after every pass
   std::string dump_after;      // dump IR after this pass ("*" for all)
   bool inplace = true;         // in-place buffer reuse and variable updates
-  int num_threads = 0;         // 0: leave OpenMP's default
+  DeviceKind device = DeviceKind::kCpu;  // what runs the program (devices/device.h)
+  int num_threads = 0;         // 0: the device's default (CPU: OpenMP's)
   uint64_t seed = 0;
   bool profile = false;        // time every instruction
 };
@@ -92,6 +94,7 @@ class Executable {
   const Graph& optimized_graph() const { return *program_.graph; }
   size_t num_instructions() const { return program_.instructions.size(); }
   double compile_seconds() const { return compile_seconds_; }
+  const Device& device() const { return *device_; }
   // Needs CompileOptions::profile. Aggregated by op kind, slowest first:
   std::vector<OpProfile> Profile() const;
   // One entry per instruction (node), slowest first.
@@ -116,7 +119,8 @@ class Executable {
 
   CompileOptions options_;
   Program program_;
-  std::vector<uint8_t, std::allocator<uint8_t>> arena_storage_;
+  std::unique_ptr<Device> device_;
+  DeviceMemory arena_memory_;
   uint8_t* arena_ = nullptr;
   std::vector<HostTensor> input_staging_, hyperparams_, variables_;
   std::vector<std::vector<const void*>> in_ptrs_;

@@ -51,13 +51,15 @@ def load_weights(exe, model):
         exe.write_variable(name, p.detach().numpy().copy())
 
 
-def test_forward_and_gradients_match_torch():
+@pytest.mark.parametrize("device", ["cpu", "reference"])
+def test_forward_and_gradients_match_torch(device):
     batch, din, dh, dout = 8, 12, 32, 5
     g, loss, names = build_mlp(batch, din, dh, dout)
     grads = g.gradients(loss, names)
     for gname in grads:
         g.add_output(gname)
-    exe = tg.Executable.compile(g, training=True)
+    exe = tg.Executable.compile(g, training=True, device=device)
+    assert exe.device.startswith(device)
     model = TorchMLP(din, dh, dout)
     load_weights(exe, model)
     x = torch.randn(batch, din)

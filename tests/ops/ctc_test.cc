@@ -33,7 +33,7 @@ std::string TypeString(DType dtype, Shape shape) {
 }
 
 HostTensor RunWith(const std::string& op, const std::vector<HostTensor>& inputs,
-                   const AttrMap& attrs, KernelChoice choice) {
+                   const AttrMap& attrs, DeviceKind choice) {
   Graph g;
   Node* n = testing::BuildSingleOpGraph(g, op, inputs, attrs);
   std::vector<const HostTensor*> ptrs;
@@ -127,9 +127,9 @@ std::vector<Case> Cases() {
 TEST(CtcLoss, MatchesBruteForce) {
   for (const Case& k : Cases()) {
     for (DType dtype : {DType::kF64, DType::kF32}) {
-      for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+      for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
         SCOPED_TRACE(std::string(DTypeName(dtype)) +
-                     (choice == KernelChoice::kCpu ? " cpu" : " reference") + " blank " +
+                     (choice == DeviceKind::kCpu ? " cpu" : " reference") + " blank " +
                      std::to_string(k.blank) + " targets[0] " + std::to_string(k.targets[0]));
         HostTensor out = RunWith("ctc_loss", k.Inputs(dtype), k.Attrs(), choice);
         ASSERT_EQ(out.type().ToString(), TypeString(dtype, {kB}));
@@ -153,7 +153,7 @@ TEST(CtcLoss, GradientMatchesBruteForceAndFiniteDifferences) {
         std::vector<double> lp = k.log_probs;
         lp[j] += delta;
         HostTensor out = RunWith("ctc_loss", k.Inputs(DType::kF64, &lp), k.Attrs(),
-                                 KernelChoice::kCpu);
+                                 DeviceKind::kCpu);
         return go[0] * out.GetAsDouble(0) + go[1] * out.GetAsDouble(1);
       };
       const double h = 1e-6;
@@ -161,9 +161,9 @@ TEST(CtcLoss, GradientMatchesBruteForceAndFiniteDifferences) {
     }
     std::vector<Brute> brute = {BruteForce(k, 0), BruteForce(k, 1)};
     for (DType dtype : {DType::kF64, DType::kF32}) {
-      for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+      for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
         SCOPED_TRACE(std::string(DTypeName(dtype)) +
-                     (choice == KernelChoice::kCpu ? " cpu" : " reference") + " blank " +
+                     (choice == DeviceKind::kCpu ? " cpu" : " reference") + " blank " +
                      std::to_string(k.blank) + " targets[0] " + std::to_string(k.targets[0]));
         std::vector<HostTensor> in = k.Inputs(dtype);
         in.insert(in.begin(), Tensor(dtype, {kB}, go));
@@ -200,7 +200,7 @@ TEST(CtcLoss, GradientSumsToMinusGoPerFrameForNormalizedLogProbs) {
     }
     std::vector<HostTensor> in = k.Inputs(DType::kF64);
     in.insert(in.begin(), Tensor(DType::kF64, {kB}, {0.7, -1.3}));
-    for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+    for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
       HostTensor grad = RunWith("ctc_loss_backward", in, k.Attrs(), choice);
       for (int64_t t = 0; t < kT; ++t) {
         for (int64_t i = 0; i < kB; ++i) {
@@ -226,7 +226,7 @@ TEST(CtcLoss, InfeasibleRow) {
     in[3] = Tensor(DType::kI64, {kB}, {2, 3});
     std::vector<HostTensor> bin = in;
     bin.insert(bin.begin(), Tensor(DType::kF64, {kB}, {1.0, 1.0}));
-    for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+    for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
       SCOPED_TRACE(zero_infinity ? "zero_infinity" : "inf");
       HostTensor out = RunWith("ctc_loss", in, k.Attrs(), choice);
       EXPECT_NEAR(out.GetAsDouble(0), row0, 1e-12);
@@ -245,7 +245,7 @@ TEST(CtcLoss, InfeasibleRow) {
 
 void ExpectRuntimeError(const std::vector<HostTensor>& in, const AttrMap& attrs,
                         const std::string& message) {
-  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+  for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
     try {
       RunWith("ctc_loss", in, attrs, choice);
       ADD_FAILURE() << "no error; expected " << message;

@@ -117,7 +117,7 @@ HostTensor Input(const In& in, int j, DType dtype) {
   return t;
 }
 
-void CheckCase(const Case& c, const Expected& e, DType dtype, KernelChoice choice, double tol) {
+void CheckCase(const Case& c, const Expected& e, DType dtype, DeviceKind choice, double tol) {
   std::vector<HostTensor> inputs;
   for (size_t j = 0; j < c.inputs.size(); ++j) inputs.push_back(Input(c.inputs[j], j, dtype));
   Graph g;
@@ -139,9 +139,9 @@ TEST(DenseOps, MatchPyTorch) {
   for (size_t i = 0; i < cases.size(); ++i) {
     SCOPED_TRACE(cases[i].name);
     ASSERT_EQ(cases[i].name, kExpected[i].name);
-    CheckCase(cases[i], kExpected[i], DType::kF32, KernelChoice::kCpu, 1e-4);
-    CheckCase(cases[i], kExpected[i], DType::kF64, KernelChoice::kCpu, 1e-9);
-    CheckCase(cases[i], kExpected[i], DType::kF64, KernelChoice::kReference, 1e-9);
+    CheckCase(cases[i], kExpected[i], DType::kF32, DeviceKind::kCpu, 1e-4);
+    CheckCase(cases[i], kExpected[i], DType::kF64, DeviceKind::kCpu, 1e-9);
+    CheckCase(cases[i], kExpected[i], DType::kF64, DeviceKind::kReference, 1e-9);
   }
 }
 

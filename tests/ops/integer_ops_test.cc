@@ -23,8 +23,8 @@ HostTensor I64(Shape shape, const std::vector<int64_t>& values) {
 
 void Expect(const std::string& op, const std::vector<HostTensor>& inputs, const AttrMap& attrs,
             const std::vector<int64_t>& want) {
-  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
-    SCOPED_TRACE(op + (choice == KernelChoice::kCpu ? " (cpu)" : " (reference)"));
+  for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
+    SCOPED_TRACE(op + (choice == DeviceKind::kCpu ? " (cpu)" : " (reference)"));
     Graph g;
     Node* n = testing::BuildSingleOpGraph(g, op, inputs, attrs);
     std::vector<const HostTensor*> ptrs;

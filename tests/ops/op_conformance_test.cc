@@ -61,11 +61,16 @@ TEST_P(OpKernel, MatchesReference) {
   std::vector<const HostTensor*> ptrs;
   for (const HostTensor& t : inputs) ptrs.push_back(&t);
   RunContext ctx{1234, 7};
-  std::vector<HostTensor> fast = EvaluateNode(*n, ptrs, KernelChoice::kCpu, ctx);
-  std::vector<HostTensor> ref = EvaluateNode(*n, ptrs, KernelChoice::kReference, ctx);
-  ASSERT_EQ(fast.size(), ref.size());
-  for (size_t i = 0; i < fast.size(); ++i) {
-    EXPECT_LE(MaxRelativeError(fast[i], ref[i]), sample.tolerance) << "output " << i;
+  std::vector<HostTensor> ref = EvaluateNode(*n, ptrs, DeviceKind::kReference, ctx);
+  // Every device kind the op has a kernel for, against the reference kernel.
+  for (const auto& [kind, factory] : c.def->kernels) {
+    if (kind == DeviceKind::kReference) continue;
+    SCOPED_TRACE(DeviceKindName(kind));
+    std::vector<HostTensor> fast = EvaluateNode(*n, ptrs, kind, ctx);
+    ASSERT_EQ(fast.size(), ref.size());
+    for (size_t i = 0; i < fast.size(); ++i) {
+      EXPECT_LE(MaxRelativeError(fast[i], ref[i]), sample.tolerance) << "output " << i;
+    }
   }
 }
 
@@ -108,10 +113,10 @@ TEST_P(OpGradient, MatchesFiniteDifferences) {
   std::map<std::string, HostTensor> feeds;
   for (size_t i = 0; i < inputs.size(); ++i) feeds["in" + std::to_string(i)] = inputs[i];
   RunContext ctx{99, 3};
-  EvalResult analytic = EvaluateGraph(g, feeds, KernelChoice::kReference, ctx);
+  EvalResult analytic = EvaluateGraph(g, feeds, DeviceKind::kReference, ctx);
 
   auto loss_at = [&](const std::map<std::string, HostTensor>& f) {
-    return EvaluateGraph(*loss_only, f, KernelChoice::kReference, ctx).outputs[0].GetAsDouble(0);
+    return EvaluateGraph(*loss_only, f, DeviceKind::kReference, ctx).outputs[0].GetAsDouble(0);
   };
   for (size_t w = 0; w < wrt.size(); ++w) {
     const std::string& name = wrt[w]->name();

@@ -15,7 +15,7 @@ namespace {
 
 std::vector<HostTensor> RunRandom(const std::string& op, AttrMap attrs, const HostTensor* x,
                                   uint64_t seed, uint64_t step,
-                                  KernelChoice choice = KernelChoice::kCpu) {
+                                  DeviceKind choice = DeviceKind::kCpu) {
   Graph g;
   Builder b(g);
   std::vector<Value*> ins;
@@ -45,7 +45,7 @@ TEST(RandomOps, ReproducibleAndDistinct) {
     AttrMap k = a;
     k["rng_key"] = int64_t{5};
     EXPECT_FALSE(Same(r1, RunRandom(op, k, nullptr, 7, 3)[0]));  // another node
-    EXPECT_TRUE(Same(r1, RunRandom(op, a, nullptr, 7, 3, KernelChoice::kReference)[0]));
+    EXPECT_TRUE(Same(r1, RunRandom(op, a, nullptr, 7, 3, DeviceKind::kReference)[0]));
   }
 }
 

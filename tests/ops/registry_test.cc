@@ -14,8 +14,9 @@ TEST(Registry, EveryOpIsComplete) {
     SCOPED_TRACE(def->name);
     EXPECT_TRUE(def->infer != nullptr);
     EXPECT_TRUE(def->grad != nullptr || def->not_differentiable);
-    EXPECT_TRUE(def->cpu_kernel != nullptr);
-    EXPECT_TRUE(def->reference_kernel != nullptr);
+    EXPECT_TRUE(def->kernels.count(DeviceKind::kCpu) && def->kernels.at(DeviceKind::kCpu));
+    EXPECT_TRUE(def->kernels.count(DeviceKind::kReference) &&
+                def->kernels.at(DeviceKind::kReference));
     EXPECT_FALSE(def->doc.empty());
     EXPECT_FALSE(def->samples.empty()) << "no test samples: the op would go untested";
     if (!def->not_differentiable) {

@@ -33,7 +33,7 @@ std::vector<double> Values(const HostTensor& t) {
 
 // Runs `op` on the inputs with one kernel choice; returns output 0.
 HostTensor RunWith(const std::string& op, const std::vector<HostTensor>& inputs,
-                   const AttrMap& attrs, KernelChoice choice) {
+                   const AttrMap& attrs, DeviceKind choice) {
   Graph g;
   Node* n = testing::BuildSingleOpGraph(g, op, inputs, attrs);
   std::vector<const HostTensor*> ptrs;
@@ -44,8 +44,8 @@ HostTensor RunWith(const std::string& op, const std::vector<HostTensor>& inputs,
 // Checks type and values of `op` through both kernels.
 void Expect(const std::string& op, const std::vector<HostTensor>& inputs, const AttrMap& attrs,
             const TensorType& type, const std::vector<double>& want, double tol = 1e-6) {
-  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
-    SCOPED_TRACE(op + (choice == KernelChoice::kCpu ? " (cpu)" : " (reference)"));
+  for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
+    SCOPED_TRACE(op + (choice == DeviceKind::kCpu ? " (cpu)" : " (reference)"));
     HostTensor out = RunWith(op, inputs, attrs, choice);
     EXPECT_EQ(out.type().ToString(), type.ToString());
     std::vector<double> got = Values(out);
@@ -129,7 +129,7 @@ TEST(Reduce, GradientsOfAmaxTiesAndVar) {
     Value* y = b.Op1(op, {in});
     std::vector<Value*> grads = BuildGradients(b, y, {in});
     g.AddOutput(grads[0]);
-    for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+    for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
       std::vector<double> got = Values(EvaluateGraph(g, {{"x", x}}, choice).outputs[0]);
       std::vector<double> want = std::string(op) == "amax" ? std::vector<double>{0, 0.5, 0.5}
                                                            : std::vector<double>{-1, 0, 1};
@@ -255,7 +255,7 @@ TEST(Index, IndexSelectIndexAddEmbedding) {
 
 TEST(Index, OutOfRangeIndicesRaiseRuntimeErrors) {
   HostTensor x = F32({5, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
-  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+  for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
     try {
       RunWith("index_select", {x, I64({2}, {1, 7})}, {{"axis", int64_t{0}}}, choice);
       ADD_FAILURE() << "expected a Runtime error";
@@ -290,7 +290,7 @@ TEST(Loss, NllLossReductionsAndIgnoreIndex) {
   Expect("nll_loss_backward", {F32({}, {1}), target}, back, T(kF, {3, 2}),
          {0, -0.5, 0, 0, 0, -0.5});
   EXPECT_THROW(RunWith("nll_loss", {logp, I64({3}, {1, 2, 0})}, attrs("mean", -100),
-                       KernelChoice::kCpu),
+                       DeviceKind::kCpu),
                Error);
 }
 

@@ -12,7 +12,7 @@ namespace {
 
 double Eval(Graph& g, Value* v, const std::map<std::string, HostTensor>& feeds, int64_t k = 0) {
   g.mutable_outputs() = {v};
-  return EvaluateGraph(g, feeds, KernelChoice::kReference).outputs[0].GetAsDouble(k);
+  return EvaluateGraph(g, feeds, DeviceKind::kReference).outputs[0].GetAsDouble(k);
 }
 
 TEST(Autodiff, FanOutGradientsAreSummed) {

@@ -39,8 +39,8 @@ void ExpectSameOutputs(const std::string& text, const Graph& after) {
     for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
     feeds[v->name()] = h;
   }
-  EvalResult a = EvaluateGraph(*before, feeds, KernelChoice::kCpu);
-  EvalResult b = EvaluateGraph(after, feeds, KernelChoice::kCpu);
+  EvalResult a = EvaluateGraph(*before, feeds, DeviceKind::kCpu);
+  EvalResult b = EvaluateGraph(after, feeds, DeviceKind::kCpu);
   ASSERT_EQ(a.outputs.size(), b.outputs.size());
   for (size_t o = 0; o < a.outputs.size(); ++o) {
     ASSERT_EQ(a.outputs[o].type(), b.outputs[o].type());

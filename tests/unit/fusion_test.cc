@@ -48,7 +48,7 @@ void ExpectEquivalent(const std::string& text) {
   std::mt19937 rng(42);
   std::map<std::string, HostTensor> feeds;
   for (Value* v : before->inputs()) feeds[v->name()] = Random(v->type(), rng);
-  for (KernelChoice choice : {KernelChoice::kCpu, KernelChoice::kReference}) {
+  for (DeviceKind choice : {DeviceKind::kCpu, DeviceKind::kReference}) {
     EvalResult a = EvaluateGraph(*before, feeds, choice);
     EvalResult b = EvaluateGraph(*after, feeds, choice);
     ASSERT_EQ(a.outputs.size(), b.outputs.size());

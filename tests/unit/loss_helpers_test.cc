@@ -53,7 +53,7 @@ TEST(LossHelpers, CrossEntropyMatchesTorchSemantics) {
       for (double eps : {0.0, 0.1}) {
         Fixture f;
         f.g.AddOutput(f.b.CrossEntropy(f.logits, f.target, reduction, ignore, eps));
-        HostTensor out = EvaluateGraph(f.g, f.feeds(), KernelChoice::kReference).outputs[0];
+        HostTensor out = EvaluateGraph(f.g, f.feeds(), DeviceKind::kReference).outputs[0];
         SCOPED_TRACE(reduction + " ignore=" + std::to_string(ignore) + " eps=" + std::to_string(eps));
         if (reduction == "none") {
           for (int64_t i = 0; i < kN; ++i) {
@@ -72,7 +72,7 @@ TEST(LossHelpers, CrossEntropyGradientMatchesFiniteDifferences) {
   Value* loss = f.b.CrossEntropy(f.logits, f.target, "mean", 1, 0.2);
   Value* grad = BuildGradients(f.b, loss, {f.logits})[0];
   f.g.AddOutput(grad);
-  HostTensor g = EvaluateGraph(f.g, f.feeds(), KernelChoice::kReference).outputs[0];
+  HostTensor g = EvaluateGraph(f.g, f.feeds(), DeviceKind::kReference).outputs[0];
   for (int64_t k = 0; k < kN * kC; ++k) {
     double saved = kLogits[k];
     auto at = [&](double v) {
@@ -97,7 +97,7 @@ TEST(LossHelpers, MseLossReductions) {
   const double xs[3] = {1, 2, 3}, ys[3] = {1.5, 0, 3};
   auto r = EvaluateGraph(g, {{"x", HostTensor({DType::kF64, {3}}, xs)},
                              {"y", HostTensor({DType::kF64, {3}}, ys)}},
-                         KernelChoice::kReference);
+                         DeviceKind::kReference);
   EXPECT_DOUBLE_EQ(r.outputs[0].GetAsDouble(0), (0.25 + 4) / 3);
   EXPECT_DOUBLE_EQ(r.outputs[1].GetAsDouble(0), 4.25);
   EXPECT_DOUBLE_EQ(r.outputs[2].GetAsDouble(1), 4);

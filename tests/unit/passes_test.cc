@@ -43,7 +43,7 @@ const OpRegistry& TraitRegistry() {
       d.infer = std::move(infer);
       d.traits = traits;
       d.not_differentiable = true;
-      d.cpu_kernel = d.reference_kernel = copy;
+      d.kernels[DeviceKind::kCpu] = d.kernels[DeviceKind::kReference] = copy;
       reg->Register(std::move(d));
     };
     add("plain", 1, 1, {}, same, {});

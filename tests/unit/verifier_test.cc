@@ -23,7 +23,7 @@ OpRegistry& TestRegistry() {
     ew.attrs = {{"alpha", Attr{1.0}}};
     ew.infer = [](const InferContext& c) { return std::vector<TensorType>{c.in(0)}; };
     ew.not_differentiable = true;
-    ew.cpu_kernel = ew.reference_kernel = kernel;
+    ew.kernels[DeviceKind::kCpu] = ew.kernels[DeviceKind::kReference] = kernel;
     reg->Register(ew);
     OpDef pair = ew;
     pair.name = "pair";

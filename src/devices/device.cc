@@ -1,0 +1,30 @@
+#include "devices/device.h"
+
+#include <cstdlib>
+#include <cstring>
+
+#include "devices/cpu/cpu_device.h"
+#include "devices/reference/reference_device.h"
+#include "support/error.h"
+
+namespace tg {
+
+DeviceMemory::DeviceMemory(size_t bytes) : bytes_(bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  TG_CHECK(p != nullptr, kRuntime, "out of memory allocating ", bytes, " bytes");
+  std::memset(p, 0, rounded == 0 ? 64 : rounded);
+  data_.reset(p);
+}
+
+void DeviceMemory::Free::operator()(void* p) const { std::free(p); }
+
+std::unique_ptr<Device> CreateDevice(DeviceKind kind, const DeviceOptions& options) {
+  switch (kind) {
+    case DeviceKind::kCpu: return std::make_unique<CpuDevice>(options);
+    case DeviceKind::kReference: return std::make_unique<ReferenceDevice>();
+  }
+  Fail(ErrorKind::kUnsupported, "no device of kind ", DeviceKindName(kind));
+}
+
+}  // namespace tg
