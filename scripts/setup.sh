@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg -s libdnnl-dev libgtest-dev >/dev/null 2>&1; then
+if ! dpkg -s libdnnl-dev libgtest-dev openmpi-bin libopenmpi-dev >/dev/null 2>&1; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build \
+    openmpi-bin libopenmpi-dev >/dev/null
 fi
 # torch 2.14.1 is the build torchvision 0.29.1 needs (a CUDA build; it runs on the CPU).
 # torchvision / transformers / timm provide the model families (random weights, nothing is

@@ -20,12 +20,13 @@ ALLOWED = {
     "ops": {"ir", "kernels", "support"},
     "autodiff": {"ops", "ir", "kernels", "support"},
     "passes": {"ops", "ir", "kernels", "support"},
+    "parallel": {"ops", "ir", "kernels", "support"},
     "lowering": {"ops", "ir", "kernels", "support"},
     "devices": {"kernels", "support"},
     "runtime": {"lowering", "passes", "devices", "ops", "ir", "kernels", "support"},
 }
 LIBRARY = {"support": "tg_support", "ir": "tg_ir", "kernels": "tg_kernels_cpu", "ops": "tg_ops",
-           "autodiff": "tg_autodiff", "passes": "tg_passes", "lowering": "tg_lowering",
+           "autodiff": "tg_autodiff", "passes": "tg_passes", "parallel": "tg_parallel", "lowering": "tg_lowering",
            "devices": "tg_devices", "runtime": "tg_runtime"}
 INCLUDE = re.compile(r'^\s*#include\s+"([a-z_]+)/', re.M)
 

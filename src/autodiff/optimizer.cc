@@ -193,6 +193,7 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
                                           : total;
     }
   }
+  if (config.reduce_gradients) grads = config.reduce_gradients(b, params, grads);
   size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
   size_t k = 0;

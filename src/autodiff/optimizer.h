@@ -7,6 +7,7 @@
 // Structural choices (momentum on/off, nesterov, centered) are fixed at compile time.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -39,6 +40,12 @@ struct OptimizerConfig {
   // on the last one; on the other steps every parameter and optimizer state keeps its value.
   int accumulation_steps = 1;
   bool accumulation_mean = true;
+  // Called with every parameter and its gradient (after accumulation) just before the
+  // updates are built; returns the gradients the updates use. Data parallelism sets it to
+  // the all-reduce across replicas (parallel/gradient_all_reduce.h). Empty: no hook.
+  std::function<std::vector<Value*>(Builder&, const std::vector<Value*>& params,
+                                    const std::vector<Value*>& grads)>
+      reduce_gradients;
 };
 
 struct ParamGroup {

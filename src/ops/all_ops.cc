@@ -17,6 +17,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterIndexOps(registry);
   RegisterLossOps(registry);
   RegisterCtcOps(registry);
+  RegisterCollectiveOps(registry);
 }
 
 }  // namespace tg

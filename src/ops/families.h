@@ -18,5 +18,6 @@ void RegisterShapeOps(OpRegistry& r);        // shape.cc: reshape, permute, expa
 void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, embedding
 void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
 void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backward
+void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
 
 }  // namespace tg

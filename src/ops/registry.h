@@ -27,6 +27,7 @@ namespace tg {
 class Builder;
 
 // ---- kernels ----------------------------------------------------------------------------
+class CollectiveRuntime;  // ops/collective.h
 // Everything a kernel needs at run time besides its buffers.
 struct RunContext {
   uint64_t seed = 0;  // the session's random seed
@@ -35,6 +36,10 @@ struct RunContext {
   // every step of a program that updates variables. While it holds, a kernel may reuse
   // data it derived from a variable or constant input (a weight in a blocked layout).
   uint64_t variables_version = 0;
+  // Replicated runs: the runtime that performs collectives (ops/collective.h) and this
+  // replica's index in the process. Null: one replica, one process.
+  CollectiveRuntime* collectives = nullptr;
+  int replica = 0;
 };
 
 // A compiled kernel: reads its inputs, writes its outputs. Buffers are contiguous row-major.

@@ -5,6 +5,12 @@
 // call, streaming one slice of each input in per step and returning outputs according to
 // the output mode. Hyperparameters are runtime values: changing them never recompiles.
 //
+// Replication: with CompileOptions::replicas = R (and/or a Communicator spanning several
+// processes) the program is SPMD: R replicas in this process, each with its own arena,
+// variables and kernels, run concurrently on threads and meet at collective ops
+// (runtime/replica_group.h). Feeds and outputs then carry a replica dimension after the
+// step dimension; variables are written to every replica and read from replica 0.
+//
 // Thread safety: every public method may be called from any thread; calls on one
 // Executable are serialized by an internal mutex (a second caller waits).
 // Failure: a Run that throws (bad data found by a kernel, an interrupt) has applied the
@@ -21,10 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "devices/collectives/communicator.h"
 #include "devices/device.h"
 #include "ir/graph.h"
 #include "lowering/program.h"
 #include "passes/pass.h"
+#include "runtime/replica_group.h"
 
 namespace tg {
 
@@ -45,6 +53,9 @@ struct CompileOptions {
   bool inplace = true;         // in-place buffer reuse and variable updates
   DeviceKind device = DeviceKind::kCpu;  // what runs the program (devices/device.h)
   int num_threads = 0;         // 0: the device's default (CPU: OpenMP's)
+  int replicas = 1;            // data-parallel replicas in this process
+  // The processes of a distributed run (null: this process alone).
+  std::shared_ptr<Communicator> communicator;
   uint64_t seed = 0;
   bool profile = false;        // time every instruction
 };
@@ -78,9 +89,11 @@ class Executable {
   // Names/types of the per-step inputs (a call passes [steps, ...type] for each) and outputs.
   const std::vector<Value*>& inputs() const { return program_.graph->inputs(); }
   const std::vector<Value*>& outputs() const { return program_.graph->outputs(); }
-  // Runs `steps` steps. `inputs` in graph input order, each of shape [steps, ...]. Throws
-  // InvalidInput ("expected ..., got ...") before running anything when a feed is wrong.
-  // Output shapes: All -> [steps, ...], Final -> [...], Sum -> [...], EveryN -> [steps/n, ...].
+  // Runs `steps` steps. `inputs` in graph input order, each of shape [steps, ...] ([steps,
+  // replicas, ...] when replicated). Throws InvalidInput ("expected ..., got ...") before
+  // running anything when a feed is wrong. Output shapes: All -> [steps, ...], Final ->
+  // [...], Sum -> [...], EveryN -> [steps/n, ...], each with [replicas] after the step
+  // dimension (or first) when replicated.
   // `interrupted`, when set, is asked between steps; when it returns true the call stops at
   // that step boundary and throws Error(kInterrupted).
   std::vector<HostTensor> Run(const std::vector<TensorView>& inputs, int64_t steps,
@@ -88,6 +101,16 @@ class Executable {
                               const std::function<bool()>& interrupted = nullptr);
   // Steps the last Run completed (all of them, unless it threw).
   int64_t steps_completed_in_last_run() const;
+  int replicas() const { return static_cast<int>(replicas_.size()); }
+  bool replicated() const { return group_ != nullptr; }
+  // Replicas of all processes together.
+  int group_size() const { return group_ ? group_->group_size() : 1; }
+  // Sets every variable of every process to process 0's (distributed runs start identical).
+  void BroadcastVariables();
+  // A hash of the compiled program (optimized IR, input types): processes of one run must
+  // agree; CheckSameProgramEverywhere throws naming the processes that differ.
+  uint64_t ProgramHash() const;
+  void CheckSameProgramEverywhere() const;
 
   // --- introspection ---
   const MemoryStats& memory_stats() const { return program_.stats; }
@@ -103,33 +126,51 @@ class Executable {
   void ResetProfile();
 
  private:
+  // What each replica owns: its arena, input staging, variables and kernels (kernels keep
+  // per-call state such as prepacked weights, so replicas running concurrently need their
+  // own), and the pointers its instructions read and write.
+  struct Replica {
+    DeviceMemory arena_memory;
+    uint8_t* arena = nullptr;
+    std::vector<HostTensor> staging, variables;
+    std::vector<Kernel> kernels;
+    std::vector<std::vector<const void*>> in_ptrs;
+    std::vector<std::vector<void*>> out_ptrs;
+    uint64_t variables_version = 0;  // see RunContext::variables_version
+  };
+
   Executable() = default;
-  void Bind();                                   // resolves buffer pointers (once)
-  void* Resolve(const BufferRef& ref) const;
+  void AddReplica(bool first);
+  void Bind(Replica& r);                                   // resolves buffer pointers (once)
+  void* Resolve(const Replica& r, const BufferRef& ref) const;
   void ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
                      OutputMode mode, int64_t every_n) const;
-  void RunOneStep();
+  std::vector<HostTensor> MakeResults(int64_t steps, OutputMode mode, int64_t every_n) const;
+  // Runs replica r's part of a call: its input slices, steps, outputs; *completed counts the
+  // steps it finished (also when it throws).
+  void RunReplica(int r, const std::vector<TensorView>& inputs, int64_t steps, OutputMode mode,
+                  int64_t every_n, std::vector<HostTensor>& results,
+                  const std::function<bool()>& interrupted, int64_t* completed);
+  bool StopAtStepBoundary(int r, const std::function<bool()>& interrupted);
+  void RunOneStep(int r, uint64_t step);
   std::vector<OpProfile> InstructionEntries() const;  // instruction order
-  static void AccumulateInto(HostTensor& acc, const void* src);
+  static void AccumulateInto(void* acc, const TensorType& type, const void* src);
   void CheckFitsInMemory() const;
 
   mutable std::mutex mutex_;  // serializes calls (see the class comment)
-  int64_t steps_completed_ = 0;
-  size_t first_variable_write_ = SIZE_MAX;  // first instruction writing a variable in place
-
   CompileOptions options_;
   Program program_;
   std::unique_ptr<Device> device_;
-  DeviceMemory arena_memory_;
-  uint8_t* arena_ = nullptr;
-  std::vector<HostTensor> input_staging_, hyperparams_, variables_;
-  std::vector<std::vector<const void*>> in_ptrs_;
-  std::vector<std::vector<void*>> out_ptrs_;
-  std::vector<double> instr_seconds_;
+  std::vector<Replica> replicas_;
+  std::unique_ptr<ReplicaGroup> group_;  // replicated runs only
+  std::vector<HostTensor> hyperparams_;  // shared by the replicas
+  std::vector<double> instr_seconds_;    // profile (replica 0)
   std::vector<int64_t> instr_calls_;
+  size_t first_variable_write_ = SIZE_MAX;  // first instruction writing a variable in place
+  bool stop_requested_ = false;             // set at a step boundary (replicated runs)
+  int64_t steps_completed_ = 0;
   uint64_t seed_ = 0;
   uint64_t step_ = 0;
-  uint64_t variables_version_ = 0;  // see RunContext::variables_version
   double compile_seconds_ = 0;
 };
 

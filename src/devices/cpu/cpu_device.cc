@@ -8,9 +8,17 @@
 
 namespace tg {
 
+namespace {
+// OpenMP's thread count when the process started (OMP_NUM_THREADS or the cores): devices
+// created later default to it, whatever a replica thread set for itself since.
+int DefaultThreads() {
+  static const int threads = cpu::MaxThreads();
+  return threads;
+}
+}  // namespace
+
 CpuDevice::CpuDevice(const DeviceOptions& options)
-    : threads_(options.threads > 0 ? options.threads : cpu::MaxThreads()),
-      explicit_threads_(options.threads > 0) {}
+    : threads_(options.threads > 0 ? options.threads : DefaultThreads()) {}
 
 std::string CpuDevice::name() const {
   return "cpu (" + std::to_string(threads_) + " thread" + (threads_ == 1 ? ")" : "s)");
@@ -33,8 +41,6 @@ void CpuDevice::CopyToHost(void* dst, const void* src, size_t bytes) {
   if (bytes > 0) std::memcpy(dst, src, bytes);
 }
 
-void CpuDevice::Activate() {
-  if (explicit_threads_) cpu::SetNumThreads(threads_);
-}
+void CpuDevice::Activate() { cpu::SetNumThreads(threads_); }
 
 }  // namespace tg

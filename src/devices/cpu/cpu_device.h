@@ -21,7 +21,6 @@ class CpuDevice : public Device {
 
  private:
   int threads_ = 1;
-  bool explicit_threads_ = false;
 };
 
 }  // namespace tg

@@ -1,0 +1,62 @@
+// Communicator: collectives between the processes of a distributed run (one per process;
+// the replicas inside a process are combined by the runtime first, see
+// runtime/replica_group.h). Implementations: a group of one process (no communication) and
+// Open MPI (mpi_communicator.cc, built when MPI is found), over MPI_COMM_WORLD.
+//
+// Every operation is bounded in time: when the other processes do not all arrive within
+// timeout_seconds() (one of them failed, was killed or is stuck), it throws a Runtime error
+// naming this process and the operation, instead of hanging.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tg {
+
+enum class CommDType { kF32, kF64, kI32, kI64, kU8 };
+size_t CommDTypeSize(CommDType dtype);
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual std::string name() const = 0;  // "mpi rank 1 of 4", "single process"
+  // buf (count elements) <- its sum over the processes.
+  virtual void AllReduceSum(void* buf, int64_t count, CommDType dtype) = 0;
+  // out (size() * count elements) <- every process's `in` (count elements), in rank order.
+  virtual void AllGather(const void* in, void* out, int64_t count, CommDType dtype) = 0;
+  // buf <- process `root`'s buf.
+  virtual void Broadcast(void* buf, int64_t count, CommDType dtype, int root) = 0;
+  // Whether any process passed true (e.g. an interrupt seen by one process stops all).
+  virtual bool AnyTrue(bool value) = 0;
+
+  double timeout_seconds() const { return timeout_seconds_; }
+  void set_timeout_seconds(double s) { timeout_seconds_ = s; }
+
+ private:
+  double timeout_seconds_ = 60.0;
+};
+
+// One process: every collective is the identity.
+class SingleProcessCommunicator : public Communicator {
+ public:
+  int rank() const override { return 0; }
+  int size() const override { return 1; }
+  std::string name() const override { return "single process"; }
+  void AllReduceSum(void*, int64_t, CommDType) override {}
+  void AllGather(const void* in, void* out, int64_t count, CommDType dtype) override;
+  void Broadcast(void*, int64_t, CommDType, int) override {}
+  bool AnyTrue(bool value) override { return value; }
+};
+
+// Whether this build has MPI.
+bool MpiAvailable();
+// The process group of an MPI launch (MPI_COMM_WORLD; MPI is initialized on first use and
+// finalized at exit). Throws Unsupported when the build has no MPI.
+std::shared_ptr<Communicator> MpiWorld();
+
+}  // namespace tg

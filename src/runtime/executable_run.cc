@@ -1,0 +1,247 @@
+// Executable::Run: `steps` steps per call. One replica runs on the calling thread; a
+// replicated program runs replica 0 there and the others on threads of their own, each with
+// an equal share of the device's threads. Replicas meet at collectives and at every step
+// boundary, where the caller's interrupt check (and, across processes, the agreement on
+// it) decides whether to go on.
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "runtime/executable.h"
+#include "support/error.h"
+
+namespace tg {
+namespace {
+
+template <typename T>
+void AddInto(void* acc, const void* src, int64_t n) {
+  T* a = static_cast<T*>(acc);
+  const T* s = static_cast<const T*>(src);
+  for (int64_t k = 0; k < n; ++k) a[k] += s[k];
+}
+
+}  // namespace
+
+// acc += the step's value, in the output's dtype (output mode Sum). The common dtypes add in
+// place; the 16-bit floats and bool go through converted copies.
+void Executable::AccumulateInto(void* acc, const TensorType& type, const void* src) {
+  int64_t n = type.numel();
+  switch (type.dtype) {
+    case DType::kF32: return AddInto<float>(acc, src, n);
+    case DType::kF64: return AddInto<double>(acc, src, n);
+    case DType::kI64: return AddInto<int64_t>(acc, src, n);
+    case DType::kI32: return AddInto<int32_t>(acc, src, n);
+    default: {
+      HostTensor total(type, acc), step_value(type, src);
+      for (int64_t k = 0; k < n; ++k) {
+        total.SetFromDouble(k, total.GetAsDouble(k) + step_value.GetAsDouble(k));
+      }
+      std::memcpy(acc, total.data(), total.bytes());
+    }
+  }
+}
+
+void Executable::ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
+                               OutputMode mode, int64_t every_n) const {
+  TG_CHECK(steps >= 1, kInvalidInput, "steps must be >= 1, got ", steps);
+  if (mode == OutputMode::kEveryN) {
+    TG_CHECK(every_n >= 1 && steps % every_n == 0, kInvalidInput,
+             "output mode every-n: steps (", steps, ") must be a multiple of n (", every_n, ")");
+  }
+  const auto& expected = program_.graph->inputs();
+  TG_CHECK(inputs.size() == expected.size(), kInvalidInput, "expected ", expected.size(),
+           " inputs, got ", inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    TensorType want = expected[i]->type();
+    std::string lead = "steps=" + std::to_string(steps);
+    if (replicated()) {
+      want.shape.insert(want.shape.begin(), replicas());
+      lead += " x replicas=" + std::to_string(replicas());
+    }
+    want.shape.insert(want.shape.begin(), steps);
+    TG_CHECK(inputs[i].type.dtype == want.dtype, kInvalidInput, "input '", expected[i]->name(),
+             "': expected dtype ", DTypeName(want.dtype), ", got ", DTypeName(inputs[i].type.dtype));
+    TG_CHECK(inputs[i].type.shape == want.shape, kInvalidInput, "input '", expected[i]->name(),
+             "': expected shape ", ShapeToString(want.shape), " (", lead, " x ",
+             ShapeToString(expected[i]->type().shape), "), got ", ShapeToString(inputs[i].type.shape));
+  }
+}
+
+std::vector<HostTensor> Executable::MakeResults(int64_t steps, OutputMode mode,
+                                                int64_t every_n) const {
+  int64_t rows = mode == OutputMode::kAll ? steps : mode == OutputMode::kEveryN ? steps / every_n : 0;
+  std::vector<HostTensor> results;
+  for (Value* v : program_.graph->outputs()) {
+    TensorType t = v->type();
+    if (replicated()) t.shape.insert(t.shape.begin(), replicas());
+    if (rows > 0) t.shape.insert(t.shape.begin(), rows);
+    results.emplace_back(t);
+  }
+  return results;
+}
+
+std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, int64_t steps,
+                                        OutputMode mode, int64_t every_n,
+                                        const std::function<bool()>& interrupted) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  steps_completed_ = 0;
+  ValidateFeeds(inputs, steps, mode, every_n);
+  std::vector<HostTensor> results = MakeResults(steps, mode, every_n);
+  const int n = replicas();
+  if (!replicated()) {
+    device_->Activate();
+    try {
+      RunReplica(0, inputs, steps, mode, every_n, results, interrupted, &steps_completed_);
+    } catch (...) {
+      step_ += static_cast<uint64_t>(steps_completed_);
+      throw;
+    }
+    step_ += static_cast<uint64_t>(steps);
+    return results;
+  }
+  group_->Reset();
+  stop_requested_ = false;
+  std::vector<int64_t> done(n, 0);
+  std::vector<std::exception_ptr> errors(n);
+  std::vector<int> order;  // replicas in the order they failed: the first is the cause
+  std::mutex order_mutex;
+  auto work = [&](int r) {
+    DeviceOptions share{std::max(1, device_->threads() / n)};
+    CreateDevice(device_->kind(), share)->Activate();  // this thread's share of the device
+    try {
+      RunReplica(r, inputs, steps, mode, every_n, results, interrupted, &done[r]);
+    } catch (...) {
+      errors[r] = std::current_exception();
+      {
+        std::lock_guard<std::mutex> g(order_mutex);
+        order.push_back(r);
+      }
+      group_->Abort("replica " + std::to_string(r) + " of this process failed");
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int r = 1; r < n; ++r) threads.emplace_back(work, r);
+  work(0);
+  for (std::thread& t : threads) t.join();
+  device_->Activate();
+  steps_completed_ = *std::min_element(done.begin(), done.end());
+  step_ += static_cast<uint64_t>(steps_completed_);
+  if (!order.empty()) std::rethrow_exception(errors[order.front()]);
+  if (stop_requested_) {
+    Fail(ErrorKind::kInterrupted, "interrupted after ", steps_completed_, " of ", steps,
+         " steps (a step boundary: those steps were applied in full, on every replica)");
+  }
+  return results;
+}
+
+// Whether the run stops before the next step. Replicated: replica 0 asks `interrupted`
+// (and the other processes) once, at a barrier all replicas of the process attend.
+bool Executable::StopAtStepBoundary(int r, const std::function<bool()>& interrupted) {
+  if (!replicated()) {
+    if (interrupted && interrupted()) {
+      Fail(ErrorKind::kInterrupted, "interrupted after ", steps_completed_, " steps (a step "
+           "boundary: those steps were applied in full)");
+    }
+    return false;
+  }
+  (void)r;
+  group_->Barrier([&] {
+    bool stop = interrupted && interrupted();
+    if (group_->comm().size() > 1) stop = group_->comm().AnyTrue(stop);
+    stop_requested_ = stop;
+  });
+  return stop_requested_;
+}
+
+void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_t steps,
+                            OutputMode mode, int64_t every_n, std::vector<HostTensor>& results,
+                            const std::function<bool()>& interrupted, int64_t* completed) {
+  Replica& rep = replicas_[r];
+  const int n = replicas();
+  const auto& outs = program_.graph->outputs();
+  for (int64_t s = 0; s < steps; ++s) {
+    if (s > 0 && StopAtStepBoundary(r, interrupted)) return;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      size_t bytes = rep.staging[i].bytes();
+      if (bytes == 0) continue;  // an empty input (null data pointers)
+      size_t slot = static_cast<size_t>(s) * n + r;  // [steps, replicas, ...] row-major
+      std::memcpy(rep.staging[i].data(), static_cast<const uint8_t*>(inputs[i].data) + slot * bytes,
+                  bytes);
+    }
+    try {
+      RunOneStep(r, step_ + static_cast<uint64_t>(s));
+    } catch (Error& e) {
+      e.AddContext("in step " + std::to_string(s) + " of " + std::to_string(steps) + " (" +
+                   std::to_string(s) + " earlier steps of this call were applied)");
+      if (replicated()) e.AddContext("in replica " + std::to_string(r));
+      throw;
+    }
+    for (size_t o = 0; o < outs.size(); ++o) {
+      const TensorType& type = outs[o]->type();
+      size_t bytes = type.bytes();
+      if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
+      const void* src = Resolve(rep, program_.outputs[o]);
+      uint8_t* dst = static_cast<uint8_t*>(results[o].data());
+      size_t r_off = static_cast<size_t>(r) * bytes;  // the replica's row (0 when not replicated)
+      switch (mode) {
+        case OutputMode::kAll: std::memcpy(dst + (s * n) * bytes + r_off, src, bytes); break;
+        case OutputMode::kFinal:
+          if (s == steps - 1) std::memcpy(dst + r_off, src, bytes);
+          break;
+        case OutputMode::kEveryN:
+          if ((s + 1) % every_n == 0) {
+            std::memcpy(dst + ((s + 1) / every_n - 1) * n * bytes + r_off, src, bytes);
+          }
+          break;
+        case OutputMode::kSum: AccumulateInto(dst + r_off, type, src); break;
+      }
+    }
+    *completed = s + 1;
+  }
+}
+
+void Executable::RunOneStep(int r, uint64_t step) {
+  Replica& rep = replicas_[r];
+  RunContext ctx;
+  ctx.seed = seed_;
+  // Random ops draw from (seed, step, element): each replica gets a stream of its own.
+  ctx.step = replicated() ? step * static_cast<uint64_t>(group_size()) +
+                                static_cast<uint64_t>(group_->comm().rank() * replicas() + r)
+                          : step;
+  ctx.variables_version = rep.variables_version;
+  ctx.collectives = group_.get();
+  ctx.replica = r;
+  const auto& instrs = program_.instructions;
+  const bool profile = options_.profile && r == 0;
+  for (size_t i = 0; i < instrs.size(); ++i) {
+    KernelArgs args{rep.in_ptrs[i].data(), rep.out_ptrs[i].data(), &ctx};
+    try {
+      if (profile) {
+        auto t0 = std::chrono::steady_clock::now();
+        rep.kernels[i](args);
+        instr_seconds_[i] +=
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ++instr_calls_[i];
+      } else {
+        rep.kernels[i](args);
+      }
+    } catch (Error& e) {
+      e.AddContext("in node " + instrs[i].node->Describe());  // names the user's file:line
+      if (i > first_variable_write_) {
+        ++rep.variables_version;  // kernels must not reuse data derived from the old values
+        e.AddContext("this step had already updated some variables in place before it failed");
+      }
+      throw;
+    } catch (const std::exception& library) {  // not a tg::Error: e.g. oneDNN's dnnl::error
+      Error e(ErrorKind::kRuntime, std::string("kernel failed: ") + library.what());
+      e.AddContext("in node " + instrs[i].node->Describe());
+      throw e;
+    }
+  }
+  for (const UpdateCopy& u : program_.update_copies) {
+    if (u.bytes > 0) std::memmove(rep.variables[u.variable].data(), Resolve(rep, u.from), u.bytes);
+  }
+  if (!program_.graph->updates().empty()) ++rep.variables_version;  // updated in place or copied
+}
+
+}  // namespace tg
