@@ -41,7 +41,8 @@ def graph_key(executor, cap, input_specs):
     parts = dict(format=_KEY_FORMAT, tilegraph=__version__, torch=torch.__version__,
                  training=executor.training, ir=str(cap.graph), params=cap.params,
                  buffers=cap.buffers, inputs=[[list(s), str(d)] for s, d in input_specs],
-                 device_iterations=o.device_iterations,
+                 device_iterations=o.device_iterations, replicas=o.replication_factor,
+                 processes=o.Distributed.numProcesses,
                  accumulation=o.Training.gradient_accumulation,
                  reduction=o.Training.reduction.value)
     if executor.training:

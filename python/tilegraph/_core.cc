@@ -15,6 +15,7 @@
 #include "ir/printer.h"
 #include "kernels/cpu/machine_limits.h"
 #include "ops/builder.h"
+#include "parallel/gradient_all_reduce.h"
 #include "runtime/executable.h"
 #include "support/error.h"
 
@@ -200,7 +201,7 @@ NB_MODULE(_core, m) {
       .def("add_training_step", [](PyGraph& g, const std::string& loss, const std::string& kind,
                                    nb::list groups, bool use_momentum, bool nesterov,
                                    bool centered, bool loss_scaling, int accumulation_steps,
-                                   bool accumulation_mean) {
+                                   bool accumulation_mean, int64_t replicas_total) {
         OptimizerConfig config;
         if (kind == "sgd") config.kind = OptimizerKind::kSGD;
         else if (kind == "adam") config.kind = OptimizerKind::kAdam;
@@ -213,6 +214,12 @@ NB_MODULE(_core, m) {
         config.loss_scaling = loss_scaling;
         config.accumulation_steps = accumulation_steps;
         config.accumulation_mean = accumulation_mean;
+        if (replicas_total > 1) {  // data parallelism: gradients all-reduced across replicas
+          GradientReduction reduction;
+          reduction.group_size = replicas_total;
+          reduction.mean = accumulation_mean;  // PopTorch: one reduction type for both
+          config.reduce_gradients = GradientAllReduce(reduction);
+        }
         std::vector<ParamGroup> pgs;
         for (nb::handle h : groups) {
           nb::dict d = nb::cast<nb::dict>(h);
@@ -241,13 +248,17 @@ NB_MODULE(_core, m) {
         return out;
       }, nb::arg("loss"), nb::arg("kind"), nb::arg("groups"), nb::arg("use_momentum") = false,
          nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false,
-         nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true);
+         nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true,
+         nb::arg("replicas_total") = 1);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,
                                 const std::string& dump_after, int num_threads, uint64_t seed,
-                                bool profile, bool inplace, const std::string& device) {
+                                bool profile, bool inplace, const std::string& device,
+                                int replicas, bool distributed) {
         CompileOptions o;
+        o.replicas = replicas;
+        if (distributed) o.communicator = MpiWorld();
         std::optional<DeviceKind> kind = ParseDeviceKind(device);
         if (!kind) throw nb::value_error(("unknown device '" + device + "'").c_str());
         o.device = *kind;
@@ -264,7 +275,8 @@ NB_MODULE(_core, m) {
       }, nb::arg("graph"), nb::arg("training") = true, nb::arg("optimize") = true,
          nb::arg("verify_each") = false, nb::arg("dump_after") = "", nb::arg("num_threads") = 0,
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
-         nb::arg("device") = "cpu", nb::rv_policy::take_ownership)
+         nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
+         nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {
         OutputMode om;
@@ -321,6 +333,14 @@ NB_MODULE(_core, m) {
       .def_prop_ro("hyperparams", &Executable::HyperParamNames)
       .def_prop_ro("compile_seconds", &Executable::compile_seconds)
       .def_prop_ro("device", [](Executable& exe) { return exe.device().name(); })
+      .def_prop_ro("replicas", &Executable::replicas)
+      .def_prop_ro("replicated", &Executable::replicated)
+      .def_prop_ro("group_size", &Executable::group_size)
+      .def("broadcast_variables", &Executable::BroadcastVariables,
+           nb::call_guard<nb::gil_scoped_release>(),
+           "Sets every variable of every process to process 0's.")
+      .def("check_same_program_everywhere", &Executable::CheckSameProgramEverywhere,
+           nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("num_instructions", &Executable::num_instructions)
       .def_prop_ro("optimized_ir", [](Executable& exe) { return PrintGraph(exe.optimized_graph()); })
       .def_prop_ro("memory_stats", [](Executable& exe) {
@@ -374,6 +394,13 @@ NB_MODULE(_core, m) {
     return cpu::MeasureTriadBandwidthGbs(threads);
   }, nb::arg("threads"), "DRAM bandwidth of a STREAM-style triad on `threads` threads (GB/s).");
 
+  m.def("mpi_available", &MpiAvailable, "Whether this build can run across processes (MPI).");
+  m.def("mpi_world", [] {
+    std::shared_ptr<Communicator> w = MpiWorld();
+    return nb::make_tuple(w->rank(), w->size());
+  }, "(rank, size) of this process in its MPI launch (initializes MPI).");
+  m.def("mpi_abort", [](int code) { MpiAbort(code); },
+        "Ends every process of the MPI launch now (after an uncaught error).");
   m.def("registered_ops", [] {
     std::vector<std::string> names;
     for (const OpDef* d : OpRegistry::Global().All()) names.push_back(d->name);

@@ -98,18 +98,28 @@ class PoplarExecutor:
             mode = OutputMode.Final if self.training else OutputMode.All
         return mode
 
+    @property
+    def _replicas(self):
+        return self.options.replication_factor
+
+    @property
+    def _processes(self):
+        return self.options.Distributed.numProcesses
+
     def _split(self, args):
-        """The per-step micro-batch of every tensor argument."""
-        steps = self._steps
+        """The micro-batch of every tensor argument: the combined batch is [steps, replicas,
+        micro-batch] (PopTorch/PopART's order)."""
+        parts = self._steps * self._replicas
         micro = []
         for i, a in enumerate(args):
             if not isinstance(a, torch.Tensor):
                 raise TypeError(f"argument {i}: expected a torch.Tensor, got {type(a).__name__}")
-            if a.dim() == 0 or a.shape[0] % steps != 0:
+            if a.dim() == 0 or a.shape[0] % parts != 0:
                 raise ValueError(
-                    f"argument {i}: expected a batch dimension divisible by {steps} "
-                    f"(deviceIterations x gradientAccumulation), got shape {tuple(a.shape)}")
-            micro.append(a[: a.shape[0] // steps])
+                    f"argument {i}: expected a batch dimension divisible by {parts} "
+                    f"(deviceIterations x replicationFactor x gradientAccumulation), got shape "
+                    f"{tuple(a.shape)}")
+            micro.append(a[: a.shape[0] // parts])
         return micro
 
     # ---- compilation ---------------------------------------------------------------------
@@ -199,10 +209,14 @@ class PoplarExecutor:
         self._opt_flags = tuple(meta["opt_flags"]) if meta["opt_flags"] else None
         self._input_specs = [(tuple(int(d) for d in s), _cache.torch_dtype(d))
                              for s, d in meta["input_specs"]]
+        distributed = self._processes > 1
+        if distributed:
+            _join_distributed_run(self.options)
         exe = _core.Executable.compile(cap.graph, training=self.training,
                                        num_threads=self.options.num_threads,
                                        seed=self.options.random_seed or 0,
-                                       profile=self.options.profiling_dir is not None)
+                                       profile=self.options.profiling_dir is not None,
+                                       replicas=self._replicas, distributed=distributed)
         _compilations += 1
         for name, value in self._hyper.items():
             exe.set_hyperparam(name, value)
@@ -210,6 +224,11 @@ class PoplarExecutor:
         if self.training:
             self.setOptimizer(self.optimizer)  # the optimizer's current hyperparameters
         self.copyWeightsToDevice()
+        if distributed:
+            # Every process compiled the same program, and starts from process 0's weights.
+            exe.check_same_program_everywhere()
+            exe.broadcast_variables()
+            self.copyWeightsToHost()
 
     def compileAndExport(self, filename, *args):
         """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
@@ -241,7 +260,8 @@ class PoplarExecutor:
         info = cap.graph.add_training_step(
             loss, kind, tg_groups, loss_scaling=loss_scaling != 1.0,
             accumulation_steps=self.options.Training.gradient_accumulation,
-            accumulation_mean=reduction == ReductionType.Mean, **flags)
+            accumulation_mean=reduction == ReductionType.Mean,
+            replicas_total=self._replicas * self._processes, **flags)
         self._opt_flags = (kind, flags)
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:
@@ -287,10 +307,11 @@ class PoplarExecutor:
         """One engine call. On any failure (bad data found in step k, Ctrl-C between steps)
         the weights the engine holds, which include the steps it completed, are copied into
         the module, and the error says so."""
-        steps = self._steps
-        feeds = [np.asarray(a.detach().reshape(steps, a.shape[0] // steps,
-                                                          *a.shape[1:]).numpy(), order="C")
-                 for a in args]
+        steps, replicas = self._steps, self._replicas
+        lead = (steps, replicas) if self._exe.replicated else (steps,)
+        parts = steps * replicas
+        feeds = [np.asarray(a.detach().reshape(*lead, a.shape[0] // parts, *a.shape[1:])
+                            .numpy(), order="C") for a in args]
         mode = self._output_mode()
         try:
             outs = self._exe.run(feeds, steps=steps, mode=mode.value,
@@ -321,11 +342,19 @@ class PoplarExecutor:
                     f"batch is micro-batch x deviceIterations x gradientAccumulation)")
 
     def _to_torch(self, out, mode, meta):
+        """The engine's [rows?, replicas?, *shape] as PopTorch returns it: per-step and
+        per-replica batches concatenated into one combined batch; scalars as a vector with
+        one value per step and replica (a replica dimension only when there are replicas)."""
         t = torch.from_numpy(np.asarray(out))
-        if mode in (OutputMode.All, OutputMode.EveryN):
-            shape, _ = meta
-            if len(shape) >= 1:  # stack of per-step batches -> one combined batch
-                t = t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+        shape, _ = meta
+        lead = 1 if mode in (OutputMode.All, OutputMode.EveryN) else 0
+        if self._exe.replicated:
+            if self._replicas == 1:  # one replica per process: no replica dimension
+                t = t.reshape(*t.shape[:lead], *t.shape[lead + 1:])
+            else:
+                lead += 1
+        if lead > 0 and (len(shape) >= 1 or lead > 1):
+            t = t.reshape(-1, *t.shape[lead + 1:]) if len(shape) >= 1 else t.reshape(-1)
         return t
 
     # ---- weights and device state --------------------------------------------------------
@@ -451,6 +480,37 @@ class PoplarExecutor:
 _NO_LOSS = ("a training model's forward must return the loss, or (outputs..., loss) with the "
             "loss last, as a floating-point scalar; wrap a custom or combined loss in "
             "tilegraph.identity_loss(x, reduction='sum'|'mean'|'none')")
+
+
+def _join_distributed_run(options):
+    """Checks that the MPI launch is the one the options describe, and makes an uncaught
+    error in any process end the whole run at once (MPI_Abort: the other processes stop now,
+    and mpirun names this one) instead of leaving them to wait for their collective timeout."""
+    global _abort_hook_installed
+    if not _core.mpi_available():
+        raise RuntimeError("Options().Distributed describes several processes, but this "
+                           "tilegraph was built without MPI")
+    rank, size = _core.mpi_world()
+    want = (options.Distributed.processId, options.Distributed.numProcesses)
+    if (rank, size) != want:
+        raise RuntimeError(f"Options().Distributed says process {want[0]} of {want[1]}, but MPI "
+                           f"says rank {rank} of {size}: start the script with "
+                           f"`python -m tilegraph.run -n {want[1]} ...` (or mpirun)")
+    if not _abort_hook_installed:
+        import sys
+        previous = sys.excepthook
+
+        def abort_on_uncaught(kind, value, tb):
+            previous(kind, value, tb)
+            sys.stderr.write(f"tilegraph: process {rank} of {size} failed; stopping the run\n")
+            sys.stderr.flush()
+            _core.mpi_abort(1)
+
+        sys.excepthook = abort_on_uncaught
+        _abort_hook_installed = True
+
+
+_abort_hook_installed = False
 
 
 def trainingModel(model, options=None, optimizer=None):

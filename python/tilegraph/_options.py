@@ -3,6 +3,7 @@
 Options that have no effect on tilegraph's devices yet are accepted and warn once.
 """
 import enum
+import os
 import warnings
 
 
@@ -76,6 +77,42 @@ class _PrecisionOptions:
         return self._parent
 
 
+class _DistributedOptions:
+    """PopTorch's Options().Distributed: which process of a multi-process run this is.
+
+    Read from Open MPI's environment (OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE) when the
+    script was started by mpirun or `python -m tilegraph.run`; set by hand with
+    configureProcessId (it must then agree with the MPI launch)."""
+
+    def __init__(self, parent):
+        self._parent = parent
+        self._env = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
+        self._explicit = None
+
+    def configureProcessId(self, process_id, num_processes):
+        if not 0 <= int(process_id) < int(num_processes):
+            raise ValueError(f"expected 0 <= process_id < num_processes, got {process_id}, "
+                             f"{num_processes}")
+        self._explicit = (int(process_id), int(num_processes))
+        return self._parent
+
+    def setEnvVarNames(self, var_num_processes, var_process_id):
+        self._env = (var_num_processes, var_process_id)
+        return self._parent
+
+    @property
+    def processId(self):
+        if self._explicit is not None:
+            return self._explicit[0]
+        return int(os.environ.get(self._env[1], "0"))
+
+    @property
+    def numProcesses(self):
+        if self._explicit is not None:
+            return self._explicit[1]
+        return int(os.environ.get(self._env[0], "1"))
+
+
 class _JitOptions:
     def __init__(self, parent):
         self._parent = parent
@@ -99,6 +136,7 @@ class Options:
         self.Training = _TrainingOptions(self)
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
+        self.Distributed = _DistributedOptions(self)
 
     # ---- serialization (export files): the options that shape a compiled program ----
     def to_dict(self):
@@ -130,8 +168,9 @@ class Options:
         return self
 
     def replicationFactor(self, n):
-        if int(n) != 1:
-            _no_effect("replicationFactor (> 1)")
+        """Data-parallel replicas in this process (PopTorch: replicas per process)."""
+        if int(n) < 1:
+            raise ValueError(f"replicationFactor must be >= 1, got {n}")
         self.replication_factor = int(n)
         return self
 

@@ -192,6 +192,7 @@ int64_t Executable::steps_completed_in_last_run() const {
 void Executable::BroadcastVariables() {
   std::lock_guard<std::mutex> lock(mutex_);
   if (!group_) return;
+  ScopedTimeout startup(group_->comm(), Communicator::kStartupTimeoutSeconds);
   for (size_t v = 0; v < replicas_[0].variables.size(); ++v) {
     HostTensor& mine = replicas_[0].variables[v];
     if (mine.bytes() == 0) continue;
@@ -214,6 +215,7 @@ uint64_t Executable::ProgramHash() const {
 void Executable::CheckSameProgramEverywhere() const {
   if (!group_ || group_->comm().size() == 1) return;
   Communicator& comm = const_cast<ReplicaGroup&>(*group_).comm();
+  ScopedTimeout startup(comm, Communicator::kStartupTimeoutSeconds);
   int64_t mine = static_cast<int64_t>(ProgramHash());
   std::vector<int64_t> all(comm.size());
   comm.AllGather(&mine, all.data(), 1, CommDType::kI64);

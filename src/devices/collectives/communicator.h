@@ -5,7 +5,9 @@
 //
 // Every operation is bounded in time: when the other processes do not all arrive within
 // timeout_seconds() (one of them failed, was killed or is stuck), it throws a Runtime error
-// naming this process and the operation, instead of hanging.
+// naming this process and the operation, instead of hanging. The default, 45 s (or
+// TILEGRAPH_COLLECTIVE_TIMEOUT), bounds the collectives of a step; start-up checks, which
+// wait for the slowest process to compile, allow kStartupTimeoutSeconds.
 #pragma once
 
 #include <cstddef>
@@ -34,11 +36,25 @@ class Communicator {
   // Whether any process passed true (e.g. an interrupt seen by one process stops all).
   virtual bool AnyTrue(bool value) = 0;
 
+  static constexpr double kStartupTimeoutSeconds = 600.0;
   double timeout_seconds() const { return timeout_seconds_; }
   void set_timeout_seconds(double s) { timeout_seconds_ = s; }
 
  private:
-  double timeout_seconds_ = 60.0;
+  double timeout_seconds_ = 45.0;
+};
+
+// Sets a communicator's timeout for a scope (start-up collectives).
+class ScopedTimeout {
+ public:
+  ScopedTimeout(Communicator& comm, double seconds) : comm_(comm), saved_(comm.timeout_seconds()) {
+    comm_.set_timeout_seconds(seconds);
+  }
+  ~ScopedTimeout() { comm_.set_timeout_seconds(saved_); }
+
+ private:
+  Communicator& comm_;
+  double saved_;
 };
 
 // One process: every collective is the identity.
@@ -58,5 +74,8 @@ bool MpiAvailable();
 // The process group of an MPI launch (MPI_COMM_WORLD; MPI is initialized on first use and
 // finalized at exit). Throws Unsupported when the build has no MPI.
 std::shared_ptr<Communicator> MpiWorld();
+// Ends every process of the MPI launch at once (MPI_Abort on MPI_COMM_WORLD): what a process
+// that cannot go on does, so that the others stop now instead of at their next timeout.
+[[noreturn]] void MpiAbort(int code);
 
 }  // namespace tg

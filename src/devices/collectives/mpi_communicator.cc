@@ -115,6 +115,13 @@ class MpiCommunicator : public Communicator {
 
 bool MpiAvailable() { return true; }
 
+void MpiAbort(int code) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
 std::shared_ptr<Communicator> MpiWorld() {
   static std::mutex mutex;
   static std::shared_ptr<Communicator> world;
@@ -126,6 +133,8 @@ std::shared_ptr<Communicator> MpiWorld() {
 #else
 
 bool MpiAvailable() { return false; }
+
+void MpiAbort(int code) { std::_Exit(code); }
 
 std::shared_ptr<Communicator> MpiWorld() {
   Fail(ErrorKind::kUnsupported, "this tilegraph was built without MPI (install "

@@ -1,0 +1,84 @@
+"""Child of test_distributed.py, started by mpirun: trains an MLP data-parallel over the
+processes (and `--replicas` replicas in each) and compares with eager PyTorch training the
+same model on the whole global batch. Each process writes its report (JSON) to
+--report-dir/report<rank>.json (mpirun interleaves the processes' standard output).
+
+Every process starts from a different random model: the run must broadcast process 0's.
+"""
+import argparse
+import copy
+import json
+import sys
+
+import torch
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+import tilegraph  # noqa: E402
+from models import MLP  # noqa: E402
+
+p = argparse.ArgumentParser()
+p.add_argument("--replicas", type=int, default=1)
+p.add_argument("--optimizer", default="sgd")
+p.add_argument("--accumulation", type=int, default=1)
+p.add_argument("--calls", type=int, default=5)
+p.add_argument("--width", type=int, default=32)   # a process given another width: mismatch
+p.add_argument("--fail", default="")              # "raise" / "hang": rank 1 misbehaves
+p.add_argument("--mismatch", action="store_true")  # rank 1 builds a narrower model
+p.add_argument("--report-dir", default=".")
+args = p.parse_args()
+
+opts = tilegraph.Options()
+rank, procs = opts.Distributed.processId, opts.Distributed.numProcesses
+R, A, steps, micro = args.replicas, args.accumulation, 2, 3
+group = procs * R
+opts.replicationFactor(R).deviceIterations(steps).Training.gradientAccumulation(A)
+opts.outputMode(tilegraph.OutputMode.All)
+
+
+def make_optimizer(params):
+    if args.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    return torch.optim.AdamW(params, lr=0.01, weight_decay=0.01)
+
+
+width = 16 if args.mismatch and rank == 1 else args.width
+torch.manual_seed(100 + rank)  # a different initial model in every process
+model = MLP(dh=width)
+torch.manual_seed(100)
+reference = MLP(dh=args.width)  # process 0's initial model
+trainer = tilegraph.trainingModel(model, opts, make_optimizer(model.parameters()))
+eager_opt = make_optimizer(reference.parameters())
+
+data = torch.Generator().manual_seed(7)
+micro_steps = steps * A
+losses, ref_losses = [], []
+for call in range(args.calls):
+    # The global batch of this call: [micro_steps, group, micro]; this process feeds its
+    # replicas' part [micro_steps, rank*R:(rank+1)*R, micro].
+    x = torch.randn(micro_steps, group, micro, 20, generator=data)
+    t = torch.randint(0, 5, (micro_steps, group, micro), generator=data)
+    if args.fail == "raise" and rank == 1 and call == 1:
+        raise RuntimeError("process 1 fails on purpose")
+    if args.fail == "hang" and rank == 1 and call == 1:
+        import time
+        time.sleep(600)  # alive but never calls the model again
+    mine = slice(rank * R, (rank + 1) * R)
+    _, loss = trainer(x[:, mine].reshape(-1, 20), t[:, mine].reshape(-1))
+    losses.append(loss.reshape(micro_steps, R))
+    for s in range(steps):  # eager: mean loss over the global batch, A micro-batches
+        eager_opt.zero_grad()
+        for a in range(A):
+            k = s * A + a
+            loss_k = reference(x[k].reshape(-1, 20), t[k].reshape(-1))[1]
+            (loss_k / A).backward()
+            ref_losses.append(loss_k.item())
+        eager_opt.step()
+
+weight_error = max((a - b).abs().max().item() / (1 + b.abs().max().item())
+                   for a, b in zip(model.parameters(), reference.parameters()))
+report = json.dumps({"rank": rank, "processes": procs, "replicas": R,
+                     "weight_error": weight_error, "ref_losses": ref_losses,
+                  "losses": torch.cat(losses).tolist(),
+                  "state": {k: v.sum().item() for k, v in model.state_dict().items()}})
+with open(f"{args.report_dir}/report{rank}.json", "w") as f:
+    f.write(report)

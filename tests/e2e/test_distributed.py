@@ -1,0 +1,160 @@
+"""Data parallelism (issue 11): replicas in one process, and processes over Open MPI, give
+the numbers of one replica training on the whole batch; the DataLoader shards the dataset;
+mismatched processes and failing processes stop the run with an error, never a hang."""
+import copy
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import tilegraph
+from models import MLP, batches
+from tilegraph._dataloader import ShardSampler
+
+HERE = os.path.dirname(__file__)
+
+
+def _optimizer(kind, params):
+    if kind == "sgd":
+        return torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    return torch.optim.AdamW(params, lr=0.01, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("replicas", [2, 4])
+@pytest.mark.parametrize("kind", ["sgd", "adamw"])
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_replicas_in_one_process_equal_one_replica_on_the_whole_batch(replicas, kind,
+                                                                      accumulation):
+    torch.manual_seed(0)
+    model, reference = MLP(), None
+    reference = copy.deepcopy(model)
+    micro, steps = 3, 2
+    opts = (tilegraph.Options().deviceIterations(steps).replicationFactor(replicas)
+            .outputMode(tilegraph.OutputMode.All))
+    opts.Training.gradientAccumulation(accumulation)
+    trainer = tilegraph.trainingModel(model, opts, _optimizer(kind, model.parameters()))
+    eager = _optimizer(kind, reference.parameters())
+    g = torch.Generator().manual_seed(1)
+    micro_steps = steps * accumulation
+    for _ in range(5):  # 10 optimizer steps
+        x, t = batches("mlp", micro_steps * replicas, micro, g)
+        _, losses = trainer(x, t)
+        assert losses.shape == (micro_steps * replicas,)  # one per micro-step and replica
+        # The combined batch is [micro_steps, replicas, micro]: micro-step k's global batch
+        # is its replicas' micro-batches together.
+        xs, ts = x.reshape(micro_steps, -1, 20), t.reshape(micro_steps, -1)
+        for s in range(steps):
+            eager.zero_grad()
+            for a in range(accumulation):
+                k = s * accumulation + a
+                loss = reference(xs[k], ts[k])[1]
+                torch.testing.assert_close(losses.reshape(micro_steps, replicas)[k].mean(),
+                                           loss.detach(), rtol=1e-5, atol=1e-6)
+                (loss / accumulation).backward()
+            eager.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_batch_norm_statistics_are_per_replica_and_the_module_keeps_replica_0s():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(4)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x, t):
+            out = self.fc(self.bn(x))
+            return out, torch.nn.functional.cross_entropy(out, t)
+
+    torch.manual_seed(0)
+    net = Net()
+    ref = copy.deepcopy(net.bn)
+    opts = tilegraph.Options().replicationFactor(2)
+    trainer = tilegraph.trainingModel(net, opts, torch.optim.SGD(net.parameters(), lr=0.0))
+    x = torch.cat([torch.zeros(5, 4), torch.full((5, 4), 10.0)])  # replica 1 sees 10s
+    trainer(x, torch.zeros(10, dtype=torch.long))
+    ref(x[:5])  # replica 0's micro-batch alone
+    torch.testing.assert_close(net.bn.running_mean, ref.running_mean)
+
+
+def test_shards_are_disjoint_cover_the_dataset_and_agree_on_the_shuffle():
+    n, procs = 103, 3
+    for epoch_shuffle in (False, True):
+        samplers = [ShardSampler(n, procs, p, epoch_shuffle, seed=5) for p in range(procs)]
+        for _ in range(2):  # two epochs
+            parts = [list(s) for s in samplers]
+            assert all(len(part) == n // procs for part in parts)
+            flat = sum(parts, [])
+            assert len(set(flat)) == len(flat)  # disjoint
+            assert len(flat) == n - n % procs   # covers all but the remainder
+    a = list(ShardSampler(n, procs, 0, True, seed=5))
+    b = list(ShardSampler(n, procs, 0, True, seed=5))
+    assert a == b  # the same shuffle in every process (same seed, same epoch)
+
+
+def test_the_dataloader_reads_this_processes_part():
+    data = torch.utils.data.TensorDataset(torch.arange(40).float()[:, None])
+    seen = []
+    for rank in range(2):
+        opts = tilegraph.Options().deviceIterations(2)
+        opts.Distributed.configureProcessId(rank, 2)
+        loader = tilegraph.DataLoader(opts, data, batch_size=5)
+        seen.append(torch.cat([b[0] for b in loader]).flatten().tolist())
+    assert len(seen[0]) == len(seen[1]) == 20
+    assert not set(seen[0]) & set(seen[1])
+
+
+# ---- across processes (Open MPI) -----------------------------------------------------------
+
+def _launch(tmp_path, n, *args, timeout=240, env=None):
+    full_env = dict(os.environ, **(env or {}))
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tilegraph.run", "-n", str(n),
+                           os.path.join(HERE, "distributed_child.py"),
+                           "--report-dir", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=timeout, env=full_env)
+    reports = [json.loads(f.read_text()) for f in tmp_path.glob("report*.json")]
+    return proc, time.monotonic() - start, sorted(reports, key=lambda r: r["rank"])
+
+
+@pytest.mark.parametrize("n, replicas, kind, accumulation", [
+    (2, 1, "sgd", 1), (2, 2, "adamw", 2), (4, 1, "sgd", 2), (4, 1, "adamw", 1)])
+def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, kind,
+                                                       accumulation):
+    proc, _, reports = _launch(tmp_path, n, "--replicas", str(replicas), "--optimizer", kind,
+                               "--accumulation", str(accumulation))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r["rank"] for r in reports] == list(range(n))
+    for r in reports:
+        # Started from different models: process 0's was broadcast; 10 steps match eager.
+        assert r["weight_error"] < 1e-5, r
+        assert r["state"] == reports[0]["state"]  # the same checkpoint on every process
+    micro_steps = len(reports[0]["ref_losses"])
+    for k in range(micro_steps):  # mean over every process's replicas = the global loss
+        ours = sum(sum(r["losses"][k]) for r in reports) / (n * replicas)
+        assert abs(ours - reports[0]["ref_losses"][k]) < 1e-5 * (1 + abs(ours)), k
+
+
+def test_processes_that_compiled_different_programs_stop_with_a_clear_error(tmp_path):
+    proc, _, _ = _launch(tmp_path, 2, "--mismatch")
+    assert proc.returncode != 0
+    assert "process(es) 1 compiled a different program than process 0" in proc.stderr
+
+
+@pytest.mark.parametrize("fault", ["raise", "hang"])
+def test_a_failing_process_stops_the_others_with_its_error(tmp_path, fault):
+    proc, seconds, reports = _launch(tmp_path, 2, "--fail", fault,
+                                     env={"TILEGRAPH_COLLECTIVE_TIMEOUT": "10"})
+    assert proc.returncode != 0
+    assert seconds < 60 + 30, seconds  # start-up included; never the 240 s test timeout
+    if fault == "raise":
+        assert "process 1 fails on purpose" in proc.stderr
+        assert "process 1 of 2 failed" in proc.stderr
+    else:  # process 1 is alive but silent: process 0's collective times out and names it
+        assert "mpi rank 0 of 2: an MPI all-reduce did not complete within 10 s" in proc.stderr
+    assert not reports  # nobody reported a finished run
