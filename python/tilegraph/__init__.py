@@ -12,13 +12,14 @@ from . import _core, optim
 from ._core import Executable, Graph, registered_ops
 from ._executor import (PoplarExecutor, compilation_count, identity_loss, inferenceModel,
                         trainingModel)
-from ._options import AnchorMode, Options, OutputMode, ReductionType
+from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLocationSettings
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
 
 __all__ = ["AnchorMode", "ArchiveError", "ExportedModule", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
-           "identity_loss", "inferenceModel", "load", "optim", "registered_ops", "trainingModel"]
+           "identity_loss", "inferenceModel", "load", "optim", "registered_ops",
+           "TensorLocationSettings", "trainingModel"]
 __version__ = "0.1.0"
 
 

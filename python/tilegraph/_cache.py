@@ -43,6 +43,7 @@ def graph_key(executor, cap, input_specs):
                  buffers=cap.buffers, inputs=[[list(s), str(d)] for s, d in input_specs],
                  device_iterations=o.device_iterations, replicas=o.replication_factor,
                  processes=o.Distributed.numProcesses,
+                 sharded=o.TensorLocations.shard_optimizer_state,
                  accumulation=o.Training.gradient_accumulation,
                  reduction=o.Training.reduction.value)
     if executor.training:

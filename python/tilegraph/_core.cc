@@ -201,7 +201,8 @@ NB_MODULE(_core, m) {
       .def("add_training_step", [](PyGraph& g, const std::string& loss, const std::string& kind,
                                    nb::list groups, bool use_momentum, bool nesterov,
                                    bool centered, bool loss_scaling, int accumulation_steps,
-                                   bool accumulation_mean, int64_t replicas_total) {
+                                   bool accumulation_mean, int64_t replicas_total,
+                                   bool shard_optimizer_state) {
         OptimizerConfig config;
         if (kind == "sgd") config.kind = OptimizerKind::kSGD;
         else if (kind == "adam") config.kind = OptimizerKind::kAdam;
@@ -219,6 +220,10 @@ NB_MODULE(_core, m) {
           reduction.group_size = replicas_total;
           reduction.mean = accumulation_mean;  // PopTorch: one reduction type for both
           config.reduce_gradients = GradientAllReduce(reduction);
+          if (shard_optimizer_state) {
+            config.shard_state_group = replicas_total;
+            config.shard_state_mean = accumulation_mean;
+          }
         }
         std::vector<ParamGroup> pgs;
         for (nb::handle h : groups) {
@@ -249,7 +254,7 @@ NB_MODULE(_core, m) {
       }, nb::arg("loss"), nb::arg("kind"), nb::arg("groups"), nb::arg("use_momentum") = false,
          nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false,
          nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true,
-         nb::arg("replicas_total") = 1);
+         nb::arg("replicas_total") = 1, nb::arg("shard_optimizer_state") = false);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,

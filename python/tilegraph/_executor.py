@@ -261,7 +261,8 @@ class PoplarExecutor:
             loss, kind, tg_groups, loss_scaling=loss_scaling != 1.0,
             accumulation_steps=self.options.Training.gradient_accumulation,
             accumulation_mean=reduction == ReductionType.Mean,
-            replicas_total=self._replicas * self._processes, **flags)
+            replicas_total=self._replicas * self._processes,
+            shard_optimizer_state=self.options.TensorLocations.shard_optimizer_state, **flags)
         self._opt_flags = (kind, flags)
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:

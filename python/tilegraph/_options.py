@@ -113,6 +113,71 @@ class _DistributedOptions:
         return int(os.environ.get(self._env[0], "1"))
 
 
+class TensorLocationSettings:
+    """PopTorch's TensorLocationSettings (chainable). On tilegraph's devices only replicated
+    tensor sharding of the optimizer state has an effect; the IPU's on-chip/streaming-memory
+    and IO-tile choices are recorded and warned about once."""
+
+    def __init__(self):
+        self.replicated_tensor_sharding = False
+        self.ignored = {}
+
+    def useReplicatedTensorSharding(self, enabled=True):
+        self.replicated_tensor_sharding = bool(enabled)
+        return self
+
+    def _ignore(self, name, value):
+        self.ignored[name] = value
+        _no_effect(f"TensorLocationSettings.{name} (IPU memory placement)")
+        return self
+
+    def useOnChipStorage(self, enabled=True):
+        return self._ignore("useOnChipStorage", enabled)
+
+    def useIOTilesToLoad(self, enabled=True):
+        return self._ignore("useIOTilesToLoad", enabled)
+
+    def useIOTilesToStore(self, enabled=True):
+        return self._ignore("useIOTilesToStore", enabled)
+
+    def minElementsForOffChip(self, n):
+        return self._ignore("minElementsForOffChip", n)
+
+    def minElementsForReplicatedTensorSharding(self, n):
+        return self._ignore("minElementsForReplicatedTensorSharding", n)
+
+
+class _TensorLocationOptions:
+    """Options().TensorLocations: setOptimizerLocation(TensorLocationSettings()
+    .useReplicatedTensorSharding(True)) shards the optimizer state across the replicas of
+    all processes (ZeRO stage 1: each keeps 1/R, gradients are reduce-scattered, updated
+    weights all-gathered). The other locations are IPU memory placement: no effect here."""
+
+    def __init__(self, parent):
+        self._parent = parent
+        self.optimizer = TensorLocationSettings()
+
+    def setOptimizerLocation(self, settings):
+        self.optimizer = settings
+        return self._parent
+
+    def setWeightLocation(self, settings):
+        _no_effect("TensorLocations.setWeightLocation")
+        return self._parent
+
+    def setAccumulatorLocation(self, settings):
+        _no_effect("TensorLocations.setAccumulatorLocation")
+        return self._parent
+
+    def setActivationLocation(self, settings):
+        _no_effect("TensorLocations.setActivationLocation")
+        return self._parent
+
+    @property
+    def shard_optimizer_state(self):
+        return self.optimizer.replicated_tensor_sharding
+
+
 class _JitOptions:
     def __init__(self, parent):
         self._parent = parent
@@ -137,6 +202,7 @@ class Options:
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
         self.Distributed = _DistributedOptions(self)
+        self.TensorLocations = _TensorLocationOptions(self)
 
     # ---- serialization (export files): the options that shape a compiled program ----
     def to_dict(self):
@@ -146,7 +212,8 @@ class Options:
                     output_return_period=self.output_return_period,
                     random_seed=self.random_seed, num_threads=self.num_threads,
                     gradient_accumulation=self.Training.gradient_accumulation,
-                    reduction=self.Training.reduction.value)
+                    reduction=self.Training.reduction.value,
+                    shard_optimizer_state=self.TensorLocations.shard_optimizer_state)
 
     @classmethod
     def from_dict(cls, d):
@@ -159,6 +226,8 @@ class Options:
         o.num_threads = int(d["num_threads"])
         o.Training.gradient_accumulation = int(d["gradient_accumulation"])
         o.Training.reduction = ReductionType(d["reduction"])
+        o.TensorLocations.optimizer.replicated_tensor_sharding = bool(
+            d.get("shard_optimizer_state", False))
         return o
 
     def deviceIterations(self, n):

@@ -35,11 +35,15 @@ class UpdateBuilder {
     return b_.graph().AddHyperParam(name, TensorType{DType::kF64, {}});
   }
 
-  Value* State(Value* p, const std::string& what) {
-    Value* v = b_.graph().AddVariable(p->name() + "." + what, p->type(), /*trainable=*/false);
+  // Optimizer state of the parameter being updated: its shape, or its shard's when the
+  // state is sharded across replicas.
+  Value* State(Value*, const std::string& what) {
+    Value* v = b_.graph().AddVariable(param_->name() + "." + what, state_type_, false);
     info_.state_variables.push_back(v->name());
     return v;
   }
+  // The parameter's new value (of the shape its arithmetic ran in: the shard when sharded).
+  void SetParam(Value* value);
 
   void Update(Value* p, Value* grad, size_t group, const OptimizerHyperParams& hp, Value* step,
               Value* loss_scale);
@@ -55,12 +59,49 @@ class UpdateBuilder {
   Builder& b_;
   const OptimizerConfig& config_;
   TrainingStepInfo& info_;
+  Value* param_ = nullptr;   // the parameter variable being updated
+  TensorType state_type_;    // its state's type
+  int64_t shard_ = 0;        // sharded: elements of one replica's shard (0: not sharded)
 };
+
+void UpdateBuilder::SetParam(Value* value) {
+  if (shard_ == 0) {
+    b_.graph().SetUpdate(param_, value);
+    return;
+  }
+  // Every replica's updated shard, gathered; the padding dropped; the parameter's shape.
+  const TensorType& t = param_->type();
+  Value* all = b_.Op1("all_gather", {value}, {{"group_size", config_.shard_state_group}});
+  Value* used = b_.Op1("slice", {all}, {{"axis", int64_t{0}}, {"start", int64_t{0}},
+                                        {"end", t.numel()}, {"step", int64_t{1}}});
+  b_.graph().SetUpdate(param_, b_.Reshape(used, t.shape));
+}
 
 void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerHyperParams& hp,
                            Value* step, Value* loss_scale) {
+  param_ = p;
+  state_type_ = p->type();
+  shard_ = 0;
   Value* g = grad;
   if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
+  if (config_.shard_state_group > 1) {
+    // Replicated tensor sharding (ZeRO stage 1): flatten and pad to a multiple of the group;
+    // the gradient is reduce-scattered (each replica gets the reduced rows of its shard), the
+    // parameter's shard is this replica's rows, and the state has the shard's shape.
+    int64_t n = p->type().numel(), G = config_.shard_state_group;
+    shard_ = (n + G - 1) / G;
+    auto flat_padded = [&](Value* v) {
+      Value* flat = b_.Reshape(v, {n});
+      if (shard_ * G == n) return flat;
+      Value* pad = b_.Full({shard_ * G - n}, 0.0, v->type().dtype);
+      return b_.Op1("cat", {flat, pad}, {{"axis", int64_t{0}}});
+    };
+    g = b_.Op1("reduce_scatter", {flat_padded(g)},
+               {{"group_size", G},
+                {"reduction", std::string(config_.shard_state_mean ? "mean" : "sum")}});
+    p = b_.Op1("replica_shard", {flat_padded(p)}, {{"group_size", G}});
+    state_type_ = TensorType{param_->type().dtype, {shard_}};
+  }
   switch (config_.kind) {
     case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
     case OptimizerKind::kAdam: Adam(p, g, group, hp, step, false); break;
@@ -86,7 +127,7 @@ void UpdateBuilder::Sgd(Value* p, Value* g, size_t group, const OptimizerHyperPa
     b_.graph().SetUpdate(buf, buf_new);
     g = config_.nesterov ? b_.Add(g, b_.Mul(buf_new, T(momentum, p))) : buf_new;
   }
-  b_.graph().SetUpdate(p, b_.Add(p, b_.Mul(g, T(b_.Neg(lr), p))));
+  SetParam(b_.Add(p, b_.Mul(g, T(b_.Neg(lr), p))));
 }
 
 // torch.optim.Adam/AdamW (single tensor): t = step+1; (AdamW: p *= 1-lr*wd | Adam: g += wd*p);
@@ -118,7 +159,7 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
   b_.graph().SetUpdate(m, m_new);
   b_.graph().SetUpdate(v, v_new);
-  b_.graph().SetUpdate(p, b_.Add(param, b_.Div(b_.Mul(T(neg_step_size, p), m_new), denom)));
+  SetParam(b_.Add(param, b_.Div(b_.Mul(T(neg_step_size, p), m_new), denom)));
 }
 
 // torch.optim.RMSprop (single tensor): g += wd*p; sq = sq*alpha + (1-alpha)*g*g;
@@ -147,9 +188,9 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
     Value* buf = State(p, "momentum_buffer");
     Value* buf_new = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Div(g, avg));
     b_.graph().SetUpdate(buf, buf_new);
-    b_.graph().SetUpdate(p, b_.Add(p, b_.Mul(buf_new, neg_lr)));
+    SetParam(b_.Add(p, b_.Mul(buf_new, neg_lr)));
   } else {
-    b_.graph().SetUpdate(p, b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
+    SetParam(b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
   }
 }
 
@@ -193,7 +234,9 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
                                           : total;
     }
   }
-  if (config.reduce_gradients) grads = config.reduce_gradients(b, params, grads);
+  if (config.reduce_gradients && config.shard_state_group <= 1) {
+    grads = config.reduce_gradients(b, params, grads);
+  }
   size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
   size_t k = 0;

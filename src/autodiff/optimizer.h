@@ -46,6 +46,12 @@ struct OptimizerConfig {
   std::function<std::vector<Value*>(Builder&, const std::vector<Value*>& params,
                                     const std::vector<Value*>& grads)>
       reduce_gradients;
+  // Replicated tensor sharding of the optimizer state (ZeRO stage 1) over this many replicas
+  // (1: off): each replica keeps 1/group of every state tensor; gradients are
+  // reduce-scattered (mean or sum, as the replicas' reduction), updated shards all-gathered.
+  // reduce_gradients is not applied to sharded parameters (their reduce-scatter replaces it).
+  int64_t shard_state_group = 1;
+  bool shard_state_mean = true;
 };
 
 struct ParamGroup {

@@ -155,6 +155,29 @@ void RegisterAllGather(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+void RegisterReplicaShard(OpRegistry& r) {
+  OpDef d;
+  d.name = "replica_shard";
+  d.attrs = {{"group_size", std::nullopt}};
+  d.doc = "Replica i's rows [i * k, (i + 1) * k) of x [group_size * k, ...] (no communication).";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    const TensorType& x = c.in(0);
+    CheckFloat(x, "replica_shard");
+    int64_t g = GroupSize(c.attrs, "replica_shard");
+    TG_CHECK(x.rank() >= 1 && x.shape[0] % g == 0, kShape, "replica_shard: expected a first "
+             "dimension divisible by group_size ", g, ", got ", x.ToString());
+    Shape out = x.shape;
+    out[0] /= g;
+    return {{x.dtype, out}};
+  };
+  d.not_differentiable = true;  // used after autodiff, on parameters
+  d.traits.side_effects = true;  // its value depends on the replica: never folded or merged
+  d.kernels[DeviceKind::kCpu] = CollectiveFactory(CollectiveKind::kShard);
+  d.kernels[DeviceKind::kReference] = CollectiveFactory(CollectiveKind::kShard);
+  d.samples = {Sample({4, 2}, {{"group_size", int64_t{1}}})};
+  r.Register(std::move(d));
+}
+
 void RegisterBroadcast(OpRegistry& r) {
   OpDef d;
   d.name = "broadcast";
@@ -181,6 +204,7 @@ void RegisterCollectiveOps(OpRegistry& r) {
   RegisterReduceScatter(r);
   RegisterAllGather(r);
   RegisterBroadcast(r);
+  RegisterReplicaShard(r);
 }
 
 }  // namespace tg

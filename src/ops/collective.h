@@ -14,7 +14,9 @@
 
 namespace tg {
 
-enum class CollectiveKind { kAllReduce, kReduceScatter, kAllGather, kBroadcast };
+// kShard is no communication: each replica takes its own rows of a replicated tensor (the
+// runtime knows the replica's global index), as sharded optimizer state needs.
+enum class CollectiveKind { kAllReduce, kReduceScatter, kAllGather, kBroadcast, kShard };
 enum class Reduction { kSum, kMean };
 
 struct CollectiveCall {

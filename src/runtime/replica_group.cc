@@ -63,6 +63,12 @@ void ReplicaGroup::Reset() {
 }
 
 void ReplicaGroup::Run(int replica, const CollectiveCall& call) {
+  if (call.kind == CollectiveKind::kShard) {  // local: this replica's rows, no meeting
+    int64_t global = static_cast<int64_t>(comm_->rank()) * local_ + replica;
+    size_t bytes = static_cast<size_t>(call.out_count) * SizeOf(call.dtype);
+    std::memcpy(call.out, static_cast<const uint8_t*>(call.in) + global * bytes, bytes);
+    return;
+  }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     ins_[replica] = call.in;
@@ -123,6 +129,7 @@ void ReplicaGroup::Combine(const CollectiveCall& call) {
       }
       break;
     }
+    case CollectiveKind::kShard: break;  // handled in Run
     case CollectiveKind::kBroadcast: {
       int root_process = call.root / local_, root_local = call.root % local_;
       if (rank == root_process) {

@@ -25,6 +25,7 @@ p.add_argument("--width", type=int, default=32)   # a process given another widt
 p.add_argument("--fail", default="")              # "raise" / "hang": rank 1 misbehaves
 p.add_argument("--mismatch", action="store_true")  # rank 1 builds a narrower model
 p.add_argument("--report-dir", default=".")
+p.add_argument("--shard", action="store_true")  # sharded optimizer state (ZeRO-1)
 args = p.parse_args()
 
 opts = tilegraph.Options()
@@ -33,6 +34,8 @@ R, A, steps, micro = args.replicas, args.accumulation, 2, 3
 group = procs * R
 opts.replicationFactor(R).deviceIterations(steps).Training.gradientAccumulation(A)
 opts.outputMode(tilegraph.OutputMode.All)
+opts.TensorLocations.setOptimizerLocation(
+    tilegraph.TensorLocationSettings().useReplicatedTensorSharding(args.shard))
 
 
 def make_optimizer(params):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -122,12 +123,13 @@ def _launch(tmp_path, n, *args, timeout=240, env=None):
     return proc, time.monotonic() - start, sorted(reports, key=lambda r: r["rank"])
 
 
-@pytest.mark.parametrize("n, replicas, kind, accumulation", [
-    (2, 1, "sgd", 1), (2, 2, "adamw", 2), (4, 1, "sgd", 2), (4, 1, "adamw", 1)])
+@pytest.mark.parametrize("n, replicas, kind, accumulation, shard", [
+    (2, 1, "sgd", 1, False), (2, 2, "adamw", 2, False), (4, 1, "sgd", 2, False),
+    (4, 1, "adamw", 1, False), (2, 2, "adamw", 1, True)])
 def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, kind,
-                                                       accumulation):
+                                                       accumulation, shard):
     proc, _, reports = _launch(tmp_path, n, "--replicas", str(replicas), "--optimizer", kind,
-                               "--accumulation", str(accumulation))
+                               "--accumulation", str(accumulation), *(["--shard"] * shard))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["rank"] for r in reports] == list(range(n))
     for r in reports:
@@ -158,3 +160,28 @@ def test_a_failing_process_stops_the_others_with_its_error(tmp_path, fault):
     else:  # process 1 is alive but silent: process 0's collective times out and names it
         assert "mpi rank 0 of 2: an MPI all-reduce did not complete within 10 s" in proc.stderr
     assert not reports  # nobody reported a finished run
+
+
+def test_sharded_optimizer_state_gives_the_same_weights_with_a_quarter_of_the_state():
+    torch.manual_seed(0)
+    plain_model = MLP()
+    sharded_model = copy.deepcopy(plain_model)
+    x, t = batches("mlp", 4 * 3, 2, torch.Generator().manual_seed(3))
+    runs = {}
+    for name, model, shard in (("plain", plain_model, False), ("sharded", sharded_model, True)):
+        opts = tilegraph.Options().deviceIterations(3).replicationFactor(4)
+        opts.TensorLocations.setOptimizerLocation(
+            tilegraph.TensorLocationSettings().useReplicatedTensorSharding(shard))
+        trainer = tilegraph.trainingModel(model, opts, torch.optim.Adam(model.parameters(),
+                                                                        lr=0.01))
+        for _ in range(3):
+            trainer(x, t)
+        exe = trainer.executable
+        # Adam's moments, per replica, from the compiled program's variables.
+        runs[name] = sum(np.asarray(exe.read_variable(v)).nbytes for v in exe.variables
+                         if v.endswith((".exp_avg", ".exp_avg_sq")))
+    for p, q in zip(sharded_model.parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # 4 replicas: each keeps a quarter of the state (up to the padding of uneven tensors).
+    assert runs["sharded"] <= runs["plain"] / 4 + 4 * 4 * 4, runs
+    print(f"Adam state per replica: {runs['plain']} B unsharded, {runs['sharded']} B sharded")

@@ -62,7 +62,8 @@ TEST(Replication, CollectivesCombineTheReplicas) {
 
 // A linear + softmax classifier, mean loss over its micro-batch, trained with SGD momentum;
 // with `group` > 1 its gradients are all-reduced (mean) across replicas.
-std::unique_ptr<Graph> Classifier(int64_t batch, int64_t group, int accumulation = 1) {
+std::unique_ptr<Graph> Classifier(int64_t batch, int64_t group, int accumulation = 1,
+                                  OptimizerKind kind = OptimizerKind::kSGD, bool shard = false) {
   auto g = std::make_unique<Graph>("classifier");
   Builder b(*g);
   Value* x = g->AddInput("x", {DType::kF32, {batch, 5}});
@@ -77,8 +78,10 @@ std::unique_ptr<Graph> Classifier(int64_t batch, int64_t group, int accumulation
   pg.hyper.lr = 0.2;
   pg.hyper.momentum = 0.9;
   OptimizerConfig config;
-  config.use_momentum = true;
+  config.kind = kind;
+  config.use_momentum = kind == OptimizerKind::kSGD;
   config.accumulation_steps = accumulation;
+  if (shard) config.shard_state_group = group;
   GradientReduction reduction;
   reduction.group_size = group;
   config.reduce_gradients = GradientAllReduce(reduction);
@@ -104,8 +107,13 @@ std::unique_ptr<Executable> Start(const Graph& g, int replicas) {
   CompileOptions options;
   options.replicas = replicas;
   auto exe = Executable::Compile(g, options);
-  exe->SetHyperParam("group0.lr", 0.2);
-  exe->SetHyperParam("group0.momentum", 0.9);
+  for (const std::string& name : exe->HyperParamNames()) {
+    if (name == "group0.lr") exe->SetHyperParam(name, 0.2);
+    if (name == "group0.momentum") exe->SetHyperParam(name, 0.9);
+    if (name == "group0.beta1") exe->SetHyperParam(name, 0.9);
+    if (name == "group0.beta2") exe->SetHyperParam(name, 0.999);
+    if (name == "group0.eps") exe->SetHyperParam(name, 1e-8);
+  }
   HostTensor w = Iota({DType::kF32, {5, 4}}, 0.01f, -0.1f), bias({DType::kF32, {4}});
   exe->WriteVariable("w", {w.data(), w.type()});
   exe->WriteVariable("b", {bias.data(), bias.type()});
@@ -144,6 +152,31 @@ TEST(Replication, ReplicasOfMicroBatchEqualOneReplicaOfTheCombinedBatch) {
       }
       ExpectClose(replicated->ReadVariable("w"), single->ReadVariable("w"), 1e-5);
       ExpectClose(replicated->ReadVariable("b"), single->ReadVariable("b"), 1e-5);
+    }
+  }
+}
+
+// Replicated tensor sharding of the optimizer state: each of R replicas keeps 1/R of Adam's
+// moments (w has 20 elements: shards of 5 for R = 4, of 7 with padding for R = 3), with the
+// weights of the unsharded run.
+TEST(Replication, ShardedOptimizerStateGivesTheWeightsOfUnsharded) {
+  const int64_t b = 2, steps = 6;
+  for (int R : {3, 4}) {
+    for (OptimizerKind kind : {OptimizerKind::kAdam, OptimizerKind::kSGD}) {
+      SCOPED_TRACE("R=" + std::to_string(R));
+      Data d = MakeData(steps, R * b);
+      TensorView xr{d.x.data(), {DType::kF32, {steps, R, b, 5}}};
+      TensorView yr{d.y.data(), {DType::kI64, {steps, R, b}}};
+      auto plain = Start(*Classifier(b, R, 1, kind, false), R);
+      auto sharded = Start(*Classifier(b, R, 1, kind, true), R);
+      plain->Run({xr, yr}, steps, OutputMode::kFinal);
+      sharded->Run({xr, yr}, steps, OutputMode::kFinal);
+      ExpectClose(sharded->ReadVariable("w"), plain->ReadVariable("w"), 1e-5);
+      ExpectClose(sharded->ReadVariable("b"), plain->ReadVariable("b"), 1e-5);
+      std::string state = kind == OptimizerKind::kAdam ? "w.exp_avg" : "w.momentum_buffer";
+      EXPECT_EQ(plain->VariableType(state).numel(), 20);
+      EXPECT_EQ(sharded->VariableType(state).numel(), (20 + R - 1) / R);
+      EXPECT_LT(sharded->memory_stats().variable_bytes, plain->memory_stats().variable_bytes);
     }
   }
 }
