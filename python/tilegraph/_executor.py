@@ -351,7 +351,7 @@ class PoplarExecutor:
         lead = 1 if mode in (OutputMode.All, OutputMode.EveryN) else 0
         if self._exe.replicated:
             if self._replicas == 1:  # one replica per process: no replica dimension
-                t = t.reshape(*t.shape[:lead], *t.shape[lead + 1:])
+                t = t.reshape(tuple(t.shape[:lead]) + tuple(t.shape[lead + 1:]))
             else:
                 lead += 1
         if lead > 0 and (len(shape) >= 1 or lead > 1):

@@ -78,7 +78,8 @@ def test_batch_norm_statistics_are_per_replica_and_the_module_keeps_replica_0s()
     opts = tilegraph.Options().replicationFactor(2)
     trainer = tilegraph.trainingModel(net, opts, torch.optim.SGD(net.parameters(), lr=0.0))
     x = torch.cat([torch.zeros(5, 4), torch.full((5, 4), 10.0)])  # replica 1 sees 10s
-    trainer(x, torch.zeros(10, dtype=torch.long))
+    out, loss = trainer(x, torch.zeros(10, dtype=torch.long))
+    assert loss.shape == (2,) and out.shape == (10, 2)  # output mode Final: per replica
     ref(x[:5])  # replica 0's micro-batch alone
     torch.testing.assert_close(net.bn.running_mean, ref.running_mean)
 
@@ -185,3 +186,14 @@ def test_sharded_optimizer_state_gives_the_same_weights_with_a_quarter_of_the_st
     # 4 replicas: each keeps a quarter of the state (up to the padding of uneven tensors).
     assert runs["sharded"] <= runs["plain"] / 4 + 4 * 4 * 4, runs
     print(f"Adam state per replica: {runs['plain']} B unsharded, {runs['sharded']} B sharded")
+
+
+def test_the_data_parallel_example_runs_on_two_processes_and_agrees():
+    example = os.path.join(HERE, "..", "..", "examples", "data_parallel.py")
+    proc = subprocess.run([sys.executable, "-m", "tilegraph.run", "-n", "2", example,
+                           "--epochs", "1", "--train-samples", "1024"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sums = [line.split()[-1] for line in proc.stdout.splitlines() if "weights checksum" in line]
+    assert len(sums) == 2 and sums[0] == sums[1], proc.stdout
+    assert "samples/s over all replicas" in proc.stdout
