@@ -7,6 +7,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
+#include <chrono>
 #include <cstring>
 #include <optional>
 
@@ -404,6 +405,22 @@ NB_MODULE(_core, m) {
     std::shared_ptr<Communicator> w = MpiWorld();
     return nb::make_tuple(w->rank(), w->size());
   }, "(rank, size) of this process in its MPI launch (initializes MPI).");
+  m.def("mpi_allreduce_seconds", [](int64_t bytes, int iterations) {
+    // Times tilegraph's process all-reduce (the Communicator every replicated run uses) on
+    // an f32 buffer: one warm-up, then `iterations` timed calls (bench/collectives.py).
+    std::shared_ptr<Communicator> world = MpiWorld();
+    std::vector<float> buf(static_cast<size_t>(std::max<int64_t>(1, bytes / 4)), 1.0f);
+    std::vector<double> seconds;
+    nb::gil_scoped_release release;
+    world->AllReduceSum(buf.data(), static_cast<int64_t>(buf.size()), CommDType::kF32);
+    for (int i = 0; i < iterations; ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      world->AllReduceSum(buf.data(), static_cast<int64_t>(buf.size()), CommDType::kF32);
+      seconds.push_back(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return seconds;
+  }, nb::arg("bytes"), nb::arg("iterations"));
   m.def("mpi_abort", [](int code) { MpiAbort(code); },
         "Ends every process of the MPI launch now (after an uncaught error).");
   m.def("registered_ops", [] {
