@@ -143,7 +143,8 @@ def training_child(out, model_name, global_batch, steps):
                 "OMP_NUM_THREADS"), global_batch=global_batch, steps=steps,
                 step_seconds=statistics.median(times) / steps,
                 samples_per_s=global_batch * steps / statistics.median(times),
-                allreduce_share=by_op.get("all_reduce", 0.0) / total if total else 0.0), f)
+                allreduce_share=sum(s for op, s in by_op.items() if op.startswith("all_reduce"))
+                / total if total else 0.0), f)
 
 
 def measure_training(models):

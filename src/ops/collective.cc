@@ -47,7 +47,8 @@ KernelFactory CollectiveFactory(CollectiveKind kind) {
     call.dtype = in.dtype;
     call.in_count = in.numel();
     call.out_count = out.numel();
-    if (kind == CollectiveKind::kAllReduce || kind == CollectiveKind::kReduceScatter) {
+    if (kind == CollectiveKind::kAllReduce || kind == CollectiveKind::kReduceScatter ||
+        kind == CollectiveKind::kAllReduceStart || kind == CollectiveKind::kAllReduceDone) {
       call.reduction = ReductionOf(n.attrs(), n.op());
     }
     if (kind == CollectiveKind::kBroadcast) call.root = static_cast<int>(GetInt(n.attrs(), "root"));
@@ -155,6 +156,33 @@ void RegisterAllGather(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+// all_reduce split in two (see ops/collective.h): all_reduce_done(all_reduce_start(x)) is
+// all_reduce(x); what is scheduled between them overlaps the exchange between processes.
+void RegisterAllReduceHalves(OpRegistry& r) {
+  for (const char* name : {"all_reduce_start", "all_reduce_done"}) {
+    bool start = std::string(name) == "all_reduce_start";
+    OpDef d;
+    d.name = name;
+    d.attrs = {{"group_size", std::nullopt}, {"reduction", Attr(std::string("sum"))}};
+    d.doc = start ? "Starts all_reduce(x): x combined over this process's replicas, the "
+                    "exchange with the other processes launched; the output is in flight."
+                  : "Waits for the all_reduce that all_reduce_start began; its result.";
+    d.infer = [name](const InferContext& c) -> std::vector<TensorType> {
+      CheckFloat(c.in(0), name);
+      GroupSize(c.attrs, name);
+      ReductionOf(c.attrs, name);
+      return {c.in(0)};
+    };
+    d.not_differentiable = true;  // built after autodiff, for gradients
+    d.traits.side_effects = true;
+    CollectiveKind kind = start ? CollectiveKind::kAllReduceStart : CollectiveKind::kAllReduceDone;
+    d.kernels[DeviceKind::kCpu] = CollectiveFactory(kind);
+    d.kernels[DeviceKind::kReference] = CollectiveFactory(kind);
+    d.samples = {Sample({3, 2}, Group(1, "mean"))};
+    r.Register(std::move(d));
+  }
+}
+
 void RegisterReplicaShard(OpRegistry& r) {
   OpDef d;
   d.name = "replica_shard";
@@ -205,6 +233,7 @@ void RegisterCollectiveOps(OpRegistry& r) {
   RegisterAllGather(r);
   RegisterBroadcast(r);
   RegisterReplicaShard(r);
+  RegisterAllReduceHalves(r);
 }
 
 }  // namespace tg

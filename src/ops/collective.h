@@ -16,7 +16,12 @@ namespace tg {
 
 // kShard is no communication: each replica takes its own rows of a replicated tensor (the
 // runtime knows the replica's global index), as sharded optimizer state needs.
-enum class CollectiveKind { kAllReduce, kReduceScatter, kAllGather, kBroadcast, kShard };
+// kAllReduceStart / kAllReduceDone split an all-reduce in two so that computation placed
+// between them overlaps the exchange between processes: start combines the replicas of the
+// process and launches the exchange, done waits for it and delivers the result.
+enum class CollectiveKind {
+  kAllReduce, kReduceScatter, kAllGather, kBroadcast, kShard, kAllReduceStart, kAllReduceDone
+};
 enum class Reduction { kSum, kMean };
 
 struct CollectiveCall {

@@ -51,7 +51,11 @@ GradientHook GradientAllReduce(const GradientReduction& options) {
       std::vector<Value*> flat;
       for (size_t k : bucket) flat.push_back(b.Reshape(grads[k], {grads[k]->type().numel()}));
       Value* packed = flat.size() == 1 ? flat[0] : b.Op1("cat", flat, {{"axis", int64_t{0}}});
-      Value* sum = b.Op1("all_reduce", {packed}, attrs);
+      // Started here, finished after the whole backward pass: the exchange between
+      // processes overlaps the computation of the remaining gradients.
+      Value* started = b.Op1("all_reduce_start", {packed}, attrs);
+      b.set_insertion_point(nullptr);
+      Value* sum = b.Op1("all_reduce_done", {started}, attrs);
       int64_t offset = 0;
       for (size_t k : bucket) {
         int64_t n = grads[k]->type().numel();
@@ -63,7 +67,6 @@ GradientHook GradientAllReduce(const GradientReduction& options) {
         reduced[k] = b.Reshape(part, grads[k]->type().shape);
         offset += n;
       }
-      b.set_insertion_point(nullptr);
       pos = Positions(g);  // the inserted nodes moved everything after them
     }
     (void)params;

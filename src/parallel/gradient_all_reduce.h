@@ -5,8 +5,9 @@
 // so accumulated micro-batches are combined once per optimizer step's gradients). It packs
 // the gradients into flat buckets of about `bucket_bytes` (in the order backpropagation
 // produces them: the last parameters first), all-reduces each bucket with one collective,
-// and slices the results back. Each bucket is inserted right after the last node that
-// produces one of its gradients, so a bucket is issued as soon as its gradients are ready.
+// and slices the results back. Each bucket's all_reduce_start is inserted right after the
+// last node that produces one of its gradients, its all_reduce_done after the backward
+// pass: a bucket's exchange between processes overlaps the rest of the backward pass.
 #pragma once
 
 #include <functional>

@@ -57,6 +57,15 @@ void ReplicaGroup::Abort(const std::string& why) {
 
 void ReplicaGroup::Reset() {
   std::lock_guard<std::mutex> lock(mutex_);
+  // A failed run may have left exchanges in flight: let them land before their buffers are
+  // reused (a dead peer makes Wait throw after the deadline; the run is over then anyway).
+  for (auto& [buffer, pending] : in_flight_) {
+    try {
+      pending->Wait();
+    } catch (...) {
+    }
+  }
+  in_flight_.clear();
   aborted_ = false;
   abort_reason_.clear();
   arrived_ = 0;
@@ -95,6 +104,41 @@ void ReplicaGroup::Combine(const CollectiveCall& call) {
     else Fail(ErrorKind::kUnsupported, "collectives on ", DTypeName(call.dtype), " tensors");
   };
   switch (call.kind) {
+    case CollectiveKind::kAllReduceStart: {
+      // The process's sum, in replica 0's output buffer (live until the matching done reads
+      // it), sent to the other processes in the background.
+      dispatch([&](auto t) {
+        using T = decltype(t);
+        T* acc = static_cast<T*>(outs_[0]);
+        for (int r = 0; r < local_; ++r) {
+          Accumulate(acc, static_cast<const T*>(ins_[r]), call.in_count, r == 0);
+        }
+      });
+      in_flight_[outs_[0]] =
+          comm_->StartAllReduceSum(outs_[0], call.in_count, ToComm(call.dtype));
+      break;
+    }
+    case CollectiveKind::kAllReduceDone: {
+      auto it = in_flight_.find(ins_[0]);
+      TG_CHECK(it != in_flight_.end(), kInternal, "all_reduce_done without its start");
+      std::shared_ptr<Communicator::Pending> pending = it->second;
+      in_flight_.erase(it);
+      pending->Wait();
+      double scale = call.reduction == Reduction::kMean ? 1.0 / static_cast<double>(group) : 1.0;
+      dispatch([&](auto t) {
+        using T = decltype(t);
+        const T* total = static_cast<const T*>(ins_[0]);
+        for (int r = 0; r < local_; ++r) {
+          T* out = static_cast<T*>(outs_[r]);
+          if (scale == 1.0) {
+            if (out != total) std::memcpy(out, total, static_cast<size_t>(call.in_count) * elem);
+          } else {
+            for (int64_t i = 0; i < call.in_count; ++i) out[i] = static_cast<T>(total[i] * scale);
+          }
+        }
+      });
+      break;
+    }
     case CollectiveKind::kAllReduce:
     case CollectiveKind::kReduceScatter: {
       dispatch([&](auto t) {

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,6 +52,8 @@ class ReplicaGroup : public CollectiveRuntime {
   std::vector<const void*> ins_;  // per local replica, for the current collective
   std::vector<void*> outs_;
   std::vector<double> scratch_;   // the process's combined value (grows, never shrinks)
+  // Started all-reduces, by the buffer they run in (replica 0's all_reduce_start output).
+  std::map<const void*, std::shared_ptr<Communicator::Pending>> in_flight_;
 };
 
 template <typename Fn>

@@ -2,6 +2,7 @@
 // all-reduce of data parallelism, and failures that stop every replica instead of hanging.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 
 #include "autodiff/optimizer.h"
@@ -201,6 +202,50 @@ TEST(Replication, AFailingReplicaStopsTheOthersWithItsError) {
   EXPECT_EQ(exe->steps_completed_in_last_run(), 2);
   d.y.as<int64_t>()[(2 * R + 1) * b + 1] = 1;
   exe->Run({xr, yr}, steps, OutputMode::kFinal);  // still usable
+}
+
+}  // namespace
+}  // namespace tg
+
+namespace tg {
+namespace {
+
+// The gradient exchange overlaps the backward pass: each bucket starts right after its last
+// gradient is produced (the last layer's gradients come first) and is waited for only after
+// the whole backward pass, just before the updates.
+TEST(Replication, GradientBucketsStartEarlyAndFinishAfterTheBackwardPass) {
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF32, {4, 8}});
+  Value* w1 = g.AddVariable("w1", {DType::kF32, {8, 8}});
+  Value* w2 = g.AddVariable("w2", {DType::kF32, {8, 8}});
+  Value* loss = b.Op1("mean", {b.Op1("matmul", {b.Op1("relu", {b.Op1("matmul", {x, w1})}), w2})});
+  g.AddOutput(loss);
+  ParamGroup pg;
+  pg.params = {w1, w2};
+  OptimizerConfig config;
+  GradientReduction reduction;
+  reduction.group_size = 2;
+  reduction.bucket_bytes = 8 * 8 * 4;  // one gradient per bucket
+  config.reduce_gradients = GradientAllReduce(reduction);
+  AddTrainingStep(b, loss, {pg}, config);
+  std::vector<std::string> ops;
+  size_t first_start = SIZE_MAX, last_done = 0;
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    const Node& n = *g.nodes()[i];
+    if (n.op() == "all_reduce_start" && first_start == SIZE_MAX) first_start = i;
+    if (n.op() == "all_reduce_done") last_done = i;
+    ops.push_back(n.op());
+  }
+  int starts = static_cast<int>(std::count(ops.begin(), ops.end(), "all_reduce_start"));
+  EXPECT_EQ(starts, 2);
+  // w2's bucket starts before w1's gradient (the rest of the backward pass) is computed.
+  size_t w1_grad_matmul = 0;
+  for (size_t i = 0; i < g.nodes().size(); ++i) {
+    if (g.nodes()[i]->op() == "matmul" && i < last_done) w1_grad_matmul = i;
+  }
+  EXPECT_LT(first_start, w1_grad_matmul);
+  EXPECT_GT(last_done, w1_grad_matmul);
 }
 
 }  // namespace

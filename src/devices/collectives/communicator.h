@@ -29,6 +29,14 @@ class Communicator {
   virtual std::string name() const = 0;  // "mpi rank 1 of 4", "single process"
   // buf (count elements) <- its sum over the processes.
   virtual void AllReduceSum(void* buf, int64_t count, CommDType dtype) = 0;
+  // The same, started now and completed by Wait() on the returned handle (buf must stay
+  // untouched until then): computation proceeds while the processes exchange it.
+  class Pending {
+   public:
+    virtual ~Pending() = default;
+    virtual void Wait() = 0;  // throws like the blocking call (deadline included)
+  };
+  virtual std::shared_ptr<Pending> StartAllReduceSum(void* buf, int64_t count, CommDType dtype);
   // out (size() * count elements) <- every process's `in` (count elements), in rank order.
   virtual void AllGather(const void* in, void* out, int64_t count, CommDType dtype) = 0;
   // buf <- process `root`'s buf.

@@ -46,50 +46,53 @@ void Finalize() {
 // One thread that runs MPI calls in submission order.
 class CommThread {
  public:
-  CommThread() : thread_([this] { Loop(); }) {}
-  ~CommThread() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.detach();  // may be inside a collective that will never finish: do not join
-  }
+  // Never destroyed (see MpiCommunicator): the thread may be inside a collective that will
+  // never finish, and at exit it is simply ended with the process.
+  CommThread() : thread_([this] { Loop(); }) { thread_.detach(); }
 
-  // Runs fn on the thread; returns when it finished, or throws after `seconds`.
-  void Run(std::function<void()> fn, double seconds, const std::string& what) {
-    auto done = std::make_shared<Task>();
-    done->fn = std::move(fn);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(done);
-    }
-    cv_.notify_all();
-    std::unique_lock<std::mutex> lock(mutex_);
-    bool finished = done_cv_.wait_for(lock, std::chrono::duration<double>(seconds),
-                                      [&] { return done->finished; });
-    if (!finished) {
-      Fail(ErrorKind::kRuntime, what, " did not complete within ", seconds, " s: another "
-           "process failed, was killed or stopped calling the model (its own output says "
-           "why); stopping instead of waiting forever");
-    }
-    if (done->error) std::rethrow_exception(done->error);
-  }
-
- private:
   struct Task {
     std::function<void()> fn;
     bool finished = false;
     std::exception_ptr error;
   };
+  // Queues fn; the returned task is waited for with Wait.
+  std::shared_ptr<Task> Submit(std::function<void()> fn) {
+    auto task = std::make_shared<Task>();
+    task->fn = std::move(fn);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(task);
+    }
+    cv_.notify_all();
+    return task;
+  }
+
+  // Returns when the task finished (rethrowing its error), or throws after `seconds`.
+  void Wait(const std::shared_ptr<Task>& task, double seconds, const std::string& what) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    bool finished = done_cv_.wait_for(lock, std::chrono::duration<double>(seconds),
+                                      [&] { return task->finished; });
+    if (!finished) {
+      Fail(ErrorKind::kRuntime, what, " did not complete within ", seconds, " s: another "
+           "process failed, was killed or stopped calling the model (its own output says "
+           "why); stopping instead of waiting forever");
+    }
+    if (task->error) std::rethrow_exception(task->error);
+  }
+
+  // Runs fn on the thread; returns when it finished, or throws after `seconds`.
+  void Run(std::function<void()> fn, double seconds, const std::string& what) {
+    Wait(Submit(std::move(fn)), seconds, what);
+  }
+
+ private:
 
   void Loop() {
     for (;;) {
       std::shared_ptr<Task> task;
       {
         std::unique_lock<std::mutex> lock(mutex_);
-        cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
-        if (stop_ && queue_.empty()) return;
+        cv_.wait(lock, [&] { return !queue_.empty(); });
         task = queue_.front();
         queue_.pop_front();
       }
@@ -109,7 +112,6 @@ class CommThread {
   std::mutex mutex_;
   std::condition_variable cv_, done_cv_;
   std::deque<std::shared_ptr<Task>> queue_;
-  bool stop_ = false;
   std::thread thread_;
 };
 
@@ -132,7 +134,7 @@ class MpiCommunicator : public Communicator {
     if (const char* t = std::getenv("TILEGRAPH_COLLECTIVE_TIMEOUT")) {
       set_timeout_seconds(std::atof(t));
     }
-    thread_ = std::make_unique<CommThread>();
+    thread_ = new CommThread();  // intentionally leaked: see CommThread
   }
 
   int rank() const override { return rank_; }
@@ -145,6 +147,23 @@ class MpiCommunicator : public Communicator {
     Run("all-reduce", [=] {
       MPI_Allreduce(MPI_IN_PLACE, buf, static_cast<int>(count), ToMpi(dtype), MPI_SUM, comm_);
     });
+  }
+
+  std::shared_ptr<Pending> StartAllReduceSum(void* buf, int64_t count,
+                                             CommDType dtype) override {
+    struct InFlight : Pending {
+      MpiCommunicator* self;
+      std::shared_ptr<CommThread::Task> task;
+      void Wait() override {
+        self->thread_->Wait(task, self->timeout_seconds(), self->name() + ": an MPI all-reduce");
+      }
+    };
+    auto pending = std::make_shared<InFlight>();
+    pending->self = this;
+    pending->task = thread_->Submit([=] {
+      MPI_Allreduce(MPI_IN_PLACE, buf, static_cast<int>(count), ToMpi(dtype), MPI_SUM, comm_);
+    });
+    return pending;
   }
 
   void AllGather(const void* in, void* out, int64_t count, CommDType dtype) override {
@@ -173,7 +192,7 @@ class MpiCommunicator : public Communicator {
 
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
-  std::unique_ptr<CommThread> thread_;
+  CommThread* thread_ = nullptr;
 };
 
 }  // namespace
