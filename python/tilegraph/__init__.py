@@ -15,8 +15,11 @@ from ._executor import (PoplarExecutor, compilation_count, identity_loss, infere
 from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLocationSettings
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
+from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, PipelinedExecution,
+                      ShardedExecution, Stage)
 
-__all__ = ["AnchorMode", "ArchiveError", "ExportedModule", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
+__all__ = ["AnchorMode", "ArchiveError", "AutoStage", "BeginBlock", "Block", "BlockFunction",
+           "ExportedModule", "PipelinedExecution", "ShardedExecution", "Stage", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
            "identity_loss", "inferenceModel", "load", "optim", "registered_ops",
            "TensorLocationSettings", "trainingModel"]
@@ -25,28 +28,11 @@ __version__ = "0.1.0"
 
 def _no_effect(name):
     def fn(*args, **kwargs):
-        _warnings.warn(f"tilegraph: {name} has no effect yet (single device)", stacklevel=2)
+        _warnings.warn(f"tilegraph: {name} has no effect yet", stacklevel=2)
         return args[0] if args else None
     fn.__name__ = name
     return fn
 
 
-class BeginBlock:  # model parallelism annotations: accepted, single stage for now
-    def __init__(self, module, user_id=None, ipu_id=None):
-        self.module = module
-
-
-class Block:
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
-Stage = Block
 recomputationCheckpoint = _no_effect("recomputationCheckpoint")
 set_available_memory = _no_effect("set_available_memory")

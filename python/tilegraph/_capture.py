@@ -74,6 +74,7 @@ class _Context:
         self.g = graph
         self.values = {}  # fx node -> value name, list of names, or _Unavailable
         self.source = ""
+        self.placement = 0  # the device of the FX node being translated (model parallelism)
         self.node = None
         self._constants = {}
 
@@ -102,10 +103,10 @@ class _Context:
 
     # ---- emitting ------------------------------------------------------------------------
     def op(self, name, inputs, attrs=None):
-        return self.g.op(name, inputs, attrs or {}, self.source)[0]
+        return self.g.op(name, inputs, attrs or {}, self.source, self.placement)[0]
 
     def ops(self, name, inputs, attrs, count):
-        outs = self.g.op(name, inputs, attrs or {}, self.source)
+        outs = self.g.op(name, inputs, attrs or {}, self.source, self.placement)
         assert len(outs) == count
         return outs
 
@@ -273,18 +274,34 @@ def _static_ctc_shapes():
 
 
 def export(model, example_args):
-    """torch.export + Core ATen decompositions of `model` called on `example_args`."""
-    with warnings.catch_warnings(), _static_ctc_shapes():
+    """torch.export + Core ATen decompositions of `model` called on `example_args`. Node
+    metadata set while tracing (the model-parallel blocks of _blocks.py) is preserved."""
+    import torch.fx.traceback as fx_traceback
+    from . import _blocks
+    with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
-        with torch.no_grad() if not model.training else torch.enable_grad():
-            ep = torch.export.export(model, tuple(example_args), strict=False)
+        _blocks.start_capture()
+        try:
+            with torch.no_grad() if not model.training else torch.enable_grad():
+                ep = torch.export.export(model, tuple(example_args), strict=False)
+        finally:
+            _blocks.finish_capture()
         return ep.run_decompositions()
 
 
-def capture(model, example_args, name="model"):
+def node_block(node):
+    """(user_id, ipu_id) of the model-parallel block an FX node was traced in, or None."""
+    from ._blocks import _KEY
+    block = (node.meta.get("custom") or {}).get(_KEY)
+    return tuple(block) if block is not None else None
+
+
+def capture(model, example_args, name="model", placement_of=None):
     """Translates `model(*example_args)` into a Captured graph (raises NotImplementedError
-    listing every unsupported op with its location, before building anything)."""
+    listing every unsupported op with its location, before building anything).
+    `placement_of(block)` maps a node's block (user_id, ipu_id) to its device; nodes outside
+    any block are on device 0."""
     ep = export(model, example_args)
     gm = ep.graph_module
     raise_if_unsupported(gm, type(model).__name__)
@@ -320,6 +337,8 @@ def capture(model, example_args, name="model"):
         if node.op != "call_function":
             continue
         cx.node, cx.source = node, user_location(node)
+        block = node_block(node)
+        cx.placement = placement_of(block) if placement_of and block else 0
         result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
         cx.values[node] = result
     output_node = next(n for n in gm.graph.nodes if n.op == "output")

@@ -168,16 +168,27 @@ NB_MODULE(_core, m) {
         return g.graph->AddConstant(TensorOf(data), name)->name();
       }, nb::arg("data"), nb::arg("name") = "")
       .def("op", [](PyGraph& g, const std::string& op, const std::vector<std::string>& inputs,
-                    nb::dict attrs, const std::string& source) {
+                    nb::dict attrs, const std::string& source, int placement) {
         std::vector<Value*> ins;
         for (const std::string& n : inputs) ins.push_back(Find(g, n));
         AttrMap am;
         for (auto [k, v] : attrs) am[nb::cast<std::string>(k)] = AttrFromPython(v);
+        if (placement < 0) throw nb::value_error("placement must be >= 0");
         g.builder->set_source(source);
-        std::vector<Value*> outs = g.builder->Op(op, ins, am);
+        g.builder->set_placement(placement);
+        std::vector<Value*> outs;
+        try {
+          outs = g.builder->Op(op, ins, am);
+        } catch (...) {
+          g.builder->set_source("");
+          g.builder->set_placement(0);
+          throw;
+        }
         g.builder->set_source("");
+        g.builder->set_placement(0);
         return Names(outs);
-      }, nb::arg("op"), nb::arg("inputs"), nb::arg("attrs") = nb::dict(), nb::arg("source") = "")
+      }, nb::arg("op"), nb::arg("inputs"), nb::arg("attrs") = nb::dict(), nb::arg("source") = "",
+         nb::arg("placement") = 0)
       .def("type_of", [](PyGraph& g, const std::string& name) {
         const TensorType& t = Find(g, name)->type();
         return nb::make_tuple(std::string(DTypeName(t.dtype)), t.shape);
@@ -261,9 +272,10 @@ NB_MODULE(_core, m) {
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,
                                 const std::string& dump_after, int num_threads, uint64_t seed,
                                 bool profile, bool inplace, const std::string& device,
-                                int replicas, bool distributed) {
+                                int replicas, bool distributed, int stages) {
         CompileOptions o;
         o.replicas = replicas;
+        o.stages = stages;
         if (distributed) o.communicator = MpiWorld();
         std::optional<DeviceKind> kind = ParseDeviceKind(device);
         if (!kind) throw nb::value_error(("unknown device '" + device + "'").c_str());
@@ -282,6 +294,7 @@ NB_MODULE(_core, m) {
          nb::arg("verify_each") = false, nb::arg("dump_after") = "", nb::arg("num_threads") = 0,
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
+         nb::arg("stages") = 0,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {

@@ -175,7 +175,10 @@ class PoplarExecutor:
                 for m, mode in self._modes or ():
                     m.training = mode
                 try:
-                    cap = capture(self.model, micro, name=type(self.model).__name__)
+                    placements = _Placements(self.options.execution_strategy)
+                    cap = capture(self.model, micro, name=type(self.model).__name__,
+                                  placement_of=placements)
+                    self._stages = placements.check(self)
                 finally:
                     for m, mode in current or ():
                         m.training = mode
@@ -481,6 +484,47 @@ class PoplarExecutor:
 _NO_LOSS = ("a training model's forward must return the loss, or (outputs..., loss) with the "
             "loss last, as a floating-point scalar; wrap a custom or combined loss in "
             "tilegraph.identity_loss(x, reduction='sum'|'mean'|'none')")
+
+
+class _Placements:
+    """Maps the model-parallel block of each captured operation to its device (the block's
+    ipu_id, or its Stage's .ipu(n)), in forward order, and checks the configuration."""
+
+    def __init__(self, strategy):
+        self.strategy = strategy
+        self.device_of_block = {}
+        self.order = []  # devices in forward order
+
+    def __call__(self, block):
+        user_id, ipu_id = block
+        device = ipu_id if self.strategy is None else self.strategy.device_of(user_id, ipu_id)
+        device = 0 if device is None else int(device)
+        seen = self.device_of_block.setdefault(user_id, device)
+        if seen != device:
+            raise ValueError(f"block {user_id!r} is used on two devices ({seen} and {device}); "
+                             "a block (stage id) belongs to one device")
+        if not self.order or self.order[-1] != device:
+            self.order.append(device)
+        return device
+
+    def check(self, executor):
+        """The number of devices; errors for configurations pipelining cannot run."""
+        from ._blocks import PipelinedExecution
+        stages = 1 + max(self.order, default=0)
+        if isinstance(self.strategy, PipelinedExecution) and stages > 1:
+            for a, b in zip(self.order, self.order[1:]):
+                if b < a:
+                    raise ValueError(f"pipeline stages out of order: the forward runs device "
+                                     f"{a} before device {b}; stages must follow the forward "
+                                     "(use ShardedExecution for other orders)")
+            accumulation = executor.options.Training.gradient_accumulation
+            if executor.training and accumulation < 2 * stages - 1:
+                raise ValueError(f"pipelined training over {stages} stages needs "
+                                 f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, "
+                                 f"got {accumulation}")
+            _warn_once("pipelined", "PipelinedExecution runs its stages one after another for "
+                       "now (as ShardedExecution: the same numbers, no pipelined schedule yet)")
+        return stages
 
 
 def _join_distributed_run(options):

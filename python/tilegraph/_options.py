@@ -198,6 +198,7 @@ class Options:
         self.cache_dir = None
         self.num_threads = 0
         self.profiling_dir = None
+        self.execution_strategy = None
         self.Training = _TrainingOptions(self)
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
@@ -278,7 +279,11 @@ class Options:
         return self
 
     def setExecutionStrategy(self, strategy):
-        _no_effect("setExecutionStrategy")
+        """PipelinedExecution(...) or ShardedExecution(...) (tilegraph._blocks)."""
+        from ._blocks import PipelinedExecution, ShardedExecution
+        if not isinstance(strategy, (PipelinedExecution, ShardedExecution)):
+            raise ValueError(f"expected PipelinedExecution or ShardedExecution, got {strategy!r}")
+        self.execution_strategy = strategy
         return self
 
     def logCycleCount(self, enabled):

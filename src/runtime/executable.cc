@@ -41,7 +41,13 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   }
   LoweringOptions lowering;
   lowering.inplace = options.inplace;
-  lowering.device_kinds = {options.device};
+  int stages = options.stages;
+  if (stages == 0) {
+    stages = 1;
+    for (const auto& n : g->nodes()) stages = std::max(stages, n->placement() + 1);
+  }
+  TG_CHECK(stages >= 1, kInvalidInput, "stages must be >= 1, got ", stages);
+  lowering.device_kinds.assign(stages, options.device);
   exe->program_ = Lower(std::move(g), lowering);
   bool distributed = options.communicator != nullptr && options.communicator->size() > 1;
   if (options.replicas > 1 || distributed) {

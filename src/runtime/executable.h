@@ -54,6 +54,10 @@ struct CompileOptions {
   DeviceKind device = DeviceKind::kCpu;  // what runs the program (devices/device.h)
   int num_threads = 0;         // 0: the device's default (CPU: OpenMP's)
   int replicas = 1;            // data-parallel replicas in this process
+  // Model parallelism: nodes are placed on `stages` devices of kind `device` (placements
+  // 0 .. stages-1; 0: as many as the graph's placements use); they run one after another
+  // in program order (sharded execution).
+  int stages = 0;
   // The processes of a distributed run (null: this process alone).
   std::shared_ptr<Communicator> communicator;
   uint64_t seed = 0;

@@ -1,0 +1,157 @@
+"""Model-parallel annotations, with PopTorch's names: which device (IPU in PopTorch, a stage
+device here) each part of a model runs on.
+
+- BeginBlock(module, user_id=None, ipu_id=None) returns `module` itself, annotated: from the
+  moment that module starts running, everything the forward does is placed on `ipu_id`,
+  until another block starts (PopTorch's semantics; layers before the first block are on
+  device 0). It can be assigned as a child module (`model.l2 = BeginBlock(model.l2, ipu_id=1)`).
+- `with Block(user_id=None, ipu_id=None):` places a region of the forward; BlockFunction is
+  the decorator form.
+- Stage / AutoStage / PipelinedExecution / ShardedExecution describe how blocks map to
+  devices (Options().setExecutionStrategy); by default a block's ipu_id is its device.
+
+Capture reads the placement of every operation from the node metadata that
+torch.fx.traceback.annotate records while exporting ("tilegraph_block": (user_id, ipu_id));
+_capture.py turns it into the node's placement, and autodiff places every gradient on its
+forward node's device.
+"""
+import enum
+import functools
+
+import torch.fx.traceback as fx_traceback
+
+_KEY = "tilegraph_block"
+
+
+class _Placer:
+    """The block currently open during an export (BeginBlock switches it). Outside an export
+    (the module run eagerly) the annotations do nothing."""
+
+    def __init__(self):
+        self.context = None
+        self.active = False
+
+    def start_capture(self):
+        self.active = True
+
+    def switch(self, user_id, ipu_id):
+        if not self.active:
+            return
+        self.close()
+        self.context = fx_traceback.annotate({_KEY: (user_id, ipu_id)})
+        self.context.__enter__()
+
+    def close(self):
+        if self.context is not None:
+            context, self.context = self.context, None
+            context.__exit__(None, None, None)
+
+
+_placer = _Placer()
+
+
+def _begin_block_hook(user_id, ipu_id):
+    def hook(module, args):
+        _placer.switch(user_id, ipu_id)
+    return hook
+
+
+def BeginBlock(module, user_id=None, ipu_id=None):
+    """Marks `module` as the start of a block on device `ipu_id`; returns `module`."""
+    if ipu_id is not None and int(ipu_id) < 0:
+        raise ValueError(f"BeginBlock: ipu_id must be >= 0, got {ipu_id}")
+    old = getattr(module, "_tilegraph_block_hook", None)
+    if old is not None:
+        old.remove()
+    user_id = user_id if user_id is not None else f"block{ipu_id}"
+    module._tilegraph_block = (user_id, ipu_id)
+    module._tilegraph_block_hook = module.register_forward_pre_hook(
+        _begin_block_hook(user_id, ipu_id))
+    return module
+
+
+class Block:
+    """`with Block(user_id, ipu_id):` places a region of the forward on `ipu_id`."""
+
+    def __init__(self, user_id=None, ipu_id=None):
+        if ipu_id is not None and int(ipu_id) < 0:
+            raise ValueError(f"Block: ipu_id must be >= 0, got {ipu_id}")
+        self.user_id = user_id if user_id is not None else f"block{ipu_id}"
+        self.ipu_id = ipu_id
+        self._context = None
+
+    def __enter__(self):
+        if _placer.active:
+            self._context = fx_traceback.annotate({_KEY: (self.user_id, self.ipu_id)})
+            self._context.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self._context is not None:
+            context, self._context = self._context, None
+            context.__exit__(*exc)
+        return False
+
+    @staticmethod
+    def useAutoId():
+        return None
+
+
+def BlockFunction(user_id=None, ipu_id=None):
+    """Decorator: the function's operations run in Block(user_id, ipu_id)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def placed(*args, **kwargs):
+            with Block(user_id, ipu_id):
+                return fn(*args, **kwargs)
+        return placed
+    return wrap
+
+
+class AutoStage(enum.Enum):
+    SameAsIpu = 0
+    AutoIncrement = 1
+
+
+class Stage:
+    """A pipeline stage made of blocks (by user_id); `.ipu(n)` puts it on device n."""
+
+    def __init__(self, *block_ids):
+        self.blocks = list(block_ids)
+        self.device = None
+
+    def ipu(self, n):
+        self.device = int(n)
+        return self
+
+
+class _Strategy:
+    def __init__(self, *stages):
+        self.auto = stages[0] if len(stages) == 1 and isinstance(stages[0], AutoStage) else None
+        self.stages = [] if self.auto is not None else [
+            s if isinstance(s, Stage) else Stage(s) for s in stages]
+
+    def device_of(self, user_id, ipu_id):
+        """The device a block runs on: its stage's .ipu(n) if a stage names it, else ipu_id."""
+        for s in self.stages:
+            if user_id in s.blocks and s.device is not None:
+                return s.device
+        return ipu_id
+
+
+class PipelinedExecution(_Strategy):
+    """Blocks on different devices form pipeline stages; micro-batches flow through them."""
+
+
+class ShardedExecution(_Strategy):
+    """Blocks on different devices run one after another (no pipelining)."""
+
+
+def start_capture():
+    _placer.start_capture()
+
+
+def finish_capture():
+    """Closes a block that BeginBlock left open at the end of an export."""
+    _placer.close()
+    _placer.active = False

@@ -1,0 +1,114 @@
+"""Model parallelism, first part (issue 12): PopTorch's block annotations place every
+operation (and its gradient) on a device; sharded execution runs the stages in order with
+the numbers of the unannotated model; bad configurations get clear errors."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+from models import batches
+
+
+class Two(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.l1, self.l2, self.l3 = (torch.nn.Linear(20, 32), torch.nn.Linear(32, 32),
+                                     torch.nn.Linear(32, 5))
+
+    def forward(self, x, t):
+        out = self.l3(F.relu(self.l2(F.relu(self.l1(x)))))
+        return out, F.cross_entropy(out, t)
+
+
+def _train(model, opts, x, t, calls=5):
+    trainer = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1,
+                                                                   momentum=0.9))
+    losses = [trainer(x, t)[1] for _ in range(calls)]
+    return trainer, torch.stack(losses)
+
+
+def test_begin_block_returns_the_module_and_places_operations_and_gradients():
+    torch.manual_seed(0)
+    model = Two()
+    reference = copy.deepcopy(model)
+    model.l2 = tilegraph.BeginBlock(model.l2, "second", ipu_id=1)  # assignable as a child
+    model.l3 = tilegraph.BeginBlock(model.l3, ipu_id=2)
+    assert isinstance(model.l2, torch.nn.Linear)
+    x, t = batches("mlp", 2, 4, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model(x[:4], t[:4])[0], reference(x[:4], t[:4])[0])  # eager
+    opts = tilegraph.Options().deviceIterations(2)
+    opts.setExecutionStrategy(tilegraph.ShardedExecution())
+    trainer, losses = _train(model, opts, x, t)
+    _, ref_losses = _train(reference, tilegraph.Options().deviceIterations(2), x, t)
+    torch.testing.assert_close(losses, ref_losses, rtol=0, atol=0)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    ir = trainer.executable.optimized_ir
+    assert " @1" in ir and " @2" in ir
+    # Gradients run on their forward's device: the loss (after l3) is on 2, so is its backward.
+    assert any("log_softmax_backward" in line and "@2 loc" in line for line in ir.splitlines())
+
+
+def test_block_context_and_block_function_place_regions():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(8, 8), torch.nn.Linear(8, 8)
+
+        @tilegraph.BlockFunction("tail", ipu_id=1)
+        def tail(self, h):
+            return self.b(h).sum()
+
+        def forward(self, x):
+            with tilegraph.Block("head", ipu_id=0):
+                h = F.relu(self.a(x))
+            return self.tail(h)
+
+    net = Net()
+    infer = tilegraph.inferenceModel(net)
+    torch.testing.assert_close(infer(torch.ones(2, 8)).reshape(()), net(torch.ones(2, 8)))
+    assert " @1" in infer.executable.optimized_ir
+
+
+def test_pipelined_training_needs_enough_gradient_accumulation():
+    model = Two()
+    model.l3 = tilegraph.BeginBlock(model.l3, ipu_id=1)
+    opts = tilegraph.Options().setExecutionStrategy(tilegraph.PipelinedExecution(
+        tilegraph.AutoStage.SameAsIpu))
+    opts.Training.gradientAccumulation(2)
+    x, t = batches("mlp", 2, 4, torch.Generator().manual_seed(1))
+    trainer = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match=r"2 stages needs gradientAccumulation >= 2 x 2 - 1 = 3, "
+                                         r"got 2"):
+        trainer(x, t)
+
+
+def test_pipeline_stages_out_of_order_and_a_block_on_two_devices_are_errors():
+    model = Two()
+    model.l2 = tilegraph.BeginBlock(model.l2, ipu_id=1)
+    model.l3 = tilegraph.BeginBlock(model.l3, ipu_id=0)
+    opts = tilegraph.Options().setExecutionStrategy(tilegraph.PipelinedExecution())
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError, match="stages out of order"):
+        tilegraph.inferenceModel(model, opts)(x, t)
+    model = Two()
+    model.l2 = tilegraph.BeginBlock(model.l2, "shared", ipu_id=1)
+    model.l3 = tilegraph.BeginBlock(model.l3, "shared", ipu_id=2)
+    with pytest.raises(ValueError, match="block 'shared' is used on two devices"):
+        tilegraph.inferenceModel(model)(x, t)
+    with pytest.raises(ValueError, match="ipu_id must be >= 0"):
+        tilegraph.BeginBlock(torch.nn.Linear(2, 2), ipu_id=-1)
+
+
+def test_stages_map_blocks_to_devices():
+    model = Two()
+    model.l2 = tilegraph.BeginBlock(model.l2, "b2")
+    model.l3 = tilegraph.BeginBlock(model.l3, "b3")
+    strategy = tilegraph.ShardedExecution(tilegraph.Stage("b2").ipu(1), tilegraph.Stage("b3").ipu(3))
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(1))
+    infer = tilegraph.inferenceModel(model, tilegraph.Options().setExecutionStrategy(strategy))
+    torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])
+    ir = infer.executable.optimized_ir
+    assert " @1" in ir and " @3" in ir
