@@ -23,7 +23,7 @@ ALLOWED = {
     "parallel": {"ops", "ir", "kernels", "support"},
     "lowering": {"ops", "ir", "kernels", "support"},
     "devices": {"kernels", "support"},
-    "runtime": {"lowering", "passes", "devices", "ops", "ir", "kernels", "support"},
+    "runtime": {"lowering", "passes", "parallel", "devices", "ops", "ir", "kernels", "support"},
 }
 LIBRARY = {"support": "tg_support", "ir": "tg_ir", "kernels": "tg_kernels_cpu", "ops": "tg_ops",
            "autodiff": "tg_autodiff", "passes": "tg_passes", "parallel": "tg_parallel", "lowering": "tg_lowering",

@@ -372,6 +372,7 @@ NB_MODULE(_core, m) {
         d["inplace_reuses"] = s.inplace_reuses;
         d["views"] = s.views;
         d["inplace_variable_updates"] = s.inplace_variable_updates;
+        d["device_arena_bytes"] = s.device_arena_bytes;
         return d;
       })
       .def("profile_report", &Executable::ProfileReport, nb::arg("top_instructions") = 15,

@@ -153,6 +153,7 @@ BufferAssignment BufferAssigner::Run() {
       int buf = static_cast<int>(out_.requests.size());
       out_.requests.push_back({out->type().bytes(), static_cast<int64_t>(pos),
                                std::max<int64_t>(pos, last_use_[out])});
+      out_.request_placement.push_back(n.placement());
       buffer_of_[out] = buf;
       out_.refs[out] = {BufferSpace::kArena, static_cast<size_t>(buf)};
     }

@@ -24,6 +24,7 @@ struct BufferAssignment {
   std::unordered_map<Value*, BufferRef> refs;       // arena refs: offset is a request index
   std::unordered_map<Value*, Value*> view_root;     // view -> the value owning its storage
   std::vector<BufferRequest> requests;              // one per arena buffer
+  std::vector<int> request_placement;               // the device of each buffer's producer
   std::unordered_map<Value*, bool> updated_in_place;  // variable -> update written in place
   std::unordered_map<Value*, size_t> variable_index;
   MemoryStats stats;                                // all but the planned arena figures

@@ -22,6 +22,15 @@ Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
   program.stats = assignment.stats;
   program.stats.arena_bytes = plan.arena_bytes;
   program.stats.naive_bytes = plan.naive_bytes;
+  for (size_t d = 0; d < options.device_kinds.size(); ++d) {
+    std::vector<BufferRequest> mine;
+    for (size_t i = 0; i < assignment.requests.size(); ++i) {
+      if (assignment.request_placement[i] == static_cast<int>(d)) {
+        mine.push_back(assignment.requests[i]);
+      }
+    }
+    program.stats.device_arena_bytes.push_back(PlanMemory(mine).arena_bytes);
+  }
   program.instructions = SelectKernels(g, assignment.refs, options.device_kinds);
   for (Value* out : g.outputs()) program.outputs.push_back(assignment.refs.at(out));
   for (const VariableUpdate& u : g.updates()) {

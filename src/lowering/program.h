@@ -45,6 +45,9 @@ struct MemoryStats {
   int inplace_reuses = 0;        // outputs written over a dying input
   int views = 0;                 // outputs that alias their input (no kernel)
   int inplace_variable_updates = 0;  // updates written straight into the variable
+  // Model parallelism: the planned peak of each device's buffers on their own (index =
+  // placement). The program still uses one arena; this is what a device would need.
+  std::vector<size_t> device_arena_bytes;
 };
 
 struct Program {

@@ -18,6 +18,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterLossOps(registry);
   RegisterCtcOps(registry);
   RegisterCollectiveOps(registry);
+  RegisterTransferOps(registry);
 }
 
 }  // namespace tg

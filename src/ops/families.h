@@ -19,5 +19,6 @@ void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, 
 void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
 void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backward
 void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
+void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 
 }  // namespace tg

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "ir/printer.h"
+#include "parallel/stage_copies.h"
 #include "passes/verifier.h"
 #include "support/error.h"
 
@@ -32,6 +33,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   exe->device_->Activate();
   std::unique_ptr<Graph> g = graph.Clone();
   Verify(*g, &OpRegistry::Global());
+  InsertStageCopies(*g);  // model parallelism: inter-stage traffic as explicit ops
   if (options.optimize) {
     PassContext ctx;
     ctx.verify_each = options.verify_each;

@@ -47,6 +47,11 @@ def test_begin_block_returns_the_module_and_places_operations_and_gradients():
         torch.testing.assert_close(p, q, rtol=0, atol=0)
     ir = trainer.executable.optimized_ir
     assert " @1" in ir and " @2" in ir
+    # Activations (forward) and gradients (backward) cross devices through explicit copies.
+    assert "stage_copy" in ir and "from_stage = 0, to_stage = 1" in ir
+    assert "from_stage = 2, to_stage = 1" in ir
+    per_device = trainer.executable.memory_stats["device_arena_bytes"]
+    assert len(per_device) == 3 and all(b > 0 for b in per_device)
     # Gradients run on their forward's device: the loss (after l3) is on 2, so is its backward.
     assert any("log_softmax_backward" in line and "@2 loc" in line for line in ir.splitlines())
 
