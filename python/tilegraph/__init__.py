@@ -16,7 +16,7 @@ from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLoca
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
 from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, PipelinedExecution,
-                      ShardedExecution, Stage)
+                      ShardedExecution, Stage, recomputationCheckpoint, set_available_memory)
 
 __all__ = ["AnchorMode", "ArchiveError", "AutoStage", "BeginBlock", "Block", "BlockFunction",
            "ExportedModule", "PipelinedExecution", "ShardedExecution", "Stage", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
@@ -34,5 +34,3 @@ def _no_effect(name):
     return fn
 
 
-recomputationCheckpoint = _no_effect("recomputationCheckpoint")
-set_available_memory = _no_effect("set_available_memory")

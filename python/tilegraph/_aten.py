@@ -174,6 +174,16 @@ def _assert_metadata(cx, n, *args, **kw):
     return None
 
 
+def _checkpoint(cx, n, x):
+    return cx.op("checkpoint", [cx.v(x)])
+
+
+def register_tilegraph_ops():
+    """tilegraph's own torch ops (recomputationCheckpoint's), once torch knows them."""
+    from . import _blocks  # noqa: F401 (defines torch.ops.tilegraph.checkpoint)
+    TABLE[torch.ops.tilegraph.checkpoint.default] = _checkpoint
+
+
 @handles(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
          aten.detach.default, aten.contiguous.default)
 def _identity(cx, n, x, *args, **kw):
@@ -582,3 +592,6 @@ def _constant_like(cx, n, *args, **kw):
 @handles(operator.getitem)
 def _getitem(cx, n, seq, index):
     return cx.results(seq)[index]
+
+
+register_tilegraph_ops()

@@ -18,6 +18,7 @@ forward node's device.
 import enum
 import functools
 
+import torch
 import torch.fx.traceback as fx_traceback
 
 _KEY = "tilegraph_block"
@@ -155,3 +156,42 @@ def finish_capture():
     """Closes a block that BeginBlock left open at the end of an export."""
     _placer.close()
     _placer.active = False
+
+
+# ---- recomputation ------------------------------------------------------------------------
+# recomputationCheckpoint(t): t is kept for the backward pass; the forward values between
+# checkpoints are recomputed there instead (passes/recompute.cc). In eager PyTorch it is the
+# identity; in a captured graph it is the op tilegraph::checkpoint, translated to the IR's
+# `checkpoint` (a free view).
+
+@torch.library.custom_op("tilegraph::checkpoint", mutates_args=())
+def _checkpoint(x: torch.Tensor) -> torch.Tensor:
+    return x.clone()
+
+
+@_checkpoint.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+_checkpoint.register_autograd(lambda ctx, grad: grad)
+
+
+def recomputationCheckpoint(*tensors):
+    """Marks tensors to keep for the backward pass (PopTorch's recomputationCheckpoint);
+    returns them (one tensor, or a tuple)."""
+    out = tuple(_checkpoint(t) if isinstance(t, torch.Tensor) else t for t in tensors)
+    return out[0] if len(out) == 1 else out
+
+
+_available_memory = {}
+
+
+def set_available_memory(tensor, available_memory_proportion):
+    """PopTorch's per-matmul/conv memory hint for the IPU planner: recorded, no effect on CPU
+    (there is no tile memory to trade for speed); returns the tensor."""
+    if not 0.0 < float(available_memory_proportion) <= 1.0:
+        raise ValueError(f"available_memory_proportion must be in (0, 1], got "
+                         f"{available_memory_proportion}")
+    _available_memory[id(tensor)] = float(available_memory_proportion)
+    return tensor

@@ -1,5 +1,7 @@
-// Transfer op family: stage_copy, the explicit move of a tensor from one device (pipeline
-// stage) to another. Model-parallel programs get one wherever a node reads a value produced
+// Transfer op family: where values live. checkpoint marks a forward value to keep for the
+// backward pass (the recompute pass recomputes the others: passes/recompute.cc); it is a
+// view, free at run time. stage_copy is the explicit move of a tensor from one device
+// (pipeline stage) to another. Model-parallel programs get one wherever a node reads a value produced
 // on another device (parallel/stage_copies.h), so the memory planner, the profile and the IR
 // text all see inter-stage traffic. On host-memory devices it is a copy; its gradient is the
 // copy back. Not elementwise: fusion never merges it into another device's kernel.
@@ -24,6 +26,20 @@ KernelFactory CopyFactory() {
 }  // namespace
 
 void RegisterTransferOps(OpRegistry& r) {
+  {
+    OpDef d;
+    d.name = "checkpoint";
+    d.doc = "x, kept for the backward pass; values between checkpoints are recomputed.";
+    d.infer = [](const InferContext& c) -> std::vector<TensorType> { return {c.in(0)}; };
+    d.grad = [](const GradContext& g) -> std::vector<Value*> { return {g.GO(0)}; };
+    d.traits.view = true;
+    d.kernels[DeviceKind::kCpu] = CopyFactory();
+    d.kernels[DeviceKind::kReference] = CopyFactory();
+    OpSample s;
+    s.inputs = {TensorType{DType::kF32, {2, 3}}};
+    d.samples = {s};
+    r.Register(std::move(d));
+  }
   OpDef d;
   d.name = "stage_copy";
   d.attrs = {{"from_stage", std::nullopt}, {"to_stage", std::nullopt}};

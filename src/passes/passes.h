@@ -13,5 +13,6 @@ std::unique_ptr<Pass> CreateConstantFoldPass();      // "constant-fold"  constan
 std::unique_ptr<Pass> CreateFoldTransposePass();     // "fold-transpose"  fold_transpose.cc
 std::unique_ptr<Pass> CreateHoistScalarsPass();      // "hoist-scalars"   hoist_scalars.cc
 std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
+std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recompute.cc
 
 }  // namespace tg

@@ -21,6 +21,7 @@ constexpr PassInfo kPasses[] = {
     {"fold-transpose", CreateFoldTransposePass},
     {"hoist-scalars", CreateHoistScalarsPass},
     {"fuse-elementwise", CreateFuseElementwisePass},
+    {"recompute", CreateRecomputePass},
 };
 
 struct PipelineEntry {
@@ -44,6 +45,7 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
     {"fold-transpose", "linear layers and their grad rules transpose weights and results"},
     {"dce", "remove nodes orphaned by folding and merging"},
+    {"recompute", "recompute activations between checkpoints in the backward (after CSE)"},
     {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},

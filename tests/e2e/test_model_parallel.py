@@ -117,3 +117,36 @@ def test_stages_map_blocks_to_devices():
     torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])
     ir = infer.executable.optimized_ir
     assert " @1" in ir and " @3" in ir
+
+
+def test_recomputation_checkpoints_keep_the_numbers_and_lower_the_planned_peak():
+    class Deep(torch.nn.Module):
+        def __init__(self, checkpoints):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(6))
+            self.checkpoints = checkpoints
+
+        def forward(self, x, t):
+            for i, layer in enumerate(self.layers):
+                x = F.gelu(layer(x))
+                if self.checkpoints and i % 2 == 1:
+                    x = tilegraph.recomputationCheckpoint(x)
+            return x, F.mse_loss(x, t)
+
+    torch.manual_seed(0)
+    plain = Deep(False)
+    marked = copy.deepcopy(plain)
+    marked.checkpoints = True
+    x, t = torch.randn(1024, 64), torch.randn(1024, 64)
+    torch.testing.assert_close(marked(x[:8], t[:8])[1], plain(x[:8], t[:8])[1])  # eager: identity
+    peaks, losses = {}, {}
+    for name, model in (("plain", plain), ("checkpoints", marked)):
+        opts = tilegraph.Options().deviceIterations(2)
+        trainer = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+        losses[name] = torch.stack([trainer(x, t)[1] for _ in range(5)])
+        peaks[name] = trainer.executable.memory_stats["arena_bytes"]
+    torch.testing.assert_close(losses["checkpoints"], losses["plain"], rtol=1e-6, atol=0)
+    for p, q in zip(marked.parameters(), plain.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert peaks["checkpoints"] < 0.75 * peaks["plain"], peaks
+    print(f"planned peak: {peaks['plain']} B without checkpoints, {peaks['checkpoints']} B with")
