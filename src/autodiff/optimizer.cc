@@ -196,6 +196,11 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
 
 }  // namespace
 
+namespace {
+// The device of the node producing v (model parallelism); 0 for graph inputs and variables.
+int PlacementOf(const Value* v) { return v->producer() ? v->producer()->placement() : 0; }
+}  // namespace
+
 TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<ParamGroup>& groups,
                                  const OptimizerConfig& config) {
   TrainingStepInfo info;
@@ -226,6 +231,7 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
     apply = b.Op1("eq", {micro, b.Scalar(config.accumulation_steps - 1.0)});
     g.SetUpdate(micro, b.Where(apply, b.Scalar(0.0), b.AddScalar(micro, 1.0)));
     for (size_t i = 0; i < grads.size(); ++i) {
+      b.set_placement(PlacementOf(grads[i]));  // a parameter's state lives on its device
       Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", params[i]->type(), false);
       info.state_variables.push_back(acc->name());
       Value* total = b.Add(acc, grads[i]);
@@ -233,6 +239,7 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
       grads[i] = config.accumulation_mean ? b.MulScalar(total, 1.0 / config.accumulation_steps)
                                           : total;
     }
+    b.set_placement(0);
   }
   if (config.reduce_gradients && config.shard_state_group <= 1) {
     grads = config.reduce_gradients(b, params, grads);
@@ -243,16 +250,20 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     for (Value* p : groups[gi].params) {
       info.grad_of[p->name()] = grads[k]->name();
+      b.set_placement(PlacementOf(grads[k]));
       ub.Update(p, grads[k++], gi, groups[gi].hyper, step, loss_scale);
     }
   }
+  b.set_placement(0);
   g.SetUpdate(step, b.AddScalar(step, 1.0));
   if (apply != nullptr) {
     // Between optimizer steps, parameters and optimizer state keep their values.
     for (size_t i = first_update; i < g.updates().size(); ++i) {
       VariableUpdate u = g.updates()[i];
+      b.set_placement(PlacementOf(u.value));
       g.SetUpdate(u.variable, b.Where(apply, u.value, u.variable));
     }
+    b.set_placement(0);
   }
   return info;
 }

@@ -26,6 +26,7 @@ p.add_argument("--fail", default="")              # "raise" / "hang": rank 1 mis
 p.add_argument("--mismatch", action="store_true")  # rank 1 builds a narrower model
 p.add_argument("--report-dir", default=".")
 p.add_argument("--shard", action="store_true")  # sharded optimizer state (ZeRO-1)
+p.add_argument("--stages", action="store_true")  # fc2 on a second device (2-D parallelism)
 args = p.parse_args()
 
 opts = tilegraph.Options()
@@ -49,6 +50,9 @@ torch.manual_seed(100 + rank)  # a different initial model in every process
 model = MLP(dh=width)
 torch.manual_seed(100)
 reference = MLP(dh=args.width)  # process 0's initial model
+if args.stages:
+    model.fc2 = tilegraph.BeginBlock(model.fc2, ipu_id=1)
+    opts.setExecutionStrategy(tilegraph.ShardedExecution())
 trainer = tilegraph.trainingModel(model, opts, make_optimizer(model.parameters()))
 eager_opt = make_optimizer(reference.parameters())
 

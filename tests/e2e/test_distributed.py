@@ -125,13 +125,14 @@ def _launch(tmp_path, n, *args, timeout=240, env=None):
     return proc, time.monotonic() - start, sorted(reports, key=lambda r: r["rank"])
 
 
-@pytest.mark.parametrize("n, replicas, kind, accumulation, shard", [
-    (2, 1, "sgd", 1, False), (2, 2, "adamw", 2, False), (4, 1, "sgd", 2, False),
-    (4, 1, "adamw", 1, False), (2, 2, "adamw", 1, True)])
+@pytest.mark.parametrize("n, replicas, kind, accumulation, extra", [
+    (2, 1, "sgd", 1, []), (2, 2, "adamw", 2, []), (4, 1, "sgd", 2, []),
+    (4, 1, "adamw", 1, []), (2, 2, "adamw", 1, ["--shard"]),
+    (2, 2, "sgd", 2, ["--stages"])])  # 2 stages x 2 replicas x 2 processes
 def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, kind,
-                                                       accumulation, shard):
+                                                       accumulation, extra):
     proc, _, reports = _launch(tmp_path, n, "--replicas", str(replicas), "--optimizer", kind,
-                               "--accumulation", str(accumulation), *(["--shard"] * shard))
+                               "--accumulation", str(accumulation), *extra)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["rank"] for r in reports] == list(range(n))
     for r in reports:

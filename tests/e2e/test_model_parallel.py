@@ -150,3 +150,28 @@ def test_recomputation_checkpoints_keep_the_numbers_and_lower_the_planned_peak()
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     assert peaks["checkpoints"] < 0.75 * peaks["plain"], peaks
     print(f"planned peak: {peaks['plain']} B without checkpoints, {peaks['checkpoints']} B with")
+
+
+def test_two_stages_times_two_replicas_in_one_process_match_eager():
+    torch.manual_seed(0)
+    model = Two()
+    reference = copy.deepcopy(model)
+    model.l3 = tilegraph.BeginBlock(model.l3, ipu_id=1)
+    opts = (tilegraph.Options().replicationFactor(2).deviceIterations(2)
+            .setExecutionStrategy(tilegraph.ShardedExecution()))
+    opts.Training.gradientAccumulation(2)
+    trainer = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1,
+                                                                   momentum=0.9))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    g = torch.Generator().manual_seed(2)
+    for _ in range(3):
+        x, t = batches("mlp", 4 * 2, 3, g)  # [micro-steps 4, replicas 2, micro 3]
+        trainer(x, t)
+        xs, ts = x.reshape(4, 6, 20), t.reshape(4, 6)
+        for s in range(2):
+            eager.zero_grad()
+            for a in range(2):
+                (reference(xs[2 * s + a], ts[2 * s + a])[1] / 2).backward()
+            eager.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

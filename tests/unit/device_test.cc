@@ -110,3 +110,37 @@ TEST(Device, ANodePlacedOnAMissingDeviceIsAnError) {
 
 }  // namespace
 }  // namespace tg
+
+namespace tg {
+namespace {
+
+// Model parallelism: a parameter's gradient, optimizer state update and new value are built
+// on the device that uses the parameter (its gradient's producer), not on device 0.
+TEST(Device, AParametersUpdateRunsOnItsDevice) {
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF32, {4, 6}});
+  Value* w0 = g.AddVariable("w0", {DType::kF32, {6, 6}});
+  Value* w1 = g.AddVariable("w1", {DType::kF32, {6, 6}});
+  Value* h = b.Op1("matmul", {x, w0});
+  b.set_placement(1);
+  Value* loss = b.Op1("mean", {b.Op1("matmul", {h, w1})});
+  b.set_placement(0);
+  g.AddOutput(loss);
+  ParamGroup pg;
+  pg.params = {w0, w1};
+  OptimizerConfig config;
+  config.use_momentum = true;
+  config.accumulation_steps = 2;
+  AddTrainingStep(b, loss, {pg}, config);
+  for (const VariableUpdate& u : g.updates()) {
+    const std::string& name = u.variable->name();
+    int want = name.rfind("w1", 0) == 0 ? 1 : name.rfind("w0", 0) == 0 ? 0 : -1;
+    if (want < 0) continue;  // the shared step counters
+    ASSERT_NE(u.value->producer(), nullptr) << name;
+    EXPECT_EQ(u.value->producer()->placement(), want) << name;
+  }
+}
+
+}  // namespace
+}  // namespace tg
