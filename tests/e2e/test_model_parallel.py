@@ -175,3 +175,15 @@ def test_two_stages_times_two_replicas_in_one_process_match_eager():
             eager.step()
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_the_pipelined_bert_example_trains_like_the_unannotated_model():
+    import os
+    import subprocess
+    import sys
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "pipelined_bert.py")
+    proc = subprocess.run([sys.executable, example, "--calls", "2"], capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "largest weight difference from the unannotated model: 0" in proc.stdout
+    assert "runs its stages one after another" in proc.stderr  # says what it does not do
