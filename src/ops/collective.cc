@@ -36,6 +36,19 @@ void CheckFloat(const TensorType& t, const std::string& op) {
            ": expected an f32 or f64 tensor, got ", t.ToString());
 }
 
+// x [group_size * k, ...] -> [k, ...]: the rows one replica keeps (reduce_scatter,
+// replica_shard).
+std::vector<TensorType> OneReplicasRows(const InferContext& c, const std::string& op) {
+  const TensorType& x = c.in(0);
+  CheckFloat(x, op);
+  int64_t g = GroupSize(c.attrs, op);
+  TG_CHECK(x.rank() >= 1 && x.shape[0] % g == 0, kShape, op, ": expected a first dimension "
+           "divisible by group_size ", g, ", got ", x.ToString());
+  Shape out = x.shape;
+  out[0] /= g;
+  return {{x.dtype, out}};
+}
+
 // The kernel of every collective op (the same for every device kind: the data movement is
 // the runtime's).
 KernelFactory CollectiveFactory(CollectiveKind kind) {
@@ -104,15 +117,8 @@ void RegisterReduceScatter(OpRegistry& r) {
   d.doc = "x [group_size * k, ...] reduced over the replicas; replica i keeps rows "
           "[i * k, (i + 1) * k).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    const TensorType& x = c.in(0);
-    CheckFloat(x, "reduce_scatter");
     ReductionOf(c.attrs, "reduce_scatter");
-    int64_t g = GroupSize(c.attrs, "reduce_scatter");
-    TG_CHECK(x.rank() >= 1 && x.shape[0] % g == 0, kShape, "reduce_scatter: expected a first "
-             "dimension divisible by group_size ", g, ", got ", x.ToString());
-    Shape out = x.shape;
-    out[0] /= g;
-    return {{x.dtype, out}};
+    return OneReplicasRows(c, "reduce_scatter");
   };
   d.grad = [](const GradContext& g) -> std::vector<Value*> {
     Builder& b = g.b();
@@ -189,14 +195,7 @@ void RegisterReplicaShard(OpRegistry& r) {
   d.attrs = {{"group_size", std::nullopt}};
   d.doc = "Replica i's rows [i * k, (i + 1) * k) of x [group_size * k, ...] (no communication).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    const TensorType& x = c.in(0);
-    CheckFloat(x, "replica_shard");
-    int64_t g = GroupSize(c.attrs, "replica_shard");
-    TG_CHECK(x.rank() >= 1 && x.shape[0] % g == 0, kShape, "replica_shard: expected a first "
-             "dimension divisible by group_size ", g, ", got ", x.ToString());
-    Shape out = x.shape;
-    out[0] /= g;
-    return {{x.dtype, out}};
+    return OneReplicasRows(c, "replica_shard");
   };
   d.not_differentiable = true;  // used after autodiff, on parameters
   d.traits.side_effects = true;  // its value depends on the replica: never folded or merged
