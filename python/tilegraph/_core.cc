@@ -272,10 +272,12 @@ NB_MODULE(_core, m) {
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,
                                 const std::string& dump_after, int num_threads, uint64_t seed,
                                 bool profile, bool inplace, const std::string& device,
-                                int replicas, bool distributed, int stages) {
+                                int replicas, bool distributed, int stages,
+                                int pipeline_micro_batches) {
         CompileOptions o;
         o.replicas = replicas;
         o.stages = stages;
+        o.pipeline_micro_batches = pipeline_micro_batches;
         if (distributed) o.communicator = MpiWorld();
         std::optional<DeviceKind> kind = ParseDeviceKind(device);
         if (!kind) throw nb::value_error(("unknown device '" + device + "'").c_str());
@@ -294,7 +296,7 @@ NB_MODULE(_core, m) {
          nb::arg("verify_each") = false, nb::arg("dump_after") = "", nb::arg("num_threads") = 0,
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
-         nb::arg("stages") = 0,
+         nb::arg("stages") = 0, nb::arg("pipeline_micro_batches") = 0,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {
@@ -396,7 +398,19 @@ NB_MODULE(_core, m) {
         }
         return rows;
       }, nb::arg("per_instruction") = false)
-      .def("reset_profile", &Executable::ResetProfile, nb::call_guard<nb::gil_scoped_release>());
+      .def("reset_profile", &Executable::ResetProfile, nb::call_guard<nb::gil_scoped_release>())
+      .def_prop_ro("pipelined", &Executable::pipelined)
+      .def_prop_ro("pipeline_fallback_reason", &Executable::pipeline_fallback_reason)
+      .def("pipeline_stats", [](Executable& exe) {
+        PipelineStats s = exe.pipeline_stats();
+        nb::dict d;
+        d["busy_seconds"] = s.busy_seconds;
+        d["wall_seconds"] = s.wall_seconds;
+        d["waves"] = s.waves;
+        d["micro_batches"] = s.micro_batches;
+        return d;
+      }, "Busy seconds of each pipeline device and wall seconds of the waves since the reset.")
+      .def("reset_pipeline_stats", &Executable::ResetPipelineStats);
 
   m.def("measure_fma_peak", [](int threads) {
     cpu::FmaPeak p;

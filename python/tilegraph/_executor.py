@@ -219,7 +219,12 @@ class PoplarExecutor:
                                        num_threads=self.options.num_threads,
                                        seed=self.options.random_seed or 0,
                                        profile=self.options.profiling_dir is not None,
-                                       replicas=self._replicas, distributed=distributed)
+                                       replicas=self._replicas, distributed=distributed,
+                                       pipeline_micro_batches=self._pipeline_micro_batches())
+        if exe.pipeline_fallback_reason:
+            _warn_once("pipeline-fallback", "PipelinedExecution: this program runs its stages "
+                       "one after another (as ShardedExecution: the same numbers, no overlap) "
+                       "because " + exe.pipeline_fallback_reason)
         _compilations += 1
         for name, value in self._hyper.items():
             exe.set_hyperparam(name, value)
@@ -232,6 +237,16 @@ class PoplarExecutor:
             exe.check_same_program_everywhere()
             exe.broadcast_variables()
             self.copyWeightsToHost()
+
+    def _pipeline_micro_batches(self):
+        """Micro-batches per pipelined wave: the gradient accumulation (one optimizer step);
+        0 for sharded execution."""
+        from ._blocks import PipelinedExecution
+        if not isinstance(self.options.execution_strategy, PipelinedExecution):
+            return 0
+        if getattr(self, "_stages", 1) <= 1:
+            return 0
+        return self.options.Training.gradient_accumulation if self.training else 1
 
     def compileAndExport(self, filename, *args):
         """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
@@ -522,8 +537,6 @@ class _Placements:
                 raise ValueError(f"pipelined training over {stages} stages needs "
                                  f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, "
                                  f"got {accumulation}")
-            _warn_once("pipelined", "PipelinedExecution runs its stages one after another for "
-                       "now (as ShardedExecution: the same numbers, no pipelined schedule yet)")
         return stages
 
 

@@ -1,5 +1,6 @@
 #include "autodiff/autodiff.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -36,11 +37,23 @@ std::vector<Value*> BuildGradients(Builder& b, Value* loss, const std::vector<Va
   for (const auto& n : g.nodes()) forward.push_back(n.get());
 
   std::unordered_map<const Value*, Value*> grads;
+  // Contributions to one gradient are summed on the lowest device that produced one: the
+  // backward runs through the devices in decreasing order (pipeline stages), so that sum
+  // never waits for a device that runs later (a weight tied across stages gets its total
+  // gradient on the first stage that uses it).
+  auto device_of = [](const Value* v) { return v->producer() ? v->producer()->placement() : 0; };
   auto accumulate = [&](Value* v, Value* gv) {
     auto it = grads.find(v);
-    if (it == grads.end()) grads[v] = gv;
-    else it->second = b.Add(it->second, gv);
+    if (it == grads.end()) {
+      grads[v] = gv;
+      return;
+    }
+    int current = b.placement();
+    b.set_placement(std::min(device_of(it->second), device_of(gv)));
+    it->second = b.Add(it->second, gv);
+    b.set_placement(current);
   };
+  b.set_placement(device_of(loss));  // the backward starts on the loss's device
   if (seed == nullptr) seed = b.Scalar(1.0, loss->type().dtype);
   accumulate(loss, b.Expand(b.Cast(seed, loss->type().dtype), loss->type().shape));
 

@@ -1,5 +1,7 @@
 #include "autodiff/optimizer.h"
 
+#include <map>
+
 #include "autodiff/autodiff.h"
 #include "support/error.h"
 
@@ -224,14 +226,29 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   info.state_variables.push_back(step->name());
   TG_CHECK(config.accumulation_steps >= 1, kInvalidInput, "accumulation_steps must be >= 1, got ",
            config.accumulation_steps);
-  Value* apply = nullptr;  // bool scalar: this step applies the optimizer
-  if (config.accumulation_steps > 1) {
-    Value* micro = g.AddVariable("optimizer.micro_step", TensorType{DType::kF32, {}}, false);
+  // Gradient accumulation: each device counts the micro-batches of the step itself, so that
+  // a pipelined schedule (runtime/pipeline.h), where devices are at different micro-batches
+  // at a time, never reads another device's counter.
+  const bool accumulating = config.accumulation_steps > 1;
+  std::map<int, Value*> apply_on;  // device -> bool scalar: this micro-batch applies the step
+  auto apply_flag = [&](int device) -> Value* {
+    auto it = apply_on.find(device);
+    if (it != apply_on.end()) return it->second;
+    std::string name = "optimizer.micro_step";
+    if (device != 0) name += ".device" + std::to_string(device);
+    Value* micro = g.AddVariable(name, TensorType{DType::kF32, {}}, false);
     info.state_variables.push_back(micro->name());
-    apply = b.Op1("eq", {micro, b.Scalar(config.accumulation_steps - 1.0)});
+    b.set_placement(device);
+    Value* apply = b.Op1("eq", {micro, b.Scalar(config.accumulation_steps - 1.0)});
     g.SetUpdate(micro, b.Where(apply, b.Scalar(0.0), b.AddScalar(micro, 1.0)));
+    return apply_on[device] = apply;
+  };
+  if (accumulating) {
+    apply_flag(0);
     for (size_t i = 0; i < grads.size(); ++i) {
-      b.set_placement(PlacementOf(grads[i]));  // a parameter's state lives on its device
+      int device = PlacementOf(grads[i]);  // a parameter's state lives on its device
+      Value* apply = apply_flag(device);
+      b.set_placement(device);
       Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", params[i]->type(), false);
       info.state_variables.push_back(acc->name());
       Value* total = b.Add(acc, grads[i]);
@@ -256,12 +273,16 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   }
   b.set_placement(0);
   g.SetUpdate(step, b.AddScalar(step, 1.0));
-  if (apply != nullptr) {
-    // Between optimizer steps, parameters and optimizer state keep their values.
-    for (size_t i = first_update; i < g.updates().size(); ++i) {
+  if (accumulating) {
+    // Between optimizer steps, parameters and optimizer state keep their values. (A new
+    // device's counter appends its own update after `end`: it is not wrapped.)
+    const size_t end = g.updates().size();
+    for (size_t i = first_update; i < end; ++i) {
       VariableUpdate u = g.updates()[i];
-      b.set_placement(PlacementOf(u.value));
-      g.SetUpdate(u.variable, b.Where(apply, u.value, u.variable));
+      int device = PlacementOf(u.value);
+      Value* apply = apply_flag(device);
+      b.set_placement(device);
+      g.SetUpdate(u.variable, b.Where(apply, u.value, u.variable), /*on_optimizer_step=*/true);
     }
     b.set_placement(0);
   }

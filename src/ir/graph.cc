@@ -106,16 +106,17 @@ Node* Graph::AddNode(const std::string& op, std::vector<Value*> inputs,
   return raw;
 }
 
-void Graph::SetUpdate(Value* variable, Value* value) {
+void Graph::SetUpdate(Value* variable, Value* value, bool on_optimizer_step) {
   TG_CHECK(variable->kind() == ValueKind::kVariable, kInvalidInput, "update target %",
            variable->name(), " is not a variable");
   for (VariableUpdate& u : updates_) {
     if (u.variable == variable) {
       u.value = value;
+      u.on_optimizer_step = on_optimizer_step;
       return;
     }
   }
-  updates_.push_back({variable, value});
+  updates_.push_back({variable, value, on_optimizer_step});
 }
 
 void Graph::ReplaceAllUsesWith(Value* from, Value* to) {
@@ -194,7 +195,7 @@ std::unique_ptr<Graph> Graph::Clone() const {
   for (auto& [old, nv] : map) g->RenameValue(nv, "\x01" + std::to_string(nv->id_));
   for (auto& [old, nv] : map) g->RenameValue(nv, old->name_);
   for (Value* v : outputs_) g->outputs_.push_back(map.at(v));
-  for (const VariableUpdate& u : updates_) g->updates_.push_back({map.at(u.variable), map.at(u.value)});
+  for (const VariableUpdate& u : updates_) g->updates_.push_back({map.at(u.variable), map.at(u.value), u.on_optimizer_step});
   return g;
 }
 

@@ -89,9 +89,14 @@ class Node {
   std::string source_;
 };
 
+// `variable` takes `value` at the end of the step. `on_optimizer_step`: the update leaves
+// the variable unchanged except on the last micro-batch of a gradient-accumulation step
+// (the optimizer's `where(apply, new, old)`); the pipelined schedule relies on it (a
+// micro-batch still in flight may read the variable early: it sees the same value).
 struct VariableUpdate {
   Value* variable;
   Value* value;
+  bool on_optimizer_step = false;
 };
 
 class Graph {
@@ -114,7 +119,7 @@ class Graph {
                 std::vector<TensorType> output_types, AttrMap attrs = {},
                 const Node* before = nullptr);
   void AddOutput(Value* v) { outputs_.push_back(v); }
-  void SetUpdate(Value* variable, Value* value);
+  void SetUpdate(Value* variable, Value* value, bool on_optimizer_step = false);
 
   // --- access ---
   const std::vector<Value*>& inputs() const { return inputs_; }

@@ -456,7 +456,10 @@ class Parser {
           if (u.variable == var) Error(var_tok, "variable %" + var->name() + " updated twice");
         }
         Expect('=');
-        g.SetUpdate(var, Use(scope));
+        Value* value = Use(scope);
+        bool on_optimizer_step = IsIdent("on_optimizer_step");
+        if (on_optimizer_step) Take();
+        g.SetUpdate(var, value, on_optimizer_step);
         return;
       }
       Error(head, "expected a statement (input, hyperparam, variable, const, %x = op(...), "

@@ -183,7 +183,8 @@ void PrintGraphTo(const Graph& g, int indent, std::string& out) {
   for (Value* v : g.outputs()) out += pad + "output " + ValueRef(v ? v->name() : "<null>") + "\n";
   for (const VariableUpdate& u : g.updates()) {
     out += pad + "update " + ValueRef(u.variable ? u.variable->name() : "<null>") + " = " +
-           ValueRef(u.value ? u.value->name() : "<null>") + "\n";
+           ValueRef(u.value ? u.value->name() : "<null>") +
+           (u.on_optimizer_step ? " on_optimizer_step" : "") + "\n";
   }
   out += std::string(indent, ' ') + "}";
 }

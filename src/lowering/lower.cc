@@ -39,7 +39,7 @@ Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
     bool in_place = assignment.updated_in_place[u.variable] &&
                     from.space == BufferSpace::kVariable && from.offset == index;
     if (in_place || u.value == u.variable) continue;
-    program.update_copies.push_back({index, from, u.variable->type().bytes()});
+    program.update_copies.push_back({index, from, u.variable->type().bytes(), u.value});
   }
   program.graph = std::move(graph);
   return program;

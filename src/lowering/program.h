@@ -35,6 +35,7 @@ struct UpdateCopy {
   size_t variable;
   BufferRef from;
   size_t bytes;
+  const Value* value = nullptr;  // the update's value (owned by Program::graph)
 };
 
 struct MemoryStats {

@@ -22,6 +22,7 @@ class Builder {
   const OpRegistry& registry() const { return registry_; }
   // Nodes built from now on carry this placement / source location.
   void set_placement(int p) { placement_ = p; }
+  int placement() const { return placement_; }
   void set_source(std::string s) { source_ = std::move(s); }
   // Nodes are inserted before `n` instead of appended (null: append).
   void set_insertion_point(const Node* n) { before_ = n; }

@@ -50,10 +50,24 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   }
   TG_CHECK(stages >= 1, kInvalidInput, "stages must be >= 1, got ", stages);
   lowering.device_kinds.assign(stages, options.device);
-  exe->program_ = Lower(std::move(g), lowering);
   bool distributed = options.communicator != nullptr && options.communicator->size() > 1;
+  PipelineSegments segments;
+  const bool pipeline = options.pipeline_micro_batches > 0 && stages > 1;
+  if (pipeline && distributed) {
+    exe->pipeline_fallback_ = "pipelining a program whose replicas span several processes is "
+                              "not built yet";
+  } else if (pipeline) {
+    segments = OrderForPipeline(*g, stages);
+    exe->pipeline_fallback_ = segments.why_not;
+  }
+  exe->program_ = Lower(std::move(g), lowering);
+  if (pipeline && exe->pipeline_fallback_.empty()) exe->PreparePipeline(segments);
   if (options.replicas > 1 || distributed) {
     exe->group_ = std::make_unique<ReplicaGroup>(options.replicas, options.communicator);
+    for (int d = 0; exe->pipelined() && d < exe->pipeline_.stages; ++d) {
+      exe->stage_groups_.push_back(
+          std::make_unique<ReplicaGroup>(options.replicas, options.communicator));
+    }
   }
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
@@ -80,7 +94,9 @@ void Executable::CheckFitsInMemory() const {
   for (Value* v : g.hyperparams()) io += v->type().bytes();
   for (Value* v : g.variables()) vars += v->type().bytes();
   double r = static_cast<double>(options_.replicas);
-  double total = r * static_cast<double>(program_.stats.arena_bytes + io + vars);
+  double slots = pipelined() ? pipeline_.stages : 1;  // micro-batches in flight
+  double total = r * (slots * static_cast<double>(program_.stats.arena_bytes + io) +
+                      static_cast<double>(vars));
   uint64_t capacity = device_->memory_bytes();
   auto gib = [](double b) { return b / double(1 << 30); };
   TG_CHECK(capacity == 0 || total <= static_cast<double>(capacity), kRuntime,
@@ -94,10 +110,13 @@ void Executable::AddReplica(bool first) {
   replicas_.emplace_back();
   Replica& r = replicas_.back();
   const Graph& g = *program_.graph;
-  for (Value* v : g.inputs()) r.staging.emplace_back(v->type());
+  r.slots.resize(pipelined() ? pipeline_.stages : 1);
+  for (Slot& slot : r.slots) {
+    for (Value* v : g.inputs()) slot.staging.emplace_back(v->type());
+    slot.arena_memory = device_->Allocate(program_.stats.arena_bytes);
+    slot.arena = static_cast<uint8_t*>(slot.arena_memory.data());
+  }
   for (Value* v : g.variables()) r.variables.emplace_back(v->type());
-  r.arena_memory = device_->Allocate(program_.stats.arena_bytes);
-  r.arena = static_cast<uint8_t*>(r.arena_memory.data());
   if (first) {
     for (const Instruction& inst : program_.instructions) r.kernels.push_back(inst.kernel);
   } else {  // kernels keep per-call state: every replica builds its own
@@ -109,10 +128,10 @@ void Executable::AddReplica(bool first) {
   Bind(r);
 }
 
-void* Executable::Resolve(const Replica& r, const BufferRef& ref) const {
+void* Executable::Resolve(const Replica& r, const Slot& s, const BufferRef& ref) const {
   switch (ref.space) {
-    case BufferSpace::kArena: return r.arena + ref.offset;
-    case BufferSpace::kInput: return const_cast<void*>(r.staging[ref.offset].data());
+    case BufferSpace::kArena: return s.arena + ref.offset;
+    case BufferSpace::kInput: return const_cast<void*>(s.staging[ref.offset].data());
     case BufferSpace::kHyperParam: return const_cast<void*>(hyperparams_[ref.offset].data());
     case BufferSpace::kVariable: return const_cast<void*>(r.variables[ref.offset].data());
     case BufferSpace::kConstant:
@@ -122,15 +141,17 @@ void* Executable::Resolve(const Replica& r, const BufferRef& ref) const {
 }
 
 void Executable::Bind(Replica& r) {
-  r.in_ptrs.clear();
-  r.out_ptrs.clear();
-  for (const Instruction& inst : program_.instructions) {
-    std::vector<const void*> ins;
-    for (const BufferRef& ref : inst.inputs) ins.push_back(Resolve(r, ref));
-    std::vector<void*> outs;
-    for (const BufferRef& ref : inst.outputs) outs.push_back(Resolve(r, ref));
-    r.in_ptrs.push_back(std::move(ins));
-    r.out_ptrs.push_back(std::move(outs));
+  for (Slot& s : r.slots) {
+    s.in_ptrs.clear();
+    s.out_ptrs.clear();
+    for (const Instruction& inst : program_.instructions) {
+      std::vector<const void*> ins;
+      for (const BufferRef& ref : inst.inputs) ins.push_back(Resolve(r, s, ref));
+      std::vector<void*> outs;
+      for (const BufferRef& ref : inst.outputs) outs.push_back(Resolve(r, s, ref));
+      s.in_ptrs.push_back(std::move(ins));
+      s.out_ptrs.push_back(std::move(outs));
+    }
   }
 }
 

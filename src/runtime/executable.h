@@ -32,6 +32,8 @@
 #include "ir/graph.h"
 #include "lowering/program.h"
 #include "passes/pass.h"
+#include "parallel/pipeline_order.h"
+#include "runtime/pipeline.h"
 #include "runtime/replica_group.h"
 
 namespace tg {
@@ -55,9 +57,16 @@ struct CompileOptions {
   int num_threads = 0;         // 0: the device's default (CPU: OpenMP's)
   int replicas = 1;            // data-parallel replicas in this process
   // Model parallelism: nodes are placed on `stages` devices of kind `device` (placements
-  // 0 .. stages-1; 0: as many as the graph's placements use); they run one after another
-  // in program order (sharded execution).
+  // 0 .. stages-1; 0: as many as the graph's placements use). They run one after another
+  // in program order (sharded execution) unless pipeline_micro_batches is set.
   int stages = 0;
+  // Pipelined execution (runtime/pipeline.h): every device runs on its own thread, with its
+  // share of the cores, and micro-batches flow through the devices concurrently, one
+  // optimizer step (a wave of this many steps: the gradient accumulation count) at a time.
+  // Training: a call's steps must be a multiple of it; a program with no updates pipelines
+  // a whole call whatever it is set to (> 0). A program that cannot be pipelined (see
+  // parallel/pipeline_order.h) runs sharded; pipeline_fallback_reason() says why.
+  int pipeline_micro_batches = 0;
   // The processes of a distributed run (null: this process alone).
   std::shared_ptr<Communicator> communicator;
   uint64_t seed = 0;
@@ -116,6 +125,13 @@ class Executable {
   uint64_t ProgramHash() const;
   void CheckSameProgramEverywhere() const;
 
+  // --- pipelined execution ---
+  bool pipelined() const { return pipeline_.stages > 1; }
+  const std::string& pipeline_fallback_reason() const { return pipeline_fallback_; }
+  // Busy time of each device and the wall time of the pipelined waves since the last reset.
+  PipelineStats pipeline_stats() const;
+  void ResetPipelineStats();
+
   // --- introspection ---
   const MemoryStats& memory_stats() const { return program_.stats; }
   const Graph& optimized_graph() const { return *program_.graph; }
@@ -130,23 +146,37 @@ class Executable {
   void ResetProfile();
 
  private:
-  // What each replica owns: its arena, input staging, variables and kernels (kernels keep
-  // per-call state such as prepacked weights, so replicas running concurrently need their
-  // own), and the pointers its instructions read and write.
-  struct Replica {
+  // One micro-batch's working memory: the arena, the input staging, and the pointers the
+  // instructions read and write there. A sequential run uses one; a pipelined run one per
+  // micro-batch in flight (runtime/pipeline.h).
+  struct Slot {
     DeviceMemory arena_memory;
     uint8_t* arena = nullptr;
-    std::vector<HostTensor> staging, variables;
-    std::vector<Kernel> kernels;
+    std::vector<HostTensor> staging;
     std::vector<std::vector<const void*>> in_ptrs;
     std::vector<std::vector<void*>> out_ptrs;
+  };
+  // What each replica owns: its slots, variables and kernels (kernels keep per-call state
+  // such as prepacked weights, so replicas running concurrently need their own).
+  struct Replica {
+    std::vector<Slot> slots;
+    std::vector<HostTensor> variables;
+    std::vector<Kernel> kernels;
     uint64_t variables_version = 0;  // see RunContext::variables_version
+  };
+  // The pipelined schedule's view of the program (CompileOptions::pipeline_micro_batches).
+  struct Pipeline {
+    int stages = 1;
+    int micro_batches = 0;  // per wave (optimizer step); 0: the whole call (inference)
+    std::vector<size_t> segment_begin;  // instructions of segment k: [begin[k], begin[k+1])
+    std::vector<std::vector<size_t>> copies_after;  // segment -> update_copies it ends with
+    bool has_backward = false;
   };
 
   Executable() = default;
   void AddReplica(bool first);
   void Bind(Replica& r);                                   // resolves buffer pointers (once)
-  void* Resolve(const Replica& r, const BufferRef& ref) const;
+  void* Resolve(const Replica& r, const Slot& s, const BufferRef& ref) const;
   void ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
                      OutputMode mode, int64_t every_n) const;
   std::vector<HostTensor> MakeResults(int64_t steps, OutputMode mode, int64_t every_n) const;
@@ -157,6 +187,19 @@ class Executable {
                   const std::function<bool()>& interrupted, int64_t* completed);
   bool StopAtStepBoundary(int r, const std::function<bool()>& interrupted);
   void RunOneStep(int r, uint64_t step);
+  // Runs instructions [begin, end) of replica r on slot s with `ctx` (errors name the node).
+  void RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx);
+  void CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode, int64_t every_n,
+                   std::vector<HostTensor>& results);
+  void StageInputs(int r, int s, int64_t step, const std::vector<TensorView>& inputs);
+  RunContext ContextFor(int r, uint64_t step) const;
+  // Pipelined (runtime/pipeline.cc): `waves` of micro-batches through the stages, steps in
+  // [first, first + count) of the call.
+  void PreparePipeline(const PipelineSegments& segments);
+  void DiscardOptimizerStepInProgress(int r);
+  void RunWave(int r, int64_t first, int64_t count, int64_t steps,
+               const std::vector<TensorView>& inputs, OutputMode mode, int64_t every_n,
+               std::vector<HostTensor>& results);
   std::vector<OpProfile> InstructionEntries() const;  // instruction order
   static void AccumulateInto(void* acc, const TensorType& type, const void* src);
   void CheckFitsInMemory() const;
@@ -170,6 +213,13 @@ class Executable {
   std::vector<HostTensor> hyperparams_;  // shared by the replicas
   std::vector<double> instr_seconds_;    // profile (replica 0)
   std::vector<int64_t> instr_calls_;
+  Pipeline pipeline_;                    // stages == 1: sequential
+  std::string pipeline_fallback_;        // why a requested pipeline runs sequentially
+  PipelineStats pipeline_stats_;
+  mutable std::mutex stats_mutex_;
+  // Pipelined replicated runs: the collectives of device d's segments meet in group d (the
+  // devices' threads of one replica run concurrently and would mix their calls in one group).
+  std::vector<std::unique_ptr<ReplicaGroup>> stage_groups_;
   size_t first_variable_write_ = SIZE_MAX;  // first instruction writing a variable in place
   bool stop_requested_ = false;             // set at a step boundary (replicated runs)
   int64_t steps_completed_ = 0;

@@ -44,6 +44,11 @@ void Executable::AccumulateInto(void* acc, const TensorType& type, const void* s
 void Executable::ValidateFeeds(const std::vector<TensorView>& inputs, int64_t steps,
                                OutputMode mode, int64_t every_n) const {
   TG_CHECK(steps >= 1, kInvalidInput, "steps must be >= 1, got ", steps);
+  if (pipelined() && pipeline_.has_backward && pipeline_.micro_batches > 0) {
+    TG_CHECK(steps % pipeline_.micro_batches == 0, kInvalidInput, "a pipelined training "
+             "program runs whole optimizer steps: steps (", steps, ") must be a multiple of ",
+             "the micro-batches per step (", pipeline_.micro_batches, ")");
+  }
   if (mode == OutputMode::kEveryN) {
     TG_CHECK(every_n >= 1 && steps % every_n == 0, kInvalidInput,
              "output mode every-n: steps (", steps, ") must be a multiple of n (", every_n, ")");
@@ -86,6 +91,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
   std::lock_guard<std::mutex> lock(mutex_);
   steps_completed_ = 0;
   ValidateFeeds(inputs, steps, mode, every_n);
+  for (auto& group : stage_groups_) group->Reset();
   std::vector<HostTensor> results = MakeResults(steps, mode, every_n);
   const int n = replicas();
   if (!replicated()) {
@@ -153,68 +159,121 @@ bool Executable::StopAtStepBoundary(int r, const std::function<bool()>& interrup
   return stop_requested_;
 }
 
-void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_t steps,
-                            OutputMode mode, int64_t every_n, std::vector<HostTensor>& results,
-                            const std::function<bool()>& interrupted, int64_t* completed) {
-  Replica& rep = replicas_[r];
+// Copies step `step`'s slice of every input into slot s's staging.
+void Executable::StageInputs(int r, int s, int64_t step, const std::vector<TensorView>& inputs) {
+  Slot& slot = replicas_[r].slots[s];
   const int n = replicas();
-  const auto& outs = program_.graph->outputs();
-  for (int64_t s = 0; s < steps; ++s) {
-    if (s > 0 && StopAtStepBoundary(r, interrupted)) return;
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      size_t bytes = rep.staging[i].bytes();
-      if (bytes == 0) continue;  // an empty input (null data pointers)
-      size_t slot = static_cast<size_t>(s) * n + r;  // [steps, replicas, ...] row-major
-      std::memcpy(rep.staging[i].data(), static_cast<const uint8_t*>(inputs[i].data) + slot * bytes,
-                  bytes);
-    }
-    try {
-      RunOneStep(r, step_ + static_cast<uint64_t>(s));
-    } catch (Error& e) {
-      e.AddContext("in step " + std::to_string(s) + " of " + std::to_string(steps) + " (" +
-                   std::to_string(s) + " earlier steps of this call were applied)");
-      if (replicated()) e.AddContext("in replica " + std::to_string(r));
-      throw;
-    }
-    for (size_t o = 0; o < outs.size(); ++o) {
-      const TensorType& type = outs[o]->type();
-      size_t bytes = type.bytes();
-      if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
-      const void* src = Resolve(rep, program_.outputs[o]);
-      uint8_t* dst = static_cast<uint8_t*>(results[o].data());
-      size_t r_off = static_cast<size_t>(r) * bytes;  // the replica's row (0 when not replicated)
-      switch (mode) {
-        case OutputMode::kAll: std::memcpy(dst + (s * n) * bytes + r_off, src, bytes); break;
-        case OutputMode::kFinal:
-          if (s == steps - 1) std::memcpy(dst + r_off, src, bytes);
-          break;
-        case OutputMode::kEveryN:
-          if ((s + 1) % every_n == 0) {
-            std::memcpy(dst + ((s + 1) / every_n - 1) * n * bytes + r_off, src, bytes);
-          }
-          break;
-        case OutputMode::kSum: AccumulateInto(dst + r_off, type, src); break;
-      }
-    }
-    *completed = s + 1;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    size_t bytes = slot.staging[i].bytes();
+    if (bytes == 0) continue;  // an empty input (null data pointers)
+    size_t row = static_cast<size_t>(step) * n + r;  // [steps, replicas, ...] row-major
+    std::memcpy(slot.staging[i].data(), static_cast<const uint8_t*>(inputs[i].data) + row * bytes,
+                bytes);
   }
 }
 
-void Executable::RunOneStep(int r, uint64_t step) {
+// Writes step `step`'s outputs (in slot s) into the results, as the output mode says.
+void Executable::CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode,
+                             int64_t every_n, std::vector<HostTensor>& results) {
+  const Replica& rep = replicas_[r];
+  const int n = replicas();
+  const auto& outs = program_.graph->outputs();
+  for (size_t o = 0; o < outs.size(); ++o) {
+    const TensorType& type = outs[o]->type();
+    size_t bytes = type.bytes();
+    if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
+    const void* src = Resolve(rep, rep.slots[s], program_.outputs[o]);
+    uint8_t* dst = static_cast<uint8_t*>(results[o].data());
+    size_t r_off = static_cast<size_t>(r) * bytes;  // the replica's row (0 when not replicated)
+    switch (mode) {
+      case OutputMode::kAll: std::memcpy(dst + (step * n) * bytes + r_off, src, bytes); break;
+      case OutputMode::kFinal:
+        if (step == steps - 1) std::memcpy(dst + r_off, src, bytes);
+        break;
+      case OutputMode::kEveryN:
+        if ((step + 1) % every_n == 0) {
+          std::memcpy(dst + ((step + 1) / every_n - 1) * n * bytes + r_off, src, bytes);
+        }
+        break;
+      case OutputMode::kSum: AccumulateInto(dst + r_off, type, src); break;
+    }
+  }
+}
+
+void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_t steps,
+                            OutputMode mode, int64_t every_n, std::vector<HostTensor>& results,
+                            const std::function<bool()>& interrupted, int64_t* completed) {
+  // Sequential: waves of one step. Pipelined: one wave per optimizer step (or the whole call).
+  const int64_t wave = !pipelined() ? 1
+                       : pipeline_.micro_batches > 0 && pipeline_.has_backward
+                           ? pipeline_.micro_batches
+                           : steps;
+  for (int64_t s = 0; s < steps; s += wave) {
+    if (s > 0 && StopAtStepBoundary(r, interrupted)) return;
+    try {
+      if (pipelined()) {
+        RunWave(r, s, wave, steps, inputs, mode, every_n, results);
+      } else {
+        StageInputs(r, 0, s, inputs);
+        RunOneStep(r, step_ + static_cast<uint64_t>(s));
+        CopyOutputs(r, 0, s, steps, mode, every_n, results);
+      }
+    } catch (Error& e) {
+      if (pipelined() && pipeline_.has_backward) {
+        DiscardOptimizerStepInProgress(r);
+        e.AddContext("the optimizer step in progress was discarded: its gradient accumulators "
+                     "and micro-batch counters were reset (running statistics its finished "
+                     "micro-batches updated were kept)");
+      }
+      std::string what = pipelined() ? "in the optimizer step of steps " + std::to_string(s) +
+                                           ".." + std::to_string(s + wave - 1)
+                                     : "in step " + std::to_string(s);
+      e.AddContext(what + " of " + std::to_string(steps) + " (" + std::to_string(s) +
+                   " earlier steps of this call were applied)");
+      if (replicated()) e.AddContext("in replica " + std::to_string(r));
+      throw;
+    }
+    *completed = s + wave;
+  }
+}
+
+// Gradient accumulators and micro-batch counters (autodiff/optimizer.cc names them) are zero
+// at every optimizer-step boundary; a wave that failed half-way leaves them zeroed again, so
+// the next call starts a whole step, on every device alike.
+void Executable::DiscardOptimizerStepInProgress(int r) {
+  const auto& vars = program_.graph->variables();
   Replica& rep = replicas_[r];
+  for (size_t v = 0; v < vars.size(); ++v) {
+    const std::string& name = vars[v]->name();
+    bool accumulator = name.size() > 11 && name.compare(name.size() - 11, 11, ".grad_accum") == 0;
+    bool counter = name.rfind("optimizer.micro_step", 0) == 0;
+    if ((accumulator || counter) && rep.variables[v].bytes() > 0) {
+      std::memset(rep.variables[v].data(), 0, rep.variables[v].bytes());
+    }
+  }
+  ++rep.variables_version;
+}
+
+RunContext Executable::ContextFor(int r, uint64_t step) const {
   RunContext ctx;
   ctx.seed = seed_;
   // Random ops draw from (seed, step, element): each replica gets a stream of its own.
   ctx.step = replicated() ? step * static_cast<uint64_t>(group_size()) +
                                 static_cast<uint64_t>(group_->comm().rank() * replicas() + r)
                           : step;
-  ctx.variables_version = rep.variables_version;
+  ctx.variables_version = replicas_[r].variables_version;
   ctx.collectives = group_.get();
   ctx.replica = r;
+  return ctx;
+}
+
+void Executable::RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx) {
+  Replica& rep = replicas_[r];
+  Slot& slot = rep.slots[s];
   const auto& instrs = program_.instructions;
   const bool profile = options_.profile && r == 0;
-  for (size_t i = 0; i < instrs.size(); ++i) {
-    KernelArgs args{rep.in_ptrs[i].data(), rep.out_ptrs[i].data(), &ctx};
+  for (size_t i = begin; i < end; ++i) {
+    KernelArgs args{slot.in_ptrs[i].data(), slot.out_ptrs[i].data(), &ctx};
     try {
       if (profile) {
         auto t0 = std::chrono::steady_clock::now();
@@ -238,8 +297,15 @@ void Executable::RunOneStep(int r, uint64_t step) {
       throw e;
     }
   }
+}
+
+void Executable::RunOneStep(int r, uint64_t step) {
+  Replica& rep = replicas_[r];
+  RunInstructions(r, 0, 0, program_.instructions.size(), ContextFor(r, step));
   for (const UpdateCopy& u : program_.update_copies) {
-    if (u.bytes > 0) std::memmove(rep.variables[u.variable].data(), Resolve(rep, u.from), u.bytes);
+    if (u.bytes > 0) {
+      std::memmove(rep.variables[u.variable].data(), Resolve(rep, rep.slots[0], u.from), u.bytes);
+    }
   }
   if (!program_.graph->updates().empty()) ++rep.variables_version;  // updated in place or copied
 }

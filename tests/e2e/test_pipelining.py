@@ -1,0 +1,202 @@
+"""Pipelined model parallelism (issue 12): PipelinedExecution runs every device (stage) on
+its own thread with micro-batches in flight (1F1B), ShardedExecution runs them one after
+another; both train like the unannotated model with the same gradient accumulation: losses
+and every weight after 10 optimizer steps, for an MLP, a CNN with batch norm and a BERT-style
+encoder whose embedding is tied to its decoder across devices, with SGD-momentum and AdamW."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+
+ACCUMULATION = 8  # >= 2 x 4 - 1
+MICRO = 2         # samples per micro-batch
+STEPS = 10        # optimizer steps
+
+
+class MLP(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in
+                                          [(12, 24), (24, 24), (24, 24), (24, 5)])
+
+    def forward(self, x, t):
+        for i, layer in enumerate(self.layers):
+            x = layer(x) if i == len(self.layers) - 1 else torch.tanh(layer(x))
+        return x, F.cross_entropy(x, t)
+
+    def blocks(self):
+        return list(self.layers)
+
+    @staticmethod
+    def data(n, g):
+        return torch.randn(n, 12, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+class CNN(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        def unit(a, b):
+            return torch.nn.Sequential(torch.nn.Conv2d(a, b, 3, padding=1),
+                                       torch.nn.BatchNorm2d(b), torch.nn.ReLU())
+        self.units = torch.nn.ModuleList([unit(3, 6), unit(6, 8), unit(8, 8)])
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, x, t):
+        for u in self.units:
+            x = u(x)
+        out = self.head(x.mean(dim=(2, 3)))
+        return out, F.cross_entropy(out, t)
+
+    def blocks(self):
+        return [*self.units, self.head]
+
+    @staticmethod
+    def data(n, g):
+        return torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+class TiedEncoder(torch.nn.Module):
+    """BERT-style: the decoder reuses the word embedding's weight (on another device)."""
+    VOCAB = 30
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(self.VOCAB, 16)
+        self.layers = torch.nn.ModuleList(
+            torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+            for _ in range(2))
+        self.norm = torch.nn.LayerNorm(16)
+        self.decoder = torch.nn.Linear(16, self.VOCAB)
+        self.decoder.weight = self.embed.weight  # tied
+
+    def forward(self, ids, labels):
+        x = self.embed(ids)
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.decoder(self.norm(x))
+        return logits, F.cross_entropy(logits.reshape(-1, self.VOCAB), labels.reshape(-1))
+
+    def blocks(self):
+        return [self.embed, self.layers[0], self.layers[1], self.norm]
+
+    @staticmethod
+    def data(n, g):
+        ids = torch.randint(0, TiedEncoder.VOCAB, (n, 6), generator=g)
+        return ids, torch.randint(0, TiedEncoder.VOCAB, (n, 6), generator=g)
+
+
+def _optimizer(kind, model):
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+
+
+def _annotate(model, stages):
+    """Block i of the model's 4 goes to device i * stages // 4."""
+    for i, block in enumerate(model.blocks()):
+        device = i * stages // 4
+        if device > 0:
+            tilegraph.BeginBlock(block, f"block{i}", ipu_id=device)
+
+
+def _train(model, optimizer_kind, strategy, data):
+    opts = tilegraph.Options()
+    opts.Training.gradientAccumulation(ACCUMULATION)
+    if strategy is not None:
+        opts.setExecutionStrategy(strategy)
+    trainer = tilegraph.trainingModel(model, opts, _optimizer(optimizer_kind, model))
+    losses = torch.stack([trainer(*batch)[1] for batch in data])
+    return trainer, losses
+
+
+@pytest.mark.parametrize("family", [MLP, CNN, TiedEncoder], ids=["mlp", "cnn_bn", "bert_tied"])
+@pytest.mark.parametrize("optimizer_kind", ["sgd", "adamw"])
+def test_pipelined_and_sharded_training_equal_unpipelined_training(family, optimizer_kind):
+    torch.manual_seed(0)
+    reference = family()
+    g = torch.Generator().manual_seed(1)
+    data = [family.data(ACCUMULATION * MICRO, g) for _ in range(STEPS)]
+    _, ref_losses = _train(reference, optimizer_kind, None, data)
+    for stages, strategy in [(2, tilegraph.PipelinedExecution()),
+                             (4, tilegraph.PipelinedExecution()),
+                             (4, tilegraph.ShardedExecution())]:
+        torch.manual_seed(0)
+        model = family()
+        _annotate(model, stages)
+        trainer, losses = _train(model, optimizer_kind, strategy, data)
+        exe = trainer.executable
+        pipelined = isinstance(strategy, tilegraph.PipelinedExecution)
+        assert exe.pipelined == pipelined, exe.pipeline_fallback_reason
+        assert len(exe.memory_stats["device_arena_bytes"]) == stages
+        if pipelined:  # every device ran its share of every micro-batch on its own thread
+            stats = exe.pipeline_stats()
+            assert stats["waves"] == STEPS and stats["micro_batches"] == STEPS * ACCUMULATION
+            assert len(stats["busy_seconds"]) == stages and min(stats["busy_seconds"]) > 0
+        what = f"{stages} stages, {type(strategy).__name__}"
+        torch.testing.assert_close(losses, ref_losses, rtol=1e-4, atol=1e-5, msg=what)
+        for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=f"{name}, {what}")
+        for (name, b), c in zip(model.named_buffers(), reference.buffers()):
+            torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-5, msg=f"{name}, {what}")
+
+
+def test_pipelined_inference_matches_and_overlaps_the_stages():
+    torch.manual_seed(0)
+    model = MLP()
+    reference = copy.deepcopy(model)
+    _annotate(model, 4)
+    opts = tilegraph.Options().deviceIterations(6)
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution())
+    infer = tilegraph.inferenceModel(model, opts)
+    x, t = MLP.data(6 * 3, torch.Generator().manual_seed(2))
+    out, loss = infer(x, t)
+    assert infer.executable.pipelined
+    with torch.no_grad():
+        want = reference(x, t)[0]
+    torch.testing.assert_close(out, want, rtol=1e-5, atol=1e-6)
+    assert infer.executable.pipeline_stats()["micro_batches"] == 6
+
+
+def test_pipelined_training_runs_whole_optimizer_steps_per_call():
+    torch.manual_seed(0)
+    model = MLP()
+    _annotate(model, 2)
+    opts = tilegraph.Options().deviceIterations(2)
+    opts.Training.gradientAccumulation(3)
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution())
+    trainer = tilegraph.trainingModel(model, opts, _optimizer("sgd", model))
+    x, t = MLP.data(2 * 3 * 2, torch.Generator().manual_seed(3))
+    trainer(x, t)
+    assert trainer.executable.pipeline_stats()["waves"] == 2  # 2 optimizer steps of 3
+    # A call with the wrong number of samples is refused before anything runs.
+    with pytest.raises(ValueError):
+        trainer(x[:6], t[:6])
+
+
+def test_a_failure_in_one_stage_stops_the_pipeline_with_the_users_line():
+    class Bad(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Embedding(5, 4)
+
+        def forward(self, x, ids):
+            return (self.a(x) + self.b(ids)).sum()
+
+    model = Bad()
+    tilegraph.BeginBlock(model.b, ipu_id=1)
+    opts = tilegraph.Options()
+    opts.Training.gradientAccumulation(3)
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution())
+    trainer = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+    before = [p.detach().clone() for p in model.parameters()]
+    ids = torch.tensor([0, 1, 2, 3, 4, 9])  # 9 is out of range: found by device 1's kernel
+    with pytest.raises(Exception) as info:
+        trainer(torch.randn(6, 4), ids.reshape(6))
+    text = str(info.value) + "".join(getattr(info.value, "__notes__", []))
+    assert "test_pipelining.py" in text and "device 1" in text, text
+    assert "0 of the 3 steps" in text, text
+    for p, q in zip(model.parameters(), before):  # nothing was applied
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
