@@ -7,9 +7,10 @@ layer on device 0 and one more layer on each of devices 1-3, and the pretraining
 device 3 — whose MLM decoder shares its weight with the word embeddings on device 0
 (PopTorch's case of a weight used on two devices). Pipelined training needs
 gradientAccumulation >= 2 x stages - 1 = 7. tilegraph places every operation and its
-gradient on its device and moves values between devices with explicit stage_copy ops, but
-runs the stages one after another (it says so: the pipelined schedule is not built yet), so
-the numbers equal the unannotated model's, which the script checks.
+gradient on its device, moves values between devices with explicit stage_copy ops, and runs
+each device on its own thread with micro-batches in flight (1F1B, one optimizer step per
+wave of 8 micro-batches). The numbers equal the unannotated model's, which the script
+checks (to fp32 rounding: the devices run with fewer threads each).
 """
 import argparse
 import copy
@@ -71,9 +72,16 @@ def main():
         loss = trainer(*data)[-1]
         ref_loss = plain(*data)[-1]
         print(f"call {call + 1}: loss {float(loss):.5f} (unannotated {float(ref_loss):.5f})")
-    stats = trainer.executable.memory_stats
-    print("planned peak per device (MiB):",
+    exe = trainer.executable
+    stats = exe.memory_stats
+    print("schedule:", "pipelined (1F1B)" if exe.pipelined
+          else "sharded, because " + exe.pipeline_fallback_reason)
+    print("planned peak per device and micro-batch in flight (MiB):",
           [round(b / 2**20, 2) for b in stats["device_arena_bytes"]])
+    busy = exe.pipeline_stats()
+    if busy["wall_seconds"] > 0:
+        print("device utilization:", [f"{b / busy['wall_seconds']:.0%}"
+                                      for b in busy["busy_seconds"]])
     print("inter-device copies in the program:", trainer.executable.optimized_ir.count("stage_copy("))
     worst = max((a - b).abs().max().item() for a, b in zip(model.parameters(),
                                                            reference.parameters()))

@@ -53,10 +53,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   bool distributed = options.communicator != nullptr && options.communicator->size() > 1;
   PipelineSegments segments;
   const bool pipeline = options.pipeline_micro_batches > 0 && stages > 1;
-  if (pipeline && distributed) {
-    exe->pipeline_fallback_ = "pipelining a program whose replicas span several processes is "
-                              "not built yet";
-  } else if (pipeline) {
+  if (pipeline) {
     segments = OrderForPipeline(*g, stages);
     exe->pipeline_fallback_ = segments.why_not;
   }
@@ -65,8 +62,10 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   if (options.replicas > 1 || distributed) {
     exe->group_ = std::make_unique<ReplicaGroup>(options.replicas, options.communicator);
     for (int d = 0; exe->pipelined() && d < exe->pipeline_.stages; ++d) {
-      exe->stage_groups_.push_back(
-          std::make_unique<ReplicaGroup>(options.replicas, options.communicator));
+      // Device d's collectives go over channel d + 1 of the processes' communicator.
+      std::shared_ptr<Communicator> channel =
+          distributed ? options.communicator->Channel(d + 1) : options.communicator;
+      exe->stage_groups_.push_back(std::make_unique<ReplicaGroup>(options.replicas, channel));
     }
   }
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());

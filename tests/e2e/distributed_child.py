@@ -27,6 +27,7 @@ p.add_argument("--mismatch", action="store_true")  # rank 1 builds a narrower mo
 p.add_argument("--report-dir", default=".")
 p.add_argument("--shard", action="store_true")  # sharded optimizer state (ZeRO-1)
 p.add_argument("--stages", action="store_true")  # fc2 on a second device (2-D parallelism)
+p.add_argument("--pipelined", action="store_true")  # with --stages: PipelinedExecution
 args = p.parse_args()
 
 opts = tilegraph.Options()
@@ -52,7 +53,8 @@ torch.manual_seed(100)
 reference = MLP(dh=args.width)  # process 0's initial model
 if args.stages:
     model.fc2 = tilegraph.BeginBlock(model.fc2, ipu_id=1)
-    opts.setExecutionStrategy(tilegraph.ShardedExecution())
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution() if args.pipelined
+                              else tilegraph.ShardedExecution())
 trainer = tilegraph.trainingModel(model, opts, make_optimizer(model.parameters()))
 eager_opt = make_optimizer(reference.parameters())
 
@@ -84,6 +86,7 @@ for call in range(args.calls):
 weight_error = max((a - b).abs().max().item() / (1 + b.abs().max().item())
                    for a, b in zip(model.parameters(), reference.parameters()))
 report = json.dumps({"rank": rank, "processes": procs, "replicas": R,
+                     "pipelined": trainer.executable.pipelined,
                      "weight_error": weight_error, "ref_losses": ref_losses,
                   "losses": torch.cat(losses).tolist(),
                   "state": {k: v.sum().item() for k, v in model.state_dict().items()}})

@@ -128,7 +128,8 @@ def _launch(tmp_path, n, *args, timeout=240, env=None):
 @pytest.mark.parametrize("n, replicas, kind, accumulation, extra", [
     (2, 1, "sgd", 1, []), (2, 2, "adamw", 2, []), (4, 1, "sgd", 2, []),
     (4, 1, "adamw", 1, []), (2, 2, "adamw", 1, ["--shard"]),
-    (2, 2, "sgd", 2, ["--stages"])])  # 2 stages x 2 replicas x 2 processes
+    (2, 2, "sgd", 2, ["--stages"]),  # 2 stages x 2 replicas x 2 processes
+    (2, 2, "adamw", 3, ["--stages", "--pipelined"])])  # the same, pipelined
 def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, kind,
                                                        accumulation, extra):
     proc, _, reports = _launch(tmp_path, n, "--replicas", str(replicas), "--optimizer", kind,
@@ -136,6 +137,7 @@ def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, k
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [r["rank"] for r in reports] == list(range(n))
     for r in reports:
+        assert r["pipelined"] == ("--pipelined" in extra), r
         # Started from different models: process 0's was broadcast; 10 steps match eager.
         assert r["weight_error"] < 1e-5, r
         assert r["state"] == reports[0]["state"]  # the same checkpoint on every process

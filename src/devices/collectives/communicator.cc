@@ -1,5 +1,7 @@
 #include "devices/collectives/communicator.h"
 
+#include "support/error.h"
+
 #include <cstring>
 
 namespace tg {
@@ -25,6 +27,12 @@ std::shared_ptr<Communicator::Pending> Communicator::StartAllReduceSum(void* buf
                                                                         CommDType dtype) {
   AllReduceSum(buf, count, dtype);
   return std::make_shared<Completed>();
+}
+
+std::shared_ptr<Communicator> Communicator::Channel(int k) {
+  TG_CHECK(size() == 1, kUnsupported, name(), " has no channels");
+  (void)k;
+  return std::make_shared<SingleProcessCommunicator>();
 }
 
 void SingleProcessCommunicator::AllGather(const void* in, void* out, int64_t count,

@@ -43,6 +43,12 @@ class Communicator {
   virtual void Broadcast(void* buf, int64_t count, CommDType dtype, int root) = 0;
   // Whether any process passed true (e.g. an interrupt seen by one process stops all).
   virtual bool AnyTrue(bool value) = 0;
+  // Channel k (k >= 1): a communicator over the same processes whose collectives never mix
+  // with this one's or another channel's, so that independent threads (the devices of a
+  // pipelined program) can run collectives at the same time. Created the first time it is
+  // asked for, collectively (every process asks for the same channels in the same order),
+  // then reused. The default serves a group of one process.
+  virtual std::shared_ptr<Communicator> Channel(int k);
 
   static constexpr double kStartupTimeoutSeconds = 600.0;
   double timeout_seconds() const { return timeout_seconds_; }

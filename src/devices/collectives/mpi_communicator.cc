@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -129,12 +130,22 @@ class MpiCommunicator : public Communicator {
       std::atexit(Finalize);
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &comm_);
-    MPI_Comm_rank(comm_, &rank_);
-    MPI_Comm_size(comm_, &size_);
-    if (const char* t = std::getenv("TILEGRAPH_COLLECTIVE_TIMEOUT")) {
-      set_timeout_seconds(std::atof(t));
-    }
-    thread_ = new CommThread();  // intentionally leaked: see CommThread
+    Start();
+  }
+
+  // A channel of `parent`: a duplicate of its MPI communicator, made on the parent's
+  // communication thread (a process that never asks for it is a timeout, not a hang).
+  explicit MpiCommunicator(MpiCommunicator& parent) {
+    ScopedTimeout startup(parent, kStartupTimeoutSeconds);
+    parent.Run("communicator duplication", [&] { MPI_Comm_dup(parent.comm_, &comm_); });
+    Start();
+  }
+
+  std::shared_ptr<Communicator> Channel(int k) override {
+    std::lock_guard<std::mutex> lock(channels_mutex_);
+    auto it = channels_.find(k);
+    if (it == channels_.end()) it = channels_.emplace(k, std::make_shared<MpiCommunicator>(*this)).first;
+    return it->second;
   }
 
   int rank() const override { return rank_; }
@@ -190,9 +201,20 @@ class MpiCommunicator : public Communicator {
     thread_->Run(std::move(fn), timeout_seconds(), name() + ": an MPI " + what);
   }
 
+  void Start() {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &size_);
+    if (const char* t = std::getenv("TILEGRAPH_COLLECTIVE_TIMEOUT")) {
+      set_timeout_seconds(std::atof(t));
+    }
+    thread_ = new CommThread();  // intentionally leaked: see CommThread
+  }
+
   MPI_Comm comm_;
   int rank_ = 0, size_ = 1;
   CommThread* thread_ = nullptr;
+  std::mutex channels_mutex_;
+  std::map<int, std::shared_ptr<Communicator>> channels_;  // channel k (never freed: see CommThread)
 };
 
 }  // namespace
