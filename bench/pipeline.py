@@ -136,12 +136,16 @@ def markdown(info, bubbles, bert_result):
              f"cores · avx2 {info['avx2']} · avx512f {info['avx512f']} · torch "
              f"{info['versions']['torch']}", "",
              "## Pipeline bubble (balanced stages, 1 thread per device)", "",
-             "| stages S | micro-batches M | measured bubble | (S-1)/(M+S-1) | device utilization | ms per optimizer step |",
-             "|---|---|---|---|---|---|"]
+             "Measured bubble: idle share of the devices' time (mean over devices); the busiest "
+             "device's idle share is the bubble on the critical path (the mean also counts the "
+             "lighter devices' imbalance: device 0's backward computes no input gradient).", "",
+             "| stages S | micro-batches M | measured bubble (mean) | busiest device idle | (S-1)/(M+S-1) | device utilization | ms per optimizer step |",
+             "|---|---|---|---|---|---|---|"]
     for b in bubbles:
         util = " / ".join(f"{u:.0%}" for u in b["utilization"])
         lines.append(f"| {b['stages']} | {b['micro_batches']} | {b['measured']:.1%} | "
-                     f"{b['theory']:.1%} | {util} | {b['step_ms']:.1f} |")
+                     f"{1 - max(b['utilization']):.1%} | {b['theory']:.1%} | {util} | "
+                     f"{b['step_ms']:.1f} |")
     lines += ["", f"## BERT-small pretraining, {bert_result['micro_batches']} micro-batches of "
               f"{bert_result['micro']} per optimizer step (median of interleaved rounds)", "",
               "| engine | s per optimizer step | samples/s | vs 1 device x 2 threads |",
