@@ -532,6 +532,13 @@ class _Placements:
                     raise ValueError(f"pipeline stages out of order: the forward runs device "
                                      f"{a} before device {b}; stages must follow the forward "
                                      "(use ShardedExecution for other orders)")
+            used = set(self.order) | {0}  # operations outside any block run on device 0
+            missing = sorted(set(range(stages)) - used)
+            if missing:
+                raise ValueError(f"pipelined execution over devices 0..{stages - 1}: device(s) "
+                                 f"{missing} hold no block, so that stage does not exist; "
+                                 f"number the blocks' ipu_id 0..{len(used) - 1} "
+                                 "without gaps")
             accumulation = executor.options.Training.gradient_accumulation
             if executor.training and accumulation < 2 * stages - 1:
                 raise ValueError(f"pipelined training over {stages} stages needs "

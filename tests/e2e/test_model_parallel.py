@@ -103,6 +103,10 @@ def test_pipeline_stages_out_of_order_and_a_block_on_two_devices_are_errors():
     model.l3 = tilegraph.BeginBlock(model.l3, "shared", ipu_id=2)
     with pytest.raises(ValueError, match="block 'shared' is used on two devices"):
         tilegraph.inferenceModel(model)(x, t)
+    model = Two()
+    model.l3 = tilegraph.BeginBlock(model.l3, ipu_id=2)  # device 1 would be an empty stage
+    with pytest.raises(ValueError, match=r"device\(s\) \[1\] hold no block"):
+        tilegraph.inferenceModel(model, opts)(x, t)
     with pytest.raises(ValueError, match="ipu_id must be >= 0"):
         tilegraph.BeginBlock(torch.nn.Linear(2, 2), ipu_id=-1)
 
