@@ -273,8 +273,9 @@ NB_MODULE(_core, m) {
                                 const std::string& dump_after, int num_threads, uint64_t seed,
                                 bool profile, bool inplace, const std::string& device,
                                 int replicas, bool distributed, int stages,
-                                int pipeline_micro_batches) {
+                                int pipeline_micro_batches, bool recompute_stages) {
         CompileOptions o;
+        o.recompute_stages = recompute_stages;
         o.replicas = replicas;
         o.stages = stages;
         o.pipeline_micro_batches = pipeline_micro_batches;
@@ -297,6 +298,7 @@ NB_MODULE(_core, m) {
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
          nb::arg("stages") = 0, nb::arg("pipeline_micro_batches") = 0,
+         nb::arg("recompute_stages") = false,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {
@@ -375,6 +377,7 @@ NB_MODULE(_core, m) {
         d["views"] = s.views;
         d["inplace_variable_updates"] = s.inplace_variable_updates;
         d["device_arena_bytes"] = s.device_arena_bytes;
+        d["device_working_bytes"] = s.device_working_bytes;
         return d;
       })
       .def("profile_report", &Executable::ProfileReport, nb::arg("top_instructions") = 15,

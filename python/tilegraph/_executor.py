@@ -220,7 +220,9 @@ class PoplarExecutor:
                                        seed=self.options.random_seed or 0,
                                        profile=self.options.profiling_dir is not None,
                                        replicas=self._replicas, distributed=distributed,
-                                       pipeline_micro_batches=self._pipeline_micro_batches())
+                                       pipeline_micro_batches=self._pipeline_micro_batches(),
+                                       recompute_stages=self.training and
+                                       self.options._Popart.recompute_stages)
         if exe.pipeline_fallback_reason:
             _warn_once("pipeline-fallback", "PipelinedExecution: this program runs its stages "
                        "one after another (as ShardedExecution: the same numbers, no overlap) "

@@ -77,6 +77,34 @@ class _PrecisionOptions:
         return self._parent
 
 
+class _PopartOptions:
+    """PopTorch's `Options._Popart.set(key, value)`: PopART session options. tilegraph reads
+    `autoRecomputation` (0: none; 3, PopART's RecomputationType.Pipeline: each pipeline stage
+    keeps only its inputs and recomputes its activations in its backward) and records the
+    others, warning that they have no effect."""
+
+    PIPELINE_RECOMPUTATION = 3
+
+    def __init__(self, parent):
+        self._parent = parent
+        self.values = {}
+
+    def set(self, key, value):
+        if key == "autoRecomputation":
+            value = int(getattr(value, "value", value))
+            if value not in (0, self.PIPELINE_RECOMPUTATION):
+                _no_effect(f"_Popart autoRecomputation={value} (only 0 and 3, Pipeline, "
+                           "are built; use recomputationCheckpoint for others)")
+        else:
+            _no_effect(f"_Popart.{key}")
+        self.values[key] = value
+        return self._parent
+
+    @property
+    def recompute_stages(self):
+        return self.values.get("autoRecomputation") == self.PIPELINE_RECOMPUTATION
+
+
 class _DistributedOptions:
     """PopTorch's Options().Distributed: which process of a multi-process run this is.
 
@@ -204,6 +232,7 @@ class Options:
         self.Jit = _JitOptions(self)
         self.Distributed = _DistributedOptions(self)
         self.TensorLocations = _TensorLocationOptions(self)
+        self._Popart = _PopartOptions(self)
 
     # ---- serialization (export files): the options that shape a compiled program ----
     def to_dict(self):

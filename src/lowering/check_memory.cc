@@ -8,6 +8,7 @@ namespace {
 
 struct Live {
   const Value* value;
+  int arena;  // -1: the arena; d: device d's working arena
   size_t offset, bytes;
   int64_t def, last;
   bool def_elementwise;
@@ -33,9 +34,11 @@ std::string CheckProgramMemory(const Program& program) {
     const Instruction& inst = program.instructions[i];
     bool elementwise = reg.Get(inst.node->op()).traits.elementwise;
     for (size_t k = 0; k < inst.outputs.size(); ++k) {
-      if (inst.outputs[k].space != BufferSpace::kArena) continue;
+      const BufferRef& ref = inst.outputs[k];
+      if (ref.space != BufferSpace::kArena && ref.space != BufferSpace::kWorking) continue;
       const Value* v = inst.node->output(k);
-      live[v] = {v, inst.outputs[k].offset, v->type().bytes(), i, i, elementwise};
+      int arena = ref.space == BufferSpace::kArena ? -1 : ref.device;
+      live[v] = {v, arena, ref.offset, v->type().bytes(), i, i, elementwise};
     }
     for (const Value* in : inst.node->inputs()) {
       auto it = live.find(owner(in));
@@ -56,7 +59,8 @@ std::string CheckProgramMemory(const Program& program) {
     for (size_t b = a + 1; b < all.size(); ++b) {
       const Live& x = all[a].def <= all[b].def ? all[a] : all[b];
       const Live& y = all[a].def <= all[b].def ? all[b] : all[a];
-      bool bytes_overlap = x.offset < y.offset + y.bytes && y.offset < x.offset + x.bytes;
+      bool bytes_overlap = x.arena == y.arena && x.offset < y.offset + y.bytes &&
+                           y.offset < x.offset + x.bytes;
       if (!bytes_overlap || x.last < y.def) continue;
       if (x.last == y.def && y.def_elementwise && x.offset == y.offset) continue;  // in place
       return "%" + x.value->name() + " (live " + std::to_string(x.def) + ".." +

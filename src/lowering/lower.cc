@@ -4,24 +4,78 @@
 // (kernel_selection.h: a kernel per node for its device's kind). What is left here binds
 // the pieces: arena offsets, outputs, and the end-of-step copies of variable updates that
 // could not be written in place.
+#include <algorithm>
+
 #include "lowering/buffer_assignment.h"
 #include "lowering/kernel_selection.h"
 #include "lowering/memory_plan.h"
 #include "lowering/program.h"
 
 namespace tg {
+namespace {
+
+// Offsets for the arena requests: one arena, or (pipelined) a slot arena for the buffers
+// that cross segments plus one working arena per device for those within one segment.
+void PlanArenas(BufferAssignment& assignment, const LoweringOptions& options,
+                MemoryStats& stats) {
+  const std::vector<BufferRequest>& requests = assignment.requests;
+  const std::vector<int>& segment = options.segment_of_position;
+  const int64_t positions = static_cast<int64_t>(segment.size());
+  std::vector<int> home(requests.size(), -1);  // -1: the (slot) arena; d: device d's working
+  for (size_t i = 0; i < requests.size() && positions > 0; ++i) {
+    const BufferRequest& r = requests[i];
+    if (r.last < positions && segment[r.first] == segment[r.last]) {
+      home[i] = assignment.request_placement[i];
+    }
+  }
+  auto plan_of = [&](int which) {
+    std::vector<BufferRequest> mine;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < requests.size(); ++i) {
+      if (home[i] == which) {
+        mine.push_back(requests[i]);
+        index.push_back(i);
+      }
+    }
+    MemoryPlan plan = PlanMemory(mine);
+    std::vector<size_t> offsets(requests.size(), 0);
+    for (size_t k = 0; k < index.size(); ++k) offsets[index[k]] = plan.offsets[k];
+    return std::make_pair(plan, offsets);
+  };
+  auto [arena, arena_offsets] = plan_of(-1);
+  stats.arena_bytes = arena.arena_bytes;
+  stats.naive_bytes = 0;
+  for (const BufferRequest& r : requests) {  // as PlanMemory counts it: aligned sizes
+    stats.naive_bytes += (std::max<size_t>(r.bytes, 1) + kBufferAlignment - 1) /
+                         kBufferAlignment * kBufferAlignment;
+  }
+  std::vector<std::vector<size_t>> working_offsets;
+  for (size_t d = 0; positions > 0 && d < options.device_kinds.size(); ++d) {
+    auto [working, offsets] = plan_of(static_cast<int>(d));
+    stats.device_working_bytes.push_back(working.arena_bytes);
+    working_offsets.push_back(std::move(offsets));
+  }
+  for (auto& [value, ref] : assignment.refs) {
+    if (ref.space != BufferSpace::kArena) continue;
+    size_t request = ref.offset;
+    if (home[request] < 0) {
+      ref.offset = arena_offsets[request];
+    } else {
+      ref.space = BufferSpace::kWorking;
+      ref.device = home[request];
+      ref.offset = working_offsets[home[request]][request];
+    }
+  }
+}
+
+}  // namespace
 
 Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
   const Graph& g = *graph;
   BufferAssignment assignment = AssignBuffers(g, options);
-  MemoryPlan plan = PlanMemory(assignment.requests);
-  for (auto& [value, ref] : assignment.refs) {
-    if (ref.space == BufferSpace::kArena) ref.offset = plan.offsets[ref.offset];
-  }
   Program program;
   program.stats = assignment.stats;
-  program.stats.arena_bytes = plan.arena_bytes;
-  program.stats.naive_bytes = plan.naive_bytes;
+  PlanArenas(assignment, options, program.stats);
   for (size_t d = 0; d < options.device_kinds.size(); ++d) {
     std::vector<BufferRequest> mine;
     for (size_t i = 0; i < assignment.requests.size(); ++i) {

@@ -15,11 +15,15 @@
 
 namespace tg {
 
-enum class BufferSpace { kArena, kInput, kHyperParam, kVariable, kConstant };
+// kWorking (pipelined programs only): a device's working arena, for buffers that live
+// within one segment of one micro-batch (parallel/pipeline_order.h); the device's
+// micro-batches share it, since a device runs one segment at a time.
+enum class BufferSpace { kArena, kInput, kHyperParam, kVariable, kConstant, kWorking };
 
 struct BufferRef {
   BufferSpace space = BufferSpace::kArena;
-  size_t offset = 0;  // kArena: byte offset; other spaces: index into that space's list
+  size_t offset = 0;  // kArena, kWorking: byte offset; other spaces: index into that space's list
+  int device = 0;     // kWorking: whose working arena
 };
 
 struct Instruction {
@@ -49,6 +53,11 @@ struct MemoryStats {
   // Model parallelism: the planned peak of each device's buffers on their own (index =
   // placement). The program still uses one arena; this is what a device would need.
   std::vector<size_t> device_arena_bytes;
+  // Pipelined programs: arena_bytes is the memory of one micro-batch in flight (the values a
+  // segment hands to a later one: activations kept for the backward, inter-device values,
+  // outputs), and each device also has a working arena of this size, shared by its
+  // micro-batches, for the values that live within one segment. Empty otherwise.
+  std::vector<size_t> device_working_bytes;
 };
 
 struct Program {
@@ -63,6 +72,9 @@ struct LoweringOptions {
   bool inplace = true;  // allow in-place reuse of dying inputs and in-place variable updates
   // The kind of each device of the program, indexed by node placement.
   std::vector<DeviceKind> device_kinds = {DeviceKind::kCpu};
+  // Pipelined programs: the segment of each node position (parallel/pipeline_order.h);
+  // buffers used within one segment go to their device's working arena. Empty: one arena.
+  std::vector<int> segment_of_position;
 };
 
 // Lowers an (optimized, verified) graph: plans memory, picks each node's kernel for the kind

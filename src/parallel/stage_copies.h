@@ -12,3 +12,14 @@ namespace tg {
 int InsertStageCopies(Graph& graph);
 
 }  // namespace tg
+
+namespace tg {
+
+// Pipeline recomputation (PopART's RecomputationType::Pipeline): every value a device
+// receives from another device in the forward becomes a `checkpoint`, so that the recompute
+// pass (passes/recompute.cc) recomputes each stage's activations from the stage's inputs in
+// its backward instead of keeping them. Call after InsertStageCopies. Returns the number of
+// checkpoints added.
+int CheckpointStageInputs(Graph& graph);
+
+}  // namespace tg

@@ -34,6 +34,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   std::unique_ptr<Graph> g = graph.Clone();
   Verify(*g, &OpRegistry::Global());
   InsertStageCopies(*g);  // model parallelism: inter-stage traffic as explicit ops
+  if (options.recompute_stages) CheckpointStageInputs(*g);
   if (options.optimize) {
     PassContext ctx;
     ctx.verify_each = options.verify_each;
@@ -56,6 +57,11 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   if (pipeline) {
     segments = OrderForPipeline(*g, stages);
     exe->pipeline_fallback_ = segments.why_not;
+  }
+  if (pipeline && exe->pipeline_fallback_.empty()) {
+    for (const auto& n : g->nodes()) {
+      lowering.segment_of_position.push_back(segments.segment.at(n.get()));
+    }
   }
   exe->program_ = Lower(std::move(g), lowering);
   if (pipeline && exe->pipeline_fallback_.empty()) exe->PreparePipeline(segments);
@@ -94,7 +100,9 @@ void Executable::CheckFitsInMemory() const {
   for (Value* v : g.variables()) vars += v->type().bytes();
   double r = static_cast<double>(options_.replicas);
   double slots = pipelined() ? pipeline_.stages : 1;  // micro-batches in flight
-  double total = r * (slots * static_cast<double>(program_.stats.arena_bytes + io) +
+  double working = 0;
+  for (size_t b : program_.stats.device_working_bytes) working += static_cast<double>(b);
+  double total = r * (slots * static_cast<double>(program_.stats.arena_bytes + io) + working +
                       static_cast<double>(vars));
   uint64_t capacity = device_->memory_bytes();
   auto gib = [](double b) { return b / double(1 << 30); };
@@ -114,6 +122,10 @@ void Executable::AddReplica(bool first) {
     for (Value* v : g.inputs()) slot.staging.emplace_back(v->type());
     slot.arena_memory = device_->Allocate(program_.stats.arena_bytes);
     slot.arena = static_cast<uint8_t*>(slot.arena_memory.data());
+  }
+  for (size_t d = 0; d < program_.stats.device_working_bytes.size(); ++d) {
+    r.working_memory.push_back(device_->Allocate(program_.stats.device_working_bytes[d]));
+    r.working.push_back(static_cast<uint8_t*>(r.working_memory.back().data()));
   }
   for (Value* v : g.variables()) r.variables.emplace_back(v->type());
   if (first) {
@@ -135,6 +147,7 @@ void* Executable::Resolve(const Replica& r, const Slot& s, const BufferRef& ref)
     case BufferSpace::kVariable: return const_cast<void*>(r.variables[ref.offset].data());
     case BufferSpace::kConstant:
       return const_cast<void*>(program_.graph->constants()[ref.offset]->constant().data());
+    case BufferSpace::kWorking: return r.working[ref.device] + ref.offset;
   }
   return nullptr;
 }

@@ -67,6 +67,10 @@ struct CompileOptions {
   // a whole call whatever it is set to (> 0). A program that cannot be pipelined (see
   // parallel/pipeline_order.h) runs sharded; pipeline_fallback_reason() says why.
   int pipeline_micro_batches = 0;
+  // Pipeline recomputation: each device keeps only the values it receives from other devices
+  // in the forward and recomputes its other activations in its backward
+  // (parallel/stage_copies.h: CheckpointStageInputs).
+  bool recompute_stages = false;
   // The processes of a distributed run (null: this process alone).
   std::shared_ptr<Communicator> communicator;
   uint64_t seed = 0;
@@ -160,6 +164,8 @@ class Executable {
   // such as prepacked weights, so replicas running concurrently need their own).
   struct Replica {
     std::vector<Slot> slots;
+    std::vector<DeviceMemory> working_memory;  // pipelined: one working arena per device
+    std::vector<uint8_t*> working;
     std::vector<HostTensor> variables;
     std::vector<Kernel> kernels;
     uint64_t variables_version = 0;  // see RunContext::variables_version

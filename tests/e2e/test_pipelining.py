@@ -200,3 +200,40 @@ def test_a_failure_in_one_stage_stops_the_pipeline_with_the_users_line():
     assert "0 of the 3 steps" in text, text
     for p, q in zip(model.parameters(), before):  # nothing was applied
         torch.testing.assert_close(p, q, rtol=0, atol=0)
+
+
+def test_pipeline_recomputation_keeps_the_numbers_and_lowers_the_planned_peak():
+    """PopART's autoRecomputation = Pipeline (3): each device keeps only what it receives
+    and recomputes its activations in its backward."""
+    class Deep(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList(torch.nn.Linear(64, 64) for _ in range(8))
+
+        def forward(self, x):
+            for layer in self.layers:
+                x = F.gelu(layer(x))
+            return x, (x * x).mean()
+
+    x = torch.randn(4 * 256, 64, generator=torch.Generator().manual_seed(4))
+    peaks, weights, losses = {}, {}, {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = Deep()
+        tilegraph.BeginBlock(model.layers[4], "second", ipu_id=1)
+        opts = tilegraph.Options().setExecutionStrategy(tilegraph.PipelinedExecution())
+        opts.Training.gradientAccumulation(4)
+        if recompute:
+            opts._Popart.set("autoRecomputation", 3)
+        trainer = tilegraph.trainingModel(model, opts, _optimizer("adamw", model))
+        losses[recompute] = torch.stack([trainer(x)[1] for _ in range(3)])
+        assert trainer.executable.pipelined
+        stats = trainer.executable.memory_stats
+        # 2 micro-batches in flight, each with its arena, plus each device's working arena.
+        peaks[recompute] = 2 * stats["arena_bytes"] + sum(stats["device_working_bytes"])
+        weights[recompute] = [p.detach().clone() for p in model.parameters()]
+    torch.testing.assert_close(losses[True], losses[False], rtol=1e-6, atol=1e-7)
+    for p, q in zip(weights[True], weights[False]):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert peaks[True] < 0.75 * peaks[False], peaks
+    print(f"planned pipeline memory: {peaks[False]} B -> {peaks[True]} B with recomputation")
