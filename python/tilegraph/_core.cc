@@ -273,8 +273,10 @@ NB_MODULE(_core, m) {
                                 const std::string& dump_after, int num_threads, uint64_t seed,
                                 bool profile, bool inplace, const std::string& device,
                                 int replicas, bool distributed, int stages,
-                                int pipeline_micro_batches, bool recompute_stages) {
+                                int pipeline_micro_batches, bool recompute_stages,
+                                bool stages_across_processes) {
         CompileOptions o;
+        o.stages_across_processes = stages_across_processes;
         o.recompute_stages = recompute_stages;
         o.replicas = replicas;
         o.stages = stages;
@@ -298,7 +300,7 @@ NB_MODULE(_core, m) {
          nb::arg("seed") = 0, nb::arg("profile") = false, nb::arg("inplace") = true,
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
          nb::arg("stages") = 0, nb::arg("pipeline_micro_batches") = 0,
-         nb::arg("recompute_stages") = false,
+         nb::arg("recompute_stages") = false, nb::arg("stages_across_processes") = false,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {

@@ -54,11 +54,12 @@ class DataLoader(torch.utils.data.DataLoader):
         self.combined_batch_size = (batch_size * options.device_iterations *
                                     options.replication_factor *
                                     options.Training.gradient_accumulation)
-        processes = options.Distributed.numProcesses
-        if processes > 1 and auto_distributed_partitioning and "sampler" not in kwargs:
-            # Each process reads its own part of the dataset (PopTorch's partitioning).
-            kwargs["sampler"] = ShardSampler(len(dataset), processes,
-                                             options.Distributed.processId, shuffle,
+        parts = options.Distributed.numDataParallel
+        if parts > 1 and auto_distributed_partitioning and "sampler" not in kwargs:
+            # Each process reads its own part of the dataset (PopTorch's partitioning); the
+            # processes of one pipeline (stages on processes) read the same part.
+            kwargs["sampler"] = ShardSampler(len(dataset), parts,
+                                             options.Distributed.dataParallelId, shuffle,
                                              seed=options.random_seed or 0)
             shuffle = False
         if mode != DataLoaderMode.Sync and num_workers == 0:

@@ -222,7 +222,8 @@ class PoplarExecutor:
                                        replicas=self._replicas, distributed=distributed,
                                        pipeline_micro_batches=self._pipeline_micro_batches(),
                                        recompute_stages=self.training and
-                                       self.options._Popart.recompute_stages)
+                                       self.options._Popart.recompute_stages,
+                                       stages_across_processes=self._stages_on_processes())
         if exe.pipeline_fallback_reason:
             _warn_once("pipeline-fallback", "PipelinedExecution: this program runs its stages "
                        "one after another (as ShardedExecution: the same numbers, no overlap) "
@@ -239,6 +240,26 @@ class PoplarExecutor:
             exe.check_same_program_everywhere()
             exe.broadcast_variables()
             self.copyWeightsToHost()
+
+    def _stages_on_processes(self):
+        """Options().Distributed.placeStagesOnProcesses(S): checked against the model."""
+        wanted = self.options.Distributed.stages_on_processes
+        if not wanted:
+            return False
+        from ._blocks import PipelinedExecution
+        if not isinstance(self.options.execution_strategy, PipelinedExecution):
+            raise ValueError("placeStagesOnProcesses needs setExecutionStrategy("
+                             "PipelinedExecution(...))")
+        if getattr(self, "_stages", 1) != wanted:
+            raise ValueError(f"placeStagesOnProcesses({wanted}), but the model's blocks use "
+                             f"{getattr(self, '_stages', 1)} device(s)")
+        if self._replicas != 1:
+            raise ValueError("placeStagesOnProcesses: one replica per process (its device); "
+                             f"replicationFactor is {self._replicas}")
+        if self._processes % wanted:
+            raise ValueError(f"placeStagesOnProcesses({wanted}): {self._processes} processes "
+                             f"are not a whole number of {wanted}-stage pipelines")
+        return True
 
     def _pipeline_micro_batches(self):
         """Micro-batches per pipelined wave: the gradient accumulation (one optimizer step);
@@ -281,7 +302,7 @@ class PoplarExecutor:
             loss, kind, tg_groups, loss_scaling=loss_scaling != 1.0,
             accumulation_steps=self.options.Training.gradient_accumulation,
             accumulation_mean=reduction == ReductionType.Mean,
-            replicas_total=self._replicas * self._processes,
+            replicas_total=self._replicas * self.options.Distributed.numDataParallel,
             shard_optimizer_state=self.options.TensorLocations.shard_optimizer_state, **flags)
         self._opt_flags = (kind, flags)
         hyper = dict(info["hyperparams"])

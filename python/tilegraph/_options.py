@@ -124,6 +124,27 @@ class _DistributedOptions:
         self._explicit = (int(process_id), int(num_processes))
         return self._parent
 
+    def placeStagesOnProcesses(self, stages):
+        """tilegraph: every device (pipeline stage) of a pipelined model runs in its own
+        process. Process p runs device p % stages of pipeline p // stages; the pipelines are
+        data-parallel replicas of each other (as N replicas of a 4-IPU model were)."""
+        if int(stages) < 2:
+            raise ValueError(f"placeStagesOnProcesses needs >= 2 stages, got {stages}")
+        self.stages_on_processes = int(stages)
+        return self._parent
+
+    stages_on_processes = 0
+
+    @property
+    def dataParallelId(self):
+        """Which data-parallel part of the run this process computes (its pipeline when the
+        stages are on processes, else its process id)."""
+        return self.processId // max(1, self.stages_on_processes)
+
+    @property
+    def numDataParallel(self):
+        return self.numProcesses // max(1, self.stages_on_processes)
+
     def setEnvVarNames(self, var_num_processes, var_process_id):
         self._env = (var_num_processes, var_process_id)
         return self._parent

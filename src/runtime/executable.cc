@@ -65,7 +65,9 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   }
   exe->program_ = Lower(std::move(g), lowering);
   if (pipeline && exe->pipeline_fallback_.empty()) exe->PreparePipeline(segments);
-  if (options.replicas > 1 || distributed) {
+  if (options.stages_across_processes) {
+    exe->SpreadStagesOverProcesses(segments);
+  } else if (options.replicas > 1 || distributed) {
     exe->group_ = std::make_unique<ReplicaGroup>(options.replicas, options.communicator);
     for (int d = 0; exe->pipelined() && d < exe->pipeline_.stages; ++d) {
       // Device d's collectives go over channel d + 1 of the processes' communicator.
@@ -88,6 +90,31 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   exe->compile_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return exe;
+}
+
+// Stages across processes: process p runs device p % S of pipeline p / S. Its collectives
+// (the gradient all-reduce of its device's parameters) meet the same device of the other
+// pipelines; its transfers go to the other devices of its own pipeline.
+void Executable::SpreadStagesOverProcesses(const PipelineSegments& segments) {
+  const std::shared_ptr<Communicator>& world = options_.communicator;
+  TG_CHECK(world != nullptr && world->size() > 1, kInvalidInput,
+           "stages across processes needs a distributed run (several processes)");
+  TG_CHECK(options_.pipeline_micro_batches > 0, kInvalidInput,
+           "stages across processes run pipelined: set pipeline_micro_batches");
+  TG_CHECK(pipelined(), kUnsupported, "the stages of this program cannot run in different "
+           "processes because it cannot be pipelined: ", pipeline_fallback_);
+  TG_CHECK(options_.replicas == 1, kInvalidInput, "stages across processes: one replica per "
+           "process (its device), got replicas = ", options_.replicas);
+  const int S = pipeline_.stages;
+  TG_CHECK(world->size() % S == 0, kInvalidInput, "stages across processes: the ",
+           world->size(), " processes are not a whole number of ", S, "-stage pipelines");
+  pipeline_.my_device = world->rank() % S;
+  pipeline_.peers = world->Split(world->rank() / S, world->rank() % S);
+  std::shared_ptr<Communicator> same_device = world->Split(world->rank() % S, world->rank() / S);
+  group_ = std::make_unique<ReplicaGroup>(1, world);  // interrupts, start-up checks
+  stage_groups_.resize(S);
+  stage_groups_[pipeline_.my_device] = std::make_unique<ReplicaGroup>(1, same_device);
+  PrepareRemotePipeline(segments);
 }
 
 // Refuses, before allocating, a program larger than the device's memory (a shape from a

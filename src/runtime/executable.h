@@ -67,6 +67,10 @@ struct CompileOptions {
   // a whole call whatever it is set to (> 0). A program that cannot be pipelined (see
   // parallel/pipeline_order.h) runs sharded; pipeline_fallback_reason() says why.
   int pipeline_micro_batches = 0;
+  // Pipelined execution with every device in its own process: process p of the
+  // communicator runs device p % stages of pipeline p / stages (the pipelines are data-
+  // parallel replicas of each other). Needs `communicator` and pipeline_micro_batches.
+  bool stages_across_processes = false;
   // Pipeline recomputation: each device keeps only the values it receives from other devices
   // in the forward and recomputes its other activations in its backward
   // (parallel/stage_copies.h: CheckpointStageInputs).
@@ -177,6 +181,21 @@ class Executable {
     std::vector<size_t> segment_begin;  // instructions of segment k: [begin[k], begin[k+1])
     std::vector<std::vector<size_t>> copies_after;  // segment -> update_copies it ends with
     bool has_backward = false;
+    // Stages in different processes (CompileOptions::stages_across_processes): this
+    // process runs device `my_device` only; values another device reads move as messages.
+    int my_device = -1;  // -1: every device runs in this process
+    struct Transfer {
+      BufferRef ref;     // where the value lives (the same in every process's plan)
+      size_t bytes = 0;
+      int from_device = 0, from_segment = 0, to_device = 0, to_segment = 0;
+    };
+    std::vector<Transfer> transfers;  // tag = index + 1
+    std::vector<int> output_segment;  // per graph output: the segment computing it
+    // Variables updated on one device: (index, device). `shared` ones are read by another
+    // device too and are sent to the other processes after every optimizer step; all are
+    // at the end of a call (so that every process holds the model).
+    std::vector<std::pair<size_t, int>> updated_variables, shared_variables;
+    std::shared_ptr<Communicator> peers;  // the processes of this pipeline, rank = device
   };
 
   Executable() = default;
@@ -195,8 +214,14 @@ class Executable {
   void RunOneStep(int r, uint64_t step);
   // Runs instructions [begin, end) of replica r on slot s with `ctx` (errors name the node).
   void RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx);
+  // `segment` >= 0: only the outputs that segment computes (stages across processes).
   void CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode, int64_t every_n,
-                   std::vector<HostTensor>& results);
+                   std::vector<HostTensor>& results, int segment = -1);
+  void PrepareRemotePipeline(const PipelineSegments& segments);
+  void SpreadStagesOverProcesses(const PipelineSegments& segments);
+  // Stages across processes: variables from their device's process, outputs from theirs.
+  void ShareVariables(const std::vector<std::pair<size_t, int>>& which);
+  void ShareOutputs(std::vector<HostTensor>& results);
   void StageInputs(int r, int s, int64_t step, const std::vector<TensorView>& inputs);
   RunContext ContextFor(int r, uint64_t step) const;
   // Pipelined (runtime/pipeline.cc): `waves` of micro-batches through the stages, steps in

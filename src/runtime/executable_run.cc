@@ -91,7 +91,9 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
   std::lock_guard<std::mutex> lock(mutex_);
   steps_completed_ = 0;
   ValidateFeeds(inputs, steps, mode, every_n);
-  for (auto& group : stage_groups_) group->Reset();
+  for (auto& group : stage_groups_) {
+    if (group) group->Reset();
+  }
   std::vector<HostTensor> results = MakeResults(steps, mode, every_n);
   const int n = replicas();
   if (!replicated()) {
@@ -174,11 +176,12 @@ void Executable::StageInputs(int r, int s, int64_t step, const std::vector<Tenso
 
 // Writes step `step`'s outputs (in slot s) into the results, as the output mode says.
 void Executable::CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode,
-                             int64_t every_n, std::vector<HostTensor>& results) {
+                             int64_t every_n, std::vector<HostTensor>& results, int segment) {
   const Replica& rep = replicas_[r];
   const int n = replicas();
   const auto& outs = program_.graph->outputs();
   for (size_t o = 0; o < outs.size(); ++o) {
+    if (segment >= 0 && pipeline_.output_segment[o] != segment) continue;
     const TensorType& type = outs[o]->type();
     size_t bytes = type.bytes();
     if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
@@ -208,8 +211,9 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
                        : pipeline_.micro_batches > 0 && pipeline_.has_backward
                            ? pipeline_.micro_batches
                            : steps;
+  const bool remote = pipeline_.my_device >= 0;
   for (int64_t s = 0; s < steps; s += wave) {
-    if (s > 0 && StopAtStepBoundary(r, interrupted)) return;
+    if (s > 0 && StopAtStepBoundary(r, interrupted)) break;
     try {
       if (pipelined()) {
         RunWave(r, s, wave, steps, inputs, mode, every_n, results);
@@ -234,6 +238,10 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
       throw;
     }
     *completed = s + wave;
+  }
+  if (remote) {  // every process of the pipeline ends the call with the whole model and outputs
+    ShareVariables(pipeline_.updated_variables);
+    ShareOutputs(results);
   }
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <exception>
+#include <map>
 #include <thread>
 
 #include "runtime/executable.h"
@@ -94,7 +95,34 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
   std::vector<int> failed_order;
   std::mutex failed_mutex;
   std::vector<double> busy(S, 0.0);
-  const int share = std::max(1, device_->threads() / (replicas() * S));
+  const bool remote = pipeline_.my_device >= 0;  // the other devices are other processes
+  const int local_devices = remote ? 1 : S;
+  const int share = std::max(1, device_->threads() / (replicas() * local_devices));
+  // Stages across processes: sends still in flight, by slot (waited before it is reused).
+  std::vector<std::vector<std::shared_ptr<Communicator::Pending>>> sending(slots);
+  auto receive = [&](int k, int slot) {
+    Replica& rep = replicas_[r];
+    for (size_t t = 0; t < pipeline_.transfers.size(); ++t) {
+      const Pipeline::Transfer& x = pipeline_.transfers[t];
+      if (x.to_segment != k || x.bytes == 0) continue;
+      pipeline_.peers->Recv(Resolve(rep, rep.slots[slot], x.ref), static_cast<int64_t>(x.bytes),
+                            x.from_device, static_cast<int>(t) + 1);
+    }
+  };
+  auto send = [&](int k, int slot) {
+    Replica& rep = replicas_[r];
+    for (size_t t = 0; t < pipeline_.transfers.size(); ++t) {
+      const Pipeline::Transfer& x = pipeline_.transfers[t];
+      if (x.from_segment != k || x.bytes == 0) continue;
+      sending[slot].push_back(pipeline_.peers->StartSend(
+          Resolve(rep, rep.slots[slot], x.ref), static_cast<int64_t>(x.bytes), x.to_device,
+          static_cast<int>(t) + 1));
+    }
+  };
+  auto finish_sends = [&](int slot) {
+    for (auto& pending : sending[slot]) pending->Wait();
+    sending[slot].clear();
+  };
   auto device_work = [&](int d) {
     CreateDevice(device_->kind(), DeviceOptions{share})->Activate();
     try {
@@ -103,7 +131,11 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
         const int k = run.backward ? 2 * S - 1 - d : d;
         const int slot = run.micro % slots;
         const int64_t step = first + run.micro;
-        if (k == 0) {
+        if (remote) {
+          finish_sends(slot);  // the segment may write over what this slot still sends
+          if (k == d) StageInputs(r, slot, step, inputs);  // the device's first segment
+          receive(k, slot);  // the other devices' values this segment reads
+        } else if (k == 0) {
           if (run.micro >= slots) progress.WaitDone(last_segment, run.micro - slots);
           StageInputs(r, slot, step, inputs);
         } else {
@@ -130,7 +162,12 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
                          u.bytes);
           }
         }
-        if (k == last_segment) CopyOutputs(r, slot, step, steps, mode, every_n, results);
+        if (remote) {
+          send(k, slot);
+          CopyOutputs(r, slot, step, steps, mode, every_n, results, k);
+        } else if (k == last_segment) {
+          CopyOutputs(r, slot, step, steps, mode, every_n, results);
+        }
         busy[d] += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         progress.MarkDone(k, run.micro);
       }
@@ -141,14 +178,25 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
         failed_order.push_back(d);
       }
       progress.Fail("device " + std::to_string(d) + " of the pipeline failed");
-      for (auto& group : stage_groups_) group->Abort("another pipeline stage failed");
+      for (auto& group : stage_groups_) {
+        if (group) group->Abort("another pipeline stage failed");
+      }
     }
   };
   auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> threads;
-  for (int d = 1; d < S; ++d) threads.emplace_back(device_work, d);
-  device_work(0);
-  for (std::thread& t : threads) t.join();
+  if (remote) {
+    device_work(pipeline_.my_device);
+    busy[0] = busy[pipeline_.my_device];  // this process's device
+    if (failed_order.empty()) {
+      for (int slot = 0; slot < slots; ++slot) finish_sends(slot);
+      ShareVariables(pipeline_.shared_variables);  // read on other devices next step
+    }
+  } else {
+    std::vector<std::thread> threads;
+    for (int d = 1; d < S; ++d) threads.emplace_back(device_work, d);
+    device_work(0);
+    for (std::thread& t : threads) t.join();
+  }
   CreateDevice(device_->kind(),
                DeviceOptions{replicated() ? std::max(1, device_->threads() / replicas())
                                           : device_->threads()})->Activate();
@@ -157,14 +205,83 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
   }
   if (r == 0) {
     std::lock_guard<std::mutex> g(stats_mutex_);
-    pipeline_stats_.busy_seconds.resize(S, 0.0);
-    for (int d = 0; d < S; ++d) pipeline_stats_.busy_seconds[d] += busy[d];
+    pipeline_stats_.busy_seconds.resize(local_devices, 0.0);
+    for (int d = 0; d < local_devices; ++d) pipeline_stats_.busy_seconds[d] += busy[d];
     pipeline_stats_.wall_seconds +=
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     pipeline_stats_.waves += 1;
     pipeline_stats_.micro_batches += micro_batches;
   }
   if (!failed_order.empty()) std::rethrow_exception(errors[failed_order.front()]);
+}
+
+// Stages across processes: what moves between the devices' processes. Every process holds
+// the same program and plan, so a value received lands where its own copy of the producing
+// segment would have written it, and the stage_copy reading it runs unchanged.
+void Executable::PrepareRemotePipeline(const PipelineSegments& segments) {
+  Pipeline& p = pipeline_;
+  auto device_of = [&](int k) { return k < p.stages ? k : 2 * p.stages - 1 - k; };
+  std::map<std::pair<const Value*, int>, bool> seen;  // (value, to_device)
+  for (const Instruction& inst : program_.instructions) {
+    int to_segment = segments.segment.at(inst.node);
+    for (size_t i = 0; i < inst.node->inputs().size(); ++i) {
+      const Value* v = inst.node->input(i);
+      if (!v->producer()) continue;
+      int from_segment = segments.segment.at(v->producer());
+      if (device_of(from_segment) == device_of(to_segment)) continue;
+      if (!seen.emplace(std::make_pair(v, device_of(to_segment)), true).second) continue;
+      TG_CHECK(inst.inputs[i].space == BufferSpace::kArena, kInternal, "value %", v->name(),
+               " crosses devices but does not live in the micro-batch arena");
+      p.transfers.push_back({inst.inputs[i], v->type().bytes(), device_of(from_segment),
+                             from_segment, device_of(to_segment), to_segment});
+    }
+  }
+  const Graph& g = *program_.graph;
+  for (Value* out : g.outputs()) {
+    p.output_segment.push_back(out->producer() ? segments.segment.at(out->producer())
+                                               : p.has_backward ? 2 * p.stages - 1 : 0);
+  }
+  std::map<const Value*, std::vector<int>> reader_devices;
+  for (const auto& n : g.nodes()) {
+    for (Value* in : n->inputs()) {
+      if (in->kind() == ValueKind::kVariable) {
+        reader_devices[in].push_back(device_of(segments.segment.at(n.get())));
+      }
+    }
+  }
+  for (size_t v = 0; v < g.variables().size(); ++v) {
+    for (const VariableUpdate& u : g.updates()) {
+      if (u.variable != g.variables()[v]) continue;
+      int owner = u.value->producer() ? device_of(segments.segment.at(u.value->producer())) : 0;
+      p.updated_variables.emplace_back(v, owner);
+      for (int d : reader_devices[u.variable]) {
+        if (d != owner) {
+          p.shared_variables.emplace_back(v, owner);
+          break;
+        }
+      }
+    }
+  }
+}
+
+void Executable::ShareVariables(const std::vector<std::pair<size_t, int>>& which) {
+  for (const auto& [v, owner] : which) {
+    HostTensor& value = replicas_[0].variables[v];
+    if (value.bytes() == 0) continue;
+    pipeline_.peers->Broadcast(value.data(), static_cast<int64_t>(value.bytes()), CommDType::kU8,
+                               owner);
+  }
+  if (!which.empty()) ++replicas_[0].variables_version;
+}
+
+void Executable::ShareOutputs(std::vector<HostTensor>& results) {
+  for (size_t o = 0; o < results.size(); ++o) {
+    int k = pipeline_.output_segment[o];
+    int owner = k < pipeline_.stages ? k : 2 * pipeline_.stages - 1 - k;
+    if (results[o].bytes() == 0) continue;
+    pipeline_.peers->Broadcast(results[o].data(), static_cast<int64_t>(results[o].bytes()),
+                               CommDType::kU8, owner);
+  }
 }
 
 PipelineStats Executable::pipeline_stats() const {

@@ -28,12 +28,16 @@ p.add_argument("--report-dir", default=".")
 p.add_argument("--shard", action="store_true")  # sharded optimizer state (ZeRO-1)
 p.add_argument("--stages", action="store_true")  # fc2 on a second device (2-D parallelism)
 p.add_argument("--pipelined", action="store_true")  # with --stages: PipelinedExecution
+p.add_argument("--spread", action="store_true")  # with --pipelined: a process per stage
 args = p.parse_args()
 
 opts = tilegraph.Options()
+if args.spread:
+    opts.Distributed.placeStagesOnProcesses(2)
 rank, procs = opts.Distributed.processId, opts.Distributed.numProcesses
+part, parts = opts.Distributed.dataParallelId, opts.Distributed.numDataParallel
 R, A, steps, micro = args.replicas, args.accumulation, 2, 3
-group = procs * R
+group = parts * R
 opts.replicationFactor(R).deviceIterations(steps).Training.gradientAccumulation(A)
 opts.outputMode(tilegraph.OutputMode.All)
 opts.TensorLocations.setOptimizerLocation(
@@ -63,7 +67,8 @@ micro_steps = steps * A
 losses, ref_losses = [], []
 for call in range(args.calls):
     # The global batch of this call: [micro_steps, group, micro]; this process feeds its
-    # replicas' part [micro_steps, rank*R:(rank+1)*R, micro].
+    # replicas' part [micro_steps, part*R:(part+1)*R, micro] (part: its pipeline when the
+    # stages are spread over processes, else its rank).
     x = torch.randn(micro_steps, group, micro, 20, generator=data)
     t = torch.randint(0, 5, (micro_steps, group, micro), generator=data)
     if args.fail == "raise" and rank == 1 and call == 1:
@@ -71,7 +76,7 @@ for call in range(args.calls):
     if args.fail == "hang" and rank == 1 and call == 1:
         import time
         time.sleep(600)  # alive but never calls the model again
-    mine = slice(rank * R, (rank + 1) * R)
+    mine = slice(part * R, (part + 1) * R)
     _, loss = trainer(x[:, mine].reshape(-1, 20), t[:, mine].reshape(-1))
     losses.append(loss.reshape(micro_steps, R))
     for s in range(steps):  # eager: mean loss over the global batch, A micro-batches
@@ -87,6 +92,7 @@ weight_error = max((a - b).abs().max().item() / (1 + b.abs().max().item())
                    for a, b in zip(model.parameters(), reference.parameters()))
 report = json.dumps({"rank": rank, "processes": procs, "replicas": R,
                      "pipelined": trainer.executable.pipelined,
+                     "devices_here": len(trainer.executable.pipeline_stats()["busy_seconds"]),
                      "weight_error": weight_error, "ref_losses": ref_losses,
                   "losses": torch.cat(losses).tolist(),
                   "state": {k: v.sum().item() for k, v in model.state_dict().items()}})

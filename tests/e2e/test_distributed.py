@@ -129,7 +129,8 @@ def _launch(tmp_path, n, *args, timeout=240, env=None):
     (2, 1, "sgd", 1, []), (2, 2, "adamw", 2, []), (4, 1, "sgd", 2, []),
     (4, 1, "adamw", 1, []), (2, 2, "adamw", 1, ["--shard"]),
     (2, 2, "sgd", 2, ["--stages"]),  # 2 stages x 2 replicas x 2 processes
-    (2, 2, "adamw", 3, ["--stages", "--pipelined"])])  # the same, pipelined
+    (2, 2, "adamw", 3, ["--stages", "--pipelined"]),  # the same, pipelined
+    (4, 1, "adamw", 3, ["--stages", "--pipelined", "--spread"])])  # 2 pipelines x 2 processes
 def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, kind,
                                                        accumulation, extra):
     proc, _, reports = _launch(tmp_path, n, "--replicas", str(replicas), "--optimizer", kind,
@@ -138,12 +139,18 @@ def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, k
     assert [r["rank"] for r in reports] == list(range(n))
     for r in reports:
         assert r["pipelined"] == ("--pipelined" in extra), r
+        if "--pipelined" in extra:  # one device per process when spread, else both here
+            assert r["devices_here"] == (1 if "--spread" in extra else 2), r
         # Started from different models: process 0's was broadcast; 10 steps match eager.
         assert r["weight_error"] < 1e-5, r
         assert r["state"] == reports[0]["state"]  # the same checkpoint on every process
     micro_steps = len(reports[0]["ref_losses"])
-    for k in range(micro_steps):  # mean over every process's replicas = the global loss
-        ours = sum(sum(r["losses"][k]) for r in reports) / (n * replicas)
+    pipelines = n // 2 if "--spread" in extra else n  # processes of one pipeline agree
+    leaders = [r for r in reports if "--spread" not in extra or r["rank"] % 2 == 0]
+    for r in reports:  # the processes of one pipeline return the same outputs
+        assert r["losses"] == reports[r["rank"] - r["rank"] % (n // pipelines)]["losses"]
+    for k in range(micro_steps):  # mean over every pipeline's replicas = the global loss
+        ours = sum(sum(r["losses"][k]) for r in leaders) / (pipelines * replicas)
         assert abs(ours - reports[0]["ref_losses"][k]) < 1e-5 * (1 + abs(ours)), k
 
 

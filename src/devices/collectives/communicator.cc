@@ -35,6 +35,22 @@ std::shared_ptr<Communicator> Communicator::Channel(int k) {
   return std::make_shared<SingleProcessCommunicator>();
 }
 
+std::shared_ptr<Communicator> Communicator::Split(int color, int key) {
+  TG_CHECK(size() == 1, kUnsupported, name(), " cannot be split");
+  (void)color;
+  (void)key;
+  return std::make_shared<SingleProcessCommunicator>();
+}
+
+std::shared_ptr<Communicator::Pending> Communicator::StartSend(const void*, int64_t, int peer,
+                                                               int) {
+  Fail(ErrorKind::kUnsupported, name(), " has no process ", peer, " to send to");
+}
+
+void Communicator::Recv(void*, int64_t, int peer, int) {
+  Fail(ErrorKind::kUnsupported, name(), " has no process ", peer, " to receive from");
+}
+
 void SingleProcessCommunicator::AllGather(const void* in, void* out, int64_t count,
                                           CommDType dtype) {
   size_t bytes = static_cast<size_t>(count) * CommDTypeSize(dtype);

@@ -49,6 +49,14 @@ class Communicator {
   // asked for, collectively (every process asks for the same channels in the same order),
   // then reused. The default serves a group of one process.
   virtual std::shared_ptr<Communicator> Channel(int k);
+  // The processes that pass the same `color`, ranked by `key` (collective over this one).
+  virtual std::shared_ptr<Communicator> Split(int color, int key);
+  // Point to point (pipeline stages in different processes): bytes to / from process
+  // `peer` of this communicator. Messages with one (peer, tag) arrive in the order sent.
+  // The send proceeds in the background (buf untouched until Wait); Recv returns when the
+  // bytes arrived, or throws after timeout_seconds(). They may be called from any thread.
+  virtual std::shared_ptr<Pending> StartSend(const void* buf, int64_t bytes, int peer, int tag);
+  virtual void Recv(void* buf, int64_t bytes, int peer, int tag);
 
   static constexpr double kStartupTimeoutSeconds = 600.0;
   double timeout_seconds() const { return timeout_seconds_; }

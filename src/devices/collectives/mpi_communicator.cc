@@ -141,6 +141,44 @@ class MpiCommunicator : public Communicator {
     Start();
   }
 
+  // A sub-communicator: MPI_Comm_split of `parent`, on the parent's communication thread.
+  MpiCommunicator(MpiCommunicator& parent, int color, int key) {
+    ScopedTimeout startup(parent, kStartupTimeoutSeconds);
+    parent.Run("communicator split", [&] { MPI_Comm_split(parent.comm_, color, key, &comm_); });
+    Start();
+  }
+
+  std::shared_ptr<Communicator> Split(int color, int key) override {
+    return std::make_shared<MpiCommunicator>(*this, color, key);
+  }
+
+  // Point to point runs on the calling thread (MPI_THREAD_MULTIPLE), polled against the
+  // deadline, so that a device thread's transfers never queue behind collectives.
+  std::shared_ptr<Pending> StartSend(const void* buf, int64_t bytes, int peer,
+                                     int tag) override {
+    CheckThreadMultiple();
+    struct InFlight : Pending {
+      MpiCommunicator* self;
+      MPI_Request request;
+      int peer;
+      void Wait() override {
+        self->Poll(&request, "a send to process " + std::to_string(peer));
+      }
+    };
+    auto pending = std::make_shared<InFlight>();
+    pending->self = this;
+    pending->peer = peer;
+    MPI_Isend(buf, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm_, &pending->request);
+    return pending;
+  }
+
+  void Recv(void* buf, int64_t bytes, int peer, int tag) override {
+    CheckThreadMultiple();
+    MPI_Request request;
+    MPI_Irecv(buf, static_cast<int>(bytes), MPI_BYTE, peer, tag, comm_, &request);
+    Poll(&request, "a receive from process " + std::to_string(peer));
+  }
+
   std::shared_ptr<Communicator> Channel(int k) override {
     std::lock_guard<std::mutex> lock(channels_mutex_);
     auto it = channels_.find(k);
@@ -199,6 +237,32 @@ class MpiCommunicator : public Communicator {
  private:
   void Run(const char* what, std::function<void()> fn) {
     thread_->Run(std::move(fn), timeout_seconds(), name() + ": an MPI " + what);
+  }
+
+  // Waits for `request` (sleeping between tests: the peer may be computing for long),
+  // throwing after timeout_seconds().
+  void Poll(MPI_Request* request, const std::string& what) {
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                        std::chrono::duration<double>(timeout_seconds()));
+    int done = 0;
+    for (int spins = 0;; ++spins) {
+      MPI_Test(request, &done, MPI_STATUS_IGNORE);
+      if (done) return;
+      if (std::chrono::steady_clock::now() > deadline) {
+        Fail(ErrorKind::kRuntime, name(), ": ", what, " did not complete within ",
+             timeout_seconds(), " s: another process failed, was killed or stopped calling "
+             "the model (its own output says why); stopping instead of waiting forever");
+      }
+      if (spins > 100) std::this_thread::sleep_for(std::chrono::microseconds(20));
+    }
+  }
+
+  static void CheckThreadMultiple() {
+    int provided = 0;
+    MPI_Query_thread(&provided);
+    TG_CHECK(provided >= MPI_THREAD_MULTIPLE, kUnsupported, "this MPI provides thread level ",
+             provided, "; pipeline stages in different processes need MPI_THREAD_MULTIPLE");
   }
 
   void Start() {
