@@ -1,6 +1,11 @@
 """BERT pretraining split over 4 devices with PopTorch's annotations only:
 
     python3 examples/pipelined_bert.py [--calls 3]
+    python3 -m tilegraph.run -n 4 examples/pipelined_bert.py --stages-on-processes
+
+The second runs each device in its own process (4 processes, one pipeline; with -n 8, two
+data-parallel pipelines), as BERT-Large ran on 4 IPUs per replica, and compares with eager
+PyTorch on the same micro-batches.
 
 The Hugging Face model is unchanged; BeginBlock puts the embeddings and the first encoder
 layer on device 0 and one more layer on each of devices 1-3, and the pretraining heads on
@@ -55,6 +60,8 @@ def batch(n, seq=16, vocab=512, seed=0):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--calls", type=int, default=3)
+    p.add_argument("--stages-on-processes", action="store_true",
+                   help="each device in its own process (launch with python -m tilegraph.run -n 4)")
     args = p.parse_args()
     model = build()
     reference = copy.deepcopy(model)
@@ -62,31 +69,57 @@ def main():
     opts = poptorch.Options().setExecutionStrategy(
         poptorch.PipelinedExecution(poptorch.AutoStage.SameAsIpu))
     opts.Training.gradientAccumulation(8)  # >= 2 x 4 - 1
+    if args.stages_on_processes:
+        opts.Distributed.placeStagesOnProcesses(4)
+    part, parts = opts.Distributed.dataParallelId, opts.Distributed.numDataParallel
+    say = print if opts.Distributed.processId == 0 else (lambda *a, **k: None)
     trainer = poptorch.trainingModel(BertPretrainingLoss(model), opts,
                                      poptorch.optim.AdamW(model.parameters(), lr=1e-3))
-    plain = poptorch.trainingModel(BertPretrainingLoss(reference),
-                                   poptorch.Options().Training.gradientAccumulation(8),
-                                   poptorch.optim.AdamW(reference.parameters(), lr=1e-3))
+    if args.stages_on_processes:  # the reference: eager PyTorch on the global batch
+        eager_loss = BertPretrainingLoss(reference)
+        eager = torch.optim.AdamW(reference.parameters(), lr=1e-3)
+
+        def plain(*data):
+            eager.zero_grad()
+            losses = []
+            for k in range(8):  # micro-batch k of every pipeline, in order
+                rows = [slice((q * 8 + k) * 2, (q * 8 + k + 1) * 2) for q in range(parts)]
+                chunk = [torch.cat([t[r] for r in rows]) for t in data]
+                loss = eager_loss(*chunk)[-1]
+                (loss / 8).backward()
+                losses.append(loss.detach())
+            eager.step()
+            return (losses[-1],)
+    else:
+        plain = poptorch.trainingModel(BertPretrainingLoss(reference),
+                                       poptorch.Options().Training.gradientAccumulation(8),
+                                       poptorch.optim.AdamW(reference.parameters(), lr=1e-3))
     for call in range(args.calls):
-        data = batch(8 * 2, seed=call)  # 8 micro-batches of 2
-        loss = trainer(*data)[-1]
+        data = batch(8 * 2 * parts, seed=call)  # per pipeline: 8 micro-batches of 2
+        mine = [t[part * 16:(part + 1) * 16] for t in data]
+        loss = trainer(*mine)[-1]
         ref_loss = plain(*data)[-1]
-        print(f"call {call + 1}: loss {float(loss):.5f} (unannotated {float(ref_loss):.5f})")
+        if part == 0 and parts > 1:
+            loss = loss.mean()
+        say(f"call {call + 1}: loss {float(loss):.5f} (unannotated {float(ref_loss):.5f})")
     exe = trainer.executable
     stats = exe.memory_stats
-    print("schedule:", "pipelined (1F1B)" if exe.pipelined
+    say("schedule:", "pipelined (1F1B)" if exe.pipelined
           else "sharded, because " + exe.pipeline_fallback_reason)
-    print("planned peak per device and micro-batch in flight (MiB):",
+    say("planned peak per device and micro-batch in flight (MiB):",
           [round(b / 2**20, 2) for b in stats["device_arena_bytes"]])
     busy = exe.pipeline_stats()
     if busy["wall_seconds"] > 0:
-        print("device utilization:", [f"{b / busy['wall_seconds']:.0%}"
+        say("device utilization:", [f"{b / busy['wall_seconds']:.0%}"
                                       for b in busy["busy_seconds"]])
-    print("inter-device copies in the program:", trainer.executable.optimized_ir.count("stage_copy("))
+    say("inter-device copies in the program:", trainer.executable.optimized_ir.count("stage_copy("))
     worst = max((a - b).abs().max().item() for a, b in zip(model.parameters(),
                                                            reference.parameters()))
-    print(f"largest weight difference from the unannotated model: {worst:.3g}")
+    say(f"largest weight difference from the unannotated model: {worst:.3g}")
     assert worst < 1e-5, "the annotated model must train like the unannotated one"
+    if args.stages_on_processes:
+        print(f"process {opts.Distributed.processId}: device "
+              f"{opts.Distributed.processId % 4} of pipeline {part}")
 
 
 if __name__ == "__main__":

@@ -209,3 +209,32 @@ def test_the_data_parallel_example_runs_on_two_processes_and_agrees():
     sums = dict(re.findall(r"process (\d+): weights checksum ([0-9.]+e[+-]\d+)", proc.stdout))
     assert sorted(sums) == ["0", "1"] and sums["0"] == sums["1"], proc.stdout
     assert "samples/s over all replicas" in proc.stdout
+
+
+def test_the_pipelined_bert_example_runs_a_process_per_stage_and_matches_eager():
+    example = os.path.join(HERE, "..", "..", "examples", "pipelined_bert.py")
+    proc = subprocess.run([sys.executable, "-m", "tilegraph.run", "-n", "4", example,
+                           "--calls", "2", "--stages-on-processes"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    placed = set(re.findall(r"process (\d): device (\d) of pipeline 0", proc.stdout))
+    assert placed == {(str(p), str(p)) for p in range(4)}, proc.stdout
+    assert "schedule: pipelined (1F1B)" in proc.stdout
+    worst = float(re.search(r"largest weight difference from the unannotated model: (\S+)",
+                            proc.stdout).group(1))
+    assert worst < 1e-5, proc.stdout
+
+
+def test_stages_on_processes_must_match_the_model_and_the_launch():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
+    model[1] = tilegraph.BeginBlock(model[1], ipu_id=1)
+    opts = tilegraph.Options().setExecutionStrategy(tilegraph.PipelinedExecution())
+    opts.Distributed.placeStagesOnProcesses(3)
+    with pytest.raises(ValueError, match=r"placeStagesOnProcesses\(3\), but the model's blocks "
+                                         r"use 2 device\(s\)"):
+        tilegraph.inferenceModel(model, opts)(torch.randn(2, 4))
+    opts.Distributed.placeStagesOnProcesses(2)  # a single process: no room for 2 stages
+    with pytest.raises(ValueError, match="1 processes are not a whole number of 2-stage"):
+        tilegraph.inferenceModel(model, opts)(torch.randn(2, 4))
+    with pytest.raises(ValueError, match=">= 2 stages"):
+        opts.Distributed.placeStagesOnProcesses(1)
