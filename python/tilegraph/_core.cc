@@ -274,8 +274,9 @@ NB_MODULE(_core, m) {
                                 bool profile, bool inplace, const std::string& device,
                                 int replicas, bool distributed, int stages,
                                 int pipeline_micro_batches, bool recompute_stages,
-                                bool stages_across_processes) {
+                                bool stages_across_processes, int accumulation_steps) {
         CompileOptions o;
+        o.accumulation_steps = accumulation_steps;
         o.stages_across_processes = stages_across_processes;
         o.recompute_stages = recompute_stages;
         o.replicas = replicas;
@@ -301,6 +302,7 @@ NB_MODULE(_core, m) {
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
          nb::arg("stages") = 0, nb::arg("pipeline_micro_batches") = 0,
          nb::arg("recompute_stages") = false, nb::arg("stages_across_processes") = false,
+         nb::arg("accumulation_steps") = 0,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {

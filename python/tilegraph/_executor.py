@@ -223,7 +223,9 @@ class PoplarExecutor:
                                        pipeline_micro_batches=self._pipeline_micro_batches(),
                                        recompute_stages=self.training and
                                        self.options._Popart.recompute_stages,
-                                       stages_across_processes=self._stages_on_processes())
+                                       stages_across_processes=self._stages_on_processes(),
+                                       accumulation_steps=self.options.Training
+                                       .gradient_accumulation if self.training else 0)
         if exe.pipeline_fallback_reason:
             _warn_once("pipeline-fallback", "PipelinedExecution: this program runs its stages "
                        "one after another (as ShardedExecution: the same numbers, no overlap) "

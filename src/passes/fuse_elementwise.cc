@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "ops/builder.h"
+#include "passes/optimizer_step.h"
 #include "passes/passes.h"
 #include "support/error.h"
 
@@ -24,15 +25,19 @@ struct Key {
   Shape shape;
   std::optional<DType> dtype;  // unset: only bool values (fits any compute dtype)
   int placement = 0;
+  // Work only the optimizer step needs (passes/optimizer_step.h) stays apart from the work
+  // of every micro-batch, so that the runtime can skip it.
+  bool optimizer_step_only = false;
 };
 
 // The node's fusion key, or nullopt when the node cannot be fused.
-std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry) {
+std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry,
+                             const std::unordered_set<const Node*>& step_only) {
   if (n.op() == "fused_elementwise" || n.outputs().size() != 1) return std::nullopt;
   const OpDef* def = registry.Find(n.op());
   if (def == nullptr || !def->elementwise || def->traits.random) return std::nullopt;
   if (!def->elementwise->f32 || !def->elementwise->f64) return std::nullopt;
-  Key key{n.output(0)->type().shape, std::nullopt, n.placement()};
+  Key key{n.output(0)->type().shape, std::nullopt, n.placement(), step_only.count(&n) > 0};
   auto visit = [&](const TensorType& t) {
     if (t.dtype == DType::kBool) return true;
     if (t.dtype != DType::kF32 && t.dtype != DType::kF64) return false;
@@ -61,6 +66,7 @@ struct Group {
 
 bool Compatible(const Key& g, const Key& n) {
   return g.shape == n.shape && g.placement == n.placement &&
+         g.optimizer_step_only == n.optimizer_step_only &&
          (!g.dtype || !n.dtype || *g.dtype == *n.dtype);
 }
 
@@ -120,11 +126,12 @@ class FuseElementwisePass : public Pass {
     GroupOf group_of;
     std::unordered_map<int, std::vector<int>> consumer_groups;  // value id -> groups using it
     std::vector<int> merged_into;  // per group: the group it was merged into, or -1
+    const std::unordered_set<const Node*> step_only = OptimizerStepOnlyNodes(graph);
     int i = 0;
     for (const auto& up : graph.nodes()) {
       Node* n = up.get();
       pos[n] = i++;
-      std::optional<Key> key = FusionKey(*n, registry);
+      std::optional<Key> key = FusionKey(*n, registry, step_only);
       if (!key) continue;
       // Candidates: groups producing an input first, then groups sharing a (non-constant) input.
       std::vector<int> candidates;

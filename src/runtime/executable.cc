@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <unordered_set>
 
 #include "ir/printer.h"
+#include "passes/optimizer_step.h"
 #include "parallel/stage_copies.h"
 #include "passes/verifier.h"
 #include "support/error.h"
@@ -76,6 +78,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
       exe->stage_groups_.push_back(std::make_unique<ReplicaGroup>(options.replicas, channel));
     }
   }
+  exe->FindOptimizerStepWork();
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
   for (int r = 0; r < options.replicas; ++r) exe->AddReplica(r == 0);
@@ -90,6 +93,39 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   exe->compile_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return exe;
+}
+
+// Gradient accumulation: which instructions and end-of-step copies only serve the optimizer
+// step, and where each device's micro-batch counter is (autodiff/optimizer.cc names them).
+void Executable::FindOptimizerStepWork() {
+  if (options_.accumulation_steps <= 1) return;
+  const Graph& g = *program_.graph;
+  const int devices = pipelined() ? pipeline_.stages : 1;
+  for (int d = 0; d < devices; ++d) {
+    std::string name = "optimizer.micro_step";
+    if (d > 0) name += ".device" + std::to_string(d);
+    Value* counter = g.FindValue(name);
+    if (counter == nullptr && d > 0) counter = g.FindValue("optimizer.micro_step");
+    if (counter == nullptr || counter->kind() != ValueKind::kVariable ||
+        counter->type() != TensorType{DType::kF32, {}}) {
+      micro_counter_of_device_.clear();
+      return;  // not built by AddTrainingStep: run everything every micro-batch
+    }
+    const auto& vars = g.variables();
+    micro_counter_of_device_.push_back(static_cast<size_t>(
+        std::find(vars.begin(), vars.end(), counter) - vars.begin()));
+  }
+  std::unordered_set<const Node*> step_only = OptimizerStepOnlyNodes(g);
+  for (const Instruction& inst : program_.instructions) {
+    step_only_instr_.push_back(step_only.count(inst.node) ? 1 : 0);
+  }
+  for (const UpdateCopy& u : program_.update_copies) {
+    bool on_step = false;
+    for (const VariableUpdate& v : g.updates()) {
+      if (v.value == u.value && v.variable == g.variables()[u.variable]) on_step = v.on_optimizer_step;
+    }
+    step_only_copy_.push_back(on_step ? 1 : 0);
+  }
 }
 
 // Stages across processes: process p runs device p % S of pipeline p / S. Its collectives

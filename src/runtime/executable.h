@@ -71,6 +71,10 @@ struct CompileOptions {
   // communicator runs device p % stages of pipeline p / stages (the pipelines are data-
   // parallel replicas of each other). Needs `communicator` and pipeline_micro_batches.
   bool stages_across_processes = false;
+  // The gradient accumulation count the graph was built with (AddTrainingStep); > 1: the
+  // nodes that only compute the optimizer step (parallel/optimizer_step.h) run on the last
+  // micro-batch of each step only, as the devices' micro-batch counters say. 0: unknown.
+  int accumulation_steps = 0;
   // Pipeline recomputation: each device keeps only the values it receives from other devices
   // in the forward and recomputes its other activations in its backward
   // (parallel/stage_copies.h: CheckpointStageInputs).
@@ -213,7 +217,12 @@ class Executable {
   bool StopAtStepBoundary(int r, const std::function<bool()>& interrupted);
   void RunOneStep(int r, uint64_t step);
   // Runs instructions [begin, end) of replica r on slot s with `ctx` (errors name the node).
-  void RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx);
+  // `applying` false: skips the instructions that only compute the optimizer step.
+  void RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx,
+                       bool applying = true);
+  void FindOptimizerStepWork();
+  // Whether device d's next micro-batch applies the optimizer step (its counter says so).
+  bool Applying(int r, int device) const;
   // `segment` >= 0: only the outputs that segment computes (stages across processes).
   void CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode, int64_t every_n,
                    std::vector<HostTensor>& results, int segment = -1);
@@ -251,7 +260,11 @@ class Executable {
   // Pipelined replicated runs: the collectives of device d's segments meet in group d (the
   // devices' threads of one replica run concurrently and would mix their calls in one group).
   std::vector<std::unique_ptr<ReplicaGroup>> stage_groups_;
-  size_t first_variable_write_ = SIZE_MAX;  // first instruction writing a variable in place
+  size_t first_variable_write_ = SIZE_MAX;
+  // Gradient accumulation (CompileOptions::accumulation_steps): per instruction / update
+  // copy, whether it only serves the optimizer step; each device's micro-batch counter.
+  std::vector<char> step_only_instr_, step_only_copy_;
+  std::vector<size_t> micro_counter_of_device_;  // first instruction writing a variable in place
   bool stop_requested_ = false;             // set at a step boundary (replicated runs)
   int64_t steps_completed_ = 0;
   uint64_t seed_ = 0;

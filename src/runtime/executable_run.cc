@@ -275,12 +275,15 @@ RunContext Executable::ContextFor(int r, uint64_t step) const {
   return ctx;
 }
 
-void Executable::RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx) {
+void Executable::RunInstructions(int r, int s, size_t begin, size_t end, const RunContext& ctx,
+                                 bool applying) {
   Replica& rep = replicas_[r];
   Slot& slot = rep.slots[s];
   const auto& instrs = program_.instructions;
   const bool profile = options_.profile && r == 0;
+  const bool skip = !applying && !step_only_instr_.empty();
   for (size_t i = begin; i < end; ++i) {
+    if (skip && step_only_instr_[i]) continue;  // this micro-batch does not apply the step
     KernelArgs args{slot.in_ptrs[i].data(), slot.out_ptrs[i].data(), &ctx};
     try {
       if (profile) {
@@ -307,10 +310,21 @@ void Executable::RunInstructions(int r, int s, size_t begin, size_t end, const R
   }
 }
 
+bool Executable::Applying(int r, int device) const {
+  if (micro_counter_of_device_.empty()) return true;
+  size_t counter = micro_counter_of_device_[std::min<size_t>(device,
+                                                             micro_counter_of_device_.size() - 1)];
+  float micro = replicas_[r].variables[counter].as<float>()[0];
+  return micro == static_cast<float>(options_.accumulation_steps - 1);
+}
+
 void Executable::RunOneStep(int r, uint64_t step) {
   Replica& rep = replicas_[r];
-  RunInstructions(r, 0, 0, program_.instructions.size(), ContextFor(r, step));
-  for (const UpdateCopy& u : program_.update_copies) {
+  const bool applying = Applying(r, 0);  // every device's counter agrees here
+  RunInstructions(r, 0, 0, program_.instructions.size(), ContextFor(r, step), applying);
+  for (size_t c = 0; c < program_.update_copies.size(); ++c) {
+    const UpdateCopy& u = program_.update_copies[c];
+    if (!applying && !step_only_copy_.empty() && step_only_copy_[c]) continue;
     if (u.bytes > 0) {
       std::memmove(rep.variables[u.variable].data(), Resolve(rep, rep.slots[0], u.from), u.bytes);
     }

@@ -145,9 +145,11 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
         RunContext ctx = ContextFor(r, step_ + static_cast<uint64_t>(step));
         ctx.variables_version = version + static_cast<uint64_t>(run.micro);
         if (!stage_groups_.empty()) ctx.collectives = stage_groups_[d].get();
+        // Read before the segment updates it: the device's micro-batch counter.
+        const bool applying = !run.backward || Applying(r, d);
         try {
           RunInstructions(r, slot, pipeline_.segment_begin[k], pipeline_.segment_begin[k + 1],
-                          ctx);
+                          ctx, applying);
         } catch (Error& e) {
           e.AddContext("in micro-batch " + std::to_string(run.micro) + " of the optimizer step, " +
                        std::string(run.backward ? "backward" : "forward") + " of device " +
@@ -156,6 +158,7 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
         }
         Replica& rep = replicas_[r];
         for (size_t c : pipeline_.copies_after[k]) {
+          if (!applying && !step_only_copy_.empty() && step_only_copy_[c]) continue;
           const UpdateCopy& u = program_.update_copies[c];
           if (u.bytes > 0) {
             std::memmove(rep.variables[u.variable].data(), Resolve(rep, rep.slots[slot], u.from),

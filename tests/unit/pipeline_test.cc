@@ -142,5 +142,49 @@ TEST(Pipeline, PipelinedRunEqualsSequentialRun) {
   }
 }
 
+TEST(Pipeline, OptimizerStepWorkRunsOnTheLastMicroBatchOnly) {
+  std::mt19937_64 rng(4);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const int steps = 6;  // two optimizer steps of 3 micro-batches
+  HostTensor x({DType::kF32, {steps, 4, 8}});
+  for (int64_t i = 0; i < x.type().numel(); ++i) x.as<float>()[i] = normal(rng);
+  std::vector<std::vector<HostTensor>> results;
+  for (int micro : {0, 3}) {  // pipelined
+    for (int skip : {0, 3}) {  // accumulation_steps known: the step-only work is skipped
+      CompileOptions o;
+      o.pipeline_micro_batches = micro;
+      o.accumulation_steps = skip;
+      o.profile = true;
+      auto exe = Executable::Compile(*TwoStages(true), o);
+      exe->SetHyperParam("group0.lr", 0.05);
+      exe->SetHyperParam("group0.momentum", 0.9);
+      std::vector<HostTensor> r = exe->Run({{x.data(), x.type()}}, steps, OutputMode::kAll);
+      r.push_back(exe->ReadVariable("w0"));
+      r.push_back(exe->ReadVariable("w1"));
+      results.push_back(std::move(r));
+      int every = 0, step_only = 0;
+      for (const OpProfile& p : exe->InstructionProfile()) {
+        every += p.calls == steps;
+        step_only += p.calls == steps / 3;
+      }
+      EXPECT_GT(every, 0);
+      if (skip) {
+        EXPECT_GT(step_only, 4) << "the optimizer arithmetic runs once per optimizer step";
+      } else {
+        EXPECT_EQ(step_only, 0);
+      }
+    }
+  }
+  for (size_t run = 1; run < results.size(); ++run) {
+    for (size_t k = 0; k < results[0].size(); ++k) {
+      for (int64_t i = 0; i < results[0][k].type().numel(); ++i) {
+        EXPECT_NEAR(results[0][k].GetAsDouble(i), results[run][k].GetAsDouble(i),
+                    1e-6 * (1 + std::abs(results[0][k].GetAsDouble(i))))
+            << "run " << run << " result " << k << " element " << i;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tg
