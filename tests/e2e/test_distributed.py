@@ -238,3 +238,32 @@ def test_stages_on_processes_must_match_the_model_and_the_launch():
         tilegraph.inferenceModel(model, opts)(torch.randn(2, 4))
     with pytest.raises(ValueError, match=">= 2 stages"):
         opts.Distributed.placeStagesOnProcesses(1)
+
+
+INFERENCE_CHILD = '''
+import torch, tilegraph
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+m[2] = tilegraph.BeginBlock(m[2], ipu_id=1)
+opts = tilegraph.Options().deviceIterations(5).setExecutionStrategy(
+    tilegraph.PipelinedExecution())
+opts.Distributed.placeStagesOnProcesses(2)
+x = torch.randn(5 * 3, 8, generator=torch.Generator().manual_seed(1))
+infer = tilegraph.inferenceModel(m, opts)
+out = infer(x)
+with torch.no_grad():
+    want = m(x)
+print(f"process {opts.Distributed.processId}: error {(out - want).abs().max().item():.3g} "
+      f"pipelined {infer.executable.pipelined}")
+'''
+
+
+def test_pipelined_inference_with_a_process_per_stage_returns_the_outputs_everywhere(tmp_path):
+    script = tmp_path / "infer.py"
+    script.write_text(INFERENCE_CHILD)
+    proc = subprocess.run([sys.executable, "-m", "tilegraph.run", "-n", "2", str(script)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = re.findall(r"process (\d): error (\S+) pipelined True", proc.stdout)
+    assert sorted(p for p, _ in found) == ["0", "1"], proc.stdout
+    assert all(float(e) < 1e-5 for _, e in found), proc.stdout
