@@ -105,7 +105,10 @@ void Executable::FindOptimizerStepWork() {
     std::string name = "optimizer.micro_step";
     if (d > 0) name += ".device" + std::to_string(d);
     Value* counter = g.FindValue(name);
-    if (counter == nullptr && d > 0) counter = g.FindValue("optimizer.micro_step");
+    if (counter == nullptr && d > 0) {  // a device without parameters: nothing to skip there
+      micro_counter_of_device_.push_back(SIZE_MAX);
+      continue;
+    }
     if (counter == nullptr || counter->kind() != ValueKind::kVariable ||
         counter->type() != TensorType{DType::kF32, {}}) {
       micro_counter_of_device_.clear();

@@ -314,6 +314,7 @@ bool Executable::Applying(int r, int device) const {
   if (micro_counter_of_device_.empty()) return true;
   size_t counter = micro_counter_of_device_[std::min<size_t>(device,
                                                              micro_counter_of_device_.size() - 1)];
+  if (counter == SIZE_MAX) return true;  // the device has no optimizer work of its own
   float micro = replicas_[r].variables[counter].as<float>()[0];
   return micro == static_cast<float>(options_.accumulation_steps - 1);
 }

@@ -237,3 +237,28 @@ def test_pipeline_recomputation_keeps_the_numbers_and_lowers_the_planned_peak():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     assert peaks[True] < 0.75 * peaks[False], peaks
     print(f"planned pipeline memory: {peaks[False]} B -> {peaks[True]} B with recomputation")
+
+
+def test_a_device_without_parameters_pipelines_too():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.act, self.b = torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 5)
+
+        def forward(self, x, t):
+            out = self.b(self.act(self.a(x)))
+            return out, F.cross_entropy(out, t)
+
+    torch.manual_seed(0)
+    reference = Net()
+    model = copy.deepcopy(reference)
+    tilegraph.BeginBlock(model.act, "middle", ipu_id=1)  # no parameters on device 1
+    tilegraph.BeginBlock(model.b, "last", ipu_id=2)
+    g = torch.Generator().manual_seed(5)
+    data = [MLP.data(ACCUMULATION * MICRO, g) for _ in range(3)]
+    _, ref_losses = _train(reference, "adamw", None, data)
+    trainer, losses = _train(model, "adamw", tilegraph.PipelinedExecution(), data)
+    assert trainer.executable.pipelined, trainer.executable.pipeline_fallback_reason
+    torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
