@@ -103,14 +103,32 @@ TEST(Pipeline, OptimizerStepMarkSurvivesTheIrText) {
   EXPECT_EQ(PrintGraph(*parsed), text);
 }
 
+// Normal(0, scale) values.
+HostTensor Random(const Shape& shape, uint64_t seed, float scale = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, scale);
+  HostTensor t({DType::kF32, shape});
+  for (int64_t i = 0; i < t.type().numel(); ++i) t.as<float>()[i] = normal(rng);
+  return t;
+}
+
+// Every element of every result of every run equals run 0's (fp32 rounding).
+void ExpectSameResults(const std::vector<std::vector<HostTensor>>& results) {
+  for (size_t run = 1; run < results.size(); ++run) {
+    for (size_t k = 0; k < results[0].size(); ++k) {
+      for (int64_t i = 0; i < results[0][k].type().numel(); ++i) {
+        EXPECT_NEAR(results[0][k].GetAsDouble(i), results[run][k].GetAsDouble(i),
+                    1e-6 * (1 + std::abs(results[0][k].GetAsDouble(i))))
+            << "run " << run << " result " << k << " element " << i;
+      }
+    }
+  }
+}
+
 TEST(Pipeline, PipelinedRunEqualsSequentialRun) {
-  std::mt19937_64 rng(3);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   const int steps = 6;  // two optimizer steps of 3 micro-batches
-  HostTensor x({DType::kF32, {steps, 4, 8}});
-  for (int64_t i = 0; i < x.type().numel(); ++i) x.as<float>()[i] = normal(rng);
-  HostTensor w({DType::kF32, {8, 8}});
-  for (int64_t i = 0; i < w.type().numel(); ++i) w.as<float>()[i] = 0.3f * normal(rng);
+  HostTensor x = Random({steps, 4, 8}, 3);
+  HostTensor w = Random({8, 8}, 4, 0.3f);
   std::vector<std::vector<HostTensor>> results;
   for (int micro : {0, 3}) {
     CompileOptions o;
@@ -133,21 +151,12 @@ TEST(Pipeline, PipelinedRunEqualsSequentialRun) {
     }
     results.push_back(std::move(r));
   }
-  for (size_t k = 0; k < results[0].size(); ++k) {
-    for (int64_t i = 0; i < results[0][k].type().numel(); ++i) {
-      EXPECT_NEAR(results[0][k].GetAsDouble(i), results[1][k].GetAsDouble(i),
-                  1e-6 * (1 + std::abs(results[0][k].GetAsDouble(i))))
-          << "result " << k << " element " << i;
-    }
-  }
+  ExpectSameResults(results);
 }
 
 TEST(Pipeline, OptimizerStepWorkRunsOnTheLastMicroBatchOnly) {
-  std::mt19937_64 rng(4);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   const int steps = 6;  // two optimizer steps of 3 micro-batches
-  HostTensor x({DType::kF32, {steps, 4, 8}});
-  for (int64_t i = 0; i < x.type().numel(); ++i) x.as<float>()[i] = normal(rng);
+  HostTensor x = Random({steps, 4, 8}, 5);
   std::vector<std::vector<HostTensor>> results;
   for (int micro : {0, 3}) {  // pipelined
     for (int skip : {0, 3}) {  // accumulation_steps known: the step-only work is skipped
@@ -175,15 +184,7 @@ TEST(Pipeline, OptimizerStepWorkRunsOnTheLastMicroBatchOnly) {
       }
     }
   }
-  for (size_t run = 1; run < results.size(); ++run) {
-    for (size_t k = 0; k < results[0].size(); ++k) {
-      for (int64_t i = 0; i < results[0][k].type().numel(); ++i) {
-        EXPECT_NEAR(results[0][k].GetAsDouble(i), results[run][k].GetAsDouble(i),
-                    1e-6 * (1 + std::abs(results[0][k].GetAsDouble(i))))
-            << "run " << run << " result " << k << " element " << i;
-      }
-    }
-  }
+  ExpectSameResults(results);
 }
 
 }  // namespace
