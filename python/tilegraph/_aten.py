@@ -35,7 +35,7 @@ for _aten_op, _tg_op in [
         (aten.log, "log"), (aten.sqrt, "sqrt"), (aten.rsqrt, "rsqrt"), (aten.neg, "neg"),
         (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
         (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
-        (aten.sign, "sign")]:
+        (aten.sign, "sign"), (aten.log1p, "log1p"), (aten.expm1, "expm1")]:
     TABLE[_aten_op.default] = _unary(_tg_op)
 
 
@@ -155,6 +155,34 @@ def _clamp_tensor(cx, n, x, min=None, max=None):
 @handles(aten.hardtanh.default)
 def _hardtanh(cx, n, x, min_val=-1.0, max_val=1.0):
     return cx.op("clamp", [cx.v(x)], {"min": float(min_val), "max": float(max_val)})
+
+
+@handles(aten.leaky_relu.default)
+def _leaky_relu(cx, n, x, negative_slope=0.01):
+    return cx.op("leaky_relu", [cx.v(x)], {"negative_slope": float(negative_slope)})
+
+
+@handles(aten.elu.default)  # selu and celu decompose to it
+def _elu(cx, n, x, alpha=1.0, scale=1.0, input_scale=1.0):
+    return cx.op("elu", [cx.v(x)], {"alpha": float(alpha), "scale": float(scale),
+                                    "input_scale": float(input_scale)})
+
+
+@handles(aten.rrelu_with_noise_functional.default)
+def _rrelu(cx, n, x, noise, lower=0.125, upper=1.0 / 3.0, training=False, generator=None):
+    """Evaluation-mode RReLU: a leaky ReLU with the mean slope; the noise passes through."""
+    if training:
+        cx.unsupported(n, "rrelu in training mode (random slopes per element)")
+    out = cx.op("leaky_relu", [cx.v(x)], {"negative_slope": (float(lower) + float(upper)) / 2})
+    return [out, cx.v(noise)]
+
+
+@handles(aten._assert_async.msg)
+def _assert_async(cx, n, condition, message):
+    """A data check torch exports (one_hot's index range): fails the step with torch's
+    message when false, instead of computing on bad data."""
+    cx.op("assert_all", [_as_bool(cx, n, condition)], {"message": str(message)})
+    return None
 
 
 @handles(aten.where.self)

@@ -19,6 +19,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterCtcOps(registry);
   RegisterCollectiveOps(registry);
   RegisterTransferOps(registry);
+  RegisterCheckOps(registry);
 }
 
 }  // namespace tg

@@ -96,6 +96,7 @@ std::vector<OpSample> BinarySamples(InputInit a, InputInit b, AttrMap attrs, DTy
 
 void RegisterElementwiseOps(OpRegistry& r) {
   ew::RegisterUnaryOps(r);
+  ew::RegisterActivationOps(r);
   ew::RegisterActivationBackwardOps(r);
   ew::RegisterBinaryOps(r);
   ew::RegisterCompareOps(r);

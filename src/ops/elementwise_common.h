@@ -222,8 +222,57 @@ std::vector<OpSample> BinarySamples(InputInit a, InputInit b, AttrMap attrs = {}
 // A scalar constant of v's dtype.
 inline Value* ScalarLike(Builder& b, Value* v, double s) { return b.Scalar(s, v->type().dtype); }
 
+// ---- one unary float op ------------------------------------------------------------------
+struct UnarySpec {
+  std::string name;
+  std::string doc;
+  GradFn grad;  // null: not differentiable
+  InputInit init = InputInit::Normal();
+  ParamsFn params = {};
+  std::vector<AttrSpec> attrs = {};
+  std::vector<AttrMap> sample_attrs = {{}};
+};
+
+// A unary op over floats (and, with kTypes = kFloats | kInts, over i64/i32 as well: the
+// integer kernels are not fused and carry no gradient).
+template <typename Op, unsigned kTypes = kFloats>
+inline OpDef UnaryFloatOp(UnarySpec s) {
+  OpDef def;
+  def.name = s.name;
+  def.num_inputs = 1;
+  def.attrs = s.attrs;
+  def.infer = UnaryInfer(s.name, kTypes);
+  def.grad = s.grad;
+  def.not_differentiable = s.grad == nullptr;
+  def.traits.elementwise = true;
+  def.traits.inplace_input = 0;
+  def.elementwise = UnaryElementwise<Op>(s.params);
+  def.kernels[DeviceKind::kCpu] = UnaryCpuKernel<Op, kTypes>(s.params);
+  def.kernels[DeviceKind::kReference] = UnaryReferenceKernel<Op, kTypes>(s.params);
+  for (const AttrMap& attrs : s.sample_attrs) {
+    for (OpSample& sample : UnarySamples(s.init, attrs)) def.samples.push_back(sample);
+    if constexpr ((kTypes & kInts) != 0) {
+      OpSample ints;
+      ints.inputs = {{DType::kI64, {2, 3}}};
+      ints.init = {InputInit::Ints(-5, 5)};
+      ints.attrs = attrs;
+      ints.skip_grad_check = true;  // integer tensors carry no gradient
+      def.samples.push_back(ints);
+    }
+  }
+  def.doc = s.doc;
+  return def;
+}
+
+// go * f for a single-input op.
+inline GradFn Scaled(std::function<Value*(const GradContext&)> factor) {
+  return [factor](const GradContext& g) {
+    return std::vector<Value*>{g.b().Mul(g.GO(0), factor(g))};
+  };
+}
 // Registration of each sub-family (elementwise_*.cc).
 void RegisterUnaryOps(OpRegistry& r);
+void RegisterActivationOps(OpRegistry& r);  // elementwise_activation.cc
 void RegisterActivationBackwardOps(OpRegistry& r);
 void RegisterBinaryOps(OpRegistry& r);
 void RegisterCompareOps(OpRegistry& r);

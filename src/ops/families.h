@@ -20,5 +20,6 @@ void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
 void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backward
 void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
+void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 
 }  // namespace tg

@@ -1,0 +1,69 @@
+"""Activations and small ops PopTorch users hit (issue 13): leaky_relu, elu, selu, celu,
+softplus, rrelu (evaluation), mish, log1p / expm1 and one_hot (with its index check), in
+inference and in training, against eager PyTorch."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+
+ACTIVATIONS = {
+    "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
+    "leaky_relu_default": F.leaky_relu,
+    "elu": lambda x: F.elu(x, 0.7),
+    "selu": F.selu,
+    "celu": lambda x: F.celu(x, 1.3),
+    "softplus": lambda x: F.softplus(x, 2.0, 3.0),
+    "rrelu_eval": lambda x: F.rrelu(x, training=False),
+    "mish": F.mish,
+    "log1p": lambda x: torch.log1p(x.abs()),
+    "expm1": lambda x: torch.expm1(x * 0.5),
+}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.act = act
+        self.a, self.b = torch.nn.Linear(6, 16), torch.nn.Linear(16, 3)
+
+    def forward(self, x, t):
+        out = self.b(self.act(self.a(x)))
+        return out, F.cross_entropy(out, t)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_inference_and_training_match_eager(name):
+    torch.manual_seed(0)
+    model = Net(ACTIVATIONS[name])
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(8, 6, generator=g) * 2, torch.randint(0, 3, (8,), generator=g)
+    out = tilegraph.inferenceModel(model)(x, t)[0]
+    torch.testing.assert_close(out, reference(x, t)[0], rtol=1e-5, atol=1e-6)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(5):
+        loss = trainer(x, t)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+class OneHot(torch.nn.Module):
+    def forward(self, idx):
+        return F.one_hot(idx, 5).float() * 2
+
+
+def test_one_hot_matches_and_an_index_out_of_range_is_an_error():
+    infer = tilegraph.inferenceModel(OneHot())
+    idx = torch.tensor([0, 3, 4, 1])
+    torch.testing.assert_close(infer(idx), OneHot()(idx))
+    with pytest.raises(Exception, match="Class values must be smaller than num_classes"):
+        infer(torch.tensor([0, 3, 7, 1]))  # eager PyTorch raises too
