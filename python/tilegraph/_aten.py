@@ -35,7 +35,8 @@ for _aten_op, _tg_op in [
         (aten.log, "log"), (aten.sqrt, "sqrt"), (aten.rsqrt, "rsqrt"), (aten.neg, "neg"),
         (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
         (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
-        (aten.sign, "sign"), (aten.log1p, "log1p"), (aten.expm1, "expm1")]:
+        (aten.sign, "sign"), (aten.log1p, "log1p"), (aten.expm1, "expm1"), (aten.sin, "sin"),
+        (aten.cos, "cos")]:
     TABLE[_aten_op.default] = _unary(_tg_op)
 
 
@@ -155,6 +156,18 @@ def _clamp_tensor(cx, n, x, min=None, max=None):
 @handles(aten.hardtanh.default)
 def _hardtanh(cx, n, x, min_val=-1.0, max_val=1.0):
     return cx.op("clamp", [cx.v(x)], {"min": float(min_val), "max": float(max_val)})
+
+
+def _mod_scalar(tg_op):
+    def handler(cx, n, x, divisor):
+        if isinstance(divisor, torch.fx.Node):
+            cx.unsupported(n, f"{n.target} by a tensor (only by a number)")
+        return cx.op(tg_op, [cx.cast(cx.v(x), cx.dtype_of(n))], {"divisor": float(divisor)})
+    return handler
+
+
+TABLE[aten.fmod.Scalar] = _mod_scalar("fmod_scalar")
+TABLE[aten.remainder.Scalar] = _mod_scalar("remainder_scalar")
 
 
 @handles(aten.leaky_relu.default)

@@ -1,6 +1,7 @@
-// More unary float ops, the activations PopTorch users reach for: log1p, expm1, leaky_relu,
-// elu (which selu and celu decompose to), following PyTorch's CPU kernels (expm1 / log1p
-// keep their precision near 0). Gradients are compositions of existing ops.
+// More unary ops PopTorch users reach for: log1p, expm1, leaky_relu, elu (which selu and
+// celu decompose to), sin, cos, fmod and remainder by a scalar, following PyTorch's CPU
+// kernels (expm1 / log1p keep their precision near 0). Gradients are compositions of
+// existing ops.
 #include <cmath>
 
 #include "ops/elementwise_common.h"
@@ -25,6 +26,40 @@ struct Elu {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
     return x <= T(0) ? std::expm1(x * static_cast<T>(p[2])) * static_cast<T>(p[0] * p[1])
                      : x * static_cast<T>(p[1]);
+  }
+};
+
+struct Sin {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::sin(x); }
+};
+struct Cos {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::cos(x); }
+};
+// params[0]: the divisor. fmod truncates (C's %, torch.fmod); remainder floors (Python's %,
+// torch.remainder: the result has the divisor's sign). Integers: a zero divisor gives 0
+// (torch raises); floats follow IEEE (NaN).
+struct FmodScalar {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
+    if constexpr (std::is_integral_v<T>) {
+      T d = static_cast<T>(p[0]);
+      return d == 0 ? T{0} : static_cast<T>(x % d);
+    } else {
+      return std::fmod(x, static_cast<T>(p[0]));
+    }
+  }
+};
+struct RemainderScalar {
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
+    if constexpr (std::is_integral_v<T>) {
+      T d = static_cast<T>(p[0]);
+      if (d == 0) return T{0};
+      T r = static_cast<T>(x % d);
+      return (r != 0 && ((r < 0) != (d < 0))) ? static_cast<T>(r + d) : r;
+    } else {
+      T d = static_cast<T>(p[0]);
+      T r = std::fmod(x, d);
+      return (r != T(0) && ((r < T(0)) != (d < T(0)))) ? r + d : r;
+    }
   }
 };
 
@@ -76,6 +111,23 @@ void RegisterActivationOps(OpRegistry& r) {
        {{{"alpha", 1.0}, {"scale", 1.0}, {"input_scale", 1.0}},
         {{"alpha", 1.6732632423543772}, {"scale", 1.0507009873554805}, {"input_scale", 1.0}},
         {{"alpha", 1.3}, {"scale", 1.0}, {"input_scale", 1.0 / 1.3}}}}));
+  r.Register(UnaryFloatOp<Sin>({"sin", "sine", Scaled([](const GradContext& g) {
+    return g.b().Op1("cos", {g.I(0)});
+  })}));
+  r.Register(UnaryFloatOp<Cos>({"cos", "cosine", Scaled([](const GradContext& g) {
+    Builder& b = g.b();
+    return b.Neg(b.Op1("sin", {g.I(0)}));
+  })}));
+  // d/dx of x - trunc(x / d) * d (or floor) is 1 between the jumps: go passes through.
+  GradFn pass = [](const GradContext& g) { return std::vector<Value*>{g.GO(0)}; };
+  r.Register(UnaryFloatOp<FmodScalar, kFloats | kInts>(
+      {"fmod_scalar", "x - trunc(x / divisor) * divisor (torch.fmod)", pass,
+       InputInit::Uniform(-5, 5), Floats({"divisor"}), {{"divisor", std::nullopt}},
+       {{{"divisor", 1.5}}, {{"divisor", -2.0}}}}));
+  r.Register(UnaryFloatOp<RemainderScalar, kFloats | kInts>(
+      {"remainder_scalar", "x - floor(x / divisor) * divisor (torch.remainder, Python's %)",
+       pass, InputInit::Uniform(-5, 5), Floats({"divisor"}), {{"divisor", std::nullopt}},
+       {{{"divisor", 1.5}}, {{"divisor", -2.0}}}}));
 }
 
 }  // namespace tg::ew

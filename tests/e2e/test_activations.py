@@ -1,6 +1,6 @@
 """Activations and small ops PopTorch users hit (issue 13): leaky_relu, elu, selu, celu,
-softplus, rrelu (evaluation), mish, log1p / expm1 and one_hot (with its index check), in
-inference and in training, against eager PyTorch."""
+softplus, rrelu (evaluation), mish, log1p / expm1, sin / cos, fmod / remainder by a number
+and one_hot (with its index check), in inference and in training, against eager PyTorch."""
 import copy
 
 import pytest
@@ -20,6 +20,9 @@ ACTIVATIONS = {
     "mish": F.mish,
     "log1p": lambda x: torch.log1p(x.abs()),
     "expm1": lambda x: torch.expm1(x * 0.5),
+    "sin_cos": lambda x: torch.sin(x) * torch.cos(0.5 * x),
+    "fmod": lambda x: torch.fmod(x, 1.5) + x,
+    "remainder": lambda x: x % -2.0 + x,
 }
 
 
@@ -67,3 +70,15 @@ def test_one_hot_matches_and_an_index_out_of_range_is_an_error():
     torch.testing.assert_close(infer(idx), OneHot()(idx))
     with pytest.raises(Exception, match="Class values must be smaller than num_classes"):
         infer(torch.tensor([0, 3, 7, 1]))  # eager PyTorch raises too
+
+
+class IntegerMod(torch.nn.Module):
+    def forward(self, idx):
+        return idx % 3, torch.fmod(idx, 3), idx % -3
+
+
+def test_integer_fmod_and_remainder_follow_torch_signs():
+    idx = torch.tensor([-7, -3, -1, 0, 1, 5, 8])
+    for ours, want in zip(tilegraph.inferenceModel(IntegerMod())(idx), IntegerMod()(idx)):
+        assert ours.dtype == want.dtype
+        assert torch.equal(ours, want), (ours, want)
