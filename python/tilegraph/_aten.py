@@ -170,6 +170,16 @@ TABLE[aten.fmod.Scalar] = _mod_scalar("fmod_scalar")
 TABLE[aten.remainder.Scalar] = _mod_scalar("remainder_scalar")
 
 
+@handles(aten.constant_pad_nd.default)
+def _constant_pad_nd(cx, n, x, pad, value=0):
+    """torch's pad list runs from the last dimension backwards: (left, right, top, ...)."""
+    rank = len(cx.shape_of(x))
+    before, after = [0] * rank, [0] * rank
+    for k in range(len(pad) // 2):
+        before[rank - 1 - k], after[rank - 1 - k] = int(pad[2 * k]), int(pad[2 * k + 1])
+    return cx.op("pad", [cx.v(x)], {"before": before, "after": after, "value": float(value)})
+
+
 @handles(aten.leaky_relu.default)
 def _leaky_relu(cx, n, x, negative_slope=0.01):
     return cx.op("leaky_relu", [cx.v(x)], {"negative_slope": float(negative_slope)})

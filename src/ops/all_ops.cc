@@ -20,6 +20,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterCollectiveOps(registry);
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);
+  RegisterPadOps(registry);
 }
 
 }  // namespace tg

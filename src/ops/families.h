@@ -21,5 +21,6 @@ void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backwar
 void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
+void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
 
 }  // namespace tg

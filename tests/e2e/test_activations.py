@@ -82,3 +82,44 @@ def test_integer_fmod_and_remainder_follow_torch_signs():
     for ours, want in zip(tilegraph.inferenceModel(IntegerMod())(idx), IntegerMod()(idx)):
         assert ours.dtype == want.dtype
         assert torch.equal(ours, want), (ours, want)
+
+
+class Padded(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3)
+
+    def forward(self, x, t):
+        y = F.pad(x, (1, 2, 0, 1), value=0.5)        # grow width and height
+        y = F.pad(self.conv(y), (-1, 0, 1, -1))      # crop and grow
+        out = y.mean(dim=(2, 3))
+        return out, F.cross_entropy(out, t)
+
+
+def test_constant_padding_and_cropping_train_like_eager():
+    torch.manual_seed(0)
+    model = Padded()
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(2)
+    x, t = torch.randn(4, 2, 6, 7, generator=g), torch.randint(0, 3, (4,), generator=g)
+    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
+                               rtol=1e-5, atol=1e-6)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(3):
+        trainer(x, t)
+        eager.zero_grad()
+        reference(x, t)[1].backward()
+        eager.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+class PadInts(torch.nn.Module):
+    def forward(self, idx):
+        return F.pad(idx, (2, -1), value=7)
+
+
+def test_padding_integer_tensors():
+    idx = torch.arange(12).reshape(3, 4)
+    assert torch.equal(tilegraph.inferenceModel(PadInts())(idx), PadInts()(idx))
