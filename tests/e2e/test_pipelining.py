@@ -262,3 +262,25 @@ def test_a_device_without_parameters_pipelines_too():
     torch.testing.assert_close(losses, ref_losses, rtol=1e-5, atol=1e-6)
     for p, q in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", [tilegraph.OutputMode.All, tilegraph.OutputMode.Sum,
+                                  tilegraph.OutputMode.Final])
+def test_pipelined_outputs_follow_the_output_mode_in_step_order(mode):
+    results = {}
+    for strategy in (tilegraph.ShardedExecution(), tilegraph.PipelinedExecution()):
+        torch.manual_seed(0)
+        model = MLP()
+        _annotate(model, 4)
+        opts = tilegraph.Options().deviceIterations(2).outputMode(mode)
+        opts.Training.gradientAccumulation(ACCUMULATION)
+        opts.setExecutionStrategy(strategy)
+        trainer = tilegraph.trainingModel(model, opts, _optimizer("sgd", model))
+        x, t = MLP.data(2 * ACCUMULATION * MICRO, torch.Generator().manual_seed(6))
+        results[type(strategy).__name__] = trainer(x, t)
+    sharded, pipelined = results["ShardedExecution"], results["PipelinedExecution"]
+    for a, b in zip(pipelined, sharded):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if mode == tilegraph.OutputMode.All:  # one loss per micro-batch, in order, all distinct
+        assert sharded[1].numel() == 2 * ACCUMULATION and len(set(sharded[1].tolist())) > 1
