@@ -16,12 +16,13 @@ from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLoca
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
 from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, PipelinedExecution,
-                      ShardedExecution, Stage, recomputationCheckpoint, set_available_memory)
+                      ShardedExecution, Stage, module_repr, recomputationCheckpoint,
+                      set_available_memory)
 
 __all__ = ["AnchorMode", "ArchiveError", "AutoStage", "BeginBlock", "Block", "BlockFunction",
            "ExportedModule", "PipelinedExecution", "ShardedExecution", "Stage", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
-           "identity_loss", "inferenceModel", "load", "optim", "registered_ops",
+           "identity_loss", "inferenceModel", "load", "module_repr", "optim", "registered_ops",
            "TensorLocationSettings", "trainingModel"]
 __version__ = "0.1.0"
 

@@ -64,6 +64,7 @@ def BeginBlock(module, user_id=None, ipu_id=None):
     old = getattr(module, "_tilegraph_block_hook", None)
     if old is not None:
         old.remove()
+    module._tilegraph_block_origin = (user_id, ipu_id)  # as given: for module_repr
     user_id = user_id if user_id is not None else f"block{ipu_id}"
     module._tilegraph_block = (user_id, ipu_id)
     module._tilegraph_block_hook = module.register_forward_pre_hook(
@@ -71,12 +72,42 @@ def BeginBlock(module, user_id=None, ipu_id=None):
     return module
 
 
+def module_repr(module):
+    """repr(module), with each BeginBlock shown where it starts (PopTorch's module_repr):
+    `(l1): BeginBlock(user_id=None, ipu_id=1) Linear(...)`."""
+    from torch.nn.modules.module import _addindent
+    extra = module.extra_repr()
+    lines = extra.split("\n") if extra else []
+    children = []
+    for key, child in module._modules.items():
+        text = "None" if child is None else _addindent(module_repr(child), 2)
+        origin = getattr(child, "_tilegraph_block_origin", None)
+        if origin is not None:
+            text = f"BeginBlock(user_id={origin[0]!r}, ipu_id={origin[1]}) {text}"
+        children.append(f"({key}): {text}")
+    body = lines + children
+    text = module._get_name() + "("
+    if len(lines) == 1 and not children:
+        text += lines[0]
+    elif body:
+        text += "\n  " + "\n  ".join(body) + "\n"
+    return text + ")"
+
+
 class Block:
-    """`with Block(user_id, ipu_id):` places a region of the forward on `ipu_id`."""
+    """`with Block(user_id, ipu_id):` places a region of the forward on `ipu_id`.
+    `Block.start(user_id, ipu_id)` opens one that lasts until the next block starts;
+    after `Block.useAutoId()`, blocks created without a user_id get one each."""
+
+    _auto_ids = False
+    _next_auto_id = 0
 
     def __init__(self, user_id=None, ipu_id=None):
         if ipu_id is not None and int(ipu_id) < 0:
             raise ValueError(f"Block: ipu_id must be >= 0, got {ipu_id}")
+        if user_id is None and Block._auto_ids:
+            user_id = f"auto{Block._next_auto_id}"
+            Block._next_auto_id += 1
         self.user_id = user_id if user_id is not None else f"block{ipu_id}"
         self.ipu_id = ipu_id
         self._context = None
@@ -95,7 +126,13 @@ class Block:
 
     @staticmethod
     def useAutoId():
-        return None
+        Block._auto_ids = True
+
+    @staticmethod
+    def start(user_id=None, ipu_id=None):
+        """Everything the forward does from here runs in this block, until the next one."""
+        block = Block(user_id, ipu_id)
+        _placer.switch(block.user_id, block.ipu_id)
 
 
 def BlockFunction(user_id=None, ipu_id=None):

@@ -300,8 +300,8 @@ def node_block(node):
 def capture(model, example_args, name="model", placement_of=None):
     """Translates `model(*example_args)` into a Captured graph (raises NotImplementedError
     listing every unsupported op with its location, before building anything).
-    `placement_of(block)` maps a node's block (user_id, ipu_id) to its device; nodes outside
-    any block are on device 0."""
+    `placement_of(block)` maps a node's block (user_id, ipu_id), or None outside any block,
+    to its device; without it every node is on device 0."""
     ep = export(model, example_args)
     gm = ep.graph_module
     raise_if_unsupported(gm, type(model).__name__)
@@ -338,7 +338,7 @@ def capture(model, example_args, name="model", placement_of=None):
             continue
         cx.node, cx.source = node, user_location(node)
         block = node_block(node)
-        cx.placement = placement_of(block) if placement_of and block else 0
+        cx.placement = placement_of(block) if placement_of else 0
         result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
         cx.values[node] = result
     output_node = next(n for n in gm.graph.nodes if n.op == "output")

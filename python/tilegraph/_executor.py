@@ -312,6 +312,11 @@ class PoplarExecutor:
             hyper["loss_scale"] = loss_scaling
         return hyper
 
+    def __repr__(self):
+        """The wrapped module's repr, with its blocks (as PopTorch prints an executor)."""
+        from ._blocks import module_repr
+        return module_repr(self.model)
+
     # ---- calls ---------------------------------------------------------------------------
     def __call__(self, *args):
         with self._lock:
@@ -534,8 +539,19 @@ class _Placements:
         self.strategy = strategy
         self.device_of_block = {}
         self.order = []  # devices in forward order
+        self.last_block = None
 
     def __call__(self, block):
+        from ._blocks import AutoStage
+        if self.strategy is not None and self.strategy.auto == AutoStage.AutoIncrement:
+            # Every new block (in forward order) is the next stage, on a device of its own
+            # (its ipu_id may repeat: a stage per block, not per IPU).
+            if not self.order or block != self.last_block:
+                self.order.append(len(self.order))
+                self.last_block = block
+            return self.order[-1]
+        if block is None:
+            return 0  # outside any block: device 0
         user_id, ipu_id = block
         device = ipu_id if self.strategy is None else self.strategy.device_of(user_id, ipu_id)
         device = 0 if device is None else int(device)

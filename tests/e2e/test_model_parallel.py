@@ -198,3 +198,67 @@ def test_the_pipelined_bert_example_trains_like_the_unannotated_model():
     worst = float(proc.stdout.split("largest weight difference from the unannotated model:")[1])
     assert worst < 1e-5, proc.stdout
     assert "one after another" not in proc.stderr
+
+
+class Times(torch.nn.Module):
+    def __init__(self, k):
+        super().__init__()
+        self.k = k
+
+    def forward(self, x):
+        return x * self.k
+
+
+def test_auto_increment_makes_each_block_a_stage_even_on_a_repeated_ipu():
+    """PopTorch's AutoStage.AutoIncrement: a new stage per block, in forward order, so a
+    block may return to an IPU used before (ipus 0, 1, 2, 1 -> stages 0..3)."""
+    class Inline(torch.nn.Module):
+        def forward(self, x):
+            tilegraph.Block.useAutoId()
+            for k, ipu in ((2, 0), (3, 1), (4, 2), (5, 1)):
+                with tilegraph.Block(ipu_id=ipu):
+                    x = x * k
+            return x
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.l1, self.l2, self.l3, self.l4 = Times(2), Times(3), Times(4), Times(5)
+
+        def forward(self, x):
+            return self.l4(self.l3(self.l2(self.l1(x))))
+
+    wrapped = Wrapped()
+    for name, ipu in (("l2", 1), ("l3", 2), ("l4", 1)):
+        setattr(wrapped, name, tilegraph.BeginBlock(getattr(wrapped, name), ipu_id=ipu))
+    x = torch.randn(4, 5)
+    for model in (Inline(), wrapped):
+        opts = tilegraph.Options().deviceIterations(4).autoRoundNumIPUs(True)
+        opts.setExecutionStrategy(tilegraph.PipelinedExecution(tilegraph.AutoStage.AutoIncrement))
+        infer = tilegraph.inferenceModel(model, opts)
+        torch.testing.assert_close(infer(x), x * 120)
+        assert infer.executable.pipelined
+        assert len(infer.executable.memory_stats["device_arena_bytes"]) == 4
+
+
+def test_block_start_switches_blocks_inside_forward():
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            tilegraph.Block.start(ipu_id=0)
+            x = x * 4
+            tilegraph.Block.start(ipu_id=1)
+            return x * 2
+
+    infer = tilegraph.inferenceModel(Model(), tilegraph.Options().deviceIterations(2))
+    torch.testing.assert_close(infer(torch.ones(2, 5)), torch.full((2, 5), 8.0))
+    assert " @1" in infer.executable.optimized_ir
+
+
+def test_module_repr_shows_where_blocks_begin():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), Times(2))
+    assert tilegraph.module_repr(model) == repr(model)  # unannotated: torch's own repr
+    tilegraph.BeginBlock(model[1], ipu_id=1)
+    text = tilegraph.module_repr(model)
+    assert "(1): BeginBlock(user_id=None, ipu_id=1) ReLU()" in text
+    assert "(0): Linear(in_features=2, out_features=3, bias=True)" in text
+    assert "BeginBlock(user_id=None, ipu_id=1)" in repr(tilegraph.inferenceModel(model))
