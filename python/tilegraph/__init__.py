@@ -15,14 +15,15 @@ from ._executor import (PoplarExecutor, compilation_count, identity_loss, infere
 from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLocationSettings
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
-from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, PipelinedExecution,
+from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, Error, PipelinedExecution,
                       ShardedExecution, Stage, module_repr, recomputationCheckpoint,
-                      set_available_memory)
+                      removeBlocks, set_available_memory)
 
 __all__ = ["AnchorMode", "ArchiveError", "AutoStage", "BeginBlock", "Block", "BlockFunction",
            "ExportedModule", "PipelinedExecution", "ShardedExecution", "Stage", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
            "identity_loss", "inferenceModel", "load", "module_repr", "optim", "registered_ops",
+           "removeBlocks", "Error",
            "TensorLocationSettings", "trainingModel"]
 __version__ = "0.1.0"
 

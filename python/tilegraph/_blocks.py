@@ -51,24 +51,59 @@ class _Placer:
 _placer = _Placer()
 
 
-def _begin_block_hook(user_id, ipu_id):
-    def hook(module, args):
-        _placer.switch(user_id, ipu_id)
-    return hook
+class Error(RuntimeError):
+    """PopTorch's poptorch.Error: a configuration or run that cannot go on."""
+
+
+class _BeginBlockHook:
+    """The forward pre-hook of a BeginBlock module (a class, not a closure, so that a model
+    with blocks can be saved with torch.save)."""
+
+    def __init__(self, user_id, ipu_id):
+        self.user_id, self.ipu_id = user_id, ipu_id
+
+    def __call__(self, module, args):
+        _placer.switch(self.user_id, self.ipu_id)
+
+
+class _FunctionBlock:
+    """BeginBlock(function, user_id, ipu_id) (PopTorch's legacy form): calling it runs the
+    function in that block."""
+
+    def __init__(self, fn, user_id, ipu_id):
+        self._fn, self._user_id, self._ipu_id = fn, user_id, ipu_id
+
+    def __call__(self, *args, **kwargs):
+        with Block(self._user_id, self._ipu_id):
+            return self._fn(*args, **kwargs)
 
 
 def BeginBlock(module, user_id=None, ipu_id=None):
     """Marks `module` as the start of a block on device `ipu_id`; returns `module`."""
     if ipu_id is not None and int(ipu_id) < 0:
         raise ValueError(f"BeginBlock: ipu_id must be >= 0, got {ipu_id}")
-    old = getattr(module, "_tilegraph_block_hook", None)
-    if old is not None:
-        old.remove()
+    if not isinstance(module, torch.nn.Module):
+        return _FunctionBlock(module, user_id, ipu_id)
+    if getattr(module, "_tilegraph_block_hook", None) is not None:
+        raise Error("module has already been assigned to a block (BeginBlock); "
+                    "poptorch.removeBlocks(model) clears the blocks of a model")
     module._tilegraph_block_origin = (user_id, ipu_id)  # as given: for module_repr
     user_id = user_id if user_id is not None else f"block{ipu_id}"
     module._tilegraph_block = (user_id, ipu_id)
     module._tilegraph_block_hook = module.register_forward_pre_hook(
-        _begin_block_hook(user_id, ipu_id))
+        _BeginBlockHook(user_id, ipu_id))
+    return module
+
+
+def removeBlocks(module):
+    """Removes every BeginBlock annotation from `module` and its submodules."""
+    for m in module.modules():
+        hook = getattr(m, "_tilegraph_block_hook", None)
+        if hook is not None:
+            hook.remove()
+        for name in ("_tilegraph_block_hook", "_tilegraph_block", "_tilegraph_block_origin"):
+            if name in m.__dict__:
+                delattr(m, name)
     return module
 
 

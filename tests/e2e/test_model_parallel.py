@@ -262,3 +262,35 @@ def test_module_repr_shows_where_blocks_begin():
     assert "(1): BeginBlock(user_id=None, ipu_id=1) ReLU()" in text
     assert "(0): Linear(in_features=2, out_features=3, bias=True)" in text
     assert "BeginBlock(user_id=None, ipu_id=1)" in repr(tilegraph.inferenceModel(model))
+
+
+def test_blocks_survive_saving_copying_and_can_be_removed(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    names = [n for n, _ in model.named_parameters()]
+    tilegraph.BeginBlock(model[2], user_id=1, ipu_id=2)
+    assert [n for n, _ in model.named_parameters()] == names  # the module is unchanged
+    torch.save(model, tmp_path / "m.pt")  # the block's hook is picklable
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    assert "BeginBlock(user_id=1, ipu_id=2)" in tilegraph.module_repr(loaded)
+    assert "BeginBlock(user_id=1, ipu_id=2)" in tilegraph.module_repr(copy.deepcopy(model))
+    with pytest.raises(tilegraph.Error, match="already been assigned to a block"):
+        tilegraph.BeginBlock(model[2], ipu_id=1)
+    x = torch.randn(2, 3)
+    infer = tilegraph.inferenceModel(model)
+    infer(x)
+    assert " @2" in infer.executable.optimized_ir
+    tilegraph.removeBlocks(model)
+    assert "BeginBlock" not in tilegraph.module_repr(model)
+    infer = tilegraph.inferenceModel(model)
+    torch.testing.assert_close(infer(x), model(x))
+    assert " @2" not in infer.executable.optimized_ir
+
+
+def _plus_one(x):
+    return x + 1.0
+
+
+def test_begin_block_on_a_function_is_a_block_to_call():
+    block = tilegraph.BeginBlock(_plus_one, 1, 2)
+    assert block._user_id == 1 and block._ipu_id == 2
+    torch.testing.assert_close(block(torch.zeros(2)), torch.ones(2))
