@@ -15,6 +15,8 @@ from ._executor import (PoplarExecutor, compilation_count, identity_loss, infere
 from ._options import AnchorMode, Options, OutputMode, ReductionType, TensorLocationSettings
 from ._dataloader import DataLoader, DataLoaderMode
 from ._cache import ArchiveError, ExportedModule, load_exported as load
+from ._system import (RecoverableError, UnrecoverableError, ipuHardwareIsAvailable,
+                      ipuHardwareVersion, nop, setLogLevel)
 from ._blocks import (AutoStage, BeginBlock, Block, BlockFunction, Error, PipelinedExecution,
                       ShardedExecution, Stage, module_repr, recomputationCheckpoint,
                       removeBlocks, set_available_memory)
@@ -23,7 +25,8 @@ __all__ = ["AnchorMode", "ArchiveError", "AutoStage", "BeginBlock", "Block", "Bl
            "ExportedModule", "PipelinedExecution", "ShardedExecution", "Stage", "DataLoader", "DataLoaderMode", "Executable", "Graph", "Options",
            "OutputMode", "PoplarExecutor", "ReductionType", "compilation_count",
            "identity_loss", "inferenceModel", "load", "module_repr", "optim", "registered_ops",
-           "removeBlocks", "Error",
+           "removeBlocks", "Error", "RecoverableError", "UnrecoverableError",
+           "ipuHardwareIsAvailable", "ipuHardwareVersion", "nop", "setLogLevel",
            "TensorLocationSettings", "trainingModel"]
 __version__ = "0.1.0"
 

@@ -1,0 +1,59 @@
+"""PopTorch's system-level functions and error classes, for the machine tilegraph runs on.
+
+- ipuHardwareIsAvailable() is False and ipuHardwareVersion() is 0: tilegraph runs on this
+  machine's CPU (and, later, other devices), never on IPU hardware, so scripts that branch
+  on IPU hardware (e.g. to use an offline IPU target) take their no-hardware branch.
+- setLogLevel(level) sets the level of the "tilegraph" Python logger (PopTorch's levels:
+  TRACE=0, DEBUG=1, INFO=2, WARN=3, ERR=4, OFF=6, by number or name).
+- Error, RecoverableError, UnrecoverableError: PopTorch's exception classes.
+- nop(tensor): PopTorch's no-op (a barrier to op merging on the IPU); the tensor itself here.
+"""
+import logging
+
+from ._blocks import Error
+
+logger = logging.getLogger("tilegraph")
+
+_LEVELS = {"TRACE": (0, 5), "DEBUG": (1, logging.DEBUG), "INFO": (2, logging.INFO),
+           "WARN": (3, logging.WARNING), "ERR": (4, logging.ERROR),
+           "OFF": (6, logging.CRITICAL + 10)}
+
+
+class RecoverableError(Error):
+    """An error after which the model can be used again (PopTorch's RecoverableError)."""
+
+
+class UnrecoverableError(Error):
+    """An error after which the process must stop (PopTorch's UnrecoverableError)."""
+
+
+def ipuHardwareIsAvailable(num_ipus=1):
+    """False: tilegraph never runs on IPU hardware."""
+    del num_ipus
+    return False
+
+
+def ipuHardwareVersion():
+    """0: no IPU hardware (tilegraph runs on this machine's CPU)."""
+    return 0
+
+
+def setLogLevel(level):
+    """Sets the "tilegraph" logger's level from PopTorch's level (number or name)."""
+    if isinstance(level, str):
+        if level.upper() not in _LEVELS:
+            raise ValueError(f"setLogLevel: unknown level {level!r}; expected one of "
+                             f"{', '.join(_LEVELS)}")
+        python_level = _LEVELS[level.upper()][1]
+    else:
+        by_number = {number: py for number, py in _LEVELS.values()}
+        if int(level) not in by_number:
+            raise ValueError(f"setLogLevel: unknown level {level!r}; expected one of "
+                             f"{sorted(by_number)}")
+        python_level = by_number[int(level)]
+    logger.setLevel(python_level)
+
+
+def nop(tensor):
+    """The tensor itself (on the IPU, a barrier to op merging)."""
+    return tensor
