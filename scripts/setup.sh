@@ -14,7 +14,7 @@ fi
 # downloaded); onnxruntime is bench/'s inference baseline.
 python3 -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
   "transformers==5.24.0" "timm==1.0.31" "onnxruntime==1.32.0" "onnx==1.23.2" nanobind \
-  "scikit-build-core>=0.10" numpy pytest cmake ninja
+  "scikit-build-core>=0.10" numpy pytest pytest-timeout cmake ninja
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)"

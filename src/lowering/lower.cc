@@ -4,8 +4,6 @@
 // (kernel_selection.h: a kernel per node for its device's kind). What is left here binds
 // the pieces: arena offsets, outputs, and the end-of-step copies of variable updates that
 // could not be written in place.
-#include <algorithm>
-
 #include "lowering/buffer_assignment.h"
 #include "lowering/kernel_selection.h"
 #include "lowering/memory_plan.h"
@@ -44,15 +42,12 @@ void PlanArenas(BufferAssignment& assignment, const LoweringOptions& options,
   };
   auto [arena, arena_offsets] = plan_of(-1);
   stats.arena_bytes = arena.arena_bytes;
-  stats.naive_bytes = 0;
-  for (const BufferRequest& r : requests) {  // as PlanMemory counts it: aligned sizes
-    stats.naive_bytes += (std::max<size_t>(r.bytes, 1) + kBufferAlignment - 1) /
-                         kBufferAlignment * kBufferAlignment;
-  }
+  stats.naive_bytes = arena.naive_bytes;  // every request is in exactly one plan
   std::vector<std::vector<size_t>> working_offsets;
   for (size_t d = 0; positions > 0 && d < options.device_kinds.size(); ++d) {
     auto [working, offsets] = plan_of(static_cast<int>(d));
     stats.device_working_bytes.push_back(working.arena_bytes);
+    stats.naive_bytes += working.naive_bytes;
     working_offsets.push_back(std::move(offsets));
   }
   for (auto& [value, ref] : assignment.refs) {

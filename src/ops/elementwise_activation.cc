@@ -48,18 +48,10 @@ struct FmodScalar {
     }
   }
 };
-struct RemainderScalar {
+struct RemainderScalar {  // fmod, moved into the divisor's sign
   template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {
-    if constexpr (std::is_integral_v<T>) {
-      T d = static_cast<T>(p[0]);
-      if (d == 0) return T{0};
-      T r = static_cast<T>(x % d);
-      return (r != 0 && ((r < 0) != (d < 0))) ? static_cast<T>(r + d) : r;
-    } else {
-      T d = static_cast<T>(p[0]);
-      T r = std::fmod(x, d);
-      return (r != T(0) && ((r < T(0)) != (d < T(0)))) ? r + d : r;
-    }
+    T d = static_cast<T>(p[0]), r = FmodScalar::Apply(x, p);
+    return (r != T(0) && ((r < T(0)) != (d < T(0)))) ? static_cast<T>(r + d) : r;
   }
 };
 

@@ -194,6 +194,8 @@ class Executable {
       int from_device = 0, from_segment = 0, to_device = 0, to_segment = 0;
     };
     std::vector<Transfer> transfers;  // tag = index + 1
+    // segment -> the transfers it receives before running / sends after (indices).
+    std::vector<std::vector<size_t>> receives_before, sends_after;
     std::vector<int> output_segment;  // per graph output: the segment computing it
     // Variables updated on one device: (index, device). `shared` ones are read by another
     // device too and are sent to the other processes after every optimizer step; all are

@@ -102,18 +102,16 @@ void Executable::RunWave(int r, int64_t first, int64_t count, int64_t steps,
   std::vector<std::vector<std::shared_ptr<Communicator::Pending>>> sending(slots);
   auto receive = [&](int k, int slot) {
     Replica& rep = replicas_[r];
-    for (size_t t = 0; t < pipeline_.transfers.size(); ++t) {
+    for (size_t t : pipeline_.receives_before[k]) {
       const Pipeline::Transfer& x = pipeline_.transfers[t];
-      if (x.to_segment != k || x.bytes == 0) continue;
       pipeline_.peers->Recv(Resolve(rep, rep.slots[slot], x.ref), static_cast<int64_t>(x.bytes),
                             x.from_device, static_cast<int>(t) + 1);
     }
   };
   auto send = [&](int k, int slot) {
     Replica& rep = replicas_[r];
-    for (size_t t = 0; t < pipeline_.transfers.size(); ++t) {
+    for (size_t t : pipeline_.sends_after[k]) {
       const Pipeline::Transfer& x = pipeline_.transfers[t];
-      if (x.from_segment != k || x.bytes == 0) continue;
       sending[slot].push_back(pipeline_.peers->StartSend(
           Resolve(rep, rep.slots[slot], x.ref), static_cast<int64_t>(x.bytes), x.to_device,
           static_cast<int>(t) + 1));
@@ -238,6 +236,13 @@ void Executable::PrepareRemotePipeline(const PipelineSegments& segments) {
       p.transfers.push_back({inst.inputs[i], v->type().bytes(), device_of(from_segment),
                              from_segment, device_of(to_segment), to_segment});
     }
+  }
+  p.receives_before.assign(2 * p.stages, {});
+  p.sends_after.assign(2 * p.stages, {});
+  for (size_t t = 0; t < p.transfers.size(); ++t) {
+    if (p.transfers[t].bytes == 0) continue;
+    p.receives_before[p.transfers[t].to_segment].push_back(t);
+    p.sends_after[p.transfers[t].from_segment].push_back(t);
   }
   const Graph& g = *program_.graph;
   for (Value* out : g.outputs()) {
