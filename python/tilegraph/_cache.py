@@ -23,6 +23,7 @@ import torch
 from . import _archive, _core, _guards
 from ._archive import ArchiveError  # noqa: F401 (re-exported as tilegraph.ArchiveError)
 from ._capture import Captured
+from ._structure import OutputStructure, dumps_or_none
 
 _KEY_FORMAT = 2
 _warned = set()
@@ -59,7 +60,10 @@ def graph_key(executor, cap, input_specs):
 def capture_meta(cap, extra):
     meta = dict(user_inputs=cap.user_inputs, params=cap.params, buffers=cap.buffers,
                 outputs=cap.outputs,
-                output_meta=[[list(s), str(d).replace("torch.", "")] for s, d in cap.output_meta])
+                output_meta=[[list(s), str(d).replace("torch.", "")] for s, d in cap.output_meta],
+                output_structure=dumps_or_none(cap.output_structure)
+                if cap.output_structure else None,
+                loss_index=cap.loss_index, input_mutations=cap.input_mutations)
     meta.update(extra)
     return meta
 
@@ -84,7 +88,24 @@ def captured_from(text, meta):
     cap.buffers = dict(meta["buffers"])
     cap.outputs = list(meta["outputs"])
     cap.output_meta = [(tuple(int(d) for d in s), torch_dtype(d)) for s, d in meta["output_meta"]]
+    if meta.get("output_structure"):
+        cap.output_structure = OutputStructure.from_json(json.loads(meta["output_structure"]))
+    cap.loss_index = None if meta.get("loss_index") is None else int(meta["loss_index"])
+    cap.input_mutations = [(int(i), int(o)) for i, o in meta.get("input_mutations", [])]
+    _check_indices(cap)
     return cap
+
+
+def _check_indices(cap):
+    """Output indices a file names must exist (a crafted file gets an error, not a crash)."""
+    n = len(cap.outputs)
+    indices = [v for kind, v in cap.output_structure.leaves if kind == "tensor"] \
+        if cap.output_structure else []
+    indices += [o for _, o in cap.input_mutations]
+    if cap.loss_index is not None:
+        indices.append(cap.loss_index)
+    if any(not 0 <= i < n for i in indices):
+        raise ValueError(f"output index out of range (the graph has {n} outputs)")
 
 
 class ExecutableCache:
@@ -119,7 +140,7 @@ class ExecutableCache:
             if entry.meta.get("key") != key:
                 raise _archive.ArchiveError(f"{path}: belongs to a different model")
             return captured_from(entry.texts["ir"], entry.meta), entry.meta
-        except (_archive.ArchiveError, ValueError, KeyError, TypeError) as e:
+        except (_archive.ArchiveError, ValueError, KeyError, TypeError, NotImplementedError) as e:
             try:
                 seen = os.lstat(path)
                 what = ("bad", path, seen.st_size, seen.st_mtime_ns)  # once per bad entry
@@ -152,6 +173,12 @@ def export(path, executor):
     from . import __version__
     from .optim import spec_of
     cap, model = executor._cap, executor.model
+    for structure in (cap.output_structure, executor._call):
+        if structure is not None:
+            try:
+                structure.to_json()
+            except NotImplementedError as e:  # a tree node type torch cannot name
+                raise ValueError(f"compileAndExport: {e}") from None
     params = dict(model.named_parameters(remove_duplicate=False))
     meta = dict(tilegraph=__version__, torch=torch.__version__, training=executor.training,
                 model_class=type(model).__qualname__,
@@ -180,11 +207,14 @@ def load_exported(path, model=None, edit_opts_fn=None):
     try:
         meta, cmeta = entry.meta, entry.meta["capture"]
         cap = captured_from(entry.texts["ir"], cmeta)
+        if cmeta.get("call_structure"):  # parsed here so a bad one is an ArchiveError
+            from ._structure import CallStructure
+            CallStructure.from_json(json.loads(cmeta["call_structure"]))
         options = Options.from_dict(meta["options"])
         training = bool(meta["training"])
         variables = entry.tensors
         host = {fqn: variables[var] for fqn, var in {**cap.params, **cap.buffers}.items()}
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, NotImplementedError) as e:
         raise _archive.ArchiveError(f"{path}: corrupt metadata or IR ({e})") from None
     if model is None:
         try:

@@ -65,6 +65,9 @@ class Captured:
         self.outputs = []          # tilegraph value names of the user outputs
         self.output_meta = []      # (shape, torch dtype) per user output
         self.mutated_buffers = {}  # buffer FQN -> value name of its new value
+        self.output_structure = None  # _structure.OutputStructure of the user's result
+        self.loss_index = None     # index in outputs of the loss identity_loss marked
+        self.input_mutations = []  # (tensor input index, output index): in-place updates
 
 
 class _Context:
@@ -273,9 +276,9 @@ def _static_ctc_shapes():
         fake_impls._deregister_op_impl(op)
 
 
-def export(model, example_args):
-    """torch.export + Core ATen decompositions of `model` called on `example_args`. Node
-    metadata set while tracing (the model-parallel blocks of _blocks.py) is preserved."""
+def export(model, example_args, example_kwargs=None):
+    """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
+    Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
     import torch.fx.traceback as fx_traceback
     from . import _blocks
     with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta():
@@ -284,7 +287,8 @@ def export(model, example_args):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad():
-                ep = torch.export.export(model, tuple(example_args), strict=False)
+                ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
+                                        strict=False)
         finally:
             _blocks.finish_capture()
         return ep.run_decompositions()
@@ -297,12 +301,14 @@ def node_block(node):
     return tuple(block) if block is not None else None
 
 
-def capture(model, example_args, name="model", placement_of=None):
-    """Translates `model(*example_args)` into a Captured graph (raises NotImplementedError
-    listing every unsupported op with its location, before building anything).
-    `placement_of(block)` maps a node's block (user_id, ipu_id), or None outside any block,
-    to its device; without it every node is on device 0."""
-    ep = export(model, example_args)
+def capture(model, example_args, name="model", placement_of=None, example_kwargs=None):
+    """Translates `model(*example_args, **example_kwargs)` into a Captured graph (raises
+    NotImplementedError listing every unsupported op with its location, before building
+    anything). Tensor leaves of the arguments (in pytree order) become the graph's inputs;
+    other leaves were baked in by the export. `placement_of(block)` maps a node's block
+    (user_id, ipu_id), or None outside any block, to its device; without it every node is
+    on device 0."""
+    ep = export(model, example_args, example_kwargs)
     gm = ep.graph_module
     raise_if_unsupported(gm, type(model).__name__)
     sig = ep.graph_signature
@@ -315,8 +321,13 @@ def capture(model, example_args, name="model", placement_of=None):
     state = dict(model.state_dict(keep_vars=True))
     constants = getattr(ep, "constants", {})
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    input_index = {}  # placeholder name -> index among the tensor inputs
     for node, spec in zip(placeholders, sig.input_specs):
         meta = node.meta["val"]
+        if not isinstance(meta, torch.Tensor):
+            if spec.kind == kinds.USER_INPUT:
+                continue  # a number, string or None: the export specialized on its value
+            raise NotImplementedError(f"exported input {spec} is not a tensor")
         dtype, shape = tg_dtype(meta.dtype), [int(d) for d in meta.shape]
         if spec.kind == kinds.PARAMETER:
             param = state[spec.target]
@@ -329,6 +340,7 @@ def capture(model, example_args, name="model", placement_of=None):
             value = constants[spec.target]
             cx.values[node] = g.add_constant(np.asarray(value.detach().numpy(), order="C"))
         elif spec.kind == kinds.USER_INPUT:
+            input_index[node.name] = len(cap.user_inputs)
             cx.values[node] = g.add_input(f"input{len(cap.user_inputs)}", dtype, shape)
             cap.user_inputs.append(cx.values[node])
         else:
@@ -343,16 +355,37 @@ def capture(model, example_args, name="model", placement_of=None):
         cx.values[node] = result
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     results = output_node.args[0]
+    leaves, mutations, loss_leaves = [], [], []
     for value, spec in zip(results, sig.output_specs):
         if spec.kind == out_kinds.BUFFER_MUTATION:
             cap.mutated_buffers[spec.target] = cx.v(value)
             g.set_update(cap.buffers[spec.target], cx.cast(cx.v(value), cx.dtype_of(value)))
+        elif spec.kind == out_kinds.USER_INPUT_MUTATION:
+            mutations.append((input_index[spec.target], value))
         elif spec.kind in (out_kinds.USER_OUTPUT, out_kinds.LOSS_OUTPUT):
-            if value is None or not isinstance(value, torch.fx.Node):
-                raise NotImplementedError("model outputs must be tensors")
+            if not isinstance(value, torch.fx.Node):
+                leaves.append(("constant", value))  # None or a number the forward returned
+                continue
+            if (value.meta.get("custom") or {}).get(LOSS_KEY) is not None:
+                loss_leaves.append(len(cap.outputs))
+            leaves.append(("tensor", len(cap.outputs)))
             cap.outputs.append(cx.v(value))
             meta = value.meta["val"]
             cap.output_meta.append((tuple(meta.shape), meta.dtype))
         else:
             raise NotImplementedError(f"exported output kind {spec.kind} is not supported")
+    from ._structure import OutputStructure
+    cap.output_structure = OutputStructure(ep.call_spec.out_spec, leaves)
+    if len(loss_leaves) > 1:
+        raise RuntimeError(f"{name}: identity_loss marks {len(loss_leaves)} of the outputs; "
+                           "a model has one loss (sum the losses, then mark the sum)")
+    cap.loss_index = loss_leaves[0] if loss_leaves else None
+    for index, value in mutations:
+        cap.input_mutations.append((index, len(cap.outputs)))
+        cap.outputs.append(cx.v(value))
+        meta = value.meta["val"]
+        cap.output_meta.append((tuple(meta.shape), meta.dtype))
     return cap
+
+
+LOSS_KEY = "tilegraph_loss"  # FX node metadata identity_loss sets on the loss it returns

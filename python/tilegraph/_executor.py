@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from . import _cache, _core, _guards
-from ._capture import capture, tg_dtype
+from ._capture import LOSS_KEY, capture, tg_dtype
+from ._structure import CallStructure, dumps_or_none
 from ._options import Options, OutputMode, ReductionType
 from .optim import describe
 
@@ -41,14 +42,17 @@ def identity_loss(x, reduction="sum"):
     """Marks `x` as the loss, reduced by "sum", "mean" or "none" (PopTorch's identity_loss)."""
     if reduction not in ("sum", "mean", "none"):
         raise ValueError(f"reduction must be 'sum', 'mean' or 'none', got {reduction!r}")
+    import torch.fx.traceback as fx_traceback
     marks = _identity_loss_reduction.get()
     if marks is not None:
         marks.append(reduction)
-    if reduction == "sum":
-        return x.sum()
-    if reduction == "mean":
-        return x.mean()
-    return x
+    # The annotation names the loss wherever the forward puts it in its result (_capture).
+    with fx_traceback.annotate({LOSS_KEY: reduction}):
+        if reduction == "sum":
+            return x.sum()
+        if reduction == "mean":
+            return x.mean()
+        return x * 1  # an op of its own, to carry the annotation
 
 
 class PoplarExecutor:
@@ -76,6 +80,7 @@ class PoplarExecutor:
         self._host_version = None   # _guards.host_versions at the last host <-> engine sync
         self._attached = False
         self._returns_tuple = False
+        self._call = None  # CallStructure of the call the program was compiled for
         self._opt_flags = None
         self._hyper = {}
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
@@ -106,14 +111,14 @@ class PoplarExecutor:
     def _processes(self):
         return self.options.Distributed.numProcesses
 
-    def _split(self, args):
-        """The micro-batch of every tensor argument: the combined batch is [steps, replicas,
+    def _split(self, tensors):
+        """The micro-batch of every tensor input: the combined batch is [steps, replicas,
         micro-batch] (PopTorch/PopART's order)."""
         parts = self._steps * self._replicas
+        if parts == 1:
+            return list(tensors)  # any tensor, 0-d included
         micro = []
-        for i, a in enumerate(args):
-            if not isinstance(a, torch.Tensor):
-                raise TypeError(f"argument {i}: expected a torch.Tensor, got {type(a).__name__}")
+        for i, a in enumerate(tensors):
             if a.dim() == 0 or a.shape[0] % parts != 0:
                 raise ValueError(
                     f"argument {i}: expected a batch dimension divisible by {parts} "
@@ -123,21 +128,30 @@ class PoplarExecutor:
         return micro
 
     # ---- compilation ---------------------------------------------------------------------
-    def compile(self, *args):
+    def compile(self, *args, **kwargs):
         """Captures and compiles for these inputs without running (PopTorch's compile)."""
         with self._lock:
             if self.training and self._exe is None:
                 self.model.train()
-            self._compile(args)
+            self._compile(self._structure_of(args, kwargs))
         return self
 
-    def _compile(self, args):
-        """Captures the model for `args` and compiles it, unless the captured graph is the
-        one already compiled. An executable replaced here hands its engine state (optimizer
-        state, weights) to the new one where names and shapes agree."""
-        micro = self._split(args)
-        input_specs = [(tuple(a.shape), a.dtype) for a in args]
-        cap, marks = self._capture(micro)
+    def _structure_of(self, args, kwargs):
+        # An executor from an export file binds calls with the exported forward's signature.
+        signature = self._call.signature if isinstance(self.model, _cache.ExportedModule) \
+            and self._call is not None else None
+        return CallStructure.of(self.model, args, kwargs, signature)
+
+    def _compile(self, call):
+        """Captures the model for `call` (a CallStructure) and compiles it, unless the
+        captured graph is the one already compiled. An executable replaced here hands its
+        engine state (optimizer state, weights) to the new one where names and shapes
+        agree."""
+        micro = self._split(call.tensors)
+        input_specs = [(tuple(a.shape), a.dtype) for a in call.tensors]
+        cap, marks = self._capture(call, micro)
+        self._check_mutations(cap)
+        self._call = call
         self._guard = _guards.fingerprint(self.model, with_modes=self.training)
         for out in cap.outputs:
             cap.graph.add_output(out)
@@ -152,7 +166,10 @@ class PoplarExecutor:
             hit = disk.load(key)
         self.loaded_from_cache = hit is not None
         if hit is not None:
-            cap, meta = hit
+            live, (cap, meta) = cap, hit
+            # The structures of the live capture (the same graph: the key holds its IR).
+            cap.output_structure, cap.loss_index = live.output_structure, live.loss_index
+            cap.input_mutations = live.input_mutations
         else:
             self._returns_tuple = len(cap.outputs) > 1
             self._hyper = self._add_training(cap, marks) if self.training else {}
@@ -164,7 +181,18 @@ class PoplarExecutor:
         if old is not None:
             self._adopt_state(old)
 
-    def _capture(self, micro):
+    def _check_mutations(self, cap):
+        """In-place updates of inputs come back to the host tensors: every step's value,
+        so only where all steps' outputs return (or there is one step)."""
+        if cap.input_mutations and self._steps * self._replicas > 1 and \
+                self._output_mode() != OutputMode.All:
+            raise NotImplementedError(
+                "the forward updates an input in place; with several steps per call "
+                "(deviceIterations x gradientAccumulation x replicas) tilegraph returns the "
+                "updated input only with Options().outputMode(OutputMode.All); return the "
+                "new value as an output instead")
+
+    def _capture(self, call, micro):
         """torch.export of the model, under the module lock. An inference executor captures
         with the modes of its creation (self._modes) and restores the module's own after."""
         marks = []
@@ -176,8 +204,9 @@ class PoplarExecutor:
                     m.training = mode
                 try:
                     placements = _Placements(self.options.execution_strategy)
-                    cap = capture(self.model, micro, name=type(self.model).__name__,
-                                  placement_of=placements)
+                    args, kwargs = call.arguments(micro)
+                    cap = capture(self.model, args, name=type(self.model).__name__,
+                                  placement_of=placements, example_kwargs=kwargs)
                     self._stages = placements.check(self)
                 finally:
                     for m, mode in current or ():
@@ -200,6 +229,7 @@ class PoplarExecutor:
 
     def _cache_extra(self):
         return dict(returns_tuple=self._returns_tuple, hyperparams=self._hyper,
+                    call_structure=dumps_or_none(self._call) if self._call else None,
                     opt_flags=list(self._opt_flags) if self._opt_flags else None,
                     input_specs=[[list(s), str(d).replace("torch.", "")]
                                  for s, d in self._input_specs])
@@ -208,6 +238,9 @@ class PoplarExecutor:
         """Compiles a captured (or cache-loaded) step graph and pushes the weights in."""
         global _compilations
         self._returns_tuple = bool(meta["returns_tuple"])
+        if self._call is None and meta.get("call_structure"):  # an executor from a file
+            import json
+            self._call = CallStructure.from_json(json.loads(meta["call_structure"]))
         self._hyper = {str(k): float(v) for k, v in meta["hyperparams"].items()}
         self._opt_flags = tuple(meta["opt_flags"]) if meta["opt_flags"] else None
         self._input_specs = [(tuple(int(d) for d in s), _cache.torch_dtype(d))
@@ -273,22 +306,21 @@ class PoplarExecutor:
             return 0
         return self.options.Training.gradient_accumulation if self.training else 1
 
-    def compileAndExport(self, filename, *args):
+    def compileAndExport(self, filename, *args, **kwargs):
         """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
         pickle-free, checksummed file: see _archive.py)."""
         with self._lock:
             if self._exe is None:
-                self.compile(*args)
+                self.compile(*args, **kwargs)
             self._sync_host_edits()
             _cache.export(filename, self)
 
     def _add_training(self, cap, marks):
-        if not cap.outputs:
-            raise RuntimeError(_NO_LOSS)
-        loss = cap.outputs[-1]
-        shape, dtype = cap.output_meta[-1]
+        index = _loss_index(cap)
+        loss = cap.outputs[index]
+        shape, dtype = cap.output_meta[index]
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
-            raise RuntimeError(_NO_LOSS + f" (the last output is {dtype}{list(shape)})")
+            raise RuntimeError(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
         # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
         # the export keeps one of them.
@@ -318,22 +350,46 @@ class PoplarExecutor:
         return module_repr(self.model)
 
     # ---- calls ---------------------------------------------------------------------------
-    def __call__(self, *args):
+    def __call__(self, *args, **kwargs):
         with self._lock:
             with _MODULE_LOCK:
-                self._prepare(args)
-            outs = self._run(args)
+                call = self._prepare(args, kwargs)
+            outs = self._run(call.tensors)
             if self.options.profiling_dir is not None:
                 self._write_profile()
             mode = self._output_mode()
             results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
-            return tuple(results) if self._returns_tuple else results[0]
+            self._apply_input_mutations(call, results)
+            structure = self._cap.output_structure
+            if structure is None:  # an export file without a recorded structure
+                return tuple(results) if self._returns_tuple else results[0]
+            return structure.rebuild(results)
 
-    def _prepare(self, args):
-        """Before a run: compile, or re-capture when a guard changed; check the arguments;
-        push weights edited on the host."""
+    def _apply_input_mutations(self, call, results):
+        """In-place updates the forward made to its inputs, applied to the caller's tensors
+        (as PopTorch does)."""
+        with torch.no_grad():
+            for index, output in self._cap.input_mutations:
+                host = call.tensors[index]
+                host.copy_(results[output].reshape(host.shape))
+
+    def _prepare(self, args, kwargs):
+        """Before a run: compile, or re-capture when a guard or a baked-in argument changed;
+        check the arguments; push weights edited on the host. Returns the CallStructure."""
+        call = self._structure_of(args, kwargs)
         if self._exe is None:
-            self.compile(*args)
+            if self.training:
+                self.model.train()
+            self._compile(call)
+        elif self._call is not None and call.key != self._call.key:
+            if isinstance(self.model, _cache.ExportedModule):
+                raise ValueError("this executor was loaded by tilegraph.load and takes its "
+                                 "arguments as they were exported: "
+                                 + call.describe_change(self._call))
+            _warn_once(("recompile-args", id(self)), "recompiling: " +
+                       call.describe_change(self._call) + " (non-tensor arguments are "
+                       "compiled into the program; pass a tensor for a value that varies)")
+            self._compile(call)
         elif _guards.fingerprint(self.model, with_modes=self.training) != self._guard:
             if isinstance(self.model, _cache.ExportedModule):
                 raise RuntimeError(
@@ -342,15 +398,16 @@ class PoplarExecutor:
                         self.model, self.training))
                     + "); it has no Python code to capture again. Pass the model to "
                     "tilegraph.load(path, model=...) to allow that")
-            self._compile(args)  # re-capture; recompiles only if the graph changed
+            self._compile(call)  # re-capture; recompiles only if the graph changed
         if not self._attached:
             self.attachToDevice()
-        self._check_args(args)
+        self._check_args(call.tensors)
         self._sync_host_edits()
         if self.training and not self.model.training:
             _warn_once("eval-training", "a trainingModel was called while its module is in "
                        "eval mode (model.eval()); it runs in eval mode, as eager PyTorch "
                        "would. Call model.train() to train with training-mode layers.")
+        return call
 
     def _run(self, args):
         """One engine call. On any failure (bad data found in step k, Ctrl-C between steps)
@@ -359,8 +416,8 @@ class PoplarExecutor:
         steps, replicas = self._steps, self._replicas
         lead = (steps, replicas) if self._exe.replicated else (steps,)
         parts = steps * replicas
-        feeds = [np.asarray(a.detach().reshape(*lead, a.shape[0] // parts, *a.shape[1:])
-                            .numpy(), order="C") for a in args]
+        feeds = [np.asarray(a.detach().reshape(*lead, *(a.shape if parts == 1 else (
+            a.shape[0] // parts, *a.shape[1:]))).numpy(), order="C") for a in args]
         mode = self._output_mode()
         try:
             outs = self._exe.run(feeds, steps=steps, mode=mode.value,
@@ -377,12 +434,11 @@ class PoplarExecutor:
             self.copyWeightsToHost()
         return outs
 
-    def _check_args(self, args):
-        if len(args) != len(self._input_specs):
-            raise ValueError(f"expected {len(self._input_specs)} inputs, got {len(args)}")
-        for i, (a, (shape, dtype)) in enumerate(zip(args, self._input_specs)):
-            if not isinstance(a, torch.Tensor):
-                raise TypeError(f"input {i}: expected a torch.Tensor, got {type(a).__name__}")
+    def _check_args(self, tensors):
+        if len(tensors) != len(self._input_specs):
+            raise ValueError(f"expected {len(self._input_specs)} tensor inputs, got "
+                             f"{len(tensors)}")
+        for i, (a, (shape, dtype)) in enumerate(zip(tensors, self._input_specs)):
             if a.dtype != dtype:
                 raise TypeError(f"input {i}: expected dtype {dtype}, got {a.dtype}")
             if tuple(a.shape) != shape:
@@ -586,6 +642,31 @@ class _Placements:
                                  f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, "
                                  f"got {accumulation}")
         return stages
+
+
+def _loss_index(cap):
+    """Which output is the loss: the one identity_loss marked, wherever it is in the
+    result; else a top-level "loss" entry (a dict or a Hugging Face ModelOutput); else the
+    last tensor of the result (PopTorch's convention: (outputs..., loss))."""
+    if cap.loss_index is not None:
+        return cap.loss_index
+    structure = cap.output_structure
+    tensors = [v for kind, v in structure.leaves if kind == "tensor"] if structure else \
+        list(range(len(cap.outputs)))
+    if not tensors:
+        raise RuntimeError(_NO_LOSS)
+    if structure is not None:
+        import torch.utils._pytree as pytree
+        try:
+            paths, _ = pytree.tree_flatten_with_path(structure.rebuild(list(range(len(
+                cap.outputs)))))
+        except (ValueError, TypeError, NotImplementedError):
+            paths = []
+        for path, leaf in paths:
+            key = getattr(path[0], "key", getattr(path[0], "name", None)) if path else None
+            if len(path) == 1 and key == "loss" and isinstance(leaf, int):
+                return leaf
+    return tensors[-1]
 
 
 def _join_distributed_run(options):

@@ -1,0 +1,205 @@
+"""Structured inputs and outputs: how a call's Python values map to the compiled program.
+
+A compiled program takes a flat list of tensors and returns a flat list of tensors. A model's
+forward takes anything: tuples, lists and dicts of tensors (an LSTM's (h, c)), keyword
+arguments, 0-d tensors, Python numbers, strings, None; and returns any nesting of tensors,
+numbers and None (a dict, a Hugging Face ModelOutput). This module is the mapping:
+
+- `CallStructure.of(model, args, kwargs)` binds a call to the forward's signature (so that
+  `model(x, mask=m)` and `model(x, m)` are the same call), flattens it with torch's pytree,
+  and splits the leaves into tensors (the program's inputs, in flatten order, which is the
+  order torch.export numbers its user inputs) and constants (every non-tensor leaf). Its
+  `key` is the tree structure plus the constants: the program was traced with those values
+  baked in, so a call whose key differs needs another capture (the executor recompiles).
+- `OutputStructure` is the flattened result: each leaf is a program output (by index) or a
+  constant the forward returned; `rebuild(tensors)` restores the model's own structure.
+
+Both serialize to JSON for export files (torch's treespec_dumps; no pickle). A structure
+whose node types torch cannot name (an unregistered namedtuple) works in memory but cannot be
+exported; compileAndExport says so.
+"""
+import inspect
+import json
+
+import torch
+import torch.utils._pytree as pytree
+
+_JSON_CONSTANTS = (bool, int, float, str, type(None))
+
+
+def _constant_key(value):
+    """A comparable stand-in for a non-tensor leaf (the value itself where it is hashable)."""
+    try:
+        hash(value)
+        return (type(value).__qualname__, value)
+    except TypeError:
+        return (type(value).__qualname__, id(value))
+
+
+def _signature(forward):
+    try:
+        return inspect.signature(forward)
+    except (TypeError, ValueError):
+        return None  # no introspectable signature: arguments are taken as given
+
+
+def _signature_to_json(signature):
+    """The forward's parameters for an export file (the loaded executor binds calls as the
+    model did), or None if a default is not a JSON value."""
+    if signature is None:
+        return None
+    params = []
+    for p in signature.parameters.values():
+        has_default = p.default is not inspect.Parameter.empty
+        if has_default and not isinstance(p.default, _JSON_CONSTANTS):
+            return None
+        params.append([p.name, int(p.kind), has_default, p.default if has_default else None])
+    return params
+
+
+def _signature_from_json(params):
+    if params is None:
+        return None
+    return inspect.Signature([
+        inspect.Parameter(str(name), inspect._ParameterKind(int(kind)),
+                          default=default if has_default else inspect.Parameter.empty)
+        for name, kind, has_default, default in params])
+
+
+def _bind(signature, name, args, kwargs):
+    """(args, kwargs) with defaults filled in, every argument the signature lets be
+    positional made positional and the rest keyword arguments in signature order: one
+    normal form per call."""
+    if signature is None:
+        return tuple(args), dict(kwargs)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as e:
+        raise TypeError(f"{name}(): {e}") from None
+    bound.apply_defaults()  # a default passed explicitly or left out: the same call
+    positional, keyword, gap = [], {}, False
+    for name, p in bound.signature.parameters.items():
+        present = name in bound.arguments
+        value = bound.arguments.get(name)
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            if present and not gap:
+                positional.append(value)
+            elif present:
+                keyword[name] = value
+            else:
+                gap = True
+        elif p.kind == p.VAR_POSITIONAL:
+            positional.extend(value or ())
+        elif p.kind == p.KEYWORD_ONLY and present:
+            keyword[name] = value
+        elif p.kind == p.VAR_KEYWORD and present:
+            keyword.update(sorted(value.items()))
+    return tuple(positional), keyword
+
+
+class CallStructure:
+    """One call's arguments as the program's tensor inputs plus baked-in constants."""
+
+    def __init__(self, spec, leaves, signature=None):
+        self.spec = spec
+        self.signature = signature  # the forward's, to bind later calls (export files)
+        self.is_tensor = [isinstance(v, torch.Tensor) for v in leaves]
+        self.tensors = [v for v in leaves if isinstance(v, torch.Tensor)]
+        self.constants = [v for v in leaves if not isinstance(v, torch.Tensor)]
+        self.key = (spec, tuple(self.is_tensor),
+                    tuple(_constant_key(v) for v in self.constants))
+
+    @classmethod
+    def of(cls, model, args, kwargs, signature=None):
+        """The structure of `model(*args, **kwargs)`, bound to `signature` (default: the
+        signature of model.forward)."""
+        if signature is None:
+            signature = _signature(model.forward)
+        name = getattr(model.forward, "__qualname__", "forward")
+        args, kwargs = _bind(signature, name, args, kwargs)
+        leaves, spec = pytree.tree_flatten((args, kwargs))
+        return cls(spec, leaves, signature)
+
+    def arguments(self, tensors):
+        """(args, kwargs) of this call with its tensor leaves replaced by `tensors`."""
+        it = iter(tensors)
+        consts = iter(self.constants)
+        leaves = [next(it) if t else next(consts) for t in self.is_tensor]
+        return pytree.tree_unflatten(leaves, self.spec)
+
+    def describe_change(self, other):
+        """What differs between this call and `other` (an earlier one), for a message."""
+        if self.spec != other.spec or self.is_tensor != other.is_tensor:
+            return "the structure of the arguments changed"
+        for i, (a, b) in enumerate(zip(self.constants, other.constants)):
+            if _constant_key(a) != _constant_key(b):
+                return f"non-tensor argument {i} changed from {b!r} to {a!r}"
+        return "the arguments changed"
+
+    # ---- export files --------------------------------------------------------------------
+    def to_json(self):
+        if not all(isinstance(v, _JSON_CONSTANTS) for v in self.constants):
+            bad = next(v for v in self.constants if not isinstance(v, _JSON_CONSTANTS))
+            raise ValueError(f"a non-tensor argument of type {type(bad).__name__} cannot be "
+                             "written to an export file (numbers, strings, bools and None can)")
+        return dict(spec=pytree.treespec_dumps(self.spec), is_tensor=self.is_tensor,
+                    constants=self.constants, signature=_signature_to_json(self.signature))
+
+    @classmethod
+    def from_json(cls, d):
+        spec = pytree.treespec_loads(d["spec"])
+        is_tensor, constants = [bool(t) for t in d["is_tensor"]], list(d["constants"])
+        if spec.num_leaves != len(is_tensor) or is_tensor.count(False) != len(constants):
+            raise ValueError("call structure: leaf counts do not agree")
+        consts = iter(constants)
+        leaves = [torch.empty(0) if t else next(consts) for t in is_tensor]
+        return cls(spec, leaves, _signature_from_json(d.get("signature")))
+
+
+class OutputStructure:
+    """The model's result: a tree whose leaves are program outputs or constants."""
+
+    def __init__(self, spec, leaves, signature=None):
+        self.spec = spec
+        self.signature = signature  # the forward's, to bind later calls (export files)
+        self.leaves = leaves  # ("tensor", output index) or ("constant", value)
+
+    def rebuild(self, tensors):
+        return pytree.tree_unflatten(
+            [tensors[v] if kind == "tensor" else v for kind, v in self.leaves], self.spec)
+
+    @classmethod
+    def flat(cls, count):
+        """A single tensor (count 1) or a tuple of `count` tensors: the structure of export
+        files written before structures were recorded."""
+        if count == 1:
+            return cls(pytree.tree_flatten(0)[1], [("tensor", 0)])
+        return cls(pytree.tree_flatten((0,) * count)[1], [("tensor", i) for i in range(count)])
+
+    def to_json(self):
+        for kind, v in self.leaves:
+            if kind == "constant" and not isinstance(v, _JSON_CONSTANTS):
+                raise ValueError(f"the model returns a {type(v).__name__}, which cannot be "
+                                 "written to an export file")
+        return dict(spec=pytree.treespec_dumps(self.spec), leaves=[list(x) for x in self.leaves])
+
+    @classmethod
+    def from_json(cls, d):
+        leaves = []
+        for kind, v in d["leaves"]:
+            if kind not in ("tensor", "constant"):
+                raise ValueError(f"unknown output leaf kind {kind!r}")
+            leaves.append((kind, int(v) if kind == "tensor" else v))
+        spec = pytree.treespec_loads(d["spec"])
+        if spec.num_leaves != len(leaves):
+            raise ValueError("output structure: leaf counts do not agree")
+        return cls(spec, leaves)
+
+
+def dumps_or_none(structure):
+    """JSON text of a structure, or None where it cannot be serialized (see the module
+    comment): the cache then keeps the live capture's structure instead."""
+    try:
+        return json.dumps(structure.to_json())
+    except (ValueError, NotImplementedError, TypeError):
+        return None
