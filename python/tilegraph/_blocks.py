@@ -15,7 +15,6 @@ torch.fx.traceback.annotate records while exporting ("tilegraph_block": (user_id
 _capture.py turns it into the node's placement, and autodiff places every gradient on its
 forward node's device.
 """
-import enum
 import functools
 
 import torch
@@ -181,9 +180,7 @@ def BlockFunction(user_id=None, ipu_id=None):
     return wrap
 
 
-class AutoStage(enum.Enum):
-    SameAsIpu = 0
-    AutoIncrement = 1
+from .enums import AutoStage  # noqa: E402 (PopTorch's poptorch.AutoStage)
 
 
 class Stage:

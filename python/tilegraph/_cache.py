@@ -46,7 +46,7 @@ def graph_key(executor, cap, input_specs):
                  processes=o.Distributed.numProcesses,
                  sharded=o.TensorLocations.shard_optimizer_state,
                  accumulation=o.Training.gradient_accumulation,
-                 reduction=o.Training.reduction.value)
+                 reduction=int(o.Training.reduction))
     if executor.training:
         from .optim import describe
         kind, flags, groups, loss_scaling = describe(executor.optimizer)
@@ -194,6 +194,11 @@ def export(path, executor):
 def exe_variable(exe, name):
     import numpy as np
     return torch.from_numpy(np.array(exe.read_variable(name)))
+
+
+def read_export_meta(path):
+    """The metadata of a compileAndExport file (checked like any archive)."""
+    return _archive.read(path, "export").meta
 
 
 def load_exported(path, model=None, edit_opts_fn=None):

@@ -212,7 +212,7 @@ NB_MODULE(_core, m) {
       })
       .def("add_training_step", [](PyGraph& g, const std::string& loss, const std::string& kind,
                                    nb::list groups, bool use_momentum, bool nesterov,
-                                   bool centered, bool loss_scaling, int accumulation_steps,
+                                   bool centered, bool bias_correction, bool loss_scaling, int accumulation_steps,
                                    bool accumulation_mean, int64_t replicas_total,
                                    bool shard_optimizer_state) {
         OptimizerConfig config;
@@ -220,10 +220,12 @@ NB_MODULE(_core, m) {
         else if (kind == "adam") config.kind = OptimizerKind::kAdam;
         else if (kind == "adamw") config.kind = OptimizerKind::kAdamW;
         else if (kind == "rmsprop") config.kind = OptimizerKind::kRMSprop;
+        else if (kind == "lamb") config.kind = OptimizerKind::kLamb;
         else throw nb::value_error(("unknown optimizer '" + kind + "'").c_str());
         config.use_momentum = use_momentum;
         config.nesterov = nesterov;
         config.centered = centered;
+        config.bias_correction = bias_correction;
         config.loss_scaling = loss_scaling;
         config.accumulation_steps = accumulation_steps;
         config.accumulation_mean = accumulation_mean;
@@ -255,6 +257,7 @@ NB_MODULE(_core, m) {
           pg.hyper.beta2 = get("beta2", pg.hyper.beta2);
           pg.hyper.eps = get("eps", pg.hyper.eps);
           pg.hyper.alpha = get("alpha", pg.hyper.alpha);
+          pg.hyper.max_weight_norm = get("max_weight_norm", pg.hyper.max_weight_norm);
           pgs.push_back(std::move(pg));
         }
         TrainingStepInfo info = AddTrainingStep(*g.builder, Find(g, loss), pgs, config);
@@ -264,7 +267,8 @@ NB_MODULE(_core, m) {
         out["grad_of"] = info.grad_of;
         return out;
       }, nb::arg("loss"), nb::arg("kind"), nb::arg("groups"), nb::arg("use_momentum") = false,
-         nb::arg("nesterov") = false, nb::arg("centered") = false, nb::arg("loss_scaling") = false,
+         nb::arg("nesterov") = false, nb::arg("centered") = false,
+         nb::arg("bias_correction") = true, nb::arg("loss_scaling") = false,
          nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true,
          nb::arg("replicas_total") = 1, nb::arg("shard_optimizer_state") = false);
 

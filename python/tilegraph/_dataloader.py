@@ -5,15 +5,11 @@ replicationFactor x gradientAccumulation samples (PopTorch's arithmetic). Async 
 with worker processes and prefetching. In a multi-process run each process reads its own
 part of the dataset (ShardSampler).
 """
-import enum
 
 import torch
 
 
-class DataLoaderMode(enum.Enum):
-    Sync = "sync"
-    Async = "async"
-    AsyncRebatched = "async_rebatched"
+from .enums import DataLoaderMode  # noqa: E402
 
 
 class ShardSampler(torch.utils.data.Sampler):

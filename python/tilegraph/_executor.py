@@ -7,6 +7,7 @@ deviceIterations x gradientAccumulation) as that many steps of one engine run.
 """
 import contextvars
 import threading
+import time
 import warnings
 
 import numpy as np
@@ -15,7 +16,8 @@ import torch
 from . import _cache, _core, _guards
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._structure import CallStructure, dumps_or_none
-from ._options import Options, OutputMode, ReductionType
+from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
+from ._blocks import Error
 from .optim import describe
 
 _compilations = 0  # process-wide count of engine compilations (tests read it)
@@ -90,6 +92,7 @@ class PoplarExecutor:
         # training, does not change what it serves.
         self._modes = None if training else [(m, m.training) for m in model.modules()]
         self.loaded_from_cache = False
+        self._perf = []  # per call: host times (input, input_complete, output, output_complete)
 
     # ---- batch arithmetic ----------------------------------------------------------------
     @property
@@ -354,12 +357,14 @@ class PoplarExecutor:
         with self._lock:
             with _MODULE_LOCK:
                 call = self._prepare(args, kwargs)
+            started = time.time()
             outs = self._run(call.tensors)
             if self.options.profiling_dir is not None:
                 self._write_profile()
             mode = self._output_mode()
             results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
             self._apply_input_mutations(call, results)
+            self._record_perf(started)
             structure = self._cap.output_structure
             if structure is None:  # an export file without a recorded structure
                 return tuple(results) if self._returns_tuple else results[0]
@@ -419,8 +424,9 @@ class PoplarExecutor:
         feeds = [np.asarray(a.detach().reshape(*lead, *(a.shape if parts == 1 else (
             a.shape[0] // parts, *a.shape[1:]))).numpy(), order="C") for a in args]
         mode = self._output_mode()
+        self._fed_at = time.time()
         try:
-            outs = self._exe.run(feeds, steps=steps, mode=mode.value,
+            outs = self._exe.run(feeds, steps=steps, mode=ENGINE_OUTPUT_MODE[mode],
                                  every_n=self.options.output_return_period)
         except BaseException as e:
             if self.training:
@@ -430,6 +436,7 @@ class PoplarExecutor:
                     e.add_note(f"tilegraph: {done} of the {steps} steps of this call were "
                                "applied; the module now holds the engine's weights after them")
             raise
+        self._returned_at = time.time()
         if self.training:
             self.copyWeightsToHost()
         return outs
@@ -569,6 +576,112 @@ class PoplarExecutor:
         one-time work (oneDNN generates its GEMM kernels on first use, ~30 ms each)."""
         if self._exe is not None:
             self._exe.reset_profile()
+
+    # ---- PopTorch's executor API beyond calls --------------------------------------------
+    def __getattr__(self, name):
+        """What the executor lacks comes from the wrapped module, as in PopTorch:
+        `poptorch_model.fc.weight`, `.named_parameters()`, `.state_dict()`. Training calls
+        copy the weights to the module, so these are the engine's current values."""
+        model = self.__dict__.get("model")
+        if model is None or name.startswith("_"):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(model, name)
+
+    def __getstate__(self):
+        """Pickling (torch.save of an executor) keeps the module, options and optimizer; the
+        unpickled executor compiles again on its first call (a compiled program is not
+        pickled: compileAndExport writes one to a file, without pickle)."""
+        if self.training and self._exe is not None:
+            self.copyWeightsToHost()
+        return dict(model=self.model, options=self.options, optimizer=self.optimizer,
+                    training=self.training, modes=self._modes)
+
+    def __setstate__(self, state):
+        self.__init__(state["model"], state["options"], state["optimizer"], state["training"])
+        self._modes = state["modes"]
+
+    def getTensorNames(self):
+        """The names of the compiled program's tensors: inputs, variables (parameters by
+        their module names, optimizer state) and outputs."""
+        if self._exe is None:
+            raise Error("getTensorNames: the model has not been compiled yet")
+        g = self._cap.graph
+        return list(g.inputs) + list(self._exe.variables) + list(g.outputs)
+
+    def cycleCount(self):
+        """PopTorch: the IPU cycles of the last call. tilegraph's CPU device counts time,
+        not cycles: this raises, naming what to use instead."""
+        if not self.options.log_cycle_count:
+            raise Error("cycleCount: cycle counting is off; enable it with "
+                        "Options().logCycleCount(True)")
+        raise Error("cycleCount: the CPU device has no IPU cycle counter; use "
+                    "getPerfCounters() / getLatency() (host times per call) or "
+                    "Options().enableProfiling(dir) and profile() (time per op)")
+
+    def getPerfCounters(self):
+        """PopTorch's host-side performance counters: for each of 'input',
+        'input_complete', 'output', 'output_complete', a list per replica of one timestamp
+        (seconds since the epoch) per step. tilegraph runs all the steps of a call in one
+        engine run, so every step of a call carries its call's times: inputs handed over,
+        inputs ready for the engine, engine finished, results returned."""
+        counters = {k: [[] for _ in range(self._replicas)]
+                    for k in ("input", "input_complete", "output", "output_complete")}
+        for steps, times in self._perf:
+            for key, t in zip(counters, times):
+                for replica in counters[key]:
+                    replica.extend([t] * steps)
+        return counters
+
+    def _record_perf(self, started):
+        self._perf.append((self._steps, (started, self._fed_at, self._returned_at,
+                                         time.time())))
+        del self._perf[:-1000]  # the last 1,000 calls
+
+    def _latency(self, start, end):
+        spans = [t[end] - t[start] for _, t in self._perf]
+        if not spans:
+            return (0.0, 0.0, 0.0)
+        return (min(spans), max(spans), sum(spans) / len(spans))
+
+    def getLatency(self):
+        """(min, max, mean) seconds from inputs handed over to results returned, per call."""
+        return self._latency(0, 3)
+
+    def getHostIpuLatency(self):
+        """(min, max, mean) seconds to hand a call's inputs to the engine."""
+        return self._latency(0, 1)
+
+    def getComputeLatency(self):
+        """(min, max, mean) seconds the engine ran per call."""
+        return self._latency(1, 2)
+
+    def getIpuHostLatency(self):
+        """(min, max, mean) seconds to return a call's results."""
+        return self._latency(2, 3)
+
+    def loadExecutable(self, filename):
+        """Uses the program compileAndExport wrote to `filename` instead of compiling; the
+        module's current weights are pushed in (PopTorch's loadExecutable)."""
+        with self._lock:
+            meta = _cache.read_export_meta(filename)
+            if bool(meta.get("training")) != self.training:
+                raise Error(f"loadExecutable: {filename} holds "
+                            f"{'a training' if meta.get('training') else 'an inference'} "
+                            f"program, this is {'a training' if self.training else 'an inference'}"
+                            " model")
+            theirs, ours = meta.get("options") or {}, self.options.to_dict()
+            if theirs != ours:
+                diff = ", ".join(f"{k}: {theirs[k]!r} in the file, {ours[k]!r} here"
+                                 for k in ours if theirs.get(k) != ours[k])
+                raise Error(f"loadExecutable: {filename} was compiled with other options "
+                            f"({diff})")
+            loaded = _cache.load_exported(filename, model=self.model)
+            for name in ("_exe", "_cap", "_key", "_call", "_hyper", "_opt_flags", "_input_specs",
+                         "_returns_tuple", "_guard", "_stages"):
+                if name in loaded.__dict__:
+                    self.__dict__[name] = loaded.__dict__[name]
+            self._attached = True
+            self.copyWeightsToDevice()
 
     def _write_profile(self):
         import json

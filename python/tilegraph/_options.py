@@ -2,26 +2,20 @@
 
 Options that have no effect on tilegraph's devices yet are accepted and warn once.
 """
-import enum
 import os
 import warnings
 
 
-class OutputMode(enum.Enum):
-    All = "all"
-    Final = "final"
-    Sum = "sum"
-    EveryN = "every_n"
-    Default = "default"
-
+from .enums import OutputMode, ReductionType
 
 AnchorMode = OutputMode  # PopTorch's older name
-
-
-class ReductionType(enum.Enum):
-    Sum = "sum"
-    Mean = "mean"
-    NoReduction = "none"
+# The engine's name of each output mode (Executable.run's `mode`; export files).
+ENGINE_OUTPUT_MODE = {OutputMode.All: "all", OutputMode.Final: "final", OutputMode.Sum: "sum",
+                      OutputMode.EveryN: "every_n", OutputMode.Default: "default"}
+_OUTPUT_MODE_OF = {v: k for k, v in ENGINE_OUTPUT_MODE.items()}
+_REDUCTION_NAME = {ReductionType.Sum: "sum", ReductionType.Mean: "mean",
+                   ReductionType.NoReduction: "none"}
+_REDUCTION_OF = {v: k for k, v in _REDUCTION_NAME.items()}
 
 
 _warned = set()
@@ -259,11 +253,11 @@ class Options:
     def to_dict(self):
         return dict(device_iterations=self.device_iterations,
                     replication_factor=self.replication_factor,
-                    output_mode=self.output_mode.value,
+                    output_mode=ENGINE_OUTPUT_MODE[self.output_mode],
                     output_return_period=self.output_return_period,
                     random_seed=self.random_seed, num_threads=self.num_threads,
                     gradient_accumulation=self.Training.gradient_accumulation,
-                    reduction=self.Training.reduction.value,
+                    reduction=_REDUCTION_NAME[self.Training.reduction],
                     shard_optimizer_state=self.TensorLocations.shard_optimizer_state)
 
     @classmethod
@@ -271,12 +265,12 @@ class Options:
         o = cls()
         o.device_iterations = int(d["device_iterations"])
         o.replication_factor = int(d["replication_factor"])
-        o.output_mode = OutputMode(d["output_mode"])
+        o.output_mode = _OUTPUT_MODE_OF[d["output_mode"]]
         o.output_return_period = int(d["output_return_period"])
         o.random_seed = None if d["random_seed"] is None else int(d["random_seed"])
         o.num_threads = int(d["num_threads"])
         o.Training.gradient_accumulation = int(d["gradient_accumulation"])
-        o.Training.reduction = ReductionType(d["reduction"])
+        o.Training.reduction = _REDUCTION_OF[d["reduction"]]
         o.TensorLocations.optimizer.replicated_tensor_sharding = bool(
             d.get("shard_optimizer_state", False))
         return o

@@ -4,12 +4,37 @@ They are ordinary torch.optim optimizers (so the same object drives eager PyTorc
 `loss_scaling` (and PopTorch's accum_type / velocity_scaling, accepted). tilegraph reads
 their param_groups; the update itself is generated in C++ (src/autodiff/optimizer.cc).
 """
+import warnings
+
 import torch
 
 
+_warned = set()
+
+
 class _PopTorchArgs:
-    def _init_extra(self, loss_scaling, **unused):
+    """PopTorch's extra optimizer arguments. loss_scaling: the engine's backward starts from
+    loss x scale and the update divides the gradients by it (the same mathematics; it keeps
+    half-precision gradients out of underflow). The accumulator dtypes,
+    velocity_scaling and use_combined_accum choose how an IPU stores and scales optimizer
+    state; they do not change the mathematics, and in fp32 they do not change the numbers
+    here, so they are recorded and warn once when set. max_grad_norm (clipping by the
+    global gradient norm) is not built yet and raises."""
+
+    def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
+        if max_grad_norm is not None and max_grad_norm != float("inf"):
+            raise NotImplementedError(
+                f"{type(self).__name__}(max_grad_norm={max_grad_norm}): clipping by the global "
+                "gradient norm is not built in tilegraph yet; leave max_grad_norm unset")
+        self.ipu_storage = {k: v for k, v in ipu_storage.items() if v not in (None, False)}
+        for name, value in self.ipu_storage.items():
+            if (name, value) not in _warned:
+                _warned.add((name, value))
+                warnings.warn(f"tilegraph: {type(self).__name__}({name}={value!r}) sets how an "
+                              "IPU stores or scales optimizer state; tilegraph keeps the state "
+                              "in the parameters' dtype, so it has no effect here",
+                              stacklevel=3)
 
 
 class SGD(torch.optim.SGD, _PopTorchArgs):
@@ -18,7 +43,8 @@ class SGD(torch.optim.SGD, _PopTorchArgs):
                  use_combined_accum=None, accum_type=None, max_grad_norm=None):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov)
-        self._init_extra(loss_scaling)
+        self._init_extra(loss_scaling, max_grad_norm, velocity_scaling=velocity_scaling,
+                         use_combined_accum=use_combined_accum, accum_type=accum_type)
 
 
 class Adam(torch.optim.Adam, _PopTorchArgs):
@@ -27,30 +53,100 @@ class Adam(torch.optim.Adam, _PopTorchArgs):
                  second_order_momentum_accum_type=None, max_grad_norm=None):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad)
-        self._init_extra(loss_scaling)
+        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+                         first_order_momentum_accum_type=first_order_momentum_accum_type,
+                         second_order_momentum_accum_type=second_order_momentum_accum_type)
 
 
 class AdamW(torch.optim.AdamW, _PopTorchArgs):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, bias_correction=True, max_grad_norm=None):
+        if not bias_correction:
+            raise NotImplementedError("AdamW(bias_correction=False) is not built in tilegraph "
+                                      "yet (LAMB's is)")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad)
-        self._init_extra(loss_scaling)
+        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+                         first_order_momentum_accum_type=first_order_momentum_accum_type,
+                         second_order_momentum_accum_type=second_order_momentum_accum_type)
 
 
 class RMSprop(torch.optim.RMSprop, _PopTorchArgs):
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, use_tf_variant=False):
+        if use_tf_variant:
+            raise NotImplementedError("RMSprop(use_tf_variant=True) is not built in tilegraph "
+                                      "yet")
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered)
-        self._init_extra(loss_scaling)
+        self._init_extra(loss_scaling, None, accum_type=accum_type,
+                         first_order_momentum_accum_type=first_order_momentum_accum_type,
+                         second_order_momentum_accum_type=second_order_momentum_accum_type)
+
+
+class LAMB(torch.optim.Optimizer, _PopTorchArgs):
+    """PopTorch's LAMB (layer-wise adaptive moments, You et al. 2019). Its step() is the
+    eager reference, in the operation order of the compiled update (src/autodiff/
+    optimizer.cc): m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias correction
+    m /= 1-b1^t, v /= 1-b2^t; r = m/(sqrt(v)+eps) + wd*p; trust = min(||p||,
+    max_weight_norm) / ||r|| (1 where a norm is 0); p -= lr*trust*r."""
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 bias_correction=True, loss_scaling=None, max_weight_norm=None, accum_type=None,
+                 first_order_momentum_accum_type=None, second_order_momentum_accum_type=None,
+                 use_combined_accum=None, max_grad_norm=None):
+        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
+            raise ValueError(f"LAMB: invalid lr={lr}, eps={eps}, weight_decay={weight_decay} or "
+                             f"betas={betas}")
+        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+                        bias_correction=bool(bias_correction),
+                        max_weight_norm=float("inf") if max_weight_norm is None
+                        else float(max_weight_norm))
+        super().__init__(params, defaults)
+        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+                         first_order_momentum_accum_type=first_order_momentum_accum_type,
+                         second_order_momentum_accum_type=second_order_momentum_accum_type,
+                         use_combined_accum=use_combined_accum)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                m = state["exp_avg"] * b1 + g * (1 - b1)
+                v = state["exp_avg_sq"] * b2 + (g * g) * (1 - b2)
+                state["exp_avg"], state["exp_avg_sq"] = m, v
+                state["step"] += 1
+                if group["bias_correction"]:
+                    t = state["step"]
+                    m, v = m / (1 - b1 ** t), v / (1 - b2 ** t)
+                r = m / (torch.sqrt(v) + group["eps"]) + p * group["weight_decay"]
+                r1 = torch.clamp(torch.sqrt((p * p).sum()), max=group["max_weight_norm"])
+                r2 = torch.sqrt((r * r).sum())
+                trust = torch.where((r1 > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
+                p.copy_(p - (trust * group["lr"]) * r)
+        return loss
 
 
 def describe(optimizer):
     """(kind, structural flags, per-group hyperparameters) of a torch or tilegraph optimizer."""
-    if isinstance(optimizer, torch.optim.AdamW):
+    if isinstance(optimizer, LAMB):
+        kind = "lamb"
+    elif isinstance(optimizer, torch.optim.AdamW):
         kind = "adamw"
     elif isinstance(optimizer, torch.optim.Adam):
         kind = "adam"
@@ -60,9 +156,10 @@ def describe(optimizer):
         kind = "sgd"
     else:
         raise NotImplementedError(
-            f"tilegraph supports SGD, Adam, AdamW and RMSprop; got {type(optimizer).__name__}")
+            f"tilegraph supports SGD, Adam, AdamW, RMSprop and LAMB; got "
+            f"{type(optimizer).__name__}")
     groups = []
-    flags = dict(use_momentum=False, nesterov=False, centered=False)
+    flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True)
     for g in optimizer.param_groups:
         if g.get("amsgrad"):
             raise NotImplementedError("amsgrad is not supported by tilegraph yet")
@@ -73,6 +170,10 @@ def describe(optimizer):
             h.update(momentum=float(g["momentum"]), dampening=float(g["dampening"]))
             flags["use_momentum"] |= g["momentum"] != 0
             flags["nesterov"] |= bool(g["nesterov"])
+        elif kind == "lamb":
+            h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]),
+                     max_weight_norm=float(g["max_weight_norm"]))
+            flags["bias_correction"] = bool(g["bias_correction"])
         elif kind in ("adam", "adamw"):
             h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]))
         else:
@@ -86,7 +187,7 @@ def describe(optimizer):
 
 # ---- descriptions for export files (JSON, no pickle) --------------------------------------
 _CLASSES = {"tilegraph.SGD": SGD, "tilegraph.Adam": Adam, "tilegraph.AdamW": AdamW,
-            "tilegraph.RMSprop": RMSprop, "torch.SGD": torch.optim.SGD,
+            "tilegraph.RMSprop": RMSprop, "tilegraph.LAMB": LAMB, "torch.SGD": torch.optim.SGD,
             "torch.Adam": torch.optim.Adam, "torch.AdamW": torch.optim.AdamW,
             "torch.RMSprop": torch.optim.RMSprop}
 

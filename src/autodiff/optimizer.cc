@@ -13,6 +13,7 @@ const char* OptimizerKindName(OptimizerKind kind) {
     case OptimizerKind::kAdam: return "Adam";
     case OptimizerKind::kAdamW: return "AdamW";
     case OptimizerKind::kRMSprop: return "RMSprop";
+    case OptimizerKind::kLamb: return "LAMB";
   }
   return "?";
 }
@@ -57,6 +58,12 @@ class UpdateBuilder {
   void Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step,
             bool decoupled);
   void RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp);
+  void Lamb(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step);
+  Value* Norm(Value* x) {  // the 2-norm of all of x's elements, a rank-0 value
+    std::vector<int64_t> axes(x->type().shape.size());
+    for (size_t i = 0; i < axes.size(); ++i) axes[i] = static_cast<int64_t>(i);
+    return b_.Sqrt(b_.Sum(b_.Mul(x, x), axes));
+  }
 
   Builder& b_;
   const OptimizerConfig& config_;
@@ -98,6 +105,10 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
       Value* pad = b_.Full({shard_ * G - n}, 0.0, v->type().dtype);
       return b_.Op1("cat", {flat, pad}, {{"axis", int64_t{0}}});
     };
+    if (config_.kind == OptimizerKind::kLamb) {
+      Fail(ErrorKind::kUnsupported, "LAMB with replicated tensor sharding: its trust ratio "
+           "needs norms of whole parameters, and the state is sharded; turn sharding off");
+    }
     g = b_.Op1("reduce_scatter", {flat_padded(g)},
                {{"group_size", G},
                 {"reduction", std::string(config_.shard_state_mean ? "mean" : "sum")}});
@@ -109,6 +120,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
     case OptimizerKind::kAdam: Adam(p, g, group, hp, step, false); break;
     case OptimizerKind::kAdamW: Adam(p, g, group, hp, step, true); break;
     case OptimizerKind::kRMSprop: RmsProp(p, g, group, hp); break;
+    case OptimizerKind::kLamb: Lamb(p, g, group, hp, step); break;
   }
 }
 
@@ -194,6 +206,40 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
   } else {
     SetParam(b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
   }
+}
+
+// LAMB, as poptorch.optim.LAMB: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias
+// correction m /= 1-b1^t, v /= 1-b2^t (t = step+1); r = m/(sqrt(v)+eps) + wd*p;
+// r1 = min(||p||, max_weight_norm), r2 = ||r||; trust = r1/r2 where both are > 0, else 1;
+// p -= lr*trust*r. The norms are over the whole parameter.
+void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
+                         Value* step) {
+  Value* lr = Hyper(group, "lr", hp.lr);
+  Value* wd = Hyper(group, "weight_decay", hp.weight_decay);
+  Value* beta1 = Hyper(group, "beta1", hp.beta1);
+  Value* beta2 = Hyper(group, "beta2", hp.beta2);
+  Value* eps = Hyper(group, "eps", hp.eps);
+  Value* max_norm = Hyper(group, "max_weight_norm", hp.max_weight_norm);
+  Value* m = State(p, "exp_avg");
+  Value* v = State(p, "exp_avg_sq");
+  Value* m_new = b_.Add(b_.Mul(m, T(beta1, p)), b_.Mul(g, T(b_.Sub(One(), beta1), p)));
+  Value* v_new = b_.Add(b_.Mul(v, T(beta2, p)), b_.Mul(b_.Mul(g, g), T(b_.Sub(One(), beta2), p)));
+  b_.graph().SetUpdate(m, m_new);
+  b_.graph().SetUpdate(v, v_new);
+  Value* m_hat = m_new;
+  Value* v_hat = v_new;
+  if (config_.bias_correction) {
+    Value* t = b_.Add(b_.Cast(step, DType::kF64), One());
+    m_hat = b_.Div(m_new, T(b_.Sub(One(), b_.Op1("pow", {beta1, t})), p));
+    v_hat = b_.Div(v_new, T(b_.Sub(One(), b_.Op1("pow", {beta2, t})), p));
+  }
+  Value* r = b_.Add(b_.Div(m_hat, b_.Add(b_.Sqrt(v_hat), T(eps, p))), b_.Mul(p, T(wd, p)));
+  Value* r1 = b_.Op1("minimum", {Norm(p), T(max_norm, p)});
+  Value* r2 = Norm(r);
+  Value* zero = b_.Scalar(0.0, p->type().dtype);
+  Value* both = b_.Op1("logical_and", {b_.Op1("gt", {r1, zero}), b_.Op1("gt", {r2, zero})});
+  Value* trust = b_.Where(both, b_.Div(r1, r2), b_.Scalar(1.0, p->type().dtype));
+  SetParam(b_.Sub(p, b_.Mul(b_.Mul(T(lr, p), trust), r)));
 }
 
 }  // namespace

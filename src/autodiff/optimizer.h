@@ -1,13 +1,15 @@
 // Optimizer updates as IR. Given a loss and parameter groups, appends the backward graph
 // (BuildGradients) and each parameter's update, written with the exact operation order of
 // torch.optim's single-tensor implementations (SGD, Adam, AdamW, RMSprop) so that numbers
-// match eager PyTorch. Hyperparameters (lr, momentum, betas, weight decay, loss scale, ...)
+// match eager PyTorch; LAMB follows PopTorch's poptorch.optim.LAMB (tilegraph.optim.LAMB
+// is its eager reference). Hyperparameters (lr, momentum, betas, weight decay, loss scale, ...)
 // become f64 scalar hyperparam values: changing them never recompiles. Scalar arithmetic
 // runs in f64 and is cast to the parameter dtype where torch casts its Python scalars.
 // Structural choices (momentum on/off, nesterov, centered) are fixed at compile time.
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -17,7 +19,7 @@
 
 namespace tg {
 
-enum class OptimizerKind { kSGD, kAdam, kAdamW, kRMSprop };
+enum class OptimizerKind { kSGD, kAdam, kAdamW, kRMSprop, kLamb };
 
 struct OptimizerHyperParams {
   double lr = 0.01;
@@ -27,6 +29,7 @@ struct OptimizerHyperParams {
   double beta1 = 0.9, beta2 = 0.999;  // Adam, AdamW
   double eps = 1e-8;          // Adam, AdamW, RMSprop
   double alpha = 0.99;        // RMSprop
+  double max_weight_norm = std::numeric_limits<double>::infinity();  // LAMB: clips ||p||
 };
 
 struct OptimizerConfig {
@@ -34,6 +37,7 @@ struct OptimizerConfig {
   bool use_momentum = false;  // SGD/RMSprop: momentum buffers exist (momentum != 0)
   bool nesterov = false;      // SGD
   bool centered = false;      // RMSprop
+  bool bias_correction = true;  // LAMB: m and v divided by (1 - beta^t)
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
   // Gradient accumulation: gradients of `accumulation_steps` consecutive steps (micro-batches)
   // are summed (divided by the count when accumulation_mean) and the optimizer applies them
