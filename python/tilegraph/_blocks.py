@@ -217,6 +217,59 @@ class ShardedExecution(_Strategy):
     """Blocks on different devices run one after another (no pipelining)."""
 
 
+class Phase:
+    """PopTorch's execution phase (stages run together, phases one after another, tensors
+    streamed off chip between them). Phased execution is an IPU memory strategy that
+    tilegraph does not build: a Phase can be made, setExecutionStrategy refuses it."""
+
+    def __init__(self, *stages):
+        self.stages = [s if isinstance(s, Stage) else Stage(s) for s in stages]
+
+    def stage(self, index):
+        return self.stages[index]
+
+    def ipus(self, *ipus):
+        if len(ipus) != len(self.stages):
+            raise ValueError(f"Phase.ipus: {len(ipus)} IPUs for {len(self.stages)} stages")
+        for stage, ipu in zip(self.stages, ipus):
+            stage.ipu(ipu)
+        return self
+
+
+class _PhasedExecution:
+    def __init__(self, *phases):
+        if not phases:
+            raise ValueError("phased execution needs at least one phase")
+        self.phases = [p if isinstance(p, Phase) else Phase(*p) if isinstance(p, list)
+                       else Phase(p) for p in phases]
+
+    def phase(self, index):
+        return self.phases[index]
+
+    def useSeparateBackwardPhase(self, use=True):
+        self.separate_backward = bool(use)
+        return self
+
+
+class ParallelPhasedExecution(_PhasedExecution):
+    """PopTorch's parallel phased execution (not built: setExecutionStrategy refuses it)."""
+
+    def sendTensorsOffChipAfterFwd(self, off_chip=True):
+        self.off_chip = bool(off_chip)
+        return self
+
+
+class SerialPhasedExecution(_PhasedExecution):
+    """PopTorch's serial phased execution (not built: setExecutionStrategy refuses it)."""
+
+    def setTensorsLiveness(self, liveness):
+        from .enums import Liveness
+        if not isinstance(liveness, Liveness):
+            raise ValueError(f"setTensorsLiveness: expected a Liveness, got {liveness!r}")
+        self.liveness = liveness
+        return self
+
+
 def start_capture():
     _placer.start_capture()
 

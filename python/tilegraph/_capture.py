@@ -281,7 +281,9 @@ def export(model, example_args, example_kwargs=None):
     Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
     import torch.fx.traceback as fx_traceback
     from . import _blocks
-    with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta():
+    from .ops import compiling
+    with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta(), \
+            compiling():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         _blocks.start_capture()

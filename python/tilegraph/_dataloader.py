@@ -9,7 +9,7 @@ part of the dataset (ShardSampler).
 import torch
 
 
-from .enums import DataLoaderMode  # noqa: E402
+from .enums import DataLoaderMode  # noqa: E402 (PopTorch's poptorch.DataLoaderMode)
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -46,6 +46,11 @@ class DataLoader(torch.utils.data.DataLoader):
                  **kwargs):
         from ._options import Options
         options = options if options is not None else Options()
+        if not isinstance(options, Options):
+            raise TypeError(f"DataLoader: expected tilegraph.Options, got "
+                            f"{type(options).__name__}")
+        options._freeze()  # as PopTorch: the batch arithmetic below was made from them
+        self.options = options
         self.micro_batch_size = batch_size
         self.combined_batch_size = (batch_size * options.device_iterations *
                                     options.replication_factor *
@@ -64,6 +69,205 @@ class DataLoader(torch.utils.data.DataLoader):
             kwargs.setdefault("prefetch_factor", 2)
             if persistent_workers is None:
                 persistent_workers = True
-        super().__init__(dataset, batch_size=self.combined_batch_size, shuffle=shuffle,
+        if rebatched_worker_size is not None and mode != DataLoaderMode.AsyncRebatched:
+            raise ValueError("rebatched_worker_size is for DataLoaderMode.AsyncRebatched")
+        self.mode = mode
+        self._async_options = dict(async_options or {})
+        self._accessor = None
+        worker_batch = self.combined_batch_size
+        if mode == DataLoaderMode.AsyncRebatched:
+            # Workers load smaller batches; the accessor joins them into combined batches
+            # (for an iterable dataset, each worker then drops fewer samples at its end).
+            worker_batch = rebatched_worker_size or 1
+            if worker_batch > self.combined_batch_size:
+                raise ValueError(f"rebatched_worker_size ({worker_batch}) exceeds the combined "
+                                 f"batch ({self.combined_batch_size})")
+            self._async_options["rebatched_size"] = self.combined_batch_size
+        super().__init__(dataset, batch_size=worker_batch, shuffle=shuffle,
                          num_workers=num_workers, drop_last=drop_last,
                          persistent_workers=bool(persistent_workers), **kwargs)
+
+    @property
+    def combinedBatchSize(self):
+        """Samples per executor call: micro-batch x deviceIterations x replicationFactor x
+        gradientAccumulation."""
+        return self.combined_batch_size
+
+    def __len__(self):
+        if self.mode == DataLoaderMode.AsyncRebatched:
+            return (super().__len__() * self.batch_size) // self.combined_batch_size
+        return super().__len__()
+
+    def __iter__(self):
+        if self.mode == DataLoaderMode.Sync:
+            return super().__iter__()
+        if self._accessor is None:  # Async: batches are loaded ahead by an accessor
+            self._accessor = AsynchronousDataAccessor(_BaseLoader(self), **self._async_options)
+        return iter(self._accessor)
+
+    def terminate(self):
+        """Stops the asynchronous loading (Async modes)."""
+        if self._accessor is not None:
+            self._accessor.terminate()
+
+
+class _BaseLoader:
+    """A DataLoader iterated as torch's DataLoader (for the accessor of an Async one)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        return torch.utils.data.DataLoader.__iter__(self.loader)
+
+    def __len__(self):
+        return torch.utils.data.DataLoader.__len__(self.loader)
+
+
+_END = object()  # end of an epoch, in an accessor's queue
+
+
+class AsynchronousDataAccessor:
+    """Loads the next batches while the model runs (PopTorch's AsynchronousDataAccessor).
+
+    A background thread iterates `dataset` (a DataLoader, or any iterable of batches) into
+    a queue of `buffer_size` batches; iterating the accessor takes from the queue. The
+    engine releases the GIL while it runs, so loading (and a DataLoader's worker
+    processes) overlaps compute. With `load_indefinitely`, the thread goes on into the next
+    epoch while the current one is consumed; `early_preload` starts loading at
+    construction. `rebatched_size` joins batches along dimension 0 into batches of that
+    many samples (a smaller final batch is dropped). An error in the loading thread is
+    raised by the next `next()`. PopTorch uses a process and shared memory instead of a
+    thread; `sharing_strategy` and `miss_sleep_time_in_ms` are accepted for it."""
+
+    def __init__(self, dataset, buffer_size=3, miss_sleep_time_in_ms=0.1,
+                 load_indefinitely=True, early_preload=False, sharing_strategy=None,
+                 rebatched_size=None):
+        import queue
+        if isinstance(dataset, DataLoader) and dataset.mode != DataLoaderMode.Sync:
+            from ._blocks import Error
+            raise Error("AsynchronousDataAccessor: this DataLoader is already asynchronous "
+                        "(mode Async); give it a Sync DataLoader")
+        if not isinstance(buffer_size, int) or buffer_size < 1:
+            raise ValueError(f"buffer_size must be an int >= 1, got {buffer_size!r}")
+        if rebatched_size is not None and (not isinstance(rebatched_size, int) or
+                                           rebatched_size < 2):
+            raise ValueError(f"rebatched_size must be an int > 1, got {rebatched_size!r}")
+        self.dataset = dataset
+        self.rebatched_size = rebatched_size
+        self.load_indefinitely = load_indefinitely
+        self._queue = queue.Queue(maxsize=buffer_size)
+        self._thread = None
+        self._stop = False
+        self._epoch_open = False
+        if early_preload:
+            self._start()
+
+    def _start(self):
+        import threading
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._load, daemon=True,
+                                            name="tilegraph-data")
+            self._thread.start()
+
+    def _put(self, item):
+        import queue
+        while not self._stop:
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _load(self):
+        try:
+            while not self._stop:
+                for batch in self._batches():
+                    if not self._put(batch):
+                        return
+                if not self._put(_END) or not self.load_indefinitely:
+                    return
+        except BaseException as e:  # handed to the consumer
+            self._put(e)
+
+    def _batches(self):
+        if self.rebatched_size is None:
+            yield from self.dataset
+            return
+        import torch.utils._pytree as pytree
+        pending, count = [], 0
+        for batch in self.dataset:
+            leaves, spec = pytree.tree_flatten(batch)
+            pending.append(leaves)
+            count += leaves[0].shape[0]
+            while count >= self.rebatched_size:
+                joined = [torch.cat(parts) for parts in zip(*pending)]
+                out = [j[:self.rebatched_size] for j in joined]
+                rest = [j[self.rebatched_size:] for j in joined]
+                yield pytree.tree_unflatten(out, spec)
+                count -= self.rebatched_size
+                pending = [rest] if count else []
+
+    def __len__(self):
+        n = len(self.dataset)
+        if self.rebatched_size is not None and isinstance(self.dataset, (DataLoader,
+                                                                         _BaseLoader)):
+            loader = self.dataset.loader if isinstance(self.dataset, _BaseLoader) else \
+                self.dataset
+            return n * loader.batch_size // self.rebatched_size
+        return n
+
+    def __iter__(self):
+        if self._epoch_open:  # a new iteration drops what is left of the current epoch
+            while self._next() is not _END:
+                pass
+        self._start()
+        self._epoch_open = True
+        return self
+
+    def _next(self):
+        import queue
+        while True:
+            if self._thread is not None and not self._thread.is_alive() and \
+                    self._queue.empty():
+                return _END
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                continue
+        if isinstance(item, BaseException):
+            self._epoch_open = False
+            self._thread = None  # the loading thread ended with the error; start anew
+            raise item
+        return item
+
+    def __next__(self):
+        if not self._epoch_open:
+            raise StopIteration
+        item = self._next()
+        if item is _END:
+            self._epoch_open = False
+            if not self.load_indefinitely:
+                self._thread = None
+            raise StopIteration
+        return item
+
+    def terminate(self):
+        """Stops the loading thread."""
+        import queue
+        self._stop = True
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __del__(self):
+        try:
+            self.terminate()
+        except Exception:
+            pass

@@ -5,6 +5,7 @@ core add the backward and the optimizer update (training), compiles, and pushes 
 module's weights in. Each call then feeds the combined batch (micro-batch x
 deviceIterations x gradientAccumulation) as that many steps of one engine run.
 """
+import collections
 import contextvars
 import threading
 import time
@@ -70,7 +71,18 @@ class PoplarExecutor:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.options = options if options is not None else Options()
+        if options is not None and not isinstance(options, Options):
+            raise Error(f"Invalid type: 'options' is of type {type(options).__name__} "
+                        "(expected tilegraph.Options)")
+        options = Options() if options is None else options
+        if not training and options.Training.gradient_accumulation != 1:
+            raise Error("Training.gradientAccumulation must be 1 for an inference model (it "
+                        f"is {options.Training.gradient_accumulation}); use deviceIterations "
+                        "to run several batches per call")
+        # The user's options are frozen (the program is compiled from them: changing them
+        # later would not change it); the executor works on its own frozen copy.
+        options._freeze()
+        self.options = options.clone()._freeze()
         self.training = training
         if training and optimizer is None:
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -197,7 +209,16 @@ class PoplarExecutor:
 
     def _capture(self, call, micro):
         """torch.export of the model, under the module lock. An inference executor captures
-        with the modes of its creation (self._modes) and restores the module's own after."""
+        with the modes of its creation (self._modes) and restores the module's own after.
+        Compile hooks (registerPreCompileHook / registerPostCompileHook) run around it."""
+        for hook in list(_PRECOMPILE_HOOKS.values()):
+            hook()
+        cap, marks = self._capture_model(call, micro)
+        for hook in list(_POSTCOMPILE_HOOKS.values()):
+            hook()
+        return cap, marks
+
+    def _capture_model(self, call, micro):
         marks = []
         token = _identity_loss_reduction.set(marks)
         current = None if self._modes is None else [(m, m.training) for m in self.model.modules()]
@@ -813,9 +834,41 @@ def _join_distributed_run(options):
 _abort_hook_installed = False
 
 
+_PRECOMPILE_HOOKS = collections.OrderedDict()  # (weak-referenceable, for RemovableHandle)
+_POSTCOMPILE_HOOKS = collections.OrderedDict()
+
+
+def _register_hook(hooks, hook):
+    if not callable(hook):
+        raise RuntimeError(f"compile hooks must be callable, got {type(hook).__name__}")
+    import torch.utils.hooks
+    handle = torch.utils.hooks.RemovableHandle(hooks)
+    hooks[handle.id] = hook
+    return handle
+
+
+def registerPreCompileHook(hook):
+    """Calls hook() before every capture of a model for compilation; returns a handle
+    whose remove() unregisters it."""
+    return _register_hook(_PRECOMPILE_HOOKS, hook)
+
+
+def registerPostCompileHook(hook):
+    """Calls hook() after every capture of a model for compilation."""
+    return _register_hook(_POSTCOMPILE_HOOKS, hook)
+
+
 def trainingModel(model, options=None, optimizer=None):
+    """An executor that trains `model` (an nn.Module, or another executor's module) with
+    `optimizer` (default SGD, lr 0.01): each call runs deviceIterations x
+    gradientAccumulation steps, and the module holds the trained weights after it."""
+    model = model.model if isinstance(model, PoplarExecutor) else model
     return PoplarExecutor(model, options, optimizer, training=True)
 
 
 def inferenceModel(model, options=None):
+    """An executor that runs `model` (an nn.Module, or another executor's module) in the
+    train/eval modes it has now; weights trained by another executor reach it before its
+    next call (copied only when they changed)."""
+    model = model.model if isinstance(model, PoplarExecutor) else model
     return PoplarExecutor(model, options, None, training=False)

@@ -1,11 +1,24 @@
-"""tilegraph.Options: PopTorch's option names, with chainable setters.
+"""tilegraph.Options: PopTorch's poptorch.Options, with its names, chainable setters and
+checks.
 
-Options that have no effect on tilegraph's devices yet are accepted and warn once.
+- Every setter checks its argument's type and value as PopTorch does (TypeError for a wrong
+  type, ValueError for a wrong value) and returns the Options, so calls chain.
+- Options are frozen once a model is wrapped with them (or a DataLoader is made with them):
+  a later change raises AttributeError, as in PopTorch, because the compiled program was
+  built from them; `clone()` gives an unfrozen copy to change. Executors work on their own
+  clone.
+- Options that steer only IPU hardware (IPU memory placement, IO tiles, sync patterns,
+  connection types, ...) are recorded and warn once, saying what they do on an IPU and why
+  they have no effect here. docs/POPTORCH.md lists every option and what tilegraph does.
 """
+import ast
+import copy
 import os
 import warnings
 
+import torch
 
+from . import enums
 from .enums import OutputMode, ReductionType
 
 AnchorMode = OutputMode  # PopTorch's older name
@@ -17,117 +30,255 @@ _REDUCTION_NAME = {ReductionType.Sum: "sum", ReductionType.Mean: "mean",
                    ReductionType.NoReduction: "none"}
 _REDUCTION_OF = {v: k for k, v in _REDUCTION_NAME.items()}
 
-
 _warned = set()
 
 
-def _no_effect(option):
+def _no_effect(option, why="it is not built in tilegraph yet"):
     if option not in _warned:
         _warned.add(option)
-        warnings.warn(f"tilegraph: option {option} is accepted but has no effect yet",
+        warnings.warn(f"tilegraph: option {option} is accepted but has no effect: {why}",
                       stacklevel=3)
 
 
-class _TrainingOptions:
-    def __init__(self, parent):
-        self._parent = parent
+def _ipu_only(option, on_ipu):
+    """A one-time warning for an option that only steers IPU hardware."""
+    _no_effect(option, f"on an IPU it {on_ipu}; tilegraph's devices have no such "
+                       "hardware setting")
+
+
+def _check_int(name, value, minimum=None):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _check_enum(name, value, enum_type):
+    if not isinstance(value, enum_type):
+        raise TypeError(f"{name}: expected a {enum_type.__module__.replace('tilegraph.', '')}"
+                        f".{enum_type.__name__}, got {value!r}")
+    return value
+
+
+class _Group:
+    """A part of Options (Training, Precision, ...): frozen with its Options."""
+
+    def __init__(self, root):
+        object.__setattr__(self, "_root", root)
+
+    def __setattr__(self, name, value):
+        self._root._check_not_frozen(f"{type(self).__name__.strip('_')}.{name}")
+        object.__setattr__(self, name, value)
+
+    def _values(self):
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+    def __repr__(self):
+        return f"{type(self).__name__.strip('_')}({self._values()})"
+
+
+class _TrainingOptions(_Group):
+    """Options().Training: gradient accumulation and how gradients are reduced."""
+
+    def __init__(self, root):
+        super().__init__(root)
         self.gradient_accumulation = 1
         self.reduction = ReductionType.Mean
+        self.mean_reduction_strategy = enums.MeanReductionStrategy.Post
+        self.automatic_loss_scaling = False
+        self.convolution_dithering = False
 
-    def gradientAccumulation(self, n):
-        if int(n) < 1:
-            raise ValueError(f"gradientAccumulation must be >= 1, got {n}")
-        self.gradient_accumulation = int(n)
-        return self._parent
+    def gradientAccumulation(self, gradient_accumulation):
+        self.gradient_accumulation = _check_int("gradientAccumulation", gradient_accumulation, 1)
+        return self._root
 
-    def accumulationAndReplicationReductionType(self, reduction):
-        if reduction not in (ReductionType.Sum, ReductionType.Mean):
-            raise ValueError(f"expected ReductionType.Sum or ReductionType.Mean, got {reduction}")
-        self.reduction = reduction
-        return self._parent
+    def accumulationAndReplicationReductionType(self, reduction_type):
+        _check_enum("accumulationAndReplicationReductionType", reduction_type, ReductionType)
+        if reduction_type not in (ReductionType.Sum, ReductionType.Mean):
+            raise ValueError("accumulationAndReplicationReductionType: expected "
+                             f"ReductionType.Sum or ReductionType.Mean, got {reduction_type}")
+        self.reduction = reduction_type
+        return self._root
+
+    def setMeanAccumulationAndReplicationReductionStrategy(self, mean_reduction_strategy):
+        """tilegraph sums, then divides once (Post); Running and PostAndLoss give the same
+        mean up to rounding in fp32, so they are accepted and noted."""
+        _check_enum("setMeanAccumulationAndReplicationReductionStrategy",
+                    mean_reduction_strategy, enums.MeanReductionStrategy)
+        if mean_reduction_strategy != enums.MeanReductionStrategy.Post:
+            _no_effect(f"Training.setMeanAccumulationAndReplicationReductionStrategy("
+                       f"{mean_reduction_strategy.name})", "tilegraph sums the gradients and "
+                       "divides once (Post); in fp32 the strategies agree up to rounding")
+        self.mean_reduction_strategy = mean_reduction_strategy
+        return self._root
 
     def setAutomaticLossScaling(self, enabled):
-        if enabled:
-            _no_effect("Training.setAutomaticLossScaling")
-        return self._parent
+        if _check_bool("setAutomaticLossScaling", enabled):
+            _no_effect("Training.setAutomaticLossScaling", "automatic loss scaling is part of "
+                       "the mixed-precision work, not built yet; fp32 training needs none")
+        self.automatic_loss_scaling = enabled
+        return self._root
+
+    def setConvolutionDithering(self, enabled):
+        if _check_bool("setConvolutionDithering", enabled):
+            _ipu_only("Training.setConvolutionDithering", "spreads convolutions' tile "
+                      "mappings to balance IPU memory")
+        self.convolution_dithering = enabled
+        return self._root
 
 
-class _PrecisionOptions:
-    def __init__(self, parent):
-        self._parent = parent
+class _PrecisionOptions(_Group):
+    """Options().Precision: half-precision behaviour (the mixed-precision issue builds it;
+    these record the choice and say what is not built)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.partials_type = torch.float32
+        self.stochastic_rounding = False
+        self.floating_point_exceptions = False
+        self.autocast_enabled = True
+        self.autocast_policy = None
+        self.half_float_casting = enums.HalfFloatCastingBehavior.Default
+        self.running_statistics_always_float = True
 
     def setPartialsType(self, dtype):
-        _no_effect("Precision.setPartialsType")
-        return self._parent
+        if dtype not in (torch.float, torch.float32, torch.half, torch.float16):
+            raise ValueError(f"setPartialsType: expected torch.float32 or torch.float16, got "
+                             f"{dtype!r}")
+        if dtype in (torch.half, torch.float16):
+            _no_effect("Precision.setPartialsType(torch.half)", "matmul and convolution "
+                       "partial sums are fp32 here")
+        self.partials_type = dtype
+        return self._root
 
     def enableStochasticRounding(self, enabled):
-        if enabled:
-            _no_effect("Precision.enableStochasticRounding")
-        return self._parent
+        if _check_bool("enableStochasticRounding", enabled):
+            _no_effect("Precision.enableStochasticRounding", "stochastic rounding of "
+                       "half-precision weight updates is not built yet; fp32 needs none")
+        self.stochastic_rounding = enabled
+        return self._root
 
     def enableFloatingPointExceptions(self, enabled):
-        if enabled:
-            _no_effect("Precision.enableFloatingPointExceptions")
-        return self._parent
+        if _check_bool("enableFloatingPointExceptions", enabled):
+            _ipu_only("Precision.enableFloatingPointExceptions", "traps on floating-point "
+                      "overflow, invalid operations and division by zero")
+        self.floating_point_exceptions = enabled
+        return self._root
+
+    def autocastEnabled(self, autocast_enabled):
+        self.autocast_enabled = _check_bool("autocastEnabled", autocast_enabled)
+        return self._root
+
+    def autocastPolicy(self, autocast_policy):
+        _no_effect("Precision.autocastPolicy", "PopTorch's autocast policies are part of the "
+                   "mixed-precision work, not built yet")
+        self.autocast_policy = autocast_policy
+        return self._root
+
+    def halfFloatCasting(self, half_float_casting):
+        self.half_float_casting = _check_enum("halfFloatCasting", half_float_casting,
+                                              enums.HalfFloatCastingBehavior)
+        return self._root
+
+    def runningStatisticsAlwaysFloat(self, value):
+        self.running_statistics_always_float = _check_bool("runningStatisticsAlwaysFloat",
+                                                           value)
+        return self._root
 
 
-class _PopartOptions:
+class _PopartOptions(_Group):
     """PopTorch's `Options._Popart.set(key, value)`: PopART session options. tilegraph reads
-    `autoRecomputation` (0: none; 3, PopART's RecomputationType.Pipeline: each pipeline stage
-    keeps only its inputs and recomputes its activations in its backward) and records the
-    others, warning that they have no effect."""
+    `autoRecomputation` (0: none; 3, RecomputationType.Pipeline: each pipeline stage keeps
+    only its inputs and recomputes its activations in its backward) and records the others,
+    warning that they have no effect."""
 
-    PIPELINE_RECOMPUTATION = 3
+    PIPELINE_RECOMPUTATION = int(enums.RecomputationType.Pipeline)
 
-    def __init__(self, parent):
-        self._parent = parent
+    def __init__(self, root):
+        super().__init__(root)
         self.values = {}
+        self.engine_options = {}
+        self.patterns = {}
 
     def set(self, key, value):
+        self._root._check_not_frozen(f"_Popart.{key}")
+        if not isinstance(key, str):
+            raise TypeError(f"_Popart.set: expected a str key, got {key!r}")
+        if not isinstance(value, (bool, int, float, str, list, set, tuple)) and \
+                not hasattr(value, "value"):
+            raise TypeError(f"_Popart.set({key!r}): expected an int, float, str, list or set "
+                            f"value, got {type(value).__name__}")
         if key == "autoRecomputation":
             value = int(getattr(value, "value", value))
             if value not in (0, self.PIPELINE_RECOMPUTATION):
-                _no_effect(f"_Popart autoRecomputation={value} (only 0 and 3, Pipeline, "
-                           "are built; use recomputationCheckpoint for others)")
+                _no_effect(f"_Popart autoRecomputation={value}", "only 0 and 3 (Pipeline) are "
+                           "built; use recomputationCheckpoint for others")
         else:
-            _no_effect(f"_Popart.{key}")
+            _no_effect(f"_Popart.{key}", "it is a PopART session option")
         self.values[key] = value
-        return self._parent
+        return self._root
+
+    def setEngineOptions(self, engine_options):
+        if not isinstance(engine_options, dict):
+            raise TypeError("setEngineOptions: expected a dict of Poplar engine options")
+        _ipu_only("_Popart.setEngineOptions", "configures the Poplar engine")
+        self.engine_options = dict(engine_options)
+        return self._root
+
+    def setPatterns(self, patterns, level=2):
+        if not isinstance(patterns, dict) or not isinstance(level, int):
+            raise TypeError("setPatterns: expected a dict of pattern names to bools and an int "
+                            "level")
+        _no_effect("_Popart.setPatterns", "PopART graph patterns; tilegraph runs its own "
+                   "passes (docs/ARCHITECTURE.md)")
+        self.patterns = dict(patterns)
+        return self._root
 
     @property
     def recompute_stages(self):
         return self.values.get("autoRecomputation") == self.PIPELINE_RECOMPUTATION
 
 
-class _DistributedOptions:
+class _DistributedOptions(_Group):
     """PopTorch's Options().Distributed: which process of a multi-process run this is.
 
     Read from Open MPI's environment (OMPI_COMM_WORLD_RANK / OMPI_COMM_WORLD_SIZE) when the
     script was started by mpirun or `python -m tilegraph.run`; set by hand with
     configureProcessId (it must then agree with the MPI launch)."""
 
-    def __init__(self, parent):
-        self._parent = parent
-        self._env = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
-        self._explicit = None
+    def __init__(self, root):
+        super().__init__(root)
+        self.env_names = ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")
+        self.explicit = None
+        self.stages_on_processes = 0
 
     def configureProcessId(self, process_id, num_processes):
-        if not 0 <= int(process_id) < int(num_processes):
+        _check_int("configureProcessId: process_id", process_id, 0)
+        _check_int("configureProcessId: num_processes", num_processes, 1)
+        if process_id >= num_processes:
             raise ValueError(f"expected 0 <= process_id < num_processes, got {process_id}, "
                              f"{num_processes}")
-        self._explicit = (int(process_id), int(num_processes))
-        return self._parent
+        self.explicit = (process_id, num_processes)
+        return self._root
+
+    def disable(self):
+        """One process (PopTorch: leave distributed execution)."""
+        self.explicit = (0, 1)
+        return self._root
 
     def placeStagesOnProcesses(self, stages):
         """tilegraph: every device (pipeline stage) of a pipelined model runs in its own
         process. Process p runs device p % stages of pipeline p // stages; the pipelines are
         data-parallel replicas of each other (as N replicas of a 4-IPU model were)."""
-        if int(stages) < 2:
-            raise ValueError(f"placeStagesOnProcesses needs >= 2 stages, got {stages}")
-        self.stages_on_processes = int(stages)
-        return self._parent
-
-    stages_on_processes = 0
+        self.stages_on_processes = _check_int("placeStagesOnProcesses", stages, 2)
+        return self._root
 
     @property
     def dataParallelId(self):
@@ -140,20 +291,22 @@ class _DistributedOptions:
         return self.numProcesses // max(1, self.stages_on_processes)
 
     def setEnvVarNames(self, var_num_processes, var_process_id):
-        self._env = (var_num_processes, var_process_id)
-        return self._parent
+        if not isinstance(var_num_processes, str) or not isinstance(var_process_id, str):
+            raise TypeError("setEnvVarNames: expected two environment variable names")
+        self.env_names = (var_num_processes, var_process_id)
+        return self._root
 
     @property
     def processId(self):
-        if self._explicit is not None:
-            return self._explicit[0]
-        return int(os.environ.get(self._env[1], "0"))
+        if self.explicit is not None:
+            return self.explicit[0]
+        return int(os.environ.get(self.env_names[1], "0"))
 
     @property
     def numProcesses(self):
-        if self._explicit is not None:
-            return self._explicit[1]
-        return int(os.environ.get(self._env[0], "1"))
+        if self.explicit is not None:
+            return self.explicit[1]
+        return int(os.environ.get(self.env_names[0], "1"))
 
 
 class TensorLocationSettings:
@@ -165,89 +318,159 @@ class TensorLocationSettings:
         self.replicated_tensor_sharding = False
         self.ignored = {}
 
-    def useReplicatedTensorSharding(self, enabled=True):
-        self.replicated_tensor_sharding = bool(enabled)
+    def useReplicatedTensorSharding(self, use=True):
+        self.replicated_tensor_sharding = _check_bool("useReplicatedTensorSharding", use)
         return self
 
     def _ignore(self, name, value):
         self.ignored[name] = value
-        _no_effect(f"TensorLocationSettings.{name} (IPU memory placement)")
+        _ipu_only(f"TensorLocationSettings.{name}", "places tensors in on-chip or streaming "
+                  "memory, or loads and stores them through IO tiles")
         return self
 
-    def useOnChipStorage(self, enabled=True):
-        return self._ignore("useOnChipStorage", enabled)
+    def useOnChipStorage(self, use=True):
+        return self._ignore("useOnChipStorage", _check_bool("useOnChipStorage", use))
 
-    def useIOTilesToLoad(self, enabled=True):
-        return self._ignore("useIOTilesToLoad", enabled)
+    def useIOTilesToLoad(self, use=True):
+        return self._ignore("useIOTilesToLoad", _check_bool("useIOTilesToLoad", use))
 
-    def useIOTilesToStore(self, enabled=True):
-        return self._ignore("useIOTilesToStore", enabled)
+    def useIOTilesToStore(self, use=True):
+        return self._ignore("useIOTilesToStore", _check_bool("useIOTilesToStore", use))
 
-    def minElementsForOffChip(self, n):
-        return self._ignore("minElementsForOffChip", n)
+    def minElementsForOffChip(self, min_elements):
+        return self._ignore("minElementsForOffChip",
+                            _check_int("minElementsForOffChip", min_elements, 0))
 
-    def minElementsForReplicatedTensorSharding(self, n):
-        return self._ignore("minElementsForReplicatedTensorSharding", n)
+    def minElementsForReplicatedTensorSharding(self, min_elements):
+        return self._ignore("minElementsForReplicatedTensorSharding", _check_int(
+            "minElementsForReplicatedTensorSharding", min_elements, 0))
 
 
-class _TensorLocationOptions:
+class _TensorLocationOptions(_Group):
     """Options().TensorLocations: setOptimizerLocation(TensorLocationSettings()
     .useReplicatedTensorSharding(True)) shards the optimizer state across the replicas of
     all processes (ZeRO stage 1: each keeps 1/R, gradients are reduce-scattered, updated
     weights all-gathered). The other locations are IPU memory placement: no effect here."""
 
-    def __init__(self, parent):
-        self._parent = parent
+    def __init__(self, root):
+        super().__init__(root)
         self.optimizer = TensorLocationSettings()
+        self.io_tiles = 0
 
-    def setOptimizerLocation(self, settings):
-        self.optimizer = settings
-        return self._parent
+    def _location(self, what, location):
+        if not isinstance(location, TensorLocationSettings):
+            raise TypeError(f"{what}: expected a TensorLocationSettings, got {location!r}")
+        return location
 
-    def setWeightLocation(self, settings):
-        _no_effect("TensorLocations.setWeightLocation")
-        return self._parent
+    def setOptimizerLocation(self, location):
+        self.optimizer = self._location("setOptimizerLocation", location)
+        return self._root
 
-    def setAccumulatorLocation(self, settings):
-        _no_effect("TensorLocations.setAccumulatorLocation")
-        return self._parent
+    def setWeightLocation(self, location):
+        self._location("setWeightLocation", location)
+        _ipu_only("TensorLocations.setWeightLocation", "places weights in on-chip or "
+                  "streaming memory")
+        return self._root
 
-    def setActivationLocation(self, settings):
-        _no_effect("TensorLocations.setActivationLocation")
-        return self._parent
+    def setAccumulatorLocation(self, location):
+        self._location("setAccumulatorLocation", location)
+        _ipu_only("TensorLocations.setAccumulatorLocation", "places gradient accumulators in "
+                  "on-chip or streaming memory")
+        return self._root
+
+    def setActivationLocation(self, location):
+        self._location("setActivationLocation", location)
+        _ipu_only("TensorLocations.setActivationLocation", "places activations in on-chip or "
+                  "streaming memory")
+        return self._root
+
+    def numIOTiles(self, num_tiles):
+        _check_int("numIOTiles", num_tiles)
+        if num_tiles % 2 or not 32 <= num_tiles <= 192:
+            raise ValueError("numIOTiles must be an even number between 32 and 192, got "
+                             f"{num_tiles}")
+        _ipu_only("TensorLocations.numIOTiles", "reserves tiles for overlapping host IO with "
+                  "compute")
+        self.io_tiles = num_tiles
+        return self._root
 
     @property
     def shard_optimizer_state(self):
         return self.optimizer.replicated_tensor_sharding
 
 
-class _JitOptions:
-    def __init__(self, parent):
-        self._parent = parent
+class _JitOptions(_Group):
+    """Options().Jit.traceModel: PopTorch 2's choice between torch.jit.trace and its
+    dispatcher. tilegraph always captures with torch.export; both values are accepted."""
 
-    def traceModel(self, trace):
-        return self._parent
+    def __init__(self, root):
+        super().__init__(root)
+        self.trace_model = False
+
+    def traceModel(self, trace_model):
+        self.trace_model = _check_bool("traceModel", trace_model)
+        return self._root
+
+
+class ConfigFileError(Exception):
+    """A line of an Options().loadFromFile file that is not an option call."""
 
 
 class Options:
-    """Execution options, mirroring poptorch.Options."""
+    """Execution options, mirroring poptorch.Options (see the module comment)."""
 
     def __init__(self):
+        self._frozen = False
         self.device_iterations = 1
         self.replication_factor = 1
+        self.input_group_size = 1
         self.output_mode = OutputMode.Default
         self.output_return_period = 1
         self.random_seed = None
-        self.cache_dir = None
+        self.cache_dir = os.environ.get("POPTORCH_CACHE_DIR") or None
         self.num_threads = 0
         self.profiling_dir = None
         self.execution_strategy = None
+        self.log_cycle_count = False
+        self.anchored_tensors = {}  # short name -> (long name, output mode or None, period)
+        self.model_name = None
+        self.log_dir = "."
+        self.broadcast_buffers = True
+        self.available_memory_proportion = {}
+        self.source_location_excludes = ["site-packages/torch", "site-packages/poptorch"]
+        self.show_progress_bar = True
+        self.relax_optimizer_checks = False
+        self.ipu_settings = {}  # IPU-only options as given (recorded, no effect)
         self.Training = _TrainingOptions(self)
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
         self.Distributed = _DistributedOptions(self)
         self.TensorLocations = _TensorLocationOptions(self)
         self._Popart = _PopartOptions(self)
+        if os.environ.get("POPTORCH_IPU_MODEL") == "1":
+            self.useIpuModel(True)
+
+    # ---- freezing ------------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        if name != "_frozen":
+            self._check_not_frozen(name)
+        object.__setattr__(self, name, value)
+
+    def _check_not_frozen(self, what):
+        if self.__dict__.get("_frozen"):
+            raise AttributeError(f"Can't modify frozen Options ({what}): a model was wrapped, "
+                                 "or a DataLoader made, with these options. Change a copy: "
+                                 "opts = opts.clone()")
+
+    def _freeze(self):
+        object.__setattr__(self, "_frozen", True)
+        return self
+
+    def clone(self):
+        """An unfrozen deep copy."""
+        copied = copy.deepcopy(self)
+        object.__setattr__(copied, "_frozen", False)
+        return copied
 
     # ---- serialization (export files): the options that shape a compiled program ----
     def to_dict(self):
@@ -275,66 +498,287 @@ class Options:
             d.get("shard_optimizer_state", False))
         return o
 
-    def deviceIterations(self, n):
-        if int(n) < 1:
-            raise ValueError(f"deviceIterations must be >= 1, got {n}")
-        self.device_iterations = int(n)
+    def toDict(self):
+        """Every option's value, by name (PopTorch's toDict, for logging)."""
+        out = {k: v for k, v in vars(self).items() if not k.startswith("_") and
+               not isinstance(v, _Group)}
+        for name in ("Training", "Precision", "Jit", "Distributed", "TensorLocations"):
+            out[name] = getattr(self, name)._values()
+        out["_Popart"] = dict(self._Popart.values)
+        return out
+
+    def __repr__(self):
+        return f"Options({self.toDict()})"
+
+    # ---- batches and steps ---------------------------------------------------------------
+    def deviceIterations(self, device_iterations):
+        self.device_iterations = _check_int("deviceIterations", device_iterations, 1)
         return self
 
-    def replicationFactor(self, n):
+    def replicationFactor(self, replication_factor):
         """Data-parallel replicas in this process (PopTorch: replicas per process)."""
-        if int(n) < 1:
-            raise ValueError(f"replicationFactor must be >= 1, got {n}")
-        self.replication_factor = int(n)
+        self.replication_factor = _check_int("replicationFactor", replication_factor, 1)
         return self
 
-    def outputMode(self, mode, output_return_period=None):
-        if not isinstance(mode, OutputMode):
-            raise ValueError(f"expected a tilegraph.OutputMode, got {mode!r}")
-        if mode == OutputMode.EveryN:
-            if not output_return_period or output_return_period < 1:
-                raise ValueError("OutputMode.EveryN needs output_return_period >= 1")
-            self.output_return_period = int(output_return_period)
-        self.output_mode = mode
+    def inputReplicaGrouping(self, input_group_size, input_group_type):
+        """PopTorch 3: replicas in a group read the same input. Only groups of one (every
+        replica its own micro-batch, the default) are built."""
+        _check_int("inputReplicaGrouping", input_group_size, 1)
+        _check_enum("inputReplicaGrouping", input_group_type, enums.CommGroupType)
+        if input_group_size != 1:
+            raise NotImplementedError("inputReplicaGrouping with groups of more than one replica "
+                                      "is not built in tilegraph yet")
+        self.input_group_size = input_group_size
+        return self
+
+    def outputMode(self, output_mode, output_return_period=None):
+        _check_enum("outputMode", output_mode, OutputMode)
+        if output_mode == OutputMode.EveryN:
+            if output_return_period is None or isinstance(output_return_period, bool) or \
+                    not isinstance(output_return_period, int) or output_return_period < 1:
+                raise ValueError("OutputMode.EveryN needs output_return_period >= 1, got "
+                                 f"{output_return_period!r}")
+            self.output_return_period = output_return_period
+        self.output_mode = output_mode
         return self
 
     anchorMode = outputMode
 
-    def randomSeed(self, seed):
-        self.random_seed = int(seed)
+    def defaultOutputMode(self):
+        """True while no output mode was chosen (Default: All for inference, Final for
+        training)."""
+        return self.output_mode == OutputMode.Default
+
+    def anchorTensor(self, short_name, long_name, output_mode=None, output_return_period=1):
+        """Returns the program's tensor `long_name` from every call, as
+        executor.getAnchoredTensor(short_name). tilegraph's names: "Gradient___<param>"
+        (the parameter's gradient, as PopART names it), "<param>" (its value), or any
+        name getTensorNames() lists. The tensor follows the executor's output mode
+        (output_mode is accepted; a different mode per anchor is not built). Returns None,
+        as PopTorch's does."""
+        if not isinstance(short_name, str) or not isinstance(long_name, str):
+            raise TypeError("anchorTensor: expected a short name and a tensor name (str)")
+        if output_mode is not None:
+            _check_enum("anchorTensor: output_mode", output_mode, OutputMode)
+        self.anchored_tensors = {**self.anchored_tensors,
+                                 short_name: (long_name, output_mode, output_return_period)}
+
+    def randomSeed(self, random_seed):
+        """The seed of the engine's random stream (dropout, ...); also seeds torch, as
+        PopTorch's does."""
+        self.random_seed = _check_int("randomSeed", random_seed)
+        torch.manual_seed(random_seed)
         return self
 
+    # ---- tilegraph's runtime -------------------------------------------------------------
     def enableExecutableCaching(self, path):
-        self.cache_dir = path
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"enableExecutableCaching: expected a directory path or None, got "
+                            f"{path!r}")
+        self.cache_dir = None if path is None else os.fspath(path)
         return self
 
     def setThreads(self, n):
         """tilegraph-specific: intra-op threads (0: OpenMP's default)."""
-        self.num_threads = int(n)
+        self.num_threads = _check_int("setThreads", n, 0)
         return self
 
-    def enableProfiling(self, directory):
-        self.profiling_dir = directory
-        return self
-
-    def useIpuModel(self, enabled):
-        if enabled:
-            _no_effect("useIpuModel")
+    def enableProfiling(self, profile_dir=None):
+        """tilegraph writes profile.json (time, bytes and FLOPs per op) to the directory
+        after every call; executor.profile() / profileReport() read it in Python."""
+        self.profiling_dir = "." if profile_dir is None else os.fspath(profile_dir)
         return self
 
     def setExecutionStrategy(self, strategy):
         """PipelinedExecution(...) or ShardedExecution(...) (tilegraph._blocks)."""
         from ._blocks import PipelinedExecution, ShardedExecution
         if not isinstance(strategy, (PipelinedExecution, ShardedExecution)):
-            raise ValueError(f"expected PipelinedExecution or ShardedExecution, got {strategy!r}")
+            raise TypeError(f"setExecutionStrategy: expected PipelinedExecution or "
+                            f"ShardedExecution, got {strategy!r} (phased execution is not "
+                            "built in tilegraph)")
         self.execution_strategy = strategy
         return self
 
-    def logCycleCount(self, enabled):
+    def logCycleCount(self, log_cycle_count):
+        """Enables executor.cycleCount(), which on tilegraph's CPU device explains that it
+        counts time, not cycles (getPerfCounters, profile)."""
+        self.log_cycle_count = _check_bool("logCycleCount", log_cycle_count)
         return self
 
-    def connectionType(self, kind):
+    def logDir(self, log_dir):
+        self.log_dir = os.fspath(log_dir)
         return self
 
-    def autoRoundNumIPUs(self, enabled):
+    def modelName(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f"modelName: expected a str, got {name!r}")
+        self.model_name = name
         return self
+
+    def broadcastBuffers(self, broadcast_buffers=True):
+        """Buffers (batch-norm statistics) are the same on every replica: tilegraph keeps
+        one copy per replica group, updated by replica 0's values. Accepted for both."""
+        self.broadcast_buffers = _check_bool("broadcastBuffers", broadcast_buffers)
+        return self
+
+    def sourceLocationExcludes(self, excludes):
+        if not isinstance(excludes, (list, tuple)) or not all(isinstance(e, str)
+                                                              for e in excludes):
+            raise TypeError("sourceLocationExcludes: expected a list of path fragments")
+        self.source_location_excludes = list(excludes)
+        return self
+
+    def appendToLocationExcludes(self, *excludes):
+        return self.sourceLocationExcludes(self.source_location_excludes + list(excludes))
+
+    def showCompilationProgressBar(self, show=True):
+        self.show_progress_bar = _check_bool("showCompilationProgressBar", show)
+        return self
+
+    def relaxOptimizerAttributesChecks(self, relax=True):
+        self.relax_optimizer_checks = _check_bool("relaxOptimizerAttributesChecks", relax)
+        return self
+
+    def disableModuleNamescope(self):
+        self.ipu_settings = {**self.ipu_settings, "module_namescope": False}
+        return self
+
+    # ---- IPU hardware: recorded, warned about once -----------------------------------------
+    def _ipu_setting(self, name, value, on_ipu):
+        self.ipu_settings = {**self.ipu_settings, name: value}
+        _ipu_only(name, on_ipu)
+        return self
+
+    def useIpuModel(self, use_model):
+        if _check_bool("useIpuModel", use_model):
+            return self._ipu_setting("useIpuModel", use_model, "runs the model on the IPU "
+                                     "Model, a software emulation of IPU tiles (tilegraph runs "
+                                     "it on this machine's CPU instead; the emulated IPU "
+                                     "device is planned)")
+        return self
+
+    def useIpuId(self, ipu_id):
+        return self._ipu_setting("useIpuId", _check_int("useIpuId", ipu_id, 0),
+                                 "selects which IPU (or multi-IPU device) to attach to")
+
+    def useOfflineIpuTarget(self, ipu_version=2):
+        return self._ipu_setting("useOfflineIpuTarget", _check_int("useOfflineIpuTarget",
+                                                                   ipu_version, 1),
+                                 "compiles for an IPU version without attaching to hardware")
+
+    def connectionType(self, connection_type):
+        _check_enum("connectionType", connection_type, enums.ConnectionType)
+        return self._ipu_setting("connectionType", connection_type,
+                                 "says when to attach to IPU hardware")
+
+    def syncPattern(self, sync_pattern):
+        _check_enum("syncPattern", sync_pattern, enums.SyncPattern)
+        return self._ipu_setting("syncPattern", sync_pattern, "sets how IPUs synchronise "
+                                 "with each other and the host")
+
+    def autoRoundNumIPUs(self, auto_round_num_ipus=True):
+        return self._ipu_setting("autoRoundNumIPUs", _check_bool("autoRoundNumIPUs",
+                                                                 auto_round_num_ipus),
+                                 "rounds the number of IPUs up to a power of two")
+
+    def setAvailableMemoryProportion(self, available_memory_proportion):
+        if not isinstance(available_memory_proportion, dict) or not all(
+                isinstance(k, str) and k.startswith("IPU") and isinstance(v, (int, float))
+                for k, v in available_memory_proportion.items()):
+            raise ValueError("setAvailableMemoryProportion: expected a dict like "
+                             "{'IPU0': 0.5}")
+        self.available_memory_proportion = {int(k[3:]): float(v) for k, v in
+                                            available_memory_proportion.items()}
+        _ipu_only("setAvailableMemoryProportion", "bounds the tile memory matmuls and "
+                  "convolutions may use for temporaries")
+        return self
+
+    def enableStableNorm(self, enabled):
+        return self._ipu_setting("enableStableNorm", _check_bool("enableStableNorm", enabled),
+                                 "selects a more stable variance computation for norms "
+                                 "(tilegraph's norms are always computed the stable way)")
+
+    def enableSyntheticData(self, enabled):
+        if _check_bool("enableSyntheticData", enabled):
+            raise NotImplementedError("enableSyntheticData: running on synthetic data instead "
+                                      "of the inputs given is not built in tilegraph")
+        return self
+
+    # ---- loading options from a file, without running it --------------------------------
+    def loadFromFile(self, filepath):
+        """Applies option calls, one per line ("deviceIterations(4)",
+        "Training.gradientAccumulation(2)", "outputMode(poptorch.OutputMode.All)"; '#'
+        starts a comment). Each line is parsed, never executed: only calls of Options'
+        own methods with literal arguments or enum members are accepted, anything else is
+        a ConfigFileError naming the line."""
+        with open(filepath) as f:
+            lines = f.read().splitlines()
+        for number, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            try:
+                self._apply_line(text)
+            except ConfigFileError as e:
+                raise ConfigFileError(f"{filepath}:{number}: {e}: {line.strip()!r}") from None
+        return self
+
+    def _apply_line(self, text):
+        try:
+            call = ast.parse(text, mode="eval").body
+        except SyntaxError:
+            raise ConfigFileError("not an option call") from None
+        if not isinstance(call, ast.Call) or call.keywords and any(k.arg is None
+                                                                   for k in call.keywords):
+            raise ConfigFileError("not an option call")
+        path = _dotted(call.func)
+        if path is None:
+            raise ConfigFileError("not an option call")
+        if path[0] in ("options", "opts"):
+            path = path[1:]
+        target = self
+        for part in path[:-1]:
+            if part not in ("Training", "Precision", "Jit", "Distributed", "TensorLocations",
+                            "_Popart"):
+                raise ConfigFileError(f"unknown option group {part!r}")
+            target = getattr(target, part)
+        method = path[-1]
+        if method.startswith("_") or method in ("loadFromFile", "clone", "toDict") or \
+                not callable(getattr(type(target), method, None)):
+            raise ConfigFileError(f"unknown option {method!r}")
+        args = [_literal(a) for a in call.args]
+        kwargs = {k.arg: _literal(k.value) for k in call.keywords}
+        getattr(target, method)(*args, **kwargs)
+
+
+def _dotted(node):
+    """["a", "b", "c"] for the expression a.b.c, else None."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    parts.append(node.id)
+    return parts[::-1]
+
+
+def _literal(node):
+    """A literal, or an enum member named as [poptorch.|tilegraph.][enums.]Enum.Member."""
+    try:
+        return ast.literal_eval(node)
+    except ValueError:
+        pass
+    path = _dotted(node)
+    if path and path[0] in ("poptorch", "tilegraph"):
+        path = path[1:]
+    if path and path[0] == "enums":
+        path = path[1:]
+    if path and len(path) == 2:
+        enum_type = getattr(enums, path[0], None)
+        if isinstance(enum_type, type) and path[1] in getattr(enum_type, "__members__", {}):
+            return enum_type[path[1]]
+    if path and len(path) == 2 and path[0] == "torch" and path[1] in ("float16", "float32",
+                                                                      "half", "float"):
+        return getattr(torch, path[1])
+    raise ConfigFileError("arguments must be literals or enum members")

@@ -203,3 +203,60 @@ def dumps_or_none(structure):
         return json.dumps(structure.to_json())
     except (ValueError, NotImplementedError, TypeError):
         return None
+
+
+# ---- PopTorch's custom argument parsers ---------------------------------------------------
+class ICustomArgParser:
+    """How the inputs and outputs of a user type map to tensors (PopTorch's interface):
+    yieldTensors(struct) yields its tensors in order; reconstruct(original_structure,
+    tensor_iterator) builds a new object of the type from tensors drawn from the iterator."""
+
+    def yieldTensors(self, struct):
+        raise NotImplementedError
+
+    def reconstruct(self, original_structure, tensor_iterator):
+        raise NotImplementedError
+
+
+class _Original:
+    """The flattened object kept as a tree node's context. Compared by type only: two calls
+    with objects of a registered type are the same structure when their tensors agree."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __eq__(self, other):
+        return isinstance(other, _Original) and type(other.value) is type(self.value)
+
+    def __hash__(self):
+        return hash(type(self.value))
+
+    def __repr__(self):
+        return f"<{type(self.value).__name__}>"
+
+    def __deepcopy__(self, memo):  # the object may hold traced tensors: shared, not copied
+        return self
+
+
+def registerCustomArgParser(type_, parser):
+    """Makes objects of `type_` valid inputs and outputs of a model: their tensors (by
+    `parser`, an ICustomArgParser) are the program's, the object is rebuilt around the
+    results. Registered as a torch pytree node, so capture and calls both see through it."""
+    if not isinstance(type_, type) or not isinstance(parser, ICustomArgParser):
+        raise TypeError("registerCustomArgParser(type, parser): expected a class and an "
+                        "ICustomArgParser instance")
+
+    def flatten(obj):
+        return list(parser.yieldTensors(obj)), _Original(obj)
+
+    def unflatten(values, context):
+        return parser.reconstruct(context.value, iter(values))
+
+    def flatten_with_keys(obj):  # torch.export names the leaves by these keys
+        values, context = flatten(obj)
+        return [(pytree.SequenceKey(i), v) for i, v in enumerate(values)], context
+
+    if type_ in pytree.SUPPORTED_NODES:
+        pytree._deregister_pytree_node(type_)
+    pytree.register_pytree_node(type_, flatten, unflatten,
+                                flatten_with_keys_fn=flatten_with_keys)

@@ -8,6 +8,12 @@ accepted by the options that take them, which say what they would do on an IPU
 """
 import enum
 
+__all__ = ["AnchorMode", "AutoStage", "CommGroupType", "ConnectionType", "DataLoaderMode",
+           "HalfFloatCastingBehavior", "Liveness", "MatMulSerializationMode",
+           "MeanReductionStrategy", "MultiConvPlanType", "OptimizerType", "OutputMode",
+           "OverlapMode", "RecomputationType", "ReductionType", "SharingStrategy",
+           "SyncPattern", "VariableRetrievalMode"]
+
 
 class OutputMode(enum.IntEnum):
     """Which steps' outputs a call returns: Final (the last step's), EveryN (every N-th

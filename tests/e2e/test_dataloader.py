@@ -1,0 +1,117 @@
+"""tilegraph.DataLoader and AsynchronousDataAccessor (PopTorch's data loading): the combined
+batch one call consumes, asynchronous loading ahead of the model (every sample, in order,
+epoch after epoch), rebatching, errors from the loading thread, and training fed by an
+asynchronous loader equal to training fed by a synchronous one."""
+import pytest
+import torch
+
+import tilegraph
+
+
+class Squares(torch.utils.data.Dataset):
+    def __init__(self, n=24):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i)]), torch.tensor(i * i)
+
+
+def _options():
+    return tilegraph.Options().deviceIterations(2).Training.gradientAccumulation(3)
+
+
+def test_combined_batch_size_is_micro_batch_times_steps():
+    loader = tilegraph.DataLoader(_options(), Squares(), batch_size=2)
+    assert loader.combinedBatchSize == 2 * 2 * 3
+    assert len(loader) == 24 // 12
+    x, y = next(iter(loader))
+    assert x.shape == (12, 1) and y.shape == (12,)
+
+
+@pytest.mark.parametrize("mode", [tilegraph.DataLoaderMode.Async,
+                                  tilegraph.DataLoaderMode.AsyncRebatched])
+def test_async_modes_yield_every_sample_in_order_each_epoch(mode):
+    sync = tilegraph.DataLoader(_options(), Squares(), batch_size=2)
+    loader = tilegraph.DataLoader(_options(), Squares(), batch_size=2, mode=mode,
+                                  **({"rebatched_worker_size": 4}
+                                     if mode == tilegraph.DataLoaderMode.AsyncRebatched else {}))
+    try:
+        expected = [b for b in sync]
+        for _ in range(3):  # epochs
+            got = [b for b in loader]
+            assert len(got) == len(expected) == len(loader)
+            for (gx, gy), (ex, ey) in zip(got, expected):
+                assert torch.equal(gx, ex) and torch.equal(gy, ey)
+    finally:
+        loader.terminate()
+
+
+def test_accessor_over_a_dataloader_and_early_exit_of_an_epoch():
+    base = torch.utils.data.DataLoader(Squares(), batch_size=4)
+    accessor = tilegraph.AsynchronousDataAccessor(base, buffer_size=2, early_preload=True)
+    try:
+        first = next(iter(accessor))
+        assert torch.equal(first[0].flatten(), torch.arange(4.0))
+        batches = list(accessor)  # a new iteration starts the epoch from the beginning
+        assert len(batches) == 6 and torch.equal(batches[-1][1], torch.tensor([400, 441,
+                                                                                484, 529]))
+    finally:
+        accessor.terminate()
+
+
+def test_rebatching_joins_small_batches():
+    base = torch.utils.data.DataLoader(Squares(10), batch_size=3)
+    accessor = tilegraph.AsynchronousDataAccessor(base, rebatched_size=4,
+                                                  load_indefinitely=False)
+    try:
+        sizes = [x.shape[0] for x, _ in accessor]
+        assert sizes == [4, 4]  # 10 samples: two full batches, the 2 left over dropped
+    finally:
+        accessor.terminate()
+
+
+def test_an_error_while_loading_reaches_the_consumer():
+    class Broken(Squares):
+        def __getitem__(self, i):
+            if i == 5:
+                raise IndexError("sample 5 is corrupt")
+            return super().__getitem__(i)
+
+    accessor = tilegraph.AsynchronousDataAccessor(torch.utils.data.DataLoader(Broken(),
+                                                                              batch_size=2))
+    try:
+        with pytest.raises(IndexError, match="sample 5 is corrupt"):
+            list(accessor)
+    finally:
+        accessor.terminate()
+    with pytest.raises(tilegraph.Error, match="already asynchronous"):
+        tilegraph.AsynchronousDataAccessor(tilegraph.DataLoader(
+            tilegraph.Options(), Squares(), mode=tilegraph.DataLoaderMode.Async))
+
+
+def test_training_from_an_async_loader_equals_a_sync_one():
+    weights = []
+    for mode in (tilegraph.DataLoaderMode.Sync, tilegraph.DataLoaderMode.Async):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(1, 1)
+
+        class Fit(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, x, y):
+                return torch.nn.functional.mse_loss(self.m(x).squeeze(1), y.float() / 500)
+
+        opts = _options()
+        loader = tilegraph.DataLoader(opts, Squares(), batch_size=2, mode=mode)
+        run = tilegraph.trainingModel(Fit(), opts, torch.optim.SGD(model.parameters(), lr=0.01))
+        for _ in range(2):
+            for x, y in loader:
+                run(x, y)
+        loader.terminate()
+        weights.append(model.weight.detach().clone())
+    torch.testing.assert_close(weights[0], weights[1])

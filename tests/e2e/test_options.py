@@ -1,0 +1,154 @@
+"""tilegraph.Options as PopTorch's documentation describes poptorch.Options: chainable
+setters, arguments checked (wrong types and values raise), options frozen once a model is
+wrapped with them, clone(), IPU-only options accepted with a warning that says what they do
+on an IPU, and loadFromFile that parses (never runs) its file."""
+import warnings
+
+import pytest
+import torch
+
+import tilegraph
+from tilegraph import enums
+
+
+def test_setters_chain_and_set_what_they_name():
+    opts = (tilegraph.Options().deviceIterations(3).replicationFactor(2).randomSeed(7)
+            .outputMode(tilegraph.OutputMode.EveryN, 2).Training.gradientAccumulation(4)
+            .Training.accumulationAndReplicationReductionType(tilegraph.ReductionType.Sum)
+            .Precision.runningStatisticsAlwaysFloat(True).Jit.traceModel(False))
+    assert isinstance(opts, tilegraph.Options)
+    assert (opts.device_iterations, opts.replication_factor, opts.random_seed) == (3, 2, 7)
+    assert opts.output_mode == tilegraph.OutputMode.EveryN and opts.output_return_period == 2
+    assert opts.Training.gradient_accumulation == 4
+    assert opts.Training.reduction == tilegraph.ReductionType.Sum
+    assert not opts.defaultOutputMode() and tilegraph.Options().defaultOutputMode()
+    d = opts.toDict()
+    assert d["device_iterations"] == 3 and d["Training"]["gradient_accumulation"] == 4
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda o: o.deviceIterations(2.0), TypeError),
+    (lambda o: o.deviceIterations(0), ValueError),
+    (lambda o: o.replicationFactor("2"), TypeError),
+    (lambda o: o.Training.gradientAccumulation(0), ValueError),
+    (lambda o: o.Training.accumulationAndReplicationReductionType("mean"), TypeError),
+    (lambda o: o.Training.accumulationAndReplicationReductionType(
+        tilegraph.ReductionType.NoReduction), ValueError),
+    (lambda o: o.outputMode("all"), TypeError),
+    (lambda o: o.outputMode(tilegraph.OutputMode.EveryN), ValueError),
+    (lambda o: o.Precision.setPartialsType(torch.int32), ValueError),
+    (lambda o: o.Precision.runningStatisticsAlwaysFloat(1), TypeError),
+    (lambda o: o.TensorLocations.numIOTiles(33), ValueError),
+    (lambda o: o.TensorLocations.setOptimizerLocation({"sharded": True}), TypeError),
+    (lambda o: o.connectionType(0), TypeError),
+    (lambda o: o.Distributed.configureProcessId(2, 2), ValueError),
+    (lambda o: o.setAvailableMemoryProportion({"0": 0.5}), ValueError),
+    (lambda o: o.randomSeed(None), TypeError),
+    (lambda o: o._Popart.set(3, 1), TypeError),
+])
+def test_wrong_types_and_values_raise(call, error):
+    with pytest.raises(error):
+        call(tilegraph.Options())
+
+
+def test_options_are_frozen_once_a_model_is_wrapped_and_clone_unfreezes():
+    opts = tilegraph.Options().deviceIterations(2)
+    model = torch.nn.Linear(3, 3)
+    run = tilegraph.inferenceModel(model, opts)
+    for change in (lambda: opts.deviceIterations(4), lambda: opts.Training.gradientAccumulation(2),
+                   lambda: opts._Popart.set("autoRecomputation", 3),
+                   lambda: opts.Distributed.disable()):
+        with pytest.raises(AttributeError, match="Can't modify frozen Options"):
+            change()
+    assert opts.device_iterations == 2
+    other = opts.clone().deviceIterations(4)
+    assert other.device_iterations == 4 and opts.device_iterations == 2
+    out = run(torch.randn(4, 3))  # the executor's own copy: still 2 iterations of 2
+    assert out.shape == (4, 3)
+    tilegraph.DataLoader(other, list(range(8)), batch_size=1)
+    with pytest.raises(AttributeError, match="frozen"):
+        other.deviceIterations(1)
+
+
+def test_an_inference_model_refuses_gradient_accumulation_and_wrong_option_types():
+    with pytest.raises(tilegraph.Error, match="gradientAccumulation must be 1"):
+        tilegraph.inferenceModel(torch.nn.Linear(2, 2),
+                                 tilegraph.Options().Training.gradientAccumulation(2))
+    with pytest.raises(tilegraph.Error, match="expected tilegraph.Options"):
+        tilegraph.inferenceModel(torch.nn.Linear(2, 2), {"deviceIterations": 2})
+
+
+def test_ipu_only_options_warn_once_saying_what_they_do_on_an_ipu():
+    opts = tilegraph.Options()
+    with pytest.warns(UserWarning, match="on an IPU it sets how IPUs synchronise"):
+        opts.syncPattern(enums.SyncPattern.SinglePipeline)
+    with pytest.warns(UserWarning, match="IPU Model"):
+        opts.useIpuModel(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opts.syncPattern(enums.SyncPattern.Full)  # once only
+    assert opts.ipu_settings["syncPattern"] == enums.SyncPattern.Full
+    # They change nothing: the model runs and matches eager PyTorch.
+    model = torch.nn.Linear(4, 2)
+    x = torch.randn(3, 4)
+    torch.testing.assert_close(tilegraph.inferenceModel(model, opts)(x), model(x))
+
+
+def test_every_enum_has_poptorchs_members():
+    assert [m.name for m in enums.OutputMode] == ["Final", "EveryN", "All", "Sum", "Default"]
+    assert int(enums.OutputMode.All) == 2 and tilegraph.OutputMode is enums.OutputMode
+    assert [m.name for m in enums.MeanReductionStrategy] == ["Running", "Post", "PostAndLoss"]
+    assert [m.name for m in enums.CommGroupType] == ["All", "Consecutive", "Orthogonal",
+                                                     "NoGrouping"]
+    assert enums.OverlapMode.OverlapAccumulationLoop.value == "overlap_accumulation_loop"
+    assert enums.VariableRetrievalMode.AllReplicas == 2
+    assert tilegraph.AutoStage is enums.AutoStage
+    assert tilegraph.DataLoaderMode is enums.DataLoaderMode
+
+
+def test_mean_reduction_strategies_give_the_same_training():
+    """Post is what tilegraph computes; Running is accepted (with a note) and trains to
+    the same weights, as it does in exact arithmetic."""
+    results = []
+    for strategy in (enums.MeanReductionStrategy.Post, enums.MeanReductionStrategy.Running):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+        opts = tilegraph.Options().Training.gradientAccumulation(2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            opts.Training.setMeanAccumulationAndReplicationReductionStrategy(strategy)
+
+        class WithLoss(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.m = model
+
+            def forward(self, x):
+                return self.m(x).pow(2).mean()
+
+        run = tilegraph.trainingModel(WithLoss(), opts,
+                                      torch.optim.SGD(model.parameters(), lr=0.1))
+        run(torch.ones(4, 4))
+        results.append(model[0].weight.detach().clone())
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_load_from_file_applies_option_calls_and_never_runs_code(tmp_path):
+    good = tmp_path / "opts.txt"
+    good.write_text("# tilegraph options\n"
+                    "deviceIterations(4)\n"
+                    "Training.gradientAccumulation(2)  # accumulate\n"
+                    "outputMode(poptorch.OutputMode.All)\n"
+                    "Precision.setPartialsType(torch.float32)\n")
+    opts = tilegraph.Options().loadFromFile(str(good))
+    assert opts.device_iterations == 4 and opts.Training.gradient_accumulation == 2
+    assert opts.output_mode == tilegraph.OutputMode.All
+    marker = tmp_path / "ran"
+    for line in (f"__import__('os').system('touch {marker}')",
+                 f"deviceIterations(__import__('os').system('touch {marker}'))",
+                 "loadFromFile('/etc/passwd')", "_Popart.__init__(None)", "deviceIterations = 3"):
+        bad = tmp_path / "bad.txt"
+        bad.write_text("deviceIterations(2)\n" + line + "\n")
+        with pytest.raises(tilegraph.ConfigFileError, match="bad.txt:2"):
+            tilegraph.Options().loadFromFile(str(bad))
+    assert not marker.exists()

@@ -1,0 +1,254 @@
+"""PopTorch's functions inside a forward (poptorch.for_loop, cond, dynamic_slice, ...), the
+executor's API beyond calls (attribute pass-through, pickling, tensor names, perf counters,
+loadExecutable, compile hooks), and custom argument types. Each compiled result is checked
+against the same function run eagerly or written out in plain PyTorch."""
+import io
+import pickle
+
+import pytest
+import torch
+import torch.nn as nn
+
+import tilegraph
+from tilegraph import enums
+
+
+def _compiled(fn, *args):
+    class Wrap(nn.Module):
+        def forward(self, *a):
+            return fn(*a)
+    return tilegraph.inferenceModel(Wrap())(*args)
+
+
+def test_for_loop_runs_its_body_count_times():
+    def body(x, acc):
+        return x * 0.5, acc + x
+
+    def model(x):
+        x, acc = tilegraph.for_loop(4, body, [x, torch.zeros_like(x)])
+        return x, acc
+
+    x = torch.randn(3, 2)
+    got = _compiled(model, x)
+    ref = model(x)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ref[1], x * (1 + 0.5 + 0.25 + 0.125))
+    with pytest.raises(tilegraph.Error, match="returned 1 tensor"):
+        tilegraph.for_loop(2, lambda a, b: a, [x, x])
+    with pytest.raises(ValueError, match="list of tensors"):
+        tilegraph.for_loop(2, lambda a: a, x)
+
+
+def test_cond_selects_the_branch_at_run_time():
+    def model(x, flag):
+        return tilegraph.cond(flag, lambda a: a * 2, [x], lambda a: a - 1, [x])[0]
+
+    class Wrap(nn.Module):
+        def forward(self, x, flag):
+            return model(x, flag)
+
+    run = tilegraph.inferenceModel(Wrap())
+    x = torch.randn(4)
+    torch.testing.assert_close(run(x, torch.tensor([True])), x * 2)
+    torch.testing.assert_close(run(x, torch.tensor([False])), x - 1)  # same program
+    assert model(x, torch.tensor([False])).equal(x - 1)  # eager: the Python branch
+
+
+def test_dynamic_slice_and_update_at_a_tensor_offset():
+    class Window(nn.Module):
+        def forward(self, x, start, patch):
+            part = tilegraph.dynamic_slice(x, 1, start, 3, 1)
+            strided = tilegraph.dynamic_slice(x, 1, start, 2, 2)
+            return part, strided, tilegraph.dynamic_update(x, patch, 1, start, 2)
+
+    run = tilegraph.inferenceModel(Window())
+    x = torch.arange(24.0).reshape(3, 8)
+    patch = -torch.ones(3, 2)
+    for s in (0, 2, 5):
+        part, strided, updated = run(x, torch.tensor([s]), patch)
+        torch.testing.assert_close(part, x[:, s:s + 3])
+        torch.testing.assert_close(strided, x[:, s:s + 4:2])
+        expected = x.clone()
+        expected[:, s:s + 2] = patch
+        torch.testing.assert_close(updated, expected)
+
+
+def test_serialized_matmul_overlap_and_print_pass_values_through():
+    a, b = torch.randn(4, 6), torch.randn(6, 5)
+
+    def model(a, b):
+        a = tilegraph.set_overlap_for_input(a, enums.OverlapMode.OverlapAccumulationLoop)
+        y = tilegraph.serializedMatMul(a, b, enums.MatMulSerializationMode.OutputChannels, 2)
+        y = tilegraph.ipu_print_tensor(y, "y")
+        return tilegraph.set_overlap_for_output(y, enums.OverlapMode.NoOverlap)
+
+    with pytest.warns(UserWarning):
+        got = _compiled(model, a, b)
+    torch.testing.assert_close(got, a @ b)
+    with pytest.raises(ValueError, match="OverlapMode"):
+        tilegraph.set_overlap_for_input(a, "overlap")
+
+
+def test_cpu_multiconv_namescope_and_is_running_on_ipu():
+    seen = []
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.convs = nn.ModuleList([nn.Conv2d(2, 3, 3, padding=1) for _ in range(2)])
+            self.host = tilegraph.CPU(lambda t: t.relu(), "relu_on_host")
+
+        def forward(self, x):
+            seen.append(tilegraph.isRunningOnIpu())
+            with tilegraph.MultiConv().planType(enums.MultiConvPlanType.Serial), \
+                    tilegraph.NameScope("body"):
+                y = self.convs[0](x) + self.convs[1](x)
+            return self.host(y)
+
+    net = Net()
+    x = torch.randn(2, 2, 5, 5)
+    with pytest.warns(UserWarning, match="MultiConv"):
+        got = tilegraph.inferenceModel(net)(x)
+    ref = net(x)
+    torch.testing.assert_close(got, ref)
+    assert seen[0] is True and seen[-1] is False  # compiled, then eager
+    with pytest.raises(ValueError, match="availableMemoryProportions"):
+        tilegraph.MultiConv().availableMemoryProportions(1.5)
+
+
+def test_ipu_software_ops_raise_saying_why():
+    with pytest.raises(tilegraph.Error, match="Poplar code"):
+        tilegraph.custom_op([torch.ones(2)], "LeakyRelu", "custom.ops", 1, [torch.ones(2)])
+    with pytest.raises(NotImplementedError, match="beam"):
+        tilegraph.ctc_beam_search_decoder(torch.ones(2, 3, 4), torch.ones(2))
+
+
+class Pair:
+    """A user type holding two tensors and a name (PopTorch's ICustomArgParser example)."""
+
+    def __init__(self, a, b, name):
+        self.a, self.b, self.name = a, b, name
+
+
+class PairParser(tilegraph.ICustomArgParser):
+    def yieldTensors(self, struct):
+        yield struct.a
+        yield struct.b
+
+    def reconstruct(self, original_structure, tensor_iterator):
+        return Pair(next(tensor_iterator), next(tensor_iterator), original_structure.name)
+
+
+def test_custom_argument_types_in_and_out():
+    tilegraph.registerCustomArgParser(Pair, PairParser())
+
+    class Swap(nn.Module):
+        def forward(self, p):
+            return Pair(p.b * 2, p.a + 1, p.name)
+
+    p = Pair(torch.randn(3), torch.randn(3), "x")
+    out = tilegraph.inferenceModel(Swap())(p)
+    assert isinstance(out, Pair) and out.name == "x"
+    torch.testing.assert_close(out.a, p.b * 2)
+    torch.testing.assert_close(out.b, p.a + 1)
+
+
+class Small(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.linear(x).sum()
+
+
+def test_attributes_pass_through_to_the_module_and_hold_trained_weights():
+    model = Small()
+    run = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+    before = run.linear.weight.detach().clone()
+    assert run.linear is model.linear
+    assert [n for n, _ in run.named_parameters()] == ["linear.weight", "linear.bias"]
+    run(torch.ones(2, 3))
+    assert not torch.equal(run.linear.weight.detach(), before)  # trained, seen through run
+    assert torch.equal(run.state_dict()["linear.weight"], model.linear.weight.detach())
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        run.nonexistent
+
+
+def test_pickled_executors_recompile_and_agree(tmp_path):
+    model = Small()
+    run = tilegraph.inferenceModel(model)
+    x = torch.randn(4, 3)
+    expected = run(x)
+    buffer = io.BytesIO()
+    torch.save(run, buffer)
+    buffer.seek(0)
+    again = torch.load(buffer, weights_only=False)
+    assert isinstance(again, tilegraph.PoplarExecutor) and not again.isCompiled()
+    torch.testing.assert_close(again(x), expected)
+    assert pickle.loads(pickle.dumps(run)).options.device_iterations == 1
+
+
+def test_tensor_names_perf_counters_latency_and_cycle_count():
+    run = tilegraph.inferenceModel(Small(), tilegraph.Options().deviceIterations(2))
+    with pytest.raises(tilegraph.Error, match="not been compiled"):
+        run.getTensorNames()
+    run(torch.randn(4, 3))
+    run(torch.randn(4, 3))
+    names = run.getTensorNames()
+    assert "input0" in names and "linear.weight" in names
+    counters = run.getPerfCounters()
+    assert set(counters) == {"input", "input_complete", "output", "output_complete"}
+    assert len(counters["input"]) == 1 and len(counters["input"][0]) == 4  # 2 calls x 2 steps
+    for i in range(4):
+        times = [counters[k][0][i] for k in ("input", "input_complete", "output",
+                                             "output_complete")]
+        assert times == sorted(times)
+    low, high, mean = run.getLatency()
+    assert 0 < low <= mean <= high
+    with pytest.raises(tilegraph.Error, match="logCycleCount"):
+        run.cycleCount()
+    counting = tilegraph.inferenceModel(Small(), tilegraph.Options().logCycleCount(True))
+    counting(torch.randn(2, 3))
+    with pytest.raises(tilegraph.Error, match="no IPU cycle counter"):
+        counting.cycleCount()
+
+
+def test_load_executable_uses_the_exported_program(tmp_path):
+    model = Small()
+    path = str(tmp_path / "small.tg")
+    x = torch.randn(4, 3)
+    tilegraph.inferenceModel(model).compileAndExport(path, x)
+    fresh = tilegraph.inferenceModel(model)
+    before = tilegraph.compilation_count()
+    fresh.loadExecutable(path)
+    assert fresh.isCompiled()
+    torch.testing.assert_close(fresh(x), model(x).reshape(1))
+    other = tilegraph.inferenceModel(model, tilegraph.Options().deviceIterations(2))
+    with pytest.raises(tilegraph.Error, match="other options.*device_iterations"):
+        other.loadExecutable(path)
+    assert tilegraph.compilation_count() == before + 1  # the loaded program, compiled once
+
+
+def test_compile_hooks_run_around_every_capture():
+    calls = []
+    pre = tilegraph.registerPreCompileHook(lambda: calls.append("pre"))
+    post = tilegraph.registerPostCompileHook(lambda: calls.append("post"))
+    try:
+        tilegraph.inferenceModel(Small())(torch.randn(2, 3))
+    finally:
+        pre.remove()
+        post.remove()
+    assert calls == ["pre", "post"]
+    tilegraph.inferenceModel(Small())(torch.randn(2, 3))
+    assert calls == ["pre", "post"]  # removed
+    with pytest.raises(RuntimeError, match="callable"):
+        tilegraph.registerPreCompileHook(3)
+
+
+def test_wrapping_an_executor_wraps_its_module():
+    model = Small()
+    train = tilegraph.trainingModel(model)
+    infer = tilegraph.inferenceModel(train)
+    assert infer.model is model
