@@ -46,7 +46,8 @@ def graph_key(executor, cap, input_specs):
                  processes=o.Distributed.numProcesses,
                  sharded=o.TensorLocations.shard_optimizer_state,
                  accumulation=o.Training.gradient_accumulation,
-                 reduction=int(o.Training.reduction))
+                 reduction=int(o.Training.reduction),
+                 anchors=sorted((k, v[0]) for k, v in o.anchored_tensors.items()))
     if executor.training:
         from .optim import describe
         kind, flags, groups, loss_scaling = describe(executor.optimizer)
@@ -63,7 +64,8 @@ def capture_meta(cap, extra):
                 output_meta=[[list(s), str(d).replace("torch.", "")] for s, d in cap.output_meta],
                 output_structure=dumps_or_none(cap.output_structure)
                 if cap.output_structure else None,
-                loss_index=cap.loss_index, input_mutations=cap.input_mutations)
+                loss_index=cap.loss_index, input_mutations=cap.input_mutations,
+                anchors=cap.anchors)
     meta.update(extra)
     return meta
 
@@ -92,6 +94,7 @@ def captured_from(text, meta):
         cap.output_structure = OutputStructure.from_json(json.loads(meta["output_structure"]))
     cap.loss_index = None if meta.get("loss_index") is None else int(meta["loss_index"])
     cap.input_mutations = [(int(i), int(o)) for i, o in meta.get("input_mutations", [])]
+    cap.anchors = {str(k): int(v) for k, v in meta.get("anchors", {}).items()}
     _check_indices(cap)
     return cap
 
@@ -101,7 +104,7 @@ def _check_indices(cap):
     n = len(cap.outputs)
     indices = [v for kind, v in cap.output_structure.leaves if kind == "tensor"] \
         if cap.output_structure else []
-    indices += [o for _, o in cap.input_mutations]
+    indices += [o for _, o in cap.input_mutations] + list(cap.anchors.values())
     if cap.loss_index is not None:
         indices.append(cap.loss_index)
     if any(not 0 <= i < n for i in indices):

@@ -25,6 +25,14 @@ _NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int
           "i32": np.int32, "bool": np.bool_}
 
 
+def torch_dtype_of(name):
+    """The torch dtype of a tilegraph dtype name ("f32" -> torch.float32)."""
+    for torch_dtype, tg_name in _DTYPES.items():
+        if tg_name == name:
+            return torch_dtype
+    raise TypeError(f"no torch dtype for tilegraph dtype {name!r}")
+
+
 def tg_dtype(torch_dtype):
     if torch_dtype not in _DTYPES:
         raise TypeError(f"tilegraph does not support dtype {torch_dtype}")
@@ -68,6 +76,8 @@ class Captured:
         self.output_structure = None  # _structure.OutputStructure of the user's result
         self.loss_index = None     # index in outputs of the loss identity_loss marked
         self.input_mutations = []  # (tensor input index, output index): in-place updates
+        self.anchors = {}          # Options().anchorTensor short name -> output index
+        self.grad_of = {}          # parameter variable -> its gradient value (training)
 
 
 class _Context:

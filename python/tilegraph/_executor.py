@@ -104,6 +104,7 @@ class PoplarExecutor:
         # training, does not change what it serves.
         self._modes = None if training else [(m, m.training) for m in model.modules()]
         self.loaded_from_cache = False
+        self.weight_copies = {"to_device": 0, "to_host": 0}  # whole-model copies made
         self._perf = []  # per call: host times (input, input_complete, output, output_complete)
 
     # ---- batch arithmetic ----------------------------------------------------------------
@@ -184,10 +185,12 @@ class PoplarExecutor:
             live, (cap, meta) = cap, hit
             # The structures of the live capture (the same graph: the key holds its IR).
             cap.output_structure, cap.loss_index = live.output_structure, live.loss_index
+            cap.anchors = {k: int(v) for k, v in meta.get("anchors", {}).items()}
             cap.input_mutations = live.input_mutations
         else:
             self._returns_tuple = len(cap.outputs) > 1
             self._hyper = self._add_training(cap, marks) if self.training else {}
+            self._add_anchors(cap)
             meta = _cache.capture_meta(cap, self._cache_extra())
             if disk is not None:
                 disk.store(key, cap, self._cache_extra())
@@ -363,10 +366,35 @@ class PoplarExecutor:
             replicas_total=self._replicas * self.options.Distributed.numDataParallel,
             shard_optimizer_state=self.options.TensorLocations.shard_optimizer_state, **flags)
         self._opt_flags = (kind, flags)
+        cap.grad_of = dict(info["grad_of"])
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:
             hyper["loss_scale"] = loss_scaling
         return hyper
+
+    def _add_anchors(self, cap):
+        """Options().anchorTensor: each anchored tensor becomes an output of the program
+        (after the model's own), returned with the executor's output mode."""
+        from ._capture import torch_dtype_of
+        cap.anchors = {}
+        for short, (long_name, _, _) in self.options.anchored_tensors.items():
+            name = _anchor_value(cap, long_name, self.training)
+            cap.anchors[short] = len(cap.outputs)
+            cap.graph.add_output(name)
+            cap.outputs.append(name)
+            dtype, shape = cap.graph.type_of(name)
+            cap.output_meta.append((tuple(shape), torch_dtype_of(dtype)))
+
+    def getAnchoredTensor(self, short_name):
+        """The value of the tensor anchored as `short_name` (Options().anchorTensor) in the
+        last call."""
+        anchored = getattr(self, "_anchored", None)
+        if anchored is None:
+            raise Error("getAnchoredTensor: the model has not run yet")
+        if short_name not in anchored:
+            raise Error(f"getAnchoredTensor: no tensor anchored as {short_name!r}; anchored: "
+                        f"{sorted(anchored)}")
+        return anchored[short_name]
 
     def __repr__(self):
         """The wrapped module's repr, with its blocks (as PopTorch prints an executor)."""
@@ -385,6 +413,7 @@ class PoplarExecutor:
             mode = self._output_mode()
             results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
             self._apply_input_mutations(call, results)
+            self._anchored = {short: results[i] for short, i in self._cap.anchors.items()}
             self._record_perf(started)
             structure = self._cap.output_structure
             if structure is None:  # an export file without a recorded structure
@@ -518,6 +547,7 @@ class PoplarExecutor:
                         self._cap.params.get(fqn) or self._cap.buffers[fqn])))
                     t.copy_(value.reshape(t.shape))
             self._host_version = _guards.host_versions(tensors)
+            self.weight_copies["to_host"] += 1
 
     def copyWeightsToDevice(self):
         with self._lock, _MODULE_LOCK:
@@ -529,6 +559,7 @@ class PoplarExecutor:
                 self._exe.write_variable(self._cap.params.get(fqn) or self._cap.buffers[fqn],
                                          value)
             self._host_version = _guards.host_versions(tensors)
+            self.weight_copies["to_device"] += 1
 
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
@@ -776,6 +807,29 @@ class _Placements:
                                  f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, "
                                  f"got {accumulation}")
         return stages
+
+
+def _anchor_value(cap, long_name, training):
+    """The graph value Options().anchorTensor's `long_name` names: "Gradient___<param>"
+    (PopART's name for a parameter's gradient), a parameter's or buffer's module name, or a
+    value of the program."""
+    if long_name.startswith("Gradient___"):
+        fqn = long_name[len("Gradient___"):]
+        if not training:
+            raise Error(f"anchorTensor {long_name!r}: an inference model has no gradients")
+        if fqn not in cap.params or cap.params[fqn] not in cap.grad_of:
+            raise Error(f"anchorTensor {long_name!r}: {fqn!r} is not a trained parameter; "
+                        f"parameters: {sorted(cap.params)}")
+        return cap.grad_of[cap.params[fqn]]
+    if long_name in cap.params or long_name in cap.buffers:
+        return cap.params.get(long_name) or cap.buffers[long_name]
+    try:
+        cap.graph.type_of(long_name)
+    except (ValueError, KeyError, RuntimeError):
+        raise Error(f"anchorTensor {long_name!r}: no such tensor; anchor "
+                    "'Gradient___<parameter name>', a parameter or buffer name, or a name "
+                    "getTensorNames() lists") from None
+    return long_name
 
 
 def _loss_index(cap):

@@ -552,8 +552,8 @@ class Options:
     def anchorTensor(self, short_name, long_name, output_mode=None, output_return_period=1):
         """Returns the program's tensor `long_name` from every call, as
         executor.getAnchoredTensor(short_name). tilegraph's names: "Gradient___<param>"
-        (the parameter's gradient, as PopART names it), "<param>" (its value), or any
-        name getTensorNames() lists. The tensor follows the executor's output mode
+        (the parameter's gradient, as PopART names it), "<param>" (its value after the
+        step), or any name getTensorNames() lists. The tensor follows the executor's output mode
         (output_mode is accepted; a different mode per anchor is not built). Returns None,
         as PopTorch's does."""
         if not isinstance(short_name, str) or not isinstance(long_name, str):

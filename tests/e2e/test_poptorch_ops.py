@@ -252,3 +252,51 @@ def test_wrapping_an_executor_wraps_its_module():
     train = tilegraph.trainingModel(model)
     infer = tilegraph.inferenceModel(train)
     assert infer.model is model
+
+
+def test_anchored_tensors_return_gradients_and_weights():
+    torch.manual_seed(0)
+    model = Small()
+    reference = __import__("copy").deepcopy(model)
+    opts = tilegraph.Options()
+    opts.anchorTensor("grad_bias", "Gradient___linear.bias")
+    opts.anchorTensor("weight", "linear.weight")
+    run = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+    x = torch.randn(4, 3)
+    run(x)
+    reference(x).backward()
+    torch.testing.assert_close(run.getAnchoredTensor("grad_bias"), reference.linear.bias.grad)
+    # A parameter's name anchors its value after the step (what the module now holds).
+    torch.testing.assert_close(run.getAnchoredTensor("weight"), model.linear.weight.detach())
+    with pytest.raises(tilegraph.Error, match="no tensor anchored as 'nope'"):
+        run.getAnchoredTensor("nope")
+    bad = tilegraph.Options()
+    bad.anchorTensor("g", "Gradient___missing.weight")
+    with pytest.raises(tilegraph.Error, match="not a trained parameter"):
+        tilegraph.trainingModel(Small(), bad)(x)
+
+
+def test_train_then_infer_shares_weights_copying_only_when_they_changed():
+    """PopTorch's documented pattern: a training and an inference model of one module; the
+    inference model sees the trained weights, and they are copied only when changed."""
+    torch.manual_seed(0)
+    model = Small()
+    train = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                    lr=0.1))
+    infer = tilegraph.inferenceModel(model)
+    x = torch.randn(4, 3)
+    train(x)
+    assert train.weight_copies["to_host"] == 1
+    torch.testing.assert_close(infer(x), model(x).reshape(1))  # compiled with trained weights
+    copies = infer.weight_copies["to_device"]
+    infer(x)
+    infer(x)
+    assert infer.weight_copies["to_device"] == copies  # nothing changed: nothing copied
+    train(x)
+    expected = model(x).reshape(1)
+    torch.testing.assert_close(infer(x), expected)  # trained again: copied once
+    assert infer.weight_copies["to_device"] == copies + 1
+    with torch.no_grad():
+        model.linear.bias.add_(1.0)  # edited by hand
+    torch.testing.assert_close(infer(x), model(x).reshape(1))
+    assert infer.weight_copies["to_device"] == copies + 2
