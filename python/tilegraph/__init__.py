@@ -21,7 +21,7 @@ from ._blocks import (BeginBlock, Block, BlockFunction, Error, ParallelPhasedExe
                       PipelinedExecution, SerialPhasedExecution, ShardedExecution, Stage,
                       module_repr, recomputationCheckpoint, removeBlocks,
                       set_available_memory)
-from .ops import (CPU, Attribute, MultiConv, NameScope, cond, ctc_beam_search_decoder,
+from .ops import (CPU, Attribute, MultiConv, NameScope, autocast, cond, ctc_beam_search_decoder,
                   custom_op, dynamic_slice, dynamic_update, for_loop, fps, ipu_print_tensor,
                   isRunningOnIpu, nearest, serializedMatMul, set_overlap_for_input,
                   set_overlap_for_output)
@@ -29,7 +29,7 @@ from .ops import (CPU, Attribute, MultiConv, NameScope, cond, ctc_beam_search_de
 __all__ = ["AnchorMode", "ArchiveError", "AsynchronousDataAccessor", "Attribute",
            "BeginBlock", "Block", "BlockFunction", "CPU", "ConfigFileError", "DataLoader",
            "Error", "Executable", "ExportedModule", "Graph", "ICustomArgParser", "MultiConv",
-           "NameScope", "Options", "ParallelPhasedExecution", "Phase", "PipelinedExecution",
+           "NameScope", "Options", "autocast", "ParallelPhasedExecution", "Phase", "PipelinedExecution",
            "PoplarExecutor", "RecoverableError", "SerialPhasedExecution", "ShardedExecution",
            "Stage", "TensorLocationSettings", "UnrecoverableError", "compilation_count",
            "cond", "ctc_beam_search_decoder", "custom_op", "dynamic_slice", "dynamic_update",

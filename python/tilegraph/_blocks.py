@@ -306,14 +306,13 @@ def recomputationCheckpoint(*tensors):
     return out[0] if len(out) == 1 else out
 
 
-_available_memory = {}
-
-
 def set_available_memory(tensor, available_memory_proportion):
-    """PopTorch's per-matmul/conv memory hint for the IPU planner: recorded, no effect on CPU
-    (there is no tile memory to trade for speed); returns the tensor."""
+    """PopTorch's per-matmul/conv memory hint for the IPU planner: checked, warns once, no
+    effect here (there is no tile memory to trade for speed); returns the tensor."""
     if not 0.0 < float(available_memory_proportion) <= 1.0:
         raise ValueError(f"available_memory_proportion must be in (0, 1], got "
                          f"{available_memory_proportion}")
-    _available_memory[id(tensor)] = float(available_memory_proportion)
+    from ._options import _ipu_only
+    _ipu_only("set_available_memory", "bounds the tile memory a matmul or convolution may "
+              "use for temporaries")
     return tensor

@@ -359,7 +359,8 @@ NB_MODULE(_core, m) {
         exe.SetHyperParam(name, v);
       }, nb::call_guard<nb::gil_scoped_release>())
       .def("set_seed", &Executable::SetSeed)
-      .def_prop_ro("step", &Executable::step)
+      .def_prop_rw("step", &Executable::step, &Executable::SetStep)
+      .def_prop_ro("seed", &Executable::seed)
       .def_prop_ro("variables", &Executable::VariableNames)
       .def_prop_ro("hyperparams", &Executable::HyperParamNames)
       .def_prop_ro("compile_seconds", &Executable::compile_seconds)

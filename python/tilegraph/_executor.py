@@ -7,6 +7,7 @@ deviceIterations x gradientAccumulation) as that many steps of one engine run.
 """
 import collections
 import contextvars
+import os
 import threading
 import time
 import warnings
@@ -710,6 +711,42 @@ class PoplarExecutor:
     def getIpuHostLatency(self):
         """(min, max, mean) seconds to return a call's results."""
         return self._latency(2, 3)
+
+    @property
+    def rng_state(self):
+        """[seed, step]: the engine's random stream (dropout, ...) is a function of both, so
+        setting a saved state back replays the same random numbers."""
+        if self._exe is None:
+            raise Error("rng_state: the model has not been compiled yet")
+        return [int(self._exe.seed), int(self._exe.step)]
+
+    @rng_state.setter
+    def rng_state(self, state):
+        if self._exe is None:
+            raise Error("rng_state: the model has not been compiled yet")
+        if not isinstance(state, (list, tuple)) or len(state) != 2 or \
+                not all(isinstance(v, int) and v >= 0 for v in state):
+            raise ValueError(f"rng_state: expected [seed, step] as read from rng_state, got "
+                             f"{state!r}")
+        with self._lock:
+            self._exe.set_seed(state[0])
+            self._exe.step = state[1]
+
+    def save(self, filename, export_model=True, save_rng_state=True):
+        """Writes the compiled program, weights and optimizer state to `filename` (as
+        compileAndExport does after compiling); tilegraph.load or loadExecutable read it."""
+        with self._lock:
+            if self._exe is None:
+                raise Error("save: the model has not been compiled yet (call it, or compile())")
+            if os.path.isdir(filename):
+                filename = os.path.join(filename, "model.tilegraph")
+            self._sync_host_edits()
+            _cache.export(filename, self)
+
+    def copyWeightsToHostIfNeeded(self):
+        """False: a training call copies the weights to the module as it returns, so the
+        module is never behind the engine (PopTorch copies lazily, on access)."""
+        return False
 
     def loadExecutable(self, filename):
         """Uses the program compileAndExport wrote to `filename` instead of compiling; the

@@ -278,3 +278,35 @@ def _not_built(name, what):
 ctc_beam_search_decoder = _not_built("ctc_beam_search_decoder", "CTC beam-search decoding")
 fps = _not_built("fps", "farthest point sampling (torch_cluster)")
 nearest = _not_built("nearest", "nearest-point clustering (torch_cluster)")
+
+
+class autocast:
+    """PopTorch's autocast (context manager or decorator): on an IPU, matmuls and
+    convolutions inside run in float16. tilegraph's half-precision support is being built
+    (the mixed-precision work); until then the region runs in the model's own dtype, and
+    this warns once when enabled."""
+
+    def __init__(self, enabled=True):
+        if not isinstance(enabled, bool):
+            raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
+        self.enabled = enabled
+
+    def __enter__(self):
+        if self.enabled:
+            _warn_once("autocast", "on an IPU it runs matmuls and convolutions in float16; "
+                       "tilegraph runs them in the model's dtype (half precision is not built "
+                       "yet)")
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def __call__(self, fn):
+        import functools
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with self:
+                return fn(*args, **kwargs)
+        return wrapped
+

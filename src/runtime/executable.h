@@ -107,7 +107,10 @@ class Executable {
   std::vector<std::string> HyperParamNames() const;
   void SetHyperParam(const std::string& name, const TensorView& value);
   void SetHyperParam(const std::string& name, double value);  // scalars
+  // The random stream (dropout, ...) is a function of (seed, step): setting both replays it.
   void SetSeed(uint64_t seed) { seed_ = seed; }
+  uint64_t seed() const { return seed_; }
+  void SetStep(uint64_t step) { step_ = step; }
   uint64_t step() const { return step_; }
 
   // --- running ---

@@ -1,0 +1,254 @@
+"""PopTorch's public API, name by name, and what tilegraph does with each.
+
+`python -m tilegraph.poptorch_api` prints docs/POPTORCH.md from this table;
+tests/e2e/test_poptorch_api.py checks that every name resolves on tilegraph (no
+AttributeError for any PopTorch name), that every public tilegraph name is in the table or
+listed as tilegraph's own, and that the document is current. Behaviour is tested per area
+(test_options.py, test_poptorch_ops.py, test_structured_io.py, test_optimizers.py,
+test_dataloader.py, test_model_parallel.py, test_system_api.py).
+
+Statuses:
+- implemented: does what PopTorch's does, on tilegraph's devices.
+- warns: accepted and checked, no effect here; warns once saying what it does on an IPU.
+- refused: raises an error that says why (IPU software, or not built yet).
+"""
+IMPLEMENTED, WARNS, REFUSED = "implemented", "warns", "refused"
+
+# (name, status, note). Names are attribute paths from the `tilegraph` module; "Options."
+# paths are looked up on an Options() instance.
+API = [
+    # ---- wrapping and running ---------------------------------------------------------
+    ("trainingModel", IMPLEMENTED, "accepts a module or an executor"),
+    ("inferenceModel", IMPLEMENTED, "keeps the module's train/eval modes of its creation"),
+    ("PoplarExecutor.__call__", IMPLEMENTED, "any structure of inputs and outputs, kwargs"),
+    ("PoplarExecutor.compile", IMPLEMENTED, ""),
+    ("PoplarExecutor.compileAndExport", IMPLEMENTED, "pickle-free checksummed file"),
+    ("PoplarExecutor.save", IMPLEMENTED, "same file format as compileAndExport"),
+    ("PoplarExecutor.loadExecutable", IMPLEMENTED, "options must match the file's"),
+    ("load", IMPLEMENTED, "tilegraph export files (not PopTorch's)"),
+    ("PoplarExecutor.model", IMPLEMENTED, ""),
+    ("PoplarExecutor.options", IMPLEMENTED, "the executor's frozen copy"),
+    ("PoplarExecutor.load_state_dict", IMPLEMENTED, "via the module; pushed before the next "
+                                                    "call"),
+    ("PoplarExecutor.state_dict", IMPLEMENTED, "via the module (current after every call)"),
+    ("PoplarExecutor.named_parameters", IMPLEMENTED, "attribute access passes to the module"),
+    ("PoplarExecutor.rng_state", IMPLEMENTED, "[seed, step]; setting it replays the stream"),
+    ("PoplarExecutor.getTensorNames", IMPLEMENTED, "inputs, variables, outputs"),
+    ("PoplarExecutor.getAnchoredTensor", IMPLEMENTED, "see Options.anchorTensor"),
+    ("PoplarExecutor.copyWeightsToHostIfNeeded", IMPLEMENTED, "always False: weights are "
+                                                              "copied as a call returns"),
+    ("PoplarExecutor.copyWeightsToHost", IMPLEMENTED, ""),
+    ("PoplarExecutor.copyWeightsToDevice", IMPLEMENTED, ""),
+    ("PoplarExecutor.setOptimizer", IMPLEMENTED, "new hyperparameters, no recompilation"),
+    ("PoplarExecutor.cycleCount", REFUSED, "the CPU device counts time, not IPU cycles: "
+                                           "raises, naming getPerfCounters / profile"),
+    ("PoplarExecutor.getPerfCounters", IMPLEMENTED, "host times per call (every step of a "
+                                                    "call shares them)"),
+    ("PoplarExecutor.getLatency", IMPLEMENTED, ""),
+    ("PoplarExecutor.getHostIpuLatency", IMPLEMENTED, "time to hand inputs to the engine"),
+    ("PoplarExecutor.getComputeLatency", IMPLEMENTED, "engine time per call"),
+    ("PoplarExecutor.getIpuHostLatency", IMPLEMENTED, "time to return results"),
+    ("PoplarExecutor.destroy", IMPLEMENTED, ""),
+    ("PoplarExecutor.isAttachedToDevice", IMPLEMENTED, ""),
+    ("PoplarExecutor.isCompiled", IMPLEMENTED, ""),
+    ("PoplarExecutor.detachFromDevice", IMPLEMENTED, ""),
+    ("PoplarExecutor.attachToDevice", IMPLEMENTED, ""),
+    ("registerPreCompileHook", IMPLEMENTED, ""),
+    ("registerPostCompileHook", IMPLEMENTED, ""),
+    ("identity_loss", IMPLEMENTED, "marks the loss anywhere in the result"),
+    ("isRunningOnIpu", IMPLEMENTED, "True while tilegraph compiles the model"),
+    ("ipuHardwareIsAvailable", IMPLEMENTED, "False: no IPU hardware"),
+    ("ipuHardwareVersion", IMPLEMENTED, "0: no IPU hardware"),
+    ("setLogLevel", IMPLEMENTED, "the 'tilegraph' logger"),
+    ("Error", IMPLEMENTED, ""),
+    ("RecoverableError", IMPLEMENTED, ""),
+    ("UnrecoverableError", IMPLEMENTED, ""),
+    ("ConfigFileError", IMPLEMENTED, ""),
+    ("ICustomArgParser", IMPLEMENTED, "user types as inputs and outputs"),
+    ("registerCustomArgParser", IMPLEMENTED, ""),
+    ("module_repr", IMPLEMENTED, "shows BeginBlocks"),
+    # ---- options ----------------------------------------------------------------------
+    ("Options", IMPLEMENTED, "checked setters; frozen once used; clone()"),
+    ("Options.deviceIterations", IMPLEMENTED, ""),
+    ("Options.replicationFactor", IMPLEMENTED, "replicas on this machine's cores"),
+    ("Options.inputReplicaGrouping", REFUSED, "groups of one replica only"),
+    ("Options.outputMode", IMPLEMENTED, "All, Final, Sum, EveryN, Default"),
+    ("Options.defaultOutputMode", IMPLEMENTED, ""),
+    ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode"),
+    ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's"),
+    ("Options.enableExecutableCaching", IMPLEMENTED, "also POPTORCH_CACHE_DIR"),
+    ("Options.enableProfiling", IMPLEMENTED, "profile.json per call"),
+    ("Options.setExecutionStrategy", IMPLEMENTED, "pipelined or sharded"),
+    ("Options.logCycleCount", IMPLEMENTED, "enables cycleCount (which raises: see above)"),
+    ("Options.logDir", IMPLEMENTED, "recorded"),
+    ("Options.modelName", IMPLEMENTED, "recorded"),
+    ("Options.broadcastBuffers", IMPLEMENTED, "buffers are always consistent across replicas"),
+    ("Options.sourceLocationExcludes", IMPLEMENTED, "recorded"),
+    ("Options.appendToLocationExcludes", IMPLEMENTED, "recorded"),
+    ("Options.showCompilationProgressBar", IMPLEMENTED, "recorded (no bar)"),
+    ("Options.relaxOptimizerAttributesChecks", IMPLEMENTED, "recorded"),
+    ("Options.disableModuleNamescope", IMPLEMENTED, "recorded (names only)"),
+    ("Options.loadFromFile", IMPLEMENTED, "parses option calls; never executes the file"),
+    ("Options.clone", IMPLEMENTED, ""),
+    ("Options.toDict", IMPLEMENTED, ""),
+    ("Options.useIpuModel", WARNS, "runs on the CPU; the emulated IPU device is planned"),
+    ("Options.useIpuId", WARNS, "IPU device selection"),
+    ("Options.useOfflineIpuTarget", WARNS, "IPU compilation target"),
+    ("Options.connectionType", WARNS, "IPU attach policy"),
+    ("Options.syncPattern", WARNS, "IPU synchronisation"),
+    ("Options.autoRoundNumIPUs", WARNS, "IPU count rounding"),
+    ("Options.setAvailableMemoryProportion", WARNS, "IPU tile memory for temporaries"),
+    ("Options.enableStableNorm", WARNS, "norms are always computed the stable way"),
+    ("Options.enableSyntheticData", REFUSED, "not built"),
+    ("Options.Training.gradientAccumulation", IMPLEMENTED, ""),
+    ("Options.Training.accumulationAndReplicationReductionType", IMPLEMENTED, "Sum or Mean"),
+    ("Options.Training.setMeanAccumulationAndReplicationReductionStrategy", IMPLEMENTED,
+     "Post is computed; Running/PostAndLoss agree up to rounding (noted once)"),
+    ("Options.Training.setAutomaticLossScaling", WARNS, "mixed precision not built yet"),
+    ("Options.Training.setConvolutionDithering", WARNS, "IPU tile mapping"),
+    ("Options.Precision.setPartialsType", IMPLEMENTED, "fp32 partials; half warns"),
+    ("Options.Precision.enableStochasticRounding", WARNS, "mixed precision not built yet"),
+    ("Options.Precision.enableFloatingPointExceptions", WARNS, "IPU floating-point traps"),
+    ("Options.Precision.autocastEnabled", IMPLEMENTED, "recorded"),
+    ("Options.Precision.autocastPolicy", WARNS, "mixed precision not built yet"),
+    ("Options.Precision.halfFloatCasting", IMPLEMENTED, "recorded"),
+    ("Options.Precision.runningStatisticsAlwaysFloat", IMPLEMENTED, "statistics are fp32"),
+    ("Options.Jit.traceModel", IMPLEMENTED, "tilegraph always captures with torch.export"),
+    ("Options._Popart.set", IMPLEMENTED, "autoRecomputation=3 built; other keys warn"),
+    ("Options._Popart.setEngineOptions", WARNS, "Poplar engine options"),
+    ("Options._Popart.setPatterns", WARNS, "PopART patterns"),
+    ("Options.Distributed.configureProcessId", IMPLEMENTED, "checked against the MPI launch"),
+    ("Options.Distributed.setEnvVarNames", IMPLEMENTED, ""),
+    ("Options.Distributed.disable", IMPLEMENTED, ""),
+    ("Options.Distributed.processId", IMPLEMENTED, ""),
+    ("Options.Distributed.numProcesses", IMPLEMENTED, ""),
+    ("Options.TensorLocations.setOptimizerLocation", IMPLEMENTED,
+     "replicated tensor sharding of optimizer state"),
+    ("Options.TensorLocations.setWeightLocation", WARNS, "IPU memory placement"),
+    ("Options.TensorLocations.setAccumulatorLocation", WARNS, "IPU memory placement"),
+    ("Options.TensorLocations.setActivationLocation", WARNS, "IPU memory placement"),
+    ("Options.TensorLocations.numIOTiles", WARNS, "IPU IO tiles"),
+    ("TensorLocationSettings", IMPLEMENTED, ""),
+    ("TensorLocationSettings.useReplicatedTensorSharding", IMPLEMENTED, ""),
+    ("TensorLocationSettings.useOnChipStorage", WARNS, "IPU memory placement"),
+    ("TensorLocationSettings.useIOTilesToLoad", WARNS, "IPU IO tiles"),
+    ("TensorLocationSettings.useIOTilesToStore", WARNS, "IPU IO tiles"),
+    ("TensorLocationSettings.minElementsForOffChip", WARNS, "IPU memory placement"),
+    ("TensorLocationSettings.minElementsForReplicatedTensorSharding", WARNS,
+     "sharding applies to all optimizer state"),
+    # ---- model parallelism ----------------------------------------------------------------
+    ("BeginBlock", IMPLEMENTED, ""),
+    ("Block", IMPLEMENTED, "useAutoId, start"),
+    ("BlockFunction", IMPLEMENTED, ""),
+    ("removeBlocks", IMPLEMENTED, ""),
+    ("Stage", IMPLEMENTED, ""),
+    ("PipelinedExecution", IMPLEMENTED, "1F1B schedule"),
+    ("ShardedExecution", IMPLEMENTED, ""),
+    ("AutoStage", IMPLEMENTED, "SameAsIpu, AutoIncrement"),
+    ("recomputationCheckpoint", IMPLEMENTED, ""),
+    ("set_available_memory", WARNS, "IPU tile memory for temporaries"),
+    ("Phase", REFUSED, "phased execution is not built"),
+    ("ParallelPhasedExecution", REFUSED, "setExecutionStrategy refuses it"),
+    ("SerialPhasedExecution", REFUSED, "setExecutionStrategy refuses it"),
+    # ---- ops in a forward -----------------------------------------------------------------
+    ("for_loop", IMPLEMENTED, "unrolled"),
+    ("cond", IMPLEMENTED, "both branches, selected with where"),
+    ("dynamic_slice", IMPLEMENTED, ""),
+    ("dynamic_update", IMPLEMENTED, ""),
+    ("serializedMatMul", IMPLEMENTED, "computed in one piece"),
+    ("nop", IMPLEMENTED, ""),
+    ("CPU", IMPLEMENTED, "captured into the program (it runs on the CPU anyway)"),
+    ("NameScope", IMPLEMENTED, "names only"),
+    ("ipu_print_tensor", WARNS, "prints only when run eagerly"),
+    ("set_overlap_for_input", WARNS, "IPU IO overlap"),
+    ("set_overlap_for_output", WARNS, "IPU IO overlap"),
+    ("MultiConv", WARNS, "convolutions compile one by one"),
+    ("Attribute", WARNS, "PopART op attributes"),
+    ("autocast", WARNS, "half precision not built yet"),
+    ("custom_op", REFUSED, "PopART custom ops are Poplar code"),
+    ("ctc_beam_search_decoder", REFUSED, "not built"),
+    ("fps", REFUSED, "not built"),
+    ("nearest", REFUSED, "not built"),
+    # ---- data -------------------------------------------------------------------------
+    ("DataLoader", IMPLEMENTED, "combined batches; sharded per process"),
+    ("DataLoader.combinedBatchSize", IMPLEMENTED, ""),
+    ("DataLoader.terminate", IMPLEMENTED, ""),
+    ("DataLoaderMode", IMPLEMENTED, "Sync, Async, AsyncRebatched"),
+    ("AsynchronousDataAccessor", IMPLEMENTED, "a loading thread (PopTorch: a process)"),
+    # ---- optimizers -------------------------------------------------------------------
+    ("optim.SGD", IMPLEMENTED, "accum_type / velocity_scaling warn; max_grad_norm refused"),
+    ("optim.Adam", IMPLEMENTED, "amsgrad refused"),
+    ("optim.AdamW", IMPLEMENTED, "bias_correction=False refused"),
+    ("optim.RMSprop", IMPLEMENTED, "use_tf_variant refused"),
+    ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
+    # ---- enums ------------------------------------------------------------------------
+    ("enums.OutputMode", IMPLEMENTED, ""),
+    ("enums.ReductionType", IMPLEMENTED, ""),
+    ("enums.MeanReductionStrategy", IMPLEMENTED, ""),
+    ("enums.DataLoaderMode", IMPLEMENTED, ""),
+    ("enums.SharingStrategy", IMPLEMENTED, "accepted by AsynchronousDataAccessor"),
+    ("enums.ConnectionType", WARNS, "via Options.connectionType"),
+    ("enums.HalfFloatCastingBehavior", IMPLEMENTED, "recorded"),
+    ("enums.SyncPattern", WARNS, "via Options.syncPattern"),
+    ("enums.MatMulSerializationMode", IMPLEMENTED, ""),
+    ("enums.Liveness", REFUSED, "phased execution is not built"),
+    ("enums.OverlapMode", WARNS, "via set_overlap_for_*"),
+    ("enums.AutoStage", IMPLEMENTED, ""),
+    ("enums.MultiConvPlanType", WARNS, "via MultiConv"),
+    ("enums.CommGroupType", REFUSED, "replica grouping is not built"),
+    ("enums.VariableRetrievalMode", REFUSED, "replica grouping is not built"),
+]
+
+# Public tilegraph names that PopTorch does not have (or has under another name).
+TILEGRAPH_ONLY = {
+    "AnchorMode": "PopTorch 2's name for OutputMode",
+    "ArchiveError": "a bad export or cache file",
+    "Executable": "the C++ core's compiled program",
+    "ExportedModule": "the module of an executor loaded from a file",
+    "Graph": "the C++ core's graph builder",
+    "OptimizerType": "PopTorch 2's optimizer enum",
+    "RecomputationType": "PopART's autoRecomputation values",
+    "compilation_count": "compilations in this process (tests)",
+    "enums": "the enums module",
+    "ops": "the ops module",
+    "optim": "the optimizers module",
+    "registered_ops": "the C++ core's op registry",
+}
+
+
+def resolve(name):
+    """The object `name` names on tilegraph (AttributeError if it does not exist)."""
+    import tilegraph
+    parts = name.split(".")
+    target = tilegraph.Options() if parts[0] == "Options" and len(parts) > 1 else tilegraph
+    if target is not tilegraph:
+        parts = parts[1:]
+    for part in parts:
+        target = getattr(target, part)
+    return target
+
+
+def render():
+    """docs/POPTORCH.md."""
+    lines = ["# PopTorch's API on tilegraph", "",
+             "Every public name of PopTorch 3 (`import tilegraph as poptorch`) and what "
+             "tilegraph does with it. Generated by `python -m tilegraph.poptorch_api` from "
+             "`python/tilegraph/poptorch_api.py`; `tests/e2e/test_poptorch_api.py` checks "
+             "that every name exists and that this file is current.", "",
+             "- **implemented**: does what PopTorch's does, on tilegraph's devices.",
+             "- **warns**: accepted and checked, no effect here; warns once, saying what it "
+             "does on an IPU.",
+             "- **refused**: raises an error that says why.", "",
+             "| name | status | note |", "|---|---|---|"]
+    for name, status, note in API:
+        lines.append(f"| `{name}` | {status} | {note} |")
+    counts = {s: sum(1 for _, st, _ in API if st == s) for s in (IMPLEMENTED, WARNS, REFUSED)}
+    lines += ["", f"{len(API)} names: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + ".",
+              "", "## tilegraph's own public names", "", "| name | what |", "|---|---|"]
+    for name, what in sorted(TILEGRAPH_ONLY.items()):
+        lines.append(f"| `{name}` | {what} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
