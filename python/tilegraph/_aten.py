@@ -9,7 +9,6 @@ import math
 import operator
 
 import numpy as np
-
 import torch
 
 aten = torch.ops.aten
@@ -48,12 +47,6 @@ def _as_bool(cx, n, x):
     return cx.op("ne", [value, cx.scalar(0, x)])
 
 
-def _require_bool(cx, n, *xs):
-    for x in xs:
-        if isinstance(x, torch.fx.Node) and cx.dtype_of(x) != "bool":
-            cx.unsupported(n, f"bitwise op on {cx.dtype_of(x)} tensors (only bool)")
-
-
 @handles(aten.logical_not.default)
 def _logical_not(cx, n, x):
     return cx.op("logical_not", [_as_bool(cx, n, x)])
@@ -61,8 +54,7 @@ def _logical_not(cx, n, x):
 
 @handles(aten.bitwise_not.default)
 def _bitwise_not(cx, n, x):
-    _require_bool(cx, n, x)
-    return cx.op("logical_not", [cx.v(x)])
+    return cx.op("bitwise_not", [cx.v(x)])
 
 
 @handles(aten.gelu.default)
@@ -95,16 +87,23 @@ def _logical(tg_op):
 
 def _bitwise(tg_op):
     def handler(cx, n, a, b):
-        _require_bool(cx, n, a, b)
-        return cx.op(tg_op, [cx.v(a), cx.v(b)])
+        if cx.dtype_of(n) not in ("bool", "i32", "i64"):
+            cx.unsupported(n, f"{tg_op} on {cx.dtype_of(n)} tensors (integers and bools are)")
+        a_, b_ = cx.operands(n, a, b)
+        return cx.op(tg_op, [a_, b_])
     return handler
+
+
+@handles(aten.logical_xor.default)
+def _logical_xor(cx, n, a, b):
+    return cx.op("ne", [_as_bool(cx, n, a), _as_bool(cx, n, b)])
 
 
 for _name, _tg_op in [("logical_and", "logical_and"), ("logical_or", "logical_or")]:
     TABLE[getattr(aten, _name).default] = _logical(_tg_op)
-for _name, _tg_op in [("bitwise_and", "logical_and"), ("bitwise_or", "logical_or")]:
+for _name in ("bitwise_and", "bitwise_or", "bitwise_xor"):
     for _ov in ("Tensor", "Scalar"):
-        TABLE[getattr(getattr(aten, _name), _ov)] = _bitwise(_tg_op)
+        TABLE[getattr(getattr(aten, _name), _ov)] = _bitwise(_name)
 
 
 @handles(aten.div.Tensor, aten.div.Scalar)
@@ -286,6 +285,76 @@ def _select(cx, n, x, dim, index):
     index = index + size if index < 0 else index
     s = cx.op("slice", [cx.v(x)], {"axis": dim, "start": index, "end": index + 1, "step": 1})
     return cx.op("reshape", [s], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.copy.default)
+def _copy(cx, n, x, src, non_blocking=False):
+    """copy(x, src): src broadcast to x's shape, in x's dtype (the functional form of
+    x.copy_(src))."""
+    value = cx.cast(cx.v(src), cx.dtype_of(n))
+    return cx.op("expand", [value], {"shape": cx.shape_of(n)})
+
+
+def _gather_constant(cx, n, x, flat_index, shape):
+    """x's elements (row-major) at the constant `flat_index` positions, as `shape`: an
+    index_select of the flattened x (differentiable: its gradient scatter-adds)."""
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [int(np.prod(cx.shape_of(x), dtype=np.int64))]})
+    index = cx.g.add_constant(np.ascontiguousarray(flat_index.reshape(-1), dtype=np.int64))
+    picked = cx.op("index_select", [flat, index], {"axis": 0})
+    return cx.op("reshape", [picked], {"shape": list(shape)})
+
+
+@handles(aten.as_strided.default)
+def _as_strided(cx, n, x, size, stride, storage_offset=None):
+    """A strided view of x's storage. The compiled program holds x row-major, so the view
+    becomes a gather with a constant index: each viewed element's storage position, mapped
+    back to x's element through x's own strides (x may itself be a view)."""
+    meta = cx.meta(x)
+    in_shape = [int(d) for d in meta.shape]
+    in_index = np.arange(int(np.prod(in_shape, dtype=np.int64)), dtype=np.int64)
+    positions = np.full_like(in_index, int(meta.storage_offset()))
+    rest = in_index.copy()
+    for d in range(len(in_shape) - 1, -1, -1):
+        positions += (rest % in_shape[d]) * int(meta.stride()[d])
+        rest //= in_shape[d]
+    element_at = np.full(int(positions.max(initial=0)) + 1, -1, dtype=np.int64)
+    element_at[positions] = in_index  # storage position -> x's element (-1: none)
+    offset = int(meta.storage_offset()) if storage_offset is None else int(storage_offset)
+    wanted = np.full([int(v) for v in size], offset, dtype=np.int64)
+    for d, (extent, step) in enumerate(zip(size, stride)):
+        shape = [1] * len(size)
+        shape[d] = int(extent)
+        wanted = wanted + np.arange(int(extent), dtype=np.int64).reshape(shape) * int(step)
+    inside = (wanted >= 0) & (wanted < element_at.size)
+    flat_index = np.where(inside, element_at[np.where(inside, wanted, 0)], -1)
+    if (flat_index < 0).any():
+        cx.unsupported(n, "as_strided reading storage outside its input's elements")
+    return _gather_constant(cx, n, x, flat_index, [int(v) for v in size])
+
+
+@handles(aten.slice_scatter.default)
+def _slice_scatter(cx, n, x, src, dim=0, start=None, end=None, step=1):
+    """x with src written into x[start:end:step] along dim: the written positions take
+    src's elements (gathered by a constant index), the others keep x's (where)."""
+    shape = cx.shape_of(x)
+    dim = dim % len(shape)
+    length = shape[dim]
+    start, end, _ = slice(start, end, step).indices(length)
+    positions = np.arange(length)
+    written = (positions >= start) & (positions < end) & ((positions - start) % step == 0)
+    src_index = np.clip((positions - start) // step, 0, max(cx.shape_of(src)[dim] - 1, 0))
+    index = cx.g.add_constant(np.ascontiguousarray(src_index, dtype=np.int64))
+    placed = cx.op("index_select", [cx.cast(cx.v(src), cx.dtype_of(n)), index], {"axis": dim})
+    mask_shape = [1] * len(shape)
+    mask_shape[dim] = length
+    mask = cx.g.add_constant(np.ascontiguousarray(written.reshape(mask_shape)))
+    return cx.op("where", [mask, placed, cx.cast(cx.v(x), cx.dtype_of(n))])
+
+
+@handles(aten.cumsum.default)
+def _cumsum(cx, n, x, dim, dtype=None):
+    """torch promotes integer inputs to int64 (or casts to `dtype`); the node's dtype."""
+    return cx.op("cumsum", [cx.cast(cx.v(x), cx.dtype_of(n))], {"axis": dim})
 
 
 @handles(aten.cat.default)

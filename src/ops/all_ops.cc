@@ -21,6 +21,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);
   RegisterPadOps(registry);
+  RegisterScanOps(registry);
 }
 
 }  // namespace tg

@@ -1,6 +1,6 @@
 // Elementwise op family: registration entry point and the helpers shared by the sub-family
 // files (elementwise_unary.cc, elementwise_activation_backward.cc, elementwise_binary.cc,
-// elementwise_compare.cc, elementwise_where_cast.cc).
+// elementwise_compare.cc, elementwise_bitwise.cc, elementwise_where_cast.cc).
 #include "ops/elementwise_common.h"
 #include "ops/families.h"
 
@@ -100,6 +100,7 @@ void RegisterElementwiseOps(OpRegistry& r) {
   ew::RegisterActivationBackwardOps(r);
   ew::RegisterBinaryOps(r);
   ew::RegisterCompareOps(r);
+  ew::RegisterBitwiseOps(r);
   ew::RegisterWhereCastOps(r);
 }
 

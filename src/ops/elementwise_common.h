@@ -276,6 +276,7 @@ void RegisterActivationOps(OpRegistry& r);  // elementwise_activation.cc
 void RegisterActivationBackwardOps(OpRegistry& r);
 void RegisterBinaryOps(OpRegistry& r);
 void RegisterCompareOps(OpRegistry& r);
+void RegisterBitwiseOps(OpRegistry& r);      // elementwise_bitwise.cc
 void RegisterWhereCastOps(OpRegistry& r);
 
 }  // namespace tg::ew

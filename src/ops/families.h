@@ -22,5 +22,6 @@ void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduc
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
+void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum
 
 }  // namespace tg

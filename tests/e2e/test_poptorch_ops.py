@@ -300,3 +300,26 @@ def test_train_then_infer_shares_weights_copying_only_when_they_changed():
         model.linear.bias.add_(1.0)  # edited by hand
     torch.testing.assert_close(infer(x), model(x).reshape(1))
     assert infer.weight_copies["to_device"] == copies + 2
+
+
+def test_rng_state_replays_the_random_stream():
+    class Drop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x):
+            return self.drop(x)
+
+    run = tilegraph.inferenceModel(Drop().train(), tilegraph.Options().randomSeed(3))
+    x = torch.ones(64)
+    run(x)
+    state = run.rng_state
+    first = run(x)
+    second = run(x)
+    assert not torch.equal(first, second)  # the stream moves on
+    run.rng_state = state
+    torch.testing.assert_close(run(x), first)  # and replays from a saved state
+    assert run.rng_state[0] == 3
+    with pytest.raises(ValueError, match=r"\[seed, step\]"):
+        run.rng_state = 5
