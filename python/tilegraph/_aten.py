@@ -332,6 +332,29 @@ def _as_strided(cx, n, x, size, stride, storage_offset=None):
     return _gather_constant(cx, n, x, flat_index, [int(v) for v in size])
 
 
+@handles(aten.repeat.default)
+def _repeat(cx, n, x, repeats):
+    """x tiled `repeats` times per dim: reshape to [1, s0, 1, s1, ...], expand to
+    [r0, s0, r1, s1, ...], reshape to [r0*s0, r1*s1, ...] (expand's gradient sums)."""
+    shape = [1] * (len(repeats) - len(cx.shape_of(x))) + cx.shape_of(x)
+    interleaved = [v for s in shape for v in (1, s)]
+    tiled = [v for r, s in zip(repeats, shape) for v in (int(r), s)]
+    value = cx.op("reshape", [cx.v(x)], {"shape": interleaved})
+    value = cx.op("expand", [value], {"shape": tiled})
+    return cx.op("reshape", [value], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.flip.default)
+def _flip(cx, n, x, dims):
+    """x reversed along `dims`: an index_select with a constant reversed index per dim."""
+    value = cx.v(x)
+    shape = cx.shape_of(x)
+    for d in sorted({d % len(shape) for d in dims}):
+        index = cx.g.add_constant(np.arange(shape[d] - 1, -1, -1, dtype=np.int64))
+        value = cx.op("index_select", [value, index], {"axis": d})
+    return value
+
+
 @handles(aten.slice_scatter.default)
 def _slice_scatter(cx, n, x, src, dim=0, start=None, end=None, step=1):
     """x with src written into x[start:end:step] along dim: the written positions take

@@ -1,0 +1,102 @@
+"""Views and writes into slices (as_strided, slice_scatter, copy, x[a:b] = y), flip,
+repeat, cumulative sums and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
+as_strided / slice_scatter / copy, RoBERTa's position ids cumsum, masks combine bitwise):
+inference and training against eager PyTorch."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+
+LAYERS = {
+    # a strided view of a permuted tensor (reads storage through the input's own strides)
+    "as_strided": lambda h: torch.as_strided(h.t(), (8, 4), (1, 8), 0).t().reshape(4, 8) + h,
+    "as_strided_overlapping": lambda h: torch.as_strided(h, (4, 7, 2), (8, 1, 1)).sum(-1)
+    .repeat(1, 2)[:, :8],
+    "slice_scatter": lambda h: torch.slice_scatter(h, h[:, :3] * 2, 1, 2, 8, 2),
+    "setitem": lambda h: _setitem(h),
+    "cumsum": lambda h: torch.cumsum(h, dim=1) * 0.1,
+    "cumsum_reverse_flip": lambda h: torch.cumsum(h.flip(0), dim=0).flip(0) * 0.1,
+}
+
+
+def _setitem(h):
+    out = torch.zeros_like(h)
+    out[:, 1:5] = h[:, :4] * 3  # copy into a slice: slice_scatter + copy in Core ATen
+    return out + h
+
+
+class Net(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.a, self.b = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x, t):
+        out = self.b(self.layer(torch.tanh(self.a(x))))
+        return out, F.cross_entropy(out, t)
+
+
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_layer_inference_and_training_match_eager(name):
+    torch.manual_seed(0)
+    model = Net(LAYERS[name])
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
+    out = tilegraph.inferenceModel(model)(x, t)[0]
+    torch.testing.assert_close(out, reference(x, t)[0], rtol=1e-5, atol=1e-6)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(5):
+        loss = trainer(x, t)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+class PositionIds(torch.nn.Module):
+    """RoBERTa's position ids: a cumulative sum of the padding mask, on integers."""
+
+    def forward(self, ids):
+        mask = ids.ne(1).int()
+        return (torch.cumsum(mask, dim=1).type_as(mask) * mask).long() + 1
+
+
+def test_integer_cumsum_position_ids():
+    ids = torch.tensor([[5, 7, 1, 1], [1, 3, 4, 9]])
+    got = tilegraph.inferenceModel(PositionIds())(ids)
+    torch.testing.assert_close(got, PositionIds()(ids))
+    assert got.dtype == torch.int64
+
+
+@pytest.mark.parametrize("op", ["and", "or", "xor", "not", "shift_mask"])
+def test_bitwise_ops_on_integers_and_bools(op):
+    fns = {"and": lambda a, b: a & b, "or": lambda a, b: a | 12, "xor": lambda a, b: a ^ b,
+           "not": lambda a, b: ~a + (~(a > b)).long(),
+           "shift_mask": lambda a, b: ((a & 1) == 0) | (b > 0)}
+
+    class Bits(torch.nn.Module):
+        def forward(self, a, b):
+            return fns[op](a, b)
+
+    g = torch.Generator().manual_seed(2)
+    a, b = (torch.randint(-100, 100, (3, 5), generator=g) for _ in range(2))
+    torch.testing.assert_close(tilegraph.inferenceModel(Bits())(a, b), Bits()(a, b))
+    torch.testing.assert_close(tilegraph.inferenceModel(Bits())(a.int(), b.int()),
+                               Bits()(a.int(), b.int()))
+
+
+def test_bitwise_ops_on_floats_name_the_line():
+    class Bad(torch.nn.Module):
+        def forward(self, a):
+            return torch.bitwise_and(a.view(torch.int32).float(), 1.0)
+
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        tilegraph.inferenceModel(Bad())(torch.randn(3))
