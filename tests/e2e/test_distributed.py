@@ -233,11 +233,12 @@ def test_stages_on_processes_must_match_the_model_and_the_launch():
     with pytest.raises(ValueError, match=r"placeStagesOnProcesses\(3\), but the model's blocks "
                                          r"use 2 device\(s\)"):
         tilegraph.inferenceModel(model, opts)(torch.randn(2, 4))
+    opts = opts.clone()  # options are frozen once a model is wrapped with them
     opts.Distributed.placeStagesOnProcesses(2)  # a single process: no room for 2 stages
     with pytest.raises(ValueError, match="1 processes are not a whole number of 2-stage"):
         tilegraph.inferenceModel(model, opts)(torch.randn(2, 4))
-    with pytest.raises(ValueError, match=">= 2 stages"):
-        opts.Distributed.placeStagesOnProcesses(1)
+    with pytest.raises(ValueError, match=">= 2"):
+        opts.clone().Distributed.placeStagesOnProcesses(1)
 
 
 INFERENCE_CHILD = '''
