@@ -196,7 +196,8 @@ def export(path, executor):
 
 def exe_variable(exe, name):
     import numpy as np
-    return torch.from_numpy(np.array(exe.read_variable(name)))
+    from ._engine_io import from_engine
+    return from_engine(np.array(exe.read_variable(name)))
 
 
 def read_export_meta(path):
@@ -241,7 +242,8 @@ def load_exported(path, model=None, edit_opts_fn=None):
     own = set(cap.params.values()) | set(cap.buffers.values())
     for name, value in variables.items():  # optimizer state: the engine's own variables
         if name not in own and name in executor._exe.variables:
-            executor._exe.write_variable(name, value.contiguous().numpy())
+            from ._engine_io import to_engine
+            executor._exe.write_variable(name, to_engine(value))
     return executor
 
 

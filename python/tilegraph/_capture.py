@@ -80,11 +80,22 @@ class Captured:
         self.grad_of = {}          # parameter variable -> its gradient value (training)
 
 
+_HALF = ("f16", "bf16")
+
+
 class _Context:
-    """What handlers in _aten.py use to emit IR for one FX node."""
+    """What handlers in _aten.py use to emit IR for one FX node.
+
+    Half precision: a node that reads or produces f16/bf16 is translated *widened*: its
+    handler sees f32 operands (half values are cast up as they are read) and f32 dtypes,
+    and its results are rounded back to the node's half dtype. That is torch's CPU
+    semantics for half ops (computed in float, rounded per op), on kernels that compute in
+    f32; the mixed-precision work replaces it with native half kernels where they pay."""
 
     def __init__(self, graph):
         self.g = graph
+        self.widened = False
+        self._widened_values = {}
         self.values = {}  # fx node -> value name, list of names, or _Unavailable
         self.source = ""
         self.placement = 0  # the device of the FX node being translated (model parallelism)
@@ -102,8 +113,26 @@ class _Context:
                 raise NotImplementedError(
                     f"{self.source or '<unknown>'}: uses {value.what} of {value.node.target}, "
                     "which tilegraph does not produce")
+            if self.widened and isinstance(value, str) and self.g.type_of(value)[0] in _HALF:
+                if value not in self._widened_values:
+                    self._widened_values[value] = self.op("cast", [value],
+                                                          {"dtype": "dtype:f32"})
+                return self._widened_values[value]
             return value
         return self.scalar(arg, None)
+
+    def narrow(self, node, result):
+        """A widened node's result(s) rounded back to the node's half dtype(s)."""
+        metas = node.meta.get("val")
+        if isinstance(result, str):
+            want = tg_dtype(metas.dtype) if isinstance(metas, torch.Tensor) else None
+            return self.cast(result, want) if want in _HALF else result
+        if isinstance(result, (list, tuple)) and isinstance(metas, (list, tuple)):
+            return type(result)(
+                self.cast(r, tg_dtype(m.dtype)) if isinstance(r, str) and
+                isinstance(m, torch.Tensor) and tg_dtype(m.dtype) in _HALF else r
+                for r, m in zip(result, metas))
+        return result
 
     def meta(self, x):
         return x.meta["val"] if isinstance(x, torch.fx.Node) else None
@@ -112,7 +141,8 @@ class _Context:
         return [int(d) for d in self.meta(x).shape]
 
     def dtype_of(self, x):
-        return tg_dtype(self.meta(x).dtype)
+        dtype = tg_dtype(self.meta(x).dtype)
+        return "f32" if self.widened and dtype in _HALF else dtype
 
     # ---- emitting ------------------------------------------------------------------------
     def op(self, name, inputs, attrs=None):
@@ -161,7 +191,8 @@ class _Context:
                 return torch.empty(val.shape, dtype=val.dtype, device="meta")
             return x
         a, b = (proxy(x) for x in args)
-        return tg_dtype(torch.result_type(a, b))
+        dtype = tg_dtype(torch.result_type(a, b))
+        return "f32" if self.widened and dtype in _HALF else dtype
 
     def affine(self, w, b, shape, n):
         shape = [shape] if isinstance(shape, int) else shape
@@ -194,6 +225,8 @@ class _Context:
         else:
             value = n.target(*args, **kwargs)
         dtype = tg_dtype(value.dtype)
+        if self.widened and dtype in _HALF:
+            value, dtype = value.float(), "f32"
         return self.g.add_constant(np.asarray(value.numpy().astype(_NUMPY[dtype]), order="C"))
 
 
@@ -306,6 +339,18 @@ def export(model, example_args, example_kwargs=None):
         return ep.run_decompositions()
 
 
+def _touches_half(node):
+    """Whether a node reads or produces f16/bf16 values (translated widened, see _Context)."""
+    def half(val):
+        if isinstance(val, torch.Tensor):
+            return val.dtype in (torch.float16, torch.bfloat16)
+        if isinstance(val, (list, tuple)):
+            return any(half(v) for v in val)
+        return False
+    return half(node.meta.get("val")) or any(half(a.meta.get("val"))
+                                             for a in node.all_input_nodes)
+
+
 def node_block(node):
     """(user_id, ipu_id) of the model-parallel block an FX node was traced in, or None."""
     from ._blocks import _KEY
@@ -363,7 +408,11 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         cx.node, cx.source = node, user_location(node)
         block = node_block(node)
         cx.placement = placement_of(block) if placement_of else 0
+        cx.widened = _touches_half(node)
         result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
+        if cx.widened:
+            result = cx.narrow(node, result)
+            cx.widened = False
         cx.values[node] = result
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     results = output_node.args[0]

@@ -66,7 +66,9 @@ nb::object ToNumpy(HostTensor t) {
     case DType::kI32: dt = nb::dtype<int32_t>(); break;
     case DType::kBool: dt = nb::dtype<bool>(); break;
     case DType::kF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}; break;
-    case DType::kBF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1}; break;
+    // numpy has no bfloat16: bf16 comes back as its uint16 bits (tilegraph._engine_io
+    // views them as torch.bfloat16).
+    case DType::kBF16: dt = nb::dtype<uint16_t>(); break;
   }
   nb::ndarray<nb::numpy> arr(owned->data(), shape.size(), shape.data(), owner, nullptr, dt);
   return nb::cast(arr);

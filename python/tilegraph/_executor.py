@@ -17,6 +17,7 @@ import torch
 
 from . import _cache, _core, _guards
 from ._capture import LOSS_KEY, capture, tg_dtype
+from ._engine_io import from_engine, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error
@@ -249,7 +250,7 @@ class PoplarExecutor:
         for name in self._exe.variables:
             if name in own or name not in old.variables:
                 continue
-            value = np.array(old.read_variable(name))
+            value = to_engine(from_engine(old.read_variable(name)).clone())
             try:
                 self._exe.write_variable(name, value)
             except ValueError:
@@ -349,6 +350,15 @@ class PoplarExecutor:
         shape, dtype = cap.output_meta[index]
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
             raise RuntimeError(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
+        half = sorted(fqn for fqn, p in self.model.named_parameters()
+                      if fqn in cap.params and p.requires_grad and
+                      p.dtype in (torch.float16, torch.bfloat16))
+        if half:
+            raise NotImplementedError(
+                f"training parameters held in half precision ({', '.join(half[:3])}"
+                f"{', ...' if len(half) > 3 else ''}) is not built in tilegraph yet (mixed "
+                "precision with fp32 master weights is planned); keep the parameters in "
+                "float32 to train, half-precision inference works")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
         # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
         # the export keeps one of them.
@@ -472,8 +482,8 @@ class PoplarExecutor:
         steps, replicas = self._steps, self._replicas
         lead = (steps, replicas) if self._exe.replicated else (steps,)
         parts = steps * replicas
-        feeds = [np.asarray(a.detach().reshape(*lead, *(a.shape if parts == 1 else (
-            a.shape[0] // parts, *a.shape[1:]))).numpy(), order="C") for a in args]
+        feeds = [to_engine(a.reshape(*lead, *(a.shape if parts == 1 else (
+            a.shape[0] // parts, *a.shape[1:])))) for a in args]
         mode = self._output_mode()
         self._fed_at = time.time()
         try:
@@ -508,7 +518,7 @@ class PoplarExecutor:
         """The engine's [rows?, replicas?, *shape] as PopTorch returns it: per-step and
         per-replica batches concatenated into one combined batch; scalars as a vector with
         one value per step and replica (a replica dimension only when there are replicas)."""
-        t = torch.from_numpy(np.asarray(out))
+        t = from_engine(out)
         shape, _ = meta
         lead = 1 if mode in (OutputMode.All, OutputMode.EveryN) else 0
         if self._exe.replicated:
@@ -544,7 +554,7 @@ class PoplarExecutor:
             tensors = self._synced_tensors()
             with torch.no_grad():
                 for fqn, t in tensors:
-                    value = torch.from_numpy(np.asarray(self._exe.read_variable(
+                    value = from_engine(np.asarray(self._exe.read_variable(
                         self._cap.params.get(fqn) or self._cap.buffers[fqn])))
                     t.copy_(value.reshape(t.shape))
             self._host_version = _guards.host_versions(tensors)
@@ -556,7 +566,7 @@ class PoplarExecutor:
                 return
             tensors = self._synced_tensors()
             for fqn, t in tensors:
-                value = np.asarray(t.detach().contiguous().numpy(), order="C")
+                value = to_engine(t)
                 self._exe.write_variable(self._cap.params.get(fqn) or self._cap.buffers[fqn],
                                          value)
             self._host_version = _guards.host_versions(tensors)

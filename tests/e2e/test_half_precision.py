@@ -1,0 +1,82 @@
+"""Half-precision models (model.half() / model.bfloat16(), PopTorch's mixed-precision
+tutorial style) run inference through tilegraph with eager PyTorch's numbers: every op
+computes in float and rounds to the half type, as torch's CPU kernels do. Training
+parameters held in half precision is refused with a clear error (mixed precision with fp32
+master weights is separate work)."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tilegraph
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.norm = nn.LayerNorm(8 * 4 * 4)
+        self.fc = nn.Linear(8 * 4 * 4, 5)
+
+    def forward(self, x):
+        h = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        h = self.norm(h.flatten(1))
+        return F.softmax(self.fc(F.gelu(h)) * 0.5 + 1.0, dim=-1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_model_inference_matches_eager(dtype):
+    torch.manual_seed(0)
+    model = ConvNet().eval().to(dtype)
+    x = torch.randn(4, 3, 8, 8).to(dtype)
+    got = tilegraph.inferenceModel(model)(x)
+    ref = model(x)
+    assert got.dtype == dtype
+    torch.testing.assert_close(got, ref)  # torch's own tolerances for the dtype
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_elementwise_and_casts(dtype):
+    class Mixed(nn.Module):
+        def forward(self, a, b):
+            y = (a + b) * a - torch.exp(b / 4) + torch.tanh(a)
+            return y, y.float().sum(), (a > b).to(dtype) * 2
+
+    g = torch.Generator().manual_seed(1)
+    a, b = (torch.randn(5, 6, generator=g).to(dtype) for _ in range(2))
+    for got, ref in zip(tilegraph.inferenceModel(Mixed())(a, b), Mixed()(a, b)):
+        assert got.dtype == ref.dtype
+        torch.testing.assert_close(got.reshape(ref.shape), ref)
+
+
+def test_training_half_parameters_is_refused_clearly():
+    model = nn.Linear(4, 2).half()
+
+    class Loss(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m(x).float().pow(2).mean()
+
+    with pytest.raises(NotImplementedError, match="half precision.*keep the parameters in "
+                                                  "float32"):
+        tilegraph.trainingModel(Loss())(torch.randn(3, 4).half())
+
+
+def test_half_inputs_to_a_float_model():
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+
+    class Up(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, x):
+            return self.m(x.float())
+
+    x = torch.randn(4, 6).half()
+    torch.testing.assert_close(tilegraph.inferenceModel(Up())(x), Up()(x))
