@@ -572,6 +572,26 @@ class PoplarExecutor:
             self._host_version = _guards.host_versions(tensors)
             self.weight_copies["to_device"] += 1
 
+    def copyNamedBuffersToDevice(self):
+        """Writes the buffers named by Options().updatableNamedBuffers (all buffers if none
+        are named) into the engine, without copying the whole model."""
+        with self._lock, _MODULE_LOCK:
+            if self._exe is None:
+                raise Error("copyNamedBuffersToDevice: the model has not been compiled yet")
+            names = self.options.updatable_buffers or list(self._cap.buffers)
+            unknown = [n for n in names if n not in self._cap.buffers]
+            if unknown:
+                raise Error(f"copyNamedBuffersToDevice: {unknown} are not buffers of the "
+                            f"compiled program; its buffers: {sorted(self._cap.buffers)}")
+            state = dict(self.model.named_buffers(remove_duplicate=False))
+            before = dict((n, v) for n, *v in self._host_version or ())
+            for name in names:
+                self._exe.write_variable(self._cap.buffers[name], to_engine(state[name]))
+            after = _guards.host_versions(self._synced_tensors())
+            # Only what was written changed on the host: the engine is in sync again.
+            if all(tuple(v) == tuple(before.get(n, ())) for n, *v in after if n not in names):
+                self._host_version = after
+
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
         if not self.training:

@@ -433,6 +433,7 @@ class Options:
         self.execution_strategy = None
         self.log_cycle_count = False
         self.anchored_tensors = {}  # short name -> (long name, output mode or None, period)
+        self.updatable_buffers = []
         self.model_name = None
         self.log_dir = "."
         self.broadcast_buffers = True
@@ -562,6 +563,15 @@ class Options:
             _check_enum("anchorTensor: output_mode", output_mode, OutputMode)
         self.anchored_tensors = {**self.anchored_tensors,
                                  short_name: (long_name, output_mode, output_return_period)}
+
+    def updatableNamedBuffers(self, buffers):
+        """Buffers (by module name) that executor.copyNamedBuffersToDevice() writes into
+        the engine by themselves, without copying the whole model."""
+        if not isinstance(buffers, (list, tuple)) or not all(isinstance(b, str)
+                                                              for b in buffers):
+            raise TypeError("updatableNamedBuffers: expected a list of buffer names")
+        self.updatable_buffers = list(buffers)
+        return self
 
     def randomSeed(self, random_seed):
         """The seed of the engine's random stream (dropout, ...); also seeds torch, as

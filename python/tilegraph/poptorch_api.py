@@ -40,6 +40,7 @@ API = [
     ("PoplarExecutor.copyWeightsToHost", IMPLEMENTED, ""),
     ("PoplarExecutor.copyWeightsToDevice", IMPLEMENTED, ""),
     ("PoplarExecutor.setOptimizer", IMPLEMENTED, "new hyperparameters, no recompilation"),
+    ("PoplarExecutor.copyNamedBuffersToDevice", IMPLEMENTED, "only the named buffers"),
     ("PoplarExecutor.cycleCount", REFUSED, "the CPU device counts time, not IPU cycles: "
                                            "raises, naming getPerfCounters / profile"),
     ("PoplarExecutor.getPerfCounters", IMPLEMENTED, "host times per call (every step of a "
@@ -76,6 +77,7 @@ API = [
     ("Options.defaultOutputMode", IMPLEMENTED, ""),
     ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode"),
     ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's"),
+    ("Options.updatableNamedBuffers", IMPLEMENTED, "see copyNamedBuffersToDevice"),
     ("Options.enableExecutableCaching", IMPLEMENTED, "also POPTORCH_CACHE_DIR"),
     ("Options.enableProfiling", IMPLEMENTED, "profile.json per call"),
     ("Options.setExecutionStrategy", IMPLEMENTED, "pipelined or sharded"),

@@ -323,3 +323,29 @@ def test_rng_state_replays_the_random_stream():
     assert run.rng_state[0] == 3
     with pytest.raises(ValueError, match=r"\[seed, step\]"):
         run.rng_state = 5
+
+
+def test_updatable_named_buffers_are_written_alone():
+    """optimum-graphcore's pattern: an encoder output held in a buffer of the decoder,
+    refreshed with copyNamedBuffersToDevice between calls."""
+    class Decoder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+            self.register_buffer("memory", torch.zeros(2, 4))
+
+        def forward(self, x):
+            return self.fc(x) + self.memory
+
+    model = Decoder()
+    run = tilegraph.inferenceModel(model, tilegraph.Options().updatableNamedBuffers(["memory"]))
+    x = torch.randn(2, 4)
+    run(x)
+    copies = run.weight_copies["to_device"]
+    model.memory.copy_(torch.ones(2, 4))
+    run.copyNamedBuffersToDevice()
+    torch.testing.assert_close(run(x), model(x))
+    assert run.weight_copies["to_device"] == copies  # the buffer alone, no model copy
+    with pytest.raises(tilegraph.Error, match="not buffers"):
+        tilegraph.inferenceModel(model, tilegraph.Options().updatableNamedBuffers(
+            ["nope"])).compile(x).copyNamedBuffersToDevice()
