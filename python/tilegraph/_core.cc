@@ -128,6 +128,24 @@ Value* Find(PyGraph& g, const std::string& name) {
   return v;
 }
 
+// tilegraph's Python exception class `name` (tilegraph/_system.py), or RuntimeError if the
+// package cannot be imported (the module used on its own).
+PyObject* TilegraphErrorClass(const char* name) {
+  PyObject* module = PyImport_ImportModule("tilegraph._system");
+  if (module == nullptr) {
+    PyErr_Clear();
+    return PyExc_RuntimeError;
+  }
+  PyObject* cls = PyObject_GetAttrString(module, name);
+  Py_DECREF(module);
+  if (cls == nullptr) {
+    PyErr_Clear();
+    return PyExc_RuntimeError;
+  }
+  Py_DECREF(cls);  // the module keeps the class alive
+  return cls;
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -142,7 +160,12 @@ NB_MODULE(_core, m) {
         case ErrorKind::kParse: PyErr_SetString(PyExc_ValueError, e.what()); break;
         case ErrorKind::kUnsupported: PyErr_SetString(PyExc_NotImplementedError, e.what()); break;
         case ErrorKind::kInterrupted: PyErr_SetString(PyExc_KeyboardInterrupt, e.what()); break;
-        default: PyErr_SetString(PyExc_RuntimeError, e.what()); break;
+        // Errors while running are PopTorch's RecoverableError (the executor stays usable,
+        // RELIABILITY.md), internal ones its Error; both are RuntimeErrors.
+        default: PyErr_SetString(TilegraphErrorClass(e.kind() == ErrorKind::kRuntime
+                                                         ? "RecoverableError" : "Error"),
+                                 e.what());
+          break;
       }
     }
   });
