@@ -12,6 +12,35 @@ import torch
 _warned = set()
 
 
+class VariableAttributes:
+    """PopTorch's record of which optimizer attributes may change without recompiling
+    (`optimizer.variable_attrs`). In tilegraph every hyperparameter (lr, momentum, betas,
+    weight decay, ...) is a runtime value of the compiled program, so all can change
+    through setOptimizer; markAsConstant / markAsVariable are recorded for scripts that
+    query them."""
+
+    def __init__(self, variable_attributes, allowed_attributes):
+        self._variable = set(variable_attributes)
+        self._allowed = set(allowed_attributes)
+
+    def _check(self, attr):
+        if attr not in self._allowed:
+            raise ValueError(f"{attr!r} is not an attribute of this optimizer; expected one "
+                             f"of {sorted(self._allowed)}")
+
+    def isConstant(self, attr):
+        self._check(attr)
+        return attr not in self._variable
+
+    def markAsConstant(self, attr):
+        self._check(attr)
+        self._variable.discard(attr)
+
+    def markAsVariable(self, attr):
+        self._check(attr)
+        self._variable.add(attr)
+
+
 class _PopTorchArgs:
     """PopTorch's extra optimizer arguments. loss_scaling: the engine's backward starts from
     loss x scale and the update divides the gradients by it (the same mathematics; it keeps
@@ -23,6 +52,8 @@ class _PopTorchArgs:
 
     def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
+        allowed = set(self.defaults) | {"loss_scaling"}
+        self.variable_attrs = VariableAttributes(allowed, allowed)
         if max_grad_norm is not None and max_grad_norm != float("inf"):
             raise NotImplementedError(
                 f"{type(self).__name__}(max_grad_norm={max_grad_norm}): clipping by the global "

@@ -183,6 +183,7 @@ API = [
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False refused"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant refused"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
+    ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),
     # ---- enums ------------------------------------------------------------------------
     ("enums.OutputMode", IMPLEMENTED, ""),
     ("enums.ReductionType", IMPLEMENTED, ""),

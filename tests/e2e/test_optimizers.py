@@ -131,3 +131,12 @@ def test_lamb_state_survives_export_and_load(tmp_path):
     torch.testing.assert_close(a, b)
     for p, q in zip(model.parameters(), loaded.model.parameters()):
         torch.testing.assert_close(p.detach(), q.detach())
+
+
+def test_variable_attributes_are_recorded_and_every_hyperparameter_is_runtime():
+    opt = tilegraph.optim.SGD(Net().parameters(), lr=0.1, momentum=0.9)
+    assert not opt.variable_attrs.isConstant("lr")
+    opt.variable_attrs.markAsConstant("momentum")
+    assert opt.variable_attrs.isConstant("momentum")
+    with pytest.raises(ValueError, match="not an attribute"):
+        opt.variable_attrs.markAsConstant("betas")
