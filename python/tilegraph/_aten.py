@@ -35,8 +35,70 @@ for _aten_op, _tg_op in [
         (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
         (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
         (aten.sign, "sign"), (aten.log1p, "log1p"), (aten.expm1, "expm1"), (aten.sin, "sin"),
-        (aten.cos, "cos")]:
+        (aten.cos, "cos"), (aten.tan, "tan"), (aten.asin, "asin"), (aten.acos, "acos"),
+        (aten.atan, "atan"), (aten.sinh, "sinh"), (aten.cosh, "cosh"), (aten.asinh, "asinh"),
+        (aten.acosh, "acosh"), (aten.atanh, "atanh"), (aten.log2, "log2"),
+        (aten.log10, "log10")]:
     TABLE[_aten_op.default] = _unary(_tg_op)
+
+
+def _rounding(tg_op):
+    def handler(cx, n, x):
+        if cx.dtype_of(n) in ("i32", "i64", "bool"):
+            return cx.v(x)  # integers are already whole: torch returns them unchanged
+        return cx.op(tg_op, [cx.v(x)])
+    return handler
+
+
+for _aten_op, _tg_op in [(aten.floor, "floor"), (aten.ceil, "ceil"), (aten.round, "round"),
+                         (aten.trunc, "trunc")]:
+    TABLE[_aten_op.default] = _rounding(_tg_op)
+
+
+@handles(aten.round.decimals)
+def _round_decimals(cx, n, x, decimals=0):
+    scale = cx.scalar(10.0 ** decimals, n)
+    scaled = cx.op("mul", [cx.v(x), scale])
+    return cx.op("div", [cx.op("round", [scaled]), scale])
+
+
+@handles(aten.frac.default)
+def _frac(cx, n, x):
+    return cx.op("sub", [cx.v(x), cx.op("trunc", [cx.v(x)])])
+
+
+@handles(aten.atan2.default)
+def _atan2(cx, n, a, b):
+    a_, b_ = cx.operands(n, a, b)
+    return cx.op("atan2", [a_, b_])
+
+
+@handles(aten.isnan.default)
+def _isnan(cx, n, x):
+    return cx.op("ne", [cx.v(x), cx.v(x)])  # NaN is the one value unequal to itself
+
+
+@handles(aten.isinf.default)
+def _isinf(cx, n, x):
+    if cx.dtype_of(x) not in ("f32", "f64", "f16", "bf16"):
+        return cx.op("ne", [cx.v(x), cx.v(x)])  # integers are never infinite: all False
+    return cx.op("eq", [cx.op("abs", [cx.v(x)]), cx.scalar(math.inf, x)])
+
+
+@handles(aten.div.Tensor_mode, aten.div.Scalar_mode)
+def _div_mode(cx, n, a, b, rounding_mode=None):
+    """a / b rounded by `rounding_mode` ("trunc", "floor" or None). Integer operands divide
+    in f64 (exact below 2**53) and round back, giving torch's integer division."""
+    out = cx.dtype_of(n)
+    compute = "f64" if out in ("i32", "i64") else out
+
+    def operand(x):
+        return cx.cast(cx.v(x), compute) if isinstance(x, torch.fx.Node) else \
+            cx.scalar(x, None, compute)
+    q = cx.op("div", [operand(a), operand(b)])
+    if rounding_mode in ("trunc", "floor"):
+        q = cx.op(rounding_mode, [q])
+    return cx.cast(q, out)
 
 
 def _as_bool(cx, n, x):
@@ -606,6 +668,43 @@ def _amax(cx, n, x, dims=(), keepdim=False):
 @handles(aten.max.default)
 def _max_all(cx, n, x):
     return cx.op("amax", [cx.v(x)], {"axes": [], "keepdim": False})
+
+
+@handles(aten.amin.default)
+def _amin(cx, n, x, dims=(), keepdim=False):
+    """min = -max(-x) (the gradient, like amax's, is split evenly among ties)."""
+    negated = cx.op("neg", [cx.v(x)])
+    return cx.op("neg", [cx.op("amax", [negated], {"axes": _axes(dims), "keepdim": keepdim})])
+
+
+@handles(aten.min.default)
+def _min_all(cx, n, x):
+    return _amin(cx, n, x)
+
+
+@handles(aten.max.dim)
+def _max_dim(cx, n, x, dim, keepdim=False):
+    """(values, indices) along dim: amax and argmax (the first index of the maximum)."""
+    return [cx.op("amax", [cx.v(x)], {"axes": [dim], "keepdim": keepdim}),
+            cx.op("argmax", [cx.v(x)], {"axis": dim, "keepdim": keepdim})]
+
+
+@handles(aten.min.dim)
+def _min_dim(cx, n, x, dim, keepdim=False):
+    negated = cx.op("neg", [cx.v(x)])
+    return [cx.op("neg", [cx.op("amax", [negated], {"axes": [dim], "keepdim": keepdim})]),
+            cx.op("argmax", [negated], {"axis": dim, "keepdim": keepdim})]
+
+
+@handles(aten.argmin.default)
+def _argmin(cx, n, x, dim=None, keepdim=False):
+    """argmax of -x: the first index of the minimum, as torch's argmin."""
+    negated = cx.op("neg", [cx.v(x)])
+    if dim is None:
+        flat = cx.op("reshape", [negated], {"shape": [_numel(cx.shape_of(x))]})
+        index = cx.op("argmax", [flat], {"axis": 0})
+        return cx.op("reshape", [index], {"shape": cx.shape_of(n)}) if keepdim else index
+    return cx.op("argmax", [negated], {"axis": dim, "keepdim": keepdim})
 
 
 @handles(aten.var.correction)

@@ -1,6 +1,7 @@
 // Elementwise op family: registration entry point and the helpers shared by the sub-family
 // files (elementwise_unary.cc, elementwise_activation_backward.cc, elementwise_binary.cc,
-// elementwise_compare.cc, elementwise_bitwise.cc, elementwise_where_cast.cc).
+// elementwise_compare.cc, elementwise_bitwise.cc, elementwise_math.cc,
+// elementwise_where_cast.cc).
 #include "ops/elementwise_common.h"
 #include "ops/families.h"
 
@@ -101,6 +102,7 @@ void RegisterElementwiseOps(OpRegistry& r) {
   ew::RegisterBinaryOps(r);
   ew::RegisterCompareOps(r);
   ew::RegisterBitwiseOps(r);
+  ew::RegisterMathOps(r);
   ew::RegisterWhereCastOps(r);
 }
 

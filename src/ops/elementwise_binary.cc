@@ -69,6 +69,12 @@ GradPair MaxMinGrad(const char* win) {
   };
 }
 
+struct Atan2 {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    return std::atan2(a, b);
+  }
+};
+
 template <typename Op, unsigned types>
 OpDef BinaryOp(std::string name, std::string doc, GradPair grad,
                InputInit ia = InputInit::Normal(), InputInit ib = InputInit::Normal()) {
@@ -119,6 +125,13 @@ void RegisterBinaryOps(OpRegistry& r) {
                                MaxMinGrad("gt")));
   r.Register(BinaryOp<Minimum, numeric>("minimum", "elementwise min(a, b) (broadcasting)",
                                MaxMinGrad("lt")));
+  r.Register(BinaryOp<Atan2, kFloats>("atan2", "atan(a / b) in the quadrant of (b, a)",
+                                      [](const GradContext& g) {
+    Builder& b = g.b();  // d/da = go * b / (a^2 + b^2); d/db = -go * a / (a^2 + b^2)
+    Value *y = g.I(0), *x = g.I(1);
+    Value* r2 = b.Add(b.Mul(x, x), b.Mul(y, y));
+    return std::pair{b.Div(b.Mul(g.GO(0), x), r2), b.Div(b.Neg(b.Mul(g.GO(0), y)), r2)};
+  }));
   r.Register(BinaryOp<Pow, kFloats>("pow", "a ^ b (broadcasting)", [](const GradContext& g) {
     Builder& b = g.b();  // d/da = go * b * a^(b-1); d/db = go * a^b * log(a)
     Value *x = g.I(0), *y = g.I(1);

@@ -277,6 +277,7 @@ void RegisterActivationBackwardOps(OpRegistry& r);
 void RegisterBinaryOps(OpRegistry& r);
 void RegisterCompareOps(OpRegistry& r);
 void RegisterBitwiseOps(OpRegistry& r);      // elementwise_bitwise.cc
+void RegisterMathOps(OpRegistry& r);         // elementwise_math.cc
 void RegisterWhereCastOps(OpRegistry& r);
 
 }  // namespace tg::ew

@@ -1,0 +1,78 @@
+"""Rounding, the trigonometric / hyperbolic family, base-2/10 logarithms, atan2, NaN/inf
+tests, rounding division and min/max reductions with indices (the Core ATen ops models
+reach for: position buckets, angle features, argmin assignments), in inference and, where
+differentiable, training, against eager PyTorch."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+
+DIFFERENTIABLE = {
+    "tan": lambda h: torch.tan(torch.tanh(h)),
+    "asin_acos": lambda h: torch.asin(torch.tanh(h) * 0.9) + torch.acos(torch.tanh(h) * 0.8),
+    "atan_atan2": lambda h: torch.atan(h) + torch.atan2(h, h.flip(1) + 0.5),
+    "sinh_cosh": lambda h: torch.sinh(h * 0.5) * torch.cosh(h * 0.3),
+    "asinh_acosh_atanh": lambda h: torch.asinh(h) + torch.acosh(h.abs() + 1.2)
+    + torch.atanh(torch.tanh(h) * 0.8),
+    "log2_log10": lambda h: torch.log2(h.abs() + 0.5) + torch.log10(h.abs() + 0.5),
+    "floor_ceil_round_trunc_frac": lambda h: h + torch.floor(h * 3) + torch.ceil(h * 3)
+    + torch.round(h * 3) + torch.trunc(h * 3) + torch.frac(h * 3),
+    "max_min_dim": lambda h: torch.max(h, 1, keepdim=True)[0] - torch.min(h, 1,
+                                                                           keepdim=True)[0] + h,
+    "amin": lambda h: torch.amin(h, 0) + h,
+    "floor_divide": lambda h: h + torch.div(h * 4, 1.5, rounding_mode="floor"),
+}
+
+
+class Net(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.a, self.b = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x, t):
+        out = self.b(self.layer(self.a(x)))
+        return out, F.cross_entropy(out, t)
+
+
+@pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
+def test_inference_and_training_match_eager(name):
+    torch.manual_seed(0)
+    model = Net(DIFFERENTIABLE[name])
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
+    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
+                               rtol=1e-5, atol=1e-5)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(4):
+        loss = trainer(x, t)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_division_nan_inf_and_index_reductions():
+    class Features(torch.nn.Module):
+        def forward(self, x, i, j):
+            return (i // j, torch.div(i, j, rounding_mode="trunc"), torch.floor(i),
+                    torch.isnan(torch.log(x)), torch.isinf(1 / x.round()),
+                    torch.argmin(x, 1), torch.argmin(x), torch.min(x, 0)[1],
+                    torch.round(x, decimals=1))
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, 4, generator=g) * 2
+    i = torch.randint(-30, 30, (5, 4), generator=g)
+    j = torch.randint(1, 7, (5, 4), generator=g) * torch.where(i > 0, 1, -1)
+    got = tilegraph.inferenceModel(Features())(x, i, j)
+    for a, b in zip(got, Features()(x, i, j)):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.reshape(b.shape), b)
