@@ -13,6 +13,7 @@ import torch
 
 aten = torch.ops.aten
 TABLE = {}
+_NUMPY_OF = {"f32": np.float32, "f64": np.float64}
 
 
 def handles(*overloads):
@@ -65,6 +66,12 @@ def _round_decimals(cx, n, x, decimals=0):
 @handles(aten.frac.default)
 def _frac(cx, n, x):
     return cx.op("sub", [cx.v(x), cx.op("trunc", [cx.v(x)])])
+
+
+@handles(aten.fmod.Tensor, aten.remainder.Tensor)
+def _fmod_tensor(cx, n, a, b):
+    a_, b_ = cx.operands(n, a, b)
+    return cx.op("fmod" if n.target == aten.fmod.Tensor else "remainder", [a_, b_])
 
 
 @handles(aten.atan2.default)
@@ -417,19 +424,140 @@ def _flip(cx, n, x, dims):
     return value
 
 
+@handles(aten.select_scatter.default)
+def _select_scatter(cx, n, x, src, dim, index):
+    """x with src written at index `index` of dim: slice_scatter of src with dim restored."""
+    shape = cx.shape_of(x)
+    dim = dim % len(shape)
+    index = index % shape[dim]
+    src_shape = shape[:dim] + [1] + shape[dim + 1:]
+    widened = cx.op("reshape", [cx.v(src)], {"shape": src_shape})
+    return _slice_scatter_value(cx, n, x, widened, src_shape, dim, index, index + 1, 1)
+
+
+@handles(aten.fill.Scalar)
+def _fill(cx, n, x, value):
+    return cx.op("expand", [cx.scalar(value, None, cx.dtype_of(n))],
+                 {"shape": cx.shape_of(n)})
+
+
+@handles(aten.diagonal.default)
+def _diagonal(cx, n, x, offset=0, dim1=0, dim2=1):
+    """The diagonal view as a constant-index gather (row-major positions of the elements)."""
+    shape = cx.shape_of(x)
+    rank = len(shape)
+    dim1, dim2 = dim1 % rank, dim2 % rank
+    strides = [int(np.prod(shape[d + 1:], dtype=np.int64)) for d in range(rank)]
+    rest = [d for d in range(rank) if d not in (dim1, dim2)]
+    length = max(0, min(shape[dim1] - max(-offset, 0), shape[dim2] - max(offset, 0)))
+    index = np.zeros([shape[d] for d in rest] + [length], dtype=np.int64)
+    for k, d in enumerate(rest):
+        grid = [1] * (len(rest) + 1)
+        grid[k] = shape[d]
+        index += np.arange(shape[d], dtype=np.int64).reshape(grid) * strides[d]
+    diag = np.arange(length, dtype=np.int64)
+    index += (diag + max(-offset, 0)) * strides[dim1] + (diag + max(offset, 0)) * strides[dim2]
+    return _gather_constant(cx, n, x, index, cx.shape_of(n))
+
+
+def _index_pad(cx, n, x, pads, mode):
+    """Reflection / replication padding: an index_select per padded dim with a constant
+    index (pads as torch gives them: last dim first, (before, after) pairs)."""
+    value = cx.v(x)
+    shape = cx.shape_of(x)
+    for k in range(len(pads) // 2):
+        d = len(shape) - 1 - k
+        before, after = pads[2 * k], pads[2 * k + 1]
+        positions = np.arange(-before, shape[d] + after)
+        if mode == "reflect":
+            period = 2 * (shape[d] - 1)
+            folded = np.mod(positions, period) if period else np.zeros_like(positions)
+            positions = np.where(folded < shape[d], folded, period - folded)
+        else:
+            positions = np.clip(positions, 0, shape[d] - 1)
+        index = cx.g.add_constant(np.ascontiguousarray(positions, dtype=np.int64))
+        value = cx.op("index_select", [value, index], {"axis": d})
+    return value
+
+
+@handles(aten.reflection_pad1d.default, aten.reflection_pad2d.default,
+         aten.reflection_pad3d.default)
+def _reflection_pad(cx, n, x, padding):
+    return _index_pad(cx, n, x, list(padding), "reflect")
+
+
+@handles(aten.replication_pad1d.default, aten.replication_pad2d.default,
+         aten.replication_pad3d.default)
+def _replication_pad(cx, n, x, padding):
+    return _index_pad(cx, n, x, list(padding), "replicate")
+
+
+def _source_scale(in_size, out_size, align_corners, scale):
+    """torch's area_pixel_compute_scale: input positions per output position."""
+    if align_corners:
+        return (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    return 1.0 / scale if scale is not None and scale > 0 else in_size / out_size
+
+
+@handles(aten.upsample_nearest2d.vec)
+def _upsample_nearest(cx, n, x, output_size, scale_factors):
+    """Nearest: output row i reads input row floor(i * scale) (torch's "nearest"), an
+    index_select per spatial dim (its gradient scatter-adds)."""
+    shape, out = cx.shape_of(x), cx.shape_of(n)
+    value = cx.v(x)
+    for k, d in enumerate((2, 3)):
+        scale = _source_scale(shape[d], out[d], False,
+                              scale_factors[k] if scale_factors else None)
+        positions = np.minimum(np.floor(np.arange(out[d]) * scale).astype(np.int64),
+                               shape[d] - 1)
+        index = cx.g.add_constant(np.ascontiguousarray(positions))
+        value = cx.op("index_select", [value, index], {"axis": d})
+    return value
+
+
+@handles(aten.upsample_bilinear2d.vec)
+def _upsample_bilinear(cx, n, x, output_size, align_corners, scale_factors):
+    """Bilinear, separably: along each spatial dim, the two neighbouring rows (constant
+    indices) mixed with constant weights, with torch's source-index rule."""
+    shape, out = cx.shape_of(x), cx.shape_of(n)
+    value = cx.v(x)
+    dtype = cx.dtype_of(n)
+    for k, d in enumerate((2, 3)):
+        scale = _source_scale(shape[d], out[d], align_corners,
+                              scale_factors[k] if scale_factors else None)
+        i = np.arange(out[d], dtype=np.float64)
+        src = i * scale if align_corners else np.maximum((i + 0.5) * scale - 0.5, 0.0)
+        low = np.minimum(np.floor(src).astype(np.int64), shape[d] - 1)
+        high = np.minimum(low + 1, shape[d] - 1)
+        frac = (src - low).astype(_NUMPY_OF[dtype])
+        weight_shape = [1] * len(shape)
+        weight_shape[d] = out[d]
+        lo = cx.op("index_select", [value, cx.g.add_constant(low)], {"axis": d})
+        hi = cx.op("index_select", [value, cx.g.add_constant(high)], {"axis": d})
+        w = cx.g.add_constant(np.ascontiguousarray(frac.reshape(weight_shape)))
+        # lo + (hi - lo) * w, as torch's kernel mixes the two neighbours
+        value = cx.op("add", [lo, cx.op("mul", [cx.op("sub", [hi, lo]), w])])
+    return value
+
+
 @handles(aten.slice_scatter.default)
 def _slice_scatter(cx, n, x, src, dim=0, start=None, end=None, step=1):
     """x with src written into x[start:end:step] along dim: the written positions take
     src's elements (gathered by a constant index), the others keep x's (where)."""
     shape = cx.shape_of(x)
     dim = dim % len(shape)
+    start, end, _ = slice(start, end, step).indices(shape[dim])
+    return _slice_scatter_value(cx, n, x, cx.v(src), cx.shape_of(src), dim, start, end, step)
+
+
+def _slice_scatter_value(cx, n, x, src_value, src_shape, dim, start, end, step):
+    shape = cx.shape_of(x)
     length = shape[dim]
-    start, end, _ = slice(start, end, step).indices(length)
     positions = np.arange(length)
     written = (positions >= start) & (positions < end) & ((positions - start) % step == 0)
-    src_index = np.clip((positions - start) // step, 0, max(cx.shape_of(src)[dim] - 1, 0))
+    src_index = np.clip((positions - start) // step, 0, max(src_shape[dim] - 1, 0))
     index = cx.g.add_constant(np.ascontiguousarray(src_index, dtype=np.int64))
-    placed = cx.op("index_select", [cx.cast(cx.v(src), cx.dtype_of(n)), index], {"axis": dim})
+    placed = cx.op("index_select", [cx.cast(src_value, cx.dtype_of(n)), index], {"axis": dim})
     mask_shape = [1] * len(shape)
     mask_shape[dim] = length
     mask = cx.g.add_constant(np.ascontiguousarray(written.reshape(mask_shape)))
@@ -631,6 +759,30 @@ def _dropout(cx, n, x, p, train):
     return [y, cx.op("ne", [mask, cx.scalar(0.0, n.args[0])])]
 
 
+def _draws(cx, n, normal):
+    """Draws of tilegraph's Philox stream (keyed by seed, step and element) of the node's
+    shape and dtype: torch.randn / rand / *_like inside a forward (not torch's bits)."""
+    out = cx.dtype_of(n)
+    compute = out if out in ("f32", "f64") else "f32"
+    value = cx.op("normal" if normal else "uniform", [],
+                  {"shape": cx.shape_of(n), "dtype": "dtype:" + compute})
+    return cx.cast(value, out)
+
+
+@handles(aten.randn.default, aten.rand.default)
+def _random_fill(cx, n, size, dtype=None, layout=None, device=None, pin_memory=None,
+                 generator=None):
+    if generator is not None:
+        cx.unsupported(n, "random numbers from an explicit generator")
+    return _draws(cx, n, n.target == aten.randn.default)
+
+
+@handles(aten.randn_like.default, aten.rand_like.default)
+def _random_like(cx, n, x, dtype=None, layout=None, device=None, pin_memory=None,
+                 memory_format=None):
+    return _draws(cx, n, n.target == aten.randn_like.default)
+
+
 @handles(aten.bernoulli.p)
 def _bernoulli(cx, n, x, p=0.5, generator=None):
     """Bernoulli(p) draws of x's shape (x's values are ignored, as in torch): uniform < p.
@@ -719,6 +871,11 @@ def _var(cx, n, x, dims=None, correction=None, keepdim=False):
     biased = cx.op("var", [cx.v(x)], {"axes": _axes(dims), "correction": 0,
                                        "keepdim": keepdim})
     return cx.op("mul", [biased, cx.scalar(count / (count - correction), n)])
+
+
+@handles(aten.var.dim)
+def _var_dim(cx, n, x, dims=None, unbiased=True, keepdim=False):
+    return _var(cx, n, x, dims, 1 if unbiased else 0, keepdim)
 
 
 @handles(aten.argmax.default)

@@ -69,6 +69,24 @@ GradPair MaxMinGrad(const char* win) {
   };
 }
 
+// C's fmod (the result has a's sign) and torch.remainder (b's sign). Integers divide
+// exactly; a zero integer divisor gives 0 (torch raises), floats follow IEEE (NaN).
+struct Fmod {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    if constexpr (std::is_integral_v<T>) {
+      return b == T(0) ? T(0) : static_cast<T>(a % b);
+    } else {
+      return std::fmod(a, b);
+    }
+  }
+};
+struct Remainder {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    T mod = Fmod::Apply(a, b, nullptr);
+    return (mod != T(0) && ((b < T(0)) != (mod < T(0)))) ? static_cast<T>(mod + b) : mod;
+  }
+};
+
 struct Atan2 {
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     return std::atan2(a, b);
@@ -125,6 +143,20 @@ void RegisterBinaryOps(OpRegistry& r) {
                                MaxMinGrad("gt")));
   r.Register(BinaryOp<Minimum, numeric>("minimum", "elementwise min(a, b) (broadcasting)",
                                MaxMinGrad("lt")));
+  // d/da = 1; d/db = -trunc(a / b) (fmod) or -floor(a / b) (remainder), between the jumps.
+  auto quotient_grad = [](const char* rounding) {
+    return [rounding](const GradContext& g) {
+      Builder& b = g.b();
+      Value* q = b.Op1(rounding, {b.Div(g.I(0), g.I(1))});
+      return std::pair{g.GO(0), b.Neg(b.Mul(g.GO(0), q))};
+    };
+  };
+  r.Register(BinaryOp<Fmod, kFloats | kInts>("fmod", "a - trunc(a / b) * b (C's fmod)",
+                                             quotient_grad("trunc"), InputInit::Uniform(-5, 5),
+                                             InputInit::Uniform(0.7, 2.3)));
+  r.Register(BinaryOp<Remainder, kFloats | kInts>(
+      "remainder", "a - floor(a / b) * b (Python's %, torch.remainder)",
+      quotient_grad("floor"), InputInit::Uniform(-5, 5), InputInit::Uniform(-2.3, -0.7)));
   r.Register(BinaryOp<Atan2, kFloats>("atan2", "atan(a / b) in the quadrant of (b, a)",
                                       [](const GradContext& g) {
     Builder& b = g.b();  // d/da = go * b / (a^2 + b^2); d/db = -go * a / (a^2 + b^2)
