@@ -329,6 +329,9 @@ def export(model, example_args, example_kwargs=None):
             compiling():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
+        # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
+        # warns about the attribute assignment, which is torch's, not the user's, business.
+        warnings.filterwarnings("ignore", message=".*_flat_weights.*were assigned during export")
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad():
