@@ -339,7 +339,24 @@ def export(model, example_args, example_kwargs=None):
                                         strict=False)
         finally:
             _blocks.finish_capture()
+        _views_as_reshapes(ep)
         return ep.run_decompositions()
+
+
+def _views_as_reshapes(ep):
+    """Every aten.view becomes aten.reshape before decomposing. Re-tracing during
+    run_decompositions can give a tensor other strides than the first trace did (a reshape
+    that copied becomes a view of a transpose: Hugging Face's GPT-2 attention), and a view
+    recorded on the contiguous original then fails ("Cannot view a tensor with ...
+    strides"). A reshape means the same values whatever the strides, and tilegraph's IR
+    has no strides, so nothing else changes."""
+    changed = False
+    for node in ep.graph_module.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.view.default:
+            node.target = torch.ops.aten.reshape.default
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
 
 
 def _touches_half(node):

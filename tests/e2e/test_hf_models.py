@@ -1,0 +1,74 @@
+"""Hugging Face models as fine-tuning scripts call them: their own `labels=` losses,
+`use_cache=False`, the default (sdpa) attention, results returned as ModelOutput objects.
+Built from configs with random weights; losses and weights after a few SGD-momentum steps
+are compared with eager PyTorch. (Not Adam: the key projection's bias has a gradient that
+is exactly zero in exact arithmetic, softmax being invariant to a per-row shift, so both
+engines feed Adam pure rounding noise, which it scales to lr-sized, engine-specific steps.)"""
+import copy
+
+import pytest
+import torch
+
+import tilegraph
+
+tf = pytest.importorskip("transformers")
+
+
+def _gpt2():
+    cfg = tf.GPT2Config(n_embd=64, n_layer=2, n_head=2, vocab_size=128, n_positions=32,
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0,
+                        eos_token_id=0)
+    return tf.GPT2LMHeadModel(cfg)
+
+
+def _bert():
+    cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, vocab_size=128, max_position_embeddings=32,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return tf.BertForSequenceClassification(cfg)
+
+
+class CausalLM(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, labels=ids, use_cache=False)
+
+
+class Classifier(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids, mask, labels):
+        return self.model(input_ids=ids, attention_mask=mask, labels=labels)
+
+
+@pytest.mark.parametrize("case", ["gpt2_causal_lm", "bert_classifier"])
+def test_hugging_face_models_train_with_their_own_losses(case):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, 128, (2, 16), generator=g)
+    if case == "gpt2_causal_lm":
+        model, args = CausalLM(_gpt2()), (ids,)
+    else:
+        mask = torch.ones(2, 16, dtype=torch.int64)
+        mask[1, 12:] = 0
+        model, args = Classifier(_bert()), (ids, mask, torch.tensor([0, 1]))
+    reference = copy.deepcopy(model)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    for _ in range(3):
+        out = trainer(*args)  # the model's ModelOutput, loss inside it
+        eager.zero_grad()
+        ref = reference(*args)
+        ref.loss.backward()
+        eager.step()
+        assert type(out) is type(ref)
+        torch.testing.assert_close(out.loss, ref.loss.detach(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(out.logits, ref.logits.detach(), rtol=1e-4, atol=1e-4)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
