@@ -927,17 +927,7 @@ def _index(cx, n, x, indices):
         x_ = cx.op("permute", [x_], {"perm": dims + rest})
     rows = _numel([shape[d] for d in dims])
     x_ = cx.op("reshape", [x_], {"shape": [rows] + [shape[d] for d in rest]})
-    bshape = list(torch.broadcast_shapes(*(tuple(cx.shape_of(indices[d])) for d in dims)))
-    linear, stride = None, 1
-    for d in reversed(dims):
-        # torch's negative indices, each dimension checked on its own (as eager does: a
-        # folded linear index could be in range while one of its parts is not)
-        i = cx.op("index_wrap", [cx.v(indices[d])], {"size": shape[d], "dim": d})
-        term = i if stride == 1 else cx.op("mul", [i, cx.scalar(stride, None, "i64")])
-        linear = term if linear is None else cx.op("add", [linear, term])
-        stride *= shape[d]
-    linear = cx.op("expand", [linear], {"shape": bshape})
-    flat = cx.op("reshape", [linear], {"shape": [_numel(bshape)]})
+    flat, bshape = _linear_index(cx, n, shape, indices, dims)
     picked = cx.op("index_select", [x_, flat], {"axis": 0})
     result_front = bshape + [shape[d] for d in rest]
     picked = cx.op("reshape", [picked], {"shape": result_front})
@@ -947,6 +937,120 @@ def _index(cx, n, x, indices):
         perm = list(range(k, k + lead)) + list(range(k)) + list(range(k + lead, len(result_front)))
         picked = cx.op("permute", [picked], {"perm": perm})
     return picked
+
+
+def _linear_index(cx, n, shape, indices, dims):
+    """The broadcast integer indices of `dims` folded into one flat row index -> (flat [N],
+    broadcast shape). torch's negative indices; each dimension checked on its own, as eager
+    does (a folded linear index could be in range while one of its parts is not)."""
+    bshape = list(torch.broadcast_shapes(*(tuple(cx.shape_of(indices[d])) for d in dims)))
+    linear, stride = None, 1
+    for d in reversed(dims):
+        i = cx.op("index_wrap", [cx.v(indices[d])], {"size": shape[d], "dim": d})
+        term = i if stride == 1 else cx.op("mul", [i, cx.scalar(stride, None, "i64")])
+        linear = term if linear is None else cx.op("add", [linear, term])
+        stride *= shape[d]
+    linear = cx.op("expand", [linear], {"shape": bshape})
+    return cx.op("reshape", [linear], {"shape": [_numel(bshape)]}), bshape
+
+
+def _put_rows(cx, base, flat, values, rows, accumulate, dtype):
+    """base [rows, ...] with values [N, ...] added at (accumulate) or written to the rows
+    `flat` names. A write with repeated rows stores their mean (torch leaves which one wins
+    unspecified); with distinct rows it is exact."""
+    if accumulate:
+        return cx.op("index_add", [base, flat, values], {"axis": 0})
+    compute = dtype if dtype in ("f32", "f64") else "f64"
+    base_c, values_c = cx.cast(base, compute), cx.cast(values, compute)
+    count_shape = [rows] + [1] * (len(cx.g.type_of(base)[1]) - 1)
+    ones = cx.op("full", [], {"shape": cx.g.type_of(flat)[1], "value": 1.0,
+                              "dtype": "dtype:" + compute})
+    zeros = cx.op("full", [], {"shape": [rows], "value": 0.0, "dtype": "dtype:" + compute})
+    count = cx.op("reshape", [cx.op("index_add", [zeros, flat, ones], {"axis": 0})],
+                  {"shape": count_shape})
+    written = cx.op("index_add", [cx.op("mul", [base_c, cx.scalar(0.0, None, compute)]), flat,
+                                  values_c], {"axis": 0})
+    hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
+    mean = cx.op("div", [written, cx.op("maximum", [count, cx.scalar(1.0, None, compute)])])
+    return cx.cast(cx.op("where", [hit, mean, base_c]), dtype)
+
+
+@handles(aten.index_put.default)
+def _index_put(cx, n, x, indices, values, accumulate=False):
+    """x[i0, i1, ...] = values (or += with accumulate): the indexed dims are moved to the
+    front and flattened as in _index, values are laid out the same way, and the rows are
+    written with index_add (gradients: values get the gathered gradient, x the rest)."""
+    shape = cx.shape_of(x)
+    dims = [d for d, i in enumerate(indices) if i is not None]
+    if any(cx.dtype_of(indices[d]) == "bool" for d in dims):
+        cx.unsupported(n, "index_put with a boolean mask (use torch.where(mask, value, x))")
+    dtype = cx.dtype_of(n)
+    if dtype == "bool":
+        cx.unsupported(n, "index_put into a bool tensor")
+    rest = [d for d in range(len(shape)) if d not in dims]
+    front = dims + rest
+    x_ = cx.v(x)
+    if front != list(range(len(shape))):
+        x_ = cx.op("permute", [x_], {"perm": front})
+    rows = _numel([shape[d] for d in dims])
+    rest_shape = [shape[d] for d in rest]
+    x_ = cx.op("reshape", [x_], {"shape": [rows] + rest_shape})
+    flat, bshape = _linear_index(cx, n, shape, indices, dims)
+    # values broadcast to the indexing result's layout (torch's), then put in front order
+    adjacent = dims == list(range(dims[0], dims[-1] + 1))
+    lead = dims[0] if adjacent else 0
+    layout = rest_shape[:lead] + bshape + rest_shape[lead:]
+    v = cx.op("expand", [cx.cast(cx.v(values), dtype)], {"shape": layout})
+    if lead:
+        k = len(bshape)
+        v = cx.op("permute", [v], {"perm": list(range(lead, lead + k)) + list(range(lead)) +
+                                   list(range(lead + k, len(layout)))})
+    v = cx.op("reshape", [v], {"shape": [_numel(bshape)] + rest_shape})
+    out = _put_rows(cx, x_, flat, v, rows, accumulate, dtype)
+    out = cx.op("reshape", [out], {"shape": [shape[d] for d in front]})
+    if front != list(range(len(shape))):
+        out = cx.op("permute", [out], {"perm": [front.index(d) for d in range(len(shape))]})
+    return out
+
+
+@handles(aten.scatter_add.default)
+def _scatter_add(cx, n, x, dim, index, src):
+    """torch.scatter_add: src's leading part of index's shape is added at the positions."""
+    src_ = cx.cast(cx.v(src), cx.dtype_of(n))
+    if cx.shape_of(src) != cx.shape_of(index):
+        src_ = _leading_part(cx, src_, cx.shape_of(src), cx.shape_of(index))
+    return cx.op("scatter_add", [cx.v(x), cx.v(index), src_], {"axis": dim})
+
+
+def _leading_part(cx, value, shape, want):
+    for d, (have, size) in enumerate(zip(shape, want)):
+        if have != size:
+            value = cx.op("slice", [value], {"axis": d, "start": 0, "end": size, "step": 1})
+    return value
+
+
+@handles(aten.scatter.src, aten.scatter.value)
+def _scatter(cx, n, x, dim, index, src):
+    """torch.scatter (writes): positions named by index take src's values; a position named
+    twice takes their mean (torch leaves which one wins unspecified)."""
+    dtype = cx.dtype_of(n)
+    compute = dtype if dtype in ("f32", "f64") else "f64"
+    ishape = cx.shape_of(index)
+    if isinstance(src, torch.fx.Node):
+        src_ = cx.cast(cx.v(src), compute)
+        if cx.shape_of(src) != ishape:
+            src_ = _leading_part(cx, src_, cx.shape_of(src), ishape)
+    else:
+        src_ = cx.op("full", [], {"shape": ishape, "value": float(src),
+                                  "dtype": "dtype:" + compute})
+    base = cx.cast(cx.v(x), compute)
+    zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
+    ones = cx.op("full", [], {"shape": ishape, "value": 1.0, "dtype": "dtype:" + compute})
+    count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
+    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
+    hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
+    mean = cx.op("div", [written, cx.op("maximum", [count, cx.scalar(1.0, None, compute)])])
+    return cx.cast(cx.op("where", [hit, mean, base]), dtype)
 
 
 @handles(aten.embedding.default)

@@ -1,5 +1,6 @@
-"""Views and writes into slices (as_strided, slice_scatter, copy, x[a:b] = y), flip,
-repeat, cumulative sums and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
+"""Views and writes into slices (as_strided, slice_scatter, copy, x[a:b] = y), writes at
+indices (index_put with and without accumulation, scatter, scatter_add), flip, repeat,
+cumulative sums and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
 as_strided / slice_scatter / copy, RoBERTa's position ids cumsum, masks combine bitwise):
 inference and training against eager PyTorch."""
 import copy
@@ -18,8 +19,21 @@ LAYERS = {
     "slice_scatter": lambda h: torch.slice_scatter(h, h[:, :3] * 2, 1, 2, 8, 2),
     "setitem": lambda h: _setitem(h),
     "cumsum": lambda h: torch.cumsum(h, dim=1) * 0.1,
+    "index_put": lambda h: torch.index_put(h, (torch.tensor([3, 0]),), h[1:3] * 2),
+    "index_put_accumulate_repeated": lambda h: torch.index_put(
+        h, (torch.tensor([2, 2, 0]), torch.tensor([1, 1, 7])), h[0, :3], accumulate=True),
+    "index_put_columns": lambda h: _put_columns(h),
+    "scatter_add": lambda h: torch.scatter_add(h, 1, torch.tensor([[0, 3, 3, 7]] * 4),
+                                               h[:, :4] * 3),
+    "scatter": lambda h: torch.scatter(h, 1, torch.tensor([[5], [1], [0], [7]]), h[:, 2:3] - 1),
     "cumsum_reverse_flip": lambda h: torch.cumsum(h.flip(0), dim=0).flip(0) * 0.1,
 }
+
+
+def _put_columns(h):
+    out = h.clone()
+    out[:, torch.tensor([6, 1])] = h[:, :2] * -1  # columns written, a non-leading index
+    return out
 
 
 def _setitem(h):
