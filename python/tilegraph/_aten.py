@@ -1053,6 +1053,29 @@ def _scatter(cx, n, x, dim, index, src):
     return cx.cast(cx.op("where", [hit, mean, base]), dtype)
 
 
+@handles(aten.topk.default)
+def _topk(cx, n, x, k, dim=-1, largest=True, sorted=True):
+    """(values, indices), always in order (sorted=False leaves the order to the
+    implementation in torch; in order is one such order)."""
+    return cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": dim, "largest": int(bool(largest))},
+                  2)
+
+
+@handles(aten.sort.default, aten.sort.stable)
+def _sort(cx, n, x, *args, **kwargs):
+    """torch.sort: topk over the whole axis (ties keep index order: a stable sort)."""
+    if n.target == aten.sort.default:
+        dim, descending = (list(args) + [-1, False][len(args):])[:2]
+        dim, descending = kwargs.get("dim", dim), kwargs.get("descending", descending)
+    else:
+        dim, descending = kwargs.get("dim", -1), kwargs.get("descending", False)
+    shape = cx.shape_of(x)
+    if not shape:
+        return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
+    return cx.ops("topk", [cx.v(x)], {"k": shape[dim], "axis": dim,
+                                       "largest": int(bool(descending))}, 2)
+
+
 @handles(aten.embedding.default)
 def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
     return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})

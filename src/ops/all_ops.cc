@@ -22,6 +22,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterCheckOps(registry);
   RegisterPadOps(registry);
   RegisterScanOps(registry);
+  RegisterSortOps(registry);
 }
 
 }  // namespace tg

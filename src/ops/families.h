@@ -23,5 +23,6 @@ void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
 void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum
+void RegisterSortOps(OpRegistry& r);         // sort.cc: topk (and sort through it)
 
 }  // namespace tg
