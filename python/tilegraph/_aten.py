@@ -1076,6 +1076,97 @@ def _sort(cx, n, x, *args, **kwargs):
                                        "largest": int(bool(descending))}, 2)
 
 
+# When SDPA compiles to the fused attention op: "auto" when its score matrices would take
+# at least this many bytes (the fused kernel is written for memory, not yet for speed: below
+# this, oneDNN's matmuls around a softmax are faster), "always", or "never". The
+# TILEGRAPH_FUSED_ATTENTION environment variable overrides the mode.
+FUSED_ATTENTION = {"mode": "auto", "min_score_bytes": 64 * 2 ** 20}
+
+
+def _use_fused_attention(score_bytes):
+    import os
+    mode = os.environ.get("TILEGRAPH_FUSED_ATTENTION", FUSED_ATTENTION["mode"])
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"TILEGRAPH_FUSED_ATTENTION must be auto, always or never, got {mode!r}")
+    return mode == "always" or (mode == "auto" and
+                                score_bytes >= FUSED_ATTENTION["min_score_bytes"])
+
+
+@handles(aten.scaled_dot_product_attention.default)
+def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
+          enable_gqa=False):
+    """F.scaled_dot_product_attention kept whole (export does not decompose it, see
+    _capture.export). Without dropout it is tilegraph's fused attention op: batch dims
+    flattened, a boolean mask turned additive (0 / -inf), the mask kept at its broadcast
+    size ([1 or N, 1 or Sq, Sk]); no [Sq, Sk] score matrix is stored. With dropout (or
+    grouped-query heads) it is written out as matmul, softmax, dropout, matmul."""
+    qs, ks, vs = cx.shape_of(q), cx.shape_of(k), cx.shape_of(v)
+    dtype = cx.dtype_of(n)
+    sq, sk, d, dv = qs[-2], ks[-2], qs[-1], vs[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    mask = None
+    if attn_mask is not None:
+        mask = cx.v(attn_mask)
+        if cx.dtype_of(attn_mask) == "bool":
+            mask = cx.op("where", [mask, cx.scalar(0.0, None, dtype),
+                                   cx.scalar(-math.inf, None, dtype)])
+        else:
+            mask = cx.cast(mask, dtype)
+    batch = qs[:-2]
+    rows = _numel(batch)
+    if dropout_p > 0 or enable_gqa or qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or \
+            not _use_fused_attention(rows * sq * sk * (8 if dtype == "f64" else 4)):
+        return _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale)
+    flat = lambda value, shape: cx.op("reshape", [value], {"shape": [rows] + shape[-2:]})
+    if mask is None:
+        mask3 = cx.op("full", [], {"shape": [1, 1, sk], "value": 0.0, "dtype": "dtype:" + dtype})
+    else:
+        mshape = [1] * (len(qs) - len(cx.g.type_of(mask)[1])) + list(cx.g.type_of(mask)[1])
+        mask = cx.op("reshape", [mask], {"shape": mshape})
+        mq = sq if mshape[-2] != 1 else 1
+        if mshape[-1] != sk:
+            mask = cx.op("expand", [mask], {"shape": mshape[:-1] + [sk]})
+        mbatch = mshape[:-2]
+        if all(m == 1 for m in mbatch):
+            mask3 = cx.op("reshape", [mask], {"shape": [1, mq, sk]})
+        else:
+            mask = cx.op("expand", [mask], {"shape": batch + [mq, sk]})
+            mask3 = cx.op("reshape", [mask], {"shape": [rows, mq, sk]})
+    out, _ = cx.ops("attention", [flat(cx.v(q), qs), flat(cx.v(k), ks), flat(cx.v(v), vs), mask3],
+                    {"scale": scale, "causal": int(bool(is_causal))}, 2)
+    return cx.op("reshape", [out], {"shape": batch + [sq, dv]})
+
+
+def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
+    """SDPA as its parts (the math torch's decomposition does), for dropout and grouped
+    heads: scores = q k^T * scale (+ mask, causal -inf above the diagonal), softmax,
+    dropout, @ v."""
+    qs, ks = cx.shape_of(q), cx.shape_of(k)
+    q_, k_, v_ = cx.v(q), cx.v(k), cx.v(v)
+    if qs[:-2] != ks[:-2]:  # grouped-query attention: repeat k, v heads to q's
+        groups = qs[-3] // ks[-3]
+        def widen(value, shape):
+            value = cx.op("reshape", [value], {"shape": shape[:-2] + [1] + shape[-2:]})
+            value = cx.op("expand", [value], {"shape": shape[:-3] + [shape[-3], groups] +
+                                               shape[-2:]})
+            return cx.op("reshape", [value], {"shape": shape[:-3] + [shape[-3] * groups] +
+                                              shape[-2:]})
+        k_, v_ = widen(k_, ks), widen(v_, cx.shape_of(v))
+    scores = cx.op("matmul", [q_, k_], {"transpose_b": True})
+    scores = cx.op("mul", [scores, cx.scalar(scale, None, cx.dtype_of(n))])
+    sq, sk = qs[-2], ks[-2]
+    if is_causal:
+        hidden = np.triu(np.ones((sq, sk), dtype=bool), 1)
+        scores = cx.op("where", [cx.g.add_constant(hidden), cx.scalar(-math.inf, None,
+                                 cx.dtype_of(n)), scores])
+    if mask is not None:
+        scores = cx.op("add", [scores, mask])
+    probs = cx.op("softmax", [scores], {"axis": -1})
+    if dropout_p > 0:
+        probs = cx.ops("dropout", [probs], {"p": float(dropout_p)}, 2)[0]
+    return cx.op("matmul", [probs, v_])
+
+
 @handles(aten.embedding.default)
 def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
     return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})

@@ -340,7 +340,15 @@ def export(model, example_args, example_kwargs=None):
         finally:
             _blocks.finish_capture()
         _views_as_reshapes(ep)
-        return ep.run_decompositions()
+        return ep.run_decompositions(_decompositions())
+
+
+def _decompositions():
+    """Core ATen decompositions, except the composite ops tilegraph compiles whole:
+    scaled_dot_product_attention (its fused attention op, see _aten._sdpa)."""
+    table = torch.export.default_decompositions()
+    table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    return table
 
 
 def _views_as_reshapes(ep):

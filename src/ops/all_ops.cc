@@ -23,6 +23,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterPadOps(registry);
   RegisterScanOps(registry);
   RegisterSortOps(registry);
+  RegisterAttentionOps(registry);
 }
 
 }  // namespace tg

@@ -24,5 +24,6 @@ void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
 void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum
 void RegisterSortOps(OpRegistry& r);         // sort.cc: topk (and sort through it)
+void RegisterAttentionOps(OpRegistry& r);    // attention.cc: fused attention + backward
 
 }  // namespace tg

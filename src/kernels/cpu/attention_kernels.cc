@@ -1,0 +1,151 @@
+#include "kernels/cpu/attention_kernels.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/parallel.h"
+
+namespace tg::cpu {
+namespace {
+
+template <typename T>
+double Dot(const T* a, const T* b, int64_t n) {
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
+  return s;
+}
+
+// The score of query row i against key j, or -inf where causality hides the key.
+template <typename T>
+double Score(const T* qi, const T* kj, const T* mask_row, int64_t i, int64_t j,
+             const AttentionDims& dims) {
+  if (dims.causal && j > i) return -std::numeric_limits<double>::infinity();
+  return Dot(qi, kj, dims.d) * dims.scale + static_cast<double>(mask_row[j]);
+}
+
+template <typename T>
+const T* MaskRow(const T* mask, int64_t b, int64_t i, const AttentionDims& dims) {
+  int64_t mb = dims.mask_n == 1 ? 0 : b, mi = dims.mask_q == 1 ? 0 : i;
+  return mask + (mb * dims.mask_q + mi) * dims.sk;
+}
+
+}  // namespace
+
+template <typename T>
+void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out, T* lse,
+                      const AttentionDims& dims) {
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  ParallelFor(dims.n * dims.sq, 8, [&](int64_t begin, int64_t end) {
+    std::vector<double> acc(static_cast<size_t>(dims.dv));
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t b = row / dims.sq, i = row % dims.sq;
+      const T* qi = q + row * dims.d;
+      const T* kb = k + b * dims.sk * dims.d;
+      const T* vb = v + b * dims.sk * dims.dv;
+      const T* mrow = MaskRow(mask, b, i, dims);
+      std::fill(acc.begin(), acc.end(), 0.0);
+      double m = neg_inf, l = 0;
+      for (int64_t j = 0; j < dims.sk; ++j) {
+        const double s = Score(qi, kb + j * dims.d, mrow, i, j, dims);
+        if (s == neg_inf) continue;
+        const double m_new = std::max(m, s);
+        const double rescale = m == neg_inf ? 0.0 : std::exp(m - m_new);
+        const double p = std::exp(s - m_new);
+        const T* vj = vb + j * dims.dv;
+        for (int64_t c = 0; c < dims.dv; ++c) acc[c] = acc[c] * rescale + p * vj[c];
+        l = l * rescale + p;
+        m = m_new;
+      }
+      T* o = out + row * dims.dv;
+      for (int64_t c = 0; c < dims.dv; ++c) o[c] = static_cast<T>(l > 0 ? acc[c] / l : 0.0);
+      lse[row] = static_cast<T>(l > 0 ? m + std::log(l) : neg_inf);
+    }
+  });
+}
+
+template <typename T>
+void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const T* out,
+                       const T* lse, const T* go, const T* glse, T* dq, T* dk, T* dv,
+                       T* dmask, const AttentionDims& dims) {
+  const double neg_inf = -std::numeric_limits<double>::infinity();
+  const int64_t mask_size = dims.mask_n * dims.mask_q * dims.sk;
+  std::fill(dmask, dmask + mask_size, T(0));
+  // One batch entry at a time per thread: dk and dv of an entry gather every query row.
+  // A shared mask's gradient is summed per thread, then added up.
+  const int threads = std::max(1, MaxThreads());
+  std::vector<std::vector<double>> dmask_parts(static_cast<size_t>(threads));
+  ParallelFor(dims.n, 1, [&](int64_t begin, int64_t end) {
+    int part = 0;
+#ifdef _OPENMP
+    part = omp_in_parallel() ? omp_get_thread_num() : 0;
+#endif
+    std::vector<double>& dm = dmask_parts[static_cast<size_t>(part)];
+    dm.assign(static_cast<size_t>(mask_size), 0.0);
+    std::vector<double> dk_acc(static_cast<size_t>(dims.sk * dims.d));
+    std::vector<double> dv_acc(static_cast<size_t>(dims.sk * dims.dv));
+    std::vector<double> dq_row(static_cast<size_t>(dims.d));
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
+      std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
+      const T* kb = k + b * dims.sk * dims.d;
+      const T* vb = v + b * dims.sk * dims.dv;
+      for (int64_t i = 0; i < dims.sq; ++i) {
+        const int64_t row = b * dims.sq + i;
+        const T* qi = q + row * dims.d;
+        const T* goi = go + row * dims.dv;
+        const double row_lse = static_cast<double>(lse[row]);
+        std::fill(dq_row.begin(), dq_row.end(), 0.0);
+        if (row_lse != neg_inf) {
+          // ds_ij = p_ij (dp_ij - sum_j p_ij dp_ij + glse_i)
+          const double delta = Dot(goi, out + row * dims.dv, dims.dv) -
+                               (glse ? static_cast<double>(glse[row]) : 0.0);
+          const T* mrow = MaskRow(mask, b, i, dims);
+          const int64_t mb = dims.mask_n == 1 ? 0 : b, mi = dims.mask_q == 1 ? 0 : i;
+          double* dmrow = dm.data() + (mb * dims.mask_q + mi) * dims.sk;
+          for (int64_t j = 0; j < dims.sk; ++j) {
+            const double s = Score(qi, kb + j * dims.d, mrow, i, j, dims);
+            if (s == neg_inf) continue;
+            const double p = std::exp(s - row_lse);
+            const T* vj = vb + j * dims.dv;
+            double* dvj = dv_acc.data() + j * dims.dv;
+            for (int64_t c = 0; c < dims.dv; ++c) dvj[c] += p * goi[c];
+            const double ds = p * (Dot(goi, vj, dims.dv) - delta);
+            dmrow[j] += ds;
+            const double dss = ds * dims.scale;
+            const T* kj = kb + j * dims.d;
+            double* dkj = dk_acc.data() + j * dims.d;
+            for (int64_t c = 0; c < dims.d; ++c) {
+              dq_row[c] += dss * kj[c];
+              dkj[c] += dss * qi[c];
+            }
+          }
+        }
+        T* dqi = dq + row * dims.d;
+        for (int64_t c = 0; c < dims.d; ++c) dqi[c] = static_cast<T>(dq_row[c]);
+      }
+      T* dkb = dk + b * dims.sk * dims.d;
+      T* dvb = dv + b * dims.sk * dims.dv;
+      for (int64_t x = 0; x < dims.sk * dims.d; ++x) dkb[x] = static_cast<T>(dk_acc[x]);
+      for (int64_t x = 0; x < dims.sk * dims.dv; ++x) dvb[x] = static_cast<T>(dv_acc[x]);
+    }
+  });
+  for (const std::vector<double>& dm : dmask_parts) {
+    for (size_t x = 0; x < dm.size(); ++x) dmask[x] = static_cast<T>(dmask[x] + dm[x]);
+  }
+}
+
+template void AttentionForward<float>(const float*, const float*, const float*, const float*,
+                                      float*, float*, const AttentionDims&);
+template void AttentionForward<double>(const double*, const double*, const double*,
+                                       const double*, double*, double*, const AttentionDims&);
+template void AttentionBackward<float>(const float*, const float*, const float*, const float*,
+                                       const float*, const float*, const float*, const float*,
+                                       float*, float*, float*, float*, const AttentionDims&);
+template void AttentionBackward<double>(const double*, const double*, const double*,
+                                        const double*, const double*, const double*,
+                                        const double*, const double*, double*, double*,
+                                        double*, double*, const AttentionDims&);
+
+}  // namespace tg::cpu

@@ -1,0 +1,36 @@
+// Fused attention kernels (ops/attention.cc): softmax(q k^T * scale + mask [+ causal]) v
+// computed row by row with an online softmax, so no [Sq, Sk] matrix is ever stored; the
+// backward recomputes the probabilities from the saved log-sum-exp.
+#pragma once
+
+#include <cstdint>
+
+namespace tg::cpu {
+
+struct AttentionDims {
+  int64_t n = 1;       // batch x heads
+  int64_t sq = 1;      // query length
+  int64_t sk = 1;      // key length
+  int64_t d = 1;       // query/key width
+  int64_t dv = 1;      // value width
+  int64_t mask_n = 1;  // mask rows per batch entry: 1 (shared) or n
+  int64_t mask_q = 1;  // 1 (one row for every query) or sq
+  bool causal = false; // key j is visible to query i only if j <= i
+  double scale = 1.0;
+};
+
+// out [n, sq, dv], lse [n, sq] (log-sum-exp of each row's scores; -inf for a row with no
+// visible key, whose output is 0, as torch's safe softmax gives).
+template <typename T>
+void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out, T* lse,
+                      const AttentionDims& dims);
+
+// dq, dk, dv like q, k, v; dmask like mask (the score gradient summed over the rows and
+// batch entries the mask is shared by). `glse` is the gradient reaching the log-sum-exp
+// output (d lse_i / d s_ij = p_ij), or null.
+template <typename T>
+void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const T* out,
+                       const T* lse, const T* go, const T* glse, T* dq, T* dk, T* dv,
+                       T* dmask, const AttentionDims& dims);
+
+}  // namespace tg::cpu

@@ -1,0 +1,139 @@
+// attention: softmax(q k^T * scale + mask, causal) v as one op (scaled_dot_product_attention
+// kept whole by the front end), and its backward. Shapes: q [N, Sq, D], k [N, Sk, D],
+// v [N, Sk, Dv], mask (additive) [1 or N, 1 or Sq, Sk]; outputs [N, Sq, Dv] and the rows'
+// log-sum-exp [N, Sq], which the backward uses to recompute the probabilities. Memory is
+// O(N * S * D): no [Sq, Sk] score matrix is stored (kernels/cpu/attention_kernels.h).
+#include "kernels/cpu/attention_kernels.h"
+#include "ops/builder.h"
+#include "ops/dispatch.h"
+#include "ops/families.h"
+#include "support/error.h"
+
+namespace tg {
+namespace {
+
+cpu::AttentionDims DimsOf(const std::vector<TensorType>& in, const AttrMap& attrs) {
+  const TensorType &q = in[0], &k = in[1], &v = in[2], &mask = in[3];
+  for (const TensorType* t : {&q, &k, &v, &mask}) {
+    TG_CHECK(t->rank() == 3, kShape, "attention: expected rank-3 q, k, v and mask, got ",
+             t->ToString());
+    TG_CHECK(t->dtype == q.dtype && IsFloating(q.dtype), kShape,
+             "attention: expected floating q, k, v, mask of one dtype, got ", t->ToString());
+  }
+  cpu::AttentionDims d;
+  d.n = q.shape[0], d.sq = q.shape[1], d.d = q.shape[2];
+  d.sk = k.shape[1], d.dv = v.shape[2];
+  d.mask_n = mask.shape[0], d.mask_q = mask.shape[1];
+  TG_CHECK(k.shape[0] == d.n && k.shape[2] == d.d && v.shape[0] == d.n && v.shape[1] == d.sk,
+           kShape, "attention: q ", q.ToString(), ", k ", k.ToString(), ", v ", v.ToString(),
+           " do not agree");
+  TG_CHECK((d.mask_n == 1 || d.mask_n == d.n) && (d.mask_q == 1 || d.mask_q == d.sq) &&
+               mask.shape[2] == d.sk, kShape, "attention: mask ", mask.ToString(),
+           " must be [1 or ", d.n, ", 1 or ", d.sq, ", ", d.sk, "]");
+  d.causal = GetInt(attrs, "causal") != 0;
+  d.scale = GetFloat(attrs, "scale");
+  return d;
+}
+
+std::vector<TensorType> InputTypes(const Node& n, size_t count) {
+  std::vector<TensorType> types;
+  for (size_t i = 0; i < count; ++i) types.push_back(n.input(i)->type());
+  return types;
+}
+
+KernelFactory ForwardFactory() {
+  return [](const Node& n) -> Kernel {
+    cpu::AttentionDims dims = DimsOf(InputTypes(n, 4), n.attrs());
+    DType dtype = n.input(0)->type().dtype;
+    return [dims, dtype](const KernelArgs& a) {
+      DispatchFloat(dtype, "attention", [&](auto t) {
+        using T = decltype(t);
+        auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
+        cpu::AttentionForward(in(0), in(1), in(2), in(3), static_cast<T*>(a.outputs[0]),
+                              static_cast<T*>(a.outputs[1]), dims);
+      });
+    };
+  };
+}
+
+KernelFactory BackwardFactory() {
+  return [](const Node& n) -> Kernel {
+    cpu::AttentionDims dims = DimsOf(InputTypes(n, 4), n.attrs());
+    DType dtype = n.input(0)->type().dtype;
+    return [dims, dtype](const KernelArgs& a) {
+      DispatchFloat(dtype, "attention_backward", [&](auto t) {
+        using T = decltype(t);
+        auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
+        auto out = [&](int i) { return static_cast<T*>(a.outputs[i]); };
+        cpu::AttentionBackward(in(0), in(1), in(2), in(3), in(4), in(5), in(6), in(7), out(0),
+                               out(1), out(2), out(3), dims);
+      });
+    };
+  };
+}
+
+OpSample Sample(int64_t n, int64_t sq, int64_t sk, int64_t d, int64_t dv, Shape mask,
+                int64_t causal) {
+  OpSample s;
+  s.inputs = {{DType::kF32, {n, sq, d}}, {DType::kF32, {n, sk, d}}, {DType::kF32, {n, sk, dv}},
+              {DType::kF32, std::move(mask)}};
+  s.attrs = {{"scale", 0.5}, {"causal", causal}};
+  return s;
+}
+
+}  // namespace
+
+void RegisterAttentionOps(OpRegistry& r) {
+  OpDef f;
+  f.name = "attention";
+  f.num_inputs = 4;
+  f.num_outputs = 2;
+  f.attrs = {{"scale", std::nullopt}, {"causal", int64_t{0}}};
+  f.doc = "(softmax(q k^T * scale + mask [causal]) v, row log-sum-exp); no score matrix kept";
+  f.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    cpu::AttentionDims d = DimsOf(c.inputs, c.attrs);
+    DType t = c.in(0).dtype;
+    return {{t, {d.n, d.sq, d.dv}}, {t, {d.n, d.sq}}};
+  };
+  f.grad = [](const GradContext& g) -> std::vector<Value*> {
+    // A gradient may reach the output, the log-sum-exp, or both; a missing one is zero.
+    if (g.GO(0) == nullptr && g.GO(1) == nullptr) return {nullptr, nullptr, nullptr, nullptr};
+    Builder& b = g.b();
+    Value* go = g.GO(0) ? g.GO(0) : b.ZerosLike(g.O(0));
+    Value* glse = g.GO(1) ? g.GO(1) : b.ZerosLike(g.O(1));
+    return b.Op("attention_backward",
+                {g.I(0), g.I(1), g.I(2), g.I(3), g.O(0), g.O(1), go, glse}, g.attrs());
+  };
+  f.kernels[DeviceKind::kCpu] = ForwardFactory();
+  f.kernels[DeviceKind::kReference] = ForwardFactory();
+  f.samples = {Sample(2, 3, 4, 5, 3, {1, 1, 4}, 0), Sample(3, 4, 4, 2, 2, {3, 4, 4}, 1),
+               Sample(1, 5, 3, 4, 6, {1, 5, 3}, 0), Sample(2, 4, 6, 3, 3, {2, 1, 6}, 1)};
+  r.Register(std::move(f));
+
+  OpDef b;
+  b.name = "attention_backward";
+  b.num_inputs = 8;
+  b.num_outputs = 4;
+  b.attrs = {{"scale", std::nullopt}, {"causal", int64_t{0}}};
+  b.doc = "(dq, dk, dv, dmask) of attention from (q, k, v, mask, out, lse, d out, d lse), "
+          "recomputing the probabilities from the lse";
+  b.not_differentiable = true;
+  b.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    DimsOf(c.inputs, c.attrs);
+    return {c.in(0), c.in(1), c.in(2), c.in(3)};
+  };
+  b.kernels[DeviceKind::kCpu] = BackwardFactory();
+  b.kernels[DeviceKind::kReference] = BackwardFactory();
+  // Its numbers are checked through attention's float64 gradient check; this sample runs
+  // the kernel on its own (lse drawn where the probabilities stay finite).
+  OpSample s = Sample(2, 3, 4, 5, 3, {1, 1, 4}, 1);
+  s.inputs.insert(s.inputs.end(), {{DType::kF32, {2, 3, 3}}, {DType::kF32, {2, 3}},
+                                   {DType::kF32, {2, 3, 3}}, {DType::kF32, {2, 3}}});
+  s.init = {InputInit::Normal(), InputInit::Normal(), InputInit::Normal(), InputInit::Normal(),
+            InputInit::Normal(), InputInit::Uniform(2.0, 3.0), InputInit::Normal(),
+            InputInit::Normal()};
+  b.samples = {s};
+  r.Register(std::move(b));
+}
+
+}  // namespace tg

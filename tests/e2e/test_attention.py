@@ -1,0 +1,141 @@
+"""Attention as one op: F.scaled_dot_product_attention is captured whole and compiled to
+tilegraph's fused attention (online softmax: no [Sq, Sk] score matrix stored), with
+additive and boolean masks broadcast as users pass them, causal masking, and its backward;
+dropout and grouped-query heads are written out as matmul / softmax / dropout. Inference
+and training against eager PyTorch."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+
+
+class SelfAttention(torch.nn.Module):
+    def __init__(self, variant, d=16, heads=2):
+        super().__init__()
+        self.variant, self.heads = variant, heads
+        self.qkv, self.proj = torch.nn.Linear(d, 3 * d), torch.nn.Linear(d, 3)
+
+    def forward(self, x, t, pad):
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        kwargs = {}
+        if self.variant == "causal":
+            kwargs["is_causal"] = True
+        elif self.variant == "bool_padding":
+            kwargs["attn_mask"] = pad[:, None, None, :]  # [B, 1, 1, S], True = attend
+        elif self.variant == "additive_per_query":
+            kwargs["attn_mask"] = torch.linspace(-1, 1, s * s).reshape(s, s)  # [S, S]
+        elif self.variant == "scale":
+            kwargs["scale"] = 0.3
+        h = F.scaled_dot_product_attention(q, k, v, **kwargs)
+        out = self.proj(h.transpose(1, 2).reshape(b, s, d).mean(1))
+        return out, F.cross_entropy(out, t)
+
+
+@pytest.fixture(autouse=True)
+def fused_attention_always(monkeypatch):
+    """These small cases would be written out as matmul + softmax ("auto" fuses only large
+    score matrices): force the fused op."""
+    monkeypatch.setenv("TILEGRAPH_FUSED_ATTENTION", "always")
+
+
+@pytest.mark.parametrize("variant", ["plain", "causal", "bool_padding", "additive_per_query",
+                                     "scale"])
+def test_fused_attention_matches_eager(variant):
+    torch.manual_seed(0)
+    model = SelfAttention(variant)
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(3, 6, 16, generator=g), torch.randint(0, 3, (3,), generator=g)
+    pad = torch.ones(3, 6, dtype=torch.bool)
+    pad[1, 4:] = False
+    infer = tilegraph.inferenceModel(model)
+    torch.testing.assert_close(infer(x, t, pad)[0], reference(x, t, pad)[0], rtol=1e-5,
+                               atol=1e-6)
+    assert " = attention(" in infer.executable.optimized_ir  # one op, not matmul + softmax
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.1))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for _ in range(4):
+        loss = trainer(x, t, pad)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t, pad)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_learned_additive_bias_gets_its_gradient():
+    """A trainable attention bias (relative-position style) passed as the mask: its
+    gradient comes from the fused backward's score gradient."""
+    class Biased(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(2, 5, 5))
+            self.qkv = torch.nn.Linear(8, 24)
+
+        def forward(self, x):
+            q, k, v = self.qkv(x).reshape(2, 5, 3, 2, 4).permute(2, 0, 3, 1, 4)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias).pow(2).mean()
+
+    torch.manual_seed(0)
+    model = Biased()
+    reference = copy.deepcopy(model)
+    x = torch.randn(2, 5, 8)
+    tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0))(x)
+    reference(x).backward()
+    torch.testing.assert_close(model.bias.detach(), -reference.bias.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_dropout_and_grouped_heads_are_written_out():
+    class Gqa(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+
+    g = torch.Generator().manual_seed(2)
+    q, k, v = torch.randn(2, 4, 5, 8, generator=g), torch.randn(2, 2, 5, 8, generator=g), \
+        torch.randn(2, 2, 5, 8, generator=g)
+    torch.testing.assert_close(tilegraph.inferenceModel(Gqa())(q, k, v), Gqa()(q, k, v),
+                               rtol=1e-5, atol=1e-6)
+
+    class Dropped(torch.nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q, dropout_p=0.5)
+
+    out = tilegraph.inferenceModel(Dropped().train())(q)
+    kept = F.scaled_dot_product_attention(q, q, q)
+    assert out.shape == kept.shape and not torch.allclose(out, kept)  # dropout applied
+
+
+def test_long_sequences_do_not_store_the_score_matrix(monkeypatch):
+    """4 heads x 2048 x 2048 scores would be 64 MiB in f32: "auto" fuses them, and the
+    planned memory stays far below that."""
+    monkeypatch.delenv("TILEGRAPH_FUSED_ATTENTION")
+    class Long(torch.nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    q = torch.randn(1, 4, 2048, 16) * 0.1
+    run = tilegraph.inferenceModel(Long())
+    out = run(q)
+    torch.testing.assert_close(out, Long()(q), rtol=1e-4, atol=1e-5)
+    assert " = attention(" in run.executable.optimized_ir
+    assert run.executable.memory_stats["arena_bytes"] < 16 * 2 ** 20
+
+
+def test_small_attention_is_written_out_under_auto(monkeypatch):
+    monkeypatch.setenv("TILEGRAPH_FUSED_ATTENTION", "auto")
+
+    class Small(torch.nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q)
+
+    q = torch.randn(1, 2, 8, 4)
+    run = tilegraph.inferenceModel(Small())
+    torch.testing.assert_close(run(q), Small()(q), rtol=1e-5, atol=1e-6)
+    assert " = attention(" not in run.executable.optimized_ir
