@@ -13,6 +13,7 @@ namespace {
 template <typename T>
 double Dot(const T* a, const T* b, int64_t n) {
   double s = 0;
+#pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += static_cast<double>(a[i]) * static_cast<double>(b[i]);
   return s;
 }
@@ -33,30 +34,40 @@ const T* MaskRow(const T* mask, int64_t b, int64_t i, const AttentionDims& dims)
 
 }  // namespace
 
+// Per query row: its scores against every key (a buffer of Sk, not a matrix), their max,
+// the exponentials and their sum, then the probability-weighted sum of the values. (The
+// row's scores are exactly what an online softmax over key blocks would see; keeping one row
+// is the same memory order and lets every loop vectorize.)
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out, T* lse,
                       const AttentionDims& dims) {
   const double neg_inf = -std::numeric_limits<double>::infinity();
   ParallelFor(dims.n * dims.sq, 8, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(static_cast<size_t>(dims.dv));
+    std::vector<double> p(static_cast<size_t>(dims.sk));
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dims.sq, i = row % dims.sq;
       const T* qi = q + row * dims.d;
       const T* kb = k + b * dims.sk * dims.d;
       const T* vb = v + b * dims.sk * dims.dv;
       const T* mrow = MaskRow(mask, b, i, dims);
+      const int64_t visible = dims.causal ? std::min(dims.sk, i + 1) : dims.sk;
+      double m = neg_inf;
+      for (int64_t j = 0; j < visible; ++j) {
+        p[j] = Dot(qi, kb + j * dims.d, dims.d) * dims.scale + static_cast<double>(mrow[j]);
+        m = std::max(m, p[j]);
+      }
       std::fill(acc.begin(), acc.end(), 0.0);
-      double m = neg_inf, l = 0;
-      for (int64_t j = 0; j < dims.sk; ++j) {
-        const double s = Score(qi, kb + j * dims.d, mrow, i, j, dims);
-        if (s == neg_inf) continue;
-        const double m_new = std::max(m, s);
-        const double rescale = m == neg_inf ? 0.0 : std::exp(m - m_new);
-        const double p = std::exp(s - m_new);
-        const T* vj = vb + j * dims.dv;
-        for (int64_t c = 0; c < dims.dv; ++c) acc[c] = acc[c] * rescale + p * vj[c];
-        l = l * rescale + p;
-        m = m_new;
+      double l = 0;
+      if (m != neg_inf) {
+        for (int64_t j = 0; j < visible; ++j) {
+          const double pj = std::exp(p[j] - m);
+          l += pj;
+          const T* vj = vb + j * dims.dv;
+          double* a = acc.data();
+#pragma omp simd
+          for (int64_t c = 0; c < dims.dv; ++c) a[c] += pj * static_cast<double>(vj[c]);
+        }
       }
       T* o = out + row * dims.dv;
       for (int64_t c = 0; c < dims.dv; ++c) o[c] = static_cast<T>(l > 0 ? acc[c] / l : 0.0);
@@ -110,15 +121,18 @@ void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const 
             const double p = std::exp(s - row_lse);
             const T* vj = vb + j * dims.dv;
             double* dvj = dv_acc.data() + j * dims.dv;
-            for (int64_t c = 0; c < dims.dv; ++c) dvj[c] += p * goi[c];
+#pragma omp simd
+            for (int64_t c = 0; c < dims.dv; ++c) dvj[c] += p * static_cast<double>(goi[c]);
             const double ds = p * (Dot(goi, vj, dims.dv) - delta);
             dmrow[j] += ds;
             const double dss = ds * dims.scale;
             const T* kj = kb + j * dims.d;
             double* dkj = dk_acc.data() + j * dims.d;
+            double* dqr = dq_row.data();
+#pragma omp simd
             for (int64_t c = 0; c < dims.d; ++c) {
-              dq_row[c] += dss * kj[c];
-              dkj[c] += dss * qi[c];
+              dqr[c] += dss * static_cast<double>(kj[c]);
+              dkj[c] += dss * static_cast<double>(qi[c]);
             }
           }
         }
