@@ -1167,6 +1167,53 @@ def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
     return cx.op("matmul", [probs, v_])
 
 
+@handles(aten._embedding_bag.default, aten._embedding_bag_forward_only.default)
+def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mode=0,
+                   sparse=False, per_sample_weights=None, include_last_offset=False,
+                   padding_idx=-1):
+    """nn.EmbeddingBag, sum (mode 0) or mean (mode 1): the rows of `indices` are embedded,
+    each row's bag is the number of offsets at or before it, minus one, and the rows are
+    summed per bag with index_add (an empty bag gives zeros, a mean divides by the rows the
+    bag holds; rows equal to padding_idx do not count)."""
+    if mode not in (0, 1):
+        cx.unsupported(n, "EmbeddingBag with mode='max'")
+    if scale_grad_by_freq:
+        cx.unsupported(n, "EmbeddingBag with scale_grad_by_freq")
+    count_rows = cx.shape_of(indices)[0]
+    bags = cx.shape_of(offsets)[0] - (1 if include_last_offset else 0)
+    dtype = cx.dtype_of(weight)
+    rows = cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": -1})
+    positions = cx.g.add_constant(np.arange(count_rows, dtype=np.int64).reshape(-1, 1))
+    starts = cx.op("reshape", [cx.cast(cx.v(offsets), "i64")],
+                   {"shape": [1, cx.shape_of(offsets)[0]]})
+    if include_last_offset:
+        starts = cx.op("slice", [starts], {"axis": 1, "start": 0, "end": bags, "step": 1})
+    started = cx.cast(cx.op("ge", [positions, starts]), "i64")
+    bag_of = cx.op("sub", [cx.op("sum", [started], {"axes": [1], "keepdim": False}),
+                           cx.scalar(1, None, "i64")])
+    keep = None
+    if padding_idx is not None and padding_idx >= 0:
+        keep = cx.cast(cx.op("ne", [cx.v(indices), cx.scalar(padding_idx, None, "i64")]), dtype)
+        rows = cx.op("mul", [rows, cx.op("reshape", [keep], {"shape": [count_rows, 1]})])
+    if per_sample_weights is not None:
+        w = cx.op("reshape", [cx.cast(cx.v(per_sample_weights), dtype)],
+                  {"shape": [count_rows, 1]})
+        rows = cx.op("mul", [rows, w])
+    width = cx.shape_of(weight)[1]
+    zeros = cx.op("full", [], {"shape": [bags, width], "value": 0.0, "dtype": "dtype:" + dtype})
+    out = cx.op("index_add", [zeros, bag_of, rows], {"axis": 0})
+    if mode == 1:
+        ones = keep if keep is not None else cx.op(
+            "full", [], {"shape": [count_rows], "value": 1.0, "dtype": "dtype:" + dtype})
+        counts = cx.op("index_add", [cx.op("full", [], {"shape": [bags], "value": 0.0,
+                                                        "dtype": "dtype:" + dtype}),
+                                     bag_of, ones], {"axis": 0})
+        counts = cx.op("maximum", [counts, cx.scalar(1.0, None, dtype)])
+        out = cx.op("div", [out, cx.op("reshape", [counts], {"shape": [bags, 1]})])
+    return [out] + [cx.unavailable(n, what) for what in ("offset2bag", "bag_size",
+                                                         "max_indices")]
+
+
 @handles(aten.embedding.default)
 def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
     return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})

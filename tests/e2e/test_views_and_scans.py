@@ -114,3 +114,39 @@ def test_bitwise_ops_on_floats_name_the_line():
 
     with pytest.raises((NotImplementedError, RuntimeError)):
         tilegraph.inferenceModel(Bad())(torch.randn(3))
+
+
+@pytest.mark.parametrize("mode, extra", [("sum", {}), ("mean", {}),
+                                         ("mean", {"padding_idx": 2}),
+                                         ("sum", {"include_last_offset": True})],
+                         ids=["sum", "mean", "mean_padding_idx", "sum_last_offset"])
+def test_embedding_bag_trains_like_eager(mode, extra):
+    """nn.EmbeddingBag (recommendation models): bags by offsets, an empty bag included."""
+    torch.manual_seed(0)
+
+    class Bags(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bag = torch.nn.EmbeddingBag(10, 4, mode=mode, **extra)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, ids, offsets):
+            return self.fc(self.bag(ids, offsets)).pow(2).mean()
+
+    model = Bags()
+    reference = copy.deepcopy(model)
+    ids = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9])
+    offsets = torch.tensor([0, 4, 4, 8] if extra.get("include_last_offset") else [0, 4, 4, 7])
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.5))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for _ in range(3):
+        loss = trainer(ids, offsets)
+        eager.zero_grad()
+        ref = reference(ids, offsets)
+        ref.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref.detach().reshape(loss.shape), rtol=1e-5,
+                                   atol=1e-6)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
