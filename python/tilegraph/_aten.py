@@ -613,20 +613,26 @@ def _addmm(cx, n, bias, a, b, beta=1, alpha=1):
 
 @handles(aten.convolution.default)
 def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
-    if transposed:
-        cx.unsupported(n, "transposed convolution")
     rank = len(cx.shape_of(n))
     if rank not in (3, 4):
         cx.unsupported(n, "convolution of rank other than 1-D or 2-D")
     x_, w_ = cx.v(x), cx.v(w)
     stride, padding, dilation = list(stride), list(padding), list(dilation)
+    out_shape = cx.shape_of(n)
     if rank == 3:  # conv1d [N, C, L] as conv2d over [N, C, 1, L]
         xs, ws = cx.shape_of(x), cx.shape_of(w)
         x_ = cx.op("reshape", [x_], {"shape": [xs[0], xs[1], 1, xs[2]]})
         w_ = cx.op("reshape", [w_], {"shape": [ws[0], ws[1], 1, ws[2]]})
         stride, padding, dilation = [1] + stride, [0] + padding, [1] + dilation
-    y = cx.op("conv2d", [x_, w_], {"stride": stride, "padding": padding,
-                                   "dilation": dilation, "groups": groups})
+        out_shape = [out_shape[0], out_shape[1], 1, out_shape[2]]
+    attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
+    if transposed:
+        # ConvTranspose: the adjoint of conv2d in its input, whose weight layout
+        # [C_in, C_out / groups, kh, kw] is conv2d's [O, C / groups, ...] read the other
+        # way; output_padding only lengthens the output, which input_shape carries.
+        y = cx.op("conv2d_backward_input", [x_, w_], {**attrs, "input_shape": out_shape})
+    else:
+        y = cx.op("conv2d", [x_, w_], attrs)
     if rank == 3:
         y = cx.op("reshape", [y], {"shape": cx.shape_of(n)})
     if b is None:

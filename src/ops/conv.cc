@@ -222,9 +222,18 @@ void RegisterConvOps(OpRegistry& r) {
     CheckGradShape(ctx.in(0), ConvParams(xs, ctx.in(1).shape, ctx.attrs, op), op);
     return {TensorType{ctx.in(0).dtype, xs}};
   };
-  bi.not_differentiable = true;
+  // Differentiable, so that it also serves as transposed convolution (ConvTranspose2d):
+  // it is conv2d's adjoint in its first input, so that input's gradient is conv2d of the
+  // incoming gradient, and the weight's is conv2d_backward_weight(first input, gradient).
+  bi.grad = [](const GradContext& c) -> std::vector<Value*> {
+    AttrMap conv_attrs = ConvAttrsOf(c.attrs()), w_attrs = conv_attrs;
+    w_attrs["weight_shape"] = c.I(1)->type().shape;
+    return {c.b().Op1("conv2d", {c.GO(0), c.I(1)}, conv_attrs),
+            c.b().Op1("conv2d_backward_weight", {c.I(0), c.GO(0)}, w_attrs)};
+  };
   bi.samples = ConvSamples(1);
-  bi.doc = "dx of conv2d from (dy, w); input_shape gives x's shape";
+  bi.doc = "dx of conv2d from (dy, w); input_shape gives x's shape. Also transposed "
+           "convolution of dy by w";
   r.Register(std::move(bi));
 
   OpDef bw = ConvDef("conv2d_backward_weight");

@@ -157,3 +157,54 @@ def test_random_draws_in_a_forward_have_the_right_distribution():
     assert not torch.equal(normal, again)  # the next step draws anew
     first, _ = tilegraph.inferenceModel(Noise(), tilegraph.Options().randomSeed(11))(x)
     torch.testing.assert_close(first, normal)  # same seed, same first step
+
+
+@pytest.mark.parametrize("config", [
+    dict(in_channels=4, out_channels=3, kernel_size=3, stride=2, padding=1, output_padding=1),
+    dict(in_channels=4, out_channels=6, kernel_size=(2, 3), stride=(2, 1), groups=2,
+         dilation=(1, 2)),
+    dict(in_channels=3, out_channels=2, kernel_size=4, stride=2, padding=1, bias=False),
+], ids=["stride_output_padding", "groups_dilation", "no_bias"])
+def test_transposed_convolution_matches_eager(config):
+    """ConvTranspose2d (decoders, U-Nets, GANs): inference and training."""
+    torch.manual_seed(0)
+
+    class Decoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.ConvTranspose2d(**config)
+            self.fc = torch.nn.Linear(config["out_channels"], 2)
+
+        def forward(self, x, t):
+            out = self.fc(self.up(x).mean((2, 3)))
+            return out, F.cross_entropy(out, t)
+
+    model = Decoder()
+    reference = copy.deepcopy(model)
+    x, t = torch.randn(2, config["in_channels"], 5, 6), torch.tensor([0, 1])
+    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
+                               rtol=1e-5, atol=1e-5)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.5))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for _ in range(3):
+        loss = trainer(x, t)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+
+    class Up1d(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = torch.nn.ConvTranspose1d(3, 2, 3, stride=2)
+
+        def forward(self, x):
+            return self.up(x)
+
+    up = Up1d()
+    x1 = torch.randn(2, 3, 7)
+    torch.testing.assert_close(tilegraph.inferenceModel(up)(x1), up(x1), rtol=1e-5, atol=1e-6)
