@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 import tilegraph
+from parity import assert_infers_and_trains_like_eager
 
 ACTIVATIONS = {
     "leaky_relu": lambda x: F.leaky_relu(x, 0.2),
@@ -40,23 +41,9 @@ class Net(torch.nn.Module):
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_inference_and_training_match_eager(name):
     torch.manual_seed(0)
-    model = Net(ACTIVATIONS[name])
-    reference = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(8, 6, generator=g) * 2, torch.randint(0, 3, (8,), generator=g)
-    out = tilegraph.inferenceModel(model)(x, t)[0]
-    torch.testing.assert_close(out, reference(x, t)[0], rtol=1e-5, atol=1e-6)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(5):
-        loss = trainer(x, t)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert_infers_and_trains_like_eager(Net(ACTIVATIONS[name]), (x, t), steps=5)
 
 
 class OneHot(torch.nn.Module):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import tilegraph
+from parity import assert_trains_like_eager
 
 
 class SelfAttention(torch.nn.Module):
@@ -56,18 +57,7 @@ def test_fused_attention_matches_eager(variant):
     torch.testing.assert_close(infer(x, t, pad)[0], reference(x, t, pad)[0], rtol=1e-5,
                                atol=1e-6)
     assert " = attention(" in infer.executable.optimized_ir  # one op, not matmul + softmax
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
-                                                                       lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(4):
-        loss = trainer(x, t, pad)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t, pad)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert_trains_like_eager(model, (x, t, pad), steps=4)
 
 
 def test_a_learned_additive_bias_gets_its_gradient():

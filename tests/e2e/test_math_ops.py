@@ -2,13 +2,12 @@
 tests, rounding division and min/max reductions with indices (the Core ATen ops models
 reach for: position buckets, angle features, argmin assignments), in inference and, where
 differentiable, training, against eager PyTorch."""
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tilegraph
+from parity import assert_infers_and_trains_like_eager
 
 DIFFERENTIABLE = {
     "tan": lambda h: torch.tan(torch.tanh(h)),
@@ -48,23 +47,10 @@ class Net(torch.nn.Module):
 @pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
 def test_inference_and_training_match_eager(name):
     torch.manual_seed(0)
-    model = Net(DIFFERENTIABLE[name])
-    reference = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
-    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
-                               rtol=1e-5, atol=1e-5)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(4):
-        loss = trainer(x, t)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_infers_and_trains_like_eager(Net(DIFFERENTIABLE[name]), (x, t), steps=4,
+                                        atol=1e-5)
 
 
 def test_integer_division_nan_inf_and_index_reductions():
@@ -115,24 +101,9 @@ RESAMPLES = {
 @pytest.mark.parametrize("name", sorted(RESAMPLES))
 def test_upsampling_and_border_padding_match_eager(name):
     torch.manual_seed(0)
-    model = Image(RESAMPLES[name])
-    reference = copy.deepcopy(model)
     g = torch.Generator().manual_seed(4)
     x, t = torch.randn(2, 2, 5, 6, generator=g), torch.randint(0, 2, (2,), generator=g)
-    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
-                               rtol=1e-5, atol=1e-5)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
-                                                                       lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(3):
-        loss = trainer(x, t)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_infers_and_trains_like_eager(Image(RESAMPLES[name]), (x, t), atol=1e-5)
 
 
 def test_random_draws_in_a_forward_have_the_right_distribution():
@@ -179,23 +150,8 @@ def test_transposed_convolution_matches_eager(config):
             out = self.fc(self.up(x).mean((2, 3)))
             return out, F.cross_entropy(out, t)
 
-    model = Decoder()
-    reference = copy.deepcopy(model)
     x, t = torch.randn(2, config["in_channels"], 5, 6), torch.tensor([0, 1])
-    torch.testing.assert_close(tilegraph.inferenceModel(model)(x, t)[0], reference(x, t)[0],
-                               rtol=1e-5, atol=1e-5)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
-                                                                       lr=0.5))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.5)
-    for _ in range(3):
-        loss = trainer(x, t)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-5)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_infers_and_trains_like_eager(Decoder(), (x, t), lr=0.5, atol=1e-5)
 
     class Up1d(torch.nn.Module):
         def __init__(self):

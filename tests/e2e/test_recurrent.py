@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tilegraph
+from parity import assert_trains_like_eager
 
 
 class Tagger(torch.nn.Module):
@@ -36,15 +37,4 @@ def test_recurrent_layers_infer_and_train_like_eager(cell):
     for a, b in zip(last if isinstance(last, tuple) else (last,),
                     ref_last if isinstance(ref_last, tuple) else (ref_last,)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
-                                                                       lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(5):
-        loss = trainer(x, t, state)[2]
-        eager.zero_grad()
-        ref_loss = reference(x, t, state)[2]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-5)
+    assert_trains_like_eager(model, (x, t, state), steps=5, atol=1e-5)

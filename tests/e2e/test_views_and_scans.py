@@ -3,13 +3,12 @@ indices (index_put with and without accumulation, scatter, scatter_add), flip, r
 cumulative sums and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
 as_strided / slice_scatter / copy, RoBERTa's position ids cumsum, masks combine bitwise):
 inference and training against eager PyTorch."""
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import tilegraph
+from parity import assert_infers_and_trains_like_eager, assert_trains_like_eager
 
 LAYERS = {
     # a strided view of a permuted tensor (reads storage through the input's own strides)
@@ -56,23 +55,9 @@ class Net(torch.nn.Module):
 @pytest.mark.parametrize("name", sorted(LAYERS))
 def test_layer_inference_and_training_match_eager(name):
     torch.manual_seed(0)
-    model = Net(LAYERS[name])
-    reference = copy.deepcopy(model)
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
-    out = tilegraph.inferenceModel(model)(x, t)[0]
-    torch.testing.assert_close(out, reference(x, t)[0], rtol=1e-5, atol=1e-6)
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for _ in range(5):
-        loss = trainer(x, t)[1]
-        eager.zero_grad()
-        ref_loss = reference(x, t)[1]
-        ref_loss.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert_infers_and_trains_like_eager(Net(LAYERS[name]), (x, t), steps=5)
 
 
 class PositionIds(torch.nn.Module):
@@ -133,20 +118,6 @@ def test_embedding_bag_trains_like_eager(mode, extra):
         def forward(self, ids, offsets):
             return self.fc(self.bag(ids, offsets)).pow(2).mean()
 
-    model = Bags()
-    reference = copy.deepcopy(model)
     ids = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9])
     offsets = torch.tensor([0, 4, 4, 8] if extra.get("include_last_offset") else [0, 4, 4, 7])
-    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
-                                                                       lr=0.5))
-    eager = torch.optim.SGD(reference.parameters(), lr=0.5)
-    for _ in range(3):
-        loss = trainer(ids, offsets)
-        eager.zero_grad()
-        ref = reference(ids, offsets)
-        ref.backward()
-        eager.step()
-        torch.testing.assert_close(loss, ref.detach().reshape(loss.shape), rtol=1e-5,
-                                   atol=1e-6)
-    for p, q in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert_trains_like_eager(Bags(), (ids, offsets), lr=0.5, loss_of=lambda out: out)

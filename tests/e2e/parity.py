@@ -1,0 +1,38 @@
+"""The parity check most op tests share: a model trained by tilegraph and a deep copy
+trained by eager PyTorch with the same SGD, step by step: equal losses every step and equal
+parameters at the end (fp32 tolerances that mean something per op, ~1e-5)."""
+import copy
+
+import torch
+
+import tilegraph
+
+
+def assert_trains_like_eager(model, args, steps=3, lr=0.1, loss_of=lambda out: out[-1],
+                             rtol=1e-5, atol=1e-6, momentum=0.0):
+    """Trains `model` (whose forward returns the loss, or a result `loss_of` picks it from)
+    on `args` for `steps` SGD steps in tilegraph and a deep copy in eager PyTorch."""
+    reference = copy.deepcopy(model)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(
+        model.parameters(), lr=lr, momentum=momentum))
+    eager = torch.optim.SGD(reference.parameters(), lr=lr, momentum=momentum)
+    for _ in range(steps):
+        loss = loss_of(trainer(*args))
+        eager.zero_grad()
+        ref_loss = loss_of(reference(*args))
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach().reshape(loss.shape), rtol=rtol,
+                                   atol=atol)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=rtol, atol=atol, msg=name)
+
+
+def assert_infers_and_trains_like_eager(model, args, steps=3, lr=0.1, rtol=1e-5, atol=1e-6,
+                                        output_of=lambda out: out[0],
+                                        loss_of=lambda out: out[-1]):
+    """Inference output equal to eager's, then assert_trains_like_eager."""
+    reference = copy.deepcopy(model)
+    torch.testing.assert_close(output_of(tilegraph.inferenceModel(model)(*args)),
+                               output_of(reference(*args)), rtol=rtol, atol=atol)
+    assert_trains_like_eager(model, args, steps, lr, loss_of, rtol, atol)
