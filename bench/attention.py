@@ -14,7 +14,6 @@
 Results: bench/results/attention_<date>_<commit>.{json,md}.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import interleaved, machine  # noqa: E402
+from common import interleaved, machine, save_results  # noqa: E402
 
 import tilegraph  # noqa: E402
 
@@ -112,14 +111,7 @@ def main():
     bert = measure_bert(rounds=3 if args.quick else 8)
     long = measure_long(seq)
     md = markdown(info, bert, long, seq)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    stem = os.path.join(HERE, "results", time.strftime("attention_%Y-%m-%d_%H%M_")
-                        + info["commit"].replace("+", "_"))
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(info=info, bert=bert, long=long), f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    save_results("attention", info, dict(bert=bert, long=long), md)
 
 
 if __name__ == "__main__":

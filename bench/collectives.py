@@ -29,7 +29,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from common import machine  # noqa: E402
+from common import machine, save_results  # noqa: E402
 
 SIZES = [4 << 10, 64 << 10, 1 << 20, 4 << 20, 16 << 20, 64 << 20, 256 << 20]
 QUICK_SIZES = [4 << 10, 1 << 20, 16 << 20, 64 << 20]
@@ -277,14 +277,9 @@ def main():
     compute = single_replica_step_seconds()
     rows = model_table(compute)
     md = markdown(info, allreduce, alpha_beta, training, rows)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    stem = os.path.join(HERE, "results", time.strftime("collectives_%Y-%m-%d_%H%M_") + info["commit"].replace("+", "_"))
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(info=info, allreduce=allreduce, alpha_beta=alpha_beta, training=training,
-                       compute_seconds=compute, model=rows), f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    save_results("collectives", info, dict(allreduce=allreduce, alpha_beta=alpha_beta,
+                                           training=training, compute_seconds=compute,
+                                           model=rows), md)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,19 @@ def geomean(xs):
     for x in xs:
         prod *= x
     return prod ** (1.0 / len(xs))
+
+
+def save_results(kind, info, data, md):
+    """Writes bench/results/<kind>_<date>_<commit>.{json,md} (data: JSON-able, next to info)
+    and prints the markdown."""
+    import json
+    here = os.path.dirname(os.path.abspath(__file__))
+    os.makedirs(os.path.join(here, "results"), exist_ok=True)
+    stem = os.path.join(here, "results", time.strftime(f"{kind}_%Y-%m-%d_%H%M_")
+                        + info["commit"].replace("+", "_"))
+    with open(stem + ".json", "w") as f:
+        json.dump(dict(info=info, **data), f, indent=1)
+    with open(stem + ".md", "w") as f:
+        f.write(md)
+    print(md)
+

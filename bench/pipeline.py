@@ -17,7 +17,6 @@ Results: bench/results/pipeline_<date>_<commit>.{json,md}.
 """
 import argparse
 import copy
-import json
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import interleaved, machine  # noqa: E402
+from common import interleaved, machine, save_results  # noqa: E402
 
 import tilegraph  # noqa: E402
 
@@ -176,14 +175,7 @@ def main():
             print(bubbles[-1], flush=True)
     bert_result = measure_bert(rounds=3 if args.quick else 8)
     md = markdown(info, bubbles, bert_result)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    stem = os.path.join(HERE, "results", time.strftime("pipeline_%Y-%m-%d_%H%M_")
-                        + info["commit"].replace("+", "_"))
-    with open(stem + ".json", "w") as f:
-        json.dump(dict(info=info, bubbles=bubbles, bert=bert_result), f, indent=1)
-    with open(stem + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    save_results("pipeline", info, dict(bubbles=bubbles, bert=bert_result), md)
 
 
 if __name__ == "__main__":
