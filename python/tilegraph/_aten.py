@@ -1220,6 +1220,75 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
                                                          "max_indices")]
 
 
+@handles(aten.grid_sampler_2d.default)
+def _grid_sampler(cx, n, x, grid, interpolation_mode=0, padding_mode=0, align_corners=False):
+    """F.grid_sample in 2-D (spatial transformers): bilinear (mode 0) or nearest (1), zeros
+    (0) or border (1) padding. Source positions from the grid by torch's unnormalization;
+    each corner is a gather of x's channel vectors at data-computed rows (index_select, so
+    x's gradient scatters back), weighted by the fractional parts (so the grid gets its
+    gradient through the weights, as in torch)."""
+    if interpolation_mode not in (0, 1) or padding_mode not in (0, 1):
+        cx.unsupported(n, "grid_sample with bicubic interpolation or reflection padding")
+    batch, channels, height, width = cx.shape_of(x)
+    _, out_h, out_w, _ = cx.shape_of(grid)
+    dtype = cx.dtype_of(n)
+    rows = cx.op("reshape", [cx.op("permute", [cx.v(x)], {"perm": [0, 2, 3, 1]})],
+                 {"shape": [batch * height * width, channels]})
+    g = cx.cast(cx.v(grid), dtype)
+
+    def coordinate(axis, size):
+        c = cx.op("slice", [g], {"axis": 3, "start": axis, "end": axis + 1, "step": 1})
+        c = cx.op("reshape", [c], {"shape": [batch, out_h, out_w, 1]})
+        if align_corners:  # (c + 1) / 2 * (size - 1)
+            c = cx.op("mul", [cx.op("add", [c, cx.scalar(1.0, None, dtype)]),
+                              cx.scalar((size - 1) / 2.0, None, dtype)])
+        else:  # ((c + 1) * size - 1) / 2
+            c = cx.op("div", [cx.op("sub", [cx.op("mul", [cx.op("add", [
+                c, cx.scalar(1.0, None, dtype)]), cx.scalar(float(size), None, dtype)]),
+                cx.scalar(1.0, None, dtype)]), cx.scalar(2.0, None, dtype)])
+        if padding_mode == 1:
+            c = cx.op("clamp", [c], {"min": 0.0, "max": float(size - 1)})
+        return c
+
+    ix, iy = coordinate(0, width), coordinate(1, height)
+    base = cx.g.add_constant((np.arange(batch, dtype=np.int64) * height * width)
+                             .reshape(batch, 1, 1, 1))
+
+    def corner(xc, yc):
+        """x's channels at integer (xc, yc) (as floats), zero outside the image."""
+        inside = cx.op("logical_and", [
+            cx.op("logical_and", [cx.op("ge", [xc, cx.scalar(0.0, None, dtype)]),
+                                  cx.op("le", [xc, cx.scalar(width - 1.0, None, dtype)])]),
+            cx.op("logical_and", [cx.op("ge", [yc, cx.scalar(0.0, None, dtype)]),
+                                  cx.op("le", [yc, cx.scalar(height - 1.0, None, dtype)])])])
+        xi = cx.cast(cx.op("clamp", [xc], {"min": 0.0, "max": float(width - 1)}), "i64")
+        yi = cx.cast(cx.op("clamp", [yc], {"min": 0.0, "max": float(height - 1)}), "i64")
+        flat = cx.op("add", [cx.op("add", [cx.op("mul", [yi, cx.scalar(width, None, "i64")]),
+                                           xi]), base])
+        flat = cx.op("reshape", [flat], {"shape": [batch * out_h * out_w]})
+        picked = cx.op("reshape", [cx.op("index_select", [rows, flat], {"axis": 0})],
+                       {"shape": [batch, out_h, out_w, channels]})
+        return picked, cx.cast(inside, dtype)
+
+    if interpolation_mode == 1:  # nearest: round half to even, as torch
+        picked, inside = corner(cx.op("round", [ix]), cx.op("round", [iy]))
+        out = cx.op("mul", [picked, inside])
+    else:
+        x0, y0 = cx.op("floor", [ix]), cx.op("floor", [iy])
+        x1 = cx.op("add", [x0, cx.scalar(1.0, None, dtype)])
+        y1 = cx.op("add", [y0, cx.scalar(1.0, None, dtype)])
+        wx1, wy1 = cx.op("sub", [ix, x0]), cx.op("sub", [iy, y0])
+        wx0 = cx.op("sub", [cx.scalar(1.0, None, dtype), wx1])
+        wy0 = cx.op("sub", [cx.scalar(1.0, None, dtype), wy1])
+        out = None
+        for xc, yc, wx, wy in ((x0, y0, wx0, wy0), (x1, y0, wx1, wy0), (x0, y1, wx0, wy1),
+                               (x1, y1, wx1, wy1)):
+            picked, inside = corner(xc, yc)
+            term = cx.op("mul", [picked, cx.op("mul", [cx.op("mul", [wx, wy]), inside])])
+            out = term if out is None else cx.op("add", [out, term])
+    return cx.op("permute", [out], {"perm": [0, 3, 1, 2]})
+
+
 @handles(aten.embedding.default)
 def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=False):
     return cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": padding_idx})

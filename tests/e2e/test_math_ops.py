@@ -164,3 +164,32 @@ def test_transposed_convolution_matches_eager(config):
     up = Up1d()
     x1 = torch.randn(2, 3, 7)
     torch.testing.assert_close(tilegraph.inferenceModel(up)(x1), up(x1), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode, padding, align_corners", [
+    ("bilinear", "zeros", False), ("bilinear", "border", True), ("nearest", "zeros", True),
+    ("nearest", "border", False)])
+def test_spatial_transformer_grid_sample_matches_eager(mode, padding, align_corners):
+    """PyTorch's spatial-transformer tutorial pattern: a localization net predicts an
+    affine transform, affine_grid + grid_sample resample the input; trained end to end
+    (gradients reach the input and, through the sampling weights, the grid)."""
+    torch.manual_seed(0)
+
+    class Transformer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.loc = torch.nn.Linear(2 * 6 * 7, 6)
+            self.fc = torch.nn.Linear(2 * 5 * 4, 3)
+
+        def forward(self, x, t):
+            theta = (self.loc(x.flatten(1)) * 0.3 +
+                     torch.tensor([1.0, 0, 0, 0, 1, 0])).view(-1, 2, 3)
+            grid = F.affine_grid(theta, [x.shape[0], 2, 5, 4],
+                                 align_corners=align_corners) * 1.3  # partly outside
+            y = F.grid_sample(x, grid, mode=mode, padding_mode=padding,
+                              align_corners=align_corners)
+            out = self.fc(y.flatten(1))
+            return out, F.cross_entropy(out, t)
+
+    x, t = torch.randn(3, 2, 6, 7), torch.tensor([0, 1, 2])
+    assert_infers_and_trains_like_eager(Transformer(), (x, t), atol=1e-5)
