@@ -564,6 +564,23 @@ def _slice_scatter_value(cx, n, x, src_value, src_shape, dim, start, end, step):
     return cx.op("where", [mask, placed, cx.cast(cx.v(x), cx.dtype_of(n))])
 
 
+@handles(aten.prod.default, aten.prod.dim_int)
+def _prod(cx, n, x, *args, **kwargs):
+    """torch.prod over everything, or over one dim (keepdim restores it); integer and bool
+    inputs multiply as int64, as torch promotes them."""
+    value = cx.cast(cx.v(x), cx.dtype_of(n))
+    if n.target == aten.prod.default:
+        if not cx.shape_of(x):
+            return value
+        flat = cx.op("reshape", [value], {"shape": [_numel(cx.shape_of(x))]})
+        return cx.op("prod", [flat], {"axis": 0})
+    dim = args[0] if args else kwargs["dim"]
+    if not cx.shape_of(x):
+        return value
+    result = cx.op("prod", [value], {"axis": dim})
+    return cx.op("reshape", [result], {"shape": cx.shape_of(n)})
+
+
 @handles(aten.cumsum.default)
 def _cumsum(cx, n, x, dim, dtype=None):
     """torch promotes integer inputs to int64 (or casts to `dtype`); the node's dtype."""

@@ -22,7 +22,7 @@ void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduc
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
-void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum
+void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum, prod
 void RegisterSortOps(OpRegistry& r);         // sort.cc: topk (and sort through it)
 void RegisterAttentionOps(OpRegistry& r);    // attention.cc: fused attention + backward
 

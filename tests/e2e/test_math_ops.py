@@ -1,4 +1,4 @@
-"""Rounding, fmod / remainder, topk / sort, the trigonometric / hyperbolic family, base-2/10 logarithms, atan2, NaN/inf
+"""Rounding, fmod / remainder, topk / sort, prod (its gradient exact at zeros), the trigonometric / hyperbolic family, base-2/10 logarithms, atan2, NaN/inf
 tests, rounding division and min/max reductions with indices (the Core ATen ops models
 reach for: position buckets, angle features, argmin assignments), in inference and, where
 differentiable, training, against eager PyTorch."""
@@ -30,6 +30,9 @@ DIFFERENTIABLE = {
     "var_dim": lambda h: h - torch.var(h, 1, unbiased=True, keepdim=True),
     "topk": lambda h: torch.topk(h, 3, dim=1)[0].sum(1, keepdim=True) + h,
     "sort": lambda h: torch.sort(h, dim=1, descending=True)[0] * torch.linspace(1.0, 0.1, 8),
+    "prod": lambda h: torch.prod(torch.tanh(h).reshape(4, 4, 2), 1).repeat(1, 4)
+    + torch.prod(h[:, :3]) * 0.1 + torch.prod(h * torch.tensor([0.0] + [1.0] * 7), 1,
+                                                keepdim=True),
 }
 
 
@@ -60,7 +63,8 @@ def test_integer_division_nan_inf_and_index_reductions():
                     torch.isnan(torch.log(x)), torch.isinf(1 / x.round()),
                     torch.argmin(x, 1), torch.argmin(x), torch.min(x, 0)[1],
                     torch.round(x, decimals=1), torch.topk(x, 2, dim=0, largest=False)[1],
-                    torch.argsort(x, dim=1), torch.sort(i.flatten(), descending=True)[0])
+                    torch.argsort(x, dim=1), torch.sort(i.flatten(), descending=True)[0],
+                    torch.prod(i[:2, :3], 1), torch.prod(i[0] > 0))
 
     g = torch.Generator().manual_seed(3)
     x = torch.randn(5, 4, generator=g) * 2
