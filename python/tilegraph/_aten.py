@@ -874,12 +874,7 @@ def _min_dim(cx, n, x, dim, keepdim=False):
 @handles(aten.argmin.default)
 def _argmin(cx, n, x, dim=None, keepdim=False):
     """argmax of -x: the first index of the minimum, as torch's argmin."""
-    negated = cx.op("neg", [cx.v(x)])
-    if dim is None:
-        flat = cx.op("reshape", [negated], {"shape": [_numel(cx.shape_of(x))]})
-        index = cx.op("argmax", [flat], {"axis": 0})
-        return cx.op("reshape", [index], {"shape": cx.shape_of(n)}) if keepdim else index
-    return cx.op("argmax", [negated], {"axis": dim, "keepdim": keepdim})
+    return _argmax_of(cx, n, cx.op("neg", [cx.v(x)]), cx.shape_of(x), dim, keepdim)
 
 
 @handles(aten.var.correction)
@@ -903,11 +898,17 @@ def _var_dim(cx, n, x, dims=None, unbiased=True, keepdim=False):
 
 @handles(aten.argmax.default)
 def _argmax(cx, n, x, dim=None, keepdim=False):
-    if dim is None:  # over the flattened tensor; keepdim gives all-ones dims
-        flat = cx.op("reshape", [cx.v(x)], {"shape": [_numel(cx.shape_of(n.args[0]))]})
+    return _argmax_of(cx, n, cx.v(x), cx.shape_of(x), dim, keepdim)
+
+
+def _argmax_of(cx, n, value, shape, dim, keepdim):
+    """argmax of `value` along dim, or over the flattened tensor (dim None; keepdim then
+    gives all-ones dims)."""
+    if dim is None:
+        flat = cx.op("reshape", [value], {"shape": [_numel(shape)]})
         index = cx.op("argmax", [flat], {"axis": 0})
         return cx.op("reshape", [index], {"shape": cx.shape_of(n)}) if keepdim else index
-    return cx.op("argmax", [cx.v(x)], {"axis": dim, "keepdim": keepdim})
+    return cx.op("argmax", [value], {"axis": dim, "keepdim": keepdim})
 
 
 def _numel(shape):
@@ -983,8 +984,8 @@ def _put_rows(cx, base, flat, values, rows, accumulate, dtype):
     unspecified); with distinct rows it is exact."""
     if accumulate:
         return cx.op("index_add", [base, flat, values], {"axis": 0})
-    compute = dtype if dtype in ("f32", "f64") else "f64"
-    base_c, values_c = cx.cast(base, compute), cx.cast(values, compute)
+    compute = _write_dtype(dtype)
+    base_c = cx.cast(base, compute)
     count_shape = [rows] + [1] * (len(cx.g.type_of(base)[1]) - 1)
     ones = cx.op("full", [], {"shape": cx.g.type_of(flat)[1], "value": 1.0,
                               "dtype": "dtype:" + compute})
@@ -992,10 +993,23 @@ def _put_rows(cx, base, flat, values, rows, accumulate, dtype):
     count = cx.op("reshape", [cx.op("index_add", [zeros, flat, ones], {"axis": 0})],
                   {"shape": count_shape})
     written = cx.op("index_add", [cx.op("mul", [base_c, cx.scalar(0.0, None, compute)]), flat,
-                                  values_c], {"axis": 0})
+                                  cx.cast(values, compute)], {"axis": 0})
+    return _mean_of_writes(cx, base_c, count, written, dtype)
+
+
+def _write_dtype(dtype):
+    """The dtype writes are computed in: the result's if floating, else f64 (exact for
+    integers below 2**53)."""
+    return dtype if dtype in ("f32", "f64") else "f64"
+
+
+def _mean_of_writes(cx, base, count, written, dtype):
+    """Where `count` (writes per position) is > 0, the mean of the `written` sum; elsewhere
+    `base`; in `dtype`. The one rule of index_put and scatter for repeated positions."""
+    compute = cx.g.type_of(base)[0]
     hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
     mean = cx.op("div", [written, cx.op("maximum", [count, cx.scalar(1.0, None, compute)])])
-    return cx.cast(cx.op("where", [hit, mean, base_c]), dtype)
+    return cx.cast(cx.op("where", [hit, mean, base]), dtype)
 
 
 @handles(aten.index_put.default)
@@ -1057,7 +1071,7 @@ def _scatter(cx, n, x, dim, index, src):
     """torch.scatter (writes): positions named by index take src's values; a position named
     twice takes their mean (torch leaves which one wins unspecified)."""
     dtype = cx.dtype_of(n)
-    compute = dtype if dtype in ("f32", "f64") else "f64"
+    compute = _write_dtype(dtype)
     ishape = cx.shape_of(index)
     if isinstance(src, torch.fx.Node):
         src_ = cx.cast(cx.v(src), compute)
@@ -1071,9 +1085,7 @@ def _scatter(cx, n, x, dim, index, src):
     ones = cx.op("full", [], {"shape": ishape, "value": 1.0, "dtype": "dtype:" + compute})
     count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
     written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
-    hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
-    mean = cx.op("div", [written, cx.op("maximum", [count, cx.scalar(1.0, None, compute)])])
-    return cx.cast(cx.op("where", [hit, mean, base]), dtype)
+    return _mean_of_writes(cx, base, count, written, dtype)
 
 
 @handles(aten.topk.default)
@@ -1084,14 +1096,14 @@ def _topk(cx, n, x, k, dim=-1, largest=True, sorted=True):
                   2)
 
 
-@handles(aten.sort.default, aten.sort.stable)
-def _sort(cx, n, x, *args, **kwargs):
+@handles(aten.sort.default)
+def _sort(cx, n, x, dim=-1, descending=False):
     """torch.sort: topk over the whole axis (ties keep index order: a stable sort)."""
-    if n.target == aten.sort.default:
-        dim, descending = (list(args) + [-1, False][len(args):])[:2]
-        dim, descending = kwargs.get("dim", dim), kwargs.get("descending", descending)
-    else:
-        dim, descending = kwargs.get("dim", -1), kwargs.get("descending", False)
+    return _sort_stable(cx, n, x, dim=dim, descending=descending)
+
+
+@handles(aten.sort.stable)
+def _sort_stable(cx, n, x, stable=None, dim=-1, descending=False):
     shape = cx.shape_of(x)
     if not shape:
         return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]

@@ -4,8 +4,24 @@ parameters at the end (fp32 tolerances that mean something per op, ~1e-5)."""
 import copy
 
 import torch
+import torch.nn.functional as F
 
 import tilegraph
+
+
+class LayerNet(torch.nn.Module):
+    """Linear(6, 8) -> [tanh] -> the layer under test -> Linear(8, 3), with a cross-entropy
+    loss: the small model the op tests train (returns (output, loss))."""
+
+    def __init__(self, layer, squash=False):
+        super().__init__()
+        self.layer, self.squash = layer, squash
+        self.a, self.b = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, x, t):
+        h = self.a(x)
+        out = self.b(self.layer(torch.tanh(h) if self.squash else h))
+        return out, F.cross_entropy(out, t)
 
 
 def assert_trains_like_eager(model, args, steps=3, lr=0.1, loss_of=lambda out: out[-1],

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import tilegraph
-from parity import assert_infers_and_trains_like_eager
+from parity import LayerNet, assert_infers_and_trains_like_eager
 
 DIFFERENTIABLE = {
     "tan": lambda h: torch.tan(torch.tanh(h)),
@@ -36,23 +36,12 @@ DIFFERENTIABLE = {
 }
 
 
-class Net(torch.nn.Module):
-    def __init__(self, layer):
-        super().__init__()
-        self.layer = layer
-        self.a, self.b = torch.nn.Linear(6, 8), torch.nn.Linear(8, 3)
-
-    def forward(self, x, t):
-        out = self.b(self.layer(self.a(x)))
-        return out, F.cross_entropy(out, t)
-
-
 @pytest.mark.parametrize("name", sorted(DIFFERENTIABLE))
 def test_inference_and_training_match_eager(name):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
-    assert_infers_and_trains_like_eager(Net(DIFFERENTIABLE[name]), (x, t), steps=4,
+    assert_infers_and_trains_like_eager(LayerNet(DIFFERENTIABLE[name]), (x, t), steps=4,
                                         atol=1e-5)
 
 
