@@ -26,13 +26,12 @@ gradients differ from float64 by up to 19% (measured), so no engine's fp32 gradi
 anything. Stochastic depth and dropout are 0 in the parity runs (random draws cannot match
 torch's generator); stochastic depth is checked separately for its statistics.
 """
-import copy
 
 import pytest
 import torch
 
 import tilegraph
-from tilegraph import zoo
+from tilegraph import coverage, zoo
 
 STEPS = 3
 LR = 1e-3
@@ -64,53 +63,16 @@ def test_inference_matches_eager(name):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-4 * float(e.abs().max()))
 
 
-def _sgd(params):
-    return torch.optim.SGD(params, lr=LR, momentum=0.9)
-
-
-def _eager_steps(model, inputs):
-    opt = _sgd(model.parameters())
-    losses = []
-    for _ in range(STEPS):
-        opt.zero_grad()
-        loss = model(*inputs)[-1]
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return torch.tensor(losses, dtype=torch.float64)
-
-
-def _assert_as_close_as_eager(name, got, eager, exact):
-    """got (tilegraph fp32) vs exact (eager f64): the tensor's largest error may be 4x eager
-    fp32's largest error on the same tensor, or fp32 tolerance (1e-4 of the tensor's scale,
-    1e-7 absolute for tensors whose true value is ~0, such as biases with a zero gradient)."""
-    got, eager, exact = got.double(), eager.double(), exact.double()
-    scale = float(exact.abs().max())
-    ours = float((got - exact).abs().max())
-    theirs = float((eager - exact).abs().max())
-    allowed = 4 * theirs + 1e-4 * scale + 1e-7
-    assert ours <= allowed, (f"{name}: tilegraph differs from float64 by {ours:.3e}, eager fp32 "
-                             f"by {theirs:.3e} (scale {scale:.3e}, allowed {allowed:.3e})")
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_three_training_steps_match_eager(name):
+    """Losses and every floating-point state entry judged against eager float64
+    (coverage.judge_against_float64: within 4x eager fp32's error, or fp32 tolerance);
+    integer state (num_batches_tracked) equal."""
     case = CASES[name]()
-    model = case.train_model.train()
-    eager, exact = copy.deepcopy(model), copy.deepcopy(model).double()
-    eager_losses = _eager_steps(eager, case.train_inputs)
-    exact_losses = _eager_steps(exact, [x.double() if x.is_floating_point() else x
-                                        for x in case.train_inputs])
-    trainer = tilegraph.trainingModel(model, tilegraph.Options(), _sgd(model.parameters()))
-    losses = torch.tensor([float(trainer(*case.train_inputs)[-1]) for _ in range(STEPS)],
-                          dtype=torch.float64)
-    _assert_as_close_as_eager("loss", losses, eager_losses, exact_losses)
-    exact_state = exact.state_dict()
-    for key, value in model.state_dict().items():
-        if value.is_floating_point():
-            _assert_as_close_as_eager(key, value, eager.state_dict()[key], exact_state[key])
-        else:  # e.g. batch norm's num_batches_tracked
-            assert torch.equal(value, eager.state_dict()[key]), key
+    verdict = coverage.compare_training(case.train_model, case.train_inputs, STEPS, LR)
+    tensor, ours, allowed = verdict["worst"]
+    assert verdict["passed"], (f"{tensor}: tilegraph differs from float64 by {ours:.3e}, "
+                               f"allowed {allowed:.3e}")
 
 
 def test_stochastic_depth_keeps_the_expected_value():
