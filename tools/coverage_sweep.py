@@ -98,10 +98,10 @@ def run_isolated(source, name):
 def model_list(quick):
     import torchvision.models as tvm
     lists = {"family": FAMILIES,
-             "torchvision": QUICK["torchvision"] if quick else tvm.list_models(module=tvm),
-             "segmentation": QUICK["segmentation"] if quick else SEGMENTATION,
+             "transformers": QUICK["transformers"] if quick else zoo_wide.HF_MODELS,
              "timm": QUICK["timm"] if quick else TIMM,
-             "transformers": QUICK["transformers"] if quick else zoo_wide.HF_MODELS}
+             "segmentation": QUICK["segmentation"] if quick else SEGMENTATION,
+             "torchvision": QUICK["torchvision"] if quick else tvm.list_models(module=tvm)}
     return [(source, name) for source, names in lists.items() for name in names]
 
 
