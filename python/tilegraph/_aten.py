@@ -631,8 +631,22 @@ def _addmm(cx, n, bias, a, b, beta=1, alpha=1):
 @handles(aten.convolution.default)
 def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
     rank = len(cx.shape_of(n))
-    if rank not in (3, 4):
-        cx.unsupported(n, "convolution of rank other than 1-D or 2-D")
+    if rank == 5 and not transposed:
+        from ._aten_spatial import conv3d
+        y = conv3d(cx, n, x, w, list(stride), list(padding), list(dilation), groups)
+    elif rank not in (3, 4):
+        cx.unsupported(n, "convolution of rank other than 1-D, 2-D or 3-D (or a transposed "
+                       "3-D one)")
+    else:
+        y = _conv_1d_2d(cx, n, x, w, stride, padding, dilation, transposed, groups)
+    if b is None:
+        return y
+    bias = cx.op("reshape", [cx.v(b)], {"shape": [1, cx.shape_of(b)[0]] + [1] * (rank - 2)})
+    return cx.op("add", [y, bias])
+
+
+def _conv_1d_2d(cx, n, x, w, stride, padding, dilation, transposed, groups):
+    rank = len(cx.shape_of(n))
     x_, w_ = cx.v(x), cx.v(w)
     stride, padding, dilation = list(stride), list(padding), list(dilation)
     out_shape = cx.shape_of(n)
@@ -652,10 +666,7 @@ def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_p
         y = cx.op("conv2d", [x_, w_], attrs)
     if rank == 3:
         y = cx.op("reshape", [y], {"shape": cx.shape_of(n)})
-    if b is None:
-        return y
-    bias = cx.op("reshape", [cx.v(b)], {"shape": [1, cx.shape_of(b)[0]] + [1] * (rank - 2)})
-    return cx.op("add", [y, bias])
+    return y
 
 
 @handles(aten.max_pool2d_with_indices.default)
@@ -1363,3 +1374,4 @@ def _getitem(cx, n, seq, index):
 
 
 register_tilegraph_ops()
+from . import _aten_data, _aten_spatial  # noqa: E402,F401  (they register entries in TABLE)

@@ -345,9 +345,15 @@ def export(model, example_args, example_kwargs=None):
 
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
-    scaled_dot_product_attention (its fused attention op, see _aten._sdpa)."""
+    scaled_dot_product_attention (its fused attention op, see _aten._sdpa); plus PyTorch's
+    own decompositions of the few Core ATen ops the ATen table leaves to them
+    (core_aten.DECOMPOSED_AT_CAPTURE)."""
+    from torch._decomp import decomposition_table
+    from .core_aten import DECOMPOSED_AT_CAPTURE, overload_named
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
+        table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table
 
 

@@ -1,0 +1,67 @@
+"""ATen table entries whose positions come from the data but whose shapes do not:
+masked_scatter, scatter_reduce (sum and mean) and randperm.
+"""
+import numpy as np
+
+from ._aten import _leading_part, _mean_of_writes, _write_dtype, aten, handles
+
+
+@handles(aten.masked_scatter.default)
+def _masked_scatter(cx, n, x, mask, source):
+    """x with the positions where mask is true taking source's elements in order: the k-th
+    true position (row-major) takes source.flatten()[k]. Its index is the running count of
+    true positions, so the shape is x's whatever the mask (gradients: source receives the
+    gradient of the positions it filled, x the rest)."""
+    shape, dtype = cx.shape_of(n), cx.dtype_of(n)
+    total = int(np.prod(shape, dtype=np.int64))
+    m = cx.op("expand", [cx.v(mask)], {"shape": shape})
+    m = cx.op("reshape", [m], {"shape": [total]})
+    running = cx.op("cumsum", [cx.cast(m, "i64")], {"axis": 0})
+    taken = cx.op("sub", [running, cx.scalar(1, None, "i64")])
+    taken = cx.op("where", [m, taken, cx.scalar(0, None, "i64")])
+    src_total = int(np.prod(cx.shape_of(source), dtype=np.int64))
+    flat_src = cx.op("reshape", [cx.cast(cx.v(source), dtype)], {"shape": [src_total]})
+    filled = cx.op("index_select", [flat_src, taken], {"axis": 0})
+    x_flat = cx.op("reshape", [cx.op("expand", [cx.cast(cx.v(x), dtype)], {"shape": shape})],
+                   {"shape": [total]})
+    out = cx.op("where", [m, filled, x_flat])
+    return cx.op("reshape", [out], {"shape": shape})
+
+
+@handles(aten.scatter_reduce.two)
+def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
+    """torch.scatter_reduce with reduce "sum" or "mean" (PyTorch's include_self rules: the
+    mean divides by the number of writes, plus one where x's own value is included)."""
+    if reduce not in ("sum", "mean"):
+        cx.unsupported(n, f"scatter_reduce with reduce={reduce!r} (sum and mean are "
+                       "supported)")
+    dtype = cx.dtype_of(n)
+    if reduce == "mean" and dtype not in ("f32", "f64"):
+        cx.unsupported(n, "scatter_reduce mean of an integer tensor")
+    compute = _write_dtype(dtype)
+    ishape = cx.shape_of(index)
+    src_ = cx.cast(cx.v(src), compute)
+    if cx.shape_of(src) != ishape:
+        src_ = _leading_part(cx, src_, cx.shape_of(src), ishape)
+    base = cx.cast(cx.v(x), compute)
+    zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
+    ones = cx.op("full", [], {"shape": ishape, "value": 1.0, "dtype": "dtype:" + compute})
+    count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
+    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
+    if include_self:
+        written = cx.op("add", [written, base])
+        count = cx.op("add", [count, cx.scalar(1.0, None, compute)])
+    if reduce == "mean":
+        return _mean_of_writes(cx, base, count, written, dtype)
+    hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
+    return cx.cast(cx.op("where", [hit, written, base]), dtype)
+
+
+@handles(aten.randperm.default)
+def _randperm(cx, n, size, dtype=None, layout=None, device=None, pin_memory=None):
+    """A uniformly random permutation of range(size): the order that sorts `size` uniform
+    draws from tilegraph's Philox stream (not torch's generator, so not torch's
+    permutation). Equal f32 draws, rare below ~4000 elements, keep index order."""
+    u = cx.op("uniform", [], {"shape": [int(size)], "dtype": "dtype:f32"})
+    _, order = cx.ops("topk", [u], {"k": int(size), "axis": 0, "largest": 0}, 2)
+    return cx.cast(order, cx.dtype_of(n))

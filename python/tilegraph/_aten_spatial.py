@@ -1,0 +1,280 @@
+"""ATen table entries for the rest of the spatial Core ATen ops, written with the IR's 2-D
+ops: 3-D convolution and pooling, the 2-D pooling / convolution backward overloads (when a
+model calls them itself), col2im (F.fold) and pairwise distances (cdist, pdist).
+
+3-D pooling is separable: a 3-D window is the product of per-axis windows, so max (and the
+average, whose divisor is a product of per-axis counts in every PyTorch mode) over (h, w)
+then over d gives PyTorch's result exactly, ties included (both pick the first in raster
+order). A 3-D convolution is a sum over the kernel's depth taps of 2-D convolutions of
+depth-strided slices, the slices stacked into the batch. Gradients come from the IR ops'
+own gradients.
+"""
+import numpy as np
+
+from ._aten import _pair, aten, handles
+
+
+def _triple(v):
+    v = [v] if isinstance(v, int) else list(v)
+    return v * 3 if len(v) == 1 else v
+
+
+def _batched(cx, n, x, rank):
+    """x as [N, ...] with a batch axis (PyTorch's 3-D ops also take unbatched [C, D, H, W])
+    -> (value, shape, whether a batch axis was added)."""
+    shape = cx.shape_of(x)
+    if len(shape) == rank - 1:
+        return cx.op("reshape", [cx.v(x)], {"shape": [1] + shape}), [1] + shape, True
+    if len(shape) != rank:
+        cx.unsupported(n, f"input of rank {len(shape)}")
+    return cx.v(x), shape, False
+
+
+def _unbatched(cx, n, y, added):
+    return cx.op("reshape", [y], {"shape": cx.shape_of(n)}) if added else y
+
+
+def _pool_3d(cx, n, x, op, hw_attrs, d_attrs):
+    """Separable 3-D pooling: `op` over (h, w) of [N, C*D, H, W], then over d of
+    [N, C, D, H'*W'] (a (kd, 1) window); -> [N, C, D', H', W']."""
+    x_, (b, c, d, h, w), added = _batched(cx, n, x, 5)
+    y = cx.op("reshape", [x_], {"shape": [b, c * d, h, w]})
+    y = cx.op(op, [y], hw_attrs)
+    oh, ow = cx.g.type_of(y)[1][2:]
+    y = cx.op("reshape", [y], {"shape": [b, c, d, oh * ow]})
+    y = cx.op(op, [y], d_attrs)
+    od = cx.g.type_of(y)[1][2]
+    y = cx.op("reshape", [y], {"shape": [b, c, od, oh, ow]})
+    return _unbatched(cx, n, y, added)
+
+
+@handles(aten.max_pool3d_with_indices.default)
+def _max_pool3d(cx, n, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mode=False):
+    k, p, dil = _triple(kernel_size), _triple(padding), _triple(dilation)
+    s = _triple(stride) if stride else k
+
+    def attrs(axes):
+        return {"kernel_size": [k[a] for a in axes], "stride": [s[a] for a in axes],
+                "padding": [p[a] for a in axes], "dilation": [dil[a] for a in axes],
+                "ceil_mode": ceil_mode}
+    hw = attrs([1, 2])
+    depth = {key: [v[0], 1] if key != "ceil_mode" else v for key, v in attrs([0]).items()}
+    depth["padding"] = [p[0], 0]
+    y = _pool_3d(cx, n, x, "max_pool2d", hw, depth)
+    return [y, cx.unavailable(n, "max_pool3d indices")]
+
+
+@handles(aten.avg_pool3d.default)
+def _avg_pool3d(cx, n, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True, divisor_override=None):
+    k, p = _triple(kernel_size), _triple(padding)
+    s = _triple(stride) if stride else k
+    # With divisor_override the (h, w) stage sums (divisor 1) and the depth stage divides.
+    hw = {"kernel_size": k[1:], "stride": s[1:], "padding": p[1:], "ceil_mode": ceil_mode,
+          "count_include_pad": count_include_pad, "divisor_override": 1 if divisor_override else 0}
+    depth = {"kernel_size": [k[0], 1], "stride": [s[0], 1], "padding": [p[0], 0],
+             "ceil_mode": ceil_mode, "count_include_pad": count_include_pad,
+             "divisor_override": int(divisor_override or 0)}
+    return _pool_3d(cx, n, x, "avg_pool2d", hw, depth)
+
+
+@handles(aten._adaptive_avg_pool3d.default)
+def _adaptive_avg_pool3d(cx, n, x, output_size):
+    od, oh, ow = _triple(output_size)
+    shape = cx.shape_of(x)
+    return _pool_3d(cx, n, x, "adaptive_avg_pool2d", {"output_size": [oh, ow]},
+                    {"output_size": [od, (oh if oh else shape[-2]) * (ow if ow else shape[-1])]})
+
+
+# ---- 3-D convolution ------------------------------------------------------------------------
+def conv3d(cx, n, x, w, stride, padding, dilation, groups):
+    """Non-transposed 3-D convolution as sum_i conv2d(x[:, :, i*dd :: sd][:Dout], w[:, :, i]),
+    each depth-strided slice [N, C, Dout, H, W] laid out as a batch of N*Dout images."""
+    (b, c, d, h, w_), (o, cg, kd, kh, kw) = cx.shape_of(x), cx.shape_of(w)
+    (sd, sh, sw), (pd, ph, pw), (dd, dh, dw) = stride, padding, dilation
+    od = (d + 2 * pd - dd * (kd - 1) - 1) // sd + 1
+    x_ = cx.v(x)
+    if pd:
+        x_ = cx.op("pad", [x_], {"before": [0, 0, pd, 0, 0], "after": [0, 0, pd, 0, 0],
+                                 "value": 0.0})
+    total = None
+    for i in range(kd):
+        start = i * dd
+        xs = cx.op("slice", [x_], {"axis": 2, "start": start, "end": start + sd * (od - 1) + 1,
+                                   "step": sd})
+        xs = cx.op("permute", [xs], {"perm": [0, 2, 1, 3, 4]})
+        xs = cx.op("reshape", [xs], {"shape": [b * od, c, h, w_]})
+        wi = cx.op("slice", [cx.v(w)], {"axis": 2, "start": i, "end": i + 1, "step": 1})
+        wi = cx.op("reshape", [wi], {"shape": [o, cg, kh, kw]})
+        yi = cx.op("conv2d", [xs, wi], {"stride": [sh, sw], "padding": [ph, pw],
+                                        "dilation": [dh, dw], "groups": groups})
+        total = yi if total is None else cx.op("add", [total, yi])
+    oh, ow = cx.g.type_of(total)[1][2:]
+    y = cx.op("reshape", [total], {"shape": [b, od, o, oh, ow]})
+    return cx.op("permute", [y], {"perm": [0, 2, 1, 3, 4]})
+
+
+# ---- backward overloads a model may call itself ---------------------------------------------
+@handles(aten.avg_pool2d_backward.default)
+def _avg_pool2d_backward(cx, n, dy, x, kernel_size, stride, padding, ceil_mode,
+                         count_include_pad, divisor_override=None):
+    return cx.op("avg_pool2d_backward", [cx.v(dy)], {
+        "kernel_size": _pair(kernel_size), "stride": _pair(stride) if stride else [],
+        "padding": _pair(padding), "ceil_mode": ceil_mode,
+        "count_include_pad": count_include_pad, "divisor_override": divisor_override or 0,
+        "input_shape": cx.shape_of(x)})
+
+
+@handles(aten._adaptive_avg_pool2d_backward.default)
+def _adaptive_avg_pool2d_backward(cx, n, dy, x):
+    return cx.op("adaptive_avg_pool2d_backward", [cx.v(dy)], {"input_shape": cx.shape_of(x)})
+
+
+@handles(aten.max_pool2d_with_indices_backward.default)
+def _max_pool2d_backward(cx, n, dy, x, kernel_size, stride, padding, dilation, ceil_mode,
+                         indices):
+    """dx: each dy element added at the position its index names in its (n, c) plane (the
+    indices are flat within H*W), as PyTorch's kernel does whatever the indices are."""
+    shape = cx.shape_of(x)
+    planes, area = shape[:-2], shape[-2] * shape[-1]
+    out_area = int(np.prod(cx.shape_of(dy)[-2:]))
+    flat = lambda v, size: cx.op("reshape", [v], {"shape": planes + [size]})  # noqa: E731
+    zeros = cx.op("full", [], {"shape": planes + [area], "value": 0.0,
+                               "dtype": "dtype:" + cx.dtype_of(n)})
+    dx = cx.op("scatter_add", [zeros, flat(cx.v(indices), out_area),
+                               flat(cx.v(dy), out_area)], {"axis": len(planes)})
+    return cx.op("reshape", [dx], {"shape": shape})
+
+
+@handles(aten.convolution_backward.default)
+def _convolution_backward(cx, n, dy, x, w, bias_sizes, stride, padding, dilation, transposed,
+                          output_padding, groups, output_mask):
+    """(dx, dw, db) of a non-transposed 2-D convolution, as output_mask asks."""
+    if transposed or len(cx.shape_of(x)) != 4:
+        cx.unsupported(n, "convolution_backward other than 2-D, non-transposed")
+    attrs = {"stride": list(stride), "padding": list(padding), "dilation": list(dilation),
+             "groups": groups}
+    outs = [cx.unavailable(n, "convolution_backward result not asked for")] * 3
+    if output_mask[0]:
+        outs[0] = cx.op("conv2d_backward_input", [cx.v(dy), cx.v(w)],
+                        {**attrs, "input_shape": cx.shape_of(x)})
+    if output_mask[1]:
+        outs[1] = cx.op("conv2d_backward_weight", [cx.v(dy), cx.v(x)],
+                        {**attrs, "weight_shape": cx.shape_of(w)})
+    if output_mask[2]:
+        outs[2] = cx.op("sum", [cx.v(dy)], {"axes": [0, 2, 3], "keepdim": False})
+    return outs
+
+
+@handles(aten.embedding_dense_backward.default)
+def _embedding_dense_backward(cx, n, dy, indices, num_weights, padding_idx,
+                              scale_grad_by_freq):
+    if scale_grad_by_freq:
+        cx.unsupported(n, "embedding_dense_backward with scale_grad_by_freq")
+    return cx.op("embedding_backward", [cx.v(dy), cx.v(indices)],
+                 {"num_weights": int(num_weights), "padding_idx": int(padding_idx)})
+
+
+# ---- col2im (F.fold) ---------------------------------------------------------------------
+@handles(aten.col2im.default)
+def _col2im(cx, n, cols, output_size, kernel_size, dilation, padding, stride):
+    """F.fold: [N, C*kh*kw, L] column blocks summed into [N, C, H, W] — a scatter-add of
+    every column entry to its (constant) image position, computed here from the geometry."""
+    (kh, kw), (dh, dw), (ph, pw), (sh, sw) = (_pair(v) for v in (kernel_size, dilation,
+                                                                  padding, stride))
+    h, w = _pair(output_size)
+    shape = cx.shape_of(cols)
+    x_, batched = cx.v(cols), len(shape) == 3
+    if not batched:
+        x_, shape = cx.op("reshape", [x_], {"shape": [1] + shape}), [1] + shape
+    b, ckk, length = shape
+    c = ckk // (kh * kw)
+    bh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    bw = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if bh * bw != length:
+        cx.unsupported(n, f"col2im with {length} blocks where the geometry gives {bh * bw}")
+    ki, kj = np.divmod(np.arange(kh * kw), kw)
+    li, lj = np.divmod(np.arange(length), bw)
+    rows = li[None, :] * sh - ph + ki[:, None] * dh          # [kh*kw, L]
+    cols_ = lj[None, :] * sw - pw + kj[:, None] * dw
+    inside = (rows >= 0) & (rows < h) & (cols_ >= 0) & (cols_ < w)
+    # Entries that land in the padding go to one extra slot, dropped afterwards.
+    target = np.where(inside, rows * w + cols_, h * w)
+    index = np.broadcast_to(target[None, None], (b, c, kh * kw, length)).reshape(b, c, -1)
+    src = cx.op("reshape", [x_], {"shape": [b, c, kh * kw * length]})
+    base = cx.op("full", [], {"shape": [b, c, h * w + 1], "value": 0.0,
+                              "dtype": "dtype:" + cx.dtype_of(n)})
+    out = cx.op("scatter_add", [base, cx.g.add_constant(np.ascontiguousarray(index)), src],
+                {"axis": 2})
+    out = cx.op("slice", [out], {"axis": 2, "start": 0, "end": h * w, "step": 1})
+    return cx.op("reshape", [out], {"shape": cx.shape_of(n)})
+
+
+# ---- pairwise distances --------------------------------------------------------------------
+def _p_norm_last(cx, n, diff, p):
+    """The p-norm over the last axis of `diff`, with gradient 0 where the norm is 0 (as
+    PyTorch's cdist / pdist backward), not the NaN of d/ds s^(1/p) at 0."""
+    dtype = cx.dtype_of(n)
+    mag = cx.op("abs", [diff])
+    if p == 0:
+        nonzero = cx.cast(cx.op("ne", [mag, cx.scalar(0.0, None, dtype)]), dtype)
+        return cx.op("sum", [nonzero], {"axes": [-1], "keepdim": False})
+    if p == float("inf"):
+        return cx.op("amax", [mag], {"axes": [-1], "keepdim": False})
+    if p == 1:
+        return cx.op("sum", [mag], {"axes": [-1], "keepdim": False})
+    powered = cx.op("mul", [diff, diff]) if p == 2 else cx.op("pow_scalar", [mag],
+                                                                  {"exponent": float(p)})
+    s = cx.op("sum", [powered], {"axes": [-1], "keepdim": False})
+    positive = cx.op("gt", [s, cx.scalar(0.0, None, dtype)])
+    safe = cx.op("where", [positive, s, cx.scalar(1.0, None, dtype)])
+    root = cx.op("sqrt", [safe]) if p == 2 else cx.op("pow_scalar", [safe],
+                                                      {"exponent": 1.0 / float(p)})
+    return cx.op("where", [positive, root, cx.scalar(0.0, None, dtype)])
+
+
+@handles(aten._cdist_forward.default)
+def _cdist(cx, n, x1, x2, p, compute_mode=None):
+    """torch.cdist: ||x1[..., i, :] - x2[..., j, :]||_p from the broadcast difference
+    [..., P, R, M] (exact; memory P*R*M)."""
+    s1, s2 = cx.shape_of(x1), cx.shape_of(x2)
+    a = cx.op("reshape", [cx.v(x1)], {"shape": s1[:-1] + [1, s1[-1]]})
+    b = cx.op("reshape", [cx.v(x2)], {"shape": s2[:-2] + [1] + s2[-2:]})
+    return _p_norm_last(cx, n, cx.op("sub", [a, b]), float(p))
+
+
+@handles(aten._pdist_forward.default)
+def _pdist(cx, n, x, p=2.0):
+    """torch.pdist: the distances between rows i < j of x [N, M], in row-major order of
+    the upper triangle."""
+    rows, m = cx.shape_of(x)
+    i, j = np.triu_indices(rows, k=1)
+    pick = lambda idx: cx.op("index_select", [cx.v(x), cx.g.add_constant(  # noqa: E731
+        np.ascontiguousarray(idx, dtype=np.int64))], {"axis": 0})
+    return _p_norm_last(cx, n, cx.op("sub", [pick(i), pick(j)]), float(p))
+
+
+# ---- 1-D pooling (as 2-D pooling of height 1) ---------------------------------------------
+def _pool_1d(cx, n, x, op, attrs):
+    shape = cx.shape_of(x)
+    y = cx.op("reshape", [cx.v(x)], {"shape": shape[:-1] + [1, shape[-1]]})
+    if len(shape) == 2:  # unbatched [C, L]
+        y = cx.op("reshape", [y], {"shape": [1] + shape[:-1] + [1, shape[-1]]})
+    return cx.op("reshape", [cx.op(op, [y], attrs)], {"shape": cx.shape_of(n)})
+
+
+@handles(aten.avg_pool1d.default)
+def _avg_pool1d(cx, n, x, kernel_size, stride=(), padding=0, ceil_mode=False,
+                count_include_pad=True):
+    k = list(kernel_size) if not isinstance(kernel_size, int) else [kernel_size]
+    s = (list(stride) if not isinstance(stride, int) else [stride]) if stride else k
+    p = list(padding) if not isinstance(padding, int) else [padding]
+    return _pool_1d(cx, n, x, "avg_pool2d", {
+        "kernel_size": [1, k[0]], "stride": [1, s[0]], "padding": [0, p[0]],
+        "ceil_mode": ceil_mode, "count_include_pad": count_include_pad, "divisor_override": 0})
+
+
+@handles(aten.adaptive_avg_pool1d.default)
+def _adaptive_avg_pool1d(cx, n, x, output_size):
+    size = output_size if isinstance(output_size, int) else output_size[0]
+    return _pool_1d(cx, n, x, "adaptive_avg_pool2d", {"output_size": [1, int(size)]})

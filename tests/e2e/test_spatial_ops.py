@@ -1,0 +1,236 @@
+"""The rest of the spatial Core ATen ops (tilegraph/_aten_spatial.py) and the data-placed
+ones (tilegraph/_aten_data.py), each in a small model trained by tilegraph and by eager
+PyTorch: 3-D convolution and pooling, 1-D pooling, F.fold (col2im), cdist / pdist, the
+backward overloads a model may call itself, masked_scatter, scatter_reduce, randperm."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import tilegraph
+from parity import assert_infers_and_trains_like_eager
+
+
+class Volume(torch.nn.Module):
+    """[N, 2, D, H, W] -> a 3-D layer under test -> mean-pooled linear head + CE loss."""
+
+    def __init__(self, layer, channels):
+        super().__init__()
+        self.pre = torch.nn.Conv3d(2, 4, 1)
+        self.layer = layer
+        self.head = torch.nn.Linear(channels, 3)
+
+    def forward(self, x, t):
+        h = self.layer(torch.tanh(self.pre(x)))
+        out = self.head(h.mean(dim=(2, 3, 4)))
+        return h, F.cross_entropy(out, t)
+
+
+def _volume_args(shape=(2, 2, 7, 9, 8)):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(*shape, generator=g), torch.tensor([0, 2])
+
+
+@pytest.mark.parametrize("layer,channels", [
+    (lambda: torch.nn.Conv3d(4, 6, 3), 6),
+    (lambda: torch.nn.Conv3d(4, 6, (3, 2, 3), stride=(2, 1, 2), padding=(1, 1, 0),
+                             dilation=(2, 1, 1)), 6),
+    (lambda: torch.nn.Conv3d(4, 4, 3, padding=1, groups=2, bias=False), 4),
+    (lambda: torch.nn.MaxPool3d(3, stride=2, padding=1), 4),
+    (lambda: torch.nn.MaxPool3d((2, 3, 2), ceil_mode=True), 4),
+    (lambda: torch.nn.AvgPool3d(3, stride=2, padding=1), 4),
+    (lambda: torch.nn.AvgPool3d(2, padding=1, ceil_mode=True, count_include_pad=False), 4),
+    (lambda: torch.nn.AvgPool3d(2, divisor_override=3), 4),
+    (lambda: torch.nn.AdaptiveAvgPool3d((3, 2, 5)), 4),
+], ids=["conv", "conv_strided_dilated", "conv_grouped", "maxpool", "maxpool_ceil", "avgpool",
+        "avgpool_exclude_pad", "avgpool_divisor", "adaptive"])
+def test_3d_layers_match_eager(layer, channels):
+    torch.manual_seed(0)
+    assert_infers_and_trains_like_eager(Volume(layer(), channels), _volume_args(),
+                                        rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_3d_ties_route_the_gradient_like_torch():
+    """Separable pooling picks the same (first, raster-order) maximum as torch's 3-D
+    kernel when a window holds equal values."""
+    class Pool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1, 1, 4, 4, 4))
+
+        def forward(self, x):
+            y = F.max_pool3d(x * self.w, 2)
+            return y, (y * torch.arange(8.0).reshape(1, 1, 2, 2, 2)).sum()
+
+    x = torch.zeros(1, 1, 4, 4, 4)
+    x[0, 0, 1, 0, 1] = x[0, 0, 0, 1, 1] = 1.0  # a tie in the first window
+    from parity import assert_trains_like_eager
+    assert_trains_like_eager(Pool(), (x,), steps=2)
+
+
+class Sequence1d(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.a, self.layer = torch.nn.Conv1d(3, 4, 1), layer
+
+    def forward(self, x):
+        y = self.layer(torch.tanh(self.a(x)))
+        return y, (y * y).mean()
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: torch.nn.AvgPool1d(3, stride=2, padding=1, count_include_pad=False),
+    lambda: torch.nn.AdaptiveAvgPool1d(4),
+], ids=["avgpool1d", "adaptive1d"])
+def test_1d_pooling_matches_eager(layer):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 11, generator=torch.Generator().manual_seed(1))
+    assert_infers_and_trains_like_eager(Sequence1d(layer()), (x,))
+
+
+class Fold(torch.nn.Module):
+    """unfold -> a linear map of the patches -> fold (col2im), with overlap and padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = torch.nn.Linear(3 * 3 * 3, 3 * 3 * 3)
+
+    def forward(self, x):
+        cols = F.unfold(x, 3, padding=1, stride=2)
+        cols = self.mix(cols.transpose(1, 2)).transpose(1, 2)
+        y = F.fold(cols, (7, 6), 3, padding=1, stride=2)
+        return y, (y.tanh() ** 2).mean()
+
+
+def test_fold_matches_eager():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 6, generator=torch.Generator().manual_seed(1))
+    assert_infers_and_trains_like_eager(Fold(), (x,))
+
+
+class Distances(torch.nn.Module):
+    def __init__(self, p, pairwise):
+        super().__init__()
+        self.p, self.pairwise = p, pairwise
+        self.a = torch.nn.Linear(4, 5)
+
+    def forward(self, x, y):
+        hx = self.a(x)
+        if self.pairwise:
+            d = F.pdist(hx[0], p=self.p)
+        else:
+            d = torch.cdist(hx, self.a(y), p=self.p, compute_mode="donot_use_mm_for_euclid_dist")
+        return d, d.mean()
+
+
+@pytest.mark.parametrize("p", [2.0, 1.0, 3.0, float("inf")])
+@pytest.mark.parametrize("pairwise", [False, True], ids=["cdist", "pdist"])
+def test_distances_match_eager(p, pairwise):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 6, 4, generator=g), torch.randn(2, 5, 4, generator=g)
+    y[0, 1] = x[0, 2]  # a zero distance: gradient 0 there, as torch's
+    assert_infers_and_trains_like_eager(Distances(p, pairwise), (x, y))
+
+
+def test_backward_overloads_called_by_a_model():
+    """A model that computes gradients itself with ATen's backward overloads (as custom
+    autograd Functions do): pooling, convolution, embedding and layer norm backward."""
+    aten = torch.ops.aten
+
+    class Manual(torch.nn.Module):
+        def forward(self, x, w, ids, table):
+            y = F.avg_pool2d(x, 2)
+            ga = aten.avg_pool2d_backward(torch.ones_like(y), x, [2, 2], [2, 2], [0, 0], False,
+                                          True, None)
+            gm = aten.max_pool2d_with_indices_backward(
+                torch.ones(2, 3, 2, 2), x, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                torch.zeros(2, 3, 2, 2, dtype=torch.long))
+            gp = aten._adaptive_avg_pool2d_backward(torch.ones(2, 3, 2, 2), x)
+            dy = torch.ones(2, 5, 2, 2)
+            gx, gw, gb = aten.convolution_backward(dy, x, w, [5], [1, 1], [0, 0], [1, 1],
+                                                   False, [0, 0], 1, [True, True, True])
+            ge = aten.embedding_dense_backward(torch.ones(2, 3, 4) * table[:1], ids, 6, -1,
+                                               False)
+            mean, rstd = x.mean(-1, keepdim=True), (x.var(-1, unbiased=False,
+                                                          keepdim=True) + 1e-5).rsqrt()
+            gln = aten.native_layer_norm_backward(x.sin(), x, [4], mean, rstd, None, None,
+                                                  [True, False, False])[0]
+            return ga, gm, gp, gx, gw, gb, ge, gln
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 4, generator=g)
+    args = (x, torch.randn(5, 3, 3, 3, generator=g), torch.tensor([[1, 2, 2], [0, 5, 1]]),
+            torch.randn(6, 4, generator=g))
+    expected = Manual()(*args)
+    got = tilegraph.inferenceModel(Manual())(*args)
+    for e, r in zip(expected, got):
+        torch.testing.assert_close(r, e, rtol=1e-5, atol=1e-5)
+
+
+class MaskedScatter(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Linear(4, 4)
+
+    def forward(self, x, mask, src):
+        y = self.a(x).masked_scatter(mask, self.a(src).tanh())
+        return y, (y ** 2).mean()
+
+
+def test_masked_scatter_matches_eager():
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x, src = torch.randn(3, 4, generator=g), torch.randn(4, 4, generator=g)
+    mask = torch.rand(3, 4, generator=g) > 0.5
+    assert_infers_and_trains_like_eager(MaskedScatter(), (x, mask, src))
+
+
+class ScatterReduce(torch.nn.Module):
+    """Graph-network aggregation: messages of edges summed / averaged into their nodes."""
+
+    def __init__(self, reduce, include_self):
+        super().__init__()
+        self.reduce, self.include_self = reduce, include_self
+        self.msg = torch.nn.Linear(3, 3)
+
+    def forward(self, nodes, edges, dst):
+        index = dst[:, None].expand(-1, 3)
+        out = nodes.scatter_reduce(0, index, self.msg(edges), self.reduce,
+                                   include_self=self.include_self)
+        return out, (out.tanh() ** 2).sum()
+
+
+@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_reduce_matches_eager(reduce, include_self):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g),
+            torch.tensor([0, 2, 2, 4, 0, 0, 1, 2]))  # node 3 receives nothing
+    assert_infers_and_trains_like_eager(ScatterReduce(reduce, include_self), args)
+
+
+def test_scatter_reduce_max_is_refused_by_name():
+    class Max(torch.nn.Module):
+        def forward(self, x, index, src):
+            return x.scatter_reduce(0, index, src, "amax")
+
+    args = (torch.zeros(3), torch.tensor([0, 2, 2]), torch.ones(3))
+    with pytest.raises(NotImplementedError, match="scatter_reduce with reduce='amax'"):
+        tilegraph.inferenceModel(Max())(*args)
+
+
+def test_randperm_is_a_uniform_permutation():
+    """Every draw is a permutation; over many draws each value lands in each position
+    with frequency 1/n (binomial bounds, 5 sigma)."""
+    class Perm(torch.nn.Module):
+        def forward(self, x):
+            return torch.stack([x[torch.randperm(5)] for _ in range(400)])
+
+    engine = tilegraph.inferenceModel(Perm())
+    draws = torch.cat([engine(torch.arange(5.0)) for _ in range(5)]).long()  # [2000, 5]
+    assert torch.equal(draws.sort(dim=1).values, torch.arange(5).expand(2000, 5))
+    counts = torch.stack([(draws == v).sum(0) for v in range(5)]).double()  # value x position
+    expected, sigma = 2000 / 5, (2000 * 0.2 * 0.8) ** 0.5
+    assert (counts - expected).abs().max() < 5 * sigma, counts
+    assert len({tuple(r) for r in draws.tolist()}) > 100  # not one fixed permutation
