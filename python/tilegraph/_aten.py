@@ -1142,10 +1142,11 @@ def _use_fused_attention(score_bytes):
 def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
           enable_gqa=False):
     """F.scaled_dot_product_attention kept whole (export does not decompose it, see
-    _capture.export). Without dropout it is tilegraph's fused attention op: batch dims
-    flattened, a boolean mask turned additive (0 / -inf), the mask kept at its broadcast
-    size ([1 or N, 1 or Sq, Sk]); no [Sq, Sk] score matrix is stored. With dropout (or
-    grouped-query heads) it is written out as matmul, softmax, dropout, matmul."""
+    _capture.export). Where the score matrices are large (FUSED_ATTENTION) it is
+    tilegraph's fused attention op, dropout included: batch dims flattened, a boolean mask
+    turned additive (0 / -inf), the mask kept at its broadcast size ([1 or N, 1 or Sq, Sk]);
+    no [Sq, Sk] score matrix is stored. Otherwise (and for grouped-query heads) it is
+    written out as matmul, softmax, dropout, matmul."""
     qs, ks, vs = cx.shape_of(q), cx.shape_of(k), cx.shape_of(v)
     dtype = cx.dtype_of(n)
     sq, sk, d, dv = qs[-2], ks[-2], qs[-1], vs[-1]
@@ -1160,7 +1161,7 @@ def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
             mask = cx.cast(mask, dtype)
     batch = qs[:-2]
     rows = _numel(batch)
-    if dropout_p > 0 or enable_gqa or qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or \
+    if enable_gqa or qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or \
             not _use_fused_attention(rows * sq * sk * (8 if dtype == "f64" else 4)):
         return _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale)
     flat = lambda value, shape: cx.op("reshape", [value], {"shape": [rows] + shape[-2:]})
@@ -1179,7 +1180,8 @@ def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
             mask = cx.op("expand", [mask], {"shape": batch + [mq, sk]})
             mask3 = cx.op("reshape", [mask], {"shape": [rows, mq, sk]})
     out, _ = cx.ops("attention", [flat(cx.v(q), qs), flat(cx.v(k), ks), flat(cx.v(v), vs), mask3],
-                    {"scale": scale, "causal": int(bool(is_causal))}, 2)
+                    {"scale": scale, "causal": int(bool(is_causal)),
+                     "dropout_p": float(dropout_p)}, 2)
     return cx.op("reshape", [out], {"shape": batch + [sq, dv]})
 
 

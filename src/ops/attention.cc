@@ -1,5 +1,7 @@
-// attention: softmax(q k^T * scale + mask, causal) v as one op (scaled_dot_product_attention
-// kept whole by the front end), and its backward. Shapes: q [N, Sq, D], k [N, Sk, D],
+// attention: dropout(softmax(q k^T * scale + mask, causal)) v as one op
+// (scaled_dot_product_attention kept whole by the front end), and its backward. Dropout
+// draws from the Philox stream keyed by the node's rng_key (the backward, built with the
+// same attributes, regenerates the same mask). Shapes: q [N, Sq, D], k [N, Sk, D],
 // v [N, Sk, Dv], mask (additive) [1 or N, 1 or Sq, Sk]; outputs [N, Sq, Dv] and the rows'
 // log-sum-exp [N, Sq], which the backward uses to recompute the probabilities. Memory is
 // O(N * S * D): no [Sq, Sk] score matrix is stored (kernels/cpu/attention_kernels.h).
@@ -32,7 +34,18 @@ cpu::AttentionDims DimsOf(const std::vector<TensorType>& in, const AttrMap& attr
            " must be [1 or ", d.n, ", 1 or ", d.sq, ", ", d.sk, "]");
   d.causal = GetInt(attrs, "causal") != 0;
   d.scale = GetFloat(attrs, "scale");
+  d.dropout = GetFloat(attrs, "dropout_p");
+  TG_CHECK(d.dropout >= 0 && d.dropout <= 1, kInvalidInput,
+           "attention: expected 0 <= dropout_p <= 1, got ", d.dropout);
+  d.key = static_cast<uint64_t>(GetInt(attrs, "rng_key"));
   return d;
+}
+
+// The dims with the run's random stream position (seed and step are known per call only).
+cpu::AttentionDims AtRun(cpu::AttentionDims dims, const KernelArgs& a) {
+  dims.seed = a.ctx->seed;
+  dims.step = a.ctx->step;
+  return dims;
 }
 
 std::vector<TensorType> InputTypes(const Node& n, size_t count) {
@@ -50,7 +63,7 @@ KernelFactory ForwardFactory() {
         using T = decltype(t);
         auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
         cpu::AttentionForward(in(0), in(1), in(2), in(3), static_cast<T*>(a.outputs[0]),
-                              static_cast<T*>(a.outputs[1]), dims);
+                              static_cast<T*>(a.outputs[1]), AtRun(dims, a));
       });
     };
   };
@@ -66,19 +79,25 @@ KernelFactory BackwardFactory() {
         auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
         auto out = [&](int i) { return static_cast<T*>(a.outputs[i]); };
         cpu::AttentionBackward(in(0), in(1), in(2), in(3), in(4), in(5), in(6), in(7), out(0),
-                               out(1), out(2), out(3), dims);
+                               out(1), out(2), out(3), AtRun(dims, a));
       });
     };
   };
 }
 
 OpSample Sample(int64_t n, int64_t sq, int64_t sk, int64_t d, int64_t dv, Shape mask,
-                int64_t causal) {
+                int64_t causal, double dropout = 0.0) {
   OpSample s;
   s.inputs = {{DType::kF32, {n, sq, d}}, {DType::kF32, {n, sk, d}}, {DType::kF32, {n, sk, dv}},
               {DType::kF32, std::move(mask)}};
-  s.attrs = {{"scale", 0.5}, {"causal", causal}};
+  s.attrs = {{"scale", 0.5}, {"causal", causal}, {"dropout_p", dropout},
+             {"rng_key", int64_t{5}}};
   return s;
+}
+
+std::vector<AttrSpec> AttentionAttrs() {
+  return {{"scale", std::nullopt}, {"causal", int64_t{0}}, {"dropout_p", 0.0},
+          {"rng_key", int64_t{0}}};
 }
 
 }  // namespace
@@ -88,8 +107,10 @@ void RegisterAttentionOps(OpRegistry& r) {
   f.name = "attention";
   f.num_inputs = 4;
   f.num_outputs = 2;
-  f.attrs = {{"scale", std::nullopt}, {"causal", int64_t{0}}};
-  f.doc = "(softmax(q k^T * scale + mask [causal]) v, row log-sum-exp); no score matrix kept";
+  f.attrs = AttentionAttrs();
+  f.traits.random = true;
+  f.doc = "(dropout(softmax(q k^T * scale + mask [causal])) v, row log-sum-exp); no score "
+          "matrix kept";
   f.infer = [](const InferContext& c) -> std::vector<TensorType> {
     cpu::AttentionDims d = DimsOf(c.inputs, c.attrs);
     DType t = c.in(0).dtype;
@@ -107,14 +128,17 @@ void RegisterAttentionOps(OpRegistry& r) {
   f.kernels[DeviceKind::kCpu] = ForwardFactory();
   f.kernels[DeviceKind::kReference] = ForwardFactory();
   f.samples = {Sample(2, 3, 4, 5, 3, {1, 1, 4}, 0), Sample(3, 4, 4, 2, 2, {3, 4, 4}, 1),
-               Sample(1, 5, 3, 4, 6, {1, 5, 3}, 0), Sample(2, 4, 6, 3, 3, {2, 1, 6}, 1)};
+               Sample(1, 5, 3, 4, 6, {1, 5, 3}, 0), Sample(2, 4, 6, 3, 3, {2, 1, 6}, 1),
+               // dropout: the gradient check holds only if the backward's mask is the forward's
+               Sample(2, 4, 7, 3, 3, {1, 4, 7}, 0, 0.3), Sample(2, 5, 5, 2, 4, {2, 1, 5}, 1, 0.5)};
   r.Register(std::move(f));
 
   OpDef b;
   b.name = "attention_backward";
   b.num_inputs = 8;
   b.num_outputs = 4;
-  b.attrs = {{"scale", std::nullopt}, {"causal", int64_t{0}}};
+  b.attrs = AttentionAttrs();
+  b.traits.random = true;
   b.doc = "(dq, dk, dv, dmask) of attention from (q, k, v, mask, out, lse, d out, d lse), "
           "recomputing the probabilities from the lse";
   b.not_differentiable = true;

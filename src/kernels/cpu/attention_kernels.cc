@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/philox.h"
 
 namespace tg::cpu {
 namespace {
@@ -32,6 +33,36 @@ const T* MaskRow(const T* mask, int64_t b, int64_t i, const AttentionDims& dims)
   return mask + (mb * dims.mask_q + mi) * dims.sk;
 }
 
+// The dropout factor of each probability of one row: 1/(1-p) or 0, from the Philox block of
+// its element (one block serves four consecutive elements); 1 without dropout.
+class RowDropout {
+ public:
+  explicit RowDropout(const AttentionDims& dims)
+      : gen_(dims.seed, dims.key), dims_(dims),
+        keep_(static_cast<float>(1.0 - dims.dropout)),
+        scale_(dims.dropout >= 1.0 ? 0.0 : 1.0 / (1.0 - dims.dropout)) {}
+
+  double operator()(int64_t row, int64_t j) {
+    if (dims_.dropout <= 0) return 1.0;
+    const uint64_t e = static_cast<uint64_t>(row * dims_.sk + j);
+    if (e / 4 != block_index_ || !valid_) {
+      block_ = gen_(dims_.step, e / 4);
+      block_index_ = e / 4;
+      valid_ = true;
+    }
+    return UniformFloat(block_[e % 4]) < keep_ ? scale_ : 0.0;
+  }
+
+ private:
+  Philox4x32 gen_;
+  const AttentionDims& dims_;
+  float keep_;
+  double scale_;
+  Philox4x32::Block block_{};
+  uint64_t block_index_ = 0;
+  bool valid_ = false;
+};
+
 }  // namespace
 
 // Per query row: its scores against every key (a buffer of Sk, not a matrix), their max,
@@ -45,6 +76,7 @@ void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out,
   ParallelFor(dims.n * dims.sq, 8, [&](int64_t begin, int64_t end) {
     std::vector<double> acc(static_cast<size_t>(dims.dv));
     std::vector<double> p(static_cast<size_t>(dims.sk));
+    RowDropout drop(dims);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / dims.sq, i = row % dims.sq;
       const T* qi = q + row * dims.d;
@@ -62,11 +94,13 @@ void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out,
       if (m != neg_inf) {
         for (int64_t j = 0; j < visible; ++j) {
           const double pj = std::exp(p[j] - m);
-          l += pj;
+          l += pj;  // the softmax's denominator: dropout comes after normalizing
+          const double wj = pj * drop(row, j);
+          if (wj == 0) continue;
           const T* vj = vb + j * dims.dv;
           double* a = acc.data();
 #pragma omp simd
-          for (int64_t c = 0; c < dims.dv; ++c) a[c] += pj * static_cast<double>(vj[c]);
+          for (int64_t c = 0; c < dims.dv; ++c) a[c] += wj * static_cast<double>(vj[c]);
         }
       }
       T* o = out + row * dims.dv;
@@ -97,6 +131,7 @@ void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const 
     std::vector<double> dk_acc(static_cast<size_t>(dims.sk * dims.d));
     std::vector<double> dv_acc(static_cast<size_t>(dims.sk * dims.dv));
     std::vector<double> dq_row(static_cast<size_t>(dims.d));
+    RowDropout drop(dims);
     for (int64_t b = begin; b < end; ++b) {
       std::fill(dk_acc.begin(), dk_acc.end(), 0.0);
       std::fill(dv_acc.begin(), dv_acc.end(), 0.0);
@@ -109,7 +144,8 @@ void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const 
         const double row_lse = static_cast<double>(lse[row]);
         std::fill(dq_row.begin(), dq_row.end(), 0.0);
         if (row_lse != neg_inf) {
-          // ds_ij = p_ij (dp_ij - sum_j p_ij dp_ij + glse_i)
+          // With dropout factors z_ij: out_i = sum_j p_ij z_ij v_j, dp_ij = z_ij (go_i . v_j),
+          // ds_ij = p_ij (dp_ij - sum_j p_ij dp_ij + glse_i), sum_j p_ij dp_ij = go_i . out_i
           const double delta = Dot(goi, out + row * dims.dv, dims.dv) -
                                (glse ? static_cast<double>(glse[row]) : 0.0);
           const T* mrow = MaskRow(mask, b, i, dims);
@@ -119,11 +155,13 @@ void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const 
             const double s = Score(qi, kb + j * dims.d, mrow, i, j, dims);
             if (s == neg_inf) continue;
             const double p = std::exp(s - row_lse);
+            const double z = drop(row, j);
             const T* vj = vb + j * dims.dv;
             double* dvj = dv_acc.data() + j * dims.dv;
+            const double pz = p * z;
 #pragma omp simd
-            for (int64_t c = 0; c < dims.dv; ++c) dvj[c] += p * static_cast<double>(goi[c]);
-            const double ds = p * (Dot(goi, vj, dims.dv) - delta);
+            for (int64_t c = 0; c < dims.dv; ++c) dvj[c] += pz * static_cast<double>(goi[c]);
+            const double ds = p * ((z != 0 ? z * Dot(goi, vj, dims.dv) : 0.0) - delta);
             dmrow[j] += ds;
             const double dss = ds * dims.scale;
             const T* kj = kb + j * dims.d;

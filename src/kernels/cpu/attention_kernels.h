@@ -1,6 +1,7 @@
-// Fused attention kernels (ops/attention.cc): softmax(q k^T * scale + mask [+ causal]) v
+// Fused attention kernels (ops/attention.cc): dropout(softmax(q k^T * scale + mask [+ causal])) v
 // computed row by row with an online softmax, so no [Sq, Sk] matrix is ever stored; the
-// backward recomputes the probabilities from the saved log-sum-exp.
+// backward recomputes the probabilities from the saved log-sum-exp and the dropout mask from
+// its Philox counters.
 #pragma once
 
 #include <cstdint>
@@ -17,10 +18,15 @@ struct AttentionDims {
   int64_t mask_q = 1;  // 1 (one row for every query) or sq
   bool causal = false; // key j is visible to query i only if j <= i
   double scale = 1.0;
+  // Dropout of the probabilities: p_ij kept (scaled by 1/(1-p)) with probability 1-p. The
+  // decision for element e = (b*sq + i)*sk + j is the `dropout` op's for element e of an
+  // [n, sq, sk] tensor with the same (seed, key, step): word e % 4 of Philox block e / 4.
+  double dropout = 0.0;
+  uint64_t seed = 0, key = 0, step = 0;
 };
 
-// out [n, sq, dv], lse [n, sq] (log-sum-exp of each row's scores; -inf for a row with no
-// visible key, whose output is 0, as torch's safe softmax gives).
+// out [n, sq, dv], lse [n, sq] (log-sum-exp of each row's scores, before dropout; -inf for
+// a row with no visible key, whose output is 0, as torch's safe softmax gives).
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out, T* lse,
                       const AttentionDims& dims);
