@@ -1262,15 +1262,33 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
                                                          "max_indices")]
 
 
+def _reflect(cx, c, size, align_corners, dtype):
+    """grid_sample's reflection padding: coordinates mirrored at the image's edges (its
+    corner centres with align_corners, its outer borders without), as PyTorch reflects them:
+    |c - low| folded into one span, every other span reversed."""
+    low, high = (0.0, size - 1.0) if align_corners else (-0.5, size - 0.5)
+    span = high - low
+    if span <= 0:
+        return cx.op("mul", [c, cx.scalar(0.0, None, dtype)])
+    d = cx.op("abs", [cx.op("sub", [c, cx.scalar(low, None, dtype)])])
+    extra = cx.op("fmod_scalar", [d], {"divisor": span})
+    flips = cx.op("floor", [cx.op("div", [d, cx.scalar(span, None, dtype)])])
+    even = cx.op("eq", [cx.op("remainder_scalar", [flips], {"divisor": 2.0}),
+                        cx.scalar(0.0, None, dtype)])
+    forward = cx.op("add", [extra, cx.scalar(low, None, dtype)])
+    backward = cx.op("sub", [cx.scalar(span + low, None, dtype), extra])
+    return cx.op("where", [even, forward, backward])
+
+
 @handles(aten.grid_sampler_2d.default)
 def _grid_sampler(cx, n, x, grid, interpolation_mode=0, padding_mode=0, align_corners=False):
     """F.grid_sample in 2-D (spatial transformers): bilinear (mode 0) or nearest (1), zeros
-    (0) or border (1) padding. Source positions from the grid by torch's unnormalization;
+    (0), border (1) or reflection (2) padding. Source positions from the grid by torch's unnormalization;
     each corner is a gather of x's channel vectors at data-computed rows (index_select, so
     x's gradient scatters back), weighted by the fractional parts (so the grid gets its
     gradient through the weights, as in torch)."""
-    if interpolation_mode not in (0, 1) or padding_mode not in (0, 1):
-        cx.unsupported(n, "grid_sample with bicubic interpolation or reflection padding")
+    if interpolation_mode not in (0, 1):
+        cx.unsupported(n, "grid_sample with bicubic interpolation")
     batch, channels, height, width = cx.shape_of(x)
     _, out_h, out_w, _ = cx.shape_of(grid)
     dtype = cx.dtype_of(n)
@@ -1288,7 +1306,9 @@ def _grid_sampler(cx, n, x, grid, interpolation_mode=0, padding_mode=0, align_co
             c = cx.op("div", [cx.op("sub", [cx.op("mul", [cx.op("add", [
                 c, cx.scalar(1.0, None, dtype)]), cx.scalar(float(size), None, dtype)]),
                 cx.scalar(1.0, None, dtype)]), cx.scalar(2.0, None, dtype)])
-        if padding_mode == 1:
+        if padding_mode == 2:
+            c = _reflect(cx, c, size, align_corners, dtype)
+        if padding_mode in (1, 2):
             c = cx.op("clamp", [c], {"min": 0.0, "max": float(size - 1)})
         return c
 
@@ -1338,12 +1358,38 @@ def _embedding(cx, n, weight, indices, padding_idx=-1, scale_grad=False, sparse=
 
 @handles(aten.nll_loss_forward.default)
 def _nll_loss(cx, n, logp, target, weight, reduction, ignore_index):
-    if weight is not None:
-        cx.unsupported(n, "nll_loss with class weights")
     red = {0: "none", 1: "mean", 2: "sum"}[reduction]
+    if weight is not None:
+        return [_weighted_nll(cx, n, logp, target, weight, red, ignore_index),
+                cx.unavailable(n, "nll_loss total weight")]
     loss = cx.op("nll_loss", [cx.v(logp), cx.v(target)],
                  {"reduction": red, "ignore_index": ignore_index})
     return [loss, cx.unavailable(n, "nll_loss total weight")]
+
+
+def _weighted_nll(cx, n, logp, target, weight, reduction, ignore_index):
+    """nll_loss with class weights: loss_i = -weight[t_i] * logp[i, t_i] (0 where t_i is
+    ignore_index); "mean" divides the sum by the summed weights of the counted targets,
+    as PyTorch does."""
+    dtype = cx.dtype_of(n)
+    t = cx.v(target)
+    valid = cx.op("ne", [t, cx.scalar(int(ignore_index), None, cx.dtype_of(target))])
+    safe = cx.op("where", [valid, t, cx.scalar(0, None, cx.dtype_of(target))])
+    batched = len(cx.shape_of(logp)) == 2
+    index = cx.op("reshape", [safe], {"shape": cx.shape_of(target) + [1]})
+    picked = cx.op("gather", [cx.v(logp), index], {"axis": -1})
+    picked = cx.op("reshape", [picked], {"shape": cx.shape_of(target)})
+    rows = cx.op("reshape", [safe], {"shape": cx.shape_of(target)[:1] if batched else [1]})
+    w = cx.op("index_select", [cx.cast(cx.v(weight), dtype), rows], {"axis": 0})
+    w = cx.op("mul", [cx.op("reshape", [w], {"shape": cx.shape_of(target)}),
+                      cx.cast(valid, dtype)])
+    losses = cx.op("neg", [cx.op("mul", [picked, w])])
+    if reduction == "none":
+        return losses
+    total = cx.op("sum", [losses], {"axes": [], "keepdim": False})
+    if reduction == "sum":
+        return total
+    return cx.op("div", [total, cx.op("sum", [w], {"axes": [], "keepdim": False})])
 
 
 @handles(aten._ctc_loss.Tensor)

@@ -161,7 +161,8 @@ def test_transposed_convolution_matches_eager(config):
 
 @pytest.mark.parametrize("mode, padding, align_corners", [
     ("bilinear", "zeros", False), ("bilinear", "border", True), ("nearest", "zeros", True),
-    ("nearest", "border", False)])
+    ("nearest", "border", False), ("bilinear", "reflection", False),
+    ("bilinear", "reflection", True), ("nearest", "reflection", False)])
 def test_spatial_transformer_grid_sample_matches_eager(mode, padding, align_corners):
     """PyTorch's spatial-transformer tutorial pattern: a localization net predicts an
     affine transform, affine_grid + grid_sample resample the input; trained end to end

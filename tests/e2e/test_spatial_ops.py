@@ -234,3 +234,24 @@ def test_randperm_is_a_uniform_permutation():
     expected, sigma = 2000 / 5, (2000 * 0.2 * 0.8) ** 0.5
     assert (counts - expected).abs().max() < 5 * sigma, counts
     assert len({tuple(r) for r in draws.tolist()}) > 100  # not one fixed permutation
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_class_weighted_cross_entropy_matches_eager(reduction):
+    """CrossEntropyLoss(weight=...) with an ignored label: "mean" divides by the summed
+    weights of the counted targets."""
+    class Weighted(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(6, 4)
+            self.loss = torch.nn.CrossEntropyLoss(weight=torch.tensor([0.5, 2.0, 1.0, 3.0]),
+                                                  ignore_index=3, reduction=reduction)
+
+        def forward(self, x, t):
+            out = self.a(x)
+            loss = self.loss(out, t)
+            return out, loss if reduction != "none" else loss.sum()
+
+    torch.manual_seed(0)
+    x = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
+    assert_infers_and_trains_like_eager(Weighted(), (x, torch.tensor([0, 1, 3, 2, 1, 0])))
