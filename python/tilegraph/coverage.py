@@ -43,7 +43,9 @@ def load_case(spec, *call_args):
 
 
 def op_usage(model, inputs):
-    """{aten overload name: (count, supported, first user location)} for the exported model."""
+    """({aten overload name: (count, supported, first user location)}, the data-dependent
+    ops' descriptions) for the exported model."""
+    from ._capture import _unsupported_report
     gm = export(model, inputs).graph_module
     usage = collections.OrderedDict()
     for node in gm.graph.nodes:
@@ -52,7 +54,7 @@ def op_usage(model, inputs):
         name = str(node.target)
         count, supported, where = usage.get(name, (0, node.target in TABLE, ""))
         usage[name] = (count + 1, supported, where or user_location(node))
-    return usage
+    return usage, [line.strip() for line in _unsupported_report(gm)[0]]
 
 
 def _flat(x):
@@ -178,7 +180,7 @@ def report(spec, train=False, run=False):
         model.eval()
     result = {"model": name, "mode": "train" if train else "inference"}
     try:
-        usage = op_usage(model, inputs)
+        usage, data_dependent = op_usage(model, inputs)
     except Exception as e:  # noqa: BLE001 - the export's own failure is the result
         result.update(status="export failed", error=f"{type(e).__name__}: {e}".splitlines()[0])
         return result
@@ -186,7 +188,9 @@ def report(spec, train=False, run=False):
     missing = [k for k, (_, s, _) in usage.items() if not s]
     result["missing"] = missing
     result["status"] = "unsupported ops" if missing else "supported"
-    if run and not missing:
+    if data_dependent:  # its size bookkeeping (sym_size, _assert_scalar) is not the point
+        result.update(status="data-dependent shape", error="; ".join(data_dependent))
+    if run and not missing and not data_dependent:
         try:
             if train:
                 verdict = compare_training(model, inputs)
