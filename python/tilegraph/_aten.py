@@ -1215,16 +1215,31 @@ def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
     return cx.op("matmul", [probs, v_])
 
 
+def _bag_max(cx, rows, keep, bag_of, bags, width, dtype):
+    """Per-bag elementwise max of the embedded rows (padding rows left out); an empty bag
+    gives zeros, as PyTorch's."""
+    count_rows = cx.g.type_of(rows)[1][0]
+    low = cx.scalar(-math.inf, None, dtype)
+    if keep is not None:
+        kept = cx.op("ne", [cx.op("reshape", [keep], {"shape": [count_rows, 1]}),
+                            cx.scalar(0.0, None, dtype)])
+        rows = cx.op("where", [kept, rows, low])
+    index = cx.op("expand", [cx.op("reshape", [bag_of], {"shape": [count_rows, 1]})],
+                  {"shape": [count_rows, width]})
+    base = cx.op("full", [], {"shape": [bags, width], "value": -math.inf,
+                              "dtype": "dtype:" + dtype})
+    out = cx.op("scatter_max", [base, index, rows], {"axis": 0})
+    return cx.op("where", [cx.op("eq", [out, low]), cx.scalar(0.0, None, dtype), out])
+
+
 @handles(aten._embedding_bag.default, aten._embedding_bag_forward_only.default)
 def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mode=0,
                    sparse=False, per_sample_weights=None, include_last_offset=False,
                    padding_idx=-1):
-    """nn.EmbeddingBag, sum (mode 0) or mean (mode 1): the rows of `indices` are embedded,
-    each row's bag is the number of offsets at or before it, minus one, and the rows are
-    summed per bag with index_add (an empty bag gives zeros, a mean divides by the rows the
-    bag holds; rows equal to padding_idx do not count)."""
-    if mode not in (0, 1):
-        cx.unsupported(n, "EmbeddingBag with mode='max'")
+    """nn.EmbeddingBag, sum (mode 0), mean (1) or max (2): the rows of `indices` are
+    embedded, each row's bag is the number of offsets at or before it, minus one, and the
+    rows are summed per bag with index_add (an empty bag gives zeros, a mean divides by the
+    rows the bag holds; rows equal to padding_idx do not count) or maxed with scatter_max."""
     if scale_grad_by_freq:
         cx.unsupported(n, "EmbeddingBag with scale_grad_by_freq")
     count_rows = cx.shape_of(indices)[0]
@@ -1243,11 +1258,14 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
     if padding_idx is not None and padding_idx >= 0:
         keep = cx.cast(cx.op("ne", [cx.v(indices), cx.scalar(padding_idx, None, "i64")]), dtype)
         rows = cx.op("mul", [rows, cx.op("reshape", [keep], {"shape": [count_rows, 1]})])
+    width = cx.shape_of(weight)[1]
+    if mode == 2:
+        return [_bag_max(cx, rows, keep, bag_of, bags, width, dtype)] + [
+            cx.unavailable(n, what) for what in ("offset2bag", "bag_size", "max_indices")]
     if per_sample_weights is not None:
         w = cx.op("reshape", [cx.cast(cx.v(per_sample_weights), dtype)],
                   {"shape": [count_rows, 1]})
         rows = cx.op("mul", [rows, w])
-    width = cx.shape_of(weight)[1]
     zeros = cx.op("full", [], {"shape": [bags, width], "value": 0.0, "dtype": "dtype:" + dtype})
     out = cx.op("index_add", [zeros, bag_of, rows], {"axis": 0})
     if mode == 1:

@@ -1,6 +1,8 @@
 """ATen table entries whose positions come from the data but whose shapes do not:
-masked_scatter, scatter_reduce (sum and mean) and randperm.
+masked_scatter, scatter_reduce (sum, mean, amax, amin) and randperm.
 """
+import math
+
 import numpy as np
 
 from ._aten import _leading_part, _mean_of_writes, _write_dtype, aten, handles
@@ -28,13 +30,45 @@ def _masked_scatter(cx, n, x, mask, source):
     return cx.op("reshape", [out], {"shape": shape})
 
 
+def lowest(dtype):
+    """The value below every other of `dtype` (the identity of max)."""
+    return -math.inf if dtype in ("f32", "f64") else float(np.iinfo(
+        {"i32": np.int32, "i64": np.int64}[dtype]).min)
+
+
+def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
+    """amax with the scatter_max op; amin as -amax of the negations. Without include_self,
+    the positions written to start from the lowest value instead of x's. (There, where x's
+    value equals the maximum, torch's backward still counts x among the tied maxima and
+    drops its share; here the gradient is split among the written values only.)"""
+    dtype = cx.dtype_of(n)
+    base, src_ = cx.cast(cx.v(x), dtype), cx.cast(cx.v(src), dtype)
+    if cx.shape_of(src) != cx.shape_of(index):
+        src_ = _leading_part(cx, src_, cx.shape_of(src), cx.shape_of(index))
+    if reduce == "amin":
+        base, src_ = cx.op("neg", [base]), cx.op("neg", [src_])
+    if not include_self:
+        zeros = cx.op("full", [], {"shape": cx.shape_of(n), "value": 0.0,
+                                   "dtype": "dtype:" + dtype})
+        ones = cx.op("full", [], {"shape": cx.shape_of(index), "value": 1.0,
+                                  "dtype": "dtype:" + dtype})
+        count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
+        hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
+        base = cx.op("where", [hit, cx.scalar(lowest(dtype), None, dtype), base])
+    out = cx.op("scatter_max", [base, cx.v(index), src_], {"axis": dim})
+    return cx.op("neg", [out]) if reduce == "amin" else out
+
+
 @handles(aten.scatter_reduce.two)
 def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
-    """torch.scatter_reduce with reduce "sum" or "mean" (PyTorch's include_self rules: the
-    mean divides by the number of writes, plus one where x's own value is included)."""
+    """torch.scatter_reduce with reduce "sum", "mean", "amax" or "amin" (PyTorch's
+    include_self rules: the mean divides by the number of writes, plus one where x's own
+    value is included; amax / amin split the gradient evenly among tied maxima)."""
+    if reduce in ("amax", "amin"):
+        return _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self)
     if reduce not in ("sum", "mean"):
-        cx.unsupported(n, f"scatter_reduce with reduce={reduce!r} (sum and mean are "
-                       "supported)")
+        cx.unsupported(n, f"scatter_reduce with reduce={reduce!r} (sum, mean, amax and amin "
+                       "are supported)")
     dtype = cx.dtype_of(n)
     if reduce == "mean" and dtype not in ("f32", "f64"):
         cx.unsupported(n, "scatter_reduce mean of an integer tensor")

@@ -78,20 +78,24 @@ KernelFactory GatherFactory(bool reference) {
   };
 }
 
-KernelFactory ScatterAddFactory(bool reference) {
-  return [reference](const Node& n) -> Kernel {
-    int64_t axis = Axis(n.attrs(), InType(n, 0).rank(), "scatter_add");
+// scatter_add and scatter_max: (base, index, src) -> out, one kernel shape.
+KernelFactory ScatterFactory(const std::string& op, bool reference) {
+  return [op, reference](const Node& n) -> Kernel {
+    int64_t axis = Axis(n.attrs(), InType(n, 0).rank(), op);
     cpu::GatherParams p = GatherParamsOf(InType(n, 0), InType(n, 1), axis);
     DType dtype = InType(n, 0).dtype, idx = InType(n, 1).dtype;
+    const bool max = op == "scatter_max";
     return [=](const KernelArgs& a) {
-      DispatchArith(dtype, "scatter_add", [&](auto t) {
+      DispatchArith(dtype, op, [&](auto t) {
         using T = decltype(t);
         DispatchIndex(idx, [&](auto i) {
           auto* base = static_cast<const T*>(a.inputs[0]);
           auto* index = static_cast<const decltype(i)*>(a.inputs[1]);
           auto* src = static_cast<const T*>(a.inputs[2]);
           auto* out = static_cast<T*>(a.outputs[0]);
-          if (reference) cpu::ScatterAddRef(base, index, src, out, p);
+          if (max && reference) cpu::ScatterMaxRef(base, index, src, out, p);
+          else if (max) cpu::ScatterMax(base, index, src, out, p);
+          else if (reference) cpu::ScatterAddRef(base, index, src, out, p);
           else cpu::ScatterAdd(base, index, src, out, p);
         });
       });
@@ -246,25 +250,64 @@ void RegisterGather(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+std::vector<TensorType> InferScatter(const InferContext& c, const std::string& op) {
+  CheckArithType(c.in(0), op, "base");
+  CheckGather(c.in(0), c.in(1), c.attrs, op);
+  TG_CHECK(c.in(2).shape == c.in(1).shape && c.in(2).dtype == c.in(0).dtype, kShape,
+           op, ": expected src of type ", DTypeName(c.in(0).dtype),
+           ShapeToString(c.in(1).shape), ", got ", c.in(2).ToString());
+  return {c.in(0)};
+}
+
 void RegisterScatterAdd(OpRegistry& r) {
   OpDef d;
   d.name = "scatter_add";
   d.num_inputs = 3;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "base with src[m] added at (m with m[axis] = index[m]); duplicates accumulate.";
-  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    CheckArithType(c.in(0), "scatter_add", "base");
-    CheckGather(c.in(0), c.in(1), c.attrs, "scatter_add");
-    TG_CHECK(c.in(2).shape == c.in(1).shape && c.in(2).dtype == c.in(0).dtype, kShape,
-             "scatter_add: expected src of type ", DTypeName(c.in(0).dtype),
-             ShapeToString(c.in(1).shape), ", got ", c.in(2).ToString());
-    return {c.in(0)};
-  };
+  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_add"); };
   d.grad = [](const GradContext& g) -> std::vector<Value*> {
     return {g.GO(0), nullptr, g.b().Op1("gather", {g.GO(0), g.I(1)}, g.attrs())};
   };
-  d.kernels[DeviceKind::kCpu] = ScatterAddFactory(false);
-  d.kernels[DeviceKind::kReference] = ScatterAddFactory(true);
+  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_add", false);
+  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_add", true);
+  d.samples = {
+      Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
+      Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
+      Sample({F32({3, 4, 5}), I64({2, 3, 2}), F32({2, 3, 2})}, {N(), Ints(5), N()}, AxisIs(-1)),
+      Sample({F32({64, 300}), I64({64, 300}), F32({64, 300})}, {N(), Ints(300), N()}, AxisIs(1),
+             true)};
+  r.Register(std::move(d));
+}
+
+// The gradient of out = scatter_max(base, index, src): each position's gradient is split
+// evenly among the entries (base and the srcs written there) equal to its maximum, as
+// torch's scatter_reduce "amax" backward does.
+std::vector<Value*> GradScatterMax(const GradContext& g) {
+  Builder& b = g.b();
+  DType t = g.I(0)->type().dtype;
+  auto as_t = [&](Value* v) { return b.Op1("cast", {v}, {{"dtype", t}}); };
+  Value* out_at_src = b.Op1("gather", {g.O(0), g.I(1)}, g.attrs());
+  Value* src_is_max = as_t(b.Op1("eq", {g.I(2), out_at_src}));
+  Value* base_is_max = as_t(b.Op1("eq", {g.I(0), g.O(0)}));
+  Value* ties = b.Op1("scatter_add", {base_is_max, g.I(1), src_is_max}, g.attrs());
+  Value* share = b.Op1("div", {g.GO(0), ties});
+  Value* d_base = b.Op1("mul", {share, base_is_max});
+  Value* d_src = b.Op1("mul", {b.Op1("gather", {share, g.I(1)}, g.attrs()), src_is_max});
+  return {d_base, nullptr, d_src};
+}
+
+void RegisterScatterMax(OpRegistry& r) {
+  OpDef d;
+  d.name = "scatter_max";
+  d.num_inputs = 3;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "base with each src[m] maxed into (m with m[axis] = index[m]) (scatter_reduce "
+          "amax, include_self); gradient split evenly among tied maxima.";
+  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_max"); };
+  d.grad = GradScatterMax;
+  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_max", false);
+  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_max", true);
   d.samples = {
       Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
       Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
@@ -415,6 +458,7 @@ void RegisterEmbeddingBackward(OpRegistry& r) {
 void RegisterIndexOps(OpRegistry& r) {
   RegisterGather(r);
   RegisterScatterAdd(r);
+  RegisterScatterMax(r);
   RegisterIndexSelect(r);
   RegisterIndexAdd(r);
   RegisterIndexWrap(r);

@@ -200,7 +200,7 @@ class ScatterReduce(torch.nn.Module):
         return out, (out.tanh() ** 2).sum()
 
 
-@pytest.mark.parametrize("reduce", ["sum", "mean"])
+@pytest.mark.parametrize("reduce", ["sum", "mean", "amax", "amin"])
 @pytest.mark.parametrize("include_self", [True, False])
 def test_scatter_reduce_matches_eager(reduce, include_self):
     torch.manual_seed(0)
@@ -210,14 +210,36 @@ def test_scatter_reduce_matches_eager(reduce, include_self):
     assert_infers_and_trains_like_eager(ScatterReduce(reduce, include_self), args)
 
 
-def test_scatter_reduce_max_is_refused_by_name():
+@pytest.mark.parametrize("include_self", [True, False])
+def test_scatter_max_splits_the_gradient_among_ties_like_torch(include_self):
     class Max(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(4))
+
         def forward(self, x, index, src):
-            return x.scatter_reduce(0, index, src, "amax")
+            out = (x * self.w[:3]).scatter_reduce(0, index, src * self.w, "amax",
+                                                  include_self=include_self)
+            return out, (out * torch.tensor([1.0, 2.0, 3.0])).sum()
+
+    # Ties at positions 0 (two srcs, and x with include_self) and 2 (x and a src). Without
+    # include_self, x's values differ from the maxima: there torch's backward still counts
+    # x among the ties and drops its share (the shares sum to 2/3), where ours splits among
+    # the written values only (a valid subgradient).
+    x = torch.tensor([1.0, 0.0, 2.0]) if include_self else torch.tensor([0.5, 0.0, 1.5])
+    args = (x, torch.tensor([0, 0, 2, 1]), torch.tensor([1.0, 1.0, 2.0, -1.0]))
+    from parity import assert_trains_like_eager
+    assert_trains_like_eager(Max(), args, steps=2)
+
+
+def test_scatter_reduce_prod_is_refused_by_name():
+    class Prod(torch.nn.Module):
+        def forward(self, x, index, src):
+            return x.scatter_reduce(0, index, src, "prod")
 
     args = (torch.zeros(3), torch.tensor([0, 2, 2]), torch.ones(3))
-    with pytest.raises(NotImplementedError, match="scatter_reduce with reduce='amax'"):
-        tilegraph.inferenceModel(Max())(*args)
+    with pytest.raises(NotImplementedError, match="scatter_reduce with reduce='prod'"):
+        tilegraph.inferenceModel(Prod())(*args)
 
 
 def test_randperm_is_a_uniform_permutation():

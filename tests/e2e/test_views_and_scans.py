@@ -91,8 +91,10 @@ def test_bitwise_ops_on_floats_name_the_line():
 
 @pytest.mark.parametrize("mode, extra", [("sum", {}), ("mean", {}),
                                          ("mean", {"padding_idx": 2}),
-                                         ("sum", {"include_last_offset": True})],
-                         ids=["sum", "mean", "mean_padding_idx", "sum_last_offset"])
+                                         ("sum", {"include_last_offset": True}),
+                                         ("max", {}), ("max", {"padding_idx": 2})],
+                         ids=["sum", "mean", "mean_padding_idx", "sum_last_offset", "max",
+                              "max_padding_idx"])
 def test_embedding_bag_trains_like_eager(mode, extra):
     """nn.EmbeddingBag (recommendation models): bags by offsets, an empty bag included."""
     torch.manual_seed(0)

@@ -191,6 +191,43 @@ void ScatterAddRef(const T* base, const I* index, const T* src, T* out, const Ga
   for (int64_t i = 0; i < n; ++i) out[GatherOffsetRef(p, index, i)] += src[i];
 }
 
+// max(a, b) with NaN propagating from either side.
+template <typename T>
+T MaxKeepNan(T a, T b) {
+  if (a != a) return a;
+  return (b > a || b != b) ? b : a;
+}
+
+template <typename T, typename I>
+void ScatterMax(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  CheckIndices(index, Numel(p.index_shape), AxisSize(p));
+  if (out != base) std::memcpy(out, base, Numel(p.x_shape) * sizeof(T));
+  GatherLayout l = LayoutOf(p);
+  int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B));
+  ParallelFor(l.A, grain, [&](int64_t b, int64_t e) {
+    for (int64_t a = b; a < e; ++a) {
+      for (int64_t k = 0; k < l.K; ++k) {
+        int64_t row = (a * l.K + k) * l.B;
+        for (int64_t j = 0; j < l.B; ++j) {
+          T& o = out[l.pre[a] + index[row + j] * l.x_axis_stride + l.suf[j]];
+          o = MaxKeepNan(o, src[row + j]);
+        }
+      }
+    }
+  });
+}
+
+template <typename T, typename I>
+void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  int64_t n = Numel(p.index_shape);
+  CheckIndices(index, n, AxisSize(p));
+  for (int64_t i = 0; i < Numel(p.x_shape); ++i) out[i] = base[i];
+  for (int64_t i = 0; i < n; ++i) {
+    T& o = out[GatherOffsetRef(p, index, i)];
+    o = MaxKeepNan(o, src[i]);
+  }
+}
+
 template <typename I>
 void IndexSelect(const void* x, const I* index, void* out, const IndexSelectParams& p) {
   CheckIndices(index, p.n, p.dim);
@@ -295,6 +332,8 @@ void EmbeddingBackwardRef(const T* go, const I* index, T* gw, const EmbeddingBac
 #define TG_INSTANTIATE_TI(T, I)                                                                  \
   template void ScatterAdd<T, I>(const T*, const I*, const T*, T*, const GatherParams&);         \
   template void ScatterAddRef<T, I>(const T*, const I*, const T*, T*, const GatherParams&);      \
+  template void ScatterMax<T, I>(const T*, const I*, const T*, T*, const GatherParams&);         \
+  template void ScatterMaxRef<T, I>(const T*, const I*, const T*, T*, const GatherParams&);      \
   template void IndexAdd<T, I>(const T*, const I*, const T*, T*, const IndexSelectParams&);      \
   template void IndexAddRef<T, I>(const T*, const I*, const T*, T*, const IndexSelectParams&);   \
   template void EmbeddingBackward<T, I>(const T*, const I*, T*, const EmbeddingBackwardParams&); \

@@ -37,6 +37,12 @@ template <typename T, typename I>
 void ScatterAdd(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
 template <typename T, typename I>
 void ScatterAddRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
+// scatter_max: out = base, then out[pos] = max(out[pos], src[m]) for every write (NaN wins,
+// as in torch's scatter_reduce "amax" with include_self).
+template <typename T, typename I>
+void ScatterMax(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
+template <typename T, typename I>
+void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
 
 // index_select: x is [outer, dim, inner], index has n entries, out is [outer, n, inner].
 // index_add is its adjoint onto `base` (duplicates accumulate).
