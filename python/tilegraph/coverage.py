@@ -128,7 +128,7 @@ def _eager_losses(model, inputs, steps, lr):
         loss = loss_of(model(*inputs))
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     return torch.tensor(losses, dtype=torch.float64)
 
 
