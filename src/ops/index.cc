@@ -250,6 +250,15 @@ void RegisterGather(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+std::vector<OpSample> ScatterSamples() {
+  return {
+      Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
+      Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
+      Sample({F32({3, 4, 5}), I64({2, 3, 2}), F32({2, 3, 2})}, {N(), Ints(5), N()}, AxisIs(-1)),
+      Sample({F32({64, 300}), I64({64, 300}), F32({64, 300})}, {N(), Ints(300), N()}, AxisIs(1),
+             true)};
+}
+
 std::vector<TensorType> InferScatter(const InferContext& c, const std::string& op) {
   CheckArithType(c.in(0), op, "base");
   CheckGather(c.in(0), c.in(1), c.attrs, op);
@@ -271,12 +280,7 @@ void RegisterScatterAdd(OpRegistry& r) {
   };
   d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_add", false);
   d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_add", true);
-  d.samples = {
-      Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
-      Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
-      Sample({F32({3, 4, 5}), I64({2, 3, 2}), F32({2, 3, 2})}, {N(), Ints(5), N()}, AxisIs(-1)),
-      Sample({F32({64, 300}), I64({64, 300}), F32({64, 300})}, {N(), Ints(300), N()}, AxisIs(1),
-             true)};
+  d.samples = ScatterSamples();
   r.Register(std::move(d));
 }
 
@@ -308,12 +312,7 @@ void RegisterScatterMax(OpRegistry& r) {
   d.grad = GradScatterMax;
   d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_max", false);
   d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_max", true);
-  d.samples = {
-      Sample({F32({3, 4}), I64({3, 5}), F32({3, 5})}, {N(), Ints(4), N()}, AxisIs(1)),
-      Sample({F32({4, 3}), I64({6, 3}), F32({6, 3})}, {N(), Ints(4), N()}, AxisIs(0)),
-      Sample({F32({3, 4, 5}), I64({2, 3, 2}), F32({2, 3, 2})}, {N(), Ints(5), N()}, AxisIs(-1)),
-      Sample({F32({64, 300}), I64({64, 300}), F32({64, 300})}, {N(), Ints(300), N()}, AxisIs(1),
-             true)};
+  d.samples = ScatterSamples();
   r.Register(std::move(d));
 }
 

@@ -164,42 +164,12 @@ void GatherRef(const void* x, const I* index, void* out, const GatherParams& p) 
   }
 }
 
-template <typename T, typename I>
-void ScatterAdd(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
-  CheckIndices(index, Numel(p.index_shape), AxisSize(p));
-  if (out != base) std::memcpy(out, base, Numel(p.x_shape) * sizeof(T));
-  GatherLayout l = LayoutOf(p);
-  // Different prefix positions a write disjoint parts of out: safe to run in parallel.
-  int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, l.K * l.B));
-  ParallelFor(l.A, grain, [&](int64_t b, int64_t e) {
-    for (int64_t a = b; a < e; ++a) {
-      for (int64_t k = 0; k < l.K; ++k) {
-        int64_t row = (a * l.K + k) * l.B;
-        for (int64_t j = 0; j < l.B; ++j) {
-          out[l.pre[a] + index[row + j] * l.x_axis_stride + l.suf[j]] += src[row + j];
-        }
-      }
-    }
-  });
-}
-
-template <typename T, typename I>
-void ScatterAddRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
-  int64_t n = Numel(p.index_shape);
-  CheckIndices(index, n, AxisSize(p));
-  for (int64_t i = 0; i < Numel(p.x_shape); ++i) out[i] = base[i];
-  for (int64_t i = 0; i < n; ++i) out[GatherOffsetRef(p, index, i)] += src[i];
-}
-
-// max(a, b) with NaN propagating from either side.
-template <typename T>
-T MaxKeepNan(T a, T b) {
-  if (a != a) return a;
-  return (b > a || b != b) ? b : a;
-}
-
-template <typename T, typename I>
-void ScatterMax(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+// out = base, then out[pos(m)] = combine(out[pos(m)], src[m]) for every m: the one loop of
+// scatter_add and scatter_max. Different prefix positions write disjoint parts of out, so
+// they run in parallel; the reference runs every write serially in index order.
+template <typename T, typename I, typename Combine>
+void ScatterWith(const T* base, const I* index, const T* src, T* out, const GatherParams& p,
+                 Combine combine) {
   CheckIndices(index, Numel(p.index_shape), AxisSize(p));
   if (out != base) std::memcpy(out, base, Numel(p.x_shape) * sizeof(T));
   GatherLayout l = LayoutOf(p);
@@ -210,22 +180,55 @@ void ScatterMax(const T* base, const I* index, const T* src, T* out, const Gathe
         int64_t row = (a * l.K + k) * l.B;
         for (int64_t j = 0; j < l.B; ++j) {
           T& o = out[l.pre[a] + index[row + j] * l.x_axis_stride + l.suf[j]];
-          o = MaxKeepNan(o, src[row + j]);
+          o = combine(o, src[row + j]);
         }
       }
     }
   });
 }
 
-template <typename T, typename I>
-void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+template <typename T, typename I, typename Combine>
+void ScatterWithRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p,
+                    Combine combine) {
   int64_t n = Numel(p.index_shape);
   CheckIndices(index, n, AxisSize(p));
   for (int64_t i = 0; i < Numel(p.x_shape); ++i) out[i] = base[i];
   for (int64_t i = 0; i < n; ++i) {
     T& o = out[GatherOffsetRef(p, index, i)];
-    o = MaxKeepNan(o, src[i]);
+    o = combine(o, src[i]);
   }
+}
+
+template <typename T>
+T Plus(T a, T b) {
+  return a + b;
+}
+
+// max(a, b) with NaN propagating from either side.
+template <typename T>
+T MaxKeepNan(T a, T b) {
+  if (a != a) return a;
+  return (b > a || b != b) ? b : a;
+}
+
+template <typename T, typename I>
+void ScatterAdd(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWith(base, index, src, out, p, Plus<T>);
+}
+
+template <typename T, typename I>
+void ScatterAddRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWithRef(base, index, src, out, p, Plus<T>);
+}
+
+template <typename T, typename I>
+void ScatterMax(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWith(base, index, src, out, p, MaxKeepNan<T>);
+}
+
+template <typename T, typename I>
+void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWithRef(base, index, src, out, p, MaxKeepNan<T>);
 }
 
 template <typename I>
