@@ -101,6 +101,8 @@ class _Context:
         self.placement = 0  # the device of the FX node being translated (model parallelism)
         self.node = None
         self._constants = {}
+        from ._ragged import Rows
+        self.rows = Rows(self)  # masked selections x[mask]: their rows' validity
 
     # ---- access to FX values -------------------------------------------------------------
     def results(self, fx_node):
@@ -138,7 +140,8 @@ class _Context:
         return x.meta["val"] if isinstance(x, torch.fx.Node) else None
 
     def shape_of(self, x):
-        return [int(d) for d in self.meta(x).shape]
+        """x's shape; a masked selection's row count is its upper bound (_ragged)."""
+        return [self.rows.bound(d) for d in self.meta(x).shape]
 
     def dtype_of(self, x):
         dtype = tg_dtype(self.meta(x).dtype)
@@ -257,9 +260,19 @@ def _data_dependent(node):
 def _unsupported_report(gm):
     """Lines naming every op the engine cannot compile, with the user's file:line. An op
     whose output size depends on the data is named once, with what to write instead; the
-    size bookkeeping torch.export adds after it (sym_size, _assert_scalar, ...) is not."""
-    missing, origins, tainted = [], [], set()
+    size bookkeeping torch.export adds after it (sym_size, _assert_scalar, ...) is not. A
+    boolean-mask selection x[mask] is compiled when everything it feeds is row-wise work
+    ending in reductions (_ragged); what else it feeds is named."""
+    from . import _ragged
+    missing, origins, tainted, selected = [], [], set(), set()
     for node in gm.graph.nodes:
+        if node.op == "output":
+            for arg in node.all_input_nodes:
+                if arg in selected and _ragged.row_symbol(arg) is not None:
+                    origins.append(f"  boolean-mask indexing x[mask] returned from the "
+                                   f"model, from {user_location(arg) or '<unknown location>'}"
+                                   ": " + _DATA_DEPENDENT_ADVICE["index"][1])
+            continue
         if node.op != "call_function":
             continue
         symbols = _data_dependent(node)
@@ -267,14 +280,24 @@ def _unsupported_report(gm):
         for arg in node.all_input_nodes:
             inherited |= _data_dependent(arg)
         where = user_location(node) or "<unknown location>"
-        if symbols - inherited:
+        if symbols - inherited and _ragged.is_masked_selection(node):
+            selected.add(node)
+        elif symbols - inherited:
             name = getattr(node.target, "__name__", str(node.target)).split(".")[0]
             what, advice = _DATA_DEPENDENT_ADVICE.get(name, (str(node.target), ""))
             origins.append(f"  {what} ({node.target}) at {where}" + (f": {advice}" if advice
                                                                       else ""))
             tainted.add(node)
-        elif symbols or any(a in tainted for a in node.all_input_nodes):
+        elif any(a in tainted for a in node.all_input_nodes):
             tainted.add(node)
+        elif symbols or any(a in selected for a in node.all_input_nodes):
+            reason = _ragged.why_not(node)
+            if reason is not None:
+                origins.append(f"  boolean-mask indexing x[mask] used by {node.target} at "
+                               f"{where}: {reason}; " + _DATA_DEPENDENT_ADVICE["index"][1])
+                tainted.add(node)
+            elif _ragged.row_symbol(node) is not None or _ragged.is_bookkeeping(node):
+                selected.add(node)
         elif node.target not in TABLE:
             missing.append(f"  {node.target} at {where}")
     return origins, missing
@@ -443,7 +466,10 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         block = node_block(node)
         cx.placement = placement_of(block) if placement_of else 0
         cx.widened = _touches_half(node)
-        result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
+        if cx.rows.handles(node):
+            result = cx.rows.translate(node)
+        else:
+            result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
         if cx.widened:
             result = cx.narrow(node, result)
             cx.widened = False
