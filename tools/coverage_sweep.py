@@ -1,6 +1,6 @@
 """Generates docs/COVERAGE.md (and docs/coverage.json): which models tilegraph handles.
 
-    python3 tools/coverage_sweep.py                 # the whole sweep (~1.5 h on 2 cores)
+    python3 tools/coverage_sweep.py                 # the sweep (~1 h on 2 cores)
     python3 tools/coverage_sweep.py --quick         # a few models of each source
     python3 tools/coverage_sweep.py --only bert/QuestionAnswering,resnet18  # re-run some
     python3 tools/coverage_sweep.py --resume        # finish an interrupted sweep
@@ -35,6 +35,14 @@ TIMM = ["resnet18", "resnet50d", "mobilenetv3_small_100", "efficientnet_b0", "co
         "dla34", "ghostnet_100", "levit_128s", "poolformer_s12", "mobilevit_xxs",
         "edgenext_xx_small", "lcnet_050", "swin_tiny_patch4_window7_224", "cspresnet50",
         "rexnet_100", "mixer_s16_224", "efficientformer_l1", "hrnet_w18_small"]
+# torchvision: each architecture family's small variants and a few large ones (every
+# classification model with --all-torchvision, ~1.5 h more on 2 cores).
+TORCHVISION = ["alexnet", "convnext_tiny", "convnext_small", "convnext_base", "convnext_large",
+               "densenet121", "densenet161", "efficientnet_b0", "efficientnet_v2_s",
+               "googlenet", "inception_v3", "mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small",
+               "regnet_x_400mf", "regnet_y_400mf", "resnet18", "resnet50", "resnext50_32x4d",
+               "shufflenet_v2_x1_0", "squeezenet1_1", "swin_t", "swin_v2_t", "vgg11_bn",
+               "vit_b_16", "wide_resnet50_2"]
 QUICK = {"torchvision": ["resnet18", "mobilenet_v2", "squeezenet1_0"],
          "segmentation": ["lraspp_mobilenet_v3_large"], "timm": TIMM[:2],
          "transformers": ["gpt2/CausalLM", "bert/SequenceClassification"]}
@@ -95,13 +103,14 @@ def run_isolated(source, name):
     return results[0], results[1]
 
 
-def model_list(quick):
+def model_list(quick, all_torchvision=False):
     import torchvision.models as tvm
+    torchvision = tvm.list_models(module=tvm) if all_torchvision else TORCHVISION
     lists = {"family": FAMILIES,
              "transformers": QUICK["transformers"] if quick else zoo_wide.HF_MODELS,
              "timm": QUICK["timm"] if quick else TIMM,
              "segmentation": QUICK["segmentation"] if quick else SEGMENTATION,
-             "torchvision": QUICK["torchvision"] if quick else tvm.list_models(module=tvm)}
+             "torchvision": QUICK["torchvision"] if quick else torchvision}
     return [(source, name) for source, names in lists.items() for name in names]
 
 
@@ -215,6 +224,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="comma-separated model names to re-run")
+    parser.add_argument("--all-torchvision", action="store_true",
+                        help="every torchvision classification model, not the sample")
     parser.add_argument("--resume", action="store_true",
                         help="keep the rows already in the JSON, run the rest")
     parser.add_argument("--out", default="docs/COVERAGE.md")
@@ -222,7 +233,7 @@ def main():
     torch.set_num_threads(2)
     out_json = os.path.splitext(args.out)[0].lower() + ".json"
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    models, previous = model_list(args.quick), {}
+    models, previous = model_list(args.quick, args.all_torchvision), {}
     if args.only or args.resume:
         wanted = set(args.only.split(",")) if args.only else set()
         with open(out_json) as f:
@@ -230,7 +241,8 @@ def main():
                                                     r["train"])
                         for r in json.load(f) if r["model"] not in wanted}
     rows = sweep(models, previous, out_json)
-    command = "python3 tools/coverage_sweep.py" + (" --quick" if args.quick else "")
+    command = "python3 tools/coverage_sweep.py" + (" --quick" if args.quick else "") + (
+        " --all-torchvision" if args.all_torchvision else "")
     write(rows, args.out, out_json, command)
     print(f"wrote {args.out}")
 
