@@ -1,6 +1,7 @@
 """ATen table entries for the rest of the spatial Core ATen ops, written with the IR's 2-D
 ops: 3-D convolution and pooling, the 2-D pooling / convolution backward overloads (when a
-model calls them itself), col2im (F.fold) and pairwise distances (cdist, pdist).
+model calls them itself), col2im (F.fold), vector norms and pairwise distances (cdist,
+pdist).
 
 3-D pooling is separable: a 3-D window is the product of per-axis windows, so max (and the
 average, whose divisor is a product of per-axis counts in every PyTorch mode) over (h, w)
@@ -9,6 +10,8 @@ order). A 3-D convolution is a sum over the kernel's depth taps of 2-D convoluti
 depth-strided slices, the slices stacked into the batch. Gradients come from the IR ops'
 own gradients.
 """
+import math
+
 import numpy as np
 
 from ._aten import _pair, aten, handles
@@ -211,26 +214,39 @@ def _col2im(cx, n, cols, output_size, kernel_size, dilation, padding, stride):
 
 
 # ---- pairwise distances --------------------------------------------------------------------
-def _p_norm_last(cx, n, diff, p):
-    """The p-norm over the last axis of `diff`, with gradient 0 where the norm is 0 (as
-    PyTorch's cdist / pdist backward), not the NaN of d/ds s^(1/p) at 0."""
+def p_norm(cx, n, x, p, axes, keepdim=False):
+    """The p-norm of x over `axes` ([] = all), with gradient 0 where the norm is 0 (as
+    PyTorch's norm, cdist and pdist backward define it), not the NaN of d/ds s^(1/p) at 0."""
     dtype = cx.dtype_of(n)
-    mag = cx.op("abs", [diff])
+    attrs = {"axes": list(axes), "keepdim": bool(keepdim)}
+    mag = cx.op("abs", [x])
     if p == 0:
         nonzero = cx.cast(cx.op("ne", [mag, cx.scalar(0.0, None, dtype)]), dtype)
-        return cx.op("sum", [nonzero], {"axes": [-1], "keepdim": False})
-    if p == float("inf"):
-        return cx.op("amax", [mag], {"axes": [-1], "keepdim": False})
+        return cx.op("sum", [nonzero], attrs)
+    if p == math.inf:
+        return cx.op("amax", [mag], attrs)
+    if p == -math.inf:
+        return cx.op("neg", [cx.op("amax", [cx.op("neg", [mag])], attrs)])
     if p == 1:
-        return cx.op("sum", [mag], {"axes": [-1], "keepdim": False})
-    powered = cx.op("mul", [diff, diff]) if p == 2 else cx.op("pow_scalar", [mag],
-                                                                  {"exponent": float(p)})
-    s = cx.op("sum", [powered], {"axes": [-1], "keepdim": False})
+        return cx.op("sum", [mag], attrs)
+    powered = cx.op("mul", [x, x]) if p == 2 else cx.op("pow_scalar", [mag],
+                                                          {"exponent": float(p)})
+    s = cx.op("sum", [powered], attrs)
     positive = cx.op("gt", [s, cx.scalar(0.0, None, dtype)])
     safe = cx.op("where", [positive, s, cx.scalar(1.0, None, dtype)])
     root = cx.op("sqrt", [safe]) if p == 2 else cx.op("pow_scalar", [safe],
                                                       {"exponent": 1.0 / float(p)})
     return cx.op("where", [positive, root, cx.scalar(0.0, None, dtype)])
+
+
+@handles(aten.linalg_vector_norm.default)
+def _vector_norm(cx, n, x, ord=2, dim=None, keepdim=False, dtype=None):
+    """torch.linalg.vector_norm (x.norm(), F.normalize): kept whole at capture so that its
+    gradient at a zero vector is 0, as PyTorch's, instead of the NaN its decomposition
+    (pow(sum(x**2), 0.5)) gives there."""
+    x_ = cx.cast(cx.v(x), cx.dtype_of(n))
+    axes = [] if dim is None else [dim] if isinstance(dim, int) else list(dim)
+    return p_norm(cx, n, x_, float(ord), axes, keepdim)
 
 
 @handles(aten._cdist_forward.default)
@@ -240,7 +256,7 @@ def _cdist(cx, n, x1, x2, p, compute_mode=None):
     s1, s2 = cx.shape_of(x1), cx.shape_of(x2)
     a = cx.op("reshape", [cx.v(x1)], {"shape": s1[:-1] + [1, s1[-1]]})
     b = cx.op("reshape", [cx.v(x2)], {"shape": s2[:-2] + [1] + s2[-2:]})
-    return _p_norm_last(cx, n, cx.op("sub", [a, b]), float(p))
+    return p_norm(cx, n, cx.op("sub", [a, b]), float(p), [-1])
 
 
 @handles(aten._pdist_forward.default)
@@ -251,7 +267,7 @@ def _pdist(cx, n, x, p=2.0):
     i, j = np.triu_indices(rows, k=1)
     pick = lambda idx: cx.op("index_select", [cx.v(x), cx.g.add_constant(  # noqa: E731
         np.ascontiguousarray(idx, dtype=np.int64))], {"axis": 0})
-    return _p_norm_last(cx, n, cx.op("sub", [pick(i), pick(j)]), float(p))
+    return p_norm(cx, n, cx.op("sub", [pick(i), pick(j)]), float(p), [-1])
 
 
 # ---- 1-D pooling (as 2-D pooling of height 1) ---------------------------------------------

@@ -368,13 +368,16 @@ def export(model, example_args, example_kwargs=None):
 
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
-    scaled_dot_product_attention (its fused attention op, see _aten._sdpa); plus PyTorch's
+    scaled_dot_product_attention (its fused attention op, see _aten._sdpa) and
+    linalg_vector_norm (a zero vector's gradient, see _aten_spatial); plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
     (core_aten.DECOMPOSED_AT_CAPTURE)."""
     from torch._decomp import decomposition_table
     from .core_aten import DECOMPOSED_AT_CAPTURE, overload_named
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    # Norms: their decomposition's gradient is NaN at a zero vector (_aten_spatial.p_norm).
+    table.pop(torch.ops.aten.linalg_vector_norm.default, None)
     for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table

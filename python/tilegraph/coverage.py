@@ -45,6 +45,7 @@ def load_case(spec, *call_args):
 def op_usage(model, inputs):
     """({aten overload name: (count, supported, first user location)}, the data-dependent
     ops' descriptions) for the exported model."""
+    from . import _ragged
     from ._capture import _unsupported_report
     gm = export(model, inputs).graph_module
     usage = collections.OrderedDict()
@@ -52,7 +53,8 @@ def op_usage(model, inputs):
         if node.op != "call_function":
             continue
         name = str(node.target)
-        count, supported, where = usage.get(name, (0, node.target in TABLE, ""))
+        count, supported, where = usage.get(name, (0, node.target in TABLE or
+                                                   _ragged.is_bookkeeping(node), ""))
         usage[name] = (count + 1, supported, where or user_location(node))
     return usage, [line.strip() for line in _unsupported_report(gm)[0]]
 

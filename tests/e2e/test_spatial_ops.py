@@ -277,3 +277,27 @@ def test_class_weighted_cross_entropy_matches_eager(reduction):
     torch.manual_seed(0)
     x = torch.randn(6, 6, generator=torch.Generator().manual_seed(1))
     assert_infers_and_trains_like_eager(Weighted(), (x, torch.tensor([0, 1, 3, 2, 1, 0])))
+
+
+class Normalized(torch.nn.Module):
+    """Cosine similarity of F.normalize'd rows (Swin V2's attention), one row all zeros:
+    its norm's gradient is 0 there, as PyTorch defines it (the decomposition pow(sum(x**2),
+    0.5) gives NaN)."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p, self.a = p, torch.nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        h = F.normalize(self.a(x), dim=-1) if self.p == 2 else \
+            self.a(x) / self.a(x).norm(p=self.p, dim=-1, keepdim=True).clamp_min(1e-6)
+        sim = h @ h.t()
+        return sim, (sim * torch.arange(16.0).reshape(4, 4)).sum() + self.a(x).norm(p=self.p)
+
+
+@pytest.mark.parametrize("p", [2, 1, 3, float("inf")])
+def test_norms_match_eager_with_a_zero_row(p):
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    x[2] = 0  # a zero row: its norm is 0
+    assert_infers_and_trains_like_eager(Normalized(p), (x,), loss_of=lambda out: out[-1])
