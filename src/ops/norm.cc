@@ -102,7 +102,8 @@ std::vector<Value*> GradBatchNormTrain(const GradContext& c) {
   Value *x = c.I(0), *w = c.I(1);
   Value *dx = nullptr, *dw = nullptr, *db = nullptr;
   if (c.GO(0) != nullptr) {
-    auto g = b.Op("batch_norm_backward", {c.GO(0), x, w, c.O(1), c.O(2)});
+    auto g = b.Op("batch_norm_backward", {c.GO(0), x, w, c.O(1), c.O(2)},
+                  {{"eps", GetFloat(c.attrs(), "eps")}});
     dx = g[0], dw = g[1], db = g[2];
   }
   const Shape& xs = x->type().shape;
@@ -277,7 +278,9 @@ std::vector<OpSample> BatchNormBackwardSamples() {
   auto init = std::vector<InputInit>(4, InputInit::Normal());
   init.push_back(InputInit::Uniform(0.5, 2.0));
   return {Sample({{4, 3}, {4, 3}, {3}, {3}, {3}}, {}, init),
-          Sample({{2, 3, 4, 4}, {2, 3, 4, 4}, {3}, {3}, {3}}, {}, init)};
+          Sample({{2, 3, 4, 4}, {2, 3, 4, 4}, {3}, {3}, {3}}, {}, init),
+          // statistics recomputed from x (the mean / invstd inputs are then unused)
+          Sample({{2, 3, 1, 1}, {2, 3, 1, 1}, {3}, {3}, {3}}, {{"eps", 1e-5}}, init)};
 }
 
 std::vector<OpSample> LayerNormSamples() {
@@ -339,10 +342,18 @@ void RegisterBatchNorm(OpRegistry& r) {
   b.name = "batch_norm_backward";
   b.num_inputs = 5;
   b.num_outputs = 3;
+  // eps >= 0: the forward's eps, and the statistics are recomputed from x in double; the
+  // default (-1) uses the saved mean / invstd inputs as they are.
+  b.attrs = {{"eps", -1.0}};
   b.infer = InferBatchNormBackward;
   b.not_differentiable = true;
   SetKernels<cpu::BatchNormParams>(
-      b, [](const Node& n) { return BatchNormParamsOfNode(n, 1); },
+      b,
+      [](const Node& n) {
+        auto p = BatchNormParamsOfNode(n, 1);
+        p.recompute_stats = p.eps >= 0;
+        return p;
+      },
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
         cpu::BatchNormBackward<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), In<T>(a, 3),

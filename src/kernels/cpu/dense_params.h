@@ -37,6 +37,9 @@ struct Pool2dParams {
 struct BatchNormParams {
   int64_t n = 0, c = 0, s = 0;
   double eps = 1e-5;
+  // batch_norm_backward: recompute the batch statistics from x in double (with eps) instead
+  // of reading the saved, T-rounded mean / invstd.
+  bool recompute_stats = false;
 };
 
 // layer norm: x viewed as [rows, d], statistics per row, weight / bias of size d.

@@ -26,24 +26,36 @@ void ForChannelRuns(const BatchNormParams& p, int64_t c, Fn&& fn) {
   for (int64_t n = 0; n < p.n; ++n) fn((n * p.c + c) * p.s);
 }
 
+// Channel c's batch mean and (biased) variance, in double, from x itself.
+template <typename T>
+void ChannelStats(const BatchNormParams& p, const T* x, int64_t c, double* mean, double* var) {
+  const double count = static_cast<double>(p.n * p.s);
+  double sum = 0, sq = 0;
+  ForChannelRuns(p, c, [&](int64_t o) { sum += vmath::SumLanes(x + o, p.s); });
+  const double m = sum / count;
+  ForChannelRuns(p, c, [&](int64_t o) { sq += vmath::SumSquaredDeviation(x + o, p.s, m); });
+  *mean = m;
+  *var = sq / count;
+}
+
 }  // namespace
 
 template <typename T>
 void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
                     T* invstd, T* var, bool parallel) {
-  const double count = static_cast<double>(p.n * p.s);
   ForRange(p.c, parallel, [&](int64_t c) {
-    double sum = 0;
-    ForChannelRuns(p, c, [&](int64_t o) { sum += vmath::SumLanes(x + o, p.s); });
-    double m = sum / count, sq = 0;
-    ForChannelRuns(p, c, [&](int64_t o) { sq += vmath::SumSquaredDeviation(x + o, p.s, m); });
-    double v = sq / count, is = 1.0 / std::sqrt(v + p.eps);
+    double m = 0, v = 0;
+    ChannelStats(p, x, c, &m, &v);
+    double is = 1.0 / std::sqrt(v + p.eps);
     mean[c] = static_cast<T>(m);
     var[c] = static_cast<T>(v);
     invstd[c] = static_cast<T>(is);
-    double scale = is * w[c], shift = b[c] - m * scale;
+    // (x - m) * scale + b, not x * scale + (b - m * scale): an element equal to the mean
+    // (every element of a constant channel, a dead ReLU's) must give exactly b, as in
+    // PyTorch, or a following ReLU sees +-1e-17 and its mask differs from eager's.
+    const double scale = is * w[c], shift = b[c];
     ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>(x[o + i] * scale + shift);
+      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>((x[o + i] - m) * scale + shift);
     });
   });
 }
@@ -52,10 +64,10 @@ template <typename T>
 void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const T* b,
                         const T* running_mean, const T* running_var, T* y, bool parallel) {
   ForRange(p.c, parallel, [&](int64_t c) {
-    double scale = w[c] / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
-    double shift = b[c] - running_mean[c] * scale;
+    const double scale = w[c] / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
+    const double m = running_mean[c], shift = b[c];
     ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>(x[o + i] * scale + shift);
+      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>((x[o + i] - m) * scale + shift);
     });
   });
 }
@@ -65,7 +77,16 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
   const double count = static_cast<double>(p.n * p.s);
   ForRange(p.c, parallel, [&](int64_t c) {
+    // Recomputed statistics: the saved mean / invstd are rounded to T, and with few values
+    // per channel (2 at 1x1 spatial, batch 2) 1/sigma is large, so x-hat from rounded
+    // statistics leaves rounding-sized components the projection below should remove,
+    // amplified by 1/sigma into the gradients (PyTorch's statistics are double).
     double m = mean[c], is = invstd[c], sum_dy = 0, sum_dy_xc = 0;
+    if (p.recompute_stats) {
+      double v = 0;
+      ChannelStats(p, x, c, &m, &v);
+      is = 1.0 / std::sqrt(v + p.eps);
+    }
     ForChannelRuns(p, c, [&](int64_t o) {
       sum_dy += vmath::SumLanes(dy + o, p.s);
       sum_dy_xc += vmath::SumProductDeviation(dy + o, x + o, p.s, m);

@@ -16,7 +16,8 @@ void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b
 template <typename T>
 void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const T* b,
                         const T* running_mean, const T* running_var, T* y, bool parallel);
-// Gradients of BatchNormTrain's y with batch statistics (mean, invstd as saved).
+// Gradients of BatchNormTrain's y with batch statistics: mean, invstd as saved, or (with
+// p.recompute_stats) recomputed from x in double exactly as the forward computed them.
 template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel);
