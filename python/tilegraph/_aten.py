@@ -1091,12 +1091,20 @@ def _scatter(cx, n, x, dim, index, src):
     else:
         src_ = cx.op("full", [], {"shape": ishape, "value": float(src),
                                   "dtype": "dtype:" + compute})
+    base, count, written = scatter_sums(cx, x, dim, index, src_, compute)
+    return _mean_of_writes(cx, base, count, written, dtype)
+
+
+def scatter_sums(cx, x, dim, index, src_, compute):
+    """(x, writes per position, sum of the values written there), in `compute`: what
+    scatter and scatter_reduce build their rules from."""
     base = cx.cast(cx.v(x), compute)
     zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
-    ones = cx.op("full", [], {"shape": ishape, "value": 1.0, "dtype": "dtype:" + compute})
+    ones = cx.op("full", [], {"shape": cx.shape_of(index), "value": 1.0,
+                              "dtype": "dtype:" + compute})
     count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
     written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
-    return _mean_of_writes(cx, base, count, written, dtype)
+    return base, count, written
 
 
 @handles(aten.topk.default)
@@ -1259,9 +1267,9 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
         keep = cx.cast(cx.op("ne", [cx.v(indices), cx.scalar(padding_idx, None, "i64")]), dtype)
         rows = cx.op("mul", [rows, cx.op("reshape", [keep], {"shape": [count_rows, 1]})])
     width = cx.shape_of(weight)[1]
+    unused = [cx.unavailable(n, what) for what in ("offset2bag", "bag_size", "max_indices")]
     if mode == 2:
-        return [_bag_max(cx, rows, keep, bag_of, bags, width, dtype)] + [
-            cx.unavailable(n, what) for what in ("offset2bag", "bag_size", "max_indices")]
+        return [_bag_max(cx, rows, keep, bag_of, bags, width, dtype)] + unused
     if per_sample_weights is not None:
         w = cx.op("reshape", [cx.cast(cx.v(per_sample_weights), dtype)],
                   {"shape": [count_rows, 1]})
@@ -1276,8 +1284,7 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
                                      bag_of, ones], {"axis": 0})
         counts = cx.op("maximum", [counts, cx.scalar(1.0, None, dtype)])
         out = cx.op("div", [out, cx.op("reshape", [counts], {"shape": [bags, 1]})])
-    return [out] + [cx.unavailable(n, what) for what in ("offset2bag", "bag_size",
-                                                         "max_indices")]
+    return [out] + unused
 
 
 def _reflect(cx, c, size, align_corners, dtype):

@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-from ._aten import _leading_part, _mean_of_writes, _write_dtype, aten, handles
+from ._aten import (_leading_part, _mean_of_writes, _write_dtype, aten, handles,
+                    scatter_sums)
 
 
 @handles(aten.masked_scatter.default)
@@ -48,11 +49,7 @@ def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
     if reduce == "amin":
         base, src_ = cx.op("neg", [base]), cx.op("neg", [src_])
     if not include_self:
-        zeros = cx.op("full", [], {"shape": cx.shape_of(n), "value": 0.0,
-                                   "dtype": "dtype:" + dtype})
-        ones = cx.op("full", [], {"shape": cx.shape_of(index), "value": 1.0,
-                                  "dtype": "dtype:" + dtype})
-        count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
+        _, count, _ = scatter_sums(cx, x, dim, index, src_, dtype)
         hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
         base = cx.op("where", [hit, cx.scalar(lowest(dtype), None, dtype), base])
     out = cx.op("scatter_max", [base, cx.v(index), src_], {"axis": dim})
@@ -77,11 +74,7 @@ def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
     src_ = cx.cast(cx.v(src), compute)
     if cx.shape_of(src) != ishape:
         src_ = _leading_part(cx, src_, cx.shape_of(src), ishape)
-    base = cx.cast(cx.v(x), compute)
-    zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
-    ones = cx.op("full", [], {"shape": ishape, "value": 1.0, "dtype": "dtype:" + compute})
-    count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
-    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
+    base, count, written = scatter_sums(cx, x, dim, index, src_, compute)
     if include_self:
         written = cx.op("add", [written, base])
         count = cx.op("add", [count, cx.scalar(1.0, None, compute)])

@@ -56,13 +56,10 @@ def _max_pool3d(cx, n, x, kernel_size, stride=(), padding=0, dilation=1, ceil_mo
     k, p, dil = _triple(kernel_size), _triple(padding), _triple(dilation)
     s = _triple(stride) if stride else k
 
-    def attrs(axes):
-        return {"kernel_size": [k[a] for a in axes], "stride": [s[a] for a in axes],
-                "padding": [p[a] for a in axes], "dilation": [dil[a] for a in axes],
-                "ceil_mode": ceil_mode}
-    hw = attrs([1, 2])
-    depth = {key: [v[0], 1] if key != "ceil_mode" else v for key, v in attrs([0]).items()}
-    depth["padding"] = [p[0], 0]
+    hw = {"kernel_size": k[1:], "stride": s[1:], "padding": p[1:], "dilation": dil[1:],
+          "ceil_mode": ceil_mode}
+    depth = {"kernel_size": [k[0], 1], "stride": [s[0], 1], "padding": [p[0], 0],
+             "dilation": [dil[0], 1], "ceil_mode": ceil_mode}
     y = _pool_3d(cx, n, x, "max_pool2d", hw, depth)
     return [y, cx.unavailable(n, "max_pool3d indices")]
 

@@ -90,8 +90,6 @@ def is_masked_selection(node):
 def why_not(node):
     """None if the ragged node `node` (its result or an input has the row count) can be
     compiled here, else what stops it."""
-    if node.op == "output":
-        return "returns a tensor whose size depends on the data"
     if is_bookkeeping(node) or is_masked_selection(node):
         return None
     if not hasattr(node.target, "tags"):
@@ -177,9 +175,7 @@ class Rows:
         x, mask = node.args[0], node.args[1][0]
         symbol = row_symbol(node)
         mshape, xshape = cx.shape_of(mask), cx.shape_of(x)
-        rows = 1
-        for d in mshape:
-            rows *= d
+        rows = int(np.prod(mshape, dtype=np.int64))
         self.bounds[symbol] = rows
         valid = cx.op("reshape", [cx.v(mask)], {"shape": [rows]})
         self.valid[symbol] = valid

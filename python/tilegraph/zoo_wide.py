@@ -178,17 +178,16 @@ class HFCall(torch.nn.Module):
 def _hf_labels(head, config, ids, batch, g):
     if head in ("CausalLM",):
         return {"labels": ids}
+    if head == "PreTraining" and config.model_type == "electra":  # replaced-token labels
+        return {"labels": torch.randint(0, 2, ids.shape, generator=g)}
     if head in ("MaskedLM", "PreTraining", "TokenClassification"):
         labels = torch.full_like(ids, -100)
         classes = config.num_labels if head == "TokenClassification" else VOCAB
         labels[:, 1::3] = torch.randint(0, classes, labels[:, 1::3].shape, generator=g)
-        extra = {}
-        if head == "PreTraining" and hasattr(config, "type_vocab_size") and \
-                type(config).__name__ == "BertConfig":
-            extra["next_sentence_label"] = torch.randint(0, 2, (batch,), generator=g)
-        if head == "PreTraining" and type(config).__name__ == "ElectraConfig":
-            return {"labels": torch.randint(0, 2, ids.shape, generator=g)}
-        return {"labels": labels, **extra}
+        if head == "PreTraining":  # BERT: masked LM + next sentence
+            return {"labels": labels,
+                    "next_sentence_label": torch.randint(0, 2, (batch,), generator=g)}
+        return {"labels": labels}
     if head in ("SequenceClassification", "ImageClassification"):
         return {"labels": torch.randint(0, config.num_labels, (batch,), generator=g)}
     if head == "QuestionAnswering":
