@@ -24,10 +24,12 @@ ALLOWED = {
     "lowering": {"ops", "ir", "kernels", "support"},
     "devices": {"kernels", "support"},
     "runtime": {"lowering", "passes", "parallel", "devices", "ops", "ir", "kernels", "support"},
+    "onnx": {"runtime", "autodiff", "lowering", "passes", "parallel", "devices", "ops", "ir",
+             "kernels", "support"},
 }
 LIBRARY = {"support": "tg_support", "ir": "tg_ir", "kernels": "tg_kernels_cpu", "ops": "tg_ops",
            "autodiff": "tg_autodiff", "passes": "tg_passes", "parallel": "tg_parallel", "lowering": "tg_lowering",
-           "devices": "tg_devices", "runtime": "tg_runtime"}
+           "devices": "tg_devices", "runtime": "tg_runtime", "onnx": "tg_onnx"}
 INCLUDE = re.compile(r'^\s*#include\s+"([a-z_]+)/', re.M)
 
 

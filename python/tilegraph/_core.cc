@@ -19,60 +19,16 @@
 #include "parallel/gradient_all_reduce.h"
 #include "runtime/executable.h"
 #include "support/error.h"
+#include "_core_arrays.h"
 
 namespace nb = nanobind;
 using namespace tg;
+using tg::py::Array;
+using tg::py::ViewOf;
+using tg::py::TensorOf;
+using tg::py::ToNumpy;
 
 namespace {
-
-DType DTypeFromNumpy(const nb::dlpack::dtype& dt) {
-  using nb::dlpack::dtype_code;
-  auto code = static_cast<dtype_code>(dt.code);
-  if (code == dtype_code::Float && dt.bits == 32) return DType::kF32;
-  if (code == dtype_code::Float && dt.bits == 64) return DType::kF64;
-  if (code == dtype_code::Float && dt.bits == 16) return DType::kF16;
-  if (code == dtype_code::Bfloat && dt.bits == 16) return DType::kBF16;
-  if (code == dtype_code::Int && dt.bits == 64) return DType::kI64;
-  if (code == dtype_code::Int && dt.bits == 32) return DType::kI32;
-  if (code == dtype_code::Bool) return DType::kBool;
-  throw nb::type_error("unsupported array dtype");
-}
-
-using Array = nb::ndarray<nb::c_contig, nb::device::cpu>;
-
-TensorView ViewOf(const Array& a) {
-  TensorView v;
-  v.data = a.data();
-  v.type.dtype = DTypeFromNumpy(a.dtype());
-  for (size_t i = 0; i < a.ndim(); ++i) v.type.shape.push_back(static_cast<int64_t>(a.shape(i)));
-  return v;
-}
-
-HostTensor TensorOf(const Array& a) {
-  TensorView v = ViewOf(a);
-  return HostTensor(v.type, v.data);
-}
-
-// Hands a HostTensor to numpy without copying.
-nb::object ToNumpy(HostTensor t) {
-  auto* owned = new HostTensor(std::move(t));
-  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<HostTensor*>(p); });
-  std::vector<size_t> shape(owned->type().shape.begin(), owned->type().shape.end());
-  nb::dlpack::dtype dt;
-  switch (owned->type().dtype) {
-    case DType::kF32: dt = nb::dtype<float>(); break;
-    case DType::kF64: dt = nb::dtype<double>(); break;
-    case DType::kI64: dt = nb::dtype<int64_t>(); break;
-    case DType::kI32: dt = nb::dtype<int32_t>(); break;
-    case DType::kBool: dt = nb::dtype<bool>(); break;
-    case DType::kF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}; break;
-    // numpy has no bfloat16: bf16 comes back as its uint16 bits (tilegraph._engine_io
-    // views them as torch.bfloat16).
-    case DType::kBF16: dt = nb::dtype<uint16_t>(); break;
-  }
-  nb::ndarray<nb::numpy> arr(owned->data(), shape.size(), shape.data(), owner, nullptr, dt);
-  return nb::cast(arr);
-}
 
 TensorType MakeType(const std::string& dtype, const std::vector<int64_t>& shape) {
   auto d = ParseDType(dtype);
@@ -147,6 +103,8 @@ PyObject* TilegraphErrorClass(const char* name) {
 }
 
 }  // namespace
+
+void BindOnnx(nb::module_& m);  // _core_onnx.cc
 
 NB_MODULE(_core, m) {
   m.doc() = "tilegraph C++ core";
@@ -488,6 +446,7 @@ NB_MODULE(_core, m) {
   }, nb::arg("bytes"), nb::arg("iterations"));
   m.def("mpi_abort", [](int code) { MpiAbort(code); },
         "Ends every process of the MPI launch now (after an uncaught error).");
+  BindOnnx(m);
   m.def("registered_ops", [] {
     std::vector<std::string> names;
     for (const OpDef* d : OpRegistry::Global().All()) names.push_back(d->name);

@@ -1,0 +1,218 @@
+"""ONNX models through tilegraph: PopART's role, on the same C++ core as the PyTorch front end.
+
+    import tilegraph.onnx as tgx
+    sess = tgx.InferenceSession("resnet50.onnx")          # ONNX Runtime's surface
+    (logits,) = sess.run(None, {"input": images})
+
+    train = tgx.TrainingSession("mlp.onnx", loss="loss", optimizer=tgx.SGD(lr=0.05, momentum=0.9),
+                                data_flow=tgx.DataFlow(batches_per_step=50, mode="sum"))
+    out = train.run({"x": xs, "labels": ys})             # xs: [50, batch, ...]
+    train.save("trained.onnx")
+
+The import (ONNX -> tilegraph IR), autodiff, optimizer, compilation and execution are the C++
+library's (src/onnx/, `tg::InferenceSession` / `tg::TrainingSession`); this module converts
+arguments. tilegraph compiles static shapes: an InferenceSession compiles once per distinct set
+of input shapes it is fed (symbolic dimensions take the fed sizes), a TrainingSession for the
+shapes given in `input_shapes` or stated by the model.
+"""
+from dataclasses import dataclass, field
+import os
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["DataFlow", "SGD", "Adam", "AdamW", "NodeArg", "InferenceSession", "TrainingSession",
+           "supported_ops"]
+
+
+def supported_ops():
+    """The ONNX op types (default domain) tilegraph imports."""
+    return list(_core.onnx_supported_ops())
+
+
+@dataclass
+class DataFlow:
+    """How many steps one run takes and what of each anchor returns (PopART's DataFlow):
+    mode "all" (every step: [batches_per_step, ...]), "final", "sum", or "every_n"."""
+    batches_per_step: int = 1
+    mode: str = "all"
+    every_n: int = 1
+    anchors: list = field(default_factory=list)  # value names; empty: the model's outputs
+
+
+@dataclass
+class SGD:
+    lr: float = 0.01
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    kind = "sgd"
+
+
+@dataclass
+class Adam:
+    lr: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    kind = "adam"
+
+
+@dataclass
+class AdamW(Adam):
+    weight_decay: float = 0.01
+    kind = "adamw"
+
+
+@dataclass
+class NodeArg:
+    """An input or output as ONNX Runtime describes it."""
+    name: str
+    shape: list
+    type: str
+
+
+_NUMPY_OF = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
+             "i32": np.int32, "bool": np.bool_}
+_ORT_TYPE = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 5: "tensor(int16)",
+             6: "tensor(int32)", 7: "tensor(int64)", 9: "tensor(bool)", 10: "tensor(float16)",
+             11: "tensor(double)", 16: "tensor(bfloat16)"}
+
+
+def _model_bytes(model):
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            return f.read()
+    if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
+        return model.SerializeToString()
+    raise TypeError(f"expected a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
+
+
+def _describe(values, initializers):
+    """NodeArgs of ValueInfoProtos (needs the onnx package, for metadata only)."""
+    args = []
+    for v in values:
+        if v.name in initializers:
+            continue
+        t = v.type.tensor_type
+        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                 for d in t.shape.dim]
+        args.append(NodeArg(v.name, shape, _ORT_TYPE.get(t.elem_type, f"tensor({t.elem_type})")))
+    return args
+
+
+class _Session:
+    def __init__(self, model):
+        self._bytes = _model_bytes(model)
+        import onnx  # metadata only: names, stated shapes
+        proto = onnx.load_model_from_string(self._bytes)
+        inits = {i.name for i in proto.graph.initializer}
+        self._inputs = _describe(proto.graph.input, inits)
+        self._outputs = _describe(proto.graph.output, set())
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+    @staticmethod
+    def _feed(sess, name, value, leading):
+        dtype, shape = sess.input_type(name)
+        a = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_OF[dtype])
+        return a.reshape(leading + tuple(shape)) if leading else a
+
+
+class InferenceSession(_Session):
+    """ONNX Runtime's InferenceSession surface: run(output_names, input_feed) -> list of arrays.
+
+    `sess_options` and `providers` are accepted for compatibility and ignored (tilegraph runs
+    on its own CPU device). `input_shapes` fixes symbolic dimensions up front; otherwise each
+    distinct set of fed shapes compiles once."""
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, *, input_shapes=None,
+                 replicas=1):
+        super().__init__(path_or_bytes)
+        self._fixed = {k: list(v) for k, v in (input_shapes or {}).items()}
+        self._replicas = replicas
+        self._compiled = {}
+
+    def _session_for(self, shapes):
+        key = tuple(sorted((k, tuple(v)) for k, v in shapes.items()))
+        if key not in self._compiled:
+            self._compiled[key] = _core.onnx_inference_session(
+                self._bytes, {**shapes, **self._fixed}, replicas=self._replicas)
+        return self._compiled[key]
+
+    def run(self, output_names, input_feed, run_options=None):
+        names = [i.name for i in self._inputs]
+        missing = [n for n in names if n not in input_feed]
+        extra = [n for n in input_feed if n not in names]
+        if missing or extra:
+            raise ValueError(f"input_feed: missing {missing}, unknown {extra} "
+                             f"(the model's inputs are {names})")
+        arrays = {n: np.asarray(input_feed[n]) for n in names}
+        sess = self._session_for({n: list(a.shape) for n, a in arrays.items()})
+        outs = sess.run([self._feed(sess, n, arrays[n], (1,)) for n in names])
+        by_name = {n: o[0] for n, o in zip(sess.anchor_names, outs)}
+        wanted = output_names or [o.name for o in self._outputs]
+        unknown = [n for n in wanted if n not in by_name]
+        if unknown:
+            raise ValueError(f"unknown output names {unknown} (outputs: {list(by_name)})")
+        return [by_name[n] for n in wanted]
+
+
+class TrainingSession(_Session):
+    """Trains an ONNX model (PopART's TrainingSession): the loss is a scalar value of the model;
+    the backward pass is tilegraph's C++ autodiff, the update its optimizer. run() takes each
+    input as [batches_per_step, *shape] and returns the anchors by name, as data_flow says."""
+
+    def __init__(self, model, loss, optimizer=None, data_flow=None, *, input_shapes=None,
+                 replicas=1, seed=0):
+        super().__init__(model)
+        optimizer = optimizer or SGD()
+        self.data_flow = data_flow or DataFlow()
+        hyper = {k: float(v) for k, v in vars(optimizer).items()}
+        f = self.data_flow
+        self._sess = _core.onnx_training_session(
+            self._bytes, loss, optimizer.kind, hyper,
+            {k: list(v) for k, v in (input_shapes or {}).items()},
+            batches_per_step=f.batches_per_step, mode=f.mode, every_n=f.every_n,
+            anchors=list(f.anchors), replicas=replicas, seed=seed)
+
+    @property
+    def input_names(self):
+        return list(self._sess.input_names)
+
+    def run(self, inputs):
+        """inputs: {name: array [batches_per_step, *shape]} or a list in the model's order."""
+        names = self._sess.input_names
+        if isinstance(inputs, dict):
+            missing = [n for n in names if n not in inputs]
+            if missing:
+                raise ValueError(f"missing inputs {missing} (the model's inputs are {names})")
+            inputs = [inputs[n] for n in names]
+        steps = (self.data_flow.batches_per_step,)
+        outs = self._sess.run([self._feed(self._sess, n, a, steps) for n, a in zip(names, inputs)])
+        return dict(zip(self._sess.anchor_names, outs))
+
+    def weights(self):
+        """The current weights by initializer name (copies)."""
+        return {n: self._sess.read_weight(n) for n in self._sess.weight_names}
+
+    def write_weights(self, weights):
+        for n, a in weights.items():
+            self._sess.write_weight(n, np.ascontiguousarray(a))
+
+    def set_learning_rate(self, lr):
+        self._sess.set_learning_rate(float(lr))
+
+    def model_bytes(self):
+        """The model with the trained weights as initializers (PopART's modelToHost)."""
+        return self._sess.model_bytes()
+
+    def save(self, path):
+        self._sess.save_model(str(path))

@@ -1,0 +1,392 @@
+// ONNX neural-network ops: MatMul, Gemm, Conv, ConvTranspose, pooling, normalizations,
+// Softmax / LogSoftmax, Gather / GatherElements, and the two training losses
+// (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss).
+//
+// tilegraph's convolution and pooling are 2-D with symmetric padding: 1-D ones run as 2-D
+// with a unit height, asymmetric padding becomes an explicit pad in front.
+#include <cmath>
+#include <limits>
+
+#include "onnx/converter.h"
+#include "support/error.h"
+
+namespace tg {
+namespace {
+
+using Outs = std::vector<Value*>;
+using Ints = std::vector<int64_t>;
+
+// Window geometry of a Conv / pool node over spatial dims `in` (ONNX attribute semantics).
+struct Window {
+  Ints kernel, strides, dilations, pad_begin, pad_end;
+  bool symmetric() const { return pad_begin == pad_end; }
+};
+
+Window WindowOf(const OnnxNode& n, const Ints& in, const Ints& kernel) {
+  const size_t s = in.size();
+  Window w;
+  w.kernel = kernel;
+  w.strides = n.attr_ints("strides", Ints(s, 1));
+  w.dilations = n.attr_ints("dilations", Ints(s, 1));
+  Ints pads = n.attr_ints("pads", Ints(2 * s, 0));
+  TG_CHECK(w.strides.size() == s && w.dilations.size() == s && pads.size() == 2 * s &&
+               kernel.size() == s, kInvalidInput, n.proto().op_type(),
+           ": strides / dilations / pads / kernel_shape do not match ", s, " spatial dims");
+  w.pad_begin.assign(pads.begin(), pads.begin() + s);
+  w.pad_end.assign(pads.begin() + s, pads.end());
+  std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  if (auto_pad == "VALID") {
+    w.pad_begin.assign(s, 0);
+    w.pad_end.assign(s, 0);
+  } else if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+    for (size_t i = 0; i < s; ++i) {
+      int64_t out = (in[i] + w.strides[i] - 1) / w.strides[i];
+      int64_t total = std::max<int64_t>(
+          (out - 1) * w.strides[i] + (kernel[i] - 1) * w.dilations[i] + 1 - in[i], 0);
+      int64_t small = total / 2, large = total - small;
+      w.pad_begin[i] = auto_pad == "SAME_UPPER" ? small : large;
+      w.pad_end[i] = auto_pad == "SAME_UPPER" ? large : small;
+    }
+  } else if (auto_pad != "NOTSET") {
+    n.Unsupported("auto_pad '" + auto_pad + "'");
+  }
+  return w;
+}
+
+// x [N, C, L] -> [N, C, 1, L] (1-D ops run as 2-D); window attributes gain a unit height.
+Value* As2d(Builder& b, Value* x) {
+  Shape s = x->type().shape;
+  s.insert(s.end() - 1, 1);
+  return b.Reshape(x, s);
+}
+void WindowAs2d(Window& w) {
+  w.kernel.insert(w.kernel.begin(), 1);
+  w.strides.insert(w.strides.begin(), 1);
+  w.dilations.insert(w.dilations.begin(), 1);
+  w.pad_begin.insert(w.pad_begin.begin(), 0);
+  w.pad_end.insert(w.pad_end.begin(), 0);
+}
+
+Ints SpatialOf(Value* x) {
+  const Shape& s = x->type().shape;
+  return Ints(s.begin() + 2, s.end());
+}
+
+void CheckSpatialRank(const OnnxNode& n, Value* x) {
+  int64_t r = RankOf(x);
+  if (r != 3 && r != 4) n.Unsupported(std::to_string(r - 2) + "-D windows (1-D and 2-D are)");
+}
+
+// Pads the spatial dims of x explicitly (value v) when the window's padding is asymmetric;
+// returns the padding the op itself should apply.
+Value* PadIfAsymmetric(Builder& b, Value* x, Window& w, double v) {
+  if (w.symmetric()) return x;
+  Ints before(2, 0), after(2, 0);
+  before.insert(before.end(), w.pad_begin.begin(), w.pad_begin.end());
+  after.insert(after.end(), w.pad_end.begin(), w.pad_end.end());
+  w.pad_begin.assign(w.pad_begin.size(), 0);
+  w.pad_end.assign(w.pad_end.size(), 0);
+  return b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", v}});
+}
+
+// Restores a 1-D result from the 2-D op's [N, C, 1, L].
+Value* Back1d(Builder& b, Value* y, bool one_d) {
+  if (!one_d) return y;
+  Shape s = y->type().shape;
+  s.erase(s.end() - 2);
+  return b.Reshape(y, s);
+}
+
+// [C] -> [1, C, 1, ...] for adding per-channel vectors to [N, C, ...].
+Value* PerChannel(Builder& b, Value* v, int64_t rank) {
+  Shape s(rank, 1);
+  s[1] = v->type().numel();
+  return b.Reshape(v, s);
+}
+
+Outs Conv(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  Value* w = n.input(1);
+  CheckSpatialRank(n, x);
+  const bool one_d = RankOf(x) == 3;
+  Ints kernel(w->type().shape.begin() + 2, w->type().shape.end());
+  Window win = WindowOf(n, SpatialOf(x), n.attr_ints("kernel_shape", kernel));
+  if (one_d) {
+    x = As2d(b, x);
+    w = As2d(b, w);
+    WindowAs2d(win);
+  }
+  x = PadIfAsymmetric(b, x, win, 0.0);
+  Value* y = b.Op1("conv2d", {x, w}, {{"stride", win.strides}, {"padding", win.pad_begin},
+                                      {"dilation", win.dilations}, {"groups", n.attr_int("group", 1)}});
+  if (n.has_input(2)) y = b.Add(y, PerChannel(b, n.input(2), RankOf(y)));
+  return {Back1d(b, y, one_d)};
+}
+
+// ConvTranspose as the input gradient of the convolution it inverts: weight [C_in, C_out/g,
+// k...] is that convolution's weight. Asymmetric pads and output_padding crop a padding-free
+// result.
+Outs ConvTranspose(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  Value* w = n.input(1);
+  CheckSpatialRank(n, x);
+  if (n.has_attr("output_shape")) n.Unsupported("the output_shape attribute (give pads)");
+  const bool one_d = RankOf(x) == 3;
+  Ints kernel(w->type().shape.begin() + 2, w->type().shape.end());
+  std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
+  if (auto_pad != "NOTSET" && auto_pad != "VALID") n.Unsupported("auto_pad '" + auto_pad + "'");
+  Ints in = SpatialOf(x);
+  const size_t s = in.size();
+  Ints strides = n.attr_ints("strides", Ints(s, 1));
+  Ints dil = n.attr_ints("dilations", Ints(s, 1));
+  Ints pads = n.attr_ints("pads", Ints(2 * s, 0));
+  Ints out_pad = n.attr_ints("output_padding", Ints(s, 0));
+  if (auto_pad == "VALID") pads.assign(2 * s, 0);
+  const int64_t groups = n.attr_int("group", 1);
+  // The full (padding-free) output, then the crop [pad_begin, full - pad_end + out_pad).
+  Shape full_shape{x->type().shape[0], w->type().shape[1] * groups};
+  Ints full(s);
+  for (size_t i = 0; i < s; ++i) {
+    full[i] = (in[i] - 1) * strides[i] + dil[i] * (kernel.at(i) - 1) + 1 + out_pad[i];
+    full_shape.push_back(full[i]);
+  }
+  if (one_d) {
+    x = As2d(b, x);
+    w = As2d(b, w);
+    full_shape.insert(full_shape.end() - 1, 1);
+    strides.insert(strides.begin(), 1);
+    dil.insert(dil.begin(), 1);
+  }
+  Value* y = b.Op1("conv2d_backward_input", {x, w},
+                   {{"stride", strides}, {"padding", Ints(strides.size(), 0)},
+                    {"dilation", dil}, {"groups", groups}, {"input_shape", full_shape}});
+  for (size_t i = 0; i < s; ++i) {
+    int64_t axis = RankOf(y) - static_cast<int64_t>(s) + static_cast<int64_t>(i);
+    int64_t begin = pads[i], end = full[i] - pads[s + i];
+    if (begin != 0 || end != full[i])
+      y = b.Op1("slice", {y}, {{"axis", axis}, {"start", begin}, {"end", end}});
+  }
+  if (n.has_input(2)) y = b.Add(y, PerChannel(b, n.input(2), RankOf(y)));
+  return {Back1d(b, y, one_d)};
+}
+
+Outs Pool(OnnxNode& n, bool max) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  CheckSpatialRank(n, x);
+  if (max && n.wants_output(1)) n.Unsupported("the Indices output");
+  if (n.attr_int("storage_order", 0) != 0) n.Unsupported("storage_order=1");
+  const bool one_d = RankOf(x) == 3;
+  Window win = WindowOf(n, SpatialOf(x), n.attr_ints("kernel_shape"));
+  if (one_d) {
+    x = As2d(b, x);
+    WindowAs2d(win);
+  }
+  const bool ceil_mode = n.attr_int("ceil_mode", 0) != 0;
+  Value* y;
+  if (max) {
+    x = PadIfAsymmetric(b, x, win, -std::numeric_limits<double>::infinity());
+    y = b.Op1("max_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
+                                  {"padding", win.pad_begin}, {"dilation", win.dilations},
+                                  {"ceil_mode", ceil_mode}});
+  } else {
+    const bool include_pad = n.attr_int("count_include_pad", 0) != 0;
+    if (!win.symmetric() && !include_pad)
+      n.Unsupported("asymmetric pads with count_include_pad=0");
+    if (win.dilations != Ints(win.dilations.size(), 1)) n.Unsupported("dilations");
+    x = PadIfAsymmetric(b, x, win, 0.0);
+    y = b.Op1("avg_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
+                                  {"padding", win.pad_begin}, {"ceil_mode", ceil_mode},
+                                  {"count_include_pad", include_pad}});
+  }
+  return {Back1d(b, y, one_d)};
+}
+
+Ints SpatialAxes(Value* x) {
+  Ints axes;
+  for (int64_t a = 2; a < RankOf(x); ++a) axes.push_back(a);
+  return axes;
+}
+
+Outs BatchNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  const double eps = n.attr_float("epsilon", 1e-5);
+  bool training = n.training();
+  if (n.opset() >= 14) training = training || n.attr_int("training_mode", 0) != 0;
+  if (!training)
+    return {b.Op1("batch_norm_inference", {x, n.input(1), n.input(2), n.input(3), n.input(4)},
+                  {{"eps", eps}})};
+  std::vector<Value*> r = b.Op("batch_norm_train", {x, n.input(1), n.input(2)}, {{"eps", eps}});
+  // ONNX: running = running * momentum + batch * (1 - momentum), var the population one.
+  const double m = n.attr_float("momentum", 0.9);
+  Value* outs[2] = {nullptr, nullptr};
+  for (int k = 0; k < 2; ++k) {
+    Value* running = n.input(3 + k);
+    Value* batch = k == 0 ? r[1] : r[3];
+    Value* next = b.Add(b.MulScalar(running, m), b.MulScalar(batch, 1.0 - m));
+    if (running->kind() == ValueKind::kVariable) {
+      running->set_trainable(false);
+      b.graph().SetUpdate(running, next);
+    }
+    outs[k] = next;
+  }
+  return {r[0], outs[0], outs[1]};
+}
+
+Outs InstanceNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  Ints axes = SpatialAxes(x);
+  Value* mean = b.Mean(x, axes, true);
+  Value* var = b.Op1("var", {x}, {{"axes", axes}, {"keepdim", true}, {"correction", 0.0}});
+  Value* xhat = b.Mul(b.Sub(x, mean),
+                      b.Rsqrt(b.AddScalar(var, n.attr_float("epsilon", 1e-5))));
+  return {b.Add(b.Mul(xhat, PerChannel(b, n.input(1), RankOf(x))),
+                PerChannel(b, n.input(2), RankOf(x)))};
+}
+
+Outs LayerNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", -1), RankOf(x));
+  if (n.attr_int("stash_type", 1) != 1) n.Unsupported("stash_type other than float");
+  if (n.wants_output(1) || n.wants_output(2)) n.Unsupported("the Mean / InvStdDev outputs");
+  Shape norm_shape(x->type().shape.begin() + axis, x->type().shape.end());
+  auto fit = [&](Value* v) { return v->type().shape == norm_shape ? v : b.Expand(v, norm_shape); };
+  Value* scale = fit(n.input(1));
+  Value* bias = n.has_input(2) ? fit(n.input(2)) : b.Full(norm_shape, 0.0, x->type().dtype);
+  return {b.Op("layer_norm", {x, scale, bias},
+               {{"normalized_ndim", RankOf(x) - axis}, {"eps", n.attr_float("epsilon", 1e-5)}})[0]};
+}
+
+// Softmax / LogSoftmax: opset 13 normalizes along one axis (default -1); before, the input
+// is viewed as 2-D [prod(dims < axis), prod(dims >= axis)] (default axis 1).
+Outs Softmax(OnnxNode& n, const std::string& op) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  if (n.opset() >= 13) {
+    int64_t axis = n.Axis(n.attr_int("axis", -1), RankOf(x));
+    return {b.Op1(op, {x}, {{"axis", axis}})};
+  }
+  int64_t axis = n.Axis(n.attr_int("axis", 1), RankOf(x));
+  const Shape& s = x->type().shape;
+  int64_t rows = 1, cols = 1;
+  for (int64_t i = 0; i < RankOf(x); ++i) (i < axis ? rows : cols) *= s[i];
+  Value* y = b.Op1(op, {b.Reshape(x, {rows, cols})}, {{"axis", int64_t{1}}});
+  return {b.Reshape(y, s)};
+}
+
+// Indices made non-negative (ONNX allows -size <= i < size) as i64.
+Value* WrapIndices(Builder& b, Value* idx, int64_t size) {
+  return b.Op1("index_wrap", {idx}, {{"size", size}});
+}
+
+Outs Gather(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* data = n.input(0);
+  Value* idx = n.input(1);
+  int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
+  const Shape& ds = data->type().shape;
+  Value* flat = b.Reshape(WrapIndices(b, idx, ds[axis]), {idx->type().numel()});
+  Value* picked = b.Op1("index_select", {data, flat}, {{"axis", axis}});
+  Shape out(ds.begin(), ds.begin() + axis);
+  out.insert(out.end(), idx->type().shape.begin(), idx->type().shape.end());
+  out.insert(out.end(), ds.begin() + axis + 1, ds.end());
+  return {picked->type().shape == out ? picked : b.Reshape(picked, out)};
+}
+
+Outs GatherElements(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* data = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
+  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis]);
+  return {b.Op1("gather", {data, idx}, {{"axis", axis}})};
+}
+
+// NLL over class dim 1 of logp [N, C, d...] with targets [N, d...]: ONNX's loss ops.
+Value* Nll(OnnxNode& n, Value* logp, Value* target) {
+  Builder& b = n.b();
+  if (n.has_input(2)) n.Unsupported("class weights");
+  std::string reduction = n.attr_string("reduction", "mean");
+  if (reduction != "mean" && reduction != "sum" && reduction != "none")
+    n.Unsupported("reduction '" + reduction + "'");
+  const int64_t ignore = n.attr_int("ignore_index", std::numeric_limits<int64_t>::min());
+  const Shape& s = logp->type().shape;
+  const int64_t classes = s.at(1);
+  if (RankOf(logp) > 2) {
+    Ints perm{0};
+    for (int64_t a = 2; a < RankOf(logp); ++a) perm.push_back(a);
+    perm.push_back(1);
+    logp = b.Reshape(b.Permute(logp, perm), {-1, classes});
+  }
+  if (target->type().dtype != DType::kI64) target = b.Cast(target, DType::kI64);
+  Shape target_shape = target->type().shape;
+  target = b.Reshape(target, {target->type().numel()});
+  Value* loss = b.Op1("nll_loss", {logp, target},
+                      {{"reduction", reduction}, {"ignore_index", ignore}});
+  return reduction == "none" ? b.Reshape(loss, target_shape) : loss;
+}
+
+}  // namespace
+
+void AddNnConverters(OnnxConverterTable& t) {
+  t["MatMul"] = [](OnnxNode& n) -> Outs {
+    // numpy semantics: a 1-D left operand is a row, a 1-D right operand a column, and the
+    // added dimension is removed from the result.
+    Builder& b = n.b();
+    Value* a = n.input(0);
+    Value* c = n.input(1);
+    const bool vec_a = RankOf(a) == 1, vec_c = RankOf(c) == 1;
+    if (vec_a) a = b.Reshape(a, {1, a->type().shape[0]});
+    if (vec_c) c = b.Reshape(c, {c->type().shape[0], 1});
+    Value* y = b.MatMul(a, c);
+    if (vec_a || vec_c) {
+      Shape s = y->type().shape;
+      if (vec_c) s.pop_back();
+      if (vec_a) s.erase(s.end() - (vec_c ? 1 : 2));
+      y = b.Reshape(y, s);
+    }
+    return {y};
+  };
+  t["Gemm"] = [](OnnxNode& n) -> Outs {
+    Builder& b = n.b();
+    Value* y = b.MatMul(n.input(0), n.input(1), n.attr_int("transA", 0) != 0,
+                        n.attr_int("transB", 0) != 0);
+    const double alpha = n.attr_float("alpha", 1.0), beta = n.attr_float("beta", 1.0);
+    if (alpha != 1.0) y = b.MulScalar(y, alpha);
+    if (n.has_input(2) && beta != 0.0) {
+      Value* c = n.input(2);
+      y = b.Add(y, beta == 1.0 ? c : b.MulScalar(c, beta));
+    }
+    return {y};
+  };
+  t["Conv"] = Conv;
+  t["ConvTranspose"] = ConvTranspose;
+  t["MaxPool"] = [](OnnxNode& n) { return Pool(n, true); };
+  t["AveragePool"] = [](OnnxNode& n) { return Pool(n, false); };
+  t["GlobalAveragePool"] = [](OnnxNode& n) -> Outs {
+    return {n.b().Mean(n.input(0), SpatialAxes(n.input(0)), true)};
+  };
+  t["GlobalMaxPool"] = [](OnnxNode& n) -> Outs {
+    return {n.b().Op1("amax", {n.input(0)}, {{"axes", SpatialAxes(n.input(0))}, {"keepdim", true}})};
+  };
+  t["BatchNormalization"] = BatchNormalization;
+  t["InstanceNormalization"] = InstanceNormalization;
+  t["LayerNormalization"] = LayerNormalization;
+  t["Softmax"] = [](OnnxNode& n) { return Softmax(n, "softmax"); };
+  t["LogSoftmax"] = [](OnnxNode& n) { return Softmax(n, "log_softmax"); };
+  t["Gather"] = Gather;
+  t["GatherElements"] = GatherElements;
+  t["SoftmaxCrossEntropyLoss"] = [](OnnxNode& n) -> Outs {
+    Value* logp = n.b().Op1("log_softmax", {n.input(0)}, {{"axis", int64_t{1}}});
+    return {Nll(n, logp, n.input(1)), n.wants_output(1) ? logp : nullptr};
+  };
+  t["NegativeLogLikelihoodLoss"] = [](OnnxNode& n) -> Outs {
+    return {Nll(n, n.input(0), n.input(1))};
+  };
+}
+
+}  // namespace tg
