@@ -27,7 +27,8 @@ inline DType DTypeFromNumpy(const nb::dlpack::dtype& dt) {
   throw nb::type_error("unsupported array dtype");
 }
 
-using Array = nb::ndarray<nb::c_contig, nb::device::cpu>;
+// Read-only: feeds are only read (numpy arrays over immutable buffers are accepted).
+using Array = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 
 inline TensorView ViewOf(const Array& a) {
   TensorView v;

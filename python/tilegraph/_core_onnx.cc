@@ -98,15 +98,18 @@ void BindOnnx(nb::module_& m) {
   m.def("onnx_inference_session",
         [](const nb::bytes& model, const std::map<std::string, std::vector<int64_t>>& input_shapes,
            int64_t batches_per_step, const std::string& mode, int64_t every_n,
-           const std::vector<std::string>& anchors, int replicas, uint64_t seed) {
-          return std::make_unique<InferenceSession>(ModelOf(model),
-                                                    FlowOf(batches_per_step, mode, every_n, anchors),
-                                                    OptionsOf(input_shapes, replicas, seed));
+           const std::vector<std::string>& anchors, int replicas, uint64_t seed,
+           const std::map<std::string, py::Array>& constant_inputs) {
+          SessionOptions options = OptionsOf(input_shapes, replicas, seed);
+          for (const auto& [name, a] : constant_inputs)
+            options.import.constant_inputs[name] = py::TensorOf(a);
+          return std::make_unique<InferenceSession>(
+              ModelOf(model), FlowOf(batches_per_step, mode, every_n, anchors), options);
         },
         nb::arg("model"), nb::arg("input_shapes"), nb::arg("batches_per_step") = 1,
         nb::arg("mode") = "all", nb::arg("every_n") = 1,
         nb::arg("anchors") = std::vector<std::string>{}, nb::arg("replicas") = 1,
-        nb::arg("seed") = 0);
+        nb::arg("seed") = 0, nb::arg("constant_inputs") = std::map<std::string, py::Array>{});
   m.def("onnx_training_session",
         [](const nb::bytes& model, const std::string& loss, const std::string& optimizer,
            const std::map<std::string, double>& hyper,

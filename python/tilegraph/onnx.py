@@ -73,6 +73,8 @@ class NodeArg:
     type: str
 
 
+# Inputs up to this many elements may be compiled in as constants (value specialization).
+_MAX_SPECIALIZED_ELEMENTS = 64
 _NUMPY_OF = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
              "i32": np.int32, "bool": np.bool_}
 _ORT_TYPE = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 5: "tensor(int16)",
@@ -139,13 +141,34 @@ class InferenceSession(_Session):
         self._fixed = {k: list(v) for k, v in (input_shapes or {}).items()}
         self._replicas = replicas
         self._compiled = {}
+        self._specialized = {}  # shapes -> inputs compiled in as constants
 
-    def _session_for(self, shapes):
+    def _session_for(self, arrays):
+        """The compiled session for these feeds: one per set of input shapes, and when the
+        model computes shapes, axes or sizes from small inputs (a Reshape's shape fed as an
+        input), one per set of their values (value specialization: those inputs become
+        constants of the compiled program)."""
+        shapes = {n: list(a.shape) for n, a in arrays.items()}
         key = tuple(sorted((k, tuple(v)) for k, v in shapes.items()))
+        if key in self._specialized:
+            fixed = {n: arrays[n] for n in self._specialized[key]}
+            vkey = key + tuple((n, a.dtype.str, a.tobytes()) for n, a in sorted(fixed.items()))
+            if vkey not in self._compiled:
+                self._compiled[vkey] = _core.onnx_inference_session(
+                    self._bytes, {**shapes, **self._fixed}, replicas=self._replicas,
+                    constant_inputs={n: np.ascontiguousarray(a) for n, a in fixed.items()})
+            return self._compiled[vkey], set(fixed)
         if key not in self._compiled:
-            self._compiled[key] = _core.onnx_inference_session(
-                self._bytes, {**shapes, **self._fixed}, replicas=self._replicas)
-        return self._compiled[key]
+            try:
+                self._compiled[key] = _core.onnx_inference_session(
+                    self._bytes, {**shapes, **self._fixed}, replicas=self._replicas)
+            except NotImplementedError as e:
+                small = [n for n, a in arrays.items() if a.size <= _MAX_SPECIALIZED_ELEMENTS]
+                if "must be known when the model is imported" not in str(e) or not small:
+                    raise
+                self._specialized[key] = small
+                return self._session_for(arrays)
+        return self._compiled[key], set()
 
     def run(self, output_names, input_feed, run_options=None):
         names = [i.name for i in self._inputs]
@@ -155,8 +178,9 @@ class InferenceSession(_Session):
             raise ValueError(f"input_feed: missing {missing}, unknown {extra} "
                              f"(the model's inputs are {names})")
         arrays = {n: np.asarray(input_feed[n]) for n in names}
-        sess = self._session_for({n: list(a.shape) for n, a in arrays.items()})
-        outs = sess.run([self._feed(sess, n, arrays[n], (1,)) for n in names])
+        sess, fixed = self._session_for(arrays)
+        fed = [n for n in names if n not in fixed]
+        outs = sess.run([self._feed(sess, n, arrays[n], (1,)) for n in fed])
         by_name = {n: o[0] for n, o in zip(sess.anchor_names, outs)}
         wanted = output_names or [o.name for o in self._outputs]
         unknown = [n for n in wanted if n not in by_name]

@@ -15,8 +15,20 @@ using Outs = std::vector<Value*>;
 OnnxConverter Unary(std::string op) {
   return [op](OnnxNode& n) -> Outs { return {n.b().Op1(op, {n.input(0)})}; };
 }
+// Before opset 7, broadcasting was opt-in (broadcast=1) and could align B at `axis` of A.
+Value* LegacyAligned(OnnxNode& n, Value* a, Value* b) {
+  if (n.opset() >= 7 || n.attr_int("broadcast", 0) == 0 || !n.has_attr("axis")) return b;
+  int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(a));
+  Shape s(axis, 1);
+  s.insert(s.end(), b->type().shape.begin(), b->type().shape.end());
+  while (static_cast<int64_t>(s.size()) < RankOf(a)) s.push_back(1);
+  return n.b().Reshape(b, s);
+}
+
 OnnxConverter Binary(std::string op) {
-  return [op](OnnxNode& n) -> Outs { return {n.b().Op1(op, {n.input(0), n.input(1)})}; };
+  return [op](OnnxNode& n) -> Outs {
+    return {n.b().Op1(op, {n.input(0), LegacyAligned(n, n.input(0), n.input(1))})};
+  };
 }
 // A left fold of a binary op over every input (Max, Min, Sum).
 Value* Fold(OnnxNode& n, const std::string& op) {
@@ -81,15 +93,20 @@ void AddElementwiseConverters(OnnxConverterTable& t) {
       {"BitwiseOr", "bitwise_or"}, {"BitwiseXor", "bitwise_xor"}};
   for (auto [onnx, op] : binary) t[onnx] = Binary(op);
 
-  t["Div"] = [](OnnxNode& n) -> Outs { return {Divide(n.b(), n.input(0), n.input(1))}; };
+  t["Div"] = [](OnnxNode& n) -> Outs {
+    return {Divide(n.b(), n.input(0), LegacyAligned(n, n.input(0), n.input(1)))};
+  };
   t["Pow"] = [](OnnxNode& n) -> Outs {
     Value* x = n.input(0);
     if (const HostTensor* e = n.constant(1); e && e->type().numel() == 1 &&
                                              IsFloating(x->type().dtype))
       return {n.b().Op1("pow_scalar", {x}, {{"exponent", e->GetAsDouble(0)}})};
     Value* y = n.input(1);
-    if (y->type().dtype != x->type().dtype) y = n.b().Cast(y, x->type().dtype);
-    return {n.b().Op1("pow", {x, y})};
+    Builder& b = n.b();
+    if (!IsFloating(x->type().dtype))  // integer bases: in f64, truncated back (as numpy)
+      return {b.Cast(b.Op1("pow", {b.Cast(x, DType::kF64), b.Cast(y, DType::kF64)}), x->type().dtype)};
+    if (y->type().dtype != x->type().dtype) y = b.Cast(y, x->type().dtype);
+    return {b.Op1("pow", {x, y})};
   };
   t["Mod"] = [](OnnxNode& n) -> Outs {
     bool fmod = n.attr_int("fmod", 0) != 0;
@@ -188,10 +205,12 @@ void AddElementwiseConverters(OnnxConverterTable& t) {
   t["Dropout"] = [](OnnxNode& n) -> Outs {
     Builder& b = n.b();
     Value* x = n.input(0);
-    double ratio = n.opset() < 12 ? n.attr_float("ratio", 0.5)
-                                  : (n.has_input(1) ? n.floats_input(1).at(0) : 0.5);
     bool training = n.training();
     if (n.opset() >= 12 && n.has_input(2)) training = n.ints_input(2).at(0) != 0;
+    double ratio = 0.0;
+    if (training)
+      ratio = n.opset() < 12 ? n.attr_float("ratio", 0.5)
+                             : (n.has_input(1) ? n.floats_input(1).at(0) : 0.5);
     if (!training || ratio == 0.0) {
       Value* mask = n.wants_output(1) ? b.Full(x->type().shape, 1.0, DType::kBool) : nullptr;
       return {x, mask};

@@ -132,11 +132,9 @@ Outs ConvTranspose(OnnxNode& n) {
   Value* x = n.input(0);
   Value* w = n.input(1);
   CheckSpatialRank(n, x);
-  if (n.has_attr("output_shape")) n.Unsupported("the output_shape attribute (give pads)");
   const bool one_d = RankOf(x) == 3;
   Ints kernel(w->type().shape.begin() + 2, w->type().shape.end());
   std::string auto_pad = n.attr_string("auto_pad", "NOTSET");
-  if (auto_pad != "NOTSET" && auto_pad != "VALID") n.Unsupported("auto_pad '" + auto_pad + "'");
   Ints in = SpatialOf(x);
   const size_t s = in.size();
   Ints strides = n.attr_ints("strides", Ints(s, 1));
@@ -144,6 +142,26 @@ Outs ConvTranspose(OnnxNode& n) {
   Ints pads = n.attr_ints("pads", Ints(2 * s, 0));
   Ints out_pad = n.attr_ints("output_padding", Ints(s, 0));
   if (auto_pad == "VALID") pads.assign(2 * s, 0);
+  // An output_shape (or SAME padding: output = input * stride) fixes the total padding; it is
+  // split as ONNX says (SAME_UPPER: the extra element at the end, otherwise at the start).
+  Ints out_shape = n.attr_ints("output_shape");
+  if (out_shape.size() > s) out_shape.erase(out_shape.begin(), out_shape.end() - s);
+  if (out_shape.empty() && (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER"))
+    for (size_t i = 0; i < s; ++i) out_shape.push_back(in[i] * strides[i]);
+  if (!out_shape.empty()) {
+    TG_CHECK(out_shape.size() == s, kInvalidInput, "ConvTranspose: output_shape has ",
+             out_shape.size(), " dims, expected ", s);
+    for (size_t i = 0; i < s; ++i) {
+      int64_t total = strides[i] * (in[i] - 1) + out_pad[i] + (kernel.at(i) - 1) * dil[i] + 1 -
+                      out_shape[i];
+      TG_CHECK(total >= 0, kShape, "ConvTranspose: output_shape ", out_shape[i],
+               " is larger than the full output");
+      pads[i] = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pads[s + i] = total - pads[i];
+    }
+  } else if (auto_pad != "NOTSET" && auto_pad != "VALID") {
+    n.Unsupported("auto_pad '" + auto_pad + "'");
+  }
   const int64_t groups = n.attr_int("group", 1);
   // The full (padding-free) output, then the crop [pad_begin, full - pad_end + out_pad).
   Shape full_shape{x->type().shape[0], w->type().shape[1] * groups};
@@ -172,6 +190,24 @@ Outs ConvTranspose(OnnxNode& n) {
   return {Back1d(b, y, one_d)};
 }
 
+// Whether the op's own (symmetric) padding can express the window's: PyTorch-style pooling
+// takes at most half the kernel.
+bool PoolPaddingFits(const Window& w) {
+  if (!w.symmetric()) return false;
+  for (size_t i = 0; i < w.kernel.size(); ++i)
+    if (2 * w.pad_begin[i] > w.kernel[i]) return false;
+  return true;
+}
+
+Value* PadWindow(Builder& b, Value* x, Window& w, double v) {
+  Ints before(2, 0), after(2, 0);
+  before.insert(before.end(), w.pad_begin.begin(), w.pad_begin.end());
+  after.insert(after.end(), w.pad_end.begin(), w.pad_end.end());
+  w.pad_begin.assign(w.pad_begin.size(), 0);
+  w.pad_end.assign(w.pad_end.size(), 0);
+  return b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", v}});
+}
+
 Outs Pool(OnnxNode& n, bool max) {
   Builder& b = n.b();
   Value* x = n.input(0);
@@ -185,21 +221,37 @@ Outs Pool(OnnxNode& n, bool max) {
     WindowAs2d(win);
   }
   const bool ceil_mode = n.attr_int("ceil_mode", 0) != 0;
+  if (ceil_mode && !PoolPaddingFits(win) && win.pad_begin != Ints(win.pad_begin.size(), 0))
+    n.Unsupported("ceil_mode with padding the pooling op cannot take itself");
   Value* y;
   if (max) {
-    x = PadIfAsymmetric(b, x, win, -std::numeric_limits<double>::infinity());
+    if (!PoolPaddingFits(win)) x = PadWindow(b, x, win, -std::numeric_limits<double>::infinity());
     y = b.Op1("max_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
                                   {"padding", win.pad_begin}, {"dilation", win.dilations},
                                   {"ceil_mode", ceil_mode}});
   } else {
-    const bool include_pad = n.attr_int("count_include_pad", 0) != 0;
-    if (!win.symmetric() && !include_pad)
-      n.Unsupported("asymmetric pads with count_include_pad=0");
     if (win.dilations != Ints(win.dilations.size(), 1)) n.Unsupported("dilations");
-    x = PadIfAsymmetric(b, x, win, 0.0);
-    y = b.Op1("avg_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
-                                  {"padding", win.pad_begin}, {"ceil_mode", ceil_mode},
-                                  {"count_include_pad", include_pad}});
+    const bool include_pad = n.attr_int("count_include_pad", 0) != 0;
+    if (PoolPaddingFits(win)) {
+      y = b.Op1("avg_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
+                                    {"padding", win.pad_begin}, {"ceil_mode", ceil_mode},
+                                    {"count_include_pad", include_pad}});
+    } else {
+      // Explicit zero padding, then: with count_include_pad the mean over the padded input;
+      // without, the windows' sums over their counts of real elements (the mean of a padded
+      // ones tensor, folded to a constant at import).
+      Window padded = win;
+      Value* xp = PadWindow(b, x, padded, 0.0);
+      AttrMap attrs = {{"kernel_size", padded.kernel}, {"stride", padded.strides},
+                       {"padding", padded.pad_begin}, {"ceil_mode", ceil_mode},
+                       {"count_include_pad", true}};
+      y = b.Op1("avg_pool2d", {xp}, attrs);
+      if (!include_pad) {
+        Window w2 = win;
+        Value* ones = PadWindow(b, b.Full(x->type().shape, 1.0, x->type().dtype), w2, 0.0);
+        y = b.Div(y, b.Op1("avg_pool2d", {ones}, attrs));
+      }
+    }
   }
   return {Back1d(b, y, one_d)};
 }
@@ -253,13 +305,20 @@ Outs LayerNormalization(OnnxNode& n) {
   Value* x = n.input(0);
   int64_t axis = n.Axis(n.attr_int("axis", -1), RankOf(x));
   if (n.attr_int("stash_type", 1) != 1) n.Unsupported("stash_type other than float");
-  if (n.wants_output(1) || n.wants_output(2)) n.Unsupported("the Mean / InvStdDev outputs");
   Shape norm_shape(x->type().shape.begin() + axis, x->type().shape.end());
   auto fit = [&](Value* v) { return v->type().shape == norm_shape ? v : b.Expand(v, norm_shape); };
   Value* scale = fit(n.input(1));
   Value* bias = n.has_input(2) ? fit(n.input(2)) : b.Full(norm_shape, 0.0, x->type().dtype);
-  return {b.Op("layer_norm", {x, scale, bias},
-               {{"normalized_ndim", RankOf(x) - axis}, {"eps", n.attr_float("epsilon", 1e-5)}})[0]};
+  std::vector<Value*> r = b.Op("layer_norm", {x, scale, bias},
+                               {{"normalized_ndim", RankOf(x) - axis},
+                                {"eps", n.attr_float("epsilon", 1e-5)}});
+  // Mean and InvStdDev keep the normalized dims as 1s.
+  Shape stat_shape(x->type().shape.begin(), x->type().shape.begin() + axis);
+  stat_shape.resize(RankOf(x), 1);
+  Outs outs{r[0]};
+  for (int k = 1; k <= 2; ++k)
+    outs.push_back(n.wants_output(k) ? b.Reshape(r[k], stat_shape) : nullptr);
+  return outs;
 }
 
 // Softmax / LogSoftmax: opset 13 normalizes along one axis (default -1); before, the input
@@ -306,14 +365,16 @@ Outs GatherElements(OnnxNode& n) {
   return {b.Op1("gather", {data, idx}, {{"axis", axis}})};
 }
 
-// NLL over class dim 1 of logp [N, C, d...] with targets [N, d...]: ONNX's loss ops.
+// NLL over class dim 1 of logp [N, C, d...] with targets [N, d...] and optional class
+// weights [C]: ONNX's loss ops. Weighted mean divides by the weights of the counted targets.
 Value* Nll(OnnxNode& n, Value* logp, Value* target) {
   Builder& b = n.b();
-  if (n.has_input(2)) n.Unsupported("class weights");
   std::string reduction = n.attr_string("reduction", "mean");
   if (reduction != "mean" && reduction != "sum" && reduction != "none")
     n.Unsupported("reduction '" + reduction + "'");
-  const int64_t ignore = n.attr_int("ignore_index", std::numeric_limits<int64_t>::min());
+  const bool has_ignore = n.has_attr("ignore_index");
+  const int64_t ignore = has_ignore ? n.attr_int("ignore_index", 0)
+                                    : std::numeric_limits<int64_t>::min();
   const Shape& s = logp->type().shape;
   const int64_t classes = s.at(1);
   if (RankOf(logp) > 2) {
@@ -325,9 +386,22 @@ Value* Nll(OnnxNode& n, Value* logp, Value* target) {
   if (target->type().dtype != DType::kI64) target = b.Cast(target, DType::kI64);
   Shape target_shape = target->type().shape;
   target = b.Reshape(target, {target->type().numel()});
-  Value* loss = b.Op1("nll_loss", {logp, target},
-                      {{"reduction", reduction}, {"ignore_index", ignore}});
-  return reduction == "none" ? b.Reshape(loss, target_shape) : loss;
+  if (!n.has_input(2)) {
+    Value* loss = b.Op1("nll_loss", {logp, target},
+                        {{"reduction", reduction}, {"ignore_index", ignore}});
+    return reduction == "none" ? b.Reshape(loss, target_shape) : loss;
+  }
+  // Per-element losses times the target's class weight (0 for ignored targets).
+  Value* each = b.Op1("nll_loss", {logp, target},
+                      {{"reduction", std::string("none")}, {"ignore_index", ignore}});
+  Value* counted = b.Op1("ne", {target, b.Scalar(static_cast<double>(ignore), DType::kI64)});
+  Value* safe = b.Where(counted, target, b.Scalar(0, DType::kI64));
+  Value* w = b.Op1("index_select", {n.input(2), safe}, {{"axis", int64_t{0}}});
+  w = b.Where(counted, w, ScalarLike(b, w, 0.0));
+  Value* weighted = b.Mul(each, w);
+  if (reduction == "none") return b.Reshape(weighted, target_shape);
+  if (reduction == "sum") return b.Sum(weighted, {});
+  return b.Div(b.Sum(weighted, {}), b.Sum(w, {}));
 }
 
 }  // namespace

@@ -57,8 +57,17 @@ OnnxConverter Reducer(int64_t input_opset, ReduceFn fn) {
   };
 }
 
+// Max over the axes (bools through i32: any).
+Value* Amax(Builder& b, Value* x, const Reduction& r) {
+  if (x->type().dtype == DType::kBool)
+    return b.Cast(Reduce(b, "amax", b.Cast(x, DType::kI32), r), DType::kBool);
+  return Reduce(b, "amax", x, r);
+}
+
+// Min over the axes: -max(-x) (bools: not any(not x)).
 Value* Amin(Builder& b, Value* x, const Reduction& r) {
-  if (x->type().dtype == DType::kBool) return b.Op1("logical_not", {Reduce(b, "amax", b.Op1("logical_not", {x}), r)});
+  if (x->type().dtype == DType::kBool)
+    return b.Op1("logical_not", {Amax(b, b.Op1("logical_not", {x}), r)});
   return b.Neg(Reduce(b, "amax", b.Neg(x), r));
 }
 
@@ -84,10 +93,19 @@ Value* LogSumExp(Builder& b, Value* x, const Reduction& r) {
 Outs ArgReduce(OnnxNode& n, bool max) {
   Builder& b = n.b();
   Value* x = n.input(0);
-  if (n.attr_int("select_last_index", 0) != 0) n.Unsupported("select_last_index=1");
   int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(x));
+  const bool keepdim = n.attr_int("keepdims", 1) != 0;
   Value* src = max ? x : b.Neg(x);
-  return {b.Op1("argmax", {src}, {{"axis", axis}, {"keepdim", n.attr_int("keepdims", 1) != 0}})};
+  if (n.attr_int("select_last_index", 0) == 0)
+    return {b.Op1("argmax", {src}, {{"axis", axis}, {"keepdim", keepdim}})};
+  // The last extremum: the first one of the reversed axis, counted from the end.
+  const int64_t dim = x->type().shape[axis];
+  HostTensor reversed({DType::kI64, {dim}});
+  for (int64_t i = 0; i < dim; ++i) reversed.as<int64_t>()[i] = dim - 1 - i;
+  Value* flipped = b.Op1("index_select", {src, b.graph().AddConstant(std::move(reversed))},
+                         {{"axis", axis}});
+  Value* first = b.Op1("argmax", {flipped}, {{"axis", axis}, {"keepdim", keepdim}});
+  return {b.Sub(b.Scalar(static_cast<double>(dim - 1), DType::kI64), first)};
 }
 
 }  // namespace
@@ -95,7 +113,7 @@ Outs ArgReduce(OnnxNode& n, bool max) {
 void AddReduceConverters(OnnxConverterTable& t) {
   t["ReduceSum"] = Reducer(13, [](Builder& b, Value* x, const Reduction& r) { return Reduce(b, "sum", x, r); });
   t["ReduceMean"] = Reducer(18, [](Builder& b, Value* x, const Reduction& r) { return Reduce(b, "mean", x, r); });
-  t["ReduceMax"] = Reducer(18, [](Builder& b, Value* x, const Reduction& r) { return Reduce(b, "amax", x, r); });
+  t["ReduceMax"] = Reducer(18, Amax);
   t["ReduceMin"] = Reducer(18, Amin);
   t["ReduceProd"] = Reducer(18, Prod);
   t["ReduceL1"] = Reducer(18, [](Builder& b, Value* x, const Reduction& r) {

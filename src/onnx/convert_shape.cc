@@ -182,7 +182,8 @@ Outs Pad(OnnxNode& n) {
   Builder& b = n.b();
   Value* x = n.input(0);
   std::string mode = n.attr_string("mode", "constant");
-  if (mode != "constant") n.Unsupported("mode '" + mode + "'");
+  if (mode != "constant" && mode != "edge" && mode != "reflect" && mode != "wrap")
+    n.Unsupported("mode '" + mode + "'");
   const int64_t r = RankOf(x);
   Ints pads = n.opset() < 11 ? n.attr_ints("pads") : n.ints_input(1);
   double value = n.opset() < 11 ? n.attr_float("value", 0.0)
@@ -197,7 +198,32 @@ Outs Pad(OnnxNode& n) {
     before[axes[i]] = pads[i];
     after[axes[i]] = pads[axes.size() + i];
   }
-  return {b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", value}})};
+  if (mode == "constant")
+    return {b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", value}})};
+  // edge / reflect / wrap: each padded axis gathers source positions (differentiable).
+  Value* y = x;
+  for (int64_t a = 0; a < r; ++a) {
+    if (before[a] == 0 && after[a] == 0) continue;
+    const int64_t dim = x->type().shape[a];
+    TG_CHECK(dim > 0 && (mode != "reflect" || dim > 1 || before[a] + after[a] == 0), kShape,
+             "Pad: mode '", mode, "' needs a longer axis ", a, " (size ", dim, ")");
+    Ints picks;
+    for (int64_t i = -before[a]; i < dim + after[a]; ++i) {
+      int64_t k = i;
+      if (mode == "edge") {
+        k = std::clamp<int64_t>(i, 0, dim - 1);
+      } else if (mode == "wrap") {
+        k = ((i % dim) + dim) % dim;
+      } else {  // reflect about the first and last elements (not repeating them)
+        const int64_t period = 2 * (dim - 1);
+        k = ((i % period) + period) % period;
+        if (k >= dim) k = period - k;
+      }
+      picks.push_back(k);
+    }
+    y = b.Op1("index_select", {y, ConstantInts(b, picks)}, {{"axis", a}});
+  }
+  return {y};
 }
 
 HostTensor TensorFromAttr(const OnnxNode& n) {
@@ -215,11 +241,9 @@ HostTensor TensorFromAttr(const OnnxNode& n) {
 }
 
 Outs Range(OnnxNode& n) {
+  // The bounds must be known at import (floats_input says so otherwise).
+  double s = n.floats_input(0).at(0), l = n.floats_input(1).at(0), d = n.floats_input(2).at(0);
   const HostTensor* start = n.constant(0);
-  const HostTensor* limit = n.constant(1);
-  const HostTensor* delta = n.constant(2);
-  if (!start || !limit || !delta) n.Unsupported("a Range whose bounds depend on the inputs");
-  double s = start->GetAsDouble(0), l = limit->GetAsDouble(0), d = delta->GetAsDouble(0);
   TG_CHECK(d != 0, kInvalidInput, "Range: delta 0");
   int64_t count = std::max<int64_t>(static_cast<int64_t>(std::ceil((l - s) / d)), 0);
   HostTensor t({start->type().dtype, {count}});
@@ -308,10 +332,21 @@ Outs Resize(OnnxNode& n) {
     fs = n.opset() < 9 ? n.attr_floats("scales") : n.floats_input(1);
   } else if (n.has_input(3) && n.constant(3) && n.constant(3)->type().numel() > 0) {
     Ints sizes = n.ints_input(3);
-    for (size_t i = 0; i < sizes.size(); ++i) fs.push_back(static_cast<double>(sizes[i]) / s[i]);
+    Ints axes = n.has_attr("axes") ? NormalizeAxes(n, n.attr_ints("axes"), static_cast<int64_t>(s.size()))
+                                   : Ints{};
+    for (size_t i = 0; i < sizes.size(); ++i)
+      fs.push_back(static_cast<double>(sizes[i]) / s[axes.empty() ? i : axes[i]]);
   } else {
     int scales_input = n.opset() < 11 ? 1 : 2;
     fs = n.floats_input(scales_input);
+  }
+  if (n.has_attr("axes")) {  // opset 18: scales / sizes for these axes only
+    Ints axes = NormalizeAxes(n, n.attr_ints("axes"), static_cast<int64_t>(s.size()));
+    TG_CHECK(axes.size() == fs.size(), kInvalidInput, "Resize: ", fs.size(), " scales for ",
+             axes.size(), " axes");
+    std::vector<double> all(s.size(), 1.0);
+    for (size_t i = 0; i < axes.size(); ++i) all[axes[i]] = fs[i];
+    fs = all;
   }
   TG_CHECK(fs.size() == s.size(), kInvalidInput, "Resize: ", fs.size(), " scales for rank ", s.size());
   Shape view, wide, out;

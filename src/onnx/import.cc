@@ -122,13 +122,15 @@ std::string NodeLabel(const onnx::NodeProto& n) {
 
 // The static type of a ValueInfo, with `override` replacing its shape. Symbolic or missing
 // dimensions without an override are an error naming the input.
-TensorType TypeOfInput(const onnx::ValueInfoProto& info, const OnnxImportOptions& options) {
+TensorType TypeOfInput(const onnx::ValueInfoProto& info, const OnnxImportOptions& options,
+                       const HostTensor* value = nullptr) {
   TG_CHECK(info.type().has_tensor_type(), kUnsupported, "ONNX input '", info.name(),
            "' is not a tensor (sequences, maps and optionals are not supported)");
   const auto& tt = info.type().tensor_type();
   std::optional<DType> dtype = DTypeFromOnnx(tt.elem_type());
   TG_CHECK(dtype.has_value(), kUnsupported, "ONNX input '", info.name(), "' has element type ",
            OnnxTypeName(tt.elem_type()), ", which tilegraph has no dtype for");
+  if (value != nullptr) return {*dtype, value->type().shape};
   auto it = options.input_shapes.find(info.name());
   if (it != options.input_shapes.end()) return {*dtype, it->second};
   TG_CHECK(tt.has_shape(), kInvalidInput, "ONNX input '", info.name(),
@@ -190,15 +192,24 @@ class Importer {
     }
     for (const auto& info : gp.input()) {
       if (initializer_names.count(info.name())) continue;  // an initializer's declaration
+      auto fixed = options_.constant_inputs.find(info.name());
+      if (fixed != options_.constant_inputs.end()) {
+        TensorType stated = TypeOfInput(info, options_, &fixed->second);
+        TG_CHECK(stated.dtype == fixed->second.type().dtype, kInvalidInput, "constant input '",
+                 info.name(), "' has dtype ", DTypeName(fixed->second.type().dtype),
+                 ", the model states ", DTypeName(stated.dtype));
+        Define(info.name(), g.AddConstant(fixed->second, info.name()));
+        continue;
+      }
       Value* v = g.AddInput(info.name(), TypeOfInput(info, options_));
       Define(info.name(), v);
       out.inputs.push_back(info.name());
     }
     for (const auto& [name, shape] : options_.input_shapes) {
       (void)shape;
-      TG_CHECK(std::find(out.inputs.begin(), out.inputs.end(), name) != out.inputs.end(),
-               kInvalidInput, "input_shapes names '", name, "', which is not an input of the "
-               "ONNX model");
+      TG_CHECK(std::find(out.inputs.begin(), out.inputs.end(), name) != out.inputs.end() ||
+                   options_.constant_inputs.count(name), kInvalidInput, "input_shapes names '",
+               name, "', which is not an input of the ONNX model");
     }
     for (const auto& vi : gp.value_info())
       if (auto t = StatedType(vi)) stated_[vi.name()] = *t;
@@ -216,7 +227,7 @@ class Importer {
     for (const auto& info : gp.output()) {
       Value* v = Lookup(info.name());
       TG_CHECK(v != nullptr, kParse, "ONNX graph output '", info.name(), "' is never computed");
-      if (v->kind() != ValueKind::kNodeOutput) v = b.Op1("copy", {v});  // outputs are computed
+      if (v->kind() != ValueKind::kNodeOutput) v = b.Op1("reshape", {v}, {{"shape", v->type().shape}});
       g.AddOutput(v);
       out.outputs.push_back(info.name());
     }
@@ -236,8 +247,8 @@ class Importer {
 
   // Every node of an unsupported op type or domain, listed at once.
   void CheckSupported(const onnx::GraphProto& gp, int64_t opset) const {
-    TG_CHECK(opset >= 7 && opset <= 23, kUnsupported, "ONNX opset ", opset,
-             " (tilegraph imports opsets 7 to 23)");
+    TG_CHECK(opset >= 1 && opset <= 28, kUnsupported, "ONNX opset ", opset,
+             " (tilegraph imports opsets 1 to 28)");
     const auto& table = OnnxConverters();
     std::vector<std::string> missing;
     for (const auto& node : gp.node()) {

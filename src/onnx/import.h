@@ -32,6 +32,10 @@ struct OnnxImportOptions {
   // For a training step: BatchNormalization normalizes with batch statistics and updates the
   // running ones (momentum as the node says), Dropout drops. Otherwise both are inference.
   bool training = false;
+  // Graph inputs whose values are fixed for this compilation: they become constants, so that
+  // shapes, axes and sizes computed from them are static (value specialization; the Python
+  // session recompiles when they change). Not fed per step.
+  std::map<std::string, HostTensor> constant_inputs;
 };
 
 struct OnnxImport {

@@ -70,7 +70,7 @@ void OnnxSession::Compile(PipelineKind kind, const std::map<std::string, double>
   std::vector<Value*> outs;
   for (const auto& name : anchors_) {
     Value* v = Anchor(name);
-    if (v->kind() != ValueKind::kNodeOutput) v = b.Op1("copy", {v});
+    if (v->kind() != ValueKind::kNodeOutput) v = b.Op1("reshape", {v}, {{"shape", v->type().shape}});
     outs.push_back(v);
   }
   g.mutable_outputs() = outs;
