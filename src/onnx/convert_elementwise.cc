@@ -192,8 +192,32 @@ void AddElementwiseConverters(OnnxConverterTable& t) {
   t["PRelu"] = [](OnnxNode& n) -> Outs {
     Builder& b = n.b();
     Value* x = n.input(0);
+    Value* slope = n.input(1);
+    // A [C] slope on [N, C, ...] that does not broadcast numpy-style is per channel (opset < 7
+    // and PyTorch's PReLU(num_parameters=C)).
+    const Shape& xs = x->type().shape;
+    if (RankOf(slope) == 1 && RankOf(x) >= 2 && slope->type().shape[0] == xs[1] &&
+        xs.back() != xs[1]) {
+      Shape s(RankOf(x) - 1, 1);
+      s[0] = xs[1];
+      slope = b.Reshape(slope, s);
+    }
     Value* negative = b.Op1("lt", {x, ScalarLike(b, x, 0.0)});
-    return {b.Where(negative, b.Mul(x, n.input(1)), x)};
+    return {b.Where(negative, b.Mul(x, slope), x)};
+  };
+  t["Swish"] = [](OnnxNode& n) -> Outs {
+    Builder& b = n.b();
+    Value* x = n.input(0);
+    return {b.Mul(x, b.Op1("sigmoid", {b.MulScalar(x, n.attr_float("alpha", 1.0))}))};
+  };
+  t["Shrink"] = [](OnnxNode& n) -> Outs {
+    Builder& b = n.b();
+    Value* x = n.input(0);
+    const double lambd = n.attr_float("lambd", 0.5), bias = n.attr_float("bias", 0.0);
+    Value* zero = ScalarLike(b, x, 0.0);
+    Value* low = b.Op1("lt", {x, ScalarLike(b, x, -lambd)});
+    Value* high = b.Op1("gt", {x, ScalarLike(b, x, lambd)});
+    return {b.Where(low, b.AddScalar(x, bias), b.Where(high, b.AddScalar(x, -bias), zero))};
   };
   t["Gelu"] = [](OnnxNode& n) -> Outs {
     std::string approximate = n.attr_string("approximate", "none");

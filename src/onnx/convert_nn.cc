@@ -224,6 +224,8 @@ Outs Pool(OnnxNode& n, bool max) {
   if (ceil_mode && !PoolPaddingFits(win) && win.pad_begin != Ints(win.pad_begin.size(), 0))
     n.Unsupported("ceil_mode with padding the pooling op cannot take itself");
   Value* y;
+  const DType in_dtype = x->type().dtype;
+  if (max && !IsFloating(in_dtype)) x = b.Cast(x, DType::kF32);  // exact for |x| < 2^24
   if (max) {
     if (!PoolPaddingFits(win)) x = PadWindow(b, x, win, -std::numeric_limits<double>::infinity());
     y = b.Op1("max_pool2d", {x}, {{"kernel_size", win.kernel}, {"stride", win.strides},
@@ -253,6 +255,7 @@ Outs Pool(OnnxNode& n, bool max) {
       }
     }
   }
+  if (y->type().dtype != in_dtype) y = b.Cast(y, in_dtype);
   return {Back1d(b, y, one_d)};
 }
 
@@ -404,9 +407,167 @@ Value* Nll(OnnxNode& n, Value* logp, Value* target) {
   return b.Div(b.Sum(weighted, {}), b.Sum(w, {}));
 }
 
+// x normalized by the root mean square over the axes from `axis` on, times scale.
+Outs RMSNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", -1), RankOf(x));
+  Ints axes;
+  for (int64_t a = axis; a < RankOf(x); ++a) axes.push_back(a);
+  Value* ms = b.Mean(b.Mul(x, x), axes, true);
+  return {b.Mul(b.Mul(x, b.Rsqrt(b.AddScalar(ms, n.attr_float("epsilon", 1e-5)))), n.input(1))};
+}
+
+Outs GroupNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  const Shape& s = x->type().shape;
+  const int64_t groups = n.attr_int("num_groups", 1), c = s[1];
+  TG_CHECK(groups > 0 && c % groups == 0, kShape, "GroupNormalization: ", c, " channels in ",
+           groups, " groups");
+  Value* g = b.Reshape(x, {s[0], groups, -1});
+  Value* mean = b.Mean(g, {2}, true);
+  Value* var = b.Op1("var", {g}, {{"axes", Ints{2}}, {"keepdim", true}, {"correction", 0.0}});
+  Value* xhat = b.Reshape(b.Mul(b.Sub(g, mean), b.Rsqrt(b.AddScalar(var, n.attr_float("epsilon", 1e-5)))), s);
+  Value* scale = n.input(1);
+  Value* bias = n.input(2);
+  if (scale->type().numel() == groups && groups != c) n.Unsupported("per-group scale (opset 18)");
+  return {b.Add(b.Mul(xhat, PerChannel(b, scale, RankOf(x))), PerChannel(b, bias, RankOf(x)))};
+}
+
+Outs MeanVarianceNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  Ints axes = NormalizeAxes(n, n.attr_ints("axes", {0, 2, 3}), RankOf(x));
+  Value* mean = b.Mean(x, axes, true);
+  Value* var = b.Op1("var", {x}, {{"axes", axes}, {"keepdim", true}, {"correction", 0.0}});
+  return {b.Div(b.Sub(x, mean), b.AddScalar(b.Sqrt(var), 1e-9))};
+}
+
+Outs LpNormalization(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", -1), RankOf(x));
+  const int64_t p = n.attr_int("p", 2);
+  Value* norm;
+  if (p == 1) norm = b.Sum(b.Op1("abs", {x}), {axis}, true);
+  else if (p == 2) norm = b.Sqrt(b.Sum(b.Mul(x, x), {axis}, true));
+  else n.Unsupported("p=" + std::to_string(p));
+  // A zero vector stays zero.
+  Value* zero = b.Op1("eq", {norm, ScalarLike(b, norm, 0.0)});
+  return {b.Where(zero, ScalarLike(b, x, 0.0), b.Div(x, b.Where(zero, ScalarLike(b, norm, 1.0), norm)))};
+}
+
+// LRN across channels: x / (bias + alpha / size * sum of x^2 over the channel window)^beta,
+// the window sum as a (size, 1) average pool over [N, 1, C, H*W] with zero padding.
+Outs Lrn(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  const Shape& s = x->type().shape;
+  const int64_t size = n.attr_int("size", 1);
+  const int64_t c = s[1];
+  int64_t rest = 1;
+  for (size_t a = 2; a < s.size(); ++a) rest *= s[a];
+  Value* sq = b.Reshape(b.Mul(x, x), {s[0], 1, c, rest});
+  const int64_t before = (size - 1) / 2, after = size - 1 - before;
+  sq = b.Op1("pad", {sq}, {{"before", Ints{0, 0, before, 0}}, {"after", Ints{0, 0, after, 0}},
+                           {"value", 0.0}});
+  Value* sum = b.MulScalar(b.Op1("avg_pool2d", {sq}, {{"kernel_size", Ints{size, 1}},
+                                                      {"stride", Ints{1, 1}},
+                                                      {"count_include_pad", true}}),
+                           static_cast<double>(size));
+  Value* denom = b.AddScalar(b.MulScalar(b.Reshape(sum, s), n.attr_float("alpha", 1e-4) / size),
+                             n.attr_float("bias", 1.0));
+  return {b.Div(x, b.Op1("pow_scalar", {denom}, {{"exponent", n.attr_float("beta", 0.75)}}))};
+}
+
+// Hardmax: 1 at the first maximum along the axis, 0 elsewhere.
+Outs Hardmax(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", n.opset() >= 13 ? -1 : 1), RankOf(x));
+  if (n.opset() < 13) {  // the 2-D view, as Softmax before opset 13
+    const Shape& s = x->type().shape;
+    int64_t rows = 1, cols = 1;
+    for (int64_t i = 0; i < RankOf(x); ++i) (i < axis ? rows : cols) *= s[i];
+    Value* flat = b.Reshape(x, {rows, cols});
+    Value* arg = b.Op1("argmax", {flat}, {{"axis", int64_t{1}}, {"keepdim", true}});
+    HostTensor iota({DType::kI64, {1, cols}});
+    for (int64_t i = 0; i < cols; ++i) iota.as<int64_t>()[i] = i;
+    Value* hot = b.Op1("eq", {arg, b.graph().AddConstant(std::move(iota))});
+    return {b.Reshape(b.Cast(hot, x->type().dtype), s)};
+  }
+  const int64_t dim = x->type().shape[axis];
+  Value* arg = b.Op1("argmax", {x}, {{"axis", axis}, {"keepdim", true}});
+  Shape iota_shape(RankOf(x), 1);
+  iota_shape[axis] = dim;
+  HostTensor iota({DType::kI64, iota_shape});
+  for (int64_t i = 0; i < dim; ++i) iota.as<int64_t>()[i] = i;
+  return {b.Cast(b.Op1("eq", {arg, b.graph().AddConstant(std::move(iota))}), x->type().dtype)};
+}
+
+// ScatterElements: data with updates written at the indexed positions (reduction none, add,
+// max, min). "none" replaces: positions hit are cleared, then the updates added.
+Outs ScatterElements(OnnxNode& n) {
+  Builder& b = n.b();
+  Value* data = n.input(0);
+  int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
+  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis]);
+  Value* upd = n.input(2);
+  std::string reduction = n.attr_string("reduction", "none");
+  AttrMap ax{{"axis", axis}};
+  if (reduction == "add") return {b.Op1("scatter_add", {data, idx, upd}, ax)};
+  if (reduction == "max") return {b.Op1("scatter_max", {data, idx, upd}, ax)};
+  if (reduction == "min")
+    return {b.Neg(b.Op1("scatter_max", {b.Neg(data), idx, b.Neg(upd)}, ax))};
+  if (reduction == "mul") n.Unsupported("reduction 'mul'");
+  Value* hit = b.Op1("scatter_add", {b.ZerosLike(data), idx, b.Op1("full", {}, {{"shape", upd->type().shape}, {"value", 1.0}, {"dtype", data->type().dtype}})}, ax);
+  Value* cleared = b.Where(b.Op1("gt", {hit, ScalarLike(b, hit, 0.0)}), ScalarLike(b, data, 0.0), data);
+  return {b.Op1("scatter_add", {cleared, idx, upd}, ax)};
+}
+
+// LpPool: (sum over the window of |x|^p)^(1/p), the sum as an average pool times the window.
+Outs LpPool(OnnxNode& n, bool global) {
+  Builder& b = n.b();
+  Value* x = n.input(0);
+  const double p = static_cast<double>(n.attr_int("p", 2));
+  Value* xp = b.Op1("pow_scalar", {b.Op1("abs", {x})}, {{"exponent", p}});
+  Value* sum;
+  if (global) {
+    sum = b.Sum(xp, SpatialAxes(x), true);
+  } else {
+    CheckSpatialRank(n, x);
+    const bool one_d = RankOf(x) == 3;
+    Window win = WindowOf(n, SpatialOf(x), n.attr_ints("kernel_shape"));
+    if (one_d) {
+      xp = As2d(b, xp);
+      WindowAs2d(win);
+    }
+    int64_t taps = 1;
+    for (int64_t k : win.kernel) taps *= k;
+    if (win.dilations != Ints(win.dilations.size(), 1)) n.Unsupported("dilations");
+    xp = PadWindow(b, xp, win, 0.0);
+    sum = b.MulScalar(b.Op1("avg_pool2d", {xp}, {{"kernel_size", win.kernel}, {"stride", win.strides},
+                                                 {"ceil_mode", n.attr_int("ceil_mode", 0) != 0},
+                                                 {"count_include_pad", true}}),
+                      static_cast<double>(taps));
+    sum = Back1d(b, sum, one_d);
+  }
+  return {b.Op1("pow_scalar", {sum}, {{"exponent", 1.0 / p}})};
+}
+
 }  // namespace
 
 void AddNnConverters(OnnxConverterTable& t) {
+  t["RMSNormalization"] = RMSNormalization;
+  t["GroupNormalization"] = GroupNormalization;
+  t["MeanVarianceNormalization"] = MeanVarianceNormalization;
+  t["LpNormalization"] = LpNormalization;
+  t["LRN"] = Lrn;
+  t["Hardmax"] = Hardmax;
+  t["ScatterElements"] = ScatterElements;
+  t["LpPool"] = [](OnnxNode& n) { return LpPool(n, false); };
+  t["GlobalLpPool"] = [](OnnxNode& n) { return LpPool(n, true); };
   t["MatMul"] = [](OnnxNode& n) -> Outs {
     // numpy semantics: a 1-D left operand is a row, a 1-D right operand a column, and the
     // added dimension is removed from the result.

@@ -126,6 +126,9 @@ void AddReduceConverters(OnnxConverterTable& t) {
     return Reduce(b, "sum", b.Mul(x, x), r);
   });
   t["ReduceLogSumExp"] = Reducer(18, LogSumExp);
+  t["ReduceLogSum"] = Reducer(18, [](Builder& b, Value* x, const Reduction& r) {
+    return b.Log(Reduce(b, "sum", x, r));
+  });
   t["ArgMax"] = [](OnnxNode& n) { return ArgReduce(n, true); };
   t["ArgMin"] = [](OnnxNode& n) { return ArgReduce(n, false); };
   t["TopK"] = [](OnnxNode& n) -> Outs {

@@ -1,6 +1,6 @@
 // ONNX shape and data-movement ops: Shape, Size, Constant, ConstantOfShape, Range, Reshape,
 // Flatten, Transpose, Squeeze, Unsqueeze, Concat, Split, Slice, Expand, Tile, Pad, OneHot,
-// Trilu, DepthToSpace / SpaceToDepth, Resize (nearest, integer scales).
+// Trilu, DepthToSpace / SpaceToDepth (Resize: convert_resize.cc).
 // Sizes and indices must be known at import time (tilegraph compiles static shapes); the
 // importer folds the shape arithmetic that produces them.
 #include <algorithm>
@@ -308,57 +308,10 @@ Outs SpaceToDepth(OnnxNode& n) {
   const int64_t bs = n.attr_int("blocksize", 1);
   const Shape& s = x->type().shape;
   const int64_t N = s[0], C = s[1], H = s[2], W = s[3];
-  Value* y = b.Permute(b.Reshape(x, {N, C, H / bs, bs, W / bs, bs}), {0, 3, 5, 1, 2, 4});
+  Value* r = b.Reshape(x, {N, C, H / bs, bs, W / bs, bs});
+  Value* y = n.attr_string("mode", "DCR") == "CRD" ? b.Permute(r, {0, 1, 3, 5, 2, 4})
+                                                   : b.Permute(r, {0, 3, 5, 1, 2, 4});
   return {b.Reshape(y, {N, C * bs * bs, H / bs, W / bs})};
-}
-
-// Resize / Upsample with mode "nearest" and integer scale factors: out[i] = in[floor(i / s)]
-// (the result of asymmetric + floor, and of half_pixel for every rounding mode but ceil).
-Outs Resize(OnnxNode& n) {
-  Builder& b = n.b();
-  Value* x = n.input(0);
-  const Shape& s = x->type().shape;
-  std::string mode = n.attr_string("mode", "nearest");
-  if (mode != "nearest") n.Unsupported("mode '" + mode + "' (nearest is)");
-  std::string ctm = n.attr_string("coordinate_transformation_mode", "half_pixel");
-  std::string nearest = n.attr_string("nearest_mode", "round_prefer_floor");
-  const bool floor_equivalent = (ctm == "asymmetric" && nearest == "floor") ||
-                                ((ctm == "half_pixel" || ctm == "pytorch_half_pixel") && nearest != "ceil");
-  if (!floor_equivalent)
-    n.Unsupported("coordinate_transformation_mode '" + ctm + "' with nearest_mode '" + nearest + "'");
-  Ints scales;
-  std::vector<double> fs;
-  if (n.proto().op_type() == "Upsample") {
-    fs = n.opset() < 9 ? n.attr_floats("scales") : n.floats_input(1);
-  } else if (n.has_input(3) && n.constant(3) && n.constant(3)->type().numel() > 0) {
-    Ints sizes = n.ints_input(3);
-    Ints axes = n.has_attr("axes") ? NormalizeAxes(n, n.attr_ints("axes"), static_cast<int64_t>(s.size()))
-                                   : Ints{};
-    for (size_t i = 0; i < sizes.size(); ++i)
-      fs.push_back(static_cast<double>(sizes[i]) / s[axes.empty() ? i : axes[i]]);
-  } else {
-    int scales_input = n.opset() < 11 ? 1 : 2;
-    fs = n.floats_input(scales_input);
-  }
-  if (n.has_attr("axes")) {  // opset 18: scales / sizes for these axes only
-    Ints axes = NormalizeAxes(n, n.attr_ints("axes"), static_cast<int64_t>(s.size()));
-    TG_CHECK(axes.size() == fs.size(), kInvalidInput, "Resize: ", fs.size(), " scales for ",
-             axes.size(), " axes");
-    std::vector<double> all(s.size(), 1.0);
-    for (size_t i = 0; i < axes.size(); ++i) all[axes[i]] = fs[i];
-    fs = all;
-  }
-  TG_CHECK(fs.size() == s.size(), kInvalidInput, "Resize: ", fs.size(), " scales for rank ", s.size());
-  Shape view, wide, out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    int64_t f = static_cast<int64_t>(std::llround(fs[i]));
-    if (f < 1 || std::abs(fs[i] - static_cast<double>(f)) > 1e-6)
-      n.Unsupported("non-integer scale " + std::to_string(fs[i]));
-    view.insert(view.end(), {s[i], 1});
-    wide.insert(wide.end(), {s[i], f});
-    out.push_back(s[i] * f);
-  }
-  return {b.Reshape(b.Expand(b.Reshape(x, view), wide), out)};
 }
 
 }  // namespace
@@ -387,6 +340,40 @@ void AddShapeConverters(OnnxConverterTable& t) {
     return {n.b().Full(shape, value.GetAsDouble(0), value.type().dtype)};
   };
   t["Range"] = Range;
+  t["EyeLike"] = [](OnnxNode& n) -> Outs {
+    Value* x = n.input(0);
+    const Shape& s = x->type().shape;
+    TG_CHECK(s.size() == 2, kShape, "EyeLike: expected a 2-D input");
+    DType d = x->type().dtype;
+    if (n.has_attr("dtype")) {
+      std::optional<DType> t = DTypeFromOnnx(static_cast<int>(n.attr_int("dtype", 1)));
+      if (!t) n.Unsupported("dtype " + OnnxTypeName(static_cast<int>(n.attr_int("dtype", 1))));
+      d = *t;
+    }
+    const int64_t k = n.attr_int("k", 0);
+    HostTensor eye({d, s});
+    for (int64_t i = 0; i < s[0]; ++i)
+      if (i + k >= 0 && i + k < s[1]) eye.SetFromDouble(i * s[1] + i + k, 1.0);
+    return {n.b().graph().AddConstant(std::move(eye))};
+  };
+  t["NonZero"] = [](OnnxNode& n) -> Outs {  // data-dependent size: only of known values
+    const HostTensor* c = n.constant(0);
+    if (c == nullptr) n.Unsupported("NonZero of values computed at run time (its size depends on them)");
+    const Shape& s = c->type().shape;
+    std::vector<int64_t> hits;
+    for (int64_t i = 0; i < c->type().numel(); ++i)
+      if (c->GetAsDouble(i) != 0) hits.push_back(i);
+    const int64_t rank = static_cast<int64_t>(s.size()), count = static_cast<int64_t>(hits.size());
+    HostTensor out({DType::kI64, {rank, count}});
+    for (int64_t h = 0; h < count; ++h) {
+      int64_t rem = hits[h];
+      for (int64_t a = rank - 1; a >= 0; --a) {
+        out.as<int64_t>()[a * count + h] = rem % s[a];
+        rem /= s[a];
+      }
+    }
+    return {n.b().graph().AddConstant(std::move(out))};
+  };
   t["Reshape"] = Reshape;
   t["Flatten"] = Flatten;
   t["Transpose"] = [](OnnxNode& n) -> Outs {
@@ -411,8 +398,6 @@ void AddShapeConverters(OnnxConverterTable& t) {
   t["Trilu"] = Trilu;
   t["DepthToSpace"] = DepthToSpace;
   t["SpaceToDepth"] = SpaceToDepth;
-  t["Resize"] = Resize;
-  t["Upsample"] = Resize;
 }
 
 }  // namespace tg

@@ -78,6 +78,8 @@ void AddElementwiseConverters(OnnxConverterTable& table);
 void AddNnConverters(OnnxConverterTable& table);
 void AddShapeConverters(OnnxConverterTable& table);
 void AddReduceConverters(OnnxConverterTable& table);
+void AddAttentionConverters(OnnxConverterTable& table);
+void AddResizeConverters(OnnxConverterTable& table);
 
 // Helpers shared by the families.
 // A constant of x's dtype (broadcastable scalar).

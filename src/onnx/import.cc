@@ -98,6 +98,8 @@ const OnnxConverterTable& OnnxConverters() {
     AddNnConverters(t);
     AddShapeConverters(t);
     AddReduceConverters(t);
+    AddAttentionConverters(t);
+    AddResizeConverters(t);
     return t;
   }();
   return table;
