@@ -4,16 +4,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg -s libdnnl-dev libgtest-dev openmpi-bin libopenmpi-dev >/dev/null 2>&1; then
+# libonnx-dev: ONNX's protobuf schema (and libprotobuf-dev) for the ONNX front end (src/onnx).
+if ! dpkg -s libdnnl-dev libgtest-dev openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev \
+    >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build \
-    openmpi-bin libopenmpi-dev >/dev/null
+    openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev >/dev/null
 fi
 # torch 2.14.1 is the build torchvision 0.29.1 needs (a CUDA build; it runs on the CPU).
 # torchvision / transformers / timm provide the model families (random weights, nothing is
-# downloaded); onnxruntime is bench/'s inference baseline.
+# downloaded); onnxruntime is bench/'s inference baseline and the ONNX tests' reference;
+# onnx provides the ONNX conformance tests, onnxscript torch.onnx.export's default exporter.
 python3 -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvision==0.29.1" \
-  "transformers==5.24.0" "timm==1.0.31" "onnxruntime==1.32.0" "onnx==1.23.2" nanobind \
+  "transformers==5.24.0" "timm==1.0.31" "onnxruntime==1.32.0" "onnx==1.23.2" "onnxscript==0.7.2" nanobind \
   "scikit-build-core>=0.10" numpy pytest pytest-timeout cmake ninja
 
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null

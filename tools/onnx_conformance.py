@@ -119,7 +119,7 @@ def categorise(exc):
     text = str(exc)
     if "use ops tilegraph does not import" in text:
         return "op not imported", first
-    if "no dtype for" in text or "element type" in text:
+    if "no dtype for" in text or "element type" in text or "Cast: cast to type" in text:
         return "dtype not supported", first
     if "got f16" in text or "got bf16" in text:
         return "half-precision arithmetic (issue 15)", first

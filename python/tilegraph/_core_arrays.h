@@ -24,6 +24,8 @@ inline DType DTypeFromNumpy(const nb::dlpack::dtype& dt) {
   if (code == dtype_code::Int && dt.bits == 64) return DType::kI64;
   if (code == dtype_code::Int && dt.bits == 32) return DType::kI32;
   if (code == dtype_code::Bool) return DType::kBool;
+  // numpy has no bfloat16: bf16 travels as its uint16 bits both ways (see ToNumpy).
+  if (code == dtype_code::UInt && dt.bits == 16) return DType::kBF16;
   throw nb::type_error("unsupported array dtype");
 }
 

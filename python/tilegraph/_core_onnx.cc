@@ -6,6 +6,8 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <set>
+
 #include "_core_arrays.h"
 #include "onnx/model_file.h"
 #include "onnx/session.h"
@@ -126,4 +128,32 @@ void BindOnnx(nb::module_& m) {
         nb::arg("every_n") = 1, nb::arg("anchors") = std::vector<std::string>{},
         nb::arg("replicas") = 1, nb::arg("seed") = 0);
   m.def("onnx_supported_ops", &SupportedOnnxOps);
+  // The graph inputs (not initializers) and outputs of a model: (name, ONNX element type,
+  // dims with None / the symbol's name for unknown dimensions). Parse errors are ValueErrors.
+  m.def("onnx_model_io", [](const nb::bytes& model) {
+    onnx::ModelProto proto = ModelOf(model);
+    std::set<std::string> initializers;
+    for (const auto& init : proto.graph().initializer()) initializers.insert(init.name());
+    auto describe = [&](const auto& infos, bool skip_initializers) {
+      nb::list out;
+      for (const auto& info : infos) {
+        if (skip_initializers && initializers.count(info.name())) continue;
+        nb::list dims;
+        int elem = 0;
+        if (info.type().has_tensor_type()) {
+          const auto& tt = info.type().tensor_type();
+          elem = tt.elem_type();
+          for (const auto& d : tt.shape().dim()) {
+            if (d.has_dim_value()) dims.append(d.dim_value());
+            else if (!d.dim_param().empty()) dims.append(d.dim_param());
+            else dims.append(nb::none());
+          }
+        }
+        out.append(nb::make_tuple(info.name(), elem, dims));
+      }
+      return out;
+    };
+    return nb::make_tuple(describe(proto.graph().input(), true),
+                          describe(proto.graph().output(), false));
+  });
 }

@@ -82,6 +82,23 @@ _ORT_TYPE = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 5: "tens
              11: "tensor(double)", 16: "tensor(bfloat16)"}
 
 
+def _bf16_bits(a):
+    """bfloat16 bits (uint16) of an ml_dtypes.bfloat16 or float array (round to nearest even)."""
+    if a.dtype.name == "bfloat16" or a.dtype == np.uint16:
+        return a.view(np.uint16)
+    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    rounded = bits + 0x7FFF + ((bits >> 16) & 1)
+    return np.where(np.isnan(a), 0x7FC0, rounded >> 16).astype(np.uint16)
+
+
+def _from_engine(a, onnx_type):
+    """bf16 outputs come back as uint16 bits: viewed as ml_dtypes.bfloat16 (onnx's own dtype)."""
+    if onnx_type == "tensor(bfloat16)" and a.dtype == np.uint16:
+        import ml_dtypes
+        return a.view(ml_dtypes.bfloat16)
+    return a
+
+
 def _model_bytes(model):
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
@@ -93,27 +110,17 @@ def _model_bytes(model):
     raise TypeError(f"expected a path, bytes or an onnx.ModelProto, got {type(model).__name__}")
 
 
-def _describe(values, initializers):
-    """NodeArgs of ValueInfoProtos (needs the onnx package, for metadata only)."""
-    args = []
-    for v in values:
-        if v.name in initializers:
-            continue
-        t = v.type.tensor_type
-        shape = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                 for d in t.shape.dim]
-        args.append(NodeArg(v.name, shape, _ORT_TYPE.get(t.elem_type, f"tensor({t.elem_type})")))
-    return args
+def _describe(values):
+    return [NodeArg(name, list(dims), _ORT_TYPE.get(elem, f"tensor({elem})"))
+            for name, elem, dims in values]
 
 
 class _Session:
     def __init__(self, model):
         self._bytes = _model_bytes(model)
-        import onnx  # metadata only: names, stated shapes
-        proto = onnx.load_model_from_string(self._bytes)
-        inits = {i.name for i in proto.graph.initializer}
-        self._inputs = _describe(proto.graph.input, inits)
-        self._outputs = _describe(proto.graph.output, set())
+        inputs, outputs = _core.onnx_model_io(self._bytes)  # parsed by the C++ loader
+        self._inputs = _describe(inputs)
+        self._outputs = _describe(outputs)
 
     def get_inputs(self):
         return list(self._inputs)
@@ -123,9 +130,14 @@ class _Session:
 
     @staticmethod
     def _feed(sess, name, value, leading):
-        dtype, shape = sess.input_type(name)
-        a = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_OF[dtype])
-        return a.reshape(leading + tuple(shape)) if leading else a
+        """The feed in the session's dtype with `leading` axes added; its shape is checked by
+        the engine (an error naming the input, never a silent reshape)."""
+        dtype, _ = sess.input_type(name)
+        if dtype == "bf16":  # as its uint16 bits (numpy has no bfloat16)
+            a = np.ascontiguousarray(_bf16_bits(np.asarray(value)))
+        else:
+            a = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_OF[dtype])
+        return a.reshape(leading + a.shape) if leading else a
 
 
 class InferenceSession(_Session):
@@ -181,7 +193,8 @@ class InferenceSession(_Session):
         sess, fixed = self._session_for(arrays)
         fed = [n for n in names if n not in fixed]
         outs = sess.run([self._feed(sess, n, arrays[n], (1,)) for n in fed])
-        by_name = {n: o[0] for n, o in zip(sess.anchor_names, outs)}
+        types = {o.name: o.type for o in self._outputs}
+        by_name = {n: _from_engine(o[0], types.get(n)) for n, o in zip(sess.anchor_names, outs)}
         wanted = output_names or [o.name for o in self._outputs]
         unknown = [n for n in wanted if n not in by_name]
         if unknown:
@@ -219,8 +232,7 @@ class TrainingSession(_Session):
             if missing:
                 raise ValueError(f"missing inputs {missing} (the model's inputs are {names})")
             inputs = [inputs[n] for n in names]
-        steps = (self.data_flow.batches_per_step,)
-        outs = self._sess.run([self._feed(self._sess, n, a, steps) for n, a in zip(names, inputs)])
+        outs = self._sess.run([self._feed(self._sess, n, a, ()) for n, a in zip(names, inputs)])
         return dict(zip(self._sess.anchor_names, outs))
 
     def weights(self):

@@ -186,8 +186,12 @@ Outs Pad(OnnxNode& n) {
     n.Unsupported("mode '" + mode + "'");
   const int64_t r = RankOf(x);
   Ints pads = n.opset() < 11 ? n.attr_ints("pads") : n.ints_input(1);
-  double value = n.opset() < 11 ? n.attr_float("value", 0.0)
-                                : (n.has_input(2) ? n.floats_input(2).at(0) : 0.0);
+  // The constant value: known at import, or (a value computed at run time) filled in after.
+  Value* runtime_value = nullptr;
+  double value = 0.0;
+  if (n.opset() < 11) value = n.attr_float("value", 0.0);
+  else if (n.has_input(2) && n.constant(2)) value = n.floats_input(2).at(0);
+  else if (n.has_input(2)) runtime_value = n.input(2);
   Ints axes;
   if (n.opset() >= 18 && n.has_input(3)) axes = NormalizeAxes(n, n.ints_input(3), r);
   else for (int64_t a = 0; a < r; ++a) axes.push_back(a);
@@ -198,8 +202,13 @@ Outs Pad(OnnxNode& n) {
     before[axes[i]] = pads[i];
     after[axes[i]] = pads[axes.size() + i];
   }
-  if (mode == "constant")
-    return {b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", value}})};
+  if (mode == "constant") {
+    Value* y = b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", value}});
+    if (runtime_value == nullptr) return {y};
+    Value* inside = b.Op1("pad", {b.Full(x->type().shape, 1.0, DType::kBool)},
+                          {{"before", before}, {"after", after}, {"value", 0.0}});
+    return {b.Where(inside, y, b.Reshape(runtime_value, {}))};
+  }
   // edge / reflect / wrap: each padded axis gathers source positions (differentiable).
   Value* y = x;
   for (int64_t a = 0; a < r; ++a) {

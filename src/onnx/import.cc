@@ -1,6 +1,7 @@
 #include "onnx/import.h"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 #include "onnx/converter.h"
@@ -289,8 +290,29 @@ class Importer {
     b.set_source(NodeLabel(node));
     Graph& g = b.graph();
     size_t first_new = g.nodes().size();
+    // Half precision: the node computes in f32 on its f16 / bf16 inputs and its f32 results
+    // are rounded back (the IR's arithmetic is f32 / f64; casts and data movement keep the
+    // half type as it is).
+    std::optional<DType> half;
+    if (node.op_type() != "Cast" && node.op_type() != "CastLike") {
+      for (Value*& v : inputs) {
+        if (v == nullptr || (v->type().dtype != DType::kF16 && v->type().dtype != DType::kBF16))
+          continue;
+        half = v->type().dtype;
+        if (v->kind() == ValueKind::kConstant) {  // converted now: converters may read it
+          HostTensor f32({DType::kF32, v->type().shape});
+          for (int64_t i = 0; i < f32.type().numel(); ++i) f32.SetFromDouble(i, v->constant().GetAsDouble(i));
+          v = g.AddConstant(std::move(f32));
+        } else {
+          v = b.Cast(v, DType::kF32);
+        }
+      }
+    }
     OnnxNode n(node, b, opset, options_.training, std::move(inputs));
     std::vector<Value*> outs = OnnxConverters().at(node.op_type())(n);
+    if (half)
+      for (Value*& o : outs)
+        if (o != nullptr && o->type().dtype == DType::kF32) o = b.Cast(o, *half);
     TG_CHECK(static_cast<int>(outs.size()) >= node.output_size() ||
                  std::all_of(node.output().begin() + outs.size(), node.output().end(),
                              [](const std::string& s) { return s.empty(); }),
