@@ -183,6 +183,45 @@ def test_training_session_matches_eager_and_the_pytorch_front_end():
     close(weights["bn.running_mean"], eager.bn.running_mean.numpy(), 1e-4)
 
 
+def test_cpp_onnx_train_program_matches_eager(tmp_path):
+    """examples/cpp/onnx_train (C++ only: no Python in the process) trains the exported model
+    from raw input files; its saved weights match eager PyTorch's after the same steps."""
+    program = ROOT / "build" / "onnx_train"
+    if not program.exists():
+        pytest.fail(f"{program} is not built (scripts/setup.sh builds it)")
+    torch.manual_seed(0)
+    model, eager = ConvNet(), ConvNet()
+    eager.load_state_dict(model.state_dict())
+    steps = 4
+    xs, ys = _training_data(steps, seed=5)
+    path = tmp_path / "convnet.onnx"
+    path.write_bytes(export(model, (xs[0], ys[0]), ["x", "labels"], ["loss"],
+                            training=torch.onnx.TrainingMode.TRAINING,
+                            do_constant_folding=False, opset_version=17))
+    xs.numpy().tofile(tmp_path / "x.bin")
+    ys.numpy().tofile(tmp_path / "labels.bin")
+    r = subprocess.run([str(program), str(path), "--loss", "loss", "--steps", str(steps),
+                        "--lr", "0.05", "--momentum", "0.9", "--input", f"x={tmp_path / 'x.bin'}",
+                        "--input", f"labels={tmp_path / 'labels.bin'}",
+                        "--save", str(tmp_path / "trained.onnx")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    losses = [float(line.split()[-1]) for line in r.stdout.splitlines()]
+    opt = torch.optim.SGD(eager.parameters(), lr=0.05, momentum=0.9)
+    eager_losses = []
+    for s in range(steps):
+        opt.zero_grad()
+        loss = eager(xs[s], ys[s])
+        loss.backward()
+        opt.step()
+        eager_losses.append(loss.item())
+    np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)
+    trained = {t.name: onnx.numpy_helper.to_array(t)
+               for t in onnx.load(str(tmp_path / "trained.onnx")).graph.initializer}
+    for name, p in eager.named_parameters():
+        close(trained[name], p.detach().numpy(), 1e-4)
+
+
 def test_trained_model_saves_and_runs_in_onnxruntime(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), nn.Tanh(), nn.Linear(16, 3))
