@@ -19,6 +19,10 @@ python3 -m pip install -q --disable-pip-version-check "torch==2.14.1" "torchvisi
   "transformers==5.24.0" "timm==1.0.31" "onnxruntime==1.32.0" "onnx==1.23.2" "onnxscript==0.7.2" nanobind \
   "scikit-build-core>=0.10" numpy pytest pytest-timeout cmake ninja
 
+# TensorFlow / Keras models through tf2onnx: only tests/e2e/test_onnx.py's Keras test uses them
+# (in a child process); the tilegraph package itself does not depend on them.
+python3 -m pip install -q --disable-pip-version-check "tensorflow-cpu==2.21.0" "tf2onnx==1.17.0"
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j "$(nproc)"
 python3 -m pip install -q --disable-pip-version-check --no-build-isolation .

@@ -117,16 +117,19 @@ void BindOnnx(nb::module_& m) {
            const std::map<std::string, double>& hyper,
            const std::map<std::string, std::vector<int64_t>>& input_shapes,
            int64_t batches_per_step, const std::string& mode, int64_t every_n,
-           const std::vector<std::string>& anchors, int replicas, uint64_t seed) {
+           const std::vector<std::string>& anchors, int replicas, uint64_t seed,
+           const std::vector<std::string>& trainable) {
+          SessionOptions options = OptionsOf(input_shapes, replicas, seed);
+          options.trainable = trainable;
           return std::make_unique<TrainingSession>(
               ModelOf(model), loss, OptimizerOf(optimizer, hyper),
-              FlowOf(batches_per_step, mode, every_n, anchors),
-              OptionsOf(input_shapes, replicas, seed));
+              FlowOf(batches_per_step, mode, every_n, anchors), options);
         },
         nb::arg("model"), nb::arg("loss"), nb::arg("optimizer"), nb::arg("hyper"),
         nb::arg("input_shapes"), nb::arg("batches_per_step") = 1, nb::arg("mode") = "all",
         nb::arg("every_n") = 1, nb::arg("anchors") = std::vector<std::string>{},
-        nb::arg("replicas") = 1, nb::arg("seed") = 0);
+        nb::arg("replicas") = 1, nb::arg("seed") = 0,
+        nb::arg("trainable") = std::vector<std::string>{});
   m.def("onnx_supported_ops", &SupportedOnnxOps);
   // The graph inputs (not initializers) and outputs of a model: (name, ONNX element type,
   // dims with None / the symbol's name for unknown dimensions). Parse errors are ValueErrors.

@@ -205,10 +205,11 @@ class InferenceSession(_Session):
 class TrainingSession(_Session):
     """Trains an ONNX model (PopART's TrainingSession): the loss is a scalar value of the model;
     the backward pass is tilegraph's C++ autodiff, the update its optimizer. run() takes each
-    input as [batches_per_step, *shape] and returns the anchors by name, as data_flow says."""
+    input as [batches_per_step, *shape] and returns the anchors by name, as data_flow says.
+    `trainable` names the initializers to train (default: every floating-point one)."""
 
     def __init__(self, model, loss, optimizer=None, data_flow=None, *, input_shapes=None,
-                 replicas=1, seed=0):
+                 replicas=1, seed=0, trainable=None):
         super().__init__(model)
         optimizer = optimizer or SGD()
         self.data_flow = data_flow or DataFlow()
@@ -218,7 +219,8 @@ class TrainingSession(_Session):
             self._bytes, loss, optimizer.kind, hyper,
             {k: list(v) for k, v in (input_shapes or {}).items()},
             batches_per_step=f.batches_per_step, mode=f.mode, every_n=f.every_n,
-            anchors=list(f.anchors), replicas=replicas, seed=seed)
+            anchors=list(f.anchors), replicas=replicas, seed=seed,
+            trainable=list(trainable or []))
 
     @property
     def input_names(self):

@@ -131,9 +131,18 @@ TrainingSession::TrainingSession(const onnx::ModelProto& model, const std::strin
            loss_value->type().ToString());
   ParamGroup group;
   group.hyper = optimizer.hyper;
+  for (const auto& name : options.trainable)
+    TG_CHECK(std::count(weights_.begin(), weights_.end(), name), kInvalidInput, "trainable names '",
+             name, "', which is not a floating-point initializer of the ONNX model");
   for (const auto& name : weights_) {
     Value* w = g.FindValue(name);
-    if (w != nullptr && w->trainable()) group.params.push_back(w);
+    if (w == nullptr || !w->trainable()) continue;
+    if (!options.trainable.empty() &&
+        !std::count(options.trainable.begin(), options.trainable.end(), name)) {
+      w->set_trainable(false);  // kept as it is
+      continue;
+    }
+    group.params.push_back(w);
   }
   TG_CHECK(!group.params.empty(), kInvalidInput, "the ONNX model has no trainable weights "
            "(floating-point initializers)");

@@ -36,6 +36,9 @@ struct SessionOptions {
   int replicas = 1;          // data-parallel replicas in this process
   int num_threads = 0;       // 0: the CPU device's default
   uint64_t seed = 0;         // the random stream (dropout)
+  // TrainingSession: the initializers to train (empty: every floating-point initializer, as
+  // PopART does; ONNX itself does not say which initializers are weights).
+  std::vector<std::string> trainable;
 };
 
 struct OptimizerSpec {

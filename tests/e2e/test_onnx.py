@@ -302,6 +302,21 @@ def test_data_flow_modes():
         np.testing.assert_allclose(sess.run([xs])["y"], want, rtol=1e-6)
 
 
+def test_keras_cnn_through_tf2onnx_trains_like_keras():
+    """A Keras CNN converted by tf2onnx (with a loss appended) and trained by tilegraph for 5
+    SGD steps: per-step losses and every weight as Keras' own training gives (a child process:
+    TensorFlow stays out of this one). tensorflow-cpu and tf2onnx are installed by setup."""
+    import json
+    r = subprocess.run([sys.executable, str(ROOT / "tests" / "e2e" / "keras_child.py")],
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(result["ours"], result["keras"], rtol=1e-5)
+    assert len(result["weights"]) == 4
+    for name, diff in result["weights"].items():
+        assert diff is not None and diff < 1e-5, (name, diff)
+
+
 # ---- errors, never crashes -----------------------------------------------------------------
 
 def _tiny_model():
