@@ -104,7 +104,8 @@ PyObject* TilegraphErrorClass(const char* name) {
 
 }  // namespace
 
-void BindOnnx(nb::module_& m);  // _core_onnx.cc
+void BindOnnx(nb::module_& m);                                      // _core_onnx.cc
+nb::bytes ExportOnnxBytes(const Graph& graph, const Executable& exe);  // _core_onnx.cc
 
 NB_MODULE(_core, m) {
   m.doc() = "tilegraph C++ core";
@@ -177,6 +178,8 @@ NB_MODULE(_core, m) {
         return nb::make_tuple(std::string(DTypeName(t.dtype)), t.shape);
       })
       .def("add_output", [](PyGraph& g, const std::string& name) { g.graph->AddOutput(Find(g, name)); })
+      .def("to_onnx", [](PyGraph& g, const Executable& exe) { return ExportOnnxBytes(*g.graph, exe); },
+           "This inference graph as an ONNX model (bytes) with exe's current weights.")
       .def("set_update", [](PyGraph& g, const std::string& var, const std::string& value) {
         g.graph->SetUpdate(Find(g, var), Find(g, value));
       })

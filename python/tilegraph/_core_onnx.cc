@@ -9,6 +9,7 @@
 #include <set>
 
 #include "_core_arrays.h"
+#include "onnx/export.h"
 #include "onnx/model_file.h"
 #include "onnx/session.h"
 
@@ -59,6 +60,14 @@ OptimizerSpec OptimizerOf(const std::string& kind, const std::map<std::string, d
 }
 
 }  // namespace
+
+// The ONNX model of an inference graph with the executable's current weights (bytes).
+nb::bytes ExportOnnxBytes(const Graph& graph, const Executable& exe) {
+  std::map<std::string, HostTensor> weights;
+  for (const std::string& name : exe.VariableNames()) weights[name] = exe.ReadVariable(name);
+  std::string bytes = ExportOnnx(graph, weights).SerializeAsString();
+  return nb::bytes(bytes.data(), bytes.size());
+}
 
 void BindOnnx(nb::module_& m) {
   nb::class_<OnnxSession>(m, "OnnxSession")

@@ -335,6 +335,21 @@ class PoplarExecutor:
             return 0
         return self.options.Training.gradient_accumulation if self.training else 1
 
+    def exportOnnx(self, filename, *args, **kwargs):
+        """Writes the compiled inference model as an ONNX file (opset 17) with the current
+        weights: tilegraph's captured graph translated back (tilegraph.onnx imports it, ONNX
+        Runtime runs it). Compiles for `args` first if needed. Inference models only; ops
+        without an ONNX form are listed in the error. (A tilegraph extension, not PopTorch's.)"""
+        if self.training:
+            raise ValueError("exportOnnx exports inference models (inferenceModel)")
+        with self._lock:
+            if self._exe is None:
+                self.compile(*args, **kwargs)
+            self._sync_host_edits()
+            data = self._cap.graph.to_onnx(self._exe)
+        with open(filename, "wb") as f:
+            f.write(data)
+
     def compileAndExport(self, filename, *args, **kwargs):
         """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
         pickle-free, checksummed file: see _archive.py)."""

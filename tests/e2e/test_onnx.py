@@ -120,6 +120,37 @@ def test_shapes_given_by_inputs_are_value_specialized():
         np.testing.assert_array_equal(out, data.reshape(s))
 
 
+# ---- export: tilegraph's IR back to ONNX ---------------------------------------------------
+
+@pytest.mark.parametrize("family", ["resnet18", "transformer"])
+def test_export_of_the_pytorch_front_ends_graph_runs_in_onnxruntime(family, tmp_path):
+    torch.manual_seed(0)
+    if family == "resnet18":
+        torchvision = pytest.importorskip("torchvision")
+        model = torchvision.models.resnet18().eval()
+        x = torch.randn(2, 3, 64, 64)
+    else:
+        model = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True).eval()
+        x = torch.randn(2, 10, 32)
+    im = tilegraph.inferenceModel(model)
+    ours = im(x).numpy()
+    path = tmp_path / "exported.onnx"
+    im.exportOnnx(path)
+    sess = ort.InferenceSession(str(path))
+    (ref,) = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    close(ref, ours, 1e-5)
+    close(ref, model(x).detach().numpy(), 1e-5)
+    (back,) = tgx.InferenceSession(str(path)).run(None, {sess.get_inputs()[0].name: x.numpy()})
+    close(back, ours, 1e-6)  # and tilegraph imports its own export
+
+
+def test_export_refuses_training_models():
+    model = nn.Linear(3, 2)
+    tm = tilegraph.trainingModel(model, tilegraph.Options(), torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(ValueError, match="inference"):
+        tm.exportOnnx("/nonexistent/never_written.onnx")
+
+
 # ---- training in the C++ TrainingSession ---------------------------------------------------
 
 class ConvNet(nn.Module):
