@@ -229,6 +229,9 @@ def summarize(results, supported):
     impl = [r for r in results if implemented(r)]
     s["implemented"] = len(impl)
     s["implemented_pass"] = sum(r["status"] == "pass" for r in impl)
+    typed = [r for r in impl if r["status"] != "dtype not supported"]
+    s["implemented_with_our_dtypes"] = len(typed)
+    s["implemented_with_our_dtypes_pass"] = sum(r["status"] == "pass" for r in typed)
     s["crashes"] = sum(r["status"] in ("crash", "hang") for r in results)
     return s
 
@@ -247,7 +250,16 @@ def write_report(results, supported, path_md, path_json):
              f"({100.0 * s['pass'] / max(s['total'], 1):.1f}%).",
              f"- Tests that use implemented ops: **{s['implemented_pass']} / {s['implemented']}** "
              f"({100.0 * s['implemented_pass'] / max(s['implemented'], 1):.1f}%).",
-             f"- Crashes or hangs: **{s['crashes']}**.", ""]
+             f"- Of those, the tests in dtypes the IR has (not float8 / int4 / int2 / uint64 / "
+             f"string / complex): **{s['implemented_with_our_dtypes_pass']} / "
+             f"{s['implemented_with_our_dtypes']}** "
+             f"({100.0 * s['implemented_with_our_dtypes_pass'] / max(s['implemented_with_our_dtypes'], 1):.1f}%).",
+             f"- Crashes or hangs: **{s['crashes']}**.", "",
+             "Float16 / bfloat16 nodes compute in float32 and round their results to the half "
+             "type (the IR's arithmetic is f32 / f64; issue 15 adds half-precision kernels); the "
+             "expected outputs were computed by numpy in the half type, so a few such tests "
+             "differ by rounding. Dropout tests in training mode expect numpy's random masks, "
+             "tilegraph draws its own (Philox).", ""]
     lines += ["## By suite", "", "| suite | tests | pass | implemented ops | pass of those |",
               "|---|---:|---:|---:|---:|"]
     by_suite = collections.defaultdict(list)
@@ -304,6 +316,8 @@ def main():
     ap.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--no-write", action="store_true", help="print the summary only")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--report-only", default=None, metavar="JSON",
+                    help="rewrite docs/ONNX.md from saved results (docs/onnx_conformance.json)")
     args = ap.parse_args()
     suites = args.only.split(",")
     if args.worker is not None:
@@ -311,6 +325,11 @@ def main():
         return 0
     import tilegraph.onnx as tgx
     supported = set(tgx.supported_ops())
+    if args.report_only:
+        results = json.loads(pathlib.Path(args.report_only).read_text())["results"]
+        print(json.dumps(write_report(results, supported, ROOT / "docs" / "ONNX.md",
+                                      ROOT / "docs" / "onnx_conformance.json")))
+        return 0
     results = run_all(suites, args.limit)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(results))

@@ -86,7 +86,7 @@ def _bf16_bits(a):
     """bfloat16 bits (uint16) of an ml_dtypes.bfloat16 or float array (round to nearest even)."""
     if a.dtype.name == "bfloat16" or a.dtype == np.uint16:
         return a.view(np.uint16)
-    bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    bits = np.asarray(a, dtype=np.float32, order="C").view(np.uint32)
     rounded = bits + 0x7FFF + ((bits >> 16) & 1)
     return np.where(np.isnan(a), 0x7FC0, rounded >> 16).astype(np.uint16)
 
@@ -134,9 +134,9 @@ class _Session:
         the engine (an error naming the input, never a silent reshape)."""
         dtype, _ = sess.input_type(name)
         if dtype == "bf16":  # as its uint16 bits (numpy has no bfloat16)
-            a = np.ascontiguousarray(_bf16_bits(np.asarray(value)))
-        else:
-            a = np.ascontiguousarray(np.asarray(value), dtype=_NUMPY_OF[dtype])
+            a = np.asarray(_bf16_bits(np.asarray(value)), order="C")
+        else:  # (not ascontiguousarray: it turns 0-d arrays into 1-d ones)
+            a = np.asarray(value, dtype=_NUMPY_OF[dtype], order="C")
         return a.reshape(leading + a.shape) if leading else a
 
 
@@ -168,7 +168,7 @@ class InferenceSession(_Session):
             if vkey not in self._compiled:
                 self._compiled[vkey] = _core.onnx_inference_session(
                     self._bytes, {**shapes, **self._fixed}, replicas=self._replicas,
-                    constant_inputs={n: np.ascontiguousarray(a) for n, a in fixed.items()})
+                    constant_inputs={n: np.asarray(a, order="C") for n, a in fixed.items()})
             return self._compiled[vkey], set(fixed)
         if key not in self._compiled:
             try:
@@ -243,7 +243,7 @@ class TrainingSession(_Session):
 
     def write_weights(self, weights):
         for n, a in weights.items():
-            self._sess.write_weight(n, np.ascontiguousarray(a))
+            self._sess.write_weight(n, np.asarray(a, order="C"))
 
     def set_learning_rate(self, lr):
         self._sess.set_learning_rate(float(lr))
