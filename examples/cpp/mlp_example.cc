@@ -16,40 +16,16 @@
 
 #include "autodiff/optimizer.h"
 #include "runtime/executable.h"
+#include "teacher_data.h"
 
 using namespace tg;
+using tg::examples::MakeBatches;
+using tg::examples::RandomTensor;
 
 namespace {
 
 constexpr int64_t kBatch = 32, kIn = 16, kHidden = 64, kClasses = 4;
 constexpr int kStepsPerCall = 50, kCalls = 12;
-
-HostTensor RandomTensor(TensorType type, double scale, std::mt19937& rng) {
-  HostTensor t(type);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t i = 0; i < type.numel(); ++i) t.as<float>()[i] = static_cast<float>(scale) * u(rng);
-  return t;
-}
-
-// Labels of the teacher: argmax over classes of x @ teacher.
-void MakeBatches(int steps, const HostTensor& teacher, std::mt19937& rng, HostTensor& xs,
-                 HostTensor& ys) {
-  xs = HostTensor({DType::kF32, {steps, kBatch, kIn}});
-  ys = HostTensor({DType::kI64, {steps, kBatch}});
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (int64_t r = 0; r < steps * kBatch; ++r) {
-    float* x = xs.as<float>() + r * kIn;
-    for (int64_t i = 0; i < kIn; ++i) x[i] = n(rng);
-    int64_t best = 0;
-    double best_score = -1e30;
-    for (int64_t c = 0; c < kClasses; ++c) {
-      double score = 0;
-      for (int64_t i = 0; i < kIn; ++i) score += x[i] * teacher.as<float>()[i * kClasses + c];
-      if (score > best_score) best_score = score, best = c;
-    }
-    ys.as<int64_t>()[r] = best;
-  }
-}
 
 }  // namespace
 
@@ -95,7 +71,7 @@ int main(int argc, char** argv) {
   double loss_mean = 0, accuracy = 0;
   for (int call = 0; call < kCalls; ++call) {
     HostTensor xs, ys;
-    MakeBatches(kStepsPerCall, teacher, rng, xs, ys);
+    MakeBatches(kStepsPerCall, kBatch, kIn, kClasses, teacher, rng, xs, ys);
     auto out = exe->Run({{xs.data(), xs.type()}, {ys.data(), ys.type()}}, kStepsPerCall,
                         OutputMode::kSum);
     loss_mean = out[0].as<float>()[0] / kStepsPerCall;

@@ -14,30 +14,28 @@
 #include "onnx/model_file.h"
 #include "onnx/onnx_builder.h"
 #include "onnx/session.h"
+#include "teacher_data.h"
 
 using namespace tg;
+using tg::examples::MakeBatches;
 
 namespace {
 
 constexpr int64_t kBatch = 32, kIn = 16, kHidden = 64, kClasses = 4;
 constexpr int kStepsPerCall = 50, kCalls = 12;
 
-HostTensor Uniform(const Shape& shape, double scale, std::mt19937& rng) {
-  HostTensor t({DType::kF32, shape});
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  for (int64_t i = 0; i < t.type().numel(); ++i) t.as<float>()[i] = static_cast<float>(scale) * u(rng);
-  return t;
-}
-
 // The model and the name of its loss value.
 onnx::ModelProto BuildMlp(std::mt19937& rng, std::string& loss) {
   OnnxBuilder ob(17, "mlp");
   std::string x = ob.AddInput("x", {DType::kF32, {kBatch, kIn}});
   std::string y = ob.AddInput("labels", {DType::kI64, {kBatch}});
-  std::string w1 = ob.AddInitializer("fc1.weight", Uniform({kIn, kHidden}, 1 / std::sqrt(kIn), rng));
-  std::string b1 = ob.AddInitializer("fc1.bias", Uniform({kHidden}, 1 / std::sqrt(kIn), rng));
-  std::string w2 = ob.AddInitializer("fc2.weight", Uniform({kHidden, kClasses}, 1 / std::sqrt(kHidden), rng));
-  std::string b2 = ob.AddInitializer("fc2.bias", Uniform({kClasses}, 1 / std::sqrt(kHidden), rng));
+  auto init = [&](const Shape& shape, int64_t fan_in) {  // uniform in +-1/sqrt(fan_in)
+    return examples::RandomTensor({DType::kF32, shape}, 1 / std::sqrt(fan_in), rng);
+  };
+  std::string w1 = ob.AddInitializer("fc1.weight", init({kIn, kHidden}, kIn));
+  std::string b1 = ob.AddInitializer("fc1.bias", init({kHidden}, kIn));
+  std::string w2 = ob.AddInitializer("fc2.weight", init({kHidden, kClasses}, kHidden));
+  std::string b2 = ob.AddInitializer("fc2.bias", init({kClasses}, kHidden));
   std::string h = ob.Op("Relu", {ob.Op("Add", {ob.Op("MatMul", {x, w1}), b1})});
   std::string logits = ob.Op("Add", {ob.Op("MatMul", {h, w2}), b2});
   loss = ob.Op("SoftmaxCrossEntropyLoss", {logits, y}, {{"reduction", std::string("mean")}});
@@ -48,26 +46,6 @@ onnx::ModelProto BuildMlp(std::mt19937& rng, std::string& loss) {
   ob.AddOutput(loss);
   ob.AddOutput(correct);
   return ob.Build();
-}
-
-// Inputs for `steps` steps: points and the teacher's labels.
-void MakeBatches(int steps, const HostTensor& teacher, std::mt19937& rng, HostTensor& xs,
-                 HostTensor& ys) {
-  xs = HostTensor({DType::kF32, {steps, kBatch, kIn}});
-  ys = HostTensor({DType::kI64, {steps, kBatch}});
-  std::normal_distribution<float> n(0.0f, 1.0f);
-  for (int64_t r = 0; r < steps * kBatch; ++r) {
-    float* x = xs.as<float>() + r * kIn;
-    for (int64_t i = 0; i < kIn; ++i) x[i] = n(rng);
-    int64_t best = 0;
-    double best_score = -1e30;
-    for (int64_t c = 0; c < kClasses; ++c) {
-      double score = 0;
-      for (int64_t i = 0; i < kIn; ++i) score += x[i] * teacher.as<float>()[i * kClasses + c];
-      if (score > best_score) best_score = score, best = c;
-    }
-    ys.as<int64_t>()[r] = best;
-  }
 }
 
 }  // namespace
@@ -87,11 +65,11 @@ int main(int argc, char** argv) {
     flow.batches_per_step = kStepsPerCall;
     flow.mode = OutputMode::kSum;
     TrainingSession session(model, loss_name, Sgd(0.05, 0.9), flow);
-    HostTensor teacher = Uniform({kIn, kClasses}, 1.0, rng);
+    HostTensor teacher = examples::RandomTensor({DType::kF32, {kIn, kClasses}}, 1.0, rng);
     double loss = 0, accuracy = 0;
     for (int call = 0; call < kCalls; ++call) {
       HostTensor xs, ys;
-      MakeBatches(kStepsPerCall, teacher, rng, xs, ys);
+      MakeBatches(kStepsPerCall, kBatch, kIn, kClasses, teacher, rng, xs, ys);
       auto out = session.Run({{xs.data(), xs.type()}, {ys.data(), ys.type()}});
       loss = out[0].as<float>()[0] / kStepsPerCall;
       accuracy = out[1].as<float>()[0] / (kStepsPerCall * kBatch);

@@ -77,16 +77,20 @@ void CheckSpatialRank(const OnnxNode& n, Value* x) {
   if (r != 3 && r != 4) n.Unsupported(std::to_string(r - 2) + "-D windows (1-D and 2-D are)");
 }
 
-// Pads the spatial dims of x explicitly (value v) when the window's padding is asymmetric;
-// returns the padding the op itself should apply.
-Value* PadIfAsymmetric(Builder& b, Value* x, Window& w, double v) {
-  if (w.symmetric()) return x;
+// Pads the spatial dims of x explicitly by the window's padding (value v); the op itself then
+// pads nothing (w's padding is zeroed).
+Value* PadWindow(Builder& b, Value* x, Window& w, double v) {
   Ints before(2, 0), after(2, 0);
   before.insert(before.end(), w.pad_begin.begin(), w.pad_begin.end());
   after.insert(after.end(), w.pad_end.begin(), w.pad_end.end());
   w.pad_begin.assign(w.pad_begin.size(), 0);
   w.pad_end.assign(w.pad_end.size(), 0);
   return b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", v}});
+}
+
+// PadWindow when the padding is asymmetric (the ops pad symmetrically themselves).
+Value* PadIfAsymmetric(Builder& b, Value* x, Window& w, double v) {
+  return w.symmetric() ? x : PadWindow(b, x, w, v);
 }
 
 // Restores a 1-D result from the 2-D op's [N, C, 1, L].
@@ -197,15 +201,6 @@ bool PoolPaddingFits(const Window& w) {
   for (size_t i = 0; i < w.kernel.size(); ++i)
     if (2 * w.pad_begin[i] > w.kernel[i]) return false;
   return true;
-}
-
-Value* PadWindow(Builder& b, Value* x, Window& w, double v) {
-  Ints before(2, 0), after(2, 0);
-  before.insert(before.end(), w.pad_begin.begin(), w.pad_begin.end());
-  after.insert(after.end(), w.pad_end.begin(), w.pad_end.end());
-  w.pad_begin.assign(w.pad_begin.size(), 0);
-  w.pad_end.assign(w.pad_end.size(), 0);
-  return b.Op1("pad", {x}, {{"before", before}, {"after", after}, {"value", v}});
 }
 
 Outs Pool(OnnxNode& n, bool max) {

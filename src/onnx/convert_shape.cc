@@ -254,7 +254,11 @@ Outs Range(OnnxNode& n) {
   double s = n.floats_input(0).at(0), l = n.floats_input(1).at(0), d = n.floats_input(2).at(0);
   const HostTensor* start = n.constant(0);
   TG_CHECK(d != 0, kInvalidInput, "Range: delta 0");
-  int64_t count = std::max<int64_t>(static_cast<int64_t>(std::ceil((l - s) / d)), 0);
+  const double steps = std::ceil((l - s) / d);
+  // Built on the host at import: bounded so that a hostile model cannot ask for terabytes.
+  TG_CHECK(std::isfinite(steps) && steps <= double{1 << 28}, kInvalidInput, "Range of ", steps,
+           " elements (", s, " to ", l, " by ", d, ") is more than tilegraph builds at import");
+  int64_t count = std::max<int64_t>(static_cast<int64_t>(steps), 0);
   HostTensor t({start->type().dtype, {count}});
   for (int64_t i = 0; i < count; ++i) t.SetFromDouble(i, s + static_cast<double>(i) * d);
   return {n.b().graph().AddConstant(std::move(t))};

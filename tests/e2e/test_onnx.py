@@ -165,6 +165,18 @@ class ConvNet(nn.Module):
         return F.cross_entropy(self.fc(h.flatten(1)), labels)
 
 
+def _eager_steps(model, opt, xs, ys):
+    """Eager PyTorch training, one step per leading index of xs / ys: the losses."""
+    losses = []
+    for x, y in zip(xs, ys):
+        opt.zero_grad()
+        loss = model(x, y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
 def _training_data(steps, batch=8, seed=1):
     g = torch.Generator().manual_seed(seed)
     return (torch.randn(steps, batch, 3, 8, 8, generator=g),
@@ -188,14 +200,8 @@ def test_training_session_matches_eager_and_the_pytorch_front_end():
                                data_flow=tgx.DataFlow(batches_per_step=steps, mode="all"))
     losses = sess.run({"x": xs.numpy(), "labels": ys.numpy()})["loss"]
 
-    opt = torch.optim.SGD(eager.parameters(), lr=0.05, momentum=0.9)
-    eager_losses = []
-    for s in range(steps):
-        opt.zero_grad()
-        loss = eager(xs[s], ys[s])
-        loss.backward()
-        opt.step()
-        eager_losses.append(loss.item())
+    eager_losses = _eager_steps(eager, torch.optim.SGD(eager.parameters(), lr=0.05, momentum=0.9),
+                                xs, ys)
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)
 
     opts = tilegraph.Options()
@@ -238,14 +244,8 @@ def test_cpp_onnx_train_program_matches_eager(tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     losses = [float(line.split()[-1]) for line in r.stdout.splitlines()]
-    opt = torch.optim.SGD(eager.parameters(), lr=0.05, momentum=0.9)
-    eager_losses = []
-    for s in range(steps):
-        opt.zero_grad()
-        loss = eager(xs[s], ys[s])
-        loss.backward()
-        opt.step()
-        eager_losses.append(loss.item())
+    eager_losses = _eager_steps(eager, torch.optim.SGD(eager.parameters(), lr=0.05, momentum=0.9),
+                                xs, ys)
     np.testing.assert_allclose(losses, eager_losses, rtol=1e-4)
     trained = {t.name: onnx.numpy_helper.to_array(t)
                for t in onnx.load(str(tmp_path / "trained.onnx")).graph.initializer}
@@ -303,17 +303,40 @@ def test_adam_training_matches_eager():
     sess = tgx.TrainingSession(data, "loss", tgx.Adam(lr=1e-3),
                                tgx.DataFlow(batches_per_step=steps, mode="sum"))
     total = sess.run([xs.numpy(), ts.numpy()])["loss"]
-    opt = torch.optim.Adam(eager.parameters(), lr=1e-3)
-    eager_total = 0.0
-    for s in range(steps):
-        opt.zero_grad()
-        loss = eager(xs[s], ts[s])
-        loss.backward()
-        opt.step()
-        eager_total += loss.item()
+    eager_total = sum(_eager_steps(eager, torch.optim.Adam(eager.parameters(), lr=1e-3), xs, ts))
     np.testing.assert_allclose(float(total), eager_total, rtol=1e-5)
     for name, p in eager.named_parameters():
         close(sess.weights()[name], p.detach().numpy(), 1e-4)
+
+
+def test_training_session_with_replicas_matches_one_replica_on_the_whole_batch():
+    """Data parallelism: 2 replicas on half batches (mean-reduced gradients) train like one
+    replica on the whole batch. Feeds are [steps, replicas, ...]."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 3))
+
+    class WithLoss(nn.Module):
+        def __init__(self, batch):
+            super().__init__()
+            self.net, self.batch = model, batch
+
+        def forward(self, x, y):
+            return F.cross_entropy(self.net(x), y)
+    steps, batch = 3, 8
+    g = torch.Generator().manual_seed(2)
+    xs, ys = torch.randn(steps, batch, 6, generator=g), torch.randint(0, 3, (steps, batch), generator=g)
+    whole = export(WithLoss(batch), (xs[0], ys[0]), ["x", "y"], ["loss"], opset_version=17,
+                   do_constant_folding=False)
+    half = export(WithLoss(batch // 2), (xs[0, :4], ys[0, :4]), ["x", "y"], ["loss"],
+                  opset_version=17, do_constant_folding=False)
+    one = tgx.TrainingSession(whole, "loss", tgx.SGD(lr=0.1), tgx.DataFlow(batches_per_step=steps))
+    one.run({"x": xs.numpy(), "y": ys.numpy()})
+    two = tgx.TrainingSession(half, "loss", tgx.SGD(lr=0.1), tgx.DataFlow(batches_per_step=steps),
+                              replicas=2)
+    losses = two.run({"x": xs.reshape(steps, 2, 4, 6).numpy(), "y": ys.reshape(steps, 2, 4).numpy()})
+    assert losses["loss"].shape == (steps, 2)
+    for name, w in one.weights().items():
+        close(two.weights()[name], w, 1e-5)
 
 
 def test_data_flow_modes():
