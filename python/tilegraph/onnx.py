@@ -75,6 +75,8 @@ class NodeArg:
 
 # Inputs up to this many elements may be compiled in as constants (value specialization).
 _MAX_SPECIALIZED_ELEMENTS = 64
+# A warning when one session has compiled this many times (value specialization).
+_MANY_COMPILATIONS = 16
 _NUMPY_OF = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
              "i32": np.int32, "bool": np.bool_}
 _ORT_TYPE = {1: "tensor(float)", 2: "tensor(uint8)", 3: "tensor(int8)", 5: "tensor(int16)",
@@ -147,11 +149,9 @@ class InferenceSession(_Session):
     on its own CPU device). `input_shapes` fixes symbolic dimensions up front; otherwise each
     distinct set of fed shapes compiles once."""
 
-    def __init__(self, path_or_bytes, sess_options=None, providers=None, *, input_shapes=None,
-                 replicas=1):
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, *, input_shapes=None):
         super().__init__(path_or_bytes)
         self._fixed = {k: list(v) for k, v in (input_shapes or {}).items()}
-        self._replicas = replicas
         self._compiled = {}
         self._specialized = {}  # shapes -> inputs compiled in as constants
 
@@ -166,14 +166,19 @@ class InferenceSession(_Session):
             fixed = {n: arrays[n] for n in self._specialized[key]}
             vkey = key + tuple((n, a.dtype.str, a.tobytes()) for n, a in sorted(fixed.items()))
             if vkey not in self._compiled:
+                if len(self._compiled) == _MANY_COMPILATIONS:
+                    import warnings
+                    warnings.warn(f"tilegraph.onnx: {_MANY_COMPILATIONS} compilations for this "
+                                  f"model: inputs {sorted(fixed)} give shapes or sizes, and each "
+                                  "new value of them compiles the model again", stacklevel=3)
                 self._compiled[vkey] = _core.onnx_inference_session(
-                    self._bytes, {**shapes, **self._fixed}, replicas=self._replicas,
+                    self._bytes, {**shapes, **self._fixed},
                     constant_inputs={n: np.asarray(a, order="C") for n, a in fixed.items()})
             return self._compiled[vkey], set(fixed)
         if key not in self._compiled:
             try:
                 self._compiled[key] = _core.onnx_inference_session(
-                    self._bytes, {**shapes, **self._fixed}, replicas=self._replicas)
+                    self._bytes, {**shapes, **self._fixed})
             except NotImplementedError as e:
                 small = [n for n, a in arrays.items() if a.size <= _MAX_SPECIALIZED_ELEMENTS]
                 if "must be known when the model is imported" not in str(e) or not small:
@@ -205,8 +210,10 @@ class InferenceSession(_Session):
 class TrainingSession(_Session):
     """Trains an ONNX model (PopART's TrainingSession): the loss is a scalar value of the model;
     the backward pass is tilegraph's C++ autodiff, the update its optimizer. run() takes each
-    input as [batches_per_step, *shape] and returns the anchors by name, as data_flow says.
-    `trainable` names the initializers to train (default: every floating-point one)."""
+    input as [batches_per_step, *shape] ([batches_per_step, replicas, *shape] with replicas > 1:
+    data parallelism, gradients averaged over the replicas) and returns the anchors by name,
+    as data_flow says. `trainable` names the initializers to train (default: every
+    floating-point one)."""
 
     def __init__(self, model, loss, optimizer=None, data_flow=None, *, input_shapes=None,
                  replicas=1, seed=0, trainable=None):
