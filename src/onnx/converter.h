@@ -1,6 +1,7 @@
 // The ONNX op converters: one function per ONNX op type that builds the op's meaning out of
 // tilegraph IR ops with a Builder. Converters live in families (convert_elementwise.cc,
-// convert_nn.cc, convert_shape.cc, convert_reduce.cc), each adding its entries to the table.
+// convert_nn.cc, convert_shape.cc, convert_reduce.cc, convert_attention.cc,
+// convert_resize.cc, convert_rnn.cc), each adding its entries to the table.
 //
 // A converter sees one node through OnnxNode: its inputs as IR values (an omitted optional
 // input is null), inputs whose value is known at import time (initializers kept constant,
@@ -80,6 +81,7 @@ void AddShapeConverters(OnnxConverterTable& table);
 void AddReduceConverters(OnnxConverterTable& table);
 void AddAttentionConverters(OnnxConverterTable& table);
 void AddResizeConverters(OnnxConverterTable& table);
+void AddRecurrentConverters(OnnxConverterTable& table);
 
 // Helpers shared by the families.
 // A constant of x's dtype (broadcastable scalar).

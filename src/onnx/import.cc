@@ -101,6 +101,7 @@ const OnnxConverterTable& OnnxConverters() {
     AddReduceConverters(t);
     AddAttentionConverters(t);
     AddResizeConverters(t);
+    AddRecurrentConverters(t);
     return t;
   }();
   return table;

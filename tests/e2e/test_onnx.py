@@ -105,6 +105,44 @@ def test_torch_export_dynamo_exporter():
     close(got, model(x).detach().numpy(), 1e-5)
 
 
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "RNN"])
+def test_recurrent_layers_match_pytorch(kind):
+    """nn.LSTM / GRU / RNN (2 layers, bidirectional, batch_first) exported to ONNX's recurrent
+    ops, unrolled at import."""
+    torch.manual_seed(0)
+    layer = getattr(nn, kind)(6, 8, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x = torch.randn(3, 5, 6)
+    data = export(layer, (x,), ["x"], ["y", "h"], opset_version=17)
+    got = tgx.InferenceSession(data).run(None, {"x": x.numpy()})
+    want = layer(x)
+    close(got[0], want[0].detach().numpy(), 1e-5)
+    h = want[1][0] if kind == "LSTM" else want[1]
+    close(got[1], h.detach().numpy(), 1e-5)
+
+
+def test_gru_trains_like_eager():
+    torch.manual_seed(0)
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gru, self.out = nn.GRU(4, 8, batch_first=True), nn.Linear(8, 3)
+
+        def forward(self, x, y):
+            return F.cross_entropy(self.out(self.gru(x)[0][:, -1]), y)
+    model, eager = Tagger(), Tagger()
+    eager.load_state_dict(model.state_dict())
+    g = torch.Generator().manual_seed(4)
+    xs, ys = torch.randn(4, 6, 5, 4, generator=g), torch.randint(0, 3, (4, 6), generator=g)
+    data = export(model, (xs[0], ys[0]), ["x", "y"], ["loss"], opset_version=17,
+                  do_constant_folding=False)
+    sess = tgx.TrainingSession(data, "loss", tgx.SGD(lr=0.1), tgx.DataFlow(batches_per_step=4))
+    losses = sess.run({"x": xs.numpy(), "y": ys.numpy()})["loss"]
+    np.testing.assert_allclose(losses, _eager_steps(eager, torch.optim.SGD(eager.parameters(), lr=0.1), xs, ys),
+                               rtol=1e-5)
+    assert set(sess.weights()) >= {"out.weight", "out.bias"}
+
+
 def test_shapes_given_by_inputs_are_value_specialized():
     """A Reshape whose target shape is a graph input: compiled once per shape value."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
