@@ -61,6 +61,8 @@ class OnnxNode {
 
  private:
   const onnx::AttributeProto* Find(const std::string& name) const;
+  // Input i's constant value, or an error saying it must be known at import.
+  const HostTensor& Known(int i) const;
   const onnx::NodeProto& proto_;
   Builder& b_;
   int64_t opset_;

@@ -25,22 +25,30 @@ const HostTensor* OnnxNode::constant(int i) const {
   return &inputs_[i]->constant();
 }
 
-std::vector<int64_t> OnnxNode::ints_input(int i) const {
+const HostTensor& OnnxNode::Known(int i) const {
   const HostTensor* t = constant(i);
   TG_CHECK(t != nullptr, kUnsupported, proto_.op_type(), "'s input ", i, " ('",
            i < proto_.input_size() ? proto_.input(i) : "", "') must be known when the model is "
            "imported (tilegraph compiles static shapes); it is computed from the model's inputs");
-  std::vector<int64_t> v(t->type().numel());
-  for (size_t k = 0; k < v.size(); ++k) v[k] = static_cast<int64_t>(t->GetAsDouble(k));
+  return *t;
+}
+
+std::vector<int64_t> OnnxNode::ints_input(int i) const {
+  const HostTensor& t = Known(i);
+  std::vector<int64_t> v(t.type().numel());
+  // Integers exactly (through double, INT64_MAX -- ONNX's "to the end" -- would not be).
+  for (size_t k = 0; k < v.size(); ++k) {
+    if (t.type().dtype == DType::kI64) v[k] = t.as<int64_t>()[k];
+    else if (t.type().dtype == DType::kI32) v[k] = t.as<int32_t>()[k];
+    else v[k] = static_cast<int64_t>(std::clamp(t.GetAsDouble(k), -9.2e18, 9.2e18));
+  }
   return v;
 }
 
 std::vector<double> OnnxNode::floats_input(int i) const {
-  const HostTensor* t = constant(i);
-  TG_CHECK(t != nullptr, kUnsupported, proto_.op_type(), "'s input ", i,
-           " must be known when the model is imported");
-  std::vector<double> v(t->type().numel());
-  for (size_t k = 0; k < v.size(); ++k) v[k] = t->GetAsDouble(k);
+  const HostTensor& t = Known(i);
+  std::vector<double> v(t.type().numel());
+  for (size_t k = 0; k < v.size(); ++k) v[k] = t.GetAsDouble(k);
   return v;
 }
 

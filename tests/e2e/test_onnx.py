@@ -143,6 +143,21 @@ def test_gru_trains_like_eager():
     assert set(sess.weights()) >= {"out.weight", "out.bias"}
 
 
+def test_slice_to_the_end_with_int64_max():
+    """torch.onnx.export writes `x[:, 1:]` as Slice(ends=INT64_MAX): read exactly, not through
+    a double (which made the end negative and the slice silently empty)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [helper.make_tensor("s", TensorProto.INT64, [1], [1]),
+             helper.make_tensor("e", TensorProto.INT64, [1], [2**63 - 1]),
+             helper.make_tensor("a", TensorProto.INT64, [1], [1])]
+    model = helper.make_model(
+        helper.make_graph([helper.make_node("Slice", ["x", "s", "e", "a"], ["y"])], "g", [x], [y],
+                          inits), opset_imports=[helper.make_opsetid("", 17)])
+    data = np.arange(10, dtype=np.float32).reshape(2, 5)
+    np.testing.assert_array_equal(tgx.InferenceSession(model).run(None, {"x": data})[0], data[:, 1:])
+
+
 def test_shapes_given_by_inputs_are_value_specialized():
     """A Reshape whose target shape is a graph input: compiled once per shape value."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
