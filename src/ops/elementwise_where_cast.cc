@@ -101,6 +101,7 @@ void CastBlock(const T* const* in, T* out, int64_t n, const double* p) {
 OpDef CastOp() {
   OpDef def;
   def.name = "cast";
+  def.traits.half_native = true;
   def.num_inputs = 1;
   def.attrs = {{"dtype", std::nullopt}};
   def.infer = [](const InferContext& c) {

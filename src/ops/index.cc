@@ -228,6 +228,7 @@ AttrMap AxisIs(int64_t axis) { return {{"axis", axis}}; }
 void RegisterGather(OpRegistry& r) {
   OpDef d;
   d.name = "gather";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.num_inputs = 2;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "out[m] = x[m with m[axis] = index[m]] (torch.gather); out is shaped like index.";
@@ -319,6 +320,7 @@ void RegisterScatterMax(OpRegistry& r) {
 void RegisterIndexSelect(OpRegistry& r) {
   OpDef d;
   d.name = "index_select";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.num_inputs = 2;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "The slices of x along `axis` picked by the 1-D index, in index order.";

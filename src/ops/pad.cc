@@ -80,6 +80,7 @@ KernelFactory PadFactory() {
 void RegisterPadOps(OpRegistry& r) {
   OpDef d;
   d.name = "pad";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = {{"before", std::nullopt}, {"after", std::nullopt}, {"value", 0.0}};
   d.doc = "x with `before` / `after` elements of `value` added per dimension (negative crops)";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {

@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "ops/half_widening.h"
 #include "support/error.h"
 
 namespace tg {
@@ -27,7 +28,10 @@ void OpRegistry::Register(OpDef def) {
               DeviceKindName(kind), " kernel");
   }
   std::string name = def.name;
-  ops_[name] = std::make_unique<OpDef>(std::move(def));
+  auto stored = std::make_unique<OpDef>(std::move(def));
+  // Every kernel computes f16 / bf16 too: natively or widened to f32 (ops/half_widening.h).
+  for (auto& [kind, factory] : stored->kernels) factory = WithHalfWidening(*stored, factory);
+  ops_[name] = std::move(stored);
 }
 
 const KernelFactory& OpDef::KernelFor(DeviceKind kind) const {
@@ -75,7 +79,7 @@ std::vector<TensorType> InferTypes(const OpDef& def, const std::vector<TensorTyp
              " takes at least ", def.min_inputs, " inputs, got ", inputs.size());
   }
   InferContext ctx{inputs, attrs};
-  std::vector<TensorType> out = def.infer(ctx);
+  std::vector<TensorType> out = InferWithHalfWidening(def, ctx.inputs, ctx.attrs);
   TG_ASSERT(def.num_outputs < 0 || static_cast<int>(out.size()) == def.num_outputs, "op ",
             def.name, " inferred a wrong number of outputs");
   return out;

@@ -138,6 +138,9 @@ struct OpTraits {
                               // Builder assigns); never CSE'd or constant-folded
   bool side_effects = false;  // never removed by DCE
   bool view = false;          // output 0 is input 0's buffer reinterpreted (reshape)
+  // Its kernels compute f16 / bf16 themselves (data movement, casts); other ops run half
+  // values widened to f32 (ops/half_widening.h).
+  bool half_native = false;
 };
 
 struct OpDef {

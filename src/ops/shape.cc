@@ -217,6 +217,7 @@ TensorType F32(Shape s) { return {DType::kF32, std::move(s)}; }
 void RegisterReshape(OpRegistry& r) {
   OpDef d;
   d.name = "reshape";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = {{"shape", std::nullopt}};
   d.doc = "The input's elements in row-major order with a new shape (one -1 is inferred).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
@@ -238,6 +239,7 @@ void RegisterReshape(OpRegistry& r) {
 void RegisterPermute(OpRegistry& r) {
   OpDef d;
   d.name = "permute";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = {{"perm", std::nullopt}};
   d.doc = "Reorders the axes: output axis i is input axis perm[i].";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
@@ -264,6 +266,7 @@ void RegisterPermute(OpRegistry& r) {
 void RegisterExpand(OpRegistry& r) {
   OpDef d;
   d.name = "expand";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = {{"shape", std::nullopt}};
   d.doc = "Broadcasts the input to `shape` (numpy rules; -1 keeps a dimension).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
@@ -295,6 +298,7 @@ AttrMap SliceAttrMap(int64_t axis, int64_t start, int64_t end, int64_t step) {
 void RegisterSlice(OpRegistry& r) {
   OpDef d;
   d.name = "slice";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = SliceAttrs();
   d.doc = "x[..., start:end:step, ...] along `axis` (Python slice semantics, step > 0).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
@@ -322,6 +326,7 @@ void RegisterSlice(OpRegistry& r) {
 void RegisterSliceBackward(OpRegistry& r) {
   OpDef d;
   d.name = "slice_backward";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = SliceAttrs();
   d.attrs.push_back({"input_shape", std::nullopt});
   d.doc = "Zeros of input_shape with the slice (axis, start, end, step) set to the input.";
@@ -354,6 +359,7 @@ void RegisterSliceBackward(OpRegistry& r) {
 void RegisterCat(OpRegistry& r) {
   OpDef d;
   d.name = "cat";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.num_inputs = -1;
   d.min_inputs = 1;
   d.attrs = {{"axis", Attr(int64_t{0})}};

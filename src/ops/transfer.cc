@@ -29,6 +29,7 @@ void RegisterTransferOps(OpRegistry& r) {
   {
     OpDef d;
     d.name = "checkpoint";
+    d.traits.half_native = true;  // moves elements: any dtype
     d.doc = "x, kept for the backward pass; values between checkpoints are recomputed.";
     d.infer = [](const InferContext& c) -> std::vector<TensorType> { return {c.in(0)}; };
     d.grad = [](const GradContext& g) -> std::vector<Value*> { return {g.GO(0)}; };
@@ -42,6 +43,7 @@ void RegisterTransferOps(OpRegistry& r) {
   }
   OpDef d;
   d.name = "stage_copy";
+  d.traits.half_native = true;  // moves elements: any dtype
   d.attrs = {{"from_stage", std::nullopt}, {"to_stage", std::nullopt}};
   d.doc = "x moved from device `from_stage` to device `to_stage` (model parallelism).";
   d.infer = [](const InferContext& c) -> std::vector<TensorType> {
