@@ -103,10 +103,60 @@ OpDef FillOp(const std::string& name, const std::string& a, double a_default,
   return def;
 }
 
+// stochastic_round: f32 -> f16 / bf16 rounding that is unbiased (kernels/cpu/random_kernels.h);
+// PopTorch's Precision.enableStochasticRounding for half-precision weight updates.
+OpDef StochasticRoundOp() {
+  OpDef def;
+  def.name = "stochastic_round";
+  def.num_inputs = 1;
+  def.attrs = {{"dtype", std::nullopt}, {"rng_key", int64_t{0}}};
+  def.infer = [](const InferContext& c) {
+    DType to = GetDType(c.attrs, "dtype");
+    CheckFloating(c.in(0), "stochastic_round", "input");
+    TG_CHECK(to == DType::kF16 || to == DType::kBF16, kShape,
+             "stochastic_round: dtype must be f16 or bf16, got ", DTypeName(to));
+    return std::vector<TensorType>{{to, c.in(0).shape}};
+  };
+  def.not_differentiable = true;  // rounds optimizer updates, after the backward
+  def.traits.random = true;
+  def.traits.half_native = true;
+  auto factory = [](bool parallel) -> KernelFactory {
+    return [parallel](const Node& node) -> Kernel {
+      bool bf16 = GetDType(node.attrs(), "dtype") == DType::kBF16;
+      int64_t n = node.input(0)->type().numel(), key = GetInt(node.attrs(), "rng_key");
+      auto from = static_cast<cpu::ElemType>(node.input(0)->type().dtype);
+      return [=](const KernelArgs& a) {
+        cpu::RngParams rng{a.ctx->seed, static_cast<uint64_t>(key), a.ctx->step};
+        const float* x = static_cast<const float*>(a.inputs[0]);
+        std::vector<float> wide;  // f64 / half inputs: through f32 (exact for half)
+        if (from != cpu::ElemType::kF32) {
+          wide.resize(n);
+          cpu::CastBuffer(a.inputs[0], from, wide.data(), cpu::ElemType::kF32, n);
+          x = wide.data();
+        }
+        cpu::StochasticRound(x, static_cast<uint16_t*>(a.outputs[0]), n, bf16, rng, parallel);
+      };
+    };
+  };
+  def.kernels[DeviceKind::kCpu] = factory(true);
+  def.kernels[DeviceKind::kReference] = factory(false);
+  for (DType to : {DType::kF16, DType::kBF16}) {
+    for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 257}}) {
+      OpSample s{{{DType::kF32, shape}}, {{"dtype", to}, {"rng_key", int64_t{5}}}};
+      // Against the f64 reference: within one step of the format (2^-7 relative for bf16).
+      s.tolerance = to == DType::kF16 ? 1e-3 : 8e-3;
+      def.samples.push_back(s);
+    }
+  }
+  def.doc = "x rounded to f16 / bf16 stochastically: unbiased, keyed by the session's RNG";
+  return def;
+}
+
 }  // namespace
 
 void RegisterRandomOps(OpRegistry& r) {
   r.Register(DropoutOp());
+  r.Register(StochasticRoundOp());
   r.Register(FillOp("uniform", "low", 0.0, "high", 1.0, "uniform in [low, high) of `shape`"));
   r.Register(FillOp("normal", "mean", 0.0, "std", 1.0, "normal(mean, std) of `shape`"));
 }

@@ -1,6 +1,11 @@
 // Random fill kernels (see random_kernels.h).
 #include "kernels/cpu/random_kernels.h"
 
+#include <cmath>
+#include <vector>
+
+#include "kernels/cpu/float16.h"
+
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/philox.h"
 
@@ -80,6 +85,32 @@ void Dropout(const T* x, T* y, T* mask, int64_t n, double p, const RngParams& rn
       y[i] = x[i] * m;
     }
   });
+}
+
+void StochasticRound(const float* x, uint16_t* out, int64_t n, bool bf16, const RngParams& rng,
+                     bool parallel) {
+  std::vector<float> u(n);
+  FillUniform(u.data(), n, 0.0, 1.0, rng, parallel);
+  auto to_bits = [bf16](float f) { return bf16 ? FloatToBFloat16Bits(f) : FloatToHalfBits(f); };
+  auto to_float = [bf16](uint16_t b) { return bf16 ? BFloat16BitsToFloat(b) : HalfBitsToFloat(b); };
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t nearest = to_bits(x[i]);
+    float v = to_float(nearest);
+    if (v == x[i] || !std::isfinite(v) || !std::isfinite(x[i])) {
+      out[i] = nearest;
+      continue;
+    }
+    // The other neighbour: one step up in magnitude when the nearest is below |x|, else down
+    // (the sign bit is untouched; x and its nearest share the sign).
+    uint16_t other = std::fabs(v) < std::fabs(x[i]) ? nearest + 1 : nearest - 1;
+    float w = to_float(other);
+    if (!std::isfinite(w)) {  // beyond the largest finite value: keep the nearest
+      out[i] = nearest;
+      continue;
+    }
+    float p_other = std::fabs(x[i] - v) / std::fabs(w - v);
+    out[i] = u[i] < p_other ? other : nearest;
+  }
 }
 
 template void FillUniform<float>(float*, int64_t, double, double, const RngParams&, bool);

@@ -22,4 +22,10 @@ void FillNormal(T* out, int64_t n, double mean, double std, const RngParams& rng
 template <typename T>
 void Dropout(const T* x, T* y, T* mask, int64_t n, double p, const RngParams& rng, bool parallel);
 
+// Stochastic rounding of f32 values to f16 (`bf16` false) or bf16 (true) bits: each value
+// rounds to one of its two neighbours in the format with probability proportional to
+// closeness, so the rounding is unbiased (E[round(x)] = x). Draws as FillUniform.
+void StochasticRound(const float* x, uint16_t* out, int64_t n, bool bf16, const RngParams& rng,
+                     bool parallel);
+
 }  // namespace tg::cpu
