@@ -52,8 +52,12 @@ def graph_key(executor, cap, input_specs):
         from .optim import describe
         kind, flags, groups, loss_scaling = describe(executor.optimizer)
         names = {id(p): n for n, p in executor.model.named_parameters()}
+        from .optim import state_dtypes
         parts["optimizer"] = [kind, sorted(flags.items()), loss_scaling != 1.0,
                               [[names.get(id(p), "?") for p in ps] for ps, _ in groups]]
+        parts["precision"] = [state_dtypes(executor.optimizer), o.Precision.stochastic_rounding,
+                              o.Training.automatic_loss_scaling,
+                              sorted(o.Training.loss_scaling_settings.items())]
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
 

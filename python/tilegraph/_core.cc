@@ -200,8 +200,21 @@ NB_MODULE(_core, m) {
                                    nb::list groups, bool use_momentum, bool nesterov,
                                    bool centered, bool bias_correction, bool loss_scaling, int accumulation_steps,
                                    bool accumulation_mean, int64_t replicas_total,
-                                   bool shard_optimizer_state) {
+                                   bool shard_optimizer_state, const std::string& grad_accum_dtype,
+                                   const std::string& first_moment_dtype,
+                                   const std::string& second_moment_dtype,
+                                   bool stochastic_rounding, bool automatic_loss_scaling,
+                                   double growth_factor, double backoff_factor,
+                                   int64_t growth_interval) {
         OptimizerConfig config;
+        config.automatic_loss_scaling = automatic_loss_scaling;
+        config.loss_scale_growth_factor = growth_factor;
+        config.loss_scale_backoff_factor = backoff_factor;
+        config.loss_scale_growth_interval = growth_interval;
+        config.half_grad_accum_dtype = MakeType(grad_accum_dtype, {}).dtype;
+        config.half_first_moment_dtype = MakeType(first_moment_dtype, {}).dtype;
+        config.half_second_moment_dtype = MakeType(second_moment_dtype, {}).dtype;
+        config.stochastic_rounding = stochastic_rounding;
         if (kind == "sgd") config.kind = OptimizerKind::kSGD;
         else if (kind == "adam") config.kind = OptimizerKind::kAdam;
         else if (kind == "adamw") config.kind = OptimizerKind::kAdamW;
@@ -256,7 +269,11 @@ NB_MODULE(_core, m) {
          nb::arg("nesterov") = false, nb::arg("centered") = false,
          nb::arg("bias_correction") = true, nb::arg("loss_scaling") = false,
          nb::arg("accumulation_steps") = 1, nb::arg("accumulation_mean") = true,
-         nb::arg("replicas_total") = 1, nb::arg("shard_optimizer_state") = false);
+         nb::arg("replicas_total") = 1, nb::arg("shard_optimizer_state") = false,
+         nb::arg("grad_accum_dtype") = "f32", nb::arg("first_moment_dtype") = "f32",
+         nb::arg("second_moment_dtype") = "f32", nb::arg("stochastic_rounding") = false,
+         nb::arg("automatic_loss_scaling") = false, nb::arg("growth_factor") = 2.0,
+         nb::arg("backoff_factor") = 0.5, nb::arg("growth_interval") = 2000);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,

@@ -21,7 +21,7 @@ from ._engine_io import from_engine, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error
-from .optim import describe
+from .optim import describe, state_dtypes
 
 _compilations = 0  # process-wide count of engine compilations (tests read it)
 # Held while any executor reads or writes a module: its capture (torch.export is not thread-
@@ -365,15 +365,6 @@ class PoplarExecutor:
         shape, dtype = cap.output_meta[index]
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
             raise RuntimeError(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
-        half = sorted(fqn for fqn, p in self.model.named_parameters()
-                      if fqn in cap.params and p.requires_grad and
-                      p.dtype in (torch.float16, torch.bfloat16))
-        if half:
-            raise NotImplementedError(
-                f"training parameters held in half precision ({', '.join(half[:3])}"
-                f"{', ...' if len(half) > 3 else ''}) is not built in tilegraph yet (mixed "
-                "precision with fp32 master weights is planned); keep the parameters in "
-                "float32 to train, half-precision inference works")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
         # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
         # the export keeps one of them.
@@ -390,13 +381,38 @@ class PoplarExecutor:
             accumulation_steps=self.options.Training.gradient_accumulation,
             accumulation_mean=reduction == ReductionType.Mean,
             replicas_total=self._replicas * self.options.Distributed.numDataParallel,
-            shard_optimizer_state=self.options.TensorLocations.shard_optimizer_state, **flags)
+            shard_optimizer_state=self.options.TensorLocations.shard_optimizer_state,
+            stochastic_rounding=self.options.Precision.stochastic_rounding,
+            automatic_loss_scaling=self.options.Training.automatic_loss_scaling,
+            **self.options.Training.loss_scaling_settings,
+            **state_dtypes(self.optimizer), **flags)
         self._opt_flags = (kind, flags)
         cap.grad_of = dict(info["grad_of"])
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:
-            hyper["loss_scale"] = loss_scaling
+            hyper["loss_scale"] = self._initial_loss_scale(loss_scaling)
         return hyper
+
+    def _initial_loss_scale(self, loss_scaling):
+        """The loss_scale hyperparameter: the optimizer's; with automatic loss scaling and no
+        loss_scaling of the optimizer's, 2**16 (the scale in use is this x 2**exponent)."""
+        if self.options.Training.automatic_loss_scaling and loss_scaling == 1.0:
+            return 2.0 ** 16
+        return loss_scaling
+
+    def lossScalingState(self):
+        """tilegraph: {"scale", "skipped_steps", "growth_tracker"} of automatic loss scaling
+        (Options().Training.setAutomaticLossScaling), read from the engine."""
+        with self._lock:
+            if self._exe is None or "optimizer.loss_scale_log2" not in self._exe.variables:
+                raise RuntimeError("lossScalingState: the model is not a compiled training "
+                                   "model with automatic loss scaling")
+            def read(name):
+                return float(np.asarray(self._exe.read_variable(name)))
+            base = self._initial_loss_scale(describe(self.optimizer)[3])
+            return dict(scale=base * 2.0 ** read("optimizer.loss_scale_log2"),
+                        skipped_steps=int(read("optimizer.skipped_steps")),
+                        growth_tracker=int(read("optimizer.loss_scale_good_steps")))
 
     def _add_anchors(self, cap):
         """Options().anchorTensor: each anchored tensor becomes an output of the program
@@ -626,7 +642,7 @@ class PoplarExecutor:
                     if name in self._exe.hyperparams:
                         self._exe.set_hyperparam(name, value)
             if "loss_scale" in self._exe.hyperparams:
-                self._exe.set_hyperparam("loss_scale", loss_scaling)
+                self._exe.set_hyperparam("loss_scale", self._initial_loss_scale(loss_scaling))
 
     def detachFromDevice(self):
         with self._lock:

@@ -93,6 +93,8 @@ class _TrainingOptions(_Group):
         self.reduction = ReductionType.Mean
         self.mean_reduction_strategy = enums.MeanReductionStrategy.Post
         self.automatic_loss_scaling = False
+        self.loss_scaling_settings = dict(growth_factor=2.0, backoff_factor=0.5,
+                                          growth_interval=2000)
         self.convolution_dithering = False
 
     def gradientAccumulation(self, gradient_accumulation):
@@ -120,10 +122,24 @@ class _TrainingOptions(_Group):
         return self._root
 
     def setAutomaticLossScaling(self, enabled):
-        if _check_bool("setAutomaticLossScaling", enabled):
-            _no_effect("Training.setAutomaticLossScaling", "automatic loss scaling is part of "
-                       "the mixed-precision work, not built yet; fp32 training needs none")
-        self.automatic_loss_scaling = enabled
+        """Automatic loss scaling, in the engine: a step whose gradients hold an inf or NaN
+        changes no weight or optimizer state, halves the scale and is counted; after
+        `growth_interval` finite steps the scale doubles (setAutomaticLossScalingSettings).
+        The scale starts at the optimizer's loss_scaling, or 2**16 when that is not set.
+        The trained model reports it: `model.lossScalingState()`."""
+        self.automatic_loss_scaling = _check_bool("setAutomaticLossScaling", enabled)
+        return self._root
+
+    def setAutomaticLossScalingSettings(self, growth_factor=2.0, backoff_factor=0.5,
+                                        growth_interval=2000):
+        """tilegraph: the factors and interval of automatic loss scaling (torch.amp.GradScaler's
+        defaults)."""
+        if not growth_factor > 1 or not 0 < backoff_factor < 1:
+            raise ValueError("setAutomaticLossScalingSettings: expected growth_factor > 1 and "
+                             f"0 < backoff_factor < 1, got {growth_factor}, {backoff_factor}")
+        self.loss_scaling_settings = dict(
+            growth_factor=float(growth_factor), backoff_factor=float(backoff_factor),
+            growth_interval=_check_int("growth_interval", growth_interval, 1))
         return self._root
 
     def setConvolutionDithering(self, enabled):
@@ -159,10 +175,11 @@ class _PrecisionOptions(_Group):
         return self._root
 
     def enableStochasticRounding(self, enabled):
-        if _check_bool("enableStochasticRounding", enabled):
-            _no_effect("Precision.enableStochasticRounding", "stochastic rounding of "
-                       "half-precision weight updates is not built yet; fp32 needs none")
-        self.stochastic_rounding = enabled
+        """Half-precision parameters' updates (computed in f32) are rounded to the parameter's
+        dtype stochastically: unbiased, so updates smaller than half a unit in the last place
+        are not lost; keyed by the session's random seed, so runs repeat. f32 parameters are
+        not rounded."""
+        self.stochastic_rounding = _check_bool("enableStochasticRounding", enabled)
         return self._root
 
     def enableFloatingPointExceptions(self, enabled):

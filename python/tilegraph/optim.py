@@ -1,7 +1,9 @@
 """tilegraph.optim: torch.optim optimizers with PopTorch's extra arguments.
 
 They are ordinary torch.optim optimizers (so the same object drives eager PyTorch), plus
-`loss_scaling` (and PopTorch's accum_type / velocity_scaling, accepted). tilegraph reads
+`loss_scaling` and PopTorch's state dtypes (accum_type, velocity_accum_type,
+first/second_order_momentum_accum_type: how the optimizer state of half-precision
+parameters is stored; f32 by default). tilegraph reads
 their param_groups; the update itself is generated in C++ (src/autodiff/optimizer.cc).
 """
 import warnings
@@ -44,11 +46,17 @@ class VariableAttributes:
 class _PopTorchArgs:
     """PopTorch's extra optimizer arguments. loss_scaling: the engine's backward starts from
     loss x scale and the update divides the gradients by it (the same mathematics; it keeps
-    half-precision gradients out of underflow). The accumulator dtypes,
-    velocity_scaling and use_combined_accum choose how an IPU stores and scales optimizer
-    state; they do not change the mathematics, and in fp32 they do not change the numbers
-    here, so they are recorded and warn once when set. max_grad_norm (clipping by the
-    global gradient norm) is not built yet and raises."""
+    half-precision gradients out of underflow). The accumulator dtypes choose how the state of
+    half-precision parameters (model.half()) is stored: accum_type for accumulated gradients,
+    velocity_accum_type / first_order_momentum_accum_type for momentum and first moments,
+    second_order_momentum_accum_type for second moments; None means float32 (the update itself
+    is computed in float32 and rounded to the parameter's dtype once). float32 parameters keep
+    float32 state. velocity_scaling and use_combined_accum choose how an IPU scales optimizer
+    state; they do not change the mathematics, so they are recorded and warn once when set.
+    max_grad_norm (clipping by the global gradient norm) is not built yet and raises."""
+
+    _STATE_DTYPES = ("accum_type", "velocity_accum_type", "first_order_momentum_accum_type",
+                     "second_order_momentum_accum_type")
 
     def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
@@ -58,24 +66,34 @@ class _PopTorchArgs:
             raise NotImplementedError(
                 f"{type(self).__name__}(max_grad_norm={max_grad_norm}): clipping by the global "
                 "gradient norm is not built in tilegraph yet; leave max_grad_norm unset")
+        self.state_dtypes = {}
+        for name in self._STATE_DTYPES:
+            dtype = ipu_storage.pop(name, None)
+            if dtype is None:
+                continue
+            if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"{type(self).__name__}({name}={dtype!r}): expected "
+                                 "torch.float32, torch.float16 or torch.bfloat16")
+            self.state_dtypes[name] = dtype
         self.ipu_storage = {k: v for k, v in ipu_storage.items() if v not in (None, False)}
         for name, value in self.ipu_storage.items():
             if (name, value) not in _warned:
                 _warned.add((name, value))
                 warnings.warn(f"tilegraph: {type(self).__name__}({name}={value!r}) sets how an "
-                              "IPU stores or scales optimizer state; tilegraph keeps the state "
-                              "in the parameters' dtype, so it has no effect here",
-                              stacklevel=3)
+                              "IPU scales optimizer state; it does not change the mathematics "
+                              "and has no effect here", stacklevel=3)
 
 
 class SGD(torch.optim.SGD, _PopTorchArgs):
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, loss_scaling=None, velocity_scaling=None,
-                 use_combined_accum=None, accum_type=None, max_grad_norm=None):
+                 use_combined_accum=None, accum_type=None, velocity_accum_type=None,
+                 max_grad_norm=None):
         super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
                          weight_decay=weight_decay, nesterov=nesterov)
         self._init_extra(loss_scaling, max_grad_norm, velocity_scaling=velocity_scaling,
-                         use_combined_accum=use_combined_accum, accum_type=accum_type)
+                         use_combined_accum=use_combined_accum, accum_type=accum_type,
+                         velocity_accum_type=velocity_accum_type)
 
 
 class Adam(torch.optim.Adam, _PopTorchArgs):
@@ -214,6 +232,19 @@ def describe(optimizer):
         groups.append((list(g["params"]), h))
     loss_scaling = getattr(optimizer, "loss_scaling", 1.0)
     return kind, flags, groups, loss_scaling
+
+
+_TG_DTYPE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
+
+
+def state_dtypes(optimizer):
+    """The dtypes of the optimizer state of half-precision parameters, as add_training_step
+    takes them (f32 unless the PopTorch arguments say otherwise; torch.optim: f32)."""
+    chosen = getattr(optimizer, "state_dtypes", {})
+    first = chosen.get("velocity_accum_type", chosen.get("first_order_momentum_accum_type"))
+    pick = lambda d: _TG_DTYPE[d] if d is not None else "f32"  # noqa: E731
+    return dict(grad_accum_dtype=pick(chosen.get("accum_type")), first_moment_dtype=pick(first),
+                second_moment_dtype=pick(chosen.get("second_order_momentum_accum_type")))
 
 
 # ---- descriptions for export files (JSON, no pickle) --------------------------------------

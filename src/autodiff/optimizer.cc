@@ -1,5 +1,6 @@
 #include "autodiff/optimizer.h"
 
+#include <cmath>
 #include <map>
 
 #include "autodiff/autodiff.h"
@@ -39,11 +40,23 @@ class UpdateBuilder {
   }
 
   // Optimizer state of the parameter being updated: its shape, or its shard's when the
-  // state is sharded across replicas.
-  Value* State(Value*, const std::string& what) {
-    Value* v = b_.graph().AddVariable(param_->name() + "." + what, state_type_, false);
+  // state is sharded across replicas; of the parameter's dtype, or for a half parameter of
+  // the configured state dtype, read in the compute dtype. `second`: a second-moment state.
+  Value* State(Value*, const std::string& what, bool second = false) {
+    TensorType type = state_type_;
+    if (IsHalf(param_->type().dtype)) {
+      type.dtype = second ? config_.half_second_moment_dtype : config_.half_first_moment_dtype;
+    }
+    Value* v = b_.graph().AddVariable(param_->name() + "." + what, type, false);
     info_.state_variables.push_back(v->name());
-    return v;
+    Value* read = b_.Cast(v, state_type_.dtype);
+    state_of_[read] = v;
+    return read;
+  }
+  // The state's new value (computed in the compute dtype), stored in the state's dtype.
+  void SetState(Value* read, Value* value) {
+    Value* v = state_of_.at(read);
+    b_.graph().SetUpdate(v, b_.Cast(value, v->type().dtype));
   }
   // The parameter's new value (of the shape its arithmetic ran in: the shard when sharded).
   void SetParam(Value* value);
@@ -68,12 +81,27 @@ class UpdateBuilder {
   Builder& b_;
   const OptimizerConfig& config_;
   TrainingStepInfo& info_;
+  static bool IsHalf(DType d) { return d == DType::kF16 || d == DType::kBF16; }
+  // The parameter's new value rounded to its dtype (stochastically when configured).
+  Value* RoundToParam(Value* value);
+
   Value* param_ = nullptr;   // the parameter variable being updated
-  TensorType state_type_;    // its state's type
+  TensorType state_type_;    // its state's shape, in the dtype the update computes in
+  std::map<Value*, Value*> state_of_;  // State()'s value read -> the state variable
   int64_t shard_ = 0;        // sharded: elements of one replica's shard (0: not sharded)
 };
 
+Value* UpdateBuilder::RoundToParam(Value* value) {
+  DType to = param_->type().dtype;
+  if (value->type().dtype == to) return value;
+  if (config_.stochastic_rounding && IsHalf(to)) {
+    return b_.Op1("stochastic_round", {value}, {{"dtype", to}});
+  }
+  return b_.Cast(value, to);
+}
+
 void UpdateBuilder::SetParam(Value* value) {
+  value = RoundToParam(value);
   if (shard_ == 0) {
     b_.graph().SetUpdate(param_, value);
     return;
@@ -91,6 +119,11 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
   param_ = p;
   state_type_ = p->type();
   shard_ = 0;
+  if (IsHalf(p->type().dtype)) {  // half parameters update in f32, rounded once (SetParam)
+    state_type_.dtype = DType::kF32;
+    p = b_.Cast(p, DType::kF32);
+    grad = b_.Cast(grad, DType::kF32);
+  }
   Value* g = grad;
   if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
   if (config_.shard_state_group > 1) {
@@ -113,7 +146,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
                {{"group_size", G},
                 {"reduction", std::string(config_.shard_state_mean ? "mean" : "sum")}});
     p = b_.Op1("replica_shard", {flat_padded(p)}, {{"group_size", G}});
-    state_type_ = TensorType{param_->type().dtype, {shard_}};
+    state_type_ = TensorType{state_type_.dtype, {shard_}};
   }
   switch (config_.kind) {
     case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
@@ -138,7 +171,7 @@ void UpdateBuilder::Sgd(Value* p, Value* g, size_t group, const OptimizerHyperPa
     Value* later = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Mul(g, T(b_.Sub(One(), dampening), p)));
     Value* first = b_.Op1("eq", {step, b_.Scalar(0.0, step->type().dtype)});
     Value* buf_new = b_.Where(first, g, later);
-    b_.graph().SetUpdate(buf, buf_new);
+    SetState(buf, buf_new);
     g = config_.nesterov ? b_.Add(g, b_.Mul(buf_new, T(momentum, p))) : buf_new;
   }
   SetParam(b_.Add(p, b_.Mul(g, T(b_.Neg(lr), p))));
@@ -155,7 +188,7 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* beta2 = Hyper(group, "beta2", hp.beta2);
   Value* eps = Hyper(group, "eps", hp.eps);
   Value* m = State(p, "exp_avg");
-  Value* v = State(p, "exp_avg_sq");
+  Value* v = State(p, "exp_avg_sq", true);
   Value* t = b_.Add(b_.Cast(step, DType::kF64), One());
   Value* param = p;
   if (decoupled) {
@@ -171,8 +204,8 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* bc2_sqrt = b_.Sqrt(b_.Sub(One(), b_.Op1("pow", {beta2, t})));
   Value* neg_step_size = b_.Neg(b_.Div(lr, bc1));
   Value* denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
-  b_.graph().SetUpdate(m, m_new);
-  b_.graph().SetUpdate(v, v_new);
+  SetState(m, m_new);
+  SetState(v, v_new);
   SetParam(b_.Add(param, b_.Div(b_.Mul(T(neg_step_size, p), m_new), denom)));
 }
 
@@ -185,14 +218,14 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
   Value* alpha = Hyper(group, "alpha", hp.alpha);
   Value* eps = Hyper(group, "eps", hp.eps);
   g = b_.Add(g, b_.Mul(p, T(wd, p)));
-  Value* sq = State(p, "square_avg");
+  Value* sq = State(p, "square_avg", true);
   Value* sq_new = b_.Add(b_.Mul(sq, T(alpha, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), alpha), p), g), g));
-  b_.graph().SetUpdate(sq, sq_new);
+  SetState(sq, sq_new);
   Value* avg_sq = sq_new;
   if (config_.centered) {
     Value* ga = State(p, "grad_avg");
     Value* ga_new = b_.Add(ga, b_.Mul(T(b_.Sub(One(), alpha), p), b_.Sub(g, ga)));
-    b_.graph().SetUpdate(ga, ga_new);
+    SetState(ga, ga_new);
     avg_sq = b_.Sub(sq_new, b_.Mul(ga_new, ga_new));
   }
   Value* avg = b_.Add(b_.Sqrt(avg_sq), T(eps, p));
@@ -201,7 +234,7 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
     Value* momentum = Hyper(group, "momentum", hp.momentum);
     Value* buf = State(p, "momentum_buffer");
     Value* buf_new = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Div(g, avg));
-    b_.graph().SetUpdate(buf, buf_new);
+    SetState(buf, buf_new);
     SetParam(b_.Add(p, b_.Mul(buf_new, neg_lr)));
   } else {
     SetParam(b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
@@ -221,11 +254,11 @@ void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* eps = Hyper(group, "eps", hp.eps);
   Value* max_norm = Hyper(group, "max_weight_norm", hp.max_weight_norm);
   Value* m = State(p, "exp_avg");
-  Value* v = State(p, "exp_avg_sq");
+  Value* v = State(p, "exp_avg_sq", true);
   Value* m_new = b_.Add(b_.Mul(m, T(beta1, p)), b_.Mul(g, T(b_.Sub(One(), beta1), p)));
   Value* v_new = b_.Add(b_.Mul(v, T(beta2, p)), b_.Mul(b_.Mul(g, g), T(b_.Sub(One(), beta2), p)));
-  b_.graph().SetUpdate(m, m_new);
-  b_.graph().SetUpdate(v, v_new);
+  SetState(m, m_new);
+  SetState(v, v_new);
   Value* m_hat = m_new;
   Value* v_hat = v_new;
   if (config_.bias_correction) {
@@ -247,6 +280,49 @@ void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperP
 namespace {
 // The device of the node producing v (model parallelism); 0 for graph inputs and variables.
 int PlacementOf(const Value* v) { return v->producer() ? v->producer()->placement() : 0; }
+
+// A bool scalar: every element of every gradient is finite. x * 0 is 0 for finite x and NaN
+// for inf / NaN, so one sum per gradient says it (a plain sum could overflow).
+Value* AllFinite(Builder& b, const std::vector<Value*>& grads) {
+  Value* total = nullptr;
+  for (Value* grad : grads) {
+    TG_CHECK(PlacementOf(grad) == 0, kUnsupported, "automatic loss scaling with pipeline "
+             "stages on several devices is not built yet");
+    Value* zero = b.Cast(b.Sum(b.MulScalar(grad, 0.0), {}), DType::kF32);
+    total = total ? b.Add(total, zero) : zero;
+  }
+  TG_CHECK(total != nullptr, kInvalidInput, "automatic loss scaling: no gradients");
+  return b.Op1("eq", {total, b.Scalar(0.0, DType::kF32)});
+}
+
+// Every update from `first` on keeps the variable's value unless the step is finite.
+void SkipUnlessFinite(Builder& b, Value* finite, size_t first) {
+  Graph& g = b.graph();
+  const size_t end = g.updates().size();
+  for (size_t i = first; i < end; ++i) {
+    VariableUpdate u = g.updates()[i];
+    g.SetUpdate(u.variable, b.Where(finite, u.value, u.variable), u.on_optimizer_step);
+  }
+}
+
+// Back off on an overflow, grow after growth_interval finite steps; count skipped steps.
+void AdjustLossScale(Builder& b, const OptimizerConfig& config, Value* finite, Value* scale_log2,
+                     TrainingStepInfo& info) {
+  Graph& g = b.graph();
+  TensorType scalar{DType::kF32, {}};
+  Value* good = g.AddVariable("optimizer.loss_scale_good_steps", scalar, false);
+  Value* skipped = g.AddVariable("optimizer.skipped_steps", scalar, false);
+  info.state_variables.push_back(good->name());
+  info.state_variables.push_back(skipped->name());
+  Value* good_next = b.AddScalar(good, 1.0);
+  Value* grow = b.Op1("ge", {good_next, b.Scalar(double(config.loss_scale_growth_interval))});
+  Value* grown = b.AddScalar(scale_log2, std::log2(config.loss_scale_growth_factor));
+  Value* backed_off = b.AddScalar(scale_log2, std::log2(config.loss_scale_backoff_factor));
+  g.SetUpdate(scale_log2, b.Where(finite, b.Where(grow, grown, scale_log2), backed_off));
+  Value* zero = b.Scalar(0.0);
+  g.SetUpdate(good, b.Where(finite, b.Where(grow, zero, good_next), zero));
+  g.SetUpdate(skipped, b.Where(finite, skipped, b.AddScalar(skipped, 1.0)));
+}
 }  // namespace
 
 TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<ParamGroup>& groups,
@@ -262,9 +338,19 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
     }
   }
   Value* loss_scale = nullptr;
-  if (config.loss_scaling) {
+  Value* scale_log2 = nullptr;  // automatic loss scaling's exponent (a state variable)
+  if (config.loss_scaling || config.automatic_loss_scaling) {
     loss_scale = g.AddHyperParam("loss_scale", TensorType{DType::kF64, {}});
     info.hyperparams["loss_scale"] = 1.0;
+  }
+  if (config.automatic_loss_scaling) {
+    TG_CHECK(config.shard_state_group <= 1, kUnsupported, "automatic loss scaling with "
+             "replicated tensor sharding of the optimizer state is not built yet");
+    scale_log2 = g.AddVariable("optimizer.loss_scale_log2", TensorType{DType::kF32, {}}, false);
+    info.state_variables.push_back(scale_log2->name());
+    // loss_scale x 2^e, exact in f64 for whole e (the default factors are powers of two).
+    loss_scale = b.Mul(loss_scale, b.Op1("pow", {b.Scalar(2.0, DType::kF64),
+                                                 b.Cast(scale_log2, DType::kF64)}));
   }
   Value* seed = loss_scale ? b.Cast(loss_scale, loss->type().dtype) : nullptr;
   std::vector<Value*> grads = BuildGradients(b, loss, params, seed);
@@ -295,9 +381,13 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
       int device = PlacementOf(grads[i]);  // a parameter's state lives on its device
       Value* apply = apply_flag(device);
       b.set_placement(device);
-      Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", params[i]->type(), false);
+      TensorType acc_type = params[i]->type();
+      if (acc_type.dtype == DType::kF16 || acc_type.dtype == DType::kBF16) {
+        acc_type.dtype = config.half_grad_accum_dtype;  // half gradients summed in f32
+      }
+      Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", acc_type, false);
       info.state_variables.push_back(acc->name());
-      Value* total = b.Add(acc, grads[i]);
+      Value* total = b.Add(acc, b.Cast(grads[i], acc_type.dtype));
       g.SetUpdate(acc, b.Where(apply, b.ZerosLike(acc), total));
       grads[i] = config.accumulation_mean ? b.MulScalar(total, 1.0 / config.accumulation_steps)
                                           : total;
@@ -307,6 +397,7 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   if (config.reduce_gradients && config.shard_state_group <= 1) {
     grads = config.reduce_gradients(b, params, grads);
   }
+  Value* finite = scale_log2 ? AllFinite(b, grads) : nullptr;
   size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
   size_t k = 0;
@@ -319,6 +410,10 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   }
   b.set_placement(0);
   g.SetUpdate(step, b.AddScalar(step, 1.0));
+  if (finite != nullptr) {
+    SkipUnlessFinite(b, finite, first_update);
+    AdjustLossScale(b, config, finite, scale_log2, info);
+  }
   if (accumulating) {
     // Between optimizer steps, parameters and optimizer state keep their values. (A new
     // device's counter appends its own update after `end`: it is not wrapped.)

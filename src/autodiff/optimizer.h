@@ -39,6 +39,15 @@ struct OptimizerConfig {
   bool centered = false;      // RMSprop
   bool bias_correction = true;  // LAMB: m and v divided by (1 - beta^t)
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
+  // Automatic loss scaling (implies loss_scaling): the scale in use is loss_scale x
+  // 2^optimizer.loss_scale_log2. A step whose gradients hold an inf or NaN changes nothing
+  // (parameters, optimizer state, step counter), multiplies the scale by backoff_factor and
+  // counts itself in optimizer.skipped_steps; after growth_interval finite steps in a row the
+  // scale grows by growth_factor. All in the engine: no host round trip.
+  bool automatic_loss_scaling = false;
+  double loss_scale_growth_factor = 2.0;
+  double loss_scale_backoff_factor = 0.5;
+  int64_t loss_scale_growth_interval = 2000;
   // Gradient accumulation: gradients of `accumulation_steps` consecutive steps (micro-batches)
   // are summed (divided by the count when accumulation_mean) and the optimizer applies them
   // on the last one; on the other steps every parameter and optimizer state keeps its value.
@@ -56,6 +65,16 @@ struct OptimizerConfig {
   // reduce_gradients is not applied to sharded parameters (their reduce-scatter replaces it).
   int64_t shard_state_group = 1;
   bool shard_state_mean = true;
+  // Half-precision parameters (f16 / bf16, PopTorch's model.half()): the update is computed in
+  // f32 from the half parameter and gradient and rounded to the parameter's dtype once
+  // (stochastically when stochastic_rounding: unbiased, so small updates are not lost). The
+  // optimizer state of such parameters is kept in these dtypes (PopTorch's accum_type for
+  // accumulated gradients, first_order_momentum_accum_type / velocity_accum_type and
+  // second_order_momentum_accum_type); f32 parameters keep f32 state.
+  DType half_grad_accum_dtype = DType::kF32;
+  DType half_first_moment_dtype = DType::kF32;   // SGD momentum, Adam/LAMB m, RMSprop avgs
+  DType half_second_moment_dtype = DType::kF32;  // Adam/LAMB v, RMSprop square_avg
+  bool stochastic_rounding = false;
 };
 
 struct ParamGroup {

@@ -1,8 +1,7 @@
 """Half-precision models (model.half() / model.bfloat16(), PopTorch's mixed-precision
 tutorial style) run inference through tilegraph with eager PyTorch's numbers: every op
-computes in float and rounds to the half type, as torch's CPU kernels do. Training
-parameters held in half precision is refused with a clear error (mixed precision with fp32
-master weights is separate work)."""
+computes in float and rounds to the half type, as torch's CPU kernels do. Training in half
+precision: test_mixed_precision.py."""
 import pytest
 import torch
 import torch.nn as nn
@@ -48,22 +47,6 @@ def test_half_elementwise_and_casts(dtype):
     for got, ref in zip(tilegraph.inferenceModel(Mixed())(a, b), Mixed()(a, b)):
         assert got.dtype == ref.dtype
         torch.testing.assert_close(got.reshape(ref.shape), ref)
-
-
-def test_training_half_parameters_is_refused_clearly():
-    model = nn.Linear(4, 2).half()
-
-    class Loss(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, x):
-            return self.m(x).float().pow(2).mean()
-
-    with pytest.raises(NotImplementedError, match="half precision.*keep the parameters in "
-                                                  "float32"):
-        tilegraph.trainingModel(Loss())(torch.randn(3, 4).half())
 
 
 def test_half_inputs_to_a_float_model():

@@ -100,10 +100,13 @@ def test_one_lamb_step_by_hand():
 
 
 def test_ipu_storage_arguments_warn_once_and_change_nothing():
-    with pytest.warns(UserWarning, match=r"accum_type=torch.float16.*no effect"):
+    """velocity_scaling only scales IPU state (warns); accum_type chooses the state dtype of
+    half-precision parameters, so float32 parameters train exactly as without it."""
+    with pytest.warns(UserWarning, match=r"velocity_scaling=128.0.*no effect"):
         opt = tilegraph.optim.SGD(Net().parameters(), lr=0.1, momentum=0.9,
                                   accum_type=torch.float16, velocity_scaling=128.0)
-    assert opt.ipu_storage == {"accum_type": torch.float16, "velocity_scaling": 128.0}
+    assert opt.ipu_storage == {"velocity_scaling": 128.0}
+    assert opt.state_dtypes == {"accum_type": torch.float16}
     model, eager, _ = _train_both(lambda m: tilegraph.optim.SGD(
         m.parameters(), lr=0.1, momentum=0.9, accum_type=torch.float16), steps=5)
     for p, q in zip(model.parameters(), eager.parameters()):

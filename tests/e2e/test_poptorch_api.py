@@ -55,12 +55,8 @@ _EXAMPLES = {
     "Options.enableSyntheticData": lambda o: o.enableSyntheticData(True),
     "Options.inputReplicaGrouping": lambda o: o.inputReplicaGrouping(
         2, tilegraph.CommGroupType.Consecutive),
-    "Options.Training.setAutomaticLossScaling": lambda o: o.Training.setAutomaticLossScaling(
-        True),
     "Options.Training.setConvolutionDithering": lambda o: o.Training.setConvolutionDithering(
         True),
-    "Options.Precision.enableStochasticRounding":
-        lambda o: o.Precision.enableStochasticRounding(True),
     "Options.Precision.enableFloatingPointExceptions":
         lambda o: o.Precision.enableFloatingPointExceptions(True),
     "Options.Precision.autocastPolicy": lambda o: o.Precision.autocastPolicy(None),

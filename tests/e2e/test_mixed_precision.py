@@ -1,0 +1,276 @@
+"""Training in half precision, PopTorch style (model.half() / model.bfloat16()).
+
+Semantics: forward and backward ops compute in float and round each result to the half type
+(as torch's CPU kernels do); the optimizer reads the half weights and gradients, computes the
+update in float32 with float32 state (PopTorch's accum types choose otherwise) and rounds the
+new weight once, to nearest or stochastically (Precision.enableStochasticRounding). Loss
+scaling: static (the optimizer's loss_scaling) or automatic (Training.setAutomaticLossScaling).
+The eager reference for parity is the same recipe written in plain PyTorch: half model,
+float32 optimizer on float32 copies, weights rounded back after each step."""
+import copy
+import math
+import os
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tilegraph
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "examples"))
+
+EPS = {torch.float16: 2.0 ** -10, torch.bfloat16: 2.0 ** -7}  # the formats' unit roundoff x 2
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x, y):
+        h = F.max_pool2d(F.gelu(self.bn(self.conv(x))), 2).flatten(1)
+        out = self.fc(h)
+        return out, F.cross_entropy(out.float(), y)
+
+
+def eager_half_training(model, make_optimizer, batches):
+    """The recipe in plain PyTorch: float32 master copies drive a torch optimizer, the half
+    model computes forward and backward, its weights are the rounded masters."""
+    masters = [p.detach().float().clone().requires_grad_() for p in model.parameters()]
+    optimizer = make_optimizer(masters)
+    losses = []
+    for x, y in batches:
+        for p in model.parameters():
+            p.grad = None
+        loss = model(x, y)[1]
+        loss.backward()
+        losses.append(loss.item())
+        for master, p in zip(masters, model.parameters()):
+            master.grad = p.grad.float()
+        optimizer.step()
+        with torch.no_grad():
+            for master, p in zip(masters, model.parameters()):
+                p.copy_(master.to(p.dtype))
+                master.copy_(p.float())
+    return losses
+
+
+def _batches(dtype, steps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(8, 3, 16, 16, generator=g).to(dtype),
+             torch.randint(0, 10, (8,), generator=g)) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_training_matches_the_eager_recipe(dtype):
+    """5 SGD-momentum steps. Half-precision runs drift apart by rounding (each op rounds, and
+    the two engines' kernels round differently inside), so the judge is float64: every weight
+    of tilegraph's run is at least as close to the float64 run of the same steps as eager
+    PyTorch's half run is (within 25% and half a unit in the last place); losses agree to a few
+    units in the last place."""
+    torch.manual_seed(0)
+    model = ConvNet().to(dtype)
+    reference, exact = copy.deepcopy(model), copy.deepcopy(model).double()
+    batches = _batches(dtype, 5)
+
+    def make(params):
+        return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+    trained = tilegraph.trainingModel(model, optimizer=make(model.parameters()))
+    losses = [trained(x, y)[1].item() for x, y in batches]
+    expected = eager_half_training(reference, make, batches)
+    optimizer = make(exact.parameters())
+    for x, y in batches:
+        optimizer.zero_grad()
+        exact(x.double(), y)[1].backward()
+        optimizer.step()
+    for got, want in zip(losses, expected):
+        assert abs(got - want) <= 4 * EPS[dtype] * (1 + abs(want))
+    for (name, p), q, r in zip(model.named_parameters(), reference.parameters(),
+                               exact.parameters()):
+        assert p.dtype == dtype, name  # the weights stay in the model's precision
+        scale = r.detach().abs().max()
+        ours = float((p.detach().double() - r.detach()).abs().max() / scale)
+        eager = float((q.detach().double() - r.detach()).abs().max() / scale)
+        assert ours <= 1.25 * eager + EPS[dtype] / 2, (name, ours, eager)
+
+
+def test_half_adam_state_dtypes_follow_the_accum_types():
+    torch.manual_seed(0)
+    model = ConvNet().half()
+    optimizer = tilegraph.optim.Adam(model.parameters(), lr=1e-3,
+                                     first_order_momentum_accum_type=torch.float16,
+                                     second_order_momentum_accum_type=torch.float32)
+    trained = tilegraph.trainingModel(model, optimizer=optimizer)
+    x, y = _batches(torch.float16, 1)[0]
+    first = trained(x, y)[1].item()
+    for _ in range(5):
+        last = trained(x, y)[1].item()
+    assert math.isfinite(last) and last < first  # it trains on one batch
+    exe = trained._exe
+    assert exe.read_variable("fc.weight.exp_avg").dtype.name == "float16"
+    assert exe.read_variable("fc.weight.exp_avg_sq").dtype.name == "float32"
+    # float32 parameters keep float32 state whatever the accum types say
+    single = ConvNet()
+    f32 = tilegraph.trainingModel(single, optimizer=tilegraph.optim.Adam(
+        single.parameters(), first_order_momentum_accum_type=torch.float16))
+    f32(*_batches(torch.float32, 1)[0])
+    assert f32._exe.read_variable("fc.weight.exp_avg").dtype.name == "float32"
+
+
+class Tiny(nn.Module):
+    """loss = sum(w * c): the gradient of w is c, whatever w is."""
+
+    def __init__(self, n, dtype, value=1.0):
+        super().__init__()
+        self.w = nn.Parameter(torch.full((n,), value, dtype=dtype))
+
+    def forward(self, c):
+        return (self.w.float() * c).sum()
+
+
+def test_static_loss_scaling_rescues_gradients_below_fp16_range():
+    # Gradients of 1e-8 are below fp16's smallest subnormal (6e-8): unscaled they round to
+    # zero and nothing trains; scaled by 2^16 they survive the half backward and are divided
+    # out in float32 by the optimizer.
+    c = torch.full((4,), 1e-8)
+    plain = Tiny(4, torch.float16)
+    tilegraph.trainingModel(plain, optimizer=tilegraph.optim.SGD(plain.parameters(), lr=1e4))(c)
+    assert torch.equal(plain.w.detach(), torch.ones(4, dtype=torch.float16))
+    scaled = Tiny(4, torch.float16)
+    tilegraph.trainingModel(scaled, optimizer=tilegraph.optim.SGD(
+        scaled.parameters(), lr=1e4, loss_scaling=2.0 ** 16))(c)
+    # w - lr * 1e-8 = 1 - 1e-4, rounded to fp16 (within half a unit in the last place)
+    assert abs(scaled.w[0].item() - (1 - 1e-4)) <= 2.0 ** -12
+
+
+def test_automatic_loss_scaling_skips_an_overflowing_step_and_adapts_the_scale():
+    torch.manual_seed(0)
+    model = ConvNet().half()
+    opts = tilegraph.Options()
+    opts.Training.setAutomaticLossScaling(True)
+    opts.Training.setAutomaticLossScalingSettings(growth_interval=2)
+    trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9))
+    x, y = _batches(torch.float16, 1)[0]
+    trained(x, y)
+    assert trained.lossScalingState() == dict(scale=2.0 ** 16, skipped_steps=0, growth_tracker=1)
+    trained(x, y)  # two finite steps in a row: the scale grows
+    assert trained.lossScalingState() == dict(scale=2.0 ** 17, skipped_steps=0, growth_tracker=0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    momentum = trained._exe.read_variable("fc.weight.momentum_buffer").copy()
+    bad = x.clone()
+    bad[0, 0, 0, 0] = 60000.0  # its gradients overflow fp16 at this scale
+    trained(bad, y)
+    assert trained.lossScalingState() == dict(scale=2.0 ** 16, skipped_steps=1, growth_tracker=0)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), before[n]), n  # the step changed nothing ...
+    assert (trained._exe.read_variable("fc.weight.momentum_buffer") == momentum).all()
+    trained(x, y)  # ... and training goes on
+    assert trained.lossScalingState()["skipped_steps"] == 1
+    assert not torch.equal(model.fc.weight.detach(), before["fc.weight"])
+
+
+def test_stochastic_rounding_keeps_updates_smaller_than_half_an_ulp():
+    # bf16 weights of 1.0 (spacing 2^-7 above 1, 2^-8 below), update -1e-3 per step: nearest
+    # rounding loses it, stochastic rounding keeps it in expectation.
+    n, lr = 8192, 1e-3
+    c = torch.ones(n)
+    nearest = Tiny(n, torch.bfloat16)
+    tilegraph.trainingModel(nearest, optimizer=tilegraph.optim.SGD(nearest.parameters(), lr=lr))(c)
+    assert torch.equal(nearest.w.detach(), torch.ones(n, dtype=torch.bfloat16))
+
+    def stochastic(seed):
+        model = Tiny(n, torch.bfloat16)
+        opts = tilegraph.Options().randomSeed(seed)
+        opts.Precision.enableStochasticRounding(True)
+        tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
+            model.parameters(), lr=lr))(c)
+        return model.w.detach().float()
+
+    w = stochastic(1)
+    assert set(w.unique().tolist()) == {1.0, 1.0 - 2.0 ** -8}  # the two neighbours only
+    # E[w] = 1 - 1e-3; one draw per element has std 2^-8 * sqrt(p(1-p)), p = 0.256
+    sigma = 2.0 ** -8 * math.sqrt(0.256 * 0.744) / math.sqrt(n)
+    assert abs(w.mean().item() - (1 - lr)) < 5 * sigma
+    assert torch.equal(stochastic(1), w)  # reproducible with the seed
+    assert not torch.equal(stochastic(2), w)
+
+
+def _mnist_losses(dtype, steps, batch=16):
+    from mnist_poptorch import Network, SyntheticMNIST
+    torch.manual_seed(0)
+    model = Network().to(dtype)
+    data = SyntheticMNIST(steps * batch, train=True)
+    trained = tilegraph.trainingModel(model, optimizer=tilegraph.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.9))
+    losses = []
+    for i in range(steps):
+        x = data.images[i * batch:(i + 1) * batch].to(dtype)
+        y = data.labels[i * batch:(i + 1) * batch]
+        losses.append(trained(x, y)[1].float().item())
+    return losses
+
+
+def _windows(losses, width=20):
+    return [sum(losses[i:i + width]) / width for i in range(0, len(losses), width)]
+
+
+def test_mnist_in_bf16_converges_like_fp32():
+    """The main job's network and data, 200 SGD steps in bf16 and in fp32. Criterion: every
+    20-step window's mean loss in bf16 within 0.1 + 10% of fp32's, and both end below a
+    quarter of their start."""
+    fp32, bf16 = _mnist_losses(torch.float32, 200), _mnist_losses(torch.bfloat16, 200)
+    for a, b in zip(_windows(fp32), _windows(bf16)):
+        assert abs(a - b) <= 0.1 + 0.1 * a, (_windows(fp32), _windows(bf16))
+    for losses in (fp32, bf16):
+        assert _windows(losses)[-1] < 0.25 * _windows(losses)[0]
+
+
+def _bert_pretraining_losses(dtype, steps, batch=8, seq=32):
+    tf = pytest.importorskip("transformers")
+    cfg = tf.BertConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=128, vocab_size=64, max_position_embeddings=seq,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+
+    class MaskedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bert = tf.BertForMaskedLM(cfg)
+
+        def forward(self, ids, labels):
+            return self.bert(input_ids=ids, labels=labels).loss
+
+    model = MaskedLM().to(dtype)
+    trained = tilegraph.trainingModel(model, optimizer=tilegraph.optim.AdamW(
+        model.parameters(), lr=2e-3, weight_decay=0.01))
+    # A learnable language: token t+1 = (token t * 3 + 1) mod 60; 15% masked (token 63).
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(steps):
+        start = torch.randint(0, 60, (batch, 1), generator=g)
+        ids = [start]
+        for _ in range(seq - 1):
+            ids.append((ids[-1] * 3 + 1) % 60)
+        ids = torch.cat(ids, 1)
+        mask = torch.rand(batch, seq, generator=g) < 0.15
+        labels = torch.where(mask, ids, torch.full_like(ids, -100))
+        losses.append(trained(torch.where(mask, torch.full_like(ids, 63), ids), labels).item())
+    return losses
+
+
+def test_bert_small_pretraining_in_bf16_converges_like_fp32():
+    """A 2-layer BERT (Hugging Face BertForMaskedLM) pretraining with masked-token loss and
+    AdamW, 200 steps in bf16 and in fp32. Criterion: every 20-step window's mean loss in bf16
+    within 0.15 + 15% of fp32's, and both learn (last window below half the first)."""
+    fp32 = _bert_pretraining_losses(torch.float32, 200)
+    bf16 = _bert_pretraining_losses(torch.bfloat16, 200)
+    for a, b in zip(_windows(fp32), _windows(bf16)):
+        assert abs(a - b) <= 0.15 + 0.15 * a, (_windows(fp32), _windows(bf16))
+    for losses in (fp32, bf16):
+        assert _windows(losses)[-1] < 0.5 * _windows(losses)[0]
