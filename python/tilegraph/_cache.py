@@ -47,7 +47,8 @@ def graph_key(executor, cap, input_specs):
                  sharded=o.TensorLocations.shard_optimizer_state,
                  accumulation=o.Training.gradient_accumulation,
                  reduction=int(o.Training.reduction),
-                 anchors=sorted((k, v[0]) for k, v in o.anchored_tensors.items()))
+                 anchors=sorted((k, v[0]) for k, v in o.anchored_tensors.items()),
+                 mixed_precision=str(o.Precision.mixed_precision))
     if executor.training:
         from .optim import describe
         kind, flags, groups, loss_scaling = describe(executor.optimizer)

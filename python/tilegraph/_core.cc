@@ -4,6 +4,7 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/map.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -13,6 +14,7 @@
 
 #include "autodiff/autodiff.h"
 #include "autodiff/optimizer.h"
+#include "passes/mixed_precision.h"
 #include "ir/printer.h"
 #include "kernels/cpu/machine_limits.h"
 #include "ops/builder.h"
@@ -191,6 +193,13 @@ NB_MODULE(_core, m) {
       .def_prop_ro("variables", [](PyGraph& g) { return Names(g.graph->variables()); })
       .def_prop_ro("hyperparams", [](PyGraph& g) { return Names(g.graph->hyperparams()); })
       .def_prop_ro("num_nodes", [](PyGraph& g) { return g.graph->nodes().size(); })
+      .def("apply_mixed_precision", [](PyGraph& g, const std::string& dtype,
+                                        std::optional<std::vector<std::string>> ops) {
+        MixedPrecisionPolicy policy;
+        policy.half = MakeType(dtype, {}).dtype;
+        if (ops) policy.half_ops = std::set<std::string>(ops->begin(), ops->end());
+        return ApplyMixedPrecision(*g.graph, policy);
+      }, nb::arg("dtype"), nb::arg("ops") = nb::none())
       .def("gradients", [](PyGraph& g, const std::string& loss, const std::vector<std::string>& wrt) {
         std::vector<Value*> ws;
         for (const std::string& n : wrt) ws.push_back(Find(g, n));

@@ -191,6 +191,7 @@ class PoplarExecutor:
             cap.input_mutations = live.input_mutations
         else:
             self._returns_tuple = len(cap.outputs) > 1
+            self._apply_mixed_precision(cap)
             self._hyper = self._add_training(cap, marks) if self.training else {}
             self._add_anchors(cap)
             meta = _cache.capture_meta(cap, self._cache_extra())
@@ -392,6 +393,15 @@ class PoplarExecutor:
         if "loss_scale" in hyper:
             hyper["loss_scale"] = self._initial_loss_scale(loss_scaling)
         return hyper
+
+    def _apply_mixed_precision(self, cap):
+        """Precision.setMixedPrecision: the policy's ops of the captured forward compute in
+        half precision (before the backward is built from it)."""
+        if self.options.Precision.mixed_precision is None:
+            return
+        dtype, ops = self.options.Precision.mixed_precision
+        cap.graph.apply_mixed_precision({torch.bfloat16: "bf16", torch.float16: "f16"}[dtype],
+                                        ops)
 
     def _initial_loss_scale(self, loss_scaling):
         """The loss_scale hyperparameter: the optimizer's; with automatic loss scaling and no

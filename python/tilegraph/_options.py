@@ -163,6 +163,7 @@ class _PrecisionOptions(_Group):
         self.autocast_policy = None
         self.half_float_casting = enums.HalfFloatCastingBehavior.Default
         self.running_statistics_always_float = True
+        self.mixed_precision = None  # (torch dtype, IR op names or None)
 
     def setPartialsType(self, dtype):
         if dtype not in (torch.float, torch.float32, torch.half, torch.float16):
@@ -194,9 +195,30 @@ class _PrecisionOptions(_Group):
         return self._root
 
     def autocastPolicy(self, autocast_policy):
-        _no_effect("Precision.autocastPolicy", "PopTorch's autocast policies are part of the "
-                   "mixed-precision work, not built yet")
+        _no_effect("Precision.autocastPolicy", "autocast regions follow torch.autocast's op "
+                   "policy; for a policy of tilegraph's own use Precision.setMixedPrecision")
         self.autocast_policy = autocast_policy
+        return self._root
+
+    def setMixedPrecision(self, dtype=torch.bfloat16, ops=None):
+        """tilegraph: automatic mixed precision for a float32 model, the standard AMP recipe.
+        The policy's ops (IR op names; default matmul, conv2d, attention: every linear layer,
+        convolution and scaled-dot-product attention) compute in `dtype` (torch.bfloat16 or
+        torch.float16); everything else (softmax, norms, losses, reductions, elementwise,
+        the optimizer) stays float32, and so do the weights (master weights) and the
+        optimizer state. Pair float16 with loss scaling (Training.setAutomaticLossScaling).
+        `dtype=None` turns it off."""
+        if dtype is None:
+            self.mixed_precision = None
+            return self._root
+        if dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"setMixedPrecision: expected torch.bfloat16 or torch.float16, got "
+                             f"{dtype!r}")
+        if ops is not None and (isinstance(ops, str) or
+                                not all(isinstance(o, str) for o in ops)):
+            raise TypeError("setMixedPrecision: ops must be a list of IR op names, e.g. "
+                            "['matmul', 'conv2d']")
+        self.mixed_precision = (dtype, None if ops is None else sorted(ops))
         return self._root
 
     def halfFloatCasting(self, half_float_casting):

@@ -281,25 +281,27 @@ nearest = _not_built("nearest", "nearest-point clustering (torch_cluster)")
 
 
 class autocast:
-    """PopTorch's autocast (context manager or decorator): on an IPU, matmuls and
-    convolutions inside run in float16. tilegraph's half-precision support is being built
-    (the mixed-precision work); until then the region runs in the model's own dtype, and
-    this warns once when enabled."""
+    """PopTorch's autocast (context manager or decorator): matmuls and convolutions inside run
+    in float16, the rest keeps its dtype. It is torch.autocast("cpu", dtype=torch.float16)
+    (torch's CPU autocast policy: linear / matmul / convolution / attention in the low
+    precision, losses and reductions in float32); torch.export records the region's casts,
+    and tilegraph compiles them, so the same code runs the same numbers eagerly and compiled.
+    (Precision.autocastPolicy's module-level policies are not read: torch's op policy holds.)"""
 
     def __init__(self, enabled=True):
         if not isinstance(enabled, bool):
             raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
         self.enabled = enabled
+        self._region = None
 
     def __enter__(self):
-        if self.enabled:
-            _warn_once("autocast", "on an IPU it runs matmuls and convolutions in float16; "
-                       "tilegraph runs them in the model's dtype (half precision is not built "
-                       "yet)")
+        self._region = torch.autocast("cpu", dtype=torch.float16, enabled=self.enabled)
+        self._region.__enter__()
         return self
 
     def __exit__(self, *exc):
-        return False
+        region, self._region = self._region, None
+        return region.__exit__(*exc)
 
     def __call__(self, fn):
         import functools

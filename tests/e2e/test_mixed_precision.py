@@ -274,3 +274,111 @@ def test_bert_small_pretraining_in_bf16_converges_like_fp32():
         assert abs(a - b) <= 0.15 + 0.15 * a, (_windows(fp32), _windows(bf16))
     for losses in (fp32, bf16):
         assert _windows(losses)[-1] < 0.5 * _windows(losses)[0]
+
+
+class Classifier(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc1 = nn.Linear(8 * 6 * 6, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x, y):
+        h = F.relu(self.bn(self.conv(x))).flatten(1)
+        out = self.fc2(self.fc1(h))  # back-to-back linears: no f32 round trip between them
+        return out, F.cross_entropy(out, y)
+
+
+class AutocastClassifier(Classifier):
+    def forward(self, x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().forward(x, y)
+
+
+def _train_steps(model, opts, x, y, steps=3):
+    trained = tilegraph.trainingModel(model, opts, optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.1))
+    return [trained(x, y)[1].item() for _ in range(steps)]
+
+
+def test_torch_autocast_inside_forward_trains_like_eager():
+    torch.manual_seed(0)
+    model = AutocastClassifier()
+    reference = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    losses = _train_steps(model, tilegraph.Options(), x, y)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for got in losses:
+        optimizer.zero_grad()
+        loss = reference(x, y)[1]
+        loss.backward()
+        optimizer.step()
+        assert abs(got - loss.item()) <= 2 * EPS[torch.bfloat16] * (1 + loss.item())
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        assert p.dtype == torch.float32  # master weights
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=2e-3, msg=name)
+
+
+def test_set_mixed_precision_is_the_amp_recipe():
+    """Precision.setMixedPrecision(bf16) on a float32 model computes as torch.autocast does for
+    its linear layers and convolutions (tilegraph returns their results to f32 at once, torch
+    keeps them in bf16 until an op promotes them: both within bf16 rounding of each other), and
+    differs from plain float32 by more than that: the half computation really happens."""
+    torch.manual_seed(0)
+    base = Classifier()
+    x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+    opts = tilegraph.Options()
+    opts.Precision.setMixedPrecision(torch.bfloat16)
+    mixed_model = copy.deepcopy(base)
+    mixed = _train_steps(mixed_model, opts, x, y)
+    autocast_model = AutocastClassifier()
+    autocast_model.load_state_dict(base.state_dict())
+    autocast = _train_steps(autocast_model, tilegraph.Options(), x, y)
+    fp32 = _train_steps(copy.deepcopy(base), tilegraph.Options(), x, y)
+    assert mixed_model.fc1.weight.dtype == torch.float32
+    for m, a, f in zip(mixed, autocast, fp32):
+        assert abs(m - a) <= 4 * EPS[torch.bfloat16] * (1 + a)
+    assert max(abs(m - f) for m, f in zip(mixed, fp32)) > 1e-4  # not silently f32
+
+
+def test_set_mixed_precision_policy_is_data():
+    """Only the listed ops compute in half: with ops=['conv2d'] the linear layers stay f32,
+    so the result sits between full mixed precision and float32."""
+    torch.manual_seed(0)
+    base = Classifier()
+    x = torch.randn(4, 3, 8, 8)
+
+    def infer(ops):
+        opts = tilegraph.Options()
+        if ops != "fp32":
+            opts.Precision.setMixedPrecision(torch.float16, ops=ops)
+        return tilegraph.inferenceModel(copy.deepcopy(base).eval(), opts)(
+            x, torch.zeros(4, dtype=torch.long))[0]
+
+    full, conv_only, fp32 = infer(None), infer(["conv2d"]), infer("fp32")
+    assert full.dtype == conv_only.dtype == torch.float32
+    assert 0 < (conv_only - fp32).abs().max() < (full - fp32).abs().max() + 1e-3
+    assert (full - fp32).abs().max() < 10 * EPS[torch.float16]
+    with pytest.raises(ValueError, match="bfloat16 or torch.float16"):
+        tilegraph.Options().Precision.setMixedPrecision(torch.float64)
+
+
+def test_poptorch_autocast_region_runs_matmuls_in_float16():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            with tilegraph.autocast():
+                y = self.fc(x)
+            return y, y.float().sum()
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(3, 8)
+    got, ref = tilegraph.inferenceModel(net)(x), net(x)
+    assert got[0].dtype == ref[0].dtype == torch.float16
+    torch.testing.assert_close(got[0], ref[0])
+    torch.testing.assert_close(got[1].reshape(ref[1].shape), ref[1])

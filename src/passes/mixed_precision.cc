@@ -1,0 +1,69 @@
+#include "passes/mixed_precision.h"
+
+#include <vector>
+
+#include "support/error.h"
+
+namespace tg {
+
+namespace {
+
+Node* AddCast(Graph& g, Value* v, DType to, const Node* before, const Node& origin) {
+  TensorType t = v->type();
+  t.dtype = to;
+  Node* c = g.AddNode("cast", {v}, {t}, {{"dtype", to}}, before);
+  c->set_placement(origin.placement());
+  c->set_source(origin.source());
+  return c;
+}
+
+// `v` (f32) in the half dtype: the half value it was widened from, or a new cast.
+Value* InHalf(Graph& g, Value* v, DType half, const Node& user) {
+  const Node* p = v->producer();
+  if (p != nullptr && p->op() == "cast" && p->input(0)->type().dtype == half) return p->input(0);
+  return AddCast(g, v, half, &user, user)->output(0);
+}
+
+bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
+  if (policy.half_ops.count(n.op()) == 0) return false;
+  bool any_float = false;
+  for (const Value* v : n.inputs()) {
+    if (!IsFloating(v->type().dtype)) continue;
+    if (v->type().dtype != DType::kF32) return false;  // f64 or already half: left alone
+    any_float = true;
+  }
+  return any_float;
+}
+
+}  // namespace
+
+int ApplyMixedPrecision(Graph& graph, const MixedPrecisionPolicy& policy) {
+  TG_CHECK(policy.half == DType::kF16 || policy.half == DType::kBF16, kInvalidInput,
+           "mixed precision: the half dtype must be f16 or bf16, got ", DTypeName(policy.half));
+  std::vector<Node*> order;
+  for (const auto& n : graph.nodes()) order.push_back(n.get());
+  int converted = 0;
+  for (size_t i = 0; i < order.size(); ++i) {
+    Node* n = order[i];
+    if (!Eligible(*n, policy)) continue;
+    for (size_t k = 0; k < n->inputs().size(); ++k) {
+      Value* v = n->input(k);
+      if (IsFloating(v->type().dtype)) n->set_input(k, InHalf(graph, v, policy.half, *n));
+    }
+    const Node* next = i + 1 < order.size() ? order[i + 1] : nullptr;
+    for (Value* out : n->outputs()) {
+      if (out->type().dtype != DType::kF32) continue;
+      TensorType t = out->type();
+      t.dtype = policy.half;
+      out->set_type(t);
+      // Every reader of the result reads it back in f32 (the cast itself reads the half value).
+      Node* back = AddCast(graph, out, DType::kF32, next, *n);
+      graph.ReplaceAllUsesWith(out, back->output(0));
+      back->set_input(0, out);
+    }
+    ++converted;
+  }
+  return converted;
+}
+
+}  // namespace tg

@@ -1,0 +1,27 @@
+// Automatic mixed precision: an f32 graph rewritten so that the ops of a policy (matmul,
+// convolution, attention by default) compute in a half dtype. Their f32 operands are rounded
+// to the half dtype, the op runs in it (inputs and result in half; half-widened kernels
+// accumulate in f32, see ops/half_widening.h), and its results return to f32 for every other
+// op, so softmax, norms, losses, reductions and the optimizer stay in f32. Weights stay f32
+// variables (master weights) and the optimizer state f32: the standard AMP recipe. Runs on the
+// forward graph before autodiff, so the backward is the gradient of the mixed graph (the
+// casts' gradients round the incoming gradients of half ops the same way). Back-to-back half
+// ops share the value: a half result cast to f32 and back is the half result itself.
+#pragma once
+
+#include <set>
+#include <string>
+
+#include "ir/graph.h"
+
+namespace tg {
+
+struct MixedPrecisionPolicy {
+  DType half = DType::kBF16;  // f16 or bf16
+  std::set<std::string> half_ops = {"matmul", "conv2d", "attention"};
+};
+
+// Rewrites `graph` in place; returns how many nodes now compute in the half dtype.
+int ApplyMixedPrecision(Graph& graph, const MixedPrecisionPolicy& policy);
+
+}  // namespace tg

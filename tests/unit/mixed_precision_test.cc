@@ -1,0 +1,68 @@
+// ApplyMixedPrecision (passes/mixed_precision.h): which nodes turn half, where the casts go.
+#include <gtest/gtest.h>
+
+#include "ops/builder.h"
+#include "passes/mixed_precision.h"
+#include "passes/verifier.h"
+#include "support/error.h"
+
+namespace tg {
+namespace {
+
+int CountCasts(const Graph& g, DType to) {
+  int n = 0;
+  for (const auto& node : g.nodes()) {
+    if (node->op() == "cast" && node->output()->type().dtype == to) ++n;
+  }
+  return n;
+}
+
+TEST(MixedPrecision, HalfOpsReadHalfAndHandBackF32) {
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF32, {4, 8}});
+  Value* w1 = g.AddVariable("w1", {DType::kF32, {8, 8}});
+  Value* w2 = g.AddVariable("w2", {DType::kF32, {8, 3}});
+  Value* h = b.Op1("matmul", {x, w1});
+  Value* y = b.Op1("matmul", {h, w2});         // back to back with the first
+  Value* out = b.Op1("relu", {y});             // not in the policy: f32
+  g.AddOutput(out);
+  g.AddOutput(h);                              // a graph output stays f32
+  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 2);
+  Verify(g);
+  const Node* first = nullptr;
+  const Node* second = nullptr;
+  for (const auto& n : g.nodes()) {
+    if (n->op() != "matmul") continue;
+    (first ? second : first) = n.get();
+  }
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(first->output()->type().dtype, DType::kBF16);
+  EXPECT_EQ(second->input(0), first->output());  // no f32 round trip between the two
+  EXPECT_EQ(CountCasts(g, DType::kBF16), 3);     // x, w1, w2
+  EXPECT_EQ(g.outputs()[0]->producer()->op(), "relu");
+  EXPECT_EQ(g.outputs()[0]->producer()->input(0)->type().dtype, DType::kF32);
+  EXPECT_EQ(g.outputs()[1]->type().dtype, DType::kF32);
+  EXPECT_EQ(w1->type().dtype, DType::kF32);  // master weights
+}
+
+TEST(MixedPrecision, LeavesOpsOutsideThePolicyAndF64Alone) {
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF64, {2, 2}});
+  g.AddOutput(b.Op1("matmul", {x, x}));
+  Value* f = g.AddInput("f", {DType::kF32, {2, 2}});
+  g.AddOutput(b.Op1("matmul", {f, f}));
+  MixedPrecisionPolicy conv_only;
+  conv_only.half = DType::kF16;
+  conv_only.half_ops = {"conv2d"};
+  EXPECT_EQ(ApplyMixedPrecision(g, conv_only), 0);
+  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 1);  // only the f32 one
+  Verify(g);
+  MixedPrecisionPolicy bad;
+  bad.half = DType::kF32;
+  EXPECT_THROW(ApplyMixedPrecision(g, bad), Error);
+}
+
+}  // namespace
+}  // namespace tg
