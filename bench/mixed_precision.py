@@ -1,0 +1,194 @@
+"""Mixed precision (bf16): tilegraph fp32 and bf16 against eager PyTorch and torch.compile
+under bf16 autocast, in the same run, on the suite's ResNet-50, EfficientNet-B0 and BERT-Base.
+
+    python3 bench/mixed_precision.py [--quick] [--only resnet50,bert_base]
+
+Engines (same model, batch, threads and SGD-momentum optimizer; one timed call runs the
+workload's steps, tilegraph as deviceIterations):
+  tilegraph fp32 | tilegraph bf16 (Precision.setMixedPrecision(torch.bfloat16): matmul,
+  convolution and attention in bf16, the rest and the weights fp32) | eager bf16 autocast |
+  torch.compile bf16 autocast (training only; --quick leaves it out: its compiles take most
+  of the run on 2 cores).
+Also: bf16 and fp32 GEMM (1024^3) in torch and the machine's fp32 FMA peak, and whether
+the CPU has bf16 arithmetic (AVX512_BF16, AMX-BF16) and oneDNN bf16 kernels (what torch's
+bf16 matmul runs on). Results: bench/results/mixed_precision_<date>_<commit>.{json,md}.
+"""
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from common import interleaved, machine, save_results  # noqa: E402
+from engines import _loss_of, _sgd, _stacked  # noqa: E402
+from workloads import model_workloads  # noqa: E402
+
+import tilegraph  # noqa: E402
+
+MODELS = ("resnet50", "efficientnet_b0", "bert_base")
+
+
+def _autocast():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _eager_train(model, inputs, steps, lr, compiled=False):
+    model.train()
+    run = torch.compile(model) if compiled else model
+    opt = _sgd(model, lr)
+
+    def call():
+        for _ in range(steps):
+            opt.zero_grad(set_to_none=True)
+            with _autocast():
+                loss = _loss_of(run(*inputs))
+            loss.backward()
+            opt.step()
+    return call
+
+
+def _eager_infer(model, inputs, steps):
+    model.eval()
+
+    def call():
+        with torch.no_grad(), _autocast():
+            for _ in range(steps):
+                model(*inputs)
+    return call
+
+
+def _tilegraph(model, inputs, steps, lr, threads, bf16, training):
+    opts = tilegraph.Options().deviceIterations(steps).setThreads(threads)
+    if bf16:
+        opts.Precision.setMixedPrecision(torch.bfloat16)
+    if training:
+        model.train()
+        engine = tilegraph.trainingModel(model, opts, _sgd(model, lr))
+    else:
+        engine = tilegraph.inferenceModel(model.eval(), opts)
+    stacked = _stacked(inputs, steps)
+    return lambda: engine(*stacked)
+
+
+def _first_call(build):
+    t0 = time.perf_counter()
+    fn = build()
+    fn()
+    return fn, time.perf_counter() - t0
+
+
+def measure_model(work, threads, quick):
+    out = {"config": work.config}
+    for section in ("train", "infer"):
+        builders = {
+            "tilegraph fp32": lambda: _tilegraph(*_case(work, section), work.steps, work.lr,
+                                                 threads, False, section == "train"),
+            "tilegraph bf16": lambda: _tilegraph(*_case(work, section), work.steps, work.lr,
+                                                 threads, True, section == "train"),
+        }
+        if section == "train":
+            builders["eager bf16 autocast"] = lambda: _eager_train(*_case(work, section),
+                                                                   work.steps, work.lr)
+            if not quick:
+                builders["torch.compile bf16 autocast"] = lambda: _eager_train(
+                    *_case(work, section), work.steps, work.lr, compiled=True)
+        else:
+            builders["eager bf16 autocast"] = lambda: _eager_infer(*_case(work, section),
+                                                                   work.steps)
+        fns, first = {}, {}
+        for name, build in builders.items():
+            try:
+                fns[name], first[name] = _first_call(build)
+            except Exception as e:  # recorded, never hidden
+                first[name] = f"failed: {type(e).__name__}: {str(e)[:200]}"
+        timed = interleaved(fns, 2 if quick else work.rounds, warmup=0)
+        out[section] = {"median_s": {k: v["median"] for k, v in timed.items()},
+                        "samples": {k: v["samples"] for k, v in timed.items()},
+                        "first_call_s": first}
+        print(work.name, section, {k: round(v["median"], 4) for k, v in timed.items()},
+              flush=True)
+    return out
+
+
+def _case(work, section):
+    case = work.build()
+    if section == "train":
+        return case.train_model, case.train_inputs
+    return case.model, case.inputs
+
+
+def gemm(n=1024, rounds=2):
+    res = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        torch.matmul(a, b)
+        best = min(_time(lambda: torch.matmul(a, b)) for _ in range(rounds))
+        res[f"torch {name} GFLOP/s"] = 2 * n ** 3 / best / 1e9
+    peak = tilegraph._core.measure_fma_peak(torch.get_num_threads())
+    res[f"fp32 FMA peak GFLOP/s ({peak['isa']})"] = peak["gflops"]
+    return res
+
+
+def _time(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def isa():
+    flags = open("/proc/cpuinfo").read()
+    return {f: f" {f}" in flags for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16",
+                                          "amx_tile")}
+
+
+def markdown(info, flags, g, results):
+    lines = [f"# Mixed precision (bf16) — {info['date']}, commit {info['commit']}", "",
+             f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads; "
+             f"`{info['command']}`", "",
+             "ISA: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()), "",
+             "## GEMM 1024^3", "", "| | GFLOP/s |", "|---|---|"]
+    for k, v in g.items():
+        lines.append(f"| {k} | {v:.1f} |" if v else f"| {k} | n/a |")
+    for section, title in (("train", "Training"), ("infer", "Inference")):
+        lines += ["", f"## {title}: median s per call (ratio: tilegraph bf16 vs each)", "",
+                  "| model | engine | s | tilegraph bf16 speed-up |", "|---|---|---|---|"]
+        for name, r in results.items():
+            med = r[section]["median_s"]
+            ours = med.get("tilegraph bf16")
+            for engine, s in med.items():
+                ratio = f"{s / ours:.2f}x" if ours else "n/a"
+                lines.append(f"| {name} | {engine} | {s:.4f} | {ratio} |")
+            for engine, first in r[section]["first_call_s"].items():
+                if isinstance(first, str):
+                    lines.append(f"| {name} | {engine} | {first} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default=",".join(MODELS))
+    args = parser.parse_args()
+    threads = torch.get_num_threads()
+    info = machine(threads)
+    info["command"] = "python3 bench/mixed_precision.py" + (" --quick" if args.quick else "") \
+        + (f" --only {args.only}" if args.only != ",".join(MODELS) else "")
+    flags = isa()
+    g = gemm()
+    print(flags, g, flush=True)
+    wanted = args.only.split(",")
+    results = {}
+    for work in model_workloads(quick=True):
+        if work.name in wanted:
+            with contextlib.suppress(KeyboardInterrupt):
+                results[work.name] = measure_model(work, threads, args.quick)
+    md = markdown(info, flags, g, results)
+    save_results("mixed_precision", info, dict(isa=flags, gemm=g, models=results), md)
+
+
+if __name__ == "__main__":
+    main()
