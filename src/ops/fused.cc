@@ -2,7 +2,8 @@
 // The body graph's inputs are the node's inputs in order and its outputs the node's outputs.
 // Every body node is an elementwise op with block functions and every body node output has
 // the same shape (the iteration space); inputs broadcast into it. Values are f32 or f64 (the
-// compute type) or bool (0/1 of the compute type inside, stored as bool). Built by the
+// compute type), bool (0/1 of the compute type inside, stored as bool) or f16 / bf16 (f32
+// inside, stored in the format, every op's result rounded to it as the unfused op would). Built by the
 // fuse-elementwise pass after autodiff, so not differentiable.
 #include <map>
 
@@ -23,13 +24,17 @@ std::shared_ptr<const Graph> BodyOf(const Node& node) {
 }
 
 // The compute type: the floating dtype used in the body (f32 when all values are bool).
+// f16 / bf16 values compute in f32 (they are stored in their format and each op's result is
+// rounded to it); they do not mix with f64.
 DType ComputeType(const Graph& body, const std::string& where) {
   std::optional<DType> t;
   auto visit = [&](const Value* v) {
     DType d = v->type().dtype;
     if (d == DType::kBool) return;
-    TG_CHECK(d == DType::kF32 || d == DType::kF64, kShape, where,
-             ": expected f32, f64 or bool values, got %", v->name(), " : ", v->type().ToString());
+    TG_CHECK(d == DType::kF32 || d == DType::kF64 || d == DType::kF16 || d == DType::kBF16,
+             kShape, where, ": expected floating or bool values, got %", v->name(), " : ",
+             v->type().ToString());
+    if (d == DType::kF16 || d == DType::kBF16) d = DType::kF32;
     TG_CHECK(!t || *t == d, kShape, where, ": expected one floating dtype, got ", DTypeName(*t),
              " and ", DTypeName(d));
     t = d;
@@ -40,6 +45,15 @@ DType ComputeType(const Graph& body, const std::string& where) {
     for (Value* v : n->outputs()) visit(v);
   }
   return t.value_or(DType::kF32);
+}
+
+cpu::Stored StoredAs(DType d) {
+  switch (d) {
+    case DType::kBool: return cpu::Stored::kBool;
+    case DType::kF16: return cpu::Stored::kF16;
+    case DType::kBF16: return cpu::Stored::kBF16;
+    default: return cpu::Stored::kCompute;
+  }
 }
 
 std::vector<TensorType> InferFused(const InferContext& c) {
@@ -76,7 +90,7 @@ cpu::FusedProgram<T> Compile(const Graph& body, const Shape& space) {
              " does not broadcast to ", ShapeToString(space));
     int s = p.num_slots++;
     slot_of[v->id()] = s;
-    p.loads.push_back({s, arg, constant, v->type().dtype == DType::kBool, v->type().shape});
+    p.loads.push_back({s, arg, constant, StoredAs(v->type().dtype), v->type().shape});
   };
   for (size_t i = 0; i < body.inputs().size(); ++i) load(body.inputs()[i], int(i), nullptr);
   for (Value* c : body.constants()) load(c, -1, c->constant().data());
@@ -95,12 +109,14 @@ cpu::FusedProgram<T> Compile(const Graph& body, const Shape& space) {
     if (def.elementwise->params) step.params = def.elementwise->params(n->attrs());
     for (Value* in : n->inputs()) step.in_slots.push_back(slot_of.at(in->id()));
     step.out_slot = p.num_slots++;
+    cpu::Stored out = StoredAs(n->output(0)->type().dtype);
+    if (out == cpu::Stored::kF16 || out == cpu::Stored::kBF16) step.round_to = out;
     slot_of[n->output(0)->id()] = step.out_slot;
     p.steps.push_back(std::move(step));
   }
   for (size_t i = 0; i < body.outputs().size(); ++i) {
     Value* v = body.outputs()[i];
-    p.stores.push_back({slot_of.at(v->id()), int(i), v->type().dtype == DType::kBool});
+    p.stores.push_back({slot_of.at(v->id()), int(i), StoredAs(v->type().dtype)});
   }
   return p;
 }
@@ -166,6 +182,7 @@ void RegisterFusedOps(OpRegistry& r) {
   def.infer = InferFused;
   def.not_differentiable = true;
   def.traits.elementwise = true;
+  def.traits.half_native = true;  // half values load, round and store in the kernel itself
   def.kernels[DeviceKind::kCpu] = FusedCpuKernel;
   def.kernels[DeviceKind::kReference] = FusedReferenceKernel;
   for (int which : {0, 1}) {

@@ -1,5 +1,6 @@
 // fuse-elementwise: groups connected elementwise nodes (ops with block functions, not random)
-// whose outputs share one shape, one compute dtype (f32 or f64; bool values allowed inside)
+// whose outputs share one shape, one compute dtype (f32 or f64; bool values allowed inside;
+// f16 / bf16 values compute in f32)
 // and one placement into fused_elementwise nodes, so a chain of them becomes one pass over
 // memory. Values used outside a group become outputs of its fused node.
 //
@@ -38,11 +39,14 @@ std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry,
   if (def == nullptr || !def->elementwise || def->traits.random) return std::nullopt;
   if (!def->elementwise->f32 || !def->elementwise->f64) return std::nullopt;
   Key key{n.output(0)->type().shape, std::nullopt, n.placement(), step_only.count(&n) > 0};
+  // The compute dtype: f16 / bf16 values compute in f32 (stored in their format, each op's
+  // result rounded to it), so they join f32 groups.
   auto visit = [&](const TensorType& t) {
     if (t.dtype == DType::kBool) return true;
-    if (t.dtype != DType::kF32 && t.dtype != DType::kF64) return false;
-    if (key.dtype && *key.dtype != t.dtype) return false;
-    key.dtype = t.dtype;
+    DType compute = t.dtype == DType::kF16 || t.dtype == DType::kBF16 ? DType::kF32 : t.dtype;
+    if (compute != DType::kF32 && compute != DType::kF64) return false;
+    if (key.dtype && *key.dtype != compute) return false;
+    key.dtype = compute;
     return true;
   };
   if (!visit(n.output(0)->type())) return std::nullopt;

@@ -218,6 +218,41 @@ TEST(FuseElementwise, LargeF32AndF64Equivalence) {
   }
 }
 
+// Half chains fuse into one f32-computing pass that rounds every op's result to the format,
+// as the unfused (widened) ops do: the same values, up to the rare last-bit difference of
+// an f32 result that sits on a rounding boundary of the format.
+TEST(FuseElementwise, HalfChainsKeepPerOpRounding) {
+  for (const char* dt : {"f16", "bf16"}) {
+    std::string t = std::string(dt) + "[64,1000]";
+    std::string text = "graph g {\n  input %x : " + t + "\n  input %y : " + dt + "[1000]" +
+                       "\n  %a = mul(%x, %y) : " + t +
+                       "\n  %b = gelu(%a) {approximate = \"tanh\"} : " + t +
+                       "\n  %c = silu(%b) : " + t + "\n  %d = sub(%c, %x) : " + t +
+                       "\n  output %d\n  output %b\n}";
+    std::unique_ptr<Graph> before = ParseGraph(text);
+    std::unique_ptr<Graph> after = Fused(text);
+    ASSERT_EQ(after->nodes().size(), 1u) << dt;
+    EXPECT_EQ(after->nodes()[0]->op(), "fused_elementwise");
+    std::mt19937 rng(7);
+    std::map<std::string, HostTensor> feeds;
+    for (Value* v : before->inputs()) feeds[v->name()] = Random(v->type(), rng);
+    EvalResult a = EvaluateGraph(*before, feeds, DeviceKind::kCpu);
+    EvalResult b = EvaluateGraph(*after, feeds, DeviceKind::kCpu);
+    const double ulp = std::string(dt) == "f16" ? 0x1p-10 : 0x1p-7;
+    for (size_t i = 0; i < a.outputs.size(); ++i) {
+      ASSERT_EQ(a.outputs[i].type(), b.outputs[i].type());
+      int64_t n = a.outputs[i].type().numel(), differ = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        double x = a.outputs[i].GetAsDouble(j), y = b.outputs[i].GetAsDouble(j);
+        if (x == y) continue;
+        ++differ;
+        ASSERT_LE(std::abs(x - y), 2 * ulp * std::abs(x)) << dt << " element " << j;
+      }
+      EXPECT_LE(differ, n / 1000) << dt << " output " << i;  // nearly all bit-identical
+    }
+  }
+}
+
 TEST(FuseElementwise, ChainsJoinedByALaterNodeMerge) {
   // SGD with momentum: the decayed gradient and the momentum chain start as separate groups
   // (neither reads the other); `where` reads both, and the two groups become one pass.

@@ -2,7 +2,9 @@
 #include "kernels/cpu/fused_kernel.h"
 
 #include <cstring>
+#include <type_traits>
 
+#include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/elementwise_kernels.h"
 #include "kernels/cpu/parallel.h"
 #include "support/error.h"
@@ -17,7 +19,29 @@ template <typename T>
 struct BlockScratch {
   std::vector<T> buf;
   std::vector<const T*> slot, args;
+  std::vector<uint16_t> bits;  // a gathered block of half values
 };
+
+bool IsHalf(Stored s) { return s == Stored::kF16 || s == Stored::kBF16; }
+ElemType HalfElem(Stored s) { return s == Stored::kF16 ? ElemType::kF16 : ElemType::kBF16; }
+
+// n half values (bits) -> the compute type, and back (round to nearest even).
+template <typename T>
+void FromHalf(const uint16_t* src, Stored s, T* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    CastBuffer(src, HalfElem(s), dst, ElemType::kF32, n);
+  } else {
+    TG_ASSERT(false, "fused_elementwise: half values need the f32 compute type");
+  }
+}
+template <typename T>
+void ToHalf(const T* src, Stored s, uint16_t* dst, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    CastBuffer(src, ElemType::kF32, dst, HalfElem(s), n);
+  } else {
+    TG_ASSERT(false, "fused_elementwise: half values need the f32 compute type");
+  }
+}
 
 template <typename T>
 BlockScratch<T>& ThreadScratch() {
@@ -42,7 +66,8 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
       if (n == 1) {
         pl.kind = static_cast<int>(LoadKind::kScalar);
       } else if (n == numel) {
-        pl.kind = static_cast<int>(l.is_bool ? LoadKind::kContiguous : LoadKind::kDirect);
+        pl.kind = static_cast<int>(l.stored == Stored::kCompute ? LoadKind::kDirect
+                                                               : LoadKind::kContiguous);
       } else {
         pl.plan = MakeBroadcastPlan(p.shape, {l.shape});
       }
@@ -65,6 +90,7 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
     const size_t need = static_cast<size_t>(p.num_slots) * kFusedBlock;
     if (scratch.buf.size() < need) scratch.buf.resize(need);
     if (scratch.slot.size() < static_cast<size_t>(p.num_slots)) scratch.slot.resize(p.num_slots);
+    if (scratch.bits.size() < static_cast<size_t>(kFusedBlock)) scratch.bits.resize(kFusedBlock);
     T* buf_base = scratch.buf.data();
     const T** slot = scratch.slot.data();
     std::vector<const T*>& args = scratch.args;
@@ -75,7 +101,14 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
       const Resolved r = resolve(i);
       if (r.kind != LoadKind::kScalar) continue;
       const auto& l = p.loads[i];
-      T v = l.is_bool ? T(*static_cast<const bool*>(r.src) ? 1 : 0) : *static_cast<const T*>(r.src);
+      T v;
+      if (l.stored == Stored::kBool) {
+        v = T(*static_cast<const bool*>(r.src) ? 1 : 0);
+      } else if (IsHalf(l.stored)) {
+        FromHalf(static_cast<const uint16_t*>(r.src), l.stored, &v, 1);
+      } else {
+        v = *static_cast<const T*>(r.src);
+      }
       T* dst = slot_buf(l.slot);
       for (int64_t j = 0; j < kFusedBlock; ++j) dst[j] = v;
       slot[l.slot] = dst;
@@ -91,14 +124,22 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
           case LoadKind::kScalar: break;
           case LoadKind::kDirect: slot[l.slot] = static_cast<const T*>(pl.src) + start; break;
           case LoadKind::kContiguous: {
-            const bool* src = static_cast<const bool*>(pl.src) + start;
-            for (int64_t j = 0; j < n; ++j) dst[j] = src[j] ? T(1) : T(0);
+            if (IsHalf(l.stored)) {
+              FromHalf(static_cast<const uint16_t*>(pl.src) + start, l.stored, dst, n);
+            } else {
+              const bool* src = static_cast<const bool*>(pl.src) + start;
+              for (int64_t j = 0; j < n; ++j) dst[j] = src[j] ? T(1) : T(0);
+            }
             slot[l.slot] = dst;
             break;
           }
           case LoadKind::kBroadcast:
-            if (l.is_bool) {
+            if (l.stored == Stored::kBool) {
               GatherRun(static_cast<const bool*>(pl.src), *pl.plan, start, n, dst);
+            } else if (IsHalf(l.stored)) {
+              GatherRun(static_cast<const uint16_t*>(pl.src), *pl.plan, start, n,
+                        scratch.bits.data());
+              FromHalf(scratch.bits.data(), l.stored, dst, n);
             } else {
               GatherRun(static_cast<const T*>(pl.src), *pl.plan, start, n, dst);
             }
@@ -111,13 +152,19 @@ void RunFused(const FusedProgram<T>& p, const void* const* inputs, void* const* 
         for (int in : s.in_slots) args.push_back(slot[in]);
         T* out = slot_buf(s.out_slot);
         s.fn(args.data(), out, n, s.params.data());
+        if (s.round_to != Stored::kCompute) {  // the op's result in its half dtype
+          ToHalf(out, s.round_to, scratch.bits.data(), n);
+          FromHalf(scratch.bits.data(), s.round_to, out, n);
+        }
         slot[s.out_slot] = out;
       }
       for (const auto& s : p.stores) {
         const T* src = slot[s.slot];
-        if (s.is_bool) {
+        if (s.stored == Stored::kBool) {
           bool* dst = static_cast<bool*>(outputs[s.arg]) + start;
           for (int64_t j = 0; j < n; ++j) dst[j] = src[j] != T(0);
+        } else if (IsHalf(s.stored)) {
+          ToHalf(src, s.stored, static_cast<uint16_t*>(outputs[s.arg]) + start, n);
         } else {
           std::memcpy(static_cast<T*>(outputs[s.arg]) + start, src, n * sizeof(T));
         }

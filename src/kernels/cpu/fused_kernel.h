@@ -1,8 +1,11 @@
 // The fused elementwise kernel: runs a straight-line program of block functions over the
 // iteration space in blocks (one pass over memory). Inputs are loaded into block-local
 // buffers of the compute type T (zero-copy for contiguous same-shape inputs of type T,
-// converted for bool inputs, broadcast by strided gathers otherwise); outputs are stored as T
-// or as bool. Blocks run in parallel.
+// converted for bool and half inputs, broadcast by strided gathers otherwise); outputs are
+// stored as T, bool or half. Half values (f16 / bf16, with T = float) keep PyTorch's per-op
+// rounding: a step whose value is half rounds its block to the format and back, so the
+// fused chain gives the numbers of the unfused one in one pass over memory. Blocks run in
+// parallel.
 #pragma once
 
 #include <cstdint>
@@ -15,13 +18,17 @@ namespace tg::cpu {
 template <typename T>
 using BlockFunction = void (*)(const T* const* in, T* out, int64_t n, const double* params);
 
+// How a value is stored in memory: as the compute type, as bool (0/1), or as a 16-bit
+// float (f16 / bf16 bits; only with T = float).
+enum class Stored : uint8_t { kCompute, kBool, kF16, kBF16 };
+
 template <typename T>
 struct FusedProgram {
   struct Load {
     int slot = 0;
     int arg = -1;                     // kernel input index, or -1 for `constant`
     const void* constant = nullptr;   // data of a constant (arg == -1)
-    bool is_bool = false;             // stored as bool (else as T)
+    Stored stored = Stored::kCompute;
     Dims shape;                       // the operand's shape (broadcasts to the iteration space)
   };
   // How each load runs (direct, scalar, bool conversion, broadcast gather), derived from the
@@ -35,11 +42,12 @@ struct FusedProgram {
     std::vector<int> in_slots;
     int out_slot = 0;
     std::vector<double> params;
+    Stored round_to = Stored::kCompute;  // kF16 / kBF16: the result is rounded to the format
   };
   struct Store {
     int slot = 0;
     int arg = 0;  // kernel output index
-    bool is_bool = false;
+    Stored stored = Stored::kCompute;
   };
   Dims shape;  // the iteration space
   int num_slots = 0;
