@@ -44,6 +44,7 @@ OnnxSession::OnnxSession(const onnx::ModelProto& model, const DataFlow& flow,
       import_(ImportOnnx(model, WithTraining(options.import, training))) {
   TG_CHECK(flow_.batches_per_step >= 1, kInvalidInput, "DataFlow: batches_per_step must be >= 1");
   TG_CHECK(options_.replicas >= 1, kInvalidInput, "SessionOptions: replicas must be >= 1");
+  if (options_.mixed_precision) ApplyMixedPrecision(*import_.graph, *options_.mixed_precision);
   input_names_ = import_.inputs;
   weights_ = import_.weights;
   anchors_ = flow_.anchors.empty() ? import_.outputs : flow_.anchors;

@@ -15,11 +15,13 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "autodiff/optimizer.h"
 #include "onnx/import.h"
+#include "passes/mixed_precision.h"
 #include "runtime/executable.h"
 
 namespace tg {
@@ -39,6 +41,10 @@ struct SessionOptions {
   // TrainingSession: the initializers to train (empty: every floating-point initializer, as
   // PopART does; ONNX itself does not say which initializers are weights).
   std::vector<std::string> trainable;
+  // Automatic mixed precision (passes/mixed_precision.h): the policy's ops compute in half,
+  // weights and optimizer state stay f32. Unset: the model's own precision. (Loss scaling
+  // and stochastic rounding are the optimizer's: OptimizerSpec::config.)
+  std::optional<MixedPrecisionPolicy> mixed_precision;
 };
 
 struct OptimizerSpec {

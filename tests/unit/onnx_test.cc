@@ -141,5 +141,43 @@ TEST(OnnxTraining, OneSgdStepByHand) {
   EXPECT_EQ(KindOf([&] { TrainingSession(ob.Build(), "x", Sgd(0.1)); }), ErrorKind::kInvalidInput);
 }
 
+TEST(OnnxTraining, MixedPrecisionAndAutomaticLossScalingFromCpp) {
+  // loss = sum(x @ W) with the matmul in bf16 (SessionOptions::mixed_precision): it reads
+  // bf16-rounded x and W, its result is rounded to bf16; W stays an f32 master weight and its
+  // gradient (x in bf16, through the casts) updates it in f32. Automatic loss scaling on.
+  OnnxBuilder ob;
+  std::string x = ob.AddInput("x", {DType::kF32, {1, 3}});
+  std::vector<double> w0 = {1.001, 0.5, 2.0, 1.001, 3.0, -1.0};
+  std::string w = ob.AddInitializer("w", Values({3, 2}, w0));
+  std::string loss = ob.Op("ReduceSum", {ob.Op("MatMul", {x, w})}, {{"keepdims", int64_t{0}}});
+  ob.AddOutput(loss);
+  SessionOptions options;
+  options.mixed_precision = MixedPrecisionPolicy{};  // bf16 matmul / conv / attention
+  OptimizerSpec sgd = Sgd(0.5);
+  sgd.config.automatic_loss_scaling = true;
+  DataFlow flow;
+  flow.mode = OutputMode::kFinal;
+  TrainingSession s(ob.Build(), loss, sgd, flow, options);
+  std::vector<double> xv = {1.001, 2.003, -0.5};
+  HostTensor in = Values({1, 1, 3}, xv);
+  float got = s.Run({{in.data(), in.type()}}).at(0).as<float>()[0];
+  auto bf = [](double v) { return static_cast<double>(BFloat16ToFloat(FloatToBFloat16(v))); };
+  double want = 0;
+  for (int j = 0; j < 2; ++j) {
+    float dot = 0;
+    for (int i = 0; i < 3; ++i) dot += static_cast<float>(bf(xv[i]) * bf(w0[i * 2 + j]));
+    want += bf(dot);
+  }
+  EXPECT_FLOAT_EQ(got, static_cast<float>(want));
+  HostTensor w1 = s.ReadWeight("w");
+  EXPECT_EQ(w1.type().dtype, DType::kF32);  // the master weight
+  for (int i = 0; i < 3; ++i) {
+    for (int j = 0; j < 2; ++j) {
+      EXPECT_FLOAT_EQ(w1.as<float>()[i * 2 + j], static_cast<float>(w0[i * 2 + j]) -
+                                                     0.5f * static_cast<float>(bf(xv[i])));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace tg
