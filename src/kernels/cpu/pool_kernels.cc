@@ -44,6 +44,46 @@ int64_t WindowArgmax(const Pool2dParams& p, const T* x, int64_t oy, int64_t ox) 
   return best;
 }
 
+// Windows that never leave the input (no padding, no dilation, the last window inside): the
+// CPU kernels' fast path, without per-tap bounds checks. The reference kernels keep the
+// general loops, so the op tests compare the two.
+bool WindowsInside(const Pool2dParams& p) {
+  return p.pad_h == 0 && p.pad_w == 0 && p.dil_h == 1 && p.dil_w == 1 &&
+         (p.oh - 1) * p.stride_h + p.kh <= p.h && (p.ow - 1) * p.stride_w + p.kw <= p.w;
+}
+
+// The max of the window at `w` (row pitch `pitch`) with NaN propagating, and its index
+// (first maximal element; the first NaN wins), as WindowArgmax.
+template <typename T>
+T InsideMax(const Pool2dParams& p, const T* w, int64_t pitch) {
+  T best = w[0];
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const T* row = w + ky * pitch;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      T v = row[kx];
+      best = (v > best || v != v) ? v : best;
+    }
+  }
+  return best;
+}
+
+template <typename T>
+int64_t InsideArgmax(const Pool2dParams& p, const T* w, int64_t pitch) {
+  T best = w[0];
+  int64_t idx = 0;
+  for (int64_t ky = 0; ky < p.kh; ++ky) {
+    const T* row = w + ky * pitch;
+    for (int64_t kx = 0; kx < p.kw; ++kx) {
+      T v = row[kx];
+      if (v > best || (v != v && best == best)) {
+        best = v;
+        idx = ky * pitch + kx;
+      }
+    }
+  }
+  return idx;
+}
+
 struct AvgWindow {
   int64_t y0, y1, x0, x1;
   double divisor;
@@ -70,9 +110,19 @@ int64_t AdaptiveEnd(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in +
 
 template <typename T>
 void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
+  const bool inside = parallel && WindowsInside(p);
   ForPlanes(p.planes, parallel, [&](int64_t pl) {
     const T* xp = x + pl * p.h * p.w;
     T* yp = y + pl * p.oh * p.ow;
+    if (inside) {
+      for (int64_t oy = 0; oy < p.oh; ++oy) {
+        const T* row = xp + oy * p.stride_h * p.w;
+        for (int64_t ox = 0; ox < p.ow; ++ox) {
+          yp[oy * p.ow + ox] = InsideMax(p, row + ox * p.stride_w, p.w);
+        }
+      }
+      return;
+    }
     for (int64_t oy = 0; oy < p.oh; ++oy)
       for (int64_t ox = 0; ox < p.ow; ++ox) {
         int64_t idx = WindowArgmax(p, xp, oy, ox);
@@ -83,11 +133,22 @@ void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
 
 template <typename T>
 void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool parallel) {
+  const bool inside = parallel && WindowsInside(p);
   ForPlanes(p.planes, parallel, [&](int64_t pl) {
     const T* xp = x + pl * p.h * p.w;
     const T* dyp = dy + pl * p.oh * p.ow;
     T* dxp = dx + pl * p.h * p.w;
     std::fill(dxp, dxp + p.h * p.w, T(0));
+    if (inside) {
+      for (int64_t oy = 0; oy < p.oh; ++oy) {
+        const int64_t base = oy * p.stride_h * p.w;
+        for (int64_t ox = 0; ox < p.ow; ++ox) {
+          const int64_t at = base + ox * p.stride_w;
+          dxp[at + InsideArgmax(p, xp + at, p.w)] += dyp[oy * p.ow + ox];
+        }
+      }
+      return;
+    }
     for (int64_t oy = 0; oy < p.oh; ++oy)
       for (int64_t ox = 0; ox < p.ow; ++ox) {
         int64_t idx = WindowArgmax(p, xp, oy, ox);

@@ -1,0 +1,43 @@
+// Max pooling's fast path (windows inside the input: no bounds checks) against the general
+// loops the reference kernel runs, on inputs with ties and NaNs: the same values, and the
+// backward routes each gradient to the same element (the first maximum; the first NaN wins).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "kernels/cpu/pool_kernels.h"
+
+namespace tg::cpu {
+namespace {
+
+TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
+  for (auto [k, s] : {std::pair<int64_t, int64_t>{2, 2}, {3, 2}, {3, 1}, {2, 1}}) {
+    Pool2dParams p;
+    p.planes = 6, p.h = 9, p.w = 11, p.kh = k, p.kw = k, p.stride_h = s, p.stride_w = s;
+    p.oh = (p.h - k) / s + 1, p.ow = (p.w - k) / s + 1;
+    std::mt19937 rng(k * 10 + s);
+    std::vector<float> x(p.planes * p.h * p.w), dy(p.planes * p.oh * p.ow);
+    for (float& v : x) v = static_cast<float>(rng() % 5);  // many ties
+    for (int i = 0; i < 12; ++i) x[rng() % x.size()] = NAN;
+    for (float& v : dy) v = static_cast<float>(rng() % 100) / 7.0f;
+    std::vector<float> fast(dy.size()), ref(dy.size());
+    MaxPool2dForward(p, x.data(), fast.data(), /*parallel=*/true);
+    MaxPool2dForward(p, x.data(), ref.data(), /*parallel=*/false);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      if (std::isnan(ref[i])) {
+        EXPECT_TRUE(std::isnan(fast[i])) << i;
+      } else {
+        EXPECT_EQ(fast[i], ref[i]) << i;
+      }
+    }
+    std::vector<float> dfast(x.size()), dref(x.size());
+    MaxPool2dBackward(p, dy.data(), x.data(), dfast.data(), true);
+    MaxPool2dBackward(p, dy.data(), x.data(), dref.data(), false);
+    EXPECT_EQ(dfast, dref) << "k " << k << " s " << s;
+  }
+}
+
+}  // namespace
+}  // namespace tg::cpu
