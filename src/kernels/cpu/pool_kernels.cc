@@ -54,34 +54,43 @@ bool WindowsInside(const Pool2dParams& p) {
 
 // The max of the window at `w` (row pitch `pitch`) with NaN propagating, and its index
 // (first maximal element; the first NaN wins), as WindowArgmax.
-template <typename T>
-T InsideMax(const Pool2dParams& p, const T* w, int64_t pitch) {
-  T best = w[0];
-  for (int64_t ky = 0; ky < p.kh; ++ky) {
-    const T* row = w + ky * pitch;
-    for (int64_t kx = 0; kx < p.kw; ++kx) {
-      T v = row[kx];
-      best = (v > best || v != v) ? v : best;
-    }
-  }
-  return best;
-}
-
-template <typename T>
-int64_t InsideArgmax(const Pool2dParams& p, const T* w, int64_t pitch) {
-  T best = w[0];
-  int64_t idx = 0;
-  for (int64_t ky = 0; ky < p.kh; ++ky) {
-    const T* row = w + ky * pitch;
-    for (int64_t kx = 0; kx < p.kw; ++kx) {
-      T v = row[kx];
-      if (v > best || (v != v && best == best)) {
-        best = v;
-        idx = ky * pitch + kx;
+// One output row of windows inside the input; KH / KW > 0 fix the window at compile time
+// (unrolled, branch-free: the common 2x2 and 3x3 windows), 0 reads it from `p`.
+template <int KH, int KW, typename T>
+void InsideMaxRow(const Pool2dParams& p, const T* in, T* out) {
+  const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw, sw = p.stride_w;
+  for (int64_t ox = 0; ox < p.ow; ++ox) {
+    const T* w = in + ox * sw;
+    T best = w[0];
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        T v = w[ky * p.w + kx];
+        best = (v > best || v != v) ? v : best;
       }
     }
+    out[ox] = best;
   }
-  return idx;
+}
+
+// dx += dy routed to each window's first maximal element (the first NaN wins), for one row
+// of windows inside the input; KH / KW as in InsideMaxRow.
+template <int KH, int KW, typename T>
+void InsideArgmaxRow(const Pool2dParams& p, const T* in, const T* dy, T* dx) {
+  const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw, sw = p.stride_w;
+  for (int64_t ox = 0; ox < p.ow; ++ox) {
+    const T* w = in + ox * sw;
+    T best = w[0];
+    int64_t idx = 0;
+    for (int64_t ky = 0; ky < kh; ++ky) {
+      for (int64_t kx = 0; kx < kw; ++kx) {
+        T v = w[ky * p.w + kx];
+        bool take = v > best || (v != v && best == best);
+        best = take ? v : best;
+        idx = take ? ky * p.w + kx : idx;
+      }
+    }
+    dx[ox * sw + idx] += dy[ox];
+  }
 }
 
 struct AvgWindow {
@@ -117,8 +126,13 @@ void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
     if (inside) {
       for (int64_t oy = 0; oy < p.oh; ++oy) {
         const T* row = xp + oy * p.stride_h * p.w;
-        for (int64_t ox = 0; ox < p.ow; ++ox) {
-          yp[oy * p.ow + ox] = InsideMax(p, row + ox * p.stride_w, p.w);
+        T* out = yp + oy * p.ow;
+        if (p.kh == 2 && p.kw == 2) {
+          InsideMaxRow<2, 2>(p, row, out);
+        } else if (p.kh == 3 && p.kw == 3) {
+          InsideMaxRow<3, 3>(p, row, out);
+        } else {
+          InsideMaxRow<0, 0>(p, row, out);
         }
       }
       return;
@@ -139,12 +153,44 @@ void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bo
     const T* dyp = dy + pl * p.oh * p.ow;
     T* dxp = dx + pl * p.h * p.w;
     std::fill(dxp, dxp + p.h * p.w, T(0));
+    if (inside && p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2) {
+      // Non-overlapping 2x2 windows: each tap is written once (dy to the window's first
+      // maximum, 0 to the others), no scatter.
+      for (int64_t oy = 0; oy < p.oh; ++oy) {
+        const T* r0 = xp + 2 * oy * p.w;
+        const T* r1 = r0 + p.w;
+        T* d0 = dxp + 2 * oy * p.w;
+        T* d1 = d0 + p.w;
+        const T* g = dyp + oy * p.ow;
+        for (int64_t ox = 0; ox < p.ow; ++ox) {
+          T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
+          // the winner in scan order: a, b, c, d (ties keep the earlier; a NaN wins at once)
+          bool nan_a = a != a, nan_b = b != b, nan_c = c != c;
+          T m = a;
+          int w = 0;
+          if (!nan_a) {
+            if (b > m || nan_b) m = b, w = 1;
+            if (!(w == 1 && nan_b) && (c > m || nan_c)) m = c, w = 2;
+            if (!((w == 1 && nan_b) || (w == 2 && nan_c)) && (d > m || d != d)) m = d, w = 3;
+          }
+          d0[2 * ox] = w == 0 ? g[ox] : T(0);
+          d0[2 * ox + 1] = w == 1 ? g[ox] : T(0);
+          d1[2 * ox] = w == 2 ? g[ox] : T(0);
+          d1[2 * ox + 1] = w == 3 ? g[ox] : T(0);
+        }
+      }
+      return;
+    }
     if (inside) {
       for (int64_t oy = 0; oy < p.oh; ++oy) {
         const int64_t base = oy * p.stride_h * p.w;
-        for (int64_t ox = 0; ox < p.ow; ++ox) {
-          const int64_t at = base + ox * p.stride_w;
-          dxp[at + InsideArgmax(p, xp + at, p.w)] += dyp[oy * p.ow + ox];
+        const T* g = dyp + oy * p.ow;
+        if (p.kh == 2 && p.kw == 2) {
+          InsideArgmaxRow<2, 2>(p, xp + base, g, dxp + base);
+        } else if (p.kh == 3 && p.kw == 3) {
+          InsideArgmaxRow<3, 3>(p, xp + base, g, dxp + base);
+        } else {
+          InsideArgmaxRow<0, 0>(p, xp + base, g, dxp + base);
         }
       }
       return;
