@@ -382,3 +382,28 @@ def test_poptorch_autocast_region_runs_matmuls_in_float16():
     assert got[0].dtype == ref[0].dtype == torch.float16
     torch.testing.assert_close(got[0], ref[0])
     torch.testing.assert_close(got[1].reshape(ref[1].shape), ref[1])
+
+
+def test_half_model_with_float_batch_norm_trains_like_eager():
+    """A common PopTorch pattern: model.half() with the batch norms kept in float32. Half and
+    float parameters train side by side (each rounded in its own dtype), as in eager."""
+    torch.manual_seed(0)
+    model = ConvNet().half()
+    model.bn.float()
+    reference = copy.deepcopy(model)
+    trained = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.05, momentum=0.9))
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    for x, y in _batches(torch.float16, 3):
+        got = trained(x, y)[1].item()
+        optimizer.zero_grad()
+        loss = reference(x, y)[1]
+        loss.backward()
+        optimizer.step()
+        assert abs(got - loss.item()) <= 4 * EPS[torch.float16] * (1 + loss.item())
+    assert model.bn.weight.dtype == torch.float32 and model.conv.weight.dtype == torch.float16
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        scale = q.detach().float().abs().max()
+        err = float((p.detach().float() - q.detach().float()).abs().max() / scale)
+        assert err <= 4 * EPS[p.dtype if p.dtype in EPS else torch.float16], (name, err)
+    torch.testing.assert_close(model.bn.running_mean, reference.bn.running_mean)
