@@ -4,6 +4,7 @@ engine: eager PyTorch and torch.compile loop in Python; tilegraph runs the steps
 deviceIterations inside one engine call; ONNX Runtime loops over `InferenceSession.run`.
 All use the same thread count, batch, dtype (fp32) and optimizer (SGD, momentum 0.9).
 """
+import contextlib
 import os
 import tempfile
 
@@ -21,13 +22,16 @@ def _sgd(model, lr):
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
 
 
-def _python_train_loop(model, inputs, steps, lr):
+def _python_train_loop(model, inputs, steps, lr, context=contextlib.nullcontext):
+    """`context()` wraps each forward (bench/mixed_precision.py: bf16 autocast)."""
     opt = _sgd(model, lr)
 
     def call():
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
-            _loss_of(model(*inputs)).backward()
+            with context():
+                loss = _loss_of(model(*inputs))
+            loss.backward()
             opt.step()
     return call
 
@@ -57,9 +61,9 @@ def tilegraph_train(model, inputs, steps, lr, threads):
     return call
 
 
-def _python_infer_loop(model, inputs, steps):
+def _python_infer_loop(model, inputs, steps, context=contextlib.nullcontext):
     def call():
-        with torch.no_grad():
+        with torch.no_grad(), context():
             for _ in range(steps):
                 model(*inputs)
     return call

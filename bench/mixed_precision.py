@@ -24,7 +24,7 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import interleaved, machine, save_results  # noqa: E402
-from engines import _loss_of, _sgd, _stacked  # noqa: E402
+from engines import _python_infer_loop, _python_train_loop, _sgd, _stacked  # noqa: E402
 from workloads import model_workloads  # noqa: E402
 
 import tilegraph  # noqa: E402
@@ -38,27 +38,12 @@ def _autocast():
 
 def _eager_train(model, inputs, steps, lr, compiled=False):
     model.train()
-    run = torch.compile(model) if compiled else model
-    opt = _sgd(model, lr)
-
-    def call():
-        for _ in range(steps):
-            opt.zero_grad(set_to_none=True)
-            with _autocast():
-                loss = _loss_of(run(*inputs))
-            loss.backward()
-            opt.step()
-    return call
+    return _python_train_loop(torch.compile(model) if compiled else model, inputs, steps, lr,
+                              _autocast)
 
 
 def _eager_infer(model, inputs, steps):
-    model.eval()
-
-    def call():
-        with torch.no_grad(), _autocast():
-            for _ in range(steps):
-                model(*inputs)
-    return call
+    return _python_infer_loop(model.eval(), inputs, steps, _autocast)
 
 
 def _tilegraph(model, inputs, steps, lr, threads, bf16, training):

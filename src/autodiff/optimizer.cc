@@ -81,7 +81,6 @@ class UpdateBuilder {
   Builder& b_;
   const OptimizerConfig& config_;
   TrainingStepInfo& info_;
-  static bool IsHalf(DType d) { return d == DType::kF16 || d == DType::kBF16; }
   // The parameter's new value rounded to its dtype (stochastically when configured).
   Value* RoundToParam(Value* value);
 
@@ -119,11 +118,10 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
   param_ = p;
   state_type_ = p->type();
   shard_ = 0;
-  if (IsHalf(p->type().dtype)) {  // half parameters update in f32, rounded once (SetParam)
-    state_type_.dtype = DType::kF32;
-    p = b_.Cast(p, DType::kF32);
-    grad = b_.Cast(grad, DType::kF32);
-  }
+  // Half parameters update in f32, rounded once (SetParam).
+  state_type_.dtype = ArithmeticDType(p->type().dtype);
+  p = b_.Cast(p, state_type_.dtype);
+  grad = b_.Cast(grad, state_type_.dtype);
   Value* g = grad;
   if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
   if (config_.shard_state_group > 1) {
@@ -382,7 +380,7 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
       Value* apply = apply_flag(device);
       b.set_placement(device);
       TensorType acc_type = params[i]->type();
-      if (acc_type.dtype == DType::kF16 || acc_type.dtype == DType::kBF16) {
+      if (IsHalf(acc_type.dtype)) {
         acc_type.dtype = config.half_grad_accum_dtype;  // half gradients summed in f32
       }
       Value* acc = g.AddVariable(params[i]->name() + ".grad_accum", acc_type, false);

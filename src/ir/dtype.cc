@@ -40,5 +40,7 @@ bool IsFloating(DType d) {
   return d == DType::kF32 || d == DType::kF64 || d == DType::kF16 || d == DType::kBF16;
 }
 bool IsInteger(DType d) { return d == DType::kI64 || d == DType::kI32; }
+bool IsHalf(DType d) { return d == DType::kF16 || d == DType::kBF16; }
+DType ArithmeticDType(DType d) { return IsHalf(d) ? DType::kF32 : d; }
 
 }  // namespace tg

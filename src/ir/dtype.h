@@ -16,5 +16,9 @@ std::string_view DTypeName(DType dtype);  // "f32", "i64", ...
 std::optional<DType> ParseDType(std::string_view name);
 bool IsFloating(DType dtype);
 bool IsInteger(DType dtype);  // i32, i64 (not bool)
+bool IsHalf(DType dtype);     // f16, bf16
+// The dtype arithmetic on `dtype` runs in: f32 for the half formats (ops/half_widening.h),
+// the dtype itself otherwise.
+DType ArithmeticDType(DType dtype);
 
 }  // namespace tg

@@ -31,10 +31,9 @@ DType ComputeType(const Graph& body, const std::string& where) {
   auto visit = [&](const Value* v) {
     DType d = v->type().dtype;
     if (d == DType::kBool) return;
-    TG_CHECK(d == DType::kF32 || d == DType::kF64 || d == DType::kF16 || d == DType::kBF16,
-             kShape, where, ": expected floating or bool values, got %", v->name(), " : ",
-             v->type().ToString());
-    if (d == DType::kF16 || d == DType::kBF16) d = DType::kF32;
+    TG_CHECK(IsFloating(d), kShape, where, ": expected floating or bool values, got %",
+             v->name(), " : ", v->type().ToString());
+    d = ArithmeticDType(d);
     TG_CHECK(!t || *t == d, kShape, where, ": expected one floating dtype, got ", DTypeName(*t),
              " and ", DTypeName(d));
     t = d;

@@ -8,7 +8,6 @@
 namespace tg {
 
 namespace {
-bool IsHalf(DType d) { return d == DType::kF16 || d == DType::kBF16; }
 cpu::ElemType Elem(DType d) { return static_cast<cpu::ElemType>(d); }
 
 std::vector<TensorType> TypesOf(const std::vector<Value*>& values) {

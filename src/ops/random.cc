@@ -113,7 +113,7 @@ OpDef StochasticRoundOp() {
   def.infer = [](const InferContext& c) {
     DType to = GetDType(c.attrs, "dtype");
     CheckFloating(c.in(0), "stochastic_round", "input");
-    TG_CHECK(to == DType::kF16 || to == DType::kBF16, kShape,
+    TG_CHECK(IsHalf(to), kShape,
              "stochastic_round: dtype must be f16 or bf16, got ", DTypeName(to));
     return std::vector<TensorType>{{to, c.in(0).shape}};
   };

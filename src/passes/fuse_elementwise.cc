@@ -43,7 +43,7 @@ std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry,
   // result rounded to it), so they join f32 groups.
   auto visit = [&](const TensorType& t) {
     if (t.dtype == DType::kBool) return true;
-    DType compute = t.dtype == DType::kF16 || t.dtype == DType::kBF16 ? DType::kF32 : t.dtype;
+    DType compute = ArithmeticDType(t.dtype);
     if (compute != DType::kF32 && compute != DType::kF64) return false;
     if (key.dtype && *key.dtype != compute) return false;
     key.dtype = compute;

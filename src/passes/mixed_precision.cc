@@ -38,7 +38,7 @@ bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
 }  // namespace
 
 int ApplyMixedPrecision(Graph& graph, const MixedPrecisionPolicy& policy) {
-  TG_CHECK(policy.half == DType::kF16 || policy.half == DType::kBF16, kInvalidInput,
+  TG_CHECK(IsHalf(policy.half), kInvalidInput,
            "mixed precision: the half dtype must be f16 or bf16, got ", DTypeName(policy.half));
   std::vector<Node*> order;
   for (const auto& n : graph.nodes()) order.push_back(n.get());

@@ -52,10 +52,9 @@ bool WindowsInside(const Pool2dParams& p) {
          (p.oh - 1) * p.stride_h + p.kh <= p.h && (p.ow - 1) * p.stride_w + p.kw <= p.w;
 }
 
-// The max of the window at `w` (row pitch `pitch`) with NaN propagating, and its index
-// (first maximal element; the first NaN wins), as WindowArgmax.
-// One output row of windows inside the input; KH / KW > 0 fix the window at compile time
-// (unrolled, branch-free: the common 2x2 and 3x3 windows), 0 reads it from `p`.
+// The maxima (NaN propagating) of one output row of windows inside the input; KH / KW > 0 fix
+// the window at compile time (unrolled, branch-free: the common 2x2 and 3x3 windows), 0 reads
+// it from `p`.
 template <int KH, int KW, typename T>
 void InsideMaxRow(const Pool2dParams& p, const T* in, T* out) {
   const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw, sw = p.stride_w;
@@ -153,34 +152,6 @@ void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bo
     const T* dyp = dy + pl * p.oh * p.ow;
     T* dxp = dx + pl * p.h * p.w;
     std::fill(dxp, dxp + p.h * p.w, T(0));
-    if (inside && p.kh == 2 && p.kw == 2 && p.stride_h == 2 && p.stride_w == 2) {
-      // Non-overlapping 2x2 windows: each tap is written once (dy to the window's first
-      // maximum, 0 to the others), no scatter.
-      for (int64_t oy = 0; oy < p.oh; ++oy) {
-        const T* r0 = xp + 2 * oy * p.w;
-        const T* r1 = r0 + p.w;
-        T* d0 = dxp + 2 * oy * p.w;
-        T* d1 = d0 + p.w;
-        const T* g = dyp + oy * p.ow;
-        for (int64_t ox = 0; ox < p.ow; ++ox) {
-          T a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
-          // the winner in scan order: a, b, c, d (ties keep the earlier; a NaN wins at once)
-          bool nan_a = a != a, nan_b = b != b, nan_c = c != c;
-          T m = a;
-          int w = 0;
-          if (!nan_a) {
-            if (b > m || nan_b) m = b, w = 1;
-            if (!(w == 1 && nan_b) && (c > m || nan_c)) m = c, w = 2;
-            if (!((w == 1 && nan_b) || (w == 2 && nan_c)) && (d > m || d != d)) m = d, w = 3;
-          }
-          d0[2 * ox] = w == 0 ? g[ox] : T(0);
-          d0[2 * ox + 1] = w == 1 ? g[ox] : T(0);
-          d1[2 * ox] = w == 2 ? g[ox] : T(0);
-          d1[2 * ox + 1] = w == 3 ? g[ox] : T(0);
-        }
-      }
-      return;
-    }
     if (inside) {
       for (int64_t oy = 0; oy < p.oh; ++oy) {
         const int64_t base = oy * p.stride_h * p.w;
