@@ -3,6 +3,7 @@
 // backward routes each gradient to the same element (the first maximum; the first NaN wins).
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -12,15 +13,20 @@
 namespace tg::cpu {
 namespace {
 
+// Sizes: odd (a last row and column no window covers) and wide rows (the vectorized body of
+// the non-overlapping 2x2 backward, 8 windows per vector from 8 windows a row, runs as well as
+// its remainder).
 TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
-  for (auto [k, s] : {std::pair<int64_t, int64_t>{2, 2}, {3, 2}, {3, 1}, {2, 1}}) {
+  for (auto [k, s, h, w] : {std::array<int64_t, 4>{2, 2, 9, 11}, {2, 2, 8, 37}, {3, 2, 9, 11},
+                            {3, 1, 9, 11}, {2, 1, 9, 11}}) {
     Pool2dParams p;
-    p.planes = 6, p.h = 9, p.w = 11, p.kh = k, p.kw = k, p.stride_h = s, p.stride_w = s;
+    p.planes = 6, p.h = h, p.w = w, p.kh = k, p.kw = k, p.stride_h = s, p.stride_w = s;
     p.oh = (p.h - k) / s + 1, p.ow = (p.w - k) / s + 1;
     std::mt19937 rng(k * 10 + s);
     std::vector<float> x(p.planes * p.h * p.w), dy(p.planes * p.oh * p.ow);
     for (float& v : x) v = static_cast<float>(rng() % 5);  // many ties
-    for (int i = 0; i < 12; ++i) x[rng() % x.size()] = NAN;
+    for (size_t i = 0; i < x.size() / 20; ++i) x[rng() % x.size()] = NAN;  // some windows: 2
+    for (size_t i = 0; i < x.size() / 20; ++i) x[rng() % x.size()] = -0.0f;  // ties with +0
     for (float& v : dy) v = static_cast<float>(rng() % 100) / 7.0f;
     std::vector<float> fast(dy.size()), ref(dy.size());
     MaxPool2dForward(p, x.data(), fast.data(), /*parallel=*/true);
@@ -32,7 +38,8 @@ TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
         EXPECT_EQ(fast[i], ref[i]) << i;
       }
     }
-    std::vector<float> dfast(x.size()), dref(x.size());
+    // Garbage first: the backward must write every element of dx, zeros included.
+    std::vector<float> dfast(x.size(), 777.0f), dref(x.size(), -555.0f);
     MaxPool2dBackward(p, dy.data(), x.data(), dfast.data(), true);
     MaxPool2dBackward(p, dy.data(), x.data(), dref.data(), false);
     EXPECT_EQ(dfast, dref) << "k " << k << " s " << s;
