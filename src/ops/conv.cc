@@ -1,7 +1,8 @@
-// conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32),
-// the reference loops for f64.
+// conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32;
+// backward-weight of single-channel inputs over im2col columns), the reference loops for f64.
 #include <string>
 
+#include "kernels/cpu/conv_im2col_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/builder.h"
@@ -102,7 +103,14 @@ Kernel MakeRef(auto t, const Node& n) {
 Kernel MakeCpu(auto t, const Node& n) {
   using T = decltype(t);
   if constexpr (std::is_same_v<T, float>) {
-    cpu::OnednnConv2d conv(ParamsOfNode(n), PassOf(n));
+    const cpu::Conv2dParams p = ParamsOfNode(n);
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferIm2colBackwardWeight(p)) {
+      cpu::Conv2dBackwardWeightIm2col conv(p);
+      return [conv](const KernelArgs& a) {
+        conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+      };
+    }
+    cpu::OnednnConv2d conv(p, PassOf(n));
     // A weight that is a variable or constant keeps its blocked copy across steps while
     // the variables do not change (RunContext::variables_version).
     const ValueKind k1 = n.input(1)->kind();
@@ -152,7 +160,11 @@ std::vector<ConvCase> ConvCases() {
           {{2, 4, 5, 5}, {6, 2, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 2},
           {{1, 3, 6, 6}, {3, 1, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 3},
           {{2, 3, 4, 4}, {5, 3, 1, 1}},
-          {{1, 2, 6, 7}, {2, 2, 2, 3}, {2, 1}, {1, 0}, {1, 2}}};
+          {{1, 2, 6, 7}, {2, 2, 2, 3}, {2, 1}, {1, 0}, {1, 2}},
+          // single-channel inputs (the im2col backward-weight kernel): 9 and 6 taps, more
+          // positions than a vector with a remainder, stride / padding / dilation
+          {{2, 1, 7, 9}, {4, 1, 3, 3}, {1, 1}, {1, 1}},
+          {{3, 1, 10, 11}, {5, 1, 3, 2}, {2, 1}, {0, 1}, {1, 2}}};
 }
 
 AttrMap AttrsOf(const ConvCase& cc) {

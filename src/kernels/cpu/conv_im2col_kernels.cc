@@ -1,0 +1,94 @@
+// conv2d backward-weight over im2col columns; see conv_im2col_kernels.h.
+#include "kernels/cpu/conv_im2col_kernels.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/parallel.h"
+
+namespace tg::cpu {
+
+bool PreferIm2colBackwardWeight(const Conv2dParams& p) { return p.groups == 1 && p.c == 1; }
+
+Conv2dBackwardWeightIm2col::Conv2dBackwardWeightIm2col(const Conv2dParams& p) : p_(p) {}
+
+namespace {
+
+// Eight floats in a GCC vector (one AVX register, two SSE ones): the accumulators below stay
+// in registers, which GCC does not manage for a float[TB][8] array it vectorizes itself.
+using Vec8 = float __attribute__((vector_size(32)));
+inline Vec8 Load8(const float* p) {
+  Vec8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+// out[t] += sum_i d[i] * c[t * stride + i] for TB taps at once: d is loaded once for all of
+// them and the TB vector accumulators are independent FMA chains. A fixed order: runs repeat
+// bit for bit.
+template <int TB>
+void DotBlock(const float* d, const float* c, int64_t stride, int64_t n, float* out) {
+  Vec8 acc[TB] = {};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const Vec8 dv = Load8(d + i);
+    for (int t = 0; t < TB; ++t) acc[t] += dv * Load8(c + t * stride + i);
+  }
+  float tail[TB] = {};
+  for (; i < n; ++i) {
+    for (int t = 0; t < TB; ++t) tail[t] += d[i] * c[t * stride + i];
+  }
+  for (int t = 0; t < TB; ++t) {
+    float s = tail[t];
+    for (int j = 0; j < 8; ++j) s += acc[t][j];
+    out[t] += s;
+  }
+}
+
+}  // namespace
+
+void Conv2dBackwardWeightIm2col::Run(const float* dy, const float* x, float* dw) const {
+  const Conv2dParams& p = p_;
+  const int64_t positions = p.oh * p.ow;
+  const int64_t taps = p.c * p.kh * p.kw;
+  if (p.o == 0 || taps == 0) return;
+  std::fill(dw, dw + p.o * taps, 0.0f);
+  if (positions == 0 || p.n == 0) return;
+  if (cols_->empty()) cols_->resize(static_cast<size_t>(p.n * taps * positions));
+  float* cols = cols_->data();
+  // cols[n][(c, ky, kx)][q] = x[n][c][iy][ix], 0 outside the input (im2col per image).
+  ParallelFor(p.n * taps, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      const int64_t n = i / taps, t = i % taps;
+      const int64_t c = t / (p.kh * p.kw), ky = t / p.kw % p.kh, kx = t % p.kw;
+      const float* plane = x + (n * p.c + c) * p.h * p.w;
+      float* col = cols + i * positions;
+      for (int64_t oy = 0; oy < p.oh; ++oy) {
+        const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
+        for (int64_t ox = 0; ox < p.ow; ++ox) {
+          const int64_t ix = ox * p.stride_w - p.pad_w + kx * p.dil_w;
+          const bool inside = iy >= 0 && iy < p.h && ix >= 0 && ix < p.w;
+          col[oy * p.ow + ox] = inside ? plane[iy * p.w + ix] : 0.0f;
+        }
+      }
+    }
+  });
+  // dw[o][t] = sum over n of dy[n][o][:] . cols[n][t][:]; threads split the out channels,
+  // and images are the outer loop so that one image's columns stay in L1 / L2 while every
+  // out channel of the thread reads them.
+  ParallelFor(p.o, 1, [&](int64_t b, int64_t e) {
+    for (int64_t n = 0; n < p.n; ++n) {
+      const float* c = cols + n * taps * positions;
+      for (int64_t o = b; o < e; ++o) {
+        const float* d = dy + (n * p.o + o) * positions;
+        float* out = dw + o * taps;
+        int64_t t = 0;
+        for (; t + 8 <= taps; t += 8) DotBlock<8>(d, c + t * positions, positions, positions, out + t);
+        for (; t + 4 <= taps; t += 4) DotBlock<4>(d, c + t * positions, positions, positions, out + t);
+        for (; t < taps; ++t) DotBlock<1>(d, c + t * positions, positions, positions, out + t);
+      }
+    }
+  });
+}
+
+}  // namespace tg::cpu
