@@ -25,7 +25,9 @@ struct ReducePlan {
   cpu::ReduceShape ref;
 };
 
-ReducePlan PlanReduce(const TensorType& t, const std::vector<int64_t>& axes) {
+// outer_reduce_ok: the kernel takes ReduceDims::reduce_outer (sum, mean, amax).
+ReducePlan PlanReduce(const TensorType& t, const std::vector<int64_t>& axes,
+                      bool outer_reduce_ok) {
   ReducePlan plan;
   plan.ref.shape = t.shape;
   plan.ref.reduced.assign(t.shape.size(), false);
@@ -40,6 +42,13 @@ ReducePlan PlanReduce(const TensorType& t, const std::vector<int64_t>& axes) {
   }
   int reduced_groups = 0;
   for (auto& g : groups) reduced_groups += g.second;
+  if (outer_reduce_ok && groups.size() == 3 && groups[0].second && groups[2].second) {
+    // [reduced, kept, reduced] (a bias gradient: [N, C, H*W] -> [C]): no permuting copy
+    plan.dims.reduce_outer = groups[0].first;
+    plan.dims.outer = groups[1].first;
+    plan.dims.reduce = groups[2].first;
+    return plan;
+  }
   if (reduced_groups <= 1) {
     bool seen = false;
     for (auto& [size, red] : groups) {
@@ -111,7 +120,7 @@ KernelFactory ReduceFactory(ReduceKind kind, bool reference) {
     const TensorType& in = n.input(0)->type();
     std::vector<int64_t> axes = NormalizeAxes(GetInts(n.attrs(), "axes"), in.rank(), n.op());
     double corr = kind == ReduceKind::kVar ? GetFloat(n.attrs(), "correction") : 0.0;
-    ReducePlan plan = PlanReduce(in, axes);
+    ReducePlan plan = PlanReduce(in, axes, kind != ReduceKind::kVar);
     DType dtype = in.dtype;
     std::string op = n.op();
     return [=](const KernelArgs& a) {
@@ -176,7 +185,8 @@ OpSample Sample(Shape shape, std::vector<int64_t> axes, bool keepdim, AttrMap ex
 }
 
 std::vector<OpSample> ReduceSamples(InputInit init = InputInit::Normal()) {
-  // The last two are large (parallel and strided kernel paths): kernel check only.
+  // The last three are large (parallel, strided and outer-and-inner kernel paths): kernel
+  // check only.
   std::vector<OpSample> samples = {Sample({3, 4}, {}, false, {}, init),
           Sample({2, 3, 4}, {1}, false, {}, init),
           Sample({2, 3, 4}, {-1}, true, {}, init),
@@ -185,9 +195,9 @@ std::vector<OpSample> ReduceSamples(InputInit init = InputInit::Normal()) {
           Sample({5}, {0}, false, {}, init),
           Sample({1, 3, 1}, {0, 2}, false, {}, init),
           Sample({40, 130}, {0}, false, {}, init),
-          Sample({3, 700}, {1}, true, {}, init)};
-  samples[samples.size() - 1].skip_grad_check = true;
-  samples[samples.size() - 2].skip_grad_check = true;
+          Sample({3, 700}, {1}, true, {}, init),
+          Sample({5, 6, 2, 333}, {0, 2, 3}, false, {}, init)};
+  for (size_t i = samples.size() - 3; i < samples.size(); ++i) samples[i].skip_grad_check = true;
   return samples;
 }
 

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "kernels/cpu/parallel.h"
+#include "support/error.h"
 
 namespace tg::cpu {
 namespace {
@@ -33,23 +34,26 @@ T MaxNan(T a, T b) {
 // (A, A) as well as (A, T) so that partial accumulators can be merged.
 template <typename T, typename A, typename Combine, typename Finish>
 void Reduce(const T* in, T* out, const ReduceDims& d, A init, Combine combine, Finish finish) {
-  const int64_t R = d.reduce, I = d.inner;
+  const int64_t R = d.reduce, I = d.inner, RO = d.reduce_outer;
   if (I == 1) {
-    int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, R));
+    int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, R * RO));
     ParallelFor(d.outer, grain, [&](int64_t b, int64_t e) {
       for (int64_t o = b; o < e; ++o) {
-        const T* row = in + o * R;
         A acc[4] = {init, init, init, init};
-        int64_t r = 0;
-        for (; r + 4 <= R; r += 4) {
-          for (int k = 0; k < 4; ++k) acc[k] = combine(acc[k], static_cast<A>(row[r + k]));
+        for (int64_t ro = 0; ro < RO; ++ro) {  // rows [ro, o, :], in order
+          const T* row = in + (ro * d.outer + o) * R;
+          int64_t r = 0;
+          for (; r + 4 <= R; r += 4) {
+            for (int k = 0; k < 4; ++k) acc[k] = combine(acc[k], static_cast<A>(row[r + k]));
+          }
+          for (; r < R; ++r) acc[0] = combine(acc[0], static_cast<A>(row[r]));
         }
-        for (; r < R; ++r) acc[0] = combine(acc[0], static_cast<A>(row[r]));
         out[o] = finish(combine(combine(acc[0], acc[1]), combine(acc[2], acc[3])));
       }
     });
     return;
   }
+  TG_ASSERT(RO == 1, "reduce_outer needs inner == 1");
   int64_t blocks = (I + kBlock - 1) / kBlock;
   int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, R * kBlock));
   ParallelFor(d.outer * blocks, grain, [&](int64_t b, int64_t e) {
@@ -104,7 +108,7 @@ void Sum(const T* in, T* out, const ReduceDims& d) {
 
 template <typename T>
 void Mean(const T* in, T* out, const ReduceDims& d) {
-  double scale = 1.0 / static_cast<double>(d.reduce);
+  double scale = 1.0 / static_cast<double>(d.reduce * d.reduce_outer);
   Reduce(in, out, d, 0.0, [](double a, double x) { return a + x; },
          [scale](double a) { return static_cast<T>(a * scale); });
 }

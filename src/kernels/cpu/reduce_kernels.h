@@ -9,8 +9,12 @@
 
 namespace tg::cpu {
 
+// The input seen as [reduce_outer, outer, reduce, inner]; reduce_outer and reduce are
+// reduced. reduce_outer > 1 (the bias-gradient pattern: [N, C, H*W] -> [C] without a
+// permuting copy) is supported by Sum, Mean and Amax, with inner == 1.
 struct ReduceDims {
   int64_t outer = 1, reduce = 1, inner = 1;
+  int64_t reduce_outer = 1;
 };
 
 template <typename T> void Sum(const T* in, T* out, const ReduceDims& d);
