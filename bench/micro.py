@@ -70,9 +70,20 @@ def _engines(model, x, threads):
     return out
 
 
-def _measure(name, model, x, threads, rounds, work, unit, limit, limit_name):
+def _raw_onednn_gemm(n):
+    """The reference engine: oneDNN's matmul primitive alone on buffers it owns (the library
+    tilegraph's matmul kernel calls; no graph, no copies in or out)."""
+    t0 = time.perf_counter()
+    raw = _core.RawOnednnMatmul(n, n, n)
+    raw.run()
+    return raw.run, time.perf_counter() - t0, raw.implementation
+
+
+def _measure(name, model, x, threads, rounds, work, unit, limit, limit_name, extra=None):
+    """extra: {engine: (call, first_call_seconds)} measured in the same rounds."""
     torch.manual_seed(0)
     built = _engines(model.eval(), x, threads)
+    built.update(extra or {})
     times = common.interleaved({n: c for n, (c, _) in built.items()}, rounds)
     result = {"name": name, "engines": {}}
     for engine, t in times.items():
@@ -87,9 +98,11 @@ def gemm(threads, rounds=5, n=4096, run_limits=None):
     torch.manual_seed(0)
     lim = limits(threads, run_limits)
     x = torch.randn(n, n)
+    raw_call, raw_first, raw_impl = _raw_onednn_gemm(n)
     r = _measure(f"gemm_{n}", MatMul(n, n), x, threads, rounds, 2.0 * n ** 3, "GFLOP/s",
-                 lim["fma_peak_gflops"], "FMA peak")
-    r["config"] = f"fp32 [{n},{n}] @ [{n},{n}]"
+                 lim["fma_peak_gflops"], "FMA peak",
+                 extra={"oneDNN (raw)": (raw_call, raw_first)})
+    r["config"] = f"fp32 [{n},{n}] @ [{n},{n}]; oneDNN's implementation: {raw_impl}"
     return r
 
 

@@ -17,6 +17,7 @@
 #include "passes/mixed_precision.h"
 #include "ir/printer.h"
 #include "kernels/cpu/machine_limits.h"
+#include "kernels/cpu/onednn_kernels.h"
 #include "ops/builder.h"
 #include "parallel/gradient_all_reduce.h"
 #include "runtime/executable.h"
@@ -451,6 +452,34 @@ NB_MODULE(_core, m) {
     nb::gil_scoped_release release;
     return cpu::MeasureTriadBandwidthGbs(threads);
   }, nb::arg("threads"), "DRAM bandwidth of a STREAM-style triad on `threads` threads (GB/s).");
+
+  // The raw-oneDNN reference engine of bench/micro.py: the matmul primitive tilegraph's
+  // kernels use, run directly on buffers it owns (no graph, no copies in or out), so that the
+  // GEMM benchmark shows what tilegraph adds or loses around the library.
+  struct RawOnednnMatmul {
+    std::vector<float> a, b, out;
+    std::unique_ptr<cpu::OnednnMatmul> matmul;
+  };
+  nb::class_<RawOnednnMatmul>(m, "RawOnednnMatmul",
+                              "out[m,n] = a[m,k] @ b[k,n] with oneDNN's matmul primitive alone "
+                              "(random operands; bench/micro.py's reference engine).")
+      .def("__init__", [](RawOnednnMatmul* self, int64_t m, int64_t k, int64_t n) {
+        new (self) RawOnednnMatmul();
+        cpu::MatmulParams p;
+        p.m = m, p.k = k, p.n = n;
+        self->a.resize(static_cast<size_t>(m * k));
+        self->b.resize(static_cast<size_t>(k * n));
+        self->out.resize(static_cast<size_t>(m * n));
+        for (size_t i = 0; i < self->a.size(); ++i) self->a[i] = static_cast<float>(i % 7) - 3;
+        for (size_t i = 0; i < self->b.size(); ++i) self->b[i] = static_cast<float>(i % 5) - 2;
+        self->matmul = std::make_unique<cpu::OnednnMatmul>(p);
+      }, nb::arg("m"), nb::arg("k"), nb::arg("n"))
+      .def("run", [](RawOnednnMatmul& self) {
+        nb::gil_scoped_release release;
+        self.matmul->Run(self.a.data(), self.b.data(), self.out.data());
+      }, "One matmul.")
+      .def_prop_ro("implementation",
+                   [](const RawOnednnMatmul& self) { return self.matmul->implementation(); });
 
   m.def("mpi_available", &MpiAvailable, "Whether this build can run across processes (MPI).");
   m.def("mpi_world", [] {

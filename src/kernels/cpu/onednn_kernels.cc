@@ -64,6 +64,13 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p) {
   stream_ = dnnl::stream(CpuEngine());
 }
 
+std::string OnednnMatmul::implementation() const {
+  if (empty_ || zero_fill_ > 0) return "";
+  const char* info = nullptr;
+  dnnl_primitive_desc_query(prim_.get_primitive_desc(), dnnl_query_impl_info_str, 0, &info);
+  return info ? info : "";
+}
+
 void OnednnMatmul::Run(const float* a, const float* b, float* out) const {
   if (empty_) return;
   if (zero_fill_ > 0) {

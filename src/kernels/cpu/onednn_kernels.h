@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -22,6 +23,8 @@ class OnednnMatmul {
  public:
   explicit OnednnMatmul(const MatmulParams& p);
   void Run(const float* a, const float* b, float* out) const;
+  // The implementation oneDNN chose ("brg:avx512_core", "gemm:jit", ...; "" when empty).
+  std::string implementation() const;
 
  private:
   bool empty_ = false;     // nothing to compute (a zero-sized output)
