@@ -19,14 +19,7 @@ struct Live {
 std::string CheckProgramMemory(const Program& program) {
   const OpRegistry& reg = OpRegistry::Global();
   const Graph& g = *program.graph;
-  // View outputs alias their input: map each value to the value that owns its bytes.
-  std::unordered_map<const Value*, const Value*> root;
-  for (const auto& n : g.nodes()) {
-    if (reg.Get(n->op()).traits.view) {
-      const Value* in = n->input(0);
-      root[n->output(0)] = root.count(in) ? root[in] : in;
-    }
-  }
+  const std::unordered_map<const Value*, const Value*> root = ViewRoots(g);
   auto owner = [&](const Value* v) { return root.count(v) ? root.at(v) : v; };
   std::unordered_map<const Value*, Live> live;
   const int64_t end = static_cast<int64_t>(program.instructions.size());

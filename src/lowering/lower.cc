@@ -65,6 +65,18 @@ void PlanArenas(BufferAssignment& assignment, const LoweringOptions& options,
 
 }  // namespace
 
+std::unordered_map<const Value*, const Value*> ViewRoots(const Graph& graph) {
+  const OpRegistry& reg = OpRegistry::Global();
+  std::unordered_map<const Value*, const Value*> root;
+  for (const auto& n : graph.nodes()) {
+    if (reg.Get(n->op()).traits.view) {
+      const Value* in = n->input(0);
+      root[n->output(0)] = root.count(in) ? root[in] : in;
+    }
+  }
+  return root;
+}
+
 Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
   const Graph& g = *graph;
   BufferAssignment assignment = AssignBuffers(g, options);

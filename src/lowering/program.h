@@ -77,6 +77,10 @@ struct LoweringOptions {
   std::vector<int> segment_of_position;
 };
 
+// View outputs (reshape: no kernel) alias their input: each view mapped to the value that owns
+// its bytes (values missing from the map own theirs).
+std::unordered_map<const Value*, const Value*> ViewRoots(const Graph& graph);
+
 // Lowers an (optimized, verified) graph: plans memory, picks each node's kernel for the kind
 // of the device it is placed on.
 Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options = {});

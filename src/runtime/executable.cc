@@ -82,6 +82,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
   for (int r = 0; r < options.replicas; ++r) exe->AddReplica(r == 0);
+  exe->FindIoOperands();
   const auto& instrs = exe->program_.instructions;
   exe->instr_seconds_.assign(instrs.size(), 0.0);
   exe->instr_calls_.assign(instrs.size(), 0);
@@ -185,7 +186,10 @@ void Executable::AddReplica(bool first) {
   const Graph& g = *program_.graph;
   r.slots.resize(pipelined() ? pipeline_.stages : 1);
   for (Slot& slot : r.slots) {
-    for (Value* v : g.inputs()) slot.staging.emplace_back(v->type());
+    for (Value* v : g.inputs()) {
+      slot.staging.emplace_back(v->type());
+      slot.feeds.push_back(slot.staging.back().data());
+    }
     slot.arena_memory = device_->Allocate(program_.stats.arena_bytes);
     slot.arena = static_cast<uint8_t*>(slot.arena_memory.data());
   }
@@ -208,7 +212,7 @@ void Executable::AddReplica(bool first) {
 void* Executable::Resolve(const Replica& r, const Slot& s, const BufferRef& ref) const {
   switch (ref.space) {
     case BufferSpace::kArena: return s.arena + ref.offset;
-    case BufferSpace::kInput: return const_cast<void*>(s.staging[ref.offset].data());
+    case BufferSpace::kInput: return const_cast<void*>(s.feeds[ref.offset]);
     case BufferSpace::kHyperParam: return const_cast<void*>(hyperparams_[ref.offset].data());
     case BufferSpace::kVariable: return const_cast<void*>(r.variables[ref.offset].data());
     case BufferSpace::kConstant:

@@ -150,6 +150,10 @@ class Executable {
   // --- introspection ---
   const MemoryStats& memory_stats() const { return program_.stats; }
   const Graph& optimized_graph() const { return *program_.graph; }
+  // Zero-copy I/O (runtime/executable_io.cc): how many outputs are written straight into the
+  // results and how many inputs are read straight from the caller's arrays (0 when pipelined).
+  int outputs_written_in_place() const;
+  int feeds_read_in_place() const;
   size_t num_instructions() const { return program_.instructions.size(); }
   double compile_seconds() const { return compile_seconds_; }
   const Device& device() const { return *device_; }
@@ -168,6 +172,9 @@ class Executable {
     DeviceMemory arena_memory;
     uint8_t* arena = nullptr;
     std::vector<HostTensor> staging;
+    // Where each input's current step slice is: its staging buffer, or the caller's array
+    // (zero-copy feeds, runtime/executable_io.cc). kInput buffer refs resolve here.
+    std::vector<const void*> feeds;
     std::vector<std::vector<const void*>> in_ptrs;
     std::vector<std::vector<void*>> out_ptrs;
   };
@@ -229,14 +236,30 @@ class Executable {
   // Whether device d's next micro-batch applies the optimizer step (its counter says so).
   bool Applying(int r, int device) const;
   // `segment` >= 0: only the outputs that segment computes (stages across processes).
+  // `in_place`: per output, already written by this step (skipped); null: none.
   void CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode, int64_t every_n,
-                   std::vector<HostTensor>& results, int segment = -1);
+                   std::vector<HostTensor>& results, int segment = -1,
+                   const std::vector<char>* in_place = nullptr);
   void PrepareRemotePipeline(const PipelineSegments& segments);
   void SpreadStagesOverProcesses(const PipelineSegments& segments);
   // Stages across processes: variables from their device's process, outputs from theirs.
   void ShareVariables(const std::vector<std::pair<size_t, int>>& which);
   void ShareOutputs(std::vector<HostTensor>& results);
   void StageInputs(int r, int s, int64_t step, const std::vector<TensorView>& inputs);
+  // Zero-copy I/O of sequential programs (runtime/executable_io.cc): the instruction operands
+  // that read each feed or write / read each output value, found once at compile time, and
+  // pointed at the caller's arrays (this step's input slice, this step's row of the results)
+  // before each step, instead of copying into staging and out of the arena. Returns, per
+  // output, whether this step writes it in place (CopyOutputs skips it).
+  struct OperandUse {
+    size_t instr = 0, operand = 0;
+    bool is_output = false;
+  };
+  void FindIoOperands();
+  const std::vector<char>& BindStep(int r, int64_t step, int64_t steps, OutputMode mode,
+                                    int64_t every_n, const std::vector<TensorView>& inputs,
+                                    std::vector<HostTensor>& results);
+  void PointOperands(Slot& slot, const std::vector<OperandUse>& uses, const void* p);
   RunContext ContextFor(int r, uint64_t step) const;
   // Pipelined (runtime/pipeline.cc): `waves` of micro-batches through the stages, steps in
   // [first, first + count) of the call.
@@ -266,6 +289,9 @@ class Executable {
   // devices' threads of one replica run concurrently and would mix their calls in one group).
   std::vector<std::unique_ptr<ReplicaGroup>> stage_groups_;
   size_t first_variable_write_ = SIZE_MAX;
+  // Zero-copy I/O (FindIoOperands): per graph input / output; an output with no uses is copied.
+  std::vector<std::vector<OperandUse>> feed_uses_, output_uses_;
+  std::vector<std::vector<char>> output_in_place_;  // per replica: BindStep's answer
   // Gradient accumulation (CompileOptions::accumulation_steps): per instruction / update
   // copy, whether it only serves the optimizer step; each device's micro-batch counter.
   std::vector<char> step_only_instr_, step_only_copy_;

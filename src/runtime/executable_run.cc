@@ -176,12 +176,14 @@ void Executable::StageInputs(int r, int s, int64_t step, const std::vector<Tenso
 
 // Writes step `step`'s outputs (in slot s) into the results, as the output mode says.
 void Executable::CopyOutputs(int r, int s, int64_t step, int64_t steps, OutputMode mode,
-                             int64_t every_n, std::vector<HostTensor>& results, int segment) {
+                             int64_t every_n, std::vector<HostTensor>& results, int segment,
+                             const std::vector<char>* in_place) {
   const Replica& rep = replicas_[r];
   const int n = replicas();
   const auto& outs = program_.graph->outputs();
   for (size_t o = 0; o < outs.size(); ++o) {
     if (segment >= 0 && pipeline_.output_segment[o] != segment) continue;
+    if (in_place && (*in_place)[o]) continue;  // the step wrote it into the results
     const TensorType& type = outs[o]->type();
     size_t bytes = type.bytes();
     if (bytes == 0) continue;  // empty outputs: nothing to copy (and no pointers to pass)
@@ -218,9 +220,9 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
       if (pipelined()) {
         RunWave(r, s, wave, steps, inputs, mode, every_n, results);
       } else {
-        StageInputs(r, 0, s, inputs);
+        const std::vector<char>& in_place = BindStep(r, s, steps, mode, every_n, inputs, results);
         RunOneStep(r, step_ + static_cast<uint64_t>(s));
-        CopyOutputs(r, 0, s, steps, mode, every_n, results);
+        CopyOutputs(r, 0, s, steps, mode, every_n, results, -1, &in_place);
       }
     } catch (Error& e) {
       if (pipelined() && pipeline_.has_backward) {
