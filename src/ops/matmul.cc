@@ -51,6 +51,14 @@ cpu::MatmulParams ParamsOf(const Node& n) {
                   GetBool(n.attrs(), "transpose_b"));
 }
 
+double MatmulFlops(const Node& n) {
+  cpu::MatmulParams p = ParamsOf(n);
+  double batches = 1;
+  for (int64_t b : p.batch) batches *= static_cast<double>(b);
+  return 2.0 * batches * static_cast<double>(p.m) * static_cast<double>(p.n) *
+         static_cast<double>(p.k);
+}
+
 std::vector<TensorType> InferMatmul(const InferContext& ctx) {
   const TensorType &a = ctx.in(0), &b = ctx.in(1);
   dense::CheckSameFloat(ctx, "matmul");
@@ -104,9 +112,97 @@ std::vector<OpSample> MatmulSamples() {
           s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false)};
 }
 
+// ---- matmul_epilogue: act(op(a) @ op(b) + bias), made by passes/fuse_matmul_epilogue.cc ----
+
+cpu::MatmulActivation ActivationOf(const Node& n) {
+  const std::string& act = GetString(n.attrs(), "activation");
+  if (act == "relu") return cpu::MatmulActivation::kRelu;
+  if (act == "gelu") return cpu::MatmulActivation::kGeluErf;
+  if (act == "gelu_tanh") return cpu::MatmulActivation::kGeluTanh;
+  return cpu::MatmulActivation::kNone;
+}
+
+std::vector<TensorType> InferMatmulEpilogue(const InferContext& ctx) {
+  const std::string& act = GetString(ctx.attrs, "activation");
+  TG_CHECK(act == "none" || act == "relu" || act == "gelu" || act == "gelu_tanh", kShape,
+           "matmul_epilogue: expected activation none, relu, gelu or gelu_tanh, got \"", act,
+           "\"");
+  std::vector<TensorType> out = InferMatmul(ctx);
+  const TensorType& bias = ctx.in(2);
+  TG_CHECK(bias.dtype == out[0].dtype && bias.shape == Shape{out[0].shape.back()}, kShape,
+           "matmul_epilogue: expected a bias of shape [", out[0].shape.back(), "] and dtype ",
+           DTypeName(out[0].dtype), ", got ", bias.ToString());
+  return out;
+}
+
+// The reference: the matmul's loops, then the bias and the activation per element.
+template <typename T>
+void MatmulEpilogueRef(const cpu::MatmulParams& p, cpu::MatmulActivation act,
+                       const KernelArgs& a) {
+  T* out = dense::Out<T>(a, 0);
+  const T* bias = dense::In<T>(a, 2);
+  cpu::MatmulRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), out);
+  int64_t total = p.m * p.n;
+  for (int64_t d : p.batch) total *= d;
+  for (int64_t i = 0; i < total; ++i) {
+    out[i] = static_cast<T>(cpu::ApplyActivation(act, static_cast<double>(out[i]) + bias[i % p.n]));
+  }
+}
+
+KernelFactory MatmulEpilogueKernel(bool reference) {
+  return dense::FloatKernel("matmul_epilogue", [reference](auto t, const Node& n) -> Kernel {
+    using T = decltype(t);
+    cpu::MatmulParams p = ParamsOf(n);
+    cpu::MatmulActivation act = ActivationOf(n);
+    if constexpr (std::is_same_v<T, float>) {
+      if (!reference) {
+        cpu::OnednnMatmul mm(p, {true, act});
+        return [mm](const KernelArgs& a) {
+          mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
+                 dense::In<float>(a, 2));
+        };
+      }
+    }
+    return [p, act](const KernelArgs& a) { MatmulEpilogueRef<T>(p, act, a); };
+  });
+}
+
+std::vector<OpSample> MatmulEpilogueSamples() {
+  auto s = [](Shape a, Shape b, bool ta, bool tb, const char* act) {
+    OpSample x;
+    int64_t n = tb ? b[b.size() - 2] : b.back();
+    x.inputs = {F32(std::move(a)), F32(std::move(b)), F32({n})};
+    x.attrs = {{"transpose_a", ta}, {"transpose_b", tb}, {"activation", std::string(act)}};
+    x.tolerance = 1e-4;
+    return x;
+  };
+  return {s({3, 4}, {4, 5}, false, false, "none"), s({3, 4}, {5, 4}, false, true, "relu"),
+          s({4, 3}, {4, 5}, true, false, "gelu"), s({2, 3, 4}, {4, 5}, false, false, "gelu_tanh"),
+          s({2, 3, 4}, {2, 5, 4}, false, true, "relu"), s({7, 16}, {16, 9}, false, false, "gelu"),
+          s({3, 0}, {0, 5}, false, false, "gelu")};
+}
+
+void RegisterMatmulEpilogue(OpRegistry& r) {
+  OpDef d;
+  d.name = "matmul_epilogue";
+  d.num_inputs = 3;
+  d.attrs = {{"transpose_a", false}, {"transpose_b", false}, {"activation", std::string("none")}};
+  d.infer = InferMatmulEpilogue;
+  d.not_differentiable = true;  // made after autodiff, by a pass
+  d.kernels[DeviceKind::kCpu] = MatmulEpilogueKernel(false);
+  d.kernels[DeviceKind::kReference] = MatmulEpilogueKernel(true);
+  d.flops = MatmulFlops;
+  d.samples = MatmulEpilogueSamples();
+  d.doc = "act(op(a) @ op(b) + bias[N]) in one pass over the output (oneDNN bias and post-op); "
+          "activation none, relu, gelu (erf) or gelu_tanh. Made by the fuse-matmul-epilogue "
+          "pass from matmul -> add(bias) [-> relu / gelu]";
+  r.Register(std::move(d));
+}
+
 }  // namespace
 
 void RegisterMatmulOps(OpRegistry& r) {
+  RegisterMatmulEpilogue(r);
   OpDef d;
   d.name = "matmul";
   d.num_inputs = 2;
@@ -134,13 +230,7 @@ void RegisterMatmulOps(OpRegistry& r) {
       cpu::MatmulRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), dense::Out<T>(a, 0));
     };
   });
-  d.flops = [](const Node& n) {
-    cpu::MatmulParams p = ParamsOf(n);
-    double batches = 1;
-    for (int64_t b : p.batch) batches *= static_cast<double>(b);
-    return 2.0 * batches * static_cast<double>(p.m) * static_cast<double>(p.n) *
-           static_cast<double>(p.k);
-  };
+  d.flops = MatmulFlops;
   d.samples = MatmulSamples();
   d.doc = "out[..., M, N] = op(a) @ op(b), op = optional transpose of the last two dims; "
           "batch dims broadcast";

@@ -14,5 +14,6 @@ std::unique_ptr<Pass> CreateFoldTransposePass();     // "fold-transpose"  fold_t
 std::unique_ptr<Pass> CreateHoistScalarsPass();      // "hoist-scalars"   hoist_scalars.cc
 std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
 std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recompute.cc
+std::unique_ptr<Pass> CreateFuseMatmulEpiloguePass();  // "fuse-matmul-epilogue"
 
 }  // namespace tg

@@ -21,6 +21,7 @@ constexpr PassInfo kPasses[] = {
     {"fold-transpose", CreateFoldTransposePass},
     {"hoist-scalars", CreateHoistScalarsPass},
     {"fuse-elementwise", CreateFuseElementwisePass},
+    {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
     {"recompute", CreateRecomputePass},
 };
 
@@ -35,6 +36,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"cse", "merge repeated subexpressions, e.g. shared casts and broadcasts from capture"},
     {"fold-transpose", "x @ w.t(): matmul reads the weight transposed instead of a copy"},
     {"dce", "remove nodes orphaned by folding and merging"},
+    {"fuse-matmul-epilogue", "Linear layers: bias and activation in the matmul's output pass"},
+    {"dce", "remove the unfused matmul / add / activation"},
     {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
     {"dce", "remove anything fusion left unused"},
 };
@@ -45,6 +48,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
     {"fold-transpose", "linear layers and their grad rules transpose weights and results"},
     {"dce", "remove nodes orphaned by folding and merging"},
+    {"fuse-matmul-epilogue", "Linear layers: bias (and relu) in the matmul's output pass"},
+    {"dce", "remove the unfused matmul / add / activation"},
     {"recompute", "recompute activations between checkpoints in the backward (after CSE)"},
     {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},

@@ -3,10 +3,8 @@
 // Each case is also evaluated before and after the pass on random inputs (f64).
 #include <gtest/gtest.h>
 
-#include <random>
-
 #include "ir/printer.h"
-#include "ops/evaluate.h"
+#include "unit/pass_test_util.h"
 #include "passes/passes.h"
 #include "passes/verifier.h"
 
@@ -20,35 +18,6 @@ std::unique_ptr<Graph> Folded(const std::string& text) {
   CreateDcePass()->Run(*g, ctx);
   Verify(*g, &OpRegistry::Global());
   return g;
-}
-
-int Count(const Graph& g, const std::string& op) {
-  int n = 0;
-  for (const auto& node : g.nodes()) n += node->op() == op;
-  return n;
-}
-
-void ExpectSameOutputs(const std::string& text, const Graph& after) {
-  std::unique_ptr<Graph> before = ParseGraph(text);
-  Verify(*before, &OpRegistry::Global());
-  std::mt19937 rng(7);
-  std::normal_distribution<double> normal;
-  std::map<std::string, HostTensor> feeds;
-  for (Value* v : before->inputs()) {
-    HostTensor h(v->type());
-    for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
-    feeds[v->name()] = h;
-  }
-  EvalResult a = EvaluateGraph(*before, feeds, DeviceKind::kCpu);
-  EvalResult b = EvaluateGraph(after, feeds, DeviceKind::kCpu);
-  ASSERT_EQ(a.outputs.size(), b.outputs.size());
-  for (size_t o = 0; o < a.outputs.size(); ++o) {
-    ASSERT_EQ(a.outputs[o].type(), b.outputs[o].type());
-    for (int64_t i = 0; i < a.outputs[o].type().numel(); ++i) {
-      ASSERT_NEAR(a.outputs[o].GetAsDouble(i), b.outputs[o].GetAsDouble(i), 1e-12)
-          << "output " << o << " element " << i;
-    }
-  }
 }
 
 TEST(FoldTranspose, LinearWeightTransposeBecomesFlag) {

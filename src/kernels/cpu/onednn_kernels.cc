@@ -2,6 +2,7 @@
 #include "kernels/cpu/onednn_kernels.h"
 
 #include <algorithm>
+#include <cmath>
 #include <unordered_map>
 
 namespace tg::cpu {
@@ -42,7 +43,35 @@ const dnnl::engine& CpuEngine() {
   return *engine;
 }
 
-OnednnMatmul::OnednnMatmul(const MatmulParams& p) {
+double ApplyActivation(MatmulActivation act, double x) {
+  switch (act) {
+    case MatmulActivation::kNone: return x;
+    case MatmulActivation::kRelu: return x > 0 ? x : (x != x ? x : 0.0);
+    case MatmulActivation::kGeluErf: return 0.5 * x * (1.0 + std::erf(x * M_SQRT1_2));
+    case MatmulActivation::kGeluTanh: {
+      const double inner = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+      return 0.5 * x * (1.0 + std::tanh(inner));
+    }
+  }
+  return x;
+}
+
+namespace {
+
+dnnl::algorithm EltwiseOf(MatmulActivation act) {
+  switch (act) {
+    case MatmulActivation::kRelu: return dnnl::algorithm::eltwise_relu;
+    case MatmulActivation::kGeluErf: return dnnl::algorithm::eltwise_gelu_erf;
+    case MatmulActivation::kGeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
+    case MatmulActivation::kNone: break;
+  }
+  return dnnl::algorithm::undef;
+}
+
+}  // namespace
+
+OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue)
+    : n_(p.n), epilogue_(epilogue) {
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
   if (batches == 0 || p.m == 0 || p.n == 0) {
@@ -59,8 +88,21 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p) {
   b_md_ = memory::desc(Concat(p.b_batch, p.k, p.n), f32,
                        MatrixStrides(p.b_batch, p.k, p.n, p.trans_b));
   out_md_ = memory::desc(Concat(p.batch, p.m, p.n), f32, MatrixStrides(p.batch, p.m, p.n, false));
-  dnnl::matmul::desc desc(a_md_, b_md_, out_md_);
-  prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, CpuEngine()));
+  dnnl::primitive_attr attr;
+  if (epilogue.activation != MatmulActivation::kNone) {
+    dnnl::post_ops ops;
+    ops.append_eltwise(1.0f, EltwiseOf(epilogue.activation), 0.0f, 0.0f);
+    attr.set_post_ops(ops);
+  }
+  if (epilogue.bias) {
+    std::vector<int64_t> ones(p.batch.size(), 1);
+    bias_md_ = memory::desc(Concat(ones, 1, p.n), f32, MatrixStrides(ones, 1, p.n, false));
+    dnnl::matmul::desc desc(a_md_, b_md_, bias_md_, out_md_);
+    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, CpuEngine()));
+  } else {
+    dnnl::matmul::desc desc(a_md_, b_md_, out_md_);
+    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, CpuEngine()));
+  }
   stream_ = dnnl::stream(CpuEngine());
 }
 
@@ -71,15 +113,20 @@ std::string OnednnMatmul::implementation() const {
   return info ? info : "";
 }
 
-void OnednnMatmul::Run(const float* a, const float* b, float* out) const {
+void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias) const {
   if (empty_) return;
-  if (zero_fill_ > 0) {
-    std::fill(out, out + zero_fill_, 0.0f);
+  if (zero_fill_ > 0) {  // an empty contraction: act(0 + bias)
+    for (int64_t i = 0; i < zero_fill_; ++i) {
+      double x = epilogue_.bias ? bias[i % n_] : 0.0;
+      out[i] = static_cast<float>(ApplyActivation(epilogue_.activation, x));
+    }
     return;
   }
-  prim_.execute(stream_, {{DNNL_ARG_SRC, Bind(a_md_, a)},
-                          {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
-                          {DNNL_ARG_DST, Bind(out_md_, out)}});
+  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Bind(a_md_, a)},
+                                          {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
+                                          {DNNL_ARG_DST, Bind(out_md_, out)}};
+  if (epilogue_.bias) args.emplace(DNNL_ARG_BIAS, Bind(bias_md_, bias));
+  prim_.execute(stream_, args);
   stream_.wait();
 }
 

@@ -18,19 +18,33 @@ namespace tg::cpu {
 // The process-wide oneDNN CPU engine.
 const dnnl::engine& CpuEngine();
 
+// What a matmul applies to its result before writing it (oneDNN bias and post-ops: one pass
+// over the output instead of three): out = act(op(a) op(b) + bias[n]).
+enum class MatmulActivation { kNone, kRelu, kGeluErf, kGeluTanh };
+struct MatmulEpilogue {
+  bool bias = false;  // a bias of n values, broadcast over rows and batches
+  MatmulActivation activation = MatmulActivation::kNone;
+};
+
+// act(x) in double, as the post-ops define it (tests, and the k == 0 case).
+double ApplyActivation(MatmulActivation act, double x);
+
 // out = op(a) * op(b) with batch broadcasting; see MatmulParams.
 class OnednnMatmul {
  public:
-  explicit OnednnMatmul(const MatmulParams& p);
-  void Run(const float* a, const float* b, float* out) const;
+  explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {});
+  // `bias`: n values when the epilogue has a bias.
+  void Run(const float* a, const float* b, float* out, const float* bias = nullptr) const;
   // The implementation oneDNN chose ("brg:avx512_core", "gemm:jit", ...; "" when empty).
   std::string implementation() const;
 
  private:
   bool empty_ = false;     // nothing to compute (a zero-sized output)
-  int64_t zero_fill_ = 0;  // k == 0: the output is this many zeros
+  int64_t zero_fill_ = 0;  // k == 0: the output is this many zeros (plus the epilogue)
+  int64_t n_ = 0;
+  MatmulEpilogue epilogue_;
   dnnl::matmul prim_;
-  dnnl::memory::desc a_md_, b_md_, out_md_;
+  dnnl::memory::desc a_md_, b_md_, out_md_, bias_md_;
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
 };
 
