@@ -1,4 +1,4 @@
-// Max pooling's fast path (windows inside the input: no bounds checks) against the general
+// Max pooling's fast paths (windows inside the input: no bounds checks) against the general
 // loops the reference kernel runs, on inputs with ties and NaNs: the same values, and the
 // backward routes each gradient to the same element (the first maximum; the first NaN wins).
 #include <gtest/gtest.h>
@@ -17,11 +17,16 @@ namespace {
 // the non-overlapping 2x2 backward, 8 windows per vector from 8 windows a row, runs as well as
 // its remainder).
 TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
-  for (auto [k, s, h, w] : {std::array<int64_t, 4>{2, 2, 9, 11}, {2, 2, 8, 37}, {3, 2, 9, 11},
-                            {3, 1, 9, 11}, {2, 1, 9, 11}}) {
+  // {window, stride, padding, h, w}; with padding the windows touching it take the general
+  // loops and the interior the fast ones (ResNet's 3x3 / 2, pad 1 stem is the first padded).
+  for (auto [k, s, pad, h, w] :
+       {std::array<int64_t, 5>{2, 2, 0, 9, 11}, {2, 2, 0, 8, 37}, {3, 2, 0, 9, 11},
+        {3, 1, 0, 9, 11}, {2, 1, 0, 9, 11}, {3, 2, 1, 9, 11}, {3, 2, 1, 16, 16},
+        {2, 2, 1, 8, 37}, {3, 1, 1, 7, 10}, {5, 2, 2, 12, 13}}) {
     Pool2dParams p;
     p.planes = 6, p.h = h, p.w = w, p.kh = k, p.kw = k, p.stride_h = s, p.stride_w = s;
-    p.oh = (p.h - k) / s + 1, p.ow = (p.w - k) / s + 1;
+    p.pad_h = pad, p.pad_w = pad;
+    p.oh = (p.h + 2 * pad - k) / s + 1, p.ow = (p.w + 2 * pad - k) / s + 1;
     std::mt19937 rng(k * 10 + s);
     std::vector<float> x(p.planes * p.h * p.w), dy(p.planes * p.oh * p.ow);
     for (float& v : x) v = static_cast<float>(rng() % 5);  // many ties
@@ -42,7 +47,7 @@ TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
     std::vector<float> dfast(x.size(), 777.0f), dref(x.size(), -555.0f);
     MaxPool2dBackward(p, dy.data(), x.data(), dfast.data(), true);
     MaxPool2dBackward(p, dy.data(), x.data(), dref.data(), false);
-    EXPECT_EQ(dfast, dref) << "k " << k << " s " << s;
+    EXPECT_EQ(dfast, dref) << "k " << k << " s " << s << " pad " << pad;
   }
 }
 

@@ -52,13 +52,14 @@ bool WindowsInside(const Pool2dParams& p) {
          (p.oh - 1) * p.stride_h + p.kh <= p.h && (p.ow - 1) * p.stride_w + p.kw <= p.w;
 }
 
-// The maxima (NaN propagating) of one output row of windows inside the input; KH / KW > 0 fix
-// the window at compile time (unrolled, branch-free: the common 2x2 and 3x3 windows), 0 reads
-// it from `p`.
+// The maxima (NaN propagating) of `count` consecutive windows of one output row, all inside
+// the input (`in`: the first window's top-left tap, `out`: its output); KH / KW > 0 fix the
+// window at compile time (unrolled, branch-free: the common 2x2 and 3x3 windows), 0 reads it
+// from `p`.
 template <int KH, int KW, typename T>
-void InsideMaxRow(const Pool2dParams& p, const T* in, T* out) {
+void InsideMaxRow(const Pool2dParams& p, const T* in, T* out, int64_t count) {
   const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw, sw = p.stride_w;
-  for (int64_t ox = 0; ox < p.ow; ++ox) {
+  for (int64_t ox = 0; ox < count; ++ox) {
     const T* w = in + ox * sw;
     T best = w[0];
     for (int64_t ky = 0; ky < kh; ++ky) {
@@ -71,12 +72,13 @@ void InsideMaxRow(const Pool2dParams& p, const T* in, T* out) {
   }
 }
 
-// dx += dy routed to each window's first maximal element (the first NaN wins), for one row
-// of windows inside the input; KH / KW as in InsideMaxRow.
+// dx += dy routed to each window's first maximal element (the first NaN wins), for `count`
+// consecutive windows of one row, inside the input (`in` / `dx`: the first window's top-left
+// tap in x / dx); KH / KW as in InsideMaxRow.
 template <int KH, int KW, typename T>
-void InsideArgmaxRow(const Pool2dParams& p, const T* in, const T* dy, T* dx) {
+void InsideArgmaxRow(const Pool2dParams& p, const T* in, const T* dy, T* dx, int64_t count) {
   const int64_t kh = KH > 0 ? KH : p.kh, kw = KW > 0 ? KW : p.kw, sw = p.stride_w;
-  for (int64_t ox = 0; ox < p.ow; ++ox) {
+  for (int64_t ox = 0; ox < count; ++ox) {
     const T* w = in + ox * sw;
     T best = w[0];
     int64_t idx = 0;
@@ -158,31 +160,61 @@ int64_t AdaptiveEnd(int64_t i, int64_t in, int64_t out) { return ((i + 1) * in +
 
 }  // namespace
 
+namespace {
+
+// The output columns [lo, hi) of row oy whose windows lie inside the input (lo == hi: none,
+// e.g. a row whose windows reach into the padding above or below). Dilation 1 only.
+struct InteriorColumns {
+  int64_t lo = 0, hi = 0;
+  int64_t iy0 = 0;  // the windows' top input row
+};
+
+InteriorColumns InteriorOf(const Pool2dParams& p, int64_t oy) {
+  InteriorColumns c;
+  c.iy0 = oy * p.stride_h - p.pad_h;
+  if (p.dil_h != 1 || p.dil_w != 1 || c.iy0 < 0 || c.iy0 + p.kh > p.h || p.w < p.kw) return c;
+  c.lo = (p.pad_w + p.stride_w - 1) / p.stride_w;            // first ox with ox*s - pad >= 0
+  c.hi = std::min(p.ow, (p.w - p.kw + p.pad_w) / p.stride_w + 1);  // last window ends <= w
+  if (c.hi < c.lo) c.hi = c.lo;
+  return c;
+}
+
+// Calls fast(row info) for the interior columns of every output row and edge(oy, ox) for the
+// others (windows touching the padding): pooling with padding (ResNet's 3x3 / 2, pad 1 stem)
+// runs the unrolled loops on all but its border.
+template <typename Fast, typename Edge>
+void ForWindows(const Pool2dParams& p, bool fast_path, Fast&& fast, Edge&& edge) {
+  for (int64_t oy = 0; oy < p.oh; ++oy) {
+    InteriorColumns c = fast_path ? InteriorOf(p, oy) : InteriorColumns{};
+    for (int64_t ox = 0; ox < c.lo; ++ox) edge(oy, ox);
+    if (c.hi > c.lo) fast(oy, c);
+    for (int64_t ox = std::max(c.hi, c.lo); ox < p.ow; ++ox) edge(oy, ox);
+  }
+}
+
+}  // namespace
+
 template <typename T>
 void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel) {
-  const bool inside = parallel && WindowsInside(p);
   ForPlanes(p.planes, parallel, [&](int64_t pl) {
     const T* xp = x + pl * p.h * p.w;
     T* yp = y + pl * p.oh * p.ow;
-    if (inside) {
-      for (int64_t oy = 0; oy < p.oh; ++oy) {
-        const T* row = xp + oy * p.stride_h * p.w;
-        T* out = yp + oy * p.ow;
-        if (p.kh == 2 && p.kw == 2) {
-          InsideMaxRow<2, 2>(p, row, out);
-        } else if (p.kh == 3 && p.kw == 3) {
-          InsideMaxRow<3, 3>(p, row, out);
-        } else {
-          InsideMaxRow<0, 0>(p, row, out);
-        }
+    auto fast = [&](int64_t oy, const InteriorColumns& c) {
+      const T* in = xp + c.iy0 * p.w + c.lo * p.stride_w - p.pad_w;
+      T* out = yp + oy * p.ow + c.lo;
+      if (p.kh == 2 && p.kw == 2) {
+        InsideMaxRow<2, 2>(p, in, out, c.hi - c.lo);
+      } else if (p.kh == 3 && p.kw == 3) {
+        InsideMaxRow<3, 3>(p, in, out, c.hi - c.lo);
+      } else {
+        InsideMaxRow<0, 0>(p, in, out, c.hi - c.lo);
       }
-      return;
-    }
-    for (int64_t oy = 0; oy < p.oh; ++oy)
-      for (int64_t ox = 0; ox < p.ow; ++ox) {
-        int64_t idx = WindowArgmax(p, xp, oy, ox);
-        yp[oy * p.ow + ox] = idx < 0 ? -std::numeric_limits<T>::infinity() : xp[idx];
-      }
+    };
+    auto edge = [&](int64_t oy, int64_t ox) {
+      int64_t idx = WindowArgmax(p, xp, oy, ox);
+      yp[oy * p.ow + ox] = idx < 0 ? -std::numeric_limits<T>::infinity() : xp[idx];
+    };
+    ForWindows(p, parallel, fast, edge);
   });
 }
 
@@ -198,25 +230,22 @@ void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bo
       return;
     }
     std::fill(dxp, dxp + p.h * p.w, T(0));
-    if (inside) {
-      for (int64_t oy = 0; oy < p.oh; ++oy) {
-        const int64_t base = oy * p.stride_h * p.w;
-        const T* g = dyp + oy * p.ow;
-        if (p.kh == 2 && p.kw == 2) {
-          InsideArgmaxRow<2, 2>(p, xp + base, g, dxp + base);
-        } else if (p.kh == 3 && p.kw == 3) {
-          InsideArgmaxRow<3, 3>(p, xp + base, g, dxp + base);
-        } else {
-          InsideArgmaxRow<0, 0>(p, xp + base, g, dxp + base);
-        }
+    auto fast = [&](int64_t oy, const InteriorColumns& c) {
+      const int64_t base = c.iy0 * p.w + c.lo * p.stride_w - p.pad_w;
+      const T* g = dyp + oy * p.ow + c.lo;
+      if (p.kh == 2 && p.kw == 2) {
+        InsideArgmaxRow<2, 2>(p, xp + base, g, dxp + base, c.hi - c.lo);
+      } else if (p.kh == 3 && p.kw == 3) {
+        InsideArgmaxRow<3, 3>(p, xp + base, g, dxp + base, c.hi - c.lo);
+      } else {
+        InsideArgmaxRow<0, 0>(p, xp + base, g, dxp + base, c.hi - c.lo);
       }
-      return;
-    }
-    for (int64_t oy = 0; oy < p.oh; ++oy)
-      for (int64_t ox = 0; ox < p.ow; ++ox) {
-        int64_t idx = WindowArgmax(p, xp, oy, ox);
-        if (idx >= 0) dxp[idx] += dyp[oy * p.ow + ox];
-      }
+    };
+    auto edge = [&](int64_t oy, int64_t ox) {
+      int64_t idx = WindowArgmax(p, xp, oy, ox);
+      if (idx >= 0) dxp[idx] += dyp[oy * p.ow + ox];
+    };
+    ForWindows(p, parallel, fast, edge);
   });
 }
 
