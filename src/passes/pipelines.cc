@@ -19,9 +19,9 @@ constexpr PassInfo kPasses[] = {
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
     {"fold-transpose", CreateFoldTransposePass},
-    {"hoist-scalars", CreateHoistScalarsPass},
     {"fuse-elementwise", CreateFuseElementwisePass},
     {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
+    {"hoist-scalars", CreateHoistScalarsPass},
     {"recompute", CreateRecomputePass},
 };
 

@@ -3,6 +3,9 @@
 // registry with made-up ops for traits (random, side effects) and edge cases.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+
 #include <sstream>
 
 #include "ir/printer.h"
@@ -416,7 +419,8 @@ TEST(PassManager, ErrorsInsideAPassNameThePass) {
 }
 
 TEST(Pipelines, CreatePassByNameAndUnknownNames) {
-  for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars", "fuse-elementwise"}) {
+  for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars",
+                           "fuse-elementwise", "fuse-matmul-epilogue", "recompute"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -425,7 +429,9 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
     EXPECT_NE(e.message().find("unknown pass 'dse'"), std::string::npos);
-    EXPECT_NE(e.message().find("constant-fold, cse, dce, fold-transpose, hoist-scalars, fuse-elementwise"), std::string::npos)
+    EXPECT_NE(e.message().find("constant-fold, cse, dce, fold-transpose, "
+                               "fuse-elementwise, fuse-matmul-epilogue, hoist-scalars, recompute"),
+              std::string::npos)
         << e.message();
   }
 }
@@ -456,6 +462,37 @@ TEST(Pipelines, BothPipelinesRunAndVerify) {
     EXPECT_EQ(text.find("%b ="), std::string::npos) << text;
     EXPECT_EQ(text.find("exp("), std::string::npos) << text;
   }
+}
+
+TEST(Pipelines, PassesNamedInTheEnvironmentAreSkipped) {
+  const char* text = R"(graph g {
+  input %x : f32[4]
+  %a = exp(%x) : f32[4]
+  %b = neg(%a) : f32[4]
+  output %b
+}
+)";
+  PassManager pm = BuildPipeline(PipelineKind::kInference);
+  setenv("TILEGRAPH_DISABLE_PASSES", "fuse-elementwise,cse", 1);
+  auto g = ParseGraph(text);
+  PassContext ctx;
+  pm.Run(*g, ctx);
+  EXPECT_EQ(PrintGraph(*g).find("fused_elementwise"), std::string::npos);
+  EXPECT_NE(std::find(ctx.log.begin(), ctx.log.end(), "fuse-elementwise: disabled"),
+            ctx.log.end());
+  setenv("TILEGRAPH_DISABLE_PASSES", "fuse-elementwse", 1);  // a typo is an error
+  try {
+    pm.Run(*ParseGraph(text), ctx);
+    ADD_FAILURE() << "expected an error for an unknown pass";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
+    EXPECT_NE(std::string(e.what()).find("TILEGRAPH_DISABLE_PASSES"), std::string::npos) << e.what();
+  }
+  unsetenv("TILEGRAPH_DISABLE_PASSES");
+  auto fused = ParseGraph(text);
+  PassContext again;
+  pm.Run(*fused, again);
+  EXPECT_NE(PrintGraph(*fused).find("fused_elementwise"), std::string::npos);
 }
 
 }  // namespace
