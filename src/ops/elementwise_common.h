@@ -24,6 +24,9 @@
 // inlined into them, and GCC's inliner gives up on the larger ones (gelu_backward: erf and
 // exp) inside the fused block functions, leaving one call per element (~10x slower).
 #define TG_EW_INLINE [[gnu::always_inline]]
+// The lambdas handed to the Map* loops are always inlined too (`__attribute__` is the form
+// GCC takes on a lambda): left as a call per element, gelu_backward ran unvectorized at a
+// fifth of its speed (6.1 ms, now 1.3 ms, on BERT-Base's [2,128,3072]).
 
 namespace tg::ew {
 
@@ -109,7 +112,7 @@ KernelFactory UnaryCpuKernel(ParamsFn params) {
         WithMode<Op>(pp, [&](auto op) {
           using O = decltype(op);
           cpu::MapUnary(static_cast<const T*>(a.inputs[0]), static_cast<R*>(a.outputs[0]), n,
-                        [pp](T x) { return O::Apply(x, pp); });
+                        [pp](T x) __attribute__((always_inline)) { return O::Apply(x, pp); });
         });
       };
     });
@@ -162,7 +165,9 @@ KernelFactory BinaryCpuKernel(ParamsFn params) {
           using O = decltype(op);
           cpu::MapBinary(static_cast<const T*>(a.inputs[0]), static_cast<const T*>(a.inputs[1]),
                          static_cast<R*>(a.outputs[0]), plan,
-                         [pp](T x, T y) { return O::Apply(x, y, pp); });
+                         [pp](T x, T y) __attribute__((always_inline)) {
+                           return O::Apply(x, y, pp);
+                         });
         });
       };
     });
