@@ -82,6 +82,23 @@ void SoftmaxRef(const T* x, T* y, const SoftmaxDims& d, bool log) {
 template <typename T>
 void SoftmaxBackward(const T* go, const T* y, T* gx, const SoftmaxDims& d, bool log) {
   const int64_t D = d.dim, I = d.inner;
+  if (I == 1) {  // contiguous lines: the sum in 8 double lanes (a serial chain of adds was
+                 // 4 cycles per element: 12 ms on BERT's [256, 30522] log-softmax backward)
+    ForEachLine(d, [&](int64_t o, int64_t) {
+      const T* g = go + o * D;
+      const T* yr = y + o * D;
+      T* out = gx + o * D;
+      if (log) {
+        const T st = static_cast<T>(vmath::SumLanes(g, D));
+        for (int64_t k = 0; k < D; ++k) out[k] = g[k] - vmath::Exp(yr[k]) * st;
+      } else {
+        const T st = static_cast<T>(vmath::LaneSum(
+            D, [g, yr](int64_t k) { return static_cast<double>(g[k]) * yr[k]; }));
+        for (int64_t k = 0; k < D; ++k) out[k] = yr[k] * (g[k] - st);
+      }
+    });
+    return;
+  }
   ForEachLine(d, [&](int64_t o, int64_t i) {
     int64_t base = o * D * I + i;
     double s = 0;
