@@ -361,6 +361,18 @@ NB_MODULE(_core, m) {
         }
         return ToNumpy(std::move(t));
       })
+      .def("read_variable_into", [](Executable& exe, const std::string& name,
+                                    nb::ndarray<nb::c_contig, nb::device::cpu> out) {
+        TensorView v;
+        v.type.dtype = py::DTypeFromNumpy(out.dtype());
+        for (size_t i = 0; i < out.ndim(); ++i) {
+          v.type.shape.push_back(static_cast<int64_t>(out.shape(i)));
+        }
+        void* dst = out.data();
+        nb::gil_scoped_release release;
+        exe.ReadVariableInto(name, dst, v.type);
+      }, nb::arg("name"), nb::arg("out"),
+         "Copies a variable into `out` (a writable C-contiguous array of its exact type).")
       .def("write_variable", [](Executable& exe, const std::string& name, const Array& a) {
         TensorView v = ViewOf(a);
         nb::gil_scoped_release release;

@@ -24,3 +24,18 @@ def from_engine(array, dtype=None):
             .view(torch.bfloat16)
     t = torch.from_numpy(array)
     return t if dtype is None or t.dtype == dtype else t.to(dtype)
+
+
+def read_variable_into(exe, name, t):
+    """Copies the engine's variable `name` straight into tensor `t` (one copy, no temporary)
+    when `t` is a contiguous CPU tensor numpy can view with the variable's exact type; returns
+    False (nothing written) otherwise. The write is a tensor update like copy_: its version
+    counter moves, so autograd and tilegraph's host-edit guard see it."""
+    if t.device.type != "cpu" or t.dtype == torch.bfloat16 or not t.is_contiguous():
+        return False
+    try:
+        exe.read_variable_into(name, t.detach().numpy())
+    except (ValueError, TypeError):  # another shape or dtype: the caller copies the slow way
+        return False
+    torch.autograd.graph.increment_version(t)
+    return True

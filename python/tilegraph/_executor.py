@@ -17,7 +17,7 @@ import torch
 
 from . import _cache, _core, _guards
 from ._capture import LOSS_KEY, capture, tg_dtype
-from ._engine_io import from_engine, to_engine
+from ._engine_io import from_engine, read_variable_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error
@@ -595,8 +595,10 @@ class PoplarExecutor:
             tensors = self._synced_tensors()
             with torch.no_grad():
                 for fqn, t in tensors:
-                    value = from_engine(np.asarray(self._exe.read_variable(
-                        self._cap.params.get(fqn) or self._cap.buffers[fqn])))
+                    name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
+                    if read_variable_into(self._exe, name, t):
+                        continue
+                    value = from_engine(np.asarray(self._exe.read_variable(name)))
                     t.copy_(value.reshape(t.shape))
             self._host_version = _guards.host_versions(tensors)
             self.weight_copies["to_host"] += 1

@@ -273,6 +273,15 @@ HostTensor Executable::ReadVariable(const std::string& name) const {
   return replicas_[0].variables[IndexOf(program_.graph->variables(), name, "variable")];
 }
 
+void Executable::ReadVariableInto(const std::string& name, void* dst,
+                                  const TensorType& type) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const HostTensor& v = replicas_[0].variables[IndexOf(program_.graph->variables(), name, "variable")];
+  TG_CHECK(type == v.type(), kInvalidInput, "variable '", name, "': expected a destination of ",
+           v.type().ToString(), ", got ", type.ToString());
+  if (v.bytes() > 0) std::memcpy(dst, v.data(), v.bytes());
+}
+
 std::vector<std::string> Executable::HyperParamNames() const {
   std::vector<std::string> names;
   for (Value* v : program_.graph->hyperparams()) names.push_back(v->name());

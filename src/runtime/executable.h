@@ -104,6 +104,9 @@ class Executable {
   TensorType VariableType(const std::string& name) const;
   void WriteVariable(const std::string& name, const TensorView& value);
   HostTensor ReadVariable(const std::string& name) const;
+  // Copies the variable into `dst`, which must hold its type exactly (one copy, no allocation:
+  // how the Python executor refreshes the module's parameters after every training call).
+  void ReadVariableInto(const std::string& name, void* dst, const TensorType& type) const;
   std::vector<std::string> HyperParamNames() const;
   void SetHyperParam(const std::string& name, const TensorView& value);
   void SetHyperParam(const std::string& name, double value);  // scalars

@@ -2,6 +2,7 @@
 executor's API beyond calls (attribute pass-through, pickling, tensor names, perf counters,
 loadExecutable, compile hooks), and custom argument types. Each compiled result is checked
 against the same function run eagerly or written out in plain PyTorch."""
+import copy
 import io
 import pickle
 
@@ -301,6 +302,37 @@ def test_train_then_infer_shares_weights_copying_only_when_they_changed():
     torch.testing.assert_close(infer(x), model(x).reshape(1))
     assert infer.weight_copies["to_device"] == copies + 2
 
+
+def test_training_calls_write_the_engine_weights_into_the_module_tensors():
+    """After each training call the module's tensors hold the engine's weights: contiguous
+    ones are written in place by one copy (read_variable_into), others (a transposed
+    parameter here) the slow way; either way the version counters move like copy_'s."""
+    class Odd(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 4)
+            self.wt = nn.Parameter(torch.randn(5, 4).t())  # non-contiguous
+
+        def forward(self, x):
+            return (self.linear(x) @ self.wt).pow(2).mean()
+
+    torch.manual_seed(0)
+    model = Odd()
+    assert not model.wt.is_contiguous()
+    reference = copy.deepcopy(model)
+    train = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    x = torch.randn(2, 3)
+    for _ in range(2):
+        versions = {n: p._version for n, p in model.named_parameters()}
+        train(x)
+        opt.zero_grad()
+        reference(x).backward()
+        opt.step()
+        for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+            assert p._version > versions[name], name
+    assert train.weight_copies["to_host"] == 2
 
 def test_rng_state_replays_the_random_stream():
     class Drop(nn.Module):
