@@ -217,8 +217,9 @@ def test_profile_counts_every_instruction_and_writes_json(tmp_path):
     engine = tilegraph.inferenceModel(model, opts)
     engine(torch.randn(4 * 5, 12))
     rows = {r["op"]: r for r in engine.profile()}
-    assert rows["matmul"]["calls"] == 2 * 4  # two linear layers x 4 steps
-    assert rows["matmul"]["flops"] == 4 * 2 * 5 * (12 * 16 + 16 * 3)
+    # two linear layers (matmul + bias [+ relu], fused into matmul_epilogue) x 4 steps
+    assert rows["matmul_epilogue"]["calls"] == 2 * 4
+    assert rows["matmul_epilogue"]["flops"] == 4 * 2 * 5 * (12 * 16 + 16 * 3)
     assert all(r["seconds"] >= 0 for r in rows.values())
     instrs = engine.profile(per_instruction=True)
     assert sum(r["calls"] for r in instrs) == sum(r["calls"] for r in rows.values())
@@ -230,4 +231,4 @@ def test_profile_counts_every_instruction_and_writes_json(tmp_path):
     engine.resetProfile()  # e.g. to leave out the first call's one-time work
     assert all(r["calls"] == 0 and r["seconds"] == 0 for r in engine.profile())
     engine(torch.randn(4 * 5, 12))
-    assert {r["op"]: r["calls"] for r in engine.profile()}["matmul"] == 2 * 4
+    assert {r["op"]: r["calls"] for r in engine.profile()}["matmul_epilogue"] == 2 * 4
