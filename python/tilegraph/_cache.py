@@ -243,7 +243,7 @@ def load_exported(path, model=None, edit_opts_fn=None):
     optimizer = from_spec(meta["optimizer"], model) if training else None
     executor = PoplarExecutor(model, options, optimizer, training)
     executor._compile_from(cap, cmeta)
-    executor._guard = _guards.fingerprint(model, with_modes=training)
+    executor._set_guard()
     own = set(cap.params.values()) | set(cap.buffers.values())
     for name, value in variables.items():  # optimizer state: the engine's own variables
         if name not in own and name in executor._exe.variables:

@@ -108,6 +108,7 @@ PyObject* TilegraphErrorClass(const char* name) {
 }  // namespace
 
 void BindOnnx(nb::module_& m);                                      // _core_onnx.cc
+void BindGuards(nb::module_& m);                                    // _core_guards.cc
 nb::bytes ExportOnnxBytes(const Graph& graph, const Executable& exe);  // _core_onnx.cc
 
 NB_MODULE(_core, m) {
@@ -517,6 +518,7 @@ NB_MODULE(_core, m) {
   m.def("mpi_abort", [](int code) { MpiAbort(code); },
         "Ends every process of the MPI launch now (after an uncaught error).");
   BindOnnx(m);
+  BindGuards(m);
   m.def("registered_ops", [] {
     std::vector<std::string> names;
     for (const OpDef* d : OpRegistry::Global().All()) names.push_back(d->name);

@@ -92,11 +92,13 @@ class PoplarExecutor:
         self._exe = None
         self._cap = None
         self._key = None            # cache key of the compiled graph (_cache.graph_key)
-        self._guard = None          # _guards.fingerprint of the module at capture
-        self._host_version = None   # _guards.host_versions at the last host <-> engine sync
+        self._guard = None          # _guards.Guard: the module as it was at capture
+        self._host_version = None   # _guards.Versions at the last host <-> engine sync
+        self._synced = None         # _synced_tensors(), cached while the guard holds
         self._attached = False
         self._returns_tuple = False
         self._call = None  # CallStructure of the call the program was compiled for
+        self._last_call = None  # (CallStructure, forward identity) of a plain call: rebind
         self._opt_flags = None
         self._hyper = {}
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
@@ -155,6 +157,19 @@ class PoplarExecutor:
         return self
 
     def _structure_of(self, args, kwargs):
+        last, forward = self._last_call, self._forward_identity()
+        if (last is not None and last[1] == forward and last[0].plain_arity == len(args)
+                and not kwargs and all(type(a) is torch.Tensor for a in args)):
+            return last[0].rebind(args)
+        call = self._bind_call(args, kwargs)
+        self._last_call = (call, forward) if call.plain_arity is not None else None
+        return call
+
+    def _forward_identity(self):
+        """What decides the forward's signature: its function, on the class or the instance."""
+        return (type(self.model).forward, self.model.__dict__.get("forward"))
+
+    def _bind_call(self, args, kwargs):
         # An executor from an export file binds calls with the exported forward's signature.
         signature = self._call.signature if isinstance(self.model, _cache.ExportedModule) \
             and self._call is not None else None
@@ -170,7 +185,7 @@ class PoplarExecutor:
         cap, marks = self._capture(call, micro)
         self._check_mutations(cap)
         self._call = call
-        self._guard = _guards.fingerprint(self.model, with_modes=self.training)
+        self._set_guard()
         for out in cap.outputs:
             cap.graph.add_output(out)
         key = _cache.graph_key(self, cap, input_specs)
@@ -268,6 +283,8 @@ class PoplarExecutor:
         """Compiles a captured (or cache-loaded) step graph and pushes the weights in."""
         global _compilations
         self._returns_tuple = bool(meta["returns_tuple"])
+        self._synced = None  # a new program: its own list of variables
+        self._last_call = None
         if self._call is None and meta.get("call_structure"):  # an executor from a file
             import json
             self._call = CallStructure.from_json(json.loads(meta["call_structure"]))
@@ -497,11 +514,11 @@ class PoplarExecutor:
                        call.describe_change(self._call) + " (non-tensor arguments are "
                        "compiled into the program; pass a tensor for a value that varies)")
             self._compile(call)
-        elif _guards.fingerprint(self.model, with_modes=self.training) != self._guard:
+        elif not self._guard.unchanged(self.model) and self._guard_changed():
             if isinstance(self.model, _cache.ExportedModule):
                 raise RuntimeError(
                     "the module of an executor loaded by tilegraph.load changed ("
-                    + _guards.describe_change(self._guard, _guards.fingerprint(
+                    + _guards.describe_change(self._guard.fingerprint, _guards.fingerprint(
                         self.model, self.training))
                     + "); it has no Python code to capture again. Pass the model to "
                     "tilegraph.load(path, model=...) to allow that")
@@ -509,7 +526,7 @@ class PoplarExecutor:
         if not self._attached:
             self.attachToDevice()
         self._check_args(call.tensors)
-        self._sync_host_edits()
+        self._sync_host_edits(self._synced_tensors(checked=True))
         if self.training and not self.model.training:
             _warn_once("eval-training", "a trainingModel was called while its module is in "
                        "eval mode (model.eval()); it runs in eval mode, as eager PyTorch "
@@ -539,8 +556,8 @@ class PoplarExecutor:
                                "applied; the module now holds the engine's weights after them")
             raise
         self._returned_at = time.time()
-        if self.training:
-            self.copyWeightsToHost()
+        if self.training:  # the guard was checked by _prepare for this call
+            self._copy_weights_to_host(self._synced_tensors(checked=True))
         return outs
 
     def _check_args(self, tensors):
@@ -577,22 +594,49 @@ class PoplarExecutor:
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
-    def _synced_tensors(self):
-        state = self._named_state()
-        return [(fqn, state[fqn]) for fqn in list(self._cap.params) + list(self._cap.buffers)]
+    def _set_guard(self):
+        self._guard = _guards.Guard(self.model, with_modes=self.training)
+        self._synced = None
 
-    def _sync_host_edits(self):
+    def _guard_changed(self):
+        """Whether the module really changed since capture, after the compiled guard said it
+        may have (the fingerprint decides); if not, the compiled guard is taken afresh."""
+        if _guards.fingerprint(self.model, with_modes=self.training) != self._guard.fingerprint:
+            return True
+        self._set_guard()  # e.g. a parameter replaced by one of the same shape
+        return False
+
+    def _synced_tensors(self, checked=False):
+        """(name, tensor) of every parameter and buffer the engine holds, in program order.
+        Cached while the guard holds (it records each tensor's identity); `checked`: the
+        caller has just checked the guard."""
+        if self._synced is None or not (checked or self._guard.unchanged(self.model)):
+            state = self._named_state()
+            self._synced = [(fqn, state[fqn])
+                            for fqn in list(self._cap.params) + list(self._cap.buffers)]
+        return self._synced
+
+    def _sync_host_edits(self, tensors=None):
         """Pushes the module's weights in when they changed on the host since the last sync
         (PopTorch does this for an inference model after its training model ran)."""
         with _MODULE_LOCK:
-            if _guards.host_versions(self._synced_tensors()) != self._host_version:
-                self.copyWeightsToDevice()
+            tensors = self._synced_tensors() if tensors is None else tensors
+            last = self._host_version
+            if last is not None and last.unchanged(tensors):
+                return
+            if last is not None and _guards.host_versions(tensors) == last.versions:
+                self._host_version = _guards.Versions(tensors)  # the same tensors, new list
+                return
+            self.copyWeightsToDevice()
 
     def copyWeightsToHost(self):
         with self._lock, _MODULE_LOCK:
             if self._exe is None:
                 return
-            tensors = self._synced_tensors()
+            self._copy_weights_to_host(self._synced_tensors())
+
+    def _copy_weights_to_host(self, tensors):
+        with self._lock, _MODULE_LOCK:
             with torch.no_grad():
                 for fqn, t in tensors:
                     name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
@@ -600,7 +644,7 @@ class PoplarExecutor:
                         continue
                     value = from_engine(np.asarray(self._exe.read_variable(name)))
                     t.copy_(value.reshape(t.shape))
-            self._host_version = _guards.host_versions(tensors)
+            self._host_version = _guards.Versions(tensors)
             self.weight_copies["to_host"] += 1
 
     def copyWeightsToDevice(self):
@@ -612,7 +656,7 @@ class PoplarExecutor:
                 value = to_engine(t)
                 self._exe.write_variable(self._cap.params.get(fqn) or self._cap.buffers[fqn],
                                          value)
-            self._host_version = _guards.host_versions(tensors)
+            self._host_version = _guards.Versions(tensors)
             self.weight_copies["to_device"] += 1
 
     def copyNamedBuffersToDevice(self):
@@ -627,13 +671,15 @@ class PoplarExecutor:
                 raise Error(f"copyNamedBuffersToDevice: {unknown} are not buffers of the "
                             f"compiled program; its buffers: {sorted(self._cap.buffers)}")
             state = dict(self.model.named_buffers(remove_duplicate=False))
-            before = dict((n, v) for n, *v in self._host_version or ())
+            last = self._host_version
+            before = dict((n, v) for n, *v in (last.versions if last is not None else ()))
             for name in names:
                 self._exe.write_variable(self._cap.buffers[name], to_engine(state[name]))
-            after = _guards.host_versions(self._synced_tensors())
+            tensors = self._synced_tensors()
+            after = _guards.host_versions(tensors)
             # Only what was written changed on the host: the engine is in sync again.
             if all(tuple(v) == tuple(before.get(n, ())) for n, *v in after if n not in names):
-                self._host_version = after
+                self._host_version = _guards.Versions(tensors)
 
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
@@ -842,6 +888,7 @@ class PoplarExecutor:
                          "_returns_tuple", "_guard", "_stages"):
                 if name in loaded.__dict__:
                     self.__dict__[name] = loaded.__dict__[name]
+            self._synced, self._last_call = None, None
             self._attached = True
             self.copyWeightsToDevice()
 

@@ -11,10 +11,17 @@ the old one (its cache key, see _cache.graph_key) nothing is recompiled.
 `host_versions()` is separate: the identity and in-place version counter of every
 parameter and buffer, so that an executor sees that the module's weights changed on the
 host (trained by another executor, edited by hand, load_state_dict) and pushes them in.
+
+Both run before every call, so each has a compiled twin (python/tilegraph/_core_guards.cc)
+that records the same facts once and re-checks them without building Python objects:
+`Guard` (fingerprint) and `Versions` (host_versions). The twins may answer "changed" where
+the Python functions would not (the caller then confirms with them), never the reverse.
 """
 import enum
 
 import torch
+
+from . import _core
 
 _MODULE_INTERNALS = {"_parameters", "_buffers", "_modules", "_non_persistent_buffers_set",
                      "_state_dict_hooks", "_state_dict_pre_hooks", "_load_state_dict_pre_hooks",
@@ -106,3 +113,31 @@ def _version(t):
 def host_versions(named_tensors):
     """(name, identity, in-place version) of every tensor: changes when a weight changes."""
     return tuple((n, t.data_ptr(), _version(t)) for n, t in named_tensors)
+
+
+class Guard:
+    """fingerprint(model) at construction, and a fast `unchanged(model)` check against it
+    (the C++ ModuleGuard, stricter: it also records parameter identities)."""
+
+    def __init__(self, model, with_modes):
+        self.fingerprint = fingerprint(model, with_modes)
+        self._compiled = _core.ModuleGuard(
+            model, _PLAIN, torch.Tensor, torch.nn.Module, frozenset(_MODULE_INTERNALS),
+            frozenset(() if with_modes else ("training",)), _HOOKS, with_modes, _MAX_ITEMS,
+            _MAX_DEPTH)
+
+    def unchanged(self, model):
+        return self._compiled.unchanged(model)
+
+
+class Versions:
+    """host_versions(named_tensors) at construction, and a fast `unchanged(named_tensors)`
+    check against it (the same list of pairs, in the same order)."""
+
+    def __init__(self, named_tensors):
+        named_tensors = list(named_tensors)
+        self.versions = host_versions(named_tensors)
+        self._compiled = _core.TensorVersions(named_tensors)
+
+    def unchanged(self, named_tensors):
+        return self._compiled.unchanged(named_tensors)

@@ -108,6 +108,7 @@ class CallStructure:
         self.constants = [v for v in leaves if not isinstance(v, torch.Tensor)]
         self.key = (spec, tuple(self.is_tensor),
                     tuple(_constant_key(v) for v in self.constants))
+        self.plain_arity = None  # n: the call was n plain tensors, positionally (see rebind)
 
     @classmethod
     def of(cls, model, args, kwargs, signature=None):
@@ -116,9 +117,24 @@ class CallStructure:
         if signature is None:
             signature = _signature(model.forward)
         name = getattr(model.forward, "__qualname__", "forward")
+        plain = not kwargs and all(type(a) is torch.Tensor for a in args)
+        arity = len(args)
         args, kwargs = _bind(signature, name, args, kwargs)
         leaves, spec = pytree.tree_flatten((args, kwargs))
-        return cls(spec, leaves, signature)
+        structure = cls(spec, leaves, signature)
+        structure.plain_arity = arity if plain else None
+        return structure
+
+    def rebind(self, args):
+        """This structure for another call of the same forward with as many plain tensors,
+        positionally and nothing else (the executor's per-call fast path: binding and
+        flattening such a call gives this structure again, so only the tensors change; the
+        bound defaults' tensors, which follow the arguments in flatten order, are kept)."""
+        assert self.plain_arity == len(args)
+        call = object.__new__(CallStructure)
+        call.__dict__.update(self.__dict__)
+        call.tensors = list(args) + self.tensors[len(args):]
+        return call
 
     def arguments(self, tensors):
         """(args, kwargs) of this call with its tensor leaves replaced by `tensors`."""

@@ -159,3 +159,135 @@ def test_inference_model_keeps_its_eval_view_when_the_module_trains():
     assert model.training and model.bn.training  # the user's modes are left as they were
     model.bn.momentum = 0.5  # a guard fires: re-captured, still in eval mode
     torch.testing.assert_close(infer(x, t)[0], expected)
+
+
+# ---- the compiled twins (_core_guards.cc): never laxer than the Python fingerprint ---------
+
+class _Config:  # a config object one level deep, as Hugging Face models keep
+    def __init__(self):
+        self.hidden = 8
+        self.act = "relu"
+        self.inner = _Inner()
+
+
+class _Inner:
+    def __init__(self, nest=True):
+        self.deeper = _Inner(nest=False) if nest else None  # at the walk's depth limit
+        self.value = 1
+
+
+class _Colour(__import__("enum").Enum):
+    RED = 1
+    BLUE = 2
+
+
+def _guarded_module():
+    m = MLP()
+    m.scale = 2.0
+    m.flag = True
+    m.mode_name = "sum"
+    m.sizes = [1, 2, 3]
+    m.table = {"a": 1, "b": (2, 3)}
+    m.config = _Config()
+    m.colour = _Colour.RED
+    m.register_buffer("steps", torch.zeros(3))
+    m.mask = torch.ones(4)  # a tensor kept as a plain attribute
+    return m
+
+
+def _edit_param(m):
+    with torch.no_grad():
+        m.fc1.weight.add_(1)  # weights are host_versions' business, not the guard's
+
+
+_CHANGES = {  # name: (edit, whether the Python fingerprint sees it)
+    "float attribute": (lambda m: setattr(m, "scale", 3.0), True),
+    "bool attribute": (lambda m: setattr(m, "flag", False), True),
+    "string attribute": (lambda m: setattr(m, "mode_name", "mean"), True),
+    "new attribute": (lambda m: setattr(m, "extra", 1), True),
+    "deleted attribute": (lambda m: delattr(m, "scale"), True),
+    "list appended in place": (lambda m: m.sizes.append(4), True),
+    "dict value edited in place": (lambda m: m.table.__setitem__("b", (2, 4)), True),
+    "config attribute": (lambda m: setattr(m.config, "hidden", 16), True),
+    "enum attribute": (lambda m: setattr(m, "colour", _Colour.BLUE), True),
+    "tensor attribute edited in place": (lambda m: m.mask.mul_(2), True),
+    "tensor attribute replaced": (lambda m: setattr(m, "mask", torch.ones(5)), True),
+    "forward hook": (lambda m: m.fc1.register_forward_hook(lambda *a: None), True),
+    "forward pre-hook": (lambda m: m.register_forward_pre_hook(lambda *a: None), True),
+    "eval mode": (lambda m: m.eval(), True),
+    "requires_grad": (lambda m: m.fc1.bias.requires_grad_(False), True),
+    "buffer of another shape": (lambda m: setattr(m, "steps", torch.zeros(4)), True),
+    "parameter of another shape": (
+        lambda m: setattr(m.fc2, "bias", torch.nn.Parameter(torch.zeros(6))), True),
+    # Identities: the compiled guard records them (its cached weight list depends on them).
+    "submodule replaced, same shapes": (
+        lambda m: setattr(m, "fc2", torch.nn.Linear(32, 5)), False),
+    "parameter replaced, same shape": (
+        lambda m: setattr(m.fc2, "bias", torch.nn.Parameter(torch.zeros(5))), False),
+}
+
+
+def test_compiled_guard_sees_every_change_the_fingerprint_sees():
+    from tilegraph import _guards
+    for name, (edit, fingerprint_sees) in _CHANGES.items():
+        m = _guarded_module()
+        guard = _guards.Guard(m, with_modes=True)
+        assert guard.unchanged(m), name
+        edit(m)
+        fingerprint_changed = _guards.fingerprint(m, with_modes=True) != guard.fingerprint
+        assert fingerprint_changed == fingerprint_sees, name
+        assert not guard.unchanged(m), name
+
+
+def test_compiled_guard_ignores_what_the_fingerprint_ignores():
+    from tilegraph import _guards
+    m = _guarded_module()
+    guard = _guards.Guard(m, with_modes=True)
+    _edit_param(m)  # weights are host_versions' business
+    m.config.inner.deeper.value = 5  # past the walk's depth: compared by identity only
+    m(torch.randn(2, 20), torch.tensor([0, 1]))  # running the module changes nothing
+    assert guard.fingerprint == _guards.fingerprint(m, with_modes=True)
+    assert guard.unchanged(m)
+
+
+def test_compiled_guard_without_modes_ignores_train_eval_only():
+    from tilegraph import _guards
+    m = _guarded_module()
+    guard = _guards.Guard(m, with_modes=False)
+    m.eval()
+    assert guard.unchanged(m)
+    m.fc1.bias.requires_grad_(False)
+    assert guard.unchanged(m)
+    m.scale = 4.0
+    assert not guard.unchanged(m)
+
+
+def test_compiled_versions_see_in_place_edits_and_new_storage():
+    from tilegraph import _guards
+    m = MLP()
+    named = list(m.state_dict(keep_vars=True).items())
+    versions = _guards.Versions(named)
+    assert versions.unchanged(named)
+    with torch.no_grad():
+        m.fc1.weight.mul_(1.0)
+    assert not versions.unchanged(named)
+    versions = _guards.Versions(named)
+    m.fc1.bias.data = torch.zeros_like(m.fc1.bias)  # new storage, same tensor object
+    assert not versions.unchanged(named)
+    assert versions.versions != _guards.host_versions(named)
+    assert not versions.unchanged(named[:-1])  # another list
+
+
+def test_a_parameter_replaced_by_one_of_the_same_shape_is_served_without_recompiling():
+    torch.manual_seed(0)
+    model = MLP()
+    x, t = _data()
+    infer = tilegraph.inferenceModel(model)
+    infer(x, t)
+    exe = infer._exe
+    model.fc2.weight = torch.nn.Parameter(torch.randn_like(model.fc2.weight))
+    torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])
+    assert infer._exe is exe
+    with torch.no_grad():  # and the new parameter's later edits reach the engine too
+        model.fc2.weight.mul_(-1)
+    torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])
