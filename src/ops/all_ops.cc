@@ -9,6 +9,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterFusedOps(registry);
   RegisterMatmulOps(registry);
   RegisterConvOps(registry);
+  RegisterConvEpilogueOps(registry);
   RegisterPoolOps(registry);
   RegisterNormOps(registry);
   RegisterReduceOps(registry);

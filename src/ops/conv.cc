@@ -9,14 +9,10 @@
 #include "ops/dense_common.h"
 #include "support/checked_math.h"
 #include "ops/families.h"
+#include "ops/conv.h"
 
 namespace tg {
-namespace {
 
-using dense::F32;
-
-// Validates x [N,C,H,W] against w [O,C/groups,kh,kw] and the attributes; the output size is
-// PyTorch's floor((H + 2p - d(k-1) - 1) / s) + 1.
 cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attrs,
                              const std::string& op) {
   TG_CHECK(x.size() == 4, kShape, op, ": expected input of rank 4 [N,C,H,W], got ",
@@ -56,12 +52,16 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
   return p;
 }
 
-Shape OutShape(const cpu::Conv2dParams& p) { return {p.n, p.o, p.oh, p.ow}; }
+Shape ConvOutShape(const cpu::Conv2dParams& p) { return {p.n, p.o, p.oh, p.ow}; }
+
+namespace {
+
+using dense::F32;
 
 // Checks that the incoming gradient has the forward output's shape.
 void CheckGradShape(const TensorType& go, const cpu::Conv2dParams& p, const std::string& op) {
-  TG_CHECK(go.shape == OutShape(p), kShape, op, ": expected output gradient of shape ",
-           ShapeToString(OutShape(p)), ", got ", go.ToString());
+  TG_CHECK(go.shape == ConvOutShape(p), kShape, op, ": expected output gradient of shape ",
+           ShapeToString(ConvOutShape(p)), ", got ", go.ToString());
 }
 
 cpu::Conv2dParams ParamsOfNode(const Node& n) {
@@ -183,10 +183,10 @@ std::vector<OpSample> ConvSamples(int which) {
     if (which == 0) {
       s.inputs = {F32(cc.x), F32(cc.w)};
     } else if (which == 1) {
-      s.inputs = {F32(OutShape(p)), F32(cc.w)};
+      s.inputs = {F32(ConvOutShape(p)), F32(cc.w)};
       s.attrs["input_shape"] = cc.x;
     } else {
-      s.inputs = {F32(OutShape(p)), F32(cc.x)};
+      s.inputs = {F32(ConvOutShape(p)), F32(cc.x)};
       s.attrs["weight_shape"] = cc.w;
     }
     out.push_back(std::move(s));
@@ -217,7 +217,7 @@ void RegisterConvOps(OpRegistry& r) {
   fwd.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
     dense::CheckSameFloat(ctx, "conv2d");
     auto p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, "conv2d");
-    return {TensorType{ctx.in(0).dtype, OutShape(p)}};
+    return {TensorType{ctx.in(0).dtype, ConvOutShape(p)}};
   };
   fwd.grad = GradConv;
   fwd.samples = ConvSamples(0);

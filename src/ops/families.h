@@ -10,6 +10,7 @@ void RegisterRandomOps(OpRegistry& r);       // random.cc: dropout, uniform, nor
 void RegisterFusedOps(OpRegistry& r);        // fused.cc: fused_elementwise
 void RegisterMatmulOps(OpRegistry& r);       // matmul.cc
 void RegisterConvOps(OpRegistry& r);         // conv.cc: conv2d and its backward ops
+void RegisterConvEpilogueOps(OpRegistry& r); // conv_epilogue.cc: conv2d_epilogue
 void RegisterPoolOps(OpRegistry& r);         // pool.cc: max, avg, adaptive avg pooling
 void RegisterNormOps(OpRegistry& r);         // norm.cc: batch norm, layer norm
 void RegisterReduceOps(OpRegistry& r);       // reduce.cc: sum, mean, amax, var

@@ -114,12 +114,10 @@ std::vector<OpSample> MatmulSamples() {
 
 // ---- matmul_epilogue: act(op(a) @ op(b) + bias), made by passes/fuse_matmul_epilogue.cc ----
 
-cpu::MatmulActivation ActivationOf(const Node& n) {
-  const std::string& act = GetString(n.attrs(), "activation");
-  if (act == "relu") return cpu::MatmulActivation::kRelu;
-  if (act == "gelu") return cpu::MatmulActivation::kGeluErf;
-  if (act == "gelu_tanh") return cpu::MatmulActivation::kGeluTanh;
-  return cpu::MatmulActivation::kNone;
+cpu::Activation ActivationOf(const Node& n) {
+  cpu::Activation act = cpu::Activation::kNone;
+  cpu::ActivationFromName(GetString(n.attrs(), "activation"), &act);
+  return act;
 }
 
 std::vector<TensorType> InferMatmulEpilogue(const InferContext& ctx) {
@@ -137,7 +135,7 @@ std::vector<TensorType> InferMatmulEpilogue(const InferContext& ctx) {
 
 // The reference: the matmul's loops, then the bias and the activation per element.
 template <typename T>
-void MatmulEpilogueRef(const cpu::MatmulParams& p, cpu::MatmulActivation act,
+void MatmulEpilogueRef(const cpu::MatmulParams& p, cpu::Activation act,
                        const KernelArgs& a) {
   T* out = dense::Out<T>(a, 0);
   const T* bias = dense::In<T>(a, 2);
@@ -153,7 +151,7 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
   return dense::FloatKernel("matmul_epilogue", [reference](auto t, const Node& n) -> Kernel {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
-    cpu::MatmulActivation act = ActivationOf(n);
+    cpu::Activation act = ActivationOf(n);
     if constexpr (std::is_same_v<T, float>) {
       if (!reference) {
         cpu::OnednnMatmul mm(p, {true, act});

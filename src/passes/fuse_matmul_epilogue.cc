@@ -10,20 +10,11 @@
 // output's last dim and broadcasts over everything else; f32 / f64 (a half matmul, from the
 // mixed-precision pass, stays as it is); all nodes on one device. Runs after autodiff, so the
 // fused op needs no gradient.
-#include <unordered_map>
-
 #include "passes/passes.h"
+#include "passes/single_reader.h"
 
 namespace tg {
 namespace {
-
-// The one node reading `v`, or null when `v` has another reader, is an output or an update.
-Node* OnlyReader(Value* v, const std::vector<int>& uses,
-                 const std::unordered_map<const Value*, Node*>& reader) {
-  if (uses[v->id()] != 1) return nullptr;
-  auto it = reader.find(v);
-  return it == reader.end() ? nullptr : it->second;
-}
 
 // `bias` broadcasts along the last dim of `out` only: shape [..., 1, N] or [N].
 bool IsBiasFor(const TensorType& bias, const TensorType& out) {
@@ -50,11 +41,7 @@ class FuseMatmulEpiloguePass : public Pass {
   std::string name() const override { return "fuse-matmul-epilogue"; }
 
   bool Run(Graph& graph, PassContext&) override {
-    std::vector<int> uses = graph.CountUses();
-    std::unordered_map<const Value*, Node*> reader;  // for values read by one node
-    for (const auto& node : graph.nodes()) {
-      for (Value* in : node->inputs()) reader[in] = node.get();
-    }
+    const SingleReaders readers(graph);
     std::vector<Node*> matmuls;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
       const DType dt = node->op() == "matmul" ? node->output()->type().dtype : DType::kBool;
@@ -62,7 +49,7 @@ class FuseMatmulEpiloguePass : public Pass {
     }
     bool changed = false;
     for (Node* mm : matmuls) {
-      Node* add = OnlyReader(mm->output(), uses, reader);
+      Node* add = readers.Of(mm->output());
       if (add == nullptr || add->op() != "add" || add->placement() != mm->placement() ||
           !(add->output()->type() == mm->output()->type())) {
         continue;
@@ -71,7 +58,7 @@ class FuseMatmulEpiloguePass : public Pass {
       if (bias == mm->output() || !IsBiasFor(bias->type(), mm->output()->type())) continue;
       Node* last = add;
       std::string activation = "none";
-      Node* act = OnlyReader(add->output(), uses, reader);
+      Node* act = readers.Of(add->output());
       if (act != nullptr && act->placement() == mm->placement() && !ActivationOf(*act).empty()) {
         activation = ActivationOf(*act);
         last = act;

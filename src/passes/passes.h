@@ -15,5 +15,6 @@ std::unique_ptr<Pass> CreateHoistScalarsPass();      // "hoist-scalars"   hoist_
 std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
 std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recompute.cc
 std::unique_ptr<Pass> CreateFuseMatmulEpiloguePass();  // "fuse-matmul-epilogue"
+std::unique_ptr<Pass> CreateFuseConvEpiloguePass();    // "fuse-conv-epilogue"
 
 }  // namespace tg

@@ -19,17 +19,6 @@ std::unique_ptr<Graph> Fused(const std::string& text) {
   return g;
 }
 
-const Node* Only(const Graph& g, const std::string& op) {
-  const Node* found = nullptr;
-  for (const auto& n : g.nodes()) {
-    if (n->op() == op) {
-      EXPECT_EQ(found, nullptr) << "two " << op << " nodes";
-      found = n.get();
-    }
-  }
-  return found;
-}
-
 TEST(FuseMatmulEpilogue, LinearReluBecomesOneNode) {
   std::string text = R"(graph g {
   input %x : f32[6,8]

@@ -22,6 +22,18 @@ inline int Count(const Graph& g, const std::string& op) {
   return n;
 }
 
+// The one node of op `op` in `g` (null when there is none; a test failure when there are two).
+inline const Node* Only(const Graph& g, const std::string& op) {
+  const Node* found = nullptr;
+  for (const auto& n : g.nodes()) {
+    if (n->op() == op) {
+      EXPECT_EQ(found, nullptr) << "two " << op << " nodes";
+      found = n.get();
+    }
+  }
+  return found;
+}
+
 // Evaluates the graph `text` describes and `after` (the same graph rewritten by a pass) on the
 // same random inputs and expects equal outputs, to `tolerance` (absolute).
 inline void ExpectSameOutputs(const std::string& text, const Graph& after,

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "kernels/cpu/parallel.h"
+
 namespace tg::cpu {
 namespace {
 
@@ -43,29 +45,28 @@ const dnnl::engine& CpuEngine() {
   return *engine;
 }
 
-double ApplyActivation(MatmulActivation act, double x) {
-  switch (act) {
-    case MatmulActivation::kNone: return x;
-    case MatmulActivation::kRelu: return x > 0 ? x : (x != x ? x : 0.0);
-    case MatmulActivation::kGeluErf: return 0.5 * x * (1.0 + std::erf(x * M_SQRT1_2));
-    case MatmulActivation::kGeluTanh: {
-      const double inner = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
-      return 0.5 * x * (1.0 + std::tanh(inner));
-    }
-  }
-  return x;
-}
-
 namespace {
 
-dnnl::algorithm EltwiseOf(MatmulActivation act) {
+// The eltwise post-op computing `act` (alpha: swish's beta factor, 1 for SiLU).
+void AppendActivation(dnnl::post_ops& ops, Activation act) {
+  using alg = dnnl::algorithm;
   switch (act) {
-    case MatmulActivation::kRelu: return dnnl::algorithm::eltwise_relu;
-    case MatmulActivation::kGeluErf: return dnnl::algorithm::eltwise_gelu_erf;
-    case MatmulActivation::kGeluTanh: return dnnl::algorithm::eltwise_gelu_tanh;
-    case MatmulActivation::kNone: break;
+    case Activation::kNone: return;
+    case Activation::kRelu: return ops.append_eltwise(1.0f, alg::eltwise_relu, 0.0f, 0.0f);
+    case Activation::kGeluErf: return ops.append_eltwise(1.0f, alg::eltwise_gelu_erf, 0.0f, 0.0f);
+    case Activation::kGeluTanh:
+      return ops.append_eltwise(1.0f, alg::eltwise_gelu_tanh, 0.0f, 0.0f);
+    case Activation::kSilu: return ops.append_eltwise(1.0f, alg::eltwise_swish, 1.0f, 0.0f);
+    case Activation::kSigmoid: return ops.append_eltwise(1.0f, alg::eltwise_logistic, 0.0f, 0.0f);
+    case Activation::kHardswish:
+      return ops.append_eltwise(1.0f, alg::eltwise_hardswish, 0.0f, 0.0f);
   }
-  return dnnl::algorithm::undef;
+}
+
+std::string ImplementationOf(const dnnl::primitive& prim) {
+  const char* info = nullptr;
+  dnnl_primitive_desc_query(prim.get_primitive_desc(), dnnl_query_impl_info_str, 0, &info);
+  return info ? info : "";
 }
 
 }  // namespace
@@ -89,9 +90,9 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
                        MatrixStrides(p.b_batch, p.k, p.n, p.trans_b));
   out_md_ = memory::desc(Concat(p.batch, p.m, p.n), f32, MatrixStrides(p.batch, p.m, p.n, false));
   dnnl::primitive_attr attr;
-  if (epilogue.activation != MatmulActivation::kNone) {
+  if (epilogue.activation != Activation::kNone) {
     dnnl::post_ops ops;
-    ops.append_eltwise(1.0f, EltwiseOf(epilogue.activation), 0.0f, 0.0f);
+    AppendActivation(ops, epilogue.activation);
     attr.set_post_ops(ops);
   }
   if (epilogue.bias) {
@@ -108,9 +109,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
 
 std::string OnednnMatmul::implementation() const {
   if (empty_ || zero_fill_ > 0) return "";
-  const char* info = nullptr;
-  dnnl_primitive_desc_query(prim_.get_primitive_desc(), dnnl_query_impl_info_str, 0, &info);
-  return info ? info : "";
+  return ImplementationOf(prim_);
 }
 
 void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias) const {
@@ -130,7 +129,8 @@ void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* 
   stream_.wait();
 }
 
-OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) {
+OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue)
+    : epilogue_(epilogue), channels_(p.o), plane_(p.oh * p.ow), batch_(p.n) {
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -158,12 +158,35 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass) {
                                            y_any, strides, dilates, pad, pad_r);
   dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, CpuEngine());
   switch (pass) {
-    case ConvPass::kForward:
+    case ConvPass::kForward: {
+      dnnl::convolution_forward::primitive_desc pd = fwd_pd;
       prim_ = dnnl::convolution_forward(fwd_pd);
-      SetOperand(0, DNNL_ARG_SRC, x_md, fwd_pd.src_desc(), false);
-      SetOperand(1, DNNL_ARG_WEIGHTS, w_md, fwd_pd.weights_desc(), false);
-      SetOperand(2, DNNL_ARG_DST, y_md, fwd_pd.dst_desc(), true);
+      if (epilogue.any()) {
+        // The epilogue in oneDNN's post-ops, unless that changes the kernel oneDNN picks
+        // (post-ops it cannot fuse send it to a reference or GEMM implementation).
+        dnnl::primitive_attr attr;
+        dnnl::post_ops ops;
+        AppendActivation(ops, epilogue.activation);
+        attr.set_post_ops(ops);
+        memory::desc bias_md({p.o}, f32, tag::x);
+        auto fused_desc = epilogue.bias
+                              ? dnnl::convolution_forward::desc(
+                                    dnnl::prop_kind::forward_training, alg, x_any, w_any,
+                                    bias_md, y_any, strides, dilates, pad, pad_r)
+                              : fwd_desc;
+        dnnl::convolution_forward::primitive_desc fused_pd(fused_desc, attr, CpuEngine());
+        dnnl::convolution_forward fused(fused_pd);
+        if (ImplementationOf(fused) == ImplementationOf(prim_)) {
+          prim_ = fused;
+          pd = fused_pd;
+          fused_in_primitive_ = true;
+        }
+      }
+      SetOperand(0, DNNL_ARG_SRC, x_md, pd.src_desc(), false);
+      SetOperand(1, DNNL_ARG_WEIGHTS, w_md, pd.weights_desc(), false);
+      SetOperand(2, DNNL_ARG_DST, y_md, pd.dst_desc(), true);
       break;
+    }
     case ConvPass::kBackwardInput: {
       dnnl::convolution_backward_data::desc d(alg, x_any, w_any, y_any, strides, dilates, pad,
                                               pad_r);
@@ -201,8 +224,23 @@ void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
                                                                       CpuEngine(), chosen));
 }
 
+std::string OnednnConv2d::implementation() const {
+  return empty_ ? "" : ImplementationOf(prim_);
+}
+
+void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
+  ParallelFor(batch_ * channels_, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane_, 1)),
+              [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t o = i % channels_;
+      const float shift = epilogue_.bias ? bias[o] : 0.0f;
+      BiasActivate(epilogue_.activation, out + i * plane_, plane_, shift);
+    }
+  });
+}
+
 void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
-                       const uint64_t* in1_version) const {
+                       const uint64_t* in1_version, const float* bias) const {
   if (empty_) {
     std::fill(out, out + out_numel_, 0.0f);
     return;
@@ -226,6 +264,10 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
     }
     if (i < 2) o.reorder.execute(stream_, user, o.blocked);
   }
+  if (fused_in_primitive_ && epilogue_.bias) {
+    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, memory::data_type::f32,
+                                            memory::format_tag::x), bias);
+  }
   prim_.execute(stream_, args);
   const Operand& result = operands_[2];
   if (result.blocked.get(true) != nullptr) {
@@ -233,6 +275,7 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
     result.reorder.execute(stream_, result.blocked, user);
   }
   stream_.wait();
+  if (epilogue_.any() && !fused_in_primitive_) RunEpilogueOurselves(out, bias);
 }
 
 }  // namespace tg::cpu

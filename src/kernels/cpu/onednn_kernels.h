@@ -11,6 +11,7 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/dense_params.h"
 
 namespace tg::cpu {
@@ -20,14 +21,10 @@ const dnnl::engine& CpuEngine();
 
 // What a matmul applies to its result before writing it (oneDNN bias and post-ops: one pass
 // over the output instead of three): out = act(op(a) op(b) + bias[n]).
-enum class MatmulActivation { kNone, kRelu, kGeluErf, kGeluTanh };
 struct MatmulEpilogue {
   bool bias = false;  // a bias of n values, broadcast over rows and batches
-  MatmulActivation activation = MatmulActivation::kNone;
+  Activation activation = Activation::kNone;
 };
-
-// act(x) in double, as the post-ops define it (tests, and the k == 0 case).
-double ApplyActivation(MatmulActivation act, double x);
 
 // out = op(a) * op(b) with batch broadcasting; see MatmulParams.
 class OnednnMatmul {
@@ -52,16 +49,33 @@ class OnednnMatmul {
 // (in0 = dy, in1 = w, out = dx), backward weight (in0 = dy, in1 = x, out = dw).
 enum class ConvPass { kForward, kBackwardInput, kBackwardWeight };
 
+// What a forward convolution applies to its output before writing it:
+// y = act(conv(x, w) + bias[o]). oneDNN computes it with its bias argument and an eltwise
+// post-op while the output block is in registers; where that would cost oneDNN its optimized
+// kernel, the convolution runs unfused and the epilogue follows in one vectorized pass of
+// ours (fused_in_primitive() says which).
+struct ConvEpilogue {
+  bool bias = false;
+  Activation activation = Activation::kNone;
+  bool any() const { return bias || activation != Activation::kNone; }
+};
+
 class OnednnConv2d {
  public:
-  OnednnConv2d(const Conv2dParams& p, ConvPass pass);
+  // `epilogue`: forward convolutions only.
+  OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {});
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable
   // or constant, and its blocked copy is reused while in1 and *in1_version are unchanged
   // (weight prepacking: an inference program reorders each weight once, not every step).
-  void Run(const float* in0, const float* in1, float* out,
-           const uint64_t* in1_version = nullptr) const;
+  // `bias`: O values when the epilogue has a bias.
+  void Run(const float* in0, const float* in1, float* out, const uint64_t* in1_version = nullptr,
+           const float* bias = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
+  // The implementation oneDNN chose ("jit:avx2", "jit_1x1:avx512_core", ...).
+  std::string implementation() const;
+  // Whether oneDNN's post-ops compute the epilogue (else our pass after the primitive).
+  bool fused_in_primitive() const { return fused_in_primitive_; }
 
  private:
   // One primitive argument: the caller's plain layout and, when the primitive chose a
@@ -75,8 +89,13 @@ class OnednnConv2d {
   void SetOperand(int i, int arg, const dnnl::memory::desc& plain,
                   const dnnl::memory::desc& chosen, bool is_output);
 
+  void RunEpilogueOurselves(float* out, const float* bias) const;
+
   bool empty_ = false;
   int64_t out_numel_ = 0;
+  ConvEpilogue epilogue_;
+  bool fused_in_primitive_ = false;
+  int64_t channels_ = 0, plane_ = 0, batch_ = 0;  // the output's O, oh * ow and N
   dnnl::primitive prim_;
   Operand operands_[3];  // in0, in1, out
   // Which in1 the blocked copy of operand 1 holds; shared by copies of the kernel, as the

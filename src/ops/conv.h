@@ -1,0 +1,21 @@
+// conv2d's shape rules, shared by conv.cc (conv2d and its backward ops) and
+// conv_epilogue.cc (conv2d_epilogue, made by the fuse-conv-epilogue pass).
+#pragma once
+
+#include <string>
+
+#include "ir/attr.h"
+#include "ir/tensor_type.h"
+#include "kernels/cpu/dense_params.h"
+
+namespace tg {
+
+// Validates x [N,C,H,W] against w [O,C/groups,kh,kw] and the attributes (stride, padding,
+// dilation, groups); the output size is PyTorch's floor((H + 2p - d(k-1) - 1) / s) + 1.
+cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attrs,
+                             const std::string& op);
+
+// [N, O, oh, ow].
+Shape ConvOutShape(const cpu::Conv2dParams& p);
+
+}  // namespace tg

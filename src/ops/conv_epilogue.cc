@@ -1,0 +1,259 @@
+// conv2d_epilogue: a forward convolution with its bias, an inference batch norm and an
+// activation applied as it writes its output, made by passes/fuse_conv_epilogue.cc.
+//
+//   inputs: x [N,C,H,W], w [O,C/groups,kh,kw], then bias [O] when attr bias, then the batch
+//           norm's weight, bias, running_mean, running_var [O] when attr batch_norm
+//   y = act(bn(conv2d(x, w) + bias))
+//
+// The batch norm folds into the convolution's weight and bias (in double, from the running
+// statistics; redone whenever the variables change), and oneDNN applies the bias and the
+// activation as it writes the output.
+#include <cmath>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/activation.h"
+#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/reference_dense.h"
+#include "ops/conv.h"
+#include "ops/dense_common.h"
+#include "ops/families.h"
+
+namespace tg {
+namespace {
+
+using dense::F32;
+
+struct EpilogueSpec {
+  bool bias = false, batch_norm = false;
+  double eps = 1e-5;
+  cpu::Activation activation = cpu::Activation::kNone;
+  int num_inputs() const { return 2 + (bias ? 1 : 0) + (batch_norm ? 4 : 0); }
+};
+
+EpilogueSpec SpecOf(const AttrMap& attrs) {
+  EpilogueSpec s;
+  s.bias = GetBool(attrs, "bias");
+  s.batch_norm = GetBool(attrs, "batch_norm");
+  s.eps = GetFloat(attrs, "eps");
+  const std::string& act = GetString(attrs, "activation");
+  TG_CHECK(cpu::ActivationFromName(act, &s.activation), kShape,
+           "conv2d_epilogue: expected activation none, relu, gelu, gelu_tanh, silu, sigmoid or "
+           "hardswish, got \"", act, "\"");
+  return s;
+}
+
+std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
+  const std::string op = "conv2d_epilogue";
+  const EpilogueSpec s = SpecOf(ctx.attrs);
+  TG_CHECK(static_cast<int>(ctx.inputs.size()) == s.num_inputs(), kShape, op, ": expected ",
+           s.num_inputs(), " inputs (x, w", s.bias ? ", bias" : "",
+           s.batch_norm ? ", the batch norm's weight, bias, running_mean, running_var" : "",
+           "), got ", ctx.inputs.size());
+  dense::CheckSameFloat(ctx, op);
+  cpu::Conv2dParams p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, op);
+  for (size_t i = 2; i < ctx.inputs.size(); ++i) {
+    TG_CHECK(ctx.in(i).shape == Shape{p.o}, kShape, op, ": expected input ", i, " of shape [",
+             p.o, "] (one value per output channel), got ", ctx.in(i).ToString());
+  }
+  return {TensorType{ctx.in(0).dtype, ConvOutShape(p)}};
+}
+
+// scale / shift per output channel: y = conv * scale + shift equals bn(conv + bias).
+template <typename T>
+void FoldEpilogue(const EpilogueSpec& s, const KernelArgs& a, int64_t channels, double* scale,
+                  double* shift) {
+  const T* bias = s.bias ? dense::In<T>(a, 2) : nullptr;
+  const int bn = s.bias ? 3 : 2;
+  for (int64_t o = 0; o < channels; ++o) {
+    double k = 1.0, b = bias ? static_cast<double>(bias[o]) : 0.0;
+    if (s.batch_norm) {
+      const double w = dense::In<T>(a, bn)[o], beta = dense::In<T>(a, bn + 1)[o];
+      const double mean = dense::In<T>(a, bn + 2)[o], var = dense::In<T>(a, bn + 3)[o];
+      k = w / std::sqrt(var + s.eps);
+      b = beta + (b - mean) * k;
+    }
+    scale[o] = k;
+    shift[o] = b;
+  }
+}
+
+// The reference: the convolution's loops, then the epilogue per element in double.
+template <typename T>
+Kernel MakeRef(const Node& n) {
+  const cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
+                                         n.attrs(), n.op());
+  const EpilogueSpec s = SpecOf(n.attrs());
+  return [p, s](const KernelArgs& a) {
+    T* y = dense::Out<T>(a, 0);
+    cpu::Conv2dForwardRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), y);
+    std::vector<double> scale(p.o), shift(p.o);
+    FoldEpilogue<T>(s, a, p.o, scale.data(), shift.data());
+    const int64_t plane = p.oh * p.ow;
+    for (int64_t i = 0; i < p.n * p.o * plane; ++i) {
+      const int64_t o = (i / plane) % p.o;
+      const double v = static_cast<double>(y[i]) * scale[o] + shift[o];
+      y[i] = static_cast<T>(cpu::ApplyActivation(s.activation, v));
+    }
+  };
+}
+
+// The batch norm folded into the convolution (what ONNX Runtime does at load time):
+// w'[o] = w[o] * scale[o], bias'[o] = shift[o]. Kept across runs while the variables are
+// unchanged, so oneDNN's blocked copy of w' (weight prepacking) is kept too.
+struct FoldedWeights {
+  std::vector<float> weight, bias;
+  std::vector<const void*> sources;  // the input buffers it was folded from
+  uint64_t version = 0;
+  bool valid = false;
+};
+
+// Whether `state` holds the fold of these inputs at this variables version.
+bool FoldIsCurrent(const FoldedWeights& state, const KernelArgs& a, int inputs, bool cacheable) {
+  if (!cacheable || !state.valid || state.version != a.ctx->variables_version) return false;
+  for (int i = 1; i < inputs; ++i) {
+    if (state.sources[i - 1] != a.inputs[i]) return false;
+  }
+  return true;
+}
+
+void Fold(const EpilogueSpec& s, const cpu::Conv2dParams& p, const KernelArgs& a,
+          FoldedWeights* state) {
+  std::vector<double> scale(p.o), shift(p.o);
+  FoldEpilogue<float>(s, a, p.o, scale.data(), shift.data());
+  const int64_t per_channel = p.c / p.groups * p.kh * p.kw;
+  const float* w = dense::In<float>(a, 1);
+  state->weight.resize(p.o * per_channel);
+  state->bias.resize(p.o);
+  for (int64_t o = 0; o < p.o; ++o) {
+    for (int64_t k = 0; k < per_channel; ++k) {
+      const int64_t i = o * per_channel + k;
+      state->weight[i] = static_cast<float>(w[i] * scale[o]);
+    }
+    state->bias[o] = static_cast<float>(shift[o]);
+  }
+  state->sources.assign(a.inputs + 1, a.inputs + s.num_inputs());
+  state->version = a.ctx->variables_version;
+  state->valid = true;
+}
+
+Kernel MakeCpu(auto t, const Node& n) {
+  using T = decltype(t);
+  if constexpr (!std::is_same_v<T, float>) {
+    return MakeRef<T>(n);
+  } else {
+    const cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
+                                           n.attrs(), n.op());
+    const EpilogueSpec s = SpecOf(n.attrs());
+    cpu::ConvEpilogue epilogue;
+    epilogue.bias = s.bias || s.batch_norm;
+    epilogue.activation = s.activation;
+    cpu::OnednnConv2d conv(p, cpu::ConvPass::kForward, epilogue);
+    // Weights (and batch norm parameters) that are variables or constants change only
+    // between runs that bump the variables version: their fold and blocked copy are kept.
+    bool cacheable = true;
+    for (int i = 1; i < s.num_inputs(); ++i) {
+      const ValueKind k = n.input(i)->kind();
+      cacheable = cacheable && (k == ValueKind::kVariable || k == ValueKind::kConstant);
+    }
+    const bool prepack_plain =
+        n.input(1)->kind() == ValueKind::kVariable || n.input(1)->kind() == ValueKind::kConstant;
+    auto state = std::make_shared<FoldedWeights>();  // per kernel copy's owner (per replica)
+    return [conv, s, p, cacheable, prepack_plain, state](const KernelArgs& a) {
+      const float* x = dense::In<float>(a, 0);
+      float* y = dense::Out<float>(a, 0);
+      if (!s.batch_norm) {
+        conv.Run(x, dense::In<float>(a, 1), y, prepack_plain ? &a.ctx->variables_version : nullptr,
+                 s.bias ? dense::In<float>(a, 2) : nullptr);
+        return;
+      }
+      if (!FoldIsCurrent(*state, a, s.num_inputs(), cacheable)) Fold(s, p, a, state.get());
+      conv.Run(x, state->weight.data(), y, cacheable ? &a.ctx->variables_version : nullptr,
+               state->bias.data());
+    };
+  }
+}
+
+std::vector<OpSample> ConvEpilogueSamples() {
+  struct Case {
+    Shape x, w;
+    bool bias, batch_norm;
+    const char* activation;
+    int64_t groups = 1;
+    std::vector<int64_t> stride{1, 1}, padding{1, 1};
+  };
+  const Case cases[] = {
+      {{2, 3, 6, 6}, {8, 3, 3, 3}, true, false, "relu"},
+      {{2, 3, 6, 6}, {8, 3, 3, 3}, false, true, "silu"},
+      {{1, 4, 5, 5}, {4, 4, 1, 1}, true, true, "none", 1, {1, 1}, {0, 0}},
+      {{2, 8, 7, 7}, {8, 1, 3, 3}, false, true, "relu", 8, {2, 2}},  // depthwise, strided
+      {{1, 4, 6, 5}, {6, 2, 3, 3}, true, true, "sigmoid", 2},
+      {{2, 3, 5, 5}, {5, 3, 3, 3}, false, true, "hardswish"},
+      {{2, 3, 5, 5}, {5, 3, 3, 3}, true, false, "gelu"},
+      {{1, 16, 4, 4}, {16, 16, 1, 1}, false, true, "gelu_tanh", 1, {1, 1}, {0, 0}},
+      {{1, 2, 3, 3}, {3, 2, 3, 3}, false, false, "silu"},
+  };
+  std::vector<OpSample> out;
+  for (const Case& c : cases) {
+    OpSample s;
+    s.attrs = {{"stride", c.stride},  {"padding", c.padding},      {"dilation", std::vector<int64_t>{1, 1}},
+               {"groups", c.groups},  {"bias", c.bias},            {"batch_norm", c.batch_norm},
+               {"eps", 1e-5},         {"activation", std::string(c.activation)}};
+    s.inputs = {F32(c.x), F32(c.w)};
+    s.init = {InputInit::Normal(), InputInit::Normal()};
+    const int64_t o = c.w[0];
+    if (c.bias) {
+      s.inputs.push_back(F32({o}));
+      s.init.push_back(InputInit::Normal());
+    }
+    if (c.batch_norm) {
+      for (int i = 0; i < 3; ++i) {
+        s.inputs.push_back(F32({o}));
+        s.init.push_back(InputInit::Normal());
+      }
+      s.inputs.push_back(F32({o}));
+      s.init.push_back(InputInit::Uniform(0.5, 2.0));  // running_var > 0
+    }
+    s.tolerance = 1e-4;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
+
+void RegisterConvEpilogueOps(OpRegistry& r) {
+  OpDef d;
+  d.name = "conv2d_epilogue";
+  d.num_inputs = -1;
+  d.min_inputs = 2;
+  d.attrs = {{"stride", std::vector<int64_t>{1, 1}},
+             {"padding", std::vector<int64_t>{0, 0}},
+             {"dilation", std::vector<int64_t>{1, 1}},
+             {"groups", int64_t{1}},
+             {"bias", false},
+             {"batch_norm", false},
+             {"eps", 1e-5},
+             {"activation", std::string("none")}};
+  d.infer = InferConvEpilogue;
+  d.not_differentiable = true;  // made after autodiff, by a pass
+  d.kernels[DeviceKind::kCpu] =
+      dense::FloatKernel(d.name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.kernels[DeviceKind::kReference] = dense::FloatKernel(
+      d.name, [](auto t, const Node& n) { return MakeRef<decltype(t)>(n); });
+  d.flops = [](const Node& n) {
+    cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
+                                     n.attrs(), n.op());
+    return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
+           static_cast<double>(p.c / p.groups * p.kh * p.kw);
+  };
+  d.samples = ConvEpilogueSamples();
+  d.doc = "act(bn(conv2d(x, w) + bias)) in one pass over the output: optional bias [O], "
+          "optional inference batch norm (weight, bias, running_mean, running_var [O], eps) "
+          "folded into a per-channel scale and shift, activation none, relu, gelu, gelu_tanh, "
+          "silu, sigmoid or hardswish (oneDNN post-ops). Made by the fuse-conv-epilogue pass";
+  r.Register(std::move(d));
+}
+
+}  // namespace tg

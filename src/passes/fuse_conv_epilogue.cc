@@ -1,0 +1,137 @@
+// Fuse a convolution's epilogue: conv2d [-> add(bias per channel)] [-> batch_norm_inference]
+// [-> relu / silu (or x * sigmoid(x)) / sigmoid / gelu / hardswish] becomes one
+// `conv2d_epilogue` node, which
+// oneDNN computes in its post-ops while the output block is in registers (the batch norm
+// folded into a per-channel scale and shift), instead of the convolution writing its result
+// and two more kernels reading it back. The conv-BN-activation block of every CNN in
+// inference (ResNet, EfficientNet, MobileNet, RegNet) has this shape.
+//
+// Conditions: each fused intermediate is read by the next node only (in training the
+// backward reads them, so training graphs with batch statistics keep their nodes); the bias
+// is [1, O, 1, 1] or [O, 1, 1]; f32 / f64; all nodes on one device. At least one of the three
+// must be present. Runs after autodiff, so the fused op needs no gradient.
+#include <string>
+
+#include "passes/passes.h"
+#include "passes/single_reader.h"
+
+namespace tg {
+namespace {
+
+// `bias` adds one value per output channel of `out` [N, O, H, W]: [1, O, 1, 1] or [O, 1, 1].
+bool IsChannelBias(const TensorType& bias, const TensorType& out) {
+  if (bias.dtype != out.dtype || out.rank() != 4) return false;
+  const int64_t o = out.shape[1];
+  return bias.shape == Shape{1, o, 1, 1} || bias.shape == Shape{o, 1, 1};
+}
+
+// The activation `n` applies, as conv2d_epilogue names it ("" when it takes none of them).
+std::string ActivationOf(const Node& n) {
+  for (const char* name : {"relu", "silu", "sigmoid", "hardswish"}) {
+    if (n.op() == name) return name;
+  }
+  if (n.op() == "gelu") {
+    const std::string& mode = GetString(n.attrs(), "approximate");
+    return mode == "tanh" ? "gelu_tanh" : mode == "none" ? "gelu" : "";
+  }
+  return "";
+}
+
+// SiLU as captured from a decomposition: mul(v, sigmoid(v)) with v read by those two nodes
+// only and the sigmoid by the mul only. Returns the mul, or null.
+Node* SiluOf(const Value* v, const SingleReaders& readers) {
+  const std::vector<Node*>& all = readers.All(v);
+  if (readers.uses(v) != 2 || all.size() != 2) return nullptr;
+  for (int i = 0; i < 2; ++i) {
+    Node* sig = all[i];
+    Node* mul = all[1 - i];
+    if (sig->op() != "sigmoid" || mul->op() != "mul" || readers.Of(sig->output()) != mul) continue;
+    const bool pair = (mul->input(0) == v && mul->input(1) == sig->output()) ||
+                      (mul->input(1) == v && mul->input(0) == sig->output());
+    if (pair && mul->output()->type() == v->type() && sig->placement() == mul->placement()) {
+      return mul;
+    }
+  }
+  return nullptr;
+}
+
+class FuseConvEpiloguePass : public Pass {
+ public:
+  std::string name() const override { return "fuse-conv-epilogue"; }
+
+  bool Run(Graph& graph, PassContext&) override {
+    const SingleReaders readers(graph);
+    std::vector<Node*> convs;  // collected first: AddNode below reorders nodes()
+    for (const auto& node : graph.nodes()) {
+      const DType dt = node->op() == "conv2d" ? node->output()->type().dtype : DType::kBool;
+      if (dt == DType::kF32 || dt == DType::kF64) convs.push_back(node.get());
+    }
+    bool changed = false;
+    for (Node* conv : convs) {
+      const TensorType& type = conv->output()->type();
+      auto next = [&](Node* n) -> Node* {  // the sole reader, on the same device
+        Node* r = readers.Of(n->output());
+        return r != nullptr && r->placement() == conv->placement() ? r : nullptr;
+      };
+      Node* last = conv;
+      Value* bias = nullptr;
+      Node* bn = nullptr;
+      std::string activation = "none";
+      Node* r = next(last);
+      if (r != nullptr && r->op() == "add" && r->output()->type() == type) {
+        Value* other = r->input(0) == last->output() ? r->input(1) : r->input(0);
+        if (other != last->output() && IsChannelBias(other->type(), type)) {
+          bias = other;
+          last = r;
+          r = next(last);
+        }
+      }
+      if (r != nullptr && r->op() == "batch_norm_inference" && r->input(0) == last->output()) {
+        bn = r;
+        last = r;
+        r = next(last);
+      }
+      if (r != nullptr && !ActivationOf(*r).empty()) {
+        activation = ActivationOf(*r);
+        last = r;
+      } else if (Node* silu = SiluOf(last->output(), readers);
+                 silu != nullptr && silu->placement() == conv->placement()) {
+        activation = "silu";
+        last = silu;
+      }
+      if (last == conv) continue;
+      std::vector<Value*> inputs = {conv->input(0), conv->input(1)};
+      if (bias != nullptr) {  // [1, O, 1, 1] -> [O]: a view
+        const int64_t o = type.shape[1];
+        Node* flat = graph.AddNode("reshape", {bias}, {{type.dtype, {o}}},
+                                   {{"shape", std::vector<int64_t>{o}}}, last);
+        flat->set_placement(conv->placement());
+        flat->set_source(conv->source());
+        inputs.push_back(flat->output());
+      }
+      if (bn != nullptr) {
+        for (int i = 1; i < 5; ++i) inputs.push_back(bn->input(i));
+      }
+      AttrMap attrs = conv->attrs();
+      attrs["bias"] = bias != nullptr;
+      attrs["batch_norm"] = bn != nullptr;
+      attrs["eps"] = bn != nullptr ? GetFloat(bn->attrs(), "eps") : 1e-5;
+      attrs["activation"] = activation;
+      Node* fused = graph.AddNode("conv2d_epilogue", inputs, {last->output()->type()}, attrs,
+                                  last);
+      fused->set_source(conv->source());
+      fused->set_placement(conv->placement());
+      graph.ReplaceAllUsesWith(last->output(), fused->output());
+      changed = true;
+    }
+    return changed;
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Pass> CreateFuseConvEpiloguePass() {
+  return std::make_unique<FuseConvEpiloguePass>();
+}
+
+}  // namespace tg

@@ -1,0 +1,130 @@
+// fuse-conv-epilogue: conv2d [-> add(bias)] [-> batch_norm_inference] [-> activation] becomes
+// one conv2d_epilogue node when nothing else reads the intermediate values; SiLU is matched
+// in its decomposed form x * sigmoid(x). Each case is evaluated before and after (f32: oneDNN
+// with the folded weight, bias and eltwise post-op against the unfused kernels).
+#include <gtest/gtest.h>
+
+#include "passes/passes.h"
+#include "unit/pass_test_util.h"
+
+namespace tg {
+namespace {
+
+std::unique_ptr<Graph> Fused(const std::string& text) {
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  PassContext ctx;
+  CreateFuseConvEpiloguePass()->Run(*g, ctx);
+  CreateDcePass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+// A conv -> bias -> batch norm -> `tail` graph; the running variance is exp(v) > 0 (inputs
+// are random normals), so the batch norm's statistics are computed values here.
+std::string ConvBnGraph(const std::string& tail, const std::string& result = "%y",
+                        const std::string& extra_output = "") {
+  return R"(graph g {
+  input %x : f32[2,3,9,9]
+  input %w : f32[8,3,3,3]
+  input %b : f32[8]
+  input %gamma : f32[8]
+  input %beta : f32[8]
+  input %mean : f32[8]
+  input %v : f32[8]
+  %var = exp(%v) : f32[8]
+  %c = conv2d(%x, %w) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [2, 2]} : f32[2,8,5,5]
+  %b4 = reshape(%b) {shape = [1, 8, 1, 1]} : f32[1,8,1,1]
+  %cb = add(%c, %b4) : f32[2,8,5,5]
+  %n = batch_norm_inference(%cb, %gamma, %beta, %mean, %var) {eps = 0.001} : f32[2,8,5,5]
+)" + tail + "  output " + result + "\n" + extra_output + "}";
+}
+
+TEST(FuseConvEpilogue, ConvBiasBatchNormReluBecomesOneNode) {
+  std::string text = ConvBnGraph("  %y = relu(%n) : f32[2,8,5,5]\n");
+  std::unique_ptr<Graph> g = Fused(text);
+  const Node* f = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(GetBool(f->attrs(), "bias"));
+  EXPECT_TRUE(GetBool(f->attrs(), "batch_norm"));
+  EXPECT_DOUBLE_EQ(GetFloat(f->attrs(), "eps"), 0.001);
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "relu");
+  EXPECT_EQ(GetInts(f->attrs(), "stride"), (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(f->inputs().size(), 7u);  // x, w, bias, gamma, beta, mean, var
+  EXPECT_EQ(Count(*g, "conv2d") + Count(*g, "add") + Count(*g, "batch_norm_inference") +
+                Count(*g, "relu"),
+            0);
+  ExpectSameOutputs(text, *g, 1e-4);
+}
+
+TEST(FuseConvEpilogue, DecomposedSiluIsTheActivation) {
+  for (bool sigmoid_first : {true, false}) {
+    std::string mul = sigmoid_first ? "mul(%s, %n)" : "mul(%n, %s)";
+    std::string text = ConvBnGraph("  %s = sigmoid(%n) : f32[2,8,5,5]\n  %y = " + mul +
+                                   " : f32[2,8,5,5]\n");
+    std::unique_ptr<Graph> g = Fused(text);
+    const Node* f = Only(*g, "conv2d_epilogue");
+    ASSERT_NE(f, nullptr);
+    EXPECT_EQ(GetString(f->attrs(), "activation"), "silu");
+    EXPECT_EQ(Count(*g, "sigmoid") + Count(*g, "mul"), 0);
+    ExpectSameOutputs(text, *g, 1e-4);
+  }
+}
+
+TEST(FuseConvEpilogue, ValuesReadElsewhereStay) {
+  // The batch norm's output is also a graph output: conv, bias and batch norm fuse, the
+  // relu stays and reads the fused node.
+  std::string text = ConvBnGraph("  %y = relu(%n) : f32[2,8,5,5]\n", "%y", "  output %n\n");
+  std::unique_ptr<Graph> g = Fused(text);
+  const Node* f = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "none");
+  EXPECT_EQ(Count(*g, "relu"), 1);
+  ExpectSameOutputs(text, *g, 1e-4);
+
+  // A sigmoid read by something else besides the mul: not SiLU; the mul, the sigmoid and
+  // the activation-free epilogue remain.
+  text = ConvBnGraph("  %s = sigmoid(%n) : f32[2,8,5,5]\n  %y = mul(%n, %s) : f32[2,8,5,5]\n",
+                     "%y", "  output %s\n");
+  g = Fused(text);
+  f = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "none");
+  EXPECT_EQ(Count(*g, "sigmoid") + Count(*g, "mul"), 2);
+  ExpectSameOutputs(text, *g, 1e-4);
+
+  // The convolution's own result is read twice: nothing fuses.
+  text = R"(graph g {
+  input %x : f32[1,4,6,6]
+  input %w : f32[4,1,3,3]
+  %c = conv2d(%x, %w) {dilation = [1, 1], groups = 4, padding = [1, 1], stride = [1, 1]} : f32[1,4,6,6]
+  %y = relu(%c) : f32[1,4,6,6]
+  %z = add(%c, %y) : f32[1,4,6,6]
+  output %z
+})";
+  g = Fused(text);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 0);
+  EXPECT_EQ(Count(*g, "conv2d"), 1);
+}
+
+TEST(FuseConvEpilogue, DepthwiseBiasAndHardswishWithoutBatchNorm) {
+  std::string text = R"(graph g {
+  input %x : f32[2,6,7,7]
+  input %w : f32[6,1,3,3]
+  input %b : f32[6,1,1]
+  %c = conv2d(%x, %w) {dilation = [1, 1], groups = 6, padding = [1, 1], stride = [1, 1]} : f32[2,6,7,7]
+  %cb = add(%b, %c) : f32[2,6,7,7]
+  %y = hardswish(%cb) : f32[2,6,7,7]
+  output %y
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  const Node* f = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_TRUE(GetBool(f->attrs(), "bias"));
+  EXPECT_FALSE(GetBool(f->attrs(), "batch_norm"));
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "hardswish");
+  EXPECT_EQ(GetInt(f->attrs(), "groups"), 6);
+  ExpectSameOutputs(text, *g, 1e-4);
+}
+
+}  // namespace
+}  // namespace tg
