@@ -8,8 +8,16 @@ namespace tg {
 
 HostTensor::HostTensor(TensorType type) : type_(std::move(type)), bytes_(type_.bytes(), 0) {}
 
-HostTensor::HostTensor(TensorType type, const void* data) : HostTensor(std::move(type)) {
+HostTensor::HostTensor(TensorType type, const void* data) : type_(std::move(type)) {
+  bytes_.resize(type_.bytes());  // uninitialized: the copy writes every byte
   if (!bytes_.empty()) std::memcpy(bytes_.data(), data, bytes_.size());
+}
+
+HostTensor HostTensor::Uninitialized(TensorType type) {
+  HostTensor t;
+  t.type_ = std::move(type);
+  t.bytes_.resize(t.type_.bytes());
+  return t;
 }
 
 double HostTensor::GetAsDouble(int64_t i) const {

@@ -4,9 +4,11 @@
 
 #include <cstring>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "ir/tensor_type.h"
+#include "support/buffer_cache.h"
 
 namespace tg {
 
@@ -15,6 +17,8 @@ class HostTensor {
   HostTensor() = default;
   explicit HostTensor(TensorType type);  // zero-filled
   HostTensor(TensorType type, const void* data);
+  // Contents unspecified: for results every element of which a run writes (I/O buffers).
+  static HostTensor Uninitialized(TensorType type);
 
   const TensorType& type() const { return type_; }
   void* data() { return bytes_.data(); }
@@ -32,7 +36,7 @@ class HostTensor {
 
  private:
   TensorType type_;
-  std::vector<uint8_t> bytes_;
+  std::vector<uint8_t, HostBufferAllocator<uint8_t>> bytes_;  // see support/buffer_cache.h
 };
 
 // Conversions for the 16-bit float formats (round to nearest even).

@@ -80,7 +80,10 @@ std::vector<HostTensor> Executable::MakeResults(int64_t steps, OutputMode mode,
     TensorType t = v->type();
     if (replicated()) t.shape.insert(t.shape.begin(), replicas());
     if (rows > 0) t.shape.insert(t.shape.begin(), rows);
-    results.emplace_back(t);
+    // Every element is written by the run (each step's row, or the last step's) except when
+    // steps add into it; pipelined programs stage and broadcast, and start from zeros.
+    const bool written = mode != OutputMode::kSum && !pipelined();
+    results.push_back(written ? HostTensor::Uninitialized(t) : HostTensor(t));
   }
   return results;
 }
