@@ -112,6 +112,12 @@ std::vector<OpSample> MatmulSamples() {
           s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false)};
 }
 
+// A variable or constant right operand (a Linear layer's weight): oneDNN may keep it in its
+// blocked layout while the variables do not change (RunContext::variables_version).
+bool IsWeight(const Value* b) {
+  return b->kind() == ValueKind::kVariable || b->kind() == ValueKind::kConstant;
+}
+
 // ---- matmul_epilogue: act(op(a) @ op(b) + bias), made by passes/fuse_matmul_epilogue.cc ----
 
 cpu::Activation ActivationOf(const Node& n) {
@@ -154,10 +160,11 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
     cpu::Activation act = ActivationOf(n);
     if constexpr (std::is_same_v<T, float>) {
       if (!reference) {
-        cpu::OnednnMatmul mm(p, {true, act});
-        return [mm](const KernelArgs& a) {
+        const bool weight = IsWeight(n.input(1));
+        cpu::OnednnMatmul mm(p, {true, act}, weight);
+        return [mm, weight](const KernelArgs& a) {
           mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
-                 dense::In<float>(a, 2));
+                 dense::In<float>(a, 2), weight ? &a.ctx->variables_version : nullptr);
         };
       }
     }
@@ -211,9 +218,11 @@ void RegisterMatmulOps(OpRegistry& r) {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
     if constexpr (std::is_same_v<T, float>) {
-      cpu::OnednnMatmul mm(p);
-      return [mm](const KernelArgs& a) {
-        mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+      const bool weight = IsWeight(n.input(1));
+      cpu::OnednnMatmul mm(p, {}, weight);
+      return [mm, weight](const KernelArgs& a) {
+        mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0), nullptr,
+               weight ? &a.ctx->variables_version : nullptr);
       };
     } else {
       return [p](const KernelArgs& a) {

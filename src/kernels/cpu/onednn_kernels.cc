@@ -71,7 +71,8 @@ std::string ImplementationOf(const dnnl::primitive& prim) {
 
 }  // namespace
 
-OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue)
+OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue,
+                           bool prepack_b)
     : n_(p.n), epilogue_(epilogue) {
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
@@ -98,11 +99,27 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
   if (epilogue.bias) {
     std::vector<int64_t> ones(p.batch.size(), 1);
     bias_md_ = memory::desc(Concat(ones, 1, p.n), f32, MatrixStrides(ones, 1, p.n, false));
-    dnnl::matmul::desc desc(a_md_, b_md_, bias_md_, out_md_);
-    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, CpuEngine()));
-  } else {
-    dnnl::matmul::desc desc(a_md_, b_md_, out_md_);
-    prim_ = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, CpuEngine()));
+  }
+  auto make_pd = [&](const memory::desc& b_md) {
+    return epilogue.bias
+               ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md_, b_md, bias_md_, out_md_),
+                                              attr, CpuEngine())
+               : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md_, b_md, out_md_), attr,
+                                              CpuEngine());
+  };
+  prim_ = dnnl::matmul(make_pd(b_md_));
+  const bool one_b = std::all_of(p.b_batch.begin(), p.b_batch.end(),
+                                 [](int64_t d) { return d == 1; });
+  if (prepack_b && one_b) {
+    // Let oneDNN choose b's layout; keep its choice when it differs from ours.
+    memory::desc b_any(b_md_.dims(), f32, memory::format_tag::any);
+    dnnl::matmul::primitive_desc packed = make_pd(b_any);
+    if (packed.weights_desc() != b_md_) {
+      prim_ = dnnl::matmul(packed);
+      b_packed_ = memory(packed.weights_desc(), CpuEngine());
+      b_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), b_md_, CpuEngine(),
+                                                               packed.weights_desc()));
+    }
   }
   stream_ = dnnl::stream(CpuEngine());
 }
@@ -112,7 +129,8 @@ std::string OnednnMatmul::implementation() const {
   return ImplementationOf(prim_);
 }
 
-void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias) const {
+void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias,
+                       const uint64_t* b_version) const {
   if (empty_) return;
   if (zero_fill_ > 0) {  // an empty contraction: act(0 + bias)
     for (int64_t i = 0; i < zero_fill_; ++i) {
@@ -124,6 +142,16 @@ void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* 
   std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Bind(a_md_, a)},
                                           {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
                                           {DNNL_ARG_DST, Bind(out_md_, out)}};
+  if (packs_b()) {
+    PackedFrom& from = *packed_from_;
+    const bool current = b_version != nullptr && from.data == b && from.version == *b_version;
+    if (!current) {
+      b_reorder_.execute(stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
+      from.data = b_version != nullptr ? b : nullptr;
+      from.version = b_version != nullptr ? *b_version : 0;
+    }
+    args[DNNL_ARG_WEIGHTS] = b_packed_;
+  }
   if (epilogue_.bias) args.emplace(DNNL_ARG_BIAS, Bind(bias_md_, bias));
   prim_.execute(stream_, args);
   stream_.wait();

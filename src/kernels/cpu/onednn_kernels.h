@@ -29,11 +29,18 @@ struct MatmulEpilogue {
 // out = op(a) * op(b) with batch broadcasting; see MatmulParams.
 class OnednnMatmul {
  public:
-  explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {});
-  // `bias`: n values when the epilogue has a bias.
-  void Run(const float* a, const float* b, float* out, const float* bias = nullptr) const;
+  // `prepack_b`: b is a weight (a variable or constant, one matrix for every batch), which
+  // oneDNN may keep in its own blocked layout across runs (see Run's b_version).
+  explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {},
+                        bool prepack_b = false);
+  // `bias`: n values when the epilogue has a bias. `b_version`: when given (prepack_b), b's
+  // blocked copy is reused while b and *b_version are unchanged.
+  void Run(const float* a, const float* b, float* out, const float* bias = nullptr,
+           const uint64_t* b_version = nullptr) const;
   // The implementation oneDNN chose ("brg:avx512_core", "gemm:jit", ...; "" when empty).
   std::string implementation() const;
+  // Whether b is reordered into a blocked layout (kept across runs while unchanged).
+  bool packs_b() const { return b_packed_.get(true) != nullptr; }
 
  private:
   bool empty_ = false;     // nothing to compute (a zero-sized output)
@@ -42,6 +49,14 @@ class OnednnMatmul {
   MatmulEpilogue epilogue_;
   dnnl::matmul prim_;
   dnnl::memory::desc a_md_, b_md_, out_md_, bias_md_;
+  // b in the layout the primitive chose, when it chose one (prepack_b); shared by copies.
+  mutable dnnl::memory b_packed_;
+  dnnl::reorder b_reorder_;
+  struct PackedFrom {
+    const void* data = nullptr;
+    uint64_t version = 0;
+  };
+  std::shared_ptr<PackedFrom> packed_from_ = std::make_shared<PackedFrom>();
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
 };
 
