@@ -27,6 +27,7 @@ using dense::F32;
 
 struct EpilogueSpec {
   bool bias = false, batch_norm = false;
+  cpu::ConvLayout layout;  // x and / or y in oneDNN's channel-blocked layout
   double eps = 1e-5;
   cpu::Activation activation = cpu::Activation::kNone;
   int num_inputs() const { return 2 + (bias ? 1 : 0) + (batch_norm ? 4 : 0); }
@@ -37,6 +38,9 @@ EpilogueSpec SpecOf(const AttrMap& attrs) {
   s.bias = GetBool(attrs, "bias");
   s.batch_norm = GetBool(attrs, "batch_norm");
   s.eps = GetFloat(attrs, "eps");
+  // Absent in nodes made before the layout attributes existed (files, AddNode): NCHW.
+  s.layout.src_blocked = attrs.count("src_blocked") != 0 && GetBool(attrs, "src_blocked");
+  s.layout.dst_blocked = attrs.count("dst_blocked") != 0 && GetBool(attrs, "dst_blocked");
   const std::string& act = GetString(attrs, "activation");
   TG_CHECK(cpu::ActivationFromName(act, &s.activation), kShape,
            "conv2d_epilogue: expected activation none, relu, gelu, gelu_tanh, silu, sigmoid or "
@@ -53,6 +57,11 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
            "), got ", ctx.inputs.size());
   dense::CheckSameFloat(ctx, op);
   cpu::Conv2dParams p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, op);
+  // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
+  TG_CHECK(!s.layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
+           "channels divisible by 16, got ", p.c);
+  TG_CHECK(!s.layout.dst_blocked || p.o % 16 == 0, kShape, op, ": dst_blocked needs output "
+           "channels divisible by 16, got ", p.o);
   for (size_t i = 2; i < ctx.inputs.size(); ++i) {
     TG_CHECK(ctx.in(i).shape == Shape{p.o}, kShape, op, ": expected input ", i, " of shape [",
              p.o, "] (one value per output channel), got ", ctx.in(i).ToString());
@@ -79,15 +88,43 @@ void FoldEpilogue(const EpilogueSpec& s, const KernelArgs& a, int64_t channels, 
   }
 }
 
-// The reference: the convolution's loops, then the epilogue per element in double.
+// NCHW <-> nChw{B}c (B = cpu::ActivationBlock()) of an [n, c, plane] tensor, c % B == 0.
+template <typename T>
+void Reblock(const T* src, T* dst, int64_t n, int64_t c, int64_t plane, bool to_blocked) {
+  const int64_t b = cpu::ActivationBlock();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t ch = 0; ch < c; ++ch) {
+      for (int64_t pos = 0; pos < plane; ++pos) {
+        const int64_t plain = (i * c + ch) * plane + pos;
+        const int64_t blocked = ((i * (c / b) + ch / b) * plane + pos) * b + ch % b;
+        if (to_blocked) dst[blocked] = src[plain];
+        else dst[plain] = src[blocked];
+      }
+    }
+  }
+}
+
+// The reference: the convolution's loops, then the epilogue per element in double (on NCHW
+// copies of blocked operands).
 template <typename T>
 Kernel MakeRef(const Node& n) {
   const cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
                                          n.attrs(), n.op());
   const EpilogueSpec s = SpecOf(n.attrs());
   return [p, s](const KernelArgs& a) {
+    const T* x = dense::In<T>(a, 0);
+    std::vector<T> x_plain, y_plain;
+    if (s.layout.src_blocked) {
+      x_plain.resize(p.n * p.c * p.h * p.w);
+      Reblock(x, x_plain.data(), p.n, p.c, p.h * p.w, false);
+      x = x_plain.data();
+    }
     T* y = dense::Out<T>(a, 0);
-    cpu::Conv2dForwardRef<T>(p, dense::In<T>(a, 0), dense::In<T>(a, 1), y);
+    if (s.layout.dst_blocked) {
+      y_plain.resize(p.n * p.o * p.oh * p.ow);
+      y = y_plain.data();
+    }
+    cpu::Conv2dForwardRef<T>(p, x, dense::In<T>(a, 1), y);
     std::vector<double> scale(p.o), shift(p.o);
     FoldEpilogue<T>(s, a, p.o, scale.data(), shift.data());
     const int64_t plane = p.oh * p.ow;
@@ -96,6 +133,7 @@ Kernel MakeRef(const Node& n) {
       const double v = static_cast<double>(y[i]) * scale[o] + shift[o];
       y[i] = static_cast<T>(cpu::ApplyActivation(s.activation, v));
     }
+    if (s.layout.dst_blocked) Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true);
   };
 }
 
@@ -149,7 +187,7 @@ Kernel MakeCpu(auto t, const Node& n) {
     cpu::ConvEpilogue epilogue;
     epilogue.bias = s.bias || s.batch_norm;
     epilogue.activation = s.activation;
-    cpu::OnednnConv2d conv(p, cpu::ConvPass::kForward, epilogue);
+    cpu::OnednnConv2d conv(p, cpu::ConvPass::kForward, epilogue, s.layout);
     // Weights (and batch norm parameters) that are variables or constants change only
     // between runs that bump the variables version: their fold and blocked copy are kept.
     bool cacheable = true;
@@ -182,6 +220,7 @@ std::vector<OpSample> ConvEpilogueSamples() {
     const char* activation;
     int64_t groups = 1;
     std::vector<int64_t> stride{1, 1}, padding{1, 1};
+    bool src_blocked = false, dst_blocked = false;
   };
   const Case cases[] = {
       {{2, 3, 6, 6}, {8, 3, 3, 3}, true, false, "relu"},
@@ -193,13 +232,18 @@ std::vector<OpSample> ConvEpilogueSamples() {
       {{2, 3, 5, 5}, {5, 3, 3, 3}, true, false, "gelu"},
       {{1, 16, 4, 4}, {16, 16, 1, 1}, false, true, "gelu_tanh", 1, {1, 1}, {0, 0}},
       {{1, 2, 3, 3}, {3, 2, 3, 3}, false, false, "silu"},
+      // channel-blocked input and / or output (block-conv-layout), 16 channels
+      {{2, 16, 5, 5}, {16, 16, 3, 3}, true, true, "relu", 1, {1, 1}, {1, 1}, true, true},
+      {{1, 16, 6, 6}, {16, 1, 3, 3}, false, true, "silu", 16, {2, 2}, {1, 1}, true, false},
+      {{1, 3, 6, 6}, {32, 3, 3, 3}, true, false, "none", 1, {1, 1}, {1, 1}, false, true},
   };
   std::vector<OpSample> out;
   for (const Case& c : cases) {
     OpSample s;
     s.attrs = {{"stride", c.stride},  {"padding", c.padding},      {"dilation", std::vector<int64_t>{1, 1}},
                {"groups", c.groups},  {"bias", c.bias},            {"batch_norm", c.batch_norm},
-               {"eps", 1e-5},         {"activation", std::string(c.activation)}};
+               {"eps", 1e-5},         {"activation", std::string(c.activation)},
+               {"src_blocked", c.src_blocked}, {"dst_blocked", c.dst_blocked}};
     s.inputs = {F32(c.x), F32(c.w)};
     s.init = {InputInit::Normal(), InputInit::Normal()};
     const int64_t o = c.w[0];
@@ -235,7 +279,9 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
              {"bias", false},
              {"batch_norm", false},
              {"eps", 1e-5},
-             {"activation", std::string("none")}};
+             {"activation", std::string("none")},
+             {"src_blocked", false},
+             {"dst_blocked", false}};
   d.infer = InferConvEpilogue;
   d.not_differentiable = true;  // made after autodiff, by a pass
   d.kernels[DeviceKind::kCpu] =
@@ -252,7 +298,10 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
   d.doc = "act(bn(conv2d(x, w) + bias)) in one pass over the output: optional bias [O], "
           "optional inference batch norm (weight, bias, running_mean, running_var [O], eps) "
           "folded into a per-channel scale and shift, activation none, relu, gelu, gelu_tanh, "
-          "silu, sigmoid or hardswish (oneDNN post-ops). Made by the fuse-conv-epilogue pass";
+          "silu, sigmoid or hardswish (oneDNN post-ops). src_blocked / dst_blocked: x / y are "
+          "in oneDNN's nChw8c (nChw16c with AVX-512) layout, handed between convolutions "
+          "(channels divisible by 16). Made by the fuse-conv-epilogue and block-conv-layout "
+          "passes";
   r.Register(std::move(d));
 }
 

@@ -117,6 +117,8 @@ class FuseConvEpiloguePass : public Pass {
       attrs["batch_norm"] = bn != nullptr;
       attrs["eps"] = bn != nullptr ? GetFloat(bn->attrs(), "eps") : 1e-5;
       attrs["activation"] = activation;
+      attrs["src_blocked"] = false;  // NCHW; block-conv-layout may change it
+      attrs["dst_blocked"] = false;
       Node* fused = graph.AddNode("conv2d_epilogue", inputs, {last->output()->type()}, attrs,
                                   last);
       fused->set_source(conv->source());

@@ -16,5 +16,6 @@ std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_
 std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recompute.cc
 std::unique_ptr<Pass> CreateFuseMatmulEpiloguePass();  // "fuse-matmul-epilogue"
 std::unique_ptr<Pass> CreateFuseConvEpiloguePass();    // "fuse-conv-epilogue"
+std::unique_ptr<Pass> CreateBlockConvLayoutPass();     // "block-conv-layout"
 
 }  // namespace tg

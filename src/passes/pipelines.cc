@@ -15,6 +15,7 @@ struct PassInfo {
 
 // Every pass known by name, sorted.
 constexpr PassInfo kPasses[] = {
+    {"block-conv-layout", CreateBlockConvLayoutPass},
     {"constant-fold", CreateConstantFoldPass},
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
@@ -40,6 +41,7 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"fuse-matmul-epilogue", "Linear layers: bias and activation in the matmul's output pass"},
     {"fuse-conv-epilogue", "conv -> bias -> batch norm -> activation in the conv's output pass"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
+    {"block-conv-layout", "conv -> conv hand-offs stay in oneDNN's blocked layout"},
     {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
     {"dce", "remove anything fusion left unused"},
 };

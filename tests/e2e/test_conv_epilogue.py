@@ -1,6 +1,7 @@
 """Convolution epilogues (passes/fuse_conv_epilogue.cc, op conv2d_epilogue): in inference a
 conv -> bias -> batch norm -> activation block runs as one oneDNN convolution with the batch
-norm folded into its weight and bias. These tests show it happens on the blocks real CNNs are
+norm folded into its weight and bias, and conv -> conv hand-offs stay in oneDNN's blocked
+layout (passes/block_conv_layout.cc). These tests show it happens on the blocks real CNNs are
 made of, gives eager PyTorch's numbers, refolds when the weights or running statistics change
 on the host, and leaves training (where the backward reads the intermediates) correct."""
 import copy
@@ -69,6 +70,9 @@ def test_conv_batch_norm_activation_blocks_fuse_and_match_eager(act, name):
     if name is not None:
         assert ir.count(f'activation = "{name}"') == 2, ir  # the projection has none
         assert f" = {name}(" not in ir and "fused_elementwise" not in ir, ir
+        # depthwise -> projection hands its activations over in oneDNN's blocked layout; the
+        # stem output, also read by the residual add, stays NCHW (block-conv-layout)
+        assert ir.count("dst_blocked = true") == 1 and ir.count("src_blocked = true") == 1, ir
 
 
 def test_the_fold_follows_weights_and_statistics_edited_on_the_host():

@@ -126,5 +126,58 @@ TEST(FuseConvEpilogue, DepthwiseBiasAndHardswishWithoutBatchNorm) {
   ExpectSameOutputs(text, *g, 1e-4);
 }
 
+// block-conv-layout: conv -> conv hand-offs of 16k channels stay channel-blocked.
+std::unique_ptr<Graph> Blocked(const std::string& text) {
+  std::unique_ptr<Graph> g = Fused(text);
+  PassContext ctx;
+  CreateBlockConvLayoutPass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+std::string ConvChain(int64_t mid, const std::string& extra_output = "") {
+  const std::string m = std::to_string(mid);
+  return R"(graph g {
+  input %x : f32[2,8,6,6]
+  input %w1 : f32[)" + m + R"(,8,1,1]
+  input %w2 : f32[)" + m + R"(,1,3,3]
+  input %w3 : f32[16,)" + m + R"(,1,1]
+  %a = conv2d(%x, %w1) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,)" + m + R"(,6,6]
+  %ra = relu(%a) : f32[2,)" + m + R"(,6,6]
+  %b = conv2d(%ra, %w2) {dilation = [1, 1], groups = )" + m + R"(, padding = [1, 1], stride = [2, 2]} : f32[2,)" + m + R"(,3,3]
+  %sb = silu(%b) : f32[2,)" + m + R"(,3,3]
+  %c = conv2d(%sb, %w3) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,3,3]
+  %y = sigmoid(%c) : f32[2,16,3,3]
+  output %y
+)" + extra_output + "}";
+}
+
+int CountAttr(const Graph& g, const std::string& attr) {
+  int n = 0;
+  for (const auto& node : g.nodes()) {
+    n += node->op() == "conv2d_epilogue" && node->attrs().count(attr) != 0 &&
+         GetBool(node->attrs(), attr);
+  }
+  return n;
+}
+
+TEST(BlockConvLayout, ConvToConvHandOffsStayBlocked) {
+  std::string text = ConvChain(32);
+  std::unique_ptr<Graph> g = Blocked(text);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 3);
+  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 2);  // the output stays NCHW
+  EXPECT_EQ(CountAttr(*g, "src_blocked"), 2);  // the graph input stays NCHW
+  ExpectSameOutputs(text, *g, 1e-4);
+}
+
+TEST(BlockConvLayout, OddChannelsAndSharedValuesStayNchw) {
+  std::unique_ptr<Graph> g = Blocked(ConvChain(24));  // 24 % 16 != 0: a padded block
+  EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0);
+  std::string text = ConvChain(32, "  output %sb\n");  // the middle value is also an output
+  g = Blocked(text);
+  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 1);  // only the first hand-off
+  ExpectSameOutputs(text, *g, 1e-4);
+}
+
 }  // namespace
 }  // namespace tg

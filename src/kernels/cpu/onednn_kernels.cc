@@ -157,8 +157,21 @@ void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* 
   stream_.wait();
 }
 
-OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue)
-    : epilogue_(epilogue), channels_(p.o), plane_(p.oh * p.ow), batch_(p.n) {
+int64_t ActivationBlock() {
+  static const int64_t block = [] {
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    const bool avx512 = isa == dnnl::cpu_isa::avx512_core || isa == dnnl::cpu_isa::avx512_core_vnni ||
+                        isa == dnnl::cpu_isa::avx512_core_bf16 ||
+                        isa == dnnl::cpu_isa::avx512_core_amx || isa == dnnl::cpu_isa::avx512_mic ||
+                        isa == dnnl::cpu_isa::avx512_mic_4ops;
+    return avx512 ? int64_t{16} : int64_t{8};
+  }();
+  return block;
+}
+
+OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue,
+                           const ConvLayout& layout)
+    : epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow), batch_(p.n) {
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -168,8 +181,9 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   }
   using tag = memory::format_tag;
   auto f32 = memory::data_type::f32;
-  memory::desc x_md({p.n, p.c, p.h, p.w}, f32, tag::nchw);
-  memory::desc y_md({p.n, p.o, p.oh, p.ow}, f32, tag::nchw);
+  const tag blocked = ActivationBlock() == 16 ? tag::nChw16c : tag::nChw8c;
+  memory::desc x_md({p.n, p.c, p.h, p.w}, f32, layout.src_blocked ? blocked : tag::nchw);
+  memory::desc y_md({p.n, p.o, p.oh, p.ow}, f32, layout.dst_blocked ? blocked : tag::nchw);
   Dims w_dims = p.groups == 1 ? Dims{p.o, p.c, p.kh, p.kw}
                               : Dims{p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw};
   memory::desc w_md(w_dims, f32, p.groups == 1 ? tag::oihw : tag::goihw);
@@ -257,6 +271,21 @@ std::string OnednnConv2d::implementation() const {
 }
 
 void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
+  if (layout_.dst_blocked) {  // [N, O / B, plane, B]: a bias per lane of each position
+    const int64_t b = ActivationBlock(), blocks = channels_ / b;
+    ParallelFor(batch_ * blocks, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const float* lane_bias = epilogue_.bias ? bias + (i % blocks) * b : nullptr;
+        for (int64_t pos = 0; pos < plane_; ++pos) {
+          float* y = out + (i * plane_ + pos) * b;
+          for (int64_t j = 0; j < b; ++j) {
+            BiasActivate(epilogue_.activation, y + j, 1, lane_bias ? lane_bias[j] : 0.0f);
+          }
+        }
+      }
+    });
+    return;
+  }
   ParallelFor(batch_ * channels_, std::max<int64_t>(1, 16384 / std::max<int64_t>(plane_, 1)),
               [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {

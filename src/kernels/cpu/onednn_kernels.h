@@ -75,10 +75,23 @@ struct ConvEpilogue {
   bool any() const { return bias || activation != Activation::kNone; }
 };
 
+// How a forward convolution's input and output are laid out in memory: NCHW, or oneDNN's
+// channel-blocked nChw8c / nChw16c (ActivationBlock() channels per block) where one
+// convolution feeds the next directly and the reorder out of and back into the blocked
+// layout between them is skipped (passes/block_conv_layout.cc; channels divisible by 16, so
+// both layouts have the byte size of NCHW).
+struct ConvLayout {
+  bool src_blocked = false, dst_blocked = false;
+};
+// The channel block of activations handed between convolutions on this CPU: 16 with
+// AVX-512, else 8. Every kernel of a process agrees on it.
+int64_t ActivationBlock();
+
 class OnednnConv2d {
  public:
-  // `epilogue`: forward convolutions only.
-  OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {});
+  // `epilogue`, `layout`: forward convolutions only.
+  OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {},
+               const ConvLayout& layout = {});
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable
   // or constant, and its blocked copy is reused while in1 and *in1_version are unchanged
   // (weight prepacking: an inference program reorders each weight once, not every step).
@@ -110,6 +123,7 @@ class OnednnConv2d {
   int64_t out_numel_ = 0;
   ConvEpilogue epilogue_;
   bool fused_in_primitive_ = false;
+  ConvLayout layout_;
   int64_t channels_ = 0, plane_ = 0, batch_ = 0;  // the output's O, oh * ow and N
   dnnl::primitive prim_;
   Operand operands_[3];  // in0, in1, out
