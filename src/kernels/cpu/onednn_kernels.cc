@@ -115,7 +115,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
     memory::desc b_any(b_md_.dims(), f32, memory::format_tag::any);
     dnnl::matmul::primitive_desc packed = make_pd(b_any);
     if (packed.weights_desc() != b_md_) {
-      prim_ = dnnl::matmul(packed);
+      packed_prim_ = dnnl::matmul(packed);
       b_packed_ = memory(packed.weights_desc(), CpuEngine());
       b_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), b_md_, CpuEngine(),
                                                                packed.weights_desc()));
@@ -126,7 +126,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
 
 std::string OnednnMatmul::implementation() const {
   if (empty_ || zero_fill_ > 0) return "";
-  return ImplementationOf(prim_);
+  return ImplementationOf(packs_b() ? packed_prim_ : prim_);
 }
 
 void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias,
@@ -142,18 +142,26 @@ void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* 
   std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Bind(a_md_, a)},
                                           {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
                                           {DNNL_ARG_DST, Bind(out_md_, out)}};
+  const dnnl::matmul* prim = &prim_;
   if (packs_b()) {
     PackedFrom& from = *packed_from_;
     const bool current = b_version != nullptr && from.data == b && from.version == *b_version;
-    if (!current) {
-      b_reorder_.execute(stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
-      from.data = b_version != nullptr ? b : nullptr;
-      from.version = b_version != nullptr ? *b_version : 0;
+    // Packed once and changed since, or no version to key a packed copy on: a weight that
+    // changes every run, cheaper to read as it is.
+    from.gave_up = !current && (from.packs >= 1 || b_version == nullptr);
+    if (!from.gave_up) {
+      if (!current) {
+        b_reorder_.execute(stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
+        from.data = b;
+        from.version = *b_version;
+        ++from.packs;
+      }
+      args[DNNL_ARG_WEIGHTS] = b_packed_;
+      prim = &packed_prim_;
     }
-    args[DNNL_ARG_WEIGHTS] = b_packed_;
   }
   if (epilogue_.bias) args.emplace(DNNL_ARG_BIAS, Bind(bias_md_, bias));
-  prim_.execute(stream_, args);
+  prim->execute(stream_, args);
   stream_.wait();
 }
 

@@ -34,20 +34,23 @@ class OnednnMatmul {
   explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {},
                         bool prepack_b = false);
   // `bias`: n values when the epilogue has a bias. `b_version`: when given (prepack_b), b's
-  // blocked copy is reused while b and *b_version are unchanged.
+  // blocked copy is reused while b and *b_version are unchanged. A b that changes between
+  // runs (a weight trained every step) is not worth packing each time: after it has, the
+  // kernel uses the unpacked primitive for good.
   void Run(const float* a, const float* b, float* out, const float* bias = nullptr,
            const uint64_t* b_version = nullptr) const;
   // The implementation oneDNN chose ("brg:avx512_core", "gemm:jit", ...; "" when empty).
   std::string implementation() const;
   // Whether b is reordered into a blocked layout (kept across runs while unchanged).
-  bool packs_b() const { return b_packed_.get(true) != nullptr; }
+  bool packs_b() const { return b_packed_.get(true) != nullptr && !packed_from_->gave_up; }
 
  private:
   bool empty_ = false;     // nothing to compute (a zero-sized output)
   int64_t zero_fill_ = 0;  // k == 0: the output is this many zeros (plus the epilogue)
   int64_t n_ = 0;
   MatmulEpilogue epilogue_;
-  dnnl::matmul prim_;
+  dnnl::matmul prim_;          // b as given
+  dnnl::matmul packed_prim_;   // b in b_packed_'s layout (prepack_b, when oneDNN chose one)
   dnnl::memory::desc a_md_, b_md_, out_md_, bias_md_;
   // b in the layout the primitive chose, when it chose one (prepack_b); shared by copies.
   mutable dnnl::memory b_packed_;
@@ -55,6 +58,8 @@ class OnednnMatmul {
   struct PackedFrom {
     const void* data = nullptr;
     uint64_t version = 0;
+    int packs = 0;         // reorders done
+    bool gave_up = false;  // b changed between runs: use prim_
   };
   std::shared_ptr<PackedFrom> packed_from_ = std::make_shared<PackedFrom>();
   mutable dnnl::stream stream_;  // a handle; waiting on it does not change the kernel
