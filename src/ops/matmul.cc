@@ -161,7 +161,8 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
     if constexpr (std::is_same_v<T, float>) {
       if (!reference) {
         const bool weight = IsWeight(n.input(1));
-        cpu::OnednnMatmul mm(p, {true, act}, weight);
+        cpu::OnednnMatmul mm(p, {true, act},
+                             weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
         return [mm, weight](const KernelArgs& a) {
           mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
                  dense::In<float>(a, 2), weight ? &a.ctx->variables_version : nullptr);
@@ -219,7 +220,7 @@ void RegisterMatmulOps(OpRegistry& r) {
     cpu::MatmulParams p = ParamsOf(n);
     if constexpr (std::is_same_v<T, float>) {
       const bool weight = IsWeight(n.input(1));
-      cpu::OnednnMatmul mm(p, {}, weight);
+      cpu::OnednnMatmul mm(p, {}, weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
       return [mm, weight](const KernelArgs& a) {
         mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0), nullptr,
                weight ? &a.ctx->variables_version : nullptr);

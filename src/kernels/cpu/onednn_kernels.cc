@@ -72,7 +72,7 @@ std::string ImplementationOf(const dnnl::primitive& prim) {
 }  // namespace
 
 OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue,
-                           bool prepack_b)
+                           PrepackB prepack_b)
     : n_(p.n), epilogue_(epilogue) {
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
@@ -110,11 +110,14 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
   prim_ = dnnl::matmul(make_pd(b_md_));
   const bool one_b = std::all_of(p.b_batch.begin(), p.b_batch.end(),
                                  [](int64_t d) { return d == 1; });
-  if (prepack_b && one_b) {
-    // Let oneDNN choose b's layout; keep its choice when it differs from ours.
+  if (prepack_b != PrepackB::kNo && one_b) {
+    // Let oneDNN choose b's layout; keep its choice as PrepackB says.
     memory::desc b_any(b_md_.dims(), f32, memory::format_tag::any);
     dnnl::matmul::primitive_desc packed = make_pd(b_any);
-    if (packed.weights_desc() != b_md_) {
+    const dnnl::memory::desc chosen = packed.weights_desc();
+    const bool blocked = chosen.data.format_kind == dnnl_blocked &&
+                         chosen.data.format_desc.blocking.inner_nblks > 0;
+    if ((blocked || prepack_b == PrepackB::kAnyLayout) && chosen != b_md_) {
       packed_prim_ = dnnl::matmul(packed);
       b_packed_ = memory(packed.weights_desc(), CpuEngine());
       b_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), b_md_, CpuEngine(),

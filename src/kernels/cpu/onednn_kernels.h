@@ -26,13 +26,18 @@ struct MatmulEpilogue {
   Activation activation = Activation::kNone;
 };
 
+// Whether a matmul keeps its right operand (a weight: a variable or constant, one matrix for
+// every batch) in the layout oneDNN chooses for it, across runs (see Run's b_version):
+// kIfBlocked keeps a blocked layout (brgemm's packed panels, AVX-512 and up) and not a plain
+// transpose (with AVX2's gemm:jit, reading a Linear weight untransposed measured 20% slower
+// on BERT-Base); kAnyLayout keeps whatever differs from b's own (tests of the mechanism).
+enum class PrepackB { kNo, kIfBlocked, kAnyLayout };
+
 // out = op(a) * op(b) with batch broadcasting; see MatmulParams.
 class OnednnMatmul {
  public:
-  // `prepack_b`: b is a weight (a variable or constant, one matrix for every batch), which
-  // oneDNN may keep in its own blocked layout across runs (see Run's b_version).
   explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {},
-                        bool prepack_b = false);
+                        PrepackB prepack_b = PrepackB::kNo);
   // `bias`: n values when the epilogue has a bias. `b_version`: when given (prepack_b), b's
   // blocked copy is reused while b and *b_version are unchanged. A b that changes between
   // runs (a weight trained every step) is not worth packing each time: after it has, the
