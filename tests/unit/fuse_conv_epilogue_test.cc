@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "passes/passes.h"
+#include "support/error.h"
 #include "unit/pass_test_util.h"
 
 namespace tg {
@@ -177,6 +178,25 @@ TEST(BlockConvLayout, OddChannelsAndSharedValuesStayNchw) {
   g = Blocked(text);
   EXPECT_EQ(CountAttr(*g, "dst_blocked"), 1);  // only the first hand-off
   ExpectSameOutputs(text, *g, 1e-4);
+}
+
+TEST(BlockConvLayout, BlockedAttributesNeedWholeChannelBlocks) {
+  // A hand-written (or crafted) graph claiming a blocked layout for 8 channels, which
+  // nChw16c would pad past the buffer, is refused when verified.
+  std::unique_ptr<Graph> g = ParseGraph(R"(graph g {
+  input %x : f32[1,8,4,4]
+  input %w : f32[8,8,1,1]
+  %y = conv2d_epilogue(%x, %w) {activation = "none", batch_norm = false, bias = false, dilation = [1, 1], dst_blocked = false, eps = 1e-05, groups = 1, padding = [0, 0], src_blocked = true, stride = [1, 1]} : f32[1,8,4,4]
+  output %y
+})");
+  try {
+    Verify(*g, &OpRegistry::Global());
+    FAIL() << "verified";
+  } catch (const Error& e) {
+    EXPECT_NE(e.message().find("src_blocked needs input channels divisible by 16"),
+              std::string::npos)
+        << e.message();
+  }
 }
 
 }  // namespace
