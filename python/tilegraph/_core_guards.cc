@@ -352,6 +352,14 @@ class TensorVersions {
     }
   }
 
+  bool valid() const { return valid_; }
+  // (data pointer, version or -1) of each tensor as recorded.
+  nb::list Recorded() const {
+    nb::list out;
+    for (const Entry& e : entries_) out.append(nb::make_tuple(e.data, e.version));
+    return out;
+  }
+
   bool Unchanged(nb::list named) const {
     if (!valid_ || static_cast<size_t>(nb::len(named)) != entries_.size()) return false;
     for (size_t i = 0; i < entries_.size(); ++i) {
@@ -409,5 +417,7 @@ void BindGuards(nb::module_& m) {
       .def("__len__", &ModuleGuard::size);
   nb::class_<TensorVersions>(m, "TensorVersions")
       .def(nb::init<nb::list>(), nb::arg("named"))
-      .def("unchanged", &TensorVersions::Unchanged, nb::arg("named"));
+      .def("unchanged", &TensorVersions::Unchanged, nb::arg("named"))
+      .def_prop_ro("valid", &TensorVersions::valid)
+      .def("recorded", &TensorVersions::Recorded);
 }

@@ -594,16 +594,17 @@ class PoplarExecutor:
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
-    def _set_guard(self):
-        self._guard = _guards.Guard(self.model, with_modes=self.training)
+    def _set_guard(self, fingerprint=None):
+        self._guard = _guards.Guard(self.model, self.training, fingerprint)
         self._synced = None
 
     def _guard_changed(self):
         """Whether the module really changed since capture, after the compiled guard said it
         may have (the fingerprint decides); if not, the compiled guard is taken afresh."""
-        if _guards.fingerprint(self.model, with_modes=self.training) != self._guard.fingerprint:
+        now = _guards.fingerprint(self.model, with_modes=self.training)
+        if now != self._guard.fingerprint:
             return True
-        self._set_guard()  # e.g. a parameter replaced by one of the same shape
+        self._set_guard(now)  # e.g. a parameter replaced by one of the same shape
         return False
 
     def _synced_tensors(self, checked=False):

@@ -116,11 +116,13 @@ def host_versions(named_tensors):
 
 
 class Guard:
-    """fingerprint(model) at construction, and a fast `unchanged(model)` check against it
-    (the C++ ModuleGuard, stricter: it also records parameter identities)."""
+    """fingerprint(model) at construction (or the one given, taken just now), and a fast
+    `unchanged(model)` check against it (the C++ ModuleGuard, stricter: it also records
+    parameter identities)."""
 
-    def __init__(self, model, with_modes):
-        self.fingerprint = fingerprint(model, with_modes)
+    def __init__(self, model, with_modes, fingerprint_now=None):
+        self.fingerprint = (fingerprint(model, with_modes) if fingerprint_now is None
+                            else fingerprint_now)
         self._compiled = _core.ModuleGuard(
             model, _PLAIN, torch.Tensor, torch.nn.Module, frozenset(_MODULE_INTERNALS),
             frozenset(() if with_modes else ("training",)), _HOOKS, with_modes, _MAX_ITEMS,
@@ -132,12 +134,21 @@ class Guard:
 
 class Versions:
     """host_versions(named_tensors) at construction, and a fast `unchanged(named_tensors)`
-    check against it (the same list of pairs, in the same order)."""
+    check against it (the same list of pairs, in the same order). The C++ snapshot is the
+    record; `versions`, host_versions' tuple, is built from it when asked for."""
 
     def __init__(self, named_tensors):
-        named_tensors = list(named_tensors)
-        self.versions = host_versions(named_tensors)
-        self._compiled = _core.TensorVersions(named_tensors)
+        self._named = named_tensors if isinstance(named_tensors, list) else list(named_tensors)
+        self._compiled = _core.TensorVersions(self._named)
+        self._versions = None if self._compiled.valid else host_versions(self._named)
+
+    @property
+    def versions(self):
+        if self._versions is None:
+            self._versions = tuple((name, data, None if version < 0 else version)
+                                   for (name, _), (data, version)
+                                   in zip(self._named, self._compiled.recorded()))
+        return self._versions
 
     def unchanged(self, named_tensors):
         return self._compiled.unchanged(named_tensors)

@@ -113,9 +113,8 @@ Kernel MakeCpu(auto t, const Node& n) {
     cpu::OnednnConv2d conv(p, PassOf(n));
     // A weight that is a variable or constant keeps its blocked copy across steps while
     // the variables do not change (RunContext::variables_version).
-    const ValueKind k1 = n.input(1)->kind();
-    const bool prepack = PassOf(n) != cpu::ConvPass::kBackwardWeight &&
-                         (k1 == ValueKind::kVariable || k1 == ValueKind::kConstant);
+    const bool prepack =
+        PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
     return [conv, prepack](const KernelArgs& a) {
       conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
                prepack ? &a.ctx->variables_version : nullptr);
@@ -202,11 +201,7 @@ OpDef ConvDef(const std::string& name) {
   d.kernels[DeviceKind::kCpu] = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
   d.kernels[DeviceKind::kReference] =
       dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
-  d.flops = [](const Node& n) {  // the same multiply-adds in all three passes
-    cpu::Conv2dParams p = ParamsOfNode(n);
-    return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
-           static_cast<double>(p.c / p.groups * p.kh * p.kw);
-  };
+  d.flops = [](const Node& n) { return ConvFlops(ParamsOfNode(n)); };
   return d;
 }
 

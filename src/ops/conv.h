@@ -18,4 +18,10 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
 // [N, O, oh, ow].
 Shape ConvOutShape(const cpu::Conv2dParams& p);
 
+// 2 x the multiply-adds of a convolution (the same in its forward and both backward passes).
+inline double ConvFlops(const cpu::Conv2dParams& p) {
+  return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
+         static_cast<double>(p.c / p.groups * p.kh * p.kw);
+}
+
 }  // namespace tg

@@ -69,6 +69,10 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   return {TensorType{ctx.in(0).dtype, ConvOutShape(p)}};
 }
 
+cpu::Conv2dParams ParamsOf(const Node& n) {
+  return ConvParams(n.input(0)->type().shape, n.input(1)->type().shape, n.attrs(), n.op());
+}
+
 // scale / shift per output channel: y = conv * scale + shift equals bn(conv + bias).
 template <typename T>
 void FoldEpilogue(const EpilogueSpec& s, const KernelArgs& a, int64_t channels, double* scale,
@@ -108,8 +112,7 @@ void Reblock(const T* src, T* dst, int64_t n, int64_t c, int64_t plane, bool to_
 // copies of blocked operands).
 template <typename T>
 Kernel MakeRef(const Node& n) {
-  const cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
-                                         n.attrs(), n.op());
+  const cpu::Conv2dParams p = ParamsOf(n);
   const EpilogueSpec s = SpecOf(n.attrs());
   return [p, s](const KernelArgs& a) {
     const T* x = dense::In<T>(a, 0);
@@ -181,8 +184,7 @@ Kernel MakeCpu(auto t, const Node& n) {
   if constexpr (!std::is_same_v<T, float>) {
     return MakeRef<T>(n);
   } else {
-    const cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
-                                           n.attrs(), n.op());
+    const cpu::Conv2dParams p = ParamsOf(n);
     const EpilogueSpec s = SpecOf(n.attrs());
     cpu::ConvEpilogue epilogue;
     epilogue.bias = s.bias || s.batch_norm;
@@ -191,12 +193,8 @@ Kernel MakeCpu(auto t, const Node& n) {
     // Weights (and batch norm parameters) that are variables or constants change only
     // between runs that bump the variables version: their fold and blocked copy are kept.
     bool cacheable = true;
-    for (int i = 1; i < s.num_inputs(); ++i) {
-      const ValueKind k = n.input(i)->kind();
-      cacheable = cacheable && (k == ValueKind::kVariable || k == ValueKind::kConstant);
-    }
-    const bool prepack_plain =
-        n.input(1)->kind() == ValueKind::kVariable || n.input(1)->kind() == ValueKind::kConstant;
+    for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && dense::IsWeight(n.input(i));
+    const bool prepack_plain = dense::IsWeight(n.input(1));
     auto state = std::make_shared<FoldedWeights>();  // per kernel copy's owner (per replica)
     return [conv, s, p, cacheable, prepack_plain, state](const KernelArgs& a) {
       const float* x = dense::In<float>(a, 0);
@@ -288,12 +286,7 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
       dense::FloatKernel(d.name, [](auto t, const Node& n) { return MakeCpu(t, n); });
   d.kernels[DeviceKind::kReference] = dense::FloatKernel(
       d.name, [](auto t, const Node& n) { return MakeRef<decltype(t)>(n); });
-  d.flops = [](const Node& n) {
-    cpu::Conv2dParams p = ConvParams(n.input(0)->type().shape, n.input(1)->type().shape,
-                                     n.attrs(), n.op());
-    return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
-           static_cast<double>(p.c / p.groups * p.kh * p.kw);
-  };
+  d.flops = [](const Node& n) { return ConvFlops(ParamsOf(n)); };
   d.samples = ConvEpilogueSamples();
   d.doc = "act(bn(conv2d(x, w) + bias)) in one pass over the output: optional bias [O], "
           "optional inference batch norm (weight, bias, running_mean, running_var [O], eps) "

@@ -39,6 +39,13 @@ KernelFactory FloatKernel(const std::string& op, Make make) {
   };
 }
 
+// A variable or constant operand: its contents change only between runs that move
+// RunContext::variables_version, so a kernel may keep data derived from it (a weight
+// prepacked into oneDNN's layout, a folded batch norm) while the version holds.
+inline bool IsWeight(const Value* v) {
+  return v->kind() == ValueKind::kVariable || v->kind() == ValueKind::kConstant;
+}
+
 inline TensorType F32(Shape shape) { return TensorType{DType::kF32, std::move(shape)}; }
 
 // Checks that all inputs share input 0's floating dtype.

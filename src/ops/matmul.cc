@@ -112,12 +112,6 @@ std::vector<OpSample> MatmulSamples() {
           s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false)};
 }
 
-// A variable or constant right operand (a Linear layer's weight): oneDNN may keep it in its
-// blocked layout while the variables do not change (RunContext::variables_version).
-bool IsWeight(const Value* b) {
-  return b->kind() == ValueKind::kVariable || b->kind() == ValueKind::kConstant;
-}
-
 // ---- matmul_epilogue: act(op(a) @ op(b) + bias), made by passes/fuse_matmul_epilogue.cc ----
 
 cpu::Activation ActivationOf(const Node& n) {
@@ -160,7 +154,7 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
     cpu::Activation act = ActivationOf(n);
     if constexpr (std::is_same_v<T, float>) {
       if (!reference) {
-        const bool weight = IsWeight(n.input(1));
+        const bool weight = dense::IsWeight(n.input(1));  // a Linear weight
         cpu::OnednnMatmul mm(p, {true, act},
                              weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
         return [mm, weight](const KernelArgs& a) {
@@ -219,7 +213,7 @@ void RegisterMatmulOps(OpRegistry& r) {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
     if constexpr (std::is_same_v<T, float>) {
-      const bool weight = IsWeight(n.input(1));
+      const bool weight = dense::IsWeight(n.input(1));
       cpu::OnednnMatmul mm(p, {}, weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
       return [mm, weight](const KernelArgs& a) {
         mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0), nullptr,
