@@ -22,14 +22,16 @@ ALLOWED = {
     "passes": {"ops", "ir", "kernels", "support"},
     "parallel": {"ops", "ir", "kernels", "support"},
     "lowering": {"ops", "ir", "kernels", "support"},
+    "tiles": {"lowering", "ops", "ir", "kernels", "support"},
     "devices": {"kernels", "support"},
-    "runtime": {"lowering", "passes", "parallel", "devices", "ops", "ir", "kernels", "support"},
-    "onnx": {"runtime", "autodiff", "lowering", "passes", "parallel", "devices", "ops", "ir",
-             "kernels", "support"},
+    "runtime": {"tiles", "lowering", "passes", "parallel", "devices", "ops", "ir", "kernels",
+                "support"},
+    "onnx": {"runtime", "autodiff", "tiles", "lowering", "passes", "parallel", "devices", "ops",
+             "ir", "kernels", "support"},
 }
 LIBRARY = {"support": "tg_support", "ir": "tg_ir", "kernels": "tg_kernels_cpu", "ops": "tg_ops",
            "autodiff": "tg_autodiff", "passes": "tg_passes", "parallel": "tg_parallel", "lowering": "tg_lowering",
-           "devices": "tg_devices", "runtime": "tg_runtime", "onnx": "tg_onnx"}
+           "tiles": "tg_tiles", "devices": "tg_devices", "runtime": "tg_runtime", "onnx": "tg_onnx"}
 INCLUDE = re.compile(r'^\s*#include\s+"([a-z_]+)/', re.M)
 
 

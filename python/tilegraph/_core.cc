@@ -292,8 +292,14 @@ NB_MODULE(_core, m) {
                                 bool profile, bool inplace, const std::string& device,
                                 int replicas, bool distributed, int stages,
                                 int pipeline_micro_batches, bool recompute_stages,
-                                bool stages_across_processes, int accumulation_steps) {
+                                bool stages_across_processes, int accumulation_steps,
+                                const std::string& ipu_target,
+                                const std::vector<double>& available_memory_proportion,
+                                bool ipu_allow_out_of_memory) {
         CompileOptions o;
+        o.ipu_target = ipu_target;
+        o.available_memory_proportion = available_memory_proportion;
+        o.ipu_allow_out_of_memory = ipu_allow_out_of_memory;
         o.accumulation_steps = accumulation_steps;
         o.stages_across_processes = stages_across_processes;
         o.recompute_stages = recompute_stages;
@@ -320,7 +326,9 @@ NB_MODULE(_core, m) {
          nb::arg("device") = "cpu", nb::arg("replicas") = 1, nb::arg("distributed") = false,
          nb::arg("stages") = 0, nb::arg("pipeline_micro_batches") = 0,
          nb::arg("recompute_stages") = false, nb::arg("stages_across_processes") = false,
-         nb::arg("accumulation_steps") = 0,
+         nb::arg("accumulation_steps") = 0, nb::arg("ipu_target") = "GC200",
+         nb::arg("available_memory_proportion") = std::vector<double>{},
+         nb::arg("ipu_allow_out_of_memory") = false,
          nb::rv_policy::take_ownership)
       .def("run", [](Executable& exe, const std::vector<Array>& inputs, int64_t steps,
                      const std::string& mode, int64_t every_n) {
@@ -439,6 +447,18 @@ NB_MODULE(_core, m) {
       .def("reset_profile", &Executable::ResetProfile, nb::call_guard<nb::gil_scoped_release>())
       .def_prop_ro("pipelined", &Executable::pipelined)
       .def_prop_ro("pipeline_fallback_reason", &Executable::pipeline_fallback_reason)
+      // The IPU Model's estimate (None on other devices): cycles of one step of one replica,
+      // and the whole report as JSON (docs/IPU_MODEL.md).
+      .def_prop_ro("ipu_step_cycles", [](const Executable& exe) -> std::optional<double> {
+        if (exe.tile_estimate() == nullptr) return std::nullopt;
+        return exe.tile_estimate()->step_cycles;
+      })
+      .def("ipu_report_json", [](const Executable& exe, double samples_per_step) -> std::string {
+        if (exe.tile_estimate() == nullptr) {
+          throw nb::value_error("ipu_report_json: the program was not compiled for the IPU Model");
+        }
+        return exe.tile_estimate()->ToJson(samples_per_step);
+      }, nb::arg("samples_per_step") = 0.0)
       .def("pipeline_stats", [](Executable& exe) {
         PipelineStats s = exe.pipeline_stats();
         nb::dict d;

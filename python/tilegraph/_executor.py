@@ -305,7 +305,8 @@ class PoplarExecutor:
                                        self.options._Popart.recompute_stages,
                                        stages_across_processes=self._stages_on_processes(),
                                        accumulation_steps=self.options.Training
-                                       .gradient_accumulation if self.training else 0)
+                                       .gradient_accumulation if self.training else 0,
+                                       **self._ipu_model_args())
         if exe.pipeline_fallback_reason:
             _warn_once("pipeline-fallback", "PipelinedExecution: this program runs its stages "
                        "one after another (as ShardedExecution: the same numbers, no overlap) "
@@ -314,6 +315,8 @@ class PoplarExecutor:
         for name, value in self._hyper.items():
             exe.set_hyperparam(name, value)
         self._cap, self._exe, self._attached = cap, exe, True
+        if self.options.ipu_model:
+            self._check_ipu_count(exe)
         if self.training:
             self.setOptimizer(self.optimizer)  # the optimizer's current hyperparameters
         self.copyWeightsToDevice()
@@ -782,14 +785,78 @@ class PoplarExecutor:
         return list(g.inputs) + list(self._exe.variables) + list(g.outputs)
 
     def cycleCount(self):
-        """PopTorch: the IPU cycles of the last call. tilegraph's CPU device counts time,
-        not cycles: this raises, naming what to use instead."""
+        """PopTorch: the IPU cycles of the last call. On the IPU Model
+        (Options().useIpuModel(True)) this is the compiler's estimate for the steps the last
+        call ran (an estimate, never a measurement); the CPU device counts time, not cycles,
+        and raises, naming what to use instead."""
         if not self.options.log_cycle_count:
             raise Error("cycleCount: cycle counting is off; enable it with "
                         "Options().logCycleCount(True)")
+        if self._exe is not None and self._exe.ipu_step_cycles is not None:
+            steps = self._exe.steps_completed_in_last_run
+            if steps == 0:
+                raise Error("cycleCount: the model has not run yet")
+            return int(round(self._exe.ipu_step_cycles * steps))
         raise Error("cycleCount: the CPU device has no IPU cycle counter; use "
-                    "getPerfCounters() / getLatency() (host times per call) or "
-                    "Options().enableProfiling(dir) and profile() (time per op)")
+                    "getPerfCounters() / getLatency() (host times per call), "
+                    "Options().enableProfiling(dir) and profile() (time per op), or the IPU "
+                    "Model's estimate (Options().useIpuModel(True))")
+
+    def ipuModelReport(self):
+        """The IPU Model's report as a dict (docs/IPU_MODEL.md): tile memory per tile and
+        category, liveness over the program, estimated cycles per compute set, overflows
+        and the largest contributors. Every cycle figure is an estimate."""
+        import json
+        if self._exe is None or self._exe.ipu_step_cycles is None:
+            raise Error("ipuModelReport: the model was not compiled for the IPU Model; set "
+                        "Options().useIpuModel(True) and call or compile() it first")
+        report = json.loads(self._exe.ipu_report_json(self._samples_per_step()))
+        report["ipus_attached"] = self._ipus_attached
+        return report
+
+    def writeIpuModelReport(self, path):
+        """Writes the IPU Model's report as one self-contained HTML page (and the JSON
+        beside it, same name with .json); returns the HTML path."""
+        import json
+        from . import ipu_report
+        report = self.ipuModelReport()
+        path = os.fspath(path)
+        with open(os.path.splitext(path)[0] + ".json", "w") as f:
+            json.dump(report, f)
+        return ipu_report.write_html(report, path)
+
+    def _ipu_model_args(self):
+        o = self.options
+        if not o.ipu_model:
+            return {}
+        proportions = o.available_memory_proportion
+        listed = [proportions.get(i, 0.6) for i in range(max(proportions, default=-1) + 1)]
+        return dict(device="ipu_model", ipu_target=o.ipu_model_target,
+                    available_memory_proportion=listed,
+                    ipu_allow_out_of_memory=o.ipu_allow_out_of_memory)
+
+    def _samples_per_step(self):
+        """Samples one step of one replica consumes (the first input's batch dimension)."""
+        if self._input_specs and self._input_specs[0][0]:
+            return float(self._input_specs[0][0][0])
+        return 1.0
+
+    def _check_ipu_count(self, exe):
+        """IPU devices come in powers of two: a model needing another count attaches the
+        next power of two with autoRoundNumIPUs, and is refused without it (as PopTorch)."""
+        import json
+        ipus = json.loads(exe.ipu_report_json(0.0))["num_ipus"] * self._replicas * \
+            max(1, self._processes)
+        attached = 1 << max(0, (ipus - 1).bit_length())
+        if attached != ipus and not self.options.ipu_settings.get("autoRoundNumIPUs"):
+            raise Error(f"useIpuModel: the model needs {ipus} IPUs (stages x replicas); IPU "
+                        f"devices come in powers of two: Options().autoRoundNumIPUs(True) "
+                        f"attaches {attached}")
+        self._ipus_attached = attached
+        if self.options.profiling_dir is not None:
+            os.makedirs(self.options.profiling_dir, exist_ok=True)
+            self.writeIpuModelReport(os.path.join(self.options.profiling_dir,
+                                                  "ipu_model_report.html"))
 
     def getPerfCounters(self):
         """PopTorch's host-side performance counters: for each of 'input',

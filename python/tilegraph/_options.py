@@ -40,6 +40,24 @@ def _no_effect(option, why="it is not built in tilegraph yet"):
                       stacklevel=3)
 
 
+# The emulated IPU's targets (src/tiles/ipu_target.cc spells the same names).
+_IPU_TARGETS = {"GC200", "ipu2", "mk2", "GC2", "ipu1", "mk1"}
+
+
+def _engine_option(name):
+    """A Poplar engine option from POPLAR_ENGINE_OPTIONS (a JSON object), as a lower-case
+    string, or None."""
+    import json
+    text = os.environ.get("POPLAR_ENGINE_OPTIONS")
+    if not text:
+        return None
+    try:
+        value = json.loads(text).get(name)
+    except (ValueError, AttributeError):
+        raise ValueError(f"POPLAR_ENGINE_OPTIONS: expected a JSON object, got {text!r}")
+    return None if value is None else str(value).lower()
+
+
 def _ipu_only(option, on_ipu):
     """A one-time warning for an option that only steers IPU hardware."""
     _no_effect(option, f"on an IPU it {on_ipu}; tilegraph's devices have no such "
@@ -481,6 +499,9 @@ class Options:
         self.show_progress_bar = True
         self.relax_optimizer_checks = False
         self.ipu_settings = {}  # IPU-only options as given (recorded, no effect)
+        self.ipu_model = False  # useIpuModel: the emulated IPU device (tiles/ in the core)
+        self.ipu_model_target = "GC200"
+        self.ipu_allow_out_of_memory = False
         self.Training = _TrainingOptions(self)
         self.Precision = _PrecisionOptions(self)
         self.Jit = _JitOptions(self)
@@ -698,12 +719,26 @@ class Options:
         _ipu_only(name, on_ipu)
         return self
 
-    def useIpuModel(self, use_model):
-        if _check_bool("useIpuModel", use_model):
-            return self._ipu_setting("useIpuModel", use_model, "runs the model on the IPU "
-                                     "Model, a software emulation of IPU tiles (tilegraph runs "
-                                     "it on this machine's CPU instead; the emulated IPU "
-                                     "device is planned)")
+    def useIpuModel(self, use_model, target=None, allow_out_of_memory=None):
+        """Runs on tilegraph's emulated IPU, the IPU Model: the CPU kernels compute (so the
+        numbers are the CPU device's) and the compiler lays the program onto the tiles of
+        `target` ("GC200" / "ipu2", the default, or "GC2" / "ipu1"; the environment's
+        POPTORCH_IPU_MODEL_VERSION when not given). A program that overflows a tile fails at
+        compile with what overflows and what would help, unless `allow_out_of_memory` (or
+        POPLAR_ENGINE_OPTIONS='{"debug.allowOutOfMemory": "true"}'). Estimates: cycleCount(),
+        ipuModelReport(), writeIpuModelReport(path)."""
+        self.ipu_model = _check_bool("useIpuModel", use_model)
+        if target is None:
+            target = os.environ.get("POPTORCH_IPU_MODEL_VERSION", "GC200")
+        if target not in _IPU_TARGETS:
+            raise ValueError(f"useIpuModel: unknown target {target!r}; expected one of "
+                             f"{sorted(_IPU_TARGETS)}")
+        self.ipu_model_target = target
+        if allow_out_of_memory is None:
+            allow_out_of_memory = _engine_option("debug.allowOutOfMemory") == "true"
+        self.ipu_allow_out_of_memory = _check_bool("useIpuModel(allow_out_of_memory)",
+                                                   bool(allow_out_of_memory))
+        self.ipu_settings = {**self.ipu_settings, "useIpuModel": use_model}
         return self
 
     def useIpuId(self, ipu_id):
@@ -726,9 +761,11 @@ class Options:
                                  "with each other and the host")
 
     def autoRoundNumIPUs(self, auto_round_num_ipus=True):
-        return self._ipu_setting("autoRoundNumIPUs", _check_bool("autoRoundNumIPUs",
-                                                                 auto_round_num_ipus),
-                                 "rounds the number of IPUs up to a power of two")
+        """IPU Model: a model needing a count of IPUs that is not a power of two attaches
+        the next power of two (without it, such a model is refused, as on IPUs)."""
+        value = _check_bool("autoRoundNumIPUs", auto_round_num_ipus)
+        self.ipu_settings = {**self.ipu_settings, "autoRoundNumIPUs": value}
+        return self
 
     def setAvailableMemoryProportion(self, available_memory_proportion):
         if not isinstance(available_memory_proportion, dict) or not all(
@@ -736,10 +773,16 @@ class Options:
                 for k, v in available_memory_proportion.items()):
             raise ValueError("setAvailableMemoryProportion: expected a dict like "
                              "{'IPU0': 0.5}")
-        self.available_memory_proportion = {int(k[3:]): float(v) for k, v in
-                                            available_memory_proportion.items()}
-        _ipu_only("setAvailableMemoryProportion", "bounds the tile memory matmuls and "
-                  "convolutions may use for temporaries")
+        values = {int(k[3:]): float(v) for k, v in available_memory_proportion.items()}
+        for ipu, value in values.items():
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"setAvailableMemoryProportion: IPU{ipu}: expected a "
+                                 f"proportion in (0, 1], got {value}")
+        self.available_memory_proportion = values
+        if not self.ipu_model:
+            _ipu_only("setAvailableMemoryProportion", "bounds the tile memory matmuls and "
+                      "convolutions may use for temporaries (tilegraph's IPU Model honours "
+                      "it: useIpuModel)")
         return self
 
     def enableStableNorm(self, enabled):

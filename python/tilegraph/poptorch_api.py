@@ -41,8 +41,9 @@ API = [
     ("PoplarExecutor.copyWeightsToDevice", IMPLEMENTED, ""),
     ("PoplarExecutor.setOptimizer", IMPLEMENTED, "new hyperparameters, no recompilation"),
     ("PoplarExecutor.copyNamedBuffersToDevice", IMPLEMENTED, "only the named buffers"),
-    ("PoplarExecutor.cycleCount", REFUSED, "the CPU device counts time, not IPU cycles: "
-                                           "raises, naming getPerfCounters / profile"),
+    ("PoplarExecutor.cycleCount", IMPLEMENTED, "on the IPU Model: the estimated cycles of "
+                                               "the last call; on the CPU device it raises, "
+                                               "naming getPerfCounters / profile"),
     ("PoplarExecutor.getPerfCounters", IMPLEMENTED, "host times per call (every step of a "
                                                     "call shares them)"),
     ("PoplarExecutor.getLatency", IMPLEMENTED, ""),
@@ -93,13 +94,15 @@ API = [
     ("Options.loadFromFile", IMPLEMENTED, "parses option calls; never executes the file"),
     ("Options.clone", IMPLEMENTED, ""),
     ("Options.toDict", IMPLEMENTED, ""),
-    ("Options.useIpuModel", WARNS, "runs on the CPU; the emulated IPU device is planned"),
+    ("Options.useIpuModel", IMPLEMENTED, "the emulated IPU: CPU kernels (same numbers), "
+                                         "tile memory fit and cycle estimates"),
     ("Options.useIpuId", WARNS, "IPU device selection"),
     ("Options.useOfflineIpuTarget", WARNS, "IPU compilation target"),
     ("Options.connectionType", WARNS, "IPU attach policy"),
     ("Options.syncPattern", WARNS, "IPU synchronisation"),
-    ("Options.autoRoundNumIPUs", WARNS, "IPU count rounding"),
-    ("Options.setAvailableMemoryProportion", WARNS, "IPU tile memory for temporaries"),
+    ("Options.autoRoundNumIPUs", IMPLEMENTED, "IPU Model: attaches the next power of two"),
+    ("Options.setAvailableMemoryProportion", IMPLEMENTED, "IPU Model: bounds the tile "
+                                                          "memory of matmul / conv temporaries"),
     ("Options.enableStableNorm", WARNS, "norms are always computed the stable way"),
     ("Options.enableSyntheticData", REFUSED, "not built"),
     ("Options.Training.gradientAccumulation", IMPLEMENTED, ""),

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "devices/cpu/cpu_device.h"
+#include "devices/ipu_model/ipu_model_device.h"
 #include "devices/reference/reference_device.h"
 #include "support/error.h"
 
@@ -23,6 +24,7 @@ std::unique_ptr<Device> CreateDevice(DeviceKind kind, const DeviceOptions& optio
   switch (kind) {
     case DeviceKind::kCpu: return std::make_unique<CpuDevice>(options);
     case DeviceKind::kReference: return std::make_unique<ReferenceDevice>();
+    case DeviceKind::kIpuModel: return std::make_unique<IpuModelDevice>(options);
   }
   Fail(ErrorKind::kUnsupported, "no device of kind ", DeviceKindName(kind));
 }

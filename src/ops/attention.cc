@@ -5,6 +5,8 @@
 // v [N, Sk, Dv], mask (additive) [1 or N, 1 or Sq, Sk]; outputs [N, Sq, Dv] and the rows'
 // log-sum-exp [N, Sq], which the backward uses to recompute the probabilities. Memory is
 // O(N * S * D): no [Sq, Sk] score matrix is stored (kernels/cpu/attention_kernels.h).
+#include <algorithm>
+
 #include "kernels/cpu/attention_kernels.h"
 #include "ops/builder.h"
 #include "ops/dispatch.h"
@@ -100,6 +102,16 @@ std::vector<AttrSpec> AttentionAttrs() {
           {"rng_key", int64_t{0}}};
 }
 
+// The products attention computes per (batch, head), as `products` GEMMs of the score
+// matrix's size: q k^T and p v forward; the backward recomputes p and forms dv, dp, dq, dk.
+GemmShapeFn AttentionGemm(int products) {
+  return [products](const Node& n) {
+    cpu::AttentionDims d = DimsOf(InputTypes(n, 4), n.attrs());
+    return GemmShape{static_cast<double>(products * d.n), static_cast<double>(d.sq),
+                     static_cast<double>(d.sk), static_cast<double>(std::max(d.d, d.dv))};
+  };
+}
+
 }  // namespace
 
 void RegisterAttentionOps(OpRegistry& r) {
@@ -125,6 +137,7 @@ void RegisterAttentionOps(OpRegistry& r) {
     return b.Op("attention_backward",
                 {g.I(0), g.I(1), g.I(2), g.I(3), g.O(0), g.O(1), go, glse}, g.attrs());
   };
+  f.gemm = AttentionGemm(2);
   f.kernels[DeviceKind::kCpu] = ForwardFactory();
   f.kernels[DeviceKind::kReference] = ForwardFactory();
   f.samples = {Sample(2, 3, 4, 5, 3, {1, 1, 4}, 0), Sample(3, 4, 4, 2, 2, {3, 4, 4}, 1),
@@ -146,6 +159,7 @@ void RegisterAttentionOps(OpRegistry& r) {
     DimsOf(c.inputs, c.attrs);
     return {c.in(0), c.in(1), c.in(2), c.in(3)};
   };
+  b.gemm = AttentionGemm(5);
   b.kernels[DeviceKind::kCpu] = BackwardFactory();
   b.kernels[DeviceKind::kReference] = BackwardFactory();
   // Its numbers are checked through attention's float64 gradient check; this sample runs

@@ -54,6 +54,17 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
 
 Shape ConvOutShape(const cpu::Conv2dParams& p) { return {p.n, p.o, p.oh, p.ow}; }
 
+GemmShape ConvGemm(const cpu::Conv2dParams& p, const std::string& op) {
+  const double g = static_cast<double>(p.groups);
+  const double pixels = static_cast<double>(p.n * p.oh * p.ow);
+  const double window = static_cast<double>(p.kh * p.kw);
+  const double in_per_group = static_cast<double>(p.c) / g;
+  const double out_per_group = static_cast<double>(p.o) / g;
+  if (op == "conv2d_backward_input") return {g, pixels, in_per_group, out_per_group * window};
+  if (op == "conv2d_backward_weight") return {g, out_per_group, in_per_group * window, pixels};
+  return {g, pixels, out_per_group, in_per_group * window};
+}
+
 namespace {
 
 using dense::F32;
@@ -202,6 +213,7 @@ OpDef ConvDef(const std::string& name) {
   d.kernels[DeviceKind::kReference] =
       dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
   d.flops = [](const Node& n) { return ConvFlops(ParamsOfNode(n)); };
+  d.gemm = [](const Node& n) { return ConvGemm(ParamsOfNode(n), n.op()); };
   return d;
 }
 

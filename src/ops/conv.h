@@ -7,6 +7,7 @@
 #include "ir/attr.h"
 #include "ir/tensor_type.h"
 #include "kernels/cpu/dense_params.h"
+#include "ops/registry.h"
 
 namespace tg {
 
@@ -23,5 +24,10 @@ inline double ConvFlops(const cpu::Conv2dParams& p) {
   return 2.0 * static_cast<double>(p.n * p.o * p.oh * p.ow) *
          static_cast<double>(p.c / p.groups * p.kh * p.kw);
 }
+
+// The implicit GEMM of a convolution pass, per group: forward and backward-input multiply
+// [N*oh*ow, C/g*kh*kw] (resp. [N*oh*ow, O/g*kh*kw]) by the weights; backward-weight multiplies
+// dy^T [O/g, N*oh*ow] by the unfolded input. Each has ConvFlops / 2 multiply-adds.
+GemmShape ConvGemm(const cpu::Conv2dParams& p, const std::string& op);
 
 }  // namespace tg

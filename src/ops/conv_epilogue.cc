@@ -287,6 +287,7 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
   d.kernels[DeviceKind::kReference] = dense::FloatKernel(
       d.name, [](auto t, const Node& n) { return MakeRef<decltype(t)>(n); });
   d.flops = [](const Node& n) { return ConvFlops(ParamsOf(n)); };
+  d.gemm = [](const Node& n) { return ConvGemm(ParamsOf(n), "conv2d"); };
   d.samples = ConvEpilogueSamples();
   d.doc = "act(bn(conv2d(x, w) + bias)) in one pass over the output: optional bias [O], "
           "optional inference batch norm (weight, bias, running_mean, running_var [O], eps) "

@@ -59,6 +59,13 @@ double MatmulFlops(const Node& n) {
          static_cast<double>(p.k);
 }
 
+GemmShape MatmulGemm(const Node& n) {
+  cpu::MatmulParams p = ParamsOf(n);
+  double batches = 1;
+  for (int64_t b : p.batch) batches *= static_cast<double>(b);
+  return {batches, static_cast<double>(p.m), static_cast<double>(p.n), static_cast<double>(p.k)};
+}
+
 std::vector<TensorType> InferMatmul(const InferContext& ctx) {
   const TensorType &a = ctx.in(0), &b = ctx.in(1);
   dense::CheckSameFloat(ctx, "matmul");
@@ -192,6 +199,7 @@ void RegisterMatmulEpilogue(OpRegistry& r) {
   d.kernels[DeviceKind::kCpu] = MatmulEpilogueKernel(false);
   d.kernels[DeviceKind::kReference] = MatmulEpilogueKernel(true);
   d.flops = MatmulFlops;
+  d.gemm = MatmulGemm;
   d.samples = MatmulEpilogueSamples();
   d.doc = "act(op(a) @ op(b) + bias[N]) in one pass over the output (oneDNN bias and post-op); "
           "activation none, relu, gelu (erf) or gelu_tanh. Made by the fuse-matmul-epilogue "
@@ -233,6 +241,7 @@ void RegisterMatmulOps(OpRegistry& r) {
     };
   });
   d.flops = MatmulFlops;
+  d.gemm = MatmulGemm;
   d.samples = MatmulSamples();
   d.doc = "out[..., M, N] = op(a) @ op(b), op = optional transpose of the last two dims; "
           "batch dims broadcast";

@@ -35,7 +35,7 @@ void OpRegistry::Register(OpDef def) {
 }
 
 const KernelFactory& OpDef::KernelFor(DeviceKind kind) const {
-  auto it = kernels.find(kind);
+  auto it = kernels.find(KernelLibraryOf(kind));
   TG_CHECK(it != kernels.end() && it->second != nullptr, kUnsupported, "op '", name,
            "' has no kernel for ", DeviceKindName(kind), " devices");
   return it->second;

@@ -86,6 +86,14 @@ struct InferContext {
 using InferFn = std::function<std::vector<TensorType>(const InferContext&)>;
 // Floating-point operations one execution of a node performs (profiling only; dense ops).
 using FlopsFn = std::function<double(const Node&)>;
+// The matrix products a dense op amounts to: `groups` independent [m, k] x [k, n] products
+// (a convolution as its implicit GEMM). Cost models split them over compute units (the
+// emulated IPU's tile planner, src/tiles/gemm_plan.h).
+struct GemmShape {
+  double groups = 1, m = 0, n = 0, k = 0;
+  double macs() const { return groups * m * n * k; }
+};
+using GemmShapeFn = std::function<GemmShape(const Node&)>;
 
 // ---- elementwise ------------------------------------------------------------------------
 // Elementwise ops also expose a block function so that fused kernels can evaluate a chain
@@ -156,6 +164,7 @@ struct OpDef {
   std::optional<ElementwiseDef> elementwise;
   std::map<DeviceKind, KernelFactory> kernels;  // at least kCpu and kReference
   FlopsFn flops;               // optional: lets the profile report GFLOP/s
+  GemmShapeFn gemm;            // optional (dense ops): the products it computes, for cost models
   std::vector<OpSample> samples;
   std::string doc;  // one line: what the op computes
 

@@ -78,6 +78,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
       exe->stage_groups_.push_back(std::make_unique<ReplicaGroup>(options.replicas, channel));
     }
   }
+  if (options.device == DeviceKind::kIpuModel) exe->EstimateOnIpuTiles();
   exe->FindOptimizerStepWork();
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
@@ -155,6 +156,19 @@ void Executable::SpreadStagesOverProcesses(const PipelineSegments& segments) {
   stage_groups_.resize(S);
   stage_groups_[pipeline_.my_device] = std::make_unique<ReplicaGroup>(1, same_device);
   PrepareRemotePipeline(segments);
+}
+
+// The IPU Model: lays the program onto the target's tiles; a program that does not fit
+// fails here, at compile, with what overflows and what would help.
+void Executable::EstimateOnIpuTiles() {
+  tiles::TileOptions t;
+  t.target = options_.ipu_target;
+  t.available_memory_proportion = options_.available_memory_proportion;
+  t.replicas = options_.replicas * (options_.communicator ? options_.communicator->size() : 1);
+  t.pipelined = pipelined();
+  tile_estimate_ = std::make_unique<tiles::TileEstimate>(tiles::EstimateOnTiles(program_, t));
+  TG_CHECK(tile_estimate_->fits || options_.ipu_allow_out_of_memory, kRuntime,
+           tile_estimate_->OutOfMemoryMessage());
 }
 
 // Refuses, before allocating, a program larger than the device's memory (a shape from a

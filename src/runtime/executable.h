@@ -35,6 +35,7 @@
 #include "parallel/pipeline_order.h"
 #include "runtime/pipeline.h"
 #include "runtime/replica_group.h"
+#include "tiles/tile_estimate.h"
 
 namespace tg {
 
@@ -83,6 +84,13 @@ struct CompileOptions {
   std::shared_ptr<Communicator> communicator;
   uint64_t seed = 0;
   bool profile = false;        // time every instruction
+  // DeviceKind::kIpuModel: the emulated IPU (tiles/ipu_target.h names the targets), the
+  // share of a tile dense ops may use for temporaries per IPU (empty: Poplar's 0.6), and
+  // whether a program that does not fit its tiles still compiles (Poplar's
+  // debug.allowOutOfMemory) instead of failing with the out-of-memory report.
+  std::string ipu_target = "GC200";
+  std::vector<double> available_memory_proportion;
+  bool ipu_allow_out_of_memory = false;
 };
 
 struct OpProfile {
@@ -159,6 +167,8 @@ class Executable {
   int feeds_read_in_place() const;
   size_t num_instructions() const { return program_.instructions.size(); }
   double compile_seconds() const { return compile_seconds_; }
+  // The IPU Model's tile mapping, memory fit and cycle estimate (null on other devices).
+  const tiles::TileEstimate* tile_estimate() const { return tile_estimate_.get(); }
   const Device& device() const { return *device_; }
   // Needs CompileOptions::profile. Aggregated by op kind, slowest first:
   std::vector<OpProfile> Profile() const;
@@ -274,6 +284,7 @@ class Executable {
   std::vector<OpProfile> InstructionEntries() const;  // instruction order
   static void AccumulateInto(void* acc, const TensorType& type, const void* src);
   void CheckFitsInMemory() const;
+  void EstimateOnIpuTiles();
 
   mutable std::mutex mutex_;  // serializes calls (see the class comment)
   CompileOptions options_;
@@ -304,6 +315,7 @@ class Executable {
   uint64_t seed_ = 0;
   uint64_t step_ = 0;
   double compile_seconds_ = 0;
+  std::unique_ptr<tiles::TileEstimate> tile_estimate_;
 };
 
 }  // namespace tg

@@ -1,0 +1,386 @@
+#include "tiles/tile_estimate.h"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+#include <unordered_map>
+
+#include "ops/registry.h"
+#include "support/error.h"
+#include "tiles/op_work.h"
+
+namespace tg::tiles {
+
+namespace {
+
+constexpr double kDefaultAvailableMemory = 0.6;  // Poplar's default proportion
+
+// Resident code of one codelet (per distinct op on a tile), by kind of work (assumed sizes).
+double CodeletBytes(WorkKind kind) {
+  switch (kind) {
+    case WorkKind::kGemm: return 3072;
+    case WorkKind::kReduction: return 1024;
+    case WorkKind::kCollective: return 1024;
+    case WorkKind::kElementwise: return 512;
+    case WorkKind::kDataMovement: return 512;
+    case WorkKind::kIpuTransfer: return 256;
+  }
+  return 512;
+}
+
+// The walk over the program: mappings, liveness and cycles, one IPU state per placement.
+class Walker {
+ public:
+  Walker(const Program& program, const TileOptions& options)
+      : program_(program), options_(options), target_(IpuTargetByName(options.target)),
+        tiles_(target_.tiles_per_ipu), roots_(ViewRoots(*program.graph)) {}
+
+  TileEstimate Run();
+
+ private:
+  struct IpuState {
+    std::vector<double> live, peak_dynamic, peak_live, peak_temp, variables, vertex, scratch;
+    std::vector<size_t> peak_step;
+    double live_sum = 0;
+    int cursor = 0;
+    double cycles = 0;
+    double program_steps = 0;  // compute sets + exchanges: control code on every tile
+    std::map<std::string, std::pair<WorkKind, std::vector<char>>> codelets;
+  };
+  struct Placed {
+    TileSpan span;
+    int ipu = 0;
+    size_t def = 0;       // the step that defines it
+    size_t last_use = 0;  // the last step that reads it
+    bool resident = false;  // variables, constants, hyperparameters: always alive
+    bool dead = false;      // its last reader has run
+  };
+
+  const Value* Root(const Value* v) const {
+    auto it = roots_.find(v);
+    return it == roots_.end() ? v : it->second;
+  }
+  int IpuOf(int placement) const { return std::max(0, placement); }
+  IpuState& State(int ipu);
+  TileSpan MapNew(int ipu, double bytes, int max_tiles);
+  void PlaceResident();
+  void FindLastUses();
+  void Step(size_t i);
+  void Finish(TileEstimate& e);
+  void FindContributors(TileEstimate& e) const;
+
+  const Program& program_;
+  const TileOptions& options_;
+  const IpuTarget& target_;
+  const int tiles_;
+  std::unordered_map<const Value*, const Value*> roots_;
+  std::vector<IpuState> ipus_;
+  std::unordered_map<const Value*, Placed> placed_;
+  std::unordered_map<const Value*, size_t> last_use_;  // root -> last step reading it
+  TileEstimate estimate_;
+  double clock_ = 0;  // sharded execution: one clock for all IPUs
+};
+
+Walker::IpuState& Walker::State(int ipu) {
+  while (static_cast<int>(ipus_.size()) <= ipu) {
+    IpuState s;
+    for (auto* v : {&s.live, &s.peak_dynamic, &s.peak_live, &s.peak_temp, &s.variables,
+                    &s.vertex, &s.scratch}) {
+      v->assign(tiles_, 0.0);
+    }
+    s.peak_step.assign(tiles_, 0);
+    ipus_.push_back(std::move(s));
+  }
+  return ipus_[ipu];
+}
+
+TileSpan Walker::MapNew(int ipu, double bytes, int max_tiles) {
+  IpuState& s = State(ipu);
+  TileSpan span = MapLinearly(bytes, std::min(max_tiles, tiles_), s.cursor);
+  s.cursor = (s.cursor + std::max(1, span.count)) % tiles_;
+  return span;
+}
+
+// Weights, optimizer state, constants and hyperparameters live on the IPU of their first
+// reader for the whole program, spread linearly.
+void Walker::PlaceResident() {
+  std::unordered_map<const Value*, int> first_reader_ipu;
+  for (const Instruction& inst : program_.instructions) {
+    for (const Value* in : inst.node->inputs()) first_reader_ipu.emplace(Root(in), inst.device);
+  }
+  const Graph& g = *program_.graph;
+  for (const auto* list : {&g.variables(), &g.constants(), &g.hyperparams()}) {
+    for (const Value* v : *list) {
+      auto it = first_reader_ipu.find(v);
+      int ipu = it == first_reader_ipu.end() ? 0 : IpuOf(it->second);
+      Placed p;
+      p.ipu = ipu;
+      p.resident = true;
+      p.span = MapNew(ipu, static_cast<double>(v->type().bytes()), tiles_);
+      AddSpan(State(ipu).variables, p.span);
+      placed_[v] = p;
+    }
+  }
+  // Streamed inputs: alive from the start of the step to their last use.
+  for (const Value* v : g.inputs()) {
+    auto it = first_reader_ipu.find(v);
+    int ipu = it == first_reader_ipu.end() ? 0 : IpuOf(it->second);
+    Placed p;
+    p.ipu = ipu;
+    p.span = MapNew(ipu, static_cast<double>(v->type().bytes()), tiles_);
+    IpuState& s = State(ipu);
+    AddSpan(s.live, p.span);
+    s.live_sum += p.span.bytes;
+    placed_[v] = p;
+  }
+}
+
+void Walker::FindLastUses() {
+  const size_t n = program_.instructions.size();
+  std::unordered_map<const Value*, size_t> last;
+  for (size_t i = 0; i < n; ++i) {
+    for (const Value* in : program_.instructions[i].node->inputs()) last[Root(in)] = i;
+  }
+  for (const Value* out : program_.graph->outputs()) last[Root(out)] = n;
+  for (const UpdateCopy& u : program_.update_copies) {
+    if (u.value != nullptr) last[Root(u.value)] = n;
+  }
+  last_use_ = std::move(last);
+}
+
+// One instruction: its outputs are mapped and become alive, its temporaries are alive
+// while it runs (the per-tile peak is taken then), and the values it reads last die.
+void Walker::Step(size_t i) {
+  const Instruction& inst = program_.instructions[i];
+  const Node& node = *inst.node;
+  const int ipu = IpuOf(inst.device);
+  IpuState& s = State(ipu);
+  OpSite site;
+  site.node = &node;
+  site.target = &target_;
+  double proportion = ipu < static_cast<int>(options_.available_memory_proportion.size())
+                          ? options_.available_memory_proportion[ipu]
+                          : kDefaultAvailableMemory;
+  site.available_bytes_per_tile = proportion * target_.bytes_per_tile;
+  for (const Value* in : node.inputs()) {
+    auto it = placed_.find(Root(in));
+    bool here = it != placed_.end() && it->second.ipu == ipu;
+    site.inputs.push_back(here ? it->second.span : TileSpan{});
+    site.input_resident.push_back(here && it->second.resident);
+  }
+  // Outputs that get new tile memory (not views, not updates written into a variable).
+  std::vector<const Value*> fresh;
+  for (size_t o = 0; o < node.outputs().size(); ++o) {
+    BufferSpace space = o < inst.outputs.size() ? inst.outputs[o].space : BufferSpace::kArena;
+    if (space == BufferSpace::kArena || space == BufferSpace::kWorking) {
+      fresh.push_back(node.output(o));
+    }
+  }
+  const WorkKind kind = ClassifyOp(node);
+  auto map_output = [&](const Value* v, int max_tiles) {
+    double bytes = static_cast<double>(v->type().bytes());
+    if (kind == WorkKind::kElementwise) {  // computed where a same-sized operand lies
+      for (const TileSpan& in : site.inputs) {
+        if (!in.empty() && in.bytes == bytes) return in;
+      }
+    }
+    return MapNew(ipu, bytes, max_tiles);
+  };
+  if (kind != WorkKind::kGemm && !node.outputs().empty()) {
+    site.output = map_output(node.output(0), tiles_);
+  }
+  int gemm_tiles = 0;
+  OpWork work = EstimateOp(site, &gemm_tiles);
+  if (kind == WorkKind::kGemm) site.output = map_output(node.output(0), gemm_tiles);
+  for (size_t o = 0; o < fresh.size(); ++o) {
+    Placed p;
+    p.ipu = ipu;
+    p.def = i;
+    p.span = fresh[o] == node.output(0) ? site.output : map_output(fresh[o], tiles_);
+    AddSpan(s.live, p.span);
+    s.live_sum += p.span.bytes;
+    placed_[fresh[o]] = p;
+  }
+  // The op's temporaries and resident vertex state, on the tiles it uses.
+  TileSpan op_tiles;
+  op_tiles.first = site.output.empty() ? s.cursor : site.output.first;
+  op_tiles.count = std::min(tiles_, std::max(1, work.tiles_used));
+  op_tiles.bytes_per_tile = work.temp_bytes_per_tile;
+  op_tiles.bytes = work.temp_bytes_per_tile * op_tiles.count;
+  AddSpan(s.scratch, op_tiles);
+  double step_max = 0;
+  for (int t = 0; t < tiles_; ++t) {
+    double now = s.live[t] + s.scratch[t];
+    step_max = std::max(step_max, now);
+    if (now > s.peak_dynamic[t]) {
+      s.peak_dynamic[t] = now;
+      s.peak_live[t] = s.live[t];
+      s.peak_temp[t] = s.scratch[t];
+      s.peak_step[t] = i;
+    }
+  }
+  AddSpan(s.scratch, op_tiles, -1.0);
+  TileSpan vertex_tiles = op_tiles;
+  vertex_tiles.bytes_per_tile = work.vertex_bytes_per_tile;
+  vertex_tiles.bytes = work.vertex_bytes_per_tile * vertex_tiles.count;
+  AddSpan(s.vertex, vertex_tiles);
+  auto& codelet = s.codelets[node.op()];
+  codelet.first = kind;
+  if (codelet.second.empty()) codelet.second.assign(tiles_, 0);
+  for (int k = 0; k < op_tiles.count; ++k) codelet.second[(op_tiles.first + k) % tiles_] = 1;
+  s.program_steps += 2.0 * work.compute_sets;  // each compute set with its exchange
+
+  ComputeSetEstimate cs;
+  cs.instruction = i;
+  cs.ipu = ipu;
+  cs.name = node.Describe();
+  cs.op = node.op();
+  cs.source = node.source();
+  cs.kind = WorkKindName(kind);
+  cs.sync_cycles = work.sync_cycles;
+  cs.exchange_cycles = work.exchange_cycles;
+  cs.compute_cycles = work.compute_cycles;
+  cs.link_cycles = work.link_cycles;
+  cs.tiles_used = op_tiles.count;
+  cs.start_cycle = options_.pipelined ? s.cycles : clock_;
+  s.cycles += cs.cycles();
+  clock_ += cs.cycles();
+  estimate_.compute_sets.push_back(std::move(cs));
+  estimate_.liveness.push_back({i, ipu, node.op(), s.live_sum + op_tiles.bytes, step_max});
+
+  // Values read for the last time here (and outputs nobody reads) die.
+  auto kill = [&](const Value* v) {
+    auto it = placed_.find(v);
+    if (it == placed_.end() || it->second.resident || it->second.dead) return;
+    IpuState& owner = State(it->second.ipu);
+    AddSpan(owner.live, it->second.span, -1.0);
+    owner.live_sum -= it->second.span.bytes;
+    it->second.dead = true;
+    it->second.last_use = i;
+  };
+  for (const Value* in : node.inputs()) {
+    const Value* r = Root(in);
+    auto lu = last_use_.find(r);
+    if (lu != last_use_.end() && lu->second == i) kill(r);
+  }
+  for (const Value* out : fresh) {
+    if (!last_use_.count(out)) kill(out);
+  }
+}
+
+void Walker::Finish(TileEstimate& e) {
+  const double capacity = target_.bytes_per_tile;
+  for (size_t ipu = 0; ipu < ipus_.size(); ++ipu) {
+    IpuState& s = ipus_[ipu];
+    IpuMemory m;
+    m.variables = s.variables;
+    m.activations = s.peak_live;
+    m.exchange = s.peak_temp;
+    m.vertex_state = s.vertex;
+    m.code.assign(tiles_, target_.base_code_bytes + target_.control_bytes_per_step * s.program_steps);
+    for (const auto& [op, codelet] : s.codelets) {
+      for (int t = 0; t < tiles_; ++t) m.code[t] += codelet.second[t] ? CodeletBytes(codelet.first) : 0;
+    }
+    m.total.assign(tiles_, 0);
+    for (int t = 0; t < tiles_; ++t) {
+      m.total[t] = m.variables[t] + m.activations[t] + m.exchange[t] + m.vertex_state[t] + m.code[t];
+      m.total_bytes += m.total[t];
+      if (m.total[t] > m.max_tile_bytes) {
+        m.max_tile_bytes = m.total[t];
+        m.max_tile = t;
+      }
+      if (m.total[t] > capacity) {
+        ++m.overflowing_tiles;
+        e.overflows.push_back({static_cast<int>(ipu), t, m.total[t], m.total[t] - capacity});
+      }
+    }
+    m.cycles = s.cycles;
+    e.fits &= m.overflowing_tiles == 0;
+    e.ipus.push_back(std::move(m));
+  }
+  std::sort(e.overflows.begin(), e.overflows.end(),
+            [](const TileOverflow& a, const TileOverflow& b) { return a.over_by > b.over_by; });
+  if (e.overflows.size() > 32) e.overflows.resize(32);
+}
+
+// What fills the fullest tile at its peak: resident values, the values alive at its peak
+// step and that step's temporaries, vertex state and code.
+void Walker::FindContributors(TileEstimate& e) const {
+  int worst_ipu = 0;
+  for (size_t i = 0; i < e.ipus.size(); ++i) {
+    if (e.ipus[i].max_tile_bytes > e.ipus[worst_ipu].max_tile_bytes) worst_ipu = static_cast<int>(i);
+  }
+  if (e.ipus.empty()) return;
+  const IpuMemory& m = e.ipus[worst_ipu];
+  const int tile = m.max_tile;
+  const size_t peak = ipus_[worst_ipu].peak_step[tile];
+  std::unordered_map<const Value*, std::string> source_of;  // a variable: its first reader's
+  for (const Instruction& inst : program_.instructions) {
+    for (const Value* in : inst.node->inputs()) source_of.emplace(Root(in), inst.node->source());
+  }
+  for (const auto& [v, p] : placed_) {
+    if (p.ipu != worst_ipu) continue;
+    bool resident = v->kind() != ValueKind::kNodeOutput && v->kind() != ValueKind::kInput;
+    size_t last = p.last_use;
+    auto lu = last_use_.find(v);
+    if (lu != last_use_.end()) last = lu->second;
+    if (!resident && (p.def > peak || last < peak)) continue;
+    double bytes = BytesOnTile(p.span, tile, tiles_);
+    if (bytes <= 0) continue;
+    TileContributor c;
+    c.name = v->producer() ? v->producer()->Describe() : "%" + v->name();
+    c.source = v->producer() ? v->producer()->source() : "";
+    if (c.source.empty() && source_of.count(v)) c.source = source_of.at(v);
+    c.kind = resident ? ValueKindName(v->kind()) : "activation";
+    c.bytes_on_tile = bytes;
+    c.ipu = worst_ipu;
+    c.tile = tile;
+    e.largest.push_back(std::move(c));
+  }
+  if (peak < program_.instructions.size() && m.exchange[tile] > 0) {
+    const Node& n = *program_.instructions[peak].node;
+    e.largest.push_back({n.Describe() + " (received operands, partial sums)", n.source(),
+                         "exchange", m.exchange[tile], worst_ipu, tile});
+  }
+  e.largest.push_back({"vertex state (all compute sets on this tile)", "", "vertex_state",
+                       m.vertex_state[tile], worst_ipu, tile});
+  e.largest.push_back({"code (runtime, control program, codelets)", "", "code", m.code[tile],
+                       worst_ipu, tile});
+  std::sort(e.largest.begin(), e.largest.end(), [](const auto& a, const auto& b) {
+    return a.bytes_on_tile > b.bytes_on_tile;
+  });
+  if (e.largest.size() > 12) e.largest.resize(12);
+}
+
+TileEstimate Walker::Run() {
+  estimate_.target = target_;
+  estimate_.replicas = std::max(1, options_.replicas);
+  estimate_.pipelined = options_.pipelined;
+  PlaceResident();
+  FindLastUses();
+  for (size_t i = 0; i < program_.instructions.size(); ++i) Step(i);
+  State(0);
+  // Streaming the step's inputs in and outputs out over the host link (not overlapped).
+  const Graph& g = *program_.graph;
+  double io = 0;
+  for (const Value* v : g.inputs()) io += static_cast<double>(v->type().bytes());
+  for (const Value* v : g.outputs()) io += static_cast<double>(v->type().bytes());
+  estimate_.host_io_cycles = io / target_.host_bytes_per_second * target_.clock_hz;
+  double compute = 0;
+  for (const IpuState& s : ipus_) {
+    compute = options_.pipelined ? std::max(compute, s.cycles) : compute + s.cycles;
+  }
+  estimate_.step_cycles = compute + estimate_.host_io_cycles;
+  estimate_.num_ipus = static_cast<int>(ipus_.size());
+  Finish(estimate_);
+  FindContributors(estimate_);
+  return std::move(estimate_);
+}
+
+}  // namespace
+
+TileEstimate EstimateOnTiles(const Program& program, const TileOptions& options) {
+  return Walker(program, options).Run();
+}
+
+}  // namespace tg::tiles
