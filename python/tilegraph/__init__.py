@@ -30,6 +30,7 @@ from ._cache import ArchiveError, ExportedModule, load_exported as load
 from ._structure import ICustomArgParser, registerCustomArgParser
 from ._system import (RecoverableError, UnrecoverableError, ipuHardwareIsAvailable,
                       ipuHardwareVersion, nop, setLogLevel)
+from .auto_partition import PartitionPlan, autoPartition
 from ._blocks import (BeginBlock, Block, BlockFunction, Error, ParallelPhasedExecution, Phase,
                       PipelinedExecution, SerialPhasedExecution, ShardedExecution, Stage,
                       module_repr, recomputationCheckpoint, removeBlocks,

@@ -22,6 +22,7 @@
 #include "parallel/gradient_all_reduce.h"
 #include "runtime/executable.h"
 #include "support/error.h"
+#include "tiles/auto_partition.h"
 #include "_core_arrays.h"
 
 namespace nb = nanobind;
@@ -470,6 +471,29 @@ NB_MODULE(_core, m) {
       }, "Busy seconds of each pipeline device and wall seconds of the waves since the reset.")
       .def("reset_pipeline_stats", &Executable::ResetPipelineStats);
 
+  // The auto-partitioner (tiles/auto_partition.h): units as (name, cycles, bytes per tile).
+  m.def("auto_partition", [](const std::vector<std::string>& names,
+                             const std::vector<double>& cycles,
+                             const std::vector<std::vector<double>>& tile_bytes, int ipus,
+                             double bytes_per_tile, double base_code_bytes) {
+    if (names.size() != cycles.size() || names.size() != tile_bytes.size()) {
+      throw nb::value_error("auto_partition: names, cycles and tile_bytes differ in length");
+    }
+    std::vector<tiles::PartitionUnit> units;
+    for (size_t i = 0; i < names.size(); ++i) units.push_back({names[i], cycles[i], tile_bytes[i]});
+    tiles::PartitionPlan plan;
+    {
+      nb::gil_scoped_release release;
+      plan = tiles::AutoPartition(units, ipus, bytes_per_tile, base_code_bytes);
+    }
+    nb::dict out;
+    out["fits"] = plan.fits;
+    out["first_unit"] = plan.first_unit;
+    out["stage_cycles"] = plan.stage_cycles;
+    out["stage_max_tile_bytes"] = plan.stage_max_tile_bytes;
+    out["balance"] = plan.balance;
+    return out;
+  });
   m.def("measure_fma_peak", [](int threads) {
     cpu::FmaPeak p;
     {

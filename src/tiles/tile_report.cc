@@ -64,6 +64,7 @@ std::string TileEstimate::ToJson(double samples_per_step) const {
     << Quote(target.generation) << ",\"tiles_per_ipu\":" << target.tiles_per_ipu
     << ",\"bytes_per_tile\":" << Num(target.bytes_per_tile) << ",\"clock_hz\":"
     << Num(target.clock_hz) << ",\"workers_per_tile\":" << target.workers_per_tile
+    << ",\"base_code_bytes\":" << Num(target.base_code_bytes)
     << ",\"sources\":" << Quote(target.sources) << "},";
   o << "\"num_ipus\":" << num_ipus << ",\"replicas\":" << replicas
     << ",\"pipelined\":" << (pipelined ? "true" : "false")

@@ -1,0 +1,188 @@
+"""The auto-partitioner: places a model that does not fit one IPU over several emulated IPUs
+(the IPU Model, Options().useIpuModel), choosing the pipeline stage boundaries itself.
+
+Graphcore's users place stages by hand (BeginBlock(layer, ipu_id=k), or layers_per_ipu in
+their configurations). autoPartition does it from the compiler's own estimates:
+
+1. units: the model's layers in forward order (find_units: modules expanded from the root,
+   largest first, until there are about `granularity` units per IPU; containers that never
+   run themselves, like ModuleList, are looked through);
+2. measure: a copy of the model with every unit on its own emulated IPU is compiled once
+   (allow_out_of_memory, sharded): the estimate gives each unit's cycles (forward and
+   backward: autodiff places every gradient on its forward node's device) and its bytes on
+   every tile;
+3. plan: dynamic programming in the core (src/tiles/auto_partition.h) cuts the sequence
+   into contiguous stages so every stage fits its tiles and the slowest stage is fastest;
+4. verify: a fresh copy placed by the plan is compiled on the IPU Model, and the plan
+   reports that compile's per-IPU memory and cycles (what the user will get).
+
+plan.apply(model) then puts BeginBlock on the first unit of every stage.
+"""
+import copy
+
+import torch
+
+from . import _core
+from ._blocks import BeginBlock, ShardedExecution, removeBlocks
+
+
+class PartitionPlan:
+    """Stages of units (module names) per IPU, with the estimates behind the choice."""
+
+    def __init__(self, units, unit_cycles, first_unit, planned, target, num_ipus):
+        self.units = list(units)
+        self.unit_cycles = list(unit_cycles)
+        self.num_ipus = num_ipus
+        bounds = list(first_unit) + [len(units)]
+        self.stages = [self.units[bounds[s]:bounds[s + 1]] for s in range(len(first_unit))]
+        self.fits_estimate = bool(planned["fits"])  # the planner's (additive) estimate
+        self.stage_cycles = list(planned["stage_cycles"])
+        self.stage_max_tile_bytes = list(planned["stage_max_tile_bytes"])
+        self.balance = float(planned["balance"])
+        self.target = target
+        self.verified = None  # the compile of the placed model: per IPU memory and cycles
+
+    def stage_of(self, unit):
+        for s, names in enumerate(self.stages):
+            if unit in names:
+                return s
+        raise KeyError(unit)
+
+    def apply(self, model):
+        """Puts BeginBlock(first unit of stage s, ipu_id=s) on `model` (its blocks removed
+        first); returns the model."""
+        removeBlocks(model)
+        for s, names in enumerate(self.stages):
+            BeginBlock(model.get_submodule(names[0]), ipu_id=s)
+        return model
+
+    def __str__(self):
+        lines = [f"auto-partition over {self.num_ipus} emulated {self.target} IPUs "
+                 f"(estimates; balance {self.balance:.2f} = slowest / mean stage):"]
+        for s, names in enumerate(self.stages):
+            mem = self.stage_max_tile_bytes[s] / 1024
+            line = (f"  IPU {s}: {len(names)} units ({names[0]} .. {names[-1]}), "
+                    f"{self.stage_cycles[s]:,.0f} cycles, fullest tile {mem:,.0f} KiB (planned)")
+            if self.verified:
+                v = self.verified["ipus"][s]
+                line += (f"; compiled: fullest tile {v['max_tile_bytes'] / 1024:,.0f} KiB, "
+                         f"{v['cycles']:,.0f} cycles")
+            lines.append(line)
+        if self.verified is not None:
+            lines.append("  compiled placement " + ("fits" if self.verified["fits"] else
+                                                    "does NOT fit"))
+        return "\n".join(lines)
+
+
+def find_units(model, example_inputs, num_ipus, granularity=4):
+    """The model's layers in forward order: modules expanded from the root, the one with the
+    most parameters first, until there are `granularity` per IPU (or nothing to expand)."""
+    order = {}
+
+    def record(name):
+        def hook(module, args):  # returns None: the inputs stay as they are
+            order.setdefault(name, len(order))
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record(name)) for name, m in model.named_modules()]
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    modules = dict(model.named_modules())
+
+    def size(name):
+        return sum(p.numel() for p in modules[name].parameters())
+
+    def ran_children(name):
+        """The children that ran, looking through containers that never run themselves."""
+        out = []
+        for child, _ in modules[name].named_children():
+            full = f"{name}.{child}" if name else child
+            if full in order:
+                out.append(full)
+            else:
+                out.extend(ran_children(full))
+        return out
+
+    units = ran_children("")
+    if not units:
+        raise ValueError("autoPartition: the model has no submodules to place on IPUs")
+    wanted = granularity * num_ipus
+    while len(units) < wanted:
+        expandable = [u for u in units if ran_children(u)]
+        if not expandable:
+            break
+        largest = max(expandable, key=size)
+        i = units.index(largest)
+        units[i:i + 1] = ran_children(largest)
+    return sorted(units, key=order.get)
+
+
+def _executor(model, options, optimizer):
+    from ._executor import inferenceModel, trainingModel
+    if optimizer is None:
+        return inferenceModel(model, options)
+    # The same optimizer over the copy's parameters: its constructor's own arguments, from
+    # the defaults it recorded (which may hold more keys than it accepts).
+    import inspect
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    kwargs = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    return trainingModel(model, options, type(optimizer)(model.parameters(), **kwargs))
+
+
+def _compile_report(model, example_inputs, options, optimizer):
+    executor = _executor(model, options, optimizer)
+    try:
+        executor.compile(*example_inputs)
+        return executor.ipuModelReport()
+    finally:
+        executor.destroy()
+
+
+def autoPartition(model, num_ipus, example_inputs, optimizer=None, options=None,
+                  target="GC200", units=None, granularity=4, verify=True):
+    """Chooses pipeline stages for `model` over `num_ipus` emulated IPUs (training when an
+    `optimizer` is given, inference otherwise). `model` itself is not changed: the returned
+    PartitionPlan's apply(model) places it. `options` (a tilegraph Options) sets what the
+    measurement and verification compiles share with the user's run (precision, available
+    memory proportion, ...); the device is always the IPU Model of `target`."""
+    from ._options import Options
+    if int(num_ipus) < 1:
+        raise ValueError(f"autoPartition: num_ipus must be >= 1, got {num_ipus}")
+    example_inputs = tuple(example_inputs)
+    base = options.clone() if options is not None else Options()
+    base.useIpuModel(True, target=target, allow_out_of_memory=True).autoRoundNumIPUs(True)
+    if units is None:
+        units = find_units(model, example_inputs, num_ipus, granularity)
+
+    measured = copy.deepcopy(model)
+    removeBlocks(measured)
+    for k, name in enumerate(units):
+        BeginBlock(measured.get_submodule(name), ipu_id=k)
+    opts = base.clone().setExecutionStrategy(ShardedExecution())
+    report = _compile_report(measured, example_inputs, opts, optimizer)
+    del measured
+    tiles = report["target"]["tiles_per_ipu"]
+    base_code = report["target"]["base_code_bytes"]
+    cycles, tile_bytes = [], []
+    for k in range(len(units)):
+        if k < len(report["ipus"]):
+            cycles.append(float(report["ipus"][k]["cycles"]))
+            tile_bytes.append([max(0.0, b - base_code)
+                               for b in report["tile_memory"][k]["total"]])
+        else:  # a unit with no work of its own
+            cycles.append(0.0)
+            tile_bytes.append([0.0] * tiles)
+    planned = _core.auto_partition(list(units), cycles, tile_bytes, int(num_ipus),
+                                   float(report["target"]["bytes_per_tile"]), float(base_code))
+    plan = PartitionPlan(units, cycles, planned["first_unit"], planned, target, int(num_ipus))
+    if verify:
+        placed = plan.apply(copy.deepcopy(model))
+        strategy = base.execution_strategy if getattr(base, "execution_strategy", None) \
+            else ShardedExecution()
+        plan.verified = _compile_report(placed, example_inputs,
+                                        base.clone().setExecutionStrategy(strategy), optimizer)
+    return plan
