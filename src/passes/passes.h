@@ -17,5 +17,6 @@ std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recom
 std::unique_ptr<Pass> CreateFuseMatmulEpiloguePass();  // "fuse-matmul-epilogue"
 std::unique_ptr<Pass> CreateFuseConvEpiloguePass();    // "fuse-conv-epilogue"
 std::unique_ptr<Pass> CreateBlockConvLayoutPass();     // "block-conv-layout"
+std::unique_ptr<Pass> CreateScheduleUpdatesPass();     // "schedule-updates"
 
 }  // namespace tg

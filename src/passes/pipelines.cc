@@ -25,6 +25,7 @@ constexpr PassInfo kPasses[] = {
     {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
     {"hoist-scalars", CreateHoistScalarsPass},
     {"recompute", CreateRecomputePass},
+    {"schedule-updates", CreateScheduleUpdatesPass},
 };
 
 struct PipelineEntry {
@@ -57,6 +58,9 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
     {"recompute", "recompute activations between checkpoints in the backward (after CSE)"},
     {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},
+    {"schedule-updates", "each parameter's update right after its gradient: gradients die "
+                         "early (the step's peak memory); before fusion, so that fusion does "
+                         "not merge the updates of parameters whose gradients come far apart"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},
 };

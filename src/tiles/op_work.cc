@@ -218,9 +218,11 @@ OpWork EstimateOp(const OpSite& s, int* output_tiles) {
     case WorkKind::kCollective: w = Collective(s); break;
     case WorkKind::kIpuTransfer: w = IpuTransfer(s); break;
   }
+  // Vertices per tile and compute set: the matrix unit's codelets run one vertex per worker;
+  // the others are one multi-worker vertex (Poplar's MultiVertex) per tile.
   const double edges = static_cast<double>(s.node->inputs().size() + s.node->outputs().size());
-  w.vertex_bytes_per_tile = s.target->workers_per_tile * w.compute_sets *
-                            (s.target->vertex_bytes + 8 * edges);
+  const double vertices = w.kind == WorkKind::kGemm ? s.target->workers_per_tile : 1;
+  w.vertex_bytes_per_tile = vertices * w.compute_sets * (s.target->vertex_bytes + 8 * edges);
   return w;
 }
 
