@@ -40,7 +40,7 @@ from .ops import (CPU, Attribute, MultiConv, NameScope, autocast, cond, ctc_beam
                   isRunningOnIpu, nearest, serializedMatMul, set_overlap_for_input,
                   set_overlap_for_output)
 
-__all__ = ["AnchorMode", "ArchiveError", "AsynchronousDataAccessor", "Attribute",
+__all__ = ["AnchorMode", "ArchiveError", "PartitionPlan", "autoPartition", "AsynchronousDataAccessor", "Attribute",
            "BeginBlock", "Block", "BlockFunction", "CPU", "ConfigFileError", "DataLoader",
            "Error", "Executable", "ExportedModule", "Graph", "ICustomArgParser", "MultiConv",
            "NameScope", "Options", "autocast", "ParallelPhasedExecution", "Phase", "PipelinedExecution",

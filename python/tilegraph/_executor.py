@@ -314,9 +314,13 @@ class PoplarExecutor:
         _compilations += 1
         for name, value in self._hyper.items():
             exe.set_hyperparam(name, value)
-        self._cap, self._exe, self._attached = cap, exe, True
         if self.options.ipu_model:
-            self._check_ipu_count(exe)
+            self._check_ipu_count(exe)  # before it is kept: a refused program never runs
+        self._cap, self._exe, self._attached = cap, exe, True
+        if self.options.ipu_model and self.options.profiling_dir is not None:
+            os.makedirs(self.options.profiling_dir, exist_ok=True)
+            self.writeIpuModelReport(os.path.join(self.options.profiling_dir,
+                                                  "ipu_model_report.html"))
         if self.training:
             self.setOptimizer(self.optimizer)  # the optimizer's current hyperparameters
         self.copyWeightsToDevice()
@@ -792,10 +796,10 @@ class PoplarExecutor:
         if not self.options.log_cycle_count:
             raise Error("cycleCount: cycle counting is off; enable it with "
                         "Options().logCycleCount(True)")
-        if self._exe is not None and self._exe.ipu_step_cycles is not None:
-            steps = self._exe.steps_completed_in_last_run
+        if self.options.ipu_model:
+            steps = self._exe.steps_completed_in_last_run if self._exe is not None else 0
             if steps == 0:
-                raise Error("cycleCount: the model has not run yet")
+                raise Error("cycleCount: the model has not run yet (or its last call failed)")
             return int(round(self._exe.ipu_step_cycles * steps))
         raise Error("cycleCount: the CPU device has no IPU cycle counter; use "
                     "getPerfCounters() / getLatency() (host times per call), "
@@ -807,9 +811,12 @@ class PoplarExecutor:
         category, liveness over the program, estimated cycles per compute set, overflows
         and the largest contributors. Every cycle figure is an estimate."""
         import json
-        if self._exe is None or self._exe.ipu_step_cycles is None:
+        if not self.options.ipu_model:
             raise Error("ipuModelReport: the model was not compiled for the IPU Model; set "
-                        "Options().useIpuModel(True) and call or compile() it first")
+                        "Options().useIpuModel(True)")
+        if self._exe is None:
+            raise Error("ipuModelReport: the model has not been compiled yet: call it or "
+                        "compile() it first")
         report = json.loads(self._exe.ipu_report_json(self._samples_per_step()))
         report["ipus_attached"] = self._ipus_attached
         return report
@@ -828,6 +835,11 @@ class PoplarExecutor:
     def _ipu_model_args(self):
         o = self.options
         if not o.ipu_model:
+            if o.available_memory_proportion:
+                from ._options import _ipu_only
+                _ipu_only("setAvailableMemoryProportion", "bounds the tile memory matmuls and "
+                          "convolutions may use for temporaries (tilegraph's IPU Model "
+                          "honours it: Options().useIpuModel(True))")
             return {}
         proportions = o.available_memory_proportion
         listed = [proportions.get(i, 0.6) for i in range(max(proportions, default=-1) + 1)]
@@ -836,9 +848,11 @@ class PoplarExecutor:
                     ipu_allow_out_of_memory=o.ipu_allow_out_of_memory)
 
     def _samples_per_step(self):
-        """Samples one step of one replica consumes (the first input's batch dimension)."""
+        """Samples one step of one replica consumes: the micro-batch (the first input's
+        combined batch over the call's steps and the replicas)."""
         if self._input_specs and self._input_specs[0][0]:
-            return float(self._input_specs[0][0][0])
+            combined = self._input_specs[0][0][0]
+            return max(1.0, combined / (self._steps * self._replicas))
         return 1.0
 
     def _check_ipu_count(self, exe):
@@ -853,10 +867,6 @@ class PoplarExecutor:
                         f"devices come in powers of two: Options().autoRoundNumIPUs(True) "
                         f"attaches {attached}")
         self._ipus_attached = attached
-        if self.options.profiling_dir is not None:
-            os.makedirs(self.options.profiling_dir, exist_ok=True)
-            self.writeIpuModelReport(os.path.join(self.options.profiling_dir,
-                                                  "ipu_model_report.html"))
 
     def getPerfCounters(self):
         """PopTorch's host-side performance counters: for each of 'input',

@@ -778,11 +778,7 @@ class Options:
             if not 0.0 < value <= 1.0:
                 raise ValueError(f"setAvailableMemoryProportion: IPU{ipu}: expected a "
                                  f"proportion in (0, 1], got {value}")
-        self.available_memory_proportion = values
-        if not self.ipu_model:
-            _ipu_only("setAvailableMemoryProportion", "bounds the tile memory matmuls and "
-                      "convolutions may use for temporaries (tilegraph's IPU Model honours "
-                      "it: useIpuModel)")
+        self.available_memory_proportion = values  # honoured by the IPU Model only
         return self
 
     def enableStableNorm(self, enabled):

@@ -212,6 +212,8 @@ TILEGRAPH_ONLY = {
     "Executable": "the C++ core's compiled program",
     "ExportedModule": "the module of an executor loaded from a file",
     "Graph": "the C++ core's graph builder",
+    "PartitionPlan": "autoPartition's result: stages per emulated IPU, apply(model)",
+    "autoPartition": "places a model over N emulated IPUs (stages that fit, balanced)",
     "OptimizerType": "PopTorch 2's optimizer enum",
     "RecomputationType": "PopART's autoRecomputation values",
     "compilation_count": "compilations in this process (tests)",

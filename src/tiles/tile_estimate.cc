@@ -299,7 +299,10 @@ void Walker::Finish(TileEstimate& e) {
     e.ipus.push_back(std::move(m));
   }
   std::sort(e.overflows.begin(), e.overflows.end(),
-            [](const TileOverflow& a, const TileOverflow& b) { return a.over_by > b.over_by; });
+            [](const TileOverflow& a, const TileOverflow& b) {
+              if (a.over_by != b.over_by) return a.over_by > b.over_by;
+              return std::make_pair(a.ipu, a.tile) < std::make_pair(b.ipu, b.tile);
+            });
   if (e.overflows.size() > 32) e.overflows.resize(32);
 }
 

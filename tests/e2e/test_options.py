@@ -82,10 +82,9 @@ def test_ipu_only_options_warn_once_saying_what_they_do_on_an_ipu():
     opts = tilegraph.Options()
     with pytest.warns(UserWarning, match="on an IPU it sets how IPUs synchronise"):
         opts.syncPattern(enums.SyncPattern.SinglePipeline)
-    with pytest.warns(UserWarning, match="IPU Model"):
-        opts.useIpuModel(True)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        opts.useIpuModel(True)  # a device of tilegraph's (tests/e2e/test_ipu_model.py)
         opts.syncPattern(enums.SyncPattern.Full)  # once only
     assert opts.ipu_settings["syncPattern"] == enums.SyncPattern.Full
     # They change nothing: the model runs and matches eager PyTorch.
