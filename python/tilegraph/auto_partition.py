@@ -165,19 +165,25 @@ def autoPartition(model, num_ipus, example_inputs, optimizer=None, options=None,
     opts = base.clone().setExecutionStrategy(ShardedExecution())
     report = _compile_report(measured, example_inputs, opts, optimizer)
     del measured
+    # A unit's bytes per tile: all but its code, plus its share of the control program.
+    # Code is shared within a stage (the same codelets serve every layer): the stage is
+    # charged once for the largest code any of its units needs outside its control program.
     tiles = report["target"]["tiles_per_ipu"]
-    base_code = report["target"]["base_code_bytes"]
+    shared_code = float(report["target"]["base_code_bytes"])
     cycles, tile_bytes = [], []
     for k in range(len(units)):
         if k < len(report["ipus"]):
-            cycles.append(float(report["ipus"][k]["cycles"]))
-            tile_bytes.append([max(0.0, b - base_code)
-                               for b in report["tile_memory"][k]["total"]])
+            ipu, memory = report["ipus"][k], report["tile_memory"][k]
+            control = float(ipu["control_code_bytes"])
+            code = memory["categories"]["code"]
+            cycles.append(float(ipu["cycles"]))
+            tile_bytes.append([total - c + control for total, c in zip(memory["total"], code)])
+            shared_code = max(shared_code, max(code) - control)
         else:  # a unit with no work of its own
             cycles.append(0.0)
             tile_bytes.append([0.0] * tiles)
     planned = _core.auto_partition(list(units), cycles, tile_bytes, int(num_ipus),
-                                   float(report["target"]["bytes_per_tile"]), float(base_code))
+                                   float(report["target"]["bytes_per_tile"]), shared_code)
     plan = PartitionPlan(units, cycles, planned["first_unit"], planned, target, int(num_ipus))
     if verify:
         placed = plan.apply(copy.deepcopy(model))

@@ -31,7 +31,7 @@ struct PartitionPlan {
 };
 
 // `ipus` stages (fewer when there are fewer units); tile capacity `bytes_per_tile`, of which
-// `base_code_bytes` are taken once per IPU.
+// `base_code_bytes` (code its units share: runtime and codelets) are taken once per IPU.
 PartitionPlan AutoPartition(const std::vector<PartitionUnit>& units, int ipus,
                             double bytes_per_tile, double base_code_bytes);
 

@@ -277,7 +277,8 @@ void Walker::Finish(TileEstimate& e) {
     m.activations = s.peak_live;
     m.exchange = s.peak_temp;
     m.vertex_state = s.vertex;
-    m.code.assign(tiles_, target_.base_code_bytes + target_.control_bytes_per_step * s.program_steps);
+    m.control_code_bytes = target_.control_bytes_per_step * s.program_steps;
+    m.code.assign(tiles_, target_.base_code_bytes + m.control_code_bytes);
     for (const auto& [op, codelet] : s.codelets) {
       for (int t = 0; t < tiles_; ++t) m.code[t] += codelet.second[t] ? CodeletBytes(codelet.first) : 0;
     }

@@ -47,6 +47,7 @@ struct IpuMemory {
   double total_bytes = 0;  // sum over tiles of the peaks
   int overflowing_tiles = 0;
   double cycles = 0;       // this IPU's compute sets in one step
+  double control_code_bytes = 0;  // of `code`, on every tile: the program's control code
 };
 
 struct LiveStep {

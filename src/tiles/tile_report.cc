@@ -80,7 +80,7 @@ std::string TileEstimate::ToJson(double samples_per_step) const {
     o << (i ? "," : "") << "{\"ipu\":" << i << ",\"max_tile_bytes\":" << Num(m.max_tile_bytes)
       << ",\"max_tile\":" << m.max_tile << ",\"total_bytes\":" << Num(m.total_bytes)
       << ",\"overflowing_tiles\":" << m.overflowing_tiles << ",\"cycles\":" << Num(m.cycles)
-      << "}";
+      << ",\"control_code_bytes\":" << Num(std::round(m.control_code_bytes)) << "}";
   }
   o << "],\"tile_memory\":[";
   for (size_t i = 0; i < ipus.size(); ++i) {
