@@ -53,10 +53,25 @@ double ElementwiseExchangePerTile(const OpSite& s) {
   return bytes;
 }
 
+// The type a value had before tilegraph widened it for the CPU kernels (ops/half_widening.h
+// casts half operands to f32): the IPU's matrix unit would multiply the half values.
+TensorType BeforeWidening(const Value* v) {
+  const Node* p = v->producer();
+  if (p != nullptr && p->op() == "cast" && IsHalf(p->input(0)->type())) {
+    return p->input(0)->type();
+  }
+  return v->type();
+}
+
 OpWork Gemm(const OpSite& s, const GemmShape& shape, int* output_tiles) {
   OpWork w;
   w.kind = WorkKind::kGemm;
-  const TensorType& a = s.node->input(0)->type();
+  // Half when either operand was half before widening (the other may come out of a fused
+  // elementwise chain that also casts).
+  TensorType a = BeforeWidening(s.node->input(0));
+  if (!IsHalf(a) && s.node->inputs().size() > 1 && IsHalf(BeforeWidening(s.node->input(1)))) {
+    a = BeforeWidening(s.node->input(1));
+  }
   GemmOperands o;
   o.element_bytes = ElementBytes(a);
   o.half = IsHalf(a);
