@@ -14,7 +14,10 @@ their configurations). autoPartition does it from the compiler's own estimates:
 3. plan: dynamic programming in the core (src/tiles/auto_partition.h) cuts the sequence
    into contiguous stages so every stage fits its tiles and the slowest stage is fastest;
 4. verify: a fresh copy placed by the plan is compiled on the IPU Model, and the plan
-   reports that compile's per-IPU memory and cycles (what the user will get).
+   reports that compile's per-IPU memory and cycles (what the user will get); when the
+   compile and the plan's (summed, pessimistic) memory bound disagree about fitting, the
+   bound is scaled by what the compile found and the plan made again (up to 3 compiles),
+   keeping the best verified plan.
 
 plan.apply(model) then puts BeginBlock on the first unit of every stage.
 """
@@ -41,6 +44,7 @@ class PartitionPlan:
         self.balance = float(planned["balance"])
         self.target = target
         self.verified = None  # the compile of the placed model: per IPU memory and cycles
+        self.calibration = 1.0  # planned bytes were scaled by this to match a compile
 
     def stage_of(self, unit):
         for s, names in enumerate(self.stages):
@@ -182,13 +186,47 @@ def autoPartition(model, num_ipus, example_inputs, optimizer=None, options=None,
         else:  # a unit with no work of its own
             cycles.append(0.0)
             tile_bytes.append([0.0] * tiles)
-    planned = _core.auto_partition(list(units), cycles, tile_bytes, int(num_ipus),
-                                   float(report["target"]["bytes_per_tile"]), shared_code)
-    plan = PartitionPlan(units, cycles, planned["first_unit"], planned, target, int(num_ipus))
-    if verify:
+    capacity = float(report["target"]["bytes_per_tile"])
+
+    def plan_with(scale):
+        scaled = [[b * scale for b in unit] for unit in tile_bytes]
+        planned = _core.auto_partition(list(units), cycles, scaled, int(num_ipus), capacity,
+                                       shared_code * scale)
+        return PartitionPlan(units, cycles, planned["first_unit"], planned, target,
+                             int(num_ipus))
+
+    plan = plan_with(1.0)
+    if not verify:
+        return plan
+    # The planned memory is a bound (summed peaks); the compile is the judge. Calibrate the
+    # bound by what the compile found and plan again, keeping the best verified plan: one
+    # that fits, then the fastest slowest stage.
+    strategy = base.execution_strategy if getattr(base, "execution_strategy", None) \
+        else ShardedExecution()
+    best, scale = None, 1.0
+    for _ in range(3):
         placed = plan.apply(copy.deepcopy(model))
-        strategy = base.execution_strategy if getattr(base, "execution_strategy", None) \
-            else ShardedExecution()
         plan.verified = _compile_report(placed, example_inputs,
                                         base.clone().setExecutionStrategy(strategy), optimizer)
-    return plan
+        del placed
+        if best is None or _better(plan, best):
+            best = plan
+        ratios = [v["max_tile_bytes"] / p for v, p in
+                  zip(plan.verified["ipus"], plan.stage_max_tile_bytes) if p > 0]
+        if not ratios or plan.verified["fits"] == plan.fits_estimate:
+            break  # the bound and the compile agree: another round would plan the same
+        scale *= max(ratios)
+        replanned = plan_with(scale)
+        if replanned.stages == plan.stages:
+            break
+        plan = replanned
+    best.calibration = scale
+    return best
+
+
+def _better(a, b):
+    """Whether verified plan `a` beats `b`: fitting first, then the slowest stage."""
+    if a.verified["fits"] != b.verified["fits"]:
+        return a.verified["fits"]
+    slowest = [max(v["cycles"] for v in p.verified["ipus"]) for p in (a, b)]
+    return slowest[0] < slowest[1]
