@@ -6,7 +6,8 @@ the drawn DOM is parsed with html.parser and compared with the report: summary v
 bar per tile carrying its bytes, the overflow rows, text from the report shown as text and
 never run as markup, and a BERT-Large-sized trace (20,000 compute sets) drawn quickly.
 
-The module is loaded by path, so neither tilegraph's compiled core nor torch is needed.
+The module is loaded by path, so neither tilegraph's compiled core nor torch is needed (but
+for the last test, which draws the report of a model compiled for the IPU Model).
 Without the browser the test skips, naming the package, except under CI (CI set), where it
 fails: the browser is part of scripts/setup.sh.
 """
@@ -424,3 +425,28 @@ def test_many_tiles_are_grouped_into_bars(browser, tmp_path):
     fullest = [b for b in bars if int(b.attrs["data-tile"]) == report["ipus"][0]["max_tile"]]
     assert int(fullest[0].attrs["data-total"]) == report["ipus"][0]["max_tile_bytes"]
     assert [int(b.attrs["data-tile"]) for b in bars if "over" in b.classes] == [3001]
+
+
+# ---- a real report from the compiler ----------------------------------------------------------
+def test_a_compiled_models_report_in_browser(browser, tmp_path):
+    """The report of a model compiled for the IPU Model (not synthetic): drawn with the
+    same numbers, one bar per tile, the user's source lines in the tables."""
+    import torch
+    import tilegraph
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 512), torch.nn.GELU(),
+                                torch.nn.Linear(512, 10))
+    executor = tilegraph.inferenceModel(model, tilegraph.Options().useIpuModel(True))
+    executor(torch.randn(16, 256))
+    report = executor.ipuModelReport()
+    path = executor.writeIpuModelReport(tmp_path / "real.html")
+    assert json.loads((tmp_path / "real.json").read_text()) == report
+    dom, _ = dump_dom(browser, path, tmp_path / "profile")
+    assert dom.find_all("body")[0].attrs.get("data-rendered") == "ok"
+    check_summary(dom, report)
+    check_tile_bars(dom, report)
+    check_liveness(dom, report)
+    check_top_compute_sets(dom, report)
+    assert dom.by_id("fits").text() == "yes"
+    assert report["target"]["name"] == "GC200" and len(report["tile_memory"][0]["total"]) == 1472
