@@ -73,8 +73,8 @@ OpWork Gemm(const OpSite& s, const GemmShape& shape, int* output_tiles) {
     a = BeforeWidening(s.node->input(1));
   }
   GemmOperands o;
-  o.element_bytes = ElementBytes(a);
-  o.half = IsHalf(a);
+  o.half = s.half || IsHalf(a);
+  o.element_bytes = o.half ? 2 : ElementBytes(a);
   o.b_resident = s.input_resident.size() > 1 && s.input_resident[1];
   GemmPlan plan = PlanGemm(shape, o, *s.target, s.available_bytes_per_tile);
   w.tiles_used = std::max(1, plan.tiles_used);
@@ -96,8 +96,9 @@ OpWork Elementwise(const OpSite& s) {
   const IpuTarget& t = *s.target;
   w.tiles_used = std::max(1, s.output.count);
   const TensorType& out = s.node->output(0)->type();
-  double elements = s.output.bytes_per_tile / ElementBytes(out);
-  double lanes = t.vector_f32_per_cycle * (IsHalf(out) ? 2 : 1);
+  const bool half = s.half || IsHalf(out);
+  double elements = s.output.bytes_per_tile / (half ? 2 : ElementBytes(out));
+  double lanes = t.vector_f32_per_cycle * (half ? 2 : 1);
   double arithmetic = elements * ArithmeticCost(s.node->op()) / lanes;
   double streamed = (Sum(s.inputs) + s.output.bytes) / w.tiles_used;  // every operand once
   double memory = streamed / t.memory_bytes_per_cycle;

@@ -40,6 +40,7 @@ struct OpSite {
   std::vector<TileSpan> inputs;         // where each input lies (empty span: not on tiles)
   std::vector<bool> input_resident;     // the input is a weight laid out for this op
   TileSpan output;                      // where output 0 will lie (elementwise: decided here)
+  bool half = false;  // the op computes in half precision on an IPU (tiles/half_regions.h)
 };
 
 // The work of `site.node`; for dense ops, also the span its output takes (the tiles the

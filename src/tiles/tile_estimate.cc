@@ -7,6 +7,7 @@
 
 #include "ops/registry.h"
 #include "support/error.h"
+#include "tiles/half_regions.h"
 #include "tiles/op_work.h"
 
 namespace tg::tiles {
@@ -33,7 +34,12 @@ class Walker {
  public:
   Walker(const Program& program, const TileOptions& options)
       : program_(program), options_(options), target_(IpuTargetByName(options.target)),
-        tiles_(target_.tiles_per_ipu), roots_(ViewRoots(*program.graph)) {}
+        tiles_(target_.tiles_per_ipu), roots_(ViewRoots(*program.graph)), half_(program, roots_) {
+    // A free cast's output is its input's tile memory: an alias, like a view.
+    for (const Instruction& inst : program.instructions) {
+      if (half_.IsFreeCast(inst)) roots_[inst.node->output(0)] = Root(inst.node->input(0));
+    }
+  }
 
   TileEstimate Run();
 
@@ -74,6 +80,7 @@ class Walker {
   const IpuTarget& target_;
   const int tiles_;
   std::unordered_map<const Value*, const Value*> roots_;
+  HalfRegions half_;
   std::vector<IpuState> ipus_;
   std::unordered_map<const Value*, Placed> placed_;
   std::unordered_map<const Value*, size_t> last_use_;  // root -> last step reading it
@@ -116,7 +123,7 @@ void Walker::PlaceResident() {
       Placed p;
       p.ipu = ipu;
       p.resident = true;
-      p.span = MapNew(ipu, static_cast<double>(v->type().bytes()), tiles_);
+      p.span = MapNew(ipu, half_.Bytes(v), tiles_);
       AddSpan(State(ipu).variables, p.span);
       placed_[v] = p;
     }
@@ -127,7 +134,7 @@ void Walker::PlaceResident() {
     int ipu = it == first_reader_ipu.end() ? 0 : IpuOf(it->second);
     Placed p;
     p.ipu = ipu;
-    p.span = MapNew(ipu, static_cast<double>(v->type().bytes()), tiles_);
+    p.span = MapNew(ipu, half_.Bytes(v), tiles_);
     IpuState& s = State(ipu);
     AddSpan(s.live, p.span);
     s.live_sum += p.span.bytes;
@@ -152,6 +159,7 @@ void Walker::FindLastUses() {
 // while it runs (the per-tile peak is taken then), and the values it reads last die.
 void Walker::Step(size_t i) {
   const Instruction& inst = program_.instructions[i];
+  if (half_.IsFreeCast(inst)) return;  // nothing to do on an IPU (an alias of its input)
   const Node& node = *inst.node;
   const int ipu = IpuOf(inst.device);
   IpuState& s = State(ipu);
@@ -162,6 +170,7 @@ void Walker::Step(size_t i) {
                           ? options_.available_memory_proportion[ipu]
                           : kDefaultAvailableMemory;
   site.available_bytes_per_tile = proportion * target_.bytes_per_tile;
+  site.half = !node.outputs().empty() && half_.IsHalf(node.output(0));
   for (const Value* in : node.inputs()) {
     auto it = placed_.find(Root(in));
     bool here = it != placed_.end() && it->second.ipu == ipu;
@@ -178,7 +187,7 @@ void Walker::Step(size_t i) {
   }
   const WorkKind kind = ClassifyOp(node);
   auto map_output = [&](const Value* v, int max_tiles) {
-    double bytes = static_cast<double>(v->type().bytes());
+    double bytes = half_.Bytes(v);
     if (kind == WorkKind::kElementwise) {  // computed where a same-sized operand lies
       for (const TileSpan& in : site.inputs) {
         if (!in.empty() && in.bytes == bytes) return in;

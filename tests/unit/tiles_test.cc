@@ -24,6 +24,7 @@
 #include "support/error.h"
 #include "tiles/auto_partition.h"
 #include "tiles/gemm_plan.h"
+#include "tiles/half_regions.h"
 #include "tiles/ipu_target.h"
 #include "tiles/tile_estimate.h"
 #include "tiles/tile_mapping.h"
@@ -495,6 +496,43 @@ TEST(TilesEstimate, AProgramTooBigForItsTargetSaysWhatWouldHelp) {
 }
 
 // ---- the IPU Model device ------------------------------------------------------------------
+
+// The same layer written the way tilegraph captures a half model: f16 operands widened to
+// f32 for the CPU kernels, the result narrowed back (half_regions.h).
+std::unique_ptr<Graph> WidenedHalfLayer() {
+  auto g = std::make_unique<Graph>("widened");
+  Builder b(*g);
+  Value* x = g->AddInput("x", {DType::kF16, {64, 256}});
+  Value* w = g->AddVariable("w", {DType::kF16, {256, 512}});
+  Value* y = b.Op1("matmul", {b.Cast(x, DType::kF32), b.Cast(w, DType::kF32)});
+  g->AddOutput(b.Cast(b.Op1("relu", {y}), DType::kF16));
+  return g;
+}
+
+TEST(TilesEstimate, WidenedHalfValuesAreHalfOnTheIpu) {
+  Program half = Lower(WidenedHalfLayer());
+  auto roots = ViewRoots(*half.graph);
+  HalfRegions regions(half, roots);
+  int free_casts = 0;
+  for (const Instruction& inst : half.instructions) {
+    const Value* out = inst.node->output(0);
+    EXPECT_TRUE(regions.IsHalf(out)) << inst.node->Describe();
+    EXPECT_DOUBLE_EQ(regions.Bytes(out), static_cast<double>(out->type().numel()) * 2);
+    free_casts += regions.IsFreeCast(inst);
+  }
+  EXPECT_EQ(free_casts, 2) << "the two widening casts (the narrowing one makes the output)";
+  TileEstimate h = EstimateOnTiles(half);
+  TileEstimate f = EstimateOnTiles(Lower(DenseLayer()));
+  auto gemm_cycles = [](const TileEstimate& e) {
+    for (const ComputeSetEstimate& c : e.compute_sets) {
+      if (c.kind == "gemm") return c.compute_cycles;
+    }
+    return -1.0;
+  };
+  ASSERT_GT(gemm_cycles(f), 0);
+  EXPECT_LT(gemm_cycles(h), gemm_cycles(f) / 2) << "the matrix unit's half rate is 4x";
+  EXPECT_LT(h.ipus[0].total_bytes, f.ipus[0].total_bytes);
+}
 
 TEST(TilesIpuModel, TheDeviceIsAnIpuModelRunningTheCpuKernels) {
   std::unique_ptr<Device> d = CreateDevice(DeviceKind::kIpuModel, DeviceOptions{1});
