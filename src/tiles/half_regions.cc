@@ -15,16 +15,32 @@ HalfRegions::HalfRegions(const Program& program,
                          const std::unordered_map<const Value*, const Value*>& roots)
     : roots_(roots) {
   for (const Value* v : program.graph->outputs()) outputs_.insert(v);
+  // Full-precision sources: f32 / f64 variables (optimizer state kept in f32, running
+  // statistics, f32 master weights). A value computed from one is full precision too; one
+  // computed from half values and otherwise only from values of neither kind (constants,
+  // a mask cast from integers, the loss gradient's seed) is effectively half.
+  std::unordered_set<const Value*> full;
+  for (const Value* v : program.graph->variables()) {
+    if (FloatType(v->type()) && !HalfType(v->type())) full.insert(v);
+  }
+  auto root = [&](const Value* v) {
+    auto r = roots_.find(v);
+    return r == roots_.end() ? v : r->second;
+  };
   for (const Instruction& inst : program.instructions) {
     const Node& n = *inst.node;
-    bool half_inputs = false, other_inputs = false;
+    bool half_inputs = false, full_inputs = false;
     for (const Value* in : n.inputs()) {
       if (!FloatType(in->type()) || in->type().numel() <= 1) continue;  // indices, scalars
-      (IsHalf(in) ? half_inputs : other_inputs) = true;
+      if (IsHalf(in)) half_inputs = true;
+      if (full.count(root(in))) full_inputs = true;
     }
-    if (!half_inputs || other_inputs) continue;
     for (const Value* out : n.outputs()) {
-      if (out->type().dtype == DType::kF32) widened_.insert(out);
+      if (full_inputs) {
+        full.insert(out);
+      } else if (half_inputs && out->type().dtype == DType::kF32) {
+        widened_.insert(out);
+      }
     }
   }
 }

@@ -1,9 +1,10 @@
 // HalfRegions: which f32 values of a program are half values in disguise. tilegraph runs a
 // half-precision model on the CPU by widening: the capture casts half operands to f32, the
 // op computes in f32 and its result is cast back. An IPU computes those ops in half. For the
-// tile estimate a value is *effectively half* when it is the widening cast of a half value,
-// or the f32 result of an op whose floating tensor operands are all half or effectively
-// half; it is then counted at half width, the matrix unit multiplies it at the half rate,
+// tile estimate a value is *effectively half* when it is the f32 result of an op with a
+// half (or effectively half) operand and no full-precision one (full precision: f32
+// variables such as optimizer state or running statistics, and what is computed from
+// them); it is then counted at half width, the matrix unit multiplies it at the half rate,
 // and a widening or narrowing cast between such values is free (nothing to convert on an
 // IPU: the cast's output is the same tile memory as its input).
 #pragma once
