@@ -40,15 +40,15 @@ double ExchangeCycles(const IpuTarget& t, double bytes_per_tile) {
                             : 0;
 }
 
-// Bytes a tile of `out` receives so that the inputs are where the output is computed: an
-// input mapped like the output needs nothing; a same-sized one mapped elsewhere sends its
-// share; a smaller one (broadcast) is sent whole, up to the output's share of a tile.
-double ElementwiseExchangePerTile(const OpSite& s) {
+// Bytes a tile of `where` receives so that the inputs are where the op computes: an input
+// mapped like `where` needs nothing; a same-sized one mapped elsewhere sends its share; a
+// smaller one (broadcast) is sent whole, up to `where`'s share of a tile.
+double ExchangeToward(const OpSite& s, const TileSpan& where) {
   double bytes = 0;
   for (const TileSpan& in : s.inputs) {
-    if (in.empty() || in == s.output) continue;
-    double share = in.bytes / std::max(1, s.output.count);
-    bytes += in.bytes >= s.output.bytes ? share : std::min(in.bytes, s.output.bytes_per_tile);
+    if (in.empty() || (in == where && in.bytes == where.bytes)) continue;
+    double share = in.bytes / std::max(1, where.count);
+    bytes += in.bytes >= where.bytes ? share : std::min(in.bytes, where.bytes_per_tile);
   }
   return bytes;
 }
@@ -103,7 +103,7 @@ OpWork Elementwise(const OpSite& s) {
   double streamed = (Sum(s.inputs) + s.output.bytes) / w.tiles_used;  // every operand once
   double memory = streamed / t.memory_bytes_per_cycle;
   w.compute_cycles = std::max(arithmetic, memory) + kVertexOverheadCycles;
-  double received = ElementwiseExchangePerTile(s);
+  double received = ExchangeToward(s, s.output);
   w.exchange_cycles = ExchangeCycles(t, received);
   w.temp_bytes_per_tile = received;
   w.sync_cycles = t.sync_cycles;
@@ -128,9 +128,12 @@ OpWork Reduction(const OpSite& s) {
   double partials = std::min(fan_in, largest->bytes / std::max(1.0, s.output.bytes)) *
                     std::min(s.output.bytes_per_tile, 4096.0);
   w.compute_sets = 2;
-  w.exchange_cycles = ExchangeCycles(t, partials) + ExchangeCycles(t, ElementwiseExchangePerTile(s));
+  // Stage 1 computes where the reduced input lies: only the other operands (a norm's scale
+  // and shift) are brought there.
+  w.exchange_cycles = ExchangeCycles(t, partials) + ExchangeCycles(t, ExchangeToward(s, *largest));
   w.compute_cycles += partials / (4 * t.vector_f32_per_cycle) + kVertexOverheadCycles;
-  w.temp_bytes_per_tile = partials;
+  // The partials land on the output's tiles; spread over the op's tiles for the estimate.
+  w.temp_bytes_per_tile = partials * std::max(1, s.output.count) / w.tiles_used;
   w.sync_cycles = 2 * t.sync_cycles;
   return w;
 }

@@ -15,6 +15,8 @@ TileSpan MapLinearly(double bytes, int tiles, int first, double grain_bytes,
   s.first = ((first % tiles) + tiles) % tiles;
   s.bytes_per_tile = std::ceil(bytes / s.count / grain_bytes) * grain_bytes;
   s.bytes_per_tile = std::min(s.bytes_per_tile, bytes);
+  // Whole grains per tile can leave the last tiles empty: the span ends at the last byte.
+  s.count = static_cast<int>(std::ceil(bytes / s.bytes_per_tile));
   return s;
 }
 
