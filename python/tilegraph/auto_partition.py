@@ -15,9 +15,9 @@ their configurations). autoPartition does it from the compiler's own estimates:
    into contiguous stages so every stage fits its tiles and the slowest stage is fastest;
 4. verify: a fresh copy placed by the plan is compiled on the IPU Model, and the plan
    reports that compile's per-IPU memory and cycles (what the user will get); when the
-   compile and the plan's (summed, pessimistic) memory bound disagree about fitting, the
-   bound is scaled by what the compile found and the plan made again (up to 3 compiles),
-   keeping the best verified plan.
+   compile does not confirm a fitting plan, the plan's (summed, pessimistic) memory bound is
+   scaled by what the compile found and the plan made again (up to 3 compiles), keeping the
+   best verified plan.
 
 plan.apply(model) then puts BeginBlock on the first unit of every stage.
 """
@@ -211,10 +211,14 @@ def autoPartition(model, num_ipus, example_inputs, optimizer=None, options=None,
         del placed
         if best is None or _better(plan, best):
             best = plan
+        if plan.verified["fits"] and plan.fits_estimate:
+            break  # the bound and the compile agree that it fits
+        # Scale the bound so that it matches the compile on the worst stage, and plan again
+        # (a compile that does not fit may fit with other cuts under the calibrated bound).
         ratios = [v["max_tile_bytes"] / p for v, p in
                   zip(plan.verified["ipus"], plan.stage_max_tile_bytes) if p > 0]
-        if not ratios or plan.verified["fits"] == plan.fits_estimate:
-            break  # the bound and the compile agree: another round would plan the same
+        if not ratios:
+            break
         scale *= max(ratios)
         replanned = plan_with(scale)
         if replanned.stages == plan.stages:
