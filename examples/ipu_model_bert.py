@@ -1,0 +1,64 @@
+"""BERT on the IPU Model: does it fit one emulated GC200, and where would the auto-partitioner
+place it over 4? (docs/IPU_MODEL.md; every figure printed is a compile-time estimate)
+
+    python3 examples/ipu_model_bert.py --size large --half --micro-batch 1 [--report r.html]
+
+Compiles (does not train) Hugging Face's BertForPreTraining with random weights, sequence
+128 (16 for --size small), SGD: first on one emulated IPU with out-of-memory allowed (fits or not, the fullest
+tile), then `tilegraph.autoPartition` over --ipus IPUs, printing the chosen stages next to
+Graphcore's published placement for BERT-Large (embeddings + 3 layers, then 7, 7, 7) and
+the estimated pipeline throughput (the slowest stage sets the pace). BERT-Large needs ~2 GB
+of host memory and a few minutes on 2 cores.
+"""
+import argparse
+
+import tilegraph as poptorch
+from tilegraph import zoo
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="base", choices=["small", "base", "large"])
+    parser.add_argument("--half", action="store_true", help="model.half() (PopTorch style)")
+    parser.add_argument("--micro-batch", type=int, default=1)
+    parser.add_argument("--ipus", type=int, default=4)
+    parser.add_argument("--report", help="write the one-IPU report as HTML here")
+    args = parser.parse_args()
+
+    seq = 16 if args.size == "small" else 128  # the small config has 64 positions
+    case = zoo.bert_pretraining(args.size, batch=args.micro_batch, seq=seq)
+    model, inputs = case.train_model, case.train_inputs
+    if args.half:
+        model.half()
+    optimizer = poptorch.optim.SGD(model.parameters(), lr=0.01)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"BERT-{args.size}: {params / 1e6:.1f}M parameters, "
+          f"{'fp16' if args.half else 'fp32'}, micro-batch {args.micro_batch}, sequence {seq}")
+
+    opts = poptorch.Options().useIpuModel(True, allow_out_of_memory=True)
+    one = poptorch.trainingModel(model, opts, optimizer)
+    one.compile(*inputs)
+    report = one.ipuModelReport()
+    if args.report:
+        print("report:", one.writeIpuModelReport(args.report))
+    one.destroy()
+    ipu = report["ipus"][0]
+    capacity = report["target"]["bytes_per_tile"] / 1024
+    print(f"one {report['target']['name']}: {'fits' if report['fits'] else 'does not fit'}; "
+          f"fullest tile {ipu['max_tile_bytes'] / 1024:,.0f} KiB of {capacity:,.0f} "
+          f"(tile {ipu['max_tile']}), {ipu['total_bytes'] / 2**20:,.0f} MiB in all")
+
+    plan = poptorch.autoPartition(model, args.ipus, inputs, optimizer=optimizer)
+    print(plan)
+    layers = [sum(u.startswith("model.bert.encoder.layer.") for u in stage)
+              for stage in plan.stages]
+    print("encoder layers per IPU:", layers,
+          "(Graphcore's BERT-Large configuration: [3, 7, 7, 7], embeddings on IPU 0)")
+    slowest = max(i["cycles"] for i in plan.verified["ipus"])
+    clock = report["target"]["clock_hz"]
+    print(f"estimated pipeline throughput: {clock / slowest * args.micro_batch:,.0f} "
+          f"sequences/s (slowest stage {slowest:,.0f} cycles per micro-batch)")
+
+
+if __name__ == "__main__":
+    main()
