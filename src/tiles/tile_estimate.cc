@@ -67,6 +67,18 @@ class Walker {
     return it == roots_.end() ? v : it->second;
   }
   int IpuOf(int placement) const { return std::max(0, placement); }
+  // The input whose buffer output `o` of `inst` reuses (lowering's in-place decision), or -1.
+  static int InPlaceInput(const Instruction& inst, size_t o) {
+    if (o >= inst.outputs.size()) return -1;
+    const BufferRef& out = inst.outputs[o];
+    for (size_t k = 0; k < inst.inputs.size(); ++k) {
+      const BufferRef& in = inst.inputs[k];
+      if (in.space == out.space && in.offset == out.offset && in.device == out.device) {
+        return static_cast<int>(k);
+      }
+    }
+    return -1;
+  }
   IpuState& State(int ipu);
   TileSpan MapNew(int ipu, double bytes, int max_tiles);
   void PlaceResident();
@@ -177,12 +189,15 @@ void Walker::Step(size_t i) {
     site.inputs.push_back(here ? it->second.span : TileSpan{});
     site.input_resident.push_back(here && it->second.resident);
   }
-  // Outputs that get new tile memory (not views, not updates written into a variable).
+  // Outputs that get new tile memory (not views, not updates written into a variable), and
+  // for each the input whose buffer lowering let it reuse in place (-1: none).
   std::vector<const Value*> fresh;
+  std::vector<int> reuses;
   for (size_t o = 0; o < node.outputs().size(); ++o) {
     BufferSpace space = o < inst.outputs.size() ? inst.outputs[o].space : BufferSpace::kArena;
     if (space == BufferSpace::kArena || space == BufferSpace::kWorking) {
       fresh.push_back(node.output(o));
+      reuses.push_back(InPlaceInput(inst, o));
     }
   }
   const WorkKind kind = ClassifyOp(node);
@@ -205,9 +220,19 @@ void Walker::Step(size_t i) {
     Placed p;
     p.ipu = ipu;
     p.def = i;
-    p.span = fresh[o] == node.output(0) ? site.output : map_output(fresh[o], tiles_);
-    AddSpan(s.live, p.span);
-    s.live_sum += p.span.bytes;
+    // Written in place over a dying input: that input's tile memory, handed over.
+    auto reused = reuses[o] < 0 ? placed_.end() : placed_.find(Root(node.input(reuses[o])));
+    if (reused != placed_.end() && reused->second.ipu == ipu && !reused->second.resident &&
+        !reused->second.dead && reused->second.span.bytes == half_.Bytes(fresh[o])) {
+      p.span = reused->second.span;
+      reused->second.dead = true;  // its bytes now belong to the output
+      reused->second.last_use = i;
+      if (fresh[o] == node.output(0)) site.output = p.span;
+    } else {
+      p.span = fresh[o] == node.output(0) ? site.output : map_output(fresh[o], tiles_);
+      AddSpan(s.live, p.span);
+      s.live_sum += p.span.bytes;
+    }
     placed_[fresh[o]] = p;
   }
   // The op's temporaries and resident vertex state, on the tiles it uses.

@@ -7,9 +7,9 @@
 // (devices/ipu_model/), so this is the only IPU-specific result: an estimate, labelled so
 // wherever it is shown.
 //
-// What it does not model (said plainly): in-place reuse of a dying input's tile memory
-// (the estimate counts the output separately: conservative), overlap of exchange with
-// compute, stream copies overlapping the step, tile-level code layout.
+// An output lowering writes in place over a dying input takes over that input's tile memory.
+// What it does not model (said plainly): overlap of exchange with compute, stream copies
+// overlapping the step, tile-level code layout.
 #pragma once
 
 #include <string>
