@@ -454,6 +454,10 @@ NB_MODULE(_core, m) {
         if (exe.tile_estimate() == nullptr) return std::nullopt;
         return exe.tile_estimate()->step_cycles;
       })
+      .def_prop_ro("ipu_num_ipus", [](const Executable& exe) -> std::optional<int> {
+        if (exe.tile_estimate() == nullptr) return std::nullopt;
+        return exe.tile_estimate()->num_ipus;
+      })
       .def("ipu_report_json", [](const Executable& exe, double samples_per_step) -> std::string {
         if (exe.tile_estimate() == nullptr) {
           throw nb::value_error("ipu_report_json: the program was not compiled for the IPU Model");

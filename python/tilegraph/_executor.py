@@ -858,9 +858,7 @@ class PoplarExecutor:
     def _check_ipu_count(self, exe):
         """IPU devices come in powers of two: a model needing another count attaches the
         next power of two with autoRoundNumIPUs, and is refused without it (as PopTorch)."""
-        import json
-        ipus = json.loads(exe.ipu_report_json(0.0))["num_ipus"] * self._replicas * \
-            max(1, self._processes)
+        ipus = exe.ipu_num_ipus * self._replicas * max(1, self._processes)
         attached = 1 << max(0, (ipus - 1).bit_length())
         if attached != ipus and not self.options.ipu_settings.get("autoRoundNumIPUs"):
             raise Error(f"useIpuModel: the model needs {ipus} IPUs (stages x replicas); IPU "

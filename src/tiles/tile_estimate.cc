@@ -344,11 +344,11 @@ void Walker::Finish(TileEstimate& e) {
 // What fills the fullest tile at its peak: resident values, the values alive at its peak
 // step and that step's temporaries, vertex state and code.
 void Walker::FindContributors(TileEstimate& e) const {
+  if (e.ipus.empty()) return;
   int worst_ipu = 0;
   for (size_t i = 0; i < e.ipus.size(); ++i) {
     if (e.ipus[i].max_tile_bytes > e.ipus[worst_ipu].max_tile_bytes) worst_ipu = static_cast<int>(i);
   }
-  if (e.ipus.empty()) return;
   const IpuMemory& m = e.ipus[worst_ipu];
   const int tile = m.max_tile;
   const size_t peak = ipus_[worst_ipu].peak_step[tile];
