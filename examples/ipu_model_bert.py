@@ -2,6 +2,12 @@
 place it over 4? (docs/IPU_MODEL.md; every figure printed is a compile-time estimate)
 
     python3 examples/ipu_model_bert.py --size large --half --micro-batch 1 [--report r.html]
+    python3 examples/ipu_model_bert.py --size large --half --pipelined --recompute
+
+--pipelined places the stages as PipelinedExecution (1F1B, 8 micro-batches of gradient
+accumulation: IPU k of N holds the activations of N - k micro-batches in flight) instead of
+ShardedExecution; --recompute adds Graphcore's recipe for BERT-Large: autoRecomputation=3
+(each stage keeps only its inputs) and a recomputationCheckpoint after every encoder layer.
 
 Compiles (does not train) Hugging Face's BertForPreTraining with random weights, sequence
 128 (16 for --size small), SGD: first on one emulated IPU with out-of-memory allowed (fits or not, the fullest
@@ -23,19 +29,30 @@ def main():
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--ipus", type=int, default=4)
     parser.add_argument("--report", help="write the one-IPU report as HTML here")
+    parser.add_argument("--pipelined", action="store_true",
+                        help="PipelinedExecution with 8 micro-batches per step")
+    parser.add_argument("--recompute", action="store_true",
+                        help="autoRecomputation=3 and a checkpoint after every encoder layer")
     args = parser.parse_args()
 
     seq = 16 if args.size == "small" else 128  # the small config has 64 positions
-    case = zoo.bert_pretraining(args.size, batch=args.micro_batch, seq=seq)
+    accumulation = 8 if args.pipelined else 1
+    case = zoo.bert_pretraining(args.size, batch=args.micro_batch * accumulation, seq=seq)
     model, inputs = case.train_model, case.train_inputs
     if args.half:
         model.half()
+    if args.recompute:
+        for layer in model.model.bert.encoder.layer:
+            layer.register_forward_hook(_checkpoint_hidden_state)
     optimizer = poptorch.optim.SGD(model.parameters(), lr=0.01)
     params = sum(p.numel() for p in model.parameters())
     print(f"BERT-{args.size}: {params / 1e6:.1f}M parameters, "
           f"{'fp16' if args.half else 'fp32'}, micro-batch {args.micro_batch}, sequence {seq}")
 
     opts = poptorch.Options().useIpuModel(True, allow_out_of_memory=True)
+    opts.Training.gradientAccumulation(accumulation)
+    if args.recompute:
+        opts._Popart.set("autoRecomputation", int(poptorch.RecomputationType.Pipeline))
     one = poptorch.trainingModel(model, opts, optimizer)
     one.compile(*inputs)
     report = one.ipuModelReport()
@@ -48,7 +65,10 @@ def main():
           f"fullest tile {ipu['max_tile_bytes'] / 1024:,.0f} KiB of {capacity:,.0f} "
           f"(tile {ipu['max_tile']}), {ipu['total_bytes'] / 2**20:,.0f} MiB in all")
 
-    plan = poptorch.autoPartition(model, args.ipus, inputs, optimizer=optimizer)
+    opts = opts.clone()
+    if args.pipelined:
+        opts.setExecutionStrategy(poptorch.PipelinedExecution())
+    plan = poptorch.autoPartition(model, args.ipus, inputs, optimizer=optimizer, options=opts)
     print(plan)
     layers = [sum(u.startswith("model.bert.encoder.layer.") for u in stage)
               for stage in plan.stages]
@@ -58,6 +78,13 @@ def main():
     clock = report["target"]["clock_hz"]
     print(f"estimated pipeline throughput: {clock / slowest * args.micro_batch:,.0f} "
           f"sequences/s (slowest stage {slowest:,.0f} cycles per micro-batch)")
+
+
+def _checkpoint_hidden_state(module, args, output):
+    """A forward hook: keeps an encoder layer's output for the backward (recomputes the rest)."""
+    if isinstance(output, tuple):
+        return (poptorch.recomputationCheckpoint(output[0]),) + output[1:]
+    return poptorch.recomputationCheckpoint(output)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ std::unique_ptr<Pass> CreateDcePass();               // "dce"            dce.cc
 std::unique_ptr<Pass> CreateCsePass();               // "cse"            cse.cc
 std::unique_ptr<Pass> CreateConstantFoldPass();      // "constant-fold"  constant_fold.cc
 std::unique_ptr<Pass> CreateFoldTransposePass();     // "fold-transpose"  fold_transpose.cc
+std::unique_ptr<Pass> CreateFoldExactCastsPass();    // "fold-exact-casts" fold_exact_casts.cc
 std::unique_ptr<Pass> CreateHoistScalarsPass();      // "hoist-scalars"   hoist_scalars.cc
 std::unique_ptr<Pass> CreateFuseElementwisePass();   // "fuse-elementwise" fuse_elementwise.cc
 std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recompute.cc

@@ -19,6 +19,7 @@ constexpr PassInfo kPasses[] = {
     {"constant-fold", CreateConstantFoldPass},
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
+    {"fold-exact-casts", CreateFoldExactCastsPass},
     {"fold-transpose", CreateFoldTransposePass},
     {"fuse-conv-epilogue", CreateFuseConvEpiloguePass},
     {"fuse-elementwise", CreateFuseElementwisePass},
@@ -36,6 +37,8 @@ struct PipelineEntry {
 constexpr PipelineEntry kInferencePipeline[] = {
     {"dce", "drop what the outputs do not need before spending time on it"},
     {"constant-fold", "weights are variables, so only true compile-time arithmetic folds"},
+    {"fold-exact-casts", "half models are captured widened: round trips of values exact in "
+                         "half (weight transposes, reshapes, relu) are the values themselves"},
     {"cse", "merge repeated subexpressions, e.g. shared casts and broadcasts from capture"},
     {"fold-transpose", "x @ w.t(): matmul reads the weight transposed instead of a copy"},
     {"dce", "remove nodes orphaned by folding and merging"},
@@ -50,6 +53,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
 constexpr PipelineEntry kTrainingPipeline[] = {
     {"dce", "forward values the backward graph never reads are dead"},
     {"constant-fold", "fold scalar arithmetic the grad rules and optimizer emit"},
+    {"fold-exact-casts", "half models are captured widened: round trips of values exact in "
+                         "half (weight transposes, reshapes, relu) are the values themselves"},
     {"cse", "grad rules recompute forward pieces (casts, broadcasts, transposes): share them"},
     {"fold-transpose", "linear layers and their grad rules transpose weights and results"},
     {"dce", "remove nodes orphaned by folding and merging"},

@@ -15,6 +15,7 @@ namespace tg::tiles {
 namespace {
 
 constexpr double kDefaultAvailableMemory = 0.6;  // Poplar's default proportion
+constexpr size_t kContributorsPerIpu = 12;
 
 // Resident code of one codelet (per distinct op on a tile), by kind of work (assumed sizes).
 double CodeletBytes(WorkKind kind) {
@@ -60,6 +61,7 @@ class Walker {
     size_t last_use = 0;  // the last step that reads it
     bool resident = false;  // variables, constants, hyperparameters: always alive
     bool dead = false;      // its last reader has run
+    double copies = 1;      // pipelined: micro-batches whose copy is alive at once (stash)
   };
 
   const Value* Root(const Value* v) const {
@@ -80,12 +82,15 @@ class Walker {
     return -1;
   }
   IpuState& State(int ipu);
+  double StashCopies(size_t def, int ipu, const Value* v) const;
   TileSpan MapNew(int ipu, double bytes, int max_tiles);
   void PlaceResident();
   void FindLastUses();
   void Step(size_t i);
   void Finish(TileEstimate& e);
   void FindContributors(TileEstimate& e) const;
+  void AddContributors(TileEstimate& e, int ipu,
+                       const std::unordered_map<const Value*, std::string>& source_of) const;
 
   const Program& program_;
   const TileOptions& options_;
@@ -96,6 +101,8 @@ class Walker {
   std::vector<IpuState> ipus_;
   std::unordered_map<const Value*, Placed> placed_;
   std::unordered_map<const Value*, size_t> last_use_;  // root -> last step reading it
+  std::vector<int> device_changes_;  // per step: how often the device changed before it
+  int stages_ = 1;                   // IPUs of the program (pipeline stages)
   TileEstimate estimate_;
   double clock_ = 0;  // sharded execution: one clock for all IPUs
 };
@@ -120,12 +127,31 @@ TileSpan Walker::MapNew(int ipu, double bytes, int max_tiles) {
   return span;
 }
 
+// Pipelined execution (runtime/pipeline.h, 1F1B): IPU d of S has up to S - d micro-batches
+// in flight, so a value its forward keeps for its backward (defined and last read on d, with
+// other IPUs' work in between: the micro-batch left and came back) is alive S - d times over:
+// the stash. Recomputation shrinks it to the stage's checkpoints.
+double Walker::StashCopies(size_t def, int ipu, const Value* v) const {
+  if (!options_.pipelined) return 1;
+  auto lu = last_use_.find(v);
+  if (lu == last_use_.end() || lu->second >= program_.instructions.size()) return 1;
+  const Instruction& reader = program_.instructions[lu->second];
+  if (IpuOf(reader.device) != ipu || device_changes_[lu->second] == device_changes_[def]) return 1;
+  return std::max(1, stages_ - ipu);
+}
+
 // Weights, optimizer state, constants and hyperparameters live on the IPU of their first
-// reader for the whole program, spread linearly.
+// reader for the whole program, spread linearly; streamed inputs from the start of the step
+// (stashed like activations when the IPU's backward reads them).
 void Walker::PlaceResident() {
   std::unordered_map<const Value*, int> first_reader_ipu;
-  for (const Instruction& inst : program_.instructions) {
-    for (const Value* in : inst.node->inputs()) first_reader_ipu.emplace(Root(in), inst.device);
+  std::unordered_map<const Value*, size_t> first_reader_step;
+  for (size_t i = 0; i < program_.instructions.size(); ++i) {
+    const Instruction& inst = program_.instructions[i];
+    for (const Value* in : inst.node->inputs()) {
+      first_reader_ipu.emplace(Root(in), inst.device);
+      first_reader_step.emplace(Root(in), i);
+    }
   }
   const Graph& g = *program_.graph;
   for (const auto* list : {&g.variables(), &g.constants(), &g.hyperparams()}) {
@@ -147,9 +173,11 @@ void Walker::PlaceResident() {
     Placed p;
     p.ipu = ipu;
     p.span = MapNew(ipu, half_.Bytes(v), tiles_);
+    auto first = first_reader_step.find(v);
+    if (first != first_reader_step.end()) p.copies = StashCopies(first->second, ipu, v);
     IpuState& s = State(ipu);
-    AddSpan(s.live, p.span);
-    s.live_sum += p.span.bytes;
+    AddSpan(s.live, p.span, p.copies);
+    s.live_sum += p.span.bytes * p.copies;
     placed_[v] = p;
   }
 }
@@ -165,6 +193,15 @@ void Walker::FindLastUses() {
     if (u.value != nullptr) last[Root(u.value)] = n;
   }
   last_use_ = std::move(last);
+  device_changes_.assign(n, 0);
+  for (size_t i = 0; i < n; ++i) {
+    const int device = IpuOf(program_.instructions[i].device);
+    stages_ = std::max(stages_, device + 1);
+    if (i > 0) {
+      const bool changed = device != IpuOf(program_.instructions[i - 1].device);
+      device_changes_[i] = device_changes_[i - 1] + (changed ? 1 : 0);
+    }
+  }
 }
 
 // One instruction: its outputs are mapped and become alive, its temporaries are alive
@@ -193,11 +230,13 @@ void Walker::Step(size_t i) {
   // for each the input whose buffer lowering let it reuse in place (-1: none).
   std::vector<const Value*> fresh;
   std::vector<int> reuses;
+  std::vector<bool> crosses_segments;  // pipelined: in the slot arena (see StashCopies)
   for (size_t o = 0; o < node.outputs().size(); ++o) {
     BufferSpace space = o < inst.outputs.size() ? inst.outputs[o].space : BufferSpace::kArena;
     if (space == BufferSpace::kArena || space == BufferSpace::kWorking) {
       fresh.push_back(node.output(o));
       reuses.push_back(InPlaceInput(inst, o));
+      crosses_segments.push_back(space == BufferSpace::kArena);
     }
   }
   const WorkKind kind = ClassifyOp(node);
@@ -225,13 +264,18 @@ void Walker::Step(size_t i) {
     if (reused != placed_.end() && reused->second.ipu == ipu && !reused->second.resident &&
         !reused->second.dead && reused->second.span.bytes == half_.Bytes(fresh[o])) {
       p.span = reused->second.span;
+      p.copies = crosses_segments[o] ? StashCopies(i, ipu, fresh[o]) : 1;
+      // A stashed output over a value of one micro-batch: its other micro-batches' copies.
+      AddSpan(s.live, p.span, p.copies - reused->second.copies);
+      s.live_sum += p.span.bytes * (p.copies - reused->second.copies);
       reused->second.dead = true;  // its bytes now belong to the output
       reused->second.last_use = i;
       if (fresh[o] == node.output(0)) site.output = p.span;
     } else {
       p.span = fresh[o] == node.output(0) ? site.output : map_output(fresh[o], tiles_);
-      AddSpan(s.live, p.span);
-      s.live_sum += p.span.bytes;
+      if (crosses_segments[o]) p.copies = StashCopies(i, ipu, fresh[o]);
+      AddSpan(s.live, p.span, p.copies);
+      s.live_sum += p.span.bytes * p.copies;
     }
     placed_[fresh[o]] = p;
   }
@@ -280,15 +324,16 @@ void Walker::Step(size_t i) {
   s.cycles += cs.cycles();
   clock_ += cs.cycles();
   estimate_.compute_sets.push_back(std::move(cs));
-  estimate_.liveness.push_back({i, ipu, node.op(), s.live_sum + op_tiles.bytes, step_max});
+  estimate_.liveness.push_back(
+      {i, ipu, node.op(), s.live_sum + op_tiles.bytes, step_max, s.live_sum});
 
   // Values read for the last time here (and outputs nobody reads) die.
   auto kill = [&](const Value* v) {
     auto it = placed_.find(v);
     if (it == placed_.end() || it->second.resident || it->second.dead) return;
     IpuState& owner = State(it->second.ipu);
-    AddSpan(owner.live, it->second.span, -1.0);
-    owner.live_sum -= it->second.span.bytes;
+    AddSpan(owner.live, it->second.span, -it->second.copies);
+    owner.live_sum -= it->second.span.bytes * it->second.copies;
     it->second.dead = true;
     it->second.last_use = i;
   };
@@ -341,61 +386,71 @@ void Walker::Finish(TileEstimate& e) {
   if (e.overflows.size() > 32) e.overflows.resize(32);
 }
 
-// What fills the fullest tile at its peak: resident values, the values alive at its peak
-// step and that step's temporaries, vertex state and code.
+// What fills each IPU's fullest tile at its peak (the worst IPU first): resident values,
+// the values alive at its peak step and that step's temporaries, vertex state and code.
 void Walker::FindContributors(TileEstimate& e) const {
-  if (e.ipus.empty()) return;
-  int worst_ipu = 0;
-  for (size_t i = 0; i < e.ipus.size(); ++i) {
-    if (e.ipus[i].max_tile_bytes > e.ipus[worst_ipu].max_tile_bytes) worst_ipu = static_cast<int>(i);
-  }
-  const IpuMemory& m = e.ipus[worst_ipu];
-  const int tile = m.max_tile;
-  const size_t peak = ipus_[worst_ipu].peak_step[tile];
+  std::vector<int> order(e.ipus.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+    return e.ipus[a].max_tile_bytes > e.ipus[b].max_tile_bytes;
+  });
   std::unordered_map<const Value*, std::string> source_of;  // a variable: its first reader's
   for (const Instruction& inst : program_.instructions) {
     for (const Value* in : inst.node->inputs()) source_of.emplace(Root(in), inst.node->source());
   }
+  for (int ipu : order) AddContributors(e, ipu, source_of);
+}
+
+void Walker::AddContributors(TileEstimate& e, int ipu,
+                             const std::unordered_map<const Value*, std::string>& source_of) const {
+  const IpuMemory& m = e.ipus[ipu];
+  const int tile = m.max_tile;
+  const size_t peak = ipus_[ipu].peak_step[tile];
+  std::vector<TileContributor> found;
   for (const auto& [v, p] : placed_) {
-    if (p.ipu != worst_ipu) continue;
+    if (p.ipu != ipu) continue;
     bool resident = v->kind() != ValueKind::kNodeOutput && v->kind() != ValueKind::kInput;
     size_t last = p.last_use;
     auto lu = last_use_.find(v);
     if (lu != last_use_.end()) last = lu->second;
     if (!resident && (p.def > peak || last < peak)) continue;
-    double bytes = BytesOnTile(p.span, tile, tiles_);
+    double bytes = BytesOnTile(p.span, tile, tiles_) * p.copies;
     if (bytes <= 0) continue;
     TileContributor c;
     c.name = v->producer() ? v->producer()->Describe() : "%" + v->name();
+    if (p.copies > 1) {
+      c.name += " (x" + std::to_string(static_cast<int>(p.copies)) + ": micro-batches in flight)";
+    }
     c.source = v->producer() ? v->producer()->source() : "";
     if (c.source.empty() && source_of.count(v)) c.source = source_of.at(v);
     c.kind = resident ? ValueKindName(v->kind()) : "activation";
     c.bytes_on_tile = bytes;
-    c.ipu = worst_ipu;
+    c.ipu = ipu;
     c.tile = tile;
-    e.largest.push_back(std::move(c));
+    found.push_back(std::move(c));
   }
   if (peak < program_.instructions.size() && m.exchange[tile] > 0) {
     const Node& n = *program_.instructions[peak].node;
-    e.largest.push_back({n.Describe() + " (received operands, partial sums)", n.source(),
-                         "exchange", m.exchange[tile], worst_ipu, tile});
+    found.push_back({n.Describe() + " (received operands, partial sums)", n.source(),
+                     "exchange", m.exchange[tile], ipu, tile});
   }
-  e.largest.push_back({"vertex state (all compute sets on this tile)", "", "vertex_state",
-                       m.vertex_state[tile], worst_ipu, tile});
-  e.largest.push_back({"code (runtime, control program, codelets)", "", "code", m.code[tile],
-                       worst_ipu, tile});
-  std::sort(e.largest.begin(), e.largest.end(), [](const auto& a, const auto& b) {
+  found.push_back({"vertex state (all compute sets on this tile)", "", "vertex_state",
+                   m.vertex_state[tile], ipu, tile});
+  found.push_back({"code (runtime, control program, codelets)", "", "code", m.code[tile], ipu,
+                   tile});
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) {
     return a.bytes_on_tile > b.bytes_on_tile;
   });
-  if (e.largest.size() > 12) e.largest.resize(12);
+  if (found.size() > kContributorsPerIpu) found.resize(kContributorsPerIpu);
+  e.largest.insert(e.largest.end(), found.begin(), found.end());
 }
 
 TileEstimate Walker::Run() {
   estimate_.target = target_;
   estimate_.replicas = std::max(1, options_.replicas);
   estimate_.pipelined = options_.pipelined;
-  PlaceResident();
   FindLastUses();
+  PlaceResident();
   for (size_t i = 0; i < program_.instructions.size(); ++i) Step(i);
   State(0);
   // Streaming the step's inputs in and outputs out over the host link (not overlapped).

@@ -54,7 +54,8 @@ struct LiveStep {
   size_t step = 0;
   int ipu = 0;
   std::string label;
-  double live_bytes = 0, max_tile_bytes = 0;
+  double live_bytes = 0, max_tile_bytes = 0;  // all of the IPU's tiles / the fullest one
+  double activation_bytes = 0;  // of live_bytes, the values alive (not the op's temporaries)
 };
 
 struct TileOverflow {
@@ -80,7 +81,9 @@ struct TileEstimate {
   std::vector<ComputeSetEstimate> compute_sets;
   std::vector<LiveStep> liveness;
   std::vector<TileOverflow> overflows;  // worst first, at most 32
-  std::vector<TileContributor> largest; // on the worst tile at its peak, largest first
+  // On each IPU's fullest tile at its peak, the IPU with the fullest tile first; per IPU at
+  // most 12, largest first.
+  std::vector<TileContributor> largest;
 
   double seconds_per_step() const { return step_cycles / target.clock_hz; }
   // The report (docs/IPU_MODEL.md: "Report JSON"); samples_per_step <= 0 leaves the

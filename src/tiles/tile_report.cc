@@ -111,6 +111,7 @@ std::string TileEstimate::ToJson(double samples_per_step) const {
     const LiveStep& l = liveness[i];
     o << (i ? "," : "") << "{\"step\":" << l.step << ",\"ipu\":" << l.ipu
       << ",\"label\":" << Quote(l.label) << ",\"live_bytes\":" << Num(std::round(l.live_bytes))
+      << ",\"activation_bytes\":" << Num(std::round(l.activation_bytes))
       << ",\"max_tile_bytes\":" << Num(std::round(l.max_tile_bytes)) << "}";
   }
   o << "],\"compute_sets\":[";
@@ -166,7 +167,7 @@ std::string TileEstimate::OutOfMemoryMessage() const {
   }
   if (!largest.empty()) {
     o << "\n  largest on IPU " << largest[0].ipu << " tile " << largest[0].tile << ":";
-    for (size_t i = 0; i < largest.size() && i < 8; ++i) {
+    for (size_t i = 0; i < largest.size() && i < 8 && largest[i].ipu == largest[0].ipu; ++i) {
       const TileContributor& c = largest[i];
       o << "\n    " << KiB(c.bytes_on_tile) << "  " << c.kind << "  " << c.name;
       if (!c.source.empty()) o << "  (" << c.source << ")";

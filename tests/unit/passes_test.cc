@@ -421,7 +421,8 @@ TEST(PassManager, ErrorsInsideAPassNameThePass) {
 TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars",
                            "fuse-elementwise", "fuse-matmul-epilogue", "fuse-conv-epilogue",
-                           "block-conv-layout", "recompute"}) {
+                           "block-conv-layout", "recompute", "fold-exact-casts",
+                           "schedule-updates"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -430,7 +431,8 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
     EXPECT_NE(e.message().find("unknown pass 'dse'"), std::string::npos);
-    EXPECT_NE(e.message().find("block-conv-layout, constant-fold, cse, dce, fold-transpose, "
+    EXPECT_NE(e.message().find("block-conv-layout, constant-fold, cse, dce, fold-exact-casts, "
+                               "fold-transpose, "
                                "fuse-conv-epilogue, "
                                "fuse-elementwise, fuse-matmul-epilogue, hoist-scalars, recompute"),
               std::string::npos)
