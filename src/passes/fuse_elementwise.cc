@@ -8,6 +8,9 @@
 // group's first member. A node joins a group only when each of its producers is in the group
 // or scheduled before the group's first member, so every fused node's inputs are computed
 // before it and every outside user of its outputs comes after it. Groups of one stay unfused.
+// A node that only shares an input with a group (a sibling) joins it only when the group
+// ends close before it in the schedule: far siblings are other phases of the step (a cast
+// recomputed for the backward), and fusing them would keep their results alive in between.
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -65,8 +68,13 @@ std::optional<Key> FusionKey(const Node& n, const OpRegistry& registry,
 struct Group {
   Key key;
   int start = 0;  // schedule position of the first member
+  int last = 0;   // schedule position of the last member
   std::vector<Node*> members;
 };
+
+// How far back (in schedule positions) a group that only shares an input with a node may
+// end for the node to join it.
+constexpr int kSiblingWindow = 32;
 
 bool Compatible(const Key& g, const Key& n) {
   return g.shape == n.shape && g.placement == n.placement &&
@@ -146,8 +154,13 @@ class FuseElementwisePass : public Pass {
       for (Value* in : n->inputs()) {
         if (in->kind() == ValueKind::kConstant) continue;
         auto it = consumer_groups.find(in->id());
-        if (it != consumer_groups.end()) candidates.insert(candidates.end(), it->second.begin(),
-                                                          it->second.end());
+        if (it == consumer_groups.end()) continue;
+        for (int c : it->second) {
+          // A sibling far back in the schedule is left alone: joining it would hoist this
+          // node there (the fused node takes its first member's place), keeping its result
+          // alive all the way, e.g. a recomputed cast pulled back into the forward pass.
+          if (pos[n] - groups[c].last <= kSiblingWindow) candidates.push_back(c);
+        }
       }
       // A group id may have been merged into another; resolve to the live one.
       auto live = [&](int c) {
@@ -164,12 +177,13 @@ class FuseElementwisePass : public Pass {
       }
       if (chosen < 0) {
         chosen = static_cast<int>(groups.size());
-        groups.push_back(Group{*key, pos[n], {}});
+        groups.push_back(Group{*key, pos[n], pos[n], {}});
         merged_into.push_back(-1);
       }
       Group& g = groups[chosen];
       if (!g.key.dtype) g.key.dtype = key->dtype;
       g.members.push_back(n);
+      g.last = pos[n];
       group_of[n] = chosen;
       for (Value* in : n->inputs()) {
         std::vector<int>& cg = consumer_groups[in->id()];
@@ -190,6 +204,7 @@ class FuseElementwisePass : public Pass {
         std::sort(into.members.begin(), into.members.end(),
                   [&](Node* a, Node* b) { return pos.at(a) < pos.at(b); });
         into.start = std::min(into.start, from.start);
+        into.last = std::max(into.last, from.last);
         if (!into.key.dtype) into.key.dtype = from.key.dtype;
         from.members.clear();
         merged_into[c] = chosen;

@@ -295,5 +295,40 @@ TEST(FuseElementwise, NoMergeAcrossANonElementwiseNode) {
   ExpectEquivalent(text);
 }
 
+// `siblings` casts of %w with `gap` matmuls between the first two (a forward and a
+// recomputed backward use of a widened weight).
+std::string SiblingCasts(int gap) {
+  std::string text = R"(graph g {
+  input %w : f16[4,4]
+  input %x : f32[4,4]
+  %c0 = cast(%w) {dtype = f32} : f32[4,4]
+  %t0 = tanh(%c0) : f32[4,4]
+  %m0 = matmul(%x, %t0) {transpose_a = false, transpose_b = false} : f32[4,4]
+)";
+  for (int i = 1; i <= gap; ++i) {
+    text += "  %m" + std::to_string(i) + " = matmul(%m" + std::to_string(i - 1) +
+            ", %x) {transpose_a = false, transpose_b = false} : f32[4,4]\n";
+  }
+  text += "  %c1 = cast(%w) {dtype = f32} : f32[4,4]\n";
+  text += "  %y = matmul(%m" + std::to_string(gap) + ", %c1) {transpose_a = false, "
+          "transpose_b = false} : f32[4,4]\n  output %y\n}";
+  return text;
+}
+
+TEST(FuseElementwise, ASiblingFarBackInTheScheduleIsNotJoined) {
+  // Near: the second cast joins the first's group (one read of %w). Far: it stays where it
+  // is, so its result is not alive across the 40 matmuls in between.
+  std::unique_ptr<Graph> near = Fused(SiblingCasts(2));
+  EXPECT_EQ(Count(*near, "fused_elementwise"), 1) << PrintGraph(*near);
+  EXPECT_EQ(Count(*near, "cast"), 0);
+  ExpectEquivalent(SiblingCasts(2));
+  std::unique_ptr<Graph> far = Fused(SiblingCasts(40));
+  EXPECT_EQ(Count(*far, "fused_elementwise"), 1) << PrintGraph(*far);
+  EXPECT_EQ(Count(*far, "cast"), 1);
+  const Node& last_cast = *far->nodes()[far->nodes().size() - 2];
+  EXPECT_EQ(last_cast.op(), "cast");  // still right before its reader
+  ExpectEquivalent(SiblingCasts(40));
+}
+
 }  // namespace
 }  // namespace tg
