@@ -1,7 +1,8 @@
 // Fold transposes into matmul: a matmul reads either operand transposed for free (it only
 // changes the strides oneDNN is given), so a `permute` that swaps the last two axes and
 // feeds a matmul is folded into the matmul's transpose_a / transpose_b flag, and a permute
-// of a matmul's result is folded by (A B)^T = B^T A^T. Linear layers (x @ w.t()) and their
+// of a matmul's result is folded by (A B)^T = B^T A^T, also through the casts a half model
+// puts between them (round to half, widen). Linear layers (x @ w.t()) and their
 // grad rules (g @ w, x^T @ g then ^T) produce these in every model; unfolded, each one is a
 // full strided copy of a weight or an activation per step. DCE removes the orphaned permutes.
 #include "passes/passes.h"
@@ -44,7 +45,7 @@ class FoldTransposePass : public Pass {
       }
     }
     // Results: permute(matmul(a, b, ta, tb)) -> matmul(b, a, !tb, !ta) when the permute is
-    // the matmul's only user. Batch dims are kept in place by the swap, so broadcasting holds.
+    // the matmul's only user (through single-use casts: permute(cast(mm)) -> cast(mm^T)). Batch dims are kept in place by the swap, so broadcasting holds.
     std::vector<int> uses = graph.CountUses();
     std::vector<Node*> permutes;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
@@ -52,15 +53,33 @@ class FoldTransposePass : public Pass {
     }
     for (Node* p : permutes) {
       Node& perm = *p;
-      Node* mm = perm.input(0)->producer();
-      if (mm == nullptr || mm->op() != "matmul" || uses[perm.input(0)->id()] != 1) continue;
+      // The matmul, possibly behind casts (a half model rounds the product, then widens it:
+      // casts are elementwise, so they commute with the transpose).
+      std::vector<Node*> casts;
+      Value* v = perm.input(0);
+      while (v->producer() != nullptr && v->producer()->op() == "cast" && uses[v->id()] == 1) {
+        casts.push_back(v->producer());
+        v = v->producer()->input(0);
+      }
+      Node* mm = v->producer();
+      if (mm == nullptr || mm->op() != "matmul" || uses[v->id()] != 1) continue;
       bool ta = Flag(*mm, "transpose_a"), tb = Flag(*mm, "transpose_b");
-      Node* swapped = graph.AddNode("matmul", {mm->input(1), mm->input(0)},
-                                    {perm.output()->type()},
+      TensorType swapped_type = v->type();
+      swapped_type.shape = perm.output()->type().shape;
+      Node* swapped = graph.AddNode("matmul", {mm->input(1), mm->input(0)}, {swapped_type},
                                     {{"transpose_a", !tb}, {"transpose_b", !ta}}, &perm);
       swapped->set_source(mm->source());
       swapped->set_placement(mm->placement());
-      graph.ReplaceAllUsesWith(perm.output(), swapped->output());
+      Value* result = swapped->output();
+      for (auto it = casts.rbegin(); it != casts.rend(); ++it) {  // the casts, in their order
+        TensorType t = (*it)->output(0)->type();
+        t.shape = perm.output()->type().shape;
+        Node* cast = graph.AddNode("cast", {result}, {t}, (*it)->attrs(), &perm);
+        cast->set_source((*it)->source());
+        cast->set_placement((*it)->placement());
+        result = cast->output();
+      }
+      graph.ReplaceAllUsesWith(perm.output(), result);
       changed = true;
     }
     return changed;

@@ -6,7 +6,10 @@
 // op may use on a tile (Poplar's "available memory proportion"). When k is split, a second
 // compute set reduces the partial sums. This is the spirit of Poplar's poplin planner: the
 // cost terms are the same (MACs per tile, bytes exchanged per tile, a reduction), the
-// figures are the target's (tiles/ipu_target.h), the search is over powers of two.
+// figures are the target's (tiles/ipu_target.h), the search is over powers of two. A product
+// too large for any split of the tiles' memory is also serialized: its n columns computed in
+// ps steps one after another (Poplar's serial split, Graphcore's "serialized" projections),
+// each step a split of n / ps columns, its temporaries reused by the next.
 #pragma once
 
 #include "ops/registry.h"
@@ -15,10 +18,11 @@
 namespace tg::tiles {
 
 struct GemmPlan {
-  double pm = 1, pn = 1, pk = 1;  // the split of one product
+  double pm = 1, pn = 1, pk = 1;  // the split of one product (of one serial step)
+  double serial = 1;              // serial steps over the columns (1: all at once)
   double groups_per_tile = 1;     // > 1 when there are more groups than tiles
   int tiles_used = 0;
-  double compute_cycles = 0;      // the multiply compute set
+  double compute_cycles = 0;      // the multiply compute sets (one per serial step)
   double exchange_bytes_per_tile = 0;  // operand blocks a tile receives
   double exchange_cycles = 0;
   double reduce_cycles = 0;       // partial sums exchanged and added (pk > 1), 0 otherwise

@@ -78,11 +78,13 @@ OpWork Gemm(const OpSite& s, const GemmShape& shape, int* output_tiles) {
   o.b_resident = s.input_resident.size() > 1 && s.input_resident[1];
   GemmPlan plan = PlanGemm(shape, o, *s.target, s.available_bytes_per_tile);
   w.tiles_used = std::max(1, plan.tiles_used);
-  w.compute_sets = plan.pk > 1 ? 2 : 1;
+  w.compute_sets = static_cast<int>(plan.serial) * (plan.pk > 1 ? 2 : 1);
   w.sync_cycles = s.target->sync_cycles * w.compute_sets;
   w.exchange_cycles = plan.exchange_cycles;
+  // The reductions' syncs are counted in sync_cycles (one per compute set).
   w.compute_cycles = plan.compute_cycles + (plan.reduce_cycles > 0
-                                                ? plan.reduce_cycles - s.target->sync_cycles
+                                                ? plan.reduce_cycles -
+                                                      plan.serial * s.target->sync_cycles
                                                 : 0);
   w.temp_bytes_per_tile = plan.temp_bytes_per_tile;
   w.gemm = plan;

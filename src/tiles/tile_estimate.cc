@@ -4,6 +4,7 @@
 #include <map>
 #include <numeric>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ops/registry.h"
 #include "support/error.h"
@@ -154,9 +155,13 @@ void Walker::PlaceResident() {
     }
   }
   const Graph& g = *program_.graph;
+  std::unordered_set<const Value*> updated;
+  for (const VariableUpdate& u : g.updates()) updated.insert(u.variable);
   for (const auto* list : {&g.variables(), &g.constants(), &g.hyperparams()}) {
     for (const Value* v : *list) {
       auto it = first_reader_ipu.find(v);
+      // Nothing reads or writes it (e.g. the second name of a tied weight): not on a tile.
+      if (it == first_reader_ipu.end() && !updated.count(v)) continue;
       int ipu = it == first_reader_ipu.end() ? 0 : IpuOf(it->second);
       Placed p;
       p.ipu = ipu;

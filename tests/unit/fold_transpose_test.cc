@@ -88,5 +88,45 @@ TEST(FoldTranspose, KeepsOtherPermutesAndSharedResults) {
   ExpectSameOutputs(text, *g);
 }
 
+TEST(FoldTranspose, TransposedResultThroughAHalfModelsCasts) {
+  // A half model's weight gradient: the f32 product rounded to f16, widened, transposed.
+  // The casts commute with the transpose: the matmul swaps its operands and the casts follow.
+  std::string text = R"(graph g {
+  input %x : f32[4,3]
+  input %gy : f32[4,5]
+  %gw = matmul(%x, %gy) {transpose_a = true, transpose_b = false} : f32[3,5]
+  %h = cast(%gw) {dtype = f16} : f16[3,5]
+  %w = cast(%h) {dtype = f32} : f32[3,5]
+  %gwt = permute(%w) {perm = [1, 0]} : f32[5,3]
+  output %gwt
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 0) << PrintGraph(*g);
+  EXPECT_EQ(Count(*g, "cast"), 2);
+  const Node* mm = Only(*g, "matmul");
+  ASSERT_NE(mm, nullptr);
+  EXPECT_EQ(mm->input(0)->name(), "gy");
+  EXPECT_EQ(mm->output()->type().shape, (Shape{5, 3}));
+  EXPECT_EQ(g->outputs()[0]->producer()->op(), "cast");
+  EXPECT_EQ(g->outputs()[0]->type(), (TensorType{DType::kF32, {5, 3}}));
+  ExpectSameOutputs(text, *g, 0.0);
+}
+
+TEST(FoldTranspose, ACastOthersReadKeepsThePermute) {
+  std::string text = R"(graph g {
+  input %x : f32[4,3]
+  input %gy : f32[4,5]
+  %gw = matmul(%x, %gy) {transpose_a = true, transpose_b = false} : f32[3,5]
+  %h = cast(%gw) {dtype = f16} : f16[3,5]
+  %w = cast(%h) {dtype = f32} : f32[3,5]
+  %gwt = permute(%w) {perm = [1, 0]} : f32[5,3]
+  output %gwt
+  output %h
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 1);
+  ExpectSameOutputs(text, *g, 0.0);
+}
+
 }  // namespace
 }  // namespace tg

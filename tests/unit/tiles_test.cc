@@ -173,8 +173,9 @@ TEST(TilesGemmPlan, APlanCoversTheProductOnTheTilesThereAre) {
     EXPECT_TRUE(p.fits);
     EXPECT_GE(p.tiles_used, 1);
     EXPECT_LE(p.tiles_used, t.tiles_per_ipu);
-    const double block = std::ceil(s.m / p.pm) * std::ceil(s.n / p.pn) * std::ceil(s.k / p.pk);
-    EXPECT_GE(p.tiles_used * p.groups_per_tile * block, s.macs());
+    const double block = std::ceil(s.m / p.pm) * std::ceil(std::ceil(s.n / p.serial) / p.pn) *
+                         std::ceil(s.k / p.pk);
+    EXPECT_GE(p.serial * p.tiles_used * p.groups_per_tile * block, s.macs());
     EXPECT_GT(p.compute_cycles, 0);
     EXPECT_EQ(p.reduce_cycles > 0, p.pk > 1);
     EXPECT_DOUBLE_EQ(p.cycles(), p.exchange_cycles + p.compute_cycles + p.reduce_cycles);
@@ -200,6 +201,30 @@ TEST(TilesGemmPlan, LessMemoryNeverGivesAPlanWithMoreTemporaries) {
     }
     EXPECT_FALSE(PlanGemm(s, GemmOperands{}, t, 1).fits) << "no plan fits in one byte";
   }
+}
+
+TEST(TilesGemmPlan, AProductTooLargeForTheTilesIsComputedInSerialSteps) {
+  // BERT-Large's masked-LM projection for one sequence: [128, 1024] x [1024, 30522] in half
+  // precision, the 62.5 MB weight exchanged to the tiles. Within 28% of a tile no split of
+  // the whole product fits; computing it in serial steps over the columns does, at the cost
+  // of more compute sets and cycles.
+  const IpuTarget& t = IpuTargetByName("GC200");
+  GemmOperands half;
+  half.element_bytes = 2;
+  half.half = true;
+  const GemmShape mlm{1, 128, 30522, 1024};
+  const double available = 0.28 * t.bytes_per_tile;
+  GemmPlan roomy = PlanGemm(mlm, half, t, 1e12);
+  GemmPlan tight = PlanGemm(mlm, half, t, available);
+  EXPECT_EQ(roomy.serial, 1);
+  EXPECT_TRUE(tight.fits) << tight.temp_bytes_per_tile;
+  EXPECT_LE(tight.temp_bytes_per_tile, available);
+  EXPECT_GT(tight.serial, 1);
+  EXPECT_GT(tight.cycles(), roomy.cycles());
+  const double block = std::ceil(mlm.m / tight.pm) *
+                       std::ceil(std::ceil(mlm.n / tight.serial) / tight.pn) *
+                       std::ceil(mlm.k / tight.pk);
+  EXPECT_GE(tight.serial * tight.tiles_used * block, mlm.macs());
 }
 
 // Per split, a resident weight and half precision cost at most as much (exchange, compute,
@@ -467,6 +492,19 @@ TEST(TilesEstimate, ALoweredLayerFitsAndItsFiguresAreConsistent) {
   EXPECT_TRUE(Contains(json, "\"samples_per_second\":null"));
   EXPECT_TRUE(Contains(json, "\"kind\":\"gemm\""));
   EXPECT_FALSE(Contains(e.ToJson(32), "\"samples_per_second\":null"));
+}
+
+TEST(TilesEstimate, AVariableNothingReadsOrWritesTakesNoTileMemory) {
+  // A tied weight's second name: declared, never read, never updated.
+  std::unique_ptr<Graph> with_unused = DenseLayer();
+  with_unused->AddVariable("unused", {DType::kF32, {1024, 1024}});
+  const TileEstimate a = EstimateOnTiles(Lower(DenseLayer()));
+  const TileEstimate b = EstimateOnTiles(Lower(std::move(with_unused)));
+  const auto sum = [](const std::vector<double>& v) {
+    return std::accumulate(v.begin(), v.end(), 0.0);
+  };
+  EXPECT_DOUBLE_EQ(sum(b.ipus[0].variables), sum(a.ipus[0].variables));
+  EXPECT_GE(sum(a.ipus[0].variables), 256.0 * 512 * 4);  // the used weight is there
 }
 
 TEST(TilesEstimate, AProgramTooBigForItsTargetSaysWhatWouldHelp) {
