@@ -39,15 +39,18 @@ class ScheduleUpdatesPass : public Pass {
     }
     for (const Value* out : graph.outputs()) used.insert(out);
 
-    // Elementwise nodes that only serve updates: each output is an update value read by
-    // nothing else, or read only by such nodes (the unfused chain of one parameter's
-    // update). Gradients themselves (matmuls, reductions) keep their place in the backward.
+    // Elementwise nodes (and constant generators) that only serve updates: each output is an
+    // update value read by nothing else, or read only by such nodes (the unfused chain of
+    // one parameter's update, its gradient accumulator's reset included). Gradients themselves (matmuls, reductions) keep their place in the backward.
     std::unordered_set<const Node*> serves_updates;
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       const Node* n = it->get();
       const OpDef& def = ctx.registry->Get(n->op());
+      // A generator with no inputs (the zeros an accumulator is reset to) moves with the
+      // chain it feeds; left at the end, it would hold the whole chain back.
+      const bool generator = n->inputs().empty() && !def.traits.random;
       bool only = !n->outputs().empty() && (def.traits.elementwise || def.elementwise ||
-                                            n->op() == "fused_elementwise");
+                                            n->op() == "fused_elementwise" || generator);
       for (const Value* out : n->outputs()) {
         bool update = variable_of.count(out) != 0;
         if (update && used.count(out)) only = false;

@@ -78,5 +78,32 @@ TEST(ScheduleUpdates, NodesWithOtherReadersStay) {
   EXPECT_FALSE(CreateScheduleUpdatesPass()->Run(*g, ctx)) << "%n is also an output";
 }
 
+TEST(ScheduleUpdates, AnAccumulatorsResetMovesWithItsZeros) {
+  // Gradient accumulation: acc' = acc + g, reset to zeros on the optimizer step. The zeros
+  // (`full`) were appended at the end; the reset waits with them no longer, so the new
+  // accumulator value does not stay alive across the rest of the backward.
+  auto g = ParseGraph(R"(graph g {
+  input %x : f32[8, 16]
+  input %dy : f32[8, 16]
+  input %apply : bool[]
+  variable %w1 : f32[16, 16]
+  variable %acc : f32[16, 16]
+  %g1 = matmul(%x, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %sum = add(%acc, %g1) : f32[16, 16]
+  %dx = matmul(%dy, %w1) {transpose_a = false, transpose_b = true} : f32[8, 16]
+  %later = matmul(%dx, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %zeros = full() {dtype = f32, shape = [16, 16], value = 0.0} : f32[16, 16]
+  %reset = where(%apply, %zeros, %sum) : f32[16, 16]
+  update %acc = %reset
+  output %later
+})");
+  Verify(*g, &OpRegistry::Global());
+  PassContext ctx;
+  EXPECT_TRUE(CreateScheduleUpdatesPass()->Run(*g, ctx));
+  Verify(*g, &OpRegistry::Global());
+  EXPECT_EQ(Names(*g),
+            (std::vector<std::string>{"g1", "sum", "zeros", "reset", "dx", "later"}));
+}
+
 }  // namespace
 }  // namespace tg
