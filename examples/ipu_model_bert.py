@@ -2,12 +2,16 @@
 place it over 4? (docs/IPU_MODEL.md; every figure printed is a compile-time estimate)
 
     python3 examples/ipu_model_bert.py --size large --half --micro-batch 1 [--report r.html]
-    python3 examples/ipu_model_bert.py --size large --half --pipelined --recompute
+    python3 examples/ipu_model_bert.py --size large --half --pipelined --recompute \
+        --available-memory 0.28
 
 --pipelined places the stages as PipelinedExecution (1F1B, 8 micro-batches of gradient
 accumulation: IPU k of N holds the activations of N - k micro-batches in flight) instead of
 ShardedExecution; --recompute adds Graphcore's recipe for BERT-Large: autoRecomputation=3
-(each stage keeps only its inputs) and a recomputationCheckpoint after every encoder layer.
+(each stage keeps only its inputs) and a recomputationCheckpoint after every encoder layer;
+--available-memory sets every IPU's available memory proportion for matmul temporaries
+(0.28 in the PaddlePaddle BERT-Large IPU recipe; Poplar's default is 0.6). With --half the
+accumulated gradients are kept in fp16 (the optimizer's accum_type), as Graphcore's recipes do.
 
 Compiles (does not train) Hugging Face's BertForPreTraining with random weights, sequence
 128 (16 for --size small), SGD: first on one emulated IPU with out-of-memory allowed (fits or not, the fullest
@@ -17,6 +21,8 @@ the estimated pipeline throughput (the slowest stage sets the pace). BERT-Large 
 of host memory and a few minutes on 2 cores.
 """
 import argparse
+
+import torch
 
 import tilegraph as poptorch
 from tilegraph import zoo
@@ -33,6 +39,8 @@ def main():
                         help="PipelinedExecution with 8 micro-batches per step")
     parser.add_argument("--recompute", action="store_true",
                         help="autoRecomputation=3 and a checkpoint after every encoder layer")
+    parser.add_argument("--available-memory", type=float,
+                        help="available memory proportion of every IPU (default 0.6)")
     args = parser.parse_args()
 
     seq = 16 if args.size == "small" else 128  # the small config has 64 positions
@@ -44,13 +52,17 @@ def main():
     if args.recompute:
         for layer in model.model.bert.encoder.layer:
             layer.register_forward_hook(_checkpoint_hidden_state)
-    optimizer = poptorch.optim.SGD(model.parameters(), lr=0.01)
+    optimizer = poptorch.optim.SGD(model.parameters(), lr=0.01,
+                                   accum_type=torch.float16 if args.half else None)
     params = sum(p.numel() for p in model.parameters())
     print(f"BERT-{args.size}: {params / 1e6:.1f}M parameters, "
           f"{'fp16' if args.half else 'fp32'}, micro-batch {args.micro_batch}, sequence {seq}")
 
     opts = poptorch.Options().useIpuModel(True, allow_out_of_memory=True)
     opts.Training.gradientAccumulation(accumulation)
+    if args.available_memory:
+        opts.setAvailableMemoryProportion({f"IPU{i}": args.available_memory
+                                           for i in range(args.ipus)})
     if args.recompute:
         opts._Popart.set("autoRecomputation", int(poptorch.RecomputationType.Pipeline))
     one = poptorch.trainingModel(model, opts, optimizer)

@@ -479,12 +479,18 @@ NB_MODULE(_core, m) {
   m.def("auto_partition", [](const std::vector<std::string>& names,
                              const std::vector<double>& cycles,
                              const std::vector<std::vector<double>>& tile_bytes, int ipus,
-                             double bytes_per_tile, double base_code_bytes) {
-    if (names.size() != cycles.size() || names.size() != tile_bytes.size()) {
-      throw nb::value_error("auto_partition: names, cycles and tile_bytes differ in length");
+                             double bytes_per_tile, double base_code_bytes,
+                             const std::vector<std::vector<double>>& peak_bytes) {
+    if (names.size() != cycles.size() || names.size() != tile_bytes.size() ||
+        (!peak_bytes.empty() && peak_bytes.size() != names.size())) {
+      throw nb::value_error(
+          "auto_partition: names, cycles, tile_bytes (and peak_bytes) differ in length");
     }
     std::vector<tiles::PartitionUnit> units;
-    for (size_t i = 0; i < names.size(); ++i) units.push_back({names[i], cycles[i], tile_bytes[i]});
+    for (size_t i = 0; i < names.size(); ++i) {
+      units.push_back({names[i], cycles[i], tile_bytes[i],
+                       peak_bytes.empty() ? std::vector<double>{} : peak_bytes[i]});
+    }
     tiles::PartitionPlan plan;
     {
       nb::gil_scoped_release release;
@@ -497,7 +503,9 @@ NB_MODULE(_core, m) {
     out["stage_max_tile_bytes"] = plan.stage_max_tile_bytes;
     out["balance"] = plan.balance;
     return out;
-  });
+  }, nb::arg("names"), nb::arg("cycles"), nb::arg("tile_bytes"), nb::arg("ipus"),
+     nb::arg("bytes_per_tile"), nb::arg("base_code_bytes"),
+     nb::arg("peak_bytes") = std::vector<std::vector<double>>{});
   m.def("measure_fma_peak", [](int threads) {
     cpu::FmaPeak p;
     {

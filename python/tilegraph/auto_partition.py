@@ -130,10 +130,17 @@ def _executor(model, options, optimizer):
     if optimizer is None:
         return inferenceModel(model, options)
     # The same optimizer over the copy's parameters: its constructor's own arguments, from
-    # the defaults it recorded (which may hold more keys than it accepts).
+    # the defaults it recorded (which may hold more keys than it accepts) and, for
+    # tilegraph's optimizers, PopTorch's extras (state dtypes such as accum_type change what
+    # the IPUs hold; loss scaling).
     import inspect
     accepted = inspect.signature(type(optimizer).__init__).parameters
-    kwargs = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    given = dict(optimizer.defaults)
+    given.update(getattr(optimizer, "state_dtypes", {}))
+    given.update(getattr(optimizer, "ipu_storage", {}))
+    if getattr(optimizer, "loss_scaling", 1.0) != 1.0:
+        given["loss_scaling"] = optimizer.loss_scaling
+    kwargs = {k: v for k, v in given.items() if k in accepted}
     return trainingModel(model, options, type(optimizer)(model.parameters(), **kwargs))
 
 
@@ -172,26 +179,41 @@ def autoPartition(model, num_ipus, example_inputs, optimizer=None, options=None,
     # A unit's bytes per tile: all but its code, plus its share of the control program.
     # Code is shared within a stage (the same codelets serve every layer): the stage is
     # charged once for the largest code any of its units needs outside its control program.
+    # With recomputation a stage recomputes its activations for its backward; with a
+    # recomputationCheckpoint at each unit's output (Graphcore's BERT has one after every
+    # layer) one unit's activations and temporaries are alive at a time, so they count once
+    # per stage (the largest unit's) instead of being summed. Without recomputation a
+    # stage's forward keeps every unit's activations for the backward: they are summed.
+    one_at_a_time = optimizer is not None and base._Popart.recompute_stages
     tiles = report["target"]["tiles_per_ipu"]
     shared_code = float(report["target"]["base_code_bytes"])
-    cycles, tile_bytes = [], []
+    cycles, tile_bytes, peak_bytes = [], [], []
     for k in range(len(units)):
         if k < len(report["ipus"]):
             ipu, memory = report["ipus"][k], report["tile_memory"][k]
             control = float(ipu["control_code_bytes"])
-            code = memory["categories"]["code"]
+            categories = memory["categories"]
+            code = categories["code"]
             cycles.append(float(ipu["cycles"]))
-            tile_bytes.append([total - c + control for total, c in zip(memory["total"], code)])
+            resident = [total - c + control for total, c in zip(memory["total"], code)]
+            if one_at_a_time:
+                peak = [a + x for a, x in zip(categories["activations"], categories["exchange"])]
+                resident = [r - p for r, p in zip(resident, peak)]
+                peak_bytes.append(peak)
+            tile_bytes.append(resident)
             shared_code = max(shared_code, max(code) - control)
         else:  # a unit with no work of its own
             cycles.append(0.0)
             tile_bytes.append([0.0] * tiles)
+            if one_at_a_time:
+                peak_bytes.append([0.0] * tiles)
     capacity = float(report["target"]["bytes_per_tile"])
 
     def plan_with(scale):
         scaled = [[b * scale for b in unit] for unit in tile_bytes]
+        peaks = [[b * scale for b in unit] for unit in peak_bytes]
         planned = _core.auto_partition(list(units), cycles, scaled, int(num_ipus), capacity,
-                                       shared_code * scale)
+                                       shared_code * scale, peaks)
         return PartitionPlan(units, cycles, planned["first_unit"], planned, target,
                              int(num_ipus))
 

@@ -9,28 +9,46 @@ namespace tg::tiles {
 
 namespace {
 
-// Per-tile prefix sums over the units, so a stage's fullest tile costs one pass over tiles.
+// The fullest tile of every stage [i, j): per tile, the units' summed bytes (prefix sums)
+// plus the largest of their peak bytes (a running maximum as j grows).
 class StageMemory {
  public:
-  StageMemory(const std::vector<PartitionUnit>& units, double base) : base_(base) {
+  StageMemory(const std::vector<PartitionUnit>& units, double base) : units_(units), base_(base) {
     tiles_ = units.empty() ? 0 : units[0].tile_bytes.size();
     prefix_.assign(units.size() + 1, std::vector<double>(tiles_, 0.0));
     for (size_t u = 0; u < units.size(); ++u) {
       TG_CHECK(units[u].tile_bytes.size() == tiles_, kInvalidInput, "auto-partition: unit '",
                units[u].name, "' has ", units[u].tile_bytes.size(), " tiles, expected ", tiles_);
+      TG_CHECK(units[u].peak_bytes.empty() || units[u].peak_bytes.size() == tiles_,
+               kInvalidInput, "auto-partition: unit '", units[u].name, "' has ",
+               units[u].peak_bytes.size(), " tiles of peak bytes, expected ", tiles_);
       for (size_t t = 0; t < tiles_; ++t) {
         prefix_[u + 1][t] = prefix_[u][t] + units[u].tile_bytes[t];
       }
     }
   }
-  // The fullest tile of a stage holding units [i, j).
-  double MaxTile(size_t i, size_t j) const {
-    double worst = 0;
-    for (size_t t = 0; t < tiles_; ++t) worst = std::max(worst, prefix_[j][t] - prefix_[i][t]);
-    return worst + base_;
+  // max_tile[i][j] for every stage [i, j).
+  std::vector<std::vector<double>> AllStages() const {
+    const size_t n = units_.size();
+    std::vector<std::vector<double>> out(n + 1, std::vector<double>(n + 1, 0.0));
+    std::vector<double> peak(tiles_);
+    for (size_t i = 0; i < n; ++i) {
+      std::fill(peak.begin(), peak.end(), 0.0);
+      for (size_t j = i + 1; j <= n; ++j) {
+        const std::vector<double>& p = units_[j - 1].peak_bytes;
+        double worst = 0;
+        for (size_t t = 0; t < tiles_; ++t) {
+          if (!p.empty()) peak[t] = std::max(peak[t], p[t]);
+          worst = std::max(worst, prefix_[j][t] - prefix_[i][t] + peak[t]);
+        }
+        out[i][j] = worst + base_;
+      }
+    }
+    return out;
   }
 
  private:
+  const std::vector<PartitionUnit>& units_;
   double base_;
   size_t tiles_ = 0;
   std::vector<std::vector<double>> prefix_;
@@ -47,10 +65,7 @@ PartitionPlan AutoPartition(const std::vector<PartitionUnit>& units, int ipus,
   StageMemory memory(units, base_code_bytes);
   std::vector<double> cycles(n + 1, 0.0);
   for (size_t u = 0; u < n; ++u) cycles[u + 1] = cycles[u] + units[u].cycles;
-  std::vector<std::vector<double>> max_tile(n + 1, std::vector<double>(n + 1, 0.0));
-  for (size_t i = 0; i < n; ++i) {
-    for (size_t j = i + 1; j <= n; ++j) max_tile[i][j] = memory.MaxTile(i, j);
-  }
+  const std::vector<std::vector<double>> max_tile = memory.AllStages();
   // best[s][j]: the smallest achievable cost of placing units [0, j) on s stages, where the
   // cost is the slowest stage (fitting mode) or the fullest stage's tile (fallback mode).
   auto solve = [&](bool must_fit, std::vector<std::vector<size_t>>& cut) {

@@ -6,7 +6,9 @@
 // and backward) and its bytes per tile (resident and peak live, without the base code every
 // IPU carries once). A stage's cost is the sum of its units' cycles; its memory the sum of
 // their per-tile bytes plus one base code, taken at the fullest tile (an upper bound: the
-// units' peaks need not coincide). Dynamic programming over (units placed, stages used)
+// units' peaks need not coincide). Bytes a unit needs only while it runs (`peak_bytes`: its
+// activations when the units are recomputed one at a time) count once per stage, the
+// largest unit's, instead of being summed. Dynamic programming over (units placed, stages used)
 // minimizes the largest stage time among the splits whose stages all fit; when none fits,
 // it minimizes the largest stage memory instead and says so.
 #pragma once
@@ -19,7 +21,8 @@ namespace tg::tiles {
 struct PartitionUnit {
   std::string name;
   double cycles = 0;
-  std::vector<double> tile_bytes;  // one entry per tile of an IPU
+  std::vector<double> tile_bytes;  // one entry per tile of an IPU; summed over a stage
+  std::vector<double> peak_bytes;  // per tile too (or empty); the stage's largest counts
 };
 
 struct PartitionPlan {

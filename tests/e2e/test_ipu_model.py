@@ -403,9 +403,10 @@ def test_a_program_that_does_not_fit_fails_at_its_first_call_and_says_what_would
 
 
 def test_out_of_memory_on_the_default_gc200():
-    """A product whose operand blocks alone exceed a GC200 tile, however it is split."""
+    """A product whose result alone (1 GiB of f32) exceeds a GC200's ~900 MB, however it is
+    split (serial steps included)."""
     g = torch.Generator().manual_seed(7)
-    a, b = torch.randn(4096, 2048, generator=g), torch.randn(2048, 4096, generator=g)
+    a, b = torch.randn(8192, 64, generator=g), torch.randn(64, 32768, generator=g)
     model = poptorch.inferenceModel(MatMul(), ipu_options())
     with pytest.raises(RuntimeError) as info:
         model(a, b)

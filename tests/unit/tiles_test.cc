@@ -381,6 +381,25 @@ TEST(TilesAutoPartition, AStagesMemoryIsItsFullestTileNotTheSumOfItsUnitsPeaks) 
   EXPECT_EQ(plan.stage_max_tile_bytes[0], 800);
 }
 
+TEST(TilesAutoPartition, PeakBytesCountOncePerStageTheLargestUnits) {
+  // Three units recomputed one at a time: 100 resident bytes per tile each (summed) and
+  // 300, 500, 200 bytes of activations while each runs (the largest counts).
+  std::vector<PartitionUnit> units = Units({1, 1, 1}, 100, 2);
+  const double peaks[] = {300, 500, 200};
+  for (size_t u = 0; u < 3; ++u) units[u].peak_bytes.assign(2, peaks[u]);
+  PartitionPlan one = AutoPartition(units, 1, 1000, 50);
+  ASSERT_EQ(one.stage_max_tile_bytes.size(), 1u);
+  EXPECT_EQ(one.stage_max_tile_bytes[0], 3 * 100 + 500 + 50);
+  EXPECT_TRUE(one.fits);
+  // Summed as resident bytes instead, the same units overflow one IPU and need two.
+  std::vector<PartitionUnit> summed = Units({1, 1, 1}, 100, 2);
+  for (size_t u = 0; u < 3; ++u) summed[u].tile_bytes.assign(2, 100 + peaks[u]);
+  EXPECT_FALSE(AutoPartition(summed, 1, 1000, 50).fits);
+  PartitionPlan two = AutoPartition(units, 2, 1000, 50);
+  ASSERT_EQ(two.first_unit, (std::vector<int>{0, 1}));  // the fastest split: 1 | 2 units
+  EXPECT_EQ(two.stage_max_tile_bytes[1], 2 * 100 + 500 + 50);
+}
+
 TEST(TilesAutoPartition, InvalidInputIsRejected) {
   auto expect_invalid = [](const std::function<void()>& fn, const std::string& words) {
     try {
@@ -396,6 +415,9 @@ TEST(TilesAutoPartition, InvalidInputIsRejected) {
   std::vector<PartitionUnit> mismatched = Units({1, 2, 3}, 10, 4);
   mismatched[2].tile_bytes.resize(3);
   expect_invalid([&] { AutoPartition(mismatched, 2, 1e6, 0); }, "layer2");
+  std::vector<PartitionUnit> bad_peaks = Units({1, 2}, 10, 4);
+  bad_peaks[1].peak_bytes.resize(3);
+  expect_invalid([&] { AutoPartition(bad_peaks, 2, 1e6, 0); }, "peak bytes");
 }
 
 // ---- the estimate of a lowered program -----------------------------------------------------
