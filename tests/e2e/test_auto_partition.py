@@ -1,6 +1,7 @@
 """tilegraph.autoPartition: a model too big for one emulated IPU is placed over several,
 in contiguous stages of its layers that each fit their tiles, checked by compiling the
 placed model on the IPU Model (docs/IPU_MODEL.md)."""
+import pytest
 import torch
 
 import tilegraph
@@ -86,3 +87,33 @@ def test_the_placed_model_trains_like_the_unplaced_one():
         _, b = plain(*args)
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert placed.ipuModelReport()["num_ipus"] == 2
+
+
+def _checkpoint_output(module, args, output):
+    return tilegraph.recomputationCheckpoint(output)
+
+
+def test_a_pipelined_recomputed_half_model_keeps_the_optimizers_state_dtypes():
+    """Graphcore's recipe for big models: model.half(), PipelinedExecution with gradient
+    accumulation, autoRecomputation and a checkpoint after every layer, gradients accumulated
+    in fp16 (accum_type). The measurement and verification compiles use the same optimizer
+    settings as the user's run: fp16 accumulators take half the tile memory of fp32 ones."""
+    torch.manual_seed(0)
+    model = Tower(width=1024, depth=8).half()
+    for layer in model.layers:
+        layer.register_forward_hook(_checkpoint_output)
+    args = (torch.randn(4 * 8, 64).half(), torch.randint(0, 10, (4 * 8,)))
+    opts = tilegraph.Options()
+    opts.Training.gradientAccumulation(8)  # PopTorch: at least 2 x stages - 1
+    opts._Popart.set("autoRecomputation", int(tilegraph.RecomputationType.Pipeline))
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution())
+    variables = {}
+    for accum in (torch.float16, None):
+        opt = tilegraph.optim.SGD(model.parameters(), lr=0.01, accum_type=accum)
+        plan = tilegraph.autoPartition(model, 4, args, optimizer=opt, options=opts, target="GC2")
+        report = plan.verified
+        assert report["pipelined"] and report["fits"], str(plan)
+        assert len(report["ipus"]) == 4 and 1.0 <= plan.balance < 2.0
+        variables[accum] = sum(sum(m["categories"]["variables"]) for m in report["tile_memory"])
+    # fp16 weights (2 bytes) + fp16 accumulators (2) vs fp16 weights + fp32 accumulators (4).
+    assert variables[torch.float16] / variables[None] == pytest.approx(4 / 6, rel=0.05)
