@@ -86,10 +86,16 @@ def main():
               for stage in plan.stages]
     print("encoder layers per IPU:", layers,
           "(Graphcore's BERT-Large configuration: [3, 7, 7, 7], embeddings on IPU 0)")
-    slowest = max(i["cycles"] for i in plan.verified["ipus"])
+    stages = [i["cycles"] for i in plan.verified["ipus"]]
     clock = report["target"]["clock_hz"]
-    print(f"estimated pipeline throughput: {clock / slowest * args.micro_batch:,.0f} "
-          f"sequences/s (slowest stage {slowest:,.0f} cycles per micro-batch)")
+    if args.pipelined:
+        print(f"estimated pipeline throughput: {clock / max(stages) * args.micro_batch:,.0f} "
+              f"sequences/s (slowest stage {max(stages):,.0f} cycles per micro-batch)")
+    else:
+        print(f"estimated throughput, sharded (one IPU at a time): "
+              f"{clock / sum(stages) * args.micro_batch:,.0f} sequences/s; pipelined, the "
+              f"slowest stage would set the pace: {clock / max(stages) * args.micro_batch:,.0f} "
+              "(memory verified for sharded execution; see --pipelined)")
 
 
 def _checkpoint_hidden_state(module, args, output):
