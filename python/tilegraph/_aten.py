@@ -7,6 +7,7 @@ arguments and attributes, using the node's recorded shapes where ATen leaves the
 """
 import math
 import operator
+import warnings
 
 import numpy as np
 import torch
@@ -297,10 +298,22 @@ def _checkpoint(cx, n, x):
     return cx.op("checkpoint", [cx.v(x)])
 
 
+def _available_memory(cx, n, x, proportion):
+    """set_available_memory: a hint on the dense op producing x (ops/memory_hint.h)."""
+    value = cx.v(x)
+    if not cx.g.hint_available_memory(value, float(proportion)):
+        warnings.warn(f"{cx.source or '<unknown>'}: set_available_memory applies to the output "
+                      "of a matmul or convolution; this tensor is not one, so the hint has no "
+                      "effect", stacklevel=2)
+    return value
+
+
 def register_tilegraph_ops():
-    """tilegraph's own torch ops (recomputationCheckpoint's), once torch knows them."""
-    from . import _blocks  # noqa: F401 (defines torch.ops.tilegraph.checkpoint)
+    """tilegraph's own torch ops (recomputationCheckpoint's, set_available_memory's), once
+    torch knows them."""
+    from . import _blocks  # noqa: F401 (defines torch.ops.tilegraph.*)
     TABLE[torch.ops.tilegraph.checkpoint.default] = _checkpoint
+    TABLE[torch.ops.tilegraph.available_memory.default] = _available_memory
 
 
 @handles(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,

@@ -306,13 +306,30 @@ def recomputationCheckpoint(*tensors):
     return out[0] if len(out) == 1 else out
 
 
+# set_available_memory(t, p): in eager PyTorch the identity; captured, the op
+# tilegraph::available_memory, which puts the hint on the matmul / convolution producing t
+# (ops/memory_hint.h) and leaves no node of its own.
+
+@torch.library.custom_op("tilegraph::available_memory", mutates_args=())
+def _available_memory(x: torch.Tensor, proportion: float) -> torch.Tensor:
+    return x.clone()
+
+
+@_available_memory.register_fake
+def _(x, proportion):
+    return torch.empty_like(x)
+
+
+_available_memory.register_autograd(lambda ctx, grad: (grad, None))
+
+
 def set_available_memory(tensor, available_memory_proportion):
-    """PopTorch's per-matmul/conv memory hint for the IPU planner: checked, warns once, no
-    effect here (there is no tile memory to trade for speed); returns the tensor."""
-    if not 0.0 < float(available_memory_proportion) <= 1.0:
+    """PopTorch's per-op memory hint: the matmul or convolution producing `tensor` may use
+    this proportion of each tile's memory for its temporaries. The IPU Model's planner
+    honours it (in place of setAvailableMemoryProportion for that op); the CPU ignores it.
+    Returns the tensor."""
+    proportion = float(available_memory_proportion)
+    if not 0.0 < proportion <= 1.0:
         raise ValueError(f"available_memory_proportion must be in (0, 1], got "
                          f"{available_memory_proportion}")
-    from ._options import _ipu_only
-    _ipu_only("set_available_memory", "bounds the tile memory a matmul or convolution may "
-              "use for temporaries")
-    return tensor
+    return _available_memory(tensor, proportion)

@@ -19,6 +19,7 @@
 #include "kernels/cpu/machine_limits.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "ops/builder.h"
+#include "ops/memory_hint.h"
 #include "parallel/gradient_all_reduce.h"
 #include "runtime/executable.h"
 #include "support/error.h"
@@ -183,6 +184,11 @@ NB_MODULE(_core, m) {
         return nb::make_tuple(std::string(DTypeName(t.dtype)), t.shape);
       })
       .def("add_output", [](PyGraph& g, const std::string& name) { g.graph->AddOutput(Find(g, name)); })
+      .def("hint_available_memory", [](PyGraph& g, const std::string& name, double proportion) {
+        Node* dense = HintAvailableMemory(Find(g, name), proportion);
+        return dense == nullptr ? std::string() : dense->op();
+      }, "set_available_memory: the hint on the dense op producing the value (ops/memory_hint.h); "
+         "returns that op's name, empty when there is none.")
       .def("to_onnx", [](PyGraph& g, const Executable& exe) { return ExportOnnxBytes(*g.graph, exe); },
            "This inference graph as an ONNX model (bytes) with exe's current weights.")
       .def("set_update", [](PyGraph& g, const std::string& var, const std::string& value) {

@@ -151,7 +151,8 @@ API = [
     ("ShardedExecution", IMPLEMENTED, ""),
     ("AutoStage", IMPLEMENTED, "SameAsIpu, AutoIncrement"),
     ("recomputationCheckpoint", IMPLEMENTED, ""),
-    ("set_available_memory", WARNS, "IPU tile memory for temporaries"),
+    ("set_available_memory", IMPLEMENTED, "IPU Model: bounds the producing matmul / conv's "
+                                          "temporaries; no effect on the CPU"),
     ("Phase", REFUSED, "phased execution is not built"),
     ("ParallelPhasedExecution", REFUSED, "setExecutionStrategy refuses it"),
     ("SerialPhasedExecution", REFUSED, "setExecutionStrategy refuses it"),

@@ -66,8 +66,11 @@ class FoldTransposePass : public Pass {
       bool ta = Flag(*mm, "transpose_a"), tb = Flag(*mm, "transpose_b");
       TensorType swapped_type = v->type();
       swapped_type.shape = perm.output()->type().shape;
+      AttrMap attrs = mm->attrs();  // hints such as set_available_memory's stay
+      attrs["transpose_a"] = !tb;
+      attrs["transpose_b"] = !ta;
       Node* swapped = graph.AddNode("matmul", {mm->input(1), mm->input(0)}, {swapped_type},
-                                    {{"transpose_a", !tb}, {"transpose_b", !ta}}, &perm);
+                                    attrs, &perm);
       swapped->set_source(mm->source());
       swapped->set_placement(mm->placement());
       Value* result = swapped->output();

@@ -1,6 +1,8 @@
 // VerifyOps / Verify: node-against-OpDef checks (see verifier.h).
 #include "passes/verifier.h"
 
+#include "ops/memory_hint.h"
+
 #include <string>
 
 #include "support/error.h"
@@ -30,7 +32,8 @@ void VerifyNode(const Node& n, const OpRegistry& registry) {
            kInternal, "op ", n.op(), " has ", def->num_outputs, " outputs, the node has ",
            n.outputs().size());
   for (const auto& [name, attr] : n.attrs()) {
-    bool known = def->traits.random && name == "rng_key";
+    bool known = (def->traits.random && name == "rng_key") ||
+                 (def->gemm && name == kAvailableMemoryAttr);  // ops/memory_hint.h
     for (const AttrSpec& spec : def->attrs) known = known || spec.name == name;
     TG_CHECK(known, kInternal, "attribute '", name, "' is not in the schema of op ", n.op());
   }

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "ops/memory_hint.h"
 #include "ops/registry.h"
 #include "support/error.h"
 #include "tiles/half_regions.h"
@@ -223,6 +224,9 @@ void Walker::Step(size_t i) {
   double proportion = ipu < static_cast<int>(options_.available_memory_proportion.size())
                           ? options_.available_memory_proportion[ipu]
                           : kDefaultAvailableMemory;
+  if (HasAttr(node.attrs(), kAvailableMemoryAttr)) {  // set_available_memory on this op
+    proportion = GetFloat(node.attrs(), kAvailableMemoryAttr);
+  }
   site.available_bytes_per_tile = proportion * target_.bytes_per_tile;
   site.half = !node.outputs().empty() && half_.IsHalf(node.output(0));
   for (const Value* in : node.inputs()) {

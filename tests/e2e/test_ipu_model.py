@@ -473,6 +473,53 @@ def test_available_memory_proportion_may_be_set_before_use_ipu_model():
         [str(w.message) for w in caught]
 
 
+class HintedMatMuls(torch.nn.Module):
+    """Two equal products; PopTorch's set_available_memory bounds the first one only."""
+
+    def __init__(self, proportion):
+        super().__init__()
+        self.proportion = proportion
+
+    def forward(self, a, b):
+        first = poptorch.set_available_memory(a @ b, self.proportion)
+        return first, a @ b
+
+
+def test_set_available_memory_bounds_the_one_product_it_is_given():
+    g = torch.Generator().manual_seed(6)
+    a, b = torch.randn(1024, 1024, generator=g), torch.randn(1024, 1024, generator=g)
+    model = poptorch.inferenceModel(HintedMatMuls(0.05), ipu_options())
+    hinted, plain = model(a, b)
+    # Numbers are the eager ones; the hint only changes the IPU plan.
+    torch.testing.assert_close(hinted, a @ b)
+    assert torch.equal(hinted, plain)
+    gemms = [cs for cs in model.ipuModelReport()["compute_sets"] if cs["kind"] == "gemm"]
+    assert len(gemms) == 2
+    first, second = gemms
+    # Less memory for temporaries: another split, more cycles than the unhinted twin.
+    cycles = lambda cs: cs["sync_cycles"] + cs["exchange_cycles"] + cs["compute_cycles"]
+    assert cycles(first) > cycles(second)
+    # On the CPU the hint changes nothing (and says nothing).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cpu = poptorch.inferenceModel(HintedMatMuls(0.05))
+        torch.testing.assert_close(cpu(a, b)[0], a @ b)
+
+
+def test_set_available_memory_checks_its_argument_and_its_tensor():
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        poptorch.set_available_memory(torch.ones(2), 1.5)
+
+    class NotDense(torch.nn.Module):
+        def forward(self, x):
+            return poptorch.set_available_memory(x + 1, 0.3)
+
+    model = poptorch.inferenceModel(NotDense(), ipu_options())
+    with pytest.warns(UserWarning, match="matmul or convolution"):
+        out = model(torch.ones(3))
+    assert torch.equal(out, torch.full((3,), 2.0))
+
+
 # ---- 5. several IPUs ------------------------------------------------------------------------
 
 ACCUMULATION = 4  # >= 2 x stages - 1 micro-batches in flight for a 2-stage pipeline
