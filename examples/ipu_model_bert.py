@@ -14,8 +14,8 @@ ShardedExecution; --recompute adds Graphcore's recipe for BERT-Large: autoRecomp
 accumulated gradients are kept in fp16 (the optimizer's accum_type), as Graphcore's recipes do.
 
 Compiles (does not train) Hugging Face's BertForPreTraining with random weights, sequence
-128 (16 for --size small), SGD: first on one emulated IPU with out-of-memory allowed (fits or not, the fullest
-tile), then `tilegraph.autoPartition` over --ipus IPUs, printing the chosen stages next to
+128 (16 for --size small), SGD: first on one emulated IPU with out-of-memory allowed (fits or
+not, the fullest tile), then `tilegraph.autoPartition` over --ipus IPUs, printing the chosen stages next to
 Graphcore's published placement for BERT-Large (embeddings + 3 layers, then 7, 7, 7) and
 the estimated pipeline throughput (the slowest stage sets the pace). BERT-Large needs ~2 GB
 of host memory and a few minutes on 2 cores.

@@ -187,8 +187,8 @@ NB_MODULE(_core, m) {
       .def("hint_available_memory", [](PyGraph& g, const std::string& name, double proportion) {
         Node* dense = HintAvailableMemory(Find(g, name), proportion);
         return dense == nullptr ? std::string() : dense->op();
-      }, "set_available_memory: the hint on the dense op producing the value (ops/memory_hint.h); "
-         "returns that op's name, empty when there is none.")
+      }, "set_available_memory: the hint on the dense op producing the value "
+         "(ops/memory_hint.h); returns that op's name, empty when there is none.")
       .def("to_onnx", [](PyGraph& g, const Executable& exe) { return ExportOnnxBytes(*g.graph, exe); },
            "This inference graph as an ONNX model (bytes) with exe's current weights.")
       .def("set_update", [](PyGraph& g, const std::string& var, const std::string& value) {

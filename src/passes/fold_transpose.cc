@@ -45,7 +45,8 @@ class FoldTransposePass : public Pass {
       }
     }
     // Results: permute(matmul(a, b, ta, tb)) -> matmul(b, a, !tb, !ta) when the permute is
-    // the matmul's only user (through single-use casts: permute(cast(mm)) -> cast(mm^T)). Batch dims are kept in place by the swap, so broadcasting holds.
+    // the matmul's only user (through single-use casts: permute(cast(mm)) -> cast(mm^T)).
+    // Batch dims are kept in place by the swap, so broadcasting holds.
     std::vector<int> uses = graph.CountUses();
     std::vector<Node*> permutes;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {

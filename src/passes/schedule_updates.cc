@@ -41,7 +41,8 @@ class ScheduleUpdatesPass : public Pass {
 
     // Elementwise nodes (and constant generators) that only serve updates: each output is an
     // update value read by nothing else, or read only by such nodes (the unfused chain of
-    // one parameter's update, its gradient accumulator's reset included). Gradients themselves (matmuls, reductions) keep their place in the backward.
+    // one parameter's update, its gradient accumulator's reset included). Gradients
+    // themselves (matmuls, reductions) keep their place in the backward.
     std::unordered_set<const Node*> serves_updates;
     for (auto it = nodes.rbegin(); it != nodes.rend(); ++it) {
       const Node* n = it->get();

@@ -11,7 +11,7 @@ namespace {
 constexpr double kMatrixUnitEfficiency = 0.75;  // AMP pipeline fill, block edges (assumed)
 constexpr double kVertexOverheadCycles = 60;    // vertex launch per worker (assumed)
 constexpr double kPartialBytes = 4;             // partial sums in f32 (setPartialsType float)
-constexpr double kMaxSerialSteps = 64;          // serial splits of the columns (Poplar's serialSplit)
+constexpr double kMaxSerialSteps = 64;          // column steps at most (Poplar's serialSplit)
 
 std::vector<double> PowersOfTwoUpTo(double limit) {
   std::vector<double> out;

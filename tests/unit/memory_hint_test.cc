@@ -53,7 +53,8 @@ TEST(MemoryHint, FoldTransposeKeepsItOnTheSwappedMatmul) {
   std::unique_ptr<Graph> g = ParseGraph(R"(graph g {
   input %x : f32[4,3]
   input %gy : f32[4,5]
-  %gw = matmul(%x, %gy) {available_memory_proportion = 0.25, transpose_a = true, transpose_b = false} : f32[3,5]
+  %gw = matmul(%x, %gy) {available_memory_proportion = 0.25, transpose_a = true,
+                         transpose_b = false} : f32[3,5]
   %gwt = permute(%gw) {perm = [1, 0]} : f32[5,3]
   output %gwt
 })");
