@@ -88,10 +88,10 @@ TEST(FoldTranspose, KeepsOtherPermutesAndSharedResults) {
   ExpectSameOutputs(text, *g);
 }
 
-TEST(FoldTranspose, TransposedResultThroughAHalfModelsCasts) {
-  // A half model's weight gradient: the f32 product rounded to f16, widened, transposed.
-  // The casts commute with the transpose: the matmul swaps its operands and the casts follow.
-  std::string text = R"(graph g {
+// A half model's weight gradient: the f32 product rounded to f16, widened, transposed; with
+// `rounded_is_output` the rounded product is also returned.
+std::string HalfWeightGradient(bool rounded_is_output) {
+  return std::string(R"(graph g {
   input %x : f32[4,3]
   input %gy : f32[4,5]
   %gw = matmul(%x, %gy) {transpose_a = true, transpose_b = false} : f32[3,5]
@@ -99,7 +99,12 @@ TEST(FoldTranspose, TransposedResultThroughAHalfModelsCasts) {
   %w = cast(%h) {dtype = f32} : f32[3,5]
   %gwt = permute(%w) {perm = [1, 0]} : f32[5,3]
   output %gwt
-})";
+)") + (rounded_is_output ? "  output %h\n" : "") + "}";
+}
+
+TEST(FoldTranspose, TransposedResultThroughAHalfModelsCasts) {
+  // The casts commute with the transpose: the matmul swaps its operands and the casts follow.
+  const std::string text = HalfWeightGradient(false);
   std::unique_ptr<Graph> g = Folded(text);
   EXPECT_EQ(Count(*g, "permute"), 0) << PrintGraph(*g);
   EXPECT_EQ(Count(*g, "cast"), 2);
@@ -113,16 +118,7 @@ TEST(FoldTranspose, TransposedResultThroughAHalfModelsCasts) {
 }
 
 TEST(FoldTranspose, ACastOthersReadKeepsThePermute) {
-  std::string text = R"(graph g {
-  input %x : f32[4,3]
-  input %gy : f32[4,5]
-  %gw = matmul(%x, %gy) {transpose_a = true, transpose_b = false} : f32[3,5]
-  %h = cast(%gw) {dtype = f16} : f16[3,5]
-  %w = cast(%h) {dtype = f32} : f32[3,5]
-  %gwt = permute(%w) {perm = [1, 0]} : f32[5,3]
-  output %gwt
-  output %h
-})";
+  const std::string text = HalfWeightGradient(true);
   std::unique_ptr<Graph> g = Folded(text);
   EXPECT_EQ(Count(*g, "permute"), 1);
   ExpectSameOutputs(text, *g, 0.0);
