@@ -9,9 +9,10 @@ workload's steps, tilegraph as deviceIterations):
   convolution and attention in bf16, the rest and the weights fp32) | eager bf16 autocast |
   torch.compile bf16 autocast (training only; --quick leaves it out: its compiles take most
   of the run on 2 cores).
-Also: bf16 and fp32 GEMM (1024^3) in torch and the machine's fp32 FMA peak, and whether
-the CPU has bf16 arithmetic (AVX512_BF16, AMX-BF16) and oneDNN bf16 kernels (what torch's
-bf16 matmul runs on). Results: bench/results/mixed_precision_<date>_<commit>.{json,md}.
+Also: bf16 and fp32 GEMM (1024^3) in torch, raw oneDNN and tilegraph, the machine's fp32 FMA
+peak and bf16 dot-product peak (AVX512_BF16), and whether the CPU has bf16 arithmetic
+(AVX512_BF16, AMX-BF16) and tilegraph runs native bf16 kernels (TILEGRAPH_NATIVE_HALF=0
+measures the widened f32 kernels instead). Results: bench/results/mixed_precision_<date>_<commit>.{json,md}.
 """
 import argparse
 import contextlib
@@ -106,15 +107,43 @@ def _case(work, section):
     return case.model, case.inputs
 
 
-def gemm(n=1024, rounds=2):
+class _MatMul(torch.nn.Module):
+    def __init__(self, n):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(n, n) / n ** 0.5)
+
+    def forward(self, x):
+        return x @ self.w
+
+
+def gemm(n=1024, rounds=3):
+    """fp32 and bf16 GEMM n^3 in torch, raw oneDNN (the primitive tilegraph calls, alone) and
+    tilegraph (a bf16 model's matmul through inferenceModel), next to the fp32 FMA peak and
+    the bf16 dot-product peak measured in the same run."""
+    threads = torch.get_num_threads()
     res = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         torch.matmul(a, b)
         best = min(_time(lambda: torch.matmul(a, b)) for _ in range(rounds))
         res[f"torch {name} GFLOP/s"] = 2 * n ** 3 / best / 1e9
-    peak = tilegraph._core.measure_fma_peak(torch.get_num_threads())
+        raw = tilegraph._core.RawOnednnMatmul(n, n, n, bf16=dtype == torch.bfloat16)
+        raw.run()
+        best = min(_time(raw.run) for _ in range(rounds))
+        res[f"oneDNN raw {name} GFLOP/s ({raw.implementation})"] = 2 * n ** 3 / best / 1e9
+        model = _MatMul(n).to(dtype).eval()
+        engine = tilegraph.inferenceModel(model, tilegraph.Options().setThreads(threads))
+        engine(a)
+        best = min(_time(lambda: engine(a)) for _ in range(rounds))
+        res[f"tilegraph {name} GFLOP/s"] = 2 * n ** 3 / best / 1e9
+    peak = tilegraph._core.measure_fma_peak(threads)
     res[f"fp32 FMA peak GFLOP/s ({peak['isa']})"] = peak["gflops"]
+    bf16_peak = tilegraph._core.measure_bf16_peak(threads)
+    res[f"bf16 dot peak GFLOP/s ({bf16_peak['isa']})"] = bf16_peak["gflops"]
+    if bf16_peak["gflops"]:
+        res["tilegraph bf16 fraction of bf16 peak"] = \
+            res["tilegraph bf16 GFLOP/s"] / bf16_peak["gflops"]
+    res["native bf16 kernels (tilegraph)"] = float(tilegraph._core.native_bf16_dense())
     return res
 
 
@@ -135,9 +164,9 @@ def markdown(info, flags, g, results):
              f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads; "
              f"`{info['command']}`", "",
              "ISA: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()), "",
-             "## GEMM 1024^3", "", "| | GFLOP/s |", "|---|---|"]
+             "## GEMM 1024^3", "", "| | GFLOP/s (or fraction) |", "|---|---|"]
     for k, v in g.items():
-        lines.append(f"| {k} | {v:.1f} |" if v else f"| {k} | n/a |")
+        lines.append(f"| {k} | {v:.2f} |" if v else f"| {k} | n/a |")
     for section, title in (("train", "Training"), ("infer", "Inference")):
         lines += ["", f"## {title}: median s per call (ratio: tilegraph bf16 vs each)", "",
                   "| model | engine | s | tilegraph bf16 speed-up |", "|---|---|---|---|"]

@@ -16,6 +16,7 @@
 #include "autodiff/optimizer.h"
 #include "passes/mixed_precision.h"
 #include "ir/printer.h"
+#include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/machine_limits.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "ops/builder.h"
@@ -523,6 +524,20 @@ NB_MODULE(_core, m) {
     d["isa"] = p.isa;
     return d;
   }, nb::arg("threads"), "FP32 FMA peak of this CPU on `threads` threads (GFLOP/s, isa).");
+  m.def("measure_bf16_peak", [](int threads) {
+    cpu::FmaPeak p;
+    {
+      nb::gil_scoped_release release;
+      p = cpu::MeasureBf16DotPeak(threads);
+    }
+    nb::dict d;
+    d["gflops"] = p.gflops;
+    d["isa"] = p.isa;
+    return d;
+  }, nb::arg("threads"), "bf16 dot-product peak (AVX512_BF16) on `threads` threads "
+                         "(GFLOP/s, isa; 0 and 'none' without it).");
+  m.def("native_bf16_dense", &cpu::NativeBf16Dense,
+        "Whether bf16 matmuls / convolutions run on oneDNN's native bf16 kernels here.");
   m.def("measure_triad_bandwidth", [](int threads) {
     nb::gil_scoped_release release;
     return cpu::MeasureTriadBandwidthGbs(threads);
@@ -532,13 +547,13 @@ NB_MODULE(_core, m) {
   // kernels use, run directly on buffers it owns (no graph, no copies in or out), so that the
   // GEMM benchmark shows what tilegraph adds or loses around the library.
   struct RawOnednnMatmul {
-    std::vector<float> a, b, out;
+    std::vector<float> a, b, out;  // bf16: the first half of each holds the bf16 bits
     std::unique_ptr<cpu::OnednnMatmul> matmul;
   };
   nb::class_<RawOnednnMatmul>(m, "RawOnednnMatmul",
                               "out[m,n] = a[m,k] @ b[k,n] with oneDNN's matmul primitive alone "
                               "(random operands; bench/micro.py's reference engine).")
-      .def("__init__", [](RawOnednnMatmul* self, int64_t m, int64_t k, int64_t n) {
+      .def("__init__", [](RawOnednnMatmul* self, int64_t m, int64_t k, int64_t n, bool bf16) {
         new (self) RawOnednnMatmul();
         cpu::MatmulParams p;
         p.m = m, p.k = k, p.n = n;
@@ -547,8 +562,20 @@ NB_MODULE(_core, m) {
         self->out.resize(static_cast<size_t>(m * n));
         for (size_t i = 0; i < self->a.size(); ++i) self->a[i] = static_cast<float>(i % 7) - 3;
         for (size_t i = 0; i < self->b.size(); ++i) self->b[i] = static_cast<float>(i % 5) - 2;
-        self->matmul = std::make_unique<cpu::OnednnMatmul>(p);
-      }, nb::arg("m"), nb::arg("k"), nb::arg("n"))
+        if (bf16) {  // the same small integers, exact in bf16
+          auto to_bf16 = [](std::vector<float>& v) {
+            std::vector<float> bits(v.size());
+            cpu::CastBuffer(v.data(), cpu::ElemType::kF32, bits.data(), cpu::ElemType::kBF16,
+                            static_cast<int64_t>(v.size()));
+            v = std::move(bits);
+          };
+          to_bf16(self->a);
+          to_bf16(self->b);
+        }
+        self->matmul = std::make_unique<cpu::OnednnMatmul>(
+            p, cpu::MatmulEpilogue{}, cpu::PrepackB::kNo,
+            bf16 ? cpu::DenseType::kBF16 : cpu::DenseType::kF32);
+      }, nb::arg("m"), nb::arg("k"), nb::arg("n"), nb::arg("bf16") = false)
       .def("run", [](RawOnednnMatmul& self) {
         nb::gil_scoped_release release;
         self.matmul->Run(self.a.data(), self.b.data(), self.out.data());

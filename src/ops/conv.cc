@@ -1,5 +1,6 @@
 // conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32;
-// backward-weight of single-channel inputs over im2col columns), the reference loops for f64.
+// backward-weight of single-channel inputs over im2col columns; bf16 where the CPU has bf16
+// instructions), the reference loops for f64.
 #include <string>
 
 #include "kernels/cpu/conv_im2col_kernels.h"
@@ -135,6 +136,19 @@ Kernel MakeCpu(auto t, const Node& n) {
   }
 }
 
+// A bf16 convolution pass on oneDNN's bf16 kernels when this CPU has them
+// (cpu::NativeBf16Dense); empty, so widened, otherwise (see NativeBf16MatmulKernel).
+Kernel MakeNativeBf16(const Node& n) {
+  if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16) return nullptr;
+  const cpu::Conv2dParams p = ParamsOfNode(n);
+  cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);
+  if (cpu::IsReferenceImplementation(conv.implementation())) return nullptr;
+  const bool prepack = PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
+  return [conv, prepack](const KernelArgs& a) {
+    conv.Run(a.inputs[0], a.inputs[1], a.outputs[0], prepack ? &a.ctx->variables_version : nullptr);
+  };
+}
+
 std::vector<AttrSpec> ConvAttrs() {
   return {{"stride", std::vector<int64_t>{1, 1}},
           {"padding", std::vector<int64_t>{0, 0}},
@@ -210,6 +224,7 @@ OpDef ConvDef(const std::string& name) {
   d.num_inputs = 2;
   d.attrs = ConvAttrs();
   d.kernels[DeviceKind::kCpu] = dense::FloatKernel(name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.half_kernels[DeviceKind::kCpu] = MakeNativeBf16;
   d.kernels[DeviceKind::kReference] =
       dense::FloatKernel(name, [](auto t, const Node& n) { return MakeRef(t, n); });
   d.flops = [](const Node& n) { return ConvFlops(ParamsOfNode(n)); };

@@ -109,11 +109,14 @@ std::vector<TensorType> InferWithHalfWidening(const OpDef& def,
   return NarrowTypes(std::move(out), *half);
 }
 
-KernelFactory WithHalfWidening(const OpDef& def, KernelFactory inner) {
-  return [&def, inner](const Node& n) -> Kernel {
+KernelFactory WithHalfWidening(const OpDef& def, KernelFactory inner, KernelFactory native) {
+  return [&def, inner, native](const Node& n) -> Kernel {
     std::optional<DType> half = NodeHalf(n);
     if (!half) return inner(n);
     if (def.traits.half_native) return inner(n);
+    if (native) {
+      if (Kernel k = native(n)) return k;
+    }
     return WidenedKernel(inner, n, *half);
   };
 }

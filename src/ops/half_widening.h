@@ -29,7 +29,8 @@ std::vector<TensorType> InferWithHalfWidening(const OpDef& def,
                                               const AttrMap& attrs);
 
 // `inner` (an op's kernel factory) made to build the widened kernel for half nodes the op
-// does not compute natively.
-KernelFactory WithHalfWidening(const OpDef& def, KernelFactory inner);
+// does not compute natively: `native` (optional, OpDef::half_kernels) is asked first and
+// builds the half node's kernel when it returns a non-empty one.
+KernelFactory WithHalfWidening(const OpDef& def, KernelFactory inner, KernelFactory native);
 
 }  // namespace tg

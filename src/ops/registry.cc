@@ -30,7 +30,11 @@ void OpRegistry::Register(OpDef def) {
   std::string name = def.name;
   auto stored = std::make_unique<OpDef>(std::move(def));
   // Every kernel computes f16 / bf16 too: natively or widened to f32 (ops/half_widening.h).
-  for (auto& [kind, factory] : stored->kernels) factory = WithHalfWidening(*stored, factory);
+  for (auto& [kind, factory] : stored->kernels) {
+    auto native = stored->half_kernels.find(kind);
+    factory = WithHalfWidening(*stored, factory,
+                               native == stored->half_kernels.end() ? nullptr : native->second);
+  }
   ops_[name] = std::move(stored);
 }
 

@@ -163,6 +163,10 @@ struct OpDef {
   OpTraits traits;
   std::optional<ElementwiseDef> elementwise;
   std::map<DeviceKind, KernelFactory> kernels;  // at least kCpu and kReference
+  // Optional native f16 / bf16 kernels of an op that is not half_native (matmul and
+  // convolution on CPUs with bf16 instructions): called for half nodes first; an empty
+  // Kernel (no native kernel for this node's dtype, shape or CPU) leaves the node widened.
+  std::map<DeviceKind, KernelFactory> half_kernels;
   FlopsFn flops;               // optional: lets the profile report GFLOP/s
   GemmShapeFn gemm;            // optional (dense ops): the products it computes, for cost models
   std::vector<OpSample> samples;

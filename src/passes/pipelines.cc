@@ -25,6 +25,7 @@ constexpr PassInfo kPasses[] = {
     {"fuse-elementwise", CreateFuseElementwisePass},
     {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
     {"hoist-scalars", CreateHoistScalarsPass},
+    {"narrow-half-dense", CreateNarrowHalfDensePass},
     {"recompute", CreateRecomputePass},
     {"schedule-updates", CreateScheduleUpdatesPass},
 };
@@ -44,6 +45,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"dce", "remove nodes orphaned by folding and merging"},
     {"fuse-matmul-epilogue", "Linear layers: bias and activation in the matmul's output pass"},
     {"fuse-conv-epilogue", "conv -> bias -> batch norm -> activation in the conv's output pass"},
+    {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
+                          "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
     {"block-conv-layout", "conv -> conv hand-offs stay in oneDNN's blocked layout"},
     {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
@@ -60,6 +63,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"dce", "remove nodes orphaned by folding and merging"},
     {"fuse-matmul-epilogue", "Linear layers: bias (and relu) in the matmul's output pass"},
     {"fuse-conv-epilogue", "frozen (eval-mode) batch norms; bias and activation where unread"},
+    {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
+                          "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
     {"recompute", "recompute activations between checkpoints in the backward (after CSE)"},
     {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},

@@ -80,7 +80,36 @@ const char* IsaName() {
 
 volatile float g_sink;  // keeps the chains' results alive
 
+// kChains independent vdpbf16ps chains; compiled for AVX512_BF16 whatever the build targets,
+// called only where the CPU has it.
+__attribute__((target("avx512f,avx512bf16"))) float Bf16DotChains(int64_t iterations) {
+  __m512 acc[kChains];
+  for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
+  const __m512bh x = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5f), _mm512_set1_ps(0.25f));
+  const __m512bh y = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3f), _mm512_set1_ps(-1e-3f));
+  for (int64_t i = 0; i < iterations; ++i) {
+    for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
+  }
+  float sum = 0;
+  for (int c = 0; c < kChains; ++c) sum += _mm512_reduce_add_ps(acc[c]);
+  return sum;
+}
+
 }  // namespace
+
+FmaPeak MeasureBf16DotPeak(int threads, int repeats) {
+  if (!__builtin_cpu_supports("avx512bf16")) return {0.0, "none"};
+  double best = 0;
+  for (int r = 0; r < repeats; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel num_threads(threads)
+    { g_sink = Bf16DotChains(kIterations); }
+    // 16 f32 lanes x 2 products x (multiply + add) per instruction.
+    double flops = 4.0 * 16 * kChains * static_cast<double>(kIterations) * threads;
+    best = std::max(best, flops / Seconds(t0) / 1e9);
+  }
+  return {best, "avx512_bf16"};
+}
 
 FmaPeak MeasureFmaPeak(int threads, int repeats) {
   double best = 0;

@@ -17,6 +17,12 @@ struct FmaPeak {
 
 FmaPeak MeasureFmaPeak(int threads, int repeats = 5);
 
+// The bf16 peak: independent chains of AVX512_BF16's dot-product instruction (vdpbf16ps: per
+// f32 lane, two bf16 products added to the f32 accumulator; 4 flops per lane), the
+// instruction oneDNN's bf16 GEMM kernels run on CPUs without AMX. isa "avx512_bf16", or
+// "none" with gflops 0 when the CPU lacks it (decided at run time). AMX tiles are not probed.
+FmaPeak MeasureBf16DotPeak(int threads, int repeats = 5);
+
 // c[i] = a[i] + s * b[i] over three arrays of `megabytes_per_array` MiB; bytes counted as
 // 3 x array size per run (two reads, one write), as STREAM does.
 double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array = 128, int repeats = 5);

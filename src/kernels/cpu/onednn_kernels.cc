@@ -3,9 +3,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <unordered_map>
 
 #include "kernels/cpu/parallel.h"
+#include "support/error.h"
 
 namespace tg::cpu {
 namespace {
@@ -38,7 +41,26 @@ memory Bind(const memory::desc& md, const void* p) {
   return memory(md, CpuEngine(), const_cast<void*>(p));
 }
 
+memory::data_type DataTypeOf(DenseType t) {
+  return t == DenseType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
+}
+
 }  // namespace
+
+bool NativeBf16Dense() {
+  static const bool native = [] {
+    const char* env = std::getenv("TILEGRAPH_NATIVE_HALF");
+    if (env != nullptr && std::strcmp(env, "0") == 0) return false;
+    const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+    const auto bf16 = static_cast<unsigned>(dnnl::cpu_isa::avx512_core_bf16);
+    return (isa & bf16) == bf16;  // AVX512_BF16, or AMX (a superset in oneDNN's bits)
+  }();
+  return native;
+}
+
+bool IsReferenceImplementation(const std::string& implementation) {
+  return implementation.rfind("ref", 0) == 0 || implementation.find(":ref") != std::string::npos;
+}
 
 const dnnl::engine& CpuEngine() {
   static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
@@ -72,8 +94,8 @@ std::string ImplementationOf(const dnnl::primitive& prim) {
 }  // namespace
 
 OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue,
-                           PrepackB prepack_b)
-    : n_(p.n), epilogue_(epilogue) {
+                           PrepackB prepack_b, DenseType type)
+    : n_(p.n), type_(type), epilogue_(epilogue) {
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
   if (batches == 0 || p.m == 0 || p.n == 0) {
@@ -81,10 +103,11 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
     return;
   }
   if (p.k == 0) {
+    TG_CHECK(type == DenseType::kF32, kInternal, "OnednnMatmul: an empty bf16 contraction");
     zero_fill_ = batches * p.m * p.n;
     return;
   }
-  auto f32 = memory::data_type::f32;
+  const auto f32 = DataTypeOf(type);  // the operands' type (bf16 where asked)
   a_md_ = memory::desc(Concat(p.a_batch, p.m, p.k), f32,
                        MatrixStrides(p.a_batch, p.m, p.k, p.trans_a));
   b_md_ = memory::desc(Concat(p.b_batch, p.k, p.n), f32,
@@ -132,13 +155,15 @@ std::string OnednnMatmul::implementation() const {
   return ImplementationOf(packs_b() ? packed_prim_ : prim_);
 }
 
-void OnednnMatmul::Run(const float* a, const float* b, float* out, const float* bias,
+void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias,
                        const uint64_t* b_version) const {
   if (empty_) return;
-  if (zero_fill_ > 0) {  // an empty contraction: act(0 + bias)
+  if (zero_fill_ > 0) {  // an empty contraction: act(0 + bias), f32 only
+    const float* bias_f32 = static_cast<const float*>(bias);
+    float* out_f32 = static_cast<float*>(out);
     for (int64_t i = 0; i < zero_fill_; ++i) {
-      double x = epilogue_.bias ? bias[i % n_] : 0.0;
-      out[i] = static_cast<float>(ApplyActivation(epilogue_.activation, x));
+      double x = epilogue_.bias ? bias_f32[i % n_] : 0.0;
+      out_f32[i] = static_cast<float>(ApplyActivation(epilogue_.activation, x));
     }
     return;
   }
@@ -181,8 +206,12 @@ int64_t ActivationBlock() {
 }
 
 OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue,
-                           const ConvLayout& layout)
-    : epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow), batch_(p.n) {
+                           const ConvLayout& layout, DenseType type)
+    : type_(type), epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow),
+      batch_(p.n) {
+  TG_CHECK(type == DenseType::kF32 || (!epilogue.any() && !layout.src_blocked &&
+                                       !layout.dst_blocked),
+           kInternal, "OnednnConv2d: a bf16 convolution has no epilogue or blocked layout");
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -191,7 +220,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
     return;
   }
   using tag = memory::format_tag;
-  auto f32 = memory::data_type::f32;
+  const auto f32 = DataTypeOf(type);  // the operands' type (bf16 where asked)
   const tag blocked = ActivationBlock() == 16 ? tag::nChw16c : tag::nChw8c;
   memory::desc x_md({p.n, p.c, p.h, p.w}, f32, layout.src_blocked ? blocked : tag::nchw);
   memory::desc y_md({p.n, p.o, p.oh, p.ow}, f32, layout.dst_blocked ? blocked : tag::nchw);
@@ -221,7 +250,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
         dnnl::post_ops ops;
         AppendActivation(ops, epilogue.activation);
         attr.set_post_ops(ops);
-        memory::desc bias_md({p.o}, f32, tag::x);
+        memory::desc bias_md({p.o}, memory::data_type::f32, tag::x);
         auto fused_desc = epilogue.bias
                               ? dnnl::convolution_forward::desc(
                                     dnnl::prop_kind::forward_training, alg, x_any, w_any,
@@ -307,10 +336,10 @@ void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
   });
 }
 
-void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
+void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
                        const uint64_t* in1_version, const float* bias) const {
-  if (empty_) {
-    std::fill(out, out + out_numel_, 0.0f);
+  if (empty_) {  // zeros: all-zero bits in f32 and bf16 alike
+    std::memset(out, 0, static_cast<size_t>(out_numel_) * (type_ == DenseType::kBF16 ? 2 : 4));
     return;
   }
   const void* ptrs[3] = {in0, in1, out};
@@ -343,7 +372,7 @@ void OnednnConv2d::Run(const float* in0, const float* in1, float* out,
     result.reorder.execute(stream_, result.blocked, user);
   }
   stream_.wait();
-  if (epilogue_.any() && !fused_in_primitive_) RunEpilogueOurselves(out, bias);
+  if (epilogue_.any() && !fused_in_primitive_) RunEpilogueOurselves(static_cast<float*>(out), bias);
 }
 
 }  // namespace tg::cpu

@@ -1,4 +1,5 @@
-// oneDNN (f32) matmul and conv2d kernels on plain row-major memory. Each object creates its
+// oneDNN matmul and conv2d kernels (f32, and bf16 where the CPU has bf16 instructions) on
+// plain row-major memory. Each object creates its
 // primitive once (at kernel-build time) and binds the caller's buffers on every Run.
 // Convolutions let oneDNN pick its blocked layouts (nChw8c / nChw16c and blocked weights,
 // which its direct JIT kernels need; on plain nchw it falls back to im2col + GEMM) and
@@ -19,6 +20,18 @@ namespace tg::cpu {
 // The process-wide oneDNN CPU engine.
 const dnnl::engine& CpuEngine();
 
+// The element type a dense kernel reads and writes. kBF16: bf16 operands and result with f32
+// accumulation, the result rounded once to nearest even (the semantics of a widened bf16 op,
+// ops/half_widening.h, up to the order of the f32 sums).
+enum class DenseType { kF32, kBF16 };
+
+// Whether this process computes bf16 matmuls and convolutions natively (oneDNN's bf16
+// kernels, AVX512_BF16 or AMX): true when the CPU has the instructions and
+// TILEGRAPH_NATIVE_HALF is not "0" (read once; the widened f32 kernels are used otherwise).
+bool NativeBf16Dense();
+// Whether `implementation` is one of oneDNN's reference (unoptimized C++) kernels.
+bool IsReferenceImplementation(const std::string& implementation);
+
 // What a matmul applies to its result before writing it (oneDNN bias and post-ops: one pass
 // over the output instead of three): out = act(op(a) op(b) + bias[n]).
 struct MatmulEpilogue {
@@ -37,12 +50,13 @@ enum class PrepackB { kNo, kIfBlocked, kAnyLayout };
 class OnednnMatmul {
  public:
   explicit OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue = {},
-                        PrepackB prepack_b = PrepackB::kNo);
+                        PrepackB prepack_b = PrepackB::kNo, DenseType type = DenseType::kF32);
   // `bias`: n values when the epilogue has a bias. `b_version`: when given (prepack_b), b's
   // blocked copy is reused while b and *b_version are unchanged. A b that changes between
   // runs (a weight trained every step) is not worth packing each time: after it has, the
-  // kernel uses the unpacked primitive for good.
-  void Run(const float* a, const float* b, float* out, const float* bias = nullptr,
+  // kernel uses the unpacked primitive for good. Buffers hold the constructor's DenseType
+  // (bf16 as uint16 bits); an empty contraction (k == 0) is f32 only.
+  void Run(const void* a, const void* b, void* out, const void* bias = nullptr,
            const uint64_t* b_version = nullptr) const;
   // The implementation oneDNN chose ("brg:avx512_core", "gemm:jit", ...; "" when empty).
   std::string implementation() const;
@@ -53,6 +67,7 @@ class OnednnMatmul {
   bool empty_ = false;     // nothing to compute (a zero-sized output)
   int64_t zero_fill_ = 0;  // k == 0: the output is this many zeros (plus the epilogue)
   int64_t n_ = 0;
+  DenseType type_ = DenseType::kF32;
   MatmulEpilogue epilogue_;
   dnnl::matmul prim_;          // b as given
   dnnl::matmul packed_prim_;   // b in b_packed_'s layout (prepack_b, when oneDNN chose one)
@@ -99,14 +114,14 @@ int64_t ActivationBlock();
 
 class OnednnConv2d {
  public:
-  // `epilogue`, `layout`: forward convolutions only.
+  // `epilogue`, `layout`: forward f32 convolutions only.
   OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {},
-               const ConvLayout& layout = {});
+               const ConvLayout& layout = {}, DenseType type = DenseType::kF32);
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable
   // or constant, and its blocked copy is reused while in1 and *in1_version are unchanged
   // (weight prepacking: an inference program reorders each weight once, not every step).
-  // `bias`: O values when the epilogue has a bias.
-  void Run(const float* in0, const float* in1, float* out, const uint64_t* in1_version = nullptr,
+  // `bias`: O values when the epilogue has a bias. Buffers hold the constructor's DenseType.
+  void Run(const void* in0, const void* in1, void* out, const uint64_t* in1_version = nullptr,
            const float* bias = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
@@ -131,6 +146,7 @@ class OnednnConv2d {
 
   bool empty_ = false;
   int64_t out_numel_ = 0;
+  DenseType type_ = DenseType::kF32;
   ConvEpilogue epilogue_;
   bool fused_in_primitive_ = false;
   ConvLayout layout_;
