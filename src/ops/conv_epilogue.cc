@@ -211,6 +211,32 @@ Kernel MakeCpu(auto t, const Node& n) {
   }
 }
 
+// A bf16 conv2d_epilogue with a bias and / or activation (no batch norm to fold, plain
+// layouts) on oneDNN's bf16 convolution with the epilogue fused in the primitive, where the
+// CPU has bf16 instructions; empty, so widened, otherwise.
+Kernel MakeNativeBf16(const Node& n) {
+  const EpilogueSpec s = SpecOf(n.attrs());
+  if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16 || s.batch_norm ||
+      s.layout.src_blocked || s.layout.dst_blocked) {
+    return nullptr;
+  }
+  cpu::ConvEpilogue epilogue;
+  epilogue.bias = s.bias;
+  epilogue.activation = s.activation;
+  cpu::OnednnConv2d conv(ParamsOf(n), cpu::ConvPass::kForward, epilogue, {},
+                         cpu::DenseType::kBF16);
+  if (cpu::IsReferenceImplementation(conv.implementation()) ||
+      (epilogue.any() && !conv.fused_in_primitive())) {
+    return nullptr;
+  }
+  const bool prepack = dense::IsWeight(n.input(1));
+  const bool bias = s.bias;
+  return [conv, prepack, bias](const KernelArgs& a) {
+    conv.Run(a.inputs[0], a.inputs[1], a.outputs[0], prepack ? &a.ctx->variables_version : nullptr,
+             bias ? a.inputs[2] : nullptr);
+  };
+}
+
 std::vector<OpSample> ConvEpilogueSamples() {
   struct Case {
     Shape x, w;
@@ -284,6 +310,7 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
   d.not_differentiable = true;  // made after autodiff, by a pass
   d.kernels[DeviceKind::kCpu] =
       dense::FloatKernel(d.name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.half_kernels[DeviceKind::kCpu] = MakeNativeBf16;
   d.kernels[DeviceKind::kReference] = dense::FloatKernel(
       d.name, [](auto t, const Node& n) { return MakeRef<decltype(t)>(n); });
   d.flops = [](const Node& n) { return ConvFlops(ParamsOf(n)); };

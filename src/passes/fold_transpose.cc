@@ -5,6 +5,8 @@
 // puts between them (round to half, widen). Linear layers (x @ w.t()) and their
 // grad rules (g @ w, x^T @ g then ^T) produce these in every model; unfolded, each one is a
 // full strided copy of a weight or an activation per step. DCE removes the orphaned permutes.
+#include <unordered_map>
+
 #include "passes/passes.h"
 
 namespace tg {
@@ -31,15 +33,39 @@ class FoldTransposePass : public Pass {
 
   bool Run(Graph& graph, PassContext&) override {
     bool changed = false;
-    // Operands: matmul(permute(x)) -> matmul(x) with the operand's flag toggled.
+    // Operands: matmul(permute(x)) -> matmul(x) with the operand's flag toggled; also
+    // matmul(cast(permute(x))) -> matmul(cast(x)) (mixed precision's half cast of a transposed
+    // f32 weight: the cast is elementwise, so it commutes with the transpose; one new cast
+    // per cast node, shared by every matmul reading it).
+    std::vector<Node*> matmuls;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
-      Node& n = *node;
-      if (n.op() != "matmul") continue;
+      if (node->op() == "matmul") matmuls.push_back(node.get());
+    }
+    std::unordered_map<const Node*, Value*> untransposed_casts;
+    for (Node* mm : matmuls) {
+      Node& n = *mm;
       const char* flags[2] = {"transpose_a", "transpose_b"};
       for (size_t i = 0; i < 2; ++i) {
         Node* p = n.input(i)->producer();
-        if (!IsLastTwoSwap(p)) continue;
-        n.set_input(i, p->input(0));
+        Value* operand = nullptr;
+        if (IsLastTwoSwap(p)) {
+          operand = p->input(0);
+        } else if (p != nullptr && p->op() == "cast" && p->inputs().size() == 1 &&
+                   IsLastTwoSwap(p->input(0)->producer())) {
+          Value*& cast = untransposed_casts[p];
+          if (cast == nullptr) {
+            Value* x = p->input(0)->producer()->input(0);
+            TensorType t = x->type();
+            t.dtype = p->output()->type().dtype;
+            Node* c = graph.AddNode("cast", {x}, {t}, p->attrs(), p);
+            c->set_source(p->source());
+            c->set_placement(p->placement());
+            cast = c->output();
+          }
+          operand = cast;
+        }
+        if (operand == nullptr) continue;
+        n.set_input(i, operand);
         n.mutable_attrs()[flags[i]] = !Flag(n, flags[i]);
         changed = true;
       }

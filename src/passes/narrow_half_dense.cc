@@ -30,7 +30,8 @@ namespace {
 
 const std::unordered_set<std::string>& DenseOps() {
   static const std::unordered_set<std::string> ops = {
-      "matmul", "matmul_epilogue", "conv2d", "conv2d_backward_input", "conv2d_backward_weight"};
+      "matmul", "matmul_epilogue", "conv2d", "conv2d_epilogue", "conv2d_backward_input",
+      "conv2d_backward_weight"};
   return ops;
 }
 

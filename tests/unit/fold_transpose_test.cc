@@ -35,6 +35,33 @@ TEST(FoldTranspose, LinearWeightTransposeBecomesFlag) {
   ExpectSameOutputs(text, *g);
 }
 
+TEST(FoldTranspose, AHalfCastOfATransposedWeightCastsTheWeightItself) {
+  // Mixed precision: a bf16 matmul reads the bf16 cast of the transposed f32 master weight,
+  // forward (x @ w^T) and backward (g @ w, through the same cast). One cast of w remains,
+  // read with transpose flags; no permute.
+  std::string text = R"(graph g {
+  input %x : bf16[4,3]
+  input %g : bf16[4,5]
+  input %w : f32[5,3]
+  %wt = permute(%w) {perm = [1, 0]} : f32[3,5]
+  %wt16 = cast(%wt) {dtype = bf16} : bf16[3,5]
+  %y = matmul(%x, %wt16) {transpose_a = false, transpose_b = false} : bf16[4,5]
+  %dx = matmul(%g, %wt16) {transpose_a = false, transpose_b = true} : bf16[4,3]
+  output %y
+  output %dx
+})";
+  std::unique_ptr<Graph> g = Folded(text);
+  EXPECT_EQ(Count(*g, "permute"), 0);
+  EXPECT_EQ(Count(*g, "cast"), 1);
+  for (const auto& n : g->nodes()) {
+    if (n->op() != "matmul") continue;
+    ASSERT_NE(n->input(1)->producer(), nullptr);
+    EXPECT_EQ(n->input(1)->producer()->op(), "cast");
+    EXPECT_EQ(n->input(1)->type().shape, (Shape{5, 3}));
+  }
+  ExpectSameOutputs(text, *g, 0.0);
+}
+
 TEST(FoldTranspose, BatchedOperandAndDoubleTranspose) {
   // a is permuted [0, 2, 1] (batch axis kept); b's permute undoes a transpose flag.
   std::string text = R"(graph g {

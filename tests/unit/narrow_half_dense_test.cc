@@ -107,6 +107,26 @@ TEST(NarrowHalfDense, ConvolutionsAndTheirGradientsNarrow) {
   }
 }
 
+TEST(NarrowHalfDense, AConvolutionWithItsBiasAndActivationNarrows) {
+  // A bf16 Conv2d with bias and ReLU after fuse-conv-epilogue: one bf16 conv2d_epilogue
+  // (oneDNN's bf16 convolution with bias and post-op where the CPU has bf16 instructions).
+  std::unique_ptr<Graph> g = Narrowed(R"(graph g {
+  input %x : bf16[2,8,7,7]
+  input %w : bf16[16,8,3,3]
+  input %b : bf16[16]
+  %x32 = cast(%x) {dtype = f32} : f32[2,8,7,7]
+  %w32 = cast(%w) {dtype = f32} : f32[16,8,3,3]
+  %b32 = cast(%b) {dtype = f32} : f32[16]
+  %y32 = conv2d_epilogue(%x32, %w32, %b32) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1, bias = true, batch_norm = false, eps = 0.00001, activation = "relu", src_blocked = false, dst_blocked = false} : f32[2,16,7,7]
+  %y = cast(%y32) {dtype = bf16} : bf16[2,16,7,7]
+  output %y
+})");
+  EXPECT_EQ(Count(*g, "cast"), 0);
+  const Node* conv = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(conv, nullptr);
+  EXPECT_EQ(conv->output()->type().dtype, DType::kBF16);
+}
+
 TEST(NarrowHalfDense, AnOperandExactInTheHalfDtypeIsRoundedToItWithoutChange) {
   // After fold-exact-casts, a relu between two half layers is an f32 value exact in bf16 (no
   // cast of its own): the narrowed matmul reads it rounded to bf16, which changes nothing.

@@ -209,9 +209,8 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
                            const ConvLayout& layout, DenseType type)
     : type_(type), epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow),
       batch_(p.n) {
-  TG_CHECK(type == DenseType::kF32 || (!epilogue.any() && !layout.src_blocked &&
-                                       !layout.dst_blocked),
-           kInternal, "OnednnConv2d: a bf16 convolution has no epilogue or blocked layout");
+  TG_CHECK(type == DenseType::kF32 || (!layout.src_blocked && !layout.dst_blocked), kInternal,
+           "OnednnConv2d: blocked layouts are f32 only");
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -250,7 +249,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
         dnnl::post_ops ops;
         AppendActivation(ops, epilogue.activation);
         attr.set_post_ops(ops);
-        memory::desc bias_md({p.o}, memory::data_type::f32, tag::x);
+        memory::desc bias_md({p.o}, f32, tag::x);  // the operands' type
         auto fused_desc = epilogue.bias
                               ? dnnl::convolution_forward::desc(
                                     dnnl::prop_kind::forward_training, alg, x_any, w_any,
@@ -337,7 +336,7 @@ void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
 }
 
 void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
-                       const uint64_t* in1_version, const float* bias) const {
+                       const uint64_t* in1_version, const void* bias) const {
   if (empty_) {  // zeros: all-zero bits in f32 and bf16 alike
     std::memset(out, 0, static_cast<size_t>(out_numel_) * (type_ == DenseType::kBF16 ? 2 : 4));
     return;
@@ -362,7 +361,7 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
     if (i < 2) o.reorder.execute(stream_, user, o.blocked);
   }
   if (fused_in_primitive_ && epilogue_.bias) {
-    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, memory::data_type::f32,
+    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, DataTypeOf(type_),
                                             memory::format_tag::x), bias);
   }
   prim_.execute(stream_, args);
@@ -372,7 +371,10 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
     result.reorder.execute(stream_, result.blocked, user);
   }
   stream_.wait();
-  if (epilogue_.any() && !fused_in_primitive_) RunEpilogueOurselves(static_cast<float*>(out), bias);
+  if (epilogue_.any() && !fused_in_primitive_) {
+    TG_CHECK(type_ == DenseType::kF32, kInternal, "OnednnConv2d: a bf16 epilogue oneDNN did not fuse");
+    RunEpilogueOurselves(static_cast<float*>(out), static_cast<const float*>(bias));
+  }
 }
 
 }  // namespace tg::cpu

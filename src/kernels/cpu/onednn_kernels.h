@@ -114,15 +114,16 @@ int64_t ActivationBlock();
 
 class OnednnConv2d {
  public:
-  // `epilogue`, `layout`: forward f32 convolutions only.
+  // `epilogue`: forward convolutions only; `layout`: forward f32 convolutions only.
   OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {},
                const ConvLayout& layout = {}, DenseType type = DenseType::kF32);
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable
   // or constant, and its blocked copy is reused while in1 and *in1_version are unchanged
   // (weight prepacking: an inference program reorders each weight once, not every step).
-  // `bias`: O values when the epilogue has a bias. Buffers hold the constructor's DenseType.
+  // `bias`: O values when the epilogue has a bias. Buffers (and the bias) hold the
+  // constructor's DenseType; a bf16 convolution's epilogue must be fused_in_primitive().
   void Run(const void* in0, const void* in1, void* out, const uint64_t* in1_version = nullptr,
-           const float* bias = nullptr) const;
+           const void* bias = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
   // The implementation oneDNN chose ("jit:avx2", "jit_1x1:avx512_core", ...).
