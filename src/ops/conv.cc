@@ -1,8 +1,10 @@
 // conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32;
-// backward-weight of single-channel inputs over im2col columns; bf16 where the CPU has bf16
-// instructions), the reference loops for f64.
+// backward-weight of single-channel inputs over im2col columns, of depthwise convolutions
+// with small planes as direct loops; bf16 where the CPU has bf16 instructions), the
+// reference loops for f64.
 #include <string>
 
+#include "kernels/cpu/conv_depthwise_kernels.h"
 #include "kernels/cpu/conv_im2col_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
@@ -123,6 +125,14 @@ Kernel MakeCpu(auto t, const Node& n) {
       };
     }
     cpu::OnednnConv2d conv(p, PassOf(n));
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::IsDepthwise(p) &&
+        conv.implementation().find("gemm") != std::string::npos) {
+      // oneDNN has no depthwise kernel for this shape (small planes): our direct loops.
+      cpu::Conv2dBackwardWeightDepthwise direct(p);
+      return [direct](const KernelArgs& a) {
+        direct.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+      };
+    }
     // A weight that is a variable or constant keeps its blocked copy across steps while
     // the variables do not change (RunContext::variables_version).
     const bool prepack =
@@ -143,6 +153,10 @@ Kernel MakeNativeBf16(const Node& n) {
   const cpu::Conv2dParams p = ParamsOfNode(n);
   cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);
   if (cpu::IsReferenceImplementation(conv.implementation())) return nullptr;
+  if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::IsDepthwise(p) &&
+      conv.implementation().find("gemm") != std::string::npos) {
+    return nullptr;  // widened: the f32 kernel's direct depthwise loops
+  }
   const bool prepack = PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
   return [conv, prepack](const KernelArgs& a) {
     conv.Run(a.inputs[0], a.inputs[1], a.outputs[0], prepack ? &a.ctx->variables_version : nullptr);
@@ -188,7 +202,11 @@ std::vector<ConvCase> ConvCases() {
           // single-channel inputs (the im2col backward-weight kernel): 9 and 6 taps, more
           // positions than a vector with a remainder, stride / padding / dilation
           {{2, 1, 7, 9}, {4, 1, 3, 3}, {1, 1}, {1, 1}},
-          {{3, 1, 10, 11}, {5, 1, 3, 2}, {2, 1}, {0, 1}, {1, 2}}};
+          {{3, 1, 10, 11}, {5, 1, 3, 2}, {2, 1}, {0, 1}, {1, 2}},
+          // depthwise with small planes (where oneDNN's backward-weight falls back to GEMM
+          // and the direct depthwise loops run): 5x5 on 2x2, strided and dilated 3x3
+          {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32},
+          {{2, 16, 5, 4}, {16, 1, 3, 3}, {2, 2}, {1, 1}, {2, 1}, 16}};
 }
 
 AttrMap AttrsOf(const ConvCase& cc) {
