@@ -513,29 +513,25 @@ NB_MODULE(_core, m) {
   }, nb::arg("names"), nb::arg("cycles"), nb::arg("tile_bytes"), nb::arg("ipus"),
      nb::arg("bytes_per_tile"), nb::arg("base_code_bytes"),
      nb::arg("peak_bytes") = std::vector<std::vector<double>>{});
-  m.def("measure_fma_peak", [](int threads) {
-    cpu::FmaPeak p;
-    {
-      nb::gil_scoped_release release;
-      p = cpu::MeasureFmaPeak(threads);
-    }
-    nb::dict d;
-    d["gflops"] = p.gflops;
-    d["isa"] = p.isa;
-    return d;
-  }, nb::arg("threads"), "FP32 FMA peak of this CPU on `threads` threads (GFLOP/s, isa).");
-  m.def("measure_bf16_peak", [](int threads) {
-    cpu::FmaPeak p;
-    {
-      nb::gil_scoped_release release;
-      p = cpu::MeasureBf16DotPeak(threads);
-    }
-    nb::dict d;
-    d["gflops"] = p.gflops;
-    d["isa"] = p.isa;
-    return d;
-  }, nb::arg("threads"), "bf16 dot-product peak (AVX512_BF16) on `threads` threads "
-                         "(GFLOP/s, isa; 0 and 'none' without it).");
+  // A peak probe run without the GIL, as {"gflops", "isa"}.
+  auto peak_probe = [](cpu::FmaPeak (*probe)(int, int)) {
+    return [probe](int threads) {
+      cpu::FmaPeak p;
+      {
+        nb::gil_scoped_release release;
+        p = probe(threads, 5);
+      }
+      nb::dict d;
+      d["gflops"] = p.gflops;
+      d["isa"] = p.isa;
+      return d;
+    };
+  };
+  m.def("measure_fma_peak", peak_probe(&cpu::MeasureFmaPeak), nb::arg("threads"),
+        "FP32 FMA peak of this CPU on `threads` threads (GFLOP/s, isa).");
+  m.def("measure_bf16_peak", peak_probe(&cpu::MeasureBf16DotPeak), nb::arg("threads"),
+        "bf16 dot-product peak (AVX512_BF16) on `threads` threads (GFLOP/s, isa; 0 and "
+        "'none' without it).");
   m.def("native_bf16_dense", &cpu::NativeBf16Dense,
         "Whether bf16 matmuls / convolutions run on oneDNN's native bf16 kernels here.");
   m.def("measure_triad_bandwidth", [](int threads) {

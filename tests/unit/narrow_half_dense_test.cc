@@ -7,7 +7,6 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <random>
 
 #include "kernels/cpu/onednn_kernels.h"
 #include "passes/passes.h"
@@ -29,14 +28,7 @@ double Ulp(double x, DType dtype) {
 void ExpectOutputsWithin(const std::string& text, const Graph& after, DeviceKind device,
                          double ulps) {
   std::unique_ptr<Graph> before = ParseGraph(text);
-  std::mt19937 rng(11);
-  std::normal_distribution<double> normal;
-  std::map<std::string, HostTensor> feeds;
-  for (Value* v : before->inputs()) {
-    HostTensor h(v->type());
-    for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
-    feeds[v->name()] = h;
-  }
+  std::map<std::string, HostTensor> feeds = RandomFeeds(*before, 11);
   EvalResult a = EvaluateGraph(*before, feeds, device);
   EvalResult b = EvaluateGraph(after, feeds, device);
   ASSERT_EQ(a.outputs.size(), b.outputs.size());

@@ -34,20 +34,26 @@ inline const Node* Only(const Graph& g, const std::string& op) {
   return found;
 }
 
+// Standard-normal values (rounded to each input's dtype) for every input of `g`.
+inline std::map<std::string, HostTensor> RandomFeeds(const Graph& g, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal;
+  std::map<std::string, HostTensor> feeds;
+  for (Value* v : g.inputs()) {
+    HostTensor h(v->type());
+    for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
+    feeds[v->name()] = h;
+  }
+  return feeds;
+}
+
 // Evaluates the graph `text` describes and `after` (the same graph rewritten by a pass) on the
 // same random inputs and expects equal outputs, to `tolerance` (absolute).
 inline void ExpectSameOutputs(const std::string& text, const Graph& after,
                               double tolerance = 1e-12) {
   std::unique_ptr<Graph> before = ParseGraph(text);
   Verify(*before, &OpRegistry::Global());
-  std::mt19937 rng(7);
-  std::normal_distribution<double> normal;
-  std::map<std::string, HostTensor> feeds;
-  for (Value* v : before->inputs()) {
-    HostTensor h(v->type());
-    for (int64_t i = 0; i < h.type().numel(); ++i) h.SetFromDouble(i, normal(rng));
-    feeds[v->name()] = h;
-  }
+  std::map<std::string, HostTensor> feeds = RandomFeeds(*before, 7);
   EvalResult a = EvaluateGraph(*before, feeds, DeviceKind::kCpu);
   EvalResult b = EvaluateGraph(after, feeds, DeviceKind::kCpu);
   ASSERT_EQ(a.outputs.size(), b.outputs.size());
