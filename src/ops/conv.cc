@@ -114,6 +114,21 @@ Kernel MakeRef(auto t, const Node& n) {
   return [p, pass](const KernelArgs& a) { RunRef<T>(pass, p, a); };
 }
 
+// Whether a conv pass's weight operand (forward, backward-input) is a variable or constant
+// whose blocked copy is kept across steps while the variables do not change
+// (RunContext::variables_version).
+bool PrepacksWeight(const Node& n) {
+  return PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
+}
+
+// Whether a depthwise backward-weight runs our direct loops: where oneDNN (`conv`, built for
+// the same pass) has no depthwise kernel for the shape and falls back to a GEMM per group.
+bool UsesDirectDepthwise(const cpu::Conv2dParams& p, cpu::ConvPass pass,
+                         const cpu::OnednnConv2d& conv) {
+  return pass == cpu::ConvPass::kBackwardWeight && cpu::IsDepthwise(p) &&
+         conv.implementation().find("gemm") != std::string::npos;
+}
+
 Kernel MakeCpu(auto t, const Node& n) {
   using T = decltype(t);
   if constexpr (std::is_same_v<T, float>) {
@@ -125,18 +140,13 @@ Kernel MakeCpu(auto t, const Node& n) {
       };
     }
     cpu::OnednnConv2d conv(p, PassOf(n));
-    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::IsDepthwise(p) &&
-        conv.implementation().find("gemm") != std::string::npos) {
-      // oneDNN has no depthwise kernel for this shape (small planes): our direct loops.
+    if (UsesDirectDepthwise(p, PassOf(n), conv)) {
       cpu::Conv2dBackwardWeightDepthwise direct(p);
       return [direct](const KernelArgs& a) {
         direct.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
       };
     }
-    // A weight that is a variable or constant keeps its blocked copy across steps while
-    // the variables do not change (RunContext::variables_version).
-    const bool prepack =
-        PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
+    const bool prepack = PrepacksWeight(n);
     return [conv, prepack](const KernelArgs& a) {
       conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0),
                prepack ? &a.ctx->variables_version : nullptr);
@@ -153,11 +163,8 @@ Kernel MakeNativeBf16(const Node& n) {
   const cpu::Conv2dParams p = ParamsOfNode(n);
   cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);
   if (cpu::IsReferenceImplementation(conv.implementation())) return nullptr;
-  if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::IsDepthwise(p) &&
-      conv.implementation().find("gemm") != std::string::npos) {
-    return nullptr;  // widened: the f32 kernel's direct depthwise loops
-  }
-  const bool prepack = PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
+  if (UsesDirectDepthwise(p, PassOf(n), conv)) return nullptr;  // widened: the direct loops
+  const bool prepack = PrepacksWeight(n);
   return [conv, prepack](const KernelArgs& a) {
     conv.Run(a.inputs[0], a.inputs[1], a.outputs[0], prepack ? &a.ctx->variables_version : nullptr);
   };

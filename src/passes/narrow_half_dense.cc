@@ -8,8 +8,9 @@
 // between casts. Where no native kernel exists the registry widens the node, bit for bit what
 // the casts computed.
 //
-// Conditions: the op is a dense op below (the epilogue fusions have already run, so a Linear
-// layer's bias and activation are part of its matmul_epilogue, rounded once as torch does);
+// Conditions: the op has a native half kernel (the epilogue fusions have already run, so a
+// Linear layer's bias and activation are part of its matmul_epilogue, rounded once as torch
+// does);
 // every reader of the f32 result is a cast to one half dtype h (no graph output, variable
 // update or other reader); every operand is cast(h -> f32) of an h value or an f32 value
 // exact in h (passes/half_exactness.h: a widened value only moved or selected since, e.g.
@@ -18,9 +19,9 @@
 // autodiff: the gradients of a widened dense op (the backward matmuls and convolutions between
 // the casts' gradients) have the same shape, so forward and backward narrow alike.
 #include <string>
-#include <unordered_set>
 #include <vector>
 
+#include "ops/registry.h"
 #include "passes/half_exactness.h"
 #include "passes/passes.h"
 #include "passes/single_reader.h"
@@ -28,11 +29,12 @@
 namespace tg {
 namespace {
 
-const std::unordered_set<std::string>& DenseOps() {
-  static const std::unordered_set<std::string> ops = {
-      "matmul", "matmul_epilogue", "conv2d", "conv2d_epilogue", "conv2d_backward_input",
-      "conv2d_backward_weight"};
-  return ops;
+// Ops worth narrowing: those with a native half kernel somewhere (OpDef::half_kernels:
+// matmul, matmul_epilogue, the convolutions and conv2d_epilogue). Narrowing any other op
+// would be as correct and gain nothing.
+bool HasNativeHalfKernel(const std::string& op) {
+  const OpDef* def = OpRegistry::Global().Find(op);
+  return def != nullptr && !def->half_kernels.empty();
 }
 
 // The half value `v` is a cast up to f32 of, on `reader`'s device; or null.
@@ -73,7 +75,7 @@ class NarrowHalfDensePass : public Pass {
     std::vector<Node*> candidates;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
       exactness.Visit(*node);
-      if (DenseOps().count(node->op()) && node->outputs().size() == 1 &&
+      if (HasNativeHalfKernel(node->op()) && node->outputs().size() == 1 &&
           node->output()->type().dtype == DType::kF32) {
         candidates.push_back(node.get());
       }

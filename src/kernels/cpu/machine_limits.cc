@@ -97,30 +97,34 @@ __attribute__((target("avx512f,avx512bf16"))) float Bf16DotChains(int64_t iterat
 
 }  // namespace
 
-FmaPeak MeasureBf16DotPeak(int threads, int repeats) {
-  if (!__builtin_cpu_supports("avx512bf16")) return {0.0, "none"};
+namespace {
+
+// The best of `repeats` timed runs of `chains` on `threads` threads, in GFLOP/s, counting
+// `flops_per_iteration` per thread and loop iteration.
+double BestChainsGflops(int threads, int repeats, double flops_per_iteration,
+                        float (*chains)(int64_t)) {
   double best = 0;
   for (int r = 0; r < repeats; ++r) {
     auto t0 = std::chrono::steady_clock::now();
 #pragma omp parallel num_threads(threads)
-    { g_sink = Bf16DotChains(kIterations); }
-    // 16 f32 lanes x 2 products x (multiply + add) per instruction.
-    double flops = 4.0 * 16 * kChains * static_cast<double>(kIterations) * threads;
+    { g_sink = chains(kIterations); }
+    double flops = flops_per_iteration * static_cast<double>(kIterations) * threads;
     best = std::max(best, flops / Seconds(t0) / 1e9);
   }
-  return {best, "avx512_bf16"};
+  return best;
+}
+
+}  // namespace
+
+FmaPeak MeasureBf16DotPeak(int threads, int repeats) {
+  if (!__builtin_cpu_supports("avx512bf16")) return {0.0, "none"};
+  // 16 f32 lanes x 2 products x (multiply + add) per instruction.
+  return {BestChainsGflops(threads, repeats, 4.0 * 16 * kChains, Bf16DotChains), "avx512_bf16"};
 }
 
 FmaPeak MeasureFmaPeak(int threads, int repeats) {
-  double best = 0;
-  for (int r = 0; r < repeats; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-#pragma omp parallel num_threads(threads)
-    { g_sink = FmaChains(kIterations); }
-    double flops = 2.0 * kChains * LanesPerChain() * static_cast<double>(kIterations) * threads;
-    best = std::max(best, flops / Seconds(t0) / 1e9);
-  }
-  return {best, IsaName()};
+  return {BestChainsGflops(threads, repeats, 2.0 * kChains * LanesPerChain(), FmaChains),
+          IsaName()};
 }
 
 double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array, int repeats) {
