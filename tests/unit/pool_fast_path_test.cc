@@ -13,14 +13,16 @@
 namespace tg::cpu {
 namespace {
 
-// Sizes: odd (a last row and column no window covers) and wide rows (the vectorized body of
-// the non-overlapping 2x2 backward, 8 windows per vector from 8 windows a row, runs as well as
-// its remainder).
+// Sizes: odd (a last row and column no window covers) and the row widths of the f32
+// non-overlapping 2x2 kernels' groups of 8 windows: fewer than 8 windows (w 4, 11: only the
+// masked partial group), exactly 8 (w 16), 13 (w 26, the main job's first pool: one group and
+// a partial one), 18 (w 37).
 TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
   // {window, stride, padding, h, w}; with padding the windows touching it take the general
   // loops and the interior the fast ones (ResNet's 3x3 / 2, pad 1 stem is the first padded).
   for (auto [k, s, pad, h, w] :
-       {std::array<int64_t, 5>{2, 2, 0, 9, 11}, {2, 2, 0, 8, 37}, {3, 2, 0, 9, 11},
+       {std::array<int64_t, 5>{2, 2, 0, 9, 11}, {2, 2, 0, 8, 37}, {2, 2, 0, 5, 4},
+        {2, 2, 0, 6, 16}, {2, 2, 0, 26, 26}, {3, 2, 0, 9, 11},
         {3, 1, 0, 9, 11}, {2, 1, 0, 9, 11}, {3, 2, 1, 9, 11}, {3, 2, 1, 16, 16},
         {2, 2, 1, 8, 37}, {3, 1, 1, 7, 10}, {5, 2, 2, 12, 13}}) {
     Pool2dParams p;
