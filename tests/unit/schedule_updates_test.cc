@@ -105,5 +105,64 @@ TEST(ScheduleUpdates, AnAccumulatorsResetMovesWithItsZeros) {
             (std::vector<std::string>{"g1", "sum", "zeros", "reset", "dx", "later"}));
 }
 
+// SGD with momentum for two parameters, the learning rate's negation and cast emitted between
+// the first parameter's momentum chain and its weight step (as the optimizer builds it), then
+// hoisted to the front. The scalar chain must stay there: moved with the first chain that
+// reads it, it landed between that chain's momentum and weight nodes and fuse-elementwise
+// made the first parameter's update two passes over its weight (the main job's MLP: 30 us of
+// a 500 us step).
+TEST(ScheduleUpdates, HoistedScalarsStayInFrontSoEachUpdateIsOnePass) {
+  std::unique_ptr<Graph> g = ParseGraph(R"(graph g {
+  input %x : f32[8, 16]
+  input %dy : f32[8, 16]
+  hyperparam %lr : f64[]
+  hyperparam %mom : f32[]
+  variable %w1 : f32[16, 16]
+  variable %b1 : f32[16, 16]
+  variable %w2 : f32[16, 16]
+  variable %b2 : f32[16, 16]
+  %g1 = matmul(%x, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %dx = matmul(%dy, %w1) {transpose_a = false, transpose_b = true} : f32[8, 16]
+  %g2 = matmul(%dx, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %m1 = mul(%b1, %mom) : f32[16, 16]
+  %v1 = add(%m1, %g1) : f32[16, 16]
+  %nlr = neg(%lr) : f64[]
+  %lr32 = cast(%nlr) {dtype = f32} : f32[]
+  %s1 = mul(%v1, %lr32) : f32[16, 16]
+  %n1 = add(%w1, %s1) : f32[16, 16]
+  %m2 = mul(%b2, %mom) : f32[16, 16]
+  %v2 = add(%m2, %g2) : f32[16, 16]
+  %s2 = mul(%v2, %lr32) : f32[16, 16]
+  %n2 = add(%w2, %s2) : f32[16, 16]
+  update %b1 = %v1
+  update %w1 = %n1
+  update %b2 = %v2
+  update %w2 = %n2
+  output %dx
+})");
+  Verify(*g, &OpRegistry::Global());
+  PassContext ctx;
+  ctx.registry = &OpRegistry::Global();
+  CreateHoistScalarsPass()->Run(*g, ctx);
+  CreateScheduleUpdatesPass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  EXPECT_EQ(Names(*g)[0], "nlr");
+  EXPECT_EQ(Names(*g)[1], "lr32");
+  CreateFuseElementwisePass()->Run(*g, ctx);
+  CreateDcePass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  // The node writing w1's new value also writes its momentum: one pass over the parameter.
+  auto writer = [&](const char* name) -> const Node* {
+    for (const auto& u : g->updates()) {
+      if (u.variable->name() == name) return u.value->producer();
+    }
+    return nullptr;
+  };
+  ASSERT_NE(writer("w1"), nullptr);
+  EXPECT_EQ(writer("w1")->op(), "fused_elementwise");
+  EXPECT_EQ(writer("w1"), writer("b1"));
+  EXPECT_EQ(writer("w2"), writer("b2"));
+}
+
 }  // namespace
 }  // namespace tg
