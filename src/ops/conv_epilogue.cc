@@ -8,12 +8,21 @@
 // The batch norm folds into the convolution's weight and bias (in double, from the running
 // statistics; redone whenever the variables change), and oneDNN applies the bias and the
 // activation as it writes the output.
+//
+// Mixed precision (passes/fuse_conv_epilogue.cc on Precision.setMixedPrecision's convolutions):
+// x in bf16 / f16 while w and the epilogue's parameters are f32 (the master copies) and y is
+// f32. The convolution then runs in x's dtype on the folded weight w * scale rounded once to
+// it, with f32 sums, and the shift and activation apply to the f32 sums: one rounding of the
+// weight, none of the convolution's result (the unfused graph rounds the weight and the
+// result, then scales).
 #include <cmath>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/float16.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/conv.h"
@@ -48,6 +57,12 @@ EpilogueSpec SpecOf(const AttrMap& attrs) {
   return s;
 }
 
+// x half, w f32: mixed precision (see the top of this file).
+bool IsMixed(DType x, DType w) { return IsHalf(x) && w == DType::kF32; }
+bool IsMixed(const Node& n) {
+  return IsMixed(n.input(0)->type().dtype, n.input(1)->type().dtype);
+}
+
 std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   const std::string op = "conv2d_epilogue";
   const EpilogueSpec s = SpecOf(ctx.attrs);
@@ -55,7 +70,16 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
            s.num_inputs(), " inputs (x, w", s.bias ? ", bias" : "",
            s.batch_norm ? ", the batch norm's weight, bias, running_mean, running_var" : "",
            "), got ", ctx.inputs.size());
-  dense::CheckSameFloat(ctx, op);
+  const bool mixed = IsMixed(ctx.in(0).dtype, ctx.in(1).dtype);
+  if (mixed) {
+    for (size_t i = 2; i < ctx.inputs.size(); ++i) {
+      TG_CHECK(ctx.in(i).dtype == DType::kF32, kShape, op, ": with x in ",
+               DTypeName(ctx.in(0).dtype), " and w in f32 (mixed precision), expected input ",
+               i, " of dtype f32, got ", ctx.in(i).ToString());
+    }
+  } else {
+    dense::CheckSameFloat(ctx, op);
+  }
   cpu::Conv2dParams p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, op);
   // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
   TG_CHECK(!s.layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
@@ -66,7 +90,7 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
     TG_CHECK(ctx.in(i).shape == Shape{p.o}, kShape, op, ": expected input ", i, " of shape [",
              p.o, "] (one value per output channel), got ", ctx.in(i).ToString());
   }
-  return {TensorType{ctx.in(0).dtype, ConvOutShape(p)}};
+  return {TensorType{mixed ? DType::kF32 : ctx.in(0).dtype, ConvOutShape(p)}};
 }
 
 cpu::Conv2dParams ParamsOf(const Node& n) {
@@ -237,6 +261,108 @@ Kernel MakeNativeBf16(const Node& n) {
   };
 }
 
+// x (half bits) widened to f32.
+std::vector<float> Widened(const void* x, DType half, int64_t n) {
+  std::vector<float> out(n);
+  const uint16_t* bits = static_cast<const uint16_t*>(x);
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = half == DType::kBF16 ? cpu::BFloat16BitsToFloat(bits[i]) : cpu::HalfBitsToFloat(bits[i]);
+  }
+  return out;
+}
+
+uint16_t HalfBits(float v, DType half) {
+  return half == DType::kBF16 ? cpu::FloatToBFloat16Bits(v) : cpu::FloatToHalfBits(v);
+}
+float HalfValue(uint16_t bits, DType half) {
+  return half == DType::kBF16 ? cpu::BFloat16BitsToFloat(bits) : cpu::HalfBitsToFloat(bits);
+}
+
+// The reference of a mixed node: the folded weight rounded to x's dtype (in double from the
+// f32 parameters, as the CPU kernel folds), the convolution's loops in double on the widened x,
+// then the shift and activation.
+Kernel MakeMixedRef(const Node& n) {
+  const cpu::Conv2dParams p = ParamsOf(n);
+  const EpilogueSpec s = SpecOf(n.attrs());
+  const DType half = n.input(0)->type().dtype;
+  return [p, s, half](const KernelArgs& a) {
+    std::vector<double> scale(p.o), shift(p.o);
+    FoldEpilogue<float>(s, a, p.o, scale.data(), shift.data());
+    const int64_t per_channel = p.c / p.groups * p.kh * p.kw;
+    const float* w = dense::In<float>(a, 1);
+    std::vector<double> wd(p.o * per_channel), xd(p.n * p.c * p.h * p.w), y(p.n * p.o * p.oh * p.ow);
+    for (int64_t i = 0; i < static_cast<int64_t>(wd.size()); ++i) {
+      wd[i] = HalfValue(HalfBits(static_cast<float>(w[i] * scale[i / per_channel]), half), half);
+    }
+    std::vector<float> xf = Widened(a.inputs[0], half, static_cast<int64_t>(xd.size()));
+    if (s.layout.src_blocked) {
+      std::vector<float> plain(xf.size());
+      Reblock(xf.data(), plain.data(), p.n, p.c, p.h * p.w, false);
+      xf.swap(plain);
+    }
+    std::copy(xf.begin(), xf.end(), xd.begin());
+    cpu::Conv2dForwardRef<double>(p, xd.data(), wd.data(), y.data());
+    const int64_t plane = p.oh * p.ow;
+    std::vector<float> out(y.size());
+    for (int64_t i = 0; i < static_cast<int64_t>(y.size()); ++i) {
+      const int64_t o = (i / plane) % p.o;
+      out[i] = static_cast<float>(cpu::ApplyActivation(s.activation, y[i] + shift[o]));
+    }
+    if (s.layout.dst_blocked) {
+      Reblock(out.data(), dense::Out<float>(a, 0), p.n, p.o, plane, true);
+    } else {
+      std::copy(out.begin(), out.end(), dense::Out<float>(a, 0));
+    }
+  };
+}
+
+// The CPU kernel of a mixed node: oneDNN's bf16 convolution with f32 bias (the shift) and
+// result where the CPU has bf16 instructions; elsewhere (and for f16) the f32 convolution
+// on x widened and the folded weight rounded to x's dtype and widened back: the same
+// numbers up to the order of the f32 sums. The folded, rounded weight is kept while the
+// variables are unchanged, like the f32 fold.
+Kernel MakeMixedCpu(const Node& n) {
+  const cpu::Conv2dParams p = ParamsOf(n);
+  const EpilogueSpec s = SpecOf(n.attrs());
+  const DType half = n.input(0)->type().dtype;
+  cpu::ConvEpilogue epilogue;
+  epilogue.bias = true;  // the shift: the bias and / or the batch norm's
+  epilogue.activation = s.activation;
+  bool native = half == DType::kBF16 && cpu::NativeBf16Dense();
+  std::optional<cpu::OnednnConv2d> conv;
+  if (native) {
+    conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout, cpu::DenseType::kBF16ToF32);
+    native = !cpu::IsReferenceImplementation(conv->implementation());
+  }
+  if (!native) conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout);
+  bool cacheable = true;
+  for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && dense::IsWeight(n.input(i));
+  struct Rounded {
+    FoldedWeights fold;
+    std::vector<uint16_t> bits;  // the folded weight in x's dtype (native)
+  };
+  auto state = std::make_shared<Rounded>();
+  const int64_t x_numel = p.n * p.c * p.h * p.w;
+  return [conv = *conv, s, p, half, native, cacheable, state, x_numel](const KernelArgs& a) {
+    FoldedWeights& f = state->fold;
+    if (!FoldIsCurrent(f, a, s.num_inputs(), cacheable)) {
+      Fold(s, p, a, &f);
+      state->bits.resize(f.weight.size());
+      for (size_t i = 0; i < f.weight.size(); ++i) {
+        state->bits[i] = HalfBits(f.weight[i], half);
+        f.weight[i] = HalfValue(state->bits[i], half);
+      }
+    }
+    const uint64_t* version = cacheable ? &a.ctx->variables_version : nullptr;
+    if (native) {
+      conv.Run(a.inputs[0], state->bits.data(), a.outputs[0], version, f.bias.data());
+      return;
+    }
+    const std::vector<float> x = Widened(a.inputs[0], half, x_numel);
+    conv.Run(x.data(), f.weight.data(), a.outputs[0], version, f.bias.data());
+  };
+}
+
 std::vector<OpSample> ConvEpilogueSamples() {
   struct Case {
     Shape x, w;
@@ -308,11 +434,18 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
              {"dst_blocked", false}};
   d.infer = InferConvEpilogue;
   d.not_differentiable = true;  // made after autodiff, by a pass
-  d.kernels[DeviceKind::kCpu] =
-      dense::FloatKernel(d.name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  // Mixed nodes (x half, the rest f32) are not uniform half nodes: half widening leaves them
+  // to these factories, which route them to their own kernels.
+  auto cpu = dense::FloatKernel(d.name, [](auto t, const Node& n) { return MakeCpu(t, n); });
+  d.kernels[DeviceKind::kCpu] = [cpu](const Node& n) {
+    return IsMixed(n) ? MakeMixedCpu(n) : cpu(n);
+  };
   d.half_kernels[DeviceKind::kCpu] = MakeNativeBf16;
-  d.kernels[DeviceKind::kReference] = dense::FloatKernel(
+  auto ref = dense::FloatKernel(
       d.name, [](auto t, const Node& n) { return MakeRef<decltype(t)>(n); });
+  d.kernels[DeviceKind::kReference] = [ref](const Node& n) {
+    return IsMixed(n) ? MakeMixedRef(n) : ref(n);
+  };
   d.flops = [](const Node& n) { return ConvFlops(ParamsOf(n)); };
   d.gemm = [](const Node& n) { return ConvGemm(ParamsOf(n), "conv2d"); };
   d.samples = ConvEpilogueSamples();
@@ -321,8 +454,9 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
           "folded into a per-channel scale and shift, activation none, relu, gelu, gelu_tanh, "
           "silu, sigmoid or hardswish (oneDNN post-ops). src_blocked / dst_blocked: x / y are "
           "in oneDNN's nChw8c (nChw16c with AVX-512) layout, handed between convolutions "
-          "(channels divisible by 16). Made by the fuse-conv-epilogue and block-conv-layout "
-          "passes";
+          "(channels divisible by 16). Mixed precision: x bf16 / f16 with w and the "
+          "parameters f32 gives y f32, the folded weight rounded once to x's dtype. Made by the "
+          "fuse-conv-epilogue and block-conv-layout passes";
   r.Register(std::move(d));
 }
 

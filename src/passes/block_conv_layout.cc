@@ -7,6 +7,11 @@
 // another device keeps NCHW). Channels must be divisible by 16 so that either block size
 // pads nothing and the buffer the memory plan gives it is the right size.
 //
+// Mixed precision hands activations over through a cast: conv2d_epilogue (f32 result) ->
+// cast to bf16 / f16 -> mixed conv2d_epilogue (half x). The cast is elementwise, so it
+// converts the blocked bytes as they are; with the cast as the value's only reader and the
+// mixed convolution as the cast's, the pair is blocked the same way.
+//
 // Runs last among the inference passes that create conv2d_epilogue nodes; conv2d nodes with
 // no epilogue keep NCHW.
 #include "passes/passes.h"
@@ -30,6 +35,11 @@ class BlockConvLayoutPass : public Pass {
       if (!IsBlockable(*node) || GetBool(node->attrs(), "dst_blocked")) continue;
       Value* v = node->output();
       Node* reader = readers.Of(v);
+      if (reader != nullptr && reader->op() == "cast" && IsHalf(reader->output()->type().dtype) &&
+          reader->placement() == node->placement()) {
+        v = reader->output();  // the half copy the mixed convolution reads
+        reader = readers.Of(v);
+      }
       if (reader == nullptr || !IsBlockable(*reader) || reader->input(0) != v ||
           reader->placement() != node->placement() || v->type().shape[1] % 16 != 0) {
         continue;

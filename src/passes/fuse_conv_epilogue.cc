@@ -10,6 +10,12 @@
 // backward reads them, so training graphs with batch statistics keep their nodes); the bias
 // is [1, O, 1, 1] or [O, 1, 1]; f32 / f64; all nodes on one device. At least one of the three
 // must be present. Runs after autodiff, so the fused op needs no gradient.
+//
+// Mixed precision (Precision.setMixedPrecision, torch.autocast): a half convolution of a
+// rounded f32 weight whose result is widened, cast(conv2d(x, cast(w)), f32), followed by
+// the same epilogue in f32, becomes the mixed conv2d_epilogue(x, w, ...): half x, the f32
+// master weight and parameters, f32 result (ops/conv_epilogue.cc: the folded weight is
+// rounded once; the convolution's result is no longer rounded to half before the epilogue).
 #include <string>
 
 #include "passes/passes.h"
@@ -64,16 +70,31 @@ class FuseConvEpiloguePass : public Pass {
     std::vector<Node*> convs;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
       const DType dt = node->op() == "conv2d" ? node->output()->type().dtype : DType::kBool;
-      if (dt == DType::kF32 || dt == DType::kF64) convs.push_back(node.get());
+      if (dt == DType::kF32 || dt == DType::kF64 || IsHalf(dt)) convs.push_back(node.get());
     }
     bool changed = false;
     for (Node* conv : convs) {
-      const TensorType& type = conv->output()->type();
       auto next = [&](Node* n) -> Node* {  // the sole reader, on the same device
         Node* r = readers.Of(n->output());
         return r != nullptr && r->placement() == conv->placement() ? r : nullptr;
       };
-      Node* last = conv;
+      // A half convolution fuses only as mixed precision's widened result (`start`: the
+      // cast to f32) of a rounded f32 weight (`weight`: the master copy).
+      Node* start = conv;
+      Value* weight = conv->input(1);
+      if (IsHalf(conv->output()->type().dtype)) {
+        Node* widen = next(conv);
+        const Node* round = conv->input(1)->producer();
+        if (widen == nullptr || widen->op() != "cast" ||
+            widen->output()->type().dtype != DType::kF32 || round == nullptr ||
+            round->op() != "cast" || round->input(0)->type().dtype != DType::kF32) {
+          continue;
+        }
+        start = widen;
+        weight = round->input(0);
+      }
+      const TensorType& type = start->output()->type();
+      Node* last = start;
       Value* bias = nullptr;
       Node* bn = nullptr;
       std::string activation = "none";
@@ -99,8 +120,8 @@ class FuseConvEpiloguePass : public Pass {
         activation = "silu";
         last = silu;
       }
-      if (last == conv) continue;
-      std::vector<Value*> inputs = {conv->input(0), conv->input(1)};
+      if (last == start) continue;
+      std::vector<Value*> inputs = {conv->input(0), weight};
       if (bias != nullptr) {  // [1, O, 1, 1] -> [O]: a view
         const int64_t o = type.shape[1];
         Node* flat = graph.AddNode("reshape", {bias}, {{type.dtype, {o}}},

@@ -41,7 +41,11 @@ memory Bind(const memory::desc& md, const void* p) {
   return memory(md, CpuEngine(), const_cast<void*>(p));
 }
 
+// The type of a dense kernel's operands, and of its result (and bias).
 memory::data_type DataTypeOf(DenseType t) {
+  return t == DenseType::kF32 ? memory::data_type::f32 : memory::data_type::bf16;
+}
+memory::data_type ResultTypeOf(DenseType t) {
   return t == DenseType::kBF16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
@@ -96,6 +100,7 @@ std::string ImplementationOf(const dnnl::primitive& prim) {
 OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue,
                            PrepackB prepack_b, DenseType type)
     : n_(p.n), type_(type), epilogue_(epilogue) {
+  TG_CHECK(type != DenseType::kBF16ToF32, kInternal, "OnednnMatmul: bf16 to f32 is conv only");
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
   if (batches == 0 || p.m == 0 || p.n == 0) {
@@ -209,8 +214,10 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
                            const ConvLayout& layout, DenseType type)
     : type_(type), epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow),
       batch_(p.n) {
-  TG_CHECK(type == DenseType::kF32 || (!layout.src_blocked && !layout.dst_blocked), kInternal,
-           "OnednnConv2d: blocked layouts are f32 only");
+  TG_CHECK(type != DenseType::kBF16 || (!layout.src_blocked && !layout.dst_blocked), kInternal,
+           "OnednnConv2d: blocked layouts are f32 (or bf16 to f32) only");
+  TG_CHECK(type != DenseType::kBF16ToF32 || pass == ConvPass::kForward, kInternal,
+           "OnednnConv2d: bf16 to f32 is forward only");
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -220,14 +227,16 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   }
   using tag = memory::format_tag;
   const auto f32 = DataTypeOf(type);  // the operands' type (bf16 where asked)
+  const auto result_type = ResultTypeOf(type);
   const tag blocked = ActivationBlock() == 16 ? tag::nChw16c : tag::nChw8c;
   memory::desc x_md({p.n, p.c, p.h, p.w}, f32, layout.src_blocked ? blocked : tag::nchw);
-  memory::desc y_md({p.n, p.o, p.oh, p.ow}, f32, layout.dst_blocked ? blocked : tag::nchw);
+  memory::desc y_md({p.n, p.o, p.oh, p.ow}, result_type,
+                    layout.dst_blocked ? blocked : tag::nchw);
   Dims w_dims = p.groups == 1 ? Dims{p.o, p.c, p.kh, p.kw}
                               : Dims{p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw};
   memory::desc w_md(w_dims, f32, p.groups == 1 ? tag::oihw : tag::goihw);
   // "any": the primitive picks its layouts.
-  memory::desc x_any(x_md.dims(), f32, tag::any), y_any(y_md.dims(), f32, tag::any);
+  memory::desc x_any(x_md.dims(), f32, tag::any), y_any(y_md.dims(), result_type, tag::any);
   memory::desc w_any(w_dims, f32, tag::any);
   Dims strides = {p.stride_h, p.stride_w};
   Dims dilates = {p.dil_h - 1, p.dil_w - 1};  // oneDNN counts extra gaps: 0 is dense
@@ -249,7 +258,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
         dnnl::post_ops ops;
         AppendActivation(ops, epilogue.activation);
         attr.set_post_ops(ops);
-        memory::desc bias_md({p.o}, f32, tag::x);  // the operands' type
+        memory::desc bias_md({p.o}, result_type, tag::x);
         auto fused_desc = epilogue.bias
                               ? dnnl::convolution_forward::desc(
                                     dnnl::prop_kind::forward_training, alg, x_any, w_any,
@@ -338,7 +347,8 @@ void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
 void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
                        const uint64_t* in1_version, const void* bias) const {
   if (empty_) {  // zeros: all-zero bits in f32 and bf16 alike
-    std::memset(out, 0, static_cast<size_t>(out_numel_) * (type_ == DenseType::kBF16 ? 2 : 4));
+    const bool bf16_result = ResultTypeOf(type_) == memory::data_type::bf16;
+    std::memset(out, 0, static_cast<size_t>(out_numel_) * (bf16_result ? 2 : 4));
     return;
   }
   const void* ptrs[3] = {in0, in1, out};
@@ -361,7 +371,7 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
     if (i < 2) o.reorder.execute(stream_, user, o.blocked);
   }
   if (fused_in_primitive_ && epilogue_.bias) {
-    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, DataTypeOf(type_),
+    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, ResultTypeOf(type_),
                                             memory::format_tag::x), bias);
   }
   prim_.execute(stream_, args);
@@ -372,7 +382,8 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
   }
   stream_.wait();
   if (epilogue_.any() && !fused_in_primitive_) {
-    TG_CHECK(type_ == DenseType::kF32, kInternal, "OnednnConv2d: a bf16 epilogue oneDNN did not fuse");
+    TG_CHECK(ResultTypeOf(type_) == memory::data_type::f32, kInternal,
+             "OnednnConv2d: a bf16 epilogue oneDNN did not fuse");
     RunEpilogueOurselves(static_cast<float*>(out), static_cast<const float*>(bias));
   }
 }

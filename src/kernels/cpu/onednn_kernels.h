@@ -23,7 +23,9 @@ const dnnl::engine& CpuEngine();
 // The element type a dense kernel reads and writes. kBF16: bf16 operands and result with f32
 // accumulation, the result rounded once to nearest even (the semantics of a widened bf16 op,
 // ops/half_widening.h, up to the order of the f32 sums).
-enum class DenseType { kF32, kBF16 };
+// kBF16ToF32 (forward convolutions): bf16 operands, f32 bias and result, f32 accumulation
+// (mixed precision's conv2d_epilogue: the result is not rounded to bf16).
+enum class DenseType { kF32, kBF16, kBF16ToF32 };
 
 // Whether this process computes bf16 matmuls and convolutions natively (oneDNN's bf16
 // kernels, AVX512_BF16 or AMX): true when the CPU has the instructions and
@@ -114,7 +116,7 @@ int64_t ActivationBlock();
 
 class OnednnConv2d {
  public:
-  // `epilogue`: forward convolutions only; `layout`: forward f32 convolutions only.
+  // `epilogue`: forward convolutions only; `layout`: forward f32 (or kBF16ToF32) only.
   OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {},
                const ConvLayout& layout = {}, DenseType type = DenseType::kF32);
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable

@@ -1,0 +1,172 @@
+// Mixed precision's convolution epilogue: fuse-conv-epilogue turns the half convolution of a
+// rounded f32 weight, widened and followed by batch norm and an activation in f32 (what
+// Precision.setMixedPrecision makes of a conv-BN-ReLU block), into one mixed conv2d_epilogue
+// (half x, f32 master weight and parameters, f32 result). Checked: the rewrite, the CPU
+// kernel against the reference kernel, and that the fused result is no further from the
+// f32 model than the unfused mixed graph (one rounding fewer: the convolution's result).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "passes/passes.h"
+#include "passes/verifier.h"
+#include "unit/pass_test_util.h"
+
+namespace tg {
+namespace {
+
+// conv -> batch norm -> relu; HALF: the mixed-precision form of it (casts of x and w to bf16,
+// the convolution's result widened to f32), else all f32.
+std::string Block(bool half) {
+  const std::string conv =
+      half ? R"(  %xh = cast(%x) {dtype = bf16} : bf16[2,16,9,9]
+  %wh = cast(%w) {dtype = bf16} : bf16[32,16,3,3]
+  %ch = conv2d(%xh, %wh) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1} : bf16[2,32,9,9]
+  %c = cast(%ch) {dtype = f32} : f32[2,32,9,9]
+)"
+           : R"(  %c = conv2d(%x, %w) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1} : f32[2,32,9,9]
+)";
+  return R"(graph g {
+  input %x : f32[2,16,9,9]
+  input %w : f32[32,16,3,3]
+  input %gamma : f32[32]
+  input %beta : f32[32]
+  input %mean : f32[32]
+  input %logvar : f32[32]
+)" + conv + R"(  %var = exp(%logvar) : f32[32]
+  %bn = batch_norm_inference(%c, %gamma, %beta, %mean, %var) {eps = 0.00001} : f32[2,32,9,9]
+  %y = relu(%bn) : f32[2,32,9,9]
+  output %y
+})";
+}
+
+std::unique_ptr<Graph> Fused(const std::string& text) {
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  Verify(*g, &OpRegistry::Global());
+  PassContext ctx;
+  ctx.registry = &OpRegistry::Global();
+  CreateFuseConvEpiloguePass()->Run(*g, ctx);
+  CreateDcePass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+double MaxAbsDifference(const HostTensor& a, const HostTensor& b) {
+  double worst = 0;
+  for (int64_t i = 0; i < a.type().numel(); ++i) {
+    worst = std::max(worst, std::fabs(a.GetAsDouble(i) - b.GetAsDouble(i)));
+  }
+  return worst;
+}
+
+TEST(MixedConvEpilogue, AMixedConvBatchNormReluBecomesOneMixedNode) {
+  std::unique_ptr<Graph> g = Fused(Block(true));
+  EXPECT_EQ(Count(*g, "conv2d"), 0);
+  EXPECT_EQ(Count(*g, "batch_norm_inference"), 0);
+  EXPECT_EQ(Count(*g, "cast"), 1) << "x's rounding stays; w's is the kernel's now";
+  const Node* conv = Only(*g, "conv2d_epilogue");
+  ASSERT_NE(conv, nullptr);
+  EXPECT_EQ(conv->input(0)->type().dtype, DType::kBF16);
+  EXPECT_EQ(conv->input(1)->name(), "w") << "the f32 master weight";
+  EXPECT_EQ(conv->output()->type().dtype, DType::kF32);
+  EXPECT_TRUE(GetBool(conv->attrs(), "batch_norm"));
+  EXPECT_EQ(GetString(conv->attrs(), "activation"), "relu");
+}
+
+TEST(MixedConvEpilogue, TheCpuKernelMatchesTheReferenceAndRoundsOnceLess) {
+  std::unique_ptr<Graph> truth = ParseGraph(Block(false));
+  std::unique_ptr<Graph> unfused = ParseGraph(Block(true));
+  std::unique_ptr<Graph> fused = Fused(Block(true));
+  const auto feeds = RandomFeeds(*truth, 5);
+  const HostTensor f32 = EvaluateGraph(*truth, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor before = EvaluateGraph(*unfused, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor ref = EvaluateGraph(*fused, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor cpu = EvaluateGraph(*fused, feeds, DeviceKind::kCpu).outputs[0];
+  double scale = 0;
+  for (int64_t i = 0; i < f32.type().numel(); ++i) scale = std::max(scale, std::fabs(f32.GetAsDouble(i)));
+  ASSERT_GT(scale, 1.0);
+  // The same rounded operands on both devices: f32 sums against double ones.
+  EXPECT_LE(MaxAbsDifference(cpu, ref), 1e-5 * scale);
+  // bf16 operands: about 2^-9 relative from the f32 model; the fused node rounds the folded
+  // weight instead of the weight, and skips the rounding of the convolution's result.
+  const double err_before = MaxAbsDifference(before, f32), err_fused = MaxAbsDifference(ref, f32);
+  EXPECT_GT(err_before, 1e-4 * scale) << "bf16 rounding is visible";
+  EXPECT_LT(err_before, 2e-2 * scale);
+  EXPECT_LE(err_fused, err_before) << "fused " << err_fused << " unfused " << err_before;
+}
+
+TEST(MixedConvEpilogue, AHalfConvolutionWithoutTheWidenedEpilogueStays) {
+  // The half result is read as it is (a model.bfloat16() graph after narrowing): nothing
+  // to fuse, and the result's rounding is part of the program.
+  std::unique_ptr<Graph> g = Fused(R"(graph g {
+  input %x : bf16[2,16,9,9]
+  input %w : f32[32,16,3,3]
+  %wh = cast(%w) {dtype = bf16} : bf16[32,16,3,3]
+  %ch = conv2d(%x, %wh) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1} : bf16[2,32,9,9]
+  %y = relu(%ch) : bf16[2,32,9,9]
+  output %y
+})");
+  EXPECT_EQ(Count(*g, "conv2d"), 1);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 0);
+}
+
+// Two mixed conv-BN-ReLU layers: the first's f32 result is rounded to bf16 for the second.
+constexpr const char* kTwoLayers = R"(graph g {
+  input %x : f32[2,16,7,7]
+  input %w1 : f32[32,16,3,3]
+  input %w2 : f32[16,32,1,1]
+  input %gamma : f32[32]
+  input %beta : f32[32]
+  input %b2 : f32[1,16,1,1]
+  %xh = cast(%x) {dtype = bf16} : bf16[2,16,7,7]
+  %w1h = cast(%w1) {dtype = bf16} : bf16[32,16,3,3]
+  %c1h = conv2d(%xh, %w1h) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1} : bf16[2,32,7,7]
+  %c1 = cast(%c1h) {dtype = f32} : f32[2,32,7,7]
+  %mean = mul(%beta, %gamma) : f32[32]
+  %var = exp(%gamma) : f32[32]
+  %bn = batch_norm_inference(%c1, %gamma, %beta, %mean, %var) {eps = 0.00001} : f32[2,32,7,7]
+  %r = relu(%bn) : f32[2,32,7,7]
+  %rh = cast(%r) {dtype = bf16} : bf16[2,32,7,7]
+  %w2h = cast(%w2) {dtype = bf16} : bf16[16,32,1,1]
+  %c2h = conv2d(%rh, %w2h) {stride = [1, 1], padding = [0, 0], dilation = [1, 1], groups = 1} : bf16[2,16,7,7]
+  %c2 = cast(%c2h) {dtype = f32} : f32[2,16,7,7]
+  %y = add(%c2, %b2) : f32[2,16,7,7]
+  %s = silu(%y) : f32[2,16,7,7]
+  output %s
+})";
+
+TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
+  std::unique_ptr<Graph> plain = Fused(kTwoLayers);
+  ASSERT_EQ(Count(*plain, "conv2d_epilogue"), 2);
+  std::unique_ptr<Graph> blocked = Fused(kTwoLayers);
+  PassContext ctx;
+  ctx.registry = &OpRegistry::Global();
+  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*blocked, ctx));
+  Verify(*blocked, &OpRegistry::Global());
+  const Node* first = nullptr;
+  const Node* second = nullptr;
+  for (const auto& n : blocked->nodes()) {
+    if (n->op() != "conv2d_epilogue") continue;
+    (first == nullptr ? first : second) = n.get();
+  }
+  ASSERT_NE(second, nullptr);
+  EXPECT_TRUE(GetBool(first->attrs(), "dst_blocked"));
+  EXPECT_FALSE(GetBool(first->attrs(), "src_blocked")) << "x comes from the graph's input";
+  EXPECT_TRUE(GetBool(second->attrs(), "src_blocked"));
+  EXPECT_FALSE(GetBool(second->attrs(), "dst_blocked")) << "the output stays NCHW";
+  EXPECT_EQ(second->input(0)->producer()->op(), "cast");
+  // The blocked bytes are the same values: blocked and plain agree on each device, and the
+  // CPU agrees with the reference.
+  const auto feeds = RandomFeeds(*plain, 3);
+  for (DeviceKind device : {DeviceKind::kReference, DeviceKind::kCpu}) {
+    const HostTensor a = EvaluateGraph(*plain, feeds, device).outputs[0];
+    const HostTensor b = EvaluateGraph(*blocked, feeds, device).outputs[0];
+    EXPECT_LE(MaxAbsDifference(a, b), 1e-6) << DeviceKindName(device);
+  }
+  const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
+  EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-3) << "one bf16 rounding (of r) may differ";
+}
+
+}  // namespace
+}  // namespace tg
