@@ -335,8 +335,12 @@ Kernel MakeMixedCpu(const Node& n) {
     native = !cpu::IsReferenceImplementation(conv->implementation());
   }
   if (!native) conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout);
+  // The fold is kept while the variables are unchanged when every input but x is a weight
+  // or computed from weights alone (a squeeze-excite convolution's reshaped bias).
   bool cacheable = true;
-  for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && dense::IsWeight(n.input(i));
+  for (int i = 1; i < s.num_inputs(); ++i) {
+    cacheable = cacheable && dense::IsWeightDerived(n.input(i));
+  }
   struct Rounded {
     FoldedWeights fold;
     std::vector<uint16_t> bits;  // the folded weight in x's dtype (native)

@@ -46,6 +46,11 @@ inline bool IsWeight(const Value* v) {
   return v->kind() == ValueKind::kVariable || v->kind() == ValueKind::kConstant;
 }
 
+// A weight, or a value computed from weights alone (a reshaped bias, a cast weight: no
+// input, hyperparameter or random op behind it, at most `depth` nodes deep): also unchanged
+// while RunContext::variables_version holds, so data derived from it may be kept as well.
+bool IsWeightDerived(const Value* v, int depth = 4);
+
 inline TensorType F32(Shape shape) { return TensorType{DType::kF32, std::move(shape)}; }
 
 // Checks that all inputs share input 0's floating dtype.

@@ -407,3 +407,52 @@ def test_half_model_with_float_batch_norm_trains_like_eager():
         err = float((p.detach().float() - q.detach().float()).abs().max() / scale)
         assert err <= 4 * EPS[p.dtype if p.dtype in EPS else torch.float16], (name, err)
     torch.testing.assert_close(model.bn.running_mean, reference.bn.running_mean)
+
+
+class SqueezeExciteNet(nn.Module):
+    """ResNet / EfficientNet-style inference blocks: conv-BN-ReLU pairs handing over directly,
+    a residual add, a squeeze-excite gate (biased 1x1 convolutions) and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+                                  nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(32, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32),
+                                  nn.SiLU(), nn.Conv2d(32, 32, 1, bias=False), nn.BatchNorm2d(32))
+        self.squeeze = nn.Conv2d(32, 8, 1)
+        self.excite = nn.Conv2d(8, 32, 1)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x):
+        h = self.stem(x)
+        h = F.relu(self.body(h) + h)
+        gate = torch.sigmoid(self.excite(F.silu(self.squeeze(h.mean((2, 3), keepdim=True)))))
+        return self.head((h * gate).mean((2, 3)))
+
+
+def test_mixed_precision_cnn_inference_folds_batch_norm_into_the_bf16_convolutions():
+    """setMixedPrecision(bf16) in inference: each bf16 convolution runs with its batch norm and
+    activation fused (the folded weight rounded once to bf16, f32 result), conv -> conv
+    hand-offs through the bf16 cast in the blocked layout. The result stays within bf16's
+    error of the float32 model, no further from it than eager autocast's, and is not f32."""
+    torch.manual_seed(0)
+    net = SqueezeExciteNet()
+    for m in net.modules():  # running statistics away from (0, 1): the fold matters
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    net.eval()
+    x = torch.randn(4, 3, 16, 16)
+    opts = tilegraph.Options()
+    opts.Precision.setMixedPrecision(torch.bfloat16)
+    got = tilegraph.inferenceModel(copy.deepcopy(net), opts)(x)
+    with torch.no_grad():
+        fp32 = net(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = net(x).float()
+    assert got.dtype == torch.float32
+    scale = fp32.abs().max().item()
+    ours, eager = (got - fp32).abs().max().item(), (autocast - fp32).abs().max().item()
+    assert 1e-5 * scale < ours < 4 * EPS[torch.bfloat16] * scale, (ours, scale)
+    assert ours <= 1.5 * eager, (ours, eager)

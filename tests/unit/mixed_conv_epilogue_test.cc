@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "ops/dense_common.h"
 #include "passes/passes.h"
 #include "passes/verifier.h"
 #include "unit/pass_test_util.h"
@@ -166,6 +167,34 @@ TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
   const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
   EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-3) << "one bf16 rounding (of r) may differ";
+}
+
+TEST(MixedConvEpilogue, FoldsAreKeptForValuesComputedFromWeightsAlone) {
+  // What the mixed kernel's fold cache accepts besides weights: a reshaped variable bias and
+  // a cast of it (squeeze-excite convolutions); not a value behind an input or hyperparameter.
+  std::unique_ptr<Graph> g = ParseGraph(R"(graph g {
+  input %x : f32[4]
+  hyperparam %lr : f32[]
+  variable %b : f32[1,4,1,1]
+  %flat = reshape(%b) {shape = [4]} : f32[4]
+  %half = cast(%flat) {dtype = bf16} : bf16[4]
+  %scaled = mul(%flat, %lr) : f32[4]
+  %moved = add(%flat, %x) : f32[4]
+  output %half
+  output %scaled
+  output %moved
+})");
+  auto value = [&](const char* name) -> const Value* {
+    for (const auto& n : g->nodes()) {
+      if (n->output()->name() == name) return n->output();
+    }
+    return nullptr;
+  };
+  EXPECT_TRUE(dense::IsWeightDerived(value("flat")));
+  EXPECT_TRUE(dense::IsWeightDerived(value("half")));
+  EXPECT_FALSE(dense::IsWeightDerived(value("scaled"))) << "a hyperparameter changes per call";
+  EXPECT_FALSE(dense::IsWeightDerived(value("moved"))) << "an input changes per call";
+  EXPECT_FALSE(dense::IsWeightDerived(value("half"), 1)) << "deeper than asked";
 }
 
 }  // namespace
