@@ -78,7 +78,7 @@ struct Gelu {
       T inner = beta * (x + kappa * x * x * x);
       return T(0.5) * x * (T(1) + vmath::Tanh(inner));
     } else {
-      return x * T(0.5) * (T(1) + vmath::Erf(x * T(kSqrt1_2)));
+      return x * T(0.5) * (T(1) + vmath::ErfFast(x * T(kSqrt1_2)));
     }
   }
   template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {

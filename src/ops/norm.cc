@@ -3,6 +3,7 @@
 // layer_norm_backward. Statistics are computed in double by the kernels.
 #include <string>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/norm_kernels.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
@@ -46,6 +47,17 @@ int64_t NormalizedNdim(const AttrMap& attrs, const Shape& x, const std::string& 
            ": expected normalized_ndim in [1, ", x.size(), "] for input ", ShapeToString(x),
            ", got ", nd);
   return nd;
+}
+
+// The activation epilogue of a layer_norm (attribute "activation"; absent: none).
+cpu::Activation LayerNormActivation(const AttrMap& attrs, const std::string& op) {
+  cpu::Activation act = cpu::Activation::kNone;
+  if (!HasAttr(attrs, "activation")) return act;
+  const std::string& name = GetString(attrs, "activation");
+  TG_CHECK(cpu::ActivationFromName(name, &act), kShape, op,
+           ": expected activation none, relu, gelu, gelu_tanh, silu, sigmoid or hardswish, got "
+           "\"", name, "\"");
+  return act;
 }
 
 // Layer norm views x as [rows, d] with d = product of the last normalized_ndim dims.
@@ -132,6 +144,9 @@ std::vector<Value*> GradBatchNormInference(const GradContext& c) {
 }
 
 std::vector<Value*> GradLayerNorm(const GradContext& c) {
+  TG_CHECK(!HasAttr(c.attrs(), "activation") || GetString(c.attrs(), "activation") == "none",
+           kUnsupported, "layer_norm: no gradient with an activation epilogue (made after "
+           "autodiff, by fuse-norm-activation)");
   Builder& b = c.b();
   Value *x = c.I(0), *w = c.I(1);
   int64_t nd = GetInt(c.attrs(), "normalized_ndim");
@@ -196,6 +211,7 @@ void CheckLayerNormParams(const InferContext& ctx, size_t w_index, const Shape& 
 std::vector<TensorType> InferLayerNorm(const InferContext& ctx) {
   const std::string op = "layer_norm";
   dense::CheckSameFloat(ctx, op);
+  LayerNormActivation(ctx.attrs, op);  // a known name
   const Shape& x = ctx.in(0).shape;
   int64_t nd = NormalizedNdim(ctx.attrs, x, op);
   CheckLayerNormParams(ctx, 1, x, nd, op);
@@ -248,6 +264,7 @@ cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
 cpu::LayerNormParams LayerNormParamsOfNode(const Node& n, size_t x_index) {
   auto p = LayerNormParamsOf(n.input(x_index)->type().shape, GetInt(n.attrs(), "normalized_ndim"));
   if (HasAttr(n.attrs(), "eps")) p.eps = GetFloat(n.attrs(), "eps");
+  if (n.op() == "layer_norm") p.activation = LayerNormActivation(n.attrs(), n.op());
   return p;
 }
 
@@ -283,11 +300,21 @@ std::vector<OpSample> BatchNormBackwardSamples() {
           Sample({{2, 3, 1, 1}, {2, 3, 1, 1}, {3}, {3}, {3}}, {{"eps", 1e-5}}, init)};
 }
 
+// The activation epilogue exists after autodiff only: no gradient to check.
+OpSample WithoutGradCheck(OpSample s) {
+  s.skip_grad_check = true;
+  return s;
+}
+
 std::vector<OpSample> LayerNormSamples() {
   return {Sample({{2, 3, 4}, {4}, {4}}, {{"normalized_ndim", int64_t{1}}}),
           Sample({{2, 3, 4}, {3, 4}, {3, 4}}, {{"normalized_ndim", int64_t{2}}}),
           Sample({{5, 6}, {6}, {6}}, {{"normalized_ndim", int64_t{1}}, {"eps", 1e-3}}),
-          Sample({{7}, {7}, {7}}, {{"normalized_ndim", int64_t{1}}})};
+          Sample({{7}, {7}, {7}}, {{"normalized_ndim", int64_t{1}}}),
+          WithoutGradCheck(Sample({{3, 40}, {40}, {40}},
+                                  {{"normalized_ndim", int64_t{1}}, {"activation", std::string("gelu")}})),
+          WithoutGradCheck(Sample({{2, 3, 4}, {3, 4}, {3, 4}},
+                                  {{"normalized_ndim", int64_t{2}}, {"activation", std::string("silu")}}))};
 }
 
 std::vector<OpSample> LayerNormBackwardSamples() {
@@ -369,7 +396,7 @@ void RegisterLayerNorm(OpRegistry& r) {
   f.name = "layer_norm";
   f.num_inputs = 3;
   f.num_outputs = 3;
-  f.attrs = {{"normalized_ndim", int64_t{1}}, {"eps", 1e-5}};
+  f.attrs = {{"normalized_ndim", int64_t{1}}, {"eps", 1e-5}, {"activation", std::string("none")}};
   f.infer = InferLayerNorm;
   f.grad = GradLayerNorm;
   SetKernels<cpu::LayerNormParams>(
@@ -381,7 +408,8 @@ void RegisterLayerNorm(OpRegistry& r) {
       });
   f.samples = LayerNormSamples();
   f.doc = "(y, mean, rstd): x normalized over its last normalized_ndim dims, scaled by "
-          "weight, shifted by bias";
+          "weight, shifted by bias, then the activation (none, relu, gelu, gelu_tanh, silu, "
+          "sigmoid, hardswish; not none only after fuse-norm-activation, no gradient)";
   r.Register(std::move(f));
 
   OpDef b;

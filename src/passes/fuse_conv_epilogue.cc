@@ -18,6 +18,7 @@
 // rounded once; the convolution's result is no longer rounded to half before the epilogue).
 #include <string>
 
+#include "passes/epilogue_activation.h"
 #include "passes/passes.h"
 #include "passes/single_reader.h"
 
@@ -29,18 +30,6 @@ bool IsChannelBias(const TensorType& bias, const TensorType& out) {
   if (bias.dtype != out.dtype || out.rank() != 4) return false;
   const int64_t o = out.shape[1];
   return bias.shape == Shape{1, o, 1, 1} || bias.shape == Shape{o, 1, 1};
-}
-
-// The activation `n` applies, as conv2d_epilogue names it ("" when it takes none of them).
-std::string ActivationOf(const Node& n) {
-  for (const char* name : {"relu", "silu", "sigmoid", "hardswish"}) {
-    if (n.op() == name) return name;
-  }
-  if (n.op() == "gelu") {
-    const std::string& mode = GetString(n.attrs(), "approximate");
-    return mode == "tanh" ? "gelu_tanh" : mode == "none" ? "gelu" : "";
-  }
-  return "";
 }
 
 // SiLU as captured from a decomposition: mul(v, sigmoid(v)) with v read by those two nodes
@@ -112,8 +101,8 @@ class FuseConvEpiloguePass : public Pass {
         last = r;
         r = next(last);
       }
-      if (r != nullptr && !ActivationOf(*r).empty()) {
-        activation = ActivationOf(*r);
+      if (r != nullptr && !EpilogueActivationOf(*r).empty()) {
+        activation = EpilogueActivationOf(*r);
         last = r;
       } else if (Node* silu = SiluOf(last->output(), readers);
                  silu != nullptr && silu->placement() == conv->placement()) {

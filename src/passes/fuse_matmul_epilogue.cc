@@ -10,6 +10,7 @@
 // output's last dim and broadcasts over everything else; f32 / f64 (a half matmul, from the
 // mixed-precision pass, stays as it is); all nodes on one device. Runs after autodiff, so the
 // fused op needs no gradient.
+#include "passes/epilogue_activation.h"
 #include "passes/passes.h"
 #include "passes/single_reader.h"
 
@@ -26,14 +27,11 @@ bool IsBiasFor(const TensorType& bias, const TensorType& out) {
   return true;
 }
 
-// The activation `n` applies, as matmul_epilogue names it ("" when it is none it can take).
+// The activation `n` applies, as matmul_epilogue names it ("" when it is none it can take:
+// oneDNN's matmul post-ops here are relu and the two GELUs).
 std::string ActivationOf(const Node& n) {
-  if (n.op() == "relu") return "relu";
-  if (n.op() == "gelu") {
-    const std::string& mode = GetString(n.attrs(), "approximate");
-    return mode == "tanh" ? "gelu_tanh" : mode == "none" ? "gelu" : "";
-  }
-  return "";
+  const std::string act = EpilogueActivationOf(n);
+  return act == "relu" || act == "gelu" || act == "gelu_tanh" ? act : "";
 }
 
 class FuseMatmulEpiloguePass : public Pass {

@@ -18,6 +18,7 @@ std::unique_ptr<Pass> CreateRecomputePass();         // "recompute"        recom
 std::unique_ptr<Pass> CreateFuseMatmulEpiloguePass();  // "fuse-matmul-epilogue"
 std::unique_ptr<Pass> CreateFuseConvEpiloguePass();    // "fuse-conv-epilogue"
 std::unique_ptr<Pass> CreateBlockConvLayoutPass();     // "block-conv-layout"
+std::unique_ptr<Pass> CreateFuseNormActivationPass();  // "fuse-norm-activation"
 std::unique_ptr<Pass> CreateNarrowHalfDensePass();     // "narrow-half-dense"
 std::unique_ptr<Pass> CreateScheduleUpdatesPass();     // "schedule-updates"
 

@@ -24,6 +24,7 @@ constexpr PassInfo kPasses[] = {
     {"fuse-conv-epilogue", CreateFuseConvEpiloguePass},
     {"fuse-elementwise", CreateFuseElementwisePass},
     {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
+    {"fuse-norm-activation", CreateFuseNormActivationPass},
     {"hoist-scalars", CreateHoistScalarsPass},
     {"narrow-half-dense", CreateNarrowHalfDensePass},
     {"recompute", CreateRecomputePass},
@@ -45,6 +46,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"dce", "remove nodes orphaned by folding and merging"},
     {"fuse-matmul-epilogue", "Linear layers: bias and activation in the matmul's output pass"},
     {"fuse-conv-epilogue", "conv -> bias -> batch norm -> activation in the conv's output pass"},
+    {"fuse-norm-activation", "layer norm -> GELU / ReLU / SiLU: the activation on each row "
+                             "while it is in cache"},
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},

@@ -422,7 +422,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars",
                            "fuse-elementwise", "fuse-matmul-epilogue", "fuse-conv-epilogue",
                            "block-conv-layout", "recompute", "fold-exact-casts",
-                           "schedule-updates", "narrow-half-dense"}) {
+                           "schedule-updates", "narrow-half-dense", "fuse-norm-activation"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -434,7 +434,8 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
     EXPECT_NE(e.message().find("block-conv-layout, constant-fold, cse, dce, fold-exact-casts, "
                                "fold-transpose, "
                                "fuse-conv-epilogue, "
-                               "fuse-elementwise, fuse-matmul-epilogue, hoist-scalars, narrow-half-dense, "
+                               "fuse-elementwise, fuse-matmul-epilogue, fuse-norm-activation, "
+                               "hoist-scalars, narrow-half-dense, "
                                "recompute"),
               std::string::npos)
         << e.message();

@@ -52,6 +52,29 @@ TEST(VectorMath, ErfMatchesTheLibrary) {
   EXPECT_LT(MaxError(tail, tail_ref, -6.0, -1.0, 1.0), 1.5e-7);
 }
 
+TEST(VectorMath, GelusRationalErfIsWithinItsStatedBounds) {
+  auto f = [](float x) { return vmath::ErfFast(x); };
+  auto ref = [](double x) { return std::erf(x); };
+  EXPECT_LT(MaxError(f, ref, -6.0, 6.0, 0.0), 3.5e-7);
+  EXPECT_LT(MaxError(f, ref, -1e-3, 1e-3, 0.0), 3.5e-7);  // relative near zero
+  EXPECT_LT(MaxError(f, ref, -6.0, 6.0, 1.0), 3.5e-7);    // absolute: GELU's tails
+  EXPECT_GT(MaxError(f, ref, -6.0, 6.0, 0.0), 1e-8) << "not the library's erf";
+  EXPECT_EQ(vmath::ErfFast(0.0f), 0.0f);
+  EXPECT_LE(vmath::ErfFast(3.92f), 1.0f) << "never past 1";
+  EXPECT_NEAR(vmath::ErfFast(10.0f), 1.0f, 1e-7f);
+  EXPECT_NEAR(vmath::ErfFast(-std::numeric_limits<float>::infinity()), -1.0f, 1e-7f);
+  EXPECT_TRUE(std::isnan(vmath::ErfFast(std::nanf(""))));
+  // GELU built on it: x/2 (1 + erf(x / sqrt 2)) within 1.8e-7 |x| (+ float rounding).
+  double worst = 0;
+  for (int i = 0; i <= 200000; ++i) {
+    const float x = -8.0f + 16.0f * static_cast<float>(i) / 200000;
+    const double want = 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    const double got = 0.5f * x * (1.0f + vmath::ErfFast(x * 0.70710678f));
+    worst = std::max(worst, std::abs(got - want) / std::max(1.0, std::abs(static_cast<double>(x))));
+  }
+  EXPECT_LT(worst, 3e-7);
+}
+
 TEST(VectorMath, TanhMatchesTheLibrary) {
   auto f = [](float x) { return vmath::Tanh(x); };
   auto ref = [](double x) { return std::tanh(x); };

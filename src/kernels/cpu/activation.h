@@ -58,7 +58,9 @@ inline void BiasActivateRun(float* y, int64_t n, float bias) {
     if constexpr (A == Activation::kRelu) y[i] = v > 0.0f ? v : (vmath::IsNan(v) ? v : 0.0f);
     if constexpr (A == Activation::kSilu) y[i] = v / (1.0f + vmath::Exp(-v));
     if constexpr (A == Activation::kSigmoid) y[i] = 1.0f / (1.0f + vmath::Exp(-v));
-    if constexpr (A == Activation::kGeluErf) y[i] = 0.5f * v * (1.0f + vmath::Erf(v * 0.70710678f));
+    if constexpr (A == Activation::kGeluErf) {
+      y[i] = 0.5f * v * (1.0f + vmath::ErfFast(v * 0.70710678f));
+    }
     if constexpr (A == Activation::kGeluTanh) {
       const float inner = 0.7978845608f * (v + 0.044715f * v * v * v);
       y[i] = 0.5f * v * (1.0f + vmath::Tanh(inner));

@@ -43,9 +43,12 @@ struct BatchNormParams {
 };
 
 // layer norm: x viewed as [rows, d], statistics per row, weight / bias of size d.
+enum class Activation;  // kernels/cpu/activation.h
+
 struct LayerNormParams {
   int64_t rows = 0, d = 0;
   double eps = 1e-5;
+  Activation activation{};  // applied to y as it is written (kNone: none)
 };
 
 }  // namespace tg::cpu

@@ -2,7 +2,9 @@
 #include "kernels/cpu/norm_kernels.h"
 
 #include <cmath>
+#include <type_traits>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -116,6 +118,14 @@ void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T*
     mean[r] = static_cast<T>(m);
     rstd[r] = static_cast<T>(rs);
     for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>((xr[i] - m) * rs * w[i] + b[i]);
+    // The activation epilogue (passes/fuse_norm_activation.cc) on the row while it is in
+    // cache: one pass over memory for layer norm -> GELU instead of two.
+    if (p.activation == Activation::kNone) return;
+    if constexpr (std::is_same_v<T, float>) {
+      BiasActivate(p.activation, yr, p.d, 0.0f);
+    } else {
+      for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>(ApplyActivation(p.activation, yr[i]));
+    }
   });
 }
 

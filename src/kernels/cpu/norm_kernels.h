@@ -22,7 +22,8 @@ template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel);
 
-// Per row: mean, rstd = 1/sqrt(biased var + eps); y = (x - mean) * rstd * w + b.
+// Per row: mean, rstd = 1/sqrt(biased var + eps); y = act((x - mean) * rstd * w + b), act =
+// p.activation (none unless fused).
 template <typename T>
 void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T* b, T* y,
                       T* mean, T* rstd, bool parallel);

@@ -94,6 +94,23 @@ TG_VMATH_INLINE float Erf(float x) {
   return IsNan(x) ? x : y;
 }
 
+// erf for GELU: one rational function, x * P(x^2) / Q(x^2) on x clamped to +-3.92 (beyond,
+// erf is 1 to within 4.2e-8), fitted for relative error (tools/fit_vector_math.py). No exp,
+// no branch pair: 2.5x cheaper than Erf, at the price of accuracy, within 3.5e-7 absolute
+// and relative (Erf: 1.8e-7); GELU's x/2 (1 + erf) then errs by at most 1.8e-7 |x|.
+inline constexpr float kErfRationalP[] = {1.9926018280e-08f, -1.9578318337e-06f,
+                                          1.4183134959e-04f, 3.7007045440e-03f,
+                                          5.0570419981e-02f, 1.9990255528e-01f,
+                                          1.1283791094e+00f};
+inline constexpr float kErfRationalQ[] = {9.5582806876e-04f, 1.4351342447e-02f,
+                                          1.1498933421e-01f, 5.1049068585e-01f, 1.0f};
+TG_VMATH_INLINE float ErfFast(float x) {
+  const float c = Lesser(Greater(x, -3.92f), 3.92f);
+  const float s = c * c;
+  const float y = c * Horner(s, kErfRationalP) / Horner(s, kErfRationalQ);
+  return IsNan(x) ? x : Lesser(Greater(y, -1.0f), 1.0f);  // never past +-1
+}
+
 // tanh: x * P(x^2) for |x| < 0.625; 1 - 2 / (e^(2|x|) + 1) beyond, with the sign of x.
 TG_VMATH_INLINE float Tanh(float x) {
   const float a = std::fabs(x);
@@ -137,6 +154,7 @@ double SumProductDeviation(const T* a, const T* b, int64_t n, double mean) {
 
 inline double Exp(double x) { return std::exp(x); }
 inline double Erf(double x) { return std::erf(x); }
+inline double ErfFast(double x) { return std::erf(x); }
 inline double Tanh(double x) { return std::tanh(x); }
 
 }  // namespace tg::vmath
