@@ -63,15 +63,7 @@ class ScheduleUpdatesPass : public Pass {
           for (const Value* o : graph.outputs()) only &= o != out;
         }
       }
-      // One-element values that are not updates (the learning rate's cast, which
-      // hoist-scalars put at the front) stay where they are: moved with the first chain
-      // that reads them, they would land after its first nodes and split it in two passes
-      // for fuse-elementwise.
-      bool scalar = true;
-      for (const Value* out : n->outputs()) {
-        scalar = scalar && out->type().numel() == 1 && variable_of.count(out) == 0;
-      }
-      if (only && !scalar) serves_updates.insert(n);
+      if (only) serves_updates.insert(n);
     }
     // Anchors in program order: after the inputs' producers (a moved producer: its anchor,
     // sorted before by its original position) and after the variable's other readers.
