@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
-#include "kernels/cpu/float16.h"
+#include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/conv.h"
@@ -261,21 +261,22 @@ Kernel MakeNativeBf16(const Node& n) {
   };
 }
 
-// x (half bits) widened to f32.
+// The kernels' element type of a float dtype (cpu::ElemType follows DType's order).
+cpu::ElemType Elem(DType d) { return static_cast<cpu::ElemType>(d); }
+
+// n half values (x's dtype) widened to f32.
 std::vector<float> Widened(const void* x, DType half, int64_t n) {
   std::vector<float> out(n);
-  const uint16_t* bits = static_cast<const uint16_t*>(x);
-  for (int64_t i = 0; i < n; ++i) {
-    out[i] = half == DType::kBF16 ? cpu::BFloat16BitsToFloat(bits[i]) : cpu::HalfBitsToFloat(bits[i]);
-  }
+  cpu::CastBuffer(x, Elem(half), out.data(), cpu::ElemType::kF32, n);
   return out;
 }
 
-uint16_t HalfBits(float v, DType half) {
-  return half == DType::kBF16 ? cpu::FloatToBFloat16Bits(v) : cpu::FloatToHalfBits(v);
-}
-float HalfValue(uint16_t bits, DType half) {
-  return half == DType::kBF16 ? cpu::BFloat16BitsToFloat(bits) : cpu::HalfBitsToFloat(bits);
+// w rounded to `half` (nearest even) in place, its half bits in `bits`.
+void RoundTo(DType half, std::vector<float>& w, std::vector<uint16_t>& bits) {
+  const int64_t n = static_cast<int64_t>(w.size());
+  bits.resize(w.size());
+  cpu::CastBuffer(w.data(), cpu::ElemType::kF32, bits.data(), Elem(half), n);
+  cpu::CastBuffer(bits.data(), Elem(half), w.data(), cpu::ElemType::kF32, n);
 }
 
 // The reference of a mixed node: the folded weight rounded to x's dtype (in double from the
@@ -290,10 +291,14 @@ Kernel MakeMixedRef(const Node& n) {
     FoldEpilogue<float>(s, a, p.o, scale.data(), shift.data());
     const int64_t per_channel = p.c / p.groups * p.kh * p.kw;
     const float* w = dense::In<float>(a, 1);
-    std::vector<double> wd(p.o * per_channel), xd(p.n * p.c * p.h * p.w), y(p.n * p.o * p.oh * p.ow);
-    for (int64_t i = 0; i < static_cast<int64_t>(wd.size()); ++i) {
-      wd[i] = HalfValue(HalfBits(static_cast<float>(w[i] * scale[i / per_channel]), half), half);
+    std::vector<float> folded(p.o * per_channel);
+    for (int64_t i = 0; i < static_cast<int64_t>(folded.size()); ++i) {
+      folded[i] = static_cast<float>(w[i] * scale[i / per_channel]);
     }
+    std::vector<uint16_t> bits;
+    RoundTo(half, folded, bits);
+    std::vector<double> wd(folded.begin(), folded.end()), xd(p.n * p.c * p.h * p.w),
+        y(p.n * p.o * p.oh * p.ow);
     std::vector<float> xf = Widened(a.inputs[0], half, static_cast<int64_t>(xd.size()));
     if (s.layout.src_blocked) {
       std::vector<float> plain(xf.size());
@@ -351,11 +356,7 @@ Kernel MakeMixedCpu(const Node& n) {
     FoldedWeights& f = state->fold;
     if (!FoldIsCurrent(f, a, s.num_inputs(), cacheable)) {
       Fold(s, p, a, &f);
-      state->bits.resize(f.weight.size());
-      for (size_t i = 0; i < f.weight.size(); ++i) {
-        state->bits[i] = HalfBits(f.weight[i], half);
-        f.weight[i] = HalfValue(state->bits[i], half);
-      }
+      RoundTo(half, f.weight, state->bits);
     }
     const uint64_t* version = cacheable ? &a.ctx->variables_version : nullptr;
     if (native) {
