@@ -1,6 +1,7 @@
 #include "lowering/buffer_assignment.h"
 
 #include <algorithm>
+#include <unordered_set>
 
 #include "ops/registry.h"
 
@@ -11,7 +12,8 @@ constexpr int64_t kEndOfStep = 1LL << 40;
 
 class BufferAssigner {
  public:
-  BufferAssigner(const Graph& g, const LoweringOptions& options) : g_(g), options_(options) {}
+  BufferAssigner(const Graph& g, const LoweringOptions& options, const WeightOnlyNodes& w)
+      : g_(g), options_(options), weight_only_(w) {}
 
   BufferAssignment Run();
 
@@ -29,6 +31,8 @@ class BufferAssigner {
 
   const Graph& g_;
   const LoweringOptions& options_;
+  const WeightOnlyNodes& weight_only_;
+  std::unordered_set<Value*> pinned_;                        // roots kept between calls
   BufferAssignment out_;
   std::unordered_map<Value*, int64_t> last_use_;             // per root value
   std::unordered_map<Value*, std::vector<int64_t>> reads_;   // per root: read positions
@@ -75,6 +79,12 @@ void BufferAssigner::ComputeLastUses() {
     reads_[Root(out)].push_back(kEndOfStep);
   }
   for (const VariableUpdate& u : g_.updates()) last_use_[Root(u.value)] = kEndOfStep;
+  for (const Value* v : weight_only_.handed_on) {
+    Value* r = Root(const_cast<Value*>(v));
+    if (r->kind() != ValueKind::kNodeOutput) continue;  // a view of a variable or constant
+    pinned_.insert(r);
+    last_use_[r] = kEndOfStep;
+  }
 }
 
 bool BufferAssigner::CanUpdateVariableInPlace(Value* var, const Node& producer,
@@ -138,7 +148,8 @@ BufferAssignment BufferAssigner::Run() {
     std::vector<bool> taken(n.inputs().size(), false);
     for (Value* out : n.outputs()) {
       if (TryInPlaceVariableUpdate(out, n, pos)) continue;
-      int reuse = ReusableInput(n, def, out, pos, taken);
+      const bool pinned = pinned_.count(out) != 0;
+      int reuse = pinned ? -1 : ReusableInput(n, def, out, pos, taken);
       if (reuse >= 0) {
         taken[reuse] = true;
         Value* r = Root(n.input(reuse));
@@ -151,8 +162,11 @@ BufferAssignment BufferAssigner::Run() {
         continue;
       }
       int buf = static_cast<int>(out_.requests.size());
-      out_.requests.push_back({out->type().bytes(), static_cast<int64_t>(pos),
+      // A pinned buffer is live from the step's start: the next call reads it before (and
+      // without) running its producer.
+      out_.requests.push_back({out->type().bytes(), pinned ? 0 : static_cast<int64_t>(pos),
                                std::max<int64_t>(pos, last_use_[out])});
+      if (pinned) out_.stats.kept_weight_only_bytes += out->type().bytes();
       out_.request_placement.push_back(n.placement());
       buffer_of_[out] = buf;
       out_.refs[out] = {BufferSpace::kArena, static_cast<size_t>(buf)};
@@ -164,8 +178,9 @@ BufferAssignment BufferAssigner::Run() {
 
 }  // namespace
 
-BufferAssignment AssignBuffers(const Graph& graph, const LoweringOptions& options) {
-  return BufferAssigner(graph, options).Run();
+BufferAssignment AssignBuffers(const Graph& graph, const LoweringOptions& options,
+                               const WeightOnlyNodes& weight_only) {
+  return BufferAssigner(graph, options, weight_only).Run();
 }
 
 }  // namespace tg

@@ -8,6 +8,9 @@
 //   - the output is a variable's update and every read of the variable happens before the
 //     producing node (or at it, by an elementwise node): it is written straight into the
 //     variable (an in-place variable update).
+// The weight-only values handed on to the rest of the graph (lowering/weight_only.h) are
+// pinned: a buffer of their own, live over the whole step, never reused in place, so that
+// they still hold their values when the next call skips the nodes computing them.
 // PlanMemory (memory_plan.h) then turns the requests into offsets.
 #pragma once
 
@@ -17,6 +20,7 @@
 #include "ir/graph.h"
 #include "lowering/memory_plan.h"
 #include "lowering/program.h"
+#include "lowering/weight_only.h"
 
 namespace tg {
 
@@ -30,6 +34,7 @@ struct BufferAssignment {
   MemoryStats stats;                                // all but the planned arena figures
 };
 
-BufferAssignment AssignBuffers(const Graph& graph, const LoweringOptions& options);
+BufferAssignment AssignBuffers(const Graph& graph, const LoweringOptions& options,
+                               const WeightOnlyNodes& weight_only = {});
 
 }  // namespace tg

@@ -2,12 +2,13 @@
 // Three steps, one file each: AssignBuffers (buffer_assignment.h: spaces, views, in-place
 // decisions, arena requests), PlanMemory (memory_plan.h: offsets), SelectKernels
 // (kernel_selection.h: a kernel per node for its device's kind). What is left here binds
-// the pieces: arena offsets, outputs, and the end-of-step copies of variable updates that
-// could not be written in place.
+// the pieces: arena offsets, outputs, the end-of-step copies of variable updates that could
+// not be written in place, and which instructions are weight-only (lowering/weight_only.h).
 #include "lowering/buffer_assignment.h"
 #include "lowering/kernel_selection.h"
 #include "lowering/memory_plan.h"
 #include "lowering/program.h"
+#include "lowering/weight_only.h"
 
 namespace tg {
 namespace {
@@ -79,7 +80,11 @@ std::unordered_map<const Value*, const Value*> ViewRoots(const Graph& graph) {
 
 Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
   const Graph& g = *graph;
-  BufferAssignment assignment = AssignBuffers(g, options);
+  WeightOnlyNodes weight_only;
+  if (options.keep_weight_only && options.segment_of_position.empty()) {
+    weight_only = FindWeightOnlyNodes(g);
+  }
+  BufferAssignment assignment = AssignBuffers(g, options, weight_only);
   Program program;
   program.stats = assignment.stats;
   PlanArenas(assignment, options, program.stats);
@@ -93,6 +98,9 @@ Program Lower(std::unique_ptr<Graph> graph, const LoweringOptions& options) {
     program.stats.device_arena_bytes.push_back(PlanMemory(mine).arena_bytes);
   }
   program.instructions = SelectKernels(g, assignment.refs, options.device_kinds);
+  for (Instruction& inst : program.instructions) {
+    inst.weight_only = weight_only.nodes.count(inst.node) != 0;
+  }
   for (Value* out : g.outputs()) program.outputs.push_back(assignment.refs.at(out));
   for (const VariableUpdate& u : g.updates()) {
     size_t index = assignment.variable_index.at(u.variable);

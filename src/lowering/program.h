@@ -32,6 +32,9 @@ struct Instruction {
   Kernel kernel;
   std::vector<BufferRef> inputs;
   std::vector<BufferRef> outputs;
+  // Computed from weights alone (lowering/weight_only.h), in a program that updates no
+  // variable: its results are kept, and it runs again only after a variable changed.
+  bool weight_only = false;
 };
 
 // Copies `from` into variable `variable` at the end of each step (updates not done in place).
@@ -50,6 +53,7 @@ struct MemoryStats {
   int inplace_reuses = 0;        // outputs written over a dying input
   int views = 0;                 // outputs that alias their input (no kernel)
   int inplace_variable_updates = 0;  // updates written straight into the variable
+  size_t kept_weight_only_bytes = 0;  // weight-only results kept between calls (arena)
   // Model parallelism: the planned peak of each device's buffers on their own (index =
   // placement). The program still uses one arena; this is what a device would need.
   std::vector<size_t> device_arena_bytes;
@@ -75,6 +79,9 @@ struct LoweringOptions {
   // Pipelined programs: the segment of each node position (parallel/pipeline_order.h);
   // buffers used within one segment go to their device's working arena. Empty: one arena.
   std::vector<int> segment_of_position;
+  // Keep weight-only results between calls in programs that update no variable
+  // (lowering/weight_only.h). Not with segments: pipelined slots have arenas of their own.
+  bool keep_weight_only = true;
 };
 
 // View outputs (reshape: no kernel) alias their input: each view mapped to the value that owns

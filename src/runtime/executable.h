@@ -190,6 +190,10 @@ class Executable {
     std::vector<const void*> feeds;
     std::vector<std::vector<const void*>> in_ptrs;
     std::vector<std::vector<void*>> out_ptrs;
+    // The weight-only instructions' results (lowering/weight_only.h) in this slot's arena
+    // were computed from the variables of this version; none yet while not ready.
+    bool weight_only_ready = false;
+    uint64_t weight_only_version = 0;
   };
   // What each replica owns: its slots, variables and kernels (kernels keep per-call state
   // such as prepacked weights, so replicas running concurrently need their own).

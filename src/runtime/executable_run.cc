@@ -287,8 +287,12 @@ void Executable::RunInstructions(int r, int s, size_t begin, size_t end, const R
   const auto& instrs = program_.instructions;
   const bool profile = options_.profile && r == 0;
   const bool skip = !applying && !step_only_instr_.empty();
+  // Weight-only results still in the arena from an earlier call with the same variables.
+  const bool weights_computed =
+      slot.weight_only_ready && slot.weight_only_version == ctx.variables_version;
   for (size_t i = begin; i < end; ++i) {
     if (skip && step_only_instr_[i]) continue;  // this micro-batch does not apply the step
+    if (weights_computed && instrs[i].weight_only) continue;
     KernelArgs args{slot.in_ptrs[i].data(), slot.out_ptrs[i].data(), &ctx};
     try {
       if (profile) {
@@ -327,7 +331,10 @@ bool Executable::Applying(int r, int device) const {
 void Executable::RunOneStep(int r, uint64_t step) {
   Replica& rep = replicas_[r];
   const bool applying = Applying(r, 0);  // every device's counter agrees here
-  RunInstructions(r, 0, 0, program_.instructions.size(), ContextFor(r, step), applying);
+  const RunContext ctx = ContextFor(r, step);
+  RunInstructions(r, 0, 0, program_.instructions.size(), ctx, applying);
+  rep.slots[0].weight_only_ready = true;  // the whole program ran: weight-only results too
+  rep.slots[0].weight_only_version = ctx.variables_version;
   for (size_t c = 0; c < program_.update_copies.size(); ++c) {
     const UpdateCopy& u = program_.update_copies[c];
     if (!applying && !step_only_copy_.empty() && step_only_copy_[c]) continue;

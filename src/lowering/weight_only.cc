@@ -1,0 +1,37 @@
+#include "lowering/weight_only.h"
+
+#include "ops/registry.h"
+
+namespace tg {
+
+WeightOnlyNodes FindWeightOnlyNodes(const Graph& graph) {
+  WeightOnlyNodes out;
+  if (!graph.updates().empty()) return out;
+  const OpRegistry& reg = OpRegistry::Global();
+  std::unordered_set<const Value*> weight_only_values;
+  auto weight_only = [&](const Value* v) {
+    return v->kind() == ValueKind::kVariable || v->kind() == ValueKind::kConstant ||
+           weight_only_values.count(v) != 0;
+  };
+  for (const auto& n : graph.nodes()) {  // in schedule order: producers come first
+    const OpDef& def = reg.Get(n->op());
+    if (def.traits.random || def.traits.side_effects) continue;
+    bool all = true;
+    for (const Value* in : n->inputs()) all = all && weight_only(in);
+    if (!all) continue;
+    out.nodes.insert(n.get());
+    for (const Value* o : n->outputs()) weight_only_values.insert(o);
+  }
+  for (const auto& n : graph.nodes()) {
+    if (out.nodes.count(n.get())) continue;
+    for (const Value* in : n->inputs()) {
+      if (weight_only_values.count(in)) out.handed_on.insert(in);
+    }
+  }
+  for (const Value* v : graph.outputs()) {
+    if (weight_only_values.count(v)) out.handed_on.insert(v);
+  }
+  return out;
+}
+
+}  // namespace tg
