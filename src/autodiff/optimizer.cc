@@ -279,28 +279,34 @@ namespace {
 // The device of the node producing v (model parallelism); 0 for graph inputs and variables.
 int PlacementOf(const Value* v) { return v->producer() ? v->producer()->placement() : 0; }
 
-// A bool scalar: every element of every gradient is finite. x * 0 is 0 for finite x and NaN
-// for inf / NaN, so one sum per gradient says it (a plain sum could overflow).
+// A bool scalar on device 0: every element of every gradient is finite. x * 0 is 0 for
+// finite x and NaN for inf / NaN, so one sum per gradient says it (a plain sum could
+// overflow). Model parallelism: each device sums its own gradients; only the scalars cross.
+// (Every device's updates then wait for every device's gradients: a pipelined program runs
+// sharded, parallel/pipeline_order.h says why.)
 Value* AllFinite(Builder& b, const std::vector<Value*>& grads) {
   Value* total = nullptr;
   for (Value* grad : grads) {
-    TG_CHECK(PlacementOf(grad) == 0, kUnsupported, "automatic loss scaling with pipeline "
-             "stages on several devices is not built yet");
+    b.set_placement(PlacementOf(grad));
     Value* zero = b.Cast(b.Sum(b.MulScalar(grad, 0.0), {}), DType::kF32);
+    b.set_placement(0);
     total = total ? b.Add(total, zero) : zero;
   }
   TG_CHECK(total != nullptr, kInvalidInput, "automatic loss scaling: no gradients");
   return b.Op1("eq", {total, b.Scalar(0.0, DType::kF32)});
 }
 
-// Every update from `first` on keeps the variable's value unless the step is finite.
+// Every update from `first` on keeps the variable's value unless the step is finite (each
+// choice on the device computing the update).
 void SkipUnlessFinite(Builder& b, Value* finite, size_t first) {
   Graph& g = b.graph();
   const size_t end = g.updates().size();
   for (size_t i = first; i < end; ++i) {
     VariableUpdate u = g.updates()[i];
+    b.set_placement(PlacementOf(u.value));
     g.SetUpdate(u.variable, b.Where(finite, u.value, u.variable), u.on_optimizer_step);
   }
+  b.set_placement(0);
 }
 
 // Back off on an overflow, grow after growth_interval finite steps; count skipped steps.

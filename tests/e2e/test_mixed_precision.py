@@ -175,6 +175,48 @@ def test_automatic_loss_scaling_skips_an_overflowing_step_and_adapts_the_scale()
     assert not torch.equal(model.fc.weight.detach(), before["fc.weight"])
 
 
+@pytest.mark.parametrize("strategy", ["sharded", "pipelined"])
+def test_automatic_loss_scaling_on_several_devices_skips_the_step_on_every_device(strategy):
+    # The overflow happens in device 1's gradients (the fc layer's input): device 0's updates
+    # must skip the step too. A pipelined program runs sharded (every device's update waits
+    # for every device's gradients) and says why.
+    def train(stages):
+        torch.manual_seed(0)
+        model = ConvNet().half()
+        opts = tilegraph.Options()
+        opts.Training.setAutomaticLossScaling(True)
+        opts.Training.setAutomaticLossScalingSettings(growth_interval=2)
+        opts.Training.gradientAccumulation(4)  # pipelined training needs >= 2 x 2 - 1
+        if stages > 1:
+            tilegraph.BeginBlock(model.fc, "head", ipu_id=1)
+            opts.setExecutionStrategy(tilegraph.PipelinedExecution() if strategy == "pipelined"
+                                      else tilegraph.ShardedExecution())
+        trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
+            model.parameters(), lr=0.05, momentum=0.9, loss_scaling=2.0 ** 12))
+        x, y = _batches(torch.float16, 1)[0]
+        bad = x.clone()
+        bad[0, 0, 0, 0] = 60000.0
+        states, weights = [], []
+        for batch in (x, x, bad, x):
+            trained(batch, y)
+            states.append(trained.lossScalingState())
+            weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return trained, states, weights
+
+    _, want_states, want_weights = train(1)
+    trained, states, weights = train(2)
+    exe = trained.executable
+    assert len(exe.memory_stats["device_arena_bytes"]) == 2
+    assert not exe.pipelined
+    if strategy == "pipelined":
+        assert exe.pipeline_fallback_reason
+    assert states == want_states
+    assert [s["skipped_steps"] for s in states] == [0, 0, 1, 1]
+    for n in want_weights[1]:
+        assert torch.equal(weights[2][n], weights[1][n]), n  # skipped on both devices
+        torch.testing.assert_close(weights[3][n], want_weights[3][n], rtol=1e-3, atol=1e-4)
+
+
 def test_stochastic_rounding_keeps_updates_smaller_than_half_an_ulp():
     # bf16 weights of 1.0 (spacing 2^-7 above 1, 2^-8 below), update -1e-3 per step: nearest
     # rounding loses it, stochastic rounding keeps it in expectation.
