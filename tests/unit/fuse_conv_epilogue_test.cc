@@ -180,6 +180,47 @@ TEST(BlockConvLayout, OddChannelsAndSharedValuesStayNchw) {
   ExpectSameOutputs(text, *g, 1e-4);
 }
 
+// A residual block: the identity is read by a convolution and by the add; the add's relu by
+// the next convolution. Same-shape elementwise nodes are layout-agnostic, so the whole trunk
+// is one blocked group (ResNet's stages); one NCHW-only reader keeps the group in NCHW.
+std::string Residual(const std::string& extra = "") {
+  return R"(graph g {
+  input %x : f32[2,16,6,6]
+  input %w1 : f32[16,16,1,1]
+  input %w2 : f32[16,16,3,3]
+  input %w3 : f32[16,16,1,1]
+  %a = conv2d(%x, %w1) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,6,6]
+  %ra = relu(%a) : f32[2,16,6,6]
+  %b0 = conv2d(%ra, %w2) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[2,16,6,6]
+  %b = silu(%b0) : f32[2,16,6,6]
+  %s = add(%b, %ra) : f32[2,16,6,6]
+  %h = mul(%s, %s) : f32[2,16,6,6]
+  %r = relu(%h) : f32[2,16,6,6]
+  %c = conv2d(%r, %w3) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,6,6]
+  %y = sigmoid(%c) : f32[2,16,6,6]
+  output %y
+)" + extra + "}";
+}
+
+TEST(BlockConvLayout, ResidualTrunksStayBlockedThroughSameShapeElementwiseNodes) {
+  std::string text = Residual();
+  std::unique_ptr<Graph> g = Blocked(text);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 3);
+  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 2);  // a and b; c's result is the output
+  EXPECT_EQ(CountAttr(*g, "src_blocked"), 2);  // b and c; a reads the graph input
+  ExpectSameOutputs(text, *g, 1e-4);
+
+  // An NCHW-only reader of the trunk (a spatial mean, a graph output) keeps all of it NCHW.
+  for (const std::string extra :
+       {"  %m = mean(%h) {axes = [2, 3], keepdim = false} : f32[2,16]\n  output %m\n",
+        "  output %s\n"}) {
+    std::string shared = Residual(extra);
+    g = Blocked(shared);
+    EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0) << extra;
+    ExpectSameOutputs(shared, *g, 1e-4);
+  }
+}
+
 TEST(BlockConvLayout, BlockedAttributesNeedWholeChannelBlocks) {
   // A hand-written (or crafted) graph claiming a blocked layout for 8 channels, which
   // nChw16c would pad past the buffer, is refused when verified.
