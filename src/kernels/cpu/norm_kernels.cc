@@ -117,10 +117,7 @@ void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T*
     double rs = 1.0 / std::sqrt(sq / p.d + p.eps);
     mean[r] = static_cast<T>(m);
     rstd[r] = static_cast<T>(rs);
-    // The statistics are summed in double; the normalization runs in T, as PyTorch's does
-    // (the mean rounded to T first: x - m stays within an ulp of the exact difference).
-    const T mt = static_cast<T>(m), rt = static_cast<T>(rs);
-    for (int64_t i = 0; i < p.d; ++i) yr[i] = (xr[i] - mt) * rt * w[i] + b[i];
+    for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>((xr[i] - m) * rs * w[i] + b[i]);
     // The activation epilogue (passes/fuse_norm_activation.cc) on the row while it is in
     // cache: one pass over memory for layer norm -> GELU instead of two.
     if (p.activation == Activation::kNone) return;
