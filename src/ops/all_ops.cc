@@ -22,6 +22,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);
   RegisterPadOps(registry);
+  RegisterBlockedLayoutOps(registry);
   RegisterScanOps(registry);
   RegisterSortOps(registry);
   RegisterAttentionOps(registry);

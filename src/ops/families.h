@@ -26,5 +26,6 @@ void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
 void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum, prod
 void RegisterSortOps(OpRegistry& r);         // sort.cc: topk (and sort through it)
 void RegisterAttentionOps(OpRegistry& r);    // attention.cc: fused attention + backward
+void RegisterBlockedLayoutOps(OpRegistry& r);  // blocked_layout.cc: squeeze-excite on blocked x
 
 }  // namespace tg

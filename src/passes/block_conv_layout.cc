@@ -17,12 +17,16 @@
 //   - has 4 dimensions and channels divisible by 16 (either block size pads nothing, so the
 //     buffer the memory plan gives it is the right size),
 // and at least one convolution both writes and reads in it (else there is nothing to save).
-// One reader that needs NCHW (pooling, a mean, a per-channel broadcast, another device)
-// keeps its whole group in NCHW.
+// A squeeze-excite gate reads the layout too: a mean over H and W of a group's value becomes
+// blocked_spatial_mean, and x * g with g [N or 1, C, 1, 1] (x in a group) becomes
+// blocked_channel_scale, whose result joins x's group (ops/blocked_layout.cc; f32).
+// One reader that needs NCHW (pooling, another reduction, another broadcast, another
+// device) keeps its whole group in NCHW.
 //
 // Runs last among the inference passes that create conv2d_epilogue nodes and before
 // fuse-elementwise (whose fused kernels of same-shape groups stay layout-agnostic); conv2d
 // nodes with no epilogue keep NCHW.
+#include <algorithm>
 #include <numeric>
 #include <unordered_map>
 
@@ -53,6 +57,39 @@ bool IsSameShapeElementwise(const Node& n) {
 }
 
 bool IsTensor(const Value* v) { return v->type().numel() != 1; }
+
+bool IsF32Nchw(const Value* v) {
+  return v->type().rank() == 4 && v->type().dtype == DType::kF32;
+}
+
+// mean over H and W (axes 2 and 3) of an f32 [N, C, H, W] value.
+bool IsSpatialMean(const Node& n) {
+  if (n.op() != "mean" || !IsF32Nchw(n.input(0))) return false;
+  std::vector<int64_t> axes = GetInts(n.attrs(), "axes");
+  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+  std::sort(axes.begin(), axes.end());
+  return axes == std::vector<int64_t>{2, 3};
+}
+
+// mul(x, g) or mul(g, x) with x f32 [N, C, H, W] and g [N or 1, C, 1, 1] (a per-channel
+// gate, H * W > 1): the x it scales, else null.
+Value* ChannelScaleX(const Node& n) {
+  if (n.op() != "mul" || n.inputs().size() != 2) return nullptr;
+  for (int i = 0; i < 2; ++i) {
+    Value* x = n.input(i);
+    const TensorType& g = n.input(1 - i)->type();
+    if (!IsF32Nchw(x) || n.output()->type().shape != x->type().shape || g.rank() != 4 ||
+        g.dtype != DType::kF32 || x == n.input(1 - i)) {
+      continue;
+    }
+    const Shape& xs = x->type().shape;
+    if ((g.shape[0] == xs[0] || g.shape[0] == 1) && g.shape[1] == xs[1] && g.shape[2] == 1 &&
+        g.shape[3] == 1 && xs[2] * xs[3] > 1) {
+      return x;
+    }
+  }
+  return nullptr;
+}
 
 // Union-find over value ids.
 class Groups {
@@ -92,6 +129,7 @@ class BlockConvLayoutPass : public Pass {
     }
     Groups groups(ids);
     for (const auto& node : graph.nodes()) {
+      if (const Value* x = ChannelScaleX(*node)) groups.Join(x->id(), node->output()->id());
       if (!IsSameShapeElementwise(*node)) continue;
       for (const Value* in : node->inputs()) {
         if (IsTensor(in)) groups.Join(in->id(), node->output(0)->id());
@@ -112,12 +150,17 @@ class BlockConvLayoutPass : public Pass {
       if (ok && IsBlockableConv(*producer)) {
         s.conv_writes = true;
       } else {
-        ok = ok && IsSameShapeElementwise(*producer);
+        ok = ok && (IsSameShapeElementwise(*producer) || ChannelScaleX(*producer) != nullptr);
       }
       for (const Node* reader : readers.All(v)) {
         if (!ok) break;
         ok = s.Place(reader->placement());
         if (IsSameShapeElementwise(*reader)) continue;
+        if (ChannelScaleX(*reader) == v) continue;  // (v is not also the gate: see there)
+        if (IsSpatialMean(*reader)) {
+          s.conv_reads = true;  // a reorder saved all the same
+          continue;
+        }
         bool x_only = IsBlockableConv(*reader) && reader->input(0) == v;
         for (size_t i = 1; i < reader->inputs().size(); ++i) x_only &= reader->input(i) != v;
         ok = ok && x_only;
@@ -133,6 +176,11 @@ class BlockConvLayoutPass : public Pass {
         for (const Value* o : node->outputs()) check(o);
       } else if (IsBlockableConv(*node)) {
         check(node->output());
+        check(node->input(0));
+      } else if (const Value* x = ChannelScaleX(*node)) {
+        check(x);
+        check(node->output());
+      } else if (IsSpatialMean(*node)) {
         check(node->input(0));
       }
     }
@@ -151,6 +199,33 @@ class BlockConvLayoutPass : public Pass {
         changed = true;
       }
     }
+    // The squeeze-excite readers of blocked values, as their blocked ops (all chosen before
+    // the graph changes: the groups know the values that exist now).
+    std::vector<Node*> replaced;
+    for (const auto& node : graph.nodes()) {
+      const Value* x = ChannelScaleX(*node);
+      if ((x != nullptr && blocked(x)) || (IsSpatialMean(*node) && blocked(node->input(0)))) {
+        replaced.push_back(node.get());
+      }
+    }
+    for (Node* node : replaced) {
+      Node* made = nullptr;
+      if (Value* x = ChannelScaleX(*node)) {
+        Value* gate = node->input(node->input(0) == x ? 1 : 0);
+        made = graph.AddNode("blocked_channel_scale", {x, gate}, {node->output()->type()}, {},
+                             node);
+      } else {
+        made = graph.AddNode("blocked_spatial_mean", {node->input(0)}, {node->output()->type()},
+                             {{"keepdim", GetBool(node->attrs(), "keepdim")}}, node);
+      }
+      made->set_placement(node->placement());
+      made->set_source(node->source());
+      graph.ReplaceAllUsesWith(node->output(), made->output());
+      changed = true;
+    }
+    graph.RemoveNodesIf([&](const Node& n) {
+      return std::find(replaced.begin(), replaced.end(), &n) != replaced.end();
+    });
     return changed;
   }
 };

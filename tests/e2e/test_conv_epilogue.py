@@ -70,9 +70,11 @@ def test_conv_batch_norm_activation_blocks_fuse_and_match_eager(act, name):
     if name is not None:
         assert ir.count(f'activation = "{name}"') == 2, ir  # the projection has none
         assert f" = {name}(" not in ir and "fused_elementwise" not in ir, ir
-        # depthwise -> projection hands its activations over in oneDNN's blocked layout; the
-        # stem output, also read by the residual add, stays NCHW (block-conv-layout)
-        assert ir.count("dst_blocked = true") == 1 and ir.count("src_blocked = true") == 1, ir
+        # every convolution hands its activations over in oneDNN's blocked layout: the stem
+        # output through the residual add too, which the pooling mean reads blocked
+        # (block-conv-layout); the graph input stays NCHW
+        assert ir.count("dst_blocked = true") == 3 and ir.count("src_blocked = true") == 2, ir
+        assert "blocked_spatial_mean(" in ir, ir
 
 
 def test_the_fold_follows_weights_and_statistics_edited_on_the_host():

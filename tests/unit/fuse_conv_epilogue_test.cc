@@ -210,15 +210,56 @@ TEST(BlockConvLayout, ResidualTrunksStayBlockedThroughSameShapeElementwiseNodes)
   EXPECT_EQ(CountAttr(*g, "src_blocked"), 2);  // b and c; a reads the graph input
   ExpectSameOutputs(text, *g, 1e-4);
 
-  // An NCHW-only reader of the trunk (a spatial mean, a graph output) keeps all of it NCHW.
+  // An NCHW-only reader of the trunk (a max over channels, a graph output) keeps all of it
+  // NCHW.
   for (const std::string extra :
-       {"  %m = mean(%h) {axes = [2, 3], keepdim = false} : f32[2,16]\n  output %m\n",
+       {"  %m = amax(%s) {axes = [1], keepdim = false} : f32[2,6,6]\n  output %m\n",
         "  output %s\n"}) {
     std::string shared = Residual(extra);
     g = Blocked(shared);
     EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0) << extra;
     ExpectSameOutputs(shared, *g, 1e-4);
   }
+}
+
+// A squeeze-excite block (EfficientNet's): the gate's mean over H, W and its per-channel
+// product read the depthwise output blocked, through their blocked ops; the project
+// convolution reads the product blocked.
+std::string SqueezeExcite(const std::string& extra = "") {
+  return R"(graph g {
+  input %x : f32[2,16,6,6]
+  input %w1 : f32[16,1,3,3]
+  input %wf : f32[16,16,1,1]
+  input %w3 : f32[16,16,1,1]
+  %a = conv2d(%x, %w1) {dilation = [1, 1], groups = 16, padding = [1, 1], stride = [1, 1]} : f32[2,16,6,6]
+  %ra = silu(%a) : f32[2,16,6,6]
+  %m = mean(%ra) {axes = [-1, -2], keepdim = true} : f32[2,16,1,1]
+  %f = conv2d(%m, %wf) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,1,1]
+  %gate = sigmoid(%f) : f32[2,16,1,1]
+  %sc = mul(%gate, %ra) : f32[2,16,6,6]
+  %c = conv2d(%sc, %w3) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,6,6]
+  %y = sigmoid(%c) : f32[2,16,6,6]
+  output %y
+)" + extra + "}";
+}
+
+TEST(BlockConvLayout, SqueezeExciteGatesReadTheBlockedLayout) {
+  std::string text = SqueezeExcite();
+  std::unique_ptr<Graph> g = Blocked(text);
+  EXPECT_EQ(Count(*g, "blocked_spatial_mean"), 1);
+  EXPECT_EQ(Count(*g, "blocked_channel_scale"), 1);
+  EXPECT_EQ(Count(*g, "mean") + Count(*g, "mul"), 0);
+  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 1);  // the depthwise convolution
+  EXPECT_EQ(CountAttr(*g, "src_blocked"), 1);  // the project convolution
+  ExpectSameOutputs(text, *g, 1e-5);
+
+  // A pooling mean of the gated value reads the blocked channel scale's result.
+  text = SqueezeExcite("  %p = mean(%sc) {axes = [2, 3], keepdim = false} : f32[2,16]\n"
+                       "  output %p\n");
+  g = Blocked(text);
+  EXPECT_EQ(Count(*g, "blocked_spatial_mean"), 2);
+  EXPECT_EQ(Count(*g, "blocked_channel_scale"), 1);
+  ExpectSameOutputs(text, *g, 1e-5);
 }
 
 TEST(BlockConvLayout, BlockedAttributesNeedWholeChannelBlocks) {

@@ -1,0 +1,174 @@
+// Ops on activations in oneDNN's channel-blocked layout (nChw8c / nChw16c:
+// cpu::ActivationBlock() channels per block, element (n, c, s) at
+// ((n * C/B + c/B) * H*W + s) * B + c%B), made by block-conv-layout
+// (passes/block_conv_layout.cc) where a squeeze-excite gate reads a convolution's blocked
+// output, so that the gate does not need the activation in NCHW:
+//   blocked_spatial_mean(x){keepdim}: the mean over H and W -> [N, C, 1, 1] ([N, C] without
+//     keepdim). With C divisible by 16 and one position per channel, NCHW and the blocked
+//     layout are the same bytes, so the result is an ordinary tensor.
+//   blocked_channel_scale(x, g): x * g with g [N or 1, C, 1, 1] (an ordinary tensor, as
+//     above), x and the result blocked.
+// Made after autodiff (inference): not differentiable.
+#include <vector>
+
+#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/parallel.h"
+#include "ops/dispatch.h"
+#include "ops/families.h"
+
+namespace tg {
+namespace {
+
+struct Dims {
+  int64_t n, c, plane, block;
+};
+
+Dims DimsOf(const TensorType& x, const std::string& op) {
+  TG_CHECK(x.rank() == 4 && x.shape[1] % 16 == 0, kShape, op, ": expected x [N, C, H, W] "
+           "with C divisible by 16 (whole channel blocks), got ", x.ToString());
+  CheckFloating(x, op, "x");
+  return {x.shape[0], x.shape[1], x.shape[2] * x.shape[3], cpu::ActivationBlock()};
+}
+
+// Where element (n, c, s) of a blocked [N, C, H, W] tensor is.
+int64_t BlockedIndex(const Dims& d, int64_t n, int64_t c, int64_t s) {
+  return ((n * (d.c / d.block) + c / d.block) * d.plane + s) * d.block + c % d.block;
+}
+
+// Blocks [begin, end) of (batch, channel block): the B channels of a block summed in double
+// lanes (a compile-time B, so the lanes are vector registers).
+template <typename T, int B>
+void MeanOfBlocks(const T* x, T* y, int64_t plane, int64_t begin, int64_t end) {
+  for (int64_t nb = begin; nb < end; ++nb) {
+    const T* p = x + nb * plane * B;
+    double sum[B] = {};
+    for (int64_t s = 0; s < plane; ++s) {
+      for (int l = 0; l < B; ++l) sum[l] += p[s * B + l];
+    }
+    for (int l = 0; l < B; ++l) y[nb * B + l] = static_cast<T>(sum[l] / plane);
+  }
+}
+
+// The CPU kernels: one (batch, channel block) per task, the block's channels as the inner
+// loop (contiguous, vectorized). `serial`: the reference kernels' loop order, one element
+// at a time through BlockedIndex.
+KernelFactory SpatialMeanFactory(bool serial) {
+  return [serial](const Node& node) -> Kernel {
+    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    return [d, serial, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
+      DispatchFloat(dtype, "blocked_spatial_mean", [&](auto t) {
+        using T = decltype(t);
+        const T* x = static_cast<const T*>(a.inputs[0]);
+        T* y = static_cast<T*>(a.outputs[0]);
+        if (serial) {
+          for (int64_t n = 0; n < d.n; ++n) {
+            for (int64_t c = 0; c < d.c; ++c) {
+              double sum = 0;
+              for (int64_t s = 0; s < d.plane; ++s) sum += x[BlockedIndex(d, n, c, s)];
+              y[n * d.c + c] = static_cast<T>(sum / d.plane);
+            }
+          }
+          return;
+        }
+        cpu::ParallelFor(d.n * (d.c / d.block), 1, [&](int64_t begin, int64_t end) {
+          if (d.block == 16) {
+            MeanOfBlocks<T, 16>(x, y, d.plane, begin, end);
+          } else {
+            MeanOfBlocks<T, 8>(x, y, d.plane, begin, end);
+          }
+        });
+      });
+    };
+  };
+}
+
+KernelFactory ChannelScaleFactory(bool serial) {
+  return [serial](const Node& node) -> Kernel {
+    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    const bool per_sample = node.input(1)->type().shape[0] == d.n && d.n != 1;
+    return [d, serial, per_sample, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
+      DispatchFloat(dtype, "blocked_channel_scale", [&](auto t) {
+        using T = decltype(t);
+        const T* x = static_cast<const T*>(a.inputs[0]);
+        const T* g = static_cast<const T*>(a.inputs[1]);
+        T* y = static_cast<T*>(a.outputs[0]);
+        if (serial) {
+          for (int64_t n = 0; n < d.n; ++n) {
+            for (int64_t c = 0; c < d.c; ++c) {
+              const T gate = g[(per_sample ? n * d.c : 0) + c];
+              for (int64_t s = 0; s < d.plane; ++s) {
+                const int64_t i = BlockedIndex(d, n, c, s);
+                y[i] = x[i] * gate;
+              }
+            }
+          }
+          return;
+        }
+        const int64_t blocks = d.c / d.block;
+        cpu::ParallelFor(d.n * blocks, 1, [&](int64_t begin, int64_t end) {
+          for (int64_t nb = begin; nb < end; ++nb) {
+            const T* gate = g + (per_sample ? (nb / blocks) * d.c : 0) + (nb % blocks) * d.block;
+            const int64_t o = nb * d.plane * d.block;
+            for (int64_t s = 0; s < d.plane; ++s) {
+              for (int64_t l = 0; l < d.block; ++l) {
+                y[o + s * d.block + l] = x[o + s * d.block + l] * gate[l];
+              }
+            }
+          }
+        });
+      });
+    };
+  };
+}
+
+OpSample Sample(std::vector<Shape> shapes, AttrMap attrs = {}) {
+  OpSample s;
+  for (Shape& shape : shapes) s.inputs.push_back({DType::kF32, std::move(shape)});
+  s.attrs = std::move(attrs);
+  return s;
+}
+
+}  // namespace
+
+void RegisterBlockedLayoutOps(OpRegistry& r) {
+  OpDef mean;
+  mean.name = "blocked_spatial_mean";
+  mean.attrs = {{"keepdim", true}};
+  mean.doc = "mean over H and W of x [N, C, H, W] in oneDNN's channel-blocked layout "
+             "(C divisible by 16): [N, C, 1, 1], or [N, C] without keepdim";
+  mean.not_differentiable = true;
+  mean.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    const Dims d = DimsOf(c.in(0), "blocked_spatial_mean");
+    Shape out = GetBool(c.attrs, "keepdim") ? Shape{d.n, d.c, 1, 1} : Shape{d.n, d.c};
+    return {{c.in(0).dtype, out}};
+  };
+  mean.kernels[DeviceKind::kCpu] = SpatialMeanFactory(false);
+  mean.kernels[DeviceKind::kReference] = SpatialMeanFactory(true);
+  mean.samples = {Sample({{2, 16, 3, 3}}, {{"keepdim", true}}),
+                  Sample({{1, 32, 2, 5}}, {{"keepdim", false}})};
+  r.Register(std::move(mean));
+
+  OpDef scale;
+  scale.name = "blocked_channel_scale";
+  scale.num_inputs = 2;
+  scale.doc = "x * g per channel: x [N, C, H, W] in oneDNN's channel-blocked layout (C "
+              "divisible by 16, the result too), g [N or 1, C, 1, 1]";
+  scale.not_differentiable = true;
+  scale.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    const TensorType& x = c.in(0);
+    const Dims d = DimsOf(x, "blocked_channel_scale");
+    const TensorType& g = c.in(1);
+    TG_CHECK(g.dtype == x.dtype && g.rank() == 4 && (g.shape[0] == d.n || g.shape[0] == 1) &&
+                 g.shape[1] == d.c && g.shape[2] == 1 && g.shape[3] == 1,
+             kShape, "blocked_channel_scale: expected g [", d.n, " or 1, ", d.c,
+             ", 1, 1] of x's dtype, got ", g.ToString());
+    return {x};
+  };
+  scale.kernels[DeviceKind::kCpu] = ChannelScaleFactory(false);
+  scale.kernels[DeviceKind::kReference] = ChannelScaleFactory(true);
+  scale.samples = {Sample({{2, 16, 3, 3}, {2, 16, 1, 1}}),
+                   Sample({{2, 32, 2, 3}, {1, 32, 1, 1}})};
+  r.Register(std::move(scale));
+}
+
+}  // namespace tg
