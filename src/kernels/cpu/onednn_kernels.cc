@@ -229,9 +229,15 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   const auto f32 = DataTypeOf(type);  // the operands' type (bf16 where asked)
   const auto result_type = ResultTypeOf(type);
   const tag blocked = ActivationBlock() == 16 ? tag::nChw16c : tag::nChw8c;
-  memory::desc x_md({p.n, p.c, p.h, p.w}, f32, layout.src_blocked ? blocked : tag::nchw);
+  // One position per channel and whole channel blocks: NCHW and the blocked layout are the
+  // same bytes, so the operand is described blocked whatever it is (the squeeze-excite 1x1
+  // convolutions on [N, C, 1, 1], where oneDNN picks the blocked layout: no reorder).
+  const bool x_either = p.h * p.w == 1 && p.c % ActivationBlock() == 0;
+  const bool y_either = p.oh * p.ow == 1 && p.o % ActivationBlock() == 0;
+  memory::desc x_md({p.n, p.c, p.h, p.w}, f32,
+                    layout.src_blocked || x_either ? blocked : tag::nchw);
   memory::desc y_md({p.n, p.o, p.oh, p.ow}, result_type,
-                    layout.dst_blocked ? blocked : tag::nchw);
+                    layout.dst_blocked || y_either ? blocked : tag::nchw);
   Dims w_dims = p.groups == 1 ? Dims{p.o, p.c, p.kh, p.kw}
                               : Dims{p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw};
   memory::desc w_md(w_dims, f32, p.groups == 1 ? tag::oihw : tag::goihw);
