@@ -1,21 +1,18 @@
 #include "lowering/weight_only.h"
 
-#include "ops/registry.h"
+#include "ops/weight_derived.h"
 
 namespace tg {
 
 WeightOnlyNodes FindWeightOnlyNodes(const Graph& graph) {
   WeightOnlyNodes out;
   if (!graph.updates().empty()) return out;
-  const OpRegistry& reg = OpRegistry::Global();
   std::unordered_set<const Value*> weight_only_values;
   auto weight_only = [&](const Value* v) {
-    return v->kind() == ValueKind::kVariable || v->kind() == ValueKind::kConstant ||
-           weight_only_values.count(v) != 0;
+    return IsWeight(v) || weight_only_values.count(v) != 0;
   };
   for (const auto& n : graph.nodes()) {  // in schedule order: producers come first
-    const OpDef& def = reg.Get(n->op());
-    if (def.traits.random || def.traits.side_effects) continue;
+    if (!IsFunctionOfInputs(*n)) continue;
     bool all = true;
     for (const Value* in : n->inputs()) all = all && weight_only(in);
     if (!all) continue;

@@ -49,6 +49,21 @@ void MeanOfBlocks(const T* x, T* y, int64_t plane, int64_t begin, int64_t end) {
   }
 }
 
+// Blocks [begin, end) of (batch, channel block) scaled by their B gates (g [N or 1, C]).
+template <typename T, int B>
+void ScaleBlocks(const T* x, const T* g, T* y, const Dims& d, bool per_sample, int64_t begin,
+                 int64_t end) {
+  const int64_t blocks = d.c / B;
+  for (int64_t nb = begin; nb < end; ++nb) {
+    const T* gate = g + (per_sample ? (nb / blocks) * d.c : 0) + (nb % blocks) * B;
+    const T* p = x + nb * d.plane * B;
+    T* q = y + nb * d.plane * B;
+    for (int64_t s = 0; s < d.plane; ++s) {
+      for (int l = 0; l < B; ++l) q[s * B + l] = p[s * B + l] * gate[l];
+    }
+  }
+}
+
 // The CPU kernels: one (batch, channel block) per task, the block's channels as the inner
 // loop (contiguous, vectorized). `serial`: the reference kernels' loop order, one element
 // at a time through BlockedIndex.
@@ -104,16 +119,11 @@ KernelFactory ChannelScaleFactory(bool serial) {
           }
           return;
         }
-        const int64_t blocks = d.c / d.block;
-        cpu::ParallelFor(d.n * blocks, 1, [&](int64_t begin, int64_t end) {
-          for (int64_t nb = begin; nb < end; ++nb) {
-            const T* gate = g + (per_sample ? (nb / blocks) * d.c : 0) + (nb % blocks) * d.block;
-            const int64_t o = nb * d.plane * d.block;
-            for (int64_t s = 0; s < d.plane; ++s) {
-              for (int64_t l = 0; l < d.block; ++l) {
-                y[o + s * d.block + l] = x[o + s * d.block + l] * gate[l];
-              }
-            }
+        cpu::ParallelFor(d.n * (d.c / d.block), 1, [&](int64_t begin, int64_t end) {
+          if (d.block == 16) {
+            ScaleBlocks<T, 16>(x, g, y, d, per_sample, begin, end);
+          } else {
+            ScaleBlocks<T, 8>(x, g, y, d, per_sample, begin, end);
           }
         });
       });

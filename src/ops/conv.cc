@@ -118,7 +118,7 @@ Kernel MakeRef(auto t, const Node& n) {
 // whose blocked copy is kept across steps while the variables do not change
 // (RunContext::variables_version).
 bool PrepacksWeight(const Node& n) {
-  return PassOf(n) != cpu::ConvPass::kBackwardWeight && dense::IsWeight(n.input(1));
+  return PassOf(n) != cpu::ConvPass::kBackwardWeight && IsWeight(n.input(1));
 }
 
 // Whether a depthwise backward-weight runs our direct loops: where oneDNN (`conv`, built for

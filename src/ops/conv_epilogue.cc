@@ -217,8 +217,8 @@ Kernel MakeCpu(auto t, const Node& n) {
     // Weights (and batch norm parameters) that are variables or constants change only
     // between runs that bump the variables version: their fold and blocked copy are kept.
     bool cacheable = true;
-    for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && dense::IsWeight(n.input(i));
-    const bool prepack_plain = dense::IsWeight(n.input(1));
+    for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && IsWeight(n.input(i));
+    const bool prepack_plain = IsWeight(n.input(1));
     auto state = std::make_shared<FoldedWeights>();  // per kernel copy's owner (per replica)
     return [conv, s, p, cacheable, prepack_plain, state](const KernelArgs& a) {
       const float* x = dense::In<float>(a, 0);
@@ -253,7 +253,7 @@ Kernel MakeNativeBf16(const Node& n) {
       (epilogue.any() && !conv.fused_in_primitive())) {
     return nullptr;
   }
-  const bool prepack = dense::IsWeight(n.input(1));
+  const bool prepack = IsWeight(n.input(1));
   const bool bias = s.bias;
   return [conv, prepack, bias](const KernelArgs& a) {
     conv.Run(a.inputs[0], a.inputs[1], a.outputs[0], prepack ? &a.ctx->variables_version : nullptr,
@@ -344,7 +344,7 @@ Kernel MakeMixedCpu(const Node& n) {
   // or computed from weights alone (a squeeze-excite convolution's reshaped bias).
   bool cacheable = true;
   for (int i = 1; i < s.num_inputs(); ++i) {
-    cacheable = cacheable && dense::IsWeightDerived(n.input(i));
+    cacheable = cacheable && IsWeightDerived(n.input(i));
   }
   struct Rounded {
     FoldedWeights fold;

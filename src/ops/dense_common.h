@@ -8,6 +8,7 @@
 #include "ir/graph.h"
 #include "ops/dispatch.h"
 #include "ops/registry.h"
+#include "ops/weight_derived.h"
 #include "support/error.h"
 
 namespace tg::dense {
@@ -38,18 +39,6 @@ KernelFactory FloatKernel(const std::string& op, Make make) {
                          [&](auto t) -> Kernel { return make(t, node); });
   };
 }
-
-// A variable or constant operand: its contents change only between runs that move
-// RunContext::variables_version, so a kernel may keep data derived from it (a weight
-// prepacked into oneDNN's layout, a folded batch norm) while the version holds.
-inline bool IsWeight(const Value* v) {
-  return v->kind() == ValueKind::kVariable || v->kind() == ValueKind::kConstant;
-}
-
-// A weight, or a value computed from weights alone (a reshaped bias, a cast weight: no
-// input, hyperparameter or random op behind it, at most `depth` nodes deep): also unchanged
-// while RunContext::variables_version holds, so data derived from it may be kept as well.
-bool IsWeightDerived(const Value* v, int depth = 4);
 
 inline TensorType F32(Shape shape) { return TensorType{DType::kF32, std::move(shape)}; }
 

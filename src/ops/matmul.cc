@@ -161,7 +161,7 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
     cpu::Activation act = ActivationOf(n);
     if constexpr (std::is_same_v<T, float>) {
       if (!reference) {
-        const bool weight = dense::IsWeightDerived(n.input(1));  // a Linear weight
+        const bool weight = IsWeightDerived(n.input(1));  // a Linear weight
         cpu::OnednnMatmul mm(p, {true, act},
                              weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
         return [mm, weight](const KernelArgs& a) {
@@ -183,7 +183,7 @@ KernelFactory NativeBf16MatmulKernel(bool epilogue) {
     if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16) return nullptr;
     cpu::MatmulParams p = ParamsOf(n);
     if (p.k == 0) return nullptr;
-    const bool weight = dense::IsWeightDerived(n.input(1));
+    const bool weight = IsWeightDerived(n.input(1));
     cpu::OnednnMatmul mm(p, {epilogue, epilogue ? ActivationOf(n) : cpu::Activation::kNone},
                          weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo,
                          cpu::DenseType::kBF16);
@@ -243,7 +243,7 @@ void RegisterMatmulOps(OpRegistry& r) {
     using T = decltype(t);
     cpu::MatmulParams p = ParamsOf(n);
     if constexpr (std::is_same_v<T, float>) {
-      const bool weight = dense::IsWeightDerived(n.input(1));
+      const bool weight = IsWeightDerived(n.input(1));
       cpu::OnednnMatmul mm(p, {}, weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo);
       return [mm, weight](const KernelArgs& a) {
         mm.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0), nullptr,

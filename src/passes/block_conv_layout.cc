@@ -37,8 +37,13 @@
 namespace tg {
 namespace {
 
+bool IsF32Nchw(const Value* v) {
+  return v->type().rank() == 4 && v->type().dtype == DType::kF32;
+}
+
+// A convolution epilogue with an f32 result: it reads and writes the blocked layout.
 bool IsBlockableConv(const Node& n) {
-  return n.op() == "conv2d_epilogue" && n.output()->type().dtype == DType::kF32;
+  return n.op() == "conv2d_epilogue" && IsF32Nchw(n.output());
 }
 
 // An elementwise node that reads and writes every tensor in the same order of elements.
@@ -57,10 +62,6 @@ bool IsSameShapeElementwise(const Node& n) {
 }
 
 bool IsTensor(const Value* v) { return v->type().numel() != 1; }
-
-bool IsF32Nchw(const Value* v) {
-  return v->type().rank() == 4 && v->type().dtype == DType::kF32;
-}
 
 // mean over H and W (axes 2 and 3) of an f32 [N, C, H, W] value.
 bool IsSpatialMean(const Node& n) {
@@ -122,12 +123,7 @@ class BlockConvLayoutPass : public Pass {
 
   bool Run(Graph& graph, PassContext&) override {
     const SingleReaders readers(graph);
-    size_t ids = 0;
-    for (const auto& node : graph.nodes()) {
-      for (const Value* v : node->inputs()) ids = std::max<size_t>(ids, v->id() + 1);
-      for (const Value* v : node->outputs()) ids = std::max<size_t>(ids, v->id() + 1);
-    }
-    Groups groups(ids);
+    Groups groups(graph.num_values());
     for (const auto& node : graph.nodes()) {
       if (const Value* x = ChannelScaleX(*node)) groups.Join(x->id(), node->output()->id());
       if (!IsSameShapeElementwise(*node)) continue;

@@ -190,11 +190,11 @@ TEST(MixedConvEpilogue, FoldsAreKeptForValuesComputedFromWeightsAlone) {
     }
     return nullptr;
   };
-  EXPECT_TRUE(dense::IsWeightDerived(value("flat")));
-  EXPECT_TRUE(dense::IsWeightDerived(value("half")));
-  EXPECT_FALSE(dense::IsWeightDerived(value("scaled"))) << "a hyperparameter changes per call";
-  EXPECT_FALSE(dense::IsWeightDerived(value("moved"))) << "an input changes per call";
-  EXPECT_FALSE(dense::IsWeightDerived(value("half"), 1)) << "deeper than asked";
+  EXPECT_TRUE(IsWeightDerived(value("flat")));
+  EXPECT_TRUE(IsWeightDerived(value("half")));
+  EXPECT_FALSE(IsWeightDerived(value("scaled"))) << "a hyperparameter changes per call";
+  EXPECT_FALSE(IsWeightDerived(value("moved"))) << "an input changes per call";
+  EXPECT_FALSE(IsWeightDerived(value("half"), 1)) << "deeper than asked";
 }
 
 }  // namespace

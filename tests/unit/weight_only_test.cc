@@ -11,6 +11,7 @@
 
 #include "lowering/weight_only.h"
 #include "ops/builder.h"
+#include "ops/weight_derived.h"
 #include "runtime/executable.h"
 
 namespace tg {
@@ -37,6 +38,10 @@ TEST(WeightOnly, ChainsOfWeightsAndConstantsOnlyAndWhatTheyHandOn) {
   EXPECT_FALSE(found.nodes.count(y->producer()));
   EXPECT_FALSE(found.nodes.count(z->producer()));
   EXPECT_EQ(found.handed_on, (std::unordered_set<const Value*>{back, w2}));
+  // The kernels' per-value answer (ops/weight_derived.h) is the same rule.
+  for (const auto& n : g.nodes()) {
+    EXPECT_EQ(found.nodes.count(n.get()) != 0, IsWeightDerived(n->output())) << n->op();
+  }
 
   g.SetUpdate(w, back);  // a program that updates a variable: its weights change every step
   EXPECT_TRUE(FindWeightOnlyNodes(g).nodes.empty());
