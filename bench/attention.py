@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import interleaved, machine, save_results  # noqa: E402
+from common import interleaved, isa_line, machine, save_results  # noqa: E402
 
 import tilegraph  # noqa: E402
 
@@ -88,8 +88,7 @@ def measure_long(seq):
 
 def markdown(info, bert, long, seq):
     lines = [f"# Attention — {info['date']}, commit {info['commit']}", "",
-             f"{info['cpu']}, {info['cores']} cores, AVX2 {info['avx2']}, AVX-512 "
-             f"{info['avx512f']}; `{info['command']}`", "",
+             f"{info['cpu']}, {info['cores']} cores, {isa_line(info)}; `{info['command']}`", "",
              "## BERT-style training step (seq 128, batch 8), median s/step", "",
              "| engine | s/step | vs eager |", "|---|---|---|"]
     for name, s in bert.items():

@@ -58,6 +58,18 @@ def _run(cmd):
         return ""
 
 
+def tilegraph_build():
+    """Which ISA build of tilegraph's core this process runs (python/tilegraph/_isa.py)."""
+    from tilegraph import _core
+    return f"{_core.isa} (-march={_core.march})"
+
+
+def isa_line(info):
+    """The CPU's vector ISAs and tilegraph's build, for every report's header."""
+    return (f"AVX2: {info['avx2']}, AVX-512: {info['avx512f']}, AMX: {info.get('amx')}; "
+            f"tilegraph build: {info.get('tilegraph_build')}")
+
+
 def machine(threads):
     import torch
     model = ""
@@ -80,6 +92,8 @@ def machine(threads):
         "threads": threads,
         "avx512f": " avx512f" in flags,
         "avx2": " avx2" in flags,
+        "amx": " amx_tile" in flags,
+        "tilegraph_build": tilegraph_build(),
         "commit": commit + ("+dirty" if dirty else ""),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "versions": versions,

@@ -13,7 +13,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import interleaved, machine  # noqa: E402
+from bench.common import interleaved, isa_line, machine  # noqa: E402
 
 import tilegraph  # noqa: E402
 from tilegraph import zoo  # noqa: E402
@@ -48,7 +48,7 @@ def main():
     times = interleaved({k: (lambda t=t: t(*inputs)) for k, t in engines.items()},
                         args.rounds)
     info = machine(torch.get_num_threads())
-    print(f"{info['cpu']}, {info['threads']} threads, avx512f={info['avx512f']}, "
+    print(f"{info['cpu']}, {info['threads']} threads, {isa_line(info)}, "
           f"commit {info['commit']}")
     print(f"BERT-{args.size} model.half() training step, batch {args.batch}, sequence {seq}:")
     for name, t in times.items():

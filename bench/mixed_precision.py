@@ -163,7 +163,8 @@ def markdown(info, flags, g, results):
     lines = [f"# Mixed precision (bf16) — {info['date']}, commit {info['commit']}", "",
              f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads; "
              f"`{info['command']}`", "",
-             "ISA: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items()), "",
+             "ISA: " + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+             + f"; tilegraph build: {info['tilegraph_build']}", "",
              "## GEMM 1024^3", "", "| | GFLOP/s (or fraction) |", "|---|---|"]
     for k, v in g.items():
         lines.append(f"| {k} | {v:.2f} |" if v else f"| {k} | n/a |")

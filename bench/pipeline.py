@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import interleaved, machine, save_results  # noqa: E402
+from common import interleaved, isa_line, machine, save_results  # noqa: E402
 
 import tilegraph  # noqa: E402
 
@@ -132,7 +132,7 @@ def measure_bert(rounds, micro_batches=8, micro=4):
 def markdown(info, bubbles, bert_result):
     lines = [f"# Pipelined execution — {info['date']}", "",
              f"`{info['command']}` · commit {info['commit']} · {info['cpu']} · {info['cores']} "
-             f"cores · avx2 {info['avx2']} · avx512f {info['avx512f']} · torch "
+             f"cores · {isa_line(info)} · torch "
              f"{info['versions']['torch']}", "",
              "## Pipeline bubble (balanced stages, 1 thread per device)", "",
              "Measured bubble: idle share of the devices' time (mean over devices); the busiest "

@@ -90,7 +90,7 @@ def markdown(r):
     out = [f"# tilegraph benchmark ({r['suite']} suite)", "",
            f"- command: `{r['command']}`", f"- commit: `{mc['commit']}`, date: {mc['date']}",
            f"- machine: {mc['cpu']}, {mc['cores']} cores, {mc['threads']} threads for every "
-           f"engine; AVX-512: {mc['avx512f']}, AVX2: {mc['avx2']}",
+           f"engine; {common.isa_line(mc)}",
            f"- versions: {', '.join(f'{k} {v}' for k, v in mc['versions'].items())}",
            f"- measured limits: FP32 FMA peak {lim['fma_peak_gflops']:.0f} GFLOP/s "
            f"({lim['fma_isa']}), triad bandwidth {lim['triad_gbs']:.1f} GB/s",

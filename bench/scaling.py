@@ -26,7 +26,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "examples"))
-from common import interleaved, machine, save_results  # noqa: E402
+from common import interleaved, isa_line, machine, save_results  # noqa: E402
 from engines import _python_train_loop, _sgd, _stacked  # noqa: E402
 from workloads import MnistMLP  # noqa: E402
 
@@ -113,8 +113,7 @@ def markdown(info, rows, peaks):
         "# Training step time against batch size and threads (bench/scaling.py)", "",
         f"- command: `{info['command']}`",
         f"- commit: `{info['commit']}`, date: {info['date']}",
-        f"- machine: {info['cpu']}, {info['cores']} cores; AVX-512: {info['avx512f']}, "
-        f"AVX2: {info['avx2']}",
+        f"- machine: {info['cpu']}, {info['cores']} cores; {isa_line(info)}",
         "- measured FMA peak: " + ", ".join(
             f"{t} thread(s) {p['gflops']:.0f} GFLOP/s ({p['isa']})" for t, p in peaks.items()),
         "",

@@ -114,8 +114,15 @@ void BindOnnx(nb::module_& m);                                      // _core_onn
 void BindGuards(nb::module_& m);                                    // _core_guards.cc
 nb::bytes ExportOnnxBytes(const Graph& graph, const Executable& exe);  // _core_onnx.cc
 
+#ifndef TILEGRAPH_ISA  // set by CMake for each ISA build of the module (python/tilegraph/_isa.py)
+#define TILEGRAPH_ISA "unknown"
+#define TILEGRAPH_MARCH "unknown"
+#endif
+
 NB_MODULE(_core, m) {
   m.doc() = "tilegraph C++ core";
+  m.attr("isa") = TILEGRAPH_ISA;      // which build of the core this is (avx512, avx2, ...)
+  m.attr("march") = TILEGRAPH_MARCH;  // the -march it was compiled with
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);

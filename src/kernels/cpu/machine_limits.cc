@@ -20,19 +20,32 @@ double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// One thread's chains; returns a value that depends on every chain (so nothing is elided).
-float FmaChains(int64_t iterations) {
-#if defined(__AVX512F__)
+// One thread's chains of the widest FMA this CPU has, whatever the build targets (the probe
+// measures the machine, not the ISA level tilegraph's own kernels were compiled for); each
+// returns a value that depends on every chain (so nothing is elided).
+// Every lane of every chain, summed (not _mm512_reduce_add_ps: GCC 12 warns about its
+// header's uninitialized placeholder).
+__attribute__((target("avx512f"))) float SumOfLanes(const __m512 (&acc)[kChains]) {
+  alignas(64) float lanes[16];
+  float sum = 0;
+  for (int c = 0; c < kChains; ++c) {
+    _mm512_store_ps(lanes, acc[c]);
+    for (float l : lanes) sum += l;
+  }
+  return sum;
+}
+
+__attribute__((target("avx512f"))) float FmaChains512(int64_t iterations) {
   __m512 acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = _mm512_set1_ps(static_cast<float>(c));
   const __m512 mul = _mm512_set1_ps(0.999999f), add = _mm512_set1_ps(1e-7f);
   for (int64_t i = 0; i < iterations; ++i) {
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_fmadd_ps(acc[c], mul, add);
   }
-  float sum = 0;
-  for (int c = 0; c < kChains; ++c) sum += _mm512_reduce_add_ps(acc[c]);
-  return sum;
-#elif defined(__AVX2__) && defined(__FMA__)
+  return SumOfLanes(acc);
+}
+
+__attribute__((target("avx2,fma"))) float FmaChains256(int64_t iterations) {
   __m256 acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = _mm256_set1_ps(static_cast<float>(c));
   const __m256 mul = _mm256_set1_ps(0.999999f), add = _mm256_set1_ps(1e-7f);
@@ -46,7 +59,9 @@ float FmaChains(int64_t iterations) {
     for (float l : lanes) sum += l;
   }
   return sum;
-#else
+}
+
+float ScalarChains(int64_t iterations) {
   float acc[kChains];
   for (int c = 0; c < kChains; ++c) acc[c] = static_cast<float>(c);
   for (int64_t i = 0; i < iterations; ++i) {
@@ -55,27 +70,20 @@ float FmaChains(int64_t iterations) {
   float sum = 0;
   for (float a : acc) sum += a;
   return sum;
-#endif
 }
 
-int LanesPerChain() {
-#if defined(__AVX512F__)
-  return 16;
-#elif defined(__AVX2__) && defined(__FMA__)
-  return 8;
-#else
-  return 1;
-#endif
-}
+struct FmaProbe {
+  float (*chains)(int64_t);
+  int lanes;
+  const char* isa;
+};
 
-const char* IsaName() {
-#if defined(__AVX512F__)
-  return "avx512f";
-#elif defined(__AVX2__) && defined(__FMA__)
-  return "avx2+fma";
-#else
-  return "scalar";
-#endif
+FmaProbe WidestFma() {
+  if (__builtin_cpu_supports("avx512f")) return {FmaChains512, 16, "avx512f"};
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return {FmaChains256, 8, "avx2+fma"};
+  }
+  return {ScalarChains, 1, "scalar"};
 }
 
 volatile float g_sink;  // keeps the chains' results alive
@@ -90,9 +98,7 @@ __attribute__((target("avx512f,avx512bf16"))) float Bf16DotChains(int64_t iterat
   for (int64_t i = 0; i < iterations; ++i) {
     for (int c = 0; c < kChains; ++c) acc[c] = _mm512_dpbf16_ps(acc[c], x, y);
   }
-  float sum = 0;
-  for (int c = 0; c < kChains; ++c) sum += _mm512_reduce_add_ps(acc[c]);
-  return sum;
+  return SumOfLanes(acc);
 }
 
 }  // namespace
@@ -123,8 +129,9 @@ FmaPeak MeasureBf16DotPeak(int threads, int repeats) {
 }
 
 FmaPeak MeasureFmaPeak(int threads, int repeats) {
-  return {BestChainsGflops(threads, repeats, 2.0 * kChains * LanesPerChain(), FmaChains),
-          IsaName()};
+  const FmaProbe probe = WidestFma();
+  return {BestChainsGflops(threads, repeats, 2.0 * kChains * probe.lanes, probe.chains),
+          probe.isa};
 }
 
 double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array, int repeats) {
