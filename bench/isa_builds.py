@@ -7,9 +7,10 @@ Every build of the installed package that this CPU runs (avx512, avx2, sse4; `na
 when present) runs the same workloads in its own process (TILEGRAPH_ISA=<build>): the MNIST
 MLP training step (100 steps per call, the suite's), a BERT-small training step, layer norm
 + GELU inference (the micro suite's, [8192, 1024]) and ResNet-50 / EfficientNet-B0
-inference (the suite's, batch 8, 64x64). The builds run one after another, twice over
-(A B C A B C), and each workload's median of all of a build's calls is reported with the
-ratio to the widest build. Convolutions and matmuls are oneDNN's on every build (it picks
+inference (the suite's, batch 8, 64x64). The builds run one after another, in several
+passes (A B C A B C A B C: a noisy neighbour that slows one pass does not decide the
+result); each workload reports the median over passes of the per-pass medians, the range of
+the per-pass medians, and the ratio to the widest build. Convolutions and matmuls are oneDNN's on every build (it picks
 its kernels at run time); the builds differ in tilegraph's own kernels. Results:
 bench/results/isa_builds_<date>_<commit>.{json,md}.
 """
@@ -72,7 +73,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer rounds")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    rounds = 3 if args.quick else 7
+    rounds, passes = (3, 3) if args.quick else (5, 5)
     if args.child:
         child(rounds)
         return
@@ -81,9 +82,9 @@ def main():
     flags = _isa.cpu_flags()
     builds = [isa for isa in ["native"] + [name for name, _ in _isa.LEVELS]
               if isa in _isa.built_isas() and _isa.runs_on(isa, flags)]
-    samples = {isa: {} for isa in builds}
+    samples = {isa: {} for isa in builds}  # {isa: {workload: [per-pass samples]}}
     marchs = {}
-    for _ in range(2):
+    for _ in range(passes):
         for isa in builds:
             env = dict(os.environ, TILEGRAPH_ISA=isa, PYTHONWARNINGS="ignore")
             cmd = [sys.executable, os.path.abspath(__file__), "--child"] + \
@@ -94,23 +95,28 @@ def main():
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             marchs[isa] = r["march"]
             for name, s in r["times"].items():
-                samples[isa].setdefault(name, []).extend(s)
+                samples[isa].setdefault(name, []).append(s)
     info = machine(int(os.environ.get("OMP_NUM_THREADS", "0")) or os.cpu_count())
     info["command"] = "python3 bench/isa_builds.py" + (" --quick" if args.quick else "")
-    medians = {isa: {n: statistics.median(s) for n, s in w.items()} for isa, w in samples.items()}
+    pass_medians = {isa: {n: [statistics.median(p) for p in per_pass] for n, per_pass in w.items()}
+                    for isa, w in samples.items()}
+    medians = {isa: {n: statistics.median(m) for n, m in w.items()}
+               for isa, w in pass_medians.items()}
     widest = next(isa for isa in builds if isa != "native") if len(builds) > 1 else builds[0]
     md = ["# tilegraph's ISA builds against each other (bench/isa_builds.py)", "",
           f"- command: `{info['command']}`", f"- commit: `{info['commit']}`, date: {info['date']}",
           f"- machine: {info['cpu']}, {info['cores']} cores; {isa_line(info)}",
           "- builds: " + ", ".join(f"{isa} (-march={marchs[isa]})" for isa in builds),
-          f"- median seconds per call over {2 * rounds} calls per build (two passes over the "
-          f"builds); ratio = the {widest} build's time / this build's (below 1: slower)", "",
+          f"- seconds per call: median over {passes} passes of each pass's median of {rounds} "
+          f"calls [range of the pass medians]; (ratio) = the {widest} build's time / this "
+          "build's (below 1: slower)", "",
           "| workload | " + " | ".join(builds) + " |", "|---|" + "---|" * len(builds)]
     for name in medians[builds[0]]:
         cells = []
         for isa in builds:
-            t = medians[isa][name]
-            cells.append(f"{t:.4f} s ({medians[widest][name] / t:.2f})")
+            t, m = medians[isa][name], pass_medians[isa][name]
+            cells.append(f"{t:.4f} s [{min(m):.4f}-{max(m):.4f}] "
+                         f"({medians[widest][name] / t:.2f})")
         md.append(f"| {name} | " + " | ".join(cells) + " |")
     save_results("isa_builds", info, {"builds": builds, "march": marchs, "samples": samples,
                                       "median_s": medians}, "\n".join(md) + "\n")
