@@ -1,7 +1,7 @@
-// Fuse a matmul's epilogue: matmul -> add(bias over the last dim) [-> relu / gelu] becomes one
-// `matmul_epilogue` node, which oneDNN computes with its bias argument and an eltwise post-op
-// while the output tile is still in registers, instead of a matmul writing its result and an
-// elementwise kernel reading it back. Every Linear layer (x @ w.t() + b, then usually an
+// Fuse a matmul's epilogue: matmul -> add(bias over the last dim) [-> reshape] [-> relu /
+// gelu] becomes one `matmul_epilogue` node (then the reshape), which oneDNN computes with its
+// bias argument and an eltwise post-op while the output tile is still in registers, instead
+// of a matmul writing its result and an elementwise kernel reading it back. Every Linear layer (x @ w.t() + b, then usually an
 // activation) has this shape.
 //
 // Conditions: the matmul result and the biased sum are read by the next node only (a graph
@@ -57,9 +57,21 @@ class FuseMatmulEpiloguePass : public Pass {
       Node* last = add;
       std::string activation = "none";
       Node* act = readers.Of(add->output());
-      if (act != nullptr && act->placement() == mm->placement() && !ActivationOf(*act).empty()) {
+      // A Linear layer on a [B, S, K] input is captured as a 2-D matmul whose biased result
+      // is reshaped back to [B, S, N] before the activation (Hugging Face's feed-forward
+      // blocks): the activation is fused through that reshape, which then reshapes the fused
+      // result instead.
+      Node* view = nullptr;
+      if (act != nullptr && act->op() == "reshape" && act->placement() == mm->placement()) {
+        view = act;
+        act = readers.Of(view->output());
+      }
+      if (act != nullptr && act->placement() == mm->placement() && !ActivationOf(*act).empty() &&
+          act->input(0) == (view != nullptr ? view : add)->output()) {
         activation = ActivationOf(*act);
         last = act;
+      } else {
+        view = nullptr;
       }
       const int64_t n = mm->output()->type().shape.back();
       if (bias->type().rank() != 1) {  // [1, ..., 1, N] -> [N]: a view
@@ -72,10 +84,18 @@ class FuseMatmulEpiloguePass : public Pass {
       AttrMap attrs = mm->attrs();
       attrs["activation"] = activation;
       Node* fused = graph.AddNode("matmul_epilogue", {mm->input(0), mm->input(1), bias},
-                                  {last->output()->type()}, attrs, add);
+                                  {add->output()->type()}, attrs, add);
       fused->set_source(mm->source());
       fused->set_placement(mm->placement());
-      graph.ReplaceAllUsesWith(last->output(), fused->output());
+      Value* result = fused->output();
+      if (view != nullptr) {
+        Node* reshaped = graph.AddNode("reshape", {result}, {last->output()->type()},
+                                       view->attrs(), last);
+        reshaped->set_source(view->source());
+        reshaped->set_placement(view->placement());
+        result = reshaped->output();
+      }
+      graph.ReplaceAllUsesWith(last->output(), result);
       changed = true;
     }
     return changed;

@@ -59,6 +59,50 @@ TEST(FuseMatmulEpilogue, GeluAndBatchedBiasOfRankTwo) {
   }
 }
 
+TEST(FuseMatmulEpilogue, TheActivationFusesThroughTheReshapeBackToThreeDimensions) {
+  // A Linear layer on [B, S, K] as captured (Hugging Face's feed-forward): the biased 2-D
+  // result is reshaped to [B, S, N] and then activated. The activation joins the epilogue and
+  // the reshape moves after it; a reshape read twice keeps its activation apart.
+  std::string text = R"(graph g {
+  input %x : f32[6,8]
+  input %w : f32[5,8]
+  input %b : f32[5]
+  %m = matmul(%x, %w) {transpose_a = false, transpose_b = true} : f32[6,5]
+  %s = add(%m, %b) : f32[6,5]
+  %r = reshape(%s) {shape = [2, 3, 5]} : f32[2,3,5]
+  %y = gelu(%r) {approximate = "none"} : f32[2,3,5]
+  output %y
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  const Node* f = Only(*g, "matmul_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "gelu");
+  const Node* r = Only(*g, "reshape");
+  ASSERT_NE(r, nullptr);
+  EXPECT_EQ(r->input(0), f->output());
+  EXPECT_EQ(r->output()->type().shape, (Shape{2, 3, 5}));
+  EXPECT_EQ(g->nodes().size(), 2u);
+  ExpectSameOutputs(text, *g, 1e-5);
+
+  std::string shared = R"(graph g {
+  input %x : f32[6,8]
+  input %w : f32[5,8]
+  input %b : f32[5]
+  %m = matmul(%x, %w) {transpose_a = false, transpose_b = true} : f32[6,5]
+  %s = add(%m, %b) : f32[6,5]
+  %r = reshape(%s) {shape = [2, 3, 5]} : f32[2,3,5]
+  %y = relu(%r) : f32[2,3,5]
+  output %y
+  output %r
+})";
+  g = Fused(shared);
+  f = Only(*g, "matmul_epilogue");
+  ASSERT_NE(f, nullptr);
+  EXPECT_EQ(GetString(f->attrs(), "activation"), "none");
+  EXPECT_EQ(Count(*g, "relu"), 1);
+  ExpectSameOutputs(shared, *g, 1e-5);
+}
+
 TEST(FuseMatmulEpilogue, SharedValuesStayAsTheyAre) {
   // The pre-activation is also an output (GELU's backward reads it in training): only the bias
   // is fused. A matmul result read twice, and an addend of the full shape, are not fused.
