@@ -79,9 +79,8 @@ def main():
         return
     from bench.common import isa_line, machine, save_results
     from tilegraph import _isa
-    flags = _isa.cpu_flags()
-    builds = [isa for isa in ["native"] + [name for name, _ in _isa.LEVELS]
-              if isa in _isa.built_isas() and _isa.runs_on(isa, flags)]
+    flags, built = _isa.cpu_flags(), _isa.built_isas()
+    builds = [isa for isa in _isa.PREFERENCE if isa in built and _isa.runs_on(isa, flags)]
     samples = {isa: {} for isa in builds}  # {isa: {workload: [per-pass samples]}}
     marchs = {}
     for _ in range(passes):

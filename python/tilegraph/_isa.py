@@ -15,12 +15,15 @@ tilegraph's own kernels (elementwise, fused, norms, reductions, optimizer update
 import importlib.util
 import os
 
-# (name, the CPU features it requires, as /proc/cpuinfo names them), widest first. The
+# {name: the CPU features it requires, as /proc/cpuinfo names them}, widest first: the
 # x86-64 micro-architecture levels of the System V psABI.
 _SSE4 = {"cx16", "lahf_lm", "popcnt", "sse4_1", "sse4_2", "ssse3"}
 _AVX2 = _SSE4 | {"avx", "avx2", "bmi1", "bmi2", "f16c", "fma", "abm", "movbe", "xsave"}
 _AVX512 = _AVX2 | {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
-LEVELS = (("avx512", _AVX512), ("avx2", _AVX2), ("sse4", _SSE4))
+LEVELS = {"avx512": _AVX512, "avx2": _AVX2, "sse4": _SSE4}
+# The order in which builds are preferred: a native build (made for this machine), then the
+# widest level.
+PREFERENCE = ("native", *LEVELS)
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -46,7 +49,7 @@ def built_isas():
     """{isa: path of its module} for every build present in the package (found through the
     import system, so that editable installs, whose modules live elsewhere, work too)."""
     out = {}
-    for isa in [name for name, _ in LEVELS] + ["native"]:
+    for isa in PREFERENCE:
         try:
             spec = importlib.util.find_spec(f"{__package__}._builds.{isa}._core")
         except ImportError:
@@ -61,7 +64,7 @@ def runs_on(isa, flags):
     to be for this machine, and unknown flags (no /proc/cpuinfo) only allow the baseline."""
     if isa == "native":
         return True
-    required = dict(LEVELS).get(isa)
+    required = LEVELS.get(isa)
     if required is None:
         return False
     if flags is None:
@@ -87,11 +90,11 @@ def choose(requested=None, built=None, flags=_THIS_CPU):
             raise IsaError(f"tilegraph: TILEGRAPH_ISA={requested!r} is not a build of this "
                            f"package (built: {', '.join(sorted(built))})")
         if not runs_on(requested, flags):
-            missing = sorted(dict(LEVELS)[requested] - (flags or set()))
+            missing = sorted(LEVELS[requested] - (flags or set()))
             raise IsaError(f"tilegraph: TILEGRAPH_ISA={requested!r}: this CPU lacks "
                            f"{', '.join(missing) or 'the features it needs'}")
         return requested, built[requested]
-    for isa in ["native"] + [name for name, _ in LEVELS]:
+    for isa in PREFERENCE:
         if isa in built and runs_on(isa, flags):
             return isa, built[isa]
     raise IsaError(f"tilegraph: this CPU runs none of the builds of the C++ core "

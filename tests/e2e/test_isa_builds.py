@@ -13,9 +13,10 @@ from tilegraph import _core, _isa
 
 HERE = os.path.dirname(__file__)
 BUILT = {"avx512": "/p/avx512/_core.so", "avx2": "/p/avx2/_core.so", "sse4": "/p/sse4/_core.so"}
-SSE4 = set(_isa.LEVELS[2][1])
-AVX2 = set(_isa.LEVELS[1][1])
-AVX512 = set(_isa.LEVELS[0][1])
+SSE4 = _isa.LEVELS["sse4"]
+AVX2 = _isa.LEVELS["avx2"]
+AVX512 = _isa.LEVELS["avx512"]
+FLAGS = _isa.cpu_flags()  # this CPU's
 
 
 def test_the_widest_build_the_cpu_runs_is_chosen():
@@ -51,9 +52,8 @@ def test_this_process_loaded_the_build_the_chooser_picks():
     assert _core.isa == _isa.choose()[0]
     assert tilegraph.Executable is _core.Executable
     if os.environ.get("TILEGRAPH_ISA", "") == "":
-        flags = _isa.cpu_flags()
-        if "native" not in _isa.built_isas() and flags is not None:
-            widest = next(name for name, need in _isa.LEVELS if need <= flags)
+        if "native" not in _isa.built_isas() and FLAGS is not None:
+            widest = next(name for name, need in _isa.LEVELS.items() if need <= FLAGS)
             assert _core.isa == widest
 
 
@@ -64,7 +64,7 @@ def _child(isa):
 
 
 # Every build in this package that this CPU can run (a CPU runs the levels below its own).
-RUNNABLE = [isa for isa in sorted(_isa.built_isas()) if _isa.runs_on(isa, _isa.cpu_flags())]
+RUNNABLE = [isa for isa in _isa.built_isas() if _isa.runs_on(isa, FLAGS)]
 
 
 def test_this_cpu_runs_at_least_the_loaded_build():
