@@ -4,6 +4,8 @@
 
 #include <cmath>
 #include <limits>
+#include <random>
+#include <vector>
 
 #include "kernels/cpu/vector_math.h"
 
@@ -83,6 +85,40 @@ TEST(VectorMath, TanhMatchesTheLibrary) {
   EXPECT_EQ(vmath::Tanh(50.0f), 1.0f);
   EXPECT_EQ(vmath::Tanh(-std::numeric_limits<float>::infinity()), -1.0f);
   EXPECT_TRUE(std::isnan(vmath::Tanh(std::nanf(""))));
+}
+
+// The blocked float sums: every length (full blocks, partial blocks, the scalar tail, empty),
+// within a 16-term float sum's error of the exact sum: |error| <= 16 eps sum |x|. A plain
+// float sum of 100,000 terms errs ~100x more on the same data; the test checks that too, so
+// it would notice the blocking being lost.
+TEST(VectorMath, BlockedFloatSumsAreAsAccurateAsSixteenTermFloatSums) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(3.0f, 1.0f);
+  for (int64_t n : {0, 1, 15, 16, 17, 255, 256, 257, 1000, 4097, 100000}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng);
+    double exact = 0, exact_sq = 0, abs_sum = 0;
+    for (float v : x) {
+      exact += v;
+      exact_sq += static_cast<double>(v) * v;
+      abs_sum += std::abs(v);
+    }
+    const float* p = x.data();
+    const double bound = 16 * std::numeric_limits<float>::epsilon() * (abs_sum + 1e-30);
+    EXPECT_LE(std::abs(vmath::BlockedFloatSum(n, [=](auto at) { return at(p); }) - exact),
+              bound) << "n=" << n;
+    double s1 = 0, s2 = 0;
+    vmath::BlockedFloatSum2(n, [=](auto at) { return at(p); },
+                            [=](auto at) { return at(p) * at(p); }, &s1, &s2);
+    EXPECT_LE(std::abs(s1 - exact), bound) << "n=" << n;
+    EXPECT_LE(std::abs(s2 - exact_sq),
+              16 * std::numeric_limits<float>::epsilon() * (exact_sq + 1e-30)) << "n=" << n;
+    if (n == 100000) {
+      float naive = 0;
+      for (float v : x) naive += v;
+      EXPECT_GT(std::abs(naive - exact), 20 * std::abs(s1 - exact));
+    }
+  }
 }
 
 }  // namespace

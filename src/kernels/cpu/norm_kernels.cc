@@ -1,8 +1,10 @@
 // Batch norm / layer norm loops; see norm_kernels.h.
 #include "kernels/cpu/norm_kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
+#include <vector>
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/parallel.h"
@@ -106,58 +108,148 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
   });
 }
 
+namespace {
+
+// Layer norm rows in float (PyTorch's precision for f32; double made the statistics and the
+// normalization 2x slower than the GELU after them), sums by vmath::BlockedFloatSum. The mean
+// is kept in two parts: a first estimate m1 (a float) and the correction delta = sum(x - m1)
+// / d. x - m1 is exact in float for x near m1, so x - mean = (x - m1) - delta keeps the
+// inputs' precision even where |mean| >> sigma (1e4 + N(0, 1): a mean rounded to float is
+// off by up to 5e-4 sigma); var = sum((x - m1)^2) / d - delta^2.
+struct FloatRowMoments {
+  float m1, delta, mean, rstd;
+};
+FloatRowMoments RowMoments(const float* x, int64_t d, double eps) {
+  const float m1 = static_cast<float>(vmath::BlockedFloatSum(d, [=](auto at) { return at(x); }) / d);
+  double shift = 0, sq = 0;
+  vmath::BlockedFloatSum2(
+      d, [=](auto at) { return at(x) - m1; },
+      [=](auto at) { return (at(x) - m1) * (at(x) - m1); }, &shift, &sq);
+  const double delta = shift / d;
+  const double var = std::max(sq / d - delta * delta, 0.0);
+  return {m1, static_cast<float>(delta), static_cast<float>(m1 + delta),
+          static_cast<float>(1.0 / std::sqrt(var + eps))};
+}
+
+}  // namespace
+
 template <typename T>
 void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T* b, T* y,
                       T* mean, T* rstd, bool parallel) {
   ForRange(p.rows, parallel, [&](int64_t r) {
     const T* xr = x + r * p.d;
     T* yr = y + r * p.d;
-    double m = vmath::SumLanes(xr, p.d) / p.d;
-    double sq = vmath::SumSquaredDeviation(xr, p.d, m);
-    double rs = 1.0 / std::sqrt(sq / p.d + p.eps);
-    mean[r] = static_cast<T>(m);
-    rstd[r] = static_cast<T>(rs);
-    for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>((xr[i] - m) * rs * w[i] + b[i]);
-    // The activation epilogue (passes/fuse_norm_activation.cc) on the row while it is in
-    // cache: one pass over memory for layer norm -> GELU instead of two.
-    if (p.activation == Activation::kNone) return;
     if constexpr (std::is_same_v<T, float>) {
-      BiasActivate(p.activation, yr, p.d, 0.0f);
+      const FloatRowMoments mo = RowMoments(xr, p.d, p.eps);
+      mean[r] = mo.mean;
+      rstd[r] = mo.rstd;
+      // (x - mean) first, as batch norm: an element equal to the mean gives exactly b.
+      for (int64_t i = 0; i < p.d; ++i) {
+        yr[i] = ((xr[i] - mo.m1) - mo.delta) * (mo.rstd * w[i]) + b[i];
+      }
+      // The activation epilogue (passes/fuse_norm_activation.cc) on the row while it is in
+      // cache: one pass over memory for layer norm -> GELU instead of two.
+      if (p.activation != Activation::kNone) BiasActivate(p.activation, yr, p.d, 0.0f);
     } else {
+      double m = vmath::SumLanes(xr, p.d) / p.d;
+      double sq = vmath::SumSquaredDeviation(xr, p.d, m);
+      double rs = 1.0 / std::sqrt(sq / p.d + p.eps);
+      mean[r] = static_cast<T>(m);
+      rstd[r] = static_cast<T>(rs);
+      for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>((xr[i] - m) * rs * w[i] + b[i]);
+      if (p.activation == Activation::kNone) return;
       for (int64_t i = 0; i < p.d; ++i) yr[i] = static_cast<T>(ApplyActivation(p.activation, yr[i]));
     }
   });
 }
 
+namespace {
+
+// One row of layer norm's backward: dx, and the row's terms added to dw / db's accumulators.
+// With g = dy * w and xhat = (x - mean) * rstd:
+//   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dw += dy * xhat, db += dy.
+// f32 rows compute in float with blocked sums (as the forward); f64 in double.
+template <typename T>
+using NormAcc = std::conditional_t<std::is_same_v<T, float>, float, double>;
+
+template <typename T>
+void LayerNormBackwardRow(int64_t d, const T* __restrict dy, const T* __restrict x,
+                          const T* __restrict w, T m, T rs, T* __restrict dx,
+                          NormAcc<T>* __restrict sw, NormAcc<T>* __restrict sb) {
+  // __restrict: distinct buffers (the planner never aliases a kernel's output with its
+  // inputs here); without it GCC needs more run-time alias checks than it will emit and
+  // leaves the loop scalar.
+  using Acc = NormAcc<T>;
+  double sum_g = 0, sum_g_xhat = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    vmath::BlockedFloatSum2(
+        d, [=](auto at) { return at(dy) * at(w); },
+        [=](auto at) { return at(dy) * at(w) * ((at(x) - m) * rs); }, &sum_g, &sum_g_xhat);
+  } else {
+    sum_g = vmath::LaneSum(d, [&](int64_t i) { return dy[i] * w[i]; });
+    sum_g_xhat = vmath::LaneSum(d, [&](int64_t i) { return dy[i] * w[i] * ((x[i] - m) * rs); });
+  }
+  const Acc mean_g = static_cast<Acc>(sum_g / d), mean_g_xhat = static_cast<Acc>(sum_g_xhat / d);
+  for (int64_t i = 0; i < d; ++i) {
+    const Acc xhat = (x[i] - m) * rs;
+    dx[i] = static_cast<T>(rs * (dy[i] * w[i] - mean_g - xhat * mean_g_xhat));
+    sw[i] += dy[i] * xhat;
+    sb[i] += dy[i];
+  }
+}
+
+}  // namespace
+
+// dw / db sum over rows: each of a fixed number of row chunks accumulates while it computes
+// dx (one pass over dy and x, contiguous in d): in NormAcc (float for f32, so the
+// accumulators stay in L1 next to the rows) over kRowsPerFlush rows, then into the chunk's
+// double vectors. The chunks' vectors are added in chunk order, so the result does not depend
+// on thread timing (only on the thread count, as every parallel reduction here).
+inline constexpr int64_t kRowsPerFlush = 16;
+
 template <typename T>
 void LayerNormBackward(const LayerNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* rstd, T* dx, T* dw, T* db, bool parallel) {
-  ForRange(p.rows, parallel, [&](int64_t r) {
-    const T* xr = x + r * p.d;
-    const T* dyr = dy + r * p.d;
-    double m = mean[r], rs = rstd[r], sum_g = 0, sum_g_xhat = 0;
-    for (int64_t i = 0; i < p.d; ++i) {
-      double g = static_cast<double>(dyr[i]) * w[i];
-      sum_g += g;
-      sum_g_xhat += g * (xr[i] - m) * rs;
-    }
-    double mean_g = sum_g / p.d, mean_g_xhat = sum_g_xhat / p.d;
-    for (int64_t i = 0; i < p.d; ++i) {
-      double xhat = (xr[i] - m) * rs;
-      double g = static_cast<double>(dyr[i]) * w[i];
-      dx[r * p.d + i] = static_cast<T>(rs * (g - mean_g - xhat * mean_g_xhat));
+  using Acc = NormAcc<T>;
+  const int64_t chunks = parallel ? std::max<int64_t>(1, std::min<int64_t>(MaxThreads(), p.rows))
+                                  : 1;
+  const int64_t d = p.d;
+  // The calling thread's buffers, grown once (steady-state steps do not allocate). Used by
+  // pointer: inside the workers, the names would be their own thread's buffers.
+  static thread_local std::vector<double> partial_buffer;
+  static thread_local std::vector<Acc> block_buffer;
+  const size_t need = static_cast<size_t>(chunks * 2 * d);
+  if (partial_buffer.size() < need) partial_buffer.resize(need);
+  if (block_buffer.size() < need) block_buffer.resize(need);
+  std::fill(partial_buffer.begin(), partial_buffer.begin() + need, 0.0);
+  std::fill(block_buffer.begin(), block_buffer.begin() + need, Acc{0});
+  double* partial = partial_buffer.data();
+  Acc* block = block_buffer.data();
+  ForRange(chunks, parallel, [&](int64_t c) {
+    Acc* bw = block + c * 2 * d;
+    Acc* bb = bw + d;
+    double* pw = partial + c * 2 * d;
+    double* pb = pw + d;
+    const int64_t begin = c * p.rows / chunks, end = (c + 1) * p.rows / chunks;
+    for (int64_t r = begin; r < end; ++r) {
+      LayerNormBackwardRow(d, dy + r * d, x + r * d, w, mean[r], rstd[r], dx + r * d, bw, bb);
+      if ((r - begin + 1) % kRowsPerFlush != 0 && r + 1 != end) continue;
+      for (int64_t i = 0; i < d; ++i) {
+        pw[i] += bw[i];
+        pb[i] += bb[i];
+        bw[i] = bb[i] = 0;
+      }
     }
   });
-  ForRange(p.d, parallel, [&](int64_t i) {
+  for (int64_t i = 0; i < d; ++i) {
     double sw = 0, sb = 0;
-    for (int64_t r = 0; r < p.rows; ++r) {
-      double g = dy[r * p.d + i];
-      sw += g * (x[r * p.d + i] - mean[r]) * rstd[r];
-      sb += g;
+    for (int64_t c = 0; c < chunks; ++c) {
+      sw += partial[c * 2 * d + i];
+      sb += partial[c * 2 * d + d + i];
     }
     dw[i] = static_cast<T>(sw);
     db[i] = static_cast<T>(sb);
-  });
+  }
 }
 
 #define TG_INSTANTIATE(T)                                                                    \
