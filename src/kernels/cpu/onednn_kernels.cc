@@ -7,6 +7,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "kernels/cpu/onednn_weight_layout.h"
 #include "kernels/cpu/parallel.h"
 #include "support/error.h"
 
@@ -314,6 +315,10 @@ void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
   o.plain = plain;
   if (chosen == plain) return;
   o.blocked = memory(chosen, CpuEngine());  // owned by the kernel, allocated once
+  if (arg == DNNL_ARG_DIFF_WEIGHTS) {
+    o.weight_block = InMajorWeightBlock(chosen);
+    if (o.weight_block > 0) return;  // UnblockWeights instead of a reorder
+  }
   o.reorder = is_output ? dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), chosen,
                                                                       CpuEngine(), plain))
                         : dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), plain,
@@ -382,7 +387,12 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
   }
   prim_.execute(stream_, args);
   const Operand& result = operands_[2];
-  if (result.blocked.get(true) != nullptr) {
+  if (result.weight_block > 0) {
+    stream_.wait();
+    UnblockWeights(result.blocked.get_desc(), result.weight_block,
+                   static_cast<const float*>(result.blocked.get_data_handle()),
+                   static_cast<float*>(out));
+  } else if (result.blocked.get(true) != nullptr) {
     memory user = Bind(result.plain, out);
     result.reorder.execute(stream_, result.blocked, user);
   }

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/dense_params.h"
+#include "kernels/cpu/onednn_weight_layout.h"
 
 namespace tg::cpu {
 
@@ -130,6 +131,8 @@ class OnednnConv2d {
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
   // The implementation oneDNN chose ("jit:avx2", "jit_1x1:avx512_core", ...).
   std::string implementation() const;
+  // The weight gradient leaves oneDNN's blocked layout through UnblockWeights.
+  bool unblocks_weights() const { return operands_[2].weight_block > 0; }
   // Whether oneDNN's post-ops compute the epilogue (else our pass after the primitive).
   bool fused_in_primitive() const { return fused_in_primitive_; }
 
@@ -141,6 +144,9 @@ class OnednnConv2d {
     dnnl::memory::desc plain;
     mutable dnnl::memory blocked;  // scratch contents, rewritten by every Run
     dnnl::reorder reorder;  // plain -> blocked for inputs, blocked -> plain for the output
+    // > 0: the output is a weight gradient in ABcd<B>b<B>a that UnblockWeights copies out
+    // (onednn_weight_layout.h: oneDNN's reorder for it is slow).
+    int64_t weight_block = 0;
   };
   void SetOperand(int i, int arg, const dnnl::memory::desc& plain,
                   const dnnl::memory::desc& chosen, bool is_output);
