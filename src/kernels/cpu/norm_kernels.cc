@@ -24,22 +24,61 @@ void ForRange(int64_t n, bool parallel, Fn&& fn) {
   });
 }
 
-// Calls fn(ptr_offset) for the start of every contiguous run of channel c (length p.s).
+// Batch norm walks its channels in chunks, one contiguous range per thread, and every pass
+// over a chunk runs batch item outer, channel inner: the thread streams through
+// (c1 - c0) * s contiguous values per item. Channel by channel, a pass reads s-long runs
+// C * s apart (at s = 1024 every run is a fresh 4 KiB page for the prefetcher): 2.5x slower
+// from memory. The sums per channel still add their runs in batch order, as before.
 template <typename Fn>
-void ForChannelRuns(const BatchNormParams& p, int64_t c, Fn&& fn) {
-  for (int64_t n = 0; n < p.n; ++n) fn((n * p.c + c) * p.s);
+void ForChannelChunks(const BatchNormParams& p, bool parallel, Fn&& fn) {
+  const int64_t chunks = parallel ? std::max<int64_t>(1, std::min<int64_t>(MaxThreads(), p.c)) : 1;
+  ForRange(chunks, parallel, [&](int64_t k) { fn(k * p.c / chunks, (k + 1) * p.c / chunks); });
 }
 
-// Channel c's batch mean and (biased) variance, in double, from x itself.
+// Calls fn(c, offset) for the run of every channel in [c0, c1) of every batch item, in memory
+// order.
+template <typename Fn>
+void ForRunsInOrder(const BatchNormParams& p, int64_t c0, int64_t c1, Fn&& fn) {
+  for (int64_t n = 0; n < p.n; ++n) {
+    for (int64_t c = c0; c < c1; ++c) fn(c, (n * p.c + c) * p.s);
+  }
+}
+
+// Per-channel double accumulators, `count` arrays of C: the calling thread's buffer, grown
+// once (steady-state steps do not allocate); the kernels pass the pointer to their workers.
+double* ChannelScratch(const BatchNormParams& p, int count) {
+  static thread_local std::vector<double> buffer;
+  const size_t need = static_cast<size_t>(count * p.c);
+  if (buffer.size() < need) buffer.resize(need);
+  std::fill(buffer.begin(), buffer.begin() + need, 0.0);
+  return buffer.data();
+}
+
+// Channels [c0, c1)'s batch mean and (biased) variance, in double, from x itself.
 template <typename T>
-void ChannelStats(const BatchNormParams& p, const T* x, int64_t c, double* mean, double* var) {
+void ChunkStats(const BatchNormParams& p, const T* x, int64_t c0, int64_t c1, double* mean,
+                double* var) {
   const double count = static_cast<double>(p.n * p.s);
-  double sum = 0, sq = 0;
-  ForChannelRuns(p, c, [&](int64_t o) { sum += vmath::SumLanes(x + o, p.s); });
-  const double m = sum / count;
-  ForChannelRuns(p, c, [&](int64_t o) { sq += vmath::SumSquaredDeviation(x + o, p.s, m); });
-  *mean = m;
-  *var = sq / count;
+  for (int64_t c = c0; c < c1; ++c) mean[c] = var[c] = 0;
+  ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) { mean[c] += vmath::SumLanes(x + o, p.s); });
+  for (int64_t c = c0; c < c1; ++c) mean[c] /= count;
+  ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+    var[c] += vmath::SumSquaredDeviation(x + o, p.s, mean[c]);
+  });
+  for (int64_t c = c0; c < c1; ++c) var[c] /= count;
+}
+
+// y = (x - m) * scale + shift over one run; f32 in float with the mean in two floats (x - hi
+// is exact near the mean), as PyTorch applies it; f64 in double.
+template <typename T>
+void NormalizeRun(const T* x, T* y, int64_t s, double m, double scale, double shift) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float hi = static_cast<float>(m), lo = static_cast<float>(m - hi);
+    const float scale_f = static_cast<float>(scale), shift_f = static_cast<float>(shift);
+    for (int64_t i = 0; i < s; ++i) y[i] = ((x[i] - hi) - lo) * scale_f + shift_f;
+  } else {
+    for (int64_t i = 0; i < s; ++i) y[i] = (x[i] - m) * scale + shift;
+  }
 }
 
 }  // namespace
@@ -47,19 +86,22 @@ void ChannelStats(const BatchNormParams& p, const T* x, int64_t c, double* mean,
 template <typename T>
 void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
                     T* invstd, T* var, bool parallel) {
-  ForRange(p.c, parallel, [&](int64_t c) {
-    double m = 0, v = 0;
-    ChannelStats(p, x, c, &m, &v);
-    double is = 1.0 / std::sqrt(v + p.eps);
-    mean[c] = static_cast<T>(m);
-    var[c] = static_cast<T>(v);
-    invstd[c] = static_cast<T>(is);
+  double* scratch = ChannelScratch(p, 2);
+  double *m = scratch, *v = scratch + p.c;
+  ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
+    ChunkStats(p, x, c0, c1, m, v);
+    for (int64_t c = c0; c < c1; ++c) {
+      const double is = 1.0 / std::sqrt(v[c] + p.eps);
+      mean[c] = static_cast<T>(m[c]);
+      var[c] = static_cast<T>(v[c]);
+      invstd[c] = static_cast<T>(is);
+      v[c] = is;  // from here on: 1 / sigma
+    }
     // (x - m) * scale + b, not x * scale + (b - m * scale): an element equal to the mean
     // (every element of a constant channel, a dead ReLU's) must give exactly b, as in
     // PyTorch, or a following ReLU sees +-1e-17 and its mask differs from eager's.
-    const double scale = is * w[c], shift = b[c];
-    ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>((x[o + i] - m) * scale + shift);
+    ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+      NormalizeRun(x + o, y + o, p.s, m[c], v[c] * w[c], static_cast<double>(b[c]));
     });
   });
 }
@@ -67,11 +109,14 @@ void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b
 template <typename T>
 void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const T* b,
                         const T* running_mean, const T* running_var, T* y, bool parallel) {
-  ForRange(p.c, parallel, [&](int64_t c) {
-    const double scale = w[c] / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
-    const double m = running_mean[c], shift = b[c];
-    ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) y[o + i] = static_cast<T>((x[o + i] - m) * scale + shift);
+  double* scale = ChannelScratch(p, 1);
+  ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      scale[c] = w[c] / std::sqrt(static_cast<double>(running_var[c]) + p.eps);
+    }
+    ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+      NormalizeRun(x + o, y + o, p.s, static_cast<double>(running_mean[c]), scale[c],
+                   static_cast<double>(b[c]));
     });
   });
 }
@@ -80,29 +125,49 @@ template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
   const double count = static_cast<double>(p.n * p.s);
-  ForRange(p.c, parallel, [&](int64_t c) {
+  double* scratch = ChannelScratch(p, 4);
+  double *m = scratch, *is = scratch + p.c, *sum_dy = scratch + 2 * p.c;
+  double* sum_dy_xc = scratch + 3 * p.c;
+  ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
     // Recomputed statistics: the saved mean / invstd are rounded to T, and with few values
     // per channel (2 at 1x1 spatial, batch 2) 1/sigma is large, so x-hat from rounded
     // statistics leaves rounding-sized components the projection below should remove,
     // amplified by 1/sigma into the gradients (PyTorch's statistics are double).
-    double m = mean[c], is = invstd[c], sum_dy = 0, sum_dy_xc = 0;
     if (p.recompute_stats) {
-      double v = 0;
-      ChannelStats(p, x, c, &m, &v);
-      is = 1.0 / std::sqrt(v + p.eps);
+      ChunkStats(p, x, c0, c1, m, is);
+      for (int64_t c = c0; c < c1; ++c) is[c] = 1.0 / std::sqrt(is[c] + p.eps);
+    } else {
+      for (int64_t c = c0; c < c1; ++c) m[c] = mean[c], is[c] = invstd[c];
     }
-    ForChannelRuns(p, c, [&](int64_t o) {
-      sum_dy += vmath::SumLanes(dy + o, p.s);
-      sum_dy_xc += vmath::SumProductDeviation(dy + o, x + o, p.s, m);
+    ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+      sum_dy[c] += vmath::SumLanes(dy + o, p.s);
+      sum_dy_xc[c] += vmath::SumProductDeviation(dy + o, x + o, p.s, m[c]);
     });
-    double sum_dy_xhat = sum_dy_xc * is;
-    db[c] = static_cast<T>(sum_dy);
-    dw[c] = static_cast<T>(sum_dy_xhat);
-    double k = w[c] * is, mean_dy = sum_dy / count, mean_dy_xhat = sum_dy_xhat / count;
-    ForChannelRuns(p, c, [&](int64_t o) {
-      for (int64_t i = 0; i < p.s; ++i) {
-        double xhat = (x[o + i] - m) * is;
-        dx[o + i] = static_cast<T>(k * (dy[o + i] - mean_dy - xhat * mean_dy_xhat));
+    // dx = k (dy - mean(dy) - xhat mean(dy xhat)), k = w / sigma.
+    for (int64_t c = c0; c < c1; ++c) {
+      const double sum_dy_xhat = sum_dy_xc[c] * is[c];
+      db[c] = static_cast<T>(sum_dy[c]);
+      dw[c] = static_cast<T>(sum_dy_xhat);
+      sum_dy[c] /= count;                 // mean(dy)
+      sum_dy_xc[c] = sum_dy_xhat / count;  // mean(dy xhat)
+    }
+    ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+      const double k = w[c] * is[c];
+      if constexpr (std::is_same_v<T, float>) {
+        // In float (the sums above stay in double), the mean in two floats as in the forward.
+        const float hi = static_cast<float>(m[c]), lo = static_cast<float>(m[c] - hi);
+        const float is_f = static_cast<float>(is[c]), k_f = static_cast<float>(k);
+        const float mean_dy = static_cast<float>(sum_dy[c]);
+        const float mean_dy_xhat = static_cast<float>(sum_dy_xc[c]);
+        for (int64_t i = 0; i < p.s; ++i) {
+          const float xhat = ((x[o + i] - hi) - lo) * is_f;
+          dx[o + i] = k_f * (dy[o + i] - mean_dy - xhat * mean_dy_xhat);
+        }
+      } else {
+        for (int64_t i = 0; i < p.s; ++i) {
+          const double xhat = (x[o + i] - m[c]) * is[c];
+          dx[o + i] = static_cast<T>(k * (dy[o + i] - sum_dy[c] - xhat * sum_dy_xc[c]));
+        }
       }
     });
   });

@@ -1,6 +1,8 @@
-// Batch norm and layer norm kernels (forward and backward), f32 and f64, statistics in
-// double. `parallel` splits channels / rows over threads (the CPU kernel); the reference
-// kernel runs the same loops on one thread.
+// Batch norm and layer norm kernels (forward and backward), f32 and f64. Batch norm's
+// statistics are sums in double (as PyTorch's CPU batch norm), its f32 normalization in float;
+// f32 layer norm computes in float with blocked sums (as PyTorch's), f64 in double.
+// `parallel` splits channels / rows over threads (the CPU kernel); the reference kernel runs
+// the same loops on one thread.
 #pragma once
 
 #include "kernels/cpu/dense_params.h"

@@ -1,7 +1,10 @@
-// The f32 layer norm kernels (float statistics in blocked sums; dweight / dbias accumulated per
-// row chunk) against the same formulas in double on the same float inputs: rows whose mean is
-// far from zero, lengths with a tail (777 = 3 blocks of 256 + 9), a row count that does not
-// divide by the chunks, two threads; and the chunked reduction gives the same bits every call.
+// The f32 norm kernels against the same formulas in double on the same float inputs.
+// Layer norm (float statistics in blocked sums; dweight / dbias accumulated per row chunk):
+// rows whose mean is far from zero, lengths with a tail (777 = 3 blocks of 256 + 9), a row
+// count that does not divide by the chunks, two threads; the chunked reduction gives the same
+// bits every call. Batch norm (double statistics, channel chunks streamed in memory order,
+// float normalization with the mean in two floats): channels that do not divide by the
+// threads, a mean far from zero, a constant channel.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -120,6 +123,69 @@ TEST(LayerNormKernel, BackwardMatchesDoubleAndIsDeterministic) {
     EXPECT_NEAR(dw[i], want_dw[i], 1e-5 * (1 + std::abs(want_dw[i]))) << i;
     EXPECT_NEAR(db[i], want_db[i], 1e-5 * (1 + std::abs(want_db[i]))) << i;
   }
+}
+
+// Batch norm train and backward (recomputed statistics) against double, channels far from
+// zero, 5 channels over 2 threads (chunks of 2 and 3), runs of 37.
+TEST(BatchNormKernel, TrainAndBackwardMatchDouble) {
+  SetNumThreads(2);
+  BatchNormParams p;
+  p.n = 3, p.c = 5, p.s = 37;
+  p.recompute_stats = true;
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  const int64_t total = p.n * p.c * p.s;
+  std::vector<float> x(total), dy(total), w(p.c), b(p.c);
+  for (int64_t i = 0; i < total; ++i) x[i] = 1e3f * static_cast<float>((i / p.s) % p.c) + normal(rng);
+  for (float& v : dy) v = normal(rng);
+  for (int64_t c = 0; c < p.c; ++c) w[c] = 1.0f + 0.1f * c, b[c] = 0.1f * c;
+  std::vector<float> y(total), mean(p.c), invstd(p.c), var(p.c);
+  BatchNormTrain<float>(p, x.data(), w.data(), b.data(), y.data(), mean.data(), invstd.data(),
+                        var.data(), true);
+  std::vector<float> dx(total), dw(p.c), db(p.c);
+  BatchNormBackward<float>(p, dy.data(), x.data(), w.data(), mean.data(), invstd.data(),
+                           dx.data(), dw.data(), db.data(), true);
+  const double count = static_cast<double>(p.n * p.s);
+  for (int64_t c = 0; c < p.c; ++c) {
+    auto at = [&](int64_t n, int64_t i) { return (n * p.c + c) * p.s + i; };
+    double m = 0, v = 0, sum_dy = 0, sum_dy_xhat = 0;
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t i = 0; i < p.s; ++i) m += x[at(n, i)];
+    }
+    m /= count;
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t i = 0; i < p.s; ++i) v += (x[at(n, i)] - m) * (x[at(n, i)] - m);
+    }
+    const double is = 1.0 / std::sqrt(v / count + p.eps);
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t i = 0; i < p.s; ++i) {
+        sum_dy += dy[at(n, i)];
+        sum_dy_xhat += dy[at(n, i)] * (x[at(n, i)] - m) * is;
+      }
+    }
+    EXPECT_NEAR(mean[c], m, 1e-7 * (1 + std::abs(m)));
+    EXPECT_NEAR(db[c], sum_dy, 1e-5 * (1 + std::abs(sum_dy)));
+    EXPECT_NEAR(dw[c], sum_dy_xhat, 1e-5 * (1 + std::abs(sum_dy_xhat)));
+    for (int64_t n = 0; n < p.n; ++n) {
+      for (int64_t i = 0; i < p.s; ++i) {
+        const double xhat = (x[at(n, i)] - m) * is;
+        // y ~ N(0, 1) even at mean 4e3: the mean in two floats keeps x - mean exact.
+        EXPECT_NEAR(y[at(n, i)], xhat * w[c] + b[c], 2e-6) << c;
+        const double want = w[c] * is * (dy[at(n, i)] - sum_dy / count - xhat * sum_dy_xhat / count);
+        EXPECT_NEAR(dx[at(n, i)], want, 1e-5) << c;
+      }
+    }
+  }
+}
+
+TEST(BatchNormKernel, ConstantChannelGivesExactlyTheBias) {
+  BatchNormParams p;
+  p.n = 2, p.c = 3, p.s = 20;
+  std::vector<float> x(120, 0.3f), w(3, 2.0f), b = {0.5f, -1.0f, 0.25f}, y(120), m(3), is(3),
+      v(3);
+  BatchNormTrain<float>(p, x.data(), w.data(), b.data(), y.data(), m.data(), is.data(), v.data(),
+                        false);
+  for (int64_t i = 0; i < 120; ++i) EXPECT_EQ(y[i], b[(i / 20) % 3]) << i;
 }
 
 }  // namespace
