@@ -1,8 +1,8 @@
 // The f32 norm kernels against the same formulas in double on the same float inputs.
 // Layer norm (float statistics in blocked sums; dweight / dbias accumulated per row chunk):
 // rows whose mean is far from zero, lengths with a tail (777 = 3 blocks of 256 + 9), a row
-// count that does not divide by the chunks, two threads; the chunked reduction gives the same
-// bits every call. Batch norm (double statistics, channel chunks streamed in memory order,
+// count that does not divide by the row blocks, two threads; dweight / dbias have the same
+// bits on every call and every thread count. Batch norm (double statistics, channel chunks streamed in memory order,
 // float normalization with the mean in two floats): channels that do not divide by the
 // threads, a mean far from zero, a constant channel.
 #include <gtest/gtest.h>
@@ -81,7 +81,7 @@ TEST(LayerNormKernel, ConstantRowGivesExactlyTheBias) {
   for (int i = 0; i < 600; ++i) EXPECT_EQ(y[i], b[i % 300]) << i;
 }
 
-TEST(LayerNormKernel, BackwardMatchesDoubleAndIsDeterministic) {
+TEST(LayerNormKernel, BackwardMatchesDoubleAndIsDeterministicOverThreadCounts) {
   SetNumThreads(2);
   const Rows r = MakeRows(37, 777, 3.0f, 9);
   LayerNormParams p;
@@ -97,6 +97,18 @@ TEST(LayerNormKernel, BackwardMatchesDoubleAndIsDeterministic) {
   EXPECT_EQ(dx, dx2);
   EXPECT_EQ(dw, dw2);
   EXPECT_EQ(db, db2);
+  // The same bits on one thread and unparallelized (a pipeline stage runs with fewer threads
+  // than the whole program and must give the same numbers).
+  SetNumThreads(1);
+  LayerNormBackward<float>(p, r.dy.data(), r.x.data(), r.w.data(), m.data(), rs.data(),
+                           dx2.data(), dw2.data(), db2.data(), true);
+  EXPECT_EQ(dw, dw2);
+  EXPECT_EQ(db, db2);
+  LayerNormBackward<float>(p, r.dy.data(), r.x.data(), r.w.data(), m.data(), rs.data(),
+                           dx2.data(), dw2.data(), db2.data(), false);
+  EXPECT_EQ(dw, dw2);
+  EXPECT_EQ(db, db2);
+  SetNumThreads(2);
 
   std::vector<double> want_dw(r.d, 0.0), want_db(r.d, 0.0);
   double worst_dx = 0;

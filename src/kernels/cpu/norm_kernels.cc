@@ -265,56 +265,50 @@ void LayerNormBackwardRow(int64_t d, const T* __restrict dy, const T* __restrict
 
 }  // namespace
 
-// dw / db sum over rows: each of a fixed number of row chunks accumulates while it computes
-// dx (one pass over dy and x, contiguous in d): in NormAcc (float for f32, so the
-// accumulators stay in L1 next to the rows) over kRowsPerFlush rows, then into the chunk's
-// double vectors. The chunks' vectors are added in chunk order, so the result does not depend
-// on thread timing (only on the thread count, as every parallel reduction here).
-inline constexpr int64_t kRowsPerFlush = 16;
+// dw / db sum over rows in two phases, so that the result depends on neither the thread
+// count nor timing (a pipelined stage runs with fewer threads than the whole program, and
+// must give the same numbers): the rows split into fixed blocks of kRowsPerBlock; each block
+// accumulates its own NormAcc vectors (float for f32: they stay in L1 next to the rows) in
+// the pass that computes dx (one pass over dy and x, contiguous in d); then the blocks'
+// vectors are added in block order in double, per column range.
+inline constexpr int64_t kRowsPerBlock = 16, kColumnsPerRange = 256;
 
 template <typename T>
 void LayerNormBackward(const LayerNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* rstd, T* dx, T* dw, T* db, bool parallel) {
   using Acc = NormAcc<T>;
-  const int64_t chunks = parallel ? std::max<int64_t>(1, std::min<int64_t>(MaxThreads(), p.rows))
-                                  : 1;
-  const int64_t d = p.d;
-  // The calling thread's buffers, grown once (steady-state steps do not allocate). Used by
-  // pointer: inside the workers, the names would be their own thread's buffers.
-  static thread_local std::vector<double> partial_buffer;
+  const int64_t d = p.d, blocks = (p.rows + kRowsPerBlock - 1) / kRowsPerBlock;
+  // The calling thread's buffer, grown once (steady-state steps do not allocate). Used by
+  // pointer: inside the workers, the name would be their own thread's buffer.
   static thread_local std::vector<Acc> block_buffer;
-  const size_t need = static_cast<size_t>(chunks * 2 * d);
-  if (partial_buffer.size() < need) partial_buffer.resize(need);
+  const size_t need = static_cast<size_t>(blocks * 2 * d);
   if (block_buffer.size() < need) block_buffer.resize(need);
-  std::fill(partial_buffer.begin(), partial_buffer.begin() + need, 0.0);
-  std::fill(block_buffer.begin(), block_buffer.begin() + need, Acc{0});
-  double* partial = partial_buffer.data();
-  Acc* block = block_buffer.data();
-  ForRange(chunks, parallel, [&](int64_t c) {
-    Acc* bw = block + c * 2 * d;
+  Acc* block_sums = block_buffer.data();
+  ForRange(blocks, parallel, [&](int64_t blk) {
+    Acc* bw = block_sums + blk * 2 * d;
     Acc* bb = bw + d;
-    double* pw = partial + c * 2 * d;
-    double* pb = pw + d;
-    const int64_t begin = c * p.rows / chunks, end = (c + 1) * p.rows / chunks;
-    for (int64_t r = begin; r < end; ++r) {
+    std::fill(bw, bw + 2 * d, Acc{0});
+    const int64_t end = std::min(p.rows, (blk + 1) * kRowsPerBlock);
+    for (int64_t r = blk * kRowsPerBlock; r < end; ++r) {
       LayerNormBackwardRow(d, dy + r * d, x + r * d, w, mean[r], rstd[r], dx + r * d, bw, bb);
-      if ((r - begin + 1) % kRowsPerFlush != 0 && r + 1 != end) continue;
-      for (int64_t i = 0; i < d; ++i) {
-        pw[i] += bw[i];
-        pb[i] += bb[i];
-        bw[i] = bb[i] = 0;
-      }
     }
   });
-  for (int64_t i = 0; i < d; ++i) {
-    double sw = 0, sb = 0;
-    for (int64_t c = 0; c < chunks; ++c) {
-      sw += partial[c * 2 * d + i];
-      sb += partial[c * 2 * d + d + i];
+  ForRange((d + kColumnsPerRange - 1) / kColumnsPerRange, parallel, [&](int64_t range) {
+    const int64_t i0 = range * kColumnsPerRange, i1 = std::min(d, i0 + kColumnsPerRange);
+    double sw[kColumnsPerRange] = {}, sb[kColumnsPerRange] = {};
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const Acc* bw = block_sums + blk * 2 * d;
+      const Acc* bb = bw + d;
+      for (int64_t i = i0; i < i1; ++i) {
+        sw[i - i0] += bw[i];
+        sb[i - i0] += bb[i];
+      }
     }
-    dw[i] = static_cast<T>(sw);
-    db[i] = static_cast<T>(sb);
-  }
+    for (int64_t i = i0; i < i1; ++i) {
+      dw[i] = static_cast<T>(sw[i - i0]);
+      db[i] = static_cast<T>(sb[i - i0]);
+    }
+  });
 }
 
 #define TG_INSTANTIATE(T)                                                                    \
