@@ -107,9 +107,10 @@ TEST(VectorMath, BlockedFloatSumsAreAsAccurateAsSixteenTermFloatSums) {
     const double bound = 16 * std::numeric_limits<float>::epsilon() * (abs_sum + 1e-30);
     EXPECT_LE(std::abs(vmath::BlockedFloatSum(n, [=](auto at) { return at(p); }) - exact),
               bound) << "n=" << n;
-    double s1 = 0, s2 = 0;
-    vmath::BlockedFloatSum2(n, [=](auto at) { return at(p); },
-                            [=](auto at) { return at(p) * at(p); }, &s1, &s2);
+    double sums[2];
+    vmath::BlockedFloatSums(n, sums, [=](auto at) { return at(p); },
+                            [=](auto at) { return at(p) * at(p); });
+    const double s1 = sums[0], s2 = sums[1];
     EXPECT_LE(std::abs(s1 - exact), bound) << "n=" << n;
     EXPECT_LE(std::abs(s2 - exact_sq),
               16 * std::numeric_limits<float>::epsilon() * (exact_sq + 1e-30)) << "n=" << n;

@@ -68,12 +68,19 @@ void ChunkStats(const BatchNormParams& p, const T* x, int64_t c0, int64_t c1, do
   for (int64_t c = c0; c < c1; ++c) var[c] /= count;
 }
 
-// y = (x - m) * scale + shift over one run; f32 in float with the mean in two floats (x - hi
-// is exact near the mean), as PyTorch applies it; f64 in double.
+// A double mean as two floats, hi + lo: (x - hi) - lo is x - mean to float precision even
+// where |mean| >> sigma (x - hi is exact near the mean).
+struct SplitMean {
+  float hi, lo;
+  explicit SplitMean(double m) : hi(static_cast<float>(m)), lo(static_cast<float>(m - hi)) {}
+};
+
+// y = (x - m) * scale + shift over one run; f32 in float with a SplitMean, as PyTorch
+// applies it; f64 in double.
 template <typename T>
 void NormalizeRun(const T* x, T* y, int64_t s, double m, double scale, double shift) {
   if constexpr (std::is_same_v<T, float>) {
-    const float hi = static_cast<float>(m), lo = static_cast<float>(m - hi);
+    const auto [hi, lo] = SplitMean(m);
     const float scale_f = static_cast<float>(scale), shift_f = static_cast<float>(shift);
     for (int64_t i = 0; i < s; ++i) y[i] = ((x[i] - hi) - lo) * scale_f + shift_f;
   } else {
@@ -154,8 +161,8 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
     ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
       const double k = w[c] * is[c];
       if constexpr (std::is_same_v<T, float>) {
-        // In float (the sums above stay in double), the mean in two floats as in the forward.
-        const float hi = static_cast<float>(m[c]), lo = static_cast<float>(m[c] - hi);
+        // In float (the sums above stay in double), the mean split as in the forward.
+        const auto [hi, lo] = SplitMean(m[c]);
         const float is_f = static_cast<float>(is[c]), k_f = static_cast<float>(k);
         const float mean_dy = static_cast<float>(sum_dy[c]);
         const float mean_dy_xhat = static_cast<float>(sum_dy_xc[c]);
@@ -186,12 +193,11 @@ struct FloatRowMoments {
 };
 FloatRowMoments RowMoments(const float* x, int64_t d, double eps) {
   const float m1 = static_cast<float>(vmath::BlockedFloatSum(d, [=](auto at) { return at(x); }) / d);
-  double shift = 0, sq = 0;
-  vmath::BlockedFloatSum2(
-      d, [=](auto at) { return at(x) - m1; },
-      [=](auto at) { return (at(x) - m1) * (at(x) - m1); }, &shift, &sq);
-  const double delta = shift / d;
-  const double var = std::max(sq / d - delta * delta, 0.0);
+  double sums[2];  // of x - m1, of (x - m1)^2
+  vmath::BlockedFloatSums(d, sums, [=](auto at) { return at(x) - m1; },
+                          [=](auto at) { return (at(x) - m1) * (at(x) - m1); });
+  const double delta = sums[0] / d;
+  const double var = std::max(sums[1] / d - delta * delta, 0.0);
   return {m1, static_cast<float>(delta), static_cast<float>(m1 + delta),
           static_cast<float>(1.0 / std::sqrt(var + eps))};
 }
@@ -230,13 +236,14 @@ void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T*
 
 namespace {
 
+// Layer norm backward's accumulator type: float rows accumulate in float, double in double.
+template <typename T>
+using NormAcc = std::conditional_t<std::is_same_v<T, float>, float, double>;
+
 // One row of layer norm's backward: dx, and the row's terms added to dw / db's accumulators.
 // With g = dy * w and xhat = (x - mean) * rstd:
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)), dw += dy * xhat, db += dy.
 // f32 rows compute in float with blocked sums (as the forward); f64 in double.
-template <typename T>
-using NormAcc = std::conditional_t<std::is_same_v<T, float>, float, double>;
-
 template <typename T>
 void LayerNormBackwardRow(int64_t d, const T* __restrict dy, const T* __restrict x,
                           const T* __restrict w, T m, T rs, T* __restrict dx,
@@ -247,9 +254,10 @@ void LayerNormBackwardRow(int64_t d, const T* __restrict dy, const T* __restrict
   using Acc = NormAcc<T>;
   double sum_g = 0, sum_g_xhat = 0;
   if constexpr (std::is_same_v<T, float>) {
-    vmath::BlockedFloatSum2(
-        d, [=](auto at) { return at(dy) * at(w); },
-        [=](auto at) { return at(dy) * at(w) * ((at(x) - m) * rs); }, &sum_g, &sum_g_xhat);
+    double sums[2];
+    vmath::BlockedFloatSums(d, sums, [=](auto at) { return at(dy) * at(w); },
+                            [=](auto at) { return at(dy) * at(w) * ((at(x) - m) * rs); });
+    sum_g = sums[0], sum_g_xhat = sums[1];
   } else {
     sum_g = vmath::LaneSum(d, [&](int64_t i) { return dy[i] * w[i]; });
     sum_g_xhat = vmath::LaneSum(d, [&](int64_t i) { return dy[i] * w[i] * ((x[i] - m) * rs); });

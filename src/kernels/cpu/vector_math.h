@@ -151,8 +151,8 @@ TG_VMATH_INLINE double LaneSum(int64_t n, F term) {
 // called with LanesAt (at(p) = p[j..j+15] as a GCC vector type, scalars broadcast) and for
 // the last n % 16 terms with ScalarAt (at(p) = p[j]). Explicit vector types, not loops over
 // lanes: GCC leaves lane loops fed by lambdas partly scalar, and lowers these types to
-// whatever width the build has (one zmm, two ymm, four xmm). BlockedFloatSum2 sums two terms
-// over the same range in one loop (the operands read once).
+// whatever width the build has (one zmm, two ymm, four xmm). BlockedFloatSums sums several
+// terms over the same range in one loop (the operands read once).
 typedef float Float16 __attribute__((vector_size(64)));
 typedef float Float8 __attribute__((vector_size(32)));
 typedef double Double8 __attribute__((vector_size(64)));
@@ -182,42 +182,33 @@ TG_VMATH_INLINE double SumLanes8(const Double8& v) {
   return s;
 }
 
-template <typename F1, typename F2>
-TG_VMATH_INLINE void BlockedFloatSum2(int64_t n, F1 term1, F2 term2, double* sum1,
-                                      double* sum2) {
-  Double8 total1 = {}, total2 = {};
+// sums[t] = the sum over k < n of terms[t](k), all terms in one loop.
+template <typename... F>
+TG_VMATH_INLINE void BlockedFloatSums(int64_t n, double* sums, F... terms) {
+  constexpr size_t kTerms = sizeof...(F);
+  Double8 total[kTerms] = {};
   int64_t j = 0;
   while (j + kFloatLanes <= n) {
     const int64_t end = j + kFloatBlock < n ? j + kFloatBlock : n;
-    Float16 lanes1 = {}, lanes2 = {};
+    Float16 lanes[kTerms] = {};
     for (; j + kFloatLanes <= end; j += kFloatLanes) {
-      lanes1 += term1(LanesAt{j});
-      lanes2 += term2(LanesAt{j});
+      size_t t = 0;
+      ((lanes[t++] += terms(LanesAt{j})), ...);
     }
-    AddBlock(total1, lanes1);
-    AddBlock(total2, lanes2);
+    for (size_t t = 0; t < kTerms; ++t) AddBlock(total[t], lanes[t]);
   }
-  double rest1 = 0, rest2 = 0;
+  double rest[kTerms] = {};
   for (; j < n; ++j) {
-    rest1 += term1(ScalarAt{j});
-    rest2 += term2(ScalarAt{j});
+    size_t t = 0;
+    ((rest[t++] += terms(ScalarAt{j})), ...);
   }
-  *sum1 = SumLanes8(total1) + rest1;
-  *sum2 = SumLanes8(total2) + rest2;
+  for (size_t t = 0; t < kTerms; ++t) sums[t] = SumLanes8(total[t]) + rest[t];
 }
 template <typename F>
 TG_VMATH_INLINE double BlockedFloatSum(int64_t n, F term) {
-  Double8 total = {};
-  int64_t j = 0;
-  while (j + kFloatLanes <= n) {
-    const int64_t end = j + kFloatBlock < n ? j + kFloatBlock : n;
-    Float16 lanes = {};
-    for (; j + kFloatLanes <= end; j += kFloatLanes) lanes += term(LanesAt{j});
-    AddBlock(total, lanes);
-  }
-  double rest = 0;
-  for (; j < n; ++j) rest += term(ScalarAt{j});
-  return SumLanes8(total) + rest;
+  double sum = 0;
+  BlockedFloatSums(n, &sum, term);
+  return sum;
 }
 
 // Sum of v; of (v - mean)^2; of a * (b - mean).
