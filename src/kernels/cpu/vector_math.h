@@ -22,17 +22,11 @@ namespace tg::vmath {
 // Branch-free building blocks. With -fno-trapping-math -fno-math-errno (CMakeLists.txt) GCC
 // if-converts selects over computed values and integer compares; std::fmin/fmax/floor and
 // x != x would still block the vectorizer.
-// Lesser: NaN in a passes through.
+// Lesser / Greater: b when either is NaN (no compare is true for NaN).
 TG_VMATH_INLINE float Lesser(float a, float b) { return a < b ? a : b; }
 TG_VMATH_INLINE float Greater(float a, float b) { return a > b ? a : b; }
 TG_VMATH_INLINE bool IsNan(float x) {
   return (std::bit_cast<uint32_t>(x) & 0x7fffffffu) > 0x7f800000u;
-}
-// x clamped to [lo, hi], NaN passing through (no compare is true for it): no IsNan select
-// needed after it, ~7% fewer instructions in GELU than Lesser / Greater + IsNan.
-TG_VMATH_INLINE float ClampNan(float x, float lo, float hi) {
-  const float a = lo > x ? lo : x;
-  return hi < a ? hi : a;
 }
 // Round to nearest (ties to even) for |x| < 2^22: the add pushes the fraction out of the
 // mantissa. Without -ffast-math the compiler keeps (x + c) - c as written.
@@ -100,21 +94,28 @@ TG_VMATH_INLINE float Erf(float x) {
   return IsNan(x) ? x : y;
 }
 
-// erf for GELU: one rational function, x * P(x^2) / Q(x^2) on x clamped to +-3.92 (beyond,
-// erf is 1 to within 4.2e-8), fitted for relative error (tools/fit_vector_math.py). No exp,
-// no branch pair: 2.5x cheaper than Erf, at the price of accuracy, within 3.5e-7 absolute
-// and relative (Erf: 1.8e-7); GELU's x/2 (1 + erf) then errs by at most 1.8e-7 |x|.
+// erf for GELU: one rational function, x * P(x^2) / Q(x^2), fitted on |x| <= 3.92 for
+// relative error (tools/fit_vector_math.py; beyond, erf is 1 to within 4.2e-8). No exp, no
+// branch pair: 2.5x cheaper than Erf, at the price of accuracy, within 3.5e-7 absolute and
+// relative (Erf: 1.8e-7); GELU's x/2 (1 + erf) then errs by at most 1.8e-7 |x|.
 inline constexpr float kErfRationalP[] = {1.9926018280e-08f, -1.9578318337e-06f,
                                           1.4183134959e-04f, 3.7007045440e-03f,
                                           5.0570419981e-02f, 1.9990255528e-01f,
                                           1.1283791094e+00f};
 inline constexpr float kErfRationalQ[] = {9.5582806876e-04f, 1.4351342447e-02f,
                                           1.1498933421e-01f, 5.1049068585e-01f, 1.0f};
+// Evaluated on a = |x| with the sign put back last, so that one clamp at 1 covers both ends
+// (the fit reaches 1 + 3.6e-7 near 3.86): the argument of P and Q is capped at 3.92^2
+// instead of clamping x, and a * R(3.92^2) >= 1 - 4e-7 rises past 1 for larger a. The same
+// results as clamping x to +-3.92 and y to +-1, with a third fewer vector instructions (GCC
+// lowers each NaN-passing clamp to compares and blends, not min / max): GELU 0.63 -> 0.51 ns
+// per element on one AVX-512 core. NaN passes through a (no compare is true for it), inf
+// gives +-1.
 TG_VMATH_INLINE float ErfFast(float x) {
-  const float c = ClampNan(x, -3.92f, 3.92f);
-  const float s = c * c;
-  const float y = c * Horner(s, kErfRationalP) / Horner(s, kErfRationalQ);
-  return ClampNan(y, -1.0f, 1.0f);  // never past +-1
+  const float a = std::fabs(x);
+  const float s = Lesser(a * a, 3.92f * 3.92f);
+  const float y = a * Horner(s, kErfRationalP) / Horner(s, kErfRationalQ);
+  return std::copysign(1.0f < y ? 1.0f : y, x);
 }
 
 // tanh: x * P(x^2) for |x| < 0.625; 1 - 2 / (e^(2|x|) + 1) beyond, with the sign of x.
