@@ -80,7 +80,7 @@ def main():
     results["micro"] = []
     for name in MICRO:
         if not only or name in only:
-            r = micro.RUN[name](args.threads, rounds=7 if args.full else 3,
+            r = micro.RUN[name](args.threads, rounds=micro.ROUNDS[name][args.full],
                                 run_limits=results["limits"])
             results["micro"].append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "engines"}), flush=True)
