@@ -40,7 +40,7 @@ struct GeluBackward {
     } else {
       const T alpha = T(kSqrt1_2), beta = T(k2_SqrtPi * kSqrt1_2 * 0.5);
       T cdf = T(0.5) * (T(1) + vmath::ErfFast(x * alpha));  // as the forward; one exp, not two
-      T pdf = beta * vmath::Exp(x * x * T(-0.5));
+      T pdf = beta * vmath::ExpNonPositive(x * x * T(-0.5));
       return go * (cdf + x * pdf);
     }
   }

@@ -38,6 +38,26 @@ TEST(VectorMath, ExpIsWithinTwoUlp) {
   EXPECT_TRUE(std::isnan(vmath::Exp(std::nanf(""))));
 }
 
+// ExpNonPositive: Exp's accuracy over x <= 0 (and up to 88, where 2^n still fits one
+// exponent field), and Exp's special values there.
+TEST(VectorMath, ExpNonPositiveMatchesExp) {
+  auto f = [](float x) { return vmath::ExpNonPositive(x); };
+  auto ref = [](double x) { return std::exp(x); };
+  EXPECT_LT(MaxError(f, ref, -87.0, 0.0, 0.0), 2.5e-7);
+  EXPECT_LT(MaxError(f, ref, -1.0, 1.0, 0.0), 2.5e-7);
+  EXPECT_LT(MaxError(f, ref, 0.0, 88.0, 0.0), 2.5e-7);
+  for (float x = -90.0f; x <= 0.0f; x += 0.001f) {
+    const float a = vmath::ExpNonPositive(x), b = vmath::Exp(x);
+    ASSERT_LE(std::abs(a - b), std::abs(b) * 1.2e-7f + 1e-45f) << "x = " << x;
+  }
+  EXPECT_EQ(vmath::ExpNonPositive(0.0f), 1.0f);
+  EXPECT_EQ(vmath::ExpNonPositive(-0.0f), 1.0f);
+  EXPECT_EQ(vmath::ExpNonPositive(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_EQ(vmath::ExpNonPositive(-120.0f), 0.0f);
+  EXPECT_TRUE(std::isnan(vmath::ExpNonPositive(std::nanf(""))));
+  EXPECT_TRUE(std::isnan(vmath::ExpNonPositive(-std::nanf(""))));
+}
+
 TEST(VectorMath, ErfMatchesTheLibrary) {
   auto f = [](float x) { return vmath::Erf(x); };
   auto ref = [](double x) { return std::erf(x); };

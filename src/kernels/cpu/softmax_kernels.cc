@@ -34,7 +34,7 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
       T m = -std::numeric_limits<T>::infinity();
       for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k]);
       if (std::isinf(m) && m < 0) m = 0;  // an all -inf line gives NaN like PyTorch
-      for (int64_t k = 0; k < D; ++k) yr[k] = vmath::Exp(xr[k] - m);  // vectorized
+      for (int64_t k = 0; k < D; ++k) yr[k] = vmath::ExpNonPositive(xr[k] - m);  // vectorized; <= 0
       const double s = vmath::SumLanes(yr, D);
       if (log) {
         T ls = static_cast<T>(std::log(s)) + m;
@@ -56,7 +56,7 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
     for (int64_t k = 0; k < D; ++k) s += std::exp(static_cast<double>(xr[k * I] - m));
     T ls = static_cast<T>(std::log(s)) + m;
     for (int64_t k = 0; k < D; ++k) {
-      yr[k * I] = log ? xr[k * I] - ls : static_cast<T>(vmath::Exp(xr[k * I] - m) / s);
+      yr[k * I] = log ? xr[k * I] - ls : static_cast<T>(vmath::ExpNonPositive(xr[k * I] - m) / s);
     }
   });
 }
@@ -90,7 +90,7 @@ void SoftmaxBackward(const T* go, const T* y, T* gx, const SoftmaxDims& d, bool 
       T* out = gx + o * D;
       if (log) {
         const T st = static_cast<T>(vmath::SumLanes(g, D));
-        for (int64_t k = 0; k < D; ++k) out[k] = g[k] - vmath::Exp(yr[k]) * st;
+        for (int64_t k = 0; k < D; ++k) out[k] = g[k] - vmath::ExpNonPositive(yr[k]) * st;  // y: log-probabilities
       } else {
         const T st = static_cast<T>(vmath::LaneSum(
             D, [g, yr](int64_t k) { return static_cast<double>(g[k]) * yr[k]; }));
@@ -109,7 +109,7 @@ void SoftmaxBackward(const T* go, const T* y, T* gx, const SoftmaxDims& d, bool 
     T st = static_cast<T>(s);
     for (int64_t k = 0; k < D; ++k) {
       int64_t j = base + k * I;
-      gx[j] = log ? go[j] - vmath::Exp(y[j]) * st : y[j] * (go[j] - st);
+      gx[j] = log ? go[j] - vmath::ExpNonPositive(y[j]) * st : y[j] * (go[j] - st);
     }
   });
 }
