@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cpu/vector_math.h"
 
@@ -49,42 +50,46 @@ inline double ApplyActivation(Activation act, double x) {
   return x;
 }
 
-// y[i] = act(y[i] + bias) for one channel's run of values, vectorized per activation.
+// act(v) in float, vectorizable (vmath), for a loop over values that knows A at compile time.
 template <Activation A>
-inline void BiasActivateRun(float* y, int64_t n, float bias) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = y[i] + bias;
-    if constexpr (A == Activation::kNone) y[i] = v;
-    if constexpr (A == Activation::kRelu) y[i] = v > 0.0f ? v : (vmath::IsNan(v) ? v : 0.0f);
-    if constexpr (A == Activation::kSilu) y[i] = v / (1.0f + vmath::Exp(-v));
-    if constexpr (A == Activation::kSigmoid) y[i] = 1.0f / (1.0f + vmath::Exp(-v));
-    if constexpr (A == Activation::kGeluErf) {
-      y[i] = 0.5f * v * (1.0f + vmath::ErfFast(v * 0.70710678f));
-    }
-    if constexpr (A == Activation::kGeluTanh) {
-      const float inner = 0.7978845608f * (v + 0.044715f * v * v * v);
-      y[i] = 0.5f * v * (1.0f + vmath::Tanh(inner));
-    }
-    if constexpr (A == Activation::kHardswish) {
-      y[i] = v * vmath::Lesser(vmath::Greater(v + 3.0f, 0.0f), 6.0f) * (1.0f / 6.0f);
-    }
+TG_VMATH_INLINE float Activate(float v) {
+  if constexpr (A == Activation::kNone) return v;
+  if constexpr (A == Activation::kRelu) return v > 0.0f ? v : (vmath::IsNan(v) ? v : 0.0f);
+  if constexpr (A == Activation::kSilu) return v / (1.0f + vmath::Exp(-v));
+  if constexpr (A == Activation::kSigmoid) return 1.0f / (1.0f + vmath::Exp(-v));
+  if constexpr (A == Activation::kGeluErf) {
+    return 0.5f * v * (1.0f + vmath::ErfFast(v * 0.70710678f));
+  }
+  if constexpr (A == Activation::kGeluTanh) {
+    const float inner = 0.7978845608f * (v + 0.044715f * v * v * v);
+    return 0.5f * v * (1.0f + vmath::Tanh(inner));
+  }
+  if constexpr (A == Activation::kHardswish) {
+    return v * vmath::Lesser(vmath::Greater(v + 3.0f, 0.0f), 6.0f) * (1.0f / 6.0f);
   }
 }
 
-inline void BiasActivate(Activation act, float* y, int64_t n, float bias) {
+// Calls fn(std::integral_constant<Activation, act>): a loop body instantiated per activation,
+// chosen once per call rather than per value.
+template <typename Fn>
+inline void WithActivation(Activation act, Fn&& fn) {
+  using A = Activation;
   switch (act) {
-    case Activation::kNone: return BiasActivateRun<Activation::kNone>(y, n, bias);
-    case Activation::kRelu: return BiasActivateRun<Activation::kRelu>(y, n, bias);
-    case Activation::kGeluErf:
-      return BiasActivateRun<Activation::kGeluErf>(y, n, bias);
-    case Activation::kGeluTanh:
-      return BiasActivateRun<Activation::kGeluTanh>(y, n, bias);
-    case Activation::kSilu: return BiasActivateRun<Activation::kSilu>(y, n, bias);
-    case Activation::kSigmoid:
-      return BiasActivateRun<Activation::kSigmoid>(y, n, bias);
-    case Activation::kHardswish:
-      return BiasActivateRun<Activation::kHardswish>(y, n, bias);
+    case A::kNone: return fn(std::integral_constant<A, A::kNone>{});
+    case A::kRelu: return fn(std::integral_constant<A, A::kRelu>{});
+    case A::kGeluErf: return fn(std::integral_constant<A, A::kGeluErf>{});
+    case A::kGeluTanh: return fn(std::integral_constant<A, A::kGeluTanh>{});
+    case A::kSilu: return fn(std::integral_constant<A, A::kSilu>{});
+    case A::kSigmoid: return fn(std::integral_constant<A, A::kSigmoid>{});
+    case A::kHardswish: return fn(std::integral_constant<A, A::kHardswish>{});
   }
+}
+
+// y[i] = act(y[i] + bias) for one channel's run of values, vectorized per activation.
+inline void BiasActivate(Activation act, float* y, int64_t n, float bias) {
+  WithActivation(act, [&](auto a) {
+    for (int64_t i = 0; i < n; ++i) y[i] = Activate<decltype(a)::value>(y[i] + bias);
+  });
 }
 
 }  // namespace tg::cpu

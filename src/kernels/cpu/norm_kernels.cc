@@ -214,13 +214,15 @@ void LayerNormForward(const LayerNormParams& p, const T* x, const T* w, const T*
       const FloatRowMoments mo = RowMoments(xr, p.d, p.eps);
       mean[r] = mo.mean;
       rstd[r] = mo.rstd;
-      // (x - mean) first, as batch norm: an element equal to the mean gives exactly b.
-      for (int64_t i = 0; i < p.d; ++i) {
-        yr[i] = ((xr[i] - mo.m1) - mo.delta) * (mo.rstd * w[i]) + b[i];
-      }
-      // The activation epilogue (passes/fuse_norm_activation.cc) on the row while it is in
-      // cache: one pass over memory for layer norm -> GELU instead of two.
-      if (p.activation != Activation::kNone) BiasActivate(p.activation, yr, p.d, 0.0f);
+      // (x - mean) first, as batch norm: an element equal to the mean gives exactly b. The
+      // activation epilogue (passes/fuse_norm_activation.cc) in the same loop: one pass
+      // over memory for layer norm -> GELU instead of two, and no store and reload per value.
+      WithActivation(p.activation, [&](auto act) {
+        for (int64_t i = 0; i < p.d; ++i) {
+          yr[i] = Activate<decltype(act)::value>(((xr[i] - mo.m1) - mo.delta) * (mo.rstd * w[i]) +
+                                                 b[i]);
+        }
+      });
     } else {
       double m = vmath::SumLanes(xr, p.d) / p.d;
       double sq = vmath::SumSquaredDeviation(xr, p.d, m);
