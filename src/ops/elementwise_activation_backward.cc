@@ -47,7 +47,7 @@ struct GeluBackward {
 };
 struct SiluBackward {
   template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double*) {
-    T s = T(1) / (T(1) + vmath::Exp(-x));
+    T s = vmath::Sigmoid(x);
     return go * s * (T(1) + x * (T(1) - s));
   }
 };

@@ -45,7 +45,7 @@ struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
 };
 struct Sigmoid {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
-    return T(1) / (T(1) + vmath::Exp(-x));
+    return vmath::Sigmoid(x);
   }
 };
 struct Tanh {
@@ -53,7 +53,7 @@ struct Tanh {
 };
 struct Silu {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
-    return x / (T(1) + vmath::Exp(-x));
+    return x * vmath::Sigmoid(x);
   }
 };
 struct Hardswish {

@@ -38,6 +38,20 @@ TEST(VectorMath, ExpIsWithinTwoUlp) {
   EXPECT_TRUE(std::isnan(vmath::Exp(std::nanf(""))));
 }
 
+// Sigmoid (through ExpNonPositive on -|x|): against the double formula over both signs.
+TEST(VectorMath, SigmoidIsWithinTwoUlp) {
+  auto f = [](float x) { return vmath::Sigmoid(x); };
+  auto ref = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  EXPECT_LT(MaxError(f, ref, -87.0, 87.0, 0.0), 2.5e-7);
+  EXPECT_LT(MaxError(f, ref, -2.0, 2.0, 0.0), 2.5e-7);
+  EXPECT_EQ(vmath::Sigmoid(0.0f), 0.5f);
+  EXPECT_EQ(vmath::Sigmoid(100.0f), 1.0f);
+  EXPECT_EQ(vmath::Sigmoid(-100.0f), 0.0f);
+  EXPECT_EQ(vmath::Sigmoid(std::numeric_limits<float>::infinity()), 1.0f);
+  EXPECT_EQ(vmath::Sigmoid(-std::numeric_limits<float>::infinity()), 0.0f);
+  EXPECT_TRUE(std::isnan(vmath::Sigmoid(std::nanf(""))));
+}
+
 // ExpNonPositive: Exp's accuracy over x <= 0 (and up to 88, where 2^n still fits one
 // exponent field), and Exp's special values there.
 TEST(VectorMath, ExpNonPositiveMatchesExp) {

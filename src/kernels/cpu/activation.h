@@ -55,8 +55,8 @@ template <Activation A>
 TG_VMATH_INLINE float Activate(float v) {
   if constexpr (A == Activation::kNone) return v;
   if constexpr (A == Activation::kRelu) return v > 0.0f ? v : (vmath::IsNan(v) ? v : 0.0f);
-  if constexpr (A == Activation::kSilu) return v / (1.0f + vmath::Exp(-v));
-  if constexpr (A == Activation::kSigmoid) return 1.0f / (1.0f + vmath::Exp(-v));
+  if constexpr (A == Activation::kSilu) return v * vmath::Sigmoid(v);
+  if constexpr (A == Activation::kSigmoid) return vmath::Sigmoid(v);
   if constexpr (A == Activation::kGeluErf) {
     return 0.5f * v * (1.0f + vmath::ErfFast(v * 0.70710678f));
   }

@@ -99,6 +99,16 @@ TG_VMATH_INLINE float ExpNonPositive(float x) {
   return x < -87.33654f ? 0.0f : y;
 }
 
+// 1 / (1 + e^-x) from e = e^-|x|, which never overflows: 1 / (1 + e) for x >= 0, e / (1 + e)
+// below (one division either way), so ExpNonPositive serves both signs. Within 2 ulp of the
+// double formula; below x = -87.3 it gives 0 (as 1 / (1 + Exp(-x)) does from -88.7: the
+// values between are below 1e-38). NaN passes through e; +-inf give 1 and 0.
+TG_VMATH_INLINE float Sigmoid(float x) {
+  const float e = ExpNonPositive(-std::fabs(x));
+  const float r = 1.0f / (1.0f + e);
+  return x >= 0.0f ? r : e * r;
+}
+
 // erf: x * P(x^2) for |x| < 1; 1 - exp(-x^2) * Q(1/x) for 1 <= |x| < 4; +-1 beyond (erfc(4)
 // = 1.5e-8 is below half an ulp of 1).
 TG_VMATH_INLINE float Erf(float x) {
@@ -247,6 +257,7 @@ inline double Exp(double x) { return std::exp(x); }
 inline double Erf(double x) { return std::erf(x); }
 inline double ErfFast(double x) { return std::erf(x); }
 inline double ExpNonPositive(double x) { return std::exp(x); }
+inline double Sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 inline double Tanh(double x) { return std::tanh(x); }
 
 }  // namespace tg::vmath
