@@ -43,6 +43,19 @@ cpu::AttentionDims DimsOf(const std::vector<TensorType>& in, const AttrMap& attr
   return d;
 }
 
+// attention_backward's other operands: out and d out [N, Sq, Dv], lse and d lse [N, Sq], in
+// q's dtype (the kernel reads them at those sizes).
+void CheckBackwardOperands(const std::vector<TensorType>& in, const cpu::AttentionDims& d) {
+  const Shape out{d.n, d.sq, d.dv}, lse{d.n, d.sq};
+  const char* names[] = {"out", "lse", "d out", "d lse"};
+  for (int i = 4; i < 8; ++i) {
+    const Shape& want = i % 2 == 0 ? out : lse;
+    TG_CHECK(in[i].shape == want && in[i].dtype == in[0].dtype, kShape,
+             "attention_backward: expected ", names[i - 4], " of shape ", ShapeToString(want),
+             " and dtype ", DTypeName(in[0].dtype), ", got ", in[i].ToString());
+  }
+}
+
 // The dims with the run's random stream position (seed and step are known per call only).
 cpu::AttentionDims AtRun(cpu::AttentionDims dims, const KernelArgs& a) {
   dims.seed = a.ctx->seed;
@@ -156,7 +169,8 @@ void RegisterAttentionOps(OpRegistry& r) {
           "recomputing the probabilities from the lse";
   b.not_differentiable = true;
   b.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    DimsOf(c.inputs, c.attrs);
+    const cpu::AttentionDims d = DimsOf(c.inputs, c.attrs);
+    CheckBackwardOperands(c.inputs, d);
     return {c.in(0), c.in(1), c.in(2), c.in(3)};
   };
   b.gemm = AttentionGemm(5);

@@ -83,6 +83,21 @@ TEST(IrFuzz, IllTypedGraphIsRejectedBeforeAnyPass) {
   EXPECT_EQ(o.stage, "verify");
 }
 
+TEST(IrFuzz, AttentionBackwardChecksItsSavedOperands) {
+  // A mutant the clean-clone CI's fuzz run crashed on: `out` (input 4) with a zero sequence
+  // length, which attention_backward's kernel read as [2, 3, 3].
+  Outcome o = RunIrText(
+      "graph g {\n  input %q : f32[2,3,5]\n  input %k : f32[2,4,5]\n  input %v : f32[2,4,3]\n"
+      "  input %m : f32[1,1,4]\n  input %o : f32[2,0,3]\n  input %l : f32[2,3]\n"
+      "  input %go : f32[2,3,3]\n  input %gl : f32[2,3]\n"
+      "  %a, %b, %c, %d = attention_backward(%q, %k, %v, %m, %o, %l, %go, %gl) {causal = 1, "
+      "dropout_p = 0.0, rng_key = 5, scale = 0.5} : f32[2,3,5], f32[2,4,5], f32[2,4,3], "
+      "f32[1,1,4]\n  output %a\n}\n");
+  EXPECT_FALSE(o.ok);
+  EXPECT_EQ(o.stage, "verify");
+  EXPECT_NE(o.error.find("expected out of shape [2,3,3]"), std::string::npos) << o.error;
+}
+
 TEST(IrFuzz, MutantsWorkOrThrowTgErrors) {
   int64_t seconds = EnvInt("TILEGRAPH_FUZZ_SECONDS", 20);
   uint64_t seed = static_cast<uint64_t>(EnvInt("TILEGRAPH_FUZZ_SEED", 0));
