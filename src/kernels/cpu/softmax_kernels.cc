@@ -34,7 +34,8 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
       T m = -std::numeric_limits<T>::infinity();
       for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k]);
       if (std::isinf(m) && m < 0) m = 0;  // an all -inf line gives NaN like PyTorch
-      for (int64_t k = 0; k < D; ++k) yr[k] = vmath::ExpNonPositive(xr[k] - m);  // vectorized; <= 0
+      // vectorized; x - max <= 0
+      for (int64_t k = 0; k < D; ++k) yr[k] = vmath::ExpNonPositive(xr[k] - m);
       const double s = vmath::SumLanes(yr, D);
       if (log) {
         T ls = static_cast<T>(std::log(s)) + m;
@@ -56,7 +57,8 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
     for (int64_t k = 0; k < D; ++k) s += std::exp(static_cast<double>(xr[k * I] - m));
     T ls = static_cast<T>(std::log(s)) + m;
     for (int64_t k = 0; k < D; ++k) {
-      yr[k * I] = log ? xr[k * I] - ls : static_cast<T>(vmath::ExpNonPositive(xr[k * I] - m) / s);
+      yr[k * I] =
+          log ? xr[k * I] - ls : static_cast<T>(vmath::ExpNonPositive(xr[k * I] - m) / s);
     }
   });
 }
@@ -90,7 +92,8 @@ void SoftmaxBackward(const T* go, const T* y, T* gx, const SoftmaxDims& d, bool 
       T* out = gx + o * D;
       if (log) {
         const T st = static_cast<T>(vmath::SumLanes(g, D));
-        for (int64_t k = 0; k < D; ++k) out[k] = g[k] - vmath::ExpNonPositive(yr[k]) * st;  // y: log-probabilities
+        // y: log-probabilities, <= 0
+        for (int64_t k = 0; k < D; ++k) out[k] = g[k] - vmath::ExpNonPositive(yr[k]) * st;
       } else {
         const T st = static_cast<T>(vmath::LaneSum(
             D, [g, yr](int64_t k) { return static_cast<double>(g[k]) * yr[k]; }));

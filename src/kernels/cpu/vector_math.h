@@ -61,15 +61,23 @@ inline constexpr float kTanhSmall[] = {2.1656799384e-03f, -8.1998555827e-03f, 2.
                                        -5.3947800438e-02f, 1.3333208684e-01f, -3.3333330478e-01f,
                                        9.9999999989e-01f};
 
+// Below this e^x is 0 in float (no denormals): Exp's and ExpNonPositive's underflow bound.
+inline constexpr float kExpMin = -87.33654f;
+// e^r for r = x - n ln2 (Cody-Waite: ln2 split so that n * hi is exact in float), |r| <=
+// ln2 / 2: the Taylor polynomial that Exp and ExpNonPositive scale by 2^n.
+TG_VMATH_INLINE float ExpOfReduced(float x, float n) {
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  return Horner(r, kExpTaylor);
+}
+
 // e^x: x = n ln2 + r (Cody-Waite), |r| <= ln2 / 2, Taylor to r^7, scale by 2^n via exponent
 // bits. Overflow gives inf, underflow 0 (no denormals), NaN propagates.
 TG_VMATH_INLINE float Exp(float x) {
   const bool nan = IsNan(x);
-  const float xc = nan ? 0.0f : Lesser(Greater(x, -87.33654f), 88.72283f);
+  const float xc = nan ? 0.0f : Lesser(Greater(x, kExpMin), 88.72283f);
   const float n = RoundNearest(xc * 1.44269504088896341f);
-  float r = xc - n * 0.693359375f;  // ln2 split: hi is exact in float
-  r = r - n * -2.12194440e-4f;
-  const float p = Horner(r, kExpTaylor);
+  const float p = ExpOfReduced(xc, n);
   // 2^n in two factors: n reaches 128 at the top of the range and -126 at the bottom, where
   // one biased exponent would be inf or denormal.
   const int32_t ni = static_cast<int32_t>(n);
@@ -78,7 +86,7 @@ TG_VMATH_INLINE float Exp(float x) {
   const float scale_b = std::bit_cast<float>((ni - half + 127) << 23);
   float y = p * scale_a * scale_b;
   y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
-  y = x < -87.33654f ? 0.0f : y;
+  y = x < kExpMin ? 0.0f : y;
   return nan ? x : y;
 }
 
@@ -89,14 +97,12 @@ TG_VMATH_INLINE float Exp(float x) {
 // product). The same results as Exp (n rounded once, by an FMA, where Exp may round twice: a
 // one-ulp difference at most); about a third fewer vector instructions.
 TG_VMATH_INLINE float ExpNonPositive(float x) {
-  const float xc = -87.33654f > x ? -87.33654f : x;       // NaN passes
+  const float xc = kExpMin > x ? kExpMin : x;               // NaN passes
   const float t = xc * 1.44269504088896341f + 12582912.0f;  // n in the low mantissa bits
   const float n = t - 12582912.0f;
-  float r = xc - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
   const uint32_t n_bits = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(12582912.0f);
-  const float y = Horner(r, kExpTaylor) * std::bit_cast<float>((n_bits + 127u) << 23);
-  return x < -87.33654f ? 0.0f : y;
+  const float y = ExpOfReduced(xc, n) * std::bit_cast<float>((n_bits + 127u) << 23);
+  return x < kExpMin ? 0.0f : y;
 }
 
 // 1 / (1 + e^-x) from e = e^-|x|, which never overflows: 1 / (1 + e) for x >= 0, e / (1 + e)
