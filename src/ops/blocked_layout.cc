@@ -8,9 +8,15 @@
 //     layout are the same bytes, so the result is an ordinary tensor.
 //   blocked_channel_scale(x, g): x * g with g [N or 1, C, 1, 1] (an ordinary tensor, as
 //     above), x and the result blocked.
-// Made after autodiff (inference): not differentiable.
+// and the reorders at the edges of a blocked group, where a value in the group is made by a
+// node that writes NCHW or read by one that reads NCHW (any dtype):
+//   block_channels(x): x [N, C, H, W] in NCHW -> the same tensor blocked.
+//   unblock_channels(x): blocked -> NCHW.
+// Made after autodiff: not differentiable.
+#include <cstring>
 #include <vector>
 
+#include "kernels/cpu/channel_blocking.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/parallel.h"
 #include "ops/dispatch.h"
@@ -131,6 +137,56 @@ KernelFactory ChannelScaleFactory(bool serial) {
   };
 }
 
+// block_channels (to_blocked) / unblock_channels: the CPU kernel's tiled transposes, or
+// (serial, the reference) one element at a time through BlockedIndex.
+KernelFactory ReblockFactory(bool to_blocked, bool serial) {
+  return [to_blocked, serial](const Node& node) -> Kernel {
+    const TensorType& x = node.input(0)->type();
+    const Dims d{x.shape[0], x.shape[1], x.shape[2] * x.shape[3], cpu::ActivationBlock()};
+    const size_t size = SizeOf(x.dtype);
+    return [d, size, to_blocked, serial](const KernelArgs& a) {
+      const char* in = static_cast<const char*>(a.inputs[0]);
+      char* out = static_cast<char*>(a.outputs[0]);
+      if (!serial) {
+        cpu::ReblockActivation(in, out, size, d.n, d.c, d.plane, to_blocked, true);
+        return;
+      }
+      for (int64_t n = 0; n < d.n; ++n) {
+        for (int64_t c = 0; c < d.c; ++c) {
+          for (int64_t s = 0; s < d.plane; ++s) {
+            const int64_t plain = (n * d.c + c) * d.plane + s, blocked = BlockedIndex(d, n, c, s);
+            std::memcpy(out + (to_blocked ? blocked : plain) * size,
+                        in + (to_blocked ? plain : blocked) * size, size);
+          }
+        }
+      }
+    };
+  };
+}
+
+void RegisterReblock(OpRegistry& r, bool to_blocked) {
+  OpDef d;
+  d.name = to_blocked ? "block_channels" : "unblock_channels";
+  d.doc = to_blocked ? "x [N, C, H, W] (C divisible by 16, any dtype) from NCHW into oneDNN's "
+                       "channel-blocked layout; made by block-conv-layout"
+                     : "x [N, C, H, W] (C divisible by 16, any dtype) from oneDNN's "
+                       "channel-blocked layout back to NCHW; made by block-conv-layout";
+  d.not_differentiable = true;
+  d.infer = [name = d.name](const InferContext& c) -> std::vector<TensorType> {
+    const TensorType& x = c.in(0);
+    TG_CHECK(x.rank() == 4 && x.shape[1] % 16 == 0, kShape, name, ": expected x [N, C, H, W] "
+             "with C divisible by 16 (whole channel blocks), got ", x.ToString());
+    return {x};
+  };
+  d.kernels[DeviceKind::kCpu] = ReblockFactory(to_blocked, false);
+  d.kernels[DeviceKind::kReference] = ReblockFactory(to_blocked, true);
+  OpSample f32, f16;
+  f32.inputs = {{DType::kF32, {2, 32, 3, 5}}};
+  f16.inputs = {{DType::kF16, {1, 16, 17, 1}}};
+  d.samples = {f32, f16};
+  r.Register(std::move(d));
+}
+
 OpSample Sample(std::vector<Shape> shapes, AttrMap attrs = {}) {
   OpSample s;
   for (Shape& shape : shapes) s.inputs.push_back({DType::kF32, std::move(shape)});
@@ -179,6 +235,9 @@ void RegisterBlockedLayoutOps(OpRegistry& r) {
   scale.samples = {Sample({{2, 16, 3, 3}, {2, 16, 1, 1}}),
                    Sample({{2, 32, 2, 3}, {1, 32, 1, 1}})};
   r.Register(std::move(scale));
+
+  RegisterReblock(r, true);
+  RegisterReblock(r, false);
 }
 
 }  // namespace tg

@@ -1,9 +1,12 @@
 // conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32;
 // backward-weight of single-channel inputs over im2col columns, of depthwise convolutions
 // with small planes as direct loops; bf16 where the CPU has bf16 instructions), the
-// reference loops for f64.
+// reference loops for f64. After autodiff, block-conv-layout may put a node's x side and / or
+// y side in oneDNN's channel-blocked layout (attributes src_blocked / dst_blocked): oneDNN
+// reads and writes it directly; the other kernels run on NCHW copies.
 #include <string>
 
+#include "kernels/cpu/channel_blocking.h"
 #include "kernels/cpu/conv_depthwise_kernels.h"
 #include "kernels/cpu/conv_im2col_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
@@ -57,6 +60,20 @@ cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attr
 
 Shape ConvOutShape(const cpu::Conv2dParams& p) { return {p.n, p.o, p.oh, p.ow}; }
 
+cpu::ConvLayout ConvLayoutOf(const AttrMap& attrs, const cpu::Conv2dParams& p,
+                             const std::string& op) {
+  cpu::ConvLayout layout;
+  // Absent in nodes made before the layout attributes existed (files, AddNode): NCHW.
+  layout.src_blocked = HasAttr(attrs, "src_blocked") && GetBool(attrs, "src_blocked");
+  layout.dst_blocked = HasAttr(attrs, "dst_blocked") && GetBool(attrs, "dst_blocked");
+  // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
+  TG_CHECK(!layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
+           "channels divisible by 16, got ", p.c);
+  TG_CHECK(!layout.dst_blocked || p.o % 16 == 0, kShape, op, ": dst_blocked needs output "
+           "channels divisible by 16, got ", p.o);
+  return layout;
+}
+
 GemmShape ConvGemm(const cpu::Conv2dParams& p, const std::string& op) {
   const double g = static_cast<double>(p.groups);
   const double pixels = static_cast<double>(p.n * p.oh * p.ow);
@@ -107,11 +124,81 @@ void RunRef(cpu::ConvPass pass, const cpu::Conv2dParams& p, const KernelArgs& a)
   }
 }
 
+// One operand of a convolution pass in the blocked layout: which (0: in0, 1: in1, 2: out)
+// and its [n, c, plane] view.
+struct BlockedOperand {
+  int index;
+  int64_t n, c, plane;
+};
+
+// The operands of `pass` that `layout` blocks: the x side is x (forward, backward-weight's
+// in1) or dx (backward-input's output); the y side is y (forward's output) or dy (in0 of
+// both backward passes).
+std::vector<BlockedOperand> BlockedOperands(const cpu::Conv2dParams& p, cpu::ConvPass pass,
+                                            const cpu::ConvLayout& layout) {
+  const BlockedOperand x_side{0, p.n, p.c, p.h * p.w}, y_side{0, p.n, p.o, p.oh * p.ow};
+  std::vector<BlockedOperand> out;
+  auto add = [&](bool blocked, BlockedOperand o, int index) {
+    o.index = index;
+    if (blocked) out.push_back(o);
+  };
+  switch (pass) {
+    case cpu::ConvPass::kForward:
+      add(layout.src_blocked, x_side, 0);
+      add(layout.dst_blocked, y_side, 2);
+      break;
+    case cpu::ConvPass::kBackwardInput:
+      add(layout.dst_blocked, y_side, 0);
+      add(layout.src_blocked, x_side, 2);
+      break;
+    case cpu::ConvPass::kBackwardWeight:
+      add(layout.dst_blocked, y_side, 0);
+      add(layout.src_blocked, x_side, 1);
+      break;
+  }
+  return out;
+}
+
+// `plain` (a kernel on NCHW operands) run on NCHW copies of the blocked operands, its
+// blocked output written back in the blocked layout: the kernels other than oneDNN's.
+template <typename T>
+Kernel OnPlainCopies(Kernel plain, std::vector<BlockedOperand> blocked) {
+  if (blocked.empty()) return plain;
+  return [plain = std::move(plain), blocked](const KernelArgs& a) {
+    const void* inputs[2] = {a.inputs[0], a.inputs[1]};
+    void* outputs[1] = {a.outputs[0]};
+    std::vector<std::vector<T>> copies;
+    for (const BlockedOperand& o : blocked) {
+      copies.emplace_back(o.n * o.c * o.plane);
+      if (o.index < 2) {
+        cpu::Reblock(static_cast<const T*>(a.inputs[o.index]), copies.back().data(), o.n, o.c,
+                     o.plane, false);
+        inputs[o.index] = copies.back().data();
+      } else {
+        outputs[0] = copies.back().data();
+      }
+    }
+    plain(KernelArgs{inputs, outputs, a.ctx});
+    for (size_t i = 0; i < blocked.size(); ++i) {
+      const BlockedOperand& o = blocked[i];
+      if (o.index == 2) {
+        cpu::Reblock(copies[i].data(), static_cast<T*>(a.outputs[0]), o.n, o.c, o.plane, true);
+      }
+    }
+  };
+}
+
+std::vector<BlockedOperand> BlockedOperandsOf(const Node& n) {
+  const cpu::Conv2dParams p = ParamsOfNode(n);
+  return BlockedOperands(p, PassOf(n), ConvLayoutOf(n.attrs(), p, n.op()));
+}
+
 Kernel MakeRef(auto t, const Node& n) {
   using T = decltype(t);
   cpu::Conv2dParams p = ParamsOfNode(n);
   cpu::ConvPass pass = PassOf(n);
-  return [p, pass](const KernelArgs& a) { RunRef<T>(pass, p, a); };
+  return OnPlainCopies<T>([p, pass](const KernelArgs& a) { RunRef<T>(pass, p, a); },
+                          BlockedOperandsOf(n));
 }
 
 // Whether a conv pass's weight operand (forward, backward-input) is a variable or constant
@@ -133,18 +220,19 @@ Kernel MakeCpu(auto t, const Node& n) {
   using T = decltype(t);
   if constexpr (std::is_same_v<T, float>) {
     const cpu::Conv2dParams p = ParamsOfNode(n);
+    const cpu::ConvLayout layout = ConvLayoutOf(n.attrs(), p, n.op());
     if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferIm2colBackwardWeight(p)) {
       cpu::Conv2dBackwardWeightIm2col conv(p);
-      return [conv](const KernelArgs& a) {
+      return OnPlainCopies<float>([conv](const KernelArgs& a) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
-      };
+      }, BlockedOperandsOf(n));
     }
-    cpu::OnednnConv2d conv(p, PassOf(n));
+    cpu::OnednnConv2d conv(p, PassOf(n), {}, layout);
     if (UsesDirectDepthwise(p, PassOf(n), conv)) {
       cpu::Conv2dBackwardWeightDepthwise direct(p);
-      return [direct](const KernelArgs& a) {
+      return OnPlainCopies<float>([direct](const KernelArgs& a) {
         direct.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
-      };
+      }, BlockedOperandsOf(n));
     }
     const bool prepack = PrepacksWeight(n);
     return [conv, prepack](const KernelArgs& a) {
@@ -161,6 +249,7 @@ Kernel MakeCpu(auto t, const Node& n) {
 Kernel MakeNativeBf16(const Node& n) {
   if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16) return nullptr;
   const cpu::Conv2dParams p = ParamsOfNode(n);
+  if (!BlockedOperandsOf(n).empty()) return nullptr;  // widened: the f32 kernel's layouts
   cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);
   if (cpu::IsReferenceImplementation(conv.implementation())) return nullptr;
   if (UsesDirectDepthwise(p, PassOf(n), conv)) return nullptr;  // widened: the direct loops
@@ -174,7 +263,18 @@ std::vector<AttrSpec> ConvAttrs() {
   return {{"stride", std::vector<int64_t>{1, 1}},
           {"padding", std::vector<int64_t>{0, 0}},
           {"dilation", std::vector<int64_t>{1, 1}},
-          {"groups", int64_t{1}}};
+          {"groups", int64_t{1}},
+          {"src_blocked", false},
+          {"dst_blocked", false}};
+}
+
+// Blocked layouts exist after autodiff only (block-conv-layout): a gradient rule sees none.
+void CheckPlainForGrad(const GradContext& c) {
+  for (const char* attr : {"src_blocked", "dst_blocked"}) {
+    TG_CHECK(!HasAttr(c.attrs(), attr) || !GetBool(c.attrs(), attr), kInvalidInput,
+             "a convolution with ", attr, " has no gradient rule (the attribute is set after "
+             "autodiff, by block-conv-layout)");
+  }
 }
 
 AttrMap ConvAttrsOf(const AttrMap& attrs) {
@@ -184,6 +284,7 @@ AttrMap ConvAttrsOf(const AttrMap& attrs) {
 }
 
 std::vector<Value*> GradConv(const GradContext& c) {
+  CheckPlainForGrad(c);
   AttrMap in_attrs = ConvAttrsOf(c.attrs()), w_attrs = in_attrs;
   in_attrs["input_shape"] = c.I(0)->type().shape;
   w_attrs["weight_shape"] = c.I(1)->type().shape;
@@ -196,6 +297,7 @@ struct ConvCase {
   Shape x, w;
   std::vector<int64_t> stride{1, 1}, padding{0, 0}, dilation{1, 1};
   int64_t groups = 1;
+  bool src_blocked = false, dst_blocked = false;  // (no gradient check: made after autodiff)
 };
 
 std::vector<ConvCase> ConvCases() {
@@ -213,12 +315,19 @@ std::vector<ConvCase> ConvCases() {
           // depthwise with small planes (where oneDNN's backward-weight falls back to GEMM
           // and the direct depthwise loops run): 5x5 on 2x2, strided and dilated 3x3
           {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32},
-          {{2, 16, 5, 4}, {16, 1, 3, 3}, {2, 2}, {1, 1}, {2, 1}, 16}};
+          {{2, 16, 5, 4}, {16, 1, 3, 3}, {2, 2}, {1, 1}, {2, 1}, 16},
+          // channel-blocked x side and / or y side (block-conv-layout; 16 channels): oneDNN
+          // on the blocked layout, the direct depthwise loops on NCHW copies
+          {{2, 16, 5, 5}, {16, 16, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true, true},
+          {{2, 16, 6, 6}, {32, 16, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 1, true, false},
+          {{1, 3, 5, 5}, {16, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, false, true},
+          {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32, true, true}};
 }
 
 AttrMap AttrsOf(const ConvCase& cc) {
   return {{"stride", cc.stride}, {"padding", cc.padding}, {"dilation", cc.dilation},
-          {"groups", cc.groups}};
+          {"groups", cc.groups}, {"src_blocked", cc.src_blocked},
+          {"dst_blocked", cc.dst_blocked}};
 }
 
 // Samples of op `which` (0: conv2d, 1: backward input, 2: backward weight).
@@ -228,6 +337,7 @@ std::vector<OpSample> ConvSamples(int which) {
     OpSample s;
     s.attrs = AttrsOf(cc);
     s.tolerance = 1e-4;
+    s.skip_grad_check = cc.src_blocked || cc.dst_blocked;
     cpu::Conv2dParams p = ConvParams(cc.x, cc.w, s.attrs, "conv2d");
     if (which == 0) {
       s.inputs = {F32(cc.x), F32(cc.w)};
@@ -264,6 +374,7 @@ void RegisterConvOps(OpRegistry& r) {
   fwd.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
     dense::CheckSameFloat(ctx, "conv2d");
     auto p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, "conv2d");
+    ConvLayoutOf(ctx.attrs, p, "conv2d");
     return {TensorType{ctx.in(0).dtype, ConvOutShape(p)}};
   };
   fwd.grad = GradConv;
@@ -278,13 +389,16 @@ void RegisterConvOps(OpRegistry& r) {
     const std::string op = "conv2d_backward_input";
     dense::CheckSameFloat(ctx, op);
     Shape xs = GetInts(ctx.attrs, "input_shape");
-    CheckGradShape(ctx.in(0), ConvParams(xs, ctx.in(1).shape, ctx.attrs, op), op);
+    const cpu::Conv2dParams p = ConvParams(xs, ctx.in(1).shape, ctx.attrs, op);
+    CheckGradShape(ctx.in(0), p, op);
+    ConvLayoutOf(ctx.attrs, p, op);
     return {TensorType{ctx.in(0).dtype, xs}};
   };
   // Differentiable, so that it also serves as transposed convolution (ConvTranspose2d):
   // it is conv2d's adjoint in its first input, so that input's gradient is conv2d of the
   // incoming gradient, and the weight's is conv2d_backward_weight(first input, gradient).
   bi.grad = [](const GradContext& c) -> std::vector<Value*> {
+    CheckPlainForGrad(c);
     AttrMap conv_attrs = ConvAttrsOf(c.attrs()), w_attrs = conv_attrs;
     w_attrs["weight_shape"] = c.I(1)->type().shape;
     return {c.b().Op1("conv2d", {c.GO(0), c.I(1)}, conv_attrs),
@@ -301,7 +415,9 @@ void RegisterConvOps(OpRegistry& r) {
     const std::string op = "conv2d_backward_weight";
     dense::CheckSameFloat(ctx, op);
     Shape ws = GetInts(ctx.attrs, "weight_shape");
-    CheckGradShape(ctx.in(0), ConvParams(ctx.in(1).shape, ws, ctx.attrs, op), op);
+    const cpu::Conv2dParams p = ConvParams(ctx.in(1).shape, ws, ctx.attrs, op);
+    CheckGradShape(ctx.in(0), p, op);
+    ConvLayoutOf(ctx.attrs, p, op);
     return {TensorType{ctx.in(0).dtype, ws}};
   };
   bw.not_differentiable = true;

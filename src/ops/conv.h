@@ -7,6 +7,7 @@
 #include "ir/attr.h"
 #include "ir/tensor_type.h"
 #include "kernels/cpu/dense_params.h"
+#include "kernels/cpu/onednn_kernels.h"
 #include "ops/registry.h"
 
 namespace tg {
@@ -14,6 +15,13 @@ namespace tg {
 // Validates x [N,C,H,W] against w [O,C/groups,kh,kw] and the attributes (stride, padding,
 // dilation, groups); the output size is PyTorch's floor((H + 2p - d(k-1) - 1) / s) + 1.
 cpu::Conv2dParams ConvParams(const Shape& x, const Shape& w, const AttrMap& attrs,
+                             const std::string& op);
+
+// The layout attributes src_blocked / dst_blocked (absent: false) of a convolution node:
+// its x side (x, or dx for conv2d_backward_input) and y side (y, or dy for both backward
+// ops) in oneDNN's channel-blocked layout (kernels/cpu/channel_blocking.h), set by
+// block-conv-layout. Checks that the blocked side has whole blocks of 16 channels.
+cpu::ConvLayout ConvLayoutOf(const AttrMap& attrs, const cpu::Conv2dParams& p,
                              const std::string& op);
 
 // [N, O, oh, ow].

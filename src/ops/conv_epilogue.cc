@@ -23,6 +23,7 @@
 
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/cast_kernels.h"
+#include "kernels/cpu/channel_blocking.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/conv.h"
@@ -42,14 +43,12 @@ struct EpilogueSpec {
   int num_inputs() const { return 2 + (bias ? 1 : 0) + (batch_norm ? 4 : 0); }
 };
 
-EpilogueSpec SpecOf(const AttrMap& attrs) {
+EpilogueSpec SpecOf(const AttrMap& attrs, const cpu::Conv2dParams& p) {
   EpilogueSpec s;
+  s.layout = ConvLayoutOf(attrs, p, "conv2d_epilogue");
   s.bias = GetBool(attrs, "bias");
   s.batch_norm = GetBool(attrs, "batch_norm");
   s.eps = GetFloat(attrs, "eps");
-  // Absent in nodes made before the layout attributes existed (files, AddNode): NCHW.
-  s.layout.src_blocked = attrs.count("src_blocked") != 0 && GetBool(attrs, "src_blocked");
-  s.layout.dst_blocked = attrs.count("dst_blocked") != 0 && GetBool(attrs, "dst_blocked");
   const std::string& act = GetString(attrs, "activation");
   TG_CHECK(cpu::ActivationFromName(act, &s.activation), kShape,
            "conv2d_epilogue: expected activation none, relu, gelu, gelu_tanh, silu, sigmoid or "
@@ -65,7 +64,8 @@ bool IsMixed(const Node& n) {
 
 std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   const std::string op = "conv2d_epilogue";
-  const EpilogueSpec s = SpecOf(ctx.attrs);
+  const cpu::Conv2dParams p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, op);
+  const EpilogueSpec s = SpecOf(ctx.attrs, p);
   TG_CHECK(static_cast<int>(ctx.inputs.size()) == s.num_inputs(), kShape, op, ": expected ",
            s.num_inputs(), " inputs (x, w", s.bias ? ", bias" : "",
            s.batch_norm ? ", the batch norm's weight, bias, running_mean, running_var" : "",
@@ -80,12 +80,6 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   } else {
     dense::CheckSameFloat(ctx, op);
   }
-  cpu::Conv2dParams p = ConvParams(ctx.in(0).shape, ctx.in(1).shape, ctx.attrs, op);
-  // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
-  TG_CHECK(!s.layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
-           "channels divisible by 16, got ", p.c);
-  TG_CHECK(!s.layout.dst_blocked || p.o % 16 == 0, kShape, op, ": dst_blocked needs output "
-           "channels divisible by 16, got ", p.o);
   for (size_t i = 2; i < ctx.inputs.size(); ++i) {
     TG_CHECK(ctx.in(i).shape == Shape{p.o}, kShape, op, ": expected input ", i, " of shape [",
              p.o, "] (one value per output channel), got ", ctx.in(i).ToString());
@@ -116,34 +110,18 @@ void FoldEpilogue(const EpilogueSpec& s, const KernelArgs& a, int64_t channels, 
   }
 }
 
-// NCHW <-> nChw{B}c (B = cpu::ActivationBlock()) of an [n, c, plane] tensor, c % B == 0.
-template <typename T>
-void Reblock(const T* src, T* dst, int64_t n, int64_t c, int64_t plane, bool to_blocked) {
-  const int64_t b = cpu::ActivationBlock();
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t ch = 0; ch < c; ++ch) {
-      for (int64_t pos = 0; pos < plane; ++pos) {
-        const int64_t plain = (i * c + ch) * plane + pos;
-        const int64_t blocked = ((i * (c / b) + ch / b) * plane + pos) * b + ch % b;
-        if (to_blocked) dst[blocked] = src[plain];
-        else dst[plain] = src[blocked];
-      }
-    }
-  }
-}
-
 // The reference: the convolution's loops, then the epilogue per element in double (on NCHW
 // copies of blocked operands).
 template <typename T>
 Kernel MakeRef(const Node& n) {
   const cpu::Conv2dParams p = ParamsOf(n);
-  const EpilogueSpec s = SpecOf(n.attrs());
+  const EpilogueSpec s = SpecOf(n.attrs(), p);
   return [p, s](const KernelArgs& a) {
     const T* x = dense::In<T>(a, 0);
     std::vector<T> x_plain, y_plain;
     if (s.layout.src_blocked) {
       x_plain.resize(p.n * p.c * p.h * p.w);
-      Reblock(x, x_plain.data(), p.n, p.c, p.h * p.w, false);
+      cpu::Reblock(x, x_plain.data(), p.n, p.c, p.h * p.w, false);
       x = x_plain.data();
     }
     T* y = dense::Out<T>(a, 0);
@@ -160,7 +138,7 @@ Kernel MakeRef(const Node& n) {
       const double v = static_cast<double>(y[i]) * scale[o] + shift[o];
       y[i] = static_cast<T>(cpu::ApplyActivation(s.activation, v));
     }
-    if (s.layout.dst_blocked) Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true);
+    if (s.layout.dst_blocked) cpu::Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true);
   };
 }
 
@@ -209,7 +187,7 @@ Kernel MakeCpu(auto t, const Node& n) {
     return MakeRef<T>(n);
   } else {
     const cpu::Conv2dParams p = ParamsOf(n);
-    const EpilogueSpec s = SpecOf(n.attrs());
+    const EpilogueSpec s = SpecOf(n.attrs(), p);
     cpu::ConvEpilogue epilogue;
     epilogue.bias = s.bias || s.batch_norm;
     epilogue.activation = s.activation;
@@ -239,7 +217,7 @@ Kernel MakeCpu(auto t, const Node& n) {
 // layouts) on oneDNN's bf16 convolution with the epilogue fused in the primitive, where the
 // CPU has bf16 instructions; empty, so widened, otherwise.
 Kernel MakeNativeBf16(const Node& n) {
-  const EpilogueSpec s = SpecOf(n.attrs());
+  const EpilogueSpec s = SpecOf(n.attrs(), ParamsOf(n));
   if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16 || s.batch_norm ||
       s.layout.src_blocked || s.layout.dst_blocked) {
     return nullptr;
@@ -284,7 +262,7 @@ void RoundTo(DType half, std::vector<float>& w, std::vector<uint16_t>& bits) {
 // then the shift and activation.
 Kernel MakeMixedRef(const Node& n) {
   const cpu::Conv2dParams p = ParamsOf(n);
-  const EpilogueSpec s = SpecOf(n.attrs());
+  const EpilogueSpec s = SpecOf(n.attrs(), p);
   const DType half = n.input(0)->type().dtype;
   return [p, s, half](const KernelArgs& a) {
     std::vector<double> scale(p.o), shift(p.o);
@@ -302,7 +280,7 @@ Kernel MakeMixedRef(const Node& n) {
     std::vector<float> xf = Widened(a.inputs[0], half, static_cast<int64_t>(xd.size()));
     if (s.layout.src_blocked) {
       std::vector<float> plain(xf.size());
-      Reblock(xf.data(), plain.data(), p.n, p.c, p.h * p.w, false);
+      cpu::Reblock(xf.data(), plain.data(), p.n, p.c, p.h * p.w, false);
       xf.swap(plain);
     }
     std::copy(xf.begin(), xf.end(), xd.begin());
@@ -314,7 +292,7 @@ Kernel MakeMixedRef(const Node& n) {
       out[i] = static_cast<float>(cpu::ApplyActivation(s.activation, y[i] + shift[o]));
     }
     if (s.layout.dst_blocked) {
-      Reblock(out.data(), dense::Out<float>(a, 0), p.n, p.o, plane, true);
+      cpu::Reblock(out.data(), dense::Out<float>(a, 0), p.n, p.o, plane, true);
     } else {
       std::copy(out.begin(), out.end(), dense::Out<float>(a, 0));
     }
@@ -328,7 +306,7 @@ Kernel MakeMixedRef(const Node& n) {
 // variables are unchanged, like the f32 fold.
 Kernel MakeMixedCpu(const Node& n) {
   const cpu::Conv2dParams p = ParamsOf(n);
-  const EpilogueSpec s = SpecOf(n.attrs());
+  const EpilogueSpec s = SpecOf(n.attrs(), p);
   const DType half = n.input(0)->type().dtype;
   cpu::ConvEpilogue epilogue;
   epilogue.bias = true;  // the shift: the bias and / or the batch norm's

@@ -4,6 +4,8 @@
 #include <string>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/channel_blocking.h"
+#include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/norm_kernels.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
@@ -27,6 +29,15 @@ cpu::BatchNormParams BatchNormParamsOf(const Shape& x, const std::string& op) {
   p.c = x[1];
   p.s = NumElements(Shape(x.begin() + 2, x.end()));
   return p;
+}
+
+// batch_norm_train / _backward's attribute "blocked" (absent: false): x, y, dy, dx in oneDNN's
+// channel-blocked layout (kernels/cpu/channel_blocking.h), set by block-conv-layout.
+bool IsBlocked(const AttrMap& attrs) { return HasAttr(attrs, "blocked") && GetBool(attrs, "blocked"); }
+
+void CheckBlockedShape(const AttrMap& attrs, const Shape& x, const std::string& op) {
+  TG_CHECK(!IsBlocked(attrs) || (x.size() == 4 && x[1] % 16 == 0), kShape, op,
+           ": blocked needs x [N, C, H, W] with C divisible by 16, got ", ShapeToString(x));
 }
 
 void CheckChannelVector(const TensorType& t, int64_t c, const std::string& op, const char* what) {
@@ -110,6 +121,8 @@ Value* AddMaybe(Builder& b, Value* a, Value* c) {
 }
 
 std::vector<Value*> GradBatchNormTrain(const GradContext& c) {
+  TG_CHECK(!IsBlocked(c.attrs()), kInvalidInput, "batch_norm_train with blocked has no gradient "
+           "rule (the attribute is set after autodiff, by block-conv-layout)");
   Builder& b = c.b();
   Value *x = c.I(0), *w = c.I(1);
   Value *dx = nullptr, *dw = nullptr, *db = nullptr;
@@ -169,6 +182,7 @@ std::vector<TensorType> InferBatchNormTrain(const InferContext& ctx) {
   const std::string op = "batch_norm_train";
   dense::CheckSameFloat(ctx, op);
   auto p = BatchNormParamsOf(ctx.in(0).shape, op);
+  CheckBlockedShape(ctx.attrs, ctx.in(0).shape, op);
   CheckChannelVector(ctx.in(1), p.c, op, "weight");
   CheckChannelVector(ctx.in(2), p.c, op, "bias");
   TensorType stat{ctx.in(0).dtype, {p.c}};
@@ -190,6 +204,7 @@ std::vector<TensorType> InferBatchNormBackward(const InferContext& ctx) {
   const std::string op = "batch_norm_backward";
   dense::CheckSameFloat(ctx, op);
   auto p = BatchNormParamsOf(ctx.in(1).shape, op);
+  CheckBlockedShape(ctx.attrs, ctx.in(1).shape, op);
   TG_CHECK(ctx.in(0).shape == ctx.in(1).shape, kShape, op,
            ": expected output gradient of x's shape ", ShapeToString(ctx.in(1).shape), ", got ",
            ctx.in(0).ToString());
@@ -258,7 +273,27 @@ void SetKernels(OpDef& d, MakeParams make_params, Run run) {
 cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
   auto p = BatchNormParamsOf(n.input(x_index)->type().shape, n.op());
   if (HasAttr(n.attrs(), "eps")) p.eps = GetFloat(n.attrs(), "eps");
+  if (IsBlocked(n.attrs())) p.block = cpu::ActivationBlock();
   return p;
+}
+
+// A blocked batch norm's reference: the NCHW loops on NCHW copies of x (and dy), the result
+// (y or dx, output 0) blocked again, an independent check of the blocked loops the CPU
+// kernel runs. `run(p, inputs, y)` runs the NCHW kernel on the given tensor inputs.
+template <typename T, typename Run>
+void OnPlainCopies(const cpu::BatchNormParams& p, const KernelArgs& a, int tensor_inputs,
+                   Run run) {
+  const int64_t numel = p.n * p.c * p.s;
+  std::vector<std::vector<T>> plain(tensor_inputs + 1, std::vector<T>(numel));
+  const T* inputs[2] = {};
+  for (int i = 0; i < tensor_inputs; ++i) {
+    cpu::Reblock(In<T>(a, i), plain[i].data(), p.n, p.c, p.s, false);
+    inputs[i] = plain[i].data();
+  }
+  cpu::BatchNormParams nchw = p;
+  nchw.block = 0;
+  run(nchw, inputs, plain[tensor_inputs].data());
+  cpu::Reblock(plain[tensor_inputs].data(), Out<T>(a, 0), p.n, p.c, p.s, true);
 }
 
 cpu::LayerNormParams LayerNormParamsOfNode(const Node& n, size_t x_index) {
@@ -278,9 +313,16 @@ OpSample Sample(std::vector<Shape> shapes, AttrMap attrs, std::vector<InputInit>
   return s;
 }
 
+// The blocked layout exists after autodiff only (block-conv-layout): no gradient to check.
+OpSample WithoutGradCheck(OpSample s) {
+  s.skip_grad_check = true;
+  return s;
+}
+
 std::vector<OpSample> BatchNormTrainSamples() {
   return {Sample({{4, 3}, {3}, {3}}, {}), Sample({{2, 3, 4, 4}, {3}, {3}}, {}),
-          Sample({{3, 2, 5}, {2}, {2}}, {{"eps", 1e-3}})};
+          Sample({{3, 2, 5}, {2}, {2}}, {{"eps", 1e-3}}),
+          WithoutGradCheck(Sample({{2, 32, 3, 5}, {32}, {32}}, {{"blocked", true}}))};
 }
 
 std::vector<OpSample> BatchNormInferenceSamples() {
@@ -297,14 +339,16 @@ std::vector<OpSample> BatchNormBackwardSamples() {
   return {Sample({{4, 3}, {4, 3}, {3}, {3}, {3}}, {}, init),
           Sample({{2, 3, 4, 4}, {2, 3, 4, 4}, {3}, {3}, {3}}, {}, init),
           // statistics recomputed from x (the mean / invstd inputs are then unused)
-          Sample({{2, 3, 1, 1}, {2, 3, 1, 1}, {3}, {3}, {3}}, {{"eps", 1e-5}}, init)};
+          Sample({{2, 3, 1, 1}, {2, 3, 1, 1}, {3}, {3}, {3}}, {{"eps", 1e-5}}, init),
+          // blocked (block-conv-layout), with saved and with recomputed statistics
+          WithoutGradCheck(Sample({{2, 16, 3, 3}, {2, 16, 3, 3}, {16}, {16}, {16}},
+                                  {{"blocked", true}}, init)),
+          WithoutGradCheck(Sample({{3, 32, 2, 2}, {3, 32, 2, 2}, {32}, {32}, {32}},
+                                  {{"blocked", true}, {"eps", 1e-5}}, init))};
 }
 
-// The activation epilogue exists after autodiff only: no gradient to check.
-OpSample WithoutGradCheck(OpSample s) {
-  s.skip_grad_check = true;
-  return s;
-}
+// The activation epilogue exists after autodiff only: no gradient to check (as the blocked
+// layout's samples above).
 
 std::vector<OpSample> LayerNormSamples() {
   return {Sample({{2, 3, 4}, {4}, {4}}, {{"normalized_ndim", int64_t{1}}}),
@@ -333,15 +377,20 @@ void RegisterBatchNorm(OpRegistry& r) {
   t.name = "batch_norm_train";
   t.num_inputs = 3;
   t.num_outputs = 4;
-  t.attrs = {{"eps", 1e-5}};
+  t.attrs = {{"eps", 1e-5}, {"blocked", false}};
   t.infer = InferBatchNormTrain;
   t.grad = GradBatchNormTrain;
   SetKernels<cpu::BatchNormParams>(
       t, [](const Node& n) { return BatchNormParamsOfNode(n, 0); },
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
-        cpu::BatchNormTrain<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), Out<T>(a, 0),
-                               Out<T>(a, 1), Out<T>(a, 2), Out<T>(a, 3), par);
+        auto run = [&](const cpu::BatchNormParams& q, const T* const* x, T* y) {
+          cpu::BatchNormTrain<T>(q, x[0], In<T>(a, 1), In<T>(a, 2), y, Out<T>(a, 1),
+                                 Out<T>(a, 2), Out<T>(a, 3), par);
+        };
+        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 1, run);
+        const T* x[1] = {In<T>(a, 0)};
+        run(p, x, Out<T>(a, 0));
       });
   t.samples = BatchNormTrainSamples();
   t.doc = "(y, mean, invstd, var): x normalized per channel (dim 1) with batch statistics, "
@@ -371,7 +420,7 @@ void RegisterBatchNorm(OpRegistry& r) {
   b.num_outputs = 3;
   // eps >= 0: the forward's eps, and the statistics are recomputed from x in double; the
   // default (-1) uses the saved mean / invstd inputs as they are.
-  b.attrs = {{"eps", -1.0}};
+  b.attrs = {{"eps", -1.0}, {"blocked", false}};
   b.infer = InferBatchNormBackward;
   b.not_differentiable = true;
   SetKernels<cpu::BatchNormParams>(
@@ -383,8 +432,13 @@ void RegisterBatchNorm(OpRegistry& r) {
       },
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
-        cpu::BatchNormBackward<T>(p, In<T>(a, 0), In<T>(a, 1), In<T>(a, 2), In<T>(a, 3),
-                                  In<T>(a, 4), Out<T>(a, 0), Out<T>(a, 1), Out<T>(a, 2), par);
+        auto run = [&](const cpu::BatchNormParams& q, const T* const* dy_x, T* dx) {
+          cpu::BatchNormBackward<T>(q, dy_x[0], dy_x[1], In<T>(a, 2), In<T>(a, 3), In<T>(a, 4),
+                                    dx, Out<T>(a, 1), Out<T>(a, 2), par);
+        };
+        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 2, run);
+        const T* dy_x[2] = {In<T>(a, 0), In<T>(a, 1)};
+        run(p, dy_x, Out<T>(a, 0));
       });
   b.samples = BatchNormBackwardSamples();
   b.doc = "(dx, dweight, dbias) of batch_norm_train's y from (dy, x, weight, mean, invstd)";

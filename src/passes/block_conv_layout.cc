@@ -1,34 +1,37 @@
-// Hand activations between convolutions in oneDNN's channel-blocked layout: nChw8c (nChw16c
-// with AVX-512) instead of a reorder to NCHW after each convolution and back before the next.
-// The values keep their logical type [N, C, H, W]; only the kernels that read and write them
-// see the bytes.
+// Hand activations (and, in training, their gradients) between convolutions in oneDNN's
+// channel-blocked layout: nChw8c (nChw16c with AVX-512) instead of oneDNN reordering every
+// convolution operand from NCHW and back. The values keep their logical type [N, C, H, W];
+// only the kernels that read and write them see the bytes.
 //
-// Which values: a *layout group* is a set of values joined by same-shape elementwise nodes
-// (every tensor input of the node has its output's shape; one-element inputs broadcast), as
-// the residual trunk of a ResNet stage (conv -> add(conv, identity) -> relu -> next block's
-// convolutions and add) or a cast to half between a convolution and a mixed-precision one.
-// Such nodes compute element i from elements i, so they are correct on any layout as long as
-// all their tensors share it. A group is blocked when every value in it
-//   - is produced by a convolution epilogue (f32 result: it writes the blocked layout) or by
-//     one of the group's elementwise nodes,
-//   - is read only by the group's elementwise nodes or as input 0 (x) of convolution
-//     epilogues (which read the blocked layout),
-//   - is not a graph output, and all its nodes are on one device,
-//   - has 4 dimensions and channels divisible by 16 (either block size pads nothing, so the
-//     buffer the memory plan gives it is the right size),
-// and at least one convolution both writes and reads in it (else there is nothing to save).
-// A squeeze-excite gate reads the layout too: a mean over H and W of a group's value becomes
-// blocked_spatial_mean, and x * g with g [N or 1, C, 1, 1] (x in a group) becomes
-// blocked_channel_scale, whose result joins x's group (ops/blocked_layout.cc; f32).
-// One reader that needs NCHW (pooling, another reduction, another broadcast, another
-// device) keeps its whole group in NCHW.
+// A *layout group* is a set of values that must share a layout because one kernel reads or
+// writes them all with one attribute:
+//   - same-shape elementwise nodes (every tensor input has the output's shape; one-element
+//     inputs broadcast): element i from elements i, correct on any layout shared by all
+//     their tensors: activations, residual adds, activation gradients, casts;
+//   - batch_norm_train (x, y) and batch_norm_backward (dy, x, dx): attribute "blocked";
+//   - a squeeze-excite gate x * g with g [N or 1, C, 1, 1] (x and the result), which
+//     becomes blocked_channel_scale.
+// Convolutions (conv2d, conv2d_epilogue, conv2d_backward_input, conv2d_backward_weight) read
+// and write their x side (x or dx) and y side (y or dy) in either layout, each with its own
+// attribute (src_blocked, dst_blocked): they join nothing, and each of their operands in a
+// blocked group is a reorder oneDNN no longer does (a *saving*). A mean over H and W reads
+// the blocked layout as blocked_spatial_mean.
 //
-// Runs last among the inference passes that create conv2d_epilogue nodes and before
-// fuse-elementwise (whose fused kernels of same-shape groups stay layout-agnostic); conv2d
-// nodes with no epilogue keep NCHW.
+// Any other producer or reader of a group's value (pooling, a permute, a graph input, a
+// graph output or update, a half convolution) needs NCHW: the group then gets an explicit
+// reorder at that edge (block_channels after the producer, unblock_channels before the
+// readers; ops/blocked_layout.cc), a *cost*. A group is blocked when its savings exceed its
+// costs, every value in it has 4 dimensions, channels divisible by 16 (either block size
+// pads nothing, so the memory plan's buffer sizes hold) and more than one position per
+// channel (else both layouts are the same bytes), and all its nodes are on one device.
+//
+// Runs after the passes that make conv2d_epilogue nodes and, in training, after autodiff,
+// recompute and the update schedule, and before fuse-elementwise (whose fused kernels of
+// same-shape groups stay layout-agnostic).
 #include <algorithm>
 #include <numeric>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "ops/registry.h"
 #include "passes/passes.h"
@@ -41,10 +44,7 @@ bool IsF32Nchw(const Value* v) {
   return v->type().rank() == 4 && v->type().dtype == DType::kF32;
 }
 
-// A convolution epilogue with an f32 result: it reads and writes the blocked layout.
-bool IsBlockableConv(const Node& n) {
-  return n.op() == "conv2d_epilogue" && IsF32Nchw(n.output());
-}
+bool IsTensor(const Value* v) { return v->type().numel() != 1; }
 
 // An elementwise node that reads and writes every tensor in the same order of elements.
 bool IsSameShapeElementwise(const Node& n) {
@@ -60,8 +60,6 @@ bool IsSameShapeElementwise(const Node& n) {
   }
   return true;
 }
-
-bool IsTensor(const Value* v) { return v->type().numel() != 1; }
 
 // mean over H and W (axes 2 and 3) of an f32 [N, C, H, W] value.
 bool IsSpatialMean(const Node& n) {
@@ -92,6 +90,48 @@ Value* ChannelScaleX(const Node& n) {
   return nullptr;
 }
 
+bool IsBatchNorm(const Node& n) {
+  return (n.op() == "batch_norm_train" || n.op() == "batch_norm_backward") &&
+         n.output()->type().rank() == 4;
+}
+
+// A convolution operand's layout attribute: "src_blocked" (its x side), "dst_blocked" (its
+// y side) or null where the slot has none (the weight, a dw, a half convolution's operand:
+// oneDNN's blocked paths are f32, conv2d_epilogue's also with a half x and f32 result).
+const char* ConvSideAttr(const Node& n, bool input, size_t i) {
+  const std::string& op = n.op();
+  if (op == "conv2d_epilogue") {
+    if (!IsF32Nchw(n.output())) return nullptr;
+    if (input) return i == 0 ? "src_blocked" : nullptr;
+    return "dst_blocked";
+  }
+  if (op != "conv2d" && op != "conv2d_backward_input" && op != "conv2d_backward_weight") {
+    return nullptr;
+  }
+  for (const Value* v : n.inputs()) {
+    if (v->type().dtype != DType::kF32) return nullptr;
+  }
+  if (op == "conv2d") return input ? (i == 0 ? "src_blocked" : nullptr) : "dst_blocked";
+  if (op == "conv2d_backward_input") return input ? (i == 0 ? "dst_blocked" : nullptr) : "src_blocked";
+  return input ? (i == 0 ? "dst_blocked" : "src_blocked") : nullptr;  // backward weight
+}
+
+// Whether slot (input or output i) of n joins the layout group of its value (the slots one
+// attribute or one elementwise loop covers), as listed at the top of this file.
+bool JoinsGroup(const Node& n, bool input, size_t i) {
+  if (IsSameShapeElementwise(n)) return !input || IsTensor(n.input(i));
+  if (IsBatchNorm(n)) return input ? i < (n.op() == "batch_norm_train" ? 1u : 2u) : i == 0;
+  if (const Value* x = ChannelScaleX(n)) return !input || n.input(i) == x;
+  return false;
+}
+
+// Whether slot (input i or output i) of n reads or writes its value in the blocked layout
+// once the group is blocked.
+bool TakesBlocked(const Node& n, bool input, size_t i) {
+  return JoinsGroup(n, input, i) || ConvSideAttr(n, input, i) != nullptr ||
+         (input && i == 0 && IsSpatialMean(n));
+}
+
 // Union-find over value ids.
 class Groups {
  public:
@@ -108,13 +148,19 @@ class Groups {
 
 struct GroupState {
   bool ok = true;
-  bool conv_writes = false, conv_reads = false;
+  int savings = 0, costs = 0;
   int placement = -1;
   bool Place(int p) {
     if (placement >= 0 && placement != p) return false;
     placement = p;
     return true;
   }
+  bool blocked() const { return ok && savings > costs; }
+};
+
+// The readers of v and the input slots they read it in, in node order.
+struct Reads {
+  std::vector<std::pair<Node*, size_t>> slots;
 };
 
 class BlockConvLayoutPass : public Pass {
@@ -122,88 +168,149 @@ class BlockConvLayoutPass : public Pass {
   std::string name() const override { return "block-conv-layout"; }
 
   bool Run(Graph& graph, PassContext&) override {
-    const SingleReaders readers(graph);
+    // Every value some slot could hand over blocked, with its readers.
+    std::unordered_map<const Value*, Reads> reads;
+    std::vector<Value*> candidates;
+    std::unordered_set<const Value*> considered;
     Groups groups(graph.num_values());
     for (const auto& node : graph.nodes()) {
-      if (const Value* x = ChannelScaleX(*node)) groups.Join(x->id(), node->output()->id());
-      if (!IsSameShapeElementwise(*node)) continue;
-      for (const Value* in : node->inputs()) {
-        if (IsTensor(in)) groups.Join(in->id(), node->output(0)->id());
-      }
-      for (const Value* o : node->outputs()) groups.Join(o->id(), node->output(0)->id());
+      for (size_t i = 0; i < node->inputs().size(); ++i) reads[node->input(i)].slots.push_back({node.get(), i});
     }
-    // Which groups qualify, value by value: its producer, then its readers.
-    std::unordered_map<size_t, GroupState> state;
+    auto consider = [&](Value* v) {
+      if (considered.insert(v).second) candidates.push_back(v);
+    };
+    for (const auto& node : graph.nodes()) {
+      const Value* anchor = nullptr;
+      for (size_t i = 0; i < node->inputs().size(); ++i) {
+        if (!TakesBlocked(*node, true, i)) continue;
+        consider(node->input(i));
+        if (!JoinsGroup(*node, true, i)) continue;
+        if (anchor != nullptr) groups.Join(node->input(i)->id(), anchor->id());
+        anchor = node->input(i);
+      }
+      for (size_t i = 0; i < node->outputs().size(); ++i) {
+        if (!TakesBlocked(*node, false, i)) continue;
+        consider(node->output(i));
+        if (!JoinsGroup(*node, false, i)) continue;
+        if (anchor != nullptr) groups.Join(node->output(i)->id(), anchor->id());
+        anchor = node->output(i);
+      }
+    }
+    // Each group's savings and costs, value by value.
     std::unordered_map<const Value*, bool> is_output;
     for (const Value* v : graph.outputs()) is_output[v] = true;
     for (const VariableUpdate& u : graph.updates()) is_output[u.value] = true;
-    auto check = [&](const Value* v) {
+    std::unordered_map<size_t, GroupState> state;
+    for (const Value* v : candidates) {
       GroupState& s = state[groups.Find(v->id())];
-      const Node* producer = v->producer();
       const TensorType& t = v->type();
-      bool ok = producer != nullptr && t.rank() == 4 && t.shape[1] % 16 == 0 &&
-                !is_output.count(v) && s.Place(producer->placement());
-      if (ok && IsBlockableConv(*producer)) {
-        s.conv_writes = true;
+      // (One position per channel: NCHW and blocked are the same bytes, nothing to save.)
+      if (t.rank() != 4 || t.shape[1] % 16 != 0 || t.shape[2] * t.shape[3] == 1) s.ok = false;
+      const Node* producer = v->producer();
+      if (producer == nullptr) {
+        ++s.costs;
       } else {
-        ok = ok && (IsSameShapeElementwise(*producer) || ChannelScaleX(*producer) != nullptr);
+        if (!s.Place(producer->placement())) s.ok = false;
+        if (ConvSideAttr(*producer, false, v->output_index()) != nullptr) ++s.savings;
+        if (!TakesBlocked(*producer, false, v->output_index())) ++s.costs;
       }
-      for (const Node* reader : readers.All(v)) {
-        if (!ok) break;
-        ok = s.Place(reader->placement());
-        if (IsSameShapeElementwise(*reader)) continue;
-        if (ChannelScaleX(*reader) == v) continue;  // (v is not also the gate: see there)
-        if (IsSpatialMean(*reader)) {
-          s.conv_reads = true;  // a reorder saved all the same
-          continue;
-        }
-        bool x_only = IsBlockableConv(*reader) && reader->input(0) == v;
-        for (size_t i = 1; i < reader->inputs().size(); ++i) x_only &= reader->input(i) != v;
-        ok = ok && x_only;
-        s.conv_reads = true;
+      bool plain_reader = is_output.count(v) != 0;
+      for (const auto& [reader, i] : reads[v].slots) {
+        if (!s.Place(reader->placement())) s.ok = false;
+        if (ConvSideAttr(*reader, true, i) != nullptr) ++s.savings;
+        plain_reader |= !TakesBlocked(*reader, true, i);
       }
-      if (!ok) s.ok = false;
-    };
-    for (const auto& node : graph.nodes()) {
-      if (IsSameShapeElementwise(*node)) {
-        for (const Value* in : node->inputs()) {
-          if (IsTensor(in)) check(in);
-        }
-        for (const Value* o : node->outputs()) check(o);
-      } else if (IsBlockableConv(*node)) {
-        check(node->output());
-        check(node->input(0));
-      } else if (const Value* x = ChannelScaleX(*node)) {
-        check(x);
-        check(node->output());
-      } else if (IsSpatialMean(*node)) {
-        check(node->input(0));
-      }
+      if (plain_reader) ++s.costs;
     }
     auto blocked = [&](const Value* v) {
       auto it = state.find(groups.Find(v->id()));
-      return it != state.end() && it->second.ok && it->second.conv_writes &&
-             it->second.conv_reads;
+      return it != state.end() && it->second.blocked();
     };
-    bool changed = false;
-    for (const auto& node : graph.nodes()) {
-      if (!IsBlockableConv(*node)) continue;
-      for (const char* attr : {"dst_blocked", "src_blocked"}) {
-        const Value* v = attr[0] == 'd' ? node->output() : node->input(0);
-        if (GetBool(node->attrs(), attr) || !blocked(v)) continue;
-        node->mutable_attrs()[attr] = true;
-        changed = true;
-      }
-    }
-    // The squeeze-excite readers of blocked values, as their blocked ops (all chosen before
-    // the graph changes: the groups know the values that exist now).
-    std::vector<Node*> replaced;
+    // The squeeze-excite readers of blocked values, chosen while the groups know every value.
+    std::vector<Node*> squeeze_excite;
     for (const auto& node : graph.nodes()) {
       const Value* x = ChannelScaleX(*node);
       if ((x != nullptr && blocked(x)) || (IsSpatialMean(*node) && blocked(node->input(0)))) {
-        replaced.push_back(node.get());
+        squeeze_excite.push_back(node.get());
       }
     }
+    bool changed = false;
+    for (Value* v : candidates) {
+      if (blocked(v)) changed |= Block(graph, v, reads[v]);
+    }
+    ReplaceSqueezeExcite(graph, squeeze_excite);
+    return changed;
+  }
+
+ private:
+  // Hands v over blocked: the layout attributes of the slots that take it, a block_channels
+  // after a producer that writes NCHW and an unblock_channels before the readers (and
+  // outputs) that need NCHW.
+  static bool Block(Graph& graph, Value* v, const Reads& reads) {
+    Node* producer = v->producer();
+    const bool produced_blocked = producer != nullptr && TakesBlocked(*producer, false, v->output_index());
+    if (producer != nullptr && produced_blocked) SetAttr(*producer, false, v->output_index());
+    Value* blocked = v;
+    if (!produced_blocked) {
+      // Before the first reader that takes it blocked (readers are in node order).
+      const Node* first = nullptr;
+      for (const auto& [reader, i] : reads.slots) {
+        if (TakesBlocked(*reader, true, i)) {
+          first = reader;
+          break;
+        }
+      }
+      if (first == nullptr) return false;
+      blocked = AddReorder(graph, "block_channels", v, first);
+    }
+    Value* plain = nullptr;
+    for (const auto& [reader, i] : reads.slots) {
+      if (TakesBlocked(*reader, true, i)) {
+        reader->set_input(i, blocked);
+        SetAttr(*reader, true, i);
+      } else if (produced_blocked) {
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, reader);
+        reader->set_input(i, plain);
+      }
+    }
+    if (produced_blocked) {
+      for (Value*& out : graph.mutable_outputs()) {
+        if (out != v) continue;
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr);
+        out = plain;
+      }
+      for (VariableUpdate& u : graph.mutable_updates()) {
+        if (u.value != v) continue;
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr);
+        u.value = plain;
+      }
+    }
+    return true;
+  }
+
+  // `op`(v) placed before `before` (at the end when null), on v's device.
+  static Value* AddReorder(Graph& graph, const char* op, Value* v, const Node* before) {
+    Node* made = graph.AddNode(op, {v}, {v->type()}, {}, before);
+    const Node* site = before != nullptr ? before : v->producer();
+    if (site != nullptr) {
+      made->set_placement(site->placement());
+      made->set_source(site->source());
+    }
+    return made->output();
+  }
+
+  // Marks slot (input or output i) of n as reading / writing the blocked layout.
+  static void SetAttr(Node& n, bool input, size_t i) {
+    if (const char* attr = ConvSideAttr(n, input, i)) {
+      n.mutable_attrs()[attr] = true;
+    } else if (IsBatchNorm(n)) {
+      n.mutable_attrs()["blocked"] = true;
+    }
+  }
+
+  // The squeeze-excite readers of blocked values as their blocked ops (x * g and the spatial
+  // mean, now reading the blocked x).
+  static void ReplaceSqueezeExcite(Graph& graph, const std::vector<Node*>& replaced) {
     for (Node* node : replaced) {
       Node* made = nullptr;
       if (Value* x = ChannelScaleX(*node)) {
@@ -217,12 +324,10 @@ class BlockConvLayoutPass : public Pass {
       made->set_placement(node->placement());
       made->set_source(node->source());
       graph.ReplaceAllUsesWith(node->output(), made->output());
-      changed = true;
     }
     graph.RemoveNodesIf([&](const Node& n) {
       return std::find(replaced.begin(), replaced.end(), &n) != replaced.end();
     });
-    return changed;
   }
 };
 

@@ -74,6 +74,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"schedule-updates", "each parameter's update right after its gradient: gradients die "
                          "early (the step's peak memory); before fusion, so that fusion does "
                          "not merge the updates of parameters whose gradients come far apart"},
+    {"block-conv-layout", "convolution activations and their gradients stay in oneDNN's "
+                          "blocked layout through batch norms, activations and adds"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},
 };

@@ -174,9 +174,12 @@ TEST(BlockConvLayout, ConvToConvHandOffsStayBlocked) {
 TEST(BlockConvLayout, OddChannelsAndSharedValuesStayNchw) {
   std::unique_ptr<Graph> g = Blocked(ConvChain(24));  // 24 % 16 != 0: a padded block
   EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0);
-  std::string text = ConvChain(32, "  output %sb\n");  // the middle value is also an output
+  // The middle value is also an output: its hand-off stays blocked (two reorders saved) and
+  // the output gets its own reorder to NCHW (one).
+  std::string text = ConvChain(32, "  output %sb\n");
   g = Blocked(text);
-  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 1);  // only the first hand-off
+  EXPECT_EQ(CountAttr(*g, "dst_blocked"), 2);
+  EXPECT_EQ(Count(*g, "unblock_channels"), 1);
   ExpectSameOutputs(text, *g, 1e-4);
 }
 
@@ -210,16 +213,92 @@ TEST(BlockConvLayout, ResidualTrunksStayBlockedThroughSameShapeElementwiseNodes)
   EXPECT_EQ(CountAttr(*g, "src_blocked"), 2);  // b and c; a reads the graph input
   ExpectSameOutputs(text, *g, 1e-4);
 
-  // An NCHW-only reader of the trunk (a max over channels, a graph output) keeps all of it
-  // NCHW.
+  // An NCHW-only reader of the trunk (a max over channels, a graph output) costs one reorder
+  // to NCHW, before it: the trunk's four convolution operands stay blocked.
   for (const std::string extra :
        {"  %m = amax(%s) {axes = [1], keepdim = false} : f32[2,6,6]\n  output %m\n",
         "  output %s\n"}) {
     std::string shared = Residual(extra);
     g = Blocked(shared);
-    EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0) << extra;
+    EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 4) << extra;
+    EXPECT_EQ(Count(*g, "unblock_channels"), 1) << extra;
     ExpectSameOutputs(shared, *g, 1e-4);
   }
+}
+
+// Where a group's reorders at its edges would cost as much as the convolutions' reorders they
+// save, it stays NCHW: one convolution writes the trunk, a max over channels and a graph
+// output read it.
+TEST(BlockConvLayout, GroupsStayNchwWhereEdgeReordersCostTheSavings) {
+  const std::string text = R"(graph g {
+  input %x : f32[2,16,6,6]
+  input %w : f32[16,16,3,3]
+  %a = conv2d(%x, %w) {dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]} : f32[2,16,6,6]
+  %r = relu(%a) : f32[2,16,6,6]
+  %m = amax(%r) {axes = [1], keepdim = false} : f32[2,6,6]
+  output %m
+})";
+  std::unique_ptr<Graph> g = Blocked(text);
+  EXPECT_EQ(CountAttr(*g, "dst_blocked") + CountAttr(*g, "src_blocked"), 0);
+  EXPECT_EQ(Count(*g, "unblock_channels") + Count(*g, "block_channels"), 0);
+  ExpectSameOutputs(text, *g, 1e-4);
+}
+
+// A training step's convolution block (conv -> batch norm -> GELU -> conv) and its backward:
+// the activations and their gradients form one group through the batch norms (one
+// "blocked" attribute covers x, y, dy, dx) and the GELU and its gradient, so every
+// convolution operand between them is blocked.
+TEST(BlockConvLayout, TrainingStepsKeepActivationsAndGradientsBlocked) {
+  const std::string conv = "dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]";
+  const std::string text = R"(graph g {
+  input %x : f32[2,16,5,5]
+  input %w1 : f32[32,16,3,3]
+  input %w2 : f32[16,32,3,3]
+  input %gamma : f32[32]
+  input %beta : f32[32]
+  input %dy : f32[2,16,5,5]
+  %a = conv2d(%x, %w1) {)" + conv + R"(} : f32[2,32,5,5]
+  %n, %m, %is, %v = batch_norm_train(%a, %gamma, %beta) {eps = 0.00001} : f32[2,32,5,5], f32[32], f32[32], f32[32]
+  %h = gelu(%n) {approximate = "none"} : f32[2,32,5,5]
+  %c = conv2d(%h, %w2) {)" + conv + R"(} : f32[2,16,5,5]
+  %dh = conv2d_backward_input(%dy, %w2) {)" + conv + R"(, input_shape = [2, 32, 5, 5]} : f32[2,32,5,5]
+  %dw2 = conv2d_backward_weight(%dy, %h) {)" + conv + R"(, weight_shape = [16, 32, 3, 3]} : f32[16,32,3,3]
+  %dn = gelu_backward(%dh, %n) {approximate = "none"} : f32[2,32,5,5]
+  %da, %dgamma, %dbeta = batch_norm_backward(%dn, %a, %gamma, %m, %is) : f32[2,32,5,5], f32[32], f32[32]
+  %dw1 = conv2d_backward_weight(%da, %x) {)" + conv + R"(, weight_shape = [32, 16, 3, 3]} : f32[32,16,3,3]
+  %dx = conv2d_backward_input(%da, %w1) {)" + conv + R"(, input_shape = [2, 16, 5, 5]} : f32[2,16,5,5]
+  output %c
+  output %dw1
+  output %dw2
+  output %dgamma
+  output %dbeta
+  output %dx
+})";
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  Verify(*g, &OpRegistry::Global());
+  PassContext ctx;
+  CreateBlockConvLayoutPass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  auto flag = [&](const std::string& op, const std::string& attr) {
+    int n = 0;
+    for (const auto& node : g->nodes()) {
+      n += node->op() == op && HasAttr(node->attrs(), attr) && GetBool(node->attrs(), attr);
+    }
+    return n;
+  };
+  // The graph inputs x (read by two convolutions) and dy (by two) are worth one reorder
+  // each; the outputs c and dx, written by one convolution each, are not (NCHW).
+  EXPECT_EQ(flag("conv2d", "dst_blocked"), 1);                  // a
+  EXPECT_EQ(flag("conv2d", "src_blocked"), 2);                  // x, h
+  EXPECT_EQ(flag("conv2d_backward_input", "dst_blocked"), 2);   // dy, da
+  EXPECT_EQ(flag("conv2d_backward_input", "src_blocked"), 1);   // dh
+  EXPECT_EQ(flag("conv2d_backward_weight", "dst_blocked"), 2);  // dy, da
+  EXPECT_EQ(flag("conv2d_backward_weight", "src_blocked"), 2);  // h, x
+  EXPECT_EQ(flag("batch_norm_train", "blocked"), 1);
+  EXPECT_EQ(flag("batch_norm_backward", "blocked"), 1);
+  EXPECT_EQ(Count(*g, "block_channels"), 2);  // x, dy
+  EXPECT_EQ(Count(*g, "unblock_channels"), 0);
+  ExpectSameOutputs(text, *g, 1e-4);
 }
 
 // A squeeze-excite block (EfficientNet's): the gate's mean over H, W and its per-channel

@@ -40,6 +40,9 @@ struct BatchNormParams {
   // batch_norm_backward: recompute the batch statistics from x in double (with eps) instead
   // of reading the saved, T-rounded mean / invstd.
   bool recompute_stats = false;
+  // 0: x (and y, dy, dx) NCHW; B: oneDNN's channel-blocked nChw<B>c (channel_blocking.h),
+  // the layout block-conv-layout hands between convolutions (batch_norm_train / _backward).
+  int64_t block = 0;
 };
 
 // layer norm: x viewed as [rows, d], statistics per row, weight / bias of size d.

@@ -68,13 +68,6 @@ void ChunkStats(const BatchNormParams& p, const T* x, int64_t c0, int64_t c1, do
   for (int64_t c = c0; c < c1; ++c) var[c] /= count;
 }
 
-// A double mean as two floats, hi + lo: (x - hi) - lo is x - mean to float precision even
-// where |mean| >> sigma (x - hi is exact near the mean).
-struct SplitMean {
-  float hi, lo;
-  explicit SplitMean(double m) : hi(static_cast<float>(m)), lo(static_cast<float>(m - hi)) {}
-};
-
 // y = (x - m) * scale + shift over one run; f32 in float with a SplitMean, as PyTorch
 // applies it; f64 in double.
 template <typename T>
@@ -93,6 +86,7 @@ void NormalizeRun(const T* x, T* y, int64_t s, double m, double scale, double sh
 template <typename T>
 void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
                     T* invstd, T* var, bool parallel) {
+  if (p.block > 1) return BlockedBatchNormTrain(p, x, w, b, y, mean, invstd, var, parallel);
   double* scratch = ChannelScratch(p, 2);
   double *m = scratch, *v = scratch + p.c;
   ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
@@ -131,6 +125,9 @@ void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const 
 template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
+  if (p.block > 1) {
+    return BlockedBatchNormBackward(p, dy, x, w, mean, invstd, dx, dw, db, parallel);
+  }
   const double count = static_cast<double>(p.n * p.s);
   double* scratch = ChannelScratch(p, 4);
   double *m = scratch, *is = scratch + p.c, *sum_dy = scratch + 2 * p.c;

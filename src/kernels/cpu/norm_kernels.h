@@ -9,6 +9,13 @@
 
 namespace tg::cpu {
 
+// A double mean as two floats, hi + lo: (x - hi) - lo is x - mean to float precision even
+// where |mean| >> sigma (x - hi is exact near the mean). Batch norm's f32 normalization.
+struct SplitMean {
+  float hi, lo;
+  explicit SplitMean(double m) : hi(static_cast<float>(m)), lo(static_cast<float>(m - hi)) {}
+};
+
 // Batch statistics per channel: mean, biased var, invstd = 1/sqrt(var+eps);
 // y = (x - mean) * invstd * w + b.
 template <typename T>
@@ -23,6 +30,18 @@ void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const 
 template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel);
+
+// The same two on x, y, dy, dx in the channel-blocked layout of p.block channels per block
+// (8 or 16; batch_norm_blocked.cc): the statistics' sums in double, the normalization in T,
+// as above; `parallel` splits the channel blocks over threads. Called by the two above when
+// p.block > 1.
+template <typename T>
+void BlockedBatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y,
+                           T* mean, T* invstd, T* var, bool parallel);
+template <typename T>
+void BlockedBatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
+                              const T* mean, const T* invstd, T* dx, T* dw, T* db,
+                              bool parallel);
 
 // Per row: mean, rstd = 1/sqrt(biased var + eps); y = act((x - mean) * rstd * w + b), act =
 // p.activation (none unless fused).

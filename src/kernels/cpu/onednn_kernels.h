@@ -103,11 +103,12 @@ struct ConvEpilogue {
   bool any() const { return bias || activation != Activation::kNone; }
 };
 
-// How a forward convolution's input and output are laid out in memory: NCHW, or oneDNN's
-// channel-blocked nChw8c / nChw16c (ActivationBlock() channels per block) where one
-// convolution feeds the next directly and the reorder out of and back into the blocked
-// layout between them is skipped (passes/block_conv_layout.cc; channels divisible by 16, so
-// both layouts have the byte size of NCHW).
+// How a convolution's x side (x, or dx of the backward-input pass) and y side (y, or dy of
+// both backward passes) are laid out in memory: NCHW, or oneDNN's channel-blocked nChw8c /
+// nChw16c (ActivationBlock() channels per block; channel_blocking.h) where activations and
+// their gradients are handed between convolutions without a reorder out of and back into
+// the blocked layout (passes/block_conv_layout.cc; channels divisible by 16, so both layouts
+// have the byte size of NCHW).
 struct ConvLayout {
   bool src_blocked = false, dst_blocked = false;
 };
@@ -117,7 +118,7 @@ int64_t ActivationBlock();
 
 class OnednnConv2d {
  public:
-  // `epilogue`: forward convolutions only; `layout`: forward f32 (or kBF16ToF32) only.
+  // `epilogue`: forward convolutions only; `layout`: f32 (or kBF16ToF32) only.
   OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue = {},
                const ConvLayout& layout = {}, DenseType type = DenseType::kF32);
   // in1_version: when given, in1 (the weight, for forward and backward-input) is a variable

@@ -1,0 +1,73 @@
+// NCHW <-> nChw<B>c copies; see channel_blocking.h.
+#include "kernels/cpu/channel_blocking.h"
+
+#include <cstring>
+
+#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/parallel.h"
+#include "support/error.h"
+
+namespace tg::cpu {
+namespace {
+
+// (batch, channel block) pairs [begin, end): a [B, plane] <-> [plane, B] transpose each, in
+// tiles of 16 positions so that both sides stay in cache lines being written.
+template <typename E, int B>
+void ReblockPairs(const E* src, E* dst, int64_t plane, bool to_blocked, int64_t begin,
+                  int64_t end) {
+  constexpr int64_t kTile = 16;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const E* in = src + pair * plane * B;
+    E* out = dst + pair * plane * B;
+    for (int64_t s0 = 0; s0 < plane; s0 += kTile) {
+      const int64_t s1 = s0 + kTile < plane ? s0 + kTile : plane;
+      for (int l = 0; l < B; ++l) {
+        for (int64_t s = s0; s < s1; ++s) {
+          if (to_blocked) {
+            out[s * B + l] = in[l * plane + s];
+          } else {
+            out[l * plane + s] = in[s * B + l];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename E>
+void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, bool to_blocked,
+               bool parallel) {
+  const E* in = static_cast<const E*>(src);
+  E* out = static_cast<E*>(dst);
+  auto run = [&](int64_t begin, int64_t end) {
+    if (ActivationBlock() == 16) {
+      ReblockPairs<E, 16>(in, out, plane, to_blocked, begin, end);
+    } else {
+      ReblockPairs<E, 8>(in, out, plane, to_blocked, begin, end);
+    }
+  };
+  if (parallel) {
+    ParallelFor(pairs, 1, run);
+  } else {
+    run(0, pairs);
+  }
+}
+
+}  // namespace
+
+void ReblockActivation(const void* src, void* dst, size_t elem_size, int64_t n, int64_t c,
+                       int64_t plane, bool to_blocked, bool parallel) {
+  const int64_t block = ActivationBlock();
+  TG_CHECK(c % block == 0, kInternal, "ReblockActivation: ", c, " channels are not whole blocks of ",
+           block);
+  const int64_t pairs = n * (c / block);
+  switch (elem_size) {
+    case 1: ReblockAs<uint8_t>(src, dst, pairs, plane, to_blocked, parallel); break;
+    case 2: ReblockAs<uint16_t>(src, dst, pairs, plane, to_blocked, parallel); break;
+    case 4: ReblockAs<uint32_t>(src, dst, pairs, plane, to_blocked, parallel); break;
+    case 8: ReblockAs<uint64_t>(src, dst, pairs, plane, to_blocked, parallel); break;
+    default: Fail(ErrorKind::kInternal, "ReblockActivation: element size ", elem_size);
+  }
+}
+
+}  // namespace tg::cpu
