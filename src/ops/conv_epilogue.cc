@@ -2,12 +2,13 @@
 // activation applied as it writes its output, made by passes/fuse_conv_epilogue.cc.
 //
 //   inputs: x [N,C,H,W], w [O,C/groups,kh,kw], then bias [O] when attr bias, then the batch
-//           norm's weight, bias, running_mean, running_var [O] when attr batch_norm
-//   y = act(bn(conv2d(x, w) + bias))
+//           norm's weight, bias, running_mean, running_var [O] when attr batch_norm, then
+//           the residual r [N,O,oh,ow] when attr residual (f32 / f64; y's layout)
+//   y = act(bn(conv2d(x, w) + bias) + r)
 //
 // The batch norm folds into the convolution's weight and bias (in double, from the running
 // statistics; redone whenever the variables change), and oneDNN applies the bias and the
-// activation as it writes the output.
+// activation (and adds the residual, a binary post-op) as it writes the output.
 //
 // Mixed precision (passes/fuse_conv_epilogue.cc on Precision.setMixedPrecision's convolutions):
 // x in bf16 / f16 while w and the epilogue's parameters are f32 (the master copies) and y is
@@ -36,11 +37,12 @@ namespace {
 using dense::F32;
 
 struct EpilogueSpec {
-  bool bias = false, batch_norm = false;
-  cpu::ConvLayout layout;  // x and / or y in oneDNN's channel-blocked layout
+  bool bias = false, batch_norm = false, residual = false;
+  cpu::ConvLayout layout;  // x and / or y (and the residual) in oneDNN's blocked layout
   double eps = 1e-5;
   cpu::Activation activation = cpu::Activation::kNone;
-  int num_inputs() const { return 2 + (bias ? 1 : 0) + (batch_norm ? 4 : 0); }
+  int residual_index() const { return 2 + (bias ? 1 : 0) + (batch_norm ? 4 : 0); }
+  int num_inputs() const { return residual_index() + (residual ? 1 : 0); }
 };
 
 EpilogueSpec SpecOf(const AttrMap& attrs, const cpu::Conv2dParams& p) {
@@ -48,6 +50,8 @@ EpilogueSpec SpecOf(const AttrMap& attrs, const cpu::Conv2dParams& p) {
   s.layout = ConvLayoutOf(attrs, p, "conv2d_epilogue");
   s.bias = GetBool(attrs, "bias");
   s.batch_norm = GetBool(attrs, "batch_norm");
+  // Absent in nodes made before the attribute existed (files, AddNode): none.
+  s.residual = HasAttr(attrs, "residual") && GetBool(attrs, "residual");
   s.eps = GetFloat(attrs, "eps");
   const std::string& act = GetString(attrs, "activation");
   TG_CHECK(cpu::ActivationFromName(act, &s.activation), kShape,
@@ -69,7 +73,7 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   TG_CHECK(static_cast<int>(ctx.inputs.size()) == s.num_inputs(), kShape, op, ": expected ",
            s.num_inputs(), " inputs (x, w", s.bias ? ", bias" : "",
            s.batch_norm ? ", the batch norm's weight, bias, running_mean, running_var" : "",
-           "), got ", ctx.inputs.size());
+           s.residual ? ", the residual" : "", "), got ", ctx.inputs.size());
   const bool mixed = IsMixed(ctx.in(0).dtype, ctx.in(1).dtype);
   if (mixed) {
     for (size_t i = 2; i < ctx.inputs.size(); ++i) {
@@ -80,9 +84,16 @@ std::vector<TensorType> InferConvEpilogue(const InferContext& ctx) {
   } else {
     dense::CheckSameFloat(ctx, op);
   }
-  for (size_t i = 2; i < ctx.inputs.size(); ++i) {
+  for (int i = 2; i < s.residual_index(); ++i) {
     TG_CHECK(ctx.in(i).shape == Shape{p.o}, kShape, op, ": expected input ", i, " of shape [",
              p.o, "] (one value per output channel), got ", ctx.in(i).ToString());
+  }
+  if (s.residual) {
+    TG_CHECK(!mixed, kShape, op, ": a residual needs x and w of one dtype (f32 or f64), got x ",
+             DTypeName(ctx.in(0).dtype), " and w ", DTypeName(ctx.in(1).dtype));
+    TG_CHECK(ctx.in(s.residual_index()).shape == ConvOutShape(p), kShape, op,
+             ": expected the residual of the output's shape ", ShapeToString(ConvOutShape(p)),
+             ", got ", ctx.in(s.residual_index()).ToString());
   }
   return {TensorType{mixed ? DType::kF32 : ctx.in(0).dtype, ConvOutShape(p)}};
 }
@@ -133,9 +144,17 @@ Kernel MakeRef(const Node& n) {
     std::vector<double> scale(p.o), shift(p.o);
     FoldEpilogue<T>(s, a, p.o, scale.data(), shift.data());
     const int64_t plane = p.oh * p.ow;
+    const T* r = s.residual ? dense::In<T>(a, s.residual_index()) : nullptr;
+    std::vector<T> r_plain;
+    if (r != nullptr && s.layout.dst_blocked) {
+      r_plain.resize(p.n * p.o * plane);
+      cpu::Reblock(r, r_plain.data(), p.n, p.o, plane, false);
+      r = r_plain.data();
+    }
     for (int64_t i = 0; i < p.n * p.o * plane; ++i) {
       const int64_t o = (i / plane) % p.o;
-      const double v = static_cast<double>(y[i]) * scale[o] + shift[o];
+      double v = static_cast<double>(y[i]) * scale[o] + shift[o];
+      if (r != nullptr) v += static_cast<double>(r[i]);
       y[i] = static_cast<T>(cpu::ApplyActivation(s.activation, v));
     }
     if (s.layout.dst_blocked) cpu::Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true);
@@ -176,7 +195,7 @@ void Fold(const EpilogueSpec& s, const cpu::Conv2dParams& p, const KernelArgs& a
     }
     state->bias[o] = static_cast<float>(shift[o]);
   }
-  state->sources.assign(a.inputs + 1, a.inputs + s.num_inputs());
+  state->sources.assign(a.inputs + 1, a.inputs + s.residual_index());
   state->version = a.ctx->variables_version;
   state->valid = true;
 }
@@ -190,25 +209,27 @@ Kernel MakeCpu(auto t, const Node& n) {
     const EpilogueSpec s = SpecOf(n.attrs(), p);
     cpu::ConvEpilogue epilogue;
     epilogue.bias = s.bias || s.batch_norm;
+    epilogue.residual = s.residual;
     epilogue.activation = s.activation;
     cpu::OnednnConv2d conv(p, cpu::ConvPass::kForward, epilogue, s.layout);
     // Weights (and batch norm parameters) that are variables or constants change only
     // between runs that bump the variables version: their fold and blocked copy are kept.
     bool cacheable = true;
-    for (int i = 1; i < s.num_inputs(); ++i) cacheable = cacheable && IsWeight(n.input(i));
+    for (int i = 1; i < s.residual_index(); ++i) cacheable = cacheable && IsWeight(n.input(i));
     const bool prepack_plain = IsWeight(n.input(1));
     auto state = std::make_shared<FoldedWeights>();  // per kernel copy's owner (per replica)
     return [conv, s, p, cacheable, prepack_plain, state](const KernelArgs& a) {
       const float* x = dense::In<float>(a, 0);
       float* y = dense::Out<float>(a, 0);
+      const float* residual = s.residual ? dense::In<float>(a, s.residual_index()) : nullptr;
       if (!s.batch_norm) {
         conv.Run(x, dense::In<float>(a, 1), y, prepack_plain ? &a.ctx->variables_version : nullptr,
-                 s.bias ? dense::In<float>(a, 2) : nullptr);
+                 s.bias ? dense::In<float>(a, 2) : nullptr, residual);
         return;
       }
-      if (!FoldIsCurrent(*state, a, s.num_inputs(), cacheable)) Fold(s, p, a, state.get());
+      if (!FoldIsCurrent(*state, a, s.residual_index(), cacheable)) Fold(s, p, a, state.get());
       conv.Run(x, state->weight.data(), y, cacheable ? &a.ctx->variables_version : nullptr,
-               state->bias.data());
+               state->bias.data(), residual);
     };
   }
 }
@@ -219,7 +240,7 @@ Kernel MakeCpu(auto t, const Node& n) {
 Kernel MakeNativeBf16(const Node& n) {
   const EpilogueSpec s = SpecOf(n.attrs(), ParamsOf(n));
   if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16 || s.batch_norm ||
-      s.layout.src_blocked || s.layout.dst_blocked) {
+      s.residual || s.layout.src_blocked || s.layout.dst_blocked) {
     return nullptr;
   }
   cpu::ConvEpilogue epilogue;
@@ -321,7 +342,7 @@ Kernel MakeMixedCpu(const Node& n) {
   // The fold is kept while the variables are unchanged when every input but x is a weight
   // or computed from weights alone (a squeeze-excite convolution's reshaped bias).
   bool cacheable = true;
-  for (int i = 1; i < s.num_inputs(); ++i) {
+  for (int i = 1; i < s.residual_index(); ++i) {
     cacheable = cacheable && IsWeightDerived(n.input(i));
   }
   struct Rounded {
@@ -332,7 +353,7 @@ Kernel MakeMixedCpu(const Node& n) {
   const int64_t x_numel = p.n * p.c * p.h * p.w;
   return [conv = *conv, s, p, half, native, cacheable, state, x_numel](const KernelArgs& a) {
     FoldedWeights& f = state->fold;
-    if (!FoldIsCurrent(f, a, s.num_inputs(), cacheable)) {
+    if (!FoldIsCurrent(f, a, s.residual_index(), cacheable)) {
       Fold(s, p, a, &f);
       RoundTo(half, f.weight, state->bits);
     }
@@ -354,6 +375,7 @@ std::vector<OpSample> ConvEpilogueSamples() {
     int64_t groups = 1;
     std::vector<int64_t> stride{1, 1}, padding{1, 1};
     bool src_blocked = false, dst_blocked = false;
+    bool residual = false;
   };
   const Case cases[] = {
       {{2, 3, 6, 6}, {8, 3, 3, 3}, true, false, "relu"},
@@ -369,6 +391,11 @@ std::vector<OpSample> ConvEpilogueSamples() {
       {{2, 16, 5, 5}, {16, 16, 3, 3}, true, true, "relu", 1, {1, 1}, {1, 1}, true, true},
       {{1, 16, 6, 6}, {16, 1, 3, 3}, false, true, "silu", 16, {2, 2}, {1, 1}, true, false},
       {{1, 3, 6, 6}, {32, 3, 3, 3}, true, false, "none", 1, {1, 1}, {1, 1}, false, true},
+      // a residual added before the activation (fuse-conv-epilogue's residual blocks), NCHW
+      // and blocked
+      {{2, 3, 5, 5}, {4, 3, 3, 3}, false, true, "relu", 1, {1, 1}, {1, 1}, false, false, true},
+      {{2, 16, 5, 5}, {16, 16, 3, 3}, false, true, "gelu", 1, {1, 1}, {1, 1}, true, true, true},
+      {{1, 16, 6, 6}, {32, 16, 1, 1}, true, false, "none", 1, {2, 2}, {0, 0}, false, true, true},
   };
   std::vector<OpSample> out;
   for (const Case& c : cases) {
@@ -376,7 +403,8 @@ std::vector<OpSample> ConvEpilogueSamples() {
     s.attrs = {{"stride", c.stride},  {"padding", c.padding},      {"dilation", std::vector<int64_t>{1, 1}},
                {"groups", c.groups},  {"bias", c.bias},            {"batch_norm", c.batch_norm},
                {"eps", 1e-5},         {"activation", std::string(c.activation)},
-               {"src_blocked", c.src_blocked}, {"dst_blocked", c.dst_blocked}};
+               {"src_blocked", c.src_blocked}, {"dst_blocked", c.dst_blocked},
+               {"residual", c.residual}};
     s.inputs = {F32(c.x), F32(c.w)};
     s.init = {InputInit::Normal(), InputInit::Normal()};
     const int64_t o = c.w[0];
@@ -391,6 +419,12 @@ std::vector<OpSample> ConvEpilogueSamples() {
       }
       s.inputs.push_back(F32({o}));
       s.init.push_back(InputInit::Uniform(0.5, 2.0));  // running_var > 0
+    }
+    if (c.residual) {
+      const int64_t oh = (c.x[2] + 2 * c.padding[0] - c.w[2]) / c.stride[0] + 1;
+      const int64_t ow = (c.x[3] + 2 * c.padding[1] - c.w[3]) / c.stride[1] + 1;
+      s.inputs.push_back(F32({c.x[0], o, oh, ow}));
+      s.init.push_back(InputInit::Normal());
     }
     s.tolerance = 1e-4;
     out.push_back(std::move(s));
@@ -414,7 +448,8 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
              {"eps", 1e-5},
              {"activation", std::string("none")},
              {"src_blocked", false},
-             {"dst_blocked", false}};
+             {"dst_blocked", false},
+             {"residual", false}};
   d.infer = InferConvEpilogue;
   d.not_differentiable = true;  // made after autodiff, by a pass
   // Mixed nodes (x half, the rest f32) are not uniform half nodes: half widening leaves them
@@ -432,9 +467,10 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
   d.flops = [](const Node& n) { return ConvFlops(ParamsOf(n)); };
   d.gemm = [](const Node& n) { return ConvGemm(ParamsOf(n), "conv2d"); };
   d.samples = ConvEpilogueSamples();
-  d.doc = "act(bn(conv2d(x, w) + bias)) in one pass over the output: optional bias [O], "
-          "optional inference batch norm (weight, bias, running_mean, running_var [O], eps) "
-          "folded into a per-channel scale and shift, activation none, relu, gelu, gelu_tanh, "
+  d.doc = "act(bn(conv2d(x, w) + bias) + residual) in one pass over the output: optional "
+          "bias [O], optional inference batch norm (weight, bias, running_mean, running_var "
+          "[O], eps) folded into a per-channel scale and shift, optional residual of the "
+          "output's shape and layout (f32 / f64), activation none, relu, gelu, gelu_tanh, "
           "silu, sigmoid or hardswish (oneDNN post-ops). src_blocked / dst_blocked: x / y are "
           "in oneDNN's nChw8c (nChw16c with AVX-512) layout, handed between convolutions "
           "(channels divisible by 16). Mixed precision: x bf16 / f16 with w and the "

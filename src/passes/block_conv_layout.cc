@@ -10,7 +10,8 @@
 //     their tensors: activations, residual adds, activation gradients, casts;
 //   - batch_norm_train (x, y) and batch_norm_backward (dy, x, dx): attribute "blocked";
 //   - a squeeze-excite gate x * g with g [N or 1, C, 1, 1] (x and the result), which
-//     becomes blocked_channel_scale.
+//     becomes blocked_channel_scale;
+//   - a conv2d_epilogue's residual input and its output (both in the y side's layout).
 // Convolutions (conv2d, conv2d_epilogue, conv2d_backward_input, conv2d_backward_weight) read
 // and write their x side (x or dx) and y side (y or dy) in either layout, each with its own
 // attribute (src_blocked, dst_blocked): they join nothing, and each of their operands in a
@@ -116,9 +117,17 @@ const char* ConvSideAttr(const Node& n, bool input, size_t i) {
   return input ? (i == 0 ? "dst_blocked" : "src_blocked") : nullptr;  // backward weight
 }
 
+// A conv2d_epilogue's residual input: read in its output's layout (attribute dst_blocked).
+bool IsResidualSlot(const Node& n, bool input, size_t i) {
+  return n.op() == "conv2d_epilogue" && HasAttr(n.attrs(), "residual") &&
+         GetBool(n.attrs(), "residual") && IsF32Nchw(n.output()) &&
+         (!input || i + 1 == n.inputs().size());
+}
+
 // Whether slot (input or output i) of n joins the layout group of its value (the slots one
 // attribute or one elementwise loop covers), as listed at the top of this file.
 bool JoinsGroup(const Node& n, bool input, size_t i) {
+  if (IsResidualSlot(n, input, i)) return true;
   if (IsSameShapeElementwise(n)) return !input || IsTensor(n.input(i));
   if (IsBatchNorm(n)) return input ? i < (n.op() == "batch_norm_train" ? 1u : 2u) : i == 0;
   if (const Value* x = ChannelScaleX(n)) return !input || n.input(i) == x;

@@ -1,10 +1,12 @@
 // Fuse a convolution's epilogue: conv2d [-> add(bias per channel)] [-> batch_norm_inference]
-// [-> relu / silu (or x * sigmoid(x)) / sigmoid / gelu / hardswish] becomes one
-// `conv2d_epilogue` node, which
+// [-> add(residual of the same shape)] [-> relu / silu (or x * sigmoid(x)) / sigmoid / gelu /
+// hardswish] becomes one `conv2d_epilogue` node, which
 // oneDNN computes in its post-ops while the output block is in registers (the batch norm
 // folded into a per-channel scale and shift), instead of the convolution writing its result
 // and two more kernels reading it back. The conv-BN-activation block of every CNN in
-// inference (ResNet, EfficientNet, MobileNet, RegNet) has this shape.
+// inference (ResNet, EfficientNet, MobileNet, RegNet) has this shape, and the last one of a
+// residual block adds the skip connection before its activation (f32 / f64 only: a binary
+// post-op reading the skip value while the output block is in registers).
 //
 // Conditions: each fused intermediate is read by the next node only (in training the
 // backward reads them, so training graphs with batch statistics keep their nodes); the bias
@@ -17,6 +19,7 @@
 // master weight and parameters, f32 result (ops/conv_epilogue.cc: the folded weight is
 // rounded once; the convolution's result is no longer rounded to half before the epilogue).
 #include <string>
+#include <unordered_set>
 
 #include "passes/epilogue_activation.h"
 #include "passes/passes.h"
@@ -62,10 +65,15 @@ class FuseConvEpiloguePass : public Pass {
       if (dt == DType::kF32 || dt == DType::kF64 || IsHalf(dt)) convs.push_back(node.get());
     }
     bool changed = false;
+    // Nodes already fused into an epilogue: a residual add reads two convolutions' results
+    // and belongs to the first one's epilogue (the second keeps its own batch norm).
+    std::unordered_set<const Node*> fused_nodes;
     for (Node* conv : convs) {
-      auto next = [&](Node* n) -> Node* {  // the sole reader, on the same device
+      auto next = [&](Node* n) -> Node* {  // the sole reader, on the same device, unfused
         Node* r = readers.Of(n->output());
-        return r != nullptr && r->placement() == conv->placement() ? r : nullptr;
+        return r != nullptr && r->placement() == conv->placement() && !fused_nodes.count(r)
+                   ? r
+                   : nullptr;
       };
       // A half convolution fuses only as mixed precision's widened result (`start`: the
       // cast to f32) of a rounded f32 weight (`weight`: the master copy).
@@ -87,27 +95,42 @@ class FuseConvEpiloguePass : public Pass {
       Value* bias = nullptr;
       Node* bn = nullptr;
       std::string activation = "none";
+      std::vector<Node*> chain;  // the nodes fused after the convolution
       Node* r = next(last);
       if (r != nullptr && r->op() == "add" && r->output()->type() == type) {
         Value* other = r->input(0) == last->output() ? r->input(1) : r->input(0);
         if (other != last->output() && IsChannelBias(other->type(), type)) {
           bias = other;
           last = r;
+          chain.push_back(r);
           r = next(last);
         }
       }
       if (r != nullptr && r->op() == "batch_norm_inference" && r->input(0) == last->output()) {
         bn = r;
         last = r;
+        chain.push_back(r);
         r = next(last);
+      }
+      Value* residual = nullptr;
+      if (r != nullptr && r->op() == "add" && start == conv && r->output()->type() == type) {
+        Value* other = r->input(0) == last->output() ? r->input(1) : r->input(0);
+        if (other != last->output() && other->type() == type) {
+          residual = other;
+          last = r;
+          chain.push_back(r);
+          r = next(last);
+        }
       }
       if (r != nullptr && !EpilogueActivationOf(*r).empty()) {
         activation = EpilogueActivationOf(*r);
         last = r;
+        chain.push_back(r);
       } else if (Node* silu = SiluOf(last->output(), readers);
                  silu != nullptr && silu->placement() == conv->placement()) {
         activation = "silu";
         last = silu;
+        chain.push_back(silu);
       }
       if (last == start) continue;
       std::vector<Value*> inputs = {conv->input(0), weight};
@@ -122,11 +145,13 @@ class FuseConvEpiloguePass : public Pass {
       if (bn != nullptr) {
         for (int i = 1; i < 5; ++i) inputs.push_back(bn->input(i));
       }
+      if (residual != nullptr) inputs.push_back(residual);
       AttrMap attrs = conv->attrs();
       attrs["bias"] = bias != nullptr;
       attrs["batch_norm"] = bn != nullptr;
       attrs["eps"] = bn != nullptr ? GetFloat(bn->attrs(), "eps") : 1e-5;
       attrs["activation"] = activation;
+      attrs["residual"] = residual != nullptr;
       attrs["src_blocked"] = false;  // NCHW; block-conv-layout may change it
       attrs["dst_blocked"] = false;
       Node* fused = graph.AddNode("conv2d_epilogue", inputs, {last->output()->type()}, attrs,
@@ -134,6 +159,7 @@ class FuseConvEpiloguePass : public Pass {
       fused->set_source(conv->source());
       fused->set_placement(conv->placement());
       graph.ReplaceAllUsesWith(last->output(), fused->output());
+      fused_nodes.insert(chain.begin(), chain.end());
       changed = true;
     }
     return changed;

@@ -1,6 +1,6 @@
 """Convolution epilogues (passes/fuse_conv_epilogue.cc, op conv2d_epilogue): in inference a
-conv -> bias -> batch norm -> activation block runs as one oneDNN convolution with the batch
-norm folded into its weight and bias, and conv -> conv hand-offs stay in oneDNN's blocked
+conv -> bias -> batch norm -> residual add -> activation block runs as one oneDNN convolution
+with the batch norm folded into its weight and bias, and conv -> conv hand-offs stay in oneDNN's blocked
 layout (passes/block_conv_layout.cc). These tests show it happens on the blocks real CNNs are
 made of, gives eager PyTorch's numbers, refolds when the weights or running statistics change
 on the host, and leaves training (where the backward reads the intermediates) correct."""
@@ -75,6 +75,8 @@ def test_conv_batch_norm_activation_blocks_fuse_and_match_eager(act, name):
         # (block-conv-layout); the graph input stays NCHW
         assert ir.count("dst_blocked = true") == 3 and ir.count("src_blocked = true") == 2, ir
         assert "blocked_spatial_mean(" in ir, ir
+    # the projection adds the residual (the stem's output) as it writes its result
+    assert ir.count("residual = true") == 1, ir
 
 
 def test_the_fold_follows_weights_and_statistics_edited_on_the_host():

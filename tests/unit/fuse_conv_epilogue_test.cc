@@ -57,6 +57,92 @@ TEST(FuseConvEpilogue, ConvBiasBatchNormReluBecomesOneNode) {
   ExpectSameOutputs(text, *g, 1e-4);
 }
 
+// The last convolution of a residual block: conv -> batch norm -> add(skip) -> relu is one
+// node that adds the skip value before its activation; its first convolution's epilogue
+// (no skip) is another. After block-conv-layout the skip (the block's input, written by the
+// first epilogue) is read in the blocked layout as the output is written.
+TEST(FuseConvEpilogue, ResidualAddBeforeTheActivationIsPartOfTheEpilogue) {
+  const std::string conv = "dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]";
+  const std::string text = R"(graph g {
+  input %x : f32[2,16,6,6]
+  input %w1 : f32[16,16,3,3]
+  input %w2 : f32[16,16,3,3]
+  input %w3 : f32[16,16,1,1]
+  input %gamma : f32[16]
+  input %beta : f32[16]
+  input %mean : f32[16]
+  input %v : f32[16]
+  %var = exp(%v) : f32[16]
+  %a = conv2d(%x, %w1) {)" + conv + R"(} : f32[2,16,6,6]
+  %ra = relu(%a) : f32[2,16,6,6]
+  %b = conv2d(%ra, %w2) {)" + conv + R"(} : f32[2,16,6,6]
+  %n = batch_norm_inference(%b, %gamma, %beta, %mean, %var) {eps = 0.00001} : f32[2,16,6,6]
+  %s = add(%ra, %n) : f32[2,16,6,6]
+  %r = relu(%s) : f32[2,16,6,6]
+  %c = conv2d(%r, %w3) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,16,6,6]
+  output %c
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 2);  // c has no epilogue: a conv2d
+  EXPECT_EQ(Count(*g, "add") + Count(*g, "relu") + Count(*g, "batch_norm_inference"), 0);
+  const Node* last = nullptr;
+  for (const auto& node : g->nodes()) {
+    if (node->op() == "conv2d_epilogue" && GetBool(node->attrs(), "residual")) last = node.get();
+  }
+  ASSERT_NE(last, nullptr);
+  EXPECT_EQ(GetString(last->attrs(), "activation"), "relu");
+  EXPECT_EQ(last->inputs().size(), 7u);  // x, w, the batch norm's four, the skip
+  EXPECT_EQ(last->inputs().back()->producer()->op(), "conv2d_epilogue");  // relu(a), fused
+  // Outputs reach ~200 here (two 3x3 convolutions of normal inputs): 2e-3 is ~1e-5 relative,
+  // the batch norm folded into the weights.
+  ExpectSameOutputs(text, *g, 2e-3);
+
+  PassContext ctx;
+  CreateBlockConvLayoutPass()->Run(*g, ctx);
+  Verify(*g, &OpRegistry::Global());
+  EXPECT_TRUE(GetBool(last->attrs(), "dst_blocked") && GetBool(last->attrs(), "src_blocked"));
+  EXPECT_EQ(Count(*g, "block_channels") + Count(*g, "unblock_channels"), 0);
+  ExpectSameOutputs(text, *g, 2e-3);
+}
+
+// ResNet's downsampling block: relu(bn3(conv3(h)) + bn(downsample(x))). The first
+// convolution in node order takes the add and the activation; the other keeps its own
+// batch norm in its epilogue, its result the residual.
+TEST(FuseConvEpilogue, TwoConvolutionsMeetingInOneAddEachKeepTheirBatchNorm) {
+  const std::string text = R"(graph g {
+  input %x : f32[2,16,6,6]
+  input %w3 : f32[32,16,1,1]
+  input %wd : f32[32,16,1,1]
+  input %g3 : f32[32]
+  input %b3 : f32[32]
+  input %gd : f32[32]
+  input %bd : f32[32]
+  input %mean : f32[32]
+  input %v : f32[32]
+  %var = exp(%v) : f32[32]
+  %c3 = conv2d(%x, %w3) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,32,6,6]
+  %n3 = batch_norm_inference(%c3, %g3, %b3, %mean, %var) {eps = 0.00001} : f32[2,32,6,6]
+  %cd = conv2d(%x, %wd) {dilation = [1, 1], groups = 1, padding = [0, 0], stride = [1, 1]} : f32[2,32,6,6]
+  %nd = batch_norm_inference(%cd, %gd, %bd, %mean, %var) {eps = 0.00001} : f32[2,32,6,6]
+  %s = add(%n3, %nd) : f32[2,32,6,6]
+  %y = relu(%s) : f32[2,32,6,6]
+  output %y
+})";
+  std::unique_ptr<Graph> g = Fused(text);
+  EXPECT_EQ(Count(*g, "conv2d_epilogue"), 2);
+  EXPECT_EQ(Count(*g, "conv2d") + Count(*g, "add") + Count(*g, "relu") +
+                Count(*g, "batch_norm_inference"),
+            0);
+  int residual = 0;
+  for (const auto& node : g->nodes()) {
+    if (node->op() != "conv2d_epilogue") continue;
+    EXPECT_TRUE(GetBool(node->attrs(), "batch_norm"));
+    residual += GetBool(node->attrs(), "residual");
+  }
+  EXPECT_EQ(residual, 1);
+  ExpectSameOutputs(text, *g, 1e-3);
+}
+
 TEST(FuseConvEpilogue, DecomposedSiluIsTheActivation) {
   for (bool sigmoid_first : {true, false}) {
     std::string mul = sigmoid_first ? "mul(%s, %n)" : "mul(%n, %s)";

@@ -85,10 +85,18 @@ inline void WithActivation(Activation act, Fn&& fn) {
   }
 }
 
-// y[i] = act(y[i] + bias) for one channel's run of values, vectorized per activation.
-inline void BiasActivate(Activation act, float* y, int64_t n, float bias) {
+// y[i] = act(y[i] + bias) for one channel's run of values, vectorized per activation; with
+// a residual, act(y[i] + bias + residual[i]) (the sums in that order, as the unfused graph).
+inline void BiasActivate(Activation act, float* y, int64_t n, float bias,
+                         const float* residual = nullptr) {
   WithActivation(act, [&](auto a) {
-    for (int64_t i = 0; i < n; ++i) y[i] = Activate<decltype(a)::value>(y[i] + bias);
+    if (residual == nullptr) {
+      for (int64_t i = 0; i < n; ++i) y[i] = Activate<decltype(a)::value>(y[i] + bias);
+    } else {
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = Activate<decltype(a)::value>((y[i] + bias) + residual[i]);
+      }
+    }
   });
 }
 

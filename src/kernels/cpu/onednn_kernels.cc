@@ -219,6 +219,8 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
            "OnednnConv2d: blocked layouts are f32 (or bf16 to f32) only");
   TG_CHECK(type != DenseType::kBF16ToF32 || pass == ConvPass::kForward, kInternal,
            "OnednnConv2d: bf16 to f32 is forward only");
+  TG_CHECK(!epilogue.residual || type == DenseType::kF32, kInternal,
+           "OnednnConv2d: a residual epilogue is f32 only");
   if (p.n == 0 || p.o == 0 || p.oh == 0 || p.ow == 0 || p.c == 0) {
     empty_ = true;
     out_numel_ = pass == ConvPass::kForward         ? p.n * p.o * p.oh * p.ow
@@ -263,6 +265,8 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
         // (post-ops it cannot fuse send it to a reference or GEMM implementation).
         dnnl::primitive_attr attr;
         dnnl::post_ops ops;
+        residual_md_ = y_md;
+        if (epilogue.residual) ops.append_binary(dnnl::algorithm::binary_add, residual_md_);
         AppendActivation(ops, epilogue.activation);
         attr.set_post_ops(ops);
         memory::desc bias_md({p.o}, result_type, tag::x);
@@ -329,16 +333,20 @@ std::string OnednnConv2d::implementation() const {
   return empty_ ? "" : ImplementationOf(prim_);
 }
 
-void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
+void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias,
+                                        const float* residual) const {
+  // The residual has y's layout: element k of y adds element k of the residual.
+  auto at = [&](int64_t k) { return epilogue_.residual ? residual + k : nullptr; };
   if (layout_.dst_blocked) {  // [N, O / B, plane, B]: a bias per lane of each position
     const int64_t b = ActivationBlock(), blocks = channels_ / b;
     ParallelFor(batch_ * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const float* lane_bias = epilogue_.bias ? bias + (i % blocks) * b : nullptr;
         for (int64_t pos = 0; pos < plane_; ++pos) {
-          float* y = out + (i * plane_ + pos) * b;
+          const int64_t k = (i * plane_ + pos) * b;
           for (int64_t j = 0; j < b; ++j) {
-            BiasActivate(epilogue_.activation, y + j, 1, lane_bias ? lane_bias[j] : 0.0f);
+            BiasActivate(epilogue_.activation, out + k + j, 1, lane_bias ? lane_bias[j] : 0.0f,
+                         at(k + j));
           }
         }
       }
@@ -350,13 +358,16 @@ void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias) const {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t o = i % channels_;
       const float shift = epilogue_.bias ? bias[o] : 0.0f;
-      BiasActivate(epilogue_.activation, out + i * plane_, plane_, shift);
+      BiasActivate(epilogue_.activation, out + i * plane_, plane_, shift, at(i * plane_));
     }
   });
 }
 
 void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
-                       const uint64_t* in1_version, const void* bias) const {
+                       const uint64_t* in1_version, const void* bias,
+                       const void* residual) const {
+  TG_CHECK(!epilogue_.residual || residual != nullptr, kInternal,
+           "OnednnConv2d: the epilogue's residual is missing");
   if (empty_) {  // zeros: all-zero bits in f32 and bf16 alike
     const bool bf16_result = ResultTypeOf(type_) == memory::data_type::bf16;
     std::memset(out, 0, static_cast<size_t>(out_numel_) * (bf16_result ? 2 : 4));
@@ -385,6 +396,9 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
     args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, ResultTypeOf(type_),
                                             memory::format_tag::x), bias);
   }
+  if (fused_in_primitive_ && epilogue_.residual) {  // post-op 0: the binary add
+    args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Bind(residual_md_, residual);
+  }
   prim_.execute(stream_, args);
   const Operand& result = operands_[2];
   if (result.weight_block > 0) {
@@ -400,7 +414,8 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
   if (epilogue_.any() && !fused_in_primitive_) {
     TG_CHECK(ResultTypeOf(type_) == memory::data_type::f32, kInternal,
              "OnednnConv2d: a bf16 epilogue oneDNN did not fuse");
-    RunEpilogueOurselves(static_cast<float*>(out), static_cast<const float*>(bias));
+    RunEpilogueOurselves(static_cast<float*>(out), static_cast<const float*>(bias),
+                         static_cast<const float*>(residual));
   }
 }
 

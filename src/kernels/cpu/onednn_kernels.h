@@ -93,14 +93,16 @@ class OnednnMatmul {
 enum class ConvPass { kForward, kBackwardInput, kBackwardWeight };
 
 // What a forward convolution applies to its output before writing it:
-// y = act(conv(x, w) + bias[o]). oneDNN computes it with its bias argument and an eltwise
+// y = act(conv(x, w) + bias[o] + residual). oneDNN computes it with its bias argument, a
+// binary-add post-op reading the residual (a tensor of y's shape and layout) and an eltwise
 // post-op while the output block is in registers; where that would cost oneDNN its optimized
 // kernel, the convolution runs unfused and the epilogue follows in one vectorized pass of
 // ours (fused_in_primitive() says which).
 struct ConvEpilogue {
   bool bias = false;
+  bool residual = false;  // f32 only
   Activation activation = Activation::kNone;
-  bool any() const { return bias || activation != Activation::kNone; }
+  bool any() const { return bias || residual || activation != Activation::kNone; }
 };
 
 // How a convolution's x side (x, or dx of the backward-input pass) and y side (y, or dy of
@@ -126,8 +128,9 @@ class OnednnConv2d {
   // (weight prepacking: an inference program reorders each weight once, not every step).
   // `bias`: O values when the epilogue has a bias. Buffers (and the bias) hold the
   // constructor's DenseType; a bf16 convolution's epilogue must be fused_in_primitive().
+  // `residual`: y's shape and layout, when the epilogue has one.
   void Run(const void* in0, const void* in1, void* out, const uint64_t* in1_version = nullptr,
-           const void* bias = nullptr) const;
+           const void* bias = nullptr, const void* residual = nullptr) const;
   // Whether operand `i` (0: in0, 1: in1, 2: out) is reordered (tests and profiling).
   bool reorders(int i) const { return operands_[i].blocked.get(true) != nullptr; }
   // The implementation oneDNN chose ("jit:avx2", "jit_1x1:avx512_core", ...).
@@ -152,7 +155,7 @@ class OnednnConv2d {
   void SetOperand(int i, int arg, const dnnl::memory::desc& plain,
                   const dnnl::memory::desc& chosen, bool is_output);
 
-  void RunEpilogueOurselves(float* out, const float* bias) const;
+  void RunEpilogueOurselves(float* out, const float* bias, const float* residual) const;
 
   bool empty_ = false;
   int64_t out_numel_ = 0;
@@ -161,6 +164,7 @@ class OnednnConv2d {
   bool fused_in_primitive_ = false;
   ConvLayout layout_;
   int64_t channels_ = 0, plane_ = 0, batch_ = 0;  // the output's O, oh * ow and N
+  dnnl::memory::desc residual_md_;  // y's shape and layout
   dnnl::primitive prim_;
   Operand operands_[3];  // in0, in1, out
   // Which in1 the blocked copy of operand 1 holds; shared by copies of the kernel, as the
