@@ -11,6 +11,9 @@
 namespace tg {
 namespace {
 
+// The attributes of a stride-1, padding-1 convolution (3x3 kernels keep H and W).
+constexpr const char* kSame3x3 = "dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]";
+
 std::unique_ptr<Graph> Fused(const std::string& text) {
   std::unique_ptr<Graph> g = ParseGraph(text);
   PassContext ctx;
@@ -62,7 +65,7 @@ TEST(FuseConvEpilogue, ConvBiasBatchNormReluBecomesOneNode) {
 // (no skip) is another. After block-conv-layout the skip (the block's input, written by the
 // first epilogue) is read in the blocked layout as the output is written.
 TEST(FuseConvEpilogue, ResidualAddBeforeTheActivationIsPartOfTheEpilogue) {
-  const std::string conv = "dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]";
+  const std::string conv = kSame3x3;
   const std::string text = R"(graph g {
   input %x : f32[2,16,6,6]
   input %w1 : f32[16,16,3,3]
@@ -335,7 +338,7 @@ TEST(BlockConvLayout, GroupsStayNchwWhereEdgeReordersCostTheSavings) {
 // "blocked" attribute covers x, y, dy, dx) and the GELU and its gradient, so every
 // convolution operand between them is blocked.
 TEST(BlockConvLayout, TrainingStepsKeepActivationsAndGradientsBlocked) {
-  const std::string conv = "dilation = [1, 1], groups = 1, padding = [1, 1], stride = [1, 1]";
+  const std::string conv = kSame3x3;
   const std::string text = R"(graph g {
   input %x : f32[2,16,5,5]
   input %w1 : f32[32,16,3,3]
