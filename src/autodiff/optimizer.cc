@@ -64,6 +64,10 @@ class UpdateBuilder {
   void Update(Value* p, Value* grad, size_t group, const OptimizerHyperParams& hp, Value* step,
               Value* loss_scale);
 
+  // Sharded state: each parameter's reduce-scattered gradient shard, unscaled, as the
+  // updates read it (what automatic loss scaling checks for inf / NaN).
+  const std::vector<Value*>& sharded_grads() const { return sharded_grads_; }
+
  private:
   Value* T(Value* scalar, Value* p) { return b_.Cast(scalar, p->type().dtype); }
   Value* One() { return b_.Scalar(1.0, DType::kF64); }
@@ -88,6 +92,7 @@ class UpdateBuilder {
   TensorType state_type_;    // its state's shape, in the dtype the update computes in
   std::map<Value*, Value*> state_of_;  // State()'s value read -> the state variable
   int64_t shard_ = 0;        // sharded: elements of one replica's shard (0: not sharded)
+  std::vector<Value*> sharded_grads_;
 };
 
 Value* UpdateBuilder::RoundToParam(Value* value) {
@@ -145,6 +150,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
                 {"reduction", std::string(config_.shard_state_mean ? "mean" : "sum")}});
     p = b_.Op1("replica_shard", {flat_padded(p)}, {{"group_size", G}});
     state_type_ = TensorType{state_type_.dtype, {shard_}};
+    sharded_grads_.push_back(g);
   }
   switch (config_.kind) {
     case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
@@ -348,8 +354,6 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
     info.hyperparams["loss_scale"] = 1.0;
   }
   if (config.automatic_loss_scaling) {
-    TG_CHECK(config.shard_state_group <= 1, kUnsupported, "automatic loss scaling with "
-             "replicated tensor sharding of the optimizer state is not built yet");
     scale_log2 = g.AddVariable("optimizer.loss_scale_log2", TensorType{DType::kF32, {}}, false);
     info.state_variables.push_back(scale_log2->name());
     // loss_scale x 2^e, exact in f64 for whole e (the default factors are powers of two).
@@ -401,7 +405,11 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   if (config.reduce_gradients && config.shard_state_group <= 1) {
     grads = config.reduce_gradients(b, params, grads);
   }
-  Value* finite = scale_log2 ? AllFinite(b, grads) : nullptr;
+  // Whether every gradient is finite: of the reduced gradients, or with sharded state of
+  // this replica's reduced shards (known once the updates exist), then agreed by all
+  // replicas of the group (an inf / NaN anywhere makes the sum NaN), so that they all skip.
+  const bool sharded = config.shard_state_group > 1;
+  Value* finite = scale_log2 && !sharded ? AllFinite(b, grads) : nullptr;
   size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
   size_t k = 0;
@@ -413,6 +421,13 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
     }
   }
   b.set_placement(0);
+  if (scale_log2 && sharded) {
+    Value* local = b.Op1("logical_not", {AllFinite(b, ub.sharded_grads())});
+    Value* nonfinite = b.Op1("all_reduce", {b.Cast(local, DType::kF32)},
+                             {{"group_size", config.shard_state_group},
+                              {"reduction", std::string("sum")}});
+    finite = b.Op1("eq", {nonfinite, b.Scalar(0.0, DType::kF32)});
+  }
   g.SetUpdate(step, b.AddScalar(step, 1.0));
   if (finite != nullptr) {
     SkipUnlessFinite(b, finite, first_update);

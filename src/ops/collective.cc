@@ -181,6 +181,10 @@ void RegisterAllReduceHalves(OpRegistry& r) {
     };
     d.not_differentiable = true;  // built after autodiff, for gradients
     d.traits.side_effects = true;
+    // Never widened from half: the done finds its start by the start's output buffer, and a
+    // widened kernel's buffers are scratch copies. Half gradients are reduced as f32
+    // (parallel/gradient_all_reduce.cc); a half operand is refused at verification.
+    d.traits.half_native = true;
     CollectiveKind kind = start ? CollectiveKind::kAllReduceStart : CollectiveKind::kAllReduceDone;
     d.kernels[DeviceKind::kCpu] = CollectiveFactory(kind);
     d.kernels[DeviceKind::kReference] = CollectiveFactory(kind);

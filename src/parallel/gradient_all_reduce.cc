@@ -48,8 +48,12 @@ GradientHook GradientAllReduce(const GradientReduction& options) {
       for (size_t k : bucket) after = std::max(after, ready(grads[k]));
       const Node* before = after < g.nodes().size() ? g.nodes()[after].get() : nullptr;
       b.set_insertion_point(before);
+      // Half gradients are combined in f32 and rounded once (collectives move f32 / f64).
       std::vector<Value*> flat;
-      for (size_t k : bucket) flat.push_back(b.Reshape(grads[k], {grads[k]->type().numel()}));
+      for (size_t k : bucket) {
+        Value* grad = b.Reshape(grads[k], {grads[k]->type().numel()});
+        flat.push_back(IsHalf(dtype) ? b.Cast(grad, DType::kF32) : grad);
+      }
       Value* packed = flat.size() == 1 ? flat[0] : b.Op1("cat", flat, {{"axis", int64_t{0}}});
       // Started here, finished after the whole backward pass: the exchange between
       // processes overlaps the computation of the remaining gradients.
@@ -64,6 +68,7 @@ GradientHook GradientAllReduce(const GradientReduction& options) {
                                                                 {"start", offset},
                                                                 {"end", offset + n},
                                                                 {"step", int64_t{1}}});
+        if (IsHalf(dtype)) part = b.Cast(part, dtype);
         reduced[k] = b.Reshape(part, grads[k]->type().shape);
         offset += n;
       }

@@ -217,6 +217,64 @@ def test_automatic_loss_scaling_on_several_devices_skips_the_step_on_every_devic
         torch.testing.assert_close(weights[3][n], want_weights[3][n], rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_models_train_on_replicas_like_one_replica(dtype):
+    # Two replicas on two copies of one batch compute the same gradients, whose mean is
+    # each of them: the weights after three steps are a single replica's on that batch,
+    # exactly. (Half gradients are combined in f32 and rounded once; the replicas' threads
+    # run oneDNN's convolutions concurrently, each on its own scratchpad.)
+    x, y = _batches(dtype, 1)[0]
+    x, y = x[:4], y[:4]
+    runs = []
+    for replicas in (1, 2):
+        torch.manual_seed(0)
+        model = ConvNet().to(dtype)
+        opts = tilegraph.Options().replicationFactor(replicas)
+        trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
+            model.parameters(), lr=0.05, momentum=0.9))
+        for _ in range(3):
+            trained(torch.cat([x] * replicas), torch.cat([y] * replicas))
+        runs.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    for n in runs[0]:
+        assert torch.equal(runs[1][n], runs[0][n]), n
+
+
+def test_automatic_loss_scaling_with_sharded_optimizer_state_skips_on_every_replica():
+    # Two replicas, the optimizer state sharded between them (each updates half of every
+    # parameter from its reduce-scattered gradient shard). The outlier sits in replica 1's
+    # half of the batch; the replicas agree on the overflow (an all-reduce of their shards'
+    # check), skip together and stay identical: the same scales, skipped steps and weights
+    # as unsharded replicas.
+    def train(shard):
+        torch.manual_seed(0)
+        model = ConvNet().half()
+        opts = tilegraph.Options().replicationFactor(2)
+        opts.Training.setAutomaticLossScaling(True)
+        opts.Training.setAutomaticLossScalingSettings(growth_interval=2)
+        opts.TensorLocations.setOptimizerLocation(
+            tilegraph.TensorLocationSettings().useReplicatedTensorSharding(shard))
+        trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.Adam(
+            model.parameters(), lr=1e-3))
+        x, y = _batches(torch.float16, 1)[0]
+        bad = x.clone()
+        bad[-1, 0, 0, 0] = 60000.0  # the last sample: replica 1's
+        states, weights = [], []
+        for batch in (x, x, bad, x):
+            trained(batch, y)
+            states.append(trained.lossScalingState())
+            weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+        return trained, states, weights
+
+    _, want_states, want_weights = train(False)
+    trained, states, weights = train(True)
+    assert any(v.endswith(".exp_avg") for v in trained.executable.variables)
+    assert states == want_states
+    assert [s["skipped_steps"] for s in states] == [0, 0, 1, 1]
+    for n in want_weights[1]:
+        assert torch.equal(weights[2][n], weights[1][n]), n  # the overflowing step skipped
+        torch.testing.assert_close(weights[3][n], want_weights[3][n], rtol=1e-3, atol=1e-4)
+
+
 def test_stochastic_rounding_keeps_updates_smaller_than_half_an_ulp():
     # bf16 weights of 1.0 (spacing 2^-7 above 1, 2^-8 below), update -1e-3 per step: nearest
     # rounding loses it, stochastic rounding keeps it in expectation.

@@ -13,6 +13,7 @@
 #include "ops/builder.h"
 #include "ops/evaluate.h"
 #include "ops/op_test_util.h"
+#include "support/error.h"
 
 namespace tg {
 namespace {
@@ -104,7 +105,17 @@ TEST_P(OpHalf, KernelsMatchF64Reference) {
         ref_in.push_back(Converted(h_in.back(), DType::kF32));  // the rounded values, exact
       }
       Graph hg, rg;
-      Node* hn = BuildSingleOpGraph(hg, def.name, h_in, sample.attrs);
+      Node* hn = nullptr;
+      try {
+        hn = BuildSingleOpGraph(hg, def.name, h_in, sample.attrs);
+      } catch (const Error& e) {
+        // Ops that are never widened and take no half operands (all_reduce_start / _done:
+        // the done finds its start by its output buffer) refuse them with a clear error.
+        ASSERT_TRUE(def.traits.half_native) << e.what();
+        EXPECT_NE(std::string(e.what()).find(std::string(DTypeName(half))), std::string::npos)
+            << e.what();
+        continue;
+      }
       Node* rn = BuildSingleOpGraph(rg, def.name, ref_in, sample.attrs);
       std::vector<const HostTensor*> hp, rp;
       for (const HostTensor& t : h_in) hp.push_back(&t);

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <unordered_map>
+#include <vector>
 
 #include "kernels/cpu/onednn_weight_layout.h"
 #include "kernels/cpu/parallel.h"
@@ -40,6 +41,47 @@ Dims Concat(const std::vector<int64_t>& batch, int64_t r, int64_t c) {
 
 memory Bind(const memory::desc& md, const void* p) {
   return memory(md, CpuEngine(), const_cast<void*>(p));
+}
+
+// Scratchpads. oneDNN's library-managed scratchpad is one buffer shared by every primitive
+// created on a thread, and such a primitive must run on the thread that created it. A
+// program's kernels are built on the compiling thread and run on replicas' and pipeline
+// stages' threads, concurrently: with the shared buffer, two replicas' bf16 convolutions
+// backward-weight wrote each other's scratch (a segfault). So every primitive here takes
+// its scratchpad from the caller (scratchpad_mode::user): a buffer of the executing thread,
+// grown to the largest a primitive on it asked for. Primitives run one after another on a
+// thread (each execute returns when the primitive is done), so one buffer serves them all.
+dnnl::primitive_attr UserScratchpad(dnnl::primitive_attr attr = {}) {
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+memory::desc ScratchpadOf(const dnnl::primitive& prim) {
+  const dnnl_memory_desc_t* md =
+      dnnl_primitive_desc_query_md(prim.get_primitive_desc(), dnnl_query_scratchpad_md, 0);
+  return md != nullptr ? memory::desc(*md) : memory::desc();
+}
+
+// Runs `prim` with `args` and, when it needs one, the calling thread's scratchpad.
+void Execute(const dnnl::primitive& prim, dnnl::stream& stream,
+             std::unordered_map<int, memory> args) {
+  const memory::desc md = ScratchpadOf(prim);
+  if (md.get_size() > 0) {
+    thread_local std::vector<uint8_t> buffer;
+    if (buffer.size() < md.get_size()) buffer.resize(md.get_size());
+    args[DNNL_ARG_SCRATCHPAD] = memory(md, CpuEngine(), buffer.data());
+  }
+  prim.execute(stream, args);
+}
+
+dnnl::reorder MakeReorder(const memory::desc& from, const memory::desc& to) {
+  return dnnl::reorder(
+      dnnl::reorder::primitive_desc(CpuEngine(), from, CpuEngine(), to, UserScratchpad()));
+}
+
+void Reorder(const dnnl::reorder& reorder, dnnl::stream& stream, const memory& from,
+             const memory& to) {
+  Execute(reorder, stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
 }
 
 // The type of a dense kernel's operands, and of its result (and bias).
@@ -119,7 +161,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
   b_md_ = memory::desc(Concat(p.b_batch, p.k, p.n), f32,
                        MatrixStrides(p.b_batch, p.k, p.n, p.trans_b));
   out_md_ = memory::desc(Concat(p.batch, p.m, p.n), f32, MatrixStrides(p.batch, p.m, p.n, false));
-  dnnl::primitive_attr attr;
+  dnnl::primitive_attr attr = UserScratchpad();
   if (epilogue.activation != Activation::kNone) {
     dnnl::post_ops ops;
     AppendActivation(ops, epilogue.activation);
@@ -149,8 +191,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
     if ((blocked || prepack_b == PrepackB::kAnyLayout) && chosen != b_md_) {
       packed_prim_ = dnnl::matmul(packed);
       b_packed_ = memory(packed.weights_desc(), CpuEngine());
-      b_reorder_ = dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), b_md_, CpuEngine(),
-                                                               packed.weights_desc()));
+      b_reorder_ = MakeReorder(b_md_, packed.weights_desc());
     }
   }
   stream_ = dnnl::stream(CpuEngine());
@@ -185,7 +226,7 @@ void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias
     from.gave_up = !current && (from.packs >= 1 || b_version == nullptr);
     if (!from.gave_up) {
       if (!current) {
-        b_reorder_.execute(stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
+        Reorder(b_reorder_, stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
         from.data = b;
         from.version = *b_version;
         ++from.packs;
@@ -195,7 +236,7 @@ void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias
     }
   }
   if (epilogue_.bias) args.emplace(DNNL_ARG_BIAS, Bind(bias_md_, bias));
-  prim->execute(stream_, args);
+  Execute(*prim, stream_, std::move(args));
   stream_.wait();
 }
 
@@ -255,7 +296,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   auto alg = dnnl::algorithm::convolution_direct;
   dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training, alg, x_any, w_any,
                                            y_any, strides, dilates, pad, pad_r);
-  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, CpuEngine());
+  dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, UserScratchpad(), CpuEngine());
   switch (pass) {
     case ConvPass::kForward: {
       dnnl::convolution_forward::primitive_desc pd = fwd_pd;
@@ -263,7 +304,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
       if (epilogue.any()) {
         // The epilogue in oneDNN's post-ops, unless that changes the kernel oneDNN picks
         // (post-ops it cannot fuse send it to a reference or GEMM implementation).
-        dnnl::primitive_attr attr;
+        dnnl::primitive_attr attr = UserScratchpad();
         dnnl::post_ops ops;
         residual_md_ = y_md;
         if (epilogue.residual) ops.append_binary(dnnl::algorithm::binary_add, residual_md_);
@@ -291,7 +332,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
     case ConvPass::kBackwardInput: {
       dnnl::convolution_backward_data::desc d(alg, x_any, w_any, y_any, strides, dilates, pad,
                                               pad_r);
-      dnnl::convolution_backward_data::primitive_desc pd(d, CpuEngine(), fwd_pd);
+      dnnl::convolution_backward_data::primitive_desc pd(d, UserScratchpad(), CpuEngine(), fwd_pd);
       prim_ = dnnl::convolution_backward_data(pd);
       SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
       SetOperand(1, DNNL_ARG_WEIGHTS, w_md, pd.weights_desc(), false);
@@ -301,7 +342,8 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
     case ConvPass::kBackwardWeight: {
       dnnl::convolution_backward_weights::desc d(alg, x_any, w_any, y_any, strides, dilates,
                                                  pad, pad_r);
-      dnnl::convolution_backward_weights::primitive_desc pd(d, CpuEngine(), fwd_pd);
+      dnnl::convolution_backward_weights::primitive_desc pd(d, UserScratchpad(), CpuEngine(),
+                                                            fwd_pd);
       prim_ = dnnl::convolution_backward_weights(pd);
       SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
       SetOperand(1, DNNL_ARG_SRC, x_md, pd.src_desc(), false);
@@ -323,10 +365,7 @@ void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
     o.weight_block = InMajorWeightBlock(chosen);
     if (o.weight_block > 0) return;  // UnblockWeights instead of a reorder
   }
-  o.reorder = is_output ? dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), chosen,
-                                                                      CpuEngine(), plain))
-                        : dnnl::reorder(dnnl::reorder::primitive_desc(CpuEngine(), plain,
-                                                                      CpuEngine(), chosen));
+  o.reorder = is_output ? MakeReorder(chosen, plain) : MakeReorder(plain, chosen);
 }
 
 std::string OnednnConv2d::implementation() const {
@@ -390,7 +429,7 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
       c.data = in1_version != nullptr ? in1 : nullptr;
       c.version = in1_version != nullptr ? *in1_version : 0;
     }
-    if (i < 2) o.reorder.execute(stream_, user, o.blocked);
+    if (i < 2) Reorder(o.reorder, stream_, user, o.blocked);
   }
   if (fused_in_primitive_ && epilogue_.bias) {
     args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, ResultTypeOf(type_),
@@ -399,7 +438,7 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
   if (fused_in_primitive_ && epilogue_.residual) {  // post-op 0: the binary add
     args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Bind(residual_md_, residual);
   }
-  prim_.execute(stream_, args);
+  Execute(prim_, stream_, std::move(args));
   const Operand& result = operands_[2];
   if (result.weight_block > 0) {
     stream_.wait();
@@ -408,7 +447,7 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
                    static_cast<float*>(out));
   } else if (result.blocked.get(true) != nullptr) {
     memory user = Bind(result.plain, out);
-    result.reorder.execute(stream_, result.blocked, user);
+    Reorder(result.reorder, stream_, result.blocked, user);
   }
   stream_.wait();
   if (epilogue_.any() && !fused_in_primitive_) {
