@@ -113,7 +113,9 @@ const char* ConvSideAttr(const Node& n, bool input, size_t i) {
     if (v->type().dtype != DType::kF32) return nullptr;
   }
   if (op == "conv2d") return input ? (i == 0 ? "src_blocked" : nullptr) : "dst_blocked";
-  if (op == "conv2d_backward_input") return input ? (i == 0 ? "dst_blocked" : nullptr) : "src_blocked";
+  if (op == "conv2d_backward_input") {
+    return input ? (i == 0 ? "dst_blocked" : nullptr) : "src_blocked";
+  }
   return input ? (i == 0 ? "dst_blocked" : "src_blocked") : nullptr;  // backward weight
 }
 
@@ -183,7 +185,9 @@ class BlockConvLayoutPass : public Pass {
     std::unordered_set<const Value*> considered;
     Groups groups(graph.num_values());
     for (const auto& node : graph.nodes()) {
-      for (size_t i = 0; i < node->inputs().size(); ++i) reads[node->input(i)].slots.push_back({node.get(), i});
+      for (size_t i = 0; i < node->inputs().size(); ++i) {
+        reads[node->input(i)].slots.push_back({node.get(), i});
+      }
     }
     auto consider = [&](Value* v) {
       if (considered.insert(v).second) candidates.push_back(v);
@@ -257,7 +261,8 @@ class BlockConvLayoutPass : public Pass {
   // outputs) that need NCHW.
   static bool Block(Graph& graph, Value* v, const Reads& reads) {
     Node* producer = v->producer();
-    const bool produced_blocked = producer != nullptr && TakesBlocked(*producer, false, v->output_index());
+    const bool produced_blocked =
+        producer != nullptr && TakesBlocked(*producer, false, v->output_index());
     if (producer != nullptr && produced_blocked) SetAttr(*producer, false, v->output_index());
     Value* blocked = v;
     if (!produced_blocked) {

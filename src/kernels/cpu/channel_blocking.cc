@@ -58,8 +58,8 @@ void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, bool to
 void ReblockActivation(const void* src, void* dst, size_t elem_size, int64_t n, int64_t c,
                        int64_t plane, bool to_blocked, bool parallel) {
   const int64_t block = ActivationBlock();
-  TG_CHECK(c % block == 0, kInternal, "ReblockActivation: ", c, " channels are not whole blocks of ",
-           block);
+  TG_CHECK(c % block == 0, kInternal, "ReblockActivation: ", c,
+           " channels are not whole blocks of ", block);
   const int64_t pairs = n * (c / block);
   switch (elem_size) {
     case 1: ReblockAs<uint8_t>(src, dst, pairs, plane, to_blocked, parallel); break;
