@@ -222,14 +222,16 @@ def test_half_models_train_on_replicas_like_one_replica(dtype):
     # Two replicas on two copies of one batch compute the same gradients, whose mean is
     # each of them: the weights after three steps are a single replica's on that batch,
     # exactly. (Half gradients are combined in f32 and rounded once; the replicas' threads
-    # run oneDNN's convolutions concurrently, each on its own scratchpad.)
+    # run oneDNN's convolutions concurrently, each on its own scratchpad.) One thread per
+    # replica in both runs (replicas share the device's threads), so that the kernels sum
+    # in the same order.
     x, y = _batches(dtype, 1)[0]
     x, y = x[:4], y[:4]
     runs = []
     for replicas in (1, 2):
         torch.manual_seed(0)
         model = ConvNet().to(dtype)
-        opts = tilegraph.Options().replicationFactor(replicas)
+        opts = tilegraph.Options().replicationFactor(replicas).setThreads(replicas)
         trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
             model.parameters(), lr=0.05, momentum=0.9))
         for _ in range(3):
