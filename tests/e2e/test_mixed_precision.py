@@ -175,6 +175,20 @@ def test_automatic_loss_scaling_skips_an_overflowing_step_and_adapts_the_scale()
     assert not torch.equal(model.fc.weight.detach(), before["fc.weight"])
 
 
+def _steps_through_an_overflow(trained, model, sample):
+    """Four fp16 steps on one batch, the third with an outlier in `sample` whose gradients
+    overflow at the loss scale: the loss-scaling state and the weights after each step."""
+    x, y = _batches(torch.float16, 1)[0]
+    bad = x.clone()
+    bad[sample, 0, 0, 0] = 60000.0
+    states, weights = [], []
+    for batch in (x, x, bad, x):
+        trained(batch, y)
+        states.append(trained.lossScalingState())
+        weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    return states, weights
+
+
 @pytest.mark.parametrize("strategy", ["sharded", "pipelined"])
 def test_automatic_loss_scaling_on_several_devices_skips_the_step_on_every_device(strategy):
     # The overflow happens in device 1's gradients (the fc layer's input): device 0's updates
@@ -193,15 +207,7 @@ def test_automatic_loss_scaling_on_several_devices_skips_the_step_on_every_devic
                                       else tilegraph.ShardedExecution())
         trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
             model.parameters(), lr=0.05, momentum=0.9, loss_scaling=2.0 ** 12))
-        x, y = _batches(torch.float16, 1)[0]
-        bad = x.clone()
-        bad[0, 0, 0, 0] = 60000.0
-        states, weights = [], []
-        for batch in (x, x, bad, x):
-            trained(batch, y)
-            states.append(trained.lossScalingState())
-            weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
-        return trained, states, weights
+        return trained, *_steps_through_an_overflow(trained, model, sample=0)
 
     _, want_states, want_weights = train(1)
     trained, states, weights = train(2)
@@ -257,15 +263,7 @@ def test_automatic_loss_scaling_with_sharded_optimizer_state_skips_on_every_repl
             tilegraph.TensorLocationSettings().useReplicatedTensorSharding(shard))
         trained = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.Adam(
             model.parameters(), lr=1e-3))
-        x, y = _batches(torch.float16, 1)[0]
-        bad = x.clone()
-        bad[-1, 0, 0, 0] = 60000.0  # the last sample: replica 1's
-        states, weights = [], []
-        for batch in (x, x, bad, x):
-            trained(batch, y)
-            states.append(trained.lossScalingState())
-            weights.append({n: p.detach().clone() for n, p in model.named_parameters()})
-        return trained, states, weights
+        return trained, *_steps_through_an_overflow(trained, model, sample=-1)  # replica 1's
 
     _, want_states, want_weights = train(False)
     trained, states, weights = train(True)
