@@ -38,7 +38,7 @@ Dims DimsOf(const TensorType& x, const std::string& op) {
 
 // Where element (n, c, s) of a blocked [N, C, H, W] tensor is.
 int64_t BlockedIndex(const Dims& d, int64_t n, int64_t c, int64_t s) {
-  return ((n * (d.c / d.block) + c / d.block) * d.plane + s) * d.block + c % d.block;
+  return cpu::BlockedIndex(d.c, d.plane, d.block, n, c, s);
 }
 
 // Blocks [begin, end) of (batch, channel block): the B channels of a block summed in double

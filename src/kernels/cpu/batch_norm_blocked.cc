@@ -57,29 +57,39 @@ void BlockStats(const BatchNormParams& p, const T* x, int64_t cb, double* mean, 
   for (int l = 0; l < B; ++l) var[l] /= count;
 }
 
+// f32 normalizes in float with each lane's mean split in two (SplitMean, as the NCHW
+// kernel); f64 in double (lo = 0).
+template <typename T>
+using Arith = std::conditional_t<std::is_same_v<T, float>, float, double>;
+
+template <typename T, int B>
+void SplitLanes(const double* mean, Arith<T>* hi, Arith<T>* lo) {
+  for (int l = 0; l < B; ++l) {
+    if constexpr (std::is_same_v<T, float>) {
+      const SplitMean split(mean[l]);
+      hi[l] = split.hi, lo[l] = split.lo;
+    } else {
+      hi[l] = mean[l], lo[l] = 0;
+    }
+  }
+}
+
 template <typename T, int B>
 void TrainBlocks(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
                  T* invstd, T* var, bool parallel) {
   ForBlocks(p.c / B, parallel, [&](int64_t cb) {
     double m[B], v[B];
     BlockStats<T, B>(p, x, cb, m, v);
-    // f32: in float with the mean split in two, as the NCHW kernel; f64 in double.
-    using Arith = std::conditional_t<std::is_same_v<T, float>, float, double>;
-    Arith hi[B], lo[B], scale[B], shift[B];
+    Arith<T> hi[B], lo[B], scale[B], shift[B];
+    SplitLanes<T, B>(m, hi, lo);
     for (int l = 0; l < B; ++l) {
       const int64_t c = cb * B + l;
       const double is = 1.0 / std::sqrt(v[l] + p.eps);
       mean[c] = static_cast<T>(m[l]);
       var[c] = static_cast<T>(v[l]);
       invstd[c] = static_cast<T>(is);
-      if constexpr (std::is_same_v<T, float>) {
-        const SplitMean split(m[l]);
-        hi[l] = split.hi, lo[l] = split.lo;
-      } else {
-        hi[l] = m[l], lo[l] = 0;
-      }
-      scale[l] = static_cast<Arith>(is * w[c]);
-      shift[l] = static_cast<Arith>(b[c]);
+      scale[l] = static_cast<Arith<T>>(is * w[c]);
+      shift[l] = static_cast<Arith<T>>(b[c]);
     }
     for (int64_t n = 0; n < p.n; ++n) {
       const T* xb = BlockOf<T, B>(x, p, n, cb);
@@ -117,23 +127,17 @@ void BackwardBlocks(const BatchNormParams& p, const T* dy, const T* x, const T* 
       }
     }
     // dx = k (dy - mean(dy) - xhat mean(dy xhat)), k = w / sigma.
-    using Arith = std::conditional_t<std::is_same_v<T, float>, float, double>;
-    Arith hi[B], lo[B], is_t[B], k[B], mean_dy[B], mean_dy_xhat[B];
+    Arith<T> hi[B], lo[B], is_t[B], k[B], mean_dy[B], mean_dy_xhat[B];
+    SplitLanes<T, B>(m, hi, lo);
     for (int l = 0; l < B; ++l) {
       const int64_t c = cb * B + l;
       const double sum_dy_xhat = sum_dy_xc[l] * is[l];
       db[c] = static_cast<T>(sum_dy[l]);
       dw[c] = static_cast<T>(sum_dy_xhat);
-      if constexpr (std::is_same_v<T, float>) {
-        const SplitMean split(m[l]);
-        hi[l] = split.hi, lo[l] = split.lo;
-      } else {
-        hi[l] = m[l], lo[l] = 0;
-      }
-      is_t[l] = static_cast<Arith>(is[l]);
-      k[l] = static_cast<Arith>(w[c] * is[l]);
-      mean_dy[l] = static_cast<Arith>(sum_dy[l] / count);
-      mean_dy_xhat[l] = static_cast<Arith>(sum_dy_xhat / count);
+      is_t[l] = static_cast<Arith<T>>(is[l]);
+      k[l] = static_cast<Arith<T>>(w[c] * is[l]);
+      mean_dy[l] = static_cast<Arith<T>>(sum_dy[l] / count);
+      mean_dy_xhat[l] = static_cast<Arith<T>>(sum_dy_xhat / count);
     }
     for (int64_t n = 0; n < p.n; ++n) {
       const T* xb = BlockOf<T, B>(x, p, n, cb);
@@ -141,7 +145,7 @@ void BackwardBlocks(const BatchNormParams& p, const T* dy, const T* x, const T* 
       T* dxb = dx + (xb - x);
       for (int64_t s = 0; s < p.s; ++s) {
         for (int l = 0; l < B; ++l) {
-          const Arith xhat = ((xb[s * B + l] - hi[l]) - lo[l]) * is_t[l];
+          const Arith<T> xhat = ((xb[s * B + l] - hi[l]) - lo[l]) * is_t[l];
           dxb[s * B + l] =
               static_cast<T>(k[l] * (dyb[s * B + l] - mean_dy[l] - xhat * mean_dy_xhat[l]));
         }
