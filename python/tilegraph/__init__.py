@@ -19,7 +19,7 @@ try:
     from . import _core
 finally:
     _sys.setdlopenflags(_dlopen_flags)
-from . import enums, ops, optim
+from . import autocasting, enums, ops, optim
 from ._core import Executable, Graph, registered_ops
 from ._executor import (PoplarExecutor, compilation_count, identity_loss, inferenceModel,
                         registerPostCompileHook, registerPreCompileHook, trainingModel)
@@ -43,7 +43,7 @@ from .ops import (CPU, Attribute, MultiConv, NameScope, autocast, cond, ctc_beam
 __all__ = ["AnchorMode", "ArchiveError", "PartitionPlan", "autoPartition", "AsynchronousDataAccessor", "Attribute",
            "BeginBlock", "Block", "BlockFunction", "CPU", "ConfigFileError", "DataLoader",
            "Error", "Executable", "ExportedModule", "Graph", "ICustomArgParser", "MultiConv",
-           "NameScope", "Options", "autocast", "ParallelPhasedExecution", "Phase", "PipelinedExecution",
+           "NameScope", "Options", "autocast", "autocasting", "ParallelPhasedExecution", "Phase", "PipelinedExecution",
            "PoplarExecutor", "RecoverableError", "SerialPhasedExecution", "ShardedExecution",
            "Stage", "TensorLocationSettings", "UnrecoverableError", "compilation_count",
            "cond", "ctc_beam_search_decoder", "custom_op", "dynamic_slice", "dynamic_update",

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _cache, _core, _guards
+from . import _cache, _core, _guards, autocasting
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variable_into, to_engine
 from ._structure import CallStructure, dumps_or_none
@@ -250,8 +250,9 @@ class PoplarExecutor:
                 try:
                     placements = _Placements(self.options.execution_strategy)
                     args, kwargs = call.arguments(micro)
-                    cap = capture(self.model, args, name=type(self.model).__name__,
-                                  placement_of=placements, example_kwargs=kwargs)
+                    with autocasting.capturing(self.model, self.options.Precision):
+                        cap = capture(self.model, args, name=type(self.model).__name__,
+                                      placement_of=placements, example_kwargs=kwargs)
                     self._stages = placements.check(self)
                 finally:
                     for m, mode in current or ():

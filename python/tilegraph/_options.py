@@ -209,12 +209,18 @@ class _PrecisionOptions(_Group):
         return self._root
 
     def autocastEnabled(self, autocast_enabled):
+        """False: autocast regions (tilegraph.autocast, module.autocast()) cast nothing when
+        this model is compiled."""
         self.autocast_enabled = _check_bool("autocastEnabled", autocast_enabled)
         return self._root
 
     def autocastPolicy(self, autocast_policy):
-        _no_effect("Precision.autocastPolicy", "autocast regions follow torch.autocast's op "
-                   "policy; for a policy of tilegraph's own use Precision.setMixedPrecision")
+        """The autocasting.Policy that autocast regions follow (None: torch.autocast's own
+        float16 op lists). tilegraph/autocasting.py says what a region casts."""
+        from .autocasting import Policy
+        if autocast_policy is not None and not isinstance(autocast_policy, Policy):
+            raise TypeError("autocastPolicy: expected a tilegraph.autocasting.Policy (or "
+                            f"None), got {type(autocast_policy).__name__}")
         self.autocast_policy = autocast_policy
         return self._root
 

@@ -21,6 +21,7 @@ import torch
 
 from . import enums
 from ._blocks import Error
+from .autocasting import autocast  # noqa: F401 (poptorch.autocast)
 
 _warned = set()
 _capturing = [0]  # > 0 while torch.export traces a model (isRunningOnIpu)
@@ -279,36 +280,4 @@ ctc_beam_search_decoder = _not_built("ctc_beam_search_decoder", "CTC beam-search
 fps = _not_built("fps", "farthest point sampling (torch_cluster)")
 nearest = _not_built("nearest", "nearest-point clustering (torch_cluster)")
 
-
-class autocast:
-    """PopTorch's autocast (context manager or decorator): matmuls and convolutions inside run
-    in float16, the rest keeps its dtype. It is torch.autocast("cpu", dtype=torch.float16)
-    (torch's CPU autocast policy: linear / matmul / convolution / attention in the low
-    precision, losses and reductions in float32); torch.export records the region's casts,
-    and tilegraph compiles them, so the same code runs the same numbers eagerly and compiled.
-    (Precision.autocastPolicy's module-level policies are not read: torch's op policy holds.)"""
-
-    def __init__(self, enabled=True):
-        if not isinstance(enabled, bool):
-            raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
-        self.enabled = enabled
-        self._region = None
-
-    def __enter__(self):
-        self._region = torch.autocast("cpu", dtype=torch.float16, enabled=self.enabled)
-        self._region.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        region, self._region = self._region, None
-        return region.__exit__(*exc)
-
-    def __call__(self, fn):
-        import functools
-
-        @functools.wraps(fn)
-        def wrapped(*args, **kwargs):
-            with self:
-                return fn(*args, **kwargs)
-        return wrapped
 

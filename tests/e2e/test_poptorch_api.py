@@ -59,7 +59,6 @@ _EXAMPLES = {
         True),
     "Options.Precision.enableFloatingPointExceptions":
         lambda o: o.Precision.enableFloatingPointExceptions(True),
-    "Options.Precision.autocastPolicy": lambda o: o.Precision.autocastPolicy(None),
     "Options._Popart.setEngineOptions": lambda o: o._Popart.setEngineOptions({"a": "1"}),
     "Options._Popart.setPatterns": lambda o: o._Popart.setPatterns({"p": True}),
     "Options.TensorLocations.setWeightLocation": lambda o: o.TensorLocations

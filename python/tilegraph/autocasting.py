@@ -1,0 +1,282 @@
+"""PopTorch's automatic casting: `autocast` regions, `Module.autocast()`, and
+`autocasting.Policy` with `Options().Precision.autocastPolicy` / `autocastEnabled`.
+
+Everything here happens while torch.export traces the model (tilegraph's capture): the casts
+a region asks for are recorded into the program as `to` ops, so the compiled graph holds
+them like any other op, the autodiff differentiates through them, and the parameters stay
+in their own dtype (float32 master weights; PopTorch cast a listed module's parameters to
+half in place instead).
+
+What a region is:
+- `with autocast():` / `@autocast()` in a forward, or the forward of a module marked with
+  `module.autocast()` (every module called inside it is in the region too);
+  `autocast(False)` opens a region with casting off (nested regions: the innermost decides);
+- `Options().Precision.autocastEnabled(False)` turns every region of that model off.
+
+What a region does:
+- no policy set (the default): torch.autocast("cpu", dtype=torch.float16), torch's own op
+  lists; eager runs of the same forward compute the same numbers;
+- `Options().Precision.autocastPolicy(policy)`: the policy's lists decide, op by op, in the
+  order PopTorch used: an op whose floating inputs mix float16 and float32 runs in float32
+  if it is in `promote`, in float16 if in `demote`; otherwise an op in `fp16` / `fp32` runs
+  in that dtype; otherwise, inside a module whose type is in `fp16` / `fp32` (or, with mixed
+  float16 / float32 parameters or inputs, `promote` / `demote`), in the module's dtype;
+  otherwise nothing is cast and the op follows its inputs (torch's type promotion). To run
+  an op in a dtype means: its float16 / float32 tensor arguments, parameters included, are
+  cast to that dtype first.
+Ops are named as torch names them: `torch.mul`, `Tensor.mul`, `x * y` and `x *= y` all are
+`mul`; `torch.nn.functional.relu` and `torch.relu` are both `relu`.
+"""
+import contextlib
+import functools
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+_HALF, _FLOAT = torch.float16, torch.float32
+# Operators that Python spells with dunders: the torch op each one calls.
+_DUNDER_OPS = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and",
+               "or": "bitwise_or", "xor": "bitwise_xor", "lshift": "bitwise_left_shift",
+               "rshift": "bitwise_right_shift", "mod": "remainder", "neg": "neg",
+               "abs": "abs", "add": "add", "sub": "sub", "mul": "mul", "matmul": "matmul",
+               "pow": "pow"}
+
+
+def op_name(func):
+    """The name of the torch op a __torch_function__ call runs, as a policy lists it (None
+    for attribute access and other calls no policy can name)."""
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str) or not name:
+        return None
+    if name.startswith("__") and name.endswith("__"):
+        name = name[2:-2]
+        for prefix in ("r", "i"):  # reflected (0.5 * x) and in-place (x *= 2) operators
+            if name.startswith(prefix) and name[1:] in _DUNDER_OPS:
+                name = name[1:]
+        return _DUNDER_OPS.get(name)
+    if name.endswith("_") and not name.endswith("__"):
+        name = name[:-1]  # in-place methods: x.mul_(2) is mul
+    return name
+
+
+def _is_module_class(entry):
+    return isinstance(entry, type) and issubclass(entry, torch.nn.Module)
+
+
+class Policy:
+    """An automatic casting policy (PopTorch's poptorch.autocasting.Policy). Each list holds
+    torch operators (`torch.mul`, `torch.nn.functional.gelu`, `torch.Tensor.softmax`) and
+    module classes (`torch.nn.Conv2d`): `fp16` / `fp32` run in that dtype, `promote` /
+    `demote` run in float32 / float16 when their inputs mix the two. The module docstring
+    says in which order the lists apply."""
+
+    def __init__(self, fp16=None, fp32=None, promote=None, demote=None):
+        self.fp16 = self._checked("fp16", fp16)
+        self.fp32 = self._checked("fp32", fp32)
+        self.promote = self._checked("promote", promote)
+        self.demote = self._checked("demote", demote)
+        self._ops = {kind: {op_name(e) for e in getattr(self, kind) if not _is_module_class(e)}
+                     for kind in ("fp16", "fp32", "promote", "demote")}
+        self._modules = {kind: tuple(e for e in getattr(self, kind) if _is_module_class(e))
+                         for kind in ("fp16", "fp32", "promote", "demote")}
+
+    @staticmethod
+    def _checked(kind, entries):
+        if entries is None:
+            return []
+        if isinstance(entries, (str, bytes)) or not hasattr(entries, "__iter__"):
+            raise TypeError(f"autocasting.Policy: {kind} must be a list of torch operators "
+                            f"or module classes, got {type(entries).__name__}")
+        entries = list(entries)
+        for e in entries:
+            name = op_name(e) if callable(e) and not _is_module_class(e) else None
+            if not (_is_module_class(e) or (name and name.isidentifier())):
+                raise TypeError(f"autocasting.Policy: {kind} holds {e!r}, which is neither a "
+                                "torch operator (e.g. torch.mul) nor an nn.Module class")
+        return entries
+
+    def op_dtype(self, name, mixed):
+        """The dtype an op named `name` runs in by the op lists (None: not listed)."""
+        if mixed and name in self._ops["promote"]:
+            return _FLOAT
+        if mixed and name in self._ops["demote"]:
+            return _HALF
+        if name in self._ops["fp16"]:
+            return _HALF
+        if name in self._ops["fp32"]:
+            return _FLOAT
+        return None
+
+    def module_dtype(self, module, mixed):
+        """The dtype a module of this type runs in by the module lists (None: not listed)."""
+        if mixed and isinstance(module, self._modules["promote"]):
+            return _FLOAT
+        if mixed and isinstance(module, self._modules["demote"]):
+            return _HALF
+        if isinstance(module, self._modules["fp16"]):
+            return _HALF
+        if isinstance(module, self._modules["fp32"]):
+            return _FLOAT
+        return None
+
+    def __repr__(self):
+        def names(entries):
+            return [e.__name__ if _is_module_class(e) else op_name(e) for e in entries]
+        return (f"Policy(fp16={names(self.fp16)}, fp32={names(self.fp32)}, "
+                f"promote={names(self.promote)}, demote={names(self.demote)})")
+
+
+# PopTorch's default policy: matmuls and convolutions in half, ops that combine several
+# tensors promoted; plus torch.nn.functional.linear (PopTorch's tracer saw nn.Linear as a
+# matmul, torch.export sees linear).
+default_fp16 = [torch.addbmm, torch.addmm, torch.addmv, torch.addr, torch.baddbmm, torch.bmm,
+                torch.chain_matmul, torch.conv1d, torch.conv2d, torch.conv3d, torch.conv_tbc,
+                torch.conv_transpose1d, torch.conv_transpose2d, torch.conv_transpose3d,
+                torch.convolution, torch.matmul, torch.mm, torch.mv, torch.nn.Conv2d,
+                torch.nn.functional.linear]
+default_fp32 = []
+default_promote = [torch.addcdiv, torch.addcmul, torch.atan2, torch.bilinear, torch.cat,
+                   torch.cross, torch.dot, torch.equal, torch.index_put, torch.stack,
+                   torch.tensordot]
+default_demote = []
+default = Policy(default_fp16, default_fp32, default_promote, default_demote)
+
+
+def _mark(module, enabled=True):
+    """module.autocast(enabled=True): the module's forward is an autocast region when
+    tilegraph compiles it (PopTorch's Module.autocast)."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
+    module._tilegraph_autocast = enabled
+    return module
+
+
+if not hasattr(torch.nn.Module, "autocast"):
+    torch.nn.Module.autocast = _mark
+
+
+def _mixes_half_and_float(tensors):
+    dtypes = {t.dtype for t in tensors}
+    return _HALF in dtypes and _FLOAT in dtypes
+
+
+class _PolicyMode(TorchFunctionMode):
+    """Applies a Policy to the ops traced inside enabled regions (a stack of booleans that
+    autocast regions push and pop) and inside listed modules (a stack of dtypes that the
+    module hooks push and pop)."""
+
+    def __init__(self, policy):
+        super().__init__()
+        self.policy = policy
+        self.regions = []
+        self.module_dtypes = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = op_name(func) if self.regions and self.regions[-1] else None
+        if name is not None:
+            tensors = [t for t in pytree.tree_leaves((args, kwargs))
+                       if isinstance(t, torch.Tensor) and t.dtype in (_HALF, _FLOAT)]
+            dtype = self.policy.op_dtype(name, _mixes_half_and_float(tensors)) or next(
+                (d for d in reversed(self.module_dtypes) if d is not None), None)
+            if dtype is not None and any(t.dtype != dtype for t in tensors):
+                def cast(v):
+                    if isinstance(v, torch.Tensor) and v.dtype in (_HALF, _FLOAT):
+                        return v.to(dtype)
+                    return v
+                args, kwargs = pytree.tree_map(cast, (args, kwargs))
+        return func(*args, **kwargs)
+
+    def enter_module(self, module, inputs):
+        params = [p for p in module.parameters() if p.dtype in (_HALF, _FLOAT)]
+        tensors = params + [t for t in pytree.tree_leaves(inputs)
+                            if isinstance(t, torch.Tensor) and t.dtype in (_HALF, _FLOAT)]
+        self.module_dtypes.append(self.policy.module_dtype(module,
+                                                           _mixes_half_and_float(tensors)))
+
+    def leave_module(self):
+        if self.module_dtypes:
+            self.module_dtypes.pop()
+
+
+class _CompileScope:
+    """The autocast settings of one capture (Options().Precision): whether regions cast,
+    and the policy mode when a policy is set."""
+
+    def __init__(self, precision):
+        self.enabled = precision.autocast_enabled
+        policy = precision.autocast_policy
+        self.mode = _PolicyMode(policy) if policy is not None and self.enabled else None
+
+
+_scopes = []  # the capture in progress (captures hold the module lock: one at a time)
+
+
+class autocast:
+    """PopTorch's autocast region (context manager or decorator). The module docstring says
+    what a region casts; outside a tilegraph capture (an eager call of the forward) it is
+    torch.autocast("cpu", dtype=torch.float16)."""
+
+    def __init__(self, enabled=True):
+        if not isinstance(enabled, bool):
+            raise TypeError(f"autocast: enabled must be a bool, got {enabled!r}")
+        self.enabled = enabled
+        self._exits = []
+
+    def __enter__(self):
+        scope = _scopes[-1] if _scopes else None
+        if scope is not None and scope.mode is not None:
+            scope.mode.regions.append(self.enabled)
+            self._exits.append(scope.mode.regions.pop)
+        else:
+            enabled = self.enabled and (scope is None or scope.enabled)
+            region = torch.autocast("cpu", dtype=torch.float16, enabled=enabled)
+            region.__enter__()
+            self._exits.append(lambda: region.__exit__(None, None, None))
+        return self
+
+    def __exit__(self, *exc):
+        self._exits.pop()()
+        return False
+
+    def __call__(self, fn):
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            with autocast(self.enabled):
+                return fn(*args, **kwargs)
+        return wrapped
+
+
+@contextlib.contextmanager
+def capturing(model, precision):
+    """The autocast settings in force while tilegraph captures `model`: modules marked with
+    module.autocast() run their forward in a region, and a policy's mode watches every op."""
+    scope = _CompileScope(precision)
+    patched = []
+    hooks = []
+    _scopes.append(scope)
+    try:
+        for m in model.modules():
+            if getattr(m, "_tilegraph_autocast", False):
+                patched.append((m, m.__dict__.get("forward")))
+                m.forward = autocast(True)(m.forward)
+        if scope.mode is not None:
+            mode = scope.mode
+            hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(
+                lambda m, inputs: mode.enter_module(m, inputs)))
+            hooks.append(torch.nn.modules.module.register_module_forward_hook(
+                lambda m, inputs, output: mode.leave_module()))
+            with mode:
+                yield
+        else:
+            yield
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, own in reversed(patched):
+            if own is None:
+                del m.forward
+            else:
+                m.forward = own
+        _scopes.remove(scope)

@@ -1,0 +1,194 @@
+"""PopTorch's automatic casting (tilegraph/autocasting.py): autocast regions, module.autocast(),
+Options().Precision.autocastPolicy / autocastEnabled.
+
+Each compiled result is compared with an eager forward that writes the same casts by hand,
+so the test checks which ops ran in which dtype (the values differ when a cast is missing or
+extra) as well as the output dtypes."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import tilegraph
+from tilegraph import autocasting
+
+F16_TOL = dict(rtol=2e-3, atol=2e-3)  # a few float16 roundings of values ~1
+
+
+class ConvMulRelu(nn.Module):
+    """PopTorch's own autocast policy test model: conv, then a multiply, then a relu (0.3:
+    a product by 0.5 would be exact in float16 and hide the multiply's dtype)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 5)
+
+    def forward(self, x):
+        return torch.relu(0.3 * self.conv(x))
+
+
+def _eager_conv_mul_relu(model, x, conv_dtype, mul_dtype, relu_dtype):
+    c = model.conv
+    y = F.conv2d(x.to(conv_dtype), c.weight.to(conv_dtype), c.bias.to(conv_dtype))
+    y = 0.3 * y.to(mul_dtype)
+    return torch.relu(y.to(relu_dtype))
+
+
+H, Fl = torch.float16, torch.float32
+
+
+@pytest.mark.parametrize("fp16,fp32,dtypes", [
+    ([nn.Conv2d], [torch.mul, torch.relu], (H, Fl, Fl)),
+    ([nn.Conv2d, torch.relu], [torch.mul], (H, Fl, H)),
+    ([torch.mul], [nn.Conv2d, torch.relu], (Fl, H, Fl)),
+    ([], [], (Fl, Fl, Fl))])
+def test_policy_lists_choose_each_ops_dtype(fp16, fp32, dtypes):
+    """`dtypes`: the dtype conv, mul and relu run in. Module classes (nn.Conv2d) and
+    operators (torch.mul, reached here through `0.3 * y`) both count; an empty policy casts
+    nothing."""
+    torch.manual_seed(0)
+    model = ConvMulRelu()
+    model.autocast()
+    x = torch.randn(2, 1, 12, 12)
+    opts = tilegraph.Options()
+    opts.Precision.autocastPolicy(autocasting.Policy(fp16, fp32))
+    got = tilegraph.inferenceModel(copy.deepcopy(model), opts)(x)
+    want = _eager_conv_mul_relu(model, x, *dtypes)
+    assert got.dtype == want.dtype == dtypes[2]
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    # Any other choice of dtypes for conv and mul gives other numbers (by >= 1e-4 here), so
+    # each cast is checked; except that with relu in float16 the product is rounded to
+    # float16 either way, and mul's own dtype does not show.
+    for conv_dtype in (H, Fl):
+        for mul_dtype in (H, Fl):
+            if (conv_dtype, mul_dtype) == dtypes[:2] or (dtypes[2] == H and
+                                                         conv_dtype == dtypes[0]):
+                continue
+            other = _eager_conv_mul_relu(model, x, conv_dtype, mul_dtype, dtypes[2])
+            assert (got.float() - other.float()).abs().max().item() > 8e-5
+
+
+def test_promote_runs_ops_with_mixed_inputs_in_float32():
+    class Concat(nn.Module):
+        def forward(self, a, b):
+            with tilegraph.autocast():
+                return torch.cat([a, b]) * 3
+
+    a, b = torch.randn(4).half(), torch.randn(4)
+    promote = autocasting.Policy(promote=[torch.cat])
+    demote = autocasting.Policy(demote=[torch.cat])
+    for policy, dtype in ((promote, torch.float32), (demote, torch.float16)):
+        opts = tilegraph.Options()
+        opts.Precision.autocastPolicy(policy)
+        got = tilegraph.inferenceModel(Concat(), opts)(a, b)
+        want = torch.cat([a.to(dtype), b.to(dtype)]) * 3
+        assert got.dtype == dtype
+        torch.testing.assert_close(got, want)
+
+
+def test_autocast_enabled_false_turns_every_region_off():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(8, 4)
+
+        @tilegraph.autocast()
+        def forward(self, x):
+            return self.fc(x)
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(3, 8)
+    on = tilegraph.inferenceModel(copy.deepcopy(net))(x)
+    opts = tilegraph.Options()
+    opts.Precision.autocastEnabled(False)
+    off = tilegraph.inferenceModel(copy.deepcopy(net), opts)(x)
+    assert on.dtype == torch.float16 and off.dtype == torch.float32
+    torch.testing.assert_close(off, F.linear(x, net.fc.weight, net.fc.bias))
+    # With a policy too: no region casts.
+    opts = opts.clone()
+    opts.Precision.autocastPolicy(autocasting.default)
+    assert tilegraph.inferenceModel(copy.deepcopy(net), opts)(x).dtype == torch.float32
+
+
+def test_marked_module_runs_its_forward_in_a_region():
+    """module.autocast() on a submodule: its forward is a region (torch.autocast's lists with
+    no policy set), the rest of the model is not."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nn.Linear(8, 4)
+            self.outer = nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.inner(x), self.outer(self.inner(x).float())
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(3, 8)
+    assert net.inner.autocast() is net.inner
+    inner, outer = tilegraph.inferenceModel(copy.deepcopy(net))(x)
+    with torch.autocast("cpu", dtype=torch.float16):
+        want_inner = net.inner(x)
+    assert inner.dtype == torch.float16 and outer.dtype == torch.float32
+    torch.testing.assert_close(inner, want_inner)
+    torch.testing.assert_close(outer, net.outer(want_inner.float()), **F16_TOL)
+    # The model is left as it was: no forward patched after the compile.
+    assert "forward" not in net.inner.__dict__ and net.inner(x).dtype == torch.float32
+
+
+def test_training_under_a_policy_keeps_float32_master_weights():
+    """Linear layers in float16 by the policy, relu in float32: three SGD steps match an eager
+    run of the same casts written by hand, and the weights stay float32."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1 = nn.Linear(8, 16)
+            self.fc2 = nn.Linear(16, 4)
+
+        def forward(self, x, y):
+            with tilegraph.autocast():
+                out = self.fc2(torch.relu(self.fc1(x)))
+            return out, F.mse_loss(out.float(), y)
+
+    def eager_forward(net, x, y):
+        h = F.linear(x.half(), net.fc1.weight.half(), net.fc1.bias.half())
+        out = F.linear(torch.relu(h.float()).half(), net.fc2.weight.half(), net.fc2.bias.half())
+        return out, F.mse_loss(out.float(), y)
+
+    torch.manual_seed(0)
+    net = Net()
+    x, y = torch.randn(6, 8), torch.randn(6, 4)
+    opts = tilegraph.Options()
+    opts.Precision.autocastPolicy(autocasting.Policy(fp16=[nn.Linear], fp32=[F.relu]))
+    model = copy.deepcopy(net)
+    trained = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(3):
+        out, loss = trained(x, y)
+        optimizer.zero_grad()
+        want_out, want_loss = eager_forward(net, x, y)
+        want_loss.backward()
+        optimizer.step()
+        assert out.dtype == torch.float16
+        torch.testing.assert_close(loss, want_loss.reshape(loss.shape), rtol=1e-5, atol=1e-6)
+    trained.copyWeightsToHost()
+    for (name, got), want in zip(model.named_parameters(), net.parameters()):
+        assert got.dtype == torch.float32, name
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_operator_names_cover_methods_operators_and_functional_forms():
+    names = [autocasting.op_name(f) for f in (
+        torch.mul, torch.Tensor.mul, torch.Tensor.__rmul__, torch.Tensor.__imul__,
+        torch.Tensor.mul_, torch.Tensor.__truediv__, F.relu, torch.relu, F.linear)]
+    assert names == ["mul"] * 5 + ["div", "relu", "relu", "linear"]
+    assert autocasting.op_name(torch.Tensor.__getitem__) is None
+
+
+@pytest.mark.parametrize("bad", [[3], "mul", [lambda t: t], [nn.Linear(2, 2)]])
+def test_policy_refuses_what_is_not_an_operator_or_module_class(bad):
+    with pytest.raises(TypeError, match="autocasting.Policy"):
+        autocasting.Policy(fp16=bad)
+    with pytest.raises(TypeError, match="autocastPolicy"):
+        tilegraph.Options().Precision.autocastPolicy([torch.mul])
