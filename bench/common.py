@@ -4,7 +4,8 @@
 - `interleaved(fns, rounds)`: runs every engine's call in turn (A B C A B C ...) after
   warm-up and returns per-engine median and min/max of the per-call seconds.
 - `MemoryWatch`: samples this process's resident set (/proc/self/statm) from a thread, so
-  an engine's memory is "RSS it keeps after its first call" + "largest growth during a call".
+  an engine's memory is "RSS it keeps after its first call" + "growth during a call" (a
+  call watched apart from the timed ones).
 """
 import os
 import platform

@@ -127,7 +127,7 @@ def markdown(r):
                 row.append(_fmt(ratio(s, "onnxruntime")))
             out.append("| " + " | ".join(row) + " |")
         out.append("")
-    out += ["### First call (s) and memory (MiB: resident after the first call + largest growth "
+    out += ["### First call (s) and memory (MiB: resident after the first call + growth "
             "during a call)", "",
             "| model | phase | " + " | ".join(["eager", "torch.compile", "onnxruntime",
                                                 "tilegraph"]) + " |", "|---" * 6 + "|"]
