@@ -346,7 +346,7 @@ def export(model, example_args, example_kwargs=None):
     """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
     Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
     import torch.fx.traceback as fx_traceback
-    from . import _blocks
+    from . import _blocks, autocasting
     from .ops import compiling
     with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta(), \
             compiling():
@@ -357,7 +357,8 @@ def export(model, example_args, example_kwargs=None):
         warnings.filterwarnings("ignore", message=".*_flat_weights.*were assigned during export")
         _blocks.start_capture()
         try:
-            with torch.no_grad() if not model.training else torch.enable_grad():
+            with torch.no_grad() if not model.training else torch.enable_grad(), \
+                    autocasting.tracing():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         finally:

@@ -246,6 +246,8 @@ class _PrecisionOptions(_Group):
         return self._root
 
     def halfFloatCasting(self, half_float_casting):
+        """FloatDowncastToHalf: every op whose operands mix float16 and float32 runs in
+        float16 (cast at capture); Default / HalfUpcastToFloat: torch's promotion."""
         self.half_float_casting = _check_enum("halfFloatCasting", half_float_casting,
                                               enums.HalfFloatCastingBehavior)
         return self._root

@@ -24,6 +24,10 @@ What a region does:
   otherwise nothing is cast and the op follows its inputs (torch's type promotion). To run
   an op in a dtype means: its float16 / float32 tensor arguments, parameters included, are
   cast to that dtype first.
+`Options().Precision.halfFloatCasting(HalfFloatCastingBehavior.FloatDowncastToHalf)`: every
+op in the model whose operands mix float16 and float32 runs in float16 (PopTorch's tracing
+frontend did this by default); `Default` and `HalfUpcastToFloat` follow torch's promotion.
+Ops that write one of their operands (in place, or out=) are never cast.
 Ops are named as torch names them: `torch.mul`, `Tensor.mul`, `x * y` and `x *= y` all are
 `mul`; `torch.nn.functional.relu` and `torch.relu` are both `relu`.
 """
@@ -43,11 +47,19 @@ _DUNDER_OPS = {"truediv": "div", "floordiv": "floor_divide", "and": "bitwise_and
                "pow": "pow"}
 
 
+def _base_name(func):
+    """func's __name__ without an aten overload's suffix (torch.ops.aten.add_.Tensor: add_)."""
+    name = getattr(func, "__name__", None)
+    if not isinstance(name, str):
+        return ""
+    return name.split(".")[0] if isinstance(func, torch._ops.OpOverload) else name
+
+
 def op_name(func):
     """The name of the torch op a __torch_function__ call runs, as a policy lists it (None
     for attribute access and other calls no policy can name)."""
-    name = getattr(func, "__name__", None)
-    if not isinstance(name, str) or not name:
+    name = _base_name(func)
+    if not name:
         return None
     if name.startswith("__") and name.endswith("__"):
         name = name[2:-2]
@@ -161,25 +173,47 @@ def _mixes_half_and_float(tensors):
     return _HALF in dtypes and _FLOAT in dtypes
 
 
-class _PolicyMode(TorchFunctionMode):
-    """Applies a Policy to the ops traced inside enabled regions (a stack of booleans that
-    autocast regions push and pop) and inside listed modules (a stack of dtypes that the
-    module hooks push and pop)."""
+def _writes_an_operand(func, kwargs):
+    """In-place ops (x.mul_(y), x *= y, F.relu(x, inplace=True)) and ops with out=: casting
+    their operands would make them write a copy, so they are left as they are (their result
+    has the written tensor's dtype anyway)."""
+    name = _base_name(func)
+    in_place = (name.endswith("_") and not name.endswith("__")) or (
+        name.startswith("__i") and name[3:-2] in _DUNDER_OPS)
+    return in_place or kwargs.get("inplace") is True or kwargs.get("out") is not None
 
-    def __init__(self, policy):
+
+class _CastingMode(TorchFunctionMode):
+    """Casts the float16 / float32 tensor arguments of the ops traced under it: by a Policy
+    inside enabled regions (a stack of booleans that autocast regions push and pop) and
+    inside listed modules (a stack of dtypes that the module hooks push and pop); and, with
+    `downcast` (Precision.halfFloatCasting(FloatDowncastToHalf)), every op whose operands
+    mix float16 and float32, to float16, everywhere in the model."""
+
+    def __init__(self, policy, downcast):
         super().__init__()
         self.policy = policy
+        self.downcast = downcast
         self.regions = []
         self.module_dtypes = []
 
+    def _dtype(self, func, tensors):
+        mixed = _mixes_half_and_float(tensors)
+        name = op_name(func) if self.policy is not None and self.regions and \
+            self.regions[-1] else None
+        if name is not None:
+            dtype = self.policy.op_dtype(name, mixed) or next(
+                (d for d in reversed(self.module_dtypes) if d is not None), None)
+            if dtype is not None:
+                return dtype
+        return _HALF if self.downcast and mixed else None
+
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        name = op_name(func) if self.regions and self.regions[-1] else None
-        if name is not None:
+        if not _writes_an_operand(func, kwargs):
             tensors = [t for t in pytree.tree_leaves((args, kwargs))
                        if isinstance(t, torch.Tensor) and t.dtype in (_HALF, _FLOAT)]
-            dtype = self.policy.op_dtype(name, _mixes_half_and_float(tensors)) or next(
-                (d for d in reversed(self.module_dtypes) if d is not None), None)
+            dtype = self._dtype(func, tensors) if tensors else None
             if dtype is not None and any(t.dtype != dtype for t in tensors):
                 def cast(v):
                     if isinstance(v, torch.Tensor) and v.dtype in (_HALF, _FLOAT):
@@ -201,13 +235,16 @@ class _PolicyMode(TorchFunctionMode):
 
 
 class _CompileScope:
-    """The autocast settings of one capture (Options().Precision): whether regions cast,
-    and the policy mode when a policy is set."""
+    """The casting settings of one capture (Options().Precision): whether autocast regions
+    cast, and the casting mode when a policy or FloatDowncastToHalf asks for one."""
 
     def __init__(self, precision):
+        from .enums import HalfFloatCastingBehavior
         self.enabled = precision.autocast_enabled
-        policy = precision.autocast_policy
-        self.mode = _PolicyMode(policy) if policy is not None and self.enabled else None
+        policy = precision.autocast_policy if self.enabled else None
+        downcast = precision.half_float_casting == HalfFloatCastingBehavior.FloatDowncastToHalf
+        self.mode = _CastingMode(policy, downcast) if policy is not None or downcast else None
+        self.policy = policy
 
 
 _scopes = []  # the capture in progress (captures hold the module lock: one at a time)
@@ -226,7 +263,7 @@ class autocast:
 
     def __enter__(self):
         scope = _scopes[-1] if _scopes else None
-        if scope is not None and scope.mode is not None:
+        if scope is not None and scope.policy is not None:
             scope.mode.regions.append(self.enabled)
             self._exits.append(scope.mode.regions.pop)
         else:
@@ -250,8 +287,9 @@ class autocast:
 
 @contextlib.contextmanager
 def capturing(model, precision):
-    """The autocast settings in force while tilegraph captures `model`: modules marked with
-    module.autocast() run their forward in a region, and a policy's mode watches every op."""
+    """The casting settings in force while tilegraph captures `model`: modules marked with
+    module.autocast() run their forward in a region, and `tracing()` applies the casting mode
+    (a policy, or FloatDowncastToHalf)."""
     scope = _CompileScope(precision)
     patched = []
     hooks = []
@@ -261,16 +299,13 @@ def capturing(model, precision):
             if getattr(m, "_tilegraph_autocast", False):
                 patched.append((m, m.__dict__.get("forward")))
                 m.forward = autocast(True)(m.forward)
-        if scope.mode is not None:
-            mode = scope.mode
+        mode = scope.mode
+        if scope.policy is not None:
             hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(
                 lambda m, inputs: mode.enter_module(m, inputs)))
             hooks.append(torch.nn.modules.module.register_module_forward_hook(
                 lambda m, inputs, output: mode.leave_module()))
-            with mode:
-                yield
-        else:
-            yield
+        yield
     finally:
         for h in hooks:
             h.remove()
@@ -280,3 +315,13 @@ def capturing(model, precision):
             else:
                 m.forward = own
         _scopes.remove(scope)
+
+
+def tracing():
+    """The casting mode of the capture in progress, for torch.export's trace of the forward
+    only: the re-trace of the exported graph (run_decompositions) sees the casts already
+    recorded, as aten ops, and must not cast again."""
+    scope = _scopes[-1] if _scopes else None
+    if scope is None or scope.mode is None:
+        return contextlib.nullcontext()
+    return scope.mode

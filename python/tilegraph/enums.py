@@ -70,7 +70,9 @@ class ConnectionType(enum.IntEnum):
 
 
 class HalfFloatCastingBehavior(enum.IntEnum):
-    """Casting of mixed float16/float32 operands."""
+    """Casting of an op's mixed float16/float32 operands: FloatDowncastToHalf casts them all to
+    float16; HalfUpcastToFloat and Default follow torch's promotion (float32), as PopTorch 3
+    did (tilegraph/autocasting.py applies it at capture)."""
     FloatDowncastToHalf = 0
     HalfUpcastToFloat = 1
     Default = 2

@@ -192,3 +192,59 @@ def test_policy_refuses_what_is_not_an_operator_or_module_class(bad):
         autocasting.Policy(fp16=bad)
     with pytest.raises(TypeError, match="autocastPolicy"):
         tilegraph.Options().Precision.autocastPolicy([torch.mul])
+
+
+@pytest.mark.parametrize("behavior,dtype", [
+    (tilegraph.HalfFloatCastingBehavior.Default, torch.float32),
+    (tilegraph.HalfFloatCastingBehavior.HalfUpcastToFloat, torch.float32),
+    (tilegraph.HalfFloatCastingBehavior.FloatDowncastToHalf, torch.float16)])
+def test_half_float_casting_of_mixed_operands(behavior, dtype):
+    """Default follows torch's promotion (PopTorch 3's dispatcher frontend did too);
+    FloatDowncastToHalf runs every op with mixed float16 / float32 operands in float16."""
+    class Adder(nn.Module):
+        def forward(self, x, y):
+            return x + y, x * 0.1 + y
+
+    a, b = torch.randn(5).half(), torch.randn(5)
+    opts = tilegraph.Options()
+    opts.Precision.halfFloatCasting(behavior)
+    for x, y in ((a, b), (b, a)):
+        got = tilegraph.inferenceModel(Adder(), opts.clone())(x, y)
+        want = Adder()(x, y) if dtype == torch.float32 else Adder()(x.half(), y.half())
+        for g, w in zip(got, want):
+            assert g.dtype == dtype
+            torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("setting", ["FloatDowncastToHalf", "policy"])
+def test_casting_never_redirects_an_in_place_write(setting):
+    """Ops that write an operand (buffer += x, relu(inplace=True), x.mul_()) are not cast,
+    under FloatDowncastToHalf (the float32 buffer plus a float16 sum) or a policy listing
+    them: the write lands in the tensor the model wrote to, as in eager."""
+    class Accumulate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("total", torch.zeros(4))
+
+        def forward(self, x):
+            with tilegraph.autocast():
+                h = x * 2
+                self.total += h.sum(0)
+                F.relu(h, inplace=True)
+                h.mul_(3)
+            return h, self.total * 1
+
+    x = torch.randn(3, 4).half()
+    opts = tilegraph.Options()
+    if setting == "policy":
+        opts.Precision.autocastPolicy(autocasting.Policy(fp32=[torch.add, torch.relu,
+                                                               torch.mul]))
+        h = x.float() * 2  # the policy's float32 mul; the in-place ops as written
+    else:
+        opts.Precision.halfFloatCasting(tilegraph.HalfFloatCastingBehavior.FloatDowncastToHalf)
+        h = x * 2
+    want = F.relu(h).mul(3), torch.zeros(4) + h.sum(0).float()
+    got = tilegraph.inferenceModel(Accumulate(), opts)(x)
+    assert [g.dtype for g in got] == [w.dtype for w in want]
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w)
