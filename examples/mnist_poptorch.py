@@ -10,7 +10,8 @@ Dropout(0.5) is left out so that the weights can be compared with eager PyTorch'
 MNIST cannot be downloaded here, so the data is synthetic and MNIST-shaped (1x28x28, 10
 classes): ten fixed random stroke templates, each sample shifted, scaled and noised.
 The same model, data order and optimizer also train in eager PyTorch (a deepcopy of the
-initial model) for the side-by-side throughput, accuracy and weight difference.
+initial model), call by call interleaved with tilegraph's, for the side-by-side throughput,
+accuracy and weight difference.
 
     python examples/mnist_poptorch.py [--epochs 2] [--train-samples 3072] [--check]
 """
@@ -123,32 +124,28 @@ def max_difference(a, b):
     return max(float((p.detach() - q.detach()).abs().max()) for p, q in zip(a, b))
 
 
-def train_eager(model, training_data, args, quiet=False):
-    """The training loop in eager PyTorch, on the same data order (the shuffle is replayed
-    from seed 0). Returns the per-call times and the weights after the first call and after
-    each epoch."""
+def eager_steps(model, opt, data, labels, args):
+    """One call's worth of steps (the call's batches, one by one) in eager PyTorch."""
+    for x, y in zip(data.split(args.batch_size), labels.split(args.batch_size)):
+        opt.zero_grad()
+        _, loss = model(x, y)
+        loss.backward()
+        opt.step()
+    return loss
+
+
+def train_eager(model, training_data, args):
+    """The training loop in eager PyTorch alone, on the same data order (the shuffle is
+    replayed from seed 0). Returns the weights after each epoch."""
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     model.train()
     torch.manual_seed(0)
-    times, first_call, epochs = [], None, []
-    for epoch in range(1, args.epochs + 1):
-        total_loss, steps = 0.0, 0
+    epochs = []
+    for _ in range(args.epochs):
         for data, labels in training_data:
-            t0 = time.perf_counter()
-            for x, y in zip(data.split(args.batch_size), labels.split(args.batch_size)):
-                opt.zero_grad()
-                _, loss = model(x, y)
-                loss.backward()
-                opt.step()
-            times.append(time.perf_counter() - t0)
-            if len(times) == 1:
-                first_call = copy.deepcopy(list(model.parameters()))
-            total_loss += loss.item()
-            steps += 1
-        if not quiet:
-            print(f"eager      epoch {epoch}: loss {total_loss / steps:.4f}")
+            eager_steps(model, opt, data, labels, args)
         epochs.append(copy.deepcopy(list(model.parameters())))
-    return times, first_call, epochs
+    return epochs
 
 
 def parse_args(argv):
@@ -186,28 +183,37 @@ def main(argv=None):
     optimizer = poptorch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     poptorch_model = poptorch.trainingModel(model, options=opts, optimizer=optimizer)
 
-    # ---- training through tilegraph --------------------------------------------------
-    torch.manual_seed(0)  # the shuffle order, replayed for eager below
-    call_times, tg_epochs = [], []
+    # ---- training through tilegraph, and the same steps in eager PyTorch ---------------
+    # Each tilegraph call (32 steps) is followed by the same batches in eager: the two are
+    # timed interleaved (bench/README's rule), so a change in the machine's speed during the
+    # run (this VM's neighbours) moves both numbers, not the ratio.
+    torch.manual_seed(0)  # the shuffle order (train_eager replays it for the drift runs)
+    eager_optimizer = torch.optim.SGD(eager_model.parameters(), lr=args.lr,
+                                      momentum=args.momentum)
+    call_times, eager_times, tg_epochs, eager_epochs = [], [], [], []
     for epoch in range(1, args.epochs + 1):
-        total_loss, steps = 0.0, 0
+        total_loss, eager_total, steps = 0.0, 0.0, 0
         for data, labels in training_data:
             t0 = time.perf_counter()
             output, loss = poptorch_model(data, labels)
             call_times.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            eager_loss = eager_steps(eager_model, eager_optimizer, data, labels, args)
+            eager_times.append(time.perf_counter() - t0)
             if len(call_times) == 1:
                 tg_first_call = copy.deepcopy(list(model.parameters()))
+                eager_first_call = copy.deepcopy(list(eager_model.parameters()))
             total_loss += loss.item()
+            eager_total += eager_loss.item()
             steps += 1
-        print(f"tilegraph  epoch {epoch}: loss {total_loss / steps:.4f}")
+        print(f"epoch {epoch}: loss tilegraph {total_loss / steps:.4f}, eager "
+              f"{eager_total / steps:.4f}")
         tg_epochs.append(copy.deepcopy(list(model.parameters())))
+        eager_epochs.append(copy.deepcopy(list(eager_model.parameters())))
     poptorch_model.detachFromDevice()
     samples_per_call = data.shape[0]
     first_call, steady = call_times[0], call_times[1:] or call_times
     tg_rate = samples_per_call * len(steady) / sum(steady)
-
-    # ---- the same loop in eager PyTorch ----------------------------------------------
-    eager_times, eager_first_call, eager_epochs = train_eager(eager_model, training_data, args)
     eager_rate = samples_per_call * len(eager_times[1:] or eager_times) / sum(
         eager_times[1:] or eager_times)
     chaos = 0.0
@@ -217,7 +223,7 @@ def main(argv=None):
             with torch.no_grad():
                 for p in perturbed.parameters():
                     p.mul_(1 + sign * 1e-7)
-            _, _, runs = train_eager(perturbed, training_data, args, quiet=True)
+            runs = train_eager(perturbed, training_data, args)
             chaos = max(chaos, max_difference(runs[-1], eager_epochs[-1]))
 
     # ---- inference: test accuracy --------------------------------------------------

@@ -8,6 +8,8 @@
 //     layout are the same bytes, so the result is an ordinary tensor.
 //   blocked_channel_scale(x, g): x * g with g [N or 1, C, 1, 1] (an ordinary tensor, as
 //     above), x and the result blocked.
+//   blocked_channel_sum(x){keepdim}: the sum over N, H and W -> [C] ([1, C, 1, 1] with
+//     keepdim): a convolution's bias gradient from its blocked dy.
 // and the reorders at the edges of a blocked group, where a value in the group is made by a
 // node that writes NCHW or read by one that reads NCHW (any dtype):
 //   block_channels(x): x [N, C, H, W] in NCHW -> the same tensor blocked.
@@ -55,6 +57,23 @@ void MeanOfBlocks(const T* x, T* y, int64_t plane, int64_t begin, int64_t end) {
   }
 }
 
+// Channel blocks [begin, end): the sums over every image and position of their B channels,
+// in double lanes.
+template <typename T, int B>
+void SumOfChannelBlocks(const T* x, T* y, const Dims& d, int64_t begin, int64_t end) {
+  const int64_t blocks = d.c / B;
+  for (int64_t cb = begin; cb < end; ++cb) {
+    double sum[B] = {};
+    for (int64_t n = 0; n < d.n; ++n) {
+      const T* p = x + (n * blocks + cb) * d.plane * B;
+      for (int64_t s = 0; s < d.plane; ++s) {
+        for (int l = 0; l < B; ++l) sum[l] += p[s * B + l];
+      }
+    }
+    for (int l = 0; l < B; ++l) y[cb * B + l] = static_cast<T>(sum[l]);
+  }
+}
+
 // Blocks [begin, end) of (batch, channel block) scaled by their B gates (g [N or 1, C]).
 template <typename T, int B>
 void ScaleBlocks(const T* x, const T* g, T* y, const Dims& d, bool per_sample, int64_t begin,
@@ -96,6 +115,36 @@ KernelFactory SpatialMeanFactory(bool serial) {
             MeanOfBlocks<T, 16>(x, y, d.plane, begin, end);
           } else {
             MeanOfBlocks<T, 8>(x, y, d.plane, begin, end);
+          }
+        });
+      });
+    };
+  };
+}
+
+KernelFactory ChannelSumFactory(bool serial) {
+  return [serial](const Node& node) -> Kernel {
+    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    return [d, serial, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
+      DispatchFloat(dtype, "blocked_channel_sum", [&](auto t) {
+        using T = decltype(t);
+        const T* x = static_cast<const T*>(a.inputs[0]);
+        T* y = static_cast<T*>(a.outputs[0]);
+        if (serial) {
+          for (int64_t c = 0; c < d.c; ++c) {
+            double sum = 0;
+            for (int64_t n = 0; n < d.n; ++n) {
+              for (int64_t s = 0; s < d.plane; ++s) sum += x[BlockedIndex(d, n, c, s)];
+            }
+            y[c] = static_cast<T>(sum);
+          }
+          return;
+        }
+        cpu::ParallelFor(d.c / d.block, 1, [&](int64_t begin, int64_t end) {
+          if (d.block == 16) {
+            SumOfChannelBlocks<T, 16>(x, y, d, begin, end);
+          } else {
+            SumOfChannelBlocks<T, 8>(x, y, d, begin, end);
           }
         });
       });
@@ -213,6 +262,23 @@ void RegisterBlockedLayoutOps(OpRegistry& r) {
   mean.samples = {Sample({{2, 16, 3, 3}}, {{"keepdim", true}}),
                   Sample({{1, 32, 2, 5}}, {{"keepdim", false}})};
   r.Register(std::move(mean));
+
+  OpDef sum;
+  sum.name = "blocked_channel_sum";
+  sum.attrs = {{"keepdim", false}};
+  sum.doc = "sum over N, H and W of x [N, C, H, W] in oneDNN's channel-blocked layout "
+            "(C divisible by 16): [C], or [1, C, 1, 1] with keepdim";
+  sum.not_differentiable = true;
+  sum.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    const Dims d = DimsOf(c.in(0), "blocked_channel_sum");
+    Shape out = GetBool(c.attrs, "keepdim") ? Shape{1, d.c, 1, 1} : Shape{d.c};
+    return {{c.in(0).dtype, out}};
+  };
+  sum.kernels[DeviceKind::kCpu] = ChannelSumFactory(false);
+  sum.kernels[DeviceKind::kReference] = ChannelSumFactory(true);
+  sum.samples = {Sample({{2, 16, 3, 3}}, {{"keepdim", false}}),
+                 Sample({{3, 32, 2, 5}}, {{"keepdim", true}})};
+  r.Register(std::move(sum));
 
   OpDef scale;
   scale.name = "blocked_channel_scale";

@@ -2,6 +2,8 @@
 // [N,C,H,W] (or [C,H,W]) inputs with PyTorch's output-size and window rules.
 #include <string>
 
+#include "kernels/cpu/channel_blocking.h"
+#include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/pool_kernels.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
@@ -104,13 +106,26 @@ AttrMap WithOutputSize(AttrMap attrs, const Shape& dy) {
   return attrs;
 }
 
+// max_pool2d / _backward's attribute "blocked" (absent: false): x, y, dy, dx in oneDNN's
+// channel-blocked layout (kernels/cpu/channel_blocking.h), set by block-conv-layout.
+bool IsBlocked(const AttrMap& attrs) {
+  return HasAttr(attrs, "blocked") && GetBool(attrs, "blocked");
+}
+
+void CheckBlockedShape(const AttrMap& attrs, const Shape& x, const std::string& op) {
+  TG_CHECK(!IsBlocked(attrs) || (x.size() == 4 && x[1] % 16 == 0), kShape, op,
+           ": blocked needs x [N, C, H, W] with C divisible by 16, got ", ShapeToString(x));
+}
+
 cpu::Pool2dParams ParamsOfNode(const Node& n, PoolKind kind) {
   Shape x = ForwardInputShape(n);
   if (n.op() == "adaptive_avg_pool2d_backward") {
     return AdaptiveParams(x, WithOutputSize(n.attrs(), n.input(0)->type().shape), n.op());
   }
-  return kind == PoolKind::kAdaptive ? AdaptiveParams(x, n.attrs(), n.op())
-                                     : PoolParams(x, n.attrs(), kind, n.op());
+  if (kind == PoolKind::kAdaptive) return AdaptiveParams(x, n.attrs(), n.op());
+  cpu::Pool2dParams p = PoolParams(x, n.attrs(), kind, n.op());
+  if (kind == PoolKind::kMax && IsBlocked(n.attrs())) p.block = cpu::ActivationBlock();
+  return p;
 }
 
 void CheckGradShape(const TensorType& go, const Shape& expected, const std::string& op) {
@@ -138,16 +153,49 @@ OpDef PoolDef(const std::string& name, PoolKind kind, int num_inputs) {
 
 using dense::In;
 using dense::Out;
+// A blocked max pooling's reference: the NCHW loops on NCHW copies of its inputs (x, or dy
+// and x), the result blocked again; an independent check of the blocked kernels the CPU
+// runs. `run(p, inputs, out)` runs the NCHW kernel.
+template <typename T, typename Run>
+void OnPlainCopies(const cpu::Pool2dParams& p, const KernelArgs& a, bool backward, Run run) {
+  const int64_t n = p.planes / p.block, c = p.block, x_plane = p.h * p.w;
+  const int64_t y_plane = p.oh * p.ow;
+  std::vector<T> dy, x(p.planes * x_plane), out(p.planes * (backward ? x_plane : y_plane));
+  // (Blocked views regroup [N * C/B] block planes: reblock as n = planes / B images of B
+  // channels, which is the same element order.)
+  cpu::Reblock(In<T>(a, backward ? 1 : 0), x.data(), n, c, x_plane, false);
+  if (backward) {
+    dy.resize(p.planes * y_plane);
+    cpu::Reblock(In<T>(a, 0), dy.data(), n, c, y_plane, false);
+  }
+  cpu::Pool2dParams nchw = p;
+  nchw.block = 0;
+  run(nchw, dy.data(), x.data(), out.data());
+  cpu::Reblock(out.data(), Out<T>(a, 0), n, c, backward ? x_plane : y_plane, true);
+}
+
 template <typename T>
 struct RunMax {
   void operator()(const cpu::Pool2dParams& p, const KernelArgs& a, bool par) {
-    cpu::MaxPool2dForward<T>(p, In<T>(a, 0), Out<T>(a, 0), par);
+    if (p.block == 0) return cpu::MaxPool2dForward<T>(p, In<T>(a, 0), Out<T>(a, 0), par);
+    if (par) return cpu::MaxPool2dForwardBlocked<T>(p, In<T>(a, 0), Out<T>(a, 0), par);
+    OnPlainCopies<T>(p, a, false, [](const cpu::Pool2dParams& q, const T*, const T* x, T* y) {
+      cpu::MaxPool2dForward<T>(q, x, y, false);
+    });
   }
 };
 template <typename T>
 struct RunMaxBackward {
   void operator()(const cpu::Pool2dParams& p, const KernelArgs& a, bool par) {
-    cpu::MaxPool2dBackward<T>(p, In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), par);
+    if (p.block == 0) {
+      return cpu::MaxPool2dBackward<T>(p, In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), par);
+    }
+    if (par) {
+      return cpu::MaxPool2dBackwardBlocked<T>(p, In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), par);
+    }
+    OnPlainCopies<T>(p, a, true, [](const cpu::Pool2dParams& q, const T* dy, const T* x, T* dx) {
+      cpu::MaxPool2dBackward<T>(q, dy, x, dx, false);
+    });
   }
 };
 template <typename T>
@@ -187,13 +235,25 @@ OpSample MaxSample(Shape x, Ints k, Ints s, Ints pad, Ints dil, bool ceil) {
   return o;
 }
 
+// The blocked layout exists after autodiff only (block-conv-layout): no gradient to check.
+OpSample Blocked(OpSample s) {
+  s.attrs["blocked"] = true;
+  s.skip_grad_check = true;
+  return s;
+}
+
 std::vector<OpSample> MaxSamples() {
   return {MaxSample({1, 2, 5, 5}, {2, 2}, {}, {0, 0}, {1, 1}, false),
           MaxSample({2, 1, 7, 6}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false),
           MaxSample({1, 2, 7, 7}, {3, 3}, {2, 2}, {0, 0}, {1, 1}, true),
           MaxSample({1, 1, 8, 8}, {2, 2}, {1, 1}, {0, 0}, {2, 2}, false),
           MaxSample({1, 2, 6, 5}, {3, 2}, {2, 1}, {1, 1}, {1, 1}, true),
-          MaxSample({2, 5, 5}, {2, 2}, {2, 2}, {1, 0}, {1, 1}, true)};
+          MaxSample({2, 5, 5}, {2, 2}, {2, 2}, {1, 0}, {1, 1}, true),
+          // blocked: tiling 2x2 windows with an odd last row and column, overlapping
+          // padded 3x3 / 2 windows (ResNet's stem pool), dilated windows
+          Blocked(MaxSample({2, 32, 7, 5}, {2, 2}, {}, {0, 0}, {1, 1}, false)),
+          Blocked(MaxSample({1, 16, 7, 6}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true)),
+          Blocked(MaxSample({1, 16, 8, 8}, {2, 2}, {1, 1}, {0, 0}, {2, 2}, false))};
 }
 
 OpSample AvgSample(Shape x, Ints k, Ints s, Ints pad, bool ceil, bool include_pad,
@@ -252,7 +312,7 @@ std::vector<OpSample> BackwardSamples(const std::vector<OpSample>& fwd, PoolKind
 
 std::vector<AttrSpec> MaxAttrs() {
   return {{"kernel_size", std::nullopt},   {"stride", Ints{}}, {"padding", Ints{0, 0}},
-          {"dilation", Ints{1, 1}},        {"ceil_mode", false}};
+          {"dilation", Ints{1, 1}},        {"ceil_mode", false}, {"blocked", false}};
 }
 
 std::vector<AttrSpec> AvgAttrs() {
@@ -266,14 +326,18 @@ void RegisterMax(OpRegistry& r) {
   f.attrs = MaxAttrs();
   f.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
     dense::CheckSameFloat(ctx, "max_pool2d");
+    CheckBlockedShape(ctx.attrs, ctx.in(0).shape, "max_pool2d");
     auto p = PoolParams(ctx.in(0).shape, ctx.attrs, PoolKind::kMax, "max_pool2d");
     return {TensorType{ctx.in(0).dtype, OutShape(ctx.in(0).shape, p)}};
   };
   f.grad = [](const GradContext& c) -> std::vector<Value*> {
+    TG_CHECK(!IsBlocked(c.attrs()), kInvalidInput, "max_pool2d with blocked has no gradient "
+             "rule (the attribute is set after autodiff, by block-conv-layout)");
     return {c.b().Op1("max_pool2d_backward", {c.GO(0), c.I(0)}, c.attrs())};
   };
   f.samples = MaxSamples();
-  f.doc = "y = max over each dilated window of x (padding taps ignored), PyTorch's sizes";
+  f.doc = "y = max over each dilated window of x (padding taps ignored), PyTorch's sizes; "
+          "blocked: x and y in the channel-blocked layout";
   r.Register(std::move(f));
 
   OpDef b = PoolDef<RunMaxBackward>("max_pool2d_backward", PoolKind::kMax, 2);
@@ -281,13 +345,15 @@ void RegisterMax(OpRegistry& r) {
   b.infer = [](const InferContext& ctx) -> std::vector<TensorType> {
     const std::string op = "max_pool2d_backward";
     dense::CheckSameFloat(ctx, op);
+    CheckBlockedShape(ctx.attrs, ctx.in(1).shape, op);
     auto p = PoolParams(ctx.in(1).shape, ctx.attrs, PoolKind::kMax, op);
     CheckGradShape(ctx.in(0), OutShape(ctx.in(1).shape, p), op);
     return {ctx.in(1)};
   };
   b.not_differentiable = true;
   b.samples = BackwardSamples(MaxSamples(), PoolKind::kMax, "max_pool2d_backward");
-  b.doc = "dx of max_pool2d from (dy, x): dy routed to each window's first argmax";
+  b.doc = "dx of max_pool2d from (dy, x): dy routed to each window's first argmax; blocked: "
+          "dy, x and dx in the channel-blocked layout";
   r.Register(std::move(b));
 }
 

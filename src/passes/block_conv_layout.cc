@@ -9,6 +9,8 @@
 //     inputs broadcast): element i from elements i, correct on any layout shared by all
 //     their tensors: activations, residual adds, activation gradients, casts;
 //   - batch_norm_train (x, y) and batch_norm_backward (dy, x, dx): attribute "blocked";
+//   - max_pool2d (x, y) and max_pool2d_backward (dy, x, dx): attribute "blocked" (values of
+//     two spatial shapes in one group);
 //   - a squeeze-excite gate x * g with g [N or 1, C, 1, 1] (x and the result), which
 //     becomes blocked_channel_scale;
 //   - a conv2d_epilogue's residual input and its output (both in the y side's layout).
@@ -16,9 +18,10 @@
 // and write their x side (x or dx) and y side (y or dy) in either layout, each with its own
 // attribute (src_blocked, dst_blocked): they join nothing, and each of their operands in a
 // blocked group is a reorder oneDNN no longer does (a *saving*). A mean over H and W reads
-// the blocked layout as blocked_spatial_mean.
+// the blocked layout as blocked_spatial_mean, a sum over N, H and W (a bias gradient) as
+// blocked_channel_sum.
 //
-// Any other producer or reader of a group's value (pooling, a permute, a graph input, a
+// Any other producer or reader of a group's value (average pooling, a permute, a graph input, a
 // graph output or update, a half convolution) needs NCHW: the group then gets an explicit
 // reorder at that edge (block_channels after the producer, unblock_channels before the
 // readers; ops/blocked_layout.cc), a *cost*. A group is blocked when its savings exceed its
@@ -71,6 +74,15 @@ bool IsSpatialMean(const Node& n) {
   return axes == std::vector<int64_t>{2, 3};
 }
 
+// sum over N, H and W (axes 0, 2 and 3) of an f32 [N, C, H, W] value: a bias gradient.
+bool IsChannelSum(const Node& n) {
+  if (n.op() != "sum" || !IsF32Nchw(n.input(0))) return false;
+  std::vector<int64_t> axes = GetInts(n.attrs(), "axes");
+  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
+  std::sort(axes.begin(), axes.end());
+  return axes == std::vector<int64_t>{0, 2, 3};
+}
+
 // mul(x, g) or mul(g, x) with x f32 [N, C, H, W] and g [N or 1, C, 1, 1] (a per-channel
 // gate, H * W > 1): the x it scales, else null.
 Value* ChannelScaleX(const Node& n) {
@@ -96,6 +108,16 @@ bool IsBatchNorm(const Node& n) {
          n.output()->type().rank() == 4;
 }
 
+// A max pooling of f32 [N, C, H, W] whose pooled side (y, or dy) has more than one position
+// per channel: a global max pool stays out, so that its one-position side does not keep the
+// trunk it reads from NCHW.
+bool IsMaxPool(const Node& n) {
+  if (n.op() != "max_pool2d" && n.op() != "max_pool2d_backward") return false;
+  const Value* pooled = n.op() == "max_pool2d" ? n.output() : n.input(0);
+  return IsF32Nchw(n.output()) && IsF32Nchw(pooled) &&
+         pooled->type().shape[2] * pooled->type().shape[3] > 1;
+}
+
 // A convolution operand's layout attribute: "src_blocked" (its x side), "dst_blocked" (its
 // y side) or null where the slot has none (the weight, a dw, a half convolution's operand:
 // oneDNN's blocked paths are f32, conv2d_epilogue's also with a half x and f32 result).
@@ -116,6 +138,10 @@ const char* ConvSideAttr(const Node& n, bool input, size_t i) {
   if (op == "conv2d_backward_input") {
     return input ? (i == 0 ? "dst_blocked" : nullptr) : "src_blocked";
   }
+  // Backward weight: dy blocked only with an x that can be blocked too (channels divisible
+  // by 16); with a plain few-channel x (a first layer's image) oneDNN 2.6 has no fast kernel
+  // for a blocked dy (the main job's first conv: 18 against 54 GFLOP/s with both NCHW).
+  if (i == 0 && n.input(1)->type().shape[1] % 16 != 0) return nullptr;
   return input ? (i == 0 ? "dst_blocked" : "src_blocked") : nullptr;  // backward weight
 }
 
@@ -132,6 +158,7 @@ bool JoinsGroup(const Node& n, bool input, size_t i) {
   if (IsResidualSlot(n, input, i)) return true;
   if (IsSameShapeElementwise(n)) return !input || IsTensor(n.input(i));
   if (IsBatchNorm(n)) return input ? i < (n.op() == "batch_norm_train" ? 1u : 2u) : i == 0;
+  if (IsMaxPool(n)) return !input || i < n.inputs().size();
   if (const Value* x = ChannelScaleX(n)) return !input || n.input(i) == x;
   return false;
 }
@@ -140,7 +167,7 @@ bool JoinsGroup(const Node& n, bool input, size_t i) {
 // once the group is blocked.
 bool TakesBlocked(const Node& n, bool input, size_t i) {
   return JoinsGroup(n, input, i) || ConvSideAttr(n, input, i) != nullptr ||
-         (input && i == 0 && IsSpatialMean(n));
+         (input && i == 0 && (IsSpatialMean(n) || IsChannelSum(n)));
 }
 
 // Union-find over value ids.
@@ -239,19 +266,21 @@ class BlockConvLayoutPass : public Pass {
       auto it = state.find(groups.Find(v->id()));
       return it != state.end() && it->second.blocked();
     };
-    // The squeeze-excite readers of blocked values, chosen while the groups know every value.
-    std::vector<Node*> squeeze_excite;
+    // The squeeze-excite and bias-gradient readers of blocked values, chosen while the
+    // groups know every value.
+    std::vector<Node*> replaced;
     for (const auto& node : graph.nodes()) {
       const Value* x = ChannelScaleX(*node);
-      if ((x != nullptr && blocked(x)) || (IsSpatialMean(*node) && blocked(node->input(0)))) {
-        squeeze_excite.push_back(node.get());
+      if ((x != nullptr && blocked(x)) ||
+          ((IsSpatialMean(*node) || IsChannelSum(*node)) && blocked(node->input(0)))) {
+        replaced.push_back(node.get());
       }
     }
     bool changed = false;
     for (Value* v : candidates) {
       if (blocked(v)) changed |= Block(graph, v, reads[v]);
     }
-    ReplaceSqueezeExcite(graph, squeeze_excite);
+    ReplaceBlockedReaders(graph, replaced);
     return changed;
   }
 
@@ -317,20 +346,23 @@ class BlockConvLayoutPass : public Pass {
   static void SetAttr(Node& n, bool input, size_t i) {
     if (const char* attr = ConvSideAttr(n, input, i)) {
       n.mutable_attrs()[attr] = true;
-    } else if (IsBatchNorm(n)) {
+    } else if (IsBatchNorm(n) || IsMaxPool(n)) {
       n.mutable_attrs()["blocked"] = true;
     }
   }
 
-  // The squeeze-excite readers of blocked values as their blocked ops (x * g and the spatial
-  // mean, now reading the blocked x).
-  static void ReplaceSqueezeExcite(Graph& graph, const std::vector<Node*>& replaced) {
+  // The squeeze-excite and bias-gradient readers of blocked values as their blocked ops
+  // (x * g, the spatial mean, the channel sum, now reading the blocked x).
+  static void ReplaceBlockedReaders(Graph& graph, const std::vector<Node*>& replaced) {
     for (Node* node : replaced) {
       Node* made = nullptr;
       if (Value* x = ChannelScaleX(*node)) {
         Value* gate = node->input(node->input(0) == x ? 1 : 0);
         made = graph.AddNode("blocked_channel_scale", {x, gate}, {node->output()->type()}, {},
                              node);
+      } else if (IsChannelSum(*node)) {
+        made = graph.AddNode("blocked_channel_sum", {node->input(0)}, {node->output()->type()},
+                             {{"keepdim", GetBool(node->attrs(), "keepdim")}}, node);
       } else {
         made = graph.AddNode("blocked_spatial_mean", {node->input(0)}, {node->output()->type()},
                              {{"keepdim", GetBool(node->attrs(), "keepdim")}}, node);

@@ -1,8 +1,9 @@
 """Training steps with convolution activations and their gradients in oneDNN's channel-blocked
 layout (passes/block_conv_layout.cc in the training pipeline): convolutions, their two backward
 passes, training-mode batch norms and their backward, activations, residual adds and their
-gradients hand values over without reordering to NCHW; pooling, a squeeze-excite gate's
-reduction and the head read NCHW through explicit reorders at the group's edges. These tests
+gradients, max pooling and its backward, and bias gradients hand values over without
+reordering to NCHW; the head's permute reads NCHW through an explicit reorder at the
+group's edge. These tests
 show that the layout is chosen on a real training step and that losses and weights after
 several steps match eager PyTorch."""
 import copy
@@ -94,11 +95,16 @@ def test_blocked_training_steps_match_eager(momentum):
     norms = [line for line in ir.splitlines()
              if " = batch_norm_train(" in line or " = batch_norm_backward(" in line]
     assert len(norms) == 8, ir
-    # All but the stem's: its group (conv, batch norm, ReLU, read by the max pool, and the
-    # pool's backward writing its gradient) would cost as many reorders at its edges as it
-    # saves, so it stays NCHW.
-    blocked = [line for line in norms if "{blocked = true" in line]
-    assert len(blocked) == 6 and not any("model.stem" in line for line in blocked), ir
+    # All of them, the stem's too: its max pool and the pool's backward read and write the
+    # blocked layout as well.
+    assert all("{blocked = true" in line for line in norms), ir
+    pools = [line for line in ir.splitlines() if " = max_pool2d" in line]
+    assert len(pools) == 2 and all("{blocked = true" in line for line in pools), ir
+    # The stem convolution's weight gradient (3 input channels: oneDNN has no fast kernel
+    # for a blocked dy with such an x) reads its dy in NCHW, through one reorder.
+    stem_dw = [line for line in ir.splitlines()
+               if " = conv2d_backward_weight(" in line and "%input0" in line]
+    assert len(stem_dw) == 1 and "dst_blocked = false" in stem_dw[0], ir
     for op in ("conv2d", "conv2d_backward_input", "conv2d_backward_weight"):
         lines = [line for line in ir.splitlines() if f" = {op}(" in line]
         assert any("src_blocked = true" in line and "dst_blocked = true" in line
@@ -118,3 +124,49 @@ def test_channels_that_are_not_whole_blocks_stay_nchw():
     trainer(x, t)
     ir = trainer._exe.optimized_ir
     assert "blocked = true" not in ir and "block_channels(" not in ir, ir
+
+
+class PoolNet(nn.Module):
+    """PopTorch's MNIST tutorial shape: conv (with bias) -> max pool -> ReLU, twice, then a
+    linear head; the second block's pool windows overlap (3x3, stride 2, padding 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.head = nn.Linear(32 * 4 * 4, 5)
+
+    def forward(self, x):
+        h = F.relu(F.max_pool2d(self.conv1(x), 2))
+        h = F.relu(F.max_pool2d(self.conv2(h), 3, stride=2, padding=1))
+        return self.head(h.flatten(1))
+
+
+def test_max_pools_and_bias_gradients_train_blocked_like_eager():
+    """Max pooling forward and backward and the convolutions' bias gradients (sums of dy over
+    N, H and W) run on the blocked layout; five SGD steps match eager."""
+    torch.manual_seed(0)
+    model = PoolNet()
+    reference = copy.deepcopy(model)
+    wrapped = WithLoss(model)
+    x, t = _data(batch=4, size=18)
+    trainer = tilegraph.trainingModel(
+        wrapped, None, torch.optim.SGD(wrapped.parameters(), lr=0.05, momentum=0.9))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.05, momentum=0.9)
+    for step in range(5):
+        out, loss = trainer(x, t)
+        opt.zero_grad()
+        ref_out = reference(x)
+        F.cross_entropy(ref_out, t).backward()
+        opt.step()
+        torch.testing.assert_close(out, ref_out.detach(), rtol=1e-4, atol=1e-5,
+                                   msg=f"step {step} output")
+    trainer.copyWeightsToHost()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+    ir = trainer._exe.optimized_ir
+    pools = [line for line in ir.splitlines() if " = max_pool2d" in line]
+    assert len(pools) == 4 and all("{blocked = true" in line for line in pools), ir
+    # Both bias gradients read their blocked dy; conv1's weight gradient (3 input channels,
+    # see above) reads it in NCHW through the one reorder.
+    assert ir.count("= blocked_channel_sum(") == 2 and ir.count("= unblock_channels(") == 2, ir

@@ -31,6 +31,9 @@ struct Pool2dParams {
   int64_t dil_h = 1, dil_w = 1;
   bool count_include_pad = true;
   int64_t divisor_override = 0;
+  // max pooling: 0 for [planes, h, w] buffers; B for oneDNN's channel-blocked nChw<B>c
+  // (channel_blocking.h; planes = N * C, C divisible by B), set by block-conv-layout.
+  int64_t block = 0;
 };
 
 // batch norm: x viewed as [n, c, s] (s = product of the dims after 1), statistics per c.

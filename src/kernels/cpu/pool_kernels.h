@@ -15,6 +15,15 @@ void MaxPool2dForward(const Pool2dParams& p, const T* x, T* y, bool parallel);
 template <typename T>
 void MaxPool2dBackward(const Pool2dParams& p, const T* dy, const T* x, T* dx, bool parallel);
 
+// The same two over the channel-blocked layout (p.block channels per block, 8 or 16): a
+// window's taps are p.block contiguous channels each, so every window is lane-parallel
+// vector code (pool_blocked.cc). Same window rules and argmax order as above.
+template <typename T>
+void MaxPool2dForwardBlocked(const Pool2dParams& p, const T* x, T* y, bool parallel);
+template <typename T>
+void MaxPool2dBackwardBlocked(const Pool2dParams& p, const T* dy, const T* x, T* dx,
+                              bool parallel);
+
 // Average over the window clipped to the input (dil must be 1); the divisor is
 // divisor_override, else the window clipped to input+padding (count_include_pad) or to the
 // input.
