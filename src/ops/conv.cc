@@ -1,5 +1,6 @@
 // conv2d (NCHW, OIHW weights, no bias) and its two backward ops. CPU kernels: oneDNN (f32;
-// backward-weight of single-channel inputs over im2col columns, of depthwise convolutions
+// backward-weight of single-channel inputs over im2col columns, of convolutions with few
+// output positions as one GEMM over im2col columns, of depthwise convolutions
 // with small planes as direct loops; bf16 where the CPU has bf16 instructions), the
 // reference loops for f64. After autodiff, block-conv-layout may put a node's x side and / or
 // y side in oneDNN's channel-blocked layout (attributes src_blocked / dst_blocked): oneDNN
@@ -227,6 +228,12 @@ Kernel MakeCpu(auto t, const Node& n) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
       }, BlockedOperandsOf(n));
     }
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferGemmBackwardWeight(p)) {
+      cpu::Conv2dBackwardWeightGemm conv(p);
+      return OnPlainCopies<float>([conv](const KernelArgs& a) {
+        conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
+      }, BlockedOperandsOf(n));
+    }
     cpu::OnednnConv2d conv(p, PassOf(n), {}, layout);
     if (UsesDirectDepthwise(p, PassOf(n), conv)) {
       cpu::Conv2dBackwardWeightDepthwise direct(p);
@@ -312,6 +319,9 @@ std::vector<ConvCase> ConvCases() {
           // positions than a vector with a remainder, stride / padding / dilation
           {{2, 1, 7, 9}, {4, 1, 3, 3}, {1, 1}, {1, 1}},
           {{3, 1, 10, 11}, {5, 1, 3, 2}, {2, 1}, {0, 1}, {1, 2}},
+          // few output positions in the batch (the GEMM backward-weight kernel): strided,
+          // padded and dilated, a non-square window
+          {{3, 16, 4, 5}, {8, 16, 3, 2}, {2, 1}, {1, 1}, {1, 2}},
           // depthwise with small planes (where oneDNN's backward-weight falls back to GEMM
           // and the direct depthwise loops run): 5x5 on 2x2, strided and dilated 3x3
           {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32},
