@@ -21,5 +21,6 @@ std::unique_ptr<Pass> CreateBlockConvLayoutPass();     // "block-conv-layout"
 std::unique_ptr<Pass> CreateFuseNormActivationPass();  // "fuse-norm-activation"
 std::unique_ptr<Pass> CreateNarrowHalfDensePass();     // "narrow-half-dense"
 std::unique_ptr<Pass> CreateScheduleUpdatesPass();     // "schedule-updates"
+std::unique_ptr<Pass> CreateRematElementwisePass();    // "remat-elementwise"
 
 }  // namespace tg

@@ -28,6 +28,7 @@ constexpr PassInfo kPasses[] = {
     {"hoist-scalars", CreateHoistScalarsPass},
     {"narrow-half-dense", CreateNarrowHalfDensePass},
     {"recompute", CreateRecomputePass},
+    {"remat-elementwise", CreateRematElementwisePass},
     {"schedule-updates", CreateScheduleUpdatesPass},
 };
 
@@ -76,6 +77,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
                          "not merge the updates of parameters whose gradients come far apart"},
     {"block-conv-layout", "convolution activations and their gradients stay in oneDNN's "
                           "blocked layout through batch norms, activations and adds"},
+    {"remat-elementwise", "SiLU's sigmoid(x): recomputed in the backward's fused kernel from "
+                          "the x it reads anyway, instead of written and read back"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
     {"dce", "remove anything fusion left unused"},
 };
