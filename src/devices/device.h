@@ -52,6 +52,9 @@ class Device {
   virtual void CopyToHost(void* host_dst, const void* device_src, size_t bytes) = 0;
   // Called on the thread that is about to run this device's kernels (thread team setup).
   virtual void Activate() = 0;
+  // Called on that thread around one run of its kernels; what it returns lives for the run
+  // (the CPU device pins the run's thread team to distinct CPUs: kernels/cpu/parallel.h).
+  virtual std::shared_ptr<void> BeginRun() { return nullptr; }
 };
 
 std::unique_ptr<Device> CreateDevice(DeviceKind kind, const DeviceOptions& options = {});

@@ -101,6 +101,7 @@ std::vector<HostTensor> Executable::Run(const std::vector<TensorView>& inputs, i
   const int n = replicas();
   if (!replicated()) {
     device_->Activate();
+    std::shared_ptr<void> run_scope = device_->BeginRun();  // CPU: threads on distinct CPUs
     try {
       RunReplica(0, inputs, steps, mode, every_n, results, interrupted, &steps_completed_);
     } catch (...) {

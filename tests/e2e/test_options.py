@@ -151,3 +151,16 @@ def test_load_from_file_applies_option_calls_and_never_runs_code(tmp_path):
         with pytest.raises(tilegraph.ConfigFileError, match="bad.txt:2"):
             tilegraph.Options().loadFromFile(str(bad))
     assert not marker.exists()
+
+
+def test_a_run_pins_its_threads_and_gives_the_caller_its_cpus_back():
+    """The CPU device pins a run's OpenMP threads to distinct CPUs (kernels/cpu/parallel.h):
+    the calling thread's CPU set is the same after the call as before it, so threads and
+    processes the caller starts later are not confined to one CPU."""
+    import os
+    allowed = os.sched_getaffinity(0)
+    model = tilegraph.inferenceModel(torch.nn.Linear(64, 64),
+                                     tilegraph.Options().setThreads(min(2, len(allowed))))
+    x = torch.randn(256, 64)
+    torch.testing.assert_close(model(x), model.model(x))
+    assert os.sched_getaffinity(0) == allowed

@@ -43,4 +43,6 @@ void CpuDevice::CopyToHost(void* dst, const void* src, size_t bytes) {
 
 void CpuDevice::Activate() { cpu::SetNumThreads(threads_); }
 
+std::shared_ptr<void> CpuDevice::BeginRun() { return std::make_shared<cpu::PinnedTeam>(); }
+
 }  // namespace tg

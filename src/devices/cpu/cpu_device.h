@@ -18,6 +18,7 @@ class CpuDevice : public Device {
   void CopyToDevice(void* dst, const void* src, size_t bytes) override;
   void CopyToHost(void* dst, const void* src, size_t bytes) override;
   void Activate() override;
+  std::shared_ptr<void> BeginRun() override;
 
  private:
   int threads_ = 1;
