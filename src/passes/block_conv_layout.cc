@@ -21,10 +21,11 @@
 // the blocked layout as blocked_spatial_mean, a sum over N, H and W (a bias gradient) as
 // blocked_channel_sum.
 //
-// Any other producer or reader of a group's value (average pooling, a permute, a graph input, a
-// graph output or update, a half convolution) needs NCHW: the group then gets an explicit
-// reorder at that edge (block_channels after the producer, unblock_channels before the
-// readers; ops/blocked_layout.cc), a *cost*. A group is blocked when its savings exceed its
+// Any other producer or reader of a group's value (average pooling, a permute, a graph
+// input, a graph output or update, a half convolution, the dy of a backward-weight
+// convolution whose x is not in whole channel blocks) needs NCHW: the group then gets an
+// explicit reorder at that edge (block_channels after the producer, unblock_channels before
+// the readers; ops/blocked_layout.cc), a *cost*. A group is blocked when its savings exceed its
 // costs, every value in it has 4 dimensions, channels divisible by 16 (either block size
 // pads nothing, so the memory plan's buffer sizes hold) and more than one position per
 // channel (else both layouts are the same bytes), and all its nodes are on one device.
@@ -65,23 +66,20 @@ bool IsSameShapeElementwise(const Node& n) {
   return true;
 }
 
-// mean over H and W (axes 2 and 3) of an f32 [N, C, H, W] value.
-bool IsSpatialMean(const Node& n) {
-  if (n.op() != "mean" || !IsF32Nchw(n.input(0))) return false;
-  std::vector<int64_t> axes = GetInts(n.attrs(), "axes");
-  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
-  std::sort(axes.begin(), axes.end());
-  return axes == std::vector<int64_t>{2, 3};
+// Whether n is reduction `op` of an f32 [N, C, H, W] value over exactly `axes` (sorted).
+bool IsReductionOver(const Node& n, const char* op, const std::vector<int64_t>& axes) {
+  if (n.op() != op || !IsF32Nchw(n.input(0))) return false;
+  std::vector<int64_t> got = GetInts(n.attrs(), "axes");
+  for (int64_t& a : got) a = a < 0 ? a + 4 : a;
+  std::sort(got.begin(), got.end());
+  return got == axes;
 }
 
-// sum over N, H and W (axes 0, 2 and 3) of an f32 [N, C, H, W] value: a bias gradient.
-bool IsChannelSum(const Node& n) {
-  if (n.op() != "sum" || !IsF32Nchw(n.input(0))) return false;
-  std::vector<int64_t> axes = GetInts(n.attrs(), "axes");
-  for (int64_t& a : axes) a = a < 0 ? a + 4 : a;
-  std::sort(axes.begin(), axes.end());
-  return axes == std::vector<int64_t>{0, 2, 3};
-}
+// mean over H and W of an f32 [N, C, H, W] value.
+bool IsSpatialMean(const Node& n) { return IsReductionOver(n, "mean", {2, 3}); }
+
+// sum over N, H and W of an f32 [N, C, H, W] value: a bias gradient.
+bool IsChannelSum(const Node& n) { return IsReductionOver(n, "sum", {0, 2, 3}); }
 
 // mul(x, g) or mul(g, x) with x f32 [N, C, H, W] and g [N or 1, C, 1, 1] (a per-channel
 // gate, H * W > 1): the x it scales, else null.

@@ -35,9 +35,9 @@ class Conv2dBackwardWeightIm2col {
 // conv2d backward-weight as one GEMM over im2col columns, for convolutions with few output
 // positions in the whole batch (n * oh * ow <= 64): ResNet's last stage at small inputs (2x2
 // maps, batch 8: a contraction of 32), where oneDNN 2.6's backward-weight kernels ran at 63-76
-// GFLOP/s against 110-125 for the same network's larger maps (this: 130-150). dw [o, c*kh*kw] = dy^T
-// [o, n*oh*ow] x cols [n*oh*ow, c*kh*kw] on oneDNN's matmul (columns built transposed, so
-// the matmul reads them with trans_b); dy and x NCHW.
+// GFLOP/s against 110-125 for the same network's larger maps (this: 130-150).
+// dw [o, c*kh*kw] = dy^T [o, n*oh*ow] x cols [n*oh*ow, c*kh*kw] on oneDNN's matmul (columns
+// built transposed, so the matmul reads them with trans_b); dy and x NCHW.
 bool PreferGemmBackwardWeight(const Conv2dParams& p);
 
 class Conv2dBackwardWeightGemm {
