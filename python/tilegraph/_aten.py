@@ -46,7 +46,7 @@ for _aten_op, _tg_op in [
 
 def _rounding(tg_op):
     def handler(cx, n, x):
-        if cx.dtype_of(n) in ("i32", "i64", "bool"):
+        if cx.dtype_of(n) in ("i32", "i64", "bool", "u8", "i8"):
             return cx.v(x)  # integers are already whole: torch returns them unchanged
         return cx.op(tg_op, [cx.v(x)])
     return handler
@@ -114,6 +114,8 @@ def _as_bool(cx, n, x):
     value = cx.v(x)
     if cx.dtype_of(x) == "bool":
         return value
+    if cx.dtype_of(x) in ("u8", "i8"):
+        return cx.cast(value, "bool")  # the same x != 0, without 8-bit arithmetic
     return cx.op("ne", [value, cx.scalar(0, x)])
 
 
@@ -285,6 +287,8 @@ def _where(cx, n, c, a, b):
 
 @handles(aten._to_copy.default, aten.to.dtype)
 def _to_copy(cx, n, x, *args, **kw):
+    if cx.own_dtype(x) in ("u8", "i8"):  # one cast kernel from the 8-bit values
+        return cx.cast(cx.unwidened(x), cx.own_dtype(n))
     return cx.cast(cx.v(x), cx.dtype_of(n))
 
 

@@ -20,9 +20,10 @@ _TORCH_DIR = os.path.dirname(torch.__file__)
 _TILEGRAPH_DIR = os.path.dirname(__file__)
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
-           torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool"}
+           torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool",
+           torch.uint8: "u8", torch.int8: "i8"}
 _NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
-          "i32": np.int32, "bool": np.bool_}
+          "i32": np.int32, "bool": np.bool_, "u8": np.uint8, "i8": np.int8}
 
 
 def torch_dtype_of(name):
@@ -81,6 +82,10 @@ class Captured:
 
 
 _HALF = ("f16", "bf16")
+# The dtype each narrow dtype is translated in (see _Context): half floats in f32, 8-bit
+# integers in i32 (exact for comparisons and selections; sums, differences and products
+# wrap back to the same 8-bit value as torch's 8-bit arithmetic when narrowed).
+_WIDE = {"f16": "f32", "bf16": "f32", "u8": "i32", "i8": "i32"}
 
 
 class _Context:
@@ -90,7 +95,8 @@ class _Context:
     handler sees f32 operands (half values are cast up as they are read) and f32 dtypes,
     and its results are rounded back to the node's half dtype. That is torch's CPU
     semantics for half ops (computed in float, rounded per op), on kernels that compute in
-    f32; the mixed-precision work replaces it with native half kernels where they pay."""
+    f32; the mixed-precision work replaces it with native half kernels where they pay.
+    8-bit integers (uint8 images, int8 data) are widened the same way, to i32 (_WIDE)."""
 
     def __init__(self, graph):
         self.g = graph
@@ -115,24 +121,31 @@ class _Context:
                 raise NotImplementedError(
                     f"{self.source or '<unknown>'}: uses {value.what} of {value.node.target}, "
                     "which tilegraph does not produce")
-            if self.widened and isinstance(value, str) and self.g.type_of(value)[0] in _HALF:
+            narrow = self.g.type_of(value)[0] if isinstance(value, str) else None
+            if self.widened and narrow in _WIDE:
                 if value not in self._widened_values:
                     self._widened_values[value] = self.op("cast", [value],
-                                                          {"dtype": "dtype:f32"})
+                                                          {"dtype": "dtype:" + _WIDE[narrow]})
                 return self._widened_values[value]
             return value
         return self.scalar(arg, None)
 
+    def unwidened(self, arg):
+        """An FX node's value in its own dtype, also in a widened node (a cast reads 8-bit
+        values directly: u8 -> f32 in one kernel, not through i32)."""
+        return self.values[arg] if isinstance(arg, torch.fx.Node) and isinstance(
+            self.values[arg], str) else self.v(arg)
+
     def narrow(self, node, result):
-        """A widened node's result(s) rounded back to the node's half dtype(s)."""
+        """A widened node's result(s) rounded back to the node's narrow dtype(s)."""
         metas = node.meta.get("val")
         if isinstance(result, str):
             want = tg_dtype(metas.dtype) if isinstance(metas, torch.Tensor) else None
-            return self.cast(result, want) if want in _HALF else result
+            return self.cast(result, want) if want in _WIDE else result
         if isinstance(result, (list, tuple)) and isinstance(metas, (list, tuple)):
             return type(result)(
                 self.cast(r, tg_dtype(m.dtype)) if isinstance(r, str) and
-                isinstance(m, torch.Tensor) and tg_dtype(m.dtype) in _HALF else r
+                isinstance(m, torch.Tensor) and tg_dtype(m.dtype) in _WIDE else r
                 for r, m in zip(result, metas))
         return result
 
@@ -143,9 +156,13 @@ class _Context:
         """x's shape; a masked selection's row count is its upper bound (_ragged)."""
         return [self.rows.bound(d) for d in self.meta(x).shape]
 
+    def own_dtype(self, x):
+        """x's dtype as torch has it (not widened)."""
+        return tg_dtype(self.meta(x).dtype)
+
     def dtype_of(self, x):
         dtype = tg_dtype(self.meta(x).dtype)
-        return "f32" if self.widened and dtype in _HALF else dtype
+        return _WIDE[dtype] if self.widened and dtype in _WIDE else dtype
 
     # ---- emitting ------------------------------------------------------------------------
     def op(self, name, inputs, attrs=None):
@@ -195,7 +212,7 @@ class _Context:
             return x
         a, b = (proxy(x) for x in args)
         dtype = tg_dtype(torch.result_type(a, b))
-        return "f32" if self.widened and dtype in _HALF else dtype
+        return _WIDE[dtype] if self.widened and dtype in _WIDE else dtype
 
     def affine(self, w, b, shape, n):
         shape = [shape] if isinstance(shape, int) else shape
@@ -228,8 +245,8 @@ class _Context:
         else:
             value = n.target(*args, **kwargs)
         dtype = tg_dtype(value.dtype)
-        if self.widened and dtype in _HALF:
-            value, dtype = value.float(), "f32"
+        if self.widened and dtype in _WIDE:
+            value, dtype = value.to(torch_dtype_of(_WIDE[dtype])), _WIDE[dtype]
         return self.g.add_constant(np.asarray(value.numpy().astype(_NUMPY[dtype]), order="C"))
 
 
@@ -400,11 +417,30 @@ def _views_as_reshapes(ep):
         ep.graph_module.recompile()
 
 
-def _touches_half(node):
-    """Whether a node reads or produces f16/bf16 values (translated widened, see _Context)."""
+def _moves_values(target):
+    """Ops that only move, copy or select elements: they run on 8-bit values as they are."""
+    aten = torch.ops.aten
+    return target in (
+        aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
+        aten.detach.default, aten.contiguous.default, aten.view.default,
+        aten._unsafe_view.default, aten.reshape.default, aten.squeeze.dims, aten.squeeze.dim,
+        aten.squeeze.default, aten.unsqueeze.default, aten.flatten.using_ints,
+        aten.permute.default, aten.t.default, aten.transpose.int, aten.expand.default,
+        aten.slice.Tensor, aten.select.int, aten.repeat.default, aten.flip.default,
+        aten.cat.default, aten.split_with_sizes.default, aten.split.Tensor,
+        aten.gather.default, aten.index_select.default, aten.index.Tensor,
+        aten.constant_pad_nd.default)
+
+
+def _touches_narrow(node):
+    """Whether a node reads or produces f16/bf16 values, or 8-bit values other than by moving
+    them (translated widened, see _Context)."""
+    narrow = (torch.float16, torch.bfloat16) if _moves_values(node.target) else (
+        torch.float16, torch.bfloat16, torch.uint8, torch.int8)
+
     def half(val):
         if isinstance(val, torch.Tensor):
-            return val.dtype in (torch.float16, torch.bfloat16)
+            return val.dtype in narrow
         if isinstance(val, (list, tuple)):
             return any(half(v) for v in val)
         return False
@@ -469,7 +505,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         cx.node, cx.source = node, user_location(node)
         block = node_block(node)
         cx.placement = placement_of(block) if placement_of else 0
-        cx.widened = _touches_half(node)
+        cx.widened = _touches_narrow(node)
         if cx.rows.handles(node):
             result = cx.rows.translate(node)
         else:

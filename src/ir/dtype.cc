@@ -11,6 +11,8 @@ size_t SizeOf(DType dtype) {
     case DType::kI64: return 8;
     case DType::kI32: return 4;
     case DType::kBool: return 1;
+    case DType::kU8: return 1;
+    case DType::kI8: return 1;
   }
   return 0;
 }
@@ -24,13 +26,15 @@ std::string_view DTypeName(DType dtype) {
     case DType::kI64: return "i64";
     case DType::kI32: return "i32";
     case DType::kBool: return "bool";
+    case DType::kU8: return "u8";
+    case DType::kI8: return "i8";
   }
   return "?";
 }
 
 std::optional<DType> ParseDType(std::string_view name) {
   for (DType d : {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI64, DType::kI32,
-                  DType::kBool}) {
+                  DType::kBool, DType::kU8, DType::kI8}) {
     if (DTypeName(d) == name) return d;
   }
   return std::nullopt;

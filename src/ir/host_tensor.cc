@@ -29,6 +29,8 @@ double HostTensor::GetAsDouble(int64_t i) const {
     case DType::kI64: return static_cast<double>(as<int64_t>()[i]);
     case DType::kI32: return as<int32_t>()[i];
     case DType::kBool: return as<uint8_t>()[i] ? 1.0 : 0.0;
+    case DType::kU8: return as<uint8_t>()[i];
+    case DType::kI8: return as<int8_t>()[i];
   }
   return 0;
 }
@@ -42,6 +44,8 @@ void HostTensor::SetFromDouble(int64_t i, double v) {
     case DType::kI64: as<int64_t>()[i] = static_cast<int64_t>(v); break;
     case DType::kI32: as<int32_t>()[i] = static_cast<int32_t>(v); break;
     case DType::kBool: as<uint8_t>()[i] = v != 0.0; break;
+    case DType::kU8: as<uint8_t>()[i] = static_cast<uint8_t>(v); break;
+    case DType::kI8: as<int8_t>()[i] = static_cast<int8_t>(v); break;
   }
 }
 

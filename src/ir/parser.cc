@@ -284,6 +284,15 @@ class Parser {
         t.as<int32_t>()[i] = static_cast<int32_t>(v);
         break;
       }
+      case DType::kU8:
+      case DType::kI8: {
+        int64_t v = Int(tok);
+        const bool u8 = t.type().dtype == DType::kU8;
+        if (v < (u8 ? 0 : INT8_MIN) || v > (u8 ? UINT8_MAX : INT8_MAX))
+          Error(tok, std::string("value out of range for ") + (u8 ? "u8: " : "i8: ") + tok.text);
+        t.SetFromDouble(i, static_cast<double>(v));
+        break;
+      }
       case DType::kBool:
         if (tok.kind == Tok::kIdent && (tok.text == "true" || tok.text == "false")) {
           t.as<uint8_t>()[i] = tok.text == "true";

@@ -68,6 +68,8 @@ int OnnxTypeOf(DType dtype) {
     case DType::kI64: return P::INT64;
     case DType::kI32: return P::INT32;
     case DType::kBool: return P::BOOL;
+    case DType::kU8: return P::UINT8;
+    case DType::kI8: return P::INT8;
   }
   return P::UNDEFINED;
 }

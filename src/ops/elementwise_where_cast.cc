@@ -133,14 +133,16 @@ OpDef CastOp() {
     };
   };
   const DType all[] = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16,
-                       DType::kI64, DType::kI32, DType::kBool};
+                       DType::kI64, DType::kI32, DType::kBool, DType::kU8, DType::kI8};
   for (DType from : all) {
     for (DType to : all) {
       if (from == to) continue;
       if (from != DType::kF32 && to != DType::kF32) continue;  // every dtype to and from f32
-      InputInit init = from == DType::kBool ? InputInit::Bools()
-                       : IsInteger(from)    ? InputInit::Ints(-100, 100)
-                                            : InputInit::Uniform(-100, 100);
+      InputInit init = from == DType::kBool  ? InputInit::Bools()
+                       : from == DType::kU8  ? InputInit::Ints(0, 255)
+                       : from == DType::kI8  ? InputInit::Ints(-128, 127)
+                       : IsInteger(from)     ? InputInit::Ints(-100, 100)
+                                             : InputInit::Uniform(-100, 100);
       for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 256}}) {
         OpSample s{{{from, shape}}, {{"dtype", to}}, {init}};
         // The gradient check runs in f64: only casts to f64 keep its precision.
@@ -149,7 +151,8 @@ OpDef CastOp() {
       }
     }
   }
-  def.doc = "x converted to dtype (float -> int truncates toward zero, -> bool is x != 0)";
+  def.doc = "x converted to dtype (float -> int truncates toward zero, -> bool is x != 0, "
+            "-> u8 / i8 wraps as PyTorch does)";
   return def;
 }
 

@@ -14,7 +14,7 @@ const std::vector<std::string> kNumbers = {
     "7905747460161236407", "9223372036854775807", "-9223372036854775808",
     "99999999999999999999", "1e308", "-1e308", "1e-320", "nan", "inf", "-inf", "0.5"};
 const std::vector<std::string> kDTypes = {"f32", "f64", "f16", "bf16", "i64", "i32", "bool",
-                                          "u8", "f"};
+                                          "u8", "i8", "u4", "f"};
 
 bool IsNumber(const std::string& t) {
   return !t.empty() && (std::isdigit(static_cast<unsigned char>(t[0])) || t[0] == '-');

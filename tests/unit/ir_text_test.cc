@@ -41,6 +41,10 @@ std::unique_ptr<Graph> BuildEverything() {
   g->AddConstant(HostTensor::Scalar(DType::kI32, -7), "k");
   g->AddConstant(HostTensor::Scalar(DType::kF16, 0.5), "h16");
   g->AddConstant(HostTensor::Scalar(DType::kBF16, 2), "hb16");
+  HostTensor bytes({DType::kU8, {2}});
+  bytes.as<uint8_t>()[0] = 255;
+  g->AddConstant(bytes, "pixels");
+  g->AddConstant(HostTensor::Scalar(DType::kI8, -128), "i8min");
 
   auto body = std::make_shared<Graph>("body");
   Value* a = body->AddInput("a", {DType::kF32, {2, 3}});
@@ -174,6 +178,21 @@ TEST(IrText, ParserAcceptsLooseSpellings) {
   output %y
 }
 )");
+}
+
+TEST(IrText, EightBitConstantsPrintAsNumbersAndCheckTheirRange) {
+  auto g = ParseGraph("graph g { const %p : u8[2] = [0, 255] const %q : i8[] = -128 output %p }");
+  EXPECT_NE(PrintGraph(*g).find("const %p : u8[2] = [0, 255]"), std::string::npos);
+  EXPECT_NE(PrintGraph(*g).find("const %q : i8[] = -128"), std::string::npos);
+  for (const char* bad : {"graph g { const %p : u8[] = 256 }", "graph g { const %p : u8[] = -1 }",
+                          "graph g { const %p : i8[] = 128 }"}) {
+    try {
+      ParseGraph(bad);
+      ADD_FAILURE() << "parsed: " << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(IrText, ListAttrKinds) {

@@ -22,6 +22,8 @@ inline double ToDouble(BF16 v) { return BFloat16BitsToFloat(v.bits); }
 inline double ToDouble(int64_t v) { return static_cast<double>(v); }
 inline double ToDouble(int32_t v) { return v; }
 inline double ToDouble(bool v) { return v ? 1.0 : 0.0; }
+inline double ToDouble(uint8_t v) { return v; }
+inline double ToDouble(int8_t v) { return v; }
 
 template <typename D, typename S>
 inline D Convert(S v) {
@@ -37,6 +39,9 @@ inline D Convert(S v) {
   } else if constexpr (std::is_same_v<D, BF16>) {
     if constexpr (std::is_same_v<S, float>) return BF16{FloatToBFloat16Bits(v)};
     else return BF16{FloatToBFloat16Bits(static_cast<float>(ToDouble(v)))};
+  } else if constexpr (sizeof(D) == 1 && !std::is_integral_v<S>) {
+    // float -> 8-bit through int64, as PyTorch does: -1.0 -> 255 for u8, not undefined.
+    return static_cast<D>(static_cast<int64_t>(ToDouble(v)));
   } else if constexpr (std::is_same_v<S, Half> || std::is_same_v<S, BF16>) {
     float f = static_cast<float>(ToDouble(v));
     return static_cast<D>(f);
@@ -55,6 +60,8 @@ void DispatchElem(ElemType t, Fn&& fn) {
     case ElemType::kI64: return fn(int64_t{});
     case ElemType::kI32: return fn(int32_t{});
     case ElemType::kBool: return fn(bool{});
+    case ElemType::kU8: return fn(uint8_t{});
+    case ElemType::kI8: return fn(int8_t{});
   }
   Fail(ErrorKind::kInternal, "bad element type");
 }
@@ -64,7 +71,7 @@ size_t ElemSize(ElemType t) {
     case ElemType::kF32: case ElemType::kI32: return 4;
     case ElemType::kF64: case ElemType::kI64: return 8;
     case ElemType::kF16: case ElemType::kBF16: return 2;
-    case ElemType::kBool: return 1;
+    case ElemType::kBool: case ElemType::kU8: case ElemType::kI8: return 1;
   }
   return 0;
 }
