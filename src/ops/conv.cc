@@ -7,13 +7,13 @@
 // reads and writes it directly; the other kernels run on NCHW copies.
 #include <string>
 
-#include "kernels/cpu/channel_blocking.h"
 #include "kernels/cpu/conv_depthwise_kernels.h"
 #include "kernels/cpu/conv_im2col_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/builder.h"
 #include "ops/dense_common.h"
+#include "ops/plain_copies.h"
 #include "support/checked_math.h"
 #include "ops/families.h"
 #include "ops/conv.h"
@@ -125,22 +125,18 @@ void RunRef(cpu::ConvPass pass, const cpu::Conv2dParams& p, const KernelArgs& a)
   }
 }
 
-// One operand of a convolution pass in the blocked layout: which (0: in0, 1: in1, 2: out)
-// and its [n, c, plane] view.
-struct BlockedOperand {
-  int index;
-  int64_t n, c, plane;
-};
-
 // The operands of `pass` that `layout` blocks: the x side is x (forward, backward-weight's
 // in1) or dx (backward-input's output); the y side is y (forward's output) or dy (in0 of
 // both backward passes).
 std::vector<BlockedOperand> BlockedOperands(const cpu::Conv2dParams& p, cpu::ConvPass pass,
                                             const cpu::ConvLayout& layout) {
-  const BlockedOperand x_side{0, p.n, p.c, p.h * p.w}, y_side{0, p.n, p.o, p.oh * p.ow};
+  const BlockedOperand x_side{false, 0, p.n, p.c, p.h * p.w};
+  const BlockedOperand y_side{false, 0, p.n, p.o, p.oh * p.ow};
   std::vector<BlockedOperand> out;
+  // index 0, 1: in0, in1; 2: the output.
   auto add = [&](bool blocked, BlockedOperand o, int index) {
-    o.index = index;
+    o.output = index == 2;
+    o.index = o.output ? 0 : index;
     if (blocked) out.push_back(o);
   };
   switch (pass) {
@@ -166,26 +162,7 @@ template <typename T>
 Kernel OnPlainCopies(Kernel plain, std::vector<BlockedOperand> blocked) {
   if (blocked.empty()) return plain;
   return [plain = std::move(plain), blocked](const KernelArgs& a) {
-    const void* inputs[2] = {a.inputs[0], a.inputs[1]};
-    void* outputs[1] = {a.outputs[0]};
-    std::vector<std::vector<T>> copies;
-    for (const BlockedOperand& o : blocked) {
-      copies.emplace_back(o.n * o.c * o.plane);
-      if (o.index < 2) {
-        cpu::Reblock(static_cast<const T*>(a.inputs[o.index]), copies.back().data(), o.n, o.c,
-                     o.plane, false);
-        inputs[o.index] = copies.back().data();
-      } else {
-        outputs[0] = copies.back().data();
-      }
-    }
-    plain(KernelArgs{inputs, outputs, a.ctx});
-    for (size_t i = 0; i < blocked.size(); ++i) {
-      const BlockedOperand& o = blocked[i];
-      if (o.index == 2) {
-        cpu::Reblock(copies[i].data(), static_cast<T*>(a.outputs[0]), o.n, o.c, o.plane, true);
-      }
-    }
+    RunOnPlainCopies<T>(a, 2, 1, blocked, plain);
   };
 }
 

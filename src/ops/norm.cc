@@ -10,6 +10,7 @@
 #include "ops/builder.h"
 #include "ops/dense_common.h"
 #include "ops/families.h"
+#include "ops/plain_copies.h"
 
 namespace tg {
 namespace {
@@ -279,23 +280,19 @@ cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
   return p;
 }
 
-// A blocked batch norm's reference: the NCHW loops on NCHW copies of x (and dy), the result
-// (y or dx, output 0) blocked again, an independent check of the blocked loops the CPU
-// kernel runs. `run(p, inputs, y)` runs the NCHW kernel on the given tensor inputs.
+// A blocked batch norm's reference: the NCHW loops (`run(nchw_params, args)`) on NCHW copies
+// of its first `activations` inputs (x, or dy and x) and of output 0 (y or dx): an
+// independent check of the blocked loops the CPU kernel runs.
 template <typename T, typename Run>
-void OnPlainCopies(const cpu::BatchNormParams& p, const KernelArgs& a, int tensor_inputs,
-                   Run run) {
-  const int64_t numel = p.n * p.c * p.s;
-  std::vector<std::vector<T>> plain(tensor_inputs + 1, std::vector<T>(numel));
-  const T* inputs[2] = {};
-  for (int i = 0; i < tensor_inputs; ++i) {
-    cpu::Reblock(In<T>(a, i), plain[i].data(), p.n, p.c, p.s, false);
-    inputs[i] = plain[i].data();
-  }
+void OnPlainCopies(const cpu::BatchNormParams& p, const KernelArgs& a, int num_inputs,
+                   int num_outputs, int activations, Run run) {
+  std::vector<BlockedOperand> blocked;
+  for (int i = 0; i < activations; ++i) blocked.push_back({false, i, p.n, p.c, p.s});
+  blocked.push_back({true, 0, p.n, p.c, p.s});
   cpu::BatchNormParams nchw = p;
   nchw.block = 0;
-  run(nchw, inputs, plain[tensor_inputs].data());
-  cpu::Reblock(plain[tensor_inputs].data(), Out<T>(a, 0), p.n, p.c, p.s, true);
+  RunOnPlainCopies<T>(a, num_inputs, num_outputs, blocked,
+                      [&](const KernelArgs& plain) { run(nchw, plain); });
 }
 
 cpu::LayerNormParams LayerNormParamsOfNode(const Node& n, size_t x_index) {
@@ -386,13 +383,12 @@ void RegisterBatchNorm(OpRegistry& r) {
       t, [](const Node& n) { return BatchNormParamsOfNode(n, 0); },
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
-        auto run = [&](const cpu::BatchNormParams& q, const T* const* x, T* y) {
-          cpu::BatchNormTrain<T>(q, x[0], In<T>(a, 1), In<T>(a, 2), y, Out<T>(a, 1),
-                                 Out<T>(a, 2), Out<T>(a, 3), par);
+        auto run = [&](const cpu::BatchNormParams& q, const KernelArgs& c) {
+          cpu::BatchNormTrain<T>(q, In<T>(c, 0), In<T>(c, 1), In<T>(c, 2), Out<T>(c, 0),
+                                 Out<T>(c, 1), Out<T>(c, 2), Out<T>(c, 3), par);
         };
-        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 1, run);
-        const T* x[1] = {In<T>(a, 0)};
-        run(p, x, Out<T>(a, 0));
+        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 3, 4, 1, run);
+        run(p, a);
       });
   t.samples = BatchNormTrainSamples();
   t.doc = "(y, mean, invstd, var): x normalized per channel (dim 1) with batch statistics, "
@@ -434,13 +430,12 @@ void RegisterBatchNorm(OpRegistry& r) {
       },
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
-        auto run = [&](const cpu::BatchNormParams& q, const T* const* dy_x, T* dx) {
-          cpu::BatchNormBackward<T>(q, dy_x[0], dy_x[1], In<T>(a, 2), In<T>(a, 3), In<T>(a, 4),
-                                    dx, Out<T>(a, 1), Out<T>(a, 2), par);
+        auto run = [&](const cpu::BatchNormParams& q, const KernelArgs& c) {
+          cpu::BatchNormBackward<T>(q, In<T>(c, 0), In<T>(c, 1), In<T>(c, 2), In<T>(c, 3),
+                                    In<T>(c, 4), Out<T>(c, 0), Out<T>(c, 1), Out<T>(c, 2), par);
         };
-        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 2, run);
-        const T* dy_x[2] = {In<T>(a, 0), In<T>(a, 1)};
-        run(p, dy_x, Out<T>(a, 0));
+        if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 5, 3, 2, run);
+        run(p, a);
       });
   b.samples = BatchNormBackwardSamples();
   b.doc = "(dx, dweight, dbias) of batch_norm_train's y from (dy, x, weight, mean, invstd)";

@@ -9,6 +9,7 @@
 #include "ops/dense_common.h"
 #include "support/checked_math.h"
 #include "ops/families.h"
+#include "ops/plain_copies.h"
 
 namespace tg {
 namespace {
@@ -158,20 +159,19 @@ using dense::Out;
 // runs. `run(p, inputs, out)` runs the NCHW kernel.
 template <typename T, typename Run>
 void OnPlainCopies(const cpu::Pool2dParams& p, const KernelArgs& a, bool backward, Run run) {
-  const int64_t n = p.planes / p.block, c = p.block, x_plane = p.h * p.w;
-  const int64_t y_plane = p.oh * p.ow;
-  std::vector<T> dy, x(p.planes * x_plane), out(p.planes * (backward ? x_plane : y_plane));
   // (Blocked views regroup [N * C/B] block planes: reblock as n = planes / B images of B
   // channels, which is the same element order.)
-  cpu::Reblock(In<T>(a, backward ? 1 : 0), x.data(), n, c, x_plane, false);
-  if (backward) {
-    dy.resize(p.planes * y_plane);
-    cpu::Reblock(In<T>(a, 0), dy.data(), n, c, y_plane, false);
-  }
+  const int64_t n = p.planes / p.block, c = p.block, x_plane = p.h * p.w;
+  const int64_t y_plane = p.oh * p.ow;
+  std::vector<BlockedOperand> blocked = {{false, backward ? 1 : 0, n, c, x_plane},
+                                         {true, 0, n, c, backward ? x_plane : y_plane}};
+  if (backward) blocked.push_back({false, 0, n, c, y_plane});
   cpu::Pool2dParams nchw = p;
   nchw.block = 0;
-  run(nchw, dy.data(), x.data(), out.data());
-  cpu::Reblock(out.data(), Out<T>(a, 0), n, c, backward ? x_plane : y_plane, true);
+  RunOnPlainCopies<T>(a, backward ? 2 : 1, 1, blocked, [&](const KernelArgs& plain) {
+    run(nchw, backward ? In<T>(plain, 0) : nullptr, In<T>(plain, backward ? 1 : 0),
+        Out<T>(plain, 0));
+  });
 }
 
 template <typename T>
