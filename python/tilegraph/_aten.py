@@ -34,7 +34,7 @@ def _unary(tg_op):
 for _aten_op, _tg_op in [
         (aten.relu, "relu"), (aten.sigmoid, "sigmoid"), (aten.tanh, "tanh"), (aten.exp, "exp"),
         (aten.log, "log"), (aten.sqrt, "sqrt"), (aten.rsqrt, "rsqrt"), (aten.neg, "neg"),
-        (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"),
+        (aten.abs, "abs"), (aten.reciprocal, "reciprocal"), (aten.erf, "erf"), (aten.erfc, "erfc"),
         (aten.silu, "silu"), (aten.hardswish, "hardswish"), (aten.hardsigmoid, "hardsigmoid"),
         (aten.sign, "sign"), (aten.log1p, "log1p"), (aten.expm1, "expm1"), (aten.sin, "sin"),
         (aten.cos, "cos"), (aten.tan, "tan"), (aten.asin, "asin"), (aten.acos, "acos"),
@@ -134,8 +134,15 @@ def _gelu(cx, n, x, approximate="none"):
     return cx.op("gelu", [cx.v(x)], {"approximate": approximate})
 
 
+# torch's arithmetic on bools: a sum or maximum is their `or`, a product or minimum their `and`.
+_BOOL_ARITHMETIC = {"add": "logical_or", "maximum": "logical_or", "mul": "logical_and",
+                    "minimum": "logical_and"}
+
+
 def _binary(tg_op):
     def handler(cx, n, a, b, alpha=1):
+        if cx.dtype_of(n) == "bool" and tg_op in _BOOL_ARITHMETIC and alpha == 1:
+            return cx.op(_BOOL_ARITHMETIC[tg_op], [_as_bool(cx, n, a), _as_bool(cx, n, b)])
         a_, b_ = cx.operands(n, a, b)
         if alpha != 1:
             b_ = cx.op("mul", [b_, cx.scalar(alpha, n)])
@@ -321,9 +328,15 @@ def register_tilegraph_ops():
 
 
 @handles(aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
-         aten.detach.default, aten.contiguous.default)
+         aten.contiguous.default)
 def _identity(cx, n, x, *args, **kw):
     return cx.v(x)
+
+
+@handles(aten.detach.default)
+def _detach(cx, n, x):
+    """x.detach(): the same values, no gradient through them."""
+    return cx.op("stop_gradient", [cx.v(x)])
 
 
 # ---- shapes ------------------------------------------------------------------------------
@@ -834,6 +847,56 @@ def _random_like(cx, n, x, dtype=None, layout=None, device=None, pin_memory=None
     return _draws(cx, n, n.target == aten.randn_like.default)
 
 
+def _scaled_draws(cx, n, normal, scale, shift):
+    """draws * scale + shift (scale, shift: Python numbers or FX nodes broadcast to n)."""
+    value = _draws(cx, n, normal)
+
+    def operand(v):
+        return cx.cast(cx.v(v), cx.dtype_of(n)) if isinstance(v, torch.fx.Node) else \
+            cx.scalar(float(v), n)
+    if not (isinstance(scale, (int, float)) and scale == 1):
+        value = cx.op("mul", [value, operand(scale)])
+    if not (isinstance(shift, (int, float)) and shift == 0):
+        value = cx.op("add", [value, operand(shift)])
+    return value
+
+
+def _no_generator(cx, n, generator):
+    if generator is not None:
+        cx.unsupported(n, "random numbers from an explicit generator")
+
+
+@handles(aten.normal_functional.default)
+def _normal_fill(cx, n, x, mean=0.0, std=1.0, generator=None):
+    """x.normal_(mean, std): N(mean, std^2) draws of x's shape (tilegraph's Philox stream)."""
+    _no_generator(cx, n, generator)
+    return _scaled_draws(cx, n, True, std, mean)
+
+
+@handles(aten.normal.float_float, aten.normal.Tensor_float, aten.normal.float_Tensor,
+         aten.normal.Tensor_Tensor)
+def _normal(cx, n, mean, std, *args, generator=None, **kw):
+    """torch.normal(mean, std[, size]): mean and std numbers or tensors."""
+    _no_generator(cx, n, generator)
+    return _scaled_draws(cx, n, True, std, mean)
+
+
+@handles(aten.uniform.default)
+def _uniform_fill(cx, n, x, low=0.0, high=1.0, generator=None):
+    """x.uniform_(low, high): U[low, high) draws of x's shape."""
+    _no_generator(cx, n, generator)
+    return _scaled_draws(cx, n, False, float(high) - float(low), low)
+
+
+@handles(aten.exponential.default)
+def _exponential_fill(cx, n, x, lambd=1.0, generator=None):
+    """x.exponential_(lambd): -log(1 - U) / lambd, U uniform on [0, 1)."""
+    _no_generator(cx, n, generator)
+    u = _draws(cx, n, False)
+    tail = cx.op("log", [cx.op("sub", [cx.scalar(1.0, n), u])])
+    return cx.op("mul", [tail, cx.scalar(-1.0 / float(lambd), n)])
+
+
 @handles(aten.bernoulli.p)
 def _bernoulli(cx, n, x, p=0.5, generator=None):
     """Bernoulli(p) draws of x's shape (x's values are ignored, as in torch): uniform < p.
@@ -919,6 +982,46 @@ def _var(cx, n, x, dims=None, correction=None, keepdim=False):
     return cx.op("mul", [biased, cx.scalar(count / (count - correction), n)])
 
 
+@handles(aten.var_mean.correction)
+def _var_mean(cx, n, x, dims=None, correction=None, keepdim=False):
+    """(var, mean) over dims (torch.std_mean is the square root of this var)."""
+    mean = cx.op("mean", [cx.v(x)], {"axes": _axes(dims), "keepdim": keepdim})
+    return [_var(cx, n, x, dims, correction, keepdim), mean]
+
+
+@handles(aten.median.default)
+def _median_all(cx, n, x):
+    """The lower median of all elements (torch.median without dim)."""
+    count = _numel(cx.shape_of(x))
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [count]})
+    values, _ = _lower_median(cx, flat, count, 0)
+    return cx.op("reshape", [values], {"shape": []})
+
+
+@handles(aten.median.dim)
+def _median_dim(cx, n, x, dim, keepdim=False):
+    """(values, indices) of the lower median along dim."""
+    shape = cx.shape_of(x)
+    dim = dim % len(shape) if shape else 0
+    values, indices = _lower_median(cx, cx.v(x), shape[dim] if shape else 1, dim)
+    if not keepdim and shape:
+        out = shape[:dim] + shape[dim + 1:]
+        values = cx.op("reshape", [values], {"shape": out})
+        indices = cx.op("reshape", [indices], {"shape": out})
+    return [values, indices]
+
+
+def _lower_median(cx, value, size, axis):
+    """The ((size - 1) // 2)-th smallest along axis, kept as a dim of 1: the last of the
+    smallest k (topk orders ties by index, as a stable sort)."""
+    k = (size - 1) // 2 + 1
+    values, indices = cx.ops("topk", [value], {"k": k, "axis": axis, "largest": 0}, 2)
+
+    def last(v):
+        return cx.op("slice", [v], {"axis": axis, "start": k - 1, "end": k, "step": 1})
+    return last(values), last(indices)
+
+
 @handles(aten.var.dim)
 def _var_dim(cx, n, x, dims=None, unbiased=True, keepdim=False):
     return _var(cx, n, x, dims, 1 if unbiased else 0, keepdim)
@@ -971,8 +1074,9 @@ def _index(cx, n, x, indices):
     shape = cx.shape_of(n.args[0])
     dims = [d for d, i in enumerate(indices) if i is not None]
     for d in dims:
-        if cx.dtype_of(indices[d]) in ("bool",):
-            cx.unsupported(n, "indexing with a boolean mask")
+        if cx.own_dtype(indices[d]) in ("bool", "u8"):  # (torch reads a uint8 index as a mask)
+            cx.unsupported(n, "indexing with a boolean mask (except x[mask] over x's leading "
+                              "dims)")
     rest = [d for d in range(len(shape)) if d not in dims]
     x_ = cx.v(x)
     if dims + rest != list(range(len(shape))):
@@ -1047,8 +1151,8 @@ def _index_put(cx, n, x, indices, values, accumulate=False):
     written with index_add (gradients: values get the gathered gradient, x the rest)."""
     shape = cx.shape_of(x)
     dims = [d for d, i in enumerate(indices) if i is not None]
-    if any(cx.dtype_of(indices[d]) == "bool" for d in dims):
-        cx.unsupported(n, "index_put with a boolean mask (use torch.where(mask, value, x))")
+    if any(cx.own_dtype(indices[d]) in ("bool", "u8") for d in dims):
+        return _masked_put(cx, n, x, indices, values, accumulate)
     dtype = cx.dtype_of(n)
     if dtype == "bool":
         cx.unsupported(n, "index_put into a bool tensor")
@@ -1076,6 +1180,44 @@ def _index_put(cx, n, x, indices, values, accumulate=False):
     if front != list(range(len(shape))):
         out = cx.op("permute", [out], {"perm": [front.index(d) for d in range(len(shape))]})
     return out
+
+
+def _masked_put(cx, n, x, indices, values, accumulate):
+    """x[mask] = values (or +=) with one boolean (or uint8) mask over dims d.. of x (None
+    before it: x[:, mask]): where(mask, values, x), exactly torch's result when the values do
+    not depend on how many elements the mask selects: a single value, or values broadcast
+    along the dims after the mask (x[mask] = 0, x[mask] = -inf, x[mask] = row)."""
+    shape = cx.shape_of(x)
+    dims = [d for d, i in enumerate(indices) if i is not None]
+    if len(dims) != 1:
+        cx.unsupported(n, "index_put with a boolean mask and other indices")
+    d, mask = dims[0], indices[dims[0]]
+    mshape = cx.shape_of(mask)
+    if mshape != shape[d:d + len(mshape)]:
+        cx.unsupported(n, "index_put with a boolean mask not of x's shape at its dims")
+    rest = shape[d + len(mshape):]
+    vshape = cx.shape_of(values) if isinstance(values, torch.fx.Node) else []
+    while vshape and vshape[0] == 1 and len(vshape) > len(rest):
+        vshape = vshape[1:]
+    along_rest = len(vshape) <= len(rest) and all(
+        v in (1, r) for v, r in zip(reversed(vshape), reversed(rest)))
+    if _numel(vshape) != 1 and not along_rest:
+        cx.unsupported(n, "index_put with a boolean mask and values with one row per selected "
+                          "element (use torch.where(mask, values, x) with values of x's shape)")
+    dtype = cx.dtype_of(n)
+    m = cx.op("reshape", [cx.cast(cx.unwidened(mask), "bool")],
+              {"shape": [1] * d + mshape + [1] * len(rest)})
+    if isinstance(values, torch.fx.Node):
+        v = cx.op("reshape", [cx.cast(cx.v(values), dtype)],
+                  {"shape": [1] * (len(shape) - len(vshape)) + vshape})
+    else:
+        v = cx.scalar(values, None, dtype)
+    x_ = cx.v(x)
+    if accumulate:
+        v = cx.op("add", [x_, v])
+    m = cx.op("expand", [m], {"shape": shape})
+    v = cx.op("expand", [v], {"shape": shape})
+    return cx.op("where", [m, v, x_])
 
 
 @handles(aten.scatter_add.default)

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from . import _core
 from ._aten import TABLE
@@ -359,6 +360,17 @@ def _static_ctc_shapes():
         fake_impls._deregister_op_impl(op)
 
 
+def _user_frame(tb):
+    """"path:line" of the innermost frame of a traceback outside torch and tilegraph."""
+    import traceback
+    best = ""
+    for frame in traceback.extract_tb(tb):
+        if not (frame.filename.startswith(_TORCH_DIR) or
+                frame.filename.startswith(_TILEGRAPH_DIR)):
+            best = f"{frame.filename}:{frame.lineno}"
+    return best
+
+
 def export(model, example_args, example_kwargs=None):
     """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
     Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
@@ -378,6 +390,12 @@ def export(model, example_args, example_kwargs=None):
                     autocasting.tracing():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
+        except GuardOnDataDependentSymNode as e:
+            raise NotImplementedError(
+                f"{_user_frame(e.__traceback__) or '<unknown>'}: the model decides on a tensor's "
+                "value (an `if` on a tensor, `.item()`, or a check such as torch.distributions' "
+                "argument validation), which one compiled graph cannot hold. Use torch.where, "
+                "or pass validate_args=False to a distribution") from None
         finally:
             _blocks.finish_capture()
         _views_as_reshapes(ep)
@@ -396,6 +414,8 @@ def _decompositions():
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
     # Norms: their decomposition's gradient is NaN at a zero vector (_aten_spatial.p_norm).
     table.pop(torch.ops.aten.linalg_vector_norm.default, None)
+    # detach decomposes to alias, which would let gradients through (_aten._detach).
+    table.pop(torch.ops.aten.detach.default, None)
     for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table
@@ -519,6 +539,14 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     leaves, mutations, loss_leaves = [], [], []
     for value, spec in zip(results, sig.output_specs):
         if spec.kind == out_kinds.BUFFER_MUTATION:
+            buffer_dtype, buffer_shape = g.type_of(cap.buffers[spec.target])
+            meta = value.meta["val"]
+            if tg_dtype(meta.dtype) != buffer_dtype or list(meta.shape) != list(buffer_shape):
+                raise NotImplementedError(
+                    f"{name}: the forward replaces buffer {spec.target!r} "
+                    f"({buffer_dtype}{list(buffer_shape)}) by a {tg_dtype(meta.dtype)}"
+                    f"{list(meta.shape)} tensor; a compiled model keeps each buffer's dtype "
+                    "and shape (write into it instead: buffer.copy_(value))")
             cap.mutated_buffers[spec.target] = cx.v(value)
             g.set_update(cap.buffers[spec.target], cx.cast(cx.v(value), cx.dtype_of(value)))
         elif spec.kind == out_kinds.USER_INPUT_MUTATION:
@@ -528,7 +556,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
                 leaves.append(("constant", value))  # None or a number the forward returned
                 continue
             if (value.meta.get("custom") or {}).get(LOSS_KEY) is not None:
-                loss_leaves.append(len(cap.outputs))
+                loss_leaves.append((len(cap.outputs), value))
             leaves.append(("tensor", len(cap.outputs)))
             cap.outputs.append(cx.v(value))
             meta = value.meta["val"]
@@ -537,10 +565,14 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             raise NotImplementedError(f"exported output kind {spec.kind} is not supported")
     from ._structure import OutputStructure
     cap.output_structure = OutputStructure(ep.call_spec.out_spec, leaves)
+    # An identity_loss whose value feeds another one is a step on the way (PopTorch allows
+    # that): the loss is the one the others lead to.
+    loss_leaves = [(i, v) for i, v in loss_leaves
+                   if not any(_feeds(v, other) for _, other in loss_leaves if other is not v)]
     if len(loss_leaves) > 1:
         raise RuntimeError(f"{name}: identity_loss marks {len(loss_leaves)} of the outputs; "
                            "a model has one loss (sum the losses, then mark the sum)")
-    cap.loss_index = loss_leaves[0] if loss_leaves else None
+    cap.loss_index = loss_leaves[0][0] if loss_leaves else None
     for index, value in mutations:
         cap.input_mutations.append((index, len(cap.outputs)))
         cap.outputs.append(cx.v(value))
@@ -550,3 +582,17 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
 
 
 LOSS_KEY = "tilegraph_loss"  # FX node metadata identity_loss sets on the loss it returns
+
+
+def _feeds(a, b):
+    """Whether FX node a is among the inputs, direct or not, of FX node b."""
+    seen, stack = set(), [b]
+    while stack:
+        node = stack.pop()
+        for up in node.all_input_nodes:
+            if up is a:
+                return True
+            if up not in seen:
+                seen.add(up)
+                stack.append(up)
+    return False

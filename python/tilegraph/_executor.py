@@ -152,9 +152,17 @@ class PoplarExecutor:
         """Captures and compiles for these inputs without running (PopTorch's compile)."""
         with self._lock:
             if self.training and self._exe is None:
-                self.model.train()
+                self._enter_training_mode()
             self._compile(self._structure_of(args, kwargs))
         return self
+
+    def _enter_training_mode(self):
+        """Before the first compilation of a trainingModel: a module in eval mode is put in
+        training mode (PopTorch's trainingModel trains); a module already in training mode
+        keeps the modes of its submodules, so a layer the user froze (model.bn.eval(), as
+        fine-tuning does) stays frozen, as in eager PyTorch."""
+        if not self.model.training:
+            self.model.train()
 
     def _structure_of(self, args, kwargs):
         last, forward = self._last_call, self._forward_identity()
@@ -511,7 +519,7 @@ class PoplarExecutor:
         call = self._structure_of(args, kwargs)
         if self._exe is None:
             if self.training:
-                self.model.train()
+                self._enter_training_mode()
             self._compile(call)
         elif self._call is not None and call.key != self._call.key:
             if isinstance(self.model, _cache.ExportedModule):
@@ -583,7 +591,9 @@ class PoplarExecutor:
     def _to_torch(self, out, mode, meta):
         """The engine's [rows?, replicas?, *shape] as PopTorch returns it: per-step and
         per-replica batches concatenated into one combined batch; scalars as a vector with
-        one value per step and replica (a replica dimension only when there are replicas)."""
+        one value per step and replica (a replica dimension only when there are replicas),
+        and as a scalar, as eager PyTorch returns it, when OutputMode.All has one step and
+        replica."""
         t = from_engine(out)
         shape, _ = meta
         lead = 1 if mode in (OutputMode.All, OutputMode.EveryN) else 0
@@ -594,6 +604,8 @@ class PoplarExecutor:
                 lead += 1
         if lead > 0 and (len(shape) >= 1 or lead > 1):
             t = t.reshape(-1, *t.shape[lead + 1:]) if len(shape) >= 1 else t.reshape(-1)
+        if len(shape) == 0 and t.numel() == 1 and mode == OutputMode.All:
+            t = t.reshape(())
         return t
 
     # ---- weights and device state --------------------------------------------------------

@@ -611,7 +611,9 @@ class Options:
         self.output_mode = output_mode
         return self
 
-    anchorMode = outputMode
+    def anchorMode(self, anchor_mode, anchor_return_period=None):
+        """PopTorch 2's name of outputMode (and of its return period)."""
+        return self.outputMode(anchor_mode, anchor_return_period)
 
     def defaultOutputMode(self):
         """True while no output mode was chosen (Default: All for inference, Final for

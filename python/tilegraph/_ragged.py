@@ -76,14 +76,15 @@ def row_axis(node):
 
 
 def is_masked_selection(node):
-    """aten.index.Tensor with one boolean mask over x's leading dims."""
+    """aten.index.Tensor with one boolean mask over x's leading dims (a uint8 index is a
+    mask too, as in torch: deprecated there, still honoured)."""
     if node.op != "call_function" or node.target != aten.index.Tensor:
         return False
     x, indices = node.args[0], node.args[1]
     if len(indices) != 1 or not isinstance(indices[0], torch.fx.Node):
         return False
     mask = indices[0].meta.get("val")
-    return (mask is not None and mask.dtype == torch.bool and
+    return (mask is not None and mask.dtype in (torch.bool, torch.uint8) and
             tuple(mask.shape) == tuple(x.meta["val"].shape[:mask.dim()]))
 
 
@@ -177,7 +178,7 @@ class Rows:
         mshape, xshape = cx.shape_of(mask), cx.shape_of(x)
         rows = int(np.prod(mshape, dtype=np.int64))
         self.bounds[symbol] = rows
-        valid = cx.op("reshape", [cx.v(mask)], {"shape": [rows]})
+        valid = cx.op("reshape", [cx.cast(cx.unwidened(mask), "bool")], {"shape": [rows]})
         self.valid[symbol] = valid
         # Each row left out takes a copy of the first selected row (of row 0 when none is).
         first = cx.op("argmax", [cx.cast(valid, "i32")], {"axis": 0})

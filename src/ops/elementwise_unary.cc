@@ -1,5 +1,6 @@
 // Unary floating-point elementwise ops: neg, exp, log, sqrt, rsqrt, abs, reciprocal, relu,
-// sigmoid, tanh, silu, hardswish, hardsigmoid, erf, gelu, pow_scalar, clamp, copy, sign.
+// sigmoid, tanh, silu, hardswish, hardsigmoid, erf, erfc, gelu, pow_scalar, clamp, copy,
+// sign.
 // Formulas follow PyTorch's CPU kernels; gradients use the activation backward helpers
 // (elementwise_activation_backward.cc) so that each backward is one fusable elementwise op.
 #include <cmath>
@@ -68,6 +69,9 @@ struct Hardsigmoid {
 };
 struct Erf {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Erf(x); }
+};
+struct Erfc {  // 1 - erf(x) without its cancellation for large x (erfc(5) = 1.5e-12)
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::erfc(x); }
 };
 // params[0]: 0 = exact (erf), 1 = tanh approximation (a modal op: see WithMode).
 struct Gelu {
@@ -198,6 +202,12 @@ void RegisterUnaryOps(OpRegistry& r) {
     Builder& b = g.b();  // 2/sqrt(pi) * e^(-x^2)
     Value* x = g.I(0);
     return b.MulScalar(b.Exp(b.Neg(b.Mul(x, x))), k2_SqrtPi);
+  })}));
+  r.Register(UnaryFloatOp<Erfc>({"erfc", "1 - erf(x), accurate where erf(x) is near 1",
+                                 Scaled([](const GradContext& g) {
+    Builder& b = g.b();  // -2/sqrt(pi) * e^(-x^2)
+    Value* x = g.I(0);
+    return b.MulScalar(b.Exp(b.Neg(b.Mul(x, x))), -k2_SqrtPi);
   })}));
   r.Register(UnaryFloatOp<Gelu>(
       {"gelu", "x * Phi(x) (approximate = \"none\"), or its tanh approximation",

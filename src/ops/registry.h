@@ -160,6 +160,9 @@ struct OpDef {
   InferFn infer;
   GradFn grad;                 // required unless not_differentiable
   bool not_differentiable = false;
+  // Its gradient is zero by definition (stop_gradient: torch's detach), not what finite
+  // differences see: the gradient-conformance samples skip it.
+  bool stops_gradient = false;
   OpTraits traits;
   std::optional<ElementwiseDef> elementwise;
   std::map<DeviceKind, KernelFactory> kernels;  // at least kCpu and kReference

@@ -1,6 +1,6 @@
 // Transfer op family: where values live. checkpoint marks a forward value to keep for the
 // backward pass (the recompute pass recomputes the others: passes/recompute.cc); it is a
-// view, free at run time. stage_copy is the explicit move of a tensor from one device
+// view, free at run time. stop_gradient (torch's detach) is a view no gradient flows through. stage_copy is the explicit move of a tensor from one device
 // (pipeline stage) to another. Model-parallel programs get one wherever a node reads a value produced
 // on another device (parallel/stage_copies.h), so the memory planner, the profile and the IR
 // text all see inter-stage traffic. On host-memory devices it is a copy; its gradient is the
@@ -38,6 +38,23 @@ void RegisterTransferOps(OpRegistry& r) {
     d.kernels[DeviceKind::kReference] = CopyFactory();
     OpSample s;
     s.inputs = {TensorType{DType::kF32, {2, 3}}};
+    d.samples = {s};
+    r.Register(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "stop_gradient";
+    d.traits.half_native = true;  // moves elements: any dtype
+    d.doc = "x, through which no gradient flows (torch's detach).";
+    d.infer = [](const InferContext& c) -> std::vector<TensorType> { return {c.in(0)}; };
+    d.grad = [](const GradContext&) -> std::vector<Value*> { return {nullptr}; };
+    d.stops_gradient = true;
+    d.traits.view = true;
+    d.kernels[DeviceKind::kCpu] = CopyFactory();
+    d.kernels[DeviceKind::kReference] = CopyFactory();
+    OpSample s;
+    s.inputs = {TensorType{DType::kF32, {2, 3}}};
+    s.skip_grad_check = true;  // zero by definition (Autodiff.StopGradientBlocksTheGradient)
     d.samples = {s};
     r.Register(std::move(d));
   }

@@ -101,8 +101,12 @@ def test_zero_dim_tensor_inputs_and_outputs():
     x, k = torch.randn(5), torch.tensor(3.0)
     y, total = tilegraph.inferenceModel(Scale())(x, k)
     torch.testing.assert_close(y, x * 3)
-    # A scalar comes back with one value per step (PopTorch's shape for scalars).
-    assert total.shape == (1,) and torch.allclose(total, (x * 3).sum())
+    # A scalar of one step comes back as a scalar (eager's and PopTorch's shape); of several
+    # steps, as one value per step.
+    assert total.shape == () and torch.allclose(total, (x * 3).sum())
+    steps = tilegraph.inferenceModel(Scale(), tilegraph.Options().deviceIterations(2))
+    _, totals = steps(torch.stack([x, 2 * x]), k)
+    assert totals.shape == (2,) and torch.allclose(totals, torch.stack([x, 2 * x]).sum(1) * 3)
 
 
 def test_structured_outputs_follow_the_output_mode_leaf_by_leaf():

@@ -47,6 +47,16 @@ TEST(Autodiff, IntegerPathsCarryNoGradient) {
   EXPECT_DOUBLE_EQ(Eval(g, dx, {{"x", in}}), 3.0);
 }
 
+TEST(Autodiff, StopGradientBlocksTheGradient) {
+  // y = x * stop_gradient(x * x): dy/dx = x^2 (the detached factor is a constant), not 3x^2.
+  Graph g;
+  Builder b(g);
+  Value* x = g.AddInput("x", {DType::kF64, {}});
+  Value* y = b.Mul(x, b.Op1("stop_gradient", {b.Mul(x, x)}));
+  Value* dx = BuildGradients(b, y, {x})[0];
+  EXPECT_DOUBLE_EQ(Eval(g, dx, {{"x", HostTensor::Scalar(DType::kF64, 2.0)}}), 4.0);
+}
+
 TEST(Autodiff, SeedScalesGradients) {
   Graph g;
   Builder b(g);
