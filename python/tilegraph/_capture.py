@@ -399,6 +399,7 @@ def export(model, example_args, example_kwargs=None):
         finally:
             _blocks.finish_capture()
         _views_as_reshapes(ep)
+        _no_grad_results_detached(ep)
         return ep.run_decompositions(_decompositions())
 
 
@@ -432,6 +433,29 @@ def _views_as_reshapes(ep):
     for node in ep.graph_module.graph.nodes:
         if node.op == "call_function" and node.target == torch.ops.aten.view.default:
             node.target = torch.ops.aten.reshape.default
+            changed = True
+    if changed:
+        ep.graph_module.recompile()
+
+
+def _no_grad_results_detached(ep):
+    """A `with torch.no_grad():` block in a training forward is exported as a
+    wrap_with_set_grad_enabled(False, ...) region, which decomposing inlines: its results
+    would carry gradients. Each result of such a region is detached (aten.detach, kept by the
+    decompositions, becomes stop_gradient), as autograd sees it in eager PyTorch."""
+    hop = getattr(torch.ops.higher_order, "wrap_with_set_grad_enabled", None)
+    graph = ep.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target is not hop or node.args[0] is not False:
+            continue
+        for user in list(node.users):
+            if user.op != "call_function" or not isinstance(user.meta.get("val"), torch.Tensor):
+                continue
+            with graph.inserting_after(user):
+                detached = graph.call_function(torch.ops.aten.detach.default, (user,))
+            detached.meta = dict(user.meta)
+            user.replace_all_uses_with(detached, delete_user_cb=lambda u: u is not detached)
             changed = True
     if changed:
         ep.graph_module.recompile()

@@ -61,6 +61,34 @@ def test_detach_stops_the_gradient():
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+class NoGradBlock(nn.Module):
+    """A torch.no_grad() block inside a training forward (a target network, an EMA)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.second = nn.Linear(8, 8)
+        self.register_buffer("ema", torch.zeros(8))
+
+    def forward(self, x):
+        with torch.no_grad():
+            h = self.first(x)
+            self.ema.mul_(0.9).add_(h.mean(0) * 0.1)
+        return self.second(torch.tanh(h))
+
+
+def test_a_no_grad_block_in_training_stops_the_gradient():
+    torch.manual_seed(0)
+    body = NoGradBlock()
+    before = copy.deepcopy(body.first.state_dict())
+    body, reference = _train_both(body)
+    for name, value in body.first.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    torch.testing.assert_close(body.ema, reference.ema, rtol=1e-5, atol=1e-6)
+    for got, want in zip(body.second.parameters(), reference.second.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
 class FrozenNorm(nn.Module):
     def __init__(self):
         super().__init__()
