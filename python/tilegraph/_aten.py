@@ -271,11 +271,22 @@ def _elu(cx, n, x, alpha=1.0, scale=1.0, input_scale=1.0):
 
 @handles(aten.rrelu_with_noise_functional.default)
 def _rrelu(cx, n, x, noise, lower=0.125, upper=1.0 / 3.0, training=False, generator=None):
-    """Evaluation-mode RReLU: a leaky ReLU with the mean slope; the noise passes through."""
-    if training:
-        cx.unsupported(n, "rrelu in training mode (random slopes per element)")
-    out = cx.op("leaky_relu", [cx.v(x)], {"negative_slope": (float(lower) + float(upper)) / 2})
-    return [out, cx.v(noise)]
+    """RReLU. Evaluation: a leaky ReLU with the mean slope, the noise passed through.
+    Training: each negative element scaled by its own slope drawn from U[lower, upper)
+    (tilegraph's Philox stream, not torch's bits); the noise output holds the slopes (1
+    where x >= 0), as torch's does, and the gradient is the slope."""
+    if not training:
+        slope = (float(lower) + float(upper)) / 2
+        return [cx.op("leaky_relu", [cx.v(x)], {"negative_slope": slope}), cx.v(noise)]
+    if generator is not None:
+        cx.unsupported(n, "rrelu with an explicit generator")
+    dtype = cx.dtype_of(x)
+    u = cx.cast(cx.op("uniform", [], {"shape": cx.shape_of(x), "dtype": "dtype:f32"}), dtype)
+    slope = cx.op("add", [cx.op("mul", [u, cx.scalar(float(upper) - float(lower), x)]),
+                          cx.scalar(float(lower), x)])
+    x_ = cx.v(x)
+    factor = cx.op("where", [cx.op("ge", [x_, cx.scalar(0.0, x)]), cx.scalar(1.0, x), slope])
+    return [cx.op("mul", [x_, factor]), factor]
 
 
 @handles(aten._assert_async.msg)

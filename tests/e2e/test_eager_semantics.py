@@ -304,3 +304,16 @@ def test_replacing_a_buffer_by_another_dtype_is_explained():
 
     with pytest.raises(NotImplementedError, match="buffer 'y' .*i64.*f32"):
         tilegraph.inferenceModel(Reassign())(torch.tensor([5.0]))
+
+
+def test_rrelu_in_training_draws_a_slope_per_negative_element():
+    # torch.nn.RReLU in training: slopes ~ U[lower, upper) per element (tilegraph's Philox
+    # stream, so not torch's bits: the distribution is checked), identity for x >= 0.
+    rrelu = nn.RReLU(0.1, 0.3).train()
+    x = torch.cat([-torch.ones(100, 1000), torch.rand(1, 1000)])
+    got, _ = _run(rrelu, x)
+    slopes = got[:100] / x[:100]
+    assert slopes.min() >= 0.1 and slopes.max() < 0.3
+    assert abs(slopes.mean().item() - 0.2) < 5 * (0.2 / 12 ** 0.5) / 1000 ** 0.5 / 10 ** 0.5
+    assert torch.equal(got[100:], x[100:])
+    assert len(set(slopes[:, :50].flatten().tolist())) > 4000  # one draw per element
