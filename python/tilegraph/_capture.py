@@ -360,6 +360,21 @@ def _static_ctc_shapes():
         fake_impls._deregister_op_impl(op)
 
 
+@contextlib.contextmanager
+def _distribution_checks_off():
+    """torch.distributions objects made in the forward skip their argument validation
+    (Normal(loc, scale) checking scale > 0 branches on tensor values, which no compiled graph
+    can hold; a VAE's Normal(mu, sigma).rsample() then compiles). Invalid arguments give NaN
+    instead of eager's ValueError; validate_args=True passed explicitly is still refused."""
+    from torch.distributions import Distribution
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
 def _user_frame(tb):
     """"path:line" of the innermost frame of a traceback outside torch and tilegraph."""
     import traceback
@@ -387,15 +402,15 @@ def export(model, example_args, example_kwargs=None):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing():
+                    autocasting.tracing(), _distribution_checks_off():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:
             raise NotImplementedError(
                 f"{_user_frame(e.__traceback__) or '<unknown>'}: the model decides on a tensor's "
                 "value (an `if` on a tensor, `.item()`, or a check such as torch.distributions' "
-                "argument validation), which one compiled graph cannot hold. Use torch.where, "
-                "or pass validate_args=False to a distribution") from None
+                "validate_args=True), which one compiled graph cannot hold. Use torch.where, "
+                "or leave validate_args unset") from None
         finally:
             _blocks.finish_capture()
         _views_as_reshapes(ep)
