@@ -628,6 +628,27 @@ def _cumsum(cx, n, x, dim, dtype=None):
     return cx.op("cumsum", [cx.cast(cx.v(x), cx.dtype_of(n))], {"axis": dim})
 
 
+@handles(aten.cumprod.default)
+def _cumprod(cx, n, x, dim, dtype=None):
+    """Cumulative products by doubling (Hillis-Steele): log2(n) steps of y *= y shifted by
+    1, 2, 4, ... along dim (ones shifted in). Plain products throughout, so zeros and their
+    gradients are exact (no log / division)."""
+    out = cx.dtype_of(n)
+    y = cx.cast(cx.v(x), out)
+    shape = cx.shape_of(n)
+    if not shape:
+        return y
+    dim = dim % len(shape)
+    size, step = shape[dim], 1
+    while step < size:
+        ones = cx.op("full", [], {"shape": shape[:dim] + [step] + shape[dim + 1:],
+                                  "value": 1.0, "dtype": "dtype:" + out})
+        head = cx.op("slice", [y], {"axis": dim, "start": 0, "end": size - step, "step": 1})
+        y = cx.op("mul", [y, cx.op("cat", [ones, head], {"axis": dim})])
+        step *= 2
+    return y
+
+
 @handles(aten.cat.default)
 def _cat(cx, n, xs, dim=0):
     # cat promotes: cat([f32, i64]) is f32. torch skips 1-D empty tensors whatever the rank
@@ -929,6 +950,21 @@ def _sum(cx, n, x, dims=None, keepdim=False, dtype=None):
     if dtype is not None or cx.dtype_of(n) != cx.dtype_of(n.args[0]):
         x_ = cx.cast(x_, cx.dtype_of(n))
     return cx.op("sum", [x_], {"axes": _axes(dims), "keepdim": keepdim})
+
+
+@handles(aten._trilinear.default)
+def _trilinear(cx, n, i1, i2, i3, expand1, expand2, expand3, sumdim, unroll_dim=1):
+    """torch's _trilinear (nn.Bilinear: x1^T W x2 + b): each input gets size-1 dims at its
+    `expand` positions, the three are multiplied with broadcasting and summed over sumdim."""
+    def expanded(t, dims):
+        shape = list(cx.shape_of(t))
+        for d in sorted(dims):
+            shape.insert(d, 1)
+        return cx.op("reshape", [cx.v(t)], {"shape": shape})
+    product = cx.op("mul", [cx.op("mul", [expanded(i1, expand1), expanded(i2, expand2)]),
+                            expanded(i3, expand3)])
+    return cx.op("sum", [product], {"axes": sorted(sumdim), "keepdim": False}) \
+        if sumdim else product
 
 
 @handles(aten.mean.dim, aten.mean.default)

@@ -52,9 +52,13 @@ class DataLoader(torch.utils.data.DataLoader):
         options._freeze()  # as PopTorch: the batch arithmetic below was made from them
         self.options = options
         self.micro_batch_size = batch_size
-        self.combined_batch_size = (batch_size * options.device_iterations *
-                                    options.replication_factor *
-                                    options.Training.gradient_accumulation)
+        # batch_size=None: no batching, as torch's DataLoader: the dataset yields whole
+        # combined batches itself.
+        self.combined_batch_size = None if batch_size is None else (
+            batch_size * options.device_iterations * options.replication_factor *
+            options.Training.gradient_accumulation)
+        if batch_size is None:
+            drop_last = False  # (nothing to drop; torch refuses the pair)
         parts = options.Distributed.numDataParallel
         if parts > 1 and auto_distributed_partitioning and "sampler" not in kwargs:
             # Each process reads its own part of the dataset (PopTorch's partitioning); the
@@ -75,6 +79,8 @@ class DataLoader(torch.utils.data.DataLoader):
         self._async_options = dict(async_options or {})
         self._accessor = None
         worker_batch = self.combined_batch_size
+        if mode == DataLoaderMode.AsyncRebatched and batch_size is None:
+            raise ValueError("DataLoaderMode.AsyncRebatched needs a batch_size to rebatch to")
         if mode == DataLoaderMode.AsyncRebatched:
             # Workers load smaller batches; the accessor joins them into combined batches
             # (for an iterable dataset, each worker then drops fewer samples at its end).

@@ -537,7 +537,15 @@ class Options:
 
     def clone(self):
         """An unfrozen deep copy."""
-        copied = copy.deepcopy(self)
+        return copy.deepcopy(self)
+
+    def __deepcopy__(self, memo):
+        """copy.deepcopy gives an unfrozen copy, as in PopTorch (its sub-objects' _root
+        becomes the copy through the memo)."""
+        copied = type(self).__new__(type(self))
+        memo[id(self)] = copied
+        for key, value in self.__dict__.items():
+            object.__setattr__(copied, key, copy.deepcopy(value, memo))
         object.__setattr__(copied, "_frozen", False)
         return copied
 

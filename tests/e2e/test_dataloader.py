@@ -31,6 +31,25 @@ def test_combined_batch_size_is_micro_batch_times_steps():
     assert x.shape == (12, 1) and y.shape == (12,)
 
 
+class Batches(torch.utils.data.IterableDataset):
+    """A dataset that yields ready-made batches (a DataLoader with batch_size=None)."""
+
+    def __iter__(self):
+        for i in range(3):
+            yield torch.full([12, 2], float(i))
+
+
+@pytest.mark.parametrize("mode", [tilegraph.DataLoaderMode.Sync, tilegraph.DataLoaderMode.Async])
+def test_batch_size_none_passes_the_datasets_batches_through(mode):
+    loader = tilegraph.DataLoader(_options(), Batches(), batch_size=None, mode=mode)
+    assert loader.combinedBatchSize is None
+    got = list(loader)
+    assert [b.shape for b in got] == [(12, 2)] * 3 and [b[0, 0].item() for b in got] == [0, 1, 2]
+    with pytest.raises(ValueError, match="needs a batch_size"):
+        tilegraph.DataLoader(_options(), Batches(), batch_size=None,
+                             mode=tilegraph.DataLoaderMode.AsyncRebatched)
+
+
 @pytest.mark.parametrize("mode", [tilegraph.DataLoaderMode.Async,
                                   tilegraph.DataLoaderMode.AsyncRebatched])
 def test_async_modes_yield_every_sample_in_order_each_epoch(mode):

@@ -319,3 +319,29 @@ def test_rrelu_in_training_draws_a_slope_per_negative_element():
     assert abs(slopes.mean().item() - 0.2) < 5 * (0.2 / 12 ** 0.5) / 1000 ** 0.5 / 10 ** 0.5
     assert torch.equal(got[100:], x[100:])
     assert len(set(slopes[:, :50].flatten().tolist())) > 4000  # one draw per element
+
+
+class ProductsAndBilinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 8)
+        self.bilinear = nn.Bilinear(8, 8, 8)
+
+    def forward(self, x):
+        y = self.lin(x)
+        z = torch.cumprod(y.reshape(-1, 2, 4), dim=2).reshape(y.shape)
+        return self.bilinear(z, y)
+
+
+def test_cumprod_and_bilinear_train_like_eager():
+    torch.manual_seed(0)
+    body, reference = _train_both(ProductsAndBilinear(), lr=0.01)
+    for got, want in zip(body.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_cumprod_through_zeros_and_integers():
+    x = torch.tensor([[2.0, 0.0, 3.0, -1.5, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    got, want = _run(lambda x: (torch.cumprod(x, 1), torch.cumprod(x.long(), 0)), x)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    assert got[1].dtype == torch.int64 and torch.equal(got[1], want[1])

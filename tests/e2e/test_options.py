@@ -2,6 +2,7 @@
 setters, arguments checked (wrong types and values raise), options frozen once a model is
 wrapped with them, clone(), IPU-only options accepted with a warning that says what they do
 on an IPU, and loadFromFile that parses (never runs) its file."""
+import copy
 import warnings
 
 import pytest
@@ -68,6 +69,11 @@ def test_options_are_frozen_once_a_model_is_wrapped_and_clone_unfreezes():
     tilegraph.DataLoader(other, list(range(8)), batch_size=1)
     with pytest.raises(AttributeError, match="frozen"):
         other.deviceIterations(1)
+    # copy.deepcopy, as PopTorch's, is an unfrozen copy too (sub-options included)
+    copied = copy.deepcopy(other)
+    copied.deviceIterations(1).Training.gradientAccumulation(3)
+    assert copied.device_iterations == 1 and other.device_iterations == 4
+    assert copied.Training.gradient_accumulation == 3 and other.Training.gradient_accumulation == 1
 
 
 def test_an_inference_model_refuses_gradient_accumulation_and_wrong_option_types():
