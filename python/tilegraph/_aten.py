@@ -693,6 +693,9 @@ def _addmm(cx, n, bias, a, b, beta=1, alpha=1):
 @handles(aten.convolution.default)
 def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_padding, groups):
     rank = len(cx.shape_of(n))
+    # One value for every spatial dim (padding="valid" exports as [0]), as torch reads it.
+    stride, padding, dilation = (list(v) * (rank - 2) if len(v) == 1 else list(v)
+                                 for v in (stride, padding, dilation))
     if rank == 5 and not transposed:
         from ._aten_spatial import conv3d
         y = conv3d(cx, n, x, w, list(stride), list(padding), list(dilation), groups)

@@ -375,6 +375,24 @@ def _distribution_checks_off():
         Distribution.set_default_validate_args(before)
 
 
+@contextlib.contextmanager
+def _causal_mask_detection_off():
+    """nn.Transformer / TransformerEncoder / Decoder compare a given mask with a causal one
+    to set an is_causal hint (a branch on tensor values). The hint only picks a faster kernel
+    for the same result: while capturing, a mask is taken as given (is_causal stays as the
+    caller set it), so the standard tgt_mask=generate_square_subsequent_mask(n) compiles."""
+    from torch.nn.modules import transformer
+    detect = transformer._detect_is_causal_mask
+
+    def as_given(mask, is_causal=None, size=None):
+        return is_causal is True
+    transformer._detect_is_causal_mask = as_given
+    try:
+        yield
+    finally:
+        transformer._detect_is_causal_mask = detect
+
+
 def _user_frame(tb):
     """"path:line" of the innermost frame of a traceback outside torch and tilegraph."""
     import traceback
@@ -402,7 +420,8 @@ def export(model, example_args, example_kwargs=None):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing(), _distribution_checks_off():
+                    autocasting.tracing(), _distribution_checks_off(), \
+                    _causal_mask_detection_off():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:

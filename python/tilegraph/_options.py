@@ -13,6 +13,7 @@ checks.
 """
 import ast
 import copy
+import json
 import os
 import warnings
 
@@ -276,10 +277,10 @@ class _PopartOptions(_Group):
         self._root._check_not_frozen(f"_Popart.{key}")
         if not isinstance(key, str):
             raise TypeError(f"_Popart.set: expected a str key, got {key!r}")
-        if not isinstance(value, (bool, int, float, str, list, set, tuple)) and \
+        if not isinstance(value, (bool, int, float, str, list, set, tuple, dict)) and \
                 not hasattr(value, "value"):
-            raise TypeError(f"_Popart.set({key!r}): expected an int, float, str, list or set "
-                            f"value, got {type(value).__name__}")
+            raise TypeError(f"_Popart.set({key!r}): expected an int, float, str, list, set or "
+                            f"dict value, got {type(value).__name__}")
         if key == "autoRecomputation":
             value = int(getattr(value, "value", value))
             if value not in (0, self.PIPELINE_RECOMPUTATION):
@@ -518,6 +519,7 @@ class Options:
         self._Popart = _PopartOptions(self)
         if os.environ.get("POPTORCH_IPU_MODEL") == "1":
             self.useIpuModel(True)
+        self._apply_environment_defaults()
 
     # ---- freezing ------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -840,6 +842,13 @@ class Options:
         path = _dotted(call.func)
         if path is None:
             raise ConfigFileError("not an option call")
+        args = [_literal(a) for a in call.args]
+        kwargs = {k.arg: _literal(k.value) for k in call.keywords}
+        self._apply_call(path, args, kwargs)
+
+    def _apply_call(self, path, args, kwargs):
+        """Calls the option method named by `path` (["Training", "gradientAccumulation"]):
+        Options' own public setters only, never an arbitrary attribute."""
         if path[0] in ("options", "opts"):
             path = path[1:]
         target = self
@@ -852,9 +861,28 @@ class Options:
         if method.startswith("_") or method in ("loadFromFile", "clone", "toDict") or \
                 not callable(getattr(type(target), method, None)):
             raise ConfigFileError(f"unknown option {method!r}")
-        args = [_literal(a) for a in call.args]
-        kwargs = {k.arg: _literal(k.value) for k in call.keywords}
         getattr(target, method)(*args, **kwargs)
+
+    def _apply_environment_defaults(self):
+        """POPTORCH_DEFAULT_OPTIONS (PopTorch's): a JSON object of option calls applied to
+        every new Options, {"deviceIterations": 2, "Training.gradientAccumulation": 4}; a
+        list value is the call's arguments. Parsed as JSON, never executed."""
+        text = os.environ.get("POPTORCH_DEFAULT_OPTIONS")
+        if not text:
+            return
+        try:
+            calls = json.loads(text)
+        except ValueError as e:
+            raise ConfigFileError(f"POPTORCH_DEFAULT_OPTIONS is not JSON: {e}") from None
+        if not isinstance(calls, dict):
+            raise ConfigFileError("POPTORCH_DEFAULT_OPTIONS must be a JSON object of option "
+                                  "calls")
+        for name, value in calls.items():
+            try:
+                self._apply_call(name.split("."), value if isinstance(value, list) else [value],
+                                 {})
+            except ConfigFileError as e:
+                raise ConfigFileError(f"POPTORCH_DEFAULT_OPTIONS: {e}: {name!r}") from None
 
 
 def _dotted(node):

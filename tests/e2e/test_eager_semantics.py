@@ -345,3 +345,35 @@ def test_cumprod_through_zeros_and_integers():
     got, want = _run(lambda x: (torch.cumprod(x, 1), torch.cumprod(x.long(), 0)), x)
     torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
     assert got[1].dtype == torch.int64 and torch.equal(got[1], want[1])
+
+
+class Seq2Seq(nn.Module):
+    """nn.Transformer with the standard causal target mask (torch checks whether a mask is
+    causal by comparing values; tilegraph takes the mask as given)."""
+
+    def __init__(self):
+        super().__init__()
+        self.t = nn.Transformer(d_model=8, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
+                                dim_feedforward=16, dropout=0.0)
+
+    def forward(self, x):
+        src, tgt = x.reshape(4, 4, 8), (0.5 * x).flip(0).reshape(4, 4, 8)  # [seq, batch, 8]
+        mask = nn.Transformer.generate_square_subsequent_mask(4)
+        return self.t(src, tgt, tgt_mask=mask).reshape(16, 8)
+
+
+def test_a_transformer_with_a_causal_target_mask_trains_like_eager():
+    torch.manual_seed(0)
+    body, reference = _train_both(Seq2Seq(), lr=0.05)
+    for got, want in zip(body.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("conv,shape", [
+    (lambda: nn.Conv3d(3, 4, (2, 3, 4), padding="valid"), (2, 3, 6, 5, 4)),
+    (lambda: nn.Conv2d(3, 4, 3, padding="valid"), (2, 3, 6, 5)),
+    (lambda: nn.Conv1d(3, 4, 3, padding="same"), (2, 3, 6))])
+def test_convolution_padding_strings(conv, shape):
+    torch.manual_seed(0)
+    got, want = _run(conv(), torch.randn(*shape))
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -170,3 +170,27 @@ def test_a_run_pins_its_threads_and_gives_the_caller_its_cpus_back():
     x = torch.randn(256, 64)
     torch.testing.assert_close(model(x), model.model(x))
     assert os.sched_getaffinity(0) == allowed
+
+
+def test_poptorch_default_options_environment_variable(monkeypatch):
+    monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS",
+                       '{"deviceIterations": 2, "Training.gradientAccumulation": 3, '
+                       '"outputMode": ["poptorch.OutputMode.Sum"]}')
+    with pytest.raises(TypeError, match="expected a enums.OutputMode"):
+        tilegraph.Options()  # a JSON string is a string, not an enum member: the setter says
+    monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS",
+                       '{"deviceIterations": 2, "Training.gradientAccumulation": 3}')
+    opts = tilegraph.Options()
+    assert opts.device_iterations == 2 and opts.Training.gradient_accumulation == 3
+    for bad, why in [('{"clone": 1}', "unknown option"), ('{"os.system": "x"}', "unknown option"),
+                     ("[1]", "JSON object"), ("{", "not JSON")]:
+        monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS", bad)
+        with pytest.raises(tilegraph.ConfigFileError, match=why):
+            tilegraph.Options()
+
+
+def test_popart_options_take_dicts():
+    opts = tilegraph.Options()
+    with pytest.warns(UserWarning):
+        opts._Popart.set("engineOptions", {"debug.allowOutOfMemory": "true"})
+    assert opts._Popart.values["engineOptions"] == {"debug.allowOutOfMemory": "true"}
