@@ -696,12 +696,12 @@ def _convolution(cx, n, x, w, b, stride, padding, dilation, transposed, output_p
     # One value for every spatial dim (padding="valid" exports as [0]), as torch reads it.
     stride, padding, dilation = (list(v) * (rank - 2) if len(v) == 1 else list(v)
                                  for v in (stride, padding, dilation))
-    if rank == 5 and not transposed:
-        from ._aten_spatial import conv3d
-        y = conv3d(cx, n, x, w, list(stride), list(padding), list(dilation), groups)
+    if rank == 5:
+        from ._aten_spatial import conv3d, conv_transpose3d
+        y = (conv_transpose3d if transposed else conv3d)(cx, n, x, w, stride, padding,
+                                                          dilation, groups)
     elif rank not in (3, 4):
-        cx.unsupported(n, "convolution of rank other than 1-D, 2-D or 3-D (or a transposed "
-                       "3-D one)")
+        cx.unsupported(n, "convolution of rank other than 1-D, 2-D or 3-D")
     else:
         y = _conv_1d_2d(cx, n, x, w, stride, padding, dilation, transposed, groups)
     if b is None:

@@ -114,6 +114,39 @@ def conv3d(cx, n, x, w, stride, padding, dilation, groups):
     return cx.op("permute", [y], {"perm": [0, 2, 1, 3, 4]})
 
 
+def conv_transpose3d(cx, n, x, w, stride, padding, dilation, groups):
+    """Transposed 3-D convolution: for each depth tap k, the transposed 2-D convolution of
+    every input depth slice (a batch of N*D images) with w[:, :, k], placed at output depths
+    d*sd + k*dd (sd - 1 zeros between slices), summed over k, then cropped by the depth
+    padding to the output's depth (which output_padding lengthens)."""
+    (b, c, d, h, w_), (_, og, kd, kh, kw) = cx.shape_of(x), cx.shape_of(w)
+    _, o, od, oh, ow = cx.shape_of(n)
+    (sd, sh, sw), (pd, ph, pw), (dd, dh, dw) = stride, padding, dilation
+    slices = cx.op("reshape", [cx.op("permute", [cx.v(x)], {"perm": [0, 2, 1, 3, 4]})],
+                   {"shape": [b * d, c, h, w_]})
+    spread = (d - 1) * sd + 1  # input depths at stride sd
+    length = max(spread + dd * (kd - 1), pd + od)
+    total = None
+    for k in range(kd):
+        wk = cx.op("slice", [cx.v(w)], {"axis": 2, "start": k, "end": k + 1, "step": 1})
+        wk = cx.op("reshape", [wk], {"shape": [c, og, kh, kw]})
+        yk = cx.op("conv2d_backward_input", [slices, wk], {
+            "stride": [sh, sw], "padding": [ph, pw], "dilation": [dh, dw], "groups": groups,
+            "input_shape": [b * d, o, oh, ow]})
+        yk = cx.op("reshape", [yk], {"shape": [b, d, 1, o, oh, ow]})
+        if sd > 1:  # sd - 1 zero slices after each input depth
+            yk = cx.op("pad", [yk], {"before": [0] * 6, "after": [0, 0, sd - 1, 0, 0, 0],
+                                     "value": 0.0})
+        yk = cx.op("reshape", [yk], {"shape": [b, d * sd, o, oh, ow]})
+        yk = cx.op("slice", [yk], {"axis": 1, "start": 0, "end": spread, "step": 1})
+        before = k * dd
+        yk = cx.op("pad", [yk], {"before": [0, before, 0, 0, 0],
+                                 "after": [0, length - before - spread, 0, 0, 0], "value": 0.0})
+        total = yk if total is None else cx.op("add", [total, yk])
+    total = cx.op("slice", [total], {"axis": 1, "start": pd, "end": pd + od, "step": 1})
+    return cx.op("permute", [total], {"perm": [0, 2, 1, 3, 4]})
+
+
 # ---- backward overloads a model may call itself ---------------------------------------------
 @handles(aten.avg_pool2d_backward.default)
 def _avg_pool2d_backward(cx, n, dy, x, kernel_size, stride, padding, ceil_mode,

@@ -41,8 +41,14 @@ def _volume_args(shape=(2, 2, 7, 9, 8)):
     (lambda: torch.nn.AvgPool3d(2, padding=1, ceil_mode=True, count_include_pad=False), 4),
     (lambda: torch.nn.AvgPool3d(2, divisor_override=3), 4),
     (lambda: torch.nn.AdaptiveAvgPool3d((3, 2, 5)), 4),
+    (lambda: torch.nn.ConvTranspose3d(4, 6, 3), 6),
+    (lambda: torch.nn.ConvTranspose3d(4, 6, (2, 3, 3), stride=(2, 1, 2), padding=(1, 0, 1),
+                                      output_padding=(1, 0, 1)), 6),
+    (lambda: torch.nn.ConvTranspose3d(4, 4, 3, stride=2, padding=1, dilation=(2, 1, 1),
+                                      groups=2, bias=False), 4),
 ], ids=["conv", "conv_strided_dilated", "conv_grouped", "maxpool", "maxpool_ceil", "avgpool",
-        "avgpool_exclude_pad", "avgpool_divisor", "adaptive"])
+        "avgpool_exclude_pad", "avgpool_divisor", "adaptive", "conv_transpose",
+        "conv_transpose_strided_padded", "conv_transpose_grouped_dilated"])
 def test_3d_layers_match_eager(layer, channels):
     torch.manual_seed(0)
     assert_infers_and_trains_like_eager(Volume(layer(), channels), _volume_args(),
