@@ -46,7 +46,7 @@ for _aten_op, _tg_op in [
 
 def _rounding(tg_op):
     def handler(cx, n, x):
-        if cx.dtype_of(n) in ("i32", "i64", "bool", "u8", "i8"):
+        if cx.dtype_of(n) in ("i32", "i64", "bool"):
             return cx.v(x)  # integers are already whole: torch returns them unchanged
         return cx.op(tg_op, [cx.v(x)])
     return handler
@@ -114,8 +114,6 @@ def _as_bool(cx, n, x):
     value = cx.v(x)
     if cx.dtype_of(x) == "bool":
         return value
-    if cx.dtype_of(x) in ("u8", "i8"):
-        return cx.cast(value, "bool")  # the same x != 0, without 8-bit arithmetic
     return cx.op("ne", [value, cx.scalar(0, x)])
 
 
@@ -305,8 +303,6 @@ def _where(cx, n, c, a, b):
 
 @handles(aten._to_copy.default, aten.to.dtype)
 def _to_copy(cx, n, x, *args, **kw):
-    if cx.own_dtype(x) in ("u8", "i8"):  # one cast kernel from the 8-bit values
-        return cx.cast(cx.unwidened(x), cx.own_dtype(n))
     return cx.cast(cx.v(x), cx.dtype_of(n))
 
 
@@ -1255,7 +1251,7 @@ def _masked_put(cx, n, x, indices, values, accumulate):
         cx.unsupported(n, "index_put with a boolean mask and values with one row per selected "
                           "element (use torch.where(mask, values, x) with values of x's shape)")
     dtype = cx.dtype_of(n)
-    m = cx.op("reshape", [cx.cast(cx.unwidened(mask), "bool")],
+    m = cx.op("reshape", [cx.cast(cx.v(mask), "bool")],
               {"shape": [1] * d + mshape + [1] * len(rest)})
     if isinstance(values, torch.fx.Node):
         v = cx.op("reshape", [cx.cast(cx.v(values), dtype)],

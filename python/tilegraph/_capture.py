@@ -17,6 +17,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 from . import _core
 from ._aten import TABLE
 
+aten = torch.ops.aten
 _TORCH_DIR = os.path.dirname(torch.__file__)
 _TILEGRAPH_DIR = os.path.dirname(__file__)
 
@@ -54,9 +55,13 @@ def user_location(node):
             lineno = line.split("line ")[1].split(",")[0]
         except IndexError:
             continue
-        if not (path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR)):
+        if _is_user_file(path):
             best = f"{path}:{lineno}"  # frames run outermost first: keep the last
     return best
+
+
+def _is_user_file(path):
+    return not (path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR))
 
 
 class _Unavailable:
@@ -131,12 +136,6 @@ class _Context:
             return value
         return self.scalar(arg, None)
 
-    def unwidened(self, arg):
-        """An FX node's value in its own dtype, also in a widened node (a cast reads 8-bit
-        values directly: u8 -> f32 in one kernel, not through i32)."""
-        return self.values[arg] if isinstance(arg, torch.fx.Node) and isinstance(
-            self.values[arg], str) else self.v(arg)
-
     def narrow(self, node, result):
         """A widened node's result(s) rounded back to the node's narrow dtype(s)."""
         metas = node.meta.get("val")
@@ -162,7 +161,8 @@ class _Context:
         return tg_dtype(self.meta(x).dtype)
 
     def dtype_of(self, x):
-        dtype = tg_dtype(self.meta(x).dtype)
+        """x's dtype as the handler computes in it (widened, see _Context)."""
+        dtype = self.own_dtype(x)
         return _WIDE[dtype] if self.widened and dtype in _WIDE else dtype
 
     # ---- emitting ------------------------------------------------------------------------
@@ -398,8 +398,7 @@ def _user_frame(tb):
     import traceback
     best = ""
     for frame in traceback.extract_tb(tb):
-        if not (frame.filename.startswith(_TORCH_DIR) or
-                frame.filename.startswith(_TILEGRAPH_DIR)):
+        if _is_user_file(frame.filename):
             best = f"{frame.filename}:{frame.lineno}"
     return best
 
@@ -495,11 +494,10 @@ def _no_grad_results_detached(ep):
         ep.graph_module.recompile()
 
 
-def _moves_values(target):
-    """Ops that only move, copy or select elements: they run on 8-bit values as they are."""
-    aten = torch.ops.aten
-    return target in (
-        aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
+# Ops that only move, copy, select or convert elements: they take 8-bit values as they are
+# (not widened), so `images.permute(...).float()` is a u8 permute and one u8 -> f32 cast.
+_AS_IS_FOR_8BIT = frozenset(
+    (aten.clone.default, aten.alias.default, aten.lift_fresh_copy.default,
         aten.detach.default, aten.contiguous.default, aten.view.default,
         aten._unsafe_view.default, aten.reshape.default, aten.squeeze.dims, aten.squeeze.dim,
         aten.squeeze.default, aten.unsqueeze.default, aten.flatten.using_ints,
@@ -507,23 +505,23 @@ def _moves_values(target):
         aten.slice.Tensor, aten.select.int, aten.repeat.default, aten.flip.default,
         aten.cat.default, aten.split_with_sizes.default, aten.split.Tensor,
         aten.gather.default, aten.index_select.default, aten.index.Tensor,
-        aten.constant_pad_nd.default)
+        aten.constant_pad_nd.default, aten._to_copy.default, aten.to.dtype))
 
 
 def _touches_narrow(node):
     """Whether a node reads or produces f16/bf16 values, or 8-bit values other than by moving
-    them (translated widened, see _Context)."""
-    narrow = (torch.float16, torch.bfloat16) if _moves_values(node.target) else (
+    or converting them (translated widened, see _Context)."""
+    narrow = (torch.float16, torch.bfloat16) if node.target in _AS_IS_FOR_8BIT else (
         torch.float16, torch.bfloat16, torch.uint8, torch.int8)
 
-    def half(val):
+    def is_narrow(val):
         if isinstance(val, torch.Tensor):
             return val.dtype in narrow
         if isinstance(val, (list, tuple)):
-            return any(half(v) for v in val)
+            return any(is_narrow(v) for v in val)
         return False
-    return half(node.meta.get("val")) or any(half(a.meta.get("val"))
-                                             for a in node.all_input_nodes)
+    return is_narrow(node.meta.get("val")) or any(is_narrow(a.meta.get("val"))
+                                                  for a in node.all_input_nodes)
 
 
 def node_block(node):

@@ -178,7 +178,7 @@ class Rows:
         mshape, xshape = cx.shape_of(mask), cx.shape_of(x)
         rows = int(np.prod(mshape, dtype=np.int64))
         self.bounds[symbol] = rows
-        valid = cx.op("reshape", [cx.cast(cx.unwidened(mask), "bool")], {"shape": [rows]})
+        valid = cx.op("reshape", [cx.cast(cx.v(mask), "bool")], {"shape": [rows]})
         self.valid[symbol] = valid
         # Each row left out takes a copy of the first selected row (of row 0 when none is).
         first = cx.op("argmax", [cx.cast(valid, "i32")], {"axis": 0})

@@ -44,8 +44,9 @@ void HostTensor::SetFromDouble(int64_t i, double v) {
     case DType::kI64: as<int64_t>()[i] = static_cast<int64_t>(v); break;
     case DType::kI32: as<int32_t>()[i] = static_cast<int32_t>(v); break;
     case DType::kBool: as<uint8_t>()[i] = v != 0.0; break;
-    case DType::kU8: as<uint8_t>()[i] = static_cast<uint8_t>(v); break;
-    case DType::kI8: as<int8_t>()[i] = static_cast<int8_t>(v); break;
+    // 8-bit through int64, as the cast kernels and PyTorch (-1.0 -> 255 for u8)
+    case DType::kU8: as<uint8_t>()[i] = static_cast<uint8_t>(static_cast<int64_t>(v)); break;
+    case DType::kI8: as<int8_t>()[i] = static_cast<int8_t>(static_cast<int64_t>(v)); break;
   }
 }
 
