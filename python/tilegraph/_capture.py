@@ -334,65 +334,6 @@ def raise_if_unsupported(gm, what):
         raise NotImplementedError(f"tilegraph cannot compile {what}:\n" + "\n".join(lines))
 
 
-@contextlib.contextmanager
-def _static_ctc_shapes():
-    """F.ctc_loss with tensor lengths: torch's fake kernel for aten._ctc_loss.Tensor refuses
-    to trace (its second result, log_alpha [B, T, 2*max(target_lengths)+1], has a
-    data-dependent shape). tilegraph never uses log_alpha (its ctc_loss op recomputes the
-    recursion in the backward), so while exporting, the fake kernel sizes it from the padded
-    targets [B, S] instead."""
-    from torch._subclasses import fake_impls
-    op = torch.ops.aten._ctc_loss.Tensor
-    if fake_impls._is_op_registered_to_fake_rule(op):  # someone else's rule: leave it
-        yield
-        return
-
-    def fake(fake_mode, func, log_probs, targets, input_lengths, target_lengths, blank=0,
-             zero_infinity=False):
-        frames, batch = log_probs.shape[0], log_probs.shape[1]
-        width = 2 * (targets.shape[-1] if targets.dim() == 2 else targets.shape[0]) + 1
-        return log_probs.new_empty((batch,)), log_probs.new_empty((batch, frames, width))
-
-    fake_impls.register_op_impl(op)(fake)
-    try:
-        yield
-    finally:
-        fake_impls._deregister_op_impl(op)
-
-
-@contextlib.contextmanager
-def _distribution_checks_off():
-    """torch.distributions objects made in the forward skip their argument validation
-    (Normal(loc, scale) checking scale > 0 branches on tensor values, which no compiled graph
-    can hold; a VAE's Normal(mu, sigma).rsample() then compiles). Invalid arguments give NaN
-    instead of eager's ValueError; validate_args=True passed explicitly is still refused."""
-    from torch.distributions import Distribution
-    before = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
-    try:
-        yield
-    finally:
-        Distribution.set_default_validate_args(before)
-
-
-@contextlib.contextmanager
-def _causal_mask_detection_off():
-    """nn.Transformer / TransformerEncoder / Decoder compare a given mask with a causal one
-    to set an is_causal hint (a branch on tensor values). The hint only picks a faster kernel
-    for the same result: while capturing, a mask is taken as given (is_causal stays as the
-    caller set it), so the standard tgt_mask=generate_square_subsequent_mask(n) compiles."""
-    from torch.nn.modules import transformer
-    detect = transformer._detect_is_causal_mask
-
-    def as_given(mask, is_causal=None, size=None):
-        return is_causal is True
-    transformer._detect_is_causal_mask = as_given
-    try:
-        yield
-    finally:
-        transformer._detect_is_causal_mask = detect
-
-
 def _user_frame(tb):
     """"path:line" of the innermost frame of a traceback outside torch and tilegraph."""
     import traceback
@@ -407,10 +348,9 @@ def export(model, example_args, example_kwargs=None):
     """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
     Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
     import torch.fx.traceback as fx_traceback
-    from . import _blocks, autocasting
+    from . import _blocks, _capture_patches, autocasting
     from .ops import compiling
-    with warnings.catch_warnings(), _static_ctc_shapes(), fx_traceback.preserve_node_meta(), \
-            compiling():
+    with warnings.catch_warnings(), fx_traceback.preserve_node_meta(), compiling():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
@@ -419,8 +359,7 @@ def export(model, example_args, example_kwargs=None):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing(), _distribution_checks_off(), \
-                    _causal_mask_detection_off():
+                    autocasting.tracing(), _capture_patches.applied():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:
@@ -433,6 +372,7 @@ def export(model, example_args, example_kwargs=None):
             _blocks.finish_capture()
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
+        _unbatched_margin_losses_as_0d(ep)
         return ep.run_decompositions(_decompositions())
 
 
@@ -490,6 +430,36 @@ def _no_grad_results_detached(ep):
             detached.meta = dict(user.meta)
             user.replace_all_uses_with(detached, delete_user_cb=lambda u: u is not detached)
             changed = True
+    if changed:
+        ep.graph_module.recompile()
+
+
+# Margin losses with reduction="none" on one sample: eager PyTorch's kernels give a 0-d loss
+# where torch's shape function and decomposition give [1]. Op -> (position of its reduction
+# argument, the largest target rank eager answers with a 0-d loss): multi_margin_loss when
+# the target is 0-d, multilabel_margin_loss when it is 0-d or 1-d.
+_MARGIN_LOSS_0D = {aten.multi_margin_loss.default: (5, 0),
+                   aten.multilabel_margin_loss.default: (2, 1)}
+
+
+def _unbatched_margin_losses_as_0d(ep):
+    """Each such loss is followed by a reshape to 0-d, the shape eager PyTorch returns."""
+    graph = ep.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.target not in _MARGIN_LOSS_0D:
+            continue
+        position, max_target_rank = _MARGIN_LOSS_0D[node.target]
+        reduction = node.args[position] if len(node.args) > position else \
+            node.kwargs.get("reduction", 1)
+        if reduction != 0 or node.args[1].meta["val"].dim() > max_target_rank or \
+                node.meta["val"].dim() == 0:
+            continue
+        with graph.inserting_after(node):
+            scalar = graph.call_function(aten.reshape.default, (node, []))
+        scalar.meta = {**node.meta, "val": node.meta["val"].reshape([])}
+        node.replace_all_uses_with(scalar, delete_user_cb=lambda u: u is not scalar)
+        changed = True
     if changed:
         ep.graph_module.recompile()
 

@@ -306,7 +306,7 @@ class PoplarExecutor:
             _join_distributed_run(self.options)
         exe = _core.Executable.compile(cap.graph, training=self.training,
                                        num_threads=self.options.num_threads,
-                                       seed=self.options.random_seed or 0,
+                                       seed=_engine_seed(self.options),
                                        profile=self.options.profiling_dir is not None,
                                        replicas=self._replicas, distributed=distributed,
                                        pipeline_micro_batches=self._pipeline_micro_batches(),
@@ -1101,6 +1101,16 @@ def _loss_index(cap):
             if len(path) == 1 and key == "loss" and isinstance(leaf, int):
                 return leaf
     return tensors[-1]
+
+
+def _engine_seed(options):
+    """The seed of the engine's random stream: Options.randomSeed when set, else torch's
+    seed (torch.initial_seed: the last torch.manual_seed, or the process's random one), so
+    dropout masks change with torch.manual_seed as they do in eager PyTorch and repeat when
+    it repeats."""
+    if options.random_seed is not None:
+        return options.random_seed
+    return torch.initial_seed()
 
 
 def _join_distributed_run(options):

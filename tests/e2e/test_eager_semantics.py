@@ -377,3 +377,100 @@ def test_convolution_padding_strings(conv, shape):
     torch.manual_seed(0)
     got, want = _run(conv(), torch.randn(*shape))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+class ReadsData(nn.Module):
+    """`.data` in a forward: torch's own test models write weight.type_as(input.data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.second = nn.Linear(8, 8)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.first(x))
+        return self.second(hidden.data) * self.second.weight.data.type_as(x.data).mean()
+
+
+def test_tensor_data_in_a_forward_is_detached_as_in_eager():
+    torch.manual_seed(0)
+    body = ReadsData()
+    before = copy.deepcopy(body.first.state_dict())
+    body, reference = _train_both(body)
+    for name, value in body.first.state_dict().items():
+        assert torch.equal(value, before[name]), name  # .data carries no gradient
+    for got, want in zip(body.second.parameters(), reference.second.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+class MarginLoss(nn.Module):
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, x, target):
+        return self.loss(x, target, reduction="none")
+
+
+_MULTILABEL = nn.functional.multilabel_margin_loss
+_MULTI = nn.functional.multi_margin_loss
+
+
+@pytest.mark.parametrize("loss,x,target", [
+    (_MULTILABEL, torch.randn(()), torch.tensor(0)),
+    (_MULTILABEL, torch.randn(10), torch.tensor([3, 1, -1, 0, 0, 0, 0, 0, 0, 0])),
+    (_MULTILABEL, torch.randn(2, 4), torch.tensor([[3, 1, -1, 0], [0, -1, 0, 0]])),
+    (_MULTI, torch.randn(()), torch.tensor(0)),
+    (_MULTI, torch.randn(10), torch.tensor(4)),
+    (_MULTI, torch.randn(10), torch.tensor([4])),
+    (_MULTI, torch.randn(3, 10), torch.tensor([4, 1, 2]))])
+def test_margin_losses_without_reduction_have_eagers_shape(loss, x, target):
+    """Eager's kernels give a 0-d loss for one sample (multi_margin_loss: a 0-d target;
+    multilabel_margin_loss: a 0-d or 1-d one) where torch's shape function says [1]."""
+    got = tilegraph.inferenceModel(MarginLoss(loss))(x, target)
+    want = MarginLoss(loss)(x, target)
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("size,channels", [(5, 3), (5, 16), (2, 7), (12, 8)])
+def test_cross_map_lrn2d_matches_eager(size, channels):
+    """nn.CrossMapLRN2d's legacy in-place Function: same values as eager (its quirky window
+    included); the gradient is the forward's true one, checked in float64 (eager's own
+    backward formula is not its forward's gradient: gradcheck fails on it)."""
+    from tilegraph._capture_patches import cross_map_lrn2d
+    torch.manual_seed(0)
+    module = nn.CrossMapLRN2d(size, 5e-3, 0.75, 2)
+    x = torch.rand(2, channels, 6, 5)
+    torch.testing.assert_close(tilegraph.inferenceModel(module)(x), module(x),
+                               rtol=1e-5, atol=1e-6)
+    x64 = torch.rand(1, channels, 2, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: cross_map_lrn2d(t, size, 5e-3, 0.75, 2), (x64,))
+
+
+class Dropped(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        y = nn.functional.dropout(x, 0.5) * self.scale
+        return y, tilegraph.identity_loss(y.sum(), "none")
+
+
+def _dropout_mask(seed, options=None):
+    torch.manual_seed(seed)
+    model = Dropped()
+    run = tilegraph.trainingModel(model, options or tilegraph.Options(),
+                                  torch.optim.SGD(model.parameters(), lr=0.0))
+    return run(torch.ones(64, 64))[0] == 0
+
+
+def test_the_random_stream_follows_torch_manual_seed_unless_options_set_one():
+    """As in eager PyTorch: dropout masks repeat under the same torch.manual_seed and change
+    with it; Options().randomSeed(n) fixes the stream whatever torch's seed."""
+    assert torch.equal(_dropout_mask(1), _dropout_mask(1))
+    assert not torch.equal(_dropout_mask(1), _dropout_mask(2))
+    fixed = tilegraph.Options().randomSeed(7)
+    first = _dropout_mask(1, fixed)
+    assert torch.equal(first, _dropout_mask(2, tilegraph.Options().randomSeed(7)))

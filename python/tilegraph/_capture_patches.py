@@ -1,0 +1,136 @@
+"""What tilegraph changes in torch while it captures a model (torch.export), and why.
+
+Each patch makes a piece of ordinary eager code traceable into one static graph with the
+same values eager computes; every one is undone when capture ends (`applied`)."""
+import contextlib
+
+import torch
+
+
+@contextlib.contextmanager
+def applied():
+    """All the patches below, for the duration of one capture."""
+    with _static_ctc_shapes(), _distribution_checks_off(), _causal_mask_detection_off(), \
+            _tensor_data_as_detach(), _cross_map_lrn2d_functional():
+        yield
+
+
+@contextlib.contextmanager
+def _static_ctc_shapes():
+    """F.ctc_loss with tensor lengths: torch's fake kernel for aten._ctc_loss.Tensor refuses
+    to trace (its second result, log_alpha [B, T, 2*max(target_lengths)+1], has a
+    data-dependent shape). tilegraph never uses log_alpha (its ctc_loss op recomputes the
+    recursion in the backward), so while exporting, the fake kernel sizes it from the padded
+    targets [B, S] instead."""
+    from torch._subclasses import fake_impls
+    op = torch.ops.aten._ctc_loss.Tensor
+    if fake_impls._is_op_registered_to_fake_rule(op):  # someone else's rule: leave it
+        yield
+        return
+
+    def fake(fake_mode, func, log_probs, targets, input_lengths, target_lengths, blank=0,
+             zero_infinity=False):
+        frames, batch = log_probs.shape[0], log_probs.shape[1]
+        width = 2 * (targets.shape[-1] if targets.dim() == 2 else targets.shape[0]) + 1
+        return log_probs.new_empty((batch,)), log_probs.new_empty((batch, frames, width))
+
+    fake_impls.register_op_impl(op)(fake)
+    try:
+        yield
+    finally:
+        fake_impls._deregister_op_impl(op)
+
+
+@contextlib.contextmanager
+def _distribution_checks_off():
+    """torch.distributions objects made in the forward skip their argument validation
+    (Normal(loc, scale) checking scale > 0 branches on tensor values, which no compiled graph
+    can hold; a VAE's Normal(mu, sigma).rsample() then compiles). Invalid arguments give NaN
+    instead of eager's ValueError; validate_args=True passed explicitly is still refused."""
+    from torch.distributions import Distribution
+    before = Distribution._validate_args
+    Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        Distribution.set_default_validate_args(before)
+
+
+@contextlib.contextmanager
+def _causal_mask_detection_off():
+    """nn.Transformer / TransformerEncoder / Decoder compare a given mask with a causal one
+    to set an is_causal hint (a branch on tensor values). The hint only picks a faster kernel
+    for the same result: while capturing, a mask is taken as given (is_causal stays as the
+    caller set it), so the standard tgt_mask=generate_square_subsequent_mask(n) compiles."""
+    from torch.nn.modules import transformer
+    detect = transformer._detect_is_causal_mask
+
+    def as_given(mask, is_causal=None, size=None):
+        return is_causal is True
+    transformer._detect_is_causal_mask = as_given
+    try:
+        yield
+    finally:
+        transformer._detect_is_causal_mask = detect
+
+
+@contextlib.contextmanager
+def _tensor_data_as_detach():
+    """`x.data` read in a forward is `x.detach()` while capturing: the same values with no
+    gradient, which is what eager autograd gives. torch.export otherwise takes the new
+    tensor for a constant it cannot hold ("fake tensor in the exported program constant's
+    list"); torch's own test models write `weight.type_as(input.data)`. Assigning
+    `x.data = y` keeps torch's meaning."""
+    plain = torch._C.TensorBase.data
+    torch.Tensor.data = property(lambda self: self.detach(),
+                                 lambda self, value: plain.__set__(self, value))
+    try:
+        yield
+    finally:
+        del torch.Tensor.data
+
+
+@contextlib.contextmanager
+def _cross_map_lrn2d_functional():
+    """nn.CrossMapLRN2d runs a legacy autograd.Function that fills tensors in place
+    (resize_as_, select(...).add_), which torch.export cannot trace. While capturing it is
+    the functional form of the same computation (cross_map_lrn2d), with its gradient from
+    tilegraph's autodiff."""
+    from torch.nn.modules import normalization
+    legacy = normalization._cross_map_lrn2d
+    normalization._cross_map_lrn2d = _FunctionalCrossMapLRN2d
+    try:
+        yield
+    finally:
+        normalization._cross_map_lrn2d = legacy
+
+
+class _FunctionalCrossMapLRN2d:
+    """Stands in for torch.nn.modules._functions.CrossMapLRN2d (its `apply`)."""
+
+    @staticmethod
+    def apply(input, size, alpha=1e-4, beta=0.75, k=1):
+        return cross_map_lrn2d(input, size, alpha, beta, k)
+
+
+def cross_map_lrn2d(input, size, alpha, beta, k):
+    """output = input * (k + alpha / size * window_sum(input^2))^-beta, with the window of
+    torch's legacy loop: channel c sums the squares of channels [lo(c), min(c + pre - 1,
+    C - 1)], where pre = (size - 1) // 2 + 1 and the running window never drops channel 0
+    (lo(c) = 0 and channels 1 .. c - pre left out once c > pre). Prefix sums over the
+    channels give every window at once."""
+    if input.dim() != 4:
+        raise ValueError(f"CrossMapLRN2d: Expected input to be 4D, got {input.dim()}D instead.")
+    channels = input.shape[1]
+    pre = int((size - 1) / 2 + 1)
+    square = input * input
+    prefix = torch.cumsum(square, dim=1)
+    top = torch.tensor([min(c + pre - 1, channels - 1) for c in range(channels)])
+    window = prefix.index_select(1, top)
+    dropped = [c for c in range(channels) if c > pre]
+    if dropped:  # channels 1 .. c - pre: prefix[c - pre] - square[0]
+        ends = torch.tensor([c - pre for c in dropped])
+        removed = prefix.index_select(1, ends) - square[:, :1]
+        window = torch.cat([window[:, :dropped[0]], window[:, dropped[0]:] - removed], dim=1)
+    scale = window * (alpha / size) + k
+    return scale.pow(-beta) * input
