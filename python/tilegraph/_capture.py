@@ -378,8 +378,9 @@ def export(model, example_args, example_kwargs=None):
 
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
-    scaled_dot_product_attention (its fused attention op, see _aten._sdpa) and
-    linalg_vector_norm (a zero vector's gradient, see _aten_spatial); plus PyTorch's
+    scaled_dot_product_attention (its fused attention op, see _aten._sdpa),
+    linalg_vector_norm (a zero vector's gradient, see _aten_spatial), detach, hardswish and
+    hardsigmoid; plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
     (core_aten.DECOMPOSED_AT_CAPTURE)."""
     from torch._decomp import decomposition_table
@@ -390,6 +391,10 @@ def _decompositions():
     table.pop(torch.ops.aten.linalg_vector_norm.default, None)
     # detach decomposes to alias, which would let gradients through (_aten._detach).
     table.pop(torch.ops.aten.detach.default, None)
+    # hardswish / hardsigmoid are tilegraph ops (a convolution's epilogue activation, one
+    # elementwise kernel); decomposed, they are a five-op clamp chain that fuses with neither.
+    table.pop(torch.ops.aten.hardswish.default, None)
+    table.pop(torch.ops.aten.hardsigmoid.default, None)
     for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table

@@ -156,12 +156,16 @@ class OnednnConv2d {
                   const dnnl::memory::desc& chosen, bool is_output);
 
   void RunEpilogueOurselves(float* out, const float* bias, const float* residual) const;
+  void ActivateInPlace(float* out) const;
 
   bool empty_ = false;
   int64_t out_numel_ = 0;
   DenseType type_ = DenseType::kF32;
   ConvEpilogue epilogue_;
   bool fused_in_primitive_ = false;
+  // The primitive adds the bias and residual; our vectorized pass applies the activation
+  // (ActivationAfterPrimitive says when that is faster).
+  bool activation_after_primitive_ = false;
   ConvLayout layout_;
   int64_t channels_ = 0, plane_ = 0, batch_ = 0;  // the output's O, oh * ow and N
   dnnl::memory::desc residual_md_;  // y's shape and layout
