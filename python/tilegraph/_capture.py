@@ -350,7 +350,9 @@ def export(model, example_args, example_kwargs=None):
     import torch.fx.traceback as fx_traceback
     from . import _blocks, _capture_patches, autocasting
     from .ops import compiling
-    with warnings.catch_warnings(), fx_traceback.preserve_node_meta(), compiling():
+    # The patches also cover run_decompositions, which traces the graph again (CTC's).
+    with warnings.catch_warnings(), fx_traceback.preserve_node_meta(), compiling(), \
+            _capture_patches.applied():
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
@@ -359,7 +361,7 @@ def export(model, example_args, example_kwargs=None):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing(), _capture_patches.applied():
+                    autocasting.tracing():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:
@@ -506,13 +508,14 @@ def node_block(node):
     return tuple(block) if block is not None else None
 
 
-def capture(model, example_args, name="model", placement_of=None, example_kwargs=None):
+def capture(model, example_args, name="model", placement_of=None, example_kwargs=None,
+            training=True):
     """Translates `model(*example_args, **example_kwargs)` into a Captured graph (raises
     NotImplementedError listing every unsupported op with its location, before building
     anything). Tensor leaves of the arguments (in pytree order) become the graph's inputs;
     other leaves were baked in by the export. `placement_of(block)` maps a node's block
     (user_id, ipu_id), or None outside any block, to its device; without it every node is
-    on device 0."""
+    on device 0. `training`: the graph will train (it then has one loss)."""
     ep = export(model, example_args, example_kwargs)
     gm = ep.graph_module
     raise_if_unsupported(gm, type(model).__name__)
@@ -600,6 +603,8 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     # that): the loss is the one the others lead to.
     loss_leaves = [(i, v) for i, v in loss_leaves
                    if not any(_feeds(v, other) for _, other in loss_leaves if other is not v)]
+    if len(loss_leaves) > 1 and not training:
+        loss_leaves = []  # inference: identity_loss is a reduction, as many as the model has
     if len(loss_leaves) > 1:
         raise RuntimeError(f"{name}: identity_loss marks {len(loss_leaves)} of the outputs; "
                            "a model has one loss (sum the losses, then mark the sum)")

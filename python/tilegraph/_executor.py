@@ -260,7 +260,8 @@ class PoplarExecutor:
                     args, kwargs = call.arguments(micro)
                     with autocasting.capturing(self.model, self.options.Precision):
                         cap = capture(self.model, args, name=type(self.model).__name__,
-                                      placement_of=placements, example_kwargs=kwargs)
+                                      placement_of=placements, example_kwargs=kwargs,
+                                      training=self.training)
                     self._stages = placements.check(self)
                 finally:
                     for m, mode in current or ():
@@ -384,9 +385,13 @@ class PoplarExecutor:
         with open(filename, "wb") as f:
             f.write(data)
 
-    def compileAndExport(self, filename, *args, **kwargs):
+    def compileAndExport(self, filename, *args, export_model=True, **kwargs):
         """Compiles for `args` and saves everything tilegraph.load needs to `filename` (a
-        pickle-free, checksummed file: see _archive.py)."""
+        pickle-free, checksummed file: see _archive.py). `export_model` is PopTorch's: its
+        False leaves the model out so that only loadExecutable can use the file; tilegraph's
+        file always serves both (the program holds the weights; loadExecutable replaces them
+        with the module's)."""
+        del export_model
         with self._lock:
             if self._exe is None:
                 self.compile(*args, **kwargs)

@@ -6,7 +6,8 @@ arguments, 0-d tensors, Python numbers, strings, None; and returns any nesting o
 numbers and None (a dict, a Hugging Face ModelOutput). This module is the mapping:
 
 - `CallStructure.of(model, args, kwargs)` binds a call to the forward's signature (so that
-  `model(x, mask=m)` and `model(x, m)` are the same call), flattens it with torch's pytree,
+  `model(x, mask=m)` and `model(x, m)` are the same call; defaults are not filled in, see
+  `_bind`), flattens it with torch's pytree,
   and splits the leaves into tensors (the program's inputs, in flatten order, which is the
   order torch.export numbers its user inputs) and constants (every non-tensor leaf). Its
   `key` is the tree structure plus the constants: the program was traced with those values
@@ -67,16 +68,18 @@ def _signature_from_json(params):
 
 
 def _bind(signature, name, args, kwargs):
-    """(args, kwargs) with defaults filled in, every argument the signature lets be
-    positional made positional and the rest keyword arguments in signature order: one
-    normal form per call."""
+    """(args, kwargs) with every argument the signature lets be positional made positional
+    (up to the first one left out) and the rest keyword arguments in signature order: one
+    normal form per call. Defaults are not filled in: the model is called with what the
+    caller passed, since a forward's decorator may tell "left out" from "passed the default"
+    (Hugging Face's supplies `use_cache` when it is left out), so `model(x)` and
+    `model(x, mask=None)` are two calls (two captures) as far as tilegraph knows."""
     if signature is None:
         return tuple(args), dict(kwargs)
     try:
         bound = signature.bind(*args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{name}(): {e}") from None
-    bound.apply_defaults()  # a default passed explicitly or left out: the same call
     positional, keyword, gap = [], {}, False
     for name, p in bound.signature.parameters.items():
         present = name in bound.arguments
@@ -128,12 +131,11 @@ class CallStructure:
     def rebind(self, args):
         """This structure for another call of the same forward with as many plain tensors,
         positionally and nothing else (the executor's per-call fast path: binding and
-        flattening such a call gives this structure again, so only the tensors change; the
-        bound defaults' tensors, which follow the arguments in flatten order, are kept)."""
+        flattening such a call gives this structure again, so only the tensors change)."""
         assert self.plain_arity == len(args)
         call = object.__new__(CallStructure)
         call.__dict__.update(self.__dict__)
-        call.tensors = list(args) + self.tensors[len(args):]
+        call.tensors = list(args)
         return call
 
     def arguments(self, tensors):

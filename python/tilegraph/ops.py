@@ -192,7 +192,7 @@ class MultiConv:
         self.settings = {}
 
     def _set(self, name, value, check):
-        values = value if isinstance(value, list) else [value]
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
         if not all(check(v) for v in values):
             raise ValueError(f"MultiConv.{name}: invalid value {value!r}")
         self.settings[name] = value

@@ -77,7 +77,9 @@ API = [
     ("Options.outputMode", IMPLEMENTED, "All, Final, Sum, EveryN, Default"),
     ("Options.defaultOutputMode", IMPLEMENTED, ""),
     ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode"),
-    ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's"),
+    ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's; unset, the "
+     "engine's random stream (dropout, random ops) is seeded from `torch.initial_seed()`, so "
+     "it repeats under the same `torch.manual_seed` and changes with it"),
     ("Options.updatableNamedBuffers", IMPLEMENTED, "see copyNamedBuffersToDevice"),
     ("Options.enableExecutableCaching", IMPLEMENTED, "also POPTORCH_CACHE_DIR"),
     ("Options.enableProfiling", IMPLEMENTED, "profile.json per call"),

@@ -116,6 +116,25 @@ def test_cpu_multiconv_namescope_and_is_running_on_ipu():
     assert seen[0] is True and seen[-1] is False  # compiled, then eager
     with pytest.raises(ValueError, match="availableMemoryProportions"):
         tilegraph.MultiConv().availableMemoryProportions(1.5)
+    with pytest.raises(ValueError, match="availableMemoryProportions"):
+        tilegraph.MultiConv().availableMemoryProportions((0.5, 1.5))
+    per_conv = tilegraph.MultiConv().availableMemoryProportions((0.8, 0.7))  # list or tuple
+    assert per_conv.settings["availableMemoryProportions"] == (0.8, 0.7)
+
+
+def test_identity_loss_in_inference_is_a_reduction_as_often_as_the_model_calls_it():
+    """Only a training model has one loss; an inference model (PopTorch's own tests call
+    identity_loss inside a poptorch.CPU function too) may reduce with it any number of times."""
+
+    class TwoReductions(nn.Module):
+        def forward(self, x):
+            return (tilegraph.identity_loss(x, reduction="sum"),
+                    tilegraph.identity_loss(x * 2, reduction="mean"))
+
+    x = torch.tensor([1.0, 2.0, 4.0])
+    total, mean = tilegraph.inferenceModel(TwoReductions())(x)
+    torch.testing.assert_close(total, x.sum())
+    torch.testing.assert_close(mean, (x * 2).mean())
 
 
 def test_ipu_software_ops_raise_saying_why():
@@ -220,7 +239,7 @@ def test_load_executable_uses_the_exported_program(tmp_path):
     model = Small()
     path = str(tmp_path / "small.tg")
     x = torch.randn(4, 3)
-    tilegraph.inferenceModel(model).compileAndExport(path, x)
+    tilegraph.inferenceModel(model).compileAndExport(path, x, export_model=False)  # PopTorch's
     fresh = tilegraph.inferenceModel(model)
     before = tilegraph.compilation_count()
     fresh.loadExecutable(path)

@@ -82,7 +82,7 @@ def test_a_changed_constant_or_none_recompiles_with_a_warning_and_is_honoured():
     x, extras, feats = _mixed_inputs()
     mask = (torch.arange(24).reshape(4, 6) % 2).float()
     run = tilegraph.inferenceModel(model)
-    run(x, extras, feats=feats)
+    run(x, extras, 2.0, feats=feats)
     before = tilegraph.compilation_count()
     with pytest.warns(UserWarning, match="recompiling: non-tensor argument 0 changed from "
                                          "2.0 to 0.5"):
@@ -271,3 +271,42 @@ def test_wrong_arguments_name_the_forwards_parameters():
         warnings.simplefilter("error")
         out = run(x, extras, feats=feats)  # still usable, no recompilation warning
     assert out["count"] == 3
+
+
+def _supplies_flag(forward):
+    """A forward decorator that supplies a keyword when the caller leaves it out, as Hugging
+    Face's do for `use_cache`: passing the default explicitly is not the same call."""
+    import functools
+
+    @functools.wraps(forward)
+    def wrapper(self, *args, **kwargs):
+        kwargs.setdefault("doubled", True)
+        return forward(self, *args, **kwargs)
+    return wrapper
+
+
+class Decorated(nn.Module):
+    @_supplies_flag
+    def forward(self, x, mask=None, doubled=None):
+        y = x * 2 if doubled else x
+        return y if mask is None else y * mask
+
+
+def test_a_forward_decorator_gets_the_arguments_the_caller_passed():
+    x = torch.randn(3)
+    run = tilegraph.inferenceModel(Decorated())
+    torch.testing.assert_close(run(x), Decorated()(x))  # doubled, from the decorator
+    torch.testing.assert_close(run(x, doubled=None), x)  # passed explicitly: not doubled
+
+
+def test_a_hugging_face_model_is_wrapped_directly():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, intermediate_size=64)
+    model = transformers.BertModel(config).eval()
+    ids = torch.randint(0, 100, (2, 7))
+    run = tilegraph.inferenceModel(model)
+    want = model(ids).last_hidden_state
+    torch.testing.assert_close(run(ids).last_hidden_state, want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(run(input_ids=ids).last_hidden_state, want, rtol=1e-5, atol=1e-5)
