@@ -370,6 +370,14 @@ def export(model, example_args, example_kwargs=None):
                 "value (an `if` on a tensor, `.item()`, or a check such as torch.distributions' "
                 "validate_args=True), which one compiled graph cannot hold. Use torch.where, "
                 "or leave validate_args unset") from None
+        except RuntimeError as e:
+            if "which is not a known type" not in str(e):
+                raise
+            raise NotImplementedError(
+                f"the model returns an object tilegraph cannot take apart into tensors: "
+                f"{str(e).split(' in output')[0].replace('Found ', '')}. Return tensors, "
+                "tuples, lists, dicts or namedtuples of them, or register the class with "
+                "torch.utils._pytree.register_pytree_node") from None
         finally:
             _blocks.finish_capture()
         _views_as_reshapes(ep)

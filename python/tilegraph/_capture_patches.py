@@ -1,8 +1,11 @@
 """What tilegraph changes in torch while it captures a model (torch.export), and why.
 
 Each patch makes a piece of ordinary eager code traceable into one static graph with the
-same values eager computes; every one is undone when capture ends (`applied`)."""
+same values eager computes; every one is undone when capture ends (`applied`). One
+registration stays: Hugging Face's cache classes as pytree nodes (`_register_hf_caches`),
+which the outputs of later calls are rebuilt with."""
 import contextlib
+import sys
 
 import torch
 
@@ -10,9 +13,34 @@ import torch
 @contextlib.contextmanager
 def applied():
     """All the patches below, for the duration of one capture."""
+    _register_hf_caches()
     with _static_ctc_shapes(), _distribution_checks_off(), _causal_mask_detection_off(), \
             _tensor_data_as_detach(), _cross_map_lrn2d_functional():
         yield
+
+
+def _register_hf_caches():
+    """A Hugging Face decoder in eval mode returns its key / value cache (past_key_values: a
+    DynamicCache, or an EncoderDecoderCache of two) unless called with use_cache=False;
+    torch.export refuses outputs of types pytree does not know. Registered as pytree nodes
+    (transformers' own registration for DynamicCache, ours for EncoderDecoderCache: its two
+    caches), the cache's tensors are program outputs and come back as the same class. Only
+    when transformers is already imported; registering twice is harmless."""
+    if "transformers" not in sys.modules:
+        return
+    import torch.utils._pytree as pytree
+    try:
+        from transformers.cache_utils import EncoderDecoderCache
+        from transformers.integrations.executorch import register_dynamic_cache_export_support
+    except ImportError:  # another transformers version: its caches stay unsupported
+        return
+    register_dynamic_cache_export_support()
+    if EncoderDecoderCache not in pytree.SUPPORTED_NODES:
+        pytree.register_pytree_node(
+            EncoderDecoderCache,
+            lambda cache: ([cache.self_attention_cache, cache.cross_attention_cache], None),
+            lambda caches, _: EncoderDecoderCache(caches[0], caches[1]),
+            serialized_type_name="transformers.cache_utils.EncoderDecoderCache")
 
 
 @contextlib.contextmanager

@@ -174,3 +174,17 @@ def test_ctrl_c_stops_a_long_call_at_a_step_boundary_with_the_module_in_sync():
     assert 0 < report["steps_done"] < report["steps"], report
     assert report["module_matches_engine"], report
     assert report["note"].startswith(f"tilegraph: {report['steps_done']} of the"), report
+
+
+def test_an_output_of_an_unknown_class_is_explained():
+    class Box:
+        def __init__(self, tensor):
+            self.tensor = tensor
+
+    class Boxed(torch.nn.Module):
+        def forward(self, x):
+            return Box(x * 2)
+
+    with pytest.raises(NotImplementedError, match="cannot take apart into tensors.*Box.*"
+                                                  "register_pytree_node"):
+        tilegraph.inferenceModel(Boxed())(torch.ones(2))

@@ -72,3 +72,31 @@ def test_hugging_face_models_train_with_their_own_losses(case):
         torch.testing.assert_close(out.logits, ref.logits.detach(), rtol=1e-4, atol=1e-4)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _t5():
+    cfg = tf.T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                      decoder_start_token_id=0, dropout_rate=0.0)
+    return tf.T5ForConditionalGeneration(cfg)
+
+
+@pytest.mark.parametrize("make", [_gpt2, _t5])
+def test_a_decoder_wrapped_directly_returns_its_cache_as_eager_does(make):
+    """The model itself, called as a user would (eval mode: use_cache defaults to True):
+    past_key_values (a DynamicCache, T5's an EncoderDecoderCache) comes back as the same
+    class holding eager's keys and values."""
+    torch.manual_seed(0)
+    model = make().eval()
+    ids = torch.randint(1, 128, (2, 10))
+    kwargs = dict(input_ids=ids)
+    if make is _t5:
+        kwargs["decoder_input_ids"] = ids[:, :4].contiguous()
+    got, want = tilegraph.inferenceModel(model)(**kwargs), model(**kwargs)
+    torch.testing.assert_close(got.logits, want.logits, rtol=1e-5, atol=1e-5)
+    got_cache, want_cache = got.past_key_values, want.past_key_values
+    assert type(got_cache) is type(want_cache)
+    if make is _t5:
+        got_cache, want_cache = got_cache.self_attention_cache, want_cache.self_attention_cache
+    for got_layer, want_layer in zip(got_cache.layers, want_cache.layers, strict=True):
+        torch.testing.assert_close(got_layer.keys, want_layer.keys, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(got_layer.values, want_layer.values, rtol=1e-5, atol=1e-5)
