@@ -1422,10 +1422,23 @@ def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
                                  cx.dtype_of(n)), scores])
     if mask is not None:
         scores = cx.op("add", [scores, mask])
-    probs = cx.op("softmax", [scores], {"axis": -1})
+    probs = cx.op("softmax", [scores], {"axis": -1}) if mask is None else \
+        _softmax_of_masked_scores(cx, scores, cx.dtype_of(n))
     if dropout_p > 0:
         probs = cx.ops("dropout", [probs], {"p": float(dropout_p)}, 2)[0]
     return cx.op("matmul", [probs, v_])
+
+
+def _softmax_of_masked_scores(cx, scores, dtype):
+    """PyTorch's SDPA gives 0 for a query row whose keys are all masked (a fully padded
+    sample), where a plain softmax of -inf scores is NaN. Such rows' scores are replaced by
+    0 before the softmax (finite probabilities, so no NaN reaches the gradient either) and
+    their probabilities by 0 after it: the row's output and gradients are 0, as eager's."""
+    neg_inf = cx.scalar(-math.inf, None, dtype)
+    hidden = cx.op("eq", [cx.op("amax", [scores], {"axes": [-1], "keepdim": True}), neg_inf])
+    zero = cx.scalar(0.0, None, dtype)
+    safe = cx.op("softmax", [cx.op("where", [hidden, zero, scores])], {"axis": -1})
+    return cx.op("where", [hidden, zero, safe])
 
 
 def _bag_max(cx, rows, keep, bag_of, bags, width, dtype):

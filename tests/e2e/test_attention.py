@@ -142,3 +142,22 @@ def test_small_attention_is_written_out_under_auto(monkeypatch):
     run = tilegraph.inferenceModel(Small())
     torch.testing.assert_close(run(q), Small()(q), rtol=1e-5, atol=1e-6)
     assert " = attention(" not in run.executable.optimized_ir
+
+
+@pytest.mark.parametrize("mode", ["always", "never"])
+def test_a_fully_masked_sample_gives_zeros_and_finite_gradients_as_in_eager(monkeypatch, mode):
+    """A padded batch can hold a sample whose keys are all masked (HF models with an
+    all-zero attention_mask row): PyTorch's SDPA gives 0 there, not softmax's NaN, and
+    training on the batch stays finite. Both the fused op and the written-out form."""
+    monkeypatch.setenv("TILEGRAPH_FUSED_ATTENTION", mode)
+    torch.manual_seed(0)
+    model = SelfAttention("bool_padding")
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(3, 6, 16, generator=g), torch.randint(0, 3, (3,), generator=g)
+    pad = torch.ones(3, 6, dtype=torch.bool)
+    pad[1] = False  # every key of sample 1 masked
+    reference = copy.deepcopy(model)
+    got = tilegraph.inferenceModel(model)(x, t, pad)[0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, reference(x, t, pad)[0], rtol=1e-5, atol=1e-6)
+    assert_trains_like_eager(model, (x, t, pad), steps=3)
