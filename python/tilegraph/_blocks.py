@@ -77,8 +77,10 @@ class _FunctionBlock:
             return self._fn(*args, **kwargs)
 
 
-def BeginBlock(module, user_id=None, ipu_id=None):
-    """Marks `module` as the start of a block on device `ipu_id`; returns `module`."""
+def BeginBlock(layer_to_call, user_id=None, ipu_id=None):
+    """Marks `layer_to_call` (a module or a function: PopTorch's parameter name) as the start
+    of a block on device `ipu_id`; returns it."""
+    module = layer_to_call
     if ipu_id is not None and int(ipu_id) < 0:
         raise ValueError(f"BeginBlock: ipu_id must be >= 0, got {ipu_id}")
     if not isinstance(module, torch.nn.Module):

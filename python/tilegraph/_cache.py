@@ -69,7 +69,8 @@ def capture_meta(cap, extra):
                 output_meta=[[list(s), str(d).replace("torch.", "")] for s, d in cap.output_meta],
                 output_structure=dumps_or_none(cap.output_structure)
                 if cap.output_structure else None,
-                loss_index=cap.loss_index, input_mutations=cap.input_mutations,
+                loss_index=cap.loss_index, loss_op_outputs=cap.loss_op_outputs,
+                input_mutations=cap.input_mutations,
                 anchors=cap.anchors)
     meta.update(extra)
     return meta
@@ -98,6 +99,7 @@ def captured_from(text, meta):
     if meta.get("output_structure"):
         cap.output_structure = OutputStructure.from_json(json.loads(meta["output_structure"]))
     cap.loss_index = None if meta.get("loss_index") is None else int(meta["loss_index"])
+    cap.loss_op_outputs = [int(i) for i in meta.get("loss_op_outputs", [])]
     cap.input_mutations = [(int(i), int(o)) for i, o in meta.get("input_mutations", [])]
     cap.anchors = {str(k): int(v) for k, v in meta.get("anchors", {}).items()}
     _check_indices(cap)
@@ -210,10 +212,11 @@ def read_export_meta(path):
     return _archive.read(path, "export").meta
 
 
-def load_exported(path, model=None, edit_opts_fn=None):
+def load_exported(path, model=None, edit_opts_fn=None, keep_model_weights=False):
     """tilegraph.load: an executor from a compileAndExport file. Its `model` is `model` if
-    given (its parameters and buffers receive the file's values; names and shapes must
-    match) or an ExportedModule holding the file's parameters and buffers."""
+    given (its parameters and buffers receive the file's values, unless
+    `keep_model_weights`, loadExecutable's case; names and shapes must match) or an
+    ExportedModule holding the file's parameters and buffers."""
     from ._executor import PoplarExecutor
     from ._options import Options
     from .optim import from_spec
@@ -237,7 +240,7 @@ def load_exported(path, model=None, edit_opts_fn=None):
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise _archive.ArchiveError(f"{path}: corrupt parameter names ({e})") from None
     else:
-        _fill(model, host, path)
+        _fill(model, host, path, write=not keep_model_weights)
     if edit_opts_fn is not None:
         edit_opts_fn(options)
     optimizer = from_spec(meta["optimizer"], model) if training else None
@@ -252,7 +255,7 @@ def load_exported(path, model=None, edit_opts_fn=None):
     return executor
 
 
-def _fill(model, host, path):
+def _fill(model, host, path, write=True):
     state = dict(model.named_parameters(remove_duplicate=False))
     state.update(model.named_buffers(remove_duplicate=False))
     for fqn, value in host.items():
@@ -261,6 +264,8 @@ def _fill(model, host, path):
             raise ValueError(f"{path}: the model given to tilegraph.load does not match the "
                              f"file: {fqn} is {tuple(value.shape)} in the file, {have} in the "
                              "model")
+    if not write:
+        return
     with torch.no_grad():
         for fqn, value in host.items():
             state[fqn].copy_(value)

@@ -82,6 +82,7 @@ class Captured:
         self.mutated_buffers = {}  # buffer FQN -> value name of its new value
         self.output_structure = None  # _structure.OutputStructure of the user's result
         self.loss_index = None     # index in outputs of the loss identity_loss marked
+        self.loss_op_outputs = []  # indices in outputs of results of torch loss functions
         self.input_mutations = []  # (tensor input index, output index): in-place updates
         self.anchors = {}          # Options().anchorTensor short name -> output index
         self.grad_of = {}          # parameter variable -> its gradient value (training)
@@ -383,6 +384,7 @@ def export(model, example_args, example_kwargs=None):
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
         _unbatched_margin_losses_as_0d(ep)
+        _mark_loss_function_outputs(ep)
         return ep.run_decompositions(_decompositions())
 
 
@@ -447,6 +449,34 @@ def _no_grad_results_detached(ep):
             changed = True
     if changed:
         ep.graph_module.recompile()
+
+
+# Checks torch.export leaves in the graph (a dtype conversion's metadata assertion, a size's
+# range): they compute nothing, and carry no model-parallel block of their own.
+_ASSERTIONS = frozenset(getattr(aten, name).default for name in (
+    "_assert_tensor_metadata", "_assert_scalar", "_assert_async", "sym_constrain_range",
+    "sym_constrain_range_for_size") if hasattr(aten, name))
+
+LOSS_OP_KEY = "tilegraph_loss_op"  # FX node metadata: a torch loss function's result
+
+# torch's loss functions as the export records them (before decomposing): PopTorch takes the
+# result of one of these for the training loss wherever the model returns it.
+_LOSS_FUNCTIONS = frozenset(getattr(aten, name) for name in (
+    "cross_entropy_loss", "nll_loss_nd", "nll_loss", "nll_loss2d", "mse_loss", "l1_loss",
+    "smooth_l1_loss", "huber_loss", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "kl_div", "soft_margin_loss", "hinge_embedding_loss", "cosine_embedding_loss",
+    "margin_ranking_loss", "triplet_margin_loss", "poisson_nll_loss", "multi_margin_loss",
+    "multilabel_margin_loss", "ctc_loss") if hasattr(aten, name))
+
+
+def _mark_loss_function_outputs(ep):
+    """Marks the user outputs that are a loss function's result (LOSS_OP_KEY); decomposing
+    keeps the mark on the node that then computes the value (the executor's _loss_index)."""
+    output = next(n for n in ep.graph.nodes if n.op == "output")
+    for value in output.args[0]:
+        if isinstance(value, torch.fx.Node) and value.op == "call_function" and \
+                getattr(value.target, "overloadpacket", None) in _LOSS_FUNCTIONS:
+            value.meta.setdefault("custom", {})[LOSS_OP_KEY] = True
 
 
 # Margin losses with reduction="none" on one sample: eager PyTorch's kernels give a 0-d loss
@@ -565,8 +595,9 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         if node.op != "call_function":
             continue
         cx.node, cx.source = node, user_location(node)
-        block = node_block(node)
-        cx.placement = placement_of(block) if placement_of else 0
+        if node.target not in _ASSERTIONS:  # no value: no block, no pipeline stage
+            block = node_block(node)
+            cx.placement = placement_of(block) if placement_of else 0
         cx.widened = _touches_narrow(node)
         if cx.rows.handles(node):
             result = cx.rows.translate(node)
@@ -599,6 +630,8 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
                 continue
             if (value.meta.get("custom") or {}).get(LOSS_KEY) is not None:
                 loss_leaves.append((len(cap.outputs), value))
+            if (value.meta.get("custom") or {}).get(LOSS_OP_KEY):
+                cap.loss_op_outputs.append(len(cap.outputs))
             leaves.append(("tensor", len(cap.outputs)))
             cap.outputs.append(cx.v(value))
             meta = value.meta["val"]

@@ -191,6 +191,11 @@ NB_MODULE(_core, m) {
         const TensorType& t = Find(g, name)->type();
         return nb::make_tuple(std::string(DTypeName(t.dtype)), t.shape);
       })
+      .def("is_zeros", [](PyGraph& g, const std::string& name) {
+        const Node* n = Find(g, name)->producer();
+        return n != nullptr && n->op() == "full" && GetFloat(n->attrs(), "value") == 0.0;
+      }, "Whether the value is a `full` of zeros (e.g. the gradient of a parameter the loss "
+         "does not depend on).")
       .def("add_output", [](PyGraph& g, const std::string& name) { g.graph->AddOutput(Find(g, name)); })
       .def("hint_available_memory", [](PyGraph& g, const std::string& name, double proportion) {
         Node* dense = HintAvailableMemory(Find(g, name), proportion);

@@ -7,6 +7,7 @@ deviceIterations x gradientAccumulation) as that many steps of one engine run.
 """
 import collections
 import contextvars
+import math
 import os
 import threading
 import time
@@ -427,6 +428,11 @@ class PoplarExecutor:
             **state_dtypes(self.optimizer), **flags)
         self._opt_flags = (kind, flags)
         cap.grad_of = dict(info["grad_of"])
+        if cap.grad_of and all(cap.graph.is_zeros(g) for g in cap.grad_of.values()):
+            raise RuntimeError(
+                f"the loss (output {index} of the model's result) does not depend on any "
+                "trainable parameter, so training would change nothing. Return the loss last, "
+                "under a \"loss\" key, or mark it with tilegraph.identity_loss")
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:
             hyper["loss_scale"] = self._initial_loss_scale(loss_scaling)
@@ -467,7 +473,15 @@ class PoplarExecutor:
         (after the model's own), returned with the executor's output mode."""
         from ._capture import torch_dtype_of
         cap.anchors = {}
-        for short, (long_name, _, _) in self.options.anchored_tensors.items():
+        mode = self._output_mode()
+        for short, (long_name, wanted, _) in self.options.anchored_tensors.items():
+            if wanted is not None and wanted not in (mode, OutputMode.Default) and \
+                    self.options.device_iterations * self.options.Training.gradient_accumulation \
+                    * self._replicas > 1:
+                _warn_once(("anchor-mode", short), f"anchorTensor({short!r}): output_mode "
+                           f"{wanted.name} is not built per anchor; the tensor comes back with "
+                           f"the executor's output mode ({mode.name}). Set "
+                           f"Options().outputMode(OutputMode.{wanted.name}) for it")
             name = _anchor_value(cap, long_name, self.training)
             cap.anchors[short] = len(cap.outputs)
             cap.graph.add_output(name)
@@ -977,7 +991,7 @@ class PoplarExecutor:
                                  for k in ours if theirs.get(k) != ours[k])
                 raise Error(f"loadExecutable: {filename} was compiled with other options "
                             f"({diff})")
-            loaded = _cache.load_exported(filename, model=self.model)
+            loaded = _cache.load_exported(filename, model=self.model, keep_model_weights=True)
             for name in ("_exe", "_cap", "_key", "_call", "_hyper", "_opt_flags", "_input_specs",
                          "_returns_tuple", "_guard", "_stages"):
                 if name in loaded.__dict__:
@@ -1063,7 +1077,10 @@ class _Placements:
 def _anchor_value(cap, long_name, training):
     """The graph value Options().anchorTensor's `long_name` names: "Gradient___<param>"
     (PopART's name for a parameter's gradient), a parameter's or buffer's module name, or a
-    value of the program."""
+    value of the program. PopART's "UpdatedVar___<param>" is the parameter's module name
+    (its value after the step)."""
+    if long_name.startswith("UpdatedVar___") and long_name[len("UpdatedVar___"):] in cap.params:
+        long_name = long_name[len("UpdatedVar___"):]
     if long_name.startswith("Gradient___"):
         fqn = long_name[len("Gradient___"):]
         if not training:
@@ -1086,7 +1103,9 @@ def _anchor_value(cap, long_name, training):
 def _loss_index(cap):
     """Which output is the loss: the one identity_loss marked, wherever it is in the
     result; else a top-level "loss" entry (a dict or a Hugging Face ModelOutput); else the
-    last tensor of the result (PopTorch's convention: (outputs..., loss))."""
+    last tensor of the result (PopTorch's convention: (outputs..., loss)) unless that is not
+    a loss function's result and exactly one scalar output is (PopTorch takes the loss
+    function's result wherever it is: `return loss_fn(out, t), accuracy`)."""
     if cap.loss_index is not None:
         return cap.loss_index
     structure = cap.output_structure
@@ -1105,6 +1124,11 @@ def _loss_index(cap):
             key = getattr(path[0], "key", getattr(path[0], "name", None)) if path else None
             if len(path) == 1 and key == "loss" and isinstance(leaf, int):
                 return leaf
+    losses = [i for i in getattr(cap, "loss_op_outputs", ())
+              if cap.output_meta[i][1].is_floating_point and
+              math.prod(cap.output_meta[i][0]) == 1]
+    if tensors[-1] not in losses and len(losses) == 1:
+        return losses[0]
     return tensors[-1]
 
 

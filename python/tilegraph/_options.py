@@ -635,7 +635,8 @@ class Options:
         executor.getAnchoredTensor(short_name). tilegraph's names: "Gradient___<param>"
         (the parameter's gradient, as PopART names it), "<param>" (its value after the
         step), or any name getTensorNames() lists. The tensor follows the executor's output mode
-        (output_mode is accepted; a different mode per anchor is not built). Returns None,
+        (output_mode is accepted; a different mode per anchor is not built, and a warning
+        says so where it would differ). Returns None,
         as PopTorch's does."""
         if not isinstance(short_name, str) or not isinstance(long_name, str):
             raise TypeError("anchorTensor: expected a short name and a tensor name (str)")

@@ -474,3 +474,57 @@ def test_the_random_stream_follows_torch_manual_seed_unless_options_set_one():
     fixed = tilegraph.Options().randomSeed(7)
     first = _dropout_mask(1, fixed)
     assert torch.equal(first, _dropout_mask(2, tilegraph.Options().randomSeed(7)))
+
+
+class LossThenMetric(nn.Module):
+    """PopTorch's user-guide example returns (loss, accuracy): the loss function's result
+    is the training loss wherever it is in the result, as PopTorch finds it."""
+
+    def __init__(self, loss_first=True):
+        super().__init__()
+        self.fc = nn.Linear(20, 10)
+        self.loss_first = loss_first
+
+    def forward(self, x, target):
+        logits = self.fc(x)
+        loss = nn.functional.cross_entropy(logits, target)
+        accuracy = (logits.argmax(-1) == target).float().mean()
+        return (loss, accuracy) if self.loss_first else (loss, logits)
+
+
+@pytest.mark.parametrize("loss_first", [True, False], ids=["loss-accuracy", "loss-logits"])
+def test_the_loss_functions_result_is_the_loss_wherever_it_is(loss_first):
+    torch.manual_seed(0)
+    model = LossThenMetric(loss_first)
+    reference = copy.deepcopy(model)
+    run = tilegraph.trainingModel(model, tilegraph.Options(),
+                                  torch.optim.SGD(model.parameters(), lr=0.1))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        x, t = torch.randn(16, 20, generator=g), torch.randint(0, 10, (16,), generator=g)
+        loss = run(x, t)[0]
+        opt.zero_grad()
+        want = reference(x, t)[0]
+        want.backward()
+        opt.step()
+        torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-6)
+    run.copyWeightsToHost()
+    torch.testing.assert_close(model.fc.weight, reference.fc.weight, rtol=1e-5, atol=1e-6)
+
+
+def test_a_loss_that_depends_on_no_parameter_is_refused_clearly():
+    class MetricLast(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x, t):
+            out = self.fc(x)
+            return ((out - 1) ** 2).mean(), (out.argmax(-1) == t).float().mean()
+
+    model = MetricLast()
+    run = tilegraph.trainingModel(model, tilegraph.Options(),
+                                  torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match="does not depend on any trainable parameter"):
+        run(torch.randn(5, 4), torch.randint(0, 3, (5,)))

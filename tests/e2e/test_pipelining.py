@@ -284,3 +284,38 @@ def test_pipelined_outputs_follow_the_output_mode_in_step_order(mode):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     if mode == tilegraph.OutputMode.All:  # one loss per micro-batch, in order, all distinct
         assert sharded[1].numel() == 2 * ACCUMULATION and len(set(sharded[1].tolist())) > 1
+
+
+class CastAfterTheLastBlock(torch.nn.Module):
+    """`mask.to(x.dtype)` after the last BeginBlock: torch.export leaves an
+    _assert_tensor_metadata node with no block, which must not become a stage of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = tilegraph.BeginBlock(torch.nn.Linear(4, 4), ipu_id=0)
+        self.second = tilegraph.BeginBlock(torch.nn.Linear(4, 4), ipu_id=1)
+
+    def forward(self, x, mask, y):
+        x = self.second(torch.relu(self.first(x))) * mask.to(x.dtype)
+        return x, F.mse_loss(x, y)
+
+
+def test_a_dtype_cast_in_a_block_adds_no_stage():
+    torch.manual_seed(0)
+    model = CastAfterTheLastBlock()
+    reference = copy.deepcopy(model)
+    options = tilegraph.Options()
+    options.Training.gradientAccumulation(4)
+    options.setExecutionStrategy(tilegraph.PipelinedExecution(tilegraph.AutoStage.AutoIncrement))
+    run = tilegraph.trainingModel(model, options, torch.optim.SGD(model.parameters(), lr=0.1))
+    x, y, mask = torch.randn(16, 4), torch.randn(16, 4), torch.randint(0, 2, (16, 4))
+    _, loss = run(x, mask, y)  # 2 stages: accumulation 4 >= 2 * 2 - 1 (3 stages would refuse)
+    last = slice(12, 16)  # the returned loss: the last micro-batch's (OutputMode.Final)
+    want = F.mse_loss(reference.second(torch.relu(reference.first(x[last]))) *
+                      mask[last].float(), y[last])
+    torch.testing.assert_close(loss, want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_begin_block_takes_poptorchs_keyword():
+    layer = tilegraph.BeginBlock(layer_to_call=torch.nn.Linear(2, 2), ipu_id=1)
+    assert isinstance(layer, torch.nn.Linear)

@@ -240,11 +240,13 @@ def test_load_executable_uses_the_exported_program(tmp_path):
     path = str(tmp_path / "small.tg")
     x = torch.randn(4, 3)
     tilegraph.inferenceModel(model).compileAndExport(path, x, export_model=False)  # PopTorch's
-    fresh = tilegraph.inferenceModel(model)
+    other = Small()  # other weights: loadExecutable runs the file's program with these
+    assert not torch.equal(other(x), model(x))
+    fresh = tilegraph.inferenceModel(other)
     before = tilegraph.compilation_count()
     fresh.loadExecutable(path)
     assert fresh.isCompiled()
-    torch.testing.assert_close(fresh(x), model(x))
+    torch.testing.assert_close(fresh(x), other(x))
     other = tilegraph.inferenceModel(model, tilegraph.Options().deviceIterations(2))
     with pytest.raises(tilegraph.Error, match="other options.*device_iterations"):
         other.loadExecutable(path)
@@ -281,6 +283,7 @@ def test_anchored_tensors_return_gradients_and_weights():
     opts = tilegraph.Options()
     opts.anchorTensor("grad_bias", "Gradient___linear.bias")
     opts.anchorTensor("weight", "linear.weight")
+    opts.anchorTensor("updated", "UpdatedVar___linear.weight")  # PopART's name for it
     run = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
     x = torch.randn(4, 3)
     run(x)
@@ -288,6 +291,7 @@ def test_anchored_tensors_return_gradients_and_weights():
     torch.testing.assert_close(run.getAnchoredTensor("grad_bias"), reference.linear.bias.grad)
     # A parameter's name anchors its value after the step (what the module now holds).
     torch.testing.assert_close(run.getAnchoredTensor("weight"), model.linear.weight.detach())
+    torch.testing.assert_close(run.getAnchoredTensor("updated"), model.linear.weight.detach())
     with pytest.raises(tilegraph.Error, match="no tensor anchored as 'nope'"):
         run.getAnchoredTensor("nope")
     bad = tilegraph.Options()
@@ -400,3 +404,12 @@ def test_updatable_named_buffers_are_written_alone():
     with pytest.raises(tilegraph.Error, match="not buffers"):
         tilegraph.inferenceModel(model, tilegraph.Options().updatableNamedBuffers(
             ["nope"])).compile(x).copyNamedBuffersToDevice()
+
+
+def test_an_anchor_asking_for_another_output_mode_says_it_gets_the_executors():
+    opts = tilegraph.Options().deviceIterations(2)
+    opts.anchorTensor("grad_sum", "Gradient___linear.bias", output_mode=tilegraph.OutputMode.Sum)
+    model = Small()
+    run = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.warns(UserWarning, match="output_mode Sum is not built per anchor"):
+        run(torch.randn(8, 3))
