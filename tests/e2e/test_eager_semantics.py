@@ -50,9 +50,24 @@ class Detached(nn.Module):
         return self.second(torch.tanh(self.first(x)).detach())
 
 
-def test_detach_stops_the_gradient():
+class ReadsData(nn.Module):
+    """`.data` in a forward: torch's own test models write weight.type_as(input.data)."""
+
+    def __init__(self):
+        super().__init__()
+        self.first = nn.Linear(8, 8)
+        self.second = nn.Linear(8, 8)
+
+    def forward(self, x):
+        hidden = torch.tanh(self.first(x))
+        return self.second(hidden.data) * self.second.weight.data.type_as(x.data).mean()
+
+
+@pytest.mark.parametrize("make", [Detached, ReadsData], ids=["detach", "tensor.data"])
+def test_detach_stops_the_gradient(make):
+    """x.detach() and x.data (read as detach while capturing) carry no gradient."""
     torch.manual_seed(0)
-    body = Detached()
+    body = make()
     before = copy.deepcopy(body.first.state_dict())
     body, reference = _train_both(body)
     for name, value in body.first.state_dict().items():
@@ -377,30 +392,6 @@ def test_convolution_padding_strings(conv, shape):
     torch.manual_seed(0)
     got, want = _run(conv(), torch.randn(*shape))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-
-
-class ReadsData(nn.Module):
-    """`.data` in a forward: torch's own test models write weight.type_as(input.data)."""
-
-    def __init__(self):
-        super().__init__()
-        self.first = nn.Linear(8, 8)
-        self.second = nn.Linear(8, 8)
-
-    def forward(self, x):
-        hidden = torch.tanh(self.first(x))
-        return self.second(hidden.data) * self.second.weight.data.type_as(x.data).mean()
-
-
-def test_tensor_data_in_a_forward_is_detached_as_in_eager():
-    torch.manual_seed(0)
-    body = ReadsData()
-    before = copy.deepcopy(body.first.state_dict())
-    body, reference = _train_both(body)
-    for name, value in body.first.state_dict().items():
-        assert torch.equal(value, before[name]), name  # .data carries no gradient
-    for got, want in zip(body.second.parameters(), reference.second.parameters()):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 class MarginLoss(nn.Module):
