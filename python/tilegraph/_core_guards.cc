@@ -212,10 +212,15 @@ class Walker {
 
   void Attributes(PyObject* dict, int depth, bool module_level) {
     if (module_level) return ModuleAttributes(dict);
+    WalkAttributes(dict, depth, false);
+  }
+
+  // Every attribute of `dict` in order, then the end mark.
+  void WalkAttributes(PyObject* dict, int depth, bool module_level) {
     Py_ssize_t pos = 0;
     PyObject *k, *v;
     while (ok_ && PyDict_Next(dict, &pos, &k, &v)) {
-      if (Skipped(k, false)) continue;
+      if (Skipped(k, module_level)) continue;
       Key(k);
       Value(v, depth);
     }
@@ -249,17 +254,8 @@ class Walker {
     if (section_ >= sections_->size()) return (void)Fail();
     const Section& section = (*sections_)[section_++];
     const uint64_t tag = DictTag(dict);
-    if (tag == 0 || tag != section.tag || section.dict != reinterpret_cast<uintptr_t>(dict)) {
-      Py_ssize_t pos = 0;
-      PyObject *k, *v;
-      while (ok_ && PyDict_Next(dict, &pos, &k, &v)) {
-        if (Skipped(k, true)) continue;
-        Key(k);
-        Value(v, 0);
-      }
-      Mark(0);
-      return;
-    }
+    if (tag == 0 || tag != section.tag || section.dict != reinterpret_cast<uintptr_t>(dict))
+      return WalkAttributes(dict, 0, true);
     for (const Section::Attribute& a : section.attributes) {
       if (!ok_) return;
       if (a.immutable) {

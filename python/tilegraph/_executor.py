@@ -1124,7 +1124,7 @@ def _loss_index(cap):
             key = getattr(path[0], "key", getattr(path[0], "name", None)) if path else None
             if len(path) == 1 and key == "loss" and isinstance(leaf, int):
                 return leaf
-    losses = [i for i in getattr(cap, "loss_op_outputs", ())
+    losses = [i for i in cap.loss_op_outputs
               if cap.output_meta[i][1].is_floating_point and
               math.prod(cap.output_meta[i][0]) == 1]
     if tensors[-1] not in losses and len(losses) == 1:
