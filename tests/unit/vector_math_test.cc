@@ -156,5 +156,25 @@ TEST(VectorMath, BlockedFloatSumsAreAsAccurateAsSixteenTermFloatSums) {
   }
 }
 
+
+// MaxOf over every length around the 16-lane boundaries, with the largest value at every
+// position (the vector body, the lanes' reduction and the scalar tail each must see it).
+TEST(VectorMath, MaxOfFindsTheLargestAtEveryPosition) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  EXPECT_EQ(vmath::MaxOf(nullptr, 0), -std::numeric_limits<float>::infinity());
+  for (int n : {1, 5, 15, 16, 17, 31, 32, 33, 70, 257}) {
+    std::vector<float> x(n);
+    for (float& v : x) v = normal(rng) - 100.0f;  // every value negative
+    for (int at = 0; at < n; ++at) {
+      std::vector<float> y = x;
+      y[at] = 3.5f;
+      EXPECT_EQ(vmath::MaxOf(y.data(), n), 3.5f) << "n=" << n << " at=" << at;
+    }
+    std::vector<float> inf(n, -std::numeric_limits<float>::infinity());
+    EXPECT_EQ(vmath::MaxOf(inf.data(), n), -std::numeric_limits<float>::infinity());
+  }
+}
+
 }  // namespace
 }  // namespace tg

@@ -5,7 +5,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <unordered_map>
 #include <vector>
 
 #include "kernels/cpu/onednn_weight_layout.h"
@@ -39,10 +38,6 @@ Dims Concat(const std::vector<int64_t>& batch, int64_t r, int64_t c) {
   return dims;
 }
 
-memory Bind(const memory::desc& md, const void* p) {
-  return memory(md, CpuEngine(), const_cast<void*>(p));
-}
-
 // Scratchpads. oneDNN's library-managed scratchpad is one buffer shared by every primitive
 // created on a thread, and such a primitive must run on the thread that created it. A
 // program's kernels are built on the compiling thread and run on replicas' and pipeline
@@ -62,26 +57,13 @@ memory::desc ScratchpadOf(const dnnl::primitive& prim) {
   return md != nullptr ? memory::desc(*md) : memory::desc();
 }
 
-// Runs `prim` with `args` and, when it needs one, the calling thread's scratchpad.
-void Execute(const dnnl::primitive& prim, dnnl::stream& stream,
-             std::unordered_map<int, memory> args) {
-  const memory::desc md = ScratchpadOf(prim);
-  if (md.get_size() > 0) {
-    thread_local std::vector<uint8_t> buffer;
-    if (buffer.size() < md.get_size()) buffer.resize(md.get_size());
-    args[DNNL_ARG_SCRATCHPAD] = memory(md, CpuEngine(), buffer.data());
-  }
-  prim.execute(stream, args);
-}
-
-dnnl::reorder MakeReorder(const memory::desc& from, const memory::desc& to) {
-  return dnnl::reorder(
-      dnnl::reorder::primitive_desc(CpuEngine(), from, CpuEngine(), to, UserScratchpad()));
-}
-
-void Reorder(const dnnl::reorder& reorder, dnnl::stream& stream, const memory& from,
-             const memory& to) {
-  Execute(reorder, stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+// A reorder from `from` into `to` (memory objects: rebindable or kernel-owned).
+BoundPrimitive MakeReorder(const memory& from, const memory& to) {
+  BoundPrimitive reorder(dnnl::reorder(dnnl::reorder::primitive_desc(
+      CpuEngine(), from.get_desc(), CpuEngine(), to.get_desc(), UserScratchpad())));
+  reorder.Add(DNNL_ARG_FROM, from);
+  reorder.Add(DNNL_ARG_TO, to);
+  return reorder;
 }
 
 // The type of a dense kernel's operands, and of its result (and bias).
@@ -112,6 +94,34 @@ bool IsReferenceImplementation(const std::string& implementation) {
 const dnnl::engine& CpuEngine() {
   static const dnnl::engine* engine = new dnnl::engine(dnnl::engine::kind::cpu, 0);
   return *engine;
+}
+
+memory Rebindable(const memory::desc& md) { return memory(md, CpuEngine(), nullptr); }
+
+BoundPrimitive::BoundPrimitive(dnnl::primitive prim) : prim_(std::move(prim)) {
+  scratch_md_ = ScratchpadOf(prim_);
+  if (scratch_md_.get_size() > 0) {
+    scratch_ = Rebindable(scratch_md_);
+    Add(DNNL_ARG_SCRATCHPAD, scratch_);
+  }
+}
+
+void BoundPrimitive::Add(int arg, const memory& m) {
+  memories_.push_back(m);
+  args_.push_back({arg, m.get()});
+}
+
+void BoundPrimitive::Run(dnnl::stream& stream) const {
+  if (scratch_md_.get_size() > 0) {
+    // One buffer per thread, grown to the largest a primitive on it asked for: primitives
+    // run one after another on a thread (each returns when done).
+    thread_local std::vector<uint8_t> buffer;
+    if (buffer.size() < scratch_md_.get_size()) buffer.resize(scratch_md_.get_size());
+    scratch_.set_data_handle(buffer.data());
+  }
+  dnnl::error::wrap_c_api(dnnl_primitive_execute(prim_.get(), stream.get(),
+                                                 static_cast<int>(args_.size()), args_.data()),
+                          "could not execute a primitive");
 }
 
 namespace {
@@ -189,7 +199,20 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
                : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md_, b_md, out_md_), attr,
                                               CpuEngine());
   };
-  prim_ = dnnl::matmul(make_pd(b_md_));
+  a_ = Rebindable(a_md_);
+  b_ = Rebindable(b_md_);
+  out_ = Rebindable(out_md_);
+  if (epilogue.bias) bias_ = Rebindable(bias_md_);
+  // The primitive on b as given (b_) or on b's packed copy (b_packed_).
+  auto bind = [&](const dnnl::matmul::primitive_desc& pd, const memory& b) {
+    BoundPrimitive prim{dnnl::matmul(pd)};
+    prim.Add(DNNL_ARG_SRC, a_);
+    prim.Add(DNNL_ARG_WEIGHTS, b);
+    prim.Add(DNNL_ARG_DST, out_);
+    if (epilogue.bias) prim.Add(DNNL_ARG_BIAS, bias_);
+    return prim;
+  };
+  prim_ = bind(make_pd(b_md_), b_);
   const bool one_b = std::all_of(p.b_batch.begin(), p.b_batch.end(),
                                  [](int64_t d) { return d == 1; });
   if (prepack_b != PrepackB::kNo && one_b) {
@@ -200,9 +223,9 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
     const bool blocked = chosen.data.format_kind == dnnl_blocked &&
                          chosen.data.format_desc.blocking.inner_nblks > 0;
     if ((blocked || prepack_b == PrepackB::kAnyLayout) && chosen != b_md_) {
-      packed_prim_ = dnnl::matmul(packed);
       b_packed_ = memory(packed.weights_desc(), CpuEngine());
-      b_reorder_ = MakeReorder(b_md_, packed.weights_desc());
+      packed_prim_ = bind(packed, b_packed_);
+      b_reorder_ = MakeReorder(b_, b_packed_);
     }
   }
   stream_ = dnnl::stream(CpuEngine());
@@ -210,7 +233,7 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& p, const MatmulEpilogue& epilogue
 
 std::string OnednnMatmul::implementation() const {
   if (empty_ || zero_fill_ > 0) return "";
-  return ImplementationOf(packs_b() ? packed_prim_ : prim_);
+  return ImplementationOf(packs_b() ? packed_prim_.primitive() : prim_.primitive());
 }
 
 void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias,
@@ -225,10 +248,11 @@ void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias
     }
     return;
   }
-  std::unordered_map<int, memory> args = {{DNNL_ARG_SRC, Bind(a_md_, a)},
-                                          {DNNL_ARG_WEIGHTS, Bind(b_md_, b)},
-                                          {DNNL_ARG_DST, Bind(out_md_, out)}};
-  const dnnl::matmul* prim = &prim_;
+  a_.set_data_handle(const_cast<void*>(a));
+  b_.set_data_handle(const_cast<void*>(b));
+  out_.set_data_handle(out);
+  if (epilogue_.bias) bias_.set_data_handle(const_cast<void*>(bias));
+  const BoundPrimitive* prim = &prim_;
   if (packs_b()) {
     PackedFrom& from = *packed_from_;
     const bool current = b_version != nullptr && from.data == b && from.version == *b_version;
@@ -237,17 +261,15 @@ void OnednnMatmul::Run(const void* a, const void* b, void* out, const void* bias
     from.gave_up = !current && (from.packs >= 1 || b_version == nullptr);
     if (!from.gave_up) {
       if (!current) {
-        Reorder(b_reorder_, stream_, args[DNNL_ARG_WEIGHTS], b_packed_);
+        b_reorder_.Run(stream_);
         from.data = b;
         from.version = *b_version;
         ++from.packs;
       }
-      args[DNNL_ARG_WEIGHTS] = b_packed_;
       prim = &packed_prim_;
     }
   }
-  if (epilogue_.bias) args.emplace(DNNL_ARG_BIAS, Bind(bias_md_, bias));
-  Execute(*prim, stream_, std::move(args));
+  prim->Run(stream_);
   stream_.wait();
 }
 
@@ -308,10 +330,11 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   dnnl::convolution_forward::desc fwd_desc(dnnl::prop_kind::forward_training, alg, x_any, w_any,
                                            y_any, strides, dilates, pad, pad_r);
   dnnl::convolution_forward::primitive_desc fwd_pd(fwd_desc, UserScratchpad(), CpuEngine());
+  dnnl::primitive prim;
   switch (pass) {
     case ConvPass::kForward: {
       dnnl::convolution_forward::primitive_desc pd = fwd_pd;
-      prim_ = dnnl::convolution_forward(fwd_pd);
+      prim = dnnl::convolution_forward(fwd_pd);
       if (epilogue.any()) {
         // The epilogue in oneDNN's post-ops, unless that changes the kernel oneDNN picks
         // (post-ops it cannot fuse send it to a reference or GEMM implementation).
@@ -331,8 +354,8 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
                               : fwd_desc;
         dnnl::convolution_forward::primitive_desc fused_pd(fused_desc, attr, CpuEngine());
         dnnl::convolution_forward fused(fused_pd);
-        if (ImplementationOf(fused) == ImplementationOf(prim_)) {
-          prim_ = fused;
+        if (ImplementationOf(fused) == ImplementationOf(prim)) {
+          prim = fused;
           pd = fused_pd;
           fused_in_primitive_ = true;
           activation_after_primitive_ = after;
@@ -347,7 +370,7 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
       dnnl::convolution_backward_data::desc d(alg, x_any, w_any, y_any, strides, dilates, pad,
                                               pad_r);
       dnnl::convolution_backward_data::primitive_desc pd(d, UserScratchpad(), CpuEngine(), fwd_pd);
-      prim_ = dnnl::convolution_backward_data(pd);
+      prim = dnnl::convolution_backward_data(pd);
       SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
       SetOperand(1, DNNL_ARG_WEIGHTS, w_md, pd.weights_desc(), false);
       SetOperand(2, DNNL_ARG_DIFF_SRC, x_md, pd.diff_src_desc(), true);
@@ -358,12 +381,22 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
                                                  pad, pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(d, UserScratchpad(), CpuEngine(),
                                                             fwd_pd);
-      prim_ = dnnl::convolution_backward_weights(pd);
+      prim = dnnl::convolution_backward_weights(pd);
       SetOperand(0, DNNL_ARG_DIFF_DST, y_md, pd.diff_dst_desc(), false);
       SetOperand(1, DNNL_ARG_SRC, x_md, pd.src_desc(), false);
       SetOperand(2, DNNL_ARG_DIFF_WEIGHTS, w_md, pd.diff_weights_desc(), true);
       break;
     }
+  }
+  prim_ = BoundPrimitive(prim);
+  for (const Operand& o : operands_) prim_.Add(o.arg, o.blocked ? o.blocked : o.user);
+  if (fused_in_primitive_ && epilogue.bias) {
+    bias_ = Rebindable(memory::desc({p.o}, result_type, tag::x));
+    prim_.Add(DNNL_ARG_BIAS, bias_);
+  }
+  if (fused_in_primitive_ && epilogue.residual) {  // post-op 0: the binary add
+    residual_ = Rebindable(residual_md_);
+    prim_.Add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, residual_);
   }
   stream_ = dnnl::stream(CpuEngine());
 }
@@ -373,17 +406,18 @@ void OnednnConv2d::SetOperand(int i, int arg, const memory::desc& plain,
   Operand& o = operands_[i];
   o.arg = arg;
   o.plain = plain;
+  o.user = Rebindable(plain);
   if (chosen == plain) return;
   o.blocked = memory(chosen, CpuEngine());  // owned by the kernel, allocated once
   if (arg == DNNL_ARG_DIFF_WEIGHTS) {
     o.weight_block = InMajorWeightBlock(chosen);
     if (o.weight_block > 0) return;  // UnblockWeights instead of a reorder
   }
-  o.reorder = is_output ? MakeReorder(chosen, plain) : MakeReorder(plain, chosen);
+  o.reorder = is_output ? MakeReorder(o.blocked, o.user) : MakeReorder(o.user, o.blocked);
 }
 
 std::string OnednnConv2d::implementation() const {
-  return empty_ ? "" : ImplementationOf(prim_);
+  return empty_ ? "" : ImplementationOf(prim_.primitive());
 }
 
 void OnednnConv2d::ActivateInPlace(float* out) const {
@@ -433,15 +467,10 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
     return;
   }
   const void* ptrs[3] = {in0, in1, out};
-  std::unordered_map<int, memory> args;
   for (int i = 0; i < 3; ++i) {
     const Operand& o = operands_[i];
-    memory user = Bind(o.plain, ptrs[i]);
-    if (o.blocked.get(true) == nullptr) {
-      args[o.arg] = user;
-      continue;
-    }
-    args[o.arg] = o.blocked;
+    o.user.set_data_handle(const_cast<void*>(ptrs[i]));
+    if (!o.blocked || i == 2) continue;
     if (i == 1) {
       In1Cache& c = *cache_;
       const bool current = in1_version != nullptr && c.data == in1 && c.version == *in1_version;
@@ -449,25 +478,19 @@ void OnednnConv2d::Run(const void* in0, const void* in1, void* out,
       c.data = in1_version != nullptr ? in1 : nullptr;
       c.version = in1_version != nullptr ? *in1_version : 0;
     }
-    if (i < 2) Reorder(o.reorder, stream_, user, o.blocked);
+    o.reorder.Run(stream_);
   }
-  if (fused_in_primitive_ && epilogue_.bias) {
-    args[DNNL_ARG_BIAS] = Bind(memory::desc({channels_}, ResultTypeOf(type_),
-                                            memory::format_tag::x), bias);
-  }
-  if (fused_in_primitive_ && epilogue_.residual) {  // post-op 0: the binary add
-    args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1] = Bind(residual_md_, residual);
-  }
-  Execute(prim_, stream_, std::move(args));
+  if (bias_) bias_.set_data_handle(const_cast<void*>(bias));
+  if (residual_) residual_.set_data_handle(const_cast<void*>(residual));
+  prim_.Run(stream_);
   const Operand& result = operands_[2];
   if (result.weight_block > 0) {
     stream_.wait();
     UnblockWeights(result.blocked.get_desc(), result.weight_block,
                    static_cast<const float*>(result.blocked.get_data_handle()),
                    static_cast<float*>(out));
-  } else if (result.blocked.get(true) != nullptr) {
-    memory user = Bind(result.plain, out);
-    Reorder(result.reorder, stream_, result.blocked, user);
+  } else if (result.blocked) {
+    result.reorder.Run(stream_);
   }
   stream_.wait();
   if (activation_after_primitive_) ActivateInPlace(static_cast<float*>(out));

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -20,6 +21,34 @@ namespace tg::cpu {
 
 // The process-wide oneDNN CPU engine.
 const dnnl::engine& CpuEngine();
+
+// A primitive with its arguments bound once, run through oneDNN's C API: no memory object,
+// argument map or vector is made per run (making them cost about 1 us of a tiny
+// convolution's 3). Arguments are fixed memory (a kernel-owned buffer) or rebindable memory
+// made with no buffer, which the kernel points at the caller's buffer before each run
+// (set_data_handle). Copies share the memory objects: a kernel runs on one thread at a time
+// (every replica builds its own kernels; a pipeline stage's instructions run on its thread).
+// The scratchpad is the executing thread's (scratchpad_mode::user; see UserScratchpad in
+// onednn_kernels.cc).
+class BoundPrimitive {
+ public:
+  BoundPrimitive() = default;
+  explicit BoundPrimitive(dnnl::primitive prim);
+  // Adds argument `arg`, bound to `m` (fixed or rebindable: dnnl::memory is a handle).
+  void Add(int arg, const dnnl::memory& m);
+  void Run(dnnl::stream& stream) const;
+  const dnnl::primitive& primitive() const { return prim_; }
+  explicit operator bool() const { return prim_.get(true) != nullptr; }
+
+ private:
+  dnnl::primitive prim_;
+  dnnl::memory::desc scratch_md_;
+  mutable dnnl::memory scratch_;        // pointed at the thread's buffer on each run
+  std::vector<dnnl::memory> memories_;  // keeps args_' memory objects alive
+  std::vector<dnnl_exec_arg_t> args_;
+};
+// A memory object for `md` with no buffer yet (BoundPrimitive's rebindable arguments).
+dnnl::memory Rebindable(const dnnl::memory::desc& md);
 
 // The element type a dense kernel reads and writes. kBF16: bf16 operands and result with f32
 // accumulation, the result rounded once to nearest even (the semantics of a widened bf16 op,
@@ -72,12 +101,13 @@ class OnednnMatmul {
   int64_t n_ = 0;
   DenseType type_ = DenseType::kF32;
   MatmulEpilogue epilogue_;
-  dnnl::matmul prim_;          // b as given
-  dnnl::matmul packed_prim_;   // b in b_packed_'s layout (prepack_b, when oneDNN chose one)
+  BoundPrimitive prim_;         // b as given
+  BoundPrimitive packed_prim_;  // b in b_packed_'s layout (prepack_b, when oneDNN chose one)
   dnnl::memory::desc a_md_, b_md_, out_md_, bias_md_;
+  dnnl::memory a_, b_, out_, bias_;  // rebindable: the caller's buffers
   // b in the layout the primitive chose, when it chose one (prepack_b); shared by copies.
   mutable dnnl::memory b_packed_;
-  dnnl::reorder b_reorder_;
+  BoundPrimitive b_reorder_;  // b_ -> b_packed_
   struct PackedFrom {
     const void* data = nullptr;
     uint64_t version = 0;
@@ -146,8 +176,9 @@ class OnednnConv2d {
   struct Operand {
     int arg = 0;
     dnnl::memory::desc plain;
+    dnnl::memory user;             // rebindable: the caller's buffer, in `plain`
     mutable dnnl::memory blocked;  // scratch contents, rewritten by every Run
-    dnnl::reorder reorder;  // plain -> blocked for inputs, blocked -> plain for the output
+    BoundPrimitive reorder;  // user -> blocked for inputs, blocked -> user for the output
     // > 0: the output is a weight gradient in ABcd<B>b<B>a that UnblockWeights copies out
     // (onednn_weight_layout.h: oneDNN's reorder for it is slow).
     int64_t weight_block = 0;
@@ -169,7 +200,8 @@ class OnednnConv2d {
   ConvLayout layout_;
   int64_t channels_ = 0, plane_ = 0, batch_ = 0;  // the output's O, oh * ow and N
   dnnl::memory::desc residual_md_;  // y's shape and layout
-  dnnl::primitive prim_;
+  dnnl::memory bias_, residual_;    // rebindable, when fused in the primitive
+  BoundPrimitive prim_;
   Operand operands_[3];  // in0, in1, out
   // Which in1 the blocked copy of operand 1 holds; shared by copies of the kernel, as the
   // blocked buffer is.

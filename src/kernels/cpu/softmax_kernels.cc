@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/parallel.h"
@@ -32,7 +33,11 @@ void Softmax(const T* x, T* y, const SoftmaxDims& d, bool log) {
       const T* xr = x + o * D;
       T* yr = y + o * D;
       T m = -std::numeric_limits<T>::infinity();
-      for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k]);
+      if constexpr (std::is_same_v<T, float>) {
+        m = vmath::MaxOf(xr, D);
+      } else {
+        for (int64_t k = 0; k < D; ++k) m = std::max(m, xr[k]);
+      }
       if (std::isinf(m) && m < 0) m = 0;  // an all -inf line gives NaN like PyTorch
       // vectorized; x - max <= 0
       for (int64_t k = 0; k < D; ++k) yr[k] = vmath::ExpNonPositive(xr[k] - m);
