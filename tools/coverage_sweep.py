@@ -143,6 +143,10 @@ def _cell(result):
     if status == "compiled":
         return f"matches, max err {result['max_rel_error']:.1e}"
     if status == "trained":
+        chaotic = result.get("chaotic", [])
+        if chaotic:  # see tilegraph.coverage.compare_training(chaos_reference=True)
+            return (f"matches (3 steps) within eager's spread: {len(chaotic)} tensor(s) "
+                    f"chaotic, e.g. `{chaotic[0]}`")
         return "matches (3 steps)"
     if status == "parity failed":
         if "worst" in result:
@@ -190,7 +194,11 @@ def write(rows, out_md, out_json, command):
         "every weight and running statistic (training), tilegraph's largest error against "
         "float64 is within 4x eager fp32's own error plus fp32 tolerance (1e-4 of the tensor's "
         "scale) — the criterion that tells a bug from fp32 noise "
-        "(`tilegraph.coverage.judge_against_float64`). The inference error shown is against "
+        "(`tilegraph.coverage.judge_against_float64`). In training, eager fp32's error is the "
+        "larger of two runs: from the model's weights and from the weights moved by 1e-7 "
+        "(about an ulp); a tensor that passes only by the second is *chaotic* (a max-pool tie "
+        "or a batch statistic over a few values amplifies rounding: eager disagrees with itself "
+        "by as much) and the cell names it. The inference error shown is against "
         "eager fp32, relative to the output's largest value.",
         "",
         *summary(rows),

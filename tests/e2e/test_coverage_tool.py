@@ -38,3 +38,37 @@ def test_names_unsupported_ops_with_the_users_line(capsys):
     line = next(l for l in text.splitlines() if "bessel_j0" in l)
     assert line.lstrip().startswith("✗") and "test_coverage_tool.py:" in line
     assert "1 unsupported" in text
+
+
+def test_the_chaos_reference_widens_the_bound_by_eagers_own_spread():
+    """judge_against_float64 with `perturbed` (eager trained from weights moved by ~1 ulp)
+    bounds tilegraph's error by 4x the larger of eager's two errors: an error 3 where eager
+    is 0.5 off fails, and passes where eager from the moved weights is 1 off."""
+    exact = torch.zeros(4, dtype=torch.float64)
+    got, eager, moved = (torch.tensor([v, 0.0, 0.0, 0.0]) for v in (3.0, 0.5, 1.0))
+    ours, allowed = coverage.judge_against_float64(got, eager, exact)
+    assert ours == 3.0 and ours > allowed
+    ours, allowed = coverage.judge_against_float64(got, eager, exact, moved)
+    assert allowed == 4.0 + 1e-7 and ours <= allowed
+
+
+def test_compare_training_names_the_tensors_only_the_chaos_reference_passes():
+    """An MLP trained three steps: every tensor matches eager float64 by the strict bound,
+    so none is named chaotic; the moved copy the reference trains starts an ulp or two away."""
+    model, (x,) = mlp_case()
+    wrapped = _MeanLoss(model)
+    moved = coverage._perturbed(wrapped)
+    for p, q in zip(wrapped.parameters(), moved.parameters()):
+        change = ((q - p) / p).abs()  # 1 +- 1e-7 is itself rounded: one or two ulp
+        assert bool((change > 0).all()) and float(change.max()) < 3e-7
+    verdict = coverage.compare_training(wrapped, (x,), chaos_reference=True)
+    assert verdict["passed"] and verdict["chaotic"] == []
+
+
+class _MeanLoss(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).square().mean()
