@@ -592,6 +592,8 @@ def _slice_scatter_value(cx, n, x, src_value, src_shape, dim, start, end, step):
     length = shape[dim]
     positions = np.arange(length)
     written = (positions >= start) & (positions < end) & ((positions - start) % step == 0)
+    if not written.any():  # an empty slice (x[2:2] = v, swin3d's zero shifts): x as it is
+        return cx.cast(cx.v(x), cx.dtype_of(n))
     src_index = np.clip((positions - start) // step, 0, max(src_shape[dim] - 1, 0))
     index = cx.g.add_constant(np.ascontiguousarray(src_index, dtype=np.int64))
     placed = cx.op("index_select", [cx.cast(src_value, cx.dtype_of(n)), index], {"axis": dim})
@@ -670,9 +672,36 @@ def _split(cx, n, x, sizes, dim=0):
 
 
 # ---- matmul, conv, pooling ---------------------------------------------------------------
+_SAME_SHAPE_VIEWS = (aten.view.default, aten._unsafe_view.default, aten.reshape.default)
+
+
+def _broadcast_source(cx, arg):
+    """t, where a matmul operand is expand(t) (through views that keep its shape) and the
+    expand leaves t's two matrix dims as they are: matmul broadcasts batch dims itself, so
+    t serves without the expanded copy. torch decomposes a 3-D input times a 2-D weight
+    (nn.MultiheadAttention's in-projection, F.linear on a transposed input) into
+    bmm(x, expand(w)); materialized, that copy was [seq, E, 3E] per attention layer (a
+    constant in inference: 17 GiB for torchvision's ViT-B/16 at 224x224). None otherwise."""
+    node = arg
+    while (isinstance(node, torch.fx.Node) and node.target in _SAME_SHAPE_VIEWS
+           and isinstance(node.args[0], torch.fx.Node)
+           and cx.shape_of(node.args[0]) == cx.shape_of(node)):
+        node = node.args[0]
+    if not (isinstance(node, torch.fx.Node) and node.target == aten.expand.default):
+        return None
+    source = node.args[0]
+    if not isinstance(source, torch.fx.Node):
+        return None
+    src_shape, out_shape = cx.shape_of(source), cx.shape_of(node)
+    if len(src_shape) < 2 or list(src_shape[-2:]) != list(out_shape[-2:]):
+        return None
+    return source
+
+
 @handles(aten.mm.default, aten.bmm.default, aten.matmul.default)
 def _mm(cx, n, a, b):
-    return cx.op("matmul", [cx.v(a), cx.v(b)])
+    operands = [_broadcast_source(cx, x) or x for x in (a, b)]
+    return cx.op("matmul", [cx.v(x) for x in operands])
 
 
 @handles(aten.addmm.default)

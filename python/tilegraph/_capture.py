@@ -18,8 +18,9 @@ from . import _core
 from ._aten import TABLE
 
 aten = torch.ops.aten
-_TORCH_DIR = os.path.dirname(torch.__file__)
-_TILEGRAPH_DIR = os.path.dirname(__file__)
+# With the separator: torchvision's files (".../torchvision/...") are not torch's.
+_TORCH_DIR = os.path.join(os.path.dirname(torch.__file__), "")
+_TILEGRAPH_DIR = os.path.join(os.path.dirname(__file__), "")
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
            torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool",
@@ -61,7 +62,10 @@ def user_location(node):
 
 
 def _is_user_file(path):
-    return not (path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR))
+    """A file of the user's (or a library's), not torch's or tilegraph's own, nor code torch
+    generated at run time ("<string>", "<eval_with_key>": no file to point at)."""
+    return not (path.startswith(_TORCH_DIR) or path.startswith(_TILEGRAPH_DIR)
+                or path.startswith("<"))
 
 
 class _Unavailable:

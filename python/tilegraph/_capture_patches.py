@@ -15,8 +15,34 @@ def applied():
     """All the patches below, for the duration of one capture."""
     _register_hf_caches()
     with _static_ctc_shapes(), _distribution_checks_off(), _causal_mask_detection_off(), \
-            _tensor_data_as_detach(), _cross_map_lrn2d_functional():
+            _tensor_data_as_detach(), _cross_map_lrn2d_functional(), _no_partial_graph_dump():
         yield
+
+
+@contextlib.contextmanager
+def _no_partial_graph_dump():
+    """torch.export prints the partial graph of a failed capture to stderr (`print(
+    e.partial_fx_graph, file=sys.stderr)`): 240 KB for a torchvision detection model, ahead
+    of tilegraph's error, which names the op and the line. What torch writes to stderr while
+    capturing is held and written after it, without that graph; everything else (warnings)
+    is kept."""
+    import io
+    real, held = sys.stderr, io.StringIO()
+    sys.stderr = held
+    try:
+        yield
+    except BaseException as e:
+        text = held.getvalue()
+        # The error itself, or the one tilegraph's message replaced (raise ... from None).
+        for error in (e, e.__cause__, e.__context__):
+            graph = getattr(error, "partial_fx_graph", None)
+            if graph is not None:
+                text = text.replace(f"{graph}\n", "")  # printed at each nested export level
+        held = io.StringIO(text)
+        raise
+    finally:
+        sys.stderr = real
+        real.write(held.getvalue())
 
 
 def _register_hf_caches():

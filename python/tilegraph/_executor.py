@@ -608,9 +608,18 @@ class PoplarExecutor:
             if a.dtype != dtype:
                 raise TypeError(f"input {i}: expected dtype {dtype}, got {a.dtype}")
             if tuple(a.shape) != shape:
-                raise ValueError(
-                    f"input {i}: expected shape {list(shape)}, got {list(a.shape)} (the combined "
-                    f"batch is micro-batch x deviceIterations x gradientAccumulation)")
+                raise ValueError(f"input {i}: expected shape {list(shape)}, got "
+                                 f"{list(a.shape)} ({self._combined_batch_factors()})")
+
+    def _combined_batch_factors(self):
+        """What the first dimension of an input holds, for an error message: the factors
+        that apply to this executor, with their values."""
+        factors = [f"deviceIterations ({self.options.device_iterations})"]
+        if self.training:
+            factors.append(f"gradientAccumulation "
+                           f"({self.options.Training.gradient_accumulation})")
+        factors.append(f"replicationFactor ({self._replicas})")
+        return "the combined batch is micro-batch x " + " x ".join(factors)
 
     def _to_torch(self, out, mode, meta):
         """The engine's [rows?, replicas?, *shape] as PopTorch returns it: per-step and

@@ -116,7 +116,9 @@ std::vector<OpSample> MatmulSamples() {
           s({2, 3, 4}, {4, 5}, false, false),    s({2, 3, 4}, {5, 4}, false, true),
           s({2, 4, 3}, {4, 5}, true, false),     s({3, 4}, {2, 4, 5}, false, false),
           s({4, 3}, {2, 5, 4}, true, true),      s({2, 1, 3, 4}, {3, 4, 2}, false, false),
-          s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false)};
+          s({2, 1, 4, 3}, {3, 2, 4}, true, true), s({1, 1}, {1, 7}, false, false),
+          // a batch of a's times one b: one GEMM over the folded batch (FoldSharedB)
+          s({2, 3, 2, 4}, {1, 4, 5}, false, false)};
 }
 
 // ---- matmul_epilogue: act(op(a) @ op(b) + bias), made by passes/fuse_matmul_epilogue.cc ----

@@ -4,6 +4,7 @@ additive and boolean masks broadcast as users pass them, causal masking, dropout
 backward; grouped-query heads are written out as matmul / softmax / matmul. Inference
 and training against eager PyTorch."""
 import copy
+import re
 
 import pytest
 import torch
@@ -161,3 +162,38 @@ def test_a_fully_masked_sample_gives_zeros_and_finite_gradients_as_in_eager(monk
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got, reference(x, t, pad)[0], rtol=1e-5, atol=1e-6)
     assert_trains_like_eager(model, (x, t, pad), steps=3)
+
+
+class TorchMultiheadAttention(torch.nn.Module):
+    """nn.MultiheadAttention(batch_first=True) as torchvision's ViT calls it."""
+
+    def __init__(self, d=32, heads=4):
+        super().__init__()
+        self.attention = torch.nn.MultiheadAttention(d, heads, batch_first=True)
+        self.head = torch.nn.Linear(d, 3)
+
+    def forward(self, x, t):
+        h, _ = self.attention(x, x, x, need_weights=False)
+        out = self.head(h.mean(1))
+        return out, F.cross_entropy(out, t)
+
+
+def test_multihead_attentions_in_projection_reads_its_weight_once(monkeypatch):
+    """torch decomposes the in-projection of a batch_first nn.MultiheadAttention (a 3-D input
+    transposed, times a 2-D weight) into bmm(x, expand(weight)): the weight copied once per
+    sequence position, [50, 32, 96] here (17 GiB of constants for torchvision's ViT-B/16 at
+    224x224). The matmul reads the weight itself, one GEMM over the folded batch; values
+    and three training steps as in eager."""
+    monkeypatch.delenv("TILEGRAPH_FUSED_ATTENTION")
+    torch.manual_seed(0)
+    model = TorchMultiheadAttention()
+    reference = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(2, 50, 32, generator=g), torch.randint(0, 3, (2,), generator=g)
+    infer = tilegraph.inferenceModel(model.eval())
+    torch.testing.assert_close(infer(x, t)[0], reference.eval()(x, t)[0], rtol=1e-5, atol=1e-6)
+    ir = infer.executable.optimized_ir
+    assert "f32[50,32,96]" not in ir and "expand(" not in ir, ir
+    assert re.search(r"= matmul\(%v\d+, %attention\.in_proj_weight\)", ir), ir
+    infer.destroy()
+    assert_trains_like_eager(model.train(), (x, t), steps=3)

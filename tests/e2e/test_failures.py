@@ -96,6 +96,34 @@ def test_boolean_mask_indexing_names_the_users_line_and_what_to_write():
     assert "sym_size" not in message and "_assert_scalar" not in message, message
 
 
+def test_a_data_dependent_model_is_refused_without_torchs_partial_graph_dump(capfd):
+    """torch.export prints the partial graph of a data-dependent capture to stderr (240 KB
+    for a torchvision detection model) ahead of tilegraph's error: held back, so the error,
+    with the user's line, is what the user sees."""
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            n = int((x > 0).sum())  # the line the message names
+            return x[:n] * 2
+
+    with pytest.raises(NotImplementedError) as info:
+        tilegraph.inferenceModel(DataDependent())(torch.randn(8))
+    assert "test_failures.py:" in str(info.value), str(info.value)
+    stderr = capfd.readouterr().err
+    assert "def forward(self" not in stderr, stderr[:2000]
+
+
+def test_a_library_file_is_a_users_file_and_generated_code_is_not():
+    """The location in a message is the innermost frame outside torch and tilegraph: a
+    torchvision file counts (its path starts like torch's, ".../torch" + "vision"), code
+    torch generated at run time ("<string>") does not."""
+    from tilegraph import _capture
+    site = os.path.dirname(os.path.dirname(torch.__file__))
+    assert _capture._is_user_file(os.path.join(site, "torchvision", "ops", "boxes.py"))
+    assert not _capture._is_user_file(os.path.join(site, "torch", "nn", "functional.py"))
+    assert not _capture._is_user_file("<string>")
+    assert not _capture._is_user_file(_capture.__file__)
+
+
 def test_two_threads_calling_one_training_model_give_the_sequential_result():
     x, t = batches("mlp", 1, 8, torch.Generator().manual_seed(0))
     torch.manual_seed(0)

@@ -28,8 +28,11 @@ def test_call_time_errors_leave_the_executor_usable():
     infer = tilegraph.inferenceModel(model.eval())
     x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(0))
     out, _ = infer(x, t)
-    with pytest.raises(ValueError, match=r"expected shape \[4, 20\], got \[4, 21\]"):
+    with pytest.raises(ValueError, match=r"expected shape \[4, 20\], got \[4, 21\]") as info:
         infer(torch.randn(4, 21), t)
+    # The factors of the combined batch that apply: no gradient accumulation in inference.
+    assert ("micro-batch x deviceIterations (1) x replicationFactor (1)" in str(info.value)
+            and "gradientAccumulation" not in str(info.value)), str(info.value)
     with pytest.raises(TypeError, match="expected dtype torch.float32, got torch.float64"):
         infer(x.double(), t)
     with pytest.raises(TypeError, match="forward.*missing a required argument: 't'"):

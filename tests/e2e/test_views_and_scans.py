@@ -25,6 +25,7 @@ LAYERS = {
                                                h[:, :4] * 3),
     "scatter": lambda h: torch.scatter(h, 1, torch.tensor([[5], [1], [0], [7]]), h[:, 2:3] - 1),
     "cumsum_reverse_flip": lambda h: torch.cumsum(h.flip(0), dim=0).flip(0) * 0.1,
+    "setitem_empty_slices": lambda h: _setitem_empty(h),
 }
 
 
@@ -32,6 +33,18 @@ def _put_columns(h):
     out = h.clone()
     out[:, torch.tensor([6, 1])] = h[:, :2] * -1  # columns written, a non-leading index
     return out
+
+
+def _setitem_empty(h):
+    """Writes into empty slices are no-ops (torchvision's Swin3D builds its attention mask
+    with x[-w:-s] = v, empty when a shift s is 0): of a tensor computed from the input and
+    of a constant one (folded at compile time)."""
+    out = h * 2
+    out[2:2, :] = 1.0
+    mask = h.new_zeros(4, 8)
+    mask[-2:0, :] = 5.0
+    mask[:, 3:3] = 7.0
+    return out + mask
 
 
 def _setitem(h):
