@@ -351,6 +351,10 @@ def _detach(cx, n, x):
          aten.squeeze.dims, aten.squeeze.dim, aten.squeeze.default, aten.unsqueeze.default,
          aten.flatten.using_ints)
 def _reshape(cx, n, x, *args, **kw):
+    if list(cx.shape_of(n)) == list(cx.shape_of(x)):
+        # A view to the shape it has (torch's bmm decomposition writes them): no node, so
+        # that a matmul's bias add or activation is its next node and fuses into it.
+        return cx.v(x)
     return cx.op("reshape", [cx.v(x)], {"shape": cx.shape_of(n)})
 
 
