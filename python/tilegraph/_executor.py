@@ -1129,15 +1129,20 @@ def _loss_index(cap):
         raise RuntimeError(_NO_LOSS)
     if structure is not None:
         import torch.utils._pytree as pytree
+        # The result rebuilt from shape-only tensors (classes such as Hugging Face's
+        # DynamicCache read their leaves' device and dtype when rebuilt), each standing for
+        # its output index.
+        stand_ins = [torch.empty(shape, dtype=dtype, device="meta")
+                     for shape, dtype in cap.output_meta]
+        index = {id(t): i for i, t in enumerate(stand_ins)}
         try:
-            paths, _ = pytree.tree_flatten_with_path(structure.rebuild(list(range(len(
-                cap.outputs)))))
-        except (ValueError, TypeError, NotImplementedError):
+            paths, _ = pytree.tree_flatten_with_path(structure.rebuild(stand_ins))
+        except Exception:  # noqa: BLE001 - a user class's own rebuild: fall back below
             paths = []
         for path, leaf in paths:
             key = getattr(path[0], "key", getattr(path[0], "name", None)) if path else None
-            if len(path) == 1 and key == "loss" and isinstance(leaf, int):
-                return leaf
+            if len(path) == 1 and key == "loss" and id(leaf) in index:
+                return index[id(leaf)]
     losses = [i for i in cap.loss_op_outputs
               if cap.output_meta[i][1].is_floating_point and
               math.prod(cap.output_meta[i][0]) == 1]

@@ -37,6 +37,18 @@ class CausalLM(torch.nn.Module):
         return self.model(input_ids=ids, labels=ids, use_cache=False)
 
 
+class CausalLMWithCache(torch.nn.Module):
+    """As users call it: use_cache left at its default (True), so the result also holds
+    the DynamicCache, which the loss must be found next to."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(input_ids=ids, labels=ids)
+
+
 class Classifier(torch.nn.Module):
     def __init__(self, model):
         super().__init__()
@@ -46,13 +58,15 @@ class Classifier(torch.nn.Module):
         return self.model(input_ids=ids, attention_mask=mask, labels=labels)
 
 
-@pytest.mark.parametrize("case", ["gpt2_causal_lm", "bert_classifier"])
+@pytest.mark.parametrize("case", ["gpt2_causal_lm", "gpt2_causal_lm_with_cache",
+                                  "bert_classifier"])
 def test_hugging_face_models_train_with_their_own_losses(case):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 128, (2, 16), generator=g)
-    if case == "gpt2_causal_lm":
-        model, args = CausalLM(_gpt2()), (ids,)
+    if case.startswith("gpt2_causal_lm"):
+        model = (CausalLMWithCache if case.endswith("cache") else CausalLM)(_gpt2())
+        args = (ids,)
     else:
         mask = torch.ones(2, 16, dtype=torch.int64)
         mask[1, 12:] = 0
