@@ -349,15 +349,33 @@ def _user_frame(tb):
     return best
 
 
-def export(model, example_args, example_kwargs=None):
+def _custom_function_message(used):
+    names = {}
+    for name, where in used:
+        names.setdefault(name, where)
+    listed = "; ".join(f"{name} (applied at {where or '<unknown>'})"
+                       for name, where in names.items())
+    return ("the model applies torch.autograd.Function subclasses with their own backward: "
+            f"{listed}. A training program differentiates what the forward computes and "
+            "cannot run a hand-written backward, so a straight-through estimator, a gradient "
+            "reversal or a surrogate gradient would train differently from eager PyTorch. "
+            "Write the gradient trick in tensor ops (straight-through: x + (f(x) - x)."
+            "detach()), or, if the Function's backward is its forward's true gradient, set "
+            "`tilegraph_differentiate_forward = True` on the class. (Inference programs "
+            "run such Functions' forwards.)")
+
+
+def export(model, example_args, example_kwargs=None, training=False):
     """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
-    Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved."""
+    Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved.
+    `training`: the graph will be differentiated (custom autograd Functions are refused)."""
     import torch.fx.traceback as fx_traceback
     from . import _blocks, _capture_patches, autocasting
     from .ops import compiling
     # The patches also cover run_decompositions, which traces the graph again (CTC's).
     with warnings.catch_warnings(), fx_traceback.preserve_node_meta(), compiling(), \
-            _capture_patches.applied():
+            _capture_patches.applied(), \
+            _capture_patches.custom_autograd_functions() as custom_functions:
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
@@ -385,6 +403,8 @@ def export(model, example_args, example_kwargs=None):
                 "torch.utils._pytree.register_pytree_node") from None
         finally:
             _blocks.finish_capture()
+        if training and custom_functions:
+            raise NotImplementedError(_custom_function_message(custom_functions))
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
         _unbatched_margin_losses_as_0d(ep)
@@ -558,7 +578,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     other leaves were baked in by the export. `placement_of(block)` maps a node's block
     (user_id, ipu_id), or None outside any block, to its device; without it every node is
     on device 0. `training`: the graph will train (it then has one loss)."""
-    ep = export(model, example_args, example_kwargs)
+    ep = export(model, example_args, example_kwargs, training=training)
     gm = ep.graph_module
     raise_if_unsupported(gm, type(model).__name__)
     sig = ep.graph_signature

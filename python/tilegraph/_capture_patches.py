@@ -45,6 +45,42 @@ def _no_partial_graph_dump():
         real.write(held.getvalue())
 
 
+@contextlib.contextmanager
+def custom_autograd_functions():
+    """Records every torch.autograd.Function defined outside torch that the model applies
+    while it is captured: (class name, the innermost user / library file:line of the call).
+    torch.export traces a Function's forward into the graph and drops its backward, so
+    tilegraph's autodiff would differentiate the forward instead: for a straight-through
+    estimator (round in the forward, identity backward), a gradient-reversal layer or a
+    surrogate gradient that trains something else than eager, silently. The capture refuses
+    them in training (see _capture.export) unless the class sets
+    `tilegraph_differentiate_forward = True` (its backward is the forward's true gradient,
+    e.g. a hand-written fused kernel)."""
+    import traceback
+
+    from ._capture import _is_user_file
+    Function = torch.autograd.Function
+    original = Function.__dict__["apply"]
+    used = []
+
+    def apply(cls, *args, **kwargs):
+        module = getattr(cls, "__module__", "") or ""
+        own = module == "torch" or module.startswith("torch.")
+        if not own and not getattr(cls, "tilegraph_differentiate_forward", False):
+            where = ""
+            for frame in traceback.extract_stack()[:-1]:
+                if _is_user_file(frame.filename):
+                    where = f"{frame.filename}:{frame.lineno}"
+            used.append((f"{module}.{cls.__qualname__}", where))
+        return original.__get__(None, cls)(*args, **kwargs)
+
+    Function.apply = classmethod(apply)
+    try:
+        yield used
+    finally:
+        Function.apply = original
+
+
 def _register_hf_caches():
     """A Hugging Face decoder in eval mode returns its key / value cache (past_key_values: a
     DynamicCache, or an EncoderDecoderCache of two) unless called with use_cache=False;

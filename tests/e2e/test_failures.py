@@ -112,6 +112,71 @@ def test_a_data_dependent_model_is_refused_without_torchs_partial_graph_dump(cap
     assert "def forward(self" not in stderr, stderr[:2000]
 
 
+class _StraightThrough(torch.autograd.Function):
+    """Rounds in the forward, passes the gradient through unchanged (a straight-through
+    estimator, as quantization-aware training writes it)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return torch.round(x * 4) / 4
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+class _TrueGradientSquare(torch.autograd.Function):
+    tilegraph_differentiate_forward = True  # its backward is the forward's true gradient
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return 2 * x * grad
+
+
+class _Quantized(torch.nn.Module):
+    def __init__(self, function):
+        super().__init__()
+        self.function = function
+        self.w = torch.nn.Parameter(torch.tensor([0.3, 0.7, 1.1]))
+
+    def forward(self, x):
+        return (self.function.apply(self.w * x) ** 2).sum()  # the line the message names
+
+
+def test_a_custom_autograd_functions_backward_is_refused_in_training_not_ignored():
+    """torch.export keeps a Function's forward and drops its backward: differentiated, the
+    straight-through estimator's gradient would be 0 (round's) where eager's is 2 * w * x *
+    x, with no error. Training refuses it and names the class and line; inference runs the
+    forward; a class marked as having its forward's true gradient trains as in eager."""
+    x = torch.tensor([1.0, 2.0, 3.0])
+    model = _Quantized(_StraightThrough)
+    with pytest.raises(NotImplementedError) as info:
+        tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))(x)
+    message = str(info.value)
+    assert "_StraightThrough" in message and "test_failures.py:" in message, message
+    assert "tilegraph_differentiate_forward" in message, message
+    torch.testing.assert_close(tilegraph.inferenceModel(_Quantized(_StraightThrough))(x),
+                               _Quantized(_StraightThrough)(x))
+    model = _Quantized(_TrueGradientSquare)
+    reference = copy.deepcopy(model)
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.01))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.01)
+    for _ in range(3):
+        loss = trainer(x)
+        eager.zero_grad()
+        reference(x).backward()
+        eager.step()
+    trainer.copyWeightsToHost()
+    torch.testing.assert_close(model.w, reference.w)
+
+
 def test_a_library_file_is_a_users_file_and_generated_code_is_not():
     """The location in a message is the innermost frame outside torch and tilegraph: a
     torchvision file counts (its path starts like torch's, ".../torch" + "vision"), code
