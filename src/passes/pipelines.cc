@@ -75,8 +75,6 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"schedule-updates", "each parameter's update right after its gradient: gradients die "
                          "early (the step's peak memory); before fusion, so that fusion does "
                          "not merge the updates of parameters whose gradients come far apart"},
-    {"hoist-scalars", "again: schedule-updates moved the scalars the first update reads (the "
-                      "learning rate's cast) into that update, between its two halves"},
     {"block-conv-layout", "convolution activations and their gradients stay in oneDNN's "
                           "blocked layout through batch norms, activations and adds"},
     {"remat-elementwise", "SiLU's sigmoid(x): recomputed in the backward's fused kernel from "

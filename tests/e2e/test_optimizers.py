@@ -143,30 +143,3 @@ def test_variable_attributes_are_recorded_and_every_hyperparameter_is_runtime():
     assert opt.variable_attrs.isConstant("momentum")
     with pytest.raises(ValueError, match="not an attribute"):
         opt.variable_attrs.markAsConstant("betas")
-
-
-def test_each_parameters_sgd_momentum_update_is_one_pass_over_memory():
-    """Every parameter's update (momentum buffer and weight) is one fused kernel, the first
-    parameter's included: schedule-updates moved the learning rate's cast into the first
-    update, between its two halves, until hoist-scalars ran again after it."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
-    trainer = tilegraph.trainingModel(
-        _WithLoss(model), optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9))
-    trainer(torch.randn(4, 12), torch.randint(0, 3, (4,)))
-    fused = [line for line in trainer.executable.optimized_ir.splitlines()
-             if "= fused_elementwise(" in line]
-    for name, _ in model.named_parameters():
-        buffer = f"%model.{name}.momentum_buffer"
-        updates = [line for line in fused if buffer + "," in line or buffer + ")" in line]
-        assert len(updates) == 1, (name, updates)
-        assert updates[0].split("=")[0].count("%") >= 2, updates[0]  # buffer and weight
-
-
-class _WithLoss(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x, t):
-        return F.cross_entropy(self.model(x), t)
