@@ -9,18 +9,13 @@
 #include <vector>
 
 #include "kernels/cpu/onednn_kernels.h"
+#include "unit/random_values.h"
 #include "kernels/cpu/reference_dense.h"
 
 namespace tg::cpu {
 namespace {
 
-std::vector<float> Random(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+std::vector<float> Random(size_t n, unsigned seed) { return testing::RandomNormal(n, seed); }
 
 // y = conv(x, w) + bias[o] + residual (the reference convolution, then the epilogue).
 std::vector<float> ConvBiasResidualRef(const Conv2dParams& p, const std::vector<float>& x,

@@ -8,17 +8,12 @@
 #include <vector>
 
 #include "kernels/cpu/onednn_kernels.h"
+#include "unit/random_values.h"
 
 namespace tg::cpu {
 namespace {
 
-std::vector<float> Random(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> normal;
-  std::vector<float> v(n);
-  for (float& x : v) x = normal(rng);
-  return v;
-}
+std::vector<float> Random(size_t n, unsigned seed) { return testing::RandomNormal(n, seed); }
 
 TEST(WeightPrepack, MatmulPacksAWeightThatStaysAndNotOneThatChanges) {
   MatmulParams p;
