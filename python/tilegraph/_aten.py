@@ -1132,6 +1132,15 @@ def _any(cx, n, x, dims=None, keepdim=False):
     return cx.op("gt", [s, cx.scalar(0.0, None, "f32")])
 
 
+@handles(aten._is_all_true.default)
+def _is_all_true(cx, n, x):
+    """A 0-d bool: every element is true (torch.distributions' argument checks, asserted at
+    run time, see _capture_patches.value_checks_as_assertions): no element false."""
+    false = cx.cast(cx.op("logical_not", [_as_bool(cx, n, x)]), "f32")
+    count = cx.op("sum", [false], {"axes": _axes(None), "keepdim": False})
+    return cx.op("eq", [count, cx.scalar(0.0, None, "f32")])
+
+
 # ---- indexing, embedding, constants ------------------------------------------------------
 @handles(aten.gather.default)
 def _gather(cx, n, x, dim, index, sparse_grad=False):

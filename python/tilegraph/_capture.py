@@ -389,10 +389,10 @@ def export(model, example_args, example_kwargs=None, training=False):
                                         strict=False)
         except GuardOnDataDependentSymNode as e:
             raise NotImplementedError(
-                f"{_user_frame(e.__traceback__) or '<unknown>'}: the model decides on a tensor's "
-                "value (an `if` on a tensor, `.item()`, or a check such as torch.distributions' "
-                "validate_args=True), which one compiled graph cannot hold. Use torch.where, "
-                "or leave validate_args unset") from None
+                f"{_user_frame(e.__traceback__) or '<unknown location>'}: the model decides on a "
+                "tensor's value (an `if` on a tensor that computes either way, `.item()`), which "
+                "one compiled graph cannot hold. Use torch.where (checks that only raise, `if "
+                "<bad>: raise ...` and `assert`, compile into run-time assertions)") from None
         except RuntimeError as e:
             if "which is not a known type" not in str(e):
                 raise
@@ -405,11 +405,45 @@ def export(model, example_args, example_kwargs=None, training=False):
             _blocks.finish_capture()
         if training and custom_functions:
             raise NotImplementedError(_custom_function_message(custom_functions))
+        _unused_scalar_reads_removed(ep)
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
         _unbatched_margin_losses_as_0d(ep)
         _mark_loss_function_outputs(ep)
         return ep.run_decompositions(_decompositions())
+
+
+_SCALAR_READS = {aten.item.default, aten._local_scalar_dense.default}
+
+
+def _unused_scalar_reads_removed(ep):
+    """A tensor read as a Python scalar whose value only feeds torch's range assertions on
+    it (what a value check answered by _capture_patches.value_checks_as_assertions leaves:
+    the check itself is an _assert_async on the tensor) is removed with them: nothing the
+    program computes uses it, and reading a value out of a compiled graph is not possible."""
+    graph = ep.graph_module.graph
+    changed = False
+    for node in reversed(list(graph.nodes)):
+        if node.op != "call_function" or node.target not in _SCALAR_READS:
+            continue
+        chain, frontier, pure = [node], [node], True
+        while frontier and pure:
+            for user in list(frontier.pop().users):
+                if isinstance(user.meta.get("val"), torch.Tensor) or user.op != "call_function":
+                    pure = False
+                    break
+                if user not in chain:
+                    chain.append(user)
+                    frontier.append(user)
+        if pure:
+            for n in reversed(chain):
+                if not n.users:
+                    graph.erase_node(n)
+            changed = changed or not node.users
+    if changed:
+        graph.eliminate_dead_code(is_impure_node=lambda n: n.op in ("placeholder", "output")
+                                  or n.target is aten._assert_async.msg)
+        ep.graph_module.recompile()
 
 
 def _decompositions():

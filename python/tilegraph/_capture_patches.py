@@ -15,7 +15,8 @@ def applied():
     """All the patches below, for the duration of one capture."""
     _register_hf_caches()
     with _static_ctc_shapes(), _distribution_checks_off(), _causal_mask_detection_off(), \
-            _tensor_data_as_detach(), _cross_map_lrn2d_functional(), _no_partial_graph_dump():
+            _tensor_data_as_detach(), _cross_map_lrn2d_functional(), _no_partial_graph_dump(), \
+            value_checks_as_assertions():
         yield
 
 
@@ -79,6 +80,91 @@ def custom_autograd_functions():
         yield used
     finally:
         Function.apply = original
+
+
+@contextlib.contextmanager
+def value_checks_as_assertions():
+    """A model that checks its data in Python and raises (`if labels.max() >= vocab: raise
+    ValueError(...)`, Hugging Face's CTC heads; `assert torch.isfinite(x).all()`) makes
+    torch.export stop: the condition's value is the data's, which a traced graph does not
+    have. While capturing, such a `bool(tensor)` is answered with the value that does not
+    raise, when the statement at the caller's line is exactly that shape (an `if` whose body
+    is only a `raise`, or an `assert`), and the graph gets a run-time assertion of that value
+    (aten._assert_async, compiled to `assert_all`): a call whose data would have raised in
+    eager fails with the check's line instead of computing on. Any other data-dependent
+    `bool` (a branch that computes) still stops the capture."""
+    from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+    original = torch.Tensor.__bool__
+
+    def checked_bool(self):
+        try:
+            return original(self)
+        except GuardOnDataDependentSymNode:
+            frame = sys._getframe(1)
+            assumed = _non_raising_value(frame.f_code.co_filename, frame.f_lineno)
+            if assumed is None:
+                raise
+        import linecache
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        source = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+        truth = self if self.dtype == torch.bool else self != 0
+        torch._assert_async(truth if assumed else torch.logical_not(truth),
+                            f"the model's data check at {where} failed ({source}): eager "
+                            "PyTorch raises there")
+        return assumed
+
+    torch.Tensor.__bool__ = checked_bool
+    try:
+        yield
+    finally:
+        torch.Tensor.__bool__ = original
+
+
+def _non_raising_value(filename, lineno):
+    """The value a tensor's bool must take at filename:lineno for the statement there not to
+    raise: False for `if <t>: raise ...` (also `if a and <t>`, `if a or <t>`), True for
+    `if not <t>: raise ...` and for `assert <t>`; None for any other statement."""
+    import ast
+    import linecache
+    tree = _parsed(filename, "".join(linecache.getlines(filename)))
+    if tree is None:
+        return None
+    for node in ast.walk(tree):
+        if getattr(node, "lineno", None) != lineno:
+            continue
+        if isinstance(node, ast.If) and not node.orelse and len(node.body) == 1 and \
+                isinstance(node.body[0], ast.Raise):
+            wanted = False  # the test must be false
+        elif isinstance(node, ast.Assert):
+            wanted = True  # the test must be true
+        else:
+            continue
+        test = node.test
+        if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) and \
+                not isinstance(test.operand, (ast.BoolOp, ast.UnaryOp)):
+            return not wanted
+        if isinstance(test, ast.BoolOp):
+            # `a and t` / `a or t`: t is reached only while the test is still undecided, so
+            # t's value decides it (for `if`, false; for `assert`, true)
+            plain = all(not isinstance(v, (ast.BoolOp, ast.UnaryOp)) for v in test.values)
+            return wanted if plain else None
+        if not isinstance(test, ast.UnaryOp):
+            return wanted
+    return None
+
+
+_PARSED = {}
+
+
+def _parsed(filename, text):
+    import ast
+    key = (filename, hash(text))
+    if key not in _PARSED:
+        try:
+            _PARSED[key] = ast.parse(text) if text else None
+        except SyntaxError:
+            _PARSED[key] = None
+    return _PARSED[key]
 
 
 def _register_hf_caches():

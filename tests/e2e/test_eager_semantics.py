@@ -299,13 +299,19 @@ def test_a_vae_with_torch_distributions_trains():
     assert torch.distributions.Distribution._validate_args  # eager's default is back
 
 
-def test_a_distribution_asked_to_validate_is_explained():
-    class Sampler(nn.Module):
-        def forward(self, x):
-            return torch.distributions.Normal(x, x.abs() + 1, validate_args=True).sample()
+def test_a_distribution_asked_to_validate_checks_its_arguments_at_run_time():
+    """validate_args=True: torch's `if not valid: raise` compiles into a run-time assertion
+    (_capture_patches.value_checks_as_assertions): valid arguments give eager's values, an
+    invalid scale fails the call naming torch's check, as eager raises."""
+    class LogProb(nn.Module):
+        def forward(self, x, scale):
+            return torch.distributions.Normal(x, scale, validate_args=True).log_prob(x + 1)
 
-    with pytest.raises(NotImplementedError, match="test_eager_semantics.py:.*validate_args"):
-        tilegraph.inferenceModel(Sampler())(torch.ones(3))
+    run = tilegraph.inferenceModel(LogProb())
+    x, scale = torch.randn(3), torch.rand(3) + 0.5
+    torch.testing.assert_close(run(x, scale), LogProb()(x, scale))
+    with pytest.raises(ValueError, match="distribution.py:.*failed.*eager PyTorch raises"):
+        run(x, -scale)
 
 
 def test_replacing_a_buffer_by_another_dtype_is_explained():

@@ -177,6 +177,42 @@ def test_a_custom_autograd_functions_backward_is_refused_in_training_not_ignored
     torch.testing.assert_close(model.w, reference.w)
 
 
+class _ChecksItsData(torch.nn.Module):
+    """Validates in Python as Hugging Face's CTC heads do, and with an assert."""
+
+    def forward(self, x, labels):
+        if labels is not None and labels.max() >= 5:
+            raise ValueError("labels must be < 5")
+        assert torch.isfinite(x).all(), "x must be finite"
+        return x * 2 + labels.float().sum()
+
+
+def test_data_checks_that_raise_compile_into_run_time_assertions():
+    """`if <tensor condition>: raise` and `assert <tensor condition>` stop torch.export (the
+    condition is the data's); the capture answers them with the value that does not raise
+    and the program asserts it at run time: good data gives eager's values, data eager
+    would refuse fails with the check's line, and the executor stays usable. A branch
+    that computes something on a tensor's value is still refused."""
+    model = _ChecksItsData()
+    run = tilegraph.inferenceModel(model)
+    x, labels = torch.randn(3), torch.tensor([1, 4])
+    torch.testing.assert_close(run(x, labels), model(x, labels))
+    with pytest.raises(ValueError, match=r"test_failures.py:\d+ failed \(if labels is not None"):
+        run(x, torch.tensor([1, 7]))
+    with pytest.raises(ValueError, match=r"failed \(assert torch.isfinite"):
+        run(torch.tensor([1.0, float("nan"), 0.0]), labels)
+    torch.testing.assert_close(run(-x, labels), model(-x, labels))
+
+    class Branches(torch.nn.Module):
+        def forward(self, x):
+            if x.sum() > 0:  # computes either way: not a check
+                return x * 2
+            return -x
+
+    with pytest.raises(NotImplementedError, match="decides on a tensor's value"):
+        tilegraph.inferenceModel(Branches())(torch.randn(3))
+
+
 def test_a_library_file_is_a_users_file_and_generated_code_is_not():
     """The location in a message is the innermost frame outside torch and tilegraph: a
     torchvision file counts (its path starts like torch's, ".../torch" + "vision"), code
