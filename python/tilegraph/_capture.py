@@ -422,6 +422,7 @@ def _unused_scalar_reads_removed(ep):
     the check itself is an _assert_async on the tensor) is removed with them: nothing the
     program computes uses it, and reading a value out of a compiled graph is not possible."""
     graph = ep.graph_module.graph
+    order = {n: i for i, n in enumerate(graph.nodes)}
     changed = False
     for node in reversed(list(graph.nodes)):
         if node.op != "call_function" or node.target not in _SCALAR_READS:
@@ -435,14 +436,11 @@ def _unused_scalar_reads_removed(ep):
                 if user not in chain:
                     chain.append(user)
                     frontier.append(user)
-        if pure:
-            for n in reversed(chain):
-                if not n.users:
-                    graph.erase_node(n)
-            changed = changed or not node.users
+        if pure:  # every user of a chain node is in the chain: erase users first
+            for n in sorted(chain, key=order.get, reverse=True):
+                graph.erase_node(n)
+            changed = True
     if changed:
-        graph.eliminate_dead_code(is_impure_node=lambda n: n.op in ("placeholder", "output")
-                                  or n.target is aten._assert_async.msg)
         ep.graph_module.recompile()
 
 
