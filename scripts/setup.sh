@@ -6,11 +6,13 @@ cd "$(dirname "$0")/.."
 
 # libonnx-dev: ONNX's protobuf schema (and libprotobuf-dev) for the ONNX front end (src/onnx).
 # chromium-headless-shell: tests/e2e/test_ipu_report_html.py renders the IPU report's HTML in it.
+# libxbyak-dev: the x86 assembler the fused elementwise JIT writes its loops with.
 if ! dpkg -s libdnnl-dev libgtest-dev openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev \
-    chromium-headless-shell >/dev/null 2>&1; then
+    chromium-headless-shell libxbyak-dev >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libdnnl-dev libgtest-dev ninja-build \
-    openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev chromium-headless-shell >/dev/null
+    openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev chromium-headless-shell libxbyak-dev \
+    >/dev/null
 fi
 # torch 2.14.1 is the build torchvision 0.29.1 needs (a CUDA build; it runs on the CPU).
 # torchvision / transformers / timm provide the model families (random weights, nothing is

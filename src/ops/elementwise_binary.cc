@@ -9,15 +9,19 @@ namespace tg::ew {
 namespace {
 
 struct Add {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kAdd;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a + b; }
 };
 struct Sub {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSub;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a - b; }
 };
 struct Mul {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kMul;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a * b; }
 };
 struct Div {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kDiv;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) { return a / b; }
 };
 // NaN-propagating maximum / minimum, as torch.maximum / torch.minimum.

@@ -200,13 +200,21 @@ KernelFactory BinaryReferenceKernel(ParamsFn params) {
   };
 }
 
+// An op functor with `static constexpr cpu::JitOp kJit` says which JIT instruction it is.
+template <typename Op>
+constexpr cpu::JitOp JitOf() {
+  if constexpr (requires { Op::kJit; }) return Op::kJit;
+  return cpu::JitOp::kNone;
+}
 template <typename Op>
 ElementwiseDef UnaryElementwise(ParamsFn params = {}) {
-  return ElementwiseDef{&UnaryBlock<Op, float>, &UnaryBlock<Op, double>, std::move(params)};
+  return ElementwiseDef{&UnaryBlock<Op, float>, &UnaryBlock<Op, double>, std::move(params),
+                        JitOf<Op>()};
 }
 template <typename Op>
 ElementwiseDef BinaryElementwise(ParamsFn params = {}) {
-  return ElementwiseDef{&BinaryBlock<Op, float>, &BinaryBlock<Op, double>, std::move(params)};
+  return ElementwiseDef{&BinaryBlock<Op, float>, &BinaryBlock<Op, double>, std::move(params),
+                        JitOf<Op>()};
 }
 
 // ---- infer --------------------------------------------------------------------------------

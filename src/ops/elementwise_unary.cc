@@ -15,7 +15,10 @@ constexpr double kSqrt1_2 = 0.70710678118654752440;
 constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
-struct Neg { template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; } };
+struct Neg {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kNeg;
+  template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; }
+};
 struct Exp {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Exp(x); }
 };
@@ -23,6 +26,7 @@ struct Log {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::log(x); }
 };
 struct Sqrt {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSqrt;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::sqrt(x); }
 };
 struct Rsqrt {

@@ -66,7 +66,7 @@ OpDef WhereOp() {
     return std::vector<Value*>{nullptr, ga, gb};
   };
   def.traits.elementwise = true;
-  def.elementwise = ElementwiseDef{&WhereBlock<float>, &WhereBlock<double>, {}};
+  def.elementwise = ElementwiseDef{&WhereBlock<float>, &WhereBlock<double>, {}, cpu::JitOp::kWhere};
   def.kernels[DeviceKind::kCpu] = [](const Node& n) { return WhereKernel(n, false); };
   def.kernels[DeviceKind::kReference] = [](const Node& n) { return WhereKernel(n, true); };
   const std::vector<Shape> shapes[] = {{{3, 4}, {3, 4}, {3, 4}}, {{3, 4}, {4}, {}},

@@ -7,6 +7,7 @@
 // fuse-elementwise pass after autodiff, so not differentiable.
 #include <map>
 
+#include "kernels/cpu/fused_jit.h"
 #include "kernels/cpu/fused_kernel.h"
 #include "ops/elementwise_common.h"
 #include "ops/evaluate.h"
@@ -106,6 +107,7 @@ cpu::FusedProgram<T> Compile(const Graph& body, const Shape& space) {
     TG_CHECK(step.fn != nullptr, kUnsupported, "fused_elementwise: ", n->op(),
              " has no block function");
     if (def.elementwise->params) step.params = def.elementwise->params(n->attrs());
+    step.jit = def.elementwise->jit;
     for (Value* in : n->inputs()) step.in_slots.push_back(slot_of.at(in->id()));
     step.out_slot = p.num_slots++;
     cpu::Stored out = StoredAs(n->output(0)->type().dtype);
@@ -127,6 +129,10 @@ Kernel FusedCpuKernel(const Node& node) {
     using T = decltype(tag);
     auto program = std::make_shared<cpu::FusedProgram<T>>(Compile<T>(*body, space));
     // `body` stays alive with the kernel: constants are read from it.
+    if constexpr (std::is_same_v<T, float>) {
+      std::shared_ptr<cpu::FusedJitKernel> jit = cpu::CompileFusedJit(*program);
+      if (jit) return [jit, body](const KernelArgs& a) { jit->Run(a.inputs, a.outputs); };
+    }
     return [program, body](const KernelArgs& a) { cpu::RunFused(*program, a.inputs, a.outputs); };
   });
 }

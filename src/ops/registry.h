@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ir/graph.h"
+#include "kernels/cpu/fused_kernel.h"
 #include "support/device_kind.h"
 
 namespace tg {
@@ -107,6 +108,8 @@ struct ElementwiseDef {
   BlockFn<double> f64 = nullptr;
   // Numeric parameters from attributes (e.g. gelu's approximate -> {0 or 1}); may be empty.
   std::function<std::vector<double>(const AttrMap&)> params;
+  // The op as one vector instruction of the fused JIT (kernels/cpu/fused_jit.h), if it is one.
+  cpu::JitOp jit = cpu::JitOp::kNone;
 };
 
 // ---- test samples -----------------------------------------------------------------------

@@ -22,6 +22,10 @@ using BlockFunction = void (*)(const T* const* in, T* out, int64_t n, const doub
 // float (f16 / bf16 bits; only with T = float).
 enum class Stored : uint8_t { kCompute, kBool, kF16, kBF16 };
 
+// A step's operation where it is one the fused JIT (fused_jit.h) can emit: where(c, a, b) is
+// c != 0 ? a : b, the rest as their names say. kNone: only its block function computes it.
+enum class JitOp : uint8_t { kNone, kAdd, kSub, kMul, kDiv, kNeg, kSqrt, kWhere };
+
 template <typename T>
 struct FusedProgram {
   struct Load {
@@ -43,6 +47,7 @@ struct FusedProgram {
     int out_slot = 0;
     std::vector<double> params;
     Stored round_to = Stored::kCompute;  // kF16 / kBF16: the result is rounded to the format
+    JitOp jit = JitOp::kNone;            // the same operation, for the JIT
   };
   struct Store {
     int slot = 0;

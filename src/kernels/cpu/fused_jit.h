@@ -1,0 +1,38 @@
+// The fused elementwise kernel as machine code: a FusedProgram whose steps are all simple
+// arithmetic is compiled (with xbyak, at kernel-build time) into one loop that keeps every
+// intermediate in vector registers and touches memory only to read its array inputs and write
+// its outputs. The interpreter (RunFused) instead runs each step over a block buffer: about
+// one L1 pass per step, so an 8-step SGD-momentum update ran at 1 ns per element in cache and
+// 3 ns from memory (4x slower than a compiled loop, which streams at triad bandwidth).
+//
+// Which programs: f32 compute; every load is a same-shape contiguous f32 array or a scalar
+// (f32, bool or half); every store f32; every step one of JitOp (an IEEE operation per element,
+// no contraction: results are bit-identical to the interpreter's). Anything else returns no
+// kernel and the caller keeps the interpreter. AVX-512 (zmm) where the CPU has AVX512F, AVX
+// (ymm) otherwise; no JIT on other CPUs or when TILEGRAPH_FUSED_JIT=0.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+#include "kernels/cpu/fused_kernel.h"
+
+namespace tg::cpu {
+
+// Vector widths the generator can target (kAuto: the widest this CPU has).
+enum class JitIsa : uint8_t { kAuto, kAvx512, kAvx };
+
+class FusedJitKernel {
+ public:
+  virtual ~FusedJitKernel() = default;
+  // Same contract as RunFused(program, inputs, outputs) for the program it was built from.
+  virtual void Run(const void* const* inputs, void* const* outputs) const = 0;
+};
+
+// The compiled program, or nullptr when the program, the CPU or the environment rules the JIT
+// out (the caller then runs the interpreter). Constants' data must outlive the kernel.
+std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& program,
+                                                JitIsa isa = JitIsa::kAuto);
+
+}  // namespace tg::cpu
