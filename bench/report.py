@@ -13,6 +13,8 @@ TARGETS = [  # (key, description, threshold): issue 16's targets (issue 5's comp
     ("gemm_fraction_of_peak", "large GEMM, fraction of measured FMA peak", 0.8),
     ("gemm_vs_raw_onednn", "large GEMM vs raw oneDNN (same primitive, no graph)", 1.0),
     ("layernorm_gelu_fraction_of_triad", "layer norm + GELU, fraction of triad bandwidth", 0.5),
+    ("sgd_update_fraction_of_triad", "SGD-momentum update, fraction of triad bandwidth", 0.5),
+    ("adam_update_fraction_of_triad", "Adam update, fraction of triad bandwidth", 0.5),
     ("compile_time_vs_torch_compile", "compile time, torch.compile's / tilegraph's", 5.0),
 ]
 
@@ -52,6 +54,10 @@ def summary(results):
                                if raw else None)
     s["layernorm_gelu_fraction_of_triad"] = (
         lng["engines"]["tilegraph"]["fraction_of_limit"] if lng else None)
+    for update in ("sgd", "adam"):
+        u = micro.get(update)
+        s[f"{update}_update_fraction_of_triad"] = (
+            u["engines"]["tilegraph"]["fraction_of_limit"] if u else None)
     compile_ratios = []
     for m in train_models:
         for section in ("train", "infer"):

@@ -11,6 +11,7 @@
 // A node that only shares an input with a group (a sibling) joins it only when the group
 // ends close before it in the schedule: far siblings are other phases of the step (a cast
 // recomputed for the backward), and fusing them would keep their results alive in between.
+// The same holds for a far consumer of a group's value that is also read elsewhere.
 #include <algorithm>
 #include <memory>
 #include <optional>
@@ -139,6 +140,7 @@ class FuseElementwisePass : public Pass {
     std::unordered_map<int, std::vector<int>> consumer_groups;  // value id -> groups using it
     std::vector<int> merged_into;  // per group: the group it was merged into, or -1
     const std::unordered_set<const Node*> step_only = OptimizerStepOnlyNodes(graph);
+    const std::vector<int> uses = graph.CountUses();
     int i = 0;
     for (const auto& up : graph.nodes()) {
       Node* n = up.get();
@@ -149,7 +151,14 @@ class FuseElementwisePass : public Pass {
       std::vector<int> candidates;
       for (Value* in : n->inputs()) {
         auto it = in->producer() ? group_of.find(in->producer()) : group_of.end();
-        if (it != group_of.end()) candidates.push_back(it->second);
+        if (it == group_of.end()) continue;
+        // A consumer far down the schedule joins its producer's group only when it is the
+        // value's one reader. Otherwise joining hoists it there and its result stays alive
+        // beside the value, which is still read later: a weight decay term w * wd pulled into
+        // the forward's cast of a large embedding kept a second copy of it for the whole step.
+        if (pos[n] - groups[it->second].last <= kSiblingWindow || uses[in->id()] == 1) {
+          candidates.push_back(it->second);
+        }
       }
       for (Value* in : n->inputs()) {
         if (in->kind() == ValueKind::kConstant) continue;

@@ -52,6 +52,12 @@ class ScheduleUpdatesPass : public Pass {
       const bool generator = n->inputs().empty() && !def.traits.random;
       bool only = !n->outputs().empty() && (def.traits.elementwise || def.elementwise ||
                                             n->op() == "fused_elementwise" || generator);
+      // Scalar arithmetic (a hyperparameter's cast, -lr) stays where hoist-scalars put it:
+      // moving it frees nothing, and placed inside the first parameter's chain it split that
+      // chain's fused kernel in two.
+      bool scalar = true;
+      for (const Value* out : n->outputs()) scalar &= out->type().numel() == 1;
+      only &= !scalar;
       for (const Value* out : n->outputs()) {
         bool update = variable_of.count(out) != 0;
         if (update && used.count(out)) only = false;

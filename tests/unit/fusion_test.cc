@@ -330,5 +330,43 @@ TEST(FuseElementwise, ASiblingFarBackInTheScheduleIsNotJoined) {
   ExpectEquivalent(SiblingCasts(40));
 }
 
+
+// The forward widens %w (cast, then tanh for a matmul); `gap` matmuls later the update reads
+// the widened value twice: w * wd (a consumer of the cast's group) and w + step.
+std::string FarConsumer(int gap) {
+  std::string text = R"(graph g {
+  input %w : f16[4,4]
+  input %x : f32[4,4]
+  input %wd : f32[]
+  %c0 = cast(%w) {dtype = f32} : f32[4,4]
+  %t0 = tanh(%c0) : f32[4,4]
+  %m0 = matmul(%x, %t0) {transpose_a = false, transpose_b = false} : f32[4,4]
+)";
+  for (int i = 1; i <= gap; ++i) {
+    text += "  %m" + std::to_string(i) + " = matmul(%m" + std::to_string(i - 1) +
+            ", %x) {transpose_a = false, transpose_b = false} : f32[4,4]\n";
+  }
+  text += "  %d = mul(%c0, %wd) : f32[4,4]\n";
+  text += "  %g = add(%m" + std::to_string(gap) + ", %d) : f32[4,4]\n";
+  text += "  %u = add(%c0, %g) : f32[4,4]\n  output %u\n}";
+  return text;
+}
+
+TEST(FuseElementwise, AFarConsumerOfAValueReadLaterStaysWhereItIs) {
+  // Near: w * wd joins the cast's group. Far: it stays with the update (joining would hoist
+  // it into the forward, where its result would live beside %c0 until the update).
+  std::unique_ptr<Graph> near = Fused(FarConsumer(2));
+  EXPECT_EQ(Count(*near, "mul"), 0) << PrintGraph(*near);
+  ExpectEquivalent(FarConsumer(2));
+  std::unique_ptr<Graph> far = Fused(FarConsumer(40));
+  const Node& first = *far->nodes()[0];
+  ASSERT_EQ(first.op(), "fused_elementwise") << PrintGraph(*far);
+  EXPECT_EQ(first.outputs().size(), 2u) << "cast and tanh only: " << PrintGraph(*far);
+  const Node& last = *far->nodes().back();
+  ASSERT_EQ(last.op(), "fused_elementwise") << PrintGraph(*far);
+  EXPECT_EQ(Count(BodyOf(last), "mul"), 1) << "w * wd is fused with the update";
+  ExpectEquivalent(FarConsumer(40));
+}
+
 }  // namespace
 }  // namespace tg

@@ -105,5 +105,32 @@ TEST(ScheduleUpdates, AnAccumulatorsResetMovesWithItsZeros) {
             (std::vector<std::string>{"g1", "sum", "zeros", "reset", "dx", "later"}));
 }
 
+TEST(ScheduleUpdates, ScalarArithmeticStaysPut) {
+  // -lr (hoisted to the top, as hoist-scalars leaves it) serves both updates; it stays there:
+  // moved into w1's chain, it split that chain's fused kernel in two.
+  std::unique_ptr<Graph> g = ParseGraph(R"(graph g {
+  input %x : f32[8, 16]
+  input %dy : f32[8, 16]
+  hyperparam %lr : f32[]
+  variable %w1 : f32[16, 16]
+  variable %w2 : f32[16, 16]
+  %nlr = neg(%lr) : f32[]
+  %g1 = matmul(%x, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %dx = matmul(%dy, %w1) {transpose_a = false, transpose_b = true} : f32[8, 16]
+  %g2 = matmul(%dx, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %s1 = mul(%g1, %nlr) : f32[16, 16]
+  %n1 = add(%w1, %s1) : f32[16, 16]
+  %s2 = mul(%g2, %nlr) : f32[16, 16]
+  %n2 = add(%w2, %s2) : f32[16, 16]
+  update %w1 = %n1
+  update %w2 = %n2
+  output %dx
+})");
+  PassContext ctx;
+  EXPECT_TRUE(CreateScheduleUpdatesPass()->Run(*g, ctx));
+  EXPECT_EQ(Names(*g),
+            (std::vector<std::string>{"nlr", "g1", "dx", "s1", "n1", "g2", "s2", "n2"}));
+}
+
 }  // namespace
 }  // namespace tg
