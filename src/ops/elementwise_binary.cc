@@ -26,6 +26,7 @@ struct Div {
 };
 // NaN-propagating maximum / minimum, as torch.maximum / torch.minimum.
 struct Maximum {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kMaximum;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     if constexpr (std::is_floating_point_v<T>) {
       if (std::isnan(a) || std::isnan(b)) return a + b;
@@ -34,6 +35,7 @@ struct Maximum {
   }
 };
 struct Minimum {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kMinimum;
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     if constexpr (std::is_floating_point_v<T>) {
       if (std::isnan(a) || std::isnan(b)) return a + b;

@@ -7,21 +7,27 @@ namespace tg::ew {
 namespace {
 
 struct Eq {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kEq;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a == b; }
 };
 struct Ne {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kNe;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a != b; }
 };
 struct Lt {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kLt;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a < b; }
 };
 struct Le {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kLe;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a <= b; }
 };
 struct Gt {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kGt;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a > b; }
 };
 struct Ge {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kGe;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a >= b; }
 };
 struct And {

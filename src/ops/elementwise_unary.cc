@@ -35,6 +35,7 @@ struct Rsqrt {
   }
 };
 struct Abs {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kAbs;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     if constexpr (std::is_integral_v<T>) return x < T{0} ? -x : x;  // std::abs(INT_MIN) is UB
     else return std::abs(x);
@@ -44,6 +45,7 @@ struct Reciprocal {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return T(1) / x; }
 };
 struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kRelu;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return x < T(0) ? T(0) : x;
   }

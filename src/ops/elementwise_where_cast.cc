@@ -115,7 +115,8 @@ OpDef CastOp() {
   def.elementwise = ElementwiseDef{
       &CastBlock<float>, &CastBlock<double>, [](const AttrMap& a) {
         return std::vector<double>{GetDType(a, "dtype") == DType::kBool ? 1.0 : 0.0};
-      }};
+      },
+      cpu::JitOp::kCast};
   def.kernels[DeviceKind::kCpu] = [](const Node& n) -> Kernel {
     cpu::ElemType from = ToElem(n.input(0)->type().dtype), to = ToElem(n.output(0)->type().dtype);
     int64_t count = n.output(0)->type().numel();

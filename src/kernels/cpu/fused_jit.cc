@@ -1,19 +1,26 @@
 // The fused elementwise kernel as machine code (see fused_jit.h).
 //
 // The generated function is
-//   void loop(const float* const* arrays, const float* scalars, float* const* outs,
+//   void loop(const void* const* arrays, const float* scalars, void* const* outs,
 //             int64_t begin, int64_t end)
-// over element indices [begin, end), a multiple of the vector width apart. Scalars are
-// broadcast into registers once; per vector, each array operand is loaded when a step first
-// reads it, every step is one instruction (two for where) on registers, and each output is
-// stored at the end of the iteration, after every load of that index: an output may share
-// its buffer with an input (in-place updates), as with the interpreter. Registers are given
-// out in program order and returned after a value's last use; a program that needs more than
-// the register file returns no kernel (the interpreter runs it).
+// over element indices [begin, end), a multiple of the vector width apart. Scalars and the
+// constants the code needs are broadcast into registers once; per vector, each array operand
+// is loaded (and widened from f16 / bf16) when a step first reads it, every step is a few
+// instructions on registers (its result rounded to half where the interpreter rounds it), and
+// each output is stored (narrowed to its format) at the end of the iteration, after every
+// load of that index: an output may share its buffer with an input (in-place updates), as
+// with the interpreter. Registers are given out in program order and returned after a
+// value's last use; a program that needs more than the register file returns no kernel (the
+// interpreter runs it).
+//
+// Conversions match float16.h bit for bit on every non-NaN value: f16 through F16C's
+// round-to-nearest-even instructions, bf16 with the same integer rounding (u + 0x7fff +
+// lsb) >> 16 and quiet NaNs. (AVX-512 BF16's vcvtneps2bf16 would flush subnormals: not used.)
 #include "kernels/cpu/fused_jit.h"
 
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,7 +40,7 @@ std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>&, JitI
 namespace tg::cpu {
 namespace {
 
-using LoopFn = void (*)(const float* const*, const float*, float* const*, int64_t, int64_t);
+using LoopFn = void (*)(const void* const*, const float*, void* const*, int64_t, int64_t);
 
 bool JitDisabledByEnvironment() {
   static const bool disabled = [] {
@@ -43,11 +50,13 @@ bool JitDisabledByEnvironment() {
   return disabled;
 }
 
+// The widest code this CPU runs: AVX-512 (F), else AVX2 with F16C (x86-64-v3), else none.
 JitIsa DetectIsa() {
   static const JitIsa isa = [] {
-    Xbyak::util::Cpu cpu;
-    if (cpu.has(Xbyak::util::Cpu::tAVX512F)) return JitIsa::kAvx512;
-    if (cpu.has(Xbyak::util::Cpu::tAVX)) return JitIsa::kAvx;
+    using Xbyak::util::Cpu;
+    Cpu cpu;
+    if (cpu.has(Cpu::tAVX512F)) return JitIsa::kAvx512;
+    if (cpu.has(Cpu::tAVX2) && cpu.has(Cpu::tF16C)) return JitIsa::kAvx;
     return JitIsa::kAuto;  // neither: no JIT
   }();
   return isa;
@@ -62,49 +71,80 @@ int64_t NumElements(const Dims& d) {
 int Arity(JitOp op) {
   switch (op) {
     case JitOp::kNeg:
-    case JitOp::kSqrt: return 1;
+    case JitOp::kSqrt:
+    case JitOp::kAbs:
+    case JitOp::kRelu:
+    case JitOp::kCast: return 1;
     case JitOp::kWhere: return 3;
     default: return 2;
   }
 }
 
+int ElemBytes(Stored s) { return s == Stored::kCompute ? 4 : 2; }
+
+// Bit patterns the generated code keeps in registers.
+constexpr uint32_t kZero = 0x00000000u, kSign = 0x80000000u, kOne = 0x3f800000u;
+constexpr uint32_t kRound = 0x00007fffu, kIntOne = 0x00000001u, kQuiet = 0x00000040u;
+
 // How the generated loop reaches each program operand.
 struct Layout {
-  int width = 0;                   // floats per vector
-  std::vector<int> array_loads;    // program load index of each `arrays` entry
-  std::vector<int> scalar_loads;   // program load index of each `scalars` entry
-  int zero_scalar = -1, sign_scalar = -1;  // extra `scalars` entries: 0.0f and -0.0f
-  int num_scalars = 0;
+  int width = 0;                      // floats per vector
+  std::vector<int> array_loads;       // program load index of each `arrays` entry
+  std::vector<int> scalar_loads;      // program load index of each `scalars` entry
+  std::vector<uint32_t> constants;    // further `scalars` entries, as bit patterns
+  std::map<uint32_t, int> constant_index;  // bit pattern -> `scalars` entry
+  int num_scalars() const { return static_cast<int>(scalar_loads.size() + constants.size()); }
+  void Need(uint32_t bits) {
+    if (constant_index.count(bits)) return;
+    constant_index[bits] = static_cast<int>(scalar_loads.size() + constants.size());
+    constants.push_back(bits);
+  }
 };
 
 // Whether the JIT covers the program, and where its operands go.
 bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
   const int64_t numel = NumElements(p.shape);
   layout->width = width;
+  bool bf16 = false;
   for (size_t i = 0; i < p.loads.size(); ++i) {
     const auto& l = p.loads[i];
     const int64_t n = NumElements(l.shape);
     if (n == 1) {
       layout->scalar_loads.push_back(static_cast<int>(i));
-    } else if (n == numel && l.stored == Stored::kCompute) {
+    } else if (n == numel && l.stored != Stored::kBool) {
       layout->array_loads.push_back(static_cast<int>(i));
     } else {
-      return false;  // broadcast gathers, bool / half arrays: the interpreter's
+      return false;  // broadcast gathers and bool arrays: the interpreter's
     }
   }
-  bool where = false, neg = false;
   for (const auto& s : p.steps) {
-    if (s.jit == JitOp::kNone || s.round_to != Stored::kCompute) return false;
-    if (static_cast<int>(s.in_slots.size()) != Arity(s.jit)) return false;
-    where = where || s.jit == JitOp::kWhere;
-    neg = neg || s.jit == JitOp::kNeg;
+    if (s.jit == JitOp::kNone || static_cast<int>(s.in_slots.size()) != Arity(s.jit)) {
+      return false;
+    }
+    bf16 = bf16 || s.round_to == Stored::kBF16;
+    switch (s.jit) {
+      case JitOp::kNeg:
+      case JitOp::kAbs: layout->Need(kSign); break;
+      case JitOp::kRelu:
+      case JitOp::kWhere: layout->Need(kZero); break;
+      case JitOp::kEq: case JitOp::kNe: case JitOp::kLt:
+      case JitOp::kLe: case JitOp::kGt: case JitOp::kGe: layout->Need(kOne); break;
+      case JitOp::kCast:
+        if (!s.params.empty() && s.params[0] != 0) {
+          layout->Need(kZero);
+          layout->Need(kOne);
+        }
+        break;
+      default: break;
+    }
   }
   for (const auto& s : p.stores) {
-    if (s.stored != Stored::kCompute) return false;
+    if (s.stored == Stored::kBool) return false;
+    bf16 = bf16 || s.stored == Stored::kBF16;
   }
-  layout->num_scalars = static_cast<int>(layout->scalar_loads.size());
-  if (where) layout->zero_scalar = layout->num_scalars++;
-  if (neg) layout->sign_scalar = layout->num_scalars++;
+  if (bf16) {
+    for (uint32_t c : {kRound, kIntOne, kQuiet}) layout->Need(c);
+  }
   return true;
 }
 
@@ -112,7 +152,7 @@ bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
 class LoopGenerator : public Xbyak::CodeGenerator {
  public:
   LoopGenerator(const FusedProgram<float>& p, const Layout& layout, bool avx512)
-      : Xbyak::CodeGenerator(4096 + 64 * (p.steps.size() + p.loads.size() + p.stores.size()),
+      : Xbyak::CodeGenerator(4096 + 160 * (p.steps.size() + p.loads.size() + p.stores.size()),
                              Xbyak::DontSetProtectRWE),
         avx512_(avx512) {
     free_.resize(avx512 ? 32 : 16, true);
@@ -122,9 +162,10 @@ class LoopGenerator : public Xbyak::CodeGenerator {
   bool ok() const { return ok_; }
 
  private:
-  Xbyak::Xmm V(int r) const {
-    return avx512_ ? Xbyak::Xmm(Xbyak::Zmm(r)) : Xbyak::Xmm(Xbyak::Ymm(r));
-  }
+  using Xmm = Xbyak::Xmm;
+  // A full-width register, and its lower half (the register a vector of 16-bit values fits).
+  Xmm V(int r) const { return avx512_ ? Xmm(Xbyak::Zmm(r)) : Xmm(Xbyak::Ymm(r)); }
+  Xmm Half(int r) const { return avx512_ ? Xmm(Xbyak::Ymm(r)) : Xmm(r); }
   int Take() {
     for (size_t r = 0; r < free_.size(); ++r) {
       if (free_[r]) {
@@ -133,6 +174,135 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       }
     }
     return -1;
+  }
+  void Give(int r) { free_[r] = true; }
+
+  // Bitwise ops: the EVEX forms on zmm.
+  void And(const Xmm& d, const Xmm& a, const Xmm& b) {
+    if (avx512_) vpandd(d, a, b); else vpand(d, a, b);
+  }
+  void AndNot(const Xmm& d, const Xmm& a, const Xmm& b) {  // ~a & b
+    if (avx512_) vpandnd(d, a, b); else vpandn(d, a, b);
+  }
+  void Or(const Xmm& d, const Xmm& a, const Xmm& b) {
+    if (avx512_) vpord(d, a, b); else vpor(d, a, b);
+  }
+  void Xor(const Xmm& d, const Xmm& a, const Xmm& b) {
+    if (avx512_) vpxord(d, a, b); else vpxor(d, a, b);
+  }
+  // d = (a <pred> b) ? if_true : if_false, lane by lane (vcmpps predicates). `mask` is a
+  // scratch register (AVX only; AVX-512 uses k1). d may be any of the operands.
+  void Select(const Xmm& d, const Xmm& a, const Xmm& b, int pred, const Xmm& if_true,
+              const Xmm& if_false, const Xmm& mask) {
+    if (avx512_) {
+      vcmpps(k1, a, b, pred);
+      vblendmps(d | k1, if_false, if_true);
+    } else {
+      vcmpps(mask, a, b, pred);
+      vblendvps(d, if_false, if_true, mask);
+    }
+  }
+
+  // f32 lanes of `x` -> their bf16 bits in the low half of each 32-bit lane of `d`, rounded
+  // to nearest even, NaNs quieted (float16.h's FloatToBFloat16Bits). `t` is scratch; d != x.
+  void ToBf16Bits(const Xmm& d, const Xmm& x, const Xmm& t) {
+    vpsrld(d, x, 16);                 // u >> 16
+    And(t, d, C(kIntOne));            // its lowest bit
+    vpaddd(t, t, x);
+    vpaddd(t, t, C(kRound));          // u + 0x7fff + lsb
+    vpsrld(t, t, 16);
+    Or(d, d, C(kQuiet));              // a NaN's bits, quieted
+    Select(d, x, x, 3 /* unordered: NaN */, d, t, mask_);
+  }
+  // Rounds f32 lanes of r (in place) to the format and back, as the interpreter does for a
+  // step whose value is half.
+  bool RoundTo(Stored format, int r) {
+    if (format == Stored::kF16) {
+      vcvtps2ph(Half(r), V(r), 0);  // round to nearest even
+      vcvtph2ps(V(r), Half(r));
+      return true;
+    }
+    const int bits = Take(), t = Take();
+    if (bits < 0 || t < 0) return false;
+    ToBf16Bits(V(bits), V(r), V(t));
+    vpslld(V(r), V(bits), 16);
+    Give(bits);
+    Give(t);
+    return true;
+  }
+
+  const Xmm C(uint32_t bits) const { return V(const_reg_.at(bits)); }
+
+  bool EmitStep(const FusedProgram<float>::Step& s, int d, const int* in) {
+    const Xmm D = V(d), a = V(in[0]);
+    const Xmm b = s.in_slots.size() > 1 ? V(in[1]) : a;
+    switch (s.jit) {
+      case JitOp::kAdd: vaddps(D, a, b); break;
+      case JitOp::kSub: vsubps(D, a, b); break;
+      case JitOp::kMul: vmulps(D, a, b); break;
+      case JitOp::kDiv: vdivps(D, a, b); break;
+      case JitOp::kSqrt: vsqrtps(D, a); break;
+      case JitOp::kNeg: Xor(D, a, C(kSign)); break;
+      case JitOp::kAbs: AndNot(D, C(kSign), a); break;
+      case JitOp::kRelu:  // x < 0 ? 0 : x (NaN and -0 pass)
+        Select(D, a, C(kZero), 0x11 /* LT_OQ */, C(kZero), a, mask_);
+        break;
+      case JitOp::kMaximum:
+      case JitOp::kMinimum: return false;  // MaxMin emits these
+      case JitOp::kWhere:  // c != 0 (unordered: a NaN condition is true, as in C++)
+        Select(D, a, C(kZero), 4 /* NEQ_UQ */, b, V(in[2]), mask_);
+        break;
+      case JitOp::kEq: case JitOp::kNe: case JitOp::kLt:
+      case JitOp::kLe: case JitOp::kGt: case JitOp::kGe: {
+        static const std::map<JitOp, int> kPred = {
+            {JitOp::kEq, 0x00 /* EQ_OQ */}, {JitOp::kNe, 0x04 /* NEQ_UQ */},
+            {JitOp::kLt, 0x11 /* LT_OQ */}, {JitOp::kLe, 0x12 /* LE_OQ */},
+            {JitOp::kGt, 0x1E /* GT_OQ */}, {JitOp::kGe, 0x1D /* GE_OQ */}};
+        const int pred = kPred.at(s.jit);
+        if (avx512_) {
+          vcmpps(k1, a, b, pred);
+          vmovaps(D | k1 | T_z, C(kOne));
+        } else {
+          vcmpps(D, a, b, pred);
+          And(D, D, C(kOne));
+        }
+        break;
+      }
+      case JitOp::kCast:
+        if (!s.params.empty() && s.params[0] != 0) {  // to bool: x != 0
+          Select(D, a, C(kZero), 4 /* NEQ_UQ */, C(kOne), C(kZero), mask_);
+        } else if (d != in[0]) {
+          vmovaps(D, a);
+        }
+        break;
+      case JitOp::kNone: return false;
+    }
+    return true;
+  }
+
+  // maximum / minimum: NaN in either -> a + b, else a > b ? a : b (a < b for minimum).
+  bool MaxMin(const FusedProgram<float>::Step& s, int d, const int* in) {
+    const int sum = Take();
+    if (sum < 0) return false;
+    const Xmm a = V(in[0]), b = V(in[1]);
+    const int pred = s.jit == JitOp::kMaximum ? 0x1E /* GT_OQ */ : 0x11 /* LT_OQ */;
+    vaddps(V(sum), a, b);
+    if (avx512_) {
+      vcmpps(k2, a, b, 3 /* unordered */);
+      vcmpps(k1, a, b, pred);
+      vblendmps(V(d) | k1, b, a);
+      vmovaps(V(d) | k2, V(sum));
+    } else {
+      const int nan = Take();
+      if (nan < 0) return false;
+      vcmpps(V(nan), a, b, 3);
+      vcmpps(mask_, a, b, pred);
+      vblendvps(V(d), b, a, mask_);
+      vblendvps(V(d), V(d), V(sum), V(nan));
+      Give(nan);
+    }
+    Give(sum);
+    return true;
   }
 
   bool Generate(const FusedProgram<float>& p, const Layout& layout) {
@@ -147,13 +317,16 @@ class LoopGenerator : public Xbyak::CodeGenerator {
     }
     for (const auto& s : p.stores) last[s.slot] = kStoreTime;
     std::vector<int> array_of(nslots, -1), scalar_of(nslots, -1), reg(nslots, -1);
+    std::vector<Stored> format(nslots, Stored::kCompute);
     for (size_t a = 0; a < layout.array_loads.size(); ++a) {
-      array_of[p.loads[layout.array_loads[a]].slot] = static_cast<int>(a);
+      const auto& l = p.loads[layout.array_loads[a]];
+      array_of[l.slot] = static_cast<int>(a);
+      format[l.slot] = l.stored;
     }
     for (size_t s = 0; s < layout.scalar_loads.size(); ++s) {
       scalar_of[p.loads[layout.scalar_loads[s]].slot] = static_cast<int>(s);
     }
-    // Scalars, 0 and -0 stay in registers for the whole loop.
+    // Scalars and constants stay in registers for the whole loop.
     auto broadcast = [&](int index) {
       int r = Take();
       if (r >= 0) vbroadcastss(V(r), dword[scalars + 4 * index]);
@@ -164,30 +337,39 @@ class LoopGenerator : public Xbyak::CodeGenerator {
         if ((reg[slot] = broadcast(scalar_of[slot])) < 0) return false;
       }
     }
-    const int zero = layout.zero_scalar >= 0 ? broadcast(layout.zero_scalar) : -2;
-    const int sign = layout.sign_scalar >= 0 ? broadcast(layout.sign_scalar) : -2;
-    if (zero == -1 || sign == -1) return false;
-    // An AVX where needs a register for its mask (AVX-512 uses k1).
-    const int mask = !avx512_ && zero >= 0 ? Take() : -2;
-    if (mask == -1) return false;
+    for (const auto& [bits, index] : layout.constant_index) {
+      if ((const_reg_[bits] = broadcast(index)) < 0) return false;
+    }
+    if (!avx512_) {  // AVX selects take their mask from a register
+      const int m = Take();
+      if (m < 0) return false;
+      mask_ = V(m);
+    }
 
     Label loop, done;
     L(loop);
     cmp(i, end);
     jge(done, T_NEAR);
-    std::vector<int> loaded;  // array slots loaded in this iteration (their registers recycle)
     auto operand = [&](int slot) -> int {
       if (reg[slot] < 0 && array_of[slot] >= 0) {
-        if ((reg[slot] = Take()) < 0) return -1;
+        const int r = Take();
+        if (r < 0) return -1;
+        reg[slot] = r;
         mov(base, qword[arrays + 8 * array_of[slot]]);
-        vmovups(V(reg[slot]), ptr[base + i * 4]);
-        loaded.push_back(slot);
+        switch (format[slot]) {
+          case Stored::kF16: vcvtph2ps(V(r), ptr[base + i * 2]); break;
+          case Stored::kBF16:
+            vpmovzxwd(V(r), ptr[base + i * 2]);
+            vpslld(V(r), V(r), 16);
+            break;
+          default: vmovups(V(r), ptr[base + i * 4]); break;
+        }
       }
       return reg[slot];
     };
     auto release = [&](int slot, int now) {
       if (last[slot] == now && scalar_of[slot] < 0 && reg[slot] >= 0) {
-        free_[reg[slot]] = true;
+        Give(reg[slot]);
         reg[slot] = -1;
       }
     };
@@ -198,43 +380,48 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       for (size_t j = 0; j < s.in_slots.size(); ++j) {
         if ((in[j] = operand(s.in_slots[j])) < 0) return false;
       }
-      for (int slot : s.in_slots) release(slot, static_cast<int>(k));
+      // max / min read their operands after writing; the others may overwrite one.
+      const bool late_release = s.jit == JitOp::kMaximum || s.jit == JitOp::kMinimum;
+      if (!late_release) {
+        for (int slot : s.in_slots) release(slot, static_cast<int>(k));
+      }
       const int out = Take();
       if (out < 0) return false;
       reg[s.out_slot] = out;
-      const Xmm d = V(out), a = V(in[0]);
-      switch (s.jit) {
-        case JitOp::kAdd: vaddps(d, a, V(in[1])); break;
-        case JitOp::kSub: vsubps(d, a, V(in[1])); break;
-        case JitOp::kMul: vmulps(d, a, V(in[1])); break;
-        case JitOp::kDiv: vdivps(d, a, V(in[1])); break;
-        case JitOp::kSqrt: vsqrtps(d, a); break;
-        case JitOp::kNeg:
-          if (avx512_) vpxord(d, a, V(sign));
-          else vxorps(d, a, V(sign));
-          break;
-        case JitOp::kWhere:  // c != 0 (unordered: a NaN condition is true, as in C++)
-          if (avx512_) {
-            vcmpps(k1, a, V(zero), 4);
-            vblendmps(d | k1, V(in[2]), V(in[1]));
-          } else {
-            vcmpps(V(mask), a, V(zero), 4);
-            vblendvps(d, V(in[2]), V(in[1]), V(mask));
-          }
-          break;
-        case JitOp::kNone: return false;
+      if (!(late_release ? MaxMin(s, out, in) : EmitStep(s, out, in))) return false;
+      if (late_release) {
+        for (int slot : s.in_slots) release(slot, static_cast<int>(k));
       }
+      if (s.round_to != Stored::kCompute && !RoundTo(s.round_to, out)) return false;
     }
     for (const auto& s : p.stores) {
       const int r = operand(s.slot);  // a stored input is loaded here
       if (r < 0) return false;
       mov(base, qword[outs + 8 * s.arg]);
-      vmovups(ptr[base + i * 4], V(r));
+      switch (s.stored) {
+        case Stored::kF16: vcvtps2ph(ptr[base + i * 2], V(r), 0); break;
+        case Stored::kBF16: {
+          const int bits = Take(), t = Take();
+          if (bits < 0 || t < 0) return false;
+          ToBf16Bits(V(bits), V(r), V(t));
+          if (avx512_) {
+            vpmovdw(ptr[base + i * 2], V(bits));
+          } else {  // 8 x 32-bit -> 8 x 16-bit: pack within lanes, then gather the halves
+            vpackusdw(V(bits), V(bits), V(bits));
+            vpermq(Ymm(bits), Ymm(bits), 0x08);
+            vmovdqu(ptr[base + i * 2], Xmm(bits));
+          }
+          Give(bits);
+          Give(t);
+          break;
+        }
+        default: vmovups(ptr[base + i * 4], V(r)); break;
+      }
     }
     // Every per-iteration register back for the next one.
     for (int slot = 0; slot < nslots; ++slot) {
       if (scalar_of[slot] < 0 && reg[slot] >= 0) {
-        free_[reg[slot]] = true;
+        Give(reg[slot]);
         reg[slot] = -1;
       }
     }
@@ -249,6 +436,8 @@ class LoopGenerator : public Xbyak::CodeGenerator {
   bool avx512_;
   bool ok_ = false;
   std::vector<bool> free_;
+  std::map<uint32_t, int> const_reg_;
+  Xmm mask_;
 };
 
 class CompiledLoop : public FusedJitKernel {
@@ -262,15 +451,13 @@ class CompiledLoop : public FusedJitKernel {
     const int w = layout_.width;
     const size_t num_arrays = layout_.array_loads.size(), num_outs = p_.stores.size();
     // Per-thread argument arrays, grown on first use: steps allocate nothing.
-    static thread_local std::vector<const float*> arrays;
-    static thread_local std::vector<float*> outs;
+    static thread_local std::vector<const void*> arrays;
+    static thread_local std::vector<void*> outs;
     static thread_local std::vector<float> scalars, pad;
     arrays.resize(2 * num_arrays);  // [arrays | their zero-padded tails]
     outs.resize(2 * num_outs);
-    scalars.resize(layout_.num_scalars);
-    for (size_t a = 0; a < num_arrays; ++a) {
-      arrays[a] = static_cast<const float*>(Source(layout_.array_loads[a], inputs));
-    }
+    scalars.resize(layout_.num_scalars());
+    for (size_t a = 0; a < num_arrays; ++a) arrays[a] = Source(layout_.array_loads[a], inputs);
     for (size_t s = 0; s < layout_.scalar_loads.size(); ++s) {
       const auto& l = p_.loads[layout_.scalar_loads[s]];
       const void* src = Source(layout_.scalar_loads[s], inputs);
@@ -281,31 +468,32 @@ class CompiledLoop : public FusedJitKernel {
         case Stored::kCompute: scalars[s] = *static_cast<const float*>(src); break;
       }
     }
-    if (layout_.zero_scalar >= 0) scalars[layout_.zero_scalar] = 0.0f;
-    if (layout_.sign_scalar >= 0) scalars[layout_.sign_scalar] = -0.0f;
-    for (size_t s = 0; s < num_outs; ++s) {
-      outs[s] = static_cast<float*>(outputs[p_.stores[s].arg]);
+    for (const auto& [bits, index] : layout_.constant_index) {
+      std::memcpy(&scalars[index], &bits, sizeof(float));
     }
+    for (size_t s = 0; s < num_outs; ++s) outs[s] = outputs[p_.stores[s].arg];
     const int64_t vectors = numel_ / w;
     const int64_t grain = std::max<int64_t>(1, 32 * kFusedBlock / w);
-    const float* const* in = arrays.data();
-    float* const* out = outs.data();
+    const void* const* in = arrays.data();
+    void* const* out = outs.data();
     const float* sc = scalars.data();
     const LoopFn fn = fn_;
     ParallelFor(vectors, grain, [&](int64_t b, int64_t e) { fn(in, sc, out, b * w, e * w); });
     const int64_t done = vectors * w, rest = numel_ - done;
     if (rest == 0) return;
-    // The last partial vector: through zero-padded copies, one vector long.
+    // The last partial vector: through zero-padded copies, one vector long (w floats each).
     pad.assign((num_arrays + num_outs) * w, 0.0f);
     for (size_t a = 0; a < num_arrays; ++a) {
+      const int bytes = ElemBytes(p_.loads[layout_.array_loads[a]].stored);
       float* buf = pad.data() + a * w;
-      std::memcpy(buf, arrays[a] + done, rest * sizeof(float));
+      std::memcpy(buf, static_cast<const char*>(arrays[a]) + done * bytes, rest * bytes);
       arrays[num_arrays + a] = buf;
     }
     for (size_t s = 0; s < num_outs; ++s) outs[num_outs + s] = pad.data() + (num_arrays + s) * w;
     fn(arrays.data() + num_arrays, sc, outs.data() + num_outs, 0, w);
     for (size_t s = 0; s < num_outs; ++s) {
-      std::memcpy(outs[s] + done, outs[num_outs + s], rest * sizeof(float));
+      const int bytes = ElemBytes(p_.stores[s].stored);
+      std::memcpy(static_cast<char*>(outs[s]) + done * bytes, outs[num_outs + s], rest * bytes);
     }
   }
 
@@ -337,8 +525,8 @@ std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& progr
     auto code = std::make_unique<LoopGenerator>(program, layout, avx512);
     if (!code->ok()) return nullptr;
     return std::make_unique<CompiledLoop>(program, std::move(layout), std::move(code));
-  } catch (const Xbyak::Error&) {
-    return nullptr;  // e.g. no executable memory: the interpreter still runs the program
+  } catch (const std::exception&) {  // Xbyak::Error, e.g. no executable memory
+    return nullptr;  // the interpreter still runs the program
   }
 }
 

@@ -22,9 +22,14 @@ using BlockFunction = void (*)(const T* const* in, T* out, int64_t n, const doub
 // float (f16 / bf16 bits; only with T = float).
 enum class Stored : uint8_t { kCompute, kBool, kF16, kBF16 };
 
-// A step's operation where it is one the fused JIT (fused_jit.h) can emit: where(c, a, b) is
-// c != 0 ? a : b, the rest as their names say. kNone: only its block function computes it.
-enum class JitOp : uint8_t { kNone, kAdd, kSub, kMul, kDiv, kNeg, kSqrt, kWhere };
+// A step's operation where it is one the fused JIT (fused_jit.h) can emit, with the meaning
+// of the op's block function: where(c, a, b) = c != 0 ? a : b; comparisons give 1 or 0;
+// relu = x < 0 ? 0 : x; maximum / minimum propagate NaN; cast copies (params[0] != 0: to
+// bool, x != 0). kNone: only its block function computes it.
+enum class JitOp : uint8_t {
+  kNone, kAdd, kSub, kMul, kDiv, kNeg, kSqrt, kAbs, kRelu, kMaximum, kMinimum, kWhere,
+  kEq, kNe, kLt, kLe, kGt, kGe, kCast
+};
 
 template <typename T>
 struct FusedProgram {
