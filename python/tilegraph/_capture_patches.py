@@ -14,8 +14,8 @@ import torch
 def applied():
     """All the patches below, for the duration of one capture."""
     _register_hf_caches()
-    with _static_ctc_shapes(), _distribution_checks_off(), _causal_mask_detection_off(), \
-            _tensor_data_as_detach(), _cross_map_lrn2d_functional(), _no_partial_graph_dump(), \
+    with _static_ctc_shapes(), _causal_mask_detection_off(), _tensor_data_as_detach(), \
+            _cross_map_lrn2d_functional(), _no_partial_graph_dump(), _quiet_unbacked_symbols(), \
             value_checks_as_assertions():
         yield
 
@@ -218,18 +218,20 @@ def _static_ctc_shapes():
 
 
 @contextlib.contextmanager
-def _distribution_checks_off():
-    """torch.distributions objects made in the forward skip their argument validation
-    (Normal(loc, scale) checking scale > 0 branches on tensor values, which no compiled graph
-    can hold; a VAE's Normal(mu, sigma).rsample() then compiles). Invalid arguments give NaN
-    instead of eager's ValueError; validate_args=True passed explicitly is still refused."""
-    from torch.distributions import Distribution
-    before = Distribution._validate_args
-    Distribution.set_default_validate_args(False)
+def _quiet_unbacked_symbols():
+    """A data check that becomes a run-time assertion (value_checks_as_assertions) leaves an
+    unbacked symbol in torch.export's shape environment, and torch logs a warning for each
+    ("Unable to find user code corresponding to {u0}"): a torch.distributions object made in
+    the forward validates its arguments that way, so a VAE printed seven of them. Those
+    warnings are held back while capturing; errors still show."""
+    import logging
+    logger = logging.getLogger("torch.fx.experimental.symbolic_shapes")
+    before = logger.level
+    logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        Distribution.set_default_validate_args(before)
+        logger.setLevel(before)
 
 
 @contextlib.contextmanager

@@ -282,8 +282,9 @@ class VAE(nn.Module):
 
 
 def test_a_vae_with_torch_distributions_trains():
-    # Distributions made in the forward skip their argument validation (it branches on
-    # tensor values); the KL term (no randomness) matches eager's, and the loss falls.
+    # Distributions made in the forward validate their arguments as in eager (the checks
+    # compile into run-time assertions); the KL term (no randomness) matches eager's, and the
+    # loss falls.
     torch.manual_seed(0)
     model = VAE()
     x = torch.randn(64, 16)
@@ -296,7 +297,24 @@ def test_a_vae_with_torch_distributions_trains():
     for _ in range(20):
         _, _, loss = trainer(x)
     assert loss < 0.8 * first
-    assert torch.distributions.Distribution._validate_args  # eager's default is back
+
+
+def test_distributions_validate_their_arguments_by_default_as_in_eager(capfd):
+    """No validate_args: torch validates by default, so an invalid scale raises in eager;
+    compiled, it fails the call at run time (it used to give NaN silently). Capturing prints
+    none of torch's unbacked-symbol warnings."""
+    class LogProb(nn.Module):
+        def forward(self, x, scale):
+            return torch.distributions.Normal(x, scale).log_prob(x + 1)
+
+    x, scale = torch.randn(3), torch.rand(3) + 0.5
+    with pytest.raises(ValueError):
+        LogProb()(x, -scale)  # eager
+    run = tilegraph.inferenceModel(LogProb())
+    torch.testing.assert_close(run(x, scale), LogProb()(x, scale))
+    assert "Unable to find user code" not in capfd.readouterr().err
+    with pytest.raises(ValueError, match="distribution.py:.*failed.*eager PyTorch raises"):
+        run(x, -scale)
 
 
 def test_a_distribution_asked_to_validate_checks_its_arguments_at_run_time():
