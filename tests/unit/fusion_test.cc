@@ -295,13 +295,12 @@ TEST(FuseElementwise, NoMergeAcrossANonElementwiseNode) {
   ExpectEquivalent(text);
 }
 
-// `siblings` casts of %w with `gap` matmuls between the first two (a forward and a
-// recomputed backward use of a widened weight).
-std::string SiblingCasts(int gap) {
-  std::string text = R"(graph g {
-  input %w : f16[4,4]
-  input %x : f32[4,4]
-  %c0 = cast(%w) {dtype = f32} : f32[4,4]
+// The forward's use of a widened weight: %c0 = cast(%w), tanh, a matmul %m0, then `gap`
+// more matmuls (%m1 .. %m<gap>) standing for the rest of the step. `extra_inputs`: more
+// input lines.
+std::string WidenedWeightThenMatmuls(int gap, const std::string& extra_inputs = "") {
+  std::string text = "graph g {\n  input %w : f16[4,4]\n  input %x : f32[4,4]\n" + extra_inputs +
+                     R"(  %c0 = cast(%w) {dtype = f32} : f32[4,4]
   %t0 = tanh(%c0) : f32[4,4]
   %m0 = matmul(%x, %t0) {transpose_a = false, transpose_b = false} : f32[4,4]
 )";
@@ -309,6 +308,13 @@ std::string SiblingCasts(int gap) {
     text += "  %m" + std::to_string(i) + " = matmul(%m" + std::to_string(i - 1) +
             ", %x) {transpose_a = false, transpose_b = false} : f32[4,4]\n";
   }
+  return text;
+}
+
+// Two casts of %w with `gap` matmuls between them (a forward and a recomputed backward use
+// of a widened weight).
+std::string SiblingCasts(int gap) {
+  std::string text = WidenedWeightThenMatmuls(gap);
   text += "  %c1 = cast(%w) {dtype = f32} : f32[4,4]\n";
   text += "  %y = matmul(%m" + std::to_string(gap) + ", %c1) {transpose_a = false, "
           "transpose_b = false} : f32[4,4]\n  output %y\n}";
@@ -331,21 +337,10 @@ TEST(FuseElementwise, ASiblingFarBackInTheScheduleIsNotJoined) {
 }
 
 
-// The forward widens %w (cast, then tanh for a matmul); `gap` matmuls later the update reads
-// the widened value twice: w * wd (a consumer of the cast's group) and w + step.
+// The forward widens %w; `gap` matmuls later the update reads the widened value twice:
+// w * wd (a consumer of the cast's group) and w + step.
 std::string FarConsumer(int gap) {
-  std::string text = R"(graph g {
-  input %w : f16[4,4]
-  input %x : f32[4,4]
-  input %wd : f32[]
-  %c0 = cast(%w) {dtype = f32} : f32[4,4]
-  %t0 = tanh(%c0) : f32[4,4]
-  %m0 = matmul(%x, %t0) {transpose_a = false, transpose_b = false} : f32[4,4]
-)";
-  for (int i = 1; i <= gap; ++i) {
-    text += "  %m" + std::to_string(i) + " = matmul(%m" + std::to_string(i - 1) +
-            ", %x) {transpose_a = false, transpose_b = false} : f32[4,4]\n";
-  }
+  std::string text = WidenedWeightThenMatmuls(gap, "  input %wd : f32[]\n");
   text += "  %d = mul(%c0, %wd) : f32[4,4]\n";
   text += "  %g = add(%m" + std::to_string(gap) + ", %d) : f32[4,4]\n";
   text += "  %u = add(%c0, %g) : f32[4,4]\n  output %u\n}";
