@@ -190,16 +190,16 @@ class LoopGenerator : public Xbyak::CodeGenerator {
   void Xor(const Xmm& d, const Xmm& a, const Xmm& b) {
     if (avx512_) vpxord(d, a, b); else vpxor(d, a, b);
   }
-  // d = (a <pred> b) ? if_true : if_false, lane by lane (vcmpps predicates). `mask` is a
-  // scratch register (AVX only; AVX-512 uses k1). d may be any of the operands.
+  // d = (a <pred> b) ? if_true : if_false, lane by lane (vcmpps predicates); the mask in k1
+  // (AVX-512) or mask_ (AVX). d may be any of the operands.
   void Select(const Xmm& d, const Xmm& a, const Xmm& b, int pred, const Xmm& if_true,
-              const Xmm& if_false, const Xmm& mask) {
+              const Xmm& if_false) {
     if (avx512_) {
       vcmpps(k1, a, b, pred);
       vblendmps(d | k1, if_false, if_true);
     } else {
-      vcmpps(mask, a, b, pred);
-      vblendvps(d, if_false, if_true, mask);
+      vcmpps(mask_, a, b, pred);
+      vblendvps(d, if_false, if_true, mask_);
     }
   }
 
@@ -212,7 +212,7 @@ class LoopGenerator : public Xbyak::CodeGenerator {
     vpaddd(t, t, C(kRound));          // u + 0x7fff + lsb
     vpsrld(t, t, 16);
     Or(d, d, C(kQuiet));              // a NaN's bits, quieted
-    Select(d, x, x, 3 /* unordered: NaN */, d, t, mask_);
+    Select(d, x, x, 3 /* unordered: NaN */, d, t);
   }
   // Rounds f32 lanes of r (in place) to the format and back, as the interpreter does for a
   // step whose value is half.
@@ -245,12 +245,12 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       case JitOp::kNeg: Xor(D, a, C(kSign)); break;
       case JitOp::kAbs: AndNot(D, C(kSign), a); break;
       case JitOp::kRelu:  // x < 0 ? 0 : x (NaN and -0 pass)
-        Select(D, a, C(kZero), 0x11 /* LT_OQ */, C(kZero), a, mask_);
+        Select(D, a, C(kZero), 0x11 /* LT_OQ */, C(kZero), a);
         break;
       case JitOp::kMaximum:
-      case JitOp::kMinimum: return false;  // MaxMin emits these
+      case JitOp::kMinimum: return MaxMin(s, d, in);
       case JitOp::kWhere:  // c != 0 (unordered: a NaN condition is true, as in C++)
-        Select(D, a, C(kZero), 4 /* NEQ_UQ */, b, V(in[2]), mask_);
+        Select(D, a, C(kZero), 4 /* NEQ_UQ */, b, V(in[2]));
         break;
       case JitOp::kEq: case JitOp::kNe: case JitOp::kLt:
       case JitOp::kLe: case JitOp::kGt: case JitOp::kGe: {
@@ -270,7 +270,7 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       }
       case JitOp::kCast:
         if (!s.params.empty() && s.params[0] != 0) {  // to bool: x != 0
-          Select(D, a, C(kZero), 4 /* NEQ_UQ */, C(kOne), C(kZero), mask_);
+          Select(D, a, C(kZero), 4 /* NEQ_UQ */, C(kOne), C(kZero));
         } else if (d != in[0]) {
           vmovaps(D, a);
         }
@@ -287,20 +287,8 @@ class LoopGenerator : public Xbyak::CodeGenerator {
     const Xmm a = V(in[0]), b = V(in[1]);
     const int pred = s.jit == JitOp::kMaximum ? 0x1E /* GT_OQ */ : 0x11 /* LT_OQ */;
     vaddps(V(sum), a, b);
-    if (avx512_) {
-      vcmpps(k2, a, b, 3 /* unordered */);
-      vcmpps(k1, a, b, pred);
-      vblendmps(V(d) | k1, b, a);
-      vmovaps(V(d) | k2, V(sum));
-    } else {
-      const int nan = Take();
-      if (nan < 0) return false;
-      vcmpps(V(nan), a, b, 3);
-      vcmpps(mask_, a, b, pred);
-      vblendvps(V(d), b, a, mask_);
-      vblendvps(V(d), V(d), V(sum), V(nan));
-      Give(nan);
-    }
+    Select(V(d), a, b, pred, a, b);
+    Select(V(d), a, b, 3 /* unordered: a NaN in either */, V(sum), V(d));
     Give(sum);
     return true;
   }
@@ -388,7 +376,7 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       const int out = Take();
       if (out < 0) return false;
       reg[s.out_slot] = out;
-      if (!(late_release ? MaxMin(s, out, in) : EmitStep(s, out, in))) return false;
+      if (!EmitStep(s, out, in)) return false;
       if (late_release) {
         for (int slot : s.in_slots) release(slot, static_cast<int>(k));
       }
