@@ -9,12 +9,10 @@
 namespace tg::ew {
 namespace {
 
-constexpr double kSqrt1_2 = 0.70710678118654752440;
-constexpr double kSqrt2 = 1.41421356237309504880;
-constexpr double k2_SqrtPi = 1.12837916709551257390;
 
 // params[0]: threshold. go where x > threshold, else 0.
 struct ThresholdBackward {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kThresholdBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double* p) {
     return x <= static_cast<T>(p[0]) ? T(0) : go;
   }
@@ -22,12 +20,13 @@ struct ThresholdBackward {
 // params[0]: 0 = exact, 1 = tanh approximation (a modal op: see WithMode).
 struct GeluBackward {
   static constexpr bool kModal = true;
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kGeluBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double* p) {
     return p[0] != 0 ? Eval<true>(go, x, p) : Eval<false>(go, x, p);
   }
   template <bool kTanh, typename T> TG_EW_INLINE static T Eval(T go, T x, const double*) {
     if constexpr (kTanh) {
-      const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
+      const T beta = T(vmath::kGeluTanhBeta), kappa = T(vmath::kGeluTanhKappa);
       T x_sq = x * x;
       T inner = beta * (x + kappa * x_sq * x);
       T t = vmath::Tanh(inner);
@@ -38,7 +37,7 @@ struct GeluBackward {
       T right_derivative = left * (T(1) - t * t) * inner_derivative;
       return go * (left_derivative + right_derivative);
     } else {
-      const T alpha = T(kSqrt1_2), beta = T(k2_SqrtPi * kSqrt1_2 * 0.5);
+      const T alpha = T(vmath::kSqrt1_2), beta = T(vmath::kGeluPdfScale);
       T cdf = T(0.5) * (T(1) + vmath::ErfFast(x * alpha));  // as the forward; one exp, not two
       T pdf = beta * vmath::ExpNonPositive(x * x * T(-0.5));
       return go * (cdf + x * pdf);
@@ -46,12 +45,14 @@ struct GeluBackward {
   }
 };
 struct SiluBackward {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSiluBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double*) {
     T s = vmath::Sigmoid(x);
     return go * s * (T(1) + x * (T(1) - s));
   }
 };
 struct HardswishBackward {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kHardswishBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T x, const double*) {
     if (x < T(-3)) return T(0);
     if (x <= T(3)) return go * (x / T(3) + T(0.5));
@@ -59,11 +60,13 @@ struct HardswishBackward {
   }
 };
 struct SigmoidBackward {  // (go, y)
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSigmoidBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T y, const double*) {
     return go * (T(1) - y) * y;
   }
 };
 struct TanhBackward {  // (go, y)
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kTanhBackward;
   template <typename T> TG_EW_INLINE static T Apply(T go, T y, const double*) {
     return go * (T(1) - y * y);
   }

@@ -11,8 +11,6 @@
 namespace tg::ew {
 namespace {
 
-constexpr double kSqrt1_2 = 0.70710678118654752440;
-constexpr double kSqrt2 = 1.41421356237309504880;
 constexpr double k2_SqrtPi = 1.12837916709551257390;
 
 struct Neg {
@@ -20,6 +18,7 @@ struct Neg {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return -x; }
 };
 struct Exp {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kExp;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Exp(x); }
 };
 struct Log {
@@ -30,6 +29,7 @@ struct Sqrt {
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return std::sqrt(x); }
 };
 struct Rsqrt {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kRsqrt;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return T(1) / std::sqrt(x);
   }
@@ -42,6 +42,7 @@ struct Abs {
   }
 };
 struct Reciprocal {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kReciprocal;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return T(1) / x; }
 };
 struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
@@ -51,29 +52,35 @@ struct Relu {  // NaN propagates, as clamp_min(x, 0) in PyTorch
   }
 };
 struct Sigmoid {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSigmoid;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return vmath::Sigmoid(x);
   }
 };
 struct Tanh {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kTanh;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Tanh(x); }
 };
 struct Silu {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kSilu;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return x * vmath::Sigmoid(x);
   }
 };
 struct Hardswish {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kHardswish;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return x * std::min(std::max(x + T(3), T(0)), T(6)) / T(6);
   }
 };
 struct Hardsigmoid {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kHardsigmoid;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) {
     return std::min(std::max(x + T(3), T(0)), T(6)) / T(6);
   }
 };
 struct Erf {
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kErf;
   template <typename T> TG_EW_INLINE static T Apply(T x, const double*) { return vmath::Erf(x); }
 };
 struct Erfc {  // 1 - erf(x) without its cancellation for large x (erfc(5) = 1.5e-12)
@@ -82,13 +89,14 @@ struct Erfc {  // 1 - erf(x) without its cancellation for large x (erfc(5) = 1.5
 // params[0]: 0 = exact (erf), 1 = tanh approximation (a modal op: see WithMode).
 struct Gelu {
   static constexpr bool kModal = true;
+  static constexpr cpu::JitOp kJit = cpu::JitOp::kGelu;
   template <bool kTanh, typename T> TG_EW_INLINE static T Eval(T x, const double*) {
     if constexpr (kTanh) {
-      const T beta = T(kSqrt2 * k2_SqrtPi * 0.5), kappa = T(0.044715);
+      const T beta = T(vmath::kGeluTanhBeta), kappa = T(vmath::kGeluTanhKappa);
       T inner = beta * (x + kappa * x * x * x);
       return T(0.5) * x * (T(1) + vmath::Tanh(inner));
     } else {
-      return x * T(0.5) * (T(1) + vmath::ErfFast(x * T(kSqrt1_2)));
+      return x * T(0.5) * (T(1) + vmath::ErfFast(x * T(vmath::kSqrt1_2)));
     }
   }
   template <typename T> TG_EW_INLINE static T Apply(T x, const double* p) {

@@ -37,6 +37,8 @@ std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>&, JitI
 #include <xbyak/xbyak.h>
 #include <xbyak/xbyak_util.h>
 
+#include "kernels/cpu/fused_jit_code.h"
+
 namespace tg::cpu {
 namespace {
 
@@ -76,7 +78,9 @@ int Arity(JitOp op) {
     case JitOp::kRelu:
     case JitOp::kCast: return 1;
     case JitOp::kWhere: return 3;
-    default: return 2;
+    default:  // the activations: unary, their backward helpers (grad_output, x) binary
+      if (jit::IsActivation(op)) return op >= JitOp::kThresholdBackward ? 2 : 1;
+      return 2;
   }
 }
 
@@ -121,6 +125,7 @@ bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
     if (s.jit == JitOp::kNone || static_cast<int>(s.in_slots.size()) != Arity(s.jit)) {
       return false;
     }
+    if (jit::IsActivation(s.jit) && !jit::kMathMatchesBuild) return false;
     bf16 = bf16 || s.round_to == Stored::kBF16;
     switch (s.jit) {
       case JitOp::kNeg:
@@ -148,59 +153,24 @@ bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
   return true;
 }
 
-// Emits the loop. Throws Xbyak::Error, or returns with ok() false when registers run out.
-class LoopGenerator : public Xbyak::CodeGenerator {
+// Emits the loop. Throws Xbyak::Error, or returns with ok() false when registers or the
+// constant table run out.
+class LoopGenerator : public jit::VectorCode {
  public:
   LoopGenerator(const FusedProgram<float>& p, const Layout& layout, bool avx512)
-      : Xbyak::CodeGenerator(4096 + 160 * (p.steps.size() + p.loads.size() + p.stores.size()),
-                             Xbyak::DontSetProtectRWE),
-        avx512_(avx512) {
-    free_.resize(avx512 ? 32 : 16, true);
-    ok_ = Generate(p, layout);
+      : jit::VectorCode(4096 + 160 * (p.steps.size() + p.loads.size() + p.stores.size()) +
+                            1024 * NumActivations(p),
+                        avx512) {
+    ok_ = Generate(p, layout) && !table_full();
     setProtectModeRE();  // written once: executable, never writable again
   }
   bool ok() const { return ok_; }
 
  private:
-  using Xmm = Xbyak::Xmm;
-  // A full-width register, and its lower half (the register a vector of 16-bit values fits).
-  Xmm V(int r) const { return avx512_ ? Xmm(Xbyak::Zmm(r)) : Xmm(Xbyak::Ymm(r)); }
-  Xmm Half(int r) const { return avx512_ ? Xmm(Xbyak::Ymm(r)) : Xmm(r); }
-  int Take() {
-    for (size_t r = 0; r < free_.size(); ++r) {
-      if (free_[r]) {
-        free_[r] = false;
-        return static_cast<int>(r);
-      }
-    }
-    return -1;
-  }
-  void Give(int r) { free_[r] = true; }
-
-  // Bitwise ops: the EVEX forms on zmm.
-  void And(const Xmm& d, const Xmm& a, const Xmm& b) {
-    if (avx512_) vpandd(d, a, b); else vpand(d, a, b);
-  }
-  void AndNot(const Xmm& d, const Xmm& a, const Xmm& b) {  // ~a & b
-    if (avx512_) vpandnd(d, a, b); else vpandn(d, a, b);
-  }
-  void Or(const Xmm& d, const Xmm& a, const Xmm& b) {
-    if (avx512_) vpord(d, a, b); else vpor(d, a, b);
-  }
-  void Xor(const Xmm& d, const Xmm& a, const Xmm& b) {
-    if (avx512_) vpxord(d, a, b); else vpxor(d, a, b);
-  }
-  // d = (a <pred> b) ? if_true : if_false, lane by lane (vcmpps predicates); the mask in k1
-  // (AVX-512) or mask_ (AVX). d may be any of the operands.
-  void Select(const Xmm& d, const Xmm& a, const Xmm& b, int pred, const Xmm& if_true,
-              const Xmm& if_false) {
-    if (avx512_) {
-      vcmpps(k1, a, b, pred);
-      vblendmps(d | k1, if_false, if_true);
-    } else {
-      vcmpps(mask_, a, b, pred);
-      vblendvps(d, if_false, if_true, mask_);
-    }
+  static size_t NumActivations(const FusedProgram<float>& p) {
+    size_t n = 0;
+    for (const auto& s : p.steps) n += jit::IsActivation(s.jit) ? 1 : 0;
+    return n;
   }
 
   // f32 lanes of `x` -> their bf16 bits in the low half of each 32-bit lane of `d`, rounded
@@ -275,7 +245,7 @@ class LoopGenerator : public Xbyak::CodeGenerator {
           vmovaps(D, a);
         }
         break;
-      case JitOp::kNone: return false;
+      default: return EmitActivation(s.jit, s.params, d, in);
     }
     return true;
   }
@@ -328,11 +298,7 @@ class LoopGenerator : public Xbyak::CodeGenerator {
     for (const auto& [bits, index] : layout.constant_index) {
       if ((const_reg_[bits] = broadcast(index)) < 0) return false;
     }
-    if (!avx512_) {  // AVX selects take their mask from a register
-      const int m = Take();
-      if (m < 0) return false;
-      mask_ = V(m);
-    }
+    LoadTableBase();
 
     Label loop, done;
     L(loop);
@@ -368,8 +334,10 @@ class LoopGenerator : public Xbyak::CodeGenerator {
       for (size_t j = 0; j < s.in_slots.size(); ++j) {
         if ((in[j] = operand(s.in_slots[j])) < 0) return false;
       }
-      // max / min read their operands after writing; the others may overwrite one.
-      const bool late_release = s.jit == JitOp::kMaximum || s.jit == JitOp::kMinimum;
+      // max / min and the activations read their operands after writing; the others may
+      // overwrite one.
+      const bool late_release =
+          s.jit == JitOp::kMaximum || s.jit == JitOp::kMinimum || jit::IsActivation(s.jit);
       if (!late_release) {
         for (int slot : s.in_slots) release(slot, static_cast<int>(k));
       }
@@ -421,11 +389,8 @@ class LoopGenerator : public Xbyak::CodeGenerator {
     return true;
   }
 
-  bool avx512_;
   bool ok_ = false;
-  std::vector<bool> free_;
   std::map<uint32_t, int> const_reg_;
-  Xmm mask_;
 };
 
 class CompiledLoop : public FusedJitKernel {

@@ -25,10 +25,15 @@ enum class Stored : uint8_t { kCompute, kBool, kF16, kBF16 };
 // A step's operation where it is one the fused JIT (fused_jit.h) can emit, with the meaning
 // of the op's block function: where(c, a, b) = c != 0 ? a : b; comparisons give 1 or 0;
 // relu = x < 0 ? 0 : x; maximum / minimum propagate NaN; cast copies (params[0] != 0: to
-// bool, x != 0). kNone: only its block function computes it.
+// bool, x != 0). The activations and their backward helpers (exp .. hardswish_backward) are
+// the elementwise ops of those names, on vector_math.h's functions; params as the op's
+// (gelu's mode, the threshold). kNone: only its block function computes it.
 enum class JitOp : uint8_t {
   kNone, kAdd, kSub, kMul, kDiv, kNeg, kSqrt, kAbs, kRelu, kMaximum, kMinimum, kWhere,
-  kEq, kNe, kLt, kLe, kGt, kGe, kCast
+  kEq, kNe, kLt, kLe, kGt, kGe, kCast,
+  kExp, kSigmoid, kTanh, kSilu, kErf, kGelu, kReciprocal, kRsqrt, kHardswish, kHardsigmoid,
+  kThresholdBackward, kGeluBackward, kSiluBackward, kSigmoidBackward, kTanhBackward,
+  kHardswishBackward
 };
 
 template <typename T>

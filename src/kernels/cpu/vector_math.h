@@ -28,16 +28,26 @@ TG_VMATH_INLINE float Greater(float a, float b) { return a > b ? a : b; }
 TG_VMATH_INLINE bool IsNan(float x) {
   return (std::bit_cast<uint32_t>(x) & 0x7fffffffu) > 0x7f800000u;
 }
-// Round to nearest (ties to even) for |x| < 2^22: the add pushes the fraction out of the
-// mantissa. Without -ffast-math the compiler keeps (x + c) - c as written.
-TG_VMATH_INLINE float RoundNearest(float x) { return (x + 12582912.0f) - 12582912.0f; }
 
-// c[0] t^(N-1) + ... + c[N-1] by Horner's rule, unrolled at compile time (straight-line code
-// for the vectorizer, whatever the unroller decides).
+// a * b + c rounded once where the build has FMA (x86-64-v3 and up), else rounded twice.
+// Written out wherever vmath means a fused multiply-add: the files that define elementwise
+// ops are compiled with -ffp-contract=off (CMakeLists.txt), so every other product and sum
+// there is rounded as written, and the fused JIT (fused_jit.cc) emits the same operations:
+// its exp, sigmoid, tanh, erf and GELU are bit-identical to these.
+TG_VMATH_INLINE float Fma(float a, float b, float c) {
+#ifdef __FMA__
+  return __builtin_fmaf(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+// c[0] t^(N-1) + ... + c[N-1] by Horner's rule (an FMA per term), unrolled at compile time
+// (straight-line code for the vectorizer, whatever the unroller decides).
 template <size_t N, size_t... I>
 TG_VMATH_INLINE float HornerSteps(float t, const float (&c)[N], std::index_sequence<I...>) {
   float p = c[0];
-  ((p = p * t + c[I + 1]), ...);
+  ((p = Fma(p, t, c[I + 1])), ...);
   return p;
 }
 template <size_t N>
@@ -61,22 +71,34 @@ inline constexpr float kTanhSmall[] = {2.1656799384e-03f, -8.1998555827e-03f, 2.
                                        -5.3947800438e-02f, 1.3333208684e-01f, -3.3333330478e-01f,
                                        9.9999999989e-01f};
 
-// Below this e^x is 0 in float (no denormals): Exp's and ExpNonPositive's underflow bound.
-inline constexpr float kExpMin = -87.33654f;
+// Constants of the GELU formulas that the elementwise ops and the fused JIT share (doubles:
+// f64 kernels use them as they are, f32 ones rounded once): 1/sqrt(2); sqrt(2/pi) and the
+// cubic's coefficient of the tanh approximation; 1/sqrt(2 pi), the normal density's scale.
+inline constexpr double kSqrt1_2 = 0.70710678118654752440;
+inline constexpr double kGeluTanhBeta = 1.41421356237309504880 * 1.12837916709551257390 * 0.5;
+inline constexpr double kGeluTanhKappa = 0.044715;
+inline constexpr double kGeluPdfScale = 1.12837916709551257390 * kSqrt1_2 * 0.5;
+
+// Below kExpMin e^x is 0 in float (no denormals), above kExpMax inf; x / ln2 is rounded to
+// an integer by adding kRoundShift = 1.5 * 2^23 (which pushes the fraction out of the
+// mantissa); ln2 = kLn2Hi + kLn2Lo, with n * kLn2Hi exact in float for the n that occur.
+inline constexpr float kExpMin = -87.33654f, kExpMax = 88.72283f;
+inline constexpr float kLog2e = 1.44269504088896341f, kRoundShift = 12582912.0f;
+inline constexpr float kLn2Hi = 0.693359375f, kLn2Lo = -2.12194440e-4f;
 // e^r for r = x - n ln2 (Cody-Waite: ln2 split so that n * hi is exact in float), |r| <=
 // ln2 / 2: the Taylor polynomial that Exp and ExpNonPositive scale by 2^n.
 TG_VMATH_INLINE float ExpOfReduced(float x, float n) {
-  float r = x - n * 0.693359375f;
-  r = r - n * -2.12194440e-4f;
+  float r = Fma(-n, kLn2Hi, x);
+  r = Fma(-n, kLn2Lo, r);
   return Horner(r, kExpTaylor);
 }
 
 // e^x: x = n ln2 + r (Cody-Waite), |r| <= ln2 / 2, Taylor to r^7, scale by 2^n via exponent
 // bits. Overflow gives inf, underflow 0 (no denormals), NaN propagates.
 TG_VMATH_INLINE float Exp(float x) {
-  const bool nan = IsNan(x);
-  const float xc = nan ? 0.0f : Lesser(Greater(x, kExpMin), 88.72283f);
-  const float n = RoundNearest(xc * 1.44269504088896341f);
+  // Clamped (NaN gives kExpMin: its result is replaced by x at the end); n = xc / ln2 rounded.
+  const float xc = Lesser(Greater(x, kExpMin), kExpMax);
+  const float n = Fma(xc, kLog2e, kRoundShift) - kRoundShift;
   const float p = ExpOfReduced(xc, n);
   // 2^n in two factors: n reaches 128 at the top of the range and -126 at the bottom, where
   // one biased exponent would be inf or denormal.
@@ -85,22 +107,21 @@ TG_VMATH_INLINE float Exp(float x) {
   const float scale_a = std::bit_cast<float>((half + 127) << 23);
   const float scale_b = std::bit_cast<float>((ni - half + 127) << 23);
   float y = p * scale_a * scale_b;
-  y = x > 88.72283f ? std::numeric_limits<float>::infinity() : y;
+  y = x > kExpMax ? std::numeric_limits<float>::infinity() : y;
   y = x < kExpMin ? 0.0f : y;
-  return nan ? x : y;
+  return IsNan(x) ? x : y;
 }
 
 // e^x where the caller knows x <= 0 (softmax's x - max, a log-probability, GELU's -x^2 / 2;
 // exact as Exp up to x = 88): no overflow to handle, so 2^n is one exponent field (n >= -126
 // once x is clamped at the underflow bound) taken from the rounding constant's bits, not a
 // float-to-int conversion, and NaN needs no select (it passes through the clamp and every
-// product). The same results as Exp (n rounded once, by an FMA, where Exp may round twice: a
-// one-ulp difference at most); about a third fewer vector instructions.
+// product). The same results as Exp; about a third fewer vector instructions.
 TG_VMATH_INLINE float ExpNonPositive(float x) {
-  const float xc = kExpMin > x ? kExpMin : x;               // NaN passes
-  const float t = xc * 1.44269504088896341f + 12582912.0f;  // n in the low mantissa bits
-  const float n = t - 12582912.0f;
-  const uint32_t n_bits = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(12582912.0f);
+  const float xc = kExpMin > x ? kExpMin : x;     // NaN passes
+  const float t = Fma(xc, kLog2e, kRoundShift);  // n in the low mantissa bits
+  const float n = t - kRoundShift;
+  const uint32_t n_bits = std::bit_cast<uint32_t>(t) - std::bit_cast<uint32_t>(kRoundShift);
   const float y = ExpOfReduced(xc, n) * std::bit_cast<float>((n_bits + 127u) << 23);
   return x < kExpMin ? 0.0f : y;
 }
@@ -117,12 +138,13 @@ TG_VMATH_INLINE float Sigmoid(float x) {
 
 // erf: x * P(x^2) for |x| < 1; 1 - exp(-x^2) * Q(1/x) for 1 <= |x| < 4; +-1 beyond (erfc(4)
 // = 1.5e-8 is below half an ulp of 1).
+inline constexpr float kErfSaturate = 4.0f;
 TG_VMATH_INLINE float Erf(float x) {
   const float a = std::fabs(x);
   const float s = a * a;
   const float small = a * Horner(s, kErfSmall);
-  const float large = 1.0f - Exp(-s) * Horner(1.0f / Greater(a, 1.0f), kErfcLarge);
-  float y = a < 1.0f ? small : (a < 4.0f ? large : 1.0f);
+  const float large = Fma(-Exp(-s), Horner(1.0f / Greater(a, 1.0f), kErfcLarge), 1.0f);
+  float y = a < 1.0f ? small : (a < kErfSaturate ? large : 1.0f);
   y = std::copysign(y, x);
   return IsNan(x) ? x : y;
 }
@@ -144,20 +166,23 @@ inline constexpr float kErfRationalQ[] = {9.5582806876e-04f, 1.4351342447e-02f,
 // lowers each NaN-passing clamp to compares and blends, not min / max): GELU 0.63 -> 0.51 ns
 // per element on one AVX-512 core. NaN passes through a (no compare is true for it), inf
 // gives +-1.
+inline constexpr float kErfFastMaxSquare = 3.92f * 3.92f;
 TG_VMATH_INLINE float ErfFast(float x) {
   const float a = std::fabs(x);
-  const float s = Lesser(a * a, 3.92f * 3.92f);
+  const float s = Lesser(a * a, kErfFastMaxSquare);
   const float y = a * Horner(s, kErfRationalP) / Horner(s, kErfRationalQ);
   return std::copysign(1.0f < y ? 1.0f : y, x);
 }
 
 // tanh: x * P(x^2) for |x| < 0.625; 1 - 2 / (e^(2|x|) + 1) beyond, with the sign of x.
+// (e^40 + 1 is 2.35e17: 2 / it is below half an ulp of 1, so |x| is capped at 20.)
+inline constexpr float kTanhSmallBound = 0.625f, kTanhMaxArg = 20.0f;
 TG_VMATH_INLINE float Tanh(float x) {
   const float a = std::fabs(x);
   const float s = a * a;
   const float small = a * Horner(s, kTanhSmall);
-  const float large = 1.0f - 2.0f / (Exp(2.0f * Lesser(a, 20.0f)) + 1.0f);
-  float y = a < 0.625f ? small : large;
+  const float large = 1.0f - 2.0f / (Exp(2.0f * Lesser(a, kTanhMaxArg)) + 1.0f);
+  float y = a < kTanhSmallBound ? small : large;
   y = std::copysign(y, x);
   return IsNan(x) ? x : y;
 }
