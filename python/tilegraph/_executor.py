@@ -264,7 +264,8 @@ class PoplarExecutor:
                 try:
                     placements = _Placements(self.options.execution_strategy)
                     args, kwargs = call.arguments(micro)
-                    with autocasting.capturing(self.model, self.options.Precision):
+                    with autocasting.capturing(self.model, self.options.Precision,
+                                               (args, kwargs)):
                         cap = capture(self.model, args, name=type(self.model).__name__,
                                       placement_of=placements, example_kwargs=kwargs,
                                       training=self.training)
@@ -668,8 +669,14 @@ class PoplarExecutor:
         caller has just checked the guard."""
         if self._synced is None or not (checked or self._guard.unchanged(self.model)):
             state = self._named_state()
-            self._synced = [(fqn, state[fqn])
-                            for fqn in list(self._cap.params) + list(self._cap.buffers)]
+            names = list(self._cap.params) + list(self._cap.buffers)
+            for fqn in names:
+                if fqn not in state:  # e.g. `del self._buffers[...]` inside forward
+                    kind = "Parameter" if fqn in self._cap.params else "Buffer"
+                    raise Error(f"{kind} {fqn} is removed from the model when calling the "
+                                "forward method: the compiled program reads it on every "
+                                "call, so the module must keep it registered")
+            self._synced = [(fqn, state[fqn]) for fqn in names]
         return self._synced
 
     def _sync_host_edits(self, tensors=None):

@@ -26,7 +26,10 @@ What a region does:
   cast to that dtype first.
 `Options().Precision.halfFloatCasting(HalfFloatCastingBehavior.FloatDowncastToHalf)`: every
 op in the model whose operands mix float16 and float32 runs in float16 (PopTorch's tracing
-frontend did this by default); `Default` and `HalfUpcastToFloat` follow torch's promotion.
+frontend did this by default); `Default` and `HalfUpcastToFloat` follow torch's promotion,
+except where eager PyTorch would raise: a linear or convolution whose weights are float32
+and input float16 (or the other way round) runs in its input's type, its weights cast, as
+PopTorch's do (float16 activations through float32 layers give float16).
 Ops that write one of their operands (in place, or out=) are never cast.
 Ops are named as torch names them: `torch.mul`, `Tensor.mul`, `x * y` and `x *= y` all are
 `mul`; `torch.nn.functional.relu` and `torch.relu` are both `relu`.
@@ -183,21 +186,37 @@ def _writes_an_operand(func, kwargs):
     return in_place or kwargs.get("inplace") is True or kwargs.get("out") is not None
 
 
+# Layers with weights that PopTorch runs in their input's float type when the weights have
+# the other one (float16 activations through a float32 nn.Linear give float16; float32
+# through float16 weights give float32), where eager PyTorch raises a dtype mismatch.
+_WEIGHTED_OPS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
+                           "conv_transpose2d", "conv_transpose3d"})
+
+
+def _input_and_weight(args, kwargs):
+    x = args[0] if args else kwargs.get("input")
+    w = args[1] if len(args) > 1 else kwargs.get("weight")
+    return x, w
+
+
 class _CastingMode(TorchFunctionMode):
     """Casts the float16 / float32 tensor arguments of the ops traced under it: by a Policy
     inside enabled regions (a stack of booleans that autocast regions push and pop) and
-    inside listed modules (a stack of dtypes that the module hooks push and pop); and, with
+    inside listed modules (a stack of dtypes that the module hooks push and pop); with
     `downcast` (Precision.halfFloatCasting(FloatDowncastToHalf)), every op whose operands
-    mix float16 and float32, to float16, everywhere in the model."""
+    mix float16 and float32, to float16, everywhere in the model; and otherwise, with
+    `weights_follow_inputs` (the capture mixes the two types), a linear or convolution whose
+    weights' type differs from its input's, to the input's type, as PopTorch does."""
 
-    def __init__(self, policy, downcast):
+    def __init__(self, policy, downcast, weights_follow_inputs=False):
         super().__init__()
         self.policy = policy
         self.downcast = downcast
+        self.weights_follow_inputs = weights_follow_inputs
         self.regions = []
         self.module_dtypes = []
 
-    def _dtype(self, func, tensors):
+    def _dtype(self, func, tensors, args, kwargs):
         mixed = _mixes_half_and_float(tensors)
         name = op_name(func) if self.policy is not None and self.regions and \
             self.regions[-1] else None
@@ -206,14 +225,21 @@ class _CastingMode(TorchFunctionMode):
                 (d for d in reversed(self.module_dtypes) if d is not None), None)
             if dtype is not None:
                 return dtype
-        return _HALF if self.downcast and mixed else None
+        if self.downcast and mixed:
+            return _HALF
+        if self.weights_follow_inputs and mixed and _base_name(func) in _WEIGHTED_OPS:
+            x, w = _input_and_weight(args, kwargs)
+            if isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and \
+                    x.dtype in (_HALF, _FLOAT) and w.dtype != x.dtype:
+                return x.dtype
+        return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if not _writes_an_operand(func, kwargs):
             tensors = [t for t in pytree.tree_leaves((args, kwargs))
                        if isinstance(t, torch.Tensor) and t.dtype in (_HALF, _FLOAT)]
-            dtype = self._dtype(func, tensors) if tensors else None
+            dtype = self._dtype(func, tensors, args, kwargs) if tensors else None
             if dtype is not None and any(t.dtype != dtype for t in tensors):
                 def cast(v):
                     if isinstance(v, torch.Tensor) and v.dtype in (_HALF, _FLOAT):
@@ -236,14 +262,16 @@ class _CastingMode(TorchFunctionMode):
 
 class _CompileScope:
     """The casting settings of one capture (Options().Precision): whether autocast regions
-    cast, and the casting mode when a policy or FloatDowncastToHalf asks for one."""
+    cast, and the casting mode when a policy or FloatDowncastToHalf asks for one, or when the
+    model's weights and example inputs mix float16 and float32 (weights follow inputs)."""
 
-    def __init__(self, precision):
+    def __init__(self, precision, mixed):
         from .enums import HalfFloatCastingBehavior
         self.enabled = precision.autocast_enabled
         policy = precision.autocast_policy if self.enabled else None
         downcast = precision.half_float_casting == HalfFloatCastingBehavior.FloatDowncastToHalf
-        self.mode = _CastingMode(policy, downcast) if policy is not None or downcast else None
+        self.mode = _CastingMode(policy, downcast, mixed) \
+            if policy is not None or downcast or mixed else None
         self.policy = policy
 
 
@@ -286,11 +314,13 @@ class autocast:
 
 
 @contextlib.contextmanager
-def capturing(model, precision):
-    """The casting settings in force while tilegraph captures `model`: modules marked with
-    module.autocast() run their forward in a region, and `tracing()` applies the casting mode
-    (a policy, or FloatDowncastToHalf)."""
-    scope = _CompileScope(precision)
+def capturing(model, precision, example_inputs=()):
+    """The casting settings in force while tilegraph captures `model` on `example_inputs`:
+    modules marked with module.autocast() run their forward in a region, and `tracing()`
+    applies the casting mode (a policy, FloatDowncastToHalf, weights following inputs)."""
+    tensors = [t for t in list(model.parameters()) + pytree.tree_leaves(example_inputs)
+               if isinstance(t, torch.Tensor)]
+    scope = _CompileScope(precision, _mixes_half_and_float(tensors))
     patched = []
     hooks = []
     _scopes.append(scope)

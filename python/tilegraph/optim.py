@@ -140,7 +140,8 @@ class LAMB(torch.optim.Optimizer, _PopTorchArgs):
     eager reference, in the operation order of the compiled update (src/autodiff/
     optimizer.cc): m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias correction
     m /= 1-b1^t, v /= 1-b2^t; r = m/(sqrt(v)+eps) + wd*p; trust = min(||p||,
-    max_weight_norm) / ||r|| (1 where a norm is 0); p -= lr*trust*r."""
+    max_weight_norm) / ||r|| (1 where ||p|| or ||r|| is 0: max_weight_norm=0 freezes every
+    nonzero parameter, as PopTorch's); p -= lr*trust*r."""
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  bias_correction=True, loss_scaling=None, max_weight_norm=None, accum_type=None,
@@ -184,9 +185,10 @@ class LAMB(torch.optim.Optimizer, _PopTorchArgs):
                     t = state["step"]
                     m, v = m / (1 - b1 ** t), v / (1 - b2 ** t)
                 r = m / (torch.sqrt(v) + group["eps"]) + p * group["weight_decay"]
-                r1 = torch.clamp(torch.sqrt((p * p).sum()), max=group["max_weight_norm"])
+                p_norm = torch.sqrt((p * p).sum())
+                r1 = torch.clamp(p_norm, max=group["max_weight_norm"])
                 r2 = torch.sqrt((r * r).sum())
-                trust = torch.where((r1 > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
+                trust = torch.where((p_norm > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
                 p.copy_(p - (trust * group["lr"]) * r)
         return loss
 

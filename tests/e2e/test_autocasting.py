@@ -216,6 +216,41 @@ def test_half_float_casting_of_mixed_operands(behavior, dtype):
             torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("layer,shape", [(lambda: nn.Linear(10, 20), (3, 10)),
+                                         (lambda: nn.Conv1d(4, 5, 2), (1, 4, 4)),
+                                         (lambda: nn.ConvTranspose2d(3, 2, 3), (1, 3, 5, 5))],
+                         ids=["linear", "conv1d", "conv_transpose2d"])
+def test_weights_follow_their_inputs_float_type(layer, shape):
+    """PopTorch's half_float_test: float16 activations through float32 weights give float16
+    (the weights cast to float16), float32 through float16 weights float32, where eager raises
+    a dtype mismatch; the numbers are eager's on the weights so cast."""
+    torch.manual_seed(0)
+    module, x = layer(), torch.randn(*shape)
+    for weights, inputs in ((torch.float32, torch.float16), (torch.float16, torch.float32)):
+        m = copy.deepcopy(module).to(weights)
+        got = tilegraph.inferenceModel(m)(x.to(inputs))
+        assert got.dtype == inputs
+        want = copy.deepcopy(m).to(inputs)(x.to(inputs))
+        torch.testing.assert_close(got, want, rtol=2e-3, atol=2e-3)  # an f16 ulp or two
+    # Training float16 activations through float32 weights: the weights stay float32
+    # (master weights) and get float32 gradients through the cast.
+    m = copy.deepcopy(module)
+    run = tilegraph.trainingModel(_WithLoss(m), optimizer=torch.optim.SGD(m.parameters(), lr=0.1))
+    w0 = m.weight.detach().clone()
+    run(x.half())
+    assert m.weight.dtype == torch.float32 and not torch.equal(m.weight.detach(), w0)
+
+
+class _WithLoss(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        self.m = m
+
+    def forward(self, x):
+        out = self.m(x)
+        return out, out.float().square().mean()
+
+
 @pytest.mark.parametrize("setting", ["FloatDowncastToHalf", "policy"])
 def test_casting_never_redirects_an_in_place_write(setting):
     """Ops that write an operand (buffer += x, relu(inplace=True), x.mul_()) are not cast,

@@ -347,6 +347,24 @@ def test_replacing_a_buffer_by_another_dtype_is_explained():
         tilegraph.inferenceModel(Reassign())(torch.tensor([5.0]))
 
 
+def test_a_buffer_deleted_by_forward_is_named():
+    """PopTorch's buffers_test: a forward that deletes its module's buffer gets an error
+    naming the buffer (not a KeyError from the weight sync)."""
+    class Remove(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("y", torch.tensor([2]))
+
+        def forward(self, x):
+            x = x + 1
+            if "y" in self._buffers:
+                del self._buffers["y"]
+            return x
+
+    with pytest.raises(tilegraph.Error, match="Buffer y is removed from the model"):
+        tilegraph.inferenceModel(Remove())(torch.tensor([5.0]))
+
+
 def test_rrelu_in_training_draws_a_slope_per_negative_element():
     # torch.nn.RReLU in training: slopes ~ U[lower, upper) per element (tilegraph's Philox
     # stream, so not torch's bits: the distribution is checked), identity for x >= 0.

@@ -72,6 +72,40 @@ def test_lamb_per_group_hyperparameters_and_set_optimizer_without_recompiling():
     del eager
 
 
+def test_lamb_max_weight_norm_zero_freezes_the_model_but_zero_parameters_still_move():
+    """max_weight_norm clips ||p|| in the trust ratio, so 0 multiplies the update by 0: the
+    model does not train (PopTorch's optimizers_test). The "trust = 1 where a norm is 0" rule
+    is for a parameter whose own norm is 0 (a zero-initialized bias): it moves once, then
+    its norm is no longer 0 and it is frozen like the rest."""
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+
+    def train(zero_bias):
+        torch.manual_seed(0)
+        model = Net()
+        if zero_bias:
+            nn.init.zeros_(model.b.bias)
+        eager = copy.deepcopy(model)
+        run = tilegraph.trainingModel(model, optimizer=LAMB(model.parameters(), lr=1e-2,
+                                                            max_weight_norm=0.0))
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        losses = [float(run(x, t)[1]) for _ in range(5)]
+        opt = LAMB(eager.parameters(), lr=1e-2, max_weight_norm=0.0)
+        for _ in range(5):  # the eager reference agrees
+            opt.zero_grad()
+            eager(x, t)[1].backward()
+            opt.step()
+        for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-6, atol=1e-7, msg=name)
+        moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(),
+                                                                              before[n])}
+        return losses, moved
+
+    losses, moved = train(zero_bias=False)
+    assert len(set(losses)) == 1 and not moved, (losses, moved)
+    losses, moved = train(zero_bias=True)
+    assert moved == {"b.bias"} and losses[0] != losses[1] and len(set(losses[1:])) == 1
+
+
 def test_one_lamb_step_by_hand():
     """One parameter vector, its gradient known: the update is lr * trust * r with
     trust = ||p|| / ||r|| (the layer-wise trust ratio that defines LAMB)."""
