@@ -5,10 +5,13 @@
 - gemm: one large fp32 matrix product, GFLOP/s and fraction of the measured peak.
 - layernorm_gelu: a memory-bound chain (layer norm then GELU over 32 MiB), GB/s counting one
   read of x and one write of y, and fraction of the measured bandwidth.
+- silu_chain: silu(x) * y + z over three 32 MiB inputs (one fused elementwise kernel with a
+  transcendental step, the shape of EfficientNet's and Llama's activations), GB/s counting
+  three reads and one write.
 - sgd_update / adam_update: the optimizer's update of one 64 MiB parameter (SGD with momentum;
   Adam), GB/s counting each tensor the update must read and write once (SGD: parameter,
   gradient and momentum read, parameter and momentum written; Adam: 4 reads, 3 writes).
-The first two run through tilegraph.inferenceModel like any model, next to eager and
+The first three run through tilegraph.inferenceModel like any model, next to eager and
 torch.compile; the updates time tilegraph's update kernels in a training step (its profiler's
 per-instruction times) next to eager's `optimizer.step()` and torch.compile's. An update
 written in place reads each line it writes, so it pays no write-allocate traffic, which the
@@ -71,9 +74,9 @@ def _engines(model, x, threads):
         t0 = time.perf_counter()
         fn = build()
 
-        def call(fn=fn):
+        def call(fn=fn, args=x if isinstance(x, tuple) else (x,)):
             with torch.no_grad():
-                fn(x)
+                fn(*args)
         call()
         out[name] = (call, time.perf_counter() - t0)
     return out
@@ -123,6 +126,21 @@ def layernorm_gelu(threads, rounds=5, rows=8192, d=1024, run_limits=None):
     r = _measure("layernorm_gelu", LayerNormGelu(d), x, threads, rounds, bytes_moved, "GB/s",
                  lim["triad_gbs"], "triad bandwidth")
     r["config"] = f"fp32 [{rows},{d}] layer_norm -> gelu (erf); bytes = read x + write y"
+    return r
+
+
+class SiluChain(torch.nn.Module):
+    def forward(self, x, y, z):
+        return F.silu(x) * y + z
+
+
+def silu_chain(threads, rounds=15, n=8 * 2 ** 20, run_limits=None):
+    torch.manual_seed(0)
+    lim = limits(threads, run_limits)
+    x = (torch.randn(n), torch.randn(n), torch.randn(n))
+    r = _measure("silu_chain", SiluChain(), x, threads, rounds, 4.0 * n * 4, "GB/s",
+                 lim["triad_gbs"], "triad bandwidth")
+    r["config"] = "fp32 silu(x) * y + z, 8M elements; bytes = read x, y, z + write the result"
     return r
 
 
@@ -207,10 +225,10 @@ def adam_update(threads, rounds=9, run_limits=None):
     return r
 
 
-RUN = {"gemm": gemm, "layernorm_gelu": layernorm_gelu, "sgd_update": sgd_update,
-       "adam_update": adam_update}
+RUN = {"gemm": gemm, "layernorm_gelu": layernorm_gelu, "silu_chain": silu_chain,
+       "sgd_update": sgd_update, "adam_update": adam_update}
 # Timed calls per engine (quick, full). A layer norm + GELU call takes milliseconds, where a
 # neighbour's burst on these shared VMs moves one sample by 2x: more samples for its median
 # (3 gave 0.30 and 0.54 of triad in two runs of the same build a minute apart).
-ROUNDS = {"gemm": (3, 7), "layernorm_gelu": (15, 31), "sgd_update": (9, 21),
-          "adam_update": (9, 21)}
+ROUNDS = {"gemm": (3, 7), "layernorm_gelu": (15, 31), "silu_chain": (15, 31),
+          "sgd_update": (9, 21), "adam_update": (9, 21)}

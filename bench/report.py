@@ -13,6 +13,7 @@ TARGETS = [  # (key, description, threshold): issue 16's targets (issue 5's comp
     ("gemm_fraction_of_peak", "large GEMM, fraction of measured FMA peak", 0.8),
     ("gemm_vs_raw_onednn", "large GEMM vs raw oneDNN (same primitive, no graph)", 1.0),
     ("layernorm_gelu_fraction_of_triad", "layer norm + GELU, fraction of triad bandwidth", 0.5),
+    ("silu_chain_fraction_of_triad", "SiLU chain (silu(x) * y + z), fraction of triad bandwidth", 0.5),
     ("sgd_update_fraction_of_triad", "SGD-momentum update, fraction of triad bandwidth", 0.5),
     ("adam_update_fraction_of_triad", "Adam update, fraction of triad bandwidth", 0.5),
     ("compile_time_vs_torch_compile", "compile time, torch.compile's / tilegraph's", 5.0),
@@ -54,6 +55,9 @@ def summary(results):
                                if raw else None)
     s["layernorm_gelu_fraction_of_triad"] = (
         lng["engines"]["tilegraph"]["fraction_of_limit"] if lng else None)
+    silu = micro.get("silu")
+    s["silu_chain_fraction_of_triad"] = (
+        silu["engines"]["tilegraph"]["fraction_of_limit"] if silu else None)
     for update in ("sgd", "adam"):
         u = micro.get(update)
         s[f"{update}_update_fraction_of_triad"] = (

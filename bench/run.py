@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench import common, micro, report  # noqa: E402
 
 MODELS = ["mlp", "small_cnn", "resnet50", "efficientnet_b0", "bert_base", "wav2vec2_small"]
-MICRO = ["gemm", "layernorm_gelu", "sgd_update", "adam_update"]
+MICRO = ["gemm", "layernorm_gelu", "silu_chain", "sgd_update", "adam_update"]
 
 
 def child_env(threads):

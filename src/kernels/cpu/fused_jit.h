@@ -5,10 +5,13 @@
 // one L1 pass per step, so an 8-step SGD-momentum update ran at 1 ns per element in cache and
 // 3 ns from memory (4x slower than a compiled loop, which streams at triad bandwidth).
 //
-// Which programs: f32 compute; every load is a same-shape contiguous f32 array or a scalar
-// (f32, bool or half); every store f32; every step one of JitOp (an IEEE operation per element,
-// no contraction: results are bit-identical to the interpreter's). Anything else returns no
-// kernel and the caller keeps the interpreter. AVX-512 (zmm) where the CPU has AVX512F, AVX
+// Which programs: f32 compute; every load is a same-shape contiguous f32 / f16 / bf16 array or
+// a scalar (f32, bool or half); every store f32 / f16 / bf16; every step one of JitOp: the
+// arithmetic, comparisons and selects (one IEEE operation per element, no contraction) and
+// the activations with their backward helpers (vector_math.h's functions, operation for
+// operation: fused_jit_code.h says how that stays exact). Results are bit-identical to the
+// interpreter's. Anything else (broadcast operands, bool arrays, log, pow, ...) returns no
+// kernel and the caller keeps the interpreter. AVX-512 (zmm) where the CPU has AVX512F, AVX2
 // (ymm) otherwise; no JIT on other CPUs or when TILEGRAPH_FUSED_JIT=0.
 #pragma once
 
