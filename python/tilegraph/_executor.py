@@ -435,10 +435,13 @@ class PoplarExecutor:
         self._opt_flags = (kind, flags)
         cap.grad_of = dict(info["grad_of"])
         if cap.grad_of and all(cap.graph.is_zeros(g) for g in cap.grad_of.values()):
-            raise RuntimeError(
+            # PopTorch runs such a model (its tests train a parameterless eval-mode dropout);
+            # the usual cause is a metric returned after the loss, hence the warning.
+            warnings.warn(
                 f"the loss (output {index} of the model's result) does not depend on any "
-                "trainable parameter, so training would change nothing. Return the loss last, "
-                "under a \"loss\" key, or mark it with tilegraph.identity_loss")
+                "trainable parameter: every gradient is zero, so only weight decay or momentum "
+                "can change the weights. If that output is not the loss, return the loss last, "
+                "under a \"loss\" key, or mark it with tilegraph.identity_loss", stacklevel=2)
         hyper = dict(info["hyperparams"])
         if "loss_scale" in hyper:
             hyper["loss_scale"] = self._initial_loss_scale(loss_scaling)

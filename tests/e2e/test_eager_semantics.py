@@ -546,7 +546,7 @@ def test_the_loss_functions_result_is_the_loss_wherever_it_is(loss_first):
     torch.testing.assert_close(model.fc.weight, reference.fc.weight, rtol=1e-5, atol=1e-6)
 
 
-def test_a_loss_that_depends_on_no_parameter_is_refused_clearly():
+def test_a_loss_that_depends_on_no_parameter_is_flagged_and_runs_as_in_poptorch():
     class MetricLast(nn.Module):
         def __init__(self):
             super().__init__()
@@ -557,7 +557,15 @@ def test_a_loss_that_depends_on_no_parameter_is_refused_clearly():
             return ((out - 1) ** 2).mean(), (out.argmax(-1) == t).float().mean()
 
     model = MetricLast()
+    w0 = model.fc.weight.detach().clone()
     run = tilegraph.trainingModel(model, tilegraph.Options(),
                                   torch.optim.SGD(model.parameters(), lr=0.1))
-    with pytest.raises(RuntimeError, match="does not depend on any trainable parameter"):
-        run(torch.randn(5, 4), torch.randint(0, 3, (5,)))
+    x, t = torch.randn(5, 4), torch.randint(0, 3, (5,))
+    with pytest.warns(UserWarning, match="does not depend on any trainable parameter"):
+        mse, accuracy = run(x, t)
+    # The metric was taken as the loss: zero gradients, plain SGD leaves the weights alone,
+    # and the outputs are the forward's.
+    assert torch.equal(model.fc.weight.detach(), w0)
+    want = MetricLast()
+    want.load_state_dict(model.state_dict())
+    torch.testing.assert_close((mse, accuracy), want(x, t))
