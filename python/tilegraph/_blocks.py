@@ -54,6 +54,11 @@ class Error(RuntimeError):
     """PopTorch's poptorch.Error: a configuration or run that cannot go on."""
 
 
+class UnsupportedError(Error, NotImplementedError):
+    """Something the model does that a compiled program cannot hold: a tilegraph.Error, as
+    PopTorch raises, and a NotImplementedError, as tilegraph's other refusals are."""
+
+
 class _BeginBlockHook:
     """The forward pre-hook of a BeginBlock module (a class, not a closure, so that a model
     with blocks can be saved with torch.save)."""

@@ -671,11 +671,15 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             buffer_dtype, buffer_shape = g.type_of(cap.buffers[spec.target])
             meta = value.meta["val"]
             if tg_dtype(meta.dtype) != buffer_dtype or list(meta.shape) != list(buffer_shape):
-                raise NotImplementedError(
-                    f"{name}: the forward replaces buffer {spec.target!r} "
-                    f"({buffer_dtype}{list(buffer_shape)}) by a {tg_dtype(meta.dtype)}"
-                    f"{list(meta.shape)} tensor; a compiled model keeps each buffer's dtype "
-                    "and shape (write into it instead: buffer.copy_(value))")
+                from ._blocks import UnsupportedError
+                raise UnsupportedError(
+                    f"Buffer {spec.target} is reassigned within the model when calling the "
+                    f"forward method. This is not supported. Consider using "
+                    f"self.{spec.target}.copy_(src) to copy data from a source tensor, where "
+                    f"src is the name of the source tensor. ({name}: buffer {spec.target!r} is "
+                    f"{buffer_dtype}{list(buffer_shape)}, the new value "
+                    f"{tg_dtype(meta.dtype)}{list(meta.shape)}; a compiled model keeps each "
+                    "buffer's dtype and shape.)")
             cap.mutated_buffers[spec.target] = cx.v(value)
             g.set_update(cap.buffers[spec.target], cx.cast(cx.v(value), cx.dtype_of(value)))
         elif spec.kind == out_kinds.USER_INPUT_MUTATION:

@@ -677,7 +677,7 @@ class PoplarExecutor:
                 if fqn not in state:  # e.g. `del self._buffers[...]` inside forward
                     kind = "Parameter" if fqn in self._cap.params else "Buffer"
                     raise Error(f"{kind} {fqn} is removed from the model when calling the "
-                                "forward method: the compiled program reads it on every "
+                                "forward method. The compiled program reads it on every "
                                 "call, so the module must keep it registered")
             self._synced = [(fqn, state[fqn]) for fqn in names]
         return self._synced

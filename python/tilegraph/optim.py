@@ -111,14 +111,47 @@ class AdamW(torch.optim.AdamW, _PopTorchArgs):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, bias_correction=True, max_grad_norm=None):
-        if not bias_correction:
-            raise NotImplementedError("AdamW(bias_correction=False) is not built in tilegraph "
-                                      "yet (LAMB's is)")
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                          amsgrad=amsgrad)
+        self.defaults["bias_correction"] = bool(bias_correction)
+        for group in self.param_groups:
+            group.setdefault("bias_correction", bool(bias_correction))
         self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        """torch's AdamW step; with bias_correction=False (PopTorch's option) the eager
+        reference of the compiled update (src/autodiff/optimizer.cc): p *= 1 - lr*wd;
+        m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; p += -lr * m / (sqrt(v) + eps)."""
+        if all(g["bias_correction"] for g in self.param_groups):
+            return super().step(closure)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            if group["bias_correction"]:
+                raise NotImplementedError("AdamW: param groups that mix bias_correction "
+                                          "True and False")
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                g = p.grad
+                state["step"] += 1
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                state["exp_avg"].lerp_(g, 1 - b1)
+                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+                p.add_((state["exp_avg"] * -group["lr"]) /
+                       (state["exp_avg_sq"].sqrt() + group["eps"]))
+        return loss
 
 
 class RMSprop(torch.optim.RMSprop, _PopTorchArgs):
@@ -159,6 +192,20 @@ class LAMB(torch.optim.Optimizer, _PopTorchArgs):
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type,
                          use_combined_accum=use_combined_accum)
+
+    @property
+    def max_weight_norm(self):
+        """The clip of ||p|| in the trust ratio (None: none), for every param group: as in
+        PopTorch, `optimizer.max_weight_norm = x` then setOptimizer changes it."""
+        v = self.defaults["max_weight_norm"]
+        return None if v == float("inf") else v
+
+    @max_weight_norm.setter
+    def max_weight_norm(self, value):
+        v = float("inf") if value is None else float(value)
+        self.defaults["max_weight_norm"] = v
+        for group in self.param_groups:
+            group["max_weight_norm"] = v
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -227,11 +274,16 @@ def describe(optimizer):
             flags["bias_correction"] = bool(g["bias_correction"])
         elif kind in ("adam", "adamw"):
             h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]))
+            flags["bias_correction"] = bool(g.get("bias_correction", True))
         else:
             h.update(alpha=float(g["alpha"]), eps=float(g["eps"]), momentum=float(g["momentum"]))
             flags["use_momentum"] |= g["momentum"] != 0
             flags["centered"] |= bool(g["centered"])
         groups.append((list(g["params"]), h))
+    corrections = {bool(g.get("bias_correction", True)) for g in optimizer.param_groups}
+    if len(corrections) > 1:
+        raise NotImplementedError(f"{type(optimizer).__name__}: param groups that mix "
+                                  "bias_correction True and False (one setting per optimizer)")
     loss_scaling = getattr(optimizer, "loss_scaling", 1.0)
     return kind, flags, groups, loss_scaling
 

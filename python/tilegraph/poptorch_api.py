@@ -188,7 +188,7 @@ API = [
     # ---- optimizers -------------------------------------------------------------------
     ("optim.SGD", IMPLEMENTED, "accum types: half params' state dtype; velocity_scaling warns; max_grad_norm refused"),
     ("optim.Adam", IMPLEMENTED, "amsgrad refused"),
-    ("optim.AdamW", IMPLEMENTED, "bias_correction=False refused"),
+    ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant refused"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
     ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),

@@ -183,7 +183,8 @@ void UpdateBuilder::Sgd(Value* p, Value* g, size_t group, const OptimizerHyperPa
 
 // torch.optim.Adam/AdamW (single tensor): t = step+1; (AdamW: p *= 1-lr*wd | Adam: g += wd*p);
 // m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; denom = sqrt(v)/sqrt(1-b2^t) + eps;
-// p += -(lr/(1-b1^t)) * m/denom.
+// p += -(lr/(1-b1^t)) * m/denom. Without bias correction (PopTorch's
+// AdamW(bias_correction=False)): denom = sqrt(v) + eps, p += -lr * m/denom.
 void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
                          Value* step, bool decoupled) {
   Value* lr = Hyper(group, "lr", hp.lr);
@@ -204,10 +205,14 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* m_new = b_.Add(m, b_.Mul(T(b_.Sub(One(), beta1), p), b_.Sub(g, m)));
   // addcmul/addcdiv evaluate left to right: self + (value*t1)*t2, self + (value*t1)/t2.
   Value* v_new = b_.Add(b_.Mul(v, T(beta2, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), beta2), p), g), g));
-  Value* bc1 = b_.Sub(One(), b_.Op1("pow", {beta1, t}));
-  Value* bc2_sqrt = b_.Sqrt(b_.Sub(One(), b_.Op1("pow", {beta2, t})));
-  Value* neg_step_size = b_.Neg(b_.Div(lr, bc1));
-  Value* denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
+  Value* neg_step_size = b_.Neg(lr);
+  Value* denom = b_.Add(b_.Sqrt(v_new), T(eps, p));
+  if (config_.bias_correction) {
+    Value* bc1 = b_.Sub(One(), b_.Op1("pow", {beta1, t}));
+    Value* bc2_sqrt = b_.Sqrt(b_.Sub(One(), b_.Op1("pow", {beta2, t})));
+    neg_step_size = b_.Neg(b_.Div(lr, bc1));
+    denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
+  }
   SetState(m, m_new);
   SetState(v, v_new);
   SetParam(b_.Add(param, b_.Div(b_.Mul(T(neg_step_size, p), m_new), denom)));
@@ -247,8 +252,9 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
 
 // LAMB, as poptorch.optim.LAMB: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias
 // correction m /= 1-b1^t, v /= 1-b2^t (t = step+1); r = m/(sqrt(v)+eps) + wd*p;
-// r1 = min(||p||, max_weight_norm), r2 = ||r||; trust = r1/r2 where both are > 0, else 1;
-// p -= lr*trust*r. The norms are over the whole parameter.
+// r1 = min(||p||, max_weight_norm), r2 = ||r||; trust = r1/r2 where ||p|| and r2 are > 0,
+// else 1 (a zero-initialized parameter moves at lr; max_weight_norm = 0 freezes the others,
+// as PopTorch's); p -= lr*trust*r. The norms are over the whole parameter.
 void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
                          Value* step) {
   Value* lr = Hyper(group, "lr", hp.lr);
@@ -271,10 +277,11 @@ void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperP
     v_hat = b_.Div(v_new, T(b_.Sub(One(), b_.Op1("pow", {beta2, t})), p));
   }
   Value* r = b_.Add(b_.Div(m_hat, b_.Add(b_.Sqrt(v_hat), T(eps, p))), b_.Mul(p, T(wd, p)));
-  Value* r1 = b_.Op1("minimum", {Norm(p), T(max_norm, p)});
+  Value* p_norm = Norm(p);
+  Value* r1 = b_.Op1("minimum", {p_norm, T(max_norm, p)});
   Value* r2 = Norm(r);
   Value* zero = b_.Scalar(0.0, p->type().dtype);
-  Value* both = b_.Op1("logical_and", {b_.Op1("gt", {r1, zero}), b_.Op1("gt", {r2, zero})});
+  Value* both = b_.Op1("logical_and", {b_.Op1("gt", {p_norm, zero}), b_.Op1("gt", {r2, zero})});
   Value* trust = b_.Where(both, b_.Div(r1, r2), b_.Scalar(1.0, p->type().dtype));
   SetParam(b_.Sub(p, b_.Mul(b_.Mul(T(lr, p), trust), r)));
 }

@@ -37,7 +37,7 @@ struct OptimizerConfig {
   bool use_momentum = false;  // SGD/RMSprop: momentum buffers exist (momentum != 0)
   bool nesterov = false;      // SGD
   bool centered = false;      // RMSprop
-  bool bias_correction = true;  // LAMB: m and v divided by (1 - beta^t)
+  bool bias_correction = true;  // LAMB, Adam, AdamW: m and v divided by (1 - beta^t)
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
   // Automatic loss scaling (implies loss_scaling): the scale in use is loss_scale x
   // 2^optimizer.loss_scale_log2. A step whose gradients hold an inf or NaN changes nothing

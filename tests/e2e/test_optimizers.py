@@ -72,6 +72,26 @@ def test_lamb_per_group_hyperparameters_and_set_optimizer_without_recompiling():
     del eager
 
 
+def test_adamw_without_bias_correction_matches_its_eager_reference():
+    """PopTorch's AdamW(bias_correction=False): m / (sqrt(v) + eps) at lr, no 1 - beta^t
+    factors (the first steps are then smaller than Adam's: m and v start at zero)."""
+    make = lambda m: tilegraph.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=0.05,  # noqa
+                                           bias_correction=False)
+    model, eager, _ = _train_both(make)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    # One step by hand: g known, m = (1-b1) g, v = (1-b2) g^2.
+    lin = nn.Linear(3, 1, bias=False)
+    w0 = lin.weight.detach().clone()
+    opt = tilegraph.optim.AdamW(lin.parameters(), lr=0.1, weight_decay=0.0,
+                                bias_correction=False)
+    x = torch.tensor([[1.0, -2.0, 0.5]])
+    lin(x).sum().backward()
+    opt.step()
+    m, v = 0.1 * x[0], 0.001 * x[0] ** 2
+    torch.testing.assert_close(lin.weight.detach()[0], w0[0] - 0.1 * m / (v.sqrt() + 1e-8))
+
+
 def test_lamb_max_weight_norm_zero_freezes_the_model_but_zero_parameters_still_move():
     """max_weight_norm clips ||p|| in the trust ratio, so 0 multiplies the update by 0: the
     model does not train (PopTorch's optimizers_test). The "trust = 1 where a norm is 0" rule
@@ -104,6 +124,18 @@ def test_lamb_max_weight_norm_zero_freezes_the_model_but_zero_parameters_still_m
     assert len(set(losses)) == 1 and not moved, (losses, moved)
     losses, moved = train(zero_bias=True)
     assert moved == {"b.bias"} and losses[0] != losses[1] and len(set(losses[1:])) == 1
+    # PopTorch's way to lift the clip: set the optimizer's attribute, then setOptimizer.
+    model = Net()
+    opt = LAMB(model.parameters(), lr=1e-2, max_weight_norm=0.0)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    frozen = float(run(x, t)[1])
+    assert float(run(x, t)[1]) == frozen
+    opt.max_weight_norm = 100.0
+    assert all(g["max_weight_norm"] == 100.0 for g in opt.param_groups)
+    run.setOptimizer(opt)
+    for _ in range(20):
+        loss = float(run(x, t)[1])
+    assert loss < frozen
 
 
 def test_one_lamb_step_by_hand():
