@@ -16,6 +16,7 @@ from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from . import _core
 from ._aten import TABLE
+from ._blocks import Error, UnsupportedError
 
 aten = torch.ops.aten
 # With the separator: torchvision's files (".../torchvision/...") are not torch's.
@@ -129,7 +130,7 @@ class _Context:
         if isinstance(arg, torch.fx.Node):
             value = self.values[arg]
             if isinstance(value, _Unavailable):
-                raise NotImplementedError(
+                raise UnsupportedError(
                     f"{self.source or '<unknown>'}: uses {value.what} of {value.node.target}, "
                     "which tilegraph does not produce")
             narrow = self.g.type_of(value)[0] if isinstance(value, str) else None
@@ -233,7 +234,7 @@ class _Context:
         return _Unavailable(n, what)
 
     def unsupported(self, n, what):
-        raise NotImplementedError(f"{self.source or '<unknown>'}: {what} ({n.target}) is not "
+        raise UnsupportedError(f"{self.source or '<unknown>'}: {what} ({n.target}) is not "
                                   "supported by tilegraph")
 
     def constant_from_torch(self, n):
@@ -336,7 +337,7 @@ def raise_if_unsupported(gm, what):
     if missing:
         lines += [f"{len(missing)} op(s) are not supported by tilegraph:"] + missing
     if lines:
-        raise NotImplementedError(f"tilegraph cannot compile {what}:\n" + "\n".join(lines))
+        raise UnsupportedError(f"tilegraph cannot compile {what}:\n" + "\n".join(lines))
 
 
 def _user_frame(tb):
@@ -388,7 +389,7 @@ def export(model, example_args, example_kwargs=None, training=False):
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:
-            raise NotImplementedError(
+            raise UnsupportedError(
                 f"{_user_frame(e.__traceback__) or '<unknown location>'}: the model decides on a "
                 "tensor's value (an `if` on a tensor that computes either way, `.item()`), which "
                 "one compiled graph cannot hold. Use torch.where (checks that only raise, `if "
@@ -396,7 +397,7 @@ def export(model, example_args, example_kwargs=None, training=False):
         except RuntimeError as e:
             if "which is not a known type" not in str(e):
                 raise
-            raise NotImplementedError(
+            raise UnsupportedError(
                 f"the model returns an object tilegraph cannot take apart into tensors: "
                 f"{str(e).split(' in output')[0].replace('Found ', '')}. Return tensors, "
                 "tuples, lists, dicts or namedtuples of them, or register the class with "
@@ -404,7 +405,7 @@ def export(model, example_args, example_kwargs=None, training=False):
         finally:
             _blocks.finish_capture()
         if training and custom_functions:
-            raise NotImplementedError(_custom_function_message(custom_functions))
+            raise UnsupportedError(_custom_function_message(custom_functions))
         _unused_scalar_reads_removed(ep)
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
@@ -629,7 +630,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         if not isinstance(meta, torch.Tensor):
             if spec.kind == kinds.USER_INPUT:
                 continue  # a number, string or None: the export specialized on its value
-            raise NotImplementedError(f"exported input {spec} is not a tensor")
+            raise UnsupportedError(f"exported input {spec} is not a tensor")
         dtype, shape = tg_dtype(meta.dtype), [int(d) for d in meta.shape]
         if spec.kind == kinds.PARAMETER:
             param = state[spec.target]
@@ -646,7 +647,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             cx.values[node] = g.add_input(f"input{len(cap.user_inputs)}", dtype, shape)
             cap.user_inputs.append(cx.values[node])
         else:
-            raise NotImplementedError(f"exported input kind {spec.kind} is not supported")
+            raise UnsupportedError(f"exported input kind {spec.kind} is not supported")
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
@@ -671,7 +672,6 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             buffer_dtype, buffer_shape = g.type_of(cap.buffers[spec.target])
             meta = value.meta["val"]
             if tg_dtype(meta.dtype) != buffer_dtype or list(meta.shape) != list(buffer_shape):
-                from ._blocks import UnsupportedError
                 raise UnsupportedError(
                     f"Buffer {spec.target} is reassigned within the model when calling the "
                     f"forward method. This is not supported. Consider using "
@@ -697,7 +697,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             meta = value.meta["val"]
             cap.output_meta.append((tuple(meta.shape), meta.dtype))
         else:
-            raise NotImplementedError(f"exported output kind {spec.kind} is not supported")
+            raise UnsupportedError(f"exported output kind {spec.kind} is not supported")
     from ._structure import OutputStructure
     cap.output_structure = OutputStructure(ep.call_spec.out_spec, leaves)
     # An identity_loss whose value feeds another one is a step on the way (PopTorch allows
@@ -707,7 +707,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     if len(loss_leaves) > 1 and not training:
         loss_leaves = []  # inference: identity_loss is a reduction, as many as the model has
     if len(loss_leaves) > 1:
-        raise RuntimeError(f"{name}: identity_loss marks {len(loss_leaves)} of the outputs; "
+        raise Error(f"{name}: identity_loss marks {len(loss_leaves)} of the outputs; "
                            "a model has one loss (sum the losses, then mark the sum)")
     cap.loss_index = loss_leaves[0][0] if loss_leaves else None
     for index, value in mutations:

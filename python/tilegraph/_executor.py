@@ -21,7 +21,7 @@ from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variable_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
-from ._blocks import Error
+from ._blocks import Error, UnsupportedError
 from .optim import describe, state_dtypes
 
 _compilations = 0  # process-wide count of engine compilations (tests read it)
@@ -236,7 +236,7 @@ class PoplarExecutor:
         so only where all steps' outputs return (or there is one step)."""
         if cap.input_mutations and self._steps * self._replicas > 1 and \
                 self._output_mode() != OutputMode.All:
-            raise NotImplementedError(
+            raise UnsupportedError(
                 "the forward updates an input in place; with several steps per call "
                 "(deviceIterations x gradientAccumulation x replicas) tilegraph returns the "
                 "updated input only with Options().outputMode(OutputMode.All); return the "
@@ -410,7 +410,7 @@ class PoplarExecutor:
         loss = cap.outputs[index]
         shape, dtype = cap.output_meta[index]
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
-            raise RuntimeError(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
+            raise Error(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
         # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
         # the export keeps one of them.
@@ -468,7 +468,7 @@ class PoplarExecutor:
         (Options().Training.setAutomaticLossScaling), read from the engine."""
         with self._lock:
             if self._exe is None or "optimizer.loss_scale_log2" not in self._exe.variables:
-                raise RuntimeError("lossScalingState: the model is not a compiled training "
+                raise Error("lossScalingState: the model is not a compiled training "
                                    "model with automatic loss scaling")
             def read(name):
                 return float(np.asarray(self._exe.read_variable(name)))
@@ -562,7 +562,7 @@ class PoplarExecutor:
             self._compile(call)
         elif not self._guard.unchanged(self.model) and self._guard_changed():
             if isinstance(self.model, _cache.ExportedModule):
-                raise RuntimeError(
+                raise Error(
                     "the module of an executor loaded by tilegraph.load changed ("
                     + _guards.describe_change(self._guard.fingerprint, _guards.fingerprint(
                         self.model, self.training))
@@ -750,7 +750,7 @@ class PoplarExecutor:
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
         if not self.training:
-            raise RuntimeError("setOptimizer is only valid on a training model")
+            raise Error("setOptimizer is only valid on a training model")
         with self._lock:
             kind, flags, groups, loss_scaling = describe(optimizer)
             if self._exe is not None and (kind, flags) != self._opt_flags:
@@ -771,14 +771,14 @@ class PoplarExecutor:
     def detachFromDevice(self):
         with self._lock:
             if self._exe is None:
-                raise RuntimeError("the model has not been compiled yet")
+                raise Error("the model has not been compiled yet")
             self.copyWeightsToHost()
             self._attached = False
 
     def attachToDevice(self):
         with self._lock:
             if self._exe is None:
-                raise RuntimeError("the model has not been compiled yet")
+                raise Error("the model has not been compiled yet")
             self.copyWeightsToDevice()
             self._attached = True
 
@@ -1138,7 +1138,7 @@ def _loss_index(cap):
     tensors = [v for kind, v in structure.leaves if kind == "tensor"] if structure else \
         list(range(len(cap.outputs)))
     if not tensors:
-        raise RuntimeError(_NO_LOSS)
+        raise Error(_NO_LOSS)
     if structure is not None:
         import torch.utils._pytree as pytree
         # The result rebuilt from shape-only tensors (classes such as Hugging Face's
@@ -1179,12 +1179,12 @@ def _join_distributed_run(options):
     and mpirun names this one) instead of leaving them to wait for their collective timeout."""
     global _abort_hook_installed
     if not _core.mpi_available():
-        raise RuntimeError("Options().Distributed describes several processes, but this "
+        raise Error("Options().Distributed describes several processes, but this "
                            "tilegraph was built without MPI")
     rank, size = _core.mpi_world()
     want = (options.Distributed.processId, options.Distributed.numProcesses)
     if (rank, size) != want:
-        raise RuntimeError(f"Options().Distributed says process {want[0]} of {want[1]}, but MPI "
+        raise Error(f"Options().Distributed says process {want[0]} of {want[1]}, but MPI "
                            f"says rank {rank} of {size}: start the script with "
                            f"`python -m tilegraph.run -n {want[1]} ...` (or mpirun)")
     if not _abort_hook_installed:
@@ -1210,7 +1210,7 @@ _POSTCOMPILE_HOOKS = collections.OrderedDict()
 
 def _register_hook(hooks, hook):
     if not callable(hook):
-        raise RuntimeError(f"compile hooks must be callable, got {type(hook).__name__}")
+        raise Error(f"compile hooks must be callable, got {type(hook).__name__}")
     import torch.utils.hooks
     handle = torch.utils.hooks.RemovableHandle(hooks)
     hooks[handle.id] = hook
