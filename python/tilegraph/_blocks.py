@@ -115,19 +115,18 @@ def removeBlocks(module):
 
 def module_repr(module):
     """repr(module), with each BeginBlock shown where it starts (PopTorch's module_repr):
-    `(l1): BeginBlock(user_id=None, ipu_id=1) Linear(...)`."""
+    `(l1): BeginBlock(user_id=None, ipu_id=1) Linear(...)`, the module itself included."""
     from torch.nn.modules.module import _addindent
     extra = module.extra_repr()
     lines = extra.split("\n") if extra else []
     children = []
     for key, child in module._modules.items():
         text = "None" if child is None else _addindent(module_repr(child), 2)
-        origin = getattr(child, "_tilegraph_block_origin", None)
-        if origin is not None:
-            text = f"BeginBlock(user_id={origin[0]!r}, ipu_id={origin[1]}) {text}"
         children.append(f"({key}): {text}")
     body = lines + children
-    text = module._get_name() + "("
+    origin = getattr(module, "_tilegraph_block_origin", None)
+    text = "" if origin is None else f"BeginBlock(user_id={origin[0]!r}, ipu_id={origin[1]}) "
+    text += module._get_name() + "("
     if len(lines) == 1 and not children:
         text += lines[0]
     elif body:

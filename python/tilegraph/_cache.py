@@ -78,7 +78,7 @@ def capture_meta(cap, extra):
 
 _TORCH_DTYPES = {str(d).replace("torch.", ""): d for d in
                  (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64,
-                  torch.int32, torch.bool, torch.uint8, torch.int8)}
+                  torch.int32, torch.bool, torch.uint8, torch.int8, torch.int16)}
 
 
 def torch_dtype(name):

@@ -25,9 +25,9 @@ _TILEGRAPH_DIR = os.path.join(os.path.dirname(__file__), "")
 
 _DTYPES = {torch.float32: "f32", torch.float64: "f64", torch.float16: "f16",
            torch.bfloat16: "bf16", torch.int64: "i64", torch.int32: "i32", torch.bool: "bool",
-           torch.uint8: "u8", torch.int8: "i8"}
+           torch.uint8: "u8", torch.int8: "i8", torch.int16: "i16"}
 _NUMPY = {"f32": np.float32, "f64": np.float64, "f16": np.float16, "i64": np.int64,
-          "i32": np.int32, "bool": np.bool_, "u8": np.uint8, "i8": np.int8}
+          "i32": np.int32, "bool": np.bool_, "u8": np.uint8, "i8": np.int8, "i16": np.int16}
 
 
 def torch_dtype_of(name):
@@ -94,10 +94,10 @@ class Captured:
 
 
 _HALF = ("f16", "bf16")
-# The dtype each narrow dtype is translated in (see _Context): half floats in f32, 8-bit
-# integers in i32 (exact for comparisons and selections; sums, differences and products
-# wrap back to the same 8-bit value as torch's 8-bit arithmetic when narrowed).
-_WIDE = {"f16": "f32", "bf16": "f32", "u8": "i32", "i8": "i32"}
+# The dtype each narrow dtype is translated in (see _Context): half floats in f32, 8- and
+# 16-bit integers in i32 (exact for comparisons and selections; sums, differences and
+# products wrap back to the same narrow value as torch's narrow arithmetic when narrowed).
+_WIDE = {"f16": "f32", "bf16": "f32", "u8": "i32", "i8": "i32", "i16": "i32"}
 
 
 class _Context:
@@ -108,7 +108,8 @@ class _Context:
     and its results are rounded back to the node's half dtype. That is torch's CPU
     semantics for half ops (computed in float, rounded per op), on kernels that compute in
     f32; the mixed-precision work replaces it with native half kernels where they pay.
-    8-bit integers (uint8 images, int8 data) are widened the same way, to i32 (_WIDE)."""
+    8- and 16-bit integers (uint8 images, int8 data, int16 audio) are widened the same way,
+    to i32 (_WIDE)."""
 
     def __init__(self, graph):
         self.g = graph
@@ -581,10 +582,10 @@ _AS_IS_FOR_8BIT = frozenset(
 
 
 def _touches_narrow(node):
-    """Whether a node reads or produces f16/bf16 values, or 8-bit values other than by moving
-    or converting them (translated widened, see _Context)."""
+    """Whether a node reads or produces f16/bf16 values, or 8- / 16-bit integers other than by
+    moving or converting them (translated widened, see _Context)."""
     narrow = (torch.float16, torch.bfloat16) if node.target in _AS_IS_FOR_8BIT else (
-        torch.float16, torch.bfloat16, torch.uint8, torch.int8)
+        torch.float16, torch.bfloat16, torch.uint8, torch.int8, torch.int16)
 
     def is_narrow(val):
         if isinstance(val, torch.Tensor):

@@ -26,6 +26,7 @@ inline DType DTypeFromNumpy(const nb::dlpack::dtype& dt) {
   if (code == dtype_code::Bool) return DType::kBool;
   if (code == dtype_code::UInt && dt.bits == 8) return DType::kU8;
   if (code == dtype_code::Int && dt.bits == 8) return DType::kI8;
+  if (code == dtype_code::Int && dt.bits == 16) return DType::kI16;
   // numpy has no bfloat16: bf16 travels as its uint16 bits both ways (see ToNumpy).
   if (code == dtype_code::UInt && dt.bits == 16) return DType::kBF16;
   throw nb::type_error("unsupported array dtype");
@@ -61,6 +62,7 @@ inline nb::object ToNumpy(HostTensor t) {
     case DType::kBool: dt = nb::dtype<bool>(); break;
     case DType::kU8: dt = nb::dtype<uint8_t>(); break;
     case DType::kI8: dt = nb::dtype<int8_t>(); break;
+    case DType::kI16: dt = nb::dtype<int16_t>(); break;
     case DType::kF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}; break;
     // numpy has no bfloat16: bf16 comes back as its uint16 bits (tilegraph._engine_io
     // views them as torch.bfloat16).

@@ -917,3 +917,17 @@ def _literal(node):
                                                                       "half", "float"):
         return getattr(torch, path[1])
     raise ConfigFileError("arguments must be literals or enum members")
+
+
+def _replica_grouping(parameter, comm_group_type, shards, variable_retrieval_mode):
+    """PopTorch 3's Parameter.replicaGrouping (per-replica variables): refused clearly, where
+    without it the call is an AttributeError on torch.nn.Parameter."""
+    _check_enum("replicaGrouping", comm_group_type, enums.CommGroupType)
+    _check_enum("replicaGrouping", variable_retrieval_mode, enums.VariableRetrievalMode)
+    from ._blocks import UnsupportedError
+    raise UnsupportedError("Parameter.replicaGrouping: per-replica variables are not built in "
+                           "tilegraph yet (every replica holds the same weights)")
+
+
+if not hasattr(torch.nn.Parameter, "replicaGrouping"):
+    torch.nn.Parameter.replicaGrouping = _replica_grouping

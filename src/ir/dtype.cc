@@ -13,6 +13,7 @@ size_t SizeOf(DType dtype) {
     case DType::kBool: return 1;
     case DType::kU8: return 1;
     case DType::kI8: return 1;
+    case DType::kI16: return 2;
   }
   return 0;
 }
@@ -28,13 +29,14 @@ std::string_view DTypeName(DType dtype) {
     case DType::kBool: return "bool";
     case DType::kU8: return "u8";
     case DType::kI8: return "i8";
+    case DType::kI16: return "i16";
   }
   return "?";
 }
 
 std::optional<DType> ParseDType(std::string_view name) {
   for (DType d : {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI64, DType::kI32,
-                  DType::kBool, DType::kU8, DType::kI8}) {
+                  DType::kBool, DType::kU8, DType::kI8, DType::kI16}) {
     if (DTypeName(d) == name) return d;
   }
   return std::nullopt;

@@ -11,7 +11,7 @@
 
 namespace tg {
 
-enum class DType : uint8_t { kF32, kF64, kF16, kBF16, kI64, kI32, kBool, kU8, kI8 };
+enum class DType : uint8_t { kF32, kF64, kF16, kBF16, kI64, kI32, kBool, kU8, kI8, kI16 };
 
 size_t SizeOf(DType dtype);
 std::string_view DTypeName(DType dtype);  // "f32", "i64", ...

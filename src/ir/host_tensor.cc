@@ -31,6 +31,7 @@ double HostTensor::GetAsDouble(int64_t i) const {
     case DType::kBool: return as<uint8_t>()[i] ? 1.0 : 0.0;
     case DType::kU8: return as<uint8_t>()[i];
     case DType::kI8: return as<int8_t>()[i];
+    case DType::kI16: return as<int16_t>()[i];
   }
   return 0;
 }
@@ -47,6 +48,7 @@ void HostTensor::SetFromDouble(int64_t i, double v) {
     // 8-bit through int64, as the cast kernels and PyTorch (-1.0 -> 255 for u8)
     case DType::kU8: as<uint8_t>()[i] = static_cast<uint8_t>(static_cast<int64_t>(v)); break;
     case DType::kI8: as<int8_t>()[i] = static_cast<int8_t>(static_cast<int64_t>(v)); break;
+    case DType::kI16: as<int16_t>()[i] = static_cast<int16_t>(static_cast<int64_t>(v)); break;
   }
 }
 

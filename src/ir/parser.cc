@@ -285,11 +285,15 @@ class Parser {
         break;
       }
       case DType::kU8:
-      case DType::kI8: {
+      case DType::kI8:
+      case DType::kI16: {
         int64_t v = Int(tok);
-        const bool u8 = t.type().dtype == DType::kU8;
-        if (v < (u8 ? 0 : INT8_MIN) || v > (u8 ? UINT8_MAX : INT8_MAX))
-          Error(tok, std::string("value out of range for ") + (u8 ? "u8: " : "i8: ") + tok.text);
+        const DType d = t.type().dtype;
+        const int64_t lo = d == DType::kU8 ? 0 : d == DType::kI8 ? INT8_MIN : INT16_MIN;
+        const int64_t hi = d == DType::kU8 ? UINT8_MAX : d == DType::kI8 ? INT8_MAX : INT16_MAX;
+        if (v < lo || v > hi) {
+          Error(tok, "value out of range for " + std::string(DTypeName(d)) + ": " + tok.text);
+        }
         t.SetFromDouble(i, static_cast<double>(v));
         break;
       }

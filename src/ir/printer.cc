@@ -82,6 +82,7 @@ std::string ElementText(const HostTensor& t, int64_t i) {
     case DType::kBool: return t.as<uint8_t>()[i] ? "true" : "false";
     case DType::kU8: return std::to_string(t.as<uint8_t>()[i]);
     case DType::kI8: return std::to_string(t.as<int8_t>()[i]);
+    case DType::kI16: return std::to_string(t.as<int16_t>()[i]);
   }
   return "?";
 }

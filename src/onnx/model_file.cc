@@ -70,6 +70,7 @@ int OnnxTypeOf(DType dtype) {
     case DType::kBool: return P::BOOL;
     case DType::kU8: return P::UINT8;
     case DType::kI8: return P::INT8;
+    case DType::kI16: return P::INT16;
   }
   return P::UNDEFINED;
 }

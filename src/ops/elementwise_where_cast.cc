@@ -134,7 +134,8 @@ OpDef CastOp() {
     };
   };
   const DType all[] = {DType::kF32, DType::kF64, DType::kF16, DType::kBF16,
-                       DType::kI64, DType::kI32, DType::kBool, DType::kU8, DType::kI8};
+                       DType::kI64, DType::kI32, DType::kBool, DType::kU8, DType::kI8,
+                       DType::kI16};
   for (DType from : all) {
     for (DType to : all) {
       if (from == to) continue;
@@ -142,6 +143,7 @@ OpDef CastOp() {
       InputInit init = from == DType::kBool  ? InputInit::Bools()
                        : from == DType::kU8  ? InputInit::Ints(0, 255)
                        : from == DType::kI8  ? InputInit::Ints(-128, 127)
+                       : from == DType::kI16 ? InputInit::Ints(-32768, 32767)
                        : IsInteger(from)     ? InputInit::Ints(-100, 100)
                                              : InputInit::Uniform(-100, 100);
       for (Shape shape : {Shape{3, 4}, Shape{}, Shape{300, 256}}) {

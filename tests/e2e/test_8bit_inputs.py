@@ -1,6 +1,7 @@
-"""8-bit integer tensors (torch.uint8 / torch.int8): images fed as uint8 (a quarter of the
-bytes of float32, as PopTorch users send them to the IPU), cast, scaled and trained on, and
-8-bit arithmetic, which wraps modulo 256 in torch and must wrap the same way here.
+"""8- and 16-bit integer tensors (torch.uint8 / torch.int8 / torch.int16): images fed as uint8
+(a quarter of the bytes of float32, as PopTorch users send them to the IPU), cast, scaled
+and trained on, 16-bit PCM audio, and narrow arithmetic, which wraps modulo 2^8 / 2^16 in
+torch and must wrap the same way here.
 
 How they run (python/tilegraph/_capture.py, _Context): a node that reads or writes 8-bit
 values is translated widened to i32 and its result narrowed back, like half precision is
@@ -120,12 +121,43 @@ def test_eight_bit_ops_give_torchs_values_and_dtypes(name):
     assert torch.equal(got, want), (got, want)
 
 
-def test_mixed_uint8_int8_arithmetic_is_refused_clearly():
-    # torch promotes u8 + i8 to int16, a dtype tilegraph does not have: an error naming it,
-    # not a silently different answer.
+def test_mixed_uint8_int8_arithmetic_promotes_to_int16_as_torch():
     class Model(nn.Module):
         def forward(self, u, i):
-            return u + i
+            return u + i, u * i
 
-    with pytest.raises(TypeError, match="torch.int16"):
-        tilegraph.inferenceModel(Model())(_U8, _I8)
+    got = tilegraph.inferenceModel(Model())(_U8, _I8)
+    for g, w in zip(got, Model()(_U8, _I8)):
+        assert g.dtype == w.dtype == torch.int16
+        assert torch.equal(g, w), (g, w)
+
+
+_I16 = torch.tensor([[-32768, -1, 0, 1], [32767, -12345, 256, 7]], dtype=torch.int16)
+
+# int16 (16-bit PCM audio, PopTorch's math_ops_test): widened to i32 like the 8-bit types,
+# wrapping modulo 2^16 where torch's int16 arithmetic does.
+_CASES_16 = {
+    "pcm_to_float": lambda x: x.float() / 32768.0,
+    "mul_wraps": lambda x: x * 3,
+    "add_wraps": lambda x: x + 30000,
+    "bitwise_and": lambda x: torch.bitwise_and(x, x.flip(1)),
+    "compare_and_where": lambda x: torch.where(x > 0, x, -x),
+    "sum_is_int64": lambda x: x.sum(1),
+    "max_along_dim": lambda x: x.max(1)[0],
+    "float_to_int16_truncates": lambda x: (x.float() * 0.37).to(torch.int16),
+    "data_movement": lambda x: torch.cat([x.t().reshape(2, 4), x[:, [3, 0]].repeat(1, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CASES_16))
+def test_int16_ops_give_torchs_values_and_dtypes(name):
+    fn = _CASES_16[name]
+
+    class Model(nn.Module):
+        def forward(self, x):
+            return fn(x)
+
+    got = tilegraph.inferenceModel(Model())(_I16)
+    want = fn(_I16)
+    assert got.dtype == want.dtype
+    assert torch.equal(got, want), (got, want)

@@ -262,6 +262,8 @@ def test_module_repr_shows_where_blocks_begin():
     assert "(1): BeginBlock(user_id=None, ipu_id=1) ReLU()" in text
     assert "(0): Linear(in_features=2, out_features=3, bias=True)" in text
     assert "BeginBlock(user_id=None, ipu_id=1)" in repr(tilegraph.inferenceModel(model))
+    # The block module's own repr shows it too (PopTorch's test_begin_block_copy).
+    assert tilegraph.module_repr(model[1]) == "BeginBlock(user_id=None, ipu_id=1) ReLU()"
 
 
 def test_blocks_survive_saving_copying_and_can_be_removed(tmp_path):

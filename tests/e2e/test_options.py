@@ -194,3 +194,14 @@ def test_popart_options_take_dicts():
     with pytest.warns(UserWarning):
         opts._Popart.set("engineOptions", {"debug.allowOutOfMemory": "true"})
     assert opts._Popart.values["engineOptions"] == {"debug.allowOutOfMemory": "true"}
+
+
+def test_per_replica_variables_are_refused_clearly():
+    """PopTorch 3's Parameter.replicaGrouping: a tilegraph.Error saying it is not built, not
+    an AttributeError (PopTorch's replicated_graph_test); its arguments are still checked."""
+    w = torch.nn.Parameter(torch.randn(4, 6))
+    with pytest.raises(tilegraph.Error, match="per-replica variables are not built"):
+        w.replicaGrouping(enums.CommGroupType.NoGrouping, 0,
+                          enums.VariableRetrievalMode.OnePerGroup)
+    with pytest.raises(TypeError, match="CommGroupType"):
+        w.replicaGrouping("NoGrouping", 0, enums.VariableRetrievalMode.OnePerGroup)

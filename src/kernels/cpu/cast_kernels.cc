@@ -62,6 +62,7 @@ void DispatchElem(ElemType t, Fn&& fn) {
     case ElemType::kBool: return fn(bool{});
     case ElemType::kU8: return fn(uint8_t{});
     case ElemType::kI8: return fn(int8_t{});
+    case ElemType::kI16: return fn(int16_t{});
   }
   Fail(ErrorKind::kInternal, "bad element type");
 }
@@ -70,7 +71,7 @@ size_t ElemSize(ElemType t) {
   switch (t) {
     case ElemType::kF32: case ElemType::kI32: return 4;
     case ElemType::kF64: case ElemType::kI64: return 8;
-    case ElemType::kF16: case ElemType::kBF16: return 2;
+    case ElemType::kF16: case ElemType::kBF16: case ElemType::kI16: return 2;
     case ElemType::kBool: case ElemType::kU8: case ElemType::kI8: return 1;
   }
   return 0;
