@@ -386,7 +386,8 @@ def export(model, example_args, example_kwargs=None, training=False):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing():
+                    autocasting.tracing(), contextlib.nullcontext() if training else \
+                    _capture_patches.dropout_as_identity():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
         except GuardOnDataDependentSymNode as e:

@@ -312,3 +312,52 @@ def cross_map_lrn2d(input, size, alpha, beta, k):
         window = torch.cat([window[:, :dropped[0]], window[:, dropped[0]:] - removed], dim=1)
     scale = window * (alpha / size) + k
     return scale.pow(-beta) * input
+
+
+# Dropout in an inference program: the functions (what nn.Dropout* modules and models'
+# functional calls reach) with the index of their `training` argument.
+_DROPOUTS = {torch.nn.functional.dropout: 2, torch.nn.functional.dropout1d: 2,
+             torch.nn.functional.dropout2d: 2, torch.nn.functional.dropout3d: 2,
+             torch.nn.functional.alpha_dropout: 2,
+             torch.nn.functional.feature_alpha_dropout: 2}
+
+
+class _DropoutAsIdentity(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.dropped = False  # a dropout that would have dropped in eager was made identity
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _DROPOUTS:
+            at = _DROPOUTS[func]
+            training = kwargs.get("training", args[at] if len(args) > at else True)
+            p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
+            self.dropped |= bool(training) and p > 0
+            return args[0] if args else kwargs["input"]
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            if len(args) > 4 and args[4] > 0:
+                self.dropped = True
+                args = args[:4] + (0.0,) + tuple(args[5:])
+            elif kwargs.get("dropout_p", 0.0) > 0:
+                self.dropped = True
+                kwargs = dict(kwargs, dropout_p=0.0)
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def dropout_as_identity():
+    """An inference program's dropout is the identity, whatever the module's train/eval mode:
+    PopTorch's inference models run dropout as identity (PopART's inference sessions replace
+    it), and PopTorch code calls inferenceModel(model) on a model still in training mode (its
+    own MNIST example does) expecting plain inference. Eager PyTorch would drop at random
+    there, so the first such capture warns. Training programs keep their dropout."""
+    mode = _DropoutAsIdentity()
+    with mode:
+        yield
+    if mode.dropped:
+        import warnings
+        warnings.warn("inferenceModel: the model applies dropout in training mode; tilegraph's "
+                      "inference programs run dropout as the identity, as PopTorch's do "
+                      "(eager PyTorch would drop at random: call model.eval() before "
+                      "inferenceModel to make the two agree)", stacklevel=3)

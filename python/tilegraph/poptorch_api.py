@@ -19,7 +19,7 @@ IMPLEMENTED, WARNS, REFUSED = "implemented", "warns", "refused"
 API = [
     # ---- wrapping and running ---------------------------------------------------------
     ("trainingModel", IMPLEMENTED, "accepts a module or an executor"),
-    ("inferenceModel", IMPLEMENTED, "keeps the module's train/eval modes of its creation"),
+    ("inferenceModel", IMPLEMENTED, "keeps the module's train/eval modes of its creation; dropout runs as the identity, as PopTorch's"),
     ("PoplarExecutor.__call__", IMPLEMENTED, "any structure of inputs and outputs, kwargs"),
     ("PoplarExecutor.compile", IMPLEMENTED, ""),
     ("PoplarExecutor.compileAndExport", IMPLEMENTED, "pickle-free checksummed file"),

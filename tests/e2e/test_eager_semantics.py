@@ -4,6 +4,7 @@ frozen in a trainingModel, masked assignment x[mask] = v, uint8 masks, 0-d outpu
 0-d, bool arithmetic, and a few ops (median, var_mean, erfc, random fills) PopTorch's tests
 use. Each case is compared with eager PyTorch."""
 import copy
+import warnings
 
 import pytest
 import torch
@@ -369,6 +370,44 @@ def test_a_buffer_deleted_by_forward_is_named():
 
     with pytest.raises(tilegraph.Error, match="Buffer y is removed from the model"):
         tilegraph.inferenceModel(Remove())(torch.tensor([5.0]))
+
+
+class _Dropouts(nn.Module):
+    """Dropout as models write it: nn.Dropout, a functional call on self.training, and
+    attention dropout through scaled_dot_product_attention's dropout_p."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.drop(self.fc(x))
+        h = nn.functional.dropout(h, 0.3, training=self.training)
+        q = h.reshape(2, 1, 4, 8)
+        a = nn.functional.scaled_dot_product_attention(
+            q, q, q, None, 0.4 if self.training else 0.0)
+        return a.reshape(8, 8), a.sum()
+
+
+def test_inference_models_run_dropout_as_identity_as_poptorch():
+    """PopTorch's inference models run dropout as the identity whatever the module's mode
+    (its MNIST example calls inferenceModel on a model still training); tilegraph does too,
+    warning once where eager would have dropped. Training models keep their dropout."""
+    torch.manual_seed(0)
+    model, x = _Dropouts().train(), torch.randn(8, 8)
+    with pytest.warns(UserWarning, match="run dropout as the identity"):
+        got = tilegraph.inferenceModel(model)(x)
+    assert model.training  # the module's own mode is untouched
+    want = copy.deepcopy(model).eval()(x)
+    torch.testing.assert_close(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in eval mode nothing is dropped: no warning
+        torch.testing.assert_close(tilegraph.inferenceModel(copy.deepcopy(model).eval())(x),
+                                   want)
+    run = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0))
+    out, _ = run(x)
+    assert not torch.allclose(out, want[0])  # still dropping while training
 
 
 def test_rrelu_in_training_draws_a_slope_per_negative_element():
