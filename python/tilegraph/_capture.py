@@ -98,6 +98,7 @@ _HALF = ("f16", "bf16")
 # 16-bit integers in i32 (exact for comparisons and selections; sums, differences and
 # products wrap back to the same narrow value as torch's narrow arithmetic when narrowed).
 _WIDE = {"f16": "f32", "bf16": "f32", "u8": "i32", "i8": "i32", "i16": "i32"}
+_NARROW = tuple(t for t, name in _DTYPES.items() if name in _WIDE)  # their torch dtypes
 
 
 class _Context:
@@ -585,8 +586,7 @@ _AS_IS_FOR_8BIT = frozenset(
 def _touches_narrow(node):
     """Whether a node reads or produces f16/bf16 values, or 8- / 16-bit integers other than by
     moving or converting them (translated widened, see _Context)."""
-    narrow = (torch.float16, torch.bfloat16) if node.target in _AS_IS_FOR_8BIT else (
-        torch.float16, torch.bfloat16, torch.uint8, torch.int8, torch.int16)
+    narrow = (torch.float16, torch.bfloat16) if node.target in _AS_IS_FOR_8BIT else _NARROW
 
     def is_narrow(val):
         if isinstance(val, torch.Tensor):

@@ -314,12 +314,12 @@ def cross_map_lrn2d(input, size, alpha, beta, k):
     return scale.pow(-beta) * input
 
 
-# Dropout in an inference program: the functions (what nn.Dropout* modules and models'
-# functional calls reach) with the index of their `training` argument.
-_DROPOUTS = {torch.nn.functional.dropout: 2, torch.nn.functional.dropout1d: 2,
-             torch.nn.functional.dropout2d: 2, torch.nn.functional.dropout3d: 2,
-             torch.nn.functional.alpha_dropout: 2,
-             torch.nn.functional.feature_alpha_dropout: 2}
+# Dropout in an inference program: the functions nn.Dropout* modules and models' functional
+# calls reach, all (input, p=0.5, training, inplace).
+_DROPOUTS = frozenset({torch.nn.functional.dropout, torch.nn.functional.dropout1d,
+                       torch.nn.functional.dropout2d, torch.nn.functional.dropout3d,
+                       torch.nn.functional.alpha_dropout,
+                       torch.nn.functional.feature_alpha_dropout})
 
 
 class _DropoutAsIdentity(torch.overrides.TorchFunctionMode):
@@ -330,8 +330,7 @@ class _DropoutAsIdentity(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _DROPOUTS:
-            at = _DROPOUTS[func]
-            training = kwargs.get("training", args[at] if len(args) > at else True)
+            training = kwargs.get("training", args[2] if len(args) > 2 else True)
             p = kwargs.get("p", args[1] if len(args) > 1 else 0.5)
             self.dropped |= bool(training) and p > 0
             return args[0] if args else kwargs["input"]

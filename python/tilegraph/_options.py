@@ -20,6 +20,7 @@ import warnings
 import torch
 
 from . import enums
+from ._blocks import UnsupportedError
 from .enums import OutputMode, ReductionType
 
 AnchorMode = OutputMode  # PopTorch's older name
@@ -924,7 +925,6 @@ def _replica_grouping(parameter, comm_group_type, shards, variable_retrieval_mod
     without it the call is an AttributeError on torch.nn.Parameter."""
     _check_enum("replicaGrouping", comm_group_type, enums.CommGroupType)
     _check_enum("replicaGrouping", variable_retrieval_mode, enums.VariableRetrievalMode)
-    from ._blocks import UnsupportedError
     raise UnsupportedError("Parameter.replicaGrouping: per-replica variables are not built in "
                            "tilegraph yet (every replica holds the same weights)")
 

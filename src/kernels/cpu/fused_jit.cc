@@ -87,7 +87,7 @@ int Arity(JitOp op) {
 int ElemBytes(Stored s) { return s == Stored::kCompute ? 4 : 2; }
 
 // Bit patterns the generated code keeps in registers.
-constexpr uint32_t kZero = 0x00000000u, kSign = 0x80000000u, kOne = 0x3f800000u;
+constexpr uint32_t kZero = 0x00000000u, kSign = jit::kSignBit, kOne = 0x3f800000u;
 constexpr uint32_t kRound = 0x00007fffu, kIntOne = 0x00000001u, kQuiet = 0x00000040u;
 
 // How the generated loop reaches each program operand.
@@ -182,7 +182,7 @@ class LoopGenerator : public jit::VectorCode {
     vpaddd(t, t, C(kRound));          // u + 0x7fff + lsb
     vpsrld(t, t, 16);
     Or(d, d, C(kQuiet));              // a NaN's bits, quieted
-    Select(d, x, x, 3 /* unordered: NaN */, d, t);
+    Select(d, x, x, jit::kUnord, d, t);  // a NaN
   }
   // Rounds f32 lanes of r (in place) to the format and back, as the interpreter does for a
   // step whose value is half.
@@ -215,19 +215,18 @@ class LoopGenerator : public jit::VectorCode {
       case JitOp::kNeg: Xor(D, a, C(kSign)); break;
       case JitOp::kAbs: AndNot(D, C(kSign), a); break;
       case JitOp::kRelu:  // x < 0 ? 0 : x (NaN and -0 pass)
-        Select(D, a, C(kZero), 0x11 /* LT_OQ */, C(kZero), a);
+        Select(D, a, C(kZero), jit::kLtOq, C(kZero), a);
         break;
       case JitOp::kMaximum:
       case JitOp::kMinimum: return MaxMin(s, d, in);
       case JitOp::kWhere:  // c != 0 (unordered: a NaN condition is true, as in C++)
-        Select(D, a, C(kZero), 4 /* NEQ_UQ */, b, V(in[2]));
+        Select(D, a, C(kZero), jit::kNeqUq, b, V(in[2]));
         break;
       case JitOp::kEq: case JitOp::kNe: case JitOp::kLt:
       case JitOp::kLe: case JitOp::kGt: case JitOp::kGe: {
         static const std::map<JitOp, int> kPred = {
-            {JitOp::kEq, 0x00 /* EQ_OQ */}, {JitOp::kNe, 0x04 /* NEQ_UQ */},
-            {JitOp::kLt, 0x11 /* LT_OQ */}, {JitOp::kLe, 0x12 /* LE_OQ */},
-            {JitOp::kGt, 0x1E /* GT_OQ */}, {JitOp::kGe, 0x1D /* GE_OQ */}};
+            {JitOp::kEq, jit::kEqOq}, {JitOp::kNe, jit::kNeqUq}, {JitOp::kLt, jit::kLtOq},
+            {JitOp::kLe, jit::kLeOq}, {JitOp::kGt, jit::kGtOq}, {JitOp::kGe, jit::kGeOq}};
         const int pred = kPred.at(s.jit);
         if (avx512_) {
           vcmpps(k1, a, b, pred);
@@ -240,7 +239,7 @@ class LoopGenerator : public jit::VectorCode {
       }
       case JitOp::kCast:
         if (!s.params.empty() && s.params[0] != 0) {  // to bool: x != 0
-          Select(D, a, C(kZero), 4 /* NEQ_UQ */, C(kOne), C(kZero));
+          Select(D, a, C(kZero), jit::kNeqUq, C(kOne), C(kZero));
         } else if (d != in[0]) {
           vmovaps(D, a);
         }
@@ -255,10 +254,10 @@ class LoopGenerator : public jit::VectorCode {
     const int sum = Take();
     if (sum < 0) return false;
     const Xmm a = V(in[0]), b = V(in[1]);
-    const int pred = s.jit == JitOp::kMaximum ? 0x1E /* GT_OQ */ : 0x11 /* LT_OQ */;
+    const int pred = s.jit == JitOp::kMaximum ? jit::kGtOq : jit::kLtOq;
     vaddps(V(sum), a, b);
     Select(V(d), a, b, pred, a, b);
-    Select(V(d), a, b, 3 /* unordered: a NaN in either */, V(sum), V(d));
+    Select(V(d), a, b, jit::kUnord, V(sum), V(d));  // a NaN in either
     Give(sum);
     return true;
   }

@@ -29,6 +29,11 @@ inline constexpr bool kMathMatchesBuild = true;
 inline constexpr bool kMathMatchesBuild = false;
 #endif
 
+// Bit patterns and vcmpps predicates both halves of the generator use.
+inline constexpr uint32_t kSignBit = 0x80000000u, kMagnitude = 0x7fffffffu;
+inline constexpr int kEqOq = 0x00, kUnord = 0x03, kNeqUq = 0x04, kNltUq = 0x05, kLtOq = 0x11,
+                     kLeOq = 0x12, kGeOq = 0x1D, kGtOq = 0x1E;
+
 // The activation steps (exp .. hardswish_backward in JitOp), emitted by EmitActivation.
 bool IsActivation(JitOp op);
 

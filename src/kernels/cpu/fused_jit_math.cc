@@ -17,10 +17,6 @@ namespace tg::cpu::jit {
 
 namespace {
 constexpr int kTableCapacity = 128;  // constant vectors
-constexpr uint32_t kSignBit = 0x80000000u, kMagnitude = 0x7fffffffu;
-// vcmpps predicates.
-constexpr int kLtOq = 0x11, kLeOq = 0x12, kUnord = 0x03, kNltUq = 0x05,
-              kGeOq = 0x1D, kGtOq = 0x1E;
 }  // namespace
 
 bool IsActivation(JitOp op) { return op >= JitOp::kExp; }
