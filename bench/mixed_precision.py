@@ -10,7 +10,8 @@ workload's steps, tilegraph as deviceIterations):
   torch.compile bf16 autocast (training only; --quick leaves it out: its compiles take most
   of the run on 2 cores).
 Also: bf16 and fp32 GEMM (1024^3) in torch, raw oneDNN and tilegraph, the machine's fp32 FMA
-peak and bf16 dot-product peak (AVX512_BF16), and whether the CPU has bf16 arithmetic
+peak and bf16 peak (AMX tiles where the CPU has AMX-BF16, else AVX512_BF16's dot product),
+and whether the CPU has bf16 arithmetic
 (AVX512_BF16, AMX-BF16) and tilegraph runs native bf16 kernels (TILEGRAPH_NATIVE_HALF=0
 measures the widened f32 kernels instead). Results: bench/results/mixed_precision_<date>_<commit>.{json,md}.
 """
@@ -119,7 +120,7 @@ class _MatMul(torch.nn.Module):
 def gemm(n=1024, rounds=3):
     """fp32 and bf16 GEMM n^3 in torch, raw oneDNN (the primitive tilegraph calls, alone) and
     tilegraph (a bf16 model's matmul through inferenceModel), next to the fp32 FMA peak and
-    the bf16 dot-product peak measured in the same run."""
+    the bf16 peak (AMX tiles or AVX512_BF16 dot products) measured in the same run."""
     threads = torch.get_num_threads()
     res = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):

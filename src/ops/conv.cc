@@ -205,7 +205,7 @@ Kernel MakeCpu(auto t, const Node& n) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
       }, BlockedOperandsOf(n));
     }
-    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferGemmBackwardWeight(p)) {
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferGemmBackwardWeight(p, cpu::DenseType::kF32)) {
       cpu::Conv2dBackwardWeightGemm conv(p);
       return OnPlainCopies<float>([conv](const KernelArgs& a) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
@@ -234,6 +234,11 @@ Kernel MakeNativeBf16(const Node& n) {
   if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16) return nullptr;
   const cpu::Conv2dParams p = ParamsOfNode(n);
   if (!BlockedOperandsOf(n).empty()) return nullptr;  // widened: the f32 kernel's layouts
+  if (PassOf(n) == cpu::ConvPass::kBackwardWeight &&
+      cpu::PreferGemmBackwardWeight(p, cpu::DenseType::kBF16)) {
+    cpu::Conv2dBackwardWeightGemm conv(p, cpu::DenseType::kBF16);
+    return [conv](const KernelArgs& a) { conv.Run(a.inputs[0], a.inputs[1], a.outputs[0]); };
+  }
   cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);
   if (cpu::IsReferenceImplementation(conv.implementation())) return nullptr;
   if (UsesDirectDepthwise(p, PassOf(n), conv)) return nullptr;  // widened: the direct loops

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 
 #include "kernels/cpu/onednn_kernels.h"
 #include "passes/passes.h"
@@ -23,13 +24,14 @@ double Ulp(double x, DType dtype) {
   return std::ldexp(1.0, static_cast<int>(std::floor(std::log2(m))) - mantissa_bits);
 }
 
-// Outputs of `text` and of `after` on `device`, inputs drawn from one seed, compared to
-// `ulps` roundings of the output dtype (0: bit for bit).
+// Outputs of `text` (on `text_device`, by default `device`) and of `after` on `device`,
+// inputs drawn from one seed, compared to `ulps` roundings of the output dtype (0: bit for
+// bit).
 void ExpectOutputsWithin(const std::string& text, const Graph& after, DeviceKind device,
-                         double ulps) {
+                         double ulps, std::optional<DeviceKind> text_device = std::nullopt) {
   std::unique_ptr<Graph> before = ParseGraph(text);
   std::map<std::string, HostTensor> feeds = RandomFeeds(*before, 11);
-  EvalResult a = EvaluateGraph(*before, feeds, device);
+  EvalResult a = EvaluateGraph(*before, feeds, text_device.value_or(device));
   EvalResult b = EvaluateGraph(after, feeds, device);
   ASSERT_EQ(a.outputs.size(), b.outputs.size());
   for (size_t o = 0; o < a.outputs.size(); ++o) {
@@ -185,6 +187,36 @@ TEST(NarrowHalfDense, Bf16KernelsAreNativeExactlyWhereTheCpuHasBf16Instructions)
   EXPECT_TRUE(mm.implementation().find("bf16") != std::string::npos ||
               mm.implementation().find("amx") != std::string::npos)
       << mm.implementation();
+}
+
+// bf16 backward-weight passes on the CPU (the GEMM over columns for 1x1 convolutions and small
+// maps, oneDNN's kernel otherwise; widened where the CPU lacks bf16) against the reference
+// device's widened loops: within one bf16 rounding of the f32 sum.
+TEST(NarrowHalfDense, Bf16BackwardWeightMatchesTheWidenedReferenceOnEveryPath) {
+  struct Case {
+    const char* x;
+    const char* dy;
+    const char* w;
+    int k, stride, pad;
+  };
+  const Case cases[] = {
+      {"2,32,16,16", "2,24,16,16", "24,32,1,1", 1, 1, 0},  // 1x1: columns are the planes
+      {"2,32,9,9", "2,16,5,5", "16,32,1,1", 1, 2, 0},      // 1x1 strided: gathered columns
+      {"2,16,4,4", "2,32,4,4", "32,16,3,3", 3, 1, 1},      // 3x3, 32 positions: GEMM
+      {"2,16,16,16", "2,16,8,8", "16,16,3,3", 3, 2, 1},    // 3x3, 128 positions: GEMM
+      {"2,16,24,24", "2,16,24,24", "16,16,3,3", 3, 1, 1},  // 3x3, 1,152 positions: oneDNN
+  };
+  for (const Case& c : cases) {
+    const std::string s = std::to_string(c.stride), pd = std::to_string(c.pad);
+    const std::string text = std::string("graph g {\n  input %dy : bf16[") + c.dy +
+        "]\n  input %x : bf16[" + c.x + "]\n  %dw = conv2d_backward_weight(%dy, %x) {stride = [" +
+        s + ", " + s + "], padding = [" + pd + ", " + pd +
+        "], dilation = [1, 1], groups = 1, weight_shape = [" + c.w + "]} : bf16[" + c.w +
+        "]\n  output %dw\n}";
+    SCOPED_TRACE(text);
+    std::unique_ptr<Graph> g = ParseGraph(text);
+    ExpectOutputsWithin(text, *g, DeviceKind::kCpu, 1.0, DeviceKind::kReference);
+  }
 }
 
 }  // namespace

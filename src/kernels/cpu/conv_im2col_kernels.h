@@ -37,19 +37,24 @@ class Conv2dBackwardWeightIm2col {
 // maps, batch 8: a contraction of 32), where oneDNN 2.6's backward-weight kernels ran at 63-76
 // GFLOP/s against 110-125 for the same network's larger maps (this: 130-150).
 // dw [o, c*kh*kw] = dy^T [o, n*oh*ow] x cols [n*oh*ow, c*kh*kw] on oneDNN's matmul (columns
-// built transposed, so the matmul reads them with trans_b); dy and x NCHW.
-bool PreferGemmBackwardWeight(const Conv2dParams& p);
+// built transposed, so the matmul reads them with trans_b); dy and x NCHW. In bf16 (`type`
+// kBF16) also every 1x1 convolution and maps up to 256 positions (measured, see the .cc).
+bool PreferGemmBackwardWeight(const Conv2dParams& p, DenseType type);
 
 class Conv2dBackwardWeightGemm {
  public:
-  explicit Conv2dBackwardWeightGemm(const Conv2dParams& p);
-  void Run(const float* dy, const float* x, float* dw) const;
+  // `type`: kF32 or kBF16 (dy, x and dw all of it; bf16 as uint16 bits, the GEMM on oneDNN's
+  // bf16 kernels with f32 accumulation).
+  explicit Conv2dBackwardWeightGemm(const Conv2dParams& p, DenseType type = DenseType::kF32);
+  void Run(const void* dy, const void* x, void* dw) const;
 
  private:
   Conv2dParams p_;
+  DenseType type_;
   std::shared_ptr<OnednnMatmul> gemm_;
   // dy^T then the columns, shared by copies of the kernel (as Conv2dBackwardWeightIm2col's).
-  std::shared_ptr<std::vector<float>> scratch_ = std::make_shared<std::vector<float>>();
+  std::shared_ptr<std::vector<unsigned char>> scratch_ =
+      std::make_shared<std::vector<unsigned char>>();
 };
 
 }  // namespace tg::cpu

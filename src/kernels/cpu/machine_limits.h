@@ -17,10 +17,12 @@ struct FmaPeak {
 
 FmaPeak MeasureFmaPeak(int threads, int repeats = 5);
 
-// The bf16 peak: independent chains of AVX512_BF16's dot-product instruction (vdpbf16ps: per
-// f32 lane, two bf16 products added to the f32 accumulator; 4 flops per lane), the
-// instruction oneDNN's bf16 GEMM kernels run on CPUs without AMX. isa "avx512_bf16", or
-// "none" with gflops 0 when the CPU lacks it (decided at run time). AMX tiles are not probed.
+// The bf16 peak of the widest bf16 unit the CPU has (decided at run time): AMX tiles
+// (tdpbf16ps on a 2 x 2 block of 16 x 16 accumulators, isa "amx_bf16") where the CPU has
+// AMX-BF16 and Linux grants the tile state; else independent chains of AVX512_BF16's
+// dot-product instruction (vdpbf16ps: per f32 lane, two bf16 products added to the f32
+// accumulator; 4 flops per lane, isa "avx512_bf16"); else "none" with gflops 0. These are the
+// instructions oneDNN's bf16 GEMM kernels run on.
 FmaPeak MeasureBf16DotPeak(int threads, int repeats = 5);
 
 // c[i] = a[i] + s * b[i] over three arrays of `megabytes_per_array` MiB; bytes counted as
