@@ -234,9 +234,12 @@ Kernel MakeNativeBf16(const Node& n) {
   if (!cpu::NativeBf16Dense() || n.output()->type().dtype != DType::kBF16) return nullptr;
   const cpu::Conv2dParams p = ParamsOfNode(n);
   if (!BlockedOperandsOf(n).empty()) return nullptr;  // widened: the f32 kernel's layouts
-  if (PassOf(n) == cpu::ConvPass::kBackwardWeight &&
-      cpu::PreferGemmBackwardWeight(p, cpu::DenseType::kBF16)) {
-    cpu::Conv2dBackwardWeightGemm conv(p, cpu::DenseType::kBF16);
+  if (cpu::PreferGemm(p, PassOf(n))) {  // GEMMs on the NCHW buffers (conv_im2col_kernels.h)
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight) {
+      cpu::Conv2dBackwardWeightGemm conv(p, cpu::DenseType::kBF16);
+      return [conv](const KernelArgs& a) { conv.Run(a.inputs[0], a.inputs[1], a.outputs[0]); };
+    }
+    cpu::Conv2dGemm conv(p, PassOf(n), cpu::DenseType::kBF16);
     return [conv](const KernelArgs& a) { conv.Run(a.inputs[0], a.inputs[1], a.outputs[0]); };
   }
   cpu::OnednnConv2d conv(p, PassOf(n), {}, {}, cpu::DenseType::kBF16);

@@ -3,7 +3,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
+#include "kernels/cpu/float16.h"
 #include "kernels/cpu/parallel.h"
 #include "support/error.h"
 
@@ -127,32 +129,48 @@ Conv2dBackwardWeightGemm::Conv2dBackwardWeightGemm(const Conv2dParams& p, DenseT
 
 namespace {
 
-// dy^T [o][n * positions] and the columns [tap][n * positions] of `p`, in the buffers' own
-// element type (a copy: f32 and bf16 alike).
+// [n][rows][positions] -> [rows][n * positions]: each image's rows side by side.
 template <typename T>
-void GatherGemmOperands(const Conv2dParams& p, const T* dy, const T* x, T* dy_t, T* cols) {
-  const int64_t positions = p.oh * p.ow, k = p.n * positions, taps = p.c * p.kh * p.kw;
-  ParallelFor(p.o, 1, [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o) {
-      for (int64_t n = 0; n < p.n; ++n) {
-        std::memcpy(dy_t + o * k + n * positions, dy + (n * p.o + o) * positions,
+void GatherRows(const T* src, int64_t n, int64_t rows, int64_t positions, T* dst) {
+  const int64_t k = n * positions;
+  ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(dst + r * k + i * positions, src + (i * rows + r) * positions,
                     positions * sizeof(T));
       }
     }
   });
-  const bool one_by_one = p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
-                          p.pad_h == 0 && p.pad_w == 0;
+}
+
+// The inverse: [rows][n * positions] -> [n][rows][positions].
+template <typename T>
+void ScatterRows(const T* src, int64_t n, int64_t rows, int64_t positions, T* dst) {
+  const int64_t k = n * positions;
+  ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      for (int64_t i = 0; i < n; ++i) {
+        std::memcpy(dst + (i * rows + r) * positions, src + r * k + i * positions,
+                    positions * sizeof(T));
+      }
+    }
+  });
+}
+
+// The im2col columns of x for `p`: [tap][n * oh * ow], tap = (c, ky, kx), zero padding.
+template <typename T>
+void BuildColumns(const Conv2dParams& p, const T* x, T* cols) {
+  const int64_t positions = p.oh * p.ow, taps = p.c * p.kh * p.kw;
+  if (IsPointwiseConv(p)) {  // the columns are the planes themselves
+    GatherRows(x, p.n, p.c, positions, cols);
+    return;
+  }
   ParallelFor(taps, 1, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
       const int64_t c = t / (p.kh * p.kw), ky = t / p.kw % p.kh, kx = t % p.kw;
-      T* col = cols + t * k;
+      T* col = cols + t * p.n * positions;
       for (int64_t n = 0; n < p.n; ++n) {
         const T* plane = x + (n * p.c + c) * p.h * p.w;
-        if (one_by_one) {  // the column is the plane itself
-          std::memcpy(col, plane, positions * sizeof(T));
-          col += positions;
-          continue;
-        }
         for (int64_t oy = 0; oy < p.oh; ++oy) {
           const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
           for (int64_t ox = 0; ox < p.ow; ++ox) {
@@ -166,6 +184,15 @@ void GatherGemmOperands(const Conv2dParams& p, const T* dy, const T* x, T* dy_t,
   });
 }
 
+// `count` elements of T in `scratch` (grown on first use), from element `offset`. Growing
+// moves the buffer: take the furthest part first.
+template <typename T>
+T* ScratchOf(std::vector<unsigned char>& scratch, int64_t offset, int64_t count) {
+  const size_t bytes = static_cast<size_t>(offset + count) * sizeof(T);
+  if (scratch.size() < bytes) scratch.resize(bytes);
+  return reinterpret_cast<T*>(scratch.data()) + offset;
+}
+
 template <typename T>
 void RunGemmBackwardWeight(const Conv2dParams& p, const OnednnMatmul& gemm,
                            std::vector<unsigned char>& scratch, const T* dy, const T* x, T* dw) {
@@ -175,23 +202,151 @@ void RunGemmBackwardWeight(const Conv2dParams& p, const OnednnMatmul& gemm,
     std::fill(dw, dw + p.o * taps, T{0});
     return;
   }
-  if (scratch.empty()) scratch.resize(static_cast<size_t>((p.o + taps) * k) * sizeof(T));
-  T* dy_t = reinterpret_cast<T*>(scratch.data());
-  T* cols = dy_t + p.o * k;
-  GatherGemmOperands(p, dy, x, dy_t, cols);
+  T* dy_t = ScratchOf<T>(scratch, 0, (p.o + taps) * k);  // dy^T [o][n * positions]
+  T* cols = dy_t + p.o * k;                              // [tap][n * positions]
+  GatherRows(dy, p.n, p.o, p.oh * p.ow, dy_t);
+  BuildColumns(p, x, cols);
   gemm.Run(dy_t, cols, dw);
+}
+
+// Forward on columns: y^T [o][n * positions] = w [o][taps] . cols, scattered to NCHW.
+template <typename T>
+void RunGemmForward(const Conv2dParams& p, const OnednnMatmul& gemm,
+                    std::vector<unsigned char>& scratch, const T* x, const T* w, T* y) {
+  const int64_t k = p.n * p.oh * p.ow, taps = p.c * p.kh * p.kw;
+  T* cols = ScratchOf<T>(scratch, 0, (taps + p.o) * k);
+  T* y_t = cols + taps * k;
+  BuildColumns(p, x, cols);
+  gemm.Run(w, cols, y_t);
+  ScatterRows(y_t, p.n, p.o, p.oh * p.ow, y);
+}
+
+// Backward-input on columns: dcols [taps][n * positions] = w^T . dy^T in f32, then each dx
+// element the f32 sum of the columns that read it, rounded once to T (col2im).
+template <typename T>
+void RunGemmBackwardInput(const Conv2dParams& p, const OnednnMatmul& gemm,
+                          std::vector<unsigned char>& scratch, const T* dy, const T* w, T* dx) {
+  const int64_t positions = p.oh * p.ow, k = p.n * positions, taps = p.c * p.kh * p.kw;
+  const int64_t plane = p.h * p.w;
+  const int64_t dy_floats = (p.o * k * static_cast<int64_t>(sizeof(T)) + 63) / 64 * 16;
+  float* dcols = ScratchOf<float>(scratch, dy_floats, k * taps);  // grows the buffer first
+  T* dy_t = ScratchOf<T>(scratch, 0, p.o * k);
+  GatherRows(dy, p.n, p.o, positions, dy_t);
+  gemm.Run(w, dy_t, dcols);
+  ParallelFor(p.n * p.c, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> acc(static_cast<size_t>(plane));
+    for (int64_t nc = b; nc < e; ++nc) {
+      const int64_t n = nc / p.c, c = nc % p.c;
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t ky = 0; ky < p.kh; ++ky) {
+        for (int64_t kx = 0; kx < p.kw; ++kx) {
+          const float* col = dcols + ((c * p.kh + ky) * p.kw + kx) * k + n * positions;
+          for (int64_t oy = 0; oy < p.oh; ++oy) {
+            const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
+            if (iy < 0 || iy >= p.h) continue;
+            for (int64_t ox = 0; ox < p.ow; ++ox) {
+              const int64_t ix = ox * p.stride_w - p.pad_w + kx * p.dil_w;
+              if (ix >= 0 && ix < p.w) acc[iy * p.w + ix] += col[oy * p.ow + ox];
+            }
+          }
+        }
+      }
+      T* out = dx + nc * plane;
+      for (int64_t i = 0; i < plane; ++i) {
+        if constexpr (std::is_same_v<T, float>) {
+          out[i] = acc[i];
+        } else {
+          out[i] = FloatToBFloat16Bits(acc[i]);
+        }
+      }
+    }
+  });
+}
+
+// f(T) for the buffers' element type: uint16_t bits for bf16, else float.
+template <typename F>
+void WithElementType(DenseType type, F&& f) {
+  if (type == DenseType::kBF16) {
+    f(uint16_t{});
+  } else {
+    f(float{});
+  }
 }
 
 }  // namespace
 
 void Conv2dBackwardWeightGemm::Run(const void* dy, const void* x, void* dw) const {
-  if (type_ == DenseType::kBF16) {
-    RunGemmBackwardWeight(p_, *gemm_, *scratch_, static_cast<const uint16_t*>(dy),
-                          static_cast<const uint16_t*>(x), static_cast<uint16_t*>(dw));
-  } else {
-    RunGemmBackwardWeight(p_, *gemm_, *scratch_, static_cast<const float*>(dy),
-                          static_cast<const float*>(x), static_cast<float*>(dw));
+  WithElementType(type_, [&](auto t) {
+    using T = decltype(t);
+    RunGemmBackwardWeight(p_, *gemm_, *scratch_, static_cast<const T*>(dy),
+                          static_cast<const T*>(x), static_cast<T*>(dw));
+  });
+}
+
+bool IsPointwiseConv(const Conv2dParams& p) {
+  return p.groups == 1 && p.kh == 1 && p.kw == 1 && p.stride_h == 1 && p.stride_w == 1 &&
+         p.pad_h == 0 && p.pad_w == 0 && p.oh == p.h && p.ow == p.w;
+}
+
+bool PreferGemm(const Conv2dParams& p, ConvPass pass) {
+  if (pass == ConvPass::kBackwardWeight) return PreferGemmBackwardWeight(p, DenseType::kBF16);
+  if (p.groups != 1 || p.c < 16) return false;
+  const int64_t positions = p.n * p.oh * p.ow;
+  if (pass == ConvPass::kForward) return IsPointwiseConv(p) || positions <= kGemmMaxPositionsBf16;
+  // Backward-input: col2im's f32 pass over the columns costs more than oneDNN's reorders
+  // beyond ResNet-50's 2x2 stage (128 positions: 1.3-2x slower than oneDNN).
+  return positions <= kGemmMaxPositions ||
+         (IsPointwiseConv(p) && p.h * p.w >= Conv2dGemm::kBatchedMinPlane);
+}
+
+Conv2dGemm::Conv2dGemm(const Conv2dParams& p, ConvPass pass, DenseType type)
+    : p_(p), pass_(pass), type_(type) {
+  TG_CHECK(pass != ConvPass::kBackwardWeight && (type == DenseType::kF32 ||
+           type == DenseType::kBF16) && PreferGemm(p, pass),
+           kInternal, "conv2d GEMM: a forward or backward-input convolution PreferGemm takes");
+  const int64_t hw = p.h * p.w;
+  batched_ = IsPointwiseConv(p) && hw >= kBatchedMinPlane;
+  MatmulParams m;
+  const bool forward = pass == ConvPass::kForward;
+  if (batched_) {  // per image, the weight broadcast: y[n] = w . x[n], dx[n] = w^T . dy[n]
+    m.batch = {p.n};
+    m.a_batch = {1};
+    m.b_batch = {p.n};
+    m.m = forward ? p.o : p.c;
+    m.k = forward ? p.c : p.o;
+    m.n = hw;
+    m.trans_a = !forward;  // w is stored [o][c], the transpose of a [c][o] operand
+  } else if (forward) {  // y^T [o][n * positions] = w [o][taps] . cols
+    m.m = p.o;
+    m.k = p.c * p.kh * p.kw;
+    m.n = p.n * p.oh * p.ow;
+  } else {  // dcols [taps][n * positions] = w^T . dy^T, in f32 for col2im
+    m.m = p.c * p.kh * p.kw;
+    m.k = p.o;
+    m.n = p.n * p.oh * p.ow;
+    m.trans_a = true;  // w is stored [o][taps]
   }
+  const DenseType gemm_type =
+      !batched_ && !forward && type == DenseType::kBF16 ? DenseType::kBF16ToF32 : type;
+  gemm_ = std::make_shared<OnednnMatmul>(m, MatmulEpilogue{}, PrepackB::kNo, gemm_type);
+}
+
+void Conv2dGemm::Run(const void* in0, const void* in1, void* out) const {
+  if (batched_) {
+    gemm_->Run(in1, in0, out);
+    return;
+  }
+  WithElementType(type_, [&](auto t) {
+    using T = decltype(t);
+    const T* a = static_cast<const T*>(in0);
+    const T* w = static_cast<const T*>(in1);
+    T* o = static_cast<T*>(out);
+    if (pass_ == ConvPass::kForward) {
+      RunGemmForward(p_, *gemm_, *scratch_, a, w, o);
+    } else {
+      RunGemmBackwardInput(p_, *gemm_, *scratch_, a, w, o);
+    }
+  });
 }
 
 }  // namespace tg::cpu

@@ -57,4 +57,47 @@ class Conv2dBackwardWeightGemm {
       std::make_shared<std::vector<unsigned char>>();
 };
 
+// A 1x1 convolution: stride 1, no padding, groups 1.
+bool IsPointwiseConv(const Conv2dParams& p);
+
+// Forward and backward-input convolutions as GEMMs on NCHW buffers, for bf16 passes (f32
+// ones keep activations channel-blocked between convolutions instead, block-conv-layout).
+// oneDNN's convolutions want NHWC or channel-blocked activations and their own weight
+// layout, so on NCHW operands every call reorders x (dy), w and y (dx); in bf16 those
+// reorders cost 3-6x the AMX convolution itself (ResNet-50's 1x1 shapes at batch 8 and 32,
+// AMX Xeon, 2 threads: reorders + convolution 0.08-8.4 ms, the GEMM 0.02-3.0 ms). Forms:
+//  - batched, for 1x1 convolutions on planes of >= kBatchedMinPlane positions: y[n] (o x hw)
+//    = w (o x c) . x[n] (c x hw) and dx[n] = w^T . dy[n], w broadcast over the batch, no copy;
+//  - gathered: forward, for 1x1 convolutions on smaller planes and any convolution with at
+//    most 256 output positions in the batch, one GEMM over the batch's im2col columns (for
+//    1x1 the planes side by side), scattered back to NCHW; backward-input, with at most 64
+//    positions, the columns' gradient w^T . dy^T in f32, summed into dx (col2im) and rounded
+//    once.
+//    The batched form reads w once per image, which on small planes (ResNet-50's 2x2 and 4x4
+//    stages: 0.5-2 MB weights, 4-16 positions) cost 1.2-1.6 ms per convolution, ~10x this.
+// PreferGemm: whether `pass` of `p` (bf16) takes these GEMMs (backward-weight:
+// Conv2dBackwardWeightGemm), else oneDNN's convolution.
+bool PreferGemm(const Conv2dParams& p, ConvPass pass);
+
+class Conv2dGemm {
+ public:
+  // `pass`: kForward or kBackwardInput, where PreferGemm; `type`: kF32 or kBF16 for every
+  // buffer.
+  Conv2dGemm(const Conv2dParams& p, ConvPass pass, DenseType type);
+  // in0: x (forward) or dy (backward-input); in1: w; out: y or dx.
+  void Run(const void* in0, const void* in1, void* out) const;
+
+  static constexpr int64_t kBatchedMinPlane = 64;
+
+ private:
+  Conv2dParams p_;
+  ConvPass pass_;
+  DenseType type_;
+  bool batched_ = false;
+  std::shared_ptr<OnednnMatmul> gemm_;
+  // Columns / gathered rows and the GEMM's result, shared by copies of the kernel.
+  std::shared_ptr<std::vector<unsigned char>> scratch_ =
+      std::make_shared<std::vector<unsigned char>>();
+};
+
 }  // namespace tg::cpu

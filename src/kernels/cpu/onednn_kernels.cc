@@ -185,7 +185,8 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& params, const MatmulEpilogue& epi
                            PrepackB prepack_b, DenseType type)
     : n_(params.n), type_(type), epilogue_(epilogue) {
   const MatmulParams p = FoldSharedB(params);
-  TG_CHECK(type != DenseType::kBF16ToF32, kInternal, "OnednnMatmul: bf16 to f32 is conv only");
+  TG_CHECK(type != DenseType::kBF16ToF32 || !epilogue.bias, kInternal,
+           "OnednnMatmul: bf16 to f32 takes no bias");
   int64_t batches = 1;
   for (int64_t d : p.batch) batches *= d;
   if (batches == 0 || p.m == 0 || p.n == 0) {
@@ -202,7 +203,8 @@ OnednnMatmul::OnednnMatmul(const MatmulParams& params, const MatmulEpilogue& epi
                        MatrixStrides(p.a_batch, p.m, p.k, p.trans_a));
   b_md_ = memory::desc(Concat(p.b_batch, p.k, p.n), f32,
                        MatrixStrides(p.b_batch, p.k, p.n, p.trans_b));
-  out_md_ = memory::desc(Concat(p.batch, p.m, p.n), f32, MatrixStrides(p.batch, p.m, p.n, false));
+  out_md_ = memory::desc(Concat(p.batch, p.m, p.n), ResultTypeOf(type),
+                         MatrixStrides(p.batch, p.m, p.n, false));
   dnnl::primitive_attr attr = UserScratchpad();
   if (epilogue.activation != Activation::kNone) {
     dnnl::post_ops ops;

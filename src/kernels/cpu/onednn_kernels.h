@@ -53,8 +53,9 @@ dnnl::memory Rebindable(const dnnl::memory::desc& md);
 // The element type a dense kernel reads and writes. kBF16: bf16 operands and result with f32
 // accumulation, the result rounded once to nearest even (the semantics of a widened bf16 op,
 // ops/half_widening.h, up to the order of the f32 sums).
-// kBF16ToF32 (forward convolutions): bf16 operands, f32 bias and result, f32 accumulation
-// (mixed precision's conv2d_epilogue: the result is not rounded to bf16).
+// kBF16ToF32 (forward convolutions, matmuls without bias): bf16 operands, f32 bias and
+// result, f32 accumulation (mixed precision's conv2d_epilogue: the result is not rounded to
+// bf16; the GEMM backward-input convolution's columns, summed in f32 before one rounding).
 enum class DenseType { kF32, kBF16, kBF16ToF32 };
 
 // Whether this process computes bf16 matmuls and convolutions natively (oneDNN's bf16
