@@ -2,6 +2,7 @@
 
 #include <vector>
 
+#include "ir/attr.h"
 #include "support/error.h"
 
 namespace tg {
@@ -24,8 +25,16 @@ Value* InHalf(Graph& g, Value* v, DType half, const Node& user) {
   return AddCast(g, v, half, &user, user)->output(0);
 }
 
+bool IsDepthwiseConv(const Node& n) {
+  if (n.op() != "conv2d" || !HasAttr(n.attrs(), "groups")) return false;
+  const int64_t groups = GetInt(n.attrs(), "groups");
+  const auto& x = n.input(0)->type().shape;
+  return groups > 1 && x.size() == 4 && x[1] == groups;
+}
+
 bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
   if (policy.half_ops.count(n.op()) == 0) return false;
+  if (!policy.depthwise_in_half && IsDepthwiseConv(n)) return false;
   bool any_float = false;
   for (const Value* v : n.inputs()) {
     if (!IsFloating(v->type().dtype)) continue;

@@ -19,6 +19,11 @@ namespace tg {
 struct MixedPrecisionPolicy {
   DType half = DType::kBF16;  // f16 or bf16
   std::set<std::string> half_ops = {"matmul", "conv2d", "attention"};
+  // Depthwise convolutions (groups == input channels > 1) stay f32 unless this is set: they
+  // are memory bound and have no native half kernels here (they run widened), so in half
+  // they only add the casts on each side (EfficientNet-B0's bf16 training step on an AMX
+  // Xeon, 2 threads: 0.126 s with them in bf16, 0.108 s without).
+  bool depthwise_in_half = false;
 };
 
 // Rewrites `graph` in place; returns how many nodes now compute in the half dtype.

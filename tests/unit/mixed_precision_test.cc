@@ -64,5 +64,36 @@ TEST(MixedPrecision, LeavesOpsOutsideThePolicyAndF64Alone) {
   EXPECT_THROW(ApplyMixedPrecision(g, bad), Error);
 }
 
+TEST(MixedPrecision, DepthwiseConvolutionsStayF32UnlessAsked) {
+  auto build = [](Graph& g) {
+    Builder b(g);
+    Value* x = g.AddInput("x", {DType::kF32, {2, 8, 6, 6}});
+    Value* dw = g.AddVariable("dw", {DType::kF32, {8, 1, 3, 3}});
+    Value* grouped = g.AddVariable("gw", {DType::kF32, {8, 4, 3, 3}});
+    const AttrMap depthwise = {{"stride", std::vector<int64_t>{1, 1}},
+                               {"padding", std::vector<int64_t>{1, 1}},
+                               {"dilation", std::vector<int64_t>{1, 1}},
+                               {"groups", int64_t{8}}};
+    AttrMap two_groups = depthwise;
+    two_groups["groups"] = int64_t{2};
+    g.AddOutput(b.Op1("conv2d", {x, dw}, depthwise));
+    g.AddOutput(b.Op1("conv2d", {x, grouped}, two_groups));
+  };
+  Graph g;
+  build(g);
+  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 1);  // the grouped one only
+  Verify(g);
+  for (const auto& n : g.nodes()) {
+    if (n->op() != "conv2d") continue;
+    const bool is_depthwise = GetInt(n->attrs(), "groups") == 8;
+    EXPECT_EQ(n->output()->type().dtype, is_depthwise ? DType::kF32 : DType::kBF16);
+  }
+  Graph all;
+  build(all);
+  MixedPrecisionPolicy policy;
+  policy.depthwise_in_half = true;
+  EXPECT_EQ(ApplyMixedPrecision(all, policy), 2);
+}
+
 }  // namespace
 }  // namespace tg
