@@ -402,6 +402,22 @@ NB_MODULE(_core, m) {
         exe.ReadVariableInto(name, dst, v.type);
       }, nb::arg("name"), nb::arg("out"),
          "Copies a variable into `out` (a writable C-contiguous array of its exact type).")
+      .def("read_variables_into", [](Executable& exe, const std::vector<std::string>& names,
+                                     std::vector<nb::ndarray<nb::c_contig, nb::device::cpu>> outs) {
+        std::vector<void*> dsts;
+        std::vector<TensorType> types;
+        for (auto& out : outs) {
+          TensorType t;
+          t.dtype = py::DTypeFromNumpy(out.dtype());
+          for (size_t i = 0; i < out.ndim(); ++i) t.shape.push_back(static_cast<int64_t>(out.shape(i)));
+          dsts.push_back(out.data());
+          types.push_back(std::move(t));
+        }
+        nb::gil_scoped_release release;
+        exe.ReadVariablesInto(names, dsts, types);
+      }, nb::arg("names"), nb::arg("outs"),
+         "read_variable_into for many variables at once, the copies spread over the threads.")
+      .def_prop_ro("written_variables", &Executable::WrittenVariableNames)
       .def("write_variable", [](Executable& exe, const std::string& name, const Array& a) {
         TensorView v = ViewOf(a);
         nb::gil_scoped_release release;

@@ -39,3 +39,22 @@ def read_variable_into(exe, name, t):
         return False
     torch.autograd.graph.increment_version(t)
     return True
+
+
+def read_variables_into(exe, pairs):
+    """read_variable_into for many (name, tensor) pairs in one engine call, the copies spread
+    over its threads. Returns the pairs it did not write (not viewable as the variable's exact
+    type: the caller copies those the slow way)."""
+    direct = [(name, t) for name, t in pairs
+              if t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous()]
+    if not direct:
+        return list(pairs)
+    try:
+        exe.read_variables_into([name for name, _ in direct],
+                                [t.detach().numpy() for _, t in direct])
+    except (ValueError, TypeError):  # some variable has another type: one at a time
+        return [(name, t) for name, t in pairs if not read_variable_into(exe, name, t)]
+    for _, t in direct:
+        torch.autograd.graph.increment_version(t)
+    done = {id(t) for _, t in direct}
+    return [(name, t) for name, t in pairs if id(t) not in done]

@@ -18,7 +18,7 @@ import torch
 
 from . import _cache, _core, _guards, autocasting
 from ._capture import LOSS_KEY, capture, tg_dtype
-from ._engine_io import from_engine, read_variable_into, to_engine
+from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error, UnsupportedError
@@ -334,6 +334,7 @@ class PoplarExecutor:
         if self.options.ipu_model:
             self._check_ipu_count(exe)  # before it is kept: a refused program never runs
         self._cap, self._exe, self._attached = cap, exe, True
+        self._written = frozenset(exe.written_variables)  # what a training call changes
         if self.options.ipu_model and self.options.profiling_dir is not None:
             os.makedirs(self.options.profiling_dir, exist_ok=True)
             self.writeIpuModelReport(os.path.join(self.options.profiling_dir,
@@ -603,7 +604,7 @@ class PoplarExecutor:
             raise
         self._returned_at = time.time()
         if self.training:  # the guard was checked by _prepare for this call
-            self._copy_weights_to_host(self._synced_tensors(checked=True))
+            self._copy_weights_to_host(self._synced_tensors(checked=True), written_only=True)
         return outs
 
     def _check_args(self, tensors):
@@ -701,13 +702,18 @@ class PoplarExecutor:
                 return
             self._copy_weights_to_host(self._synced_tensors())
 
-    def _copy_weights_to_host(self, tensors):
+    def _copy_weights_to_host(self, tensors, written_only=False):
+        """The engine's weights into the module's tensors. `written_only`: only the variables
+        the program writes (after a training call; the others still hold what was pushed)."""
         with self._lock, _MODULE_LOCK:
+            written = self._written if written_only else None
+            pairs = []
+            for fqn, t in tensors:
+                name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
+                if written is None or name in written:
+                    pairs.append((name, t))
             with torch.no_grad():
-                for fqn, t in tensors:
-                    name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
-                    if read_variable_into(self._exe, name, t):
-                        continue
+                for name, t in read_variables_into(self._exe, pairs):
                     value = from_engine(np.asarray(self._exe.read_variable(name)))
                     t.copy_(value.reshape(t.shape))
             self._host_version = _guards.Versions(tensors)

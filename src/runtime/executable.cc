@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "ir/printer.h"
+#include "kernels/cpu/parallel.h"
 #include "passes/optimizer_step.h"
 #include "parallel/stage_copies.h"
 #include "passes/verifier.h"
@@ -294,6 +295,46 @@ void Executable::ReadVariableInto(const std::string& name, void* dst,
   TG_CHECK(type == v.type(), kInvalidInput, "variable '", name, "': expected a destination of ",
            v.type().ToString(), ", got ", type.ToString());
   if (v.bytes() > 0) std::memcpy(dst, v.data(), v.bytes());
+}
+
+void Executable::ReadVariablesInto(const std::vector<std::string>& names,
+                                   const std::vector<void*>& dsts,
+                                   const std::vector<TensorType>& types) const {
+  TG_CHECK(names.size() == dsts.size() && names.size() == types.size(), kInvalidInput,
+           "ReadVariablesInto: ", names.size(), " names, ", dsts.size(), " destinations, ",
+           types.size(), " types");
+  std::lock_guard<std::mutex> lock(mutex_);
+  struct Chunk {
+    const char* src;
+    char* dst;
+    size_t bytes;
+  };
+  constexpr size_t kChunkBytes = size_t{1} << 20;
+  std::vector<Chunk> chunks;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const HostTensor& v =
+        replicas_[0].variables[IndexOf(program_.graph->variables(), names[i], "variable")];
+    TG_CHECK(types[i] == v.type(), kInvalidInput, "variable '", names[i],
+             "': expected a destination of ", v.type().ToString(), ", got ",
+             types[i].ToString());
+    const char* src = static_cast<const char*>(v.data());
+    char* dst = static_cast<char*>(dsts[i]);
+    for (size_t at = 0; at < v.bytes(); at += kChunkBytes) {
+      chunks.push_back({src + at, dst + at, std::min(kChunkBytes, v.bytes() - at)});
+    }
+  }
+  cpu::ParallelFor(static_cast<int64_t>(chunks.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c) std::memcpy(chunks[c].dst, chunks[c].src, chunks[c].bytes);
+  });
+}
+
+std::vector<std::string> Executable::WrittenVariableNames() const {
+  std::vector<std::string> names;
+  std::unordered_set<const Value*> seen;
+  for (const VariableUpdate& u : program_.graph->updates()) {
+    if (seen.insert(u.variable).second) names.push_back(u.variable->name());
+  }
+  return names;
 }
 
 std::vector<std::string> Executable::HyperParamNames() const {

@@ -115,6 +115,13 @@ class Executable {
   // Copies the variable into `dst`, which must hold its type exactly (one copy, no allocation:
   // how the Python executor refreshes the module's parameters after every training call).
   void ReadVariableInto(const std::string& name, void* dst, const TensorType& type) const;
+  // ReadVariableInto for many variables in one call, their bytes split over the CPU threads
+  // (one thread's memcpy moved BERT-Base's 440 MB of weights at ~12 GB/s: 75 ms per call).
+  void ReadVariablesInto(const std::vector<std::string>& names, const std::vector<void*>& dsts,
+                         const std::vector<TensorType>& types) const;
+  // The variables the program writes (parameters, optimizer state, running statistics): the
+  // others keep what was written to them, so a copy back to the host can skip them.
+  std::vector<std::string> WrittenVariableNames() const;
   std::vector<std::string> HyperParamNames() const;
   void SetHyperParam(const std::string& name, const TensorView& value);
   void SetHyperParam(const std::string& name, double value);  // scalars

@@ -113,6 +113,32 @@ def test_weights_flow_both_ways():
     torch.testing.assert_close(model.fc2.bias, torch.full_like(model.fc2.bias, 5.0))
 
 
+def test_a_training_call_copies_back_only_what_it_changed():
+    """After a training call the module holds the engine's trained weights; weights the
+    program never writes (a frozen layer) are not copied back, so a host edit of one between
+    calls is what the next call uses and what the module keeps."""
+    torch.manual_seed(0)
+    model = MLP()
+    model.fc1.requires_grad_(False)
+    reference = copy.deepcopy(model)
+    x, t = batches("mlp", 2, 4, torch.Generator().manual_seed(0))
+    trainer = tilegraph.trainingModel(model, tilegraph.Options().deviceIterations(2),
+                                      torch.optim.SGD(model.parameters(), lr=0.1))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    trainer(x, t)
+    _eager_steps(reference, opt, x, t, 2, 4)
+    written = trainer._written
+    assert any("fc2" in name for name in written), written
+    assert not any("fc1" in name for name in written), written
+    with torch.no_grad():  # edit the frozen layer on both sides
+        model.fc1.weight.mul_(0.5)
+        reference.fc1.weight.mul_(0.5)
+    trainer(x, t)
+    _eager_steps(reference, opt, x, t, 2, 4)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def test_dataloader_yields_the_combined_batch():
     opts = tilegraph.Options().deviceIterations(3).Training.gradientAccumulation(2)
     data = torch.utils.data.TensorDataset(torch.randn(100, 2), torch.arange(100))
