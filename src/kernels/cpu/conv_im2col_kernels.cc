@@ -129,32 +129,30 @@ Conv2dBackwardWeightGemm::Conv2dBackwardWeightGemm(const Conv2dParams& p, DenseT
 
 namespace {
 
-// [n][rows][positions] -> [rows][n * positions]: each image's rows side by side.
+// Between [n][rows][positions] (NCHW) and [rows][n * positions] (each image's rows side by
+// side): `gather` copies the first into the second, else the second back into the first.
 template <typename T>
-void GatherRows(const T* src, int64_t n, int64_t rows, int64_t positions, T* dst) {
+void MoveRows(const T* src, T* dst, int64_t n, int64_t rows, int64_t positions, bool gather) {
   const int64_t k = n * positions;
   ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
       for (int64_t i = 0; i < n; ++i) {
-        std::memcpy(dst + r * k + i * positions, src + (i * rows + r) * positions,
+        const int64_t side = r * k + i * positions, nchw = (i * rows + r) * positions;
+        std::memcpy(dst + (gather ? side : nchw), src + (gather ? nchw : side),
                     positions * sizeof(T));
       }
     }
   });
 }
 
-// The inverse: [rows][n * positions] -> [n][rows][positions].
+template <typename T>
+void GatherRows(const T* src, int64_t n, int64_t rows, int64_t positions, T* dst) {
+  MoveRows(src, dst, n, rows, positions, true);
+}
+
 template <typename T>
 void ScatterRows(const T* src, int64_t n, int64_t rows, int64_t positions, T* dst) {
-  const int64_t k = n * positions;
-  ParallelFor(rows, 1, [&](int64_t b, int64_t e) {
-    for (int64_t r = b; r < e; ++r) {
-      for (int64_t i = 0; i < n; ++i) {
-        std::memcpy(dst + (i * rows + r) * positions, src + r * k + i * positions,
-                    positions * sizeof(T));
-      }
-    }
-  });
+  MoveRows(src, dst, n, rows, positions, false);
 }
 
 // The im2col columns of x for `p`: [tap][n * oh * ow], tap = (c, ky, kx), zero padding.
