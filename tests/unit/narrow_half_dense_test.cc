@@ -224,24 +224,25 @@ TEST(NarrowHalfDense, Bf16BackwardWeightMatchesTheWidenedReferenceOnEveryPath) {
 // small 3x3 maps, oneDNN's convolution otherwise) against the widened reference.
 TEST(NarrowHalfDense, Bf16ForwardAndBackwardInputMatchTheWidenedReferenceOnEveryPath) {
   struct Case {
-    int size, k, stride, pad;
+    int size, k, stride, pad, dil;
   };
   const Case cases[] = {
-      {10, 1, 1, 0},  // 1x1, 100 positions per plane: batched GEMM
-      {4, 1, 1, 0},   // 1x1, 16 per plane: gathered GEMM
-      {10, 1, 2, 0},  // 1x1 strided: oneDNN
-      {4, 3, 1, 1},   // 3x3, 48 positions in the batch: GEMM over columns (forward)
-      {9, 3, 2, 1},   // 3x3 strided, 75 positions: GEMM over columns (forward)
-      {20, 3, 1, 1},  // 3x3, 1,200 positions: oneDNN
+      {10, 1, 1, 0, 1},  // 1x1, 100 positions per plane: batched GEMM
+      {4, 1, 1, 0, 1},   // 1x1, 16 per plane: gathered GEMM
+      {10, 1, 2, 0, 1},  // 1x1 strided: oneDNN
+      {4, 3, 1, 1, 1},   // 3x3, 48 positions in the batch: GEMM over columns
+      {5, 3, 1, 2, 2},   // 3x3 dilated 2, 75 positions: GEMM over columns (forward)
+      {9, 3, 2, 1, 1},   // 3x3 strided, 75 positions: GEMM over columns (forward)
+      {20, 3, 1, 1, 1},  // 3x3, 1,200 positions: oneDNN
   };
   for (const Case& c : cases) {
-    const int out = (c.size + 2 * c.pad - c.k) / c.stride + 1;
+    const int out = (c.size + 2 * c.pad - c.dil * (c.k - 1) - 1) / c.stride + 1;
     const std::string n = std::to_string(c.size), o = std::to_string(out),
                       k = std::to_string(c.k), s = std::to_string(c.stride),
-                      pd = std::to_string(c.pad);
+                      pd = std::to_string(c.pad), d = std::to_string(c.dil);
     const std::string x = "3,40," + n + "," + n, y = "3,24," + o + "," + o,
                       attrs = "stride = [" + s + ", " + s + "], padding = [" + pd + ", " + pd +
-                              "], dilation = [1, 1], groups = 1";
+                              "], dilation = [" + d + ", " + d + "], groups = 1";
     const std::string text = "graph g {\n  input %x : bf16[" + x + "]\n  input %w : bf16[24,40," +
         k + "," + k + "]\n  input %dy : bf16[" + y + "]\n  %y = conv2d(%x, %w) {" + attrs +
         "} : bf16[" + y + "]\n  %dx = conv2d_backward_input(%dy, %w) {" + attrs +

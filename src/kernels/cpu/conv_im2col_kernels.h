@@ -1,3 +1,8 @@
+// Convolutions over im2col columns and as GEMMs, where oneDNN's kernels do worse for the
+// shape (each class below says where and by how much): backward-weight of single-channel
+// inputs with our own dot products, backward-weight as one GEMM over columns, and bf16
+// forward / backward-input as GEMMs on NCHW buffers.
+//
 // conv2d backward-weight over im2col columns, for single-channel inputs (the first layer of
 // greyscale image networks). oneDNN's kernels pad the input channels to the vector width (8
 // or 16) and do that much more work there; this unrolls each image into its kh*kw shifted
