@@ -409,7 +409,9 @@ NB_MODULE(_core, m) {
         for (auto& out : outs) {
           TensorType t;
           t.dtype = py::DTypeFromNumpy(out.dtype());
-          for (size_t i = 0; i < out.ndim(); ++i) t.shape.push_back(static_cast<int64_t>(out.shape(i)));
+          for (size_t i = 0; i < out.ndim(); ++i) {
+            t.shape.push_back(static_cast<int64_t>(out.shape(i)));
+          }
           dsts.push_back(out.data());
           types.push_back(std::move(t));
         }

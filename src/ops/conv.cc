@@ -205,7 +205,8 @@ Kernel MakeCpu(auto t, const Node& n) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
       }, BlockedOperandsOf(n));
     }
-    if (PassOf(n) == cpu::ConvPass::kBackwardWeight && cpu::PreferGemmBackwardWeight(p, cpu::DenseType::kF32)) {
+    if (PassOf(n) == cpu::ConvPass::kBackwardWeight &&
+        cpu::PreferGemmBackwardWeight(p, cpu::DenseType::kF32)) {
       cpu::Conv2dBackwardWeightGemm conv(p);
       return OnPlainCopies<float>([conv](const KernelArgs& a) {
         conv.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
