@@ -26,12 +26,17 @@ def from_engine(array, dtype=None):
     return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
+def _viewable(t):
+    """Whether numpy can view `t` in place (bf16 has no numpy type)."""
+    return t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous()
+
+
 def read_variable_into(exe, name, t):
     """Copies the engine's variable `name` straight into tensor `t` (one copy, no temporary)
     when `t` is a contiguous CPU tensor numpy can view with the variable's exact type; returns
     False (nothing written) otherwise. The write is a tensor update like copy_: its version
     counter moves, so autograd and tilegraph's host-edit guard see it."""
-    if t.device.type != "cpu" or t.dtype == torch.bfloat16 or not t.is_contiguous():
+    if not _viewable(t):
         return False
     try:
         exe.read_variable_into(name, t.detach().numpy())
@@ -45,8 +50,7 @@ def read_variables_into(exe, pairs):
     """read_variable_into for many (name, tensor) pairs in one engine call, the copies spread
     over its threads. Returns the pairs it did not write (not viewable as the variable's exact
     type: the caller copies those the slow way)."""
-    direct = [(name, t) for name, t in pairs
-              if t.device.type == "cpu" and t.dtype != torch.bfloat16 and t.is_contiguous()]
+    direct = [(name, t) for name, t in pairs if _viewable(t)]
     if not direct:
         return list(pairs)
     try:

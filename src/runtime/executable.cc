@@ -290,11 +290,7 @@ HostTensor Executable::ReadVariable(const std::string& name) const {
 
 void Executable::ReadVariableInto(const std::string& name, void* dst,
                                   const TensorType& type) const {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const HostTensor& v = replicas_[0].variables[IndexOf(program_.graph->variables(), name, "variable")];
-  TG_CHECK(type == v.type(), kInvalidInput, "variable '", name, "': expected a destination of ",
-           v.type().ToString(), ", got ", type.ToString());
-  if (v.bytes() > 0) std::memcpy(dst, v.data(), v.bytes());
+  ReadVariablesInto({name}, {dst}, {type});
 }
 
 void Executable::ReadVariablesInto(const std::vector<std::string>& names,
