@@ -119,6 +119,13 @@ void Graph::SetUpdate(Value* variable, Value* value, bool on_optimizer_step) {
   updates_.push_back({variable, value, on_optimizer_step});
 }
 
+void Graph::AddShadow(Value* shadow, Value* source) {
+  TG_CHECK(shadow->kind() == ValueKind::kVariable && source->kind() == ValueKind::kVariable,
+           kInvalidInput, "shadow %", shadow->name(), " of %", source->name(),
+           ": both must be variables");
+  shadows_.push_back({shadow, source});
+}
+
 void Graph::ReplaceAllUsesWith(Value* from, Value* to) {
   for (auto& n : nodes_) {
     for (Value*& in : n->inputs_) {
@@ -196,6 +203,9 @@ std::unique_ptr<Graph> Graph::Clone() const {
   for (auto& [old, nv] : map) g->RenameValue(nv, old->name_);
   for (Value* v : outputs_) g->outputs_.push_back(map.at(v));
   for (const VariableUpdate& u : updates_) g->updates_.push_back({map.at(u.variable), map.at(u.value), u.on_optimizer_step});
+  for (const VariableShadow& s : shadows_) {
+    g->shadows_.push_back({map.at(s.shadow), map.at(s.source)});
+  }
   return g;
 }
 

@@ -99,6 +99,17 @@ struct VariableUpdate {
   bool on_optimizer_step = false;
 };
 
+// `shadow` (a variable) holds `source` (a variable) cast to the shadow's dtype at the start of
+// every step: where the source is updated the program updates the shadow with the cast of the
+// same value, and the runtime recasts it whenever the host writes the source. Mixed-precision
+// training reads its f32 master weights in half through one (passes/half_weight_shadows.cc),
+// so the weight is not cast on every step. Shadows are not the user's state: the runtime
+// leaves them out of its variable names.
+struct VariableShadow {
+  Value* shadow;
+  Value* source;
+};
+
 class Graph {
  public:
   explicit Graph(std::string name = "main") : name_(std::move(name)) {}
@@ -120,6 +131,7 @@ class Graph {
                 const Node* before = nullptr);
   void AddOutput(Value* v) { outputs_.push_back(v); }
   void SetUpdate(Value* variable, Value* value, bool on_optimizer_step = false);
+  void AddShadow(Value* shadow, Value* source);
 
   // --- access ---
   const std::vector<Value*>& inputs() const { return inputs_; }
@@ -131,6 +143,7 @@ class Graph {
   std::vector<Value*>& mutable_outputs() { return outputs_; }
   const std::vector<VariableUpdate>& updates() const { return updates_; }
   std::vector<VariableUpdate>& mutable_updates() { return updates_; }
+  const std::vector<VariableShadow>& shadows() const { return shadows_; }
   Value* FindValue(const std::string& name) const;  // null when absent
   // Renames a value; a "_N" suffix is added when the name is taken. Returns the name given.
   const std::string& RenameValue(Value* v, const std::string& name);
@@ -158,6 +171,7 @@ class Graph {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<Value*> inputs_, hyperparams_, variables_, constants_, outputs_;
   std::vector<VariableUpdate> updates_;
+  std::vector<VariableShadow> shadows_;
   std::unordered_map<std::string, Value*> by_name_;
   int next_node_id_ = 0;
 };

@@ -475,8 +475,24 @@ class Parser {
         g.SetUpdate(var, value, on_optimizer_step);
         return;
       }
+      if (word == "shadow") {
+        Take();
+        const Token& shadow_tok = Peek();
+        Value* shadow = Use(scope);
+        Expect('=');
+        const Token& source_tok = Peek();
+        Value* source = Use(scope);
+        if (shadow->kind() != ValueKind::kVariable) {
+          Error(shadow_tok, "shadow %" + shadow->name() + " is not a variable");
+        }
+        if (source->kind() != ValueKind::kVariable) {
+          Error(source_tok, "shadow source %" + source->name() + " is not a variable");
+        }
+        g.AddShadow(shadow, source);
+        return;
+      }
       Error(head, "expected a statement (input, hyperparam, variable, const, %x = op(...), "
-                  "output, update), got " + Describe(head));
+                  "output, update, shadow), got " + Describe(head));
     }
     if (head.kind == Tok::kValue || IsPunct('(')) {
       NodeStatement(g, scope, depth);

@@ -189,6 +189,10 @@ void PrintGraphTo(const Graph& g, int indent, std::string& out) {
            ValueRef(u.value ? u.value->name() : "<null>") +
            (u.on_optimizer_step ? " on_optimizer_step" : "") + "\n";
   }
+  for (const VariableShadow& s : g.shadows()) {
+    out += pad + "shadow " + ValueRef(s.shadow->name()) + " = " + ValueRef(s.source->name()) +
+           "\n";
+  }
   out += std::string(indent, ' ') + "}";
 }
 

@@ -3,6 +3,7 @@
 #include "ir/verifier.h"
 
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "support/error.h"
@@ -76,6 +77,30 @@ class StructureVerifier {
       TG_CHECK(updated.insert(u.variable).second, kInternal, "variable %", u.variable->name(),
                " is updated more than once");
     }
+    std::unordered_map<const Value*, const Value*> update_of;
+    for (const VariableUpdate& u : g_.updates()) update_of[u.variable] = u.value;
+    std::unordered_set<const Value*> shadowed;
+    for (const VariableShadow& s : g_.shadows()) CheckShadow(s, update_of, shadowed);
+  }
+
+  // A shadow is a variable of a floating dtype shaped like its source, shadowing nothing
+  // else, and updated exactly when its source is.
+  void CheckShadow(const VariableShadow& s,
+                   const std::unordered_map<const Value*, const Value*>& update_of,
+                   std::unordered_set<const Value*>& shadowed) {
+    TG_CHECK(defined_.count(s.shadow) && defined_.count(s.source) &&
+                 s.shadow->kind() == ValueKind::kVariable &&
+                 s.source->kind() == ValueKind::kVariable && s.shadow != s.source,
+             kInternal, "shadow %", s.shadow->name(), " of %", s.source->name(),
+             ": both must be distinct variables of this graph");
+    TG_CHECK(s.shadow->type().shape == s.source->type().shape &&
+                 IsFloating(s.shadow->type().dtype) && IsFloating(s.source->type().dtype),
+             kInternal, "shadow %", s.shadow->name(), " : ", s.shadow->type().ToString(),
+             " cannot hold a cast of %", s.source->name(), " : ", s.source->type().ToString());
+    TG_CHECK(shadowed.insert(s.shadow).second, kInternal, "variable %", s.shadow->name(),
+             " shadows more than one variable");
+    TG_CHECK(update_of.count(s.source) == update_of.count(s.shadow), kInternal, "shadow %",
+             s.shadow->name(), " of %", s.source->name(), ": one is updated, the other is not");
   }
 
  private:

@@ -22,5 +22,6 @@ std::unique_ptr<Pass> CreateFuseNormActivationPass();  // "fuse-norm-activation"
 std::unique_ptr<Pass> CreateNarrowHalfDensePass();     // "narrow-half-dense"
 std::unique_ptr<Pass> CreateScheduleUpdatesPass();     // "schedule-updates"
 std::unique_ptr<Pass> CreateRematElementwisePass();    // "remat-elementwise"
+std::unique_ptr<Pass> CreateHalfWeightShadowsPass();   // "half-weight-shadows"
 
 }  // namespace tg

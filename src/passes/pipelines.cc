@@ -25,6 +25,7 @@ constexpr PassInfo kPasses[] = {
     {"fuse-elementwise", CreateFuseElementwisePass},
     {"fuse-matmul-epilogue", CreateFuseMatmulEpiloguePass},
     {"fuse-norm-activation", CreateFuseNormActivationPass},
+    {"half-weight-shadows", CreateHalfWeightShadowsPass},
     {"hoist-scalars", CreateHoistScalarsPass},
     {"narrow-half-dense", CreateNarrowHalfDensePass},
     {"recompute", CreateRecomputePass},
@@ -70,6 +71,9 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
+    {"half-weight-shadows", "mixed precision: weights read in half get a half copy that the "
+                            "optimizer's update writes, instead of a cast every step"},
+    {"dce", "remove the casts the shadows replace"},
     {"recompute", "recompute activations between checkpoints in the backward (after CSE)"},
     {"hoist-scalars", "per-parameter hyperparameter casts would split the update chains"},
     {"schedule-updates", "each parameter's update right after its gradient: gradients die "

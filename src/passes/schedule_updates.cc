@@ -30,14 +30,11 @@ class ScheduleUpdatesPass : public Pass {
     std::unordered_map<const Value*, const Value*> variable_of;  // update value -> variable
     for (const VariableUpdate& u : graph.updates()) variable_of[u.value] = u.variable;
     std::unordered_map<const Value*, std::vector<const Node*>> readers;
-    std::unordered_set<const Value*> used;  // read by a node or returned
     for (const auto& n : nodes) {
       for (const Value* in : n->inputs()) {
         readers[in].push_back(n.get());
-        used.insert(in);
       }
     }
-    for (const Value* out : graph.outputs()) used.insert(out);
 
     // Elementwise nodes (and constant generators) that only serve updates: each output is an
     // update value read by nothing else, or read only by such nodes (the unfused chain of
@@ -59,15 +56,16 @@ class ScheduleUpdatesPass : public Pass {
       for (const Value* out : n->outputs()) scalar &= out->type().numel() == 1;
       only &= !scalar;
       for (const Value* out : n->outputs()) {
+        // An update value may be read by other update chains only (a half shadow's cast of
+        // the new weight, passes/half_weight_shadows.cc); anything else is read where it is.
         bool update = variable_of.count(out) != 0;
-        if (update && used.count(out)) only = false;
-        if (!update) {
-          auto r = readers.find(out);
-          if (r == readers.end()) only = false;
-          else
-            for (const Node* reader : r->second) only &= serves_updates.count(reader) != 0;
-          for (const Value* o : graph.outputs()) only &= o != out;
+        auto r = readers.find(out);
+        if (r == readers.end()) {
+          only &= update;
+        } else {
+          for (const Node* reader : r->second) only &= serves_updates.count(reader) != 0;
         }
+        for (const Value* o : graph.outputs()) only &= o != out;
       }
       if (only) serves_updates.insert(n);
     }

@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "ir/printer.h"
+#include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/parallel.h"
 #include "passes/optimizer_step.h"
 #include "parallel/stage_copies.h"
@@ -83,6 +84,13 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   exe->FindOptimizerStepWork();
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
+  const auto& vars = exe->program_.graph->variables();
+  for (const VariableShadow& sh : exe->program_.graph->shadows()) {
+    auto index = [&](const Value* v) {
+      return static_cast<size_t>(std::find(vars.begin(), vars.end(), v) - vars.begin());
+    };
+    exe->shadows_.emplace_back(index(sh.shadow), index(sh.source));
+  }
   for (int r = 0; r < options.replicas; ++r) exe->AddReplica(r == 0);
   exe->FindIoOperands();
   const auto& instrs = exe->program_.instructions;
@@ -252,9 +260,28 @@ void Executable::Bind(Replica& r) {
   }
 }
 
+bool Executable::IsShadow(const Value* v) const {
+  for (const VariableShadow& s : program_.graph->shadows()) {
+    if (s.shadow == v) return true;
+  }
+  return false;
+}
+
+void Executable::RecastShadows(Replica& r, size_t source) {
+  for (const auto& [shadow, from] : shadows_) {
+    if (source != SIZE_MAX && from != source) continue;
+    const HostTensor& src = r.variables[from];
+    HostTensor& dst = r.variables[shadow];
+    cpu::CastBuffer(src.data(), static_cast<cpu::ElemType>(src.type().dtype), dst.data(),
+                    static_cast<cpu::ElemType>(dst.type().dtype), src.type().numel());
+  }
+}
+
 std::vector<std::string> Executable::VariableNames() const {
   std::vector<std::string> names;
-  for (Value* v : program_.graph->variables()) names.push_back(v->name());
+  for (Value* v : program_.graph->variables()) {
+    if (!IsShadow(v)) names.push_back(v->name());
+  }
   return names;
 }
 
@@ -275,10 +302,13 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
   std::lock_guard<std::mutex> lock(mutex_);
   size_t index = IndexOf(program_.graph->variables(), name, "variable");
   const TensorType& type = replicas_[0].variables[index].type();
+  TG_CHECK(!IsShadow(program_.graph->variables()[index]), kInvalidInput, "variable '", name,
+           "' is a half copy the compiler keeps of another variable: write that one");
   TG_CHECK(value.type == type, kInvalidInput, "variable '", name, "': expected ",
            type.ToString(), ", got ", value.type.ToString());
   for (Replica& r : replicas_) {
     if (type.bytes() > 0) std::memcpy(r.variables[index].data(), value.data, type.bytes());
+    RecastShadows(r, index);
     ++r.variables_version;
   }
 }
@@ -328,7 +358,9 @@ std::vector<std::string> Executable::WrittenVariableNames() const {
   std::vector<std::string> names;
   std::unordered_set<const Value*> seen;
   for (const VariableUpdate& u : program_.graph->updates()) {
-    if (seen.insert(u.variable).second) names.push_back(u.variable->name());
+    if (!IsShadow(u.variable) && seen.insert(u.variable).second) {
+      names.push_back(u.variable->name());
+    }
   }
   return names;
 }

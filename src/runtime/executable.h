@@ -120,7 +120,9 @@ class Executable {
   void ReadVariablesInto(const std::vector<std::string>& names, const std::vector<void*>& dsts,
                          const std::vector<TensorType>& types) const;
   // The variables the program writes (parameters, optimizer state, running statistics): the
-  // others keep what was written to them, so a copy back to the host can skip them.
+  // others keep what was written to them, so a copy back to the host can skip them. Neither
+  // list names the half shadows the compiler adds (ir/graph.h: VariableShadow): writing a
+  // variable recasts its shadows.
   std::vector<std::string> WrittenVariableNames() const;
   std::vector<std::string> HyperParamNames() const;
   void SetHyperParam(const std::string& name, const TensorView& value);
@@ -296,6 +298,10 @@ class Executable {
   static void AccumulateInto(void* acc, const TensorType& type, const void* src);
   void CheckFitsInMemory() const;
   void EstimateOnIpuTiles();
+  // Half shadows (ir/graph.h: VariableShadow): recasts replica r's shadows of the variable
+  // with this index (SIZE_MAX: of every variable) from their sources.
+  void RecastShadows(Replica& r, size_t source = SIZE_MAX);
+  bool IsShadow(const Value* v) const;
 
   mutable std::mutex mutex_;  // serializes calls (see the class comment)
   CompileOptions options_;
@@ -314,6 +320,8 @@ class Executable {
   // devices' threads of one replica run concurrently and would mix their calls in one group).
   std::vector<std::unique_ptr<ReplicaGroup>> stage_groups_;
   size_t first_variable_write_ = SIZE_MAX;
+  // (shadow, source) variable indices of the program's half shadows.
+  std::vector<std::pair<size_t, size_t>> shadows_;
   // Zero-copy I/O (FindIoOperands): per graph input / output; an output with no uses is copied.
   std::vector<std::vector<OperandUse>> feed_uses_, output_uses_;
   std::vector<std::vector<char>> output_in_place_;  // per replica: BindStep's answer

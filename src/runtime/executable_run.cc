@@ -229,6 +229,7 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
         CopyOutputs(r, 0, s, steps, mode, every_n, results, -1, &in_place);
       }
     } catch (Error& e) {
+      RecastShadows(replicas_[r]);  // the failed step may have updated a weight, not its shadow
       if (pipelined() && pipeline_.has_backward) {
         DiscardOptimizerStepInProgress(r);
         e.AddContext("the optimizer step in progress was discarded: its gradient accumulators "

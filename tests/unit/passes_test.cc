@@ -422,7 +422,8 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
   for (const char* name : {"dce", "cse", "constant-fold", "fold-transpose", "hoist-scalars",
                            "fuse-elementwise", "fuse-matmul-epilogue", "fuse-conv-epilogue",
                            "block-conv-layout", "recompute", "fold-exact-casts",
-                           "schedule-updates", "narrow-half-dense", "fuse-norm-activation"}) {
+                           "schedule-updates", "narrow-half-dense", "fuse-norm-activation",
+                           "half-weight-shadows"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -435,7 +436,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                                "fold-transpose, "
                                "fuse-conv-epilogue, "
                                "fuse-elementwise, fuse-matmul-epilogue, fuse-norm-activation, "
-                               "hoist-scalars, narrow-half-dense, "
+                               "half-weight-shadows, hoist-scalars, narrow-half-dense, "
                                "recompute"),
               std::string::npos)
         << e.message();

@@ -105,6 +105,45 @@ TEST(ScheduleUpdates, AnAccumulatorsResetMovesWithItsZeros) {
             (std::vector<std::string>{"g1", "sum", "zeros", "reset", "dx", "later"}));
 }
 
+TEST(ScheduleUpdates, AnUpdateValueReadByAnotherUpdateMovesWithIt) {
+  // SGD with momentum: the new buffer %b1 is the momentum's update and is read by the weight's
+  // update, and the weight's new value by the cast that updates its half shadow
+  // (passes/half_weight_shadows.cc). All of layer 1's update moves up before layer 2's
+  // gradient, the cast after the shadow's reader (%dx).
+  auto g = ParseGraph(R"(graph g {
+  input %x : f32[8, 16]
+  input %dy : f32[8, 16]
+  hyperparam %lr : f32[]
+  variable %w1 : f32[16, 16]
+  variable %m1 : f32[16, 16]
+  variable(frozen) %h1 : bf16[16, 16]
+  variable %w2 : f32[16, 16]
+  %g1 = matmul(%x, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %dyh = cast(%dy) {dtype = bf16} : bf16[8, 16]
+  %dx = matmul(%dyh, %h1) {transpose_a = false, transpose_b = true} : bf16[8, 16]
+  %dxf = cast(%dx) {dtype = f32} : f32[8, 16]
+  %g2 = matmul(%dxf, %dy) {transpose_a = true, transpose_b = false} : f32[16, 16]
+  %b1 = add(%m1, %g1) : f32[16, 16]
+  %s1 = mul(%b1, %lr) : f32[16, 16]
+  %n1 = sub(%w1, %s1) : f32[16, 16]
+  %c1 = cast(%n1) {dtype = bf16} : bf16[16, 16]
+  %s2 = mul(%g2, %lr) : f32[16, 16]
+  %n2 = sub(%w2, %s2) : f32[16, 16]
+  update %m1 = %b1
+  update %w1 = %n1
+  update %h1 = %c1
+  update %w2 = %n2
+  shadow %h1 = %w1
+  output %dxf
+})");
+  Verify(*g, &OpRegistry::Global());
+  PassContext ctx;
+  EXPECT_TRUE(CreateScheduleUpdatesPass()->Run(*g, ctx));
+  Verify(*g, &OpRegistry::Global());
+  EXPECT_EQ(Names(*g), (std::vector<std::string>{"g1", "dyh", "dx", "b1", "s1", "n1", "c1", "dxf",
+                                                 "g2", "s2", "n2"}));
+}
+
 TEST(ScheduleUpdates, ScalarArithmeticStaysPut) {
   // -lr (hoisted to the top, as hoist-scalars leaves it) serves both updates; it stays there:
   // moved into w1's chain, it split that chain's fused kernel in two.
