@@ -181,15 +181,34 @@ std::vector<Value*> GradLayerNorm(const GradContext& c) {
 
 // ---- infer -------------------------------------------------------------------------------
 
+// Batch norm's x (input `x_index`) in a half dtype with f32 parameters: an f32 model's half
+// activation (mixed precision), the cast to f32 folded into the kernel (fold-norm-casts).
+bool HalfActivation(const InferContext& ctx, size_t x_index) {
+  return IsHalf(ctx.in(x_index).dtype) && ctx.in(x_index == 0 ? 1 : 0).dtype == DType::kF32;
+}
+
+// Every input in one floating dtype, or x half and the rest f32 (HalfActivation), not blocked.
+void CheckBatchNormDtypes(const InferContext& ctx, size_t x_index, const std::string& op) {
+  if (!HalfActivation(ctx, x_index)) return dense::CheckSameFloat(ctx, op);
+  for (size_t i = 0; i < ctx.inputs.size(); ++i) {
+    if (i == x_index) continue;
+    TG_CHECK(ctx.in(i).dtype == DType::kF32, kShape, op, ": with a ",
+             DTypeName(ctx.in(x_index).dtype), " x, expected input ", i, " of dtype f32, got ",
+             ctx.in(i).ToString());
+  }
+  TG_CHECK(!IsBlocked(ctx.attrs), kShape, op, ": blocked needs x of the parameters' dtype, got ",
+           ctx.in(x_index).ToString());
+}
+
 std::vector<TensorType> InferBatchNormTrain(const InferContext& ctx) {
   const std::string op = "batch_norm_train";
-  dense::CheckSameFloat(ctx, op);
+  CheckBatchNormDtypes(ctx, 0, op);
   auto p = BatchNormParamsOf(ctx.in(0).shape, op);
   CheckBlockedShape(ctx.attrs, ctx.in(0).shape, op);
   CheckChannelVector(ctx.in(1), p.c, op, "weight");
   CheckChannelVector(ctx.in(2), p.c, op, "bias");
-  TensorType stat{ctx.in(0).dtype, {p.c}};
-  return {ctx.in(0), stat, stat, stat};
+  TensorType stat{ctx.in(1).dtype, {p.c}};
+  return {{ctx.in(1).dtype, ctx.in(0).shape}, stat, stat, stat};
 }
 
 std::vector<TensorType> InferBatchNormInference(const InferContext& ctx) {
@@ -205,7 +224,7 @@ std::vector<TensorType> InferBatchNormInference(const InferContext& ctx) {
 
 std::vector<TensorType> InferBatchNormBackward(const InferContext& ctx) {
   const std::string op = "batch_norm_backward";
-  dense::CheckSameFloat(ctx, op);
+  CheckBatchNormDtypes(ctx, 1, op);
   auto p = BatchNormParamsOf(ctx.in(1).shape, op);
   CheckBlockedShape(ctx.attrs, ctx.in(1).shape, op);
   TG_CHECK(ctx.in(0).shape == ctx.in(1).shape, kShape, op,
@@ -278,6 +297,25 @@ cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
   if (HasAttr(n.attrs(), "eps")) p.eps = GetFloat(n.attrs(), "eps");
   if (IsBlocked(n.attrs())) p.block = cpu::ActivationBlock();
   return p;
+}
+
+// Wraps `d`'s CPU and reference kernel factories: a node whose x (input `x_index`) is a half
+// activation with f32 parameters runs `run(params, bf16, args, parallel)` (the CPU kernel
+// parallel, the reference one on one thread), any other the factory's own kernel.
+template <typename Run>
+void WithHalfActivationKernels(OpDef& d, size_t x_index, Run run) {
+  for (auto [kind, parallel] : {std::pair{DeviceKind::kCpu, true},
+                                std::pair{DeviceKind::kReference, false}}) {
+    KernelFactory plain = d.kernels.at(kind);
+    d.kernels[kind] = [plain, x_index, run, parallel](const Node& n) -> Kernel {
+      const DType x = n.input(x_index)->type().dtype;
+      if (!IsHalf(x)) return plain(n);
+      cpu::BatchNormParams p = BatchNormParamsOfNode(n, x_index);
+      p.recompute_stats = n.op() == "batch_norm_backward" && p.eps >= 0;
+      const bool bf16 = x == DType::kBF16;
+      return [p, bf16, run, parallel](const KernelArgs& a) { run(p, bf16, a, parallel); };
+    };
+  }
 }
 
 // A blocked batch norm's reference: the NCHW loops (`run(nchw_params, args)`) on NCHW copies
@@ -390,6 +428,12 @@ void RegisterBatchNorm(OpRegistry& r) {
         if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 3, 4, 1, run);
         run(p, a);
       });
+  WithHalfActivationKernels(t, 0, [](const cpu::BatchNormParams& p, bool bf16,
+                                      const KernelArgs& a, bool par) {
+    cpu::BatchNormTrainHalfX(p, In<uint16_t>(a, 0), bf16, In<float>(a, 1), In<float>(a, 2),
+                             Out<float>(a, 0), Out<float>(a, 1), Out<float>(a, 2),
+                             Out<float>(a, 3), par);
+  });
   t.samples = BatchNormTrainSamples();
   t.doc = "(y, mean, invstd, var): x normalized per channel (dim 1) with batch statistics, "
           "scaled by weight, shifted by bias; var is biased";
@@ -437,6 +481,12 @@ void RegisterBatchNorm(OpRegistry& r) {
         if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 5, 3, 2, run);
         run(p, a);
       });
+  WithHalfActivationKernels(b, 1, [](const cpu::BatchNormParams& p, bool bf16,
+                                      const KernelArgs& a, bool par) {
+    cpu::BatchNormBackwardHalfX(p, In<float>(a, 0), In<uint16_t>(a, 1), bf16, In<float>(a, 2),
+                                In<float>(a, 3), In<float>(a, 4), Out<uint16_t>(a, 0),
+                                Out<float>(a, 1), Out<float>(a, 2), par);
+  });
   b.samples = BatchNormBackwardSamples();
   b.doc = "(dx, dweight, dbias) of batch_norm_train's y from (dy, x, weight, mean, invstd)";
   r.Register(std::move(b));

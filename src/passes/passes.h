@@ -23,5 +23,6 @@ std::unique_ptr<Pass> CreateNarrowHalfDensePass();     // "narrow-half-dense"
 std::unique_ptr<Pass> CreateScheduleUpdatesPass();     // "schedule-updates"
 std::unique_ptr<Pass> CreateRematElementwisePass();    // "remat-elementwise"
 std::unique_ptr<Pass> CreateHalfWeightShadowsPass();   // "half-weight-shadows"
+std::unique_ptr<Pass> CreateFoldNormCastsPass();       // "fold-norm-casts"
 
 }  // namespace tg

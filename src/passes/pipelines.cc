@@ -20,6 +20,7 @@ constexpr PassInfo kPasses[] = {
     {"cse", CreateCsePass},
     {"dce", CreateDcePass},
     {"fold-exact-casts", CreateFoldExactCastsPass},
+    {"fold-norm-casts", CreateFoldNormCastsPass},
     {"fold-transpose", CreateFoldTransposePass},
     {"fuse-conv-epilogue", CreateFuseConvEpiloguePass},
     {"fuse-elementwise", CreateFuseElementwisePass},
@@ -81,6 +82,9 @@ constexpr PipelineEntry kTrainingPipeline[] = {
                          "not merge the updates of parameters whose gradients come far apart"},
     {"block-conv-layout", "convolution activations and their gradients stay in oneDNN's "
                           "blocked layout through batch norms, activations and adds"},
+    {"fold-norm-casts", "mixed precision: batch norms read their half input and write their "
+                        "half input gradient, instead of a widened and a rounded copy"},
+    {"dce", "remove the casts batch norms no longer read"},
     {"remat-elementwise", "SiLU's sigmoid(x): recomputed in the backward's fused kernel from "
                           "the x it reads anyway, instead of written and read back"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},

@@ -423,7 +423,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                            "fuse-elementwise", "fuse-matmul-epilogue", "fuse-conv-epilogue",
                            "block-conv-layout", "recompute", "fold-exact-casts",
                            "schedule-updates", "narrow-half-dense", "fuse-norm-activation",
-                           "half-weight-shadows"}) {
+                           "half-weight-shadows", "fold-norm-casts"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -433,7 +433,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidInput);
     EXPECT_NE(e.message().find("unknown pass 'dse'"), std::string::npos);
     EXPECT_NE(e.message().find("block-conv-layout, constant-fold, cse, dce, fold-exact-casts, "
-                               "fold-transpose, "
+                               "fold-norm-casts, fold-transpose, "
                                "fuse-conv-epilogue, "
                                "fuse-elementwise, fuse-matmul-epilogue, fuse-norm-activation, "
                                "half-weight-shadows, hoist-scalars, narrow-half-dense, "

@@ -64,4 +64,21 @@ inline uint16_t FloatToBFloat16Bits(float f) {
   return static_cast<uint16_t>(u >> 16);
 }
 
+// Half elements that read as float and are written from float (rounded to nearest even):
+// loops templated on their element type (batch norm's half activations, norm_kernels.cc)
+// widen on load and round on store, with no widened copy.
+struct BFloat16Value {
+  uint16_t bits;
+  BFloat16Value() = default;
+  explicit BFloat16Value(float f) : bits(FloatToBFloat16Bits(f)) {}
+  operator float() const { return BFloat16BitsToFloat(bits); }
+};
+struct HalfValue {
+  uint16_t bits;
+  HalfValue() = default;
+  explicit HalfValue(float f) : bits(FloatToHalfBits(f)) {}
+  operator float() const { return HalfBitsToFloat(bits); }
+};
+static_assert(sizeof(BFloat16Value) == 2 && sizeof(HalfValue) == 2);
+
 }  // namespace tg::cpu

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/float16.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/vector_math.h"
 
@@ -54,9 +55,11 @@ double* ChannelScratch(const BatchNormParams& p, int count) {
   return buffer.data();
 }
 
-// Channels [c0, c1)'s batch mean and (biased) variance, in double, from x itself.
-template <typename T>
-void ChunkStats(const BatchNormParams& p, const T* x, int64_t c0, int64_t c1, double* mean,
+// Channels [c0, c1)'s batch mean and (biased) variance, in double, from x itself. X: T, or
+// a half element (float16.h's BFloat16Value, HalfValue: mixed precision's half activation
+// with f32 parameters) widened as it is read.
+template <typename X>
+void ChunkStats(const BatchNormParams& p, const X* x, int64_t c0, int64_t c1, double* mean,
                 double* var) {
   const double count = static_cast<double>(p.n * p.s);
   for (int64_t c = c0; c < c1; ++c) mean[c] = var[c] = 0;
@@ -68,10 +71,42 @@ void ChunkStats(const BatchNormParams& p, const T* x, int64_t c0, int64_t c1, do
   for (int64_t c = c0; c < c1; ++c) var[c] /= count;
 }
 
+// ChunkStats of a half x (mixed precision's half activation with f32 parameters): the sums
+// in float lanes (vmath::BlockedFloatSums: 16-term float sums added in double) over x
+// widened as it is loaded, as layer norm sums its rows; the deviations around m1, the first
+// mean rounded to float (x - m1 is exact near the mean), corrected by delta = mean(x - m1).
+// Statistics in double per element, as ChunkStats, made the half kernel slower than a
+// widening cast and the f32 kernel together: batch norm is compute-bound here.
+template <typename X>
+void ChunkStatsFloatLanes(const BatchNormParams& p, const X* x, int64_t c0, int64_t c1,
+                          double* mean, double* var, double* delta) {
+  const double count = static_cast<double>(p.n * p.s);
+  for (int64_t c = c0; c < c1; ++c) mean[c] = var[c] = delta[c] = 0;
+  ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+    const X* r = x + o;
+    mean[c] += vmath::BlockedFloatSum(p.s, [=](auto at) { return at(r); });
+  });
+  for (int64_t c = c0; c < c1; ++c) mean[c] = static_cast<float>(mean[c] / count);  // m1
+  ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
+    const X* r = x + o;
+    const float m1 = static_cast<float>(mean[c]);
+    double sums[2];
+    vmath::BlockedFloatSums(p.s, sums, [=](auto at) { return at(r) - m1; },
+                            [=](auto at) { return (at(r) - m1) * (at(r) - m1); });
+    delta[c] += sums[0];
+    var[c] += sums[1];
+  });
+  for (int64_t c = c0; c < c1; ++c) {
+    const double d = delta[c] / count;
+    mean[c] += d;
+    var[c] = std::max(var[c] / count - d * d, 0.0);
+  }
+}
+
 // y = (x - m) * scale + shift over one run; f32 in float with a SplitMean, as PyTorch
 // applies it; f64 in double.
-template <typename T>
-void NormalizeRun(const T* x, T* y, int64_t s, double m, double scale, double shift) {
+template <typename T, typename X>
+void NormalizeRun(const X* x, T* y, int64_t s, double m, double scale, double shift) {
   if constexpr (std::is_same_v<T, float>) {
     const auto [hi, lo] = SplitMean(m);
     const float scale_f = static_cast<float>(scale), shift_f = static_cast<float>(shift);
@@ -81,16 +116,18 @@ void NormalizeRun(const T* x, T* y, int64_t s, double m, double scale, double sh
   }
 }
 
-}  // namespace
-
-template <typename T>
-void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
-                    T* invstd, T* var, bool parallel) {
-  if (p.block > 1) return BlockedBatchNormTrain(p, x, w, b, y, mean, invstd, var, parallel);
-  double* scratch = ChannelScratch(p, 2);
+// The plain-layout loops of BatchNormTrain; x's elements X read as T (see ChunkStats).
+template <typename T, typename X>
+void PlainBatchNormTrain(const BatchNormParams& p, const X* x, const T* w, const T* b, T* y,
+                         T* mean, T* invstd, T* var, bool parallel) {
+  double* scratch = ChannelScratch(p, 3);
   double *m = scratch, *v = scratch + p.c;
   ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
-    ChunkStats(p, x, c0, c1, m, v);
+    if constexpr (std::is_same_v<X, T>) {
+      ChunkStats(p, x, c0, c1, m, v);
+    } else {
+      ChunkStatsFloatLanes(p, x, c0, c1, m, v, scratch + 2 * p.c);
+    }
     for (int64_t c = c0; c < c1; ++c) {
       const double is = 1.0 / std::sqrt(v[c] + p.eps);
       mean[c] = static_cast<T>(m[c]);
@@ -105,6 +142,27 @@ void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b
       NormalizeRun(x + o, y + o, p.s, m[c], v[c] * w[c], static_cast<double>(b[c]));
     });
   });
+}
+
+}  // namespace
+
+template <typename T>
+void BatchNormTrain(const BatchNormParams& p, const T* x, const T* w, const T* b, T* y, T* mean,
+                    T* invstd, T* var, bool parallel) {
+  if (p.block > 1) return BlockedBatchNormTrain(p, x, w, b, y, mean, invstd, var, parallel);
+  PlainBatchNormTrain(p, x, w, b, y, mean, invstd, var, parallel);
+}
+
+void BatchNormTrainHalfX(const BatchNormParams& p, const uint16_t* x, bool bf16, const float* w,
+                         const float* b, float* y, float* mean, float* invstd, float* var,
+                         bool parallel) {
+  if (bf16) {
+    PlainBatchNormTrain(p, reinterpret_cast<const BFloat16Value*>(x), w, b, y, mean, invstd, var,
+                        parallel);
+  } else {
+    PlainBatchNormTrain(p, reinterpret_cast<const HalfValue*>(x), w, b, y, mean, invstd, var,
+                        parallel);
+  }
 }
 
 template <typename T>
@@ -122,14 +180,15 @@ void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const 
   });
 }
 
-template <typename T>
-void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
-                       const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
-  if (p.block > 1) {
-    return BlockedBatchNormBackward(p, dy, x, w, mean, invstd, dx, dw, db, parallel);
-  }
+namespace {
+
+// The plain-layout loops of BatchNormBackward; x's elements X read as T, dx's DX written
+// from T (rounded, for a half DX).
+template <typename T, typename X, typename DX>
+void PlainBatchNormBackward(const BatchNormParams& p, const T* dy, const X* x, const T* w,
+                            const T* mean, const T* invstd, DX* dx, T* dw, T* db, bool parallel) {
   const double count = static_cast<double>(p.n * p.s);
-  double* scratch = ChannelScratch(p, 4);
+  double* scratch = ChannelScratch(p, 5);
   double *m = scratch, *is = scratch + p.c, *sum_dy = scratch + 2 * p.c;
   double* sum_dy_xc = scratch + 3 * p.c;
   ForChannelChunks(p, parallel, [&](int64_t c0, int64_t c1) {
@@ -138,14 +197,26 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
     // statistics leaves rounding-sized components the projection below should remove,
     // amplified by 1/sigma into the gradients (PyTorch's statistics are double).
     if (p.recompute_stats) {
-      ChunkStats(p, x, c0, c1, m, is);
+      if constexpr (std::is_same_v<X, T>) {
+        ChunkStats(p, x, c0, c1, m, is);
+      } else {
+        ChunkStatsFloatLanes(p, x, c0, c1, m, is, scratch + 4 * p.c);
+      }
       for (int64_t c = c0; c < c1; ++c) is[c] = 1.0 / std::sqrt(is[c] + p.eps);
     } else {
       for (int64_t c = c0; c < c1; ++c) m[c] = mean[c], is[c] = invstd[c];
     }
     ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
       sum_dy[c] += vmath::SumLanes(dy + o, p.s);
-      sum_dy_xc[c] += vmath::SumProductDeviation(dy + o, x + o, p.s, m[c]);
+      if constexpr (std::is_same_v<X, T>) {
+        sum_dy_xc[c] += vmath::SumProductDeviation(dy + o, x + o, p.s, m[c]);
+      } else {  // in float lanes, as ChunkStatsFloatLanes
+        const SplitMean sm(m[c]);
+        const T* d = dy + o;
+        const X* r = x + o;
+        sum_dy_xc[c] += vmath::BlockedFloatSum(
+            p.s, [=](auto at) { return at(d) * ((at(r) - sm.hi) - sm.lo); });
+      }
     });
     // dx = k (dy - mean(dy) - xhat mean(dy xhat)), k = w / sigma.
     for (int64_t c = c0; c < c1; ++c) {
@@ -157,6 +228,9 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
     }
     ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
       const double k = w[c] * is[c];
+      const X* xr = x + o;
+      const T* dyr = dy + o;
+      DX* dxr = dx + o;
       if constexpr (std::is_same_v<T, float>) {
         // In float (the sums above stay in double), the mean split as in the forward.
         const auto [hi, lo] = SplitMean(m[c]);
@@ -164,17 +238,40 @@ void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const 
         const float mean_dy = static_cast<float>(sum_dy[c]);
         const float mean_dy_xhat = static_cast<float>(sum_dy_xc[c]);
         for (int64_t i = 0; i < p.s; ++i) {
-          const float xhat = ((x[o + i] - hi) - lo) * is_f;
-          dx[o + i] = k_f * (dy[o + i] - mean_dy - xhat * mean_dy_xhat);
+          const float xhat = ((xr[i] - hi) - lo) * is_f;
+          dxr[i] = DX(k_f * (dyr[i] - mean_dy - xhat * mean_dy_xhat));
         }
       } else {
         for (int64_t i = 0; i < p.s; ++i) {
-          const double xhat = (x[o + i] - m[c]) * is[c];
-          dx[o + i] = static_cast<T>(k * (dy[o + i] - sum_dy[c] - xhat * sum_dy_xc[c]));
+          const double xhat = (xr[i] - m[c]) * is[c];
+          dxr[i] = DX(static_cast<T>(k * (dyr[i] - sum_dy[c] - xhat * sum_dy_xc[c])));
         }
       }
     });
   });
+}
+
+}  // namespace
+
+template <typename T>
+void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
+                       const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel) {
+  if (p.block > 1) {
+    return BlockedBatchNormBackward(p, dy, x, w, mean, invstd, dx, dw, db, parallel);
+  }
+  PlainBatchNormBackward(p, dy, x, w, mean, invstd, dx, dw, db, parallel);
+}
+
+void BatchNormBackwardHalfX(const BatchNormParams& p, const float* dy, const uint16_t* x,
+                            bool bf16, const float* w, const float* mean, const float* invstd,
+                            uint16_t* dx, float* dw, float* db, bool parallel) {
+  if (bf16) {
+    PlainBatchNormBackward(p, dy, reinterpret_cast<const BFloat16Value*>(x), w, mean, invstd,
+                           reinterpret_cast<BFloat16Value*>(dx), dw, db, parallel);
+  } else {
+    PlainBatchNormBackward(p, dy, reinterpret_cast<const HalfValue*>(x), w, mean, invstd,
+                           reinterpret_cast<HalfValue*>(dx), dw, db, parallel);
+  }
 }
 
 namespace {

@@ -5,6 +5,8 @@
 // the same loops on one thread.
 #pragma once
 
+#include <cstdint>
+
 #include "kernels/cpu/dense_params.h"
 
 namespace tg::cpu {
@@ -30,6 +32,16 @@ void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const 
 template <typename T>
 void BatchNormBackward(const BatchNormParams& p, const T* dy, const T* x, const T* w,
                        const T* mean, const T* invstd, T* dx, T* dw, T* db, bool parallel);
+
+// Mixed precision (an f32 model whose activations are half): x and dx in f16 (bf16 false) or
+// bf16, everything else f32, NCHW. The same numbers as widening x to f32 for the f32 kernels
+// and rounding their dx to x's dtype, to nearest even, without those copies.
+void BatchNormTrainHalfX(const BatchNormParams& p, const uint16_t* x, bool bf16, const float* w,
+                         const float* b, float* y, float* mean, float* invstd, float* var,
+                         bool parallel);
+void BatchNormBackwardHalfX(const BatchNormParams& p, const float* dy, const uint16_t* x,
+                            bool bf16, const float* w, const float* mean, const float* invstd,
+                            uint16_t* dx, float* dw, float* db, bool parallel);
 
 // The same two on x, y, dy, dx in the channel-blocked layout of p.block channels per block
 // (8 or 16; batch_norm_blocked.cc): the statistics' sums in double, the normalization in T,

@@ -13,6 +13,8 @@
 #include <limits>
 #include <utility>
 
+#include "kernels/cpu/float16.h"
+
 // Always inlined: a call per element (GCC's inliner gives up inside large fused block
 // functions, where erf calls exp) stops the loop from vectorizing, which costs ~10x.
 #define TG_VMATH_INLINE inline __attribute__((always_inline))
@@ -217,6 +219,8 @@ typedef float Float8 __attribute__((vector_size(32)));
 typedef double Double8 __attribute__((vector_size(64)));
 inline constexpr int64_t kFloatLanes = 16, kFloatBlock = 256;
 
+typedef uint16_t U16x16 __attribute__((vector_size(32)));
+typedef uint32_t U32x16 __attribute__((vector_size(64)));
 struct LanesAt {
   int64_t j;
   TG_VMATH_INLINE Float16 operator()(const float* p) const {
@@ -224,10 +228,25 @@ struct LanesAt {
     __builtin_memcpy(&v, p + j, sizeof(v));
     return v;
   }
+  // bf16 elements widened (their bits are a float's top half).
+  TG_VMATH_INLINE Float16 operator()(const cpu::BFloat16Value* p) const {
+    U16x16 h;
+    __builtin_memcpy(&h, p + j, sizeof(h));
+    const U32x16 u = __builtin_convertvector(h, U32x16) << 16;
+    Float16 v;
+    __builtin_memcpy(&v, &u, sizeof(v));
+    return v;
+  }
+  TG_VMATH_INLINE Float16 operator()(const cpu::HalfValue* p) const {
+    Float16 v;
+    for (int l = 0; l < 16; ++l) v[l] = p[j + l];
+    return v;
+  }
 };
 struct ScalarAt {
   int64_t j;
-  TG_VMATH_INLINE float operator()(const float* p) const { return p[j]; }
+  template <typename T>
+  TG_VMATH_INLINE float operator()(const T* p) const { return p[j]; }
 };
 
 TG_VMATH_INLINE void AddBlock(Double8& total, const Float16& lanes) {
@@ -297,8 +316,8 @@ template <typename T>
 double SumSquaredDeviation(const T* v, int64_t n, double mean) {
   return LaneSum(n, [v, mean](int64_t k) { return (v[k] - mean) * (v[k] - mean); });
 }
-template <typename T>
-double SumProductDeviation(const T* a, const T* b, int64_t n, double mean) {
+template <typename A, typename B>
+double SumProductDeviation(const A* a, const B* b, int64_t n, double mean) {
   return LaneSum(n, [a, b, mean](int64_t k) { return a[k] * (b[k] - mean); });
 }
 
