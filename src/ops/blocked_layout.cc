@@ -221,6 +221,7 @@ void RegisterReblock(OpRegistry& r, bool to_blocked) {
                      : "x [N, C, H, W] (C divisible by 16, any dtype) from oneDNN's "
                        "channel-blocked layout back to NCHW; made by block-conv-layout";
   d.not_differentiable = true;
+  d.traits.half_native = true;  // moves elements: any dtype
   d.infer = [name = d.name](const InferContext& c) -> std::vector<TensorType> {
     const TensorType& x = c.in(0);
     TG_CHECK(x.rank() == 4 && x.shape[1] % 16 == 0, kShape, name, ": expected x [N, C, H, W] "
