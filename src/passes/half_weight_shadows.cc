@@ -10,6 +10,8 @@
 // the host writes its source (Executable::WriteVariable), so the numbers are those of casting
 // on every step.
 #include <map>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "passes/passes.h"
@@ -22,24 +24,33 @@ class HalfWeightShadowsPass : public Pass {
   std::string name() const override { return "half-weight-shadows"; }
 
   bool Run(Graph& graph, PassContext&) override {
-    // variable -> (half dtype -> its casts).
-    std::map<Value*, std::map<DType, std::vector<Node*>>> casts;
+    // Variables in the order their first cast comes (the shadows' order is the program's:
+    // processes of one run must build the same variables), each with its casts by dtype.
+    struct Casts {
+      Value* variable;
+      std::map<DType, std::vector<Node*>> by_dtype;
+    };
+    std::vector<Casts> casts;
+    std::unordered_map<const Value*, size_t> index_of;
     for (const auto& n : graph.nodes()) {
       if (n->op() != "cast") continue;
       Value* v = n->input(0);
       const DType to = n->output()->type().dtype;
-      if (v->kind() == ValueKind::kVariable && v->type().dtype == DType::kF32 && IsHalf(to)) {
-        casts[v][to].push_back(n.get());
+      if (v->kind() != ValueKind::kVariable || v->type().dtype != DType::kF32 || !IsHalf(to)) {
+        continue;
       }
+      auto [it, added] = index_of.emplace(v, casts.size());
+      if (added) casts.push_back({v, {}});
+      casts[it->second].by_dtype[to].push_back(n.get());
     }
     if (casts.empty()) return false;
-    std::map<const Value*, VariableUpdate> update_of;  // copies: SetUpdate grows the list
+    std::unordered_map<const Value*, VariableUpdate> update_of;  // copies: SetUpdate grows
     for (const VariableUpdate& u : graph.updates()) update_of[u.variable] = u;
-    std::map<const Value*, bool> shadowed;
-    for (const VariableShadow& s : graph.shadows()) shadowed[s.source] = true;
+    std::unordered_set<const Value*> shadowed;
+    for (const VariableShadow& s : graph.shadows()) shadowed.insert(s.source);
 
     bool changed = false;
-    for (auto& [variable, by_dtype] : casts) {
+    for (auto& [variable, by_dtype] : casts) {  // (std::map: dtypes in a fixed order too)
       if (shadowed.count(variable)) continue;
       auto it = update_of.find(variable);
       const VariableUpdate* update = it == update_of.end() ? nullptr : &it->second;

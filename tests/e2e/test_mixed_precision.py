@@ -442,6 +442,43 @@ def test_set_mixed_precision_is_the_amp_recipe():
     assert max(abs(m - f) for m, f in zip(mixed, fp32)) > 1e-4  # not silently f32
 
 
+def test_set_mixed_precision_training_sees_host_weight_edits(monkeypatch):
+    """Under setMixedPrecision the engine keeps a bf16 copy of each f32 weight that is read in
+    bf16, written by the optimizer's update (passes/half_weight_shadows.cc). A weight edited
+    on the host and pushed with copyWeightsToDevice must reach that copy: the losses after
+    the edit are those of the same program without the copies (which casts every weight on
+    every step), bit for bit."""
+    def run(disable):
+        if disable:
+            monkeypatch.setenv("TILEGRAPH_DISABLE_PASSES", "half-weight-shadows")
+        else:
+            monkeypatch.delenv("TILEGRAPH_DISABLE_PASSES", raising=False)
+        torch.manual_seed(0)
+        model = Classifier()
+        x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
+        opts = tilegraph.Options()
+        opts.Precision.setMixedPrecision(torch.bfloat16)
+        trained = tilegraph.trainingModel(model, opts, optimizer=torch.optim.SGD(
+            model.parameters(), lr=0.1, momentum=0.9))
+        losses = [trained(x, y)[1].item() for _ in range(2)]
+        with torch.no_grad():
+            model.fc1.weight.mul_(-0.5)
+            model.conv.weight.add_(0.25)
+        trained.copyWeightsToDevice()
+        losses += [trained(x, y)[1].item() for _ in range(2)]
+        names = trained.executable.variables
+        return losses, {n: p.detach().clone() for n, p in model.named_parameters()}, names
+
+    losses, weights, names = run(disable=False)
+    plain_losses, plain_weights, plain_names = run(disable=True)
+    assert not any(n.endswith(".bf16") for n in names)  # the copies are not user state
+    assert names == plain_names
+    assert losses == plain_losses
+    assert abs(losses[2] - losses[1]) > 1e-3  # the edit changed the model
+    for n, w in weights.items():
+        assert torch.equal(w, plain_weights[n]), n
+
+
 def test_set_mixed_precision_policy_is_data():
     """Only the listed ops compute in half: with ops=['conv2d'] the linear layers stay f32,
     so the result sits between full mixed precision and float32."""

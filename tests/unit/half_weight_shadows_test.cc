@@ -77,6 +77,12 @@ TEST(HalfWeightShadows, WeightsReadInHalfAreNotCastEveryStep) {
     EXPECT_EQ(update_of[s->shadow]->producer()->op(), "fused_elementwise") << name;
   }
   EXPECT_EQ(update_of.count(ShadowOf(opt, "frozen")->shadow), 0u);  // never written by a step
+  // In the order the weights are first read (not in pointer order: processes of one
+  // distributed run must build the same variables in the same order).
+  ASSERT_EQ(opt.shadows().size(), 3u);
+  EXPECT_EQ(opt.shadows()[0].source->name(), "frozen");
+  EXPECT_EQ(opt.shadows()[1].source->name(), "w1");
+  EXPECT_EQ(opt.shadows()[2].source->name(), "w2");
   // The user's state does not list them.
   for (const std::string& name : exe->VariableNames()) {
     EXPECT_EQ(name.find(".bf16"), std::string::npos) << name;
