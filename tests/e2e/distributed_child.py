@@ -29,6 +29,7 @@ p.add_argument("--shard", action="store_true")  # sharded optimizer state (ZeRO-
 p.add_argument("--stages", action="store_true")  # fc2 on a second device (2-D parallelism)
 p.add_argument("--pipelined", action="store_true")  # with --stages: PipelinedExecution
 p.add_argument("--spread", action="store_true")  # with --pipelined: a process per stage
+p.add_argument("--mixed", action="store_true")  # setMixedPrecision(bf16); eager: autocast
 args = p.parse_args()
 
 opts = tilegraph.Options()
@@ -40,6 +41,8 @@ R, A, steps, micro = args.replicas, args.accumulation, 2, 3
 group = parts * R
 opts.replicationFactor(R).deviceIterations(steps).Training.gradientAccumulation(A)
 opts.outputMode(tilegraph.OutputMode.All)
+if args.mixed:
+    opts.Precision.setMixedPrecision(torch.bfloat16)
 opts.TensorLocations.setOptimizerLocation(
     tilegraph.TensorLocationSettings().useReplicatedTensorSharding(args.shard))
 
@@ -83,7 +86,8 @@ for call in range(args.calls):
         eager_opt.zero_grad()
         for a in range(A):
             k = s * A + a
-            loss_k = reference(x[k].reshape(-1, 20), t[k].reshape(-1))[1]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mixed):
+                loss_k = reference(x[k].reshape(-1, 20), t[k].reshape(-1))[1]
             (loss_k / A).backward()
             ref_losses.append(loss_k.item())
         eager_opt.step()

@@ -154,6 +154,21 @@ def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, k
         assert abs(ours - reports[0]["ref_losses"][k]) < 1e-5 * (1 + abs(ours)), k
 
 
+def test_processes_train_in_mixed_precision_alike(tmp_path):
+    """setMixedPrecision(bf16) over two processes: every process builds the same program (the
+    bf16 copies of the weights, passes/half_weight_shadows.cc, in the same order; the program
+    hash check would stop the run otherwise), ends with the same model, and follows eager
+    autocast on the whole global batch within bf16 rounding."""
+    proc, _, reports = _launch(tmp_path, 2, "--optimizer", "sgd", "--mixed")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for r in reports:
+        assert r["state"] == reports[0]["state"]
+        assert r["weight_error"] < 3e-3, r  # measured 5.7e-4 (fp32 runs: 2e-8)
+    for k, ref in enumerate(reports[0]["ref_losses"]):
+        ours = sum(sum(r["losses"][k]) for r in reports) / 2
+        assert abs(ours - ref) < 2e-3 * (1 + abs(ref)), k  # measured 2.8e-4
+
+
 def test_processes_that_compiled_different_programs_stop_with_a_clear_error(tmp_path):
     proc, _, _ = _launch(tmp_path, 2, "--mismatch")
     assert proc.returncode != 0
