@@ -300,18 +300,17 @@ cpu::BatchNormParams BatchNormParamsOfNode(const Node& n, size_t x_index) {
 }
 
 // Wraps `d`'s CPU and reference kernel factories: a node whose x (input `x_index`) is a half
-// activation with f32 parameters runs `run(params, bf16, args, parallel)` (the CPU kernel
-// parallel, the reference one on one thread), any other the factory's own kernel.
-template <typename Run>
-void WithHalfActivationKernels(OpDef& d, size_t x_index, Run run) {
+// activation with f32 parameters runs `run(make_params(node), bf16, args, parallel)` (the
+// CPU kernel parallel, the reference one on one thread), any other the factory's own kernel.
+template <typename MakeParams, typename Run>
+void WithHalfActivationKernels(OpDef& d, size_t x_index, MakeParams make_params, Run run) {
   for (auto [kind, parallel] : {std::pair{DeviceKind::kCpu, true},
                                 std::pair{DeviceKind::kReference, false}}) {
     KernelFactory plain = d.kernels.at(kind);
-    d.kernels[kind] = [plain, x_index, run, parallel](const Node& n) -> Kernel {
+    d.kernels[kind] = [plain, x_index, make_params, run, parallel](const Node& n) -> Kernel {
       const DType x = n.input(x_index)->type().dtype;
       if (!IsHalf(x)) return plain(n);
-      cpu::BatchNormParams p = BatchNormParamsOfNode(n, x_index);
-      p.recompute_stats = n.op() == "batch_norm_backward" && p.eps >= 0;
+      const cpu::BatchNormParams p = make_params(n);
       const bool bf16 = x == DType::kBF16;
       return [p, bf16, run, parallel](const KernelArgs& a) { run(p, bf16, a, parallel); };
     };
@@ -417,8 +416,9 @@ void RegisterBatchNorm(OpRegistry& r) {
   t.attrs = {{"eps", 1e-5}, {"blocked", false}};
   t.infer = InferBatchNormTrain;
   t.grad = GradBatchNormTrain;
+  auto train_params = [](const Node& n) { return BatchNormParamsOfNode(n, 0); };
   SetKernels<cpu::BatchNormParams>(
-      t, [](const Node& n) { return BatchNormParamsOfNode(n, 0); },
+      t, train_params,
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
         auto run = [&](const cpu::BatchNormParams& q, const KernelArgs& c) {
@@ -428,8 +428,8 @@ void RegisterBatchNorm(OpRegistry& r) {
         if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 3, 4, 1, run);
         run(p, a);
       });
-  WithHalfActivationKernels(t, 0, [](const cpu::BatchNormParams& p, bool bf16,
-                                      const KernelArgs& a, bool par) {
+  WithHalfActivationKernels(t, 0, train_params, [](const cpu::BatchNormParams& p, bool bf16,
+                                                    const KernelArgs& a, bool par) {
     cpu::BatchNormTrainHalfX(p, In<uint16_t>(a, 0), bf16, In<float>(a, 1), In<float>(a, 2),
                              Out<float>(a, 0), Out<float>(a, 1), Out<float>(a, 2),
                              Out<float>(a, 3), par);
@@ -465,13 +465,13 @@ void RegisterBatchNorm(OpRegistry& r) {
   b.attrs = {{"eps", -1.0}, {"blocked", false}};
   b.infer = InferBatchNormBackward;
   b.not_differentiable = true;
+  auto backward_params = [](const Node& n) {
+    auto p = BatchNormParamsOfNode(n, 1);
+    p.recompute_stats = p.eps >= 0;
+    return p;
+  };
   SetKernels<cpu::BatchNormParams>(
-      b,
-      [](const Node& n) {
-        auto p = BatchNormParamsOfNode(n, 1);
-        p.recompute_stats = p.eps >= 0;
-        return p;
-      },
+      b, backward_params,
       [](auto v, const cpu::BatchNormParams& p, const KernelArgs& a, bool par) {
         using T = decltype(v);
         auto run = [&](const cpu::BatchNormParams& q, const KernelArgs& c) {
@@ -481,8 +481,8 @@ void RegisterBatchNorm(OpRegistry& r) {
         if (p.block > 1 && !par) return OnPlainCopies<T>(p, a, 5, 3, 2, run);
         run(p, a);
       });
-  WithHalfActivationKernels(b, 1, [](const cpu::BatchNormParams& p, bool bf16,
-                                      const KernelArgs& a, bool par) {
+  WithHalfActivationKernels(b, 1, backward_params, [](const cpu::BatchNormParams& p, bool bf16,
+                                                       const KernelArgs& a, bool par) {
     cpu::BatchNormBackwardHalfX(p, In<float>(a, 0), In<uint16_t>(a, 1), bf16, In<float>(a, 2),
                                 In<float>(a, 3), In<float>(a, 4), Out<uint16_t>(a, 0),
                                 Out<float>(a, 1), Out<float>(a, 2), par);

@@ -7,22 +7,14 @@
 // backward writes dx in x's dtype, rounded once as the cast did: the same numbers, bit for
 // bit. The backward folds only where every reader of dx is that rounding cast.
 // Blocked batch norms (block-conv-layout) keep f32.
-#include <unordered_map>
-#include <vector>
-
+#include "passes/half_casts.h"
 #include "passes/passes.h"
 
 namespace tg {
 namespace {
 
-bool Blocked(const Node& n) { return HasAttr(n.attrs(), "blocked") && GetBool(n.attrs(), "blocked"); }
-
-// The half value `v` (f32) was widened from, or null.
-Value* WidenedFrom(Value* v) {
-  const Node* p = v->producer();
-  if (v->type().dtype != DType::kF32 || p == nullptr || p->op() != "cast") return nullptr;
-  Value* from = p->input(0);
-  return IsHalf(from->type().dtype) ? from : nullptr;
+bool Blocked(const Node& n) {
+  return HasAttr(n.attrs(), "blocked") && GetBool(n.attrs(), "blocked");
 }
 
 class FoldNormCastsPass : public Pass {
@@ -30,38 +22,25 @@ class FoldNormCastsPass : public Pass {
   std::string name() const override { return "fold-norm-casts"; }
 
   bool Run(Graph& graph, PassContext&) override {
-    std::unordered_map<const Value*, std::vector<Node*>> readers;
-    for (const auto& n : graph.nodes()) {
-      for (Value* in : n->inputs()) readers[in].push_back(n.get());
-    }
-    std::unordered_map<const Value*, bool> escapes;  // returned, or a variable's new value
-    for (Value* v : graph.outputs()) escapes[v] = true;
-    for (const VariableUpdate& u : graph.updates()) escapes[u.value] = true;
-
+    const SingleReaders readers(graph);
     bool changed = false;
     for (const auto& up : graph.nodes()) {
       Node& n = *up;
       if (Blocked(n)) continue;
       if (n.op() == "batch_norm_train" && n.input(1)->type().dtype == DType::kF32) {
-        if (Value* half = WidenedFrom(n.input(0))) {
+        if (Value* half = HalfSource(n.input(0), n)) {
           n.set_input(0, half);
           changed = true;
         }
       } else if (n.op() == "batch_norm_backward" && n.input(0)->type().dtype == DType::kF32) {
-        Value* half = WidenedFrom(n.input(1));
-        if (half == nullptr) continue;
+        Value* half = HalfSource(n.input(1), n);
         Value* dx = n.output(0);
-        const std::vector<Node*>& rounds = readers[dx];
-        bool all_round = !rounds.empty() && !escapes.count(dx);
-        for (const Node* r : rounds) {
-          all_round &= r->op() == "cast" && r->output()->type().dtype == half->type().dtype;
-        }
-        if (!all_round) continue;
+        if (half == nullptr || RoundedTo(dx, n, readers) != half->type().dtype) continue;
         n.set_input(1, half);
         TensorType t = dx->type();
         t.dtype = half->type().dtype;
         dx->set_type(t);
-        for (Node* r : rounds) graph.ReplaceAllUsesWith(r->output(), dx);
+        for (Node* r : readers.All(dx)) graph.ReplaceAllUsesWith(r->output(), dx);
         changed = true;
       }
     }

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ops/registry.h"
+#include "passes/half_casts.h"
 #include "passes/half_exactness.h"
 #include "passes/passes.h"
 #include "passes/single_reader.h"
@@ -35,34 +36,6 @@ namespace {
 bool HasNativeHalfKernel(const std::string& op) {
   const OpDef* def = OpRegistry::Global().Find(op);
   return def != nullptr && !def->half_kernels.empty();
-}
-
-// The half value `v` is a cast up to f32 of, on `reader`'s device; or null.
-Value* HalfSource(const Value* v, DType half, const Node& reader) {
-  const Node* cast = v->producer();
-  if (cast == nullptr || cast->op() != "cast" || cast->inputs().size() != 1 ||
-      cast->placement() != reader.placement()) {
-    return nullptr;
-  }
-  Value* src = cast->input(0);
-  return src->type().dtype == half && v->type().dtype == DType::kF32 ? src : nullptr;
-}
-
-// The half dtype every reader of `v` rounds it to (all readers casts to one half dtype on
-// `n`'s device, and `v` neither a graph output nor a variable update); f32 when none.
-DType RoundedTo(const Value* v, const Node& n, const SingleReaders& readers) {
-  const std::vector<Node*>& rounding = readers.All(v);
-  if (rounding.empty() || readers.uses(v) != static_cast<int>(rounding.size())) {
-    return DType::kF32;
-  }
-  const DType half = rounding[0]->output()->type().dtype;
-  for (const Node* r : rounding) {
-    if (r->op() != "cast" || r->inputs().size() != 1 || r->output()->type().dtype != half ||
-        r->placement() != n.placement()) {
-      return DType::kF32;
-    }
-  }
-  return HalfExactness::IsHalf(half) ? half : DType::kF32;
 }
 
 class NarrowHalfDensePass : public Pass {

@@ -85,10 +85,10 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   for (Value* v : exe->program_.graph->hyperparams()) exe->hyperparams_.emplace_back(v->type());
   exe->CheckFitsInMemory();
   const auto& vars = exe->program_.graph->variables();
+  auto index = [&](const Value* v) {
+    return static_cast<size_t>(std::find(vars.begin(), vars.end(), v) - vars.begin());
+  };
   for (const VariableShadow& sh : exe->program_.graph->shadows()) {
-    auto index = [&](const Value* v) {
-      return static_cast<size_t>(std::find(vars.begin(), vars.end(), v) - vars.begin());
-    };
     exe->shadows_.emplace_back(index(sh.shadow), index(sh.source));
   }
   for (int r = 0; r < options.replicas; ++r) exe->AddReplica(r == 0);
@@ -260,9 +260,9 @@ void Executable::Bind(Replica& r) {
   }
 }
 
-bool Executable::IsShadow(const Value* v) const {
-  for (const VariableShadow& s : program_.graph->shadows()) {
-    if (s.shadow == v) return true;
+bool Executable::IsShadow(size_t variable) const {
+  for (const auto& [shadow, source] : shadows_) {
+    if (shadow == variable) return true;
   }
   return false;
 }
@@ -279,8 +279,9 @@ void Executable::RecastShadows(Replica& r, size_t source) {
 
 std::vector<std::string> Executable::VariableNames() const {
   std::vector<std::string> names;
-  for (Value* v : program_.graph->variables()) {
-    if (!IsShadow(v)) names.push_back(v->name());
+  const auto& vars = program_.graph->variables();
+  for (size_t i = 0; i < vars.size(); ++i) {
+    if (!IsShadow(i)) names.push_back(vars[i]->name());
   }
   return names;
 }
@@ -302,7 +303,7 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
   std::lock_guard<std::mutex> lock(mutex_);
   size_t index = IndexOf(program_.graph->variables(), name, "variable");
   const TensorType& type = replicas_[0].variables[index].type();
-  TG_CHECK(!IsShadow(program_.graph->variables()[index]), kInvalidInput, "variable '", name,
+  TG_CHECK(!IsShadow(index), kInvalidInput, "variable '", name,
            "' is a half copy the compiler keeps of another variable: write that one");
   TG_CHECK(value.type == type, kInvalidInput, "variable '", name, "': expected ",
            type.ToString(), ", got ", value.type.ToString());
@@ -356,9 +357,10 @@ void Executable::ReadVariablesInto(const std::vector<std::string>& names,
 
 std::vector<std::string> Executable::WrittenVariableNames() const {
   std::vector<std::string> names;
-  std::unordered_set<const Value*> seen;
+  std::unordered_set<const Value*> seen, shadows;
+  for (const VariableShadow& sh : program_.graph->shadows()) shadows.insert(sh.shadow);
   for (const VariableUpdate& u : program_.graph->updates()) {
-    if (!IsShadow(u.variable) && seen.insert(u.variable).second) {
+    if (!shadows.count(u.variable) && seen.insert(u.variable).second) {
       names.push_back(u.variable->name());
     }
   }

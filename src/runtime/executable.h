@@ -301,7 +301,7 @@ class Executable {
   // Half shadows (ir/graph.h: VariableShadow): recasts replica r's shadows of the variable
   // with this index (SIZE_MAX: of every variable) from their sources.
   void RecastShadows(Replica& r, size_t source = SIZE_MAX);
-  bool IsShadow(const Value* v) const;
+  bool IsShadow(size_t variable) const;  // by variable index
 
   mutable std::mutex mutex_;  // serializes calls (see the class comment)
   CompileOptions options_;
