@@ -117,10 +117,12 @@ class _MatMul(torch.nn.Module):
         return x @ self.w
 
 
-def gemm(n=1024, rounds=3):
-    """fp32 and bf16 GEMM n^3 in torch, raw oneDNN (the primitive tilegraph calls, alone) and
-    tilegraph (a bf16 model's matmul through inferenceModel), next to the fp32 FMA peak and
-    the bf16 peak (AMX tiles or AVX512_BF16 dot products) measured in the same run."""
+def gemm(n=1024, rounds=10):
+    """fp32 and bf16 GEMM n^3 in torch, raw oneDNN (the primitive alone), tilegraph's AMX GEMM
+    alone where the CPU has AMX (the kernel tilegraph's bf16 matmuls run there; b packed every
+    run as for a trained weight, and kept as for an inference weight) and tilegraph (a model's
+    matmul through inferenceModel: the kernel plus copies in and out), next to the fp32 FMA
+    peak and the bf16 peak (AMX tiles or AVX512_BF16 dot products) measured in the same run."""
     threads = torch.get_num_threads()
     res = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
@@ -132,6 +134,13 @@ def gemm(n=1024, rounds=3):
         raw.run()
         best = min(_time(raw.run) for _ in range(rounds))
         res[f"oneDNN raw {name} GFLOP/s ({raw.implementation})"] = 2 * n ** 3 / best / 1e9
+        if dtype == torch.bfloat16 and tilegraph._core.amx_gemm_usable():
+            for keep in (False, True):
+                amx = tilegraph._core.RawAmxGemm(n, n, n, keep_b=keep)
+                amx.run()
+                best = min(_time(amx.run) for _ in range(rounds))
+                res[f"tilegraph AMX GEMM alone bf16 GFLOP/s (b {'kept' if keep else 'packed per run'})"] = \
+                    2 * n ** 3 / best / 1e9
         model = _MatMul(n).to(dtype).eval()
         engine = tilegraph.inferenceModel(model, tilegraph.Options().setThreads(threads))
         engine(a)
@@ -144,6 +153,9 @@ def gemm(n=1024, rounds=3):
     if bf16_peak["gflops"]:
         res["tilegraph bf16 fraction of bf16 peak"] = \
             res["tilegraph bf16 GFLOP/s"] / bf16_peak["gflops"]
+        kept = "tilegraph AMX GEMM alone bf16 GFLOP/s (b kept)"
+        if kept in res:
+            res["AMX GEMM alone (b kept) fraction of bf16 peak"] = res[kept] / bf16_peak["gflops"]
     res["native bf16 kernels (tilegraph)"] = float(tilegraph._core.native_bf16_dense())
     return res
 

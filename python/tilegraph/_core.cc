@@ -9,6 +9,7 @@
 #include <nanobind/stl/vector.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 
@@ -16,6 +17,7 @@
 #include "autodiff/optimizer.h"
 #include "passes/mixed_precision.h"
 #include "ir/printer.h"
+#include "kernels/cpu/amx_gemm.h"
 #include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/machine_limits.h"
 #include "kernels/cpu/onednn_kernels.h"
@@ -563,7 +565,8 @@ NB_MODULE(_core, m) {
         "bf16 dot-product peak (AVX512_BF16) on `threads` threads (GFLOP/s, isa; 0 and "
         "'none' without it).");
   m.def("native_bf16_dense", &cpu::NativeBf16Dense,
-        "Whether bf16 matmuls / convolutions run on oneDNN's native bf16 kernels here.");
+        "Whether bf16 matmuls / convolutions run on native bf16 kernels here (tilegraph's AMX "
+        "GEMM or oneDNN's).");
   m.def("measure_triad_bandwidth", [](int threads) {
     nb::gil_scoped_release release;
     return cpu::MeasureTriadBandwidthGbs(threads);
@@ -608,6 +611,58 @@ NB_MODULE(_core, m) {
       }, "One matmul.")
       .def_prop_ro("implementation",
                    [](const RawOnednnMatmul& self) { return self.matmul->implementation(); });
+
+  // tilegraph's AMX bf16 GEMM alone (kernels/cpu/amx_gemm.h), as RawOnednnMatmul runs
+  // oneDNN's: buffers it owns, no graph, no copies; bench/mixed_precision.py's kernel figure.
+  struct RawAmxGemm {
+    // 64-byte aligned, as the engine's arena buffers are (a row-major a is read in place).
+    struct Bits {
+      uint16_t* data = nullptr;
+      size_t count = 0;
+      void resize(size_t n) {
+        std::free(data);
+        data = static_cast<uint16_t*>(std::aligned_alloc(64, (n * 2 + 63) / 64 * 64));
+        count = n;
+      }
+      size_t size() const { return count; }
+      ~Bits() { std::free(data); }
+    };
+    Bits a, b, out;
+    std::unique_ptr<cpu::AmxBf16Gemm> gemm;
+    uint64_t version = 1;
+    bool keep_b = false;
+  };
+  m.def("amx_gemm_usable", [] { return cpu::AmxBf16GemmUsable(); },
+        "Whether bf16 matmuls run on tilegraph's AMX GEMM in this process.");
+  nb::class_<RawAmxGemm>(m, "RawAmxGemm",
+                         "out[m,n] = a[m,k] @ b[k,n] in bf16 with tilegraph's AMX GEMM alone; "
+                         "keep_b: b's packed panels kept across runs (a weight), else packed "
+                         "every run.")
+      .def("__init__", [](RawAmxGemm* self, int64_t m, int64_t k, int64_t n, bool keep_b) {
+        if (!cpu::AmxBf16GemmUsable()) {
+          throw std::runtime_error("RawAmxGemm: this CPU or process cannot run AMX tiles");
+        }
+        new (self) RawAmxGemm();
+        cpu::MatmulParams p;
+        p.m = m, p.k = k, p.n = n;
+        std::vector<float> a(static_cast<size_t>(m * k)), b(static_cast<size_t>(k * n));
+        for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>(i % 7) - 3;
+        for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>(i % 5) - 2;
+        self->a.resize(a.size());
+        self->b.resize(b.size());
+        self->out.resize(static_cast<size_t>(m * n));
+        cpu::CastBuffer(a.data(), cpu::ElemType::kF32, self->a.data, cpu::ElemType::kBF16,
+                        static_cast<int64_t>(a.size()));
+        cpu::CastBuffer(b.data(), cpu::ElemType::kF32, self->b.data, cpu::ElemType::kBF16,
+                        static_cast<int64_t>(b.size()));
+        self->gemm = std::make_unique<cpu::AmxBf16Gemm>(p, false, cpu::Activation::kNone, true);
+        self->keep_b = keep_b;
+      }, nb::arg("m"), nb::arg("k"), nb::arg("n"), nb::arg("keep_b") = false)
+      .def("run", [](RawAmxGemm& self) {
+        nb::gil_scoped_release release;
+        self.gemm->Run(self.a.data, self.b.data, self.out.data, nullptr,
+                       self.keep_b ? &self.version : nullptr);
+      }, "One matmul.");
 
   m.def("mpi_available", &MpiAvailable, "Whether this build can run across processes (MPI).");
   m.def("mpi_world", [] {

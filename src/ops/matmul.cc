@@ -2,6 +2,7 @@
 // CPU kernel: oneDNN (f32), the reference loops for f64.
 #include <string>
 
+#include "kernels/cpu/dense_matmul.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/builder.h"
@@ -176,8 +177,9 @@ KernelFactory MatmulEpilogueKernel(bool reference) {
   });
 }
 
-// A bf16 matmul (or matmul_epilogue, whose bias is bf16 too) on oneDNN's bf16 kernels when
-// this CPU has them (cpu::NativeBf16Dense); empty, so widened, otherwise. The same numbers as
+// A bf16 matmul (or matmul_epilogue, whose bias is bf16 too) on native bf16 kernels when
+// this CPU has them (cpu::NativeBf16Dense: tilegraph's AMX GEMM where the CPU has AMX, else
+// oneDNN's AVX512_BF16 kernels; cpu::DenseMatmul); empty, so widened, otherwise. The same numbers as
 // the widened kernel up to the order of the f32 sums: bf16 products are exact in f32, and
 // the result is rounded once.
 KernelFactory NativeBf16MatmulKernel(bool epilogue) {
@@ -186,9 +188,9 @@ KernelFactory NativeBf16MatmulKernel(bool epilogue) {
     cpu::MatmulParams p = ParamsOf(n);
     if (p.k == 0) return nullptr;
     const bool weight = IsWeightDerived(n.input(1));
-    cpu::OnednnMatmul mm(p, {epilogue, epilogue ? ActivationOf(n) : cpu::Activation::kNone},
-                         weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo,
-                         cpu::DenseType::kBF16);
+    cpu::DenseMatmul mm(p, {epilogue, epilogue ? ActivationOf(n) : cpu::Activation::kNone},
+                        weight ? cpu::PrepackB::kIfBlocked : cpu::PrepackB::kNo,
+                        cpu::DenseType::kBF16);
     if (cpu::IsReferenceImplementation(mm.implementation())) return nullptr;
     return [mm, weight, epilogue](const KernelArgs& a) {
       mm.Run(a.inputs[0], a.inputs[1], a.outputs[0], epilogue ? a.inputs[2] : nullptr,

@@ -124,7 +124,7 @@ Conv2dBackwardWeightGemm::Conv2dBackwardWeightGemm(const Conv2dParams& p, DenseT
   m.n = p.c * p.kh * p.kw;
   m.k = p.n * p.oh * p.ow;
   m.trans_b = true;
-  gemm_ = std::make_shared<OnednnMatmul>(m, MatmulEpilogue{}, PrepackB::kNo, type);
+  gemm_ = std::make_shared<DenseMatmul>(m, MatmulEpilogue{}, PrepackB::kNo, type);
 }
 
 namespace {
@@ -192,7 +192,7 @@ T* ScratchOf(std::vector<unsigned char>& scratch, int64_t offset, int64_t count)
 }
 
 template <typename T>
-void RunGemmBackwardWeight(const Conv2dParams& p, const OnednnMatmul& gemm,
+void RunGemmBackwardWeight(const Conv2dParams& p, const DenseMatmul& gemm,
                            std::vector<unsigned char>& scratch, const T* dy, const T* x, T* dw) {
   const int64_t k = p.n * p.oh * p.ow, taps = p.c * p.kh * p.kw;
   if (p.o == 0 || taps == 0) return;
@@ -209,7 +209,7 @@ void RunGemmBackwardWeight(const Conv2dParams& p, const OnednnMatmul& gemm,
 
 // Forward on columns: y^T [o][n * positions] = w [o][taps] . cols, scattered to NCHW.
 template <typename T>
-void RunGemmForward(const Conv2dParams& p, const OnednnMatmul& gemm,
+void RunGemmForward(const Conv2dParams& p, const DenseMatmul& gemm,
                     std::vector<unsigned char>& scratch, const T* x, const T* w, T* y) {
   const int64_t k = p.n * p.oh * p.ow, taps = p.c * p.kh * p.kw;
   T* cols = ScratchOf<T>(scratch, 0, (taps + p.o) * k);
@@ -222,7 +222,7 @@ void RunGemmForward(const Conv2dParams& p, const OnednnMatmul& gemm,
 // Backward-input on columns: dcols [taps][n * positions] = w^T . dy^T in f32, then each dx
 // element the f32 sum of the columns that read it, rounded once to T (col2im).
 template <typename T>
-void RunGemmBackwardInput(const Conv2dParams& p, const OnednnMatmul& gemm,
+void RunGemmBackwardInput(const Conv2dParams& p, const DenseMatmul& gemm,
                           std::vector<unsigned char>& scratch, const T* dy, const T* w, T* dx) {
   const int64_t positions = p.oh * p.ow, k = p.n * positions, taps = p.c * p.kh * p.kw;
   const int64_t plane = p.h * p.w;
@@ -326,7 +326,7 @@ Conv2dGemm::Conv2dGemm(const Conv2dParams& p, ConvPass pass, DenseType type)
   }
   const DenseType gemm_type =
       !batched_ && !forward && type == DenseType::kBF16 ? DenseType::kBF16ToF32 : type;
-  gemm_ = std::make_shared<OnednnMatmul>(m, MatmulEpilogue{}, PrepackB::kNo, gemm_type);
+  gemm_ = std::make_shared<DenseMatmul>(m, MatmulEpilogue{}, PrepackB::kNo, gemm_type);
 }
 
 void Conv2dGemm::Run(const void* in0, const void* in1, void* out) const {

@@ -16,7 +16,7 @@
 #include <vector>
 
 #include "kernels/cpu/dense_params.h"
-#include "kernels/cpu/onednn_kernels.h"
+#include "kernels/cpu/dense_matmul.h"
 
 namespace tg::cpu {
 
@@ -56,7 +56,7 @@ class Conv2dBackwardWeightGemm {
  private:
   Conv2dParams p_;
   DenseType type_;
-  std::shared_ptr<OnednnMatmul> gemm_;
+  std::shared_ptr<DenseMatmul> gemm_;
   // dy^T then the columns, shared by copies of the kernel (as Conv2dBackwardWeightIm2col's).
   std::shared_ptr<std::vector<unsigned char>> scratch_ =
       std::make_shared<std::vector<unsigned char>>();
@@ -99,7 +99,7 @@ class Conv2dGemm {
   ConvPass pass_;
   DenseType type_;
   bool batched_ = false;
-  std::shared_ptr<OnednnMatmul> gemm_;
+  std::shared_ptr<DenseMatmul> gemm_;
   // Columns / gathered rows and the GEMM's result, shared by copies of the kernel.
   std::shared_ptr<std::vector<unsigned char>> scratch_ =
       std::make_shared<std::vector<unsigned char>>();

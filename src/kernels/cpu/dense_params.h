@@ -2,6 +2,7 @@
 // raw pointers plus one of these; the op files fill them from node types and attributes.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -15,6 +16,22 @@ struct MatmulParams {
   int64_t m = 0, n = 0, k = 0;
   bool trans_a = false, trans_b = false;
 };
+
+// The same product as one GEMM where that is possible: a batch of row-major a's times one b
+// shared by every batch ([B..., M, K] x [K, N]) is [B * M, K] x [K, N] on the same bytes,
+// and its result [B * M, N] is the batched result's layout. One GEMM streams b once; B
+// GEMMs of M rows each read all of b every time (nn.MultiheadAttention's in-projection,
+// [seq, batch, E] x [E, 3E]: 197 products of 2 rows, 46 ms instead of 4).
+inline MatmulParams FoldSharedB(MatmulParams p) {
+  const bool one_b = std::all_of(p.b_batch.begin(), p.b_batch.end(),
+                                 [](int64_t d) { return d == 1; });
+  if (p.trans_a || !one_b || p.a_batch != p.batch) return p;
+  for (int64_t d : p.batch) p.m *= d;
+  p.batch.clear();
+  p.a_batch.clear();
+  p.b_batch.clear();
+  return p;
+}
 
 // conv2d: x [n, c, h, w], w [o, c / groups, kh, kw], y [n, o, oh, ow] (no bias).
 struct Conv2dParams {

@@ -105,22 +105,6 @@ __attribute__((target("avx512f,avx512bf16"))) float Bf16DotChains(int64_t iterat
 }
 
 
-// CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
-bool CpuHasAmxBf16() {
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return (d >> 22 & 1) && (d >> 24 & 1);
-}
-
-// AMX: Linux hands out the tile data state only on request (arch_prctl ARCH_REQ_XCOMP_PERM for
-// XFEATURE_XTILEDATA); oneDNN asks the same way. Per process, so once is enough.
-bool RequestAmxTileData() {
-  constexpr int kArchReqXcompPerm = 0x1023;
-  constexpr int kXfeatureXtileData = 18;
-  static const bool granted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
-  return granted;
-}
-
 // Tiles 0-3 accumulate (16 x 16 f32), 4-5 hold A (16 rows x 32 bf16), 6-7 hold B (16 rows of
 // 16 bf16 pairs): a 2 x 2 block of independent tdpbf16ps chains, each instruction
 // 16 x 16 x 32 multiply-adds. Four chains cover the instruction's latency at one per 16
@@ -182,6 +166,20 @@ double BestChainsGflops(int threads, int repeats, double flops_per_iteration,
 }
 
 }  // namespace
+
+// CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+bool CpuHasAmxBf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (d >> 22 & 1) && (d >> 24 & 1);
+}
+
+bool RequestAmxTileData() {
+  constexpr int kArchReqXcompPerm = 0x1023;
+  constexpr int kXfeatureXtileData = 18;
+  static const bool granted = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtileData) == 0;
+  return granted;
+}
 
 FmaPeak MeasureBf16DotPeak(int threads, int repeats) {
   if (CpuHasAmxBf16() && RequestAmxTileData()) {

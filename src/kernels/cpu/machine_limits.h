@@ -25,6 +25,13 @@ FmaPeak MeasureFmaPeak(int threads, int repeats = 5);
 // instructions oneDNN's bf16 GEMM kernels run on.
 FmaPeak MeasureBf16DotPeak(int threads, int repeats = 5);
 
+// Whether the CPU has AMX-BF16 and AMX-TILE (CPUID; says nothing about the OS).
+bool CpuHasAmxBf16();
+// AMX needs the tile data state, which Linux hands out only on request (arch_prctl
+// ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; oneDNN asks the same way). Asked once per
+// process; true when granted. Call before any tile instruction, on any thread.
+bool RequestAmxTileData();
+
 // c[i] = a[i] + s * b[i] over three arrays of `megabytes_per_array` MiB; bytes counted as
 // 3 x array size per run (two reads, one write), as STREAM does.
 double MeasureTriadBandwidthGbs(int threads, int64_t megabytes_per_array = 128, int repeats = 5);
