@@ -421,6 +421,17 @@ NB_MODULE(_core, m) {
         exe.ReadVariablesInto(names, dsts, types);
       }, nb::arg("names"), nb::arg("outs"),
          "read_variable_into for many variables at once, the copies spread over the threads.")
+      .def("variable_view", [](Executable& exe, const std::string& name) {
+        // A writable numpy array over the variable's own memory (VariableStorage), keeping
+        // the executable alive while it lives; bf16 as its uint16 bits.
+        const TensorType type = exe.VariableType(name);
+        void* data = exe.VariableStorage(name);
+        std::vector<size_t> shape(type.shape.begin(), type.shape.end());
+        nb::object owner = nb::find(&exe);
+        return nb::cast(nb::ndarray<nb::numpy>(data, shape.size(), shape.data(), owner,
+                                               nullptr, py::NumpyDTypeOf(type.dtype)));
+      }, nb::arg("name"),
+         "The variable's memory as a numpy array (no copy; runs write it in place).")
       .def_prop_ro("written_variables", &Executable::WrittenVariableNames)
       .def("write_variable", [](Executable& exe, const std::string& name, const Array& a) {
         TensorView v = ViewOf(a);

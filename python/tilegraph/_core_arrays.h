@@ -48,27 +48,31 @@ inline HostTensor TensorOf(const Array& a) {
   return HostTensor(v.type, v.data);
 }
 
+// numpy's element type for a DType. numpy has no bfloat16: bf16 is shown as its uint16 bits
+// (tilegraph._engine_io views them as torch.bfloat16).
+inline nb::dlpack::dtype NumpyDTypeOf(DType dtype) {
+  switch (dtype) {
+    case DType::kF32: return nb::dtype<float>();
+    case DType::kF64: return nb::dtype<double>();
+    case DType::kI64: return nb::dtype<int64_t>();
+    case DType::kI32: return nb::dtype<int32_t>();
+    case DType::kBool: return nb::dtype<bool>();
+    case DType::kU8: return nb::dtype<uint8_t>();
+    case DType::kI8: return nb::dtype<int8_t>();
+    case DType::kI16: return nb::dtype<int16_t>();
+    case DType::kF16: return {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
+    case DType::kBF16: return nb::dtype<uint16_t>();
+  }
+  return nb::dtype<uint8_t>();
+}
+
 // Hands a HostTensor to numpy without copying.
 inline nb::object ToNumpy(HostTensor t) {
   auto* owned = new HostTensor(std::move(t));
   nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<HostTensor*>(p); });
   std::vector<size_t> shape(owned->type().shape.begin(), owned->type().shape.end());
-  nb::dlpack::dtype dt;
-  switch (owned->type().dtype) {
-    case DType::kF32: dt = nb::dtype<float>(); break;
-    case DType::kF64: dt = nb::dtype<double>(); break;
-    case DType::kI64: dt = nb::dtype<int64_t>(); break;
-    case DType::kI32: dt = nb::dtype<int32_t>(); break;
-    case DType::kBool: dt = nb::dtype<bool>(); break;
-    case DType::kU8: dt = nb::dtype<uint8_t>(); break;
-    case DType::kI8: dt = nb::dtype<int8_t>(); break;
-    case DType::kI16: dt = nb::dtype<int16_t>(); break;
-    case DType::kF16: dt = {static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1}; break;
-    // numpy has no bfloat16: bf16 comes back as its uint16 bits (tilegraph._engine_io
-    // views them as torch.bfloat16).
-    case DType::kBF16: dt = nb::dtype<uint16_t>(); break;
-  }
-  nb::ndarray<nb::numpy> arr(owned->data(), shape.size(), shape.data(), owner, nullptr, dt);
+  nb::ndarray<nb::numpy> arr(owned->data(), shape.size(), shape.data(), owner, nullptr,
+                             NumpyDTypeOf(owned->type().dtype));
   return nb::cast(arr);
 }
 

@@ -35,8 +35,10 @@ API = [
     ("PoplarExecutor.rng_state", IMPLEMENTED, "[seed, step]; setting it replays the stream"),
     ("PoplarExecutor.getTensorNames", IMPLEMENTED, "inputs, variables, outputs"),
     ("PoplarExecutor.getAnchoredTensor", IMPLEMENTED, "see Options.anchorTensor"),
-    ("PoplarExecutor.copyWeightsToHostIfNeeded", IMPLEMENTED, "always False: weights are "
-                                                              "copied as a call returns"),
+    ("PoplarExecutor.copyWeightsToHostIfNeeded", IMPLEMENTED, "always False: the module "
+                                                              "views the engine's weights, or "
+                                                              "they are copied as a call "
+                                                              "returns"),
     ("PoplarExecutor.copyWeightsToHost", IMPLEMENTED, ""),
     ("PoplarExecutor.copyWeightsToDevice", IMPLEMENTED, ""),
     ("PoplarExecutor.setOptimizer", IMPLEMENTED, "new hyperparameters, no recompilation"),

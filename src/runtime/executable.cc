@@ -308,10 +308,17 @@ void Executable::WriteVariable(const std::string& name, const TensorView& value)
   TG_CHECK(value.type == type, kInvalidInput, "variable '", name, "': expected ",
            type.ToString(), ", got ", value.type.ToString());
   for (Replica& r : replicas_) {
-    if (type.bytes() > 0) std::memcpy(r.variables[index].data(), value.data, type.bytes());
+    // The value may be the variable's own memory (a host tensor aliasing it: VariableStorage).
+    void* dst = r.variables[index].data();
+    if (type.bytes() > 0 && dst != value.data) std::memcpy(dst, value.data, type.bytes());
     RecastShadows(r, index);
     ++r.variables_version;
   }
+}
+
+void* Executable::VariableStorage(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return replicas_[0].variables[IndexOf(program_.graph->variables(), name, "variable")].data();
 }
 
 HostTensor Executable::ReadVariable(const std::string& name) const {

@@ -115,6 +115,13 @@ class Executable {
   // Copies the variable into `dst`, which must hold its type exactly (one copy, no allocation:
   // how the Python executor refreshes the module's parameters after every training call).
   void ReadVariableInto(const std::string& name, void* dst, const TensorType& type) const;
+  // The memory of variable `name` (replica 0's copy): fixed for the executable's lifetime
+  // and written in place by every run, so a host tensor may alias it and read the weights a
+  // call left without a copy (the Python training executor aliases the module's parameters
+  // this way). Writing through it changes what runs read; WriteVariable(name, a view of this
+  // memory) is then what recasts the variable's shadows, updates the other replicas and
+  // moves the variables version for kernels' derived data.
+  void* VariableStorage(const std::string& name);
   // ReadVariableInto for many variables in one call, their bytes split over the CPU threads
   // (one thread's memcpy moved BERT-Base's 440 MB of weights at ~12 GB/s: 75 ms per call).
   void ReadVariablesInto(const std::vector<std::string>& names, const std::vector<void*>& dsts,
