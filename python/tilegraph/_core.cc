@@ -122,6 +122,11 @@ nb::bytes ExportOnnxBytes(const Graph& graph, const Executable& exe);  // _core_
 #endif
 
 NB_MODULE(_core, m) {
+  // A training executor's module tensors are numpy views that keep their Executable alive
+  // (variable_view); a module still alive when the interpreter exits keeps it alive past
+  // nanobind's shutdown check, which would then report the executable and every bound
+  // function as "leaked" although nothing is: the process is ending with them in use.
+  nb::set_leak_warnings(false);
   m.doc() = "tilegraph C++ core";
   m.attr("isa") = TILEGRAPH_ISA;      // which build of the core this is (avx512, avx2, ...)
   m.attr("march") = TILEGRAPH_MARCH;  // the -march it was compiled with
