@@ -782,6 +782,18 @@ class PoplarExecutor:
                         continue
                     del self._aliased[name]  # given other memory since: copied again
                 pairs.append((name, t))
+            # A tensor behind two variables (a tied weight: BERT's word embedding and decoder
+            # weight are two variables, the program trains one and only declares the other)
+            # takes the values of one: the last the program writes, else the last.
+            # read_variables_into copies on several threads, so two copies into one tensor
+            # raced, and the module showed the untrained copy whenever it landed last (the
+            # IPU Model family test saw it as a rare mismatch).
+            chosen = {}
+            for i, (name, t) in enumerate(pairs):
+                if id(t) not in chosen or name in self._written or \
+                        pairs[chosen[id(t)]][0] not in self._written:
+                    chosen[id(t)] = i
+            pairs = [pair for i, pair in enumerate(pairs) if chosen[id(pair[1])] == i]
             with torch.no_grad():
                 for name, t in read_variables_into(self._exe, pairs):
                     value = from_engine(np.asarray(self._exe.read_variable(name)))
