@@ -23,6 +23,19 @@ class Net(nn.Module):
         return out, nn.functional.cross_entropy(out, y)
 
 
+class TiedLM(nn.Module):
+    """An embedding tied to the output projection (one Parameter under two names), as BERT's
+    word embedding and decoder weight."""
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.out = nn.Linear(4, 10)
+        self.out.weight = self.emb.weight
+
+    def forward(self, idx):
+        return nn.functional.cross_entropy(self.out(torch.tanh(self.emb(idx))), (idx + 1) % 10)
+
+
 def _data(batch=4):
     torch.manual_seed(1)
     return torch.randn(batch, 6), torch.randint(0, 3, (batch,))
@@ -228,17 +241,6 @@ def test_a_tied_weight_the_program_keeps_as_two_variables_is_copied(monkeypatch)
     both in turn and, after each call, wrote one variable's values into the other's memory;
     here the two variables hold equal values and that went unseen, on Hugging Face BERT it
     did not: test_models.py's three-step BERT parity caught it.)"""
-    class TiedLM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(10, 4)
-            self.out = nn.Linear(4, 10)
-            self.out.weight = self.emb.weight
-
-        def forward(self, idx):
-            return nn.functional.cross_entropy(self.out(torch.tanh(self.emb(idx))),
-                                               (idx + 1) % 10)
-
     def run(alias):
         monkeypatch.setenv("TILEGRAPH_ALIAS_WEIGHTS", "1" if alias else "0")
         torch.manual_seed(0)
@@ -263,17 +265,6 @@ def test_a_tied_weight_shows_the_variable_the_program_trains(monkeypatch):
     (it keeps its initial values). Every copy to the host must show the trained one: the
     copies ran on several threads and both landed in the one tensor, so the module now and
     then showed the untrained values (seen as a rare mismatch in the IPU Model family test)."""
-    class TiedLM(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.emb = nn.Embedding(10, 4)
-            self.out = nn.Linear(4, 10)
-            self.out.weight = self.emb.weight
-
-        def forward(self, idx):
-            return nn.functional.cross_entropy(self.out(torch.tanh(self.emb(idx))),
-                                               (idx + 1) % 10)
-
     monkeypatch.delenv("TILEGRAPH_ALIAS_WEIGHTS", raising=False)
     torch.manual_seed(0)
     model = TiedLM()

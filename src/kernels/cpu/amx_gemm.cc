@@ -364,7 +364,8 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
   const int64_t parts = std::min<int64_t>(
       strips, std::max<int64_t>(1, (threads + batches * chunks - 1) / (batches * chunks)));
   const int64_t items = batches * chunks * parts;
-  threads = static_cast<int>(std::min<int64_t>(threads, std::max(items, copied_per_batch)));
+  threads = static_cast<int>(
+      std::min<int64_t>(threads, std::max(items, batches * copied_per_batch)));
   const bool plain_out = !bf16_result_ && !bias_ && activation_ == Activation::kNone;
   // Kept panels of b (a weight): packed on the first run and after b changes, until it has
   // changed once (then b is packed per item, as without a version).
