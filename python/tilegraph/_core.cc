@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <optional>
 
 #include "autodiff/autodiff.h"
@@ -243,8 +244,11 @@ NB_MODULE(_core, m) {
                                    const std::string& second_moment_dtype,
                                    bool stochastic_rounding, bool automatic_loss_scaling,
                                    double growth_factor, double backoff_factor,
-                                   int64_t growth_interval) {
+                                   int64_t growth_interval, double max_grad_norm,
+                                   bool rmsprop_tf_variant) {
         OptimizerConfig config;
+        config.max_grad_norm = max_grad_norm;
+        config.rmsprop_tf_variant = rmsprop_tf_variant;
         config.automatic_loss_scaling = automatic_loss_scaling;
         config.loss_scale_growth_factor = growth_factor;
         config.loss_scale_backoff_factor = backoff_factor;
@@ -311,7 +315,9 @@ NB_MODULE(_core, m) {
          nb::arg("grad_accum_dtype") = "f32", nb::arg("first_moment_dtype") = "f32",
          nb::arg("second_moment_dtype") = "f32", nb::arg("stochastic_rounding") = false,
          nb::arg("automatic_loss_scaling") = false, nb::arg("growth_factor") = 2.0,
-         nb::arg("backoff_factor") = 0.5, nb::arg("growth_interval") = 2000);
+         nb::arg("backoff_factor") = 0.5, nb::arg("growth_interval") = 2000,
+         nb::arg("max_grad_norm") = std::numeric_limits<double>::infinity(),
+         nb::arg("rmsprop_tf_variant") = false);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,

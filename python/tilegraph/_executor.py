@@ -22,7 +22,7 @@ from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error, UnsupportedError
-from .optim import describe, state_dtypes
+from .optim import describe, state_dtypes, structure
 
 
 def _owns_contiguous_storage(t):
@@ -453,7 +453,7 @@ class PoplarExecutor:
             automatic_loss_scaling=self.options.Training.automatic_loss_scaling,
             **self.options.Training.loss_scaling_settings,
             **state_dtypes(self.optimizer), **flags)
-        self._opt_flags = (kind, flags)
+        self._opt_flags = (kind, structure(flags))
         cap.grad_of = dict(info["grad_of"])
         if cap.grad_of and all(cap.graph.is_zeros(g) for g in cap.grad_of.values()):
             # PopTorch runs such a model (its tests train a parameterless eval-mode dropout);
@@ -841,10 +841,14 @@ class PoplarExecutor:
             raise Error("setOptimizer is only valid on a training model")
         with self._lock:
             kind, flags, groups, loss_scaling = describe(optimizer)
-            if self._exe is not None and (kind, flags) != self._opt_flags:
+            shape = structure(flags)
+            if self._opt_flags and self._opt_flags[1].get("max_grad_norm"):
+                shape["max_grad_norm"] = True  # a program that clips takes any clip, or none
+            if self._exe is not None and (kind, shape) != tuple(self._opt_flags):
                 raise ValueError(f"setOptimizer: expected a {self._opt_flags[0]} optimizer with "
-                                 f"{self._opt_flags[1]}, got {kind} with {flags}; these change "
-                                 "the compiled program (wrap the model again)")
+                                 f"{self._opt_flags[1]}, got {kind} with {shape}; these "
+                                 "change the compiled program (wrap the model again; "
+                                 "max_grad_norm can change, but not from None to a value)")
             self.optimizer = optimizer
             if self._exe is None:
                 return
@@ -855,6 +859,8 @@ class PoplarExecutor:
                         self._exe.set_hyperparam(name, value)
             if "loss_scale" in self._exe.hyperparams:
                 self._exe.set_hyperparam("loss_scale", self._initial_loss_scale(loss_scaling))
+            if "max_grad_norm" in self._exe.hyperparams:
+                self._exe.set_hyperparam("max_grad_norm", flags["max_grad_norm"])
 
     def detachFromDevice(self):
         with self._lock:

@@ -53,7 +53,11 @@ class _PopTorchArgs:
     is computed in float32 and rounded to the parameter's dtype once). float32 parameters keep
     float32 state. velocity_scaling and use_combined_accum choose how an IPU scales optimizer
     state; they do not change the mathematics, so they are recorded and warn once when set.
-    max_grad_norm (clipping by the global gradient norm) is not built yet and raises."""
+    max_grad_norm clips by the global gradient norm (PopART's clipping): before each update
+    every gradient is multiplied by min(1, max_grad_norm / ||all gradients||), the 2-norm of
+    every parameter's gradient together (after gradient accumulation and the replicas'
+    reduction in the compiled program; `step()` here does the same to `.grad`, so the object
+    is also the eager reference). `optimizer.max_grad_norm = x` then setOptimizer changes it."""
 
     _STATE_DTYPES = ("accum_type", "velocity_accum_type", "first_order_momentum_accum_type",
                      "second_order_momentum_accum_type")
@@ -62,10 +66,7 @@ class _PopTorchArgs:
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
         allowed = set(self.defaults) | {"loss_scaling"}
         self.variable_attrs = VariableAttributes(allowed, allowed)
-        if max_grad_norm is not None and max_grad_norm != float("inf"):
-            raise NotImplementedError(
-                f"{type(self).__name__}(max_grad_norm={max_grad_norm}): clipping by the global "
-                "gradient norm is not built in tilegraph yet; leave max_grad_norm unset")
+        self.max_grad_norm = max_grad_norm
         self.state_dtypes = {}
         for name in self._STATE_DTYPES:
             dtype = ipu_storage.pop(name, None)
@@ -83,6 +84,51 @@ class _PopTorchArgs:
                               "IPU scales optimizer state; it does not change the mathematics "
                               "and has no effect here", stacklevel=3)
 
+    @property
+    def max_grad_norm(self):
+        """The clip of the global gradient norm (None: no clipping)."""
+        return None if self._max_grad_norm == float("inf") else self._max_grad_norm
+
+    @max_grad_norm.setter
+    def max_grad_norm(self, value):
+        v = float("inf") if value is None else float(value)
+        if not v > 0:
+            raise ValueError(f"{type(self).__name__}: max_grad_norm must be > 0 (or None), "
+                             f"got {value}")
+        self._max_grad_norm = v
+
+    @torch.no_grad()
+    def clip_grad_norm(self):
+        """Clips every parameter's .grad by the global norm as the compiled update does:
+        each gradient's squares summed in float32, the sums added in float64, the factor
+        min(1, max_grad_norm / norm) rounded to float32 and multiplied in. Returns the norm
+        (None without clipping or gradients)."""
+        if self._max_grad_norm == float("inf"):
+            return None
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return None
+        total = 0.0
+        for gr in grads:
+            x = gr.float()
+            total += float((x * x).sum())
+        norm = total ** 0.5
+        ratio = self._max_grad_norm / norm if norm > 0 else float("inf")
+        factor = ratio if ratio < 1 else 1.0
+        for gr in grads:
+            gr.copy_(gr.float() * torch.tensor(factor, dtype=torch.float32))
+        return norm
+
+    def _clipped_step(self, update, closure):
+        """step(closure) for these optimizers: the closure's loss, clipping, the update."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self.clip_grad_norm()
+        update()
+        return loss
+
 
 class SGD(torch.optim.SGD, _PopTorchArgs):
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
@@ -95,6 +141,9 @@ class SGD(torch.optim.SGD, _PopTorchArgs):
                          use_combined_accum=use_combined_accum, accum_type=accum_type,
                          velocity_accum_type=velocity_accum_type)
 
+    def step(self, closure=None):
+        return self._clipped_step(super().step, closure)
+
 
 class Adam(torch.optim.Adam, _PopTorchArgs):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
@@ -105,6 +154,9 @@ class Adam(torch.optim.Adam, _PopTorchArgs):
         self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
+
+    def step(self, closure=None):
+        return self._clipped_step(super().step, closure)
 
 
 class AdamW(torch.optim.AdamW, _PopTorchArgs):
@@ -120,17 +172,16 @@ class AdamW(torch.optim.AdamW, _PopTorchArgs):
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
 
-    @torch.no_grad()
     def step(self, closure=None):
         """torch's AdamW step; with bias_correction=False (PopTorch's option) the eager
         reference of the compiled update (src/autodiff/optimizer.cc): p *= 1 - lr*wd;
         m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; p += -lr * m / (sqrt(v) + eps)."""
         if all(g["bias_correction"] for g in self.param_groups):
-            return super().step(closure)
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+            return self._clipped_step(super().step, closure)
+        return self._clipped_step(self._update_without_bias_correction, closure)
+
+    @torch.no_grad()
+    def _update_without_bias_correction(self):
         for group in self.param_groups:
             if group["bias_correction"]:
                 raise NotImplementedError("AdamW: param groups that mix bias_correction "
@@ -151,21 +202,69 @@ class AdamW(torch.optim.AdamW, _PopTorchArgs):
                 state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
                 p.add_((state["exp_avg"] * -group["lr"]) /
                        (state["exp_avg_sq"].sqrt() + group["eps"]))
-        return loss
 
 
 class RMSprop(torch.optim.RMSprop, _PopTorchArgs):
+    """torch's RMSprop, or with use_tf_variant=True TensorFlow's (PopTorch's option, as PopART
+    computes it): square_avg starts at ones, eps goes inside the square root, and with
+    momentum the buffer accumulates lr * g / avg (p -= buf). step() is then the eager
+    reference of the compiled update (src/autodiff/optimizer.cc), in its operation order:
+    g += wd*p; sq = sq*alpha + (1-alpha)*g*g; centered: ga = lerp(ga, g, 1-alpha),
+    avg = sqrt(sq - ga*ga + eps) | avg = sqrt(sq + eps); momentum: buf = buf*momentum +
+    lr*(g/avg), p -= buf | p += (-lr*g)/avg."""
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
-                 second_order_momentum_accum_type=None, use_tf_variant=False):
-        if use_tf_variant:
-            raise NotImplementedError("RMSprop(use_tf_variant=True) is not built in tilegraph "
-                                      "yet")
+                 second_order_momentum_accum_type=None, use_tf_variant=False, max_grad_norm=None):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                          momentum=momentum, centered=centered)
-        self._init_extra(loss_scaling, None, accum_type=accum_type,
+        self.defaults["use_tf_variant"] = bool(use_tf_variant)
+        for group in self.param_groups:
+            group.setdefault("use_tf_variant", bool(use_tf_variant))
+        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
+
+    def step(self, closure=None):
+        variants = {bool(g["use_tf_variant"]) for g in self.param_groups}
+        if len(variants) > 1:
+            raise NotImplementedError("RMSprop: param groups that mix use_tf_variant True and "
+                                      "False")
+        if variants == {False}:
+            return self._clipped_step(super().step, closure)
+        return self._clipped_step(self._tf_update, closure)
+
+    @torch.no_grad()
+    def _tf_update(self):
+        for group in self.param_groups:
+            alpha, eps, lr = group["alpha"], group["eps"], group["lr"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["square_avg"] = torch.ones_like(p)
+                    if group["momentum"] > 0:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    if group["centered"]:
+                        state["grad_avg"] = torch.zeros_like(p)
+                state["step"] += 1
+                g = p.grad + p * group["weight_decay"]
+                sq = state["square_avg"] * alpha + ((1 - alpha) * g) * g
+                state["square_avg"] = sq
+                if group["centered"]:
+                    ga = state["grad_avg"]
+                    ga = ga + (1 - alpha) * (g - ga)
+                    state["grad_avg"] = ga
+                    sq = sq - ga * ga
+                avg = torch.sqrt(sq + eps)
+                if group["momentum"] > 0:
+                    buf = state["momentum_buffer"] * group["momentum"] + lr * (g / avg)
+                    state["momentum_buffer"] = buf
+                    p.copy_(p - buf)
+                else:
+                    p.copy_(p + (-lr * g) / avg)
 
 
 class LAMB(torch.optim.Optimizer, _PopTorchArgs):
@@ -207,12 +306,11 @@ class LAMB(torch.optim.Optimizer, _PopTorchArgs):
         for group in self.param_groups:
             group["max_weight_norm"] = v
 
-    @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        return self._clipped_step(self._update, closure)
+
+    @torch.no_grad()
+    def _update(self):
         for group in self.param_groups:
             b1, b2 = group["betas"]
             for p in group["params"]:
@@ -237,7 +335,6 @@ class LAMB(torch.optim.Optimizer, _PopTorchArgs):
                 r2 = torch.sqrt((r * r).sum())
                 trust = torch.where((p_norm > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
                 p.copy_(p - (trust * group["lr"]) * r)
-        return loss
 
 
 def describe(optimizer):
@@ -257,7 +354,9 @@ def describe(optimizer):
             f"tilegraph supports SGD, Adam, AdamW, RMSprop and LAMB; got "
             f"{type(optimizer).__name__}")
     groups = []
-    flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True)
+    flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True,
+                 rmsprop_tf_variant=False,
+                 max_grad_norm=float(getattr(optimizer, "_max_grad_norm", float("inf"))))
     for g in optimizer.param_groups:
         if g.get("amsgrad"):
             raise NotImplementedError("amsgrad is not supported by tilegraph yet")
@@ -279,13 +378,26 @@ def describe(optimizer):
             h.update(alpha=float(g["alpha"]), eps=float(g["eps"]), momentum=float(g["momentum"]))
             flags["use_momentum"] |= g["momentum"] != 0
             flags["centered"] |= bool(g["centered"])
+            flags["rmsprop_tf_variant"] |= bool(g.get("use_tf_variant", False))
         groups.append((list(g["params"]), h))
     corrections = {bool(g.get("bias_correction", True)) for g in optimizer.param_groups}
     if len(corrections) > 1:
         raise NotImplementedError(f"{type(optimizer).__name__}: param groups that mix "
                                   "bias_correction True and False (one setting per optimizer)")
+    variants = {bool(g.get("use_tf_variant", False)) for g in optimizer.param_groups}
+    if len(variants) > 1:
+        raise NotImplementedError("RMSprop: param groups that mix use_tf_variant True and False "
+                                  "(one setting per optimizer)")
     loss_scaling = getattr(optimizer, "loss_scaling", 1.0)
     return kind, flags, groups, loss_scaling
+
+
+def structure(flags):
+    """The part of describe()'s flags that shapes the compiled program: max_grad_norm's
+    value is a runtime hyperparameter, only whether it clips at all is structural."""
+    out = dict(flags)
+    out["max_grad_norm"] = out.get("max_grad_norm", float("inf")) != float("inf")
+    return out
 
 
 _TG_DTYPE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -324,7 +436,8 @@ def spec_of(optimizer, model):
                  if k != "params" and (v is None or isinstance(v, (bool, int, float, tuple)))}
         group["params"] = [names[id(p)] for p in g["params"] if id(p) in names]
         groups.append(group)
-    return dict(cls=cls, groups=groups, loss_scaling=getattr(optimizer, "loss_scaling", 1.0))
+    return dict(cls=cls, groups=groups, loss_scaling=getattr(optimizer, "loss_scaling", 1.0),
+                max_grad_norm=getattr(optimizer, "max_grad_norm", None))
 
 
 def from_spec(spec, model):
@@ -342,4 +455,8 @@ def from_spec(spec, model):
         raise ValueError(f"corrupt optimizer description ({e})") from None
     if isinstance(opt, _PopTorchArgs):
         opt.loss_scaling = float(spec.get("loss_scaling", 1.0))
+        try:
+            opt.max_grad_norm = spec.get("max_grad_norm")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"corrupt optimizer description ({e})") from None
     return opt

@@ -188,10 +188,10 @@ API = [
     ("DataLoaderMode", IMPLEMENTED, "Sync, Async, AsyncRebatched"),
     ("AsynchronousDataAccessor", IMPLEMENTED, "a loading thread (PopTorch: a process)"),
     # ---- optimizers -------------------------------------------------------------------
-    ("optim.SGD", IMPLEMENTED, "accum types: half params' state dtype; velocity_scaling warns; max_grad_norm refused"),
-    ("optim.Adam", IMPLEMENTED, "amsgrad refused"),
+    ("optim.SGD", IMPLEMENTED, "accum types: half params' state dtype; velocity_scaling warns; max_grad_norm"),
+    ("optim.Adam", IMPLEMENTED, "max_grad_norm; amsgrad refused"),
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
-    ("optim.RMSprop", IMPLEMENTED, "use_tf_variant refused"),
+    ("optim.RMSprop", IMPLEMENTED, "use_tf_variant, max_grad_norm"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
     ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),
     # ---- enums ------------------------------------------------------------------------

@@ -68,13 +68,16 @@ class UpdateBuilder {
   // updates read it (what automatic loss scaling checks for inf / NaN).
   const std::vector<Value*>& sharded_grads() const { return sharded_grads_; }
 
+  // Clipping by the global norm: every unscaled gradient is multiplied by this f64 scalar.
+  void set_clip_factor(Value* factor) { clip_factor_ = factor; }
+
  private:
   Value* T(Value* scalar, Value* p) { return b_.Cast(scalar, p->type().dtype); }
   Value* One() { return b_.Scalar(1.0, DType::kF64); }
   void Sgd(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step);
   void Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step,
             bool decoupled);
-  void RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp);
+  void RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step);
   void Lamb(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp, Value* step);
   Value* Norm(Value* x) {  // the 2-norm of all of x's elements, a rank-0 value
     std::vector<int64_t> axes(x->type().shape.size());
@@ -93,6 +96,7 @@ class UpdateBuilder {
   std::map<Value*, Value*> state_of_;  // State()'s value read -> the state variable
   int64_t shard_ = 0;        // sharded: elements of one replica's shard (0: not sharded)
   std::vector<Value*> sharded_grads_;
+  Value* clip_factor_ = nullptr;
 };
 
 Value* UpdateBuilder::RoundToParam(Value* value) {
@@ -129,6 +133,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
   grad = b_.Cast(grad, state_type_.dtype);
   Value* g = grad;
   if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
+  if (clip_factor_ != nullptr) g = b_.Mul(g, T(clip_factor_, p));
   if (config_.shard_state_group > 1) {
     // Replicated tensor sharding (ZeRO stage 1): flatten and pad to a multiple of the group;
     // the gradient is reduce-scattered (each replica gets the reduced rows of its shard), the
@@ -156,7 +161,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
     case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
     case OptimizerKind::kAdam: Adam(p, g, group, hp, step, false); break;
     case OptimizerKind::kAdamW: Adam(p, g, group, hp, step, true); break;
-    case OptimizerKind::kRMSprop: RmsProp(p, g, group, hp); break;
+    case OptimizerKind::kRMSprop: RmsProp(p, g, group, hp, step); break;
     case OptimizerKind::kLamb: Lamb(p, g, group, hp, step); break;
   }
 }
@@ -221,14 +226,25 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
 // torch.optim.RMSprop (single tensor): g += wd*p; sq = sq*alpha + (1-alpha)*g*g;
 // centered: ga = lerp(ga, g, 1-alpha), avg = sqrt(sq - ga*ga) + eps | avg = sqrt(sq) + eps;
 // momentum: buf = buf*momentum + g/avg, p += -lr*buf | p += -lr * g/avg.
-void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp) {
+// TensorFlow's variant (PopART's): sq starts at ones (read as ones on the first step, when
+// the zero-initialized state has never been written), avg = sqrt(sq [- ga*ga] + eps), and
+// with momentum buf = buf*momentum + lr*(g/avg), p -= buf.
+void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
+                            Value* step) {
+  const bool tf = config_.rmsprop_tf_variant;
   Value* lr = Hyper(group, "lr", hp.lr);
   Value* wd = Hyper(group, "weight_decay", hp.weight_decay);
   Value* alpha = Hyper(group, "alpha", hp.alpha);
   Value* eps = Hyper(group, "eps", hp.eps);
   g = b_.Add(g, b_.Mul(p, T(wd, p)));
   Value* sq = State(p, "square_avg", true);
-  Value* sq_new = b_.Add(b_.Mul(sq, T(alpha, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), alpha), p), g), g));
+  Value* sq_old = sq;
+  if (tf) {
+    Value* first = b_.Op1("eq", {step, b_.Scalar(0.0, step->type().dtype)});
+    sq_old = b_.Where(first, b_.Full({}, 1.0, sq->type().dtype), sq);
+  }
+  Value* sq_new =
+      b_.Add(b_.Mul(sq_old, T(alpha, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), alpha), p), g), g));
   SetState(sq, sq_new);
   Value* avg_sq = sq_new;
   if (config_.centered) {
@@ -237,14 +253,16 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
     SetState(ga, ga_new);
     avg_sq = b_.Sub(sq_new, b_.Mul(ga_new, ga_new));
   }
-  Value* avg = b_.Add(b_.Sqrt(avg_sq), T(eps, p));
+  Value* avg = tf ? b_.Sqrt(b_.Add(avg_sq, T(eps, p))) : b_.Add(b_.Sqrt(avg_sq), T(eps, p));
   Value* neg_lr = T(b_.Neg(lr), p);
   if (config_.use_momentum) {
     Value* momentum = Hyper(group, "momentum", hp.momentum);
     Value* buf = State(p, "momentum_buffer");
-    Value* buf_new = b_.Add(b_.Mul(buf, T(momentum, p)), b_.Div(g, avg));
+    Value* update = b_.Div(g, avg);
+    if (tf) update = b_.Mul(T(lr, p), update);
+    Value* buf_new = b_.Add(b_.Mul(buf, T(momentum, p)), update);
     SetState(buf, buf_new);
-    SetParam(b_.Add(p, b_.Mul(buf_new, neg_lr)));
+    SetParam(tf ? b_.Sub(p, buf_new) : b_.Add(p, b_.Mul(buf_new, neg_lr)));
   } else {
     SetParam(b_.Add(p, b_.Div(b_.Mul(neg_lr, g), avg)));
   }
@@ -307,6 +325,27 @@ Value* AllFinite(Builder& b, const std::vector<Value*>& grads) {
   }
   TG_CHECK(total != nullptr, kInvalidInput, "automatic loss scaling: no gradients");
   return b.Op1("eq", {total, b.Scalar(0.0, DType::kF32)});
+}
+
+// Clipping by the global norm: min(1, max_norm / ||grads / loss_scale||), an f64 scalar on
+// device 0. Each gradient's squares are summed on its device (in f32; half gradients cast
+// up), the sums added in f64 on device 0. A zero or NaN norm gives 1 (NaN gradients stay
+// NaN; automatic loss scaling skips such a step), an inf max_norm gives 1.
+Value* GlobalNormClipFactor(Builder& b, const std::vector<Value*>& grads, Value* max_norm,
+                            Value* loss_scale) {
+  Value* total = nullptr;
+  for (Value* grad : grads) {
+    b.set_placement(PlacementOf(grad));
+    Value* x = b.Cast(grad, ArithmeticDType(grad->type().dtype));
+    Value* squares = b.Cast(b.Sum(b.Mul(x, x), {}), DType::kF64);
+    b.set_placement(0);
+    total = total ? b.Add(total, squares) : squares;
+  }
+  TG_CHECK(total != nullptr, kInvalidInput, "max_grad_norm: no gradients to clip");
+  Value* limit = loss_scale ? b.Mul(max_norm, loss_scale) : max_norm;
+  Value* ratio = b.Div(limit, b.Sqrt(total));
+  Value* one = b.Scalar(1.0, DType::kF64);
+  return b.Where(b.Op1("lt", {ratio, one}), ratio, one);
 }
 
 // Every update from `first` on keeps the variable's value unless the step is finite (each
@@ -419,6 +458,18 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   Value* finite = scale_log2 && !sharded ? AllFinite(b, grads) : nullptr;
   size_t first_update = g.updates().size();
   UpdateBuilder ub(b, config, info);
+  if (config.max_grad_norm != std::numeric_limits<double>::infinity()) {
+    TG_CHECK(config.max_grad_norm > 0, kInvalidInput, "max_grad_norm must be > 0, got ",
+             config.max_grad_norm);
+    if (sharded) {
+      Fail(ErrorKind::kUnsupported, "max_grad_norm with replicated tensor sharding of the "
+           "optimizer state: the global norm needs every gradient, and each replica holds a "
+           "shard; turn sharding off or leave max_grad_norm unset");
+    }
+    Value* max_norm = g.AddHyperParam("max_grad_norm", TensorType{DType::kF64, {}});
+    info.hyperparams["max_grad_norm"] = config.max_grad_norm;
+    ub.set_clip_factor(GlobalNormClipFactor(b, grads, max_norm, loss_scale));
+  }
   size_t k = 0;
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     for (Value* p : groups[gi].params) {

@@ -39,6 +39,15 @@ struct OptimizerConfig {
   bool centered = false;      // RMSprop
   bool bias_correction = true;  // LAMB, Adam, AdamW: m and v divided by (1 - beta^t)
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
+  // Clipping by the global gradient norm (PopTorch's max_grad_norm), when finite: every
+  // gradient is multiplied by min(1, max_grad_norm / ||all gradients||), the norm of the
+  // unscaled gradients of every trainable parameter together, taken after accumulation and the
+  // replicas' reduction. The value is the hyperparam "max_grad_norm" (setOptimizer changes it;
+  // inf then stops clipping); inf here: no clipping is built.
+  double max_grad_norm = std::numeric_limits<double>::infinity();
+  // RMSprop, TensorFlow's variant (PopTorch's use_tf_variant): square_avg starts at ones, eps
+  // is added inside the square root, and with momentum the buffer accumulates lr * update.
+  bool rmsprop_tf_variant = false;
   // Automatic loss scaling (implies loss_scaling): the scale in use is loss_scale x
   // 2^optimizer.loss_scale_log2. A step whose gradients hold an inf or NaN changes nothing
   // (parameters, optimizer state, step counter), multiplies the scale by backoff_factor and

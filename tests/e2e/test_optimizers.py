@@ -1,7 +1,9 @@
 """tilegraph.optim (PopTorch's poptorch.optim): LAMB compiled by the C++ optimizer builder
-against its eager reference, LAMB's defining behaviour checked by hand, PopTorch's extra
-optimizer arguments (accepted with a warning where they only steer IPU storage, an error
-where the feature is not built), hyperparameters changed without recompiling."""
+against its eager reference, LAMB's defining behaviour checked by hand, clipping by the global
+gradient norm (max_grad_norm) and RMSprop's TensorFlow variant against their eager references
+(themselves checked against torch and by hand), PopTorch's extra optimizer arguments
+(accepted with a warning where they only steer IPU storage, an error where the feature is not
+built), hyperparameters changed without recompiling."""
 import copy
 import math
 
@@ -180,12 +182,168 @@ def test_ipu_storage_arguments_warn_once_and_change_nothing():
 
 
 def test_features_not_built_say_so():
-    with pytest.raises(NotImplementedError, match="max_grad_norm"):
-        tilegraph.optim.Adam(Net().parameters(), max_grad_norm=1.0)
-    with pytest.raises(NotImplementedError, match="use_tf_variant"):
-        tilegraph.optim.RMSprop(Net().parameters(), use_tf_variant=True)
+    with pytest.raises(NotImplementedError, match="amsgrad"):
+        tilegraph.optim.describe(tilegraph.optim.Adam(Net().parameters(), amsgrad=True))
+    with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
+        tilegraph.optim.Adam(Net().parameters(), max_grad_norm=0.0)
     with pytest.raises(ValueError, match="invalid"):
         LAMB(Net().parameters(), lr=-1.0)
+
+
+_CLIPPED = {
+    "sgd_momentum": lambda m, c: tilegraph.optim.SGD(m.parameters(), lr=0.1, momentum=0.9,
+                                                     max_grad_norm=c),
+    "adam": lambda m, c: tilegraph.optim.Adam(m.parameters(), lr=1e-2, max_grad_norm=c),
+    "adamw": lambda m, c: tilegraph.optim.AdamW(m.parameters(), lr=1e-2, max_grad_norm=c),
+    "rmsprop": lambda m, c: tilegraph.optim.RMSprop(m.parameters(), lr=1e-2, max_grad_norm=c),
+    "lamb": lambda m, c: LAMB(m.parameters(), lr=1e-2, max_grad_norm=c),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_CLIPPED))
+def test_max_grad_norm_clips_like_the_eager_reference(kind):
+    """Clipping by the global norm, compiled, against the optimizer's own step() (which clips
+    .grad first) over twenty steps; 0.05 is below every step's gradient norm here, so each
+    step is clipped, and training without the clip ends elsewhere."""
+    norms = []
+
+    def make(m):
+        opt = _CLIPPED[kind](m, 0.05)
+        clip = opt.clip_grad_norm
+        opt.clip_grad_norm = lambda: norms.append(clip()) or norms[-1]
+        return opt
+    model, eager, _ = _train_both(make)
+    assert len(norms) == 20 and min(norms) > 0.05, norms
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    unclipped, _, _ = _train_both(lambda m: _CLIPPED[kind](m, None))
+    assert not torch.allclose(unclipped.a.weight, model.a.weight, rtol=1e-3, atol=1e-4)
+
+
+def test_the_eager_clip_is_torchs_clip_grad_norm():
+    """The eager reference's clipping against torch.nn.utils.clip_grad_norm_ (whose factor
+    is max / (norm + 1e-6), capped at 1): the same gradients to float32 rounding."""
+    torch.manual_seed(0)
+    a, b = Net(), Net()
+    b.load_state_dict(a.state_dict())
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for m in (a, b):
+        m(x, t)[1].mul(10).backward()
+    opt = tilegraph.optim.SGD(a.parameters(), lr=0.1, max_grad_norm=0.3)
+    norm = opt.clip_grad_norm()
+    ref = torch.nn.utils.clip_grad_norm_(b.parameters(), 0.3)
+    assert norm > 0.3 and math.isclose(norm, float(ref), rel_tol=1e-6)
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-8)
+    total = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in a.parameters()))
+    assert math.isclose(total, 0.3, rel_tol=1e-5)
+
+
+def test_max_grad_norm_under_loss_scaling_clips_the_unscaled_gradients():
+    """The norm is of the true gradients: a loss scale of 1024 changes nothing."""
+    make = lambda m: tilegraph.optim.SGD(m.parameters(), lr=0.1, momentum=0.9,  # noqa: E731
+                                         max_grad_norm=0.05, loss_scaling=1024.0)
+    model, eager, _ = _train_both(make, steps=10)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_max_grad_norm_changes_through_set_optimizer_without_recompiling():
+    """The clip is a runtime value: a new one, then None (no clipping), with no new
+    compilation; the engine follows the eager optimizer given the same changes. From None to
+    a value would change the program, and is refused."""
+    torch.manual_seed(0)
+    model = Net()
+    eager = copy.deepcopy(model)
+    make = lambda m, c: tilegraph.optim.SGD(m.parameters(), lr=0.1, max_grad_norm=c)  # noqa
+    eager_opt = make(eager, 0.05)
+    run = tilegraph.trainingModel(model, optimizer=make(model, 0.05))
+    g = torch.Generator().manual_seed(1)
+    before = None
+    for step in range(9):
+        if step in (3, 6):
+            clip = 0.02 if step == 3 else None
+            run.setOptimizer(make(model, clip))
+            eager_opt.max_grad_norm = clip
+        x, t = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        run(x, t)
+        before = tilegraph.compilation_count() if before is None else before
+        eager_opt.zero_grad()
+        eager(x, t)[1].backward()
+        eager_opt.step()
+    assert tilegraph.compilation_count() == before
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    plain = tilegraph.trainingModel(Net(), optimizer=tilegraph.optim.SGD(Net().parameters()))
+    plain(x, t)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        plain.setOptimizer(make(plain.model, 1.0))
+
+
+def test_max_grad_norm_clips_the_accumulated_gradient():
+    """With gradient accumulation the clip applies to the accumulated (mean) gradient of the
+    step, once per optimizer step, as PopART's."""
+    torch.manual_seed(0)
+    model = Net()
+    eager = copy.deepcopy(model)
+    parts = 2
+    opts = tilegraph.Options().Training.gradientAccumulation(parts)
+    run = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
+        model.parameters(), lr=0.1, momentum=0.9, max_grad_norm=0.05))
+    eager_opt = tilegraph.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9, max_grad_norm=0.05)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, t = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+        run(x, t)
+        eager_opt.zero_grad()
+        for xs, ts in zip(x.chunk(parts), t.chunk(parts)):
+            (eager(xs, ts)[1] / parts).backward()
+        eager_opt.step()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(momentum=0.9, weight_decay=0.01),
+    dict(centered=True, momentum=0.5, eps=1e-3),
+], ids=["plain", "momentum_wd", "centered_momentum"])
+def test_rmsprop_tf_variant_matches_its_eager_reference(config):
+    make = lambda m: tilegraph.optim.RMSprop(m.parameters(), lr=1e-2,  # noqa: E731
+                                             use_tf_variant=True, **config)
+    model, eager, _ = _train_both(make)
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
+    torch_rms, _, _ = _train_both(lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-2,
+                                                               **config))
+    assert not torch.allclose(torch_rms.a.weight, model.a.weight, rtol=1e-3, atol=1e-4)
+
+
+def test_one_rmsprop_tf_step_by_hand():
+    """TensorFlow's RMSprop, first step from square_avg = 1: sq = alpha + (1-alpha) g^2,
+    buf = lr * g / sqrt(sq + eps), p -= buf."""
+    model = nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.tensor([[0.5, -1.0, 2.0]]))
+    x = torch.tensor([[1.0, 2.0, 3.0]])
+    lr, alpha, eps = 0.1, 0.9, 1e-2
+    run = tilegraph.trainingModel(_Squared(model), optimizer=tilegraph.optim.RMSprop(
+        model.parameters(), lr=lr, alpha=alpha, eps=eps, momentum=0.5, use_tf_variant=True))
+    p = model.weight.detach().double().clone()
+    run(x)
+    g = 2 * float(x.double() @ p.T) * x.double()  # d/dp (x.p)^2
+    sq = alpha + (1 - alpha) * g * g
+    expected = p - lr * g / torch.sqrt(sq + eps)
+    torch.testing.assert_close(model.weight.detach().double(), expected, rtol=1e-6, atol=1e-6)
+
+
+class _Squared(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return (self.inner(x) ** 2).sum()
 
 
 def test_lamb_state_survives_export_and_load(tmp_path):
@@ -209,3 +367,35 @@ def test_variable_attributes_are_recorded_and_every_hyperparameter_is_runtime():
     assert opt.variable_attrs.isConstant("momentum")
     with pytest.raises(ValueError, match="not an attribute"):
         opt.variable_attrs.markAsConstant("betas")
+
+
+@pytest.mark.parametrize("placement", ["replicas", "pipeline"])
+def test_max_grad_norm_over_replicas_and_pipeline_stages(placement):
+    """One global norm: of the replicas' reduced gradients (two replicas, each half of the
+    batch, against eager on the whole batch), or summed over the devices of two pipeline
+    stages (each device holds one layer's gradients)."""
+    torch.manual_seed(0)
+    model = Net()
+    eager = copy.deepcopy(model)
+    opts = tilegraph.Options()
+    parts = 2 if placement == "replicas" else 4
+    if placement == "replicas":
+        opts.replicationFactor(2)
+    else:
+        opts.setExecutionStrategy(tilegraph.PipelinedExecution(
+            tilegraph.AutoStage.AutoIncrement)).Training.gradientAccumulation(parts)
+        tilegraph.BeginBlock(model.b, ipu_id=1)
+    make = lambda m: tilegraph.optim.SGD(m.parameters(), lr=0.1, momentum=0.9,  # noqa: E731
+                                         max_grad_norm=0.05)
+    run = tilegraph.trainingModel(model, opts, optimizer=make(model))
+    eager_opt = make(eager)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x, t = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
+        run(x, t)
+        eager_opt.zero_grad()
+        for xs, ts in zip(x.chunk(parts), t.chunk(parts)):
+            (eager(xs, ts)[1] / parts).backward()
+        eager_opt.step()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)

@@ -3,6 +3,7 @@
 // trajectory. (Parity with torch.optim itself is checked by the Python e2e tests.)
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "autodiff/optimizer.h"
@@ -130,6 +131,55 @@ TEST(Optimizer, LearningRateIsARuntimeValueAndLossScaleCancels) {
   std::vector<double> want;
   for (int i = 0; i < 3; ++i) want.push_back(kP0[i] - 4 * 0.2 * kC[i]);
   ExpectClose(t.p, want);
+}
+
+TEST(Optimizer, RmsPropTensorFlowVariant) {
+  for (bool momentum : {false, true}) {
+    OptimizerHyperParams hp;
+    hp.lr = 0.01, hp.alpha = 0.9, hp.momentum = momentum ? 0.5 : 0.0, hp.eps = 1e-2;
+    OptimizerConfig config{OptimizerKind::kRMSprop, momentum};
+    config.rmsprop_tf_variant = true;
+    Trained t = Train(config, hp, 12);
+    std::vector<double> want;
+    for (int i = 0; i < 3; ++i) {
+      double p = kP0[i], sq = 1, buf = 0, g = kC[i];  // square_avg starts at ones
+      for (int s = 0; s < 12; ++s) {
+        sq = hp.alpha * sq + (1 - hp.alpha) * g * g;
+        double update = g / std::sqrt(sq + hp.eps);  // eps inside the root
+        if (momentum) {
+          buf = hp.momentum * buf + hp.lr * update;  // lr accumulated in the buffer
+          p -= buf;
+        } else {
+          p -= hp.lr * update;
+        }
+      }
+      want.push_back(p);
+    }
+    ExpectClose(t.p, want);
+  }
+}
+
+// ||c|| = sqrt(0.25 + 4 + 2.25) = 2.55: a clip of 1 scales every step's gradient by 1/2.55;
+// a clip of 10 leaves it; under loss scaling the clip applies to the unscaled gradient.
+TEST(Optimizer, MaxGradNormClipsTheGlobalNormAtRuntime) {
+  const double norm = std::sqrt(0.25 + 4.0 + 2.25);
+  for (double clip : {1.0, 10.0}) {
+    for (bool scaled : {false, true}) {
+      OptimizerHyperParams hp;
+      hp.lr = 0.1;
+      OptimizerConfig config{OptimizerKind::kSGD};
+      config.max_grad_norm = 1.0;
+      config.loss_scaling = scaled;
+      std::map<std::string, double> set = {{"max_grad_norm", clip}};
+      if (scaled) set["loss_scale"] = 512.0;
+      Trained t = Train(config, hp, 5, set);
+      EXPECT_EQ(t.info.hyperparams.at("max_grad_norm"), 1.0);
+      std::vector<double> want;
+      const double factor = std::min(1.0, clip / norm);
+      for (int i = 0; i < 3; ++i) want.push_back(kP0[i] - 5 * 0.1 * factor * kC[i]);
+      ExpectClose(t.p, want);
+    }
+  }
 }
 
 }  // namespace
