@@ -541,7 +541,8 @@ class PoplarExecutor:
             with _MODULE_LOCK:
                 call = self._prepare(args, kwargs)
             started = time.time()
-            outs = self._run(call.tensors)
+            outs = self._run(self._synthetic_inputs(call.tensors)
+                             if self.options.synthetic_data else call.tensors)
             if self.options.profiling_dir is not None:
                 self._write_profile()
             mode = self._output_mode()
@@ -554,10 +555,23 @@ class PoplarExecutor:
                 return tuple(results) if self._returns_tuple else results[0]
             return structure.rebuild(results)
 
+    def _synthetic_inputs(self, tensors):
+        """Options.enableSyntheticData: tensors of the arguments' shapes and dtypes, drawn
+        once (floating point: standard normal from randomSeed's generator; integers and
+        booleans: zeros) and reused by every call."""
+        key = tuple((tuple(t.shape), t.dtype) for t in tensors)
+        cached = getattr(self, "_synthetic", None)
+        if cached is None or cached[0] != key:
+            gen = torch.Generator().manual_seed(self.options.random_seed or 0)
+            data = [torch.randn(t.shape, generator=gen).to(t.dtype) if t.is_floating_point()
+                    else torch.zeros(t.shape, dtype=t.dtype) for t in tensors]
+            cached = self._synthetic = (key, data)
+        return cached[1]
+
     def _apply_input_mutations(self, call, results):
         """In-place updates the forward made to its inputs, applied to the caller's tensors
-        (as PopTorch does)."""
-        if not self._cap.input_mutations:
+        (as PopTorch does; not with synthetic data, where the inputs were never read)."""
+        if not self._cap.input_mutations or self.options.synthetic_data:
             return  # the common case: no torch.no_grad() to enter (~3 us of a small call)
         with torch.no_grad():
             for index, output in self._cap.input_mutations:

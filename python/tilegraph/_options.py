@@ -494,6 +494,7 @@ class Options:
         self.output_mode = OutputMode.Default
         self.output_return_period = 1
         self.random_seed = None
+        self.synthetic_data = False  # enableSyntheticData: inputs drawn once, not the caller's
         self.cache_dir = os.environ.get("POPTORCH_CACHE_DIR") or None
         self.num_threads = 0
         self.profiling_dir = None
@@ -809,9 +810,12 @@ class Options:
                                  "(tilegraph's norms are always computed the stable way)")
 
     def enableSyntheticData(self, enabled):
-        if _check_bool("enableSyntheticData", enabled):
-            raise NotImplementedError("enableSyntheticData: running on synthetic data instead "
-                                      "of the inputs given is not built in tilegraph")
+        """PopTorch's benchmarking mode without host I/O: the arguments of each call are
+        checked (shapes, dtypes) but not read; every run uses synthetic inputs of the same
+        shapes instead, drawn once per input (floating point from a standard normal, seeded by
+        randomSeed; integers zero, so indices stay in range; booleans False). Outputs are the
+        model's on that data; in-place updates of inputs are not copied back."""
+        self.synthetic_data = _check_bool("enableSyntheticData", enabled)
         return self
 
     # ---- loading options from a file, without running it --------------------------------

@@ -108,7 +108,7 @@ API = [
     ("Options.setAvailableMemoryProportion", IMPLEMENTED, "IPU Model: bounds the tile "
                                                           "memory of matmul / conv temporaries"),
     ("Options.enableStableNorm", WARNS, "norms are always computed the stable way"),
-    ("Options.enableSyntheticData", REFUSED, "not built"),
+    ("Options.enableSyntheticData", IMPLEMENTED, "inputs drawn once (normal / zeros), arguments checked but not read"),
     ("Options.Training.gradientAccumulation", IMPLEMENTED, ""),
     ("Options.Training.accumulationAndReplicationReductionType", IMPLEMENTED, "Sum or Mean"),
     ("Options.Training.setMeanAccumulationAndReplicationReductionStrategy", IMPLEMENTED,

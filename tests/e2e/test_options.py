@@ -205,3 +205,42 @@ def test_per_replica_variables_are_refused_clearly():
                           enums.VariableRetrievalMode.OnePerGroup)
     with pytest.raises(TypeError, match="CommGroupType"):
         w.replicaGrouping("NoGrouping", 0, enums.VariableRetrievalMode.OnePerGroup)
+
+
+def test_synthetic_data_runs_on_drawn_inputs_and_checks_the_arguments():
+    """enableSyntheticData: the arguments' values are not read (two different inputs give the
+    same outputs, those of the model on normal data drawn from randomSeed's generator, with
+    integer inputs zero); their shapes are still checked; a training step trains on the
+    synthetic batch."""
+    torch.manual_seed(0)
+
+    class Classifier(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x, labels):
+            out = self.fc(x)
+            return out, torch.nn.functional.cross_entropy(out, labels)
+
+    model = Classifier()
+    reference = copy.deepcopy(model)
+    opts = tilegraph.Options().enableSyntheticData(True).randomSeed(3)
+    run = tilegraph.inferenceModel(model, opts)
+    a, _ = run(torch.zeros(5, 4), torch.full((5,), 2))
+    b, _ = run(torch.ones(5, 4), torch.full((5,), 1))
+    x = torch.randn(5, 4, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    torch.testing.assert_close(a, reference.fc(x).detach(), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="expected shape"):
+        run(torch.ones(5, 3), torch.full((5,), 1))
+    trainer = tilegraph.trainingModel(model, tilegraph.Options().enableSyntheticData(True)
+                                      .randomSeed(3),
+                                      optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    _, loss = trainer(torch.zeros(5, 4), torch.full((5,), 2))
+    ref_loss = torch.nn.functional.cross_entropy(reference.fc(x), torch.zeros(5, dtype=torch.long))
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    ref_loss.backward()
+    with torch.no_grad():
+        expected = reference.fc.weight - 0.1 * reference.fc.weight.grad
+    torch.testing.assert_close(model.fc.weight.detach(), expected, rtol=1e-5, atol=1e-6)
