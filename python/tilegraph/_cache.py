@@ -279,11 +279,17 @@ class ExportedModule(torch.nn.Module):
     def __init__(self, class_name, params, buffers, host, requires_grad):
         super().__init__()
         self.exported_class = str(class_name)
-        for fqn in params:
-            t = torch.nn.Parameter(host[fqn].clone(), requires_grad=requires_grad.get(fqn, True))
-            _owner(self, fqn).register_parameter(fqn.rsplit(".", 1)[-1], t)
-        for fqn in buffers:
-            _owner(self, fqn).register_buffer(fqn.rsplit(".", 1)[-1], host[fqn].clone())
+        # Names that share a variable were one tensor (tied weights): they share one again.
+        tensors = {}
+        for fqn, var in params.items():
+            if var not in tensors:
+                tensors[var] = torch.nn.Parameter(host[fqn].clone(),
+                                                  requires_grad=requires_grad.get(fqn, True))
+            _owner(self, fqn).register_parameter(fqn.rsplit(".", 1)[-1], tensors[var])
+        for fqn, var in buffers.items():
+            if var not in tensors:
+                tensors[var] = host[fqn].clone()
+            _owner(self, fqn).register_buffer(fqn.rsplit(".", 1)[-1], tensors[var])
 
     def forward(self, *args, **kwargs):
         raise RuntimeError(f"this {self.exported_class} was loaded from a tilegraph export and "

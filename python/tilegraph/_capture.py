@@ -623,10 +623,12 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     cx = _Context(g)
     cap = Captured()
     cap.graph = g
-    state = dict(model.state_dict(keep_vars=True))
+    state = dict(model.named_parameters(remove_duplicate=False))
+    state.update(model.named_buffers(remove_duplicate=False))  # non-persistent ones too
     constants = getattr(ep, "constants", {})
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     input_index = {}  # placeholder name -> index among the tensor inputs
+    declared = {}  # id(parameter or buffer) -> its variable
     for node, spec in zip(placeholders, sig.input_specs):
         meta = node.meta["val"]
         if not isinstance(meta, torch.Tensor):
@@ -634,13 +636,19 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
                 continue  # a number, string or None: the export specialized on its value
             raise UnsupportedError(f"exported input {spec} is not a tensor")
         dtype, shape = tg_dtype(meta.dtype), [int(d) for d in meta.shape]
-        if spec.kind == kinds.PARAMETER:
-            param = state[spec.target]
-            cx.values[node] = g.add_variable(spec.target, dtype, shape, param.requires_grad)
-            cap.params[spec.target] = cx.values[node]
-        elif spec.kind == kinds.BUFFER:
-            cx.values[node] = g.add_variable(spec.target, dtype, shape, False)
-            cap.buffers[spec.target] = cx.values[node]
+        if spec.kind in (kinds.PARAMETER, kinds.BUFFER):
+            # A tensor registered under several names (a tied weight: a language model's
+            # word embedding and decoder) is one variable that every name maps to: the
+            # program reads and trains it once, whichever placeholder a use went through.
+            tensor = state.get(spec.target)
+            key = id(tensor) if tensor is not None else spec.target
+            if key not in declared:
+                trainable = (spec.kind == kinds.PARAMETER
+                             and getattr(tensor, "requires_grad", True))
+                declared[key] = g.add_variable(spec.target, dtype, shape, trainable)
+            cx.values[node] = declared[key]
+            (cap.params if spec.kind == kinds.PARAMETER else cap.buffers)[spec.target] = \
+                cx.values[node]
         elif spec.kind == kinds.CONSTANT_TENSOR:
             value = constants[spec.target]
             cx.values[node] = g.add_constant(np.asarray(value.detach().numpy(), order="C"))

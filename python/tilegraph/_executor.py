@@ -746,13 +746,17 @@ class PoplarExecutor:
         self._aliased = {}
         if os.environ.get("TILEGRAPH_ALIAS_WEIGHTS", "1") == "0":
             return
-        # A tensor object behind two variables (a tied weight the program keeps as two, as
-        # BERT's word embedding and decoder weight) can view only one: both are copied.
-        variables_of = collections.Counter(id(t) for _, t in tensors)
+        # A tensor object behind two variables (two modules' tensors the user made one after
+        # capture) can view only one: it is copied. (A tied weight registered under two names
+        # is one variable: capture maps both names to it.)
+        variables_of = collections.defaultdict(set)
+        for fqn, t in tensors:
+            variables_of[id(t)].add(self._cap.params.get(fqn) or self._cap.buffers[fqn])
         with self._lock, _MODULE_LOCK:
             for fqn, t in tensors:
                 name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
-                if variables_of[id(t)] > 1 or not _owns_contiguous_storage(t):
+                if name in self._aliased or len(variables_of[id(t)]) > 1 or \
+                        not _owns_contiguous_storage(t):
                     continue
                 view = from_engine(self._exe.variable_view(name))
                 if view.dtype != t.dtype or tuple(view.shape) != tuple(t.shape):
@@ -796,12 +800,11 @@ class PoplarExecutor:
                         continue
                     del self._aliased[name]  # given other memory since: copied again
                 pairs.append((name, t))
-            # A tensor behind two variables (a tied weight: BERT's word embedding and decoder
-            # weight are two variables, the program trains one and only declares the other)
-            # takes the values of one: the last the program writes, else the last.
-            # read_variables_into copies on several threads, so two copies into one tensor
-            # raced, and the module showed the untrained copy whenever it landed last (the
-            # IPU Model family test saw it as a rare mismatch).
+            # A tensor behind two names (a tied weight, one variable) or two variables (tensors
+            # made one after capture) is copied into once, from one variable: the last the
+            # program writes, else the last. read_variables_into copies on several threads;
+            # two copies into one tensor would race (when a tied weight was two variables,
+            # the module now and then showed the untrained one).
             chosen = {}
             for i, (name, t) in enumerate(pairs):
                 if id(t) not in chosen or name in self._written or \

@@ -70,3 +70,31 @@ def test_editing_a_helper_or_a_constructor_argument_misses_the_cache(tmp_path):
     other_temp = _stale_child(tmp_path / "cache", helper, 2.0)
     assert not other_temp["from_cache"] and other_temp["max_error"] < 1e-6
     assert first["max_error"] < 1e-6 and again["max_error"] < 1e-6
+
+
+def test_a_tied_weight_survives_export_and_load_as_one_tensor(tmp_path):
+    """A weight tied under two names is one variable; the module tilegraph.load builds
+    without the model's code ties the two names again, and training continues identically."""
+    class TiedLM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(10, 4)
+            self.out = torch.nn.Linear(4, 10)
+            self.out.weight = self.emb.weight
+
+        def forward(self, idx):
+            logits = self.out(torch.tanh(self.emb(idx)))
+            return torch.nn.functional.cross_entropy(logits, (idx + 1) % 10)
+
+    torch.manual_seed(0)
+    model = TiedLM()
+    train = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(
+        model.parameters(), lr=0.5, momentum=0.9))
+    idx = torch.tensor([1, 2, 3, 7])
+    train(idx)
+    path = str(tmp_path / "tied.tg")
+    train.compileAndExport(path, idx)
+    loaded = tilegraph.load(path)
+    assert loaded.model.emb.weight is loaded.model.out.weight
+    assert [train(idx).item() for _ in range(3)] == [loaded(idx).item() for _ in range(3)]
+    assert torch.equal(model.emb.weight, loaded.model.out.weight)
