@@ -22,6 +22,7 @@ from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
 from ._blocks import Error, UnsupportedError
+from ._system import logger
 from .optim import describe, state_dtypes, structure
 
 
@@ -504,7 +505,7 @@ class PoplarExecutor:
         from ._capture import torch_dtype_of
         cap.anchors = {}
         mode = self._output_mode()
-        for short, (long_name, wanted, _) in self.options.anchored_tensors.items():
+        for short, (long_name, wanted, period) in self.options.anchored_tensors.items():
             if wanted is not None and wanted not in (mode, OutputMode.Default) and \
                     self.options.device_iterations * self.options.Training.gradient_accumulation \
                     * self._replicas > 1:
@@ -513,6 +514,9 @@ class PoplarExecutor:
                            f"the executor's output mode ({mode.name}). Set "
                            f"Options().outputMode(OutputMode.{wanted.name}) for it")
             name = _anchor_value(cap, long_name, self.training)
+            shown = wanted if wanted not in (None, OutputMode.Default) else mode
+            logger.debug("Anchoring %s %s/%d", long_name, _ANCHOR_MODE_NAMES[shown],
+                         period if shown == OutputMode.EveryN else 1)
             cap.anchors[short] = len(cap.outputs)
             cap.graph.add_output(name)
             cap.outputs.append(name)
@@ -952,11 +956,23 @@ class PoplarExecutor:
 
     def getTensorNames(self):
         """The names of the compiled program's tensors: inputs, variables (parameters by
-        their module names, optimizer state) and outputs."""
+        their module names, optimizer state) and outputs, and PopART's names that
+        Options().anchorTensor takes for a training program: "Gradient___model.<param>" (the
+        parameter's gradient), "UpdatedVar___model.<param>" (its value after the step) and
+        "scaledLearningRate___group<i>" (the learning rate of parameter group i). Before the
+        first compilation it raises, as PopTorch's does, an error that is also an
+        AssertionError."""
         if self._exe is None:
-            raise Error("getTensorNames: the model has not been compiled yet")
+            raise _NotCompiledError("getTensorNames: the model has not been compiled yet")
         g = self._cap.graph
-        return list(g.inputs) + list(self._exe.variables) + list(g.outputs)
+        names = list(g.inputs) + list(self._exe.variables) + list(g.outputs)
+        if self.training:
+            trained = [fqn for fqn, var in self._cap.params.items() if var in self._cap.grad_of]
+            names += [f"Gradient___model.{fqn}" for fqn in trained]
+            names += [f"UpdatedVar___model.{fqn}" for fqn in trained]
+            names += [f"scaledLearningRate___{h[:-len('.lr')]}" for h in self._exe.hyperparams
+                      if h.startswith("group") and h.endswith(".lr")]
+        return names
 
     def cycleCount(self):
         """PopTorch: the IPU cycles of the last call. On the IPU Model
@@ -1213,21 +1229,37 @@ class _Placements:
         return stages
 
 
+def _module_name(cap, fqn):
+    """A parameter or buffer name as the program knows it: PopTorch's names carry the prefix
+    "model." (its wrapper's attribute), which the module's own names do not."""
+    if fqn not in cap.params and fqn not in cap.buffers and fqn.startswith("model."):
+        return fqn[len("model."):]
+    return fqn
+
+
 def _anchor_value(cap, long_name, training):
     """The graph value Options().anchorTensor's `long_name` names: "Gradient___<param>"
     (PopART's name for a parameter's gradient), a parameter's or buffer's module name, or a
     value of the program. PopART's "UpdatedVar___<param>" is the parameter's module name
-    (its value after the step)."""
-    if long_name.startswith("UpdatedVar___") and long_name[len("UpdatedVar___"):] in cap.params:
-        long_name = long_name[len("UpdatedVar___"):]
+    (its value after the step); "scaledLearningRate___group<i>" the group's learning rate.
+    Parameter names may carry PopTorch's "model." prefix."""
+    if long_name.startswith("UpdatedVar___"):
+        fqn = _module_name(cap, long_name[len("UpdatedVar___"):])
+        if fqn in cap.params:
+            long_name = fqn
+    if long_name.startswith("scaledLearningRate___"):
+        lr = long_name[len("scaledLearningRate___"):] + ".lr"
+        if lr in cap.graph.hyperparams:
+            return lr
     if long_name.startswith("Gradient___"):
-        fqn = long_name[len("Gradient___"):]
+        fqn = _module_name(cap, long_name[len("Gradient___"):])
         if not training:
             raise Error(f"anchorTensor {long_name!r}: an inference model has no gradients")
         if fqn not in cap.params or cap.params[fqn] not in cap.grad_of:
             raise Error(f"anchorTensor {long_name!r}: {fqn!r} is not a trained parameter; "
                         f"parameters: {sorted(cap.params)}")
         return cap.grad_of[cap.params[fqn]]
+    long_name = _module_name(cap, long_name)
     if long_name in cap.params or long_name in cap.buffers:
         return cap.params.get(long_name) or cap.buffers[long_name]
     try:
@@ -1237,6 +1269,16 @@ def _anchor_value(cap, long_name, training):
                     "'Gradient___<parameter name>', a parameter or buffer name, or a name "
                     "getTensorNames() lists") from None
     return long_name
+
+
+# How PopTorch's log names an anchor's output mode ("Gradient___model.fc2.bias EVERYN/4").
+_ANCHOR_MODE_NAMES = {OutputMode.All: "ALL", OutputMode.EveryN: "EVERYN",
+                      OutputMode.Final: "FINAL", OutputMode.Sum: "Sum"}
+
+
+class _NotCompiledError(Error, AssertionError):
+    """A query that needs the compiled program, before the first compilation: PopTorch
+    asserts there, so this is an AssertionError as well as a tilegraph.Error."""
 
 
 def _loss_index(cap):

@@ -4,7 +4,8 @@
   machine's CPU (and, later, other devices), never on IPU hardware, so scripts that branch
   on IPU hardware (e.g. to use an offline IPU target) take their no-hardware branch.
 - setLogLevel(level) sets the level of the "tilegraph" Python logger (PopTorch's levels:
-  TRACE=0, DEBUG=1, INFO=2, WARN=3, ERR=4, OFF=6, by number or name).
+  TRACE=0, DEBUG=1, INFO=2, WARN=3, ERR=4, OFF=6, by number or name) and, as PopTorch
+  logs to the process's stderr, gives it a stderr handler (once) unless it has one.
 - Error, RecoverableError, UnrecoverableError: PopTorch's exception classes.
 - nop(tensor): PopTorch's no-op (a barrier to op merging on the IPU); the tensor itself here.
 """
@@ -52,6 +53,11 @@ def setLogLevel(level):
                              f"{sorted(by_number)}")
         python_level = by_number[int(level)]
     logger.setLevel(python_level)
+    if not logger.handlers:
+        handler = logging.StreamHandler()  # sys.stderr, looked up when a record is written
+        handler.setFormatter(logging.Formatter("[tilegraph:%(levelname)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def nop(tensor):

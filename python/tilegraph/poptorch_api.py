@@ -33,7 +33,7 @@ API = [
     ("PoplarExecutor.state_dict", IMPLEMENTED, "via the module (current after every call)"),
     ("PoplarExecutor.named_parameters", IMPLEMENTED, "attribute access passes to the module"),
     ("PoplarExecutor.rng_state", IMPLEMENTED, "[seed, step]; setting it replays the stream"),
-    ("PoplarExecutor.getTensorNames", IMPLEMENTED, "inputs, variables, outputs"),
+    ("PoplarExecutor.getTensorNames", IMPLEMENTED, "inputs, variables, outputs; Gradient___, UpdatedVar___, scaledLearningRate___ names"),
     ("PoplarExecutor.getAnchoredTensor", IMPLEMENTED, "see Options.anchorTensor"),
     ("PoplarExecutor.copyWeightsToHostIfNeeded", IMPLEMENTED, "always False: the module "
                                                               "views the engine's weights, or "
@@ -78,7 +78,7 @@ API = [
     ("Options.inputReplicaGrouping", REFUSED, "groups of one replica only"),
     ("Options.outputMode", IMPLEMENTED, "All, Final, Sum, EveryN, Default"),
     ("Options.defaultOutputMode", IMPLEMENTED, ""),
-    ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode"),
+    ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode; PopTorch's model.-prefixed names"),
     ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's; unset, the "
      "engine's random stream (dropout, random ops) is seeded from `torch.initial_seed()`, so "
      "it repeats under the same `torch.manual_seed` and changes with it"),

@@ -300,6 +300,40 @@ def test_anchored_tensors_return_gradients_and_weights():
         tilegraph.trainingModel(Small(), bad)(x)
 
 
+def test_poptorch_tensor_names_list_and_anchor_gradients_updates_and_learning_rates(capfd):
+    """PopTorch's tensor names: getTensorNames() lists Gradient___ / UpdatedVar___ names with
+    PopTorch's "model." prefix and the learning rates (scaledLearningRate___group<i>), asserts
+    (AssertionError) before compiling; anchors take the prefixed names; with DEBUG logging
+    each anchor is logged as PopTorch's log shows it (name, mode / period)."""
+    model = Small()
+    reference = __import__("copy").deepcopy(model)
+    eager = __import__("copy").deepcopy(model)
+    run = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(AssertionError):
+        run.getTensorNames()
+    x = torch.randn(4, 3)
+    run(x)
+    names = run.getTensorNames()
+    assert {"Gradient___model.linear.bias", "UpdatedVar___model.linear.weight",
+            "scaledLearningRate___group0"} <= set(names)
+    opts = tilegraph.Options().outputMode(tilegraph.OutputMode.All)
+    opts.anchorTensor("grad_bias", "Gradient___model.linear.bias", tilegraph.OutputMode.EveryN, 4)
+    opts.anchorTensor("updated", "UpdatedVar___model.linear.weight")
+    opts.anchorTensor("lr", "scaledLearningRate___group0")
+    tilegraph.setLogLevel("DEBUG")
+    try:
+        again = tilegraph.trainingModel(reference, opts, torch.optim.SGD(
+            reference.parameters(), lr=0.1))
+        again(x)
+    finally:
+        tilegraph.setLogLevel("WARN")
+    assert "Gradient___model.linear.bias EVERYN/4" in capfd.readouterr().err
+    eager(x).backward()
+    torch.testing.assert_close(again.getAnchoredTensor("grad_bias"), eager.linear.bias.grad)
+    torch.testing.assert_close(again.getAnchoredTensor("updated"), model.linear.weight.detach())
+    assert float(again.getAnchoredTensor("lr")) == pytest.approx(0.1)
+
+
 def test_train_then_infer_shares_weights_copying_only_when_they_changed():
     """PopTorch's documented pattern: a training and an inference model of one module; the
     inference model sees the trained weights, and they are copied only when changed."""
