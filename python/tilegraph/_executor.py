@@ -941,6 +941,12 @@ class PoplarExecutor:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         return getattr(model, name)
 
+    @property
+    def _trace(self):
+        """PopTorch's name for the module its executor runs (its tests inspect the
+        parameters' dtypes through it): here the wrapped module itself."""
+        return self.model
+
     def __getstate__(self):
         """Pickling (torch.save of an executor) keeps the module, options and optimizer; the
         unpickled executor compiles again on its first call (a compiled program is not
