@@ -1200,21 +1200,40 @@ def _linear_index(cx, n, shape, indices, dims):
 
 def _put_rows(cx, base, flat, values, rows, accumulate, dtype):
     """base [rows, ...] with values [N, ...] added at (accumulate) or written to the rows
-    `flat` names. A write with repeated rows stores their mean (torch leaves which one wins
-    unspecified); with distinct rows it is exact."""
+    `flat` names. Of writes to a repeated row the last stays, as torch's CPU kernel writes
+    them in order (torch documents the winner as unspecified)."""
     if accumulate:
         return cx.op("index_add", [base, flat, values], {"axis": 0})
     compute = _write_dtype(dtype)
     base_c = cx.cast(base, compute)
+    keep = last_writes(cx, [rows], flat, 0)
     count_shape = [rows] + [1] * (len(cx.g.type_of(base)[1]) - 1)
-    ones = cx.op("full", [], {"shape": cx.g.type_of(flat)[1], "value": 1.0,
-                              "dtype": "dtype:" + compute})
     zeros = cx.op("full", [], {"shape": [rows], "value": 0.0, "dtype": "dtype:" + compute})
-    count = cx.op("reshape", [cx.op("index_add", [zeros, flat, ones], {"axis": 0})],
-                  {"shape": count_shape})
+    count = cx.op("reshape", [cx.op("index_add", [zeros, flat, cx.cast(keep, compute)],
+                                    {"axis": 0})], {"shape": count_shape})
+    values_c = cx.cast(values, compute)
+    n = cx.g.type_of(flat)[1][0]
+    kept = cx.op("reshape", [keep], {"shape": [n] + [1] * (len(cx.g.type_of(values)[1]) - 1)})
+    values_c = cx.op("where", [kept, values_c, cx.scalar(0.0, None, compute)])
     written = cx.op("index_add", [cx.op("mul", [base_c, cx.scalar(0.0, None, compute)]), flat,
-                                  cx.cast(values, compute)], {"axis": 0})
+                                  values_c], {"axis": 0})
     return _mean_of_writes(cx, base_c, count, written, dtype)
+
+
+def last_writes(cx, target_shape, index, axis):
+    """Which writes of a scatter along `axis` (index names, for each of its elements, the
+    target's position along the axis) stay when targets repeat: the last in the index's
+    row-major order, as torch's CPU kernels write. A bool mask of the index's shape: each
+    write's place in that order equals the largest place among the writes to its target
+    (scatter_max of the places, gathered back)."""
+    ishape = list(cx.g.type_of(index)[1])
+    total = _numel(ishape)
+    kind, numpy_kind = ("f32", np.float32) if total < 2 ** 24 else ("f64", np.float64)
+    order = cx.g.add_constant(np.arange(total, dtype=numpy_kind).reshape(ishape))
+    floor = cx.op("full", [], {"shape": list(target_shape), "value": -1.0,
+                               "dtype": "dtype:" + kind})
+    last = cx.op("scatter_max", [floor, index, order], {"axis": axis})
+    return cx.op("eq", [cx.op("gather", [last, index], {"axis": axis}), order])
 
 
 def _write_dtype(dtype):
@@ -1326,8 +1345,9 @@ def _leading_part(cx, value, shape, want):
 
 @handles(aten.scatter.src, aten.scatter.value)
 def _scatter(cx, n, x, dim, index, src):
-    """torch.scatter (writes): positions named by index take src's values; a position named
-    twice takes their mean (torch leaves which one wins unspecified)."""
+    """torch.scatter (writes): positions named by index take src's values; of a position
+    named twice the last write (row-major over index) stays, as torch's CPU kernel writes in
+    order (torch leaves which one wins unspecified)."""
     dtype = cx.dtype_of(n)
     compute = _write_dtype(dtype)
     ishape = cx.shape_of(index)
@@ -1338,7 +1358,13 @@ def _scatter(cx, n, x, dim, index, src):
     else:
         src_ = cx.op("full", [], {"shape": ishape, "value": float(src),
                                   "dtype": "dtype:" + compute})
-    base, count, written = scatter_sums(cx, x, dim, index, src_, compute)
+    dim = dim % len(cx.shape_of(x)) if cx.shape_of(x) else 0
+    keep = last_writes(cx, cx.shape_of(x), cx.v(index), dim)
+    src_ = cx.op("where", [keep, src_, cx.scalar(0.0, None, compute)])
+    base = cx.cast(cx.v(x), compute)
+    zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
+    count = cx.op("scatter_add", [zeros, cx.v(index), cx.cast(keep, compute)], {"axis": dim})
+    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
     return _mean_of_writes(cx, base, count, written, dtype)
 
 
