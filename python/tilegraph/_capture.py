@@ -295,8 +295,10 @@ def _unsupported_report(gm):
         if node.op == "output":
             for arg in node.all_input_nodes:
                 if arg in selected and _ragged.row_symbol(arg) is not None:
-                    origins.append(f"  boolean-mask indexing x[mask] returned from the "
-                                   f"model, from {user_location(arg) or '<unknown location>'}"
+                    origins.append(f"  Indexing using boolean or byte tensor masks is "
+                                   f"unsupported when the selection is returned: "
+                                   f"boolean-mask indexing x[mask] returned from the model, "
+                                   f"from {user_location(arg) or '<unknown location>'}"
                                    ": " + _DATA_DEPENDENT_ADVICE["index"][1])
             continue
         if node.op != "call_function":

@@ -16,7 +16,7 @@ def applied():
     _register_hf_caches()
     with _static_ctc_shapes(), _causal_mask_detection_off(), _tensor_data_as_detach(), \
             _cross_map_lrn2d_functional(), _no_partial_graph_dump(), _quiet_unbacked_symbols(), \
-            value_checks_as_assertions():
+            _one_hot_needs_num_classes(), value_checks_as_assertions():
         yield
 
 
@@ -266,6 +266,29 @@ def _tensor_data_as_detach():
         yield
     finally:
         del torch.Tensor.data
+
+
+@contextlib.contextmanager
+def _one_hot_needs_num_classes():
+    """F.one_hot(x) without num_classes sizes its result by x's largest value, which a
+    compiled program cannot: refused by name (PopTorch's words), not as torch.export's
+    data-dependent .item()."""
+    from ._blocks import UnsupportedError
+    functional = torch.nn.functional
+    original = functional.one_hot
+
+    def one_hot(tensor, num_classes=-1):
+        if num_classes < 0:
+            raise UnsupportedError(
+                "OneHot num classes must be specified and must be constant: one_hot(x) "
+                "without num_classes takes its size from the data's largest value; pass "
+                "num_classes=")
+        return original(tensor, num_classes)
+    functional.one_hot = one_hot
+    try:
+        yield
+    finally:
+        functional.one_hot = original
 
 
 @contextlib.contextmanager

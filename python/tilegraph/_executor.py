@@ -86,17 +86,25 @@ class PoplarExecutor:
     executor's training) are pushed in before a call; after any failure, including Ctrl-C
     between steps, the module holds exactly what the engine applied."""
 
-    def __init__(self, model, options=None, optimizer=None, training=False):
+    def __init__(self, model, options=None, optimizer=None, training=False, user_model=None,
+                 poptorch_version=None):
+        """PopTorch's constructor (trainingModel / inferenceModel call it): `user_model` is
+        the module the caller holds when `model` wraps it (PopTorch's test helpers pass both;
+        they share parameters, so syncing `model` syncs it), `poptorch_version` is accepted
+        and unused."""
+        del poptorch_version
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
+        self._user_model = model if user_model is None else user_model
         if options is not None and not isinstance(options, Options):
             raise Error(f"Invalid type: 'options' is of type {type(options).__name__} "
                         "(expected tilegraph.Options)")
         options = Options() if options is None else options
         if not training and options.Training.gradient_accumulation != 1:
-            raise Error("Training.gradientAccumulation must be 1 for an inference model (it "
-                        f"is {options.Training.gradient_accumulation}); use deviceIterations "
+            raise Error("You must set poptorch.Options().Training.gradientAccumulation to 1 "
+                        "for an inference model (Training.gradientAccumulation is "
+                        f"{options.Training.gradient_accumulation}); use deviceIterations "
                         "to run several batches per call")
         # The user's options are frozen (the program is compiled from them: changing them
         # later would not change it); the executor works on its own frozen copy.
@@ -654,7 +662,11 @@ class PoplarExecutor:
                              f"{len(tensors)}")
         for i, (a, (shape, dtype)) in enumerate(zip(tensors, self._input_specs)):
             if a.dtype != dtype:
-                raise TypeError(f"input {i}: expected dtype {dtype}, got {a.dtype}")
+                raise _InputTypeChanged(
+                    f"One or more input data types have changed since the first model run: "
+                    f"input {i}: expected dtype {dtype}, got {a.dtype} (the program is "
+                    "compiled for the first call's types; cast the input, or wrap the model "
+                    "again for the new type)")
             if tuple(a.shape) != shape:
                 raise ValueError(f"input {i}: expected shape {list(shape)}, got "
                                  f"{list(a.shape)} ({self._combined_batch_factors()})")
@@ -887,6 +899,9 @@ class PoplarExecutor:
         with self._lock:
             if self._exe is None:
                 raise Error("the model has not been compiled yet")
+            if not self._attached:
+                raise Error("Device is not attached: detachFromDevice was called on a "
+                            "detached model (attachToDevice, or a call, attaches it)")
             self.copyWeightsToHost()
             self._attached = False
 
@@ -1173,7 +1188,8 @@ class PoplarExecutor:
             json.dump(data, f, indent=1)
 
 
-_NO_LOSS = ("a training model's forward must return the loss, or (outputs..., loss) with the "
+_NO_LOSS = ("Couldn't find a loss in graph: a training model's forward must return the loss, "
+            "or (outputs..., loss) with the "
             "loss last, as a floating-point scalar; wrap a custom or combined loss in "
             "tilegraph.identity_loss(x, reduction='sum'|'mean'|'none')")
 
@@ -1280,6 +1296,11 @@ def _anchor_value(cap, long_name, training):
 # How PopTorch's log names an anchor's output mode ("Gradient___model.fc2.bias EVERYN/4").
 _ANCHOR_MODE_NAMES = {OutputMode.All: "ALL", OutputMode.EveryN: "EVERYN",
                       OutputMode.Final: "FINAL", OutputMode.Sum: "Sum"}
+
+
+class _InputTypeChanged(Error, TypeError):
+    """An argument of another dtype than the compiled program's: PopTorch raises its Error
+    there, tilegraph raised a TypeError; this is both."""
 
 
 class _NotCompiledError(Error, AssertionError):

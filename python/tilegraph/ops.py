@@ -50,9 +50,15 @@ def compiling():
 
 
 def _tensor_list(name, inputs):
-    if not isinstance(inputs, (list, tuple)) or not all(isinstance(t, torch.Tensor)
-                                                        for t in inputs):
-        raise ValueError(f"{name}: expected a list of tensors, got {type(inputs).__name__}")
+    """`inputs` as a list, or a ValueError in PopTorch's words (its tests match them)."""
+    if not isinstance(inputs, (list, tuple)):
+        raise ValueError(f"{name}: expected a list of tensors, got {type(inputs).__name__} "
+                         "(Object is not list)")
+    for i, t in enumerate(inputs):
+        if not isinstance(t, torch.Tensor):
+            raise ValueError(f"{name}: expected a list of tensors, got {type(t).__name__} at "
+                             f"index {i} (Object contained in list at index {i} is not "
+                             "torch.tensor)")
     return list(inputs)
 
 

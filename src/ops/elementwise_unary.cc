@@ -264,8 +264,13 @@ void RegisterUnaryOps(OpRegistry& r) {
   r.Register(UnaryFloatOp<Copy>({"copy", "x (a new buffer)", [](const GradContext& g) {
     return std::vector<Value*>{g.GO(0)};
   }}));
-  r.Register(
-      UnaryFloatOp<Sign, kFloats | kInts>({"sign", "-1, 0 or 1 by the sign of x", nullptr}));
+  // Piecewise constant: zero gradient, as torch's (softshrink and other losses reach it).
+  // Samples away from the jump at 0 (a grid of halves shifted by 0.25, as floor's).
+  GradFn zero = [](const GradContext& g) {
+    return std::vector<Value*>{g.b().ZerosLike(g.I(0))};
+  };
+  r.Register(UnaryFloatOp<Sign, kFloats | kInts>(
+      {"sign", "-1, 0 or 1 by the sign of x", zero, InputInit::Uniform(-3.3, 3.3)}));
 }
 
 }  // namespace tg::ew

@@ -77,7 +77,7 @@ def test_options_are_frozen_once_a_model_is_wrapped_and_clone_unfreezes():
 
 
 def test_an_inference_model_refuses_gradient_accumulation_and_wrong_option_types():
-    with pytest.raises(tilegraph.Error, match="gradientAccumulation must be 1"):
+    with pytest.raises(tilegraph.Error, match="gradientAccumulation to 1"):
         tilegraph.inferenceModel(torch.nn.Linear(2, 2),
                                  tilegraph.Options().Training.gradientAccumulation(2))
     with pytest.raises(tilegraph.Error, match="expected tilegraph.Options"):

@@ -1,0 +1,7 @@
+"""The names of PopTorch's C++ extension module (`poptorch.poptorch_core`) that PopTorch code
+and tests use from Python: its error classes (the same classes as tilegraph.Error and
+friends, so `except poptorch.poptorch_core.Error` catches tilegraph's refusals)."""
+from ._blocks import Error
+from ._system import RecoverableError, UnrecoverableError
+
+__all__ = ["Error", "RecoverableError", "UnrecoverableError"]
