@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import _cache, _core, _guards, autocasting
+from . import _cache, _core, _guards, autocasting, optim
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
@@ -894,6 +894,8 @@ class PoplarExecutor:
                 self._exe.set_hyperparam("loss_scale", self._initial_loss_scale(loss_scaling))
             if "max_grad_norm" in self._exe.hyperparams:
                 self._exe.set_hyperparam("max_grad_norm", flags["max_grad_norm"])
+            if isinstance(optimizer, optim.Optimizer):
+                optimizer._attach(self)  # its state_dict reads this engine from now on
 
     def detachFromDevice(self):
         with self._lock:

@@ -7,6 +7,7 @@ parameters is stored; f32 by default). tilegraph reads
 their param_groups; the update itself is generated in C++ (src/autodiff/optimizer.cc).
 """
 import warnings
+import weakref
 
 import torch
 
@@ -43,8 +44,18 @@ class VariableAttributes:
         self._variable.add(attr)
 
 
-class _PopTorchArgs:
-    """PopTorch's extra optimizer arguments. loss_scaling: the engine's backward starts from
+class Optimizer:
+    """The base of tilegraph.optim's optimizers (PopTorch's poptorch.optim.Optimizer): listed
+    first in each class's bases, before the torch optimizer it extends.
+
+    state_dict() is torch's plus PopTorch's "ipu_state" and "ipu_param": once a training
+    executor has compiled with this optimizer, the engine's optimizer state and the
+    hyperparameters each parameter's update uses, under PopART's names (_optimizer_state.py;
+    None before). load_state_dict() writes "ipu_state" into the engine (now, or when the
+    executor compiles) and restores the param groups as torch does; a state dict without
+    "ipu_state" (a torch optimizer's) is refused, as PopTorch refuses it.
+
+    PopTorch's extra optimizer arguments. loss_scaling: the engine's backward starts from
     loss x scale and the update divides the gradients by it (the same mathematics; it keeps
     half-precision gradients out of underflow). The accumulator dtypes choose how the state of
     half-precision parameters (model.half()) is stored: accum_type for accumulated gradients,
@@ -63,6 +74,8 @@ class _PopTorchArgs:
                      "second_order_momentum_accum_type")
 
     def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
+        self._executor = None       # weakref to the training executor compiled with it
+        self._pending_state = None  # ipu_state loaded before that executor compiled
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
         allowed = set(self.defaults) | {"loss_scaling"}
         self.variable_attrs = VariableAttributes(allowed, allowed)
@@ -119,6 +132,63 @@ class _PopTorchArgs:
             gr.copy_(gr.float() * torch.tensor(factor, dtype=torch.float32))
         return norm
 
+    def _attach(self, executor):
+        """The training executor compiled with this optimizer (setOptimizer calls it):
+        state_dict reads its engine, a pending loaded state is written into it."""
+        self._executor = weakref.ref(executor)
+        if self._pending_state is not None:
+            from . import _optimizer_state
+            state, self._pending_state = self._pending_state, None
+            _optimizer_state.write_state(executor, describe(self)[0], state)
+
+    def __getstate__(self):
+        """torch's (defaults, state, param_groups) and tilegraph's own attributes (loss
+        scaling, clipping, state dtypes); not the executor it was compiled with."""
+        state = super().__getstate__()
+        state.update({k: v for k, v in self.__dict__.items()
+                      if k not in state and k != "_executor"})
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.__dict__["_executor"] = None
+
+    def _compiled(self):
+        executor = self._executor() if getattr(self, "_executor", None) else None
+        return executor if executor is not None and executor._exe is not None else None
+
+    def state_dict(self):
+        from . import _optimizer_state
+        out = super().state_dict()
+        executor = self._compiled()
+        if executor is None:
+            out["ipu_state"] = dict(self._pending_state) if self._pending_state else None
+            out["ipu_param"] = None
+            return out
+        kind = describe(self)[0]
+        with executor._lock:
+            out["ipu_state"] = _optimizer_state.read_state(executor, kind)
+        out["ipu_param"] = _optimizer_state.hyperparameters(self, kind, executor)
+        return out
+
+    def load_state_dict(self, state_dict):
+        if "ipu_state" not in state_dict:
+            raise RuntimeError("Only IPU optimizer states can be loaded onto the IPU: this "
+                               "state dict has no 'ipu_state' (a torch optimizer's?); load it "
+                               "into a torch optimizer, or save one from tilegraph.optim")
+        super().load_state_dict({k: v for k, v in state_dict.items()
+                                 if k not in ("ipu_state", "ipu_param")})
+        state = state_dict["ipu_state"]
+        if state is None:
+            return
+        executor = self._compiled()
+        if executor is None:
+            self._pending_state = dict(state)
+            return
+        from . import _optimizer_state
+        with executor._lock:
+            _optimizer_state.write_state(executor, describe(self)[0], state)
+
     def _clipped_step(self, update, closure):
         """step(closure) for these optimizers: the closure's loss, clipping, the update."""
         loss = None
@@ -130,7 +200,7 @@ class _PopTorchArgs:
         return loss
 
 
-class SGD(torch.optim.SGD, _PopTorchArgs):
+class SGD(Optimizer, torch.optim.SGD):
     def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, loss_scaling=None, velocity_scaling=None,
                  use_combined_accum=None, accum_type=None, velocity_accum_type=None,
@@ -145,7 +215,7 @@ class SGD(torch.optim.SGD, _PopTorchArgs):
         return self._clipped_step(super().step, closure)
 
 
-class Adam(torch.optim.Adam, _PopTorchArgs):
+class Adam(Optimizer, torch.optim.Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, max_grad_norm=None):
@@ -159,7 +229,7 @@ class Adam(torch.optim.Adam, _PopTorchArgs):
         return self._clipped_step(super().step, closure)
 
 
-class AdamW(torch.optim.AdamW, _PopTorchArgs):
+class AdamW(Optimizer, torch.optim.AdamW):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, bias_correction=True, max_grad_norm=None):
@@ -204,7 +274,7 @@ class AdamW(torch.optim.AdamW, _PopTorchArgs):
                        (state["exp_avg_sq"].sqrt() + group["eps"]))
 
 
-class RMSprop(torch.optim.RMSprop, _PopTorchArgs):
+class RMSprop(Optimizer, torch.optim.RMSprop):
     """torch's RMSprop, or with use_tf_variant=True TensorFlow's (PopTorch's option, as PopART
     computes it): square_avg starts at ones, eps goes inside the square root, and with
     momentum the buffer accumulates lr * g / avg (p -= buf). step() is then the eager
@@ -267,7 +337,7 @@ class RMSprop(torch.optim.RMSprop, _PopTorchArgs):
                     p.copy_(p + (-lr * g) / avg)
 
 
-class LAMB(torch.optim.Optimizer, _PopTorchArgs):
+class LAMB(Optimizer, torch.optim.Optimizer):
     """PopTorch's LAMB (layer-wise adaptive moments, You et al. 2019). Its step() is the
     eager reference, in the operation order of the compiled update (src/autodiff/
     optimizer.cc): m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias correction
@@ -453,7 +523,7 @@ def from_spec(spec, model):
         opt = cls(groups, lr=groups[0].get("lr", 0.01))
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(f"corrupt optimizer description ({e})") from None
-    if isinstance(opt, _PopTorchArgs):
+    if isinstance(opt, Optimizer):
         opt.loss_scaling = float(spec.get("loss_scaling", 1.0))
         try:
             opt.max_grad_norm = spec.get("max_grad_norm")

@@ -193,6 +193,7 @@ API = [
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant, max_grad_norm"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
+    ("optim.Optimizer", IMPLEMENTED, "base class; state_dict / load_state_dict carry the engine's state (ipu_state, ipu_param)"),
     ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),
     # ---- enums ------------------------------------------------------------------------
     ("enums.OutputMode", IMPLEMENTED, ""),

@@ -399,3 +399,91 @@ def test_max_grad_norm_over_replicas_and_pipeline_stages(placement):
         eager_opt.step()
     for p, q in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+class _Lin(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        y = self.lin(x)
+        return y, tilegraph.identity_loss((y ** 2).sum(), reduction="sum")
+
+
+_STATEFUL = {
+    "sgd_momentum": (tilegraph.optim.SGD, dict(momentum=0.9), ["Accl"]),
+    "adam": (tilegraph.optim.Adam, {}, ["Accl1", "Accl2"]),
+    "adamw": (tilegraph.optim.AdamW, {}, ["Accl1", "Accl2"]),
+    "rmsprop": (tilegraph.optim.RMSprop, dict(momentum=0.9), ["Accl1", "Accl3"]),
+    "lamb": (LAMB, {}, ["Accl1", "Accl2"]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_STATEFUL))
+def test_optimizer_state_dict_checkpoints_the_engine_state(kind, tmp_path):
+    """PopTorch's optimizer state_dict: "ipu_state" / "ipu_param" are None before compiling,
+    then the engine's state (PopART's names) and each parameter's hyperparameters. A
+    checkpoint (torch.save) loaded into a fresh optimizer, before its executor compiles,
+    resumes training exactly; without it the momentum / moments restart and the weights
+    differ."""
+    cls, extra, prefixes = _STATEFUL[kind]
+    make = lambda m: cls(m.parameters(), lr=0.05, weight_decay=0.025,  # noqa: E731
+                         loss_scaling=0.75, **extra)
+    torch.manual_seed(0)
+    model = _Lin()
+    opt = make(model)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    assert opt.state_dict()["ipu_state"] is None and opt.state_dict()["ipu_param"] is None
+    x = torch.randn(3)
+    for _ in range(3):
+        run(x)
+    saved = opt.state_dict()
+    assert {f"{p}___model.lin.{w}" for p in prefixes for w in ("weight", "bias")} <= \
+        set(saved["ipu_state"]), sorted(saved["ipu_state"])
+    assert float(saved["ipu_param"]["lossScaling_FLOAT"]) == 0.75
+    lr_key = ("scaledLearningRate0___specific___model.lin.bias" if kind == "sgd_momentum"
+              else "learningRate___specific___model.lin.bias")
+    want = 0.05 / 0.75 if kind == "sgd_momentum" else 0.05
+    assert float(saved["ipu_param"][lr_key]) == pytest.approx(want)
+    path = tmp_path / "ckpt.pt"
+    torch.save({"model": model.state_dict(), "optimizer": saved}, path)
+    checkpoint = torch.load(path)
+
+    def resumed(with_state):
+        fresh = _Lin()
+        fresh.load_state_dict(checkpoint["model"])
+        fresh_opt = make(fresh)
+        if with_state:
+            fresh_opt.load_state_dict(checkpoint["optimizer"])
+        again = tilegraph.trainingModel(fresh, optimizer=fresh_opt)
+        for _ in range(2):
+            again(x)
+        return fresh.lin.weight.detach()
+
+    for _ in range(2):
+        run(x)
+    assert torch.equal(resumed(True), model.lin.weight.detach())
+    assert not torch.allclose(resumed(False), model.lin.weight.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_optimizer_state_loads_into_a_compiled_executor_and_refuses_torchs():
+    torch.manual_seed(0)
+    model = _Lin()
+    opt = tilegraph.optim.Adam(model.parameters(), lr=0.1)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    x = torch.randn(3)
+    run(x)
+    state = opt.state_dict()
+    state["ipu_state"] = {k: torch.full_like(v, 0.5) for k, v in state["ipu_state"].items()}
+    opt.load_state_dict(state)
+    assert all(torch.equal(v, torch.full_like(v, 0.5))
+               for v in opt.state_dict()["ipu_state"].values())
+    eager = nn.Linear(3, 3)
+    torch_opt = torch.optim.Adam(eager.parameters())
+    eager(x).sum().backward()
+    torch_opt.step()
+    with pytest.raises(RuntimeError, match="Only IPU optimizer states can be loaded"):
+        tilegraph.optim.Adam(eager.parameters()).load_state_dict(torch_opt.state_dict())
+    assert tilegraph.optim.SGD.__bases__[1] is torch.optim.SGD
+    assert isinstance(opt, tilegraph.optim.Optimizer)

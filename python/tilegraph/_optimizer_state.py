@@ -1,0 +1,92 @@
+"""PopTorch's optimizer state_dict on tilegraph: the engine's optimizer state (momentum,
+moments, accumulated gradients, step counters) read into and written from
+`optimizer.state_dict()["ipu_state"]`, under PopART's names, and the hyperparameters each
+parameter's update uses as `["ipu_param"]` (derived from the optimizer's param groups, as
+PopART derives its optimizer tensors). Checkpoints of a training run then hold the state
+that resumes it: `torch.save(optimizer.state_dict())`, later `load_state_dict` (before or
+after compiling) writes it into the engine.
+
+PopART's names: per-parameter state "<kind>___model.<parameter>" with Accl (SGD momentum),
+Accl1 / Accl2 (Adam, AdamW, LAMB first and second moments; RMSprop mean square and mean
+gradient), Accl3 (RMSprop momentum), Accum (accumulated gradients); state of the whole step
+(optimizer.step, loss-scaling counters) under tilegraph's variable names."""
+import numpy as np
+import torch
+
+from ._engine_io import from_engine, to_engine
+
+# (optimizer kind, tilegraph's state name) -> PopART's prefix
+_PREFIX = {
+    ("sgd", "momentum_buffer"): "Accl",
+    ("adam", "exp_avg"): "Accl1", ("adam", "exp_avg_sq"): "Accl2",
+    ("adamw", "exp_avg"): "Accl1", ("adamw", "exp_avg_sq"): "Accl2",
+    ("lamb", "exp_avg"): "Accl1", ("lamb", "exp_avg_sq"): "Accl2",
+    ("rmsprop", "square_avg"): "Accl1", ("rmsprop", "grad_avg"): "Accl2",
+    ("rmsprop", "momentum_buffer"): "Accl3",
+}
+_SUFFIXES = sorted({what for _, what in _PREFIX} | {"grad_accum"}, key=len, reverse=True)
+
+
+def state_names(executor, kind):
+    """PopART-style name -> engine variable, for every optimizer state variable."""
+    cap = executor._cap
+    param_of = {}
+    for fqn, var in cap.params.items():
+        param_of.setdefault(var, fqn)
+    own = set(cap.params.values()) | set(cap.buffers.values())
+    names = {}
+    for var in executor._exe.variables:
+        if var in own:
+            continue
+        name = var
+        for what in _SUFFIXES:
+            base = var[:-len(what) - 1]
+            if var.endswith("." + what) and base in param_of:
+                prefix = "Accum" if what == "grad_accum" else _PREFIX.get((kind, what), what)
+                name = f"{prefix}___model.{param_of[base]}"
+                break
+        names[name] = var
+    return names
+
+
+def read_state(executor, kind):
+    """{PopART name: tensor} of the engine's optimizer state (copies)."""
+    return {name: from_engine(np.array(executor._exe.read_variable(var)))
+            for name, var in state_names(executor, kind).items()}
+
+
+def write_state(executor, kind, state):
+    """Writes `state` ({PopART name: tensor}, as read_state gives) into the engine; names it
+    does not know are an error, names it lacks keep their values."""
+    names = state_names(executor, kind)
+    unknown = sorted(set(state) - set(names))
+    if unknown:
+        raise ValueError(f"optimizer state: {unknown} are not state of this program; it "
+                         f"holds {sorted(names)}")
+    for name, value in state.items():
+        executor._exe.write_variable(names[name], to_engine(torch.as_tensor(value)))
+
+
+def hyperparameters(optimizer, kind, executor):
+    """{PopART name: scalar tensor}: the learning rate and weight decay each parameter's
+    update uses, and the loss scaling, from the optimizer's param groups (SGD as PopART's
+    SGD0 folds them: scaledLearningRate0 = lr (1 - dampening) / loss_scaling,
+    weightDecayScaleFactor0 = 1 - lr (1 - dampening) wd)."""
+    names = {id(p): n for n, p in executor.model.named_parameters()}
+    ls = float(getattr(optimizer, "loss_scaling", 1.0))
+    out = {}
+    for group in optimizer.param_groups:
+        lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        dm = float(group.get("dampening", 0.0))
+        for p in group["params"]:
+            if id(p) not in names:
+                continue
+            fqn = names[id(p)]
+            if kind == "sgd":
+                out[f"scaledLearningRate0___specific___model.{fqn}"] = lr * (1 - dm) / ls
+                out[f"weightDecayScaleFactor0___specific___model.{fqn}"] = 1 - lr * (1 - dm) * wd
+            else:
+                out[f"learningRate___specific___model.{fqn}"] = lr
+                out[f"weightDecay___specific___model.{fqn}"] = wd
+    out["lossScaling_FLOAT"] = ls
+    return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
