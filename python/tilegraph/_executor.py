@@ -874,14 +874,13 @@ class PoplarExecutor:
             raise Error("setOptimizer is only valid on a training model")
         with self._lock:
             kind, flags, groups, loss_scaling = describe(optimizer)
-            shape = structure(flags)
-            if self._opt_flags and self._opt_flags[1].get("max_grad_norm"):
-                shape["max_grad_norm"] = True  # a program that clips takes any clip, or none
-            if self._exe is not None and (kind, shape) != tuple(self._opt_flags):
+            if self._exe is not None and not optim.runs_on(tuple(self._opt_flags), kind,
+                                                           flags, groups):
                 raise ValueError(f"setOptimizer: expected a {self._opt_flags[0]} optimizer with "
-                                 f"{self._opt_flags[1]}, got {kind} with {shape}; these "
-                                 "change the compiled program (wrap the model again; "
-                                 "max_grad_norm can change, but not from None to a value)")
+                                 f"{self._opt_flags[1]}, got {kind} with {structure(flags)}; "
+                                 "these change the compiled program (wrap the model again; "
+                                 "max_grad_norm can change, but not from None to a value; "
+                                 "pass momentum=0.0 explicitly to change it later)")
             self.optimizer = optimizer
             if self._exe is None:
                 return

@@ -201,12 +201,17 @@ class Optimizer:
 
 
 class SGD(Optimizer, torch.optim.SGD):
-    def __init__(self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0,
+    """torch's SGD with PopTorch's arguments. momentum given explicitly (even 0.0, as in
+    PopTorch, where it then is a variable attribute) builds the momentum buffers, so that
+    setOptimizer can later change it without recompiling."""
+
+    def __init__(self, params, lr=0.01, momentum=None, dampening=0.0, weight_decay=0.0,
                  nesterov=False, loss_scaling=None, velocity_scaling=None,
                  use_combined_accum=None, accum_type=None, velocity_accum_type=None,
                  max_grad_norm=None):
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, lr=lr, momentum=0.0 if momentum is None else momentum,
+                         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+        self._momentum_given = momentum is not None
         self._init_extra(loss_scaling, max_grad_norm, velocity_scaling=velocity_scaling,
                          use_combined_accum=use_combined_accum, accum_type=accum_type,
                          velocity_accum_type=velocity_accum_type)
@@ -283,11 +288,12 @@ class RMSprop(Optimizer, torch.optim.RMSprop):
     avg = sqrt(sq - ga*ga + eps) | avg = sqrt(sq + eps); momentum: buf = buf*momentum +
     lr*(g/avg), p -= buf | p += (-lr*g)/avg."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=None,
                  centered=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, use_tf_variant=False, max_grad_norm=None):
         super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered)
+                         momentum=0.0 if momentum is None else momentum, centered=centered)
+        self._momentum_given = momentum is not None  # as SGD's: buffers even at 0.0
         self.defaults["use_tf_variant"] = bool(use_tf_variant)
         for group in self.param_groups:
             group.setdefault("use_tf_variant", bool(use_tf_variant))
@@ -433,9 +439,10 @@ def describe(optimizer):
         if g.get("maximize"):
             raise NotImplementedError("maximize=True is not supported by tilegraph yet")
         h = dict(lr=float(g["lr"]), weight_decay=float(g.get("weight_decay", 0.0)))
+        given = getattr(optimizer, "_momentum_given", False)
         if kind == "sgd":
             h.update(momentum=float(g["momentum"]), dampening=float(g["dampening"]))
-            flags["use_momentum"] |= g["momentum"] != 0
+            flags["use_momentum"] |= g["momentum"] != 0 or given
             flags["nesterov"] |= bool(g["nesterov"])
         elif kind == "lamb":
             h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]),
@@ -446,7 +453,7 @@ def describe(optimizer):
             flags["bias_correction"] = bool(g.get("bias_correction", True))
         else:
             h.update(alpha=float(g["alpha"]), eps=float(g["eps"]), momentum=float(g["momentum"]))
-            flags["use_momentum"] |= g["momentum"] != 0
+            flags["use_momentum"] |= g["momentum"] != 0 or given
             flags["centered"] |= bool(g["centered"])
             flags["rmsprop_tf_variant"] |= bool(g.get("use_tf_variant", False))
         groups.append((list(g["params"]), h))
@@ -468,6 +475,21 @@ def structure(flags):
     out = dict(flags)
     out["max_grad_norm"] = out.get("max_grad_norm", float("inf")) != float("inf")
     return out
+
+
+def runs_on(compiled, kind, flags, groups):
+    """Whether a program compiled with structure `compiled` runs an optimizer of `kind`,
+    `flags`, `groups` (describe()'s) with the same mathematics: the same structure, or a
+    program with momentum buffers given momentum 0 (SGD without dampening, RMSprop: the
+    buffer is then the plain update), or one that clips given no clip (inf)."""
+    kind0, shape0 = compiled
+    shape = structure(flags)
+    if shape0.get("max_grad_norm"):
+        shape["max_grad_norm"] = True
+    if shape0.get("use_momentum") and not shape["use_momentum"] and \
+            (kind == "rmsprop" or all(h.get("dampening", 0.0) == 0.0 for _, h in groups)):
+        shape["use_momentum"] = True
+    return kind == kind0 and shape == shape0
 
 
 _TG_DTYPE = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}

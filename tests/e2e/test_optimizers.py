@@ -487,3 +487,44 @@ def test_optimizer_state_loads_into_a_compiled_executor_and_refuses_torchs():
         tilegraph.optim.Adam(eager.parameters()).load_state_dict(torch_opt.state_dict())
     assert tilegraph.optim.SGD.__bases__[1] is torch.optim.SGD
     assert isinstance(opt, tilegraph.optim.Optimizer)
+
+
+def test_momentum_given_as_zero_can_change_later_without_recompiling():
+    """PopTorch: momentum=0.0 passed explicitly is a variable attribute. The program keeps
+    momentum buffers (with momentum 0 the buffer is the gradient), so setOptimizer can raise
+    it; the velocity then continues from the last gradient, as PopART's does (torch's eager
+    SGD would start a fresh buffer). Left at its default, momentum stays out of the program
+    and changing it is refused."""
+    torch.manual_seed(0)
+    model = _Lin()
+    eager = copy.deepcopy(model)
+    run = tilegraph.trainingModel(model, optimizer=tilegraph.optim.SGD(
+        model.parameters(), lr=0.01, momentum=0.0))
+    x = torch.randn(3)
+    bufs = {}
+
+    def eager_step(momentum):
+        eager.zero_grad()
+        (eager(x)[0] ** 2).sum().backward()
+        with torch.no_grad():
+            for name, p in eager.named_parameters():
+                bufs[name] = p.grad.clone() if name not in bufs else \
+                    momentum * bufs[name] + p.grad
+                p -= 0.01 * bufs[name]
+
+    run(x)
+    eager_step(0.0)
+    before = tilegraph.compilation_count()
+    run.setOptimizer(tilegraph.optim.SGD(model.parameters(), lr=0.01, momentum=0.5))
+    for _ in range(2):
+        run(x)
+        eager_step(0.5)
+    assert tilegraph.compilation_count() == before
+    torch.testing.assert_close(model.lin.weight.detach(), eager.lin.weight.detach(), rtol=1e-5,
+                               atol=1e-6)
+    plain = tilegraph.trainingModel(_Lin(), optimizer=tilegraph.optim.SGD(_Lin().parameters(),
+                                                                          lr=0.01))
+    plain(x)
+    with pytest.raises(ValueError, match="pass momentum=0.0 explicitly"):
+        plain.setOptimizer(tilegraph.optim.SGD(plain.model.parameters(), lr=0.01,
+                                               momentum=0.5))
