@@ -980,7 +980,8 @@ class PoplarExecutor:
         """The names of the compiled program's tensors: inputs, variables (parameters by
         their module names, optimizer state) and outputs, and PopART's names that
         Options().anchorTensor takes for a training program: "Gradient___model.<param>" (the
-        parameter's gradient), "UpdatedVar___model.<param>" (its value after the step) and
+        parameter's gradient), "UpdatedVar___model.<param>" (its value after the step), both
+        also without the "model." prefix, and
         "scaledLearningRate___group<i>" (the learning rate of parameter group i). Before the
         first compilation it raises, as PopTorch's does, an error that is also an
         AssertionError."""
@@ -990,8 +991,11 @@ class PoplarExecutor:
         names = list(g.inputs) + list(self._exe.variables) + list(g.outputs)
         if self.training:
             trained = [fqn for fqn, var in self._cap.params.items() if var in self._cap.grad_of]
-            names += [f"Gradient___model.{fqn}" for fqn in trained]
-            names += [f"UpdatedVar___model.{fqn}" for fqn in trained]
+            # PopTorch's names carry its wrapper's "model." prefix in some versions and not
+            # in others (its tests check both forms); both anchor the same tensor.
+            for prefix in ("model.", ""):
+                names += [f"Gradient___{prefix}{fqn}" for fqn in trained]
+                names += [f"UpdatedVar___{prefix}{fqn}" for fqn in trained]
             names += [f"scaledLearningRate___{h[:-len('.lr')]}" for h in self._exe.hyperparams
                       if h.startswith("group") and h.endswith(".lr")]
         return names

@@ -99,17 +99,24 @@ def cond(condition, then_body, then_inps, else_body, else_inps):
 
 
 def _window(length, start, size, step=1):
+    """The positions start, start + step, ... below start + size (PopTorch's span)."""
     if not isinstance(start, torch.Tensor):
         raise Error("dynamic_slice/dynamic_update: start must be a tensor (a Python int is "
                     "a static slice: use tensor[a:b])")
-    positions = torch.arange(size, device=start.device) * step
+    positions = torch.arange(0, size, step, device=start.device)
     return start.reshape(()).to(torch.int64) + positions
 
 
 def dynamic_slice(tensor, dim, start, size, step):
-    """tensor[start : start + size*step : step] along `dim`, `start` a tensor."""
-    if not isinstance(size, int) or not isinstance(step, int) or size < 1 or step < 1:
-        raise Error("dynamic_slice: size and step must be positive ints")
+    """tensor[start : start + size : step] along `dim`, `start` a tensor (PopTorch's: `size`
+    is the span of the slice, so it holds ceil(size / step) elements)."""
+    if not isinstance(size, int) or not isinstance(step, int) or step < 1:
+        raise Error("dynamic_slice: size and step must be ints, step >= 1")
+    if size == 0:
+        raise Error("dynamic_slice: The start and end of a slice must be different.")
+    if size < 0:
+        raise Error("dynamic_slice: Taking a slice of a tensor with the end less than the "
+                    "start is not supported.")
     return torch.index_select(tensor, dim, _window(tensor.shape[dim], start, size, step))
 
 

@@ -60,7 +60,8 @@ def test_dynamic_slice_and_update_at_a_tensor_offset():
     class Window(nn.Module):
         def forward(self, x, start, patch):
             part = tilegraph.dynamic_slice(x, 1, start, 3, 1)
-            strided = tilegraph.dynamic_slice(x, 1, start, 2, 2)
+            # size is the span (PopTorch's at::slice(start, start + size, step))
+            strided = tilegraph.dynamic_slice(x, 1, start, 3, 2)
             return part, strided, tilegraph.dynamic_update(x, patch, 1, start, 2)
 
     run = tilegraph.inferenceModel(Window())
@@ -69,10 +70,18 @@ def test_dynamic_slice_and_update_at_a_tensor_offset():
     for s in (0, 2, 5):
         part, strided, updated = run(x, torch.tensor([s]), patch)
         torch.testing.assert_close(part, x[:, s:s + 3])
-        torch.testing.assert_close(strided, x[:, s:s + 4:2])
+        torch.testing.assert_close(strided, x[:, s:s + 3:2])
         expected = x.clone()
         expected[:, s:s + 2] = patch
         torch.testing.assert_close(updated, expected)
+
+
+def test_dynamic_slice_of_no_or_negative_span_says_so():
+    x, start = torch.arange(8.0), torch.tensor([1])
+    with pytest.raises(tilegraph.Error, match="start and end of a slice must be different"):
+        tilegraph.dynamic_slice(x, 0, start, 0, 1)
+    with pytest.raises(tilegraph.Error, match="end less than the start is not supported"):
+        tilegraph.dynamic_slice(x, 0, start, -2, 1)
 
 
 def test_serialized_matmul_overlap_and_print_pass_values_through():
