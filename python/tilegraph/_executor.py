@@ -103,9 +103,11 @@ class PoplarExecutor:
         options = Options() if options is None else options
         if not training and options.Training.gradient_accumulation != 1:
             raise Error("You must set poptorch.Options().Training.gradientAccumulation to 1 "
-                        "for an inference model (Training.gradientAccumulation is "
-                        f"{options.Training.gradient_accumulation}); use deviceIterations "
-                        "to run several batches per call")
+                        "or leave it as its default value (1) when running a "
+                        "poptorch.inferenceModel(). Use poptorch.Options().deviceIterations() "
+                        "to process a sufficient number of batches each run for pipelined "
+                        "execution instead. (Training.gradientAccumulation is "
+                        f"{options.Training.gradient_accumulation})")
         # The user's options are frozen (the program is compiled from them: changing them
         # later would not change it); the executor works on its own frozen copy.
         options._freeze()
@@ -1235,7 +1237,10 @@ class _Placements:
         """The number of devices; errors for configurations pipelining cannot run."""
         from ._blocks import PipelinedExecution
         stages = 1 + max(self.order, default=0)
-        if isinstance(self.strategy, PipelinedExecution) and stages > 1:
+        # No strategy set: PopTorch's default is pipelined execution, so its rules apply
+        # (tilegraph then runs the stages one after another, as ShardedExecution).
+        if (self.strategy is None or isinstance(self.strategy, PipelinedExecution)) and \
+                stages > 1:
             for a, b in zip(self.order, self.order[1:]):
                 if b < a:
                     raise ValueError(f"pipeline stages out of order: the forward runs device "
@@ -1250,9 +1255,21 @@ class _Placements:
                                  "without gaps")
             accumulation = executor.options.Training.gradient_accumulation
             if executor.training and accumulation < 2 * stages - 1:
-                raise ValueError(f"pipelined training over {stages} stages needs "
-                                 f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, "
-                                 f"got {accumulation}")
+                raise _PipelineError(
+                    "poptorch.Options().Training.gradientAccumulation must be greater than or "
+                    f"equal to the number of pipeline stages ({2 * stages - 1}) when using "
+                    f"poptorch.PipelinedExecution. Please note that a model with {stages} "
+                    f"pipeline stages in PopTorch will have an additional {stages - 1} stages "
+                    f"when training. (pipelined training over {stages} stages needs "
+                    f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, got "
+                    f"{accumulation}; or use ShardedExecution)")
+            iterations = executor.options.device_iterations
+            if not executor.training and iterations < stages:
+                raise _PipelineError(
+                    "poptorch.Options().deviceIterations must be greater than or equal to the "
+                    f"number of pipeline stages ({stages}) when using "
+                    f"poptorch.PipelinedExecution (it is {iterations}; or use "
+                    "ShardedExecution)")
         return stages
 
 
@@ -1301,6 +1318,10 @@ def _anchor_value(cap, long_name, training):
 # How PopTorch's log names an anchor's output mode ("Gradient___model.fc2.bias EVERYN/4").
 _ANCHOR_MODE_NAMES = {OutputMode.All: "ALL", OutputMode.EveryN: "EVERYN",
                       OutputMode.Final: "FINAL", OutputMode.Sum: "Sum"}
+
+
+class _PipelineError(Error, ValueError):
+    """A pipeline configuration PopTorch refuses (its Error; tilegraph raised ValueError)."""
 
 
 class _InputTypeChanged(Error, TypeError):

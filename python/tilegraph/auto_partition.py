@@ -140,6 +140,9 @@ def _executor(model, options, optimizer):
     given.update(getattr(optimizer, "ipu_storage", {}))
     if getattr(optimizer, "loss_scaling", 1.0) != 1.0:
         given["loss_scaling"] = optimizer.loss_scaling
+    if "momentum" in given and not given["momentum"] and \
+            not getattr(optimizer, "_momentum_given", True):
+        del given["momentum"]  # left at its default: no momentum buffers (optim.SGD's rule)
     kwargs = {k: v for k, v in given.items() if k in accepted}
     return trainingModel(model, options, type(optimizer)(model.parameters(), **kwargs))
 

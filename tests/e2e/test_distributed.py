@@ -247,6 +247,7 @@ def test_stages_on_processes_must_match_the_model_and_the_launch():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2))
     model[1] = tilegraph.BeginBlock(model[1], ipu_id=1)
     opts = tilegraph.Options().setExecutionStrategy(tilegraph.PipelinedExecution())
+    opts.deviceIterations(2)  # a pipelined inference model runs >= one batch per stage
     opts.Distributed.placeStagesOnProcesses(3)
     with pytest.raises(ValueError, match=r"placeStagesOnProcesses\(3\), but the model's blocks "
                                          r"use 2 device\(s\)"):

@@ -72,7 +72,9 @@ def test_block_context_and_block_function_place_regions():
             return self.tail(h)
 
     net = Net()
-    infer = tilegraph.inferenceModel(net)
+    # Sharded: PopTorch's default (pipelined) inference needs deviceIterations >= 2 here.
+    sharded = tilegraph.Options().setExecutionStrategy(tilegraph.ShardedExecution())
+    infer = tilegraph.inferenceModel(net, sharded)
     torch.testing.assert_close(infer(torch.ones(2, 8)).reshape(()), net(torch.ones(2, 8)))
     assert " @1" in infer.executable.optimized_ir
 
@@ -278,7 +280,8 @@ def test_blocks_survive_saving_copying_and_can_be_removed(tmp_path):
     with pytest.raises(tilegraph.Error, match="already been assigned to a block"):
         tilegraph.BeginBlock(model[2], ipu_id=1)
     x = torch.randn(2, 3)
-    infer = tilegraph.inferenceModel(model)
+    infer = tilegraph.inferenceModel(model, tilegraph.Options().setExecutionStrategy(
+        tilegraph.ShardedExecution()))  # device 1 holds no block: not a pipeline
     infer(x)
     assert " @2" in infer.executable.optimized_ir
     tilegraph.removeBlocks(model)
