@@ -19,7 +19,7 @@ try:
     from . import _core
 finally:
     _sys.setdlopenflags(_dlopen_flags)
-from . import autocasting, enums, ops, optim, poptorch_core
+from . import autocasting, enums, ops, optim, poptorch_core, testing
 from ._core import Executable, Graph, registered_ops
 from ._executor import (PoplarExecutor, compilation_count, identity_loss, inferenceModel,
                         registerPostCompileHook, registerPreCompileHook, trainingModel)

@@ -442,6 +442,20 @@ def _as_strided(cx, n, x, size, stride, storage_offset=None):
     return _gather_constant(cx, n, x, flat_index, [int(v) for v in size])
 
 
+@handles(aten.unfold.default)
+def _unfold(cx, n, x, dimension, size, step):
+    """Tensor.unfold: the windows of `size` elements every `step` along `dimension`, the
+    window as a new last dim (torch's view) - a gather with a constant index."""
+    shape = cx.shape_of(x)
+    if not shape:
+        cx.unsupported(n, "unfold of a 0-d tensor")
+    d = dimension % len(shape)
+    index = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
+    windows = np.lib.stride_tricks.sliding_window_view(index, int(size), axis=d)
+    windows = np.take(windows, np.arange(0, windows.shape[d], int(step)), axis=d)
+    return _gather_constant(cx, n, x, windows, list(windows.shape))
+
+
 @handles(aten.repeat.default)
 def _repeat(cx, n, x, repeats):
     """x tiled `repeats` times per dim: reshape to [1, s0, 1, s1, ...], expand to
@@ -1201,7 +1215,8 @@ def _linear_index(cx, n, shape, indices, dims):
 def _put_rows(cx, base, flat, values, rows, accumulate, dtype):
     """base [rows, ...] with values [N, ...] added at (accumulate) or written to the rows
     `flat` names. Of writes to a repeated row the last stays, as torch's CPU kernel writes
-    them in order (torch documents the winner as unspecified)."""
+    them in order (torch documents the winner as unspecified); only it gets a gradient (the
+    overwritten values change nothing; torch's backward passes them the row's gradient)."""
     if accumulate:
         return cx.op("index_add", [base, flat, values], {"axis": 0})
     compute = _write_dtype(dtype)

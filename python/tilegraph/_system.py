@@ -43,21 +43,20 @@ def setLogLevel(level):
     """Sets the "tilegraph" logger's level from PopTorch's level (number or name)."""
     if isinstance(level, str):
         if level.upper() not in _LEVELS:
-            raise ValueError(f"setLogLevel: unknown level {level!r}; expected one of "
-                             f"{', '.join(_LEVELS)}")
+            raise ValueError(f"Unknown log level: {level}. Valid values are DEBUG, ERR, INFO, "
+                             "OFF, TRACE and WARN")
         python_level = _LEVELS[level.upper()][1]
     else:
         by_number = {number: py for number, py in _LEVELS.values()}
         if int(level) not in by_number:
-            raise ValueError(f"setLogLevel: unknown level {level!r}; expected one of "
-                             f"{sorted(by_number)}")
+            raise ValueError(f"Invalid log level integer: {level} (expected one of "
+                             f"{sorted(by_number)})")
         python_level = by_number[int(level)]
     logger.setLevel(python_level)
     if not logger.handlers:
         handler = logging.StreamHandler()  # sys.stderr, looked up when a record is written
         handler.setFormatter(logging.Formatter("[tilegraph:%(levelname)s] %(message)s"))
-        logger.addHandler(handler)
-        logger.propagate = False
+        logger.addHandler(handler)  # records still propagate (pytest's caplog sees them)
 
 
 def nop(tensor):

@@ -136,3 +136,16 @@ def test_poptorchs_test_helper_constructor_trains_a_wrapped_model():
         opt.step()
     torch.testing.assert_close(model.weight.detach(), eager.weight.detach(), rtol=1e-5,
                                atol=1e-6)
+
+
+def test_poptorch_testing_and_core_helpers():
+    """poptorch.testing.allclose compares nested results; poptorch_core names PopTorch's
+    helpers its tests call."""
+    a = (torch.ones(2), [torch.zeros(3), {"k": torch.tensor(1.0)}])
+    assert tilegraph.testing.allclose(a, (torch.ones(2), [torch.zeros(3), {"k": 1.0}]))
+    assert not tilegraph.testing.allclose(a, (torch.ones(2), [torch.ones(3), {"k": 1.0}]))
+    assert not tilegraph.testing.allclose(torch.ones(2), torch.ones(3))
+    tilegraph.testing.assert_allequal(actual=torch.arange(3), expected=torch.arange(3))
+    with pytest.raises(AssertionError):
+        tilegraph.testing.assert_allclose(actual=torch.ones(2), expected=torch.zeros(2))
+    assert tilegraph.poptorch_core.isCompilingWithDispatcher()

@@ -1,6 +1,6 @@
 """Views and writes into slices (as_strided, slice_scatter, copy, x[a:b] = y), writes at
 indices (index_put with and without accumulation, scatter, scatter_add), flip, repeat,
-cumulative sums and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
+cumulative sums, unfold and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
 as_strided / slice_scatter / copy, RoBERTa's position ids cumsum, masks combine bitwise):
 inference and training against eager PyTorch."""
 import pytest
@@ -26,6 +26,13 @@ LAYERS = {
     "scatter": lambda h: torch.scatter(h, 1, torch.tensor([[5], [1], [0], [7]]), h[:, 2:3] - 1),
     "cumsum_reverse_flip": lambda h: torch.cumsum(h.flip(0), dim=0).flip(0) * 0.1,
     "setitem_empty_slices": lambda h: _setitem_empty(h),
+    # Tensor.unfold: overlapping windows as a new last dim (PopTorch's tensor_ops test)
+    "unfold_overlapping": lambda h: h.unfold(1, 3, 2).sum(-1).repeat(1, 3)[:, :8],
+    # repeated positions in a write: the last write stays, as torch's CPU kernel (values
+    # independent of the weights: torch's backward gives an overwritten value the gradient
+    # of the position it lost, tilegraph's gives it none, as it changes nothing)
+    "index_put_repeated": lambda h: torch.index_put(
+        h, (torch.tensor([1, 3, 1]),), torch.arange(24.0).reshape(3, 8)),
 }
 
 
