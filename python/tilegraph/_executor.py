@@ -614,7 +614,7 @@ class PoplarExecutor:
                 raise Error(
                     "the module of an executor loaded by tilegraph.load changed ("
                     + _guards.describe_change(self._guard.fingerprint, _guards.fingerprint(
-                        self.model, self.training))
+                        self.model, self._guard_modes()))
                     + "); it has no Python code to capture again. Pass the model to "
                     "tilegraph.load(path, model=...) to allow that")
             self._compile(call)  # re-capture; recompiles only if the graph changed
@@ -709,14 +709,21 @@ class PoplarExecutor:
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
+    def _guard_modes(self):
+        """Whether train/eval modes and requires_grad are part of the guard: for a training
+        executor of a module with Python code. The program of an exported module
+        (tilegraph.load) has no code to capture again and cannot follow them: they are not
+        (eval() on a module an inference executor shares with it changes nothing there)."""
+        return self.training and not isinstance(self.model, _cache.ExportedModule)
+
     def _set_guard(self, fingerprint=None):
-        self._guard = _guards.Guard(self.model, self.training, fingerprint)
+        self._guard = _guards.Guard(self.model, self._guard_modes(), fingerprint)
         self._synced = None
 
     def _guard_changed(self):
         """Whether the module really changed since capture, after the compiled guard said it
         may have (the fingerprint decides); if not, the compiled guard is taken afresh."""
-        now = _guards.fingerprint(self.model, with_modes=self.training)
+        now = _guards.fingerprint(self.model, with_modes=self._guard_modes())
         if now != self._guard.fingerprint:
             return True
         self._set_guard(now)  # e.g. a parameter replaced by one of the same shape
@@ -1176,7 +1183,8 @@ class PoplarExecutor:
                             f"({diff})")
             loaded = _cache.load_exported(filename, model=self.model, keep_model_weights=True)
             for name in ("_exe", "_cap", "_key", "_call", "_hyper", "_opt_flags", "_input_specs",
-                         "_returns_tuple", "_guard", "_stages"):
+                         "_returns_tuple", "_guard", "_stages", "_written", "_alias_pending",
+                         "_aliased"):
                 if name in loaded.__dict__:
                     self.__dict__[name] = loaded.__dict__[name]
             self._synced, self._last_call = None, None

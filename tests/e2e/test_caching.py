@@ -98,3 +98,45 @@ def test_a_tied_weight_survives_export_and_load_as_one_tensor(tmp_path):
     assert loaded.model.emb.weight is loaded.model.out.weight
     assert [train(idx).item() for _ in range(3)] == [loaded(idx).item() for _ in range(3)]
     assert torch.equal(model.emb.weight, loaded.model.out.weight)
+
+
+class _TrainsOrPredicts(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(10, 10)
+
+    def forward(self, x, t=None):
+        out = self.fc(x)
+        return (out, torch.nn.functional.cross_entropy(out, t)) if self.training else out
+
+
+def test_a_training_model_runs_a_loaded_executable(tmp_path):
+    """PopTorch's loadExecutable on a training model, then calls: the loaded program trains
+    the module (it crashed on the first call: state a compile sets was not taken over)."""
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 10), torch.randint(0, 10, (2,))
+    path = str(tmp_path / "train.tg")
+    tilegraph.trainingModel(_TrainsOrPredicts()).compileAndExport(path, x, t,
+                                                                  export_model=False)
+    model = _TrainsOrPredicts()
+    before = model.fc.weight.detach().clone()
+    run = tilegraph.trainingModel(model)
+    run.loadExecutable(path)
+    _, first = run(x, t)
+    _, second = run(x, t)
+    assert float(second) < float(first)
+    assert not torch.equal(model.fc.weight, before)
+
+
+def test_modes_of_a_loaded_module_do_not_block_its_program(tmp_path):
+    """The program of tilegraph.load has no Python code to follow train/eval modes: eval() on
+    its module (through an inference executor sharing it, as PopTorch's validation loops
+    do) leaves the training program running instead of refusing it."""
+    torch.manual_seed(0)
+    x, t = torch.randn(2, 10), torch.randint(0, 10, (2,))
+    path = str(tmp_path / "train.tg")
+    tilegraph.trainingModel(_TrainsOrPredicts()).compileAndExport(path, x, t)
+    train = tilegraph.load(path)
+    tilegraph.inferenceModel(train).model.eval()
+    _, loss = train(x, t)
+    assert loss.dim() == 0 and torch.isfinite(loss)
