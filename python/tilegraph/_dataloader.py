@@ -14,16 +14,17 @@ from .enums import DataLoaderMode  # noqa: E402 (PopTorch's poptorch.DataLoaderM
 
 class ShardSampler(torch.utils.data.Sampler):
     """Process `process_id`'s part of a dataset of `length` samples split between
-    `num_processes` processes: disjoint contiguous parts of length // num_processes samples
-    (the remainder is dropped, so every process runs the same number of steps and none waits
-    in a collective for a batch that never comes). With `shuffle`, every process permutes the
-    whole dataset with the same generator (seed + epoch) before taking its part, so the
-    parts stay disjoint and cover the dataset, epoch after epoch."""
+    `num_processes` processes: disjoint contiguous parts of a whole number of combined
+    batches (`unit` samples) each, as PopTorch splits them (100 samples, batches of 4, 3
+    processes: 32 each); the remainder is dropped, so every process runs the same number of
+    steps and none waits in a collective for a batch that never comes. With `shuffle`, every
+    process permutes the whole dataset with the same generator (seed + epoch) before taking
+    its part, so the parts stay disjoint, epoch after epoch."""
 
-    def __init__(self, length, num_processes, process_id, shuffle, seed=0):
+    def __init__(self, length, num_processes, process_id, shuffle, seed=0, unit=1):
         self.length, self.num_processes, self.process_id = length, num_processes, process_id
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
-        self.part = length // num_processes
+        self.part = unit * (length // (unit * num_processes))
 
     def __len__(self):
         return self.part
@@ -65,7 +66,8 @@ class DataLoader(torch.utils.data.DataLoader):
             # processes of one pipeline (stages on processes) read the same part.
             kwargs["sampler"] = ShardSampler(len(dataset), parts,
                                              options.Distributed.dataParallelId, shuffle,
-                                             seed=options.random_seed or 0)
+                                             seed=options.random_seed or 0,
+                                             unit=self.combined_batch_size or 1)
             shuffle = False
         if mode != DataLoaderMode.Sync and num_workers == 0:
             num_workers = 1
@@ -81,17 +83,23 @@ class DataLoader(torch.utils.data.DataLoader):
         worker_batch = self.combined_batch_size
         if mode == DataLoaderMode.AsyncRebatched and batch_size is None:
             raise ValueError("DataLoaderMode.AsyncRebatched needs a batch_size to rebatch to")
+        self._drop_last = drop_last
         if mode == DataLoaderMode.AsyncRebatched:
-            # Workers load smaller batches; the accessor joins them into combined batches
-            # (for an iterable dataset, each worker then drops fewer samples at its end).
+            # Workers load smaller batches (keeping their partial last one); the accessor
+            # joins them into combined batches and drops a partial last combined batch only
+            # with drop_last (for an iterable dataset, each worker then drops fewer samples).
             worker_batch = rebatched_worker_size or 1
             if worker_batch > self.combined_batch_size:
                 raise ValueError(f"rebatched_worker_size ({worker_batch}) exceeds the combined "
                                  f"batch ({self.combined_batch_size})")
             self._async_options["rebatched_size"] = self.combined_batch_size
+            self._async_options["rebatched_drop_last"] = drop_last
+            drop_last = False
         super().__init__(dataset, batch_size=worker_batch, shuffle=shuffle,
                          num_workers=num_workers, drop_last=drop_last,
                          persistent_workers=bool(persistent_workers), **kwargs)
+        if self._async_options.get("early_preload"):
+            self._accessor = AsynchronousDataAccessor(_BaseLoader(self), **self._async_options)
 
     @property
     def combinedBatchSize(self):
@@ -101,7 +109,12 @@ class DataLoader(torch.utils.data.DataLoader):
 
     def __len__(self):
         if self.mode == DataLoaderMode.AsyncRebatched:
-            return (super().__len__() * self.batch_size) // self.combined_batch_size
+            try:
+                samples = len(self.sampler)  # map-style: exactly the samples an epoch reads
+            except TypeError:
+                samples = super().__len__() * self.batch_size
+            whole, rest = divmod(samples, self.combined_batch_size)
+            return whole + (1 if rest and not self._drop_last else 0)
         return super().__len__()
 
     def __iter__(self):
@@ -133,6 +146,13 @@ class _BaseLoader:
 _END = object()  # end of an epoch, in an accessor's queue
 
 
+class _Failed:
+    """An error of the loading thread, in an accessor's queue (raised by the consumer)."""
+
+    def __init__(self, error):
+        self.error = error
+
+
 class AsynchronousDataAccessor:
     """Loads the next batches while the model runs (PopTorch's AsynchronousDataAccessor).
 
@@ -142,13 +162,18 @@ class AsynchronousDataAccessor:
     processes) overlaps compute. With `load_indefinitely`, the thread goes on into the next
     epoch while the current one is consumed; `early_preload` starts loading at
     construction. `rebatched_size` joins batches along dimension 0 into batches of that
-    many samples (a smaller final batch is dropped). An error in the loading thread is
-    raised by the next `next()`. PopTorch uses a process and shared memory instead of a
-    thread; `sharing_strategy` and `miss_sleep_time_in_ms` are accepted for it."""
+    many samples (a smaller final batch is dropped unless `rebatched_drop_last` is False).
+    As PopTorch's, construction loads the first batch: a dataset that cannot be read raises
+    then ("worker thread failed to start"); later errors in the loading thread are raised by
+    the next `next()`. A DataLoader is iterated through a copy of its own, so iterating the
+    loader directly (its persistent workers) does not disturb the accessor. PopTorch uses a
+    process and shared memory instead of a thread; `sharing_strategy` and
+    `miss_sleep_time_in_ms` are accepted for it."""
 
     def __init__(self, dataset, buffer_size=3, miss_sleep_time_in_ms=0.1,
                  load_indefinitely=True, early_preload=False, sharing_strategy=None,
-                 rebatched_size=None):
+                 rebatched_size=None, rebatched_drop_last=True):
+        import copy
         import queue
         if isinstance(dataset, DataLoader) and dataset.mode != DataLoaderMode.Sync:
             from ._blocks import Error
@@ -159,15 +184,26 @@ class AsynchronousDataAccessor:
         if rebatched_size is not None and (not isinstance(rebatched_size, int) or
                                            rebatched_size < 2):
             raise ValueError(f"rebatched_size must be an int > 1, got {rebatched_size!r}")
+        if isinstance(dataset, torch.utils.data.DataLoader):
+            dataset = copy.copy(dataset)  # its own worker iterator
+            dataset.__dict__["_iterator"] = None
         self.dataset = dataset
         self.rebatched_size = rebatched_size
+        self.rebatched_drop_last = rebatched_drop_last
         self.load_indefinitely = load_indefinitely
         self._queue = queue.Queue(maxsize=buffer_size)
         self._thread = None
         self._stop = False
         self._epoch_open = False
-        if early_preload:
-            self._start()
+        self._first = None  # the first batch, loaded by the constructor
+        del early_preload  # loading starts at construction whatever it says, as PopTorch's
+        self._start()
+        first = self._next()
+        if isinstance(first, _Failed):
+            from ._blocks import Error
+            raise Error("AsynchronousDataAccessor worker thread failed to start: "
+                        f"{type(first.error).__name__}: {first.error}") from first.error
+        self._first = first
 
     def _start(self):
         import threading
@@ -195,7 +231,7 @@ class AsynchronousDataAccessor:
                 if not self._put(_END) or not self.load_indefinitely:
                     return
         except BaseException as e:  # handed to the consumer
-            self._put(e)
+            self._put(_Failed(e))
 
     def _batches(self):
         if self.rebatched_size is None:
@@ -214,6 +250,8 @@ class AsynchronousDataAccessor:
                 yield pytree.tree_unflatten(out, spec)
                 count -= self.rebatched_size
                 pending = [rest] if count else []
+        if count and not self.rebatched_drop_last:
+            yield pytree.tree_unflatten([torch.cat(parts) for parts in zip(*pending)], spec)
 
     def __len__(self):
         n = len(self.dataset)
@@ -221,7 +259,8 @@ class AsynchronousDataAccessor:
                                                                          _BaseLoader)):
             loader = self.dataset.loader if isinstance(self.dataset, _BaseLoader) else \
                 self.dataset
-            return n * loader.batch_size // self.rebatched_size
+            return len(loader) if isinstance(loader, DataLoader) and loader.mode == \
+                DataLoaderMode.AsyncRebatched else n * loader.batch_size // self.rebatched_size
         return n
 
     def __iter__(self):
@@ -234,6 +273,9 @@ class AsynchronousDataAccessor:
 
     def _next(self):
         import queue
+        if self._first is not None:
+            first, self._first = self._first, None
+            return first
         while True:
             if self._thread is not None and not self._thread.is_alive() and \
                     self._queue.empty():
@@ -243,10 +285,10 @@ class AsynchronousDataAccessor:
                 break
             except queue.Empty:
                 continue
-        if isinstance(item, BaseException):
+        if isinstance(item, _Failed) and self._epoch_open:
             self._epoch_open = False
             self._thread = None  # the loading thread ended with the error; start anew
-            raise item
+            raise item.error
         return item
 
     def __next__(self):

@@ -134,3 +134,50 @@ def test_training_from_an_async_loader_equals_a_sync_one():
         loader.terminate()
         weights.append(model.weight.detach().clone())
     torch.testing.assert_close(weights[0], weights[1])
+
+
+def test_async_rebatched_keeps_or_drops_the_last_partial_batch_as_drop_last_says():
+    """AsyncRebatched: workers load small batches; the partial last *combined* batch is kept
+    with drop_last=False (101 samples, batches of 4: 26 batches, every sample once) and
+    dropped with drop_last=True (25 batches of 4), whatever the worker batch size."""
+    data = torch.utils.data.TensorDataset(torch.arange(101.0))
+    for drop_last, worker, want in ((False, None, (26, 101)), (True, 3, (25, 100))):
+        loader = tilegraph.DataLoader(tilegraph.Options(), data, batch_size=4, num_workers=2,
+                                      mode=tilegraph.DataLoaderMode.AsyncRebatched,
+                                      drop_last=drop_last, rebatched_worker_size=worker)
+        batches = [b for (b,) in loader]
+        loader.terminate()
+        assert (len(loader), len(batches), sum(b.numel() for b in batches)) == \
+            (want[0],) + want
+        seen = torch.cat(batches)
+        assert torch.equal(seen.sort().values, torch.arange(float(want[1])))
+
+
+def test_an_accessor_neither_shares_its_loaders_workers_nor_hides_a_broken_dataset():
+    data = torch.utils.data.TensorDataset(torch.arange(40.0))
+    loader = tilegraph.DataLoader(tilegraph.Options(), data, batch_size=4, num_workers=2)
+    accessor = tilegraph.AsynchronousDataAccessor(loader)
+    assert sum(1 for _ in accessor) == 10
+    assert sum(1 for _ in loader) == 10  # the loader's own workers, not the accessor's
+    accessor.terminate()
+
+    class Broken(torch.utils.data.Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            raise ValueError("unreadable sample")
+
+    with pytest.raises(tilegraph.Error, match="worker thread failed to start: ValueError"):
+        tilegraph.AsynchronousDataAccessor(tilegraph.DataLoader(tilegraph.Options(), Broken()))
+
+
+def test_processes_read_whole_combined_batches_of_the_dataset():
+    """configureProcessId(1, 3) with batches of 4 over 100 samples: PopTorch's split,
+    32 samples (8 batches) per process, process 1 reading 32..63."""
+    opts = tilegraph.Options()
+    opts.Distributed.configureProcessId(1, 3)
+    loader = tilegraph.DataLoader(opts, torch.utils.data.TensorDataset(torch.arange(100.0)),
+                                  batch_size=4)
+    values = torch.cat([b for (b,) in loader])
+    assert torch.equal(values, torch.arange(32.0, 64.0))
