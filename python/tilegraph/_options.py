@@ -823,8 +823,9 @@ class Options:
         """Applies option calls, one per line ("deviceIterations(4)",
         "Training.gradientAccumulation(2)", "outputMode(poptorch.OutputMode.All)"; '#'
         starts a comment). Each line is parsed, never executed: only calls of Options'
-        own methods with literal arguments or enum members are accepted, anything else is
-        a ConfigFileError naming the line."""
+        own methods with literal arguments, enum members or execution strategies built from
+        them ("setExecutionStrategy(poptorch.ShardedExecution())") are accepted, anything
+        else is a ConfigFileError naming the line."""
         with open(filepath) as f:
             lines = f.read().splitlines()
         for number, line in enumerate(lines, 1):
@@ -903,12 +904,23 @@ def _dotted(node):
     return parts[::-1]
 
 
+_STRATEGIES = ("ShardedExecution", "PipelinedExecution")
+
+
 def _literal(node):
-    """A literal, or an enum member named as [poptorch.|tilegraph.][enums.]Enum.Member."""
+    """A literal, an enum member named as [poptorch.|tilegraph.][enums.]Enum.Member, or an
+    execution strategy built from those (poptorch.ShardedExecution(),
+    poptorch.PipelinedExecution(poptorch.AutoStage.AutoIncrement))."""
     try:
         return ast.literal_eval(node)
     except ValueError:
         pass
+    if isinstance(node, ast.Call) and not node.keywords:
+        path = _dotted(node.func)
+        if path and path[0] in ("poptorch", "tilegraph") and len(path) == 2 and \
+                path[1] in _STRATEGIES:
+            from . import _blocks
+            return getattr(_blocks, path[1])(*[_literal(a) for a in node.args])
     path = _dotted(node)
     if path and path[0] in ("poptorch", "tilegraph"):
         path = path[1:]

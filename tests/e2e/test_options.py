@@ -144,14 +144,20 @@ def test_load_from_file_applies_option_calls_and_never_runs_code(tmp_path):
                     "deviceIterations(4)\n"
                     "Training.gradientAccumulation(2)  # accumulate\n"
                     "outputMode(poptorch.OutputMode.All)\n"
-                    "Precision.setPartialsType(torch.float32)\n")
+                    "Precision.setPartialsType(torch.float32)\n"
+                    "setExecutionStrategy(poptorch.PipelinedExecution("
+                    "poptorch.AutoStage.AutoIncrement))\n")
     opts = tilegraph.Options().loadFromFile(str(good))
     assert opts.device_iterations == 4 and opts.Training.gradient_accumulation == 2
     assert opts.output_mode == tilegraph.OutputMode.All
+    assert isinstance(opts.execution_strategy, tilegraph.PipelinedExecution)
+    assert opts.execution_strategy.auto == tilegraph.AutoStage.AutoIncrement
     marker = tmp_path / "ran"
     for line in (f"__import__('os').system('touch {marker}')",
                  f"deviceIterations(__import__('os').system('touch {marker}'))",
-                 "loadFromFile('/etc/passwd')", "_Popart.__init__(None)", "deviceIterations = 3"):
+                 "loadFromFile('/etc/passwd')", "_Popart.__init__(None)", "deviceIterations = 3",
+                 "setExecutionStrategy(poptorch.Block('x'))",
+                 f"setExecutionStrategy(poptorch.ShardedExecution(open('{marker}', 'w')))"):
         bad = tmp_path / "bad.txt"
         bad.write_text("deviceIterations(2)\n" + line + "\n")
         with pytest.raises(tilegraph.ConfigFileError, match="bad.txt:2"):
