@@ -202,7 +202,7 @@ def _input_and_weight(args, kwargs):
 class _CastingMode(TorchFunctionMode):
     """Casts the float16 / float32 tensor arguments of the ops traced under it: by a Policy
     inside enabled regions (a stack of booleans that autocast regions push and pop) and
-    inside listed modules (a stack of dtypes that the module hooks push and pop); with
+    inside listed modules (a stack of dtypes their wrapped forwards push and pop); with
     `downcast` (Precision.halfFloatCasting(FloatDowncastToHalf)), every op whose operands
     mix float16 and float32, to float16, everywhere in the model; and otherwise, with
     `weights_follow_inputs` (the capture mixes the two types), a linear or convolution whose
@@ -322,7 +322,6 @@ def capturing(model, precision, example_inputs=()):
                if isinstance(t, torch.Tensor)]
     scope = _CompileScope(precision, _mixes_half_and_float(tensors))
     patched = []
-    hooks = []
     _scopes.append(scope)
     try:
         for m in model.modules():
@@ -331,20 +330,34 @@ def capturing(model, precision, example_inputs=()):
                 m.forward = autocast(True)(m.forward)
         mode = scope.mode
         if scope.policy is not None:
-            hooks.append(torch.nn.modules.module.register_module_forward_pre_hook(
-                lambda m, inputs: mode.enter_module(m, inputs)))
-            hooks.append(torch.nn.modules.module.register_module_forward_hook(
-                lambda m, inputs, output: mode.leave_module()))
+            # Modules of a listed type run in the module's dtype: their forward is wrapped
+            # (as PopTorch wraps it), so a direct `module.forward(x)` call counts too.
+            listed = tuple(c for kind in ("fp16", "fp32", "promote", "demote")
+                           for c in scope.policy._modules[kind])
+            for m in model.modules():
+                if listed and isinstance(m, listed):
+                    patched.append((m, m.__dict__.get("forward")))
+                    m.forward = _in_module(mode, m, m.forward)
         yield
     finally:
-        for h in hooks:
-            h.remove()
         for m, own in reversed(patched):
             if own is None:
                 del m.forward
             else:
                 m.forward = own
         _scopes.remove(scope)
+
+
+def _in_module(mode, module, forward):
+    """`forward` run with `module`'s dtype on the casting mode's module stack."""
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        mode.enter_module(module, (args, kwargs))
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            mode.leave_module()
+    return wrapped
 
 
 def tracing():

@@ -70,6 +70,25 @@ def test_policy_lists_choose_each_ops_dtype(fp16, fp32, dtypes):
             assert (got.float() - other.float()).abs().max().item() > 8e-5
 
 
+def test_a_listed_module_called_through_its_forward_runs_in_its_dtype():
+    """PopTorch's autocast policy test calls `self.conv.forward(x)` (no __call__, no module
+    hooks): a module class in `fp16` still runs in float16, as PopTorch wraps its forward."""
+    class DirectForward(ConvMulRelu):
+        def forward(self, x):
+            return torch.relu(0.3 * self.conv.forward(x))
+
+    torch.manual_seed(0)
+    model = DirectForward()
+    model.autocast()
+    x = torch.randn(2, 1, 12, 12)
+    opts = tilegraph.Options()
+    opts.Precision.autocastPolicy(autocasting.Policy([nn.Conv2d], [torch.mul, torch.relu]))
+    got = tilegraph.inferenceModel(copy.deepcopy(model), opts)(x)
+    want = _eager_conv_mul_relu(model, x, H, Fl, Fl)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    assert (got - _eager_conv_mul_relu(model, x, Fl, Fl, Fl)).abs().max().item() > 8e-5
+
+
 def test_promote_runs_ops_with_mixed_inputs_in_float32():
     class Concat(nn.Module):
         def forward(self, a, b):
