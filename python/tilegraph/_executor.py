@@ -1223,7 +1223,12 @@ class _Placements:
         from ._blocks import AutoStage
         if self.strategy is not None and self.strategy.auto == AutoStage.AutoIncrement:
             # Every new block (in forward order) is the next stage, on a device of its own
-            # (its ipu_id may repeat: a stage per block, not per IPU).
+            # (its ipu_id may repeat: a stage per block, not per IPU). An operation outside
+            # every block once blocks began has no stage (PopTorch's error).
+            if block is None and self.last_block is not None:
+                raise _PipelineError("No active Block: with AutoStage.AutoIncrement every "
+                                     "operation after the first block must be inside a block "
+                                     "(put it in the last block, or use AutoStage.SameAsIpu)")
             if not self.order or block != self.last_block:
                 self.order.append(len(self.order))
                 self.last_block = block

@@ -243,6 +243,22 @@ def test_auto_increment_makes_each_block_a_stage_even_on_a_repeated_ipu():
         assert len(infer.executable.memory_stats["device_arena_bytes"]) == 4
 
 
+def test_auto_increment_refuses_an_operation_outside_every_block():
+    """With AutoIncrement each block is a stage; an operation after a block closes belongs
+    to none (PopTorch: "No active Block")."""
+    class Model(torch.nn.Module):
+        def forward(self, x):
+            tilegraph.Block.useAutoId()
+            with tilegraph.Block(ipu_id=0):
+                x = x * 4
+            return x * 4
+
+    opts = tilegraph.Options().deviceIterations(2)
+    opts.setExecutionStrategy(tilegraph.PipelinedExecution(tilegraph.AutoStage.AutoIncrement))
+    with pytest.raises(tilegraph.Error, match="No active Block"):
+        tilegraph.inferenceModel(Model(), opts).compile(torch.randn(2, 5))
+
+
 def test_block_start_switches_blocks_inside_forward():
     class Model(torch.nn.Module):
         def forward(self, x):
