@@ -933,6 +933,8 @@ class PoplarExecutor:
             if self._exe is not None and self.training:
                 self.copyWeightsToHost()
                 self._unalias_module_weights()
+                if isinstance(self.optimizer, optim.Optimizer):
+                    self.optimizer._keep_state(self)  # its state_dict outlives the engine
             self._exe = None
             self._attached = False
 

@@ -141,6 +141,15 @@ class Optimizer:
             state, self._pending_state = self._pending_state, None
             _optimizer_state.write_state(executor, describe(self)[0], state)
 
+    def _keep_state(self, executor):
+        """The engine's state, kept as if loaded (its executor is being destroyed): the
+        next state_dict() shows it, the next executor compiled with this optimizer starts
+        from it."""
+        from . import _optimizer_state
+        if self._compiled() is executor:
+            self._pending_state = _optimizer_state.read_state(executor, describe(self)[0])
+            self._executor = None
+
     def __getstate__(self):
         """torch's (defaults, state, param_groups) and tilegraph's own attributes (loss
         scaling, clipping, state dtypes); not the executor it was compiled with."""

@@ -487,6 +487,15 @@ def test_optimizer_state_loads_into_a_compiled_executor_and_refuses_torchs():
         tilegraph.optim.Adam(eager.parameters()).load_state_dict(torch_opt.state_dict())
     assert tilegraph.optim.SGD.__bases__[1] is torch.optim.SGD
     assert isinstance(opt, tilegraph.optim.Optimizer)
+    # destroy() keeps the state on the optimizer: shown by state_dict, and the next executor
+    # compiled with it continues from it (Adam's step counter goes on).
+    run(x)
+    kept = opt.state_dict()["ipu_state"]
+    run.destroy()
+    assert all(torch.equal(v, opt.state_dict()["ipu_state"][k]) for k, v in kept.items())
+    tilegraph.trainingModel(model, optimizer=opt)(x)
+    assert float(opt.state_dict()["ipu_state"]["optimizer.step"]) == \
+        float(kept["optimizer.step"]) + 1
 
 
 def test_momentum_given_as_zero_can_change_later_without_recompiling():
