@@ -7,7 +7,6 @@ parameters is stored; f32 by default). tilegraph reads
 their param_groups; the update itself is generated in C++ (src/autodiff/optimizer.cc).
 """
 import warnings
-import weakref
 
 import torch
 
@@ -74,7 +73,7 @@ class Optimizer:
                      "second_order_momentum_accum_type")
 
     def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
-        self._executor = None       # weakref to the training executor compiled with it
+        self._executor = None       # the training executor compiled with it
         self._pending_state = None  # ipu_state loaded before that executor compiled
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
         allowed = set(self.defaults) | {"loss_scaling"}
@@ -135,7 +134,9 @@ class Optimizer:
     def _attach(self, executor):
         """The training executor compiled with this optimizer (setOptimizer calls it):
         state_dict reads its engine, a pending loaded state is written into it."""
-        self._executor = weakref.ref(executor)
+        # A strong reference: the optimizer's state lives in that engine, so it stays as long
+        # as the optimizer does (or until another executor compiles with it, or destroy()).
+        self._executor = executor
         if self._pending_state is not None:
             from . import _optimizer_state
             state, self._pending_state = self._pending_state, None
@@ -163,7 +164,7 @@ class Optimizer:
         self.__dict__["_executor"] = None
 
     def _compiled(self):
-        executor = self._executor() if getattr(self, "_executor", None) else None
+        executor = getattr(self, "_executor", None)
         return executor if executor is not None and executor._exe is not None else None
 
     def state_dict(self):
