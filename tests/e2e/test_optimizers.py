@@ -280,29 +280,6 @@ def test_max_grad_norm_changes_through_set_optimizer_without_recompiling():
         plain.setOptimizer(make(plain.model, 1.0))
 
 
-def test_max_grad_norm_clips_the_accumulated_gradient():
-    """With gradient accumulation the clip applies to the accumulated (mean) gradient of the
-    step, once per optimizer step, as PopART's."""
-    torch.manual_seed(0)
-    model = Net()
-    eager = copy.deepcopy(model)
-    parts = 2
-    opts = tilegraph.Options().Training.gradientAccumulation(parts)
-    run = tilegraph.trainingModel(model, opts, optimizer=tilegraph.optim.SGD(
-        model.parameters(), lr=0.1, momentum=0.9, max_grad_norm=0.05))
-    eager_opt = tilegraph.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9, max_grad_norm=0.05)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(4):
-        x, t = torch.randn(16, 6, generator=g), torch.randint(0, 3, (16,), generator=g)
-        run(x, t)
-        eager_opt.zero_grad()
-        for xs, ts in zip(x.chunk(parts), t.chunk(parts)):
-            (eager(xs, ts)[1] / parts).backward()
-        eager_opt.step()
-    for p, q in zip(model.parameters(), eager.parameters()):
-        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
-
-
 @pytest.mark.parametrize("config", [
     dict(),
     dict(momentum=0.9, weight_decay=0.01),
@@ -369,17 +346,20 @@ def test_variable_attributes_are_recorded_and_every_hyperparameter_is_runtime():
         opt.variable_attrs.markAsConstant("betas")
 
 
-@pytest.mark.parametrize("placement", ["replicas", "pipeline"])
-def test_max_grad_norm_over_replicas_and_pipeline_stages(placement):
-    """One global norm: of the replicas' reduced gradients (two replicas, each half of the
-    batch, against eager on the whole batch), or summed over the devices of two pipeline
-    stages (each device holds one layer's gradients)."""
+@pytest.mark.parametrize("placement", ["accumulation", "replicas", "pipeline"])
+def test_max_grad_norm_over_accumulation_replicas_and_pipeline_stages(placement):
+    """One global norm: of the accumulated (mean) gradient of the step, clipped once per
+    optimizer step as PopART's; of the replicas' reduced gradients (two replicas, each half
+    of the batch); or summed over the devices of two pipeline stages (each device holds one
+    layer's gradients). Against eager on the whole batch in parts."""
     torch.manual_seed(0)
     model = Net()
     eager = copy.deepcopy(model)
     opts = tilegraph.Options()
-    parts = 2 if placement == "replicas" else 4
-    if placement == "replicas":
+    parts = 4 if placement == "pipeline" else 2
+    if placement == "accumulation":
+        opts.Training.gradientAccumulation(parts)
+    elif placement == "replicas":
         opts.replicationFactor(2)
     else:
         opts.setExecutionStrategy(tilegraph.PipelinedExecution(
