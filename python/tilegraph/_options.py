@@ -141,6 +141,11 @@ class _TrainingOptions(_Group):
         self.mean_reduction_strategy = mean_reduction_strategy
         return self._root
 
+    @property
+    def meanAccumulationAndReplicationReductionStrategy(self):
+        """PopTorch's attribute name for the strategy set above."""
+        return self.mean_reduction_strategy
+
     def setAutomaticLossScaling(self, enabled):
         """Automatic loss scaling, in the engine: a step whose gradients hold an inf or NaN
         changes no weight or optimizer state, halves the scale and is counted; after
@@ -333,6 +338,17 @@ class _DistributedOptions(_Group):
             raise ValueError(f"expected 0 <= process_id < num_processes, got {process_id}, "
                              f"{num_processes}")
         self.explicit = (process_id, num_processes)
+        return self._root
+
+    def IPUoFConfigFiles(self, files):
+        """PopTorch: where IPU-over-fabric configuration files are (IPU hardware only);
+        recorded, with a warning."""
+        if not isinstance(files, str):
+            raise TypeError(f"IPUoFConfigFiles: expected a path pattern (str), got "
+                            f"{type(files).__name__}")
+        self.ipuof_config_files = files
+        _ipu_only("Distributed.IPUoFConfigFiles", "points Poplar at the IPU-over-fabric "
+                  "configuration of the IPUs to attach to")
         return self._root
 
     def disable(self):
@@ -691,6 +707,15 @@ class Options:
                             "built in tilegraph)")
         self.execution_strategy = strategy
         return self
+
+    @property
+    def _execution_strategy(self):
+        """PopTorch's attribute: the strategy set, else its default (pipelined, a stage per
+        IPU; tilegraph runs an unset strategy's stages one after another, PopTorch's pipeline
+        rules applying)."""
+        from ._blocks import PipelinedExecution
+        return self.execution_strategy if self.execution_strategy is not None else \
+            PipelinedExecution()
 
     def logCycleCount(self, log_cycle_count):
         """Enables executor.cycleCount(), which on tilegraph's CPU device explains that it

@@ -250,3 +250,21 @@ def test_synthetic_data_runs_on_drawn_inputs_and_checks_the_arguments():
     with torch.no_grad():
         expected = reference.fc.weight - 0.1 * reference.fc.weight.grad
     torch.testing.assert_close(model.fc.weight.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_poptorch_attribute_names_read_back_the_settings():
+    """Attributes PopTorch's own code and tests read: the execution strategy (PopTorch's
+    default, pipelined, when none is set), the mean-reduction strategy; IPUoFConfigFiles is
+    an IPU-only setting (recorded, warns)."""
+    opts = tilegraph.Options()
+    assert isinstance(opts._execution_strategy, tilegraph.PipelinedExecution)
+    opts.setExecutionStrategy(tilegraph.ShardedExecution())
+    assert isinstance(opts._execution_strategy, tilegraph.ShardedExecution)
+    opts.Training.setMeanAccumulationAndReplicationReductionStrategy(
+        tilegraph.MeanReductionStrategy.Post)
+    assert opts.Training.meanAccumulationAndReplicationReductionStrategy == \
+        tilegraph.MeanReductionStrategy.Post
+    from tilegraph import _options
+    _options._warned.clear()
+    with pytest.warns(UserWarning, match="IPUoFConfigFiles"):
+        assert opts.Distributed.IPUoFConfigFiles("~/.ipuof.conf.d/*") is opts
