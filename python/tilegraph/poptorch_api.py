@@ -131,6 +131,7 @@ API = [
     ("Options.Distributed.disable", IMPLEMENTED, ""),
     ("Options.Distributed.processId", IMPLEMENTED, ""),
     ("Options.Distributed.numProcesses", IMPLEMENTED, ""),
+    ("Options.Distributed.IPUoFConfigFiles", WARNS, "IPU-over-fabric configuration: IPU hardware only"),
     ("Options.TensorLocations.setOptimizerLocation", IMPLEMENTED,
      "replicated tensor sharding of optimizer state"),
     ("Options.TensorLocations.setWeightLocation", WARNS, "IPU memory placement"),
