@@ -389,7 +389,8 @@ def export(model, example_args, example_kwargs=None, training=False):
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
-                    autocasting.tracing(), contextlib.nullcontext() if training else \
+                    autocasting.tracing(), _capture_patches.tensor_bound_slices(), \
+                    contextlib.nullcontext() if training else \
                     _capture_patches.dropout_as_identity():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)

@@ -383,3 +383,98 @@ def dropout_as_identity():
                       "inference programs run dropout as the identity, as PopTorch's do "
                       "(eager PyTorch would drop at random: call model.eval() before "
                       "inferenceModel to make the two agree)", stacklevel=3)
+
+
+class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
+    """`t[a:b]` whose bounds are one-element integer tensors (PopTorch's tracer turned these
+    into dynamic slices): torch reads each bound with .item(), which an ahead-of-time program
+    cannot. While capturing, this mode keeps, for every integer one-element tensor made by
+    adding or subtracting a Python int, the tensor it came from and the total offset; a
+    slice whose stop is its start plus a constant becomes poptorch.dynamic_slice of that
+    constant span (the start read at run time). A span that is zero, negative or not
+    provably constant is refused in PopTorch's words."""
+
+    _SHIFT = {"__add__": 1, "__radd__": 1, "add": 1, "__iadd__": 1, "__sub__": -1,
+              "sub": -1, "__isub__": -1}
+
+    def __init__(self):
+        super().__init__()
+        self.origin = {}  # id(tensor) -> (tensor, base tensor, offset from it)
+
+    def _bound(self, t):
+        entry = self.origin.get(id(t))
+        return (entry[1], entry[2]) if entry is not None and entry[0] is t else (t, 0)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        sign = self._SHIFT.get(getattr(func, "__name__", ""))
+        if sign and not kwargs and len(args) == 2 and isinstance(result, torch.Tensor):
+            t, c = args
+            if isinstance(c, torch.Tensor) and sign > 0:
+                t, c = c, t
+            if isinstance(t, torch.Tensor) and isinstance(c, int) and \
+                    not isinstance(c, bool) and not t.is_floating_point() and \
+                    t.numel() == 1 and result.numel() == 1:
+                base, offset = self._bound(t)
+                self.origin[id(result)] = (result, base, offset + sign * c)
+        return result
+
+    def _getitem(self, t, index):
+        items = index if isinstance(index, tuple) else (index,)
+        if not any(isinstance(i, slice) and any(isinstance(b, torch.Tensor)
+                                                for b in (i.start, i.stop))
+                   for i in items):
+            return None
+        if not all(isinstance(i, (slice, int)) and not isinstance(i, bool) for i in items):
+            return None  # with None / Ellipsis / index tensors: torch's own path
+        out, dim = t, 0
+        for item in items:
+            if isinstance(item, int):
+                out = out.select(dim, item)
+                continue
+            if any(isinstance(b, torch.Tensor) for b in (item.start, item.stop)):
+                out = self._dynamic(out, dim, item)
+            else:
+                out = out[(slice(None),) * dim + (item,)]
+            dim += 1
+        return out
+
+    def _dynamic(self, t, dim, item):
+        from ._blocks import Error
+        from .ops import dynamic_slice
+        step = 1 if item.step is None else item.step
+        start, stop = item.start, item.stop
+        constant = isinstance(start, torch.Tensor) and isinstance(stop, torch.Tensor) and \
+            self._bound(start)[0] is self._bound(stop)[0]
+        if not constant or not isinstance(step, int) or step < 1:
+            raise Error("The size of the sliced tensor must be a constant for each execution "
+                        "of the model when running on the IPU: tilegraph slices with tensor "
+                        "bounds when the end is the start plus a Python int "
+                        "(t[s:s + 4]); or use poptorch.dynamic_slice")
+        span = self._bound(stop)[1] - self._bound(start)[1]
+        if span == 0:
+            raise Error("The start and end of a slice must be different.")
+        if span < 0:
+            raise Error("Taking a slice of a tensor with the end less than the start is not "
+                        "supported.")
+        return dynamic_slice(t, dim, start, span, step)
+
+
+@contextlib.contextmanager
+def tensor_bound_slices():
+    """Slices with tensor bounds as dynamic slices, for the duration of one trace. Indexing
+    is patched on the class as well: torch reads 0-d tensor bounds with .item() before any
+    torch-function mode sees the indexing."""
+    mode = _TensorBoundSlices()
+    original = torch.Tensor.__getitem__
+
+    def getitem(self, index):
+        rewritten = mode._getitem(self, index)
+        return original(self, index) if rewritten is None else rewritten
+    torch.Tensor.__getitem__ = getitem
+    try:
+        with mode:
+            yield
+    finally:
+        torch.Tensor.__getitem__ = original
