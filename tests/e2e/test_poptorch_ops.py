@@ -452,3 +452,52 @@ def test_an_anchor_asking_for_another_output_mode_says_it_gets_the_executors():
     run = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.warns(UserWarning, match="output_mode Sum is not built per anchor"):
         run(torch.randn(8, 3))
+
+
+def test_slices_with_tensor_bounds_become_dynamic_slices():
+    """t[s:s + 4] with s a tensor (an input, or computed from constants in the forward):
+    the span is the constant 4, the start is read at run time (other starts, same program);
+    training through it matches eager. A zero, negative or non-constant span is refused in
+    PopTorch's words."""
+    class Window(nn.Module):
+        def forward(self, t, s):
+            return t[s:s + 4], t[s - 2:s + 1:2, s + 1:s + 2] * 2
+
+    run = tilegraph.inferenceModel(Window())
+    t = torch.arange(64.0).reshape(8, 8)
+    for start in (2, 4):
+        s = torch.tensor([start])
+        for got, want in zip(run(t, s), Window()(t, s)):
+            torch.testing.assert_close(got, want)
+
+    class FromConstants(nn.Module):
+        def forward(self, x):
+            s = torch.sum(torch.tensor([1, 2, 3])) // 3 - 2  # a 0-d tensor, 0
+            return x[s:s + 3]
+
+    torch.testing.assert_close(tilegraph.inferenceModel(FromConstants())(t[0]), t[0, :3])
+
+    class Trained(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(8, 8)
+
+        def forward(self, x, s):
+            y = self.lin(x)[:, s:s + 3]
+            return y, tilegraph.identity_loss((y ** 2).sum(), reduction="sum")
+
+    torch.manual_seed(0)
+    model = Trained()
+    eager = __import__("copy").deepcopy(model)
+    x, s = torch.randn(2, 8), torch.tensor([3])
+    tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))(x, s)
+    opt = torch.optim.SGD(eager.parameters(), lr=0.1)
+    eager(x, s)[1].backward()
+    opt.step()
+    torch.testing.assert_close(model.lin.weight.detach(), eager.lin.weight.detach(),
+                               rtol=1e-5, atol=1e-6)
+    for body, message in ((lambda t, s: t[s:s], "start and end of a slice must be different"),
+                          (lambda t, s: t[s + 2:s], "end less than the start"),
+                          (lambda t, s: t[s:s * 2], "must be a constant for each execution")):
+        with pytest.raises(tilegraph.Error, match=message):
+            _compiled(body, t[0], torch.tensor([2]))
