@@ -19,7 +19,8 @@ try:
     from . import _core
 finally:
     _sys.setdlopenflags(_dlopen_flags)
-from . import autocasting, enums, ops, optim, poptorch_core, testing
+from . import _torch_ops, autocasting, enums, ops, optim, poptorch_core, testing
+_torch_ops.register()  # torch.ops.poptorch.*: the operators model code calls directly
 from ._core import Executable, Graph, registered_ops
 from ._executor import (PoplarExecutor, compilation_count, identity_loss, inferenceModel,
                         registerPostCompileHook, registerPreCompileHook, trainingModel)

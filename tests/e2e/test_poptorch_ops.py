@@ -501,3 +501,35 @@ def test_slices_with_tensor_bounds_become_dynamic_slices():
                           (lambda t, s: t[s:s * 2], "must be a constant for each execution")):
         with pytest.raises(tilegraph.Error, match=message):
             _compiled(body, t[0], torch.tensor([2]))
+
+
+def test_torch_ops_poptorch_calls_from_model_code_have_no_effect():
+    """torch.ops.poptorch.set_attribute / clear_attribute / begin_autocast (Hugging Face
+    optimum-graphcore's fx transformations insert them around layers) and nop: defined, no
+    effect in eager or compiled programs; training through them matches eager."""
+    class Outlined(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            torch.ops.poptorch.set_attribute("__outline", "layer", "lin")
+            torch.ops.poptorch.begin_autocast()
+            y = torch.ops.poptorch.nop(self.lin(x))
+            torch.ops.poptorch.restore_autocast()
+            torch.ops.poptorch.clear_attribute("__outline", "layer")
+            return y, tilegraph.identity_loss((y ** 2).sum(), reduction="sum")
+
+    torch.manual_seed(0)
+    model = Outlined()
+    eager = __import__("copy").deepcopy(model)
+    x = torch.randn(2, 4)
+    run = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    _, loss = run(x)
+    opt = torch.optim.SGD(eager.parameters(), lr=0.1)
+    _, ref = eager(x)
+    ref.backward()
+    opt.step()
+    torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.lin.weight.detach(), eager.lin.weight.detach(),
+                               rtol=1e-5, atol=1e-6)
