@@ -1220,6 +1220,7 @@ class _Placements:
         self.device_of_block = {}
         self.order = []  # devices in forward order
         self.last_block = None
+        self.ipus = set()  # the blocks' ipu_ids (AutoIncrement: several stages per IPU)
 
     def __call__(self, block):
         from ._blocks import AutoStage
@@ -1234,6 +1235,7 @@ class _Placements:
             if not self.order or block != self.last_block:
                 self.order.append(len(self.order))
                 self.last_block = block
+                self.ipus.add(block[1] if block is not None else 0)
             return self.order[-1]
         if block is None:
             return 0  # outside any block: device 0
@@ -1278,11 +1280,15 @@ class _Placements:
                     f"when training. (pipelined training over {stages} stages needs "
                     f"gradientAccumulation >= 2 x {stages} - 1 = {2 * stages - 1}, got "
                     f"{accumulation}; or use ShardedExecution)")
+            # Inference fills the pipeline one batch per IPU: several AutoIncrement stages on
+            # one IPU count once (Graphcore's BERT fine-tuning tutorial validates 26 blocks
+            # on 2 IPUs with deviceIterations 2).
             iterations = executor.options.device_iterations
-            if not executor.training and iterations < stages:
+            ipus = len(self.ipus) if self.ipus else stages
+            if not executor.training and iterations < ipus:
                 raise _PipelineError(
                     "poptorch.Options().deviceIterations must be greater than or equal to the "
-                    f"number of pipeline stages ({stages}) when using "
+                    f"number of pipeline stages ({ipus}) when using "
                     f"poptorch.PipelinedExecution (it is {iterations}; or use "
                     "ShardedExecution)")
         return stages

@@ -243,6 +243,26 @@ def test_auto_increment_makes_each_block_a_stage_even_on_a_repeated_ipu():
         assert len(infer.executable.memory_stats["device_arena_bytes"]) == 4
 
 
+def test_pipelined_inference_needs_a_batch_per_ipu():
+    """PopTorch's rule: deviceIterations >= the pipeline's IPUs (4 blocks on 4 IPUs need 4);
+    AutoIncrement blocks that share an IPU count once (3 blocks on 2 IPUs run with 2)."""
+    def tower(ipus):
+        model = torch.nn.Sequential(*[torch.nn.Linear(4, 4) for _ in ipus])
+        for layer, ipu in zip(model, ipus):
+            tilegraph.BeginBlock(layer, ipu_id=ipu)
+        return model
+
+    opts = tilegraph.Options().deviceIterations(2)
+    with pytest.raises(tilegraph.Error, match="deviceIterations must be greater than or "
+                                              r"equal to the number of pipeline stages \(4\)"):
+        tilegraph.inferenceModel(tower([0, 1, 2, 3]), opts)(torch.randn(2, 4))
+    auto = tilegraph.Options().deviceIterations(2)
+    auto.setExecutionStrategy(tilegraph.PipelinedExecution(tilegraph.AutoStage.AutoIncrement))
+    model = tower([0, 0, 1])
+    torch.testing.assert_close(tilegraph.inferenceModel(model, auto)(torch.ones(2, 4)),
+                               model(torch.ones(2, 4)))
+
+
 def test_auto_increment_refuses_an_operation_outside_every_block():
     """With AutoIncrement each block is a stage; an operation after a block closes belongs
     to none (PopTorch: "No active Block")."""
