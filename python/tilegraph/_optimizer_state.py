@@ -57,14 +57,23 @@ def read_state(executor, kind):
 
 def write_state(executor, kind, state):
     """Writes `state` ({PopART name: tensor}, as read_state gives) into the engine; names it
-    does not know are an error, names it lacks keep their values."""
+    lacks keep their values. Everything is checked before anything is written: an unknown
+    name or a tensor of another shape is a ValueError and the engine's state is unchanged."""
     names = state_names(executor, kind)
     unknown = sorted(set(state) - set(names))
     if unknown:
         raise ValueError(f"optimizer state: {unknown} are not state of this program; it "
                          f"holds {sorted(names)}")
+    values = {}
     for name, value in state.items():
-        executor._exe.write_variable(names[name], to_engine(torch.as_tensor(value)))
+        held = executor._exe.variable_view(names[name])
+        value = torch.as_tensor(value)
+        if tuple(value.shape) != tuple(held.shape):
+            raise ValueError(f"optimizer state {name}: shape {list(value.shape)}, the "
+                             f"program's is {list(held.shape)}")
+        values[names[name]] = to_engine(value.to(from_engine(held).dtype))
+    for var, value in values.items():
+        executor._exe.write_variable(var, value)
 
 
 def hyperparameters(optimizer, kind, executor):

@@ -160,8 +160,11 @@ class Optimizer:
         return state
 
     def __setstate__(self, state):
+        # torch's load_state_dict goes through here too: the executor link must survive it
+        # (unpickling starts from an empty __dict__: no executor).
+        executor = self.__dict__.get("_executor")
         super().__setstate__(state)
-        self.__dict__["_executor"] = None
+        self.__dict__["_executor"] = executor
 
     def _compiled(self):
         executor = getattr(self, "_executor", None)
@@ -186,9 +189,13 @@ class Optimizer:
             raise RuntimeError("Only IPU optimizer states can be loaded onto the IPU: this "
                                "state dict has no 'ipu_state' (a torch optimizer's?); load it "
                                "into a torch optimizer, or save one from tilegraph.optim")
+        state = state_dict["ipu_state"]
+        if state is not None and (not isinstance(state, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+            raise TypeError("load_state_dict: 'ipu_state' must map names to tensors, as "
+                            "state_dict() gives it")
         super().load_state_dict({k: v for k, v in state_dict.items()
                                  if k not in ("ipu_state", "ipu_param")})
-        state = state_dict["ipu_state"]
         if state is None:
             return
         executor = self._compiled()

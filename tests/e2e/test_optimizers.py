@@ -459,6 +459,20 @@ def test_optimizer_state_loads_into_a_compiled_executor_and_refuses_torchs():
     opt.load_state_dict(state)
     assert all(torch.equal(v, torch.full_like(v, 0.5))
                for v in opt.state_dict()["ipu_state"].values())
+    # Written into the running engine: the next step continues from the loaded step count.
+    state["ipu_state"]["optimizer.step"] = torch.tensor(100.0)
+    opt.load_state_dict(state)
+    run(x)
+    assert float(opt.state_dict()["ipu_state"]["optimizer.step"]) == 101.0
+    # A damaged state is refused whole, before anything is written.
+    before = opt.state_dict()["ipu_state"]
+    for bad, error in (({"Accl1___model.lin.weight": torch.zeros(5),
+                         "optimizer.step": torch.tensor(7.0)}, ValueError),
+                       ({"not.a.state": torch.zeros(3)}, ValueError),
+                       ({"optimizer.step": "7"}, TypeError)):
+        with pytest.raises(error):
+            opt.load_state_dict(dict(state, ipu_state=bad))
+        assert all(torch.equal(v, opt.state_dict()["ipu_state"][k]) for k, v in before.items())
     eager = nn.Linear(3, 3)
     torch_opt = torch.optim.Adam(eager.parameters())
     eager(x).sum().backward()
