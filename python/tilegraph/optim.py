@@ -117,7 +117,7 @@ class Optimizer:
         (None without clipping or gradients)."""
         if self._max_grad_norm == float("inf"):
             return None
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        grads = [p.grad for _, p, _ in self._stepped()]
         if not grads:
             return None
         total = 0.0
@@ -206,6 +206,14 @@ class Optimizer:
         with executor._lock:
             _optimizer_state.write_state(executor, describe(self)[0], state)
 
+    def _stepped(self):
+        """(param group, parameter, its state) for each parameter with a gradient: the loop
+        of the eager reference steps below."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    yield group, p, self.state[p]
+
     def _clipped_step(self, update, closure):
         """step(closure) for these optimizers: the closure's loss, clipping, the update."""
         loss = None
@@ -274,26 +282,22 @@ class AdamW(Optimizer, torch.optim.AdamW):
 
     @torch.no_grad()
     def _update_without_bias_correction(self):
-        for group in self.param_groups:
-            if group["bias_correction"]:
-                raise NotImplementedError("AdamW: param groups that mix bias_correction "
-                                          "True and False")
+        if any(group["bias_correction"] for group in self.param_groups):
+            raise NotImplementedError("AdamW: param groups that mix bias_correction True and "
+                                      "False")
+        for group, p, state in self._stepped():
             b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                g = p.grad
-                state["step"] += 1
-                p.mul_(1 - group["lr"] * group["weight_decay"])
-                state["exp_avg"].lerp_(g, 1 - b1)
-                state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-                p.add_((state["exp_avg"] * -group["lr"]) /
-                       (state["exp_avg_sq"].sqrt() + group["eps"]))
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            g = p.grad
+            state["step"] += 1
+            p.mul_(1 - group["lr"] * group["weight_decay"])
+            state["exp_avg"].lerp_(g, 1 - b1)
+            state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            p.add_((state["exp_avg"] * -group["lr"]) /
+                   (state["exp_avg_sq"].sqrt() + group["eps"]))
 
 
 class RMSprop(Optimizer, torch.optim.RMSprop):
@@ -329,35 +333,31 @@ class RMSprop(Optimizer, torch.optim.RMSprop):
 
     @torch.no_grad()
     def _tf_update(self):
-        for group in self.param_groups:
+        for group, p, state in self._stepped():
             alpha, eps, lr = group["alpha"], group["eps"], group["lr"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                state = self.state[p]
-                if not state:
-                    state["step"] = torch.tensor(0.0)
-                    state["square_avg"] = torch.ones_like(p)
-                    if group["momentum"] > 0:
-                        state["momentum_buffer"] = torch.zeros_like(p)
-                    if group["centered"]:
-                        state["grad_avg"] = torch.zeros_like(p)
-                state["step"] += 1
-                g = p.grad + p * group["weight_decay"]
-                sq = state["square_avg"] * alpha + ((1 - alpha) * g) * g
-                state["square_avg"] = sq
-                if group["centered"]:
-                    ga = state["grad_avg"]
-                    ga = ga + (1 - alpha) * (g - ga)
-                    state["grad_avg"] = ga
-                    sq = sq - ga * ga
-                avg = torch.sqrt(sq + eps)
+            if not state:
+                state["step"] = torch.tensor(0.0)
+                state["square_avg"] = torch.ones_like(p)
                 if group["momentum"] > 0:
-                    buf = state["momentum_buffer"] * group["momentum"] + lr * (g / avg)
-                    state["momentum_buffer"] = buf
-                    p.copy_(p - buf)
-                else:
-                    p.copy_(p + (-lr * g) / avg)
+                    state["momentum_buffer"] = torch.zeros_like(p)
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros_like(p)
+            state["step"] += 1
+            g = p.grad + p * group["weight_decay"]
+            sq = state["square_avg"] * alpha + ((1 - alpha) * g) * g
+            state["square_avg"] = sq
+            if group["centered"]:
+                ga = state["grad_avg"]
+                ga = ga + (1 - alpha) * (g - ga)
+                state["grad_avg"] = ga
+                sq = sq - ga * ga
+            avg = torch.sqrt(sq + eps)
+            if group["momentum"] > 0:
+                buf = state["momentum_buffer"] * group["momentum"] + lr * (g / avg)
+                state["momentum_buffer"] = buf
+                p.copy_(p - buf)
+            else:
+                p.copy_(p + (-lr * g) / avg)
 
 
 class LAMB(Optimizer, torch.optim.Optimizer):
@@ -404,31 +404,26 @@ class LAMB(Optimizer, torch.optim.Optimizer):
 
     @torch.no_grad()
     def _update(self):
-        for group in self.param_groups:
+        for group, p, state in self._stepped():
             b1, b2 = group["betas"]
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                g = p.grad
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                m = state["exp_avg"] * b1 + g * (1 - b1)
-                v = state["exp_avg_sq"] * b2 + (g * g) * (1 - b2)
-                state["exp_avg"], state["exp_avg_sq"] = m, v
-                state["step"] += 1
-                if group["bias_correction"]:
-                    t = state["step"]
-                    m, v = m / (1 - b1 ** t), v / (1 - b2 ** t)
-                r = m / (torch.sqrt(v) + group["eps"]) + p * group["weight_decay"]
-                p_norm = torch.sqrt((p * p).sum())
-                r1 = torch.clamp(p_norm, max=group["max_weight_norm"])
-                r2 = torch.sqrt((r * r).sum())
-                trust = torch.where((p_norm > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
-                p.copy_(p - (trust * group["lr"]) * r)
-
+            g = p.grad
+            if not state:
+                state["step"] = 0
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            m = state["exp_avg"] * b1 + g * (1 - b1)
+            v = state["exp_avg_sq"] * b2 + (g * g) * (1 - b2)
+            state["exp_avg"], state["exp_avg_sq"] = m, v
+            state["step"] += 1
+            if group["bias_correction"]:
+                t = state["step"]
+                m, v = m / (1 - b1 ** t), v / (1 - b2 ** t)
+            r = m / (torch.sqrt(v) + group["eps"]) + p * group["weight_decay"]
+            p_norm = torch.sqrt((p * p).sum())
+            r1 = torch.clamp(p_norm, max=group["max_weight_norm"])
+            r2 = torch.sqrt((r * r).sum())
+            trust = torch.where((p_norm > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
+            p.copy_(p - (trust * group["lr"]) * r)
 
 def describe(optimizer):
     """(kind, structural flags, per-group hyperparameters) of a torch or tilegraph optimizer."""
