@@ -1376,20 +1376,19 @@ def _scatter(cx, n, x, dim, index, src):
     dim = dim % len(cx.shape_of(x)) if cx.shape_of(x) else 0
     keep = last_writes(cx, cx.shape_of(x), cx.v(index), dim)
     src_ = cx.op("where", [keep, src_, cx.scalar(0.0, None, compute)])
-    base = cx.cast(cx.v(x), compute)
-    zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
-    count = cx.op("scatter_add", [zeros, cx.v(index), cx.cast(keep, compute)], {"axis": dim})
-    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
+    base, count, written = scatter_sums(cx, x, dim, index, src_, compute,
+                                        counted=cx.cast(keep, compute))
     return _mean_of_writes(cx, base, count, written, dtype)
 
 
-def scatter_sums(cx, x, dim, index, src_, compute):
+def scatter_sums(cx, x, dim, index, src_, compute, counted=None):
     """(x, writes per position, sum of the values written there), in `compute`: what
-    scatter and scatter_reduce build their rules from."""
+    scatter and scatter_reduce build their rules from. `counted` (of index's shape, 0 / 1):
+    which writes count (every one by default)."""
     base = cx.cast(cx.v(x), compute)
     zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
-    ones = cx.op("full", [], {"shape": cx.shape_of(index), "value": 1.0,
-                              "dtype": "dtype:" + compute})
+    ones = counted if counted is not None else cx.op(
+        "full", [], {"shape": cx.shape_of(index), "value": 1.0, "dtype": "dtype:" + compute})
     count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
     written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
     return base, count, written

@@ -160,8 +160,9 @@ class AsynchronousDataAccessor:
     a queue of `buffer_size` batches; iterating the accessor takes from the queue. The
     engine releases the GIL while it runs, so loading (and a DataLoader's worker
     processes) overlaps compute. With `load_indefinitely`, the thread goes on into the next
-    epoch while the current one is consumed; `early_preload` starts loading at
-    construction. `rebatched_size` joins batches along dimension 0 into batches of that
+    epoch while the current one is consumed. Loading starts at construction (`early_preload`
+    is accepted: an Async DataLoader given it creates its accessor at its own construction).
+    `rebatched_size` joins batches along dimension 0 into batches of that
     many samples (a smaller final batch is dropped unless `rebatched_drop_last` is False).
     As PopTorch's, construction loads the first batch: a dataset that cannot be read raises
     then ("worker thread failed to start"); later errors in the loading thread are raised by

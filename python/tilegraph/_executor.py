@@ -90,13 +90,12 @@ class PoplarExecutor:
                  poptorch_version=None):
         """PopTorch's constructor (trainingModel / inferenceModel call it): `user_model` is
         the module the caller holds when `model` wraps it (PopTorch's test helpers pass both;
-        they share parameters, so syncing `model` syncs it), `poptorch_version` is accepted
-        and unused."""
-        del poptorch_version
+        they share parameters, so syncing `model` syncs it: it needs no handle of its own),
+        `poptorch_version` is accepted and unused."""
+        del user_model, poptorch_version
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self._user_model = model if user_model is None else user_model
         if options is not None and not isinstance(options, Options):
             raise Error(f"Invalid type: 'options' is of type {type(options).__name__} "
                         "(expected tilegraph.Options)")
@@ -124,6 +123,7 @@ class PoplarExecutor:
         self._synced = None         # _synced_tensors(), cached while the guard holds
         self._aliased = {}          # engine variable -> data_ptr of the module tensor viewing it
         self._alias_pending = False  # _alias_module_weights at the end of the next call
+        self._synthetic = None      # enableSyntheticData: (input specs, the drawn inputs)
         self._attached = False
         self._returns_tuple = False
         self._call = None  # CallStructure of the call the program was compiled for
@@ -574,7 +574,7 @@ class PoplarExecutor:
         once (floating point: standard normal from randomSeed's generator; integers and
         booleans: zeros) and reused by every call."""
         key = tuple((tuple(t.shape), t.dtype) for t in tensors)
-        cached = getattr(self, "_synthetic", None)
+        cached = self._synthetic
         if cached is None or cached[0] != key:
             gen = torch.Generator().manual_seed(self.options.random_seed or 0)
             data = [torch.randn(t.shape, generator=gen).to(t.dtype) if t.is_floating_point()
@@ -709,6 +709,10 @@ class PoplarExecutor:
         state.update(dict(self.model.named_buffers(remove_duplicate=False)))
         return state
 
+    def _variable(self, fqn):
+        """The engine variable a parameter's or buffer's module name maps to."""
+        return self._cap.params.get(fqn) or self._cap.buffers[fqn]
+
     def _guard_modes(self):
         """Whether train/eval modes and requires_grad are part of the guard: for a training
         executor of a module with Python code. The program of an exported module
@@ -776,10 +780,10 @@ class PoplarExecutor:
         # is one variable: capture maps both names to it.)
         variables_of = collections.defaultdict(set)
         for fqn, t in tensors:
-            variables_of[id(t)].add(self._cap.params.get(fqn) or self._cap.buffers[fqn])
+            variables_of[id(t)].add(self._variable(fqn))
         with self._lock, _MODULE_LOCK:
             for fqn, t in tensors:
-                name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
+                name = self._variable(fqn)
                 if name in self._aliased or len(variables_of[id(t)]) > 1 or \
                         not _owns_contiguous_storage(t):
                     continue
@@ -797,7 +801,7 @@ class PoplarExecutor:
             return
         with self._lock, _MODULE_LOCK, torch.no_grad():
             for fqn, t in self._synced_tensors():
-                name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
+                name = self._variable(fqn)
                 if self._aliased.get(name) == t.data_ptr():
                     t.data = t.data.clone()
             self._aliased = {}
@@ -815,7 +819,7 @@ class PoplarExecutor:
             written = self._written if written_only else None
             pairs = []
             for fqn, t in tensors:
-                name = self._cap.params.get(fqn) or self._cap.buffers[fqn]
+                name = self._variable(fqn)
                 if written is not None and name not in written:
                     continue
                 if name in self._aliased:
@@ -850,7 +854,7 @@ class PoplarExecutor:
             tensors = self._synced_tensors()
             for fqn, t in tensors:
                 value = to_engine(t)
-                self._exe.write_variable(self._cap.params.get(fqn) or self._cap.buffers[fqn],
+                self._exe.write_variable(self._variable(fqn),
                                          value)
             self._host_version = _guards.Versions(tensors)
             self.weight_copies["to_device"] += 1
