@@ -7,13 +7,14 @@
 // columns of b over one pass of k in that order ([depth / 2][16][2] bf16, zero-padded past
 // k and n), and a 2 x 2 block reads two panels.
 //
-// Work. A call is split into items (batch, chunk of columns, part of the rows). For each
-// pass over k, a thread packs its item's panels into its own buffer (<= kChunkBytes: in L2)
-// and passes every 32-row strip of a over them; with several passes, each block's f32 sums
-// wait in a per-thread buffer. A weight's panels may instead be kept packed across runs
-// (KeptB). a is read in place when it can be; otherwise (transposed, k % 32 != 0,
-// misaligned, or the last strip of fewer than 32 rows) the strips are first copied, once
-// per call, into a zero-padded row-major copy shared by the threads.
+// Work. A call is split into items (batch, chunk of columns, part of the rows). A thread packs
+// its item's panels (every pass of k) into its own buffer (<= kChunkBytes: in L2), unless a
+// weight's panels are kept packed across runs (KeptB); then, strip by strip of 32 rows of a,
+// pass by pass of k (<= kMaxDepth), it multiplies the strip's block of a (in L1) by every
+// panel pair of the chunk (streamed from L2); with several passes, each block's f32 sums wait
+// in a per-thread buffer of one strip. a is read in place when it can be; otherwise
+// (transposed, k % 32 != 0, misaligned, or a last strip of fewer than 32 rows) each strip is
+// first copied, once per call, into a contiguous zero-padded buffer by passes (StripCopy).
 #include "kernels/cpu/amx_gemm.h"
 
 #include <immintrin.h>
@@ -49,7 +50,9 @@ constexpr int64_t kStrip = 32;       // rows of a per 2 x 2 block
 constexpr int64_t kDepth = 32;       // k per tdpbf16ps
 constexpr int64_t kPanel = 16;       // columns of b per panel (one tile)
 constexpr int64_t kChunkBytes = 1024 << 10;  // packed b one item keeps in L2
-constexpr int64_t kMaxDepth = 1024;  // k per pass over a chunk (more: passes add up in f32)
+// k per pass over a chunk: a 32 x 512 block of a (32 KB) stays in L1 while every panel pair
+// of the chunk passes over it (measured on an AMX Xeon, one thread: 256 and 1024 were slower).
+constexpr int64_t kMaxDepth = 512;
 
 int64_t RoundUp(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -165,41 +168,65 @@ TG_AMX_TARGET void PackPanel(const uint16_t* b, bool trans_b, int64_t k, int64_t
   }
 }
 
-// Rows m0 .. m0 + 31 of op(a) (zero beyond m and k) into `out`, row-major with kp columns.
-// a is [m, k] row-major, or [k, m] when transposed.
-TG_AMX_TARGET void CopyStrip(const uint16_t* a, bool trans_a, int64_t m, int64_t k, int64_t kp,
-                             int64_t m0, uint16_t* out) {
-  if (!trans_a) {
-    for (int64_t r = 0; r < kStrip; ++r) {
-      uint16_t* dst = out + r * kp;
-      const int64_t copied = m0 + r < m ? k : 0;
-      if (copied > 0) std::memcpy(dst, a + (m0 + r) * k, static_cast<size_t>(k) * 2);
-      std::memset(dst + copied, 0, static_cast<size_t>(kp - copied) * 2);
-    }
-    return;
+// Copies of a's 32-row strips. Strip m0 (rows m0 .. m0 + 31 of op(a), zero beyond m and k)
+// is laid out in passes of `depth` of k: pass p's 32 x depth block is row-major at
+// out + p * 32 * depth (contiguous: the block a pass multiplies stays in L1 without cache-set
+// conflicts). a is [m, k] row-major, or [k, m] when transposed; kp is k rounded up to 32
+// (every pass but the last is `depth` deep). The copy is cut into units (a row of the strip;
+// transposed, 16 rows x 32 of k).
+struct StripCopy {
+  const uint16_t* a;
+  bool trans_a;
+  int64_t m, k, kp, depth;
+
+  int64_t units() const { return trans_a ? 2 * (kp / 32) : kStrip; }
+
+  // Where element (row r, column kk) of the strip goes; kk a multiple of 32 or within a pass.
+  uint16_t* At(uint16_t* out, int64_t r, int64_t kk) const {
+    const int64_t pass = kk / depth, width = std::min(depth, kp - pass * depth);
+    return out + pass * kStrip * depth + r * width + kk % depth;
   }
-  // Pair rows k, k + 1 of a (the strip's 16 columns of each half) into 32-bit lanes, then
-  // transpose 16 k-pairs x 16 rows into 16 rows of 32 k.
-  for (int64_t half = 0; half < 2; ++half) {
-    const int64_t c0 = m0 + 16 * half;
-    const int64_t cols = m - c0;
-    for (int64_t kb = 0; kb < kp; kb += 32) {
-      __m512i r[16];
-      for (int i = 0; i < 16; ++i) {
-        const int64_t kk = kb + 2 * i;
-        r[i] = kk < k && cols > 0
-                   ? PairRows(a + kk * m + c0, kk + 1 < k ? a + (kk + 1) * m + c0 : nullptr, cols)
-                   : _mm512_setzero_si512();
+
+  TG_AMX_TARGET void Run(int64_t m0, int64_t unit_begin, int64_t unit_end, uint16_t* out) const {
+    unit_end = std::min(unit_end, units());
+    for (int64_t u = unit_begin; u < unit_end; ++u) {
+      if (trans_a) {
+        Transposed(m0 + 16 * (u % 2), u / 2 * 32, At(out, 16 * (u % 2), u / 2 * 32));
+        continue;
       }
-      Transpose16x16(r);
-      for (int j = 0; j < 16; ++j) _mm512_store_si512(out + (16 * half + j) * kp + kb, r[j]);
+      const uint16_t* src = m0 + u < m ? a + (m0 + u) * k : nullptr;
+      for (int64_t k0 = 0; k0 < kp; k0 += depth) {
+        const int64_t width = std::min(depth, kp - k0);
+        const int64_t copied = src == nullptr ? 0 : std::clamp<int64_t>(k - k0, 0, width);
+        uint16_t* dst = At(out, u, k0);
+        if (copied > 0) std::memcpy(dst, src + k0, static_cast<size_t>(copied) * 2);
+        std::memset(dst + copied, 0, static_cast<size_t>(width - copied) * 2);
+      }
     }
   }
-}
+
+  // Rows c0 .. c0 + 15 of op(a) over k kb .. kb + 31 (a is [k, m]): rows kk, kk + 1 of a
+  // paired into 32-bit lanes, then 16 k-pairs x 16 rows transposed into 16 rows of 32 k,
+  // written `row` elements apart from dst.
+  TG_AMX_TARGET void Transposed(int64_t c0, int64_t kb, uint16_t* dst) const {
+    const int64_t cols = m - c0, row = std::min(depth, kp - kb / depth * depth);
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i) {
+      const int64_t kk = kb + 2 * i;
+      r[i] = kk < k && cols > 0
+                 ? PairRows(a + kk * m + c0, kk + 1 < k ? a + (kk + 1) * m + c0 : nullptr, cols)
+                 : _mm512_setzero_si512();
+    }
+    Transpose16x16(r);
+    for (int j = 0; j < 16; ++j) _mm512_storeu_si512(dst + j * row, r[j]);
+  }
+};
 
 // The 2 x 2 block of tiles 0-3: rows of `a` (tile-loaded with a_stride bytes between rows,
 // 32 of them) times panels p0, p1 over `steps` * 32 of k, added to `partial` (a 32 x 32 f32
-// block, row stride 128 bytes) when given, else from zero.
+// block, row stride 128 bytes) when given, else from zero. b's panels are loaded with the
+// streaming hint (tileloaddt1): each is read once per strip, and without the hint they push
+// the block of a that every panel pair reuses out of L1 (measured: 10-15% of the call).
 TG_AMX_TARGET inline void MultiplyBlock(const uint16_t* a, int64_t a_stride, const uint16_t* p0,
                                         const uint16_t* p1, int64_t steps,
                                         const float* partial) {
@@ -217,10 +244,10 @@ TG_AMX_TARGET inline void MultiplyBlock(const uint16_t* a, int64_t a_stride, con
   }
   for (int64_t s = 0; s < steps; ++s) {
     _tile_loadd(4, a + s * kDepth, a_stride);
-    _tile_loadd(6, p0 + s * 512, 64);
+    _tile_stream_loadd(6, p0 + s * 512, 64);
     _tile_loadd(5, a1 + s * kDepth, a_stride);
     _tile_dpbf16ps(0, 4, 6);
-    _tile_loadd(7, p1 + s * 512, 64);
+    _tile_stream_loadd(7, p1 + s * 512, 64);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(1, 4, 7);
     _tile_dpbf16ps(3, 5, 7);
@@ -305,7 +332,6 @@ AmxBf16Gemm::AmxBf16Gemm(const MatmulParams& params, bool bias, Activation activ
   TG_CHECK(CpuHasAmxBf16() && RequestAmxTileData(), kInternal,
            "AmxBf16Gemm: this process cannot run AMX tiles");
   kp_ = RoundUp(p_.k, kDepth);
-  a_in_place_ = !p_.trans_a && p_.k % kDepth == 0;
   // Offsets per batch: the batch index's digits, each operand skipping the dims it
   // broadcasts.
   int64_t batches = 1;
@@ -336,8 +362,11 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
   const int64_t m = p_.m, n = p_.n, k = p_.k, kp = kp_;
   const int64_t batches = static_cast<int64_t>(out_off_.size());
   const int64_t strips = (m + kStrip - 1) / kStrip;
-  // Strips copied before the products: all of them, or only a short last one.
-  const bool in_place = a_in_place_ && reinterpret_cast<uintptr_t>(a) % 64 == 0;
+  // Whether a's full strips are read in place: row-major ([m, k], not transposed), rows a
+  // multiple of 64 bytes apart (k % 32 == 0) and the buffer 64-byte aligned.
+  const bool in_place = !p_.trans_a && k % kDepth == 0 && reinterpret_cast<uintptr_t>(a) % 64 == 0;
+  // Strips copied before the products (once per call, shared by the threads): all of them,
+  // or only a short last one.
   const int64_t first_copied = in_place ? m / kStrip : 0;
   const int64_t copied_per_batch = strips - first_copied;
   thread_local AlignedBuffer<uint16_t> copies;  // the calling thread's; read by the whole team
@@ -347,15 +376,16 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
 #ifdef _OPENMP
   if (omp_in_parallel()) threads = 1;
 #endif
-  // k in passes of at most kMaxDepth (a 32-row strip of a over one pass stays in L1 / L2);
-  // with more than one, each block's f32 sums wait in a per-thread buffer between passes.
+  // k in passes of at most kMaxDepth: the 32 x depth block of a that a pass multiplies by
+  // every panel pair of a chunk stays in L1; each block's f32 sums wait between passes.
   const int64_t passes = (kp + kMaxDepth - 1) / kMaxDepth;
   const int64_t depth = RoundUp((kp + passes - 1) / passes, kDepth);
-  // Column chunks: packed panels of at most kChunkBytes (they stay in L2 while every strip
-  // passes over them), whole 32-column pairs, and a multiple of the threads in number where
-  // there are enough pairs (3 chunks on 2 threads would leave one idle a third of the time).
+  // Column chunks: packed panels (every pass) of at most kChunkBytes (they stay in L2 while
+  // every strip passes over them), whole 32-column pairs, and a multiple of the threads in
+  // number where there are enough pairs (3 chunks on 2 threads would leave one idle a third
+  // of the time).
   const int64_t pairs = (n + 2 * kPanel - 1) / (2 * kPanel);
-  const int64_t max_pairs = std::max<int64_t>(1, kChunkBytes / (2 * kPanel * depth * 2));
+  const int64_t max_pairs = std::max<int64_t>(1, kChunkBytes / (2 * kPanel * kp * 2));
   int64_t chunks = (pairs + max_pairs - 1) / max_pairs;
   if (batches < threads && pairs >= threads) chunks = RoundUp(chunks, threads);
   const int64_t chunk_cols = 2 * kPanel * ((pairs + chunks - 1) / chunks);
@@ -375,38 +405,43 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
   kept.gave_up = kept.gave_up || (!current && kept.packs >= 1);
   kept.used = one_b_ && b_version != nullptr && !kept.gave_up;
   const bool pack_kept = kept.used && !current;
-  uint16_t* kept_panels =
-      kept.used ? kept.panels.Get(panels_total * passes * kPanel * depth) : nullptr;
+  uint16_t* kept_panels = kept.used ? kept.panels.Get(panels_total * kPanel * kp) : nullptr;
   if (pack_kept) {
     kept.data = b;
     kept.version = *b_version;
     ++kept.packs;
   }
+  // A panel of 16 columns holds every pass: pass p at p * 16 * depth ([depth / 2][16][2]).
+  const int64_t panel_stride = kPanel * kp;
+  auto pack_panel = [&](const uint16_t* b_batch, int64_t c, uint16_t* panel) {
+    for (int64_t pass = 0; pass < passes; ++pass) {
+      const int64_t k0 = pass * depth;
+      PackPanel(b_batch, p_.trans_b, k, n, k0, std::min(depth, kp - k0), c,
+                panel + pass * kPanel * depth);
+    }
+  };
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     ConfigureTiles();
     if (pack_kept) {
 #pragma omp for schedule(static)
-      for (int64_t i = 0; i < panels_total * passes; ++i) {
-        const int64_t panel = i / passes, pass = i % passes;
-        const int64_t k0 = pass * depth, steps = std::min(depth, kp - k0) / kDepth;
-        PackPanel(b, p_.trans_b, k, n, k0, steps * kDepth, panel * kPanel,
-                  kept_panels + i * kPanel * depth);
+      for (int64_t panel = 0; panel < panels_total; ++panel) {
+        pack_panel(b, panel * kPanel, kept_panels + panel * panel_stride);
       }
     }
     if (copied_per_batch > 0) {
 #pragma omp for schedule(static)
       for (int64_t i = 0; i < batches * copied_per_batch; ++i) {
         const int64_t bi = i / copied_per_batch, s = first_copied + i % copied_per_batch;
-        CopyStrip(a + a_off_[bi], p_.trans_a, m, k, kp, s * kStrip, a_copy + i * kStrip * kp);
+        const StripCopy copy{a + a_off_[bi], p_.trans_a, m, k, kp, depth};
+        copy.Run(s * kStrip, 0, copy.units(), a_copy + i * kStrip * kp);
       }
     }
     thread_local AlignedBuffer<uint16_t> panels;
     thread_local AlignedBuffer<float> partials;
-    uint16_t* packed = panels.Get(chunk_cols * depth);
-    const int64_t strips_per_part = (strips + parts - 1) / parts;
-    float* partial = passes > 1 ? partials.Get(strips_per_part * kStrip * chunk_cols) : nullptr;
+    uint16_t* packed = kept_panels == nullptr ? panels.Get(chunk_cols * kp) : nullptr;
+    float* partial = passes > 1 ? partials.Get(kStrip * chunk_cols) : nullptr;
     // A finished block waits in one of two buffers for its epilogue until the next block's
     // products are issued: read back at once, a tile store stalls the core until the tiles
     // drain (measured: the epilogue cost as much as a third of a 256 x 768 x 768 call).
@@ -428,41 +463,31 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
     for (int64_t item = 0; item < items; ++item) {
       const int64_t bi = item / (chunks * parts);
       const int64_t chunk = item / parts % chunks, part = item % parts;
-      const uint16_t* a_batch = a + a_off_[bi];
       const int64_t c_begin = chunk * chunk_cols, c_end = std::min(n, c_begin + chunk_cols);
       const int64_t s_begin = strips * part / parts, s_end = strips * (part + 1) / parts;
-      for (int64_t pass = 0; pass < passes; ++pass) {
-        const int64_t k0 = pass * depth, steps = std::min(depth, kp - k0) / kDepth;
-        const bool last = pass == passes - 1;
-        // Panel of columns c: kept_panels[c / 16][pass], or packed here for this item (whole
-        // pairs of panels; a last panel past n packs as zeros).
-        const uint16_t* panel_base = packed;
-        int64_t panel_stride = kPanel * depth, first_panel = c_begin / kPanel;
-        if (kept_panels != nullptr) {
-          panel_base = kept_panels + pass * kPanel * depth;
-          panel_stride = passes * kPanel * depth;
-          first_panel = 0;
-        } else {
-          for (int64_t c = c_begin; c < c_begin + RoundUp(c_end - c_begin, 2 * kPanel);
-               c += kPanel) {
-            PackPanel(b + b_off_[bi], p_.trans_b, k, n, k0, steps * kDepth, c,
-                      packed + (c - c_begin) * depth);
-          }
+      // Panel of columns c: kept_panels[c / 16], or packed here for this item (whole pairs
+      // of panels; a last panel past n packs as zeros).
+      const uint16_t* panel_base = kept_panels + c_begin * kp;
+      if (kept_panels == nullptr) {
+        for (int64_t c = c_begin; c < c_begin + RoundUp(c_end - c_begin, 2 * kPanel);
+             c += kPanel) {
+          pack_panel(b + b_off_[bi], c, packed + (c - c_begin) * kp);
         }
-        for (int64_t s = s_begin; s < s_end; ++s) {
-          const int64_t m0 = s * kStrip, rows = std::min(kStrip, m - m0);
-          const bool direct = s < first_copied;
-          const uint16_t* strip =
-              (direct ? a_batch + m0 * k
-                      : a_copy + (bi * copied_per_batch + s - first_copied) * kStrip * kp) +
-              k0;
-          const int64_t stride = 2 * (direct ? k : kp);
+        panel_base = packed;
+      }
+      for (int64_t s = s_begin; s < s_end; ++s) {
+        const int64_t m0 = s * kStrip, rows = std::min(kStrip, m - m0);
+        const bool direct = s < first_copied;
+        const uint16_t* strip =
+            direct ? nullptr : a_copy + (bi * copied_per_batch + s - first_copied) * kStrip * kp;
+        for (int64_t pass = 0; pass < passes; ++pass) {
+          const int64_t k0 = pass * depth, width = std::min(depth, kp - k0);
+          const bool last = pass == passes - 1;
+          const uint16_t* a_block = direct ? a + a_off_[bi] + m0 * k + k0 : strip + kStrip * k0;
           for (int64_t c = c_begin; c < c_end; c += 2 * kPanel) {
-            const uint16_t* p0 = panel_base + (c / kPanel - first_panel) * panel_stride;
-            float* sums = partial == nullptr
-                              ? nullptr
-                              : partial + ((s - s_begin) * chunk_cols + (c - c_begin)) * kStrip;
-            MultiplyBlock(strip, stride, p0, p0 + panel_stride, steps,
+            const uint16_t* p0 = panel_base + (c - c_begin) * kp + kPanel * k0;
+            float* sums = partial == nullptr ? nullptr : partial + (c - c_begin) * kStrip;
+            MultiplyBlock(a_block, direct ? 2 * k : 2 * width, p0, p0 + panel_stride, width / kDepth,
                           pass > 0 ? sums : nullptr);
             finish_pending();  // the previous block's, while these products run
             if (!last) {

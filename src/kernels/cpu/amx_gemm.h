@@ -9,11 +9,12 @@
 // the result are what is left; bench/mixed_precision.py measures both kernels in one run).
 // It is the textbook AMX GEMM: a 2 x 2 block of 16 x 16 f32 accumulator tiles
 // (tdpbf16ps); the left operand's rows read by tile loads straight from the caller's
-// row-major buffer where it is k-contiguous and aligned (else copied once per call into a
-// zero-padded row-major copy); the right operand packed per thread into the pair-interleaved
-// ("VNNI") panels tdpbf16ps reads, a chunk of columns at a time (sized to stay in L2 while
-// every row strip of the left operand passes over it), or kept packed across runs for a
-// weight; k in passes of at most 1024 with f32 partial sums between passes.
+// row-major buffer where it is k-contiguous and aligned (else copied per strip into a
+// contiguous zero-padded buffer); the right operand packed per thread into the
+// pair-interleaved ("VNNI") panels tdpbf16ps reads, a chunk of columns at a time (sized to
+// stay in L2 while every row strip of the left operand passes over it), or kept packed across
+// runs for a weight; k in passes of at most 512 (a strip's block of the left operand stays in
+// L1 while the chunk's panels stream past it) with f32 partial sums between passes.
 //
 // Numerics: every product of two bf16 values is exact in f32; sums are f32, in an order that
 // differs from oneDNN's and from the widened reference (like any two GEMMs). AMX reads bf16
@@ -60,9 +61,6 @@ class AmxBf16Gemm {
   Activation activation_ = Activation::kNone;
   bool bf16_result_ = true;
   int64_t kp_ = 0;  // k rounded up to the tile depth (32)
-  // Whether a's strips are read in place: row-major ([m, k], not transposed) with rows a
-  // multiple of 64 bytes apart (k % 32 == 0); the buffer's alignment is checked per run.
-  bool a_in_place_ = false;
   // Element offsets of a, b and out for each batch (broadcast batches repeat an offset).
   std::vector<int64_t> a_off_, b_off_, out_off_;
   bool one_b_ = false;  // every batch reads the same b
