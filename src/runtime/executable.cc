@@ -101,9 +101,28 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
       if (r.space == BufferSpace::kVariable) exe->first_variable_write_ = i;
     }
   }
+  exe->FindOptimizerCounters();
   exe->compile_seconds_ =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return exe;
+}
+
+// The optimizer's counters (autodiff/optimizer.cc: its step, each device's micro-batch, the
+// automatic loss scale's state): a failed step puts them back (RunReplica), so that it counts
+// for nothing, as a step whose forward raised in eager PyTorch never reached optimizer.step().
+void Executable::FindOptimizerCounters() {
+  static const char* const kCounters[] = {"optimizer.step", "optimizer.micro_step",
+                                          "optimizer.loss_scale_log2",
+                                          "optimizer.loss_scale_good_steps",
+                                          "optimizer.skipped_steps"};
+  const auto& vars = program_.graph->variables();
+  for (size_t v = 0; v < vars.size(); ++v) {
+    const std::string& name = vars[v]->name();
+    const std::string base = name.substr(0, name.find(".device"));
+    for (const char* counter : kCounters) {
+      if (base == counter && vars[v]->type().bytes() <= 16) optimizer_counters_.push_back(v);
+    }
+  }
 }
 
 // Gradient accumulation: which instructions and end-of-step copies only serve the optimizer

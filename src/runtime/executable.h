@@ -298,6 +298,10 @@ class Executable {
   // [first, first + count) of the call.
   void PreparePipeline(const PipelineSegments& segments);
   void DiscardOptimizerStepInProgress(int r);
+  void FindOptimizerCounters();
+  // Replica r's optimizer counters, saved into / restored from `saved` (RunReplica).
+  void SaveOptimizerCounters(int r, std::vector<uint8_t>& saved) const;
+  void RestoreOptimizerCounters(int r, const std::vector<uint8_t>& saved);
   void RunWave(int r, int64_t first, int64_t count, int64_t steps,
                const std::vector<TensorView>& inputs, OutputMode mode, int64_t every_n,
                std::vector<HostTensor>& results);
@@ -335,6 +339,7 @@ class Executable {
   // Gradient accumulation (CompileOptions::accumulation_steps): per instruction / update
   // copy, whether it only serves the optimizer step; each device's micro-batch counter.
   std::vector<char> step_only_instr_, step_only_copy_;
+  std::vector<size_t> optimizer_counters_;  // variables: FindOptimizerCounters
   std::vector<size_t> micro_counter_of_device_;  // first instruction writing a variable in place
   bool stop_requested_ = false;             // set at a step boundary (replicated runs)
   int64_t steps_completed_ = 0;

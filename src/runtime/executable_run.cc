@@ -218,8 +218,10 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
                            ? pipeline_.micro_batches
                            : steps;
   const bool remote = pipeline_.my_device >= 0;
+  std::vector<uint8_t> counters;  // the optimizer's counters when the wave started
   for (int64_t s = 0; s < steps; s += wave) {
     if (s > 0 && StopAtStepBoundary(r, interrupted)) break;
+    SaveOptimizerCounters(r, counters);
     try {
       if (pipelined()) {
         RunWave(r, s, wave, steps, inputs, mode, every_n, results);
@@ -230,7 +232,8 @@ void Executable::RunReplica(int r, const std::vector<TensorView>& inputs, int64_
       }
     } catch (Error& e) {
       RecastShadows(replicas_[r]);  // the failed step may have updated a weight, not its shadow
-      if (pipelined() && pipeline_.has_backward) {
+      RestoreOptimizerCounters(r, counters);
+      if (options_.accumulation_steps > 1 || (pipelined() && pipeline_.has_backward)) {
         DiscardOptimizerStepInProgress(r);
         e.AddContext("the optimizer step in progress was discarded: its gradient accumulators "
                      "and micro-batch counters were reset (running statistics its finished "
@@ -267,6 +270,25 @@ void Executable::DiscardOptimizerStepInProgress(int r) {
     }
   }
   ++rep.variables_version;
+}
+
+void Executable::SaveOptimizerCounters(int r, std::vector<uint8_t>& saved) const {
+  saved.clear();
+  for (size_t v : optimizer_counters_) {
+    const auto& var = replicas_[r].variables[v];
+    const auto* bytes = static_cast<const uint8_t*>(var.data());
+    saved.insert(saved.end(), bytes, bytes + var.bytes());
+  }
+}
+
+void Executable::RestoreOptimizerCounters(int r, const std::vector<uint8_t>& saved) {
+  size_t at = 0;
+  for (size_t v : optimizer_counters_) {
+    auto& var = replicas_[r].variables[v];
+    if (at + var.bytes() > saved.size()) return;  // not saved (cannot happen)
+    std::memcpy(var.data(), saved.data() + at, var.bytes());
+    at += var.bytes();
+  }
 }
 
 RunContext Executable::ContextFor(int r, uint64_t step) const {

@@ -51,6 +51,52 @@ def test_a_bad_label_in_step_three_keeps_the_first_two_steps_and_the_executor_us
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+class _Classifier(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x, y):
+        return F.cross_entropy(self.fc(x), y)
+
+
+@pytest.mark.parametrize("optimizer,accumulation", [("sgd", 2), ("adam", 1), ("adam", 2)])
+def test_a_failed_step_counts_for_nothing_in_the_optimizers_counters(optimizer, accumulation):
+    """A step that fails (here: a label out of range) leaves the optimizer's step counter
+    where it was, and with gradient accumulation the optimizer step in progress is discarded
+    (its accumulated micro-batches and counters reset): the next calls continue as if the
+    failed call never ran (Adam's bias correction, the accumulation's phase), like an eager
+    loop whose forward raised before optimizer.step()."""
+    torch.manual_seed(0)
+    base = _Classifier()
+    x, y = torch.randn(4 * accumulation, 4), torch.randint(0, 3, (4 * accumulation,))
+    bad = y.clone()
+    bad[-1] = 7
+
+    def make():
+        model = copy.deepcopy(base)
+        make_opt = {"sgd": lambda p: torch.optim.SGD(p, lr=0.1),
+                    "adam": lambda p: torch.optim.Adam(p, lr=0.01)}[optimizer]
+        opts = tilegraph.Options()
+        opts.Training.gradientAccumulation(accumulation)
+        return model, tilegraph.trainingModel(model, opts, make_opt(model.parameters()))
+
+    (failed_model, failed), (clean_model, clean) = make(), make()
+    failed(x, y)
+    clean(x, y)
+    before = copy.deepcopy(failed_model.state_dict())
+    with pytest.raises(RuntimeError, match="out of range"):
+        failed(x, bad)
+    for name, value in failed_model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+    for _ in range(3):
+        failed(x, y)
+        clean(x, y)
+    for p, q in zip(failed_model.parameters(), clean_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    assert not torch.equal(failed_model.fc.weight, before["fc.weight"])  # it did train
+
+
 class Picker(torch.nn.Module):
     def forward(self, x, i, j):
         return x[i, j] * 2
