@@ -72,6 +72,8 @@ def _frac(cx, n, x):
 @handles(aten.fmod.Tensor, aten.remainder.Tensor)
 def _fmod_tensor(cx, n, a, b):
     a_, b_ = cx.operands(n, a, b)
+    if cx.dtype_of(n) in _INTEGER:
+        _check_divisor(cx, n, b)
     return cx.op("fmod" if n.target == aten.fmod.Tensor else "remainder", [a_, b_])
 
 
@@ -93,20 +95,61 @@ def _isinf(cx, n, x):
     return cx.op("eq", [cx.op("abs", [cx.v(x)]), cx.scalar(math.inf, x)])
 
 
+_INTEGER = ("i64", "i32", "i16", "i8", "u8")
+
+
+def _check_divisor(cx, n, divisor):
+    """Integer division by zero fails the step, as torch raises ("ZeroDivisionError") instead
+    of dividing (C++ would give an undefined value). `divisor` is an FX node or a number."""
+    value = cx.v(divisor) if isinstance(divisor, torch.fx.Node) else cx.scalar(divisor, None,
+                                                                                 "i64")
+    zero = cx.scalar(0, None, cx.dtype_of(divisor) if isinstance(divisor, torch.fx.Node)
+                     else "i64")
+    cx.op("assert_all", [cx.op("ne", [value, zero])],
+          {"message": "ZeroDivisionError", "runtime_error": 1})
+
+
 @handles(aten.div.Tensor_mode, aten.div.Scalar_mode)
 def _div_mode(cx, n, a, b, rounding_mode=None):
     """a / b rounded by `rounding_mode` ("trunc", "floor" or None). Integer operands divide
-    in f64 (exact below 2**53) and round back, giving torch's integer division."""
+    in f64 (exact below 2**53) and round back, giving torch's integer division, and fail on a
+    zero divisor as torch does. Floor division follows torch's rule (from fmod, so that
+    1 // 0.1 is 9 and inf // 1 is NaN), not floor(a / b)."""
     out = cx.dtype_of(n)
-    compute = "f64" if out in ("i32", "i64") else out
+    compute = "f64" if out in _INTEGER else out
+    if out in _INTEGER and rounding_mode in ("trunc", "floor"):
+        _check_divisor(cx, n, b)
 
     def operand(x):
         return cx.cast(cx.v(x), compute) if isinstance(x, torch.fx.Node) else \
             cx.scalar(x, None, compute)
-    q = cx.op("div", [operand(a), operand(b)])
-    if rounding_mode in ("trunc", "floor"):
-        q = cx.op(rounding_mode, [q])
+    a_, b_ = operand(a), operand(b)
+    q = cx.op("div", [a_, b_])
+    if rounding_mode == "trunc":
+        q = cx.op("trunc", [q])
+    elif rounding_mode == "floor":
+        q = _floor_division(cx, a_, b_, q, compute)
     return cx.cast(q, out)
+
+
+def _floor_division(cx, a, b, quotient, dtype):
+    """torch's floor division of floats (c10's div_floor_floating): the quotient of a - fmod(a,
+    b) by b, one less where fmod's sign differs from b's, rounded to the nearest whole
+    number below; a zero result carries the sign of a / b; a zero divisor gives a / b."""
+    def k(v):
+        return cx.scalar(v, None, dtype)
+    mod = cx.op("fmod", [a, b])
+    div = cx.op("div", [cx.op("sub", [a, mod]), b])
+    signs_differ = cx.op("ne", [cx.op("lt", [b, k(0)]), cx.op("lt", [mod, k(0)])])
+    adjust = cx.op("logical_and", [cx.op("ne", [mod, k(0)]), signs_differ])
+    div = cx.op("where", [adjust, cx.op("sub", [div, k(1)]), div])
+    floor = cx.op("floor", [div])
+    floor = cx.op("where", [cx.op("gt", [cx.op("sub", [div, floor]), k(0.5)]),
+                            cx.op("add", [floor, k(1)]), floor])
+    negative = cx.op("lt", [cx.op("div", [k(1), quotient]), k(0)])  # -0.0 counts as negative
+    signed_zero = cx.op("where", [negative, cx.op("neg", [k(0)]), k(0)])
+    result = cx.op("where", [cx.op("ne", [div, k(0)]), floor, signed_zero])
+    return cx.op("where", [cx.op("eq", [b, k(0)]), quotient, result])
 
 
 def _as_bool(cx, n, x):
@@ -238,6 +281,8 @@ def _mod_scalar(tg_op):
     def handler(cx, n, x, divisor):
         if isinstance(divisor, torch.fx.Node):
             cx.unsupported(n, f"{n.target} by a tensor (only by a number)")
+        if cx.dtype_of(n) in _INTEGER:
+            _check_divisor(cx, n, divisor)
         return cx.op(tg_op, [cx.cast(cx.v(x), cx.dtype_of(n))], {"divisor": float(divisor)})
     return handler
 

@@ -76,7 +76,8 @@ GradPair MaxMinGrad(const char* win) {
 }
 
 // C's fmod (the result has a's sign) and torch.remainder (b's sign). Integers divide
-// exactly; a zero integer divisor gives 0 (torch raises), floats follow IEEE (NaN).
+// exactly; a zero integer divisor gives 0 (the front ends check for it first: torch raises
+// ZeroDivisionError), floats follow IEEE (NaN).
 struct Fmod {
   template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
     if constexpr (std::is_integral_v<T>) {

@@ -2,6 +2,8 @@
 tests, rounding division and min/max reductions with indices (the Core ATen ops models
 reach for: position buckets, angle features, argmin assignments), in inference and, where
 differentiable, training, against eager PyTorch."""
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -63,6 +65,52 @@ def test_integer_division_nan_inf_and_index_reductions():
     for a, b in zip(got, Features()(x, i, j)):
         assert a.dtype == b.dtype
         torch.testing.assert_close(a.reshape(b.shape), b)
+
+
+class _Divide(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, a, b):
+        return self.fn(a, b)
+
+
+_DIVISIONS = {"floor": lambda a, b: a // b,
+              "trunc": lambda a, b: torch.div(a, b, rounding_mode="trunc"),
+              "remainder": lambda a, b: a % b, "fmod": torch.fmod,
+              "floor_by_number": lambda a, b: a // 0.1}
+
+
+@pytest.mark.parametrize("name", sorted(_DIVISIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_float_division_rounds_as_torch_does_at_its_edges(name, dtype):
+    """torch's floor division is not floor(a / b): it starts from fmod (1 // 0.1 is 9, inf //
+    1 is NaN) and keeps the sign of a zero quotient; tilegraph gives the same bits."""
+    a = torch.tensor([1.0, math.inf, -math.inf, 7.0, -7.0, 0.0, 5.0, -0.0, 1e30, -5.5, 3.0,
+                      -1.0], dtype=dtype)
+    b = torch.tensor([0.1, 1.0, 1.0, 2.0, 2.0, -3.0, 0.0, 2.0, 3e-9, 2.0, -0.0, 0.3],
+                     dtype=dtype)
+    fn = _DIVISIONS[name]
+    got, want = tilegraph.inferenceModel(_Divide(fn))(a, b), fn(a, b)
+    assert got.dtype == want.dtype
+    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    finite = ~want.isnan()
+    assert torch.equal(torch.signbit(got[finite]), torch.signbit(want[finite]))
+
+
+@pytest.mark.parametrize("name", ["floor", "trunc", "remainder", "fmod"])
+def test_integer_division_by_zero_fails_the_call_as_torch_raises(name):
+    fn = _DIVISIONS[name]
+    infer = tilegraph.inferenceModel(_Divide(fn))
+    a, b = torch.tensor([7, -9, 3]), torch.tensor([2, 4, -2])
+    torch.testing.assert_close(infer(a, b), fn(a, b), rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="ZeroDivisionError"):
+        fn(a, torch.tensor([2, 0, 1]))
+    with pytest.raises(RuntimeError, match="ZeroDivisionError") as info:
+        infer(a, torch.tensor([2, 0, 1]))
+    assert "test_math_ops.py" in str(info.value)  # the user's line
+    torch.testing.assert_close(infer(a, b), fn(a, b), rtol=0, atol=0)  # still usable
 
 
 class Image(torch.nn.Module):
