@@ -101,6 +101,34 @@ def _from_engine(a, onnx_type):
     return a
 
 
+_NUMPY_OF_ORT = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                 "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                 "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+                 "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+
+def _check_feed(arg, value, array):
+    """A feed as ONNX Runtime checks it: an array of another element type than the input's
+    is refused (not converted: int64 into int32 would wrap, floats into ints truncate), as is
+    a rank or a fixed dimension other than the model declares (symbolic dimensions take any
+    size). Python lists and numbers are converted, as ONNX Runtime converts them."""
+    expected = _NUMPY_OF_ORT.get(arg.type)
+    if expected is not None and isinstance(value, np.ndarray) and value.dtype != expected:
+        actual = next((t for t, d in _NUMPY_OF_ORT.items() if d == value.dtype),
+                      f"tensor({value.dtype})")
+        raise TypeError(f"Unexpected input data type for input {arg.name!r}. Actual: ({actual}), "
+                        f"expected: ({arg.type})")
+    if array.ndim != len(arg.shape):
+        raise ValueError(f"Invalid rank for input: {arg.name} Got: {array.ndim} Expected: "
+                         f"{len(arg.shape)} Please fix either the inputs or the model.")
+    wrong = [(i, got, want) for i, (got, want) in enumerate(zip(array.shape, arg.shape))
+             if isinstance(want, int) and want >= 0 and got != want]
+    if wrong:
+        detail = "; ".join(f"index: {i} Got: {got} Expected: {want}" for i, got, want in wrong)
+        raise ValueError(f"Got invalid dimensions for input: {arg.name} for the following "
+                         f"indices: {detail}. Please fix either the inputs or the model.")
+
+
 def _model_bytes(model):
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
@@ -195,6 +223,8 @@ class InferenceSession(_Session):
             raise ValueError(f"input_feed: missing {missing}, unknown {extra} "
                              f"(the model's inputs are {names})")
         arrays = {n: np.asarray(input_feed[n]) for n in names}
+        for arg in self._inputs:
+            _check_feed(arg, input_feed[arg.name], arrays[arg.name])
         sess, fixed = self._session_for(arrays)
         fed = [n for n in names if n not in fixed]
         outs = sess.run([self._feed(sess, n, arrays[n], (1,)) for n in fed])

@@ -267,7 +267,11 @@ Outs Range(OnnxNode& n) {
 Outs OneHot(OnnxNode& n) {
   Builder& b = n.b();
   Value* idx = n.input(0);
-  const int64_t depth = static_cast<int64_t>(n.floats_input(1).at(0));
+  const double depth_value = n.floats_input(1).at(0);
+  // The classes are built on the host at import: bounded as Range's are.
+  TG_CHECK(std::isfinite(depth_value) && depth_value >= 1 && depth_value <= double{1 << 28},
+           kInvalidInput, "OneHot: depth ", depth_value, " (tilegraph builds 1 to 2^28 classes)");
+  const int64_t depth = static_cast<int64_t>(depth_value);
   Value* values = n.input(2);
   const int64_t rank = RankOf(idx) + 1;
   int64_t axis = n.Axis(n.attr_int("axis", -1), rank);

@@ -478,6 +478,49 @@ def test_malformed_and_hostile_files_are_errors():
         sess.run(None, {"x": np.zeros((2, 4), np.float32)})
 
 
+def test_feeds_are_checked_as_onnx_runtime_checks_them():
+    """An array of another element type is refused, not converted (int64 into an int32 input
+    would wrap, floats into ints truncate); a rank or fixed dimension other than the model's
+    is refused; lists are converted, symbolic dimensions take any size."""
+    i = helper.make_tensor_value_info("i", TensorProto.INT32, ["n"])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    o = helper.make_tensor_value_info("o", TensorProto.INT32, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Add", ["i", "i"], ["o"]), helper.make_node("Relu", ["x"], ["y"])],
+        "g", [i, x], [o, y]), opset_imports=[helper.make_opsetid("", 17)])
+    sess = tgx.InferenceSession(model.SerializeToString())
+    x_ok = np.ones((2, 3), np.float32)
+    with pytest.raises(TypeError, match=r"Actual: \(tensor\(int64\)\), expected: \(tensor\(int32"):
+        sess.run(None, {"i": np.array([2 ** 32 + 5, 3]), "x": x_ok})
+    with pytest.raises(TypeError, match="tensor\\(double\\)"):
+        sess.run(None, {"i": np.array([1], np.int32), "x": x_ok.astype(np.float64)})
+    with pytest.raises(ValueError, match="Invalid rank for input: x Got: 1 Expected: 2"):
+        sess.run(None, {"i": np.array([1], np.int32), "x": np.ones(6, np.float32)})
+    with pytest.raises(ValueError, match="index: 1 Got: 4 Expected: 3"):
+        sess.run(None, {"i": np.array([1], np.int32), "x": np.ones((2, 4), np.float32)})
+    o_, y_ = sess.run(None, {"i": np.array([1, 2, 3], np.int32), "x": [[1.0, -2, 3]] * 2})
+    assert o_.tolist() == [2, 4, 6] and y_.tolist() == [[1.0, 0.0, 3.0]] * 2
+
+
+def test_a_one_hot_depth_beyond_what_is_built_at_import_is_refused():
+    """OneHot's classes are built on the host at import: a 99-byte model asking for 2^40 of
+    them is refused (it ran the process out of memory), as Range's bound refuses."""
+    idx = helper.make_tensor_value_info("idx", TensorProto.INT64, [3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    for depth in (2 ** 40, -4, 0):
+        nodes = [helper.make_node("Constant", [], ["d"], value=helper.make_tensor(
+                     "d", TensorProto.INT64, [], [depth])),
+                 helper.make_node("Constant", [], ["v"], value=helper.make_tensor(
+                     "v", TensorProto.FLOAT, [2], [0.0, 1.0])),
+                 helper.make_node("OneHot", ["idx", "d", "v"], ["y"])]
+        model = helper.make_model(helper.make_graph(nodes, "g", [idx], [y]),
+                                  opset_imports=[helper.make_opsetid("", 17)])
+        with pytest.raises(ValueError, match="OneHot: depth"):
+            tgx.InferenceSession(model.SerializeToString()).run(
+                None, {"idx": np.array([0, 1, 2])})
+
+
 def test_fuzzed_models_never_crash():
     """Truncated and mutated protobufs of a small CNN: each loads and runs or raises a Python
     exception (the child process exits normally); a crash fails with the seed."""
