@@ -51,7 +51,23 @@ _placer = _Placer()
 
 
 class Error(RuntimeError):
-    """PopTorch's poptorch.Error: a configuration or run that cannot go on."""
+    """PopTorch's poptorch.Error: a configuration or run that cannot go on. As PopTorch's, it
+    has `message` (the text), `type` (the component that raised it: "tilegraph") and
+    `location` (the user's file:line the message names, or "")."""
+
+    @property
+    def message(self):
+        return str(self.args[0]) if self.args else ""
+
+    @property
+    def type(self):
+        return "tilegraph"
+
+    @property
+    def location(self):
+        import re
+        found = re.search(r"([^\s()'\"]+\.py):(\d+)", str(self))
+        return f"{found.group(1)}:{found.group(2)}" if found else ""
 
 
 class UnsupportedError(Error, NotImplementedError):
@@ -201,11 +217,23 @@ class Stage:
         return self
 
 
+def _stage_of(stages, block_id):
+    for st in stages:
+        if block_id in st.blocks:
+            return st
+    known = [b for st in stages for b in st.blocks]
+    raise KeyError(f"no stage holds block {block_id!r} (the strategy's blocks: {known})")
+
+
 class _Strategy:
     def __init__(self, *stages):
         self.auto = stages[0] if len(stages) == 1 and isinstance(stages[0], AutoStage) else None
         self.stages = [] if self.auto is not None else [
             s if isinstance(s, Stage) else Stage(s) for s in stages]
+
+    def stage(self, block_id):
+        """The stage holding block `block_id` (PopTorch's strategy.stage("B1").ipu(0))."""
+        return _stage_of(self.stages, block_id)
 
     def device_of(self, user_id, ipu_id):
         """The device a block runs on: its stage's .ipu(n) if a stage names it, else ipu_id."""
@@ -251,6 +279,10 @@ class _PhasedExecution:
 
     def phase(self, index):
         return self.phases[index]
+
+    def stage(self, block_id):
+        """The stage holding block `block_id`, in whichever phase."""
+        return _stage_of([st for p in self.phases for st in p.stages], block_id)
 
     def useSeparateBackwardPhase(self, use=True):
         self.separate_backward = bool(use)

@@ -8,6 +8,7 @@ reported in one NotImplementedError before anything is built.
 """
 import contextlib
 import os
+import re
 import warnings
 
 import numpy as np
@@ -373,7 +374,43 @@ def _custom_function_message(used):
 def export(model, example_args, example_kwargs=None, training=False):
     """torch.export + Core ATen decompositions of `model(*example_args, **example_kwargs)`.
     Node metadata set while tracing (model-parallel blocks, identity_loss) is preserved.
-    `training`: the graph will be differentiated (custom autograd Functions are refused)."""
+    `training`: the graph will be differentiated (custom autograd Functions are refused).
+    A plain tensor attribute (neither parameter nor buffer) that the forward updates in
+    place, which torch.export refuses, becomes a non-persistent buffer of its module (the
+    same tensor; state_dict unchanged), so that its updates carry on from call to call as
+    in eager PyTorch."""
+    kept = set()
+    while True:
+        # A failed trace has run the forward's update on the attribute itself: undone from
+        # a copy (of attributes up to 2^20 elements: larger ones keep the update).
+        plain = {f"{prefix}.{k}" if prefix else k: v.clone() if v.numel() <= 1 << 20 else v
+                 for prefix, m in model.named_modules() for k, v in vars(m).items()
+                 if isinstance(v, torch.Tensor) and not isinstance(v, torch.nn.Parameter)}
+        try:
+            return _export_once(model, example_args, example_kwargs, training)
+        except RuntimeError as e:
+            found = re.search(r"Constant (\S+) is mutated in the forward method", str(e))
+            if found is None or found.group(1) in kept or found.group(1) not in plain:
+                raise
+            kept.add(found.group(1))
+            _keep_as_buffer(model, found.group(1), plain[found.group(1)])
+
+
+def _keep_as_buffer(model, name, value):
+    owner_name, _, leaf = name.rpartition(".")
+    owner = model.get_submodule(owner_name) if owner_name else model
+    tensor = owner.__dict__.pop(leaf)
+    if value is not tensor:
+        with torch.no_grad():
+            tensor.copy_(value)
+    owner.register_buffer(leaf, tensor, persistent=False)
+    warnings.warn(f"tilegraph: {name} is a tensor attribute (not a buffer) that the forward "
+                  "updates in place; it is now a non-persistent buffer of its module, so that "
+                  "its updates carry from call to call as in eager PyTorch (register_buffer "
+                  "says so in the model)", stacklevel=4)
+
+
+def _export_once(model, example_args, example_kwargs, training):
     import torch.fx.traceback as fx_traceback
     from . import _blocks, _capture_patches, autocasting
     from .ops import compiling
@@ -386,6 +423,8 @@ def export(model, example_args, example_kwargs=None, training=False):
         # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
         # warns about the attribute assignment, which is torch's, not the user's, business.
         warnings.filterwarnings("ignore", message=".*_flat_weights.*were assigned during export")
+        # torch's functionalization of an in-place buffer update, not the user's business.
+        warnings.filterwarnings("ignore", message="erase_node.*on an already erased node")
         _blocks.start_capture()
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \

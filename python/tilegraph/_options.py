@@ -265,6 +265,17 @@ class _PrecisionOptions(_Group):
         return self._root
 
 
+class _GraphProcessingOptions:
+    """PopTorch 2.0's Options().GraphProcessing: its one setter moved to Precision."""
+
+    def __init__(self, root):
+        self._root = root
+
+    def runningVarianceAlwaysFloat(self, value):
+        """Precision.runningStatisticsAlwaysFloat(value), PopTorch's later name."""
+        return self._root.Precision.runningStatisticsAlwaysFloat(value)
+
+
 class _PopartOptions(_Group):
     """PopTorch's `Options._Popart.set(key, value)`: PopART session options. tilegraph reads
     `autoRecomputation` (0: none; 3, RecomputationType.Pipeline: each pipeline stage keeps
@@ -538,6 +549,10 @@ class Options:
         if os.environ.get("POPTORCH_IPU_MODEL") == "1":
             self.useIpuModel(True)
         self._apply_environment_defaults()
+
+    @property
+    def GraphProcessing(self):
+        return _GraphProcessingOptions(self)
 
     # ---- freezing ------------------------------------------------------------------------
     def __setattr__(self, name, value):
@@ -962,7 +977,8 @@ def _literal(node):
 
 
 def _replica_grouping(parameter, comm_group_type, shards, variable_retrieval_mode):
-    """PopTorch 3's Parameter.replicaGrouping (per-replica variables): refused clearly, where
+    """PopTorch 3's Parameter.replicaGrouping (PopTorch 2's perReplica; per-replica variables):
+    refused clearly, where
     without it the call is an AttributeError on torch.nn.Parameter."""
     _check_enum("replicaGrouping", comm_group_type, enums.CommGroupType)
     _check_enum("replicaGrouping", variable_retrieval_mode, enums.VariableRetrievalMode)
@@ -972,3 +988,5 @@ def _replica_grouping(parameter, comm_group_type, shards, variable_retrieval_mod
 
 if not hasattr(torch.nn.Parameter, "replicaGrouping"):
     torch.nn.Parameter.replicaGrouping = _replica_grouping
+if not hasattr(torch.nn.Parameter, "perReplica"):  # its PopTorch 2 name
+    torch.nn.Parameter.perReplica = _replica_grouping

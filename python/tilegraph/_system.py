@@ -21,7 +21,13 @@ _LEVELS = {"TRACE": (0, 5), "DEBUG": (1, logging.DEBUG), "INFO": (2, logging.INF
 
 
 class RecoverableError(Error):
-    """An error after which the model can be used again (PopTorch's RecoverableError)."""
+    """An error after which the model can be used again (PopTorch's RecoverableError). Its
+    recovery_action is "NONE": nothing needs resetting (PopTorch's IPU_RESET, PARTITION_RESET
+    and FULL_RESET are about IPU hardware)."""
+
+    @property
+    def recovery_action(self):
+        return "NONE"
 
 
 class UnrecoverableError(Error):
@@ -37,6 +43,12 @@ def ipuHardwareIsAvailable(num_ipus=1):
 def ipuHardwareVersion():
     """0: no IPU hardware (tilegraph runs on this machine's CPU)."""
     return 0
+
+
+def hasMLIRSupportOnPlatform():
+    """False: tilegraph compiles through its own IR, not PopTorch's MLIR dispatcher (so code
+    that checks for it, e.g. before using IPUContext, takes its other path)."""
+    return False
 
 
 def setLogLevel(level):

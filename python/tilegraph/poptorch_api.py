@@ -63,6 +63,7 @@ API = [
     ("isRunningOnIpu", IMPLEMENTED, "True while tilegraph compiles the model"),
     ("ipuHardwareIsAvailable", IMPLEMENTED, "False: no IPU hardware"),
     ("ipuHardwareVersion", IMPLEMENTED, "0: no IPU hardware"),
+    ("hasMLIRSupportOnPlatform", IMPLEMENTED, "False: tilegraph's own IR, not MLIR"),
     ("setLogLevel", IMPLEMENTED, "the 'tilegraph' logger"),
     ("Error", IMPLEMENTED, ""),
     ("RecoverableError", IMPLEMENTED, ""),
