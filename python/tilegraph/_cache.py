@@ -11,7 +11,10 @@ redo (`tests/e2e/test_caching.py` prints both compile times).
 
 An entry is an archive whose meta repeats its key: a corrupted, truncated or foreign entry
 is reported once (naming the file), discarded and recompiled. A cache directory that cannot
-be created or written turns caching off with one warning; compiling goes on.
+be created or written turns caching off with one warning; compiling goes on. The checksum
+catches damage, not intent: an entry is the program the next process runs, so a directory
+or entry another user could have written is not trusted (caching off, or the entry ignored,
+with a warning; `_untrusted`).
 """
 import hashlib
 import json
@@ -118,6 +121,28 @@ def _check_indices(cap):
         raise ValueError(f"output index out of range (the graph has {n} outputs)")
 
 
+def _untrusted(path, is_directory):
+    """Why a cache directory or entry cannot be trusted, or "" when it can. An entry runs
+    as the program it holds (its checksum only catches damage), so only this user may have
+    been able to write it: the entry owned by this user and writable by no one else; the
+    directory owned by this user and writable by no one else, or sticky (as /tmp: others
+    cannot replace this user's entries there)."""
+    if not hasattr(os, "geteuid"):
+        return ""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    others_write = st.st_mode & 0o022
+    if st.st_uid != os.geteuid():
+        return f"owned by another user (uid {st.st_uid})"
+    if is_directory and others_write and not st.st_mode & 0o1000:
+        return "writable by other users (not sticky)"
+    if not is_directory and others_write:
+        return "writable by other users"
+    return ""
+
+
 class ExecutableCache:
     """The on-disk cache in one directory (see the module comment)."""
 
@@ -128,6 +153,10 @@ class ExecutableCache:
             os.makedirs(directory, mode=0o700, exist_ok=True)
         except OSError as e:
             self._disable(f"cannot create it ({e.strerror or e})")
+            return
+        untrusted = _untrusted(directory, is_directory=True)
+        if untrusted:
+            self._disable(untrusted)
 
     def _disable(self, why):
         self.enabled = False
@@ -146,6 +175,11 @@ class ExecutableCache:
         if not os.path.lexists(path):
             return None
         try:
+            untrusted = _untrusted(path, is_directory=False)
+            if untrusted:  # another user could have written it: not read, not removed
+                _warn_once(("untrusted", path, untrusted), f"executable-cache entry {path} ignored: "
+                           f"{untrusted}; recompiling")
+                return None
             entry = _archive.read(path, "cache")
             if entry.meta.get("key") != key:
                 raise _archive.ArchiveError(f"{path}: belongs to a different model")
@@ -170,6 +204,7 @@ class ExecutableCache:
         meta["key"] = key
         try:
             _archive.write(self._path(key), "cache", meta, texts={"ir": str(cap.graph)})
+            os.chmod(self._path(key), 0o600)
         except OSError as e:
             self._disable(f"cannot write to it ({e.strerror or e})")
 

@@ -199,6 +199,38 @@ def test_a_corrupt_or_foreign_entry_is_reported_discarded_and_recompiled(tmp_pat
     torch.testing.assert_close(out3, out)
 
 
+def test_an_entry_or_directory_another_user_could_write_is_not_trusted(tmp_path):
+    """The checksum catches damage, not intent: an entry is the program the next process
+    runs, so one another user could have written (or rewritten, checksum and all) is ignored,
+    and a directory others may write to (not sticky) turns the cache off."""
+    cache = tmp_path / "cache"
+    exe, out = _cached_compile(cache)
+    (entry,) = cache.glob("*.tgcache")
+    assert entry.stat().st_mode & 0o777 == 0o600
+    assert _cached_compile(cache)[0].loaded_from_cache
+    untrusting = [lambda: os.chmod(entry, 0o666)]
+    if os.geteuid() == 0:  # only root can hand a file to another user
+        untrusting.append(lambda: os.chown(entry, 54321, os.getegid()))
+    for make_untrusted in untrusting:
+        make_untrusted()
+        with pytest.warns(UserWarning, match="entry .* ignored: (writable by other|owned by)"):
+            exe2, out2 = _cached_compile(cache)
+        assert not exe2.loaded_from_cache
+        torch.testing.assert_close(out2, out)
+        os.chmod(entry, 0o600)
+        if os.geteuid() == 0:
+            os.chown(entry, os.geteuid(), os.getegid())
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    with pytest.warns(UserWarning, match="disabled: writable by other users"):
+        exe3, _ = _cached_compile(open_dir)
+    assert not exe3.loaded_from_cache and not list(open_dir.glob("*.tgcache"))
+    os.chmod(open_dir, 0o1777)  # sticky, as /tmp: others cannot replace this user's entries
+    _cached_compile(open_dir)
+    assert _cached_compile(open_dir)[0].loaded_from_cache
+
+
 def test_unusable_cache_paths_degrade_to_no_cache_with_a_warning(tmp_path):
     a_file = tmp_path / "file"
     a_file.write_text("not a directory")
