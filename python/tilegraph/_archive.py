@@ -123,7 +123,7 @@ def _parse(path, data, expected_kind):
         header = json.loads(bytes(data[_PREFIX.size:header_end]).decode())
         kind, meta, texts = header["kind"], header["meta"], header["texts"]
         entries = header["tensors"]
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
         fail("corrupt header")
     if kind != expected_kind:
         fail(f"holds a tilegraph {kind!r}, not an {expected_kind!r}")
@@ -134,7 +134,7 @@ def _parse(path, data, expected_kind):
     for e in entries if isinstance(entries, list) else [None]:
         try:
             tensors[e["name"]] = _tensor(e, payload)
-        except (KeyError, TypeError, ValueError) as why:
+        except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as why:
             fail(f"corrupt tensor entry {e!r:.200}: {why}")
     return Archive(kind, meta, texts, tensors)
 

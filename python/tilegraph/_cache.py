@@ -266,21 +266,27 @@ def load_exported(path, model=None, edit_opts_fn=None, keep_model_weights=False)
         training = bool(meta["training"])
         variables = entry.tensors
         host = {fqn: variables[var] for fqn, var in {**cap.params, **cap.buffers}.items()}
-    except (KeyError, TypeError, ValueError, NotImplementedError) as e:
+    except (KeyError, TypeError, ValueError, NotImplementedError, RecursionError,
+            OverflowError) as e:
         raise _archive.ArchiveError(f"{path}: corrupt metadata or IR ({e})") from None
     if model is None:
         try:
             model = ExportedModule(meta.get("model_class", "model"), cap.params, cap.buffers,
                                    host, meta.get("requires_grad", {}))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise _archive.ArchiveError(f"{path}: corrupt parameter names ({e})") from None
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise _archive.ArchiveError(f"{path}: corrupt parameters ({e})") from None
     else:
         _fill(model, host, path, write=not keep_model_weights)
     if edit_opts_fn is not None:
         edit_opts_fn(options)
     optimizer = from_spec(meta["optimizer"], model) if training else None
     executor = PoplarExecutor(model, options, optimizer, training)
-    executor._compile_from(cap, cmeta)
+    try:
+        executor._compile_from(cap, cmeta)
+    except (MemoryError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # the file's program: an IR the verifier refuses, ...
+        raise _archive.ArchiveError(f"{path}: its program does not compile: {e}") from e
     executor._set_guard()
     own = set(cap.params.values()) | set(cap.buffers.values())
     for name, value in variables.items():  # optimizer state: the engine's own variables

@@ -66,12 +66,24 @@ def _ipu_only(option, on_ipu):
                        "hardware setting")
 
 
-def _check_int(name, value, minimum=None):
+_MAX_COUNT = 2 ** 31 - 1  # iterations, replicas, accumulation: the engine counts in int32
+
+
+def _check_int(name, value, minimum=None, maximum=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {value}")
     return value
+
+
+def _seed(name, value):
+    """A random seed as torch.manual_seed takes it (-2^63 .. 2^64 - 1), kept as the engine's
+    unsigned 64-bit seed (negative seeds wrap, as torch's do)."""
+    _check_int(name, value, -2 ** 63, 2 ** 64 - 1)
+    return value % 2 ** 64
 
 
 def _check_bool(name, value):
@@ -118,7 +130,8 @@ class _TrainingOptions(_Group):
         self.convolution_dithering = False
 
     def gradientAccumulation(self, gradient_accumulation):
-        self.gradient_accumulation = _check_int("gradientAccumulation", gradient_accumulation, 1)
+        self.gradient_accumulation = _check_int("gradientAccumulation", gradient_accumulation, 1,
+                                                _MAX_COUNT)
         return self._root
 
     def accumulationAndReplicationReductionType(self, reduction_type):
@@ -597,17 +610,24 @@ class Options:
 
     @classmethod
     def from_dict(cls, d):
+        """The options of a compileAndExport file, each checked as its setter checks it (a
+        crafted file gets a clear error, not a crash in the compiler)."""
         o = cls()
-        o.device_iterations = int(d["device_iterations"])
-        o.replication_factor = int(d["replication_factor"])
+        o.device_iterations = _check_int("device_iterations", d["device_iterations"], 1,
+                                         _MAX_COUNT)
+        o.replication_factor = _check_int("replication_factor", d["replication_factor"], 1,
+                                          _MAX_COUNT)
         o.output_mode = _OUTPUT_MODE_OF[d["output_mode"]]
-        o.output_return_period = int(d["output_return_period"])
-        o.random_seed = None if d["random_seed"] is None else int(d["random_seed"])
-        o.num_threads = int(d["num_threads"])
-        o.Training.gradient_accumulation = int(d["gradient_accumulation"])
+        o.output_return_period = _check_int("output_return_period", d["output_return_period"], 1,
+                                            _MAX_COUNT)
+        o.random_seed = None if d["random_seed"] is None else _seed("random_seed",
+                                                                    d["random_seed"])
+        o.num_threads = _check_int("num_threads", d["num_threads"], 0, 4096)
+        o.Training.gradient_accumulation = _check_int(
+            "gradient_accumulation", d["gradient_accumulation"], 1, _MAX_COUNT)
         o.Training.reduction = _REDUCTION_OF[d["reduction"]]
-        o.TensorLocations.optimizer.replicated_tensor_sharding = bool(
-            d.get("shard_optimizer_state", False))
+        o.TensorLocations.optimizer.replicated_tensor_sharding = _check_bool(
+            "shard_optimizer_state", d.get("shard_optimizer_state", False))
         return o
 
     def toDict(self):
@@ -624,12 +644,14 @@ class Options:
 
     # ---- batches and steps ---------------------------------------------------------------
     def deviceIterations(self, device_iterations):
-        self.device_iterations = _check_int("deviceIterations", device_iterations, 1)
+        self.device_iterations = _check_int("deviceIterations", device_iterations, 1,
+                                            _MAX_COUNT)
         return self
 
     def replicationFactor(self, replication_factor):
         """Data-parallel replicas in this process (PopTorch: replicas per process)."""
-        self.replication_factor = _check_int("replicationFactor", replication_factor, 1)
+        self.replication_factor = _check_int("replicationFactor", replication_factor, 1,
+                                             _MAX_COUNT)
         return self
 
     def inputReplicaGrouping(self, input_group_size, input_group_type):
@@ -690,7 +712,7 @@ class Options:
     def randomSeed(self, random_seed):
         """The seed of the engine's random stream (dropout, ...); also seeds torch, as
         PopTorch's does."""
-        self.random_seed = _check_int("randomSeed", random_seed)
+        self.random_seed = _seed("randomSeed", random_seed)
         torch.manual_seed(random_seed)
         return self
 

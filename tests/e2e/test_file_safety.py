@@ -116,6 +116,14 @@ def _rewrite(path, out, edit):
     (lambda m, t, x: m["optimizer"].update(cls="builtins.eval"), "optimizer"),
     (lambda m, t, x: m["capture"]["params"].update({"__class__.x": "fc1.weight"}), "corrupt"),
     (lambda m, t, x: m["options"].update(output_mode="anything"), "corrupt"),
+    # Options are checked as their setters check them, not handed to the compiler.
+    (lambda m, t, x: m["options"].update(device_iterations=0), "device_iterations must be >= 1"),
+    (lambda m, t, x: m["options"].update(device_iterations=float("inf")), "expected an int"),
+    (lambda m, t, x: m["options"].update(replication_factor=2 ** 40), "must be <="),
+    (lambda m, t, x: m["options"].update(random_seed=2 ** 70), "random_seed must be <="),
+    # Nesting deep enough to exhaust Python's recursion: an error, not a RecursionError.
+    (lambda m, t, x: m["capture"].update(output_structure="[" * 100000 + "]" * 100000),
+     "corrupt"),
 ])
 def test_crafted_files_with_valid_checksums_give_clear_errors(tmp_path, edit, match):
     _, _, path, _ = _exported(tmp_path)
