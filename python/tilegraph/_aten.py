@@ -1088,16 +1088,28 @@ def _min_all(cx, n, x):
 
 @handles(aten.max.dim)
 def _max_dim(cx, n, x, dim, keepdim=False):
-    """(values, indices) along dim: amax and argmax (the first index of the maximum)."""
-    return [cx.op("amax", [cx.v(x)], {"axes": [dim], "keepdim": keepdim}),
-            cx.op("argmax", [cx.v(x)], {"axis": dim, "keepdim": keepdim})]
+    """(values, indices) along dim: argmax (the first index of the maximum) and the values
+    gathered at it, so that a gradient goes to that one index, as torch's does (amax's
+    splits it between tied maxima)."""
+    return _selected_along(cx, n, x, cx.v(x), dim, keepdim)
 
 
 @handles(aten.min.dim)
 def _min_dim(cx, n, x, dim, keepdim=False):
-    negated = cx.op("neg", [cx.v(x)])
-    return [cx.op("neg", [cx.op("amax", [negated], {"axes": [dim], "keepdim": keepdim})]),
-            cx.op("argmax", [negated], {"axis": dim, "keepdim": keepdim})]
+    return _selected_along(cx, n, x, cx.op("neg", [cx.v(x)]), dim, keepdim)
+
+
+def _selected_along(cx, n, x, key, dim, keepdim):
+    """x's values where `key` is largest along dim, and their indices (max.dim / min.dim)."""
+    if len(cx.shape_of(x)) == 0:  # a 0-d tensor: itself, at index 0
+        return [cx.v(x), cx.op("argmax", [key], {"axis": dim, "keepdim": keepdim})]
+    index = cx.op("argmax", [key], {"axis": dim, "keepdim": True})
+    values = cx.op("gather", [cx.v(x), index], {"axis": dim})
+    if keepdim:
+        return [values, index]
+    values_shape, index_shape = (list(v.shape) for v in n.meta["val"])
+    return [cx.op("reshape", [values], {"shape": values_shape}),
+            cx.op("reshape", [index], {"shape": index_shape})]
 
 
 @handles(aten.argmin.default)

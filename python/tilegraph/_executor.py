@@ -698,7 +698,8 @@ class PoplarExecutor:
             else:
                 lead += 1
         if lead > 0 and (len(shape) >= 1 or lead > 1):
-            t = t.reshape(-1, *t.shape[lead + 1:]) if len(shape) >= 1 else t.reshape(-1)
+            rows = math.prod(t.shape[:lead + 1])  # (not -1: a tensor may have no elements)
+            t = t.reshape(rows, *t.shape[lead + 1:]) if len(shape) >= 1 else t.reshape(-1)
         if len(shape) == 0 and t.numel() == 1 and mode == OutputMode.All:
             t = t.reshape(())
         return t

@@ -235,3 +235,60 @@ def test_spatial_transformer_grid_sample_matches_eager(mode, padding, align_corn
 
     x, t = torch.randn(3, 2, 6, 7), torch.tensor([0, 1, 2])
     assert_infers_and_trains_like_eager(Transformer(), (x, t), atol=1e-5)
+
+
+def test_outputs_with_an_empty_dimension_after_the_first_come_back_shaped():
+    """A result with no elements but a shape (1, 0, 5) (a reduction over an empty batch, an
+    empty index) has that shape: the combined batch is not found by reshape(-1, ...)."""
+    class Empty(torch.nn.Module):
+        def forward(self, x, y, i):
+            return x * 2, x.sum(1), y.prod(1), y.cumsum(1), torch.index_select(x[0], 0, i)
+
+    x, y, i = torch.empty(1, 0, 5), torch.empty(2, 0), torch.tensor([], dtype=torch.long)
+    for a, b in zip(tilegraph.inferenceModel(Empty())(x, y, i), Empty()(x, y, i)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        torch.testing.assert_close(a, b)
+    # Several steps per call: their empty results concatenated into one combined batch.
+    twice = tilegraph.inferenceModel(_Divide(lambda a, b: a * b),
+                                     tilegraph.Options().deviceIterations(2))
+    assert twice(torch.empty(4, 0, 5), torch.empty(4, 0, 5)).shape == (4, 0, 5)
+
+
+def test_the_variance_of_fewer_values_than_its_correction_is_nan():
+    """torch divides by max(0, N - correction): an empty or single-value unbiased variance is
+    NaN (it was -0.0 for N = 0)."""
+    class Spread(torch.nn.Module):
+        def forward(self, empty, one):
+            return (empty.var(), empty.std(), torch.var_mean(empty)[0], empty.reshape(0, 3).var(0),
+                    one.var(1), one.var(1, correction=0))
+
+    args = (torch.tensor([]), torch.ones(2, 1))
+    for a, b in zip(tilegraph.inferenceModel(Spread())(*args), Spread()(*args)):
+        torch.testing.assert_close(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("reduce", ["max", "min", "max_keepdim", "max_last"])
+def test_max_and_min_along_a_dim_give_the_gradient_to_the_returned_index(reduce):
+    """torch.max(x, dim) / torch.min(x, dim): the values' gradient goes to the index they
+    return (the first of tied extremes), not split between ties as amax's is."""
+    fn = {"max": lambda p: torch.max(p, 1)[0],
+          "min": lambda p: torch.min(p, 1)[0],
+          "max_keepdim": lambda p: torch.max(p, 0, keepdim=True)[0],
+          "max_last": lambda p: torch.max(p, -1).values}[reduce]
+
+    class Pick(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.tensor([[1., 3., 3., 0.], [2., 2., -1., -1.]]))
+
+        def forward(self, w):
+            return tilegraph.identity_loss((fn(self.p) * w).sum(), reduction="none")
+
+    model, reference = Pick(), Pick()
+    w = torch.tensor([1.0, 2.0]).reshape(fn(reference.p).shape) if reduce != "max_keepdim" \
+        else torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=1.0))(w)
+    opt = torch.optim.SGD(reference.parameters(), lr=1.0)
+    (fn(reference.p) * w).sum().backward()
+    opt.step()
+    torch.testing.assert_close(model.p, reference.p, rtol=0, atol=0)

@@ -123,7 +123,8 @@ void Amax(const T* in, T* out, const ReduceDims& d) {
 template <typename T>
 void Var(const T* in, T* out, const ReduceDims& d, double correction) {
   const int64_t R = d.reduce, I = d.inner;
-  double denom = static_cast<double>(R) - correction;
+  // torch divides by max(0, N - correction): N = 0 (or N < correction) gives NaN, not -0.
+  double denom = std::max(0.0, static_cast<double>(R) - correction);
   int64_t grain = std::max<int64_t>(1, kGrain / std::max<int64_t>(1, R));
   ParallelFor(d.outer * I, grain, [&](int64_t b, int64_t e) {
     for (int64_t t = b; t < e; ++t) {
@@ -191,7 +192,7 @@ void VarRef(const T* in, T* out, const ReduceShape& s, double correction) {
   for (double& m : mean) m /= static_cast<double>(count);
   ForEachRef(s, [&](int64_t i, int64_t o) { ss[o] += (in[i] - mean[o]) * (in[i] - mean[o]); });
   for (size_t o = 0; o < ss.size(); ++o) {
-    out[o] = static_cast<T>(ss[o] / (static_cast<double>(count) - correction));
+    out[o] = static_cast<T>(ss[o] / std::max(0.0, static_cast<double>(count) - correction));
   }
 }
 
