@@ -44,6 +44,13 @@ for _aten_op, _tg_op in [
     TABLE[_aten_op.default] = _unary(_tg_op)
 
 
+@handles(aten.sign.default)
+def _sign(cx, n, x):
+    if cx.dtype_of(x) == "bool":
+        return cx.v(x)  # torch.sign of a bool tensor is itself
+    return cx.op("sign", [cx.cast(cx.v(x), cx.dtype_of(n))])
+
+
 def _rounding(tg_op):
     def handler(cx, n, x):
         if cx.dtype_of(n) in ("i32", "i64", "bool"):
@@ -153,7 +160,10 @@ def _floor_division(cx, a, b, quotient, dtype):
 
 
 def _as_bool(cx, n, x):
-    """x != 0 for a non-bool tensor (torch's logical ops accept any dtype)."""
+    """x != 0 for a non-bool tensor (torch's logical ops accept any dtype); a Python number
+    (bool_tensor + True) as a bool constant."""
+    if not isinstance(x, torch.fx.Node):
+        return cx.scalar(bool(x), None, "bool")
     value = cx.v(x)
     if cx.dtype_of(x) == "bool":
         return value
@@ -226,6 +236,22 @@ for _name in ("bitwise_and", "bitwise_or", "bitwise_xor"):
         TABLE[getattr(getattr(aten, _name), _ov)] = _bitwise(_name)
 
 
+def _shift(tg_op):
+    def handler(cx, n, a, b):
+        if cx.dtype_of(n) not in ("i32", "i64"):
+            cx.unsupported(n, f"{tg_op} on {cx.dtype_of(n)} tensors (integers are)")
+        return cx.op(tg_op, list(cx.operands(n, a, b)))
+    return handler
+
+
+for _name in ("bitwise_left_shift", "bitwise_right_shift"):
+    for _ov in ("Tensor", "Tensor_Scalar", "Scalar_Tensor"):
+        if hasattr(getattr(aten, _name), _ov):
+            TABLE[getattr(getattr(aten, _name), _ov)] = _shift(_name)
+TABLE[aten.__lshift__.Scalar] = TABLE[aten.__lshift__.Tensor] = _shift("bitwise_left_shift")
+TABLE[aten.__rshift__.Scalar] = TABLE[aten.__rshift__.Tensor] = _shift("bitwise_right_shift")
+
+
 @handles(aten.div.Tensor, aten.div.Scalar)
 def _div(cx, n, a, b):
     a_, b_ = cx.operands(n, a, b)
@@ -242,11 +268,38 @@ def _rsub(cx, n, a, b, alpha=1):
 
 @handles(aten.pow.Tensor_Scalar)
 def _pow_scalar(cx, n, x, exponent):
-    return cx.op("pow_scalar", [cx.cast(cx.v(x), cx.dtype_of(n))], {"exponent": float(exponent)})
+    out = cx.dtype_of(n)
+    if out in _INTEGER:
+        if exponent < 0:
+            cx.unsupported(n, "Integers to negative integer powers are not allowed (as torch "
+                              "raises)")
+        y = cx.op("pow_scalar", [cx.cast(cx.v(x), "f64")], {"exponent": float(exponent)})
+        return cx.cast(y, out)
+    return cx.op("pow_scalar", [cx.cast(cx.v(x), out)], {"exponent": float(exponent)})
 
 
 @handles(aten.pow.Tensor_Tensor, aten.pow.Scalar)
 def _pow(cx, n, a, b):
+    """Integer powers are computed in f64 (exact below 2**53; torch's wrap past 2**63 is not
+    reproduced), a negative exponent as torch's integer power defines it."""
+    out = cx.dtype_of(n)
+    if out in _INTEGER:
+        def f64(x):
+            return cx.cast(cx.v(x), "f64") if isinstance(x, torch.fx.Node) else \
+                cx.scalar(x, None, "f64")
+
+        def k(v):
+            return cx.scalar(v, None, "f64")
+        base, exponent = f64(a), f64(b)
+        power = cx.op("pow", [base, exponent])
+        # A negative exponent: 1 for a base of 1, +-1 for -1 (by the exponent's parity), else
+        # 0 (0 too: C's 1 / 0 is not an integer).
+        odd = cx.op("ne", [cx.op("fmod", [exponent, k(2)]), k(0)])
+        minus_one = cx.op("where", [odd, k(-1), k(1)])
+        negative = cx.op("where", [cx.op("eq", [base, k(1)]), k(1),
+                                   cx.op("where", [cx.op("eq", [base, k(-1)]), minus_one, k(0)])])
+        power = cx.op("where", [cx.op("lt", [exponent, k(0)]), negative, power])
+        return cx.cast(power, out)
     return cx.op("pow", list(cx.operands(n, a, b)))
 
 
@@ -763,7 +816,11 @@ def _broadcast_source(cx, arg):
 
 @handles(aten.mm.default, aten.bmm.default, aten.matmul.default)
 def _mm(cx, n, a, b):
+    """Integer matrices multiply in f64 (exact while every sum stays below 2**53)."""
     operands = [_broadcast_source(cx, x) or x for x in (a, b)]
+    out = cx.dtype_of(n)
+    if out in _INTEGER:
+        return cx.cast(cx.op("matmul", [cx.cast(cx.v(x), "f64") for x in operands]), out)
     return cx.op("matmul", [cx.v(x) for x in operands])
 
 
@@ -828,7 +885,69 @@ def _max_pool(cx, n, x, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1),
     y = cx.op("max_pool2d", [cx.v(x)], {
         "kernel_size": _pair(kernel_size), "stride": _pair(stride) if stride else [],
         "padding": _pair(padding), "dilation": _pair(dilation), "ceil_mode": ceil_mode})
-    return [y, cx.unavailable(n, "max_pool2d indices")]
+    if not any(u.target is operator.getitem and u.args[1] == 1 for u in n.users):
+        return [y, cx.unavailable(n, "max_pool2d indices")]  # (not asked for: not built)
+    return [y, _max_pool_indices(cx, n, x, _pair(kernel_size),
+                                 _pair(stride) if stride else _pair(kernel_size),
+                                 _pair(padding), _pair(dilation))]
+
+
+def _max_pool_indices(cx, n, x, kernel, stride, padding, dilation):
+    """MaxPool2d(return_indices=True)'s indices: for each window, the flat position (h * W +
+    w) in its input plane of the window's first maximum, as torch's. The windows are gathered
+    with a constant index (positions in the padding read -inf), argmax picks the window
+    element, and a constant table maps it to its plane position."""
+    shape = cx.shape_of(x)
+    out_shape = list(n.meta["val"][1].shape)
+    lead, (h, w), (oh, ow) = shape[:-2], shape[-2:], out_shape[-2:]
+    kh, kw = kernel
+    ki, kj = np.divmod(np.arange(kh * kw), kw)
+    rows = (np.arange(oh)[None, :, None] * stride[0] - padding[0] +
+            ki[:, None, None] * dilation[0])
+    cols = (np.arange(ow)[None, None, :] * stride[1] - padding[1] +
+            kj[:, None, None] * dilation[1])
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    plane = np.where(inside, rows * w + cols, h * w)  # h * w: the -inf past the plane
+    lead_count = int(np.prod(lead, dtype=np.int64))
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
+    flat = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
+    picked = cx.op("index_select", [flat, cx.g.add_constant(plane.reshape(-1).astype(np.int64))],
+                   {"axis": 1})
+    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
+    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
+    table = cx.g.add_constant(np.ascontiguousarray(plane.reshape(1, kh * kw, oh * ow),
+                                                   dtype=np.int64))
+    table = cx.op("expand", [table], {"shape": [lead_count, kh * kw, oh * ow]})
+    index = cx.op("gather", [table, best], {"axis": 1})
+    return cx.op("reshape", [index], {"shape": out_shape})
+
+
+@handles(aten.max_unpool2d.default)
+def _max_unpool(cx, n, x, indices, output_size):
+    """MaxUnpool2d: zeros of output_size per plane with x's values at their indices. A
+    position named twice (overlapping windows with one maximum) holds that value once, and,
+    as torch's gradient is a gather, each of its copies in x gets the position's whole
+    gradient: value v / c per copy (c copies) plus (v - v) * (1 - 1 / c), whose value is
+    zero and whose gradient brings each copy's to one."""
+    out_shape, shape = cx.shape_of(n), cx.shape_of(x)
+    lead_count = int(np.prod(shape[:-2], dtype=np.int64))
+    plane, count = int(out_shape[-2] * out_shape[-1]), int(shape[-2] * shape[-1])
+    dtype = cx.dtype_of(n)
+
+    def full(size, value):
+        return cx.op("full", [], {"shape": [lead_count, size], "value": value,
+                                  "dtype": "dtype:" + dtype})
+    values = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, count]})
+    index = cx.op("reshape", [cx.v(indices)], {"shape": [lead_count, count]})
+    copies = cx.op("gather", [cx.op("scatter_add", [full(plane, 0.0), index, full(count, 1.0)],
+                                    {"axis": 1}), index], {"axis": 1})
+    share = cx.op("div", [values, copies])
+    nothing = cx.op("sub", [values, cx.op("stop_gradient", [values])])
+    rest = cx.op("mul", [nothing, cx.op("sub", [cx.scalar(1.0, None, dtype),
+                                                cx.op("reciprocal", [copies])])])
+    written = cx.op("add", [share, rest])
+    out = cx.op("scatter_add", [full(plane, 0.0), index, written], {"axis": 1})
+    return cx.op("reshape", [out], {"shape": out_shape})
 
 
 @handles(aten.avg_pool2d.default)

@@ -493,8 +493,8 @@ def _unused_scalar_reads_removed(ep):
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
     scaled_dot_product_attention (its fused attention op, see _aten._sdpa),
-    linalg_vector_norm (a zero vector's gradient, see _aten_spatial), detach, hardswish and
-    hardsigmoid; plus PyTorch's
+    linalg_vector_norm (a zero vector's gradient, see _aten_spatial), detach, hardswish,
+    hardsigmoid and max_unpool2d; plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
     (core_aten.DECOMPOSED_AT_CAPTURE)."""
     from torch._decomp import decomposition_table
@@ -509,6 +509,9 @@ def _decompositions():
     # elementwise kernel); decomposed, they are a five-op clamp chain that fuses with neither.
     table.pop(torch.ops.aten.hardswish.default, None)
     table.pop(torch.ops.aten.hardsigmoid.default, None)
+    # max_unpool2d: its decomposition (index_put) gives a twice-named position's gradient to
+    # one copy; torch's own gradient (a gather) gives it to each (_aten._max_unpool).
+    table.pop(torch.ops.aten.max_unpool2d.default, None)
     for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table

@@ -1,5 +1,5 @@
 // Bitwise ops on integers and bools (bitwise_and, bitwise_or, bitwise_xor: broadcasting;
-// bitwise_not). On bools they are the logical ops. Not differentiable, and not fused (their
+// bitwise_not) and shifts on integers (bitwise_left_shift, bitwise_right_shift). On bools they are the logical ops. Not differentiable, and not fused (their
 // block functions would compute in a floating type, where bits have no meaning).
 #include "ops/elementwise_common.h"
 
@@ -31,20 +31,47 @@ struct BitNot {
   }
 };
 
+// Shifts as torch's: a shift by a negative count or by the width of the type or more gives 0
+// (left) or the sign (right, arithmetic); a left shift drops the bits shifted out.
+struct ShiftLeft {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    if constexpr (std::is_same_v<T, bool>) {
+      return a;  // (not registered for bools)
+    } else {
+      constexpr T kBitsOf = static_cast<T>(sizeof(T) * 8);
+      if (b < 0 || b >= kBitsOf) return T(0);
+      return static_cast<T>(static_cast<std::make_unsigned_t<T>>(a) << b);
+    }
+  }
+};
+struct ShiftRight {
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    if constexpr (std::is_same_v<T, bool>) {
+      return a;
+    } else {
+      constexpr T kBitsOf = static_cast<T>(sizeof(T) * 8);
+      if (b < 0 || b >= kBitsOf) return static_cast<T>(a >> (kBitsOf - 1));
+      return static_cast<T>(a >> b);
+    }
+  }
+};
+
 constexpr unsigned kBits = kInts | kBool;
 
-template <typename Op>
+template <typename Op, unsigned types = kBits>
 OpDef BitwiseBinary(std::string name, std::string doc) {
   OpDef def;
   def.name = name;
   def.num_inputs = 2;
-  def.infer = BroadcastInfer(name, kBits);
+  def.infer = BroadcastInfer(name, types);
   def.not_differentiable = true;
-  def.kernels[DeviceKind::kCpu] = BinaryCpuKernel<Op, kBits>({});
-  def.kernels[DeviceKind::kReference] = BinaryReferenceKernel<Op, kBits>({});
+  def.kernels[DeviceKind::kCpu] = BinaryCpuKernel<Op, types>({});
+  def.kernels[DeviceKind::kReference] = BinaryReferenceKernel<Op, types>({});
   def.samples = BinarySamples(InputInit::Ints(-9, 9), InputInit::Ints(-9, 9), {}, DType::kI64);
-  for (OpSample s : BinarySamples(InputInit::Bools(), InputInit::Bools(), {}, DType::kBool)) {
-    def.samples.push_back(s);
+  if (types & kBool) {
+    for (OpSample s : BinarySamples(InputInit::Bools(), InputInit::Bools(), {}, DType::kBool)) {
+      def.samples.push_back(s);
+    }
   }
   def.doc = doc;
   return def;
@@ -56,6 +83,10 @@ void RegisterBitwiseOps(OpRegistry& r) {
   r.Register(BitwiseBinary<BitAnd>("bitwise_and", "a & b on ints and bools (broadcasting)"));
   r.Register(BitwiseBinary<BitOr>("bitwise_or", "a | b on ints and bools (broadcasting)"));
   r.Register(BitwiseBinary<BitXor>("bitwise_xor", "a ^ b on ints and bools (broadcasting)"));
+  r.Register(BitwiseBinary<ShiftLeft, kInts>(
+      "bitwise_left_shift", "a << b on ints (broadcasting; 0 past the type's width)"));
+  r.Register(BitwiseBinary<ShiftRight, kInts>(
+      "bitwise_right_shift", "a >> b on ints, arithmetic (broadcasting; the sign past the width)"));
   OpDef def;
   def.name = "bitwise_not";
   def.num_inputs = 1;

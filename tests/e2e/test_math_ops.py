@@ -292,3 +292,34 @@ def test_max_and_min_along_a_dim_give_the_gradient_to_the_returned_index(reduce)
     (fn(reference.p) * w).sum().backward()
     opt.step()
     torch.testing.assert_close(model.p, reference.p, rtol=0, atol=0)
+
+
+_INTEGER_OPS = {
+    "pow": lambda a, b: a ** (b.abs() % 5),
+    "pow_negative": lambda a, b: a ** -(b.abs() % 5),
+    "pow_scalar": lambda a, b: a ** 3 + 2 ** (b.abs() % 5),
+    "matmul": lambda a, b: a.reshape(2, 3) @ b.reshape(3, 2),
+    "shift_left": lambda a, b: (a << 2) + (a << b) + (1 << b.abs()),
+    "shift_right": lambda a, b: (a >> 1) + (a >> b),
+    "sign_of_bool": lambda a, b: torch.sign(a > b),
+    "bool_and_number": lambda a, b: ((a > b) + True, (a > b) * False, (a > 0) * 2.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_INTEGER_OPS))
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_integer_arithmetic_as_torch_computes_it(name, dtype):
+    """Integer powers (a negative exponent truncates to 0 but for +-1), matrix products
+    and shifts (0 or the sign past the type's width) in the integer dtype, and bools with
+    Python numbers, as eager."""
+    fn = _INTEGER_OPS[name]
+    a = torch.tensor([3, -2, 1, -1, 5, 0], dtype=dtype)
+    b = torch.tensor([2, 3, -1, 4, 70, 0], dtype=dtype)
+    if name == "shift_left" or name == "shift_right":
+        b = torch.tensor([2, 3, -1, 4, 70 if dtype == torch.int64 else 40, 0], dtype=dtype)
+    want = fn(a, b)
+    got = tilegraph.inferenceModel(_Divide(fn))(a, b)
+    for g, w in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,)):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=0, atol=0)

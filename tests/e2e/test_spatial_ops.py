@@ -307,3 +307,36 @@ def test_norms_match_eager_with_a_zero_row(p):
     x = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
     x[2] = 0  # a zero row: its norm is 0
     assert_infers_and_trains_like_eager(Normalized(p), (x,), loss_of=lambda out: out[-1])
+
+
+class PoolUnpool(torch.nn.Module):
+    """SegNet-style: MaxPool2d(return_indices=True) and MaxUnpool2d at those indices."""
+
+    def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(kernel_size, stride, padding, return_indices=True,
+                                       ceil_mode=ceil_mode)
+        self.unpool = torch.nn.MaxUnpool2d(kernel_size, stride, padding)
+
+    def forward(self, x):
+        h = self.conv(x)
+        y, indices = self.pool(h)
+        z = self.unpool(y, indices, output_size=h.shape[-2:])
+        return indices, y, z, (z ** 2).mean() + y.mean()
+
+
+@pytest.mark.parametrize("config", [dict(kernel_size=2), dict(kernel_size=2, ceil_mode=True),
+                                    dict(kernel_size=3, stride=2, padding=1),
+                                    dict(kernel_size=3, stride=1)])
+def test_max_pool_indices_and_unpool_match_eager(config):
+    """The indices are the flat positions in each input plane, as torch's; overlapping
+    windows (stride 1) name a position twice, and each copy gets its gradient (a gather)."""
+    torch.manual_seed(0)
+    model = PoolUnpool(**config)
+    x = torch.randn(2, 2, 7, 9)
+    reference = PoolUnpool(**config)
+    reference.load_state_dict(model.state_dict())
+    got, want = tilegraph.inferenceModel(reference)(x), model(x)
+    assert got[0].dtype == torch.int64 and torch.equal(got[0], want[0])
+    assert_infers_and_trains_like_eager(model, (x,), output_of=lambda out: out[2])
