@@ -84,6 +84,60 @@ def _fmod_tensor(cx, n, a, b):
     return cx.op("fmod" if n.target == aten.fmod.Tensor else "remainder", [a_, b_])
 
 
+@handles(aten.remainder.Scalar_Tensor)
+def _remainder_scalar_tensor(cx, n, a, b):
+    """number % tensor (Python's %, with the divisor's sign)."""
+    out = cx.dtype_of(n)
+    if out in _INTEGER:
+        _check_divisor(cx, n, b)
+    return cx.op("remainder", [cx.scalar(a, None, out), cx.cast(cx.v(b), out)])
+
+
+@handles(aten.hypot.default)
+def _hypot(cx, n, a, b):
+    """sqrt(a^2 + b^2) without overflow or underflow on the way: scaled by the larger
+    magnitude (0 where both are 0, inf where either is infinite, as C's hypot)."""
+    a_, b_ = cx.operands(n, a, b)
+    dtype = cx.dtype_of(n)
+    big = cx.op("maximum", [cx.op("abs", [a_]), cx.op("abs", [b_])])
+    safe = cx.op("where", [cx.op("eq", [big, cx.scalar(0.0, None, dtype)]),
+                           cx.scalar(1.0, None, dtype), big])
+    ra, rb = cx.op("div", [a_, safe]), cx.op("div", [b_, safe])
+    value = cx.op("mul", [big, cx.op("sqrt", [cx.op("add", [cx.op("mul", [ra, ra]),
+                                                            cx.op("mul", [rb, rb])])])])
+    infinite = cx.op("eq", [big, cx.scalar(math.inf, None, dtype)])
+    return cx.op("where", [infinite, cx.scalar(math.inf, None, dtype), value])
+
+
+@handles(aten.copysign.Tensor, aten.copysign.Scalar)
+def _copysign(cx, n, a, b):
+    """|a| with b's sign bit (-0.0 counts as negative)."""
+    dtype = cx.dtype_of(n)
+    magnitude = cx.op("abs", [cx.cast(cx.v(a), dtype)])
+    sign = cx.cast(cx.v(b), dtype) if isinstance(b, torch.fx.Node) else \
+        cx.scalar(b, None, dtype)
+    negative = cx.op("lt", [cx.op("div", [cx.scalar(1.0, None, dtype), sign]),
+                            cx.scalar(0.0, None, dtype)])
+    return cx.op("where", [negative, cx.op("neg", [magnitude]), magnitude])
+
+
+@handles(aten.kthvalue.default)
+def _kthvalue(cx, n, x, k, dim=-1, keepdim=False):
+    """(values, indices) of the k-th smallest along dim: a stable ascending sort, then the
+    k-th (of tied values, the first in index order)."""
+    shape = cx.shape_of(x)
+    if not shape:
+        return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
+    d = dim % len(shape)
+    values, indices = cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": d, "largest": 0}, 2)
+    picked = [cx.op("slice", [v], {"axis": d, "start": int(k) - 1, "end": int(k), "step": 1})
+              for v in (values, indices)]
+    if keepdim:
+        return picked
+    return [cx.op("reshape", [v], {"shape": list(o.shape)})
+            for v, o in zip(picked, n.meta["val"])]
+
+
 @handles(aten.atan2.default)
 def _atan2(cx, n, a, b):
     a_, b_ = cx.operands(n, a, b)

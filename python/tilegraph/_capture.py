@@ -451,12 +451,27 @@ def _export_once(model, example_args, example_kwargs, training):
             _blocks.finish_capture()
         if training and custom_functions:
             raise UnsupportedError(_custom_function_message(custom_functions))
+        _refuse_explicit_generators(ep)
         _unused_scalar_reads_removed(ep)
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
         _unbatched_margin_losses_as_0d(ep)
         _mark_loss_function_outputs(ep)
         return ep.run_decompositions(_decompositions())
+
+
+def _refuse_explicit_generators(ep):
+    """Random ops given a torch.Generator: refused at the user's line (decomposing them
+    fails inside torch.export with an AssertionError about node metadata). tilegraph's
+    random ops draw from its own Philox stream (Options().randomSeed)."""
+    for node in ep.graph.nodes:
+        generator = node.kwargs.get("generator") if node.op == "call_function" else None
+        if generator is not None:
+            raise UnsupportedError(
+                f"{user_location(node) or '<unknown location>'}: random numbers from an "
+                f"explicit torch.Generator ({node.target}) are not supported by tilegraph; "
+                "draw without one (tilegraph's random stream is seeded by "
+                "Options().randomSeed)")
 
 
 _SCALAR_READS = {aten.item.default, aten._local_scalar_dense.default}

@@ -364,3 +364,13 @@ def test_an_output_of_an_unknown_class_is_explained():
     with pytest.raises(NotImplementedError, match="cannot take apart into tensors.*Box.*"
                                                   "register_pytree_node"):
         tilegraph.inferenceModel(Boxed())(torch.ones(2))
+
+
+def test_random_numbers_from_an_explicit_generator_are_refused_at_the_users_line():
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return torch.normal(x, x.abs(), generator=torch.Generator())
+
+    with pytest.raises(tilegraph.Error, match=r"test_failures.py:\d+: random numbers from an "
+                                              r"explicit torch.Generator"):
+        tilegraph.inferenceModel(Noisy())(torch.ones(3))

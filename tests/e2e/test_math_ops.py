@@ -32,6 +32,10 @@ DIFFERENTIABLE = {
     "var_dim": lambda h: h - torch.var(h, 1, unbiased=True, keepdim=True),
     "topk": lambda h: torch.topk(h, 3, dim=1)[0].sum(1, keepdim=True) + h,
     "sort": lambda h: torch.sort(h, dim=1, descending=True)[0] * torch.linspace(1.0, 0.1, 8),
+    "hypot_copysign": lambda h: torch.hypot(h, h.flip(1) * 2) + torch.copysign(h, h.flip(1))
+    + torch.copysign(h, -1.0),
+    "kthvalue": lambda h: torch.kthvalue(h, 3, dim=1, keepdim=True)[0] + h,
+    "remainder_of_a_number": lambda h: h + torch.remainder(5.0, h.detach().abs() + 0.5),
     "prod": lambda h: torch.prod(torch.tanh(h).reshape(4, 4, 2), 1).repeat(1, 4)
     + torch.prod(h[:, :3]) * 0.1 + torch.prod(h * torch.tensor([0.0] + [1.0] * 7), 1,
                                                 keepdim=True),
