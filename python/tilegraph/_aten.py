@@ -571,6 +571,33 @@ def _as_strided(cx, n, x, size, stride, storage_offset=None):
     """A strided view of x's storage. The compiled program holds x row-major, so the view
     becomes a gather with a constant index: each viewed element's storage position, mapped
     back to x's element through x's own strides (x may itself be a view)."""
+    flat_index = _strided_elements(cx, n, x, size, stride, storage_offset)
+    return _gather_constant(cx, n, x, flat_index, [int(v) for v in size])
+
+
+@handles(aten.as_strided_scatter.default)
+def _as_strided_scatter(cx, n, x, src, size, stride, storage_offset=None):
+    """x with the elements of its strided view (as_strided) replaced by src's: an update
+    through an as_strided view. The positions are constants, so each written element of x
+    takes src's element that writes it last (a constant index_select of src), the others
+    keep x's."""
+    flat_index = _strided_elements(cx, n, x, size, stride, storage_offset).reshape(-1)
+    count = int(np.prod(cx.shape_of(x), dtype=np.int64))
+    source = np.full(count, -1, dtype=np.int64)
+    source[flat_index] = np.arange(flat_index.size, dtype=np.int64)  # (numpy: last wins)
+    written = source >= 0
+    flat_x = cx.op("reshape", [cx.v(x)], {"shape": [count]})
+    flat_src = cx.op("reshape", [cx.cast(cx.v(src), cx.dtype_of(n))],
+                     {"shape": [int(flat_index.size)]})
+    picked = cx.op("index_select", [flat_src, cx.g.add_constant(np.where(written, source, 0))],
+                   {"axis": 0})
+    out = cx.op("where", [cx.g.add_constant(written), picked, flat_x])
+    return cx.op("reshape", [out], {"shape": cx.shape_of(n)})
+
+
+def _strided_elements(cx, n, x, size, stride, storage_offset):
+    """For a strided view of x's storage: the element of x (row-major) at each viewed
+    position, as an array of the view's shape."""
     meta = cx.meta(x)
     in_shape = [int(d) for d in meta.shape]
     in_index = np.arange(int(np.prod(in_shape, dtype=np.int64)), dtype=np.int64)
@@ -591,7 +618,7 @@ def _as_strided(cx, n, x, size, stride, storage_offset=None):
     flat_index = np.where(inside, element_at[np.where(inside, wanted, 0)], -1)
     if (flat_index < 0).any():
         cx.unsupported(n, "as_strided reading storage outside its input's elements")
-    return _gather_constant(cx, n, x, flat_index, [int(v) for v in size])
+    return flat_index
 
 
 @handles(aten.unfold.default)

@@ -131,3 +131,33 @@ def test_embedding_bag_trains_like_eager(mode, extra):
     ids = torch.tensor([1, 2, 4, 5, 4, 3, 2, 9])
     offsets = torch.tensor([0, 4, 4, 8] if extra.get("include_last_offset") else [0, 4, 4, 7])
     assert_trains_like_eager(Bags(), (ids, offsets), lr=0.5, loss_of=lambda out: out)
+
+
+class StridedUpdate(torch.nn.Module):
+    """An in-place update through an as_strided view (torch exports as_strided_scatter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.arange(9.0).reshape(3, 3) / 9)
+
+    def forward(self, x):
+        h = self.p * x
+        window = h.as_strided((2, 2), (3, 1), 1)
+        window.mul_(10)
+        return h, (h ** 2).sum()
+
+
+def test_an_update_through_an_as_strided_view_matches_eager():
+    x = torch.linspace(-1, 1, 9).reshape(3, 3)
+    model, reference = StridedUpdate(), StridedUpdate()
+    torch.testing.assert_close(tilegraph.inferenceModel(StridedUpdate())(x)[0],
+                               StridedUpdate()(x)[0])
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.01))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.01)
+    for _ in range(2):
+        trainer(x)
+        opt.zero_grad()
+        reference(x)[1].backward()
+        opt.step()
+    torch.testing.assert_close(model.p, reference.p)
