@@ -1003,6 +1003,43 @@ def _max_pool_indices(cx, n, x, kernel, stride, padding, dilation):
     return cx.op("reshape", [index], {"shape": out_shape})
 
 
+@handles(aten.adaptive_max_pool2d.default)
+def _adaptive_max_pool(cx, n, x, output_size):
+    """(values, indices) of AdaptiveMaxPool2d: bin i of an axis of size s spans
+    floor(i * s / o) .. ceil((i + 1) * s / o); each bin's first maximum and its flat plane
+    position. The bins are gathered with a constant index (short bins padded with -inf), and
+    the values gathered at argmax, so that a gradient goes to that one element, as torch's."""
+    shape = cx.shape_of(x)
+    lead, (h, w) = shape[:-2], shape[-2:]
+    oh, ow = (int(v) if v is not None else d for v, d in zip(_pair(output_size), (h, w)))
+
+    def bins(size, out):
+        starts = [i * size // out for i in range(out)]
+        ends = [-(-(i + 1) * size // out) for i in range(out)]
+        return starts, ends
+    (rs, re_), (cs, ce) = bins(h, oh), bins(w, ow)
+    kh, kw = max(e - b for b, e in zip(rs, re_)), max(e - b for b, e in zip(cs, ce))
+    plane = np.full((kh * kw, oh * ow), h * w, dtype=np.int64)  # h * w: the -inf past it
+    for i in range(oh):
+        for j in range(ow):
+            cells = [r * w + c for r in range(rs[i], re_[i]) for c in range(cs[j], ce[j])]
+            plane[:len(cells), i * ow + j] = cells
+    lead_count = int(np.prod(lead, dtype=np.int64))
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
+    padded = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
+    picked = cx.op("index_select", [padded, cx.g.add_constant(plane.reshape(-1))], {"axis": 1})
+    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
+    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
+    table = cx.op("expand", [cx.g.add_constant(plane.reshape(1, kh * kw, oh * ow))],
+                  {"shape": [lead_count, kh * kw, oh * ow]})
+    index = cx.op("gather", [table, best], {"axis": 1})
+    values = cx.op("gather", [flat, cx.op("reshape", [index], {"shape": [lead_count, oh * ow]})],
+                   {"axis": 1})
+    out_shape = list(lead) + [oh, ow]
+    return [cx.op("reshape", [values], {"shape": out_shape}),
+            cx.op("reshape", [index], {"shape": out_shape})]
+
+
 @handles(aten.max_unpool2d.default)
 def _max_unpool(cx, n, x, indices, output_size):
     """MaxUnpool2d: zeros of output_size per plane with x's values at their indices. A

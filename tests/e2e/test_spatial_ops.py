@@ -340,3 +340,34 @@ def test_max_pool_indices_and_unpool_match_eager(config):
     got, want = tilegraph.inferenceModel(reference)(x), model(x)
     assert got[0].dtype == torch.int64 and torch.equal(got[0], want[0])
     assert_infers_and_trains_like_eager(model, (x,), output_of=lambda out: out[2])
+
+
+@pytest.mark.parametrize("pool, shape", [
+    (lambda: torch.nn.AdaptiveMaxPool2d((2, 3)), (2, 3, 5, 7)),
+    (lambda: torch.nn.AdaptiveMaxPool2d(1), (2, 3, 4, 4)),  # CBAM / channel attention
+    (lambda: torch.nn.AdaptiveMaxPool2d((3, None)), (2, 3, 7, 5)),
+    (lambda: torch.nn.AdaptiveMaxPool1d(3), (2, 3, 7)),
+], ids=["2x3", "global", "rows_only", "1d"])
+def test_adaptive_max_pooling_matches_eager(pool, shape):
+    """Bins of uneven size (floor / ceil bounds), the first maximum of each; the gradient
+    goes to that element."""
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.pool = torch.nn.Linear(shape[-1], shape[-1]), pool()
+
+        def forward(self, x):
+            y = self.pool(self.fc(x))
+            return y, (y ** 2).sum()
+
+    torch.manual_seed(0)
+    assert_infers_and_trains_like_eager(Head(), (torch.randn(*shape),))
+
+
+def test_adaptive_max_pooling_indices_match_eager():
+    pool = torch.nn.AdaptiveMaxPool2d((4, 4), return_indices=True)
+    x = torch.randn(2, 3, 9, 6)
+    x[..., 1, :] = x[..., 0, :]  # ties: the first maximum's position
+    got, want = tilegraph.inferenceModel(torch.nn.Sequential(pool))(x), pool(x)
+    torch.testing.assert_close(got[0], want[0])
+    assert torch.equal(got[1], want[1])
