@@ -36,6 +36,9 @@ DIFFERENTIABLE = {
     + torch.copysign(h, -1.0),
     "kthvalue": lambda h: torch.kthvalue(h, 3, dim=1, keepdim=True)[0] + h,
     "remainder_of_a_number": lambda h: h + torch.remainder(5.0, h.detach().abs() + 0.5),
+    "cummax_cummin": lambda h: torch.cummax(h, 1)[0] - torch.cummin(h, 1).values
+    + torch.cummax(h.round(), 0)[1] * 0.1,
+    "logcumsumexp": lambda h: torch.logcumsumexp(h * 3, 1),
     "prod": lambda h: torch.prod(torch.tanh(h).reshape(4, 4, 2), 1).repeat(1, 4)
     + torch.prod(h[:, :3]) * 0.1 + torch.prod(h * torch.tensor([0.0] + [1.0] * 7), 1,
                                                 keepdim=True),
