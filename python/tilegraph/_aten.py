@@ -1261,6 +1261,26 @@ def _random_fill(cx, n, size, dtype=None, layout=None, device=None, pin_memory=N
     return _draws(cx, n, n.target == aten.randn.default)
 
 
+@handles(aten.randint.default, aten.randint.low, aten.randint_like.default,
+         aten.randint_like.low_dtype)
+def _randint(cx, n, *args, dtype=None, layout=None, device=None, pin_memory=None,
+             generator=None, memory_format=None):
+    """Integers uniform in [low, high): floor(u * (high - low)) + low for u of tilegraph's
+    uniform draws in [0, 1) (in f64, exact for ranges below 2**53)."""
+    if generator is not None:
+        cx.unsupported(n, "random numbers from an explicit generator")
+    if n.target in (aten.randint.default, aten.randint_like.default):
+        low, high = 0, args[1] if n.target == aten.randint_like.default else args[0]
+    else:
+        low, high = args[1:3] if n.target == aten.randint_like.low_dtype else args[0:2]
+    if any(isinstance(v, torch.fx.Node) for v in (low, high)):
+        cx.unsupported(n, "randint with tensor bounds")
+    u = cx.op("uniform", [], {"shape": cx.shape_of(n), "dtype": "dtype:f64"})
+    value = cx.op("floor", [cx.op("mul", [u, cx.scalar(float(high - low), None, "f64")])])
+    value = cx.op("add", [value, cx.scalar(float(low), None, "f64")])
+    return cx.cast(value, cx.dtype_of(n))
+
+
 @handles(aten.randn_like.default, aten.rand_like.default)
 def _random_like(cx, n, x, dtype=None, layout=None, device=None, pin_memory=None,
                  memory_format=None):

@@ -330,3 +330,22 @@ def test_integer_arithmetic_as_torch_computes_it(name, dtype):
                     want if isinstance(want, tuple) else (want,)):
         assert g.dtype == w.dtype
         torch.testing.assert_close(g, w, rtol=0, atol=0)
+
+
+def test_randint_draws_every_value_of_its_range_evenly():
+    """torch.randint / randint_like in a forward: integers in [low, high), each value about
+    equally often (counts within 5 standard deviations of n / k), in the asked dtype."""
+    class Draw(torch.nn.Module):
+        def forward(self, x):
+            return (torch.randint(3, 9, (30000,)), torch.randint(5, (6, 5000), dtype=torch.int32),
+                    torch.randint_like(x, 10))
+
+    for values, low, high, dtype in zip(tilegraph.inferenceModel(Draw())(torch.zeros(30000)),
+                                        (3, 0, 0), (9, 5, 10),
+                                        (torch.int64, torch.int32, torch.float32)):
+        assert values.dtype == dtype
+        assert values.min() >= low and values.max() < high
+        counts = torch.bincount(values.flatten().long() - low, minlength=high - low).double()
+        expected = values.numel() / (high - low)
+        sigma = (values.numel() * (1 / (high - low)) * (1 - 1 / (high - low))) ** 0.5
+        assert ((counts - expected).abs() < 5 * sigma).all(), counts
