@@ -44,6 +44,14 @@ for _aten_op, _tg_op in [
     TABLE[_aten_op.default] = _unary(_tg_op)
 
 
+@handles(aten.neg.default)
+def _neg(cx, n, x):
+    if cx.dtype_of(x) == "bool":
+        cx.unsupported(n, "Negation, the `-` operator, on a bool tensor is not supported (as "
+                          "in eager PyTorch). Use the `~` or `logical_not()` operator instead")
+    return cx.op("neg", [cx.cast(cx.v(x), cx.dtype_of(n))])
+
+
 @handles(aten.sign.default)
 def _sign(cx, n, x):
     if cx.dtype_of(x) == "bool":
@@ -51,9 +59,17 @@ def _sign(cx, n, x):
     return cx.op("sign", [cx.cast(cx.v(x), cx.dtype_of(n))])
 
 
+def _not_for(cx, n, what, dtype):
+    """Refused as eager refuses it (torch raises NotImplementedError; so does tilegraph's
+    UnsupportedError)."""
+    cx.unsupported(n, f"{what} is not implemented for {dtype} tensors (as in eager PyTorch)")
+
+
 def _rounding(tg_op):
     def handler(cx, n, x):
-        if cx.dtype_of(n) in ("i32", "i64", "bool"):
+        if cx.own_dtype(x) == "bool":
+            _not_for(cx, n, tg_op, "bool")
+        if cx.dtype_of(n) in _INTEGER:
             return cx.v(x)  # integers are already whole: torch returns them unchanged
         return cx.op(tg_op, [cx.v(x)])
     return handler
@@ -73,6 +89,8 @@ def _round_decimals(cx, n, x, decimals=0):
 
 @handles(aten.frac.default)
 def _frac(cx, n, x):
+    if cx.dtype_of(x) in _INTEGER + ("bool",):
+        _not_for(cx, n, "frac", "integer and bool")
     return cx.op("sub", [cx.v(x), cx.op("trunc", [cx.v(x)])])
 
 
@@ -246,6 +264,10 @@ _BOOL_ARITHMETIC = {"add": "logical_or", "maximum": "logical_or", "mul": "logica
 
 def _binary(tg_op):
     def handler(cx, n, a, b, alpha=1):
+        if tg_op == "sub" and cx.dtype_of(n) == "bool":
+            cx.unsupported(n, "Subtraction, the `-` operator, with two bool tensors is not "
+                              "supported (as in eager PyTorch). Use the `^` or `logical_xor()` "
+                              "operator instead")
         if cx.dtype_of(n) == "bool" and tg_op in _BOOL_ARITHMETIC and alpha == 1:
             return cx.op(_BOOL_ARITHMETIC[tg_op], [_as_bool(cx, n, a), _as_bool(cx, n, b)])
         a_, b_ = cx.operands(n, a, b)

@@ -349,3 +349,16 @@ def test_randint_draws_every_value_of_its_range_evenly():
         expected = values.numel() / (high - low)
         sigma = (values.numel() * (1 / (high - low)) * (1 - 1 / (high - low))) ** 0.5
         assert ((counts - expected).abs() < 5 * sigma).all(), counts
+
+
+@pytest.mark.parametrize("fn", [lambda a: a - True, lambda a: a - a, torch.ceil, torch.round],
+                         ids=["bool_minus_number", "bool_minus_bool", "ceil_bool", "round_bool"])
+def test_ops_eager_refuses_on_bools_are_refused(fn):
+    """Where eager raises NotImplementedError for a bool tensor (subtraction, rounding),
+    tilegraph refuses too (its UnsupportedError is a NotImplementedError) instead of
+    computing something."""
+    b = torch.tensor([True, False])
+    with pytest.raises(NotImplementedError):
+        fn(b)
+    with pytest.raises(NotImplementedError):
+        tilegraph.inferenceModel(_Divide(lambda x, y: fn(x)))(b, b)
