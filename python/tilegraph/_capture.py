@@ -13,6 +13,7 @@ import warnings
 
 import numpy as np
 import torch
+from torch._subclasses.fake_tensor import DataDependentOutputException
 from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 from . import _core
@@ -433,12 +434,19 @@ def _export_once(model, example_args, example_kwargs, training):
                     _capture_patches.dropout_as_identity():
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
+        except DataDependentOutputException as e:  # torch.equal and kin: a Python value
+            raise UnsupportedError(
+                f"{_user_frame(e.__traceback__) or '<unknown location>'}: {e.func} gives a "
+                "Python value computed from tensor data, which one compiled graph cannot hold; "
+                "compute a tensor instead (e.g. (a == b).all() and torch.where)") from None
         except GuardOnDataDependentSymNode as e:
             raise UnsupportedError(
                 f"{_user_frame(e.__traceback__) or '<unknown location>'}: the model decides on a "
-                "tensor's value (an `if` on a tensor that computes either way, `.item()`), which "
-                "one compiled graph cannot hold. Use torch.where (checks that only raise, `if "
-                "<bad>: raise ...` and `assert`, compile into run-time assertions)") from None
+                "tensor's value (an `if` on a tensor that computes either way, `.item()`), or "
+                "uses here a size that an earlier op computed from data (torch.bincount, "
+                "nonzero, unique, ...), which one compiled graph cannot hold. Use torch.where "
+                "and sizes known from shapes (checks that only raise, `if <bad>: raise ...` and "
+                "`assert`, compile into run-time assertions)") from None
         except RuntimeError as e:
             if "which is not a known type" not in str(e):
                 raise

@@ -145,12 +145,36 @@ def _non_raising_value(filename, lineno):
             return not wanted
         if isinstance(test, ast.BoolOp):
             # `a and t` / `a or t`: t is reached only while the test is still undecided, so
-            # t's value decides it (for `if`, false; for `assert`, true)
+            # t's value decides it (for `if`, false; for `assert`, true); `a and not t`
+            # (`x is not None and not torch.all(...)`): t's value is the opposite. Operands
+            # that are Python bools whatever they test (`is` / `is not`, isinstance) are
+            # not the tensor.
+            maybe_tensor = [v for v in test.values if not _python_bool(v)]
+            if len(maybe_tensor) == 1 and _negated_plain(maybe_tensor[0]):
+                return not wanted
             plain = all(not isinstance(v, (ast.BoolOp, ast.UnaryOp)) for v in test.values)
             return wanted if plain else None
         if not isinstance(test, ast.UnaryOp):
             return wanted
     return None
+
+
+def _python_bool(expr):
+    """Whether an expression's truth is a Python bool whatever its operands: `x is None`,
+    `x is not None`, isinstance / hasattr / callable, a constant."""
+    import ast
+    if isinstance(expr, ast.Constant):
+        return True
+    if isinstance(expr, ast.Compare):
+        return all(isinstance(op, (ast.Is, ast.IsNot)) for op in expr.ops)
+    return isinstance(expr, ast.Call) and isinstance(expr.func, ast.Name) and \
+        expr.func.id in ("isinstance", "hasattr", "callable")
+
+
+def _negated_plain(expr):
+    import ast
+    return isinstance(expr, ast.UnaryOp) and isinstance(expr.op, ast.Not) and \
+        not isinstance(expr.operand, (ast.BoolOp, ast.UnaryOp))
 
 
 _PARSED = {}

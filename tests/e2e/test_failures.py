@@ -260,6 +260,33 @@ def test_data_checks_that_raise_compile_into_run_time_assertions():
         tilegraph.inferenceModel(Branches())(torch.randn(3))
 
 
+class _SortedIndex(torch.nn.Module):
+    """torch_geometric's aggregation check: `if index is not None and not <sorted>: raise`."""
+
+    def forward(self, x, index):
+        if index is not None and not torch.all(index[:-1] <= index[1:]):
+            raise ValueError("index must be sorted")
+        return x * 2
+
+
+def test_a_negated_check_behind_a_python_condition_is_a_run_time_assertion():
+    run = tilegraph.inferenceModel(_SortedIndex())
+    torch.testing.assert_close(run(torch.ones(3), torch.tensor([0, 1, 2])), torch.full((3,), 2.0))
+    with pytest.raises(ValueError, match=r"test_failures.py:\d+ failed \(if index is not None"):
+        run(torch.ones(3), torch.tensor([2, 1, 2]))
+
+
+def test_a_python_value_computed_from_data_is_refused_at_the_users_line():
+    class Equal(torch.nn.Module):
+        def forward(self, x, e):
+            if torch.equal(e[0], e[1]):  # a Python bool of the data
+                return x
+            return x * 2
+
+    with pytest.raises(NotImplementedError, match=r"test_failures.py:\d+: aten.equal"):
+        tilegraph.inferenceModel(Equal())(torch.randn(3), torch.randint(0, 3, (2, 5)))
+
+
 def test_a_library_file_is_a_users_file_and_generated_code_is_not():
     """The location in a message is the innermost frame outside torch and tilegraph: a
     torchvision file counts (its path starts like torch's, ".../torch" + "vision"), code
