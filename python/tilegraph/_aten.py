@@ -845,87 +845,6 @@ def _cumsum(cx, n, x, dim, dtype=None):
     return cx.op("cumsum", [cx.cast(cx.v(x), cx.dtype_of(n))], {"axis": dim})
 
 
-@handles(aten.cumprod.default)
-def _cumprod(cx, n, x, dim, dtype=None):
-    """Cumulative products by doubling (Hillis-Steele): log2(n) steps of y *= y shifted by
-    1, 2, 4, ... along dim (ones shifted in). Plain products throughout, so zeros and their
-    gradients are exact (no log / division)."""
-    out = cx.dtype_of(n)
-    y = cx.cast(cx.v(x), out)
-    shape = cx.shape_of(n)
-    if not shape:
-        return y
-    dim = dim % len(shape)
-    size, step = shape[dim], 1
-    while step < size:
-        ones = cx.op("full", [], {"shape": shape[:dim] + [step] + shape[dim + 1:],
-                                  "value": 1.0, "dtype": "dtype:" + out})
-        head = cx.op("slice", [y], {"axis": dim, "start": 0, "end": size - step, "step": 1})
-        y = cx.op("mul", [y, cx.op("cat", [ones, head], {"axis": dim})])
-        step *= 2
-    return y
-
-
-def _shifted(cx, y, shape, dim, step, fill, dtype):
-    """y shifted `step` along dim, `fill` shifted in (the scans' doubling step)."""
-    size = shape[dim]
-    pad = cx.op("full", [], {"shape": shape[:dim] + [step] + shape[dim + 1:], "value": fill,
-                             "dtype": "dtype:" + dtype})
-    head = cx.op("slice", [y], {"axis": dim, "start": 0, "end": size - step, "step": 1})
-    return cx.op("cat", [pad, head], {"axis": dim})
-
-
-@handles(aten.logcumsumexp.default)
-def _logcumsumexp(cx, n, x, dim):
-    """log(cumsum(exp(x))) by doubling (as cumprod): log2(n) steps of y = logaddexp(y,
-    shifted y), -inf shifted in; each step stable (max + log1p(exp(-|a - b|)))."""
-    out = cx.dtype_of(n)
-    y = cx.cast(cx.v(x), out)
-    shape = cx.shape_of(n)
-    if not shape:
-        return y
-    dim, step = dim % len(shape), 1
-    while step < shape[dim]:
-        other = _shifted(cx, y, shape, dim, step, -math.inf, out)
-        big = cx.op("maximum", [y, other])
-        gap = cx.op("neg", [cx.op("abs", [cx.op("sub", [y, other])])])
-        # (-inf - -inf is NaN: where both are -inf the sum is -inf)
-        gap = cx.op("where", [cx.op("eq", [big, cx.scalar(-math.inf, None, out)]),
-                              cx.scalar(-math.inf, None, out), gap])
-        y = cx.op("add", [big, cx.op("log1p", [cx.op("exp", [gap])])])
-        step *= 2
-    return y
-
-
-@handles(aten.cummax.default, aten.cummin.default)
-def _cummax(cx, n, x, dim):
-    """(values, indices) of the running maximum (minimum) along dim, by doubling over (value,
-    index) pairs: the later element wins ties (torch's indices), a NaN wins and stays. The
-    values are gathered at the indices, so a gradient goes to those elements."""
-    shape = cx.shape_of(x)
-    if not shape:
-        return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
-    dim = dim % len(shape)
-    dtype = cx.dtype_of(x)
-    key = cx.v(x) if n.target == aten.cummax.default else cx.op("neg", [cx.v(x)])
-    positions = np.arange(shape[dim], dtype=np.int64).reshape(
-        [shape[dim] if d == dim else 1 for d in range(len(shape))])
-    index = cx.op("expand", [cx.g.add_constant(positions)], {"shape": shape})
-    lowest = -math.inf if dtype in ("f32", "f64", "f16", "bf16") else \
-        float(np.iinfo(np.int64 if dtype == "i64" else np.int32).min)
-    step = 1
-    while step < shape[dim]:
-        earlier = _shifted(cx, key, shape, dim, step, lowest, dtype)
-        earlier_index = _shifted(cx, index, shape, dim, step, 0.0, "i64")
-        nan_before = cx.op("ne", [earlier, earlier])  # (an earlier NaN stays the maximum)
-        keep = cx.op("logical_or", [nan_before, cx.op("logical_and", [
-            cx.op("gt", [earlier, key]), cx.op("eq", [key, key])])])
-        key = cx.op("where", [keep, earlier, key])
-        index = cx.op("where", [keep, earlier_index, index])
-        step *= 2
-    return [cx.op("gather", [cx.v(x), index], {"axis": dim}), index]
-
-
 @handles(aten.cat.default)
 def _cat(cx, n, xs, dim=0):
     # cat promotes: cat([f32, i64]) is f32. torch skips 1-D empty tensors whatever the rank
@@ -1050,104 +969,10 @@ def _max_pool(cx, n, x, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1),
         "padding": _pair(padding), "dilation": _pair(dilation), "ceil_mode": ceil_mode})
     if not any(u.target is operator.getitem and u.args[1] == 1 for u in n.users):
         return [y, cx.unavailable(n, "max_pool2d indices")]  # (not asked for: not built)
-    return [y, _max_pool_indices(cx, n, x, _pair(kernel_size),
+    from ._aten_spatial import max_pool_indices
+    return [y, max_pool_indices(cx, n, x, _pair(kernel_size),
                                  _pair(stride) if stride else _pair(kernel_size),
                                  _pair(padding), _pair(dilation))]
-
-
-def _max_pool_indices(cx, n, x, kernel, stride, padding, dilation):
-    """MaxPool2d(return_indices=True)'s indices: for each window, the flat position (h * W +
-    w) in its input plane of the window's first maximum, as torch's. The windows are gathered
-    with a constant index (positions in the padding read -inf), argmax picks the window
-    element, and a constant table maps it to its plane position."""
-    shape = cx.shape_of(x)
-    out_shape = list(n.meta["val"][1].shape)
-    lead, (h, w), (oh, ow) = shape[:-2], shape[-2:], out_shape[-2:]
-    kh, kw = kernel
-    ki, kj = np.divmod(np.arange(kh * kw), kw)
-    rows = (np.arange(oh)[None, :, None] * stride[0] - padding[0] +
-            ki[:, None, None] * dilation[0])
-    cols = (np.arange(ow)[None, None, :] * stride[1] - padding[1] +
-            kj[:, None, None] * dilation[1])
-    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
-    plane = np.where(inside, rows * w + cols, h * w)  # h * w: the -inf past the plane
-    lead_count = int(np.prod(lead, dtype=np.int64))
-    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
-    flat = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
-    picked = cx.op("index_select", [flat, cx.g.add_constant(plane.reshape(-1).astype(np.int64))],
-                   {"axis": 1})
-    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
-    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
-    table = cx.g.add_constant(np.ascontiguousarray(plane.reshape(1, kh * kw, oh * ow),
-                                                   dtype=np.int64))
-    table = cx.op("expand", [table], {"shape": [lead_count, kh * kw, oh * ow]})
-    index = cx.op("gather", [table, best], {"axis": 1})
-    return cx.op("reshape", [index], {"shape": out_shape})
-
-
-@handles(aten.adaptive_max_pool2d.default)
-def _adaptive_max_pool(cx, n, x, output_size):
-    """(values, indices) of AdaptiveMaxPool2d: bin i of an axis of size s spans
-    floor(i * s / o) .. ceil((i + 1) * s / o); each bin's first maximum and its flat plane
-    position. The bins are gathered with a constant index (short bins padded with -inf), and
-    the values gathered at argmax, so that a gradient goes to that one element, as torch's."""
-    shape = cx.shape_of(x)
-    lead, (h, w) = shape[:-2], shape[-2:]
-    oh, ow = (int(v) if v is not None else d for v, d in zip(_pair(output_size), (h, w)))
-
-    def bins(size, out):
-        starts = [i * size // out for i in range(out)]
-        ends = [-(-(i + 1) * size // out) for i in range(out)]
-        return starts, ends
-    (rs, re_), (cs, ce) = bins(h, oh), bins(w, ow)
-    kh, kw = max(e - b for b, e in zip(rs, re_)), max(e - b for b, e in zip(cs, ce))
-    plane = np.full((kh * kw, oh * ow), h * w, dtype=np.int64)  # h * w: the -inf past it
-    for i in range(oh):
-        for j in range(ow):
-            cells = [r * w + c for r in range(rs[i], re_[i]) for c in range(cs[j], ce[j])]
-            plane[:len(cells), i * ow + j] = cells
-    lead_count = int(np.prod(lead, dtype=np.int64))
-    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
-    padded = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
-    picked = cx.op("index_select", [padded, cx.g.add_constant(plane.reshape(-1))], {"axis": 1})
-    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
-    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
-    table = cx.op("expand", [cx.g.add_constant(plane.reshape(1, kh * kw, oh * ow))],
-                  {"shape": [lead_count, kh * kw, oh * ow]})
-    index = cx.op("gather", [table, best], {"axis": 1})
-    values = cx.op("gather", [flat, cx.op("reshape", [index], {"shape": [lead_count, oh * ow]})],
-                   {"axis": 1})
-    out_shape = list(lead) + [oh, ow]
-    return [cx.op("reshape", [values], {"shape": out_shape}),
-            cx.op("reshape", [index], {"shape": out_shape})]
-
-
-@handles(aten.max_unpool2d.default)
-def _max_unpool(cx, n, x, indices, output_size):
-    """MaxUnpool2d: zeros of output_size per plane with x's values at their indices. A
-    position named twice (overlapping windows with one maximum) holds that value once, and,
-    as torch's gradient is a gather, each of its copies in x gets the position's whole
-    gradient: value v / c per copy (c copies) plus (v - v) * (1 - 1 / c), whose value is
-    zero and whose gradient brings each copy's to one."""
-    out_shape, shape = cx.shape_of(n), cx.shape_of(x)
-    lead_count = int(np.prod(shape[:-2], dtype=np.int64))
-    plane, count = int(out_shape[-2] * out_shape[-1]), int(shape[-2] * shape[-1])
-    dtype = cx.dtype_of(n)
-
-    def full(size, value):
-        return cx.op("full", [], {"shape": [lead_count, size], "value": value,
-                                  "dtype": "dtype:" + dtype})
-    values = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, count]})
-    index = cx.op("reshape", [cx.v(indices)], {"shape": [lead_count, count]})
-    copies = cx.op("gather", [cx.op("scatter_add", [full(plane, 0.0), index, full(count, 1.0)],
-                                    {"axis": 1}), index], {"axis": 1})
-    share = cx.op("div", [values, copies])
-    nothing = cx.op("sub", [values, cx.op("stop_gradient", [values])])
-    rest = cx.op("mul", [nothing, cx.op("sub", [cx.scalar(1.0, None, dtype),
-                                                cx.op("reciprocal", [copies])])])
-    written = cx.op("add", [share, rest])
-    out = cx.op("scatter_add", [full(plane, 0.0), index, written], {"axis": 1})
-    return cx.op("reshape", [out], {"shape": out_shape})
 
 
 @handles(aten.avg_pool2d.default)
@@ -2143,4 +1968,5 @@ def _getitem(cx, n, seq, index):
 
 
 register_tilegraph_ops()
-from . import _aten_data, _aten_spatial  # noqa: E402,F401  (they register entries in TABLE)
+# (they register entries in TABLE)
+from . import _aten_data, _aten_scans, _aten_spatial  # noqa: E402,F401

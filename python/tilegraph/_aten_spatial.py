@@ -1,7 +1,7 @@
 """ATen table entries for the rest of the spatial Core ATen ops, written with the IR's 2-D
 ops: 3-D convolution and pooling, the 2-D pooling / convolution backward overloads (when a
 model calls them itself), col2im (F.fold), vector norms and pairwise distances (cdist,
-pdist).
+pdist), max pooling's indices, max unpooling and adaptive max pooling.
 
 3-D pooling is separable: a 3-D window is the product of per-axis windows, so max (and the
 average, whose divisor is a product of per-axis counts in every PyTorch mode) over (h, w)
@@ -324,3 +324,99 @@ def _avg_pool1d(cx, n, x, kernel_size, stride=(), padding=0, ceil_mode=False,
 def _adaptive_avg_pool1d(cx, n, x, output_size):
     size = output_size if isinstance(output_size, int) else output_size[0]
     return _pool_1d(cx, n, x, "adaptive_avg_pool2d", {"output_size": [1, int(size)]})
+
+
+# ---- max pooling's indices, unpooling, adaptive max pooling --------------------------------
+def max_pool_indices(cx, n, x, kernel, stride, padding, dilation):
+    """MaxPool2d(return_indices=True)'s indices: for each window, the flat position (h * W +
+    w) in its input plane of the window's first maximum, as torch's. The windows are gathered
+    with a constant index (positions in the padding read -inf), argmax picks the window
+    element, and a constant table maps it to its plane position."""
+    shape = cx.shape_of(x)
+    out_shape = list(n.meta["val"][1].shape)
+    lead, (h, w), (oh, ow) = shape[:-2], shape[-2:], out_shape[-2:]
+    kh, kw = kernel
+    ki, kj = np.divmod(np.arange(kh * kw), kw)
+    rows = (np.arange(oh)[None, :, None] * stride[0] - padding[0] +
+            ki[:, None, None] * dilation[0])
+    cols = (np.arange(ow)[None, None, :] * stride[1] - padding[1] +
+            kj[:, None, None] * dilation[1])
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    plane = np.where(inside, rows * w + cols, h * w)  # h * w: the -inf past the plane
+    lead_count = int(np.prod(lead, dtype=np.int64))
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
+    flat = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
+    picked = cx.op("index_select", [flat, cx.g.add_constant(plane.reshape(-1).astype(np.int64))],
+                   {"axis": 1})
+    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
+    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
+    table = cx.g.add_constant(np.ascontiguousarray(plane.reshape(1, kh * kw, oh * ow),
+                                                   dtype=np.int64))
+    table = cx.op("expand", [table], {"shape": [lead_count, kh * kw, oh * ow]})
+    index = cx.op("gather", [table, best], {"axis": 1})
+    return cx.op("reshape", [index], {"shape": out_shape})
+
+
+@handles(aten.adaptive_max_pool2d.default)
+def _adaptive_max_pool(cx, n, x, output_size):
+    """(values, indices) of AdaptiveMaxPool2d: bin i of an axis of size s spans
+    floor(i * s / o) .. ceil((i + 1) * s / o); each bin's first maximum and its flat plane
+    position. The bins are gathered with a constant index (short bins padded with -inf), and
+    the values gathered at argmax, so that a gradient goes to that one element, as torch's."""
+    shape = cx.shape_of(x)
+    lead, (h, w) = shape[:-2], shape[-2:]
+    oh, ow = (int(v) if v is not None else d for v, d in zip(_pair(output_size), (h, w)))
+
+    def bins(size, out):
+        starts = [i * size // out for i in range(out)]
+        ends = [-(-(i + 1) * size // out) for i in range(out)]
+        return starts, ends
+    (rs, re_), (cs, ce) = bins(h, oh), bins(w, ow)
+    kh, kw = max(e - b for b, e in zip(rs, re_)), max(e - b for b, e in zip(cs, ce))
+    plane = np.full((kh * kw, oh * ow), h * w, dtype=np.int64)  # h * w: the -inf past it
+    for i in range(oh):
+        for j in range(ow):
+            cells = [r * w + c for r in range(rs[i], re_[i]) for c in range(cs[j], ce[j])]
+            plane[:len(cells), i * ow + j] = cells
+    lead_count = int(np.prod(lead, dtype=np.int64))
+    flat = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, h * w]})
+    padded = cx.op("pad", [flat], {"before": [0, 0], "after": [0, 1], "value": -math.inf})
+    picked = cx.op("index_select", [padded, cx.g.add_constant(plane.reshape(-1))], {"axis": 1})
+    windows = cx.op("reshape", [picked], {"shape": [lead_count, kh * kw, oh * ow]})
+    best = cx.op("argmax", [windows], {"axis": 1, "keepdim": True})
+    table = cx.op("expand", [cx.g.add_constant(plane.reshape(1, kh * kw, oh * ow))],
+                  {"shape": [lead_count, kh * kw, oh * ow]})
+    index = cx.op("gather", [table, best], {"axis": 1})
+    values = cx.op("gather", [flat, cx.op("reshape", [index], {"shape": [lead_count, oh * ow]})],
+                   {"axis": 1})
+    out_shape = list(lead) + [oh, ow]
+    return [cx.op("reshape", [values], {"shape": out_shape}),
+            cx.op("reshape", [index], {"shape": out_shape})]
+
+
+@handles(aten.max_unpool2d.default)
+def _max_unpool(cx, n, x, indices, output_size):
+    """MaxUnpool2d: zeros of output_size per plane with x's values at their indices. A
+    position named twice (overlapping windows with one maximum) holds that value once, and,
+    as torch's gradient is a gather, each of its copies in x gets the position's whole
+    gradient: value v / c per copy (c copies) plus (v - v) * (1 - 1 / c), whose value is
+    zero and whose gradient brings each copy's to one."""
+    out_shape, shape = cx.shape_of(n), cx.shape_of(x)
+    lead_count = int(np.prod(shape[:-2], dtype=np.int64))
+    plane, count = int(out_shape[-2] * out_shape[-1]), int(shape[-2] * shape[-1])
+    dtype = cx.dtype_of(n)
+
+    def full(size, value):
+        return cx.op("full", [], {"shape": [lead_count, size], "value": value,
+                                  "dtype": "dtype:" + dtype})
+    values = cx.op("reshape", [cx.v(x)], {"shape": [lead_count, count]})
+    index = cx.op("reshape", [cx.v(indices)], {"shape": [lead_count, count]})
+    copies = cx.op("gather", [cx.op("scatter_add", [full(plane, 0.0), index, full(count, 1.0)],
+                                    {"axis": 1}), index], {"axis": 1})
+    share = cx.op("div", [values, copies])
+    nothing = cx.op("sub", [values, cx.op("stop_gradient", [values])])
+    rest = cx.op("mul", [nothing, cx.op("sub", [cx.scalar(1.0, None, dtype),
+                                                cx.op("reciprocal", [copies])])])
+    written = cx.op("add", [share, rest])
+    out = cx.op("scatter_add", [full(plane, 0.0), index, written], {"axis": 1})
+    return cx.op("reshape", [out], {"shape": out_shape})

@@ -177,8 +177,8 @@ class ExecutableCache:
         try:
             untrusted = _untrusted(path, is_directory=False)
             if untrusted:  # another user could have written it: not read, not removed
-                _warn_once(("untrusted", path, untrusted), f"executable-cache entry {path} ignored: "
-                           f"{untrusted}; recompiling")
+                _warn_once(("untrusted", path, untrusted),
+                           f"executable-cache entry {path} ignored: {untrusted}; recompiling")
                 return None
             entry = _archive.read(path, "cache")
             if entry.meta.get("key") != key:

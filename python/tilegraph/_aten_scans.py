@@ -1,0 +1,87 @@
+"""ATen table entries for the scans that are not cumsum (an IR op): cumprod, cummax /
+cummin and logcumsumexp. Each runs by doubling (Hillis-Steele): log2(n) steps that combine
+every element with the one `step` before it along the axis (an identity shifted in at the
+start), with the IR's elementwise ops, so their gradients come from those ops'.
+"""
+import math
+
+import numpy as np
+
+from ._aten import aten, handles
+
+
+@handles(aten.cumprod.default)
+def _cumprod(cx, n, x, dim, dtype=None):
+    """Cumulative products by doubling (Hillis-Steele): log2(n) steps of y *= y shifted by
+    1, 2, 4, ... along dim (ones shifted in). Plain products throughout, so zeros and their
+    gradients are exact (no log / division)."""
+    out = cx.dtype_of(n)
+    y = cx.cast(cx.v(x), out)
+    shape = cx.shape_of(n)
+    if not shape:
+        return y
+    dim, step = dim % len(shape), 1
+    while step < shape[dim]:
+        y = cx.op("mul", [y, _shifted(cx, y, shape, dim, step, 1.0, out)])
+        step *= 2
+    return y
+
+
+def _shifted(cx, y, shape, dim, step, fill, dtype):
+    """y shifted `step` along dim, `fill` shifted in (the scans' doubling step)."""
+    size = shape[dim]
+    pad = cx.op("full", [], {"shape": shape[:dim] + [step] + shape[dim + 1:], "value": fill,
+                             "dtype": "dtype:" + dtype})
+    head = cx.op("slice", [y], {"axis": dim, "start": 0, "end": size - step, "step": 1})
+    return cx.op("cat", [pad, head], {"axis": dim})
+
+
+@handles(aten.logcumsumexp.default)
+def _logcumsumexp(cx, n, x, dim):
+    """log(cumsum(exp(x))) by doubling (as cumprod): log2(n) steps of y = logaddexp(y,
+    shifted y), -inf shifted in; each step stable (max + log1p(exp(-|a - b|)))."""
+    out = cx.dtype_of(n)
+    y = cx.cast(cx.v(x), out)
+    shape = cx.shape_of(n)
+    if not shape:
+        return y
+    dim, step = dim % len(shape), 1
+    while step < shape[dim]:
+        other = _shifted(cx, y, shape, dim, step, -math.inf, out)
+        big = cx.op("maximum", [y, other])
+        gap = cx.op("neg", [cx.op("abs", [cx.op("sub", [y, other])])])
+        # (-inf - -inf is NaN: where both are -inf the sum is -inf)
+        gap = cx.op("where", [cx.op("eq", [big, cx.scalar(-math.inf, None, out)]),
+                              cx.scalar(-math.inf, None, out), gap])
+        y = cx.op("add", [big, cx.op("log1p", [cx.op("exp", [gap])])])
+        step *= 2
+    return y
+
+
+@handles(aten.cummax.default, aten.cummin.default)
+def _cummax(cx, n, x, dim):
+    """(values, indices) of the running maximum (minimum) along dim, by doubling over (value,
+    index) pairs: the later element wins ties (torch's indices), a NaN wins and stays. The
+    values are gathered at the indices, so a gradient goes to those elements."""
+    shape = cx.shape_of(x)
+    if not shape:
+        return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
+    dim = dim % len(shape)
+    dtype = cx.dtype_of(x)
+    key = cx.v(x) if n.target == aten.cummax.default else cx.op("neg", [cx.v(x)])
+    positions = np.arange(shape[dim], dtype=np.int64).reshape(
+        [shape[dim] if d == dim else 1 for d in range(len(shape))])
+    index = cx.op("expand", [cx.g.add_constant(positions)], {"shape": shape})
+    lowest = -math.inf if dtype in ("f32", "f64", "f16", "bf16") else \
+        float(np.iinfo(np.int64 if dtype == "i64" else np.int32).min)
+    step = 1
+    while step < shape[dim]:
+        earlier = _shifted(cx, key, shape, dim, step, lowest, dtype)
+        earlier_index = _shifted(cx, index, shape, dim, step, 0.0, "i64")
+        nan_before = cx.op("ne", [earlier, earlier])  # (an earlier NaN stays the maximum)
+        keep = cx.op("logical_or", [nan_before, cx.op("logical_and", [
+            cx.op("gt", [earlier, key]), cx.op("eq", [key, key])])])
+        key = cx.op("where", [keep, earlier, key])
+        index = cx.op("where", [keep, earlier_index, index])
+        step *= 2
+    return [cx.op("gather", [cx.v(x), index], {"axis": dim}), index]
