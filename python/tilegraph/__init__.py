@@ -29,8 +29,10 @@ from .enums import *  # noqa: F401,F403 (PopTorch exports every enum at the top 
 from ._dataloader import AsynchronousDataAccessor, DataLoader
 from ._cache import ArchiveError, ExportedModule, load_exported as load
 from ._structure import ICustomArgParser, registerCustomArgParser
-from ._system import (RecoverableError, UnrecoverableError, hasMLIRSupportOnPlatform,
+from ._system import (IPUScope, RecoverableError, UnrecoverableError,
+                      hasMLIRSupportOnPlatform, hasMlirSupportOnPlatform,
                       ipuHardwareIsAvailable, ipuHardwareVersion, nop, setLogLevel)
+from . import experimental
 from .auto_partition import PartitionPlan, autoPartition
 from ._blocks import (BeginBlock, Block, BlockFunction, Error, ParallelPhasedExecution, Phase,
                       PipelinedExecution, SerialPhasedExecution, ShardedExecution, Stage,
@@ -49,7 +51,9 @@ __all__ = ["AnchorMode", "ArchiveError", "PartitionPlan", "autoPartition", "Asyn
            "Stage", "TensorLocationSettings", "UnrecoverableError", "compilation_count",
            "cond", "ctc_beam_search_decoder", "custom_op", "dynamic_slice", "dynamic_update",
            "enums", "for_loop", "fps", "identity_loss", "inferenceModel",
-           "hasMLIRSupportOnPlatform", "ipuHardwareIsAvailable", "ipuHardwareVersion",
+           "IPUScope", "experimental",
+           "hasMLIRSupportOnPlatform", "hasMlirSupportOnPlatform", "ipuHardwareIsAvailable",
+           "ipuHardwareVersion",
            "ipu_print_tensor",
            "isRunningOnIpu", "load", "module_repr", "nearest", "nop", "ops", "optim",
            "recomputationCheckpoint", "registerCustomArgParser", "registerPostCompileHook",

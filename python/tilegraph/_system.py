@@ -47,8 +47,37 @@ def ipuHardwareVersion():
 
 def hasMLIRSupportOnPlatform():
     """False: tilegraph compiles through its own IR, not PopTorch's MLIR dispatcher (so code
-    that checks for it, e.g. before using IPUContext, takes its other path)."""
+    that checks for it, e.g. before using IPUContext / IPUScope, takes its other path, as
+    PopTorch's own tests skip their dispatcher cases on platforms without MLIR)."""
     return False
+
+
+hasMlirSupportOnPlatform = hasMLIRSupportOnPlatform  # PopTorch 2.x's spelling
+
+
+def _dispatcher_refused(name):
+    from ._blocks import UnsupportedError
+    raise UnsupportedError(
+        f"{name}: PopTorch's dispatcher (IPUScope / IPUContext: running code on the device as "
+        "it executes) is not built in tilegraph; put the code in a torch.nn.Module's forward "
+        "and run it with tilegraph.inferenceModel / trainingModel (hasMLIRSupportOnPlatform() "
+        "is False, as on PopTorch's platforms without the dispatcher)")
+
+
+class IPUScope:
+    """PopTorch's IPUScope(inputs, ...): refused by name (see _dispatcher_refused)."""
+
+    def __init__(self, *args, **kwargs):
+        del args, kwargs
+        _dispatcher_refused("IPUScope")
+
+
+class IPUContext:
+    """poptorch.experimental.IPUContext(fn, ...): refused by name (see _dispatcher_refused)."""
+
+    def __init__(self, *args, **kwargs):
+        del args, kwargs
+        _dispatcher_refused("IPUContext")
 
 
 def setLogLevel(level):

@@ -15,6 +15,14 @@ __all__ = ["AnchorMode", "AutoStage", "CommGroupType", "ConnectionType", "DataLo
            "SyncPattern", "VariableRetrievalMode"]
 
 
+class Compiler(enum.IntEnum):
+    """PopTorch's compiler choice for its dispatcher (IPUScope / IPUContext), which
+    tilegraph does not build: the names exist so that code naming them reaches the
+    refusal."""
+    PopART = 0
+    MLIR = 1
+
+
 class OutputMode(enum.IntEnum):
     """Which steps' outputs a call returns: Final (the last step's), EveryN (every N-th
     step's), All (every step's), Sum (summed over steps), Default (All for inference,

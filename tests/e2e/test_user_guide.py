@@ -91,6 +91,7 @@ def test_errors_carry_message_type_and_location():
 
 def test_the_names_the_guides_snippets_call():
     assert poptorch.hasMLIRSupportOnPlatform() is False
+    assert poptorch.hasMlirSupportOnPlatform() is False  # (PopTorch 2's tests' spelling)
     w = torch.nn.Parameter(torch.ones(2))
     with pytest.raises(poptorch.Error, match="replica-grouped|per-replica"):
         w.perReplica(poptorch.enums.CommGroupType.Orthogonal, 2,
