@@ -10,11 +10,9 @@ import numpy as np
 from ._aten import aten, handles
 
 
-@handles(aten.cumprod.default)
-def _cumprod(cx, n, x, dim, dtype=None):
-    """Cumulative products by doubling (Hillis-Steele): log2(n) steps of y *= y shifted by
-    1, 2, 4, ... along dim (ones shifted in). Plain products throughout, so zeros and their
-    gradients are exact (no log / division)."""
+def _doubled(cx, n, x, dim, fill, combine):
+    """The scan of x along dim by doubling: y = combine(y, y shifted by 1, 2, 4, ...), `fill`
+    (the combination's identity) shifted in; in n's dtype."""
     out = cx.dtype_of(n)
     y = cx.cast(cx.v(x), out)
     shape = cx.shape_of(n)
@@ -22,7 +20,7 @@ def _cumprod(cx, n, x, dim, dtype=None):
         return y
     dim, step = dim % len(shape), 1
     while step < shape[dim]:
-        y = cx.op("mul", [y, _shifted(cx, y, shape, dim, step, 1.0, out)])
+        y = combine(y, _shifted(cx, y, shape, dim, step, fill, out), out)
         step *= 2
     return y
 
@@ -36,26 +34,25 @@ def _shifted(cx, y, shape, dim, step, fill, dtype):
     return cx.op("cat", [pad, head], {"axis": dim})
 
 
+@handles(aten.cumprod.default)
+def _cumprod(cx, n, x, dim, dtype=None):
+    """Cumulative products: plain products throughout, so zeros and their gradients are
+    exact (no log / division)."""
+    return _doubled(cx, n, x, dim, 1.0, lambda y, earlier, out: cx.op("mul", [y, earlier]))
+
+
 @handles(aten.logcumsumexp.default)
 def _logcumsumexp(cx, n, x, dim):
-    """log(cumsum(exp(x))) by doubling (as cumprod): log2(n) steps of y = logaddexp(y,
-    shifted y), -inf shifted in; each step stable (max + log1p(exp(-|a - b|)))."""
-    out = cx.dtype_of(n)
-    y = cx.cast(cx.v(x), out)
-    shape = cx.shape_of(n)
-    if not shape:
-        return y
-    dim, step = dim % len(shape), 1
-    while step < shape[dim]:
-        other = _shifted(cx, y, shape, dim, step, -math.inf, out)
-        big = cx.op("maximum", [y, other])
-        gap = cx.op("neg", [cx.op("abs", [cx.op("sub", [y, other])])])
+    """log(cumsum(exp(x))): each step y = logaddexp(y, earlier), -inf shifted in, stable
+    (max + log1p(exp(-|a - b|)))."""
+    def logaddexp(y, earlier, out):
+        big = cx.op("maximum", [y, earlier])
+        gap = cx.op("neg", [cx.op("abs", [cx.op("sub", [y, earlier])])])
         # (-inf - -inf is NaN: where both are -inf the sum is -inf)
         gap = cx.op("where", [cx.op("eq", [big, cx.scalar(-math.inf, None, out)]),
                               cx.scalar(-math.inf, None, out), gap])
-        y = cx.op("add", [big, cx.op("log1p", [cx.op("exp", [gap])])])
-        step *= 2
-    return y
+        return cx.op("add", [big, cx.op("log1p", [cx.op("exp", [gap])])])
+    return _doubled(cx, n, x, dim, -math.inf, logaddexp)
 
 
 @handles(aten.cummax.default, aten.cummin.default)

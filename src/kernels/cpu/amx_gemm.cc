@@ -172,14 +172,11 @@ TG_AMX_TARGET void PackPanel(const uint16_t* b, bool trans_b, int64_t k, int64_t
 // is laid out in passes of `depth` of k: pass p's 32 x depth block is row-major at
 // out + p * 32 * depth (contiguous: the block a pass multiplies stays in L1 without cache-set
 // conflicts). a is [m, k] row-major, or [k, m] when transposed; kp is k rounded up to 32
-// (every pass but the last is `depth` deep). The copy is cut into units (a row of the strip;
-// transposed, 16 rows x 32 of k).
+// (every pass but the last is `depth` deep).
 struct StripCopy {
   const uint16_t* a;
   bool trans_a;
   int64_t m, k, kp, depth;
-
-  int64_t units() const { return trans_a ? 2 * (kp / 32) : kStrip; }
 
   // Where element (row r, column kk) of the strip goes; kk a multiple of 32 or within a pass.
   uint16_t* At(uint16_t* out, int64_t r, int64_t kk) const {
@@ -187,18 +184,21 @@ struct StripCopy {
     return out + pass * kStrip * depth + r * width + kk % depth;
   }
 
-  TG_AMX_TARGET void Run(int64_t m0, int64_t unit_begin, int64_t unit_end, uint16_t* out) const {
-    unit_end = std::min(unit_end, units());
-    for (int64_t u = unit_begin; u < unit_end; ++u) {
-      if (trans_a) {
-        Transposed(m0 + 16 * (u % 2), u / 2 * 32, At(out, 16 * (u % 2), u / 2 * 32));
-        continue;
+  TG_AMX_TARGET void Run(int64_t m0, uint16_t* out) const {
+    if (trans_a) {  // 16 rows x 32 of k at a time
+      for (int64_t half = 0; half < 2; ++half) {
+        for (int64_t kb = 0; kb < kp; kb += 32) {
+          Transposed(m0 + 16 * half, kb, At(out, 16 * half, kb));
+        }
       }
-      const uint16_t* src = m0 + u < m ? a + (m0 + u) * k : nullptr;
+      return;
+    }
+    for (int64_t r = 0; r < kStrip; ++r) {
+      const uint16_t* src = m0 + r < m ? a + (m0 + r) * k : nullptr;
       for (int64_t k0 = 0; k0 < kp; k0 += depth) {
         const int64_t width = std::min(depth, kp - k0);
         const int64_t copied = src == nullptr ? 0 : std::clamp<int64_t>(k - k0, 0, width);
-        uint16_t* dst = At(out, u, k0);
+        uint16_t* dst = At(out, r, k0);
         if (copied > 0) std::memcpy(dst, src + k0, static_cast<size_t>(copied) * 2);
         std::memset(dst + copied, 0, static_cast<size_t>(width - copied) * 2);
       }
@@ -435,7 +435,7 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
       for (int64_t i = 0; i < batches * copied_per_batch; ++i) {
         const int64_t bi = i / copied_per_batch, s = first_copied + i % copied_per_batch;
         const StripCopy copy{a + a_off_[bi], p_.trans_a, m, k, kp, depth};
-        copy.Run(s * kStrip, 0, copy.units(), a_copy + i * kStrip * kp);
+        copy.Run(s * kStrip, a_copy + i * kStrip * kp);
       }
     }
     thread_local AlignedBuffer<uint16_t> panels;
