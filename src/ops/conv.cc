@@ -213,11 +213,13 @@ Kernel MakeCpu(auto t, const Node& n) {
       }, BlockedOperandsOf(n));
     }
     cpu::OnednnConv2d conv(p, PassOf(n), {}, layout);
-    if (UsesDirectDepthwise(p, PassOf(n), conv)) {
-      cpu::Conv2dBackwardWeightDepthwise direct(p);
-      return OnPlainCopies<float>([direct](const KernelArgs& a) {
+    if (UsesDirectDepthwise(p, PassOf(n), conv)) {  // reads the blocked operands in place
+      const int64_t block = cpu::ActivationBlock();
+      cpu::Conv2dBackwardWeightDepthwise direct(p, layout.src_blocked ? block : 0,
+                                                layout.dst_blocked ? block : 0);
+      return [direct](const KernelArgs& a) {
         direct.Run(dense::In<float>(a, 0), dense::In<float>(a, 1), dense::Out<float>(a, 0));
-      }, BlockedOperandsOf(n));
+      };
     }
     const bool prepack = PrepacksWeight(n);
     return [conv, prepack](const KernelArgs& a) {
@@ -313,11 +315,13 @@ std::vector<ConvCase> ConvCases() {
           {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32},
           {{2, 16, 5, 4}, {16, 1, 3, 3}, {2, 2}, {1, 1}, {2, 1}, 16},
           // channel-blocked x side and / or y side (block-conv-layout; 16 channels): oneDNN
-          // on the blocked layout, the direct depthwise loops on NCHW copies
+          // and the direct depthwise loops on the blocked layout
           {{2, 16, 5, 5}, {16, 16, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true, true},
           {{2, 16, 6, 6}, {32, 16, 3, 3}, {2, 2}, {1, 1}, {1, 1}, 1, true, false},
           {{1, 3, 5, 5}, {16, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, false, true},
-          {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32, true, true}};
+          {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32, true, true},
+          {{2, 32, 5, 4}, {32, 1, 5, 5}, {2, 1}, {2, 2}, {1, 1}, 32, true, false},
+          {{2, 48, 3, 3}, {48, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 48, false, true}};
 }
 
 AttrMap AttrsOf(const ConvCase& cc) {
