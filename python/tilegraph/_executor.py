@@ -77,6 +77,17 @@ def identity_loss(x, reduction="sum"):
         return x * 1  # an op of its own, to carry the annotation
 
 
+
+def _hyperparameters_of(optimizer):
+    """The optimizer's per-group hyperparameters as plain values (what an LR scheduler or an
+    edit of param_groups changes); a training call compares them with the ones applied."""
+    def plain(v):
+        if isinstance(v, torch.Tensor):
+            return float(v) if v.numel() == 1 else ("tensor", id(v))
+        return v
+    return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params")
+                 for g in optimizer.param_groups)
+
 class PoplarExecutor:
     """Runs a module's step on the engine (see the module comment).
 
@@ -130,6 +141,7 @@ class PoplarExecutor:
         self._last_call = None  # (CallStructure, forward identity) of a plain call: rebind
         self._opt_flags = None
         self._hyper = {}
+        self._applied_hypers = None  # _hyperparameters_of(optimizer) the engine runs with
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
         self._lock = threading.RLock()
         # An inference executor keeps the train/eval modes its module had when it was made
@@ -444,6 +456,7 @@ class PoplarExecutor:
         if not dtype.is_floating_point or (len(shape) != 0 and "none" not in marks):
             raise Error(_NO_LOSS + f" (the loss output is {dtype}{list(shape)})")
         kind, flags, groups, loss_scaling = describe(self.optimizer)
+        self._applied_hypers = _hyperparameters_of(self.optimizer)
         # Tied parameters (e.g. BERT's decoder and word embeddings) have several names;
         # the export keeps one of them.
         names = {id(p): n for n, p in self.model.named_parameters(remove_duplicate=False)
@@ -618,6 +631,11 @@ class PoplarExecutor:
                     + "); it has no Python code to capture again. Pass the model to "
                     "tilegraph.load(path, model=...) to allow that")
             self._compile(call)  # re-capture; recompiles only if the graph changed
+        if self.training and self.optimizer is not None and \
+                _hyperparameters_of(self.optimizer) != self._applied_hypers:
+            # Changed since compiling or setOptimizer (an LR scheduler's step, an edit of
+            # param_groups): applied now, as eager's next optimizer.step() would use them.
+            self.setOptimizer(self.optimizer)
         if not self._attached:
             self.attachToDevice()
         self._check_args(call.tensors)
@@ -898,6 +916,7 @@ class PoplarExecutor:
             self.optimizer = optimizer
             if self._exe is None:
                 return
+            self._applied_hypers = _hyperparameters_of(optimizer)
             for i, (_, h) in enumerate(groups):
                 for field, value in h.items():
                     name = f"group{i}.{field}"

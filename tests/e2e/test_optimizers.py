@@ -531,3 +531,46 @@ def test_momentum_given_as_zero_can_change_later_without_recompiling():
     with pytest.raises(ValueError, match="pass momentum=0.0 explicitly"):
         plain.setOptimizer(tilegraph.optim.SGD(plain.model.parameters(), lr=0.01,
                                                momentum=0.5))
+
+
+@pytest.mark.parametrize("kind", ["torch_sgd_momentum", "tilegraph_adamw", "torch_adam_groups"])
+def test_lr_schedulers_and_param_group_edits_apply_at_the_next_call(kind):
+    """A learning-rate scheduler stepping the optimizer between calls (or a direct edit of
+    param_groups) changes the next step's hyperparameters without setOptimizer, as the
+    user's eager loop would; before, the engine kept the compiled values and drifted from
+    eager silently (PopTorch needs setOptimizer for it, which still works: a no-op here)."""
+    def make(m):
+        if kind == "torch_sgd_momentum":
+            return torch.optim.SGD(m.parameters(), lr=0.2, momentum=0.9)
+        if kind == "tilegraph_adamw":
+            return tilegraph.optim.AdamW(m.parameters(), lr=0.05, weight_decay=0.1)
+        return torch.optim.Adam([{"params": m.a.parameters()},
+                                 {"params": m.b.parameters(), "lr": 0.02}], lr=0.05)
+
+    torch.manual_seed(0)
+    model = Net()
+    eager = copy.deepcopy(model)
+    opt, eager_opt = make(model), make(eager)
+    schedule = lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda step: 0.5 ** step)
+    sched, eager_sched = schedule(opt), schedule(eager_opt)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    g = torch.Generator().manual_seed(1)
+    for step in range(6):
+        x, t = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
+        _, loss = run(x, t)
+        eager_opt.zero_grad()
+        _, ref = eager(x, t)
+        ref.backward()
+        eager_opt.step()
+        torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+        sched.step()
+        eager_sched.step()
+        if step == 2:  # PopTorch's way: still accepted
+            run.setOptimizer(opt)
+        if step == 3:  # an edit outside the scheduler
+            for o in (opt, eager_opt):
+                o.param_groups[0]["weight_decay"] = 0.01
+    run.copyWeightsToHost()
+    assert opt.param_groups[0]["lr"] < 0.2 * 0.5 ** 5  # the schedule did move
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
