@@ -152,6 +152,29 @@ TEST_F(AmxGemm, LongContractionsAddPassesInF32) {
   Check({{2}, {2}, {2}, 17, 33, 1100, false, true});
 }
 
+// A wide k against few rows and columns (a language model head's backward: k is the
+// vocabulary) runs k as the outer loop, each thread's sums for all rows kept between passes:
+// short strips, k not a multiple of 32 (a copied), either transpose, epilogues, batches.
+TEST_F(AmxGemm, WideContractionsRunKAsTheOuterLoop) {
+  Check({{}, {}, {}, 70, 200, 9000});
+  Check({{}, {}, {}, 64, 256, 8192, false, false, false, Activation::kNone, false});
+  Check({{}, {}, {}, 33, 130, 8200, true, true, true, Activation::kGeluErf});
+  Check({{2}, {2}, {2}, 40, 160, 7000, false, true});
+  // the schedule taken (the checks above read only the numbers)
+  MatmulParams p;
+  p.m = 64, p.n = 256, p.k = 8192;
+  std::mt19937 rng(3);
+  std::vector<uint16_t> a = RandomBf16(p.m * p.k, rng), b = RandomBf16(p.k * p.n, rng);
+  std::vector<uint16_t> out(p.m * p.n);
+  AmxBf16Gemm wide(p, false, Activation::kNone, true);
+  wide.Run(a.data(), b.data(), out.data(), nullptr);
+  EXPECT_TRUE(wide.used_k_outer());
+  p.k = 512;
+  AmxBf16Gemm narrow(p, false, Activation::kNone, true);
+  narrow.Run(a.data(), b.data(), out.data(), nullptr);
+  EXPECT_FALSE(narrow.used_k_outer());
+}
+
 TEST_F(AmxGemm, BatchesBroadcastEitherOperand) {
   Check({{3, 2}, {3, 2}, {3, 2}, 20, 24, 40});
   Check({{3, 2}, {1, 2}, {3, 1}, 33, 17, 64, false, true});

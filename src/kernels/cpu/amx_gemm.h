@@ -54,6 +54,8 @@ class AmxBf16Gemm {
            const uint64_t* b_version = nullptr) const;
   // Whether the last run read b's kept panels (tests).
   bool used_kept_b() const;
+  // Whether the last run took the k-outer schedule (a wide k; tests).
+  bool used_k_outer() const;
 
  private:
   MatmulParams p_;  // after folding a shared b's batches into m
@@ -64,6 +66,9 @@ class AmxBf16Gemm {
   // Element offsets of a, b and out for each batch (broadcast batches repeat an offset).
   std::vector<int64_t> a_off_, b_off_, out_off_;
   bool one_b_ = false;  // every batch reads the same b
+  // Run's k-outer schedule (amx_gemm.cc): threads split the columns, k is the outer loop.
+  void RunKOuter(const uint16_t* a, const uint16_t* b, uint8_t* out, const uint16_t* bias,
+                 bool a_in_place, int threads, int64_t passes, int64_t depth) const;
   struct KeptB;         // b's panels kept across runs (amx_gemm.cc); shared by copies
   std::shared_ptr<KeptB> kept_;
 };
