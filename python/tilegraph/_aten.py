@@ -357,7 +357,12 @@ def _pow_scalar(cx, n, x, exponent):
 @handles(aten.pow.Tensor_Tensor, aten.pow.Scalar)
 def _pow(cx, n, a, b):
     """Integer powers are computed in f64 (exact below 2**53; torch's wrap past 2**63 is not
-    reproduced), a negative exponent as torch's integer power defines it."""
+    reproduced), a negative exponent as torch's integer power defines it. A bool to a bool
+    power is refused, as eager refuses it (bool_tensor ** True, which eager computes, is
+    rewritten before translation: _capture._bool_powers_of_bools)."""
+    if all((cx.own_dtype(v) if isinstance(v, torch.fx.Node) else type(v).__name__) == "bool"
+           for v in (a, b)):
+        _not_for(cx, n, "pow", "bool")
     out = cx.dtype_of(n)
     if out in _INTEGER:
         def f64(x):
@@ -461,11 +466,22 @@ def _rrelu(cx, n, x, noise, lower=0.125, upper=1.0 / 3.0, training=False, genera
     return [cx.op("mul", [x_, factor]), factor]
 
 
+# Checks torch's own kernels make and raise a RuntimeError on, which their decompositions
+# leave out: capture adds them back as aten._assert_async with the kernel's message
+# (_capture._loss_range_checks), and they fail the call with a RuntimeError as eager does.
+KERNEL_CHECK_MESSAGES = frozenset((
+    "all elements of input should be between 0 and 1",
+    "all elements of target should be between 0 and 1"))
+
+
 @handles(aten._assert_async.msg)
 def _assert_async(cx, n, condition, message):
     """A data check torch exports (one_hot's index range): fails the step with torch's
     message when false, instead of computing on bad data."""
-    cx.op("assert_all", [_as_bool(cx, n, condition)], {"message": str(message)})
+    attrs = {"message": str(message)}
+    if message in KERNEL_CHECK_MESSAGES:
+        attrs["runtime_error"] = 1
+    cx.op("assert_all", [_as_bool(cx, n, condition)], attrs)
     return None
 
 
@@ -1182,6 +1198,91 @@ def _exponential_fill(cx, n, x, lambd=1.0, generator=None):
     u = _draws(cx, n, False)
     tail = cx.op("log", [cx.op("sub", [cx.scalar(1.0, n), u])])
     return cx.op("mul", [tail, cx.scalar(-1.0 / float(lambd), n)])
+
+
+def _eager_raises(cx, n, message):
+    """A call eager PyTorch refuses (a RuntimeError from its kernel) for a reason known at
+    compile time: refused there, at the user's line, with torch's message (tilegraph.Error
+    is a RuntimeError)."""
+    from ._blocks import Error
+    raise Error(f"{cx.source or '<unknown>'}: {message} ({n.target}; eager PyTorch raises "
+                "this too)")
+
+
+_TORCH_TYPE_NAME = {"i64": "Long", "i32": "Int", "i16": "Short", "i8": "Char", "u8": "Byte",
+                    "bool": "Bool"}
+
+
+@handles(aten.multinomial.default)
+def _multinomial(cx, n, probs, num_samples, replacement=False, generator=None):
+    """torch.multinomial of non-negative weights (1-D [K] or 2-D [R, K], not normalized),
+    int64 indices [num_samples] / [R, num_samples], from tilegraph's Philox stream (not
+    torch's bits). As torch does it: without replacement (or one sample), the exponential
+    race, topk of w / q with q ~ Exp(1) (Gumbel top-k: the same law as drawing one by one
+    without replacement); with replacement, the inverse CDF: each uniform u * sum(w) is
+    placed in the running sum of w by a binary search (log2 K gathers), so a zero-weight
+    category is never drawn. Computed in f64. Eager's data checks (no negative, infinite or
+    NaN weight, a positive sum per row) are run-time assertions with its messages."""
+    _no_generator(cx, n, generator)
+    shape = cx.shape_of(probs)
+    own = cx.own_dtype(probs)
+    if own not in ("f32", "f64", "f16", "bf16"):
+        _eager_raises(cx, n, "multinomial only supports floating-point dtypes for input, "
+                             f"got: {_TORCH_TYPE_NAME.get(own, own)}")
+    count, categories = int(num_samples), shape[-1]
+    if count <= 0:
+        _eager_raises(cx, n, "cannot sample n_sample <= 0 samples")
+    if not replacement and count > categories:
+        _eager_raises(cx, n, "cannot sample n_sample > prob_dist.size(-1) samples without "
+                             "replacement")
+    out_shape = cx.shape_of(n)
+    if _numel(out_shape) == 0:
+        return cx.op("full", [], {"shape": out_shape, "value": 0.0, "dtype": "dtype:i64"})
+    if categories == 0:
+        _eager_raises(cx, n, "invalid multinomial distribution (sum of probabilities <= 0)")
+
+    def f64(v):
+        return cx.scalar(v, None, "f64")
+
+    def check(condition, message):
+        cx.op("assert_all", [condition], {"message": message, "runtime_error": 1})
+    w = cx.cast(cx.v(probs), "f64")
+    if not replacement or count == 1:
+        check(cx.op("logical_and", [cx.op("ge", [w, f64(0.0)]),
+                                    cx.op("lt", [w, f64(math.inf)])]),
+              "probability tensor contains either `inf`, `nan` or element < 0")
+        total = cx.op("sum", [w], {"axes": [-1], "keepdim": False})
+        check(cx.op("gt", [total, f64(0.0)]),
+              "invalid multinomial distribution (sum of probabilities <= 0)")
+        u = cx.op("uniform", [], {"shape": shape, "dtype": "dtype:f64"})
+        q = cx.op("neg", [cx.op("log1p", [cx.op("neg", [u])])])  # Exp(1), in [0, inf)
+        keys = cx.op("div", [w, cx.op("maximum", [q, f64(1e-300)])])
+        return cx.ops("topk", [keys], {"k": count, "axis": -1, "largest": 1}, 2)[1]
+    check(cx.op("ge", [w, f64(0.0)]),  # NaN too, as torch's kernel reports it
+          "invalid multinomial distribution (encountering probability entry < 0)")
+    check(cx.op("ne", [w, f64(math.inf)]),
+          "invalid multinomial distribution (encountering probability entry = infinity or NaN)")
+    running = cx.op("cumsum", [w], {"axis": -1})
+    total = cx.op("slice", [running], {"axis": len(shape) - 1, "start": categories - 1,
+                                       "end": categories, "step": 1})
+    check(cx.op("gt", [total, f64(0.0)]),
+          "invalid multinomial distribution (sum of probabilities <= 0)")
+    target = cx.op("mul", [cx.op("uniform", [], {"shape": out_shape, "dtype": "dtype:f64"}),
+                           total])
+
+    def i64(v):
+        return cx.scalar(v, None, "i64")
+    # The number of running sums <= target (the drawn index), by a branchless binary search.
+    position = cx.op("full", [], {"shape": out_shape, "value": 0.0, "dtype": "dtype:i64"})
+    step = 1 << (categories.bit_length() - 1)
+    while step:
+        candidate = cx.op("add", [position, i64(step)])
+        index = cx.op("sub", [cx.op("minimum", [candidate, i64(categories)]), i64(1)])
+        below = cx.op("le", [cx.op("gather", [running, index], {"axis": -1}), target])
+        take = cx.op("logical_and", [cx.op("le", [candidate, i64(categories)]), below])
+        position = cx.op("where", [take, candidate, position])
+        step >>= 1
+    return cx.op("minimum", [position, i64(categories - 1)])
 
 
 @handles(aten.bernoulli.p)

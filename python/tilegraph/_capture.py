@@ -464,6 +464,8 @@ def _export_once(model, example_args, example_kwargs, training):
         _views_as_reshapes(ep)
         _no_grad_results_detached(ep)
         _unbatched_margin_losses_as_0d(ep)
+        _bool_powers_of_bools(ep)
+        _loss_range_checks(ep)
         _mark_loss_function_outputs(ep)
         return ep.run_decompositions(_decompositions())
 
@@ -535,6 +537,9 @@ def _decompositions():
     # max_unpool2d: its decomposition (index_put) gives a twice-named position's gradient to
     # one copy; torch's own gradient (a gather) gives it to each (_aten._max_unpool).
     table.pop(torch.ops.aten.max_unpool2d.default, None)
+    # frac: decomposed, frac of an integer tensor is x - trunc(x) = 0, where eager refuses
+    # it; whole, the ATen table refuses it too (_aten._frac).
+    table.pop(torch.ops.aten.frac.default, None)
     for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table
@@ -633,6 +638,75 @@ def _unbatched_margin_losses_as_0d(ep):
         scalar.meta = {**node.meta, "val": node.meta["val"].reshape([])}
         node.replace_all_uses_with(scalar, delete_user_cb=lambda u: u is not scalar)
         changed = True
+    if changed:
+        ep.graph_module.recompile()
+
+
+def _with_meta(graph, target, args, like):
+    """A new call of `target` on `args`, with `like`'s source location, module path and
+    block (its errors name the user's line) and the fake value of its result."""
+    node = graph.call_function(target, args)
+    node.meta = {key: like.meta[key] for key in ("stack_trace", "nn_module_stack",
+                                                 "source_fn_stack") if key in like.meta}
+    if "custom" in like.meta:  # the model-parallel block; not the loss marks
+        node.meta["custom"] = {k: v for k, v in like.meta["custom"].items()
+                               if k not in (LOSS_OP_KEY, LOSS_KEY)}
+    node.meta["val"] = target(*(a.meta["val"] if isinstance(a, torch.fx.Node) else a
+                                for a in args))
+    return node
+
+
+def _bool_powers_of_bools(ep):
+    """bool_tensor ** True / False (aten.pow.Tensor_Scalar with a bool exponent): eager
+    gives a bool tensor (x itself, or all True), where torch's shape function says int64
+    and the table would compute int64. Rewritten to what eager computes (a copy of x, or
+    full_like(x, True)) before decomposing, which recomputes the dtypes after it."""
+    graph = ep.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target != aten.pow.Tensor_Scalar or \
+                type(node.args[1]) is not bool or \
+                node.args[0].meta["val"].dtype != torch.bool:
+            continue
+        x = node.args[0]
+        with graph.inserting_before(node):
+            value = _with_meta(graph, aten.clone.default, (x,), node) if node.args[1] else \
+                _with_meta(graph, aten.full_like.default, (x, True), node)
+        node.replace_all_uses_with(value)
+        graph.erase_node(node)
+        changed = True
+    if changed:
+        ep.graph_module.recompile()
+
+
+# Loss functions whose torch kernel checks its arguments' range and raises, where the
+# decomposition computes on (NaN): op -> [(argument position, its name in torch's message)].
+_RANGE_CHECKED = {aten.binary_cross_entropy.default: [(0, "input"), (1, "target")]}
+
+
+def _loss_range_checks(ep):
+    """F.binary_cross_entropy / nn.BCELoss: eager raises "all elements of input should be
+    between 0 and 1" (and of target), its decomposition gives NaN. Each call gets run-time
+    assertions of the range with torch's message (aten._assert_async, compiled to an
+    assert_all that fails the call with a RuntimeError naming the user's line:
+    _aten.KERNEL_CHECK_MESSAGES). NaN fails the check, as in eager."""
+    graph = ep.graph_module.graph
+    changed = False
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _RANGE_CHECKED:
+            continue
+        for position, name in _RANGE_CHECKED[node.target]:
+            value = node.args[position] if len(node.args) > position else None
+            if not isinstance(value, torch.fx.Node):
+                continue
+            with graph.inserting_before(node):
+                inside = _with_meta(graph, aten.logical_and.default, (
+                    _with_meta(graph, aten.ge.Scalar, (value, 0), node),
+                    _with_meta(graph, aten.le.Scalar, (value, 1), node)), node)
+                everywhere = _with_meta(graph, aten.all.default, (inside,), node)
+                _with_meta(graph, aten._assert_async.msg, (
+                    everywhere, f"all elements of {name} should be between 0 and 1"), node)
+            changed = True
     if changed:
         ep.graph_module.recompile()
 

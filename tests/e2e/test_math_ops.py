@@ -362,3 +362,196 @@ def test_ops_eager_refuses_on_bools_are_refused(fn):
         fn(b)
     with pytest.raises(NotImplementedError):
         tilegraph.inferenceModel(_Divide(lambda x, y: fn(x)))(b, b)
+
+
+class _Sample(torch.nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
+def _assert_frequencies(draws, p, what):
+    """Each category's count among `draws` (a 1-D int64 tensor) within 5 standard deviations
+    of len(draws) * p (binomial), and no draw of a category of probability 0."""
+    n = draws.numel()
+    counts = torch.bincount(draws, minlength=len(p)).double()
+    p = torch.as_tensor(p, dtype=torch.float64)
+    assert len(counts) == len(p), (what, counts)
+    assert (counts[p == 0] == 0).all(), (what, counts)
+    sigma = (n * p * (1 - p)).sqrt()
+    assert ((counts - n * p).abs() <= 5 * sigma + 1e-9).all(), (what, counts, n * p)
+
+
+def test_multinomial_with_replacement_draws_each_category_by_its_weight():
+    """torch.multinomial(w, n, replacement=True) of unnormalized weights (zero weights
+    inside and at the end of a row, one row with a single non-zero weight), 2-D and 1-D,
+    and Tensor.multinomial: int64, eager's shape, each category's count within 5 standard
+    deviations of n * w / sum(w) (a wrong law, e.g. uniform or one category off, is
+    hundreds of deviations away), zero-weight categories never drawn, and fresh draws on
+    the next call."""
+    rows = torch.tensor([[1.0, 0.0, 3.0, 6.0], [0.5, 1.5, 0.0, 0.0], [0.0, 0.0, 0.0, 2.0]])
+    flat = torch.tensor([0.2, 0.0, 0.1, 0.3, 0.4], dtype=torch.float64)
+    fn = lambda w, v: (torch.multinomial(w, 20000, replacement=True),  # noqa: E731
+                       torch.multinomial(v, 20000, True), v.multinomial(3, True))
+    run = tilegraph.inferenceModel(_Sample(fn))
+    got = run(rows, flat)
+    for g, w in zip(got, fn(rows, flat)):
+        assert g.dtype == w.dtype == torch.int64 and g.shape == w.shape
+    for r in range(3):
+        _assert_frequencies(got[0][r], rows[r] / rows[r].sum(), f"row {r}")
+    _assert_frequencies(got[1], flat / flat.sum(), "1-D")
+    assert not torch.equal(run(rows, flat)[0], got[0])
+
+
+def test_multinomial_without_replacement_samples_in_order_without_repeats():
+    """Without replacement: no index twice in a row; categories of weight 0 only after all
+    the others (never, when there are enough others); the first draw's law is w / sum(w)
+    and the second's sum_i p_i p_j / (1 - p_i), each count within 5 standard deviations
+    over 20,000 rows (drawing by weight order, or with replacement, fails by far); a single
+    draw (replacement or not) by the weights; 1-D weights."""
+    w = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    p = w / w.sum()
+    second = torch.stack([sum(p[i] * p[j] / (1 - p[i]) for i in range(4) if i != j)
+                          for j in range(4)])
+    many = w.expand(20000, 4).contiguous()
+    zeros = torch.tensor([[0.0, 1.0, 2.0, 0.0, 3.0, 4.0]]).expand(50, 6).contiguous()
+    fn = lambda m, z, v: (torch.multinomial(m, 2), torch.multinomial(z, 4),  # noqa: E731
+                          torch.multinomial(z, 6), torch.multinomial(m, 1, True),
+                          torch.multinomial(v, 3), v.multinomial(4))
+    got = tilegraph.inferenceModel(_Sample(fn))(many, zeros, w)
+    for g, e in zip(got, fn(many, zeros, w)):
+        assert g.dtype == e.dtype == torch.int64 and g.shape == e.shape
+    pairs, nonzero, full, single, flat, flat_all = got
+    assert (pairs[:, 0] != pairs[:, 1]).all()
+    _assert_frequencies(pairs[:, 0], p, "first draw")
+    _assert_frequencies(pairs[:, 1], second, "second draw")
+    _assert_frequencies(single[:, 0], p, "a single draw")
+    assert (nonzero.sort(1).values == torch.tensor([1, 2, 4, 5])).all()
+    assert (full.sort(1).values == torch.arange(6)).all()
+    assert (full[:, 4:].sort(1).values == torch.tensor([0, 3])).all()  # weight 0: last
+    assert len(set(flat.tolist())) == 3 and sorted(flat_all.tolist()) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("fn,probs,message", [
+    (lambda w: torch.multinomial(w, 4), [1.0, 2.0, 3.0],
+     "cannot sample n_sample > prob_dist.size"),
+    (lambda w: torch.multinomial(w, 0, True), [1.0, 2.0, 3.0], "cannot sample n_sample <= 0"),
+    (lambda w: torch.multinomial(w.long(), 1), [1.0, 2.0, 3.0],
+     "only supports floating-point dtypes"),
+], ids=["more_than_categories_without_replacement", "no_samples", "integer_weights"])
+def test_multinomial_arguments_eager_refuses_are_refused_at_the_call(fn, probs, message):
+    """What eager's multinomial refuses whatever the data (known at compile time) is a
+    RuntimeError with torch's message at the user's line."""
+    w = torch.tensor(probs)
+    with pytest.raises(RuntimeError, match=message):
+        fn(w)
+    with pytest.raises(RuntimeError, match=message) as info:
+        tilegraph.inferenceModel(_Sample(fn))(w)
+    assert "test_math_ops.py" in str(info.value)
+
+
+@pytest.mark.parametrize("replacement", [False, True])
+def test_multinomial_of_invalid_weights_fails_the_call_as_torch_raises(replacement):
+    """A negative, infinite or NaN weight, or a row of zeros, fails the call with a
+    RuntimeError with eager's message (a run-time check of the data); the model is usable
+    afterwards."""
+    fn = lambda w: torch.multinomial(w, 2, replacement)  # noqa: E731
+    run = tilegraph.inferenceModel(_Sample(fn))
+    good = torch.tensor([[1.0, 2.0, 3.0], [0.0, 1.0, 1.0]])
+    assert run(good).shape == (2, 2)
+    bad = {"negative": ([[1.0, -2.0, 3.0], [0.0, 1.0, 1.0]], "element < 0|entry < 0"),
+           "infinite": ([[1.0, math.inf, 3.0], [0.0, 1.0, 1.0]], "inf|infinity"),
+           "nan": ([[1.0, 2.0, 3.0], [0.0, math.nan, 1.0]], "nan|entry < 0"),
+           "zero_row": ([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]], r"sum of probabilities <= 0")}
+    for name, (values, message) in bad.items():
+        w = torch.tensor(values)
+        with pytest.raises(RuntimeError, match=message):
+            fn(w)
+        with pytest.raises(RuntimeError, match=message) as info:
+            run(w)
+        assert "test_math_ops.py" in str(info.value), name
+    assert run(good).shape == (2, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.uint8])
+def test_frac_of_an_integer_tensor_is_refused_as_eager_refuses_it(dtype):
+    """torch.frac of an integer tensor: eager raises NotImplementedError; tilegraph refuses
+    it at the user's line (not x - trunc(x) = 0, what its decomposition would give)."""
+    fn = lambda x: torch.frac(x) + 1  # noqa: E731
+    x = torch.tensor([3, 1, 4], dtype=dtype)
+    with pytest.raises(NotImplementedError):
+        fn(x)
+    with pytest.raises(NotImplementedError, match="frac") as info:
+        tilegraph.inferenceModel(_Sample(fn))(x)
+    assert "test_math_ops.py" in str(info.value)
+    h = torch.tensor([1.75, -2.25, 3.0, -0.5])
+    torch.testing.assert_close(tilegraph.inferenceModel(_Sample(fn))(h), fn(h), rtol=0, atol=0)
+
+
+def test_a_bool_tensor_to_a_bool_power_is_a_bool_tensor_as_in_eager():
+    """bool_tensor ** True is the tensor and ** False all True, both bool (what eager gives;
+    torch's shape function says int64), also inside further arithmetic; bool ** int is
+    int64; a bool tensor to a bool tensor's power, or True ** bool_tensor, is refused as
+    eager refuses it."""
+    fn = lambda b, i: (b ** True, b ** False, torch.pow(b, True),  # noqa: E731
+                       (b ** True) & ~b.flip(0), (b ** False) + i, b ** 2, b ** True * 2.5)
+    b, i = torch.tensor([True, False, True]), torch.tensor([1, 2, 3])
+    for g, w in zip(tilegraph.inferenceModel(_Sample(fn))(b, i), fn(b, i)):
+        assert g.dtype == w.dtype
+        torch.testing.assert_close(g, w, rtol=0, atol=0)
+    for refused in (lambda b, i: b ** b.flip(0), lambda b, i: True ** b):
+        with pytest.raises(NotImplementedError):
+            refused(b, i)
+        with pytest.raises(NotImplementedError, match="pow"):
+            tilegraph.inferenceModel(_Sample(refused))(b, i)
+
+
+class _Bce(torch.nn.Module):
+    """Linear -> [sigmoid] -> nn.BCELoss (class weights) and F.binary_cross_entropy."""
+
+    def __init__(self, squash=True):
+        super().__init__()
+        self.fc, self.squash = torch.nn.Linear(6, 4), squash
+        self.loss = torch.nn.BCELoss(weight=torch.tensor([1.0, 2.0, 0.5, 1.0]))
+
+    def forward(self, x, t):
+        p = torch.sigmoid(self.fc(x)) if self.squash else self.fc(x)
+        return p, self.loss(p, t) + F.binary_cross_entropy(p, t, reduction="sum") * 0.1
+
+
+def test_binary_cross_entropy_matches_eager_in_range_and_fails_outside_it():
+    """F.binary_cross_entropy / nn.BCELoss: inference and training (gradients) as eager on
+    probabilities and soft targets in [0, 1]; an input or target outside [0, 1] (or NaN)
+    fails the call with eager's RuntimeError ("all elements of input should be between 0
+    and 1") instead of giving NaN, in inference and in training, at the user's line."""
+    g = torch.Generator().manual_seed(5)
+    x, t = torch.randn(5, 6, generator=g), torch.rand(5, 4, generator=g)
+    assert_infers_and_trains_like_eager(_Bce(), (x, t), steps=3, atol=1e-5)
+
+    fn = lambda p, t: F.binary_cross_entropy(p, t)  # noqa: E731
+    run = tilegraph.inferenceModel(_Sample(fn))
+    p = torch.tensor([[0.2, 0.9], [1.0, 0.0]])
+    torch.testing.assert_close(run(p, t[:2, :2]), fn(p, t[:2, :2]))
+    for bad_p, bad_t, what in ((p + 0.5, t[:2, :2], "input"), (p - 0.3, t[:2, :2], "input"),
+                               (p.where(p != 1.0, math.nan), t[:2, :2], "input"),
+                               (p, t[:2, :2] * 3, "target")):
+        message = f"all elements of {what} should be between 0 and 1"
+        with pytest.raises(RuntimeError, match=message):
+            fn(bad_p, bad_t)
+        with pytest.raises(RuntimeError, match=message) as info:
+            run(bad_p, bad_t)
+        assert "test_math_ops.py" in str(info.value)
+    torch.testing.assert_close(run(p, t[:2, :2]), fn(p, t[:2, :2]))  # still usable
+
+    unsquashed = _Bce(squash=False)
+    with torch.no_grad():
+        unsquashed.fc.bias.fill_(2.0)  # outputs above 1
+    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
+        unsquashed(x, t)
+    trainer = tilegraph.trainingModel(unsquashed, optimizer=torch.optim.SGD(
+        unsquashed.parameters(), lr=0.1))
+    with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
+        trainer(x, t)
