@@ -84,7 +84,10 @@ def _hyperparameters_of(optimizer):
     def plain(v):
         if isinstance(v, torch.Tensor):
             return float(v) if v.numel() == 1 else ("tensor", id(v))
-        return v
+        if isinstance(v, (bool, int, float, str, type(None))) or \
+                (isinstance(v, tuple) and all(isinstance(x, (int, float)) for x in v)):
+            return v
+        return ("object", id(v))  # compared by identity (an array's == is elementwise)
     return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params")
                  for g in optimizer.param_groups)
 
