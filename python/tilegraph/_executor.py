@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 
 import numpy as np
 import torch
@@ -91,6 +92,71 @@ def _hyperparameters_of(optimizer):
     return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params")
                  for g in optimizer.param_groups)
 
+# The live training executor of each module: PopTorch refuses a second trainingModel on a
+# module until the first is destroyed (two engines would train it apart, the second from
+# fresh optimizer state).
+_TRAINING_EXECUTORS = weakref.WeakKeyDictionary()  # module -> weakref to its executor
+
+_WRAPPED_TWICE = ("Model has already been wrapped in 'poptorch.trainingModel'. Call "
+                  "model.destroy() on the model to unwrap before wrapping again.")
+
+
+class _DestroyModule:
+    """`model.destroy()` on a module a trainingModel wraps (PopTorch's wrapped modules have
+    it): destroys that executor (its weights stay in the module). Removed from the module by
+    the executor's destroy; a copy or pickle of the module gets one that does nothing."""
+
+    def __init__(self, executor=None):
+        self._executor = None if executor is None else weakref.ref(executor)
+
+    def __call__(self):
+        executor = None if self._executor is None else self._executor()
+        if executor is not None:
+            executor.destroy()
+
+    def __reduce__(self):
+        return (_DestroyModule, ())
+
+
+def _export_path(filename):
+    """Where save / compileAndExport write: `filename`, or model.tilegraph inside it when it
+    names a directory (PopTorch's older compileAndExport wrote one file into a directory)."""
+    if os.path.isdir(filename):
+        return os.path.join(filename, "model.tilegraph")
+    return filename
+
+
+def _refuse_wrapped(model, executor=None):
+    """A module a live trainingModel trains (compiled, not destroyed) is not wrapped, or
+    compiled for training, by another (PopTorch's error). One that never compiled (its
+    first call failed) holds no state to lose, and gives way."""
+    previous = _TRAINING_EXECUTORS.get(model)
+    previous = previous() if previous is not None else None
+    if previous is not None and previous is not executor and not previous._destroyed and \
+            previous._exe is not None:
+        raise Error(_WRAPPED_TWICE)
+
+
+def _wrap_for_training(model, executor):
+    """Registers `executor` as `model`'s training executor and gives the module PopTorch's
+    `destroy()`."""
+    _TRAINING_EXECUTORS[model] = weakref.ref(executor)
+    executor._destroyed = False  # a destroyed executor called again compiles again
+    own = getattr(type(model), "destroy", None)
+    if own is None and isinstance(model.__dict__.get("destroy", _DestroyModule()), _DestroyModule):
+        model.__dict__["destroy"] = _DestroyModule(executor)
+
+
+def _unwrap_for_training(model, executor):
+    entry = _TRAINING_EXECUTORS.get(model)
+    if entry is not None and entry() is executor:
+        del _TRAINING_EXECUTORS[model]
+    hook = model.__dict__.get("destroy")
+    if isinstance(hook, _DestroyModule) and hook._executor is not None and \
+            hook._executor() is executor:
+        del model.__dict__["destroy"]
+
+
 class PoplarExecutor:
     """Runs a module's step on the engine (see the module comment).
 
@@ -130,6 +196,7 @@ class PoplarExecutor:
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         self.optimizer = optimizer
         self._exe = None
+        self._destroyed = False
         self._cap = None
         self._key = None            # cache key of the compiled graph (_cache.graph_key)
         self._guard = None          # _guards.Guard: the module as it was at capture
@@ -205,6 +272,10 @@ class PoplarExecutor:
         training mode (PopTorch's trainingModel trains); a module already in training mode
         keeps the modes of its submodules, so a layer the user froze (model.bn.eval(), as
         fine-tuning does) stays frozen, as in eager PyTorch."""
+        if isinstance(self.model, torch.nn.Module) and \
+                not isinstance(self.model, _cache.ExportedModule):
+            _refuse_wrapped(self.model, self)  # another one compiled since this was made
+            _wrap_for_training(self.model, self)
         if not self.model.training:
             self.model.train()
 
@@ -450,7 +521,7 @@ class PoplarExecutor:
             if self._exe is None:
                 self.compile(*args, **kwargs)
             self._sync_host_edits()
-            _cache.export(filename, self)
+            _cache.export(_export_path(filename), self)
 
     def _add_training(self, cap, marks):
         index = _loss_index(cap)
@@ -964,6 +1035,9 @@ class PoplarExecutor:
                     self.optimizer._keep_state(self)  # its state_dict outlives the engine
             self._exe = None
             self._attached = False
+            self._destroyed = True
+            if self.training and isinstance(self.model, torch.nn.Module):
+                _unwrap_for_training(self.model, self)
 
     # ---- introspection -------------------------------------------------------------------
     @property
@@ -1183,10 +1257,13 @@ class PoplarExecutor:
         with self._lock:
             if self._exe is None:
                 raise Error("save: the model has not been compiled yet (call it, or compile())")
-            if os.path.isdir(filename):
-                filename = os.path.join(filename, "model.tilegraph")
             self._sync_host_edits()
-            _cache.export(filename, self)
+            _cache.export(_export_path(filename), self)
+
+    @property
+    def _user_model(self):
+        """PopTorch's name for the wrapped module (its tests read it)."""
+        return self.model
 
     def copyWeightsToHostIfNeeded(self):
         """False: the module's tensors view the engine's weights (or a training call copies
@@ -1489,7 +1566,13 @@ def trainingModel(model, options=None, optimizer=None):
     `optimizer` (default SGD, lr 0.01): each call runs deviceIterations x
     gradientAccumulation steps, and the module holds the trained weights after it."""
     model = model.model if isinstance(model, PoplarExecutor) else model
-    return PoplarExecutor(model, options, optimizer, training=True)
+    wraps = isinstance(model, torch.nn.Module) and not isinstance(model, _cache.ExportedModule)
+    if wraps:
+        _refuse_wrapped(model)
+    executor = PoplarExecutor(model, options, optimizer, training=True)
+    if wraps:
+        _wrap_for_training(model, executor)
+    return executor
 
 
 def inferenceModel(model, options=None):

@@ -28,7 +28,8 @@ _MODULE_INTERNALS = {"_parameters", "_buffers", "_modules", "_non_persistent_buf
                      "_load_state_dict_post_hooks", "_backward_pre_hooks", "_backward_hooks",
                      "_is_full_backward_hook", "_forward_hooks_with_kwargs",
                      "_forward_hooks_always_called", "_forward_pre_hooks_with_kwargs",
-                     "_forward_hooks", "_forward_pre_hooks"}  # the last two: see _HOOKS
+                     "_forward_hooks", "_forward_pre_hooks",  # these two: see _HOOKS
+                     "destroy"}  # PopTorch's model.destroy() a trainingModel adds
 _HOOKS = ("_forward_hooks", "_forward_pre_hooks")
 _PLAIN = (bool, int, float, complex, str, bytes, enum.Enum, torch.dtype, torch.device,
           torch.Size, type(None))

@@ -583,6 +583,10 @@ class Options:
         object.__setattr__(self, "_frozen", True)
         return self
 
+    def checkIsFrozen(self, option=None):
+        """Raises AttributeError if these options are frozen (PopTorch's check)."""
+        self._check_not_frozen(option or "checkIsFrozen")
+
     def clone(self):
         """An unfrozen deep copy."""
         return copy.deepcopy(self)

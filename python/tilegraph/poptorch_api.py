@@ -52,7 +52,7 @@ API = [
     ("PoplarExecutor.getHostIpuLatency", IMPLEMENTED, "time to hand inputs to the engine"),
     ("PoplarExecutor.getComputeLatency", IMPLEMENTED, "engine time per call"),
     ("PoplarExecutor.getIpuHostLatency", IMPLEMENTED, "time to return results"),
-    ("PoplarExecutor.destroy", IMPLEMENTED, ""),
+    ("PoplarExecutor.destroy", IMPLEMENTED, "also as model.destroy() on the module a trainingModel wraps; a second live trainingModel of a module is refused, as in PopTorch"),
     ("PoplarExecutor.isAttachedToDevice", IMPLEMENTED, ""),
     ("PoplarExecutor.isCompiled", IMPLEMENTED, ""),
     ("PoplarExecutor.detachFromDevice", IMPLEMENTED, ""),
@@ -103,6 +103,7 @@ API = [
     ("Options.loadFromFile", IMPLEMENTED, "parses option calls; never executes the file"),
     ("Options.clone", IMPLEMENTED, ""),
     ("Options.toDict", IMPLEMENTED, ""),
+    ("Options.checkIsFrozen", IMPLEMENTED, "AttributeError when frozen"),
     ("Options.useIpuModel", IMPLEMENTED, "the emulated IPU: CPU kernels (same numbers), "
                                          "tile memory fit and cycle estimates"),
     ("Options.useIpuId", WARNS, "IPU device selection"),

@@ -261,3 +261,65 @@ def test_profile_counts_every_instruction_and_writes_json(tmp_path):
     assert all(r["calls"] == 0 and r["seconds"] == 0 for r in engine.profile())
     engine(torch.randn(4 * 5, 12))
     assert {r["op"]: r["calls"] for r in engine.profile()}["matmul_epilogue"] == 2 * 4
+
+
+def test_a_module_has_one_live_training_model_until_destroyed(tmp_path):
+    """PopTorch's rule: a second trainingModel on a module its first one still trains is
+    refused (two engines would train it apart, the second from fresh optimizer state);
+    `model.destroy()` (or the executor's) unwraps it, and the next wrap continues from the
+    trained weights and the tilegraph.optim optimizer's state, as eager continues."""
+    torch.manual_seed(0)
+    model = MLP()
+    eager = copy.deepcopy(model)
+    opt = tilegraph.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    eager_opt = torch.optim.SGD(eager.parameters(), lr=0.1, momentum=0.9)
+    x, t = batches("mlp", 1, 8, torch.Generator().manual_seed(3))
+
+    def eager_step():
+        eager_opt.zero_grad()
+        eager(x, t)[1].backward()
+        eager_opt.step()
+
+    first = tilegraph.trainingModel(model, optimizer=opt)
+    for _ in range(2):
+        first(x, t)
+        eager_step()
+    with pytest.raises(RuntimeError, match=r"already been wrapped in 'poptorch.trainingModel'"):
+        tilegraph.trainingModel(model, optimizer=opt)
+    inference = tilegraph.inferenceModel(model)  # another kind of executor is fine
+    torch.testing.assert_close(inference(x, t)[0], eager(x, t)[0], rtol=1e-5, atol=1e-6)
+    # A copy or a pickle of the wrapped module is not wrapped.
+    clone = copy.deepcopy(model)
+    clone.destroy()  # does nothing
+    torch.save(model, tmp_path / "m.pt")
+    torch.load(tmp_path / "m.pt", weights_only=False).destroy()
+    first(x, t)  # still the live one
+    eager_step()
+
+    model.destroy()
+    assert "destroy" not in model.__dict__
+    second = tilegraph.trainingModel(first, optimizer=opt)  # an executor's module, again
+    for _ in range(2):
+        second(x, t)
+        eager_step()
+    second.destroy()
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_poptorch_helper_names_its_tests_use(tmp_path):
+    """compileAndExport into a directory writes one file there (PopTorch's older form);
+    Options.checkIsFrozen; the executor's _user_model."""
+    model = MLP()
+    x, t = batches("mlp", 1, 4, torch.Generator().manual_seed(1))
+    run = tilegraph.inferenceModel(model)
+    run.compileAndExport(str(tmp_path), x, t)
+    files = list(tmp_path.iterdir())
+    assert len(files) == 1
+    torch.testing.assert_close(tilegraph.load(str(files[0]))(x, t)[0], model(x, t)[0])
+    assert run._user_model is model
+    opts = tilegraph.Options()
+    opts.checkIsFrozen()  # not frozen: no error
+    tilegraph.inferenceModel(MLP(), opts)
+    with pytest.raises(AttributeError, match="frozen"):
+        opts.checkIsFrozen()

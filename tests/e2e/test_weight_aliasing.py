@@ -117,22 +117,28 @@ def test_destroy_gives_the_module_its_own_memory(monkeypatch):
     assert np.isfinite(again(x, y)[1].item())
 
 
-def test_two_training_executors_on_one_module_both_update_it(monkeypatch):
-    """The second executor's compile moves the module's views to its own variables; the first
-    then finds its views gone and copies its weights back as before aliasing: whichever ran
-    last, the module holds its weights."""
+def test_a_second_training_executor_moves_the_views_after_the_first_is_destroyed(monkeypatch):
+    """One live trainingModel per module (PopTorch's rule: a second is refused while the
+    first holds an engine). Destroying the first leaves its trained weights in the module
+    (no longer viewing its engine); the second's compile starts from them and moves the
+    module's views to its own variables."""
     monkeypatch.delenv("TILEGRAPH_ALIAS_WEIGHTS", raising=False)
     torch.manual_seed(0)
     model = Net()
     x, y = _data()
     first = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     first(x, y)
+    with pytest.raises(RuntimeError, match="already been wrapped"):
+        tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+    trained = torch.from_numpy(first.executable.read_variable(first._cap.params["fc1.weight"]))
+    first.destroy()
+    assert torch.equal(model.fc1.weight, trained)
     second = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.5))
+    second.compile(x, y)
+    assert torch.equal(torch.from_numpy(second.executable.read_variable(
+        second._cap.params["fc1.weight"])), trained)
     second(x, y)
     assert model.fc1.weight.data_ptr() == _variable_memory(second, "fc1.weight")
-    first(x, y)  # pushes the module's (second's) weights in, trains, copies back
-    assert torch.equal(model.fc1.weight, torch.from_numpy(
-        first.executable.read_variable(first._cap.params["fc1.weight"])))
 
 
 def test_recompiling_moves_the_views_to_the_new_program(monkeypatch):
