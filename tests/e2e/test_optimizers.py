@@ -26,14 +26,16 @@ class Net(nn.Module):
         return out, F.cross_entropy(out, t)
 
 
-def _train_both(make_optimizer, steps=20, options=None):
+def _train_both(make_optimizer, steps=20, options=None, between_steps=None):
+    """`steps` steps of Net in tilegraph and eagerly, losses compared at each;
+    `between_steps(step, run, optimizer, eager_optimizer)` after each step."""
     torch.manual_seed(0)
     model = Net()
     eager = copy.deepcopy(model)
-    eager_opt = make_optimizer(eager)
-    run = tilegraph.trainingModel(model, options, optimizer=make_optimizer(model))
+    eager_opt, opt = make_optimizer(eager), make_optimizer(model)
+    run = tilegraph.trainingModel(model, options, optimizer=opt)
     g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
+    for step in range(steps):
         x, t = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
         _, loss = run(x, t)
         eager_opt.zero_grad()
@@ -41,6 +43,8 @@ def _train_both(make_optimizer, steps=20, options=None):
         ref.backward()
         eager_opt.step()
         torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
+        if between_steps is not None:
+            between_steps(step, run, opt, eager_opt)
     return model, eager, run
 
 
@@ -541,36 +545,27 @@ def test_lr_schedulers_and_param_group_edits_apply_at_the_next_call(kind):
     eager silently (PopTorch needs setOptimizer for it, which still works: a no-op here)."""
     def make(m):
         if kind == "torch_sgd_momentum":
-            return torch.optim.SGD(m.parameters(), lr=0.2, momentum=0.9)
-        if kind == "tilegraph_adamw":
-            return tilegraph.optim.AdamW(m.parameters(), lr=0.05, weight_decay=0.1)
-        return torch.optim.Adam([{"params": m.a.parameters()},
-                                 {"params": m.b.parameters(), "lr": 0.02}], lr=0.05)
+            opt = torch.optim.SGD(m.parameters(), lr=0.2, momentum=0.9)
+        elif kind == "tilegraph_adamw":
+            opt = tilegraph.optim.AdamW(m.parameters(), lr=0.05, weight_decay=0.1)
+        else:
+            opt = torch.optim.Adam([{"params": m.a.parameters()},
+                                    {"params": m.b.parameters(), "lr": 0.02}], lr=0.05)
+        schedules[opt] = torch.optim.lr_scheduler.LambdaLR(opt, lambda n: 0.5 ** n)
+        return opt
 
-    torch.manual_seed(0)
-    model = Net()
-    eager = copy.deepcopy(model)
-    opt, eager_opt = make(model), make(eager)
-    schedule = lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda step: 0.5 ** step)
-    sched, eager_sched = schedule(opt), schedule(eager_opt)
-    run = tilegraph.trainingModel(model, optimizer=opt)
-    g = torch.Generator().manual_seed(1)
-    for step in range(6):
-        x, t = torch.randn(8, 6, generator=g), torch.randint(0, 3, (8,), generator=g)
-        _, loss = run(x, t)
-        eager_opt.zero_grad()
-        _, ref = eager(x, t)
-        ref.backward()
-        eager_opt.step()
-        torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
-        sched.step()
-        eager_sched.step()
+    def between_steps(step, run, opt, eager_opt):
+        schedules[opt].step()
+        schedules[eager_opt].step()
         if step == 2:  # PopTorch's way: still accepted
             run.setOptimizer(opt)
         if step == 3:  # an edit outside the scheduler
             for o in (opt, eager_opt):
                 o.param_groups[0]["weight_decay"] = 0.01
+
+    schedules = {}
+    model, eager, run = _train_both(make, steps=6, between_steps=between_steps)
     run.copyWeightsToHost()
-    assert opt.param_groups[0]["lr"] < 0.2 * 0.5 ** 5  # the schedule did move
+    assert run.optimizer.param_groups[0]["lr"] < 0.2 * 0.5 ** 5  # the schedule did move
     for (name, p), q in zip(model.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)

@@ -380,6 +380,20 @@ AmxBf16Gemm::AmxBf16Gemm(const MatmulParams& params, bool bias, Activation activ
   kept_ = std::make_shared<KeptB>();
 }
 
+// Copies strips first_copied .. of every batch's a into a_copy (StripCopy's layout, one
+// after another), shared out over the enclosing parallel team.
+TG_AMX_TARGET void AmxBf16Gemm::CopyStrips(const uint16_t* a, int64_t batches,
+                                           int64_t first_copied, int64_t copied_per_batch,
+                                           int64_t depth, uint16_t* a_copy) const {
+  if (copied_per_batch == 0) return;
+#pragma omp for schedule(static)
+  for (int64_t i = 0; i < batches * copied_per_batch; ++i) {
+    const int64_t bi = i / copied_per_batch, s = first_copied + i % copied_per_batch;
+    const StripCopy copy{a + a_off_[bi], p_.trans_a, p_.m, p_.k, kp_, depth};
+    copy.Run(s * kStrip, a_copy + i * kStrip * kp_);
+  }
+}
+
 TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* out,
                                     const void* bias_ptr, const uint64_t* b_version) const {
   const auto* a = static_cast<const uint16_t*>(a_ptr);
@@ -469,14 +483,7 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
         pack_panel(b, panel * kPanel, kept_panels + panel * panel_stride);
       }
     }
-    if (copied_per_batch > 0) {
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < batches * copied_per_batch; ++i) {
-        const int64_t bi = i / copied_per_batch, s = first_copied + i % copied_per_batch;
-        const StripCopy copy{a + a_off_[bi], p_.trans_a, m, k, kp, depth};
-        copy.Run(s * kStrip, a_copy + i * kStrip * kp);
-      }
-    }
+    CopyStrips(a, batches, first_copied, copied_per_batch, depth, a_copy);
     thread_local AlignedBuffer<uint16_t> panels;
     thread_local AlignedBuffer<float> partials;
     uint16_t* packed = kept_panels == nullptr ? panels.Get(chunk_cols * kp) : nullptr;
@@ -569,14 +576,7 @@ TG_AMX_TARGET void AmxBf16Gemm::RunKOuter(const uint16_t* a, const uint16_t* b, 
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     ConfigureTiles();
-    if (copied_per_batch > 0) {
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < batches * copied_per_batch; ++i) {
-        const int64_t bi = i / copied_per_batch, s = first_copied + i % copied_per_batch;
-        const StripCopy copy{a + a_off_[bi], p_.trans_a, m, k, kp, depth};
-        copy.Run(s * kStrip, a_copy + i * kStrip * kp);
-      }
-    }
+    CopyStrips(a, batches, first_copied, copied_per_batch, depth, a_copy);
     const int t = ThreadIndex(), team = TeamSize();
     const int64_t pair_begin = pairs * t / team, pair_end = pairs * (t + 1) / team;
     const int64_t my_pairs = pair_end - pair_begin;

@@ -66,6 +66,9 @@ class AmxBf16Gemm {
   // Element offsets of a, b and out for each batch (broadcast batches repeat an offset).
   std::vector<int64_t> a_off_, b_off_, out_off_;
   bool one_b_ = false;  // every batch reads the same b
+  // Copies of a's strips for a run (inside its parallel region; amx_gemm.cc).
+  void CopyStrips(const uint16_t* a, int64_t batches, int64_t first_copied,
+                  int64_t copied_per_batch, int64_t depth, uint16_t* a_copy) const;
   // Run's k-outer schedule (amx_gemm.cc): threads split the columns, k is the outer loop.
   void RunKOuter(const uint16_t* a, const uint16_t* b, uint8_t* out, const uint16_t* bias,
                  bool a_in_place, int threads, int64_t passes, int64_t depth) const;
