@@ -104,6 +104,16 @@ class AlignedBuffer {
   int64_t capacity_ = 0;
 };
 
+// Each thread's packed panels of b and f32 partial sums, shared by Run's two schedules.
+AlignedBuffer<uint16_t>& ThreadPanels() {
+  thread_local AlignedBuffer<uint16_t> panels;
+  return panels;
+}
+AlignedBuffer<float>& ThreadSums() {
+  thread_local AlignedBuffer<float> sums;
+  return sums;
+}
+
 // Palette 1, tiles 0-7 all 16 rows x 64 bytes: 0-3 accumulate a 2 x 2 block of the result,
 // 4-5 hold two 16-row slices of a, 6-7 two panels of b.
 TG_AMX_TARGET void ConfigureTiles() {
@@ -454,7 +464,8 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
   kept.k_outer = !kept.used && passes > 1 && chunks > threads && pairs >= threads &&
                  strips * thread_pairs * kStrip * 2 * kPanel * 4 <= kKOuterSumBytes;
   if (kept.k_outer) {
-    RunKOuter(a, b, static_cast<uint8_t*>(out), bias, in_place, threads, passes, depth);
+    RunKOuter(a, b, static_cast<uint8_t*>(out), bias, a_copy, first_copied, threads, passes,
+              depth);
     return;
   }
   const bool pack_kept = kept.used && !current;
@@ -484,10 +495,8 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
       }
     }
     CopyStrips(a, batches, first_copied, copied_per_batch, depth, a_copy);
-    thread_local AlignedBuffer<uint16_t> panels;
-    thread_local AlignedBuffer<float> partials;
-    uint16_t* packed = kept_panels == nullptr ? panels.Get(chunk_cols * kp) : nullptr;
-    float* partial = passes > 1 ? partials.Get(kStrip * chunk_cols) : nullptr;
+    uint16_t* packed = kept_panels == nullptr ? ThreadPanels().Get(chunk_cols * kp) : nullptr;
+    float* partial = passes > 1 ? ThreadSums().Get(kStrip * chunk_cols) : nullptr;
     // A finished block waits in one of two buffers for its epilogue until the next block's
     // products are issued: read back at once, a tile store stalls the core until the tiles
     // drain (measured: the epilogue cost as much as a third of a 256 x 768 x 768 call).
@@ -563,16 +572,14 @@ TG_AMX_TARGET void AmxBf16Gemm::Run(const void* a_ptr, const void* b_ptr, void* 
 // multiplies every strip's block of a by them into its f32 block sums ([strip][pair] 32 x 32
 // blocks), which the last pass writes out through the epilogue.
 TG_AMX_TARGET void AmxBf16Gemm::RunKOuter(const uint16_t* a, const uint16_t* b, uint8_t* out,
-                                          const uint16_t* bias, bool a_in_place, int threads,
-                                          int64_t passes, int64_t depth) const {
+                                          const uint16_t* bias, uint16_t* a_copy,
+                                          int64_t first_copied, int threads, int64_t passes,
+                                          int64_t depth) const {
   const int64_t m = p_.m, n = p_.n, k = p_.k, kp = kp_;
   const int64_t batches = static_cast<int64_t>(out_off_.size());
   const int64_t strips = (m + kStrip - 1) / kStrip;
   const int64_t pairs = (n + 2 * kPanel - 1) / (2 * kPanel);
-  const int64_t first_copied = a_in_place ? m / kStrip : 0;
   const int64_t copied_per_batch = strips - first_copied;
-  thread_local AlignedBuffer<uint16_t> copies;
-  uint16_t* a_copy = copies.Get(std::max<int64_t>(1, batches * copied_per_batch * kStrip * kp));
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     ConfigureTiles();
@@ -580,10 +587,8 @@ TG_AMX_TARGET void AmxBf16Gemm::RunKOuter(const uint16_t* a, const uint16_t* b, 
     const int t = ThreadIndex(), team = TeamSize();
     const int64_t pair_begin = pairs * t / team, pair_end = pairs * (t + 1) / team;
     const int64_t my_pairs = pair_end - pair_begin;
-    thread_local AlignedBuffer<uint16_t> panels;
-    thread_local AlignedBuffer<float> sums_buffer;
-    uint16_t* slab = panels.Get(std::max<int64_t>(1, my_pairs * 2 * kPanel * depth));
-    float* sums = sums_buffer.Get(std::max<int64_t>(1, strips * my_pairs * kStrip * 2 * kPanel));
+    uint16_t* slab = ThreadPanels().Get(std::max<int64_t>(1, my_pairs * 2 * kPanel * depth));
+    float* sums = ThreadSums().Get(std::max<int64_t>(1, strips * my_pairs * kStrip * 2 * kPanel));
     for (int64_t bi = 0; bi < batches && my_pairs > 0; ++bi) {
       const uint16_t* b_batch = b + b_off_[bi];
       for (int64_t pass = 0; pass < passes; ++pass) {

@@ -70,8 +70,10 @@ class AmxBf16Gemm {
   void CopyStrips(const uint16_t* a, int64_t batches, int64_t first_copied,
                   int64_t copied_per_batch, int64_t depth, uint16_t* a_copy) const;
   // Run's k-outer schedule (amx_gemm.cc): threads split the columns, k is the outer loop.
+  // a_copy: Run's buffer for the strips from first_copied on (CopyStrips).
   void RunKOuter(const uint16_t* a, const uint16_t* b, uint8_t* out, const uint16_t* bias,
-                 bool a_in_place, int threads, int64_t passes, int64_t depth) const;
+                 uint16_t* a_copy, int64_t first_copied, int threads, int64_t passes,
+                 int64_t depth) const;
   struct KeptB;         // b's panels kept across runs (amx_gemm.cc); shared by copies
   std::shared_ptr<KeptB> kept_;
 };
