@@ -92,6 +92,8 @@ class Captured:
         self.loss_op_outputs = []  # indices in outputs of results of torch loss functions
         self.input_mutations = []  # (tensor input index, output index): in-place updates
         self.anchors = {}          # Options().anchorTensor short name -> output index
+        self.anchor_modes = {}     # output index -> an anchor's own (mode, period) (not the
+                                   # executor's)
         self.grad_of = {}          # parameter variable -> its gradient value (training)
 
 

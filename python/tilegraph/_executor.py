@@ -340,6 +340,7 @@ class PoplarExecutor:
             meta = _cache.capture_meta(cap, self._cache_extra())
             if disk is not None:
                 disk.store(key, cap, self._cache_extra())
+        self._set_anchor_modes(cap)
         self._compile_from(cap, meta)
         self._key = key
         if old is not None:
@@ -598,27 +599,62 @@ class PoplarExecutor:
 
     def _add_anchors(self, cap):
         """Options().anchorTensor: each anchored tensor becomes an output of the program
-        (after the model's own), returned with the executor's output mode."""
+        (after the model's own)."""
         from ._capture import torch_dtype_of
         cap.anchors = {}
-        mode = self._output_mode()
-        for short, (long_name, wanted, period) in self.options.anchored_tensors.items():
-            if wanted is not None and wanted not in (mode, OutputMode.Default) and \
-                    self.options.device_iterations * self.options.Training.gradient_accumulation \
-                    * self._replicas > 1:
-                _warn_once(("anchor-mode", short), f"anchorTensor({short!r}): output_mode "
-                           f"{wanted.name} is not built per anchor; the tensor comes back with "
-                           f"the executor's output mode ({mode.name}). Set "
-                           f"Options().outputMode(OutputMode.{wanted.name}) for it")
+        for short, (long_name, _, _) in self.options.anchored_tensors.items():
             name = _anchor_value(cap, long_name, self.training)
-            shown = wanted if wanted not in (None, OutputMode.Default) else mode
-            logger.debug("Anchoring %s %s/%d", long_name, _ANCHOR_MODE_NAMES[shown],
-                         period if shown == OutputMode.EveryN else 1)
             cap.anchors[short] = len(cap.outputs)
             cap.graph.add_output(name)
             cap.outputs.append(name)
             dtype, shape = cap.graph.type_of(name)
             cap.output_meta.append((tuple(shape), torch_dtype_of(dtype)))
+
+    def _set_anchor_modes(self, cap):
+        """Each anchor's output mode: its own (anchorTensor's output_mode, period), or the
+        executor's where it names none. cap.anchor_modes: output index -> (mode, period) for
+        the anchors whose mode is not the executor's (_in_mode reduces them)."""
+        cap.anchor_modes = {}
+        mode = self._output_mode()
+        executor = (mode, self.options.output_return_period if mode == OutputMode.EveryN else 1)
+        for short, (long_name, wanted, period) in self.options.anchored_tensors.items():
+            own = (wanted, period) if wanted not in (None, OutputMode.Default) else executor
+            own = (own[0], own[1] if own[0] == OutputMode.EveryN else 1)
+            logger.debug("Anchoring %s %s/%d", long_name, _ANCHOR_MODE_NAMES[own[0]], own[1])
+            if own[0] == OutputMode.EveryN and self._steps > 1 and self._steps % own[1] != 0:
+                raise ValueError(f"anchorTensor({short!r}): output mode EveryN: the steps of a "
+                                 f"call ({self._steps}) must be a multiple of its period "
+                                 f"({own[1]})")
+            if own != executor and short in cap.anchors:
+                cap.anchor_modes[cap.anchors[short]] = own
+
+    def _engine_mode(self):
+        """The output mode the engine runs with: the executor's, or All when an anchor asks
+        for another mode (each output is then reduced to its own mode: _in_mode)."""
+        if self._cap.anchor_modes and self._steps > 1:
+            return OutputMode.All
+        return self._output_mode()
+
+    def _in_mode(self, index, out):
+        """Output `index` of an engine run in _engine_mode() as its own mode asks: the
+        executor's, or its anchor's (Final: the last step's; EveryN: every n-th step's; Sum:
+        the steps added in order, in the output's dtype, as the engine's sum mode adds them).
+        Returns (array or tensor, mode)."""
+        mode = self._output_mode()
+        engine = self._engine_mode()
+        own, period = self._cap.anchor_modes.get(index, (mode, self.options.output_return_period))
+        if engine == own or self._steps == 1:  # (one step: every mode gives the same)
+            return out, engine
+        rows = from_engine(out)  # [steps, replicas?, *shape]
+        if own == OutputMode.Final:
+            return rows[-1], own
+        if own == OutputMode.EveryN:
+            return rows[period - 1::period], own
+        total = rows[0].clone()
+        exact = total.dtype in (torch.float32, torch.float64, torch.int64, torch.int32)
+        for row in rows[1:]:
+            total = total + row if exact else (total.double() + row.double()).to(total.dtype)
+        return total, own
 
     def getAnchoredTensor(self, short_name):
         """The value of the tensor anchored as `short_name` (Options().anchorTensor) in the
@@ -646,8 +682,8 @@ class PoplarExecutor:
                              if self.options.synthetic_data else call.tensors)
             if self.options.profiling_dir is not None:
                 self._write_profile()
-            mode = self._output_mode()
-            results = [self._to_torch(o, mode, meta) for o, meta in zip(outs, self._cap.output_meta)]
+            results = [self._to_torch(*self._in_mode(i, o), meta)
+                       for i, (o, meta) in enumerate(zip(outs, self._cap.output_meta))]
             self._apply_input_mutations(call, results)
             self._anchored = {short: results[i] for short, i in self._cap.anchors.items()}
             self._record_perf(started)
@@ -729,7 +765,7 @@ class PoplarExecutor:
         parts = steps * replicas
         feeds = [to_engine(a.reshape(*lead, *(a.shape if parts == 1 else (
             a.shape[0] // parts, *a.shape[1:])))) for a in args]
-        mode = self._output_mode()
+        mode = self._engine_mode()
         self._fed_at = time.time()
         try:
             outs = self._exe.run(feeds, steps=steps, mode=ENGINE_OUTPUT_MODE[mode],
@@ -781,7 +817,7 @@ class PoplarExecutor:
         one value per step and replica (a replica dimension only when there are replicas),
         and as a scalar, as eager PyTorch returns it, when OutputMode.All has one step and
         replica."""
-        t = from_engine(out)
+        t = out if isinstance(out, torch.Tensor) else from_engine(out)
         shape, _ = meta
         lead = 1 if mode in (OutputMode.All, OutputMode.EveryN) else 0
         if self._exe.replicated:

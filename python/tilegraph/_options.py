@@ -693,14 +693,14 @@ class Options:
         """Returns the program's tensor `long_name` from every call, as
         executor.getAnchoredTensor(short_name). tilegraph's names: "Gradient___<param>"
         (the parameter's gradient, as PopART names it), "<param>" (its value after the
-        step), or any name getTensorNames() lists. The tensor follows the executor's output mode
-        (output_mode is accepted; a different mode per anchor is not built, and a warning
-        says so where it would differ). Returns None,
-        as PopTorch's does."""
+        step), or any name getTensorNames() lists. The tensor comes back with `output_mode`
+        (every `output_return_period`-th step's for EveryN), or with the executor's output
+        mode where that is None. Returns None, as PopTorch's does."""
         if not isinstance(short_name, str) or not isinstance(long_name, str):
             raise TypeError("anchorTensor: expected a short name and a tensor name (str)")
         if output_mode is not None:
             _check_enum("anchorTensor: output_mode", output_mode, OutputMode)
+        _check_int("anchorTensor: output_return_period", output_return_period, 1, _MAX_COUNT)
         self.anchored_tensors = {**self.anchored_tensors,
                                  short_name: (long_name, output_mode, output_return_period)}
 

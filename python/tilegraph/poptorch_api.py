@@ -83,7 +83,7 @@ API = [
     ("Options.inputReplicaGrouping", REFUSED, "groups of one replica only"),
     ("Options.outputMode", IMPLEMENTED, "All, Final, Sum, EveryN, Default"),
     ("Options.defaultOutputMode", IMPLEMENTED, ""),
-    ("Options.anchorTensor", IMPLEMENTED, "follows the executor's output mode; PopTorch's model.-prefixed names"),
+    ("Options.anchorTensor", IMPLEMENTED, "each anchor with its own output mode (or the executor's); PopTorch's model.-prefixed names"),
     ("Options.randomSeed", IMPLEMENTED, "also seeds torch, as PopTorch's; unset, the "
      "engine's random stream (dropout, random ops) is seeded from `torch.initial_seed()`, so "
      "it repeats under the same `torch.manual_seed` and changes with it"),

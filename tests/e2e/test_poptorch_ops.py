@@ -445,13 +445,54 @@ def test_updatable_named_buffers_are_written_alone():
             ["nope"])).compile(x).copyNamedBuffersToDevice()
 
 
-def test_an_anchor_asking_for_another_output_mode_says_it_gets_the_executors():
-    opts = tilegraph.Options().deviceIterations(2)
-    opts.anchorTensor("grad_sum", "Gradient___linear.bias", output_mode=tilegraph.OutputMode.Sum)
+def test_each_anchor_comes_back_with_its_own_output_mode():
+    """anchorTensor(..., output_mode, output_return_period): per anchor All (every step),
+    Final, EveryN (every n-th step) and Sum (the steps added), next to the executor's mode for
+    the model's outputs and for anchors that name none; compared with eager's per-step
+    gradients and weights over 4 steps of one call."""
+    torch.manual_seed(0)
     model = Small()
+    reference = copy.deepcopy(model)
+    opts = tilegraph.Options().deviceIterations(4)  # training: the executor's mode is Final
+    opts.anchorTensor("grads", "Gradient___linear.bias", tilegraph.OutputMode.All)
+    opts.anchorTensor("grad_sum", "Gradient___linear.bias", tilegraph.OutputMode.Sum)
+    opts.anchorTensor("every2", "Gradient___linear.weight", tilegraph.OutputMode.EveryN, 2)
+    opts.anchorTensor("weight", "linear.weight")  # the executor's mode: the last step's
     run = tilegraph.trainingModel(model, opts, torch.optim.SGD(model.parameters(), lr=0.1))
-    with pytest.warns(UserWarning, match="output_mode Sum is not built per anchor"):
-        run(torch.randn(8, 3))
+    x = torch.randn(4 * 5, 3)
+    loss = run(x)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    bias_grads, weight_grads, losses = [], [], []
+    for step in x.split(5):
+        optimizer.zero_grad()
+        out = reference(step)
+        out.backward()
+        losses.append(out.detach())
+        bias_grads.append(reference.linear.bias.grad.clone())
+        weight_grads.append(reference.linear.weight.grad.clone())
+        optimizer.step()
+    torch.testing.assert_close(loss, losses[-1])
+    torch.testing.assert_close(run.getAnchoredTensor("grads"), torch.cat(bias_grads))
+    torch.testing.assert_close(run.getAnchoredTensor("grad_sum"),
+                               bias_grads[0] + bias_grads[1] + bias_grads[2] + bias_grads[3])
+    torch.testing.assert_close(run.getAnchoredTensor("every2"),
+                               torch.cat([weight_grads[1], weight_grads[3]]))
+    torch.testing.assert_close(run.getAnchoredTensor("weight"), reference.linear.weight.detach())
+    # Inference with the executor in All: a Final anchor is the last step's value alone.
+    infer_opts = tilegraph.Options().deviceIterations(4)
+    infer_opts.anchorTensor("last_weight", "linear.weight", tilegraph.OutputMode.Final)
+    infer = tilegraph.inferenceModel(Small(), infer_opts)
+    sums = infer(x)
+    assert sums.shape == (4,)
+    assert infer.getAnchoredTensor("last_weight").shape == (2, 3)
+    bad = tilegraph.Options().deviceIterations(3)
+    bad.anchorTensor("g", "Gradient___linear.bias", tilegraph.OutputMode.EveryN, 2)
+    other = Small()
+    with pytest.raises(ValueError, match="must be a multiple of its period"):
+        tilegraph.trainingModel(other, bad, torch.optim.SGD(other.parameters(), lr=0.1))(
+            torch.randn(6, 3))
+    with pytest.raises(ValueError, match="output_return_period must be >= 1"):
+        tilegraph.Options().anchorTensor("g", "linear.weight", tilegraph.OutputMode.EveryN, 0)
 
 
 def test_slices_with_tensor_bounds_become_dynamic_slices():
