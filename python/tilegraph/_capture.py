@@ -92,6 +92,8 @@ class Captured:
         self.loss_op_outputs = []  # indices in outputs of results of torch loss functions
         self.input_mutations = []  # (tensor input index, output index): in-place updates
         self.anchors = {}          # Options().anchorTensor short name -> output index
+        self.buffer_decisions = {}  # buffer name -> value a Python decision of the forward
+                                    # was compiled on (_capture_patches._BufferDecisions)
         self.anchor_modes = {}     # output index -> an anchor's own (mode, period) (not the
                                    # executor's)
         self.grad_of = {}          # parameter variable -> its gradient value (training)
@@ -399,6 +401,27 @@ def export(model, example_args, example_kwargs=None, training=False):
             _keep_as_buffer(model, found.group(1), plain[found.group(1)])
 
 
+def _refuse_decisions_on_updated_buffers(ep, decisions):
+    """A Python decision on a buffer the program updates (`if not self.initted: ...;
+    self.initted.fill_(True)`) would be the capture's decision at every step of a call,
+    where eager decides again each time: refused, with what to do instead."""
+    updated = set(ep.graph_signature.buffers_to_mutate.values())
+    for name in decisions.decisions:
+        if name in updated:
+            raise decision_on_updated_buffer(name, decisions.where.get(name))
+
+
+def decision_on_updated_buffer(name, where):
+    """The UnsupportedError for a Python decision on a buffer the forward also updates."""
+    return UnsupportedError(
+        f"{where or '<unknown location>'}: the model decides in Python on the value of buffer "
+        f"{name!r} (an `if`, .item(), int() or float() of it) and also updates it, so the "
+        "decision could change from one step to the next, which one compiled program cannot "
+        "follow. tilegraph compiles such decisions on buffers the forward leaves alone "
+        "(recompiling when they change): run the call that updates it eagerly first (a "
+        "data-dependent initialization), or compute with the tensor (torch.where) instead")
+
+
 def _keep_as_buffer(model, name, value):
     owner_name, _, leaf = name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
@@ -433,9 +456,11 @@ def _export_once(model, example_args, example_kwargs, training):
             with torch.no_grad() if not model.training else torch.enable_grad(), \
                     autocasting.tracing(), _capture_patches.tensor_bound_slices(), \
                     contextlib.nullcontext() if training else \
-                    _capture_patches.dropout_as_identity():
+                    _capture_patches.dropout_as_identity(), \
+                    _capture_patches.buffer_decisions(model) as decisions:
                 ep = torch.export.export(model, tuple(example_args), example_kwargs or {},
                                         strict=False)
+            ep.tilegraph_buffer_decisions = decisions
         except DataDependentOutputException as e:  # torch.equal and kin: a Python value
             raise UnsupportedError(
                 f"{_user_frame(e.__traceback__) or '<unknown location>'}: {e.func} gives a "
@@ -469,7 +494,10 @@ def _export_once(model, example_args, example_kwargs, training):
         _bool_powers_of_bools(ep)
         _loss_range_checks(ep)
         _mark_loss_function_outputs(ep)
-        return ep.run_decompositions(_decompositions())
+        decomposed = ep.run_decompositions(_decompositions())
+        _refuse_decisions_on_updated_buffers(decomposed, ep.tilegraph_buffer_decisions)
+        decomposed.tilegraph_buffer_decisions = dict(ep.tilegraph_buffer_decisions.decisions)
+        return decomposed
 
 
 def _refuse_explicit_generators(ep):
@@ -767,6 +795,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     cx = _Context(g)
     cap = Captured()
     cap.graph = g
+    cap.buffer_decisions = getattr(ep, "tilegraph_buffer_decisions", {})
     state = dict(model.named_parameters(remove_duplicate=False))
     state.update(model.named_buffers(remove_duplicate=False))  # non-persistent ones too
     constants = getattr(ep, "constants", {})

@@ -5,6 +5,7 @@ same values eager computes; every one is undone when capture ends (`applied`). O
 registration stays: Hugging Face's cache classes as pytree nodes (`_register_hf_caches`),
 which the outputs of later calls are rebuilt with."""
 import contextlib
+import operator
 import sys
 
 import torch
@@ -502,3 +503,105 @@ def tensor_bound_slices():
             yield
     finally:
         torch.Tensor.__getitem__ = original
+
+
+class _BufferDecisions(torch.overrides.TorchFunctionMode):
+    """Python decisions on a one-element buffer (`if self.initted:`, `if self.step == 0:`,
+    `self.scale.item()`): torch.export cannot read a tensor's value while tracing. Where the
+    tensor is one of the module's one-element buffers (or a comparison of one with a Python
+    number, its negation, .all() / .any()), this mode answers with the buffer's value at
+    capture time, as PopTorch's tracer bakes it in, and records the buffer in `decisions`
+    (name -> value): the executor recompiles when the value changes, and refuses a program
+    that updates such a buffer itself (the decision could change between its steps)."""
+
+    _READS = {"__bool__": bool, "item": lambda v: v, "__int__": int, "__float__": float,
+              "__index__": int}
+    _COMPARISONS = {"__eq__": operator.eq, "eq": operator.eq, "__ne__": operator.ne,
+                    "ne": operator.ne, "__lt__": operator.lt, "lt": operator.lt,
+                    "__le__": operator.le, "le": operator.le, "__gt__": operator.gt,
+                    "gt": operator.gt, "__ge__": operator.ge, "ge": operator.ge}
+    _UNARY = {"logical_not": lambda v: not v, "all": bool, "any": bool,
+              "__invert__": lambda v: not v if isinstance(v, bool) else ~v}
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+        # Python values, read before the trace (inside it, tensors are fake).
+        self.values = {name: b.item() for name, b in model.named_buffers(remove_duplicate=False)
+                       if b.numel() == 1 and not b.is_complex()}
+        self.decisions = {}  # buffer name -> value the program is specialized on
+        self.where = {}      # buffer name -> "path:line" of its first decision
+        self.derived = {}    # id(tensor) -> (tensor, buffer name, value -> value)
+        self.updated = set()  # buffers the trace has updated in place so far
+
+    def _source(self, t):
+        """(buffer name, function of its value) that tensor t stands for, or None."""
+        entry = self.derived.get(id(t))
+        if entry is not None and entry[0] is t:
+            return entry[1], entry[2]
+        for name, b in self.model.named_buffers(remove_duplicate=False):
+            if b is t and name in self.values:
+                return name, lambda v: v
+        return None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        # (Tensor.__bool__ may be value_checks_as_assertions' wrapper of it.)
+        name = "__bool__" if func is torch.Tensor.__bool__ else getattr(func, "__name__", "")
+        watched = name in self._READS or name in self._COMPARISONS or name in self._UNARY
+        in_place = name.endswith("_") and not name.startswith("__") or \
+            name.startswith("__i") and name not in ("__index__", "__int__")
+        source = self._source(args[0]) if (watched or in_place) and not kwargs and args and \
+            isinstance(args[0], torch.Tensor) and _one_element(args[0]) else None
+        if source is None:
+            return func(*args, **kwargs)
+        buffer, of_value = source
+        if in_place:
+            self.updated.add(buffer)
+            return func(*args, **kwargs)
+        if name in self._READS and len(args) == 1:
+            if buffer in self.updated:  # its value here is not the one captured
+                from ._capture import decision_on_updated_buffer
+                raise decision_on_updated_buffer(buffer, _stack_user_frame())
+            self.decisions.setdefault(buffer, self.values[buffer])
+            self.where.setdefault(buffer, _stack_user_frame())
+            return self._READS[name](of_value(self.values[buffer]))
+        result = func(*args, **kwargs)
+        if not isinstance(result, torch.Tensor) or not _one_element(result):
+            return result
+        if name in self._COMPARISONS and len(args) == 2 and \
+                isinstance(args[1], (bool, int, float)):
+            compare, other = self._COMPARISONS[name], args[1]
+            self.derived[id(result)] = (result, buffer, lambda v: compare(of_value(v), other))
+        elif name in self._UNARY and len(args) == 1:
+            unary = self._UNARY[name]
+            self.derived[id(result)] = (result, buffer, lambda v: unary(of_value(v)))
+        return result
+
+
+def _one_element(t):
+    """Whether t has one element, without a guard on a size the trace computed from data."""
+    n = t.numel()
+    return type(n) is int and n == 1
+
+
+def _stack_user_frame():
+    """"path:line" of the innermost frame of the current stack in the user's code."""
+    import traceback
+    from ._capture import _is_user_file
+    best = ""
+    for frame in traceback.extract_stack():
+        if _is_user_file(frame.filename):
+            best = f"{frame.filename}:{frame.lineno}"
+    return best
+
+
+@contextlib.contextmanager
+def buffer_decisions(model):
+    """_BufferDecisions for the duration of one trace; yields the mode (its `decisions`)."""
+    mode = _BufferDecisions(model)
+    if not mode.values:
+        yield mode
+        return
+    with mode:
+        yield mode

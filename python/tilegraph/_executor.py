@@ -332,6 +332,7 @@ class PoplarExecutor:
             cap.output_structure, cap.loss_index = live.output_structure, live.loss_index
             cap.anchors = {k: int(v) for k, v in meta.get("anchors", {}).items()}
             cap.input_mutations = live.input_mutations
+            cap.buffer_decisions = live.buffer_decisions
         else:
             self._returns_tuple = len(cap.outputs) > 1
             self._apply_mixed_precision(cap)
@@ -741,6 +742,8 @@ class PoplarExecutor:
                     + "); it has no Python code to capture again. Pass the model to "
                     "tilegraph.load(path, model=...) to allow that")
             self._compile(call)  # re-capture; recompiles only if the graph changed
+        elif self._decided_buffers_changed():
+            self._compile(call)  # the forward's Python decision on a buffer goes another way
         if self.training and self.optimizer is not None and \
                 _hyperparameters_of(self.optimizer) != self._applied_hypers:
             # Changed since compiling or setOptimizer (an LR scheduler's step, an edit of
@@ -755,6 +758,23 @@ class PoplarExecutor:
                        "eval mode (model.eval()); it runs in eval mode, as eager PyTorch "
                        "would. Call model.train() to train with training-mode layers.")
         return call
+
+    def _decided_buffers_changed(self):
+        """Whether a one-element buffer that the forward's Python code decided on when it
+        was captured (`if self.initted:`, `.item()`; _capture_patches._BufferDecisions)
+        holds another value now. The program never updates such a buffer (a capture where it
+        does is refused), so the module's value is the current one."""
+        for name, value in self._cap.buffer_decisions.items():
+            try:
+                now = self.model.get_buffer(name)
+            except AttributeError:
+                return True
+            if now is None or now.numel() != 1:
+                return True
+            now = now.item()
+            if now != value and not (now != now and value != value):  # (NaN: unchanged)
+                return True
+        return False
 
     def _run(self, args):
         """One engine call. On any failure (bad data found in step k, Ctrl-C between steps)
