@@ -25,7 +25,7 @@ std::vector<bool> ForwardReachable(const Graph& g, const std::vector<Value*>& wr
 }  // namespace
 
 std::vector<Value*> BuildGradients(Builder& b, Value* loss, const std::vector<Value*>& wrt,
-                                   Value* seed) {
+                                   Value* seed, std::vector<bool>* has_path) {
   Graph& g = b.graph();
   TG_CHECK(IsFloating(loss->type().dtype), kInvalidInput, "loss %", loss->name(),
            " must be floating point, got ", loss->type().ToString());
@@ -96,9 +96,11 @@ std::vector<Value*> BuildGradients(Builder& b, Value* loss, const std::vector<Va
   }
   b.set_source("");
   std::vector<Value*> result;
+  if (has_path != nullptr) has_path->clear();
   for (Value* w : wrt) {
     auto git = grads.find(w);
     result.push_back(git != grads.end() ? git->second : b.ZerosLike(w));
+    if (has_path != nullptr) has_path->push_back(git != grads.end());
   }
   return result;
 }

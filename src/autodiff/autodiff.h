@@ -14,11 +14,12 @@
 
 namespace tg {
 
-// Returns d(loss)/d(w) for each w in `wrt` (a zeros `full` node when loss does not depend
-// on w). `seed` is the gradient of the loss itself (null: ones); a scalar seed broadcasts
-// to the loss shape (this is how the loss-scaling factor enters). Throws Unsupported when a
-// value on the path is produced by a not-differentiable op.
+// Returns d(loss)/d(w) for each w in `wrt` (a zeros `full` node when no differentiable path
+// leads from w to the loss: eager PyTorch's grad is None there; `has_path`, when given, gets
+// false for those w). `seed` is the gradient of the loss itself (null: ones); a scalar seed
+// broadcasts to the loss shape (this is how the loss-scaling factor enters). Throws
+// Unsupported when a value on the path is produced by a not-differentiable op.
 std::vector<Value*> BuildGradients(Builder& b, Value* loss, const std::vector<Value*>& wrt,
-                                   Value* seed = nullptr);
+                                   Value* seed = nullptr, std::vector<bool>* has_path = nullptr);
 
 }  // namespace tg

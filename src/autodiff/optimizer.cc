@@ -407,7 +407,12 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
                                                  b.Cast(scale_log2, DType::kF64)}));
   }
   Value* seed = loss_scale ? b.Cast(loss_scale, loss->type().dtype) : nullptr;
-  std::vector<Value*> grads = BuildGradients(b, loss, params, seed);
+  // A parameter without a differentiable path to the loss (unused by the forward, or only
+  // through integer or detached values) has no gradient in eager PyTorch (grad None), and
+  // eager's optimizers leave it alone: no weight decay, momentum or step. Its gradient here
+  // is zeros (an anchor may read it); it gets no update.
+  std::vector<bool> has_path;
+  std::vector<Value*> grads = BuildGradients(b, loss, params, seed, &has_path);
   Value* step = g.AddVariable("optimizer.step", TensorType{DType::kF32, {}}, false);
   info.state_variables.push_back(step->name());
   TG_CHECK(config.accumulation_steps >= 1, kInvalidInput, "accumulation_steps must be >= 1, got ",
@@ -474,6 +479,10 @@ TrainingStepInfo AddTrainingStep(Builder& b, Value* loss, const std::vector<Para
   for (size_t gi = 0; gi < groups.size(); ++gi) {
     for (Value* p : groups[gi].params) {
       info.grad_of[p->name()] = grads[k]->name();
+      if (!has_path[k]) {
+        ++k;
+        continue;
+      }
       b.set_placement(PlacementOf(grads[k]));
       ub.Update(p, grads[k++], gi, groups[gi].hyper, step, loss_scale);
     }

@@ -569,3 +569,39 @@ def test_lr_schedulers_and_param_group_edits_apply_at_the_next_call(kind):
     assert run.optimizer.param_groups[0]["lr"] < 0.2 * 0.5 ** 5  # the schedule did move
     for (name, p), q in zip(model.named_parameters(), eager.parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
+
+
+class WithIdleParameters(nn.Module):
+    """A parameter the forward never uses (XLNet's mask_emb in a plain forward) and one it
+    reads only detached: eager's grad is None for both, so its optimizers leave them alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+        self.unused = nn.Parameter(torch.ones(3))
+        self.detached = nn.Parameter(torch.full((2,), 0.5))
+
+    def forward(self, x, y):
+        return F.cross_entropy(self.fc(x) + self.detached.detach(), y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+    lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=0.1),
+], ids=["sgd", "adamw", "adam"])
+def test_parameters_without_a_gradient_are_not_updated_as_in_eager(make):
+    torch.manual_seed(0)
+    model = WithIdleParameters()
+    reference = copy.deepcopy(model)
+    run = tilegraph.trainingModel(model, tilegraph.Options(), make(model.parameters()))
+    optimizer = make(reference.parameters())
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    for _ in range(3):
+        optimizer.zero_grad()
+        reference(x, y).backward()
+        optimizer.step()
+        run(x, y)
+    assert reference.unused.grad is None and reference.detached.grad is None
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
