@@ -453,6 +453,9 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
             return None
         if not all(isinstance(i, (slice, int)) and not isinstance(i, bool) for i in items):
             return None  # with None / Ellipsis / index tensors: torch's own path
+        if all(_known_value(b) for i in items if isinstance(i, slice)
+               for b in (i.start, i.stop, i.step) if isinstance(b, torch.Tensor)):
+            return None  # bounds made from constants (DeBERTa's torch.tensor(span)): torch's
         out, dim = t, 0
         for item in items:
             if isinstance(item, int):
@@ -484,6 +487,13 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
             raise Error("Taking a slice of a tensor with the end less than the start is not "
                         "supported.")
         return dynamic_slice(t, dim, start, span, step)
+
+
+def _known_value(t):
+    """Whether the trace knows tensor t's value: a real tensor, or a fake one torch made from
+    constants (torch.tensor(3) + 2 in the forward), which torch's own slicing reads."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    return not isinstance(t, FakeTensor) or getattr(t, "constant", None) is not None
 
 
 @contextlib.contextmanager

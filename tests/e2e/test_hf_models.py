@@ -59,7 +59,7 @@ class Classifier(torch.nn.Module):
 
 
 @pytest.mark.parametrize("case", ["gpt2_causal_lm", "gpt2_causal_lm_with_cache",
-                                  "bert_classifier"])
+                                  "bert_classifier", "deberta_relative_classifier"])
 def test_hugging_face_models_train_with_their_own_losses(case):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
@@ -70,7 +70,8 @@ def test_hugging_face_models_train_with_their_own_losses(case):
     else:
         mask = torch.ones(2, 16, dtype=torch.int64)
         mask[1, 12:] = 0
-        model, args = Classifier(_bert()), (ids, mask, torch.tensor([0, 1]))
+        body = _deberta() if case.startswith("deberta") else _bert()
+        model, args = Classifier(body), (ids, mask, torch.tensor([0, 1]))
     reference = copy.deepcopy(model)
     trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(
         model.parameters(), lr=0.05, momentum=0.9))
@@ -86,6 +87,18 @@ def test_hugging_face_models_train_with_their_own_losses(case):
         torch.testing.assert_close(out.logits, ref.logits.detach(), rtol=1e-4, atol=1e-4)
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _deberta():
+    """DeBERTa (v1) with relative attention: it slices its relative embeddings with bounds
+    made by torch.tensor(<int>) in the forward, values the trace knows."""
+    cfg = tf.DebertaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, intermediate_size=128,
+                           max_position_embeddings=64, relative_attention=True,
+                           pos_att_type=["c2p", "p2c"], hidden_dropout_prob=0.0,
+                           attention_probs_dropout_prob=0.0,
+                           problem_type="single_label_classification")
+    return tf.DebertaForSequenceClassification(cfg)
 
 
 def _t5():
