@@ -47,6 +47,15 @@ def _no_partial_graph_dump():
         real.write(held.getvalue())
 
 
+# Functions of libraries users bring whose backward is their forward's true gradient (read
+# and checked against autograd of the forward), so differentiating the forward trains as
+# eager does: BLOOM's GeLUFunction (the tanh GeLU; its backward is that formula's
+# derivative, constants rounded as in the forward).
+_EXACT_BACKWARD_FUNCTIONS = frozenset({
+    "transformers.models.bloom.modeling_bloom.GeLUFunction",
+})
+
+
 @contextlib.contextmanager
 def custom_autograd_functions():
     """Records every torch.autograd.Function defined outside torch that the model applies
@@ -57,7 +66,7 @@ def custom_autograd_functions():
     surrogate gradient that trains something else than eager, silently. The capture refuses
     them in training (see _capture.export) unless the class sets
     `tilegraph_differentiate_forward = True` (its backward is the forward's true gradient,
-    e.g. a hand-written fused kernel)."""
+    e.g. a hand-written fused kernel), or is one of _EXACT_BACKWARD_FUNCTIONS."""
     import traceback
 
     from ._capture import _is_user_file
@@ -68,7 +77,9 @@ def custom_autograd_functions():
     def apply(cls, *args, **kwargs):
         module = getattr(cls, "__module__", "") or ""
         own = module == "torch" or module.startswith("torch.")
-        if not own and not getattr(cls, "tilegraph_differentiate_forward", False):
+        exact = getattr(cls, "tilegraph_differentiate_forward", False) or \
+            f"{module}.{cls.__qualname__}" in _EXACT_BACKWARD_FUNCTIONS
+        if not own and not exact:
             where = ""
             for frame in traceback.extract_stack()[:-1]:
                 if _is_user_file(frame.filename):

@@ -59,13 +59,15 @@ class Classifier(torch.nn.Module):
 
 
 @pytest.mark.parametrize("case", ["gpt2_causal_lm", "gpt2_causal_lm_with_cache",
-                                  "bert_classifier", "deberta_relative_classifier"])
+                                  "bloom_causal_lm", "bert_classifier",
+                                  "deberta_relative_classifier"])
 def test_hugging_face_models_train_with_their_own_losses(case):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(1, 128, (2, 16), generator=g)
-    if case.startswith("gpt2_causal_lm"):
-        model = (CausalLMWithCache if case.endswith("cache") else CausalLM)(_gpt2())
+    if case.endswith("causal_lm") or case.endswith("cache"):
+        body = _bloom() if case.startswith("bloom") else _gpt2()
+        model = (CausalLMWithCache if case.endswith("cache") else CausalLM)(body)
         args = (ids,)
     else:
         mask = torch.ones(2, 16, dtype=torch.int64)
@@ -99,6 +101,14 @@ def _deberta():
                            attention_probs_dropout_prob=0.0,
                            problem_type="single_label_classification")
     return tf.DebertaForSequenceClassification(cfg)
+
+
+def _bloom():
+    """BLOOM: its GeLU is an autograd.Function whose backward is the forward's derivative
+    (one of the Functions tilegraph knows to differentiate through)."""
+    cfg = tf.BloomConfig(vocab_size=128, hidden_size=64, n_layer=2, n_head=4,
+                         hidden_dropout=0.0, attention_dropout=0.0)
+    return tf.BloomForCausalLM(cfg)
 
 
 def _t5():
