@@ -334,7 +334,30 @@ def _unsupported_report(gm):
                 selected.add(node)
         elif node.target not in TABLE:
             missing.append(f"  {node.target} at {where}")
-    return origins, missing
+    return _counted(origins), [line + _hint_for(line) for line in _counted(missing)]
+
+
+def _hint_for(line):
+    """": what to do instead" for a line naming an op _UNSUPPORTED_HINTS knows, else ""."""
+    return next((": " + h for prefix, h in _UNSUPPORTED_HINTS.items()
+                 if line.startswith("  " + prefix)), "")
+
+
+# What to do instead, for unsupported ops of libraries users bring (by the op's name).
+_UNSUPPORTED_HINTS = {
+    "transformers.grouped_mm_fallback":
+        "Hugging Face's grouped mixture-of-experts kernel splits tokens by data-dependent "
+        "counts; set config._experts_implementation = \"batched_mm\" before building the "
+        "model (every expert on every token, weighted: the same result)",
+}
+
+
+def _counted(lines):
+    """Lines in first-seen order, a repeated one once with how many times it occurred."""
+    counts = {}
+    for line in lines:
+        counts[line] = counts.get(line, 0) + 1
+    return [line if n == 1 else f"{line} (x{n})" for line, n in counts.items()]
 
 
 def raise_if_unsupported(gm, what):

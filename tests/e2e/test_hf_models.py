@@ -137,3 +137,24 @@ def test_a_decoder_wrapped_directly_returns_its_cache_as_eager_does(make):
     for got_layer, want_layer in zip(got_cache.layers, want_cache.layers, strict=True):
         torch.testing.assert_close(got_layer.keys, want_layer.keys, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(got_layer.values, want_layer.values, rtol=1e-5, atol=1e-5)
+
+
+def test_mixture_of_experts_names_the_setting_that_compiles_and_then_matches_eager():
+    """Mixtral's default experts kernel splits tokens by data-dependent counts: refused, the
+    message naming Hugging Face's batched_mm setting (each op once, with its count); with it
+    the model runs as in eager."""
+    torch.manual_seed(0)
+    cfg = tf.MixtralConfig(vocab_size=128, hidden_size=64, intermediate_size=128,
+                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                           max_position_embeddings=64, num_local_experts=4,
+                           num_experts_per_tok=2)
+    ids = torch.randint(0, 128, (2, 16))
+    model = tf.MixtralForCausalLM(cfg).eval()
+    with pytest.raises(NotImplementedError, match=r"\(x\d+\): .*_experts_implementation = "
+                                                  r"\"batched_mm\""):
+        tilegraph.inferenceModel(model)(input_ids=ids, use_cache=False)
+    cfg._experts_implementation = "batched_mm"
+    model = tf.MixtralForCausalLM(cfg).eval()
+    got = tilegraph.inferenceModel(model)(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(got, model(input_ids=ids, use_cache=False).logits,
+                               rtol=1e-5, atol=1e-5)
