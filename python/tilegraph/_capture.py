@@ -118,8 +118,9 @@ class _Context:
     8- and 16-bit integers (uint8 images, int8 data, int16 audio) are widened the same way,
     to i32 (_WIDE)."""
 
-    def __init__(self, graph):
+    def __init__(self, graph, training=True):
         self.g = graph
+        self.training = training  # the graph will be differentiated
         self.widened = False
         self._widened_values = {}
         self.values = {}  # fx node -> value name, list of names, or _Unavailable
@@ -815,7 +816,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     kinds = torch.export.graph_signature.InputKind
     out_kinds = torch.export.graph_signature.OutputKind
     g = _core.Graph(name)
-    cx = _Context(g)
+    cx = _Context(g, training)
     cap = Captured()
     cap.graph = g
     cap.buffer_decisions = getattr(ep, "tilegraph_buffer_decisions", {})

@@ -139,7 +139,10 @@ def test_long_sequences_do_not_store_the_score_matrix(monkeypatch):
     assert run.executable.memory_stats["arena_bytes"] < 16 * 2 ** 20
 
 
-def test_small_attention_is_written_out_under_auto(monkeypatch):
+def test_auto_fuses_f32_inference_and_writes_out_small_trained_attention(monkeypatch):
+    """Under "auto": an f32 inference program takes the fused op at any size (its forward
+    kernel is register-blocked); a training program with small score matrices is written
+    out as matmul / softmax / matmul (the fused backward is not yet fast)."""
     monkeypatch.setenv("TILEGRAPH_FUSED_ATTENTION", "auto")
 
     class Small(torch.nn.Module):
@@ -149,7 +152,13 @@ def test_small_attention_is_written_out_under_auto(monkeypatch):
     q = torch.randn(1, 2, 8, 4)
     run = tilegraph.inferenceModel(Small())
     torch.testing.assert_close(run(q), Small()(q), rtol=1e-5, atol=1e-6)
-    assert " = attention(" not in run.executable.optimized_ir
+    assert " = attention(" in run.executable.optimized_ir
+    model = SelfAttention("causal")
+    x, t = torch.randn(2, 6, 16), torch.randint(0, 3, (2,))
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.1))
+    trainer(x, t, torch.ones(2, 6, dtype=torch.bool))
+    assert " = attention(" not in trainer.executable.optimized_ir
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
@@ -206,3 +215,33 @@ def test_multihead_attentions_in_projection_reads_its_weight_once(monkeypatch):
                      r"%attention\.in_proj_bias\)", ir), ir
     infer.destroy()
     assert_trains_like_eager(model.train(), (x, t), steps=3)
+
+
+@pytest.mark.parametrize("sq,sk,d,dv,variant", [
+    (1, 1, 3, 5, "none"), (7, 5, 16, 16, "additive"), (9, 17, 20, 5, "causal"),
+    (33, 40, 16, 64, "bool"), (16, 33, 8, 12, "bool_all_masked"), (40, 40, 16, 16, "causal")])
+def test_the_f32_forward_kernel_matches_eager_on_ragged_shapes(sq, sk, d, dv, variant):
+    """The f32 kernel's row blocks (8 queries), key vectors (16) and value columns (4 at a
+    time) at sizes that leave every kind of remainder; masks additive per query, boolean,
+    a sample with every key masked, and causal with fewer or more keys than queries."""
+    g = torch.Generator().manual_seed(sq * 100 + sk)
+    q, k = torch.randn(2, 3, sq, d, generator=g), torch.randn(2, 3, sk, d, generator=g)
+    v = torch.randn(2, 3, sk, dv, generator=g)
+    mask = None
+    if variant == "additive":
+        mask = torch.randn(sq, sk, generator=g)
+    elif variant.startswith("bool"):
+        mask = torch.rand(2, 1, 1, sk, generator=g) > 0.3
+        mask[..., 0] = True
+        if variant.endswith("all_masked"):
+            mask[1] = False
+
+    class Attend(torch.nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                  is_causal=variant == "causal")
+
+    run = tilegraph.inferenceModel(Attend())
+    got = run(q, k, v)
+    assert " = attention(" in run.executable.optimized_ir
+    torch.testing.assert_close(got, Attend()(q, k, v), rtol=1e-5, atol=1e-6)

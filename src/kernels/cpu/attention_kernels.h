@@ -30,6 +30,10 @@ struct AttentionDims {
 template <typename T>
 void AttentionForward(const T* q, const T* k, const T* v, const T* mask, T* out, T* lse,
                       const AttentionDims& dims);
+// f32 has its own loops, vectorized across keys (attention_kernels.cc).
+template <>
+void AttentionForward<float>(const float* q, const float* k, const float* v, const float* mask,
+                             float* out, float* lse, const AttentionDims& dims);
 
 // dq, dk, dv like q, k, v; dmask like mask (the score gradient summed over the rows and
 // batch entries the mask is shared by). `glse` is the gradient reaching the log-sum-exp
