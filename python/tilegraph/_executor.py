@@ -342,10 +342,13 @@ class PoplarExecutor:
             if disk is not None:
                 disk.store(key, cap, self._cache_extra())
         self._set_anchor_modes(cap)
+        previous = getattr(self, "_cap", None)
+        old_own = set(previous.params.values()) | set(previous.buffers.values()) \
+            if previous is not None and old is not None else set()
         self._compile_from(cap, meta)
         self._key = key
         if old is not None:
-            self._adopt_state(old)
+            self._adopt_state(old, old_own)
 
     def _check_mutations(self, cap):
         """In-place updates of inputs come back to the host tensors: every step's value,
@@ -393,15 +396,28 @@ class PoplarExecutor:
             _identity_loss_reduction.reset(token)
         return cap, marks
 
-    def _adopt_state(self, old):
-        """Optimizer state of a replaced executable carries over (same names and shapes)."""
+    def _adopt_state(self, old, old_own=()):
+        """Optimizer state of a replaced executable carries over (same names and shapes).
+        State the new program lacks (a parameter frozen, or on a branch this capture did not
+        take, gets no update) is kept aside and comes back when a later program has it
+        again, as eager's optimizer keeps a parameter's state while it has no gradient."""
         own = set(self._cap.params.values()) | set(self._cap.buffers.values())
+        stash = self.__dict__.setdefault("_stashed_state", {})
+        for name in old.variables:
+            if name not in self._exe.variables and name not in old_own and \
+                    name not in own and not name.startswith("optimizer."):
+                stash[name] = from_engine(old.read_variable(name)).clone()
         for name in self._exe.variables:
-            if name in own or name not in old.variables:
+            if name in own:
                 continue
-            value = to_engine(from_engine(old.read_variable(name)).clone())
+            if name in old.variables:
+                value = from_engine(old.read_variable(name)).clone()
+            elif name in stash:
+                value = stash.pop(name)
+            else:
+                continue
             try:
-                self._exe.write_variable(name, value)
+                self._exe.write_variable(name, to_engine(value))
             except ValueError:
                 pass  # its shape changed with the parameter's: it starts from zero
 

@@ -432,7 +432,12 @@ def describe(optimizer):
     elif isinstance(optimizer, torch.optim.AdamW):
         kind = "adamw"
     elif isinstance(optimizer, torch.optim.Adam):
-        kind = "adam"
+        # torch's Adam(decoupled_weight_decay=True) is AdamW.
+        decoupled = {bool(g.get("decoupled_weight_decay", False)) for g in optimizer.param_groups}
+        if len(decoupled) > 1:
+            raise NotImplementedError("Adam: param groups that mix decoupled_weight_decay True "
+                                      "and False (one setting per optimizer)")
+        kind = "adamw" if decoupled == {True} else "adam"
     elif isinstance(optimizer, torch.optim.RMSprop):
         kind = "rmsprop"
     elif isinstance(optimizer, torch.optim.SGD):
@@ -453,7 +458,10 @@ def describe(optimizer):
         h = dict(lr=float(g["lr"]), weight_decay=float(g.get("weight_decay", 0.0)))
         given = getattr(optimizer, "_momentum_given", False)
         if kind == "sgd":
-            h.update(momentum=float(g["momentum"]), dampening=float(g["dampening"]))
+            # Without momentum eager ignores dampening (the step is the gradient itself);
+            # the program's momentum buffer, there for the other groups, must do the same.
+            h.update(momentum=float(g["momentum"]),
+                     dampening=float(g["dampening"]) if g["momentum"] != 0 else 0.0)
             flags["use_momentum"] |= g["momentum"] != 0 or given
             flags["nesterov"] |= bool(g["nesterov"])
         elif kind == "lamb":
@@ -473,6 +481,14 @@ def describe(optimizer):
     if len(corrections) > 1:
         raise NotImplementedError(f"{type(optimizer).__name__}: param groups that mix "
                                   "bias_correction True and False (one setting per optimizer)")
+    for flag, name in (("nesterov", "SGD"), ("centered", "RMSprop")):
+        # (nesterov means nothing where a group has no momentum)
+        settings = {bool(g.get(flag, False)) for g in optimizer.param_groups
+                    if flag != "nesterov" or g.get("momentum", 0) != 0}
+        if len(settings) > 1:
+            raise NotImplementedError(f"{name}: param groups that mix {flag} True and False "
+                                      "(one setting per optimizer; eager applies each group's, "
+                                      "a tilegraph program one for all)")
     variants = {bool(g.get("use_tf_variant", False)) for g in optimizer.param_groups}
     if len(variants) > 1:
         raise NotImplementedError("RMSprop: param groups that mix use_tf_variant True and False "

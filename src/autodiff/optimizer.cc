@@ -157,6 +157,15 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
     state_type_ = TensorType{state_type_.dtype, {shard_}};
     sharded_grads_.push_back(g);
   }
+  // The parameter's own step count, as eager keeps one per parameter (its state's "step",
+  // or the momentum buffer's first use): a parameter without a gradient in some steps (frozen
+  // for a while, or on a branch another program took) counts only the steps that updated it.
+  if (config_.kind != OptimizerKind::kSGD || config_.use_momentum) {
+    Value* own = b_.graph().AddVariable(param_->name() + ".step", step->type(), false);
+    info_.state_variables.push_back(own->name());
+    b_.graph().SetUpdate(own, b_.AddScalar(own, 1.0));
+    step = own;
+  }
   switch (config_.kind) {
     case OptimizerKind::kSGD: Sgd(p, g, group, hp, step); break;
     case OptimizerKind::kAdam: Adam(p, g, group, hp, step, false); break;

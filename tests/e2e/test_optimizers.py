@@ -605,3 +605,75 @@ def test_parameters_without_a_gradient_are_not_updated_as_in_eager(make):
     assert reference.unused.grad is None and reference.detached.grad is None
     for got, want in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+
+
+class TwoBranches(nn.Module):
+    """The user picks a branch between calls (a Python attribute): the other branch's
+    parameters get no gradient for a while."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(8, 4), nn.Linear(8, 4), nn.Linear(4, 4)
+        self.use_b = False
+
+    def forward(self, x, y):
+        return F.cross_entropy(self.head((self.b if self.use_b else self.a)(x)), y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+], ids=["sgd_momentum", "adam", "adamw"])
+def test_state_and_step_counts_survive_idle_and_frozen_stretches_as_in_eager(make):
+    """Eager keeps a parameter's optimizer state (momentum, moments, its own step count for
+    bias correction) while it has no gradient: a branch not taken, or a layer frozen with
+    requires_grad_(False) and unfrozen later. Each switch recompiles; the state comes back."""
+    torch.manual_seed(0)
+    model = TwoBranches()
+    reference = copy.deepcopy(model)
+    run = tilegraph.trainingModel(model, tilegraph.Options(), make(model.parameters()))
+    optimizer = make(reference.parameters())
+    g = torch.Generator().manual_seed(1)
+    schedule = [(False, True), (True, True), (True, True), (False, True), (False, False),
+                (False, False), (False, True), (True, True)]  # (use_b, a trainable)
+    for use_b, a_trainable in schedule:
+        x, y = torch.randn(8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)
+        for m in (model, reference):
+            m.use_b = use_b
+            m.a.requires_grad_(a_trainable)
+        optimizer.zero_grad()
+        reference(x, y).backward()
+        optimizer.step()
+        run(x, y)
+        for got, want in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_optimizer_settings_tilegraph_applies_per_optimizer_match_eager_or_are_refused():
+    """Adam(decoupled_weight_decay=True) is AdamW; an SGD group without momentum ignores its
+    dampening next to groups with momentum (as eager); nesterov / centered differing between
+    groups is refused (one setting per program)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
+    for make in (lambda m: torch.optim.Adam(m.parameters(), lr=1e-2, weight_decay=0.1,
+                                            decoupled_weight_decay=True),
+                 lambda m: torch.optim.SGD([{"params": m.fc.weight, "momentum": 0.0,
+                                             "dampening": 0.5},
+                                            {"params": m.fc.bias, "momentum": 0.9}], lr=0.1)):
+        model = WithIdleParameters()
+        reference = copy.deepcopy(model)
+        run = tilegraph.trainingModel(model, tilegraph.Options(), make(model))
+        optimizer = make(reference)
+        for _ in range(4):
+            optimizer.zero_grad()
+            reference(x, y).backward()
+            optimizer.step()
+            run(x, y)
+        for got, want in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+    model = WithIdleParameters()
+    mixed = torch.optim.SGD([{"params": model.fc.weight, "nesterov": True},
+                             {"params": model.fc.bias}], lr=0.1, momentum=0.9)
+    with pytest.raises(NotImplementedError, match="mix nesterov True and False"):
+        tilegraph.trainingModel(model, tilegraph.Options(), mixed)(x, y)

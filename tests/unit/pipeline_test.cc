@@ -70,7 +70,7 @@ TEST(Pipeline, SegmentsFollowTheDevicesForwardThenBack) {
   EXPECT_NE(g->FindValue("optimizer.micro_step.device1"), nullptr);
   int marked = 0;
   for (const VariableUpdate& u : g->updates()) marked += u.on_optimizer_step;
-  EXPECT_EQ(marked, 5);  // w0, w1, their momentum buffers, optimizer.step
+  EXPECT_EQ(marked, 7);  // w0, w1, their momentum buffers and step counts, optimizer.step
 }
 
 TEST(Pipeline, RefusesAVariableUpdatedPerMicroBatchAndReadElsewhere) {
