@@ -89,8 +89,8 @@ def _hyperparameters_of(optimizer):
                 (isinstance(v, tuple) and all(isinstance(x, (int, float)) for x in v)):
             return v
         return ("object", id(v))  # compared by identity (an array's == is elementwise)
-    return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params")
-                 for g in optimizer.param_groups)
+    return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params") +
+                 (("params", len(g["params"])),) for g in optimizer.param_groups)
 
 # The live training executor of each module: PopTorch refuses a second trainingModel on a
 # module until the first is destroyed (two engines would train it apart, the second from
@@ -204,6 +204,7 @@ class PoplarExecutor:
         self._synced = None         # _synced_tensors(), cached while the guard holds
         self._aliased = {}          # engine variable -> data_ptr of the module tensor viewing it
         self._alias_pending = False  # _alias_module_weights at the end of the next call
+        self._compiled_membership = None  # param groups' parameters the program was built for
         self._synthetic = None      # enableSyntheticData: (input specs, the drawn inputs)
         self._attached = False
         self._returns_tuple = False
@@ -342,6 +343,8 @@ class PoplarExecutor:
             if disk is not None:
                 disk.store(key, cap, self._cache_extra())
         self._set_anchor_modes(cap)
+        if self.training and self.optimizer is not None:
+            self._compiled_membership = self._group_membership(self.optimizer)
         previous = getattr(self, "_cap", None)
         old_own = set(previous.params.values()) | set(previous.buffers.values()) \
             if previous is not None and old is not None else set()
@@ -764,11 +767,16 @@ class PoplarExecutor:
                 _hyperparameters_of(self.optimizer) != self._applied_hypers:
             # Changed since compiling or setOptimizer (an LR scheduler's step, an edit of
             # param_groups): applied now, as eager's next optimizer.step() would use them.
+            # Parameters added to or moved between groups (add_param_group) need another
+            # program: compiled now (the state of the others carries over).
+            if self._group_membership(self.optimizer) != self._compiled_membership:
+                self._compile(call)
             self.setOptimizer(self.optimizer)
         if not self._attached:
             self.attachToDevice()
         self._check_args(call.tensors)
         self._sync_host_edits(self._synced_tensors(checked=True))
+        self._push_optimizer_state()
         if self.training and not self.model.training:
             _warn_once("eval-training", "a trainingModel was called while its module is in "
                        "eval mode (model.eval()); it runs in eval mode, as eager PyTorch "
@@ -819,6 +827,7 @@ class PoplarExecutor:
             tensors = self._synced_tensors(checked=True)
             if self._alias_pending:
                 self._alias_module_weights(tensors)
+                self._alias_optimizer_state()
             self._copy_weights_to_host(tensors, written_only=True)
         return outs
 
@@ -959,6 +968,97 @@ class PoplarExecutor:
                     t.data = view
                 self._aliased[name] = t.data_ptr()
 
+    # torch.optim's per-parameter state keys that tilegraph's state variables carry
+    # ("<parameter variable>.<key>"; SGD's step count is tilegraph's own, not torch's).
+    _TORCH_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
+                         "adamw": ("step", "exp_avg", "exp_avg_sq"),
+                         "rmsprop": ("step", "square_avg", "momentum_buffer", "grad_avg")}
+
+    def _torch_optimizer(self):
+        """The executor's optimizer where it is a torch.optim one (tilegraph.optim's keep
+        their state in state_dict()["ipu_state"] instead), and the program trains."""
+        o = self.optimizer
+        if not self.training or o is None or isinstance(o, optim.Optimizer) or \
+                self._exe is None or self._opt_flags is None:
+            return None
+        return o
+
+    def _optimizer_state_variables(self, optimizer):
+        """(parameter tensor, {torch state key: engine variable}) for the program's trained
+        parameters, the optimizer's own tensors."""
+        keys = self._TORCH_STATE_KEYS.get(self._opt_flags[0], ())
+        variables = set(self._exe.variables)
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        out, seen = [], set()
+        for fqn, var in self._cap.params.items():
+            p = params.get(fqn)
+            if p is None or id(p) in seen:
+                continue
+            seen.add(id(p))
+            names = {k: f"{var}.{k}" for k in keys if f"{var}.{k}" in variables}
+            if names:
+                out.append((p, var, names))
+        return out
+
+    def _alias_optimizer_state(self):
+        """After a training executor's first call: a torch.optim optimizer's `state[p]`
+        holds views of the engine's state variables (momentum buffers, Adam's moments and
+        step counts: what eager's optimizer would hold, updated by every call in place), so
+        that optimizer.state_dict() checkpoints resume exactly. State the program lacks
+        (kept aside for a parameter without a gradient) is shown as a copy."""
+        o = self._torch_optimizer()
+        if o is None or os.environ.get("TILEGRAPH_ALIAS_WEIGHTS", "1") == "0":
+            return
+        stash = self.__dict__.get("_stashed_state", {})
+        for p, var, names in self._optimizer_state_variables(o):
+            entry = {k: from_engine(self._exe.variable_view(n)) for k, n in names.items()}
+            if any(k != "step" and t.shape != p.shape for k, t in entry.items()):
+                continue  # sharded state (each replica holds a part): not eager's layout
+            for k in self._TORCH_STATE_KEYS.get(self._opt_flags[0], ()):
+                if k not in entry and f"{var}.{k}" in stash:
+                    entry[k] = stash[f"{var}.{k}"].clone()
+            o.state[p] = entry
+        self._aliased_state = o.state
+
+    def _push_optimizer_state(self):
+        """Before a call: state the user put in a torch.optim optimizer (steps taken
+        eagerly before wrapping, optimizer.load_state_dict of a checkpoint, before or
+        between calls) goes into the engine, as eager's next step would start from it."""
+        o = self._torch_optimizer()
+        if o is None or getattr(self, "_aliased_state", None) is o.state or not o.state:
+            return
+        for p, var, names in self._optimizer_state_variables(o):
+            given = o.state.get(p) if p in o.state else None
+            if not given:
+                continue
+            for k, name in names.items():
+                if k not in given:
+                    continue
+                held = from_engine(self._exe.variable_view(name))
+                value = torch.as_tensor(given[k]).detach().to(held.dtype)
+                if value.numel() != held.numel():
+                    raise ValueError(f"optimizer state {k!r} of a parameter of shape "
+                                     f"{list(p.shape)} has shape {list(value.shape)}")
+                self._exe.write_variable(name, to_engine(value.reshape(held.shape)))
+            step = f"{var}.step"
+            if "momentum_buffer" in given and "step" not in given and \
+                    step in self._exe.variables:
+                # torch's SGD keeps no count: a given buffer means "not the first step".
+                held = from_engine(self._exe.read_variable(step))
+                self._exe.write_variable(step, to_engine(torch.clamp(held, min=1.0)))
+        self._alias_optimizer_state()
+
+    def _unalias_optimizer_state(self):
+        """The optimizer's state tensors get memory of their own (their values now)."""
+        o = self._torch_optimizer()
+        if o is None or getattr(self, "_aliased_state", None) is not o.state:
+            return
+        for entry in o.state.values():
+            for k, t in list(entry.items()):
+                if isinstance(t, torch.Tensor):
+                    entry[k] = t.clone()
+        self._aliased_state = None
+
     def _unalias_module_weights(self):
         """The module's aliased tensors get memory of their own again (the values they show
         now), so that the executable can be freed."""
@@ -1046,6 +1146,12 @@ class PoplarExecutor:
             if all(tuple(v) == tuple(before.get(n, ())) for n, *v in after if n not in names):
                 self._host_version = _guards.Versions(tensors)
 
+    def _group_membership(self, optimizer):
+        """The module names of each param group's parameters (what a program compiled the
+        groups from; the cache key holds the same)."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [[names.get(id(p), "?") for p in g["params"]] for g in optimizer.param_groups]
+
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""
         if not self.training:
@@ -1061,6 +1167,9 @@ class PoplarExecutor:
                                  "pass momentum=0.0 explicitly to change it later)")
             self.optimizer = optimizer
             if self._exe is None:
+                return
+            if self._group_membership(optimizer) != self._compiled_membership:
+                self._applied_hypers = None  # another program: the next call compiles it
                 return
             self._applied_hypers = _hyperparameters_of(optimizer)
             for i, (_, h) in enumerate(groups):
@@ -1103,6 +1212,7 @@ class PoplarExecutor:
             if self._exe is not None and self.training:
                 self.copyWeightsToHost()
                 self._unalias_module_weights()
+                self._unalias_optimizer_state()
                 if isinstance(self.optimizer, optim.Optimizer):
                     self.optimizer._keep_state(self)  # its state_dict outlives the engine
             self._exe = None

@@ -157,6 +157,11 @@ class Optimizer:
         state = super().__getstate__()
         state.update({k: v for k, v in self.__dict__.items()
                       if k not in state and k != "_executor"})
+        executor = self._compiled()
+        if executor is not None and executor._exe is not None:
+            # The engine's state, as if loaded: an unpickled optimizer resumes from it.
+            from . import _optimizer_state
+            state["_pending_state"] = _optimizer_state.read_state(executor, describe(self)[0])
         return state
 
     def __setstate__(self, state):

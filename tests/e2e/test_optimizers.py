@@ -677,3 +677,87 @@ def test_optimizer_settings_tilegraph_applies_per_optimizer_match_eager_or_are_r
                              {"params": model.fc.bias}], lr=0.1, momentum=0.9)
     with pytest.raises(NotImplementedError, match="mix nesterov True and False"):
         tilegraph.trainingModel(model, tilegraph.Options(), mixed)(x, y)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2),
+    lambda ps: torch.optim.RMSprop(ps, lr=1e-2, momentum=0.5, centered=True),
+], ids=["sgd_momentum", "adam", "rmsprop"])
+def test_a_torch_optimizers_state_is_eagers_and_checkpoints_resume_exactly(make, tmp_path):
+    """A torch.optim optimizer shows the engine's state in `state[p]` (eager's keys and
+    values: momentum buffers, moments, step counts) after tilegraph calls, so a checkpoint
+    (model and optimizer state_dicts) resumes exactly in a fresh model; state that eager
+    steps put in an optimizer before it is wrapped is where tilegraph starts from; pickling
+    the training executor keeps it too."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 4, generator=g), torch.randint(0, 2, (8,), generator=g))
+            for _ in range(6)]
+    reference = WithIdleParameters()
+    model = copy.deepcopy(reference)
+    eager = make(reference.parameters())
+
+    def eager_step(x, y):
+        eager.zero_grad()
+        reference(x, y).backward()
+        eager.step()
+
+    eager_step(*data[0])  # one eager step before wrapping: the state starts from it
+    model.load_state_dict(reference.state_dict())
+    optimizer = make(model.parameters())
+    optimizer.load_state_dict(eager.state_dict())
+    run = tilegraph.trainingModel(model, tilegraph.Options(), optimizer)
+    for x, y in data[1:3]:
+        run(x, y)
+        eager_step(x, y)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        for key, value in eager.state[q].items():
+            torch.testing.assert_close(torch.as_tensor(optimizer.state[p][key]).float(),
+                                       torch.as_tensor(value).float(), rtol=1e-5, atol=1e-6)
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()},
+               tmp_path / "ckpt.pt")
+    pickled = tmp_path / "executor.pt"
+    torch.save(run, pickled)
+    run.destroy()
+    checkpoint = torch.load(tmp_path / "ckpt.pt")
+    resumed = WithIdleParameters()
+    resumed.load_state_dict(checkpoint["model"])
+    resumed_optimizer = make(resumed.parameters())
+    resumed_optimizer.load_state_dict(checkpoint["optimizer"])
+    again = tilegraph.trainingModel(resumed, tilegraph.Options(), resumed_optimizer)
+    unpickled = torch.load(pickled, weights_only=False)
+    for x, y in data[3:]:
+        again(x, y)
+        unpickled(x, y)
+        eager_step(x, y)
+    for trained in (resumed, unpickled.model):
+        for p, q in zip(trained.parameters(), reference.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    lambda ps: torch.optim.Adam(ps, lr=1e-2),
+], ids=["sgd_momentum", "adam"])
+def test_a_param_group_added_between_calls_trains_from_the_next_call(make):
+    """Fine-tuning's unfreeze: the head trains first, then optimizer.add_param_group adds
+    the body with its own learning rate; the next call compiles a program with it, the
+    head's state carrying over, as eager's next step."""
+    torch.manual_seed(0)
+    model = TwoBranches()
+    reference = copy.deepcopy(model)
+    optimizer, eager = make(model.head.parameters()), make(reference.head.parameters())
+    run = tilegraph.trainingModel(model, tilegraph.Options(), optimizer)
+    g = torch.Generator().manual_seed(1)
+    for step in range(5):
+        if step == 2:
+            optimizer.add_param_group({"params": model.a.parameters(), "lr": 0.05})
+            eager.add_param_group({"params": reference.a.parameters(), "lr": 0.05})
+        x, y = torch.randn(8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)
+        eager.zero_grad()
+        reference(x, y).backward()
+        eager.step()
+        run(x, y)
+        for got, want in zip(model.parameters(), reference.parameters()):
+            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
