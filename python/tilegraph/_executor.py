@@ -192,6 +192,12 @@ class PoplarExecutor:
         options._freeze()
         self.options = options.clone()._freeze()
         self.training = training
+        if training and not model.training:
+            # PopTorch's trainingModel trains: a module in eval mode is put in training mode
+            # when wrapped (a module already in training mode keeps its submodules' modes: a
+            # layer the user froze with .eval() stays frozen). Modes set after wrapping are
+            # followed, as eager would.
+            model.train()
         if training and optimizer is None:
             optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         self.optimizer = optimizer
@@ -269,16 +275,13 @@ class PoplarExecutor:
         return self
 
     def _enter_training_mode(self):
-        """Before the first compilation of a trainingModel: a module in eval mode is put in
-        training mode (PopTorch's trainingModel trains); a module already in training mode
-        keeps the modes of its submodules, so a layer the user froze (model.bn.eval(), as
-        fine-tuning does) stays frozen, as in eager PyTorch."""
+        """Before the first compilation of a trainingModel: the module becomes this
+        executor's to train (another live trainingModel of it is refused). (The module was
+        put in training mode when wrapped; an eval() since is followed, as eager would.)"""
         if isinstance(self.model, torch.nn.Module) and \
                 not isinstance(self.model, _cache.ExportedModule):
             _refuse_wrapped(self.model, self)  # another one compiled since this was made
             _wrap_for_training(self.model, self)
-        if not self.model.training:
-            self.model.train()
 
     def _structure_of(self, args, kwargs):
         last, forward = self._last_call, self._forward_identity()

@@ -139,6 +139,28 @@ def test_a_model_in_eval_mode_is_put_in_training_mode():
     assert body.training and body.bn.training
 
 
+def test_eval_set_after_wrapping_is_followed_from_the_first_call():
+    """The flip to training mode happens when the module is wrapped: an eval() the user sets
+    afterwards (before or after the first call) is followed, as eager would (with a
+    warning), the batch norm then normalizing with its running statistics."""
+    torch.manual_seed(0)
+    body = FrozenNorm()
+    body.bn.running_mean.fill_(0.5)
+    model = WithLoss(body).eval()
+    trainer = tilegraph.trainingModel(model, tilegraph.Options(),
+                                      torch.optim.SGD(body.parameters(), lr=0.1))
+    assert model.training
+    model.eval()
+    x, t = torch.randn(16, 8), torch.randn(16, 8)
+    want = copy.deepcopy(model)(x, t)
+    with pytest.warns(UserWarning, match="eval mode"):
+        got = trainer(x, t)
+    assert not model.training
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach(), rtol=1e-5, atol=1e-6)
+    assert torch.all(body.bn.running_mean == 0.5)
+
+
 def _run(fn, *args):
     class Model(nn.Module):
         def forward(self, *a):
