@@ -125,11 +125,40 @@ def value_checks_as_assertions():
                             "PyTorch raises there")
         return assumed
 
+    original_item = torch.Tensor.item
+
+    def checked_item(self):
+        # `assert torch.all(x >= 0).item(), ...` (ProphetNet's label check): the value of a
+        # bool tensor read with .item() in such a check, answered the same way.
+        value = original_item(self)
+        if self.dtype != torch.bool or not isinstance(value, torch.SymBool):
+            return value
+        try:
+            return bool(value)
+        except GuardOnDataDependentSymNode:
+            from ._capture import _is_user_file
+            frame = sys._getframe(1)  # (torch-function modes may stand between)
+            while frame is not None and not _is_user_file(frame.f_code.co_filename):
+                frame = frame.f_back
+            assumed = None if frame is None else \
+                _non_raising_value(frame.f_code.co_filename, frame.f_lineno)
+            if assumed is None:
+                raise
+        import linecache
+        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        source = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+        torch._assert_async(self if assumed else torch.logical_not(self),
+                            f"the model's data check at {where} failed ({source}): eager "
+                            "PyTorch raises there")
+        return assumed
+
     torch.Tensor.__bool__ = checked_bool
+    torch.Tensor.item = checked_item
     try:
         yield
     finally:
         torch.Tensor.__bool__ = original
+        torch.Tensor.item = original_item
 
 
 def _non_raising_value(filename, lineno):

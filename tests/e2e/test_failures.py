@@ -276,6 +276,21 @@ def test_a_negated_check_behind_a_python_condition_is_a_run_time_assertion():
         run(torch.ones(3), torch.tensor([2, 1, 2]))
 
 
+class _ChecksWithItem(torch.nn.Module):
+    """ProphetNet's label check: the condition read as a Python bool with .item()."""
+
+    def forward(self, ids):
+        assert torch.all(ids >= 0).item(), "Verify that ids are positive"
+        return ids * 2
+
+
+def test_a_check_read_with_item_is_a_run_time_assertion():
+    run = tilegraph.inferenceModel(_ChecksWithItem())
+    torch.testing.assert_close(run(torch.tensor([0, 3])), torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match=r"test_failures.py:\d+ failed \(assert torch.all"):
+        run(torch.tensor([1, -2]))
+
+
 def test_a_python_value_computed_from_data_is_refused_at_the_users_line():
     class Equal(torch.nn.Module):
         def forward(self, x, e):
