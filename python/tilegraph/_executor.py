@@ -346,8 +346,6 @@ class PoplarExecutor:
             if disk is not None:
                 disk.store(key, cap, self._cache_extra())
         self._set_anchor_modes(cap)
-        if self.training and self.optimizer is not None:
-            self._compiled_membership = self._group_membership(self.optimizer)
         previous = getattr(self, "_cap", None)
         old_own = set(previous.params.values()) | set(previous.buffers.values()) \
             if previous is not None and old is not None else set()
@@ -444,6 +442,8 @@ class PoplarExecutor:
             import json
             self._call = CallStructure.from_json(json.loads(meta["call_structure"]))
         self._hyper = {str(k): float(v) for k, v in meta["hyperparams"].items()}
+        if self.training and self.optimizer is not None:
+            self._compiled_membership = self._group_membership(self.optimizer)
         self._opt_flags = tuple(meta["opt_flags"]) if meta["opt_flags"] else None
         self._input_specs = [(tuple(int(d) for d in s), _cache.torch_dtype(d))
                              for s, d in meta["input_specs"]]
@@ -772,7 +772,8 @@ class PoplarExecutor:
             # param_groups): applied now, as eager's next optimizer.step() would use them.
             # Parameters added to or moved between groups (add_param_group) need another
             # program: compiled now (the state of the others carries over).
-            if self._group_membership(self.optimizer) != self._compiled_membership:
+            if self._group_membership(self.optimizer) != self._compiled_membership and \
+                    not isinstance(self.model, _cache.ExportedModule):
                 self._compile(call)
             self.setOptimizer(self.optimizer)
         if not self._attached:
@@ -1171,7 +1172,8 @@ class PoplarExecutor:
             self.optimizer = optimizer
             if self._exe is None:
                 return
-            if self._group_membership(optimizer) != self._compiled_membership:
+            if self._group_membership(optimizer) != self._compiled_membership and \
+                    not isinstance(self.model, _cache.ExportedModule):
                 self._applied_hypers = None  # another program: the next call compiles it
                 return
             self._applied_hypers = _hyperparameters_of(optimizer)
