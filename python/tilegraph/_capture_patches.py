@@ -596,8 +596,9 @@ class _BufferDecisions(torch.overrides.TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        # (Tensor.__bool__ may be value_checks_as_assertions' wrapper of it.)
-        name = "__bool__" if func is torch.Tensor.__bool__ else getattr(func, "__name__", "")
+        # (Tensor.__bool__ and .item may be value_checks_as_assertions' wrappers of them.)
+        name = "__bool__" if func is torch.Tensor.__bool__ else \
+            "item" if func is torch.Tensor.item else getattr(func, "__name__", "")
         watched = name in self._READS or name in self._COMPARISONS or name in self._UNARY
         in_place = name.endswith("_") and not name.startswith("__") or \
             name.startswith("__i") and name not in ("__index__", "__int__")

@@ -141,8 +141,8 @@ def test_a_model_in_eval_mode_is_put_in_training_mode():
 
 def test_eval_set_after_wrapping_is_followed_from_the_first_call():
     """The flip to training mode happens when the module is wrapped: an eval() the user sets
-    afterwards (before or after the first call) is followed, as eager would (with a
-    warning), the batch norm then normalizing with its running statistics."""
+    afterwards (before or after the first call) is followed, as eager would, the batch
+    norm then normalizing with its running statistics."""
     torch.manual_seed(0)
     body = FrozenNorm()
     body.bn.running_mean.fill_(0.5)
@@ -153,7 +153,8 @@ def test_eval_set_after_wrapping_is_followed_from_the_first_call():
     model.eval()
     x, t = torch.randn(16, 8), torch.randn(16, 8)
     want = copy.deepcopy(model)(x, t)
-    with pytest.warns(UserWarning, match="eval mode"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (it warns once per process that it runs in eval mode)
         got = trainer(x, t)
     assert not model.training
     for g, w in zip(got, want):
