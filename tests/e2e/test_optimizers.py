@@ -571,6 +571,19 @@ def test_lr_schedulers_and_param_group_edits_apply_at_the_next_call(kind):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
+def _step_both(run, reference, optimizer, *args):
+    """One eager optimizer step of `reference` and one call of the training executor."""
+    optimizer.zero_grad()
+    reference(*args).backward()
+    optimizer.step()
+    run(*args)
+
+
+def _assert_same_parameters(model, reference):
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+
+
 class WithIdleParameters(nn.Module):
     """A parameter the forward never uses (XLNet's mask_emb in a plain forward) and one it
     reads only detached: eager's grad is None for both, so its optimizers leave them alone."""
@@ -598,13 +611,9 @@ def test_parameters_without_a_gradient_are_not_updated_as_in_eager(make):
     optimizer = make(reference.parameters())
     x, y = torch.randn(8, 4), torch.randint(0, 2, (8,))
     for _ in range(3):
-        optimizer.zero_grad()
-        reference(x, y).backward()
-        optimizer.step()
-        run(x, y)
+        _step_both(run, reference, optimizer, x, y)
     assert reference.unused.grad is None and reference.detached.grad is None
-    for got, want in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+    _assert_same_parameters(model, reference)
 
 
 class TwoBranches(nn.Module):
@@ -642,12 +651,8 @@ def test_state_and_step_counts_survive_idle_and_frozen_stretches_as_in_eager(mak
         for m in (model, reference):
             m.use_b = use_b
             m.a.requires_grad_(a_trainable)
-        optimizer.zero_grad()
-        reference(x, y).backward()
-        optimizer.step()
-        run(x, y)
-        for got, want in zip(model.parameters(), reference.parameters()):
-            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+        _step_both(run, reference, optimizer, x, y)
+        _assert_same_parameters(model, reference)
 
 
 def test_optimizer_settings_tilegraph_applies_per_optimizer_match_eager_or_are_refused():
@@ -666,12 +671,8 @@ def test_optimizer_settings_tilegraph_applies_per_optimizer_match_eager_or_are_r
         run = tilegraph.trainingModel(model, tilegraph.Options(), make(model))
         optimizer = make(reference)
         for _ in range(4):
-            optimizer.zero_grad()
-            reference(x, y).backward()
-            optimizer.step()
-            run(x, y)
-        for got, want in zip(model.parameters(), reference.parameters()):
-            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+            _step_both(run, reference, optimizer, x, y)
+        _assert_same_parameters(model, reference)
     model = WithIdleParameters()
     mixed = torch.optim.SGD([{"params": model.fc.weight, "nesterov": True},
                              {"params": model.fc.bias}], lr=0.1, momentum=0.9)
@@ -732,8 +733,7 @@ def test_a_torch_optimizers_state_is_eagers_and_checkpoints_resume_exactly(make,
         unpickled(x, y)
         eager_step(x, y)
     for trained in (resumed, unpickled.model):
-        for p, q in zip(trained.parameters(), reference.parameters()):
-            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+        _assert_same_parameters(trained, reference)
 
 
 @pytest.mark.parametrize("make", [
@@ -755,9 +755,5 @@ def test_a_param_group_added_between_calls_trains_from_the_next_call(make):
             optimizer.add_param_group({"params": model.a.parameters(), "lr": 0.05})
             eager.add_param_group({"params": reference.a.parameters(), "lr": 0.05})
         x, y = torch.randn(8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)
-        eager.zero_grad()
-        reference(x, y).backward()
-        eager.step()
-        run(x, y)
-        for got, want in zip(model.parameters(), reference.parameters()):
-            torch.testing.assert_close(got.detach(), want.detach(), rtol=1e-5, atol=1e-6)
+        _step_both(run, reference, eager, x, y)
+        _assert_same_parameters(model, reference)
