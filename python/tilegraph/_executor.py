@@ -1011,7 +1011,10 @@ class PoplarExecutor:
         that optimizer.state_dict() checkpoints resume exactly. State the program lacks
         (kept aside for a parameter without a gradient) is shown as a copy."""
         o = self._torch_optimizer()
-        if o is None or os.environ.get("TILEGRAPH_ALIAS_WEIGHTS", "1") == "0":
+        if o is None:
+            return
+        if os.environ.get("TILEGRAPH_ALIAS_WEIGHTS", "1") == "0":
+            self._aliased_state = o.state  # pushed (or empty): not pushed again
             return
         stash = self.__dict__.get("_stashed_state", {})
         for p, var, names in self._optimizer_state_variables(o):
