@@ -1794,8 +1794,14 @@ def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
         if mshape[-1] != sk:
             mask = cx.op("expand", [mask], {"shape": mshape[:-1] + [sk]})
         mbatch = mshape[:-2]
-        if all(m == 1 for m in mbatch):
-            mask3 = cx.op("reshape", [mask], {"shape": [1, mq, sk]})
+        # A mask whose leading batch dims are the batch's and the rest 1 ([B, 1, Sq, Sk] over
+        # [B, H] heads) is one entry per group of consecutive rows: not expanded (the op
+        # takes M entries for N rows, M dividing N). Others are expanded to every row.
+        shared = 0
+        while shared < len(mbatch) and mbatch[shared] == batch[shared]:
+            shared += 1
+        if all(m == 1 for m in mbatch[shared:]):
+            mask3 = cx.op("reshape", [mask], {"shape": [_numel(mbatch[:shared]), mq, sk]})
         else:
             mask = cx.op("expand", [mask], {"shape": batch + [mq, sk]})
             mask3 = cx.op("reshape", [mask], {"shape": [rows, mq, sk]})

@@ -2,7 +2,8 @@
 // (scaled_dot_product_attention kept whole by the front end), and its backward. Dropout
 // draws from the Philox stream keyed by the node's rng_key (the backward, built with the
 // same attributes, regenerates the same mask). Shapes: q [N, Sq, D], k [N, Sk, D],
-// v [N, Sk, Dv], mask (additive) [1 or N, 1 or Sq, Sk]; outputs [N, Sq, Dv] and the rows'
+// v [N, Sk, Dv], mask (additive) [M, 1 or Sq, Sk] with M dividing N (entry b / (N / M) for
+// batch entry b: one mask per sample for N = samples x heads); outputs [N, Sq, Dv] and the rows'
 // log-sum-exp [N, Sq], which the backward uses to recompute the probabilities. Memory is
 // O(N * S * D): no [Sq, Sk] score matrix is stored (kernels/cpu/attention_kernels.h).
 #include <algorithm>
@@ -31,9 +32,9 @@ cpu::AttentionDims DimsOf(const std::vector<TensorType>& in, const AttrMap& attr
   TG_CHECK(k.shape[0] == d.n && k.shape[2] == d.d && v.shape[0] == d.n && v.shape[1] == d.sk,
            kShape, "attention: q ", q.ToString(), ", k ", k.ToString(), ", v ", v.ToString(),
            " do not agree");
-  TG_CHECK((d.mask_n == 1 || d.mask_n == d.n) && (d.mask_q == 1 || d.mask_q == d.sq) &&
+  TG_CHECK(d.mask_n >= 1 && d.n % d.mask_n == 0 && (d.mask_q == 1 || d.mask_q == d.sq) &&
                mask.shape[2] == d.sk, kShape, "attention: mask ", mask.ToString(),
-           " must be [1 or ", d.n, ", 1 or ", d.sq, ", ", d.sk, "]");
+           " must be [a divisor of ", d.n, ", 1 or ", d.sq, ", ", d.sk, "]");
   d.causal = GetInt(attrs, "causal") != 0;
   d.scale = GetFloat(attrs, "scale");
   d.dropout = GetFloat(attrs, "dropout_p");
@@ -156,7 +157,9 @@ void RegisterAttentionOps(OpRegistry& r) {
   f.samples = {Sample(2, 3, 4, 5, 3, {1, 1, 4}, 0), Sample(3, 4, 4, 2, 2, {3, 4, 4}, 1),
                Sample(1, 5, 3, 4, 6, {1, 5, 3}, 0), Sample(2, 4, 6, 3, 3, {2, 1, 6}, 1),
                // dropout: the gradient check holds only if the backward's mask is the forward's
-               Sample(2, 4, 7, 3, 3, {1, 4, 7}, 0, 0.3), Sample(2, 5, 5, 2, 4, {2, 1, 5}, 1, 0.5)};
+               Sample(2, 4, 7, 3, 3, {1, 4, 7}, 0, 0.3), Sample(2, 5, 5, 2, 4, {2, 1, 5}, 1, 0.5),
+               // one mask per sample over two heads each
+               Sample(6, 4, 5, 3, 3, {3, 4, 5}, 0), Sample(4, 3, 6, 2, 2, {2, 1, 6}, 1, 0.2)};
   r.Register(std::move(f));
 
   OpDef b;

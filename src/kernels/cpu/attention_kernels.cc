@@ -35,9 +35,15 @@ double Score(const T* qi, const T* kj, const T* mask_row, int64_t i, int64_t j,
   return Dot(qi, kj, dims.d) * dims.scale + static_cast<double>(mask_row[j]);
 }
 
+// The mask entry of batch entry b: each serves n / mask_n consecutive entries (the heads of
+// one sample, for a [batch, 1, sq, sk] mask over [batch, heads] rows).
+int64_t MaskEntry(int64_t b, const AttentionDims& dims) {
+  return dims.mask_n == 1 ? 0 : b / (dims.n / dims.mask_n);
+}
+
 template <typename T>
 const T* MaskRow(const T* mask, int64_t b, int64_t i, const AttentionDims& dims) {
-  int64_t mb = dims.mask_n == 1 ? 0 : b, mi = dims.mask_q == 1 ? 0 : i;
+  int64_t mb = MaskEntry(b, dims), mi = dims.mask_q == 1 ? 0 : i;
   return mask + (mb * dims.mask_q + mi) * dims.sk;
 }
 
@@ -286,7 +292,7 @@ void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const 
           const double delta = Dot(goi, out + row * dims.dv, dims.dv) -
                                (glse ? static_cast<double>(glse[row]) : 0.0);
           const T* mrow = MaskRow(mask, b, i, dims);
-          const int64_t mb = dims.mask_n == 1 ? 0 : b, mi = dims.mask_q == 1 ? 0 : i;
+          const int64_t mb = MaskEntry(b, dims), mi = dims.mask_q == 1 ? 0 : i;
           double* dmrow = dm.data() + (mb * dims.mask_q + mi) * dims.sk;
           for (int64_t j = 0; j < dims.sk; ++j) {
             const double s = Score(qi, kb + j * dims.d, mrow, i, j, dims);

@@ -14,7 +14,7 @@ struct AttentionDims {
   int64_t sk = 1;      // key length
   int64_t d = 1;       // query/key width
   int64_t dv = 1;      // value width
-  int64_t mask_n = 1;  // mask rows per batch entry: 1 (shared) or n
+  int64_t mask_n = 1;  // mask entries, a divisor of n: entry b / (n / mask_n) for batch entry b
   int64_t mask_q = 1;  // 1 (one row for every query) or sq
   bool causal = false; // key j is visible to query i only if j <= i
   double scale = 1.0;
