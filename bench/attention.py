@@ -10,6 +10,10 @@
 2. Memory of one long causal attention (4 heads, 4096 x 4096, width 32): the planned arena
    of the fused op against the written-out form's (which stores the 256 MiB score matrix),
    and the time of each.
+3. Inference of a Hugging Face Llama (2 layers, hidden 64, 4 heads, batch 2, one row
+   left-padded: the 4-D mask path) at long sequences: eager PyTorch, torch.compile (not with
+   --quick) and tilegraph "auto" (the fused op in f32 inference) and "never" (written out),
+   interleaved rounds, median seconds per call. (No ONNX Runtime column: not exported here.)
 
 Results: bench/results/attention_<date>_<commit>.{json,md}.
 """
@@ -86,7 +90,43 @@ def measure_long(seq):
     return out
 
 
-def markdown(info, bert, long, seq):
+def measure_llama(seqs, rounds, with_compile):
+    import transformers as tf
+    torch.manual_seed(0)
+    cfg = tf.LlamaConfig(vocab_size=128, max_position_embeddings=2048, hidden_size=64,
+                         intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=4)
+    model = tf.LlamaForCausalLM(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, ids, mask):
+            return self.m(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+    out = {}
+    for seq in seqs:
+        ids = torch.randint(3, 128, (2, seq))
+        mask = torch.ones(2, seq, dtype=torch.int64)
+        mask[1, :seq // 5] = 0
+        fns = {"eager": lambda: Logits()(ids, mask)}
+        if with_compile:
+            compiled = torch.compile(Logits())
+            fns["torch.compile"] = lambda: compiled(ids, mask)
+        for mode in ("auto", "never"):
+            os.environ["TILEGRAPH_FUSED_ATTENTION"] = mode
+            run = tilegraph.inferenceModel(Logits())
+            run(ids, mask)  # compile
+            fns[f"tilegraph {mode}"] = (lambda r: lambda: r(ids, mask))(run)
+        with torch.no_grad():
+            out[seq] = {k: v["median"] for k, v in interleaved(fns, rounds).items()}
+    os.environ.pop("TILEGRAPH_FUSED_ATTENTION", None)
+    return out
+
+
+def markdown(info, bert, long, seq, llama):
     lines = [f"# Attention — {info['date']}, commit {info['commit']}", "",
              f"{info['cpu']}, {info['cores']} cores, {isa_line(info)}; `{info['command']}`", "",
              "## BERT-style training step (seq 128, batch 8), median s/step", "",
@@ -97,6 +137,11 @@ def markdown(info, bert, long, seq):
               "| form | planned arena (MiB) | s |", "|---|---|---|"]
     for name, r in long.items():
         lines.append(f"| {name} | {r['arena_mib']:.1f} | {r['seconds']:.3f} |")
+    for n, times in llama.items():
+        lines += ["", f"## Llama inference (2 layers, batch 2, padded row), {n} tokens, "
+                  "median s/call", "", "| engine | s/call | eager / engine |", "|---|---|---|"]
+        for name, s in times.items():
+            lines.append(f"| {name} | {s:.4f} | {times['eager'] / s:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,8 +154,11 @@ def main():
     seq = 2048 if args.quick else 4096
     bert = measure_bert(rounds=3 if args.quick else 8)
     long = measure_long(seq)
-    md = markdown(info, bert, long, seq)
-    save_results("attention", info, dict(bert=bert, long=long), md)
+    llama = measure_llama((512,) if args.quick else (512, 1536), rounds=3 if args.quick else 5,
+                          with_compile=not args.quick)
+    md = markdown(info, bert, long, seq, llama)
+    save_results("attention", info, dict(bert=bert, long=long,
+                                         llama={str(k): v for k, v in llama.items()}), md)
 
 
 if __name__ == "__main__":
