@@ -67,9 +67,6 @@ def custom_autograd_functions():
     them in training (see _capture.export) unless the class sets
     `tilegraph_differentiate_forward = True` (its backward is the forward's true gradient,
     e.g. a hand-written fused kernel), or is one of _EXACT_BACKWARD_FUNCTIONS."""
-    import traceback
-
-    from ._capture import _is_user_file
     Function = torch.autograd.Function
     original = Function.__dict__["apply"]
     used = []
@@ -80,11 +77,7 @@ def custom_autograd_functions():
         exact = getattr(cls, "tilegraph_differentiate_forward", False) or \
             f"{module}.{cls.__qualname__}" in _EXACT_BACKWARD_FUNCTIONS
         if not own and not exact:
-            where = ""
-            for frame in traceback.extract_stack()[:-1]:
-                if _is_user_file(frame.filename):
-                    where = f"{frame.filename}:{frame.lineno}"
-            used.append((f"{module}.{cls.__qualname__}", where))
+            used.append((f"{module}.{cls.__qualname__}", _stack_user_frame()))
         return original.__get__(None, cls)(*args, **kwargs)
 
     Function.apply = classmethod(apply)
@@ -136,17 +129,14 @@ def value_checks_as_assertions():
         try:
             return bool(value)
         except GuardOnDataDependentSymNode:
-            from ._capture import _is_user_file
-            frame = sys._getframe(1)  # (torch-function modes may stand between)
-            while frame is not None and not _is_user_file(frame.f_code.co_filename):
-                frame = frame.f_back
-            assumed = None if frame is None else \
-                _non_raising_value(frame.f_code.co_filename, frame.f_lineno)
+            # (torch-function modes may stand between the user's line and this call)
+            filename, _, line = _stack_user_frame().rpartition(":")
+            assumed = _non_raising_value(filename, int(line)) if filename else None
             if assumed is None:
                 raise
         import linecache
-        where = f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        source = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+        where = f"{filename}:{line}"
+        source = linecache.getline(filename, int(line)).strip()
         torch._assert_async(self if assumed else torch.logical_not(self),
                             f"the model's data check at {where} failed ({source}): eager "
                             "PyTorch raises there")

@@ -658,13 +658,11 @@ class PoplarExecutor:
             return OutputMode.All
         return self._output_mode()
 
-    def _in_mode(self, index, out):
-        """Output `index` of an engine run in _engine_mode() as its own mode asks: the
-        executor's, or its anchor's (Final: the last step's; EveryN: every n-th step's; Sum:
-        the steps added in order, in the output's dtype, as the engine's sum mode adds them).
-        Returns (array or tensor, mode)."""
-        mode = self._output_mode()
-        engine = self._engine_mode()
+    def _in_mode(self, index, out, mode, engine):
+        """Output `index` of an engine run in `engine` (_engine_mode()) as its own mode asks:
+        the executor's `mode`, or its anchor's (Final: the last step's; EveryN: every n-th
+        step's; Sum: the steps added in order, in the output's dtype, as the engine's sum mode
+        adds them). Returns (array or tensor, mode)."""
         own, period = self._cap.anchor_modes.get(index, (mode, self.options.output_return_period))
         if engine == own or self._steps == 1:  # (one step: every mode gives the same)
             return out, engine
@@ -705,7 +703,8 @@ class PoplarExecutor:
                              if self.options.synthetic_data else call.tensors)
             if self.options.profiling_dir is not None:
                 self._write_profile()
-            results = [self._to_torch(*self._in_mode(i, o), meta)
+            mode, engine = self._output_mode(), self._engine_mode()
+            results = [self._to_torch(*self._in_mode(i, o, mode, engine), meta)
                        for i, (o, meta) in enumerate(zip(outs, self._cap.output_meta))]
             self._apply_input_mutations(call, results)
             self._anchored = {short: results[i] for short, i in self._cap.anchors.items()}

@@ -107,21 +107,27 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
   return exe;
 }
 
-// The optimizer's counters (autodiff/optimizer.cc: its step, each device's micro-batch, the
-// automatic loss scale's state): a failed step puts them back (RunReplica), so that it counts
-// for nothing, as a step whose forward raised in eager PyTorch never reached optimizer.step().
+// The optimizer's counters (autodiff/optimizer.cc: its step, each parameter's step, each
+// device's micro-batch, the automatic loss scale's state): a failed step puts them back
+// (RunReplica), so that it counts for nothing, as a step whose forward raised in eager
+// PyTorch never reached optimizer.step().
 void Executable::FindOptimizerCounters() {
   static const char* const kCounters[] = {"optimizer.step", "optimizer.micro_step",
                                           "optimizer.loss_scale_log2",
                                           "optimizer.loss_scale_good_steps",
                                           "optimizer.skipped_steps"};
   const auto& vars = program_.graph->variables();
+  std::unordered_set<std::string> trained;
+  for (const Value* v : vars) {
+    if (v->trainable()) trained.insert(v->name() + ".step");
+  }
   for (size_t v = 0; v < vars.size(); ++v) {
     const std::string& name = vars[v]->name();
+    if (vars[v]->type().bytes() > 16) continue;
     const std::string base = name.substr(0, name.find(".device"));
-    for (const char* counter : kCounters) {
-      if (base == counter && vars[v]->type().bytes() <= 16) optimizer_counters_.push_back(v);
-    }
+    bool counter = trained.count(name) > 0;
+    for (const char* c : kCounters) counter = counter || base == c;
+    if (counter) optimizer_counters_.push_back(v);
   }
 }
 
