@@ -90,6 +90,7 @@ class Captured:
         self.output_structure = None  # _structure.OutputStructure of the user's result
         self.loss_index = None     # index in outputs of the loss identity_loss marked
         self.loss_op_outputs = []  # indices in outputs of results of torch loss functions
+        self.last_output_uses_loss_op = False  # the last tensor output is computed from one
         self.input_mutations = []  # (tensor input index, output index): in-place updates
         self.anchors = {}          # Options().anchorTensor short name -> output index
         self.buffer_decisions = {}  # buffer name -> value a Python decision of the forward
@@ -874,6 +875,7 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
     output_node = next(n for n in gm.graph.nodes if n.op == "output")
     results = output_node.args[0]
     leaves, mutations, loss_leaves = [], [], []
+    loss_op_nodes, last_output_node = [], None  # (for the loss's choice: _loss_index)
     for value, spec in zip(results, sig.output_specs):
         if spec.kind == out_kinds.BUFFER_MUTATION:
             buffer_dtype, buffer_shape = g.type_of(cap.buffers[spec.target])
@@ -899,6 +901,8 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
                 loss_leaves.append((len(cap.outputs), value))
             if (value.meta.get("custom") or {}).get(LOSS_OP_KEY):
                 cap.loss_op_outputs.append(len(cap.outputs))
+                loss_op_nodes.append(value)
+            last_output_node = value
             leaves.append(("tensor", len(cap.outputs)))
             cap.outputs.append(cx.v(value))
             meta = value.meta["val"]
@@ -907,6 +911,8 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             raise UnsupportedError(f"exported output kind {spec.kind} is not supported")
     from ._structure import OutputStructure
     cap.output_structure = OutputStructure(ep.call_spec.out_spec, leaves)
+    cap.last_output_uses_loss_op = last_output_node is not None and any(
+        _feeds(node, last_output_node) for node in loss_op_nodes)
     # An identity_loss whose value feeds another one is a step on the way (PopTorch allows
     # that): the loss is the one the others lead to.
     loss_leaves = [(i, v) for i, v in loss_leaves

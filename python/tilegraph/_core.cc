@@ -299,6 +299,7 @@ NB_MODULE(_core, m) {
           pg.hyper.eps = get("eps", pg.hyper.eps);
           pg.hyper.alpha = get("alpha", pg.hyper.alpha);
           pg.hyper.max_weight_norm = get("max_weight_norm", pg.hyper.max_weight_norm);
+          pg.hyper.trust_ratio = get("trust_ratio", pg.hyper.trust_ratio);
           pgs.push_back(std::move(pg));
         }
         TrainingStepInfo info = AddTrainingStep(*g.builder, Find(g, loss), pgs, config);

@@ -832,12 +832,16 @@ class PoplarExecutor:
                 self._alias_module_weights(tensors)
                 self._alias_optimizer_state()
             self._copy_weights_to_host(tensors, written_only=True)
+        elif self._written:
+            # An inference program that updates buffers (a counter, a train-mode batch norm's
+            # statistics): the module shows them after the call, as eager's would.
+            self._copy_weights_to_host(self._synced_tensors(), written_only=True)
         return outs
 
     def _check_args(self, tensors):
         if len(tensors) != len(self._input_specs):
-            raise ValueError(f"expected {len(self._input_specs)} tensor inputs, got "
-                             f"{len(tensors)}")
+            raise _InputShapeChanged(f"expected {len(self._input_specs)} tensor inputs, got "
+                                     f"{len(tensors)}")
         for i, (a, (shape, dtype)) in enumerate(zip(tensors, self._input_specs)):
             if a.dtype != dtype:
                 raise _InputTypeChanged(
@@ -846,8 +850,8 @@ class PoplarExecutor:
                     "compiled for the first call's types; cast the input, or wrap the model "
                     "again for the new type)")
             if tuple(a.shape) != shape:
-                raise ValueError(f"input {i}: expected shape {list(shape)}, got "
-                                 f"{list(a.shape)} ({self._combined_batch_factors()})")
+                raise _InputShapeChanged(f"input {i}: expected shape {list(shape)}, got "
+                                         f"{list(a.shape)} ({self._combined_batch_factors()})")
 
     def _combined_batch_factors(self):
         """What the first dimension of an input holds, for an error message: the factors
@@ -1643,6 +1647,11 @@ class _InputTypeChanged(Error, TypeError):
     there, tilegraph raised a TypeError; this is both."""
 
 
+class _InputShapeChanged(Error, ValueError):
+    """Arguments of other shapes (or another count) than the compiled program's: PopTorch
+    raises its Error there, tilegraph raised a ValueError; this is both."""
+
+
 class _NotCompiledError(Error, AssertionError):
     """A query that needs the compiled program, before the first compilation: PopTorch
     asserts there, so this is an AssertionError as well as a tilegraph.Error."""
@@ -1652,8 +1661,9 @@ def _loss_index(cap):
     """Which output is the loss: the one identity_loss marked, wherever it is in the
     result; else a top-level "loss" entry (a dict or a Hugging Face ModelOutput); else the
     last tensor of the result (PopTorch's convention: (outputs..., loss)) unless that is not
-    a loss function's result and exactly one scalar output is (PopTorch takes the loss
-    function's result wherever it is: `return loss_fn(out, t), accuracy`)."""
+    a loss function's result, is not computed from one, and exactly one scalar output is
+    (PopTorch takes the loss function's result wherever it is: `return loss_fn(out, t),
+    accuracy`; but `return ce, ce + aux` trains on the last)."""
     if cap.loss_index is not None:
         return cap.loss_index
     structure = cap.output_structure
@@ -1680,7 +1690,8 @@ def _loss_index(cap):
     losses = [i for i in cap.loss_op_outputs
               if cap.output_meta[i][1].is_floating_point and
               math.prod(cap.output_meta[i][0]) == 1]
-    if tensors[-1] not in losses and len(losses) == 1:
+    if tensors[-1] not in losses and len(losses) == 1 and \
+            not getattr(cap, "last_output_uses_loss_op", False):
         return losses[0]
     return tensors[-1]
 

@@ -29,7 +29,10 @@ op in the model whose operands mix float16 and float32 runs in float16 (PopTorch
 frontend did this by default); `Default` and `HalfUpcastToFloat` follow torch's promotion,
 except where eager PyTorch would raise: a linear or convolution whose weights are float32
 and input float16 (or the other way round) runs in its input's type, its weights cast, as
-PopTorch's do (float16 activations through float32 layers give float16).
+PopTorch's do (float16 activations through float32 layers give float16); a product of two
+activations that mix them (matmul, bmm, einsum, ...: torch does not promote there) runs in
+float32, as HalfUpcastToFloat says (Graphcore's BERT multiplies a float32 one-hot matrix
+with float16 hidden states).
 Ops that write one of their operands (in place, or out=) are never cast.
 Ops are named as torch names them: `torch.mul`, `Tensor.mul`, `x * y` and `x *= y` all are
 `mul`; `torch.nn.functional.relu` and `torch.relu` are both `relu`.
@@ -191,6 +194,10 @@ def _writes_an_operand(func, kwargs):
 # through float16 weights give float32), where eager PyTorch raises a dtype mismatch.
 _WEIGHTED_OPS = frozenset({"linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d",
                            "conv_transpose2d", "conv_transpose3d"})
+# Products whose torch kernels refuse operands of two dtypes (no type promotion).
+_UNPROMOTED_PRODUCTS = frozenset({"matmul", "mm", "bmm", "mv", "dot", "vdot", "addmm", "addmv",
+                                  "addbmm", "baddbmm", "einsum", "tensordot", "inner", "outer",
+                                  "ger", "chain_matmul", "multi_dot"})
 
 
 def _input_and_weight(args, kwargs):
@@ -206,7 +213,8 @@ class _CastingMode(TorchFunctionMode):
     `downcast` (Precision.halfFloatCasting(FloatDowncastToHalf)), every op whose operands
     mix float16 and float32, to float16, everywhere in the model; and otherwise, with
     `weights_follow_inputs` (the capture mixes the two types), a linear or convolution whose
-    weights' type differs from its input's, to the input's type, as PopTorch does."""
+    weights' type differs from its input's, to the input's type, as PopTorch does, and a
+    product of mixed operands torch would refuse (_UNPROMOTED_PRODUCTS), to float32."""
 
     def __init__(self, policy, downcast, weights_follow_inputs=False):
         super().__init__()
@@ -232,6 +240,8 @@ class _CastingMode(TorchFunctionMode):
             if isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and \
                     x.dtype in (_HALF, _FLOAT) and w.dtype != x.dtype:
                 return x.dtype
+        if mixed and op_name(func) in _UNPROMOTED_PRODUCTS:
+            return _FLOAT
         return None
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -263,15 +273,16 @@ class _CastingMode(TorchFunctionMode):
 class _CompileScope:
     """The casting settings of one capture (Options().Precision): whether autocast regions
     cast, and the casting mode when a policy or FloatDowncastToHalf asks for one, or when the
-    model's weights and example inputs mix float16 and float32 (weights follow inputs)."""
+    model's weights or example inputs hold float16 (weights follow inputs where they mix
+    float16 and float32; mixed products upcast)."""
 
-    def __init__(self, precision, mixed):
+    def __init__(self, precision, mixed, has_half):
         from .enums import HalfFloatCastingBehavior
         self.enabled = precision.autocast_enabled
         policy = precision.autocast_policy if self.enabled else None
         downcast = precision.half_float_casting == HalfFloatCastingBehavior.FloatDowncastToHalf
         self.mode = _CastingMode(policy, downcast, mixed) \
-            if policy is not None or downcast or mixed else None
+            if policy is not None or downcast or has_half else None
         self.policy = policy
 
 
@@ -320,7 +331,8 @@ def capturing(model, precision, example_inputs=()):
     applies the casting mode (a policy, FloatDowncastToHalf, weights following inputs)."""
     tensors = [t for t in list(model.parameters()) + pytree.tree_leaves(example_inputs)
                if isinstance(t, torch.Tensor)]
-    scope = _CompileScope(precision, _mixes_half_and_float(tensors))
+    scope = _CompileScope(precision, _mixes_half_and_float(tensors),
+                          any(t.dtype == _HALF for t in tensors))
     patched = []
     _scopes.append(scope)
     try:

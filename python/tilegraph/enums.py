@@ -10,7 +10,8 @@ import enum
 
 __all__ = ["AnchorMode", "AutoStage", "CommGroupType", "ConnectionType", "DataLoaderMode",
            "HalfFloatCastingBehavior", "Liveness", "MatMulSerializationMode",
-           "MeanReductionStrategy", "MultiConvPlanType", "OptimizerType", "OutputMode",
+           "MeanReductionStrategy", "MultiConvPartialsType", "MultiConvPlanType", "OptimizerType",
+           "OutputMode",
            "OverlapMode", "RecomputationType", "ReductionType", "SharingStrategy",
            "SyncPattern", "VariableRetrievalMode"]
 
@@ -121,6 +122,13 @@ class AutoStage(enum.IntEnum):
     IPU id) or AutoIncrement (a new stage for every new block, in forward order)."""
     SameAsIpu = 0
     AutoIncrement = 1
+
+
+class MultiConvPartialsType(enum.IntEnum):
+    """A MultiConv convolution's partials type (PopTorch 1's; deprecated there in 2.0, where
+    torch.float / torch.half name it): accepted by MultiConv.partialsTypes."""
+    Float = 0
+    Half = 1
 
 
 class MultiConvPlanType(enum.IntEnum):

@@ -216,8 +216,9 @@ class MultiConv:
                          lambda v: isinstance(v, (int, float)) and 0 <= v <= 1)
 
     def partialsTypes(self, value):
-        return self._set("partialsTypes", value, lambda v: v in (torch.float, torch.half,
-                                                                 torch.float32, torch.float16))
+        return self._set("partialsTypes", value, lambda v: v in (
+            torch.float, torch.half, torch.float32, torch.float16,
+            enums.MultiConvPartialsType.Float, enums.MultiConvPartialsType.Half))
 
     def enableConvDithering(self, value):
         return self._set("enableConvDithering", value, lambda v: isinstance(v, bool))
@@ -231,12 +232,18 @@ class MultiConv:
     def cycleBackOff(self, value):
         return self._set("cycleBackOff", value, lambda v: isinstance(v, float))
 
+    _depth = 0  # MultiConv blocks entered and not left (in any thread: capture is serial)
+
     def __enter__(self):
+        if MultiConv._depth:
+            raise Error("Nested poptorch.MultiConv is not supported")
         _warn_once("MultiConv", "on an IPU the block's convolutions are planned together; "
                    "tilegraph compiles each one by itself (the same results)")
+        MultiConv._depth += 1
         return self
 
     def __exit__(self, *exc):
+        MultiConv._depth -= 1
         return False
 
 

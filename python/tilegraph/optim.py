@@ -14,12 +14,32 @@ import torch
 _warned = set()
 
 
+def _given(arguments):
+    """The constructor arguments given (not None), from its locals(): PopTorch's variable
+    attributes (those left out are constant)."""
+    return {k for k, v in arguments.items()
+            if v is not None and k not in ("self", "params", "__class__")}
+
+
+def _or(value, default):
+    """PopTorch's optimizers take None for every argument: the default then applies."""
+    return default if value is None else value
+
+
+def _torch_flags(**flags):
+    """torch.optim's own flags (maximize, foreach, differentiable, capturable, fused) that
+    were given: passed on to the torch optimizer (maximize=True is refused when compiling)."""
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 class VariableAttributes:
     """PopTorch's record of which optimizer attributes may change without recompiling
-    (`optimizer.variable_attrs`). In tilegraph every hyperparameter (lr, momentum, betas,
-    weight decay, ...) is a runtime value of the compiled program, so all can change
-    through setOptimizer; markAsConstant / markAsVariable are recorded for scripts that
-    query them."""
+    (`optimizer.variable_attrs`): as in PopTorch, the constructor arguments given are
+    variable and the others constant. In tilegraph every hyperparameter (lr, momentum,
+    betas, weight decay, ...) is a runtime value of the compiled program, so all can change
+    through setOptimizer; the one place constness changes the mathematics is PopART's:
+    LAMB's max_weight_norm of 0 takes Adam's step where it is constant (no trust ratio) and
+    freezes the parameter where it is variable."""
 
     def __init__(self, variable_attributes, allowed_attributes):
         self._variable = set(variable_attributes)
@@ -72,12 +92,12 @@ class Optimizer:
     _STATE_DTYPES = ("accum_type", "velocity_accum_type", "first_order_momentum_accum_type",
                      "second_order_momentum_accum_type")
 
-    def _init_extra(self, loss_scaling, max_grad_norm=None, **ipu_storage):
+    def _init_extra(self, given, loss_scaling, max_grad_norm=None, **ipu_storage):
         self._executor = None       # the training executor compiled with it
         self._pending_state = None  # ipu_state loaded before that executor compiled
         self.loss_scaling = 1.0 if loss_scaling is None else float(loss_scaling)
         allowed = set(self.defaults) | {"loss_scaling"}
-        self.variable_attrs = VariableAttributes(allowed, allowed)
+        self.variable_attrs = VariableAttributes(allowed & set(given), allowed)
         self.max_grad_norm = max_grad_norm
         self.state_dtypes = {}
         for name in self._STATE_DTYPES:
@@ -235,14 +255,18 @@ class SGD(Optimizer, torch.optim.SGD):
     PopTorch, where it then is a variable attribute) builds the momentum buffers, so that
     setOptimizer can later change it without recompiling."""
 
-    def __init__(self, params, lr=0.01, momentum=None, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, loss_scaling=None, velocity_scaling=None,
-                 use_combined_accum=None, accum_type=None, velocity_accum_type=None,
-                 max_grad_norm=None):
-        super().__init__(params, lr=lr, momentum=0.0 if momentum is None else momentum,
-                         dampening=dampening, weight_decay=weight_decay, nesterov=nesterov)
+    def __init__(self, params, lr=0.01, momentum=None, dampening=None, weight_decay=None,
+                 nesterov=None, maximize=None, foreach=None, differentiable=None,
+                 loss_scaling=None, velocity_scaling=None, use_combined_accum=None,
+                 accum_type=None, velocity_accum_type=None, max_grad_norm=None):
+        given = _given(locals())
+        super().__init__(params, lr=lr, momentum=_or(momentum, 0.0),
+                         dampening=_or(dampening, 0.0), weight_decay=_or(weight_decay, 0.0),
+                         nesterov=_or(nesterov, False),
+                         **_torch_flags(maximize=maximize, foreach=foreach,
+                                        differentiable=differentiable))
         self._momentum_given = momentum is not None
-        self._init_extra(loss_scaling, max_grad_norm, velocity_scaling=velocity_scaling,
+        self._init_extra(given, loss_scaling, max_grad_norm, velocity_scaling=velocity_scaling,
                          use_combined_accum=use_combined_accum, accum_type=accum_type,
                          velocity_accum_type=velocity_accum_type)
 
@@ -251,12 +275,17 @@ class SGD(Optimizer, torch.optim.SGD):
 
 
 class Adam(Optimizer, torch.optim.Adam):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
+    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None, amsgrad=None,
+                 foreach=None, maximize=None, capturable=None, differentiable=None, fused=None,
+                 loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
                  second_order_momentum_accum_type=None, max_grad_norm=None):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
-        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+        given = _given(locals())
+        super().__init__(params, lr=_or(lr, 1e-3), betas=_or(betas, (0.9, 0.999)),
+                         eps=_or(eps, 1e-8), weight_decay=_or(weight_decay, 0.0),
+                         amsgrad=_or(amsgrad, False),
+                         **_torch_flags(foreach=foreach, maximize=maximize, capturable=capturable,
+                                        differentiable=differentiable, fused=fused))
+        self._init_extra(given, loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
 
@@ -265,15 +294,21 @@ class Adam(Optimizer, torch.optim.Adam):
 
 
 class AdamW(Optimizer, torch.optim.AdamW):
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
-                 second_order_momentum_accum_type=None, bias_correction=True, max_grad_norm=None):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad)
-        self.defaults["bias_correction"] = bool(bias_correction)
+    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None, amsgrad=None,
+                 foreach=None, maximize=None, capturable=None, differentiable=None, fused=None,
+                 loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
+                 second_order_momentum_accum_type=None, bias_correction=None, max_grad_norm=None):
+        given = _given(locals())
+        super().__init__(params, lr=_or(lr, 1e-3), betas=_or(betas, (0.9, 0.999)),
+                         eps=_or(eps, 1e-8), weight_decay=_or(weight_decay, 1e-2),
+                         amsgrad=_or(amsgrad, False),
+                         **_torch_flags(foreach=foreach, maximize=maximize, capturable=capturable,
+                                        differentiable=differentiable, fused=fused))
+        bias_correction = bool(_or(bias_correction, True))
+        self.defaults["bias_correction"] = bias_correction
         for group in self.param_groups:
-            group.setdefault("bias_correction", bool(bias_correction))
-        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+            group.setdefault("bias_correction", bias_correction)
+        self._init_extra(given, loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
 
@@ -314,16 +349,23 @@ class RMSprop(Optimizer, torch.optim.RMSprop):
     avg = sqrt(sq - ga*ga + eps) | avg = sqrt(sq + eps); momentum: buf = buf*momentum +
     lr*(g/avg), p -= buf | p += (-lr*g)/avg."""
 
-    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=None,
-                 centered=False, loss_scaling=None, accum_type=None, first_order_momentum_accum_type=None,
-                 second_order_momentum_accum_type=None, use_tf_variant=False, max_grad_norm=None):
-        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=0.0 if momentum is None else momentum, centered=centered)
+    def __init__(self, params, lr=None, alpha=None, eps=None, weight_decay=None, momentum=None,
+                 centered=None, foreach=None, maximize=None, differentiable=None,
+                 capturable=None, loss_scaling=None, accum_type=None,
+                 first_order_momentum_accum_type=None, second_order_momentum_accum_type=None,
+                 use_tf_variant=None, max_grad_norm=None):
+        given = _given(locals())
+        super().__init__(params, lr=_or(lr, 1e-2), alpha=_or(alpha, 0.99), eps=_or(eps, 1e-8),
+                         weight_decay=_or(weight_decay, 0.0), momentum=_or(momentum, 0.0),
+                         centered=_or(centered, False),
+                         **_torch_flags(foreach=foreach, maximize=maximize,
+                                        differentiable=differentiable, capturable=capturable))
         self._momentum_given = momentum is not None  # as SGD's: buffers even at 0.0
-        self.defaults["use_tf_variant"] = bool(use_tf_variant)
+        use_tf_variant = bool(_or(use_tf_variant, False))
+        self.defaults["use_tf_variant"] = use_tf_variant
         for group in self.param_groups:
-            group.setdefault("use_tf_variant", bool(use_tf_variant))
-        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+            group.setdefault("use_tf_variant", use_tf_variant)
+        self._init_extra(given, loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type)
 
@@ -370,36 +412,41 @@ class LAMB(Optimizer, torch.optim.Optimizer):
     eager reference, in the operation order of the compiled update (src/autodiff/
     optimizer.cc): m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias correction
     m /= 1-b1^t, v /= 1-b2^t; r = m/(sqrt(v)+eps) + wd*p; trust = min(||p||,
-    max_weight_norm) / ||r|| (1 where ||p|| or ||r|| is 0: max_weight_norm=0 freezes every
-    nonzero parameter, as PopTorch's); p -= lr*trust*r."""
+    max_weight_norm) / ||r|| (1 where ||p|| or ||r|| is 0); p -= lr*trust*r.
+    max_weight_norm defaults to 65500 (PopTorch's: float16's largest value). A group's
+    max_weight_norm of 0 (PopART's rule): where the attribute is constant (not given to the
+    constructor, or markAsConstant) there is no trust ratio, the group takes Adam's step
+    (Graphcore's BERT uses it for biases); where it is variable, the trust ratio is 0 and the
+    group's nonzero parameters stay (PopTorch's test of max_weight_norm=0)."""
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 bias_correction=True, loss_scaling=None, max_weight_norm=None, accum_type=None,
+    def __init__(self, params, lr=None, betas=None, eps=None, weight_decay=None,
+                 bias_correction=None, loss_scaling=None, max_weight_norm=None, accum_type=None,
                  first_order_momentum_accum_type=None, second_order_momentum_accum_type=None,
                  use_combined_accum=None, max_grad_norm=None):
+        given = _given(locals())
+        lr, betas, eps = _or(lr, 1e-3), tuple(_or(betas, (0.9, 0.999))), _or(eps, 1e-8)
+        weight_decay = _or(weight_decay, 1e-2)
         if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"LAMB: invalid lr={lr}, eps={eps}, weight_decay={weight_decay} or "
                              f"betas={betas}")
-        defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
-                        bias_correction=bool(bias_correction),
-                        max_weight_norm=float("inf") if max_weight_norm is None
-                        else float(max_weight_norm))
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        bias_correction=bool(_or(bias_correction, True)),
+                        max_weight_norm=float(_or(max_weight_norm, _FP16_MAX)))
         super().__init__(params, defaults)
-        self._init_extra(loss_scaling, max_grad_norm, accum_type=accum_type,
+        self._init_extra(given, loss_scaling, max_grad_norm, accum_type=accum_type,
                          first_order_momentum_accum_type=first_order_momentum_accum_type,
                          second_order_momentum_accum_type=second_order_momentum_accum_type,
                          use_combined_accum=use_combined_accum)
 
     @property
     def max_weight_norm(self):
-        """The clip of ||p|| in the trust ratio (None: none), for every param group: as in
-        PopTorch, `optimizer.max_weight_norm = x` then setOptimizer changes it."""
-        v = self.defaults["max_weight_norm"]
-        return None if v == float("inf") else v
+        """The clip of ||p|| in the trust ratio, for every param group: as in PopTorch,
+        `optimizer.max_weight_norm = x` then setOptimizer changes it (None: 65500)."""
+        return self.defaults["max_weight_norm"]
 
     @max_weight_norm.setter
     def max_weight_norm(self, value):
-        v = float("inf") if value is None else float(value)
+        v = float(_or(value, _FP16_MAX))
         self.defaults["max_weight_norm"] = v
         for group in self.param_groups:
             group["max_weight_norm"] = v
@@ -427,8 +474,19 @@ class LAMB(Optimizer, torch.optim.Optimizer):
             p_norm = torch.sqrt((p * p).sum())
             r1 = torch.clamp(p_norm, max=group["max_weight_norm"])
             r2 = torch.sqrt((r * r).sum())
-            trust = torch.where((p_norm > 0) & (r2 > 0), r1 / r2, torch.ones_like(r1))
+            use = (p_norm > 0) & (r2 > 0) & bool(_trust_ratio(self, group))
+            trust = torch.where(use, r1 / r2, torch.ones_like(r1))
             p.copy_(p - (trust * group["lr"]) * r)
+
+_FP16_MAX = 65500.0
+
+
+def _trust_ratio(optimizer, group):
+    """LAMB's trust_ratio hyperparameter for a group: 0 (Adam's step) where max_weight_norm
+    is 0 and constant, as PopART builds no trust ratio then; else 1."""
+    constant = optimizer.variable_attrs.isConstant("max_weight_norm")
+    return 0.0 if constant and float(group["max_weight_norm"]) == 0.0 else 1.0
+
 
 def describe(optimizer):
     """(kind, structural flags, per-group hyperparameters) of a torch or tilegraph optimizer."""
@@ -471,7 +529,8 @@ def describe(optimizer):
             flags["nesterov"] |= bool(g["nesterov"])
         elif kind == "lamb":
             h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]),
-                     max_weight_norm=float(g["max_weight_norm"]))
+                     max_weight_norm=float(g["max_weight_norm"]),
+                     trust_ratio=_trust_ratio(optimizer, g))
             flags["bias_correction"] = bool(g["bias_correction"])
         elif kind in ("adam", "adamw"):
             h.update(beta1=float(g["betas"][0]), beta2=float(g["betas"][1]), eps=float(g["eps"]))
@@ -561,8 +620,10 @@ def spec_of(optimizer, model):
                  if k != "params" and (v is None or isinstance(v, (bool, int, float, tuple)))}
         group["params"] = [names[id(p)] for p in g["params"] if id(p) in names]
         groups.append(group)
+    attrs = getattr(optimizer, "variable_attrs", None)
+    constant = sorted(a for a in attrs._allowed if attrs.isConstant(a)) if attrs else []
     return dict(cls=cls, groups=groups, loss_scaling=getattr(optimizer, "loss_scaling", 1.0),
-                max_grad_norm=getattr(optimizer, "max_grad_norm", None))
+                max_grad_norm=getattr(optimizer, "max_grad_norm", None), constant_attrs=constant)
 
 
 def from_spec(spec, model):
@@ -580,6 +641,11 @@ def from_spec(spec, model):
         raise ValueError(f"corrupt optimizer description ({e})") from None
     if isinstance(opt, Optimizer):
         opt.loss_scaling = float(spec.get("loss_scaling", 1.0))
+        constant = spec.get("constant_attrs")
+        if isinstance(constant, list):  # files before it: every attribute variable
+            allowed = opt.variable_attrs._allowed
+            opt.variable_attrs = VariableAttributes(
+                {a for a in allowed if a not in constant}, allowed)
         try:
             opt.max_grad_norm = spec.get("max_grad_norm")
         except (TypeError, ValueError) as e:

@@ -280,8 +280,10 @@ void UpdateBuilder::RmsProp(Value* p, Value* g, size_t group, const OptimizerHyp
 // LAMB, as poptorch.optim.LAMB: m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g*g; with bias
 // correction m /= 1-b1^t, v /= 1-b2^t (t = step+1); r = m/(sqrt(v)+eps) + wd*p;
 // r1 = min(||p||, max_weight_norm), r2 = ||r||; trust = r1/r2 where ||p|| and r2 are > 0,
-// else 1 (a zero-initialized parameter moves at lr; max_weight_norm = 0 freezes the others,
-// as PopTorch's); p -= lr*trust*r. The norms are over the whole parameter.
+// else 1 (a zero-initialized parameter moves at lr; a variable max_weight_norm of 0 freezes
+// the others, as PopART's); trust = 1 in groups whose trust_ratio is 0 (PopTorch's constant
+// max_weight_norm of 0: Adam's step); p -= lr*trust*r. The norms are over the whole
+// parameter.
 void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
                          Value* step) {
   Value* lr = Hyper(group, "lr", hp.lr);
@@ -290,6 +292,7 @@ void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* beta2 = Hyper(group, "beta2", hp.beta2);
   Value* eps = Hyper(group, "eps", hp.eps);
   Value* max_norm = Hyper(group, "max_weight_norm", hp.max_weight_norm);
+  Value* use_trust = Hyper(group, "trust_ratio", hp.trust_ratio);
   Value* m = State(p, "exp_avg");
   Value* v = State(p, "exp_avg_sq", true);
   Value* m_new = b_.Add(b_.Mul(m, T(beta1, p)), b_.Mul(g, T(b_.Sub(One(), beta1), p)));
@@ -309,6 +312,7 @@ void UpdateBuilder::Lamb(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* r2 = Norm(r);
   Value* zero = b_.Scalar(0.0, p->type().dtype);
   Value* both = b_.Op1("logical_and", {b_.Op1("gt", {p_norm, zero}), b_.Op1("gt", {r2, zero})});
+  both = b_.Op1("logical_and", {both, b_.Op1("gt", {T(use_trust, p), zero})});
   Value* trust = b_.Where(both, b_.Div(r1, r2), b_.Scalar(1.0, p->type().dtype));
   SetParam(b_.Sub(p, b_.Mul(b_.Mul(T(lr, p), trust), r)));
 }

@@ -30,6 +30,9 @@ struct OptimizerHyperParams {
   double eps = 1e-8;          // Adam, AdamW, RMSprop
   double alpha = 0.99;        // RMSprop
   double max_weight_norm = std::numeric_limits<double>::infinity();  // LAMB: clips ||p||
+  // LAMB: 1 scales the step by the trust ratio; 0 takes Adam's step (PopTorch's constant
+  // max_weight_norm of 0: PopART then builds no trust ratio for the group).
+  double trust_ratio = 1.0;
 };
 
 struct OptimizerConfig {

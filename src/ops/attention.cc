@@ -70,11 +70,51 @@ std::vector<TensorType> InputTypes(const Node& n, size_t count) {
   return types;
 }
 
-KernelFactory ForwardFactory() {
-  return [](const Node& n) -> Kernel {
+// Element counts of the operands in the order the kernels take them: q, k, v, mask, then
+// the backward's out, lse, d out, d lse.
+std::vector<int64_t> OperandSizes(const cpu::AttentionDims& d) {
+  return {d.n * d.sq * d.d, d.n * d.sk * d.d,  d.n * d.sk * d.dv, d.mask_n * d.mask_q * d.sk,
+          d.n * d.sq * d.dv, d.n * d.sq,        d.n * d.sq * d.dv, d.n * d.sq};
+}
+
+// The reference kernels run the generic loops in double on f32 operands (widened, the results
+// rounded once), so the conformance tests check the f32 kernels' own blocked loops against
+// them; `run(inputs, outputs)` takes double pointers. Outputs are the first inputs' shapes
+// (backward: dq, dk, dv, dmask) or out and lse (forward).
+template <typename Run>
+void WidenedToDouble(const KernelArgs& a, const cpu::AttentionDims& dims, int inputs,
+                     const std::vector<int64_t>& out_sizes, Run run) {
+  const std::vector<int64_t> sizes = OperandSizes(dims);
+  std::vector<std::vector<double>> in(static_cast<size_t>(inputs)), out;
+  std::vector<const double*> in_ptrs;
+  std::vector<double*> out_ptrs;
+  for (int i = 0; i < inputs; ++i) {
+    const float* x = static_cast<const float*>(a.inputs[i]);
+    in[i].assign(x, x + sizes[i]);
+    in_ptrs.push_back(in[i].data());
+  }
+  for (int64_t size : out_sizes) out.emplace_back(static_cast<size_t>(size));
+  for (std::vector<double>& o : out) out_ptrs.push_back(o.data());
+  run(in_ptrs, out_ptrs);
+  for (size_t i = 0; i < out.size(); ++i) {
+    std::transform(out[i].begin(), out[i].end(), static_cast<float*>(a.outputs[i]),
+                   [](double x) { return static_cast<float>(x); });
+  }
+}
+
+KernelFactory ForwardFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
     cpu::AttentionDims dims = DimsOf(InputTypes(n, 4), n.attrs());
     DType dtype = n.input(0)->type().dtype;
-    return [dims, dtype](const KernelArgs& a) {
+    return [dims, dtype, reference](const KernelArgs& a) {
+      if (reference && dtype == DType::kF32) {
+        WidenedToDouble(a, dims, 4, {dims.n * dims.sq * dims.dv, dims.n * dims.sq},
+                        [&](const std::vector<const double*>& in, const std::vector<double*>& out) {
+                          cpu::AttentionForward(in[0], in[1], in[2], in[3], out[0], out[1],
+                                                AtRun(dims, a));
+                        });
+        return;
+      }
       DispatchFloat(dtype, "attention", [&](auto t) {
         using T = decltype(t);
         auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
@@ -85,11 +125,21 @@ KernelFactory ForwardFactory() {
   };
 }
 
-KernelFactory BackwardFactory() {
-  return [](const Node& n) -> Kernel {
+KernelFactory BackwardFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
     cpu::AttentionDims dims = DimsOf(InputTypes(n, 4), n.attrs());
     DType dtype = n.input(0)->type().dtype;
-    return [dims, dtype](const KernelArgs& a) {
+    return [dims, dtype, reference](const KernelArgs& a) {
+      if (reference && dtype == DType::kF32) {
+        const std::vector<int64_t> sizes = OperandSizes(dims);
+        WidenedToDouble(a, dims, 8, {sizes[0], sizes[1], sizes[2], sizes[3]},
+                        [&](const std::vector<const double*>& in, const std::vector<double*>& out) {
+                          cpu::AttentionBackward(in[0], in[1], in[2], in[3], in[4], in[5], in[6],
+                                                 in[7], out[0], out[1], out[2], out[3],
+                                                 AtRun(dims, a));
+                        });
+        return;
+      }
       DispatchFloat(dtype, "attention_backward", [&](auto t) {
         using T = decltype(t);
         auto in = [&](int i) { return static_cast<const T*>(a.inputs[i]); };
@@ -152,14 +202,17 @@ void RegisterAttentionOps(OpRegistry& r) {
                 {g.I(0), g.I(1), g.I(2), g.I(3), g.O(0), g.O(1), go, glse}, g.attrs());
   };
   f.gemm = AttentionGemm(2);
-  f.kernels[DeviceKind::kCpu] = ForwardFactory();
-  f.kernels[DeviceKind::kReference] = ForwardFactory();
+  f.kernels[DeviceKind::kCpu] = ForwardFactory(false);
+  f.kernels[DeviceKind::kReference] = ForwardFactory(true);
   f.samples = {Sample(2, 3, 4, 5, 3, {1, 1, 4}, 0), Sample(3, 4, 4, 2, 2, {3, 4, 4}, 1),
                Sample(1, 5, 3, 4, 6, {1, 5, 3}, 0), Sample(2, 4, 6, 3, 3, {2, 1, 6}, 1),
                // dropout: the gradient check holds only if the backward's mask is the forward's
                Sample(2, 4, 7, 3, 3, {1, 4, 7}, 0, 0.3), Sample(2, 5, 5, 2, 4, {2, 1, 5}, 1, 0.5),
                // one mask per sample over two heads each
-               Sample(6, 4, 5, 3, 3, {3, 4, 5}, 0), Sample(4, 3, 6, 2, 2, {2, 1, 6}, 1, 0.2)};
+               Sample(6, 4, 5, 3, 3, {3, 4, 5}, 0), Sample(4, 3, 6, 2, 2, {2, 1, 6}, 1, 0.2),
+               // the f32 kernels' blocks: 8-row blocks with a ragged last one, 16-key vectors
+               // with a tail, widths past one vector
+               Sample(4, 19, 37, 18, 17, {2, 1, 37}, 1, 0.25), Sample(2, 17, 33, 16, 20, {1, 17, 33}, 0)};
   r.Register(std::move(f));
 
   OpDef b;
@@ -177,17 +230,27 @@ void RegisterAttentionOps(OpRegistry& r) {
     return {c.in(0), c.in(1), c.in(2), c.in(3)};
   };
   b.gemm = AttentionGemm(5);
-  b.kernels[DeviceKind::kCpu] = BackwardFactory();
-  b.kernels[DeviceKind::kReference] = BackwardFactory();
+  b.kernels[DeviceKind::kCpu] = BackwardFactory(false);
+  b.kernels[DeviceKind::kReference] = BackwardFactory(true);
   // Its numbers are checked through attention's float64 gradient check; this sample runs
   // the kernel on its own (lse drawn where the probabilities stay finite).
-  OpSample s = Sample(2, 3, 4, 5, 3, {1, 1, 4}, 1);
-  s.inputs.insert(s.inputs.end(), {{DType::kF32, {2, 3, 3}}, {DType::kF32, {2, 3}},
-                                   {DType::kF32, {2, 3, 3}}, {DType::kF32, {2, 3}}});
-  s.init = {InputInit::Normal(), InputInit::Normal(), InputInit::Normal(), InputInit::Normal(),
-            InputInit::Normal(), InputInit::Uniform(2.0, 3.0), InputInit::Normal(),
-            InputInit::Normal()};
-  b.samples = {s};
+  // lse drawn near the log of the key count and q, k, mask small, so that the probabilities
+  // stay below 1 as the forward's would.
+  auto backward_sample = [](OpSample s, double lse_lo, double lse_hi) {
+    const Shape& q = s.inputs[0].shape;
+    const int64_t dv = s.inputs[2].shape[2];
+    s.inputs.insert(s.inputs.end(), {{DType::kF32, {q[0], q[1], dv}}, {DType::kF32, {q[0], q[1]}},
+                                     {DType::kF32, {q[0], q[1], dv}}, {DType::kF32, {q[0], q[1]}}});
+    const InputInit small = InputInit::Uniform(-0.5, 0.5);
+    s.init = {small, small, InputInit::Normal(), InputInit::Uniform(-1.0, 0.0),
+              InputInit::Normal(), InputInit::Uniform(lse_lo, lse_hi), InputInit::Normal(),
+              InputInit::Normal()};
+    return s;
+  };
+  b.samples = {backward_sample(Sample(2, 3, 4, 5, 3, {1, 1, 4}, 1), 1.0, 2.0),
+               // the f32 kernel's blocks (as attention's last samples), dropout, shared masks
+               backward_sample(Sample(4, 19, 37, 18, 17, {2, 1, 37}, 1, 0.25), 3.0, 4.0),
+               backward_sample(Sample(2, 17, 33, 16, 20, {1, 17, 33}, 0), 3.0, 4.0)};
   r.Register(std::move(b));
 }
 

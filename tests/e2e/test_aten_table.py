@@ -524,6 +524,13 @@ LOSS = [
                                             reduction="mean"), (12, 3, 6)),
          lambda: (torch.randn(12, 3, 6), torch.randint(1, 6, (3, 4)),
                   torch.tensor([12, 10, 7]), torch.tensor([4, 2, 3])), train=True),
+    # targets holding the blank label (PopTorch's CTC test makes them): torch's recursion
+    # treats it as a label; not an error
+    case("loss", "ctc_loss_blank_in_targets",
+         fn(lambda x, t, il, tl: F.ctc_loss(F.log_softmax(x, -1), t, il, tl, blank=0,
+                                            reduction="sum"), (10, 2, 5)),
+         lambda: (torch.randn(10, 2, 5), torch.tensor([[1, 0, 3], [0, 0, 4]]),
+                  torch.tensor([10, 9]), torch.tensor([3, 3])), train=True),
     *[case("loss", f"nll_{red}", fn(lambda x, t, red=red: F.nll_loss(F.log_softmax(x, 1), t,
                                                                      reduction=red), (4, 5)),
            lambda: (torch.randn(4, 5), ints(5, 4)), train=True)

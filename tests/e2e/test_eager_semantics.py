@@ -614,6 +614,35 @@ def test_the_loss_functions_result_is_the_loss_wherever_it_is(loss_first):
     torch.testing.assert_close(model.fc.weight, reference.fc.weight, rtol=1e-5, atol=1e-6)
 
 
+def test_a_last_output_computed_from_the_loss_functions_result_is_the_loss():
+    """`return ce, ce + aux` (and a test harness's `return out, out ** 2` over a loss
+    function's result): the last output, which the loss function's result feeds, is what
+    trains; the loss function's result alone trained before (a CTC gradient 50x too small)."""
+    class CeAndTotal(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(20, 10)
+
+        def forward(self, x, target):
+            ce = nn.functional.cross_entropy(self.fc(x), target)
+            return ce, ce * ce + 0.1 * self.fc.weight.abs().mean()
+
+    torch.manual_seed(0)
+    model = CeAndTotal()
+    reference = copy.deepcopy(model)
+    run = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    x, t = torch.randn(16, 20), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        ce, total = run(x, t)
+        opt.zero_grad()
+        want_ce, want_total = reference(x, t)
+        want_total.backward()
+        opt.step()
+        torch.testing.assert_close(total, want_total.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.fc.weight, reference.fc.weight, rtol=1e-5, atol=1e-6)
+
+
 def test_a_loss_that_depends_on_no_parameter_is_flagged_and_runs_as_in_poptorch():
     class MetricLast(nn.Module):
         def __init__(self):

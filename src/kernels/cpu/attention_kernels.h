@@ -42,5 +42,11 @@ template <typename T>
 void AttentionBackward(const T* q, const T* k, const T* v, const T* mask, const T* out,
                        const T* lse, const T* go, const T* glse, T* dq, T* dk, T* dv,
                        T* dmask, const AttentionDims& dims);
+// f32 has its own blocked loops (attention_kernels.cc).
+template <>
+void AttentionBackward<float>(const float* q, const float* k, const float* v, const float* mask,
+                              const float* out, const float* lse, const float* go,
+                              const float* glse, float* dq, float* dk, float* dv, float* dmask,
+                              const AttentionDims& dims);
 
 }  // namespace tg::cpu

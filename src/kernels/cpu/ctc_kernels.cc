@@ -32,8 +32,6 @@ void CheckInputs(const CtcInputs& in, const CtcParams& p) {
       int64_t l = in.targets[i * p.s + j];
       TG_CHECK(l >= 0 && l < p.c, kRuntime, p.op, ": target label ", l, " (targets[", i, ", ",
                j, "]) out of range [0, ", p.c, ")");
-      TG_CHECK(l != p.blank, kRuntime, p.op, ": targets[", i, ", ", j,
-               "] is the blank label ", p.blank);
     }
   }
 }
@@ -96,7 +94,9 @@ int64_t Extend(const CtcInputs& in, const CtcParams& p, int64_t i, Scratch& sc) 
   int64_t n = 2 * in.target_lengths[i] + 1;
   for (int64_t s = 0; s < n; ++s) {
     sc.label[s] = Label(in, p, i, s);
-    sc.skip[s] = s >= 2 && sc.label[s] != sc.label[s - 2];  // implies l'(s) != blank
+    // torch's rule: a jump where l'(s-2) differs (never onto a separating blank; onto a
+    // target equal to the blank label, which torch's kernels allow, after another label).
+    sc.skip[s] = s >= 2 && sc.label[s] != sc.label[s - 2];
   }
   return n;
 }
@@ -211,7 +211,7 @@ RefTables RefAlphaBeta(const T* log_probs, const CtcInputs& in, const CtcParams&
     return static_cast<double>(log_probs[(t * p.b + i) * p.c + r.label[s]]);
   };
   auto jump = [&](int64_t s) {  // s-2 -> s allowed
-    return s >= 2 && r.label[s] != p.blank && r.label[s] != r.label[s - 2];
+    return s >= 2 && r.label[s] != r.label[s - 2];
   };
   r.alpha.assign(il, std::vector<double>(n, kNegInf));
   r.beta.assign(il, std::vector<double>(n, kNegInf));
