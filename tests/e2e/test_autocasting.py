@@ -302,3 +302,37 @@ def test_casting_never_redirects_an_in_place_write(setting):
     assert [g.dtype for g in got] == [w.dtype for w in want]
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_a_product_of_float16_and_float32_activations_runs_in_float32():
+    """HalfUpcastToFloat (PopTorch's default): Graphcore's BERT multiplies a float32 one-hot
+    matrix with float16 hidden states in a .half() model; eager raises, the op runs in
+    float32 (as eager does with the half operand cast); FloatDowncastToHalf runs it in
+    float16."""
+    class Gather(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, seq, pos):
+            h = self.lin(seq)
+            g = torch.matmul(F.one_hot(pos, seq.shape[1]).float(), h)
+            return g, tilegraph.identity_loss(g.float().square().mean(), reduction="none")
+    torch.manual_seed(0)
+    seq, pos = torch.randn(2, 8, 4).half(), torch.randint(0, 8, (2, 3))
+    model = Gather().half()
+    with pytest.raises(RuntimeError):
+        model(seq, pos)  # eager refuses the mixed product
+    out, _ = tilegraph.inferenceModel(copy.deepcopy(model))(seq, pos)
+    h = model.lin(seq)
+    want = torch.matmul(F.one_hot(pos, 8).float(), h.float())
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, want, rtol=1e-3, atol=1e-3)
+    opts = tilegraph.Options()
+    opts.Precision.halfFloatCasting(tilegraph.HalfFloatCastingBehavior.FloatDowncastToHalf)
+    out16, _ = tilegraph.inferenceModel(copy.deepcopy(model), opts)(seq, pos)
+    assert out16.dtype == torch.float16
+    trained = copy.deepcopy(model)
+    tilegraph.trainingModel(trained, optimizer=torch.optim.SGD(trained.parameters(), lr=0.1))(
+        seq, pos)
+    assert not torch.equal(trained.lin.weight, model.lin.weight)

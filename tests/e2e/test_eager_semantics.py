@@ -666,3 +666,32 @@ def test_a_loss_that_depends_on_no_parameter_is_flagged_and_runs_as_in_poptorch(
     want = MetricLast()
     want.load_state_dict(model.state_dict())
     torch.testing.assert_close((mse, accuracy), want(x, t))
+
+
+def test_buffers_an_inference_model_updates_are_on_the_module_after_each_call():
+    """PopTorch's buffers_test / inputs_test: a forward that updates a buffer, run by an
+    inferenceModel, leaves the module (and the executor's state_dict) with the updated value
+    after every call, as eager does; a train-mode batch norm's statistics too. (The engine
+    kept them; the module showed the values from before the first call.)"""
+    class Counter(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("x", torch.tensor([1.]))
+            self.bn = nn.BatchNorm1d(3)
+
+        def forward(self, y):
+            self.x += 1.0
+            return self.x * 1.0, self.bn(y)
+
+    torch.manual_seed(0)
+    y = torch.randn(4, 3)
+    eager, model = Counter(), Counter()
+    run = tilegraph.inferenceModel(model)
+    for expect in (2.0, 3.0):
+        out, _ = run(y)
+        eager(y)
+        assert out.item() == expect and model.x.item() == expect
+        assert run.state_dict()["x"].item() == expect
+    torch.testing.assert_close(model.bn.running_mean, eager.bn.running_mean)
+    torch.testing.assert_close(model.bn.running_var, eager.bn.running_var)
+    assert not run.copyWeightsToHostIfNeeded()

@@ -144,6 +144,65 @@ def test_lamb_max_weight_norm_zero_freezes_the_model_but_zero_parameters_still_m
     assert loss < frozen
 
 
+def test_lamb_constant_max_weight_norm_zero_takes_adams_step():
+    """Graphcore's BERT gives its biases a group with max_weight_norm=0 and the attribute
+    constant ("do not apply LAMB update for biases"): PopART then builds no trust ratio, the
+    group takes Adam's step, while the other groups keep LAMB's (it froze them before)."""
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    torch.manual_seed(0)
+    model = Net()
+    eager = copy.deepcopy(model)
+
+    def groups(m):
+        biases = [p for n, p in m.named_parameters() if n.endswith("bias")]
+        weights = [p for n, p in m.named_parameters() if not n.endswith("bias")]
+        return [{"params": weights}, {"params": biases, "max_weight_norm": 0, "weight_decay": 0}]
+    opt = LAMB(groups(model), lr=1e-2)  # max_weight_norm not given: constant (65500)
+    assert opt.variable_attrs.isConstant("max_weight_norm") and opt.max_weight_norm == 65500.0
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for _ in range(3):
+        run(x, t)
+    ref = LAMB(groups(eager), lr=1e-2)
+    for _ in range(3):
+        ref.zero_grad()
+        eager(x, t)[1].backward()
+        ref.step()
+    for (name, p), q in zip(model.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6, msg=name)
+        assert not torch.equal(p.detach(), before[name]), name
+    # one Adam step by hand for a bias: b - lr * m_hat / (sqrt(v_hat) + eps) = b - lr * sign(g)
+    torch.manual_seed(0)
+    fresh = Net()
+    reference = copy.deepcopy(fresh)
+    run = tilegraph.trainingModel(fresh, optimizer=LAMB(groups(fresh), lr=1e-2))
+    run(x, t)
+    reference(x, t)[1].backward()
+    g = reference.b.bias.grad
+    torch.testing.assert_close(fresh.b.bias.detach(),
+                               reference.b.bias.detach() - 1e-2 * g / (g.abs() + 1e-8))
+
+
+def test_poptorch_optimizers_take_none_for_every_argument():
+    """PopTorch's signatures are Optional[...] = None throughout (Graphcore's ViT passes
+    betas=None): the defaults apply, the arguments left out are constant attributes, and
+    LAMB's max_weight_norm None is PopTorch's 65500."""
+    p = [nn.Parameter(torch.ones(3))]
+    made = [tilegraph.optim.Adam(p, lr=1e-3, betas=None, eps=None, weight_decay=None),
+            tilegraph.optim.AdamW(p, lr=None, betas=None),
+            tilegraph.optim.LAMB(p, lr=None, betas=None, eps=None, weight_decay=None),
+            tilegraph.optim.SGD(p, lr=0.1, momentum=0.9, dampening=None, weight_decay=None,
+                                nesterov=None),
+            tilegraph.optim.RMSprop(p, lr=0.01, alpha=None, eps=None, centered=None)]
+    assert made[0].defaults["betas"] == (0.9, 0.999) and made[1].defaults["weight_decay"] == 1e-2
+    assert made[2].defaults["max_weight_norm"] == 65500.0 and made[2].defaults["lr"] == 1e-3
+    assert made[3].defaults["dampening"] == 0.0 and made[3].defaults["nesterov"] is False
+    assert made[4].defaults["alpha"] == 0.99
+    assert made[0].variable_attrs.isConstant("betas")
+    assert not made[0].variable_attrs.isConstant("lr")
+    assert not made[3].variable_attrs.isConstant("momentum")
+
+
 def test_one_lamb_step_by_hand():
     """One parameter vector, its gradient known: the update is lr * trust * r with
     trust = ||p|| / ||r|| (the layer-wise trust ratio that defines LAMB)."""

@@ -149,3 +149,39 @@ def test_poptorch_testing_and_core_helpers():
     with pytest.raises(AssertionError):
         tilegraph.testing.assert_allclose(actual=torch.ones(2), expected=torch.zeros(2))
     assert tilegraph.poptorch_core.isCompilingWithDispatcher()
+
+
+def test_a_changed_input_shape_is_a_tilegraph_error():
+    """PopTorch's inputs_test::test_shape_change expects its Error (it was a ValueError; it
+    is both now, as the changed-dtype error is both Error and TypeError)."""
+    class Adder(torch.nn.Module):
+        def forward(self, x, y):
+            return x + y
+    m = tilegraph.inferenceModel(Adder())
+    m(torch.tensor([1.]), torch.tensor([2.]))
+    with pytest.raises(tilegraph.Error, match=r"input 0: expected shape \[1\], got \[2\]") as e:
+        m(torch.tensor([1., 1.]), torch.tensor([2., 2.]))
+    assert isinstance(e.value, ValueError)
+
+
+def test_multiconv_partials_type_enum_and_nested_multiconv():
+    """PopTorch 1's MultiConvPartialsType names a partials type; a MultiConv inside another
+    is refused in PopTorch's words."""
+    mc = tilegraph.MultiConv().partialsTypes([tilegraph.MultiConvPartialsType.Float,
+                                              tilegraph.MultiConvPartialsType.Half])
+    assert mc.settings["partialsTypes"][1] == tilegraph.MultiConvPartialsType.Half
+
+    class Nested(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3)
+
+        def forward(self, x):
+            with tilegraph.MultiConv():
+                with tilegraph.MultiConv():
+                    return self.conv(x)
+    with pytest.raises(tilegraph.Error, match="Nested poptorch.MultiConv is not supported"):
+        tilegraph.inferenceModel(Nested())(torch.zeros(1, 1, 8, 8))
+    # the failed capture left no block open
+    with tilegraph.MultiConv():
+        pass
