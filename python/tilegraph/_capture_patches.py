@@ -444,13 +444,15 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
     """`t[a:b]` whose bounds are one-element integer tensors (PopTorch's tracer turned these
     into dynamic slices): torch reads each bound with .item(), which an ahead-of-time program
     cannot. While capturing, this mode keeps, for every integer one-element tensor made by
-    adding or subtracting a Python int, the tensor it came from and the total offset; a
+    adding or subtracting a Python int (or cast to another integer type), the tensor it came
+    from and the total offset; a
     slice whose stop is its start plus a constant becomes poptorch.dynamic_slice of that
     constant span (the start read at run time). A span that is zero, negative or not
     provably constant is refused in PopTorch's words."""
 
     _SHIFT = {"__add__": 1, "__radd__": 1, "add": 1, "__iadd__": 1, "__sub__": -1,
               "sub": -1, "__isub__": -1}
+    _CASTS = ("to", "int", "long", "short", "type")  # integer to integer: the same value
 
     def __init__(self):
         super().__init__()
@@ -463,7 +465,8 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        sign = self._SHIFT.get(getattr(func, "__name__", ""))
+        name = getattr(func, "__name__", "")
+        sign = self._SHIFT.get(name)
         if sign and not kwargs and len(args) == 2 and isinstance(result, torch.Tensor):
             t, c = args
             if isinstance(c, torch.Tensor) and sign > 0:
@@ -473,6 +476,12 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
                     t.numel() == 1 and result.numel() == 1:
                 base, offset = self._bound(t)
                 self.origin[id(result)] = (result, base, offset + sign * c)
+        elif name in self._CASTS and args and isinstance(args[0], torch.Tensor) and \
+                isinstance(result, torch.Tensor) and args[0].numel() == 1 and \
+                result.numel() == 1 and not args[0].is_floating_point() and \
+                not result.is_floating_point() and result.dtype != torch.bool:
+            # e.to(torch.int32) twice is one bound: the same base and offset
+            self.origin[id(result)] = (result, *self._bound(args[0]))
         return result
 
     def _getitem(self, t, index):

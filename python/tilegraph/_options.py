@@ -12,6 +12,7 @@ checks.
   they have no effect here. docs/POPTORCH.md lists every option and what tilegraph does.
 """
 import ast
+import enum
 import copy
 import json
 import os
@@ -951,11 +952,23 @@ class Options:
             raise ConfigFileError("POPTORCH_DEFAULT_OPTIONS must be a JSON object of option "
                                   "calls")
         for name, value in calls.items():
+            args = [_json_enum(v) for v in (value if isinstance(value, list) else [value])]
             try:
-                self._apply_call(name.split("."), value if isinstance(value, list) else [value],
-                                 {})
+                self._apply_call(name.split("."), args, {})
             except ConfigFileError as e:
                 raise ConfigFileError(f"POPTORCH_DEFAULT_OPTIONS: {e}: {name!r}") from None
+
+
+def _json_enum(value):
+    """A JSON string naming an enum member ("OutputMode.All", "poptorch.ConnectionType.OnDemand",
+    as PopTorch's POPTORCH_DEFAULT_OPTIONS takes them) as the member; other values as given."""
+    if isinstance(value, str) and value.count(".") >= 1:
+        try:
+            member = _literal(ast.parse(value, mode="eval").body)
+        except (SyntaxError, ConfigFileError):
+            return value
+        return member if isinstance(member, enum.Enum) else value
+    return value
 
 
 def _dotted(node):

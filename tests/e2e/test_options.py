@@ -182,8 +182,14 @@ def test_poptorch_default_options_environment_variable(monkeypatch):
     monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS",
                        '{"deviceIterations": 2, "Training.gradientAccumulation": 3, '
                        '"outputMode": ["poptorch.OutputMode.Sum"]}')
+    # an enum member named in a JSON string is the member (PopTorch's test_enum_conversion)
+    opts = tilegraph.Options()
+    assert opts.output_mode == tilegraph.OutputMode.Sum and opts.device_iterations == 2
+    monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS", '{"connectionType": "ConnectionType.OnDemand"}')
+    tilegraph.Options()
+    monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS", '{"outputMode": "OutputMode.Nonsense"}')
     with pytest.raises(TypeError, match="expected a enums.OutputMode"):
-        tilegraph.Options()  # a JSON string is a string, not an enum member: the setter says
+        tilegraph.Options()  # not a member: a string, which the setter refuses
     monkeypatch.setenv("POPTORCH_DEFAULT_OPTIONS",
                        '{"deviceIterations": 2, "Training.gradientAccumulation": 3}')
     opts = tilegraph.Options()

@@ -574,3 +574,17 @@ def test_torch_ops_poptorch_calls_from_model_code_have_no_effect():
     torch.testing.assert_close(loss, ref.detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(model.lin.weight.detach(), eager.lin.weight.detach(),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_slice_bounds_cast_to_another_integer_type_are_one_bound():
+    """PopTorch's slice_test::test_dynamic_slice_two_dims: `t[e.to(torch.int32):
+    e.to(torch.int32) + 1]` casts the same index twice; the two casts are one bound, so the
+    span is the constant 1 (it was refused as not provably constant)."""
+    class M(torch.nn.Module):
+        def forward(self, t, e):
+            return t[e.to(torch.int32):e.to(torch.int32) + 1]
+    t = torch.arange(16.).reshape(2, 8)
+    run = tilegraph.inferenceModel(M())
+    for i in (1, 0):
+        e = torch.tensor([i])
+        torch.testing.assert_close(run(t, e), M()(t, e))
