@@ -9,6 +9,7 @@ import operator
 import sys
 
 import torch
+from torch.utils import _pytree as pytree
 
 
 @contextlib.contextmanager
@@ -453,10 +454,57 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
     _SHIFT = {"__add__": 1, "__radd__": 1, "add": 1, "__iadd__": 1, "__sub__": -1,
               "sub": -1, "__isub__": -1}
     _CASTS = ("to", "int", "long", "short", "type")  # integer to integer: the same value
+    # Constructors whose value the forward's own constants fix (no random, no input).
+    _CONSTANT_SOURCES = ("tensor", "as_tensor", "scalar_tensor")
+    _KNOWN_NUMEL = 64  # values followed for tensors this small (slice bounds)
+    _RANDOM = ("rand", "bernoulli", "multinomial", "normal", "poisson", "dropout", "uniform",
+               "exponential", "cauchy", "geometric", "empty")
 
     def __init__(self):
         super().__init__()
         self.origin = {}  # id(tensor) -> (tensor, base tensor, offset from it)
+        self.known = {}   # id(tensor) -> (tensor, its value): small tensors made of constants
+        self.numbers = {}  # id(tensor) -> its value as a Python number (one-element integers)
+
+    def _value(self, t):
+        """The value of a tensor the forward made from constants only, else None."""
+        entry = self.known.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else None
+
+    def _follow_constants(self, func, args, kwargs, result):
+        """PopTorch's tracer folded constants: `torch.sum(torch.tensor([1, 2, 3])) // 3 - 2`
+        is a number there. A small tensor made by a deterministic op from such tensors (or
+        from Python values by a constant constructor) is computed here on real values too,
+        outside the trace, so that a slice bounded by it is static. Only tensors of static
+        size are looked at (a symbolic size compared here would become a guard of the
+        export)."""
+        name = getattr(func, "__name__", "")
+        if not isinstance(result, torch.Tensor) or any(w in name for w in self._RANDOM) or \
+                name.startswith("_") and not (name.startswith("__") and name.endswith("__")):
+            return
+        numel = result.numel()
+        if not isinstance(numel, int) or numel > self._KNOWN_NUMEL:
+            return
+        leaves = [x for x in pytree.tree_leaves((args, kwargs)) if isinstance(x, torch.Tensor)]
+        if not leaves and name not in self._CONSTANT_SOURCES:
+            return
+        real = {id(x): self._value(x) for x in leaves}
+        if any(v is None for v in real.values()):
+            return
+        from torch._subclasses.fake_tensor import FakeTensor
+        from torch.utils._python_dispatch import _disable_current_modes
+        with _disable_current_modes():  # real values, outside the trace's fake / proxy modes
+            swap = lambda x: real[id(x)] if isinstance(x, torch.Tensor) else x  # noqa: E731
+            try:
+                value = func(*pytree.tree_map(swap, args), **pytree.tree_map(swap, kwargs))
+            except Exception:  # noqa: BLE001 - not foldable: the slice takes the other paths
+                return
+            if not isinstance(value, torch.Tensor) or isinstance(value, FakeTensor) or \
+                    value.numel() != numel:
+                return
+            self.known[id(result)] = (result, value)
+            if numel == 1 and not value.is_floating_point():
+                self.numbers[id(result)] = value.item()
 
     def _bound(self, t):
         entry = self.origin.get(id(t))
@@ -466,6 +514,7 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
         name = getattr(func, "__name__", "")
+        self._follow_constants(func, args, kwargs, result)
         sign = self._SHIFT.get(name)
         if sign and not kwargs and len(args) == 2 and isinstance(result, torch.Tensor):
             t, c = args
@@ -495,6 +544,13 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
         if all(_known_value(b) for i in items if isinstance(i, slice)
                for b in (i.start, i.stop, i.step) if isinstance(b, torch.Tensor)):
             return None  # bounds made from constants (DeBERTa's torch.tensor(span)): torch's
+        bounds = [b for i in items if isinstance(i, slice) for b in (i.start, i.stop, i.step)
+                  if isinstance(b, torch.Tensor)]
+        if all(self._value(b) is not None and id(b) in self.numbers for b in bounds):
+            # every tensor bound folded from the forward's constants: a static slice
+            as_int = lambda b: self.numbers[id(b)] if isinstance(b, torch.Tensor) else b  # noqa
+            return t[tuple(slice(as_int(i.start), as_int(i.stop), as_int(i.step))
+                           if isinstance(i, slice) else i for i in items)]
         out, dim = t, 0
         for item in items:
             if isinstance(item, int):

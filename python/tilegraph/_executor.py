@@ -707,6 +707,10 @@ class PoplarExecutor:
             results = [self._to_torch(*self._in_mode(i, o, mode, engine), meta)
                        for i, (o, meta) in enumerate(zip(outs, self._cap.output_meta))]
             self._apply_input_mutations(call, results)
+            inputs = {id(t) for t in call.tensors}
+            for r in results:  # `.backward()` explains itself, as PopTorch's outputs do
+                if isinstance(r, torch.Tensor) and id(r) not in inputs:
+                    r.backward = _backward_on_output
             self._anchored = {short: results[i] for short, i in self._cap.anchors.items()}
             self._record_perf(started)
             structure = self._cap.output_structure
@@ -1645,6 +1649,14 @@ class _PipelineError(Error, ValueError):
 class _InputTypeChanged(Error, TypeError):
     """An argument of another dtype than the compiled program's: PopTorch raises its Error
     there, tilegraph raised a TypeError; this is both."""
+
+
+def _backward_on_output(*args, **kwargs):
+    """An executor output's `.backward()` (PopTorch's message and Error)."""
+    raise Error("backward() cannot be called explicitly on outputs of a PopTorch model. If "
+                "you're using a trainingModel, the backwards pass is performed automatically "
+                "when invoking the model. If you're using an inferenceModel, you should use a "
+                "trainingModel instead.")
 
 
 class _InputShapeChanged(Error, ValueError):

@@ -185,3 +185,22 @@ def test_multiconv_partials_type_enum_and_nested_multiconv():
     # the failed capture left no block open
     with tilegraph.MultiConv():
         pass
+
+
+def test_backward_on_an_output_explains_itself():
+    """PopTorch's misc_test::test_torch_backward_error: the outputs' backward() raises its
+    Error with its message (torch's was "does not require grad")."""
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, 1)
+
+        def forward(self, x):
+            y = self.lin(x)
+            return y, tilegraph.identity_loss(y ** 2, reduction="sum")
+    out, loss = tilegraph.trainingModel(M())(torch.tensor([5.0]))
+    for t in (out, loss):
+        with pytest.raises(tilegraph.Error, match=r"backward\(\) cannot be called explicitly on "
+                                                  r"outputs of a PopTorch model"):
+            t.backward()
+    assert float(loss) >= 0 and out.detach().numpy().shape == (1,)

@@ -588,3 +588,18 @@ def test_slice_bounds_cast_to_another_integer_type_are_one_bound():
     for i in (1, 0):
         e = torch.tensor([i])
         torch.testing.assert_close(run(t, e), M()(t, e))
+
+
+def test_slice_bounds_computed_from_the_forwards_constants_are_static():
+    """PopTorch's slice_test::test_slice_with_sum: bounds made by ops on constant tensors
+    (`torch.sum(torch.tensor([1, 2, 3])) // 3 - 2`) are numbers to PopTorch's tracer; the
+    capture computes them on real values and slices statically (they were refused)."""
+    class M(torch.nn.Module):
+        def forward(self, x):
+            start = torch.sum(torch.tensor([1, 2, 3])) // 3 - 2
+            end = torch.sum(torch.tensor([1, 2, 3])) // 3 + 1
+            return x[start:end] * 2, x[torch.tensor([2]).max():torch.tensor(7)]
+    x = torch.arange(8.)
+    got = tilegraph.inferenceModel(M())(x)
+    for g, w in zip(got, M()(x)):
+        torch.testing.assert_close(g, w)
