@@ -217,6 +217,7 @@ class PoplarExecutor:
         self._call = None  # CallStructure of the call the program was compiled for
         self._last_call = None  # (CallStructure, forward identity) of a plain call: rebind
         self._opt_flags = None
+        self._opt_state_dtypes = None  # optim.state_dtypes of the compiled program's optimizer
         self._hyper = {}
         self._applied_hypers = None  # _hyperparameters_of(optimizer) the engine runs with
         self._input_specs = []  # (shape of the combined batch per call, torch dtype)
@@ -576,6 +577,7 @@ class PoplarExecutor:
             **self.options.Training.loss_scaling_settings,
             **state_dtypes(self.optimizer), **flags)
         self._opt_flags = (kind, structure(flags))
+        self._opt_state_dtypes = state_dtypes(self.optimizer)
         cap.grad_of = dict(info["grad_of"])
         if cap.grad_of and all(cap.graph.is_zeros(g) for g in cap.grad_of.values()):
             # PopTorch runs such a model (its tests train a parameterless eval-mode dropout);
@@ -1085,8 +1087,15 @@ class PoplarExecutor:
                     t.data = t.data.clone()
             self._aliased = {}
 
+    def _check_not_destroyed(self, what):
+        """PopTorch's error for weight copies of a destroyed executor (before a call compiles
+        it again); before the first compilation they do nothing."""
+        if self._exe is None and self._destroyed:
+            raise Error(f"{what}: Model has not been compiled or has been destroyed.")
+
     def copyWeightsToHost(self):
         with self._lock, _MODULE_LOCK:
+            self._check_not_destroyed("copyWeightsToHost")
             if self._exe is None:
                 return
             self._copy_weights_to_host(self._synced_tensors())
@@ -1128,6 +1137,7 @@ class PoplarExecutor:
 
     def copyWeightsToDevice(self):
         with self._lock, _MODULE_LOCK:
+            self._check_not_destroyed("copyWeightsToDevice")
             if self._exe is None:
                 return
             tensors = self._synced_tensors()
@@ -1179,6 +1189,14 @@ class PoplarExecutor:
                                  "these change the compiled program (wrap the model again; "
                                  "max_grad_norm can change, but not from None to a value; "
                                  "pass momentum=0.0 explicitly to change it later)")
+            compiled_dtypes = getattr(self, "_opt_state_dtypes", None)
+            if self._exe is not None and compiled_dtypes is not None and \
+                    state_dtypes(optimizer) != compiled_dtypes:
+                raise _OptimizerCompiled(
+                    f"setOptimizer: the optimizer state dtypes (accum_type, ...) are "
+                    f"{state_dtypes(optimizer)} but the model is already compiled with "
+                    f"{compiled_dtypes}; they shape the program: wrap the model again (or "
+                    "destroy() it) to compile with the new ones")
             self.optimizer = optimizer
             if self._exe is None:
                 return
@@ -1657,6 +1675,11 @@ def _backward_on_output(*args, **kwargs):
                 "you're using a trainingModel, the backwards pass is performed automatically "
                 "when invoking the model. If you're using an inferenceModel, you should use a "
                 "trainingModel instead.")
+
+
+class _OptimizerCompiled(Error, ValueError):
+    """setOptimizer with a setting the compiled program is built on (PopTorch raises a
+    ValueError saying the model "is already compiled")."""
 
 
 class _InputShapeChanged(Error, ValueError):

@@ -116,6 +116,24 @@ class Optimizer:
                               "IPU scales optimizer state; it does not change the mathematics "
                               "and has no effect here", stacklevel=3)
 
+    def _state_dtype(name):  # noqa: N805 - a property factory used in the class body
+        def get(self):
+            return self.state_dtypes.get(name, torch.float32)
+
+        def set_(self, dtype):
+            if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"{type(self).__name__}.{name}: expected torch.float32, "
+                                 f"torch.float16 or torch.bfloat16, got {dtype!r}")
+            self.state_dtypes[name] = dtype
+        return property(get, set_, doc=f"PopTorch's {name} (float32 unless set); "
+                                        "setOptimizer refuses a change once compiled")
+
+    accum_type = _state_dtype("accum_type")
+    velocity_accum_type = _state_dtype("velocity_accum_type")
+    first_order_momentum_accum_type = _state_dtype("first_order_momentum_accum_type")
+    second_order_momentum_accum_type = _state_dtype("second_order_momentum_accum_type")
+    del _state_dtype
+
     @property
     def max_grad_norm(self):
         """The clip of the global gradient norm (None: no clipping)."""

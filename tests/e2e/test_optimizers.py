@@ -816,3 +816,21 @@ def test_a_param_group_added_between_calls_trains_from_the_next_call(make):
         x, y = torch.randn(8, 8, generator=g), torch.randint(0, 4, (8,), generator=g)
         _step_both(run, reference, eager, x, y)
         _assert_same_parameters(model, reference)
+
+
+def test_set_optimizer_refuses_new_state_dtypes_once_compiled():
+    """PopTorch's test_setOptimizer_frozen_options_broken: the state dtypes (accum_type, ...)
+    shape the compiled program, so setOptimizer with other ones raises ValueError ("already
+    compiled"); they were silently kept. Hyperparameters still change."""
+    model = Net()
+    opt = tilegraph.optim.Adam(model.parameters(), lr=0.5)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    run(torch.randn(8, 6), torch.randint(0, 3, (8,)))
+    opt.param_groups[0]["lr"] = 0.01
+    run.setOptimizer(opt)
+    assert opt.accum_type == torch.float32
+    opt.accum_type = torch.half
+    with pytest.raises(ValueError, match="already compiled"):
+        run.setOptimizer(opt)
+    with pytest.raises(ValueError, match="expected torch.float32"):
+        opt.accum_type = torch.int32

@@ -204,3 +204,24 @@ def test_backward_on_an_output_explains_itself():
                                                   r"outputs of a PopTorch model"):
             t.backward()
     assert float(loss) >= 0 and out.detach().numpy().shape == (1,)
+
+
+def test_weight_copies_of_a_destroyed_executor_raise():
+    """PopTorch's poplar_executor_test::test_explicit_destroy: after destroy(), the weight
+    copies raise its Error (they did nothing); a call compiles again and trains on."""
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, x, t):
+            o = x + self.bias
+            return o, tilegraph.identity_loss((o - t) ** 2, reduction="mean")
+    run = tilegraph.trainingModel(M())
+    run(torch.ones(3), torch.zeros(3))
+    run.destroy()
+    for copy_ in (run.copyWeightsToHost, run.copyWeightsToDevice):
+        with pytest.raises(tilegraph.Error, match="has not been compiled or has been destroyed"):
+            copy_()
+    run(torch.ones(3), torch.zeros(3))
+    run.copyWeightsToHost()
