@@ -175,6 +175,7 @@ class Optimizer:
         # A strong reference: the optimizer's state lives in that engine, so it stays as long
         # as the optimizer does (or until another executor compiles with it, or destroy()).
         self._executor = executor
+        self._loaded_param = None  # state_dict() now reads the engine's
         if self._pending_state is not None:
             from . import _optimizer_state
             state, self._pending_state = self._pending_state, None
@@ -219,7 +220,8 @@ class Optimizer:
         executor = self._compiled()
         if executor is None:
             out["ipu_state"] = dict(self._pending_state) if self._pending_state else None
-            out["ipu_param"] = None
+            loaded = getattr(self, "_loaded_param", None)  # a checkpoint's, until attached
+            out["ipu_param"] = dict(loaded) if loaded else None
             return out
         kind = describe(self)[0]
         with executor._lock:
@@ -239,6 +241,7 @@ class Optimizer:
                             "state_dict() gives it")
         super().load_state_dict({k: v for k, v in state_dict.items()
                                  if k not in ("ipu_state", "ipu_param")})
+        self._check_loaded_hyperparameters(state_dict.get("ipu_param"))
         if state is None:
             return
         executor = self._compiled()
@@ -248,6 +251,31 @@ class Optimizer:
         from . import _optimizer_state
         with executor._lock:
             _optimizer_state.write_state(executor, describe(self)[0], state)
+
+    def _check_loaded_hyperparameters(self, params):
+        """The "ipu_param" part of a loaded state dict (PopART's per-parameter learning rate,
+        weight decay, loss scaling): tilegraph's hyperparameters are the param groups', which
+        load_state_dict has just restored, so a checkpoint's agree with them; values that do
+        not (edited per parameter) are not applied, and a warning names them. Until an
+        executor compiles with this optimizer, state_dict() shows the loaded ones."""
+        if not isinstance(params, dict) or not params:
+            self._loaded_param = None
+            return
+        executor = self._compiled()
+        self._loaded_param = None if executor is not None else dict(params)
+        if executor is None:
+            return
+        from . import _optimizer_state
+        implied = _optimizer_state.hyperparameters(self, describe(self)[0], executor)
+        differ = sorted(k for k, v in params.items() if k in implied and not torch.allclose(
+            torch.as_tensor(v, dtype=torch.float32), implied[k]))
+        if differ:
+            warnings.warn(f"load_state_dict: ipu_param values that differ from the param "
+                          f"groups' hyperparameters are not applied ({', '.join(differ[:4])}"
+                          f"{', ...' if len(differ) > 4 else ''}): tilegraph's learning rate, "
+                          "weight decay and loss scaling are per param group; set them in "
+                          "optimizer.param_groups / loss_scaling, then setOptimizer",
+                          stacklevel=3)
 
     def _stepped(self):
         """(param group, parameter, its state) for each parameter with a gradient: the loop

@@ -834,3 +834,31 @@ def test_set_optimizer_refuses_new_state_dtypes_once_compiled():
         run.setOptimizer(opt)
     with pytest.raises(ValueError, match="expected torch.float32"):
         opt.accum_type = torch.int32
+
+
+def test_loaded_ipu_param_shows_until_attached_and_edits_warn():
+    """PopTorch's test_write_ipu_state_from_checkpoint: a fresh optimizer that loads a
+    checkpoint shows its ipu_param before any executor compiles with it (it showed None);
+    the learning rate trained with is the restored param groups'. Per-parameter edits of
+    ipu_param are not applied (hyperparameters are per group here): a warning says so."""
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    model = Net()
+    opt = tilegraph.optim.Adam(model.parameters(), lr=1.0)
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    run(x, t)
+    opt.param_groups[0]["lr"] = 0.5
+    run.setOptimizer(opt)
+    saved = opt.state_dict()
+    fresh = tilegraph.optim.Adam(model.parameters(), lr=0.1)
+    fresh.load_state_dict(saved)
+    shown = fresh.state_dict()["ipu_param"]
+    assert shown is not None and set(shown) == set(saved["ipu_param"])
+    run.setOptimizer(fresh)
+    run(x, t)
+    after = fresh.state_dict()
+    assert after["param_groups"][0]["lr"] == 0.5
+    assert float(after["ipu_param"]["learningRate___specific___model.b.bias"]) == 0.5
+    edited = fresh.state_dict()
+    edited["ipu_param"]["learningRate___specific___model.b.bias"] = torch.tensor(0.25)
+    with pytest.warns(UserWarning, match="ipu_param values that differ"):
+        fresh.load_state_dict(edited)
