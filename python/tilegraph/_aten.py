@@ -1739,22 +1739,22 @@ def _sort_stable(cx, n, x, stable=None, dim=-1, descending=False):
                                        "largest": int(bool(descending))}, 2)
 
 
-# When SDPA compiles to the fused attention op: "auto": in f32 programs that are not trained
-# (the f32 forward kernel is register-blocked: faster than matmuls around a softmax at every
-# length measured, 128 to 1536 tokens), and elsewhere when its score matrices would take at
-# least this many bytes (the backward and the f64 kernel are written for memory, not yet for
-# speed); "always"; or "never". The TILEGRAPH_FUSED_ATTENTION environment variable overrides
-# the mode.
+# When SDPA compiles to the fused attention op: "auto": in f32 programs (the f32 forward and
+# backward kernels are register-blocked: as fast as or faster than matmuls around a softmax
+# at every length measured, inference 128 to 1536 tokens, training 64 to 512), and elsewhere
+# (f64, half precision) when its score matrices would take at least this many bytes (those
+# kernels are written for memory, not for speed); "always"; or "never". The
+# TILEGRAPH_FUSED_ATTENTION environment variable overrides the mode.
 FUSED_ATTENTION = {"mode": "auto", "min_score_bytes": 64 * 2 ** 20}
 
 
-def _use_fused_attention(score_bytes, fast_forward):
+def _use_fused_attention(score_bytes, fast_kernels):
     import os
     mode = os.environ.get("TILEGRAPH_FUSED_ATTENTION", FUSED_ATTENTION["mode"])
     if mode not in ("auto", "always", "never"):
         raise ValueError(f"TILEGRAPH_FUSED_ATTENTION must be auto, always or never, got {mode!r}")
     return mode == "always" or (mode == "auto" and (
-        fast_forward or score_bytes >= FUSED_ATTENTION["min_score_bytes"]))
+        fast_kernels or score_bytes >= FUSED_ATTENTION["min_score_bytes"]))
 
 
 @handles(aten.scaled_dot_product_attention.default)
@@ -1782,7 +1782,7 @@ def _sdpa(cx, n, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=
     rows = _numel(batch)
     if enable_gqa or qs[:-2] != ks[:-2] or qs[:-2] != vs[:-2] or \
             not _use_fused_attention(rows * sq * sk * (8 if dtype == "f64" else 4),
-                                     dtype == "f32" and not cx.training):
+                                     dtype == "f32"):
         return _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale)
     flat = lambda value, shape: cx.op("reshape", [value], {"shape": [rows] + shape[-2:]})
     if mask is None:

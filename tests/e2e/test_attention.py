@@ -139,10 +139,10 @@ def test_long_sequences_do_not_store_the_score_matrix(monkeypatch):
     assert run.executable.memory_stats["arena_bytes"] < 16 * 2 ** 20
 
 
-def test_auto_fuses_f32_inference_and_writes_out_small_trained_attention(monkeypatch):
-    """Under "auto": an f32 inference program takes the fused op at any size (its forward
-    kernel is register-blocked); a training program with small score matrices is written
-    out as matmul / softmax / matmul (the fused backward is not yet fast)."""
+def test_auto_fuses_f32_attention_and_writes_out_small_f64_attention(monkeypatch):
+    """Under "auto": f32 programs, inference and training, take the fused op at any size
+    (both kernels register-blocked); f64 attention with small score matrices is written out
+    as matmul / softmax / matmul (its kernel is the plain loop)."""
     monkeypatch.setenv("TILEGRAPH_FUSED_ATTENTION", "auto")
 
     class Small(torch.nn.Module):
@@ -153,12 +153,23 @@ def test_auto_fuses_f32_inference_and_writes_out_small_trained_attention(monkeyp
     run = tilegraph.inferenceModel(Small())
     torch.testing.assert_close(run(q), Small()(q), rtol=1e-5, atol=1e-6)
     assert " = attention(" in run.executable.optimized_ir
+    run64 = tilegraph.inferenceModel(Small())
+    torch.testing.assert_close(run64(q.double()), Small()(q.double()))
+    assert " = attention(" not in run64.executable.optimized_ir
+    torch.manual_seed(0)
     model = SelfAttention("causal")
+    reference = copy.deepcopy(model)
     x, t = torch.randn(2, 6, 16), torch.randint(0, 3, (2,))
+    mask = torch.ones(2, 6, dtype=torch.bool)
     trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
                                                                        lr=0.1))
-    trainer(x, t, torch.ones(2, 6, dtype=torch.bool))
-    assert " = attention(" not in trainer.executable.optimized_ir
+    trainer(x, t, mask)
+    assert " = attention(" in trainer.executable.optimized_ir
+    opt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    reference(x, t, mask)[-1].backward()
+    opt.step()
+    for (name, p), q_ in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.detach(), q_.detach(), rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("mode", ["always", "never"])
