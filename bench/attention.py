@@ -4,9 +4,9 @@
 
 1. Training step of a BERT-style classifier (Hugging Face BertForSequenceClassification,
    4 layers, hidden 256, 4 heads, sequence 128, batch 8; its default sdpa attention):
-   eager PyTorch, tilegraph with attention written out as matmul / softmax / matmul (what
-   "auto" picks at this size), and tilegraph's fused attention op forced
-   (TILEGRAPH_FUSED_ATTENTION=always). Interleaved rounds, median seconds per step.
+   eager PyTorch, tilegraph with attention written out as matmul / softmax / matmul
+   (TILEGRAPH_FUSED_ATTENTION=never) and with tilegraph's fused attention op (=always, what
+   "auto" picks for f32 programs). Interleaved rounds, median seconds per step.
 2. Memory of one long causal attention (4 heads, 4096 x 4096, width 32): the planned arena
    of the fused op against the written-out form's (which stores the 256 MiB score matrix),
    and the time of each.
