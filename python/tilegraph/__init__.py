@@ -19,7 +19,7 @@ try:
     from . import _core
 finally:
     _sys.setdlopenflags(_dlopen_flags)
-from . import _torch_ops, autocasting, enums, ops, optim, poptorch_core, testing
+from . import _torch_ops, autocasting, enums, ops, optim, options, poptorch_core, testing
 _torch_ops.register()  # torch.ops.poptorch.*: the operators model code calls directly
 from ._core import Executable, Graph, registered_ops
 from ._executor import (PoplarExecutor, compilation_count, identity_loss, inferenceModel,
@@ -55,7 +55,7 @@ __all__ = ["AnchorMode", "ArchiveError", "PartitionPlan", "autoPartition", "Asyn
            "hasMLIRSupportOnPlatform", "hasMlirSupportOnPlatform", "ipuHardwareIsAvailable",
            "ipuHardwareVersion",
            "ipu_print_tensor",
-           "isRunningOnIpu", "load", "module_repr", "nearest", "nop", "ops", "optim",
+           "isRunningOnIpu", "load", "module_repr", "nearest", "nop", "ops", "optim", "options",
            "recomputationCheckpoint", "registerCustomArgParser", "registerPostCompileHook",
            "registerPreCompileHook", "registered_ops", "removeBlocks", "serializedMatMul",
            "set_available_memory", "set_overlap_for_input", "set_overlap_for_output",

@@ -495,8 +495,8 @@ class _TensorLocationOptions(_Group):
     def numIOTiles(self, num_tiles):
         _check_int("numIOTiles", num_tiles)
         if num_tiles % 2 or not 32 <= num_tiles <= 192:
-            raise ValueError("numIOTiles must be an even number between 32 and 192, got "
-                             f"{num_tiles}")
+            raise _OptionAssertion("numIOTiles must be an even number between 32 and 192, "
+                                   f"got {num_tiles}")
         _ipu_only("TensorLocations.numIOTiles", "reserves tiles for overlapping host IO with "
                   "compute")
         self.io_tiles = num_tiles
@@ -518,6 +518,11 @@ class _JitOptions(_Group):
     def traceModel(self, trace_model):
         self.trace_model = _check_bool("traceModel", trace_model)
         return self._root
+
+
+class _OptionAssertion(ValueError, AssertionError):
+    """An out-of-range option value where PopTorch asserts (its tests expect an
+    AssertionError; tilegraph raised ValueError): both."""
 
 
 class ConfigFileError(Exception):
@@ -849,6 +854,11 @@ class Options:
         _check_enum("syncPattern", sync_pattern, enums.SyncPattern)
         return self._ipu_setting("syncPattern", sync_pattern, "sets how IPUs synchronise "
                                  "with each other and the host")
+
+    @property
+    def auto_round_num_ipus(self):
+        """PopTorch's attribute: whether autoRoundNumIPUs is on."""
+        return bool(self.ipu_settings.get("autoRoundNumIPUs", False))
 
     def autoRoundNumIPUs(self, auto_round_num_ipus=True):
         """IPU Model: a model needing a count of IPUs that is not a power of two attaches

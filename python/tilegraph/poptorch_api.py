@@ -194,12 +194,13 @@ API = [
     ("DataLoader.terminate", IMPLEMENTED, ""),
     ("DataLoaderMode", IMPLEMENTED, "Sync, Async, AsyncRebatched"),
     ("AsynchronousDataAccessor", IMPLEMENTED, "a loading thread (PopTorch: a process)"),
+    ("options", IMPLEMENTED, "the module of option classes (ConfigFileError, _DistributedOptions, ...)"),
     # ---- optimizers -------------------------------------------------------------------
     ("optim.SGD", IMPLEMENTED, "accum types: half params' state dtype; velocity_scaling warns; max_grad_norm"),
     ("optim.Adam", IMPLEMENTED, "max_grad_norm; amsgrad refused"),
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant, max_grad_norm"),
-    ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm, trust ratio"),
+    ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm (None: 65500; a constant 0 takes Adam's step, as PopART), trust ratio"),
     ("optim.Optimizer", IMPLEMENTED, "base class; state_dict / load_state_dict carry the engine's state (ipu_state, ipu_param)"),
     ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),
     # ---- enums ------------------------------------------------------------------------

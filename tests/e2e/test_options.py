@@ -274,3 +274,16 @@ def test_poptorch_attribute_names_read_back_the_settings():
     _options._warned.clear()
     with pytest.warns(UserWarning, match="IPUoFConfigFiles"):
         assert opts.Distributed.IPUoFConfigFiles("~/.ipuof.conf.d/*") is opts
+
+
+def test_poptorch_options_module_and_small_attributes():
+    """PopTorch's options_test: the `poptorch.options` module (ConfigFileError,
+    _DistributedOptions, which popdist wraps), Options.auto_round_num_ipus, and numIOTiles's
+    out-of-range value as an AssertionError (also a ValueError, as before)."""
+    assert tilegraph.options.ConfigFileError is tilegraph.ConfigFileError
+    assert isinstance(tilegraph.Options().Distributed, tilegraph.options._DistributedOptions)
+    opts = tilegraph.Options()
+    assert opts.auto_round_num_ipus is False
+    assert opts.autoRoundNumIPUs(True).auto_round_num_ipus is True
+    with pytest.raises(AssertionError, match="numIOTiles must be an even number"):
+        tilegraph.Options().TensorLocations.numIOTiles(10)
