@@ -190,7 +190,13 @@ class PoplarExecutor:
         # The user's options are frozen (the program is compiled from them: changing them
         # later would not change it); the executor works on its own frozen copy.
         options._freeze()
-        self.options = options.clone()._freeze()
+        own = options.clone()
+        if own.output_mode == OutputMode.Default:
+            # resolved as PopTorch resolves it when wrapping: Final for training, All for
+            # inference (executor.options.output_mode reports it; the user's options keep
+            # Default)
+            own.outputMode(OutputMode.Final if training else OutputMode.All)
+        self.options = own._freeze()
         self.training = training
         if training and not model.training:
             # PopTorch's trainingModel trains: a module in eval mode is put in training mode

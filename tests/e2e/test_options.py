@@ -287,3 +287,17 @@ def test_poptorch_options_module_and_small_attributes():
     assert opts.autoRoundNumIPUs(True).auto_round_num_ipus is True
     with pytest.raises(AssertionError, match="numIOTiles must be an even number"):
         tilegraph.Options().TensorLocations.numIOTiles(10)
+
+
+def test_executors_report_the_output_mode_they_resolved():
+    """PopTorch's options_test::test_preserving_options_intact: an executor's options show
+    the output mode Default resolved to (Final for training, All for inference); the user's
+    options keep Default."""
+    model = torch.nn.Linear(2, 2)
+    opts = tilegraph.Options()
+    train = tilegraph.trainingModel(torch.nn.Sequential(model), opts,
+                                    torch.optim.SGD(model.parameters(), lr=0.1))
+    infer = tilegraph.inferenceModel(model, opts)
+    assert train.options.output_mode == tilegraph.OutputMode.Final
+    assert infer.options.output_mode == tilegraph.OutputMode.All
+    assert opts.output_mode == tilegraph.OutputMode.Default
