@@ -685,6 +685,14 @@ class PoplarExecutor:
             total = total + row if exact else (total.double() + row.double()).to(total.dtype)
         return total, own
 
+    def _anchored_value(self, short, value):
+        """An anchored output as PopART names it: "finalLossScale" is the loss scale (the
+        program outputs log2 of its factor over the initial loss scaling)."""
+        if self.options.anchored_tensors[short][0] != "finalLossScale":
+            return value
+        base = self._initial_loss_scale(describe(self.optimizer)[3])
+        return (base * torch.exp2(value.double())).to(torch.float32)
+
     def getAnchoredTensor(self, short_name):
         """The value of the tensor anchored as `short_name` (Options().anchorTensor) in the
         last call."""
@@ -719,7 +727,8 @@ class PoplarExecutor:
             for r in results:  # `.backward()` explains itself, as PopTorch's outputs do
                 if isinstance(r, torch.Tensor) and id(r) not in inputs:
                     r.backward = _backward_on_output
-            self._anchored = {short: results[i] for short, i in self._cap.anchors.items()}
+            self._anchored = {short: self._anchored_value(short, results[i])
+                              for short, i in self._cap.anchors.items()}
             self._record_perf(started)
             structure = self._cap.output_structure
             if structure is None:  # an export file without a recorded structure
@@ -1637,6 +1646,12 @@ def _anchor_value(cap, long_name, training):
         fqn = _module_name(cap, long_name[len("UpdatedVar___"):])
         if fqn in cap.params:
             long_name = fqn
+    if long_name == "finalLossScale":  # PopART's: the loss scale the step used
+        if "optimizer.loss_scale_log2" not in cap.graph.variables:
+            raise Error("anchorTensor 'finalLossScale': the program has no automatic loss "
+                        "scaling (Options().Training.setAutomaticLossScaling(True))")
+        # a copy read before the step's update (made the scale in _anchored_value)
+        return cap.graph.op("copy", ["optimizer.loss_scale_log2"])[0]
     if long_name.startswith("scaledLearningRate___"):
         lr = long_name[len("scaledLearningRate___"):] + ".lr"
         if lr in cap.graph.hyperparams:

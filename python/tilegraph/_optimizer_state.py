@@ -49,10 +49,31 @@ def state_names(executor, kind):
     return names
 
 
+# Automatic loss scaling keeps log2 of the scale over its base (the loss_scale
+# hyperparameter) in this variable; PopART's state holds "lossScaleUpdateFactor", the scale
+# over the optimizer's loss_scaling (scale = loss_scaling x factor).
+LOSS_SCALE_LOG2 = "optimizer.loss_scale_log2"
+UPDATE_FACTOR = "lossScaleUpdateFactor"
+
+
+def _factor_base(executor):
+    """The loss_scale hyperparameter over the optimizer's loss_scaling (the factor at
+    log2 = 0)."""
+    from .optim import describe
+    loss_scaling = describe(executor.optimizer)[3]
+    return executor._initial_loss_scale(loss_scaling) / loss_scaling
+
+
 def read_state(executor, kind):
     """{PopART name: tensor} of the engine's optimizer state (copies)."""
-    return {name: from_engine(np.array(executor._exe.read_variable(var)))
-            for name, var in state_names(executor, kind).items()}
+    out = {}
+    for name, var in state_names(executor, kind).items():
+        value = from_engine(np.array(executor._exe.read_variable(var)))
+        if name == LOSS_SCALE_LOG2:
+            name = UPDATE_FACTOR
+            value = (_factor_base(executor) * torch.exp2(value.double())).to(torch.float32)
+        out[name] = value
+    return out
 
 
 def write_state(executor, kind, state):
@@ -60,6 +81,14 @@ def write_state(executor, kind, state):
     lacks keep their values. Everything is checked before anything is written: an unknown
     name or a tensor of another shape is a ValueError and the engine's state is unchanged."""
     names = state_names(executor, kind)
+    if LOSS_SCALE_LOG2 in names:  # PopART's name and value for it
+        names[UPDATE_FACTOR] = names.pop(LOSS_SCALE_LOG2)
+        if UPDATE_FACTOR in state:
+            factor = torch.as_tensor(state[UPDATE_FACTOR], dtype=torch.float64)
+            if not bool((factor > 0).all()):
+                raise ValueError(f"optimizer state {UPDATE_FACTOR}: expected a positive "
+                                 f"factor, got {factor.tolist()}")
+            state = {**state, UPDATE_FACTOR: torch.log2(factor / _factor_base(executor))}
     unknown = sorted(set(state) - set(names))
     if unknown:
         raise ValueError(f"optimizer state: {unknown} are not state of this program; it "

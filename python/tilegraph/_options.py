@@ -426,6 +426,18 @@ class TensorLocationSettings:
         self.replicated_tensor_sharding = False
         self.ignored = {}
 
+    def __repr__(self):
+        # by value (equal settings print equally, as Options' printout needs)
+        return (f"TensorLocationSettings(replicated_tensor_sharding="
+                f"{self.replicated_tensor_sharding}, {self.ignored})")
+
+    def __eq__(self, other):
+        return isinstance(other, TensorLocationSettings) and \
+            (self.replicated_tensor_sharding, self.ignored) == \
+            (other.replicated_tensor_sharding, other.ignored)
+
+    __hash__ = None
+
     def useReplicatedTensorSharding(self, use=True):
         self.replicated_tensor_sharding = _check_bool("useReplicatedTensorSharding", use)
         return self
@@ -856,6 +868,16 @@ class Options:
                                  "with each other and the host")
 
     @property
+    def connection_type(self):
+        """PopTorch's attribute: the connectionType set (recorded; IPU hardware only)."""
+        return self.ipu_settings.get("connectionType", enums.ConnectionType.Always)
+
+    @property
+    def sync_pattern(self):
+        """PopTorch's attribute: the syncPattern set (recorded; IPU hardware only)."""
+        return self.ipu_settings.get("syncPattern", enums.SyncPattern.Full)
+
+    @property
     def auto_round_num_ipus(self):
         """PopTorch's attribute: whether autoRoundNumIPUs is on."""
         return bool(self.ipu_settings.get("autoRoundNumIPUs", False))
@@ -905,14 +927,17 @@ class Options:
         else is a ConfigFileError naming the line."""
         with open(filepath) as f:
             lines = f.read().splitlines()
+        calls = 0  # PopTorch numbers the option lines (blank and comment lines left out)
         for number, line in enumerate(lines, 1):
             text = line.split("#", 1)[0].strip()
             if not text:
                 continue
+            calls += 1
             try:
                 self._apply_line(text)
             except ConfigFileError as e:
-                raise ConfigFileError(f"{filepath}:{number}: {e}: {line.strip()!r}") from None
+                raise ConfigFileError(f"{filepath}:{number} (option line {calls}): {e}: "
+                                      f"{line.strip()!r}") from None
         return self
 
     def _apply_line(self, text):

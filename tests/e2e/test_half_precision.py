@@ -63,3 +63,37 @@ def test_half_inputs_to_a_float_model():
 
     x = torch.randn(4, 6).half()
     torch.testing.assert_close(tilegraph.inferenceModel(Up())(x), Up()(x))
+
+
+def test_automatic_loss_scaling_under_poparts_names():
+    """PopTorch's options_test::test_automatic_loss_scaling: anchorTensor("finalLossScale")
+    gives the loss scale each step used, and the optimizer's ipu_state holds
+    "lossScaleUpdateFactor" (the scale over the optimizer's loss_scaling), readable and
+    writable."""
+    class M(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(5))
+
+        def forward(self, x):
+            return tilegraph.identity_loss((x * self.w).sum(), reduction="none")
+
+    model = M().half()
+    opts = tilegraph.Options()
+    opts.Training.setAutomaticLossScaling(True)
+    opts.anchorTensor("ls", "finalLossScale", tilegraph.OutputMode.Final)
+    opt = tilegraph.optim.SGD(model.parameters(), lr=0.0, loss_scaling=2.0)
+    run = tilegraph.trainingModel(model, opts, opt)
+    run.compile(torch.ones(5).half())
+    factor = opt.state_dict()["ipu_state"]["lossScaleUpdateFactor"]
+    assert float(factor) == 1.0  # the optimizer's own loss scaling to start with
+    run(torch.full((5,), 6e4).half())  # scaled by 2, the gradient overflows: halved
+    assert float(run.getAnchoredTensor("ls")) == 2.0  # the scale that step used
+    assert float(opt.state_dict()["ipu_state"]["lossScaleUpdateFactor"]) == 0.5
+    assert run.lossScalingState()["scale"] == 1.0
+    state = opt.state_dict()
+    state["ipu_state"]["lossScaleUpdateFactor"] = torch.tensor(4.0)
+    opt.load_state_dict(state)
+    assert run.lossScalingState()["scale"] == 8.0
+    run(torch.ones(5).half())
+    assert float(run.getAnchoredTensor("ls")) == 8.0
