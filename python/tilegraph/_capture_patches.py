@@ -526,8 +526,8 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
                 base, offset = self._bound(t)
                 self.origin[id(result)] = (result, base, offset + sign * c)
         elif name in self._CASTS and args and isinstance(args[0], torch.Tensor) and \
-                isinstance(result, torch.Tensor) and args[0].numel() == 1 and \
-                result.numel() == 1 and not args[0].is_floating_point() and \
+                isinstance(result, torch.Tensor) and _one_element(args[0]) and \
+                _one_element(result) and not args[0].is_floating_point() and \
                 not result.is_floating_point() and result.dtype != torch.bool:
             # e.to(torch.int32) twice is one bound: the same base and offset
             self.origin[id(result)] = (result, *self._bound(args[0]))
@@ -582,6 +582,13 @@ class _TensorBoundSlices(torch.overrides.TorchFunctionMode):
             raise Error("Taking a slice of a tensor with the end less than the start is not "
                         "supported.")
         return dynamic_slice(t, dim, start, span, step)
+
+
+def _one_element(t):
+    """t has one element, by a size known while tracing (a symbolic size is not compared:
+    that would add a guard to the export)."""
+    numel = t.numel()
+    return isinstance(numel, int) and numel == 1
 
 
 def _known_value(t):
