@@ -27,6 +27,59 @@ import torch.utils._pytree as pytree
 
 _JSON_CONSTANTS = (bool, int, float, str, type(None))
 
+# Node types a file's tree may not name: a defaultdict's context names a module and a
+# function to import for its default_factory.
+_REFUSED_NODE_TYPES = ("collections.defaultdict", "NO_SERIALIZED_TYPE_NAME_FOUND")
+_MAX_TREE_DEPTH = 200
+
+
+def _safe_treespec_loads(text):
+    """torch's treespec_loads on a tree read from a file, after checking it: torch's reader
+    imports whatever module a context's {"__enum__": ..., "fqn": "module:attr"} names (an
+    import, or ctypes' dlopen, chosen by the file) and a defaultdict's default_factory by
+    name. Here the JSON is read plainly first: node types must be registered pytree types
+    (defaultdict refused), contexts plain JSON without "__enum__" objects, the depth bounded.
+    Anything else is a ValueError; nothing is imported or called."""
+    try:
+        data = json.loads(text)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"tree structure: not JSON ({e})") from None
+    if not (isinstance(data, list) and len(data) == 2 and data[0] == 1):
+        raise ValueError("tree structure: expected [1, tree] (pytree protocol 1)")
+
+    def refuse_enums(value):
+        if isinstance(value, dict):
+            if "__enum__" in value:
+                raise ValueError("tree structure: enum objects are not read from files")
+            for v in value.values():
+                refuse_enums(v)
+        elif isinstance(value, list):
+            for v in value:
+                refuse_enums(v)
+
+    def check(node, depth):
+        if depth > _MAX_TREE_DEPTH:
+            raise ValueError("tree structure: nested too deeply")
+        if not isinstance(node, dict) or set(node) != {"type", "context", "children_spec"}:
+            raise ValueError("tree structure: malformed node")
+        typ, context, children = node["type"], node["context"], node["children_spec"]
+        if not isinstance(children, list) or not (context is None or isinstance(context, str)):
+            raise ValueError("tree structure: malformed node")
+        if typ is not None:
+            if not isinstance(typ, str) or typ in _REFUSED_NODE_TYPES or \
+                    typ not in pytree.SERIALIZED_TYPE_TO_PYTHON_TYPE:
+                raise ValueError(f"tree structure: node type {typ!r} is not read from files")
+            if context is not None:
+                try:
+                    refuse_enums(json.loads(context))
+                except (TypeError, ValueError) as e:
+                    raise ValueError(f"tree structure: bad node context ({e})") from None
+        for child in children:
+            check(child, depth + 1)
+
+    check(data[1], 0)
+    return pytree.treespec_loads(text)
+
 
 def _constant_key(value):
     """A comparable stand-in for a non-tensor leaf (the value itself where it is hashable)."""
@@ -165,7 +218,7 @@ class CallStructure:
 
     @classmethod
     def from_json(cls, d):
-        spec = pytree.treespec_loads(d["spec"])
+        spec = _safe_treespec_loads(d["spec"])
         is_tensor, constants = [bool(t) for t in d["is_tensor"]], list(d["constants"])
         if spec.num_leaves != len(is_tensor) or is_tensor.count(False) != len(constants):
             raise ValueError("call structure: leaf counts do not agree")
@@ -208,7 +261,7 @@ class OutputStructure:
             if kind not in ("tensor", "constant"):
                 raise ValueError(f"unknown output leaf kind {kind!r}")
             leaves.append((kind, int(v) if kind == "tensor" else v))
-        spec = pytree.treespec_loads(d["spec"])
+        spec = _safe_treespec_loads(d["spec"])
         if spec.num_leaves != len(leaves):
             raise ValueError("output structure: leaf counts do not agree")
         return cls(spec, leaves)

@@ -1,5 +1,6 @@
 """Files tilegraph reads can never run code, and a damaged file is refused with an error that
 names it: compileAndExport / tilegraph.load and the executable cache (docs/RELIABILITY.md)."""
+import json
 import os
 import pickle
 import warnings
@@ -130,6 +131,39 @@ def test_crafted_files_with_valid_checksums_give_clear_errors(tmp_path, edit, ma
     bad = _rewrite(path, str(tmp_path / "crafted.tg"), edit)
     with pytest.raises(ValueError, match=match):
         tilegraph.load(bad)
+
+
+def _tree_with_context(context):
+    """An output structure whose one dict node carries `context` (pytree protocol 1)."""
+    node = {"type": "builtins.dict", "context": json.dumps(context),
+            "children_spec": [{"type": None, "context": None, "children_spec": []}]}
+    return json.dumps({"spec": json.dumps([1, node]), "leaves": [["tensor", 0]]})
+
+
+@pytest.mark.parametrize("kind", ["enum", "defaultdict"])
+def test_a_crafted_tree_structure_imports_nothing(tmp_path, monkeypatch, kind):
+    """torch's treespec reader imports the module a context's {"__enum__": ..., "fqn":
+    "module:attr"} names (then indexes the attribute: ctypes' cdll[name] is a dlopen) and a
+    defaultdict's default_factory by name: a file with a valid checksum ran code at
+    tilegraph.load. Trees from files are checked first; such a file is refused and the
+    module is never imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "planted.py").write_text(f"open({str(marker)!r}, 'w').close()\nX = {{}}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _, _, path, _ = _exported(tmp_path)
+    if kind == "enum":
+        structure = _tree_with_context([{"__enum__": True, "fqn": "planted:X", "name": "a"}])
+    else:
+        node = {"type": "collections.defaultdict",
+                "context": json.dumps({"default_factory_module": "planted",
+                                       "default_factory_name": "X", "dict_context": ["a"]}),
+                "children_spec": [{"type": None, "context": None, "children_spec": []}]}
+        structure = json.dumps({"spec": json.dumps([1, node]), "leaves": [["tensor", 0]]})
+    bad = _rewrite(path, str(tmp_path / "crafted.tg"),
+                   lambda m, t, x: m["capture"].update(output_structure=structure))
+    with pytest.raises(ValueError, match="tree structure"):
+        tilegraph.load(bad)
+    assert not marker.exists()
 
 
 def test_out_of_range_tensor_entries_are_refused(tmp_path):
