@@ -1463,7 +1463,9 @@ def _numel(shape):
 
 @handles(aten.any.dim, aten.any.dims, aten.any.default)
 def _any(cx, n, x, dims=None, keepdim=False):
-    as_float = cx.cast(cx.v(x), "f32")
+    """Some element is nonzero (NaN counts, as in torch): a count of x != 0 above 0 (the
+    sum of x itself was wrong for negative values, values that cancel, and NaN)."""
+    as_float = cx.cast(_as_bool(cx, n, x), "f32")
     s = cx.op("sum", [as_float], {"axes": _axes(dims), "keepdim": keepdim})
     return cx.op("gt", [s, cx.scalar(0.0, None, "f32")])
 

@@ -394,16 +394,18 @@ def _adaptive_max_pool(cx, n, x, output_size):
             cx.op("reshape", [index], {"shape": out_shape})]
 
 
-@handles(aten.max_unpool2d.default)
-def _max_unpool(cx, n, x, indices, output_size):
-    """MaxUnpool2d: zeros of output_size per plane with x's values at their indices. A
-    position named twice (overlapping windows with one maximum) holds that value once, and,
-    as torch's gradient is a gather, each of its copies in x gets the position's whole
-    gradient: value v / c per copy (c copies) plus (v - v) * (1 - 1 / c), whose value is
-    zero and whose gradient brings each copy's to one."""
+@handles(aten.max_unpool2d.default, aten.max_unpool3d.default)
+def _max_unpool(cx, n, x, indices, output_size, stride=None, padding=None):
+    """MaxUnpool2d / 3d: zeros of output_size per plane (volume) with x's values at their
+    indices. A position named twice (overlapping windows with one maximum) holds that value
+    once, and, as torch's gradient is a gather, each of its copies in x gets the position's
+    whole gradient: value v / c per copy (c copies) plus (v - v) * (1 - 1 / c), whose value
+    is zero and whose gradient brings each copy's to one."""
     out_shape, shape = cx.shape_of(n), cx.shape_of(x)
-    lead_count = int(np.prod(shape[:-2], dtype=np.int64))
-    plane, count = int(out_shape[-2] * out_shape[-1]), int(shape[-2] * shape[-1])
+    spatial = len(output_size)
+    lead_count = int(np.prod(shape[:-spatial], dtype=np.int64))
+    plane = int(np.prod(out_shape[-spatial:], dtype=np.int64))
+    count = int(np.prod(shape[-spatial:], dtype=np.int64))
     dtype = cx.dtype_of(n)
 
     def full(size, value):

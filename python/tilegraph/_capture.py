@@ -589,9 +589,10 @@ def _decompositions():
     # elementwise kernel); decomposed, they are a five-op clamp chain that fuses with neither.
     table.pop(torch.ops.aten.hardswish.default, None)
     table.pop(torch.ops.aten.hardsigmoid.default, None)
-    # max_unpool2d: its decomposition (index_put) gives a twice-named position's gradient to
+    # max_unpool2d / 3d: its decomposition (index_put) gives a twice-named position's gradient to
     # one copy; torch's own gradient (a gather) gives it to each (_aten._max_unpool).
     table.pop(torch.ops.aten.max_unpool2d.default, None)
+    table.pop(torch.ops.aten.max_unpool3d.default, None)
     # frac: decomposed, frac of an integer tensor is x - trunc(x) = 0, where eager refuses
     # it; whole, the ATen table refuses it too (_aten._frac).
     table.pop(torch.ops.aten.frac.default, None)

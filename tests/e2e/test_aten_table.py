@@ -480,6 +480,12 @@ REDUCE = [
     case("reduce", "any_dim", fn(lambda x: (x > 1).any(1)), randn(3, 5)),
     case("reduce", "any_dim_keepdim", fn(lambda x: (x > 1).any(-1, keepdim=True)), randn(3, 5)),
     case("reduce", "any_float", fn(lambda x: x.relu().any(1)), randn(3, 2)),
+    # values of both signs, that cancel, NaN (a sum > 0 was wrong for all three)
+    case("reduce", "any_signed_and_nan",
+         fn(lambda x: (x.any(1), x.any(), (x - x.flip(1)).any(1))),
+         lambda: (torch.tensor([[-3.0, 0.0], [1.0, -1.0], [float("nan"), 0.0], [0.0, 0.0]]),)),
+    case("reduce", "any_int", fn(lambda x: x.any(0)),
+         lambda: (torch.tensor([[-2, 0], [0, 0]]),)),
 ]
 
 # ---- indexing and embedding --------------------------------------------------------------

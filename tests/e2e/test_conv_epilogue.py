@@ -126,3 +126,19 @@ def test_training_with_frozen_batch_norms_trains_like_eager():
         opt.step()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("layer, shape", [(lambda: torch.nn.Linear(4, 3), (2, 4)),
+                                          (lambda: torch.nn.Conv2d(2, 3, 3), (1, 2, 5, 5))],
+                         ids=["linear", "conv"])
+def test_a_fused_relu_keeps_nan(layer, shape):
+    """Linear / convolution + bias + ReLU fuse into one oneDNN call; its ReLU post-op turned
+    NaN into 0 (a max with 0), so a diverged step showed finite outputs and loss. NaN stays
+    NaN, as in eager."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(layer(), torch.nn.ReLU()).eval()
+    x = torch.randn(shape)
+    x.view(-1)[1] = float("nan")
+    got, want = tilegraph.inferenceModel(model)(x), model(x)
+    assert torch.equal(got.isnan(), want.isnan()) and want.isnan().any()
+    torch.testing.assert_close(got, want, equal_nan=True)

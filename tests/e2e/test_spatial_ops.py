@@ -371,3 +371,27 @@ def test_adaptive_max_pooling_indices_match_eager():
     got, want = tilegraph.inferenceModel(torch.nn.Sequential(pool))(x), pool(x)
     torch.testing.assert_close(got[0], want[0])
     assert torch.equal(got[1], want[1])
+
+
+class Unpool3d(torch.nn.Module):
+    """MaxUnpool3d at given indices (some named twice): each copy gets the position's
+    gradient, as torch's gather-based gradient gives it (index_put gave it to one copy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(1, 2, 1, 1, 1))  # per channel
+
+    def forward(self, x, indices):
+        z = torch.nn.functional.max_unpool3d(x * self.w, indices, kernel_size=2,
+                                             output_size=[3, 3, 3])
+        return z, (z * torch.arange(27.0).reshape(3, 3, 3)).sum()
+
+
+def test_max_unpool3d_gives_each_copy_its_gradient():
+    torch.manual_seed(0)
+    indices = torch.tensor([0, 0, 5, 26, 13, 13, 13, 2] * 2).reshape(1, 2, 2, 2, 2)
+    x = torch.randn(1, 2, 8)  # a position's copies hold one value (its window's maximum)
+    x[..., 1] = x[..., 0]
+    x[..., 5] = x[..., 6] = x[..., 4]
+    assert_infers_and_trains_like_eager(Unpool3d(), (x.reshape(1, 2, 2, 2, 2), indices),
+                                        output_of=lambda out: out[0])

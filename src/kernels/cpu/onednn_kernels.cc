@@ -126,12 +126,15 @@ void BoundPrimitive::Run(dnnl::stream& stream) const {
 
 namespace {
 
-// The eltwise post-op computing `act` (alpha: swish's beta factor, 1 for SiLU).
+// The eltwise post-op computing `act` (alpha: swish's beta factor, 1 for SiLU). ReLU is
+// ELU with alpha 0 (x > 0 ? x : 0 * (e^x - 1)): oneDNN's relu with alpha 0 is a max with 0,
+// which turns NaN into 0 (a diverged training step showed a finite loss); ELU selects on
+// x > 0, so NaN stays NaN, as in PyTorch (negative inputs give -0.0, equal to 0).
 void AppendActivation(dnnl::post_ops& ops, Activation act) {
   using alg = dnnl::algorithm;
   switch (act) {
     case Activation::kNone: return;
-    case Activation::kRelu: return ops.append_eltwise(1.0f, alg::eltwise_relu, 0.0f, 0.0f);
+    case Activation::kRelu: return ops.append_eltwise(1.0f, alg::eltwise_elu, 0.0f, 0.0f);
     case Activation::kGeluErf: return ops.append_eltwise(1.0f, alg::eltwise_gelu_erf, 0.0f, 0.0f);
     case Activation::kGeluTanh:
       return ops.append_eltwise(1.0f, alg::eltwise_gelu_tanh, 0.0f, 0.0f);
