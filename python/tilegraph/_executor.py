@@ -21,7 +21,7 @@ from . import _cache, _core, _guards, autocasting, optim
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
-from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType
+from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType, threads_to_run
 from ._blocks import Error, UnsupportedError
 from ._system import logger
 from .optim import describe, state_dtypes, structure
@@ -458,7 +458,7 @@ class PoplarExecutor:
         if distributed:
             _join_distributed_run(self.options)
         exe = _core.Executable.compile(cap.graph, training=self.training,
-                                       num_threads=self.options.num_threads,
+                                       num_threads=threads_to_run(self.options.num_threads),
                                        seed=_engine_seed(self.options),
                                        profile=self.options.profiling_dir is not None,
                                        replicas=self._replicas, distributed=distributed,

@@ -70,6 +70,15 @@ def _ipu_only(option, on_ipu):
 _MAX_COUNT = 2 ** 31 - 1  # iterations, replicas, accumulation: the engine counts in int32
 
 
+_MAX_THREADS = 1024  # setThreads' bound (a file's too)
+
+
+def threads_to_run(num_threads):
+    """The thread count a program runs with: setThreads' value, at most 4 per logical CPU
+    here (0 stays 0: OpenMP's default)."""
+    return min(num_threads, 4 * (os.cpu_count() or 1))
+
+
 def _check_int(name, value, minimum=None, maximum=None):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name}: expected an int, got {type(value).__name__} {value!r}")
@@ -644,7 +653,7 @@ class Options:
                                             _MAX_COUNT)
         o.random_seed = None if d["random_seed"] is None else _seed("random_seed",
                                                                     d["random_seed"])
-        o.num_threads = _check_int("num_threads", d["num_threads"], 0, 4096)
+        o.num_threads = _check_int("num_threads", d["num_threads"], 0, _MAX_THREADS)
         o.Training.gradient_accumulation = _check_int(
             "gradient_accumulation", d["gradient_accumulation"], 1, _MAX_COUNT)
         o.Training.reduction = _REDUCTION_OF[d["reduction"]]
@@ -747,8 +756,10 @@ class Options:
         return self
 
     def setThreads(self, n):
-        """tilegraph-specific: intra-op threads (0: OpenMP's default)."""
-        self.num_threads = _check_int("setThreads", n, 0)
+        """tilegraph-specific: intra-op threads (0: OpenMP's default). At most 1024; a
+        program runs on at most 4 threads per logical CPU of the machine it runs on (more
+        only oversubscribes, and thousands made OpenMP abort the process)."""
+        self.num_threads = _check_int("setThreads", n, 0, _MAX_THREADS)
         return self
 
     def enableProfiling(self, profile_dir=None):

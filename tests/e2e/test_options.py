@@ -3,6 +3,7 @@ setters, arguments checked (wrong types and values raise), options frozen once a
 wrapped with them, clone(), IPU-only options accepted with a warning that says what they do
 on an IPU, and loadFromFile that parses (never runs) its file."""
 import copy
+import os
 import warnings
 
 import pytest
@@ -301,3 +302,17 @@ def test_executors_report_the_output_mode_they_resolved():
     assert train.options.output_mode == tilegraph.OutputMode.Final
     assert infer.options.output_mode == tilegraph.OutputMode.All
     assert opts.output_mode == tilegraph.OutputMode.Default
+
+
+def test_thread_counts_are_bounded():
+    """setThreads (and an export file's num_threads) took any count: thousands made OpenMP
+    abort the process (libgomp's thread creation failed) or crash it. At most 1024, and a
+    program runs on at most 4 per logical CPU."""
+    with pytest.raises(ValueError, match="setThreads must be <= 1024"):
+        tilegraph.Options().setThreads(100000)
+    opts = tilegraph.Options().setThreads(1024)
+    model = torch.nn.Linear(3, 2)
+    out = tilegraph.inferenceModel(model, opts)(torch.ones(4, 3))
+    torch.testing.assert_close(out, model(torch.ones(4, 3)))
+    from tilegraph._options import threads_to_run
+    assert threads_to_run(1024) == min(1024, 4 * os.cpu_count()) and threads_to_run(0) == 0
