@@ -18,6 +18,7 @@ with a warning; `_untrusted`).
 """
 import hashlib
 import json
+import math
 import os
 import warnings
 
@@ -110,7 +111,10 @@ def captured_from(text, meta):
 
 
 def _check_indices(cap):
-    """Output indices a file names must exist (a crafted file gets an error, not a crash)."""
+    """What a file says about the graph's outputs must agree with the graph (a crafted file
+    gets an error at load, not an IndexError or a wrong reshape at the first call): output
+    indices exist, one (shape, dtype) per output with the graph's shape, in-place updates
+    name a tensor input of the same size."""
     n = len(cap.outputs)
     indices = [v for kind, v in cap.output_structure.leaves if kind == "tensor"] \
         if cap.output_structure else []
@@ -119,6 +123,21 @@ def _check_indices(cap):
         indices.append(cap.loss_index)
     if any(not 0 <= i < n for i in indices):
         raise ValueError(f"output index out of range (the graph has {n} outputs)")
+    if len(cap.output_meta) != n:
+        raise ValueError(f"output_meta describes {len(cap.output_meta)} outputs, the graph "
+                         f"has {n}")
+    for name, (shape, _) in zip(cap.outputs, cap.output_meta):
+        if list(shape) != list(cap.graph.type_of(name)[1]):
+            raise ValueError(f"output_meta: output {name!r} has shape "
+                             f"{list(cap.graph.type_of(name)[1])}, the file says {list(shape)}")
+    for index, output in cap.input_mutations:
+        if not 0 <= index < len(cap.user_inputs):
+            raise ValueError(f"input_mutations: input index {index} out of range (the model "
+                             f"has {len(cap.user_inputs)} tensor inputs)")
+        if math.prod(cap.graph.type_of(cap.user_inputs[index])[1]) != \
+                math.prod(cap.output_meta[output][0]):
+            raise ValueError(f"input_mutations: output {output} does not have input {index}'s "
+                             f"size")
 
 
 def _untrusted(path, is_directory):

@@ -952,9 +952,9 @@ class Options:
         return self
 
     def _apply_line(self, text):
-        try:
+        try:  # (nesting deep enough to exhaust the parser is not an option call either)
             call = ast.parse(text, mode="eval").body
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError, MemoryError):
             raise ConfigFileError("not an option call") from None
         if not isinstance(call, ast.Call) or call.keywords and any(k.arg is None
                                                                    for k in call.keywords):
@@ -962,8 +962,11 @@ class Options:
         path = _dotted(call.func)
         if path is None:
             raise ConfigFileError("not an option call")
-        args = [_literal(a) for a in call.args]
-        kwargs = {k.arg: _literal(k.value) for k in call.keywords}
+        try:
+            args = [_literal(a) for a in call.args]
+            kwargs = {k.arg: _literal(k.value) for k in call.keywords}
+        except (RecursionError, MemoryError):
+            raise ConfigFileError("argument nested too deeply") from None
         self._apply_call(path, args, kwargs)
 
     def _apply_call(self, path, args, kwargs):

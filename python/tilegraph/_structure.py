@@ -33,6 +33,15 @@ _REFUSED_NODE_TYPES = ("collections.defaultdict", "NO_SERIALIZED_TYPE_NAME_FOUND
 _MAX_TREE_DEPTH = 200
 
 
+def _check_rebuilds(spec, what):
+    """A tree read from a file must rebuild (a dict keyed by a JSON list, say, does not: an
+    error at load rather than a TypeError at the first call)."""
+    try:
+        pytree.tree_unflatten([None] * spec.num_leaves, spec)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ValueError(f"{what}: does not rebuild ({type(e).__name__}: {e})") from None
+
+
 def _safe_treespec_loads(text):
     """torch's treespec_loads on a tree read from a file, after checking it: torch's reader
     imports whatever module a context's {"__enum__": ..., "fqn": "module:attr"} names (an
@@ -222,6 +231,7 @@ class CallStructure:
         is_tensor, constants = [bool(t) for t in d["is_tensor"]], list(d["constants"])
         if spec.num_leaves != len(is_tensor) or is_tensor.count(False) != len(constants):
             raise ValueError("call structure: leaf counts do not agree")
+        _check_rebuilds(spec, "call structure")
         consts = iter(constants)
         leaves = [torch.empty(0) if t else next(consts) for t in is_tensor]
         return cls(spec, leaves, _signature_from_json(d.get("signature")))
@@ -264,6 +274,7 @@ class OutputStructure:
         spec = _safe_treespec_loads(d["spec"])
         if spec.num_leaves != len(leaves):
             raise ValueError("output structure: leaf counts do not agree")
+        _check_rebuilds(spec, "output structure")
         return cls(spec, leaves)
 
 

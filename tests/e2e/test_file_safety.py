@@ -109,6 +109,13 @@ def _rewrite(path, out, edit):
     return out
 
 
+def _tree_with_context(context):
+    """An output structure whose one dict node carries `context` (pytree protocol 1)."""
+    node = {"type": "builtins.dict", "context": json.dumps(context),
+            "children_spec": [{"type": None, "context": None, "children_spec": []}]}
+    return json.dumps({"spec": json.dumps([1, node]), "leaves": [["tensor", 0]]})
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda m, t, x: t.update(ir=t["ir"].replace("f32[4,20]", "f32[7,7905747460161236407]")),
      "int64"),
@@ -122,6 +129,14 @@ def _rewrite(path, out, edit):
     (lambda m, t, x: m["options"].update(device_iterations=float("inf")), "expected an int"),
     (lambda m, t, x: m["options"].update(replication_factor=2 ** 40), "must be <="),
     (lambda m, t, x: m["options"].update(random_seed=2 ** 70), "random_seed must be <="),
+    # What the header says about the outputs must agree with the graph (these failed at
+    # the first call with an IndexError or a reshape error).
+    (lambda m, t, x: m["capture"]["output_meta"].pop(), "output_meta describes"),
+    (lambda m, t, x: m["capture"]["output_meta"][0].__setitem__(0, [3]), "output_meta: output"),
+    (lambda m, t, x: m["capture"].update(input_mutations=[[7, 0]]), "input index 7"),
+    (lambda m, t, x: m["capture"].update(input_mutations=[[0, 0]]), "size"),
+    (lambda m, t, x: m["capture"].update(output_structure=_tree_with_context([[1, 2]])),
+     "does not rebuild"),
     # Nesting deep enough to exhaust Python's recursion: an error, not a RecursionError.
     (lambda m, t, x: m["capture"].update(output_structure="[" * 100000 + "]" * 100000),
      "corrupt"),
@@ -131,13 +146,6 @@ def test_crafted_files_with_valid_checksums_give_clear_errors(tmp_path, edit, ma
     bad = _rewrite(path, str(tmp_path / "crafted.tg"), edit)
     with pytest.raises(ValueError, match=match):
         tilegraph.load(bad)
-
-
-def _tree_with_context(context):
-    """An output structure whose one dict node carries `context` (pytree protocol 1)."""
-    node = {"type": "builtins.dict", "context": json.dumps(context),
-            "children_spec": [{"type": None, "context": None, "children_spec": []}]}
-    return json.dumps({"spec": json.dumps([1, node]), "leaves": [["tensor", 0]]})
 
 
 @pytest.mark.parametrize("kind", ["enum", "defaultdict"])

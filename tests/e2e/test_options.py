@@ -158,7 +158,10 @@ def test_load_from_file_applies_option_calls_and_never_runs_code(tmp_path):
                  f"deviceIterations(__import__('os').system('touch {marker}'))",
                  "loadFromFile('/etc/passwd')", "_Popart.__init__(None)", "deviceIterations = 3",
                  "setExecutionStrategy(poptorch.Block('x'))",
-                 f"setExecutionStrategy(poptorch.ShardedExecution(open('{marker}', 'w')))"):
+                 f"setExecutionStrategy(poptorch.ShardedExecution(open('{marker}', 'w')))",
+                 # nesting deep enough to exhaust the parser or the literal reader
+                 "deviceIterations(" + "(" * 200000 + "1" + ")" * 200000 + ")",
+                 "deviceIterations(" + "[" * 5000 + "]" * 5000 + ")"):
         bad = tmp_path / "bad.txt"
         bad.write_text("deviceIterations(2)\n" + line + "\n")
         with pytest.raises(tilegraph.ConfigFileError, match="bad.txt:2"):
