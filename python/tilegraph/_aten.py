@@ -1873,6 +1873,35 @@ def _bag_max(cx, rows, keep, bag_of, bags, width, dtype):
     return cx.op("where", [cx.op("eq", [out, low]), cx.scalar(0.0, None, dtype), out])
 
 
+def _check_bag_offsets(cx, offsets, count, rows, include_last_offset):
+    """EmbeddingBag's offsets as eager checks them (out-of-range offsets made plausible bags
+    of the wrong rows): the first is 0, they do not decrease, the last is at most the rows.
+    With include_last_offset the last one must be the rows, as torch's documentation says
+    (CSR offsets): eager runs a smaller one, inconsistently (a sum leaves the rows after it
+    out, a mean divides by all rows, a max takes them all)."""
+    def check(condition, message):
+        cx.op("assert_all", [condition], {"message": message, "runtime_error": 1})
+
+    def at(i):
+        return cx.op("slice", [offsets], {"axis": 0, "start": i, "end": i + 1, "step": 1})
+    if count == 0:
+        return
+    check(cx.op("eq", [at(0), cx.scalar(0, None, "i64")]),
+          "offsets[0] has to be 0, i.e., the first sequence in the mini-batch has to start "
+          "from position 0")
+    check(cx.op("le", [at(count - 1), cx.scalar(rows, None, "i64")]),
+          f"offsets[-1] can not be greater than input's length {rows}")
+    if include_last_offset:
+        check(cx.op("eq", [at(count - 1), cx.scalar(rows, None, "i64")]),
+              f"EmbeddingBag(include_last_offset=True): offsets[-1] must be the input's length "
+              f"{rows} (CSR offsets, as torch documents them)")
+    if count > 1:
+        later = cx.op("slice", [offsets], {"axis": 0, "start": 1, "end": count, "step": 1})
+        earlier = cx.op("slice", [offsets], {"axis": 0, "start": 0, "end": count - 1,
+                                             "step": 1})
+        check(cx.op("ge", [later, earlier]), "EmbeddingBag: offsets must not decrease")
+
+
 @handles(aten._embedding_bag.default, aten._embedding_bag_forward_only.default)
 def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mode=0,
                    sparse=False, per_sample_weights=None, include_last_offset=False,
@@ -1888,6 +1917,8 @@ def _embedding_bag(cx, n, weight, indices, offsets, scale_grad_by_freq=False, mo
     dtype = cx.dtype_of(weight)
     rows = cx.op("embedding", [cx.v(weight), cx.v(indices)], {"padding_idx": -1})
     positions = cx.g.add_constant(np.arange(count_rows, dtype=np.int64).reshape(-1, 1))
+    _check_bag_offsets(cx, cx.cast(cx.v(offsets), "i64"), cx.shape_of(offsets)[0], count_rows,
+                       include_last_offset)
     starts = cx.op("reshape", [cx.cast(cx.v(offsets), "i64")],
                    {"shape": [1, cx.shape_of(offsets)[0]]})
     if include_last_offset:

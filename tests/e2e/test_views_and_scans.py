@@ -133,6 +133,25 @@ def test_embedding_bag_trains_like_eager(mode, extra):
     assert_trains_like_eager(Bags(), (ids, offsets), lr=0.5, loss_of=lambda out: out)
 
 
+@pytest.mark.parametrize("offsets, last, match", [
+    ([0, 5], False, "can not be greater than input's length 4"),
+    ([1, 2], False, "offsets\\[0\\] has to be 0"),
+    ([0, 3, 2], False, "must not decrease"),
+    ([0, -1], False, "must not decrease"),
+    ([0, 2], True, "must be the input's length 4"),
+])
+def test_embedding_bag_offsets_are_checked(offsets, last, match):
+    """Offsets eager refuses (or, with include_last_offset, treats inconsistently between
+    modes) fail the call with eager's message; they made plausible bags of the wrong rows."""
+    bag = torch.nn.EmbeddingBag(10, 3, mode="sum", include_last_offset=last)
+    exe = tilegraph.inferenceModel(bag)
+    ids = torch.tensor([1, 2, 3, 4])
+    good = torch.tensor([0, 4] if last else [0, 1, 3] if len(offsets) == 3 else [0, 2])
+    assert torch.allclose(exe(ids, good), bag(ids, good))
+    with pytest.raises(RuntimeError, match=match):
+        exe(ids, torch.tensor(offsets))
+
+
 class StridedUpdate(torch.nn.Module):
     """An in-place update through an as_strided view (torch exports as_strided_scatter)."""
 
