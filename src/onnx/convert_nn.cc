@@ -337,8 +337,8 @@ Outs Softmax(OnnxNode& n, const std::string& op) {
 }
 
 // Indices made non-negative (ONNX allows -size <= i < size) as i64.
-Value* WrapIndices(Builder& b, Value* idx, int64_t size) {
-  return b.Op1("index_wrap", {idx}, {{"size", size}});
+Value* WrapIndices(Builder& b, Value* idx, int64_t size, int64_t axis) {
+  return b.Op1("index_wrap", {idx}, {{"size", size}, {"dim", axis}});
 }
 
 Outs Gather(OnnxNode& n) {
@@ -347,7 +347,7 @@ Outs Gather(OnnxNode& n) {
   Value* idx = n.input(1);
   int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
   const Shape& ds = data->type().shape;
-  Value* flat = b.Reshape(WrapIndices(b, idx, ds[axis]), {idx->type().numel()});
+  Value* flat = b.Reshape(WrapIndices(b, idx, ds[axis], axis), {idx->type().numel()});
   Value* picked = b.Op1("index_select", {data, flat}, {{"axis", axis}});
   Shape out(ds.begin(), ds.begin() + axis);
   out.insert(out.end(), idx->type().shape.begin(), idx->type().shape.end());
@@ -359,7 +359,7 @@ Outs GatherElements(OnnxNode& n) {
   Builder& b = n.b();
   Value* data = n.input(0);
   int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
-  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis]);
+  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis], axis);
   return {b.Op1("gather", {data, idx}, {{"axis", axis}})};
 }
 
@@ -507,7 +507,7 @@ Outs ScatterElements(OnnxNode& n) {
   Builder& b = n.b();
   Value* data = n.input(0);
   int64_t axis = n.Axis(n.attr_int("axis", 0), RankOf(data));
-  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis]);
+  Value* idx = WrapIndices(b, n.input(1), data->type().shape[axis], axis);
   Value* upd = n.input(2);
   std::string reduction = n.attr_string("reduction", "none");
   AttrMap ax{{"axis", axis}};

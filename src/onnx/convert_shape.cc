@@ -100,6 +100,7 @@ Outs Split(OnnxNode& n) {
   Outs outs;
   int64_t start = 0;
   for (int64_t sz : sizes) {
+    TG_CHECK(sz >= 0, kInvalidInput, "Split: size ", sz, " is negative");
     outs.push_back(b.Op1("slice", {x}, {{"axis", axis}, {"start", start}, {"end", start + sz}}));
     start += sz;
   }

@@ -61,6 +61,11 @@ class OnnxNode {
 
  private:
   const onnx::AttributeProto* Find(const std::string& name) const;
+  // The attribute `name` when present, checked to be of `type` (an attribute of another type,
+  // `axis` given as a string say, is an error naming the node, as ONNX Runtime refuses it;
+  // files that leave the type UNDEFINED are read by the field asked for).
+  const onnx::AttributeProto* FindTyped(const std::string& name,
+                                        onnx::AttributeProto::AttributeType type) const;
   // Input i's constant value, or an error saying it must be known at import.
   const HostTensor& Known(int i) const;
   const onnx::NodeProto& proto_;

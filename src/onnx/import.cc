@@ -58,24 +58,33 @@ const onnx::AttributeProto* OnnxNode::Find(const std::string& name) const {
   return nullptr;
 }
 
-int64_t OnnxNode::attr_int(const std::string& name, int64_t def) const {
+const onnx::AttributeProto* OnnxNode::FindTyped(const std::string& name,
+                                                onnx::AttributeProto::AttributeType type) const {
   const auto* a = Find(name);
+  if (a == nullptr || a->type() == onnx::AttributeProto::UNDEFINED || a->type() == type) return a;
+  Fail(ErrorKind::kInvalidInput, proto_.op_type(), " node '", proto_.name(), "': attribute '", name,
+          "' is ", onnx::AttributeProto::AttributeType_Name(a->type()), ", expected ",
+          onnx::AttributeProto::AttributeType_Name(type));
+}
+
+int64_t OnnxNode::attr_int(const std::string& name, int64_t def) const {
+  const auto* a = FindTyped(name, onnx::AttributeProto::INT);
   return a ? a->i() : def;
 }
 double OnnxNode::attr_float(const std::string& name, double def) const {
-  const auto* a = Find(name);
+  const auto* a = FindTyped(name, onnx::AttributeProto::FLOAT);
   return a ? a->f() : def;
 }
 std::string OnnxNode::attr_string(const std::string& name, const std::string& def) const {
-  const auto* a = Find(name);
+  const auto* a = FindTyped(name, onnx::AttributeProto::STRING);
   return a ? a->s() : def;
 }
 std::vector<int64_t> OnnxNode::attr_ints(const std::string& name, std::vector<int64_t> def) const {
-  const auto* a = Find(name);
+  const auto* a = FindTyped(name, onnx::AttributeProto::INTS);
   return a ? std::vector<int64_t>(a->ints().begin(), a->ints().end()) : def;
 }
 std::vector<double> OnnxNode::attr_floats(const std::string& name, std::vector<double> def) const {
-  const auto* a = Find(name);
+  const auto* a = FindTyped(name, onnx::AttributeProto::FLOATS);
   return a ? std::vector<double>(a->floats().begin(), a->floats().end()) : def;
 }
 const onnx::TensorProto* OnnxNode::attr_tensor(const std::string& name) const {

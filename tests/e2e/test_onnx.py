@@ -521,6 +521,38 @@ def test_a_one_hot_depth_beyond_what_is_built_at_import_is_refused():
                 None, {"idx": np.array([0, 1, 2])})
 
 
+def _one_node_model(node, x_shape, x_type=TensorProto.FLOAT, extra_inputs=()):
+    x = helper.make_tensor_value_info("x", x_type, x_shape)
+    inputs = [x] + [helper.make_tensor_value_info(n, t, s) for n, t, s in extra_inputs]
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in node.output]
+    return helper.make_model(helper.make_graph([node], "g", inputs, outputs),
+                             opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_attributes_and_split_sizes_are_checked_as_onnx_runtime_checks_them():
+    """An attribute of the wrong type (Softmax's axis as a string ran as axis 0), Split sizes
+    that are negative but add up to the axis (ran), and GatherElements' range error names
+    the axis it indexes (it named dimension 0)."""
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    node = helper.make_node("Softmax", ["x"], ["y"], name="sm", axis="zero")
+    with pytest.raises(ValueError, match="attribute 'axis' is STRING, expected INT"):
+        tgx.InferenceSession(_one_node_model(node, [2, 3])).run(None, {"x": x})
+    split = helper.make_tensor("s", TensorProto.INT64, [2], [5, -2])
+    node = helper.make_node("Split", ["x", "s"], ["a", "b"], axis=1)
+    model = helper.make_model(helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in "ab"], [split]),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    with pytest.raises(ValueError, match="Split: size -2 is negative"):
+        tgx.InferenceSession(model).run(None, {"x": x})
+    node = helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)
+    model = _one_node_model(node, [2, 3], extra_inputs=[("i", TensorProto.INT64, [2, 1])])
+    sess = tgx.InferenceSession(model)
+    assert sess.run(None, {"x": x, "i": np.array([[2], [-1]])})[0].tolist() == [[2.0], [5.0]]
+    with pytest.raises(RuntimeError, match="out of bounds for dimension 1 with size 3"):
+        sess.run(None, {"x": x, "i": np.array([[3], [0]])})
+
+
 def test_fuzzed_models_never_crash():
     """Truncated and mutated protobufs of a small CNN: each loads and runs or raises a Python
     exception (the child process exits normally); a crash fails with the seed."""
