@@ -980,9 +980,13 @@ def _conv_1d_2d(cx, n, x, w, stride, padding, dilation, transposed, groups):
 @handles(aten.max_pool2d_with_indices.default)
 def _max_pool(cx, n, x, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1),
               ceil_mode=False):
-    y = cx.op("max_pool2d", [cx.v(x)], {
+    dtype = cx.dtype_of(x)
+    exact = dtype not in ("f32", "f64", "f16", "bf16")  # integers: maxima of f64, exactly
+    y = cx.op("max_pool2d", [cx.cast(cx.v(x), "f64") if exact else cx.v(x)], {
         "kernel_size": _pair(kernel_size), "stride": _pair(stride) if stride else [],
         "padding": _pair(padding), "dilation": _pair(dilation), "ceil_mode": ceil_mode})
+    if exact:
+        y = cx.cast(y, dtype)
     if not any(u.target is operator.getitem and u.args[1] == 1 for u in n.users):
         return [y, cx.unavailable(n, "max_pool2d indices")]  # (not asked for: not built)
     from ._aten_spatial import max_pool_indices
@@ -1356,12 +1360,20 @@ def _max_dim(cx, n, x, dim, keepdim=False):
     """(values, indices) along dim: argmax (the first index of the maximum) and the values
     gathered at it, so that a gradient goes to that one index, as torch's does (amax's
     splits it between tied maxima)."""
-    return _selected_along(cx, n, x, cx.v(x), dim, keepdim)
+    return _selected_along(cx, n, x, _ordering_key(cx, x), dim, keepdim)
 
 
 @handles(aten.min.dim)
 def _min_dim(cx, n, x, dim, keepdim=False):
-    return _selected_along(cx, n, x, cx.op("neg", [cx.v(x)]), dim, keepdim)
+    return _selected_along(cx, n, x, cx.op("neg", [_ordering_key(cx, x)]), dim, keepdim)
+
+
+def _ordering_key(cx, x):
+    """x in a dtype argmax orders (bool, small integers and half types widened exactly)."""
+    dtype = cx.dtype_of(x)
+    if dtype in ("f32", "f64", "i32", "i64"):
+        return cx.v(x)
+    return cx.cast(cx.v(x), "f32" if dtype in ("f16", "bf16") else "i32")
 
 
 def _selected_along(cx, n, x, key, dim, keepdim):
@@ -1380,7 +1392,7 @@ def _selected_along(cx, n, x, key, dim, keepdim):
 @handles(aten.argmin.default)
 def _argmin(cx, n, x, dim=None, keepdim=False):
     """argmax of -x: the first index of the minimum, as torch's argmin."""
-    return _argmax_of(cx, n, cx.op("neg", [cx.v(x)]), cx.shape_of(x), dim, keepdim)
+    return _argmax_of(cx, n, cx.op("neg", [_ordering_key(cx, x)]), cx.shape_of(x), dim, keepdim)
 
 
 @handles(aten.var.correction)
@@ -1417,9 +1429,12 @@ def _median_all(cx, n, x):
 def _median_dim(cx, n, x, dim, keepdim=False):
     """(values, indices) of the lower median along dim."""
     shape = cx.shape_of(x)
-    dim = dim % len(shape) if shape else 0
-    values, indices = _lower_median(cx, cx.v(x), shape[dim] if shape else 1, dim)
-    if not keepdim and shape:
+    if not shape:  # a 0-d tensor is its own median, at index 0
+        return [cx.op("reshape", [cx.v(x)], {"shape": []}),
+                cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
+    dim = dim % len(shape)
+    values, indices = _lower_median(cx, cx.v(x), shape[dim], dim)
+    if not keepdim:
         out = shape[:dim] + shape[dim + 1:]
         values = cx.op("reshape", [values], {"shape": out})
         indices = cx.op("reshape", [indices], {"shape": out})
@@ -1444,7 +1459,7 @@ def _var_dim(cx, n, x, dims=None, unbiased=True, keepdim=False):
 
 @handles(aten.argmax.default)
 def _argmax(cx, n, x, dim=None, keepdim=False):
-    return _argmax_of(cx, n, cx.v(x), cx.shape_of(x), dim, keepdim)
+    return _argmax_of(cx, n, _ordering_key(cx, x), cx.shape_of(x), dim, keepdim)
 
 
 def _argmax_of(cx, n, value, shape, dim, keepdim):

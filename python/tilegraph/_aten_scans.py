@@ -65,7 +65,11 @@ def _cummax(cx, n, x, dim):
         return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
     dim = dim % len(shape)
     dtype = cx.dtype_of(x)
-    key = cx.v(x) if n.target == aten.cummax.default else cx.op("neg", [cx.v(x)])
+    key = cx.v(x)
+    if dtype not in ("f32", "f64", "f16", "bf16", "i64"):  # bool and small integers as i32
+        dtype, key = "i32", cx.cast(key, "i32")
+    if n.target == aten.cummin.default:
+        key = cx.op("neg", [key])
     positions = np.arange(shape[dim], dtype=np.int64).reshape(
         [shape[dim] if d == dim else 1 for d in range(len(shape))])
     index = cx.op("expand", [cx.g.add_constant(positions)], {"shape": shape})
