@@ -966,14 +966,37 @@ def _conv_1d_2d(cx, n, x, w, stride, padding, dilation, transposed, groups):
         out_shape = [out_shape[0], out_shape[1], 1, out_shape[2]]
     attrs = {"stride": stride, "padding": padding, "dilation": dilation, "groups": groups}
     if transposed:
-        # ConvTranspose: the adjoint of conv2d in its input, whose weight layout
-        # [C_in, C_out / groups, kh, kw] is conv2d's [O, C / groups, ...] read the other
-        # way; output_padding only lengthens the output, which input_shape carries.
-        y = cx.op("conv2d_backward_input", [x_, w_], {**attrs, "input_shape": out_shape})
+        y = transposed_conv2d(cx, x_, w_, attrs, out_shape)
     else:
         y = cx.op("conv2d", [x_, w_], attrs)
     if rank == 3:
         y = cx.op("reshape", [y], {"shape": cx.shape_of(n)})
+    return y
+
+
+def transposed_conv2d(cx, x, w, attrs, out_shape):
+    """ConvTranspose2d: the adjoint of conv2d in its input, whose weight layout
+    [C_in, C_out / groups, kh, kw] is conv2d's [O, C / groups, ...] read the other way, at the
+    output size `out_shape` (output_padding lengthens it). conv2d_backward_input takes the
+    sizes a convolution maps back onto x's (output_padding < stride); torch allows it up to
+    the dilation too: then the whole unpadded result is computed, the padding cropped, and
+    the positions past every tap's reach are zeros."""
+    in_sizes, kernel = cx.g.type_of(x)[1][2:], cx.g.type_of(w)[1][2:]
+    full = [(in_sizes[i] - 1) * attrs["stride"][i] + attrs["dilation"][i] * (kernel[i] - 1) + 1
+            for i in range(2)]  # the result before cropping the padding
+    cropped = [full[i] - 2 * attrs["padding"][i] for i in range(2)]
+    if all(out_shape[2 + i] - cropped[i] < attrs["stride"][i] for i in range(2)):
+        return cx.op("conv2d_backward_input", [x, w], {**attrs, "input_shape": list(out_shape)})
+    y = cx.op("conv2d_backward_input", [x, w], {**attrs, "padding": [0, 0],
+                                                "input_shape": list(out_shape[:2]) + full})
+    for i in range(2):
+        start = attrs["padding"][i]
+        end = min(full[i], start + out_shape[2 + i])
+        y = cx.op("slice", [y], {"axis": 2 + i, "start": start, "end": end, "step": 1})
+        if start + out_shape[2 + i] > end:
+            after = [0, 0, 0, 0]
+            after[2 + i] = start + out_shape[2 + i] - end
+            y = cx.op("pad", [y], {"before": [0, 0, 0, 0], "after": after, "value": 0.0})
     return y
 
 

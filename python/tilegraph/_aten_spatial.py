@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ._aten import _pair, aten, handles
+from ._aten import _pair, aten, handles, transposed_conv2d
 
 
 def _triple(v):
@@ -130,9 +130,9 @@ def conv_transpose3d(cx, n, x, w, stride, padding, dilation, groups):
     for k in range(kd):
         wk = cx.op("slice", [cx.v(w)], {"axis": 2, "start": k, "end": k + 1, "step": 1})
         wk = cx.op("reshape", [wk], {"shape": [c, og, kh, kw]})
-        yk = cx.op("conv2d_backward_input", [slices, wk], {
-            "stride": [sh, sw], "padding": [ph, pw], "dilation": [dh, dw], "groups": groups,
-            "input_shape": [b * d, o, oh, ow]})
+        yk = transposed_conv2d(cx, slices, wk, {
+            "stride": [sh, sw], "padding": [ph, pw], "dilation": [dh, dw], "groups": groups},
+            [b * d, o, oh, ow])
         yk = cx.op("reshape", [yk], {"shape": [b, d, 1, o, oh, ow]})
         if sd > 1:  # sd - 1 zero slices after each input depth
             yk = cx.op("pad", [yk], {"before": [0] * 6, "after": [0, 0, sd - 1, 0, 0, 0],

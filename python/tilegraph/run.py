@@ -2,6 +2,7 @@
 
     python -m tilegraph.run -n 4 train.py --epochs 2
     python -m tilegraph.run -n 8 --hosts node1,node2 train.py
+    python -m tilegraph.run -n 2 --num-replicas 4 train.py   (popdist scripts: tilegraph.popdist)
 
 It wraps Open MPI's mpirun: N processes (spread over --hosts, as many slots as needed on
 each: oversubscription is allowed), not bound to cores (their OpenMP threads share them),
@@ -35,8 +36,13 @@ def build_command(args):
     if "OMP_NUM_THREADS" not in env:
         per_host = -(-args.n // max(1, len(args.hosts.split(",")) if args.hosts else 1))
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // per_host))
+    # poprun's replica settings, read by tilegraph.popdist (popdist.getNumLocalReplicas(), ...)
+    if args.num_replicas is not None:
+        env["POPDIST_NUM_TOTAL_REPLICAS"] = str(args.num_replicas)
+    if args.ipus_per_replica is not None:
+        env["POPDIST_NUM_IPUS_PER_REPLICA"] = str(args.ipus_per_replica)
     forward = [k for k in env if k in ("PYTHONPATH", "OMP_NUM_THREADS", "PATH", "LD_LIBRARY_PATH")
-               or k.startswith("TILEGRAPH_")] + list(args.env)
+               or k.startswith("TILEGRAPH_") or k.startswith("POPDIST_")] + list(args.env)
     for name in sorted(set(forward)):
         if name in env:
             cmd += ["-x", name]
@@ -49,12 +55,21 @@ def main(argv=None):
     p.add_argument("-n", "--num-processes", dest="n", type=int, required=True)
     p.add_argument("--hosts", default="", help="comma-separated host names (default: this one)")
     p.add_argument("--env", action="append", default=[], help="another variable to forward")
+    p.add_argument("--num-replicas", type=int, default=None,
+                   help="replicas in all (poprun's; tilegraph.popdist gives each process its "
+                        "share); a multiple of -n")
+    p.add_argument("--ipus-per-replica", type=int, default=None,
+                   help="poprun's, for tilegraph.popdist (the stages come from the model)")
     p.add_argument("--print-command", action="store_true", help="print mpirun's command line")
     p.add_argument("script")
     p.add_argument("script_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     if args.n < 1:
         p.error("-n must be >= 1")
+    if args.num_replicas is not None and (args.num_replicas < 1 or args.num_replicas % args.n):
+        p.error("--num-replicas must be a positive multiple of -n")
+    if args.ipus_per_replica is not None and args.ipus_per_replica < 1:
+        p.error("--ipus-per-replica must be >= 1")
     cmd, env = build_command(args)
     if args.print_command:
         print(" ".join(cmd), flush=True)

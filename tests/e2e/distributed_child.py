@@ -30,9 +30,15 @@ p.add_argument("--stages", action="store_true")  # fc2 on a second device (2-D p
 p.add_argument("--pipelined", action="store_true")  # with --stages: PipelinedExecution
 p.add_argument("--spread", action="store_true")  # with --pipelined: a process per stage
 p.add_argument("--mixed", action="store_true")  # setMixedPrecision(bf16); eager: autocast
+p.add_argument("--popdist", action="store_true")  # Options from tilegraph.popdist (poprun's)
 args = p.parse_args()
 
-opts = tilegraph.Options()
+if args.popdist:  # as Graphcore's scripts do under poprun: the launch sets the replicas
+    import tilegraph.popdist as popdist  # noqa: E402
+    assert popdist.isPopdistEnvSet() and popdist.getNumLocalReplicas() == args.replicas
+    opts = popdist.poptorch.Options()
+else:
+    opts = tilegraph.Options()
 if args.spread:
     opts.Distributed.placeStagesOnProcesses(2)
 rank, procs = opts.Distributed.processId, opts.Distributed.numProcesses

@@ -154,6 +154,48 @@ def test_processes_equal_one_replica_on_the_whole_batch(tmp_path, n, replicas, k
         assert abs(ours - reports[0]["ref_losses"][k]) < 1e-5 * (1 + abs(ours)), k
 
 
+def test_popdist_scripts_run_under_tilegraph_run(tmp_path):
+    """Graphcore's popdist API on tilegraph.run's launch (--num-replicas: 4 replicas over 2
+    processes): popdist.poptorch.Options() gives each process its 2 replicas and its place,
+    and the run equals one replica on the whole batch."""
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tilegraph.run", "-n", "2", "--num-replicas",
+                           "4", os.path.join(HERE, "distributed_child.py"), "--report-dir",
+                           str(tmp_path), "--replicas", "2", "--popdist"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    reports = sorted((json.loads(f.read_text()) for f in tmp_path.glob("report*.json")),
+                     key=lambda r: r["rank"])
+    assert [r["rank"] for r in reports] == [0, 1] and time.monotonic() - start < 240
+    assert all(r["weight_error"] < 1e-5 for r in reports), reports
+
+
+def test_popdist_reads_the_launch_and_refuses_what_does_not_fit(monkeypatch):
+    import tilegraph.popdist as popdist
+    for name in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "POPDIST_NUM_TOTAL_REPLICAS",
+                 "POPDIST_NUM_IPUS_PER_REPLICA"):
+        monkeypatch.delenv(name, raising=False)
+    assert not popdist.isPopdistEnvSet() and popdist.getNumLocalReplicas() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "4")
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "3")
+    monkeypatch.setenv("POPDIST_NUM_TOTAL_REPLICAS", "8")
+    assert popdist.isPopdistEnvSet()
+    assert (popdist.getNumInstances(), popdist.getInstanceIndex(), popdist.getNumTotalReplicas(),
+            popdist.getNumLocalReplicas(), popdist.getReplicaIndexOffset()) == (4, 3, 8, 2, 6)
+    opts = popdist.poptorch.Options(ipus_per_replica=1)
+    assert opts.replication_factor == 2
+    assert (opts.Distributed.processId, opts.Distributed.numProcesses) == (3, 4)
+    monkeypatch.setenv("POPDIST_NUM_IPUS_PER_REPLICA", "2")
+    with pytest.raises(ValueError, match="the launch gave 2"):
+        popdist.poptorch.Options(ipus_per_replica=1)
+    monkeypatch.setenv("POPDIST_NUM_TOTAL_REPLICAS", "6")
+    with pytest.raises(ValueError, match="do not divide"):
+        popdist.getNumLocalReplicas()
+    from tilegraph.run import main
+    with pytest.raises(SystemExit):
+        main(["-n", "2", "--num-replicas", "3", "x.py"])
+
+
 def test_processes_train_in_mixed_precision_alike(tmp_path):
     """setMixedPrecision(bf16) over two processes: every process builds the same program (the
     bf16 copies of the weights, passes/half_weight_shadows.cc, in the same order; the program

@@ -214,6 +214,31 @@ def test_transposed_convolution_matches_eager(config):
     torch.testing.assert_close(tilegraph.inferenceModel(up)(x1), up(x1), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_transposed_convolution_with_output_padding_past_the_stride_matches_eager(dims):
+    """torch allows output_padding up to max(stride, dilation) - 1 (torch's op_db samples:
+    stride 2, dilation 4, output_padding 3): the result is cropped from the unpadded one and
+    the positions past every tap's reach are zeros (it failed with an internal shape error).
+    Every output position is weighed differently, so a misplaced value would show."""
+    torch.manual_seed(0)
+    conv = (torch.nn.ConvTranspose1d, torch.nn.ConvTranspose2d, torch.nn.ConvTranspose3d)[dims - 1]
+
+    class Up(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = conv(4, 4, kernel_size=(3, 2, 2)[:dims], stride=(3, 2, 1)[:dims],
+                           padding=(1, 2, 1)[:dims], output_padding=(2, 3, 1)[:dims], groups=2,
+                           dilation=(4, 4, 2)[:dims])
+
+        def forward(self, x, weights):
+            y = self.up(x)
+            return y, (y * weights).sum()
+
+    x = torch.randn((2, 4) + (4, 4, 3)[:dims])
+    weights = torch.randn(Up()(x, 1.0)[0].shape)
+    assert_infers_and_trains_like_eager(Up(), (x, weights), lr=0.1, atol=1e-5)
+
+
 @pytest.mark.parametrize("mode, padding, align_corners", [
     ("bilinear", "zeros", False), ("bilinear", "border", True), ("nearest", "zeros", True),
     ("nearest", "border", False), ("bilinear", "reflection", False),
