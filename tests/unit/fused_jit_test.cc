@@ -351,6 +351,68 @@ TEST_P(FusedJit, OutputMayShareItsBufferWithAnInput) {
   EXPECT_NE(std::memcmp(got_w.data(), w0.data(), n * sizeof(float)), 0);  // it did update
 }
 
+TEST_P(FusedJit, RowBroadcastOperandsMatchTheInterpreterBitForBit) {
+  // y = sigmoid(x * s[n, c] + b[c]) * m[n] over [N, C, H, W] (squeeze-excite's scale, a
+  // per-channel bias): operands constant along rows of H * W (or W * H * C) elements run as
+  // per-row scalars; half loads and stores included.
+  std::mt19937 rng(11);
+  const int64_t N = 3, C = 5, H = 4, W = 16, n = N * C * H * W;
+  for (Stored half : {Stored::kCompute, Stored::kBF16, Stored::kF16}) {
+    FusedProgram<float> p;
+    p.shape = {N, C, H, W};
+    p.loads = {{0, 0, nullptr, half, {N, C, H, W}}, {1, 1, nullptr, half, {N, C, 1, 1}},
+               {2, 2, nullptr, Stored::kCompute, {C, 1, 1}},
+               {3, 3, nullptr, Stored::kCompute, {N, 1, 1, 1}}};
+    p.num_slots = 4;
+    auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
+      FusedProgram<float>::Step st;
+      st.fn = fn;
+      st.jit = op;
+      st.in_slots = std::move(in);
+      st.out_slot = p.num_slots++;
+      p.steps.push_back(st);
+      return st.out_slot;
+    };
+    const ElementwiseDef& sigmoid = *OpRegistry::Global().Get("sigmoid").elementwise;
+    const int z = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {0, 1}), 2});
+    const int y = step(Mul, JitOp::kMul, {step(sigmoid.f32, sigmoid.jit, {z}), 3});
+    p.stores = {{y, 0, half}};
+    auto jit = CompileFusedJit(p, GetParam());
+    ASSERT_NE(jit, nullptr);
+    auto stored = [&](std::vector<float> v) {
+      if (half == Stored::kCompute) return v;
+      std::vector<float> packed((v.size() + 1) / 2);
+      CastBuffer(v.data(), ElemType::kF32, packed.data(),
+                 half == Stored::kBF16 ? ElemType::kBF16 : ElemType::kF16,
+                 static_cast<int64_t>(v.size()));
+      return packed;
+    };
+    std::vector<float> x = stored(Data(n, rng)), s = stored(Data(N * C, rng)), b = Data(C, rng),
+                       m = Data(N, rng);
+    std::vector<float> want(n), got(n);
+    const void* in[] = {x.data(), s.data(), b.data(), m.data()};
+    void* want_out[] = {want.data()};
+    void* got_out[] = {got.data()};
+    RunFused(p, in, want_out);
+    jit->Run(in, got_out);
+    ASSERT_EQ(std::memcmp(want.data(), got.data(), n * (half == Stored::kCompute ? 4 : 2)), 0);
+  }
+  // Rows shorter than four vectors stay with the interpreter.
+  FusedProgram<float> p;
+  p.shape = {N, C, 2, 2};
+  p.loads = {{0, 0, nullptr, Stored::kCompute, {N, C, 2, 2}},
+             {1, 1, nullptr, Stored::kCompute, {N, C, 1, 1}}};
+  p.num_slots = 3;
+  FusedProgram<float>::Step mul;
+  mul.fn = Mul;
+  mul.jit = JitOp::kMul;
+  mul.in_slots = {0, 1};
+  mul.out_slot = 2;
+  p.steps = {mul};
+  p.stores = {{2, 0, Stored::kCompute}};
+  EXPECT_EQ(CompileFusedJit(p, GetParam()), nullptr);
+}
+
 INSTANTIATE_TEST_SUITE_P(Isa, FusedJit, ::testing::Values(JitIsa::kAvx512, JitIsa::kAvx),
                          [](const auto& info) {
                            return info.param == JitIsa::kAvx512 ? "avx512" : "avx";

@@ -95,6 +95,13 @@ struct Layout {
   int width = 0;                      // floats per vector
   std::vector<int> array_loads;       // program load index of each `arrays` entry
   std::vector<int> scalar_loads;      // program load index of each `scalars` entry
+  // Row-broadcast operands (a per-channel scale [N, C, 1, 1] over [N, C, H, W]): constant
+  // along runs ("rows") of row_length elements of the iteration space, so the loop runs once
+  // per row with them as scalars. row_scalars: their `scalars` entries; row_elements[k][r]:
+  // the element of operand k that row r reads.
+  int64_t row_length = 0;             // 0: no row-broadcast operands (one loop over all)
+  std::vector<int> row_scalars;
+  std::vector<std::vector<int64_t>> row_elements;
   std::vector<uint32_t> constants;    // further `scalars` entries, as bit patterns
   std::map<uint32_t, int> constant_index;  // bit pattern -> `scalars` entry
   int num_scalars() const { return static_cast<int>(scalar_loads.size() + constants.size()); }
@@ -105,11 +112,63 @@ struct Layout {
   }
 };
 
+// The last dimension of the iteration space along which `shape` (aligned to its right)
+// varies, or -1 when it is a single value.
+int LastVaryingAxis(const Dims& shape, const Dims& space) {
+  const int offset = static_cast<int>(space.size() - shape.size());
+  for (int d = static_cast<int>(shape.size()) - 1; d >= 0; --d) {
+    if (shape[d] != 1) return d + offset;
+  }
+  return -1;
+}
+
+// Plans the row-broadcast operands `rows` (program load indices): rows run over the
+// dimensions after the last one any of them varies along. False when the rows would be too
+// short for a vector loop (or not a whole number of vectors), or the operand is not a
+// broadcast of the iteration space.
+bool PlanRows(const FusedProgram<float>& p, const std::vector<int>& rows, Layout* layout) {
+  const Dims& space = p.shape;
+  int axis = 0;
+  for (int i : rows) {
+    const Dims& shape = p.loads[i].shape;
+    if (shape.size() > space.size()) return false;
+    for (size_t d = 0; d < shape.size(); ++d) {
+      const int64_t extent = space[space.size() - shape.size() + d];
+      if (shape[d] != 1 && shape[d] != extent) return false;
+    }
+    axis = std::max(axis, LastVaryingAxis(shape, space));
+  }
+  int64_t length = 1;
+  for (size_t d = axis + 1; d < space.size(); ++d) length *= space[d];
+  if (length < 4 * layout->width || length % layout->width != 0) return false;
+  const int64_t count = NumElements(space) / length;
+  layout->row_length = length;
+  for (int i : rows) {
+    // Element of the operand each row reads: the row's index over dims 0..axis, through
+    // the operand's broadcast strides.
+    const Dims strides = BroadcastStrides(p.loads[i].shape, space);
+    std::vector<int64_t> elements(count);
+    for (int64_t r = 0; r < count; ++r) {
+      int64_t rest = r, at = 0;
+      for (int d = axis; d >= 0; --d) {
+        at += rest % space[d] * strides[d];
+        rest /= space[d];
+      }
+      elements[r] = at;
+    }
+    layout->row_scalars.push_back(static_cast<int>(layout->scalar_loads.size()));
+    layout->scalar_loads.push_back(i);
+    layout->row_elements.push_back(std::move(elements));
+  }
+  return true;
+}
+
 // Whether the JIT covers the program, and where its operands go.
 bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
   const int64_t numel = NumElements(p.shape);
   layout->width = width;
   bool bf16 = false;
+  std::vector<int> rows;
   for (size_t i = 0; i < p.loads.size(); ++i) {
     const auto& l = p.loads[i];
     const int64_t n = NumElements(l.shape);
@@ -118,9 +177,10 @@ bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
     } else if (n == numel && l.stored != Stored::kBool) {
       layout->array_loads.push_back(static_cast<int>(i));
     } else {
-      return false;  // broadcast gathers and bool arrays: the interpreter's
+      rows.push_back(static_cast<int>(i));  // a row broadcast, or the interpreter's
     }
   }
+  if (!rows.empty() && !PlanRows(p, rows, layout)) return false;
   for (const auto& s : p.steps) {
     if (s.jit == JitOp::kNone || static_cast<int>(s.in_slots.size()) != Arity(s.jit)) {
       return false;
@@ -411,14 +471,7 @@ class CompiledLoop : public FusedJitKernel {
     scalars.resize(layout_.num_scalars());
     for (size_t a = 0; a < num_arrays; ++a) arrays[a] = Source(layout_.array_loads[a], inputs);
     for (size_t s = 0; s < layout_.scalar_loads.size(); ++s) {
-      const auto& l = p_.loads[layout_.scalar_loads[s]];
-      const void* src = Source(layout_.scalar_loads[s], inputs);
-      switch (l.stored) {
-        case Stored::kBool: scalars[s] = *static_cast<const bool*>(src) ? 1.0f : 0.0f; break;
-        case Stored::kF16: CastBuffer(src, ElemType::kF16, &scalars[s], ElemType::kF32, 1); break;
-        case Stored::kBF16: CastBuffer(src, ElemType::kBF16, &scalars[s], ElemType::kF32, 1); break;
-        case Stored::kCompute: scalars[s] = *static_cast<const float*>(src); break;
-      }
+      scalars[s] = ValueAt(layout_.scalar_loads[s], inputs, 0);
     }
     for (const auto& [bits, index] : layout_.constant_index) {
       std::memcpy(&scalars[index], &bits, sizeof(float));
@@ -430,6 +483,23 @@ class CompiledLoop : public FusedJitKernel {
     void* const* out = outs.data();
     const float* sc = scalars.data();
     const LoopFn fn = fn_;
+    if (layout_.row_length > 0) {  // a loop per row, the row-broadcast operands as scalars
+      const int64_t length = layout_.row_length, rows = numel_ / length;
+      const size_t count = scalars.size();
+      ParallelFor(rows, std::max<int64_t>(1, 32 * kFusedBlock / length),
+                  [&](int64_t b, int64_t e) {
+        static thread_local std::vector<float> mine;
+        mine.assign(sc, sc + count);
+        for (int64_t r = b; r < e; ++r) {
+          for (size_t k = 0; k < layout_.row_scalars.size(); ++k) {
+            const int s = layout_.row_scalars[k];
+            mine[s] = ValueAt(layout_.scalar_loads[s], inputs, layout_.row_elements[k][r]);
+          }
+          fn(in, mine.data(), out, r * length, (r + 1) * length);
+        }
+      });
+      return;  // (rows are whole vectors: no tail)
+    }
     ParallelFor(vectors, grain, [&](int64_t b, int64_t e) { fn(in, sc, out, b * w, e * w); });
     const int64_t done = vectors * w, rest = numel_ - done;
     if (rest == 0) return;
@@ -453,6 +523,23 @@ class CompiledLoop : public FusedJitKernel {
   const void* Source(int load, const void* const* inputs) const {
     const auto& l = p_.loads[load];
     return l.arg >= 0 ? inputs[l.arg] : l.constant;
+  }
+
+  // Element `i` of program load `load`, as f32.
+  float ValueAt(int load, const void* const* inputs, int64_t i) const {
+    const void* src = Source(load, inputs);
+    float v = 0.0f;
+    switch (p_.loads[load].stored) {
+      case Stored::kBool: v = static_cast<const bool*>(src)[i] ? 1.0f : 0.0f; break;
+      case Stored::kF16:
+        CastBuffer(static_cast<const uint16_t*>(src) + i, ElemType::kF16, &v, ElemType::kF32, 1);
+        break;
+      case Stored::kBF16:
+        CastBuffer(static_cast<const uint16_t*>(src) + i, ElemType::kBF16, &v, ElemType::kF32, 1);
+        break;
+      case Stored::kCompute: v = static_cast<const float*>(src)[i]; break;
+    }
+    return v;
   }
 
   FusedProgram<float> p_;

@@ -6,11 +6,14 @@
 // 3 ns from memory (4x slower than a compiled loop, which streams at triad bandwidth).
 //
 // Which programs: f32 compute; every load is a same-shape contiguous f32 / f16 / bf16 array or
-// a scalar (f32, bool or half); every store f32 / f16 / bf16; every step one of JitOp: the
+// a scalar (f32, bool or half), or a row broadcast (constant along the last dimensions of the
+// iteration space, as a per-channel [N, C, 1, 1] operand over [N, C, H, W], with rows of at
+// least four vectors: the loop then runs per row, the operand a scalar of each); every store
+// f32 / f16 / bf16; every step one of JitOp: the
 // arithmetic, comparisons and selects (one IEEE operation per element, no contraction) and
 // the activations with their backward helpers (vector_math.h's functions, operation for
 // operation: fused_jit_code.h says how that stays exact). Results are bit-identical to the
-// interpreter's. Anything else (broadcast operands, bool arrays, log, pow, ...) returns no
+// interpreter's. Anything else (other broadcasts, bool arrays, log, pow, ...) returns no
 // kernel and the caller keeps the interpreter. AVX-512 (zmm) where the CPU has AVX512F, AVX2
 // (ymm) otherwise; no JIT on other CPUs or when TILEGRAPH_FUSED_JIT=0.
 #pragma once
