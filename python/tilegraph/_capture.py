@@ -849,8 +849,12 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             (cap.params if spec.kind == kinds.PARAMETER else cap.buffers)[spec.target] = \
                 cx.values[node]
         elif spec.kind == kinds.CONSTANT_TENSOR:
-            value = constants[spec.target]
-            cx.values[node] = g.add_constant(np.asarray(value.detach().numpy(), order="C"))
+            value = constants[spec.target].detach()
+            if value.dtype == torch.bfloat16:  # numpy has no bf16: widened exactly, rounded back
+                cx.values[node] = cx.cast(g.add_constant(np.asarray(value.float().numpy(),
+                                                                    order="C")), "bf16")
+            else:
+                cx.values[node] = g.add_constant(np.asarray(value.numpy(), order="C"))
         elif spec.kind == kinds.USER_INPUT:
             input_index[node.name] = len(cap.user_inputs)
             cx.values[node] = g.add_input(f"input{len(cap.user_inputs)}", dtype, shape)

@@ -2,7 +2,7 @@
 
 Each patch makes a piece of ordinary eager code traceable into one static graph with the
 same values eager computes; every one is undone when capture ends (`applied`). One
-registration stays: Hugging Face's cache classes as pytree nodes (`_register_hf_caches`),
+registration stays: Hugging Face's cache classes as pytree nodes (`register_hf_caches`),
 which the outputs of later calls are rebuilt with."""
 import contextlib
 import operator
@@ -15,7 +15,7 @@ from torch.utils import _pytree as pytree
 @contextlib.contextmanager
 def applied():
     """All the patches below, for the duration of one capture."""
-    _register_hf_caches()
+    register_hf_caches()
     with _static_ctc_shapes(), _causal_mask_detection_off(), _tensor_data_as_detach(), \
             _cross_map_lrn2d_functional(), _no_partial_graph_dump(), _quiet_unbacked_symbols(), \
             _one_hot_needs_num_classes(), value_checks_as_assertions():
@@ -223,15 +223,20 @@ def _parsed(filename, text):
     return _PARSED[key]
 
 
-def _register_hf_caches():
+_HF_CACHES_REGISTERED = False
+
+
+def register_hf_caches():
     """A Hugging Face decoder in eval mode returns its key / value cache (past_key_values: a
     DynamicCache, or an EncoderDecoderCache of two) unless called with use_cache=False;
     torch.export refuses outputs of types pytree does not know. Registered as pytree nodes
     (transformers' own registration for DynamicCache, ours for EncoderDecoderCache: its two
     caches), the cache's tensors are program outputs and come back as the same class. Only
-    when transformers is already imported; registering twice is harmless."""
-    if "transformers" not in sys.modules:
+    when transformers is already imported; once (it runs before every call is bound)."""
+    global _HF_CACHES_REGISTERED
+    if _HF_CACHES_REGISTERED or "transformers" not in sys.modules:
         return
+    _HF_CACHES_REGISTERED = True
     import torch.utils._pytree as pytree
     try:
         from transformers.cache_utils import EncoderDecoderCache
@@ -240,11 +245,15 @@ def _register_hf_caches():
         return
     register_dynamic_cache_export_support()
     if EncoderDecoderCache not in pytree.SUPPORTED_NODES:
+        names = ("self_attention_cache", "cross_attention_cache")
         pytree.register_pytree_node(
             EncoderDecoderCache,
-            lambda cache: ([cache.self_attention_cache, cache.cross_attention_cache], None),
+            lambda cache: ([getattr(cache, n) for n in names], None),
             lambda caches, _: EncoderDecoderCache(caches[0], caches[1]),
-            serialized_type_name="transformers.cache_utils.EncoderDecoderCache")
+            serialized_type_name="transformers.cache_utils.EncoderDecoderCache",
+            # (torch.export needs the keyed form for a cache passed in as an input)
+            flatten_with_keys_fn=lambda cache: (
+                [(pytree.GetAttrKey(n), getattr(cache, n)) for n in names], None))
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ import weakref
 import numpy as np
 import torch
 
-from . import _cache, _core, _guards, autocasting, optim
+from . import _cache, _capture_patches, _core, _guards, autocasting, optim
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
@@ -312,6 +312,9 @@ class PoplarExecutor:
         # An executor from an export file binds calls with the exported forward's signature.
         signature = self._call.signature if isinstance(self.model, _cache.ExportedModule) \
             and self._call is not None else None
+        # Hugging Face caches passed in (past_key_values) are trees of tensors, from the
+        # first call on (registered at capture, they were one opaque leaf until then).
+        _capture_patches.register_hf_caches()
         return CallStructure.of(self.model, args, kwargs, signature)
 
     def _compile(self, call):

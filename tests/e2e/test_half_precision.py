@@ -39,7 +39,8 @@ def test_half_model_inference_matches_eager(dtype):
 def test_half_elementwise_and_casts(dtype):
     class Mixed(nn.Module):
         def forward(self, a, b):
-            y = (a + b) * a - torch.exp(b / 4) + torch.tanh(a)
+            # (a tensor constant made in the dtype: bf16 ones have no numpy form)
+            y = (a + b) * a - torch.exp(b / 4) + torch.tanh(a) + torch.tensor(0.5, dtype=dtype)
             return y, y.float().sum(), (a > b).to(dtype) * 2
 
     g = torch.Generator().manual_seed(1)
