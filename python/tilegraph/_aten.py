@@ -491,7 +491,9 @@ def _where(cx, n, c, a, b):
     return cx.op("where", [cx.v(c), a_, b_])
 
 
-@handles(aten._to_copy.default, aten.to.dtype)
+@handles(aten._to_copy.default, aten.to.dtype,
+         # (left by PyTorch's decompositions of some half ops: torch.renorm in f16 / bf16)
+         torch.ops.prims.convert_element_type.default)
 def _to_copy(cx, n, x, *args, **kw):
     return cx.cast(cx.v(x), cx.dtype_of(n))
 
@@ -1044,7 +1046,8 @@ def _batch_norm_train(cx, n, x, w, b, running_mean, running_var, training, momen
     if not training:
         y = cx.op("batch_norm_inference", [cx.v(x), w_, b_, cx.v(running_mean),
                                            cx.v(running_var)], {"eps": eps})
-        return [y, None, None, cx.v(running_mean), cx.v(running_var)]
+        return [y, _no_saved_stat(cx, x), _no_saved_stat(cx, x), cx.v(running_mean),
+                cx.v(running_var)]
     y, mean, invstd, var = cx.ops("batch_norm_train", [cx.v(x), w_, b_], {"eps": eps}, 4)
     shape = cx.shape_of(n.args[0])
     count = 1
@@ -1075,7 +1078,12 @@ def _batch_norm_eval(cx, n, x, w, b, running_mean, running_var, momentum, eps):
     w_, b_ = cx.affine(w, b, c, n)
     y = cx.op("batch_norm_inference", [cx.v(x), w_, b_, cx.v(running_mean), cx.v(running_var)],
               {"eps": eps})
-    return [y, cx.unavailable(n, "saved mean"), cx.unavailable(n, "saved invstd")]
+    return [y, _no_saved_stat(cx, x), _no_saved_stat(cx, x)]
+
+
+def _no_saved_stat(cx, x):
+    """The saved mean / invstd of a batch norm in eval mode: eager returns empty tensors."""
+    return cx.op("full", [], {"shape": [0], "value": 0.0, "dtype": "dtype:" + cx.dtype_of(x)})
 
 
 @handles(aten.native_layer_norm.default)
@@ -1880,6 +1888,39 @@ def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
     if dropout_p > 0:
         probs = cx.ops("dropout", [probs], {"p": float(dropout_p)}, 2)[0]
     return cx.op("matmul", [probs, v_])
+
+
+@handles(aten._scaled_dot_product_flash_attention_for_cpu.default)
+def _flash_attention_for_cpu(cx, n, q, k, v, dropout_p=0.0, is_causal=False, attn_mask=None,
+                             scale=None):
+    """The CPU flash-attention op SDPA dispatches to, when a model calls it itself: its
+    output as SDPA's, and the logsumexp of each query row's scaled (masked) scores, f32
+    [..., Sq] as eager's (torch's decomposition, which capture used before, puts the
+    attention probabilities there)."""
+    if dropout_p > 0:
+        cx.unsupported(n, "_scaled_dot_product_flash_attention_for_cpu with dropout (call "
+                          "F.scaled_dot_product_attention)")
+    qs = cx.shape_of(q)
+    scale = 1.0 / math.sqrt(qs[-1]) if scale is None else float(scale)
+    dt = cx.g.type_of(cx.v(q))[0]
+    scores = cx.op("mul", [cx.op("matmul", [cx.v(q), cx.v(k)], {"transpose_b": True}),
+                           cx.scalar(scale, None, dt)])
+    if is_causal:
+        hidden = np.triu(np.ones((qs[-2], cx.shape_of(k)[-2]), dtype=bool), 1)
+        scores = cx.op("where", [cx.g.add_constant(hidden), cx.scalar(-math.inf, None, dt),
+                                 scores])
+    if attn_mask is not None:
+        mask = cx.v(attn_mask)
+        scores = cx.op("where", [mask, scores, cx.scalar(-math.inf, None, dt)]) \
+            if cx.dtype_of(attn_mask) == "bool" else cx.op("add", [scores, cx.cast(mask, dt)])
+    out = cx.op("matmul", [_softmax_of_masked_scores(cx, scores, dt), cx.v(v)])
+    top = cx.op("amax", [scores], {"axes": [-1], "keepdim": True})
+    top = cx.op("where", [cx.op("eq", [top, cx.scalar(-math.inf, None, dt)]),
+                          cx.scalar(0.0, None, dt), top])  # (a fully masked row: -inf)
+    total = cx.op("sum", [cx.op("exp", [cx.op("sub", [scores, top])])],
+                  {"axes": [-1], "keepdim": False})
+    lse = cx.op("add", [cx.op("log", [total]), cx.op("reshape", [top], {"shape": qs[:-1]})])
+    return [out, cx.cast(lse, "f32")]
 
 
 def _softmax_of_masked_scores(cx, scores, dtype):

@@ -14,7 +14,8 @@ import warnings
 import numpy as np
 import torch
 from torch._subclasses.fake_tensor import DataDependentOutputException
-from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
+from torch.fx.experimental.symbolic_shapes import (GuardOnDataDependentSymNode,
+                                                   PendingUnbackedSymbolNotFound)
 
 from . import _core
 from ._aten import TABLE
@@ -499,6 +500,12 @@ def _export_once(model, example_args, example_kwargs, training):
                 "nonzero, unique, ...), which one compiled graph cannot hold. Use torch.where "
                 "and sizes known from shapes (checks that only raise, `if <bad>: raise ...` and "
                 "`assert`, compile into run-time assertions)") from None
+        except PendingUnbackedSymbolNotFound as e:  # torch.narrow(x, d, <tensor>, n), ...
+            raise UnsupportedError(
+                f"{_user_frame(e.__traceback__) or '<unknown location>'}: a number read from "
+                "a tensor's data is used here where torch.export needs a Python int (a "
+                "tensor as torch.narrow's start, say), which one compiled graph cannot hold; "
+                "slice with tensor bounds instead (x[:, s:s + n]) or pass a Python int") from None
         except RuntimeError as e:
             if "which is not a known type" not in str(e):
                 raise
@@ -581,6 +588,8 @@ def _decompositions():
     from .core_aten import DECOMPOSED_AT_CAPTURE, overload_named
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+    # (its decomposition returns the probabilities where eager returns the logsumexp)
+    table.pop(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default, None)
     # Norms: their decomposition's gradient is NaN at a zero vector (_aten_spatial.p_norm).
     table.pop(torch.ops.aten.linalg_vector_norm.default, None)
     # detach decomposes to alias, which would let gradients through (_aten._detach).

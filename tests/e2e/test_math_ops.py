@@ -389,6 +389,44 @@ def test_ordering_ops_on_bool_integer_and_half_tensors_match_eager(name):
         torch.testing.assert_close(g, w, rtol=0, atol=0)
 
 
+_INTERNAL_OPS = {  # ops of torch's own internals that models (and torch's op tests) call
+    "batch_norm_legit_eval": (lambda x: torch._native_batch_norm_legit(
+        x, torch.ones(3), torch.zeros(3), torch.zeros(3), torch.ones(3), False, 0.1, 1e-5),
+        torch.float32),
+    "flash_attention_for_cpu": (lambda x: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        x[:, :, :3], x, x.flip(-1), 0.0, True), torch.float32),
+    "flash_attention_for_cpu_bf16_mask": (
+        lambda x: torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            x, x, x, attn_mask=torch.full((6, 6), -math.inf).triu(1).to(x.dtype)),
+        torch.bfloat16),
+    "renorm_half": (lambda x: torch.renorm(x, 2, 1, 0.5), torch.float16),
+    "renorm_bf16": (lambda x: torch.renorm(x, 2, 1, 0.5), torch.bfloat16),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_INTERNAL_OPS))
+def test_internal_ops_match_eager(name):
+    """The saved statistics of an eval-mode batch norm (empty tensors, as eager; they were a
+    crash when returned), the CPU flash-attention op's logsumexp (f32 [..., Sq]; torch's
+    decomposition put the probabilities there, silently), renorm in half (a prims cast its
+    decomposition leaves was refused)."""
+    fn, dtype = _INTERNAL_OPS[name]
+    x = torch.randn(2, 3, 6, 8, generator=torch.Generator().manual_seed(0)).to(dtype)
+    want = fn(x)
+    got = tilegraph.inferenceModel(_Sample(fn))(x)
+    for g, w in zip(got if isinstance(got, tuple) else (got,),
+                    want if isinstance(want, tuple) else (want,), strict=True):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        torch.testing.assert_close(g, w, rtol=1e-5 if dtype == torch.float32 else 1e-2,
+                                   atol=1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_a_tensor_as_narrows_start_is_refused_with_what_to_write():
+    fn = lambda x, s: torch.narrow(x, 1, s, 2)  # noqa: E731
+    with pytest.raises(NotImplementedError, match=r"x\[:, s:s \+ n\]"):
+        tilegraph.inferenceModel(_Sample(fn))(torch.randn(4, 5), torch.tensor(2))
+
+
 def test_randint_draws_every_value_of_its_range_evenly():
     """torch.randint / randint_like in a forward: integers in [low, high), each value about
     equally often (counts within 5 standard deviations of n / k), in the asked dtype."""
