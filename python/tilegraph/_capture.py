@@ -469,7 +469,8 @@ def _export_once(model, example_args, example_kwargs, training):
     # The patches also cover run_decompositions, which traces the graph again (CTC's).
     with warnings.catch_warnings(), fx_traceback.preserve_node_meta(), compiling(), \
             _capture_patches.applied(), \
-            _capture_patches.custom_autograd_functions() as custom_functions:
+            _capture_patches.custom_autograd_functions() as custom_functions, \
+            _capture_patches.gradient_hooks(model) as gradient_hooks:
         # torch.export's own deprecation chatter (pytree internals), not the user's concern.
         warnings.simplefilter("ignore", FutureWarning)
         # nn.LSTM / nn.GRU refresh their internal _flat_weights list while tracing; torch
@@ -518,6 +519,15 @@ def _export_once(model, example_args, example_kwargs, training):
             _blocks.finish_capture()
         if training and custom_functions:
             raise UnsupportedError(_custom_function_message(custom_functions))
+        if training and gradient_hooks:
+            raise UnsupportedError(
+                f"the model has gradient hooks: {'; '.join(dict.fromkeys(gradient_hooks))}. "
+                "A training program differentiates what the forward computes and cannot call "
+                "Python during the backward, so the hooks would be skipped and the model "
+                "would train differently from eager PyTorch. Write the gradient change in "
+                "tensor ops (a gradient reversal by s: x.detach() * (1 + s) - x * s has x's "
+                "value and the gradient -s), or remove the hooks. (Inference programs ignore "
+                "them: there are no gradients.)")
         _refuse_explicit_generators(ep)
         _unused_scalar_reads_removed(ep)
         _views_as_reshapes(ep)

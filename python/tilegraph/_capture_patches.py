@@ -89,6 +89,38 @@ def custom_autograd_functions():
 
 
 @contextlib.contextmanager
+def gradient_hooks(model):
+    """Records the gradient hooks a training capture would drop: Tensor.register_hook calls
+    the forward makes (a gradient reversal, scaling or clipping on an activation), and hooks
+    already on the model (a parameter's register_hook or post-accumulate-grad hook, a
+    module's full backward (pre-)hook, global backward hooks). torch.export keeps none of
+    them, and tilegraph's autodiff differentiates the forward: such a model would train
+    differently from eager, silently. Each entry says what and where; the capture refuses
+    them in training (inference programs have no gradients to hook)."""
+    from torch.nn.modules import module as nn_module
+    found = []
+    for name, p in model.named_parameters():
+        if getattr(p, "_backward_hooks", None) or getattr(p, "_post_accumulate_grad_hooks", None):
+            found.append(f"a gradient hook on parameter {name!r}")
+    for name, m in model.named_modules():
+        if m._backward_hooks or m._backward_pre_hooks:
+            found.append(f"a backward hook on module {name or type(m).__name__!r}")
+    if nn_module._global_backward_hooks or nn_module._global_backward_pre_hooks:
+        found.append("a global module backward hook (register_module_full_backward_hook)")
+    original = torch.Tensor.register_hook
+
+    def register_hook(self, hook):
+        found.append(f"Tensor.register_hook at {_stack_user_frame() or '<unknown>'}")
+        return original(self, hook)
+
+    torch.Tensor.register_hook = register_hook
+    try:
+        yield found
+    finally:
+        torch.Tensor.register_hook = original
+
+
+@contextlib.contextmanager
 def value_checks_as_assertions():
     """A model that checks its data in Python and raises (`if labels.max() >= vocab: raise
     ValueError(...)`, Hugging Face's CTC heads; `assert torch.isfinite(x).all()`) makes

@@ -6,6 +6,7 @@ first/second_order_momentum_accum_type: how the optimizer state of half-precisio
 parameters is stored; f32 by default). tilegraph reads
 their param_groups; the update itself is generated in C++ (src/autodiff/optimizer.cc).
 """
+import inspect
 import warnings
 
 import torch
@@ -555,6 +556,14 @@ def describe(optimizer):
         raise NotImplementedError(
             f"tilegraph supports SGD, Adam, AdamW, RMSprop and LAMB; got "
             f"{type(optimizer).__name__}")
+    step = inspect.unwrap(type(optimizer).step)
+    if not (step.__module__ or "").startswith(("torch.optim", "tilegraph.optim")):
+        # The program runs the base class's update; Python's step() never runs.
+        raise NotImplementedError(
+            f"{type(optimizer).__name__} overrides step() ({step.__module__}."
+            f"{step.__qualname__}): tilegraph compiles {kind}'s update into the program and "
+            "would not run it, so the model would train differently from eager PyTorch. Use "
+            "the base optimizer, or write the change into the model")
     groups = []
     flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True,
                  rmsprop_tf_variant=False,

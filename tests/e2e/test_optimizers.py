@@ -862,3 +862,48 @@ def test_loaded_ipu_param_shows_until_attached_and_edits_warn():
     edited["ipu_param"]["learningRate___specific___model.b.bias"] = torch.tensor(0.25)
     with pytest.warns(UserWarning, match="ipu_param values that differ"):
         fresh.load_state_dict(edited)
+
+
+class _SignSGD(torch.optim.SGD):
+    """An optimizer whose own step() is its point (the sign of the gradient)."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad.sign(), alpha=-group["lr"])
+
+
+class _RenamedSGD(torch.optim.SGD):
+    """A subclass that only adds to the constructor: SGD's update."""
+
+
+def test_an_optimizer_that_overrides_step_is_refused_and_a_plain_subclass_trains():
+    """The program runs the base class's update, never Python's step(): a SignSGD trained
+    as SGD (weights 0.29 apart after 3 steps, no warning). Refused, naming the method; a
+    subclass that keeps the base step trains as eager."""
+    model = nn.Linear(4, 2)
+    x = torch.randn(8, 4)
+
+    class Loss(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x).pow(2).mean()
+
+    with pytest.raises(NotImplementedError, match="_SignSGD overrides step"):
+        tilegraph.trainingModel(Loss(model), optimizer=_SignSGD(model.parameters(), lr=0.1))(x)
+    trained, reference = Loss(copy.deepcopy(model)), Loss(copy.deepcopy(model))
+    trainer = tilegraph.trainingModel(trained, optimizer=_RenamedSGD(trained.parameters(),
+                                                                      lr=0.1, momentum=0.9))
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1, momentum=0.9)
+    for _ in range(3):
+        trainer(x)
+        eager.zero_grad()
+        reference(x).backward()
+        eager.step()
+    trainer.copyWeightsToHost()
+    torch.testing.assert_close(trained.inner.weight, reference.inner.weight)
