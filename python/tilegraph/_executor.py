@@ -322,7 +322,7 @@ class PoplarExecutor:
         captured graph is the one already compiled. An executable replaced here hands its
         engine state (optimizer state, weights) to the new one where names and shapes
         agree."""
-        micro = self._split(call.tensors)
+        micro = _distinct_memory(self._split(call.tensors))
         input_specs = [(tuple(a.shape), a.dtype) for a in call.tensors]
         cap, marks = self._capture(call, micro)
         self._check_mutations(cap)
@@ -863,6 +863,8 @@ class PoplarExecutor:
         return outs
 
     def _check_args(self, tensors):
+        if self._cap.input_mutations:
+            _refuse_updates_through_aliases(tensors, self._cap.input_mutations)
         if len(tensors) != len(self._input_specs):
             raise _InputShapeChanged(f"expected {len(self._input_specs)} tensor inputs, got "
                                      f"{len(tensors)}")
@@ -1704,6 +1706,42 @@ def _backward_on_output(*args, **kwargs):
 class _OptimizerCompiled(Error, ValueError):
     """setOptimizer with a setting the compiled program is built on (PopTorch raises a
     ValueError saying the model "is already compiled")."""
+
+
+def _shares_memory(a, b):
+    """Whether the bytes two tensors reach overlap (their spans within one storage)."""
+    if a.numel() == 0 or b.numel() == 0 or \
+            a.untyped_storage().data_ptr() != b.untyped_storage().data_ptr():
+        return False
+
+    def span(t):
+        reach = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+        return t.data_ptr(), t.data_ptr() + (reach + 1) * t.element_size()
+    (a0, a1), (b0, b1) = span(a), span(b)
+    return a0 < b1 and b0 < a1
+
+
+def _distinct_memory(tensors):
+    """The capture's example inputs, each in its own memory: torch.export fails inside
+    functionalization on inputs that alias each other (x passed twice). Copies of the later
+    ones; the program reads each input separately anyway."""
+    out = []
+    for t in tensors:
+        out.append(t.clone() if any(_shares_memory(t, o) for o in out) else t)
+    return out
+
+
+def _refuse_updates_through_aliases(tensors, mutations):
+    """A forward that updates an input in place, given inputs that share memory: eager's
+    result depends on each update being seen through the other names at once; the program
+    reads each input as it was at the call. Refused, rather than numbers that differ."""
+    for index, _ in mutations:
+        for other, t in enumerate(tensors):
+            if other != index and _shares_memory(tensors[index], t):
+                raise ValueError(
+                    f"input {index} is updated in place by the forward and shares memory with "
+                    f"input {other}; eager sees the update through both, a compiled program "
+                    "reads each input as the call gave it. Pass separate tensors (.clone())")
 
 
 class _InputShapeChanged(Error, ValueError):

@@ -451,3 +451,34 @@ def test_random_numbers_from_an_explicit_generator_are_refused_at_the_users_line
     with pytest.raises(tilegraph.Error, match=r"test_failures.py:\d+: random numbers from an "
                                               r"explicit torch.Generator"):
         tilegraph.inferenceModel(Noisy())(torch.ones(3))
+
+
+class _UpdatesItsFirstInput(torch.nn.Module):
+    def forward(self, a, b):
+        a.mul_(2)
+        return a + b
+
+
+def test_an_input_updated_in_place_through_an_alias_is_refused_and_the_executor_recovers():
+    """`ex(t, t)` (or overlapping views) with a forward that updates its first input in
+    place: eager sees the update through both names ([0, 4, 8, 12]); the program reads each
+    input as given and returned [0, 3, 6, 9], silently (and a first call like that failed
+    inside torch.export). Refused with what to do, the caller's tensors untouched; separate
+    tensors, and disjoint views of one tensor, run as in eager."""
+    ex = tilegraph.inferenceModel(_UpdatesItsFirstInput())
+    t = torch.arange(6.0)
+    with pytest.raises(ValueError, match="shares memory with input 1"):
+        ex(t[:4], t[2:])
+    assert t.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    with pytest.raises(ValueError, match="shares memory"):
+        ex(t[:4], t[:4])
+    a, b = torch.arange(4.0), torch.ones(4)
+    want_a, want_b = a.clone(), b.clone()
+    want = _UpdatesItsFirstInput()(want_a, want_b)
+    torch.testing.assert_close(ex(a, b), want)
+    torch.testing.assert_close(a, want_a)  # the update comes back to the caller's tensor
+    u = torch.arange(8.0)
+    want_u = u.clone()
+    want = _UpdatesItsFirstInput()(want_u[:4], want_u[4:])
+    torch.testing.assert_close(ex(u[:4], u[4:]), want)
+    torch.testing.assert_close(u, want_u)
