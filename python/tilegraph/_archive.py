@@ -92,8 +92,11 @@ def read(path, expected_kind):
         raise
     except OSError as e:
         raise ArchiveError(f"{path}: cannot be opened ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        data = bytearray(f.read())
+    try:  # (a directory opens; reading it names the descriptor, not the path)
+        with os.fdopen(fd, "rb") as f:
+            data = bytearray(f.read())
+    except OSError as e:
+        raise ArchiveError(f"{path}: cannot be read ({e.strerror})") from None
     return _parse(path, data, expected_kind)
 
 

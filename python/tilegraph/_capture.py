@@ -931,6 +931,13 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
             cap.outputs.append(cx.v(value))
             meta = value.meta["val"]
             cap.output_meta.append((tuple(meta.shape), meta.dtype))
+        elif spec.kind == out_kinds.PARAMETER_MUTATION:  # WGAN's clamp of its weights, ...
+            raise UnsupportedError(
+                f"{user_location(value) if isinstance(value, torch.fx.Node) else ''}: the "
+                f"forward updates parameter {spec.target!r} in place; tilegraph's programs "
+                "change parameters only through the optimizer. Do the update on the host "
+                "between calls (under torch.no_grad(); tilegraph sees the edit), or compute "
+                "with the updated value instead of writing it back".lstrip(": "))
         else:
             raise UnsupportedError(f"exported output kind {spec.kind} is not supported")
     from ._structure import OutputStructure

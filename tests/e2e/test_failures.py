@@ -482,3 +482,19 @@ def test_an_input_updated_in_place_through_an_alias_is_refused_and_the_executor_
     want = _UpdatesItsFirstInput()(want_u[:4], want_u[4:])
     torch.testing.assert_close(ex(u[:4], u[4:]), want)
     torch.testing.assert_close(u, want_u)
+
+
+class _ClipsItsWeights(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.fc.weight.clamp_(-0.1, 0.1)  # WGAN's weight clipping
+        return self.fc(x)
+
+
+def test_a_parameter_updated_in_the_forward_is_refused_naming_it():
+    with pytest.raises(NotImplementedError, match="updates parameter 'fc.weight' in place"):
+        tilegraph.inferenceModel(_ClipsItsWeights())(torch.randn(2, 4))

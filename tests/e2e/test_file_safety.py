@@ -83,6 +83,11 @@ def test_load_into_a_given_model_and_refuse_a_mismatched_one(tmp_path):
         tilegraph.load(path, model=MLP(dh=16))
 
 
+def test_a_directory_is_refused_naming_it(tmp_path):
+    with pytest.raises(tilegraph.ArchiveError, match=f"{tmp_path}: cannot be read"):
+        tilegraph.load(str(tmp_path))
+
+
 def test_truncated_or_tampered_files_are_refused_naming_the_file(tmp_path):
     _, _, path, _ = _exported(tmp_path)
     data = open(path, "rb").read()
