@@ -789,6 +789,8 @@ class PoplarExecutor:
             self._compile(call)  # re-capture; recompiles only if the graph changed
         elif self._decided_buffers_changed():
             self._compile(call)  # the forward's Python decision on a buffer goes another way
+        elif _guards.global_hooks() != self._global_hooks:
+            self._compile(call)  # a forward hook registered for every module, or removed
         if self.training and self.optimizer is not None and \
                 _hyperparameters_of(self.optimizer) != self._applied_hypers:
             # Changed since compiling or setOptimizer (an LR scheduler's step, an edit of
@@ -929,6 +931,7 @@ class PoplarExecutor:
 
     def _set_guard(self, fingerprint=None):
         self._guard = _guards.Guard(self.model, self._guard_modes(), fingerprint)
+        self._global_hooks = _guards.global_hooks()
         self._synced = None
 
     def _guard_changed(self):

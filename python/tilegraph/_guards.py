@@ -56,6 +56,14 @@ def fingerprint(model, with_modes):
     return tuple(modules), tuple(params), tuple(buffers)
 
 
+def global_hooks():
+    """The forward (pre-)hooks registered for every module (torch.nn.modules.module.
+    register_module_forward_hook): a capture ran them, so another set means another
+    program. Compared per call: two tuples, usually empty."""
+    from torch.nn.modules import module as nn_module
+    return (tuple(nn_module._global_forward_hooks), tuple(nn_module._global_forward_pre_hooks))
+
+
 def _named_modules(root):
     """(name, module) for every submodule, shared ones under each of their names (one walk;
     torch's named_modules / named_parameters would walk the tree three times)."""

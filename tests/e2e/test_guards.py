@@ -291,3 +291,21 @@ def test_a_parameter_replaced_by_one_of_the_same_shape_is_served_without_recompi
     with torch.no_grad():  # and the new parameter's later edits reach the engine too
         model.fc2.weight.mul_(-1)
     torch.testing.assert_close(infer(x, t)[0], model(x, t)[0])
+
+
+def test_a_global_forward_hook_added_after_compiling_is_seen():
+    """register_module_forward_hook applies to every module: a capture runs it, so one added
+    (or removed) later means another program (the executor kept the old one, silently)."""
+    from torch.nn.modules.module import register_module_forward_hook
+    model = torch.nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    ex = tilegraph.inferenceModel(model)
+    torch.testing.assert_close(ex(x), model(x))
+    handle = register_module_forward_hook(
+        lambda m, i, out: out * 2 if isinstance(out, torch.Tensor) else out)
+    try:
+        want = model(x)
+        torch.testing.assert_close(ex(x), want)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(ex(x), model(x))
