@@ -212,6 +212,7 @@ class PoplarExecutor:
         self._cap = None
         self._key = None            # cache key of the compiled graph (_cache.graph_key)
         self._guard = None          # _guards.Guard: the module as it was at capture
+        self._global_hooks = None   # _guards.global_hooks() at capture
         self._host_version = None   # _guards.Versions at the last host <-> engine sync
         self._synced = None         # _synced_tensors(), cached while the guard holds
         self._aliased = {}          # engine variable -> data_ptr of the module tensor viewing it
@@ -1527,8 +1528,8 @@ class PoplarExecutor:
                             f"({diff})")
             loaded = _cache.load_exported(filename, model=self.model, keep_model_weights=True)
             for name in ("_exe", "_cap", "_key", "_call", "_hyper", "_opt_flags", "_input_specs",
-                         "_returns_tuple", "_guard", "_stages", "_written", "_alias_pending",
-                         "_aliased"):
+                         "_returns_tuple", "_guard", "_global_hooks", "_stages", "_written",
+                         "_alias_pending", "_aliased"):
                 if name in loaded.__dict__:
                     self.__dict__[name] = loaded.__dict__[name]
             self._synced, self._last_call = None, None
