@@ -174,19 +174,27 @@ TG_AMX_TARGET __m512i PairRows(const uint16_t* row, const uint16_t* next, int64_
 // One panel of b: columns c0 .. c0 + 15 over k0 .. k0 + depth - 1 (depth a multiple of 32;
 // zero beyond n and k) in VNNI order, [depth / 2][16][2]. b is [k, n] row-major, or [n, k]
 // when transposed.
+// VNNI rows r0 .. r1 - 1 of the panel of columns c0 .. c0 + 15 of a row-major b ([k, n]):
+// row r pairs b's rows k0 + 2r and k0 + 2r + 1 (zero beyond k and n).
+TG_AMX_TARGET inline void PackRowPairs(const uint16_t* b, int64_t k, int64_t n, int64_t k0,
+                                       int64_t r0, int64_t r1, int64_t c0, uint16_t* panel) {
+  const int64_t cols = std::min<int64_t>(kPanel, n - c0);
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t kk = k0 + 2 * r;
+    __m512i v = _mm512_setzero_si512();
+    if (kk < k && cols > 0) {
+      const uint16_t* row = b + kk * n + c0;
+      v = PairRows(row, kk + 1 < k ? row + n : nullptr, cols);
+    }
+    _mm512_store_si512(panel + r * 32, v);
+  }
+}
+
 TG_AMX_TARGET void PackPanel(const uint16_t* b, bool trans_b, int64_t k, int64_t n, int64_t k0,
                              int64_t depth, int64_t c0, uint16_t* panel) {
   const int64_t cols = std::min<int64_t>(kPanel, n - c0);
   if (!trans_b) {
-    for (int64_t r = 0; r < depth / 2; ++r) {
-      const int64_t kk = k0 + 2 * r;
-      __m512i v = _mm512_setzero_si512();
-      if (kk < k && cols > 0) {
-        const uint16_t* row = b + kk * n + c0;
-        v = PairRows(row, kk + 1 < k ? row + n : nullptr, cols);
-      }
-      _mm512_store_si512(panel + r * 32, v);
-    }
+    PackRowPairs(b, k, n, k0, 0, depth / 2, c0, panel);
     return;
   }
   // b[c][k] for 16 columns c: as 32-bit pairs, 16 x 16 blocks to transpose.
@@ -226,17 +234,7 @@ TG_AMX_TARGET void PackPanels(const uint16_t* b, bool trans_b, int64_t k, int64_
   for (int64_t r0 = 0; r0 < depth / 2; r0 += kRowPairs) {
     const int64_t r1 = std::min(depth / 2, r0 + kRowPairs);
     for (int64_t j = 0; j < count; ++j) {
-      const int64_t c = c0 + j * kPanel, cols = std::min<int64_t>(kPanel, n - c);
-      uint16_t* panel = out + j * panel_stride;
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t kk = k0 + 2 * r;
-        __m512i v = _mm512_setzero_si512();
-        if (kk < k && cols > 0) {
-          const uint16_t* row = b + kk * n + c;
-          v = PairRows(row, kk + 1 < k ? row + n : nullptr, cols);
-        }
-        _mm512_store_si512(panel + r * 32, v);
-      }
+      PackRowPairs(b, k, n, k0, r0, r1, c0 + j * kPanel, out + j * panel_stride);
     }
   }
 }
