@@ -9,6 +9,7 @@ import collections
 import contextvars
 import math
 import os
+import re
 import threading
 import time
 import warnings
@@ -23,7 +24,7 @@ from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
 from ._options import ENGINE_OUTPUT_MODE, Options, OutputMode, ReductionType, threads_to_run
 from ._blocks import Error, UnsupportedError
-from ._system import logger
+from ._system import RecoverableError, logger
 from .optim import describe, state_dtypes, structure
 
 
@@ -851,6 +852,10 @@ class PoplarExecutor:
                 if hasattr(e, "add_note"):
                     e.add_note(f"tilegraph: {done} of the {steps} steps of this call were "
                                "applied; the module now holds the engine's weights after them")
+            if isinstance(e, RecoverableError) and _INDEX_OUT_OF_RANGE.search(str(e)):
+                error = _IndexOutOfRange(*e.args)  # an IndexError, as eager raises there
+                error.__notes__ = list(getattr(e, "__notes__", []))
+                raise error.with_traceback(e.__traceback__) from None
             raise
         self._returned_at = time.time()
         if self.training:  # the guard was checked by _prepare for this call
@@ -1710,6 +1715,14 @@ def _backward_on_output(*args, **kwargs):
 class _OptimizerCompiled(Error, ValueError):
     """setOptimizer with a setting the compiled program is built on (PopTorch raises a
     ValueError saying the model "is already compiled")."""
+
+
+_INDEX_OUT_OF_RANGE = re.compile(r"index -?\d+ (is )?out of (range|bounds)")
+
+
+class _IndexOutOfRange(RecoverableError, IndexError):
+    """An index (embedding, gather, a loss's target, ...) out of range at run time: PopTorch's
+    RecoverableError, and the IndexError eager raises there."""
 
 
 def _shares_memory(a, b):

@@ -498,3 +498,16 @@ class _ClipsItsWeights(torch.nn.Module):
 def test_a_parameter_updated_in_the_forward_is_refused_naming_it():
     with pytest.raises(NotImplementedError, match="updates parameter 'fc.weight' in place"):
         tilegraph.inferenceModel(_ClipsItsWeights())(torch.randn(2, 4))
+
+
+def test_an_index_out_of_range_is_an_index_error_as_in_eager():
+    """Eager raises IndexError for an embedding index or a loss target out of range; code
+    that catches it must see one (it is also PopTorch's RecoverableError, and the executor
+    stays usable)."""
+    emb = torch.nn.Embedding(5, 3)
+    ex = tilegraph.inferenceModel(emb)
+    with pytest.raises(IndexError, match="index 7 out of range") as info:
+        ex(torch.tensor([1, 7]))
+    assert isinstance(info.value, tilegraph.RecoverableError)
+    ids = torch.tensor([0, 4])
+    torch.testing.assert_close(ex(ids), emb(ids))
