@@ -1874,13 +1874,7 @@ def _attention_written_out(cx, n, q, k, v, mask, dropout_p, is_causal, scale):
             return cx.op("reshape", [value], {"shape": shape[:-3] + [shape[-3] * groups] +
                                               shape[-2:]})
         k_, v_ = widen(k_, ks), widen(v_, cx.shape_of(v))
-    scores = cx.op("matmul", [q_, k_], {"transpose_b": True})
-    scores = cx.op("mul", [scores, cx.scalar(scale, None, cx.dtype_of(n))])
-    sq, sk = qs[-2], ks[-2]
-    if is_causal:
-        hidden = np.triu(np.ones((sq, sk), dtype=bool), 1)
-        scores = cx.op("where", [cx.g.add_constant(hidden), cx.scalar(-math.inf, None,
-                                 cx.dtype_of(n)), scores])
+    scores = _scaled_scores(cx, q_, k_, scale, is_causal, cx.dtype_of(n))
     if mask is not None:
         scores = cx.op("add", [scores, mask])
     probs = cx.op("softmax", [scores], {"axis": -1}) if mask is None else \
@@ -1903,12 +1897,7 @@ def _flash_attention_for_cpu(cx, n, q, k, v, dropout_p=0.0, is_causal=False, att
     qs = cx.shape_of(q)
     scale = 1.0 / math.sqrt(qs[-1]) if scale is None else float(scale)
     dt = cx.g.type_of(cx.v(q))[0]
-    scores = cx.op("mul", [cx.op("matmul", [cx.v(q), cx.v(k)], {"transpose_b": True}),
-                           cx.scalar(scale, None, dt)])
-    if is_causal:
-        hidden = np.triu(np.ones((qs[-2], cx.shape_of(k)[-2]), dtype=bool), 1)
-        scores = cx.op("where", [cx.g.add_constant(hidden), cx.scalar(-math.inf, None, dt),
-                                 scores])
+    scores = _scaled_scores(cx, cx.v(q), cx.v(k), scale, is_causal, dt)
     if attn_mask is not None:
         mask = cx.v(attn_mask)
         scores = cx.op("where", [mask, scores, cx.scalar(-math.inf, None, dt)]) \
@@ -1921,6 +1910,18 @@ def _flash_attention_for_cpu(cx, n, q, k, v, dropout_p=0.0, is_causal=False, att
                   {"axes": [-1], "keepdim": False})
     lse = cx.op("add", [cx.op("log", [total]), cx.op("reshape", [top], {"shape": qs[:-1]})])
     return [out, cx.cast(lse, "f32")]
+
+
+def _scaled_scores(cx, q, k, scale, is_causal, dtype):
+    """q k^T * scale, with -inf above the diagonal when causal (the written-out attentions)."""
+    scores = cx.op("mul", [cx.op("matmul", [q, k], {"transpose_b": True}),
+                           cx.scalar(scale, None, dtype)])
+    if is_causal:
+        sq, sk = cx.g.type_of(q)[1][-2], cx.g.type_of(k)[1][-2]
+        hidden = np.triu(np.ones((sq, sk), dtype=bool), 1)
+        scores = cx.op("where", [cx.g.add_constant(hidden), cx.scalar(-math.inf, None, dtype),
+                                 scores])
+    return scores
 
 
 def _softmax_of_masked_scores(cx, scores, dtype):

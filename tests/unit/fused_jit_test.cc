@@ -157,6 +157,17 @@ RandomProgram MakeProgram(int64_t numel, int arrays, int steps, std::mt19937& rn
   return r;
 }
 
+// Appends the step op(in...) to `p` (fn: its block function) and returns its result's slot.
+int AddStep(FusedProgram<float>& p, BlockFunction<float> fn, JitOp op, std::vector<int> in) {
+  FusedProgram<float>::Step s;
+  s.fn = fn;
+  s.jit = op;
+  s.in_slots = std::move(in);
+  s.out_slot = p.num_slots++;
+  p.steps.push_back(s);
+  return s.out_slot;
+}
+
 // Runs the program with the interpreter and with the JIT kernel; outputs must match bitwise
 // (any NaN for a NaN).
 void ExpectSame(const RandomProgram& r, const FusedJitKernel& jit, int64_t numel,
@@ -318,13 +329,7 @@ TEST_P(FusedJit, OutputMayShareItsBufferWithAnInput) {
              {4, 4, nullptr, Stored::kCompute, {}}};
   p.num_slots = 5;
   auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
-    FusedProgram<float>::Step s;
-    s.fn = fn;
-    s.jit = op;
-    s.in_slots = std::move(in);
-    s.out_slot = p.num_slots++;
-    p.steps.push_back(s);
-    return s.out_slot;
+    return AddStep(p, fn, op, std::move(in));
   };
   const int b = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {1, 3}), 2});
   const int w = step(Sub, JitOp::kSub, {0, step(Mul, JitOp::kMul, {4, b})});
@@ -365,13 +370,7 @@ TEST_P(FusedJit, RowBroadcastOperandsMatchTheInterpreterBitForBit) {
                {3, 3, nullptr, Stored::kCompute, {N, 1, 1, 1}}};
     p.num_slots = 4;
     auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
-      FusedProgram<float>::Step st;
-      st.fn = fn;
-      st.jit = op;
-      st.in_slots = std::move(in);
-      st.out_slot = p.num_slots++;
-      p.steps.push_back(st);
-      return st.out_slot;
+      return AddStep(p, fn, op, std::move(in));
     };
     const ElementwiseDef& sigmoid = *OpRegistry::Global().Get("sigmoid").elementwise;
     const int z = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {0, 1}), 2});
@@ -402,14 +401,8 @@ TEST_P(FusedJit, RowBroadcastOperandsMatchTheInterpreterBitForBit) {
   p.shape = {N, C, 2, 2};
   p.loads = {{0, 0, nullptr, Stored::kCompute, {N, C, 2, 2}},
              {1, 1, nullptr, Stored::kCompute, {N, C, 1, 1}}};
-  p.num_slots = 3;
-  FusedProgram<float>::Step mul;
-  mul.fn = Mul;
-  mul.jit = JitOp::kMul;
-  mul.in_slots = {0, 1};
-  mul.out_slot = 2;
-  p.steps = {mul};
-  p.stores = {{2, 0, Stored::kCompute}};
+  p.num_slots = 2;
+  p.stores = {{AddStep(p, Mul, JitOp::kMul, {0, 1}), 0, Stored::kCompute}};
   EXPECT_EQ(CompileFusedJit(p, GetParam()), nullptr);
 }
 
