@@ -2192,4 +2192,4 @@ def _getitem(cx, n, seq, index):
 
 register_tilegraph_ops()
 # (they register entries in TABLE)
-from . import _aten_data, _aten_scans, _aten_spatial  # noqa: E402,F401
+from . import _aten_data, _aten_math, _aten_scans, _aten_search, _aten_spatial  # noqa: E402,F401

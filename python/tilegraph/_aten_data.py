@@ -1,5 +1,6 @@
 """ATen table entries whose positions come from the data but whose shapes do not:
-masked_scatter, scatter_reduce (sum, mean, amax, amin) and randperm.
+masked_scatter, scatter_reduce (sum, mean, amax, amin), scatter(reduce="add"), randperm and
+nanmedian; and diagonal_scatter, whose positions are known at capture.
 """
 import math
 
@@ -92,3 +93,68 @@ def _randperm(cx, n, size, dtype=None, layout=None, device=None, pin_memory=None
     u = cx.op("uniform", [], {"shape": [int(size)], "dtype": "dtype:f32"})
     _, order = cx.ops("topk", [u], {"k": int(size), "axis": 0, "largest": 0}, 2)
     return cx.cast(order, cx.dtype_of(n))
+
+
+@handles(aten.diagonal_scatter.default)
+def _diagonal_scatter(cx, n, x, src, offset=0, dim1=0, dim2=1):
+    """x with the diagonal that torch.diagonal(x, offset, dim1, dim2) views replaced by src.
+    The diagonal's positions are known at capture: a constant index picks src's element for
+    each of them, and a constant mask keeps x elsewhere (gradients: src gets the diagonal's,
+    x the rest)."""
+    shape = cx.shape_of(x)
+    total = int(np.prod(shape, dtype=np.int64))
+    positions = np.diagonal(np.arange(total).reshape(shape), offset, dim1, dim2)
+    if positions.size == 0:
+        return cx.op("copy", [cx.v(x)])
+    source_of = np.zeros(total, dtype=np.int64)
+    source_of[positions.reshape(-1)] = np.arange(positions.size)
+    on_diagonal = np.zeros(total, dtype=bool)
+    on_diagonal[positions.reshape(-1)] = True
+    flat_src = cx.op("reshape", [cx.v(src)], {"shape": [positions.size]})
+    picked = cx.op("index_select", [flat_src, cx.g.add_constant(source_of)], {"axis": 0})
+    flat_x = cx.op("reshape", [cx.v(x)], {"shape": [total]})
+    out = cx.op("where", [cx.g.add_constant(on_diagonal), picked, flat_x])
+    return cx.op("reshape", [out], {"shape": list(shape)})
+
+
+@handles(aten.scatter.reduce, aten.scatter.value_reduce)
+def _scatter_with_reduce(cx, n, x, dim, index, src, reduce):
+    """The deprecated scatter(..., reduce="add"): scatter_reduce's sum with x included.
+    reduce="multiply" is refused (no product scatter)."""
+    if reduce != "add":
+        cx.unsupported(n, f"scatter with reduce={reduce!r} (\"add\" is supported; for a "
+                          "product, multiply by a scatter of the factors)")
+    if not hasattr(src, "meta"):
+        dtype = cx.dtype_of(n)
+        ishape = cx.shape_of(index)
+        added = cx.op("full", [], {"shape": ishape, "value": float(src),
+                                   "dtype": "dtype:" + _write_dtype(dtype)})
+        _, _, written = scatter_sums(cx, x, dim % max(len(cx.shape_of(x)), 1), index, added,
+                                     _write_dtype(dtype))
+        return cx.cast(cx.op("add", [cx.cast(cx.v(x), _write_dtype(dtype)), written]), dtype)
+    return _scatter_reduce(cx, n, x, dim, index, src, "sum", True)
+
+
+@handles(aten.nanmedian.dim, aten.nanmedian.default)
+def _nanmedian(cx, n, x, dim=None, keepdim=False):
+    """The lower median of the non-NaN values along dim (NaN where all are NaN), and its
+    index: an ascending sort puts NaN last, and the median's position comes from the count
+    of the others."""
+    shape = cx.shape_of(x)
+    value = cx.v(x)
+    if dim is None or not shape:
+        total = int(np.prod(shape, dtype=np.int64))
+        value, shape, axis = cx.op("reshape", [value], {"shape": [total]}), [total], 0
+    else:
+        axis = dim % len(shape)
+    values, indices = cx.ops("topk", [value], {"k": shape[axis], "axis": axis, "largest": 0}, 2)
+    counted = cx.op("sum", [cx.cast(cx.op("eq", [value, value]), "i64")],
+                    {"axes": [axis], "keepdim": True})
+    one = cx.scalar(1, None, "i64")
+    position = cx.op("bitwise_right_shift", [cx.op("maximum", [
+        cx.op("sub", [counted, one]), cx.scalar(0, None, "i64")]), one])
+    picked = [cx.op("gather", [v, position], {"axis": axis}) for v in (values, indices)]
+    if dim is None:
+        return cx.op("reshape", [picked[0]], {"shape": []})
+    return [cx.op("reshape", [v], {"shape": list(o.shape)}) for v, o in zip(picked,
+                                                                             n.meta["val"])]

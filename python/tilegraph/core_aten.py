@@ -18,6 +18,10 @@ DECOMPOSED_AT_CAPTURE = {
     "gradients from its saved mean and rstd",
     "aten.native_group_norm_backward.default": "group norm's gradients from its saved "
     "mean and rstd",
+    "aten.addmv.default": "beta * input + alpha * (mat @ vec)",
+    "aten.ldexp.Tensor": "x * 2 ** exponent",
+    "aten.tril_indices.default": "arange arithmetic (the indices are constants)",
+    "aten.triu_indices.default": "arange arithmetic (the indices are constants)",
 }
 
 _DATA_DEPENDENT = ("its result's size (or value) depends on the data, which a static "

@@ -1,0 +1,96 @@
+"""ATen table entries for float functions that PyTorch's decompositions leave to prims (no
+Core ATen op computes them): exp2, fmax / fmin, signbit, frexp and angle. Each is built from
+IR ops with eager's special cases (NaN, -0.0, infinities) spelled out, since a prims
+decomposition would not be translatable.
+"""
+import math
+
+from ._aten import _INTEGER, aten, handles
+
+
+def _nan(cx, value):
+    return cx.op("ne", [value, value])
+
+
+@handles(aten.exp2.default)
+def _exp2(cx, n, x):
+    """2 ** x as pow(2, x): the C library's pow is exact at integers and within an ulp
+    elsewhere (exp(x * ln 2) would lose x's low bits for large x)."""
+    dtype = cx.dtype_of(n)
+    return cx.op("pow", [cx.scalar(2.0, None, dtype), cx.cast(cx.v(x), dtype)])
+
+
+def _pick(keep_a_when):
+    def handler(cx, n, a, b):
+        """torch.fmax / fmin: the larger (smaller) operand, ignoring a NaN one (NaN only
+        where both are). Ties and a NaN b go to a, as eager's gradient does."""
+        a_, b_ = cx.operands(n, a, b)
+        keep_a = cx.op(keep_a_when, [a_, b_])
+        if cx.dtype_of(n) not in _INTEGER + ("bool",):
+            keep_a = cx.op("logical_or", [keep_a, _nan(cx, b_)])
+        return cx.op("where", [keep_a, a_, b_])
+    return handler
+
+
+aten_fmax = handles(aten.fmax.default)(_pick("ge"))
+aten_fmin = handles(aten.fmin.default)(_pick("le"))
+
+
+@handles(aten.signbit.default)
+def _signbit(cx, n, x):
+    """Whether x's sign bit is set: negative numbers and -0.0 (1 / -0.0 is -inf). A NaN
+    counts as positive here; eager reads the NaN's own bit (x86's 0 / 0 makes a negative
+    NaN), which the IR has no op to see."""
+    dtype = cx.dtype_of(x)
+    if dtype in ("bool", "u8"):
+        return cx.op("ne", [cx.cast(cx.v(x), "i32"), cx.cast(cx.v(x), "i32")])  # all False
+    zero = cx.scalar(0, None, dtype)
+    negative = cx.op("lt", [cx.v(x), zero])
+    if dtype in _INTEGER:
+        return negative
+    minus_zero = cx.op("logical_and", [
+        cx.op("eq", [cx.v(x), zero]),
+        cx.op("lt", [cx.op("div", [cx.scalar(1.0, None, dtype), cx.v(x)]), zero])])
+    return cx.op("logical_or", [negative, minus_zero])
+
+
+@handles(aten.frexp.Tensor)
+def _frexp(cx, n, x):
+    """(mantissa, exponent) with x = mantissa * 2 ** exponent and 0.5 <= |mantissa| < 1 (C's
+    frexp): the exponent from log2(|x|), corrected by one either way where log2 rounded
+    across an integer; 0, infinities and NaN give themselves and exponent 0."""
+    dtype = cx.dtype_of(x)  # eager refuses integer inputs before tracing
+    value = cx.v(x)
+
+    def k(v):
+        return cx.scalar(v, None, dtype)
+    magnitude = cx.op("abs", [value])
+    finite_nonzero = cx.op("logical_and", [
+        cx.op("gt", [magnitude, k(0.0)]), cx.op("lt", [magnitude, k(math.inf)])])
+    safe = cx.op("where", [finite_nonzero, magnitude, k(1.0)])
+    exponent = cx.op("add", [cx.op("floor", [cx.op("log2", [safe])]), k(1.0)])
+    for _ in range(2):  # |m| must land in [0.5, 1): step the exponent where it did not
+        scaled = cx.op("div", [safe, cx.op("pow", [k(2.0), exponent])])
+        exponent = cx.op("add", [exponent, cx.op("sub", [
+            cx.cast(cx.op("ge", [scaled, k(1.0)]), dtype),
+            cx.cast(cx.op("lt", [scaled, k(0.5)]), dtype)])])
+    # 2 ** e underflows to 0 below the smallest subnormal: divide in two halves.
+    half = cx.op("trunc", [cx.op("div", [exponent, k(2.0)])])
+    mantissa = cx.op("div", [cx.op("div", [value, cx.op("pow", [k(2.0), half])]),
+                             cx.op("pow", [k(2.0), cx.op("sub", [exponent, half])])])
+    mantissa = cx.op("where", [finite_nonzero, mantissa, value])
+    exponent = cx.op("where", [finite_nonzero, exponent, k(0.0)])
+    return [mantissa, cx.cast(exponent, "i32")]
+
+
+@handles(aten.angle.default)
+def _angle(cx, n, x):
+    """The argument of a real number: pi for negatives, 0 otherwise, NaN for NaN (eager's
+    rule; its gradient is zero)."""
+    dtype = cx.dtype_of(n)
+    value = cx.cast(cx.v(x), dtype)
+    zero = cx.scalar(0.0, None, dtype)
+    arg = cx.op("where", [cx.op("lt", [value, zero]), cx.scalar(math.pi, None, dtype), zero])
+    if dtype in _INTEGER:
+        return arg
+    return cx.op("where", [_nan(cx, value), value, arg])
