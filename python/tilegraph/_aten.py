@@ -40,7 +40,10 @@ for _aten_op, _tg_op in [
         (aten.cos, "cos"), (aten.tan, "tan"), (aten.asin, "asin"), (aten.acos, "acos"),
         (aten.atan, "atan"), (aten.sinh, "sinh"), (aten.cosh, "cosh"), (aten.asinh, "asinh"),
         (aten.acosh, "acosh"), (aten.atanh, "atanh"), (aten.log2, "log2"),
-        (aten.log10, "log10")]:
+        (aten.log10, "log10"), (aten.lgamma, "lgamma"), (aten.digamma, "digamma"),
+        (aten.erfinv, "erfinv"), (aten.i0, "i0"), (aten.special_i0e, "i0e"),
+        (aten.special_i1, "i1"), (aten.special_i1e, "i1e"), (aten.special_ndtri, "ndtri"),
+        (aten.special_erfcx, "erfcx")]:
     TABLE[_aten_op.default] = _unary(_tg_op)
 
 
@@ -2192,4 +2195,5 @@ def _getitem(cx, n, seq, index):
 
 register_tilegraph_ops()
 # (they register entries in TABLE)
-from . import _aten_data, _aten_math, _aten_scans, _aten_search, _aten_spatial  # noqa: E402,F401
+from . import (_aten_data, _aten_math, _aten_scans, _aten_search,  # noqa: E402,F401
+               _aten_spatial)

@@ -1,5 +1,6 @@
 """ATen table entries for float functions that PyTorch's decompositions leave to prims (no
-Core ATen op computes them): exp2, fmax / fmin, signbit, frexp and angle. Each is built from
+Core ATen op computes them): exp2, fmax / fmin, signbit, frexp, angle and polygamma (the
+special functions with an IR op of their own are in _aten's unary list). Each is built from
 IR ops with eager's special cases (NaN, -0.0, infinities) spelled out, since a prims
 decomposition would not be translatable.
 """
@@ -94,3 +95,14 @@ def _angle(cx, n, x):
     if dtype in _INTEGER:
         return arg
     return cx.op("where", [_nan(cx, value), value, arg])
+
+
+@handles(aten.polygamma.default)
+def _polygamma(cx, n, order, x):
+    """The order-th derivative of digamma (order 0 is digamma itself)."""
+    value = cx.cast(cx.v(x), cx.dtype_of(n))
+    if order == 0:
+        return cx.op("digamma", [value])
+    if order < 0:
+        cx.unsupported(n, "polygamma of a negative order (eager raises)")
+    return cx.op("polygamma", [value], {"n": float(order)})

@@ -593,9 +593,11 @@ def _decompositions():
     linalg_vector_norm (a zero vector's gradient, see _aten_spatial), detach, hardswish,
     hardsigmoid and max_unpool2d; plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
-    (core_aten.DECOMPOSED_AT_CAPTURE)."""
+    (core_aten.DECOMPOSED_AT_CAPTURE) and of some non-core ones
+    (core_aten.NON_CORE_DECOMPOSED_AT_CAPTURE)."""
     from torch._decomp import decomposition_table
-    from .core_aten import DECOMPOSED_AT_CAPTURE, overload_named
+    from .core_aten import (DECOMPOSED_AT_CAPTURE, NON_CORE_DECOMPOSED_AT_CAPTURE,
+                            overload_named)
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
     # (its decomposition returns the probabilities where eager returns the logsumexp)
@@ -615,7 +617,8 @@ def _decompositions():
     # frac: decomposed, frac of an integer tensor is x - trunc(x) = 0, where eager refuses
     # it; whole, the ATen table refuses it too (_aten._frac).
     table.pop(torch.ops.aten.frac.default, None)
-    for name in DECOMPOSED_AT_CAPTURE:  # Core ATen ops that PyTorch's own rules rewrite
+    # Core ATen ops (and a few others) that PyTorch's own rules rewrite into table ops
+    for name in (*DECOMPOSED_AT_CAPTURE, *NON_CORE_DECOMPOSED_AT_CAPTURE):
         table[overload_named(name)] = decomposition_table[overload_named(name)]
     return table
 

@@ -18,6 +18,10 @@ DECOMPOSED_AT_CAPTURE = {
     "gradients from its saved mean and rstd",
     "aten.native_group_norm_backward.default": "group norm's gradients from its saved "
     "mean and rstd",
+}
+# Ops outside Core ATen that torch.export keeps whole and PyTorch's own rules rewrite into
+# table ops (the default decompositions leave them alone).
+NON_CORE_DECOMPOSED_AT_CAPTURE = {
     "aten.addmv.default": "beta * input + alpha * (mat @ vec)",
     "aten.ldexp.Tensor": "x * 2 ** exponent",
     "aten.tril_indices.default": "arange arithmetic (the indices are constants)",

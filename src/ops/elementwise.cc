@@ -103,6 +103,7 @@ void RegisterElementwiseOps(OpRegistry& r) {
   ew::RegisterCompareOps(r);
   ew::RegisterBitwiseOps(r);
   ew::RegisterMathOps(r);
+  ew::RegisterSpecialOps(r);
   ew::RegisterWhereCastOps(r);
 }
 

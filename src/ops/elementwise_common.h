@@ -291,6 +291,7 @@ void RegisterBinaryOps(OpRegistry& r);
 void RegisterCompareOps(OpRegistry& r);
 void RegisterBitwiseOps(OpRegistry& r);      // elementwise_bitwise.cc
 void RegisterMathOps(OpRegistry& r);         // elementwise_math.cc
+void RegisterSpecialOps(OpRegistry& r);      // elementwise_special.cc
 void RegisterWhereCastOps(OpRegistry& r);
 
 }  // namespace tg::ew
