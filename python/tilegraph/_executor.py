@@ -91,7 +91,7 @@ def _hyperparameters_of(optimizer):
             return v
         return ("object", id(v))  # compared by identity (an array's == is elementwise)
     return tuple(tuple((k, plain(v)) for k, v in g.items() if k != "params") +
-                 (("params", len(g["params"])),) for g in optimizer.param_groups)
+                 (("params", len(g["params"])),) for g in optim.effective_param_groups(optimizer))
 
 # The live training executor of each module: PopTorch refuses a second trainingModel on a
 # module until the first is destroyed (two engines would train it apart, the second from
@@ -219,6 +219,7 @@ class PoplarExecutor:
         self._aliased = {}          # engine variable -> data_ptr of the module tensor viewing it
         self._alias_pending = False  # _alias_module_weights at the end of the next call
         self._compiled_membership = None  # param groups' parameters the program was built for
+        self.runs = 0  # engine calls made
         self._synthetic = None      # enableSyntheticData: (input specs, the drawn inputs)
         self._attached = False
         self._returns_tuple = False
@@ -842,6 +843,7 @@ class PoplarExecutor:
             a.shape[0] // parts, *a.shape[1:])))) for a in args]
         mode = self._engine_mode()
         self._fed_at = time.time()
+        self.runs += 1  # (a loaded optimizer state_dict shows as loaded until the next run)
         try:
             outs = self._exe.run(feeds, steps=steps, mode=ENGINE_OUTPUT_MODE[mode],
                                  every_n=self.options.output_return_period)
@@ -1203,7 +1205,8 @@ class PoplarExecutor:
         """The module names of each param group's parameters (what a program compiled the
         groups from; the cache key holds the same)."""
         names = {id(p): n for n, p in self.model.named_parameters()}
-        return [[names.get(id(p), "?") for p in g["params"]] for g in optimizer.param_groups]
+        return [[names.get(id(p), "?") for p in g["params"]]
+                for g in optim.effective_param_groups(optimizer)]
 
     def setOptimizer(self, optimizer):
         """New hyperparameters for the compiled step (no recompilation)."""

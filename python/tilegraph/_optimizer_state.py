@@ -105,15 +105,19 @@ def write_state(executor, kind, state):
         executor._exe.write_variable(var, value)
 
 
-def hyperparameters(optimizer, kind, executor):
+def hyperparameters(optimizer, kind, executor, overridden=True):
     """{PopART name: scalar tensor}: the learning rate and weight decay each parameter's
     update uses, and the loss scaling, from the optimizer's param groups (SGD as PopART's
     SGD0 folds them: scaledLearningRate0 = lr (1 - dampening) / loss_scaling,
-    weightDecayScaleFactor0 = 1 - lr (1 - dampening) wd)."""
+    weightDecayScaleFactor0 = 1 - lr (1 - dampening) wd), and the values loaded per
+    parameter where they differ (`overridden`: applied through their own groups, see
+    resolve_overrides; shown as loaded)."""
+    from .optim import effective_param_groups
     names = {id(p): n for n, p in executor.model.named_parameters()}
     ls = float(getattr(optimizer, "loss_scaling", 1.0))
     out = {}
-    for group in optimizer.param_groups:
+    groups = effective_param_groups(optimizer) if overridden else optimizer.param_groups
+    for group in groups:
         lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
         dm = float(group.get("dampening", 0.0))
         for p in group["params"]:
@@ -127,4 +131,63 @@ def hyperparameters(optimizer, kind, executor):
                 out[f"learningRate___specific___model.{fqn}"] = lr
                 out[f"weightDecay___specific___model.{fqn}"] = wd
     out["lossScaling_FLOAT"] = ls
-    return {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
+    out = {k: torch.tensor(v, dtype=torch.float32) for k, v in out.items()}
+    if overridden:
+        out.update({k: v.clone() for k, v in getattr(optimizer, "_shown_overrides", {}).items()
+                    if k in out})
+    return out
+
+
+_SPECIFIC = "___specific___model."
+
+
+def resolve_overrides(optimizer, kind, executor, loaded):
+    """PopTorch's per-parameter hyperparameters from a loaded "ipu_param": the entries that
+    differ from what the param groups imply become {id(parameter): {"lr": .., "weight_decay":
+    ..}} (each such parameter then updates as a group of its own: effective_param_groups),
+    and a loaded lossScaling_FLOAT sets optimizer.loss_scaling. Returns (per parameter,
+    {PopART name: the loaded tensor} to show). A name this program does not have, or a value
+    no learning rate and weight decay can express (SGD's weightDecayScaleFactor0 != 1 at a
+    learning rate of 0), is a ValueError before anything changes."""
+    implied = hyperparameters(optimizer, kind, executor, overridden=False)
+    unknown = sorted(k for k in loaded if k not in implied)
+    if unknown:
+        raise ValueError(f"load_state_dict: ipu_param {unknown[:4]} are not hyperparameters "
+                         f"of this program; it has {sorted(implied)[:6]}...")
+    values = {k: torch.as_tensor(v, dtype=torch.float32).reshape(()) for k, v in loaded.items()}
+    differ = {k: v for k, v in values.items() if not torch.equal(v, implied[k])}
+    ls = float(values.get("lossScaling_FLOAT", getattr(optimizer, "loss_scaling", 1.0)))
+    if not (ls == ls and abs(ls) not in (0.0, float("inf"))):
+        raise ValueError(f"load_state_dict: ipu_param lossScaling_FLOAT {ls} is not a usable "
+                         "loss scaling (zero or not finite)")
+    params = dict(executor.model.named_parameters())
+    group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
+    per_param = {}
+    for name, v in differ.items():
+        if name == "lossScaling_FLOAT":
+            continue
+        field, _, fqn = name.partition(_SPECIFIC)
+        per_param.setdefault(fqn, {})[field] = float(v)
+    resolved = {}
+    for fqn, fields in per_param.items():
+        p = params[fqn]
+        group = group_of[id(p)]
+        lr, wd = float(group["lr"]), float(group.get("weight_decay", 0.0))
+        if kind == "sgd":
+            keep = 1.0 - float(group.get("dampening", 0.0))
+            slr = fields.get("scaledLearningRate0")
+            lr = lr if slr is None else slr * ls / keep
+            factor = fields.get("weightDecayScaleFactor0")
+            if factor is not None:
+                if lr * keep == 0.0 and factor != 1.0:
+                    raise ValueError(f"load_state_dict: ipu_param weightDecayScaleFactor0 of "
+                                     f"{fqn} ({factor}) at a learning rate of 0: tilegraph's SGD "
+                                     "takes a learning rate and a weight decay, which cannot "
+                                     "express it")
+                wd = wd if lr * keep == 0.0 else (1.0 - factor) / (lr * keep)
+        else:
+            lr = fields.get("learningRate", lr)
+            wd = fields.get("weightDecay", wd)
+        resolved[id(p)] = {"lr": lr, "weight_decay": wd}
+    optimizer.loss_scaling = ls
+    return resolved, differ

@@ -43,25 +43,51 @@ class VariableAttributes:
     freezes the parameter where it is variable."""
 
     def __init__(self, variable_attributes, allowed_attributes):
-        self._variable = set(variable_attributes)
-        self._allowed = set(allowed_attributes)
+        # (PopTorch's attribute names: its tests set them directly)
+        self._variable_attributes = set(variable_attributes)
+        self._allowed_attributes = set(allowed_attributes)
 
     def _check(self, attr):
-        if attr not in self._allowed:
+        if attr not in self._allowed_attributes:
             raise ValueError(f"{attr!r} is not an attribute of this optimizer; expected one "
-                             f"of {sorted(self._allowed)}")
+                             f"of {sorted(self._allowed_attributes)}")
 
     def isConstant(self, attr):
         self._check(attr)
-        return attr not in self._variable
+        return attr not in self._variable_attributes
 
     def markAsConstant(self, attr):
         self._check(attr)
-        self._variable.discard(attr)
+        self._variable_attributes.discard(attr)
 
     def markAsVariable(self, attr):
         self._check(attr)
-        self._variable.add(attr)
+        self._variable_attributes.add(attr)
+
+
+def effective_param_groups(optimizer):
+    """The param groups the program updates with: the optimizer's, except that a parameter
+    given its own hyperparameters by a loaded "ipu_param" (PopTorch's per-parameter values,
+    _optimizer_state.resolve_overrides) is a group of its own, after its group."""
+    per_param = getattr(optimizer, "_param_hypers", None)
+    if not per_param:
+        return optimizer.param_groups
+    groups = []
+    for g in optimizer.param_groups:
+        groups.append({**g, "params": [p for p in g["params"] if id(p) not in per_param]})
+        groups += [{**g, **per_param[id(p)], "params": [p]} for p in g["params"]
+                   if id(p) in per_param]
+    return groups
+
+
+def momentum_variable(optimizer):
+    """Whether the optimizer's momentum may change after compiling (PopTorch: a variable
+    attribute, as a constructor argument given, even 0.0, makes it): the program then keeps
+    momentum buffers even while the momentum is 0."""
+    attrs = getattr(optimizer, "variable_attrs", None)
+    if isinstance(attrs, VariableAttributes) and "momentum" in attrs._allowed_attributes:
+        return not attrs.isConstant("momentum")
+    return bool(getattr(optimizer, "_momentum_given", False))
 
 
 class Optimizer:
@@ -176,7 +202,11 @@ class Optimizer:
         # A strong reference: the optimizer's state lives in that engine, so it stays as long
         # as the optimizer does (or until another executor compiles with it, or destroy()).
         self._executor = executor
-        self._loaded_param = None  # state_dict() now reads the engine's
+        loaded, self._loaded_param = getattr(self, "_loaded_param", None), None
+        if loaded:  # per-parameter hyperparameters loaded before compiling: resolved now
+            from . import _optimizer_state
+            self._param_hypers, self._shown_overrides = _optimizer_state.resolve_overrides(
+                self, describe(self)[0], executor, loaded)
         if self._pending_state is not None:
             from . import _optimizer_state
             state, self._pending_state = self._pending_state, None
@@ -225,6 +255,14 @@ class Optimizer:
             out["ipu_param"] = dict(loaded) if loaded else None
             return out
         kind = describe(self)[0]
+        shown = getattr(self, "_shown_as_loaded", None)
+        if shown is not None and shown[0] is executor and shown[1] == executor.runs:
+            # As PopTorch: until the engine has run with a loaded state, state_dict() gives it
+            # back as loaded (names it left out stay out).
+            out["ipu_state"] = {k: v.clone() for k, v in shown[2].items()}
+            out["ipu_param"] = {k: torch.as_tensor(v).clone() for k, v in shown[3].items()} \
+                if shown[3] else _optimizer_state.hyperparameters(self, kind, executor)
+            return out
         with executor._lock:
             out["ipu_state"] = _optimizer_state.read_state(executor, kind)
         out["ipu_param"] = _optimizer_state.hyperparameters(self, kind, executor)
@@ -243,6 +281,7 @@ class Optimizer:
         super().load_state_dict({k: v for k, v in state_dict.items()
                                  if k not in ("ipu_state", "ipu_param")})
         self._check_loaded_hyperparameters(state_dict.get("ipu_param"))
+        self._shown_as_loaded = None
         if state is None:
             return
         executor = self._compiled()
@@ -252,31 +291,28 @@ class Optimizer:
         from . import _optimizer_state
         with executor._lock:
             _optimizer_state.write_state(executor, describe(self)[0], state)
+        params = state_dict.get("ipu_param")
+        self._shown_as_loaded = (executor, executor.runs,
+                                 {k: v.clone() for k, v in state.items()},
+                                 dict(params) if isinstance(params, dict) else None)
 
     def _check_loaded_hyperparameters(self, params):
         """The "ipu_param" part of a loaded state dict (PopART's per-parameter learning rate,
-        weight decay, loss scaling): tilegraph's hyperparameters are the param groups', which
-        load_state_dict has just restored, so a checkpoint's agree with them; values that do
-        not (edited per parameter) are not applied, and a warning names them. Until an
-        executor compiles with this optimizer, state_dict() shows the loaded ones."""
+        weight decay, loss scaling). A checkpoint's agree with the param groups that
+        load_state_dict has just restored; values that differ (edited per parameter) are
+        applied as PopTorch applies them: each such parameter updates with its own (its
+        param group's other hyperparameters kept), until the next load_state_dict. Loaded
+        before an executor compiles with this optimizer, they are resolved when it does."""
+        self._param_hypers, self._shown_overrides = {}, {}
         if not isinstance(params, dict) or not params:
             self._loaded_param = None
             return
         executor = self._compiled()
         self._loaded_param = None if executor is not None else dict(params)
-        if executor is None:
-            return
-        from . import _optimizer_state
-        implied = _optimizer_state.hyperparameters(self, describe(self)[0], executor)
-        differ = sorted(k for k, v in params.items() if k in implied and not torch.allclose(
-            torch.as_tensor(v, dtype=torch.float32), implied[k]))
-        if differ:
-            warnings.warn(f"load_state_dict: ipu_param values that differ from the param "
-                          f"groups' hyperparameters are not applied ({', '.join(differ[:4])}"
-                          f"{', ...' if len(differ) > 4 else ''}): tilegraph's learning rate, "
-                          "weight decay and loss scaling are per param group; set them in "
-                          "optimizer.param_groups / loss_scaling, then setOptimizer",
-                          stacklevel=3)
+        if executor is not None:
+            from . import _optimizer_state
+            self._param_hypers, self._shown_overrides = _optimizer_state.resolve_overrides(
+                self, describe(self)[0], executor, params)
 
     def _stepped(self):
         """(param group, parameter, its state) for each parameter with a gradient: the loop
@@ -568,13 +604,13 @@ def describe(optimizer):
     flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True,
                  rmsprop_tf_variant=False,
                  max_grad_norm=float(getattr(optimizer, "_max_grad_norm", float("inf"))))
-    for g in optimizer.param_groups:
+    for g in effective_param_groups(optimizer):
         if g.get("amsgrad"):
             raise NotImplementedError("amsgrad is not supported by tilegraph yet")
         if g.get("maximize"):
             raise NotImplementedError("maximize=True is not supported by tilegraph yet")
         h = dict(lr=float(g["lr"]), weight_decay=float(g.get("weight_decay", 0.0)))
-        given = getattr(optimizer, "_momentum_given", False)
+        given = momentum_variable(optimizer)
         if kind == "sgd":
             # Without momentum eager ignores dampening (the step is the gradient itself);
             # the program's momentum buffer, there for the other groups, must do the same.
@@ -676,7 +712,8 @@ def spec_of(optimizer, model):
         group["params"] = [names[id(p)] for p in g["params"] if id(p) in names]
         groups.append(group)
     attrs = getattr(optimizer, "variable_attrs", None)
-    constant = sorted(a for a in attrs._allowed if attrs.isConstant(a)) if attrs else []
+    constant = sorted(a for a in attrs._allowed_attributes if attrs.isConstant(a)) \
+        if attrs else []
     return dict(cls=cls, groups=groups, loss_scaling=getattr(optimizer, "loss_scaling", 1.0),
                 max_grad_norm=getattr(optimizer, "max_grad_norm", None), constant_attrs=constant)
 
@@ -698,7 +735,7 @@ def from_spec(spec, model):
         opt.loss_scaling = float(spec.get("loss_scaling", 1.0))
         constant = spec.get("constant_attrs")
         if isinstance(constant, list):  # files before it: every attribute variable
-            allowed = opt.variable_attrs._allowed
+            allowed = opt.variable_attrs._allowed_attributes
             opt.variable_attrs = VariableAttributes(
                 {a for a in allowed if a not in constant}, allowed)
         try:

@@ -836,11 +836,10 @@ def test_set_optimizer_refuses_new_state_dtypes_once_compiled():
         opt.accum_type = torch.int32
 
 
-def test_loaded_ipu_param_shows_until_attached_and_edits_warn():
+def test_loaded_ipu_param_shows_until_attached():
     """PopTorch's test_write_ipu_state_from_checkpoint: a fresh optimizer that loads a
     checkpoint shows its ipu_param before any executor compiles with it (it showed None);
-    the learning rate trained with is the restored param groups'. Per-parameter edits of
-    ipu_param are not applied (hyperparameters are per group here): a warning says so."""
+    the learning rate trained with is the restored param groups'."""
     x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
     model = Net()
     opt = tilegraph.optim.Adam(model.parameters(), lr=1.0)
@@ -858,10 +857,63 @@ def test_loaded_ipu_param_shows_until_attached_and_edits_warn():
     after = fresh.state_dict()
     assert after["param_groups"][0]["lr"] == 0.5
     assert float(after["ipu_param"]["learningRate___specific___model.b.bias"]) == 0.5
-    edited = fresh.state_dict()
-    edited["ipu_param"]["learningRate___specific___model.b.bias"] = torch.tensor(0.25)
-    with pytest.warns(UserWarning, match="ipu_param values that differ"):
-        fresh.load_state_dict(edited)
+
+
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_per_parameter_ipu_param_values_train_as_their_own_groups(kind):
+    """PopTorch's test_write_ipu_state: ipu_param values edited per parameter and loaded are
+    applied (that parameter updates with its own learning rate / weight decay, as an eager
+    optimizer with it in a group of its own), state_dict() gives the loaded dicts back as
+    loaded until the next run (names left out stay out), and the loaded values after it; a
+    value no learning rate and weight decay can express is refused at load."""
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    model = Net()
+    reference = copy.deepcopy(model)
+    make = (lambda ps, **kw: tilegraph.optim.SGD(ps, lr=0.1, **kw)) if kind == "sgd" else \
+        (lambda ps, **kw: tilegraph.optim.Adam(ps, lr=0.01, **kw))
+    opt = make(model.parameters())
+    run = tilegraph.trainingModel(model, optimizer=opt)
+    run.compile(x, t)
+    edited = opt.state_dict()
+    if kind == "sgd":  # lr 0.05 and weight decay 0.2 for b.weight: PopART's SGD0 folding
+        edited["ipu_param"]["scaledLearningRate0___specific___model.b.weight"] = \
+            torch.tensor(0.05)
+        edited["ipu_param"]["weightDecayScaleFactor0___specific___model.b.weight"] = \
+            torch.tensor(1 - 0.05 * 0.2)
+    else:
+        edited["ipu_param"]["learningRate___specific___model.b.weight"] = torch.tensor(0.05)
+        edited["ipu_param"]["weightDecay___specific___model.b.weight"] = torch.tensor(0.2)
+    del edited["ipu_state"][next(iter(edited["ipu_state"]))]
+    opt.load_state_dict(edited)
+    shown = opt.state_dict()
+    assert set(shown["ipu_state"]) == set(edited["ipu_state"])
+    for name, value in edited["ipu_param"].items():
+        assert torch.equal(shown["ipu_param"][name], value), name
+    others = [p for n, p in reference.named_parameters() if n != "b.weight"]
+    eager_cls = torch.optim.SGD if kind == "sgd" else torch.optim.Adam
+    eager = eager_cls([{"params": others},
+                       {"params": [reference.b.weight], "lr": 0.05, "weight_decay": 0.2}],
+                      lr=0.1 if kind == "sgd" else 0.01)
+    for _ in range(3):
+        loss = run(x, t)[1]
+        eager.zero_grad()
+        ref_loss = reference(x, t)[1]
+        ref_loss.backward()
+        eager.step()
+        torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+    after = opt.state_dict()
+    assert len(after["ipu_state"]) > len(edited["ipu_state"])  # all of the engine's again
+    for name, value in edited["ipu_param"].items():
+        assert torch.equal(after["ipu_param"][name], value), name
+    if kind == "sgd":
+        bad = opt.state_dict()
+        bad["ipu_param"]["scaledLearningRate0___specific___model.a.bias"] = torch.tensor(0.0)
+        bad["ipu_param"]["weightDecayScaleFactor0___specific___model.a.bias"] = \
+            torch.tensor(0.5)
+        with pytest.raises(ValueError, match="cannot express"):
+            opt.load_state_dict(bad)
 
 
 class _SignSGD(torch.optim.SGD):
