@@ -18,7 +18,7 @@ import weakref
 import numpy as np
 import torch
 
-from . import _cache, _capture_patches, _core, _guards, autocasting, optim
+from . import _cache, _capture_patches, _core, _guards, autocasting, enums, optim
 from ._capture import LOSS_KEY, capture, tg_dtype
 from ._engine_io import from_engine, read_variables_into, to_engine
 from ._structure import CallStructure, dumps_or_none
@@ -590,6 +590,14 @@ class PoplarExecutor:
             **state_dtypes(self.optimizer), **flags)
         self._opt_flags = (kind, structure(flags))
         self._opt_state_dtypes = state_dtypes(self.optimizer)
+        training = self.options.Training
+        if self._opt_state_dtypes["grad_accum_dtype"] == "f16" and \
+                training.mean_reduction_strategy == enums.MeanReductionStrategy.Post:
+            # PopTorch switches to Running for half accumulators (a sum of many half
+            # gradients could overflow) and reports it in the model's options. tilegraph's
+            # accumulators sum and divide once whatever the strategy (docs/POPTORCH.md).
+            object.__setattr__(training, "mean_reduction_strategy",
+                               enums.MeanReductionStrategy.Running)
         cap.grad_of = dict(info["grad_of"])
         if cap.grad_of and all(cap.graph.is_zeros(g) for g in cap.grad_of.values()):
             # PopTorch runs such a model (its tests train a parameterless eval-mode dropout);

@@ -118,7 +118,8 @@ API = [
     ("Options.Training.gradientAccumulation", IMPLEMENTED, ""),
     ("Options.Training.accumulationAndReplicationReductionType", IMPLEMENTED, "Sum or Mean"),
     ("Options.Training.setMeanAccumulationAndReplicationReductionStrategy", IMPLEMENTED,
-     "Post is computed; Running/PostAndLoss agree up to rounding (noted once)"),
+     "Post is computed; Running/PostAndLoss agree up to rounding (noted once); half gradient "
+     "accumulators (accum_type=torch.half) switch the model's options to Running, as PopTorch"),
     ("Options.Training.setAutomaticLossScaling", IMPLEMENTED, "in the engine: overflow skips the step, backs off; grows"),
     ("Options.Training.setConvolutionDithering", WARNS, "IPU tile mapping"),
     ("Options.Precision.setPartialsType", IMPLEMENTED, "fp32 partials; half warns"),
@@ -201,7 +202,7 @@ API = [
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant, max_grad_norm"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm (None: 65500; a constant 0 takes Adam's step, as PopART), trust ratio"),
-    ("optim.Optimizer", IMPLEMENTED, "base class; state_dict / load_state_dict carry the engine's state (ipu_state, ipu_param)"),
+    ("optim.Optimizer", IMPLEMENTED, "base class; state_dict / load_state_dict carry the engine's state (ipu_state, ipu_param); per-parameter ipu_param values loaded are applied"),
     ("optim.VariableAttributes", IMPLEMENTED, "recorded; every hyperparameter is runtime"),
     # ---- enums ------------------------------------------------------------------------
     ("enums.OutputMode", IMPLEMENTED, ""),

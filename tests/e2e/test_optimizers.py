@@ -959,3 +959,22 @@ def test_an_optimizer_that_overrides_step_is_refused_and_a_plain_subclass_trains
         eager.step()
     trainer.copyWeightsToHost()
     torch.testing.assert_close(trained.inner.weight, reference.inner.weight)
+
+
+def test_half_gradient_accumulators_report_the_running_mean_strategy():
+    """PopTorch's test_setOptimizer_frozen_options_ok / _broken: half gradient accumulators
+    (accum_type=torch.half) switch the model's options from the Post to the Running mean
+    reduction strategy, even when set explicitly and frozen by a DataLoader; float ones keep
+    Post."""
+    x, t = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    for accum_type, want in ((torch.half, tilegraph.MeanReductionStrategy.Running),
+                             (None, tilegraph.MeanReductionStrategy.Post)):
+        opts = tilegraph.Options()
+        opts.Training.setMeanAccumulationAndReplicationReductionStrategy(
+            tilegraph.MeanReductionStrategy.Post)
+        tilegraph.DataLoader(opts, [(x, t)])  # freezes opts
+        model = Net()
+        opt = tilegraph.optim.Adam(model.parameters(), lr=0.5, accum_type=accum_type)
+        run = tilegraph.trainingModel(model, optimizer=opt, options=opts)
+        run.compile(x, t)
+        assert run.options.Training.meanAccumulationAndReplicationReductionStrategy == want
