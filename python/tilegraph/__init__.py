@@ -31,7 +31,7 @@ from ._cache import ArchiveError, ExportedModule, load_exported as load
 from ._structure import ICustomArgParser, registerCustomArgParser
 from ._system import (IPUScope, RecoverableError, UnrecoverableError,
                       hasMLIRSupportOnPlatform, hasMlirSupportOnPlatform,
-                      ipuHardwareIsAvailable, ipuHardwareVersion, nop, setLogLevel)
+                      ipuHardwareIsAvailable, ipuHardwareVersion, logger, nop, setLogLevel)
 from . import experimental
 from .auto_partition import PartitionPlan, autoPartition
 from ._blocks import (BeginBlock, Block, BlockFunction, Error, ParallelPhasedExecution, Phase,
@@ -55,7 +55,7 @@ __all__ = ["AnchorMode", "ArchiveError", "PartitionPlan", "autoPartition", "Asyn
            "hasMLIRSupportOnPlatform", "hasMlirSupportOnPlatform", "ipuHardwareIsAvailable",
            "ipuHardwareVersion",
            "ipu_print_tensor",
-           "isRunningOnIpu", "load", "module_repr", "nearest", "nop", "ops", "optim", "options",
+           "isRunningOnIpu", "load", "logger", "module_repr", "nearest", "nop", "ops", "optim", "options",
            "recomputationCheckpoint", "registerCustomArgParser", "registerPostCompileHook",
            "registerPreCompileHook", "registered_ops", "removeBlocks", "serializedMatMul",
            "set_available_memory", "set_overlap_for_input", "set_overlap_for_output",

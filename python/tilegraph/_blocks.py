@@ -70,6 +70,12 @@ class Error(RuntimeError):
         return f"{found.group(1)}:{found.group(2)}" if found else ""
 
 
+class ModelError(Error, ValueError):
+    """An op of the captured model that cannot be built for its operands (dtypes or shapes
+    that disagree, as a float64 input into float32 weights): a tilegraph.Error naming the
+    user's line, and a ValueError, as the core's checks raise."""
+
+
 class UnsupportedError(Error, NotImplementedError):
     """Something the model does that a compiled program cannot hold: a tilegraph.Error, as
     PopTorch raises, and a NotImplementedError, as tilegraph's other refusals are."""

@@ -19,7 +19,7 @@ from torch.fx.experimental.symbolic_shapes import (GuardOnDataDependentSymNode,
 
 from . import _core
 from ._aten import TABLE
-from ._blocks import Error, UnsupportedError
+from ._blocks import Error, ModelError, UnsupportedError
 
 aten = torch.ops.aten
 # With the separator: torchvision's files (".../torchvision/...") are not torch's.
@@ -587,6 +587,21 @@ def _unused_scalar_reads_removed(ep):
         ep.graph_module.recompile()
 
 
+def _operand_message(cx, node, error):
+    """What a ModelError says: the user's line, the op, the core's complaint, and for
+    operands of different float dtypes (a float64 input into float32 weights: eager refuses
+    it too) what to cast."""
+    floats = sorted({str(a.meta["val"].dtype).replace("torch.", "")
+                     for a in node.all_input_nodes if isinstance(a.meta.get("val"), torch.Tensor)
+                     and a.meta["val"].is_floating_point()})
+    hint = ""
+    if len(floats) > 1:
+        hint = (f"\nIts operands mix {' and '.join(floats)} (eager PyTorch refuses this too): "
+                "cast the inputs to the model's dtype (x.float()), or the model to theirs "
+                "(model.double())")
+    return f"{cx.source or '<unknown>'}: {node.target} cannot be built: {error}{hint}"
+
+
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
     scaled_dot_product_attention (its fused attention op, see _aten._sdpa),
@@ -894,7 +909,12 @@ def capture(model, example_args, name="model", placement_of=None, example_kwargs
         if cx.rows.handles(node):
             result = cx.rows.translate(node)
         else:
-            result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
+            try:
+                result = TABLE[node.target](cx, node, *node.args, **node.kwargs)
+            except ValueError as e:
+                if isinstance(e, Error):
+                    raise
+                raise ModelError(_operand_message(cx, node, e)) from None
         if cx.widened:
             result = cx.narrow(node, result)
             cx.widened = False

@@ -69,6 +69,7 @@ API = [
     ("experimental.IPUContext", REFUSED, "PopTorch's dispatcher is not built: use inferenceModel"),
     ("enums.Compiler", IMPLEMENTED, "PopART, MLIR (for IPUScope's compile_using)"),
     ("setLogLevel", IMPLEMENTED, "the 'tilegraph' logger"),
+    ("logger", IMPLEMENTED, "the 'tilegraph' logging.Logger (PopTorch's poptorch.logger)"),
     ("Error", IMPLEMENTED, ""),
     ("RecoverableError", IMPLEMENTED, ""),
     ("UnrecoverableError", IMPLEMENTED, ""),

@@ -511,3 +511,22 @@ def test_an_index_out_of_range_is_an_index_error_as_in_eager():
     assert isinstance(info.value, tilegraph.RecoverableError)
     ids = torch.tensor([0, 4])
     torch.testing.assert_close(ex(ids), emb(ids))
+
+
+def test_float64_input_into_float32_weights_is_a_clear_error():
+    """numpy data (float64) fed to a float32 model: eager raises (mat1 and mat2 must have
+    the same dtype); tilegraph too, a tilegraph.Error that is a RuntimeError as eager's (and
+    a ValueError, as the core's checks), naming the op and saying what to cast."""
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(x).relu()
+    model = tilegraph.inferenceModel(Head())
+    with pytest.raises(RuntimeError, match=r"mix float32 and float64.*x\.float\(\)") as info:
+        model(torch.randn(3, 4, dtype=torch.float64))
+    assert isinstance(info.value, tilegraph.Error) and isinstance(info.value, ValueError)
+    assert "test_failures.py" in str(info.value)
+    assert model(torch.randn(3, 4)).shape == (3, 2)  # the float32 call still compiles
