@@ -158,3 +158,56 @@ def _nanmedian(cx, n, x, dim=None, keepdim=False):
         return cx.op("reshape", [picked[0]], {"shape": []})
     return [cx.op("reshape", [v], {"shape": list(o.shape)}) for v, o in zip(picked,
                                                                              n.meta["val"])]
+
+
+@handles(aten.mode.default)
+def _mode(cx, n, x, dim=-1, keepdim=False):
+    """(values, indices): the most frequent value along dim (the smallest of equally frequent
+    ones, NaN counted as one value and largest) and the index of its last occurrence, as
+    eager's (where NaN is the mode eager's index is another NaN's). A stable ascending sort puts equal
+    values in runs; a run's number is the running count of run starts, its length a scatter
+    of ones; the winner is the position with the largest (length, -run, position) key."""
+    from ._aten import _ordering_key
+    shape = cx.shape_of(x)
+    if not shape:
+        return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
+    axis, size = dim % len(shape), shape[dim % len(shape)]
+    if size == 0:
+        cx.unsupported(n, "mode along an empty dimension (eager raises)")
+    values, order = cx.ops("topk", [_ordering_key(cx, x)],
+                           {"k": size, "axis": axis, "largest": 0}, 2)
+
+    def part(v, start, end):
+        return cx.op("slice", [v], {"axis": axis, "start": start, "end": end, "step": 1})
+    first = cx.op("eq", [part(values, 0, 1), part(values, 0, 1)])  # (True; NaN aside)
+    first = cx.op("logical_or", [first, cx.op("logical_not", [first])])
+    later, earlier = part(values, 1, size), part(values, 0, size - 1)
+    same = cx.op("eq", [later, earlier])
+    if cx.dtype_of(x) in ("f32", "f64", "f16", "bf16"):  # NaNs count as one value, as eager's
+        same = cx.op("logical_or", [same, cx.op("logical_and", [
+            cx.op("ne", [later, later]), cx.op("ne", [earlier, earlier])])])
+    starts = cx.op("logical_not", [same])
+    starts = cx.op("cat", [first, starts], {"axis": axis}) if size > 1 else first
+    run = cx.op("cumsum", [cx.cast(starts, "i64")], {"axis": axis})  # 1, 1, 2, 3, 3, ...
+    run0 = cx.op("sub", [run, cx.scalar(1, None, "i64")])
+    ones = cx.cast(starts, "f64")
+    ones = cx.op("add", [cx.op("mul", [ones, cx.scalar(0.0, None, "f64")]),
+                         cx.scalar(1.0, None, "f64")])
+    zeros = cx.op("mul", [ones, cx.scalar(0.0, None, "f64")])
+    lengths = cx.op("scatter_add", [zeros, run0, ones], {"axis": axis})
+    length = cx.op("gather", [lengths, run0], {"axis": axis})
+    position = np.arange(size, dtype=np.float64).reshape(
+        [size if d == axis else 1 for d in range(len(shape))])
+    wide = float(size + 1)
+    key = cx.op("add", [cx.op("mul", [length, cx.scalar(wide * wide, None, "f64")]),
+                        cx.op("sub", [cx.g.add_constant(position),
+                                      cx.op("mul", [cx.cast(run, "f64"),
+                                                    cx.scalar(wide, None, "f64")])])])
+    best = cx.op("argmax", [key], {"axis": axis, "keepdim": True})
+    picked = [cx.op("gather", [cx.v(x), cx.op("gather", [order, best], {"axis": axis})],
+                    {"axis": axis}),
+              cx.op("gather", [order, best], {"axis": axis})]
+    if keepdim:
+        return picked
+    return [cx.op("reshape", [v], {"shape": list(o.shape)}) for v, o in zip(picked,
+                                                                             n.meta["val"])]

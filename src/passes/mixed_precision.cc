@@ -1,5 +1,6 @@
 #include "passes/mixed_precision.h"
 
+#include <cstdlib>
 #include <vector>
 
 #include "ir/attr.h"
@@ -32,9 +33,27 @@ bool IsDepthwiseConv(const Node& n) {
   return groups > 1 && x.size() == 4 && x[1] == groups;
 }
 
+// The result's rows: its elements over its columns (matmul) or output channels (conv2d).
+int64_t ResultRows(const Node& n) {
+  const auto& shape = n.output(0)->type().shape;
+  if (shape.empty()) return 1;
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  const int64_t columns = n.op() == "conv2d" && shape.size() == 4 ? shape[1] : shape.back();
+  return columns == 0 ? 0 : total / columns;
+}
+
+int64_t MinRows(const MixedPrecisionPolicy& policy) {
+  if (const char* env = std::getenv("TILEGRAPH_AMP_MIN_ROWS")) return std::atoll(env);
+  return policy.min_rows;
+}
+
 bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
   if (policy.half_ops.count(n.op()) == 0) return false;
   if (!policy.depthwise_in_half && IsDepthwiseConv(n)) return false;
+  if ((n.op() == "matmul" || n.op() == "conv2d") && ResultRows(n) < MinRows(policy)) {
+    return false;
+  }
   bool any_float = false;
   for (const Value* v : n.inputs()) {
     if (!IsFloating(v->type().dtype)) continue;

@@ -24,6 +24,12 @@ struct MixedPrecisionPolicy {
   // they only add the casts on each side (EfficientNet-B0's bf16 training step on an AMX
   // Xeon, 2 threads: 0.126 s with them in bf16, 0.108 s without).
   bool depthwise_in_half = false;
+  // Matmuls and convolutions with fewer result rows than this (rows: the result's elements
+  // over its output channels / columns, N x H x W for a convolution) stay f32: a
+  // squeeze-excite block's 1 x 1 convolutions on [N, C, 1, 1], a classifier at a small
+  // batch. Their time is the casts on each side, not the product. 0: every one in half.
+  // TILEGRAPH_AMP_MIN_ROWS overrides it (for measurements).
+  int64_t min_rows = 0;
 };
 
 // Rewrites `graph` in place; returns how many nodes now compute in the half dtype.

@@ -1,7 +1,7 @@
 """torch.special's functions (lgamma, digamma, polygamma, erfinv, ndtri, i0 / i0e / i1 /
 i1e, erfcx, and what decomposes to them: gammaln, mvlgamma, log_ndtr), the float functions
 PyTorch's decompositions leave to prims (exp2, fmax / fmin, signbit, frexp, angle), the searches (bucketize, searchsorted, histc), diagonal_scatter,
-scatter(reduce="add"), nanmedian and the ops decomposed at capture (addmv, ldexp,
+scatter(reduce="add"), nanmedian, mode and the ops decomposed at capture (addmv, ldexp,
 tril / triu_indices): against eager PyTorch, with the special values (NaN, -0.0,
 infinities, ties, bin edges) where eager's rules are subtle, and trained where
 differentiable."""
@@ -116,6 +116,21 @@ def test_nanmedian_skips_nan():
     distinct = torch.randperm(35).float().reshape(5, 7)
     distinct[1, 3] = math.nan
     assert_like_eager(lambda x: torch.nanmedian(x, 1), distinct, exact=True)
+
+
+def test_mode_takes_the_smallest_most_frequent_value_and_its_last_index():
+    g = torch.Generator().manual_seed(0)
+    cases = [torch.tensor([[3, 1, 3, 1, 2], [5, 5, 4, 4, 4], [7, 0, 0, 7, 1]]),
+             torch.randint(0, 4, (6, 9), generator=g),
+             torch.randint(0, 3, (5, 4, 7), generator=g).float(),
+             torch.randint(0, 2, (4, 5), generator=g).bool(),
+             torch.tensor([[1.0, 2, 2, 1, math.nan, math.nan]])]
+    for x in cases:
+        for dim in range(-x.dim(), x.dim()):
+            assert_like_eager(lambda t: torch.mode(t, dim, keepdim=dim % 2 == 0), x, exact=True)
+    nan_mode = torch.tensor([[math.nan, math.nan, math.nan, 1.0, 2.0]])
+    got = tilegraph.inferenceModel(Fn(lambda t: torch.mode(t, 1)))(nan_mode)
+    assert torch.isnan(got[0]).all() and torch.isnan(nan_mode[0, got[1]]).all()
 
 
 def test_scatter_with_reduce_add():
