@@ -85,6 +85,9 @@ def _histc(cx, n, x, bins=100, min=0, max=0):  # noqa: A002 (torch's argument na
     """Counts of x's elements in `bins` equal-width bins over [min, max] (the last bin
     closed); elements outside, and NaN, are not counted. min == max takes the data's own
     range (widened by 1 each way if that is a single value), as eager does."""
+    if cx.own_dtype(x) not in ("f32", "f64", "f16", "bf16"):
+        cx.unsupported(n, f"histc of a {cx.own_dtype(x)} tensor (eager: \"histogram_cpu\" "
+                          "not implemented for integers)")
     if min > max:
         cx.unsupported(n, "histc with max < min (eager raises: \"max must be larger than "
                           "min\")")
