@@ -104,7 +104,7 @@ def test_histc_bins_edges_and_data_range():
     assert_like_eager(lambda x: torch.histc(x, bins=3), torch.full((5,), 4.0), exact=True)
     assert_like_eager(lambda x: torch.histc(x, bins=5, min=0, max=1), torch.rand(3, 4).double(),
                       exact=True)
-    with pytest.raises(NotImplementedError, match="histc of a i64"):  # as eager refuses it
+    with pytest.raises((RuntimeError, NotImplementedError), match="not implemented for"):
         tilegraph.inferenceModel(Fn(lambda x: torch.histc(x, 3)))(torch.tensor([1, 2, 3]))
 
 
