@@ -1440,7 +1440,8 @@ def _var(cx, n, x, dims=None, correction=None, keepdim=False):
     count = _numel([shape[d] for d in _axes(dims)] if _axes(dims) else shape)
     biased = cx.op("var", [cx.v(x)], {"axes": _axes(dims), "correction": 0,
                                        "keepdim": keepdim})
-    return cx.op("mul", [biased, cx.scalar(count / (count - correction), n)])
+    # (a scalar of x's dtype: n may be var_mean's, whose result is a tuple)
+    return cx.op("mul", [biased, cx.scalar(count / (count - correction), x)])
 
 
 @handles(aten.var_mean.correction)

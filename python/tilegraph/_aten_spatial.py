@@ -259,8 +259,14 @@ def p_norm(cx, n, x, p, axes, keepdim=False):
         return cx.op("neg", [cx.op("amax", [cx.op("neg", [mag])], attrs)])
     if p == 1:
         return cx.op("sum", [mag], attrs)
-    powered = cx.op("mul", [x, x]) if p == 2 else cx.op("pow_scalar", [mag],
-                                                          {"exponent": float(p)})
+    if 0 < p < 1:  # |x|^p's derivative is infinite at 0: the gradient there is 0, as eager's
+        nonzero = cx.op("gt", [mag, cx.scalar(0.0, None, dtype)])
+        safe_mag = cx.op("where", [nonzero, mag, cx.scalar(1.0, None, dtype)])
+        powered = cx.op("where", [nonzero, cx.op("pow_scalar", [safe_mag], {"exponent": float(p)}),
+                                  cx.scalar(0.0, None, dtype)])
+    else:
+        powered = cx.op("mul", [x, x]) if p == 2 else cx.op("pow_scalar", [mag],
+                                                              {"exponent": float(p)})
     s = cx.op("sum", [powered], attrs)
     positive = cx.op("gt", [s, cx.scalar(0.0, None, dtype)])
     safe = cx.op("where", [positive, s, cx.scalar(1.0, None, dtype)])

@@ -650,3 +650,17 @@ def test_binary_cross_entropy_matches_eager_in_range_and_fails_outside_it():
         unsquashed.parameters(), lr=0.1))
     with pytest.raises(RuntimeError, match="all elements of input should be between 0 and 1"):
         trainer(x, t)
+
+
+def test_var_mean_and_std_mean_with_a_fractional_correction():
+    """A fractional correction (count / (count - correction) times the biased variance)
+    in var_mean / std_mean: their result is a pair (it failed at capture)."""
+    x = torch.randn(5, 6)
+
+    class Moments(torch.nn.Module):
+        def forward(self, x):
+            return torch.var_mean(x, dim=1, correction=1.3) + torch.std_mean(x, dim=0,
+                                                                             correction=0.5)
+    got = tilegraph.inferenceModel(Moments())(x)
+    for g, w in zip(got, Moments()(x)):
+        torch.testing.assert_close(g, w)

@@ -395,3 +395,19 @@ def test_max_unpool3d_gives_each_copy_its_gradient():
     x[..., 5] = x[..., 6] = x[..., 4]
     assert_infers_and_trains_like_eager(Unpool3d(), (x.reshape(1, 2, 2, 2, 2), indices),
                                         output_of=lambda out: out[0])
+
+
+@pytest.mark.parametrize("p", [0.5, 0.3])
+def test_fractional_norm_gradient_is_zero_at_zero_elements(p):
+    """|x|^p with p < 1 has an infinite slope at 0: eager's gradient there is 0 (it was NaN
+    here, and the weight trained to NaN)."""
+    class FractionalNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.x = torch.nn.Parameter(torch.tensor([0.0, 1.0, -2.0, 0.0, 0.5]))
+
+        def forward(self, scale):
+            return torch.linalg.vector_norm(self.x * scale, p)
+    from parity import assert_trains_like_eager
+    assert_trains_like_eager(FractionalNorm(), (torch.tensor(1.0),), steps=2,
+                             loss_of=lambda out: out)
