@@ -1532,7 +1532,10 @@ def _is_all_true(cx, n, x):
 # ---- indexing, embedding, constants ------------------------------------------------------
 @handles(aten.gather.default)
 def _gather(cx, n, x, dim, index, sparse_grad=False):
-    return cx.op("gather", [cx.v(x), cx.v(index)], {"axis": dim})
+    value = cx.v(x)
+    if not cx.shape_of(x) and cx.shape_of(index):  # a 0-d input read as 1-D, as eager does
+        value = cx.op("reshape", [value], {"shape": [1]})
+    return cx.op("gather", [value, cx.v(index)], {"axis": dim})
 
 
 @handles(aten.index_select.default)

@@ -63,9 +63,8 @@ cpu::Pool2dParams PoolParams(const Shape& x, const AttrMap& attrs, PoolKind kind
            p.ow, "]");
   if (kind == PoolKind::kAvg) {
     p.count_include_pad = GetBool(attrs, "count_include_pad");
+    // 0: none; any other value divides, as in torch (a negative one too).
     p.divisor_override = GetInt(attrs, "divisor_override");
-    TG_CHECK(p.divisor_override >= 0, kShape, op, ": expected divisor_override >= 0, got ",
-             p.divisor_override);
   }
   return p;
 }

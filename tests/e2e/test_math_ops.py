@@ -664,3 +664,15 @@ def test_var_mean_and_std_mean_with_a_fractional_correction():
     got = tilegraph.inferenceModel(Moments())(x)
     for g, w in zip(got, Moments()(x)):
         torch.testing.assert_close(g, w)
+
+
+def test_gather_of_a_0d_tensor_and_a_negative_divisor_override():
+    """Valid inputs eager computes (they were shape errors): gather of a 0-d tensor with a
+    1-element index, and avg_pool2d with a negative divisor_override."""
+    class Odd(torch.nn.Module):
+        def forward(self, s, x):
+            return (torch.gather(s, 0, torch.zeros(1, dtype=torch.long)),
+                    F.avg_pool2d(x, 2, divisor_override=-2))
+    args = (torch.tensor(3.0), torch.randn(1, 2, 4, 4))
+    for g, w in zip(tilegraph.inferenceModel(Odd())(*args), Odd()(*args)):
+        torch.testing.assert_close(g, w)
