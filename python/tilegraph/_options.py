@@ -260,7 +260,9 @@ class _PrecisionOptions(_Group):
         convolution and scaled-dot-product attention) compute in `dtype` (torch.bfloat16 or
         torch.float16); everything else (softmax, norms, losses, reductions, elementwise,
         the optimizer) stays float32, and so do the weights (master weights) and the
-        optimizer state. Pair float16 with loss scaling (Training.setAutomaticLossScaling).
+        optimizer state; so do depthwise convolutions and the matmuls and convolutions with
+        fewer than 32 result rows (their time would go to the casts). Pair float16 with
+        loss scaling (Training.setAutomaticLossScaling).
         `dtype=None` turns it off."""
         if dtype is None:
             self.mixed_precision = None

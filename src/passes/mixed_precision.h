@@ -28,8 +28,12 @@ struct MixedPrecisionPolicy {
   // over its output channels / columns, N x H x W for a convolution) stay f32: a
   // squeeze-excite block's 1 x 1 convolutions on [N, C, 1, 1], a classifier at a small
   // batch. Their time is the casts on each side, not the product. 0: every one in half.
-  // TILEGRAPH_AMP_MIN_ROWS overrides it (for measurements).
-  int64_t min_rows = 0;
+  // TILEGRAPH_AMP_MIN_ROWS overrides it (for measurements). Measured (bf16, AMX Xeon, 2
+  // threads, batch 8, the same process alternating): EfficientNet-B0 training 0.084 ->
+  // 0.077 s and inference 0.0123 -> 0.0117 s with 32; ResNet-50 and BERT-Base unchanged
+  // within noise (64 made ResNet-50 20% slower: its 2 x 2-map convolutions, 32 rows at
+  // batch 8, are weight-bound and gain from bf16).
+  int64_t min_rows = 32;
 };
 
 // Rewrites `graph` in place; returns how many nodes now compute in the half dtype.

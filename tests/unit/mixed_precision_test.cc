@@ -9,6 +9,13 @@
 namespace tg {
 namespace {
 
+// The default policy without its size rule: these graphs are small.
+MixedPrecisionPolicy EveryOpInHalf() {
+  MixedPrecisionPolicy policy;
+  policy.min_rows = 0;
+  return policy;
+}
+
 int CountCasts(const Graph& g, DType to) {
   int n = 0;
   for (const auto& node : g.nodes()) {
@@ -28,7 +35,7 @@ TEST(MixedPrecision, HalfOpsReadHalfAndHandBackF32) {
   Value* out = b.Op1("relu", {y});             // not in the policy: f32
   g.AddOutput(out);
   g.AddOutput(h);                              // a graph output stays f32
-  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 2);
+  EXPECT_EQ(ApplyMixedPrecision(g, EveryOpInHalf()), 2);
   Verify(g);
   const Node* first = nullptr;
   const Node* second = nullptr;
@@ -53,11 +60,11 @@ TEST(MixedPrecision, LeavesOpsOutsideThePolicyAndF64Alone) {
   g.AddOutput(b.Op1("matmul", {x, x}));
   Value* f = g.AddInput("f", {DType::kF32, {2, 2}});
   g.AddOutput(b.Op1("matmul", {f, f}));
-  MixedPrecisionPolicy conv_only;
+  MixedPrecisionPolicy conv_only = EveryOpInHalf();
   conv_only.half = DType::kF16;
   conv_only.half_ops = {"conv2d"};
   EXPECT_EQ(ApplyMixedPrecision(g, conv_only), 0);
-  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 1);  // only the f32 one
+  EXPECT_EQ(ApplyMixedPrecision(g, EveryOpInHalf()), 1);  // only the f32 one
   Verify(g);
   MixedPrecisionPolicy bad;
   bad.half = DType::kF32;
@@ -81,7 +88,7 @@ TEST(MixedPrecision, DepthwiseConvolutionsStayF32UnlessAsked) {
   };
   Graph g;
   build(g);
-  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 1);  // the grouped one only
+  EXPECT_EQ(ApplyMixedPrecision(g, EveryOpInHalf()), 1);  // the grouped one only
   Verify(g);
   for (const auto& n : g.nodes()) {
     if (n->op() != "conv2d") continue;
@@ -90,9 +97,35 @@ TEST(MixedPrecision, DepthwiseConvolutionsStayF32UnlessAsked) {
   }
   Graph all;
   build(all);
-  MixedPrecisionPolicy policy;
+  MixedPrecisionPolicy policy = EveryOpInHalf();
   policy.depthwise_in_half = true;
   EXPECT_EQ(ApplyMixedPrecision(all, policy), 2);
+}
+
+TEST(MixedPrecision, ProductsWithFewResultRowsStayF32) {
+  // A squeeze-excite convolution on [8, 64, 1, 1] (8 rows) and a classifier at batch 8 stay
+  // f32 under the default policy (min_rows 32); a [32, 64] x [64, 64] matmul turns half.
+  Graph g;
+  Builder b(g);
+  Value* pooled = g.AddInput("pooled", {DType::kF32, {8, 64, 1, 1}});
+  Value* se = g.AddVariable("se", {DType::kF32, {16, 64, 1, 1}});
+  const AttrMap one_by_one = {{"stride", std::vector<int64_t>{1, 1}},
+                              {"padding", std::vector<int64_t>{0, 0}},
+                              {"dilation", std::vector<int64_t>{1, 1}},
+                              {"groups", int64_t{1}}};
+  g.AddOutput(b.Op1("conv2d", {pooled, se}, one_by_one));
+  Value* features = g.AddInput("features", {DType::kF32, {8, 64}});
+  Value* rows = g.AddInput("rows", {DType::kF32, {32, 64}});
+  Value* w = g.AddVariable("w", {DType::kF32, {64, 64}});
+  g.AddOutput(b.Op1("matmul", {features, w}));
+  g.AddOutput(b.Op1("matmul", {rows, w}));
+  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 1);
+  Verify(g);
+  for (const auto& n : g.nodes()) {
+    if (n->op() != "matmul" && n->op() != "conv2d") continue;
+    const bool large = n->input(0)->type().shape[0] == 32;
+    EXPECT_EQ(n->output(0)->type().dtype, large ? DType::kBF16 : DType::kF32) << n->op();
+  }
 }
 
 }  // namespace
