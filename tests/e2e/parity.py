@@ -9,6 +9,17 @@ import torch.nn.functional as F
 import tilegraph
 
 
+class Fn(torch.nn.Module):
+    """A module whose forward is `fn(*inputs)`: one op (or a few) under test."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args):
+        return self.fn(*args)
+
+
 class LayerNet(torch.nn.Module):
     """Linear(6, 8) -> [tanh] -> the layer under test -> Linear(8, 3), with a cross-entropy
     loss: the small model the op tests train (returns (output, loss))."""

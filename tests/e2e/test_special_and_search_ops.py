@@ -11,16 +11,7 @@ import pytest
 import torch
 
 import tilegraph
-from parity import LayerNet, assert_infers_and_trains_like_eager
-
-
-class Fn(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
+from parity import Fn, LayerNet, assert_infers_and_trains_like_eager
 
 
 def assert_like_eager(fn, *args, exact=False):
