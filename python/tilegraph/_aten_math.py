@@ -1,8 +1,8 @@
 """ATen table entries for float functions that PyTorch's decompositions leave to prims (no
-Core ATen op computes them): exp2, fmax / fmin, signbit, frexp, angle and polygamma (the
-special functions with an IR op of their own are in _aten's unary list). Each is built from
-IR ops with eager's special cases (NaN, -0.0, infinities) spelled out, since a prims
-decomposition would not be translatable.
+Core ATen op computes them): exp2, fmax / fmin, signbit, frexp, angle, nextafter and
+polygamma (the special functions with an IR op of their own are in _aten's unary list).
+Each is built from IR ops with eager's special cases (NaN, -0.0, infinities) spelled out,
+since a prims decomposition would not be translatable.
 """
 import math
 
@@ -106,3 +106,13 @@ def _polygamma(cx, n, order, x):
     if order < 0:
         cx.unsupported(n, "polygamma of a negative order (eager raises)")
     return cx.op("polygamma", [value], {"n": float(order)})
+
+
+@handles(aten.nextafter.default)
+def _nextafter(cx, n, a, b):
+    """The next representable value after a toward b, in the operands' own format (f32 or
+    f64; half formats would step by their own ulp, which the widened kernels cannot)."""
+    if cx.own_dtype(n) not in ("f32", "f64"):
+        cx.unsupported(n, f"nextafter of {cx.own_dtype(n)} tensors (f32 and f64 are supported)")
+    a_, b_ = cx.operands(n, a, b)
+    return cx.op("nextafter", [a_, b_])

@@ -100,6 +100,12 @@ struct Atan2 {
   }
 };
 
+struct NextAfter {  // the next representable value after a toward b (float and double)
+  template <typename T> TG_EW_INLINE static T Apply(T a, T b, const double*) {
+    return std::nextafter(a, b);
+  }
+};
+
 template <typename Op, unsigned types>
 OpDef BinaryOp(std::string name, std::string doc, GradPair grad,
                InputInit ia = InputInit::Normal(), InputInit ib = InputInit::Normal()) {
@@ -171,6 +177,15 @@ void RegisterBinaryOps(OpRegistry& r) {
     Value* r2 = b.Add(b.Mul(x, x), b.Mul(y, y));
     return std::pair{b.Div(b.Mul(g.GO(0), x), r2), b.Div(b.Neg(b.Mul(g.GO(0), y)), r2)};
   }));
+  OpDef next_after = BinaryOp<NextAfter, kFloats>(
+      "nextafter", "the representable value after a in the direction of b",
+      [](const GradContext&) -> std::pair<Value*, Value*> {
+        TG_CHECK(false, kUnsupported, "nextafter has no gradient (as in PyTorch)");
+        return {nullptr, nullptr};
+      });
+  next_after.grad = nullptr;  // as torch: not differentiable
+  next_after.not_differentiable = true;
+  r.Register(std::move(next_after));
   r.Register(BinaryOp<Pow, kFloats>("pow", "a ^ b (broadcasting)", [](const GradContext& g) {
     Builder& b = g.b();  // d/da = go * b * a^(b-1); d/db = go * a^b * log(a)
     Value *x = g.I(0), *y = g.I(1);

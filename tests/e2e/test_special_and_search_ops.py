@@ -62,6 +62,14 @@ def test_exp2_frexp_ldexp_angle():
     assert_like_eager(torch.angle, torch.tensor([-2, 0, 3]), exact=True)
 
 
+def test_nextafter_steps_one_ulp_in_its_format():
+    a = torch.cat([SPECIAL, torch.randn(20)])
+    b = torch.cat([SPECIAL.flip(0), torch.randn(20)])
+    for dtype in (torch.float32, torch.float64):
+        assert_like_eager(torch.nextafter, a.to(dtype), b.to(dtype), exact=True)
+    assert_like_eager(lambda a: torch.nextafter(a, torch.tensor(math.inf)), a, exact=True)
+
+
 @pytest.mark.parametrize("right", [False, True])
 def test_bucketize_and_searchsorted_place_ties_and_nan_as_eager(right):
     boundaries = torch.tensor([-2.0, -1.0, -1.0, 0.0, 0.5, 3.0, 3.0, 3.0, 10.0])
