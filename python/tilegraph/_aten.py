@@ -1478,13 +1478,24 @@ def _median_dim(cx, n, x, dim, keepdim=False):
 
 def _lower_median(cx, value, size, axis):
     """The ((size - 1) // 2)-th smallest along axis, kept as a dim of 1: the last of the
-    smallest k (topk orders ties by index, as a stable sort)."""
+    smallest k (topk orders ties by index, as a stable sort). A float row holding NaN has
+    median NaN at its first NaN's index, as eager's (median propagates NaN; nanmedian skips
+    it)."""
     k = (size - 1) // 2 + 1
     values, indices = cx.ops("topk", [value], {"k": k, "axis": axis, "largest": 0}, 2)
 
     def last(v):
         return cx.op("slice", [v], {"axis": axis, "start": k - 1, "end": k, "step": 1})
-    return last(values), last(indices)
+    values, indices = last(values), last(indices)
+    if cx.g.type_of(value)[0] not in ("f32", "f64", "f16", "bf16"):
+        return values, indices
+    nan = cx.op("ne", [value, value])
+    has_nan = cx.op("gt", [cx.op("sum", [cx.cast(nan, "i64")], {"axes": [axis], "keepdim": True}),
+                           cx.scalar(0, None, "i64")])
+    first_nan = cx.op("argmax", [cx.cast(nan, "i32")], {"axis": axis, "keepdim": True})
+    values = cx.op("where", [has_nan, cx.op("gather", [value, first_nan], {"axis": axis}),
+                             values])
+    return values, cx.op("where", [has_nan, cx.cast(first_nan, "i64"), indices])
 
 
 @handles(aten.var.dim)

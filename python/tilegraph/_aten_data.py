@@ -110,7 +110,7 @@ def _diagonal_scatter(cx, n, x, src, offset=0, dim1=0, dim2=1):
     source_of[positions.reshape(-1)] = np.arange(positions.size)
     on_diagonal = np.zeros(total, dtype=bool)
     on_diagonal[positions.reshape(-1)] = True
-    flat_src = cx.op("reshape", [cx.v(src)], {"shape": [positions.size]})
+    flat_src = cx.op("reshape", [cx.cast(cx.v(src), cx.dtype_of(n))], {"shape": [positions.size]})
     picked = cx.op("index_select", [flat_src, cx.g.add_constant(source_of)], {"axis": 0})
     flat_x = cx.op("reshape", [cx.v(x)], {"shape": [total]})
     out = cx.op("where", [cx.g.add_constant(on_diagonal), picked, flat_x])
@@ -142,6 +142,9 @@ def _nanmedian(cx, n, x, dim=None, keepdim=False):
     of the others."""
     shape = cx.shape_of(x)
     value = cx.v(x)
+    if dim is None and 0 in shape:  # no values: NaN, as eager's
+        return cx.op("full", [], {"shape": [], "value": math.nan, "dtype": "dtype:" +
+                                  cx.dtype_of(n)})
     if dim is None or not shape:
         total = int(np.prod(shape, dtype=np.int64))
         value, shape, axis = cx.op("reshape", [value], {"shape": [total]}), [total], 0
@@ -164,9 +167,10 @@ def _nanmedian(cx, n, x, dim=None, keepdim=False):
 def _mode(cx, n, x, dim=-1, keepdim=False):
     """(values, indices): the most frequent value along dim (the smallest of equally frequent
     ones, NaN counted as one value and largest) and the index of its last occurrence, as
-    eager's (where NaN is the mode eager's index is another NaN's). A stable ascending sort puts equal
-    values in runs; a run's number is the running count of run starts, its length a scatter
-    of ones; the winner is the position with the largest (length, -run, position) key."""
+    eager's (where NaN is the mode eager's index is another NaN's). A stable ascending sort
+    puts equal values in runs; a run's number is the running count of run starts, its length
+    a scatter of ones; the winner is the position with the largest (length, -run, position)
+    key."""
     from ._aten import _ordering_key
     shape = cx.shape_of(x)
     if not shape:

@@ -1,8 +1,8 @@
 """ATen table entries for float functions that PyTorch's decompositions leave to prims (no
 Core ATen op computes them): exp2, fmax / fmin, signbit, frexp, angle, nextafter and
-polygamma (the special functions with an IR op of their own are in _aten's unary list).
-Each is built from IR ops with eager's special cases (NaN, -0.0, infinities) spelled out,
-since a prims decomposition would not be translatable.
+polygamma (the special functions with an IR op of their own are in _aten's unary list);
+and addmv and tril / triu_indices, whose decompositions differ from eager at the edges.
+Each is built from IR ops with eager's special cases (NaN, -0.0, infinities) spelled out.
 """
 import math
 
@@ -21,20 +21,20 @@ def _exp2(cx, n, x):
     return cx.op("pow", [cx.scalar(2.0, None, dtype), cx.cast(cx.v(x), dtype)])
 
 
-def _pick(keep_a_when):
+def _nan_ignoring(larger):
     def handler(cx, n, a, b):
-        """torch.fmax / fmin: the larger (smaller) operand, ignoring a NaN one (NaN only
-        where both are). Ties and a NaN b go to a, as eager's gradient does."""
+        """torch.fmax / fmin: maximum / minimum (ties split the gradient evenly, as eager's),
+        ignoring a NaN operand (NaN only where both are)."""
         a_, b_ = cx.operands(n, a, b)
-        keep_a = cx.op(keep_a_when, [a_, b_])
+        out = cx.op("maximum" if larger else "minimum", [a_, b_])
         if cx.dtype_of(n) not in _INTEGER + ("bool",):
-            keep_a = cx.op("logical_or", [keep_a, _nan(cx, b_)])
-        return cx.op("where", [keep_a, a_, b_])
+            out = cx.op("where", [_nan(cx, b_), a_, cx.op("where", [_nan(cx, a_), b_, out])])
+        return out
     return handler
 
 
-aten_fmax = handles(aten.fmax.default)(_pick("ge"))
-aten_fmin = handles(aten.fmin.default)(_pick("le"))
+aten_fmax = handles(aten.fmax.default)(_nan_ignoring(True))
+aten_fmin = handles(aten.fmin.default)(_nan_ignoring(False))
 
 
 @handles(aten.signbit.default)
@@ -116,3 +116,53 @@ def _nextafter(cx, n, a, b):
         cx.unsupported(n, f"nextafter of {cx.own_dtype(n)} tensors (f32 and f64 are supported)")
     a_, b_ = cx.operands(n, a, b)
     return cx.op("nextafter", [a_, b_])
+
+
+@handles(aten.tril_indices.default, aten.triu_indices.default)
+def _triangle_indices(cx, n, *args, **kwargs):
+    """Constants: torch computes them at capture from the integer sizes (empty ones too)."""
+    return cx.constant_from_torch(n)
+
+
+@handles(aten.addmv.default)
+def _addmv(cx, n, x, mat, vec, beta=1, alpha=1):
+    """beta * x + alpha * (mat @ vec); as eager, alpha = 0 skips the product (an inf in mat
+    gives no NaN) and beta = 0 ignores x (its NaN too)."""
+    dtype = cx.dtype_of(n)
+    rows = cx.shape_of(mat)[0]
+    out = None
+    if alpha != 0:
+        column = cx.op("reshape", [cx.cast(cx.v(vec), dtype)],
+                       {"shape": [cx.shape_of(vec)[0], 1]})
+        product = cx.op("matmul", [cx.cast(cx.v(mat), dtype), column])
+        out = cx.op("reshape", [product], {"shape": [rows]})
+        if alpha != 1:
+            out = cx.op("mul", [out, cx.scalar(alpha, None, dtype)])
+    if beta != 0:
+        term = cx.op("expand", [cx.cast(cx.v(x), dtype)], {"shape": [rows]})
+        if beta != 1:
+            term = cx.op("mul", [term, cx.scalar(beta, None, dtype)])
+        out = term if out is None else cx.op("add", [out, term])
+    if out is None:
+        out = cx.op("full", [], {"shape": [rows], "value": 0.0, "dtype": "dtype:" + dtype})
+    return out
+
+
+@handles(aten.special_log_ndtr.default)
+def _log_ndtr(cx, n, x):
+    """log of the standard normal distribution function, by PyTorch's formula (erfcx below 1,
+    log1p(-erfc / 2) above), each branch evaluated only where it is taken (the other at a
+    harmless point): the untaken branch's infinities made NaN gradients (x <= -10)."""
+    dtype = cx.dtype_of(n)
+    value = cx.cast(cx.v(x), dtype)
+
+    def k(v):
+        return cx.scalar(v, None, dtype)
+    low = cx.op("lt", [value, k(1.0)])
+    t_low = cx.op("mul", [cx.op("where", [low, value, k(0.0)]), k(0.7071067811865476)])
+    t_high = cx.op("mul", [cx.op("where", [low, k(2.0), value]), k(0.7071067811865476)])
+    below = cx.op("sub", [cx.op("log", [cx.op("div", [cx.op("erfcx", [cx.op("neg", [t_low])]),
+                                                      k(2.0)])]),
+                          cx.op("mul", [t_low, t_low])])
+    above = cx.op("log1p", [cx.op("neg", [cx.op("div", [cx.op("erfc", [t_high]), k(2.0)])])])
+    return cx.op("where", [low, below, above])

@@ -3,6 +3,8 @@ histc. The searches are a binary search run on every value at once (a fixed numb
 halving steps, log2 of the sequence's length), so they cost O(n log m), not the O(n m) of
 comparing every value with every boundary.
 """
+import math
+
 from ._aten import aten, handles
 
 
@@ -116,6 +118,10 @@ def _histc(cx, n, x, bins=100, min=0, max=0):  # noqa: A002 (torch's argument na
     position = cx.op("div", [cx.op("mul", [cx.op("sub", [value, low]), k(float(bins))]),
                              cx.op("sub", [high, low])])
     position = cx.op("minimum", [cx.op("trunc", [position]), k(float(bins - 1))])
+    # A range past the format's (max - min overflows) makes positions inf or NaN: not counted
+    # (eager's own arithmetic loses them too; an integer cast of them would be garbage).
+    finite = cx.op("lt", [cx.op("abs", [position]), k(math.inf)])
+    inside = cx.op("logical_and", [inside, finite])
     position = cx.op("where", [inside, position, k(0.0)])
     counts = cx.op("full", [], {"shape": [int(bins)], "value": 0.0, "dtype": "dtype:" + dtype})
     return cx.op("scatter_add", [counts, cx.cast(position, "i64"), cx.cast(inside, dtype)],

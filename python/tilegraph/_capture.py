@@ -632,6 +632,8 @@ def _decompositions():
     # frac: decomposed, frac of an integer tensor is x - trunc(x) = 0, where eager refuses
     # it; whole, the ATen table refuses it too (_aten._frac).
     table.pop(torch.ops.aten.frac.default, None)
+    # log_ndtr: its decomposition's untaken where-branch gives NaN gradients (_aten_math).
+    table.pop(torch.ops.aten.special_log_ndtr.default, None)
     # Core ATen ops (and a few others) that PyTorch's own rules rewrite into table ops
     for name in (*DECOMPOSED_AT_CAPTURE, *NON_CORE_DECOMPOSED_AT_CAPTURE):
         table[overload_named(name)] = decomposition_table[overload_named(name)]

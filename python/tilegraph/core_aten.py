@@ -22,10 +22,7 @@ DECOMPOSED_AT_CAPTURE = {
 # Ops outside Core ATen that torch.export keeps whole and PyTorch's own rules rewrite into
 # table ops (the default decompositions leave them alone).
 NON_CORE_DECOMPOSED_AT_CAPTURE = {
-    "aten.addmv.default": "beta * input + alpha * (mat @ vec)",
     "aten.ldexp.Tensor": "x * 2 ** exponent",
-    "aten.tril_indices.default": "arange arithmetic (the indices are constants)",
-    "aten.triu_indices.default": "arange arithmetic (the indices are constants)",
 }
 
 _DATA_DEPENDENT = ("its result's size (or value) depends on the data, which a static "

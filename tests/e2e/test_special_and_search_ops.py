@@ -1,10 +1,10 @@
 """torch.special's functions (lgamma, digamma, polygamma, erfinv, ndtri, i0 / i0e / i1 /
 i1e, erfcx, and what decomposes to them: gammaln, mvlgamma, log_ndtr), the float functions
-PyTorch's decompositions leave to prims (exp2, fmax / fmin, signbit, frexp, angle), the searches (bucketize, searchsorted, histc), diagonal_scatter,
-scatter(reduce="add"), nanmedian, mode and the ops decomposed at capture (addmv, ldexp,
-tril / triu_indices): against eager PyTorch, with the special values (NaN, -0.0,
-infinities, ties, bin edges) where eager's rules are subtle, and trained where
-differentiable."""
+PyTorch's decompositions leave to prims (exp2, fmax / fmin, signbit, frexp, angle,
+nextafter), the searches (bucketize, searchsorted, histc), diagonal_scatter,
+scatter(reduce="add"), nanmedian, mode, addmv, ldexp and tril / triu_indices: against eager
+PyTorch, with the special values (NaN, -0.0, infinities, ties, bin edges) where eager's
+rules are subtle, and trained where differentiable."""
 import math
 
 import pytest
@@ -232,6 +232,16 @@ def test_log_ndtr_through_erfcx_as_eager():
         assert_like_eager(torch.special.log_ndtr, x.to(dtype))
 
 
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_polygamma_of_negative_arguments_by_reflection(order):
+    """Negative arguments, near and far from 0 (-1e7 - 0.25: a zeta sum taking |x| terms
+    did not end in reasonable time; the reflection formula takes a few), against mpmath."""
+    x = torch.tensor([-1e7 - 0.25, -12345.3, -3.7, -2.5, -1.1, -0.001], dtype=torch.float64)
+    got = tilegraph.inferenceModel(Fn(lambda t: torch.polygamma(order, t)))(x)
+    want = _mpmath(lambda mp, v: mp.polygamma(order, v))(x)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+
+
 def test_polygamma_at_the_poles_is_infinite():
     """At 0 and the negative integers trigamma is a pole: +inf here; eager's reflection
     formula returns a large finite number from sin(pi x) rounded off zero (5.4e12 at -10)."""
@@ -290,3 +300,57 @@ def test_inference_and_training_match_eager(name):
     x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
     assert_infers_and_trains_like_eager(LayerNet(DIFFERENTIABLE[name]), (x, t), steps=4,
                                         atol=1e-5)
+
+
+def test_edges_an_adversarial_audit_found():
+    """Each was a crash, a hang or a wrong value before (helper audit, session 51)."""
+    assert_like_eager(lambda x: torch.tril_indices(3, 0) + x, torch.tensor(0), exact=True)
+    assert_like_eager(lambda x: torch.triu_indices(3, 4, 1) + x, torch.tensor(0), exact=True)
+    assert_like_eager(torch.diagonal_scatter, torch.zeros(2, 2),
+                      torch.ones(2, dtype=torch.float64), exact=True)
+    got = tilegraph.inferenceModel(Fn(torch.nanmedian))(torch.zeros(0))
+    assert got.shape == () and torch.isnan(got)
+    with_nan = torch.tensor([[3.0, 1.0, math.nan, 2.0, math.nan], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    assert_like_eager(lambda x: torch.median(x, 1), with_nan, exact=True)
+    assert_like_eager(torch.median, with_nan, exact=True)
+    mat = torch.tensor([[math.inf, 1.0], [0.0, 1.0]])
+    assert_like_eager(lambda a, m, v: torch.addmv(a, m, v, alpha=0), torch.tensor([1.0, 2.0]),
+                      mat, torch.ones(2), exact=True)
+    assert_like_eager(lambda a, m, v: torch.addmv(a, m, v, beta=0), torch.tensor([math.nan, 2.0]),
+                      mat.nan_to_num(posinf=3.0), torch.ones(2), exact=True)
+    got = tilegraph.inferenceModel(Fn(lambda t: torch.polygamma(1, t)))(torch.tensor([math.inf]))
+    assert torch.equal(got, torch.zeros(1))
+    tiny = torch.tensor([5e-324, 1e-320, 1e-300], dtype=torch.float64)  # f64 subnormals
+    assert_like_eager(torch.special.ndtri, tiny)
+    # A range past the format (max - min overflows): no crash, nothing counted twice
+    counts = tilegraph.inferenceModel(Fn(lambda x: torch.histc(x, 5)))(
+        torch.tensor([-3e38, 3e38, 0.0]))
+    assert counts.shape == (5,) and float(counts.sum()) <= 3
+
+
+def test_gradients_at_ties_and_in_the_tails():
+    """fmax / fmin split a tie's gradient evenly (eager's rule); log_ndtr's gradient deep in
+    the left tail is finite (its decomposition's untaken branch made NaN)."""
+    from parity import assert_trains_like_eager
+
+    class Ties(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor([0.5, 2.0, -1.0]))
+
+        def forward(self, other):
+            return (torch.fmax(self.w, other) * torch.tensor([1.0, 2.0, 3.0])).sum() + \
+                torch.fmin(other, self.w).sum()
+    assert_trains_like_eager(Ties(), (torch.tensor([0.5, 1.0, -1.0]),), steps=2,
+                             loss_of=lambda out: out)
+
+    class Tail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.tensor(
+                [-100.0, -40.0, -10.0, -3.0, 0.5, 3.0, 6.0], dtype=torch.float64))
+
+        def forward(self, scale):
+            return torch.special.log_ndtr(self.w * scale).sum()
+    assert_trains_like_eager(Tail(), (torch.tensor(1.0, dtype=torch.float64),), steps=1,
+                             lr=0.01, loss_of=lambda out: out, rtol=1e-9, atol=1e-9)

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace tg::cpu::special {
 namespace {
@@ -49,7 +50,21 @@ double InverseErf(double y) {  // |y| <= 0.5
   if (y == 0) return y;  // keeps -0.0
   return SolveErf(y, std::log1p(-y * y), false);
 }
-double InverseErfcTail(double q) { return SolveErf(q, std::log(q * (2.0 - q)), true); }
+// x with erfc(x) = q for 0 < q <= 0.5. Below 1e-280 (f64 subnormals and their neighbours,
+// where erfc(x) has few significant bits) Newton steps on log erfc(x) = log erfcx(x) - x^2,
+// whose derivative is -2 / (sqrt(pi) erfcx(x)), from the Halley result.
+double InverseErfcTail(double q) {
+  double x = SolveErf(q, std::log(q * (2.0 - q)), true);
+  if (q >= 1e-280) return x;
+  const double log_q = std::log(q);
+  for (int i = 0; i < 8; ++i) {
+    const double scaled = Erfcx(x);
+    const double step = (std::log(scaled) - x * x - log_q) * scaled / -k2_SqrtPi;
+    x -= step;
+    if (std::abs(step) <= kEps * std::abs(x)) break;
+  }
+  return x;
+}
 
 // exp(-a) * I_nu(a) for a >= 0, nu = 0 or 1: the power series sum (a/2)^(2k+nu) /
 // (k! (k+nu)!) up to 30 (its terms are all positive: no cancellation), the asymptotic
@@ -110,6 +125,7 @@ double HurwitzZeta(double s, double q) {
   if (q <= 0) {
     if (q == std::floor(q)) return kInf;  // a term (q + k)^-s divides by zero
     if (s != std::floor(s)) return kNaN;  // a negative base to a fractional power
+    if (q < -1e7) return kNaN;  // the direct sum would take |q| terms (Polygamma reflects)
   }
   // Sum the first terms directly until q + k >= 9, then Euler-Maclaurin for the rest:
   // integral a^(1-s) / (s - 1), half the first term, and the B_2j corrections.
@@ -131,8 +147,35 @@ double HurwitzZeta(double s, double q) {
   return sum;
 }
 
+// d^n/dx^n cot(pi x) at x, from c = cot(pi x): P_0(c) = c, P_{k+1}(c) = -pi (1 + c^2) P_k'(c)
+// (d/dx cot(pi x) = -pi (1 + cot^2)), evaluated by Horner. `r` is x minus its nearest
+// integer (exact), where tan is accurate.
+double CotDerivative(int n, double r) {
+  const double c = 1.0 / std::tan(kPi * r);
+  std::vector<double> p = {0.0, 1.0};  // coefficients of c^0, c^1, ...
+  for (int k = 0; k < n; ++k) {
+    std::vector<double> next(p.size() + 1, 0.0);
+    for (size_t i = 1; i < p.size(); ++i) {  // -pi (1 + c^2) * i p_i c^(i-1)
+      next[i - 1] += -kPi * i * p[i];
+      next[i + 1] += -kPi * i * p[i];
+    }
+    p = std::move(next);
+  }
+  double value = 0;
+  for (size_t i = p.size(); i-- > 0;) value = value * c + p[i];
+  return value;
+}
+
 double Polygamma(int n, double x) {
   if (n == 0) return Digamma(x);
+  if (x == kInf) return 0.0;  // every derivative of digamma vanishes at +inf
+  if (x < 0 && x != std::floor(x)) {
+    // Reflection, differentiated n times from psi(1 - x) - psi(x) = pi cot(pi x):
+    // psi^(n)(x) = (-1)^n psi^(n)(1 - x) - pi d^n/dx^n cot(pi x). The zeta sum for a negative
+    // argument would take |x| terms (it never ended for x = -1e12).
+    const double flip = (n % 2 == 0) ? 1.0 : -1.0;
+    return flip * Polygamma(n, 1.0 - x) - kPi * CotDerivative(n, x - std::nearbyint(x));
+  }
   const double sign = (n % 2 == 1) ? 1.0 : -1.0;  // (-1)^(n+1)
   return sign * std::exp(std::lgamma(n + 1.0)) * HurwitzZeta(n + 1.0, x);
 }

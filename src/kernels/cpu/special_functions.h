@@ -13,7 +13,8 @@ namespace tg::cpu::special {
 double Digamma(double x);
 // The n-th derivative of digamma (n >= 1): (-1)^(n+1) n! zeta(n + 1, x).
 double Polygamma(int n, double x);
-// Hurwitz zeta: sum over k >= 0 of (q + k)^-s, for s > 1.
+// Hurwitz zeta: sum over k >= 0 of (q + k)^-s, for s > 1 (NaN for q < -1e7, where the
+// direct part of the sum would take |q| terms).
 double HurwitzZeta(double s, double q);
 double ErfInv(double y);
 // The inverse of the standard normal distribution function.
