@@ -63,3 +63,12 @@ def assert_infers_and_trains_like_eager(model, args, steps=3, lr=0.1, rtol=1e-5,
     torch.testing.assert_close(output_of(tilegraph.inferenceModel(model)(*args)),
                                output_of(reference(*args)), rtol=rtol, atol=atol)
     assert_trains_like_eager(model, args, steps, lr, loss_of, rtol, atol)
+
+
+def assert_layer_matches_eager(layer):
+    """`layer` (a function of the hidden [4, 8] activations) inside LayerNet: inference and
+    4 SGD steps against eager, from fixed data (the op tests' parametrized check)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(4, 6, generator=g), torch.randint(0, 3, (4,), generator=g)
+    assert_infers_and_trains_like_eager(LayerNet(layer), (x, t), steps=4, atol=1e-5)
