@@ -194,10 +194,8 @@ def _mode(cx, n, x, dim=-1, keepdim=False):
     starts = cx.op("cat", [first, starts], {"axis": axis}) if size > 1 else first
     run = cx.op("cumsum", [cx.cast(starts, "i64")], {"axis": axis})  # 1, 1, 2, 3, 3, ...
     run0 = cx.op("sub", [run, cx.scalar(1, None, "i64")])
-    ones = cx.cast(starts, "f64")
-    ones = cx.op("add", [cx.op("mul", [ones, cx.scalar(0.0, None, "f64")]),
-                         cx.scalar(1.0, None, "f64")])
-    zeros = cx.op("mul", [ones, cx.scalar(0.0, None, "f64")])
+    ones = cx.op("full", [], {"shape": list(shape), "value": 1.0, "dtype": "dtype:f64"})
+    zeros = cx.op("full", [], {"shape": list(shape), "value": 0.0, "dtype": "dtype:f64"})
     lengths = cx.op("scatter_add", [zeros, run0, ones], {"axis": axis})
     length = cx.op("gather", [lengths, run0], {"axis": axis})
     position = np.arange(size, dtype=np.float64).reshape(
