@@ -310,6 +310,9 @@ std::vector<ConvCase> ConvCases() {
           // few output positions in the batch (the GEMM backward-weight kernel): strided,
           // padded and dilated, a non-square window
           {{3, 16, 4, 5}, {8, 16, 3, 2}, {2, 1}, {1, 1}, {1, 2}},
+          // bf16 backward-input as one GEMM (<= 128 positions): several 32-row strips of
+          // positions and 32-column pairs of taps
+          {{2, 16, 8, 6}, {24, 16, 3, 3}, {1, 1}, {1, 1}},
           // depthwise with small planes (where oneDNN's backward-weight falls back to GEMM
           // and the direct depthwise loops run): 5x5 on 2x2, strided and dilated 3x3
           {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32},

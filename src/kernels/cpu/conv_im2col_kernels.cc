@@ -108,6 +108,14 @@ constexpr int64_t kGemmMaxPositions = 64;
 // costs more than oneDNN's kernel.
 constexpr int64_t kGemmMaxPositionsBf16 = 256;
 
+// bf16 backward-input (the weight as the GEMM's right operand, RunGemmBackwardInput): up to
+// ResNet-50's 4x4 stage (128 positions at batch 8). Same process, engines alternating, 2
+// threads on an AMX Xeon: ResNet-50 training 0.146 -> 0.142 s per call against a limit of 64
+// (its 3x3 4x4-stage backward-input through oneDNN: 1.5-1.8 ms per call, 240-290 GFLOP/s);
+// 512 was no better, EfficientNet-B0 unchanged. Beyond that col2im's f32 pass over the
+// columns grows with the positions while oneDNN's reorders do not.
+constexpr int64_t kGemmMaxPositionsBackwardInputBf16 = 128;
+
 bool PreferGemmBackwardWeight(const Conv2dParams& p, DenseType type) {
   if (p.groups != 1 || p.c < 16) return false;
   const int64_t positions = p.n * p.oh * p.ow;
@@ -219,8 +227,13 @@ void RunGemmForward(const Conv2dParams& p, const DenseMatmul& gemm,
   ScatterRows(y_t, p.n, p.o, p.oh * p.ow, y);
 }
 
-// Backward-input on columns: dcols [taps][n * positions] = w^T . dy^T in f32, then each dx
-// element the f32 sum of the columns that read it, rounded once to T (col2im).
+// Backward-input on columns: dcols^T [n * positions][taps] = (dy^T)^T . w in f32, then each
+// dx element the f32 sum of the columns that read it, rounded once to T (col2im). The weight
+// is the GEMM's right operand as stored ([o][taps], row-major: read row by row while it is
+// packed); as the left operand w^T it was read transposed, a column of 32 taps at a time
+// across every row of the weight, a new page per row: ResNet-50's 2x2-stage 3x3 backward-input
+// (4608 x 512 x 32, the weight cold from the previous step's update) ran at 160-280 GFLOP/s
+// on an AMX Xeon's two cores, this form 350-620.
 template <typename T>
 void RunGemmBackwardInput(const Conv2dParams& p, const DenseMatmul& gemm,
                           std::vector<unsigned char>& scratch, const T* dy, const T* w, T* dx) {
@@ -230,7 +243,7 @@ void RunGemmBackwardInput(const Conv2dParams& p, const DenseMatmul& gemm,
   float* dcols = ScratchOf<float>(scratch, dy_floats, k * taps);  // grows the buffer first
   T* dy_t = ScratchOf<T>(scratch, 0, p.o * k);
   GatherRows(dy, p.n, p.o, positions, dy_t);
-  gemm.Run(w, dy_t, dcols);
+  gemm.Run(dy_t, w, dcols);
   ParallelFor(p.n * p.c, 1, [&](int64_t b, int64_t e) {
     std::vector<float> acc(static_cast<size_t>(plane));
     for (int64_t nc = b; nc < e; ++nc) {
@@ -238,13 +251,14 @@ void RunGemmBackwardInput(const Conv2dParams& p, const DenseMatmul& gemm,
       std::fill(acc.begin(), acc.end(), 0.0f);
       for (int64_t ky = 0; ky < p.kh; ++ky) {
         for (int64_t kx = 0; kx < p.kw; ++kx) {
-          const float* col = dcols + ((c * p.kh + ky) * p.kw + kx) * k + n * positions;
+          // Tap (c, ky, kx) of the image's positions: every taps-th float of its rows.
+          const float* col = dcols + n * positions * taps + (c * p.kh + ky) * p.kw + kx;
           for (int64_t oy = 0; oy < p.oh; ++oy) {
             const int64_t iy = oy * p.stride_h - p.pad_h + ky * p.dil_h;
             if (iy < 0 || iy >= p.h) continue;
             for (int64_t ox = 0; ox < p.ow; ++ox) {
               const int64_t ix = ox * p.stride_w - p.pad_w + kx * p.dil_w;
-              if (ix >= 0 && ix < p.w) acc[iy * p.w + ix] += col[oy * p.ow + ox];
+              if (ix >= 0 && ix < p.w) acc[iy * p.w + ix] += col[(oy * p.ow + ox) * taps];
             }
           }
         }
@@ -291,9 +305,7 @@ bool PreferGemm(const Conv2dParams& p, ConvPass pass) {
   if (p.groups != 1 || p.c < 16) return false;
   const int64_t positions = p.n * p.oh * p.ow;
   if (pass == ConvPass::kForward) return IsPointwiseConv(p) || positions <= kGemmMaxPositionsBf16;
-  // Backward-input: col2im's f32 pass over the columns costs more than oneDNN's reorders
-  // beyond ResNet-50's 2x2 stage (128 positions: 1.3-2x slower than oneDNN).
-  return positions <= kGemmMaxPositions ||
+  return positions <= kGemmMaxPositionsBackwardInputBf16 ||
          (IsPointwiseConv(p) && p.h * p.w >= Conv2dGemm::kBatchedMinPlane);
 }
 
@@ -318,11 +330,11 @@ Conv2dGemm::Conv2dGemm(const Conv2dParams& p, ConvPass pass, DenseType type)
     m.m = p.o;
     m.k = p.c * p.kh * p.kw;
     m.n = p.n * p.oh * p.ow;
-  } else {  // dcols [taps][n * positions] = w^T . dy^T, in f32 for col2im
-    m.m = p.c * p.kh * p.kw;
+  } else {  // dcols^T [n * positions][taps] = dy^T^T . w, in f32 for col2im
+    m.m = p.n * p.oh * p.ow;
     m.k = p.o;
-    m.n = p.n * p.oh * p.ow;
-    m.trans_a = true;  // w is stored [o][taps]
+    m.n = p.c * p.kh * p.kw;
+    m.trans_a = true;  // dy^T is stored [o][n * positions]; w [o][taps] is read as it is
   }
   const DenseType gemm_type =
       !batched_ && !forward && type == DenseType::kBF16 ? DenseType::kBF16ToF32 : type;

@@ -75,9 +75,9 @@ bool IsPointwiseConv(const Conv2dParams& p);
 //    = w (o x c) . x[n] (c x hw) and dx[n] = w^T . dy[n], w broadcast over the batch, no copy;
 //  - gathered: forward, for 1x1 convolutions on smaller planes and any convolution with at
 //    most 256 output positions in the batch, one GEMM over the batch's im2col columns (for
-//    1x1 the planes side by side), scattered back to NCHW; backward-input, with at most 64
-//    positions, the columns' gradient w^T . dy^T in f32, summed into dx (col2im) and rounded
-//    once.
+//    1x1 the planes side by side), scattered back to NCHW; backward-input, with at most 128
+//    positions, the columns' gradient (dy^T)^T . w in f32 (the weight read as stored, the
+//    right operand), summed into dx (col2im) and rounded once.
 //    The batched form reads w once per image, which on small planes (ResNet-50's 2x2 and 4x4
 //    stages: 0.5-2 MB weights, 4-16 positions) cost 1.2-1.6 ms per convolution, ~10x this.
 // PreferGemm: whether `pass` of `p` (bf16) takes these GEMMs (backward-weight:
