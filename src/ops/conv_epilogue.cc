@@ -25,11 +25,13 @@
 #include "kernels/cpu/activation.h"
 #include "kernels/cpu/cast_kernels.h"
 #include "kernels/cpu/channel_blocking.h"
+#include "kernels/cpu/conv_im2col_kernels.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/reference_dense.h"
 #include "ops/conv.h"
 #include "ops/dense_common.h"
 #include "ops/families.h"
+#include "support/buffer_cache.h"
 
 namespace tg {
 namespace {
@@ -180,16 +182,18 @@ bool FoldIsCurrent(const FoldedWeights& state, const KernelArgs& a, int inputs, 
   return true;
 }
 
+// `weight`: also the folded weight (else only the shift: the caller reads w itself, which
+// without a batch norm is the folded weight).
 void Fold(const EpilogueSpec& s, const cpu::Conv2dParams& p, const KernelArgs& a,
-          FoldedWeights* state) {
+          FoldedWeights* state, bool weight = true) {
   std::vector<double> scale(p.o), shift(p.o);
   FoldEpilogue<float>(s, a, p.o, scale.data(), shift.data());
   const int64_t per_channel = p.c / p.groups * p.kh * p.kw;
   const float* w = dense::In<float>(a, 1);
-  state->weight.resize(p.o * per_channel);
+  state->weight.resize(weight ? p.o * per_channel : 0);
   state->bias.resize(p.o);
   for (int64_t o = 0; o < p.o; ++o) {
-    for (int64_t k = 0; k < per_channel; ++k) {
+    for (int64_t k = 0; weight && k < per_channel; ++k) {
       const int64_t i = o * per_channel + k;
       state->weight[i] = static_cast<float>(w[i] * scale[o]);
     }
@@ -271,7 +275,8 @@ std::vector<float> Widened(const void* x, DType half, int64_t n) {
 }
 
 // w rounded to `half` (nearest even) in place, its half bits in `bits`.
-void RoundTo(DType half, std::vector<float>& w, std::vector<uint16_t>& bits) {
+template <typename Bits>
+void RoundTo(DType half, std::vector<float>& w, Bits& bits) {
   const int64_t n = static_cast<int64_t>(w.size());
   bits.resize(w.size());
   cpu::CastBuffer(w.data(), cpu::ElemType::kF32, bits.data(), Elem(half), n);
@@ -339,6 +344,12 @@ Kernel MakeMixedCpu(const Node& n) {
     native = !cpu::IsReferenceImplementation(conv->implementation());
   }
   if (!native) conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout);
+  // Few output positions (cpu::PreferGemmEpilogue), where oneDNN's reorders cost more than
+  // its convolution: one GEMM on the rounded weight, the shift and activation after it.
+  std::shared_ptr<const cpu::Conv2dGemmEpilogue> gemm;
+  if (native && cpu::PreferGemmEpilogue(p)) {
+    gemm = std::make_shared<const cpu::Conv2dGemmEpilogue>(p, s.layout, s.activation);
+  }
   // The fold is kept while the variables are unchanged when every input but x is a weight
   // or computed from weights alone (a squeeze-excite convolution's reshaped bias).
   bool cacheable = true;
@@ -347,15 +358,29 @@ Kernel MakeMixedCpu(const Node& n) {
   }
   struct Rounded {
     FoldedWeights fold;
-    std::vector<uint16_t> bits;  // the folded weight in x's dtype (native)
+    // The folded weight in x's dtype (native), 64-byte aligned (the GEMM reads it in place).
+    std::vector<uint16_t, HostBufferAllocator<uint16_t>> bits;
   };
   auto state = std::make_shared<Rounded>();
   const int64_t x_numel = p.n * p.c * p.h * p.w;
-  return [conv = *conv, s, p, half, native, cacheable, state, x_numel](const KernelArgs& a) {
+  return [conv = *conv, gemm, s, p, half, native, cacheable, state,
+          x_numel](const KernelArgs& a) {
     FoldedWeights& f = state->fold;
     if (!FoldIsCurrent(f, a, s.residual_index(), cacheable)) {
-      Fold(s, p, a, &f);
-      RoundTo(half, f.weight, state->bits);
+      if (native && !s.batch_norm) {  // w is the folded weight: rounded straight to bits
+        Fold(s, p, a, &f, false);
+        const int64_t count = p.o * (p.c / p.groups) * p.kh * p.kw;
+        state->bits.resize(static_cast<size_t>(count));
+        cpu::CastBuffer(a.inputs[1], cpu::ElemType::kF32, state->bits.data(), Elem(half), count);
+      } else {
+        Fold(s, p, a, &f);
+        RoundTo(half, f.weight, state->bits);
+      }
+    }
+    if (gemm) {
+      gemm->Run(static_cast<const uint16_t*>(a.inputs[0]), state->bits.data(), f.bias.data(),
+                dense::Out<float>(a, 0));
+      return;
     }
     const uint64_t* version = cacheable ? &a.ctx->variables_version : nullptr;
     if (native) {

@@ -593,3 +593,65 @@ def test_mixed_precision_cnn_inference_folds_batch_norm_into_the_bf16_convolutio
     ours, eager = (got - fp32).abs().max().item(), (autocast - fp32).abs().max().item()
     assert 1e-5 * scale < ours < 4 * EPS[torch.bfloat16] * scale, (ours, scale)
     assert ours <= 1.5 * eager, (ours, eager)
+
+
+class SmallMapConvNet(nn.Module):
+    """Convolutions with few output positions in the batch (4 x 4 and 2 x 2 maps at batch 4:
+    64 and 16), each followed by its bias and an activation: under setMixedPrecision they are
+    mixed conv2d_epilogue nodes that run as one GEMM over the batch's columns
+    (kernels/cpu/conv_im2col_kernels.h, Conv2dGemmEpilogue)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 48, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(48, 32, 1)
+        self.fc = nn.Linear(32 * 2 * 2, 4)
+
+    def forward(self, x, y):
+        h = F.silu(self.conv3(F.relu(self.conv2(F.relu(self.conv1(x))))))
+        out = self.fc(h.flatten(1))
+        return out, F.cross_entropy(out, y)
+
+
+class AutocastSmallMapConvNet(SmallMapConvNet):
+    def forward(self, x, y):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().forward(x, y)
+
+
+def test_mixed_precision_small_map_convolutions_train_and_infer_like_autocast():
+    """Training re-rounds each changed weight every step and inference keeps the rounded
+    weight: 4 SGD steps agree with eager autocast's losses to bf16's rounding, the weights stay
+    within bf16's error of autocast's, and the trained model's inference output is within
+    bf16's error of its float32 output (no further from it than autocast's), not f32."""
+    torch.manual_seed(0)
+    base = SmallMapConvNet()
+    x, y = torch.randn(4, 16, 4, 4), torch.randint(0, 4, (4,))
+    opts = tilegraph.Options()
+    opts.Precision.setMixedPrecision(torch.bfloat16)
+    mixed_model = copy.deepcopy(base)
+    mixed = _train_steps(mixed_model, opts, x, y, steps=4)
+    autocast_model = AutocastSmallMapConvNet()
+    autocast_model.load_state_dict(base.state_dict())
+    optimizer = torch.optim.SGD(autocast_model.parameters(), lr=0.1)
+    for got in mixed:
+        optimizer.zero_grad()
+        loss = autocast_model(x, y)[1]
+        loss.backward()
+        optimizer.step()
+        assert abs(got - loss.item()) <= 4 * EPS[torch.bfloat16] * (1 + loss.item())
+    for (name, p), q in zip(mixed_model.named_parameters(), autocast_model.parameters()):
+        assert p.dtype == torch.float32
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=0, atol=4e-3, msg=name)
+    # Inference on the trained weights.
+    net = copy.deepcopy(mixed_model).eval()
+    got = tilegraph.inferenceModel(copy.deepcopy(net), opts)(x, y)[0]
+    with torch.no_grad():
+        fp32 = net(x, y)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            autocast = net(x, y)[0].float()
+    scale = fp32.abs().max().item()
+    ours, eager = (got - fp32).abs().max().item(), (autocast - fp32).abs().max().item()
+    assert 1e-5 * scale < ours < 4 * EPS[torch.bfloat16] * scale, (ours, scale)
+    assert ours <= 1.5 * eager, (ours, eager)

@@ -197,5 +197,59 @@ TEST(MixedConvEpilogue, FoldsAreKeptForValuesComputedFromWeightsAlone) {
   EXPECT_FALSE(IsWeightDerived(value("half"), 1)) << "deeper than asked";
 }
 
+
+// The mixed kernel on the shapes it runs as one GEMM over the batch's columns
+// (cpu::PreferGemmEpilogue: <= 64 output positions in the batch; 3x3, strided, padded, 1x1)
+// and on oneDNN's convolution (the two 1x1 cases on larger planes), with x and / or y
+// channel-blocked, against the reference kernel on the same rounded operands.
+struct GemmCase {
+  int64_t n, c, h, o, k, stride, pad;
+  bool src_blocked, dst_blocked;
+  const char* activation;
+};
+
+class MixedConvEpilogueGemm : public ::testing::TestWithParam<GemmCase> {};
+
+TEST_P(MixedConvEpilogueGemm, MatchesTheReference) {
+  const GemmCase& t = GetParam();
+  const int64_t oh = (t.h + 2 * t.pad - t.k) / t.stride + 1;
+  auto dims = [](std::initializer_list<int64_t> d) {
+    std::string s;
+    for (int64_t v : d) s += (s.empty() ? "" : ",") + std::to_string(v);
+    return "[" + s + "]";
+  };
+  const std::string text = "graph g {\n  input %x : bf16" + dims({t.n, t.c, t.h, t.h}) +
+                           "\n  input %w : f32" + dims({t.o, t.c, t.k, t.k}) +
+                           "\n  input %b : f32" + dims({t.o}) +
+                           "\n  %y = conv2d_epilogue(%x, %w, %b) {stride = " +
+                           dims({t.stride, t.stride}) + ", padding = " + dims({t.pad, t.pad}) +
+                           ", dilation = [1, 1], groups = 1, bias = true, batch_norm = false, "
+                           "eps = 0.00001, activation = \"" + t.activation +
+                           "\", src_blocked = " + (t.src_blocked ? "true" : "false") +
+                           ", dst_blocked = " + (t.dst_blocked ? "true" : "false") + "} : f32" +
+                           dims({t.n, t.o, oh, oh}) + "\n  output %y\n}";
+  std::unique_ptr<Graph> g = ParseGraph(text);
+  Verify(*g, &OpRegistry::Global());
+  const auto feeds = RandomFeeds(*g, 11);
+  const HostTensor ref = EvaluateGraph(*g, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor cpu = EvaluateGraph(*g, feeds, DeviceKind::kCpu).outputs[0];
+  double scale = 0;
+  for (int64_t i = 0; i < ref.type().numel(); ++i) scale = std::max(scale, std::fabs(ref.GetAsDouble(i)));
+  ASSERT_GT(scale, 0.5) << "outputs that are not all zero";
+  // f32 sums of exact bf16 products against double ones.
+  EXPECT_LE(MaxAbsDifference(cpu, ref), 1e-5 * std::max(scale, 1.0));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, MixedConvEpilogueGemm,
+    ::testing::Values(GemmCase{2, 32, 4, 48, 3, 1, 1, false, false, "relu"},
+                      GemmCase{3, 16, 7, 32, 3, 2, 1, true, false, "silu"},
+                      GemmCase{2, 32, 6, 32, 3, 1, 0, false, true, "none"},
+                      GemmCase{2, 16, 5, 64, 3, 1, 1, true, true, "gelu"},
+                      GemmCase{4, 32, 3, 80, 1, 1, 0, true, false, "hardswish"},
+                      GemmCase{2, 16, 10, 32, 1, 1, 0, false, false, "sigmoid"},
+                      GemmCase{2, 32, 9, 48, 1, 1, 0, true, true, "relu"},
+                      GemmCase{1, 16, 8, 16, 1, 1, 0, false, true, "gelu_tanh"}));
+
 }  // namespace
 }  // namespace tg

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <type_traits>
 
+#include "kernels/cpu/channel_blocking.h"
 #include "kernels/cpu/float16.h"
 #include "kernels/cpu/parallel.h"
 #include "support/error.h"
@@ -359,4 +360,63 @@ void Conv2dGemm::Run(const void* in0, const void* in1, void* out) const {
   });
 }
 
+bool PreferGemmEpilogue(const Conv2dParams& p) {
+  return p.groups == 1 && p.c >= 16 && p.n * p.oh * p.ow <= kGemmMaxPositions;
+}
+
+Conv2dGemmEpilogue::Conv2dGemmEpilogue(const Conv2dParams& p, ConvLayout layout,
+                                       Activation activation)
+    : p_(p), layout_(layout), activation_(activation) {
+  TG_CHECK(PreferGemmEpilogue(p), kInternal,
+           "conv2d epilogue GEMM: a forward convolution PreferGemmEpilogue takes");
+  MatmulParams m;  // y^T [o][n * positions] = w [o][taps] . cols
+  m.m = p.o;
+  m.k = p.c * p.kh * p.kw;
+  m.n = p.n * p.oh * p.ow;
+  gemm_ = std::make_shared<DenseMatmul>(m, MatmulEpilogue{}, PrepackB::kNo,
+                                        DenseType::kBF16ToF32);
+}
+
+void Conv2dGemmEpilogue::Run(const uint16_t* x, const uint16_t* w, const float* shift,
+                             float* y) const {
+  const Conv2dParams& p = p_;
+  const int64_t plane = p.oh * p.ow, taps = p.c * p.kh * p.kw;
+  // Scratch: x's NCHW copy when x is blocked (bf16), the columns (bf16), the GEMM's f32
+  // result y^T [o][n][plane], each part 64-byte aligned.
+  auto round64 = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
+  const int64_t x_bytes = layout_.src_blocked ? round64(p.n * p.c * p.h * p.w * 2) : 0;
+  const int64_t cols_bytes = round64(taps * p.n * plane * 2);
+  const int64_t total = x_bytes + cols_bytes + p.o * p.n * plane * 4 + 64;
+  std::vector<unsigned char>& scratch = *scratch_;
+  if (scratch.size() < static_cast<size_t>(total)) scratch.resize(static_cast<size_t>(total));
+  unsigned char* base =
+      scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
+  auto* x_plain = reinterpret_cast<uint16_t*>(base);
+  auto* cols = reinterpret_cast<uint16_t*>(base + x_bytes);
+  auto* sums = reinterpret_cast<float*>(base + x_bytes + cols_bytes);
+  if (layout_.src_blocked) {
+    Reblock(x, x_plain, p.n, p.c, p.h * p.w, false);
+    x = x_plain;
+  }
+  BuildColumns(p, x, cols);
+  gemm_->Run(w, cols, sums);
+  // y = act(sums + shift[o]) in y's layout: each channel's row of sums (every image's plane,
+  // side by side) activated in place, then its planes copied out.
+  const int64_t block = ActivationBlock(), row = p.n * plane;
+  ParallelFor(p.o, 1, [&](int64_t b, int64_t e) {
+    for (int64_t o = b; o < e; ++o) {
+      float* src = sums + o * row;
+      BiasActivate(activation_, src, row, shift[o]);
+      for (int64_t n = 0; n < p.n; ++n) {
+        const float* from = src + n * plane;
+        if (!layout_.dst_blocked) {
+          std::memcpy(y + (n * p.o + o) * plane, from, static_cast<size_t>(plane) * 4);
+          continue;
+        }
+        float* to = y + BlockedIndex(p.o, plane, block, n, o, 0);
+        for (int64_t q = 0; q < plane; ++q) to[q * block] = from[q];
+      }
+    }
+  });
+}
 }  // namespace tg::cpu
