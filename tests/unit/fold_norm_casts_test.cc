@@ -15,17 +15,20 @@ namespace {
 
 // Forward and backward of one batch norm of a half activation %xh (as mixed precision leaves
 // it): widened for the norm, the input gradient rounded back for the convolution's backward.
-std::string MixedBatchNorm(const std::string& half, const std::string& backward_eps) {
+std::string MixedBatchNorm(const std::string& half, const std::string& backward_eps,
+                           const std::string& shape = "[3, 8, 5, 7]") {
+  const std::string f32 = "f32" + shape;
   return R"(graph g {
-  input %xh : )" + half + R"([3, 8, 5, 7]
-  input %dy : f32[3, 8, 5, 7]
+  input %xh : )" + half + shape + R"(
+  input %dy : )" + f32 + R"(
   input %w : f32[8]
   input %b : f32[8]
-  %x = cast(%xh) {dtype = f32} : f32[3, 8, 5, 7]
-  %y, %mean, %invstd, %var = batch_norm_train(%x, %w, %b) {eps = 0.001} : f32[3, 8, 5, 7], f32[8], f32[8], f32[8]
+  %x = cast(%xh) {dtype = f32} : )" + f32 + R"(
+  %y, %mean, %invstd, %var = batch_norm_train(%x, %w, %b) {eps = 0.001} : )" + f32 +
+         R"(, f32[8], f32[8], f32[8]
   %dx, %dw, %db = batch_norm_backward(%dy, %x, %w, %mean, %invstd) {eps = )" + backward_eps +
-         R"(} : f32[3, 8, 5, 7], f32[8], f32[8]
-  %dxh = cast(%dx) {dtype = )" + half + R"(} : )" + half + R"([3, 8, 5, 7]
+         R"(} : )" + f32 + R"(, f32[8], f32[8]
+  %dxh = cast(%dx) {dtype = )" + half + R"(} : )" + half + shape + R"(
   output %y
   output %var
   output %dxh
@@ -74,20 +77,24 @@ void ExpectSameNumbers(const std::string& text, const Graph& after) {
 }
 
 TEST(FoldNormCasts, BatchNormReadsAndWritesTheHalfActivationWithTheSameNumbers) {
-  for (const char* half : {"bf16", "f16"}) {
-    for (const char* eps : {"-1.0", "0.001"}) {  // saved statistics, recomputed statistics
-      SCOPED_TRACE(std::string(half) + " backward eps " + eps);
-      const std::string text = MixedBatchNorm(half, eps);
-      std::unique_ptr<Graph> g = Folded(text);
-      EXPECT_EQ(Count(*g, "cast"), 0) << PrintGraph(*g);
-      const Node* fwd = Only(*g, "batch_norm_train");
-      const Node* bwd = Only(*g, "batch_norm_backward");
-      EXPECT_EQ(fwd->input(0)->name(), "xh");
-      EXPECT_EQ(fwd->output(0)->type().dtype, DType::kF32);
-      EXPECT_EQ(bwd->input(1)->name(), "xh");
-      EXPECT_EQ(bwd->output(0)->type().dtype, std::string(half) == "bf16" ? DType::kBF16
-                                                                          : DType::kF16);
-      ExpectSameNumbers(text, *g);
+  // 105 values per channel, and 324: from 256 a half x's backward reads the forward's saved
+  // statistics (norm_kernels.cc) instead of recomputing them.
+  for (const char* shape : {"[3, 8, 5, 7]", "[4, 8, 9, 9]"}) {
+    for (const char* half : {"bf16", "f16"}) {
+      for (const char* eps : {"-1.0", "0.001"}) {  // saved statistics, recomputed statistics
+        SCOPED_TRACE(std::string(half) + " backward eps " + eps + " x " + shape);
+        const std::string text = MixedBatchNorm(half, eps, shape);
+        std::unique_ptr<Graph> g = Folded(text);
+        EXPECT_EQ(Count(*g, "cast"), 0) << PrintGraph(*g);
+        const Node* fwd = Only(*g, "batch_norm_train");
+        const Node* bwd = Only(*g, "batch_norm_backward");
+        EXPECT_EQ(fwd->input(0)->name(), "xh");
+        EXPECT_EQ(fwd->output(0)->type().dtype, DType::kF32);
+        EXPECT_EQ(bwd->input(1)->name(), "xh");
+        EXPECT_EQ(bwd->output(0)->type().dtype, std::string(half) == "bf16" ? DType::kBF16
+                                                                            : DType::kF16);
+        ExpectSameNumbers(text, *g);
+      }
     }
   }
 }

@@ -182,6 +182,9 @@ void BatchNormInference(const BatchNormParams& p, const T* x, const T* w, const 
 
 namespace {
 
+// Values per channel from which a half-x backward uses the forward's saved statistics.
+constexpr double kHalfSavedStatsFrom = 256;
+
 // The plain-layout loops of BatchNormBackward; x's elements X read as T, dx's DX written
 // from T (rounded, for a half DX).
 template <typename T, typename X, typename DX>
@@ -196,7 +199,12 @@ void PlainBatchNormBackward(const BatchNormParams& p, const T* dy, const X* x, c
     // per channel (2 at 1x1 spatial, batch 2) 1/sigma is large, so x-hat from rounded
     // statistics leaves rounding-sized components the projection below should remove,
     // amplified by 1/sigma into the gradients (PyTorch's statistics are double).
-    if (p.recompute_stats) {
+    // A half x (mixed precision) over many values per channel reads the saved statistics:
+    // rounded to f32 they move x-hat by ~1e-7 relative, far below dx's half rounding, and the
+    // two passes over x that recomputing them takes were a third of the kernel's traffic.
+    const bool recompute =
+        p.recompute_stats && (std::is_same_v<X, T> || count < kHalfSavedStatsFrom);
+    if (recompute) {
       if constexpr (std::is_same_v<X, T>) {
         ChunkStats(p, x, c0, c1, m, is);
       } else {
@@ -207,15 +215,18 @@ void PlainBatchNormBackward(const BatchNormParams& p, const T* dy, const X* x, c
       for (int64_t c = c0; c < c1; ++c) m[c] = mean[c], is[c] = invstd[c];
     }
     ForRunsInOrder(p, c0, c1, [&](int64_t c, int64_t o) {
-      sum_dy[c] += vmath::SumLanes(dy + o, p.s);
       if constexpr (std::is_same_v<X, T>) {
+        sum_dy[c] += vmath::SumLanes(dy + o, p.s);
         sum_dy_xc[c] += vmath::SumProductDeviation(dy + o, x + o, p.s, m[c]);
-      } else {  // in float lanes, as ChunkStatsFloatLanes
+      } else {  // in float lanes, as ChunkStatsFloatLanes; both sums in one pass over dy
         const SplitMean sm(m[c]);
         const T* d = dy + o;
         const X* r = x + o;
-        sum_dy_xc[c] += vmath::BlockedFloatSum(
-            p.s, [=](auto at) { return at(d) * ((at(r) - sm.hi) - sm.lo); });
+        double sums[2];
+        vmath::BlockedFloatSums(p.s, sums, [=](auto at) { return at(d); },
+                                [=](auto at) { return at(d) * ((at(r) - sm.hi) - sm.lo); });
+        sum_dy[c] += sums[0];
+        sum_dy_xc[c] += sums[1];
       }
     });
     // dx = k (dy - mean(dy) - xhat mean(dy xhat)), k = w / sigma.
