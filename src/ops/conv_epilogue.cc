@@ -421,6 +421,11 @@ std::vector<OpSample> ConvEpilogueSamples() {
       {{2, 3, 5, 5}, {4, 3, 3, 3}, false, true, "relu", 1, {1, 1}, {1, 1}, false, false, true},
       {{2, 16, 5, 5}, {16, 16, 3, 3}, false, true, "gelu", 1, {1, 1}, {1, 1}, true, true, true},
       {{1, 16, 6, 6}, {32, 16, 1, 1}, true, false, "none", 1, {2, 2}, {0, 0}, false, true, true},
+      // depthwise into a blocked y with an exp-based activation (EfficientNet's blocks): the
+      // epilogue where oneDNN does not fuse it (OnednnConv2d::RunEpilogueOurselves)
+      {{2, 32, 7, 7}, {32, 1, 3, 3}, false, true, "silu", 32, {1, 1}, {1, 1}, true, true},
+      {{2, 32, 6, 6}, {32, 1, 3, 3}, true, true, "sigmoid", 32, {2, 2}, {1, 1}, false, true},
+      {{1, 32, 5, 5}, {32, 1, 3, 3}, true, false, "gelu", 32, {1, 1}, {1, 1}, true, true, true},
   };
   std::vector<OpSample> out;
   for (const Case& c : cases) {
