@@ -1,7 +1,7 @@
 """Mixed precision (bf16): tilegraph fp32 and bf16 against eager PyTorch and torch.compile
 under bf16 autocast, in the same run, on the suite's ResNet-50, EfficientNet-B0 and BERT-Base.
 
-    python3 bench/mixed_precision.py [--quick] [--only resnet50,bert_base]
+    python3 bench/mixed_precision.py [--quick] [--only resnet50,bert_base] [--standard]
 
 Engines (same model, batch, threads and SGD-momentum optimizer; one timed call runs the
 workload's steps, tilegraph as deviceIterations):
@@ -11,7 +11,9 @@ workload's steps, tilegraph as deviceIterations):
   of the run on 2 cores).
 Also: bf16 and fp32 GEMM (1024^3) in torch, raw oneDNN and tilegraph, the machine's fp32 FMA
 peak and bf16 peak (AMX tiles where the CPU has AMX-BF16, else AVX512_BF16's dot product),
-and whether the CPU has bf16 arithmetic
+--standard adds ResNet-50 at ImageNet's resolution (224x224, batch 16), where convolutions
+outweigh the per-layer memory-bound work that dominates the suite's 64x64 inputs. And
+whether the CPU has bf16 arithmetic
 (AVX512_BF16, AMX-BF16) and tilegraph runs native bf16 kernels (TILEGRAPH_NATIVE_HALF=0
 measures the widened f32 kernels instead). Results: bench/results/mixed_precision_<date>_<commit>.{json,md}.
 """
@@ -27,11 +29,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from common import interleaved, machine, save_results  # noqa: E402
 from engines import _python_infer_loop, _python_train_loop, _sgd, _stacked  # noqa: E402
-from workloads import model_workloads  # noqa: E402
+from workloads import ModelWorkload, model_workloads  # noqa: E402
 
 import tilegraph  # noqa: E402
+from tilegraph import zoo  # noqa: E402
 
 MODELS = ("resnet50", "efficientnet_b0", "bert_base")
+
+# --standard: ResNet-50 at the resolution it is trained at.
+STANDARD = ModelWorkload("resnet50_224", "torchvision ResNet-50, 10 classes, 224x224, batch 16",
+                         lambda: zoo.resnet50("small", batch=16, resolution=224,
+                                              zero_init_residual=True),
+                         steps=1, rounds=3)
 
 
 def _autocast():
@@ -200,18 +209,21 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default=",".join(MODELS))
+    parser.add_argument("--standard", action="store_true",
+                        help="also ResNet-50 at 224x224, batch 16")
     args = parser.parse_args()
     threads = torch.get_num_threads()
     info = machine(threads)
     info["command"] = "python3 bench/mixed_precision.py" + (" --quick" if args.quick else "") \
-        + (f" --only {args.only}" if args.only != ",".join(MODELS) else "")
+        + (f" --only {args.only}" if args.only != ",".join(MODELS) else "") \
+        + (" --standard" if args.standard else "")
     flags = isa()
     g = gemm()
     print(flags, g, flush=True)
     wanted = args.only.split(",")
     results = {}
-    for work in model_workloads(quick=True):
-        if work.name in wanted:
+    for work in model_workloads(quick=True) + ([STANDARD] if args.standard else []):
+        if work.name in wanted or work is STANDARD:
             with contextlib.suppress(KeyboardInterrupt):
                 results[work.name] = measure_model(work, threads, args.quick)
     md = markdown(info, flags, g, results)
