@@ -16,7 +16,7 @@ namespace {
 // Sizes: odd (a last row and column no window covers) and the row widths of the f32
 // non-overlapping 2x2 kernels' groups of 8 windows: fewer than 8 windows (w 4, 11: only the
 // masked partial group), exactly 8 (w 16), 13 (w 26, the main job's first pool: one group and
-// a partial one), 18 (w 37).
+// a partial one), 18 (w 37); and of the 3x3 / 2 backward's groups of 8.
 TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
   // {window, stride, padding, h, w}; with padding the windows touching it take the general
   // loops and the interior the fast ones (ResNet's 3x3 / 2, pad 1 stem is the first padded).
@@ -24,7 +24,10 @@ TEST(MaxPoolFastPath, MatchesTheGeneralLoopsWithTiesAndNaNs) {
        {std::array<int64_t, 5>{2, 2, 0, 9, 11}, {2, 2, 0, 8, 37}, {2, 2, 0, 5, 4},
         {2, 2, 0, 6, 16}, {2, 2, 0, 26, 26}, {3, 2, 0, 9, 11},
         {3, 1, 0, 9, 11}, {2, 1, 0, 9, 11}, {3, 2, 1, 9, 11}, {3, 2, 1, 16, 16},
-        {2, 2, 1, 8, 37}, {3, 1, 1, 7, 10}, {5, 2, 2, 12, 13}}) {
+        {2, 2, 1, 8, 37}, {3, 1, 1, 7, 10}, {5, 2, 2, 12, 13},
+        // 3x3 / 2 rows of 8 windows at a time (f32 backward): 8 interior windows (one
+        // scalar tail), 18, 27 and ResNet's stem at a small size
+        {3, 2, 0, 5, 17}, {3, 2, 1, 9, 40}, {3, 2, 0, 7, 55}, {3, 2, 1, 32, 32}}) {
     Pool2dParams p;
     p.planes = 6, p.h = h, p.w = w, p.kh = k, p.kw = k, p.stride_h = s, p.stride_w = s;
     p.pad_h = pad, p.pad_w = pad;

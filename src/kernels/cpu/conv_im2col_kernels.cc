@@ -331,7 +331,7 @@ Conv2dGemm::Conv2dGemm(const Conv2dParams& p, ConvPass pass, DenseType type)
     m.m = p.o;
     m.k = p.c * p.kh * p.kw;
     m.n = p.n * p.oh * p.ow;
-  } else {  // dcols^T [n * positions][taps] = dy^T^T . w, in f32 for col2im
+  } else {  // dcols^T [n * positions][taps] = (dy^T)^T . w, in f32 for col2im
     m.m = p.n * p.oh * p.ow;
     m.k = p.o;
     m.n = p.c * p.kh * p.kw;
