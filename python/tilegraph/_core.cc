@@ -224,12 +224,17 @@ NB_MODULE(_core, m) {
       .def_prop_ro("hyperparams", [](PyGraph& g) { return Names(g.graph->hyperparams()); })
       .def_prop_ro("num_nodes", [](PyGraph& g) { return g.graph->nodes().size(); })
       .def("apply_mixed_precision", [](PyGraph& g, const std::string& dtype,
-                                        std::optional<std::vector<std::string>> ops) {
+                                        std::optional<std::vector<std::string>> ops,
+                                        std::optional<int64_t> min_rows,
+                                        std::optional<int64_t> min_depth) {
         MixedPrecisionPolicy policy;
         policy.half = MakeType(dtype, {}).dtype;
         if (ops) policy.half_ops = std::set<std::string>(ops->begin(), ops->end());
+        if (min_rows) policy.min_rows = *min_rows;
+        if (min_depth) policy.min_depth = *min_depth;
         return ApplyMixedPrecision(*g.graph, policy);
-      }, nb::arg("dtype"), nb::arg("ops") = nb::none())
+      }, nb::arg("dtype"), nb::arg("ops") = nb::none(), nb::arg("min_rows") = nb::none(),
+         nb::arg("min_depth") = nb::none())
       .def("gradients", [](PyGraph& g, const std::string& loss, const std::vector<std::string>& wrt) {
         std::vector<Value*> ws;
         for (const std::string& n : wrt) ws.push_back(Find(g, n));

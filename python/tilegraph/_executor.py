@@ -617,9 +617,9 @@ class PoplarExecutor:
         half precision (before the backward is built from it)."""
         if self.options.Precision.mixed_precision is None:
             return
-        dtype, ops = self.options.Precision.mixed_precision
+        dtype, ops, min_rows, min_depth = self.options.Precision.mixed_precision
         cap.graph.apply_mixed_precision({torch.bfloat16: "bf16", torch.float16: "f16"}[dtype],
-                                        ops)
+                                        ops, min_rows, min_depth)
 
     def _initial_loss_scale(self, loss_scaling):
         """The loss_scale hyperparameter: the optimizer's; with automatic loss scaling and no

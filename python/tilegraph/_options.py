@@ -211,7 +211,7 @@ class _PrecisionOptions(_Group):
         self.autocast_policy = None
         self.half_float_casting = enums.HalfFloatCastingBehavior.Default
         self.running_statistics_always_float = True
-        self.mixed_precision = None  # (torch dtype, IR op names or None)
+        self.mixed_precision = None  # (torch dtype, IR op names, min_rows, min_depth)
 
     def setPartialsType(self, dtype):
         if dtype not in (torch.float, torch.float32, torch.half, torch.float16):
@@ -254,15 +254,18 @@ class _PrecisionOptions(_Group):
         self.autocast_policy = autocast_policy
         return self._root
 
-    def setMixedPrecision(self, dtype=torch.bfloat16, ops=None):
+    def setMixedPrecision(self, dtype=torch.bfloat16, ops=None, min_rows=None, min_depth=None):
         """tilegraph: automatic mixed precision for a float32 model, the standard AMP recipe.
         The policy's ops (IR op names; default matmul, conv2d, attention: every linear layer,
         convolution and scaled-dot-product attention) compute in `dtype` (torch.bfloat16 or
         torch.float16); everything else (softmax, norms, losses, reductions, elementwise,
         the optimizer) stays float32, and so do the weights (master weights) and the
         optimizer state; so do depthwise convolutions and the matmuls and convolutions with
-        fewer than 32 result rows (their time would go to the casts). Pair float16 with
-        loss scaling (Training.setAutomaticLossScaling).
+        fewer than `min_rows` result rows (default 32) or fewer than `min_depth` products per
+        result element (default 64: a convolution's input channels x kernel size, a
+        matmul's contracted dimension): their time would go to the casts. 0 puts every
+        one in half, as torch.autocast does. Pair float16 with loss scaling
+        (Training.setAutomaticLossScaling).
         `dtype=None` turns it off."""
         if dtype is None:
             self.mixed_precision = None
@@ -274,7 +277,11 @@ class _PrecisionOptions(_Group):
                                 not all(isinstance(o, str) for o in ops)):
             raise TypeError("setMixedPrecision: ops must be a list of IR op names, e.g. "
                             "['matmul', 'conv2d']")
-        self.mixed_precision = (dtype, None if ops is None else sorted(ops))
+        for name, value in (("min_rows", min_rows), ("min_depth", min_depth)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise ValueError(f"setMixedPrecision: {name} must be an int >= 0, got {value!r}")
+        self.mixed_precision = (dtype, None if ops is None else sorted(ops), min_rows, min_depth)
         return self._root
 
     def halfFloatCasting(self, half_float_casting):

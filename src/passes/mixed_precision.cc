@@ -48,10 +48,31 @@ int64_t MinRows(const MixedPrecisionPolicy& policy) {
   return policy.min_rows;
 }
 
+// The depth of the products summed for each result element: a convolution's C / groups x kh x
+// kw (its weight's dims after the first), a matmul's contracted dimension.
+int64_t ReductionDepth(const Node& n) {
+  if (n.op() == "conv2d") {
+    const auto& w = n.input(1)->type().shape;
+    int64_t depth = 1;
+    for (size_t d = 1; d < w.size(); ++d) depth *= w[d];
+    return depth;
+  }
+  const auto& a = n.input(0)->type().shape;
+  if (a.empty()) return 1;
+  const bool transposed = HasAttr(n.attrs(), "transpose_a") && GetBool(n.attrs(), "transpose_a");
+  return transposed && a.size() >= 2 ? a[a.size() - 2] : a.back();
+}
+
+int64_t MinDepth(const MixedPrecisionPolicy& policy) {
+  if (const char* env = std::getenv("TILEGRAPH_AMP_MIN_DEPTH")) return std::atoll(env);
+  return policy.min_depth;
+}
+
 bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
   if (policy.half_ops.count(n.op()) == 0) return false;
   if (!policy.depthwise_in_half && IsDepthwiseConv(n)) return false;
-  if ((n.op() == "matmul" || n.op() == "conv2d") && ResultRows(n) < MinRows(policy)) {
+  if ((n.op() == "matmul" || n.op() == "conv2d") &&
+      (ResultRows(n) < MinRows(policy) || ReductionDepth(n) < MinDepth(policy))) {
     return false;
   }
   bool any_float = false;

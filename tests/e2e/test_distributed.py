@@ -201,9 +201,10 @@ def test_processes_train_in_mixed_precision_alike(tmp_path):
     bf16 copies of the weights, passes/half_weight_shadows.cc, in the same order; the program
     hash check would stop the run otherwise), ends with the same model, and follows eager
     autocast on the whole global batch within bf16 rounding. (Every matmul in bf16, as
-    eager autocast's: the policy would keep this small model's few-row matmuls in f32.)"""
+    eager autocast's: the policy would keep this small model's few-row and shallow matmuls
+    in f32.)"""
     proc, _, reports = _launch(tmp_path, 2, "--optimizer", "sgd", "--mixed",
-                               env={"TILEGRAPH_AMP_MIN_ROWS": "0"})
+                               env={"TILEGRAPH_AMP_MIN_ROWS": "0", "TILEGRAPH_AMP_MIN_DEPTH": "0"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     for r in reports:
         assert r["state"] == reports[0]["state"]

@@ -436,7 +436,8 @@ def test_set_mixed_precision_is_the_amp_recipe():
     base = Classifier()
     x, y = torch.randn(4, 3, 8, 8), torch.randint(0, 4, (4,))
     opts = tilegraph.Options()
-    opts.Precision.setMixedPrecision(torch.bfloat16)
+    # Every product in half, as autocast (this small model's are below the size rules).
+    opts.Precision.setMixedPrecision(torch.bfloat16, min_rows=0, min_depth=0)
     mixed_model = copy.deepcopy(base)
     mixed = _train_steps(mixed_model, opts, x, y)
     autocast_model = AutocastClassifier()
@@ -488,24 +489,31 @@ def test_set_mixed_precision_training_sees_host_weight_edits(monkeypatch):
 
 def test_set_mixed_precision_policy_is_data():
     """Only the listed ops compute in half: with ops=['conv2d'] the linear layers stay f32,
-    so the result sits between full mixed precision and float32."""
+    so the result sits between full mixed precision and float32. The size rules are data too:
+    by default this small model's products (4 rows, 27 or 16 terms) all stay f32, exactly the
+    float32 result; min_rows=0, min_depth=0 put them in half."""
     torch.manual_seed(0)
     base = Classifier()
     x = torch.randn(4, 3, 8, 8)
 
-    def infer(ops):
+    def infer(ops, **sizes):
         opts = tilegraph.Options()
         if ops != "fp32":
-            opts.Precision.setMixedPrecision(torch.float16, ops=ops)
+            opts.Precision.setMixedPrecision(torch.float16, ops=ops, **sizes)
         return tilegraph.inferenceModel(copy.deepcopy(base).eval(), opts)(
             x, torch.zeros(4, dtype=torch.long))[0]
 
-    full, conv_only, fp32 = infer(None), infer(["conv2d"]), infer("fp32")
+    every = dict(min_rows=0, min_depth=0)
+    full, conv_only, fp32 = infer(None, **every), infer(["conv2d"], **every), infer("fp32")
     assert full.dtype == conv_only.dtype == torch.float32
     assert 0 < (conv_only - fp32).abs().max() < (full - fp32).abs().max() + 1e-3
     assert (full - fp32).abs().max() < 10 * EPS[torch.float16]
+    assert torch.equal(infer(None), fp32)  # the default size rules keep every product f32
+    assert 0 < (infer(None, min_rows=0) - fp32).abs().max()  # the 288-deep fc1 turns half
     with pytest.raises(ValueError, match="bfloat16 or torch.float16"):
         tilegraph.Options().Precision.setMixedPrecision(torch.float64)
+    with pytest.raises(ValueError, match="min_depth must be an int >= 0"):
+        tilegraph.Options().Precision.setMixedPrecision(torch.float16, min_depth=-1)
 
 
 def test_poptorch_autocast_region_runs_matmuls_in_float16():

@@ -29,7 +29,7 @@ std::unique_ptr<Graph> MixedMlpStep() {
   Value* h = b.Op1("relu", {b.Op1("matmul", {x2, w1})});
   Value* loss = b.Op1("nll_loss", {b.Op1("log_softmax", {b.Op1("matmul", {h, w2})}), y});
   g->AddOutput(loss);
-  EXPECT_EQ(ApplyMixedPrecision(*g, MixedPrecisionPolicy{.min_rows = 0}), 3);
+  EXPECT_EQ(ApplyMixedPrecision(*g, MixedPrecisionPolicy{.min_rows = 0, .min_depth = 0}), 3);
   ParamGroup group;
   group.params = {w1, w2};
   OptimizerConfig config;

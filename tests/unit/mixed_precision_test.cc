@@ -9,10 +9,11 @@
 namespace tg {
 namespace {
 
-// The default policy without its size rule: these graphs are small.
+// The default policy without its size rules: these graphs are small.
 MixedPrecisionPolicy EveryOpInHalf() {
   MixedPrecisionPolicy policy;
   policy.min_rows = 0;
+  policy.min_depth = 0;
   return policy;
 }
 
@@ -125,6 +126,42 @@ TEST(MixedPrecision, ProductsWithFewResultRowsStayF32) {
     if (n->op() != "matmul" && n->op() != "conv2d") continue;
     const bool large = n->input(0)->type().shape[0] == 32;
     EXPECT_EQ(n->output(0)->type().dtype, large ? DType::kBF16 : DType::kF32) << n->op();
+  }
+}
+
+
+TEST(MixedPrecision, ProductsOfFewTermsStayF32) {
+  // A stem convolution on 3 channels (27 products per result) and a 1 x 1 convolution on 32
+  // channels stay f32 under the default policy (min_depth 64); a 3 x 3 convolution on 8
+  // channels (72) turns half. Matmuls: a contraction of 32 stays f32, of 64 turns half (a
+  // transposed left operand contracts its rows).
+  Graph g;
+  Builder b(g);
+  auto conv = [&](const char* x_name, Shape x_shape, const char* w_name, Shape w_shape) {
+    Value* x = g.AddInput(x_name, {DType::kF32, std::move(x_shape)});
+    Value* w = g.AddVariable(w_name, {DType::kF32, std::move(w_shape)});
+    const int64_t pad = w->type().shape[2] / 2;
+    g.AddOutput(b.Op1("conv2d", {x, w}, {{"stride", std::vector<int64_t>{1, 1}},
+                                         {"padding", std::vector<int64_t>{pad, pad}},
+                                         {"dilation", std::vector<int64_t>{1, 1}},
+                                         {"groups", int64_t{1}}}));
+  };
+  conv("image", {2, 3, 16, 16}, "stem", {16, 3, 3, 3});
+  conv("narrow", {2, 32, 16, 16}, "pointwise", {64, 32, 1, 1});
+  conv("eight", {2, 8, 16, 16}, "three", {16, 8, 3, 3});
+  Value* a32 = g.AddInput("a32", {DType::kF32, {64, 32}});
+  Value* w32 = g.AddVariable("w32", {DType::kF32, {32, 64}});
+  g.AddOutput(b.Op1("matmul", {a32, w32}));
+  Value* at = g.AddInput("at", {DType::kF32, {64, 64}});
+  g.AddOutput(b.Op1("matmul", {at, w32}, {{"transpose_a", true}, {"transpose_b", true}}));
+  EXPECT_EQ(ApplyMixedPrecision(g, MixedPrecisionPolicy{}), 2);
+  Verify(g);
+  for (const auto& n : g.nodes()) {
+    if (n->op() != "matmul" && n->op() != "conv2d") continue;
+    const Shape& x = n->input(0)->type().shape;
+    const bool half = x == Shape{2, 8, 16, 16} || x == Shape{64, 64};
+    EXPECT_EQ(n->output(0)->type().dtype, half ? DType::kBF16 : DType::kF32)
+        << n->op() << " " << ShapeToString(x);
   }
 }
 

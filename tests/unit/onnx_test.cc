@@ -153,7 +153,7 @@ TEST(OnnxTraining, MixedPrecisionAndAutomaticLossScalingFromCpp) {
   ob.AddOutput(loss);
   SessionOptions options;
   // bf16 matmul / conv / attention, whatever their size (this graph is small)
-  options.mixed_precision = MixedPrecisionPolicy{.min_rows = 0};
+  options.mixed_precision = MixedPrecisionPolicy{.min_rows = 0, .min_depth = 0};
   OptimizerSpec sgd = Sgd(0.5);
   sgd.config.automatic_loss_scaling = true;
   DataFlow flow;
