@@ -1490,9 +1490,8 @@ def _lower_median(cx, value, size, axis):
     if cx.g.type_of(value)[0] not in ("f32", "f64", "f16", "bf16"):
         return values, indices
     nan = cx.op("ne", [value, value])
-    has_nan = cx.op("gt", [cx.op("sum", [cx.cast(nan, "i64")], {"axes": [axis], "keepdim": True}),
-                           cx.scalar(0, None, "i64")])
     first_nan = cx.op("argmax", [cx.cast(nan, "i32")], {"axis": axis, "keepdim": True})
+    has_nan = cx.op("gather", [nan, first_nan], {"axis": axis})  # (argmax is 0 without one)
     values = cx.op("where", [has_nan, cx.op("gather", [value, first_nan], {"axis": axis}),
                              values])
     return values, cx.op("where", [has_nan, cx.cast(first_nan, "i64"), indices])

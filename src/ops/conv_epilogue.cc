@@ -338,17 +338,18 @@ Kernel MakeMixedCpu(const Node& n) {
   epilogue.bias = true;  // the shift: the bias and / or the batch norm's
   epilogue.activation = s.activation;
   bool native = half == DType::kBF16 && cpu::NativeBf16Dense();
-  std::optional<cpu::OnednnConv2d> conv;
-  if (native) {
-    conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout, cpu::DenseType::kBF16ToF32);
-    native = !cpu::IsReferenceImplementation(conv->implementation());
-  }
-  if (!native) conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout);
   // Few output positions (cpu::PreferGemmEpilogue), where oneDNN's reorders cost more than
   // its convolution: one GEMM on the rounded weight, the shift and activation after it.
   std::shared_ptr<const cpu::Conv2dGemmEpilogue> gemm;
+  std::optional<cpu::OnednnConv2d> conv;  // else oneDNN's convolution
   if (native && cpu::PreferGemmEpilogue(p)) {
     gemm = std::make_shared<const cpu::Conv2dGemmEpilogue>(p, s.layout, s.activation);
+  } else {
+    if (native) {
+      conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout, cpu::DenseType::kBF16ToF32);
+      native = !cpu::IsReferenceImplementation(conv->implementation());
+    }
+    if (!native) conv.emplace(p, cpu::ConvPass::kForward, epilogue, s.layout);
   }
   // The fold is kept while the variables are unchanged when every input but x is a weight
   // or computed from weights alone (a squeeze-excite convolution's reshaped bias).
@@ -363,17 +364,19 @@ Kernel MakeMixedCpu(const Node& n) {
   };
   auto state = std::make_shared<Rounded>();
   const int64_t x_numel = p.n * p.c * p.h * p.w;
-  return [conv = *conv, gemm, s, p, half, native, cacheable, state,
-          x_numel](const KernelArgs& a) {
+  return [conv, gemm, s, p, half, native, cacheable, state, x_numel](const KernelArgs& a) {
     FoldedWeights& f = state->fold;
     if (!FoldIsCurrent(f, a, s.residual_index(), cacheable)) {
-      if (native && !s.batch_norm) {  // w is the folded weight: rounded straight to bits
-        Fold(s, p, a, &f, false);
+      // Native kernels read the weight's bf16 bits only: without a batch norm w itself is the
+      // folded weight and is rounded straight from the input; the widened path also needs the
+      // rounded weight in f32.
+      Fold(s, p, a, &f, s.batch_norm || !native);
+      if (native) {
+        const float* w = s.batch_norm ? f.weight.data() : dense::In<float>(a, 1);
         const int64_t count = p.o * (p.c / p.groups) * p.kh * p.kw;
         state->bits.resize(static_cast<size_t>(count));
-        cpu::CastBuffer(a.inputs[1], cpu::ElemType::kF32, state->bits.data(), Elem(half), count);
+        cpu::CastBuffer(w, cpu::ElemType::kF32, state->bits.data(), Elem(half), count);
       } else {
-        Fold(s, p, a, &f);
         RoundTo(half, f.weight, state->bits);
       }
     }
@@ -384,11 +387,11 @@ Kernel MakeMixedCpu(const Node& n) {
     }
     const uint64_t* version = cacheable ? &a.ctx->variables_version : nullptr;
     if (native) {
-      conv.Run(a.inputs[0], state->bits.data(), a.outputs[0], version, f.bias.data());
+      conv->Run(a.inputs[0], state->bits.data(), a.outputs[0], version, f.bias.data());
       return;
     }
     const std::vector<float> x = Widened(a.inputs[0], half, x_numel);
-    conv.Run(x.data(), f.weight.data(), a.outputs[0], version, f.bias.data());
+    conv->Run(x.data(), f.weight.data(), a.outputs[0], version, f.bias.data());
   };
 }
 

@@ -43,9 +43,11 @@ int64_t ResultRows(const Node& n) {
   return columns == 0 ? 0 : total / columns;
 }
 
-int64_t MinRows(const MixedPrecisionPolicy& policy) {
-  if (const char* env = std::getenv("TILEGRAPH_AMP_MIN_ROWS")) return std::atoll(env);
-  return policy.min_rows;
+// A size rule's threshold: the environment's `name` when set (for measurements), else the
+// policy's.
+int64_t Threshold(const char* name, int64_t policy_value) {
+  if (const char* env = std::getenv(name)) return std::atoll(env);
+  return policy_value;
 }
 
 // The depth of the products summed for each result element: a convolution's C / groups x kh x
@@ -63,16 +65,12 @@ int64_t ReductionDepth(const Node& n) {
   return transposed && a.size() >= 2 ? a[a.size() - 2] : a.back();
 }
 
-int64_t MinDepth(const MixedPrecisionPolicy& policy) {
-  if (const char* env = std::getenv("TILEGRAPH_AMP_MIN_DEPTH")) return std::atoll(env);
-  return policy.min_depth;
-}
-
 bool Eligible(const Node& n, const MixedPrecisionPolicy& policy) {
   if (policy.half_ops.count(n.op()) == 0) return false;
   if (!policy.depthwise_in_half && IsDepthwiseConv(n)) return false;
   if ((n.op() == "matmul" || n.op() == "conv2d") &&
-      (ResultRows(n) < MinRows(policy) || ReductionDepth(n) < MinDepth(policy))) {
+      (ResultRows(n) < Threshold("TILEGRAPH_AMP_MIN_ROWS", policy.min_rows) ||
+       ReductionDepth(n) < Threshold("TILEGRAPH_AMP_MIN_DEPTH", policy.min_depth))) {
     return false;
   }
   bool any_float = false;

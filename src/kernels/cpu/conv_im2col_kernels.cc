@@ -381,19 +381,13 @@ void Conv2dGemmEpilogue::Run(const uint16_t* x, const uint16_t* w, const float* 
                              float* y) const {
   const Conv2dParams& p = p_;
   const int64_t plane = p.oh * p.ow, taps = p.c * p.kh * p.kw;
-  // Scratch: x's NCHW copy when x is blocked (bf16), the columns (bf16), the GEMM's f32
-  // result y^T [o][n][plane], each part 64-byte aligned.
-  auto round64 = [](int64_t bytes) { return (bytes + 63) / 64 * 64; };
-  const int64_t x_bytes = layout_.src_blocked ? round64(p.n * p.c * p.h * p.w * 2) : 0;
-  const int64_t cols_bytes = round64(taps * p.n * plane * 2);
-  const int64_t total = x_bytes + cols_bytes + p.o * p.n * plane * 4 + 64;
-  std::vector<unsigned char>& scratch = *scratch_;
-  if (scratch.size() < static_cast<size_t>(total)) scratch.resize(static_cast<size_t>(total));
-  unsigned char* base =
-      scratch.data() + (64 - reinterpret_cast<uintptr_t>(scratch.data()) % 64) % 64;
-  auto* x_plain = reinterpret_cast<uint16_t*>(base);
-  auto* cols = reinterpret_cast<uint16_t*>(base + x_bytes);
-  auto* sums = reinterpret_cast<float*>(base + x_bytes + cols_bytes);
+  // Scratch: x's NCHW copy when x is blocked and the columns (bf16), then the GEMM's f32
+  // result y^T [o][n][plane].
+  const int64_t x_numel = layout_.src_blocked ? p.n * p.c * p.h * p.w : 0;
+  const int64_t halves = x_numel + taps * p.n * plane;
+  float* sums = ScratchOf<float>(*scratch_, (halves + 1) / 2, p.o * p.n * plane);  // grows first
+  uint16_t* x_plain = ScratchOf<uint16_t>(*scratch_, 0, halves);
+  uint16_t* cols = x_plain + x_numel;
   if (layout_.src_blocked) {
     Reblock(x, x_plain, p.n, p.c, p.h * p.w, false);
     x = x_plain;
