@@ -4,7 +4,8 @@
 // the same shape (the iteration space); inputs broadcast into it. Values are f32 or f64 (the
 // compute type), bool (0/1 of the compute type inside, stored as bool) or f16 / bf16 (f32
 // inside, stored in the format, every op's result rounded to it as the unfused op would). Built by the
-// fuse-elementwise pass after autodiff, so not differentiable.
+// fuse-elementwise pass after autodiff, so not differentiable. `streaming_stores` lists the
+// outputs written with non-temporal stores (passes/stream_update_stores.cc).
 #include <map>
 
 #include "kernels/cpu/fused_jit.h"
@@ -130,7 +131,16 @@ Kernel FusedCpuKernel(const Node& node) {
     auto program = std::make_shared<cpu::FusedProgram<T>>(Compile<T>(*body, space));
     // `body` stays alive with the kernel: constants are read from it.
     if constexpr (std::is_same_v<T, float>) {
-      std::shared_ptr<cpu::FusedJitKernel> jit = cpu::CompileFusedJit(*program);
+      std::vector<bool> streaming(node.outputs().size(), false);
+      if (HasAttr(node.attrs(), "streaming_stores")) {
+        for (int64_t o : GetInts(node.attrs(), "streaming_stores")) {
+          TG_CHECK(o >= 0 && o < int64_t(streaming.size()), kInvalidInput, node.Describe(),
+                   ": streaming_stores names output ", o, " of ", streaming.size());
+          streaming[o] = true;
+        }
+      }
+      std::shared_ptr<cpu::FusedJitKernel> jit =
+          cpu::CompileFusedJit(*program, cpu::JitIsa::kAuto, std::move(streaming));
       if (jit) return [jit, body](const KernelArgs& a) { jit->Run(a.inputs, a.outputs); };
     }
     return [program, body](const KernelArgs& a) { cpu::RunFused(*program, a.inputs, a.outputs); };
@@ -183,7 +193,9 @@ void RegisterFusedOps(OpRegistry& r) {
   def.num_inputs = -1;
   def.min_inputs = 0;
   def.num_outputs = -1;
-  def.attrs = {{"body", std::nullopt}};
+  // streaming_stores: outputs nothing reads soon (set by the stream-update-stores pass),
+  // written past the caches where the kernel can; the values are the same either way.
+  def.attrs = {{"body", std::nullopt}, {"streaming_stores", std::vector<int64_t>{}}};
   def.infer = InferFused;
   def.not_differentiable = true;
   def.traits.elementwise = true;

@@ -32,6 +32,7 @@ constexpr PassInfo kPasses[] = {
     {"recompute", CreateRecomputePass},
     {"remat-elementwise", CreateRematElementwisePass},
     {"schedule-updates", CreateScheduleUpdatesPass},
+    {"stream-update-stores", CreateStreamUpdateStoresPass},
 };
 
 struct PipelineEntry {
@@ -88,6 +89,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"remat-elementwise", "SiLU's sigmoid(x): recomputed in the backward's fused kernel from "
                           "the x it reads anyway, instead of written and read back"},
     {"fuse-elementwise", "optimizer updates and activation grads are long elementwise chains"},
+    {"stream-update-stores", "half weight shadows the updates write (read next step) go past "
+                             "the caches when the variables outgrow them"},
     {"dce", "remove anything fusion left unused"},
 };
 

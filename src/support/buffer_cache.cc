@@ -1,5 +1,7 @@
 #include "support/buffer_cache.h"
 
+#include "support/host_memory.h"
+
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -38,9 +40,7 @@ void* BufferCache::Allocate(size_t bytes) {
       return p;
     }
   }
-  void* p = std::aligned_alloc(kAlignment, Rounded(bytes == 0 ? 1 : bytes));
-  if (p == nullptr) throw std::bad_alloc();
-  return p;
+  return AllocateHostMemory(Rounded(bytes == 0 ? 1 : bytes));
 }
 
 void BufferCache::Release(void* p, size_t bytes) {
@@ -56,7 +56,7 @@ void BufferCache::Release(void* p, size_t bytes) {
       return;
     }
   }
-  std::free(p);
+  FreeHostMemory(p);
 }
 
 size_t BufferCache::kept_bytes() {

@@ -8,6 +8,7 @@
 
 #include "ir/host_tensor.h"
 #include "support/buffer_cache.h"
+#include "support/host_memory.h"
 
 namespace tg {
 namespace {
@@ -62,6 +63,24 @@ TEST(BufferCache, HostTensorsZeroFillUnlessAskedNotTo) {
   EXPECT_EQ(copy.as<float>()[t.numel() - 1], 1.5f);
   HostTensor copied_again = copy;  // copies keep the contents
   EXPECT_EQ(copied_again.as<float>()[0], 1.5f);
+}
+
+TEST(HostMemory, LargeBuffersStartOnAHugePageBoundary) {
+  // From kHugePageBytes on, 2 MiB aligned (huge pages can back them); below, 64-byte aligned.
+  for (size_t bytes : {size_t{2}, size_t{100}, kHugePageBytes - 1, kHugePageBytes,
+                       kHugePageBytes * 3 + 5}) {
+    auto* p = static_cast<uint8_t*>(AllocateHostMemory(bytes));
+    const auto address = reinterpret_cast<uintptr_t>(p);
+    EXPECT_EQ(address % (bytes >= kHugePageBytes ? kHugePageBytes : 64), 0u) << bytes;
+    p[0] = 1;
+    p[bytes - 1] = 2;  // the whole buffer is usable
+    EXPECT_EQ(p[0] + p[bytes - 1], 3);
+    FreeHostMemory(p);
+  }
+  // Large buffers of the cache (tensors) come from there too.
+  void* cached = BufferCache::Allocate(kHugePageBytes + 64);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(cached) % kHugePageBytes, 0u);
+  BufferCache::Release(cached, kHugePageBytes + 64);
 }
 
 }  // namespace

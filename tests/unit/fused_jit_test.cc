@@ -356,6 +356,75 @@ TEST_P(FusedJit, OutputMayShareItsBufferWithAnInput) {
   EXPECT_NE(std::memcmp(got_w.data(), w0.data(), n * sizeof(float)), 0);  // it did update
 }
 
+TEST_P(FusedJit, StreamingStoresWriteTheSameValuesAndOnlyWhereTheyMay) {
+  // SGD momentum in place (w, buf) with fresh outputs in all three stored formats (a bf16
+  // shadow of w, an f16 and an f32 copy), the fresh ones marked streaming: the values must
+  // be the interpreter's with streaming stores (64-byte aligned outputs, lengths with and
+  // without a partial last vector) and with the plain loop it falls back to (an output not
+  // aligned, an output sharing an input's buffer).
+  std::mt19937 rng(11);
+  for (const int64_t n : {int64_t{4096}, int64_t{65536 + 5}, int64_t{1000 + 3}}) {
+    FusedProgram<float> p;
+    p.shape = {n};
+    p.loads = {{0, 0, nullptr, Stored::kCompute, {n}}, {1, 1, nullptr, Stored::kCompute, {n}},
+               {2, 2, nullptr, Stored::kBF16, {n}}, {3, 3, nullptr, Stored::kCompute, {}},
+               {4, 4, nullptr, Stored::kCompute, {}}};
+    p.num_slots = 5;
+    auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
+      return AddStep(p, fn, op, std::move(in));
+    };
+    const int b = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {1, 3}), 2});
+    const int w = step(Sub, JitOp::kSub, {0, step(Mul, JitOp::kMul, {4, b})});
+    p.stores = {{b, 0, Stored::kCompute}, {w, 1, Stored::kCompute}, {w, 2, Stored::kBF16},
+                {w, 3, Stored::kF16}, {b, 4, Stored::kCompute}};
+    auto jit = CompileFusedJit(p, GetParam(), {false, false, true, true, true});
+    ASSERT_NE(jit, nullptr);
+    std::vector<float> w0 = Data(n, rng), buf0 = Data(n, rng);
+    std::vector<uint16_t> g(n);
+    CastBuffer(Data(n, rng).data(), ElemType::kF32, g.data(), ElemType::kBF16, n);
+    float m = 0.9f, lr = 0.01f;
+    // 64-byte aligned storage, offset by `shift` bytes.
+    struct Out {
+      std::vector<uint8_t> storage;
+      void* at(int64_t bytes, size_t shift) {
+        storage.assign(bytes + 128, 0xCD);
+        const auto base = reinterpret_cast<uintptr_t>(storage.data());
+        return storage.data() + ((64 - base % 64) % 64) + shift;
+      }
+    };
+    auto run = [&](bool interpreter, size_t shift, bool shadow_in_place, bool expect_stream) {
+      std::vector<float> wv = w0, bv = buf0;
+      Out s16, h16, f32;
+      void* shadow = s16.at(n * 2, shift);
+      void* outs[] = {bv.data(), wv.data(), shadow, h16.at(n * 2, 0), f32.at(n * 4, 0)};
+      const void* in[] = {wv.data(), bv.data(), g.data(), &m, &lr};
+      if (shadow_in_place) {  // the bf16 output written over the bf16 input's buffer
+        std::memcpy(shadow, g.data(), n * 2);
+        in[2] = shadow;
+      }
+      if (interpreter) {
+        RunFused(p, in, outs);
+      } else {
+        EXPECT_EQ(jit->Streams(in, outs), expect_stream) << "n " << n << " shift " << shift;
+        jit->Run(in, outs);
+      }
+      std::vector<uint8_t> all;
+      for (const auto& [ptr, bytes] : {std::pair<const void*, int64_t>{wv.data(), n * 4},
+                                      {bv.data(), n * 4}, {shadow, n * 2},
+                                      {outs[3], n * 2}, {outs[4], n * 4}}) {
+        const auto* c = static_cast<const uint8_t*>(ptr);
+        all.insert(all.end(), c, c + bytes);
+      }
+      return all;
+    };
+    const std::vector<uint8_t> want = run(true, 0, false, false);
+    EXPECT_EQ(run(false, 0, false, true), want) << "streaming, n " << n;
+    EXPECT_EQ(run(false, 32, false, false), want) << "shadow not 64-byte aligned, n " << n;
+    EXPECT_EQ(run(true, 0, true, false), run(false, 0, true, false))
+        << "shadow over an input, n " << n;
+  }
+}
+
 TEST_P(FusedJit, RowBroadcastOperandsMatchTheInterpreterBitForBit) {
   // y = sigmoid(x * s[n, c] + b[c]) * m[n] over [N, C, H, W] (squeeze-excite's scale, a
   // per-channel bias): operands constant along rows of H * W (or W * H * C) elements run as

@@ -36,6 +36,7 @@
 #include "kernels/cpu/machine_limits.h"
 #include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/parallel.h"
+#include "support/host_memory.h"
 #include "support/error.h"
 
 // GCC 12's AVX-512 headers start some masked loads and zeroed registers from an
@@ -88,12 +89,13 @@ class AlignedBuffer {
   AlignedBuffer() = default;
   AlignedBuffer(const AlignedBuffer&) = delete;
   AlignedBuffer& operator=(const AlignedBuffer&) = delete;
-  ~AlignedBuffer() { std::free(data_); }
+  ~AlignedBuffer() { FreeHostMemory(data_); }
   T* Get(int64_t elements) {
     if (elements > capacity_) {
-      std::free(data_);
+      FreeHostMemory(data_);
+      data_ = nullptr;
       const auto bytes = static_cast<size_t>(RoundUp(elements * int64_t{sizeof(T)}, 64));
-      data_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+      data_ = static_cast<T*>(AllocateHostMemory(bytes));
       capacity_ = elements;
     }
     return data_;

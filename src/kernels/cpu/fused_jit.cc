@@ -18,6 +18,7 @@
 // lsb) >> 16 and quiet NaNs. (AVX-512 BF16's vcvtneps2bf16 would flush subnormals: not used.)
 #include "kernels/cpu/fused_jit.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -29,7 +30,8 @@
 
 #ifndef TILEGRAPH_HAVE_XBYAK
 namespace tg::cpu {
-std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>&, JitIsa) {
+std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>&, JitIsa,
+                                                std::vector<bool>) {
   return nullptr;  // built without xbyak: the interpreter runs every program
 }
 }  // namespace tg::cpu
@@ -217,10 +219,13 @@ bool PlanLayout(const FusedProgram<float>& p, int width, Layout* layout) {
 // constant table run out.
 class LoopGenerator : public jit::VectorCode {
  public:
-  LoopGenerator(const FusedProgram<float>& p, const Layout& layout, bool avx512)
+  // `streaming[o]`: output o is stored with non-temporal stores (its base 64-byte aligned).
+  LoopGenerator(const FusedProgram<float>& p, const Layout& layout, bool avx512,
+                const std::vector<bool>& streaming = {})
       : jit::VectorCode(4096 + 160 * (p.steps.size() + p.loads.size() + p.stores.size()) +
                             1024 * NumActivations(p),
-                        avx512) {
+                        avx512),
+        streaming_(streaming) {
     ok_ = Generate(p, layout) && !table_full();
     setProtectModeRE();  // written once: executable, never writable again
   }
@@ -412,25 +417,45 @@ class LoopGenerator : public jit::VectorCode {
     for (const auto& s : p.stores) {
       const int r = operand(s.slot);  // a stored input is loaded here
       if (r < 0) return false;
+      const bool stream = Streams(s.arg);
       mov(base, qword[outs + 8 * s.arg]);
       switch (s.stored) {
-        case Stored::kF16: vcvtps2ph(ptr[base + i * 2], V(r), 0); break;
+        case Stored::kF16:
+          if (stream) {
+            const int bits = Take();
+            if (bits < 0) return false;
+            vcvtps2ph(Half(bits), V(r), 0);
+            vmovntdq(ptr[base + i * 2], Half(bits));
+            Give(bits);
+          } else {
+            vcvtps2ph(ptr[base + i * 2], V(r), 0);
+          }
+          break;
         case Stored::kBF16: {
           const int bits = Take(), t = Take();
           if (bits < 0 || t < 0) return false;
           ToBf16Bits(V(bits), V(r), V(t));
           if (avx512_) {
-            vpmovdw(ptr[base + i * 2], V(bits));
+            if (stream) {
+              vpmovdw(Half(bits), V(bits));
+              vmovntdq(ptr[base + i * 2], Half(bits));
+            } else {
+              vpmovdw(ptr[base + i * 2], V(bits));
+            }
           } else {  // 8 x 32-bit -> 8 x 16-bit: pack within lanes, then gather the halves
             vpackusdw(V(bits), V(bits), V(bits));
             vpermq(Ymm(bits), Ymm(bits), 0x08);
-            vmovdqu(ptr[base + i * 2], Xmm(bits));
+            if (stream) vmovntdq(ptr[base + i * 2], Xmm(bits));
+            else vmovdqu(ptr[base + i * 2], Xmm(bits));
           }
           Give(bits);
           Give(t);
           break;
         }
-        default: vmovups(ptr[base + i * 4], V(r)); break;
+        default:
+          if (stream) vmovntps(ptr[base + i * 4], V(r));
+          else vmovups(ptr[base + i * 4], V(r));
+          break;
       }
     }
     // Every per-iteration register back for the next one.
@@ -443,20 +468,34 @@ class LoopGenerator : public jit::VectorCode {
     add(i, layout.width);
     jmp(loop, T_NEAR);
     L(done);
+    if (std::find(streaming_.begin(), streaming_.end(), true) != streaming_.end()) {
+      sfence();  // the streamed lines are globally visible before the caller goes on
+    }
     vzeroupper();
     ret();
     return true;
   }
 
+  bool Streams(int out) const {
+    return out < static_cast<int>(streaming_.size()) && streaming_[out];
+  }
+
   bool ok_ = false;
+  std::vector<bool> streaming_;
   std::map<uint32_t, int> const_reg_;
 };
 
 class CompiledLoop : public FusedJitKernel {
  public:
-  CompiledLoop(const FusedProgram<float>& p, Layout layout, std::unique_ptr<LoopGenerator> code)
+  // `streaming_code`: the same loop with non-temporal stores to the outputs `streaming` names
+  // (null: none).
+  CompiledLoop(const FusedProgram<float>& p, Layout layout, std::unique_ptr<LoopGenerator> code,
+               std::unique_ptr<LoopGenerator> streaming_code, std::vector<bool> streaming)
       : p_(p), layout_(std::move(layout)), code_(std::move(code)),
-        fn_(code_->getCode<LoopFn>()), numel_(NumElements(p.shape)) {}
+        streaming_code_(std::move(streaming_code)), streaming_(std::move(streaming)),
+        fn_(code_->getCode<LoopFn>()),
+        streaming_fn_(streaming_code_ ? streaming_code_->getCode<LoopFn>() : nullptr),
+        numel_(NumElements(p.shape)) {}
 
   void Run(const void* const* inputs, void* const* outputs) const override {
     if (numel_ == 0) return;
@@ -482,7 +521,7 @@ class CompiledLoop : public FusedJitKernel {
     const void* const* in = arrays.data();
     void* const* out = outs.data();
     const float* sc = scalars.data();
-    const LoopFn fn = fn_;
+    const LoopFn fn = CanStream(in, out) ? streaming_fn_ : fn_;
     if (layout_.row_length > 0) {  // a loop per row, the row-broadcast operands as scalars
       const int64_t length = layout_.row_length, rows = numel_ / length;
       const size_t count = scalars.size();
@@ -512,11 +551,19 @@ class CompiledLoop : public FusedJitKernel {
       arrays[num_arrays + a] = buf;
     }
     for (size_t s = 0; s < num_outs; ++s) outs[num_outs + s] = pad.data() + (num_arrays + s) * w;
-    fn(arrays.data() + num_arrays, sc, outs.data() + num_outs, 0, w);
+    fn_(arrays.data() + num_arrays, sc, outs.data() + num_outs, 0, w);  // plain stores
     for (size_t s = 0; s < num_outs; ++s) {
       const int bytes = ElemBytes(p_.stores[s].stored);
       std::memcpy(static_cast<char*>(outs[s]) + done * bytes, outs[num_outs + s], rest * bytes);
     }
+  }
+
+  bool Streams(const void* const* inputs, void* const* outputs) const override {
+    std::vector<const void*> arrays;
+    for (int load : layout_.array_loads) arrays.push_back(Source(load, inputs));
+    std::vector<void*> outs;
+    for (const auto& s : p_.stores) outs.push_back(outputs[s.arg]);
+    return CanStream(arrays.data(), outs.data());
   }
 
  private:
@@ -542,16 +589,35 @@ class CompiledLoop : public FusedJitKernel {
     return v;
   }
 
+  // The streaming loop runs when every streamed output starts 64-byte aligned (each thread's
+  // range then starts on a vector boundary) and none shares its buffer with an input (an
+  // in-place update: its lines were just read, and streaming them measured slower).
+  // `arrays` and `outs` as Run's (by array load and by store).
+  bool CanStream(const void* const* arrays, void* const* outs) const {
+    if (streaming_fn_ == nullptr) return false;
+    for (size_t s = 0; s < p_.stores.size(); ++s) {
+      if (!streaming_[p_.stores[s].arg]) continue;
+      if (reinterpret_cast<uintptr_t>(outs[s]) % 64 != 0) return false;
+      for (size_t a = 0; a < layout_.array_loads.size(); ++a) {
+        if (arrays[a] == outs[s]) return false;
+      }
+    }
+    return true;
+  }
+
+
   FusedProgram<float> p_;
   Layout layout_;
-  std::unique_ptr<LoopGenerator> code_;
-  LoopFn fn_;
+  std::unique_ptr<LoopGenerator> code_, streaming_code_;
+  std::vector<bool> streaming_;  // by output index
+  LoopFn fn_, streaming_fn_;
   int64_t numel_;
 };
 
 }  // namespace
 
-std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& program, JitIsa isa) {
+std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& program, JitIsa isa,
+                                                std::vector<bool> streaming) {
   if (JitDisabledByEnvironment()) return nullptr;
   const JitIsa cpu = DetectIsa();
   if (cpu == JitIsa::kAuto) return nullptr;
@@ -563,7 +629,14 @@ std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& progr
   try {
     auto code = std::make_unique<LoopGenerator>(program, layout, avx512);
     if (!code->ok()) return nullptr;
-    return std::make_unique<CompiledLoop>(program, std::move(layout), std::move(code));
+    std::unique_ptr<LoopGenerator> streaming_code;
+    streaming.resize(program.stores.size(), false);
+    if (std::find(streaming.begin(), streaming.end(), true) != streaming.end()) {
+      streaming_code = std::make_unique<LoopGenerator>(program, layout, avx512, streaming);
+      if (!streaming_code->ok()) streaming_code = nullptr;
+    }
+    return std::make_unique<CompiledLoop>(program, std::move(layout), std::move(code),
+                                          std::move(streaming_code), std::move(streaming));
   } catch (const std::exception&) {  // Xbyak::Error, e.g. no executable memory
     return nullptr;  // the interpreter still runs the program
   }

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "kernels/cpu/fused_kernel.h"
 
@@ -34,11 +35,21 @@ class FusedJitKernel {
   virtual ~FusedJitKernel() = default;
   // Same contract as RunFused(program, inputs, outputs) for the program it was built from.
   virtual void Run(const void* const* inputs, void* const* outputs) const = 0;
+  // Whether Run with these buffers writes the outputs marked streaming (CompileFusedJit's
+  // `streaming`) with non-temporal stores.
+  virtual bool Streams(const void* const* inputs, void* const* outputs) const = 0;
 };
 
 // The compiled program, or nullptr when the program, the CPU or the environment rules the JIT
 // out (the caller then runs the interpreter). Constants' data must outlive the kernel.
+// `streaming[o]` (by output index; missing entries false): output o is written with
+// non-temporal stores, bypassing the caches, for outputs the compiler knows nothing reads
+// soon (a weight's half shadow, read in the next step): no read-for-ownership of their lines,
+// no eviction of what the step does read. Applied on runs where every such output is 64-byte
+// aligned and shares no buffer with an input; otherwise, and for the last partial vector,
+// plain stores. The values written are the same either way.
 std::unique_ptr<FusedJitKernel> CompileFusedJit(const FusedProgram<float>& program,
-                                                JitIsa isa = JitIsa::kAuto);
+                                                JitIsa isa = JitIsa::kAuto,
+                                                std::vector<bool> streaming = {});
 
 }  // namespace tg::cpu
