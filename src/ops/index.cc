@@ -272,6 +272,7 @@ std::vector<TensorType> InferScatter(const InferContext& c, const std::string& o
 void RegisterScatterAdd(OpRegistry& r) {
   OpDef d;
   d.name = "scatter_add";
+  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
   d.num_inputs = 3;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "base with src[m] added at (m with m[axis] = index[m]); duplicates accumulate.";
@@ -305,6 +306,7 @@ std::vector<Value*> GradScatterMax(const GradContext& g) {
 void RegisterScatterMax(OpRegistry& r) {
   OpDef d;
   d.name = "scatter_max";
+  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
   d.num_inputs = 3;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "base with each src[m] maxed into (m with m[axis] = index[m]) (scatter_reduce "
@@ -344,6 +346,7 @@ void RegisterIndexSelect(OpRegistry& r) {
 void RegisterIndexAdd(OpRegistry& r) {
   OpDef d;
   d.name = "index_add";
+  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
   d.num_inputs = 3;
   d.attrs = {{"axis", std::nullopt}};
   d.doc = "base with slice j of src added to slice index[j] along `axis` (accumulating).";

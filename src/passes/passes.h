@@ -25,5 +25,6 @@ std::unique_ptr<Pass> CreateRematElementwisePass();    // "remat-elementwise"
 std::unique_ptr<Pass> CreateHalfWeightShadowsPass();   // "half-weight-shadows"
 std::unique_ptr<Pass> CreateFoldNormCastsPass();       // "fold-norm-casts"
 std::unique_ptr<Pass> CreateStreamUpdateStoresPass();  // "stream-update-stores"
+std::unique_ptr<Pass> CreateMoveCastsPass();           // "move-casts"
 
 }  // namespace tg

@@ -28,6 +28,7 @@ constexpr PassInfo kPasses[] = {
     {"fuse-norm-activation", CreateFuseNormActivationPass},
     {"half-weight-shadows", CreateHalfWeightShadowsPass},
     {"hoist-scalars", CreateHoistScalarsPass},
+    {"move-casts", CreateMoveCastsPass},
     {"narrow-half-dense", CreateNarrowHalfDensePass},
     {"recompute", CreateRecomputePass},
     {"remat-elementwise", CreateRematElementwisePass},
@@ -55,6 +56,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
+    {"move-casts", "mixed precision: reshapes / permutes move half values, round trips "
+                   "through f32 go, casts meet the elementwise ops they fuse into"},
     {"block-conv-layout", "conv -> conv hand-offs stay in oneDNN's blocked layout"},
     {"fuse-elementwise", "one pass over memory for chains of elementwise ops"},
     {"dce", "remove anything fusion left unused"},
@@ -73,6 +76,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
+    {"move-casts", "mixed precision: reshapes / permutes move half values, round trips "
+                   "through f32 go, casts meet the elementwise ops they fuse into"},
     {"half-weight-shadows", "mixed precision: weights read in half get a half copy that the "
                             "optimizer's update writes, instead of a cast every step"},
     {"dce", "remove the casts the shadows replace"},

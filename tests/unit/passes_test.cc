@@ -423,7 +423,8 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                            "fuse-elementwise", "fuse-matmul-epilogue", "fuse-conv-epilogue",
                            "block-conv-layout", "recompute", "fold-exact-casts",
                            "schedule-updates", "narrow-half-dense", "fuse-norm-activation",
-                           "half-weight-shadows", "fold-norm-casts"}) {
+                           "half-weight-shadows", "fold-norm-casts", "remat-elementwise",
+                           "move-casts", "stream-update-stores"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -436,8 +437,9 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                                "fold-norm-casts, fold-transpose, "
                                "fuse-conv-epilogue, "
                                "fuse-elementwise, fuse-matmul-epilogue, fuse-norm-activation, "
-                               "half-weight-shadows, hoist-scalars, narrow-half-dense, "
-                               "recompute"),
+                               "half-weight-shadows, hoist-scalars, move-casts, "
+                               "narrow-half-dense, recompute, remat-elementwise, "
+                               "schedule-updates, stream-update-stores"),
               std::string::npos)
         << e.message();
   }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/shape_kernels.h"
 #include "support/error.h"
 
 namespace tg::cpu {
@@ -298,7 +299,9 @@ void IndexAddRef(const T* base, const I* index, const T* src, T* out, const Inde
 template <typename T, typename I>
 void EmbeddingBackward(const T* go, const I* index, T* gw, const EmbeddingBackwardParams& p) {
   CheckIndices(index, p.n, p.num_weights);
-  std::memset(gw, 0, p.num_weights * p.dim * sizeof(T));
+  const T zero = T(0);
+  Fill(gw, p.num_weights * p.dim, &zero, sizeof(T));  // on every thread: a vocabulary's
+                                                       // gradient is ~100 MB
   constexpr int64_t kChunk = 64;
   int64_t chunks = (p.dim + kChunk - 1) / kChunk;
   ParallelFor(chunks, std::max<int64_t>(1, kGrain / (kChunk * std::max<int64_t>(1, p.n))),
