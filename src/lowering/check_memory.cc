@@ -11,7 +11,7 @@ struct Live {
   int arena;  // -1: the arena; d: device d's working arena
   size_t offset, bytes;
   int64_t def, last;
-  bool def_elementwise;
+  bool def_in_place;  // its producer may write over a dying input (elementwise, inplace_input)
 };
 
 }  // namespace
@@ -25,13 +25,14 @@ std::string CheckProgramMemory(const Program& program) {
   const int64_t end = static_cast<int64_t>(program.instructions.size());
   for (int64_t i = 0; i < end; ++i) {
     const Instruction& inst = program.instructions[i];
-    bool elementwise = reg.Get(inst.node->op()).traits.elementwise;
+    const OpTraits& traits = reg.Get(inst.node->op()).traits;
+    const bool may_write_input = traits.elementwise || traits.inplace_input >= 0;
     for (size_t k = 0; k < inst.outputs.size(); ++k) {
       const BufferRef& ref = inst.outputs[k];
       if (ref.space != BufferSpace::kArena && ref.space != BufferSpace::kWorking) continue;
       const Value* v = inst.node->output(k);
       int arena = ref.space == BufferSpace::kArena ? -1 : ref.device;
-      live[v] = {v, arena, ref.offset, v->type().bytes(), i, i, elementwise};
+      live[v] = {v, arena, ref.offset, v->type().bytes(), i, i, may_write_input};
     }
     for (const Value* in : inst.node->inputs()) {
       auto it = live.find(owner(in));
@@ -55,7 +56,7 @@ std::string CheckProgramMemory(const Program& program) {
       bool bytes_overlap = x.arena == y.arena && x.offset < y.offset + y.bytes &&
                            y.offset < x.offset + x.bytes;
       if (!bytes_overlap || x.last < y.def) continue;
-      if (x.last == y.def && y.def_elementwise && x.offset == y.offset) continue;  // in place
+      if (x.last == y.def && y.def_in_place && x.offset == y.offset) continue;  // in place
       return "%" + x.value->name() + " (live " + std::to_string(x.def) + ".." +
              std::to_string(x.last) + ") and %" + y.value->name() + " (live " +
              std::to_string(y.def) + ".." + std::to_string(y.last) + ") share arena bytes";

@@ -9,6 +9,7 @@
 #include "lowering/memory_plan.h"
 #include "lowering/program.h"
 #include "ops/builder.h"
+#include "runtime/executable.h"
 
 namespace tg {
 namespace {
@@ -94,6 +95,38 @@ TEST(MemoryPlan, VariableUpdateWrittenInPlace) {
   Program p = Lower(std::move(g));
   EXPECT_EQ(p.stats.inplace_variable_updates, 1);
   EXPECT_TRUE(p.update_copies.empty());
+}
+
+TEST(MemoryPlan, ScatterAddWritesIntoItsDeadBase) {
+  // A cross entropy's gradient: zeros with -1 scattered at each row's label. The scatter
+  // writes into the zeros' buffer (no copy of the base) and computes the same values. (A
+  // training step: a program that updates no variable keeps the zeros between calls, a
+  // weight-only result, and the scatter then writes a buffer of its own.)
+  auto g = std::make_unique<Graph>();
+  Value* steps = g->AddVariable("steps", {DType::kF32, {}}, /*trainable=*/false);
+  Builder b(*g);
+  Value* index = g->AddInput("index", {DType::kI64, {4, 1}});
+  Value* src = g->AddInput("src", {DType::kF32, {4, 1}});
+  Value* zeros = b.Op1("full", {}, {{"shape", Shape{4, 1000}}, {"value", 0.0}});
+  Value* grad = b.Op1("scatter_add", {zeros, index, src}, {{"axis", int64_t{1}}});
+  g->AddOutput(b.Op1("neg", {grad}));
+  g->SetUpdate(steps, b.Add(steps, b.Scalar(1.0)));
+  std::unique_ptr<Graph> copy = g->Clone();
+  Program p = Lower(std::move(g));
+  EXPECT_EQ(p.stats.inplace_reuses, 2);  // the scatter into the zeros, the neg into that
+  EXPECT_EQ(p.stats.arena_bytes, 4u * 1000 * 4);
+  EXPECT_EQ(CheckProgramMemory(p), "");
+  auto exe = Executable::Compile(*copy, {});
+  const int64_t labels[] = {3, 999, 0, 3};
+  const float values[] = {-1.0f, -2.0f, -3.0f, -4.0f};
+  HostTensor out = exe->Run({{labels, {DType::kI64, {1, 4, 1}}}, {values, {DType::kF32, {1, 4, 1}}}},
+                            1, OutputMode::kAll)[0];
+  for (int64_t r = 0; r < 4; ++r) {
+    for (int64_t c = 0; c < 1000; ++c) {
+      const float want = c == labels[r] ? -values[r] : 0.0f;
+      ASSERT_EQ(out.GetAsDouble(r * 1000 + c), -0.0 + want) << r << ", " << c;
+    }
+  }
 }
 
 }  // namespace
