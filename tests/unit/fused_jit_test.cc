@@ -318,22 +318,32 @@ TEST_P(FusedJit, EveryActivationMatchesItsBlockFunctionOnEveryRange) {
   }
 }
 
+// SGD momentum over inputs (w, buf, g, momentum, lr): buf' = buf * momentum + g and
+// w' = w - lr * buf' (slots b and w; the caller chooses the stores). g is stored as `grad`.
+struct SgdProgram {
+  FusedProgram<float> p;
+  int b = 0, w = 0;
+};
+SgdProgram SgdMomentum(int64_t n, Stored grad) {
+  SgdProgram s;
+  FusedProgram<float>& p = s.p;
+  p.shape = {n};
+  p.loads = {{0, 0, nullptr, Stored::kCompute, {n}}, {1, 1, nullptr, Stored::kCompute, {n}},
+             {2, 2, nullptr, grad, {n}}, {3, 3, nullptr, Stored::kCompute, {}},
+             {4, 4, nullptr, Stored::kCompute, {}}};
+  p.num_slots = 5;
+  s.b = AddStep(p, Add, JitOp::kAdd, {AddStep(p, Mul, JitOp::kMul, {1, 3}), 2});
+  s.w = AddStep(p, Sub, JitOp::kSub, {0, AddStep(p, Mul, JitOp::kMul, {4, s.b})});
+  return s;
+}
+
 TEST_P(FusedJit, OutputMayShareItsBufferWithAnInput) {
   // buf = buf * m + g; w = w - lr * buf (SGD momentum, in place: outputs are inputs' buffers).
   std::mt19937 rng(7);
   const int64_t n = 1000 + 3;
-  FusedProgram<float> p;
-  p.shape = {n};
-  p.loads = {{0, 0, nullptr, Stored::kCompute, {n}}, {1, 1, nullptr, Stored::kCompute, {n}},
-             {2, 2, nullptr, Stored::kCompute, {n}}, {3, 3, nullptr, Stored::kCompute, {}},
-             {4, 4, nullptr, Stored::kCompute, {}}};
-  p.num_slots = 5;
-  auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
-    return AddStep(p, fn, op, std::move(in));
-  };
-  const int b = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {1, 3}), 2});
-  const int w = step(Sub, JitOp::kSub, {0, step(Mul, JitOp::kMul, {4, b})});
-  p.stores = {{b, 0, Stored::kCompute}, {w, 1, Stored::kCompute}};
+  SgdProgram sgd = SgdMomentum(n, Stored::kCompute);
+  FusedProgram<float>& p = sgd.p;
+  p.stores = {{sgd.b, 0, Stored::kCompute}, {sgd.w, 1, Stored::kCompute}};
   auto jit = CompileFusedJit(p, GetParam());
   ASSERT_NE(jit, nullptr);
   std::vector<float> w0 = Data(n, rng), buf0 = Data(n, rng), g = Data(n, rng);
@@ -364,17 +374,9 @@ TEST_P(FusedJit, StreamingStoresWriteTheSameValuesAndOnlyWhereTheyMay) {
   // aligned, an output sharing an input's buffer).
   std::mt19937 rng(11);
   for (const int64_t n : {int64_t{4096}, int64_t{65536 + 5}, int64_t{1000 + 3}}) {
-    FusedProgram<float> p;
-    p.shape = {n};
-    p.loads = {{0, 0, nullptr, Stored::kCompute, {n}}, {1, 1, nullptr, Stored::kCompute, {n}},
-               {2, 2, nullptr, Stored::kBF16, {n}}, {3, 3, nullptr, Stored::kCompute, {}},
-               {4, 4, nullptr, Stored::kCompute, {}}};
-    p.num_slots = 5;
-    auto step = [&](BlockFunction<float> fn, JitOp op, std::vector<int> in) {
-      return AddStep(p, fn, op, std::move(in));
-    };
-    const int b = step(Add, JitOp::kAdd, {step(Mul, JitOp::kMul, {1, 3}), 2});
-    const int w = step(Sub, JitOp::kSub, {0, step(Mul, JitOp::kMul, {4, b})});
+    SgdProgram sgd = SgdMomentum(n, Stored::kBF16);
+    FusedProgram<float>& p = sgd.p;
+    const int b = sgd.b, w = sgd.w;
     p.stores = {{b, 0, Stored::kCompute}, {w, 1, Stored::kCompute}, {w, 2, Stored::kBF16},
                 {w, 3, Stored::kF16}, {b, 4, Stored::kCompute}};
     auto jit = CompileFusedJit(p, GetParam(), {false, false, true, true, true});
