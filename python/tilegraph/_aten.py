@@ -132,14 +132,12 @@ def _hypot(cx, n, a, b):
 
 @handles(aten.copysign.Tensor, aten.copysign.Scalar)
 def _copysign(cx, n, a, b):
-    """|a| with b's sign bit (-0.0 counts as negative)."""
+    """|a| with b's sign bit (-0.0 and negative NaNs count as negative)."""
     dtype = cx.dtype_of(n)
     magnitude = cx.op("abs", [cx.cast(cx.v(a), dtype)])
     sign = cx.cast(cx.v(b), dtype) if isinstance(b, torch.fx.Node) else \
         cx.scalar(b, None, dtype)
-    negative = cx.op("lt", [cx.op("div", [cx.scalar(1.0, None, dtype), sign]),
-                            cx.scalar(0.0, None, dtype)])
-    return cx.op("where", [negative, cx.op("neg", [magnitude]), magnitude])
+    return cx.op("where", [cx.op("signbit", [sign]), cx.op("neg", [magnitude]), magnitude])
 
 
 @handles(aten.kthvalue.default)

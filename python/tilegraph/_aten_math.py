@@ -39,20 +39,14 @@ aten_fmin = handles(aten.fmin.default)(_nan_ignoring(False))
 
 @handles(aten.signbit.default)
 def _signbit(cx, n, x):
-    """Whether x's sign bit is set: negative numbers and -0.0 (1 / -0.0 is -inf). A NaN
-    counts as positive here; eager reads the NaN's own bit (x86's 0 / 0 makes a negative
-    NaN), which the IR has no op to see."""
+    """Whether x's sign bit is set: negative numbers, -0.0 and negative NaNs (x86's 0 / 0
+    makes one), as eager reads the bit: the IR's signbit op."""
     dtype = cx.dtype_of(x)
     if dtype in ("bool", "u8"):
         return cx.op("ne", [cx.cast(cx.v(x), "i32"), cx.cast(cx.v(x), "i32")])  # all False
-    zero = cx.scalar(0, None, dtype)
-    negative = cx.op("lt", [cx.v(x), zero])
     if dtype in _INTEGER:
-        return negative
-    minus_zero = cx.op("logical_and", [
-        cx.op("eq", [cx.v(x), zero]),
-        cx.op("lt", [cx.op("div", [cx.scalar(1.0, None, dtype), cx.v(x)]), zero])])
-    return cx.op("logical_or", [negative, minus_zero])
+        return cx.op("lt", [cx.v(x), cx.scalar(0, None, dtype)])
+    return cx.op("signbit", [cx.v(x)])
 
 
 @handles(aten.frexp.Tensor)

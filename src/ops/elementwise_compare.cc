@@ -1,6 +1,9 @@
-// Comparisons (eq, ne, lt, le, gt, ge: any matching dtypes, broadcasting, bool result) and
-// logical ops on bools (logical_and, logical_or, logical_not). None is differentiable; all
-// have block functions (results as 0/1 of the compute type) so masks fuse with arithmetic.
+// Comparisons (eq, ne, lt, le, gt, ge: any matching dtypes, broadcasting, bool result),
+// logical ops on bools (logical_and, logical_or, logical_not) and signbit of floats. None is
+// differentiable; all have block functions (results as 0/1 of the compute type) so masks fuse with arithmetic.
+#include <cmath>
+#include <limits>
+
 #include "ops/elementwise_common.h"
 
 namespace tg::ew {
@@ -29,6 +32,12 @@ struct Gt {
 struct Ge {
   static constexpr cpu::JitOp kJit = cpu::JitOp::kGe;
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) { return a >= b; }
+};
+// The sign bit, NaNs' included (a negative NaN: x86's 0 / 0); -0.0 is negative.
+struct Signbit {
+  template <typename T> TG_EW_INLINE static bool Apply(T x, const double*) {
+    return std::signbit(x);
+  }
 };
 struct And {
   template <typename T> TG_EW_INLINE static bool Apply(T a, T b, const double*) {
@@ -94,6 +103,24 @@ void RegisterCompareOps(OpRegistry& r) {
   def.samples = UnarySamples(InputInit::Bools(), {}, DType::kBool);
   def.doc = "not a, on bools";
   r.Register(std::move(def));
+
+  OpDef sign;
+  sign.name = "signbit";
+  sign.num_inputs = 1;
+  sign.infer = UnaryInfer("signbit", kFloats, DType::kBool);
+  sign.not_differentiable = true;
+  sign.traits.elementwise = true;
+  sign.elementwise = UnaryElementwise<Signbit>();
+  sign.kernels[DeviceKind::kCpu] = UnaryCpuKernel<Signbit, kFloats>({});
+  sign.kernels[DeviceKind::kReference] = UnaryReferenceKernel<Signbit, kFloats>({});
+  sign.samples = UnarySamples(InputInit::Normal());
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  OpSample specials;  // the values whose sign bit a comparison with 0 does not see
+  specials.inputs = {{DType::kF32, {8}}};
+  specials.init = {InputInit::Values({-0.0, 0.0, -2.5, 3.0, nan, -nan, -INFINITY, INFINITY})};
+  sign.samples.push_back(specials);
+  sign.doc = "whether a's sign bit is set (-0.0 and negative NaNs included; bool result)";
+  r.Register(std::move(sign));
 }
 
 }  // namespace tg::ew

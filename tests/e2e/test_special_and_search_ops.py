@@ -40,10 +40,18 @@ def test_fmax_fmin_ignore_a_nan_operand():
     assert_like_eager(lambda i, j: (torch.fmax(i, j), torch.fmin(i, j)), i, j, exact=True)
 
 
-def test_signbit_sees_negative_zero():
-    assert_like_eager(torch.signbit, SPECIAL[SPECIAL == SPECIAL], exact=True)
+def test_signbit_and_copysign_read_the_sign_bit_of_zeros_and_nans():
+    # -0.0 and a negative NaN (x86's 0 / 0 makes one) have the bit set, as eager reads it.
+    with_nans = torch.cat([SPECIAL, -SPECIAL])
+    assert torch.signbit(-torch.tensor([math.nan])).item()  # the input really has a -NaN
+    assert_like_eager(torch.signbit, with_nans, exact=True)
+    for dtype in (torch.float64, torch.bfloat16, torch.float16):
+        assert_like_eager(torch.signbit, with_nans.to(dtype), exact=True)
     assert_like_eager(torch.signbit, torch.tensor([-3, 0, 4]), exact=True)
     assert_like_eager(torch.signbit, torch.tensor([True, False]), exact=True)
+    magnitudes = torch.arange(1.0, with_nans.numel() + 1)
+    assert_like_eager(torch.copysign, magnitudes, with_nans, exact=True)
+    assert_like_eager(lambda a: torch.copysign(a, -0.0), magnitudes, exact=True)
 
 
 def test_exp2_frexp_ldexp_angle():
