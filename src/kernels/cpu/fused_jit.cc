@@ -414,10 +414,12 @@ class LoopGenerator : public jit::VectorCode {
       }
       if (s.round_to != Stored::kCompute && !RoundTo(s.round_to, out)) return false;
     }
+    bool streams_any = false;
     for (const auto& s : p.stores) {
       const int r = operand(s.slot);  // a stored input is loaded here
       if (r < 0) return false;
       const bool stream = Streams(s.arg);
+      streams_any |= stream;
       mov(base, qword[outs + 8 * s.arg]);
       switch (s.stored) {
         case Stored::kF16:
@@ -468,9 +470,7 @@ class LoopGenerator : public jit::VectorCode {
     add(i, layout.width);
     jmp(loop, T_NEAR);
     L(done);
-    if (std::find(streaming_.begin(), streaming_.end(), true) != streaming_.end()) {
-      sfence();  // the streamed lines are globally visible before the caller goes on
-    }
+    if (streams_any) sfence();  // the streamed lines are globally visible before the caller goes on
     vzeroupper();
     ret();
     return true;
@@ -604,7 +604,6 @@ class CompiledLoop : public FusedJitKernel {
     }
     return true;
   }
-
 
   FusedProgram<float> p_;
   Layout layout_;
