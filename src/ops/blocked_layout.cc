@@ -1,6 +1,7 @@
 // Ops on activations in oneDNN's channel-blocked layout (nChw8c / nChw16c:
 // cpu::ActivationBlock() channels per block, element (n, c, s) at
-// ((n * C/B + c/B) * H*W + s) * B + c%B), made by block-conv-layout
+// ((n * C/B + c/B) * H*W + s) * B + c%B; with the attribute channels_last, B = C: NHWC),
+// made by block-conv-layout
 // (passes/block_conv_layout.cc) where a squeeze-excite gate reads a convolution's blocked
 // output, so that the gate does not need the activation in NCHW:
 //   blocked_spatial_mean(x){keepdim}: the mean over H and W -> [N, C, 1, 1] ([N, C] without
@@ -27,15 +28,23 @@
 namespace tg {
 namespace {
 
+// x [n, c, plane] in blocks of `block` channels (ActivationBlock(), or c when channels
+// last); the CPU kernels work on `lanes` (ActivationBlock()) channels of one block at a time.
 struct Dims {
-  int64_t n, c, plane, block;
+  int64_t n, c, plane, block, lanes;
 };
 
-Dims DimsOf(const TensorType& x, const std::string& op) {
+// The node's attribute "channels_last" (absent: false): x (and a blocked result) NHWC.
+bool ChannelsLast(const AttrMap& attrs) {
+  return HasAttr(attrs, "channels_last") && GetBool(attrs, "channels_last");
+}
+
+Dims DimsOf(const TensorType& x, const AttrMap& attrs, const std::string& op) {
   TG_CHECK(x.rank() == 4 && x.shape[1] % 16 == 0, kShape, op, ": expected x [N, C, H, W] "
            "with C divisible by 16 (whole channel blocks), got ", x.ToString());
   CheckFloating(x, op, "x");
-  return {x.shape[0], x.shape[1], x.shape[2] * x.shape[3], cpu::ActivationBlock()};
+  return {x.shape[0], x.shape[1], x.shape[2] * x.shape[3],
+          cpu::LayoutBlock(ChannelsLast(attrs), x.shape[1]), cpu::ActivationBlock()};
 }
 
 // Where element (n, c, s) of a blocked [N, C, H, W] tensor is.
@@ -43,48 +52,56 @@ int64_t BlockedIndex(const Dims& d, int64_t n, int64_t c, int64_t s) {
   return cpu::BlockedIndex(d.c, d.plane, d.block, n, c, s);
 }
 
-// Blocks [begin, end) of (batch, channel block): the B channels of a block summed in double
-// lanes (a compile-time B, so the lanes are vector registers).
-template <typename T, int B>
-void MeanOfBlocks(const T* x, T* y, int64_t plane, int64_t begin, int64_t end) {
-  for (int64_t nb = begin; nb < end; ++nb) {
-    const T* p = x + nb * plane * B;
-    double sum[B] = {};
-    for (int64_t s = 0; s < plane; ++s) {
-      for (int l = 0; l < B; ++l) sum[l] += p[s * B + l];
+// Lane group u of (batch, lanes channels) pairs: its first element; its channels are the L
+// contiguous lanes at each position, positions `d.block` elements apart.
+int64_t LaneGroupStart(const Dims& d, int L, int64_t u) {
+  const int64_t groups = d.c / L;
+  return BlockedIndex(d, u / groups, (u % groups) * L, 0);
+}
+
+// Lane groups [begin, end) of (batch, L channels): the mean over the positions of each of
+// their L channels, in double lanes (a compile-time L, so the lanes are vector registers).
+template <typename T, int L>
+void MeanOfBlocks(const T* x, T* y, const Dims& d, int64_t begin, int64_t end) {
+  for (int64_t u = begin; u < end; ++u) {
+    const T* p = x + LaneGroupStart(d, L, u);
+    double sum[L] = {};
+    for (int64_t s = 0; s < d.plane; ++s) {
+      for (int l = 0; l < L; ++l) sum[l] += p[s * d.block + l];
     }
-    for (int l = 0; l < B; ++l) y[nb * B + l] = static_cast<T>(sum[l] / plane);
+    for (int l = 0; l < L; ++l) y[u * L + l] = static_cast<T>(sum[l] / d.plane);
   }
 }
 
-// Channel blocks [begin, end): the sums over every image and position of their B channels,
-// in double lanes.
-template <typename T, int B>
+// Channel groups [begin, end) of L channels: the sums over every image and position of
+// their L channels, in double lanes.
+template <typename T, int L>
 void SumOfChannelBlocks(const T* x, T* y, const Dims& d, int64_t begin, int64_t end) {
-  const int64_t blocks = d.c / B;
-  for (int64_t cb = begin; cb < end; ++cb) {
-    double sum[B] = {};
+  const int64_t groups = d.c / L;
+  for (int64_t k = begin; k < end; ++k) {
+    double sum[L] = {};
     for (int64_t n = 0; n < d.n; ++n) {
-      const T* p = x + (n * blocks + cb) * d.plane * B;
+      const T* p = x + LaneGroupStart(d, L, n * groups + k);
       for (int64_t s = 0; s < d.plane; ++s) {
-        for (int l = 0; l < B; ++l) sum[l] += p[s * B + l];
+        for (int l = 0; l < L; ++l) sum[l] += p[s * d.block + l];
       }
     }
-    for (int l = 0; l < B; ++l) y[cb * B + l] = static_cast<T>(sum[l]);
+    for (int l = 0; l < L; ++l) y[k * L + l] = static_cast<T>(sum[l]);
   }
 }
 
-// Blocks [begin, end) of (batch, channel block) scaled by their B gates (g [N or 1, C]).
-template <typename T, int B>
+// Lane groups [begin, end) of (batch, L channels) scaled by their L gates (g [N or 1, C]).
+template <typename T, int L>
 void ScaleBlocks(const T* x, const T* g, T* y, const Dims& d, bool per_sample, int64_t begin,
                  int64_t end) {
-  const int64_t blocks = d.c / B;
-  for (int64_t nb = begin; nb < end; ++nb) {
-    const T* gate = g + (per_sample ? (nb / blocks) * d.c : 0) + (nb % blocks) * B;
-    const T* p = x + nb * d.plane * B;
-    T* q = y + nb * d.plane * B;
+  const int64_t groups = d.c / L;
+  for (int64_t u = begin; u < end; ++u) {
+    const T* gate = g + (per_sample ? (u / groups) * d.c : 0) + (u % groups) * L;
+    const int64_t start = LaneGroupStart(d, L, u);
+    const T* p = x + start;
+    T* q = y + start;
     for (int64_t s = 0; s < d.plane; ++s) {
-      for (int l = 0; l < B; ++l) q[s * B + l] = p[s * B + l] * gate[l];
+      for (int l = 0; l < L; ++l) q[s * d.block + l] = p[s * d.block + l] * gate[l];
     }
   }
 }
@@ -94,7 +111,7 @@ void ScaleBlocks(const T* x, const T* g, T* y, const Dims& d, bool per_sample, i
 // at a time through BlockedIndex.
 KernelFactory SpatialMeanFactory(bool serial) {
   return [serial](const Node& node) -> Kernel {
-    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    const Dims d = DimsOf(node.input(0)->type(), node.attrs(), node.op());
     return [d, serial, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
       DispatchFloat(dtype, "blocked_spatial_mean", [&](auto t) {
         using T = decltype(t);
@@ -110,11 +127,11 @@ KernelFactory SpatialMeanFactory(bool serial) {
           }
           return;
         }
-        cpu::ParallelFor(d.n * (d.c / d.block), 1, [&](int64_t begin, int64_t end) {
-          if (d.block == 16) {
-            MeanOfBlocks<T, 16>(x, y, d.plane, begin, end);
+        cpu::ParallelFor(d.n * (d.c / d.lanes), 1, [&](int64_t begin, int64_t end) {
+          if (d.lanes == 16) {
+            MeanOfBlocks<T, 16>(x, y, d, begin, end);
           } else {
-            MeanOfBlocks<T, 8>(x, y, d.plane, begin, end);
+            MeanOfBlocks<T, 8>(x, y, d, begin, end);
           }
         });
       });
@@ -124,7 +141,7 @@ KernelFactory SpatialMeanFactory(bool serial) {
 
 KernelFactory ChannelSumFactory(bool serial) {
   return [serial](const Node& node) -> Kernel {
-    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    const Dims d = DimsOf(node.input(0)->type(), node.attrs(), node.op());
     return [d, serial, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
       DispatchFloat(dtype, "blocked_channel_sum", [&](auto t) {
         using T = decltype(t);
@@ -140,8 +157,8 @@ KernelFactory ChannelSumFactory(bool serial) {
           }
           return;
         }
-        cpu::ParallelFor(d.c / d.block, 1, [&](int64_t begin, int64_t end) {
-          if (d.block == 16) {
+        cpu::ParallelFor(d.c / d.lanes, 1, [&](int64_t begin, int64_t end) {
+          if (d.lanes == 16) {
             SumOfChannelBlocks<T, 16>(x, y, d, begin, end);
           } else {
             SumOfChannelBlocks<T, 8>(x, y, d, begin, end);
@@ -154,7 +171,7 @@ KernelFactory ChannelSumFactory(bool serial) {
 
 KernelFactory ChannelScaleFactory(bool serial) {
   return [serial](const Node& node) -> Kernel {
-    const Dims d = DimsOf(node.input(0)->type(), node.op());
+    const Dims d = DimsOf(node.input(0)->type(), node.attrs(), node.op());
     const bool per_sample = node.input(1)->type().shape[0] == d.n && d.n != 1;
     return [d, serial, per_sample, dtype = node.input(0)->type().dtype](const KernelArgs& a) {
       DispatchFloat(dtype, "blocked_channel_scale", [&](auto t) {
@@ -174,8 +191,8 @@ KernelFactory ChannelScaleFactory(bool serial) {
           }
           return;
         }
-        cpu::ParallelFor(d.n * (d.c / d.block), 1, [&](int64_t begin, int64_t end) {
-          if (d.block == 16) {
+        cpu::ParallelFor(d.n * (d.c / d.lanes), 1, [&](int64_t begin, int64_t end) {
+          if (d.lanes == 16) {
             ScaleBlocks<T, 16>(x, g, y, d, per_sample, begin, end);
           } else {
             ScaleBlocks<T, 8>(x, g, y, d, per_sample, begin, end);
@@ -191,13 +208,14 @@ KernelFactory ChannelScaleFactory(bool serial) {
 KernelFactory ReblockFactory(bool to_blocked, bool serial) {
   return [to_blocked, serial](const Node& node) -> Kernel {
     const TensorType& x = node.input(0)->type();
-    const Dims d{x.shape[0], x.shape[1], x.shape[2] * x.shape[3], cpu::ActivationBlock()};
+    const Dims d{x.shape[0], x.shape[1], x.shape[2] * x.shape[3],
+                 cpu::LayoutBlock(ChannelsLast(node.attrs()), x.shape[1]), cpu::ActivationBlock()};
     const size_t size = SizeOf(x.dtype);
     return [d, size, to_blocked, serial](const KernelArgs& a) {
       const char* in = static_cast<const char*>(a.inputs[0]);
       char* out = static_cast<char*>(a.outputs[0]);
       if (!serial) {
-        cpu::ReblockActivation(in, out, size, d.n, d.c, d.plane, to_blocked, true);
+        cpu::ReblockActivation(in, out, size, d.n, d.c, d.plane, to_blocked, true, d.block);
         return;
       }
       for (int64_t n = 0; n < d.n; ++n) {
@@ -220,6 +238,7 @@ void RegisterReblock(OpRegistry& r, bool to_blocked) {
                        "channel-blocked layout; made by block-conv-layout"
                      : "x [N, C, H, W] (C divisible by 16, any dtype) from oneDNN's "
                        "channel-blocked layout back to NCHW; made by block-conv-layout";
+  d.attrs = {{"channels_last", false}};
   d.not_differentiable = true;
   d.traits.half_native = true;  // moves elements: any dtype
   d.infer = [name = d.name](const InferContext& c) -> std::vector<TensorType> {
@@ -230,10 +249,12 @@ void RegisterReblock(OpRegistry& r, bool to_blocked) {
   };
   d.kernels[DeviceKind::kCpu] = ReblockFactory(to_blocked, false);
   d.kernels[DeviceKind::kReference] = ReblockFactory(to_blocked, true);
-  OpSample f32, f16;
+  OpSample f32, f16, nhwc;
   f32.inputs = {{DType::kF32, {2, 32, 3, 5}}};
   f16.inputs = {{DType::kF16, {1, 16, 17, 1}}};
-  d.samples = {f32, f16};
+  nhwc.inputs = {{DType::kBF16, {2, 48, 5, 19}}};  // more than one 16 x 16 tile each way
+  nhwc.attrs = {{"channels_last", true}};
+  d.samples = {f32, f16, nhwc};
   r.Register(std::move(d));
 }
 
@@ -249,47 +270,50 @@ OpSample Sample(std::vector<Shape> shapes, AttrMap attrs = {}) {
 void RegisterBlockedLayoutOps(OpRegistry& r) {
   OpDef mean;
   mean.name = "blocked_spatial_mean";
-  mean.attrs = {{"keepdim", true}};
+  mean.attrs = {{"keepdim", true}, {"channels_last", false}};
   mean.doc = "mean over H and W of x [N, C, H, W] in oneDNN's channel-blocked layout "
              "(C divisible by 16): [N, C, 1, 1], or [N, C] without keepdim";
   mean.not_differentiable = true;
   mean.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    const Dims d = DimsOf(c.in(0), "blocked_spatial_mean");
+    const Dims d = DimsOf(c.in(0), c.attrs, "blocked_spatial_mean");
     Shape out = GetBool(c.attrs, "keepdim") ? Shape{d.n, d.c, 1, 1} : Shape{d.n, d.c};
     return {{c.in(0).dtype, out}};
   };
   mean.kernels[DeviceKind::kCpu] = SpatialMeanFactory(false);
   mean.kernels[DeviceKind::kReference] = SpatialMeanFactory(true);
   mean.samples = {Sample({{2, 16, 3, 3}}, {{"keepdim", true}}),
-                  Sample({{1, 32, 2, 5}}, {{"keepdim", false}})};
+                  Sample({{1, 32, 2, 5}}, {{"keepdim", false}}),
+                  Sample({{2, 48, 2, 3}}, {{"keepdim", true}, {"channels_last", true}})};
   r.Register(std::move(mean));
 
   OpDef sum;
   sum.name = "blocked_channel_sum";
-  sum.attrs = {{"keepdim", false}};
+  sum.attrs = {{"keepdim", false}, {"channels_last", false}};
   sum.doc = "sum over N, H and W of x [N, C, H, W] in oneDNN's channel-blocked layout "
             "(C divisible by 16): [C], or [1, C, 1, 1] with keepdim";
   sum.not_differentiable = true;
   sum.infer = [](const InferContext& c) -> std::vector<TensorType> {
-    const Dims d = DimsOf(c.in(0), "blocked_channel_sum");
+    const Dims d = DimsOf(c.in(0), c.attrs, "blocked_channel_sum");
     Shape out = GetBool(c.attrs, "keepdim") ? Shape{1, d.c, 1, 1} : Shape{d.c};
     return {{c.in(0).dtype, out}};
   };
   sum.kernels[DeviceKind::kCpu] = ChannelSumFactory(false);
   sum.kernels[DeviceKind::kReference] = ChannelSumFactory(true);
   sum.samples = {Sample({{2, 16, 3, 3}}, {{"keepdim", false}}),
-                 Sample({{3, 32, 2, 5}}, {{"keepdim", true}})};
+                 Sample({{3, 32, 2, 5}}, {{"keepdim", true}}),
+                 Sample({{2, 48, 2, 3}}, {{"keepdim", false}, {"channels_last", true}})};
   r.Register(std::move(sum));
 
   OpDef scale;
   scale.name = "blocked_channel_scale";
   scale.num_inputs = 2;
+  scale.attrs = {{"channels_last", false}};
   scale.doc = "x * g per channel: x [N, C, H, W] in oneDNN's channel-blocked layout (C "
               "divisible by 16, the result too), g [N or 1, C, 1, 1]";
   scale.not_differentiable = true;
   scale.infer = [](const InferContext& c) -> std::vector<TensorType> {
     const TensorType& x = c.in(0);
-    const Dims d = DimsOf(x, "blocked_channel_scale");
+    const Dims d = DimsOf(x, c.attrs, "blocked_channel_scale");
     const TensorType& g = c.in(1);
     TG_CHECK(g.dtype == x.dtype && g.rank() == 4 && (g.shape[0] == d.n || g.shape[0] == 1) &&
                  g.shape[1] == d.c && g.shape[2] == 1 && g.shape[3] == 1,
@@ -300,7 +324,8 @@ void RegisterBlockedLayoutOps(OpRegistry& r) {
   scale.kernels[DeviceKind::kCpu] = ChannelScaleFactory(false);
   scale.kernels[DeviceKind::kReference] = ChannelScaleFactory(true);
   scale.samples = {Sample({{2, 16, 3, 3}, {2, 16, 1, 1}}),
-                   Sample({{2, 32, 2, 3}, {1, 32, 1, 1}})};
+                   Sample({{2, 32, 2, 3}, {1, 32, 1, 1}}),
+                   Sample({{2, 48, 2, 3}, {2, 48, 1, 1}}, {{"channels_last", true}})};
   r.Register(std::move(scale));
 
   RegisterReblock(r, true);

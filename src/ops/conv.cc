@@ -67,6 +67,10 @@ cpu::ConvLayout ConvLayoutOf(const AttrMap& attrs, const cpu::Conv2dParams& p,
   // Absent in nodes made before the layout attributes existed (files, AddNode): NCHW.
   layout.src_blocked = HasAttr(attrs, "src_blocked") && GetBool(attrs, "src_blocked");
   layout.dst_blocked = HasAttr(attrs, "dst_blocked") && GetBool(attrs, "dst_blocked");
+  layout.src_channels_last = layout.src_blocked && HasAttr(attrs, "src_channels_last") &&
+                             GetBool(attrs, "src_channels_last");
+  layout.dst_channels_last = layout.dst_blocked && HasAttr(attrs, "dst_channels_last") &&
+                             GetBool(attrs, "dst_channels_last");
   // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
   TG_CHECK(!layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
            "channels divisible by 16, got ", p.c);
@@ -130,8 +134,8 @@ void RunRef(cpu::ConvPass pass, const cpu::Conv2dParams& p, const KernelArgs& a)
 // both backward passes).
 std::vector<BlockedOperand> BlockedOperands(const cpu::Conv2dParams& p, cpu::ConvPass pass,
                                             const cpu::ConvLayout& layout) {
-  const BlockedOperand x_side{false, 0, p.n, p.c, p.h * p.w};
-  const BlockedOperand y_side{false, 0, p.n, p.o, p.oh * p.ow};
+  const BlockedOperand x_side{false, 0, p.n, p.c, p.h * p.w, layout.src_block(p.c)};
+  const BlockedOperand y_side{false, 0, p.n, p.o, p.oh * p.ow, layout.dst_block(p.o)};
   std::vector<BlockedOperand> out;
   // index 0, 1: in0, in1; 2: the output.
   auto add = [&](bool blocked, BlockedOperand o, int index) {
@@ -213,7 +217,8 @@ Kernel MakeCpu(auto t, const Node& n) {
       }, BlockedOperandsOf(n));
     }
     cpu::OnednnConv2d conv(p, PassOf(n), {}, layout);
-    if (UsesDirectDepthwise(p, PassOf(n), conv)) {  // reads the blocked operands in place
+    const bool channels_last = layout.src_channels_last || layout.dst_channels_last;
+    if (!channels_last && UsesDirectDepthwise(p, PassOf(n), conv)) {  // blocked in place
       const int64_t block = cpu::ActivationBlock();
       cpu::Conv2dBackwardWeightDepthwise direct(p, layout.src_blocked ? block : 0,
                                                 layout.dst_blocked ? block : 0);
@@ -260,7 +265,9 @@ std::vector<AttrSpec> ConvAttrs() {
           {"dilation", std::vector<int64_t>{1, 1}},
           {"groups", int64_t{1}},
           {"src_blocked", false},
-          {"dst_blocked", false}};
+          {"dst_blocked", false},
+          {"src_channels_last", false},
+          {"dst_channels_last", false}};
 }
 
 // Blocked layouts exist after autodiff only (block-conv-layout): a gradient rule sees none.
@@ -293,6 +300,7 @@ struct ConvCase {
   std::vector<int64_t> stride{1, 1}, padding{0, 0}, dilation{1, 1};
   int64_t groups = 1;
   bool src_blocked = false, dst_blocked = false;  // (no gradient check: made after autodiff)
+  bool channels_last = false;                     // the blocked sides NHWC
 };
 
 std::vector<ConvCase> ConvCases() {
@@ -324,13 +332,20 @@ std::vector<ConvCase> ConvCases() {
           {{1, 3, 5, 5}, {16, 3, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, false, true},
           {{2, 32, 2, 2}, {32, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 32, true, true},
           {{2, 32, 5, 4}, {32, 1, 5, 5}, {2, 1}, {2, 2}, {1, 1}, 32, true, false},
-          {{2, 48, 3, 3}, {48, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 48, false, true}};
+          {{2, 48, 3, 3}, {48, 1, 5, 5}, {1, 1}, {2, 2}, {1, 1}, 48, false, true},
+          // channels-last (NHWC) sides: oneDNN's NHWC kernels, the plain-copy fallbacks
+          {{2, 32, 5, 5}, {16, 32, 3, 3}, {1, 1}, {1, 1}, {1, 1}, 1, true, true, true},
+          {{2, 16, 6, 6}, {48, 16, 1, 1}, {2, 2}, {0, 0}, {1, 1}, 1, false, true, true},
+          {{2, 32, 5, 4}, {32, 1, 5, 5}, {2, 1}, {2, 2}, {1, 1}, 32, true, false, true},
+          {{3, 16, 4, 5}, {16, 16, 3, 2}, {2, 1}, {1, 1}, {1, 2}, 1, true, true, true}};
 }
 
 AttrMap AttrsOf(const ConvCase& cc) {
   return {{"stride", cc.stride}, {"padding", cc.padding}, {"dilation", cc.dilation},
           {"groups", cc.groups}, {"src_blocked", cc.src_blocked},
-          {"dst_blocked", cc.dst_blocked}};
+          {"dst_blocked", cc.dst_blocked},
+          {"src_channels_last", cc.src_blocked && cc.channels_last},
+          {"dst_channels_last", cc.dst_blocked && cc.channels_last}};
 }
 
 // Samples of op `which` (0: conv2d, 1: backward input, 2: backward weight).

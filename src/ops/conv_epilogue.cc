@@ -134,7 +134,7 @@ Kernel MakeRef(const Node& n) {
     std::vector<T> x_plain, y_plain;
     if (s.layout.src_blocked) {
       x_plain.resize(p.n * p.c * p.h * p.w);
-      cpu::Reblock(x, x_plain.data(), p.n, p.c, p.h * p.w, false);
+      cpu::Reblock(x, x_plain.data(), p.n, p.c, p.h * p.w, false, s.layout.src_block(p.c));
       x = x_plain.data();
     }
     T* y = dense::Out<T>(a, 0);
@@ -150,7 +150,7 @@ Kernel MakeRef(const Node& n) {
     std::vector<T> r_plain;
     if (r != nullptr && s.layout.dst_blocked) {
       r_plain.resize(p.n * p.o * plane);
-      cpu::Reblock(r, r_plain.data(), p.n, p.o, plane, false);
+      cpu::Reblock(r, r_plain.data(), p.n, p.o, plane, false, s.layout.dst_block(p.o));
       r = r_plain.data();
     }
     for (int64_t i = 0; i < p.n * p.o * plane; ++i) {
@@ -159,7 +159,9 @@ Kernel MakeRef(const Node& n) {
       if (r != nullptr) v += static_cast<double>(r[i]);
       y[i] = static_cast<T>(cpu::ApplyActivation(s.activation, v));
     }
-    if (s.layout.dst_blocked) cpu::Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true);
+    if (s.layout.dst_blocked) {
+      cpu::Reblock(y, dense::Out<T>(a, 0), p.n, p.o, plane, true, s.layout.dst_block(p.o));
+    }
   };
 }
 
@@ -306,7 +308,8 @@ Kernel MakeMixedRef(const Node& n) {
     std::vector<float> xf = Widened(a.inputs[0], half, static_cast<int64_t>(xd.size()));
     if (s.layout.src_blocked) {
       std::vector<float> plain(xf.size());
-      cpu::Reblock(xf.data(), plain.data(), p.n, p.c, p.h * p.w, false);
+      cpu::Reblock(xf.data(), plain.data(), p.n, p.c, p.h * p.w, false,
+                   s.layout.src_block(p.c));
       xf.swap(plain);
     }
     std::copy(xf.begin(), xf.end(), xd.begin());
@@ -318,7 +321,8 @@ Kernel MakeMixedRef(const Node& n) {
       out[i] = static_cast<float>(cpu::ApplyActivation(s.activation, y[i] + shift[o]));
     }
     if (s.layout.dst_blocked) {
-      cpu::Reblock(out.data(), dense::Out<float>(a, 0), p.n, p.o, plane, true);
+      cpu::Reblock(out.data(), dense::Out<float>(a, 0), p.n, p.o, plane, true,
+                   s.layout.dst_block(p.o));
     } else {
       std::copy(out.begin(), out.end(), dense::Out<float>(a, 0));
     }
@@ -404,6 +408,7 @@ std::vector<OpSample> ConvEpilogueSamples() {
     std::vector<int64_t> stride{1, 1}, padding{1, 1};
     bool src_blocked = false, dst_blocked = false;
     bool residual = false;
+    bool channels_last = false;  // the blocked sides NHWC
   };
   const Case cases[] = {
       {{2, 3, 6, 6}, {8, 3, 3, 3}, true, false, "relu"},
@@ -429,6 +434,13 @@ std::vector<OpSample> ConvEpilogueSamples() {
       {{2, 32, 7, 7}, {32, 1, 3, 3}, false, true, "silu", 32, {1, 1}, {1, 1}, true, true},
       {{2, 32, 6, 6}, {32, 1, 3, 3}, true, true, "sigmoid", 32, {2, 2}, {1, 1}, false, true},
       {{1, 32, 5, 5}, {32, 1, 3, 3}, true, false, "gelu", 32, {1, 1}, {1, 1}, true, true, true},
+      // channels-last (NHWC) sides, with a residual and an epilogue oneDNN does not fuse
+      {{2, 32, 5, 5}, {16, 32, 3, 3}, false, true, "relu", 1, {1, 1}, {1, 1}, true, true, true,
+       true},
+      {{2, 32, 6, 6}, {32, 1, 3, 3}, true, true, "silu", 32, {2, 2}, {1, 1}, true, false, false,
+       true},
+      {{1, 3, 6, 6}, {32, 3, 3, 3}, true, false, "none", 1, {1, 1}, {1, 1}, false, true, false,
+       true},
   };
   std::vector<OpSample> out;
   for (const Case& c : cases) {
@@ -437,6 +449,8 @@ std::vector<OpSample> ConvEpilogueSamples() {
                {"groups", c.groups},  {"bias", c.bias},            {"batch_norm", c.batch_norm},
                {"eps", 1e-5},         {"activation", std::string(c.activation)},
                {"src_blocked", c.src_blocked}, {"dst_blocked", c.dst_blocked},
+               {"src_channels_last", c.src_blocked && c.channels_last},
+               {"dst_channels_last", c.dst_blocked && c.channels_last},
                {"residual", c.residual}};
     s.inputs = {F32(c.x), F32(c.w)};
     s.init = {InputInit::Normal(), InputInit::Normal()};
@@ -482,6 +496,8 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
              {"activation", std::string("none")},
              {"src_blocked", false},
              {"dst_blocked", false},
+             {"src_channels_last", false},
+             {"dst_channels_last", false},
              {"residual", false}};
   d.infer = InferConvEpilogue;
   d.not_differentiable = true;  // made after autodiff, by a pass
@@ -505,7 +521,8 @@ void RegisterConvEpilogueOps(OpRegistry& r) {
           "[O], eps) folded into a per-channel scale and shift, optional residual of the "
           "output's shape and layout (f32 / f64), activation none, relu, gelu, gelu_tanh, "
           "silu, sigmoid or hardswish (oneDNN post-ops). src_blocked / dst_blocked: x / y are "
-          "in oneDNN's nChw8c (nChw16c with AVX-512) layout, handed between convolutions "
+          "in oneDNN's nChw8c (nChw16c with AVX-512) layout, or NHWC with src_channels_last / "
+          "dst_channels_last, handed between convolutions "
           "(channels divisible by 16). Mixed precision: x bf16 / f16 with w and the "
           "parameters f32 gives y f32, the folded weight rounded once to x's dtype. Made by the "
           "fuse-conv-epilogue and block-conv-layout passes";

@@ -15,11 +15,12 @@
 namespace tg {
 
 // One blocked operand: an input or an output of the kernel, at `index`, viewed as
-// [n, c, plane].
+// [n, c, plane] in blocks of `block` channels (0: ActivationBlock(); c: NHWC).
 struct BlockedOperand {
   bool output = false;
   int index = 0;
   int64_t n = 0, c = 0, plane = 0;
+  int64_t block = 0;
 };
 
 // `plain(args)` with the blocked operands of `a` (of `num_inputs` inputs and `num_outputs`
@@ -37,7 +38,7 @@ void RunOnPlainCopies(const KernelArgs& a, int num_inputs, int num_outputs,
       outputs[o.index] = copies.back().data();
     } else {
       cpu::Reblock(static_cast<const T*>(a.inputs[o.index]), copies.back().data(), o.n, o.c,
-                   o.plane, /*to_blocked=*/false);
+                   o.plane, /*to_blocked=*/false, o.block);
       inputs[o.index] = copies.back().data();
     }
   }
@@ -46,7 +47,7 @@ void RunOnPlainCopies(const KernelArgs& a, int num_inputs, int num_outputs,
     const BlockedOperand& o = blocked[i];
     if (o.output) {
       cpu::Reblock(copies[i].data(), static_cast<T*>(a.outputs[o.index]), o.n, o.c, o.plane,
-                   /*to_blocked=*/true);
+                   /*to_blocked=*/true, o.block);
     }
   }
 }

@@ -124,7 +124,12 @@ cpu::Pool2dParams ParamsOfNode(const Node& n, PoolKind kind) {
   }
   if (kind == PoolKind::kAdaptive) return AdaptiveParams(x, n.attrs(), n.op());
   cpu::Pool2dParams p = PoolParams(x, n.attrs(), kind, n.op());
-  if (kind == PoolKind::kMax && IsBlocked(n.attrs())) p.block = cpu::ActivationBlock();
+  if (kind == PoolKind::kMax && IsBlocked(n.attrs())) {
+    p.block = cpu::ActivationBlock();
+    if (HasAttr(n.attrs(), "channels_last") && GetBool(n.attrs(), "channels_last")) {
+      p.channels_last = x[1];
+    }
+  }
   return p;
 }
 
@@ -159,14 +164,15 @@ using dense::Out;
 template <typename T, typename Run>
 void OnPlainCopies(const cpu::Pool2dParams& p, const KernelArgs& a, bool backward, Run run) {
   // (Blocked views regroup [N * C/B] block planes: reblock as n = planes / B images of B
-  // channels, which is the same element order.)
-  const int64_t n = p.planes / p.block, c = p.block, x_plane = p.h * p.w;
-  const int64_t y_plane = p.oh * p.ow;
-  std::vector<BlockedOperand> blocked = {{false, backward ? 1 : 0, n, c, x_plane},
-                                         {true, 0, n, c, backward ? x_plane : y_plane}};
-  if (backward) blocked.push_back({false, 0, n, c, y_plane});
+  // channels, which is the same element order; NHWC is one block of all C channels.)
+  const int64_t c = p.channels_last > 0 ? p.channels_last : p.block, n = p.planes / c;
+  const int64_t x_plane = p.h * p.w, y_plane = p.oh * p.ow;
+  std::vector<BlockedOperand> blocked = {{false, backward ? 1 : 0, n, c, x_plane, c},
+                                         {true, 0, n, c, backward ? x_plane : y_plane, c}};
+  if (backward) blocked.push_back({false, 0, n, c, y_plane, c});
   cpu::Pool2dParams nchw = p;
   nchw.block = 0;
+  nchw.channels_last = 0;
   RunOnPlainCopies<T>(a, backward ? 2 : 1, 1, blocked, [&](const KernelArgs& plain) {
     run(nchw, backward ? In<T>(plain, 0) : nullptr, In<T>(plain, backward ? 1 : 0),
         Out<T>(plain, 0));
@@ -241,6 +247,11 @@ OpSample Blocked(OpSample s) {
   return s;
 }
 
+OpSample ChannelsLast(OpSample s) {
+  s.attrs["channels_last"] = true;
+  return s;
+}
+
 std::vector<OpSample> MaxSamples() {
   return {MaxSample({1, 2, 5, 5}, {2, 2}, {}, {0, 0}, {1, 1}, false),
           MaxSample({2, 1, 7, 6}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, false),
@@ -252,7 +263,10 @@ std::vector<OpSample> MaxSamples() {
           // padded 3x3 / 2 windows (ResNet's stem pool), dilated windows
           Blocked(MaxSample({2, 32, 7, 5}, {2, 2}, {}, {0, 0}, {1, 1}, false)),
           Blocked(MaxSample({1, 16, 7, 6}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true)),
-          Blocked(MaxSample({1, 16, 8, 8}, {2, 2}, {1, 1}, {0, 0}, {2, 2}, false))};
+          Blocked(MaxSample({1, 16, 8, 8}, {2, 2}, {1, 1}, {0, 0}, {2, 2}, false)),
+          // channels last (NHWC): several lane groups per position, both window kinds
+          ChannelsLast(Blocked(MaxSample({2, 48, 7, 6}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, true))),
+          ChannelsLast(Blocked(MaxSample({1, 32, 7, 5}, {2, 2}, {}, {0, 0}, {1, 1}, false)))};
 }
 
 OpSample AvgSample(Shape x, Ints k, Ints s, Ints pad, bool ceil, bool include_pad,
@@ -311,7 +325,8 @@ std::vector<OpSample> BackwardSamples(const std::vector<OpSample>& fwd, PoolKind
 
 std::vector<AttrSpec> MaxAttrs() {
   return {{"kernel_size", std::nullopt},   {"stride", Ints{}}, {"padding", Ints{0, 0}},
-          {"dilation", Ints{1, 1}},        {"ceil_mode", false}, {"blocked", false}};
+          {"dilation", Ints{1, 1}},        {"ceil_mode", false}, {"blocked", false},
+          {"channels_last", false}};
 }
 
 std::vector<AttrSpec> AvgAttrs() {
@@ -336,7 +351,7 @@ void RegisterMax(OpRegistry& r) {
   };
   f.samples = MaxSamples();
   f.doc = "y = max over each dilated window of x (padding taps ignored), PyTorch's sizes; "
-          "blocked: x and y in the channel-blocked layout";
+          "blocked: x and y in the channel-blocked layout (NHWC with channels_last)";
   r.Register(std::move(f));
 
   OpDef b = PoolDef<RunMaxBackward>("max_pool2d_backward", PoolKind::kMax, 2);

@@ -30,6 +30,13 @@
 // pads nothing, so the memory plan's buffer sizes hold) and more than one position per
 // channel (else both layouts are the same bytes), and all its nodes are on one device.
 //
+// A blocked group is channels-last (NHWC: one block of all C channels, attributes
+// src_channels_last / dst_channels_last on convolutions, channels_last on the other ops) when
+// more of its convolution slots are bf16 conv2d_epilogues (mixed precision's convolutions)
+// than f32 ones, and no batch norm is in it: oneDNN's bf16 convolutions (AMX, AVX-512 BF16)
+// read and write NHWC, so nChw16c costs a reorder of x and of y at each of them (ResNet-50
+// bf16 inference at 224x224: 102 of 220 ms), as NHWC does at oneDNN's f32 ones.
+//
 // Runs after the passes that make conv2d_epilogue nodes and, in training, after autodiff,
 // recompute and the update schedule, and before fuse-elementwise (whose fused kernels of
 // same-shape groups stay layout-agnostic).
@@ -182,17 +189,28 @@ class Groups {
   std::vector<size_t> parent_;
 };
 
+// Whether n is a convolution whose kernel is oneDNN's bf16 one: a conv2d_epilogue with a bf16
+// x (and f32 result).
+bool IsBf16Conv(const Node& n) {
+  return n.op() == "conv2d_epilogue" && n.input(0)->type().dtype == DType::kBF16;
+}
+
 struct GroupState {
   bool ok = true;
   int savings = 0, costs = 0;
   int placement = -1;
+  int bf16_convs = 0, f32_convs = 0;  // convolution slots of each kind in the group
+  bool has_batch_norm = false;        // (whose blocked kernels are nChw16c only)
   bool Place(int p) {
     if (placement >= 0 && placement != p) return false;
     placement = p;
     return true;
   }
   bool blocked() const { return ok && savings > costs; }
+  bool channels_last() const { return bf16_convs > f32_convs && !has_batch_norm; }
+  void CountConv(const Node& n) { ++(IsBf16Conv(n) ? bf16_convs : f32_convs); }
 };
+
 
 // The readers of v and the input slots they read it in, in node order.
 struct Reads {
@@ -249,14 +267,22 @@ class BlockConvLayoutPass : public Pass {
         ++s.costs;
       } else {
         if (!s.Place(producer->placement())) s.ok = false;
-        if (ConvSideAttr(*producer, false, v->output_index()) != nullptr) ++s.savings;
+        if (ConvSideAttr(*producer, false, v->output_index()) != nullptr) {
+          ++s.savings;
+          s.CountConv(*producer);
+        }
         if (!TakesBlocked(*producer, false, v->output_index())) ++s.costs;
+        s.has_batch_norm |= IsBatchNorm(*producer);
       }
       bool plain_reader = is_output.count(v) != 0;
       for (const auto& [reader, i] : reads[v].slots) {
         if (!s.Place(reader->placement())) s.ok = false;
-        if (ConvSideAttr(*reader, true, i) != nullptr) ++s.savings;
+        if (ConvSideAttr(*reader, true, i) != nullptr) {
+          ++s.savings;
+          s.CountConv(*reader);
+        }
         plain_reader |= !TakesBlocked(*reader, true, i);
+        s.has_batch_norm |= IsBatchNorm(*reader) && JoinsGroup(*reader, true, i);
       }
       if (plain_reader) ++s.costs;
     }
@@ -264,19 +290,20 @@ class BlockConvLayoutPass : public Pass {
       auto it = state.find(groups.Find(v->id()));
       return it != state.end() && it->second.blocked();
     };
+    auto channels_last = [&](const Value* v) {
+      return state.at(groups.Find(v->id())).channels_last();
+    };
     // The squeeze-excite and bias-gradient readers of blocked values, chosen while the
     // groups know every value.
-    std::vector<Node*> replaced;
+    std::vector<std::pair<Node*, bool>> replaced;  // with whether its x is channels last
     for (const auto& node : graph.nodes()) {
       const Value* x = ChannelScaleX(*node);
-      if ((x != nullptr && blocked(x)) ||
-          ((IsSpatialMean(*node) || IsChannelSum(*node)) && blocked(node->input(0)))) {
-        replaced.push_back(node.get());
-      }
+      if (x == nullptr && (IsSpatialMean(*node) || IsChannelSum(*node))) x = node->input(0);
+      if (x != nullptr && blocked(x)) replaced.push_back({node.get(), channels_last(x)});
     }
     bool changed = false;
     for (Value* v : candidates) {
-      if (blocked(v)) changed |= Block(graph, v, reads[v]);
+      if (blocked(v)) changed |= Block(graph, v, reads[v], channels_last(v));
     }
     ReplaceBlockedReaders(graph, replaced);
     return changed;
@@ -286,11 +313,13 @@ class BlockConvLayoutPass : public Pass {
   // Hands v over blocked: the layout attributes of the slots that take it, a block_channels
   // after a producer that writes NCHW and an unblock_channels before the readers (and
   // outputs) that need NCHW.
-  static bool Block(Graph& graph, Value* v, const Reads& reads) {
+  static bool Block(Graph& graph, Value* v, const Reads& reads, bool channels_last) {
     Node* producer = v->producer();
     const bool produced_blocked =
         producer != nullptr && TakesBlocked(*producer, false, v->output_index());
-    if (producer != nullptr && produced_blocked) SetAttr(*producer, false, v->output_index());
+    if (producer != nullptr && produced_blocked) {
+      SetAttr(*producer, false, v->output_index(), channels_last);
+    }
     Value* blocked = v;
     if (!produced_blocked) {
       // Before the first reader that takes it blocked (readers are in node order).
@@ -302,27 +331,27 @@ class BlockConvLayoutPass : public Pass {
         }
       }
       if (first == nullptr) return false;
-      blocked = AddReorder(graph, "block_channels", v, first);
+      blocked = AddReorder(graph, "block_channels", v, first, channels_last);
     }
     Value* plain = nullptr;
     for (const auto& [reader, i] : reads.slots) {
       if (TakesBlocked(*reader, true, i)) {
         reader->set_input(i, blocked);
-        SetAttr(*reader, true, i);
+        SetAttr(*reader, true, i, channels_last);
       } else if (produced_blocked) {
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, reader);
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, reader, channels_last);
         reader->set_input(i, plain);
       }
     }
     if (produced_blocked) {
       for (Value*& out : graph.mutable_outputs()) {
         if (out != v) continue;
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr);
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr, channels_last);
         out = plain;
       }
       for (VariableUpdate& u : graph.mutable_updates()) {
         if (u.value != v) continue;
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr);
+        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr, channels_last);
         u.value = plain;
       }
     }
@@ -330,8 +359,9 @@ class BlockConvLayoutPass : public Pass {
   }
 
   // `op`(v) placed before `before` (at the end when null), on v's device.
-  static Value* AddReorder(Graph& graph, const char* op, Value* v, const Node* before) {
-    Node* made = graph.AddNode(op, {v}, {v->type()}, {}, before);
+  static Value* AddReorder(Graph& graph, const char* op, Value* v, const Node* before,
+                           bool channels_last) {
+    Node* made = graph.AddNode(op, {v}, {v->type()}, LayoutAttrs(channels_last), before);
     const Node* site = before != nullptr ? before : v->producer();
     if (site != nullptr) {
       made->set_placement(site->placement());
@@ -340,37 +370,49 @@ class BlockConvLayoutPass : public Pass {
     return made->output();
   }
 
+  // The attributes of a blocked op made here: channels_last where it is (absent: nChw16c).
+  static AttrMap LayoutAttrs(bool channels_last) {
+    if (!channels_last) return {};
+    return {{"channels_last", true}};
+  }
+
   // Marks slot (input or output i) of n as reading / writing the blocked layout.
-  static void SetAttr(Node& n, bool input, size_t i) {
+  static void SetAttr(Node& n, bool input, size_t i, bool channels_last) {
     if (const char* attr = ConvSideAttr(n, input, i)) {
       n.mutable_attrs()[attr] = true;
+      if (channels_last) {
+        n.mutable_attrs()[std::string(attr) == "src_blocked" ? "src_channels_last"
+                                                             : "dst_channels_last"] = true;
+      }
     } else if (IsBatchNorm(n) || IsMaxPool(n)) {
       n.mutable_attrs()["blocked"] = true;
+      if (channels_last) n.mutable_attrs()["channels_last"] = true;
     }
   }
 
   // The squeeze-excite and bias-gradient readers of blocked values as their blocked ops
   // (x * g, the spatial mean, the channel sum, now reading the blocked x).
-  static void ReplaceBlockedReaders(Graph& graph, const std::vector<Node*>& replaced) {
-    for (Node* node : replaced) {
+  static void ReplaceBlockedReaders(Graph& graph,
+                                    const std::vector<std::pair<Node*, bool>>& replaced) {
+    for (const auto& [node, channels_last] : replaced) {
       Node* made = nullptr;
+      AttrMap attrs = LayoutAttrs(channels_last);
       if (Value* x = ChannelScaleX(*node)) {
         Value* gate = node->input(node->input(0) == x ? 1 : 0);
-        made = graph.AddNode("blocked_channel_scale", {x, gate}, {node->output()->type()}, {},
-                             node);
-      } else if (IsChannelSum(*node)) {
-        made = graph.AddNode("blocked_channel_sum", {node->input(0)}, {node->output()->type()},
-                             {{"keepdim", GetBool(node->attrs(), "keepdim")}}, node);
+        made = graph.AddNode("blocked_channel_scale", {x, gate}, {node->output()->type()},
+                             attrs, node);
       } else {
-        made = graph.AddNode("blocked_spatial_mean", {node->input(0)}, {node->output()->type()},
-                             {{"keepdim", GetBool(node->attrs(), "keepdim")}}, node);
+        attrs["keepdim"] = GetBool(node->attrs(), "keepdim");
+        made = graph.AddNode(IsChannelSum(*node) ? "blocked_channel_sum" : "blocked_spatial_mean",
+                             {node->input(0)}, {node->output()->type()}, attrs, node);
       }
       made->set_placement(node->placement());
       made->set_source(node->source());
       graph.ReplaceAllUsesWith(node->output(), made->output());
     }
     graph.RemoveNodesIf([&](const Node& n) {
-      return std::find(replaced.begin(), replaced.end(), &n) != replaced.end();
+      return std::any_of(replaced.begin(), replaced.end(),
+                         [&](const auto& r) { return r.first == &n; });
     });
   }
 };

@@ -257,6 +257,8 @@ TEST(BlockConvLayout, ConvToConvHandOffsStayBlocked) {
   EXPECT_EQ(Count(*g, "conv2d_epilogue"), 3);
   EXPECT_EQ(CountAttr(*g, "dst_blocked"), 2);  // the output stays NCHW
   EXPECT_EQ(CountAttr(*g, "src_blocked"), 2);  // the graph input stays NCHW
+  EXPECT_EQ(CountAttr(*g, "src_channels_last") + CountAttr(*g, "dst_channels_last"), 0)
+      << "f32 convolutions hand over in nChw16c";
   ExpectSameOutputs(text, *g, 1e-4);
 }
 

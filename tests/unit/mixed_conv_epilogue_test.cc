@@ -156,6 +156,9 @@ TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   EXPECT_TRUE(GetBool(second->attrs(), "src_blocked"));
   EXPECT_FALSE(GetBool(second->attrs(), "dst_blocked")) << "the output stays NCHW";
   EXPECT_EQ(second->input(0)->producer()->op(), "cast");
+  // bf16 convolutions hand over in NHWC, oneDNN's layout for them (no reorders).
+  EXPECT_TRUE(GetBool(first->attrs(), "dst_channels_last"));
+  EXPECT_TRUE(GetBool(second->attrs(), "src_channels_last"));
   // The blocked bytes are the same values: blocked and plain agree on each device, and the
   // CPU agrees with the reference.
   const auto feeds = RandomFeeds(*plain, 3);
@@ -167,6 +170,63 @@ TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
   const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
   EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-3) << "one bf16 rounding (of r) may differ";
+}
+
+// A bf16 trunk with a max pool, a residual add and a global mean: one channels-last group.
+constexpr const char* kPooledTrunk = R"(graph g {
+  input %x : f32[2,16,8,8]
+  input %w1 : f32[32,16,3,3]
+  input %b1 : f32[1,32,1,1]
+  input %w2 : f32[32,32,1,1]
+  input %b2 : f32[1,32,1,1]
+  %xh = cast(%x) {dtype = bf16} : bf16[2,16,8,8]
+  %w1h = cast(%w1) {dtype = bf16} : bf16[32,16,3,3]
+  %c1h = conv2d(%xh, %w1h) {stride = [1, 1], padding = [1, 1], dilation = [1, 1], groups = 1} : bf16[2,32,8,8]
+  %c1 = cast(%c1h) {dtype = f32} : f32[2,32,8,8]
+  %y1 = add(%c1, %b1) : f32[2,32,8,8]
+  %r1 = relu(%y1) : f32[2,32,8,8]
+  %p = max_pool2d(%r1) {kernel_size = [3, 3], stride = [2, 2], padding = [1, 1], dilation = [1, 1], ceil_mode = false} : f32[2,32,4,4]
+  %ph = cast(%p) {dtype = bf16} : bf16[2,32,4,4]
+  %w2h = cast(%w2) {dtype = bf16} : bf16[32,32,1,1]
+  %c2h = conv2d(%ph, %w2h) {stride = [1, 1], padding = [0, 0], dilation = [1, 1], groups = 1} : bf16[2,32,4,4]
+  %c2 = cast(%c2h) {dtype = f32} : f32[2,32,4,4]
+  %y2 = add(%c2, %b2) : f32[2,32,4,4]
+  %s = add(%y2, %p) : f32[2,32,4,4]
+  %m = mean(%s) {axes = [2, 3], keepdim = false} : f32[2,32]
+  output %m
+})";
+
+TEST(MixedConvEpilogue, BlockedPoolingAndMeansOfABf16TrunkReadChannelsLast) {
+  std::unique_ptr<Graph> plain = Fused(kPooledTrunk);
+  ASSERT_EQ(Count(*plain, "conv2d_epilogue"), 2);
+  std::unique_ptr<Graph> blocked = Fused(kPooledTrunk);
+  PassContext ctx;
+  ctx.registry = &OpRegistry::Global();
+  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*blocked, ctx));
+  Verify(*blocked, &OpRegistry::Global());
+  auto on = [](const Node* n, const char* attr) {
+    return n != nullptr && HasAttr(n->attrs(), attr) && GetBool(n->attrs(), attr);
+  };
+  const Node* pool = Only(*blocked, "max_pool2d");
+  EXPECT_TRUE(on(pool, "blocked") && on(pool, "channels_last"));
+  EXPECT_TRUE(on(Only(*blocked, "blocked_spatial_mean"), "channels_last"));
+  EXPECT_EQ(Count(*blocked, "block_channels") + Count(*blocked, "unblock_channels"), 0);
+  for (const auto& n : blocked->nodes()) {
+    if (n->op() != "conv2d_epilogue") continue;
+    EXPECT_EQ(on(n.get(), "src_blocked"), on(n.get(), "src_channels_last"));
+    EXPECT_TRUE(on(n.get(), "dst_blocked") && on(n.get(), "dst_channels_last"));
+  }
+  // NHWC bytes, the same values: on each device against the plain graph, and CPU against the
+  // reference.
+  const auto feeds = RandomFeeds(*plain, 4);
+  for (DeviceKind device : {DeviceKind::kReference, DeviceKind::kCpu}) {
+    const HostTensor a = EvaluateGraph(*plain, feeds, device).outputs[0];
+    const HostTensor b = EvaluateGraph(*blocked, feeds, device).outputs[0];
+    EXPECT_LE(MaxAbsDifference(a, b), 1e-5) << DeviceKindName(device);
+  }
+  const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
+  EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-2) << "bf16 roundings of p may differ";
 }
 
 TEST(MixedConvEpilogue, FoldsAreKeptForValuesComputedFromWeightsAlone) {

@@ -1,6 +1,7 @@
 // NCHW <-> nChw<B>c copies; see channel_blocking.h.
 #include "kernels/cpu/channel_blocking.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "kernels/cpu/onednn_kernels.h"
@@ -34,13 +35,42 @@ void ReblockPairs(const E* src, E* dst, int64_t plane, bool to_blocked, int64_t 
   }
 }
 
+// The same for a block size known at run time (NHWC: one block of every channel): the
+// [block, plane] <-> [plane, block] transposes in tiles of 16 channels x 16 positions.
 template <typename E>
-void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, bool to_blocked,
-               bool parallel) {
+void ReblockPairsAnyBlock(const E* src, E* dst, int64_t plane, int64_t block, bool to_blocked,
+                          int64_t begin, int64_t end) {
+  constexpr int64_t kTile = 16;
+  for (int64_t pair = begin; pair < end; ++pair) {
+    const E* in = src + pair * plane * block;
+    E* out = dst + pair * plane * block;
+    for (int64_t c0 = 0; c0 < block; c0 += kTile) {
+      const int64_t c1 = std::min(c0 + kTile, block);
+      for (int64_t s0 = 0; s0 < plane; s0 += kTile) {
+        const int64_t s1 = std::min(s0 + kTile, plane);
+        for (int64_t l = c0; l < c1; ++l) {
+          for (int64_t s = s0; s < s1; ++s) {
+            if (to_blocked) {
+              out[s * block + l] = in[l * plane + s];
+            } else {
+              out[l * plane + s] = in[s * block + l];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename E>
+void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, int64_t block,
+               bool to_blocked, bool parallel) {
   const E* in = static_cast<const E*>(src);
   E* out = static_cast<E*>(dst);
   auto run = [&](int64_t begin, int64_t end) {
-    if (ActivationBlock() == 16) {
+    if (block != ActivationBlock()) {
+      ReblockPairsAnyBlock<E>(in, out, plane, block, to_blocked, begin, end);
+    } else if (block == 16) {
       ReblockPairs<E, 16>(in, out, plane, to_blocked, begin, end);
     } else {
       ReblockPairs<E, 8>(in, out, plane, to_blocked, begin, end);
@@ -55,17 +85,21 @@ void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, bool to
 
 }  // namespace
 
+int64_t LayoutBlock(bool channels_last, int64_t channels) {
+  return channels_last ? channels : ActivationBlock();
+}
+
 void ReblockActivation(const void* src, void* dst, size_t elem_size, int64_t n, int64_t c,
-                       int64_t plane, bool to_blocked, bool parallel) {
-  const int64_t block = ActivationBlock();
-  TG_CHECK(c % block == 0, kInternal, "ReblockActivation: ", c,
+                       int64_t plane, bool to_blocked, bool parallel, int64_t block) {
+  if (block == 0) block = ActivationBlock();
+  TG_CHECK(block > 0 && c % block == 0, kInternal, "ReblockActivation: ", c,
            " channels are not whole blocks of ", block);
   const int64_t pairs = n * (c / block);
   switch (elem_size) {
-    case 1: ReblockAs<uint8_t>(src, dst, pairs, plane, to_blocked, parallel); break;
-    case 2: ReblockAs<uint16_t>(src, dst, pairs, plane, to_blocked, parallel); break;
-    case 4: ReblockAs<uint32_t>(src, dst, pairs, plane, to_blocked, parallel); break;
-    case 8: ReblockAs<uint64_t>(src, dst, pairs, plane, to_blocked, parallel); break;
+    case 1: ReblockAs<uint8_t>(src, dst, pairs, plane, block, to_blocked, parallel); break;
+    case 2: ReblockAs<uint16_t>(src, dst, pairs, plane, block, to_blocked, parallel); break;
+    case 4: ReblockAs<uint32_t>(src, dst, pairs, plane, block, to_blocked, parallel); break;
+    case 8: ReblockAs<uint64_t>(src, dst, pairs, plane, block, to_blocked, parallel); break;
     default: Fail(ErrorKind::kInternal, "ReblockActivation: element size ", elem_size);
   }
 }

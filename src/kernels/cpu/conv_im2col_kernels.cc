@@ -389,14 +389,14 @@ void Conv2dGemmEpilogue::Run(const uint16_t* x, const uint16_t* w, const float* 
   uint16_t* x_plain = ScratchOf<uint16_t>(*scratch_, 0, halves);
   uint16_t* cols = x_plain + x_numel;
   if (layout_.src_blocked) {
-    Reblock(x, x_plain, p.n, p.c, p.h * p.w, false);
+    Reblock(x, x_plain, p.n, p.c, p.h * p.w, false, layout_.src_block(p.c));
     x = x_plain;
   }
   BuildColumns(p, x, cols);
   gemm_->Run(w, cols, sums);
   // y = act(sums + shift[o]) in y's layout: each channel's row of sums (every image's plane,
   // side by side) activated in place, then its planes copied out.
-  const int64_t block = ActivationBlock(), row = p.n * plane;
+  const int64_t block = layout_.dst_block(p.o), row = p.n * plane;
   ParallelFor(p.o, 1, [&](int64_t b, int64_t e) {
     for (int64_t o = b; o < e; ++o) {
       float* src = sums + o * row;

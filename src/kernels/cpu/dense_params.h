@@ -51,6 +51,9 @@ struct Pool2dParams {
   // max pooling: 0 for [planes, h, w] buffers; B for oneDNN's channel-blocked nChw<B>c
   // (channel_blocking.h; planes = N * C, C divisible by B), set by block-conv-layout.
   int64_t block = 0;
+  // With a block: C when the layout is NHWC instead (channels last: one block of all C
+  // channels; the kernels still take B channels of a position at a time), else 0.
+  int64_t channels_last = 0;
 };
 
 // batch norm: x viewed as [n, c, s] (s = product of the dims after 1), statistics per c.

@@ -292,6 +292,9 @@ int64_t ActivationBlock() {
   return block;
 }
 
+int64_t ConvLayout::src_block(int64_t c) const { return src_channels_last ? c : ActivationBlock(); }
+int64_t ConvLayout::dst_block(int64_t o) const { return dst_channels_last ? o : ActivationBlock(); }
+
 OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilogue& epilogue,
                            const ConvLayout& layout, DenseType type)
     : type_(type), epilogue_(epilogue), layout_(layout), channels_(p.o), plane_(p.oh * p.ow),
@@ -318,10 +321,12 @@ OnednnConv2d::OnednnConv2d(const Conv2dParams& p, ConvPass pass, const ConvEpilo
   // convolutions on [N, C, 1, 1], where oneDNN picks the blocked layout: no reorder).
   const bool x_either = p.h * p.w == 1 && p.c % ActivationBlock() == 0;
   const bool y_either = p.oh * p.ow == 1 && p.o % ActivationBlock() == 0;
+  const tag x_blocked = layout.src_channels_last ? tag::nhwc : blocked;
+  const tag y_blocked = layout.dst_channels_last ? tag::nhwc : blocked;
   memory::desc x_md({p.n, p.c, p.h, p.w}, f32,
-                    layout.src_blocked || x_either ? blocked : tag::nchw);
+                    layout.src_blocked ? x_blocked : x_either ? blocked : tag::nchw);
   memory::desc y_md({p.n, p.o, p.oh, p.ow}, result_type,
-                    layout.dst_blocked || y_either ? blocked : tag::nchw);
+                    layout.dst_blocked ? y_blocked : y_either ? blocked : tag::nchw);
   Dims w_dims = p.groups == 1 ? Dims{p.o, p.c, p.kh, p.kw}
                               : Dims{p.groups, p.o / p.groups, p.c / p.groups, p.kh, p.kw};
   memory::desc w_md(w_dims, f32, p.groups == 1 ? tag::oihw : tag::goihw);
@@ -438,7 +443,7 @@ void OnednnConv2d::RunEpilogueOurselves(float* out, const float* bias,
   // The residual has y's layout: element k of y adds element k of the residual.
   auto at = [&](int64_t k) { return epilogue_.residual ? residual + k : nullptr; };
   if (layout_.dst_blocked) {  // [N, O / B, plane, B]: a bias per lane of each position
-    const int64_t b = ActivationBlock(), blocks = channels_ / b;
+    const int64_t b = layout_.dst_block(channels_), blocks = channels_ / b;
     ParallelFor(batch_ * blocks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const float* lane_bias = epilogue_.bias ? bias + (i % blocks) * b : nullptr;

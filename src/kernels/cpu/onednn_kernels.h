@@ -141,9 +141,14 @@ struct ConvEpilogue {
 // nChw16c (ActivationBlock() channels per block; channel_blocking.h) where activations and
 // their gradients are handed between convolutions without a reorder out of and back into
 // the blocked layout (passes/block_conv_layout.cc; channels divisible by 16, so both layouts
-// have the byte size of NCHW).
+// have the byte size of NCHW). A blocked side may be channels-last instead (NHWC: one block
+// of every channel), the layout of oneDNN's bf16 convolutions.
 struct ConvLayout {
   bool src_blocked = false, dst_blocked = false;
+  bool src_channels_last = false, dst_channels_last = false;  // each only when blocked
+  // The channel block of the x side (c channels) / y side (o channels) when blocked.
+  int64_t src_block(int64_t c) const;
+  int64_t dst_block(int64_t o) const;
 };
 // The channel block of activations handed between convolutions on this CPU: 16 with
 // AVX-512, else 8. Every kernel of a process agrees on it.
