@@ -33,9 +33,12 @@
 // A blocked group is channels-last (NHWC: one block of all C channels, attributes
 // src_channels_last / dst_channels_last on convolutions, channels_last on the other ops) when
 // more of its convolution slots are bf16 conv2d_epilogues (mixed precision's convolutions)
-// than f32 ones, and no batch norm is in it: oneDNN's bf16 convolutions (AMX, AVX-512 BF16)
+// than f32 ones, no batch norm is in it and the CPU has bf16 convolutions
+// (PassContext::native_bf16_convolutions): oneDNN's bf16 convolutions (AMX, AVX-512 BF16)
 // read and write NHWC, so nChw16c costs a reorder of x and of y at each of them (ResNet-50
-// bf16 inference at 224x224: 102 of 220 ms), as NHWC does at oneDNN's f32 ones.
+// bf16 inference at 224x224: 102 of 220 ms), as NHWC does at oneDNN's f32 ones (and at the
+// widened f32 convolutions of CPUs without bf16: ResNet-50 at 64x64, oneDNN capped at AVX2,
+// 35 -> 39 ms).
 //
 // Runs after the passes that make conv2d_epilogue nodes and, in training, after autodiff,
 // recompute and the update schedule, and before fuse-elementwise (whose fused kernels of
@@ -207,7 +210,9 @@ struct GroupState {
     return true;
   }
   bool blocked() const { return ok && savings > costs; }
-  bool channels_last() const { return bf16_convs > f32_convs && !has_batch_norm; }
+  bool channels_last(bool native_bf16) const {
+    return native_bf16 && bf16_convs > f32_convs && !has_batch_norm;
+  }
   void CountConv(const Node& n) { ++(IsBf16Conv(n) ? bf16_convs : f32_convs); }
 };
 
@@ -221,7 +226,7 @@ class BlockConvLayoutPass : public Pass {
  public:
   std::string name() const override { return "block-conv-layout"; }
 
-  bool Run(Graph& graph, PassContext&) override {
+  bool Run(Graph& graph, PassContext& ctx) override {
     // Every value some slot could hand over blocked, with its readers.
     std::unordered_map<const Value*, Reads> reads;
     std::vector<Value*> candidates;
@@ -291,7 +296,7 @@ class BlockConvLayoutPass : public Pass {
       return it != state.end() && it->second.blocked();
     };
     auto channels_last = [&](const Value* v) {
-      return state.at(groups.Find(v->id())).channels_last();
+      return state.at(groups.Find(v->id())).channels_last(ctx.native_bf16_convolutions);
     };
     // The squeeze-excite and bias-gradient readers of blocked values, chosen while the
     // groups know every value.

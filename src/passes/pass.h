@@ -21,6 +21,11 @@ struct PassContext {
   std::string dump_after;        // pass name, or "*" for all
   std::ostream* dump = nullptr;  // where dumps go (stderr when null)
   std::vector<std::string> log;  // "pass-name: changed" lines, for tools and tests
+  // Whether the target runs bf16 convolutions natively (oneDNN's AMX / AVX-512 BF16 kernels,
+  // which read and write NHWC): block-conv-layout then hands their values over channels
+  // last. Executable::Compile sets it from the CPU; elsewhere the convolutions widen to
+  // f32, whose kernels prefer nChw16c.
+  bool native_bf16_convolutions = true;
 };
 
 class Pass {

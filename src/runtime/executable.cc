@@ -9,6 +9,7 @@
 
 #include "ir/printer.h"
 #include "kernels/cpu/cast_kernels.h"
+#include "kernels/cpu/onednn_kernels.h"
 #include "kernels/cpu/parallel.h"
 #include "passes/optimizer_step.h"
 #include "parallel/stage_copies.h"
@@ -43,6 +44,7 @@ std::unique_ptr<Executable> Executable::Compile(const Graph& graph, const Compil
     PassContext ctx;
     ctx.verify_each = options.verify_each;
     ctx.dump_after = options.dump_after;
+    ctx.native_bf16_convolutions = cpu::NativeBf16Dense();
     BuildPipeline(options.pipeline).Run(*g, ctx);
     Verify(*g, &OpRegistry::Global());
   }

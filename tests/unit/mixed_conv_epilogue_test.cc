@@ -159,6 +159,16 @@ TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   // bf16 convolutions hand over in NHWC, oneDNN's layout for them (no reorders).
   EXPECT_TRUE(GetBool(first->attrs(), "dst_channels_last"));
   EXPECT_TRUE(GetBool(second->attrs(), "src_channels_last"));
+  // Where the CPU widens bf16 convolutions to f32, they hand over in nChw16c.
+  std::unique_ptr<Graph> widened = Fused(kTwoLayers);
+  ctx.native_bf16_convolutions = false;
+  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*widened, ctx));
+  for (const auto& n : widened->nodes()) {
+    for (const char* attr : {"src_channels_last", "dst_channels_last"}) {
+      EXPECT_FALSE(HasAttr(n->attrs(), attr) && GetBool(n->attrs(), attr)) << n->op();
+    }
+  }
+  EXPECT_EQ(Count(*widened, "conv2d_epilogue"), 2);
   // The blocked bytes are the same values: blocked and plain agree on each device, and the
   // CPU agrees with the reference.
   const auto feeds = RandomFeeds(*plain, 3);
