@@ -1689,6 +1689,26 @@ def _index_put(cx, n, x, indices, values, accumulate=False):
     return out
 
 
+@handles(aten.put.default)
+def _put(cx, n, x, index, source, accumulate=False):
+    """Tensor.put: x viewed as one row of its elements (row-major), source's elements written
+    to (or, with accumulate, added at) the flat positions index names (any shape, torch's
+    negative indices, checked against x's element count), as index_put on that row."""
+    shape, dtype = cx.shape_of(x), cx.dtype_of(n)
+    if dtype == "bool":
+        cx.unsupported(n, "put into a bool tensor")
+    total, count = _numel(shape), _numel(cx.shape_of(index))
+    if _numel(cx.shape_of(source)) != count:
+        cx.unsupported(n, f"put with {count} indices and {_numel(cx.shape_of(source))} source "
+                          "elements (torch requires as many)")
+    row = cx.op("reshape", [cx.cast(cx.v(x), dtype)], {"shape": [total]})
+    flat = cx.op("index_wrap", [cx.op("reshape", [cx.v(index)], {"shape": [count]})],
+                 {"size": total, "dim": 0})
+    values = cx.op("reshape", [cx.cast(cx.v(source), dtype)], {"shape": [count]})
+    out = _put_rows(cx, row, flat, values, total, accumulate, dtype)
+    return cx.op("reshape", [out], {"shape": list(shape)})
+
+
 def _masked_put(cx, n, x, indices, values, accumulate):
     """x[mask] = values (or +=) with one boolean (or uint8) mask over dims d.. of x (None
     before it: x[:, mask]): where(mask, values, x), exactly torch's result when the values do

@@ -1,5 +1,5 @@
 """Views and writes into slices (as_strided, slice_scatter, copy, x[a:b] = y), writes at
-indices (index_put with and without accumulation, scatter, scatter_add), flip, repeat,
+indices (index_put with and without accumulation, put, scatter, scatter_add), flip, repeat,
 cumulative sums, unfold and bitwise ops, as the models that needed them use them (ConvNeXt and Swin reach
 as_strided / slice_scatter / copy, RoBERTa's position ids cumsum, masks combine bitwise):
 inference and training against eager PyTorch."""
@@ -33,6 +33,11 @@ LAYERS = {
     # of the position it lost, tilegraph's gives it none, as it changes nothing)
     "index_put_repeated": lambda h: torch.index_put(
         h, (torch.tensor([1, 3, 1]),), torch.arange(24.0).reshape(3, 8)),
+    # Tensor.put: flat positions of a 2-d tensor (a negative one), a 2-d index; accumulating
+    # with a repeated position
+    "put": lambda h: h.put(torch.tensor([[0, 9], [-1, 17]]), h[1, :4].reshape(2, 2) * 2),
+    "put_accumulate_repeated": lambda h: h.put(torch.tensor([5, 30, 5]), h[2, :3],
+                                               accumulate=True),
 }
 
 
