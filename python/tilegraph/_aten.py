@@ -1786,6 +1786,22 @@ def _scatter(cx, n, x, dim, index, src):
     return _mean_of_writes(cx, base, count, written, dtype)
 
 
+class ComputedIndex:
+    """An index a handler computed (a tilegraph value of `shape`), given to the scatter
+    helpers where torch's own index is an fx node (index_reduce spreads its 1-d index)."""
+
+    def __init__(self, value, shape):
+        self.value, self.shape = value, list(shape)
+
+
+def index_value(cx, index):
+    return index.value if isinstance(index, ComputedIndex) else cx.v(index)
+
+
+def index_shape(cx, index):
+    return index.shape if isinstance(index, ComputedIndex) else cx.shape_of(index)
+
+
 def scatter_sums(cx, x, dim, index, src_, compute, counted=None):
     """(x, writes per position, sum of the values written there), in `compute`: what
     scatter and scatter_reduce build their rules from. `counted` (of index's shape, 0 / 1):
@@ -1793,9 +1809,9 @@ def scatter_sums(cx, x, dim, index, src_, compute, counted=None):
     base = cx.cast(cx.v(x), compute)
     zeros = cx.op("mul", [base, cx.scalar(0.0, None, compute)])
     ones = counted if counted is not None else cx.op(
-        "full", [], {"shape": cx.shape_of(index), "value": 1.0, "dtype": "dtype:" + compute})
-    count = cx.op("scatter_add", [zeros, cx.v(index), ones], {"axis": dim})
-    written = cx.op("scatter_add", [zeros, cx.v(index), src_], {"axis": dim})
+        "full", [], {"shape": index_shape(cx, index), "value": 1.0, "dtype": "dtype:" + compute})
+    count = cx.op("scatter_add", [zeros, index_value(cx, index), ones], {"axis": dim})
+    written = cx.op("scatter_add", [zeros, index_value(cx, index), src_], {"axis": dim})
     return base, count, written
 
 

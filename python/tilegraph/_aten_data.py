@@ -1,13 +1,14 @@
 """ATen table entries whose positions come from the data but whose shapes do not:
-masked_scatter, scatter_reduce (sum, mean, amax, amin), scatter(reduce="add"), randperm and
-nanmedian; and diagonal_scatter, whose positions are known at capture.
+masked_scatter, scatter_reduce (sum, mean, amax, amin), index_reduce (mean, amax, amin),
+scatter(reduce="add"), randperm and nanmedian; and diagonal_scatter, whose positions are
+known at capture.
 """
 import math
 
 import numpy as np
 
-from ._aten import (_leading_part, _mean_of_writes, _write_dtype, aten, handles,
-                    scatter_sums)
+from ._aten import (ComputedIndex, _leading_part, _mean_of_writes, _write_dtype, aten,
+                    handles, index_shape, index_value, scatter_sums)
 
 
 @handles(aten.masked_scatter.default)
@@ -45,15 +46,15 @@ def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
     drops its share; here the gradient is split among the written values only.)"""
     dtype = cx.dtype_of(n)
     base, src_ = cx.cast(cx.v(x), dtype), cx.cast(cx.v(src), dtype)
-    if cx.shape_of(src) != cx.shape_of(index):
-        src_ = _leading_part(cx, src_, cx.shape_of(src), cx.shape_of(index))
+    if cx.shape_of(src) != index_shape(cx, index):
+        src_ = _leading_part(cx, src_, cx.shape_of(src), index_shape(cx, index))
     if reduce == "amin":
         base, src_ = cx.op("neg", [base]), cx.op("neg", [src_])
     if not include_self:
         _, count, _ = scatter_sums(cx, x, dim, index, src_, dtype)
         hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
         base = cx.op("where", [hit, cx.scalar(lowest(dtype), None, dtype), base])
-    out = cx.op("scatter_max", [base, cx.v(index), src_], {"axis": dim})
+    out = cx.op("scatter_max", [base, index_value(cx, index), src_], {"axis": dim})
     return cx.op("neg", [out]) if reduce == "amin" else out
 
 
@@ -71,7 +72,7 @@ def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
     if reduce == "mean" and dtype not in ("f32", "f64"):
         cx.unsupported(n, "scatter_reduce mean of an integer tensor")
     compute = _write_dtype(dtype)
-    ishape = cx.shape_of(index)
+    ishape = index_shape(cx, index)
     src_ = cx.cast(cx.v(src), compute)
     if cx.shape_of(src) != ishape:
         src_ = _leading_part(cx, src_, cx.shape_of(src), ishape)
@@ -83,6 +84,26 @@ def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
         return _mean_of_writes(cx, base, count, written, dtype)
     hit = cx.op("gt", [count, cx.scalar(0.0, None, compute)])
     return cx.cast(cx.op("where", [hit, written, base]), dtype)
+
+
+@handles(aten.index_reduce.default)
+def _index_reduce(cx, n, x, dim, index, source, reduce, include_self=True):
+    """Tensor.index_reduce: source's slice i along dim reduced into x's slice index[i], for
+    reduce "mean", "amax" or "amin" (torch's include_self rules): scatter_reduce with the
+    1-d index spread over source's shape. "prod" is refused (no product scatter)."""
+    if reduce not in ("mean", "amax", "amin"):
+        cx.unsupported(n, f"index_reduce with reduce={reduce!r} (mean, amax and amin are "
+                          "supported)")
+    shape = cx.shape_of(source)
+    if not shape:
+        cx.unsupported(n, "index_reduce of a 0-d tensor")
+    dim = dim % len(shape)
+    along = [1] * len(shape)
+    along[dim] = shape[dim]
+    spread = cx.op("expand", [cx.op("reshape", [cx.v(index)], {"shape": along})],
+                   {"shape": shape})
+    return _scatter_reduce(cx, n, x, dim, ComputedIndex(spread, shape), source, reduce,
+                           include_self)
 
 
 @handles(aten.randperm.default)

@@ -1,7 +1,8 @@
 """The rest of the spatial Core ATen ops (tilegraph/_aten_spatial.py) and the data-placed
 ones (tilegraph/_aten_data.py), each in a small model trained by tilegraph and by eager
 PyTorch: 3-D convolution and pooling, 1-D pooling, F.fold (col2im), cdist / pdist, the
-backward overloads a model may call itself, masked_scatter, scatter_reduce, randperm."""
+backward overloads a model may call itself, masked_scatter, scatter_reduce, index_reduce,
+randperm."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -214,6 +215,43 @@ def test_scatter_reduce_matches_eager(reduce, include_self):
     args = (torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g),
             torch.tensor([0, 2, 2, 4, 0, 0, 1, 2]))  # node 3 receives nothing
     assert_infers_and_trains_like_eager(ScatterReduce(reduce, include_self), args)
+
+
+class IndexReduce(torch.nn.Module):
+    """Rows of messages reduced into the rows (dim 0) or columns (dim 1) index names."""
+
+    def __init__(self, reduce, include_self, dim):
+        super().__init__()
+        self.reduce, self.include_self, self.dim = reduce, include_self, dim
+        self.msg = torch.nn.Linear(3, 3)
+
+    def forward(self, nodes, edges, dst):
+        src = self.msg(edges)
+        base = nodes if self.dim == 0 else nodes.t()
+        out = base.index_reduce(self.dim, dst, src if self.dim == 0 else src.t(), self.reduce,
+                                include_self=self.include_self)
+        return out, (out.tanh() ** 2).sum()
+
+
+@pytest.mark.parametrize("reduce", ["mean", "amax", "amin"])
+@pytest.mark.parametrize("include_self", [True, False])
+@pytest.mark.parametrize("dim", [0, 1])
+def test_index_reduce_matches_eager(reduce, include_self, dim):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    args = (torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g),
+            torch.tensor([0, 2, 2, 4, 0, 0, 1, 2]))  # row 3 receives nothing
+    assert_infers_and_trains_like_eager(IndexReduce(reduce, include_self, dim), args)
+
+
+def test_index_reduce_prod_is_refused_by_name():
+    class Prod(torch.nn.Module):
+        def forward(self, x, index, src):
+            return x.index_reduce(0, index, src, "prod")
+
+    args = (torch.zeros(3), torch.tensor([0, 2, 2]), torch.ones(3))
+    with pytest.raises(NotImplementedError, match="index_reduce with reduce='prod'"):
+        tilegraph.inferenceModel(Prod())(*args)
 
 
 @pytest.mark.parametrize("include_self", [True, False])
