@@ -1,7 +1,7 @@
 """ATen table entries whose positions come from the data but whose shapes do not:
-masked_scatter, scatter_reduce (sum, mean, amax, amin), index_reduce (mean, amax, amin),
-scatter(reduce="add"), randperm and nanmedian; and diagonal_scatter, whose positions are
-known at capture.
+masked_scatter, scatter_reduce and index_reduce (sum / prod, mean, amax, amin),
+scatter(reduce="add" / "multiply"), randperm and nanmedian; and diagonal_scatter, whose
+positions are known at capture.
 """
 import math
 
@@ -58,16 +58,32 @@ def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
     return cx.op("neg", [out]) if reduce == "amin" else out
 
 
+def _scatter_product(cx, n, x, dim, index, src, include_self):
+    """The scatter_mul op (writes multiplied in index order; its gradient divides by no
+    zero). Without include_self, the positions written to start from 1 instead of x's."""
+    dtype = cx.dtype_of(n)
+    base, src_ = cx.cast(cx.v(x), dtype), cx.cast(cx.v(src), dtype)
+    if cx.shape_of(src) != index_shape(cx, index):
+        src_ = _leading_part(cx, src_, cx.shape_of(src), index_shape(cx, index))
+    if not include_self:
+        _, count, _ = scatter_sums(cx, x, dim, index, src_, dtype)
+        hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
+        base = cx.op("where", [hit, cx.scalar(1, None, dtype), base])
+    return cx.op("scatter_mul", [base, index_value(cx, index), src_], {"axis": dim})
+
+
 @handles(aten.scatter_reduce.two)
 def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
-    """torch.scatter_reduce with reduce "sum", "mean", "amax" or "amin" (PyTorch's
+    """torch.scatter_reduce with reduce "sum", "mean", "prod", "amax" or "amin" (PyTorch's
     include_self rules: the mean divides by the number of writes, plus one where x's own
     value is included; amax / amin split the gradient evenly among tied maxima)."""
     if reduce in ("amax", "amin"):
         return _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self)
+    if reduce == "prod":
+        return _scatter_product(cx, n, x, dim, index, src, include_self)
     if reduce not in ("sum", "mean"):
-        cx.unsupported(n, f"scatter_reduce with reduce={reduce!r} (sum, mean, amax and amin "
-                       "are supported)")
+        cx.unsupported(n, f"scatter_reduce with reduce={reduce!r} (sum, mean, prod, amax and "
+                       "amin are supported)")
     dtype = cx.dtype_of(n)
     if reduce == "mean" and dtype not in ("f32", "f64"):
         cx.unsupported(n, "scatter_reduce mean of an integer tensor")
@@ -89,11 +105,11 @@ def _scatter_reduce(cx, n, x, dim, index, src, reduce, include_self=True):
 @handles(aten.index_reduce.default)
 def _index_reduce(cx, n, x, dim, index, source, reduce, include_self=True):
     """Tensor.index_reduce: source's slice i along dim reduced into x's slice index[i], for
-    reduce "mean", "amax" or "amin" (torch's include_self rules): scatter_reduce with the
-    1-d index spread over source's shape. "prod" is refused (no product scatter)."""
-    if reduce not in ("mean", "amax", "amin"):
-        cx.unsupported(n, f"index_reduce with reduce={reduce!r} (mean, amax and amin are "
-                          "supported)")
+    reduce "prod", "mean", "amax" or "amin" (torch's include_self rules): scatter_reduce
+    with the 1-d index spread over source's shape."""
+    if reduce not in ("prod", "mean", "amax", "amin"):
+        cx.unsupported(n, f"index_reduce with reduce={reduce!r} (prod, mean, amax and amin "
+                          "are supported)")
     shape = cx.shape_of(source)
     if not shape:
         cx.unsupported(n, "index_reduce of a 0-d tensor")
@@ -140,20 +156,23 @@ def _diagonal_scatter(cx, n, x, src, offset=0, dim1=0, dim2=1):
 
 @handles(aten.scatter.reduce, aten.scatter.value_reduce)
 def _scatter_with_reduce(cx, n, x, dim, index, src, reduce):
-    """The deprecated scatter(..., reduce="add"): scatter_reduce's sum with x included.
-    reduce="multiply" is refused (no product scatter)."""
-    if reduce != "add":
-        cx.unsupported(n, f"scatter with reduce={reduce!r} (\"add\" is supported; for a "
-                          "product, multiply by a scatter of the factors)")
+    """The deprecated scatter(..., reduce="add" or "multiply"): scatter_reduce's sum or
+    product with x included; a number src is written as a tensor of index's shape."""
+    if reduce not in ("add", "multiply"):
+        cx.unsupported(n, f"scatter with reduce={reduce!r} (\"add\" and \"multiply\" are "
+                          "supported)")
+    dim = dim % max(len(cx.shape_of(x)), 1)
+    dtype = cx.dtype_of(n)
     if not hasattr(src, "meta"):
-        dtype = cx.dtype_of(n)
-        ishape = cx.shape_of(index)
-        added = cx.op("full", [], {"shape": ishape, "value": float(src),
-                                   "dtype": "dtype:" + _write_dtype(dtype)})
-        _, _, written = scatter_sums(cx, x, dim % max(len(cx.shape_of(x)), 1), index, added,
-                                     _write_dtype(dtype))
-        return cx.cast(cx.op("add", [cx.cast(cx.v(x), _write_dtype(dtype)), written]), dtype)
-    return _scatter_reduce(cx, n, x, dim, index, src, "sum", True)
+        compute = _write_dtype(dtype) if reduce == "add" else dtype
+        filled = cx.op("full", [], {"shape": cx.shape_of(index), "value": float(src),
+                                    "dtype": "dtype:" + compute})
+        if reduce == "multiply":
+            return cx.op("scatter_mul", [cx.cast(cx.v(x), dtype), cx.v(index), filled],
+                         {"axis": dim})
+        _, _, written = scatter_sums(cx, x, dim, index, filled, compute)
+        return cx.cast(cx.op("add", [cx.cast(cx.v(x), compute), written]), dtype)
+    return _scatter_reduce(cx, n, x, dim, index, src, "sum" if reduce == "add" else "prod", True)
 
 
 @handles(aten.nanmedian.dim, aten.nanmedian.default)

@@ -502,7 +502,7 @@ Outs Hardmax(OnnxNode& n) {
 }
 
 // ScatterElements: data with updates written at the indexed positions (reduction none, add,
-// max, min). "none" replaces: positions hit are cleared, then the updates added.
+// mul, max, min). "none" replaces: positions hit are cleared, then the updates added.
 Outs ScatterElements(OnnxNode& n) {
   Builder& b = n.b();
   Value* data = n.input(0);
@@ -515,7 +515,7 @@ Outs ScatterElements(OnnxNode& n) {
   if (reduction == "max") return {b.Op1("scatter_max", {data, idx, upd}, ax)};
   if (reduction == "min")
     return {b.Neg(b.Op1("scatter_max", {b.Neg(data), idx, b.Neg(upd)}, ax))};
-  if (reduction == "mul") n.Unsupported("reduction 'mul'");
+  if (reduction == "mul") return {b.Op1("scatter_mul", {data, idx, upd}, ax)};
   Value* hit = b.Op1("scatter_add", {b.ZerosLike(data), idx, b.Op1("full", {}, {{"shape", upd->type().shape}, {"value", 1.0}, {"dtype", data->type().dtype}})}, ax);
   Value* cleared = b.Where(b.Op1("gt", {hit, ScalarLike(b, hit, 0.0)}), ScalarLike(b, data, 0.0), data);
   return {b.Op1("scatter_add", {cleared, idx, upd}, ax)};

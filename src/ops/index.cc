@@ -78,13 +78,13 @@ KernelFactory GatherFactory(bool reference) {
   };
 }
 
-// scatter_add and scatter_max: (base, index, src) -> out, one kernel shape.
+// scatter_add, scatter_max and scatter_mul: (base, index, src) -> out, one kernel shape.
 KernelFactory ScatterFactory(const std::string& op, bool reference) {
   return [op, reference](const Node& n) -> Kernel {
     int64_t axis = Axis(n.attrs(), InType(n, 0).rank(), op);
     cpu::GatherParams p = GatherParamsOf(InType(n, 0), InType(n, 1), axis);
     DType dtype = InType(n, 0).dtype, idx = InType(n, 1).dtype;
-    const bool max = op == "scatter_max";
+    const bool max = op == "scatter_max", mul = op == "scatter_mul";
     return [=](const KernelArgs& a) {
       DispatchArith(dtype, op, [&](auto t) {
         using T = decltype(t);
@@ -95,6 +95,8 @@ KernelFactory ScatterFactory(const std::string& op, bool reference) {
           auto* out = static_cast<T*>(a.outputs[0]);
           if (max && reference) cpu::ScatterMaxRef(base, index, src, out, p);
           else if (max) cpu::ScatterMax(base, index, src, out, p);
+          else if (mul && reference) cpu::ScatterMulRef(base, index, src, out, p);
+          else if (mul) cpu::ScatterMul(base, index, src, out, p);
           else if (reference) cpu::ScatterAddRef(base, index, src, out, p);
           else cpu::ScatterAdd(base, index, src, out, p);
         });
@@ -319,6 +321,64 @@ void RegisterScatterMax(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+// The gradient of out = scatter_mul(base, index, src): base's is dy times the product of
+// the srcs written to its position; a src's is dy times base and the other srcs written to
+// its position (the exclusive product), computed without dividing by a zero: with no zero
+// among the position's srcs it is (base * their product) / src; with exactly one zero, the
+// zero's is base * the product of the non-zero srcs and the others' is 0; with more, all
+// are 0 (torch's scatter_reduce "prod" backward).
+std::vector<Value*> GradScatterMul(const GradContext& g) {
+  Builder& b = g.b();
+  const DType t = g.I(0)->type().dtype;
+  Value* index = g.I(1);
+  Value* src = g.I(2);
+  auto at_src = [&](Value* v) { return b.Op1("gather", {v, index}, g.attrs()); };
+  Value* ones = b.Full(g.I(0)->type().shape, 1.0, t);
+  Value* product = b.Op1("scatter_mul", {ones, index, src}, g.attrs());
+  Value* d_base = b.Mul(g.GO(0), product);
+  Value* is_zero = b.Op1("eq", {src, b.Scalar(0.0, t)});
+  Value* zeros = b.Op1("scatter_add", {b.ZerosLike(g.I(0)), index, b.Cast(is_zero, t)},
+                       g.attrs());
+  Value* nonzero_src = b.Where(is_zero, b.Scalar(1.0, t), src);
+  Value* others = at_src(b.Op1("scatter_mul", {g.I(0), index, nonzero_src}, g.attrs()));
+  Value* zeros_here = at_src(zeros);
+  Value* none = b.Op1("eq", {zeros_here, b.Scalar(0.0, t)});
+  Value* only_this = b.Op1("logical_and", {is_zero, b.Op1("eq", {zeros_here, b.Scalar(1.0, t)})});
+  Value* exclusive = b.Where(none, b.Div(others, nonzero_src),
+                             b.Where(only_this, others, b.Scalar(0.0, t)));
+  return {d_base, nullptr, b.Mul(at_src(g.GO(0)), exclusive)};
+}
+
+// Samples with repeated positions, zeros among the srcs (none, one and two at a position)
+// and a zero base.
+std::vector<OpSample> ScatterMulSamples() {
+  std::vector<OpSample> out = ScatterSamples();
+  // Row 0: position 0 gets a zero and 2 (one zero), 1 gets 1.5, 2 gets -1. Row 1: position 2
+  // gets two zeros, 0 gets 3 onto a zero base, 1 gets 0.5.
+  out.push_back(Sample({F32({2, 3}), I64({2, 4}), F32({2, 4})},
+                       {InputInit::Values({0.5, 0.7, -2, 0, 3, 0.25}),
+                        InputInit::Values({0, 0, 1, 2, 2, 2, 0, 1}),
+                        InputInit::Values({0, 2, 1.5, -1, 0, 0, 3, 0.5})},
+                       AxisIs(1)));
+  return out;
+}
+
+void RegisterScatterMul(OpRegistry& r) {
+  OpDef d;
+  d.name = "scatter_mul";
+  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
+  d.num_inputs = 3;
+  d.attrs = {{"axis", std::nullopt}};
+  d.doc = "base with each src[m] multiplied into (m with m[axis] = index[m]), in index order "
+          "(scatter_reduce prod, include_self); gradient without division by zeros.";
+  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_mul"); };
+  d.grad = GradScatterMul;
+  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_mul", false);
+  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_mul", true);
+  d.samples = ScatterMulSamples();
+  r.Register(std::move(d));
+}
+
 void RegisterIndexSelect(OpRegistry& r) {
   OpDef d;
   d.name = "index_select";
@@ -463,6 +523,7 @@ void RegisterIndexOps(OpRegistry& r) {
   RegisterGather(r);
   RegisterScatterAdd(r);
   RegisterScatterMax(r);
+  RegisterScatterMul(r);
   RegisterIndexSelect(r);
   RegisterIndexAdd(r);
   RegisterIndexWrap(r);

@@ -553,6 +553,25 @@ def test_attributes_and_split_sizes_are_checked_as_onnx_runtime_checks_them():
         sess.run(None, {"x": x, "i": np.array([[3], [0]])})
 
 
+def test_scatter_elements_reductions_match_numpy():
+    """ScatterElements with reduction add, mul, max and min (repeated positions, a negative
+    index) against numpy's unbuffered ufunc.at."""
+    x = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], dtype=np.float32)
+    index = np.array([[0, 2, 2], [-1, 0, 0]])
+    updates = np.array([[2.0, -1.0, 0.5], [3.0, 4.0, -2.0]], dtype=np.float32)
+    ufuncs = {"add": np.add, "mul": np.multiply, "max": np.maximum, "min": np.minimum}
+    for reduction, ufunc in ufuncs.items():
+        node = helper.make_node("ScatterElements", ["x", "i", "u"], ["y"], axis=1,
+                                reduction=reduction)
+        model = _one_node_model(node, [2, 3], extra_inputs=[("i", TensorProto.INT64, [2, 3]),
+                                                            ("u", TensorProto.FLOAT, [2, 3])])
+        want = x.copy()
+        for r in range(2):
+            ufunc.at(want[r], index[r] % 3, updates[r])
+        got = tgx.InferenceSession(model).run(None, {"x": x, "i": index, "u": updates})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=reduction)
+
+
 def test_fuzzed_models_never_crash():
     """Truncated and mutated protobufs of a small CNN: each loads and runs or raises a Python
     exception (the child process exits normally); a crash fails with the seed."""

@@ -244,16 +244,6 @@ def test_index_reduce_matches_eager(reduce, include_self, dim):
     assert_infers_and_trains_like_eager(IndexReduce(reduce, include_self, dim), args)
 
 
-def test_index_reduce_prod_is_refused_by_name():
-    class Prod(torch.nn.Module):
-        def forward(self, x, index, src):
-            return x.index_reduce(0, index, src, "prod")
-
-    args = (torch.zeros(3), torch.tensor([0, 2, 2]), torch.ones(3))
-    with pytest.raises(NotImplementedError, match="index_reduce with reduce='prod'"):
-        tilegraph.inferenceModel(Prod())(*args)
-
-
 @pytest.mark.parametrize("include_self", [True, False])
 def test_scatter_max_splits_the_gradient_among_ties_like_torch(include_self):
     class Max(torch.nn.Module):
@@ -276,14 +266,65 @@ def test_scatter_max_splits_the_gradient_among_ties_like_torch(include_self):
     assert_trains_like_eager(Max(), args, steps=2)
 
 
-def test_scatter_reduce_prod_is_refused_by_name():
-    class Prod(torch.nn.Module):
-        def forward(self, x, index, src):
-            return x.scatter_reduce(0, index, src, "prod")
+class ScatterProd(torch.nn.Module):
+    """Products of messages scattered into nodes, with zeros among them: positions with one
+    zero, with two, and without (the gradient is torch's exclusive product)."""
 
-    args = (torch.zeros(3), torch.tensor([0, 2, 2]), torch.ones(3))
-    with pytest.raises(NotImplementedError, match="scatter_reduce with reduce='prod'"):
-        tilegraph.inferenceModel(Prod())(*args)
+    def __init__(self, include_self, how):
+        super().__init__()
+        self.include_self, self.how = include_self, how
+        self.msg = torch.nn.Linear(3, 3)
+
+    def forward(self, nodes, edges, dst, zero):
+        src = self.msg(edges) * zero  # rows where zero is 0 are exact zeros
+        index = dst[:, None].expand(-1, 3)
+        if self.how == "scatter_reduce":
+            out = nodes.scatter_reduce(0, index, src, "prod", include_self=self.include_self)
+        elif self.how == "index_reduce":
+            out = nodes.index_reduce(0, dst, src, "prod", include_self=self.include_self)
+        else:  # the deprecated scatter(reduce="multiply"), x included
+            out = nodes.scatter(0, index, src, reduce="multiply")
+        return out, (out.tanh() ** 2).sum()
+
+
+def _product_args():
+    g = torch.Generator().manual_seed(1)
+    dst = torch.tensor([0, 2, 2, 4, 0, 0, 1, 2])  # node 3 receives nothing
+    zero = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0])[:, None]
+    zero = zero * torch.tensor([1.0, 1.0, 0.0])  # column 2: zeros at every position
+    return torch.randn(5, 3, generator=g), torch.randn(8, 3, generator=g), dst, zero
+
+
+@pytest.mark.parametrize("how,include_self", [("scatter_reduce", True),
+                                              ("scatter_reduce", False),
+                                              ("index_reduce", True), ("index_reduce", False)])
+def test_scatter_products_match_eager(how, include_self):
+    torch.manual_seed(0)
+    assert_infers_and_trains_like_eager(ScatterProd(include_self, how), _product_args())
+
+
+def test_deprecated_scatter_multiply_matches_eager():
+    """scatter(reduce="multiply") (eager has no derivative for it: inference only)."""
+    torch.manual_seed(0)
+    model = ScatterProd(True, "scatter")
+    args = _product_args()
+    with torch.no_grad():
+        want = model(*args)
+    got = tilegraph.inferenceModel(model)(*args)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+
+
+def test_integer_scatter_products_are_exact():
+    class IntProd(torch.nn.Module):
+        def forward(self, x, index, src):
+            return x.scatter_reduce(0, index, src, "prod"), x.scatter(0, index, 3, reduce="multiply")
+
+    args = (torch.tensor([2, 3, 5]), torch.tensor([0, 2, 2, 0]),
+            torch.tensor([7, -11, 13, 1 << 20]))
+    got = tilegraph.inferenceModel(IntProd())(*args)
+    want = IntProd()(*args)
+    for a, b in zip(got, want):
+        assert a.dtype == b.dtype and torch.equal(a, b)
 
 
 def test_randperm_is_a_uniform_permutation():

@@ -232,6 +232,21 @@ void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const Ga
   ScatterWithRef(base, index, src, out, p, MaxKeepNan<T>);
 }
 
+template <typename T>
+T Times(T a, T b) {
+  return a * b;
+}
+
+template <typename T, typename I>
+void ScatterMul(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWith(base, index, src, out, p, Times<T>);
+}
+
+template <typename T, typename I>
+void ScatterMulRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p) {
+  ScatterWithRef(base, index, src, out, p, Times<T>);
+}
+
 template <typename I>
 void IndexSelect(const void* x, const I* index, void* out, const IndexSelectParams& p) {
   CheckIndices(index, p.n, p.dim);
@@ -340,6 +355,8 @@ void EmbeddingBackwardRef(const T* go, const I* index, T* gw, const EmbeddingBac
   template void ScatterAddRef<T, I>(const T*, const I*, const T*, T*, const GatherParams&);      \
   template void ScatterMax<T, I>(const T*, const I*, const T*, T*, const GatherParams&);         \
   template void ScatterMaxRef<T, I>(const T*, const I*, const T*, T*, const GatherParams&);      \
+  template void ScatterMul<T, I>(const T*, const I*, const T*, T*, const GatherParams&);         \
+  template void ScatterMulRef<T, I>(const T*, const I*, const T*, T*, const GatherParams&);      \
   template void IndexAdd<T, I>(const T*, const I*, const T*, T*, const IndexSelectParams&);      \
   template void IndexAddRef<T, I>(const T*, const I*, const T*, T*, const IndexSelectParams&);   \
   template void EmbeddingBackward<T, I>(const T*, const I*, T*, const EmbeddingBackwardParams&); \

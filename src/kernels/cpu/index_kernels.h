@@ -43,6 +43,11 @@ template <typename T, typename I>
 void ScatterMax(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
 template <typename T, typename I>
 void ScatterMaxRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
+// The same with each src multiplied into its position (scatter_reduce "prod", include_self).
+template <typename T, typename I>
+void ScatterMul(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
+template <typename T, typename I>
+void ScatterMulRef(const T* base, const I* index, const T* src, T* out, const GatherParams& p);
 
 // index_select: x is [outer, dim, inner], index has n entries, out is [outer, n, inner].
 // index_add is its adjoint onto `base` (duplicates accumulate).
