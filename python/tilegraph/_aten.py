@@ -326,6 +326,8 @@ for _name in ("bitwise_left_shift", "bitwise_right_shift"):
         if hasattr(getattr(aten, _name), _ov):
             TABLE[getattr(getattr(aten, _name), _ov)] = _shift(_name)
 TABLE[aten.__lshift__.Scalar] = TABLE[aten.__lshift__.Tensor] = _shift("bitwise_left_shift")
+TABLE[aten.gcd.default] = _shift("gcd")
+TABLE[aten.lcm.default] = _shift("lcm")
 TABLE[aten.__rshift__.Scalar] = TABLE[aten.__rshift__.Tensor] = _shift("bitwise_right_shift")
 
 

@@ -105,6 +105,25 @@ def test_bitwise_ops_on_integers_and_bools(op):
                                Bits()(a.int(), b.int()))
 
 
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32])
+def test_gcd_and_lcm_match_torch(dtype):
+    """torch.gcd / torch.lcm: signs, zeros (gcd(0, 0) = 0, lcm with 0 = 0), broadcasting,
+    and the type's extremes (gcd of the most negative value with 0 wraps, as torch's)."""
+    class GcdLcm(torch.nn.Module):
+        def forward(self, a, b):
+            return torch.gcd(a, b), torch.lcm(a, b[:1])
+
+    info = torch.iinfo(dtype)
+    g = torch.Generator().manual_seed(3)
+    a = torch.randint(-60, 60, (4, 6), generator=g, dtype=dtype)
+    b = torch.randint(-60, 60, (4, 6), generator=g, dtype=dtype)
+    a[0, :4] = torch.tensor([0, 0, info.min, info.max], dtype=dtype)
+    b[0, :4] = torch.tensor([0, 7, 0, info.max - 1], dtype=dtype)
+    for got, want in zip(tilegraph.inferenceModel(GcdLcm())(a, b), GcdLcm()(a, b)):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_bitwise_ops_on_floats_name_the_line():
     class Bad(torch.nn.Module):
         def forward(self, a):
