@@ -142,14 +142,13 @@ def test_mode_takes_the_smallest_most_frequent_value_and_its_last_index():
     assert torch.isnan(got[0]).all() and torch.isnan(nan_mode[0, got[1]]).all()
 
 
-def test_scatter_with_reduce_add():
+def test_scatter_with_reduce_add_and_multiply():
     x, src = torch.randn(3, 5), torch.randn(3, 5)
     index = torch.tensor([[0, 1, 0, 4, 4], [2, 2, 2, 0, 1], [3, 3, 1, 1, 0]])
     assert_like_eager(lambda x, s, i: x.scatter(1, i, s, reduce="add"), x, src, index)
     assert_like_eager(lambda x, i: x.scatter(1, i, 2.5, reduce="add"), x, index)
-    with pytest.raises(NotImplementedError, match="multiply"):
-        tilegraph.inferenceModel(Fn(lambda x, s, i: x.scatter(1, i, s, reduce="multiply")))(
-            x, src, index)
+    assert_like_eager(lambda x, s, i: x.scatter(1, i, s, reduce="multiply"), x, src, index)
+    assert_like_eager(lambda x, i: x.scatter(-1, i, -1.5, reduce="multiply"), x, index)
 
 
 def test_constant_index_ops():
