@@ -271,21 +271,31 @@ std::vector<TensorType> InferScatter(const InferContext& c, const std::string& o
   return {c.in(0)};
 }
 
-void RegisterScatterAdd(OpRegistry& r) {
+// scatter_add / scatter_max / scatter_mul: (base, index, src) -> base with each src combined
+// into its position; out may be base's buffer (the kernels skip the copy).
+void RegisterScatter(OpRegistry& r, const std::string& name, std::string doc, GradFn grad,
+                     std::vector<OpSample> samples) {
   OpDef d;
-  d.name = "scatter_add";
-  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
+  d.name = name;
+  d.traits.inplace_input = 0;
   d.num_inputs = 3;
   d.attrs = {{"axis", std::nullopt}};
-  d.doc = "base with src[m] added at (m with m[axis] = index[m]); duplicates accumulate.";
-  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_add"); };
-  d.grad = [](const GradContext& g) -> std::vector<Value*> {
-    return {g.GO(0), nullptr, g.b().Op1("gather", {g.GO(0), g.I(1)}, g.attrs())};
-  };
-  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_add", false);
-  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_add", true);
-  d.samples = ScatterSamples();
+  d.doc = std::move(doc);
+  d.infer = [name](const InferContext& c) { return InferScatter(c, name); };
+  d.grad = std::move(grad);
+  d.kernels[DeviceKind::kCpu] = ScatterFactory(name, false);
+  d.kernels[DeviceKind::kReference] = ScatterFactory(name, true);
+  d.samples = std::move(samples);
   r.Register(std::move(d));
+}
+
+void RegisterScatterAdd(OpRegistry& r) {
+  RegisterScatter(r, "scatter_add",
+                  "base with src[m] added at (m with m[axis] = index[m]); duplicates accumulate.",
+                  [](const GradContext& g) -> std::vector<Value*> {
+                    return {g.GO(0), nullptr, g.b().Op1("gather", {g.GO(0), g.I(1)}, g.attrs())};
+                  },
+                  ScatterSamples());
 }
 
 // The gradient of out = scatter_max(base, index, src): each position's gradient is split
@@ -306,19 +316,10 @@ std::vector<Value*> GradScatterMax(const GradContext& g) {
 }
 
 void RegisterScatterMax(OpRegistry& r) {
-  OpDef d;
-  d.name = "scatter_max";
-  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
-  d.num_inputs = 3;
-  d.attrs = {{"axis", std::nullopt}};
-  d.doc = "base with each src[m] maxed into (m with m[axis] = index[m]) (scatter_reduce "
-          "amax, include_self); gradient split evenly among tied maxima.";
-  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_max"); };
-  d.grad = GradScatterMax;
-  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_max", false);
-  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_max", true);
-  d.samples = ScatterSamples();
-  r.Register(std::move(d));
+  RegisterScatter(r, "scatter_max",
+                  "base with each src[m] maxed into (m with m[axis] = index[m]) (scatter_reduce "
+                  "amax, include_self); gradient split evenly among tied maxima.",
+                  GradScatterMax, ScatterSamples());
 }
 
 // The gradient of out = scatter_mul(base, index, src): base's is dy times the product of
@@ -364,19 +365,10 @@ std::vector<OpSample> ScatterMulSamples() {
 }
 
 void RegisterScatterMul(OpRegistry& r) {
-  OpDef d;
-  d.name = "scatter_mul";
-  d.traits.inplace_input = 0;  // out may be base's buffer (the kernels skip the copy)
-  d.num_inputs = 3;
-  d.attrs = {{"axis", std::nullopt}};
-  d.doc = "base with each src[m] multiplied into (m with m[axis] = index[m]), in index order "
-          "(scatter_reduce prod, include_self); gradient without division by zeros.";
-  d.infer = [](const InferContext& c) { return InferScatter(c, "scatter_mul"); };
-  d.grad = GradScatterMul;
-  d.kernels[DeviceKind::kCpu] = ScatterFactory("scatter_mul", false);
-  d.kernels[DeviceKind::kReference] = ScatterFactory("scatter_mul", true);
-  d.samples = ScatterMulSamples();
-  r.Register(std::move(d));
+  RegisterScatter(r, "scatter_mul",
+                  "base with each src[m] multiplied into (m with m[axis] = index[m]), in index "
+                  "order (scatter_reduce prod, include_self); gradient without division by zeros.",
+                  GradScatterMul, ScatterMulSamples());
 }
 
 void RegisterIndexSelect(OpRegistry& r) {

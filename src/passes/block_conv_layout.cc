@@ -338,26 +338,27 @@ class BlockConvLayoutPass : public Pass {
       if (first == nullptr) return false;
       blocked = AddReorder(graph, "block_channels", v, first, channels_last);
     }
-    Value* plain = nullptr;
+    Value* plain = nullptr;  // v in NCHW, made once for all the readers that need it
+    auto unblocked = [&](const Node* before) {
+      if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, before, channels_last);
+      return plain;
+    };
     for (const auto& [reader, i] : reads.slots) {
       if (TakesBlocked(*reader, true, i)) {
         reader->set_input(i, blocked);
         SetAttr(*reader, true, i, channels_last);
       } else if (produced_blocked) {
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, reader, channels_last);
-        reader->set_input(i, plain);
+        reader->set_input(i, unblocked(reader));
       }
     }
     if (produced_blocked) {
       for (Value*& out : graph.mutable_outputs()) {
         if (out != v) continue;
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr, channels_last);
-        out = plain;
+        out = unblocked(nullptr);
       }
       for (VariableUpdate& u : graph.mutable_updates()) {
         if (u.value != v) continue;
-        if (plain == nullptr) plain = AddReorder(graph, "unblock_channels", v, nullptr, channels_last);
-        u.value = plain;
+        u.value = unblocked(nullptr);
       }
     }
     return true;

@@ -317,7 +317,8 @@ def test_deprecated_scatter_multiply_matches_eager():
 def test_integer_scatter_products_are_exact():
     class IntProd(torch.nn.Module):
         def forward(self, x, index, src):
-            return x.scatter_reduce(0, index, src, "prod"), x.scatter(0, index, 3, reduce="multiply")
+            return (x.scatter_reduce(0, index, src, "prod"),
+                    x.scatter(0, index, 3, reduce="multiply"))
 
     args = (torch.tensor([2, 3, 5]), torch.tensor([0, 2, 2, 0]),
             torch.tensor([7, -11, 13, 1 << 20]))

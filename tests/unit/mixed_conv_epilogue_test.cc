@@ -136,14 +136,37 @@ constexpr const char* kTwoLayers = R"(graph g {
   output %s
 })";
 
+// `text` fused and then blocked by block-conv-layout (on a CPU with bf16 convolutions or not).
+std::unique_ptr<Graph> FusedAndBlocked(const std::string& text, bool native_bf16 = true) {
+  std::unique_ptr<Graph> g = Fused(text);
+  PassContext ctx;
+  ctx.registry = &OpRegistry::Global();
+  ctx.native_bf16_convolutions = native_bf16;
+  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*g, ctx));
+  Verify(*g, &OpRegistry::Global());
+  return g;
+}
+
+// The blocked bytes are the same values: blocked and plain agree on each device (to
+// `same`), and the CPU agrees with the reference (to `cpu_vs_reference`: bf16 roundings of
+// an f32 value between the convolutions may differ).
+void ExpectSameValues(const Graph& plain, const Graph& blocked, double same,
+                      double cpu_vs_reference) {
+  const auto feeds = RandomFeeds(plain, 3);
+  for (DeviceKind device : {DeviceKind::kReference, DeviceKind::kCpu}) {
+    const HostTensor a = EvaluateGraph(plain, feeds, device).outputs[0];
+    const HostTensor b = EvaluateGraph(blocked, feeds, device).outputs[0];
+    EXPECT_LE(MaxAbsDifference(a, b), same) << DeviceKindName(device);
+  }
+  const HostTensor ref = EvaluateGraph(blocked, feeds, DeviceKind::kReference).outputs[0];
+  const HostTensor cpu = EvaluateGraph(blocked, feeds, DeviceKind::kCpu).outputs[0];
+  EXPECT_LE(MaxAbsDifference(ref, cpu), cpu_vs_reference);
+}
+
 TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   std::unique_ptr<Graph> plain = Fused(kTwoLayers);
   ASSERT_EQ(Count(*plain, "conv2d_epilogue"), 2);
-  std::unique_ptr<Graph> blocked = Fused(kTwoLayers);
-  PassContext ctx;
-  ctx.registry = &OpRegistry::Global();
-  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*blocked, ctx));
-  Verify(*blocked, &OpRegistry::Global());
+  std::unique_ptr<Graph> blocked = FusedAndBlocked(kTwoLayers);
   const Node* first = nullptr;
   const Node* second = nullptr;
   for (const auto& n : blocked->nodes()) {
@@ -160,26 +183,14 @@ TEST(MixedConvEpilogue, LayersHandOverInTheBlockedLayoutThroughTheirCast) {
   EXPECT_TRUE(GetBool(first->attrs(), "dst_channels_last"));
   EXPECT_TRUE(GetBool(second->attrs(), "src_channels_last"));
   // Where the CPU widens bf16 convolutions to f32, they hand over in nChw16c.
-  std::unique_ptr<Graph> widened = Fused(kTwoLayers);
-  ctx.native_bf16_convolutions = false;
-  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*widened, ctx));
+  std::unique_ptr<Graph> widened = FusedAndBlocked(kTwoLayers, /*native_bf16=*/false);
   for (const auto& n : widened->nodes()) {
     for (const char* attr : {"src_channels_last", "dst_channels_last"}) {
       EXPECT_FALSE(HasAttr(n->attrs(), attr) && GetBool(n->attrs(), attr)) << n->op();
     }
   }
   EXPECT_EQ(Count(*widened, "conv2d_epilogue"), 2);
-  // The blocked bytes are the same values: blocked and plain agree on each device, and the
-  // CPU agrees with the reference.
-  const auto feeds = RandomFeeds(*plain, 3);
-  for (DeviceKind device : {DeviceKind::kReference, DeviceKind::kCpu}) {
-    const HostTensor a = EvaluateGraph(*plain, feeds, device).outputs[0];
-    const HostTensor b = EvaluateGraph(*blocked, feeds, device).outputs[0];
-    EXPECT_LE(MaxAbsDifference(a, b), 1e-6) << DeviceKindName(device);
-  }
-  const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
-  const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
-  EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-3) << "one bf16 rounding (of r) may differ";
+  ExpectSameValues(*plain, *blocked, 1e-6, 1e-3);
 }
 
 // A bf16 trunk with a max pool, a residual add and a global mean: one channels-last group.
@@ -209,11 +220,7 @@ constexpr const char* kPooledTrunk = R"(graph g {
 TEST(MixedConvEpilogue, BlockedPoolingAndMeansOfABf16TrunkReadChannelsLast) {
   std::unique_ptr<Graph> plain = Fused(kPooledTrunk);
   ASSERT_EQ(Count(*plain, "conv2d_epilogue"), 2);
-  std::unique_ptr<Graph> blocked = Fused(kPooledTrunk);
-  PassContext ctx;
-  ctx.registry = &OpRegistry::Global();
-  EXPECT_TRUE(CreateBlockConvLayoutPass()->Run(*blocked, ctx));
-  Verify(*blocked, &OpRegistry::Global());
+  std::unique_ptr<Graph> blocked = FusedAndBlocked(kPooledTrunk);
   auto on = [](const Node* n, const char* attr) {
     return n != nullptr && HasAttr(n->attrs(), attr) && GetBool(n->attrs(), attr);
   };
@@ -226,17 +233,7 @@ TEST(MixedConvEpilogue, BlockedPoolingAndMeansOfABf16TrunkReadChannelsLast) {
     EXPECT_EQ(on(n.get(), "src_blocked"), on(n.get(), "src_channels_last"));
     EXPECT_TRUE(on(n.get(), "dst_blocked") && on(n.get(), "dst_channels_last"));
   }
-  // NHWC bytes, the same values: on each device against the plain graph, and CPU against the
-  // reference.
-  const auto feeds = RandomFeeds(*plain, 4);
-  for (DeviceKind device : {DeviceKind::kReference, DeviceKind::kCpu}) {
-    const HostTensor a = EvaluateGraph(*plain, feeds, device).outputs[0];
-    const HostTensor b = EvaluateGraph(*blocked, feeds, device).outputs[0];
-    EXPECT_LE(MaxAbsDifference(a, b), 1e-5) << DeviceKindName(device);
-  }
-  const HostTensor ref = EvaluateGraph(*blocked, feeds, DeviceKind::kReference).outputs[0];
-  const HostTensor cpu = EvaluateGraph(*blocked, feeds, DeviceKind::kCpu).outputs[0];
-  EXPECT_LE(MaxAbsDifference(ref, cpu), 1e-2) << "bf16 roundings of p may differ";
+  ExpectSameValues(*plain, *blocked, 1e-5, 1e-2);
 }
 
 TEST(MixedConvEpilogue, FoldsAreKeptForValuesComputedFromWeightsAlone) {

@@ -12,48 +12,27 @@ namespace tg::cpu {
 namespace {
 
 // (batch, channel block) pairs [begin, end): a [B, plane] <-> [plane, B] transpose each, in
-// tiles of 16 positions so that both sides stay in cache lines being written.
-template <typename E, int B>
-void ReblockPairs(const E* src, E* dst, int64_t plane, bool to_blocked, int64_t begin,
-                  int64_t end) {
+// tiles of 16 channels x 16 positions so that both sides stay in cache lines being written.
+// kFixedB: the block size as a compile-time constant (8 or 16: nChw8c / nChw16c, the loops
+// unrolled), or 0 for `block` at run time (NHWC: one block of every channel).
+template <typename E, int kFixedB>
+void ReblockPairs(const E* src, E* dst, int64_t plane, int64_t block, bool to_blocked,
+                  int64_t begin, int64_t end) {
   constexpr int64_t kTile = 16;
+  const int64_t B = kFixedB > 0 ? kFixedB : block;
   for (int64_t pair = begin; pair < end; ++pair) {
     const E* in = src + pair * plane * B;
     E* out = dst + pair * plane * B;
-    for (int64_t s0 = 0; s0 < plane; s0 += kTile) {
-      const int64_t s1 = s0 + kTile < plane ? s0 + kTile : plane;
-      for (int l = 0; l < B; ++l) {
-        for (int64_t s = s0; s < s1; ++s) {
-          if (to_blocked) {
-            out[s * B + l] = in[l * plane + s];
-          } else {
-            out[l * plane + s] = in[s * B + l];
-          }
-        }
-      }
-    }
-  }
-}
-
-// The same for a block size known at run time (NHWC: one block of every channel): the
-// [block, plane] <-> [plane, block] transposes in tiles of 16 channels x 16 positions.
-template <typename E>
-void ReblockPairsAnyBlock(const E* src, E* dst, int64_t plane, int64_t block, bool to_blocked,
-                          int64_t begin, int64_t end) {
-  constexpr int64_t kTile = 16;
-  for (int64_t pair = begin; pair < end; ++pair) {
-    const E* in = src + pair * plane * block;
-    E* out = dst + pair * plane * block;
-    for (int64_t c0 = 0; c0 < block; c0 += kTile) {
-      const int64_t c1 = std::min(c0 + kTile, block);
+    for (int64_t c0 = 0; c0 < B; c0 += kTile) {
+      const int64_t c1 = std::min(c0 + kTile, B);
       for (int64_t s0 = 0; s0 < plane; s0 += kTile) {
         const int64_t s1 = std::min(s0 + kTile, plane);
         for (int64_t l = c0; l < c1; ++l) {
           for (int64_t s = s0; s < s1; ++s) {
             if (to_blocked) {
-              out[s * block + l] = in[l * plane + s];
+              out[s * B + l] = in[l * plane + s];
             } else {
-              out[l * plane + s] = in[s * block + l];
+              out[l * plane + s] = in[s * B + l];
             }
           }
         }
@@ -68,12 +47,12 @@ void ReblockAs(const void* src, void* dst, int64_t pairs, int64_t plane, int64_t
   const E* in = static_cast<const E*>(src);
   E* out = static_cast<E*>(dst);
   auto run = [&](int64_t begin, int64_t end) {
-    if (block != ActivationBlock()) {
-      ReblockPairsAnyBlock<E>(in, out, plane, block, to_blocked, begin, end);
-    } else if (block == 16) {
-      ReblockPairs<E, 16>(in, out, plane, to_blocked, begin, end);
+    if (block == 16) {
+      ReblockPairs<E, 16>(in, out, plane, block, to_blocked, begin, end);
+    } else if (block == 8) {
+      ReblockPairs<E, 8>(in, out, plane, block, to_blocked, begin, end);
     } else {
-      ReblockPairs<E, 8>(in, out, plane, to_blocked, begin, end);
+      ReblockPairs<E, 0>(in, out, plane, block, to_blocked, begin, end);
     }
   };
   if (parallel) {
