@@ -39,37 +39,38 @@ def lowest(dtype):
         {"i32": np.int32, "i64": np.int64}[dtype]).min)
 
 
-def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
-    """amax with the scatter_max op; amin as -amax of the negations. Without include_self,
-    the positions written to start from the lowest value instead of x's. (There, where x's
-    value equals the maximum, torch's backward still counts x among the tied maxima and
-    drops its share; here the gradient is split among the written values only.)"""
+def _combined_scatter(cx, n, x, dim, index, src, include_self, op, identity, negate=False):
+    """x with src combined into the positions index names by `op` (scatter_max, scatter_mul),
+    in the result's dtype; `negate`: on the negations, the result negated back (amin as
+    -amax). Without include_self, the positions written to start from `identity` (the
+    lowest value, 1) instead of x's."""
     dtype = cx.dtype_of(n)
     base, src_ = cx.cast(cx.v(x), dtype), cx.cast(cx.v(src), dtype)
     if cx.shape_of(src) != index_shape(cx, index):
         src_ = _leading_part(cx, src_, cx.shape_of(src), index_shape(cx, index))
-    if reduce == "amin":
+    if negate:
         base, src_ = cx.op("neg", [base]), cx.op("neg", [src_])
     if not include_self:
         _, count, _ = scatter_sums(cx, x, dim, index, src_, dtype)
         hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
-        base = cx.op("where", [hit, cx.scalar(lowest(dtype), None, dtype), base])
-    out = cx.op("scatter_max", [base, index_value(cx, index), src_], {"axis": dim})
-    return cx.op("neg", [out]) if reduce == "amin" else out
+        base = cx.op("where", [hit, cx.scalar(identity(dtype), None, dtype), base])
+    out = cx.op(op, [base, index_value(cx, index), src_], {"axis": dim})
+    return cx.op("neg", [out]) if negate else out
+
+
+def _scatter_extreme(cx, n, x, dim, index, src, reduce, include_self):
+    """amax with the scatter_max op; amin as -amax of the negations. (Without include_self,
+    where x's value equals the maximum, torch's backward still counts x among the tied
+    maxima and drops its share; here the gradient is split among the written values only.)"""
+    return _combined_scatter(cx, n, x, dim, index, src, include_self, "scatter_max", lowest,
+                             negate=reduce == "amin")
 
 
 def _scatter_product(cx, n, x, dim, index, src, include_self):
     """The scatter_mul op (writes multiplied in index order; its gradient divides by no
-    zero). Without include_self, the positions written to start from 1 instead of x's."""
-    dtype = cx.dtype_of(n)
-    base, src_ = cx.cast(cx.v(x), dtype), cx.cast(cx.v(src), dtype)
-    if cx.shape_of(src) != index_shape(cx, index):
-        src_ = _leading_part(cx, src_, cx.shape_of(src), index_shape(cx, index))
-    if not include_self:
-        _, count, _ = scatter_sums(cx, x, dim, index, src_, dtype)
-        hit = cx.op("gt", [count, cx.scalar(0, None, dtype)])
-        base = cx.op("where", [hit, cx.scalar(1, None, dtype), base])
-    return cx.op("scatter_mul", [base, index_value(cx, index), src_], {"axis": dim})
+    zero)."""
+    return _combined_scatter(cx, n, x, dim, index, src, include_self, "scatter_mul",
+                             lambda dtype: 1)
 
 
 @handles(aten.scatter_reduce.two)

@@ -35,6 +35,10 @@ const Attr& Find(const AttrMap& attrs, const std::string& name) {
 
 bool HasAttr(const AttrMap& attrs, const std::string& name) { return attrs.count(name) != 0; }
 
+bool GetFlag(const AttrMap& attrs, const std::string& name) {
+  return HasAttr(attrs, name) && GetBool(attrs, name);
+}
+
 int64_t GetInt(const AttrMap& attrs, const std::string& name) {
   const Attr& a = Find(attrs, name);
   if (auto* i = std::get_if<int64_t>(&a)) return *i;

@@ -37,6 +37,9 @@ std::vector<double> GetFloats(const AttrMap& attrs, const std::string& name);
 DType GetDType(const AttrMap& attrs, const std::string& name);
 const Graph& GetGraph(const AttrMap& attrs, const std::string& name);
 bool HasAttr(const AttrMap& attrs, const std::string& name);
+// An optional flag: GetBool where present, false where absent (layout attributes a pass sets
+// on some nodes only, nodes made before an attribute existed).
+bool GetFlag(const AttrMap& attrs, const std::string& name);
 
 // Structural equality (graphs compare by printed text).
 bool AttrEquals(const Attr& a, const Attr& b);

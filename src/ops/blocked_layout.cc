@@ -34,17 +34,18 @@ struct Dims {
   int64_t n, c, plane, block, lanes;
 };
 
-// The node's attribute "channels_last" (absent: false): x (and a blocked result) NHWC.
-bool ChannelsLast(const AttrMap& attrs) {
-  return HasAttr(attrs, "channels_last") && GetBool(attrs, "channels_last");
+// x's dims in the layout the node's attributes name (any dtype: the reorders move bytes).
+Dims LayoutDims(const TensorType& x, const AttrMap& attrs) {
+  return {x.shape[0], x.shape[1], x.shape[2] * x.shape[3],
+          cpu::LayoutBlock(GetFlag(attrs, "channels_last"), x.shape[1]), cpu::ActivationBlock()};
 }
 
+// The same, checked for the ops that compute on x (floating, whole channel blocks).
 Dims DimsOf(const TensorType& x, const AttrMap& attrs, const std::string& op) {
   TG_CHECK(x.rank() == 4 && x.shape[1] % 16 == 0, kShape, op, ": expected x [N, C, H, W] "
            "with C divisible by 16 (whole channel blocks), got ", x.ToString());
   CheckFloating(x, op, "x");
-  return {x.shape[0], x.shape[1], x.shape[2] * x.shape[3],
-          cpu::LayoutBlock(ChannelsLast(attrs), x.shape[1]), cpu::ActivationBlock()};
+  return LayoutDims(x, attrs);
 }
 
 // Where element (n, c, s) of a blocked [N, C, H, W] tensor is.
@@ -208,8 +209,7 @@ KernelFactory ChannelScaleFactory(bool serial) {
 KernelFactory ReblockFactory(bool to_blocked, bool serial) {
   return [to_blocked, serial](const Node& node) -> Kernel {
     const TensorType& x = node.input(0)->type();
-    const Dims d{x.shape[0], x.shape[1], x.shape[2] * x.shape[3],
-                 cpu::LayoutBlock(ChannelsLast(node.attrs()), x.shape[1]), cpu::ActivationBlock()};
+    const Dims d = LayoutDims(x, node.attrs());
     const size_t size = SizeOf(x.dtype);
     return [d, size, to_blocked, serial](const KernelArgs& a) {
       const char* in = static_cast<const char*>(a.inputs[0]);

@@ -65,12 +65,10 @@ cpu::ConvLayout ConvLayoutOf(const AttrMap& attrs, const cpu::Conv2dParams& p,
                              const std::string& op) {
   cpu::ConvLayout layout;
   // Absent in nodes made before the layout attributes existed (files, AddNode): NCHW.
-  layout.src_blocked = HasAttr(attrs, "src_blocked") && GetBool(attrs, "src_blocked");
-  layout.dst_blocked = HasAttr(attrs, "dst_blocked") && GetBool(attrs, "dst_blocked");
-  layout.src_channels_last = layout.src_blocked && HasAttr(attrs, "src_channels_last") &&
-                             GetBool(attrs, "src_channels_last");
-  layout.dst_channels_last = layout.dst_blocked && HasAttr(attrs, "dst_channels_last") &&
-                             GetBool(attrs, "dst_channels_last");
+  layout.src_blocked = GetFlag(attrs, "src_blocked");
+  layout.dst_blocked = GetFlag(attrs, "dst_blocked");
+  layout.src_channels_last = layout.src_blocked && GetFlag(attrs, "src_channels_last");
+  layout.dst_channels_last = layout.dst_blocked && GetFlag(attrs, "dst_channels_last");
   // Blocked tensors have NCHW's size only when no channel block is padded (8 or 16 lanes).
   TG_CHECK(!layout.src_blocked || p.c % 16 == 0, kShape, op, ": src_blocked needs input "
            "channels divisible by 16, got ", p.c);

@@ -53,7 +53,7 @@ EpilogueSpec SpecOf(const AttrMap& attrs, const cpu::Conv2dParams& p) {
   s.bias = GetBool(attrs, "bias");
   s.batch_norm = GetBool(attrs, "batch_norm");
   // Absent in nodes made before the attribute existed (files, AddNode): none.
-  s.residual = HasAttr(attrs, "residual") && GetBool(attrs, "residual");
+  s.residual = GetFlag(attrs, "residual");
   s.eps = GetFloat(attrs, "eps");
   const std::string& act = GetString(attrs, "activation");
   TG_CHECK(cpu::ActivationFromName(act, &s.activation), kShape,

@@ -338,11 +338,11 @@ std::vector<Value*> GradScatterMul(const GradContext& g) {
   Value* product = b.Op1("scatter_mul", {ones, index, src}, g.attrs());
   Value* d_base = b.Mul(g.GO(0), product);
   Value* is_zero = b.Op1("eq", {src, b.Scalar(0.0, t)});
-  Value* zeros = b.Op1("scatter_add", {b.ZerosLike(g.I(0)), index, b.Cast(is_zero, t)},
-                       g.attrs());
+  Value* zero_count = b.Op1("scatter_add", {b.ZerosLike(g.I(0)), index, b.Cast(is_zero, t)},
+                            g.attrs());
   Value* nonzero_src = b.Where(is_zero, b.Scalar(1.0, t), src);
   Value* others = at_src(b.Op1("scatter_mul", {g.I(0), index, nonzero_src}, g.attrs()));
-  Value* zeros_here = at_src(zeros);
+  Value* zeros_here = at_src(zero_count);
   Value* none = b.Op1("eq", {zeros_here, b.Scalar(0.0, t)});
   Value* only_this = b.Op1("logical_and", {is_zero, b.Op1("eq", {zeros_here, b.Scalar(1.0, t)})});
   Value* exclusive = b.Where(none, b.Div(others, nonzero_src),

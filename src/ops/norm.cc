@@ -35,7 +35,7 @@ cpu::BatchNormParams BatchNormParamsOf(const Shape& x, const std::string& op) {
 // batch_norm_train / _backward's attribute "blocked" (absent: false): x, y, dy, dx in oneDNN's
 // channel-blocked layout (kernels/cpu/channel_blocking.h), set by block-conv-layout.
 bool IsBlocked(const AttrMap& attrs) {
-  return HasAttr(attrs, "blocked") && GetBool(attrs, "blocked");
+  return GetFlag(attrs, "blocked");
 }
 
 void CheckBlockedShape(const AttrMap& attrs, const Shape& x, const std::string& op) {

@@ -109,7 +109,7 @@ AttrMap WithOutputSize(AttrMap attrs, const Shape& dy) {
 // max_pool2d / _backward's attribute "blocked" (absent: false): x, y, dy, dx in oneDNN's
 // channel-blocked layout (kernels/cpu/channel_blocking.h), set by block-conv-layout.
 bool IsBlocked(const AttrMap& attrs) {
-  return HasAttr(attrs, "blocked") && GetBool(attrs, "blocked");
+  return GetFlag(attrs, "blocked");
 }
 
 void CheckBlockedShape(const AttrMap& attrs, const Shape& x, const std::string& op) {
@@ -126,9 +126,7 @@ cpu::Pool2dParams ParamsOfNode(const Node& n, PoolKind kind) {
   cpu::Pool2dParams p = PoolParams(x, n.attrs(), kind, n.op());
   if (kind == PoolKind::kMax && IsBlocked(n.attrs())) {
     p.block = cpu::ActivationBlock();
-    if (HasAttr(n.attrs(), "channels_last") && GetBool(n.attrs(), "channels_last")) {
-      p.channels_last = x[1];
-    }
+    if (GetFlag(n.attrs(), "channels_last")) p.channels_last = x[1];
   }
   return p;
 }

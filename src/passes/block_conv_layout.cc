@@ -216,7 +216,6 @@ struct GroupState {
   void CountConv(const Node& n) { ++(IsBf16Conv(n) ? bf16_convs : f32_convs); }
 };
 
-
 // The readers of v and the input slots they read it in, in node order.
 struct Reads {
   std::vector<std::pair<Node*, size_t>> slots;

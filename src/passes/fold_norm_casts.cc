@@ -14,7 +14,7 @@ namespace tg {
 namespace {
 
 bool Blocked(const Node& n) {
-  return HasAttr(n.attrs(), "blocked") && GetBool(n.attrs(), "blocked");
+  return GetFlag(n.attrs(), "blocked");
 }
 
 class FoldNormCastsPass : public Pass {

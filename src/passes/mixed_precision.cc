@@ -61,7 +61,7 @@ int64_t ReductionDepth(const Node& n) {
   }
   const auto& a = n.input(0)->type().shape;
   if (a.empty()) return 1;
-  const bool transposed = HasAttr(n.attrs(), "transpose_a") && GetBool(n.attrs(), "transpose_a");
+  const bool transposed = GetFlag(n.attrs(), "transpose_a");
   return transposed && a.size() >= 2 ? a[a.size() - 2] : a.back();
 }
 
