@@ -2245,5 +2245,5 @@ def _getitem(cx, n, seq, index):
 
 register_tilegraph_ops()
 # (they register entries in TABLE)
-from . import (_aten_data, _aten_math, _aten_scans, _aten_search,  # noqa: E402,F401
-               _aten_spatial)
+from . import (_aten_data, _aten_linalg, _aten_math, _aten_scans,  # noqa: E402,F401
+               _aten_search, _aten_spatial)

@@ -605,7 +605,8 @@ def _operand_message(cx, node, error):
 def _decompositions():
     """Core ATen decompositions, except the composite ops tilegraph compiles whole:
     scaled_dot_product_attention (its fused attention op, see _aten._sdpa),
-    linalg_vector_norm (a zero vector's gradient, see _aten_spatial), detach, hardswish,
+    linalg_vector_norm (a zero vector's gradient, see _aten_spatial), torch.linalg's
+    solvers (their errors, see _aten_linalg), detach, hardswish,
     hardsigmoid and max_unpool2d; plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
     (core_aten.DECOMPOSED_AT_CAPTURE) and of some non-core ones
@@ -634,6 +635,11 @@ def _decompositions():
     table.pop(torch.ops.aten.frac.default, None)
     # log_ndtr: its decomposition's untaken where-branch gives NaN gradients (_aten_math).
     table.pop(torch.ops.aten.special_log_ndtr.default, None)
+    # torch.linalg's solvers: their decompositions (the _ex forms) drop eager's errors for
+    # singular / indefinite matrices; whole, they keep them (_aten_linalg).
+    for name in ("linalg_inv", "inverse", "linalg_det", "det", "linalg_slogdet", "slogdet",
+                 "logdet", "linalg_cholesky", "linalg_solve", "linalg_solve_ex"):
+        table.pop(getattr(torch.ops.aten, name).default, None)
     # Core ATen ops (and a few others) that PyTorch's own rules rewrite into table ops
     for name in (*DECOMPOSED_AT_CAPTURE, *NON_CORE_DECOMPOSED_AT_CAPTURE):
         table[overload_named(name)] = decomposition_table[overload_named(name)]

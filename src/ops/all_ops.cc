@@ -26,6 +26,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterScanOps(registry);
   RegisterSortOps(registry);
   RegisterAttentionOps(registry);
+  RegisterLinalgOps(registry);
 }
 
 }  // namespace tg

@@ -25,6 +25,7 @@ void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all
 void RegisterPadOps(OpRegistry& r);          // pad.cc: constant padding
 void RegisterScanOps(OpRegistry& r);         // scan.cc: cumsum, prod
 void RegisterSortOps(OpRegistry& r);         // sort.cc: topk (and sort through it)
+void RegisterLinalgOps(OpRegistry& r);       // linalg.cc: inverse, solves, det, cholesky
 void RegisterAttentionOps(OpRegistry& r);    // attention.cc: fused attention + backward
 void RegisterBlockedLayoutOps(OpRegistry& r);  // blocked_layout.cc: squeeze-excite on blocked x
 
