@@ -18,7 +18,8 @@ def applied():
     register_hf_caches()
     with _static_ctc_shapes(), _causal_mask_detection_off(), _tensor_data_as_detach(), \
             _cross_map_lrn2d_functional(), _no_partial_graph_dump(), _quiet_unbacked_symbols(), \
-            _one_hot_needs_num_classes(), value_checks_as_assertions():
+            _one_hot_needs_num_classes(), value_checks_as_assertions(), \
+            _positive_definite_check_without_branch():
         yield
 
 
@@ -312,6 +313,38 @@ def _static_ctc_shapes():
         yield
     finally:
         fake_impls._deregister_op_impl(op)
+
+
+@contextlib.contextmanager
+def _positive_definite_check_without_branch():
+    """torch.distributions' symmetric and positive_definite constraints (MultivariateNormal's
+    and Wishart's covariance / precision validation) return early on their data (`if not
+    square_check.all(): return square_check`, the same for symmetry): branches that compute,
+    which no graph holds. While capturing, squareness is decided from the shape (what it
+    depends on) and positive definiteness is the branch-free `symmetric & cholesky_ex(...)
+    .info == 0`, whose all() (what the distribution checks before raising) is the
+    original's."""
+    from torch.distributions import constraints
+    patched = {constraints._Symmetric: constraints._Symmetric.check,
+               constraints._PositiveDefinite: constraints._PositiveDefinite.check}
+
+    def symmetric(self, value):
+        if value.shape[-2] != value.shape[-1]:
+            return torch.zeros(value.shape[:-2], dtype=torch.bool, device=value.device)
+        return torch.isclose(value, value.mT, atol=1e-6).all(-2).all(-1)
+
+    def positive_definite(self, value):
+        if value.shape[-2] != value.shape[-1]:
+            return symmetric(self, value)
+        return symmetric(self, value) & torch.linalg.cholesky_ex(value).info.eq(0)
+
+    constraints._Symmetric.check = symmetric
+    constraints._PositiveDefinite.check = positive_definite
+    try:
+        yield
+    finally:
+        for cls, check in patched.items():
+            cls.check = check
 
 
 @contextlib.contextmanager

@@ -117,16 +117,32 @@ class MultivariateNormalLogProb(torch.nn.Module):
 
     def forward(self, x):
         cov = self.factor @ self.factor.T + 0.5 * torch.eye(self.loc.shape[0])
-        dist = torch.distributions.MultivariateNormal(self.loc, covariance_matrix=cov,
-                                                      validate_args=False)
+        dist = torch.distributions.MultivariateNormal(self.loc, covariance_matrix=cov)
         lp = dist.log_prob(x)
         return lp, -lp.mean()
 
 
 def test_multivariate_normal_log_prob_infers_and_trains_like_eager():
+    """With torch.distributions' argument validation on (the default): its positive-definite
+    check (a Cholesky's info) compiles into a run-time check."""
     x = torch.randn(8, 3, generator=torch.Generator().manual_seed(6))
     assert_infers_and_trains_like_eager(MultivariateNormalLogProb(), (x,), steps=3, lr=0.05,
                                         rtol=1e-4, atol=1e-5)
+
+
+def test_multivariate_normal_validation_rejects_an_indefinite_covariance():
+    class Density(torch.nn.Module):
+        def forward(self, cov, x):
+            return torch.distributions.MultivariateNormal(torch.zeros(3), cov).log_prob(x)
+
+    model, x = tilegraph.inferenceModel(Density()), torch.randn(4, 3)
+    good = torch.eye(3) + 0.2
+    torch.testing.assert_close(model(good, x), Density()(good, x))
+    bad = torch.diag(torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError):
+        Density()(bad, x)
+    with pytest.raises(ValueError, match="data check"):  # as eager, a ValueError
+        model(bad, x)
 
 
 class Fn(torch.nn.Module):
