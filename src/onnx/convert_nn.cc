@@ -1,5 +1,5 @@
 // ONNX neural-network ops: MatMul, Gemm, Conv, ConvTranspose, pooling, normalizations,
-// Softmax / LogSoftmax, Gather / GatherElements, and the two training losses
+// Softmax / LogSoftmax, Gather / GatherElements, Det, and the two training losses
 // (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss).
 //
 // tilegraph's convolution and pooling are 2-D with symmetric padding: 1-D ones run as 2-D
@@ -563,6 +563,9 @@ void AddNnConverters(OnnxConverterTable& t) {
   t["ScatterElements"] = ScatterElements;
   t["LpPool"] = [](OnnxNode& n) { return LpPool(n, false); };
   t["GlobalLpPool"] = [](OnnxNode& n) { return LpPool(n, true); };
+  t["Det"] = [](OnnxNode& n) -> Outs {  // (f32 / f64; LU with partial pivoting)
+    return {n.b().Op1("det", {n.input(0)})};
+  };
   t["MatMul"] = [](OnnxNode& n) -> Outs {
     // numpy semantics: a 1-D left operand is a row, a 1-D right operand a column, and the
     // added dimension is removed from the result.

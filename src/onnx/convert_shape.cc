@@ -292,17 +292,9 @@ Outs OneHot(OnnxNode& n) {
 }
 
 Outs Trilu(OnnxNode& n) {
-  Builder& b = n.b();
-  Value* x = n.input(0);
   const int64_t k = n.has_input(1) ? n.ints_input(1).at(0) : 0;
   const bool upper = n.attr_int("upper", 1) != 0;
-  const Shape& s = x->type().shape;
-  const int64_t rows = s[s.size() - 2], cols = s.back();
-  HostTensor keep({DType::kBool, {rows, cols}});
-  for (int64_t i = 0; i < rows; ++i)
-    for (int64_t j = 0; j < cols; ++j)
-      keep.as<uint8_t>()[i * cols + j] = upper ? (j - i >= k) : (j - i <= k);
-  return {b.Where(b.graph().AddConstant(std::move(keep)), x, ScalarLike(b, x, 0.0))};
+  return {n.b().Op1("triangle", {n.input(0)}, {{"upper", upper}, {"diagonal", k}})};
 }
 
 // DepthToSpace / SpaceToDepth by reshape and permute (DCR and CRD orders).
