@@ -142,13 +142,14 @@ def _copysign(cx, n, a, b):
 
 @handles(aten.kthvalue.default)
 def _kthvalue(cx, n, x, k, dim=-1, keepdim=False):
-    """(values, indices) of the k-th smallest along dim: a stable ascending sort, then the
-    k-th (of tied values, the first in index order)."""
+    """(values, indices) of the k-th smallest along dim, equal values resolved as eager's
+    quickselect resolves them (topk's ties = "kthvalue": position k - 1 is the k-th)."""
     shape = cx.shape_of(x)
     if not shape:
         return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
     d = dim % len(shape)
-    values, indices = cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": d, "largest": 0}, 2)
+    values, indices = cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": d, "largest": 0,
+                                                  "ties": "kthvalue"}, 2)
     picked = [cx.op("slice", [v], {"axis": d, "start": int(k) - 1, "end": int(k), "step": 1})
               for v in (values, indices)]
     if keepdim:
@@ -1819,16 +1820,17 @@ def scatter_sums(cx, x, dim, index, src_, compute, counted=None):
 
 @handles(aten.topk.default)
 def _topk(cx, n, x, k, dim=-1, largest=True, sorted=True):
-    """(values, indices), always in order (sorted=False leaves the order to the
-    implementation in torch; in order is one such order)."""
-    return cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": dim, "largest": int(bool(largest))},
-                  2)
+    """(values, indices); equal values in the order eager's CPU topk leaves them (its
+    selection algorithm on (value, index) pairs, see src/ops/sort.cc), sorted=False too."""
+    return cx.ops("topk", [cx.v(x)], {"k": int(k), "axis": dim, "largest": int(bool(largest)),
+                                       "ties": "topk" if sorted else "topk_unsorted"}, 2)
 
 
 @handles(aten.sort.default)
 def _sort(cx, n, x, dim=-1, descending=False):
-    """torch.sort: topk over the whole axis (ties keep index order: a stable sort)."""
-    return _sort_stable(cx, n, x, dim=dim, descending=descending)
+    """torch.sort: topk over the whole axis; equal values in the order of eager's CPU sort
+    (std::sort of (value, index) pairs: not stable beyond 16 elements)."""
+    return _sort_stable(cx, n, x, stable=False, dim=dim, descending=descending)
 
 
 @handles(aten.sort.stable)
@@ -1837,7 +1839,8 @@ def _sort_stable(cx, n, x, stable=None, dim=-1, descending=False):
     if not shape:
         return [cx.v(x), cx.op("full", [], {"shape": [], "value": 0.0, "dtype": "dtype:i64"})]
     return cx.ops("topk", [cx.v(x)], {"k": shape[dim], "axis": dim,
-                                       "largest": int(bool(descending))}, 2)
+                                       "largest": int(bool(descending)),
+                                       "ties": "stable" if stable else "sort"}, 2)
 
 
 # When SDPA compiles to the fused attention op: "auto": in f32 programs (the f32 forward and

@@ -357,3 +357,71 @@ def test_gradients_at_ties_and_in_the_tails():
             return torch.special.log_ndtr(self.w * scale).sum()
     assert_trains_like_eager(Tail(), (torch.tensor(1.0, dtype=torch.float64),), steps=1,
                              lr=0.01, loss_of=lambda out: out, rtol=1e-9, atol=1e-9)
+
+
+def _tied(shape, dtype, seed, nan=False):
+    """Values with many ties (4 distinct), NaN in some rows when `nan`."""
+    x = torch.randint(0, 4, shape, generator=torch.Generator().manual_seed(seed)).to(dtype)
+    if nan:
+        x.view(-1)[::7] = math.nan
+    return x
+
+
+TIE_FUNCTIONS = {
+    "sort": lambda x, d: torch.sort(x, dim=d),
+    "sort_descending": lambda x, d: torch.sort(x, dim=d, descending=True),
+    "sort_stable": lambda x, d: torch.sort(x, dim=d, stable=True, descending=True),
+    "argsort": lambda x, d: torch.argsort(x, dim=d),
+    "msort": lambda x, d: torch.msort(x.movedim(d, 0)),
+    "topk_partial_sort": lambda x, d: torch.topk(x, 2, dim=d),  # k * 64 <= n from n = 128
+    "topk": lambda x, d: torch.topk(x, min(9, x.shape[d]), dim=d),
+    "topk_smallest": lambda x, d: torch.topk(x, min(5, x.shape[d]), dim=d, largest=False),
+    "topk_unsorted": lambda x, d: torch.topk(x, min(6, x.shape[d]), dim=d, sorted=False),
+    "topk_all": lambda x, d: torch.topk(x, x.shape[d], dim=d),
+    "kthvalue": lambda x, d: torch.kthvalue(x, (x.shape[d] + 2) // 3, dim=d),
+    "kthvalue_last": lambda x, d: torch.kthvalue(x, x.shape[d], dim=d),
+    "median": lambda x, d: torch.median(x, dim=d),
+}
+
+
+@pytest.mark.parametrize("length", [5, 16, 17, 40, 130, 300])
+def test_sort_topk_kthvalue_order_ties_as_eager(length):
+    """Among equal values the indices are eager's: its CPU sort (std::sort, not stable beyond
+    16 elements), topk (partial sort or selection) and kthvalue (quickselect) leave a
+    particular order, which tilegraph reproduces (src/ops/sort.cc), along the last and a
+    leading dim, in float (with NaN) and integer dtypes."""
+    for dtype, nan in ((torch.float32, False), (torch.float32, True), (torch.float64, False),
+                       (torch.int64, False), (torch.int32, False)):
+        names = [k for k in sorted(TIE_FUNCTIONS) if not (nan and k == "kthvalue_last")]
+        for dim, shape in ((-1, (3, length)), (0, (length, 2))):
+            x = _tied(shape, dtype, length + dim, nan)
+
+            def every(t):
+                out = []
+                for k in names:
+                    r = TIE_FUNCTIONS[k](t, dim)
+                    out.extend(r if isinstance(r, tuple) else (r,))
+                return tuple(out)
+            assert_like_eager(every, x, exact=True)
+
+
+def test_gradients_of_tied_topk_and_sort_go_where_eagers_go():
+    """topk / sort / kthvalue of equal values with gradients (a per-unit scale initialized to
+    ones, as a norm's weight is): the gradient reaches the units eager's order picks, so the
+    weights after a few steps are eager's (a stable order would train other units)."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(48))
+
+        def forward(self, x):
+            h = self.scale * x.sum(1, keepdim=True)  # every row: 48 equal values
+            top = torch.topk(h, 20, dim=1).values
+            ranked = torch.sort(h, dim=1, descending=True).values[:, :30]
+            kth = torch.kthvalue(h, 30, dim=1).values
+            return (top * torch.linspace(1, 2, 20)).sum() + (ranked * torch.linspace(0, 1, 30)
+                                                             ).sum() + kth.sum()
+
+    from parity import assert_trains_like_eager
+    x = torch.rand(4, 6, generator=torch.Generator().manual_seed(9))
+    assert_trains_like_eager(Net(), (x,), steps=3, lr=0.01, loss_of=lambda out: out)
