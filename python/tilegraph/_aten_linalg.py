@@ -1,6 +1,7 @@
 """ATen table entries for torch.linalg's dense solvers on f32 / f64 matrices: inv / inverse,
 det, slogdet, logdet, cholesky, solve, solve_triangular, cholesky_solve and
-cholesky_inverse, and their _ex forms (with LAPACK's info). They are kept whole at capture
+cholesky_inverse, and their _ex forms (with LAPACK's info); householder_product and
+matrix_exp composed of matmuls (the orthogonal parametrization's maps). They are kept whole at capture
 (_capture._decompositions) and become the IR's linalg ops (src/ops/linalg.cc), so a
 singular or indefinite matrix fails the call with torch's error (an assert_all on info)
 where eager raises, instead of the garbage its decompositions return.
@@ -11,12 +12,16 @@ true derivative); cholesky_solve / cholesky_inverse read L's triangle only, and 
 gradient w.r.t. L is masked to it (torch's has an upper part too, which its forward never
 reads); det's gradient at a singular matrix is NaN (torch uses an SVD there).
 """
-from ._aten import _TORCH_TYPE_NAME, _eager_raises, aten, handles
+import math
+
+import numpy as np
+
+from ._aten import _NUMPY_OF, _TORCH_TYPE_NAME, _eager_raises, aten, handles
 
 _FLOATS = ("f32", "f64")
 
 
-def _matrix(cx, n, name, x):
+def _matrix(cx, n, name, x, square=True):
     """x as a floating matrix batch, refusing eager's refusals (integers, half precision)."""
     dtype = cx.own_dtype(x)
     if dtype in ("f16", "bf16"):
@@ -28,7 +33,7 @@ def _matrix(cx, n, name, x):
     shape = cx.shape_of(x)
     if len(shape) < 2:
         _eager_raises(cx, n, f"{name}: The input tensor A must have at least 2 dimensions.")
-    if shape[-1] != shape[-2]:
+    if square and shape[-1] != shape[-2]:
         _eager_raises(cx, n, f"{name}: A must be batches of square matrices, but they are "
                              f"{shape[-2]} by {shape[-1]} matrices")
     return cx.v(x)
@@ -223,3 +228,75 @@ def _solve_triangular(cx, n, a, b, upper, left=True, unitriangular=False):
 def _triangular_solve(cx, n, b, a, upper=True, transpose=False, unitriangular=False):
     """The deprecated torch.triangular_solve: (op(A)^-1 B, A broadcast)."""
     return list(_triangular(cx, n, a, b, upper, True, unitriangular, transpose))
+
+
+# ---- Householder products and the matrix exponential (torch.nn.utils.parametrizations.
+# orthogonal's maps), composed of matmuls ------------------------------------------------
+def _eye(cx, rows, cols, dtype):
+    return cx.g.add_constant(np.eye(rows, cols, dtype=_NUMPY_OF[dtype]))
+
+
+@handles(aten.linalg_householder_product.default)
+def _householder_product(cx, n, a, tau):
+    """The first n columns of H_1 ... H_k for A [..., m, n], tau [..., k] (LAPACK's orgqr):
+    H_i = I - tau_i v_i v_i^T, v_i column i of A below the diagonal with a 1 on it; applied
+    from the last reflector to the first to the m x n identity, one rank-1 update each."""
+    a_ = _matrix(cx, n, "torch.linalg.householder_product", a, square=False)
+    dtype = cx.own_dtype(a)
+    m, cols = cx.shape_of(a)[-2:]
+    k = cx.shape_of(tau)[-1]
+    v = cx.op("add", [cx.op("triangle", [a_], {"upper": False, "diagonal": -1}),
+                      _eye(cx, m, cols, dtype)])
+    taus = cx.op("reshape", [cx.cast(cx.v(tau), dtype)],
+                 {"shape": cx.shape_of(tau)[:-1] + [1, k]})
+    q = _eye(cx, m, cols, dtype)
+    for i in reversed(range(k)):
+        vi = cx.op("slice", [v], {"axis": -1, "start": i, "end": i + 1, "step": 1})
+        ti = cx.op("slice", [taus], {"axis": -1, "start": i, "end": i + 1, "step": 1})
+        w = cx.op("matmul", [vi, q], {"transpose_a": True, "transpose_b": False})
+        q = cx.op("sub", [q, cx.op("mul", [ti, cx.op("matmul", [vi, w], {})])])
+    return q
+
+
+_EXP_MAX_SQUARINGS = 24  # ||A||_1 up to 2^24 (exp of larger norms overflows f32 anyway)
+
+
+@handles(aten.linalg_matrix_exp.default)
+def _matrix_exp(cx, n, a):
+    """exp(A) by scaling and squaring: A / 2^s with s = ceil(log2 ||A||_1) (at least 0) has
+    norm <= 1, where the degree-18 Taylor polynomial is exact to double rounding (evaluated
+    Paterson-Stockmeyer style: A^2..A^4 and four products), then squared s times. s is
+    data: the graph squares up to 24 times, each squaring kept only where s asks for it."""
+    a_ = _matrix(cx, n, "linalg.matrix_exp", a)
+    dtype = cx.own_dtype(a)
+    size = cx.shape_of(a)[-1]
+    batch = cx.shape_of(a)[:-2]
+
+    def num(v):
+        return cx.scalar(v, None, dtype)
+    norm = cx.op("amax", [cx.op("sum", [cx.op("abs", [a_]), ], {"axes": [-2], "keepdim": True})],
+                 {"axes": [-1], "keepdim": True})                      # [..., 1, 1]
+    s = cx.op("clamp", [cx.op("ceil", [cx.op("log2", [cx.op("maximum", [norm, num(1e-30)])])])],
+              {"min": 0.0, "max": float(_EXP_MAX_SQUARINGS)})
+    x = cx.op("mul", [a_, cx.op("pow", [num(2.0), cx.op("neg", [s])])])
+    eye = _eye(cx, size, size, dtype)
+    powers = [eye, x]
+    for _ in range(3):
+        powers.append(cx.op("matmul", [powers[-1], x], {}))             # A^2, A^3, A^4
+
+    def block(first):  # sum_j A^j / (first + j)! for j < 4 (fewer past degree 18)
+        terms = [cx.op("mul", [powers[j], num(1.0 / math.factorial(first + j))])
+                 for j in range(4) if first + j <= 18]
+        out = terms[0]
+        for t in terms[1:]:
+            out = cx.op("add", [out, t])
+        return out
+    y = block(16)
+    for first in (12, 8, 4, 0):
+        y = cx.op("add", [block(first), cx.op("matmul", [powers[4], y], {})])
+    for i in range(_EXP_MAX_SQUARINGS):
+        keep = cx.op("gt", [s, num(float(i))])
+        y = cx.op("where", [keep, cx.op("matmul", [y, y], {}), y])
+    if batch and cx.g.type_of(y)[1] != batch + [size, size]:
+        y = cx.op("expand", [y], {"shape": batch + [size, size]})
+    return y

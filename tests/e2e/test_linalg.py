@@ -200,3 +200,45 @@ def test_ex_forms_report_info_without_raising():
 def test_unsupported_dtypes_are_refused_at_compile_time(dtype, message):
     with pytest.raises(RuntimeError, match=message):
         tilegraph.inferenceModel(Fn(torch.linalg.det))((torch.eye(3) * 2).to(dtype))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_matrix_exp_and_householder_product_match_eager(dtype):
+    """matrix_exp over norms from 1e-2 to ~50 (0 to 6 squarings), batched;
+    householder_product of a tall matrix (LAPACK's orgqr)."""
+    g = torch.Generator().manual_seed(7)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12,
+                                                                          atol=1e-12)
+    for scale in (0.01, 0.5, 3.0, 10.0):
+        a = torch.randn(3, 5, 5, generator=g, dtype=dtype) * scale
+        want = torch.linalg.matrix_exp(a)
+        got = tilegraph.inferenceModel(Fn(torch.linalg.matrix_exp))(a)
+        torch.testing.assert_close(got / want.abs().amax(), want / want.abs().amax(), **tol)
+    a, tau = torch.randn(2, 7, 4, generator=g, dtype=dtype), torch.rand(2, 3, generator=g,
+                                                                         dtype=dtype)
+    f = torch.linalg.householder_product
+    torch.testing.assert_close(tilegraph.inferenceModel(Fn(f))(a, tau), f(a, tau), **tol)
+
+
+@pytest.mark.parametrize("orthogonal_map", ["matrix_exp", "cayley", "householder"])
+def test_orthogonal_parametrization_trains_like_eager(orthogonal_map):
+    """torch.nn.utils.parametrizations.orthogonal on a square and a wide weight (its maps
+    need matrix_exp, solve, householder_product)."""
+    from torch.nn.utils.parametrizations import orthogonal
+    torch.manual_seed(8)
+    square, wide = torch.nn.Linear(6, 6), torch.nn.Linear(6, 4)
+    orthogonal(square, orthogonal_map=orthogonal_map)
+    orthogonal(wide, orthogonal_map=orthogonal_map)
+    net = torch.nn.Sequential(square, torch.nn.Tanh(), wide)
+
+    class Loss(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            out = self.net(x)
+            return out, (out - 0.5).square().mean()
+
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(9))
+    assert_infers_and_trains_like_eager(Loss(), (x,), steps=3, lr=0.1, rtol=1e-5, atol=1e-6)
