@@ -1239,6 +1239,33 @@ def _exponential_fill(cx, n, x, lambd=1.0, generator=None):
     return cx.op("mul", [tail, cx.scalar(-1.0 / float(lambd), n)])
 
 
+@handles(aten.geometric.default)
+def _geometric_fill(cx, n, x, p, generator=None):
+    """x.geometric_(p): trials to the first success, ceil(log(1 - U) / log(1 - p)) (>= 1),
+    torch's inversion."""
+    _no_generator(cx, n, generator)
+    tail = cx.op("log", [cx.op("sub", [cx.scalar(1.0, n), _draws(cx, n, False)])])
+    trials = cx.op("ceil", [cx.op("mul", [tail, cx.scalar(1.0 / math.log1p(-float(p)), n)])])
+    return cx.op("maximum", [trials, cx.scalar(1.0, n)])  # (U = 0 gives 0 trials otherwise)
+
+
+@handles(aten.log_normal.default)
+def _log_normal_fill(cx, n, x, mean=1.0, std=2.0, generator=None):
+    """x.log_normal_(mean, std): exp of N(mean, std^2) draws."""
+    _no_generator(cx, n, generator)
+    return cx.op("exp", [_scaled_draws(cx, n, True, std, mean)])
+
+
+@handles(aten.cauchy.default)
+def _cauchy_fill(cx, n, x, median=0.0, sigma=1.0, generator=None):
+    """x.cauchy_(median, sigma): median + sigma tan(pi (U - 1/2)), torch's inversion."""
+    _no_generator(cx, n, generator)
+    angle = cx.op("mul", [cx.op("sub", [_draws(cx, n, False), cx.scalar(0.5, n)]),
+                          cx.scalar(math.pi, n)])
+    return cx.op("add", [cx.op("mul", [cx.op("tan", [angle]), cx.scalar(float(sigma), n)]),
+                         cx.scalar(float(median), n)])
+
+
 def _eager_raises(cx, n, message):
     """A call eager PyTorch refuses (a RuntimeError from its kernel) for a reason known at
     compile time: refused there, at the user's line, with torch's message (tilegraph.Error

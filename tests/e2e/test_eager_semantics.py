@@ -282,6 +282,25 @@ def test_random_fills_have_their_distribution(name):
         assert got.min() >= 0.0
 
 
+def test_geometric_log_normal_and_cauchy_fills_have_their_distribution():
+    """geometric_ (mean 1 / p, integers >= 1), log_normal_ (median e^mean, log-std std) and
+    cauchy_ (median and quartiles median -+ sigma) over 100,000 draws, several standard
+    errors wide."""
+    def fn(x):
+        return (x.clone().geometric_(0.25), x.clone().log_normal_(0.5, 0.75),
+                x.clone().cauchy_(2.0, 3.0))
+    x = torch.ones(100, 1000)
+    (geometric, log_normal, cauchy), _ = _run(fn, x)
+    assert geometric.min() >= 1 and torch.equal(geometric, geometric.round())
+    assert abs(geometric.mean().item() - 4.0) < 0.05  # std sqrt(12) / sqrt(1e5) = 0.011
+    logs = log_normal.log()
+    assert abs(logs.mean().item() - 0.5) < 0.01 and abs(logs.std().item() - 0.75) < 0.01
+    quartiles = torch.quantile(cauchy.flatten().double(),
+                               torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+    torch.testing.assert_close(quartiles, torch.tensor([-1.0, 2.0, 5.0], dtype=torch.float64),
+                               atol=0.1, rtol=0)
+
+
 def test_anchor_mode_takes_poptorch_2s_keyword():
     opts = tilegraph.Options().deviceIterations(10)
     opts.anchorMode(tilegraph.AnchorMode.EveryN, anchor_return_period=5)
