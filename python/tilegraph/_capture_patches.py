@@ -5,6 +5,7 @@ same values eager computes; every one is undone when capture ends (`applied`). O
 registration stays: Hugging Face's cache classes as pytree nodes (`register_hf_caches`),
 which the outputs of later calls are rebuilt with."""
 import contextlib
+import math
 import operator
 import sys
 
@@ -19,7 +20,7 @@ def applied():
     with _static_ctc_shapes(), _causal_mask_detection_off(), _tensor_data_as_detach(), \
             _cross_map_lrn2d_functional(), _no_partial_graph_dump(), _quiet_unbacked_symbols(), \
             _one_hot_needs_num_classes(), value_checks_as_assertions(), \
-            _positive_definite_check_without_branch():
+            _positive_definite_check_without_branch(), _random_fill_as_randint():
         yield
 
 
@@ -345,6 +346,39 @@ def _positive_definite_check_without_branch():
     finally:
         for cls, check in patched.items():
             cls.check = check
+
+
+@contextlib.contextmanager
+def _random_fill_as_randint():
+    """Tensor.random_(from, to) does not trace (torch.export writes its `from` keyword into
+    generated Python: a SyntaxError). While capturing it is the same draw spelled
+    `self.copy_(torch.randint_like(self, from, to))`: integers uniform on [from, to); one
+    argument is `to`; none, eager's default range [0, 2^mantissa] for floats and [0, max]
+    for integers."""
+    original = torch.Tensor.random_
+
+    def random_(self, *args, generator=None, **kwargs):
+        low, high = 0, None
+        if len(args) == 1:
+            high = args[0]
+        elif len(args) >= 2:
+            low, high = args[0], args[1]
+        low = kwargs.get("from", low)
+        high = kwargs.get("to", high)
+        if high is None:
+            if self.dtype.is_floating_point:
+                mantissa = round(-math.log2(torch.finfo(self.dtype).eps))
+                high = 2 ** (mantissa + 1) + 1
+            else:
+                high = torch.iinfo(self.dtype).max if self.dtype != torch.bool else 2
+        extra = {} if generator is None else {"generator": generator}
+        return self.copy_(torch.randint_like(self, int(low), int(high), **extra))
+
+    torch.Tensor.random_ = random_
+    try:
+        yield
+    finally:
+        torch.Tensor.random_ = original
 
 
 @contextlib.contextmanager

@@ -301,6 +301,21 @@ def test_geometric_log_normal_and_cauchy_fills_have_their_distribution():
                                atol=0.1, rtol=0)
 
 
+def test_random_fill_integers_cover_eagers_ranges():
+    """Tensor.random_ (torch.export cannot trace it: captured as randint_like): [from, to),
+    [0, to), and the default range, in float, int64 and bool tensors."""
+    def fn(x):
+        return (x.clone().random_(3, 10), x.clone().random_(7), x.long().random_(-5, 5),
+                x.bool().random_(), x.clone().random_())
+    x = torch.zeros(200, 500)
+    (a, b, c, d, e), _ = _run(fn, x)
+    for t, low, high in ((a, 3, 9), (b, 0, 6), (c, -5, 4), (d.long(), 0, 1)):
+        assert t.min().item() == low and t.max().item() == high
+        assert torch.equal(t, t.round()) and abs(t.double().mean().item() - (low + high) / 2) < 0.05
+    assert c.dtype == torch.int64 and d.dtype == torch.bool
+    assert e.min() >= 0 and e.max() <= 2 ** 24 and abs(e.double().mean().item() / 2 ** 23 - 1) < 0.01
+
+
 def test_anchor_mode_takes_poptorch_2s_keyword():
     opts = tilegraph.Options().deviceIterations(10)
     opts.anchorMode(tilegraph.AnchorMode.EveryN, anchor_return_period=5)
