@@ -250,8 +250,10 @@ NB_MODULE(_core, m) {
                                    bool stochastic_rounding, bool automatic_loss_scaling,
                                    double growth_factor, double backoff_factor,
                                    int64_t growth_interval, double max_grad_norm,
-                                   bool rmsprop_tf_variant) {
+                                   bool rmsprop_tf_variant, bool amsgrad, bool maximize) {
         OptimizerConfig config;
+        config.amsgrad = amsgrad;
+        config.maximize = maximize;
         config.max_grad_norm = max_grad_norm;
         config.rmsprop_tf_variant = rmsprop_tf_variant;
         config.automatic_loss_scaling = automatic_loss_scaling;
@@ -323,7 +325,8 @@ NB_MODULE(_core, m) {
          nb::arg("automatic_loss_scaling") = false, nb::arg("growth_factor") = 2.0,
          nb::arg("backoff_factor") = 0.5, nb::arg("growth_interval") = 2000,
          nb::arg("max_grad_norm") = std::numeric_limits<double>::infinity(),
-         nb::arg("rmsprop_tf_variant") = false);
+         nb::arg("rmsprop_tf_variant") = false, nb::arg("amsgrad") = false,
+         nb::arg("maximize") = false);
 
   nb::class_<Executable>(m, "Executable")
       .def_static("compile", [](PyGraph& g, bool training, bool optimize, bool verify_each,

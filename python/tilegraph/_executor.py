@@ -1022,8 +1022,9 @@ class PoplarExecutor:
 
     # torch.optim's per-parameter state keys that tilegraph's state variables carry
     # ("<parameter variable>.<key>"; SGD's step count is tilegraph's own, not torch's).
-    _TORCH_STATE_KEYS = {"sgd": ("momentum_buffer",), "adam": ("step", "exp_avg", "exp_avg_sq"),
-                         "adamw": ("step", "exp_avg", "exp_avg_sq"),
+    _TORCH_STATE_KEYS = {"sgd": ("momentum_buffer",),
+                         "adam": ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+                         "adamw": ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
                          "rmsprop": ("step", "square_avg", "momentum_buffer", "grad_avg")}
 
     def _torch_optimizer(self):

@@ -20,6 +20,8 @@ _PREFIX = {
     ("sgd", "momentum_buffer"): "Accl",
     ("adam", "exp_avg"): "Accl1", ("adam", "exp_avg_sq"): "Accl2",
     ("adamw", "exp_avg"): "Accl1", ("adamw", "exp_avg_sq"): "Accl2",
+    # amsgrad's running max of exp_avg_sq (PopART has none: torch's name)
+    ("adam", "max_exp_avg_sq"): "max_exp_avg_sq", ("adamw", "max_exp_avg_sq"): "max_exp_avg_sq",
     ("lamb", "exp_avg"): "Accl1", ("lamb", "exp_avg_sq"): "Accl2",
     ("rmsprop", "square_avg"): "Accl1", ("rmsprop", "grad_avg"): "Accl2",
     ("rmsprop", "momentum_buffer"): "Accl3",

@@ -602,13 +602,13 @@ def describe(optimizer):
             "the base optimizer, or write the change into the model")
     groups = []
     flags = dict(use_momentum=False, nesterov=False, centered=False, bias_correction=True,
-                 rmsprop_tf_variant=False,
+                 rmsprop_tf_variant=False, amsgrad=False, maximize=False,
                  max_grad_norm=float(getattr(optimizer, "_max_grad_norm", float("inf"))))
     for g in effective_param_groups(optimizer):
-        if g.get("amsgrad"):
-            raise NotImplementedError("amsgrad is not supported by tilegraph yet")
-        if g.get("maximize"):
-            raise NotImplementedError("maximize=True is not supported by tilegraph yet")
+        if g.get("maximize") and kind == "lamb":
+            raise NotImplementedError("LAMB with maximize=True")
+        flags["maximize"] |= bool(g.get("maximize", False))
+        flags["amsgrad"] |= kind in ("adam", "adamw") and bool(g.get("amsgrad", False))
         h = dict(lr=float(g["lr"]), weight_decay=float(g.get("weight_decay", 0.0)))
         given = momentum_variable(optimizer)
         if kind == "sgd":
@@ -644,6 +644,10 @@ def describe(optimizer):
             raise NotImplementedError(f"{name}: param groups that mix {flag} True and False "
                                       "(one setting per optimizer; eager applies each group's, "
                                       "a tilegraph program one for all)")
+    for flag in ("amsgrad", "maximize"):
+        if len({bool(g.get(flag, False)) for g in optimizer.param_groups}) > 1:
+            raise NotImplementedError(f"{type(optimizer).__name__}: param groups that mix "
+                                      f"{flag} True and False (one setting per optimizer)")
     variants = {bool(g.get("use_tf_variant", False)) for g in optimizer.param_groups}
     if len(variants) > 1:
         raise NotImplementedError("RMSprop: param groups that mix use_tf_variant True and False "

@@ -199,7 +199,7 @@ API = [
     ("options", IMPLEMENTED, "the module of option classes (ConfigFileError, _DistributedOptions, ...)"),
     # ---- optimizers -------------------------------------------------------------------
     ("optim.SGD", IMPLEMENTED, "accum types: half params' state dtype; velocity_scaling warns; max_grad_norm"),
-    ("optim.Adam", IMPLEMENTED, "max_grad_norm; amsgrad refused"),
+    ("optim.Adam", IMPLEMENTED, "max_grad_norm; amsgrad"),
     ("optim.AdamW", IMPLEMENTED, "bias_correction=False too"),
     ("optim.RMSprop", IMPLEMENTED, "use_tf_variant, max_grad_norm"),
     ("optim.LAMB", IMPLEMENTED, "bias correction, max_weight_norm (None: 65500; a constant 0 takes Adam's step, as PopART), trust ratio"),

@@ -134,6 +134,7 @@ void UpdateBuilder::Update(Value* p, Value* grad, size_t group, const OptimizerH
   Value* g = grad;
   if (loss_scale != nullptr) g = b_.Div(g, T(loss_scale, p));
   if (clip_factor_ != nullptr) g = b_.Mul(g, T(clip_factor_, p));
+  if (config_.maximize) g = b_.Neg(g);  // torch: before weight decay and the state
   if (config_.shard_state_group > 1) {
     // Replicated tensor sharding (ZeRO stage 1): flatten and pad to a multiple of the group;
     // the gradient is reduce-scattered (each replica gets the reduced rows of its shard), the
@@ -197,7 +198,7 @@ void UpdateBuilder::Sgd(Value* p, Value* g, size_t group, const OptimizerHyperPa
 
 // torch.optim.Adam/AdamW (single tensor): t = step+1; (AdamW: p *= 1-lr*wd | Adam: g += wd*p);
 // m = lerp(m, g, 1-b1); v = v*b2 + (1-b2)*g*g; denom = sqrt(v)/sqrt(1-b2^t) + eps;
-// p += -(lr/(1-b1^t)) * m/denom. Without bias correction (PopTorch's
+// p += -(lr/(1-b1^t)) * m/denom; amsgrad: vmax = max(vmax, v) replaces v in denom. Without bias correction (PopTorch's
 // AdamW(bias_correction=False)): denom = sqrt(v) + eps, p += -lr * m/denom.
 void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperParams& hp,
                          Value* step, bool decoupled) {
@@ -219,13 +220,19 @@ void UpdateBuilder::Adam(Value* p, Value* g, size_t group, const OptimizerHyperP
   Value* m_new = b_.Add(m, b_.Mul(T(b_.Sub(One(), beta1), p), b_.Sub(g, m)));
   // addcmul/addcdiv evaluate left to right: self + (value*t1)*t2, self + (value*t1)/t2.
   Value* v_new = b_.Add(b_.Mul(v, T(beta2, p)), b_.Mul(b_.Mul(T(b_.Sub(One(), beta2), p), g), g));
+  Value* second = v_new;  // amsgrad: the largest v so far (torch.maximum, then the root)
+  if (config_.amsgrad) {
+    Value* v_max = State(p, "max_exp_avg_sq", true);
+    second = b_.Op1("maximum", {v_max, v_new});
+    SetState(v_max, second);
+  }
   Value* neg_step_size = b_.Neg(lr);
-  Value* denom = b_.Add(b_.Sqrt(v_new), T(eps, p));
+  Value* denom = b_.Add(b_.Sqrt(second), T(eps, p));
   if (config_.bias_correction) {
     Value* bc1 = b_.Sub(One(), b_.Op1("pow", {beta1, t}));
     Value* bc2_sqrt = b_.Sqrt(b_.Sub(One(), b_.Op1("pow", {beta2, t})));
     neg_step_size = b_.Neg(b_.Div(lr, bc1));
-    denom = b_.Add(b_.Div(b_.Sqrt(v_new), T(bc2_sqrt, p)), T(eps, p));
+    denom = b_.Add(b_.Div(b_.Sqrt(second), T(bc2_sqrt, p)), T(eps, p));
   }
   SetState(m, m_new);
   SetState(v, v_new);

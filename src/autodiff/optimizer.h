@@ -41,6 +41,9 @@ struct OptimizerConfig {
   bool nesterov = false;      // SGD
   bool centered = false;      // RMSprop
   bool bias_correction = true;  // LAMB, Adam, AdamW: m and v divided by (1 - beta^t)
+  bool amsgrad = false;   // Adam, AdamW: the denominator takes the running max of v (state
+                          // max_exp_avg_sq), torch's amsgrad
+  bool maximize = false;  // SGD, Adam, AdamW, RMSprop: ascend (the gradient negated first)
   bool loss_scaling = false;  // adds hyperparam "loss_scale"; gradients are divided by it
   // Clipping by the global gradient norm (PopTorch's max_grad_norm), when finite: every
   // gradient is multiplied by min(1, max_grad_norm / ||all gradients||), the norm of the

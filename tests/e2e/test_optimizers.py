@@ -245,12 +245,44 @@ def test_ipu_storage_arguments_warn_once_and_change_nothing():
 
 
 def test_features_not_built_say_so():
-    with pytest.raises(NotImplementedError, match="amsgrad"):
-        tilegraph.optim.describe(tilegraph.optim.Adam(Net().parameters(), amsgrad=True))
     with pytest.raises(ValueError, match="max_grad_norm must be > 0"):
         tilegraph.optim.Adam(Net().parameters(), max_grad_norm=0.0)
     with pytest.raises(ValueError, match="invalid"):
         LAMB(Net().parameters(), lr=-1.0)
+
+
+_AMSGRAD_MAXIMIZE = {
+    "adam_amsgrad": lambda m: torch.optim.Adam(m.parameters(), lr=2e-2, amsgrad=True,
+                                               weight_decay=0.01),
+    "adamw_amsgrad_maximize": lambda m: torch.optim.AdamW(m.parameters(), lr=1e-2, amsgrad=True,
+                                                          maximize=True),
+    "sgd_maximize": lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9,
+                                              maximize=True, weight_decay=0.01),
+    "rmsprop_maximize": lambda m: torch.optim.RMSprop(m.parameters(), lr=1e-3, maximize=True),
+    "poptorch_adam_amsgrad": lambda m: tilegraph.optim.Adam(m.parameters(), lr=2e-2,
+                                                            amsgrad=True),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_AMSGRAD_MAXIMIZE))
+def test_amsgrad_and_maximize_train_like_eager(kind):
+    """torch's amsgrad (the running max of the second moment in the denominator, kept as
+    optimizer state max_exp_avg_sq) and maximize (gradient ascent): 20 steps against eager,
+    the weights and, for torch's optimizers, the state their `state[p]` shows."""
+    optimizers = []
+
+    def make(m):
+        optimizers.append(_AMSGRAD_MAXIMIZE[kind](m))
+        return optimizers[-1]
+    model, eager, _ = _train_both(make)
+    for p, q in zip(model.parameters(), eager.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    eager_opt, opt = optimizers
+    if "amsgrad" in kind and not kind.startswith("poptorch"):
+        for p, q in zip(model.parameters(), eager.parameters()):
+            torch.testing.assert_close(opt.state[p]["max_exp_avg_sq"],
+                                       eager_opt.state[q]["max_exp_avg_sq"], rtol=1e-5,
+                                       atol=1e-8)
 
 
 _CLIPPED = {
