@@ -73,6 +73,17 @@ KernelFactory LinalgKernel(const std::string& op, Run run) {
   });
 }
 
+// Sets an op's CPU and reference kernels from run(T{}, args, shape, attrs, reference): the
+// two differ only in which kernel function they call.
+template <typename Run>
+void SetKernels(OpDef& d, Run run) {
+  for (bool reference : {false, true}) {
+    d.kernels[reference ? DeviceKind::kReference : DeviceKind::kCpu] = LinalgKernel(
+        d.name, [run, reference](auto t, const KernelArgs& a, const LinalgShape& s,
+                                 const AttrMap& at) { run(t, a, s, at, reference); });
+  }
+}
+
 template <typename T>
 const T* In(const KernelArgs& a, int i) {
   return dense::In<T>(a, i);
@@ -180,16 +191,12 @@ void RegisterMatrixInverse(OpRegistry& r) {
     Value* inv = g.O(0);  // d(A^-1) = -A^-1 dA A^-1: gA = -A^-T g A^-T
     return {b.Neg(b.MatMul(b.MatMul(inv, g.GO(0), true, false), inv, false, true))};
   };
-  d.kernels[DeviceKind::kCpu] = LinalgKernel("matrix_inverse", [](auto t, const KernelArgs& a,
-                                                                 const LinalgShape& s, const AttrMap&) {
+  SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                   bool reference) {
     using T = decltype(t);
-    cpu::MatrixInverse(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s);
+    if (reference) cpu::MatrixInverseRef(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s);
+    else cpu::MatrixInverse(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s);
   });
-  d.kernels[DeviceKind::kReference] = LinalgKernel(
-      "matrix_inverse", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap&) {
-        using T = decltype(t);
-        cpu::MatrixInverseRef(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s);
-      });
   d.samples = {MatrixSample({3, 3}, Dominant(1, 3, 1)),
                MatrixSample({2, 4, 4}, Dominant(2, 4, 2, true)),
                MatrixSample({2, 1, 5, 5}, Dominant(2, 5, 3)),
@@ -216,17 +223,14 @@ void RegisterLinearSolve(OpRegistry& r) {
     Value* gb = b.Op("linear_solve", {g.I(0), g.GO(0)}, {{"adjoint", !adjoint}})[0];
     return {SolveGradA(b, g.O(0), gb, adjoint), gb};
   };
-  d.kernels[DeviceKind::kCpu] = LinalgKernel("linear_solve", [](auto t, const KernelArgs& a,
-                                                               const LinalgShape& s, const AttrMap& at) {
+  SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                   bool reference) {
     using T = decltype(t);
-    cpu::LinearSolve(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), Info(a, 1), s, GetFlag(at, "adjoint"));
+    const bool adjoint = GetFlag(at, "adjoint");
+    const T *x = In<T>(a, 0), *y = In<T>(a, 1);
+    if (reference) cpu::LinearSolveRef(x, y, Out<T>(a, 0), Info(a, 1), s, adjoint);
+    else cpu::LinearSolve(x, y, Out<T>(a, 0), Info(a, 1), s, adjoint);
   });
-  d.kernels[DeviceKind::kReference] = LinalgKernel(
-      "linear_solve", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at) {
-        using T = decltype(t);
-        cpu::LinearSolveRef(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), Info(a, 1), s,
-                            GetFlag(at, "adjoint"));
-      });
   d.samples = {SolveSample(1, 3, 2, Dominant(1, 3, 5), {}),
                SolveSample(2, 4, 3, Dominant(2, 4, 6, true), {{"adjoint", true}}),
                SolveSample(3, 5, 1, Dominant(3, 5, 7), {})};
@@ -249,16 +253,12 @@ void RegisterDeterminants(OpRegistry& r) {
       Value* inv = b.Op("matrix_inverse", {g.I(0)})[0];
       return {b.Mul(PerMatrix(b, g.GO(1)), MatrixTranspose(b, inv))};
     };
-    d.kernels[DeviceKind::kCpu] = LinalgKernel(
-        "slogdet", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap&) {
-          using T = decltype(t);
-          cpu::SlogDet(In<T>(a, 0), Out<T>(a, 0), Out<T>(a, 1), s);
-        });
-    d.kernels[DeviceKind::kReference] = LinalgKernel(
-        "slogdet", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap&) {
-          using T = decltype(t);
-          cpu::SlogDetRef(In<T>(a, 0), Out<T>(a, 0), Out<T>(a, 1), s);
-        });
+    SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                     bool reference) {
+      using T = decltype(t);
+      if (reference) cpu::SlogDetRef(In<T>(a, 0), Out<T>(a, 0), Out<T>(a, 1), s);
+      else cpu::SlogDet(In<T>(a, 0), Out<T>(a, 0), Out<T>(a, 1), s);
+    });
     d.samples = {MatrixSample({3, 3}, Dominant(1, 3, 8, true)),
                  MatrixSample({4, 4, 4}, Dominant(4, 4, 9, true))};
     r.Register(std::move(d));
@@ -275,16 +275,12 @@ void RegisterDeterminants(OpRegistry& r) {
     Value* inv = b.Op("matrix_inverse", {g.I(0)})[0];
     return {b.Mul(PerMatrix(b, b.Mul(g.GO(0), g.O(0))), MatrixTranspose(b, inv))};
   };
-  d.kernels[DeviceKind::kCpu] = LinalgKernel(
-      "det", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap&) {
-        using T = decltype(t);
-        cpu::Det(In<T>(a, 0), Out<T>(a, 0), s);
-      });
-  d.kernels[DeviceKind::kReference] = LinalgKernel(
-      "det", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap&) {
-        using T = decltype(t);
-        cpu::DetRef(In<T>(a, 0), Out<T>(a, 0), s);
-      });
+  SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                   bool reference) {
+    using T = decltype(t);
+    if (reference) cpu::DetRef(In<T>(a, 0), Out<T>(a, 0), s);
+    else cpu::Det(In<T>(a, 0), Out<T>(a, 0), s);
+  });
   d.samples = {MatrixSample({2, 2}, {0.5, 2.0, -1.5, 3.0}),
                MatrixSample({3, 4, 4}, Dominant(3, 4, 10, true))};
   r.Register(std::move(d));
@@ -316,16 +312,13 @@ void RegisterCholesky(OpRegistry& r) {
     Value* ga = TriSolve(b, l, MatrixTranspose(b, w), false, true, false);      // (W L^-1)^T
     return {MatrixTranspose(b, ga)};
   };
-  d.kernels[DeviceKind::kCpu] = LinalgKernel(
-      "cholesky", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at) {
-        using T = decltype(t);
-        cpu::Cholesky(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s, GetFlag(at, "upper"));
-      });
-  d.kernels[DeviceKind::kReference] = LinalgKernel(
-      "cholesky", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at) {
-        using T = decltype(t);
-        cpu::CholeskyRef(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s, GetFlag(at, "upper"));
-      });
+  SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                   bool reference) {
+    using T = decltype(t);
+    const bool upper = GetFlag(at, "upper");
+    if (reference) cpu::CholeskyRef(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s, upper);
+    else cpu::Cholesky(In<T>(a, 0), Out<T>(a, 0), Info(a, 1), s, upper);
+  });
   d.samples = {MatrixSample({3, 3}, PositiveDefinite(1, 3, 11)),
                MatrixSample({2, 4, 4}, PositiveDefinite(2, 4, 12), {{"upper", true}}),
                // not symmetric: its symmetric part is factored
@@ -351,16 +344,13 @@ void RegisterTriangularSolve(OpRegistry& r) {
     const int64_t diagonal = f.unitriangular ? (f.upper ? 1 : -1) : 0;
     return {Triangle(b, SolveGradA(b, g.O(0), gb, f.transpose), f.upper, diagonal), gb};
   };
-  d.kernels[DeviceKind::kCpu] = LinalgKernel(
-      "triangular_solve", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at) {
-        using T = decltype(t);
-        cpu::TriangularSolve(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), s, FlagsOf(at));
-      });
-  d.kernels[DeviceKind::kReference] = LinalgKernel(
-      "triangular_solve", [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at) {
-        using T = decltype(t);
-        cpu::TriangularSolveRef(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), s, FlagsOf(at));
-      });
+  SetKernels(d, [](auto t, const KernelArgs& a, const LinalgShape& s, const AttrMap& at,
+                   bool reference) {
+    using T = decltype(t);
+    const TriangularSolveFlags f = FlagsOf(at);
+    if (reference) cpu::TriangularSolveRef(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), s, f);
+    else cpu::TriangularSolve(In<T>(a, 0), In<T>(a, 1), Out<T>(a, 0), s, f);
+  });
   auto flags = [](bool upper, bool transpose, bool unit) {
     return AttrMap{{"upper", upper}, {"transpose", transpose}, {"unitriangular", unit}};
   };

@@ -145,19 +145,16 @@ KernelFactory TopKFactory() {
     const DType dtype = t.dtype;
     return [=](const KernelArgs& a) {
       auto* idx = static_cast<int64_t*>(a.outputs[1]);
+      auto run = [&](auto tag) {
+        using T = decltype(tag);
+        TopK(static_cast<const T*>(a.inputs[0]), static_cast<T*>(a.outputs[0]), idx, outer,
+             length, inner, k, largest, ties);
+      };
       switch (dtype) {
-        case DType::kF32:
-          return TopK(static_cast<const float*>(a.inputs[0]), static_cast<float*>(a.outputs[0]),
-                      idx, outer, length, inner, k, largest, ties);
-        case DType::kF64:
-          return TopK(static_cast<const double*>(a.inputs[0]),
-                      static_cast<double*>(a.outputs[0]), idx, outer, length, inner, k, largest, ties);
-        case DType::kI32:
-          return TopK(static_cast<const int32_t*>(a.inputs[0]),
-                      static_cast<int32_t*>(a.outputs[0]), idx, outer, length, inner, k, largest, ties);
-        case DType::kI64:
-          return TopK(static_cast<const int64_t*>(a.inputs[0]),
-                      static_cast<int64_t*>(a.outputs[0]), idx, outer, length, inner, k, largest, ties);
+        case DType::kF32: return run(float{});
+        case DType::kF64: return run(double{});
+        case DType::kI32: return run(int32_t{});
+        case DType::kI64: return run(int64_t{});
         default:
           Fail(ErrorKind::kUnsupported, "topk: dtype ", DTypeName(dtype), " is not supported");
       }

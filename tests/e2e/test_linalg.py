@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import tilegraph
-from parity import assert_infers_and_trains_like_eager, assert_trains_like_eager
+from parity import Fn, assert_infers_and_trains_like_eager, assert_trains_like_eager
 
 
 class Solvers(torch.nn.Module):
@@ -143,15 +143,6 @@ def test_multivariate_normal_validation_rejects_an_indefinite_covariance():
         Density()(bad, x)
     with pytest.raises(ValueError, match="data check"):  # as eager, a ValueError
         model(bad, x)
-
-
-class Fn(torch.nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args):
-        return self.fn(*args)
 
 
 @pytest.mark.parametrize("fn, message", [

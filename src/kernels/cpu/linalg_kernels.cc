@@ -349,7 +349,8 @@ void SlogDetRef(const T* a, T* sign, T* logabsdet, const LinalgShape& s) {
     std::vector<Wide> mat = WideMatrix(a + m * s.n * s.n, s.n, false), rhs;
     Wide d = 0;
     GaussJordan(mat, rhs, s.n, 0, &d);
-    sign[m] = static_cast<T>(d > 0 ? 1 : d < 0 ? -1 : std::isnan(static_cast<double>(d)) ? kNaN : 0);
+    const bool nan = std::isnan(static_cast<double>(d));
+    sign[m] = static_cast<T>(d > 0 ? 1 : d < 0 ? -1 : nan ? kNaN : 0);
     logabsdet[m] = static_cast<T>(std::log(std::fabs(d)));
   }
 }
@@ -391,7 +392,9 @@ void TriangularSolveRef(const T* a, const T* b, T* x, const LinalgShape& s,
   const bool lower = EffectiveLower(f);
   for (int64_t m = 0; m < s.batch; ++m) {
     const T* am = a + m * n * n;
-    auto op = [&](int64_t i, int64_t j) -> Wide { return f.transpose ? am[j * n + i] : am[i * n + j]; };
+    auto op = [&](int64_t i, int64_t j) -> Wide {
+      return f.transpose ? am[j * n + i] : am[i * n + j];
+    };
     for (int64_t c = 0; c < k; ++c) {  // one column at a time, eliminating below / above
       std::vector<Wide> col(n);
       for (int64_t i = 0; i < n; ++i) col[i] = b[(m * n + i) * k + c];
