@@ -131,8 +131,12 @@ int32_t CholeskyLower(const T* a, int64_t n, double* l) {
   for (int64_t i = 0; i < n * n; ++i) l[i] = 0.0;
   for (int64_t i = 0; i < n; ++i) {
     for (int64_t j = 0; j <= i; ++j) {
-      double s = 0.5 * (static_cast<double>(a[i * n + j]) + static_cast<double>(a[j * n + i]));
-      for (int64_t p = 0; p < j; ++p) s -= l[i * n + p] * l[j * n + p];
+      double dot = 0.0;
+      const double *li = l + i * n, *lj = l + j * n;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t p = 0; p < j; ++p) dot += li[p] * lj[p];
+      const double sym = 0.5 * (static_cast<double>(a[i * n + j]) + a[j * n + i]);
+      const double s = sym - dot;
       if (i == j) {
         if (!(s > 0.0)) return static_cast<int32_t>(i + 1);
         l[i * n + i] = std::sqrt(s);
