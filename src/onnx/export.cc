@@ -63,10 +63,15 @@ const std::map<std::string, Emit>& Table() {
              {"lt", "Less"}, {"ge", "GreaterOrEqual"}, {"le", "LessOrEqual"},
              {"logical_and", "And"}, {"logical_or", "Or"}, {"bitwise_and", "BitwiseAnd"},
              {"bitwise_or", "BitwiseOr"}, {"bitwise_xor", "BitwiseXor"}, {"where", "Where"},
-             {"copy", "Identity"}})
+             {"copy", "Identity"}, {"det", "Det"}})
       t[ir] = Same(onnx);
     t["ne"] = [](Exporter& e, const Node&, const std::vector<std::string>& in) {
       return One(e.ob().Op("Not", {e.ob().Op("Equal", in)}));
+    };
+    t["triangle"] = [](Exporter& e, const Node& n, const std::vector<std::string>& in) {
+      const double k = static_cast<double>(GetInt(n.attrs(), "diagonal"));
+      return One(e.ob().Op("Trilu", {in[0], e.Scalar(k, DType::kI64)},
+                           {{"upper", int64_t{GetFlag(n.attrs(), "upper") ? 1 : 0}}}));
     };
     t["rsqrt"] = [](Exporter& e, const Node&, const std::vector<std::string>& in) {
       return One(e.ob().Op("Reciprocal", {e.ob().Op("Sqrt", in)}));

@@ -197,6 +197,35 @@ def test_export_of_the_pytorch_front_ends_graph_runs_in_onnxruntime(family, tmp_
     close(back, ours, 1e-6)  # and tilegraph imports its own export
 
 
+def test_export_of_det_and_a_clear_refusal_for_ops_onnx_lacks(tmp_path):
+    """det exports as ONNX Det and the triangle op (householder_product's reflectors) as
+    Trilu (onnxruntime agrees); a Cholesky factorization, which ONNX has no op for, is
+    refused naming the node and the user's line."""
+    class Det(nn.Module):
+        def forward(self, x):
+            q = torch.linalg.householder_product(x, torch.full((3, 3), 0.5))
+            return torch.linalg.det(x @ x.mT + torch.eye(4)), q
+
+    class Chol(nn.Module):
+        def forward(self, x):
+            return torch.linalg.cholesky(x @ x.mT + torch.eye(4))
+
+    x = torch.randn(3, 4, 4)
+    im = tilegraph.inferenceModel(Det())
+    ours = im(x)
+    im.exportOnnx(tmp_path / "det.onnx")
+    sess = ort.InferenceSession(str(tmp_path / "det.onnx"))
+    refs = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    assert {n.op_type for n in onnx.load(str(tmp_path / "det.onnx")).graph.node} >= {"Det",
+                                                                                     "Trilu"}
+    for ref, got in zip(refs, ours):
+        close(ref, got.numpy(), 1e-5)
+    im = tilegraph.inferenceModel(Chol())
+    im(x)
+    with pytest.raises(NotImplementedError, match="cholesky.*test_onnx.py"):
+        im.exportOnnx(tmp_path / "chol.onnx")
+
+
 def test_export_refuses_training_models():
     model = nn.Linear(3, 2)
     tm = tilegraph.trainingModel(model, tilegraph.Options(), torch.optim.SGD(model.parameters(), lr=0.1))
