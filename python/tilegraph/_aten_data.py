@@ -207,11 +207,12 @@ def _nanmedian(cx, n, x, dim=None, keepdim=False):
 @handles(aten.mode.default)
 def _mode(cx, n, x, dim=-1, keepdim=False):
     """(values, indices): the most frequent value along dim (the smallest of equally frequent
-    ones, NaN counted as one value and largest) and the index of its last occurrence, as
-    eager's (where NaN is the mode eager's index is another NaN's). A stable ascending sort
-    puts equal values in runs; a run's number is the running count of run starts, its length
-    a scatter of ones; the winner is the position with the largest (length, -run, position)
-    key."""
+    ones, NaN counted as one value and largest) and, as eager's, the index that ends the
+    value's run after eager's std::sort of (value, index) pairs (topk's ties = "sort"; where
+    NaN is the mode eager's comparator, blind to NaN, orders them otherwise). The ascending
+    sort puts equal values in runs; a run's number is the running count of run starts, its
+    length a scatter of ones; the winner is the position with the largest (length, -run,
+    position) key."""
     from ._aten import _ordering_key
     shape = cx.shape_of(x)
     if not shape:
@@ -220,7 +221,7 @@ def _mode(cx, n, x, dim=-1, keepdim=False):
     if size == 0:
         cx.unsupported(n, "mode along an empty dimension (eager raises)")
     values, order = cx.ops("topk", [_ordering_key(cx, x)],
-                           {"k": size, "axis": axis, "largest": 0}, 2)
+                           {"k": size, "axis": axis, "largest": 0, "ties": "sort"}, 2)
 
     def part(v, start, end):
         return cx.op("slice", [v], {"axis": axis, "start": start, "end": end, "step": 1})
