@@ -15,6 +15,7 @@ reads); det's gradient at a singular matrix is NaN (torch uses an SVD there).
 import math
 
 import numpy as np
+import torch
 
 from ._aten import _NUMPY_OF, _TORCH_TYPE_NAME, _eager_raises, aten, handles
 
@@ -60,23 +61,21 @@ def _mT(cx, x):
 
 def _broadcast_batches(cx, a, b):
     """a [..., n, n] and b [..., r, c] expanded to their common batch shape."""
-    sa, sb = cx.g.type_of(a)[1], cx.g.type_of(b)[1]
-    batch_a, batch_b = list(sa[:-2]), list(sb[:-2])
-    rank = max(len(batch_a), len(batch_b))
-    batch_a = [1] * (rank - len(batch_a)) + batch_a
-    batch_b = [1] * (rank - len(batch_b)) + batch_b
-    batch = [max(x, y) if 1 in (x, y) else x for x, y in zip(batch_a, batch_b)]
+    shapes = [list(cx.g.type_of(x)[1]) for x in (a, b)]
+    batch = list(torch.broadcast_shapes(*(tuple(s[:-2]) for s in shapes)))
 
-    def to(x, shape, tail):
-        x = cx.op("reshape", [x], {"shape": shape + tail}) if len(cx.g.type_of(x)[1]) != len(
-            shape) + 2 else x
-        return cx.op("expand", [x], {"shape": batch + tail}) if shape != batch else x
-    return to(a, batch_a, list(sa[-2:])), to(b, batch_b, list(sb[-2:]))
+    def to(x, shape):
+        if shape[:-2] == batch:
+            return x
+        ones = [1] * (len(batch) - len(shape) + 2)  # (expand keeps the rank)
+        x = cx.op("reshape", [x], {"shape": ones + shape}) if ones else x
+        return cx.op("expand", [x], {"shape": batch + shape[-2:]})
+    return to(a, shapes[0]), to(b, shapes[1])
 
 
 # ---- inverse ---------------------------------------------------------------------------
-def _inverse(cx, n, a, name="linalg.inv", check=True):
-    inv, info = cx.ops("matrix_inverse", [_matrix(cx, n, name, a)], {}, 2)
+def _inverse(cx, n, a, check=True):
+    inv, info = cx.ops("matrix_inverse", [_matrix(cx, n, "linalg.inv", a)], {}, 2)
     if check:
         _check(cx, info, _SINGULAR_INV)
     return inv, info
@@ -270,11 +269,10 @@ def _matrix_exp(cx, n, a):
     a_ = _matrix(cx, n, "linalg.matrix_exp", a)
     dtype = cx.own_dtype(a)
     size = cx.shape_of(a)[-1]
-    batch = cx.shape_of(a)[:-2]
 
     def num(v):
         return cx.scalar(v, None, dtype)
-    norm = cx.op("amax", [cx.op("sum", [cx.op("abs", [a_]), ], {"axes": [-2], "keepdim": True})],
+    norm = cx.op("amax", [cx.op("sum", [cx.op("abs", [a_])], {"axes": [-2], "keepdim": True})],
                  {"axes": [-1], "keepdim": True})                      # [..., 1, 1]
     s = cx.op("clamp", [cx.op("ceil", [cx.op("log2", [cx.op("maximum", [norm, num(1e-30)])])])],
               {"min": 0.0, "max": float(_EXP_MAX_SQUARINGS)})
@@ -297,6 +295,4 @@ def _matrix_exp(cx, n, a):
     for i in range(_EXP_MAX_SQUARINGS):
         keep = cx.op("gt", [s, num(float(i))])
         y = cx.op("where", [keep, cx.op("matmul", [y, y], {}), y])
-    if batch and cx.g.type_of(y)[1] != batch + [size, size]:
-        y = cx.op("expand", [y], {"shape": batch + [size, size]})
-    return y
+    return y  # (A's batch shape: every power but the identity has it)

@@ -84,14 +84,8 @@ void SetKernels(OpDef& d, Run run) {
   }
 }
 
-template <typename T>
-const T* In(const KernelArgs& a, int i) {
-  return dense::In<T>(a, i);
-}
-template <typename T>
-T* Out(const KernelArgs& a, int i) {
-  return dense::Out<T>(a, i);
-}
+using dense::In;
+using dense::Out;
 int32_t* Info(const KernelArgs& a, int i) { return static_cast<int32_t*>(a.outputs[i]); }
 
 // ---- gradient helpers -------------------------------------------------------------------
