@@ -11,8 +11,8 @@ Each is written in PyTorch so that torch.export captures it into the compiled pr
 - serializedMatMul: the product itself (the IPU splits it to save tile memory).
 Functions that only steer IPU hardware (set_overlap_for_input/output, MultiConv, Attribute,
 ipu_print_tensor's printing) pass values through unchanged and warn once, saying what they do
-on an IPU; those that need IPU software (custom_op's Poplar code, ctc_beam_search_decoder,
-fps, nearest) raise an Error that says so.
+on an IPU; custom_op (Poplar code for IPU tiles) raises an Error that says so.
+- ctc_beam_search_decoder, fps and nearest are IR ops of their own (_poptorch_ops).
 """
 import contextlib
 import warnings
@@ -21,6 +21,9 @@ import torch
 
 from . import enums
 from ._blocks import Error
+# ctc_beam_search_decoder, fps, nearest: IR ops of their own (torch custom ops the capture
+# translates).
+from ._poptorch_ops import ctc_beam_search_decoder, fps, nearest  # noqa: F401
 from .autocasting import autocast  # noqa: F401 (poptorch.autocast)
 
 _warned = set()
@@ -286,18 +289,4 @@ def custom_op(inputs, name, domain, domain_version, example_outputs, attributes=
                 "are Poplar code for IPU tiles, which tilegraph cannot run. Write the op in "
                 "PyTorch inside the forward (it is captured and compiled), or add it to "
                 "tilegraph as an op (docs/DESIGN.md, 'How an op is defined')")
-
-
-def _not_built(name, what):
-    def fn(*args, **kwargs):
-        raise NotImplementedError(f"{name}: {what} is not built in tilegraph yet")
-    fn.__name__ = name
-    fn.__doc__ = f"PopTorch's {name}: {what}. Not built in tilegraph yet (raises)."
-    return fn
-
-
-ctc_beam_search_decoder = _not_built("ctc_beam_search_decoder", "CTC beam-search decoding")
-fps = _not_built("fps", "farthest point sampling (torch_cluster)")
-nearest = _not_built("nearest", "nearest-point clustering (torch_cluster)")
-
 

@@ -187,9 +187,11 @@ API = [
     ("autocasting.Policy", IMPLEMENTED, "fp16 / fp32 / promote / demote; master weights stay"),
     ("autocasting.default", IMPLEMENTED, "PopTorch's lists + functional.linear"),
     ("custom_op", REFUSED, "PopART custom ops are Poplar code"),
-    ("ctc_beam_search_decoder", REFUSED, "not built"),
-    ("fps", REFUSED, "not built"),
-    ("nearest", REFUSED, "not built"),
+    ("ctc_beam_search_decoder", IMPLEMENTED, "prefix beam search; log probabilities, int32 "
+                                             "lengths and paths"),
+    ("fps", IMPLEMENTED, "torch_cluster's algorithm and counts; random_start from the engine's "
+                         "generator"),
+    ("nearest", IMPLEMENTED, "batch vectors as tensors or lists"),
     # ---- data -------------------------------------------------------------------------
     ("DataLoader", IMPLEMENTED, "combined batches; sharded per process"),
     ("DataLoader.combinedBatchSize", IMPLEMENTED, ""),

@@ -18,6 +18,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterIndexOps(registry);
   RegisterLossOps(registry);
   RegisterCtcOps(registry);
+  RegisterPointCloudOps(registry);
   RegisterCollectiveOps(registry);
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);

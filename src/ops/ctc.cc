@@ -5,6 +5,11 @@
 // choices where the loss is infinite).
 //   ctc_loss(log_probs [T, B, C] f32/f64, targets [B, S], input_lengths [B],
 //            target_lengths [B]) -> [B]; integers are i64 or i32; attrs blank, zero_infinity.
+// And ctc_beam_search_decoder (PopTorch's): the most likely label sequences by prefix beam
+// search (kernels/cpu/ctc_decoder_kernels.h), not differentiable:
+//   ctc_beam_search_decoder(log_probs [T, B, C], lengths [B]) {blank, beam_width, top_paths}
+//     -> (log probabilities [B, top_paths], lengths i32 [B, top_paths], labels i32 [B, top_paths, T])
+#include "kernels/cpu/ctc_decoder_kernels.h"
 #include "kernels/cpu/ctc_kernels.h"
 #include "ops/builder.h"
 #include "ops/dispatch.h"
@@ -211,11 +216,91 @@ void RegisterCtcLossBackward(OpRegistry& r) {
   r.Register(std::move(d));
 }
 
+// ---- beam-search decoder -------------------------------------------------------------------
+KernelFactory DecoderFactory(bool reference) {
+  return [reference](const Node& n) -> Kernel {
+    const Shape& lp = n.input(0)->type().shape;
+    cpu::CtcDecodeParams p;
+    p.t = lp[0];
+    p.b = lp[1];
+    p.c = lp[2];
+    p.blank = GetInt(n.attrs(), "blank");
+    p.beam_width = GetInt(n.attrs(), "beam_width");
+    p.top_paths = GetInt(n.attrs(), "top_paths");
+    const DType dtype = n.input(0)->type().dtype;
+    const bool is64 = n.input(1)->type().dtype == DType::kI64;
+    return [=](const KernelArgs& a) {
+      cpu::IntView lengths{a.inputs[1], is64};
+      auto* path_lengths = static_cast<int32_t*>(a.outputs[1]);
+      auto* paths = static_cast<int32_t*>(a.outputs[2]);
+      DispatchFloat(dtype, "ctc_beam_search_decoder", [&](auto t) {
+        using T = decltype(t);
+        auto* lp = static_cast<const T*>(a.inputs[0]);
+        auto* scores = static_cast<T*>(a.outputs[0]);
+        if (reference) cpu::CtcBeamSearchRef(lp, lengths, scores, path_lengths, paths, p);
+        else cpu::CtcBeamSearch(lp, lengths, scores, path_lengths, paths, p);
+      });
+    };
+  };
+}
+
+OpSample DecoderSample(int64_t t, int64_t b, int64_t c, std::vector<double> lengths,
+                       AttrMap attrs, DType index = DType::kI64) {
+  OpSample s;
+  s.inputs = {{DType::kF32, {t, b, c}}, {index, {b}}};
+  s.init = {InputInit::Normal(), InputInit::Values(std::move(lengths))};
+  s.attrs = std::move(attrs);
+  return s;
+}
+
+void RegisterCtcBeamSearchDecoder(OpRegistry& r) {
+  OpDef d;
+  d.name = "ctc_beam_search_decoder";
+  d.num_inputs = 2;
+  d.num_outputs = 3;
+  d.attrs = {{"blank", Attr(int64_t{0})}, {"beam_width", Attr(int64_t{100})},
+             {"top_paths", Attr(int64_t{1})}};
+  d.doc = "The top_paths most likely label sequences of log_probs [T, B, C] (prefix beam "
+          "search, beam_width beams; sample i reads lengths[i] frames): their log "
+          "probabilities [B, top_paths], lengths [B, top_paths] i32 and labels [B, top_paths, "
+          "T] i32 (then zeros).";
+  d.infer = [](const InferContext& c) -> std::vector<TensorType> {
+    const TensorType& lp = c.in(0);
+    const char* op = "ctc_beam_search_decoder";
+    TG_CHECK(lp.rank() == 3 && IsFloating(lp.dtype), kShape, op,
+             ": expected floating log_probs [T, B, C], got ", lp.ToString());
+    const int64_t t = lp.shape[0], b = lp.shape[1], classes = lp.shape[2];
+    const TensorType& len = c.in(1);
+    TG_CHECK(IsIndex(len.dtype) && len.shape == Shape{b}, kShape, op,
+             ": expected integer lengths of shape [", b, "], got ", len.ToString());
+    const int64_t blank = GetInt(c.attrs, "blank"), beam = GetInt(c.attrs, "beam_width"),
+                  top = GetInt(c.attrs, "top_paths");
+    TG_CHECK(blank >= 0 && blank < classes, kInvalidInput, op, ": blank ", blank,
+             " out of range [0, ", classes, ")");
+    TG_CHECK(beam >= 1 && top >= 1 && top <= beam, kInvalidInput, op,
+             ": expected 1 <= top_paths <= beam_width, got top_paths ", top, " and beam_width ",
+             beam);
+    return {{lp.dtype, {b, top}}, {DType::kI32, {b, top}}, {DType::kI32, {b, top, t}}};
+  };
+  d.not_differentiable = true;
+  d.kernels[DeviceKind::kCpu] = DecoderFactory(false);
+  d.kernels[DeviceKind::kReference] = DecoderFactory(true);
+  auto attrs = [](int64_t blank, int64_t beam, int64_t top) {
+    return AttrMap{{"blank", blank}, {"beam_width", beam}, {"top_paths", top}};
+  };
+  d.samples = {DecoderSample(9, 3, 10, {7, 5, 9}, attrs(0, 100, 1)),
+               DecoderSample(6, 2, 4, {6, 0}, attrs(3, 5, 3), DType::kI32),
+               DecoderSample(20, 4, 5, {20, 13, 1, 17}, attrs(1, 1, 1)),
+               DecoderSample(30, 5, 6, {30, 29, 28, 3, 30}, attrs(0, 16, 4))};
+  r.Register(std::move(d));
+}
+
 }  // namespace
 
 void RegisterCtcOps(OpRegistry& r) {
   RegisterCtcLoss(r);
   RegisterCtcLossBackward(r);
+  RegisterCtcBeamSearchDecoder(r);
 }
 
 }  // namespace tg

@@ -18,7 +18,8 @@ void RegisterSoftmaxOps(OpRegistry& r);      // softmax.cc: softmax, log_softmax
 void RegisterShapeOps(OpRegistry& r);        // shape.cc: reshape, permute, expand, slice, cat, full
 void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, embedding
 void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
-void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss and its backward
+void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss, its backward, beam search
+void RegisterPointCloudOps(OpRegistry& r);   // point_cloud.cc: fps, nearest (torch_cluster)
 void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all

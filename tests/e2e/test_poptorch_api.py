@@ -86,8 +86,6 @@ _EXAMPLES = {
     "custom_op": lambda o: tilegraph.custom_op([], "op", "dom", 1, []),
     "IPUScope": lambda o: tilegraph.IPUScope([], compile_using=tilegraph.enums.Compiler.MLIR),
     "experimental.IPUContext": lambda o: tilegraph.experimental.IPUContext(lambda x: x),
-    "fps": lambda o: tilegraph.fps(None, [0, 1]),
-    "nearest": lambda o: tilegraph.nearest(None, None),
     "PoplarExecutor.cycleCount": lambda o: tilegraph.inferenceModel(
         __import__("torch").nn.Linear(1, 1)).cycleCount(),
 }

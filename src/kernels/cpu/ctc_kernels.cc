@@ -41,13 +41,6 @@ int64_t Label(const CtcInputs& in, const CtcParams& p, int64_t i, int64_t s) {
   return s % 2 == 0 ? p.blank : in.targets[i * p.s + s / 2];
 }
 
-// log(exp(a) + exp(b)), -inf when both are.
-double LogAdd(double a, double b) {
-  double m = std::max(a, b);
-  if (m == kNegInf) return kNegInf;
-  return m + std::log(std::exp(a - m) + std::exp(b - m));
-}
-
 double LogAdd3(double a, double b, double c) {
   double m = std::max(a, std::max(b, c));
   if (m == kNegInf) return kNegInf;
@@ -128,6 +121,12 @@ double Alpha(const T* log_probs, const CtcParams& p, int64_t i, int64_t il, int6
 }
 
 }  // namespace
+
+double LogAdd(double a, double b) {
+  double m = std::max(a, b);
+  if (m == kNegInf) return kNegInf;
+  return m + std::log(std::exp(a - m) + std::exp(b - m));
+}
 
 template <typename T>
 void CtcLoss(const T* log_probs, const CtcInputs& in, T* out, const CtcParams& p) {

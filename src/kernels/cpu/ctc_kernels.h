@@ -23,17 +23,12 @@
 
 #include <cstdint>
 
+#include "kernels/cpu/int_view.h"
+
 namespace tg::cpu {
 
-// An integer tensor (int32 or int64 storage) read as int64.
-struct IntView {
-  const void* data = nullptr;
-  bool is64 = true;
-  int64_t operator[](int64_t i) const {
-    return is64 ? static_cast<const int64_t*>(data)[i]
-                : static_cast<int64_t>(static_cast<const int32_t*>(data)[i]);
-  }
-};
+// log(exp(a) + exp(b)), -inf when both are.
+double LogAdd(double a, double b);
 
 struct CtcParams {
   int64_t t = 0, b = 0, c = 0;  // log_probs [t, b, c]
