@@ -8,9 +8,10 @@
 // between casts. Where no native kernel exists the registry widens the node, bit for bit what
 // the casts computed.
 //
-// Conditions: the op has a native half kernel (the epilogue fusions have already run, so a
-// Linear layer's bias and activation are part of its matmul_epilogue, rounded once as torch
-// does);
+// Conditions: the target runs the half dtype natively (PassContext::NativeHalfDense; else
+// widen-half-dense makes such nodes f32 between casts); the op has a native half kernel
+// (the epilogue fusions have already run, so a Linear layer's bias and activation are part
+// of its matmul_epilogue, rounded once as torch does);
 // every reader of the f32 result is a cast to one half dtype h (no graph output, variable
 // update or other reader); every operand is cast(h -> f32) of an h value or an f32 value
 // exact in h (passes/half_exactness.h: a widened value only moved or selected since, e.g.
@@ -42,7 +43,7 @@ class NarrowHalfDensePass : public Pass {
  public:
   std::string name() const override { return "narrow-half-dense"; }
 
-  bool Run(Graph& graph, PassContext&) override {
+  bool Run(Graph& graph, PassContext& ctx) override {
     const SingleReaders readers(graph);
     HalfExactness exactness;
     std::vector<Node*> candidates;  // collected first: AddNode below reorders nodes()
@@ -56,7 +57,7 @@ class NarrowHalfDensePass : public Pass {
     bool changed = false;
     for (Node* n : candidates) {
       const DType half = RoundedTo(n->output(), *n, readers);
-      if (half == DType::kF32) continue;
+      if (half == DType::kF32 || !ctx.NativeHalfDense(half)) continue;  // see widen-half-dense
       bool ok = true;
       for (const Value* in : n->inputs()) {
         ok = ok && (HalfSource(in, half, *n) != nullptr || exactness.IsExactIn(in, half));

@@ -26,6 +26,12 @@ struct PassContext {
   // last. Executable::Compile sets it from the CPU; elsewhere the convolutions widen to
   // f32, whose kernels prefer nChw16c.
   bool native_bf16_convolutions = true;
+
+  // Whether the target runs matmuls and convolutions natively in half dtype `h`: bf16 where
+  // native_bf16_convolutions; f16 nowhere (oneDNN 2.6 has f16 kernels only on AVX512-FP16
+  // CPUs). narrow-half-dense narrows dense ops to native dtypes only; widen-half-dense gives
+  // the others their f32 kernels between casts.
+  bool NativeHalfDense(DType h) const { return h == DType::kBF16 && native_bf16_convolutions; }
 };
 
 class Pass {

@@ -34,6 +34,7 @@ constexpr PassInfo kPasses[] = {
     {"remat-elementwise", CreateRematElementwisePass},
     {"schedule-updates", CreateScheduleUpdatesPass},
     {"stream-update-stores", CreateStreamUpdateStoresPass},
+    {"widen-half-dense", CreateWidenHalfDensePass},
 };
 
 struct PipelineEntry {
@@ -55,6 +56,8 @@ constexpr PipelineEntry kInferencePipeline[] = {
                              "while it is in cache"},
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
+    {"widen-half-dense", "half matmuls / convolutions the target has no native kernels for: "
+                         "f32 ops between casts, so f32 layouts apply and the casts fuse"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
     {"move-casts", "mixed precision: reshapes / permutes move half values, round trips "
                    "through f32 go, casts meet the elementwise ops they fuse into"},
@@ -75,6 +78,8 @@ constexpr PipelineEntry kTrainingPipeline[] = {
     {"fuse-conv-epilogue", "frozen (eval-mode) batch norms; bias and activation where unread"},
     {"narrow-half-dense", "a half model's matmuls / convolutions (and their gradients) on "
                           "casts up and rounded back: one half node, native bf16 kernels"},
+    {"widen-half-dense", "half matmuls / convolutions the target has no native kernels for: "
+                         "f32 ops between casts, so f32 layouts apply and the casts fuse"},
     {"dce", "remove the unfused matmul / conv / add / norm / activation"},
     {"move-casts", "mixed precision: reshapes / permutes move half values, round trips "
                    "through f32 go, casts meet the elementwise ops they fuse into"},

@@ -424,7 +424,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                            "block-conv-layout", "recompute", "fold-exact-casts",
                            "schedule-updates", "narrow-half-dense", "fuse-norm-activation",
                            "half-weight-shadows", "fold-norm-casts", "remat-elementwise",
-                           "move-casts", "stream-update-stores"}) {
+                           "move-casts", "stream-update-stores", "widen-half-dense"}) {
     EXPECT_EQ(CreatePass(name)->name(), name);
   }
   try {
@@ -439,7 +439,7 @@ TEST(Pipelines, CreatePassByNameAndUnknownNames) {
                                "fuse-elementwise, fuse-matmul-epilogue, fuse-norm-activation, "
                                "half-weight-shadows, hoist-scalars, move-casts, "
                                "narrow-half-dense, recompute, remat-elementwise, "
-                               "schedule-updates, stream-update-stores"),
+                               "schedule-updates, stream-update-stores, widen-half-dense"),
               std::string::npos)
         << e.message();
   }
