@@ -39,6 +39,17 @@ inline DType RoundedTo(const Value* v, const Node& n, const SingleReaders& reade
   return HalfExactness::IsHalf(half) ? half : DType::kF32;
 }
 
+// A cast of `v` to `to`, inserted before `before` (null: at the end), on `origin`'s device
+// with its source line.
+inline Node* AddCastOf(Graph& g, Value* v, DType to, const Node* before, const Node& origin) {
+  TensorType t = v->type();
+  t.dtype = to;
+  Node* c = g.AddNode("cast", {v}, {t}, {{"dtype", to}}, before);
+  c->set_placement(origin.placement());
+  c->set_source(origin.source());
+  return c;
+}
+
 // HalfSource for whichever half dtype `v` was widened from.
 inline Value* HalfSource(const Value* v, const Node& reader) {
   const Node* cast = v->producer();

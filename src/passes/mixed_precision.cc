@@ -4,26 +4,19 @@
 #include <vector>
 
 #include "ir/attr.h"
+#include "passes/half_casts.h"
 #include "support/error.h"
 
 namespace tg {
 
 namespace {
 
-Node* AddCast(Graph& g, Value* v, DType to, const Node* before, const Node& origin) {
-  TensorType t = v->type();
-  t.dtype = to;
-  Node* c = g.AddNode("cast", {v}, {t}, {{"dtype", to}}, before);
-  c->set_placement(origin.placement());
-  c->set_source(origin.source());
-  return c;
-}
 
 // `v` (f32) in the half dtype: the half value it was widened from, or a new cast.
 Value* InHalf(Graph& g, Value* v, DType half, const Node& user) {
   const Node* p = v->producer();
   if (p != nullptr && p->op() == "cast" && p->input(0)->type().dtype == half) return p->input(0);
-  return AddCast(g, v, half, &user, user)->output(0);
+  return AddCastOf(g, v, half, &user, user)->output(0);
 }
 
 bool IsDepthwiseConv(const Node& n) {
@@ -104,7 +97,7 @@ int ApplyMixedPrecision(Graph& graph, const MixedPrecisionPolicy& policy) {
       t.dtype = policy.half;
       out->set_type(t);
       // Every reader of the result reads it back in f32 (the cast itself reads the half value).
-      Node* back = AddCast(graph, out, DType::kF32, next, *n);
+      Node* back = AddCastOf(graph, out, DType::kF32, next, *n);
       graph.ReplaceAllUsesWith(out, back->output(0));
       back->set_input(0, out);
     }

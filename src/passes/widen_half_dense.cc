@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "ops/registry.h"
+#include "passes/half_casts.h"
 #include "passes/passes.h"
 
 namespace tg {
@@ -51,14 +52,6 @@ DType UniformHalf(const Node& n) {
   return half;
 }
 
-Node* AddCast(Graph& g, Value* v, DType to, const Node* before, const Node& origin) {
-  TensorType t = v->type();
-  t.dtype = to;
-  Node* c = g.AddNode("cast", {v}, {t}, {{"dtype", to}}, before);
-  c->set_placement(origin.placement());
-  c->set_source(origin.source());
-  return c;
-}
 
 class WidenHalfDensePass : public Pass {
  public:
@@ -83,7 +76,7 @@ class WidenHalfDensePass : public Pass {
           continue;
         }
         Value*& wide = widened[{in, n->placement()}];
-        if (wide == nullptr) wide = AddCast(graph, in, DType::kF32, n, *n)->output();
+        if (wide == nullptr) wide = AddCastOf(graph, in, DType::kF32, n, *n)->output();
         inputs.push_back(wide);
       }
       std::vector<TensorType> types;
@@ -99,7 +92,7 @@ class WidenHalfDensePass : public Pass {
         Value* out = n->output(i);
         Value* result = wide->output(i);
         if (IsHalf(out->type().dtype)) {
-          result = AddCast(graph, result, out->type().dtype, n, *n)->output();
+          result = AddCastOf(graph, result, out->type().dtype, n, *n)->output();
         }
         graph.ReplaceAllUsesWith(out, result);
       }
