@@ -138,9 +138,9 @@ def _product_in(dtype, a, b):
 
 def _round_bf16(x):
     """x rounded to bfloat16 (nearest even), as a Python float."""
-    bits = int(np.array(x, dtype=np.float32).view(np.uint32))
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return float(np.array(bits, dtype=np.uint32).view(np.float32))
+    from .onnx import _bf16_bits
+    bits = _bf16_bits(np.array([x], dtype=np.float32)).astype(np.uint32) << 16
+    return float(bits.view(np.float32)[0])
 
 
 def _batch_vector(value, other, name, count):

@@ -3,9 +3,11 @@
 // the half dtype an f32 result is only rounded to.
 #pragma once
 
+#include <string>
 #include <vector>
 
 #include "ir/graph.h"
+#include "ops/registry.h"
 #include "passes/half_exactness.h"
 #include "passes/single_reader.h"
 
@@ -37,6 +39,13 @@ inline DType RoundedTo(const Value* v, const Node& n, const SingleReaders& reade
     }
   }
   return HalfExactness::IsHalf(half) ? half : DType::kF32;
+}
+
+// Ops with a native half kernel somewhere (OpDef::half_kernels: matmul, matmul_epilogue, the
+// convolutions and conv2d_epilogue): what narrow-half-dense and widen-half-dense rewrite.
+inline bool HasNativeHalfKernel(const std::string& op) {
+  const OpDef* def = OpRegistry::Global().Find(op);
+  return def != nullptr && !def->half_kernels.empty();
 }
 
 // A cast of `v` to `to`, inserted before `before` (null: at the end), on `origin`'s device

@@ -15,43 +15,27 @@
 // ResNet-50 / EfficientNet-B0 / BERT-Base with the dense ops widened inside their kernels
 // (NCHW, no blocked layouts).
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "ops/registry.h"
+#include "ops/half_widening.h"
 #include "passes/half_casts.h"
 #include "passes/passes.h"
 
 namespace tg {
 namespace {
 
-bool HasNativeHalfKernel(const std::string& op) {
-  const OpDef* def = OpRegistry::Global().Find(op);
-  return def != nullptr && !def->half_kernels.empty();
-}
-
-// The one half dtype of every floating input and output of `n`; f32 when there is none, or
-// when another floating dtype is among them (a mixed-precision conv2d_epilogue's f32
+// The one half dtype of every floating input and output of `n` (ops/half_widening.h); none
+// when another floating dtype is among them (a mixed-precision conv2d_epilogue's f32 master
 // weight: left as it is).
-DType UniformHalf(const Node& n) {
-  DType half = DType::kF32;
-  auto visit = [&half](const Value* v) {
-    const DType d = v->type().dtype;
-    if (!IsFloating(d)) return true;
-    if (!IsHalf(d) || (half != DType::kF32 && d != half)) return false;
-    half = d;
-    return true;
-  };
-  for (const Value* v : n.inputs()) {
-    if (!visit(v)) return DType::kF32;
-  }
-  for (const Value* v : n.outputs()) {
-    if (!visit(v)) return DType::kF32;
-  }
-  return half;
+std::optional<DType> HalfOf(const Node& n) {
+  std::vector<TensorType> types;
+  for (const Value* v : n.inputs()) types.push_back(v->type());
+  for (const Value* v : n.outputs()) types.push_back(v->type());
+  return UniformHalf(types);
 }
-
 
 class WidenHalfDensePass : public Pass {
  public:
@@ -61,8 +45,8 @@ class WidenHalfDensePass : public Pass {
     std::vector<Node*> candidates;  // collected first: AddNode below reorders nodes()
     for (const auto& node : graph.nodes()) {
       if (!HasNativeHalfKernel(node->op())) continue;
-      const DType half = UniformHalf(*node);
-      if (half != DType::kF32 && !ctx.NativeHalfDense(half)) candidates.push_back(node.get());
+      const std::optional<DType> half = HalfOf(*node);
+      if (half && !ctx.NativeHalfDense(*half)) candidates.push_back(node.get());
     }
     // One widening per half value and device, before its first widened reader (candidates
     // are in program order): a weight read by the forward and backward convolutions is cast
