@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace nb = nanobind;
@@ -31,6 +32,11 @@ namespace {
 struct GuardSpec {
   std::vector<PyTypeObject*> plain_exact;  // types compared by value (bool, int, str, ...)
   nb::object tensor_type, module_type;
+  // The module's parameters and buffers (their identities when the guard was made): where
+  // an attribute holds one again (nn.LSTM's _flat_weights) it counts without its version,
+  // as in fingerprint(). Sound while the walk's parameter and buffer records hold, which
+  // record these same identities.
+  std::unordered_set<uintptr_t> registered;
   nb::object internals;     // frozenset of module attribute names the walk skips
   nb::object skip;          // frozenset of further names (e.g. "training" without modes)
   std::vector<nb::object> hook_names;  // the hook dicts whose identities count
@@ -286,6 +292,11 @@ class Walker {
 
   void Tensor(PyObject* t) {
     Id(t);
+    if (spec_.registered.count(reinterpret_cast<uintptr_t>(t))) {
+      Mark(7);  // a parameter or buffer: its values are inputs, not part of the capture
+      Shape(t);
+      return;
+    }
     PyObject* version = PyObject_GetAttr(t, Name("_version"));
     if (version == nullptr) {  // inference tensors have no version counter
       PyErr_Clear();
@@ -397,8 +408,9 @@ class Walker {
 class ModuleGuard {
  public:
   ModuleGuard(nb::handle model, nb::object plain_types, nb::object tensor_type,
-              nb::object module_type, nb::object internals, nb::object skip, nb::tuple hooks,
-              bool with_modes, int max_items, int max_depth) {
+              nb::object module_type, nb::object registered, nb::object internals,
+              nb::object skip, nb::tuple hooks, bool with_modes, int max_items, int max_depth) {
+    for (nb::handle id : registered) spec_.registered.insert(nb::cast<uintptr_t>(id));
     for (nb::handle t : nb::borrow<nb::tuple>(plain_types))
       spec_.plain_exact.push_back(reinterpret_cast<PyTypeObject*>(t.ptr()));
     spec_.tensor_type = tensor_type;
@@ -503,10 +515,10 @@ class TensorVersions {
 void BindGuards(nb::module_& m) {
   nb::class_<ModuleGuard>(m, "ModuleGuard")
       .def(nb::init<nb::handle, nb::object, nb::object, nb::object, nb::object, nb::object,
-                    nb::tuple, bool, int, int>(),
+                    nb::object, nb::tuple, bool, int, int>(),
            nb::arg("model"), nb::arg("plain_types"), nb::arg("tensor_type"),
-           nb::arg("module_type"), nb::arg("internals"), nb::arg("skip"), nb::arg("hooks"),
-           nb::arg("with_modes"), nb::arg("max_items"), nb::arg("max_depth"))
+           nb::arg("module_type"), nb::arg("registered"), nb::arg("internals"), nb::arg("skip"),
+           nb::arg("hooks"), nb::arg("with_modes"), nb::arg("max_items"), nb::arg("max_depth"))
       .def("unchanged", &ModuleGuard::Unchanged, nb::arg("model"))
       .def("__len__", &ModuleGuard::size);
   nb::class_<TensorVersions>(m, "TensorVersions")

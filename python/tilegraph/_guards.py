@@ -4,7 +4,10 @@ A program is captured from the module as it was: its submodules' train/eval mode
 plain Python attributes its forward may read (numbers, strings, flags, tensors kept as
 attributes, config objects one level deep), its hooks, and each parameter's and buffer's
 shape, dtype and requires_grad. `fingerprint()` records all of that; when it differs at a
-call, the executor captures the model again. Re-capturing is the sound answer (the
+call, the executor captures the model again. A module's parameters and buffers, also where
+an attribute holds them again (nn.LSTM's `_flat_weights` list), count by identity, shape and
+dtype, not by their in-place version: their values are the program's inputs, pushed in when
+they change (host_versions below), and training updates them after every step. Re-capturing is the sound answer (the
 executor cannot know which attributes the forward reads); if the new graph is the same as
 the old one (its cache key, see _cache.graph_key) nothing is recompiled.
 
@@ -40,10 +43,11 @@ _MAX_DEPTH = 2    # objects (e.g. a Hugging Face config) are looked into this de
 def fingerprint(model, with_modes):
     """A comparable record of everything a capture of `model` depended on (see above).
     `with_modes`: include train/eval modes and requires_grad (training executors)."""
-    memo = {}
+    named = _named_modules(model)
+    memo = {"registered": registered_tensors(named)}
     modules, params, buffers = [], [], []
     skip = () if with_modes else ("training",)
-    for name, m in _named_modules(model):
+    for name, m in named:
         hooks = tuple(tuple(id(h) for h in getattr(m, k, {}).values()) for k in _HOOKS)
         modules.append((name, type(m), hooks, _attrs(m.__dict__, memo, 0, skip)))
         dot = name + "." if name else ""
@@ -54,6 +58,12 @@ def fingerprint(model, with_modes):
             if b is not None:
                 buffers.append((dot + n, b.shape, b.dtype))
     return tuple(modules), tuple(params), tuple(buffers)
+
+
+def registered_tensors(named_modules):
+    """The identities of the parameters and buffers of (name, module) pairs."""
+    return frozenset(id(t) for _, m in named_modules
+                     for d in (m._parameters, m._buffers) for t in d.values() if t is not None)
 
 
 def global_hooks():
@@ -96,6 +106,8 @@ def _value(v, memo, depth):
     if isinstance(v, _PLAIN):
         return v
     if isinstance(v, torch.Tensor):
+        if id(v) in memo["registered"]:  # a parameter or buffer held again: see above
+            return ("weight", id(v), tuple(v.shape), v.dtype)
         return ("tensor", id(v), _version(v), tuple(v.shape), v.dtype)
     if isinstance(v, torch.nn.Module):
         return ("module", id(v))  # its own entry covers its contents
@@ -133,7 +145,8 @@ class Guard:
         self.fingerprint = (fingerprint(model, with_modes) if fingerprint_now is None
                             else fingerprint_now)
         self._compiled = _core.ModuleGuard(
-            model, _PLAIN, torch.Tensor, torch.nn.Module, frozenset(_MODULE_INTERNALS),
+            model, _PLAIN, torch.Tensor, torch.nn.Module,
+            registered_tensors(_named_modules(model)), frozenset(_MODULE_INTERNALS),
             frozenset(() if with_modes else ("training",)), _HOOKS, with_modes, _MAX_ITEMS,
             _MAX_DEPTH)
 

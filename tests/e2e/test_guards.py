@@ -309,3 +309,55 @@ def test_a_global_forward_hook_added_after_compiling_is_seen():
     finally:
         handle.remove()
     torch.testing.assert_close(ex(x), model(x))
+
+
+class _Recurrent(torch.nn.Module):
+    """nn.LSTM keeps its parameters a second time in a plain attribute (_flat_weights)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = torch.nn.LSTM(6, 5, num_layers=2, batch_first=True)
+        self.fc = torch.nn.Linear(5, 3)
+
+    def forward(self, x, t):
+        out = self.fc(self.lstm(x)[0][:, -1])
+        return out, F.cross_entropy(out, t)
+
+
+def test_a_trained_lstm_is_not_captured_again_at_every_step(monkeypatch):
+    """Training updates the weights in place, which bumps the version counters of the
+    tensors in _flat_weights too: those are the module's own parameters (program inputs,
+    pushed by host_versions), so the guard does not count their versions; the capture of
+    a long sequence model costs minutes."""
+    from tilegraph import _executor, _guards
+    captures = []
+    real_capture = _executor.capture
+    monkeypatch.setattr(_executor, "capture",
+                        lambda *a, **k: captures.append(1) or real_capture(*a, **k))
+    torch.manual_seed(0)
+    model = _Recurrent()
+    reference = copy.deepcopy(model)
+    x, t = torch.randn(4, 7, 6), torch.tensor([0, 1, 2, 0])
+    trainer = tilegraph.trainingModel(model, optimizer=torch.optim.SGD(model.parameters(),
+                                                                       lr=0.1))
+    guard = _guards.Guard(model, with_modes=True)
+    for _ in range(3):
+        trainer(x, t)
+    assert len(captures) == 1
+    assert guard.unchanged(model)
+    assert guard.fingerprint == _guards.fingerprint(model, with_modes=True)
+    _eager_sgd_steps(reference, x, t, 3)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_a_plain_tensor_attribute_edited_in_place_is_still_seen():
+    """Only the module's parameters and buffers lose their versions in the guard: a plain
+    tensor attribute (baked into the capture) edited in place is a change."""
+    from tilegraph import _guards
+    m = _Recurrent()
+    m.lstm.table = [torch.zeros(3)]  # a list attribute holding a plain tensor
+    guard = _guards.Guard(m, with_modes=True)
+    m.lstm.table[0].add_(1)
+    assert not guard.unchanged(m)
+    assert guard.fingerprint != _guards.fingerprint(m, with_modes=True)
