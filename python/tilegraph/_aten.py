@@ -525,8 +525,9 @@ def _available_memory(cx, n, x, proportion):
 def register_tilegraph_ops():
     """tilegraph's own torch ops (recomputationCheckpoint's, set_available_memory's), once
     torch knows them."""
-    from . import _blocks, _poptorch_ops  # defines torch.ops.tilegraph.*
+    from . import _blocks, _poptorch_ops, _recurrent  # defines torch.ops.tilegraph.*
     _poptorch_ops.register(TABLE)
+    _recurrent.register(TABLE)
     TABLE[torch.ops.tilegraph.checkpoint.default] = _checkpoint
     TABLE[torch.ops.tilegraph.available_memory.default] = _available_memory
 

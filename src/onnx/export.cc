@@ -47,6 +47,44 @@ std::vector<std::string> One(std::string s) { return {std::move(s)}; }
 
 DType In(const Node& n, int i) { return n.input(i)->type().dtype; }
 
+// lstm_layer unrolled over its time steps in plain ONNX ops (ONNX's LSTM gives neither every
+// step's cell state nor the gates, which are lstm_layer's second and third outputs): the
+// input projection as one MatMul, then per step the recurrent MatMul, the gates, c and h;
+// each output is its steps concatenated in time order.
+std::vector<std::string> ExportLstmLayer(Exporter& e, const Node& n,
+                                         const std::vector<std::string>& in) {
+  OnnxBuilder& ob = e.ob();
+  const int64_t steps = n.input(0)->type().shape[0];
+  const bool reverse = GetBool(n.attrs(), "reverse");
+  const std::string w_ih_t = ob.Op("Transpose", {in[3]}, {{"perm", Ints{1, 0}}});
+  const std::string w_hh_t = ob.Op("Transpose", {in[4]}, {{"perm", Ints{1, 0}}});
+  const std::string projected = ob.Op("Add", {ob.Op("MatMul", {in[0], w_ih_t}), in[5]});
+  const int64_t hidden = n.input(4)->type().shape[1];
+  const std::string split = e.IntsConst({hidden, hidden, hidden, hidden});
+  const std::string time_axis = e.IntsConst({0});
+  std::vector<std::string> ys(steps), cs(steps), gates(steps);
+  std::string h = in[1], c = in[2];
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t t = reverse ? steps - 1 - s : s;
+    std::string x_t = ob.Op("Gather", {projected, e.Scalar(static_cast<double>(t), DType::kI64)},
+                            {{"axis", int64_t{0}}});
+    std::string a = ob.Op("Add", {x_t, ob.Op("MatMul", {h, w_hh_t})});
+    std::vector<std::string> part = ob.OpN("Split", {a, split}, 4, {{"axis", int64_t{1}}});
+    std::string i = ob.Op("Sigmoid", {part[0]}), f = ob.Op("Sigmoid", {part[1]});
+    std::string g = ob.Op("Tanh", {part[2]}), o = ob.Op("Sigmoid", {part[3]});
+    c = ob.Op("Add", {ob.Op("Mul", {f, c}), ob.Op("Mul", {i, g})});
+    h = ob.Op("Mul", {o, ob.Op("Tanh", {c})});
+    ys[t] = ob.Op("Unsqueeze", {h, time_axis});
+    cs[t] = ob.Op("Unsqueeze", {c, time_axis});
+    gates[t] = ob.Op("Unsqueeze", {ob.Op("Concat", {i, f, g, o}, {{"axis", int64_t{1}}}),
+                                   time_axis});
+  }
+  auto join = [&](const std::vector<std::string>& parts) {
+    return ob.Op("Concat", parts, {{"axis", int64_t{0}}});
+  };
+  return {join(ys), join(cs), join(gates)};
+}
+
 const std::map<std::string, Emit>& Table() {
   static const std::map<std::string, Emit> table = [] {
     std::map<std::string, Emit> t;
@@ -227,6 +265,7 @@ const std::map<std::string, Emit>& Table() {
       std::string wrapped = ob.Op("Add", {i64, e.Scalar(static_cast<double>(GetInt(n.attrs(), "size")), DType::kI64)});
       return One(ob.Op("Where", {negative, wrapped, i64}));
     };
+    t["lstm_layer"] = ExportLstmLayer;
     t["full"] = [](Exporter& e, const Node& n, const std::vector<std::string>&) {
       return One(e.ob().Op("Identity", {e.Const(HostTensor::Full(n.output()->type(),
                                                                  GetFloat(n.attrs(), "value")))}));

@@ -19,6 +19,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterLossOps(registry);
   RegisterCtcOps(registry);
   RegisterPointCloudOps(registry);
+  RegisterLstmOps(registry);
   RegisterCollectiveOps(registry);
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);

@@ -197,6 +197,24 @@ def test_export_of_the_pytorch_front_ends_graph_runs_in_onnxruntime(family, tmp_
     close(back, ours, 1e-6)  # and tilegraph imports its own export
 
 
+def test_export_of_an_lstm_compiled_to_lstm_layer_ops_runs_in_onnxruntime(tmp_path):
+    """nn.LSTM compiles to lstm_layer ops (one per layer and direction); the export writes
+    each unrolled over its steps in plain ONNX ops, with the same outputs and final states."""
+    torch.manual_seed(0)
+    model = nn.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    x = torch.randn(2, 6, 5)
+    im = tilegraph.inferenceModel(model)
+    out, (h, c) = im(x)
+    path = tmp_path / "lstm.onnx"
+    im.exportOnnx(path)
+    sess = ort.InferenceSession(str(path))
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    want_out, (want_h, want_c) = model(x)
+    for ref, ours, eager in zip(got, (out, h, c), (want_out, want_h, want_c)):
+        close(ref, ours.numpy(), 1e-5)
+        close(ref, eager.detach().numpy(), 1e-5)
+
+
 def test_export_of_det_and_a_clear_refusal_for_ops_onnx_lacks(tmp_path):
     """det exports as ONNX Det and the triangle op (householder_product's reflectors) as
     Trilu (onnxruntime agrees); a Cholesky factorization, which ONNX has no op for, is
