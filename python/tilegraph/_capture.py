@@ -482,7 +482,7 @@ def _export_once(model, example_args, example_kwargs, training):
         try:
             with torch.no_grad() if not model.training else torch.enable_grad(), \
                     autocasting.tracing(), _capture_patches.tensor_bound_slices(), \
-                    _recurrent.layers_for_lstm(), \
+                    _recurrent.recurrent_layers(), \
                     contextlib.nullcontext() if training else \
                     _capture_patches.dropout_as_identity(), \
                     _capture_patches.buffer_decisions(model) as decisions:
@@ -608,7 +608,7 @@ def _decompositions():
     scaled_dot_product_attention (its fused attention op, see _aten._sdpa),
     linalg_vector_norm (a zero vector's gradient, see _aten_spatial), torch.linalg's
     solvers (their errors, see _aten_linalg), detach, hardswish,
-    hardsigmoid and max_unpool2d; nn.LSTM as lstm_layer ops (_recurrent); plus PyTorch's
+    hardsigmoid and max_unpool2d; nn.LSTM / nn.GRU as lstm_layer / gru_layer ops (_recurrent); plus PyTorch's
     own decompositions of the few Core ATen ops the ATen table leaves to them
     (core_aten.DECOMPOSED_AT_CAPTURE) and of some non-core ones
     (core_aten.NON_CORE_DECOMPOSED_AT_CAPTURE)."""
@@ -641,10 +641,11 @@ def _decompositions():
     for name in ("linalg_inv", "inverse", "linalg_det", "det", "linalg_slogdet", "slogdet",
                  "logdet", "linalg_cholesky", "linalg_solve", "linalg_solve_ex"):
         table.pop(getattr(torch.ops.aten, name).default, None)
-    # nn.LSTM: one lstm_layer op per layer and direction instead of a cell per time step
-    # (_recurrent.py; it falls back to torch's decomposition where lstm_layer does not apply).
+    # nn.LSTM / nn.GRU: one op per layer and direction instead of a cell per time step
+    # (_recurrent.py; it falls back to torch's decomposition where the ops do not apply).
     from . import _recurrent
     table[torch.ops.aten.lstm.input] = _recurrent.lstm
+    table[torch.ops.aten.gru.input] = _recurrent.gru
     # Core ATen ops (and a few others) that PyTorch's own rules rewrite into table ops
     for name in (*DECOMPOSED_AT_CAPTURE, *NON_CORE_DECOMPOSED_AT_CAPTURE):
         table[overload_named(name)] = decomposition_table[overload_named(name)]

@@ -1,18 +1,20 @@
-"""torch.nn.LSTM as tilegraph's lstm_layer ops (src/ops/lstm.cc): one op per layer and
-direction, instead of torch's decomposition into a cell per time step.
+"""torch.nn.LSTM and torch.nn.GRU as tilegraph's lstm_layer / gru_layer ops
+(src/ops/recurrent.cc): one op per layer and direction, instead of torch's decomposition into
+a cell per time step.
 
-nn.LSTM calls `torch.lstm`; while the capture traces, `layers_for_lstm()` (a torch function
-mode) answers that call with `lstm` below, which writes the layers as
-`torch.ops.tilegraph.lstm_layer` calls and the glue between them (batch_first transposes, the two directions' concatenation, dropout between
+nn.LSTM calls `torch.lstm` (nn.GRU `torch.gru`); while the capture traces,
+`recurrent_layers()` (a torch function mode) answers those calls with `lstm` / `gru` below,
+which write the layers as `torch.ops.tilegraph.lstm_layer` / `gru_layer` calls and the glue
+between them (batch_first transposes, the two directions' concatenation, dropout between
 layers in training, the final states) in ATen ops. What lstm_layer does not cover falls back
 to torch's own decomposition (unrolled over the time steps): projections (proj_size), half
 precision values (computed op by op, as before) and anything but f32 / f64.
 (Without the mode, torch.export records `aten.lstm.input` but computes its shapes by running
 torch's decomposition cell by cell on fake tensors: 13 s for 3 layers of 200 steps. The
-capture's decomposition table also maps `aten.lstm.input` to `lstm`, for an LSTM that
-reaches the graph another way.)
+capture's decomposition table also maps `aten.lstm.input` / `aten.gru.input` to them, for
+a layer that reaches the graph another way.)
 
-The backward is tilegraph's: lstm_layer's gradient rule (backpropagation through time in one
+The backward is tilegraph's: each op's gradient rule (backpropagation through time in one
 kernel). The custom op's eager implementation (a plain loop of torch ops) serves calls
 outside a capture only.
 """
@@ -85,16 +87,78 @@ def lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectiona
     return output, torch.stack(h_n), torch.stack(c_n)
 
 
-class layers_for_lstm(torch.overrides.TorchFunctionMode):
-    """While active, torch.lstm on padded sequences (nn.LSTM's call) is `lstm`; packed
-    sequences (torch.lstm's other form, batch sizes as its second argument) and LSTMs under
-    torch.autocast (which runs them in the autocast dtype) are left alone."""
+@torch.library.custom_op("tilegraph::gru_layer", mutates_args=())
+def _gru_layer(x: torch.Tensor, h0: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+               b_ih: torch.Tensor, b_hh: torch.Tensor,
+               reverse: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [T, B, I] -> (y [T, B, H], activated gates r, z, n [T, B, 3H], h w_hn^T + b_hn)."""
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
+    h = h0
+    ys, gs, ps = [None] * x.shape[0], [None] * x.shape[0], [None] * x.shape[0]
+    for t in steps:
+        q_r, q_z, q_n = (x[t] @ w_ih.t() + b_ih).chunk(3, dim=-1)
+        p_r, p_z, p_n = (h @ w_hh.t() + b_hh).chunk(3, dim=-1)
+        r, z = (q_r + p_r).sigmoid(), (q_z + p_z).sigmoid()
+        n = (q_n + r * p_n).tanh()
+        h = (1 - z) * n + z * h
+        ys[t], gs[t], ps[t] = h, torch.cat([r, z, n], dim=-1), p_n
+    return torch.stack(ys), torch.stack(gs), torch.stack(ps)
+
+
+@_gru_layer.register_fake
+def _(x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+    t, b, hidden = x.shape[0], x.shape[1], w_hh.shape[1]
+    return (x.new_empty((t, b, hidden)), x.new_empty((t, b, 3 * hidden)),
+            x.new_empty((t, b, hidden)))
+
+
+def _torch_gru(*args):
+    from torch._decomp import decomposition_table
+    return decomposition_table[aten.gru.input](*args)
+
+
+def gru(input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
+        batch_first):
+    """aten.gru.input's semantics with gru_layer ops where they apply (as `lstm`)."""
+    directions = 2 if bidirectional else 1
+    per_direction = 4 if has_biases else 2
+    if (input.dtype not in (torch.float32, torch.float64) or input.dim() != 3
+            or len(params) != num_layers * directions * per_direction
+            or any(p.dtype != input.dtype for p in (*params, hx))):
+        return _torch_gru(input, hx, params, has_biases, num_layers, dropout, train,
+                          bidirectional, batch_first)
+    x = input.transpose(0, 1) if batch_first else input
+    h_n = []
+    for layer in range(num_layers):
+        outputs = []
+        for d in range(directions):
+            index = layer * directions + d
+            w = params[index * per_direction:(index + 1) * per_direction]
+            zeros = w[0].new_zeros(w[0].shape[0])
+            b_ih, b_hh = (w[2], w[3]) if has_biases else (zeros, zeros)
+            y, _, _ = torch.ops.tilegraph.gru_layer(x, hx[index], w[0], w[1], b_ih, b_hh, d == 1)
+            h_n.append(y[0 if d == 1 else -1])
+            outputs.append(y)
+        x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
+        if dropout and train and layer < num_layers - 1:
+            x = aten.dropout(x, dropout, True)
+    output = x.transpose(0, 1) if batch_first else x
+    return output, torch.stack(h_n)
+
+
+class recurrent_layers(torch.overrides.TorchFunctionMode):
+    """While active, torch.lstm / torch.gru on padded sequences (nn.LSTM's and nn.GRU's
+    calls: the weights third, has_biases fourth) are `lstm` / `gru`; packed sequences
+    (batch sizes second, the weights fourth) and layers under torch.autocast (which
+    runs them in the autocast dtype) are left alone."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is torch.lstm and len(args) == 9 and not kwargs and \
-                isinstance(args[1], (tuple, list)) and not torch.is_autocast_enabled("cpu"):
-            return lstm(*args)
+        layers = {torch.lstm: lstm, torch.gru: gru}.get(func)
+        if layers is not None and len(args) == 9 and not kwargs and \
+                isinstance(args[2], (tuple, list)) and isinstance(args[3], bool) and \
+                not torch.is_autocast_enabled("cpu"):
+            return layers(*args)
         return func(*args, **kwargs)
 
 
@@ -103,6 +167,12 @@ def _lstm_layer_op(cx, n, x, h0, c0, w_ih, w_hh, bias, reverse):
                        {"reverse": bool(reverse)}, 3))
 
 
+def _gru_layer_op(cx, n, x, h0, w_ih, w_hh, b_ih, b_hh, reverse):
+    return list(cx.ops("gru_layer", [cx.v(v) for v in (x, h0, w_ih, w_hh, b_ih, b_hh)],
+                       {"reverse": bool(reverse)}, 3))
+
+
 def register(table):
-    """Adds the converter to the capture's table (_aten.TABLE)."""
+    """Adds the converters to the capture's table (_aten.TABLE)."""
     table[torch.ops.tilegraph.lstm_layer.default] = _lstm_layer_op
+    table[torch.ops.tilegraph.gru_layer.default] = _gru_layer_op

@@ -85,6 +85,43 @@ std::vector<std::string> ExportLstmLayer(Exporter& e, const Node& n,
   return {join(ys), join(cs), join(gates)};
 }
 
+// gru_layer unrolled the same way (outputs y, the activated gates r, z, n and p_n).
+std::vector<std::string> ExportGruLayer(Exporter& e, const Node& n,
+                                        const std::vector<std::string>& in) {
+  OnnxBuilder& ob = e.ob();
+  const int64_t steps = n.input(0)->type().shape[0];
+  const bool reverse = GetBool(n.attrs(), "reverse");
+  const std::string w_ih_t = ob.Op("Transpose", {in[2]}, {{"perm", Ints{1, 0}}});
+  const std::string w_hh_t = ob.Op("Transpose", {in[3]}, {{"perm", Ints{1, 0}}});
+  const std::string projected = ob.Op("Add", {ob.Op("MatMul", {in[0], w_ih_t}), in[4]});
+  const int64_t hidden = n.input(3)->type().shape[1];
+  const std::string split = e.IntsConst({hidden, hidden, hidden});
+  const std::string time_axis = e.IntsConst({0});
+  const std::string one = e.Scalar(1.0, n.input(0)->type().dtype);
+  std::vector<std::string> ys(steps), gates(steps), pns(steps);
+  std::string h = in[1];
+  for (int64_t s = 0; s < steps; ++s) {
+    const int64_t t = reverse ? steps - 1 - s : s;
+    std::string q = ob.Op("Gather", {projected, e.Scalar(static_cast<double>(t), DType::kI64)},
+                          {{"axis", int64_t{0}}});
+    std::string p = ob.Op("Add", {ob.Op("MatMul", {h, w_hh_t}), in[5]});
+    std::vector<std::string> qs = ob.OpN("Split", {q, split}, 3, {{"axis", int64_t{1}}});
+    std::vector<std::string> ps = ob.OpN("Split", {p, split}, 3, {{"axis", int64_t{1}}});
+    std::string r = ob.Op("Sigmoid", {ob.Op("Add", {qs[0], ps[0]})});
+    std::string z = ob.Op("Sigmoid", {ob.Op("Add", {qs[1], ps[1]})});
+    std::string cand = ob.Op("Tanh", {ob.Op("Add", {qs[2], ob.Op("Mul", {r, ps[2]})})});
+    h = ob.Op("Add", {ob.Op("Mul", {ob.Op("Sub", {one, z}), cand}), ob.Op("Mul", {z, h})});
+    ys[t] = ob.Op("Unsqueeze", {h, time_axis});
+    gates[t] = ob.Op("Unsqueeze", {ob.Op("Concat", {r, z, cand}, {{"axis", int64_t{1}}}),
+                                   time_axis});
+    pns[t] = ob.Op("Unsqueeze", {ps[2], time_axis});
+  }
+  auto join = [&](const std::vector<std::string>& parts) {
+    return ob.Op("Concat", parts, {{"axis", int64_t{0}}});
+  };
+  return {join(ys), join(gates), join(pns)};
+}
+
 const std::map<std::string, Emit>& Table() {
   static const std::map<std::string, Emit> table = [] {
     std::map<std::string, Emit> t;
@@ -266,6 +303,7 @@ const std::map<std::string, Emit>& Table() {
       return One(ob.Op("Where", {negative, wrapped, i64}));
     };
     t["lstm_layer"] = ExportLstmLayer;
+    t["gru_layer"] = ExportGruLayer;
     t["full"] = [](Exporter& e, const Node& n, const std::vector<std::string>&) {
       return One(e.ob().Op("Identity", {e.Const(HostTensor::Full(n.output()->type(),
                                                                  GetFloat(n.attrs(), "value")))}));

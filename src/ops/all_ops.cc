@@ -19,7 +19,7 @@ void RegisterAllOps(OpRegistry& registry) {
   RegisterLossOps(registry);
   RegisterCtcOps(registry);
   RegisterPointCloudOps(registry);
-  RegisterLstmOps(registry);
+  RegisterRecurrentOps(registry);
   RegisterCollectiveOps(registry);
   RegisterTransferOps(registry);
   RegisterCheckOps(registry);

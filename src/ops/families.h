@@ -20,7 +20,7 @@ void RegisterIndexOps(OpRegistry& r);        // index.cc: gather, index_select, 
 void RegisterLossOps(OpRegistry& r);         // loss.cc: nll_loss
 void RegisterCtcOps(OpRegistry& r);          // ctc.cc: ctc_loss, its backward, beam search
 void RegisterPointCloudOps(OpRegistry& r);   // point_cloud.cc: fps, nearest (torch_cluster)
-void RegisterLstmOps(OpRegistry& r);         // lstm.cc: one LSTM layer and its backward
+void RegisterRecurrentOps(OpRegistry& r);    // recurrent.cc: LSTM and GRU layers, backwards
 void RegisterCollectiveOps(OpRegistry& r);   // collective.cc: all_reduce, reduce_scatter, ...
 void RegisterTransferOps(OpRegistry& r);     // transfer.cc: stage_copy
 void RegisterCheckOps(OpRegistry& r);        // check.cc: assert_all

@@ -197,22 +197,27 @@ def test_export_of_the_pytorch_front_ends_graph_runs_in_onnxruntime(family, tmp_
     close(back, ours, 1e-6)  # and tilegraph imports its own export
 
 
-def test_export_of_an_lstm_compiled_to_lstm_layer_ops_runs_in_onnxruntime(tmp_path):
-    """nn.LSTM compiles to lstm_layer ops (one per layer and direction); the export writes
-    each unrolled over its steps in plain ONNX ops, with the same outputs and final states."""
+@pytest.mark.parametrize("kind", ["LSTM", "GRU"])
+def test_export_of_recurrent_layers_compiled_to_layer_ops_runs_in_onnxruntime(kind, tmp_path):
+    """nn.LSTM / nn.GRU compile to lstm_layer / gru_layer ops (one per layer and direction);
+    the export writes each unrolled over its steps in plain ONNX ops, with the same outputs
+    and final states."""
     torch.manual_seed(0)
-    model = nn.LSTM(5, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
+    model = getattr(nn, kind)(5, 4, num_layers=2, bidirectional=True, batch_first=True).eval()
     x = torch.randn(2, 6, 5)
     im = tilegraph.inferenceModel(model)
-    out, (h, c) = im(x)
-    path = tmp_path / "lstm.onnx"
+    out, state = im(x)
+    path = tmp_path / "recurrent.onnx"
     im.exportOnnx(path)
     sess = ort.InferenceSession(str(path))
     got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
-    want_out, (want_h, want_c) = model(x)
-    for ref, ours, eager in zip(got, (out, h, c), (want_out, want_h, want_c)):
-        close(ref, ours.numpy(), 1e-5)
-        close(ref, eager.detach().numpy(), 1e-5)
+    want_out, want_state = model(x)
+    ours = (out, *state) if kind == "LSTM" else (out, state)
+    eager = (want_out, *want_state) if kind == "LSTM" else (want_out, want_state)
+    assert len(got) == len(ours)
+    for ref, mine, want in zip(got, ours, eager):
+        close(ref, mine.numpy(), 1e-5)
+        close(ref, want.detach().numpy(), 1e-5)
 
 
 def test_export_of_det_and_a_clear_refusal_for_ops_onnx_lacks(tmp_path):

@@ -149,3 +149,71 @@ def test_lstm_dropout_between_layers_is_identity_in_eval_and_random_in_training(
     # eval's output, and finite.
     assert torch.isfinite(dropped).all()
     assert not torch.allclose(dropped, reference(x)[0], atol=1e-3)
+
+
+class GruStack(torch.nn.Module):
+    def __init__(self, **config):
+        super().__init__()
+        self.gru = torch.nn.GRU(**config)
+
+    def forward(self, x, *state):
+        out, h = self.gru(x, *state)
+        return out, h, out.square().mean() + h.sin().sum()
+
+
+@pytest.mark.parametrize("config", list(_CONFIGS), ids=list(_CONFIGS))
+def test_gru_layers_are_gru_layer_ops_with_eager_numbers(config):
+    """nn.GRU likewise: one gru_layer op per layer and direction, eager's outputs, final
+    state and weights after training (with an initial state given)."""
+    from tilegraph._capture import capture
+    torch.manual_seed(0)
+    model = GruStack(**_CONFIGS[config])
+    gru = model.gru
+    directions = 2 if gru.bidirectional else 1
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 7, 5, generator=g)
+    h0 = torch.randn(gru.num_layers * directions, 3 if gru.batch_first else 7, gru.hidden_size,
+                     generator=g)
+    graph = str(capture(copy.deepcopy(model), (x, h0)).graph)
+    assert graph.count("gru_layer(") == gru.num_layers * directions
+    assert "sigmoid" not in graph
+    reference = copy.deepcopy(model)
+    for got, want in zip(tilegraph.inferenceModel(copy.deepcopy(model))(x, h0),
+                         reference(x, h0)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert_trains_like_eager(model, (x, h0), steps=4, atol=1e-5)
+    assert_trains_like_eager(GruStack(**_CONFIGS[config]), (x,), steps=2, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", [torch.nn.LSTM, torch.nn.GRU], ids=["lstm", "gru"])
+def test_half_and_mixed_precision_recurrent_layers_train_near_fp32(cell):
+    """model.half() takes torch's unrolled cells (computed widened, rounded per op);
+    setMixedPrecision keeps the layer ops in f32. Both train within half precision's band
+    of the fp32 eager losses (eager's own bf16 LSTM needs oneDNN bf16 kernels, absent on
+    AVX2-only CPUs, so fp32 is the reference)."""
+    torch.manual_seed(0)
+    base = Tagger(cell)
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(4, 6, 8, generator=g), torch.randint(0, 3, (4,), generator=g)
+    h0 = torch.zeros(2, 4, 12)
+    state = (h0, h0) if cell is torch.nn.LSTM else h0
+    reference = copy.deepcopy(base)
+    eager = torch.optim.SGD(reference.parameters(), lr=0.1)
+    want = []
+    for _ in range(3):
+        eager.zero_grad()
+        loss = reference(x, t, state)[-1]
+        loss.backward()
+        eager.step()
+        want.append(float(loss))
+    half = copy.deepcopy(base).half()
+    half_state = tuple(s.half() for s in state) if isinstance(state, tuple) else state.half()
+    trainer = tilegraph.trainingModel(half, optimizer=torch.optim.SGD(half.parameters(), lr=0.1))
+    got = [float(trainer(x.half(), t, half_state)[-1]) for _ in range(3)]
+    assert got == pytest.approx(want, abs=2e-2)
+    mixed = copy.deepcopy(base)
+    opts = tilegraph.Options()
+    opts.Precision.setMixedPrecision(torch.bfloat16)
+    trainer = tilegraph.trainingModel(mixed, opts, torch.optim.SGD(mixed.parameters(), lr=0.1))
+    got = [float(trainer(x, t, state)[-1]) for _ in range(3)]
+    assert got == pytest.approx(want, abs=2e-2)
