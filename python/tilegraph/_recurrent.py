@@ -54,37 +54,58 @@ def _torch_lstm(*args):
     return decomposition_table[aten.lstm.input](*args)
 
 
+def _applies(input, states, params, num_layers, directions, per_direction):
+    """Whether the layer ops compute this call: f32 / f64 throughout, a batched sequence and
+    the plain weights (projections give 5 or 3 tensors per direction)."""
+    return (input.dtype in (torch.float32, torch.float64) and input.dim() == 3
+            and len(params) == num_layers * directions * per_direction
+            and all(p.dtype == input.dtype for p in (*params, *states)))
+
+
+def _stack_layers(input, params, per_direction, num_layers, dropout, train, bidirectional,
+                  batch_first, layer):
+    """The layers over the sequence: `layer(x, index, weights, reverse)` runs one layer
+    and direction and returns (y [T, B, H], its final states). Returns the output and, per
+    state, the finals of every layer and direction stacked."""
+    directions = 2 if bidirectional else 1
+    x = input.transpose(0, 1) if batch_first else input
+    finals = []
+    for depth in range(num_layers):
+        outputs = []
+        for d in range(directions):
+            index = depth * directions + d
+            y, states = layer(x, index, params[index * per_direction:(index + 1) *
+                                               per_direction], d == 1)
+            finals.append(states)
+            outputs.append(y)
+        x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
+        if dropout and train and depth < num_layers - 1:
+            x = aten.dropout(x, dropout, True)
+    output = x.transpose(0, 1) if batch_first else x
+    return (output, *(torch.stack(list(s)) for s in zip(*finals)))
+
+
+def _last(reverse):
+    """The time index a direction ends at."""
+    return 0 if reverse else -1
+
+
 def lstm(input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
          batch_first):
     """aten.lstm.input's semantics with lstm_layer ops where they apply (see above)."""
-    directions = 2 if bidirectional else 1
     per_direction = 4 if has_biases else 2
-    if (input.dtype not in (torch.float32, torch.float64) or input.dim() != 3
-            or len(params) != num_layers * directions * per_direction
-            or any(p.dtype != input.dtype for p in (*params, *hx))):
-        # projections (5 or 3 tensors per direction), half precision: torch's decomposition
+    if not _applies(input, hx, params, num_layers, 2 if bidirectional else 1, per_direction):
         return _torch_lstm(input, hx, params, has_biases, num_layers, dropout, train,
                            bidirectional, batch_first)
-    x = input.transpose(0, 1) if batch_first else input
     h0, c0 = hx
-    h_n, c_n = [], []
-    for layer in range(num_layers):
-        outputs = []
-        for d in range(directions):
-            index = layer * directions + d
-            w = params[index * per_direction:(index + 1) * per_direction]
-            bias = w[2] + w[3] if has_biases else w[0].new_zeros(w[0].shape[0])
-            y, c, _ = torch.ops.tilegraph.lstm_layer(x, h0[index], c0[index], w[0], w[1], bias,
-                                                     d == 1)
-            last = 0 if d == 1 else -1  # the reverse direction ends at time 0
-            h_n.append(y[last])
-            c_n.append(c[last])
-            outputs.append(y)
-        x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
-        if dropout and train and layer < num_layers - 1:
-            x = aten.dropout(x, dropout, True)
-    output = x.transpose(0, 1) if batch_first else x
-    return output, torch.stack(h_n), torch.stack(c_n)
+
+    def layer(x, index, w, reverse):
+        bias = w[2] + w[3] if has_biases else w[0].new_zeros(w[0].shape[0])
+        y, c, _ = torch.ops.tilegraph.lstm_layer(x, h0[index], c0[index], w[0], w[1], bias,
+                                                 reverse)
+        return y, (y[_last(reverse)], c[_last(reverse)])
+    return _stack_layers(input, params, per_direction, num_layers, dropout, train,
+                         bidirectional, batch_first, layer)
 
 
 @torch.library.custom_op("tilegraph::gru_layer", mutates_args=())
@@ -120,30 +141,19 @@ def _torch_gru(*args):
 def gru(input, hx, params, has_biases, num_layers, dropout, train, bidirectional,
         batch_first):
     """aten.gru.input's semantics with gru_layer ops where they apply (as `lstm`)."""
-    directions = 2 if bidirectional else 1
     per_direction = 4 if has_biases else 2
-    if (input.dtype not in (torch.float32, torch.float64) or input.dim() != 3
-            or len(params) != num_layers * directions * per_direction
-            or any(p.dtype != input.dtype for p in (*params, hx))):
+    if not _applies(input, (hx,), params, num_layers, 2 if bidirectional else 1,
+                    per_direction):
         return _torch_gru(input, hx, params, has_biases, num_layers, dropout, train,
                           bidirectional, batch_first)
-    x = input.transpose(0, 1) if batch_first else input
-    h_n = []
-    for layer in range(num_layers):
-        outputs = []
-        for d in range(directions):
-            index = layer * directions + d
-            w = params[index * per_direction:(index + 1) * per_direction]
-            zeros = w[0].new_zeros(w[0].shape[0])
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (zeros, zeros)
-            y, _, _ = torch.ops.tilegraph.gru_layer(x, hx[index], w[0], w[1], b_ih, b_hh, d == 1)
-            h_n.append(y[0 if d == 1 else -1])
-            outputs.append(y)
-        x = torch.cat(outputs, dim=-1) if directions == 2 else outputs[0]
-        if dropout and train and layer < num_layers - 1:
-            x = aten.dropout(x, dropout, True)
-    output = x.transpose(0, 1) if batch_first else x
-    return output, torch.stack(h_n)
+
+    def layer(x, index, w, reverse):
+        zeros = w[0].new_zeros(w[0].shape[0])
+        b_ih, b_hh = (w[2], w[3]) if has_biases else (zeros, zeros)
+        y, _, _ = torch.ops.tilegraph.gru_layer(x, hx[index], w[0], w[1], b_ih, b_hh, reverse)
+        return y, (y[_last(reverse)],)
+    return _stack_layers(input, params, per_direction, num_layers, dropout, train,
+                         bidirectional, batch_first, layer)
 
 
 class recurrent_layers(torch.overrides.TorchFunctionMode):

@@ -106,6 +106,19 @@ GemmShape Products(const Node& n, size_t x_index, size_t w_hh_index, int64_t gat
           static_cast<double>(p.i + p.h)};
 }
 
+// A layer op's gradient rule: its backward op reads the gradients of the three outputs
+// (zeros where the loss does not read one), the six inputs and the three outputs.
+GradFn LayerGradient(const char* backward) {
+  return [backward](const GradContext& g) -> std::vector<Value*> {
+    Builder& b = g.b();
+    std::vector<Value*> ins;
+    for (size_t k = 0; k < 3; ++k) ins.push_back(g.GO(k) ? g.GO(k) : b.ZerosLike(g.O(k)));
+    for (size_t k = 0; k < 6; ++k) ins.push_back(g.I(k));
+    for (size_t k = 0; k < 3; ++k) ins.push_back(g.O(k));
+    return b.Op(backward, ins, g.attrs());
+  };
+}
+
 // ---- samples ----------------------------------------------------------------------------
 OpSample LayerSample(int64_t t, int64_t b, int64_t i, int64_t h, bool reverse, bool backward,
                      double tolerance = 1e-5) {
@@ -161,14 +174,7 @@ void RegisterLstmLayer(OpRegistry& r) {
     const DType dt = c.in(0).dtype;
     return {{dt, {p.t, p.b, p.h}}, {dt, {p.t, p.b, p.h}}, {dt, {p.t, p.b, 4 * p.h}}};
   };
-  d.grad = [](const GradContext& g) -> std::vector<Value*> {
-    Builder& b = g.b();
-    std::vector<Value*> ins;
-    for (size_t k = 0; k < 3; ++k) ins.push_back(g.GO(k) ? g.GO(k) : b.ZerosLike(g.O(k)));
-    for (size_t k = 0; k < 6; ++k) ins.push_back(g.I(k));
-    for (size_t k = 0; k < 3; ++k) ins.push_back(g.O(k));
-    return b.Op("lstm_layer_backward", ins, g.attrs());
-  };
+  d.grad = LayerGradient("lstm_layer_backward");
   d.kernels[DeviceKind::kCpu] = ForwardFactory(false);
   d.kernels[DeviceKind::kReference] = ForwardFactory(true);
   d.gemm = [](const Node& n) { return Products(n, 0, 4, 4, 1); };
@@ -318,14 +324,7 @@ void RegisterGruLayer(OpRegistry& r) {
     const DType dt = c.in(0).dtype;
     return {{dt, {p.t, p.b, p.h}}, {dt, {p.t, p.b, 3 * p.h}}, {dt, {p.t, p.b, p.h}}};
   };
-  d.grad = [](const GradContext& g) -> std::vector<Value*> {
-    Builder& b = g.b();
-    std::vector<Value*> ins;
-    for (size_t k = 0; k < 3; ++k) ins.push_back(g.GO(k) ? g.GO(k) : b.ZerosLike(g.O(k)));
-    for (size_t k = 0; k < 6; ++k) ins.push_back(g.I(k));
-    for (size_t k = 0; k < 3; ++k) ins.push_back(g.O(k));
-    return b.Op("gru_layer_backward", ins, g.attrs());
-  };
+  d.grad = LayerGradient("gru_layer_backward");
   d.kernels[DeviceKind::kCpu] = GruForwardFactory(false);
   d.kernels[DeviceKind::kReference] = GruForwardFactory(true);
   d.gemm = [](const Node& n) { return Products(n, 0, 3, 3, 1); };

@@ -8,6 +8,7 @@
 #include "kernels/cpu/dense_matmul.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/cpu/reference_dense.h"
+#include "kernels/cpu/vector_math.h"
 
 namespace tg::cpu {
 
@@ -43,9 +44,17 @@ struct Product {
   }
 };
 
+// The activations: vmath's vectorizable float functions (the per-step loops over the gates
+// vectorize), the C library's in double (the reference precision).
 template <typename T>
 T Sigmoid(T v) {
+  if constexpr (std::is_same_v<T, float>) return vmath::Sigmoid(v);
   return T(1) / (T(1) + std::exp(-v));
+}
+template <typename T>
+T Tanh(T v) {
+  if constexpr (std::is_same_v<T, float>) return vmath::Tanh(v);
+  return std::tanh(v);
 }
 
 // Row r of a [T, B, n] sequence tensor at time t.
@@ -117,7 +126,7 @@ void LstmForward(const RecurrentProducts& mm, const T* x, const T* h0, const T* 
         for (int64_t j = 0; j < H; ++j) {
           const T in = Sigmoid(a[j] + r[j]);
           const T forget = Sigmoid(a[H + j] + r[H + j]);
-          const T cell = std::tanh(a[2 * H + j] + r[2 * H + j]);
+          const T cell = Tanh(a[2 * H + j] + r[2 * H + j]);
           const T out = Sigmoid(a[3 * H + j] + r[3 * H + j]);
           const T cv = forget * c_prev[b * H + j] + in * cell;
           a[j] = in;
@@ -125,7 +134,7 @@ void LstmForward(const RecurrentProducts& mm, const T* x, const T* h0, const T* 
           a[2 * H + j] = cell;
           a[3 * H + j] = out;
           c_t[b * H + j] = cv;
-          y_t[b * H + j] = out * std::tanh(cv);
+          y_t[b * H + j] = out * Tanh(cv);
         }
       }
     });
@@ -160,7 +169,7 @@ void LstmBackward(const RecurrentProducts& mm, const T* dy, const T* dc, const T
         for (int64_t j = 0; j < H; ++j) {
           const int64_t k = b * H + j;
           const T in = g[j], forget = g[H + j], cell = g[2 * H + j], out = g[3 * H + j];
-          const T tc = std::tanh(c_t[k]);
+          const T tc = Tanh(c_t[k]);
           const T dh = dy_t[k] + dh_rec[k];
           const T dcell_state = dc_t[k] + dc_rec[k] + dh * out * (T(1) - tc * tc);
           const T d_in = dcell_state * cell + dg[j];
@@ -206,7 +215,7 @@ void GruForward(const RecurrentProducts& mm, const T* x, const T* h0, const T* w
         for (int64_t j = 0; j < H; ++j) {
           const T reset = Sigmoid(q[j] + r[j]);
           const T update = Sigmoid(q[H + j] + r[H + j]);
-          const T cand = std::tanh(q[2 * H + j] + reset * r[2 * H + j]);
+          const T cand = Tanh(q[2 * H + j] + reset * r[2 * H + j]);
           q[j] = reset;
           q[H + j] = update;
           q[2 * H + j] = cand;
