@@ -47,79 +47,90 @@ std::vector<std::string> One(std::string s) { return {std::move(s)}; }
 
 DType In(const Node& n, int i) { return n.input(i)->type().dtype; }
 
+// What a recurrent layer op's unrolled export starts from: w_hh^T, every step's input
+// projection x w_ih^T + b [T, B, G], the split of a [B, G] row into `gates` parts of H, and
+// the time axis steps are stacked along.
+struct UnrolledLayer {
+  std::string w_hh_t, projected, split, time_axis;
+  int64_t steps = 0;
+  bool reverse = false;
+};
+
+UnrolledLayer StartUnrolledLayer(Exporter& e, const Node& n, const std::string& x,
+                                 const std::string& w_ih, const std::string& w_hh,
+                                 const std::string& b_ih, int64_t gates) {
+  OnnxBuilder& ob = e.ob();
+  UnrolledLayer u;
+  u.steps = n.input(0)->type().shape[0];
+  u.reverse = GetBool(n.attrs(), "reverse");
+  u.w_hh_t = ob.Op("Transpose", {w_hh}, {{"perm", Ints{1, 0}}});
+  const std::string w_ih_t = ob.Op("Transpose", {w_ih}, {{"perm", Ints{1, 0}}});
+  u.projected = ob.Op("Add", {ob.Op("MatMul", {x, w_ih_t}), b_ih});
+  const int64_t hidden = n.output(0)->type().shape[2];  // y [T, B, H]
+  u.split = e.IntsConst(Ints(static_cast<size_t>(gates), hidden));
+  u.time_axis = e.IntsConst({0});
+  return u;
+}
+
+// Step t's row of the projection [B, G].
+std::string ProjectedAt(Exporter& e, const UnrolledLayer& u, int64_t t) {
+  return e.ob().Op("Gather", {u.projected, e.Scalar(static_cast<double>(t), DType::kI64)},
+                   {{"axis", int64_t{0}}});
+}
+
+// [B, ...] values of every step, in time order, as one [T, B, ...] tensor.
+std::string StackSteps(Exporter& e, const UnrolledLayer& u, const std::vector<std::string>& rows) {
+  std::vector<std::string> parts;
+  for (const std::string& r : rows) parts.push_back(e.ob().Op("Unsqueeze", {r, u.time_axis}));
+  return e.ob().Op("Concat", parts, {{"axis", int64_t{0}}});
+}
+
 // lstm_layer unrolled over its time steps in plain ONNX ops (ONNX's LSTM gives neither every
-// step's cell state nor the gates, which are lstm_layer's second and third outputs): the
-// input projection as one MatMul, then per step the recurrent MatMul, the gates, c and h;
-// each output is its steps concatenated in time order.
+// step's cell state nor the gates, which are lstm_layer's second and third outputs).
 std::vector<std::string> ExportLstmLayer(Exporter& e, const Node& n,
                                          const std::vector<std::string>& in) {
   OnnxBuilder& ob = e.ob();
-  const int64_t steps = n.input(0)->type().shape[0];
-  const bool reverse = GetBool(n.attrs(), "reverse");
-  const std::string w_ih_t = ob.Op("Transpose", {in[3]}, {{"perm", Ints{1, 0}}});
-  const std::string w_hh_t = ob.Op("Transpose", {in[4]}, {{"perm", Ints{1, 0}}});
-  const std::string projected = ob.Op("Add", {ob.Op("MatMul", {in[0], w_ih_t}), in[5]});
-  const int64_t hidden = n.input(4)->type().shape[1];
-  const std::string split = e.IntsConst({hidden, hidden, hidden, hidden});
-  const std::string time_axis = e.IntsConst({0});
-  std::vector<std::string> ys(steps), cs(steps), gates(steps);
+  const UnrolledLayer u = StartUnrolledLayer(e, n, in[0], in[3], in[4], in[5], 4);
+  std::vector<std::string> ys(u.steps), cs(u.steps), gates(u.steps);
   std::string h = in[1], c = in[2];
-  for (int64_t s = 0; s < steps; ++s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    std::string x_t = ob.Op("Gather", {projected, e.Scalar(static_cast<double>(t), DType::kI64)},
-                            {{"axis", int64_t{0}}});
-    std::string a = ob.Op("Add", {x_t, ob.Op("MatMul", {h, w_hh_t})});
-    std::vector<std::string> part = ob.OpN("Split", {a, split}, 4, {{"axis", int64_t{1}}});
+  for (int64_t s = 0; s < u.steps; ++s) {
+    const int64_t t = u.reverse ? u.steps - 1 - s : s;
+    std::string a = ob.Op("Add", {ProjectedAt(e, u, t), ob.Op("MatMul", {h, u.w_hh_t})});
+    std::vector<std::string> part = ob.OpN("Split", {a, u.split}, 4, {{"axis", int64_t{1}}});
     std::string i = ob.Op("Sigmoid", {part[0]}), f = ob.Op("Sigmoid", {part[1]});
     std::string g = ob.Op("Tanh", {part[2]}), o = ob.Op("Sigmoid", {part[3]});
     c = ob.Op("Add", {ob.Op("Mul", {f, c}), ob.Op("Mul", {i, g})});
     h = ob.Op("Mul", {o, ob.Op("Tanh", {c})});
-    ys[t] = ob.Op("Unsqueeze", {h, time_axis});
-    cs[t] = ob.Op("Unsqueeze", {c, time_axis});
-    gates[t] = ob.Op("Unsqueeze", {ob.Op("Concat", {i, f, g, o}, {{"axis", int64_t{1}}}),
-                                   time_axis});
+    ys[t] = h;
+    cs[t] = c;
+    gates[t] = ob.Op("Concat", {i, f, g, o}, {{"axis", int64_t{1}}});
   }
-  auto join = [&](const std::vector<std::string>& parts) {
-    return ob.Op("Concat", parts, {{"axis", int64_t{0}}});
-  };
-  return {join(ys), join(cs), join(gates)};
+  return {StackSteps(e, u, ys), StackSteps(e, u, cs), StackSteps(e, u, gates)};
 }
 
 // gru_layer unrolled the same way (outputs y, the activated gates r, z, n and p_n).
 std::vector<std::string> ExportGruLayer(Exporter& e, const Node& n,
                                         const std::vector<std::string>& in) {
   OnnxBuilder& ob = e.ob();
-  const int64_t steps = n.input(0)->type().shape[0];
-  const bool reverse = GetBool(n.attrs(), "reverse");
-  const std::string w_ih_t = ob.Op("Transpose", {in[2]}, {{"perm", Ints{1, 0}}});
-  const std::string w_hh_t = ob.Op("Transpose", {in[3]}, {{"perm", Ints{1, 0}}});
-  const std::string projected = ob.Op("Add", {ob.Op("MatMul", {in[0], w_ih_t}), in[4]});
-  const int64_t hidden = n.input(3)->type().shape[1];
-  const std::string split = e.IntsConst({hidden, hidden, hidden});
-  const std::string time_axis = e.IntsConst({0});
+  const UnrolledLayer u = StartUnrolledLayer(e, n, in[0], in[2], in[3], in[4], 3);
   const std::string one = e.Scalar(1.0, n.input(0)->type().dtype);
-  std::vector<std::string> ys(steps), gates(steps), pns(steps);
+  std::vector<std::string> ys(u.steps), gates(u.steps), pns(u.steps);
   std::string h = in[1];
-  for (int64_t s = 0; s < steps; ++s) {
-    const int64_t t = reverse ? steps - 1 - s : s;
-    std::string q = ob.Op("Gather", {projected, e.Scalar(static_cast<double>(t), DType::kI64)},
-                          {{"axis", int64_t{0}}});
-    std::string p = ob.Op("Add", {ob.Op("MatMul", {h, w_hh_t}), in[5]});
-    std::vector<std::string> qs = ob.OpN("Split", {q, split}, 3, {{"axis", int64_t{1}}});
-    std::vector<std::string> ps = ob.OpN("Split", {p, split}, 3, {{"axis", int64_t{1}}});
+  for (int64_t s = 0; s < u.steps; ++s) {
+    const int64_t t = u.reverse ? u.steps - 1 - s : s;
+    std::string p = ob.Op("Add", {ob.Op("MatMul", {h, u.w_hh_t}), in[5]});
+    std::vector<std::string> qs =
+        ob.OpN("Split", {ProjectedAt(e, u, t), u.split}, 3, {{"axis", int64_t{1}}});
+    std::vector<std::string> ps = ob.OpN("Split", {p, u.split}, 3, {{"axis", int64_t{1}}});
     std::string r = ob.Op("Sigmoid", {ob.Op("Add", {qs[0], ps[0]})});
     std::string z = ob.Op("Sigmoid", {ob.Op("Add", {qs[1], ps[1]})});
     std::string cand = ob.Op("Tanh", {ob.Op("Add", {qs[2], ob.Op("Mul", {r, ps[2]})})});
     h = ob.Op("Add", {ob.Op("Mul", {ob.Op("Sub", {one, z}), cand}), ob.Op("Mul", {z, h})});
-    ys[t] = ob.Op("Unsqueeze", {h, time_axis});
-    gates[t] = ob.Op("Unsqueeze", {ob.Op("Concat", {r, z, cand}, {{"axis", int64_t{1}}}),
-                                   time_axis});
-    pns[t] = ob.Op("Unsqueeze", {ps[2], time_axis});
+    ys[t] = h;
+    gates[t] = ob.Op("Concat", {r, z, cand}, {{"axis", int64_t{1}}});
+    pns[t] = ps[2];
   }
-  auto join = [&](const std::vector<std::string>& parts) {
-    return ob.Op("Concat", parts, {{"axis", int64_t{0}}});
-  };
-  return {join(ys), join(gates), join(pns)};
+  return {StackSteps(e, u, ys), StackSteps(e, u, gates), StackSteps(e, u, pns)};
 }
 
 const std::map<std::string, Emit>& Table() {
