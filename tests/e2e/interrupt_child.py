@@ -1,7 +1,12 @@
 """Child process for the Ctrl-C test: a long multi-step training call, interrupted by the
 parent with SIGINT; reports where it stopped and whether the module matches the engine."""
+import faulthandler
 import json
 import sys
+
+# A crash (a signal such as SIGSEGV) prints every thread's Python stack on stderr, which the
+# parent test shows when the child fails.
+faulthandler.enable()
 
 import numpy as np
 import torch

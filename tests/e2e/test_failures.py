@@ -421,7 +421,7 @@ def test_ctrl_c_stops_a_long_call_at_a_step_boundary_with_the_module_in_sync():
     time.sleep(1.0)
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=120)
-    assert child.returncode == 0, err
+    assert child.returncode == 0, f"stdout:\n{out}\nstderr:\n{err}"  # stdout: did it crash at exit?
     report = json.loads(out.strip().splitlines()[-1])
     assert report["interrupted"], report
     assert 0 < report["steps_done"] < report["steps"], report
